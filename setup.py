@@ -1,0 +1,39 @@
+"""subscriber-backfill: Decree 25 supplementary real-name registration on Apache Beam.
+
+This file is also what Dataflow workers install (``--setup_file ./setup.py``).
+Our top-level packages have generic names (``schemas``, ``transforms``,
+``pipelines``), so they are listed explicitly rather than found.
+"""
+from setuptools import setup
+
+INSTALL_REQUIRES = [
+    # Pinned together: this set is installed and tested as one (constraints.txt).
+    "apache-beam[gcp]==2.77.0",
+    "pyarrow==25.0.1",
+    "fastavro==1.13.1",
+    "cryptography==50.0.2",
+    "numpy==2.4.6",
+    "pandas==3.1.1",
+    "PyYAML==6.0.4",
+    "jsonschema==4.26.0",
+    "Jinja2==3.1.6",
+    "matplotlib==3.11.2",
+    "phonenumbers==9.0.43",
+    "google-cloud-pubsub==2.44.0",
+    "psutil==7.2.2",
+]
+
+setup(
+    name="subscriber-backfill",
+    version="0.1.0",
+    description="Decree 25 supplementary real-name registration backfill on Apache Beam",
+    python_requires=">=3.10",
+    packages=["schemas", "transforms", "pipelines"],
+    package_data={"schemas": ["*.avsc", "*.yaml", "*.json"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "duckdb==2.0.1"],
+    },
+    entry_points={"console_scripts": ["backfill=pipelines.cli:main"]},
+)
