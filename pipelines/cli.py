@@ -1,0 +1,42 @@
+"""``backfill``: one console script, a subcommand per step.
+
+    backfill generate --lines N --seed S --out PATH
+    backfill scan --base PATH --out DIR [--as-of YYYY-MM-DD]
+    backfill demo [--lines N] [--out DIR]
+
+Each step also runs as ``python -m pipelines.<step>``; unknown ``--flags``
+pass through to Beam.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "generate": ("pipelines.generate", "make a realistic synthetic subscriber base"),
+    "scan": ("pipelines.scan", "classify every line's identity under the policy"),
+    "demo": ("pipelines.demo", "run the whole loop on the embedded default"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: backfill COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"backfill: error: unknown command {command!r} (one of {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

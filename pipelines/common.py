@@ -1,0 +1,129 @@
+"""What every step's launcher shares: argument parsing with one-line errors,
+the explicit local runner, run ids, and turning failures into one line.
+
+Unknown ``--flags`` pass through to Beam. Without ``--runner`` the local
+FnApiRunner is chosen explicitly: Beam's DirectRunner would otherwise try to
+download the Prism runner, and there is no network at run time.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+__all__ = [
+    "ArgumentParser",
+    "UserError",
+    "beam_options",
+    "is_local_runner",
+    "new_run",
+    "parse_as_of",
+    "run_main",
+    "remove_tree",
+]
+
+LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
+log = logging.getLogger("backfill")
+
+
+class UserError(Exception):
+    """An error the user can fix; ``str()`` is one line, shown as is."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line and exits 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_as_of(value: str | None) -> dt.date:
+    if value is None:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--as-of {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def beam_options(beam_args: list[str], **overrides) -> PipelineOptions:
+    """Beam options from the pass-through flags, with the local runner as default."""
+    args = list(beam_args)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        args = ["--runner", "FnApiRunner", *args]
+    return PipelineOptions(args, **overrides)
+
+
+def runner_name(options: PipelineOptions) -> str:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner or "FnApiRunner"
+    return runner if isinstance(runner, str) else type(runner).__name__
+
+
+def is_local_runner(options: PipelineOptions) -> bool:
+    return runner_name(options) in LOCAL_RUNNERS
+
+
+def new_run(step: str) -> tuple[str, str]:
+    """(run_id, start time as UTC ISO-8601)."""
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return f"{step}-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}", now.isoformat().replace("+00:00", "Z")
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder (local or gs://) if it exists."""
+    try:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+    except Exception:  # cleanup is best effort; the run's outcome stands
+        log.debug("could not remove %s", path)
+
+
+def _user_message(exc: BaseException) -> str | None:
+    """The one-line message of a user-facing error anywhere in the chain."""
+    from pipelines.readers import InputError
+    from transforms.policy import PolicyError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (UserError, InputError, PolicyError)):
+            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _beam_wrapped(exc: BaseException) -> str | None:
+    """Beam re-raises worker errors as new exceptions whose text holds the original."""
+    text = str(exc)
+    for marker in ("InputError: ", "PolicyError: ", "UserError: "):
+        if marker in text:
+            return text.split(marker, 1)[1].splitlines()[0]
+    return None
+
+
+def run_main(prog: str, body, argv) -> int:
+    """Run a step's body; user errors become one line on stderr and exit 1."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("apache_beam", "root"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return body(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback for the user
+        message = _user_message(exc) or _beam_wrapped(exc)
+        if message is None:
+            log.debug("unexpected failure", exc_info=True)
+            message = f"unexpected {type(exc).__name__}; re-run with --debug for details"
+            if "--debug" in (argv or sys.argv):
+                raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,39 @@
+"""Run manifests: every step writes ``manifest.json`` beside its outputs.
+
+A manifest proves what a run did: counts in and out, dead letters, the
+policy and key versions, inputs, runner, options and timings. It never holds
+identity values. Self-inspection (Art. 15) gathers them later.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+__all__ = ["write_json", "read_json", "Timer"]
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    payload = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False, default=str).encode("utf-8")
+    with FileSystems.create(path) as handle:
+        handle.write(payload + b"\n")
+
+
+def read_json(path: str) -> dict[str, Any]:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.marks: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = round(time.time() - self.started, 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds_total": round(time.time() - self.started, 3), **self.marks, "host": platform.node()}

@@ -1,0 +1,206 @@
+"""backfill scan: classify every line of the subscriber base under the policy.
+
+    backfill scan --base base.parquet --out out/scan [--as-of 2026-11-30]
+        [--policy my_policy.yaml] [--encoding gb18030] [Beam flags...]
+    python -m pipelines.scan --base 'exports/*.csv' --out gs://bucket/scan \\
+        --runner DataflowRunner --project P --region R \\
+        --temp_location gs://bucket/tmp --setup_file ./setup.py
+
+Writes ``OUT/classified/`` (Parquet, the classified-line contract, no
+identity values), ``OUT/dead_letter/`` (JSON Lines, a reason each),
+``OUT/summary.json`` and ``OUT/manifest.json``, and prints a short summary.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import sys
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run
+from pipelines.common import parse_as_of, remove_tree, run_main, runner_name
+from pipelines.manifest import Timer, read_json, write_json
+from pipelines.readers import ReadSubscriberBase, plan_splits
+from schemas import arrow_schema
+from transforms.deadletter import DeadLetterContext
+from transforms.policy import load_policy
+from transforms.scan import ClassifyRegistrationCompleteness
+
+log = logging.getLogger("backfill.scan")
+ROWS_PER_BUCKET = 250_000
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="backfill scan", description=__doc__.splitlines()[0])
+    p.add_argument("--base", required=True, action="append", help="base file, glob or folder (Avro, Parquet, CSV); repeatable")
+    p.add_argument("--out", required=True, help="output folder (local or gs://)")
+    p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
+    p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
+    p.add_argument("--encoding", default="utf-8", help="CSV encoding: utf-8 (default) or gb18030")
+    p.add_argument("--batch-size", type=int, default=65_536, help="rows per Arrow batch")
+    p.add_argument("--shuffle-buckets", type=int, default=None, help="buckets of the cross-record shuffles (default: from the base size)")
+    p.add_argument("--spill", choices=["auto", "on", "off"], default="auto",
+                   help="spill shuffle payloads to files (auto: on for local runners)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _write_dead_letters(dead, path_prefix: str):
+    def rows(table: pa.Table):
+        for row in table.to_pylist():
+            yield json.dumps(row, ensure_ascii=False, sort_keys=False)
+
+    return (
+        dead
+        | "DeadLettersToJson" >> beam.FlatMap(rows)
+        | "WriteDeadLetters" >> beam.io.WriteToText(path_prefix, file_name_suffix=".jsonl", num_shards=1)
+    )
+
+
+def _write_summary(counts: dict, path: str, header: dict) -> None:
+    malformed = counts.get("dead_letter_reasons", {}).get("ROW_MALFORMED", 0)
+    rows_in = counts.get("rows_in", 0) + malformed
+    classified = counts.get("classified", 0)
+    dead = counts.get("dead_letters", 0)
+    summary = {
+        **header,
+        "rows_in": rows_in,
+        "classified": classified,
+        "dead_letters": dead,
+        "balanced": rows_in == classified + dead,
+        "dead_letter_reasons": counts.get("dead_letter_reasons", {}),
+        "identity_status": {k: counts.get("identity_status", {}).get(k, 0) for k in ("COMPLETE", "MISSING", "INCOMPLETE", "INVALID")},
+        "needs_registration": counts.get("needs_registration", 0),
+        "needs_review": counts.get("needs_review", 0),
+        "reasons": dict(sorted(counts.get("reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))),
+        "flags": counts.get("flags", {}),
+        "line_type": counts.get("line_type", {}),
+        "subscriber_kind": counts.get("subscriber_kind", {}),
+        "status": counts.get("status", {}),
+    }
+    write_json(path, summary)
+
+
+def build_pipeline(p: beam.Pipeline, *, splits, policy, as_of, ctx, salt, n_buckets, spill_dir, encoding, batch_size):
+    """Wire the scan; returns the ScanOutputs (exposed for tests)."""
+    read = p | "ReadBase" >> ReadSubscriberBase(splits, ctx, encoding=encoding, batch_size=batch_size)
+    return read.raw | "ClassifyRegistrationCompleteness" >> ClassifyRegistrationCompleteness(
+        policy, as_of, ctx, salt, n_buckets, spill_dir=spill_dir, reader_dead_letter=read.dead_letter
+    )
+
+
+def format_summary(summary: dict) -> str:
+    status = summary["identity_status"]
+    total = max(summary["classified"], 1)
+    lines = [
+        f"scan {summary['run_id']}: {summary['rows_in']:,} rows in -> {summary['classified']:,} classified + "
+        f"{summary['dead_letters']:,} dead letters ({'balanced' if summary['balanced'] else 'NOT BALANCED'})",
+        "  identity: " + ", ".join(f"{k} {v:,} ({100 * v / total:.1f}%)" for k, v in status.items()),
+        f"  needs registration {summary['needs_registration']:,}; needs review {summary['needs_review']:,}",
+    ]
+    top = list(summary["reasons"].items())[:5]
+    if top:
+        lines.append("  top reasons: " + ", ".join(f"{k} {v:,}" for k, v in top))
+    if summary["dead_letter_reasons"]:
+        lines.append("  dead letters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["dead_letter_reasons"].items())))
+    return "\n".join(lines)
+
+
+def run(argv=None) -> dict:
+    """Run a scan; returns its summary."""
+    args, beam_args = parser().parse_known_args(argv)
+    timer = Timer()
+    as_of = args.as_of or parse_as_of(None)
+    policy = load_policy(args.policy)
+    splits, info = plan_splits(args.base, encoding=args.encoding)
+    options = beam_options(beam_args)
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    run_id, started = new_run("scan")
+    ctx = DeadLetterContext("scan", run_id, started)
+    n_buckets = args.shuffle_buckets or max(1, math.ceil(info.estimated_rows / ROWS_PER_BUCKET))
+    spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(options))
+    out = args.out.rstrip("/")
+    spill_dir = FileSystems.join(out, "_shuffle", run_id) if spill else None
+    for folder in ("classified", "dead_letter"):
+        remove_tree(FileSystems.join(out, folder))
+    header = {
+        "step": "scan",
+        "run_id": run_id,
+        "as_of": as_of.isoformat(),
+        "policy_version": policy.version,
+        "ignored_columns": info.ignored_columns,
+        "missing_identity_columns": info.missing_identity_columns,
+    }
+    log.info(
+        "scan %s: %d file(s), ~%s rows in %d split(s), %d bucket(s), runner %s, policy %s, as of %s",
+        run_id, len(info.files), f"{info.estimated_rows:,}", len(splits), n_buckets,
+        runner_name(options), policy.version, as_of,
+    )
+    if info.ignored_columns:
+        log.info("scan: ignoring column(s) beyond the contract: %s", ", ".join(info.ignored_columns))
+    salt = secrets.token_hex(16)  # run-local key of the shuffle hashes; never stored
+    summary_path = FileSystems.join(out, "summary.json")
+    try:
+        with beam.Pipeline(options=options) as p:
+            outputs = build_pipeline(
+                p, splits=splits, policy=policy, as_of=as_of, ctx=ctx, salt=salt,
+                n_buckets=n_buckets, spill_dir=spill_dir, encoding=args.encoding, batch_size=args.batch_size,
+            )
+            outputs.classified | "WriteClassified" >> beam.io.WriteToParquetBatched(
+                FileSystems.join(out, "classified", "part"),
+                schema=arrow_schema("classified_line"),
+                file_name_suffix=".parquet",
+            )
+            _write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part"))
+            outputs.counts | "WriteSummary" >> beam.Map(_write_summary, summary_path, header)
+    finally:
+        if spill_dir:
+            remove_tree(FileSystems.join(out, "_shuffle"))
+    timer.mark("pipeline_seconds")
+    summary = read_json(summary_path)
+    manifest = {
+        "step": "scan",
+        "run_id": run_id,
+        "started": started,
+        "as_of": as_of.isoformat(),
+        "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
+        "inputs": {"base": info.files, "encoding": args.encoding, "estimated_rows": info.estimated_rows},
+        "outputs": {
+            "classified": FileSystems.join(out, "classified"),
+            "dead_letter": FileSystems.join(out, "dead_letter"),
+            "summary": summary_path,
+        },
+        "counts": {
+            "rows_in": summary["rows_in"],
+            "classified": summary["classified"],
+            "dead_letters": summary["dead_letters"],
+            "dead_letter_reasons": summary["dead_letter_reasons"],
+            "balanced": summary["balanced"],
+        },
+        "runner": runner_name(options),
+        "shuffle": {"buckets": n_buckets, "spill": bool(spill_dir)},
+        "timings": timer.as_dict(),
+    }
+    write_json(FileSystems.join(out, "manifest.json"), manifest)
+    if not summary["balanced"]:
+        raise UserError(f"rows in ({summary['rows_in']}) != classified + dead letters; see {summary_path}")
+    return summary
+
+
+def main(argv=None) -> int:
+    def body(argv):
+        summary = run(argv)
+        print(format_summary(summary))
+        return 0
+
+    return run_main("backfill scan", body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Dates and timestamps of operator exports, parsed and checked vectorised.
+
+Accepted: ``YYYY-MM-DD``, ``YYYY/MM/DD``, ``YYYY.MM.DD``, ``YYYYMMDD``, each
+optionally followed by ``T`` or a space and ``HH:MM[:SS[.ffffff]]`` and a
+zone (``Z`` or ``+08:00``); a time without a zone is UTC (DESIGN.md,
+"Registration events"). Arrow's own ``strptime`` rolls 1900-02-29 over to
+1900-03-01, so the calendar is checked here, with numpy, instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.normalize import clean_text
+
+__all__ = ["parse_dates", "parse_timestamps", "days_in_month", "is_real_date"]
+
+_PATTERN = (
+    r"^(?P<y>\d{4})(?:[-/.](?P<m1>\d{1,2})[-/.](?P<d1>\d{1,2})|(?P<m2>\d{2})(?P<d2>\d{2}))"
+    r"(?:[T ](?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d{1,9}))?)?)?"
+    r" ?(?P<z>Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
+    """Gregorian month lengths; month must be in 1..12."""
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    lengths = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(month, 1, 12) - 1]
+    return lengths + ((month == 2) & leap)
+
+
+def is_real_date(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    ok = (month >= 1) & (month <= 12) & (day >= 1)
+    return ok & (day <= days_in_month(year, month))
+
+
+def to_days(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 for valid (year, month, day); garbage elsewhere."""
+    m = np.clip(month, 1, 12)
+    d = np.clip(day, 1, 31)
+    months = (year.astype(np.int64) - 1970) * 12 + (m - 1)
+    first = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    return first + (d - 1)
+
+
+def _group(struct: pa.StructArray, name: str) -> pa.Array:
+    """One capture group; groups that did not take part ('') become null."""
+    col = pc.struct_field(struct, name)
+    return pc.if_else(pc.equal(pc.fill_null(col, ""), ""), pa.scalar(None, pa.string()), col)
+
+
+def _ints(struct: pa.StructArray, name: str, fill: int = 0) -> np.ndarray:
+    return pc.fill_null(_group(struct, name).cast(pa.int64()), fill).to_numpy()
+
+
+def _has(struct: pa.StructArray, name: str) -> np.ndarray:
+    return _group(struct, name).is_valid().to_numpy(zero_copy_only=False)
+
+
+def _parse(values) -> tuple[pa.StructArray, np.ndarray, np.ndarray]:
+    """(regex groups, present mask, matched mask)."""
+    text = clean_text(values)
+    present = text.is_valid().to_numpy(zero_copy_only=False)
+    groups = pc.extract_regex(text, _PATTERN)
+    matched = groups.is_valid().to_numpy(zero_copy_only=False)
+    return groups, present, matched
+
+
+def _date_parts(groups: pa.StructArray):
+    y = _ints(groups, "y", 1970)
+    m = np.where(_has(groups, "m1"), _ints(groups, "m1", 1), _ints(groups, "m2", 1))
+    d = np.where(_has(groups, "d1"), _ints(groups, "d1", 1), _ints(groups, "d2", 1))
+    return y, m, d
+
+
+def parse_dates(values) -> tuple[pa.Array, np.ndarray]:
+    """(date32 array, bad) where ``bad`` marks present values that are not dates."""
+    groups, present, matched = _parse(values)
+    y, m, d = _date_parts(groups)
+    good = matched & is_real_date(y, m, d)
+    days = np.where(good, to_days(y, m, d), 0).astype(np.int32)
+    out = pa.array(days, pa.int32(), mask=~good).cast(pa.date32())
+    return out, present & ~good
+
+
+def parse_timestamps(values) -> tuple[pa.Array, np.ndarray]:
+    """(timestamp[us, UTC] array, bad) where ``bad`` marks present values that are not times."""
+    groups, present, matched = _parse(values)
+    y, m, d = _date_parts(groups)
+    hh, mm, ss = _ints(groups, "H"), _ints(groups, "M"), _ints(groups, "S")
+    frac = _group(groups, "f")
+    # Fractions of any length become microseconds: pad/truncate to 6 digits.
+    micros = pc.fill_null(
+        pc.utf8_slice_codeunits(pc.utf8_rpad(frac, 6, "0"), 0, 6).cast(pa.int64()), 0
+    ).to_numpy()
+    zone = pc.replace_substring(pc.fill_null(_group(groups, "z"), "Z"), ":", "")
+    # "Z" -> "+0000"; then sign, hours and minutes are fixed positions.
+    zone = pc.if_else(pc.equal(zone, "Z"), "+0000", zone)
+    sign = np.where(pc.starts_with(zone, "-").to_numpy(zero_copy_only=False), -1, 1)
+    zh = pc.utf8_slice_codeunits(zone, 1, 3).cast(pa.int64()).to_numpy()
+    zm = pc.utf8_slice_codeunits(zone, 3, 5).cast(pa.int64()).to_numpy()
+    offset_min = sign * (zh * 60 + zm)
+    good = (
+        matched
+        & is_real_date(y, m, d)
+        & (hh < 24) & (mm < 60) & (ss < 60)
+        & (np.abs(offset_min) <= 14 * 60)
+    )
+    seconds = to_days(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss - offset_min * 60
+    us = np.where(good, seconds * 1_000_000 + micros, 0)
+    out = pa.array(us, pa.int64(), mask=~good).cast(pa.timestamp("us", tz="UTC"))
+    return out, present & ~good

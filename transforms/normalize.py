@@ -1,0 +1,167 @@
+"""Text normalisation of identity and line fields, over Arrow arrays.
+
+Every check of the policy runs on normalised values (DESIGN.md "Normalisation
+before any check", domain.md section 5):
+
+* NFKC (full-width digits and letters become ASCII, U+3000 and U+00A0 spaces);
+* Unicode format characters (category Cf: U+200B, U+FEFF, ...) are removed,
+  which NFKC does not do;
+* white space is trimmed and collapsed; a value that is empty afterwards is
+  absent (null);
+* document numbers are upper-cased (``x`` -> ``X``) and lose inner spaces
+  and hyphens;
+* in names, the middle-dot look-alikes fold to U+00B7, and so do ``.`` / ``．``
+  between two Han characters. Dots are never removed or merged: a malformed
+  sequence stays malformed for the name check to see.
+
+All functions are vectorised (pyarrow.compute). NFKC and the regex passes are
+costly over Chinese text, so one numpy pass over the UTF-8 buffer first picks
+the rows that can change, and only those go through them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "clean_text",
+    "normalize_doc_number",
+    "normalize_name",
+    "normalize_label",
+    "normalize_enum",
+    "normalize_msisdn",
+    "MIDDLE_DOT",
+]
+
+MIDDLE_DOT = "\u00b7"
+# Look-alikes of U+00B7 (domain.md section 5); U+FF65 becomes U+30FB under NFKC.
+_DOT_LOOKALIKES = r"[\x{0387}\x{30FB}\x{FF65}\x{2022}\x{2027}\x{2219}\x{22C5}\x{2E31}\x{16EB}]"
+_HAN_DOT_HAN = r"(\p{Han})[.\x{FF0E}](\p{Han})"
+_FORMAT_CHARS = r"\p{Cf}"
+_SPACE_RUN = r"[\s\p{Z}]+"
+_DOC_SEPARATORS = r"[\s\p{Z}\-\x{2010}-\x{2015}\x{2212}]"
+
+
+def _chunk(values) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.type != pa.string():
+        values = values.cast(pa.string())
+    return values
+
+
+def _rows_where(values: pa.Array, byte_test) -> np.ndarray:
+    """Rows whose UTF-8 bytes contain a byte for which ``byte_test`` is true."""
+    n = len(values)
+    if n == 0 or values.buffers()[2] is None:
+        return np.zeros(n, bool)
+    offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset : values.offset + n + 1]
+    buf = np.frombuffer(values.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    hits = np.flatnonzero(byte_test(buf)) + offsets[0]
+    rows = np.zeros(n, bool)
+    if len(hits):
+        rows[np.searchsorted(offsets, hits, side="right") - 1] = True
+    return rows
+
+
+def _non_cjk_lead(buf: np.ndarray) -> np.ndarray:
+    """UTF-8 lead bytes other than those of U+4000-U+9FFF (0xE4-0xE9).
+
+    The CJK unified ideographs that Chinese names and addresses are made of
+    are left alone by NFKC; full-width forms, U+3000, the Cf and Z characters
+    and the middle-dot look-alikes all have other lead bytes.
+    """
+    return (buf >= 0xC2) & ((buf < 0xE4) | (buf > 0xE9))
+
+
+def _needs_cleaning(buf: np.ndarray) -> np.ndarray:
+    """Bytes that NFKC, the Cf strip or the white-space pass can change."""
+    test = (buf < 0x20) | _non_cjk_lead(buf)
+    if len(buf) > 1:
+        test[:-1] |= (buf[:-1] == 0x20) & (buf[1:] == 0x20)
+    return test
+
+
+def _subset(values: pa.Array, rows: np.ndarray, fn) -> pa.Array:
+    """Apply ``fn`` to the selected rows only."""
+    if not rows.any():
+        return values
+    mask = pa.array(rows)
+    return pc.replace_with_mask(values, mask, fn(values.filter(mask)))
+
+
+def _empty_to_null(values: pa.Array) -> pa.Array:
+    empty = pc.equal(pc.binary_length(values), 0)
+    return pc.if_else(empty, pa.scalar(None, pa.string()), values)
+
+
+def _full_clean(values: pa.Array) -> pa.Array:
+    values = pc.utf8_normalize(values, "NFKC")
+    values = pc.replace_substring_regex(values, _FORMAT_CHARS, "")
+    return pc.replace_substring_regex(values, _SPACE_RUN, " ")
+
+
+def clean_text(values) -> pa.Array:
+    """NFKC, drop format characters, trim and collapse white space; '' -> null."""
+    values = _chunk(values)
+    values = _subset(values, _rows_where(values, _needs_cleaning), _full_clean)
+    return _empty_to_null(pc.utf8_trim_whitespace(values))
+
+
+def _has_doc_separator(buf: np.ndarray) -> np.ndarray:
+    return (buf == 0x20) | (buf == 0x2D) | (buf >= 0xC2)
+
+
+def normalize_doc_number(values) -> pa.Array:
+    """Clean text, upper-case, drop inner spaces and hyphens."""
+    values = pc.utf8_upper(clean_text(values))
+    values = _subset(
+        values,
+        _rows_where(values, _has_doc_separator),
+        lambda v: pc.replace_substring_regex(v, _DOC_SEPARATORS, ""),
+    )
+    return _empty_to_null(values)
+
+
+def _fold_dots(values: pa.Array) -> pa.Array:
+    values = pc.replace_substring_regex(values, _DOT_LOOKALIKES, MIDDLE_DOT)
+    # Two passes: a match consumes the Han character after the dot, so in
+    # 阿.卜.杜 the second dot is only reached by the second pass (RE2 has no
+    # look-around).
+    for _ in range(2):
+        values = pc.replace_substring_regex(values, _HAN_DOT_HAN, r"\1" + MIDDLE_DOT + r"\2")
+    return values
+
+
+def _maybe_dot(buf: np.ndarray) -> np.ndarray:
+    return (buf == 0x2E) | _non_cjk_lead(buf)
+
+
+def normalize_name(values) -> pa.Array:
+    """Clean text and fold middle-dot look-alikes to U+00B7."""
+    values = clean_text(values)
+    return _subset(values, _rows_where(values, _maybe_dot), _fold_dots)
+
+
+def normalize_label(values) -> pa.Array:
+    """A raw document label or enum value, as looked up in the policy."""
+    return pc.utf8_upper(clean_text(values))
+
+
+def normalize_enum(values) -> pa.Array:
+    """Enum values are matched after trimming, ignoring case."""
+    return normalize_label(values)
+
+
+def normalize_msisdn(values) -> pa.Array:
+    """Digits of the number: separators dropped, +86 / 0086 / 86 prefix removed.
+
+    Fixed lines keep their trunk ``0``. Validity per channel is the notify
+    step's business (domain.md section 3), not the scan's.
+    """
+    values = clean_text(values)
+    values = pc.replace_substring_regex(values, r"[^0-9+]", "")
+    values = pc.replace_substring_regex(values, r"^(?:\+|00)86", "")
+    values = pc.replace_substring_regex(values, r"^86(1[3-9]\d{9})$", r"\1")
+    return _empty_to_null(values)

@@ -1,0 +1,175 @@
+"""ClassifyRegistrationCompleteness: the scan's composite transform (no I/O).
+
+    raw batches -> Classify -> ShuffleByLine -> Deduplicate
+                -> ShuffleByDocument -> DocumentFlags
+                -> JoinFlags -> Finalize -> classified batches
+    dead letters and counts come out beside them.
+
+Every step moves Arrow tables; the three shuffles are Beam GroupByKeys on a
+bucket number (:mod:`transforms.shuffle`), so a base larger than one
+worker's memory is fine: a worker holds one bucket at a time.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import typing
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.classify import classify_batch, finalize
+from transforms.crossrecord import apply_flags, bucket_of, deduplicate, document_flags, document_keys
+from transforms.deadletter import DeadLetterContext
+from transforms.metrics import SumCounts, counter
+from transforms.policy import Policy
+from transforms.shuffle import BUCKET, ArrowGroupByBucket
+
+__all__ = ["ClassifyRegistrationCompleteness", "ScanOutputs"]
+
+
+class ScanOutputs(typing.NamedTuple):
+    classified: beam.PCollection  # pa.Table batches of the classified-line contract
+    dead_letter: beam.PCollection  # pa.Table batches of the dead-letter schema
+    counts: beam.PCollection  # one dict: the run's tallies
+
+
+def _with_bucket(table: pa.Table, values, n_buckets: int) -> pa.Table:
+    buckets = pa.array(bucket_of(values, n_buckets), pa.int32())
+    if BUCKET in table.column_names:
+        return table.set_column(table.schema.get_field_index(BUCKET), BUCKET, buckets)
+    return table.append_column(BUCKET, buckets)
+
+
+def _value_counts(column) -> dict:
+    counts = pc.value_counts(column)
+    return {v.as_py(): c.as_py() for v, c in zip(counts.field("values"), counts.field("counts")) if v.as_py() is not None}
+
+
+class _ClassifyFn(beam.DoFn):
+    def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str, n_buckets: int):
+        self._policy, self._as_of, self._ctx = policy, as_of, ctx
+        self._salt, self._n = salt, n_buckets
+        self._rows = counter("rows_classified")
+
+    def process(self, raw: pa.Table):
+        result = classify_batch(raw, self._policy, self._as_of, self._ctx, self._salt)
+        self._rows.inc(result.classified.num_rows)
+        yield {"rows_in": result.rows_in}
+        if result.dead_letter.num_rows:
+            yield beam.pvalue.TaggedOutput("dead_letter", result.dead_letter)
+        if result.classified.num_rows:
+            table = result.classified
+            yield beam.pvalue.TaggedOutput("classified", _with_bucket(table, table.column("line_id"), self._n))
+
+
+class _DedupFn(beam.DoFn):
+    def __init__(self, ctx: DeadLetterContext, n_buckets: int):
+        self._ctx, self._n = ctx, n_buckets
+
+    def process(self, element):
+        bucket, tables = element
+        kept, dead = deduplicate(tables["rows"], self._ctx)
+        if dead.num_rows:
+            counter("dead_letter_DUPLICATE_LINE_ID").inc(dead.num_rows)
+            yield beam.pvalue.TaggedOutput("dead_letter", dead)
+        keys = document_keys(kept)
+        if keys.num_rows:
+            yield beam.pvalue.TaggedOutput("doc_keys", _with_bucket(keys, keys.column("_doc_key"), self._n))
+        yield kept
+
+
+class _FlagFn(beam.DoFn):
+    def __init__(self, line_limit: int, n_buckets: int):
+        self._limit, self._n = line_limit, n_buckets
+
+    def process(self, element):
+        _, tables = element
+        flags = document_flags(tables["keys"], self._limit)
+        if flags.num_rows:
+            yield _with_bucket(flags, flags.column("line_id"), self._n)
+
+
+class _FinalizeFn(beam.DoFn):
+    def process(self, element):
+        _, tables = element
+        rows = tables.get("rows")
+        if rows is None or rows.num_rows == 0:
+            return
+        table = finalize(apply_flags(rows, tables.get("flags")))
+        yield beam.pvalue.TaggedOutput("counts", _summarise(table))
+        yield table
+
+
+def _summarise(table: pa.Table) -> dict:
+    """Tallies of one finalised batch, for summary.json."""
+    reasons = pc.list_flatten(table.column("reasons"))
+    flags = pc.list_flatten(table.column("flags"))
+    return {
+        "classified": table.num_rows,
+        "identity_status": _value_counts(table.column("identity_status")),
+        "reasons": _value_counts(reasons) if len(reasons) else {},
+        "flags": _value_counts(flags) if len(flags) else {},
+        "needs_registration": int(pc.sum(table.column("needs_registration").cast(pa.int64())).as_py() or 0),
+        "needs_review": int(pc.sum(table.column("needs_review").cast(pa.int64())).as_py() or 0),
+        "line_type": _value_counts(table.column("line_type")),
+        "subscriber_kind": _value_counts(table.column("subscriber_kind")),
+        "status": _value_counts(table.column("status")),
+    }
+
+
+def _dead_counts(table: pa.Table) -> dict:
+    return {"dead_letters": table.num_rows, "dead_letter_reasons": _value_counts(table.column("reason"))}
+
+
+class ClassifyRegistrationCompleteness(beam.PTransform):
+    """Raw base batches in; classified batches, dead letters and counts out.
+
+    Args:
+      policy: the compiled identity policy.
+      as_of: the date the checks are made against (birth dates, void documents).
+      ctx: run-level fields of dead letters.
+      salt: run-local key of the document and name hashes (32 characters).
+      n_buckets: buckets of each shuffle; each must fit one worker's memory.
+      spill_dir: where shuffles spill their payload (local runners); None to
+        shuffle the tables themselves (Dataflow).
+      reader_dead_letter: dead letters from reading, to count and pass on.
+    """
+
+    def __init__(self, policy, as_of, ctx, salt, n_buckets, spill_dir=None, reader_dead_letter=None):
+        super().__init__()
+        self._policy, self._as_of, self._ctx = policy, as_of, ctx
+        self._salt, self._n, self._spill = salt, max(1, int(n_buckets)), spill_dir
+        self._reader_dead = reader_dead_letter
+
+    def expand(self, raw) -> ScanOutputs:
+        n = self._n
+        classified = raw | "Classify" >> beam.ParDo(
+            _ClassifyFn(self._policy, self._as_of, self._ctx, self._salt, n)
+        ).with_outputs("dead_letter", "classified", main="counts")
+        deduped = (
+            {"rows": classified.classified}
+            | "ShuffleByLine" >> ArrowGroupByBucket(self._spill, label="ShuffleByLine")
+            | "Deduplicate" >> beam.ParDo(_DedupFn(self._ctx, n)).with_outputs("dead_letter", "doc_keys", main="rows")
+        )
+        flags = (
+            {"keys": deduped.doc_keys}
+            | "ShuffleByDocument" >> ArrowGroupByBucket(self._spill, label="ShuffleByDocument")
+            | "DocumentFlags" >> beam.ParDo(_FlagFn(self._policy.doc_line_limit, n))
+        )
+        final = (
+            {"rows": deduped.rows, "flags": flags}
+            | "JoinFlags" >> ArrowGroupByBucket(self._spill, label="JoinFlags")
+            | "Finalize" >> beam.ParDo(_FinalizeFn()).with_outputs("counts", main="classified")
+        )
+        dead_inputs = [classified.dead_letter, deduped.dead_letter]
+        if self._reader_dead is not None:
+            dead_inputs.append(self._reader_dead)
+        dead = tuple(dead_inputs) | "FlattenDeadLetters" >> beam.Flatten()
+        counts = (
+            (classified.counts, final.counts, dead | "CountDeadLetters" >> beam.Map(_dead_counts))
+            | "FlattenCounts" >> beam.Flatten()
+            | "SumCounts" >> beam.CombineGlobally(SumCounts())
+        )
+        return ScanOutputs(final.classified, dead, counts)
