@@ -110,7 +110,8 @@ def _codec(encoding: str) -> str:
         return "gb18030"
     if name == "utf-8":
         return name
-    raise ValueError(f"unsupported --encoding {encoding!r}: use utf-8 or gb18030")
+    # an InputError, so that the command line prints it as its one-line error
+    raise InputError(f"unsupported --encoding {encoding!r}: use utf-8 or gb18030")
 
 
 def _encoding_error(path: str, codec: str, looks_utf8: bool = False) -> InputError:
@@ -125,11 +126,15 @@ def _fmt(path: str) -> str | None:
     return FORMATS.get(os.path.splitext(path)[1].lower())
 
 
-def _match(pattern: str) -> list:
+def _match(pattern: str) -> list[tuple[str, int]]:
+    """(path, size) of each match; nothing for a failed match."""
+    bare = "://" not in pattern and not os.path.dirname(pattern)  # Beam lists nothing for "*.csv"
     try:
-        return FileSystems.match([pattern])[0].metadata_list
+        metas = FileSystems.match([os.path.join(".", pattern) if bare else pattern])[0].metadata_list
     except Exception:  # BeamIOError and friends: nothing there
         return []
+    local = "://" not in pattern  # normalised, so "./a.csv" and "a.csv" are one file
+    return [(os.path.normpath(m.path) if local else m.path, m.size_in_bytes) for m in metas]
 
 
 def _expand(paths: list[str]) -> dict[str, int]:
@@ -137,23 +142,23 @@ def _expand(paths: list[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for path in paths:
         if any(c in path for c in "*?["):
-            files = [m for m in _match(path) if _fmt(m.path)]
+            files = [m for m in _match(path) if _fmt(m[0])]
             if not files:
                 raise InputError(f"{path}: matches no .parquet, .avro or .csv file")
         else:
-            exact = [m for m in _match(path) if m.path.rstrip("/") == path.rstrip("/")]
+            exact = [m for m in _match(path) if m[0] in (path.rstrip("/"), os.path.normpath(path))]
             if exact and _fmt(path):
                 files = exact
             else:  # a directory (local, or an object-store prefix)
                 listing = _match(FileSystems.join(path.rstrip("/"), "*"))
-                files = [m for m in listing if _fmt(m.path)]
+                files = [m for m in listing if _fmt(m[0])]
                 if not files:
                     if listing:
                         raise InputError(f"{path}: directory has no .parquet, .avro or .csv file")
                     if exact:
                         raise InputError(f"{path}: not a .parquet, .avro or .csv file, nor a directory of them")
                     raise InputError(f"{path}: no such file or directory")
-        found.update((m.path, m.size_in_bytes) for m in files)
+        found.update(files)
     return found
 
 
@@ -235,12 +240,10 @@ def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str], int
                 meta = pq.ParquetFile(f)
                 groups = [meta.metadata.row_group(i).num_rows for i in range(meta.num_row_groups)]
                 return meta.schema_arrow.names, meta.metadata.num_rows, groups
-            header = fastavro.reader(f)
-            names = [fl["name"] for fl in header.writer_schema.get("fields", [])]
-        with FileSystems.open(path) as f:
-            block = next(iter(fastavro.block_reader(f)), None)
+            blocks = fastavro.block_reader(f)
+            block = next(iter(blocks), None)
             est = 0 if block is None else int(block.num_records * size / max(block.size, 1))
-            return names, est, []
+            return [fl["name"] for fl in blocks.writer_schema.get("fields", [])], est, []
     except InputError:
         raise
     except Exception as e:  # unreadable: name the problem class, never its text (may quote data)
@@ -251,7 +254,7 @@ def plan_splits(paths: list[str], rows_per_split: int = 500_000,
                 encoding: str = "utf-8") -> tuple[list[Split], InputInfo]:
     """Expand paths, check each file's header / footer / schema, and cut splits."""
     codec = _codec(encoding)
-    files = _expand(paths)
+    files = _expand([paths] if isinstance(paths, str) else list(paths))
     ordered = sorted(files)
     splits: list[Split] = []
     ignored: set[str] = set()
@@ -343,10 +346,11 @@ def _assemble(cols: dict[str, pa.Array], rows: np.ndarray, path: str, label: str
         if name not in cols:
             continue
         s = out[name]
-        lengths = pc.utf8_length(s).fill_null(0).to_numpy(zero_copy_only=False)
-        flag(lengths > limit, name, lambda i: f"field {name} is {lengths[i]} characters, limit {limit}")
-        ctrl = pc.match_substring_regex(s, _CTRL).fill_null(False).to_numpy(zero_copy_only=False)
-        if ctrl.any():
+        if len(s) and (pc.max(pc.binary_length(s)).as_py() or 0) > limit:  # bytes >= characters
+            lengths = pc.utf8_length(s).fill_null(0).to_numpy(zero_copy_only=False)
+            flag(lengths > limit, name, lambda i: f"field {name} is {lengths[i]} characters, limit {limit}")
+        if _maybe_ctrl(s):
+            ctrl = pc.match_substring_regex(s, _CTRL).fill_null(False).to_numpy(zero_copy_only=False)
             flag(ctrl, name, lambda i: ("NUL byte" if "\x00" in s[int(i)].as_py() else
                                         "control character") + f" in field {name}")
     out["_src_file"] = pa.array([path] * n, pa.string())
@@ -355,6 +359,16 @@ def _assemble(cols: dict[str, pa.Array], rows: np.ndarray, path: str, label: str
     if flagged.any():
         table = table.filter(pa.array(~flagged))
     return table, bad, undecodable
+
+
+def _maybe_ctrl(s: pa.Array) -> bool:
+    """Cheap pre-check on the whole value buffer (a superset of the slice's bytes)."""
+    buf = s.buffers()[2]
+    if buf is None:
+        return False
+    b = np.frombuffer(buf, np.uint8)
+    low = b[b < 32]
+    return bool(len(low) and ((low != 9) & (low != 10) & (low != 13)).any())
 
 
 class _Stream:
@@ -395,9 +409,11 @@ def _read_csv(split: Split, codec: str, batch_size: int, limit: int) -> Iterator
         with FileSystems.open(path) as f:
             names, rest = _csv_head(f, path, codec)
             mapping, _, _ = _columns(path, names)
-            rest = rest or f.read(1 << 16)
-            if not rest.strip():
-                return  # header only
+            while not rest.strip():  # pyarrow refuses an empty stream: header only = 0 rows
+                more = f.read(1 << 16)
+                if not more:
+                    return
+                rest += more
             src = {c: f"c{names.index(s)}" for c, s in mapping.items()}
             cols = [f"c{i}" for i in range(len(names))]
             invalid: list[tuple[int, int]] = []  # (row number, fields) from pyarrow, never the text
@@ -471,9 +487,15 @@ def _read_parquet(split: Split, batch_size: int, limit: int) -> Iterator[tuple[p
         for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=list(mapping.values())):
             rows = np.arange(row, row + batch.num_rows, dtype=np.int64)
             row += batch.num_rows
-            data = {c: batch.column(s) for c, s in mapping.items()}
+            # Parquet strings are not validated on read: view them as binary so the
+            # cast back to string checks the UTF-8 (rows that fail become BadRows).
+            data = {c: _as_binary(batch.column(s)) for c, s in mapping.items()}
             raw, bad, _ = _assemble(data, rows, split.path, "utf-8", limit)
             yield raw, bad
+
+
+def _as_binary(arr: pa.Array) -> pa.Array:
+    return arr.view(pa.binary()) if pa.types.is_string(arr.type) else arr
 
 
 def _read_avro(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:

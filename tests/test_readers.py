@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import fastavro
 import pyarrow as pa
@@ -156,6 +155,12 @@ def test_isolated_bad_bytes_become_one_bad_row(tmp_path):
     raw, bad = read_all(path)
     assert raw.num_rows == 5 and raw.column("_src_row").to_pylist() == [1, 2, 3, 5, 6]
     assert bad == [BadRow(path, 4, "name", "bytes not valid utf-8")]
+    t = pa.table({c: [r[c] for r in lines] for c in CONTRACT})
+    t = t.set_column(CONTRACT.index("name"), "name", pa.array([b"\xff" if i == 2 else b"ok" for i in range(5)])
+                     .view(pa.string()))  # a Parquet writer that stored invalid UTF-8 as a string
+    pq.write_table(t, tmp_path / "p.parquet")
+    raw, bad = read_all(str(tmp_path / "p.parquet"))
+    assert raw.num_rows == 4 and [(b.source_row, b.detail) for b in bad] == [(3, "bytes not valid utf-8")]
     gb = [csv_line([r.get(c) for c in CONTRACT], "gb18030") for r in lines]
     gb[2] = gb[2].replace("张三".encode("gb18030"), b"\x81,\x81")  # broken sequence, and a stray comma
     gb[3] = gb[3].replace("张三".encode("gb18030"), b"\x81\x20")
@@ -228,7 +233,7 @@ def test_unreadable_inputs(tmp_path):
         with pytest.raises(InputError, match=message) as e:
             plan_splits([str(tmp_path / name)])
         assert str(e.value).startswith(str(tmp_path / name)) and "\n" not in str(e.value)
-    with pytest.raises(ValueError, match="--encoding"):
+    with pytest.raises(InputError, match="--encoding"):
         plan_splits([str(tmp_path / "base.txt")], encoding="latin-1")
 
 
@@ -239,6 +244,7 @@ def test_header_only_is_zero_rows(tmp_path):
         assert raw.num_rows == 0 and bad == []
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # pyarrow's decode
 @pytest.mark.parametrize("block", [16 << 20, 4096])
 def test_conservation_on_a_mixed_file(tmp_path, monkeypatch, block):
     # 4096-byte blocks: many batches, and the reader restarts transcoded mid-file
@@ -273,7 +279,7 @@ def test_parquet_row_group_splits(tmp_path):
     assert raw.column("line_id").to_pylist() == [f"L{i:04d}" for i in range(1, 1001)]
 
 
-def test_glob_and_directory_expansion(tmp_path):
+def test_glob_and_directory_expansion(tmp_path, monkeypatch):
     d = tmp_path / "in"
     d.mkdir()
     write_csv(d / "b.csv", ROWS)
@@ -289,6 +295,9 @@ def test_glob_and_directory_expansion(tmp_path):
     assert [(s.file_index, s.fmt) for s in splits] == [(0, "parquet"), (1, "csv"), (2, "avro")]
     with pytest.raises(InputError, match="nor a directory of them"):  # an empty directory
         plan_splits([str(d / "sub")])
+    monkeypatch.chdir(d)  # relative paths stay relative (Beam alone lists nothing for "*.csv")
+    assert plan_splits(["*.csv"])[1].files == ["b.csv"]
+    assert plan_splits(["b.csv", "."])[1].files == ["a.parquet", "b.csv", "c.avro"]
 
 
 def _expect_raw(expected_rows: list[int]):
