@@ -11,8 +11,9 @@ domain.md's worked examples).
 Every function takes and returns Python values; nothing here logs or raises
 with a value in the message.
 
-    from bench.naive_rules import clean, doc_number, number_reasons
-    number_reasons("citizen_id", doc_number(" 11010519491231002x "), date(2026, 11, 30), policy)
+    from bench.naive_rules import doc_number, number_reasons, prepare
+    cfg = prepare(load_policy())["numbers"]
+    number_reasons("citizen_id", doc_number(" 11010519491231002x "), date(2026, 11, 30), cfg)
     # -> set()
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from transforms.checkdigits import gb11714_char, mod11_10_char, mod11_2_char, us
 
 __all__ = [
     "clean", "label", "doc_number", "person_name", "msisdn", "parse_date", "parse_timestamp",
-    "number_reasons", "name_reasons", "address_reasons", "MIDDLE_DOT",
+    "number_reasons", "name_reasons", "address_reasons", "prepare", "MIDDLE_DOT",
 ]
 
 MIDDLE_DOT = "\u00b7"
@@ -67,10 +68,19 @@ def clean(value) -> str | None:
     return text or None
 
 
+def upper(text: str) -> str:
+    """Upper case one character at a time: ``str.upper`` turns ß into SS and would
+    invent characters in a document number; a character whose upper case is
+    longer stays as it is (Unicode's simple case mapping, as RE2 and Arrow do)."""
+    if text.isascii():
+        return text.upper()
+    return "".join(u if len(u := c.upper()) == 1 else c for c in text)
+
+
 def label(value) -> str | None:
     """A document label or enum value as the policy looks it up."""
     text = clean(value)
-    return text.upper() if text else None
+    return upper(text) if text else None
 
 
 def doc_number(value) -> str | None:
@@ -78,7 +88,7 @@ def doc_number(value) -> str | None:
     text = clean(value)
     if text is None:
         return None
-    return _NUMBER_SEPARATORS.sub("", text.upper()) or None
+    return _NUMBER_SEPARATORS.sub("", upper(text)) or None
 
 
 def person_name(value) -> str | None:
@@ -106,49 +116,48 @@ def msisdn(value) -> str | None:
 
 # --- dates (data contract; BAD_DATE) ---
 
-def _parse(value):
-    """(present, match or None)."""
+def _moment(value, check_zone: bool = True):
+    """(present, (date, hh, mm, ss, micros, zone offset in minutes) or None when not a valid time)."""
     text = clean(value)
     if text is None:
         return False, None
-    return True, _DATE.fullmatch(text)
-
-
-def _ymd(match) -> dt.date | None:
-    y = int(match["y"])
+    match = _DATE.fullmatch(text)
+    if match is None:
+        return True, None
     m, d = (match["m"], match["d"]) if match["m"] is not None else (match["m2"], match["d2"])
     try:
-        return dt.date(y, int(m), int(d))
+        day = dt.date(int(match["y"]), int(m), int(d))
     except ValueError:
-        return None
+        return True, None
+    hh, mm, ss = (int(match[g] or 0) for g in ("H", "M", "S"))
+    zone, offset = match["z"] or "Z", 0
+    if zone != "Z":
+        digits = zone[1:].replace(":", "")
+        offset = (int(digits[:2]) * 60 + int(digits[2:])) * (-1 if zone[0] == "-" else 1)
+    if hh > 23 or mm > 59 or ss > 59 or (check_zone and abs(offset) > 14 * 60):
+        return True, None
+    micros = int((match["f"] or "0").ljust(6, "0")[:6])
+    return True, (day, hh, mm, ss, micros, offset)
 
 
 def parse_date(value) -> tuple[dt.date | None, bool]:
-    """(date or None, bad): bad when a value is present and is not a date."""
-    present, match = _parse(value)
-    if not present:
-        return None, False
-    day = _ymd(match) if match else None
-    return day, day is None
+    """(date or None, bad): bad when a value is present and is not a date.
+
+    A time part must be a real time of day; its zone is not looked at (DESIGN.md
+    is silent on zones of date columns; transforms/dates.py ignores them too).
+    """
+    present, parts = _moment(value, check_zone=False)
+    if parts is None:
+        return None, present
+    return parts[0], False
 
 
 def parse_timestamp(value) -> tuple[int | None, bool]:
     """(microseconds since the epoch, UTC, or None; bad). No zone means UTC."""
-    present, match = _parse(value)
-    if not present:
-        return None, False
-    day = _ymd(match) if match else None
-    if day is None:
-        return None, True
-    hh, mm, ss = (int(match[g] or 0) for g in ("H", "M", "S"))
-    zone = match["z"] or "Z"
-    offset = 0
-    if zone != "Z":
-        digits = zone[1:].replace(":", "")
-        offset = (int(digits[:2]) * 60 + int(digits[2:])) * (-1 if zone[0] == "-" else 1)
-    if hh > 23 or mm > 59 or ss > 59 or abs(offset) > 14 * 60:
-        return None, True
-    micros = int((match["f"] or "").ljust(6, "0")[:6] or 0)
+    present, parts = _moment(value)
+    if parts is None:
+        return None, present
+    day, hh, mm, ss, micros, offset = parts
     moment = dt.datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=dt.timezone.utc)
     seconds = (moment - _EPOCH) // dt.timedelta(seconds=1) - offset * 60
     return seconds * 1_000_000 + micros, False
@@ -199,7 +208,7 @@ def _citizen_id(n: str, as_of, cfg) -> set:
         return out
     if len(n) == 15 and _digits(n):  # GB 11643-1989, 19YYMMDD, void since 2013-01-01
         out = set()
-        if as_of >= dt.date.fromisoformat(cfg["first_generation_void_since"]):
+        if as_of >= cfg["_void_since"]:
             out.add(FIRST_GEN)
         if not _birth_ok(1900 + int(n[6:8]), int(n[8:10]), int(n[10:12]), as_of, cfg["max_age_years"]):
             out.add(BIRTH)
@@ -277,8 +286,7 @@ def _free_text(n: str, as_of, cfg) -> set:
     # Military IDs have no reliable format (2.7): length, and not junk (domain.md 6).
     # "One character repeated" (0000, XXXX) as junk goes beyond DESIGN.md's words;
     # transforms/documents.py does the same.
-    placeholders = {doc_number(p) for p in cfg["placeholders"]}
-    if not (cfg["free_text_min"] <= len(n) <= cfg["free_text_max"]) or n in placeholders:
+    if not (cfg["free_text_min"] <= len(n) <= cfg["free_text_max"]) or n in cfg["_placeholders"]:
         return {FORMAT}
     return {FORMAT} if len(set(n)) == 1 else set()
 
@@ -304,17 +312,41 @@ _CHECKS = {
 
 
 def number_reasons(check: str, number: str, as_of: dt.date, cfg) -> set:
-    """Reason codes of one normalised number under one check (policy.document_numbers as cfg)."""
+    """Reason codes of one normalised number under one check (cfg: :func:`prepare`'s "numbers")."""
     return _CHECKS[check](number, as_of, cfg)
+
+
+# DESIGN.md's values, for a policy file that leaves a key out.
+_NUMBER_DEFAULTS = {
+    "province_codes": [f"{c}" for lo, hi in ((11, 15), (21, 23), (31, 37), (41, 46), (50, 54), (61, 65))
+                       for c in range(lo, hi + 1)],
+    "max_age_years": 150, "first_generation_void_since": "2013-01-01",
+    "hmt_prefixes": ["810000", "820000", "830000"], "free_text_min": 4, "free_text_max": 32,
+    "passport_min": 5, "passport_max": 17, "alnum_min": 6, "alnum_max": 32,
+    "org_code_reserved_prefixes": ["PDY"], "placeholders": [],
+}
+
+
+def prepare(policy) -> dict:
+    """The policy's sections with their lists turned into lookup sets, once per policy."""
+    numbers = {**_NUMBER_DEFAULTS, **policy.document_numbers}
+    numbers["province_codes"] = frozenset(numbers["province_codes"])
+    numbers["hmt_prefixes"] = frozenset(numbers["hmt_prefixes"])
+    numbers["_void_since"] = dt.date.fromisoformat(numbers["first_generation_void_since"])
+    numbers["_placeholders"] = frozenset(doc_number(p) for p in numbers.get("placeholders", ()))
+    names = dict(policy.names)
+    names["_placeholders"] = frozenset(upper(p) for p in names["placeholders"])
+    addresses = dict(policy.addresses)
+    addresses["_placeholders"] = frozenset(upper(p) for p in addresses["placeholders"])
+    return {"numbers": numbers, "names": names, "addresses": addresses}
 
 
 # --- names and addresses (DESIGN.md "Names", "Addresses"; domain.md 5, 6) ---
 
 def name_reasons(name: str, is_person: bool, cfg) -> set:
     """NAME_PLACEHOLDER (exclusive), NAME_TOO_SHORT, NAME_FORMAT of a present, normalised name."""
-    upper = name.upper()
     subs = cfg.get("person_placeholder_substrings" if is_person else "organization_placeholder_substrings", ())
-    if upper in {p.upper() for p in cfg["placeholders"]} or any(s in name for s in subs):
+    if upper(name) in cfg["_placeholders"] or any(s in name for s in subs):
         return {"NAME_PLACEHOLDER"}
     out = set()
     if len(name) < (cfg["person_min_chars"] if is_person else cfg["organization_min_chars"]):
@@ -329,7 +361,7 @@ def name_reasons(name: str, is_person: bool, cfg) -> set:
 
 def address_reasons(address: str, cfg) -> set:
     """ADDRESS_PLACEHOLDER (exclusive), ADDRESS_TOO_SHORT, ADDRESS_NOT_SPECIFIC."""
-    if address.upper() in {p.upper() for p in cfg["placeholders"]}:
+    if upper(address) in cfg["_placeholders"]:
         return {"ADDRESS_PLACEHOLDER"}
     out = set()
     if len(address) < cfg["min_chars"]:

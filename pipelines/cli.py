@@ -3,6 +3,8 @@
     backfill generate --lines N --seed S --out PATH
     backfill scan --base PATH --out DIR [--as-of YYYY-MM-DD]
     backfill demo [--lines N] [--out DIR]
+    backfill keys init|show|rotate|shred|retokenize --keys FILE ...
+    backfill reveal --keys FILE --vault DIR --line-id ID --purpose TEXT
 
 Each step also runs as ``python -m pipelines.<step>``; unknown ``--flags``
 pass through to Beam.
@@ -16,6 +18,8 @@ COMMANDS = {
     "generate": ("pipelines.generate", "make a realistic synthetic subscriber base"),
     "scan": ("pipelines.scan", "classify every line's identity under the policy"),
     "demo": ("pipelines.demo", "run the whole loop on the embedded default"),
+    "keys": ("pipelines.keys", "keyset init / show / rotate / shred / retokenize"),
+    "reveal": ("pipelines.reveal", "decrypt one line from the vault for a stated purpose, on record"),
 }
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.checkdigits import char_matrix
 from transforms.normalize import clean_text
 
 __all__ = ["parse_dates", "parse_timestamps", "days_in_month", "is_real_date"]
@@ -58,13 +59,52 @@ def _has(struct: pa.StructArray, name: str) -> np.ndarray:
     return _group(struct, name).is_valid().to_numpy(zero_copy_only=False)
 
 
-def _parse(values) -> tuple[pa.StructArray, np.ndarray, np.ndarray]:
-    """(regex groups, present mask, matched mask)."""
-    text = clean_text(values)
-    present = text.is_valid().to_numpy(zero_copy_only=False)
-    groups = pc.extract_regex(text, _PATTERN)
-    matched = groups.is_valid().to_numpy(zero_copy_only=False)
-    return groups, present, matched
+_DIGIT_POSITIONS = {
+    # width: (digit positions, {position: allowed separator bytes})
+    10: ((0, 1, 2, 3, 5, 6, 8, 9), {4: b"-/.", 7: b"-/."}),
+    19: ((0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18), {4: b"-", 7: b"-", 10: b"T ", 13: b":", 16: b":"}),
+    20: ((0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18), {4: b"-", 7: b"-", 10: b"T ", 13: b":", 16: b":", 19: b"Z"}),
+    25: ((0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24),
+         {4: b"-", 7: b"-", 10: b"T ", 13: b":", 16: b":", 19: b"+-", 22: b":"}),
+}
+
+
+def _num(matrix: np.ndarray, start: int, width: int) -> np.ndarray:
+    digits = matrix[:, start : start + width].astype(np.int64) - 48
+    return digits @ (10 ** np.arange(width - 1, -1, -1))
+
+
+def _fast_fixed(text: pa.Array):
+    """The common fixed layouts parsed straight from bytes (no regex).
+
+    ``YYYY-MM-DD``, ``YYYY-MM-DDTHH:MM:SS`` with nothing, ``Z`` or ``+HH:MM``
+    after it. Returns (hit, y, m, d, H, M, S, offset minutes); other rows go
+    through the general regex.
+    """
+    n = len(text)
+    hit = np.zeros(n, bool)
+    parts = np.zeros((7, n), np.int64)
+    for width, (digit_pos, seps) in _DIGIT_POSITIONS.items():
+        matrix, fits = char_matrix(text, width)
+        if not fits.any():
+            continue
+        ok = fits & np.all((matrix[:, digit_pos] >= 48) & (matrix[:, digit_pos] <= 57), axis=1)
+        for pos, allowed in seps.items():
+            ok &= np.isin(matrix[:, pos], np.frombuffer(allowed, np.uint8))
+        if not ok.any():
+            continue
+        hit |= ok
+        parts[0][ok] = _num(matrix[ok], 0, 4)
+        parts[1][ok] = _num(matrix[ok], 5, 2)
+        parts[2][ok] = _num(matrix[ok], 8, 2)
+        if width >= 19:
+            parts[3][ok] = _num(matrix[ok], 11, 2)
+            parts[4][ok] = _num(matrix[ok], 14, 2)
+            parts[5][ok] = _num(matrix[ok], 17, 2)
+        if width == 25:
+            sign = np.where(matrix[ok, 19] == ord("-"), -1, 1)
+            parts[6][ok] = sign * (_num(matrix[ok], 20, 2) * 60 + _num(matrix[ok], 23, 2))
+    return hit, parts
 
 
 def _date_parts(groups: pa.StructArray):
@@ -74,11 +114,45 @@ def _date_parts(groups: pa.StructArray):
     return y, m, d
 
 
+def _components(values):
+    """(present, matched, y, m, d, H, M, S, frac_us, offset_min) for every row."""
+    text = clean_text(values)
+    present = text.is_valid().to_numpy(zero_copy_only=False)
+    hit, parts = _fast_fixed(text)
+    n = len(text)
+    frac = np.zeros(n, np.int64)
+    matched = hit.copy()
+    rest = present & ~hit
+    if rest.any():
+        # The general regex, only for rows in other layouts.
+        mask = pa.array(rest)
+        groups = pc.extract_regex(text.filter(mask), _PATTERN)
+        ok = groups.is_valid().to_numpy(zero_copy_only=False)
+        y, m, d = _date_parts(groups)
+        hh, mm, ss = _ints(groups, "H"), _ints(groups, "M"), _ints(groups, "S")
+        f = _group(groups, "f")
+        micros = pc.fill_null(
+            pc.utf8_slice_codeunits(pc.utf8_rpad(f, 6, "0"), 0, 6).cast(pa.int64()), 0
+        ).to_numpy()
+        zone = pc.replace_substring(pc.fill_null(_group(groups, "z"), "Z"), ":", "")
+        # "Z" -> "+0000"; then sign, hours and minutes are fixed positions.
+        zone = pc.if_else(pc.equal(zone, "Z"), "+0000", zone)
+        sign = np.where(pc.starts_with(zone, "-").to_numpy(zero_copy_only=False), -1, 1)
+        zh = pc.utf8_slice_codeunits(zone, 1, 3).cast(pa.int64()).to_numpy()
+        zm = pc.utf8_slice_codeunits(zone, 3, 5).cast(pa.int64()).to_numpy()
+        idx = np.flatnonzero(rest)
+        for row, value in zip(parts, (y, m, d, hh, mm, ss, sign * (zh * 60 + zm))):
+            row[idx] = value
+        frac[idx] = micros
+        matched[idx] = ok
+    return present, matched, parts, frac
+
+
 def parse_dates(values) -> tuple[pa.Array, np.ndarray]:
     """(date32 array, bad) where ``bad`` marks present values that are not dates."""
-    groups, present, matched = _parse(values)
-    y, m, d = _date_parts(groups)
-    good = matched & is_real_date(y, m, d)
+    present, matched, parts, _ = _components(values)
+    y, m, d, hh, mm, ss, _ = parts
+    good = matched & is_real_date(y, m, d) & (hh < 24) & (mm < 60) & (ss < 60)
     days = np.where(good, to_days(y, m, d), 0).astype(np.int32)
     out = pa.array(days, pa.int32(), mask=~good).cast(pa.date32())
     return out, present & ~good
@@ -86,21 +160,8 @@ def parse_dates(values) -> tuple[pa.Array, np.ndarray]:
 
 def parse_timestamps(values) -> tuple[pa.Array, np.ndarray]:
     """(timestamp[us, UTC] array, bad) where ``bad`` marks present values that are not times."""
-    groups, present, matched = _parse(values)
-    y, m, d = _date_parts(groups)
-    hh, mm, ss = _ints(groups, "H"), _ints(groups, "M"), _ints(groups, "S")
-    frac = _group(groups, "f")
-    # Fractions of any length become microseconds: pad/truncate to 6 digits.
-    micros = pc.fill_null(
-        pc.utf8_slice_codeunits(pc.utf8_rpad(frac, 6, "0"), 0, 6).cast(pa.int64()), 0
-    ).to_numpy()
-    zone = pc.replace_substring(pc.fill_null(_group(groups, "z"), "Z"), ":", "")
-    # "Z" -> "+0000"; then sign, hours and minutes are fixed positions.
-    zone = pc.if_else(pc.equal(zone, "Z"), "+0000", zone)
-    sign = np.where(pc.starts_with(zone, "-").to_numpy(zero_copy_only=False), -1, 1)
-    zh = pc.utf8_slice_codeunits(zone, 1, 3).cast(pa.int64()).to_numpy()
-    zm = pc.utf8_slice_codeunits(zone, 3, 5).cast(pa.int64()).to_numpy()
-    offset_min = sign * (zh * 60 + zm)
+    present, matched, parts, micros = _components(values)
+    y, m, d, hh, mm, ss, offset_min = parts
     good = (
         matched
         & is_real_date(y, m, d)
