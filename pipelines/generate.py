@@ -7,11 +7,12 @@ Rows come in blocks of ``BLOCK_ROWS``; block ``b`` is drawn from a numpy RNG
 seeded with ``(seed, b)``, so row ``i`` depends only on ``(seed, i)`` and any
 range of rows is made block by block with bounded memory. All of it is
 vectorised: numpy byte matrices for numbers (check characters from
-``transforms.checkdigits``), Arrow ``take`` from pools and element-wise joins
-for text. Cross-record cases (re-exported line_ids, one document on 6-8 lines,
-one document under two names, organisations with many lines) stay inside a
-block. The shares below are intended shares; ``generate_truth`` gives the
-intended verdict of each row (rules: shared/DESIGN.md, shared/domain.md).
+``transforms.checkdigits``), Arrow ``take`` from dictionaries and pools
+(``_generate_data``) for text. Cross-record cases (re-exported line_ids, one
+document on 6-8 lines, one document under two names, organisations with many
+lines) stay inside a block. The shares below are intended shares;
+``generate_truth`` gives the intended verdict of each row (rules:
+shared/DESIGN.md, shared/domain.md).
 """
 from __future__ import annotations
 
@@ -37,17 +38,17 @@ from transforms.checkdigits import USCC_CHARSET, gb11714, mod11_10, mod11_2, usc
 __all__ = ["generate_table", "generate_truth", "write_base", "main", "BLOCK_ROWS"]
 
 BLOCK_ROWS = 50_000  # changing it changes every base: the RNG is per (seed, block)
+THREADS = 2          # blocks made at once while write_base writes (numpy and Arrow release the GIL)
 # Shares of all lines (enum values, identity class); of a subscriber kind (documents).
 KINDS = {"INDIVIDUAL": 0.94, "ORGANIZATION": 0.06}
 LINE_TYPES = {"MOBILE": 0.86, "FIXED": 0.08, "DATA_CARD": 0.06}
 STATUSES = {"ACTIVE": 0.82, "SUSPENDED": 0.07, "TERMINATED": 0.11}
 IDENTITY = {"COMPLETE": 0.62, "MISSING": 0.11, "INCOMPLETE": 0.15, "INVALID": 0.12}
-PERSON_DOCS = {"RESIDENT_ID": 0.90, "HOUSEHOLD_REGISTER": 0.02, "TEMP_RESIDENT_ID": 0.01,
-               "MILITARY_ID": 0.01, "ARMED_POLICE_ID": 0.005, "HK_MACAO_TRAVEL_PERMIT": 0.015,
-               "TAIWAN_TRAVEL_PERMIT": 0.01, "HMT_RESIDENCE_PERMIT": 0.01, "FOREIGN_PASSPORT": 0.015,
-               "FOREIGN_PERMANENT_RESIDENT_ID": 0.005}
-ORG_DOCS = {"USCC": 0.70, "BUSINESS_LICENSE": 0.12, "ORG_CODE": 0.08,
-            "PUBLIC_INSTITUTION_CERT": 0.06, "SOCIAL_GROUP_CERT": 0.04}
+PERSON_DOCS = {"RESIDENT_ID": 0.90, "HOUSEHOLD_REGISTER": 0.02, "TEMP_RESIDENT_ID": 0.01, "MILITARY_ID": 0.01,
+               "ARMED_POLICE_ID": 0.005, "HK_MACAO_TRAVEL_PERMIT": 0.015, "TAIWAN_TRAVEL_PERMIT": 0.01,
+               "HMT_RESIDENCE_PERMIT": 0.01, "FOREIGN_PASSPORT": 0.015, "FOREIGN_PERMANENT_RESIDENT_ID": 0.005}
+ORG_DOCS = {"USCC": 0.70, "BUSINESS_LICENSE": 0.12, "ORG_CODE": 0.08, "PUBLIC_INSTITUTION_CERT": 0.06,
+            "SOCIAL_GROUP_CERT": 0.04}
 # The one defect of an INVALID line, by subscriber kind.
 PERSON_INVALID = {"checksum": 0.20, "birth_date": 0.10, "region": 0.06, "first_generation": 0.10,
                   "permit_as_resident_id": 0.05, "number_format": 0.04, "name_placeholder": 0.12,
@@ -55,8 +56,8 @@ PERSON_INVALID = {"checksum": 0.20, "birth_date": 0.10, "region": 0.06, "first_g
                   "doc_unknown": 0.04, "org_doc_for_person": 0.04}
 ORG_INVALID = {"org_uscc_checksum": 0.20, "org_embedded_check": 0.08, "org_code_reserved": 0.05,
                "org_license_checksum": 0.07, "org_person_doc": 0.08, "org_name_placeholder": 0.12,
-               "org_name_too_short": 0.06, "org_address_placeholder": 0.12,
-               "org_doc_not_accepted": 0.07, "org_handler_invalid": 0.15}
+               "org_name_too_short": 0.06, "org_address_placeholder": 0.12, "org_doc_not_accepted": 0.07,
+               "org_handler_invalid": 0.15}
 RAW_LABEL = 0.5           # doc_type written as an operator label (domain.md 1.3), not the code
 HANDLER_ONLY = 0.35       # of INCOMPLETE organisation lines: only handler fields are absent
 BLANKS = {None: 0.6, "": 0.15, " ": 0.15, "\u3000": 0.05, "  ": 0.05}  # how an absent value looks
@@ -74,40 +75,23 @@ DIRT = {"fullwidth_digits": 0.01, "zero_width": 0.005, "ideographic_space": 0.00
         "double_space": 0.01, "grouped_number": 0.005, "lower_x": 0.3, "fullwidth_x": 0.05}  # x: of X-ending
 LINE_LIMIT_GROUPS, NAME_CONFLICTS, ORG_SHARED = 2, 6, 0.3  # per block; share of organisation lines
 
-DOCS = list(PERSON_DOCS) + list(ORG_DOCS)
+DOCS, INVALID = list(PERSON_DOCS) + list(ORG_DOCS), list(PERSON_INVALID) + list(ORG_INVALID)
 K = {d: i for i, d in enumerate(DOCS)}
-INVALID = list(PERSON_INVALID) + list(ORG_INVALID)
 COLUMNS = field_names("subscriber_base")
 SCHEMA = pa.schema([pa.field(c, pa.string()) for c in COLUMNS])
-_A = lambda values: pa.array(values, pa.string())  # noqa: E731
-_day = lambda s: int(np.datetime64(s, "D").astype(np.int64))  # noqa: E731
-ACTIVATED_FROM, DATA_END, UPDATED_FROM, UPDATED_END = map(_day, ("2003-01-01", "2025-12-31", "2024-01-01", "2026-01-31"))
-BORN_FROM, BORN_TO, Y2K, YEARS28 = _day("1935-01-02"), _day("2009-12-31"), _day("2000-01-01"), 10227  # ages 16-90
-
-
-def _mat(strings: list[str]) -> np.ndarray:
-    return np.frombuffer("".join(strings).encode(), np.uint8).reshape(len(strings), -1)
-
-
-def _join(*parts) -> pa.Array:
-    return pc.binary_join_element_wise(*parts, "")
-
-
-_DIG = {w: _mat([f"{i:0{w}d}" for i in range(10 ** w)]) for w in (2, 3, 5)}  # ASCII digit tables
-_YMD0 = _day("1850-01-01")  # day -> b"YYYY-MM-DD", b"YYYYMMDD"; second of day -> b"HH:MM:SS"
-_YMD10 = _mat(list(np.datetime_as_string(np.arange(_YMD0, _day("2031-01-01")).astype("M8[D]"))))
-_YMD8 = _YMD10[:, [0, 1, 2, 3, 5, 6, 8, 9]]
-_HMS = _mat([f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)])
-_REGION_MAT = _mat([r[0] for r in D.REGIONS])
-_REGION_CODE, _REGION_ADDR = _A([r[0] for r in D.REGIONS]), _A([r[1] + r[2] + r[3] for r in D.REGIONS])
-_ORG_CITY = _A([r[2] or r[1] for r in D.REGIONS])
-_AREA, _AREA_LEN = _mat([r[4].ljust(4, "0") for r in D.REGIONS]), np.array([len(r[4]) for r in D.REGIONS])
-_XJ = np.array([i for i, r in enumerate(D.REGIONS) if r[0].startswith("65")])
+ACTIVATED_FROM, DATA_END, UPDATED_FROM, UPDATED_END, BORN_FROM, BORN_TO, Y2K = map(D._day, (
+    "2003-01-01", "2025-12-31", "2024-01-01", "2026-01-31", "1935-01-02", "2009-12-31", "2000-01-01"))
+YEARS28 = 10227  # days in 28 years: the same month, day and leap-ness (ages are 16-90 in 2026)
+_A = functools.partial(pa.array, type=pa.string())
+_MAT = D.ascii_matrix
 _LABELS = _A([lab for d in DOCS for lab in D.DOC_LABELS[d]])
 _LABEL_CNT = np.array([len(D.DOC_LABELS[d]) for d in DOCS])
 _LABEL_OFF = np.cumsum(_LABEL_CNT) - _LABEL_CNT
 _CITIZEN = np.isin(np.arange(len(DOCS)), [K["RESIDENT_ID"], K["HOUSEHOLD_REGISTER"], K["TEMP_RESIDENT_ID"]])
-_CHECK11, _USCC_B = np.frombuffer(b"0123456789X", np.uint8), np.frombuffer(USCC_CHARSET.encode(), np.uint8)
+_CHECK11, _USCC = np.frombuffer(b"0123456789X", np.uint8), np.frombuffer(USCC_CHARSET.encode(), np.uint8)
+_BAD_BIRTHS = _MAT([f"{y:04d}{m:02d}{d:02d}" for y, m, d in D.BAD_BIRTH_DATES])
+_AGENTS = _A([f"AG{i:05d}" for i in range(1, AGENTS + 1)] + [None])
+_AGENT_P = list((1 - NO_AGENT) * (w := 1.0 / np.arange(10, AGENTS + 10)) / w.sum()) + [NO_AGENT]
 
 
 @functools.lru_cache(maxsize=None)
@@ -121,9 +105,11 @@ def _draw(rng: np.random.Generator, n: int, shares) -> np.ndarray:
     return _lut(tuple(shares.values()) if isinstance(shares, dict) else tuple(shares))[rng.integers(0, 1 << 16, n)]
 
 
-def _pick(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
-    """About ``share * n`` distinct rows, sorted."""
-    return np.unique(rng.integers(0, n, rng.binomial(n, share)))
+def _pick(rng: np.random.Generator, n: int, share: float, within: np.ndarray | None = None) -> np.ndarray:
+    """About ``share`` of the rows (of ``within`` if given), distinct and sorted."""
+    pool = n if within is None else len(within)
+    rows = np.unique(rng.integers(0, pool, rng.binomial(pool, share))) if pool else np.zeros(0, np.int64)
+    return rows if within is None else within[rows]
 
 
 def _choose(rng: np.random.Generator, values, k: int) -> pa.Array:
@@ -131,22 +117,8 @@ def _choose(rng: np.random.Generator, values, k: int) -> pa.Array:
     return values.take(rng.integers(0, len(values), k))
 
 
-def _pool(size: int, *parts: list[str]) -> pa.Array:
-    """``size`` random concatenations of one item of each part (fixed seed: the same every run)."""
-    rng = np.random.default_rng(20130901 + size + len(parts))
-    return _join(*(_choose(rng, p, size) for p in parts))
-
-
-_SURNAMES = np.array(D.SURNAMES)[_draw(np.random.default_rng(25), 1 << 17, 1.0 / (np.arange(len(D.SURNAMES)) + 4) ** 1.1)]
-_NAMES = _pool(1 << 17, list(_SURNAMES), D.GIVEN_CHARS, D.GIVEN_CHARS + [""] * 40)  # ~70% two given chars
-_STREETS = _pool(1 << 16, D.ROADS, [f"{i}号" for i in range(1, 300)] + [f"{i}号" for i in range(1, 1000)],
-                 [""] * 30 + [f"{i}栋" for i in range(1, 31)] + [f"{i}号楼" for i in range(1, 21)],
-                 ["", ""] + [f"{i}单元" for i in range(1, 7)],
-                 [""] * 40 + [f"{f}{r:02d}室" for f in range(1, 34) for r in range(1, 7)])
-_VILLAGES = _pool(4096, D.TOWNS, D.VILLAGES, [f"{i}组" for i in range(1, 13)])
-_FIRMS = _pool(4096, D.TRADE_NAMES, D.INDUSTRIES, D.LEGAL_FORMS)
-_DOTTED = [_pool(4096, D.MINORITY_FIRST, [dot], D.MINORITY_SECOND) for dot in ["\u00b7"] + D.DOT_LOOKALIKES]
-_LATIN = _pool(4096, D.LATIN_GIVEN, [" "], D.LATIN_FAMILY)
+def _join(*parts) -> pa.Array:
+    return pc.binary_join_element_wise(*parts, "")
 
 
 def _digits(rng: np.random.Generator, k: int, w: int) -> np.ndarray:
@@ -168,10 +140,11 @@ def _other(rng: np.random.Generator, chars: np.ndarray, alphabet: np.ndarray) ->
 
 
 class _Col:
-    """A string column under construction: a base plus row patches, one ``take`` at the end."""
+    """A string column under construction: values[idx] plus row patches; one ``take`` at the end."""
 
-    def __init__(self, base: pa.Array) -> None:
-        self.parts, self.size, self.idx = [base], len(base), np.arange(len(base))
+    def __init__(self, values: pa.Array, idx: np.ndarray | None = None) -> None:
+        self.parts, self.size = [values], len(values)
+        self.idx = np.arange(len(values)) if idx is None else idx
 
     def put(self, rows: np.ndarray, values: pa.Array) -> None:
         if len(rows):
@@ -189,14 +162,14 @@ class _Col:
 def _citizen(addr6: np.ndarray, birth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """18-character citizen numbers (domain.md 2.1): address, YYYYMMDD, sequence, MOD 11-2."""
     mat = np.empty((len(addr6), 18), np.uint8)
-    mat[:, :6], mat[:, 6:14], mat[:, 14:17] = addr6, birth, _DIG[3][rng.integers(0, 1000, len(addr6))]
+    mat[:, :6], mat[:, 6:14], mat[:, 14:17] = addr6, birth, D.DIGITS[3][rng.integers(0, 1000, len(addr6))]
     mat[:, 17] = mod11_2(mat[:, :17])
     return mat
 
 
 def _org_body(rng: np.random.Generator, k: int) -> np.ndarray:
     """GB 11714 bodies (domain.md 2.5): ``MA`` + 6 USCC-set characters (60%) or 8 digits."""
-    body, old = _USCC_B[rng.integers(0, 31, (k, 8))], rng.random(k) < 0.4
+    body, old = _USCC[rng.integers(0, 31, (k, 8))], rng.random(k) < 0.4
     body[:, :2] = (ord("M"), ord("A"))
     body[old] = _digits(rng, int(old.sum()), 8)
     body[old, 0] = rng.integers(49, 58, int(old.sum()))
@@ -204,37 +177,39 @@ def _org_body(rng: np.random.Generator, k: int) -> np.ndarray:
 
 
 def _numbers(rng, n, dk, defect, ri, org) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Document numbers (byte matrix + lengths) for each document kind (domain.md 2.1-2.7)."""
-    DM, DL = np.zeros((n, 20), np.uint8), np.zeros(n, np.int64)
-    ari = np.where(rng.random(n) < OTHER_BIRTHPLACE, rng.integers(0, len(D.REGIONS), n), ri)
+    """Document numbers (byte matrix + lengths) of each document kind (domain.md 2.1-2.7)."""
+    DM, DL, ari = np.zeros((n, 20), np.uint8), np.zeros(n, np.int64), ri.copy()
+    away = _pick(rng, n, OTHER_BIRTHPLACE)  # address code of the birthplace, not of the line
+    ari[away] = rng.integers(0, len(D.REGIONS), len(away))
     born = rng.integers(BORN_FROM, BORN_TO, n)
-    born = np.where(defect("first_generation") & (born >= Y2K), born - YEARS28, born)  # 19xx, same Feb 29
-    birth = _YMD8[born - _YMD0]
-    bad = defect("birth_date")  # impossible or future dates, with a right check character
-    birth[bad] = _mat([f"{y:04d}{m:02d}{d:02d}" for y, m, d in D.BAD_BIRTH_DATES])[rng.integers(0, 8, int(bad.sum()))]
-    addr6, nat = _REGION_MAT[ari], rng.integers(0, len(D.NATIONALITIES), n)
-    permit = defect("permit_as_resident_id")
-    fprid = ((dk == K["FOREIGN_PERMANENT_RESIDENT_ID"]) | permit) & (rng.random(n) < 0.5)
-    hmt = (dk == K["HMT_RESIDENCE_PERMIT"]) | (permit & ~fprid)
-    addr6[hmt] = _mat(D.HMT_PERMIT_CODES)[rng.integers(0, 3, int(hmt.sum()))]
-    addr6[fprid, 0], addr6[fprid, 1:3] = ord("9"), _REGION_MAT[ri[fprid], :2]  # 9 + province + nationality
-    addr6[fprid, 3:6] = _mat([x[1] for x in D.NATIONALITIES])[nat[fprid]]
+    born = np.where(defect("first_generation") & (born >= Y2K), born - YEARS28, born)  # 15 digits: 19xx
+    birth, bad = D.YMD8[born - D.DAY0], defect("birth_date")  # impossible or future, with a right check
+    birth[bad] = _BAD_BIRTHS[rng.integers(0, len(_BAD_BIRTHS), int(bad.sum()))]
+    addr6, permit = D.REGION_MAT[ari], defect("permit_as_resident_id")
+    foreign = np.flatnonzero((dk == K["FOREIGN_PERMANENT_RESIDENT_ID"]) | permit)
+    fprid = np.zeros(n, bool)
+    fprid[foreign[rng.random(len(foreign)) < 0.5]] = True  # new card: 9 + province + nationality
+    nat = rng.integers(0, len(D.NATIONALITIES), n)
+    hmt = (dk == K["HMT_RESIDENCE_PERMIT"]) | permit & ~fprid
+    addr6[hmt] = _MAT(D.HMT_PERMIT_CODES)[rng.integers(0, 3, int(hmt.sum()))]
+    addr6[fprid, 0], addr6[fprid, 1:3] = ord("9"), D.REGION_MAT[ri[fprid], :2]
+    addr6[fprid, 3:6] = _MAT([x[1] for x in D.NATIONALITIES])[nat[fprid]]
     bad = defect("region")
-    addr6[bad] = _mat(D.BAD_ADDRESS_CODES)[rng.integers(0, len(D.BAD_ADDRESS_CODES), int(bad.sum()))]
+    addr6[bad] = _MAT(D.BAD_ADDRESS_CODES)[rng.integers(0, len(D.BAD_ADDRESS_CODES), int(bad.sum()))]
     r = np.flatnonzero(_CITIZEN[dk] | hmt | fprid)
     DM[r, :18], DL[r] = _citizen(addr6[r], birth[r], rng), 18
-    r = np.flatnonzero((dk == K["FOREIGN_PERMANENT_RESIDENT_ID"]) & ~fprid)  # 2004/2017 card: USA1100800101 1 1
+    r = np.flatnonzero((dk == K["FOREIGN_PERMANENT_RESIDENT_ID"]) & ~fprid)  # old card: USA 1100 800101 1 1
     old = np.zeros((len(r), 15), np.uint8)
-    old[:, :3], old[:, 3:7] = _mat([x[0] for x in D.NATIONALITIES])[nat[r]], _REGION_MAT[ri[r], :4]
+    old[:, :3], old[:, 3:7] = _MAT([x[0] for x in D.NATIONALITIES])[nat[r]], D.REGION_MAT[ri[r], :4]
     old[:, 7:13], old[:, 13] = birth[r, 2:], rng.integers(48, 58, len(r))
-    value = np.where(old[:, :14] >= 65, old[:, :14].astype(np.int64) - 55, old[:, :14].astype(np.int64) - 48)
+    value = old[:, :14].astype(np.int64) - np.where(old[:, :14] >= 65, 55, 48)
     old[:, 14] = 48 + (value @ np.resize([7, 3, 1], 14)) % 10  # ICAO 7-3-1 (not enforced by the policy)
     DM[r, :15], DL[r] = old, 15
     r = np.flatnonzero(dk == K["HK_MACAO_TRAVEL_PERMIT"])  # H/M + 8 digits (+ 2-digit renewal count)
     DM[r, 0], DM[r, 1:11] = np.where(rng.random(len(r)) < 0.7, 72, 77), _digits(rng, len(r), 10)
     renewal = rng.random(len(r)) < 0.4
     DM[r[renewal], 9], DL[r] = 48, np.where(renewal, 11, 9)
-    r = np.flatnonzero(dk == K["TAIWAN_TRAVEL_PERMIT"])  # 8 digits, or 10 digits + "(X)"
+    r = np.flatnonzero(dk == K["TAIWAN_TRAVEL_PERMIT"])  # 8 digits, or 10 digits (+ "(X)")
     form = rng.integers(0, 5, len(r))
     DM[r, :10], DM[r, 10], DM[r, 11], DM[r, 12] = _digits(rng, len(r), 10), 40, rng.integers(65, 91, len(r)), 41
     DL[r] = np.select([form < 3, form == 3], [8, 10], 13)
@@ -242,30 +217,32 @@ def _numbers(rng, n, dk, defect, ri, org) -> tuple[np.ndarray, np.ndarray, np.nd
     DM[r, :9], DL[r], letters = _digits(rng, len(r), 9), 9, rng.integers(0, 3, len(r))
     for j in range(2):
         DM[r[letters > j], j] = rng.integers(65, 91, int((letters > j).sum()))
-    legacy = rng.random(n) < 0.3
-    head = np.select([dk == K["PUBLIC_INSTITUTION_CERT"], dk == K["SOCIAL_GROUP_CERT"], rng.random(n) < 0.15],
-                     [12, 51, 92], 91)  # registration authority + category (domain.md 2.4)
-    r = np.flatnonzero((dk == K["USCC"]) | ~legacy & np.isin(dk, [K["BUSINESS_LICENSE"], K["PUBLIC_INSTITUTION_CERT"],
-                                                                   K["SOCIAL_GROUP_CERT"]]))
-    DM[r, :2], DM[r, 2:8], DM[r, 8:16], DL[r] = _DIG[2][head[r]], _REGION_MAT[ri[r]], _org_body(rng, len(r)), 18
+    o = np.flatnonzero(org | (dk >= len(PERSON_DOCS)))  # organisation documents from here on
+    legacy, kind = rng.random(len(o)) < 0.3, dk[o]
+    head = np.select([kind == K["PUBLIC_INSTITUTION_CERT"], kind == K["SOCIAL_GROUP_CERT"],
+                      rng.random(len(o)) < 0.15], [12, 51, 92], 91)  # authority + category (domain.md 2.4)
+    sel = (kind == K["USCC"]) | ~legacy & np.isin(kind, [K["BUSINESS_LICENSE"], K["PUBLIC_INSTITUTION_CERT"],
+                                                          K["SOCIAL_GROUP_CERT"]])
+    r = o[sel]
+    DM[r, :2], DM[r, 2:8], DM[r, 8:16], DL[r] = D.DIGITS[2][head[sel]], D.REGION_MAT[ri[r]], _org_body(rng, len(r)), 18
     DM[r, 16] = gb11714(DM[r, 8:16])
     DM[r, 17] = uscc_mod31(DM[r, :17])
-    r = np.flatnonzero((dk == K["BUSINESS_LICENSE"]) & (legacy | defect("org_license_checksum")))
-    DM[r, :6], DM[r, 6:14] = _REGION_MAT[ri[r]], _digits(rng, len(r), 8)
+    r = o[(kind == K["BUSINESS_LICENSE"]) & (legacy | defect("org_license_checksum")[o])]  # 15 digits
+    DM[r, :6], DM[r, 6:14] = D.REGION_MAT[ri[r]], _digits(rng, len(r), 8)
     DM[r, 14], DL[r] = mod11_10(DM[r, :14]), 15
-    for kind, width in ((K["PUBLIC_INSTITUTION_CERT"], 12), (K["SOCIAL_GROUP_CERT"], 10)):
-        r = np.flatnonzero((dk == kind) & legacy)  # pre-USCC certificate numbers
-        DM[r, :6], DM[r, 6:width], DL[r] = _REGION_MAT[ri[r]], _digits(rng, len(r), width - 6), width
-    r = np.flatnonzero(dk == K["ORG_CODE"])  # XXXXXXXX-C or XXXXXXXXC
+    for cert, width in ((K["PUBLIC_INSTITUTION_CERT"], 12), (K["SOCIAL_GROUP_CERT"], 10)):
+        r = o[(kind == cert) & legacy]  # pre-USCC certificate numbers
+        DM[r, :6], DM[r, 6:width], DL[r] = D.REGION_MAT[ri[r]], _digits(rng, len(r), width - 6), width
+    r = o[kind == K["ORG_CODE"]]  # XXXXXXXX-C or XXXXXXXXC
     body, pdy, hyphen = _org_body(rng, len(r)), defect("org_code_reserved")[r], rng.random(len(r)) < 0.5
-    body[pdy, :3], body[pdy, 3:] = _mat(["PDY"]), _digits(rng, int(pdy.sum()), 5)
+    body[pdy, :3], body[pdy, 3:] = _MAT(["PDY"]), _digits(rng, int(pdy.sum()), 5)
     check = gb11714(body)
     DM[r, :8], DM[r, 8], DM[r, 9], DL[r] = body, np.where(hyphen, 45, check), check, np.where(hyphen, 10, 9)
     r = np.flatnonzero(defect("checksum", "org_license_checksum"))  # the defects of INVALID lines
     for width, alphabet in ((18, _CHECK11), (15, _CHECK11[:10])):
         DM[r[DL[r] == width], width - 1] = _other(rng, DM[r[DL[r] == width], width - 1], alphabet)
     r = np.flatnonzero(defect("org_uscc_checksum"))
-    DM[r, 17] = _other(rng, DM[r, 17], _USCC_B)
+    DM[r, 17] = _other(rng, DM[r, 17], _USCC)
     r = np.flatnonzero(defect("org_embedded_check"))  # mod-31 right, embedded GB 11714 wrong
     DM[r, 16] = _other(rng, DM[r, 16], _CHECK11)
     DM[r, 17] = uscc_mod31(DM[r, :17])
@@ -274,18 +251,18 @@ def _numbers(rng, n, dk, defect, ri, org) -> tuple[np.ndarray, np.ndarray, np.nd
     r = np.flatnonzero(defect("number_format"))
     sheet = r[rng.random(len(r)) < 0.5]  # spreadsheet damage: 1.10105E+17
     DL[r], DL[sheet] = 17, 11
-    DM[sheet, 2:7], DM[sheet, 1], DM[sheet, 7:11] = DM[sheet, 1:6], ord("."), _mat(["E+17"])
-    x = (DL == 18) & (DM[:, 17] == ord("X")) & ~org
-    DM[x & (rng.random(n) < DIRT["lower_x"]), 17] = ord("x")
+    DM[sheet, 2:7], DM[sheet, 1], DM[sheet, 7:11] = DM[sheet, 1:6], ord("."), _MAT(["E+17"])
+    x = _pick(rng, n, DIRT["lower_x"], np.flatnonzero((DL == 18) & (DM[:, 17] == ord("X")) & ~org))
+    DM[x, 17] = ord("x")
     return DM, DL, ari
 
 
 def _identity(rng, n, org, quality, ri) -> tuple[dict[str, _Col], np.ndarray, np.ndarray]:
     """doc_type, doc_number, name, address and the handler's fields; also doc kind and defect."""
-    dk0, inv = _draw(rng, n, PERSON_DOCS), np.full(n, -1)
+    dk0, inv, bad = _draw(rng, n, PERSON_DOCS), np.full(n, -1), quality == 3
     dk0[org] = _draw(rng, int(org.sum()), ORG_DOCS) + len(PERSON_DOCS)
-    for kind, shares, offset in ((~org, PERSON_INVALID, 0), (org, ORG_INVALID, len(PERSON_INVALID))):
-        inv[kind & (quality == 3)] = _draw(rng, int((kind & (quality == 3)).sum()), shares) + offset
+    inv[bad & ~org] = _draw(rng, int((bad & ~org).sum()), PERSON_INVALID)
+    inv[bad & org] = _draw(rng, int((bad & org).sum()), ORG_INVALID) + len(PERSON_INVALID)
     lut = np.where(inv < 0, len(INVALID), inv)
     defect = lambda *names: np.isin(np.arange(len(INVALID) + 1), [INVALID.index(x) for x in names])[lut]  # noqa
     dk = np.where(defect("checksum", "birth_date", "region", "first_generation", "number_format")
@@ -299,56 +276,59 @@ def _identity(rng, n, org, quality, ri) -> tuple[dict[str, _Col], np.ndarray, np
     r = np.flatnonzero((dk == K["MILITARY_ID"]) | (dk == K["ARMED_POLICE_ID"]))  # 南字第12345678号
     pre = np.where(dk[r] == K["MILITARY_ID"], rng.integers(0, len(D.MILITARY_PREFIXES), len(r)), len(D.MILITARY_PREFIXES))
     num.put(r, _join(_A(D.MILITARY_PREFIXES + ["武"]).take(pre), "字第", _strings(_digits(rng, len(r), 8)), "号"))
-    raw = rng.random(n) < RAW_LABEL
-    dtype = _Col(_LABELS.take(_LABEL_OFF[dk] + raw * (1 + (rng.random(n) * (_LABEL_CNT[dk] - 1)).astype(np.int64))))
+    u = rng.random(n)  # < RAW_LABEL: an operator label, picked by the rest of u
+    raw = u < RAW_LABEL
+    dtype = _Col(_LABELS, _LABEL_OFF[dk] + raw * (1 + (u / RAW_LABEL * (_LABEL_CNT[dk] - 1)).astype(np.int64)))
     r = np.flatnonzero(defect("first_generation") & raw)
     dtype.put(r, pa.repeat(D.FIRST_GENERATION_LABEL, len(r)))
-    for name, values in (("doc_not_accepted", D.NOT_ACCEPTED_PERSON), ("doc_unknown", D.UNKNOWN_LABELS),
+    for flaw, values in (("doc_not_accepted", D.NOT_ACCEPTED_PERSON), ("doc_unknown", D.UNKNOWN_LABELS),
                          ("org_doc_not_accepted", D.NOT_ACCEPTED_ORG)):
-        r = np.flatnonzero(defect(name))
+        r = np.flatnonzero(defect(flaw))
         dtype.put(r, _choose(rng, values, len(r)))
-    name = _Col(_choose(rng, _NAMES, n))
-    r = np.flatnonzero(~org & (rng.random(n) < MINORITY_NAME))
+    name = _Col(D.NAME_POOL, rng.integers(0, len(D.NAME_POOL), n))
+    r = _pick(rng, n, MINORITY_NAME, np.flatnonzero(~org))
     dot = np.where(rng.random(len(r)) < LOOKALIKE_DOT, rng.integers(1, 4, len(r)), 0)
-    name.put(r, pa.concat_arrays(_DOTTED).take(dot * 4096 + rng.integers(0, 4096, len(r))))
-    r = np.flatnonzero(~org & ((dk == K["FOREIGN_PASSPORT"]) | (dk == K["FOREIGN_PERMANENT_RESIDENT_ID"]))
-                       & (rng.random(n) < LATIN_FOREIGN))
-    name.put(r, _choose(rng, _LATIN, len(r)))
+    name.put(r, D.DOTTED_POOL.take(dot * 4096 + rng.integers(0, 4096, len(r))))
+    r = _pick(rng, n, LATIN_FOREIGN, np.flatnonzero(~org & np.isin(dk, [K["FOREIGN_PASSPORT"],
+                                                                         K["FOREIGN_PERMANENT_RESIDENT_ID"]])))
+    name.put(r, _choose(rng, D.LATIN_POOL, len(r)))
     r = np.flatnonzero(org)
-    city, kind = _ORG_CITY.take(ri[r]), np.select([dk0[r] == K["PUBLIC_INSTITUTION_CERT"],
-                                                   dk0[r] == K["SOCIAL_GROUP_CERT"]], [1, 2], 0)
-    tails = pa.concat_arrays([_choose(rng, _FIRMS, len(r)), _choose(rng, D.INSTITUTIONS, len(r)),
+    kind = np.select([dk0[r] == K["PUBLIC_INSTITUTION_CERT"], dk0[r] == K["SOCIAL_GROUP_CERT"]], [1, 2], 0)
+    tails = pa.concat_arrays([_choose(rng, D.FIRM_POOL, len(r)), _choose(rng, D.INSTITUTIONS, len(r)),
                               _choose(rng, D.SOCIAL_GROUPS, len(r))])
-    name.put(r, _join(city, tails.take(kind * len(r) + np.arange(len(r)))))
+    name.put(r, _join(D.ORG_CITY.take(ri[r]), tails.take(kind * len(r) + np.arange(len(r)))))
     for flaw, values in (("name_placeholder", D.PLACEHOLDER_PERSON_NAMES), ("name_too_short", D.SURNAMES[:60]),
                          ("org_name_placeholder", D.PLACEHOLDER_ORG_NAMES), ("org_name_too_short", D.TRADE_NAMES)):
         r = np.flatnonzero(defect(flaw))
         name.put(r, _choose(rng, values, len(r)))
-    where = _REGION_ADDR.take(np.where(_CITIZEN[dk], ari, ri))  # the address printed on the document
-    rural = ~org & (rng.random(n) < RURAL)
-    tails = pa.concat_arrays([_STREETS, _VILLAGES])
-    addr = _Col(_join(where, tails.take(np.where(rural, len(_STREETS) + rng.integers(0, len(_VILLAGES), n),
-                                                 rng.integers(0, len(_STREETS), n)))))
+    tail = rng.integers(0, len(D.STREET_POOL), n)
+    rural = _pick(rng, n, RURAL, np.flatnonzero(~org))  # town + village + group
+    tail[rural] = len(D.STREET_POOL) + rng.integers(0, len(D.VILLAGE_POOL), len(rural))
+    where = np.where(_CITIZEN[dk], ari, ri)  # the address printed on the document
+    addr = _Col(_join(D.REGION_ADDRESS.take(where), D.ADDRESS_TAILS.take(tail)))
     r = np.flatnonzero(defect("address_placeholder", "org_address_placeholder"))
     addr.put(r, _choose(rng, D.BAD_ADDRESSES, len(r)))
     h = np.flatnonzero(org)  # the handling person of an organisation (Art. 8)
-    hmat = _citizen(_REGION_MAT[np.where(rng.random(len(h)) < 0.8, ri[h], rng.integers(0, len(D.REGIONS), len(h)))],
-                    _YMD8[rng.integers(BORN_FROM, BORN_TO, len(h)) - _YMD0], rng)
+    hri = np.where(rng.random(len(h)) < 0.8, ri[h], rng.integers(0, len(D.REGIONS), len(h)))
+    hmat = _citizen(D.REGION_MAT[hri], D.YMD8[rng.integers(BORN_FROM, BORN_TO, len(h)) - D.DAY0], rng)
     bad = defect("org_handler_invalid")[h]
     hmat[bad, 17] = _other(rng, hmat[bad, 17], _CHECK11)
-    hraw = rng.random(len(h)) < RAW_LABEL
-    hand = {c: _Col(pa.nulls(n, pa.string())) for c in ("handler_doc_type", "handler_doc_number", "handler_name")}
-    hand["handler_doc_type"].put(h, _LABELS.take(hraw * rng.integers(1, _LABEL_CNT[0], len(h))))
+    hand = {c: _Col(_A([None]), np.zeros(n, np.int64)) for c in ("handler_doc_type", "handler_doc_number", "handler_name")}
+    hand["handler_doc_type"].put(h, _LABELS.take((rng.random(len(h)) < RAW_LABEL) * rng.integers(1, _LABEL_CNT[0], len(h))))
     hand["handler_doc_number"].put(h, _strings(hmat))
-    hand["handler_name"].put(h, _choose(rng, _NAMES, len(h)))
+    hand["handler_name"].put(h, _choose(rng, D.NAME_POOL, len(h)))
     main = {"doc_type": dtype, "doc_number": num, "name": name, "address": addr}
-    blank = lambda col, rows: col.put(rows, _A(list(BLANKS)).take(_draw(rng, len(rows), BLANKS)))  # noqa: E731
-    handler_only = (quality == 2) & org & (rng.random(n) < HANDLER_ONLY)
-    bits, hbits = rng.integers(1, 15, n), rng.integers(1, 8, n)  # some, never all, of the fields
+    incomplete = np.flatnonzero(quality == 2)
+    handler_only = _pick(rng, n, HANDLER_ONLY, incomplete[org[incomplete]])
+    some = np.setdiff1d(incomplete, handler_only)
+    bits, hbits = rng.integers(1, 15, len(some)), rng.integers(1, 8, len(handler_only))  # some, never all
+    blanks = lambda k: _A(list(BLANKS)).take(_draw(rng, k, BLANKS))  # noqa: E731
     for j, col in enumerate(main.values()):
-        blank(col, np.flatnonzero((quality == 1) | ((quality == 2) & ~handler_only & (bits >> j & 1 == 1))))
+        r = np.union1d(np.flatnonzero(quality == 1), some[bits >> j & 1 == 1])
+        col.put(r, blanks(len(r)))
     for j, col in enumerate(hand.values()):
-        blank(col, np.flatnonzero((quality == 1) & org | handler_only & (hbits >> j & 1 == 1)))
+        r = np.union1d(np.flatnonzero((quality == 1) & org), handler_only[hbits >> j & 1 == 1])
+        col.put(r, blanks(len(r)))
     _dirty(rng, n, main, np.flatnonzero(DL == 18), DM[:, 17] == ord("X"))
     return {**main, **hand}, dk, inv
 
@@ -368,11 +348,11 @@ def _dirty(rng, n, c: dict[str, _Col], rows18: np.ndarray, big_x: np.ndarray) ->
         return v
     zero_width = lambda k: _choose(rng, ["\u200b", "\ufeff"], k)  # noqa: E731
     apply(c["doc_number"], _pick(rng, n, DIRT["fullwidth_digits"]), fullwidth)
-    x = rows18[big_x[rows18]]
-    apply(c["doc_number"], x[rng.random(len(x)) < DIRT["fullwidth_x"]], lambda v, k: pc.replace_substring(v, "X", "\uff38"))
-    apply(c["doc_number"], rows18[rng.random(len(rows18)) < DIRT["grouped_number"]],
-          lambda v, k: _join(pc.utf8_slice_codeunits(v, 0, 6), " ", pc.utf8_slice_codeunits(v, 6, 14), " ",
-                             pc.utf8_slice_codeunits(v, 14)))
+    apply(c["doc_number"], _pick(rng, n, DIRT["fullwidth_x"], rows18[big_x[rows18]]),
+          lambda v, k: pc.replace_substring(v, "X", "\uff38"))
+    cut = pc.utf8_slice_codeunits
+    apply(c["doc_number"], _pick(rng, n, DIRT["grouped_number"], rows18),
+          lambda v, k: _join(cut(v, 0, 6), " ", cut(v, 6, 14), " ", cut(v, 14)))
     apply(c["doc_number"], _pick(rng, n, DIRT["zero_width"]), insert(6, zero_width))
     apply(c["name"], _pick(rng, n, DIRT["zero_width"]), insert(1, zero_width))
     apply(c["name"], _pick(rng, n, DIRT["ideographic_space"]), lambda v, k: _join(v, "\u3000"))
@@ -388,13 +368,14 @@ def _msisdn(rng, n, ltype, ri) -> _Col:
     """Mobile 1[3-9]x, data cards 145/147/149 and 13-digit IoT, fixed 0 + area code + 7-8 digits."""
     M, L, fixed, data = np.empty((n, 13), np.uint8), np.full(n, 11), ltype == 1, ltype == 2
     M[:, 3:] = _digits(rng, n, 10)
-    M[:, :3] = _DIG[3][np.where(data, np.array(D.DATA_CARD_PREFIXES)[rng.integers(0, 3, n)],
-                                np.array(D.MOBILE_PREFIXES)[rng.integers(0, len(D.MOBILE_PREFIXES), n)])]
-    iot = np.flatnonzero(data & (rng.random(n) < IOT_DATA_CARD))
-    M[iot, :5], L[iot] = _mat(D.IOT_PREFIXES)[rng.integers(0, 2, len(iot))], 13
+    M[:, :3] = D.DIGITS[3][np.array(D.MOBILE_PREFIXES)[rng.integers(0, len(D.MOBILE_PREFIXES), n)]]
+    r = np.flatnonzero(data)
+    M[r, :3] = D.DIGITS[3][np.array(D.DATA_CARD_PREFIXES)[rng.integers(0, 3, len(r))]]
+    iot = _pick(rng, n, IOT_DATA_CARD, r)
+    M[iot, :5], L[iot] = _MAT(D.IOT_PREFIXES)[rng.integers(0, 2, len(iot))], 13
     f = np.flatnonzero(fixed)
-    alen = _AREA_LEN[ri[f]]
-    M[f, :4], M[f, alen] = _AREA[ri[f]], rng.integers(50, 57, len(f))  # local numbers start with 2-8
+    alen = D.AREA_LEN[ri[f]]
+    M[f, :4], M[f, alen] = D.AREA_MAT[ri[f]], rng.integers(50, 57, len(f))  # local numbers start with 2-8
     L[f] = alen + np.where((alen == 3) | (rng.random(len(f)) < 0.6), 8, 7)
     col, r = _Col(_strings(M, L)), _pick(rng, n, MSISDN_FORMATTED)
     mob = r[~fixed[r] & (L[r] == 11)]
@@ -402,7 +383,7 @@ def _msisdn(rng, n, ltype, ri) -> _Col:
     sep, cut = _A(["", "", "", "", " ", "-"]).take(form), lambda a, b=None: pc.utf8_slice_codeunits(v, a, b)
     col.put(mob, _join(_A(["+86", "0086", "+86 ", "86", "", ""]).take(form), cut(0, 3), sep, cut(3, 7), sep, cut(7)))
     fr = r[fixed[r]]
-    form, v, three = rng.integers(0, 3, len(fr)), col.get(fr), pa.array(_AREA_LEN[ri[fr]] == 3)
+    form, v, three = rng.integers(0, 3, len(fr)), col.get(fr), pa.array(D.AREA_LEN[ri[fr]] == 3)
     area = pc.if_else(three, cut(0, 3), cut(0, 4))
     area = pc.if_else(pa.array(form == 1), pc.utf8_slice_codeunits(area, 1), area)  # +86 drops the trunk 0
     col.put(fr, _join(_A(["", "+86", "("]).take(form), area, _A(["-", "", ")"]).take(form),
@@ -412,9 +393,8 @@ def _msisdn(rng, n, ltype, ri) -> _Col:
 
 def _lines(rng, n, first, codes, ri, bad_enum, bad_date) -> tuple[dict[str, _Col], np.ndarray, np.ndarray]:
     """Line-level columns; also updated_at in seconds and the rows whose line_id is empty."""
-    lid = np.empty((n, 11), np.uint8)
-    rows = first + 1 + np.arange(n)
-    lid[:, 0], lid[:, 1:6], lid[:, 6:] = ord("L"), _DIG[5][rows // 100_000 % 100_000], _DIG[5][rows % 100_000]
+    lid, rows = np.empty((n, 11), np.uint8), first + 1 + np.arange(n)
+    lid[:, 0], lid[:, 1:6], lid[:, 6:] = ord("L"), D.DIGITS[5][rows // 100_000 % 100_000], D.DIGITS[5][rows % 100_000]
     cols, empty = {"line_id": _Col(_strings(lid))}, _pick(rng, n, EMPTY_LINE_ID)
     cols["line_id"].put(empty, pa.repeat("", len(empty)))
     which = rng.integers(0, 3, len(bad_enum))
@@ -422,25 +402,27 @@ def _lines(rng, n, first, codes, ri, bad_enum, bad_date) -> tuple[dict[str, _Col
                                               ("subscriber_kind", KINDS, D.BAD_KINDS),
                                               ("status", STATUSES, D.BAD_STATUSES))):
         variants = _A([x for v in shares for x in (v, v.lower(), f" {v.lower()} ", v.title(), f"{v} ", f" {v}")])
-        cols[field] = _Col(variants.take(codes[field] * 6 + (rng.random(n) < DIRTY_ENUM) * rng.integers(1, 6, n)))
+        idx, dirty = codes[field] * 6, _pick(rng, n, DIRTY_ENUM)
+        idx[dirty] += rng.integers(1, 6, len(dirty))
+        cols[field] = _Col(variants, idx)
         cols[field].put(bad_enum[which == j], _choose(rng, bad, int((which == j).sum())))
-    dates = lambda days: _strings(_YMD10[days - _YMD0])  # noqa: E731
     act = rng.integers(ACTIVATED_FROM, DATA_END + 1, n)
-    term, gone = act + 1 + (rng.random(n) * (DATA_END - act)).astype(np.int64), codes["status"] == 2
-    cols["activated_on"] = _Col(dates(act))
+    gone = np.flatnonzero(codes["status"] == 2)
+    term = act.copy()
+    term[gone] += 1 + (rng.random(len(gone)) * (DATA_END - act[gone])).astype(np.int64)
+    cols["activated_on"] = _Col(_strings(D.YMD10[act - D.DAY0]))
     cols["activated_on"].put(bad_date, _choose(rng, D.BAD_DATES, len(bad_date)))
-    cols["terminated_on"] = _Col(pa.nulls(n, pa.string()))
-    cols["terminated_on"].put(np.flatnonzero(gone), dates(term[gone]))
-    base = np.maximum(np.where(gone, term, act), UPDATED_FROM)
-    secs = (base + rng.random(n) * (UPDATED_END - base)).astype(np.int64) * 86400 + rng.integers(0, 86400, n)
-    cols["region"] = _Col(_REGION_CODE.take(ri))
-    agents = _A([f"AG{i:05d}" for i in range(1, AGENTS + 1)] + [None])
-    cols["agent_id"] = _Col(agents.take(np.where(rng.random(n) < NO_AGENT, AGENTS,
-                                                 _draw(rng, n, 1.0 / np.arange(10, AGENTS + 10)))))
+    cols["terminated_on"] = _Col(_A([None]), np.zeros(n, np.int64))
+    cols["terminated_on"].put(gone, _strings(D.YMD10[term[gone] - D.DAY0]))
+    base = np.maximum(term, UPDATED_FROM) * 86400
+    secs = rng.integers(base, UPDATED_END * 86400)
+    cols["region"] = _Col(D.REGION_CODE, ri.copy())
+    cols["agent_id"] = _Col(_AGENTS, _draw(rng, n, _AGENT_P))
     cols["msisdn"] = _msisdn(rng, n, codes["line_type"], ri)
     return cols, secs, empty
 
 
+@functools.lru_cache(maxsize=2)  # small, misaligned requests reuse the block they share
 def _block(seed: int, block: int, truth: bool = False) -> pa.Table:
     """Rows ``block * BLOCK_ROWS`` onwards (with ``truth``: their intended verdicts)."""
     rng, n, first = np.random.default_rng([seed, block]), BLOCK_ROWS, block * BLOCK_ROWS
@@ -448,8 +430,8 @@ def _block(seed: int, block: int, truth: bool = False) -> pa.Table:
                                                ("status", STATUSES), ("identity", IDENTITY))}
     org, quality, status = codes["subscriber_kind"] == 1, codes["identity"], codes["status"]
     ri = rng.integers(0, len(D.REGIONS), n)
-    xj = ~org & (rng.random(n) < MINORITY_NAME * XINJIANG)  # most dotted names are in Xinjiang
-    ri[xj] = _XJ[rng.integers(0, len(_XJ), int(xj.sum()))]
+    xj = _pick(rng, n, MINORITY_NAME * XINJIANG, np.flatnonzero(~org))  # most dotted names are in Xinjiang
+    ri[xj] = D.XINJIANG[rng.integers(0, len(D.XINJIANG), len(xj))]
     dup, src = _pick(rng, n, DUPLICATE_LINE_ID)[1:], np.arange(n)
     src[dup] = dup - 1 - (rng.random(len(dup)) * np.minimum(dup, 2000)).astype(np.int64)
     src = src[src[src]]  # a re-export of a re-export copies the original
@@ -476,7 +458,9 @@ def _block(seed: int, block: int, truth: bool = False) -> pa.Table:
             m[oc[follow]] = lead
     if truth:
         dead = np.zeros(n, np.int64)
-        dead[src[dup]], dead[empty], dead[bad_enum], dead[bad_date] = 1, 2, 3, 4
+        dead[empty], dead[bad_enum], dead[bad_date] = 2, 3, 4
+        dead = dead[src]  # a re-export repeats the defect; else the older copy is the duplicate
+        dead[src[dup]] = np.where(dead[src[dup]] == 0, 1, dead[src[dup]])
         return pa.table({
             "row": pa.array(first + np.arange(n)),
             "identity_class": _A(list(IDENTITY)).take(quality[src]),
@@ -487,11 +471,11 @@ def _block(seed: int, block: int, truth: bool = False) -> pa.Table:
         })
     secs = secs[src]
     secs[dup] += rng.integers(3600, 60 * 86400, len(dup))  # the re-export is the later row
-    stamp = np.empty((n, 25), np.uint8)  # 2024-05-01T08:30:00[+08:00]
-    stamp[:, :10], stamp[:, 10], stamp[:, 11:19] = _YMD10[secs // 86400 - _YMD0], ord("T"), _HMS[secs % 86400]
-    stamp[:, 19:] = _mat(["+08:00"])
+    stamp, zoned = np.empty((n, 25), np.uint8), np.full(n, 19)  # 2024-05-01T08:30:00[+08:00]
+    stamp[:, :10], stamp[:, 10], stamp[:, 11:19] = D.YMD10[secs // 86400 - D.DAY0], ord("T"), D.HMS[secs % 86400]
+    stamp[:, 19:], zoned[_pick(rng, n, ZONED_TIMESTAMP)] = _MAT(["+08:00"]), 25
     out = {c: col.done(maps[c][src] if c in maps else src) for c, col in {**cols, **ident}.items()}
-    out["updated_at"] = _strings(stamp, np.where(rng.random(n) < ZONED_TIMESTAMP, 25, 19))
+    out["updated_at"] = _strings(stamp, zoned)
     return pa.table([out[c] for c in COLUMNS], schema=SCHEMA)
 
 
@@ -504,22 +488,21 @@ def _check(lines: int, seed: int, start: int = 0) -> None:
 
 
 def _rows(lines: int, seed: int, start: int, truth: bool = False, ahead: int = 0) -> Iterator[pa.Table]:
-    """Rows ``start .. start+lines-1``, block by block; ``ahead`` blocks are made in a thread meanwhile."""
+    """Rows ``start .. start+lines-1``, block by block; ``ahead`` blocks are made meanwhile in a thread."""
     spans, row = [], start
     while row < start + lines:
         block = row // BLOCK_ROWS
         take = min((block + 1) * BLOCK_ROWS, start + lines) - row
         spans.append((block, row - block * BLOCK_ROWS, take))
         row += take
-    if not ahead:
-        yield from (_block(seed, b, truth).slice(offset, take) for b, offset, take in spans)
-        return
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="generate") as pool:
-        queue = collections.deque()
-        for i, (b, offset, take) in enumerate(spans):
+    with concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="generate") as pool:
+        queue: collections.deque = collections.deque()
+        for i, (block, offset, take) in enumerate(spans):
             while len(queue) <= ahead and i + len(queue) < len(spans):
-                queue.append(pool.submit(_block, seed, spans[i + len(queue)][0], truth))
-            yield queue.popleft().result().slice(offset, take)
+                queue.append(pool.submit(_block, seed, spans[i + len(queue)][0], truth) if ahead else
+                             spans[i + len(queue)][0])
+            item = queue.popleft()
+            yield (item.result() if ahead else _block(seed, item, truth)).slice(offset, take)
 
 
 def generate_table(lines: int, seed: int, start: int = 0) -> pa.Table:
@@ -533,10 +516,10 @@ def generate_truth(lines: int, seed: int, start: int = 0) -> pa.Table:
     """The intended verdict of each row of ``generate_table(lines, seed, start)`` (for tests).
 
     Columns: row; identity_class (COMPLETE, MISSING, INCOMPLETE, INVALID); defect (of an
-    INVALID line); doc_kind (the document its number was made for); cross_record
-    (DOC_LINE_LIMIT, DOC_NAME_CONFLICT as planted: chance collisions of random numbers
-    are not listed); dead_letter (DUPLICATE_LINE_ID on the older copy, LINE_ID_MISSING,
-    BAD_ENUM, BAD_DATE).
+    INVALID line, see PERSON_INVALID / ORG_INVALID); doc_kind (the document its number
+    was made for); cross_record (DOC_LINE_LIMIT, DOC_NAME_CONFLICT as planted: chance
+    collisions of random numbers are not listed); dead_letter (DUPLICATE_LINE_ID on the
+    older copy, LINE_ID_MISSING, BAD_ENUM, BAD_DATE).
     """
     _check(lines, seed, start)
     parts = list(_rows(lines, seed, start, truth=True))
@@ -546,20 +529,26 @@ def generate_truth(lines: int, seed: int, start: int = 0) -> pa.Table:
 FORMATS = {".parquet": "parquet", ".avro": "avro", ".csv": "csv"}
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "gb18030": "gb18030"}
 _DICTIONARY = ["line_type", "subscriber_kind", "status", "activated_on", "terminated_on", "region", "agent_id",
-               "doc_type", "handler_doc_type"]
+               "doc_type", "handler_doc_type"]  # low-cardinality columns: dictionary-encoded in Parquet
 
 
-def _format(path: str) -> str:
-    for ext, fmt in FORMATS.items():
-        if path.lower().endswith(ext):
-            return fmt
-    raise ValueError(f"unknown output format of {path!r}: use .parquet, .avro or .csv")
+def _options(path: str, encoding: str) -> tuple[str, str]:
+    """(format, encoding) of an output path, or ValueError."""
+    fmt = next((f for ext, f in FORMATS.items() if path.lower().endswith(ext)), None)
+    if fmt is None:
+        raise ValueError(f"unknown output format of {path!r}: use .parquet, .avro or .csv")
+    enc = ENCODINGS.get(str(encoding).lower())
+    if enc is None:
+        raise ValueError(f"unknown encoding {encoding!r}: use utf-8 or gb18030")
+    if enc != "utf-8" and fmt != "csv":
+        raise ValueError("an encoding other than utf-8 applies to .csv output only")
+    return fmt, enc
 
 
 def _chunks(lines: int, seed: int, chunk_rows: int) -> Iterator[pa.Table]:
     """Tables of ``chunk_rows`` rows (the last may be shorter; one empty table for 0 lines)."""
     pending, have = [], 0
-    for part in _rows(lines, seed, 0, ahead=chunk_rows // BLOCK_ROWS + 2):  # keep the writer fed
+    for part in _rows(lines, seed, 0, ahead=chunk_rows // BLOCK_ROWS + 1):  # keep the writer fed
         while len(part):
             piece = part.slice(0, chunk_rows - have)
             part, have = part.slice(len(piece)), have + len(piece)
@@ -579,22 +568,16 @@ def write_base(path: str, lines: int, seed: int, encoding: str = "utf-8", chunk_
     from apache_beam.io.filesystems import FileSystems
 
     _check(lines, seed)
-    fmt, enc = _format(path), ENCODINGS.get(str(encoding).lower())
-    if enc is None:
-        raise ValueError(f"unknown encoding {encoding!r}: use utf-8 or gb18030")
-    if enc != "utf-8" and fmt != "csv":
-        raise ValueError("an encoding other than utf-8 applies to .csv output only")
+    fmt, enc = _options(path, encoding)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError("chunk_rows must be a positive integer")
     written, chunks = 0, _chunks(lines, seed, chunk_rows)
     with FileSystems.create(path, mime_type="application/octet-stream", compression_type="uncompressed") as f:
-        if fmt == "parquet":
-            # A native buffer in front of the Python file: few GIL round trips while a block is made.
-            with pa.BufferedOutputStream(pa.PythonFile(f, mode="w"), 1 << 24) as sink, \
-                    pq.ParquetWriter(sink, SCHEMA, compression="snappy", use_dictionary=_DICTIONARY,
-                                     write_statistics=False) as writer:
+        if fmt == "parquet":  # a native buffer in front of the Python file: few GIL round trips
+            with pa.BufferedOutputStream(pa.PythonFile(f, mode="w"), 1 << 24) as sink, pq.ParquetWriter(
+                    sink, SCHEMA, compression="snappy", use_dictionary=_DICTIONARY, write_statistics=False) as out:
                 for chunk in chunks:
-                    writer.write_table(chunk, row_group_size=max(len(chunk), 1))
+                    out.write_table(chunk, row_group_size=max(len(chunk), 1))
                     written += len(chunk)
         elif fmt == "avro":
             def records() -> Iterator[dict]:
@@ -615,36 +598,25 @@ def write_base(path: str, lines: int, seed: int, encoding: str = "utf-8", chunk_
     return written
 
 
-class _UsageError(Exception):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block, exit code 2 (main)
-        raise _UsageError(message)
+    def error(self, message: str) -> None:  # one line, no usage block; main() exits 2
+        raise ValueError(message)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``backfill generate --lines N --seed S --out PATH [--encoding utf-8|gb18030]``."""
-    parser = _Parser(prog="backfill generate",
-                     description="Write a realistic synthetic subscriber base (Parquet, Avro or CSV by extension).")
+    parser = _Parser(prog="backfill generate", description="Write a realistic synthetic subscriber base "
+                     "(Parquet, Avro or CSV by the extension of --out; gs:// paths work).")
     parser.add_argument("--lines", type=int, required=True, help="number of lines (rows) to write")
     parser.add_argument("--seed", type=int, required=True, help="random seed: the same seed gives the same file")
-    parser.add_argument("--out", required=True, help="output path ending .parquet, .avro or .csv (gs:// works)")
+    parser.add_argument("--out", required=True, help="output path ending .parquet, .avro or .csv")
     parser.add_argument("--encoding", default="utf-8", help="CSV encoding: utf-8 (default) or gb18030")
     try:
         args = parser.parse_args(argv)
-        if args.lines < 0:
-            raise _UsageError("--lines must be 0 or more")
-        if not 0 <= args.seed < 2 ** 63:
-            raise _UsageError("--seed must be between 0 and 2**63-1")
-        enc = ENCODINGS.get(args.encoding.lower())
-        if enc is None:
-            raise _UsageError(f"unknown --encoding {args.encoding!r}: use utf-8 or gb18030")
-        if enc != "utf-8" and _format(args.out) != "csv":
-            raise _UsageError("--encoding applies to .csv output only")
-        _format(args.out)
-    except (_UsageError, ValueError) as exc:
+        if args.lines < 0 or not 0 <= args.seed < 2 ** 63:
+            raise ValueError("--lines must be 0 or more and --seed between 0 and 2**63-1")
+        _fmt, enc = _options(args.out, args.encoding)
+    except ValueError as exc:
         print(f"backfill generate: error: {exc}", file=sys.stderr)
         return 2
     start = time.perf_counter()

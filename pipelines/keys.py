@@ -27,9 +27,13 @@ import fcntl
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from pipelines.common import ArgumentParser, UserError, run_main
 from pipelines.reveal import append_audit, audit_path, utc_now, who
+
+if TYPE_CHECKING:
+    from transforms.keyset import Keyset
 
 __all__ = ["init_keyset", "rotate", "shred_lines", "show", "main"]
 
@@ -64,11 +68,13 @@ def _user_errors():
         raise UserError(str(exc)) from None
 
 
-def _versions(keyset) -> dict:
+def _versions(keyset: Keyset) -> dict:
     return {"join": keyset.primary_join_version, "vault": keyset.primary_vault_version}
 
 
-def init_keyset(keys_path: str, *, force: bool = False, actor: str | None = None, audit_log: str | None = None):
+def init_keyset(keys_path: str, *, force: bool = False, actor: str | None = None,
+                audit_log: str | None = None) -> Keyset:
+    """Create a keyset file (j1, v1); refuses to replace one unless ``force``."""
     from transforms.keyset import Keyset
 
     with _user_errors():
@@ -89,13 +95,14 @@ def rotate(keys_path: str, *, join: bool = False, vault_dir: str | None = None, 
     record = {"event": "keys_rotate_join" if join else "keys_rotate_vault", "at": utc_now(), **who(actor)}
     with _user_errors(), _locked(keys_path):
         keyset = Keyset.load(keys_path)
+        keys = read_table(vault_dir, "keys") if vault_dir else None
         older = keyset.versions("join" if join else "vault")
         version = keyset.rotate_join() if join else keyset.rotate_vault()
-        keyset.save(keys_path)  # the new version is durable before anything is wrapped by it
+        rewrapped = Vault(keyset).rewrap(keys) if vault_dir else None  # in memory: a failure changes nothing
+        keyset.save(keys_path)  # the new version is durable before anything wrapped by it is
         record.update(keyset_id=keyset.keyset_id, new_version=version, previous=older)
         if vault_dir:
-            keys = read_table(vault_dir, "keys")
-            write_table(vault_dir, "keys", Vault(keyset).rewrap(keys))
+            write_table(vault_dir, "keys", rewrapped)
             record.update(vault_dir=vault_dir, rewrapped=keys.num_rows)
             if retire_old:
                 for old in older:
@@ -130,12 +137,12 @@ def shred_lines(keys_path: str, vault_dir: str, line_ids: list[str], *, reason: 
         vault = Vault(keyset)
         older = keyset.versions("vault")
         new_version = keyset.rotate_vault()
+        kept = vault.rewrap(vault.shred(keys, line_ids))  # in memory: a failure changes nothing
         record = {"at": utc_now(), **who(actor), "keyset_id": keyset.keyset_id, "vault_dir": vault_dir,
                   "reason": reason, "new_vault_key_version": new_version, "retired_vault_key_versions": older}
         for line_id in line_ids:  # the record comes first: no shred goes unrecorded
             append_audit(shred_path, {"event": "shred", "line_id": line_id, **record})
-        keyset.save(keys_path)  # the new version is durable before anything is wrapped by it
-        kept = vault.rewrap(vault.shred(keys, line_ids))
+        keyset.save(keys_path)  # the new version is durable before anything wrapped by it is
         write_table(vault_dir, "keys", kept)  # from here on the lines' data keys are gone from this vault
         for old in older:
             keyset.retire(old)

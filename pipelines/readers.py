@@ -36,6 +36,8 @@ import csv
 import dataclasses
 import io
 import os
+import sys
+import threading
 from itertools import islice
 from typing import Iterator
 
@@ -59,7 +61,8 @@ REQUIRED = ("line_id", "line_type", "subscriber_kind", "status")
 RAW_SCHEMA = pa.schema([pa.field(n, pa.string()) for n in CONTRACT]
                        + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
 FORMATS = {".parquet": "parquet", ".avro": "avro", ".csv": "csv"}
-CSV_BLOCK_BYTES = 16 << 20
+CSV_BLOCK_BYTES = 4 << 20
+_AHEAD = 4  # CSV blocks read ahead of the consumer
 CSV_MAX_BLOCK_BYTES = 256 << 20
 _HEADER_MAX = 1 << 20
 _SAMPLE = 1 << 20
@@ -372,18 +375,36 @@ def _maybe_ctrl(s: pa.Array) -> bool:
 
 
 class _Stream:
-    """File-like for pyarrow: ``head`` then the rest of ``raw``; when ``transcode``,
-    decoded from ``codec`` and re-encoded as UTF-8 with undecodable bytes -> _MARK."""
+    """The file-like object pyarrow's CSV reader pulls blocks from (on its I/O thread).
+
+    ``head`` first, then the rest of ``raw``; when ``transcode``, decoded from
+    ``codec`` and re-encoded as UTF-8 with undecodable bytes -> _MARK. pyarrow
+    reads ~32 blocks ahead of its consumer (not configurable): ``read`` waits
+    until the consumer has taken a block (``took``), so at most _AHEAD blocks are
+    in flight; the wait is bounded, so it can slow a read but never deadlock.
+    ``stop`` turns every later read into end-of-file, so an abandoned reader ends.
+    """
 
     def __init__(self, head: bytes, raw, codec: str, transcode: bool):
-        self._raw, self.closed, self._eof = raw, False, False
+        self._raw, self.closed, self._eof, self._stopped = raw, False, False, False
+        self._room = threading.Semaphore(_AHEAD)
         self._dec = codecs.getincrementaldecoder(codec)("subreg.mark") if transcode else None
         self._buf = bytearray(self._tr(head))
 
     def _tr(self, data: bytes, final: bool = False) -> bytes:
         return data if self._dec is None else self._dec.decode(data, final).encode("utf-8")
 
+    def took(self) -> None:
+        self._room.release()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._room.release(_AHEAD)
+
     def read(self, n: int = -1) -> bytes:
+        self._room.acquire(timeout=30)
+        if self._stopped:
+            return b""
         while not self._eof and (n < 0 or len(self._buf) < n):
             chunk = self._raw.read(max(n, 1 << 20))
             self._eof = not chunk
@@ -398,13 +419,14 @@ class _Stream:
 
 
 def _read_csv(split: Split, codec: str, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
+    """CSV through pyarrow's streaming reader, columns as binary, re-batched to batch_size."""
     path = split.path
-    emitted_bad: set[int] = set()  # field-count BadRows already yielded (kept across restarts)
-    resume, block, first = 1, CSV_BLOCK_BYTES, True  # resume: first good row not yet yielded
-    # utf-8 is parsed as raw bytes (fast path). pyarrow cannot hand a field-count
-    # error in a row with invalid UTF-8 to the handler (it decodes the row text
-    # strictly) and fails the parse: then the file is read again, transcoded.
-    transcode = codec != "utf-8"
+    done_bad: set[int] = set()  # field-count rows already yielded (kept across restarts)
+    # resume: the first good row not yet yielded. utf-8 is parsed as raw bytes (fast
+    # path); pyarrow cannot hand a field-count error in a row with invalid UTF-8 to
+    # the handler (it decodes the row text strictly) and fails: then the file is
+    # read again, transcoded. A row larger than a block: read again, larger blocks.
+    resume, block, checked, transcode = 1, CSV_BLOCK_BYTES, False, codec != "utf-8"
     while True:
         with FileSystems.open(path) as f:
             names, rest = _csv_head(f, path, codec)
@@ -416,66 +438,82 @@ def _read_csv(split: Split, codec: str, batch_size: int, limit: int) -> Iterator
                 rest += more
             src = {c: f"c{names.index(s)}" for c, s in mapping.items()}
             cols = [f"c{i}" for i in range(len(names))]
-            invalid: list[tuple[int, int]] = []  # (row number, fields) from pyarrow, never the text
-            bad_nums: list[int] = []  # field-count row numbers >= next_row, ascending
-            next_row = 1
+            invalid: list[tuple[int, int]] = []  # (row, fields) not yet yielded; never the row text
+            bad_nums: list[int] = []  # invalid rows >= next_row, ascending, for the numbering
+            pending: list[pa.Table] = []  # numbered good rows (column "_row") not yet yielded
+            next_row, skip = 1, resume
 
-            def drain() -> list[BadRow]:
-                out = [BadRow(path, num, None, f"expected {len(names)} fields, found {found}")
-                       for num, found in invalid if num not in emitted_bad]
-                emitted_bad.update(num for num, _ in invalid)
-                bad_nums.extend(num for num, _ in invalid)
+            def handler(r) -> str:
+                invalid.append((r.number, r.actual_columns))
+                bad_nums.append(r.number)
+                return "skip"
+
+            def emit(n: int) -> tuple[pa.Table, list[BadRow]]:
+                nonlocal pending, resume, checked
+                raw, bad, rows = RAW_SCHEMA.empty_table(), [], []
+                if pending:
+                    table = pa.concat_tables(pending)
+                    head, tail = table.slice(0, n), table.slice(n)
+                    pending = [tail] if tail.num_rows else []
+                    rows = head.column("_row").to_numpy()
+                    data = {c: head.column(s).combine_chunks() for c, s in src.items()}
+                    raw, bad, undecodable = _assemble(data, rows, path, codec, limit, transcode)
+                if not checked and len(rows):
+                    checked = True
+                    if undecodable * 2 > len(rows):
+                        raise _encoding_error(path, codec)
+                resume = int(rows[-1]) + 1 if len(rows) else resume
+                bad += [BadRow(path, num, None, f"expected {len(names)} fields, found {found}")
+                        for num, found in invalid if num not in done_bad]
+                done_bad.update(num for num, _ in invalid)
                 invalid.clear()
-                return out
+                return raw, sorted(bad, key=lambda b: b.source_row)
 
+            stream, reader = _Stream(rest, f, codec, transcode), None
             try:
                 reader = pacsv.open_csv(
-                    _Stream(rest, f, codec, transcode),
+                    stream,
                     read_options=pacsv.ReadOptions(column_names=cols, block_size=block, use_threads=False),
-                    parse_options=pacsv.ParseOptions(
-                        newlines_in_values=True,
-                        invalid_row_handler=lambda r: invalid.append((r.number, r.actual_columns)) or "skip"),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler),
                     convert_options=pacsv.ConvertOptions(
                         column_types={c: pa.binary() for c in cols}, strings_can_be_null=True,
                         null_values=[""], include_columns=list(src.values())))
                 for batch in reader:
-                    bad = drain()
-                    # Good rows are the data rows not reported as invalid: the k-th good
-                    # row is next_row + k + (invalid rows before it), vectorised.
+                    stream.took()
+                    # Good rows are the rows not reported invalid: the k-th good row
+                    # is next_row + k + (invalid rows before it), vectorised.
                     k = np.arange(batch.num_rows)
                     b = np.array(bad_nums, dtype=np.int64)
                     rows = next_row + k + np.searchsorted(b - np.arange(len(b)) - next_row, k, side="right")
                     next_row = int(rows[-1]) + 1 if len(rows) else next_row
                     bad_nums[:] = [x for x in bad_nums if x >= next_row]
-                    keep = rows >= resume
-                    data = {c: batch.column(s).filter(pa.array(keep)) for c, s in src.items()}
-                    raw, more, undecodable = _assemble(data, rows[keep], path, codec, limit, transcode)
-                    seen = raw.num_rows + len(more)
-                    if first and seen and undecodable * 2 > seen:
-                        raise _encoding_error(path, codec)
-                    first = first and not seen
-                    resume = max(resume, next_row)
-                    yield from _slices(raw, bad + more, batch_size)
-            except pa.ArrowInvalid as e:
-                if "straddl" not in str(e):  # the message may quote row text: never pass it on
-                    if transcode:
-                        raise InputError(f"{path}: CSV parse error after data row {next_row - 1}") from None
-                    transcode = True
+                    table = pa.Table.from_batches([batch]).append_column("_row", pa.array(rows, pa.int64()))
+                    pending.append(table.filter(pa.array(rows >= skip)) if len(rows) and rows[0] < skip else table)
+                    while sum(t.num_rows for t in pending) >= batch_size:
+                        yield emit(batch_size)
+            except pa.ArrowInvalid as e:  # its message may quote row text: never pass it on
+                if "straddl" in str(e) and block < CSV_MAX_BLOCK_BYTES:
+                    block *= 4
                     continue
-                if block >= CSV_MAX_BLOCK_BYTES:
+                if "straddl" in str(e):
                     raise InputError(f"{path}: a row near data row {next_row} is longer than "
                                      f"{CSV_MAX_BLOCK_BYTES} bytes") from None
-                block *= 4
+                if transcode:
+                    raise InputError(f"{path}: CSV parse error after data row {next_row - 1}") from None
+                transcode = True
                 continue
-            tail = drain()
-            if tail:
-                yield RAW_SCHEMA.empty_table(), tail
+            finally:
+                stream.stop()
+                if reader is not None and not sys.is_finalizing():
+                    try:  # let pyarrow's read-ahead wind down before the file closes
+                        for _ in reader:
+                            pass
+                    except Exception:
+                        pass
+            held = sum(t.num_rows for t in pending)
+            if held or invalid:
+                yield emit(held)
             return
-
-
-def _slices(raw: pa.Table, bad: list[BadRow], size: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
-    for start in range(0, max(raw.num_rows, 1), size):
-        yield raw.slice(start, size), bad if start == 0 else []
 
 
 def _read_parquet(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
@@ -546,6 +584,7 @@ def read_split(split: Split, encoding: str = "utf-8", batch_size: int = 65_536,
         raise InputError(f"{split.path}: cannot read ({type(e).__name__})") from None
 
 
+@beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table)
 class _ReadSplitFn(beam.DoFn):
     def __init__(self, ctx: DeadLetterContext, encoding: str, batch_size: int, max_field_chars: int):
         self._ctx, self._encoding = ctx, encoding

@@ -66,7 +66,10 @@ def append_audit(path: str, record: dict) -> None:
 
 def who(actor: str | None) -> dict:
     """Who acts: the named actor (if given), the OS user and the host."""
-    os_user = getpass.getuser()
+    try:
+        os_user = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a name
+        os_user = f"uid:{os.getuid()}"
     return {"actor": actor or os_user, "os_user": os_user, "host": platform.node()}
 
 

@@ -9,17 +9,32 @@ import pyarrow as pa
 
 from tests.conftest import AS_OF, CTX, SALT, organisation, person, raw_table
 from transforms.classify import classify_batch, finalize
-from transforms.crossrecord import apply_flags, bucket_of, deduplicate, document_flags, document_keys
+from transforms.crossrecord import (
+    apply_exceptions,
+    batch_id,
+    bucket_of,
+    deduplicate,
+    document_flags,
+    document_keys,
+    key_table,
+)
+from transforms.scan import _rows_for_finalize
 
 
 def classified(rows, policy):
     return classify_batch(raw_table(rows), policy, AS_OF, CTX, SALT).classified
 
 
-def cross(rows, policy):
-    kept, dead = deduplicate(classified(rows, policy), CTX)
+def cross(rows, policy, split=None):
+    """The scan's cross-record path on one bucket; ``split`` cuts the input into two batches."""
+    table = classified(rows, policy)
+    parts = [table] if split is None else [table.slice(0, split), table.slice(split)]
+    batches = [batch_id("base.csv", i) for i in range(len(parts))]
+    keys = pa.concat_tables([key_table(t, b) for t, b in zip(parts, batches)])
+    kept, drops, dead = deduplicate(keys, CTX)
     flags = document_flags(document_keys(kept), policy.doc_line_limit)
-    final = finalize(apply_flags(kept, flags))
+    full = pa.concat_tables([_rows_for_finalize(t, b).drop_columns(["_bucket"]) for t, b in zip(parts, batches)])
+    final = finalize(apply_exceptions(full, pa.concat_tables([drops, flags])))
     return {r["line_id"]: r for r in final.to_pylist()}, dead.to_pylist()
 
 
@@ -78,9 +93,18 @@ def test_line_limit_ignores_organisations(policy):
     assert all(r["flags"] == [] for r in rows.values())
 
 
-def test_document_keys_carry_no_plaintext(policy):
-    keys = document_keys(classified([person(line_id="A")], policy))
-    assert set(keys.column_names) == {"line_id", "_doc_key", "_name_key", "_active_person"}
+def test_exceptions_reach_rows_across_batches(policy):
+    rows = [person(line_id=f"A{i}") for i in range(6)] + [person(line_id="A0", updated_at="2030-01-01T00:00:00")]
+    whole, dead_whole = cross(rows, policy)
+    split, dead_split = cross(rows, policy, split=3)
+    assert whole == split and len(dead_whole) == len(dead_split) == 1
+    assert all(r["flags"] == ["DOC_LINE_LIMIT"] for r in split.values())
+
+
+def test_key_tables_carry_no_plaintext(policy):
+    keys = key_table(classified([person(line_id="A")], policy), 1)
+    assert set(keys.column_names) == {"line_id", "_updated_at", "_src_file", "_src_row", "_doc_key",
+                                      "_name_key", "_active_person", "_batch", "_index"}
     blob = repr(keys.to_pylist())
     assert "11010519491231002X" not in blob and "张三" not in blob
 

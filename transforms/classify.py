@@ -88,6 +88,30 @@ def lookup(values: pa.Array, table: Mapping[str, str]) -> pa.Array:
     return mapped.take(encoded.indices)
 
 
+def per_distinct(values: pa.Array, fn):
+    """Apply ``fn`` to the distinct values only, then spread the result back.
+
+    For low-cardinality columns (labels, enums, dates, regions, agents) this
+    turns a per-row pass into a per-distinct-value one. ``fn`` returns an
+    Arrow array, or a tuple whose items are Arrow arrays or numpy arrays.
+    """
+    encoded = pc.dictionary_encode(values)
+    indices = encoded.indices
+    result = fn(encoded.dictionary)
+
+    def spread(item):
+        if isinstance(item, np.ndarray):
+            out = np.zeros(len(values), item.dtype)
+            valid = indices.is_valid().to_numpy(zero_copy_only=False)
+            out[valid] = item[indices.to_numpy(zero_copy_only=False)[valid].astype(np.int64)]
+            return out
+        return item.take(indices)
+
+    if isinstance(result, tuple):
+        return tuple(spread(item) for item in result)
+    return spread(result)
+
+
 def keyed_hash(values: pa.Array, salt: str) -> pa.Array:
     """A 128-bit keyed hash of each value (null stays null), for shuffle keys.
 
@@ -157,11 +181,15 @@ class _Bits:
 
 
 def _document(labels: pa.Array, policy: Policy):
-    """(code or NOT_ACCEPTED or null, review flag) per row."""
-    label = normalize_label(labels)
-    code = lookup(label, policy.label_lookup)
-    review = lookup(label, policy.review_labels)
-    return pc.coalesce(code, review), _np(review.is_valid()), _np(label.is_valid())
+    """(code or NOT_ACCEPTED or null, review flag, label present) per row."""
+
+    def resolve(distinct: pa.Array):
+        label = normalize_label(distinct)
+        code = lookup(label, policy.label_lookup)
+        review = lookup(label, policy.review_labels)
+        return pc.coalesce(code, review), _np(review.is_valid()), _np(label.is_valid())
+
+    return per_distinct(labels, resolve)
 
 
 def _check_handler(table: pa.Table, is_org: np.ndarray, policy: Policy, as_of, rules) -> tuple[np.ndarray, np.ndarray]:
@@ -200,9 +228,11 @@ def classify_batch(
     rows_in = raw.num_rows
     col = lambda name: raw.column(name).combine_chunks()
     line_id = clean_text(col("line_id"))
-    enums = {f: lookup(normalize_enum(col(f)), policy.enums[f]) for f in ENUM_FIELDS}
-    activated, bad_act = parse_dates(col("activated_on"))
-    terminated, bad_term = parse_dates(col("terminated_on"))
+    enums = {
+        f: per_distinct(col(f), lambda d, f=f: lookup(normalize_enum(d), policy.enums[f])) for f in ENUM_FIELDS
+    }
+    activated, bad_act = per_distinct(col("activated_on"), parse_dates)
+    terminated, bad_term = per_distinct(col("terminated_on"), parse_dates)
     updated, bad_upd = parse_timestamps(col("updated_at"))
     dead, dead_table = _dead_letters(
         raw, line_id, enums,
@@ -272,8 +302,8 @@ def classify_batch(
         "line_type": enums["line_type"],
         "subscriber_kind": enums["subscriber_kind"],
         "status": enums["status"],
-        "region": clean_text(col("region")),
-        "agent_id": clean_text(col("agent_id")),
+        "region": per_distinct(col("region"), clean_text),
+        "agent_id": per_distinct(col("agent_id"), clean_text),
         "activated_on": activated,
         "terminated_on": terminated,
         "identity_status": pa.array(identity_status, pa.string()),

@@ -136,6 +136,8 @@ class Keyset:
     @classmethod
     def load(cls, path: str, wrapper: KeyWrapper | None = None) -> "Keyset":
         """Read a keyset file (permissions checked first)."""
+        if "://" in path:
+            raise KeysetError(f"keyset {path}: only a local keyset file is supported (remote keysets need a KMS)")
         check_permissions(path)
         try:
             with open(path, "rb") as handle:
@@ -153,8 +155,8 @@ class Keyset:
                 if key["state"] == "retired":
                     continue
                 raw = base64.b64decode(secret, validate=True)
-                if wrapper is not None and doc.get("kms_key_uri"):
-                    raw = wrapper.decrypt(raw, cls._wrap_ad(doc["keyset_id"], key["version"]))
+                if doc.get("kms_key_uri"):
+                    raw = cls._kms("decrypt", wrapper, raw, doc["keyset_id"], key["version"])
                 if len(raw) != _KEY_BYTES:
                     raise ValueError
                 material[key["version"]] = raw
@@ -167,13 +169,17 @@ class Keyset:
 
     def save(self, path: str, *, overwrite: bool = True, wrapper: KeyWrapper | None = None) -> None:
         """Write atomically, mode 0600: a temporary file, fsync, then a rename."""
+        if "://" in path:
+            raise KeysetError(f"keyset {path}: only a local keyset file is supported (remote keysets need a KMS)")
         if not overwrite and os.path.exists(path):
             raise KeysetError(f"keyset {path} already exists (pass --force to replace it)")
+        if self.kms_key_uri and wrapper is None:
+            raise KeysetError(f"keyset {self.keyset_id} is wrapped by {self.kms_key_uri}; no KMS wrapper is configured")
         doc = json.loads(json.dumps(self._doc))
         for key in doc["keys"]:
             raw = self.__material.get(key["version"])
-            if raw is not None and wrapper is not None and doc.get("kms_key_uri"):
-                raw = wrapper.encrypt(raw, self._wrap_ad(doc["keyset_id"], key["version"]))
+            if raw is not None and doc.get("kms_key_uri"):
+                raw = self._kms("encrypt", wrapper, raw, doc["keyset_id"], key["version"])
             key["material"] = None if raw is None else base64.b64encode(raw).decode("ascii")
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
@@ -203,8 +209,12 @@ class Keyset:
             os.close(dir_fd)
 
     @staticmethod
-    def _wrap_ad(keyset_id: str, version: str) -> bytes:
-        return f"{FORMAT}|{keyset_id}|{version}".encode()
+    def _kms(op: str, wrapper: KeyWrapper, data: bytes, keyset_id: str, version: str) -> bytes:
+        """Wrap or unwrap one key's material with the KMS, bound to keyset and version."""
+        try:
+            return getattr(wrapper, op)(data, f"{FORMAT}|{keyset_id}|{version}".encode())
+        except Exception:  # the KMS client's own message may quote its inputs
+            raise KeysetError(f"the KMS could not {op} key {version} of keyset {keyset_id}") from None
 
     # -- what may be shown ------------------------------------------------
     @property

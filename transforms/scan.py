@@ -1,13 +1,20 @@
 """ClassifyRegistrationCompleteness: the scan's composite transform (no I/O).
 
-    raw batches -> Classify -> ShuffleByLine -> Deduplicate
-                -> ShuffleByDocument -> DocumentFlags
-                -> JoinFlags -> Finalize -> classified batches
-    dead letters and counts come out beside them.
+    raw batches -> Classify --rows (by batch)---------------------------+
+                     |                                                    |
+                     +--keys--> ShuffleByLine -> Deduplicate --drops------+
+                                                   |                      |
+                                                   +--doc keys--> ShuffleByDocument
+                                                                  -> DocumentFlags --flags--+
+                                                                                            |
+                          JoinExceptions (by batch) <----------------------------------------+
+                          -> Finalize -> classified batches; dead letters and counts beside
 
-Every step moves Arrow tables; the three shuffles are Beam GroupByKeys on a
-bucket number (:mod:`transforms.shuffle`), so a base larger than one
-worker's memory is fine: a worker holds one bucket at a time.
+Every step moves Arrow tables. Only narrow key tables go through the line
+and document shuffles; their findings come back to each batch as small
+"exception" tables, so whole rows are shuffled once, by batch. The shuffles
+are Beam GroupByKeys on bucket numbers (:mod:`transforms.shuffle`): a worker
+holds one bucket or one batch at a time, whatever the size of the base.
 """
 from __future__ import annotations
 
@@ -19,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.classify import classify_batch, finalize
-from transforms.crossrecord import apply_flags, bucket_of, deduplicate, document_flags, document_keys
+from transforms.crossrecord import apply_exceptions, batch_id, bucket_of, deduplicate, document_flags, document_keys, key_table
 from transforms.deadletter import DeadLetterContext
 from transforms.metrics import SumCounts, counter
 from transforms.policy import Policy
@@ -47,6 +55,27 @@ def _value_counts(column) -> dict:
     return {v.as_py(): c.as_py() for v, c in zip(counts.field("values"), counts.field("counts")) if v.as_py() is not None}
 
 
+def _batch_bucket(batch: int) -> int:
+    return batch % 2_000_000_000
+
+
+def _rows_for_finalize(classified: pa.Table, batch: int) -> pa.Table:
+    from transforms.classify import CLASSIFIED_SCHEMA
+
+    keep = [c for c in CLASSIFIED_SCHEMA.names if c in classified.column_names] + ["_flag_bits"]
+    rows = classified.select(keep)
+    n = rows.num_rows
+    rows = rows.append_column("_batch", pa.array(np.full(n, batch, np.int64)))
+    rows = rows.append_column("_index", pa.array(np.arange(n, dtype=np.int32)))
+    return rows.append_column(BUCKET, pa.array(np.full(n, _batch_bucket(batch), np.int32)))
+
+
+def _to_batches(exceptions: pa.Table) -> pa.Table:
+    buckets = (exceptions.column("_batch").to_numpy() % 2_000_000_000).astype(np.int32)
+    return exceptions.append_column(BUCKET, pa.array(buckets))
+
+
+@beam.typehints.with_output_types(dict, dead_letter=pa.Table, rows=pa.Table, keys=pa.Table)
 class _ClassifyFn(beam.DoFn):
     def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str, n_buckets: int):
         self._policy, self._as_of, self._ctx = policy, as_of, ctx
@@ -59,45 +88,55 @@ class _ClassifyFn(beam.DoFn):
         yield {"rows_in": result.rows_in}
         if result.dead_letter.num_rows:
             yield beam.pvalue.TaggedOutput("dead_letter", result.dead_letter)
-        if result.classified.num_rows:
-            table = result.classified
-            yield beam.pvalue.TaggedOutput("classified", _with_bucket(table, table.column("line_id"), self._n))
+        table = result.classified
+        if table.num_rows:
+            batch = batch_id(table.column("_src_file")[0].as_py(), table.column("_src_row")[0].as_py())
+            yield beam.pvalue.TaggedOutput("rows", _rows_for_finalize(table, batch))
+            keys = key_table(table, batch)
+            yield beam.pvalue.TaggedOutput("keys", _with_bucket(keys, keys.column("line_id"), self._n))
 
 
+@beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, doc_keys=pa.Table)
 class _DedupFn(beam.DoFn):
     def __init__(self, ctx: DeadLetterContext, n_buckets: int):
         self._ctx, self._n = ctx, n_buckets
 
     def process(self, element):
-        bucket, tables = element
-        kept, dead = deduplicate(tables["rows"], self._ctx)
+        _, tables = element
+        kept, drops, dead = deduplicate(tables["keys"], self._ctx)
         if dead.num_rows:
             counter("dead_letter_DUPLICATE_LINE_ID").inc(dead.num_rows)
             yield beam.pvalue.TaggedOutput("dead_letter", dead)
-        keys = document_keys(kept)
-        if keys.num_rows:
-            yield beam.pvalue.TaggedOutput("doc_keys", _with_bucket(keys, keys.column("_doc_key"), self._n))
-        yield kept
+        docs = document_keys(kept)
+        if docs.num_rows:
+            docs = docs.drop_columns([BUCKET])
+            yield beam.pvalue.TaggedOutput("doc_keys", _with_bucket(docs, docs.column("_doc_key"), self._n))
+        if drops.num_rows:
+            yield _to_batches(drops)
 
 
+@beam.typehints.with_output_types(pa.Table)
 class _FlagFn(beam.DoFn):
-    def __init__(self, line_limit: int, n_buckets: int):
-        self._limit, self._n = line_limit, n_buckets
+    def __init__(self, line_limit: int):
+        self._limit = line_limit
 
     def process(self, element):
         _, tables = element
         flags = document_flags(tables["keys"], self._limit)
         if flags.num_rows:
-            yield _with_bucket(flags, flags.column("line_id"), self._n)
+            yield _to_batches(flags)
 
 
+@beam.typehints.with_output_types(pa.Table, counts=dict)
 class _FinalizeFn(beam.DoFn):
     def process(self, element):
         _, tables = element
         rows = tables.get("rows")
         if rows is None or rows.num_rows == 0:
             return
-        table = finalize(apply_flags(rows, tables.get("flags")))
+        found = [t for t in (tables.get("drops"), tables.get("flags")) if t is not None]
+        exceptions = pa.concat_tables(found) if found else None
+        table = finalize(apply_exceptions(rows, exceptions))
         yield beam.pvalue.TaggedOutput("counts", _summarise(table))
         yield table
 
@@ -147,26 +186,26 @@ class ClassifyRegistrationCompleteness(beam.PTransform):
         n = self._n
         classified = raw | "Classify" >> beam.ParDo(
             _ClassifyFn(self._policy, self._as_of, self._ctx, self._salt, n)
-        ).with_outputs("dead_letter", "classified", main="counts")
+        ).with_outputs("dead_letter", "rows", "keys", main="counts")
         deduped = (
-            {"rows": classified.classified}
+            {"keys": classified.keys}
             | "ShuffleByLine" >> ArrowGroupByBucket(self._spill, label="ShuffleByLine")
-            | "Deduplicate" >> beam.ParDo(_DedupFn(self._ctx, n)).with_outputs("dead_letter", "doc_keys", main="rows")
+            | "Deduplicate" >> beam.ParDo(_DedupFn(self._ctx, n)).with_outputs("dead_letter", "doc_keys", main="drops")
         )
         flags = (
             {"keys": deduped.doc_keys}
             | "ShuffleByDocument" >> ArrowGroupByBucket(self._spill, label="ShuffleByDocument")
-            | "DocumentFlags" >> beam.ParDo(_FlagFn(self._policy.doc_line_limit, n))
+            | "DocumentFlags" >> beam.ParDo(_FlagFn(self._policy.doc_line_limit))
         )
         final = (
-            {"rows": deduped.rows, "flags": flags}
-            | "JoinFlags" >> ArrowGroupByBucket(self._spill, label="JoinFlags")
+            {"rows": classified.rows, "drops": deduped.drops, "flags": flags}
+            | "JoinExceptions" >> ArrowGroupByBucket(self._spill, label="JoinExceptions")
             | "Finalize" >> beam.ParDo(_FinalizeFn()).with_outputs("counts", main="classified")
         )
         dead_inputs = [classified.dead_letter, deduped.dead_letter]
         if self._reader_dead is not None:
             dead_inputs.append(self._reader_dead)
-        dead = tuple(dead_inputs) | "FlattenDeadLetters" >> beam.Flatten()
+        dead = tuple(dead_inputs) | "FlattenDeadLetters" >> beam.Flatten().with_output_types(pa.Table)
         counts = (
             (classified.counts, final.counts, dead | "CountDeadLetters" >> beam.Map(_dead_counts))
             | "FlattenCounts" >> beam.Flatten()

@@ -18,11 +18,15 @@ from __future__ import annotations
 import uuid
 from typing import Iterable
 
+import typing
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
+
+from transforms import coders  # noqa: F401  (registers the Arrow table coder)
 
 __all__ = ["ArrowGroupByBucket", "BUCKET"]
 
@@ -32,14 +36,21 @@ BUCKET = "_bucket"
 def _split_by_bucket(table: pa.Table) -> Iterable[tuple[int, pa.Table]]:
     if table.num_rows == 0:
         return
-    table = table.sort_by(BUCKET)
     buckets = table.column(BUCKET).to_numpy()
+    if buckets.min() == buckets.max():  # one batch, one bucket: no sort needed
+        yield int(buckets[0]), table
+        return
+    order = np.argsort(buckets, kind="stable")
+    table = table.take(pa.array(order))
+    buckets = buckets[order]
     starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
     ends = np.r_[starts[1:], len(buckets)]
     for start, end in zip(starts, ends):
         yield int(buckets[start]), table.slice(start, end - start)
 
 
+@beam.typehints.with_input_types(pa.Table)
+@beam.typehints.with_output_types(typing.Tuple[int, typing.Tuple[str, pa.Table]])
 class _InlineFn(beam.DoFn):
     def __init__(self, tag: str):
         self._tag = tag
@@ -49,6 +60,8 @@ class _InlineFn(beam.DoFn):
             yield bucket, (self._tag, part)
 
 
+@beam.typehints.with_input_types(pa.Table)
+@beam.typehints.with_output_types(typing.Tuple[int, typing.Tuple[str, str, int]])
 class _SpillFn(beam.DoFn):
     """Write one batch as an IPC file of per-bucket record batches."""
 
@@ -117,5 +130,7 @@ class ArrowGroupByBucket(beam.PTransform):
             tuple(keyed)
             | "FlattenInputs" >> beam.Flatten()
             | "GroupByBucket" >> beam.GroupByKey()
-            | "Gather" >> beam.FlatMap(_gather, spilled)
+            | "Gather" >> beam.FlatMap(_gather, spilled).with_output_types(
+                typing.Tuple[int, typing.Dict[str, pa.Table]]
+            )
         )

@@ -179,8 +179,8 @@ class Vault:
             line_lp = _lp1(line_id)
             hit = known.get(line_id)
             if hit is None:
-                dek, dek_id, nonce = rnd[at:at + _DEK], rnd[at + _DEK:at + _DEK + _DEK_ID].hex(), rnd[at + _DEK + _DEK_ID:at + _FRESH]
-                at += _FRESH
+                chunk, at = rnd[at:at + _FRESH], at + _FRESH
+                dek, dek_id, nonce = chunk[:_DEK], chunk[_DEK:_DEK + _DEK_ID].hex(), chunk[_DEK + _DEK_ID:]
                 dek_lp = _lp1(dek_id)
                 wrapped.append(nonce + wrap(nonce, dek, self._dek_head + line_lp + dek_lp + dek_tail))
                 new_ids.append(line_id)
@@ -204,9 +204,10 @@ class Vault:
         dek_array, value_parts = pa.array(dek_ids, pa.string()), []
         for field, (_, _, sealed, rows, base) in zip(fields, specs):
             rows, k = pa.array(rows, pa.int64()), len(sealed)
+            nonce_column = _binary_from(nonces[base:base + _NONCE * k], _NONCE, k)
             value_parts.append(pa.table([pc.take(ids_array, rows), pa.array([field] * k, pa.string()),
-                                         pc.take(dek_array, rows), _binary_from(nonces[base:base + _NONCE * k], _NONCE, k),
-                                         pa.array(sealed, pa.binary())], schema=arrow_schema("vault_value")))
+                                         pc.take(dek_array, rows), nonce_column, pa.array(sealed, pa.binary())],
+                                        schema=arrow_schema("vault_value")))
         values = pa.concat_tables(value_parts) if value_parts else arrow_schema("vault_value").empty_table()
         return keys, values
 
@@ -263,6 +264,9 @@ class Vault:
         """Every DEK wrapped by the primary vault key version; values are untouched."""
         primary = self._keyset.primary_vault_version
         wrap, tail = self._kek(primary).encrypt, _lp1(primary)
+        foreign = keys.filter(pc.not_equal(keys["keyset_id"], self._keyset.keyset_id)).select(_KEY_COLS)
+        if foreign.num_rows:
+            self._unwrap(foreign.slice(0, 1).to_pylist()[0])  # raises: a key of another keyset
         stale = pc.not_equal(keys["vault_key_version"], primary)
         todo, done = keys.filter(stale), keys.filter(pc.invert(stale))
         nonces, wrapped = os.urandom(todo.num_rows * _NONCE), []

@@ -1,0 +1,143 @@
+"""The scan benchmark (``python -m bench.run scan``).
+
+Measured, each as a child process timed from start to exit, Parquet in and out:
+
+* ``backfill scan`` on 2 million lines with its defaults, and with
+  ``--direct_num_workers 2 --direct_running_mode multi_processing``;
+* ``backfill scan`` on 200,000 lines (the naive baseline's file) and, with
+  ``BENCH_10M=1`` (the default), on 10 million lines for the memory row;
+* the naive per-row Beam baseline (:mod:`bench.naive`) on 200,000 lines;
+* DuckDB running the document checks in SQL over the 2-million-line file
+  (:mod:`bench.duck`; it covers a subset of the rules, listed in the report).
+
+Targets (issue "Speed and memory"): at least 300,000 lines/s; at least 8x the
+naive baseline's lines/s; under 1 GB peak, flat from 2 to 10 million lines
+(flat: the 10M peak within 25 % of the 2M peak). The DuckDB ratio has no
+target in the issue: this benchmark asks for the scan within 3x of DuckDB's
+time, and says so.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from bench.core import AS_OF, Check, Context, Row, Section, checked, ensure_base, register, say
+from bench.measure import measure, python_env
+
+__all__ = ["bench_scan", "TARGET_RATE", "TARGET_VS_NAIVE", "TARGET_PEAK_MB", "FLAT", "TARGET_VS_DUCKDB"]
+
+TARGET_RATE = 300_000  # lines/s, end to end
+TARGET_VS_NAIVE = 8.0
+TARGET_PEAK_MB = 1024
+FLAT = 1.25  # 10M peak / 2M peak
+TARGET_VS_DUCKDB = 3.0  # this benchmark's own bar, not the issue's
+MULTI = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _scan(ctx: Context, base: str, label: str, extra: list[str] = ()) -> tuple[Row, dict]:
+    out = ctx.work(label)
+    say(f"scan {label}: {os.path.basename(base)} {' '.join(extra)}".rstrip())
+    m = checked(measure([ctx.backfill, "scan", "--base", base, "--out", out, "--as-of", AS_OF, *extra],
+                        env=python_env()), f"scan {label}")
+    summary = _read_json(os.path.join(out, "summary.json"))
+    manifest = _read_json(os.path.join(out, "manifest.json"))
+    say(f"  {m.seconds:.1f} s, peak {m.peak_mb:,.0f} MB")
+    note = "defaults" if not extra else "2 worker processes"
+    row = Row(f"scan {label}", summary["rows_in"], m.seconds, m.peak_mb, note)
+    return row, {"summary": summary, "shuffle": manifest.get("shuffle"), "timings": manifest.get("timings")}
+
+
+def _naive(ctx: Context, base: str) -> tuple[Row, dict]:
+    out = ctx.work("naive_200k")
+    say(f"naive baseline: {os.path.basename(base)}")
+    m = checked(measure([ctx.python, "-m", "bench.naive", "--base", base, "--out", out, "--as-of", AS_OF],
+                        env=python_env()), "naive baseline")
+    summary = _read_json(os.path.join(out, "summary.json"))
+    say(f"  {m.seconds:.1f} s, peak {m.peak_mb:,.0f} MB")
+    rows = summary["classified"] + summary["dead_letters"]
+    return Row("naive per-row Beam 200k", rows, m.seconds, m.peak_mb, "FnApiRunner, one dict per row"), summary
+
+
+def _duck(ctx: Context, base: str) -> tuple[Row, dict]:
+    say(f"duckdb: {os.path.basename(base)}")
+    m = checked(measure([ctx.python, "-m", "bench.duck", "--base", base, "--as-of", AS_OF], env=python_env()),
+                "duckdb")
+    result = json.loads(m.output.strip().splitlines()[-1])
+    say(f"  {m.seconds:.1f} s (query {result['query_seconds']:.1f} s), peak {m.peak_mb:,.0f} MB")
+    note = f"SQL, {result['threads']} threads, rule subset; query alone {result['query_seconds']:.1f} s"
+    return Row("DuckDB document checks 2M", result["rows"], m.seconds, m.peak_mb, note), result
+
+
+def _status_gap(scan: dict, other: dict) -> float:
+    """Largest difference in identity_status counts, as a share of the scan's lines."""
+    keys = set(scan) | set(other)
+    total = max(sum(scan.values()), 1)
+    return max(abs(scan.get(k, 0) - other.get(k, 0)) for k in keys) / total
+
+
+@register("scan")
+def bench_scan(ctx: Context) -> Section:
+    base_200k = ensure_base(ctx, "base_200k", 200_000)
+    base_2m = ensure_base(ctx, "base_2m", 2_000_000)
+    base_10m = ensure_base(ctx, "base_10m", 10_000_000) if ctx.ten_million else None
+    if not ctx.ten_million:
+        say("BENCH_10M=0: skipping the 10-million-line memory run")
+
+    scan_2m, d_2m = _scan(ctx, base_2m, "2M")
+    scan_2m_mp, d_2m_mp = _scan(ctx, base_2m, "2M", MULTI)
+    scan_200k, d_200k = _scan(ctx, base_200k, "200k")
+    scan_10m, d_10m = _scan(ctx, base_10m, "10M") if base_10m else (None, None)
+    naive, naive_summary = _naive(ctx, base_200k)
+    duck, duck_result = _duck(ctx, base_2m)
+
+    rows = [r for r in (scan_2m, scan_2m_mp, scan_10m, scan_200k, naive, duck) if r is not None]
+    best = max(scan_2m, scan_2m_mp, key=lambda r: r.rate)
+    checks = [
+        Check("scan lines/s, 2M, defaults", f"{scan_2m.rate:,.0f}", f">= {TARGET_RATE:,}", scan_2m.rate >= TARGET_RATE),
+        Check("scan lines/s, 2M, 2 worker processes", f"{scan_2m_mp.rate:,.0f}", f">= {TARGET_RATE:,}",
+              scan_2m_mp.rate >= TARGET_RATE),
+        Check("scan (2M, defaults) vs naive (200k), lines/s", f"{scan_2m.rate / naive.rate:.1f}x",
+              f">= {TARGET_VS_NAIVE:.0f}x", scan_2m.rate / naive.rate >= TARGET_VS_NAIVE),
+        Check("scan vs naive on the same 200k file, lines/s", f"{scan_200k.rate / naive.rate:.1f}x",
+              f">= {TARGET_VS_NAIVE:.0f}x", scan_200k.rate / naive.rate >= TARGET_VS_NAIVE),
+        Check("scan time / DuckDB time, 2M", f"{scan_2m.seconds / duck.seconds:.1f}x",
+              f"<= {TARGET_VS_DUCKDB:.0f}x (bench's own bar)", scan_2m.seconds / duck.seconds <= TARGET_VS_DUCKDB),
+        Check("scan peak memory, 2M, defaults", f"{scan_2m.peak_mb:,.0f} MB", f"< {TARGET_PEAK_MB:,} MB",
+              scan_2m.peak_mb < TARGET_PEAK_MB),
+    ]
+    if scan_10m is not None:
+        growth = scan_10m.peak_mb / scan_2m.peak_mb
+        checks += [
+            Check("scan peak memory, 10M, defaults", f"{scan_10m.peak_mb:,.0f} MB", f"< {TARGET_PEAK_MB:,} MB",
+                  scan_10m.peak_mb < TARGET_PEAK_MB),
+            Check("memory flat, 10M peak / 2M peak", f"{growth:.2f}", f"<= {FLAT:.2f}", growth <= FLAT),
+        ]
+    else:
+        checks.append(Check("scan peak memory, 10M", "skipped (BENCH_10M=0)", f"< {TARGET_PEAK_MB:,} MB, flat", None))
+    same = d_200k["summary"]["identity_status"] == {
+        k: naive_summary["identity_status"].get(k, 0) for k in d_200k["summary"]["identity_status"]}
+    checks.append(Check("scan and naive agree on identity_status counts, 200k", "equal" if same else "differ",
+                        "equal", same))
+    gap = _status_gap(d_2m["summary"]["identity_status"], duck_result["identity_status"])
+    notes = [
+        f"best scan rate: {best.rate:,.0f} lines/s ({best.note}).",
+        "rows = input rows; seconds = wall clock of the whole command (interpreter start, planning, "
+        "Parquet read and write, summary); peak MB = largest sum of RSS over the process tree, sampled every 50 ms.",
+        "the naive baseline runs on 200k lines (its cost per line does not fall with size); "
+        "the first ratio compares it with the scan at 2M, the second on the same file.",
+        f"DuckDB covers: {'; '.join(duck_result['covers'])}. It leaves out: {'; '.join(duck_result['leaves_out'])}. "
+        f"Its identity_status counts differ from the scan's by at most {100 * gap:.1f} % of lines.",
+        "switch the 10M run off with BENCH_10M=0; inputs are kept in bench-data/ (seed 7) for re-runs.",
+    ]
+    details = {"scan_2m": d_2m, "scan_2m_multiprocess": d_2m_mp, "scan_200k": d_200k, "scan_10m": d_10m,
+               "naive_200k": naive_summary, "duckdb": duck_result}
+    return Section("scan", "Scan: speed and memory", rows, checks, notes, details)
+
+
+if __name__ == "__main__":
+    raise SystemExit("run it through the registry: python -m bench.run scan")

@@ -1,0 +1,233 @@
+"""Tests of the keyset (transforms/keyset.py) and ``backfill keys`` (pipelines/keys.py)."""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import pickle
+import stat
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pipelines import keys as keys_cli
+from transforms.keyset import Keyset, KeysetError
+from transforms.tokenize import Tokenizer
+
+
+def raw_material(path) -> list[bytes]:
+    """The key bytes in a keyset file (what must never be shown)."""
+    with open(path, encoding="utf-8") as handle:
+        doc = json.load(handle)
+    return [base64.b64decode(k["material"]) for k in doc["keys"] if k["material"]]
+
+
+def secret_forms(path) -> list[str]:
+    """Every printable form of the key bytes: base64, base64url, hex."""
+    forms = []
+    for raw in raw_material(path):
+        forms += [base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(), raw.hex(), raw.hex().upper()]
+        forms += [f[:16] for f in forms[-4:]]  # a fragment is a leak too
+    return forms
+
+
+def assert_no_secret(text: str, path) -> None:
+    for form in secret_forms(path):
+        assert form not in text
+
+
+@pytest.fixture
+def keyfile(tmp_path):
+    path = tmp_path / "keys" / "keys.json"
+    assert keys_cli.main(["init", "--keys", str(path)]) == 0
+    return path
+
+
+def test_init_creates_a_0600_keyset_with_j1_and_v1(keyfile, capsys):
+    assert stat.S_IMODE(os.stat(keyfile).st_mode) == 0o600
+    keyset = Keyset.load(str(keyfile))
+    assert (keyset.primary_join_version, keyset.primary_vault_version) == ("j1", "v1")
+    assert keyset.keyset_id.startswith("ks_")
+    assert [(k.purpose, k.version, k.state) for k in keyset.info()] == [
+        ("join", "j1", "primary"), ("vault", "v1", "primary")]
+    assert all(len(raw) == 32 for raw in raw_material(keyfile))
+    assert len(set(raw_material(keyfile))) == 2
+    assert not [n for n in os.listdir(keyfile.parent) if n.startswith(".keyset-")]  # no temporary left behind
+    assert_no_secret(capsys.readouterr().out, keyfile)
+
+
+def test_init_refuses_to_overwrite_unless_forced(keyfile, capsys):
+    before = raw_material(keyfile)
+    assert keys_cli.main(["init", "--keys", str(keyfile)]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert raw_material(keyfile) == before
+    assert keys_cli.main(["init", "--keys", str(keyfile), "--force"]) == 0
+    assert set(raw_material(keyfile)).isdisjoint(before)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_loose_permissions_are_refused_in_one_line(keyfile, capsys, mode):
+    os.chmod(keyfile, mode)
+    with pytest.raises(KeysetError, match="chmod 600"):
+        Keyset.load(str(keyfile))
+    assert keys_cli.main(["show", "--keys", str(keyfile)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == (f"backfill keys: error: keyset {keyfile} is accessible by group or others "
+                                    f"(mode {mode:04o}); run: chmod 600 {keyfile}")
+    assert "Traceback" not in captured.err
+
+
+def test_missing_and_malformed_keysets_are_one_line_errors(tmp_path, capsys):
+    missing = tmp_path / "nope.json"
+    assert keys_cli.main(["show", "--keys", str(missing)]) == 1
+    assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "subscriber-backfill/keyset/1", "keyset_id": "ks_x", "keys": [{"purpose": "join"}]}')
+    os.chmod(bad, 0o600)
+    assert keys_cli.main(["show", "--keys", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "malformed key entry" in err and len(err.strip().splitlines()) == 1
+    bad.write_text("{not json")
+    with pytest.raises(KeysetError, match="not valid JSON"):
+        Keyset.load(str(bad))
+
+
+def test_keyset_refuses_pickling_copying_and_direct_construction(keyfile):
+    keyset = Keyset.load(str(keyfile))
+    with pytest.raises(TypeError, match="DoFn.setup"):
+        pickle.dumps(keyset)
+    with pytest.raises(TypeError):
+        copy.deepcopy(keyset)
+    with pytest.raises(TypeError):
+        Keyset()
+    from apache_beam.internal import pickler  # what Beam uses to ship a DoFn
+
+    with pytest.raises(Exception):
+        pickler.dumps({"keyset": keyset})
+    with pytest.raises(TypeError):
+        pickle.dumps(Tokenizer(keyset))
+
+
+def test_repr_and_info_hold_no_secret(keyfile):
+    keyset = Keyset.load(str(keyfile))
+    text = " ".join([repr(keyset), str(keyset), repr(keyset.info()), repr(Tokenizer(keyset))])
+    assert keyset.keyset_id in text
+    assert_no_secret(text, keyfile)
+
+
+def test_show_prints_versions_and_states_never_secrets(keyfile, capsys):
+    assert keys_cli.main(["rotate", "--keys", str(keyfile), "--join"]) == 0
+    assert keys_cli.main(["rotate", "--keys", str(keyfile), "--vault"]) == 0
+    capsys.readouterr()
+    assert keys_cli.main(["show", "--keys", str(keyfile)]) == 0
+    out = capsys.readouterr().out
+    expected = (["join", "j1", "enabled"], ["vault", "v1", "enabled"], ["join", "j2", "primary"],
+                ["vault", "v2", "primary"])
+    for row in expected:
+        assert any(line.split()[:3] == row for line in out.splitlines())
+    assert_no_secret(out, keyfile)
+    assert keys_cli.main(["show", "--keys", str(keyfile), "--json"]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    assert [k["version"] for k in shown["keys"]] == ["j1", "v1", "j2", "v2"]
+    assert all("material" not in k for k in shown["keys"])
+    assert_no_secret(out, keyfile)
+    assert len(raw_material(keyfile)) == 4
+
+
+def test_rotate_join_keeps_old_tokens_reproducible(keyfile, capsys):
+    before = Tokenizer(Keyset.load(str(keyfile))).tokens("doc_number", ["11010519491231002X"])[0].as_py()
+    assert keys_cli.main(["rotate", "--keys", str(keyfile), "--join"]) == 0
+    assert "retokenize" in capsys.readouterr().out
+    keyset = Keyset.load(str(keyfile))
+    assert keyset.primary_join_version == "j2"
+    assert keyset.versions("join") == ["j1", "j2"]
+    tokenizer = Tokenizer(keyset)
+    assert tokenizer.tokens_with_version("doc_number", ["11010519491231002X"], "j1")[0].as_py() == before
+    assert tokenizer.tokens("doc_number", ["11010519491231002X"])[0].as_py().startswith("j2:")
+
+
+def test_rotate_flags_are_checked(keyfile, capsys):
+    for argv in (["rotate", "--keys", str(keyfile)], ["rotate", "--keys", str(keyfile), "--join", "--vault"]):
+        with pytest.raises(SystemExit) as exited:  # argparse: one line, exit 2
+            keys_cli.main(argv)
+        assert exited.value.code == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert keys_cli.main(["rotate", "--keys", str(keyfile), "--vault", "--retire-old"]) == 1
+    assert "--retire-old needs --vault-dir" in capsys.readouterr().err
+    assert Keyset.load(str(keyfile)).primary_vault_version == "v1"
+
+
+def test_retire_destroys_material_and_refuses_the_primary(keyfile):
+    keyset = Keyset.load(str(keyfile))
+    with pytest.raises(KeysetError, match="primary"):
+        keyset.retire("v1")
+    keyset.rotate_vault()
+    keyset.retire("v1")
+    keyset.save(str(keyfile))
+    doc = json.loads(keyfile.read_text())
+    v1 = next(k for k in doc["keys"] if k["version"] == "v1")
+    assert v1["state"] == "retired" and v1["material"] is None and v1["retired_at"]
+    reloaded = Keyset.load(str(keyfile))
+    with pytest.raises(KeysetError, match="retired"):
+        reloaded._vault_aead("v1")
+    with pytest.raises(KeysetError, match="not in keyset"):
+        reloaded._vault_aead("v9")
+    with pytest.raises(KeysetError, match="not a vault key"):
+        reloaded._vault_aead("j1")
+
+
+def test_save_is_atomic_and_0600_even_with_a_loose_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        path = tmp_path / "k.json"
+        Keyset.generate().save(str(path))
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        Keyset.generate().save(str(path))
+        assert sorted(os.listdir(tmp_path)) == ["k.json"]
+    finally:
+        os.umask(old)
+
+
+def test_audit_log_of_key_changes_holds_no_secret(keyfile):
+    keys_cli.main(["rotate", "--keys", str(keyfile), "--join"])
+    log = keyfile.parent / "audit" / "keys.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["event"] for r in records] == ["keys_init", "keys_rotate_join"]
+    assert records[1]["new_version"] == "j2" and records[1]["keyset_id"] == Keyset.load(str(keyfile)).keyset_id
+    assert_no_secret(log.read_text(), keyfile)
+    assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
+
+
+class _ToyKms:
+    """A stand-in KMS AEAD for the KeyWrapper seam (the real one is a Cloud KMS client)."""
+
+    key_uri = "gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k"
+
+    def __init__(self):
+        self._aead, self._nonce = AESGCM(AESGCM.generate_key(256)), b"\0" * 12
+
+    def encrypt(self, plaintext, associated_data):
+        return self._aead.encrypt(self._nonce, plaintext, associated_data)
+
+    def decrypt(self, ciphertext, associated_data):
+        return self._aead.decrypt(self._nonce, ciphertext, associated_data)
+
+
+def test_kms_wrapped_keyset_needs_its_wrapper(tmp_path):
+    kms, path = _ToyKms(), tmp_path / "k.json"
+    keyset = Keyset.generate(kms_key_uri=_ToyKms.key_uri)
+    token = Tokenizer(keyset).token("name", "金丝雀测试甲")
+    keyset.save(str(path), wrapper=kms)
+    with pytest.raises(KeysetError, match="no KMS wrapper"):
+        Keyset.load(str(path))
+    assert Tokenizer(Keyset.load(str(path), wrapper=kms)).token("name", "金丝雀测试甲") == token
+    with pytest.raises(KeysetError, match="KMS could not decrypt"):
+        Keyset.load(str(path), wrapper=_ToyKms())  # another KMS key
+    stored = [base64.b64decode(k["material"]) for k in json.loads(path.read_text())["keys"]]
+    assert all(len(raw) == 48 for raw in stored)  # wrapped (32 + tag), never the bare key
+    with pytest.raises(KeysetError, match="no KMS wrapper"):
+        keyset.save(str(path))

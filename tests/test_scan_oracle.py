@@ -1,0 +1,257 @@
+"""Differential test of the scan: the vectorised classifier against the naive one.
+
+``transforms.classify.classify_batch`` (Arrow, numpy, RE2) and
+``bench.naive.classify_row`` (one dict, plain Python, written from DESIGN.md)
+must give every row the same identity_status and the same reasons, in the
+same order, or the same dead-letter reason. Cross-record flags need the
+whole base; the last test compares them through both pipelines end to end.
+
+    .venv/bin/python -m pytest -q tests/test_scan_oracle.py
+
+A failure names row numbers and reason codes only, never a row's values.
+"""
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.naive import classify_row, is_dead_letter
+from pipelines.generate import generate_table
+from tests.conftest import AS_OF, CTX, SALT, organisation, person, raw_table
+from transforms.classify import classify_batch
+
+LINES = 30_000
+
+
+def _with_source(table: pa.Table) -> pa.Table:
+    n = table.num_rows
+    return (table.append_column("_src_file", pa.array(["base.parquet"] * n, pa.string()))
+            .append_column("_src_row", pa.array(range(1, n + 1), pa.int64())))
+
+
+def _vectorised(raw: pa.Table, policy) -> dict[int, tuple]:
+    """source row -> (identity_status, reasons) or ("DEAD", (reason,))."""
+    result = classify_batch(raw, policy, AS_OF, CTX, SALT)
+    table = result.classified
+    verdicts = {
+        row: (status, tuple(reasons))
+        for row, status, reasons in zip(table.column("_src_row").to_pylist(),
+                                        table.column("identity_status").to_pylist(),
+                                        table.column("reasons").to_pylist())
+    }
+    dead = result.dead_letter
+    for row, reason in zip(dead.column("source_row").to_pylist(), dead.column("reason").to_pylist()):
+        verdicts[row] = ("DEAD", (reason,))
+    return verdicts
+
+
+def _naive(raw: pa.Table, policy) -> dict[int, tuple]:
+    verdicts = {}
+    for row in raw.to_pylist():
+        out = classify_row(row, policy, AS_OF)
+        verdicts[row["_src_row"]] = (("DEAD", (out["reason"],)) if is_dead_letter(out)
+                                     else (out["identity_status"], tuple(out["reasons"])))
+    return verdicts
+
+
+def _disagreements(raw: pa.Table, policy) -> str:
+    """'' when both sides agree on every row; else a value-free account of the kinds of disagreement."""
+    vec, naive = _vectorised(raw, policy), _naive(raw, policy)
+    assert len(vec) == len(naive) == raw.num_rows
+    kinds: collections.Counter = collections.Counter()
+    example = {}
+    for row in sorted(naive):
+        if vec[row] != naive[row]:
+            key = (vec[row], naive[row])
+            kinds[key] += 1
+            example.setdefault(key, row)
+    lines = [f"{count} row(s), e.g. row {example[key]}: vectorised {key[0]} vs naive {key[1]}"
+             for key, count in kinds.most_common(20)]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("seed", [3, 2026])
+def test_generated_lines_agree(policy, seed):
+    raw = _with_source(generate_table(LINES, seed))
+    assert not (problems := _disagreements(raw, policy)), problems
+
+
+# Dirt of operator exports (domain.md 5, 6): format characters, full-width and
+# ideographic forms, look-alike dots, separators, Unicode digits, case.
+_DIRT = ["\u200b", "\ufeff", "\u00ad", "\u3000", "\u00a0", "\u2028", "\t", "\n", " ", "  ", "１", "Ｘ", "ｘ",
+         "-", "\u2010", "\u2212", "－", ".", "．", "·", "・", "･", "•", "\u0387", "(", "（", "）", "\u0663",
+         "ß", "ﬁ", "Ⅻ", "①", "0", "9", "X", "x", "I", "O", "A", "张", "路", "号", "本人"]
+_DATES = ["2020-02-29", "2019-02-29", "2020-1-5", "2020/01/05", "20200105", "2020.01.05 12:00",
+          "2020-01-05T25:00", "2020-01-05T10:00:61", "2020-01-05T23:59:59.123456789+08:00", "2020-01-05Z",
+          "２０２０-01-05", "1900-02-29", "0001-01-01", "2020-13-01", " 2020-01-05 ", "2020-01-05 -1400"]
+_FIELDS = ["doc_number", "doc_number", "doc_number", "name", "name", "address", "doc_type", "handler_doc_type",
+           "handler_doc_number", "handler_name", "activated_on", "terminated_on", "updated_at",
+           "line_type", "subscriber_kind", "status", "line_id"]
+
+
+def _fuzz(rows: list[dict], policy, seed: int) -> list[dict]:
+    """Up to three mutations per row: dirt, cuts, placeholders, labels, other rows' values."""
+    rnd = random.Random(seed)
+    labels = sorted(policy.label_lookup) + sorted(policy.review_labels) + [" idcard ", "ｐａｓｓｐｏｒｔ", "身分证", "OTHER"]
+    junk = (list(policy.names["placeholders"]) + list(policy.addresses["placeholders"])
+            + list(policy.document_numbers.get("placeholders", [])))
+    donors = {f: [r[f] for r in rows if r[f]] for f in ("doc_number", "handler_doc_number", "name", "address")}
+
+    def mutate(value: str | None) -> str | None:
+        value = value or ""
+        op, at = rnd.randrange(8), rnd.randrange(len(value) + 1)
+        if op == 0:
+            return value[:at] + value[at + 1:]
+        if op == 1:
+            return value[:at] + rnd.choice(_DIRT) + value[at:]
+        if op == 2:
+            return value[:at] + rnd.choice(_DIRT) + value[at + 1:]
+        if op == 3:
+            return value[:at]
+        if op == 4:
+            return rnd.choice([value.lower(), value.upper(), value + value[-1:]])
+        if op == 5:
+            return rnd.choice(junk)
+        if op == 6:
+            return rnd.choice(_DIRT) + value + rnd.choice(_DIRT)
+        return None
+
+    out = []
+    for row in rows:
+        row = dict(row)
+        for _ in range(rnd.randrange(4)):
+            field = rnd.choice(_FIELDS)
+            if field.endswith("doc_type") and rnd.random() < 0.6:
+                row[field] = rnd.choice(labels)
+            elif field in ("activated_on", "terminated_on", "updated_at") and rnd.random() < 0.7:
+                row[field] = rnd.choice(_DATES)
+            elif field in donors and rnd.random() < 0.25:  # another row's value: kind and type mismatches
+                pool = donors["handler_doc_number" if field == "doc_number" and rnd.random() < 0.3 else field]
+                row[field] = rnd.choice(pool)
+                if field == "name" and rnd.random() < 0.5:
+                    row[field] += rnd.choice(["·", ".", "..", "•", "-"]) + rnd.choice(pool)
+            else:
+                row[field] = mutate(row[field])
+        out.append(row)
+    return out
+
+
+def test_fuzzed_lines_agree(policy):
+    table = generate_table(20_000, 11)
+    rows = _fuzz(table.to_pylist(), policy, seed=11)
+    raw = _with_source(pa.Table.from_pylist(rows, schema=table.schema))
+    assert not (problems := _disagreements(raw, policy)), problems
+
+
+# Worked examples of domain.md section 2 and the rules of DESIGN.md, with the
+# verdict both sides must give. The numbers are the published samples.
+P, O = person, organisation
+EDGE_CASES = {
+    "2.1 V1 GB example": (P(), "COMPLETE", ()),
+    "2.1 V2 check 1": (P(doc_number="360426199101010071"), "COMPLETE", ()),
+    "2.1 V3 check 2": (P(doc_number="440308199901101512"), "COMPLETE", ()),
+    "2.1 V5 2000-02-29": (P(doc_number="110101200002290018"), "COMPLETE", ()),
+    "2.1 V6 lower x": (P(doc_number="11010519491231002x"), "COMPLETE", ()),
+    "2.1 I1 checksum": (P(doc_number="110105194912310021"), "INVALID", ("DOC_NUMBER_CHECKSUM",)),
+    "2.1 I2 checksum": (P(doc_number="15000019970319128X"), "INVALID", ("DOC_NUMBER_CHECKSUM",)),
+    "2.1 I3 1900-02-29": (P(doc_number="110101190002290011"), "INVALID", ("DOC_NUMBER_BIRTH_DATE",)),
+    "2.1 I5 month 13": (P(doc_number="110101199013010012"), "INVALID", ("DOC_NUMBER_BIRTH_DATE",)),
+    "2.1 I7 future": (P(doc_number="110101203101010011"), "INVALID", ("DOC_NUMBER_BIRTH_DATE",)),
+    "2.1 I8 over 150": (P(doc_number="110101187001010017"), "INVALID", ("DOC_NUMBER_BIRTH_DATE",)),
+    "2.1 I9 region": (P(doc_number="990000199001010017"), "INVALID", ("DOC_NUMBER_REGION",)),
+    "2.1 I10 both": (P(doc_number="111111111111111111"), "INVALID", ("DOC_NUMBER_CHECKSUM", "DOC_NUMBER_BIRTH_DATE")),
+    "2.1 GB 1880 example": (P(doc_number="440524188001010014"), "COMPLETE", ()),
+    "2.1 first generation": (P(doc_number="610104620927690"), "INVALID", ("DOC_NUMBER_FIRST_GENERATION",)),
+    "2.1 grouped, minus, NBSP, BOM": (P(doc_number="\u00a0110105\u221219491231 002X\ufeff"), "COMPLETE", ()),
+    "2.1 full-width": (P(doc_number="１１０１０５１９４９１２３１００２Ｘ"), "COMPLETE", ()),
+    "5 spreadsheet damage": (P(doc_number="1.10105E+17"), "INVALID", ("DOC_NUMBER_FORMAT",)),
+    "2.2 permit as resident ID": (P(doc_number="810000199408230021"), "INVALID", ("DOC_NUMBER_REGION", "DOC_TYPE_MISMATCH")),
+    "2.2 permit": (P(doc_type="港澳台居民居住证", doc_number="830000199201300022"), "COMPLETE", ()),
+    "2.2 resident ID as permit": (P(doc_type="HMT_RESIDENCE_PERMIT"), "INVALID", ("DOC_TYPE_MISMATCH",)),
+    "2.3 new FPRID as resident ID": (P(doc_number="911840198001010013"), "INVALID", ("DOC_NUMBER_REGION", "DOC_TYPE_MISMATCH")),
+    "2.3 new FPRID": (P(doc_type="FOREIGN_PERMANENT_RESIDENT_ID", doc_number="911840198001010013"), "COMPLETE", ()),
+    "2.3 old FPRID": (P(doc_type="永久居留证", doc_number="USA110080010111"), "COMPLETE", ()),
+    "2.4 USCC V1": (O(doc_number="91110000600037341L"), "COMPLETE", ()),
+    "2.4 USCC V5 check 0": (O(doc_number="911101085923662400"), "COMPLETE", ()),
+    "2.4 USCC V9 authority Y": (O(doc_number="Y1330100MA2AB0018U"), "COMPLETE", ()),
+    "2.4 USCC I2 letter O": (O(doc_number="91110000600O37341L"), "INVALID", ("DOC_NUMBER_FORMAT",)),
+    "2.4 USCC I5 lower case": (O(doc_number="91230184ma1buflt44"), "COMPLETE", ()),
+    "2.4 USCC I6 embedded code": (O(doc_number="91110000600037342P"), "INVALID", ("DOC_NUMBER_CHECKSUM",)),
+    "2.5 org code": (O(doc_type="ORG_CODE", doc_number="10000018-X"), "COMPLETE", ()),
+    "2.5 org code PDY": (O(doc_type="ORG_CODE", doc_number="PDY00001X"), "INVALID", ("DOC_NUMBER_FORMAT",)),
+    "2.6 legacy licence": (O(doc_type="营业执照", doc_number="110108012345670"), "COMPLETE", ()),
+    "2.7 Taiwan old form": (P(doc_type="台胞证", doc_number="0561682001（D）"), "COMPLETE", ()),
+    "2.7 HK 10 characters": (P(doc_type="港澳证", doc_number="H123456789"), "INVALID", ("DOC_NUMBER_FORMAT",)),
+    "1.3 review label": (P(doc_type="回乡证", doc_number="H12345678"), "COMPLETE", ()),
+    "1.3 not accepted": (P(doc_type="驾驶证"), "INVALID", ("DOC_TYPE_NOT_ACCEPTED",)),
+    "1.3 unknown label": (P(doc_type="身分证"), "INVALID", ("DOC_TYPE_UNKNOWN",)),
+    "Art. 8 document for person": (P(doc_type="USCC", doc_number="91110000600037341L"), "INVALID",
+                                   ("DOC_TYPE_NOT_ALLOWED_FOR_KIND",)),
+    "5 dots folded": (P(name="阿.卜．杜"), "COMPLETE", ()),
+    "5 two dots": (P(name="阿··卜"), "INVALID", ("NAME_FORMAT",)),
+    "5 digit in name": (P(name="张三１"), "INVALID", ("NAME_FORMAT",)),
+    "5 zero-width name": (P(name="\u200b\u3000"), "INCOMPLETE", ("NAME_MISSING",)),
+    "6 name placeholder": (P(name="机主本人"), "INVALID", ("NAME_PLACEHOLDER",)),
+    "5 organisation name short": (O(name="某公司"), "INVALID", ("NAME_TOO_SHORT",)),
+    "5 address short": (P(address="北京"), "INVALID", ("ADDRESS_TOO_SHORT", "ADDRESS_NOT_SPECIFIC")),
+    "5 latin address": (P(address="12 Main Street Apt 5"), "COMPLETE", ()),
+    "5 latin address vague": (P(address="Main Street Somewhere"), "INVALID", ("ADDRESS_NOT_SPECIFIC",)),
+    "6 address placeholder": (P(address="同上"), "INVALID", ("ADDRESS_PLACEHOLDER",)),
+    "Art. 8 handler missing": (O(handler_name=" "), "INCOMPLETE", ("HANDLER_MISSING",)),
+    "Art. 8 handler org document": (O(handler_doc_type="USCC"), "INVALID", ("HANDLER_INVALID",)),
+    "Art. 8 handler bad number": (O(handler_doc_number="110105194912310021"), "INVALID", ("HANDLER_INVALID",)),
+    "absence wins": (P(doc_number="123", address=None), "INCOMPLETE", ("ADDRESS_MISSING", "DOC_NUMBER_FORMAT")),
+    "missing": (O(doc_type=None, doc_number=" ", name="\u3000", address=""), "MISSING",
+                ("DOC_TYPE_MISSING", "DOC_NUMBER_MISSING", "NAME_MISSING", "ADDRESS_MISSING")),
+    "enum aliases": (P(line_type=" mobile ", status="拆机", subscriber_kind="个人"), "COMPLETE", ()),
+    "bad enum": (P(status="PENDING"), "DEAD", ("BAD_ENUM",)),
+    "no line_id": (P(line_id="\u3000"), "DEAD", ("LINE_ID_MISSING",)),
+    "bad date": (P(activated_on="2021-02-30"), "DEAD", ("BAD_DATE",)),
+    "bad zone": (P(updated_at="2024-01-01T08:00:00+15:00"), "DEAD", ("BAD_DATE",)),
+}
+
+
+def test_edge_cases_agree_with_design(policy):
+    rows = [dict(row, line_id=row["line_id"] if name == "no line_id" else f"L{i}")
+            for i, (name, (row, _, _)) in enumerate(EDGE_CASES.items())]
+    raw = raw_table(rows)
+    vec, naive = _vectorised(raw, policy), _naive(raw, policy)
+    wrong = []
+    for i, (name, (_, status, reasons)) in enumerate(EDGE_CASES.items(), start=1):
+        if vec[i] != (status, reasons) or naive[i] != (status, reasons):
+            wrong.append(f"{name}: expected {(status, reasons)}, vectorised {vec[i]}, naive {naive[i]}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_naive_pipeline_matches_scan(tmp_path, policy):
+    """Both pipelines end to end on one file: every column, flags included, and the dead letters."""
+    from bench.naive import run_naive
+    from pipelines.scan import run as run_scan
+
+    base = str(tmp_path / "base.parquet")
+    pq.write_table(generate_table(6_000, 5), base)
+    run_scan(["--base", base, "--out", str(tmp_path / "scan"), "--as-of", AS_OF.isoformat()])
+    run_naive(base, str(tmp_path / "naive"), as_of=AS_OF)
+
+    scan = pq.ParquetDataset(str(tmp_path / "scan" / "classified")).read()
+    naive = pq.ParquetDataset(str(tmp_path / "naive" / "classified")).read()
+    assert scan.num_rows == naive.num_rows
+    by_id = {row["line_id"]: row for row in naive.to_pylist()}
+    differing = collections.Counter(
+        column for row in scan.to_pylist() for column, value in row.items()
+        if by_id.get(row["line_id"], {}).get(column) != value)
+    assert not differing, f"columns that differ (count of lines): {dict(differing)}"
+    assert sum(1 for row in scan.to_pylist() if row["flags"]) > 0  # the base plants cross-record cases
+
+    scan_dead = collections.Counter(
+        json.loads(line)["reason"]
+        for path in glob.glob(str(tmp_path / "scan" / "dead_letter" / "*")) for line in open(path, encoding="utf-8"))
+    naive_dead = collections.Counter(pq.ParquetDataset(str(tmp_path / "naive" / "dead_letter")).read()
+                                     .column("reason").to_pylist())
+    assert scan_dead == naive_dead

@@ -1,0 +1,255 @@
+"""Tests of the vault (transforms/vault.py) and its files (transforms/vault_store.py)."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
+from transforms.keyset import Keyset
+from transforms.vault import AuthenticationFailed, UnknownLine, Vault, VaultError
+from transforms.vault_store import read_table, read_vault, write_table, write_vault
+
+CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
+LINES = ["L1", "L2", "L3"]
+COLUMNS = {
+    "name": [CANARY_NAME, "张三", None],
+    "doc_number": [CANARY_NUMBER, "110105194912310021", None],
+    "address": [CANARY_ADDRESS, None, None],
+    "doc_type": ["RESIDENT_ID", "RESIDENT_ID", None],
+}
+
+
+@pytest.fixture
+def keyset():
+    return Keyset.generate()
+
+
+@pytest.fixture
+def sealed(keyset):
+    return Vault(keyset).seal(LINES, COLUMNS)
+
+
+def replace_rows(values: pa.Table, at_line: str, at_field: str, /, **changes) -> pa.Table:
+    """``values`` with the (line, field) row changed: a forged vault record."""
+    rows = values.to_pylist()
+    for row in rows:
+        if row["line_id"] == at_line and row["field"] == at_field:
+            row.update(changes)
+    return pa.Table.from_pylist(rows, schema=values.schema)
+
+
+def without(values: pa.Table, line_id: str, field: str) -> pa.Table:
+    hit = pc.and_(pc.equal(values["line_id"], line_id), pc.equal(values["field"], field))
+    return values.filter(pc.invert(hit))
+
+
+def assert_no_canary(text: str) -> None:
+    for canary in CANARIES:
+        assert canary not in text
+
+
+def test_seal_open_round_trip(keyset, sealed):
+    keys, values = sealed
+    vault = Vault(keyset)
+    assert keys.num_rows == 3 and sorted(keys["line_id"].to_pylist()) == LINES
+    assert values.num_rows == 7  # nulls are not sealed
+    assert vault.open(keys, values, "L1") == {
+        "name": CANARY_NAME, "doc_number": CANARY_NUMBER, "address": CANARY_ADDRESS, "doc_type": "RESIDENT_ID"}
+    assert vault.open(keys, values, "L2", ["name", "address"]) == {"name": "张三"}
+    assert vault.open(keys, values, "L3") == {}
+    assert set(keys["vault_key_version"].to_pylist()) == {"v1"}
+    assert len(set(keys["dek_id"].to_pylist())) == 3 and len(set(keys["wrapped_dek"].to_pylist())) == 3
+    assert len(set(values["nonce"].to_pylist())) == 7
+    assert all(len(n) == 12 for n in values["nonce"].to_pylist())
+
+
+def test_no_plaintext_in_tables_or_files(sealed, tmp_path):
+    keys, values = sealed
+    write_vault(str(tmp_path / "vault"), keys, values)
+    for folder, _, files in os.walk(tmp_path / "vault"):
+        for name in files:
+            data = open(os.path.join(folder, name), "rb").read()
+            for canary in CANARIES:
+                assert canary.encode("utf-8") not in data
+    for table in (keys, values):
+        for column in table.columns:
+            assert_no_canary(str(column.to_pylist()))
+
+
+def test_a_record_moved_to_another_line_fails(keyset, sealed):
+    keys, values = sealed
+    vault = Vault(keyset)
+    l1 = next(r for r in values.to_pylist() if r["line_id"] == "L1" and r["field"] == "name")
+    moved = replace_rows(values, "L2", "name", nonce=l1["nonce"], ciphertext=l1["ciphertext"])
+    with pytest.raises(AuthenticationFailed, match="line L2, field name failed authentication"):
+        vault.open(keys, moved, "L2")
+    relabelled = replace_rows(values, "L1", "name", line_id="L3")  # the whole row, dek_id included
+    with pytest.raises(AuthenticationFailed):
+        vault.open(keys, relabelled, "L3")
+    l2_dek = keys.filter(pc.equal(keys["line_id"], "L2"))["dek_id"][0].as_py()
+    forged = replace_rows(without(values, "L2", "name"), "L1", "name", line_id="L2", dek_id=l2_dek)
+    with pytest.raises(AuthenticationFailed):
+        vault.open(keys, forged, "L2")
+
+
+def test_a_record_moved_to_another_field_fails(keyset, sealed):
+    keys, values = sealed
+    swapped = replace_rows(without(values, "L1", "address"), "L1", "name", field="address")
+    with pytest.raises(AuthenticationFailed, match="line L1, field address failed authentication"):
+        Vault(keyset).open(keys, swapped, "L1")
+
+
+@pytest.mark.parametrize("damage", [
+    lambda ct: ct[:-1], lambda ct: ct[:8], lambda ct: b"", lambda ct: bytes([ct[0] ^ 1]) + ct[1:],
+])
+def test_truncated_or_tampered_ciphertext_fails(keyset, sealed, damage):
+    keys, values = sealed
+    row = next(r for r in values.to_pylist() if r["line_id"] == "L1" and r["field"] == "doc_number")
+    broken = replace_rows(values, "L1", "doc_number", ciphertext=damage(row["ciphertext"]))
+    with pytest.raises(AuthenticationFailed) as raised:
+        Vault(keyset).open(keys, broken, "L1")
+    assert_no_canary(str(raised.value))
+
+
+def test_tampered_nonce_or_wrapped_key_fails(keyset, sealed):
+    keys, values = sealed
+    vault = Vault(keyset)
+    with pytest.raises(AuthenticationFailed):
+        vault.open(keys, replace_rows(values, "L1", "name", nonce=b"\0" * 12), "L1")
+    rows = keys.to_pylist()
+    rows[0]["wrapped_dek"] = rows[0]["wrapped_dek"][:-2]
+    with pytest.raises(AuthenticationFailed, match="data key of line"):
+        vault.open(pa.Table.from_pylist(rows, schema=keys.schema), values, rows[0]["line_id"])
+    rows = keys.to_pylist()  # a wrapped key moved to another line
+    by_line = {r["line_id"]: r for r in rows}
+    by_line["L2"]["wrapped_dek"], by_line["L2"]["dek_id"] = by_line["L1"]["wrapped_dek"], by_line["L1"]["dek_id"]
+    with pytest.raises(AuthenticationFailed, match="data key of line L2"):
+        vault.open(pa.Table.from_pylist(rows, schema=keys.schema), values, "L2")
+
+
+def test_wrong_keyset_fails(sealed):
+    keys, values = sealed
+    other = Keyset.generate()
+    with pytest.raises(VaultError, match="belongs to keyset"):
+        Vault(other).open(keys, values, "L1")
+    forged = keys.set_column(keys.schema.get_field_index("keyset_id"), "keyset_id",
+                             pa.array([other.keyset_id] * keys.num_rows))
+    with pytest.raises(AuthenticationFailed):
+        Vault(other).open(forged, values, "L1")
+
+
+def test_unknown_and_duplicate_lines(keyset, sealed):
+    keys, values = sealed
+    with pytest.raises(UnknownLine, match="not in the vault"):
+        Vault(keyset).open(keys, values, "L404")
+    with pytest.raises(VaultError, match="unique"):
+        Vault(keyset).seal(["L1", "L1"], {"name": [CANARY_NAME, CANARY_NAME]})
+    with pytest.raises(VaultError, match="2 data keys"):
+        Vault(keyset).open(pa.concat_tables([keys, keys]), values, "L1")
+
+
+def test_rewrap_keeps_every_line_openable_and_values_untouched(keyset, sealed):
+    keys, values = sealed
+    vault = Vault(keyset)
+    before = {line: vault.open(keys, values, line) for line in LINES}
+    keyset.rotate_vault()
+    rewrapped = vault.rewrap(keys)
+    assert set(rewrapped["vault_key_version"].to_pylist()) == {"v2"}
+    assert set(rewrapped["dek_id"].to_pylist()) == set(keys["dek_id"].to_pylist())
+    assert set(rewrapped["wrapped_dek"].to_pylist()).isdisjoint(keys["wrapped_dek"].to_pylist())
+    assert {line: vault.open(rewrapped, values, line) for line in LINES} == before
+    again = vault.rewrap(rewrapped)  # nothing left to re-wrap
+    assert again["wrapped_dek"].to_pylist() == rewrapped["wrapped_dek"].to_pylist()
+    keyset.retire("v1")  # only v2 is needed now
+    assert {line: Vault(keyset).open(rewrapped, values, line) for line in LINES} == before
+    with pytest.raises(VaultError, match="retired"):
+        Vault(keyset).open(keys, values, "L1")  # the pre-rotation key table
+
+
+def test_seal_reuses_existing_data_keys(keyset, sealed):
+    keys, values = sealed
+    vault = Vault(keyset)
+    keyset.rotate_vault()
+    new_keys, new_values = vault.seal(["L1", "L9"], {"name": ["金丝雀测试乙", "赵六"]}, existing_keys=keys)
+    by_line = {r["line_id"]: r for r in new_keys.to_pylist()}
+    old_l1 = keys.filter(pc.equal(keys["line_id"], "L1")).to_pylist()[0]
+    assert by_line["L1"] == old_l1  # the existing row, unchanged
+    assert by_line["L9"]["vault_key_version"] == "v2"
+    assert vault.open(new_keys, new_values, "L1") == {"name": "金丝雀测试乙"}
+    assert vault.open(new_keys, new_values, "L9") == {"name": "赵六"}
+
+
+def test_shred_makes_a_line_unopenable_even_from_an_older_values_copy(keyset, sealed):
+    keys, values = sealed
+    old_values = values  # an older copy of the values table
+    vault = Vault(keyset)
+    current = vault.shred(keys, ["L1"])
+    assert current.num_rows == 2
+    with pytest.raises(UnknownLine, match="shredded"):
+        vault.open(current, old_values, "L1")
+    assert vault.open(current, old_values, "L2") == {"name": "张三", "doc_number": "110105194912310021",
+                                                       "doc_type": "RESIDENT_ID"}
+    assert "L1" not in vault.open_many(current, old_values)["line_id"].to_pylist()
+
+
+def test_open_many_returns_every_value(keyset, sealed):
+    keys, values = sealed
+    opened = Vault(keyset).open_many(keys, values, ["name", "doc_number"])
+    got = {(r["line_id"], r["field"]): r["value"] for r in opened.to_pylist()}
+    assert got == {("L1", "name"): CANARY_NAME, ("L1", "doc_number"): CANARY_NUMBER,
+                   ("L2", "name"): "张三", ("L2", "doc_number"): "110105194912310021"}
+
+
+def test_vault_refuses_pickling(keyset):
+    with pytest.raises(TypeError):
+        pickle.dumps(Vault(keyset))
+
+
+def test_files_round_trip_and_read_only_some_lines(keyset, sealed, tmp_path):
+    keys, values = sealed
+    folder = str(tmp_path / "vault")
+    write_vault(folder, keys, values)
+    some_keys, some_values = read_vault(folder, ["L2"])
+    assert some_keys["line_id"].to_pylist() == ["L2"] and set(some_values["line_id"].to_pylist()) == {"L2"}
+    all_keys, all_values = read_vault(folder)
+    assert all_keys.num_rows == 3 and all_values.num_rows == 7
+    assert Vault(keyset).open(all_keys, all_values, "L1")["name"] == CANARY_NAME
+
+
+def test_readers_take_the_newest_complete_generation(keyset, sealed, tmp_path):
+    keys, values = sealed
+    folder = str(tmp_path / "vault")
+    write_vault(folder, keys, values)
+    write_table(folder, "keys", keys.slice(0, 1), rows_per_file=1)
+    assert os.listdir(tmp_path / "vault" / "keys") == ["keys-g000002-00000-of-00001.parquet"]
+    half = tmp_path / "vault" / "keys" / "keys-g000003-00000-of-00002.parquet"  # a crashed write
+    half.write_bytes(b"PAR1 not finished")
+    assert read_table(folder, "keys").num_rows == 1
+    write_table(folder, "keys", keys, rows_per_file=2)
+    assert sorted(os.listdir(tmp_path / "vault" / "keys")) == [
+        "keys-g000004-00000-of-00002.parquet", "keys-g000004-00001-of-00002.parquet"]
+    assert read_table(folder, "keys").num_rows == 3
+    with pytest.raises(VaultError, match="no vault"):
+        read_table(str(tmp_path / "elsewhere"), "keys")
+
+
+def test_errors_never_carry_values(keyset, sealed):
+    keys, values = sealed
+    vault = Vault(keyset)
+    messages = []
+    for attempt in (
+        lambda: vault.open(keys, replace_rows(values, "L1", "name", ciphertext=b"x" * 20), "L1"),
+        lambda: vault.open(keys, replace_rows(values, "L1", "address", field="name"), "L1"),
+        lambda: Vault(Keyset.generate()).open(keys, values, "L1"),
+        lambda: vault.seal(["L1", "L1"], {"name": [CANARY_NAME, CANARY_NAME]}),
+        lambda: vault.seal(["L1"], {"name": [CANARY_NAME, CANARY_ADDRESS]}),
+    ):
+        with pytest.raises(VaultError) as raised:
+            attempt()
+        messages.append(str(raised.value))
+    assert len(messages) == 5
+    assert_no_canary(" ".join(messages))
