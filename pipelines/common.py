@@ -88,12 +88,14 @@ def remove_tree(path: str) -> None:
 def _user_message(exc: BaseException) -> str | None:
     """The one-line message of a user-facing error anywhere in the chain."""
     from pipelines.readers import InputError
+    from transforms.keyset import KeysetError
     from transforms.policy import PolicyError
+    from transforms.vault import VaultError
 
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (UserError, InputError, PolicyError)):
+        if isinstance(exc, (UserError, InputError, PolicyError, KeysetError, VaultError)):
             return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         exc = exc.__cause__ or exc.__context__
     return None
@@ -102,7 +104,8 @@ def _user_message(exc: BaseException) -> str | None:
 def _beam_wrapped(exc: BaseException) -> str | None:
     """Beam re-raises worker errors as new exceptions whose text holds the original."""
     text = str(exc)
-    for marker in ("InputError: ", "PolicyError: ", "UserError: "):
+    for marker in ("InputError: ", "PolicyError: ", "UserError: ", "KeysetError: ", "VaultError: ",
+                   "AuthenticationFailed: ", "UnknownLine: "):
         if marker in text:
             return text.split(marker, 1)[1].splitlines()[0]
     return None
