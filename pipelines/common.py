@@ -113,9 +113,8 @@ def _beam_wrapped(exc: BaseException) -> str | None:
 
 def run_main(prog: str, body, argv) -> int:
     """Run a step's body; user errors become one line on stderr and exit 1."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("apache_beam", "root"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("backfill").setLevel(logging.INFO)
     try:
         return body(argv)
     except KeyboardInterrupt:

@@ -108,7 +108,10 @@ def _draw(rng: np.random.Generator, n: int, shares) -> np.ndarray:
 def _pick(rng: np.random.Generator, n: int, share: float, within: np.ndarray | None = None) -> np.ndarray:
     """About ``share`` of the rows (of ``within`` if given), distinct and sorted."""
     pool = n if within is None else len(within)
-    rows = np.unique(rng.integers(0, pool, rng.binomial(pool, share))) if pool else np.zeros(0, np.int64)
+    if share >= 0.01 or not pool:
+        rows = np.flatnonzero(rng.random(pool) < share)
+    else:  # a few rows: cheaper than a mask over all of them
+        rows = np.unique(rng.integers(0, pool, rng.binomial(pool, share)))
     return rows if within is None else within[rows]
 
 
@@ -129,8 +132,16 @@ def _strings(mat: np.ndarray, lens: np.ndarray | None = None) -> pa.Array:
     """ASCII rows of a uint8 matrix (the first ``lens[i]`` bytes of row i) as strings."""
     n, w = mat.shape
     offsets = np.arange(n + 1, dtype=np.int32) * w if lens is None else np.concatenate([[0], np.cumsum(lens)])
-    data = mat.tobytes() if lens is None else np.ascontiguousarray(mat[np.arange(w) < lens[:, None]])
+    data = np.ascontiguousarray(mat) if lens is None else np.ascontiguousarray(mat[np.arange(w) < lens[:, None]])
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)])
+
+
+def _text(mat: np.ndarray, lens: np.ndarray) -> "_Col":
+    """Like ``_strings``, as a column: the commonest length for all rows, the other rows patched."""
+    common = int(np.bincount(lens).argmax())
+    col, other = _Col(_strings(mat[:, :common])), np.flatnonzero(lens != common)
+    col.put(other, _strings(mat[other], lens[other]))
+    return col
 
 
 def _other(rng: np.random.Generator, chars: np.ndarray, alphabet: np.ndarray) -> np.ndarray:
@@ -272,7 +283,7 @@ def _identity(rng, n, org, quality, ri) -> tuple[dict[str, _Col], np.ndarray, np
                         (("org_code_reserved",), "ORG_CODE"), (("org_license_checksum",), "BUSINESS_LICENSE")):
         dk[defect(*names)] = K[kind]
     DM, DL, ari = _numbers(rng, n, dk, defect, ri, org)
-    num = _Col(_strings(DM, DL))
+    num = _text(DM, DL)
     r = np.flatnonzero((dk == K["MILITARY_ID"]) | (dk == K["ARMED_POLICE_ID"]))  # 南字第12345678号
     pre = np.where(dk[r] == K["MILITARY_ID"], rng.integers(0, len(D.MILITARY_PREFIXES), len(r)), len(D.MILITARY_PREFIXES))
     num.put(r, _join(_A(D.MILITARY_PREFIXES + ["武"]).take(pre), "字第", _strings(_digits(rng, len(r), 8)), "号"))
@@ -318,17 +329,16 @@ def _identity(rng, n, org, quality, ri) -> tuple[dict[str, _Col], np.ndarray, np
     hand["handler_doc_number"].put(h, _strings(hmat))
     hand["handler_name"].put(h, _choose(rng, D.NAME_POOL, len(h)))
     main = {"doc_type": dtype, "doc_number": num, "name": name, "address": addr}
-    incomplete = np.flatnonzero(quality == 2)
-    handler_only = _pick(rng, n, HANDLER_ONLY, incomplete[org[incomplete]])
-    some = np.setdiff1d(incomplete, handler_only)
-    bits, hbits = rng.integers(1, 15, len(some)), rng.integers(1, 8, len(handler_only))  # some, never all
-    blanks = lambda k: _A(list(BLANKS)).take(_draw(rng, k, BLANKS))  # noqa: E731
-    for j, col in enumerate(main.values()):
-        r = np.union1d(np.flatnonzero(quality == 1), some[bits >> j & 1 == 1])
-        col.put(r, blanks(len(r)))
-    for j, col in enumerate(hand.values()):
-        r = np.union1d(np.flatnonzero((quality == 1) & org), handler_only[hbits >> j & 1 == 1])
-        col.put(r, blanks(len(r)))
+    handler_only = np.zeros(n, bool)
+    handler_only[_pick(rng, n, HANDLER_ONLY, np.flatnonzero((quality == 2) & org))] = True
+    bits = np.where(quality == 1, 15, 0)  # bit j: blank field j (MISSING: all; INCOMPLETE: some, never all)
+    bits[(quality == 2) & ~handler_only] = rng.integers(1, 15, int(((quality == 2) & ~handler_only).sum()))
+    hbits = np.where((quality == 1) & org, 7, 0)
+    hbits[handler_only] = rng.integers(1, 8, int(handler_only.sum()))
+    blanks = _A(list(BLANKS))
+    for j, col in [*enumerate(main.values()), *enumerate(hand.values(), 4)]:
+        r = np.flatnonzero((bits if j < 4 else hbits) >> (j % 4) & 1)
+        col.put(r, blanks.take(_draw(rng, len(r), BLANKS)))
     _dirty(rng, n, main, np.flatnonzero(DL == 18), DM[:, 17] == ord("X"))
     return {**main, **hand}, dk, inv
 
@@ -377,7 +387,7 @@ def _msisdn(rng, n, ltype, ri) -> _Col:
     alen = D.AREA_LEN[ri[f]]
     M[f, :4], M[f, alen] = D.AREA_MAT[ri[f]], rng.integers(50, 57, len(f))  # local numbers start with 2-8
     L[f] = alen + np.where((alen == 3) | (rng.random(len(f)) < 0.6), 8, 7)
-    col, r = _Col(_strings(M, L)), _pick(rng, n, MSISDN_FORMATTED)
+    col, r = _text(M, L), _pick(rng, n, MSISDN_FORMATTED)
     mob = r[~fixed[r] & (L[r] == 11)]
     form, v = rng.integers(0, 6, len(mob)), col.get(mob)
     sep, cut = _A(["", "", "", "", " ", "-"]).take(form), lambda a, b=None: pc.utf8_slice_codeunits(v, a, b)
@@ -475,7 +485,7 @@ def _block(seed: int, block: int, truth: bool = False) -> pa.Table:
     stamp[:, :10], stamp[:, 10], stamp[:, 11:19] = D.YMD10[secs // 86400 - D.DAY0], ord("T"), D.HMS[secs % 86400]
     stamp[:, 19:], zoned[_pick(rng, n, ZONED_TIMESTAMP)] = _MAT(["+08:00"]), 25
     out = {c: col.done(maps[c][src] if c in maps else src) for c, col in {**cols, **ident}.items()}
-    out["updated_at"] = _strings(stamp, zoned)
+    out["updated_at"] = _text(stamp, zoned).done(np.arange(n))
     return pa.table([out[c] for c in COLUMNS], schema=SCHEMA)
 
 
@@ -488,21 +498,22 @@ def _check(lines: int, seed: int, start: int = 0) -> None:
 
 
 def _rows(lines: int, seed: int, start: int, truth: bool = False, ahead: int = 0) -> Iterator[pa.Table]:
-    """Rows ``start .. start+lines-1``, block by block; ``ahead`` blocks are made meanwhile in a thread."""
+    """Rows ``start .. start+lines-1``, block by block; with ``ahead``, blocks are made in threads meanwhile."""
     spans, row = [], start
     while row < start + lines:
         block = row // BLOCK_ROWS
         take = min((block + 1) * BLOCK_ROWS, start + lines) - row
         spans.append((block, row - block * BLOCK_ROWS, take))
         row += take
+    if not ahead:
+        yield from (_block(seed, block, truth).slice(offset, take) for block, offset, take in spans)
+        return
     with concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="generate") as pool:
         queue: collections.deque = collections.deque()
-        for i, (block, offset, take) in enumerate(spans):
+        for i, (_, offset, take) in enumerate(spans):
             while len(queue) <= ahead and i + len(queue) < len(spans):
-                queue.append(pool.submit(_block, seed, spans[i + len(queue)][0], truth) if ahead else
-                             spans[i + len(queue)][0])
-            item = queue.popleft()
-            yield (item.result() if ahead else _block(seed, item, truth)).slice(offset, take)
+                queue.append(pool.submit(_block, seed, spans[i + len(queue)][0], truth))
+            yield queue.popleft().result().slice(offset, take)
 
 
 def generate_table(lines: int, seed: int, start: int = 0) -> pa.Table:

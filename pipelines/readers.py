@@ -24,20 +24,33 @@ Rules decided here (and relied on downstream):
   differs from the header, a contract field does not decode, is longer than
   ``max_field_chars`` characters, or holds a C0 control character other than
   tab, CR and LF. Columns beyond the contract are never checked.
-* CSV is parsed in blocks of ``CSV_BLOCK_BYTES``; a row larger than a block
-  makes the reader start again with 4x larger blocks (skipping rows already
-  emitted), up to ``CSV_MAX_BLOCK_BYTES``, past which the file is refused.
-* Directories and globs select only ``*.parquet``, ``*.avro`` and ``*.csv`` files.
+* CSV is parsed by pyarrow in blocks of ``CSV_BLOCK_BYTES`` (read ahead at most
+  ``_AHEAD`` blocks) and re-batched to ``batch_size`` rows. A row larger than a
+  block makes the reader start the file again with 4x larger blocks (rows
+  already yielded are skipped), up to ``CSV_MAX_BLOCK_BYTES``, past which the
+  file is refused. An unbalanced quote joins the following lines into its row,
+  as in any CSV reader: that row is then one BadRow (wrong field count).
+* Directories and globs select only ``*.parquet``, ``*.avro`` and ``*.csv`` files;
+  a named file with another extension is refused.
+* A :class:`Contract` says which columns are read (all as strings), which a
+  file must have and which extensions are selected: the subscriber base's
+  (``BASE``) is the default; ``pipelines.events`` reads registration events
+  with its own, which also selects JSON Lines (checked here by ``plan_splits``,
+  read by that module).
 """
 from __future__ import annotations
 
+import atexit
 import codecs
 import csv
 import dataclasses
+import functools
 import io
 import os
 import sys
 import threading
+import time
+import weakref
 from itertools import islice
 from typing import Iterator
 
@@ -51,16 +64,18 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from schemas import field_names
+from transforms import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.deadletter import DeadLetterContext, dead_letter_table
 
 __all__ = ["InputError", "Split", "InputInfo", "BadRow", "RAW_SCHEMA", "plan_splits",
-           "read_split", "ReadSubscriberBase"]
+           "read_split", "ReadSubscriberBase", "Contract", "BASE"]
 
 CONTRACT: list[str] = field_names("subscriber_base")
 REQUIRED = ("line_id", "line_type", "subscriber_kind", "status")
 RAW_SCHEMA = pa.schema([pa.field(n, pa.string()) for n in CONTRACT]
                        + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
 FORMATS = {".parquet": "parquet", ".avro": "avro", ".csv": "csv"}
+_KEY_MAX = 200  # a malformed row's key (event_id) is reported only when it is this short and clean
 CSV_BLOCK_BYTES = 4 << 20
 _AHEAD = 4  # CSV blocks read ahead of the consumer
 CSV_MAX_BLOCK_BYTES = 256 << 20
@@ -80,12 +95,39 @@ class InputError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
+class Contract:
+    """The columns a reader reads (every one as a string), those a file must have,
+    the extensions it selects, and the column (if any) whose value names a
+    malformed row in its dead letter (``BadRow.key``)."""
+
+    name: str
+    columns: tuple[str, ...]
+    required: tuple[str, ...]
+    formats: tuple[tuple[str, str], ...] = tuple(FORMATS.items())
+    key: str | None = None
+
+    @property
+    def schema(self) -> pa.Schema:
+        return _raw_schema(self.columns)
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_schema(columns: tuple[str, ...]) -> pa.Schema:
+    return pa.schema([pa.field(n, pa.string()) for n in columns]
+                     + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
+
+
+BASE = Contract("subscriber base", tuple(CONTRACT), REQUIRED)
+
+
+@dataclasses.dataclass(frozen=True)
 class Split:
     path: str
     file_index: int  # index of the file in the run's sorted input list
-    fmt: str  # "parquet" | "avro" | "csv"
+    fmt: str  # "parquet" | "avro" | "csv" (| "jsonl", read by pipelines.events)
     row_groups: tuple[int, ...] | None = None  # parquet: this split's row groups; None = whole file
     first_row: int = 1  # 1-based data row number of the split's first row (header excluded)
+    contract: Contract = BASE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +144,7 @@ class BadRow:
     source_row: int | None
     field: str | None
     detail: str
+    key: str | None = None  # the contract's key column (event_id), when that value is clean
 
 
 def _codec(encoding: str) -> str:
@@ -125,8 +168,8 @@ def _encoding_error(path: str, codec: str, looks_utf8: bool = False) -> InputErr
     return InputError(f"{path}: not valid gb18030 text; if the export is UTF-8, pass --encoding utf-8")
 
 
-def _fmt(path: str) -> str | None:
-    return FORMATS.get(os.path.splitext(path)[1].lower())
+def _fmt(path: str, formats: tuple[tuple[str, str], ...] = BASE.formats) -> str | None:
+    return dict(formats).get(os.path.splitext(path)[1].lower())
 
 
 def _match(pattern: str) -> list[tuple[str, int]]:
@@ -140,32 +183,34 @@ def _match(pattern: str) -> list[tuple[str, int]]:
     return [(os.path.normpath(m.path) if local else m.path, m.size_in_bytes) for m in metas]
 
 
-def _expand(paths: list[str]) -> dict[str, int]:
+def _expand(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.formats) -> dict[str, int]:
     """path -> size for every input file (file, glob or directory)."""
     found: dict[str, int] = {}
+    exts = [e for e, _ in formats]
+    kinds = ", ".join(exts[:-1]) + " or " + exts[-1]
     for path in paths:
         if any(c in path for c in "*?["):
-            files = [m for m in _match(path) if _fmt(m[0])]
+            files = [m for m in _match(path) if _fmt(m[0], formats)]
             if not files:
-                raise InputError(f"{path}: matches no .parquet, .avro or .csv file")
+                raise InputError(f"{path}: matches no {kinds} file")
         else:
             exact = [m for m in _match(path) if m[0] in (path.rstrip("/"), os.path.normpath(path))]
-            if exact and _fmt(path):
+            if exact and _fmt(path, formats):
                 files = exact
             else:  # a directory (local, or an object-store prefix)
                 listing = _match(FileSystems.join(path.rstrip("/"), "*"))
-                files = [m for m in listing if _fmt(m[0])]
+                files = [m for m in listing if _fmt(m[0], formats)]
                 if not files:
                     if listing:
-                        raise InputError(f"{path}: directory has no .parquet, .avro or .csv file")
+                        raise InputError(f"{path}: directory has no {kinds} file")
                     if exact:
-                        raise InputError(f"{path}: not a .parquet, .avro or .csv file, nor a directory of them")
+                        raise InputError(f"{path}: not a {kinds} file, nor a directory of them")
                     raise InputError(f"{path}: no such file or directory")
         found.update(files)
     return found
 
 
-def _columns(path: str, names: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
+def _columns(path: str, names: list[str], contract: Contract = BASE) -> tuple[dict[str, str], list[str], list[str]]:
     """(contract name -> source name, ignored names, missing optional names)."""
     norm: dict[str, str] = {}
     for name in names:
@@ -173,12 +218,12 @@ def _columns(path: str, names: list[str]) -> tuple[dict[str, str], list[str], li
         if key and key in norm:
             raise InputError(f"{path}: duplicate column {name.strip()!r}")
         norm[key] = name
-    missing = [c for c in REQUIRED if c not in norm]
+    missing = [c for c in contract.required if c not in norm]
     if missing:
         raise InputError(f"{path}: missing required column(s): {', '.join(missing)}")
-    mapping = {c: norm[c] for c in CONTRACT if c in norm}
+    mapping = {c: norm[c] for c in contract.columns if c in norm}
     ignored = [n.replace("\ufeff", "").strip() for k, n in norm.items() if k not in mapping]
-    return mapping, ignored, [c for c in CONTRACT if c not in norm]
+    return mapping, ignored, [c for c in contract.columns if c not in norm]
 
 
 def _csv_head(f, path: str, codec: str) -> tuple[list[str], bytes]:
@@ -227,12 +272,18 @@ def _check_sample(path: str, sample: bytes, codec: str) -> int:
     return len(lines)
 
 
-def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str], int, list[int]]:
-    """(column names, estimated rows, parquet row-group sizes) of one file."""
+def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | None, int, list[int]]:
+    """(column names, estimated rows, parquet row-group sizes) of one file.
+    JSON Lines has no header: names are None (each object names its own)."""
     if size == 0:
         raise InputError(f"{path}: empty file")
     try:
         with FileSystems.open(path) as f:
+            if fmt == "jsonl":
+                sample = f.read(_SAMPLE)
+                n = _check_sample(path, sample, "utf-8")
+                per_line = len(sample[: sample.rfind(b"\n") + 1]) / n if n else 0
+                return None, int(size / per_line) if per_line else int(bool(sample.strip())), []
             if fmt == "csv":
                 names, rest = _csv_head(f, path, codec)
                 sample = rest + f.read(_SAMPLE)
@@ -253,34 +304,35 @@ def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str], int
         raise InputError(f"{path}: not a readable {fmt} file ({type(e).__name__})") from None
 
 
-def plan_splits(paths: list[str], rows_per_split: int = 500_000,
-                encoding: str = "utf-8") -> tuple[list[Split], InputInfo]:
+def plan_splits(paths: list[str], rows_per_split: int = 500_000, encoding: str = "utf-8",
+                contract: Contract = BASE) -> tuple[list[Split], InputInfo]:
     """Expand paths, check each file's header / footer / schema, and cut splits."""
     codec = _codec(encoding)
-    files = _expand([paths] if isinstance(paths, str) else list(paths))
+    files = _expand([paths] if isinstance(paths, str) else list(paths), contract.formats)
     ordered = sorted(files)
     splits: list[Split] = []
     ignored: set[str] = set()
     missing: set[str] = set()
     total = 0
     for index, path in enumerate(ordered):
-        fmt = _fmt(path)
+        fmt = _fmt(path, contract.formats)
         names, est, groups = _inspect(path, fmt, files[path], codec)
-        _, extra, absent = _columns(path, names)
-        ignored.update(extra)
-        missing.update(absent)
+        if names is not None:
+            _, extra, absent = _columns(path, names, contract)
+            ignored.update(extra)
+            missing.update(absent)
         total += est
         if fmt != "parquet" or len(groups) <= 1:
-            splits.append(Split(path, index, fmt))
+            splits.append(Split(path, index, fmt, contract=contract))
             continue
         first, current, rows = 1, [], 0
         for g, n in enumerate(groups):
             current.append(g)
             rows += n
             if rows >= rows_per_split or g == len(groups) - 1:
-                splits.append(Split(path, index, fmt, tuple(current), first))
+                splits.append(Split(path, index, fmt, tuple(current), first, contract))
                 first, current, rows = first + rows, [], 0
-    info = InputInfo(ordered, sorted(ignored), [c for c in CONTRACT if c in missing], total)
+    info = InputInfo(ordered, sorted(ignored), [c for c in contract.columns if c in missing], total)
     return splits, info
 
 
@@ -319,7 +371,7 @@ def _valid(value: bytes) -> bool:
 
 
 def _assemble(cols: dict[str, pa.Array], rows: np.ndarray, path: str, label: str,
-              limit: int, marked: bool = False) -> tuple[pa.Table, list[BadRow], int]:
+              limit: int, marked: bool = False, contract: Contract = BASE) -> tuple[pa.Table, list[BadRow], int]:
     """Contract columns as strings + source columns, malformed rows taken out.
     Returns (raw, bad, number of rows that did not decode)."""
     n = len(rows)
@@ -333,7 +385,7 @@ def _assemble(cols: dict[str, pa.Array], rows: np.ndarray, path: str, label: str
         flagged[new] = True
         bad.extend(BadRow(path, int(rows[i]), field, detail(i)) for i in new)
 
-    for name in CONTRACT:
+    for name in contract.columns:
         if name not in cols:
             out[name] = pa.nulls(n, pa.string())
             continue
@@ -345,7 +397,7 @@ def _assemble(cols: dict[str, pa.Array], rows: np.ndarray, path: str, label: str
         if undec is not None:
             undecodable += int(undec.sum())
             flag(undec, name, lambda i: f"bytes not valid {label}")
-    for name in CONTRACT:
+    for name in contract.columns:
         if name not in cols:
             continue
         s = out[name]
@@ -358,10 +410,24 @@ def _assemble(cols: dict[str, pa.Array], rows: np.ndarray, path: str, label: str
                                         "control character") + f" in field {name}")
     out["_src_file"] = pa.array([path] * n, pa.string())
     out["_src_row"] = pa.array(rows, pa.int64())
-    table = pa.Table.from_pydict(out, schema=RAW_SCHEMA)
+    table = pa.Table.from_pydict(out, schema=contract.schema)
     if flagged.any():
+        if contract.key:
+            bad = _with_keys(bad, out[contract.key], rows, contract.key)
         table = table.filter(pa.array(~flagged))
     return table, bad, undecodable
+
+
+def _with_keys(bad: list[BadRow], keys: pa.Array, rows: np.ndarray, key: str) -> list[BadRow]:
+    """Each bad row with its key (event_id), unless the key is at fault, long or has control characters."""
+    at = np.searchsorted(rows, np.array([b.source_row for b in bad], np.int64))
+    out = []
+    for b, i in zip(bad, at):
+        value = keys[int(i)].as_py() if b.field != key and i < len(rows) else None
+        if value and len(value) <= _KEY_MAX and not any(ord(c) < 32 for c in value):
+            b = dataclasses.replace(b, key=value)
+        out.append(b)
+    return out
 
 
 def _maybe_ctrl(s: pa.Array) -> bool:
@@ -386,8 +452,10 @@ class _Stream:
     """
 
     def __init__(self, head: bytes, raw, codec: str, transcode: bool):
-        self._raw, self.closed, self._eof, self._stopped = raw, False, False, False
+        self._raw, self.closed, self._eof, self._stopped, self.reading = raw, False, False, False, 0
+        self._ahead = _AHEAD
         self._room = threading.Semaphore(_AHEAD)
+        _LIVE.add(self)
         self._dec = codecs.getincrementaldecoder(codec)("subreg.mark") if transcode else None
         self._buf = bytearray(self._tr(head))
 
@@ -399,10 +467,17 @@ class _Stream:
 
     def stop(self) -> None:
         self._stopped = True
-        self._room.release(_AHEAD)
+        self._room.release(self._ahead)
 
     def read(self, n: int = -1) -> bytes:
-        self._room.acquire(timeout=30)
+        self.reading += 1
+        try:
+            return self._read(n)
+        finally:
+            self.reading -= 1
+
+    def _read(self, n: int) -> bytes:
+        self._room.acquire(timeout=5)
         if self._stopped:
             return b""
         while not self._eof and (n < 0 or len(self._buf) < n):
@@ -418,6 +493,21 @@ class _Stream:
         self.closed = True
 
 
+_LIVE: weakref.WeakSet[_Stream] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_streams() -> None:
+    """A reader still open at exit: end its read-ahead while threads may still run
+    Python (after this, pyarrow's I/O thread entering Python aborts the interpreter)."""
+    streams = list(_LIVE)
+    for stream in streams:
+        stream.stop()
+    deadline = time.monotonic() + 2
+    while any(st.reading for st in streams) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _read_csv(split: Split, codec: str, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
     """CSV through pyarrow's streaming reader, columns as binary, re-batched to batch_size."""
     path = split.path
@@ -430,7 +520,7 @@ def _read_csv(split: Split, codec: str, batch_size: int, limit: int) -> Iterator
     while True:
         with FileSystems.open(path) as f:
             names, rest = _csv_head(f, path, codec)
-            mapping, _, _ = _columns(path, names)
+            mapping, _, _ = _columns(path, names, split.contract)
             while not rest.strip():  # pyarrow refuses an empty stream: header only = 0 rows
                 more = f.read(1 << 16)
                 if not more:
@@ -450,14 +540,14 @@ def _read_csv(split: Split, codec: str, batch_size: int, limit: int) -> Iterator
 
             def emit(n: int) -> tuple[pa.Table, list[BadRow]]:
                 nonlocal pending, resume, checked
-                raw, bad, rows = RAW_SCHEMA.empty_table(), [], []
+                raw, bad, rows = split.contract.schema.empty_table(), [], []
                 if pending:
                     table = pa.concat_tables(pending)
                     head, tail = table.slice(0, n), table.slice(n)
                     pending = [tail] if tail.num_rows else []
                     rows = head.column("_row").to_numpy()
                     data = {c: head.column(s).combine_chunks() for c, s in src.items()}
-                    raw, bad, undecodable = _assemble(data, rows, path, codec, limit, transcode)
+                    raw, bad, undecodable = _assemble(data, rows, path, codec, limit, transcode, split.contract)
                 if not checked and len(rows):
                     checked = True
                     if undecodable * 2 > len(rows):
@@ -504,12 +594,6 @@ def _read_csv(split: Split, codec: str, batch_size: int, limit: int) -> Iterator
                 continue
             finally:
                 stream.stop()
-                if reader is not None and not sys.is_finalizing():
-                    try:  # let pyarrow's read-ahead wind down before the file closes
-                        for _ in reader:
-                            pass
-                    except Exception:
-                        pass
             held = sum(t.num_rows for t in pending)
             if held or invalid:
                 yield emit(held)
@@ -519,7 +603,7 @@ def _read_csv(split: Split, codec: str, batch_size: int, limit: int) -> Iterator
 def _read_parquet(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
     with FileSystems.open(split.path) as f:
         pf = pq.ParquetFile(f)
-        mapping, _, _ = _columns(split.path, pf.schema_arrow.names)
+        mapping, _, _ = _columns(split.path, pf.schema_arrow.names, split.contract)
         groups = None if split.row_groups is None else list(split.row_groups)
         row = split.first_row
         for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=list(mapping.values())):
@@ -528,7 +612,7 @@ def _read_parquet(split: Split, batch_size: int, limit: int) -> Iterator[tuple[p
             # Parquet strings are not validated on read: view them as binary so the
             # cast back to string checks the UTF-8 (rows that fail become BadRows).
             data = {c: _as_binary(batch.column(s)) for c, s in mapping.items()}
-            raw, bad, _ = _assemble(data, rows, split.path, "utf-8", limit)
+            raw, bad, _ = _assemble(data, rows, split.path, "utf-8", limit, contract=split.contract)
             yield raw, bad
 
 
@@ -540,7 +624,7 @@ def _read_avro(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.T
     with FileSystems.open(split.path) as f:
         reader = fastavro.reader(f)
         names = [fl["name"] for fl in reader.writer_schema.get("fields", [])]
-        mapping, _, _ = _columns(split.path, names)
+        mapping, _, _ = _columns(split.path, names, split.contract)
         row, records = 1, iter(reader)
         while True:
             try:
@@ -555,7 +639,7 @@ def _read_avro(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.T
             data = {c: _column([r.get(s) for r in chunk]) for c, s in mapping.items()}
             rows = np.arange(row, row + len(chunk), dtype=np.int64)
             row += len(chunk)
-            yield _assemble(data, rows, split.path, "utf-8", limit)[:2]
+            yield _assemble(data, rows, split.path, "utf-8", limit, contract=split.contract)[:2]
 
 
 def _column(values: list) -> pa.Array:
@@ -569,19 +653,25 @@ def read_split(split: Split, encoding: str = "utf-8", batch_size: int = 65_536,
                max_field_chars: int = 4096) -> Iterator[tuple[pa.Table, list[BadRow]]]:
     """Yield (raw, bad) per batch; see the module docstring for the rules."""
     codec = _codec(encoding)
+    readers = {"csv": lambda: _read_csv(split, codec, batch_size, max_field_chars),
+               "parquet": lambda: _read_parquet(split, batch_size, max_field_chars),
+               "avro": lambda: _read_avro(split, batch_size, max_field_chars)}
+    if split.fmt not in readers:
+        raise InputError(f"{split.path}: unknown format {split.fmt!r}")
+    return _guarded(readers[split.fmt](), split.path)
+
+
+def _guarded(batches: Iterator, path: str, _error=InputError, _finalizing=sys.is_finalizing) -> Iterator:
+    """Any failure -> one-line InputError (type only: messages may quote data).
+    Defaults are bound early: an abandoned reader may be closed during shutdown."""
     try:
-        if split.fmt == "csv":
-            yield from _read_csv(split, codec, batch_size, max_field_chars)
-        elif split.fmt == "parquet":
-            yield from _read_parquet(split, batch_size, max_field_chars)
-        elif split.fmt == "avro":
-            yield from _read_avro(split, batch_size, max_field_chars)
-        else:
-            raise InputError(f"{split.path}: unknown format {split.fmt!r}")
-    except InputError:
-        raise
+        yield from batches
     except Exception as e:
-        raise InputError(f"{split.path}: cannot read ({type(e).__name__})") from None
+        if _finalizing():  # a reader abandoned until exit: nothing left to report to
+            return
+        if isinstance(e, _error):
+            raise
+        raise _error(f"{path}: cannot read ({type(e).__name__})") from None
 
 
 @beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table)

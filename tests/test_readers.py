@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import fastavro
 import pyarrow as pa
@@ -206,8 +210,9 @@ def test_nul_and_control_characters(tmp_path):
 
 def test_header_rules(tmp_path):
     cols = [c for c in CONTRACT if c not in ("line_type", "status")]
-    with pytest.raises(InputError, match=r"base.csv: missing required column\(s\): line_type, status$"):
+    with pytest.raises(InputError, match=r"base.csv: missing required column\(s\): line_type, status$") as e:
         plan_splits([write_csv(tmp_path / "base.csv", ROWS, cols)])
+    no_canary(str(e.value))
     cols = [c for c in CONTRACT if c != "handler_name"] + ["remark"]
     header = ("\ufeff" + ",".join(f" {c.upper()} " if c == "line_id" else c for c in cols) + "\r\n").encode()
     path = write_csv(tmp_path / "h.csv", [dict(r, remark=CANARY_NAME) for r in ROWS], cols, header=header)
@@ -218,8 +223,9 @@ def test_header_rules(tmp_path):
     assert raw.column_names == readers.RAW_SCHEMA.names and bad == []
     assert raw.column("line_id").to_pylist()[0] == "L0001" and raw.column("handler_name").null_count == 6
     dup = write_csv(tmp_path / "d.csv", ROWS, CONTRACT + ["Line_ID"])
-    with pytest.raises(InputError, match="duplicate column"):
+    with pytest.raises(InputError, match="duplicate column") as e:
         plan_splits([dup])
+    no_canary(str(e.value))
 
 
 def test_unreadable_inputs(tmp_path):
@@ -298,6 +304,32 @@ def test_glob_and_directory_expansion(tmp_path, monkeypatch):
     monkeypatch.chdir(d)  # relative paths stay relative (Beam alone lists nothing for "*.csv")
     assert plan_splits(["*.csv"])[1].files == ["b.csv"]
     assert plan_splits(["b.csv", "."])[1].files == ["a.parquet", "b.csv", "c.avro"]
+
+
+def test_csv_read_ahead_is_bounded_and_an_abandoned_reader_exits_cleanly(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 16 << 10)
+    path = write_csv(tmp_path / "big.csv", [row(i) for i in range(1, 20001)])  # ~250 blocks
+    reads = []
+    read = readers._Stream.read
+    monkeypatch.setattr(readers._Stream, "read", lambda self, n=-1: reads.append(n) or read(self, n))
+    batches = read_split(Split(path, 0, "csv"), batch_size=100)
+    raw, _ = next(batches)
+    time.sleep(0.3)  # pyarrow's I/O thread alone would now be ~32 blocks ahead
+    assert raw.num_rows == 100 and len(reads) <= readers._AHEAD + 4
+    batches.close()
+    # a reader left open until the interpreter exits must not abort it (pyarrow's
+    # read-ahead thread entering Python during shutdown would)
+    code = ("from pipelines import readers; readers.CSV_BLOCK_BYTES = 16 << 10; "
+            f"it = readers.read_split(readers.Split({path!r}, 0, 'csv'), batch_size=100); next(it); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(readers.__file__).parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "ok", "")
+
+
+def test_csv_batches_follow_batch_size(tmp_path):
+    raw_sizes = [raw.num_rows for raw, _ in read_split(
+        Split(write_csv(tmp_path / "b.csv", [row(i) for i in range(1, 1001)]), 0, "csv"), batch_size=300)]
+    assert raw_sizes == [300, 300, 300, 100]
 
 
 def _expect_raw(expected_rows: list[int]):

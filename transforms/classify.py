@@ -124,14 +124,16 @@ def keyed_hash(values: pa.Array, salt: str) -> pa.Array:
     import pandas as pd
 
     valid = values.is_valid().to_numpy(zero_copy_only=False)
-    objects = pc.fill_null(values, "").to_numpy(zero_copy_only=False)
-    lane1 = pd.util.hash_array(objects, hash_key=salt[:16], categorize=False)
-    lane2 = pd.util.hash_array(objects, hash_key=salt[16:32], categorize=False)
-    both = np.empty((len(values), 2), np.uint64)
-    both[:, 0], both[:, 1] = lane1, lane2
+    both = np.zeros((len(values), 2), np.uint64)
+    if valid.any():
+        # Only present values are hashed (null rows stay null).
+        objects = values.filter(pa.array(valid)).to_numpy(zero_copy_only=False)
+        both[valid, 0] = pd.util.hash_array(objects, hash_key=salt[:16], categorize=False)
+        both[valid, 1] = pd.util.hash_array(objects, hash_key=salt[16:32], categorize=False)
     flat = pa.py_buffer(both.tobytes())
-    keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(values), [None, flat])
-    return pc.if_else(pa.array(valid), keys, pa.scalar(None, pa.binary(16)))
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), len(values), [pa.array(valid).buffers()[1], flat]
+    )
 
 
 def _bits_to_lists(bits: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
@@ -193,9 +195,18 @@ def _document(labels: pa.Array, policy: Policy):
 
 
 def _check_handler(table: pa.Table, is_org: np.ndarray, policy: Policy, as_of, rules) -> tuple[np.ndarray, np.ndarray]:
-    """(HANDLER_MISSING, HANDLER_INVALID) masks: organisations' handling person (Art. 6, 8)."""
+    """(HANDLER_MISSING, HANDLER_INVALID) masks: organisations' handling person (Art. 6, 8).
+
+    Only organisations have a handler to check, so only their rows are looked at.
+    """
     from transforms.documents import check_document_numbers
 
+    missing_all = np.zeros(len(is_org), bool)
+    invalid_all = np.zeros(len(is_org), bool)
+    if not is_org.any():
+        return missing_all, invalid_all
+    table = table.select(["handler_doc_type", "handler_doc_number", "handler_name"]).filter(pa.array(is_org))
+    org_rows = np.flatnonzero(is_org)
     code, _, type_present = _document(table.column("handler_doc_type").combine_chunks(), policy)
     number = normalize_doc_number(table.column("handler_doc_number"))
     name = normalize_name(table.column("handler_name"))
@@ -205,18 +216,20 @@ def _check_handler(table: pa.Table, is_org: np.ndarray, policy: Policy, as_of, r
         "handler_name": _np(name.is_valid()),
     }
     required = set(policy.required_fields["ORGANIZATION"])
-    missing = np.zeros(len(is_org), bool)
+    missing = np.zeros(len(org_rows), bool)
     for field, here in present.items():
         if field in required:
-            missing |= is_org & ~here
+            missing |= ~here
     person_docs = {c: check for c, (kind, check) in policy.documents.items() if kind == "INDIVIDUAL"}
     check = lookup(code, person_docs)
     bad_type = type_present & ~_np(check.is_valid())
     results = check_document_numbers(check, number, as_of, rules)
     bad = bad_type | np.logical_or.reduce(list(results.values()))
-    names = check_names(name, np.ones(len(is_org), bool), policy.names)
+    names = check_names(name, np.ones(len(org_rows), bool), policy.names)
     bad |= np.logical_or.reduce(list(names.values()))
-    return missing, is_org & bad
+    missing_all[org_rows] = missing
+    invalid_all[org_rows] = bad
+    return missing_all, invalid_all
 
 
 def classify_batch(
@@ -315,7 +328,8 @@ def classify_batch(
         "_src_row": col("_src_row"),
         "_updated_at": updated,
         "_doc_key": keyed_hash(number, salt),
-        "_name_key": keyed_hash(name, salt),
+        # The name key only matters beside a document number (DOC_NAME_CONFLICT).
+        "_name_key": keyed_hash(pc.if_else(number.is_valid(), name, pa.scalar(None, pa.string())), salt),
         "_flag_bits": pa.array(flag_bits, pa.uint8()),
     }
     classified = pa.Table.from_pydict(columns)

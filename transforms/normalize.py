@@ -161,7 +161,18 @@ def normalize_msisdn(values) -> pa.Array:
     step's business (domain.md section 3), not the scan's.
     """
     values = clean_text(values)
-    values = pc.replace_substring_regex(values, r"[^0-9+]", "")
-    values = pc.replace_substring_regex(values, r"^(?:\+|00)86", "")
-    values = pc.replace_substring_regex(values, r"^86(1[3-9]\d{9})$", r"\1")
+    values = _subset(values, _rows_where(values, _not_digit), lambda v: pc.replace_substring_regex(v, r"[^0-9+]", ""))
+    # Country prefixes: +86, 0086, or a bare 86 before an 11-digit mobile number.
+    values = _subset(values, _rows_where(values, _plus), lambda v: pc.replace_substring_regex(v, r"^\+86", ""))
+    prefixed = pc.fill_null(pc.or_(pc.starts_with(values, "0086"), pc.starts_with(values, "86")), False)
+    values = _subset(values, prefixed.to_numpy(zero_copy_only=False), lambda v: pc.replace_substring_regex(
+        pc.replace_substring_regex(v, r"^0086", ""), r"^86(1[3-9]\d{9})$", r"\1"))
     return _empty_to_null(values)
+
+
+def _not_digit(buf: np.ndarray) -> np.ndarray:
+    return (buf < 0x30) | (buf > 0x39)
+
+
+def _plus(buf: np.ndarray) -> np.ndarray:
+    return buf == 0x2B

@@ -19,6 +19,7 @@ holds one bucket or one batch at a time, whatever the size of the base.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import typing
 
 import apache_beam as beam
@@ -35,6 +36,8 @@ from transforms.policy import Policy
 from transforms.shuffle import BUCKET, ArrowGroupByBucket
 
 __all__ = ["ClassifyRegistrationCompleteness", "ScanOutputs"]
+
+log = logging.getLogger("backfill.scan")
 
 
 class ScanOutputs(typing.NamedTuple):
@@ -85,6 +88,10 @@ class _ClassifyFn(beam.DoFn):
     def process(self, raw: pa.Table):
         result = classify_batch(raw, self._policy, self._as_of, self._ctx, self._salt)
         self._rows.inc(result.classified.num_rows)
+        if raw.num_rows:
+            rows = raw.column("_src_row")
+            log.info("scan: classified rows %s-%s of %s", f"{rows[0].as_py():,}", f"{rows[-1].as_py():,}",
+                     raw.column("_src_file")[0].as_py())
         yield {"rows_in": result.rows_in}
         if result.dead_letter.num_rows:
             yield beam.pvalue.TaggedOutput("dead_letter", result.dead_letter)
