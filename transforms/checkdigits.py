@@ -66,6 +66,12 @@ def char_matrix(values: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     n = len(values)
     lengths = pc.binary_length(values)
     fits = pc.fill_null(pc.equal(lengths, width), False).to_numpy(zero_copy_only=False)
+    if fits.all() and values.null_count == 0:
+        # Every value fits: the bytes are already a matrix, no copy needed.
+        fixed = values.cast(pa.binary()).cast(pa.binary(width))
+        buf = np.frombuffer(fixed.buffers()[1], np.uint8)
+        start = fixed.offset * width
+        return buf[start : start + n * width].reshape(n, width), fits
     matrix = np.zeros((n, width), np.uint8)
     if fits.any():
         chosen = values.filter(pa.array(fits))

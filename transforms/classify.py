@@ -27,6 +27,7 @@ from schemas import arrow_schema
 from transforms.dates import parse_dates, parse_timestamps
 from transforms.deadletter import DeadLetterContext, dead_letter_table
 from transforms.identity_text import check_addresses, check_names
+from transforms.keyed_hash import keyed_hash
 from transforms.normalize import (
     clean_text,
     normalize_doc_number,
@@ -41,7 +42,6 @@ from transforms.reasons import FLAGS, LINE_REASONS
 __all__ = [
     "classify_batch",
     "finalize",
-    "keyed_hash",
     "ClassifiedBatch",
     "HIDDEN_COLUMNS",
     "FLAG_BIT",
@@ -112,35 +112,15 @@ def per_distinct(values: pa.Array, fn):
     return spread(result)
 
 
-def keyed_hash(values: pa.Array, salt: str) -> pa.Array:
-    """A 128-bit keyed hash of each value (null stays null), for shuffle keys.
-
-    Two SipHash-1-3 lanes (pandas' C implementation, keyed with a run-local
-    random salt) give keys that group equal values without carrying them: a
-    document number or a name never travels through the shuffle in plaintext,
-    and a key means nothing outside its run. It is per-value work in C, not a
-    Python loop.
-    """
-    import pandas as pd
-
-    valid = values.is_valid().to_numpy(zero_copy_only=False)
-    both = np.zeros((len(values), 2), np.uint64)
-    if valid.any():
-        # Only present values are hashed (null rows stay null).
-        objects = values.filter(pa.array(valid)).to_numpy(zero_copy_only=False)
-        both[valid, 0] = pd.util.hash_array(objects, hash_key=salt[:16], categorize=False)
-        both[valid, 1] = pd.util.hash_array(objects, hash_key=salt[16:32], categorize=False)
-    flat = pa.py_buffer(both.tobytes())
-    return pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(16), len(values), [pa.array(valid).buffers()[1], flat]
-    )
-
-
 def _bits_to_lists(bits: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
-    """list<string> of the set bits, in catalogue order; one Python list per distinct mask."""
-    uniques, inverse = np.unique(bits, return_inverse=True)
-    lists = [[c for i, c in enumerate(codes) if int(u) >> i & 1] for u in uniques]
-    return pa.array(lists, pa.list_(pa.string())).take(pa.array(inverse.astype(np.int64)))
+    """list<string> of the set bits, in catalogue order, built without a Python loop per row."""
+    width = len(codes)
+    matrix = ((bits[:, None] >> np.arange(width, dtype=bits.dtype)) & 1).astype(bool)
+    rows, cols = np.nonzero(matrix)  # row-major: each row's codes in catalogue order
+    offsets = np.zeros(len(bits) + 1, np.int32)
+    np.cumsum(matrix.sum(axis=1), out=offsets[1:])
+    values = pa.array(codes, pa.string()).take(pa.array(cols.astype(np.int32)))
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
 def _dead_letters(raw: pa.Table, line_id: pa.Array, enums: dict, bad_dates: dict, ctx, policy) -> tuple[np.ndarray, pa.Table]:
@@ -302,11 +282,11 @@ def classify_batch(
 
     any_present = np.logical_or.reduce(list(present.values()))
     missing_bits = np.uint32(sum(int(_BIT[c]) for c in _MISSING_CODES))
-    identity_status = np.select(
+    status_code = np.select(
         [~any_present, (bits.value & missing_bits) != 0, (bits.value & _FAILURE_MASK) != 0],
-        ["MISSING", "INCOMPLETE", "INVALID"],
-        "COMPLETE",
-    )
+        [1, 2, 3],
+        0,
+    ).astype(np.int8)  # index into IDENTITY_STATUSES
     terminated_line = _np(pc.equal(enums["status"], "TERMINATED"))
     flag_bits = np.where(review, FLAG_BIT["DOC_TYPE_LABEL_REVIEW"], 0).astype(np.uint8)
     columns = {
@@ -319,17 +299,19 @@ def classify_batch(
         "agent_id": per_distinct(col("agent_id"), clean_text),
         "activated_on": activated,
         "terminated_on": terminated,
-        "identity_status": pa.array(identity_status, pa.string()),
+        "identity_status": pa.array(IDENTITY_STATUSES, pa.string()).take(pa.array(status_code)),
         "reasons": _bits_to_lists(bits.value, LINE_REASONS),
-        "needs_registration": pa.array((identity_status != "COMPLETE") & ~terminated_line),
-        "policy_version": pa.array(np.full(n, policy.version, object), pa.string()),
-        "as_of": pa.array(np.full(n, as_of), pa.date32()),
+        "needs_registration": pa.array((status_code != 0) & ~terminated_line),
+        "policy_version": pa.repeat(pa.scalar(policy.version, pa.string()), n),
+        "as_of": pa.repeat(pa.scalar(as_of, pa.date32()), n),
         "_src_file": col("_src_file"),
         "_src_row": col("_src_row"),
         "_updated_at": updated,
-        "_doc_key": keyed_hash(number, salt),
+        "_doc_key": keyed_hash(number, bytes.fromhex(salt)),
         # The name key only matters beside a document number (DOC_NAME_CONFLICT).
-        "_name_key": keyed_hash(pc.if_else(number.is_valid(), name, pa.scalar(None, pa.string())), salt),
+        "_name_key": keyed_hash(
+            pc.if_else(number.is_valid(), name, pa.scalar(None, pa.string())), bytes.fromhex(salt)
+        ),
         "_flag_bits": pa.array(flag_bits, pa.uint8()),
     }
     classified = pa.Table.from_pydict(columns)

@@ -69,17 +69,12 @@ _DIGIT_POSITIONS = {
 }
 
 
-def _num(matrix: np.ndarray, start: int, width: int) -> np.ndarray:
-    digits = matrix[:, start : start + width].astype(np.int64) - 48
-    return digits @ (10 ** np.arange(width - 1, -1, -1))
-
-
 def _fast_fixed(text: pa.Array):
     """The common fixed layouts parsed straight from bytes (no regex).
 
     ``YYYY-MM-DD``, ``YYYY-MM-DDTHH:MM:SS`` with nothing, ``Z`` or ``+HH:MM``
-    after it. Returns (hit, y, m, d, H, M, S, offset minutes); other rows go
-    through the general regex.
+    after it. Returns (hit, parts): parts rows are y, m, d, H, M, S and the
+    zone offset in minutes; other rows go through the general regex.
     """
     n = len(text)
     hit = np.zeros(n, bool)
@@ -88,22 +83,27 @@ def _fast_fixed(text: pa.Array):
         matrix, fits = char_matrix(text, width)
         if not fits.any():
             continue
-        ok = fits & np.all((matrix[:, digit_pos] >= 48) & (matrix[:, digit_pos] <= 57), axis=1)
+        d = matrix.astype(np.int16) - 48
+        digits = d[:, list(digit_pos)]
+        ok = fits & ((digits >= 0) & (digits <= 9)).all(axis=1)
         for pos, allowed in seps.items():
-            ok &= np.isin(matrix[:, pos], np.frombuffer(allowed, np.uint8))
+            column = matrix[:, pos]
+            sep_ok = column == allowed[0]
+            for other in allowed[1:]:
+                sep_ok |= column == other
+            ok &= sep_ok
         if not ok.any():
             continue
         hit |= ok
-        parts[0][ok] = _num(matrix[ok], 0, 4)
-        parts[1][ok] = _num(matrix[ok], 5, 2)
-        parts[2][ok] = _num(matrix[ok], 8, 2)
+        two = lambda i: d[:, i] * 10 + d[:, i + 1]
+        found = {0: d[:, 0] * 1000 + d[:, 1] * 100 + two(2), 1: two(5), 2: two(8)}
         if width >= 19:
-            parts[3][ok] = _num(matrix[ok], 11, 2)
-            parts[4][ok] = _num(matrix[ok], 14, 2)
-            parts[5][ok] = _num(matrix[ok], 17, 2)
+            found.update({3: two(11), 4: two(14), 5: two(17)})
         if width == 25:
-            sign = np.where(matrix[ok, 19] == ord("-"), -1, 1)
-            parts[6][ok] = sign * (_num(matrix[ok], 20, 2) * 60 + _num(matrix[ok], 23, 2))
+            sign = np.where(matrix[:, 19] == ord("-"), -1, 1)
+            found[6] = sign * (two(20) * 60 + two(23))
+        for k, value in found.items():
+            parts[k] = np.where(ok, value, parts[k])
     return hit, parts
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "normalize_enum",
     "normalize_msisdn",
     "MIDDLE_DOT",
+    "rows_with_bytes",
 ]
 
 MIDDLE_DOT = "\u00b7"
@@ -51,18 +52,25 @@ def _chunk(values) -> pa.Array:
     return values
 
 
-def _rows_where(values: pa.Array, byte_test) -> np.ndarray:
-    """Rows whose UTF-8 bytes contain a byte for which ``byte_test`` is true."""
+def rows_with_bytes(values: pa.Array, byte_test) -> np.ndarray:
+    """Rows whose UTF-8 bytes contain a byte for which ``byte_test`` is true.
+
+    One numpy pass over the array's data buffer: a cheap pre-filter before
+    NFKC or a regex, which then run only on the rows that can match.
+    """
     n = len(values)
     if n == 0 or values.buffers()[2] is None:
         return np.zeros(n, bool)
     offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset : values.offset + n + 1]
     buf = np.frombuffer(values.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
-    hits = np.flatnonzero(byte_test(buf)) + offsets[0]
-    rows = np.zeros(n, bool)
-    if len(hits):
-        rows[np.searchsorted(offsets, hits, side="right") - 1] = True
-    return rows
+    if len(buf) == 0:
+        return np.zeros(n, bool)
+    marks = np.flatnonzero(byte_test(buf))
+    if len(marks) == 0:
+        return np.zeros(n, bool)
+    # Marks per row = marks before the row's end - marks before its start.
+    before = np.searchsorted(marks, offsets - offsets[0])
+    return before[1:] > before[:-1]
 
 
 def _non_cjk_lead(buf: np.ndarray) -> np.ndarray:
@@ -105,7 +113,7 @@ def _full_clean(values: pa.Array) -> pa.Array:
 def clean_text(values) -> pa.Array:
     """NFKC, drop format characters, trim and collapse white space; '' -> null."""
     values = _chunk(values)
-    values = _subset(values, _rows_where(values, _needs_cleaning), _full_clean)
+    values = _subset(values, rows_with_bytes(values, _needs_cleaning), _full_clean)
     return _empty_to_null(pc.utf8_trim_whitespace(values))
 
 
@@ -118,7 +126,7 @@ def normalize_doc_number(values) -> pa.Array:
     values = pc.utf8_upper(clean_text(values))
     values = _subset(
         values,
-        _rows_where(values, _has_doc_separator),
+        rows_with_bytes(values, _has_doc_separator),
         lambda v: pc.replace_substring_regex(v, _DOC_SEPARATORS, ""),
     )
     return _empty_to_null(values)
@@ -141,7 +149,7 @@ def _maybe_dot(buf: np.ndarray) -> np.ndarray:
 def normalize_name(values) -> pa.Array:
     """Clean text and fold middle-dot look-alikes to U+00B7."""
     values = clean_text(values)
-    return _subset(values, _rows_where(values, _maybe_dot), _fold_dots)
+    return _subset(values, rows_with_bytes(values, _maybe_dot), _fold_dots)
 
 
 def normalize_label(values) -> pa.Array:
@@ -161,9 +169,9 @@ def normalize_msisdn(values) -> pa.Array:
     step's business (domain.md section 3), not the scan's.
     """
     values = clean_text(values)
-    values = _subset(values, _rows_where(values, _not_digit), lambda v: pc.replace_substring_regex(v, r"[^0-9+]", ""))
+    values = _subset(values, rows_with_bytes(values, _not_digit), lambda v: pc.replace_substring_regex(v, r"[^0-9+]", ""))
     # Country prefixes: +86, 0086, or a bare 86 before an 11-digit mobile number.
-    values = _subset(values, _rows_where(values, _plus), lambda v: pc.replace_substring_regex(v, r"^\+86", ""))
+    values = _subset(values, rows_with_bytes(values, _plus), lambda v: pc.replace_substring_regex(v, r"^\+86", ""))
     prefixed = pc.fill_null(pc.or_(pc.starts_with(values, "0086"), pc.starts_with(values, "86")), False)
     values = _subset(values, prefixed.to_numpy(zero_copy_only=False), lambda v: pc.replace_substring_regex(
         pc.replace_substring_regex(v, r"^0086", ""), r"^86(1[3-9]\d{9})$", r"\1"))

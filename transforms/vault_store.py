@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from schemas import arrow_schema
 from transforms.vault import VaultError
 
-__all__ = ["read_vault", "write_vault", "read_table", "write_table"]
+__all__ = ["read_vault", "write_vault", "read_table", "write_table", "table_files", "shard_prefix"]
 
 _FILE = re.compile(r"^(?P<kind>keys|values)-g(?P<gen>\d{6})-(?P<shard>\d{5})-of-(?P<of>\d{5})\.parquet$")
 _SCHEMA = {"keys": "vault_key", "values": "vault_value"}
@@ -48,6 +48,17 @@ def _generations(vault_dir: str, kind: str) -> tuple[dict[int, list[str]], dict[
                 found.setdefault(gen, {})[int(m["shard"])] = meta.path
     complete = {g: [s[i] for i in sorted(s)] for g, s in found.items() if sorted(s) == list(range(totals[g]))}
     return complete, every
+
+
+def table_files(vault_dir: str, kind: str) -> list[str]:
+    """The shards of the newest complete ``keys`` or ``values`` generation (for pipelines that read them in parallel)."""
+    gens = _generations(vault_dir, kind)[0]
+    return gens[max(gens)] if gens else []
+
+
+def shard_prefix(vault_dir: str, kind: str, generation: int = 1) -> str:
+    """The path prefix a pipeline writes a generation under: add ``-SSSSS-of-TTTTT.parquet``."""
+    return FileSystems.join(vault_dir, kind, f"{kind}-g{generation:06d}")
 
 
 def read_table(vault_dir: str, kind: str, line_ids: Iterable[str] | None = None) -> pa.Table:
