@@ -4,52 +4,131 @@
 
 Local files and the local Beam runner only; nothing is downloaded. Each
 capability of the product adds its step here, so the demo always runs
-everything that exists: today it generates a synthetic base and scans it.
+everything that exists: generate a base, scan it, create a keyset, plan
+and "send" wave 1 to files, simulate registrations from a share of the
+notified lines, merge them back (tokens, masks, vault), plan the wave-2
+reminders (registered lines drop out), reveal one line on record, and
+print the completion rate.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
+import shutil
 import sys
 import time
 
-from pipelines.common import ArgumentParser, run_main
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.common import ArgumentParser, UserError, run_main
 
 DEFAULT_LINES = 50_000
-AS_OF = "2026-11-30"
+SCAN_DAY = "2026-11-30"
+WAVE_DAYS = {1: "2026-12-01", 2: "2026-12-15"}
+REGISTRATION_DAY = "2026-12-03"
+CAMPAIGN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "campaign.yaml")
 
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill demo", description=__doc__.splitlines()[0])
     p.add_argument("--lines", type=int, default=DEFAULT_LINES, help="lines in the synthetic base")
     p.add_argument("--seed", type=int, default=2013, help="generator seed")
-    p.add_argument("--out", default="demo-out", help="output folder")
+    p.add_argument("--out", default="demo-out", help="output folder (replaced)")
+    p.add_argument("--campaign", default=CAMPAIGN, help="campaign file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
-def _step(title: str) -> float:
-    print(f"\n== {title}", flush=True)
-    return time.time()
+class _Steps:
+    def __init__(self) -> None:
+        self.number = 0
+
+    def __call__(self, title: str) -> float:
+        self.number += 1
+        print(f"\n== {self.number}. {title}", flush=True)
+        return time.time()
+
+
+def _done(started: float, where: str) -> None:
+    print(f"   -> {where} ({time.time() - started:.1f} s)", flush=True)
+
+
+def completion(scan_out: str, merge_out: str) -> tuple[int, int]:
+    """(lines now COMPLETE, lines that needed registration at the scan)."""
+    needed = pq.read_table(os.path.join(scan_out, "classified"), columns=["line_id", "needs_registration"])
+    needed = needed.filter(needed.column("needs_registration")).column("line_id")
+    merged = pq.read_table(os.path.join(merge_out, "base"), columns=["line_id", "identity_status"])
+    now = merged.filter(pc.is_in(merged.column("line_id"), value_set=needed))
+    done = pc.sum(pc.equal(now.column("identity_status"), "COMPLETE").cast("int64")).as_py() or 0
+    return int(done), len(needed)
 
 
 def run(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.lines < 1:
-        raise SystemExit("backfill demo: error: --lines must be at least 1")
+        raise UserError("--lines must be at least 1")
+    from pipelines import generate, keys, merge, notify, reveal, scan
+    from pipelines.simulate import simulate_registrations
+
     out = args.out
-    os.makedirs(out, exist_ok=True)
-    base = os.path.join(out, "base.parquet")
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    path = lambda *parts: os.path.join(out, *parts)
+    step = _Steps()
 
-    from pipelines import generate, scan
+    started = step(f"generate a synthetic base of {args.lines:,} lines")
+    generate.write_base(path("base.parquet"), args.lines, args.seed)
+    _done(started, path("base.parquet"))
 
-    started = _step(f"1. generate a synthetic base of {args.lines:,} lines")
-    generate.write_base(base, args.lines, args.seed)
-    print(f"   {base} ({time.time() - started:.1f} s)")
-
-    started = _step("2. scan: classify every line under the Decree 25 policy")
-    summary = scan.run(["--base", base, "--out", os.path.join(out, "scan"), "--as-of", AS_OF])
+    started = step("scan: classify every line under the Decree 25 policy")
+    summary = scan.run(["--base", path("base.parquet"), "--out", path("scan"), "--as-of", SCAN_DAY])
     print(scan.format_summary(summary))
-    print(f"   {os.path.join(out, 'scan')} ({time.time() - started:.1f} s)")
+    _done(started, path("scan"))
+
+    started = step("keys: create the keyset (join key for tokens, vault key)")
+    keys.main(["init", "--keys", path("keys", "keyset.json")])
+    _done(started, path("keys", "keyset.json"))
+
+    started = step("notify wave 1: dry run, then SMS, call and announcement jobs to files")
+    wave1 = ["--classified", path("scan"), "--campaign", args.campaign, "--wave", "1",
+             "--out", path("notify"), "--as-of", WAVE_DAYS[1]]
+    notify.main([*wave1, "--dry-run", "--show-regions", "3", "--samples", "1"])
+    notify.main(wave1)
+    _done(started, path("notify", "jobs"))
+
+    started = step("registrations arrive: simulated from a share of the notified lines")
+    counts = simulate_registrations(path("scan"), path("events", "registrations.jsonl"), share=0.45,
+                                    seed=args.seed, as_of=dt.date.fromisoformat(REGISTRATION_DAY))
+    print(f"   {counts['events']:,} events: {counts['duplicates']} redelivered, {counts['invalid']} failing "
+          f"the policy, {counts['unknown_lines']} for lines that do not exist")
+    _done(started, path("events", "registrations.jsonl"))
+
+    started = step("merge: registrations into the base, tokenized, originals sealed in the vault")
+    merge.main(["--base", path("base.parquet"), "--registrations", path("events", "registrations.jsonl"),
+                "--keys", path("keys", "keyset.json"), "--out", path("merge"), "--as-of", REGISTRATION_DAY])
+    _done(started, path("merge"))
+
+    started = step("notify wave 2: reminders, less the lines registered since")
+    notify.main(["--classified", path("scan"), "--campaign", args.campaign, "--wave", "2",
+                 "--out", path("notify"), "--as-of", WAVE_DAYS[2], "--registered", path("merge")])
+    _done(started, path("notify", "jobs"))
+
+    started = step("reveal: one registered line, for a stated purpose, on the audit log")
+    merged = pq.read_table(path("merge", "base"), columns=["line_id", "registration_event_id"])
+    registered = merged.filter(merged.column("registration_event_id").is_valid())
+    if registered.num_rows:
+        line_id = registered.column("line_id")[0].as_py()
+        reveal.main(["--keys", path("keys", "keyset.json"), "--vault", path("merge", "vault"),
+                     "--line-id", line_id, "--purpose", "demo: customer asked to see their record",
+                     "--fields", "name"])
+    _done(started, "audit log beside the vault")
+
+    done, needed = completion(path("scan"), path("merge"))
+    rate = 100.0 * done / needed if needed else 100.0
+    print(f"\ncompletion: {done:,} of {needed:,} lines that needed registration are now COMPLETE ({rate:.1f}%)")
+    print(f"outputs under {os.path.abspath(out)}")
     return 0
 
 
