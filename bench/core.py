@@ -42,6 +42,8 @@ class Row:
     seconds: float
     peak_mb: float | None
     note: str = ""
+    cpu_seconds: float | None = None  # the command's process tree
+    others_cpu_seconds: float | None = None  # the rest of the machine, meanwhile
 
     @property
     def rate(self) -> float:
@@ -66,12 +68,17 @@ class Section:
     details: dict = dataclasses.field(default_factory=dict)
 
     def markdown(self) -> str:
-        lines = [f"## {self.title}", "", "| what | rows | seconds | rows/s | peak MB |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines = [f"## {self.title}", "",
+                 "| what | rows | seconds | rows/s | peak MB | CPU s | others' CPU s |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        num = lambda v, fmt: format(v, fmt) if v is not None else "-"  # noqa: E731
         for r in self.rows:
-            peak = f"{r.peak_mb:,.0f}" if r.peak_mb is not None else "-"
             what = f"{r.what} ({r.note})" if r.note else r.what
-            lines.append(f"| {what} | {r.rows:,} | {r.seconds:,.1f} | {r.rate:,.0f} | {peak} |")
-        lines += ["", "| target | measured | wanted | verdict |", "| --- | --- | --- | --- |"]
+            lines.append(f"| {what} | {r.rows:,} | {r.seconds:,.1f} | {r.rate:,.0f} | {num(r.peak_mb, ',.0f')} "
+                         f"| {num(r.cpu_seconds, ',.1f')} | {num(r.others_cpu_seconds, ',.1f')} |")
+        lines += ["", "seconds: wall clock, start to exit. CPU s: user + system of the command's process tree. "
+                  "others' CPU s: what the rest of the machine used meanwhile (a crowded machine slows the wall clock).",
+                  "", "| target | measured | wanted | verdict |", "| --- | --- | --- | --- |"]
         for c in self.checks:
             verdict = {True: "PASS", False: "MISS", None: "not measured"}[c.ok]
             lines.append(f"| {c.name} | {c.measured} | {c.target} | {verdict} |")

@@ -10,18 +10,24 @@ the resident set sizes of the process and all its descendants are summed
 every ``interval`` seconds (50 ms) and the largest sum is kept. Processes that
 live less than one interval can be missed; a sum is a slight over-estimate
 where processes share pages (forked workers share the interpreter's).
+
+The machine may be shared: besides wall clock, a measurement keeps the CPU
+seconds of the process tree (user + system) and the CPU seconds every other
+process on the machine used meanwhile, so a slow run can be told from a
+crowded one.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import subprocess
 import threading
 import time
 
 import psutil
 
-__all__ = ["Measurement", "measure"]
+__all__ = ["Measurement", "measure", "wait_for_quiet", "python_env"]
 
 
 @dataclasses.dataclass
@@ -31,13 +37,16 @@ class Measurement:
     peak_mb: float
     returncode: int
     output: str  # the last lines of stdout and stderr, for the report and for errors
+    cpu_seconds: float = 0.0  # user + system of the process tree
+    others_cpu_seconds: float = 0.0  # every other process on the machine, meanwhile
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def _tree_sample(proc: psutil.Process, cpu: dict[int, float]) -> int:
+    """Sum of the tree's RSS; records each member's CPU seconds so far in ``cpu``."""
     total = 0
     try:
         family = [proc, *proc.children(recursive=True)]
@@ -45,10 +54,23 @@ def _tree_rss(proc: psutil.Process) -> int:
         return 0
     for member in family:
         try:
-            total += member.memory_info().rss
+            with member.oneshot():
+                total += member.memory_info().rss
+                times = member.cpu_times()
+                cpu[member.pid] = times.user + times.system
         except psutil.Error:  # ended between listing and reading
             pass
     return total
+
+
+def _busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(command: list[str], *, env: dict | None = None, cwd: str | None = None,
@@ -62,15 +84,17 @@ def measure(command: list[str], *, env: dict | None = None, cwd: str | None = No
 
     handle = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()
     with handle:
+        busy0, reaped0 = _busy_seconds(), _children_cpu()
         start = time.perf_counter()
         proc = psutil.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         peak = 0
+        sampled_cpu: dict[int, float] = {}
         done = threading.Event()
 
         def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, _tree_rss(proc))
+                peak = max(peak, _tree_sample(proc, sampled_cpu))
                 done.wait(interval)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -79,9 +103,27 @@ def measure(command: list[str], *, env: dict | None = None, cwd: str | None = No
         seconds = time.perf_counter() - start
         done.set()
         sampler.join()
+        # Reaped descendants are in RUSAGE_CHILDREN; workers that were never
+        # waited for only in the samples (up to their last 50 ms).
+        cpu = max(_children_cpu() - reaped0, sum(sampled_cpu.values()))
+        others = max(0.0, _busy_seconds() - busy0 - cpu)
         handle.seek(0)
         tail = handle.read()[-4000:].decode("utf-8", "replace")
-    return Measurement(list(command), seconds, peak / 2**20, returncode, tail)
+    return Measurement(list(command), seconds, peak / 2**20, returncode, tail, cpu, others)
+
+
+def wait_for_quiet(max_wait: float = 90.0, busy_below: float = 0.25) -> float:
+    """Wait (up to ``max_wait`` s) until the machine's CPUs are busy less than
+    ``busy_below`` of the time over a 2-second window; returns that share.
+
+    On a shared machine this keeps a measurement from starting in the middle
+    of someone else's build; the share is reported either way.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy = psutil.cpu_percent(interval=2.0) / 100.0
+        if busy < busy_below or time.monotonic() >= deadline:
+            return busy
 
 
 def python_env() -> dict:

@@ -13,9 +13,10 @@ prints a Markdown table with its targets marked PASS or MISS and writes
 run; a command that fails does (exit 1).
 
 Input bases are generated once into ``bench-data/`` (seed 7) and kept for
-re-runs. To add a benchmark (merge, notify, report), write a function that
-takes a :class:`Context` and returns a :class:`Section`, and decorate it with
-``@register("name")``.
+re-runs. To add a benchmark (merge, notify, report), put a module
+``bench/bench_NAME.py`` with a function that takes a :class:`bench.core.Context`
+and returns a :class:`bench.core.Section`, decorated with ``@register("NAME")``:
+it is found and run without touching this file.
 """
 from __future__ import annotations
 
@@ -61,11 +62,29 @@ def _memory_gb() -> float:
     return psutil.virtual_memory().total / 2**30
 
 
+# Pipeline order: later benchmarks reuse the inputs of earlier ones.
+ORDER = ("scan", "notify", "merge", "report")
+
+
+def _discover() -> None:
+    """Import every ``bench/bench_*.py``: each registers its benchmark(s)."""
+    import importlib
+    import pkgutil
+
+    import bench
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_")):
+        importlib.import_module(f"bench.{module}")
+    ranked = sorted(REGISTRY, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    items = {n: REGISTRY[n] for n in ranked}
+    REGISTRY.clear()
+    REGISTRY.update(items)
+
+
 def main(argv=None) -> int:
     import argparse
 
-    from bench import bench_scan  # noqa: F401  (registers "scan")
-
+    _discover()
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")

@@ -229,13 +229,24 @@ def test_edge_cases_agree_with_design(policy):
     assert not wrong, "\n".join(wrong)
 
 
+def _with_cross_record_cases(table: pa.Table) -> pa.Table:
+    """Plant one document on 7 active person lines and one under two names (value-free test data)."""
+    rows = table.to_pylist()
+    people = [r for r in rows if r["doc_number"] and r["name"] and r["subscriber_kind"] == "INDIVIDUAL"
+              and r["status"] == "ACTIVE" and r["line_id"]]
+    extra = [dict(people[0], line_id=f"{people[0]['line_id']}-X{i}") for i in range(7)]
+    other_name = next(r["name"] for r in people[2:] if r["name"] != people[1]["name"])
+    extra.append(dict(people[1], line_id=f"{people[1]['line_id']}-Y", name=other_name))
+    return pa.Table.from_pylist(rows + extra, schema=table.schema)
+
+
 def test_naive_pipeline_matches_scan(tmp_path, policy):
     """Both pipelines end to end on one file: every column, flags included, and the dead letters."""
     from bench.naive import run_naive
     from pipelines.scan import run as run_scan
 
     base = str(tmp_path / "base.parquet")
-    pq.write_table(generate_table(6_000, 5), base)
+    pq.write_table(_with_cross_record_cases(generate_table(6_000, 5)), base)
     run_scan(["--base", base, "--out", str(tmp_path / "scan"), "--as-of", AS_OF.isoformat()])
     run_naive(base, str(tmp_path / "naive"), as_of=AS_OF)
 
@@ -247,7 +258,8 @@ def test_naive_pipeline_matches_scan(tmp_path, policy):
         column for row in scan.to_pylist() for column, value in row.items()
         if by_id.get(row["line_id"], {}).get(column) != value)
     assert not differing, f"columns that differ (count of lines): {dict(differing)}"
-    assert sum(1 for row in scan.to_pylist() if row["flags"]) > 0  # the base plants cross-record cases
+    flags = collections.Counter(f for row in scan.to_pylist() for f in row["flags"])
+    assert flags["DOC_LINE_LIMIT"] >= 6 and flags["DOC_NAME_CONFLICT"] >= 2, dict(flags)
 
     scan_dead = collections.Counter(
         json.loads(line)["reason"]
