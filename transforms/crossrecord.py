@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from transforms.classify import FLAG_BIT
 from transforms.deadletter import DeadLetterContext, dead_letter_table
+from transforms.keyed_hash import keyed_hash
 
 __all__ = [
     "bucket_of",
@@ -39,7 +40,7 @@ __all__ = [
 
 # A fixed, public key: line_ids are not identity values, and bucket numbers
 # must agree across workers, processes and runs (unlike Python's hash()).
-_BUCKET_KEY = "subreg-buckets-1"
+_BUCKET_KEY = b"subreg-buckets-1"
 
 EXCEPTIONS_SCHEMA = pa.schema([
     ("_batch", pa.int64()),
@@ -51,20 +52,16 @@ EXCEPTIONS_SCHEMA = pa.schema([
 
 def bucket_of(values: pa.Array, n_buckets: int) -> np.ndarray:
     """Stable bucket (0..n-1) of each value (string, or a keyed-hash key)."""
-    import pandas as pd
-
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    if pa.types.is_fixed_size_binary(values.type):
-        # Already a uniform keyed hash: its first 8 bytes are the bucket.
-        width = values.type.byte_width
-        raw = np.frombuffer(values.buffers()[1], np.uint8)
-        start = values.offset * width
-        rows = raw[start : start + len(values) * width].reshape(-1, width)
-        hashed = rows[:, :8].copy().view(np.uint64).ravel()
-    else:
-        objects = pc.fill_null(values, "").to_numpy(zero_copy_only=False)
-        hashed = pd.util.hash_array(objects, hash_key=_BUCKET_KEY, categorize=False)
+    if not pa.types.is_fixed_size_binary(values.type):
+        values = keyed_hash(pc.fill_null(values, ""), _BUCKET_KEY)
+    # A keyed-hash tag is uniform: its first 8 bytes pick the bucket.
+    width = values.type.byte_width
+    raw = np.frombuffer(values.buffers()[1], np.uint8)
+    start = values.offset * width
+    rows = raw[start : start + len(values) * width].reshape(-1, width)
+    hashed = rows[:, :8].copy().view(np.uint64).ravel()
     return (hashed % np.uint64(n_buckets)).astype(np.int32)
 
 
