@@ -192,7 +192,8 @@ def classify_row(row: dict, policy: Policy, as_of: dt.date, salt: bytes | None =
         "_src_file": row.get("_src_file"),
         "_src_row": row.get("_src_row"),
         "_updated_at": updated,
-        "_doc_key": _key(number, salt),
+        # Numbers that fail the format check are junk, not identities: no cross-record key.
+        "_doc_key": _key(None if "DOC_NUMBER_FORMAT" in reasons else number, salt),
         "_name_key": _key(name, salt),
     }
 

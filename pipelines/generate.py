@@ -12,7 +12,9 @@ vectorised: numpy byte matrices for numbers (check characters from
 document on 6-8 lines, one document under two names, organisations with many
 lines) stay inside a block. The shares below are intended shares;
 ``generate_truth`` gives the intended verdict of each row (rules:
-shared/DESIGN.md, shared/domain.md).
+shared/DESIGN.md, shared/domain.md). ``write_base`` makes blocks in
+``THREADS`` threads while it encodes Parquet (snappy, dictionary pages for
+low-cardinality columns, no statistics), Avro (fastavro, deflate) or CSV.
 """
 from __future__ import annotations
 
@@ -164,16 +166,32 @@ class _Col:
             self.size += len(values)
 
     def get(self, rows: np.ndarray) -> pa.Array:
-        return pa.chunked_array(self.parts, pa.string()).take(self.idx[rows]).combine_chunks()
+        idx = self.idx[rows]
+        if not len(idx) or idx.max() < len(self.parts[0]):  # all from the base: no concatenation
+            return self.parts[0].take(idx)
+        return pa.chunked_array(self.parts, pa.string()).take(idx).combine_chunks()
 
     def done(self, rowmap: np.ndarray) -> pa.Array:
         return (pa.concat_arrays(self.parts) if len(self.parts) > 1 else self.parts[0]).take(self.idx[rowmap])
 
 
-def _citizen(addr6: np.ndarray, birth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _person(seed: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Birth day and sequence code of the person of each global row, distinct for distinct rows
+    below 27 million, so two people never share a citizen number by chance: a keyed Feistel
+    permutation of (birth day, sequence code) pairs, with hashed round functions."""
+    span, keys = BORN_TO - BORN_FROM, np.random.default_rng([seed, 1 << 40]).integers(0, 1 << 62, 3, np.uint64)
+    mix = lambda x, k, m: ((x.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + k) >> np.uint64(29)) % np.uint64(m)  # noqa
+    day, seq = rows % span, rows // span % 1000
+    for k in keys:
+        seq = (seq + mix(day, k, 1000).astype(np.int64)) % 1000
+        day = (day + mix(seq, k ^ np.uint64(0x5DEECE66D), span).astype(np.int64)) % span
+    return BORN_FROM + day, seq
+
+
+def _citizen(addr6: np.ndarray, birth: np.ndarray, seq: np.ndarray) -> np.ndarray:
     """18-character citizen numbers (domain.md 2.1): address, YYYYMMDD, sequence, MOD 11-2."""
     mat = np.empty((len(addr6), 18), np.uint8)
-    mat[:, :6], mat[:, 6:14], mat[:, 14:17] = addr6, birth, D.DIGITS[3][rng.integers(0, 1000, len(addr6))]
+    mat[:, :6], mat[:, 6:14], mat[:, 14:17] = addr6, birth, D.DIGITS[3][seq]
     mat[:, 17] = mod11_2(mat[:, :17])
     return mat
 
@@ -187,12 +205,11 @@ def _org_body(rng: np.random.Generator, k: int) -> np.ndarray:
     return body
 
 
-def _numbers(rng, n, dk, defect, ri, org) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _numbers(rng, n, dk, defect, ri, org, born, seq) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Document numbers (byte matrix + lengths) of each document kind (domain.md 2.1-2.7)."""
     DM, DL, ari = np.zeros((n, 20), np.uint8), np.zeros(n, np.int64), ri.copy()
     away = _pick(rng, n, OTHER_BIRTHPLACE)  # address code of the birthplace, not of the line
     ari[away] = rng.integers(0, len(D.REGIONS), len(away))
-    born = rng.integers(BORN_FROM, BORN_TO, n)
     born = np.where(defect("first_generation") & (born >= Y2K), born - YEARS28, born)  # 15 digits: 19xx
     birth, bad = D.YMD8[born - D.DAY0], defect("birth_date")  # impossible or future, with a right check
     birth[bad] = _BAD_BIRTHS[rng.integers(0, len(_BAD_BIRTHS), int(bad.sum()))]
@@ -207,8 +224,8 @@ def _numbers(rng, n, dk, defect, ri, org) -> tuple[np.ndarray, np.ndarray, np.nd
     addr6[fprid, 3:6] = _MAT([x[1] for x in D.NATIONALITIES])[nat[fprid]]
     bad = defect("region")
     addr6[bad] = _MAT(D.BAD_ADDRESS_CODES)[rng.integers(0, len(D.BAD_ADDRESS_CODES), int(bad.sum()))]
-    r = np.flatnonzero(_CITIZEN[dk] | hmt | fprid)
-    DM[r, :18], DL[r] = _citizen(addr6[r], birth[r], rng), 18
+    DM[:, :18] = _citizen(addr6, birth, seq)  # for every row: cheaper than selecting; others overwrite
+    DL[_CITIZEN[dk] | hmt | fprid] = 18
     r = np.flatnonzero((dk == K["FOREIGN_PERMANENT_RESIDENT_ID"]) & ~fprid)  # old card: USA 1100 800101 1 1
     old = np.zeros((len(r), 15), np.uint8)
     old[:, :3], old[:, 3:7] = _MAT([x[0] for x in D.NATIONALITIES])[nat[r]], D.REGION_MAT[ri[r], :4]
@@ -268,8 +285,9 @@ def _numbers(rng, n, dk, defect, ri, org) -> tuple[np.ndarray, np.ndarray, np.nd
     return DM, DL, ari
 
 
-def _identity(rng, n, org, quality, ri) -> tuple[dict[str, _Col], np.ndarray, np.ndarray]:
+def _identity(rng, n, org, quality, ri, person) -> tuple[dict[str, _Col], np.ndarray, np.ndarray]:
     """doc_type, doc_number, name, address and the handler's fields; also doc kind and defect."""
+    born, seq = person  # of the line's person: the subscriber, or an organisation's handler
     dk0, inv, bad = _draw(rng, n, PERSON_DOCS), np.full(n, -1), quality == 3
     dk0[org] = _draw(rng, int(org.sum()), ORG_DOCS) + len(PERSON_DOCS)
     inv[bad & ~org] = _draw(rng, int((bad & ~org).sum()), PERSON_INVALID)
@@ -282,10 +300,11 @@ def _identity(rng, n, org, quality, ri) -> tuple[dict[str, _Col], np.ndarray, np
                         (("org_doc_for_person", "org_uscc_checksum", "org_embedded_check"), "USCC"),
                         (("org_code_reserved",), "ORG_CODE"), (("org_license_checksum",), "BUSINESS_LICENSE")):
         dk[defect(*names)] = K[kind]
-    DM, DL, ari = _numbers(rng, n, dk, defect, ri, org)
+    DM, DL, ari = _numbers(rng, n, dk, defect, ri, org, born, seq)
     num = _text(DM, DL)
     r = np.flatnonzero((dk == K["MILITARY_ID"]) | (dk == K["ARMED_POLICE_ID"]))  # 南字第12345678号
-    pre = np.where(dk[r] == K["MILITARY_ID"], rng.integers(0, len(D.MILITARY_PREFIXES), len(r)), len(D.MILITARY_PREFIXES))
+    pre = np.where(dk[r] == K["MILITARY_ID"], rng.integers(0, len(D.MILITARY_PREFIXES), len(r)),
+                   len(D.MILITARY_PREFIXES))
     num.put(r, _join(_A(D.MILITARY_PREFIXES + ["武"]).take(pre), "字第", _strings(_digits(rng, len(r), 8)), "号"))
     u = rng.random(n)  # < RAW_LABEL: an operator label, picked by the rest of u
     raw = u < RAW_LABEL
@@ -321,11 +340,14 @@ def _identity(rng, n, org, quality, ri) -> tuple[dict[str, _Col], np.ndarray, np
     addr.put(r, _choose(rng, D.BAD_ADDRESSES, len(r)))
     h = np.flatnonzero(org)  # the handling person of an organisation (Art. 8)
     hri = np.where(rng.random(len(h)) < 0.8, ri[h], rng.integers(0, len(D.REGIONS), len(h)))
-    hmat = _citizen(D.REGION_MAT[hri], D.YMD8[rng.integers(BORN_FROM, BORN_TO, len(h)) - D.DAY0], rng)
+    hmat = _citizen(D.REGION_MAT[hri], D.YMD8[born[h] - D.DAY0], seq[h])
     bad = defect("org_handler_invalid")[h]
     hmat[bad, 17] = _other(rng, hmat[bad, 17], _CHECK11)
-    hand = {c: _Col(_A([None]), np.zeros(n, np.int64)) for c in ("handler_doc_type", "handler_doc_number", "handler_name")}
-    hand["handler_doc_type"].put(h, _LABELS.take((rng.random(len(h)) < RAW_LABEL) * rng.integers(1, _LABEL_CNT[0], len(h))))
+    hand = {c: _Col(_A([None]), np.zeros(n, np.int64))
+            for c in ("handler_doc_type", "handler_doc_number", "handler_name")}
+    rid = K["RESIDENT_ID"]
+    hand["handler_doc_type"].put(h, _LABELS.take(_LABEL_OFF[rid] + (rng.random(len(h)) < RAW_LABEL)
+                                                 * rng.integers(1, _LABEL_CNT[rid], len(h))))
     hand["handler_doc_number"].put(h, _strings(hmat))
     hand["handler_name"].put(h, _choose(rng, D.NAME_POOL, len(h)))
     main = {"doc_type": dtype, "doc_number": num, "name": name, "address": addr}
@@ -371,7 +393,8 @@ def _dirty(rng, n, c: dict[str, _Col], rows18: np.ndarray, big_x: np.ndarray) ->
     for col in c.values():
         rows = _pick(rng, n, DIRT["edge_spaces"])
         pattern = rng.integers(0, 4, len(rows))
-        apply(col, rows, lambda v, k: _join(_A([" ", "", " ", "  "]).take(pattern), v, _A(["", " ", " ", ""]).take(pattern)))
+        apply(col, rows, lambda v, k: _join(_A([" ", "", " ", "  "]).take(pattern), v,
+                                            _A(["", " ", " ", ""]).take(pattern)))
 
 
 def _msisdn(rng, n, ltype, ri) -> _Col:
@@ -387,23 +410,24 @@ def _msisdn(rng, n, ltype, ri) -> _Col:
     alen = D.AREA_LEN[ri[f]]
     M[f, :4], M[f, alen] = D.AREA_MAT[ri[f]], rng.integers(50, 57, len(f))  # local numbers start with 2-8
     L[f] = alen + np.where((alen == 3) | (rng.random(len(f)) < 0.6), 8, 7)
-    col, r = _text(M, L), _pick(rng, n, MSISDN_FORMATTED)
+    col, r, cut = _text(M, L), _pick(rng, n, MSISDN_FORMATTED), pc.utf8_slice_codeunits
     mob = r[~fixed[r] & (L[r] == 11)]
     form, v = rng.integers(0, 6, len(mob)), col.get(mob)
-    sep, cut = _A(["", "", "", "", " ", "-"]).take(form), lambda a, b=None: pc.utf8_slice_codeunits(v, a, b)
-    col.put(mob, _join(_A(["+86", "0086", "+86 ", "86", "", ""]).take(form), cut(0, 3), sep, cut(3, 7), sep, cut(7)))
+    sep = _A(["", "", "", "", " ", "-"]).take(form)
+    col.put(mob, _join(_A(["+86", "0086", "+86 ", "86", "", ""]).take(form), cut(v, 0, 3), sep, cut(v, 3, 7), sep,
+                       cut(v, 7)))
     fr = r[fixed[r]]
     form, v, three = rng.integers(0, 3, len(fr)), col.get(fr), pa.array(D.AREA_LEN[ri[fr]] == 3)
-    area = pc.if_else(three, cut(0, 3), cut(0, 4))
-    area = pc.if_else(pa.array(form == 1), pc.utf8_slice_codeunits(area, 1), area)  # +86 drops the trunk 0
+    area = pc.if_else(three, cut(v, 0, 3), cut(v, 0, 4))
+    area = pc.if_else(pa.array(form == 1), cut(area, 1), area)  # +86 drops the trunk 0
     col.put(fr, _join(_A(["", "+86", "("]).take(form), area, _A(["-", "", ")"]).take(form),
-                      pc.if_else(three, cut(3), cut(4))))
+                      pc.if_else(three, cut(v, 3), cut(v, 4))))
     return col
 
 
 def _lines(rng, n, first, codes, ri, bad_enum, bad_date) -> tuple[dict[str, _Col], np.ndarray, np.ndarray]:
     """Line-level columns; also updated_at in seconds and the rows whose line_id is empty."""
-    lid, rows = np.empty((n, 11), np.uint8), first + 1 + np.arange(n)
+    lid, rows = np.empty((n, 11), np.uint8), first + 1 + np.arange(n)  # L0000000123: row + 1
     lid[:, 0], lid[:, 1:6], lid[:, 6:] = ord("L"), D.DIGITS[5][rows // 100_000 % 100_000], D.DIGITS[5][rows % 100_000]
     cols, empty = {"line_id": _Col(_strings(lid))}, _pick(rng, n, EMPTY_LINE_ID)
     cols["line_id"].put(empty, pa.repeat("", len(empty)))
@@ -447,7 +471,7 @@ def _block(seed: int, block: int, truth: bool = False) -> pa.Table:
     src = src[src[src]]  # a re-export of a re-export copies the original
     bad_enum, bad_date = _pick(rng, n, BAD_ENUM), _pick(rng, n, BAD_DATE)
     cols, secs, empty = _lines(rng, n, first, codes, ri, bad_enum, bad_date)
-    ident, dk, inv = _identity(rng, n, org, quality, ri)
+    ident, dk, inv = _identity(rng, n, org, quality, ri, _person(seed, first + np.arange(n)))
     maps = {c: np.arange(n) for c in ("doc_type", "doc_number", "name", "address")}
     busy = np.zeros(n, bool)
     busy[np.concatenate([dup, src[dup], bad_enum, bad_date, empty])] = True
@@ -587,8 +611,8 @@ def write_base(path: str, lines: int, seed: int, encoding: str = "utf-8", chunk_
         if fmt == "parquet":  # a native buffer in front of the Python file: few GIL round trips
             with pa.BufferedOutputStream(pa.PythonFile(f, mode="w"), 1 << 24) as sink, pq.ParquetWriter(
                     sink, SCHEMA, compression="snappy", use_dictionary=_DICTIONARY, write_statistics=False) as out:
-                for chunk in chunks:
-                    out.write_table(chunk, row_group_size=max(len(chunk), 1))
+                for chunk in filter(len, chunks):  # 0 lines: a file with the schema and no row group
+                    out.write_table(chunk, row_group_size=len(chunk))
                     written += len(chunk)
         elif fmt == "avro":
             def records() -> Iterator[dict]:

@@ -260,3 +260,11 @@ def test_msisdn_is_normalised(policy):
 def test_reasons_follow_catalogue_order(policy):
     row = one(policy, doc_type="驾驶证", name="张", address="哈哈")
     assert row["reasons"] == sorted(row["reasons"], key=LINE_REASONS.index)
+
+
+@pytest.mark.parametrize("name", ["张某某", "某某公司"])
+def test_so_and_so_names_are_placeholders(policy, name):
+    kind = "ORGANIZATION" if name.endswith("公司") else "INDIVIDUAL"
+    fields = organisation(name=name) if kind == "ORGANIZATION" else person(name=name)
+    rows, _ = classify([fields], policy)
+    assert rows["L1"]["reasons"] == ["NAME_PLACEHOLDER"]

@@ -119,3 +119,9 @@ def test_buckets_are_stable_across_processes():
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert [int(x) for x in there.strip()[1:-1].split(",")] == here.tolist()
     assert set(np.unique(here)) == set(range(17))
+
+
+def test_malformed_numbers_are_left_out_of_cross_record_checks(policy):
+    junk = "1.10105E+17"
+    rows, _ = cross([person(line_id=f"J{i}", doc_number=junk, name=n) for i, n in enumerate(["张三", "李四"] * 4)], policy)
+    assert all(r["reasons"] == ["DOC_NUMBER_FORMAT"] and r["flags"] == [] for r in rows.values())

@@ -288,6 +288,10 @@ def classify_batch(
         0,
     ).astype(np.int8)  # index into IDENTITY_STATUSES
     terminated_line = _np(pc.equal(enums["status"], "TERMINATED"))
+    # Cross-record checks only count numbers shaped like a document number: a
+    # placeholder or spreadsheet junk (1.10105E+17) is shared by strangers.
+    malformed = (bits.value & _BIT["DOC_NUMBER_FORMAT"]) != 0
+    cross_number = pc.if_else(pa.array(malformed), pa.scalar(None, pa.string()), number)
     flag_bits = np.where(review, FLAG_BIT["DOC_TYPE_LABEL_REVIEW"], 0).astype(np.uint8)
     columns = {
         "line_id": line_id,
@@ -307,10 +311,10 @@ def classify_batch(
         "_src_file": col("_src_file"),
         "_src_row": col("_src_row"),
         "_updated_at": updated,
-        "_doc_key": keyed_hash(number, bytes.fromhex(salt)),
+        "_doc_key": keyed_hash(cross_number, bytes.fromhex(salt)),
         # The name key only matters beside a document number (DOC_NAME_CONFLICT).
         "_name_key": keyed_hash(
-            pc.if_else(number.is_valid(), name, pa.scalar(None, pa.string())), bytes.fromhex(salt)
+            pc.if_else(cross_number.is_valid(), name, pa.scalar(None, pa.string())), bytes.fromhex(salt)
         ),
         "_flag_bits": pa.array(flag_bits, pa.uint8()),
     }
