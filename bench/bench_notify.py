@@ -170,7 +170,8 @@ def bench_notify(ctx: Context) -> Section:
         "pipeline only = the Beam pipeline from construction to finish.",
         "the publish phases run from the first publish call to the last acknowledgement; ours includes the JSON "
         "encoding of the jobs and the history writes, the bare loop's messages are built before its clock starts.",
-        "this 2-core machine is shared with other work; rates vary by tens of percent between runs.",
+        "this 2-core machine is shared with other work; rates vary by tens of percent between runs. In the "
+        "Pub/Sub rows, others' CPU includes the emulator (a JVM) that both loops publish to.",
     ]
     return Section("notify", "Notify: jobs to files and to Pub/Sub", rows + p_rows, checks + p_checks, notes,
                    {"files": details, "publish": p_details})

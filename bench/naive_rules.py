@@ -100,18 +100,23 @@ def person_name(value) -> str | None:
 
 
 def msisdn(value) -> str | None:
-    """Digits of the number; +86 / 0086 / 86 (before an 11-digit mobile) dropped."""
+    """The national number; +86 / 0086 / 86 dropped, a fixed line's trunk 0 restored."""
     text = clean(value)
     if text is None:
         return None
     text = "".join(c for c in text if c == "+" or "0" <= c <= "9")
-    if text.startswith("+86"):
-        text = text[3:]
-    elif text.startswith("0086"):
-        text = text[4:]
-    elif len(text) == 13 and text.startswith("861") and text[3] in "3456789" and text.isdigit():
-        text = text[2:]
-    return text or None
+    for prefix in ("+86", "0086"):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+            break
+    else:
+        if text.startswith("86") and len(text) >= 11:
+            text = text[2:]
+        else:
+            return text or None
+    if not (text.startswith("1") and 11 <= len(text) <= 13 and text.isdigit()):
+        text = "0" + text
+    return text
 
 
 # --- dates (data contract; BAD_DATE) ---

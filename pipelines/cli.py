@@ -2,6 +2,7 @@
 
     backfill generate --lines N --seed S --out PATH
     backfill scan --base PATH --out DIR [--as-of YYYY-MM-DD]
+    backfill merge --base PATH --registrations PATH --keys FILE --out DIR [--vault DIR]
     backfill demo [--lines N] [--out DIR]
     backfill keys init|show|rotate|shred|retokenize --keys FILE ...
     backfill reveal --keys FILE --vault DIR --line-id ID --purpose TEXT
@@ -17,7 +18,9 @@ import sys
 COMMANDS = {
     "generate": ("pipelines.generate", "make a realistic synthetic subscriber base"),
     "scan": ("pipelines.scan", "classify every line's identity under the policy"),
+    "notify": ("pipelines.notify", "plan a campaign wave's SMS, call and announcement jobs; record receipts"),
     "demo": ("pipelines.demo", "run the whole loop on the embedded default"),
+    "merge": ("pipelines.merge", "merge registration events into the base: tokens, masks, vault"),
     "keys": ("pipelines.keys", "keyset init / show / rotate / shred / retokenize"),
     "reveal": ("pipelines.reveal", "decrypt one line from the vault for a stated purpose, on record"),
 }

@@ -25,6 +25,7 @@ __all__ = [
     "parse_as_of",
     "run_main",
     "remove_tree",
+    "write_dead_letters",
 ]
 
 LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
@@ -85,9 +86,27 @@ def remove_tree(path: str) -> None:
         log.debug("could not remove %s", path)
 
 
+def write_dead_letters(dead, path_prefix: str):
+    """Dead-letter tables -> one JSON Lines file (``PREFIX-00000-of-00001.jsonl``), a row per line."""
+    import json
+
+    import apache_beam as beam
+
+    def rows(table):
+        for row in table.to_pylist():
+            yield json.dumps(row, ensure_ascii=False, sort_keys=False)
+
+    return (
+        dead
+        | "DeadLettersToJson" >> beam.FlatMap(rows)
+        | "WriteDeadLetters" >> beam.io.WriteToText(path_prefix, file_name_suffix=".jsonl", num_shards=1)
+    )
+
+
 def _user_message(exc: BaseException) -> str | None:
     """The one-line message of a user-facing error anywhere in the chain."""
     from pipelines.readers import InputError
+    from transforms.campaign import CampaignError
     from transforms.keyset import KeysetError
     from transforms.policy import PolicyError
     from transforms.vault import VaultError
@@ -95,7 +114,7 @@ def _user_message(exc: BaseException) -> str | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (UserError, InputError, PolicyError, KeysetError, VaultError)):
+        if isinstance(exc, (UserError, InputError, PolicyError, KeysetError, VaultError, CampaignError)):
             return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         exc = exc.__cause__ or exc.__context__
     return None
@@ -104,7 +123,7 @@ def _user_message(exc: BaseException) -> str | None:
 def _beam_wrapped(exc: BaseException) -> str | None:
     """Beam re-raises worker errors as new exceptions whose text holds the original."""
     text = str(exc)
-    for marker in ("InputError: ", "PolicyError: ", "UserError: ", "KeysetError: ", "VaultError: ",
+    for marker in ("InputError: ", "PolicyError: ", "UserError: ", "KeysetError: ", "VaultError: ", "CampaignError: ",
                    "AuthenticationFailed: ", "UnknownLine: "):
         if marker in text:
             return text.split(marker, 1)[1].splitlines()[0]

@@ -255,6 +255,9 @@ def test_msisdn_is_normalised(policy):
     assert one(policy, msisdn="+86 138-0013-8000")["msisdn"] == "13800138000"
     assert one(policy, msisdn="0086 13800138000")["msisdn"] == "13800138000"
     assert one(policy, msisdn="010-6552 9988")["msisdn"] == "01065529988"
+    # A fixed number written with +86 regains its trunk 0.
+    assert one(policy, msisdn="+86 10 6552 9988")["msisdn"] == "01065529988"
+    assert one(policy, msisdn="+86 (755) 1234-5678")["msisdn"] == "075512345678"
 
 
 def test_reasons_follow_catalogue_order(policy):

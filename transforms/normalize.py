@@ -163,24 +163,29 @@ def normalize_enum(values) -> pa.Array:
 
 
 def normalize_msisdn(values) -> pa.Array:
-    """Digits of the number: separators dropped, +86 / 0086 / 86 prefix removed.
+    """The national number: separators dropped, +86 / 0086 / 86 removed.
 
-    Fixed lines keep their trunk ``0``. Validity per channel is the notify
-    step's business (domain.md section 3), not the scan's.
+    Fixed lines keep (or, after a country code, regain) their trunk ``0``:
+    ``+86 10 6552 9988`` becomes ``01065529988`` (domain.md section 3).
+    Validity per channel is the notify step's business, not the scan's.
     """
     values = clean_text(values)
     values = _subset(values, rows_with_bytes(values, _not_digit), lambda v: pc.replace_substring_regex(v, r"[^0-9+]", ""))
-    # Country prefixes: +86, 0086, or a bare 86 before an 11-digit mobile number.
-    values = _subset(values, rows_with_bytes(values, _plus), lambda v: pc.replace_substring_regex(v, r"^\+86", ""))
-    prefixed = pc.fill_null(pc.or_(pc.starts_with(values, "0086"), pc.starts_with(values, "86")), False)
-    values = _subset(values, prefixed.to_numpy(zero_copy_only=False), lambda v: pc.replace_substring_regex(
-        pc.replace_substring_regex(v, r"^0086", ""), r"^86(1[3-9]\d{9})$", r"\1"))
+    international = pc.fill_null(pc.match_substring_regex(values, r"^(?:\+86|0086|86\d{9,})"), False)
+    international = international.to_numpy(zero_copy_only=False)
+    values = _subset(values, international, _national)
     return _empty_to_null(values)
+
+
+def _national(values: pa.Array) -> pa.Array:
+    """Numbers that carried a country code, in national form."""
+    values = pc.replace_substring_regex(values, r"^(?:\+86|0086|86)", "")
+    mobile = pc.match_substring_regex(values, r"^1\d{10,12}$")  # mobile, data card and IoT numbers
+    trunk = pc.binary_join_element_wise("0", values, "")
+    return pc.if_else(pc.fill_null(mobile, True), values, trunk)
 
 
 def _not_digit(buf: np.ndarray) -> np.ndarray:
     return (buf < 0x30) | (buf > 0x39)
 
 
-def _plus(buf: np.ndarray) -> np.ndarray:
-    return buf == 0x2B

@@ -29,12 +29,13 @@ from transforms.crossrecord import bucket_of
 from transforms.metrics import SumCounts, counter
 from transforms.notify import PLAN_COLUMNS, PlanContext, plan_lines, sum_regions
 from transforms.notify_jobs import KEY, announcement_rows, finish_jobs, keys_of, with_job_ids
-from transforms.notify_schedule import EPOCH, Schedule, day_bounds
+from transforms.notify_schedule import Schedule, day_bounds
 from transforms.shuffle import BUCKET, ArrowGroupByBucket
 
-__all__ = ["BuildNotificationJobs", "NotifyOutputs", "SummariseJobs"]
+__all__ = ["BuildNotificationJobs", "NotifyOutputs"]
 
 LINE_CHANNELS = ("sms", "call")
+JOB_BATCH = 65_536
 
 
 class NotifyOutputs(typing.NamedTuple):
@@ -129,16 +130,22 @@ class _PlanFn(beam.DoFn):
             lines, self._ctx, registered=registered.column("line_id") if registered is not None else None,
             history=parts.get("history"), receipts=parts.get("receipts"), suppressed=self._suppressed)
         yield beam.pvalue.TaggedOutput("counts", {"plan": plan.counts})
+        for outcome, n in plan.counts["outcomes"].items():
+            if n:
+                counter(f"lines_{outcome}").inc(n)
         yield beam.pvalue.TaggedOutput("regions", plan.regions)
         channels = plan.jobs.column("channel")
         for channel in LINE_CHANNELS:
             jobs = plan.jobs.filter(pc.equal(channels, channel))
             if jobs.num_rows == 0:
                 continue
-            jobs = with_job_ids(jobs, self._ctx.campaign_id, self._ctx.wave, channel)
             self._jobs[channel].inc(jobs.num_rows)
-            yield beam.pvalue.TaggedOutput("keys", jobs.select(["channel", KEY]))
-            yield jobs
+            # A shuffled bucket can hold hundreds of thousands of lines: render and write in
+            # tables of at most JOB_BATCH rows, which stay in the CPU caches (and make smaller files).
+            for start in range(0, jobs.num_rows, JOB_BATCH):
+                part = with_job_ids(jobs.slice(start, JOB_BATCH), self._ctx.campaign_id, self._ctx.wave, channel)
+                yield beam.pvalue.TaggedOutput("keys", part.select(["channel", KEY]))
+                yield part
 
 
 class _ConcatTables(beam.CombineFn):
@@ -166,10 +173,10 @@ def _day_bounds(keys: pa.Table | None, used: list, caps: dict, first_day: dt.dat
     bounds = {}
     if keys is None:
         return bounds
-    channels = keys.column("channel").to_numpy(zero_copy_only=False)
-    for channel in np.unique(channels):
-        mine = keys.filter(pa.array(channels == channel)).column(KEY)
-        bounds[str(channel)] = day_bounds(keys_of(mine), caps[channel], loads.get(str(channel)), first_day)
+    channels = keys.column("channel")
+    for channel in pc.unique(channels).to_pylist():
+        mine = keys.filter(pc.equal(channels, channel)).column(KEY)
+        bounds[channel] = day_bounds(keys_of(mine), caps[channel], loads.get(channel), first_day)
     return bounds
 
 
@@ -189,6 +196,7 @@ class _AnnounceFn(beam.DoFn):
                                                   "lines_without_region": no_region or 0})
         table = table.filter(pc.invert(sent))
         if table.num_rows:
+            counter("jobs_announcement").inc(table.num_rows)
             yield table
 
 
@@ -284,63 +292,3 @@ class BuildNotificationJobs(beam.PTransform):
         counts = (tuple(count_parts) | "FlattenCounts" >> beam.Flatten()
                   | "SumCounts" >> beam.CombineGlobally(SumCounts()))
         return NotifyOutputs(jobs.sms, jobs.call, jobs.announcement, counts)
-
-
-class SummariseJobs(beam.PTransform):
-    """Jobs by channel, region and send day (with SMS segments and cost), and a few samples.
-
-    Apply to a dict ``{channel: PCollection of job tables}``; yields one dict.
-    """
-
-    def __init__(self, samples: int = 3):
-        super().__init__()
-        self._samples = samples
-
-    def expand(self, jobs: dict):
-        parts = [pcoll | f"Summarise{name.title()}" >> beam.Map(_summary, name, self._samples)
-                 for name, pcoll in sorted(jobs.items())]
-        return tuple(parts) | "FlattenSummaries" >> beam.Flatten() | "MergeSummaries" >> beam.CombineGlobally(
-            _MergeSummaries(self._samples))
-
-
-def _summary(table: pa.Table, channel: str, samples: int) -> dict:
-    if channel == "sms":
-        table = table.append_column("_n", pa.array(np.ones(table.num_rows, np.int64)))
-        agg = [("_n", "sum"), ("segments", "sum"), ("cost", "sum")]
-    else:
-        table = table.append_column("_n", pa.array(np.ones(table.num_rows, np.int64)))
-        agg = [("_n", "sum")]
-    region = table.column("region") if "region" in table.column_names else pa.nulls(table.num_rows, pa.string())
-    table = table.set_column(table.schema.get_field_index("region"), "region", pc.fill_null(region, "-"))
-    grouped = table.group_by(["region", "send_day"], use_threads=False).aggregate(agg).to_pylist()
-    rows = {f"{channel}|{g['region']}|{g['send_day'].isoformat()}": [
-        g["_n_sum"], g.get("segments_sum") or 0, g.get("cost_sum") or 0.0] for g in grouped}
-    text = "script" if channel == "call" else "text"
-    keep = ["job_id", "msisdn_masked", text] if channel != "announcement" else ["job_id", "region", text]
-    head = table.sort_by("job_id").slice(0, samples).select(keep).to_pylist()
-    return {"rows": rows, "samples": {channel: head}}
-
-
-class _MergeSummaries(beam.CombineFn):
-    def __init__(self, samples: int):
-        self._samples = samples
-
-    def create_accumulator(self):
-        return {"rows": {}, "samples": {}}
-
-    def add_input(self, acc, item):
-        for key, values in item["rows"].items():
-            acc["rows"][key] = [a + b for a, b in zip(acc["rows"].get(key, [0, 0, 0.0]), values)]
-        for channel, head in item["samples"].items():
-            merged = sorted(acc["samples"].get(channel, []) + head, key=lambda r: r["job_id"])
-            acc["samples"][channel] = merged[: self._samples]
-        return acc
-
-    def merge_accumulators(self, accs):
-        out = self.create_accumulator()
-        for acc in accs:
-            self.add_input(out, acc)
-        return out
-
-    def extract_output(self, acc):
-        return acc

@@ -16,13 +16,14 @@ JSON payload of each Pub/Sub message.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["avro_file", "json_messages", "varints"]
+__all__ = ["avro_file", "write_avro", "json_messages", "varints"]
 
 BLOCK_RECORDS = 32_768
 _EMPTY = pa.scalar(b"", pa.binary())
@@ -83,36 +84,67 @@ def _encode(column, avro_type) -> pa.Array:
         branch = avro_type.index("null")
         value = pc.binary_join_element_wise(pa.scalar(bytes([2 * (1 - branch)]), pa.binary()), _plain(column), _EMPTY)
         return pc.if_else(pc.is_valid(column), value, pa.scalar(bytes([2 * branch]), pa.binary()))
+    if pa.types.is_date(column.type) or pa.types.is_timestamp(column.type):  # a few days per batch
+        distinct = pc.unique(column)
+        return _plain(distinct).take(pc.index_in(column, value_set=distinct))
     return _plain(column)
 
 
+def _constant(column) -> pa.Scalar | None:
+    """The column's one value when every row holds it (campaign, channel, wave, locale ...)."""
+    if len(column) == 0 or column.null_count or pa.types.is_floating(column.type):
+        return None
+    bounds = pc.min_max(column)
+    low, high = bounds["min"], bounds["max"]
+    return low if low.is_valid and low == high else None
+
+
 def _records(table: pa.Table, schema: dict) -> pa.Array:
-    parts = [_encode(table.column(f["name"]), f["type"]) for f in schema["fields"]]
-    return pc.binary_join_element_wise(*parts, _EMPTY) if len(parts) > 1 else parts[0]
+    parts = []
+    for field in schema["fields"]:
+        column = table.column(field["name"])
+        same = _constant(column)
+        if same is not None:  # encode once; the join repeats it
+            parts.append(pa.scalar(_encode(pa.array([same.as_py()], column.type), field["type"])[0].as_py(),
+                                   pa.binary()))
+        else:
+            parts.append(_encode(column, field["type"]))
+    if len(parts) == 1:
+        parts.append(_EMPTY)
+    return pc.binary_join_element_wise(*parts, _EMPTY)
 
 
-def _data(records: pa.Array) -> bytes:
+def _data(records: pa.Array) -> pa.Buffer:
     offsets = np.frombuffer(records.buffers()[1], np.int32)[records.offset: records.offset + len(records) + 1]
-    return records.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
+    return records.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
-def avro_file(table: pa.Table, schema: dict, name: str = "") -> bytes:
-    """A whole Avro object container file (codec null) holding every row of ``table``.
+def write_avro(handle, table: pa.Table, schema: dict, name: str = "") -> None:
+    """Write an Avro object container file (codec null) of every row of ``table`` to ``handle``.
 
     The sync marker is derived from ``name``, so the same rows under the same
-    name give the same bytes (re-runs compare equal).
+    name give the same bytes (re-runs compare equal). Blocks are written
+    straight from Arrow's buffers, without copies.
     """
     sync = hashlib.sha256(f"avro-sync:{name}".encode()).digest()[:16]
     meta = {"avro.schema": json.dumps(schema, ensure_ascii=False).encode(), "avro.codec": b"null"}
     head = [b"Obj\x01", _long(len(meta))]
     for key, value in meta.items():
         head += [_long(len(key)), key.encode(), _long(len(value)), value]
-    out = [b"".join(head), _long(0), sync]
+    handle.write(b"".join([*head, _long(0), sync]))
     for start in range(0, table.num_rows, BLOCK_RECORDS):
         part = table.slice(start, BLOCK_RECORDS)
         data = _data(_records(part, schema))
-        out += [_long(part.num_rows), _long(len(data)), data, sync]
-    return b"".join(out)
+        handle.write(_long(part.num_rows) + _long(data.size))
+        handle.write(memoryview(data))
+        handle.write(sync)
+
+
+def avro_file(table: pa.Table, schema: dict, name: str = "") -> bytes:
+    """The whole Avro file as bytes (see :func:`write_avro`)."""
+    sink = io.BytesIO()
+    write_avro(sink, table, schema, name)
+    return sink.getvalue()
 
 
 def _long(value: int) -> bytes:
@@ -135,6 +167,15 @@ def _by_distinct(column: pa.Array, encode) -> pa.Array:
     return encode(distinct).take(pc.index_in(column, value_set=distinct))
 
 
+def _iso(values: pa.Array) -> pa.Array:
+    """RFC 3339 UTC text: whole seconds as ``...T08:00:00Z``, else with microseconds."""
+    values = values.cast(pa.timestamp("us", tz="UTC"))
+    try:
+        return pc.strftime(values.cast(pa.timestamp("s", tz="UTC")), "%Y-%m-%dT%H:%M:%SZ")
+    except pa.ArrowInvalid:  # fractional seconds somewhere
+        return pc.strftime(values, "%Y-%m-%dT%H:%M:%SZ")
+
+
 def _json_value(column) -> pa.Array:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
@@ -142,8 +183,7 @@ def _json_value(column) -> pa.Array:
     if pa.types.is_string(t):
         return _json_string(column)
     if pa.types.is_timestamp(t):
-        return _by_distinct(column, lambda v: _json_string(
-            pc.strftime(pc.cast(v, pa.timestamp("s", tz="UTC")), "%Y-%m-%dT%H:%M:%SZ")))
+        return _by_distinct(column, lambda v: _json_string(_iso(v)))
     if pa.types.is_date(t):
         return _by_distinct(column, lambda v: _json_string(pc.cast(v, pa.string())))
     if pa.types.is_boolean(t):

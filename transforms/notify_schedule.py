@@ -97,7 +97,7 @@ def day_bounds(keys: np.ndarray, cap: int, used: Mapping[dt.date, int] | None = 
     if cap < 1:
         raise ValueError("cap must be at least 1")
     used = used or {}
-    ordered = np.sort(np.asarray(keys, KEY_DTYPE))
+    ordered = _sorted(np.asarray(keys, KEY_DTYPE))
     bounds, total, k = [], 0, 0
     while True:
         day = first_day + dt.timedelta(days=k) if first_day else None
@@ -107,6 +107,18 @@ def day_bounds(keys: np.ndarray, cap: int, used: Mapping[dt.date, int] | None = 
         bounds.append(ordered[total])
         k += 1
     return np.array(bounds, KEY_DTYPE)
+
+
+def _sorted(keys: np.ndarray) -> np.ndarray:
+    """Keys in byte order; sorting 64-bit integers is ~10x faster than 16-byte strings."""
+    if len(keys) < 2:
+        return keys.copy()
+    words = np.frombuffer(np.ascontiguousarray(keys).tobytes(), ">u8").reshape(-1, 2)
+    order = np.argsort(words[:, 0], kind="stable")
+    high = words[order, 0]
+    if (high[1:] == high[:-1]).any():  # equal first halves (about 1 in 10^8 pairs): sort on both
+        order = np.lexsort((words[:, 1], words[:, 0]))
+    return keys[order]
 
 
 def assign_days(keys: np.ndarray, bounds: np.ndarray) -> np.ndarray:

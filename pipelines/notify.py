@@ -1,0 +1,283 @@
+"""backfill notify: plan a campaign wave's SMS, call and announcement jobs; record receipts.
+
+    backfill notify --classified out/scan --campaign examples/campaign.yaml --wave 1 --out out/notify \\
+        [--dry-run] [--topic projects/P/topics/T] [--registered out/merge] [--suppress dnd.txt] [--as-of D]
+    backfill notify --receipts 'receipts/*.csv' --out out/notify
+    backfill notify --receipts-subscription projects/P/subscriptions/S --out out/notify
+    python -m pipelines.notify ... --runner DataflowRunner --project P --region R \\
+        --temp_location gs://bucket/tmp --setup_file ./setup.py
+
+Writes ``OUT/jobs/{sms,call,announcement}/*.avro`` (or publishes them to
+``--topic``), ``OUT/history/`` (what was handed over, and receipts) and
+``OUT/manifest.json`` (also kept as ``OUT/runs/RUN.json``). ``--dry-run``
+writes and sends nothing: it prints the jobs by channel, region and send day,
+SMS segments, the estimated cost and sample messages.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
+from pipelines.common import remove_tree, run_main, runner_name
+from pipelines.manifest import Timer, read_json, write_json
+from pipelines.notify_io import HISTORY_JOBS, HISTORY_RECEIPTS, ReadTables, WriteJobFiles, classified_splits
+from pipelines.notify_io import history_splits, read_suppress, registered_splits
+from pipelines.notify_pubsub import SUBSCRIPTION_RE, TOPIC_RE, PublishJobs, check_topic
+from pipelines.notify_report import format_dry_run, format_receipts, format_result
+from transforms.campaign import load_campaign
+from transforms.deadletter import DeadLetterContext
+from transforms.metrics import merge_counts
+from transforms.notify import OUTCOMES
+from transforms.notify_beam import BuildNotificationJobs
+from transforms.notify_summary import SummariseJobs
+
+log = logging.getLogger("backfill.notify")
+ROWS_PER_BUCKET = 500_000
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="backfill notify", description=__doc__.splitlines()[0])
+    p.add_argument("--classified", help="the scan's --out folder (reads its classified/)")
+    p.add_argument("--campaign", help="campaign file (YAML)")
+    p.add_argument("--wave", type=int, help="wave number of the campaign to plan")
+    p.add_argument("--out", required=True, help="output folder: jobs, history, manifest (local or gs://)")
+    p.add_argument("--dry-run", action="store_true", help="write and send nothing; print counts, cost, samples")
+    p.add_argument("--topic", help="publish jobs to this Pub/Sub topic (projects/P/topics/T) instead of files")
+    p.add_argument("--registered", help="merged base (backfill merge --out, or its base/), or a list of line ids")
+    p.add_argument("--suppress", help="do-not-SMS numbers, one per line")
+    p.add_argument("--as-of", type=parse_as_of, default=None, help="today's date for the plan (default: today)")
+    p.add_argument("--receipts", action="append", help="delivery receipts (CSV or JSON Lines; file, folder, glob)")
+    p.add_argument("--receipts-subscription", help="pull delivery receipts from projects/P/subscriptions/S")
+    p.add_argument("--samples", type=int, default=3, help="rendered samples per template in the dry run")
+    p.add_argument("--show-regions", type=int, default=20, help="regions in the dry run's table (0: all)")
+    p.add_argument("--shuffle-buckets", type=int, default=None, help="buckets of the line shuffle")
+    p.add_argument("--spill", choices=["auto", "on", "off"], default="auto", help="spill shuffles to files")
+    p.add_argument("--publish-batch", type=int, default=1000, help="Pub/Sub messages per publish request")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _check_args(args) -> bool:
+    """Returns True when a wave is to be planned."""
+    planning = any(v is not None for v in (args.classified, args.campaign, args.wave))
+    receipts = bool(args.receipts or args.receipts_subscription)
+    if not planning and not receipts:
+        raise UserError("give --classified, --campaign and --wave to plan a wave, or --receipts to record receipts")
+    if planning:
+        for flag, value in (("--classified", args.classified), ("--campaign", args.campaign), ("--wave", args.wave)):
+            if value is None:
+                raise UserError(f"{flag} is required to plan a wave")
+    if args.dry_run and receipts:
+        raise UserError("--dry-run records nothing: record receipts in a run of their own")
+    if args.topic and not TOPIC_RE.match(args.topic):
+        raise UserError(f"--topic {args.topic!r} is not projects/PROJECT/topics/TOPIC")
+    if args.receipts_subscription and not SUBSCRIPTION_RE.match(args.receipts_subscription):
+        raise UserError(f"--receipts-subscription {args.receipts_subscription!r} is not "
+                        "projects/PROJECT/subscriptions/SUBSCRIPTION")
+    return planning
+
+
+def _record_receipts(args, out: str, ctx: DeadLetterContext) -> dict:
+    import pyarrow as pa
+
+    from pipelines.notify_pubsub import ack, pull_receipts
+    from pipelines.notify_receipts import read_receipt_files, record_receipts
+
+    tables, acks = [], []
+    if args.receipts:
+        tables.append(read_receipt_files(args.receipts))
+    if args.receipts_subscription:
+        records, acks = pull_receipts(args.receipts_subscription)
+        source = args.receipts_subscription
+        tables.append(pa.table({
+            **{c: pa.array([r[c] for r in records], pa.string()) for c in ("job_id", "status", "at")},
+            "_src_file": pa.array([source] * len(records), pa.string()),
+            "_src_row": pa.array([r["_src_row"] for r in records], pa.int64())}))
+    counts = record_receipts(out, pa.concat_tables(tables), ctx)
+    if acks:  # only now: the receipts are in the history
+        ack(args.receipts_subscription, acks)
+    return counts
+
+
+def _finish_counts(counts: dict, summary: dict, stats: list) -> dict:
+    total: dict = {}
+    stats = [dict(s) for s in stats]
+    spans = [s.pop("publish") for s in stats if "publish" in s]  # times: min and max, not sums
+    for part in [counts, *stats]:
+        merge_counts(total, part)
+    if spans:
+        total["publish"] = {"messages": sum(s["messages"] for s in spans), "first": min(s["first"] for s in spans),
+                            "last": max(s["last"] for s in spans)}
+    total["summary"] = summary
+    return total
+
+
+def _write_result(result: dict, path: str) -> None:
+    write_json(path, result)
+
+
+def build_pipeline(p, *, campaign, wave, first_day, splits, registered, history, receipts, suppressed,
+                   n_buckets, spill_dir, samples):
+    """Wire reads and BuildNotificationJobs; returns (NotifyOutputs, summary PCollection)."""
+    inputs = {"lines": p | "ReadClassified" >> ReadTables(splits)}
+    if registered:
+        inputs["registered"] = p | "ReadRegistered" >> ReadTables(registered)
+    if history:
+        inputs["history"] = p | "ReadHistory" >> ReadTables(history)
+    if receipts:
+        inputs["receipts"] = p | "ReadReceipts" >> ReadTables(receipts)
+    outputs = inputs | "BuildNotificationJobs" >> BuildNotificationJobs(
+        campaign, wave, first_day, suppressed=suppressed, n_buckets=n_buckets, spill_dir=spill_dir)
+    jobs = {"sms": outputs.sms, "call": outputs.call, "announcement": outputs.announcement}
+    summary = jobs | "SummariseJobs" >> SummariseJobs(samples) if samples is not None else \
+        p | "NoSummary" >> beam.Create([{}])
+    return outputs, jobs, summary
+
+
+def run(argv=None) -> dict:
+    """Run notify; returns its manifest (with the jobs summary under ``summary``)."""
+    args, beam_args = parser().parse_known_args(argv)
+    planning = _check_args(args)
+    timer = Timer()
+    out = args.out.rstrip("/")
+    run_id, started = new_run("notify")
+    ctx = DeadLetterContext("notify", run_id, started)
+    manifest: dict = {"step": "notify", "run_id": run_id, "started": started}
+    if planning:  # every check before anything is recorded or sent
+        campaign = load_campaign(args.campaign)
+        wave = campaign.wave(args.wave)
+        as_of = args.as_of or parse_as_of(None)
+        first_day = max(wave.start, as_of)
+        options = beam_options(beam_args)
+        splits, rows = classified_splits(args.classified)
+        registered, registered_rows = registered_splits(args.registered) if args.registered else ([], 0)
+        suppressed = read_suppress(args.suppress) if args.suppress else None
+        if args.topic:
+            check_topic(args.topic)
+    if args.receipts or args.receipts_subscription:
+        manifest["receipts"] = _record_receipts(args, out, ctx)
+        timer.mark("receipts_seconds")
+        _remove_tmp(out, run_id)
+        if not planning:
+            manifest.update({"mode": "receipts", "outputs": {"history": FileSystems.join(out, *HISTORY_RECEIPTS)},
+                             "timings": timer.as_dict()})
+            _save(out, run_id, manifest)
+            return manifest
+    history = history_splits(out, HISTORY_JOBS)
+    receipts = history_splits(out, HISTORY_RECEIPTS)
+    mode = "dry-run" if args.dry_run else ("pubsub" if args.topic else "files")
+    tmp = tempfile.mkdtemp(prefix="notify-") if args.dry_run else FileSystems.join(out, "_tmp", run_id)
+    spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(options))
+    n_buckets = args.shuffle_buckets or max(1, math.ceil((rows + registered_rows) / ROWS_PER_BUCKET))
+    log.info("notify %s: campaign %s wave %d, %s classified lines, mode %s, runner %s", run_id,
+             campaign.campaign_id, wave.wave, f"{rows:,}", mode, runner_name(options))
+    result_path = FileSystems.join(tmp, "result.json")
+    try:
+        with beam.Pipeline(options=options) as p:
+            outputs, jobs, summary = build_pipeline(
+                p, campaign=campaign, wave=wave.wave, first_day=first_day, splits=splits, registered=registered,
+                history=history, receipts=receipts, suppressed=suppressed, n_buckets=n_buckets,
+                spill_dir=FileSystems.join(tmp, "shuffle") if spill else None,
+                samples=args.samples if args.dry_run else None)  # the table and samples are the dry run's
+            if args.dry_run:
+                stats = p | "NoHandOver" >> beam.Create([])
+            elif args.topic:
+                stats = jobs | "PublishJobs" >> PublishJobs(args.topic, out, run_id, max_messages=args.publish_batch)
+            else:
+                stats = jobs | "WriteJobFiles" >> WriteJobFiles(out, f"{campaign.campaign_id}-w{wave.wave}", run_id)
+            (outputs.counts
+             | "Finish" >> beam.Map(_finish_counts, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(stats))
+             | "WriteResult" >> beam.Map(_write_result, result_path))
+        timer.mark("pipeline_seconds")
+        result = read_json(result_path)
+    finally:
+        if args.dry_run:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            _remove_tmp(out, run_id)
+    manifest.update(_manifest(args, campaign, wave, first_day, as_of, mode, out, rows, result, options, timer))
+    if not args.dry_run:
+        _save(out, run_id, manifest)
+    manifest["summary"] = result.get("summary", {})
+    return manifest
+
+
+def _manifest(args, campaign, wave, first_day, as_of, mode, out, rows, result, options, timer) -> dict:
+    plan = result.get("plan", {})
+    outcomes = plan.get("outcomes", {})
+    jobs = {c: result.get("jobs", {}).get(c, 0) for c in ("sms", "call", "announcement")}
+    handed = result.get("handed_over", {})
+    decided = sum(outcomes.get(o.lower(), 0) for o in OUTCOMES[1:])
+    balanced = plan.get("targeted", 0) == decided and (
+        mode == "dry-run" or all(handed.get(c, 0) == n for c, n in jobs.items()))
+    timings = timer.as_dict()
+    publish = result.get("publish")
+    if publish and publish.get("messages"):
+        seconds = max(publish["last"] - publish["first"], 1e-9)
+        timings["publish"] = {"messages": publish["messages"], "seconds": round(seconds, 3),
+                              "messages_per_second": round(publish["messages"] / seconds)}
+    zone_hours = f"{campaign.quiet_end:%H:%M}-{campaign.quiet_start:%H:%M}"
+    return {
+        "mode": mode,
+        "as_of": as_of.isoformat(),
+        "campaign": {"campaign_id": campaign.campaign_id, "source": campaign.source, "sha256": campaign.digest,
+                     "wave": wave.wave, "wave_start": wave.start.isoformat(), "first_day": first_day.isoformat(),
+                     "channels": list(wave.channels), "timezone": campaign.timezone, "allowed_hours": zone_hours,
+                     "locale": campaign.locale, "daily_cap": dict(campaign.daily_cap),
+                     "min_days_between": campaign.min_days_between},
+        "inputs": {"classified": args.classified, "classified_rows": rows, "registered": args.registered,
+                   "suppress": args.suppress},
+        "outputs": ({"topic": args.topic} if args.topic else {"jobs": FileSystems.join(out, "jobs")}) | {
+            "history": FileSystems.join(out, *HISTORY_JOBS)},
+        "counts": {**plan, "jobs": jobs, "announcements": jobs["announcement"],
+                   "announcements_already_sent": result.get("announcements_already_sent", 0),
+                   "lines_without_region": result.get("lines_without_region", 0),
+                   "segments": result.get("segments", 0), "cost": round(result.get("cost", 0.0), 4),
+                   "handed_over": handed, "files": result.get("files", {}), "balanced": balanced},
+        "by_day": result.get("by_day", {}),
+        "runner": runner_name(options),
+        "timings": timings,
+    }
+
+
+def _remove_tmp(out: str, run_id: str) -> None:
+    remove_tree(FileSystems.join(out, "_tmp", run_id))
+    if "://" not in out:  # and the _tmp folder itself, once no other run uses it
+        try:
+            os.rmdir(os.path.join(out, "_tmp"))
+        except OSError:
+            pass
+
+
+def _save(out: str, run_id: str, manifest: dict) -> None:
+    write_json(FileSystems.join(out, "runs", f"{run_id}.json"), manifest)
+    write_json(FileSystems.join(out, "manifest.json"), manifest)
+
+
+def main(argv=None) -> int:
+    def body(argv):
+        args, _ = parser().parse_known_args(argv)
+        manifest = run(argv)
+        if manifest.get("mode") == "receipts":
+            print(format_receipts(manifest["receipts"]))
+        elif args.dry_run:
+            print(format_dry_run(manifest, manifest["summary"], args.show_regions))
+        else:
+            print(format_result(manifest))
+        if manifest.get("counts") and not manifest["counts"].get("balanced"):
+            raise UserError("the counts do not add up; see the manifest")
+        return 0
+
+    return run_main("backfill notify", body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

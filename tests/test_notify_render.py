@@ -1,0 +1,120 @@
+"""SMS rendering: segment counts at the 70/71 and 160/161 boundaries, masks, vectorised templates.
+
+Expected counts are computed here from the rules of domain.md section 4, not
+taken from the code under test: GSM-7 160 in one part, 153 per part beyond;
+UCS-2 70 and 67; the signature counts with its 【】, which are not GSM-7.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from transforms.notify_render import Template, mask_numbers, segment_count, segments_of, sign, sms_units
+
+SIGNATURE = "某某通信"
+
+
+def expected_parts(length: int, gsm: bool) -> int:
+    single, multi = (160, 153) if gsm else (70, 67)
+    return 1 if length <= single else math.ceil(length / multi)
+
+
+@pytest.mark.parametrize("length", [1, 69, 70, 71, 134, 135, 201, 202])
+def test_ucs2_boundaries_without_signature(length):
+    text = "中" * length
+    assert sms_units(text) == ("UCS2", length)
+    assert segment_count(length, "UCS2") == expected_parts(length, gsm=False)
+    assert segment_count(70, "UCS2") == 1 and segment_count(71, "UCS2") == 2
+
+
+@pytest.mark.parametrize("length", [1, 159, 160, 161, 306, 307])
+def test_gsm7_boundaries_without_signature(length):
+    text = "a" * length
+    assert sms_units(text) == ("GSM7", length)
+    assert segment_count(length, "GSM7") == expected_parts(length, gsm=True)
+    assert segment_count(160, "GSM7") == 1 and segment_count(161, "GSM7") == 2
+
+
+@pytest.mark.parametrize("text_length", [63, 64, 65, 128, 129])
+def test_signature_counts_with_its_brackets_and_forces_ucs2(text_length):
+    head = sign(SIGNATURE)
+    assert head == "【某某通信】" and len(head) == 6
+    for body in ("a" * text_length, "中" * text_length):  # even plain ASCII text becomes UCS-2
+        encoding, units = sms_units(head + body)
+        assert encoding == "UCS2" and units == 6 + text_length
+        assert segment_count(units, encoding) == expected_parts(6 + text_length, gsm=False)
+
+
+def test_gsm7_extension_characters_count_two():
+    assert sms_units("a" * 159 + "€") == ("GSM7", 161)
+    assert segment_count(*reversed(sms_units("a" * 159 + "€"))) == 2
+    assert sms_units("a" * 158 + "{") == ("GSM7", 160)
+    assert sms_units("é" * 10)[0] == "GSM7" and sms_units("ê")[0] == "UCS2"  # é is in the table, ê is not
+
+
+def test_astral_characters_take_two_ucs2_units():
+    assert sms_units("😀" * 35) == ("UCS2", 70)
+    assert sms_units("😀" * 35 + "a") == ("UCS2", 71)
+
+
+def test_vectorised_segments_match_the_rule():
+    units = np.array([1, 70, 71, 134, 135, 160, 161, 306, 307])
+    for gsm in (True, False):
+        got = segments_of(units, np.full(len(units), gsm))
+        assert got.tolist() == [expected_parts(int(u), gsm) for u in units]
+
+
+def _rendered(template: Template, numbers: list[str]):
+    column = pa.array(numbers)
+    values = {"msisdn_masked": mask_numbers(column), "region": pa.array(["110105"] * len(numbers))}
+    text = template.render(values, len(numbers))
+    units, gsm = template.sms_lengths(values, len(numbers), text)
+    return text.to_pylist(), units, gsm
+
+
+def test_rendered_batch_straddles_the_70_71_boundary_with_signature():
+    # 【某某通信】 (6) + 53 + an 11-character mask = 70; a 13-digit IoT number's mask makes 72.
+    template = Template.compile("免" * 53 + "{msisdn_masked}", "sms", "zh-CN", {}, head=sign(SIGNATURE))
+    text, units, gsm = _rendered(template, ["13800138000", "1440075331530"])
+    assert [len(t) for t in text] == [70, 72] and units.tolist() == [70, 72] and not gsm.any()
+    assert segments_of(units, gsm).tolist() == [expected_parts(70, False), expected_parts(72, False)] == [1, 2]
+    assert text[0].startswith("【某某通信】") and text[0].endswith("138****8000")
+
+
+def test_rendered_batch_straddles_the_160_161_boundary_without_signature():
+    template = Template.compile("F" * 149 + "{msisdn_masked}", "sms", "en", {})
+    text, units, gsm = _rendered(template, ["13800138000", "1440075331530"])
+    assert units.tolist() == [160, 162] and gsm.all()
+    assert segments_of(units, gsm).tolist() == [expected_parts(160, True), expected_parts(162, True)] == [1, 2]
+
+
+def test_vectorised_render_equals_one_by_one():
+    constants = {"deadline": "2027年1月31日", "campaign_id": "c1", "wave": "2"}
+    template = Template.compile("{{注意}}号码{msisdn_masked}（{region}）请于{deadline}前办理，活动{campaign_id}-{wave}",
+                                "sms", "zh-CN", constants, head=sign(SIGNATURE))
+    numbers = ["13800138000", "01065529988", "1440075331530"]
+    text, units, gsm = _rendered(template, numbers)
+    masks = mask_numbers(pa.array(numbers)).to_pylist()
+    for got, mask, n in zip(text, masks, units):
+        assert got == template.render_one({"msisdn_masked": mask, "region": "110105"})
+        assert sms_units(got) == ("UCS2", n)
+    assert text[0] == "【某某通信】{注意}号码138****8000（110105）请于2027年1月31日前办理，活动c1-2"
+
+
+def test_odd_values_are_measured_one_by_one():
+    template = Template.compile("Hi {region}", "sms", "en", {})
+    values = {"region": pa.array(["110105", "北京"]), "msisdn_masked": pa.array(["", ""])}
+    text = template.render(values, 2)
+    units, gsm = template.sms_lengths(values, 2, text)
+    assert gsm.tolist() == [True, False] and units.tolist() == [9, 5]
+
+
+def test_masks_hide_the_middle_digits():
+    numbers = ["13800138000", "1440075331530", "01065529988", "075512345678", "12345", None]
+    masked = mask_numbers(pa.array(numbers)).to_pylist()
+    assert masked == ["138****8000", "144******1530", "010****9988", "075*****5678", "***45", None]
+    for number, mask in zip(numbers[:4], masked[:4]):
+        assert len(mask) == len(number) and set(mask[3:-4]) == {"*"} and number[3:-4] not in mask
