@@ -68,7 +68,7 @@ from transforms import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.deadletter import DeadLetterContext, dead_letter_table
 
 __all__ = ["InputError", "Split", "InputInfo", "BadRow", "RAW_SCHEMA", "plan_splits",
-           "read_split", "ReadSubscriberBase", "Contract", "BASE"]
+           "read_split", "ReadSubscriberBase", "Contract", "BASE", "PlanInPipeline"]
 
 CONTRACT: list[str] = field_names("subscriber_base")
 REQUIRED = ("line_id", "line_type", "subscriber_kind", "status")
@@ -275,6 +275,8 @@ def _check_sample(path: str, sample: bytes, codec: str) -> int:
 def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | None, int, list[int]]:
     """(column names, estimated rows, parquet row-group sizes) of one file.
     JSON Lines has no header: names are None (each object names its own)."""
+    if size == 0 and fmt == "jsonl":  # no events that day: a file of no lines
+        return None, 0, []
     if size == 0:
         raise InputError(f"{path}: empty file")
     try:
@@ -695,19 +697,42 @@ class _ReadSplitFn(beam.DoFn):
                     field=[b.field for b in bad], detail=[b.detail for b in bad]))
 
 
+@dataclasses.dataclass(frozen=True)
+class PlanInPipeline:
+    """Input paths that the pipeline's first step plans (``plan_splits`` on a
+    worker) instead of the launcher: for a launcher that reads no input file,
+    such as an offline Dataflow dry run or a launcher without read access to
+    the bucket. The splits are the same; a bad file fails the job, not the launch."""
+
+    paths: tuple[str, ...]
+    encoding: str = "utf-8"
+
+    def splits(self) -> list[Split]:
+        return plan_splits(list(self.paths), encoding=self.encoding)[0]
+
+    def info(self) -> InputInfo:
+        return plan_splits(list(self.paths), encoding=self.encoding)[1]
+
+
 class ReadSubscriberBase(beam.PTransform):
-    """splits -> DoOutputsTuple: 'raw' (pa.Table per batch, RAW_SCHEMA) and
-    'dead_letter' (dead-letter tables, reason ROW_MALFORMED). Counters in
-    namespace 'subreg': rows_read (every data row, raw or malformed), rows_malformed."""
+    """splits (or a PlanInPipeline) -> DoOutputsTuple: 'raw' (pa.Table per batch,
+    RAW_SCHEMA) and 'dead_letter' (dead-letter tables, reason ROW_MALFORMED).
+    Counters in namespace 'subreg': rows_read (every data row, raw or malformed), rows_malformed."""
 
     def __init__(self, splits: list[Split], dl_ctx: DeadLetterContext, encoding: str = "utf-8",
                  batch_size: int = 65_536, max_field_chars: int = 4096):
         super().__init__()
         _codec(encoding)
-        self._splits, self._fn = list(splits), _ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars)
+        self._splits = splits if isinstance(splits, PlanInPipeline) else list(splits)
+        self._fn = _ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars)
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Splits" >> beam.Create(self._splits)
+        if isinstance(self._splits, PlanInPipeline):
+            splits = (pbegin
+                      | "Paths" >> beam.Create([self._splits])
+                      | "PlanSplits" >> beam.FlatMap(PlanInPipeline.splits))
+        else:
+            splits = pbegin | "Splits" >> beam.Create(self._splits)
+        return (splits
                 | "Spread" >> beam.Reshuffle()
                 | "Read" >> beam.ParDo(self._fn).with_outputs("dead_letter", main="raw"))

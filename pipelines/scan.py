@@ -5,6 +5,12 @@
     python -m pipelines.scan --base 'exports/*.csv' --out gs://bucket/scan \\
         --runner DataflowRunner --project P --region R \\
         --temp_location gs://bucket/tmp --setup_file ./setup.py
+    python -m pipelines.scan --base gs://bucket/base/ --out gs://bucket/scan --estimated-rows 300000000 \\
+        --runner DataflowRunner ... --dry_run=True --no_auth --sdk_location=container   # offline job check
+
+``--estimated-rows N`` moves the planning of the base (listing files, reading
+footers and headers) from the launcher into the pipeline's first step; the
+dry run builds the Dataflow job and exits without reading or writing anything.
 
 Writes ``OUT/classified/`` (Parquet, the classified-line contract, no
 identity values), ``OUT/dead_letter/`` (JSON Lines, a reason each),
@@ -12,20 +18,19 @@ identity values), ``OUT/dead_letter/`` (JSON Lines, a reason each),
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import secrets
 import sys
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import TestOptions
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run
-from pipelines.common import parse_as_of, remove_tree, run_main, runner_name
+from pipelines.common import parse_as_of, remove_tree, run_main, runner_name, write_dead_letters
 from pipelines.manifest import Timer, read_json, write_json
-from pipelines.readers import ReadSubscriberBase, plan_splits
+from pipelines.readers import InputInfo, PlanInPipeline, ReadSubscriberBase, plan_splits
 from schemas import arrow_schema
 from transforms.deadletter import DeadLetterContext
 from transforms.policy import load_policy
@@ -46,23 +51,17 @@ def parser() -> ArgumentParser:
     p.add_argument("--shuffle-buckets", type=int, default=None, help="buckets of the cross-record shuffles (default: from the base size)")
     p.add_argument("--spill", choices=["auto", "on", "off"], default="auto",
                    help="spill shuffle payloads to files (auto: on for local runners)")
+    p.add_argument("--estimated-rows", type=int, default=None,
+                   help="plan the base inside the pipeline, not at launch, and size the shuffles for this many rows "
+                        "(the launcher reads no base file: an offline Dataflow dry run, a launcher without access)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
-def _write_dead_letters(dead, path_prefix: str):
-    def rows(table: pa.Table):
-        for row in table.to_pylist():
-            yield json.dumps(row, ensure_ascii=False, sort_keys=False)
-
-    return (
-        dead
-        | "DeadLettersToJson" >> beam.FlatMap(rows)
-        | "WriteDeadLetters" >> beam.io.WriteToText(path_prefix, file_name_suffix=".jsonl", num_shards=1)
-    )
-
-
-def _write_summary(counts: dict, path: str, header: dict) -> None:
+def _write_summary(counts: dict, path: str, header: dict, info: InputInfo | None = None) -> None:
+    if info is not None:  # planned inside the pipeline (--estimated-rows): the columns are known only now
+        header = {**header, "ignored_columns": info.ignored_columns,
+                  "missing_identity_columns": info.missing_identity_columns}
     malformed = counts.get("dead_letter_reasons", {}).get("ROW_MALFORMED", 0)
     rows_in = counts.get("rows_in", 0) + malformed
     classified = counts.get("classified", 0)
@@ -117,8 +116,15 @@ def run(argv=None) -> dict:
     timer = Timer()
     as_of = args.as_of or parse_as_of(None)
     policy = load_policy(args.policy)
-    splits, info = plan_splits(args.base, encoding=args.encoding)
+    if args.estimated_rows is None:
+        splits, info = plan_splits(args.base, encoding=args.encoding)
+    elif args.estimated_rows < 0:
+        raise UserError("--estimated-rows must be at least 0")
+    else:  # the pipeline plans the base; nothing is read here
+        splits, info = PlanInPipeline(tuple(args.base), args.encoding), InputInfo(args.base, [], [], args.estimated_rows)
     options = beam_options(beam_args)
+    # A Dataflow dry run (--dry_run=True) builds the job and runs nothing: no output is touched or read back.
+    dry_run = bool(options.view_as(TestOptions).dry_run)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     run_id, started = new_run("scan")
@@ -127,7 +133,7 @@ def run(argv=None) -> dict:
     spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(options))
     out = args.out.rstrip("/")
     spill_dir = FileSystems.join(out, "_shuffle", run_id) if spill else None
-    for folder in ("classified", "dead_letter"):
+    for folder in ("classified", "dead_letter") if not dry_run else ():
         remove_tree(FileSystems.join(out, folder))
     header = {
         "step": "scan",
@@ -137,10 +143,12 @@ def run(argv=None) -> dict:
         "ignored_columns": info.ignored_columns,
         "missing_identity_columns": info.missing_identity_columns,
     }
+    planned_here = isinstance(splits, list)
     log.info(
-        "scan %s: %d file(s), ~%s rows in %d split(s), %d bucket(s), runner %s, policy %s, as of %s",
-        run_id, len(info.files), f"{info.estimated_rows:,}", len(splits), n_buckets,
-        runner_name(options), policy.version, as_of,
+        "scan %s: %d %s, ~%s rows in %s, %d bucket(s), runner %s, policy %s, as of %s",
+        run_id, len(info.files), "file(s)" if planned_here else "path(s)", f"{info.estimated_rows:,}",
+        f"{len(splits)} split(s)" if planned_here else "splits planned in the pipeline",
+        n_buckets, runner_name(options), policy.version, as_of,
     )
     if info.ignored_columns:
         log.info("scan: ignoring column(s) beyond the contract: %s", ", ".join(info.ignored_columns))
@@ -157,12 +165,18 @@ def run(argv=None) -> dict:
                 schema=arrow_schema("classified_line"),
                 file_name_suffix=".parquet",
             )
-            _write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part"))
-            outputs.counts | "WriteSummary" >> beam.Map(_write_summary, summary_path, header)
+            write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part"))
+            planned = None
+            if isinstance(splits, PlanInPipeline):
+                planned = beam.pvalue.AsSingleton(
+                    p | "BaseFiles" >> beam.Create([splits]) | "PlanBase" >> beam.Map(PlanInPipeline.info))
+            outputs.counts | "WriteSummary" >> beam.Map(_write_summary, summary_path, header, planned)
     finally:
         if spill_dir:
             remove_tree(FileSystems.join(out, "_shuffle"))
     timer.mark("pipeline_seconds")
+    if dry_run:
+        return {"dry_run": True, "run_id": run_id, "runner": runner_name(options)}
     summary = read_json(summary_path)
     manifest = {
         "step": "scan",
@@ -196,6 +210,9 @@ def run(argv=None) -> dict:
 def main(argv=None) -> int:
     def body(argv):
         summary = run(argv)
+        if summary.get("dry_run"):
+            print(f"scan {summary['run_id']}: dry run on {summary['runner']}: the job was built, not run")
+            return 0
         print(format_summary(summary))
         return 0
 

@@ -1,0 +1,51 @@
+"""### backfill_campaign: a Decree 25 registration campaign, day by day
+
+Runs every morning (00:00 UTC, 08:00 in Beijing, when the campaign's quiet
+hours end) from wave 1's start to the campaign's deadline; outside those
+dates every step is skipped.
+
+1. **check_params**: resolves the settings (DAG params, else the Airflow
+   Variables `backfill_<name>`, else defaults; see `dags/backfill_config.py`),
+   checks the runner, the project's interpreter and the paths, and decides
+   what is due on the logical date. A bad setting fails here, in one line.
+2. **scan** (on wave 1's start only): classify the base as of that day.
+3. **notify** (one mapped run per wave starting that day): the wave's SMS,
+   call and announcement jobs, less lines the latest merge has registered.
+4. **merge** (every day): yesterday's registrations into the base as of today.
+
+Each step is `python -m pipelines.<step>` under the project's interpreter,
+launched by the Beam provider on `FnApiRunner` (local) or `DataflowRunner`.
+The logical date is every step's `--as-of` and names its output partition, so
+re-running a date rewrites the same outputs (notify finds its own history
+and sends nothing twice). A report step is added with one line in
+`backfill_config.STEPS` when `pipelines/report.py` exists.
+"""
+from __future__ import annotations
+
+import pendulum
+from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+from airflow.sdk import DAG
+from airflow.timetables.trigger import CronTriggerTimetable
+
+import backfill_config as cfg
+
+with DAG(
+    dag_id="backfill_campaign",
+    doc_md=__doc__,
+    schedule=CronTriggerTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # each day's merge starts from the day before's
+    default_args=cfg.DEFAULT_ARGS,
+    params=cfg.dag_params(),
+    tags=["subscriber-backfill", "decree-25", "beam"],
+) as dag:
+    plan = cfg.check_task("campaign", cfg.STEPS)()
+    previous = plan
+    for step in cfg.STEPS:
+        # Mapped over the launches due today: none -> skipped; later steps still run.
+        launch = BeamRunPythonPipelineOperator.partial(
+            task_id=step.name, py_file=step.module, py_options=["-m"], trigger_rule="none_failed",
+        ).expand_kwargs(cfg.due_task(step)(plan))
+        previous >> launch
+        previous = launch
