@@ -6,7 +6,8 @@
     backfill keys rotate --keys keys.json --vault [--vault-dir out/merge/vault [--retire-old]]
     backfill keys shred --keys keys.json --vault out/merge/vault --line-id L0001 [--line-id ...] \\
         [--reason "retention: terminated 2023-05-02"] [--actor NAME]
-    backfill keys retokenize ...   (needs the merged base: not available yet)
+    backfill keys retokenize --keys keys.json --base out/merge/base --vault out/merge/vault \\
+        --out out/retokenized [Beam flags...]
 
 Every change appends one JSON line, without secrets, to the keys audit log
 (default ``KEYS_DIR/audit/keys.jsonl``); ``shred`` also appends one line per
@@ -19,6 +20,11 @@ of the key table can be opened for those lines. The cost: every other copy of
 the vault (older merge outputs) becomes unreadable too. Do not run it while a
 merge writes the same vault. ``rotate --vault --vault-dir DIR --retire-old``
 completes an interrupted shred.
+
+``retokenize`` (after ``rotate --join``) rewrites a merged base's tokens under
+the primary join key from the vault's originals (``pipelines/retokenize.py``)
+and reports its coverage; it exits 1, listing the first failed lines, unless
+every tokenized line is covered.
 """
 from __future__ import annotations
 
@@ -190,12 +196,17 @@ def parser() -> ArgumentParser:
     shred.add_argument("--line-id", required=True, action="append", help="line to shred; repeatable")
     shred.add_argument("--reason", default=None, help="why (recorded in the shred log)")
     shred.add_argument("--shred-log", default=None, help="shred log (default: VAULT/../audit/shred.jsonl)")
-    command("retokenize", "move the base's tokens to the primary join key (needs a merged base)")
+    retok = command("retokenize", "rewrite a merged base's tokens under the primary join key; report coverage")
+    retok.add_argument("--base", required=True, help="merged base folder (backfill merge OUT/base)")
+    retok.add_argument("--vault", required=True, help="its vault folder (OUT/vault)")
+    retok.add_argument("--out", required=True, help="output folder: OUT/base, OUT/dead_letter, OUT/manifest.json")
     return p
 
 
 def _body(argv) -> int:
-    args = parser().parse_args(argv)
+    args, beam_args = parser().parse_known_args(argv)
+    if beam_args and args.action != "retokenize":
+        raise UserError(f"unrecognized arguments: {' '.join(beam_args)}")
     if args.action == "init":
         keyset = init_keyset(args.keys, force=args.force, actor=args.actor, audit_log=args.audit_log)
         print(f"created keyset {keyset.keyset_id} at {args.keys} (mode 0600): join key "
@@ -233,7 +244,29 @@ def _body(argv) -> int:
         print(f"shredded {len(done['lines'])} line(s) in {args.vault}; re-wrapped {done['rewrapped']:,} data keys "
               f"under {done['new_vault_key_version']}; retired {', '.join(done['retired_vault_key_versions'])}")
     else:
-        raise UserError("keys retokenize needs a merged base (backfill merge), which does not exist yet")
+        return _retokenize(args, beam_args)
+    return 0
+
+
+def _retokenize(args, beam_args: list[str]) -> int:
+    from pipelines.retokenize import failed_lines, retokenize
+
+    with _user_errors():
+        manifest = retokenize(args.keys, args.base, args.vault, args.out, beam_args)
+    counts = manifest["counts"]
+    append_audit(_audit_log(args.keys, args.audit_log), {
+        "event": "keys_retokenize", "at": utc_now(), **who(args.actor), "keyset_id": manifest["keys"]["keyset_id"],
+        "join_key_version": manifest["keys"]["join"], "base": args.base, "out": args.out,
+        **{k: counts.get(k, 0) for k in ("lines", "with_tokens", "retokenized", "already_current", "failed")}})
+    covered = counts.get("retokenized", 0) + counts.get("already_current", 0)
+    print(f"retokenized {args.base} -> {args.out}/base under join key {manifest['keys']['join']}: "
+          f"coverage {covered:,} / {counts.get('with_tokens', 0):,} lines with tokens "
+          f"({100 * counts['coverage']:.2f}%); {counts.get('lines', 0) - counts.get('with_tokens', 0):,} lines have none")
+    if counts.get("failed", 0):
+        shown = failed_lines(args.out)
+        raise UserError(f"{counts['failed']:,} line(s) could not be re-tokenized and keep their old tokens: "
+                        f"{', '.join(shown)}{' ...' if counts['failed'] > len(shown) else ''} "
+                        f"(all in {args.out}/dead_letter)")
     return 0
 
 

@@ -185,9 +185,15 @@ def test_a_failed_rotation_changes_nothing(site, tmp_path, capsys):
     assert open(site["keys"], "rb").read() == before
 
 
-def test_retokenize_is_not_available_yet(site, capsys):
-    assert keys_cli.main(["retokenize", "--keys", site["keys"]]) == 1
-    assert "needs a merged base" in capsys.readouterr().err
+def test_retokenize_needs_a_merged_base(site, capsys):
+    with pytest.raises(SystemExit):  # --base, --vault and --out are required (tests/test_merge_cli.py runs it)
+        keys_cli.main(["retokenize", "--keys", site["keys"]])
+    assert "--base" in capsys.readouterr().err
+    raw = site["tmp"] / "raw.csv"
+    raw.write_text("line_id,line_type,subscriber_kind,status\nL1,MOBILE,INDIVIDUAL,ACTIVE\n", encoding="utf-8")
+    assert keys_cli.main(["retokenize", "--keys", site["keys"], "--base", str(raw), "--vault", site["vault"],
+                          "--out", str(site["tmp"] / "retok")]) == 1
+    assert "is not a merged base" in capsys.readouterr().err
 
 
 def test_no_canary_in_logs_or_errors(site, capsys, caplog):

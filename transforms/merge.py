@@ -122,12 +122,32 @@ def protect(line_ids: pa.Array, originals: dict, tokenizer: Tokenizer, vault: Va
         any_token |= here
     version = pa.scalar(tokenizer.version, pa.string())
     columns["join_key_version"] = pc.if_else(pa.array(any_token), version, pa.scalar(None, pa.string()))
-    held = np.logical_or.reduce([p.to_numpy(zero_copy_only=False) for p in present.values()])
-    pick = pa.array(held)
-    sealed = {f: pc.if_else(present[f], _chunk(originals[f]), pa.scalar(None, pa.string())).filter(pick)
-              for f in IDENTITY_FIELDS}
-    keys, values = vault.seal(line_ids.filter(pick), sealed, existing_keys)
+    keys, values = _seal(line_ids, originals, present, vault, existing_keys)
     return columns, keys, values
+
+
+def _seal(line_ids: pa.Array, originals: dict, present: dict, vault: Vault,
+          existing_keys: pa.Table | None) -> tuple[pa.Table, pa.Table]:
+    """Seal every present value; lines are sealed in groups of the same present fields.
+
+    ``Vault.seal`` looks at every column of every line: grouped, it sees only
+    the fields a group has (most lines have no handler), which saves a third
+    of its per-line work. Lines with no value at all get no vault rows.
+    """
+    bits = np.zeros(len(line_ids), np.int64)
+    for i, field in enumerate(IDENTITY_FIELDS):
+        bits |= present[field].to_numpy(zero_copy_only=False).astype(np.int64) << i
+    keys, values = [], []
+    for pattern in np.unique(bits[bits != 0]):
+        pick = pa.array(bits == pattern)
+        fields = [f for i, f in enumerate(IDENTITY_FIELDS) if int(pattern) >> i & 1]
+        sealed = vault.seal(line_ids.filter(pick), {f: _chunk(originals[f]).filter(pick) for f in fields},
+                            existing_keys)
+        keys.append(sealed[0])
+        values.append(sealed[1])
+    if not keys:
+        return arrow_schema("vault_key").empty_table(), arrow_schema("vault_value").empty_table()
+    return pa.concat_tables(keys), pa.concat_tables(values)
 
 
 def _chunk(values) -> pa.Array:
@@ -229,7 +249,8 @@ def merge_bucket(base: pa.Table, base_kind: str, events: pa.Table | None, vault_
     return BucketResult(merged, keys_out, values_out, pa.concat_tables([dead, event_dead]), counts)
 
 
-def _winners(events, lines, policy, as_of, ctx, salt, counts) -> tuple[pa.Table, pa.Table]:
+def _winners(events: pa.Table | None, lines: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext,
+             salt: str, counts: dict) -> tuple[pa.Table, pa.Table]:
     """Validate the bucket's events and pick one winner per line; counts the outcomes."""
     if events is None or events.num_rows == 0:
         empty = pa.schema([pa.field("line_id", pa.string())] + [pa.field(f, pa.string()) for f in IDENTITY_FIELDS])
@@ -241,7 +262,8 @@ def _winners(events, lines, policy, as_of, ctx, salt, counts) -> tuple[pa.Table,
     return winners, dead
 
 
-def _assemble(lines, base_kind, winners, w_at, todo, columns, keys_out, policy, as_of) -> pa.Table:
+def _assemble(lines: pa.Table, base_kind: str, winners: pa.Table, w_at: pa.Array, todo: pa.Array, columns: dict,
+              keys_out: pa.Table, policy: Policy, as_of: dt.date) -> pa.Table:
     """The merged lines of the bucket, in MERGED_SCHEMA."""
     n = lines.num_rows
     todo_np = todo.to_numpy(zero_copy_only=False)

@@ -18,6 +18,7 @@ the pipeline graph.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 import typing
@@ -46,6 +47,22 @@ class MergeOutputs(typing.NamedTuple):
     counts: beam.PCollection  # one dict: the run's tallies
 
 
+@contextlib.contextmanager
+def _value_free(step: str):
+    """Errors leave these DoFns without their text (Arrow's may quote a value): type only.
+    Keyset and vault errors are value-free by design and pass as they are."""
+    from transforms.keyset import KeysetError
+    from transforms.vault import VaultError
+
+    try:
+        yield
+    except (KeysetError, VaultError):
+        raise
+    except Exception as exc:
+        raise RuntimeError(f"{step} failed ({type(exc).__name__}; its text is withheld: "
+                           "it may quote identity values)") from None
+
+
 def _with_bucket(table: pa.Table, ids, n_buckets: int) -> pa.Table:
     buckets = pa.array(bucket_of(ids, n_buckets), pa.int32())
     if BUCKET in table.column_names:
@@ -61,7 +78,8 @@ class _PrepareEventsFn(beam.DoFn):
         self._ctx, self._n = ctx, n_buckets
 
     def process(self, raw: pa.Table):
-        events, dead = prepare_events(raw, self._ctx)
+        with _value_free("PrepareEvents"):
+            events, dead = prepare_events(raw, self._ctx)
         yield beam.pvalue.TaggedOutput("counts", {"events": {"rows_in": raw.num_rows,
                                                              "dead_letters": value_counts(dead.column("reason"))}})
         if dead.num_rows:
@@ -80,8 +98,9 @@ class _DedupAndCheckEventsFn(beam.DoFn):
 
     def process(self, element):
         _, tables = element
-        events, duplicates = dedup_events(tables["events"].drop_columns([BUCKET]))
-        checked, dead = check_events(events, self._ctx)
+        with _value_free("DedupAndCheckEvents"):
+            events, duplicates = dedup_events(tables["events"].drop_columns([BUCKET]))
+            checked, dead = check_events(events, self._ctx)
         counter("events_duplicates").inc(duplicates)
         yield beam.pvalue.TaggedOutput("counts", {"events": {"duplicates": duplicates,
                                                              "dead_letters": value_counts(dead.column("reason"))}})
@@ -133,9 +152,10 @@ class _TokenizeAndSealFn(beam.DoFn):
     def process(self, element):
         _, tables = element
         part = lambda tag: tables[tag].drop_columns([BUCKET]) if tag in tables else None
-        result = merge_bucket(part("base"), self._base_kind, part("events"), part("vault_keys"),
-                              part("vault_values"), tokenizer=self._tokenizer, vault=self._vault,
-                              policy=self._policy, as_of=self._as_of, ctx=self._ctx, salt=self._salt)
+        with _value_free("TokenizeAndSeal"):
+            result = merge_bucket(part("base"), self._base_kind, part("events"), part("vault_keys"),
+                                  part("vault_values"), tokenizer=self._tokenizer, vault=self._vault,
+                                  policy=self._policy, as_of=self._as_of, ctx=self._ctx, salt=self._salt)
         self._lines.inc(result.base.num_rows)
         self._applied.inc(result.counts.get("events", {}).get("applied", 0))
         self._sealed.inc(result.vault_values.num_rows)

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.reasons import EVENT_REASONS as _CATALOGUE_EVENTS
 from schemas import field_names
 from transforms.classify import classify_batch, lookup, per_distinct
 from transforms.dates import parse_timestamps
@@ -38,15 +39,11 @@ __all__ = ["CHANNELS", "VERIFIERS", "EVENT_REASONS", "prepare_events", "dedup_ev
 
 CHANNELS = ("STORE", "AGENT", "ONLINE", "SELF_SERVICE")
 VERIFIERS = ("ID_CARD_READER", "FACE_MATCH", "MANUAL")
-# Dead-letter reasons of events (besides ROW_MALFORMED and the policy's line reasons).
-EVENT_REASONS = {
-    "EVENT_ID_MISSING": "the event has no event_id",
-    "LINE_ID_MISSING": "the event names no line_id",
-    "BAD_TIMESTAMP": "registered_at is missing or not a valid time",
-    "BAD_ENUM": "channel or verified_by is missing or not in its set",
-    "UNKNOWN_LINE": "no line of the base has this line_id (or its base row is itself a dead letter)",
-    "LINE_TERMINATED": "the line is TERMINATED",
-}
+# Dead-letter reasons of events (besides ROW_MALFORMED and the policy's line
+# reasons): the catalogue in transforms/reasons.py is their one home.
+EVENT_REASONS = {code: meaning for code, meaning in _CATALOGUE_EVENTS.items()
+                 if code in ("EVENT_ID_MISSING", "LINE_ID_MISSING", "BAD_TIMESTAMP", "UNKNOWN_LINE", "LINE_TERMINATED")}
+EVENT_REASONS["BAD_ENUM"] = "channel or verified_by is missing or not in its set"
 _BASE_FIELDS = field_names("subscriber_base")
 _IDENTITY = ("doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number", "handler_name")
 _NO_STRING = pa.scalar(None, pa.string())

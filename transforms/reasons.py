@@ -1,12 +1,14 @@
 """The catalogue of reason and flag codes: one place, in a stable order.
 
-``reasons`` on a classified line lists failed checks in the order of
-:data:`LINE_REASONS`; dead letters carry one of :data:`DEAD_LETTER_REASONS`.
+```reasons`` on a classified line lists failed checks in the order of
+:data:`LINE_REASONS`; dead letters carry one of :data:`DEAD_LETTER_REASONS`,
+the merge's and notify's dead letters one of :data:`EVENT_REASONS` (or, for
+an event that fails the policy, the first failing line reason).
 The README's table is checked against this catalogue by the tests.
 """
 from __future__ import annotations
 
-__all__ = ["LINE_REASONS", "FLAGS", "DEAD_LETTER_REASONS", "CATALOGUE", "reason_index"]
+__all__ = ["LINE_REASONS", "FLAGS", "DEAD_LETTER_REASONS", "EVENT_REASONS", "CATALOGUE", "reason_index"]
 
 # (code, meaning, source in the regulation / domain.md)
 _LINE = [
@@ -45,12 +47,25 @@ _DEAD = [
     ("ROW_MALFORMED", "the row cannot be parsed (field count, encoding, NUL or control bytes, a field over the size limit)", "data contract"),
 ]
 
+_EVENT = [
+    ("EVENT_ID_MISSING", "the registration event has no event_id", "DESIGN.md Registration events"),
+    ("LINE_ID_MISSING", "the event names no line_id (for the base: the row has no line_id)", "data contract"),
+    ("BAD_TIMESTAMP", "registered_at is missing or not a valid time", "DESIGN.md Registration events"),
+    ("UNKNOWN_LINE", "no line of the base has this line_id (or its base row is itself a dead letter)", "DESIGN.md Registration events"),
+    ("LINE_TERMINATED", "the event names a TERMINATED line", "DESIGN.md Registration events"),
+    ("RECEIPT_JOB_ID_MISSING", "a delivery receipt without a job_id", "notify receipts"),
+    ("RECEIPT_UNKNOWN_JOB", "a delivery receipt for a job this campaign never sent", "notify receipts"),
+    ("RECEIPT_BAD_STATUS", "a delivery receipt whose status is not DELIVERED or FAILED", "notify receipts"),
+    ("RECEIPT_BAD_TIMESTAMP", "a delivery receipt whose time is not a valid time", "notify receipts"),
+]
+
 LINE_REASONS: tuple[str, ...] = tuple(c for c, _, _ in _LINE)
+EVENT_REASONS: dict[str, str] = {c: meaning for c, meaning, _ in _EVENT}
 FLAGS: tuple[str, ...] = tuple(c for c, _, _ in _FLAGS)
 DEAD_LETTER_REASONS: tuple[str, ...] = tuple(c for c, _, _ in _DEAD)
 CATALOGUE: dict[str, tuple[str, str, str]] = {
     code: (kind, meaning, source)
-    for kind, rows in (("line", _LINE), ("flag", _FLAGS), ("dead_letter", _DEAD))
+    for kind, rows in (("line", _LINE), ("flag", _FLAGS), ("dead_letter", _DEAD), ("event", _EVENT))
     for code, meaning, source in rows
 }
 _INDEX = {code: i for i, code in enumerate(LINE_REASONS)}

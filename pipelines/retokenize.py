@@ -1,0 +1,105 @@
+"""The pipeline behind ``backfill keys retokenize``: a merged base's tokens under the primary join key.
+
+    backfill keys rotate --keys secure/keys.json --join
+    backfill keys retokenize --keys secure/keys.json --base out/merge/base --vault out/merge/vault \\
+        --out out/retokenized [Beam flags...]
+
+Reads the merged base and its vault, opens each tokenized line's values and
+tokenizes them again (``transforms.retokenize``), and writes ``OUT/base/``
+(every line; masks unchanged), ``OUT/dead_letter/`` (the lines that could not
+be re-tokenized, kept in OUT/base with their old tokens, with a reason) and
+``OUT/manifest.json`` with the coverage: lines re-tokenized (or already under
+the primary key) / lines with tokens. The vault does not change: keep using it.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import UserError, beam_options, is_local_runner, new_run, remove_tree, runner_name
+from pipelines.common import write_dead_letters
+from pipelines.manifest import Timer, read_json, write_json
+from pipelines.merge_io import ReadMergedBase, ReadVaultTable, base_kind, plan_merged_splits, vault_shards
+from pipelines.merge_io import column_values, inside, write_merged_base
+from transforms.deadletter import DeadLetterContext
+from transforms.retokenize import RetokenizeBase
+
+__all__ = ["retokenize"]
+
+log = logging.getLogger("backfill.keys")
+ROWS_PER_BUCKET = 250_000
+
+
+def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: list[str] | None = None) -> dict:
+    """Run the re-tokenize pipeline; returns its manifest (coverage in ``counts``)."""
+    from transforms.keyset import Keyset
+
+    timer = Timer()
+    keyset = Keyset.load(keys_path)
+    out = out.rstrip("/")
+    if base_kind([base]) != "merged":
+        raise UserError(f"--base {base} is not a merged base (backfill merge OUT/base): nothing to re-tokenize")
+    splits, info = plan_merged_splits([base])
+    shards = vault_shards(vault_dir)
+    foreign = column_values(shards["keys"], "keyset_id") - {keyset.keyset_id}
+    if foreign:
+        raise UserError(f"--vault {vault_dir} was made under keyset {sorted(foreign)[0]}, not {keyset.keyset_id}")
+    target = FileSystems.join(out, "base")
+    for source in (base, vault_dir):
+        if inside(source, target) or inside(source, FileSystems.join(out, "dead_letter")):
+            raise UserError(f"--out {out} would overwrite the input {source}: write to another folder")
+    options = beam_options(beam_args or [])
+    run_id, started = new_run("retokenize")
+    ctx = DeadLetterContext("retokenize", run_id, started)
+    n_buckets = max(1, math.ceil(info.estimated_rows / ROWS_PER_BUCKET))
+    spill_dir = tempfile.mkdtemp(prefix=f"backfill-{run_id}-") if is_local_runner(options) else None
+    for folder in ("base", "dead_letter"):
+        remove_tree(FileSystems.join(out, folder))
+    counts_path = FileSystems.join(out, "summary.json")
+    log.info("retokenize %s: ~%s lines, %d bucket(s), to join key %s", run_id, f"{info.estimated_rows:,}",
+             n_buckets, keyset.primary_join_version)
+    try:
+        with beam.Pipeline(options=options) as p:
+            inputs = {"base": p | "ReadMergedBase" >> ReadMergedBase(splits),
+                      "vault_keys": p | "ReadVaultKeys" >> ReadVaultTable(shards["keys"], "keys"),
+                      "vault_values": p | "ReadVaultValues" >> ReadVaultTable(shards["values"], "values")}
+            outputs = inputs | "RetokenizeBase" >> RetokenizeBase(keys_path, ctx, n_buckets, spill_dir)
+            write_merged_base(outputs.base, target)
+            write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part"))
+            outputs.counts | "WriteCounts" >> beam.Map(lambda c: write_json(counts_path, c))
+    finally:
+        if spill_dir:
+            shutil.rmtree(spill_dir, ignore_errors=True)
+    counts = read_json(counts_path)
+    covered = counts.get("retokenized", 0) + counts.get("already_current", 0)
+    with_tokens = counts.get("with_tokens", 0)
+    counts["coverage"] = 1.0 if with_tokens == 0 else covered / with_tokens
+    manifest = {
+        "step": "retokenize", "run_id": run_id, "started": started,
+        "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version},
+        "inputs": {"base": info.files, "vault": vault_dir},
+        "outputs": {"base": target, "dead_letter": FileSystems.join(out, "dead_letter")},
+        "counts": counts, "runner": runner_name(options), "timings": timer.as_dict(),
+    }
+    write_json(FileSystems.join(out, "manifest.json"), manifest)
+    return manifest
+
+
+def failed_lines(out: str, limit: int = 10) -> list[str]:
+    """The first failed lines (line_id: reason) from OUT/dead_letter, for the command's message."""
+    import json
+
+    found = []
+    for meta in FileSystems.match([FileSystems.join(out.rstrip("/"), "dead_letter", "*.jsonl")])[0].metadata_list:
+        with FileSystems.open(meta.path) as handle:
+            for line in handle.read().decode("utf-8").splitlines():
+                row = json.loads(line)
+                found.append(f"{row['line_id']} ({row['reason']})")
+                if len(found) >= limit:
+                    return found
+    return found
