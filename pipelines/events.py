@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.readers import BadRow, Contract, InputError, InputInfo, Split, _assemble, _codec, plan_splits, read_split
+from pipelines.readers import BadRow, Contract, InputError, InputInfo, Split, _assemble, _codec, malformed_table, plan_splits, read_split
 from schemas import field_names
 from transforms import coders  # noqa: F401  (registers the Arrow table coder)
-from transforms.deadletter import DeadLetterContext, dead_letter_table
+from transforms.deadletter import DeadLetterContext
 from transforms.metrics import counter
 
 __all__ = ["EVENTS", "EVENT_SCHEMA", "plan_event_splits", "read_event_split", "ReadRegistrationEvents"]
@@ -148,10 +148,7 @@ class _ReadEventsFn(beam.DoFn):
                 yield raw
             if bad:
                 self._malformed.inc(len(bad))
-                yield beam.pvalue.TaggedOutput("dead_letter", dead_letter_table(
-                    self._ctx, ["ROW_MALFORMED"] * len(bad),
-                    source_file=[b.source_file for b in bad], source_row=[b.source_row for b in bad],
-                    event_id=[b.key for b in bad], field=[b.field for b in bad], detail=[b.detail for b in bad]))
+                yield beam.pvalue.TaggedOutput("dead_letter", malformed_table(self._ctx, bad, "event_id"))
 
 
 class ReadRegistrationEvents(beam.PTransform):

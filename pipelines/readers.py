@@ -691,10 +691,16 @@ class _ReadSplitFn(beam.DoFn):
                 yield raw
             if bad:
                 self._malformed.inc(len(bad))
-                yield beam.pvalue.TaggedOutput("dead_letter", dead_letter_table(
-                    self._ctx, ["ROW_MALFORMED"] * len(bad),
-                    source_file=[b.source_file for b in bad], source_row=[b.source_row for b in bad],
-                    field=[b.field for b in bad], detail=[b.detail for b in bad]))
+                yield beam.pvalue.TaggedOutput("dead_letter", malformed_table(self._ctx, bad))
+
+
+def malformed_table(ctx: DeadLetterContext, bad: list[BadRow], key_field: str | None = None) -> pa.Table:
+    """ROW_MALFORMED dead letters of bad rows; ``key_field`` ("event_id") carries ``BadRow.key``."""
+    keys = {key_field: [b.key for b in bad]} if key_field else {}
+    return dead_letter_table(
+        ctx, ["ROW_MALFORMED"] * len(bad),
+        source_file=[b.source_file for b in bad], source_row=[b.source_row for b in bad],
+        field=[b.field for b in bad], detail=[b.detail for b in bad], **keys)
 
 
 @dataclasses.dataclass(frozen=True)
