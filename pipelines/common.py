@@ -53,8 +53,16 @@ def parse_as_of(value: str | None) -> dt.date:
 
 
 def beam_options(beam_args: list[str], **overrides) -> PipelineOptions:
-    """Beam options from the pass-through flags, with the local runner as default."""
+    """Beam options from the pass-through flags, with the local runner as default.
+
+    ``--runner DirectRunner`` means "run it here": Beam 2.77's DirectRunner may
+    hand batch jobs to Prism, which it downloads, so it becomes the FnApiRunner.
+    """
     args = list(beam_args)
+    for i, arg in enumerate(args):
+        if arg == "--runner=DirectRunner" or (arg == "DirectRunner" and i and args[i - 1] == "--runner"):
+            log.info("runner DirectRunner: using the local FnApiRunner (no Prism download)")
+            args[i] = "--runner=FnApiRunner" if arg.startswith("--runner=") else "FnApiRunner"
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args = ["--runner", "FnApiRunner", *args]
     return PipelineOptions(args, **overrides)
