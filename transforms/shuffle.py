@@ -23,7 +23,6 @@ import typing
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import coders  # noqa: F401  (registers the Arrow table coder)
