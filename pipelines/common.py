@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 __all__ = [
     "ArgumentParser",
+    "add_batch_flags",
     "UserError",
     "beam_options",
     "is_local_runner",
@@ -41,6 +42,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_batch_flags(p: argparse.ArgumentParser) -> None:
+    """The flags every batch step over the base shares (scan, merge)."""
+    p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
+    p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
+    p.add_argument("--encoding", default="utf-8", help="CSV encoding: utf-8 (default) or gb18030")
+    p.add_argument("--batch-size", type=int, default=65_536, help="rows per Arrow batch")
+    p.add_argument("--shuffle-buckets", type=int, default=None, help="buckets of the shuffles (default: from the input size)")
+    p.add_argument("--spill", choices=["auto", "on", "off"], default="auto",
+                   help="spill shuffle payloads to files (auto: on for local runners)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def parse_as_of(value: str | None) -> dt.date:

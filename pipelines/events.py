@@ -30,11 +30,10 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.readers import BadRow, Contract, InputError, InputInfo, Split, _assemble, _codec, malformed_table, plan_splits, read_split
+from pipelines.readers import BadRow, Contract, InputError, InputInfo, Split, _assemble, _codec, ReadSplitFn, plan_splits, read_split
 from schemas import field_names
 from transforms import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.deadletter import DeadLetterContext
-from transforms.metrics import counter
 
 __all__ = ["EVENTS", "EVENT_SCHEMA", "plan_event_splits", "read_event_split", "ReadRegistrationEvents"]
 
@@ -133,24 +132,6 @@ def read_event_split(split: Split, encoding: str = "utf-8", batch_size: int = 65
         raise InputError(f"{split.path}: cannot read ({type(exc).__name__})") from None
 
 
-@beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table)
-class _ReadEventsFn(beam.DoFn):
-    def __init__(self, ctx: DeadLetterContext, encoding: str, batch_size: int, max_field_chars: int):
-        self._ctx, self._encoding = ctx, encoding
-        self._batch_size, self._limit = batch_size, max_field_chars
-        self._read = counter("events_read")
-        self._malformed = counter("events_malformed")
-
-    def process(self, split: Split):
-        for raw, bad in read_event_split(split, self._encoding, self._batch_size, self._limit):
-            self._read.inc(raw.num_rows + len(bad))
-            if raw.num_rows:
-                yield raw
-            if bad:
-                self._malformed.inc(len(bad))
-                yield beam.pvalue.TaggedOutput("dead_letter", malformed_table(self._ctx, bad, "event_id"))
-
-
 class ReadRegistrationEvents(beam.PTransform):
     """splits -> DoOutputsTuple: 'raw' (EVENT_SCHEMA batches) and 'dead_letter'
     (ROW_MALFORMED). Counters in namespace 'subreg': events_read, events_malformed."""
@@ -159,7 +140,8 @@ class ReadRegistrationEvents(beam.PTransform):
                  batch_size: int = 65_536, max_field_chars: int = 4096):
         super().__init__()
         _codec(encoding)
-        self._splits, self._fn = list(splits), _ReadEventsFn(dl_ctx, encoding, batch_size, max_field_chars)
+        self._splits, self._fn = list(splits), ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars,
+                                                           read_event_split, "events", "event_id")
 
     def expand(self, pbegin):
         return (pbegin

@@ -29,7 +29,7 @@ import tempfile
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
+from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.common import remove_tree, run_main, runner_name, write_dead_letters
 from pipelines.events import ReadRegistrationEvents, plan_event_splits
 from pipelines.manifest import Timer, read_json, write_json
@@ -53,14 +53,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--keys", required=True, help="keyset file (mode 0600; backfill keys init)")
     p.add_argument("--out", required=True, help="output folder (local or gs://)")
     p.add_argument("--vault", default=None, help="the previous merge's vault (with a merged --base)")
-    p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
-    p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
-    p.add_argument("--encoding", default="utf-8", help="CSV encoding: utf-8 (default) or gb18030")
-    p.add_argument("--batch-size", type=int, default=65_536, help="rows per Arrow batch")
-    p.add_argument("--shuffle-buckets", type=int, default=None, help="buckets of the shuffles (default: from the sizes)")
-    p.add_argument("--spill", choices=["auto", "on", "off"], default="auto",
-                   help="spill shuffle payloads to files (auto: on for local runners)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_batch_flags(p)
     return p
 
 

@@ -677,21 +677,31 @@ def _guarded(batches: Iterator, path: str, _error=InputError, _finalizing=sys.is
 
 
 @beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table)
-class _ReadSplitFn(beam.DoFn):
-    def __init__(self, ctx: DeadLetterContext, encoding: str, batch_size: int, max_field_chars: int):
+class ReadSplitFn(beam.DoFn):
+    """Read one split as Arrow batches; bad rows to the 'dead_letter' output.
+
+    Args:
+      read: ``read_split`` for the base, ``read_event_split`` for events.
+      counter_prefix: the Beam counters' prefix (``rows`` -> rows_read, rows_malformed).
+      key_field: the dead-letter field that carries ``BadRow.key`` (events: "event_id").
+    """
+
+    def __init__(self, ctx: DeadLetterContext, encoding: str, batch_size: int, max_field_chars: int,
+                 read=None, counter_prefix: str = "rows", key_field: str | None = None):
         self._ctx, self._encoding = ctx, encoding
         self._batch_size, self._limit = batch_size, max_field_chars
-        self._read = beam.metrics.Metrics.counter("subreg", "rows_read")
-        self._malformed = beam.metrics.Metrics.counter("subreg", "rows_malformed")
+        self._reader, self._key_field = read or read_split, key_field
+        self._read = beam.metrics.Metrics.counter("subreg", f"{counter_prefix}_read")
+        self._malformed = beam.metrics.Metrics.counter("subreg", f"{counter_prefix}_malformed")
 
     def process(self, split: Split):
-        for raw, bad in read_split(split, self._encoding, self._batch_size, self._limit):
+        for raw, bad in self._reader(split, self._encoding, self._batch_size, self._limit):
             self._read.inc(raw.num_rows + len(bad))
             if raw.num_rows:
                 yield raw
             if bad:
                 self._malformed.inc(len(bad))
-                yield beam.pvalue.TaggedOutput("dead_letter", malformed_table(self._ctx, bad))
+                yield beam.pvalue.TaggedOutput("dead_letter", malformed_table(self._ctx, bad, self._key_field))
 
 
 def malformed_table(ctx: DeadLetterContext, bad: list[BadRow], key_field: str | None = None) -> pa.Table:
@@ -730,7 +740,7 @@ class ReadSubscriberBase(beam.PTransform):
         super().__init__()
         _codec(encoding)
         self._splits = splits if isinstance(splits, PlanInPipeline) else list(splits)
-        self._fn = _ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars)
+        self._fn = ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars)
 
     def expand(self, pbegin):
         if isinstance(self._splits, PlanInPipeline):

@@ -27,7 +27,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import TestOptions
 
-from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run
+from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
 from pipelines.common import parse_as_of, remove_tree, run_main, runner_name, write_dead_letters
 from pipelines.manifest import Timer, read_json, write_json
 from pipelines.readers import InputInfo, PlanInPipeline, ReadSubscriberBase, plan_splits
@@ -44,17 +44,10 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill scan", description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, action="append", help="base file, glob or folder (Avro, Parquet, CSV); repeatable")
     p.add_argument("--out", required=True, help="output folder (local or gs://)")
-    p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
-    p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
-    p.add_argument("--encoding", default="utf-8", help="CSV encoding: utf-8 (default) or gb18030")
-    p.add_argument("--batch-size", type=int, default=65_536, help="rows per Arrow batch")
-    p.add_argument("--shuffle-buckets", type=int, default=None, help="buckets of the cross-record shuffles (default: from the base size)")
-    p.add_argument("--spill", choices=["auto", "on", "off"], default="auto",
-                   help="spill shuffle payloads to files (auto: on for local runners)")
+    add_batch_flags(p)
     p.add_argument("--estimated-rows", type=int, default=None,
                    help="plan the base inside the pipeline, not at launch, and size the shuffles for this many rows "
                         "(the launcher reads no base file: an offline Dataflow dry run, a launcher without access)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 

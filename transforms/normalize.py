@@ -33,6 +33,7 @@ __all__ = [
     "normalize_msisdn",
     "MIDDLE_DOT",
     "rows_with_bytes",
+    "as_strings",
 ]
 
 MIDDLE_DOT = "\u00b7"
@@ -44,12 +45,13 @@ _SPACE_RUN = r"[\s\p{Z}]+"
 _DOC_SEPARATORS = r"[\s\p{Z}\-\x{2010}-\x{2015}\x{2212}]"
 
 
-def _chunk(values) -> pa.Array:
+def as_strings(values) -> pa.Array:
+    """One contiguous ``string`` array from an array, a chunked array or a list."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    if values.type != pa.string():
-        values = values.cast(pa.string())
-    return values
+    if not isinstance(values, pa.Array):
+        values = pa.array(values, pa.string())
+    return values if values.type == pa.string() else values.cast(pa.string())
 
 
 def rows_with_bytes(values: pa.Array, byte_test) -> np.ndarray:
@@ -112,7 +114,7 @@ def _full_clean(values: pa.Array) -> pa.Array:
 
 def clean_text(values) -> pa.Array:
     """NFKC, drop format characters, trim and collapse white space; '' -> null."""
-    values = _chunk(values)
+    values = as_strings(values)
     values = _subset(values, rows_with_bytes(values, _needs_cleaning), _full_clean)
     return _empty_to_null(pc.utf8_trim_whitespace(values))
 

@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.keyset import Keyset
-from transforms.normalize import clean_text, normalize_doc_number, normalize_name
+from transforms.normalize import as_strings, clean_text, normalize_doc_number, normalize_name
 
 __all__ = ["Tokenizer", "FIELD_KINDS", "TOKEN_BYTES", "normalize", "masks"]
 
@@ -73,17 +73,9 @@ def _kind(field_kind: str) -> str:
     return field_kind
 
 
-def _as_string_array(values) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        values = pa.array(values, pa.string())
-    return values if values.type == pa.string() else values.cast(pa.string())
-
-
 def normalize(field_kind: str, values) -> pa.Array:
     """The normalised values that tokens and masks are made of."""
-    return _NORMALIZERS[_kind(field_kind)](_as_string_array(values))
+    return _NORMALIZERS[_kind(field_kind)](as_strings(values))
 
 
 def _mostly_distinct(values: pa.Array, sample: int = 2_048) -> bool:
@@ -135,7 +127,7 @@ class Tokenizer:
 
     def tokens_with_version(self, field_kind: str, values, version: str, *, normalized: bool = False) -> pa.Array:
         """As :meth:`tokens`, under another (enabled) join-key version: re-tokenizing."""
-        values = _as_string_array(values) if normalized else normalize(field_kind, values)
+        values = as_strings(values) if normalized else normalize(field_kind, values)
         if len(values) == 0:
             return pa.array([], pa.string())
         if _mostly_distinct(values):  # hashing every value to find no repeats costs more than it saves
@@ -188,7 +180,7 @@ def _keep(values: pa.Array, head: int, tail: int, stars: str) -> pa.Array:
 def masks(field_kind: str, values, *, normalized: bool = False) -> pa.Array:
     """Display masks of ``values`` by the rules in the module docstring (vectorised)."""
     tiers, stars = _MASK_TIERS[_kind(field_kind)]
-    values = _as_string_array(values) if normalized else normalize(field_kind, values)
+    values = as_strings(values) if normalized else normalize(field_kind, values)
     if len(values) == 0:
         return pa.array([], pa.string())
     length = pc.fill_null(pc.utf8_length(values), 0)

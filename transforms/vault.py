@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from schemas import arrow_schema
 from transforms.keyset import Keyset, KeysetError
+from transforms.normalize import as_strings
 
 __all__ = ["Vault", "VaultError", "UnknownLine", "AuthenticationFailed", "drop_lines"]
 
@@ -77,14 +78,6 @@ def _stamps(when: dt.datetime | None, n: int) -> pa.Array:
     when = when or dt.datetime.now(dt.timezone.utc)
     micros = (when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
     return pa.array(np.full(n, micros, np.int64)).cast(_TIMESTAMP)
-
-
-def _strings(values) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        values = pa.array(values, pa.string())
-    return values if values.type == pa.string() else values.cast(pa.string())
 
 
 def _binary_from(buffer: bytes, width: int, n: int) -> pa.Array:
@@ -152,12 +145,12 @@ class Vault:
             ``(keys, values)``: a key row for every line of the batch and a
             value row for every non-null value.
         """
-        ids_array = _strings(line_ids)
+        ids_array = as_strings(line_ids)
         n = len(ids_array)
         if ids_array.null_count or pc.count_distinct(ids_array).as_py() != n:
             raise VaultError("seal: line_ids must be non-null and unique within a batch")
         fields = list(columns)
-        plains = [_strings(columns[f]).cast(pa.binary()).to_pylist() for f in fields]
+        plains = [as_strings(columns[f]).cast(pa.binary()).to_pylist() for f in fields]
         if any(len(p) != n for p in plains):
             raise VaultError("seal: every column needs one value per line_id")
         counts = [len(p) - p.count(None) for p in plains]
