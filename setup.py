@@ -29,11 +29,11 @@ setup(
     description="Decree 25 supplementary real-name registration backfill on Apache Beam",
     python_requires=">=3.10",
     packages=["schemas", "transforms", "pipelines"],
-    package_data={"schemas": ["*.avsc", "*.yaml", "*.json"]},
+    package_data={"schemas": ["*.avsc", "*.yaml", "*.json"], "pipelines": ["templates/*.j2"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "duckdb==2.0.1"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "duckdb==2.0.1", "selenium==4.45.0"],
     },
     entry_points={"console_scripts": ["backfill=pipelines.cli:main"]},
 )

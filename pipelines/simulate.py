@@ -6,9 +6,12 @@
 Picks a share of the lines that need registration and gives each a
 completed registration with a valid identity of its subscriber kind (drawn
 from a generated base and kept only if the policy finds it COMPLETE), a
-channel, an agent where one took it, and a time on the as-of day. A few
-events are repeated (redelivery), a few fail the policy and a few name
-lines that do not exist, so the merge's counts have something to show.
+channel, an agent where one took it, and a time on the as-of day (or spread
+over ``days`` days from it). A few events are repeated (redelivery), a few
+fail the policy (all taken by one careless agent, :data:`CARELESS_AGENT`, so
+the report's Art. 14 table has someone to list) and a few name lines that
+do not exist, so the merge's counts have something to show. ``exclude``
+leaves out lines already registered (a later round of registrations).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ __all__ = ["simulate_registrations"]
 IDENTITY = ["doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number", "handler_name"]
 CHANNELS = np.array(["STORE", "AGENT", "ONLINE", "SELF_SERVICE"])
 VERIFIED = np.array(["ID_CARD_READER", "FACE_MATCH", "MANUAL"])
+CARELESS_AGENT = "AG00013"
 
 
 def _valid_identities(n: int, seed: int, as_of: dt.date) -> dict[str, pa.Table]:
@@ -51,13 +55,15 @@ def _valid_identities(n: int, seed: int, as_of: dt.date) -> dict[str, pa.Table]:
 
 
 def simulate_registrations(classified_dir: str, out_path: str, share: float = 0.4, seed: int = 1,
-                           as_of: dt.date | None = None) -> dict[str, int]:
+                           as_of: dt.date | None = None, days: int = 1, exclude=None) -> dict[str, int]:
     """Write events (JSON Lines) for ``share`` of the lines needing registration; returns counts."""
     as_of = as_of or dt.date.today()
     rng = np.random.default_rng(seed)
     classified = pq.read_table(FileSystems.join(classified_dir, "classified"),
                                columns=["line_id", "subscriber_kind", "needs_registration"])
     targets = classified.filter(classified.column("needs_registration"))
+    if exclude is not None:
+        targets = targets.filter(pc.invert(pc.is_in(targets.column("line_id"), value_set=pa.array(exclude, pa.string()))))
     chosen = targets.take(pa.array(np.flatnonzero(rng.random(targets.num_rows) < share)))
     pools = _valid_identities(chosen.num_rows, seed + 7919, as_of)
     rows: list[dict] = []
@@ -79,14 +85,16 @@ def simulate_registrations(classified_dir: str, out_path: str, share: float = 0.
         row["channel"] = str(channel)
         row["agent_id"] = f"AG{rng.integers(1, 301):05d}" if channel == "AGENT" else None
         row["verified_by"] = str(VERIFIED[rng.integers(0, len(VERIFIED))])
-        row["registered_at"] = (start + dt.timedelta(seconds=int(rng.integers(0, 13 * 3600)))).isoformat()
+        day = dt.timedelta(days=int(rng.integers(0, max(1, days))))
+        row["registered_at"] = (start + day + dt.timedelta(seconds=int(rng.integers(0, 13 * 3600)))).isoformat()
     counts = {"events": len(rows), "lines": len(rows)}
     extra: list[dict] = []
     if rows:
         for row in rng.choice(rows, size=max(1, len(rows) // 50), replace=False):
             extra.append(dict(row))  # redelivered: the same event again
         for row in rng.choice(rows, size=max(1, len(rows) // 100), replace=False):
-            extra.append({**row, "event_id": row["event_id"] + "-bad", "name": "未知",
+            extra.append({**row, "event_id": row["event_id"] + "-bad", "name": "未知", "channel": "AGENT",
+                          "agent_id": CARELESS_AGENT,
                           "registered_at": (start + dt.timedelta(hours=14)).isoformat()})
         for i in range(3):
             extra.append({**rows[i % len(rows)], "event_id": f"E{seed:03d}-unknown-{i}", "line_id": f"NO-SUCH-LINE-{i}"})

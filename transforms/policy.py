@@ -30,6 +30,9 @@ __all__ = ["Policy", "PolicyError", "load_policy", "NOT_ACCEPTED", "KINDS", "IDE
 NOT_ACCEPTED = "__NOT_ACCEPTED__"
 KINDS = ("INDIVIDUAL", "ORGANIZATION")
 IDENTITY_FIELDS = ("doc_type", "doc_number", "name", "address")
+# Art. 14 thresholds for a policy file written before they existed (the default policy states them).
+DEFAULT_AGENTS = {"min_registrations": 20, "max_failed_share": 0.05, "min_lines_opened": 50,
+                  "max_flagged_share": 0.05}
 
 
 class PolicyError(ValueError):
@@ -63,6 +66,7 @@ class Policy:
     enums: Mapping[str, Mapping[str, str]]  # field -> normalised value -> canonical
     enum_values: Mapping[str, tuple[str, ...]]
     retention_years: int
+    agents: Mapping[str, float]  # Art. 14 thresholds (min_registrations, max_failed_share, ...)
     raw: Mapping[str, Any] = dataclasses.field(repr=False, compare=False)
 
     def document_rules(self):
@@ -181,5 +185,6 @@ def _compile(raw: dict, source: str, digest: str) -> Policy:
         enums=enums,
         enum_values=enum_values,
         retention_years=int(raw["retention"]["years_after_termination"]),
+        agents=dict(raw.get("agents") or DEFAULT_AGENTS),
         raw=raw,
     )

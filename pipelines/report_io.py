@@ -1,0 +1,223 @@
+"""The report's reads and writes: projected columns of the step outputs in, tables out.
+
+Only the columns the figures need are read (never a token, mask or identity
+value); every input is checked to exist and to belong with the others, and a
+missing one is a one-line error naming the folder and what was expected there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import glob
+import os
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import UserError, remove_tree
+from pipelines.manifest import read_json
+
+__all__ = ["ScanOutput", "MergeOutput", "NotifyOutput", "read_scan", "read_merge", "read_notify",
+           "load_campaign_for", "campaign_history", "check_notify_matches", "unmerged", "write_tables"]
+
+SCAN_COLUMNS = ["line_id", "region", "line_type", "agent_id", "needs_registration", "flags"]
+MERGE_COLUMNS = ["line_id", "status", "identity_status", "reasons", "registered_at", "registration_event_id",
+                 "registration_channel"]
+HISTORY_COLUMNS = ["line_id", "campaign_id", "wave", "sent_at"]
+
+
+@dataclasses.dataclass
+class ScanOutput:
+    classified: pa.Table
+    as_of: dt.date
+    run_id: str | None
+
+
+@dataclasses.dataclass
+class MergeOutput:
+    base: pa.Table
+    as_of: dt.date
+    run_id: str | None
+    events: pa.Table | None  # event_id, agent_id (distinct)
+    dead_letters: pa.Table  # event_id, reason
+
+
+@dataclasses.dataclass
+class NotifyOutput:
+    folder: str
+    history: pa.Table | None
+    runs: list[dict]
+
+
+def _manifest(folder: str, step: str, what: str) -> dict:
+    path = os.path.join(folder, "manifest.json")
+    if not FileSystems.exists(path):
+        raise UserError(f"{folder} has no manifest.json: give the {what} output folder")
+    try:
+        manifest = read_json(path)
+    except ValueError:
+        raise UserError(f"{path} is not a JSON manifest") from None
+    if manifest.get("step") != step:
+        raise UserError(f"{folder} is the output of {manifest.get('step')!r}, not of {step!r}: give the {what} output folder")
+    return manifest
+
+
+def _parquet(folder: str, columns: list[str], what: str) -> pa.Table:
+    files = sorted(glob.glob(os.path.join(folder, "**", "*.parquet"), recursive=True))
+    if not files:
+        raise UserError(f"no Parquet files under {folder}: {what} is missing")
+    try:
+        return pq.read_table(files, columns=columns) if len(files) > 1 else pq.read_table(files[0], columns=columns)
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise UserError(f"{folder} does not hold {what} ({str(exc).splitlines()[0]})") from None
+
+
+def read_scan(folder: str) -> ScanOutput:
+    manifest = _manifest(folder, "scan", "scan's")
+    table = _parquet(os.path.join(folder, "classified"), SCAN_COLUMNS, "the classified lines")
+    return ScanOutput(table, dt.date.fromisoformat(manifest["as_of"]), manifest.get("run_id"))
+
+
+def _dead_letters(folder: str) -> pa.Table:
+    parts = []
+    for path in sorted(glob.glob(os.path.join(folder, "dead_letter", "*"))):
+        if path.endswith(".parquet"):
+            parts.append(pq.read_table(path, columns=["event_id", "reason"]))
+        elif path.endswith(".jsonl") and os.path.getsize(path):
+            options = pajson.ParseOptions(explicit_schema=pa.schema([("event_id", pa.string()), ("reason", pa.string())]),
+                                          unexpected_field_behavior="ignore")
+            parts.append(pajson.read_json(path, parse_options=options))
+    empty = pa.table({"event_id": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
+    return pa.concat_tables([empty, *[p.select(["event_id", "reason"]).cast(empty.schema) for p in parts]])
+
+
+def _event_agents(paths: list[str]) -> pa.Table | None:
+    """event_id and agent_id of the registration files the merges read; None if one is gone."""
+    from pipelines.events import plan_event_splits, read_event_split
+
+    files = [p for p in paths if p]
+    if not files or not all(FileSystems.exists(p) or glob.glob(p) for p in files):
+        return None
+    parts = []
+    for path in files:
+        if path.endswith(".parquet") and os.path.isfile(path):
+            parts.append(pq.read_table(path, columns=["event_id", "agent_id"]))
+            continue
+        splits, _ = plan_event_splits([path])
+        for split in splits:
+            for table, _bad in read_event_split(split):
+                parts.append(table.select(["event_id", "agent_id"]))
+    if not parts:
+        return pa.table({"event_id": pa.array([], pa.string()), "agent_id": pa.array([], pa.string())})
+    events = pa.concat_tables([p.cast(pa.schema([("event_id", pa.string()), ("agent_id", pa.string())])) for p in parts])
+    events = events.filter(pc.is_valid(events["event_id"]))
+    agent = pc.if_else(pc.equal(pc.utf8_trim_whitespace(events["agent_id"]), ""), None, events["agent_id"])
+    events = events.set_column(1, "agent_id", agent)
+    return events.group_by("event_id").aggregate([("agent_id", "max")]).rename_columns(["event_id", "agent_id"])
+
+
+def read_merge(folder: str, earlier: list[str]) -> MergeOutput:
+    manifest = _manifest(folder, "merge", "merge's")
+    base = _parquet(os.path.join(folder, "base"), MERGE_COLUMNS, "the merged base")
+    paths, dead = [], [_dead_letters(folder)]
+    for other in earlier:
+        other_manifest = _manifest(other, "merge", "earlier merge's")
+        paths += other_manifest.get("inputs", {}).get("registrations") or []
+        dead.append(_dead_letters(other))
+    paths += manifest.get("inputs", {}).get("registrations") or []
+    return MergeOutput(base, dt.date.fromisoformat(manifest["as_of"]), manifest.get("run_id"),
+                       _event_agents(paths), pa.concat_tables(dead))
+
+
+def read_notify(folder: str) -> NotifyOutput:
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder} does not exist: give the notify output folder")
+    runs = []
+    for path in sorted(glob.glob(os.path.join(folder, "runs", "*.json"))) or [os.path.join(folder, "manifest.json")]:
+        if os.path.exists(path):
+            runs.append(read_json(path))
+    if not runs:
+        raise UserError(f"{folder} has no notify manifests: give the notify output folder")
+    files = sorted(glob.glob(os.path.join(folder, "history", "jobs", "*.parquet")))
+    history = pq.read_table(files, columns=HISTORY_COLUMNS) if files else None
+    return NotifyOutput(folder, history, runs)
+
+
+def load_campaign_for(path: str | None, notify: NotifyOutput | None):
+    """The campaign file given, else the one the latest notify run used (if it is still there)."""
+    from transforms.campaign import CampaignError, load_campaign
+
+    if path is None and notify is not None:
+        source = notify.runs[-1].get("campaign", {}).get("source")
+        path = source if source and FileSystems.exists(source) else None
+    if path is None:
+        return None
+    try:
+        return load_campaign(path)
+    except CampaignError as exc:
+        raise UserError(str(exc)) from None
+
+
+def campaign_history(notify: NotifyOutput | None, campaign) -> tuple[pa.Table | None, int]:
+    """This campaign's line jobs, and how many notices of other campaigns the history holds."""
+    if notify is None or notify.history is None:
+        return None, 0
+    history = notify.history
+    if campaign is None:
+        return history, 0
+    mine = pc.equal(history["campaign_id"], campaign.campaign_id)
+    return history.filter(mine), history.num_rows - int(pc.sum(pc.cast(mine, pa.int64())).as_py() or 0)
+
+
+def check_notify_matches(notify: NotifyOutput | None, scan: ScanOutput, campaign) -> None:
+    """The notices belong to this campaign and were planned from this scan."""
+    if notify is None or campaign is None:
+        return
+    runs = [r for r in notify.runs if r.get("campaign", {}).get("campaign_id") == campaign.campaign_id]
+    if not runs:
+        ids = sorted({r.get("campaign", {}).get("campaign_id") for r in notify.runs} - {None})
+        raise UserError(f"the notify output at {notify.folder} holds no run of campaign {campaign.campaign_id} "
+                        f"(it holds {', '.join(ids) or 'none'}): give this campaign's notify folder or file")
+    for run in runs:
+        rows = run.get("inputs", {}).get("classified_rows")
+        if run.get("campaign", {}).get("wave") == 1 and rows is not None and rows != scan.classified.num_rows:
+            raise UserError(f"wave 1 of {campaign.campaign_id} was planned from a scan of {rows:,} lines, but the scan "
+                            f"given has {scan.classified.num_rows:,}: give the scan the campaign started from")
+
+
+def unmerged(classified: pa.Table) -> pa.Table:
+    """The state now when nothing was merged: every line as the scan left it (no registration)."""
+    n = classified.num_rows
+    return pa.table({
+        "line_id": classified["line_id"], "status": pa.nulls(n, pa.string()),
+        "identity_status": pa.array(["UNMERGED"] * n, pa.string()),
+        "reasons": pa.nulls(n, pa.list_(pa.string())),
+        "registered_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
+        "registration_event_id": pa.nulls(n, pa.string()), "registration_channel": pa.nulls(n, pa.string())})
+
+
+def write_tables(out: str, tables: dict[str, pa.Table], as_of: dt.date) -> dict:
+    """Parquet (one hive partition per report date, replaced on a re-run) and CSV per table."""
+    written = {}
+    for name, table in tables.items():
+        part = os.path.join(out, "parquet", name, f"as_of={as_of.isoformat()}")
+        remove_tree(part)
+        os.makedirs(part, exist_ok=True)
+        pq.write_table(table, os.path.join(part, "part-0.parquet"))
+        os.makedirs(os.path.join(out, "csv"), exist_ok=True)
+        pacsv.write_csv(_csv_ready(table), os.path.join(out, "csv", f"{name}.csv"))
+    written["parquet"] = os.path.join(out, "parquet")
+    written["csv"] = os.path.join(out, "csv")
+    return written
+
+
+def _csv_ready(table: pa.Table) -> pa.Table:
+    """CSV cannot hold null-typed columns: give them a string type."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_null(field.type):
+            table = table.set_column(i, field.name, pa.nulls(table.num_rows, pa.string()))
+    return table

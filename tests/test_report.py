@@ -1,0 +1,454 @@
+"""`backfill report` over a real small campaign: every table against an independent per-row count.
+
+The campaign is made by the real steps (generate, scan, keys, notify waves 1
+and 2, two rounds of simulated registrations, two daily merges); canary
+identity values are planted in the base and in an event. The expected
+figures are computed here from the step outputs with plain Python loops,
+not with the code under test. Run:
+.venv/bin/python -m pytest tests/test_report.py -q
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import zoneinfo
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipelines import generate, keys, merge, notify, report, scan
+from pipelines.simulate import CARELESS_AGENT, simulate_registrations
+from schemas import policy_path
+from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
+from transforms.reasons import LINE_REASONS
+
+CAMPAIGN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "campaign.yaml")
+SCAN_DAY, WAVE1, REG1, WAVE2, REG2, MERGE2 = ("2026-11-30", "2026-12-01", "2026-12-03", "2026-12-15",
+                                              "2026-12-16", "2026-12-22")
+AFTER_DEADLINE = "2027-02-02"
+TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
+CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
+
+
+def _plant_canaries(path: str) -> None:
+    table = pq.read_table(path)
+    n = table.num_rows
+    for column, value in (("name", CANARY_NAME), ("doc_number", CANARY_NUMBER), ("address", CANARY_ADDRESS)):
+        values = table[column].to_pylist()
+        for i in range(0, n, 97):
+            values[i] = value
+        table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type))
+    pq.write_table(table, path)
+
+
+def _canary_event(events_path: str, line_id: str) -> None:
+    event = {"event_id": "E-CANARY-1", "line_id": line_id, "doc_type": "RESIDENT_ID", "doc_number": CANARY_NUMBER,
+             "name": CANARY_NAME, "address": CANARY_ADDRESS, "channel": "STORE", "agent_id": None,
+             "verified_by": "ID_CARD_READER", "registered_at": "2026-12-03T09:00:00"}
+    with open(events_path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(event, ensure_ascii=False) + "\n")
+
+
+def _strict_policy(tmp: str) -> str:
+    """The default policy with agent thresholds small data can reach."""
+    with open(policy_path(), encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle)
+    raw["agents"] = {"min_registrations": 5, "max_failed_share": 0.2, "min_lines_opened": 10, "max_flagged_share": 0.05}
+    path = os.path.join(tmp, "policy.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(raw, handle, allow_unicode=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("campaign"))
+    path = lambda *parts: os.path.join(root, *parts)
+    generate.write_base(path("base.parquet"), 4_000, 77)
+    _plant_canaries(path("base.parquet"))
+    scan.run(["--base", path("base.parquet"), "--out", path("scan"), "--as-of", SCAN_DAY])
+    keys.main(["init", "--keys", path("keys", "keyset.json")])
+    assert notify.main(["--classified", path("scan"), "--campaign", CAMPAIGN, "--wave", "1", "--out", path("notify"),
+                        "--as-of", WAVE1]) == 0
+    simulate_registrations(path("scan"), path("events", "r1.jsonl"), share=0.4, seed=5,
+                           as_of=dt.date.fromisoformat(REG1), days=3)
+    needed = pq.read_table(path("scan", "classified"), filters=pc.field("needs_registration"))
+    _canary_event(path("events", "r1.jsonl"), needed["line_id"][-1].as_py())
+    assert merge.main(["--base", path("base.parquet"), "--registrations", path("events", "r1.jsonl"),
+                       "--keys", path("keys", "keyset.json"), "--out", path("merge-1"), "--as-of", REG1]) == 0
+    assert notify.main(["--classified", path("scan"), "--campaign", CAMPAIGN, "--wave", "2", "--out", path("notify"),
+                        "--as-of", WAVE2, "--registered", path("merge-1")]) == 0
+    first = pq.read_table(path("merge-1", "base"), columns=["line_id", "registration_event_id"])
+    simulate_registrations(path("scan"), path("events", "r2.jsonl"), share=0.3, seed=6,
+                           as_of=dt.date.fromisoformat(REG2), days=5,
+                           exclude=first.filter(pc.is_valid(first["registration_event_id"]))["line_id"])
+    assert merge.main(["--base", path("merge-1", "base"), "--vault", path("merge-1", "vault"),
+                       "--registrations", path("events", "r2.jsonl"), "--keys", path("keys", "keyset.json"),
+                       "--out", path("merge-2"), "--as-of", MERGE2]) == 0
+    policy = _strict_policy(root)
+    manifest = report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--earlier-merges", path("merge-1"),
+                           "--notify", path("notify"), "--campaign", CAMPAIGN, "--out", path("report"),
+                           "--as-of", AFTER_DEADLINE, "--policy", policy])
+    return {"root": root, "path": path, "manifest": manifest, "policy": policy}
+
+
+# -- the oracle: plain loops over the step outputs ------------------------------------------------------------------
+
+def _rows(folder: str) -> list[dict]:
+    return pq.read_table(folder).to_pylist()
+
+
+def _events(paths) -> dict[str, str | None]:
+    agents = {}
+    for p in paths:
+        with open(p, encoding="utf-8") as handle:
+            for line in handle:
+                e = json.loads(line)
+                agents.setdefault(e["event_id"], (e.get("agent_id") or "").strip() or None)
+    return agents
+
+
+def _dead(paths) -> dict[str, str]:
+    out = {}
+    for p in paths:
+        for name in os.listdir(os.path.join(p, "dead_letter")):
+            with open(os.path.join(p, "dead_letter", name), encoding="utf-8") as handle:
+                for line in handle:
+                    d = json.loads(line)
+                    if d.get("event_id"):
+                        out[d["event_id"]] = min(d["reason"], out.get(d["event_id"], d["reason"]))
+    return out
+
+
+def _expected(path, thresholds, as_of: dt.date) -> dict:
+    scan_rows = _rows(path("scan", "classified"))
+    merged = {r["line_id"]: r for r in _rows(path("merge-2", "base"))}
+    needed = [r for r in scan_rows if r["needs_registration"]]
+    history = [r for r in _rows(path("notify", "history", "jobs")) if r["line_id"] and r["campaign_id"] == "rn-2026-q4"]
+    notices = collections.defaultdict(dict)  # line -> wave -> first sent
+    for h in history:
+        prev = notices[h["line_id"]].get(h["wave"])
+        notices[h["line_id"]][h["wave"]] = h["sent_at"] if prev is None else min(prev, h["sent_at"])
+    deadline, last_wave = dt.date(2027, 1, 31), dt.date(2026, 12, 15)
+    past_on = as_of > deadline and as_of >= last_wave
+    out = {"needed": len(needed), "complete": 0, "registered": 0, "region": collections.defaultdict(collections.Counter),
+           "line_type": collections.defaultdict(collections.Counter), "channel": collections.Counter(),
+           "wave_notified": collections.Counter(), "wave_registered": collections.Counter(),
+           "day": collections.Counter(), "backlog": collections.Counter(), "hours": [], "past": set()}
+    needed_ids = {r["line_id"] for r in needed}
+    for line_id, waves in notices.items():
+        if line_id in needed_ids:
+            for w in waves:
+                out["wave_notified"][w] += 1
+    for r in needed:
+        m = merged.get(r["line_id"])
+        complete = m is not None and m["identity_status"] == "COMPLETE"
+        registered = complete and m["registration_event_id"] is not None
+        region, line_type = out["region"][r["region"]], out["line_type"][r["line_type"]]
+        region["needed"] += 1
+        line_type["needed"] += 1
+        if complete:
+            out["complete"] += 1
+            region["complete"] += 1
+            line_type["complete"] += 1
+        else:
+            for reason in (m["reasons"] if m else []):
+                out["backlog"][("reason", reason)] += 1
+            out["backlog"][("identity_status", m["identity_status"] if m else "NOT_IN_MERGE")] += 1
+            if past_on and not (m and m["status"] == "TERMINATED"):
+                out["past"].add(r["line_id"])
+                region["past_deadline"] += 1
+        if registered:
+            out["registered"] += 1
+            region["registered"] += 1
+            line_type["registered"] += 1
+            out["channel"][m["registration_channel"]] += 1
+            at = m["registered_at"]
+            out["day"][at.astimezone(TZ).date()] += 1
+            before = {w: s for w, s in notices.get(r["line_id"], {}).items() if s <= at}
+            out["wave_registered"][max(before) if before else 0] += 1
+            if before:
+                out["hours"].append((at - min(before.values())).total_seconds() / 3600)
+    # agents
+    events = _events([path("events", "r1.jsonl"), path("events", "r2.jsonl")])
+    dead = _dead([path("merge-1"), path("merge-2")])
+    agents = collections.defaultdict(collections.Counter)
+    for event_id, agent in events.items():
+        if agent:
+            agents[agent]["registrations"] += 1
+            if event_id in dead:
+                agents[agent]["dead_letters"] += 1
+                agents[agent]["failed_policy"] += dead[event_id] in LINE_REASONS
+    for r in scan_rows:
+        if r["agent_id"]:
+            agents[r["agent_id"]]["lines_opened"] += 1
+            agents[r["agent_id"]]["opened_flagged"] += bool(r["flags"])
+            agents[r["agent_id"]]["opened_needing_registration"] += bool(r["needs_registration"])
+    over = set()
+    for agent, c in agents.items():
+        if c["registrations"] >= thresholds["min_registrations"] and \
+                c["dead_letters"] / c["registrations"] > thresholds["max_failed_share"]:
+            over.add(agent)
+        if c["lines_opened"] >= thresholds["min_lines_opened"] and \
+                c["opened_flagged"] / c["lines_opened"] > thresholds["max_flagged_share"]:
+            over.add(agent)
+    out["agents"], out["over"] = agents, over
+    return out
+
+
+def _csv(path, name) -> list[dict]:
+    with open(path("report", "csv", f"{name}.csv"), encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def expected(campaign):
+    return _expected(campaign["path"], {"min_registrations": 5, "max_failed_share": 0.2, "min_lines_opened": 10,
+                                        "max_flagged_share": 0.05}, dt.date.fromisoformat(AFTER_DEADLINE))
+
+
+def test_headline_figures_match_a_direct_count(campaign, expected):
+    c = campaign["manifest"]["completion"]
+    assert expected["needed"] > 500 and expected["registered"] > 300  # the data exercises the figures
+    assert c["needed"] == expected["needed"]
+    assert c["complete"] == expected["complete"]
+    assert c["registered"] == expected["registered"]
+    assert c["completion_rate"] == pytest.approx(expected["complete"] / expected["needed"], abs=1e-6)
+    assert c["remaining"] == expected["needed"] - expected["complete"]
+    assert c["past_deadline"] == len(expected["past"]) > 0
+    assert c["hours_to_register_median"] == pytest.approx(statistics.median(expected["hours"]), abs=1e-3)
+    assert c["hours_to_register_p90"] == pytest.approx(float(np.quantile(expected["hours"], 0.9)), abs=1e-3)
+    assert c["registrations_timed"] == len(expected["hours"])
+
+
+def test_region_and_line_type_tables(campaign, expected):
+    path = campaign["path"]
+    regions = {r["region"]: r for r in _csv(path, "by_region")}
+    assert set(regions) == set(expected["region"])
+    for region, want in expected["region"].items():
+        got = regions[region]
+        assert int(got["needed"]) == want["needed"]
+        assert int(got["complete"]) == want["complete"]
+        assert int(got["registered"]) == want["registered"]
+        assert int(got["remaining"]) == want["needed"] - want["complete"]
+        assert int(got["past_deadline"]) == want["past_deadline"]
+        assert float(got["completion_rate"]) == pytest.approx(want["complete"] / want["needed"], abs=1e-6)
+    types = {r["line_type"]: r for r in _csv(path, "by_line_type")}
+    assert {k: (int(v["needed"]), int(v["complete"])) for k, v in types.items()} == \
+        {k: (v["needed"], v["complete"]) for k, v in expected["line_type"].items()}
+
+
+def test_channel_wave_and_day_tables(campaign, expected):
+    path = campaign["path"]
+    channels = {r["channel"]: int(r["registrations"]) for r in _csv(path, "by_channel")}
+    assert channels == dict(expected["channel"])
+    waves = {int(r["wave"]): (int(r["notified"]), int(r["registered_after"])) for r in _csv(path, "by_wave")}
+    want = {w: (expected["wave_notified"][w], expected["wave_registered"][w])
+            for w in set(expected["wave_notified"]) | set(expected["wave_registered"])}
+    assert waves == want
+    assert waves[1][1] > 0 and waves[2][1] > 0  # both waves converted someone
+    days = _csv(path, "by_day")
+    per_day = {dt.date.fromisoformat(r["day"]): int(r["registrations"]) for r in days}
+    assert {d: n for d, n in per_day.items() if n} == dict(expected["day"])
+    assert days[0]["day"] == SCAN_DAY and days[-1]["day"] == AFTER_DEADLINE
+    cumulative = np.cumsum([int(r["registrations"]) for r in days])
+    assert [int(r["complete"]) for r in days] == list(cumulative + (expected["complete"] - expected["registered"]))
+
+
+def test_backlog_and_past_deadline_list(campaign, expected):
+    path = campaign["path"]
+    backlog = {(r["kind"], r["code"]): int(r["lines"]) for r in _csv(path, "backlog_by_reason")}
+    assert backlog == dict(expected["backlog"])
+    past = _csv(path, "past_deadline")
+    assert {r["line_id"] for r in past} == expected["past"]
+    assert set(past[0]) == {"line_id", "region", "line_type", "identity_status", "last_wave", "last_notice_at"}
+
+
+def test_agent_compliance_lists_the_agents_over_the_policy_thresholds(campaign, expected):
+    path = campaign["path"]
+    rows = {r["agent_id"]: r for r in _csv(path, "agents")}
+    assert set(rows) == set(expected["agents"])
+    for agent, want in expected["agents"].items():
+        got = rows[agent]
+        for column in ("registrations", "dead_letters", "failed_policy", "lines_opened", "opened_flagged",
+                       "opened_needing_registration"):
+            assert int(got[column]) == want[column], (agent, column)
+    listed = {a for a, r in rows.items() if r["over_threshold"] == "true"}
+    assert listed == expected["over"]
+    assert CARELESS_AGENT in listed  # the simulated careless agent took every policy failure
+    assert "NAME_PLACEHOLDER" in rows[CARELESS_AGENT]["dead_letter_reasons"]
+    assert campaign["manifest"]["counts"]["agents_over_threshold"] == len(listed)
+
+
+def test_parquet_tables_are_partitioned_by_report_date_and_equal_the_csv(campaign):
+    path = campaign["path"]
+    dataset = pq.read_table(path("report", "parquet", "by_region"))
+    assert dataset["as_of"].unique().to_pylist() == [AFTER_DEADLINE] or \
+        [str(v) for v in dataset["as_of"].unique().to_pylist()] == [AFTER_DEADLINE]
+    assert dataset.num_rows == len(_csv(path, "by_region"))
+    assert os.path.isdir(path("report", "parquet", "agents", f"as_of={AFTER_DEADLINE}"))
+
+
+def test_rerun_of_the_same_day_replaces_its_partition(campaign, tmp_path):
+    path = campaign["path"]
+    out = str(tmp_path / "report")
+    args = ["--scan", path("scan"), "--merge", path("merge-2"), "--earlier-merges", path("merge-1"),
+            "--notify", path("notify"), "--campaign", CAMPAIGN, "--out", out, "--as-of", AFTER_DEADLINE,
+            "--policy", campaign["policy"]]
+    first = report.run(args)
+    second = report.run(args)
+    assert first["completion"] == second["completion"]
+    assert len(os.listdir(os.path.join(out, "parquet", "by_region", f"as_of={AFTER_DEADLINE}"))) == 1
+    assert pq.read_table(os.path.join(out, "parquet", "by_region")).num_rows == \
+        pq.read_table(path("report", "parquet", "by_region")).num_rows
+
+
+def test_no_identity_value_in_any_report_output(campaign, capfd):
+    path = campaign["path"]
+    # the canaries are really in the inputs
+    assert CANARY_NAME in pq.read_table(path("base.parquet"), columns=["name"])["name"].to_pylist()
+    report.main(["--scan", path("scan"), "--merge", path("merge-2"), "--notify", path("notify"),
+                 "--campaign", CAMPAIGN, "--out", path("report-canary"), "--as-of", AFTER_DEADLINE])
+    captured = capfd.readouterr()
+    for folder in (path("report"), path("report-canary")):
+        for dirpath, _, files in os.walk(folder):
+            for name in files:
+                with open(os.path.join(dirpath, name), "rb") as handle:
+                    data = handle.read()
+                for canary in CANARIES:
+                    assert canary.encode("utf-8") not in data, (name, canary)
+    for canary in CANARIES:
+        assert canary not in captured.out and canary not in captured.err
+
+
+# -- inputs that do not belong together --------------------------------------------------------------------------
+
+def _fails(capfd, args, *fragments):
+    assert report.main(args) != 0
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_a_merge_of_another_base_is_refused(campaign, tmp_path, capfd):
+    path = campaign["path"]
+    other = str(tmp_path)
+    generate.write_base(os.path.join(other, "other.parquet"), 300, 991)
+    table = pq.read_table(os.path.join(other, "other.parquet"))
+    ids = pa.array([f"X{i:06d}" for i in range(table.num_rows)])
+    pq.write_table(table.set_column(0, "line_id", ids), os.path.join(other, "other.parquet"))
+    assert merge.main(["--base", os.path.join(other, "other.parquet"), "--registrations", path("events", "r1.jsonl"),
+                       "--keys", path("keys", "keyset.json"), "--out", os.path.join(other, "merge"),
+                       "--as-of", REG1]) == 0
+    capfd.readouterr()
+    _fails(capfd, ["--scan", path("scan"), "--merge", os.path.join(other, "merge"), "--out", os.path.join(other, "r")],
+           "not in the merged base", "another base or campaign")
+    assert not os.path.exists(os.path.join(other, "r", "report.html"))
+
+
+def test_notices_of_another_campaign_are_refused(campaign, tmp_path, capfd):
+    path = campaign["path"]
+    with open(CAMPAIGN, encoding="utf-8") as handle:
+        text = handle.read().replace("campaign_id: rn-2026-q4", "campaign_id: rn-2027-q1")
+    other = tmp_path / "other.yaml"
+    other.write_text(text, encoding="utf-8")
+    _fails(capfd, ["--scan", path("scan"), "--merge", path("merge-2"), "--notify", path("notify"),
+                   "--campaign", str(other), "--out", str(tmp_path / "r")], "no run of campaign rn-2027-q1")
+
+
+def test_a_scan_of_another_date_is_refused(campaign, tmp_path, capfd):
+    path = campaign["path"]
+    late = str(tmp_path / "late-scan")
+    scan.run(["--base", path("base.parquet"), "--out", late, "--as-of", "2026-12-10"])
+    capfd.readouterr()
+    _fails(capfd, ["--scan", late, "--merge", path("merge-2"), "--campaign", CAMPAIGN, "--out", str(tmp_path / "r")],
+           "after wave 1", "first scan")
+    _fails(capfd, ["--scan", late, "--merge", path("merge-1"), "--out", str(tmp_path / "r")],
+           "before the scan")
+
+
+def test_missing_inputs_are_one_line_errors(campaign, tmp_path, capfd):
+    path = campaign["path"]
+    _fails(capfd, ["--scan", str(tmp_path / "nope"), "--out", str(tmp_path / "r")], "no manifest.json")
+    _fails(capfd, ["--scan", path("merge-1"), "--out", str(tmp_path / "r")], "not of 'scan'")
+    _fails(capfd, ["--out", str(tmp_path / "r")], "--scan is required")
+    _fails(capfd, ["--scan", path("scan"), "--merge", path("merge-2"), "--as-of", "2026-12-01",
+                   "--out", str(tmp_path / "r")], "before the merge")
+
+
+def test_without_a_merge_the_report_says_so_and_counts_nothing_complete(campaign, tmp_path):
+    path = campaign["path"]
+    manifest = report.run(["--scan", path("scan"), "--out", str(tmp_path / "r")])
+    assert manifest["completion"]["complete"] == 0
+    assert manifest["completion"]["needed"] == campaign["manifest"]["completion"]["needed"]
+    assert any("No merge output" in f for f in manifest["findings"])
+    with open(tmp_path / "r" / "report.html", encoding="utf-8") as handle:
+        assert "No merge output" in handle.read()
+
+
+def test_a_scan_with_nothing_to_register_draws_no_chart(tmp_path):
+    base = tmp_path / "base.parquet"
+    generate.write_base(str(base), 200, 3)
+    table = pq.read_table(base)
+    pq.write_table(table.filter(pc.equal(table["status"], "TERMINATED")), base)
+    scan.run(["--base", str(base), "--out", str(tmp_path / "scan"), "--as-of", SCAN_DAY])
+    manifest = report.run(["--scan", str(tmp_path / "scan"), "--out", str(tmp_path / "r")])
+    assert manifest["completion"]["needed"] == 0 and manifest["completion"]["completion_rate"] is None
+    with open(tmp_path / "r" / "report.html", encoding="utf-8") as handle:
+        page = handle.read()
+    assert "data:image/png" not in page and "nothing to complete" in page
+
+
+# -- the page in a real browser ----------------------------------------------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's chromium, chromium-driver (.ci/run)
+
+
+def test_the_page_renders_in_headless_chromium_offline_with_its_charts(campaign, tmp_path):
+    from PIL import Image
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    path = campaign["path"]
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--window-size=1200,1600"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get("file://" + os.path.abspath(path("report", "report.html")))
+        charts = driver.find_elements(By.CSS_SELECTOR, "img.chart")
+        assert [c.get_attribute("id") for c in charts] == ["chart-completion", "chart-waves", "chart-backlog"]
+        for chart in charts:
+            width = driver.execute_script("return arguments[0].complete ? arguments[0].naturalWidth : 0", chart)
+            assert width >= 300, chart.get_attribute("id")
+            shot = tmp_path / f"{chart.get_attribute('id')}.png"
+            shot.write_bytes(chart.screenshot_as_png)
+            pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+            inked = np.mean(np.any(pixels < 200, axis=1))  # share of pixels that are not white-ish
+            assert 0.01 < inked < 0.9, (chart.get_attribute("id"), inked)
+            assert len(np.unique(pixels, axis=0)) > 20  # lines, bars, text: not a blank or one-colour box
+        loaded = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert [name for name in loaded if not name.startswith("data:")] == []  # nothing fetched: self-contained
+        rate = campaign["manifest"]["completion"]["completion_rate"]
+        assert driver.find_element(By.ID, "completion-rate").text == f"{100 * rate:.1f}%"
+        assert driver.find_elements(By.CSS_SELECTOR, "#table-agents-listed tr")  # the Art. 14 list is on the page
+        assert driver.save_screenshot(str(tmp_path / "page.png"))
+        assert Image.open(tmp_path / "page.png").size[0] >= 1000
+    finally:
+        driver.quit()
