@@ -17,8 +17,8 @@ Each step is `python -m pipelines.<step>` under the project's interpreter,
 launched by the Beam provider on `FnApiRunner` (local) or `DataflowRunner`.
 The logical date is every step's `--as-of` and names its output partition, so
 re-running a date rewrites the same outputs (notify finds its own history
-and sends nothing twice). A report step is added with one line in
-`backfill_config.STEPS` when `pipelines/report.py` exists.
+and sends nothing twice). Every campaign day ends with the report
+(`campaigns/<id>/report/<ds>/report.html`, CSV and Parquet tables).
 """
 from __future__ import annotations
 

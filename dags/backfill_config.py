@@ -21,6 +21,8 @@ so a re-run of a date rewrites the same outputs):
                                         re-run or a later wave from sending twice)
     out/merge/DS/                       the base as of the morning of DS: the previous
                                         merge + the registrations of the day before
+    out/campaigns/CAMPAIGN_ID/report/DS/  the campaign's report of DS (report.html, csv/,
+                                        parquet/<table>/as_of=DS/)
     registrations/DAY/                  input: one folder of registration events per day
 """
 from __future__ import annotations
@@ -62,7 +64,7 @@ class Step:
     """A pipeline the DAGs launch.
 
     ``when``: ``kickoff`` (the day wave 1 starts), ``wave`` (once per wave
-    starting that day) or ``daily``. ``options`` maps the step's command-line
+    starting that day), ``daily``, or ``campaign_daily`` (every day of a campaign). ``options`` maps the step's command-line
     options to templates over the run's layout (see ``check_params``); an
     option whose value comes out empty is left out.
     """
@@ -81,8 +83,10 @@ STEPS: tuple[Step, ...] = (
     Step("merge", "pipelines.merge", "daily", {
         "base": "{previous_base}", "vault": "{previous_vault}", "registrations": "{registrations}/{events_day}",
         "keys": "{keys}", "out": "{out}/merge/{ds}", "as-of": "{ds}"}),
-    # pipelines/report.py does not exist yet; when it lands, this is its line:
-    # Step("report", "pipelines.report", "daily", {"merge": "{out}/merge/{ds}", "out": "{out}/report/{ds}", "as-of": "{ds}"}),
+    # The morning report of a campaign: its first scan, the day's merge, the waves sent so far.
+    Step("report", "pipelines.report", "campaign_daily", {
+        "scan": "{root}/scan", "merge": "{out}/merge/{ds}", "notify": "{root}/notify", "campaign": "{campaign}",
+        "out": "{root}/report/{ds}", "as-of": "{ds}"}),
 )
 DAILY_STEPS = tuple(s for s in STEPS if s.when == "daily")
 
@@ -280,6 +284,8 @@ def check_params(params: dict, variables, ds: str, steps=STEPS, kind: str = "cam
                                           f"{layout['root']}/scan: run backfill_campaign for {campaign['kickoff']}")
                     launches[step.name].append(_launch(step, {**layout, "wave": str(wave)}, runner, settings,
                                                        runner_options))
+        elif step.when == "campaign_daily" and campaign:
+            launches[step.name].append(_launch(step, layout, runner, settings, runner_options))
         elif step.when == "daily":
             day_folder = f"{settings['registrations']}/{layout['events_day']}"
             _check_local("registrations for " + layout["events_day"], day_folder)

@@ -1,4 +1,4 @@
-"""### backfill_daily: the daily merge (and report) outside a campaign
+"""### backfill_daily: the daily merge outside a campaign
 
 Every morning (00:00 UTC), merges the registrations of the day before into
 the base as of the logical date: `out/merge/<ds>/` from the latest earlier
@@ -9,7 +9,8 @@ aside: `backfill_campaign` makes that day's merge, so there is one per day.
 Settings as in `backfill_campaign` (DAG params, else Variables
 `backfill_<name>`, else defaults): `base`, `registrations`, `keys`, `out`,
 `runner`, `python`, and for Dataflow `project`, `region`, `temp_location`.
-The report joins this DAG as one line in `backfill_config.STEPS`.
+The report belongs to a campaign (it measures completion against the
+campaign's first scan), so it runs in `backfill_campaign`, not here.
 """
 from __future__ import annotations
 

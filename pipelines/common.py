@@ -24,6 +24,7 @@ __all__ = [
     "is_local_runner",
     "new_run",
     "parse_as_of",
+    "parse_ignoring_beam_flags",
     "run_main",
     "remove_tree",
     "write_dead_letters",
@@ -79,6 +80,25 @@ def beam_options(beam_args: list[str], **overrides) -> PipelineOptions:
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args = ["--runner", "FnApiRunner", *args]
     return PipelineOptions(args, **overrides)
+
+
+def parse_ignoring_beam_flags(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parse a step that runs no Beam pipeline but is launched like one (the DAGs' Beam operator
+    adds ``--runner`` and the like): Beam's own options are accepted and ignored, any other
+    unknown flag is the usual one-line error."""
+    args, unknown = parser.parse_known_args(argv)
+    beam = set(PipelineOptions([]).get_all_options())
+    stray = [a for a in unknown if not (a.startswith("--") and a[2:].split("=", 1)[0].replace("-", "_") in beam)]
+    flags = [a for a in stray if a.startswith("-")]
+    if flags:
+        parser.error(f"unrecognized arguments: {' '.join(flags)}")
+    if stray:  # a value: keep it only if it follows a Beam flag
+        values = {unknown[i + 1] for i, a in enumerate(unknown[:-1]) if a.startswith("--") and "=" not in a}
+        if any(v not in values for v in stray):
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if unknown:
+        log.info("%s runs no Beam pipeline: ignoring %s", parser.prog, " ".join(unknown))
+    return args
 
 
 def runner_name(options: PipelineOptions) -> str:

@@ -27,6 +27,8 @@ DEFAULT_LINES = 50_000
 SCAN_DAY = "2026-11-30"
 WAVE_DAYS = {1: "2026-12-01", 2: "2026-12-15"}
 REGISTRATION_DAY = "2026-12-03"
+SECOND_MERGE_DAY = "2026-12-22"
+REPORT_DAY = "2027-02-01"  # after the deadline: the report lists who is still unregistered
 CAMPAIGN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "campaign.yaml")
 
 
@@ -54,21 +56,11 @@ def _done(started: float, where: str) -> None:
     print(f"   -> {where} ({time.time() - started:.1f} s)", flush=True)
 
 
-def completion(scan_out: str, merge_out: str) -> tuple[int, int]:
-    """(lines now COMPLETE, lines that needed registration at the scan)."""
-    needed = pq.read_table(os.path.join(scan_out, "classified"), columns=["line_id", "needs_registration"])
-    needed = needed.filter(needed.column("needs_registration")).column("line_id")
-    merged = pq.read_table(os.path.join(merge_out, "base"), columns=["line_id", "identity_status"])
-    now = merged.filter(pc.is_in(merged.column("line_id"), value_set=needed))
-    done = pc.sum(pc.equal(now.column("identity_status"), "COMPLETE").cast("int64")).as_py() or 0
-    return int(done), len(needed)
-
-
 def run(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.lines < 1:
         raise UserError("--lines must be at least 1")
-    from pipelines import generate, keys, merge, notify, reveal, scan
+    from pipelines import generate, keys, merge, notify, report, reveal, scan
     from pipelines.simulate import simulate_registrations
 
     out = args.out
@@ -115,19 +107,57 @@ def run(argv=None) -> int:
                  "--out", path("notify"), "--as-of", WAVE_DAYS[2], "--registered", path("merge")])
     _done(started, path("notify", "jobs"))
 
-    started = step("reveal: one registered line, for a stated purpose, on the audit log")
+    started = step("more registrations after the reminders, merged the next days on the merged base")
     merged = pq.read_table(path("merge", "base"), columns=["line_id", "registration_event_id"])
+    registered = merged.filter(merged.column("registration_event_id").is_valid()).column("line_id")
+    counts = simulate_registrations(path("scan"), path("events", "registrations-2.jsonl"), share=0.35,
+                                    seed=args.seed + 1, as_of=dt.date.fromisoformat(WAVE_DAYS[2]) + dt.timedelta(days=1),
+                                    days=6, exclude=registered)
+    print(f"   {counts['events']:,} events over 6 days")
+    merge.main(["--base", path("merge", "base"), "--vault", path("merge", "vault"),
+                "--registrations", path("events", "registrations-2.jsonl"), "--keys", path("keys", "keyset.json"),
+                "--out", path("merge-2"), "--as-of", SECOND_MERGE_DAY])
+    _done(started, path("merge-2"))
+
+    started = step("report: completion, waves, regions, agents (Art. 14), the past-deadline list")
+    figures = report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--earlier-merges", path("merge"),
+                          "--notify", path("notify"), "--campaign", args.campaign, "--out", path("report"),
+                          "--as-of", REPORT_DAY])
+    print(report.format_summary(figures))
+    _done(started, path("report", "report.html"))
+
+    started = step("reveal: one registered line, for a stated purpose, on the audit log")
+    merged = pq.read_table(path("merge-2", "base"), columns=["line_id", "registration_event_id"])
     registered = merged.filter(merged.column("registration_event_id").is_valid())
     if registered.num_rows:
         line_id = registered.column("line_id")[0].as_py()
-        reveal.main(["--keys", path("keys", "keyset.json"), "--vault", path("merge", "vault"),
+        reveal.main(["--keys", path("keys", "keyset.json"), "--vault", path("merge-2", "vault"),
                      "--line-id", line_id, "--purpose", "demo: customer asked to see their record",
                      "--fields", "name"])
     _done(started, "audit log beside the vault")
 
-    done, needed = completion(path("scan"), path("merge"))
-    rate = 100.0 * done / needed if needed else 100.0
-    print(f"\ncompletion: {done:,} of {needed:,} lines that needed registration are now COMPLETE ({rate:.1f}%)")
+    from pipelines import retention
+
+    started = step("retention: identity of lines terminated more than two years ago purged (Art. 11)")
+    purge = retention.run(["--base", path("merge-2", "base"), "--vault", path("merge-2", "vault"),
+                           "--keys", path("keys", "keyset.json"), "--out", path("retention"),
+                           "--as-of", SECOND_MERGE_DAY])
+    print(f"   purged {purge['counts']['purged']:,} lines terminated on or before "
+          f"{purge['retention']['purge_terminated_on_or_before']}; vault key {purge['keys']['vault_before']} -> "
+          f"{purge['keys']['vault_after']} (the live base and vault are now under {path('retention')})")
+    _done(started, path("retention"))
+
+    started = step("self-inspection: the year's runs, reveals, key changes and purges (Art. 15)")
+    year = int(purge["started"][:4])
+    inspection = report.run(["--self-inspection", "--year", str(year), "--manifests", out,
+                             "--out", path("inspection")])
+    print("   " + report.format_summary(inspection))
+    _done(started, inspection["outputs"]["html"])
+
+    c = figures["completion"]
+    rate = 100.0 * c["completion_rate"] if c["completion_rate"] is not None else 100.0
+    print(f"\ncompletion: {c['complete']:,} of {c['needed']:,} lines that needed registration are now COMPLETE ({rate:.1f}%)")
+    print(f"report: {os.path.abspath(path('report', 'report.html'))}")
     print(f"outputs under {os.path.abspath(out)}")
     return 0
 

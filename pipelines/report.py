@@ -23,7 +23,7 @@ import sys
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main
+from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, parse_ignoring_beam_flags, run_main
 from pipelines.manifest import Timer, write_json
 from pipelines import report_io
 from transforms.report import TABLES, CampaignFacts, ReportInputs, completion_tables
@@ -76,7 +76,7 @@ def _check_dates(scan_as_of: dt.date, merge_as_of: dt.date | None, as_of: dt.dat
 
 
 def run(argv=None) -> dict:
-    args = parser().parse_args(argv)
+    args = parse_ignoring_beam_flags(parser(), argv)
     if args.self_inspection:
         return _self_inspection(args)
     if not args.scan:
@@ -174,7 +174,9 @@ def _self_inspection(args) -> dict:
 
 def format_summary(manifest: dict) -> str:
     if manifest.get("step") != "report":
-        return f"self-inspection written under {manifest.get('out', '')}".rstrip()
+        from pipelines.self_inspection import format_summary as inspection_summary
+
+        return inspection_summary(manifest)
     c = manifest["completion"]
     rate = f"{100 * c['completion_rate']:.1f}%" if c["completion_rate"] is not None else "n/a"
     lines = [f"report {manifest['run_id']}: as of {c['as_of']}, campaign {c['campaign_id'] or '(none)'}",

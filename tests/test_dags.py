@@ -162,6 +162,19 @@ def test_campaign_dag_runs_end_to_end_and_a_rerun_changes_nothing(airflow, site)
         merge = json.load(f)
     assert merge["counts"]["base"]["balanced"] and merge["counts"]["events"]["balanced"]
     assert merge["counts"]["events"]["applied"] == 30 and merge["inputs"]["base_kind"] == "raw"
+    with open(os.path.join(root, "report", KICKOFF, "manifest.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["as_of"] == KICKOFF and report["inputs"]["merge_run_id"] == merge["run_id"]
+    assert report["completion"]["needed"] == scan["needs_registration"]
+    import pyarrow.parquet as pq
+
+    needed = {r["line_id"] for r in pq.read_table(os.path.join(root, "scan", "classified"),
+                                                   columns=["line_id", "needs_registration"]).to_pylist()
+              if r["needs_registration"]}
+    with open(os.path.join(site["tmp"], "registrations", "2026-11-30", "events.jsonl"), encoding="utf-8") as f:
+        registered = {json.loads(line)["line_id"] for line in f} & needed
+    assert report["completion"]["registered"] == report["completion"]["complete"] == len(registered) > 0
+    assert os.path.exists(os.path.join(root, "report", KICKOFF, "report.html"))
     before = _outputs(out)
 
     again = dags_test(airflow, "backfill_campaign", KICKOFF, site["conf"])
@@ -197,7 +210,8 @@ def test_config_plans_kickoff_waves_and_daily_merges(site, tmp_path):
         os.makedirs(tmp_path / "registrations" / day)
     conf = {**site["conf"], "out": str(tmp_path / "out"), "registrations": str(tmp_path / "registrations")}
     kickoff = _plan(conf, KICKOFF)
-    assert [len(kickoff[s]) for s in ("scan", "notify", "merge")] == [1, 1, 1]
+    assert [len(kickoff[s]) for s in ("scan", "notify", "merge", "report")] == [1, 1, 1, 1]
+    assert kickoff["report"][0]["pipeline_options"]["out"] == f"{conf['out']}/campaigns/rn-2026-q4/report/{KICKOFF}"
     scan = kickoff["scan"][0]
     assert scan["runner"] == "FnApiRunner" and scan["py_interpreter"] == sys.executable
     assert scan["pipeline_options"] == {"base": conf["base"], "out": f"{conf['out']}/campaigns/rn-2026-q4/scan",

@@ -452,3 +452,21 @@ def test_the_page_renders_in_headless_chromium_offline_with_its_charts(campaign,
         assert Image.open(tmp_path / "page.png").size[0] >= 1000
     finally:
         driver.quit()
+
+
+def test_self_inspection_through_the_report_command(campaign, tmp_path, capfd):
+    path = campaign["path"]
+    year = int(campaign["manifest"]["started"][:4])
+    assert report.main(["--self-inspection", "--year", str(year), "--manifests", campaign["root"],
+                        "--out", str(tmp_path / "inspection")]) == 0
+    out = capfd.readouterr().out
+    assert f"self-inspection {year}:" in out
+    with open(tmp_path / "inspection" / f"self_inspection_{year}.json", encoding="utf-8") as handle:
+        doc = json.load(handle)
+    steps = doc["runs_by_step"]
+    assert steps["scan"]["runs"] >= 1 and steps["merge"]["runs"] >= 2 and steps["notify"]["runs"] == 2
+    assert steps["report"]["runs"] >= 1
+    assert os.path.exists(tmp_path / "inspection" / f"self_inspection_{year}.html")
+    _fails(capfd, ["--self-inspection", "--manifests", campaign["root"], "--out", str(tmp_path / "x")], "--year")
+    _fails(capfd, ["--self-inspection", "--year", "1999", "--manifests", campaign["root"], "--out", str(tmp_path / "x")],
+           "1999")

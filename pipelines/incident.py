@@ -1,0 +1,316 @@
+"""backfill incident: the scope of a suspected leak, the report to file, and the shred (Art. 13).
+
+    backfill incident --key-version j1 --base out/merge/base --vault out/merge/vault --out out/incident-1 \\
+        [--detected-at 2026-11-30T09:15:00+08:00] [--description "join key found in a public repository"]
+    backfill incident --lines leaked.csv --base out/merge/base --vault out/merge/vault --out out/incident-2 \\
+        --shred --keys keys/keyset.json [--actor NAME] [--as-of 2026-11-30]
+    python -m pipelines.incident ...
+
+``--key-version jN`` takes the lines whose tokens are under join key jN;
+``vN`` the lines whose data key is wrapped by vault key vN (the vault's key
+table, and the base's ``vault_key_version``); ``--lines FILE`` a list of
+line_ids (one per line, or a CSV with a ``line_id`` column).
+
+Writes ``OUT/affected_lines.csv`` (line_id, region, identity fields held as
+field *names*, key versions, sealed vault fields, whether the vault data can
+be shredded and whether it was), ``OUT/incident.json`` and
+``OUT/incident.html`` (what leaked or may have, when, how many lines and
+subscribers, by region, what was done) and ``OUT/manifest.json``. Never a
+token, mask or value: the report is what the operator files with the telecom
+administration.
+
+``--shred`` (with ``--keys`` and ``--vault``) crypto-shreds every affected
+line that has a data key, in ``--vault`` itself (the live vault: a leak
+response must destroy there), through ``pipelines.keys.shred_lines``: one
+record per line in ``VAULT/../audit/shred.jsonl``, every other data key
+re-wrapped under a new vault key version. The base's tokens and masks are left
+as they are (``backfill retention`` blanks them for terminated lines).
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+import sys
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main
+from pipelines.manifest import Timer, write_json
+
+__all__ = ["run", "main", "read_line_ids", "render"]
+
+_SHOWN = 100  # unknown line_ids listed in the report (all are counted)
+_EXPOSURE = {
+    "join": "tokens (keyed HMAC-SHA256) under join key {v}: whoever holds the key can test guessed values "
+            "(document numbers, names, addresses) against them; masks were in the same rows",
+    "vault": "data keys wrapped by vault key {v}: whoever holds the key and a copy of the vault tables can "
+             "open every sealed value of these lines",
+    "lines": "the listed lines' records as held by the operator: the identity fields named below may be "
+             "exposed (tokens and masks in the base, sealed originals in the vault)",
+}
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="backfill incident", description=__doc__.splitlines()[0])
+    scope = p.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--key-version", default=None, help="leaked key version: jN (join key) or vN (vault key)")
+    scope.add_argument("--lines", default=None, help="file of line_ids: one per line, or a CSV with a line_id column")
+    p.add_argument("--base", required=True, action="append", help="merged base (backfill merge OUT/base); repeatable")
+    p.add_argument("--vault", default=None, help="the vault folder (which lines have sealed data, for the shred)")
+    p.add_argument("--out", required=True, help="output folder: incident.json, incident.html, affected_lines.csv")
+    p.add_argument("--shred", action="store_true", help="crypto-shred the affected lines' vault data (needs --keys, --vault)")
+    p.add_argument("--keys", default=None, help="keyset file (mode 0600), for --shred")
+    p.add_argument("--as-of", type=parse_as_of, default=None, help="date of the report (default: today)")
+    p.add_argument("--detected-at", default=None, help="when the incident was detected (ISO date or time)")
+    p.add_argument("--description", default=None, help="what happened, in the operator's words (no identity values)")
+    p.add_argument("--actor", default=None, help="who responds (recorded in the shred log)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def read_line_ids(path: str) -> tuple[list[str], int]:
+    """``(distinct line_ids in file order, rows read)`` from a list or a CSV with a ``line_id`` column."""
+    try:
+        with FileSystems.open(path) as handle:
+            text = handle.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"--lines {path} is not UTF-8 text") from None
+    except Exception as exc:  # the type only: a message may quote data
+        raise UserError(f"--lines {path} cannot be read ({type(exc).__name__})") from None
+    rows = [line for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise UserError(f"--lines {path} holds no line_id")
+    head = rows[0].strip()
+    if "," in head or head.lower() == "line_id":
+        reader = csv.DictReader(io.StringIO(text))
+        column = next((c for c in reader.fieldnames or [] if c and c.strip().lower() == "line_id"), None)
+        if column is None:
+            raise UserError(f"--lines {path} is a CSV without a line_id column")
+        ids = [(row.get(column) or "").strip() for row in reader]
+        ids = [i for i in ids if i]
+        if not ids:
+            raise UserError(f"--lines {path} holds no line_id")
+    else:
+        ids = [line.strip() for line in rows]
+    return list(dict.fromkeys(ids)), len(ids)
+
+
+def _when(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--detected-at {value!r} is not an ISO date or time (YYYY-MM-DD[THH:MM[:SS][+08:00]])") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)  # no zone means UTC, as everywhere in the project
+    return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def render(name: str, **context) -> str:
+    """A Jinja2 template of ``pipelines/templates`` (autoescaped)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("pipelines", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(name).render(**context)
+
+
+def _scan(files: list[str], key_version: str | None, line_ids: pa.Array | None, keys, values):
+    """The affected lines described, the base lines read, the base ids found, the distinct document tokens."""
+    from pipelines.retention import merged_batches
+    from transforms.incident import BASE_COLUMNS, describe_lines, scope_mask
+
+    parts, found, tokens, lines_in = [], [], [], 0
+    for path in files:
+        for table in merged_batches(path, BASE_COLUMNS):
+            lines_in += table.num_rows
+            chosen = table.filter(scope_mask(table, key_version=key_version, line_ids=line_ids, vault_keys=keys))
+            if chosen.num_rows:
+                parts.append(describe_lines(chosen, keys, values))
+                found.append(chosen.column("line_id").combine_chunks())
+                tokens.append(pc.unique(chosen.column("doc_token").drop_null().combine_chunks()))
+    if parts:
+        lines = pa.concat_tables(parts)
+        lines = lines.take(pc.sort_indices(lines, [("line_id", "ascending")]))
+    else:
+        lines = describe_lines(pa.table({c: pa.array([], pa.string()) for c in BASE_COLUMNS}), keys, values)
+    subscribers = len(pc.unique(pa.chunked_array(tokens, pa.string()))) if tokens else 0
+    base_ids = pa.chunked_array(found, pa.string()).combine_chunks() if found else pa.array([], pa.string())
+    return lines, lines_in, base_ids, subscribers
+
+
+def _write_csv(lines: pa.Table, shredded: pa.Array, path: str) -> None:
+    joined = lambda column: pc.binary_join(pc.fill_null(column, pa.scalar([], pa.list_(pa.string()))), ";")
+    table = pa.table({
+        "line_id": lines.column("line_id"), "region": lines.column("region"),
+        "fields": joined(lines.column("fields")), "join_key_version": lines.column("join_key_version"),
+        "vault_key_version": lines.column("vault_key_version"),
+        "vault_fields": pc.if_else(pc.is_null(lines.column("vault_fields")), pa.scalar(None, pa.string()),
+                                   joined(lines.column("vault_fields"))),
+        "shreddable": lines.column("shreddable"), "shredded": shredded,
+    })
+    import pyarrow.csv as pacsv
+
+    sink = io.BytesIO()
+    pacsv.write_csv(table, sink)
+    with FileSystems.create(path) as handle:
+        handle.write(sink.getvalue())
+
+
+def run(argv=None) -> dict:
+    """Scope an incident, write its report (and shred); returns the report."""
+    from pipelines.keys import shred_lines
+    from pipelines.retention import merged_base_files
+    from transforms.incident import KEY_VERSION, summarise
+    from transforms.keyset import Keyset
+    from transforms.vault import VaultError
+    from transforms.vault_store import read_table
+
+    args = parser().parse_args(argv)
+    timer = Timer()
+    run_id, started = new_run("incident")
+    as_of, out = args.as_of or parse_as_of(None), args.out.rstrip("/")
+    if args.shred and not (args.keys and args.vault):
+        raise UserError("--shred needs --keys and --vault: the shred happens in the vault, under the keyset")
+    if args.key_version is not None and not KEY_VERSION.match(args.key_version):
+        raise UserError(f"--key-version {args.key_version!r} is not a key version: jN (join key) or vN (vault key)")
+    detected_at = _when(args.detected_at)
+    keyset = Keyset.load(args.keys) if args.keys else None  # permissions checked before anything is read
+    given, rows_given = (None, 0)
+    if args.lines:
+        given, rows_given = read_line_ids(args.lines)
+    files = merged_base_files(args.base)
+    keys = values = None
+    if args.vault:
+        try:
+            keys, values = read_table(args.vault, "keys"), read_table(args.vault, "values")
+        except VaultError as exc:
+            raise UserError(str(exc)) from None
+        foreign = set(pc.unique(keys.column("keyset_id")).to_pylist()) - ({keyset.keyset_id} if keyset else set())
+        if keyset and foreign:
+            raise UserError(f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
+                            f"not {keyset.keyset_id} (--keys {args.keys})")
+    given_array = pa.array(given, pa.string()) if given is not None else None
+    lines, lines_in, base_ids, subscribers = _scan(files, args.key_version, given_array, keys, values)
+    timer.mark("scope_seconds")
+
+    if given is not None:
+        unknown = pc.filter(given_array, pc.invert(pc.is_in(given_array, value_set=base_ids))).to_pylist()
+        scope = {"kind": "lines", "file": args.lines, "rows": rows_given, "distinct": len(given),
+                 "duplicates": rows_given - len(given)}
+        exposure = _EXPOSURE["lines"]
+    else:
+        unknown = []
+        purpose = "join" if args.key_version.startswith("j") else "vault"
+        scope = {"kind": "key_version", "key_version": args.key_version, "key_purpose": purpose}
+        exposure = _EXPOSURE[purpose].format(v=args.key_version)
+        if purpose == "vault" and keys is not None:
+            wrapped = keys.filter(pc.equal(keys.column("vault_key_version"), args.key_version)).column("line_id")
+            outside = pc.filter(wrapped, pc.invert(pc.is_in(wrapped, value_set=base_ids)))
+            scope["vault_lines_not_in_base"] = len(outside)
+        if keyset is not None:
+            known = {k.version for k in keyset.info()}
+            scope["key_in_keyset"] = args.key_version in known
+    summary = summarise(lines)
+
+    shreddable = pc.fill_null(lines.column("shreddable"), False)
+    shred_ids = lines.column("line_id").filter(shreddable).to_pylist()
+    shred, shredded = None, pa.array([False] * lines.num_rows, pa.bool_())
+    if args.shred and shred_ids:
+        description = (args.description or "").strip().replace("\n", " ")
+        shred = shred_lines(args.keys, args.vault, shred_ids, actor=args.actor,
+                            reason=f"incident {run_id} (Art. 13): {description or scope_text(scope)}")
+        shredded = shreddable
+    timer.mark("shred_seconds")
+    if keyset is not None and args.keys:
+        keyset = Keyset.load(args.keys)
+    n_shredded = len(shred_ids) if shred else 0
+    action = {
+        "shred_requested": args.shred, "lines_shredded": n_shredded,
+        "lines_not_shreddable": lines.num_rows - len(shred_ids) if keys is not None else None,
+        "lines_shreddable_not_shredded": len(shred_ids) - n_shredded if keys is not None else None,
+        "new_vault_key_version": shred["new_vault_key_version"] if shred else None,
+        "retired_vault_key_versions": shred["retired_vault_key_versions"] if shred else [],
+        "shred_log": os.path.join(os.path.dirname(os.path.normpath(args.vault)), "audit", "shred.jsonl")
+        if shred else None,
+    }
+    action["summary"] = _action_text(action, keys is not None)
+    csv_path = FileSystems.join(out, "affected_lines.csv")
+    report = {
+        "step": "incident", "incident_id": run_id, "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
+        "detected_at": detected_at, "description": args.description, "scope": scope,
+        "what": {"exposure": exposure, "fields": summary["by_field"], "vault_fields": summary["by_vault_field"],
+                 "join_key_versions": summary["by_join_key_version"],
+                 "vault_key_versions": summary["by_vault_key_version"]},
+        "how_many": {"lines": summary["lines"], "lines_with_identity": summary["lines_with_identity"],
+                     "subscribers_by_document": subscribers,
+                     "lines_without_document": summary["lines"] - summary["by_field"].get("doc", 0)},
+        "by_region": summary["by_region"],
+        "unknown_line_ids": {"count": len(unknown), "shown": unknown[:_SHOWN]},
+        "action": action,
+        "affected_lines_file": csv_path,
+        "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
+                 "vault": keyset.primary_vault_version} if keyset else None,
+        "inputs": {"base": list(args.base), "base_files": files, "vault": args.vault, "lines": args.lines},
+    }
+    _write_csv(lines, shredded, csv_path)
+    write_json(FileSystems.join(out, "incident.json"), report)
+    with FileSystems.create(FileSystems.join(out, "incident.html")) as handle:
+        handle.write(render("incident.html.j2", r=report, scope_text=scope_text(scope)).encode("utf-8"))
+    counts = {"base_lines_read": lines_in, "affected": lines.num_rows, "unknown": len(unknown),
+              "shredded": n_shredded, "subscribers_by_document": subscribers}
+    if given is not None:
+        counts.update(given=len(given), balanced=len(given) == lines.num_rows + len(unknown))
+    write_json(FileSystems.join(out, "manifest.json"), {
+        "step": "incident", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
+        "detected_at": detected_at, "scope": scope, "keys": report["keys"], "inputs": report["inputs"],
+        "outputs": {"report": FileSystems.join(out, "incident.json"), "html": FileSystems.join(out, "incident.html"),
+                    "affected_lines": csv_path},
+        "counts": counts, "action": action, "runner": "pyarrow (no Beam pipeline)", "timings": timer.as_dict()})
+    return report
+
+
+def scope_text(scope: dict) -> str:
+    if scope["kind"] == "key_version":
+        return f"{scope['key_purpose']} key version {scope['key_version']}"
+    return f"{scope['distinct']:,} line_id(s) listed in {scope['file']}"
+
+
+def _action_text(action: dict, has_vault: bool) -> str:
+    if action["lines_shredded"]:
+        return (f"{action['lines_shredded']:,} line(s) crypto-shredded: their data keys destroyed, every other data "
+                f"key re-wrapped under {action['new_vault_key_version']}, "
+                f"{', '.join(action['retired_vault_key_versions'])} retired")
+    if action["shred_requested"]:
+        return "shred requested: no affected line has a data key in the vault; nothing was shredded"
+    if not has_vault:
+        return "nothing was shredded (no vault given: shreddability not assessed)"
+    return "nothing was shredded (assessment only)"
+
+
+def _body(argv) -> int:
+    r = run(argv)
+    h = r["how_many"]
+    print(f"incident {r['incident_id']}: {scope_text(r['scope'])}: {h['lines']:,} line(s) affected "
+          f"({h['subscribers_by_document']:,} subscriber(s) by document) in {len(r['by_region']):,} region(s); "
+          f"fields {', '.join(f'{k} {v:,}' for k, v in r['what']['fields'].items()) or 'none'}")
+    if r["unknown_line_ids"]["count"]:
+        print(f"  {r['unknown_line_ids']['count']:,} listed line_id(s) are not in the base")
+    print(f"  {r['action']['summary']}")
+    print(f"  -> {FileSystems.join(os.path.dirname(r['affected_lines_file']), 'incident.html')}, "
+          f"{r['affected_lines_file']}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_main("backfill incident", _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""backfill retention: purge the identity of lines terminated more than N years ago (Art. 11).
+
+    backfill retention --base out/merge/base --vault out/merge/vault --keys keys/keyset.json \\
+        --out out/retention --as-of 2026-12-01 [--policy FILE] [--actor NAME]
+    python -m pipelines.retention ...
+
+For every TERMINATED line of the merged base whose retention period is over
+on ``--as-of`` (``as_of > terminated_on + N years``, N from the policy; see
+``transforms/retention.py`` for the boundary and Feb 29), it writes:
+
+* ``OUT/base/``: the whole base, same schema, the due lines' tokens, masks
+  and document types blanked (null), ``join_key_version`` null, and
+  ``vault_key_version`` as the vault now has it;
+* ``OUT/vault/``: a copy of ``--vault`` without the due lines' value rows,
+  then crypto-shredded with ``pipelines.keys.shred_lines`` (their data keys
+  dropped, every other data key re-wrapped under a new vault key version,
+  older versions retired; one record per line in ``OUT/audit/shred.jsonl``);
+* ``OUT/manifest.json`` (step ``retention``): as-of, policy, cut-off date,
+  the purged line_ids, counts that balance, key versions before and after.
+
+Why a new vault under OUT rather than purging in place: the base and the
+vault under OUT are one consistent pair and the inputs are not rewritten
+while the run works. The shred retires the vault key versions that wrapped
+the input vault's key table, so after the run the input vault opens no line
+at all: OUT/vault is the live vault from then on, and the input merge output
+should be deleted (its base still holds the purged lines' tokens and masks).
+``--vault`` may be ``OUT/vault`` itself (then it is purged in place): that is
+how an interrupted run is completed.
+
+Re-running on its own output purges nothing more and changes nothing: a due
+line that has no token, mask, data key or value left (purged before, or it
+never had an identity) is counted as ``nothing_to_purge``, and without lines
+to shred the keyset is not touched.
+
+Plain pyarrow, not a Beam pipeline: one streaming pass over the base's
+Parquet files to find the due lines, the vault rewrite and shred (a single
+keyset transaction under its lock, and the vault tables are read whole by
+``transforms.vault_store`` anyway), then one streaming pass that rewrites
+each file. There is no shuffle or join that a runner would parallelise
+usefully, and memory stays one record batch plus the vault tables.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, remove_tree, run_main
+from pipelines.manifest import Timer, write_json
+
+__all__ = ["run", "main", "format_summary", "merged_base_files", "merged_batches"]
+
+_BATCH = 65_536
+_SCAN_COLUMNS = ["line_id", "status", "terminated_on"]
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="backfill retention", description=__doc__.splitlines()[0])
+    p.add_argument("--base", required=True, action="append", help="merged base (backfill merge OUT/base); repeatable")
+    p.add_argument("--vault", required=True, help="the base's vault folder (OUT/vault)")
+    p.add_argument("--keys", required=True, help="keyset file (mode 0600): the shred re-wraps the data keys")
+    p.add_argument("--out", required=True, help="output folder: OUT/base, OUT/vault, OUT/audit, OUT/manifest.json")
+    p.add_argument("--as-of", required=True, type=parse_as_of, help="date the retention periods are judged on")
+    p.add_argument("--policy", default=None, help="policy YAML (retention.years_after_termination)")
+    p.add_argument("--actor", default=None, help="who runs the purge (recorded in the shred log)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _same(a: str, b: str) -> bool:
+    return os.path.abspath(a.rstrip("/")) == os.path.abspath(b.rstrip("/"))
+
+
+def merged_base_files(paths: list[str]) -> list[str]:
+    """The Parquet files of a merged base; a raw base (plaintext identity) is refused."""
+    from pipelines.merge_io import base_kind, plan_merged_splits
+
+    if base_kind(paths) != "merged":
+        raise UserError(f"--base {paths[0]} is not a merged base (backfill merge OUT/base: tokens, no plaintext)")
+    return plan_merged_splits(paths)[1].files
+
+
+def merged_batches(path: str, columns: list[str] | None = None):
+    """A merged-base file as tables of ``columns`` (default: all) of schemas/merged_line, batch by batch."""
+    from schemas import arrow_schema
+
+    schema = arrow_schema("merged_line")
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        pf = pq.ParquetFile(handle)
+        names = columns or schema.names
+        for batch in pf.iter_batches(batch_size=_BATCH, columns=[n for n in names if n in pf.schema_arrow.names]):
+            n = batch.num_rows
+            yield pa.table([batch.column(name).cast(schema.field(name).type) if name in batch.schema.names
+                            else pa.nulls(n, schema.field(name).type) for name in names],
+                           schema=pa.schema([schema.field(name) for name in names]))
+
+
+def _find_due(files: list[str], cutoff) -> tuple[pa.Array, dict]:
+    """First pass: the due lines' ids and the line counts."""
+    from transforms.retention import IDENTITY_COLUMNS, due_mask, has_identity
+
+    counts = {"lines_in": 0, "terminated": 0, "terminated_without_date": 0, "due": 0, "due_with_identity": 0}
+    due_ids, with_identity = [], []
+    for path in files:
+        for table in merged_batches(path, [*_SCAN_COLUMNS, *IDENTITY_COLUMNS]):
+            due, terminated, no_date = due_mask(table, cutoff)
+            present = pc.and_(due, has_identity(table))
+            counts["lines_in"] += table.num_rows
+            for name, mask in (("terminated", terminated), ("terminated_without_date", no_date), ("due", due),
+                               ("due_with_identity", present)):
+                counts[name] += pc.sum(mask.cast(pa.int64())).as_py() or 0
+            due_ids.append(table.column("line_id").filter(due))
+            with_identity.append(table.column("line_id").filter(present))
+    ids = pa.chunked_array(due_ids, pa.string()).combine_chunks() if due_ids else pa.array([], pa.string())
+    tokens = pa.chunked_array(with_identity, pa.string()).combine_chunks() if with_identity else pa.array([], pa.string())
+    return ids, {**counts, "_with_identity": tokens}
+
+
+def _rewrite_base(files: list[str], out_base: str, cutoff, keys: pa.Table) -> tuple[int, dict[str, int]]:
+    """Second pass: every file rewritten, the due lines blanked."""
+    from transforms.retention import blank_identity, due_mask
+
+    remove_tree(out_base)
+    lines_out, blanked = 0, {}
+    key_ids, key_versions = keys.column("line_id"), keys.column("vault_key_version").combine_chunks()
+    for i, path in enumerate(files):
+        target = FileSystems.join(out_base, f"part-{i:05d}-of-{len(files):05d}.parquet")
+        tmp = FileSystems.join(out_base, f"_tmp-{os.urandom(6).hex()}.parquet")
+        writer = None
+        with FileSystems.create(tmp) as handle:
+            for table in merged_batches(path):
+                due = due_mask(table, cutoff)[0]
+                versions = key_versions.take(pc.index_in(table.column("line_id"), value_set=key_ids))
+                table, counts = blank_identity(table, due, versions)
+                for name, n in counts.items():
+                    blanked[name] = blanked.get(name, 0) + n
+                if writer is None:
+                    writer = pq.ParquetWriter(handle, table.schema)
+                writer.write_table(table, row_group_size=_BATCH)
+                lines_out += table.num_rows
+            if writer is None:
+                from schemas import arrow_schema
+
+                writer = pq.ParquetWriter(handle, arrow_schema("merged_line"))
+            writer.close()
+        FileSystems.rename([tmp], [target])  # a file appears whole, or not at all
+    return lines_out, blanked
+
+
+def run(argv=None) -> dict:
+    """Run a retention purge; returns its manifest."""
+    from pipelines.keys import shred_lines
+    from transforms.keyset import Keyset
+    from transforms.policy import load_policy
+    from transforms.retention import last_purged_date
+    from transforms.vault import VaultError, drop_lines
+    from transforms.vault_store import read_table, write_table
+
+    args = parser().parse_args(argv)
+    timer = Timer()
+    run_id, started = new_run("retention")
+    policy = load_policy(args.policy)
+    years = policy.retention_years
+    as_of, out = args.as_of, args.out.rstrip("/")
+    out_base, out_vault = FileSystems.join(out, "base"), FileSystems.join(out, "vault")
+    if any(_same(b, out_base) or _same(b, out) for b in args.base):
+        raise UserError(f"--out {args.out} would overwrite the input base {args.base[0]}: write to another folder")
+    in_place = _same(args.vault, out_vault)
+    keyset = Keyset.load(args.keys)  # permissions and format checked before anything is read
+    before = {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
+              "vault": keyset.primary_vault_version, "vault_versions": keyset.versions("vault")}
+    files = merged_base_files(args.base)
+    try:
+        keys_in, values_in = read_table(args.vault, "keys"), read_table(args.vault, "values")
+    except VaultError as exc:
+        raise UserError(str(exc)) from None
+    foreign = set(pc.unique(keys_in.column("keyset_id")).to_pylist()) - {keyset.keyset_id}
+    if foreign:
+        raise UserError(f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
+                        f"not {keyset.keyset_id} (--keys {args.keys})")
+    cutoff = last_purged_date(as_of, years)
+    due_ids, counts = _find_due(files, cutoff)
+    timer.mark("find_seconds")
+
+    with_identity = counts.pop("_with_identity")
+    shred_ids = keys_in.filter(pc.is_in(keys_in.column("line_id"), value_set=due_ids)).column("line_id")
+    value_rows = pc.is_in(values_in.column("line_id"), value_set=due_ids)
+    valued_ids = pc.unique(values_in.column("line_id").filter(value_rows))
+    touched = pc.unique(pa.chunked_array([with_identity, shred_ids.combine_chunks(), valued_ids], pa.string()))
+    purged = sorted(touched.to_pylist())
+    values_out = drop_lines(values_in, purged)
+    if not in_place:
+        remove_tree(out_vault)
+        write_table(out_vault, "values", values_out)
+        write_table(out_vault, "keys", keys_in)
+    elif values_out.num_rows != values_in.num_rows:
+        write_table(out_vault, "values", values_out)
+    shred = None
+    if shred_ids.length():
+        shred = shred_lines(args.keys, out_vault, sorted(shred_ids.to_pylist()), actor=args.actor,
+                            reason=f"retention (Art. 11): terminated on or before {cutoff}, "
+                                   f"{years} years before {as_of}; run {run_id}")
+    timer.mark("vault_seconds")
+    keys_out = read_table(out_vault, "keys")
+    lines_out, blanked = _rewrite_base(files, out_base, cutoff, keys_out)
+    timer.mark("base_seconds")
+
+    after = Keyset.load(args.keys)
+    n_purged = len(purged)
+    counts = {
+        **counts, "lines_out": lines_out, "balanced": counts["lines_in"] == lines_out,
+        "terminated_within_retention": counts["terminated"] - counts["terminated_without_date"] - counts["due"],
+        "purged": n_purged, "nothing_to_purge": counts["due"] - n_purged,
+        "fields_blanked": {k: v for k, v in blanked.items() if v},
+        "vault": {"keys_in": keys_in.num_rows, "keys_shredded": shred_ids.length(), "keys_out": keys_out.num_rows,
+                  "values_in": values_in.num_rows, "values_dropped": values_in.num_rows - values_out.num_rows,
+                  "values_out": values_out.num_rows,
+                  "balanced": keys_in.num_rows == keys_out.num_rows + shred_ids.length()},
+    }
+    counts["balanced"] = counts["balanced"] and counts["vault"]["balanced"]
+    manifest = {
+        "step": "retention", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
+        "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
+        "retention": {"years_after_termination": years, "purge_terminated_on_or_before": cutoff.isoformat(),
+                      "rule": "purged when as_of > terminated_on + years (29 Feb + years = 28 Feb without a 29th); "
+                              "TERMINATED lines without terminated_on are kept"},
+        "keys": {"keyset_id": keyset.keyset_id, "join": after.primary_join_version,
+                 "vault_before": before["vault"], "vault_after": after.primary_vault_version,
+                 "vault_versions_before": before["vault_versions"], "vault_versions_after": after.versions("vault"),
+                 "retired": shred["retired_vault_key_versions"] if shred else []},
+        "inputs": {"base": list(args.base), "base_files": files, "vault": args.vault},
+        "outputs": {"base": out_base, "vault": out_vault, "in_place": in_place,
+                    "shred_log": os.path.join(os.path.dirname(os.path.normpath(out_vault)), "audit", "shred.jsonl")
+                    if shred else None},
+        "counts": counts,
+        "purged_line_ids": purged,
+        "runner": "pyarrow (no Beam pipeline: see pipelines/retention.py)",
+        "timings": timer.as_dict(),
+    }
+    write_json(FileSystems.join(out, "manifest.json"), manifest)
+    if not counts["balanced"]:
+        raise UserError(f"the purge does not balance (see {FileSystems.join(out, 'manifest.json')})")
+    return manifest
+
+
+def format_summary(m: dict) -> str:
+    c, k = m["counts"], m["keys"]
+    lines = [f"retention as of {m['as_of']} ({m['retention']['years_after_termination']} years, policy "
+             f"{m['policy']['version']}): purged {c['purged']:,} line(s) terminated on or before "
+             f"{m['retention']['purge_terminated_on_or_before']}; {c['nothing_to_purge']:,} due had nothing left "
+             "to purge",
+             f"  lines in {c['lines_in']:,} = lines out {c['lines_out']:,}: "
+             f"{'balanced' if c['balanced'] else 'NOT BALANCED'}; terminated {c['terminated']:,} "
+             f"(within retention {c['terminated_within_retention']:,}, without terminated_on "
+             f"{c['terminated_without_date']:,}: kept)",
+             f"  vault: {c['vault']['keys_shredded']:,} data keys shredded, {c['vault']['values_dropped']:,} "
+             f"values dropped; vault key {k['vault_before']} -> {k['vault_after']}"
+             + (f" (retired {', '.join(k['retired'])})" if k["retired"] else " (keyset unchanged)"),
+             f"  -> {m['outputs']['base']}, {m['outputs']['vault']}"]
+    return "\n".join(lines)
+
+
+def _body(argv) -> int:
+    print(format_summary(run(argv)))
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_main("backfill retention", _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

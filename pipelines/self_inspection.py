@@ -1,0 +1,266 @@
+"""Self-inspection (Decree 25 Art. 15): one year's runs, reveals, key changes, purges and incidents.
+
+    python -m pipelines.self_inspection --year 2026 --manifests out/ [DIR ...] --out out/inspection
+    backfill report --self-inspection --year 2026 --manifests out/ --out out/report   (the report wires it)
+
+``self_inspection(roots, year, out_dir)`` walks the local folders ``roots``
+and gathers:
+
+* run manifests: every ``manifest.json`` with a ``step`` and a ``run_id``,
+  and notify's per-run history ``runs/*.json``; the same run found twice
+  (notify's latest manifest is also in ``runs/``, a copied folder) counts
+  once; a run belongs to the year of its ``started`` time (UTC);
+* audit logs (JSON Lines) in ``audit`` folders: ``reveal.jsonl`` (reveals, by
+  purpose and outcome; purposes are free text typed by staff and are shown as
+  given), ``keys.jsonl`` (key changes), ``shred.jsonl`` (crypto-shreds, by
+  reason); a record belongs to the year of its ``at`` time; the same record
+  in two copies of a log counts once.
+
+It writes ``OUT/self_inspection_YEAR.json`` and ``.html``: runs per step,
+rows in and out (``rows_in``/``lines_in`` and ``rows_out``/``lines_out``/
+``classified`` counts, wherever they sit in a manifest's counts), dead letters
+by step and reason, policy and key versions, reveals, key events, shreds,
+retention purges, incidents, and findings: every manifest whose counts say
+``balanced: false`` anywhere, failed reveals, incidents. Never an identity
+value: manifests and audit logs hold none.
+
+A year without any run manifest is an error (one line, exit 1): an empty
+inspection would look like a clean year.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+
+from pipelines.common import ArgumentParser, UserError, run_main
+from pipelines.manifest import write_json
+
+__all__ = ["self_inspection", "gather", "main"]
+
+_AUDIT_LOGS = ("reveal.jsonl", "keys.jsonl", "shred.jsonl")
+_IN, _OUT = ("rows_in", "lines_in"), ("rows_out", "lines_out", "classified")
+
+
+def _files(roots: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    manifests, audits = [], {name: [] for name in _AUDIT_LOGS}
+    seen = set()
+    for root in roots:
+        if "://" in root:
+            raise UserError(f"--manifests {root}: only local folders are inspected (copy the outputs here first)")
+        if not os.path.isdir(root):
+            raise UserError(f"--manifests {root} is not a folder")
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(("_tmp", ".")))
+            for name in sorted(names):
+                path = os.path.join(folder, name)
+                real = os.path.realpath(path)
+                if real in seen:
+                    continue
+                seen.add(real)
+                if name == "manifest.json" or (name.endswith(".json") and os.path.basename(folder) == "runs"):
+                    manifests.append(path)
+                elif name in _AUDIT_LOGS and os.path.basename(folder) == "audit":
+                    audits[name].append(path)
+    return manifests, audits
+
+
+def _walk(value, key: str | None = None, path: str = ""):
+    """Every (key, value, path) inside nested dicts."""
+    if key is not None:
+        yield key, value, path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, k, f"{path}.{k}" if path else k)
+
+
+def _load(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("step") and data.get("run_id") else None
+
+
+def _records(paths: list[str], year: int) -> list[dict]:
+    out, seen = [], set()
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                line = line.strip()
+                if not line or line in seen:
+                    continue
+                seen.add(line)
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line of an interrupted append
+                if isinstance(record, dict) and str(record.get("at", ""))[:4] == str(year):
+                    out.append(record)
+    return sorted(out, key=lambda r: str(r.get("at")))
+
+
+def gather(roots: list[str], year: int) -> dict:
+    """The year's evidence, as one document (no files written)."""
+    manifest_paths, audit_paths = _files(roots)
+    runs, by_id, unreadable = [], {}, 0
+    for path in manifest_paths:
+        m = _load(path)
+        if m is None:
+            unreadable += 1
+            continue
+        if str(m.get("started", ""))[:4] != str(year) or m["run_id"] in by_id:
+            continue
+        by_id[m["run_id"]] = path
+        runs.append((path, m))
+    if not runs:
+        raise UserError(f"no run manifest from {year} under {', '.join(roots)} "
+                        f"({len(manifest_paths)} manifest(s) of other years or unreadable): nothing to inspect")
+    runs.sort(key=lambda pm: (pm[1]["started"], pm[1]["run_id"]))
+
+    steps = collections.OrderedDict()
+    dead = collections.defaultdict(collections.Counter)
+    policies, key_versions, findings, table = collections.Counter(), collections.defaultdict(set), [], []
+    retention, incidents = [], []
+    for path, m in runs:
+        step, counts = m["step"], m.get("counts") or {}
+        s = steps.setdefault(step, {"runs": 0, "rows_in": 0, "rows_out": 0, "dead_letters": 0})
+        s["runs"] += 1
+        rows_in = sum(v for k, v, _ in _walk(counts) if k in _IN and isinstance(v, int) and not isinstance(v, bool))
+        rows_out = sum(v for k, v, _ in _walk(counts) if k in _OUT and isinstance(v, int) and not isinstance(v, bool))
+        n_dead = 0
+        for k, v, _ in _walk(counts):
+            if k == "dead_letter_reasons" and isinstance(v, dict):
+                for reason, n in v.items():
+                    dead[step][reason] += n
+                    n_dead += n
+        s["rows_in"] += rows_in
+        s["rows_out"] += rows_out
+        s["dead_letters"] += n_dead
+        unbalanced = [p for k, v, p in _walk(counts) if k == "balanced" and v is False]
+        policy = (m.get("policy") or {}).get("version") or m.get("policy_version")
+        if policy:
+            policies[policy] += 1
+        for k, v, _ in _walk(m.get("keys") or {}):
+            if isinstance(v, str) and k not in ("keyset_id",):
+                key_versions["join" if v.startswith("j") else "vault"].add(v)
+            elif isinstance(v, list):
+                for item in v:
+                    if isinstance(item, str):
+                        key_versions["join" if item.startswith("j") else "vault"].add(item)
+        table.append({"step": step, "run_id": m["run_id"], "started": m["started"], "as_of": m.get("as_of"),
+                      "policy_version": policy, "rows_in": rows_in, "rows_out": rows_out, "dead_letters": n_dead,
+                      "balanced": not unbalanced, "manifest": path})
+        if unbalanced:
+            findings.append({"kind": "unbalanced_run", "step": step, "run_id": m["run_id"], "manifest": path,
+                             "detail": f"counts {', '.join(unbalanced)} say balanced: false"})
+        if step == "retention":
+            c = m.get("counts", {})
+            retention.append({"run_id": m["run_id"], "as_of": m.get("as_of"),
+                              "purge_terminated_on_or_before": (m.get("retention") or {}).get(
+                                  "purge_terminated_on_or_before"),
+                              "purged": c.get("purged", 0), "nothing_to_purge": c.get("nothing_to_purge", 0),
+                              "terminated_without_date": c.get("terminated_without_date", 0),
+                              "keys_shredded": (c.get("vault") or {}).get("keys_shredded", 0)})
+        if step == "incident":
+            c, scope = m.get("counts", {}), m.get("scope") or {}
+            incidents.append({"run_id": m["run_id"], "detected_at": m.get("detected_at"), "scope": scope,
+                              "affected": c.get("affected", 0), "unknown": c.get("unknown", 0),
+                              "shredded": c.get("shredded", 0)})
+            findings.append({"kind": "incident", "step": step, "run_id": m["run_id"], "manifest": path,
+                             "detail": f"{c.get('affected', 0):,} line(s) in scope, {c.get('shredded', 0):,} shredded"})
+
+    reveals = _records(audit_paths["reveal.jsonl"], year)
+    key_events = _records(audit_paths["keys.jsonl"], year)
+    shreds = _records(audit_paths["shred.jsonl"], year)
+    by_purpose = collections.Counter(str(r.get("purpose")) for r in reveals)
+    by_outcome = collections.Counter(str(r.get("outcome")) for r in reveals)
+    failed = [r for r in reveals if r.get("outcome") not in ("revealed", "no_values")]
+    if failed:
+        findings.append({"kind": "failed_reveals", "step": "reveal", "run_id": None, "manifest": None,
+                         "detail": f"{len(failed)} reveal attempt(s) failed: "
+                                   + ", ".join(f"{k} {v}" for k, v in sorted(collections.Counter(
+                                       str(r.get('outcome')) for r in failed).items()))})
+    for r in key_events:
+        for k, v, _ in _walk(r):
+            if k in ("new_version", "new_vault_key_version", "join_key_version") and isinstance(v, str):
+                key_versions["join" if v.startswith("j") else "vault"].add(v)
+            elif k in ("join", "vault") and isinstance(v, str):
+                key_versions[k].add(v)
+    return {
+        "year": year, "roots": list(roots),
+        "manifests": {"found": len(manifest_paths), "runs_in_year": len(runs), "unreadable": unreadable},
+        "runs_by_step": dict(steps),
+        "dead_letters_by_step": {step: dict(sorted(c.items())) for step, c in sorted(dead.items())},
+        "policy_versions": dict(sorted(policies.items())),
+        "key_versions": {k: sorted(v, key=lambda s: (len(s), s)) for k, v in sorted(key_versions.items())},
+        "reveals": {"records": len(reveals), "by_purpose": dict(by_purpose.most_common()),
+                    "by_outcome": dict(sorted(by_outcome.items())),
+                    "lines": len({r.get("line_id") for r in reveals}), "logs": audit_paths["reveal.jsonl"]},
+        "key_events": {"records": len(key_events),
+                       "by_event": dict(sorted(collections.Counter(str(r.get("event")) for r in key_events).items())),
+                       "logs": audit_paths["keys.jsonl"]},
+        "shreds": {"lines": len(shreds),
+                   "by_reason": dict(collections.Counter(str(r.get("reason")) for r in shreds).most_common()),
+                   "logs": audit_paths["shred.jsonl"]},
+        "retention": {"runs": len(retention), "lines_purged": sum(r["purged"] for r in retention), "purges": retention},
+        "incidents": incidents,
+        "findings": findings,
+        "runs": table,
+    }
+
+
+def _render(report: dict) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("pipelines", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("self_inspection.html.j2").render(r=report)
+
+
+def self_inspection(roots: list[str], year: int, out_dir: str) -> dict:
+    """Gather the year's evidence under ``roots``; write ``OUT/self_inspection_YEAR.{json,html}``; return it."""
+    import datetime as dt
+
+    report = gather(roots, year)
+    report["generated_at"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    os.makedirs(out_dir, exist_ok=True)
+    report["outputs"] = {"json": os.path.join(out_dir, f"self_inspection_{year}.json"),
+                         "html": os.path.join(out_dir, f"self_inspection_{year}.html")}
+    write_json(report["outputs"]["json"], report)
+    with open(report["outputs"]["html"], "w", encoding="utf-8") as handle:
+        handle.write(_render(report))
+    return report
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="backfill self-inspection", description=__doc__.splitlines()[0])
+    p.add_argument("--year", required=True, type=int, help="the year inspected (runs by their start time, UTC)")
+    p.add_argument("--manifests", required=True, nargs="+", help="folders searched for manifests and audit logs")
+    p.add_argument("--out", required=True, help="output folder: self_inspection_YEAR.json and .html")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def format_summary(r: dict) -> str:
+    steps = ", ".join(f"{k} {v['runs']}" for k, v in r["runs_by_step"].items())
+    return (f"self-inspection {r['year']}: {r['manifests']['runs_in_year']} run(s) ({steps}); "
+            f"{r['reveals']['records']} reveal(s); {r['retention']['lines_purged']:,} line(s) purged by retention; "
+            f"{len(r['incidents'])} incident(s); {len(r['findings'])} finding(s) -> {r['outputs']['html']}")
+
+
+def _body(argv) -> int:
+    args = parser().parse_args(argv)
+    print(format_summary(self_inspection(args.manifests, args.year, args.out)))
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_main("backfill self-inspection", _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
