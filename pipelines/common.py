@@ -13,8 +13,10 @@ import logging
 import sys
 import uuid
 
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # Beam is imported where it is used: steps that run no pipeline (report) start faster
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 __all__ = [
     "ArgumentParser",
@@ -66,7 +68,7 @@ def parse_as_of(value: str | None) -> dt.date:
         raise argparse.ArgumentTypeError(f"--as-of {value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def beam_options(beam_args: list[str], **overrides) -> PipelineOptions:
+def beam_options(beam_args: list[str], **overrides) -> "PipelineOptions":
     """Beam options from the pass-through flags, with the local runner as default.
 
     ``--runner DirectRunner`` means "run it here": Beam 2.77's DirectRunner may
@@ -79,6 +81,8 @@ def beam_options(beam_args: list[str], **overrides) -> PipelineOptions:
             args[i] = "--runner=FnApiRunner" if arg.startswith("--runner=") else "FnApiRunner"
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args = ["--runner", "FnApiRunner", *args]
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     return PipelineOptions(args, **overrides)
 
 
@@ -87,6 +91,10 @@ def parse_ignoring_beam_flags(parser: argparse.ArgumentParser, argv) -> argparse
     adds ``--runner`` and the like): Beam's own options are accepted and ignored, any other
     unknown flag is the usual one-line error."""
     args, unknown = parser.parse_known_args(argv)
+    if not unknown:
+        return args
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     beam = set(PipelineOptions([]).get_all_options())
     stray = [a for a in unknown if not (a.startswith("--") and a[2:].split("=", 1)[0].replace("-", "_") in beam)]
     flags = [a for a in stray if a.startswith("-")]
@@ -101,14 +109,14 @@ def parse_ignoring_beam_flags(parser: argparse.ArgumentParser, argv) -> argparse
     return args
 
 
-def runner_name(options: PipelineOptions) -> str:
+def runner_name(options: "PipelineOptions") -> str:
     from apache_beam.options.pipeline_options import StandardOptions
 
     runner = options.view_as(StandardOptions).runner or "FnApiRunner"
     return runner if isinstance(runner, str) else type(runner).__name__
 
 
-def is_local_runner(options: PipelineOptions) -> bool:
+def is_local_runner(options: "PipelineOptions") -> bool:
     return runner_name(options) in LOCAL_RUNNERS
 
 
@@ -121,6 +129,8 @@ def new_run(step: str) -> tuple[str, str]:
 def remove_tree(path: str) -> None:
     """Delete a folder (local or gs://) if it exists."""
     try:
+        from apache_beam.io.filesystems import FileSystems
+
         if FileSystems.exists(path):
             FileSystems.delete([path])
     except Exception:  # cleanup is best effort; the run's outcome stands

@@ -11,18 +11,35 @@ import platform
 import time
 from typing import Any
 
-from apache_beam.io.filesystems import FileSystems
+import os
 
 __all__ = ["write_json", "read_json", "Timer"]
 
 
+def _remote(path: str) -> bool:
+    return "://" in path
+
+
 def write_json(path: str, data: dict[str, Any]) -> None:
+    """Local paths directly (no Beam import), others (gs://) through Beam's FileSystems."""
     payload = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False, default=str).encode("utf-8")
+    if not _remote(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(payload + b"\n")
+        return
+    from apache_beam.io.filesystems import FileSystems
+
     with FileSystems.create(path) as handle:
         handle.write(payload + b"\n")
 
 
 def read_json(path: str) -> dict[str, Any]:
+    if not _remote(path):
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    from apache_beam.io.filesystems import FileSystems
+
     with FileSystems.open(path) as handle:
         return json.loads(handle.read().decode("utf-8"))
 

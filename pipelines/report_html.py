@@ -22,27 +22,27 @@ MAX_ROWS = 200  # longer tables are cut on the page (the CSV and Parquet hold ev
 
 
 def _figure(width: float = 7.5, height: float = 3.2):
-    import matplotlib
+    """A figure on the Agg canvas, without pyplot (no global state, no GUI backend, a faster import)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", alpha=0.3)
-    return plt, fig, ax
+    return fig, ax
 
 
-def _png(plt, fig) -> str:
+def _png(fig) -> str:
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _completion_curve(by_day: pa.Table, deadline: dt.date | None, waves) -> str:
-    plt, fig, ax = _figure()
+    fig, ax = _figure()
     days = by_day["day"].to_pylist()
     rates = [None if r is None else 100 * r for r in by_day["completion_rate"].to_pylist()]
     ax.plot(days, rates, color="#1f6fb2", linewidth=2, marker="o" if len(days) < 40 else None, markersize=3)
@@ -55,11 +55,11 @@ def _completion_curve(by_day: pa.Table, deadline: dt.date | None, waves) -> str:
     ax.set_ylim(0, 100)
     ax.set_ylabel("complete, % of lines needing registration")
     fig.autofmt_xdate()
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def _wave_funnel(by_wave: pa.Table) -> str:
-    plt, fig, ax = _figure(height=2.8)
+    fig, ax = _figure(height=2.8)
     labels = [("before any notice" if w == 0 else f"wave {w}") for w in by_wave["wave"].to_pylist()]
     notified = by_wave["notified"].to_pylist()
     registered = by_wave["registered_after"].to_pylist()
@@ -70,18 +70,18 @@ def _wave_funnel(by_wave: pa.Table) -> str:
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def _backlog(backlog: pa.Table) -> str:
     rows = [r for r in backlog.to_pylist() if r["kind"] == "reason"][:12]
-    plt, fig, ax = _figure(height=0.3 * len(rows) + 1.0)
+    fig, ax = _figure(height=0.3 * len(rows) + 1.0)
     ax.barh([r["code"] for r in rows], [r["lines"] for r in rows], color="#e6550d")
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel("lines not complete")
     ax.tick_params(axis="y", labelsize=8)
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def charts(tables: dict[str, pa.Table], deadline, waves) -> dict[str, str | None]:
@@ -126,10 +126,12 @@ def render(tables: dict[str, pa.Table], header: dict, facts, thresholds) -> str:
 
 
 def write_report(out: str, tables: dict[str, pa.Table], header: dict, facts, thresholds) -> str:
-    path = os.path.join(out, "report.html")
-    os.makedirs(out, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(render(tables, header, facts, thresholds))
-    os.replace(tmp, path)
-    return path
+    from pipelines.report_io import filesystem
+
+    page = render(tables, header, facts, thresholds).encode("utf-8")
+    fs, root = filesystem(out)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/report.html.tmp") as handle:
+        handle.write(page)
+    fs.move(f"{root}/report.html.tmp", f"{root}/report.html")  # whole or not at all
+    return os.path.join(out, "report.html")

@@ -8,26 +8,51 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import glob
+import json
 import os
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import UserError, remove_tree
-from pipelines.manifest import read_json
-
-__all__ = ["ScanOutput", "MergeOutput", "NotifyOutput", "read_scan", "read_merge", "read_notify",
-           "load_campaign_for", "campaign_history", "check_notify_matches", "unmerged", "write_tables"]
+from pipelines.common import UserError
+from transforms.report import first_per_key
 
 SCAN_COLUMNS = ["line_id", "region", "line_type", "agent_id", "needs_registration", "flags"]
 MERGE_COLUMNS = ["line_id", "status", "identity_status", "reasons", "registered_at", "registration_event_id",
                  "registration_channel"]
 HISTORY_COLUMNS = ["line_id", "campaign_id", "wave", "sent_at"]
+
+
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """Arrow's file system for a local path or a URI (gs:// included: Arrow's GCS client, no Beam)."""
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def _exists(path: str) -> bool:
+    fs, where = filesystem(path)
+    return fs.get_file_info(where).type != pafs.FileType.NotFound
+
+
+def _files(folder: str, suffix: str, recursive: bool = True) -> tuple[pafs.FileSystem, list[str]]:
+    fs, where = filesystem(folder)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(where, recursive=recursive))
+    except (FileNotFoundError, NotADirectoryError):
+        return fs, []
+    return fs, sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix)
+                      and not os.path.basename(i.path).startswith((".", "_")))
+
+
+def _read_json(path: str) -> dict:
+    fs, where = filesystem(path)
+    with fs.open_input_stream(where) as handle:
+        return json.loads(handle.read().decode("utf-8"))
 
 
 @dataclasses.dataclass
@@ -55,10 +80,10 @@ class NotifyOutput:
 
 def _manifest(folder: str, step: str, what: str) -> dict:
     path = os.path.join(folder, "manifest.json")
-    if not FileSystems.exists(path):
+    if not _exists(path):
         raise UserError(f"{folder} has no manifest.json: give the {what} output folder")
     try:
-        manifest = read_json(path)
+        manifest = _read_json(path)
     except ValueError:
         raise UserError(f"{path} is not a JSON manifest") from None
     if manifest.get("step") != step:
@@ -67,11 +92,11 @@ def _manifest(folder: str, step: str, what: str) -> dict:
 
 
 def _parquet(folder: str, columns: list[str], what: str) -> pa.Table:
-    files = sorted(glob.glob(os.path.join(folder, "**", "*.parquet"), recursive=True))
+    fs, files = _files(folder, ".parquet")
     if not files:
         raise UserError(f"no Parquet files under {folder}: {what} is missing")
     try:
-        return pq.read_table(files, columns=columns) if len(files) > 1 else pq.read_table(files[0], columns=columns)
+        return pq.read_table(files if len(files) > 1 else files[0], columns=columns, filesystem=fs)
     except (pa.ArrowInvalid, KeyError) as exc:
         raise UserError(f"{folder} does not hold {what} ({str(exc).splitlines()[0]})") from None
 
@@ -84,13 +109,15 @@ def read_scan(folder: str) -> ScanOutput:
 
 def _dead_letters(folder: str) -> pa.Table:
     parts = []
-    for path in sorted(glob.glob(os.path.join(folder, "dead_letter", "*"))):
+    fs, files = _files(os.path.join(folder, "dead_letter"), "", recursive=False)
+    for path in files:
         if path.endswith(".parquet"):
-            parts.append(pq.read_table(path, columns=["event_id", "reason"]))
-        elif path.endswith(".jsonl") and os.path.getsize(path):
+            parts.append(pq.read_table(path, columns=["event_id", "reason"], filesystem=fs))
+        elif path.endswith(".jsonl") and fs.get_file_info(path).size:
             options = pajson.ParseOptions(explicit_schema=pa.schema([("event_id", pa.string()), ("reason", pa.string())]),
                                           unexpected_field_behavior="ignore")
-            parts.append(pajson.read_json(path, parse_options=options))
+            with fs.open_input_stream(path) as handle:
+                parts.append(pajson.read_json(handle, parse_options=options))
     empty = pa.table({"event_id": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
     return pa.concat_tables([empty, *[p.select(["event_id", "reason"]).cast(empty.schema) for p in parts]])
 
@@ -100,12 +127,13 @@ def _event_agents(paths: list[str]) -> pa.Table | None:
     from pipelines.events import plan_event_splits, read_event_split
 
     files = [p for p in paths if p]
-    if not files or not all(FileSystems.exists(p) or glob.glob(p) for p in files):
+    if not files or any("*" not in p and not _exists(p) for p in files):
         return None
     parts = []
     for path in files:
-        if path.endswith(".parquet") and os.path.isfile(path):
-            parts.append(pq.read_table(path, columns=["event_id", "agent_id"]))
+        fs, where = filesystem(path)
+        if path.endswith(".parquet") and fs.get_file_info(where).type == pafs.FileType.File:
+            parts.append(pq.read_table(where, columns=["event_id", "agent_id"], filesystem=fs))
             continue
         splits, _ = plan_event_splits([path])
         for split in splits:
@@ -117,7 +145,7 @@ def _event_agents(paths: list[str]) -> pa.Table | None:
     events = events.filter(pc.is_valid(events["event_id"]))
     agent = pc.if_else(pc.equal(pc.utf8_trim_whitespace(events["agent_id"]), ""), None, events["agent_id"])
     events = events.set_column(1, "agent_id", agent)
-    return events.group_by("event_id").aggregate([("agent_id", "max")]).rename_columns(["event_id", "agent_id"])
+    return first_per_key(events, "event_id")
 
 
 def read_merge(folder: str, earlier: list[str]) -> MergeOutput:
@@ -134,16 +162,16 @@ def read_merge(folder: str, earlier: list[str]) -> MergeOutput:
 
 
 def read_notify(folder: str) -> NotifyOutput:
-    if not os.path.isdir(folder):
+    if not _exists(folder):
         raise UserError(f"{folder} does not exist: give the notify output folder")
     runs = []
-    for path in sorted(glob.glob(os.path.join(folder, "runs", "*.json"))) or [os.path.join(folder, "manifest.json")]:
-        if os.path.exists(path):
-            runs.append(read_json(path))
+    for path in _files(os.path.join(folder, "runs"), ".json", recursive=False)[1] or [os.path.join(folder, "manifest.json")]:
+        if _exists(path):
+            runs.append(_read_json(path))
     if not runs:
         raise UserError(f"{folder} has no notify manifests: give the notify output folder")
-    files = sorted(glob.glob(os.path.join(folder, "history", "jobs", "*.parquet")))
-    history = pq.read_table(files, columns=HISTORY_COLUMNS) if files else None
+    fs, files = _files(os.path.join(folder, "history", "jobs"), ".parquet", recursive=False)
+    history = pq.read_table(files, columns=HISTORY_COLUMNS, filesystem=fs) if files else None
     return NotifyOutput(folder, history, runs)
 
 
@@ -153,7 +181,7 @@ def load_campaign_for(path: str | None, notify: NotifyOutput | None):
 
     if path is None and notify is not None:
         source = notify.runs[-1].get("campaign", {}).get("source")
-        path = source if source and FileSystems.exists(source) else None
+        path = source if source and _exists(source) else None
     if path is None:
         return None
     try:
@@ -203,13 +231,16 @@ def unmerged(classified: pa.Table) -> pa.Table:
 def write_tables(out: str, tables: dict[str, pa.Table], as_of: dt.date) -> dict:
     """Parquet (one hive partition per report date, replaced on a re-run) and CSV per table."""
     written = {}
+    fs, root = filesystem(out)
+    fs.create_dir(f"{root}/csv", recursive=True)
     for name, table in tables.items():
-        part = os.path.join(out, "parquet", name, f"as_of={as_of.isoformat()}")
-        remove_tree(part)
-        os.makedirs(part, exist_ok=True)
-        pq.write_table(table, os.path.join(part, "part-0.parquet"))
-        os.makedirs(os.path.join(out, "csv"), exist_ok=True)
-        pacsv.write_csv(_csv_ready(table), os.path.join(out, "csv", f"{name}.csv"))
+        part = f"{root}/parquet/{name}/as_of={as_of.isoformat()}"
+        if fs.get_file_info(part).type != pafs.FileType.NotFound:
+            fs.delete_dir(part)  # a re-run of the day replaces its partition
+        fs.create_dir(part, recursive=True)
+        pq.write_table(table, f"{part}/part-0.parquet", filesystem=fs)
+        with fs.open_output_stream(f"{root}/csv/{name}.csv") as handle:
+            pacsv.write_csv(_csv_ready(table), handle)
     written["parquet"] = os.path.join(out, "parquet")
     written["csv"] = os.path.join(out, "csv")
     return written
