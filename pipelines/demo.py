@@ -7,8 +7,10 @@ capability of the product adds its step here, so the demo always runs
 everything that exists: generate a base, scan it, create a keyset, plan
 and "send" wave 1 to files, simulate registrations from a share of the
 notified lines, merge them back (tokens, masks, vault), plan the wave-2
-reminders (registered lines drop out), reveal one line on record, and
-print the completion rate.
+reminders (registered lines drop out), a second round of registrations
+merged on the merged base, the report (after the deadline: the escalation
+list too), a reveal on record, retention, an incident with its shred, the
+self-inspection, and finally the completion rate and the report's path.
 """
 from __future__ import annotations
 
@@ -136,7 +138,7 @@ def run(argv=None) -> int:
                      "--fields", "name"])
     _done(started, "audit log beside the vault")
 
-    from pipelines import retention
+    from pipelines import incident, retention
 
     started = step("retention: identity of lines terminated more than two years ago purged (Art. 11)")
     purge = retention.run(["--base", path("merge-2", "base"), "--vault", path("merge-2", "vault"),
@@ -146,6 +148,17 @@ def run(argv=None) -> int:
           f"{purge['retention']['purge_terminated_on_or_before']}; vault key {purge['keys']['vault_before']} -> "
           f"{purge['keys']['vault_after']} (the live base and vault are now under {path('retention')})")
     _done(started, path("retention"))
+
+    started = step("incident: a list of lines from a suspected leak, scoped and shredded (Art. 13)")
+    live = pq.read_table(path("retention", "base"), columns=["line_id", "registration_event_id"])
+    leaked = live.filter(live.column("registration_event_id").is_valid()).column("line_id").to_pylist()[1:6]
+    with open(path("incident-lines.txt"), "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{line_id}\n" for line_id in leaked))
+    incident.main(["--lines", path("incident-lines.txt"), "--base", path("retention", "base"),
+                   "--vault", path("retention", "vault"), "--keys", path("keys", "keyset.json"), "--shred",
+                   "--out", path("incident"), "--as-of", SECOND_MERGE_DAY,
+                   "--description", "demo: a laptop with an export of five registered lines was lost"])
+    _done(started, path("incident", "incident.html"))
 
     started = step("self-inspection: the year's runs, reveals, key changes and purges (Art. 15)")
     year = int(purge["started"][:4])
