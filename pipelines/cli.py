@@ -3,9 +3,13 @@
     backfill generate --lines N --seed S --out PATH
     backfill scan --base PATH --out DIR [--as-of YYYY-MM-DD]
     backfill merge --base PATH --registrations PATH --keys FILE --out DIR [--vault DIR]
+    backfill merge --streaming --subscription projects/P/subscriptions/S --base PATH --keys FILE --out DIR
+    backfill compact --base PATH --deltas DIR --keys FILE --out DIR
     backfill demo [--lines N] [--out DIR]
     backfill keys init|show|rotate|shred|retokenize --keys FILE ...
     backfill reveal --keys FILE --vault DIR --line-id ID --purpose TEXT
+    backfill retention --base DIR --vault DIR --keys FILE --out DIR --as-of YYYY-MM-DD
+    backfill incident (--key-version V | --lines FILE) --base DIR [--vault DIR] --out DIR [--shred --keys FILE]
 
 Each step also runs as ``python -m pipelines.<step>``; unknown ``--flags``
 pass through to Beam.
@@ -20,9 +24,13 @@ COMMANDS = {
     "scan": ("pipelines.scan", "classify every line's identity under the policy"),
     "notify": ("pipelines.notify", "plan a campaign wave's SMS, call and announcement jobs; record receipts"),
     "demo": ("pipelines.demo", "run the whole loop on the embedded default"),
-    "merge": ("pipelines.merge", "merge registration events into the base: tokens, masks, vault"),
+    "merge": ("pipelines.merge", "merge registration events into the base: tokens, masks, vault (--streaming: Pub/Sub)"),
+    "compact": ("pipelines.compact", "fold the streaming merge's deltas into a new base snapshot"),
     "keys": ("pipelines.keys", "keyset init / show / rotate / shred / retokenize"),
     "reveal": ("pipelines.reveal", "decrypt one line from the vault for a stated purpose, on record"),
+    "report": ("pipelines.report", "completion analytics, agent compliance, self-inspection: Parquet, CSV, report.html"),
+    "retention": ("pipelines.retention", "purge the identity of lines terminated more than two years ago (Art. 11)"),
+    "incident": ("pipelines.incident", "scope a suspected leak by key version or line list; report it, shred (Art. 13)"),
 }
 
 

@@ -208,6 +208,12 @@ def format_summary(manifest: dict) -> str:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--streaming" in argv:  # registrations from Pub/Sub: pipelines/merge_streaming.py
+        from pipelines import merge_streaming
+
+        return merge_streaming.main(argv)
+
     def body(argv):
         print(format_summary(run(argv)))
         return 0

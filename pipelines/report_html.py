@@ -53,7 +53,7 @@ def _completion_curve(by_day: pa.Table, deadline: dt.date | None, waves) -> str:
         ax.axvline(deadline, color="#c0392b", linestyle="--", linewidth=1)
         ax.annotate("deadline", (deadline, 2), fontsize=8, color="#c0392b", rotation=90, va="bottom", ha="right")
     ax.set_ylim(0, 100)
-    ax.set_ylabel("complete, % of lines needing registration")
+    ax.set_ylabel("% of needed lines complete")
     fig.autofmt_xdate()
     return _png(fig)
 

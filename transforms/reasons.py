@@ -57,6 +57,10 @@ _EVENT = [
     ("RECEIPT_UNKNOWN_JOB", "a delivery receipt for a job this campaign never sent", "notify receipts"),
     ("RECEIPT_BAD_STATUS", "a delivery receipt whose status is not DELIVERED or FAILED", "notify receipts"),
     ("RECEIPT_BAD_TIMESTAMP", "a delivery receipt whose time is not a valid time", "notify receipts"),
+    ("MESSAGE_TOO_LARGE", "a Pub/Sub message body over the size cap (--max-message-bytes, default 256 KiB); the body is never kept", "streaming merge"),
+    ("ATTRIBUTE_MISSING", "a Pub/Sub message without its event_id or line_id attribute", "DESIGN.md Registration events"),
+    ("MESSAGE_MALFORMED", "a Pub/Sub message body that is not a JSON object of the event contract (not JSON, not an object, a field that is an object, array or boolean, or over the field size limit)", "DESIGN.md Registration events"),
+    ("ATTRIBUTE_MISMATCH", "the body's event_id or line_id differs from the message's attribute", "DESIGN.md Registration events"),
 ]
 
 LINE_REASONS: tuple[str, ...] = tuple(c for c, _, _ in _LINE)
