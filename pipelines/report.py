@@ -84,10 +84,9 @@ def run(argv=None) -> dict:
     timer = Timer()
     run_id, started = new_run("report")
     from transforms.policy import PolicyError, load_policy
-    from schemas import policy_path
 
     try:
-        policy = load_policy(args.policy or policy_path())
+        policy = load_policy(args.policy)
     except PolicyError as exc:
         raise UserError(str(exc)) from None
 

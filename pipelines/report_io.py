@@ -124,8 +124,6 @@ def _dead_letters(folder: str) -> pa.Table:
 
 def _event_agents(paths: list[str]) -> pa.Table | None:
     """event_id and agent_id of the registration files the merges read; None if one is gone."""
-    from pipelines.events import plan_event_splits, read_event_split
-
     files = [p for p in paths if p]
     if not files or any("*" not in p and not _exists(p) for p in files):
         return None
@@ -135,6 +133,8 @@ def _event_agents(paths: list[str]) -> pa.Table | None:
         if path.endswith(".parquet") and fs.get_file_info(where).type == pafs.FileType.File:
             parts.append(pq.read_table(where, columns=["event_id", "agent_id"], filesystem=fs))
             continue
+        from pipelines.events import plan_event_splits, read_event_split  # Beam's readers: other formats
+
         splits, _ = plan_event_splits([path])
         for split in splits:
             for table, _bad in read_event_split(split):
@@ -177,15 +177,20 @@ def read_notify(folder: str) -> NotifyOutput:
 
 def load_campaign_for(path: str | None, notify: NotifyOutput | None):
     """The campaign file given, else the one the latest notify run used (if it is still there)."""
-    from transforms.campaign import CampaignError, load_campaign
+    from transforms.campaign import CampaignError, parse_campaign
 
     if path is None and notify is not None:
         source = notify.runs[-1].get("campaign", {}).get("source")
         path = source if source and _exists(source) else None
     if path is None:
         return None
+    if not _exists(path):
+        raise UserError(f"campaign {path}: no such file")
+    fs, where = filesystem(path)
+    with fs.open_input_stream(where) as handle:  # Arrow's file systems: no Beam import for a report
+        data = handle.read()
     try:
-        return load_campaign(path)
+        return parse_campaign(data, path)
     except CampaignError as exc:
         raise UserError(str(exc)) from None
 

@@ -100,7 +100,10 @@ def load_policy(path: str | None = None) -> Policy:
     try:
         if path is None:
             data = resources.files(schemas).joinpath("decree25_policy.yaml").read_bytes()
-        else:
+        elif "://" not in path:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        else:  # gs:// and the like through Beam's file systems (imported only then)
             from apache_beam.io.filesystems import FileSystems
 
             with FileSystems.open(path) as handle:

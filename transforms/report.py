@@ -138,7 +138,10 @@ def _lines(inputs: ReportInputs) -> tuple[pa.Table, int]:
         ["line_id", "region", "line_type"])
     merged = inputs.merged.select(["line_id", "status", "identity_status", "reasons", "registered_at",
                                    "registration_event_id", "registration_channel"])
-    now = merged.take(pc.index_in(needed["line_id"], value_set=merged["line_id"]))  # line_id is unique there
+    # Narrow the merged base to the needed lines first (a hash of the smaller side), then align: two small
+    # hashes instead of one over every line of the base. line_id is unique in the merged base.
+    merged = merged.filter(pc.is_in(merged["line_id"], value_set=needed["line_id"]))
+    now = merged.take(pc.index_in(needed["line_id"], value_set=merged["line_id"]))
     lines = needed
     for name in now.column_names[1:]:
         lines = lines.append_column(name, now[name])
