@@ -85,7 +85,8 @@ STEPS: tuple[Step, ...] = (
         "keys": "{keys}", "out": "{out}/merge/{ds}", "as-of": "{ds}"}),
     # The morning report of a campaign: its first scan, the day's merge, the waves sent so far.
     Step("report", "pipelines.report", "campaign_daily", {
-        "scan": "{root}/scan", "merge": "{out}/merge/{ds}", "notify": "{root}/notify", "campaign": "{campaign}",
+        "scan": "{root}/scan", "merge": "{out}/merge/{ds}", "earlier-merges": "{out}/merge/*",
+        "notify": "{root}/notify", "campaign": "{campaign}",
         "out": "{root}/report/{ds}", "as-of": "{ds}"}),
 )
 DAILY_STEPS = tuple(s for s in STEPS if s.when == "daily")

@@ -40,7 +40,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--scan", help="the campaign's first scan (its output folder)")
     p.add_argument("--merge", help="the latest merge output (its base is the state now)")
     p.add_argument("--earlier-merges", nargs="*", default=[], metavar="DIR",
-                   help="earlier daily merge outputs: their events and dead letters count for the agents")
+                   help="earlier daily merge outputs, or a pattern such as out/merge/* (merges before --merge's "
+                        "date): their events and dead letters count for the agents")
     p.add_argument("--notify", help="the notify output folder (history of the waves sent)")
     p.add_argument("--campaign", help="campaign file (default: the one the notify runs used)")
     p.add_argument("--as-of", type=parse_as_of, default=None, help="report date (default: the merge's as-of date)")

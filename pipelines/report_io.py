@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import fnmatch
 import json
 import os
 
@@ -148,12 +149,38 @@ def _event_agents(paths: list[str]) -> pa.Table | None:
     return first_per_key(events, "event_id")
 
 
+def _earlier(patterns: list[str], folder: str, as_of: dt.date) -> list[tuple[str, dict]]:
+    """Earlier merges: folders given, or a pattern (``out/merge/*``) of which the merges before
+    ``as_of`` count (the current one and later days are left out, so the DAG passes one pattern)."""
+    found = []
+    for pattern in patterns:
+        if "*" not in pattern:
+            found.append((pattern, _manifest(pattern, "merge", "earlier merge's")))
+            continue
+        parent, name = pattern.rstrip("/").rsplit("/", 1) if "/" in pattern else (".", pattern)
+        fs, where = filesystem(parent)
+        try:
+            children = fs.get_file_info(pafs.FileSelector(where))
+        except FileNotFoundError:
+            continue
+        for info in sorted(children, key=lambda i: i.path):
+            candidate = f"{parent.rstrip('/')}/{info.base_name}"
+            if info.type != pafs.FileType.Directory or not fnmatch.fnmatch(info.base_name, name):
+                continue
+            if filesystem(candidate)[1] == filesystem(folder)[1] or not _exists(f"{candidate}/manifest.json"):
+                continue
+            manifest = _read_json(f"{candidate}/manifest.json")
+            if manifest.get("step") == "merge" and dt.date.fromisoformat(manifest["as_of"]) < as_of:
+                found.append((candidate, manifest))
+    return found
+
+
 def read_merge(folder: str, earlier: list[str]) -> MergeOutput:
     manifest = _manifest(folder, "merge", "merge's")
+    as_of = dt.date.fromisoformat(manifest["as_of"])
     base = _parquet(os.path.join(folder, "base"), MERGE_COLUMNS, "the merged base")
     paths, dead = [], [_dead_letters(folder)]
-    for other in earlier:
-        other_manifest = _manifest(other, "merge", "earlier merge's")
+    for other, other_manifest in _earlier(earlier, folder, as_of):
         paths += other_manifest.get("inputs", {}).get("registrations") or []
         dead.append(_dead_letters(other))
     paths += manifest.get("inputs", {}).get("registrations") or []

@@ -470,3 +470,22 @@ def test_self_inspection_through_the_report_command(campaign, tmp_path, capfd):
     _fails(capfd, ["--self-inspection", "--manifests", campaign["root"], "--out", str(tmp_path / "x")], "--year")
     _fails(capfd, ["--self-inspection", "--year", "1999", "--manifests", campaign["root"], "--out", str(tmp_path / "x")],
            "1999")
+
+
+def test_earlier_merges_as_a_pattern_take_only_the_merges_before(campaign, tmp_path):
+    path = campaign["path"]
+    common = ["--scan", path("scan"), "--notify", path("notify"), "--campaign", CAMPAIGN, "--as-of", AFTER_DEADLINE,
+              "--policy", campaign["policy"]]
+    listed = report.run([*common, "--merge", path("merge-2"), "--earlier-merges", path("merge-1"),
+                         "--out", str(tmp_path / "a")])
+    pattern = report.run([*common, "--merge", path("merge-2"), "--earlier-merges", os.path.join(campaign["root"], "merge-*"),
+                          "--out", str(tmp_path / "b")])
+    alone = report.run([*common, "--merge", path("merge-1"), "--earlier-merges", os.path.join(campaign["root"], "merge-*"),
+                        "--out", str(tmp_path / "c")])
+    agents = lambda out: pq.read_table(os.path.join(out, "parquet", "agents")).select(  # noqa: E731
+        ["agent_id", "registrations", "dead_letters"]).sort_by("agent_id").to_pylist()
+    assert agents(str(tmp_path / "a")) == agents(str(tmp_path / "b"))  # merge-2 itself is not counted twice
+    first_only = sum(r["registrations"] for r in agents(str(tmp_path / "c")))
+    both = sum(r["registrations"] for r in agents(str(tmp_path / "b")))
+    assert 0 < first_only < both  # merge-2 is after merge-1: not an earlier merge of it
+    assert listed["completion"] == pattern["completion"]
