@@ -1,0 +1,262 @@
+"""The streaming merge benchmark (``python -m bench.run stream``).
+
+Starts the Pub/Sub emulator (``tests/pubsub_emulator.running_emulator``),
+takes 100,000 registration events (``bench.bench_merge.make_events`` over the
+200,000-line base ``bench-data/base_200k.parquet``: lines of the base,
+COMPLETE identities, 2 % repeats and a few percent of faults; made once,
+seed 7) and measures, each as a child process:
+
+1. **Throughput, from a backlog.** The events are published to a topic with
+   two subscriptions. The bare loop (``python -m bench.bench_stream --bare``:
+   unary pull of 1,000 + acknowledge, nothing else) drains one; ``backfill
+   merge --streaming`` drains the other. Sustained events/s = messages of
+   the windows that closed full / (their last commit - the lander's first
+   pull): the base's loading is start-up, not throughput, and the last,
+   partial window waits out its length (both reported apart).
+2. **Publish -> visible delta, live.** A fresh subscription, the streaming
+   merge running and idle, then the 100,000 events published as fast as one
+   publisher goes. For each message: the commit time of the window that made
+   it visible (``window.json`` ``committed_at``: the rename of the window
+   folder) minus its Pub/Sub publish time (``seen.parquet``, set by the
+   emulator when it accepted the message). Median and 95th percentile.
+
+Targets (issue 5 "Speed"): streaming events/s >= 0.5x the bare loop's; p95
+publish -> delta <= 2 windows + 5 s. ``BENCH_STREAM_EVENTS=N`` (or ``python
+-m bench.bench_stream --events N``) runs a smaller trial; the default is
+100,000.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from bench.core import AS_OF, ROOT, BenchError, Check, Context, Row, Section, checked, ensure_base, register, say
+from bench.measure import measure, python_env
+
+__all__ = ["bench_stream", "EVENTS", "WINDOW_SECONDS"]
+
+EVENTS = 100_000
+WINDOW_SECONDS = 5
+TARGET_VS_BARE = 0.5
+
+
+def _events(ctx: Context, base: str, n: int) -> str:
+    from bench.bench_merge import make_events
+
+    path = os.path.join(ctx.data_dir, f"stream_events_{n}.parquet")
+    if not os.path.exists(path):
+        say(f"making {n:,} events into {path} (once; kept for re-runs) ...")
+        make_events(base, path + ".partial", n=n, seed=7)
+        os.replace(path + ".partial", path)
+    return path
+
+
+def _messages(path: str) -> list[tuple[bytes, dict]]:
+    table = pq.read_table(path)
+    return [(json.dumps(row, ensure_ascii=False).encode("utf-8"),
+             {"event_id": str(row["event_id"]), "line_id": str(row["line_id"])}) for row in table.to_pylist()]
+
+
+def _topic(subs: int) -> tuple[str, list[str]]:
+    from google.cloud import pubsub_v1
+
+    from tests.pubsub_emulator import PROJECT
+
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    topic = f"projects/{PROJECT}/topics/{name}"
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    names = [f"projects/{PROJECT}/subscriptions/{name}-{i}" for i in range(subs)]
+    try:
+        publisher.create_topic(request={"name": topic})
+        for sub in names:
+            subscriber.create_subscription(request={"name": sub, "topic": topic, "ack_deadline_seconds": 10})
+    finally:
+        publisher.stop()
+        subscriber.close()
+    return topic, names
+
+
+def _publish(topic: str, messages: list[tuple[bytes, dict]]) -> float:
+    """Publish every message (batched, one client); returns seconds from first publish to last ack."""
+    from google.cloud import pubsub_v1
+    from google.cloud.pubsub_v1.types import BatchSettings
+
+    client = pubsub_v1.PublisherClient(batch_settings=BatchSettings(max_messages=1000, max_bytes=9_000_000,
+                                                                    max_latency=0.05))
+    started = time.time()
+    futures = [client.publish(topic, data, **attrs) for data, attrs in messages]
+    for future in futures:
+        future.result(timeout=600)
+    seconds = time.time() - started
+    client.stop()
+    return seconds
+
+
+def bare_loop(subscription: str, expected: int) -> dict:
+    """Unary pull + acknowledge until ``expected`` messages came; prints seconds from the first message."""
+    from google.api_core import exceptions
+    from google.cloud import pubsub_v1
+
+    client = pubsub_v1.SubscriberClient()
+    got, first = 0, None
+    deadline = time.time() + 900
+    while got < expected and time.time() < deadline:
+        try:
+            response = client.pull(request={"subscription": subscription, "max_messages": 1000}, timeout=5)
+        except exceptions.DeadlineExceeded:
+            continue
+        received = list(response.received_messages)
+        if not received:
+            continue
+        first = first or time.time()
+        client.acknowledge(request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]})
+        got += len(received)
+    seconds = time.time() - (first or time.time())
+    client.close()
+    return {"messages": got, "seconds": round(seconds, 3)}
+
+
+def _stream_cmd(ctx: Context, sub: str, base: str, keys: str, out: str, idle: int) -> list[str]:
+    return [ctx.backfill, "merge", "--streaming", "--subscription", sub, "--base", base, "--keys", keys, "--out", out,
+            "--as-of", AS_OF, "--window-seconds", str(WINDOW_SECONDS), "--stop-after-idle", str(idle)]
+
+
+def _windows(out: str) -> list[tuple[dict, str]]:
+    found = []
+    for path in sorted(glob.glob(os.path.join(out, "deltas", "w-*", "window.json"))):
+        with open(path, encoding="utf-8") as handle:
+            found.append((json.load(handle), os.path.dirname(path)))
+    return found
+
+
+def _manifest(out: str) -> dict:
+    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def run_stream_bench(ctx: Context, n: int) -> Section:
+    from tests.pubsub_emulator import running_emulator
+
+    base = ensure_base(ctx, "base_200k", 200_000)
+    events = _events(ctx, base, n)
+    messages = _messages(events)
+    keys = os.path.join(ctx.work("stream_keys"), "keys.json")
+    checked(measure([ctx.backfill, "keys", "init", "--keys", keys], env=python_env()), "keys init")
+    with running_emulator() as emulator:
+        say(f"emulator on {emulator.host}")
+        # 1. throughput from a backlog
+        topic, (sub_bare, sub_stream) = _topic(2)
+        say(f"publishing {len(messages):,} events (backlog for both subscriptions) ...")
+        publish_seconds = _publish(topic, messages)
+        say(f"  {publish_seconds:.1f} s ({len(messages) / publish_seconds:,.0f} messages/s)")
+        say("bare subscriber loop (unary pull + ack)")
+        m = checked(measure([ctx.python, "-m", "bench.bench_stream", "--bare", sub_bare, str(len(messages))],
+                            env=python_env(), cwd=ROOT), "bare loop")
+        bare = json.loads(m.output.strip().splitlines()[-1])
+        if bare["messages"] < len(messages):
+            raise BenchError(f"the bare loop got {bare['messages']:,} of {len(messages):,} messages")
+        say(f"  {bare['seconds']:.1f} s ({bare['messages'] / bare['seconds']:,.0f} messages/s)")
+        out = ctx.work("stream_backlog")
+        say("streaming merge draining the backlog")
+        ms = checked(measure(_stream_cmd(ctx, sub_stream, base, keys, out, 8), env=python_env(), cwd=ROOT),
+                     "streaming merge (backlog)")
+        man = _manifest(out)
+        wins = _windows(out)
+        began = man["landing"].get("pulling_since") or man["landing"]["started_at"]
+        last_commit = max(w["committed_at"] for w, _ in wins)
+        drain = last_commit - began
+        # sustained: the windows that closed full (the last, partial one waits out its window length)
+        full = sorted(wins, key=lambda x: x[0]["seq"])[:-1] or wins
+        stream_rate = sum(w["counts"]["messages_in"] for w, _ in full) / (max(w["committed_at"] for w, _ in full)
+                                                                          - began)
+        startup = man["timings"].get("startup_seconds", 0.0)
+        say(f"  {man['counts']['messages_in']:,} messages in {drain:.1f} s after a {startup:.1f} s start-up "
+            f"({man['counts']['messages_in'] / drain:,.0f} messages/s overall, {stream_rate:,.0f} sustained), "
+            f"peak {ms.peak_mb:,.0f} MB")
+        # 2. publish -> visible delta, live
+        topic2, (sub_live,) = _topic(1)
+        out2 = ctx.work("stream_live")
+        cmd = _stream_cmd(ctx, sub_live, base, keys, out2, 8)
+        with open(os.path.join(ctx.out_dir, "stream-live.log"), "wb") as log:
+            proc = subprocess.Popen(cmd, env=python_env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            log_path = os.path.join(ctx.out_dir, "stream-live.log")
+            ready = time.time() + 300
+            while time.time() < ready and b"committed window(s)" not in open(log_path, "rb").read():
+                if proc.poll() is not None:
+                    raise BenchError("the live streaming merge exited early; see bench-out/stream-live.log")
+                time.sleep(0.2)  # the start-up line is logged once the base is loaded, as the lander starts
+            say(f"live: publishing {len(messages):,} events to a running streaming merge ...")
+            live_publish = _publish(topic2, messages)
+            say(f"  published in {live_publish:.1f} s ({len(messages) / live_publish:,.0f} messages/s)")
+            if proc.wait(timeout=1800) != 0:
+                raise BenchError("the live streaming merge failed; see bench-out/stream-live.log")
+        man2 = _manifest(out2)
+        latencies = []
+        for info, folder in _windows(out2):
+            times = pq.read_table(os.path.join(folder, "seen.parquet")).column("publish_time")
+            micros = times.cast("int64").to_numpy(zero_copy_only=False)
+            latencies.append(info["committed_at"] - micros / 1e6)
+        lat = np.concatenate(latencies)
+        p50, p95 = float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
+        say(f"  publish -> visible delta: median {p50:.1f} s, p95 {p95:.1f} s over {len(lat):,} messages")
+    target_latency = 2 * WINDOW_SECONDS + 5
+    bare_rate = bare["messages"] / bare["seconds"]
+    balanced = man["counts"]["balanced"] and man2["counts"]["balanced"]
+    rows = [
+        Row("bare subscriber loop: unary pull 1,000 + ack", bare["messages"], bare["seconds"], m.peak_mb,
+            "backlog", m.cpu_seconds, m.others_cpu_seconds),
+        Row("merge --streaming: land + window + tokenize + seal + commit", man["counts"]["messages_in"], drain,
+            ms.peak_mb, f"backlog, all windows; after {startup:.1f} s start-up", ms.cpu_seconds, ms.others_cpu_seconds),
+        Row("merge --streaming, sustained (the windows that closed full)",
+            sum(w["counts"]["messages_in"] for w, _ in full),
+            max(w["committed_at"] for w, _ in full) - began, None, "backlog"),
+        Row("merge --streaming, live (publish while it runs)", man2["counts"]["messages_in"],
+            max(w["committed_at"] for w, _ in _windows(out2)) - (man2["landing"].get("pulling_since")
+                                                                   or man2["landing"]["started_at"]), None,
+            f"publisher {len(messages) / live_publish:,.0f} msg/s"),
+    ]
+    checks = [
+        Check("streaming events/s (sustained) vs bare loop (backlog)", f"{stream_rate:,.0f} vs {bare_rate:,.0f} "
+              f"({stream_rate / bare_rate:.2f}x)", f">= {TARGET_VS_BARE}x", stream_rate / bare_rate >= TARGET_VS_BARE),
+        Check(f"publish -> visible delta, p95 ({WINDOW_SECONDS} s windows)", f"p95 {p95:.1f} s (median {p50:.1f} s)",
+              f"<= {target_latency} s", p95 <= target_latency),
+        Check("counts balance (both runs)", "yes" if balanced else "NO", "yes", balanced),
+    ]
+    notes = [
+        f"events: {n:,} from bench.bench_merge.make_events over base_200k (2 % repeats, ~3 % faults); "
+        f"backlog run: {json.dumps({k: man['counts'][k] for k in ('applied', 'superseded', 'duplicates')})}, "
+        f"dead letters {sum(man['counts']['dead_letters'].values()):,}.",
+        f"publisher (one client, batches of 1,000): {len(messages) / publish_seconds:,.0f} messages/s into the "
+        "emulator; in the live run the emulator, the publisher and the merge share the machine's CPUs.",
+        "rows/s = messages/s; seconds = first message pulled to last acknowledged (bare) or the lander's first "
+        "pull to the last window's commit (streaming; 'sustained' stops at the last window that closed full, "
+        "since the last, partial window waits out its length); the streaming CPU s include the base's loading.",
+        f"windows: {len(wins)} (backlog), {len(_windows(out2))} (live); window length {WINDOW_SECONDS} s.",
+    ]
+    details = {"backlog": man, "live": man2, "bare": bare, "latency": {"median": p50, "p95": p95, "n": len(lat)}}
+    return Section("stream", "Streaming merge: throughput and publish -> delta latency", rows, checks, notes, details)
+
+
+@register("stream")
+def bench_stream(ctx: Context) -> Section:
+    return run_stream_bench(ctx, int(os.environ.get("BENCH_STREAM_EVENTS", EVENTS)))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--bare":
+        print(json.dumps(bare_loop(sys.argv[2], int(sys.argv[3]))))
+        raise SystemExit(0)
+    if len(sys.argv) == 3 and sys.argv[1] == "--events":
+        os.environ["BENCH_STREAM_EVENTS"] = sys.argv[2]
+        from bench.run import main
+
+        raise SystemExit(main(["stream"]))
+    raise SystemExit("run it through the registry: python -m bench.run stream  (or --events N for a trial)")

@@ -1,0 +1,177 @@
+"""backfill compact: fold the streaming merge's deltas into a new base snapshot.
+
+    backfill compact --base base.parquet --deltas out/stream/deltas --keys secure/keys.json --out out/base-1201 \\
+        [--vault DIR] [--as-of 2026-12-01] [--policy FILE] [--encoding gb18030]
+
+``--base`` is the base the streaming merge ran on: a raw base (its lines are
+tokenized and sealed as the batch merge does) or a previous merge's
+``OUT/base`` (with its ``--vault``). ``--deltas`` is the streaming merge's
+``OUT/deltas`` (or its ``OUT``); only committed windows count. Per line the
+latest registration wins (``registered_at``, a tie to the larger event_id)
+over the base and every delta, so the result is the batch merge's base for
+the same events. Writes ``OUT/base/`` (Parquet, schemas/merged_line.avsc),
+``OUT/vault/`` (the base's vault rows, with a registered line's rows taken
+from its winning window), ``OUT/dead_letter/`` (base rows that could not be
+used) and ``OUT/manifest.json`` (base rows in = lines out + dead letters).
+Run it on a quiet moment or on a copy: windows committed while it reads are
+left for the next compaction.
+"""
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, remove_tree, run_main
+from pipelines.manifest import Timer, write_json
+
+ROWS_PER_BUCKET = 200_000
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="backfill compact", description=__doc__.splitlines()[0])
+    p.add_argument("--base", required=True, action="append", help="the base the streaming merge ran on; repeatable")
+    p.add_argument("--deltas", required=True, help="the streaming merge's OUT/deltas (or its OUT)")
+    p.add_argument("--keys", required=True, help="keyset file (mode 0600)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--vault", default=None, help="the vault of a merged --base")
+    p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
+    p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
+    p.add_argument("--encoding", default="utf-8", help="CSV encoding of the base")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _protect_raw(raw: pa.Table, tokenizer, vault, policy, as_of, ctx):
+    """A raw base -> merged lines and vault rows, as the batch merge makes them without events (by line bucket)."""
+    from transforms.crossrecord import bucket_of
+    from transforms.merge import merge_bucket
+    from transforms.normalize import clean_text
+
+    n = max(1, math.ceil(raw.num_rows / ROWS_PER_BUCKET))
+    buckets = np.asarray(bucket_of(clean_text(raw.column("line_id").combine_chunks()), n)) if n > 1 else None
+    salt = secrets.token_hex(16)
+    parts = []
+    for b in range(n):
+        part = raw if buckets is None else raw.filter(pa.array(buckets == b))
+        if part.num_rows:
+            parts.append(merge_bucket(part, "raw", None, None, None, tokenizer=tokenizer, vault=vault, policy=policy,
+                                      as_of=as_of, ctx=ctx, salt=salt))
+    cat = lambda name: pa.concat_tables([getattr(r, name) for r in parts])  # noqa: E731
+    return cat("base"), cat("vault_keys"), cat("vault_values"), cat("dead_letter")
+
+
+def _deltas_dir(path: str) -> str:
+    path = path.rstrip("/")
+    nested = FileSystems.join(path, "deltas")
+    return nested if FileSystems.exists(nested) else path
+
+
+def run(argv=None) -> dict:
+    from pipelines.merge_io import inside
+    from pipelines.merge_stream_io import committed_windows, read_base, read_windows
+    from transforms.deadletter import DeadLetterContext
+    from transforms.keyset import Keyset
+    from transforms.merge import MERGED_SCHEMA, _merged_lines
+    from transforms.merge_stream import fold_deltas
+    from transforms.policy import load_policy
+    from transforms.tokenize import Tokenizer
+    from transforms.vault import Vault
+    from transforms.vault_store import read_vault, write_vault
+
+    args = parser().parse_args(argv)
+    timer = Timer()
+    as_of = args.as_of or parse_as_of(None)
+    policy = load_policy(args.policy)
+    keyset = Keyset.load(args.keys)
+    out = args.out.rstrip("/")
+    deltas_dir = _deltas_dir(args.deltas)
+    for source in [*args.base, deltas_dir, *([args.vault] if args.vault else [])]:
+        if inside(source, out) or inside(out, source):
+            raise UserError(f"--out {args.out} overlaps the input {source}: write to another folder")
+    windows = committed_windows(deltas_dir)
+    if not windows:
+        raise UserError(f"--deltas {args.deltas}: no committed window there")
+    run_id, started = new_run("compact")
+    ctx = DeadLetterContext("compact", run_id, started)
+    kind, table, reader_dead, files = read_base(args.base, args.encoding, ctx)
+    rows_in = table.num_rows + reader_dead.num_rows
+    if kind == "raw":
+        if args.vault:
+            raise UserError("--vault goes with a merged --base (a raw base has no vault)")
+        base, keys, values, dead = _protect_raw(table, Tokenizer(keyset), Vault(keyset), policy, as_of, ctx)
+    else:
+        if not args.vault:
+            raise UserError("a merged --base needs its --vault")
+        base, dead, _ = _merged_lines(table, ctx)
+        keys, values = read_vault(args.vault)
+    del table
+    timer.mark("base_seconds")
+    parts = list(read_windows(windows))
+    tag = lambda t, i: t.append_column("_window", pa.array(np.full(t.num_rows, i, np.int64)))  # noqa: E731
+    deltas = pa.concat_tables([tag(d.cast(MERGED_SCHEMA), i) for i, _, d, _, _ in parts])
+    delta_keys = pa.concat_tables([tag(k, i) for i, _, _, k, _ in parts])
+    delta_values = pa.concat_tables([tag(v, i) for i, _, _, _, v in parts])
+    foreign = set(pc.unique(delta_keys.column("keyset_id")).to_pylist()) - {keyset.keyset_id}
+    if foreign:
+        raise UserError(f"--deltas {args.deltas}: vault rows made under keyset {sorted(foreign)[0]}, "
+                        f"not {keyset.keyset_id} (--keys {args.keys})")
+    merged, keys, values, counts = fold_deltas(base, keys, values, deltas, delta_keys, delta_values)
+    timer.mark("fold_seconds")
+    dead_all = pa.concat_tables([reader_dead, dead])
+    for name in ("base", "vault", "dead_letter"):
+        remove_tree(FileSystems.join(out, name))
+    with FileSystems.create(FileSystems.join(out, "base", "part-00000-of-00001.parquet")) as handle:
+        pq.write_table(merged, handle, row_group_size=65_536)
+    write_vault(FileSystems.join(out, "vault"), keys, values)
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dead_all.to_pylist())
+    with FileSystems.create(FileSystems.join(out, "dead_letter", "base.jsonl")) as handle:
+        handle.write(payload.encode("utf-8"))
+    timer.mark("write_seconds")
+    manifest = {
+        "step": "compact", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
+        "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
+        "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
+                 "vault": keyset.primary_vault_version},
+        "inputs": {"base": files, "base_kind": kind, "vault": args.vault, "deltas": deltas_dir,
+                   "windows": [FileSystems.split(w)[1] for w in windows]},
+        "counts": {
+            "base": {"rows_in": rows_in, "lines_out": merged.num_rows, "dead_letters": dead_all.num_rows,
+                     "balanced": rows_in == merged.num_rows + dead_all.num_rows},
+            "deltas": {"windows": len(windows), **counts},
+            "vault": {"keys": keys.num_rows, "values": values.num_rows},
+        },
+        "outputs": {name: FileSystems.join(out, name) for name in ("base", "vault", "dead_letter")},
+        "timings": timer.as_dict(),
+    }
+    write_json(FileSystems.join(out, "manifest.json"), manifest)
+    if not manifest["counts"]["base"]["balanced"]:
+        raise UserError(f"compact counts do not balance; see {FileSystems.join(out, 'manifest.json')}")
+    return manifest
+
+
+def format_summary(m: dict) -> str:
+    b, d = m["counts"]["base"], m["counts"]["deltas"]
+    return (f"compact {m['run_id']}: base {b['rows_in']:,} rows in -> {b['lines_out']:,} lines + "
+            f"{b['dead_letters']:,} dead letters ({'balanced' if b['balanced'] else 'NOT BALANCED'})\n"
+            f"  {d['windows']:,} window(s), {d['delta_rows']:,} delta rows -> {d['lines_registered']:,} lines "
+            f"registered ({d['superseded_or_unknown']:,} older than the line's registration)")
+
+
+def main(argv=None) -> int:
+    def body(argv):
+        print(format_summary(run(argv)))
+        return 0
+
+    return run_main("backfill compact", body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

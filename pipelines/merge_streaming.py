@@ -1,0 +1,421 @@
+"""backfill merge --streaming: registrations from Pub/Sub, merged window by window, once, without loss.
+
+    backfill merge --streaming --subscription projects/P/subscriptions/S --base base.parquet \\
+        --keys secure/keys.json --out out/stream [--window-seconds 10] [--as-of 2026-12-01] \\
+        [--stop-after-idle 30] [--max-windows N]
+    python -m pipelines.merge --streaming ... --runner DataflowRunner --project P --region R \\
+        --temp_location gs://bucket/tmp --setup_file ./setup.py        # the same core as a Dataflow job
+
+Locally (the default) a lander process pulls with unary pull, writes each
+batch of messages to an encrypted landing file under ``OUT/landing/`` (fsync,
+rename) and only then acknowledges it; every ``--window-seconds`` the
+processor takes the landed files, runs the Beam-free window core
+(``transforms.merge_stream.process_window``) and commits the window as one
+folder ``OUT/deltas/w-NNNNNN/`` (delta, vault rows, dead letters, counters,
+dedup keys; see ``pipelines/merge_stream_io.py``) by one rename, then deletes
+the landed files. A restart first finishes the landed files. SIGTERM or
+SIGINT stops pulling, processes what has landed and exits 0. Every run
+writes ``OUT/manifest.json`` and ``OUT/runs/RUN.json``: messages in = applied
++ superseded + duplicates + dead letters, for the run and for all windows.
+
+With ``--runner DataflowRunner`` it builds a streaming job: ReadFromPubSub
+(``id_label="event_id"``), the ``MergeStreamWindows`` composite (dedup in
+state, fixed windows, the same window core) and a writer of the same window
+folders (``window.json`` last, as the commit marker). ``backfill compact``
+folds the deltas into a new base.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+
+import pyarrow as pa
+
+from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
+from pipelines.common import run_main, runner_name
+from pipelines.manifest import Timer, write_json
+import pyarrow.compute as pc
+
+log = logging.getLogger("backfill.merge")
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="backfill merge", description=__doc__.splitlines()[0])
+    p.add_argument("--streaming", action="store_true", help="read registration events from Pub/Sub")
+    p.add_argument("--subscription", required=True, help="projects/P/subscriptions/S")
+    p.add_argument("--base", required=True, action="append",
+                   help="base file, glob or folder: a raw base or a previous merge's OUT/base; repeatable")
+    p.add_argument("--keys", required=True, help="keyset file (mode 0600; backfill keys init)")
+    p.add_argument("--out", required=True, help="output folder (local; gs:// on Dataflow)")
+    p.add_argument("--window-seconds", type=int, default=10, help="window length in seconds (default 10)")
+    p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
+    p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
+    p.add_argument("--encoding", default="utf-8", help="CSV encoding of the base: utf-8 (default) or gb18030")
+    p.add_argument("--stop-after-idle", type=float, default=None,
+                   help="exit once no message has arrived for this many seconds (and all landed are processed)")
+    p.add_argument("--max-windows", type=int, default=None, help="exit after this many windows with messages")
+    p.add_argument("--max-message-bytes", type=int, default=256 * 1024,
+                   help="larger message bodies are dead letters, never kept (default 262144)")
+    p.add_argument("--max-messages", type=int, default=1000, help="messages per pull (default 1000)")
+    p.add_argument("--max-window-messages", type=int, default=20_000,
+                   help="a window closes early once this many messages have landed (bounds its memory; default 20000)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _check(args) -> None:
+    parts = args.subscription.split("/")
+    if len(parts) != 4 or parts[0] != "projects" or parts[2] != "subscriptions" or not parts[1] or not parts[3]:
+        raise UserError(f"--subscription {args.subscription!r} is not projects/PROJECT/subscriptions/NAME")
+    if args.window_seconds < 1:
+        raise UserError("--window-seconds must be at least 1")
+    if args.max_windows is not None and args.max_windows < 1:
+        raise UserError("--max-windows must be at least 1")
+    if args.stop_after_idle is not None and args.stop_after_idle <= 0:
+        raise UserError("--stop-after-idle must be positive")
+    if not 1024 <= args.max_message_bytes <= 8 * 1024 * 1024:
+        raise UserError("--max-message-bytes must be between 1024 and 8388608")
+    if not 1 <= args.max_messages <= 10_000:
+        raise UserError("--max-messages must be between 1 and 10000")
+    if args.max_window_messages < args.max_messages:
+        raise UserError("--max-window-messages must be at least --max-messages")
+
+
+def _index_loader(base, encoding, policy, as_of, ctx):
+    from pipelines.merge_stream_io import load_index
+
+    return load_index(list(base), encoding, policy, as_of, ctx, secrets.token_hex(16))[0]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Stop:
+    """SIGTERM / SIGINT: finish the current window, then exit 0."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signal = None
+
+    def __call__(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+        self.event.set()
+
+
+def run_local(args, options, keyset, policy, as_of, run_id, started, timer) -> dict:
+    from pipelines.merge_landing import LanderProcess, LandingZone
+    from pipelines.merge_stream_io import committed_windows, load_index, recover, write_window
+    from transforms.deadletter import DeadLetterContext
+    from transforms.merge_stream import add_counts, balanced, dedup_keys, process_window
+    from transforms.tokenize import Tokenizer
+    from transforms.vault import Vault
+
+    out = args.out.rstrip("/")
+    if "://" in out:
+        raise UserError(f"--out {args.out}: the local streaming merge writes to a local folder (the landing zone "
+                        "must be fsync'd); use gs:// with --runner DataflowRunner")
+    os.makedirs(out, exist_ok=True)
+    ctx = DeadLetterContext("merge", run_id, started)
+    salt = secrets.token_hex(16)
+    zone = LandingZone(os.path.join(out, "landing"), keyset)
+    state = recover(out, zone)
+    index, base = load_index(args.base, args.encoding, policy, as_of, ctx, salt)
+    for delta in state["registrations"]:
+        index.apply(delta)
+    timer.mark("startup_seconds")
+    tokenizer, vault = Tokenizer(keyset), Vault(keyset)
+    lander = LanderProcess(args.subscription, zone.folder, args.keys, max_messages=args.max_messages,
+                           max_bytes=args.max_message_bytes)
+    stop = _Stop()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    recovered = len(zone.pending())
+    log.info("merge --streaming %s: %s base (%s lines), %d committed window(s), %d landed file(s) to finish, "
+             "window %d s, subscription %s", run_id, base["kind"], f"{base['lines']:,}", state["windows"], recovered,
+             args.window_seconds, args.subscription)
+    seq, seen = state["next_seq"], state["seen"]
+    run_counts = {"messages_in": 0, "applied": 0, "superseded": 0, "duplicates": 0, "dead_letters": {}}
+    windows, window_log = 0, []
+
+    def one_window(files: list[str]) -> None:
+        nonlocal seq, windows
+        opened = time.time()
+        tables = [zone.read(name) for name in files]
+        messages = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        result = process_window(messages, index, seen, tokenizer=tokenizer, vault=vault, policy=policy, as_of=as_of,
+                                ctx=ctx, salt=salt, source=args.subscription, max_bytes=args.max_message_bytes)
+        keys = dedup_keys(messages)
+        times = messages.column("publish_time").combine_chunks().take(
+            pc.index_in(result.new_keys, value_set=keys))
+        info = {"seq": seq, "run_id": run_id, "landed_files": files, "counts": result.counts,
+                "balanced": balanced(result.counts), "counters": result.counters, "opened": opened,
+                "publish_time_max": pc.max(messages.column("publish_time")).as_py(),
+                "committed_at": None}
+        info["committed_at"] = time.time()
+        write_window(os.path.join(out, "deltas"), f"w-{seq:06d}", result, times, info)
+        seen.add(result.new_keys)
+        zone.remove(files)
+        add_counts(run_counts, result.counts)
+        window_log.append({"seq": seq, "messages": result.counts["messages_in"], "applied": result.counts["applied"],
+                           "seconds": round(time.time() - opened, 3)})
+        log.info("window %d: %d message(s): %d applied, %d superseded, %d duplicate(s), %d dead letter(s)", seq,
+                 result.counts["messages_in"], result.counts["applied"], result.counts["superseded"],
+                 result.counts["duplicates"], sum(result.counts["dead_letters"].values()))
+        seq += 1
+        windows += 1
+
+    def landed_messages() -> int:
+        return sum(zone.count(name) for name in zone.pending())
+
+    def take(files: list[str]) -> list[str]:
+        """The oldest landed files up to --max-window-messages (at least one)."""
+        picked, n = [], 0
+        for name in files:
+            if picked and n + zone.count(name) > args.max_window_messages:
+                break
+            picked.append(name)
+            n += zone.count(name)
+        return picked
+
+    files = take(zone.pending())  # a restart finishes what an earlier run landed, before it pulls anything new
+    while files:
+        one_window(files)
+        files = take(zone.pending())
+
+    def lander_error():
+        return lander.error
+
+    def last_message_at() -> float:
+        return lander.last_message_at
+
+    lander_started_at = time.time()
+    try:
+        lander.start()  # the subscription is checked there: no gRPC client in this process
+    except BaseException:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        raise
+    deadline = time.monotonic() + args.window_seconds
+    reason = None
+    try:
+        while True:
+            while (not stop.event.is_set() and time.monotonic() < deadline and lander_error() is None
+                   and landed_messages() < args.max_window_messages):
+                stop.event.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            if lander_error() is not None:
+                raise lander_error()
+            if stop.event.is_set():
+                reason = f"signal {stop.signal}"
+                break
+            files = take(zone.pending())
+            if files:
+                one_window(files)
+            deadline = time.monotonic() + args.window_seconds  # the next window closes one length after this one
+            if args.max_windows and windows >= args.max_windows:
+                reason = f"--max-windows {args.max_windows}"
+                break
+            if (args.stop_after_idle and not files and not zone.pending()
+                    and time.time() - last_message_at() >= args.stop_after_idle):
+                reason = f"--stop-after-idle {args.stop_after_idle:g}"
+                break
+    finally:
+        lander.stop()
+        lander.join(timeout=lander.pull_timeout + 30)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if lander_error() is not None:
+        raise lander_error()
+    files = take(zone.pending())  # landed while we stopped: processed now, never left for later
+    while files:
+        one_window(files)
+        files = take(zone.pending())
+    timer.mark("run_seconds")
+    totals = recover(out, zone)["totals"]
+    totals.setdefault("dead_letters", {})
+    for key in ("messages_in", "applied", "superseded", "duplicates"):
+        totals.setdefault(key, 0)
+    manifest = {
+        "step": "merge", "mode": "streaming", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
+        "stopped_by": reason, "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
+        "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
+                 "vault": keyset.primary_vault_version},
+        "inputs": {"subscription": args.subscription, "base": base["files"], "base_kind": base["kind"]},
+        "base": {"lines": base["lines"], "dead_letters": base["dead_letters"]},
+        "window_seconds": args.window_seconds,
+        "landing": {"started_at": lander_started_at, "pulling_since": lander.pulling_since,
+                    "pulled_and_acknowledged": lander.pulled,
+                    "landed_files": lander.landed_files,
+                    "recovered_landed_files": recovered, "pending_after": len(zone.pending())},
+        "counts": {**run_counts, "balanced": balanced(run_counts)},
+        "all_windows": {**totals, "windows": len(committed_windows(os.path.join(out, "deltas"))),
+                        "balanced": balanced(totals)},
+        "windows": window_log,
+        "outputs": {"deltas": os.path.join(out, "deltas"), "landing": zone.folder},
+        "runner": "local lander + window loop (Beam-free core)",
+        "timings": timer.as_dict(),
+    }
+    write_json(os.path.join(out, "runs", f"{run_id}.json"), manifest)
+    write_json(os.path.join(out, "manifest.json"), manifest)
+    if not manifest["counts"]["balanced"] or not manifest["all_windows"]["balanced"]:
+        raise UserError(f"streaming merge counts do not balance; see {os.path.join(out, 'manifest.json')}")
+    return manifest
+
+
+def build_streaming_pipeline(p, *, subscription: str, base, encoding, keys_path, policy, as_of, ctx, out: str,
+                             window_seconds: int, max_bytes: int):
+    """ReadFromPubSub -> MergeStreamWindows -> window folders (exposed for tests and Dataflow)."""
+    import apache_beam as beam
+
+    from transforms.merge_stream_beam import MergeStreamWindows
+
+    loader = functools.partial(_index_loader, tuple(base), encoding, policy, as_of, ctx)
+    return (p
+            | "ReadFromPubSub" >> beam.io.ReadFromPubSub(subscription=subscription, id_label="event_id",
+                                                         with_attributes=True)
+            | "ToRecord" >> beam.Map(_record, max_bytes)
+            | "MergeStreamWindows" >> MergeStreamWindows(loader, keys_path, policy, as_of, ctx, window_seconds,
+                                                         max_bytes=max_bytes, source=subscription)
+            | "WriteWindows" >> beam.ParDo(WriteWindowFn(FileSystemsJoin(out, "deltas"))))
+
+
+def FileSystemsJoin(*parts: str) -> str:
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.join(*parts)
+
+
+def _record(message, max_bytes: int) -> dict:
+    """A PubsubMessage -> a message record (a body over the cap is dropped here, its size kept)."""
+    data = message.data or b""
+    when = message.publish_time
+    micros = None
+    if when is not None:
+        micros = int(when.micros) if hasattr(when, "micros") else int(when.timestamp() * 1_000_000)
+    return {"message_id": message.message_id, "publish_time": micros, "attributes": dict(message.attributes or {}),
+            "data": data if len(data) <= max_bytes else None, "size": len(data)}
+
+
+class _Result:
+    """A window result dict seen as transforms.merge_stream.WindowResult for write_window."""
+
+    def __init__(self, element: dict):
+        self.delta, self.vault_keys, self.vault_values = element["delta"], element["vault_keys"], element["vault_values"]
+        self.dead_letter, self.counts = element["dead_letter"], element["counts"]
+        self.counters = element["counts"].get("counters", {})
+        self.new_keys = pa.array(element["keys"], pa.string())
+
+
+import apache_beam as _beam  # noqa: E402  (the DoFn below; the local path above needs no Beam)
+
+
+class WriteWindowFn(_beam.DoFn):
+    """One window result -> a window folder through Beam FileSystems, ``window.json`` last (the commit marker).
+
+    The folder name is the window's start and a hash of its dedup keys, so a
+    retried bundle rewrites the same folder instead of adding a second one."""
+
+    def __init__(self, deltas_dir: str):
+        self._dir = deltas_dir
+
+    def process(self, element):
+        from pipelines.merge_stream_io import write_window_fs
+
+        start = element["window"][0] if element["window"] else 0.0
+        digest = hashlib.sha256("\n".join(sorted(element["keys"])).encode("utf-8")).hexdigest()[:12]
+        name = f"w-{dt.datetime.fromtimestamp(start, dt.timezone.utc):%Y%m%dT%H%M%S}-{digest}"
+        times = pa.array(element["publish_times"], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+        info = {"window": element["window"], "counts": {k: v for k, v in element["counts"].items() if k != "counters"},
+                "counters": element["counts"].get("counters", {}), "committed_at": time.time()}
+        write_window_fs(self._dir, name, _Result(element), times, info)
+        yield name
+
+
+def run_dataflow(args, options, keyset, policy, as_of, run_id, started, timer) -> dict:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from transforms.deadletter import DeadLetterContext
+
+    options.view_as(StandardOptions).streaming = True
+    ctx = DeadLetterContext("merge", run_id, started)
+    p = beam.Pipeline(options=options)
+    build_streaming_pipeline(p, subscription=args.subscription, base=args.base, encoding=args.encoding,
+                             keys_path=args.keys, policy=policy, as_of=as_of, ctx=ctx, out=args.out.rstrip("/"),
+                             window_seconds=args.window_seconds, max_bytes=args.max_message_bytes)
+    result = p.run()
+    timer.mark("submit_seconds")
+    return {"step": "merge", "mode": "streaming", "run_id": run_id, "runner": runner_name(options),
+            "job": str(getattr(result, "job_id", lambda: None)() if callable(getattr(result, "job_id", None))
+                       else None), "timings": timer.as_dict()}
+
+
+def run(argv=None) -> dict:
+    from transforms.keyset import Keyset
+    from transforms.policy import load_policy
+
+    args, beam_args = parser().parse_known_args(argv)
+    _check(args)
+    timer = Timer()
+    as_of = args.as_of or parse_as_of(None)
+    policy = load_policy(args.policy)
+    keyset = Keyset.load(args.keys)
+    options = beam_options(beam_args)
+    run_id, started = new_run("merge")
+    if is_local_runner(options):
+        _RAN_LOCALLY.append(True)
+        return run_local(args, options, keyset, policy, as_of, run_id, started, timer)
+    return run_dataflow(args, options, keyset, policy, as_of, run_id, started, timer)
+
+
+def format_summary(manifest: dict) -> str:
+    if "counts" not in manifest:
+        return f"merge --streaming {manifest['run_id']}: submitted to {manifest['runner']}"
+    c, a = manifest["counts"], manifest["all_windows"]
+    ok = lambda side: "balanced" if side["balanced"] else "NOT BALANCED"  # noqa: E731
+    lines = [
+        f"merge --streaming {manifest['run_id']}: {len(manifest['windows'])} window(s), stopped by "
+        f"{manifest['stopped_by']}",
+        f"  messages {c['messages_in']:,} in -> {c['applied']:,} applied + {c['superseded']:,} superseded + "
+        f"{c['duplicates']:,} duplicates + {sum(c['dead_letters'].values()):,} dead letters ({ok(c)})",
+        f"  all windows so far: {a['windows']:,} window(s), {a['messages_in']:,} messages, {a['applied']:,} applied "
+        f"({ok(a)})",
+    ]
+    if c["dead_letters"]:
+        lines.append("  dead letters: " + ", ".join(f"{k} {n:,}" for k, n in sorted(c["dead_letters"].items())))
+    return "\n".join(lines)
+
+
+_RAN_LOCALLY = []
+
+
+def main(argv=None) -> int:
+    def body(argv):
+        print(format_summary(run(argv)), flush=True)
+        return 0
+
+    code = run_main("backfill merge", body, argv)
+    if _RAN_LOCALLY:
+        # Everything is durable by now (windows fsync'd and renamed, manifest written). Leave without the
+        # interpreter's teardown: a native thread pool torn down at exit after a spawned child process can
+        # abort the process ("terminate called without an active exception", exit -6) about one run in ten.
+        import multiprocessing.util
+
+        multiprocessing.util._exit_function()  # the lander's semaphores are released as at a normal exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

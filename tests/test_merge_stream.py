@@ -1,0 +1,253 @@
+"""The streaming merge's core (transforms/merge_stream.py), its landing zone and its Beam composite.
+
+Beam-free: one window of messages -> delta, vault rows, dead letters, counts;
+dedup across windows; superseded events; the fold of deltas. Then the
+encrypted landing zone, and MergeStreamWindows on the local runner with
+TestPipeline + assert_that (two fixed windows, a duplicate across them).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+
+from tests.conftest import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, RUNNER, person, raw_table
+from transforms.deadletter import DeadLetterContext
+from transforms.merge_stream import (LineIndex, SeenKeys, balanced, fold_deltas, messages_table, process_window)
+from transforms.policy import load_policy
+
+CTX = DeadLetterContext("merge", "test-run", "2026-11-30T00:00:00Z")
+SALT = "0123456789abcdef0123456789abcdef"
+T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def keyset():
+    from transforms.keyset import Keyset
+
+    return Keyset.generate()
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return load_policy(None)
+
+
+def base_rows():
+    return [person(line_id="L1"), person(line_id="L2", name="未知"), person(line_id="L3", name=""),
+            person(line_id="LT", status="TERMINATED")]
+
+
+def event(eid, line, at, **fields):
+    row = {"event_id": eid, "line_id": line, "doc_type": "RESIDENT_ID", "doc_number": CANARY_NUMBER,
+           "name": CANARY_NAME, "address": CANARY_ADDRESS, "channel": "AGENT", "agent_id": "AG00042",
+           "verified_by": "FACE_MATCH", "registered_at": at}
+    row.update(fields)
+    return row
+
+
+def message(body, attrs=None, mid=None, data=None):
+    attrs = {"event_id": body["event_id"], "line_id": body["line_id"]} if attrs is None else attrs
+    payload = data if data is not None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+    return {"message_id": mid, "publish_time": T0, "attributes": attrs, "data": payload}
+
+
+def window(records, index, seen, keyset, policy):
+    from transforms.tokenize import Tokenizer
+    from transforms.vault import Vault
+
+    for i, r in enumerate(records):
+        r["message_id"] = r["message_id"] or f"m{i}"
+    return process_window(messages_table(records), index, seen, tokenizer=Tokenizer(keyset), vault=Vault(keyset),
+                          policy=policy, as_of=AS_OF, ctx=CTX, salt=SALT, source="projects/p/subscriptions/s")
+
+
+def test_one_window_sorts_every_message_into_exactly_one_outcome(keyset, policy):
+    index, base_dead = LineIndex.from_raw(raw_table(base_rows()), policy, AS_OF, CTX, SALT)
+    assert index.lines.num_rows == 4 and base_dead.num_rows == 0
+    records = [
+        message(event("E1", "L1", "2026-11-30T10:00:00")),                  # applied
+        message(event("E1", "L1", "2026-11-30T10:00:00"), mid="again"),     # redelivered: duplicate
+        message(event("E2", "L1", "2026-11-30T09:00:00")),                  # older than E1: superseded
+        message(event("E3", "L2", "2026-11-30T11:00:00+08:00")),            # applied (03:00 UTC)
+        message(event("E4", "LT", "2026-11-30T10:00:00")),                  # LINE_TERMINATED
+        message(event("E5", "NOPE", "2026-11-30T10:00:00")),                # UNKNOWN_LINE
+        message(event("E6", "L3", "2026-11-30T10:00:00", name="未知")),      # the policy: NAME_PLACEHOLDER
+        message(event("E7", "L3", "2026-11-30T10:00:00"), data=b"{not json"),                     # MESSAGE_MALFORMED
+        message(event("E8", "L3", "2026-11-30T10:00:00"), attrs={"line_id": "L3"}),               # ATTRIBUTE_MISSING
+        message(event("E9", "L3", "2026-11-30T10:00:00"), attrs={"event_id": "E9", "line_id": "L1"}),  # MISMATCH
+        message(event("E10", "L3", "2026-11-30T10:00:00"), data=b"x" * (1 << 20)),                # MESSAGE_TOO_LARGE
+        message(event("E11", "L3", "2026-11-30T10:00:00", registered_at="yesterday")),            # BAD_TIMESTAMP
+        message(event("E12", "L3", "2026-11-30T10:00:00", channel="PIGEON")),                     # BAD_ENUM
+    ]
+    result = window(records, index, SeenKeys(), keyset, policy)
+    expected_dead = {"LINE_TERMINATED": ["E4"], "UNKNOWN_LINE": ["E5"], "NAME_PLACEHOLDER": ["E6"],
+                     "MESSAGE_MALFORMED": ["E7"], "ATTRIBUTE_MISSING": ["E8"], "ATTRIBUTE_MISMATCH": ["E9"],
+                     "MESSAGE_TOO_LARGE": ["E10"], "BAD_TIMESTAMP": ["E11"], "BAD_ENUM": ["E12"]}
+    dead = result.dead_letter.to_pylist()
+    got = {}
+    for row in dead:
+        got.setdefault(row["reason"], []).append(row["event_id"])
+    expected_dead["ATTRIBUTE_MISSING"] = [None]  # no event_id attribute: the dead letter cannot name it
+    assert got == expected_dead
+    assert result.counts == {"messages_in": 13, "applied": 2, "superseded": 1, "duplicates": 1,
+                             "dead_letters": {k: len(v) for k, v in sorted(expected_dead.items())}}
+    assert balanced(result.counts)
+    delta = {r["line_id"]: r for r in result.delta.to_pylist()}
+    assert sorted(delta) == ["L1", "L2"]
+    assert delta["L1"]["registration_event_id"] == "E1" and delta["L2"]["registration_event_id"] == "E3"
+    assert delta["L2"]["registered_at"] == dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.timezone.utc)
+    assert delta["L1"]["identity_status"] == "COMPLETE" and delta["L1"]["name_mask"] == "金**"
+    assert delta["L1"]["registration_agent_id"] == "AG00042" and delta["L1"]["agent_id"] == "AG00001"
+    assert result.counters == {"registrations": 2, "by_region": {"110105": 2}, "by_channel": {"AGENT": 2},
+                               "by_agent": {"AG00042": 2}}
+    # the vault holds the two lines' four values each; nothing else carries them
+    assert sorted(set(result.vault_values.column("line_id").to_pylist())) == ["L1", "L2"]
+    assert result.vault_values.num_rows == 8
+    text = json.dumps(dead, ensure_ascii=False, default=str) + str(result.delta.to_pylist())
+    for canary in (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS):
+        assert canary not in text
+    assert len(result.new_keys) == 12  # every key once; the repeat is not recorded again
+
+
+def test_duplicates_and_older_events_across_windows(keyset, policy):
+    from transforms.vault import Vault
+
+    index, _ = LineIndex.from_raw(raw_table(base_rows()), policy, AS_OF, CTX, SALT)
+    seen = SeenKeys()
+    first = window([message(event("E1", "L1", "2026-11-30T10:00:00"))], index, seen, keyset, policy)
+    seen.add(first.new_keys)
+    second = window([message(event("E1", "L1", "2026-11-30T10:00:00"), mid="redelivered"),  # duplicate
+                     message(event("E0", "L1", "2026-11-30T08:00:00")),                     # older than window 1
+                     message(event("E9", "L1", "2026-11-30T10:00:00")),                     # same time, larger id
+                     message(event("E1b", "L2", "2026-11-30T10:00:00"))], index, seen, keyset, policy)
+    assert first.counts["applied"] == 1
+    assert second.counts == {"messages_in": 4, "applied": 2, "superseded": 1, "duplicates": 1, "dead_letters": {}}
+    assert sorted((r["line_id"], r["registration_event_id"]) for r in second.delta.to_pylist()) == [
+        ("L1", "E9"), ("L2", "E1b")]
+    opened = Vault(keyset).open(second.vault_keys, second.vault_values, "L1")
+    assert opened["name"] == CANARY_NAME and opened["doc_number"] == CANARY_NUMBER
+
+
+def test_fold_takes_the_latest_registration_per_line(keyset, policy):
+    index, _ = LineIndex.from_raw(raw_table(base_rows()), policy, AS_OF, CTX, SALT)
+    seen = SeenKeys()
+    w1 = window([message(event("E1", "L1", "2026-11-30T10:00:00")),
+                 message(event("E2", "L2", "2026-11-30T10:00:00"))], index, seen, keyset, policy)
+    seen.add(w1.new_keys)
+    w2 = window([message(event("E3", "L1", "2026-11-30T11:00:00", name="王五"))], index, seen, keyset, policy)
+    from transforms.merge import merge_bucket
+    from transforms.tokenize import Tokenizer
+    from transforms.vault import Vault
+
+    base = merge_bucket(raw_table(base_rows()), "raw", None, None, None, tokenizer=Tokenizer(keyset),
+                        vault=Vault(keyset), policy=policy, as_of=AS_OF, ctx=CTX, salt=SALT)
+    tag = lambda t, i: t.append_column("_window", pa.array([i] * t.num_rows, pa.int64()))  # noqa: E731
+    merged, keys, values, counts = fold_deltas(
+        base.base, base.vault_keys, base.vault_values, pa.concat_tables([tag(w1.delta, 0), tag(w2.delta, 1)]),
+        pa.concat_tables([tag(w1.vault_keys, 0), tag(w2.vault_keys, 1)]),
+        pa.concat_tables([tag(w1.vault_values, 0), tag(w2.vault_values, 1)]))
+    rows = {r["line_id"]: r for r in merged.to_pylist()}
+    assert [rows[k]["registration_event_id"] for k in ("L1", "L2", "L3", "LT")] == ["E3", "E2", None, None]
+    assert counts == {"delta_rows": 3, "lines_registered": 2, "superseded_or_unknown": 1, "lines_out": 4}
+    assert keys.num_rows == 4 and sorted(keys.column("line_id").to_pylist()) == ["L1", "L2", "L3", "LT"]
+    assert Vault(keyset).open(keys, values, "L1")["name"] == "王五"
+    kept = Vault(keyset).open(keys, values, "L3")  # the base's own values, sealed by the fold's base step
+    assert "name" not in kept and kept["address"] == "北京市朝阳区建国路88号"
+
+
+def test_landing_zone_is_encrypted_and_bound_to_its_name(tmp_path, keyset):
+    from pipelines.merge_landing import LandingError, LandingZone
+
+    zone = LandingZone(str(tmp_path / "landing"), keyset)
+    table = messages_table([message(event("E1", "L1", "2026-11-30T10:00:00"), mid="m1"),
+                            message(event("E2", "L1", "2026-11-30T10:00:00"), mid="m2", data=b"y" * 300_000)])
+    name = zone.land(table)
+    assert zone.pending() == [name]
+    back = zone.read(name)
+    assert back.equals(table) and back.column("data")[1].as_py() is None and back.column("size")[1].as_py() == 300_000
+    blob = (tmp_path / "landing" / name).read_bytes()
+    for canary in (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS):
+        assert canary.encode() not in blob
+    assert oct(os.stat(tmp_path / "landing" / name).st_mode & 0o777) == "0o600"
+    moved = name.replace("-", "-9", 1)
+    os.rename(tmp_path / "landing" / name, tmp_path / "landing" / moved)
+    with pytest.raises(LandingError, match="cannot be opened"):
+        zone.read(moved)
+    (tmp_path / "landing" / ".tmp-crashed").write_bytes(b"partial")
+    assert zone.pending() == [moved] and LandingZone.count(moved) == 2
+    zone.clean()
+    assert not (tmp_path / "landing" / ".tmp-crashed").exists()
+
+
+def _loader():
+    return LineIndex.from_raw(raw_table(base_rows()), load_policy(None), AS_OF, CTX, SALT)[0]
+
+
+def test_merge_stream_windows_on_the_local_runner(tmp_path, keyset):
+    """TestPipeline + assert_that: two fixed windows, a duplicate across them, per-window results."""
+    from transforms.merge_stream_beam import MergeStreamWindows
+
+    keys_path = str(tmp_path / "keys.json")
+    keyset.save(keys_path)
+    start = 1_700_000_000  # a window boundary for 10-second windows
+    records = [
+        (message(event("E1", "L1", "2026-11-30T10:00:00"), mid="a"), start + 1),
+        (message(event("E2", "NOPE", "2026-11-30T10:00:00"), mid="b"), start + 2),
+        (message(event("E1", "L1", "2026-11-30T10:00:00"), mid="c"), start + 12),  # window 2: duplicate
+        (message(event("E3", "L2", "2026-11-30T10:00:00"), mid="d"), start + 13),
+        (message(event("E4", "L3", "2026-11-30T10:00:00"), data=b"[1, 2]", mid="e"), start + 14),
+    ]
+    for r, _ in records:
+        r["publish_time"] = None
+
+    def check(results):
+        by_window = {}
+        for r in results:
+            counts = dict(r["counts"])
+            counts.pop("counters")
+            acc = by_window.setdefault(r["window"][0] - start, {"counts": [], "lines": []})
+            acc["counts"].append(counts)
+            acc["lines"] += [(x["line_id"], x["registration_event_id"]) for x in r["delta"].to_pylist()]
+        assert sorted(by_window) == [0, 10], by_window
+        total = lambda w, k: sum(c[k] if k != "dead" else sum(c["dead_letters"].values())  # noqa: E731
+                                 for c in by_window[w]["counts"])
+        assert [total(0, k) for k in ("messages_in", "applied", "duplicates", "dead")] == [2, 1, 0, 1]
+        assert [total(10, k) for k in ("messages_in", "applied", "duplicates", "dead")] == [3, 1, 1, 1]
+        assert by_window[0]["lines"] == [("L1", "E1")] and by_window[10]["lines"] == [("L2", "E3")]
+
+    with TestPipeline(runner=RUNNER) as p:
+        out = (p
+               | beam.Create(records)
+               | beam.MapTuple(lambda r, t: beam.window.TimestampedValue(r, t))
+               | MergeStreamWindows(_loader, keys_path, load_policy(None), AS_OF, CTX, 10))
+        assert_that(out, check)
+
+
+def test_window_folder_round_trip(tmp_path, keyset, policy):
+    """write_window commits one folder; recover() reads the dedup keys and registrations back."""
+    from pipelines.merge_landing import LandingZone
+    from pipelines.merge_stream_io import committed_windows, recover, write_window
+
+    index, _ = LineIndex.from_raw(raw_table(base_rows()), policy, AS_OF, CTX, SALT)
+    result = window([message(event("E1", "L1", "2026-11-30T10:00:00"))], index, SeenKeys(), keyset, policy)
+    zone = LandingZone(str(tmp_path / "landing"), keyset)
+    landed = zone.land(messages_table([message(event("E1", "L1", "2026-11-30T10:00:00"), mid="m0")]))
+    times = pa.array([None], pa.timestamp("us", tz="UTC"))
+    write_window(str(tmp_path / "deltas"), "w-000001", result, times,
+                 {"seq": 1, "landed_files": [landed], "counts": result.counts})
+    os.makedirs(tmp_path / "deltas" / ".tmp-w-000002-dead")
+    state = recover(str(tmp_path), zone)
+    assert state["next_seq"] == 2 and state["windows"] == 1 and state["removed_landed"] == 1
+    assert zone.pending() == [] and not (tmp_path / "deltas" / ".tmp-w-000002-dead").exists()
+    assert state["seen"].as_array().to_pylist() == ["E1"]
+    assert len(committed_windows(str(tmp_path / "deltas"))) == 1
+    delta = pq.read_table(tmp_path / "deltas" / "w-000001" / "delta.parquet")
+    assert delta.column("registration_event_id").to_pylist() == ["E1"]
