@@ -1,6 +1,6 @@
 """The streaming merge benchmark (``python -m bench.run stream``).
 
-Starts the Pub/Sub emulator (``tests/pubsub_emulator.running_emulator``),
+Starts the Pub/Sub emulator (``pipelines/pubsub_emulator.running_emulator``),
 takes 100,000 registration events (``bench.bench_merge.make_events`` over the
 200,000-line base ``bench-data/base_200k.parquet``: lines of the base,
 COMPLETE identities, 2 % repeats and a few percent of faults; made once,
@@ -68,7 +68,7 @@ def _messages(path: str) -> list[tuple[bytes, dict]]:
 def _topic(subs: int) -> tuple[str, list[str]]:
     from google.cloud import pubsub_v1
 
-    from tests.pubsub_emulator import PROJECT
+    from pipelines.pubsub_emulator import PROJECT
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"projects/{PROJECT}/topics/{name}"
@@ -143,7 +143,7 @@ def _manifest(out: str) -> dict:
 
 
 def run_stream_bench(ctx: Context, n: int) -> Section:
-    from tests.pubsub_emulator import running_emulator
+    from pipelines.pubsub_emulator import running_emulator
 
     base = ensure_base(ctx, "base_200k", 200_000)
     events = _events(ctx, base, n)

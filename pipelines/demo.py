@@ -9,7 +9,8 @@ and "send" wave 1 to files, simulate registrations from a share of the
 notified lines, merge them back (tokens, masks, vault), plan the wave-2
 reminders (registered lines drop out), a second round of registrations
 merged on the merged base, the report (after the deadline: the escalation
-list too), a reveal on record, retention, an incident with its shred, the
+list too), a reveal on record, live registrations through the Pub/Sub emulator into
+the streaming merge and their compaction, retention, an incident with its shred, the
 self-inspection, and finally the completion rate and the report's path.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ SCAN_DAY = "2026-11-30"
 WAVE_DAYS = {1: "2026-12-01", 2: "2026-12-15"}
 REGISTRATION_DAY = "2026-12-03"
 SECOND_MERGE_DAY = "2026-12-22"
+LIVE_DAY = "2026-12-23"
 REPORT_DAY = "2027-02-01"  # after the deadline: the report lists who is still unregistered
 CAMPAIGN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "campaign.yaml")
 
@@ -139,9 +141,15 @@ def run(argv=None) -> int:
     _done(started, "audit log beside the vault")
 
     from pipelines import incident, retention
+    from pipelines.demo_streaming import stream_and_compact
+
+    started = step("streaming merge: live registrations through Pub/Sub (the emulator), windowed, then compacted")
+    base, vault = stream_and_compact(path, path("scan"), path("merge-2", "base"), path("merge-2", "vault"),
+                                     path("keys", "keyset.json"), LIVE_DAY, args.seed + 2)
+    _done(started, base)
 
     started = step("retention: identity of lines terminated more than two years ago purged (Art. 11)")
-    purge = retention.run(["--base", path("merge-2", "base"), "--vault", path("merge-2", "vault"),
+    purge = retention.run(["--base", base, "--vault", vault,
                            "--keys", path("keys", "keyset.json"), "--out", path("retention"),
                            "--as-of", SECOND_MERGE_DAY])
     print(f"   purged {purge['counts']['purged']:,} lines terminated on or before "
