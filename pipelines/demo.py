@@ -21,7 +21,6 @@ import shutil
 import sys
 import time
 
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.common import ArgumentParser, UserError, run_main

@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import UserError
-from pipelines.merge_io import MERGED_ROWS, _read_merged, base_kind, plan_merged_splits
+from pipelines.merge_landing import fsync_dir as fsync_path  # a file or a folder: os.fsync on it
+from pipelines.merge_io import _read_merged, base_kind, plan_merged_splits
 from pipelines.readers import malformed_table, plan_splits, read_split
 from schemas import arrow_schema
 from transforms.deadletter import DeadLetterContext, dead_letter_table
@@ -77,18 +78,6 @@ def load_index(paths: list[str], encoding: str, policy, as_of, ctx: DeadLetterCo
                    "dead_letters": dead.num_rows + more.num_rows}
 
 
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    _fsync_file(path)
-
-
 def _dead_letter_lines(table: pa.Table) -> bytes:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()).encode("utf-8")
 
@@ -122,12 +111,12 @@ def write_window(deltas_dir: str, name: str, result: WindowResult, seen_times: p
     text("counters.json", json.dumps(result.counters, ensure_ascii=False, indent=1).encode("utf-8"))
     text("window.json", json.dumps(info, ensure_ascii=False, indent=1, default=str).encode("utf-8"))
     for path in files:
-        _fsync_file(path)
+        fsync_path(path)
     for sub in ("vault/keys", "vault/values", "vault", ""):
-        _fsync_dir(os.path.join(tmp, sub))
+        fsync_path(os.path.join(tmp, sub))
     final = os.path.join(deltas_dir, name)
     os.rename(tmp, final)  # the commit: the window's delta, vault, dead letters and dedup state appear together
-    _fsync_dir(deltas_dir)
+    fsync_path(deltas_dir)
     return final
 
 

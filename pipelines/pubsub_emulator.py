@@ -45,8 +45,9 @@ class PubSubEmulator:
     def __init__(self, host: str, process: subprocess.Popen, log_path: str):
         self.host, self.process, self.log_path, self.project = host, process, log_path, PROJECT
 
-    def topic_and_subscription(self, prefix: str = "t") -> tuple[str, str]:
-        """Create a fresh topic and a subscription on it; returns their paths."""
+    def topic_and_subscription(self, prefix: str = "t", ack_deadline_seconds: int = 60) -> tuple[str, str]:
+        """Create a fresh topic and a subscription on it; returns their paths. A short ack deadline
+        brings a killed consumer's unacknowledged messages back sooner (restart tests)."""
         from google.cloud import pubsub_v1
 
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -56,7 +57,7 @@ class PubSubEmulator:
         subscriber = pubsub_v1.SubscriberClient()
         try:
             publisher.create_topic(request={"name": topic})
-            subscriber.create_subscription(request={"name": subscription, "topic": topic, "ack_deadline_seconds": 60})
+            subscriber.create_subscription(request={"name": subscription, "topic": topic, "ack_deadline_seconds": ack_deadline_seconds})
         finally:
             publisher.stop()
             subscriber.close()

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, parse_ignoring_beam_flags, run_main
 from pipelines.manifest import Timer, write_json
 from pipelines import report_io
-from transforms.report import TABLES, CampaignFacts, ReportInputs, completion_tables
+from transforms.report import CampaignFacts, ReportInputs, completion_tables
 
 __all__ = ["parser", "run", "main", "MAX_NOT_IN_MERGE"]
 

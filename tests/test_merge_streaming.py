@@ -25,7 +25,6 @@ import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person, raw_table
 from tests.pubsub_emulator import PROJECT, fresh_topic, pubsub_emulator  # noqa: F401  (fixtures)
@@ -37,18 +36,7 @@ CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
 
 
 def subscription(emulator) -> tuple[str, str]:
-    from google.cloud import pubsub_v1
-
-    name = f"stream-{uuid.uuid4().hex[:10]}"
-    topic, sub = f"projects/{PROJECT}/topics/{name}", f"projects/{PROJECT}/subscriptions/{name}-sub"
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    try:
-        publisher.create_topic(request={"name": topic})
-        subscriber.create_subscription(request={"name": sub, "topic": topic, "ack_deadline_seconds": 10})
-    finally:
-        publisher.stop()
-        subscriber.close()
-    return topic, sub
+    return emulator.topic_and_subscription("stream", ack_deadline_seconds=10)
 
 
 def publish(topic: str, messages: list[tuple[bytes, dict]]) -> None:

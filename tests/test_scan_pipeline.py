@@ -6,7 +6,6 @@ inline (the Dataflow path); both must give the same result.
 from __future__ import annotations
 
 import apache_beam as beam
-import pyarrow as pa
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -92,7 +91,6 @@ def test_many_buckets_same_result(policy):
     rows = [person(line_id=f"L{i:04d}", name="张三" if i % 7 else "李四") for i in range(40)]
     rows += [person(line_id=f"L{i:04d}", name="", updated_at="2000-01-01T00:00:00") for i in range(0, 40, 5)]
     batches = [raw_table(rows[i:i + 9], f"f{i}.csv") for i in range(0, len(rows), 9)]
-    results = {}
     for buckets in (1, 16):
         with TestPipeline(runner=RUNNER) as p:
             out = (p | f"Create{buckets}" >> beam.Create(batches)
