@@ -91,6 +91,10 @@ STEPS: tuple[Step, ...] = (
 )
 DAILY_STEPS = tuple(s for s in STEPS if s.when == "daily")
 
+# The campaign DAG goes on this long after the deadline (daily merge and report), so that the report's
+# past-deadline list, the escalation list, is made; the daily DAG stands aside until then.
+FOLLOW_UP = dt.timedelta(days=14)
+
 DEFAULT_ARGS = {"owner": "data-engineering", "retries": 1, "retry_delay": dt.timedelta(minutes=10)}
 
 
@@ -240,7 +244,7 @@ def check_params(params: dict, variables, ds: str, steps=STEPS, kind: str = "cam
     """Resolve and check the settings; returns, per step, the list of launches due on DS (maybe none).
 
     ``kind``: ``campaign`` works only from wave 1's start to the campaign's
-    deadline; ``daily`` stands aside on those days when a campaign is
+    deadline and ``FOLLOW_UP`` after; ``daily`` stands aside on those days when a campaign is
     configured (the campaign DAG merges them), so one merge is made per day.
     """
     campaign_only = kind == "campaign"
@@ -255,15 +259,16 @@ def check_params(params: dict, variables, ds: str, steps=STEPS, kind: str = "cam
     layout = {**{k: v or "" for k, v in settings.items() if isinstance(v, str) or v is None}, "out": out, "ds": ds,
               "events_day": (day - dt.timedelta(days=1)).isoformat()}
     campaign = read_campaign(settings["campaign"]) if settings.get("campaign") else None
-    active = campaign is not None and campaign["kickoff"] <= day <= campaign["deadline"]
+    active = campaign is not None and campaign["kickoff"] <= day <= campaign["deadline"] + FOLLOW_UP
+    ends = campaign["deadline"] + FOLLOW_UP if campaign else None
     launches: dict[str, list] = {s.name: [] for s in steps}
     notes = []
     if campaign_only and not active:
-        notes.append(f"{ds} is outside campaign {campaign['campaign_id']} ({campaign['kickoff']} to "
-                     f"{campaign['deadline']}): nothing to do")
+        notes.append(f"{ds} is outside campaign {campaign['campaign_id']} ({campaign['kickoff']} to {ends}, "
+                     f"the deadline {campaign['deadline']} and {FOLLOW_UP.days} days of follow-up): nothing to do")
         return {**launches, "notes": notes}
     if not campaign_only and active:
-        notes.append(f"campaign {campaign['campaign_id']} runs until {campaign['deadline']}: backfill_campaign "
+        notes.append(f"campaign {campaign['campaign_id']} runs until {ends}: backfill_campaign "
                      f"merges {ds}")
         return {**launches, "notes": notes}
     if campaign:

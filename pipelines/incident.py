@@ -43,7 +43,6 @@ from pipelines.manifest import Timer, write_json
 
 __all__ = ["run", "main", "read_line_ids", "render"]
 
-_SHOWN = 100  # unknown line_ids listed in the report (all are counted)
 _EXPOSURE = {
     "join": "tokens (keyed HMAC-SHA256) under join key {v}: whoever holds the key can test guessed values "
             "(document numbers, names, addresses) against them; masks were in the same rows",
@@ -181,6 +180,9 @@ def run(argv=None) -> dict:
     if args.key_version is not None and not KEY_VERSION.match(args.key_version):
         raise UserError(f"--key-version {args.key_version!r} is not a key version: jN (join key) or vN (vault key)")
     detected_at = _when(args.detected_at)
+    if FileSystems.exists(FileSystems.join(out, "incident.json")):
+        raise UserError(f"{out} already holds an incident report: it is a record that was filed; "
+                        "write this one to a new folder")
     keyset = Keyset.load(args.keys) if args.keys else None  # permissions checked before anything is read
     given, rows_given = (None, 0)
     if args.lines:
@@ -252,7 +254,8 @@ def run(argv=None) -> dict:
                      "subscribers_by_document": subscribers,
                      "lines_without_document": summary["lines"] - summary["by_field"].get("doc", 0)},
         "by_region": summary["by_region"],
-        "unknown_line_ids": {"count": len(unknown), "shown": unknown[:_SHOWN]},
+        # counted, never shown: a leaked list may hold anything (a name, a number) where a line_id belongs
+        "unknown_line_ids": {"count": len(unknown)},
         "action": action,
         "affected_lines_file": csv_path,
         "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,

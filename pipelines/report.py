@@ -142,7 +142,10 @@ def _findings(merge, notify, missing: int, other_campaigns: int, facts: Campaign
     if merge is None:
         out.append("No merge output was given: no registration is counted; every needed line is still open.")
     elif merge.events is None:
-        out.append("The merge's registration files could not be found: the agent table counts no registrations.")
+        out.append("The merge records no registration files: the agent table counts no registrations.")
+    if merge is not None and merge.events_missing:
+        out.append(f"{len(merge.events_missing)} registration file(s) the merges read are gone "
+                   f"({merge.events_missing[0]}): the agent table counts only the events still there.")
     if notify is None:
         out.append("No notify output was given: the wave funnel and the time to register are empty.")
     if missing:
@@ -179,7 +182,7 @@ def format_summary(manifest: dict) -> str:
         return inspection_summary(manifest)
     c = manifest["completion"]
     rate = f"{100 * c['completion_rate']:.1f}%" if c["completion_rate"] is not None else "n/a"
-    lines = [f"report {manifest['run_id']}: as of {c['as_of']}, campaign {c['campaign_id'] or '(none)'}",
+    lines = [f"report {manifest['run_id']}: as of {c['report_date']}, campaign {c['campaign_id'] or '(none)'}",
              f"  completion: {c['complete']:,} of {c['needed']:,} lines that needed registration are COMPLETE ({rate}); "
              f"{c['remaining']:,} remaining, {c['past_deadline']:,} past the deadline",
              f"  agents over a threshold: {manifest['counts'].get('agents_over_threshold', 0)}"]

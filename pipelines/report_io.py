@@ -70,6 +70,7 @@ class MergeOutput:
     run_id: str | None
     events: pa.Table | None  # event_id, agent_id (distinct)
     dead_letters: pa.Table  # event_id, reason
+    events_missing: list[str] = dataclasses.field(default_factory=list)  # recorded event files that are gone
 
 
 @dataclasses.dataclass
@@ -123,11 +124,14 @@ def _dead_letters(folder: str) -> pa.Table:
     return pa.concat_tables([empty, *[p.select(["event_id", "reason"]).cast(empty.schema) for p in parts]])
 
 
-def _event_agents(paths: list[str]) -> pa.Table | None:
-    """event_id and agent_id of the registration files the merges read; None if one is gone."""
-    files = [p for p in paths if p]
-    if not files or any("*" not in p and not _exists(p) for p in files):
-        return None
+def _event_agents(paths: list[str]) -> tuple[pa.Table | None, list[str]]:
+    """event_id and agent_id of the registration files the merges read (None if none is recorded),
+    and the recorded files that are gone (the report says so; it counts the events still there)."""
+    recorded = [p for p in paths if p]
+    missing = [p for p in recorded if "*" not in p and not _exists(p)]
+    files = [p for p in recorded if p not in missing]
+    if not recorded:
+        return None, []
     parts = []
     for path in files:
         fs, where = filesystem(path)
@@ -141,12 +145,12 @@ def _event_agents(paths: list[str]) -> pa.Table | None:
             for table, _bad in read_event_split(split):
                 parts.append(table.select(["event_id", "agent_id"]))
     if not parts:
-        return pa.table({"event_id": pa.array([], pa.string()), "agent_id": pa.array([], pa.string())})
+        return pa.table({"event_id": pa.array([], pa.string()), "agent_id": pa.array([], pa.string())}), missing
     events = pa.concat_tables([p.cast(pa.schema([("event_id", pa.string()), ("agent_id", pa.string())])) for p in parts])
     events = events.filter(pc.is_valid(events["event_id"]))
     agent = pc.if_else(pc.equal(pc.utf8_trim_whitespace(events["agent_id"]), ""), None, events["agent_id"])
     events = events.set_column(1, "agent_id", agent)
-    return first_per_key(events, "event_id")
+    return first_per_key(events, "event_id"), missing
 
 
 def _earlier(patterns: list[str], folder: str, as_of: dt.date) -> list[tuple[str, dict]]:
@@ -184,8 +188,8 @@ def read_merge(folder: str, earlier: list[str]) -> MergeOutput:
         paths += other_manifest.get("inputs", {}).get("registrations") or []
         dead.append(_dead_letters(other))
     paths += manifest.get("inputs", {}).get("registrations") or []
-    return MergeOutput(base, dt.date.fromisoformat(manifest["as_of"]), manifest.get("run_id"),
-                       _event_agents(paths), pa.concat_tables(dead))
+    events, missing = _event_agents(paths)
+    return MergeOutput(base, as_of, manifest.get("run_id"), events, pa.concat_tables(dead), missing)
 
 
 def read_notify(folder: str) -> NotifyOutput:
@@ -227,9 +231,9 @@ def campaign_history(notify: NotifyOutput | None, campaign) -> tuple[pa.Table | 
     if notify is None or notify.history is None:
         return None, 0
     history = notify.history
-    if campaign is None:
-        return history, 0
-    mine = pc.equal(history["campaign_id"], campaign.campaign_id)
+    # without the campaign file, the campaign is the latest notify run's: never a mix of campaigns
+    campaign_id = campaign.campaign_id if campaign is not None else notify.runs[-1].get("campaign", {}).get("campaign_id")
+    mine = pc.equal(history["campaign_id"], campaign_id)
     return history.filter(mine), history.num_rows - int(pc.sum(pc.cast(mine, pa.int64())).as_py() or 0)
 
 

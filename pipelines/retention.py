@@ -168,13 +168,21 @@ def run(argv=None) -> dict:
     years = policy.retention_years
     as_of, out = args.as_of, args.out.rstrip("/")
     out_base, out_vault = FileSystems.join(out, "base"), FileSystems.join(out, "vault")
-    if any(_same(b, out_base) or _same(b, out) for b in args.base):
+    from pipelines.merge_io import inside
+
+    if any(inside(b, out) for b in args.base):
         raise UserError(f"--out {args.out} would overwrite the input base {args.base[0]}: write to another folder")
     in_place = _same(args.vault, out_vault)
+    if not in_place and FileSystems.exists(out_vault):
+        # An earlier run's shred retired the key of the input vault: OUT/vault is the only one that opens now.
+        raise UserError(f"{out_vault} exists from an earlier run and is the live vault now: re-run with "
+                        f"--vault {out_vault} (the same --base) to complete the purge in place")
     keyset = Keyset.load(args.keys)  # permissions and format checked before anything is read
     before = {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
               "vault": keyset.primary_vault_version, "vault_versions": keyset.versions("vault")}
     files = merged_base_files(args.base)
+    if any(inside(f, out) for f in files):
+        raise UserError(f"--out {args.out} would overwrite the input base {args.base[0]}: write to another folder")
     try:
         keys_in, values_in = read_table(args.vault, "keys"), read_table(args.vault, "values")
     except VaultError as exc:

@@ -221,6 +221,13 @@ def test_config_plans_kickoff_waves_and_daily_merges(site, tmp_path):
     assert _plan(conf, "2026-11-30")["merge"] == []  # before the campaign: the campaign DAG does nothing
     assert _plan(conf, "2026-11-30", "daily")["merge"]  # ... and the daily DAG merges
     assert _plan(conf, KICKOFF, "daily")["merge"] == []  # during it, the daily DAG stands aside
+    # after the deadline (2027-01-31) the campaign DAG follows up: its report makes the escalation list
+    for day in ("2027-01-31", "2027-02-14"):  # the registrations of the days before 02-01 and 02-15
+        os.makedirs(tmp_path / "registrations" / day, exist_ok=True)
+    follow_up = _plan(conf, "2027-02-01")
+    assert follow_up["report"] and follow_up["merge"] and follow_up["notify"] == []
+    assert _plan(conf, "2027-02-01", "daily")["merge"] == []
+    assert _plan(conf, "2027-02-15")["report"] == [] and _plan(conf, "2027-02-15", "daily")["merge"]
     os.makedirs(tmp_path / "out" / "merge" / KICKOFF)
     (tmp_path / "out" / "merge" / KICKOFF / "manifest.json").write_text("{}")
     later = _plan(conf, "2026-12-02")

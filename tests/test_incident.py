@@ -108,7 +108,7 @@ def test_a_line_list_with_shred(site, tmp_path, capsys):
                  "--description", "export file found on a dealer's laptop")
     capsys.readouterr()
     assert r["scope"] == {"kind": "lines", "file": str(listed), "rows": 5, "distinct": 4, "duplicates": 1}
-    assert r["unknown_line_ids"] == {"count": 1, "shown": ["NOPE"]}
+    assert r["unknown_line_ids"] == {"count": 1}  # counted, never echoed
     assert r["how_many"]["lines"] == 3 and r["how_many"]["lines_with_identity"] == 2  # A05 has none
     assert r["action"]["lines_shredded"] == 2 and r["action"]["lines_not_shreddable"] == 1
     assert r["action"]["new_vault_key_version"] == "v2" and r["action"]["retired_vault_key_versions"] == ["v1"]
@@ -161,3 +161,22 @@ def test_bad_inputs_are_one_line(site, tmp_path, capsys):
         incident_cli.main([*base, "--key-version", "j1", "--lines", "x.txt"])
     assert exc.value.code == 2 and "not allowed with" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_a_leaked_list_is_counted_never_echoed_and_a_filed_report_is_never_overwritten(site, tmp_path, capsys):
+    known = sorted(ROWS)[0]
+    listing = tmp_path / "leak.txt"
+    # a leaked export pasted as it came: a real line_id, and rows that are identity values, not line_ids
+    listing.write_text(f"{known}\n{CANARIES[1]} {CANARIES[0]}\n{CANARIES[2]}\n", encoding="utf-8")
+    out = tmp_path / "inc"
+    report = incident(site, out, "--lines", str(listing))
+    assert report["unknown_line_ids"] == {"count": 2}
+    for canary in CANARIES:
+        for name in os.listdir(out):
+            with open(out / name, "rb") as handle:
+                assert canary.encode("utf-8") not in handle.read(), (name, canary)
+    before = (out / "incident.json").read_bytes()
+    capsys.readouterr()
+    code = incident_cli.main(["--base", site["base"], "--out", str(out), "--lines", str(listing)])
+    assert "already holds an incident report" in one_line_error(code, capsys.readouterr().err)
+    assert (out / "incident.json").read_bytes() == before

@@ -489,3 +489,40 @@ def test_earlier_merges_as_a_pattern_take_only_the_merges_before(campaign, tmp_p
     both = sum(r["registrations"] for r in agents(str(tmp_path / "b")))
     assert 0 < first_only < both  # merge-2 is after merge-1: not an earlier merge of it
     assert listed["completion"] == pattern["completion"]
+
+
+def test_daily_partitions_read_as_one_history(campaign, tmp_path):
+    """Two report days into one folder, one without notices (no timed registrations: null figures):
+    Arrow and DuckDB read every table across the days."""
+    import duckdb
+
+    path = campaign["path"]
+    out = str(tmp_path / "history")
+    report.run(["--scan", path("scan"), "--merge", path("merge-1"), "--out", out, "--as-of", REG1])
+    report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--notify", path("notify"), "--campaign", CAMPAIGN,
+                "--out", out, "--as-of", AFTER_DEADLINE])
+    for name in ("completion", "by_region", "agents", "by_day", "past_deadline"):
+        table = pq.read_table(os.path.join(out, "parquet", name))
+        assert sorted({str(v) for v in table["as_of"].to_pylist()}) == sorted({REG1, AFTER_DEADLINE}) or \
+            name == "past_deadline"
+    history = duckdb.sql(f"SELECT as_of, needed, complete, hours_to_register_median FROM read_parquet("
+                         f"'{out}/parquet/completion/*/*.parquet', hive_partitioning=true) ORDER BY as_of").fetchall()
+    assert [str(r[0]) for r in history] == [REG1, AFTER_DEADLINE]
+    assert history[0][3] is None and history[1][3] is not None
+    assert history[0][1] == history[1][1] and history[0][2] < history[1][2]  # same needed lines, more complete
+
+
+def test_a_missing_registration_file_is_said_and_the_rest_still_counted(campaign, tmp_path):
+    path = campaign["path"]
+    moved = path("events", "r1.jsonl") + ".away"
+    os.rename(path("events", "r1.jsonl"), moved)
+    try:
+        manifest = report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--earlier-merges", path("merge-1"),
+                               "--out", str(tmp_path / "r"), "--as-of", AFTER_DEADLINE])
+    finally:
+        os.rename(moved, path("events", "r1.jsonl"))
+    assert any("registration file(s) the merges read are gone" in f for f in manifest["findings"])
+    agents = pq.read_table(str(tmp_path / "r" / "parquet" / "agents"))
+    with open(path("events", "r2.jsonl"), encoding="utf-8") as handle:
+        r2 = {json.loads(line)["event_id"] for line in handle if json.loads(line).get("agent_id")}
+    assert pc.sum(agents["registrations"]).as_py() == len(r2) > 0  # the second round's events still count

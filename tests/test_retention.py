@@ -115,7 +115,13 @@ def test_the_boundary(site, tmp_path, as_of):
 
 def test_boundary_lines_by_name(site, tmp_path):
     """The day before, the day of and the day after the second anniversary of 2024-11-30, and the leap day."""
-    purged = lambda as_of: set(retention(site, tmp_path, as_of, out=f"r{as_of}")["manifest"]["purged_line_ids"])
+    runs: dict[str, set] = {}
+
+    def purged(as_of: str) -> set:  # one run per date (a second run into the same OUT is refused)
+        if as_of not in runs:
+            runs[as_of] = set(retention(site, tmp_path, as_of, out=f"r{as_of}")["manifest"]["purged_line_ids"])
+        return runs[as_of]
+
     assert "T1130" not in purged("2026-11-29") and "T1130" not in purged("2026-11-30")
     assert "T1130" in purged("2026-12-01")
     assert "TLEAP" not in purged("2026-02-28") and "TLEAP" in purged("2026-03-01")
@@ -244,3 +250,26 @@ def test_bad_inputs_are_one_line(site, tmp_path, capsys):
                                "--out", str(tmp_path / "o2"), "--as-of", "2026-12-01"])
     assert "was made under keyset" in one_line_error(code, capsys.readouterr().err)
     assert Keyset.load(keys).primary_vault_version == "v1"  # nothing was shredded
+
+
+def test_repeating_the_same_command_never_replaces_the_live_vault(tmp_path, capfd):
+    """After a run, OUT/vault is the only vault that opens (the shred retired the input's key):
+    the same command again is refused with the way to complete it, and OUT/vault is untouched."""
+    site = build(tmp_path / "site")
+    out = str(tmp_path / "out")
+    args = ["--base", site["base"], "--vault", site["vault"], "--keys", site["keys"], "--out", out,
+            "--as-of", "2026-12-01"]
+    assert retention_cli.main(args) == 0
+    before = {name: open(os.path.join(dirpath, name), "rb").read()
+              for dirpath, _, files in os.walk(os.path.join(out, "vault")) for name in files}
+    capfd.readouterr()
+    assert retention_cli.main(args) != 0
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "live vault" in err and "--vault" in err, err
+    after = {name: open(os.path.join(dirpath, name), "rb").read()
+             for dirpath, _, files in os.walk(os.path.join(out, "vault")) for name in files}
+    assert after == before
+    # a base given inside OUT (a file or glob of OUT/base) is refused before anything changes
+    assert retention_cli.main(["--base", os.path.join(out, "base", "*.parquet"), "--vault", os.path.join(out, "vault"),
+                           "--keys", site["keys"], "--out", out, "--as-of", "2026-12-01"]) != 0
+    assert "would overwrite the input base" in capfd.readouterr().err

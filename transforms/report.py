@@ -62,6 +62,17 @@ TABLES = {
 }
 
 
+# Typed, so that every day's partition has the same schema (a day without a figure has a null, not a null type).
+# The report's date is ``report_date``: ``as_of`` is the partition key of the Parquet history.
+HEADLINE_SCHEMA = pa.schema([
+    ("campaign_id", pa.string()), ("report_date", pa.date32()), ("needed", pa.int64()), ("complete", pa.int64()),
+    ("completion_rate", pa.float64()), ("registered", pa.int64()), ("complete_without_event", pa.int64()),
+    ("remaining", pa.int64()), ("not_in_merge", pa.int64()), ("notified", pa.int64()),
+    ("hours_to_register_median", pa.float64()), ("hours_to_register_p90", pa.float64()),
+    ("registrations_timed", pa.int64()), ("deadline", pa.date32()), ("past_deadline", pa.int64()),
+])
+
+
 @dataclasses.dataclass(frozen=True)
 class CampaignFacts:
     campaign_id: str | None
@@ -349,7 +360,7 @@ def completion_tables(inputs: ReportInputs, facts: CampaignFacts, as_of: dt.date
     complete = _count_true(lines["complete"])
     registered = _count_true(lines["registered"])
     headline = {
-        "campaign_id": facts.campaign_id, "as_of": as_of, "needed": needed, "complete": complete,
+        "campaign_id": facts.campaign_id, "report_date": as_of, "needed": needed, "complete": complete,
         "completion_rate": round(complete / needed, 6) if needed else None,
         "registered": registered, "complete_without_event": complete - registered,
         "remaining": needed - complete, "not_in_merge": missing,
@@ -358,7 +369,7 @@ def completion_tables(inputs: ReportInputs, facts: CampaignFacts, as_of: dt.date
         "deadline": facts.deadline, "past_deadline": past.num_rows,
     }
     tables = {
-        "completion": pa.Table.from_pylist([headline]),
+        "completion": pa.Table.from_pylist([headline], schema=HEADLINE_SCHEMA),
         "by_region": _by_region(lines, past),
         "by_line_type": _by_line_type(lines),
         "by_channel": _by_channel(lines),
