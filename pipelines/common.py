@@ -27,6 +27,7 @@ __all__ = [
     "new_run",
     "parse_as_of",
     "parse_ignoring_beam_flags",
+    "split_beam_flags",
     "run_main",
     "remove_tree",
     "write_dead_letters",
@@ -86,13 +87,12 @@ def beam_options(beam_args: list[str], **overrides) -> "PipelineOptions":
     return PipelineOptions(args, **overrides)
 
 
-def parse_ignoring_beam_flags(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
-    """Parse a step that runs no Beam pipeline but is launched like one (the DAGs' Beam operator
-    adds ``--runner`` and the like): Beam's own options are accepted and ignored, any other
-    unknown flag is the usual one-line error."""
+def split_beam_flags(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, list[str]]:
+    """The step's own arguments and Beam's options; an unknown flag that is not a Beam option (a typo
+    such as ``--stop-after-idel``) is the usual one-line error, never silently handed to Beam."""
     args, unknown = parser.parse_known_args(argv)
     if not unknown:
-        return args
+        return args, []
     from apache_beam.options.pipeline_options import PipelineOptions
 
     beam = set(PipelineOptions([]).get_all_options())
@@ -104,8 +104,15 @@ def parse_ignoring_beam_flags(parser: argparse.ArgumentParser, argv) -> argparse
         values = {unknown[i + 1] for i, a in enumerate(unknown[:-1]) if a.startswith("--") and "=" not in a}
         if any(v not in values for v in stray):
             parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    if unknown:
-        log.info("%s runs no Beam pipeline: ignoring %s", parser.prog, " ".join(unknown))
+    return args, unknown
+
+
+def parse_ignoring_beam_flags(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parse a step that runs no Beam pipeline but is launched like one (the DAGs' Beam operator
+    adds ``--runner`` and the like): Beam's own options are accepted and ignored."""
+    args, beam_args = split_beam_flags(parser, argv)
+    if beam_args:
+        log.info("%s runs no Beam pipeline: ignoring %s", parser.prog, " ".join(beam_args))
     return args
 
 

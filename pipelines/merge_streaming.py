@@ -40,7 +40,7 @@ import time
 import pyarrow as pa
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
-from pipelines.common import run_main, runner_name
+from pipelines.common import run_main, runner_name, split_beam_flags
 from pipelines.manifest import Timer, write_json
 import pyarrow.compute as pc
 
@@ -111,6 +111,22 @@ class _Stop:
         self.event.set()
 
 
+_LOCKS: list[int] = []  # held until the process ends
+
+
+def _lock(out: str) -> None:
+    """One streaming merge per OUT: two would process the same landed files into two windows."""
+    import fcntl
+
+    fd = os.open(os.path.join(out, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"another streaming merge is running on {out}: one process per output folder") from None
+    _LOCKS.append(fd)
+
+
 def run_local(args, options, keyset, policy, as_of, run_id, started, timer) -> dict:
     from pipelines.merge_landing import LanderProcess, LandingZone
     from pipelines.merge_stream_io import committed_windows, load_index, recover, write_window
@@ -124,6 +140,7 @@ def run_local(args, options, keyset, policy, as_of, run_id, started, timer) -> d
         raise UserError(f"--out {args.out}: the local streaming merge writes to a local folder (the landing zone "
                         "must be fsync'd); use gs:// with --runner DataflowRunner")
     os.makedirs(out, exist_ok=True)
+    _lock(out)
     ctx = DeadLetterContext("merge", run_id, started)
     salt = secrets.token_hex(16)
     zone = LandingZone(os.path.join(out, "landing"), keyset)
@@ -361,7 +378,7 @@ def run(argv=None) -> dict:
     from transforms.keyset import Keyset
     from transforms.policy import load_policy
 
-    args, beam_args = parser().parse_known_args(argv)
+    args, beam_args = split_beam_flags(parser(), argv)
     _check(args)
     timer = Timer()
     as_of = args.as_of or parse_as_of(None)

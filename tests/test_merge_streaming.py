@@ -341,12 +341,14 @@ def test_bad_arguments_are_one_line_errors(pubsub_emulator, tmp_path):
     base = os.path.join(tmp, "base.parquet")
     pq.write_table(raw_table([person()]).drop_columns(["_src_file", "_src_row"]), base)
     keys = keys_file(tmp)
-    for sub, message in ((f"projects/{PROJECT}/subscriptions/nope-{uuid.uuid4().hex[:6]}", "does not exist"),
-                         ("not-a-subscription", "is not projects/PROJECT/subscriptions/NAME")):
+    real = f"projects/{PROJECT}/subscriptions/nope-{uuid.uuid4().hex[:6]}"
+    for sub, message, extra, code in ((real, "does not exist", [], 1),
+                                      ("not-a-subscription", "is not projects/PROJECT/subscriptions/NAME", [], 1),
+                                      (real, "unrecognized arguments: --stop-after-idel", ["--stop-after-idel", "3"], 2)):
         proc = subprocess.run([PY, "-m", "pipelines.merge", "--streaming", "--subscription", sub, "--base", base,
-                               "--keys", keys, "--out", os.path.join(tmp, "out")], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 1
+                               "--keys", keys, "--out", os.path.join(tmp, "out"), *extra], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == code, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert lines[-1].startswith("backfill merge: error: ") and message in lines[-1], proc.stderr
         assert "Traceback" not in proc.stderr
@@ -365,6 +367,9 @@ def test_sigterm_finishes_the_landed_messages_and_exits_0(pubsub_emulator, tmp_p
     try:
         publish(topic, [as_message(event(f"E{i}", f"L{i}", "2026-11-30T10:00:00")) for i in range(20)])
         wait_for(lambda: landed_messages(out) == 20, 120, "20 landed messages")
+        second = subprocess.run([PY, "-m", "pipelines.merge", "--streaming", "--subscription", sub, "--base", base,
+                                 "--keys", keys, "--out", out], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1 and "another streaming merge is running" in second.stderr.strip().splitlines()[-1]
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
