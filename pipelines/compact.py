@@ -42,7 +42,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--keys", required=True, help="keyset file (mode 0600)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--vault", default=None, help="the vault of a merged --base")
-    p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
+    p.add_argument("--as-of", type=parse_as_of, default=None,
+                   help="date the checks are made against (default: the streaming merge's, from its manifest)")
     p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
     p.add_argument("--encoding", default="utf-8", help="CSV encoding of the base")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -74,6 +75,22 @@ def _deltas_dir(path: str) -> str:
     return nested if FileSystems.exists(nested) else path
 
 
+def _stream_as_of(deltas_dir: str):
+    """The as-of date the streaming merge ran with (its manifest beside the deltas), so that a raw base
+    is classified on the same day as the stream's checks; None when there is no manifest."""
+    import datetime as dt
+
+    from pipelines.manifest import read_json
+
+    path = FileSystems.join(deltas_dir.rstrip("/").rsplit("/", 1)[0], "manifest.json")
+    if not FileSystems.exists(path):
+        return None
+    try:
+        return dt.date.fromisoformat(read_json(path)["as_of"])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
 def run(argv=None) -> dict:
     from pipelines.merge_io import inside
     from pipelines.merge_stream_io import committed_windows, read_base, read_windows
@@ -88,11 +105,11 @@ def run(argv=None) -> dict:
 
     args = parser().parse_args(argv)
     timer = Timer()
-    as_of = args.as_of or parse_as_of(None)
     policy = load_policy(args.policy)
     keyset = Keyset.load(args.keys)
     out = args.out.rstrip("/")
     deltas_dir = _deltas_dir(args.deltas)
+    as_of = args.as_of or _stream_as_of(deltas_dir) or parse_as_of(None)
     for source in [*args.base, deltas_dir, *([args.vault] if args.vault else [])]:
         if inside(source, out) or inside(out, source):
             raise UserError(f"--out {args.out} overlaps the input {source}: write to another folder")

@@ -251,3 +251,17 @@ def test_window_folder_round_trip(tmp_path, keyset, policy):
     assert len(committed_windows(str(tmp_path / "deltas"))) == 1
     delta = pq.read_table(tmp_path / "deltas" / "w-000001" / "delta.parquet")
     assert delta.column("registration_event_id").to_pylist() == ["E1"]
+
+
+def test_compact_takes_the_streams_as_of_date_by_default(tmp_path):
+    import datetime as dt
+    import json
+
+    from pipelines.compact import _deltas_dir, _stream_as_of
+
+    stream = tmp_path / "stream"
+    (stream / "deltas").mkdir(parents=True)
+    assert _stream_as_of(_deltas_dir(str(stream))) is None  # no manifest yet: the caller falls back to today
+    (stream / "manifest.json").write_text(json.dumps({"step": "merge", "as_of": "2026-12-03"}), encoding="utf-8")
+    assert _stream_as_of(_deltas_dir(str(stream))) == dt.date(2026, 12, 3)
+    assert _stream_as_of(_deltas_dir(str(stream / "deltas"))) == dt.date(2026, 12, 3)
