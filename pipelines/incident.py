@@ -38,10 +38,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines import pages
 from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main
 from pipelines.manifest import Timer, write_json
 
-__all__ = ["run", "main", "read_line_ids", "render"]
+__all__ = ["run", "main", "read_line_ids"]
 
 _EXPOSURE = {
     "join": "tokens (keyed HMAC-SHA256) under join key {v}: whoever holds the key can test guessed values "
@@ -108,16 +109,6 @@ def _when(value: str | None) -> str | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)  # no zone means UTC, as everywhere in the project
     return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def render(name: str, **context) -> str:
-    """A Jinja2 template of ``pipelines/templates`` (autoescaped)."""
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.PackageLoader("pipelines", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
-    return env.get_template(name).render(**context)
 
 
 def _scan(files: list[str], key_version: str | None, line_ids: pa.Array | None, keys, values):
@@ -265,7 +256,7 @@ def run(argv=None) -> dict:
     _write_csv(lines, shredded, csv_path)
     write_json(FileSystems.join(out, "incident.json"), report)
     with FileSystems.create(FileSystems.join(out, "incident.html")) as handle:
-        handle.write(render("incident.html.j2", r=report, scope_text=scope_text(scope)).encode("utf-8"))
+        handle.write(pages.render("incident.html.j2", r=report, scope_text=scope_text(scope)).encode("utf-8"))
     counts = {"base_lines_read": lines_in, "affected": lines.num_rows, "unknown": len(unknown),
               "shredded": n_shredded, "subscribers_by_document": subscribers}
     if given is not None:

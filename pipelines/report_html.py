@@ -97,13 +97,6 @@ def charts(tables: dict[str, pa.Table], deadline, waves) -> dict[str, str | None
     return out
 
 
-def _environment():
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.PackageLoader("pipelines", "templates"),
-                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
-
-
 def _pct(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
@@ -113,14 +106,13 @@ def _num(value) -> str:
 
 
 def render(tables: dict[str, pa.Table], header: dict, facts, thresholds) -> str:
-    env = _environment()
-    env.filters["pct"] = _pct
-    env.filters["num"] = _num
+    from pipelines.pages import render as render_page
+
     rows = {name: table.slice(0, MAX_ROWS).to_pylist() for name, table in tables.items()}
     agents = tables["agents"]
     listed = [r for r in agents.to_pylist() if r["over_threshold"]]
-    return env.get_template(TEMPLATE).render(
-        header=header, headline=rows["completion"][0], rows=rows, totals={n: t.num_rows for n, t in tables.items()},
+    return render_page(
+        TEMPLATE, filters={"pct": _pct, "num": _num}, header=header, headline=rows["completion"][0], rows=rows, totals={n: t.num_rows for n, t in tables.items()},
         charts=charts(tables, facts.deadline, facts.waves), listed=listed, thresholds=thresholds, facts=facts,
         max_rows=MAX_ROWS, generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 

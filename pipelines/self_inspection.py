@@ -213,12 +213,9 @@ def gather(roots: list[str], year: int) -> dict:
 
 
 def _render(report: dict) -> str:
-    import jinja2
+    from pipelines.pages import render
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("pipelines", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("self_inspection.html.j2").render(r=report)
+    return render("self_inspection.html.j2", r=report)
 
 
 def self_inspection(roots: list[str], year: int, out_dir: str) -> dict:

@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.normalize import contiguous
+
 __all__ = ["FIELD_GROUPS", "KEY_VERSION", "scope_mask", "describe_lines", "summarise"]
 
 KEY_VERSION = re.compile(r"^[jv][1-9][0-9]{0,5}$")
@@ -41,14 +43,14 @@ def scope_mask(base: pa.Table, *, key_version: str | None = None, line_ids: pa.A
                vault_keys: pa.Table | None = None) -> pa.Array:
     """True for the base rows in scope."""
     if line_ids is not None:
-        return _whole(pc.is_in(base.column("line_id"), value_set=line_ids))
+        return contiguous(pc.is_in(base.column("line_id"), value_set=line_ids))
     if key_version.startswith("j"):
-        return _whole(pc.fill_null(pc.equal(base.column("join_key_version"), key_version), False))
+        return contiguous(pc.fill_null(pc.equal(base.column("join_key_version"), key_version), False))
     mask = pc.fill_null(pc.equal(base.column("vault_key_version"), key_version), False)
     if vault_keys is not None:
         wrapped = vault_keys.filter(pc.equal(vault_keys.column("vault_key_version"), key_version)).column("line_id")
         mask = pc.or_(mask, pc.is_in(base.column("line_id"), value_set=wrapped))
-    return _whole(mask)
+    return contiguous(mask)
 
 
 def describe_lines(base: pa.Table, vault_keys: pa.Table | None, vault_values: pa.Table | None) -> pa.Table:
@@ -69,16 +71,16 @@ def describe_lines(base: pa.Table, vault_keys: pa.Table | None, vault_values: pa
     ids = base.column("line_id")
     if vault_keys is not None:
         at = pc.index_in(ids, value_set=vault_keys.column("line_id"))
-        version = _whole(vault_keys.column("vault_key_version")).take(at)
+        version = contiguous(vault_keys.column("vault_key_version")).take(at)
         shreddable = pc.is_valid(at)
     else:
-        version = _whole(base.column("vault_key_version"))
+        version = contiguous(base.column("vault_key_version"))
         shreddable = pa.nulls(n, pa.bool_())
     if vault_values is not None:
         sealed = vault_values.filter(pc.is_in(vault_values.column("line_id"), value_set=ids))
         grouped = sealed.group_by("line_id").aggregate([("field", "distinct")])
         at = pc.index_in(ids, value_set=grouped.column("line_id"))
-        lists = _whole(grouped.column("field_distinct")).take(at)
+        lists = contiguous(grouped.column("field_distinct")).take(at)
         vault_fields = pa.array([sorted(v) if v else [] for v in lists.to_pylist()], pa.list_(pa.string()))
     else:
         vault_fields = pa.nulls(n, pa.list_(pa.string()))
@@ -90,7 +92,7 @@ def describe_lines(base: pa.Table, vault_keys: pa.Table | None, vault_values: pa
 def summarise(lines: pa.Table) -> dict:
     """Counts by region, by field group and by key version of described lines."""
     def counts(column) -> dict:
-        got = pc.value_counts(_whole(column))
+        got = pc.value_counts(contiguous(column))
         pairs = zip(got.field("values").to_pylist(), got.field("counts").to_pylist())
         return {("(none)" if k is None else k): v for k, v in sorted(pairs, key=lambda kv: (kv[0] is None, kv[0] or ""))}
 
@@ -119,5 +121,3 @@ def _lists(present: np.ndarray, names: list[str]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def _whole(values) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values

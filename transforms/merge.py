@@ -37,7 +37,7 @@ from transforms.crossrecord import deduplicate
 from transforms.deadletter import DeadLetterContext, dead_letter_table
 from transforms.merge_events import pick_winners, validate_events
 from transforms.metrics import merge_counts
-from transforms.normalize import normalize_label
+from transforms.normalize import contiguous, normalize_label
 from transforms.policy import NOT_ACCEPTED, Policy
 from transforms.reasons import FLAGS
 from transforms.tokenize import Tokenizer, masks, normalize
@@ -272,12 +272,12 @@ def _assemble(lines: pa.Table, base_kind: str, winners: pa.Table, w_at: pa.Array
     carried = base_kind != "raw"
 
     def fresh_or_kept(new: pa.Array, name: str) -> pa.Array:
-        return pc.if_else(todo, new, _whole(lines.column(name))) if carried else new
+        return pc.if_else(todo, new, contiguous(lines.column(name))) if carried else new
 
     def winner_or_kept(new: pa.Array, name: str) -> pa.Array:
         if name not in lines.column_names:
             return new
-        return pc.if_else(has_winner, new, _whole(lines.column(name))) if winners.num_rows else lines.column(name)
+        return pc.if_else(has_winner, new, contiguous(lines.column(name))) if winners.num_rows else lines.column(name)
 
     out = {name: lines.column(name) for name in _LINE_FIELDS}
     for name, values in columns.items():
@@ -285,19 +285,17 @@ def _assemble(lines: pa.Table, base_kind: str, winners: pa.Table, w_at: pa.Array
     flags = _bits_to_lists(winners.column("_flag_bits").to_numpy(), FLAGS) if winners.num_rows else None
     for name in ("identity_status", "reasons", "flags"):
         new = flags if name == "flags" else (winners.column(name) if winners.num_rows else None)
-        out[name] = winner_or_kept(_whole(new).take(w_at) if new is not None else None, name)
+        out[name] = winner_or_kept(contiguous(new).take(w_at) if new is not None else None, name)
     for name, source in _REGISTRATION.items():
-        new = _whole(winners.column(source)).take(w_at) if winners.num_rows else pa.nulls(n, MERGED_SCHEMA.field(name).type)
+        new = contiguous(winners.column(source)).take(w_at) if winners.num_rows else pa.nulls(n, MERGED_SCHEMA.field(name).type)
         out[name] = winner_or_kept(new, name)
     complete = pc.equal(out["identity_status"], "COMPLETE")
     out["needs_registration"] = pc.and_(pc.invert(complete), pc.not_equal(lines.column("status"), "TERMINATED"))
     out["policy_version"] = fresh_or_kept(pa.array(np.full(n, policy.version, object), pa.string()), "policy_version")
     out["as_of"] = fresh_or_kept(pa.array(np.full(n, as_of), pa.date32()), "as_of")
     key_at = pc.index_in(lines.column("line_id"), value_set=keys_out.column("line_id"))
-    out["vault_key_version"] = _whole(keys_out.column("vault_key_version")).take(key_at)
-    return pa.table([_whole(out[name]).cast(MERGED_SCHEMA.field(name).type) for name in MERGED_SCHEMA.names],
+    out["vault_key_version"] = contiguous(keys_out.column("vault_key_version")).take(key_at)
+    return pa.table([contiguous(out[name]).cast(MERGED_SCHEMA.field(name).type) for name in MERGED_SCHEMA.names],
                     schema=MERGED_SCHEMA)
 
 
-def _whole(values) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values

@@ -34,6 +34,7 @@ __all__ = [
     "MIDDLE_DOT",
     "rows_with_bytes",
     "as_strings",
+    "contiguous",
 ]
 
 MIDDLE_DOT = "\u00b7"
@@ -43,6 +44,11 @@ _HAN_DOT_HAN = r"(\p{Han})[.\x{FF0E}](\p{Han})"
 _FORMAT_CHARS = r"\p{Cf}"
 _SPACE_RUN = r"[\s\p{Z}]+"
 _DOC_SEPARATORS = r"[\s\p{Z}\-\x{2010}-\x{2015}\x{2212}]"
+
+
+def contiguous(values) -> pa.Array:
+    """One contiguous array from an array or a chunked array (its type kept)."""
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def as_strings(values) -> pa.Array:

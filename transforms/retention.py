@@ -33,6 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.normalize import contiguous
+
 __all__ = ["IDENTITY_COLUMNS", "anniversary", "last_purged_date", "due_mask", "has_identity", "blank_identity"]
 
 IDENTITY_COLUMNS = (
@@ -76,7 +78,7 @@ def due_mask(table: pa.Table, cutoff: dt.date) -> tuple[pa.Array, pa.Array, pa.A
     on = table.column("terminated_on")
     no_date = pc.and_(terminated, pc.is_null(on))
     due = pc.and_(terminated, pc.fill_null(pc.less_equal(on, pa.scalar(cutoff, pa.date32())), False))
-    return _whole(due), _whole(terminated), _whole(no_date)
+    return contiguous(due), contiguous(terminated), contiguous(no_date)
 
 
 def has_identity(table: pa.Table) -> pa.Array:
@@ -85,7 +87,7 @@ def has_identity(table: pa.Table) -> pa.Array:
     for name in _VALUE_COLUMNS:
         valid = pc.is_valid(table.column(name))
         present = valid if present is None else pc.or_(present, valid)
-    return _whole(present)
+    return contiguous(present)
 
 
 def blank_identity(table: pa.Table, purge: pa.Array, vault_key_version: pa.Array) -> tuple[pa.Table, dict[str, int]]:
@@ -97,7 +99,7 @@ def blank_identity(table: pa.Table, purge: pa.Array, vault_key_version: pa.Array
     """
     blanked: dict[str, int] = {}
     for name in (*IDENTITY_COLUMNS, "join_key_version"):
-        column = _whole(table.column(name))
+        column = contiguous(table.column(name))
         blanked[name] = pc.sum(pc.and_(purge, pc.is_valid(column)).cast(pa.int64())).as_py() or 0
         index = table.schema.get_field_index(name)
         table = table.set_column(index, name, pc.if_else(purge, pa.scalar(None, column.type), column))
@@ -106,5 +108,3 @@ def blank_identity(table: pa.Table, purge: pa.Array, vault_key_version: pa.Array
     return table, blanked
 
 
-def _whole(values) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
