@@ -199,17 +199,49 @@ def land_loop(subscription: str, zone: LandingZone, *, max_messages: int, max_by
     ``max_messages``) into one landed file: one fsync per file, not per pull
     (the emulator answers a pull with about 100 messages). Nothing is
     acknowledged before the file holding it is durable.
+
+    Two threads: this one pulls; a writer thread seals, writes, fsyncs and
+    then acknowledges each gathered batch, so the next batch is pulled while
+    the previous one is made durable (the fsyncs and the acknowledgement no
+    longer stall the pulls: about a quarter more messages/s against the
+    emulator). The hand-off holds one batch: at most three batches are
+    unacknowledged (one pulling, one waiting, one landing). On a stop the
+    batches already pulled are landed and acknowledged before this returns;
+    if the writer fails, pulling stops and its error is raised (what it did
+    not acknowledge is redelivered and de-duplicated as after a crash).
     """
+    import queue
+
     from google.api_core import exceptions
     from google.cloud import pubsub_v1
 
     client = pubsub_v1.SubscriberClient()
     quiet = (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable)
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    failed: list[BaseException] = []
+
+    def writer() -> None:
+        while True:
+            batch = handoff.get()
+            if batch is None or failed:
+                return
+            try:
+                zone.land(_table(batch, max_bytes))  # durable first ...
+                ack_ids = [r.ack_id for r in batch]
+                for i in range(0, len(ack_ids), 2000):  # ... then acknowledged
+                    client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[i:i + 2000]})
+                on_landed(len(batch))
+            except BaseException as exc:  # noqa: BLE001  (raised again by the pulling thread)
+                failed.append(exc)
+                return
+
+    thread = threading.Thread(target=writer, name="lander-writer", daemon=True)
+    thread.start()
     try:
-        while not should_stop():
+        while not should_stop() and not failed:
             batch: list = []
             until = None
-            while len(batch) < max_messages and not should_stop():
+            while len(batch) < max_messages and not should_stop() and not failed:
                 request = {"subscription": subscription, "max_messages": max_messages - len(batch)}
                 if batch:  # a follow-up pull answers at once: a client-side timeout would strand messages the
                     request["return_immediately"] = True  # server already handed out (until their ack deadline)
@@ -226,16 +258,24 @@ def land_loop(subscription: str, zone: LandingZone, *, max_messages: int, max_by
                 until = until or time.monotonic() + gather_seconds
                 if time.monotonic() >= until:
                     break
-            if not batch:
-                continue
-            table = _table(batch, max_bytes)
-            zone.land(table)  # durable first ...
-            ack_ids = [r.ack_id for r in batch]
-            for i in range(0, len(ack_ids), 2000):  # ... then acknowledged
-                client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[i:i + 2000]})
-            on_landed(len(batch))
+            if batch:
+                while not failed:  # the writer is busy with the previous batch: wait (or stop if it failed)
+                    try:
+                        handoff.put(batch, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
     finally:
+        while thread.is_alive():  # the end marker, once the writer has room (it ends at once if it failed)
+            try:
+                handoff.put(None, timeout=0.5)
+                break
+            except queue.Full:
+                continue
+        thread.join()
         client.close()
+    if failed:
+        raise failed[0]
 
 
 def _table(received, max_bytes: int) -> pa.Table:

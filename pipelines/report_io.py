@@ -258,7 +258,7 @@ def unmerged(classified: pa.Table) -> pa.Table:
     n = classified.num_rows
     return pa.table({
         "line_id": classified["line_id"], "status": pa.nulls(n, pa.string()),
-        "identity_status": pa.array(["UNMERGED"] * n, pa.string()),
+        "identity_status": pa.repeat(pa.scalar("UNMERGED"), n),
         "reasons": pa.nulls(n, pa.list_(pa.string())),
         "registered_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
         "registration_event_id": pa.nulls(n, pa.string()), "registration_channel": pa.nulls(n, pa.string())})

@@ -253,8 +253,8 @@ def _backlog(lines: pa.Table) -> pa.Table:
     left = lines.filter(pc.invert(lines["complete"]))
     reasons = pc.list_flatten(pc.fill_null(left["reasons"], pa.scalar([], pa.list_(pa.string()))))
     status = pc.fill_null(left["identity_status"], "NOT_IN_MERGE")
-    rows = [pa.table({"kind": pa.array(["reason"] * len(reasons), pa.string()), "code": reasons}),
-            pa.table({"kind": pa.array(["identity_status"] * len(status), pa.string()), "code": status})]
+    rows = [pa.table({"kind": pa.repeat(pa.scalar("reason"), len(reasons)), "code": reasons}),
+            pa.table({"kind": pa.repeat(pa.scalar("identity_status"), len(status)), "code": status})]
     both = pa.concat_tables(rows)
     counted = both.append_column("lines", pa.array(np.ones(both.num_rows, np.int64))).group_by(
         ["kind", "code"]).aggregate([("lines", "sum")]).rename_columns(["kind", "code", "lines"])
