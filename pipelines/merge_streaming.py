@@ -166,7 +166,8 @@ def run_local(args, options, keyset, policy, as_of, run_id, started, timer) -> d
         nonlocal seq, windows
         opened = time.time()
         tables = [zone.read(name) for name in files]
-        messages = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        # one chunk per column: a window is a couple of hundred landed files (one per pull)
+        messages = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
         result = process_window(messages, index, seen, tokenizer=tokenizer, vault=vault, policy=policy, as_of=as_of,
                                 ctx=ctx, salt=salt, source=args.subscription, max_bytes=args.max_message_bytes)
         keys = dedup_keys(messages)

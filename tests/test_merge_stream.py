@@ -117,6 +117,52 @@ def test_one_window_sorts_every_message_into_exactly_one_outcome(keyset, policy)
     assert len(result.new_keys) == 12  # every key once; the repeat is not recorded again
 
 
+def test_the_vectorised_body_parse_matches_the_line_parser():
+    """Flat JSON objects go through pyarrow.json in one pass; everything else (and any batch pyarrow refuses)
+    through the batch merge's per-line parser: same raw events, same bad rows, whatever the mix."""
+    import numpy as np
+
+    from pipelines.events import _parse_lines
+    from transforms.merge_stream import _flat_json, _parse_bodies
+
+    plain = [json.dumps(event(f"E{i}", f"L{i}", "2026-11-30T10:00:00"), ensure_ascii=False).encode() for i in range(4)]
+    escaped = json.dumps(event("E8", "L8", "2026-11-30T10:00:00", extra="x")).encode()  # \uXXXX escapes, a key the contract ignores
+    tricky = [
+        b'{"event_id":"E20","line_id":"L1","x":{"y":1}}',     # nested: not flat, per line (a key the contract ignores)
+        b'{"event_id":"E21","line_id":"L1","x":-Inf}',        # RapidJSON reads -Inf, json.loads does not: MALFORMED
+        b'{"event_id":"E22",\n"line_id":"L1"}',              # a newline: per line
+        b'{"event_id":"E23","line_id":"L1"} null',            # two documents: MALFORMED
+        b"{not json",                                         # MALFORMED
+        b'{"event_id":"E24","line_id":"L1","name":"' + b"a" * 5000 + b'"}',  # over the field limit
+    ]
+    number = b'{"event_id":"E25","line_id":7}'                 # a number as contract text: pyarrow refuses the batch
+    unsafe = b'{"event_id":"E26","line_id":"L1","x":NaN}'
+
+    assert _flat_json(pa.array(plain + [escaped, number, unsafe] + tricky, pa.binary())).tolist() == (
+        [True] * 6 + [False] * 7)
+
+    def both(bodies):
+        rows = np.arange(len(bodies), dtype=np.int64) * 3 + 1
+        fast = _parse_bodies(rows, pa.array(bodies, pa.binary()), 4096)
+        slow = _parse_lines(list(zip(rows.tolist(), bodies)), "", 4096)
+        assert fast[0].to_pydict() == slow[0].to_pydict()
+        assert [(b.source_row, b.field, b.detail, b.key) for b in fast[1]] == [
+            (b.source_row, b.field, b.detail, b.key) for b in slow[1]]
+        return fast
+
+    raw, bad = both(plain + [escaped])  # all flat: the vectorised pass alone
+    assert raw.column("event_id").to_pylist() == ["E0", "E1", "E2", "E3", "E8"] and bad == []
+    assert raw.column("name").to_pylist() == [CANARY_NAME] * 5
+    mixed = [plain[0], tricky[0], plain[1], tricky[1], tricky[2], plain[2], tricky[3], tricky[4], unsafe, tricky[5],
+             escaped]
+    raw, bad = both(mixed)
+    assert raw.column("event_id").to_pylist() == ["E0", "E20", "E1", "E22", "E2", "E26", "E8"]
+    assert raw.column("_src_row").to_pylist() == [1, 4, 7, 13, 16, 25, 31]  # in message order
+    assert [b.source_row for b in bad] == [10, 19, 22, 28]  # -Inf, two documents, not JSON, over the limit
+    raw, bad = both(plain + [number])  # pyarrow refuses the batch: all per line, where a number becomes its text
+    assert raw.column("line_id").to_pylist() == ["L0", "L1", "L2", "L3", "7"] and bad == []
+
+
 def test_duplicates_and_older_events_across_windows(keyset, policy):
     from transforms.vault import Vault
 
