@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -93,6 +94,10 @@ def summarise(counts: dict, header: dict) -> dict:
         "lines": counts.get("lines", {}),
         "vault": counts.get("vault", {}),
     }
+
+
+def _located(paths: list[str]) -> list[str]:
+    return [p if "://" in p else os.path.abspath(p) for p in paths]
 
 
 def _check_paths(args, out: str) -> None:
@@ -176,7 +181,8 @@ def run(argv=None) -> dict:
         "step": "merge", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
         "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
         "keys": header["keys"],
-        "inputs": {"base": base_info.files, "base_kind": kind, "registrations": event_info.files,
+        # absolute local paths: the report reads the events back from here, from any working directory
+        "inputs": {"base": _located(base_info.files), "base_kind": kind, "registrations": _located(event_info.files),
                    "vault": args.vault, "encoding": args.encoding},
         "outputs": {name: FileSystems.join(out, name) for name in ("base", "vault", "dead_letter")},
         "counts": {k: summary[k] for k in ("base", "events", "lines", "vault")},

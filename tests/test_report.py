@@ -526,3 +526,16 @@ def test_a_missing_registration_file_is_said_and_the_rest_still_counted(campaign
     with open(path("events", "r2.jsonl"), encoding="utf-8") as handle:
         r2 = {json.loads(line)["event_id"] for line in handle if json.loads(line).get("agent_id")}
     assert pc.sum(agents["registrations"]).as_py() == len(r2) > 0  # the second round's events still count
+
+
+def test_events_given_to_the_merge_by_relative_path_are_found_from_any_directory(campaign, tmp_path, monkeypatch):
+    path = campaign["path"]
+    monkeypatch.chdir(campaign["root"])
+    assert merge.main(["--base", "base.parquet", "--registrations", os.path.join("events", "r1.jsonl"),
+                       "--keys", path("keys", "keyset.json"), "--out", str(tmp_path / "merge-rel"),
+                       "--as-of", REG1]) == 0
+    monkeypatch.chdir(tmp_path)
+    manifest = report.run(["--scan", path("scan"), "--merge", str(tmp_path / "merge-rel"), "--out", str(tmp_path / "r"),
+                           "--as-of", REG1])
+    assert not any("gone" in f or "no registration files" in f for f in manifest["findings"])
+    assert pc.sum(pq.read_table(str(tmp_path / "r" / "parquet" / "agents"))["registrations"]).as_py() > 0
