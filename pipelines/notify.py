@@ -228,7 +228,9 @@ def _manifest(args, campaign, wave, first_day, as_of, mode, out, rows, result, o
     return {
         "mode": mode,
         "as_of": as_of.isoformat(),
-        "campaign": {"campaign_id": campaign.campaign_id, "source": campaign.source, "sha256": campaign.digest,
+        "campaign": {"campaign_id": campaign.campaign_id,  # an absolute local path: the report finds it again
+                     "source": campaign.source if "://" in campaign.source else os.path.abspath(campaign.source),
+                     "sha256": campaign.digest,
                      "wave": wave.wave, "wave_start": wave.start.isoformat(), "first_day": first_day.isoformat(),
                      "channels": list(wave.channels), "timezone": campaign.timezone, "allowed_hours": zone_hours,
                      "locale": campaign.locale, "daily_cap": dict(campaign.daily_cap),

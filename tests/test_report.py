@@ -539,3 +539,11 @@ def test_events_given_to_the_merge_by_relative_path_are_found_from_any_directory
                            "--as-of", REG1])
     assert not any("gone" in f or "no registration files" in f for f in manifest["findings"])
     assert pc.sum(pq.read_table(str(tmp_path / "r" / "parquet" / "agents"))["registrations"]).as_py() > 0
+
+
+def test_without_a_campaign_file_the_notify_runs_campaign_is_used(campaign, tmp_path):
+    path = campaign["path"]
+    manifest = report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--notify", path("notify"),
+                           "--out", str(tmp_path / "r"), "--as-of", AFTER_DEADLINE])
+    assert manifest["campaign_id"] == "rn-2026-q4" and manifest["inputs"]["campaign"] == os.path.abspath(CAMPAIGN)
+    assert manifest["completion"]["past_deadline"] == campaign["manifest"]["completion"]["past_deadline"] > 0
