@@ -14,6 +14,8 @@ $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	# the developer tools (dev/) and benchmarks are not in the package: put the checkout on the path
+	$(PY) -c 'import os, site; open(os.path.join(site.getsitepackages()[0], "subscriber_backfill_checkout.pth"), "w").write(os.getcwd() + "\n")'
 	touch $(STAMP)
 
 $(AIRFLOW_STAMP): requirements-airflow.txt constraints-airflow.txt

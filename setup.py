@@ -28,8 +28,16 @@ setup(
     version="0.1.0",
     description="Decree 25 supplementary real-name registration backfill on Apache Beam",
     python_requires=">=3.10",
-    packages=["schemas", "transforms", "pipelines"],
-    package_data={"schemas": ["*.avsc", "*.yaml", "*.json"], "pipelines": ["templates/*.j2"]},
+    # What workers install. The developer tools in dev/ (generate, simulate,
+    # demo, the emulator launcher) are not in it: the Makefile puts the
+    # checkout on the virtual environment's path for them.
+    packages=[
+        "schemas",
+        "transforms", "transforms.core", "transforms.scan", "transforms.crypto",
+        "transforms.merge", "transforms.notify", "transforms.compliance",
+        "pipelines", "pipelines.io", "pipelines.render", "pipelines.render.templates",
+    ],
+    package_data={"schemas": ["*.avsc", "*.yaml", "*.json"], "pipelines.render.templates": ["*.j2"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={

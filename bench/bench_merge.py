@@ -47,7 +47,7 @@ _TOKENIZED = ("doc_number", "name", "address", "handler_doc_number", "handler_na
 
 def make_events(base_path: str, out: str, n: int = EVENTS, seed: int = 7) -> int:
     """Write ``n`` registration events for the lines of ``base_path`` (Parquet); returns rows written."""
-    from pipelines.generate import generate_table, generate_truth
+    from dev.generate import generate_table, generate_truth
 
     rng = np.random.default_rng(seed)
     lines = pq.read_table(base_path, columns=["line_id", "subscriber_kind", "status"])

@@ -7,7 +7,7 @@ Measured, each as a child process timed from start to exit:
   ``bench-data/notify/scan_2m``), to Avro files: jobs/s over the whole command,
   and over the pipeline alone (the manifest's ``pipeline_seconds``: without
   interpreter start, imports and argument checks);
-* publishing to the Pub/Sub emulator (started here, ``pipelines/pubsub_emulator.py``):
+* publishing to the Pub/Sub emulator (started here, ``dev/pubsub_emulator.py``):
   ``backfill notify --topic`` on the first 200,000 targeted lines of that scan,
   beside a bare batched publisher loop (:mod:`bench.notify_bare`) publishing
   the same messages with the same batch settings. Rounds alternate (bare, ours,
@@ -113,7 +113,7 @@ def _files(ctx: Context, scan: str) -> tuple[list[Row], list[Check], dict]:
 
 
 def _publish(ctx: Context, subset: str) -> tuple[list[Row], list[Check], dict]:
-    from pipelines.pubsub_emulator import EmulatorUnavailable, running_emulator
+    from dev.pubsub_emulator import EmulatorUnavailable, running_emulator
 
     say("notify to files on the 200k subset (the bare loop's messages)")
     files_manifest, _ = _notify(ctx, subset, "notify_bare_jobs")

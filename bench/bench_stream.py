@@ -68,7 +68,7 @@ def _messages(path: str) -> list[tuple[bytes, dict]]:
 def _topic(subs: int) -> tuple[str, list[str]]:
     from google.cloud import pubsub_v1
 
-    from pipelines.pubsub_emulator import PROJECT
+    from dev.pubsub_emulator import PROJECT
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"projects/{PROJECT}/topics/{name}"
@@ -143,7 +143,7 @@ def _manifest(out: str) -> dict:
 
 
 def run_stream_bench(ctx: Context, n: int) -> Section:
-    from pipelines.pubsub_emulator import running_emulator
+    from dev.pubsub_emulator import running_emulator
 
     base = ensure_base(ctx, "base_200k", 200_000)
     events = _events(ctx, base, n)

@@ -27,9 +27,9 @@ import pyarrow as pa
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from transforms.keyset import Keyset
-from transforms.tokenize import Tokenizer
-from transforms.vault import Vault
+from transforms.crypto.keyset import Keyset
+from transforms.crypto.tokenize import Tokenizer
+from transforms.crypto.vault import Vault
 
 __all__ = ["bench_primitives"]
 

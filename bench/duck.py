@@ -18,7 +18,7 @@ import time
 import duckdb
 import pyarrow as pa
 
-from transforms.policy import NOT_ACCEPTED, load_policy
+from transforms.scan.policy import NOT_ACCEPTED, load_policy
 
 __all__ = ["run_duck", "COVERS", "LEAVES_OUT"]
 

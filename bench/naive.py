@@ -34,8 +34,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from bench import naive_rules as R
 from schemas import arrow_schema
-from transforms.policy import NOT_ACCEPTED, Policy, load_policy
-from transforms.reasons import FLAGS, LINE_REASONS
+from transforms.scan.policy import NOT_ACCEPTED, Policy, load_policy
+from transforms.core.reasons import FLAGS, LINE_REASONS
 
 __all__ = ["classify_row", "is_dead_letter", "run_naive", "main"]
 

@@ -5,7 +5,7 @@ codes", "Identity status") and shared/domain.md (sections 2, 5, 6), without
 the vectorised code of ``transforms/``: it is the other side of the
 differential test ``tests/test_scan_oracle.py`` and the per-row work that
 ``bench.naive`` times. Only the scalar check characters of
-``transforms.checkdigits`` are shared (they have their own tests against
+``transforms.scan.checkdigits`` are shared (they have their own tests against
 domain.md's worked examples).
 
 Every function takes and returns Python values; nothing here logs or raises
@@ -23,7 +23,7 @@ import unicodedata
 
 import regex
 
-from transforms.checkdigits import gb11714_char, mod11_10_char, mod11_2_char, uscc_char
+from transforms.scan.checkdigits import gb11714_char, mod11_10_char, mod11_2_char, uscc_char
 
 __all__ = [
     "clean", "label", "doc_number", "person_name", "msisdn", "parse_date", "parse_timestamp",
@@ -149,7 +149,7 @@ def parse_date(value) -> tuple[dt.date | None, bool]:
     """(date or None, bad): bad when a value is present and is not a date.
 
     A time part must be a real time of day; its zone is not looked at (DESIGN.md
-    is silent on zones of date columns; transforms/dates.py ignores them too).
+    is silent on zones of date columns; transforms/scan/dates.py ignores them too).
     """
     present, parts = _moment(value, check_zone=False)
     if parts is None:
@@ -290,7 +290,7 @@ def _alnum(n: str, low: int, high: int) -> bool:
 def _free_text(n: str, as_of, cfg) -> set:
     # Military IDs have no reliable format (2.7): length, and not junk (domain.md 6).
     # "One character repeated" (0000, XXXX) as junk goes beyond DESIGN.md's words;
-    # transforms/documents.py does the same.
+    # transforms/scan/documents.py does the same.
     if not (cfg["free_text_min"] <= len(n) <= cfg["free_text_max"]) or n in cfg["_placeholders"]:
         return {FORMAT}
     return {FORMAT} if len(set(n)) == 1 else set()

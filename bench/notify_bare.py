@@ -21,7 +21,7 @@ import time
 import fastavro
 import pyarrow as pa
 
-from transforms.notify_encode import json_messages
+from transforms.notify.encode import json_messages
 
 
 def _messages(folder: str, count: int) -> list[tuple[bytes, dict]]:

@@ -20,10 +20,10 @@ import importlib
 import sys
 
 COMMANDS = {
-    "generate": ("pipelines.generate", "make a realistic synthetic subscriber base"),
+    "generate": ("dev.generate", "make a realistic synthetic subscriber base"),
     "scan": ("pipelines.scan", "classify every line's identity under the policy"),
     "notify": ("pipelines.notify", "plan a campaign wave's SMS, call and announcement jobs; record receipts"),
-    "demo": ("pipelines.demo", "run the whole loop on the embedded default"),
+    "demo": ("dev.demo", "run the whole loop on the embedded default"),
     "merge": ("pipelines.merge", "merge registration events into the base: tokens, masks, vault (--streaming: Pub/Sub)"),
     "compact": ("pipelines.compact", "fold the streaming merge's deltas into a new base snapshot"),
     "keys": ("pipelines.keys", "keyset init / show / rotate / shred / retokenize"),
@@ -49,7 +49,14 @@ def main(argv=None) -> int:
     if command not in COMMANDS:
         print(f"backfill: error: unknown command {command!r} (one of {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        module = importlib.import_module(COMMANDS[command][0])
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("dev"):
+            raise
+        # generate and demo are developer tools (dev/), not part of the installed package
+        print(f"backfill: error: {command} is a developer tool: run it from a checkout (make demo)", file=sys.stderr)
+        return 2
     return module.main(rest)
 
 

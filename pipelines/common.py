@@ -163,11 +163,11 @@ def write_dead_letters(dead, path_prefix: str):
 
 def _user_message(exc: BaseException) -> str | None:
     """The one-line message of a user-facing error anywhere in the chain."""
-    from pipelines.readers import InputError
-    from transforms.campaign import CampaignError
-    from transforms.keyset import KeysetError
-    from transforms.policy import PolicyError
-    from transforms.vault import VaultError
+    from pipelines.io.base_files import InputError
+    from transforms.notify.campaign import CampaignError
+    from transforms.crypto.keyset import KeysetError
+    from transforms.scan.policy import PolicyError
+    from transforms.crypto.vault import VaultError
 
     seen = set()
     while exc is not None and id(exc) not in seen:

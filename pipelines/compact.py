@@ -52,9 +52,9 @@ def parser() -> ArgumentParser:
 
 def _protect_raw(raw: pa.Table, tokenizer, vault, policy, as_of, ctx):
     """A raw base -> merged lines and vault rows, as the batch merge makes them without events (by line bucket)."""
-    from transforms.crossrecord import bucket_of
-    from transforms.merge import merge_bucket
-    from transforms.normalize import clean_text
+    from transforms.scan.crossrecord import bucket_of
+    from transforms.merge.bucket import merge_bucket
+    from transforms.scan.normalize import clean_text
 
     n = max(1, math.ceil(raw.num_rows / ROWS_PER_BUCKET))
     buckets = np.asarray(bucket_of(clean_text(raw.column("line_id").combine_chunks()), n)) if n > 1 else None
@@ -92,16 +92,16 @@ def _stream_as_of(deltas_dir: str):
 
 
 def run(argv=None) -> dict:
-    from pipelines.merge_io import inside
-    from pipelines.merge_stream_io import committed_windows, read_base, read_windows
-    from transforms.deadletter import DeadLetterContext
-    from transforms.keyset import Keyset
-    from transforms.merge import MERGED_SCHEMA, _merged_lines
-    from transforms.merge_stream import fold_deltas
-    from transforms.policy import load_policy
-    from transforms.tokenize import Tokenizer
-    from transforms.vault import Vault
-    from transforms.vault_store import read_vault, write_vault
+    from pipelines.io.merged_base import inside
+    from pipelines.io.windows import committed_windows, read_base, read_windows
+    from transforms.core.deadletter import DeadLetterContext
+    from transforms.crypto.keyset import Keyset
+    from transforms.merge.bucket import MERGED_SCHEMA, _merged_lines
+    from transforms.merge.stream import fold_deltas
+    from transforms.scan.policy import load_policy
+    from transforms.crypto.tokenize import Tokenizer
+    from transforms.crypto.vault import Vault
+    from pipelines.io.vault_files import read_vault, write_vault
 
     args = parser().parse_args(argv)
     timer = Timer()

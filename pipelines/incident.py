@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import pages
+from pipelines.render import pages
 from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main
 from pipelines.manifest import Timer, write_json
 
@@ -114,7 +114,7 @@ def _when(value: str | None) -> str | None:
 def _scan(files: list[str], key_version: str | None, line_ids: pa.Array | None, keys, values):
     """The affected lines described, the base lines read, the base ids found, the distinct document tokens."""
     from pipelines.retention import merged_batches
-    from transforms.incident import BASE_COLUMNS, describe_lines, scope_mask
+    from transforms.compliance.incident import BASE_COLUMNS, describe_lines, scope_mask
 
     parts, found, tokens, lines_in = [], [], [], 0
     for path in files:
@@ -157,10 +157,10 @@ def run(argv=None) -> dict:
     """Scope an incident, write its report (and shred); returns the report."""
     from pipelines.keys import shred_lines
     from pipelines.retention import merged_base_files
-    from transforms.incident import KEY_VERSION, summarise
-    from transforms.keyset import Keyset
-    from transforms.vault import VaultError
-    from transforms.vault_store import read_table
+    from transforms.compliance.incident import KEY_VERSION, summarise
+    from transforms.crypto.keyset import Keyset
+    from transforms.crypto.vault import VaultError
+    from pipelines.io.vault_files import read_table
 
     args = parser().parse_args(argv)
     timer = Timer()

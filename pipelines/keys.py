@@ -39,7 +39,7 @@ from pipelines.common import ArgumentParser, UserError, run_main
 from pipelines.reveal import append_audit, audit_path, utc_now, who
 
 if TYPE_CHECKING:
-    from transforms.keyset import Keyset
+    from transforms.crypto.keyset import Keyset
 
 __all__ = ["init_keyset", "rotate", "shred_lines", "show", "main"]
 
@@ -51,7 +51,7 @@ def _audit_log(keys_path: str, explicit: str | None) -> str:
 @contextlib.contextmanager
 def _locked(keys_path: str):
     """One keyset change at a time (an flock on KEYS.lock); the keyset must exist."""
-    from transforms.keyset import check_permissions
+    from transforms.crypto.keyset import check_permissions
 
     check_permissions(keys_path)
     fd = os.open(keys_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -65,8 +65,8 @@ def _locked(keys_path: str):
 @contextlib.contextmanager
 def _user_errors():
     """Keyset and vault errors are the user's to fix: one line each."""
-    from transforms.keyset import KeysetError
-    from transforms.vault import VaultError
+    from transforms.crypto.keyset import KeysetError
+    from transforms.crypto.vault import VaultError
 
     try:
         yield
@@ -81,7 +81,7 @@ def _versions(keyset: Keyset) -> dict:
 def init_keyset(keys_path: str, *, force: bool = False, actor: str | None = None,
                 audit_log: str | None = None) -> Keyset:
     """Create a keyset file (j1, v1); refuses to replace one unless ``force``."""
-    from transforms.keyset import Keyset
+    from transforms.crypto.keyset import Keyset
 
     with _user_errors():
         keyset = Keyset.generate()
@@ -94,9 +94,9 @@ def init_keyset(keys_path: str, *, force: bool = False, actor: str | None = None
 def rotate(keys_path: str, *, join: bool = False, vault_dir: str | None = None, retire_old: bool = False,
            actor: str | None = None, audit_log: str | None = None) -> dict:
     """Add a join or a vault key version; for the vault, re-wrap ``vault_dir``'s data keys."""
-    from transforms.keyset import Keyset
-    from transforms.vault import Vault
-    from transforms.vault_store import read_table, write_table
+    from transforms.crypto.keyset import Keyset
+    from transforms.crypto.vault import Vault
+    from pipelines.io.vault_files import read_table, write_table
 
     record = {"event": "keys_rotate_join" if join else "keys_rotate_vault", "at": utc_now(), **who(actor)}
     with _user_errors(), _locked(keys_path):
@@ -125,9 +125,9 @@ def shred_lines(keys_path: str, vault_dir: str, line_ids: list[str], *, reason: 
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from transforms.keyset import Keyset
-    from transforms.vault import Vault
-    from transforms.vault_store import read_table, write_table
+    from transforms.crypto.keyset import Keyset
+    from transforms.crypto.vault import Vault
+    from pipelines.io.vault_files import read_table, write_table
 
     line_ids = list(dict.fromkeys(line_ids))
     shred_path = audit_path(vault_dir, "shred.jsonl", shred_log)
@@ -160,7 +160,7 @@ def shred_lines(keys_path: str, vault_dir: str, line_ids: list[str], *, reason: 
 
 def show(keys_path: str) -> dict:
     """What may be shown of a keyset: ids, versions, states, dates; never material."""
-    from transforms.keyset import Keyset
+    from transforms.crypto.keyset import Keyset
 
     with _user_errors():
         keyset = Keyset.load(keys_path)

@@ -32,14 +32,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.common import remove_tree, run_main, runner_name, write_dead_letters
-from pipelines.events import ReadRegistrationEvents, plan_event_splits
+from pipelines.io.events import ReadRegistrationEvents, plan_event_splits
 from pipelines.manifest import Timer, read_json, write_json
-from pipelines.merge_io import (ReadMergedBase, ReadVaultTable, base_kind, column_values, inside,
+from pipelines.io.merged_base import (ReadMergedBase, ReadVaultTable, base_kind, column_values, inside,
                                 plan_merged_splits, vault_shards, write_merged_base, write_vault_table)
-from pipelines.readers import ReadSubscriberBase, plan_splits
-from transforms.deadletter import DeadLetterContext
-from transforms.merge_beam import MergeCompletedRegistrations
-from transforms.policy import load_policy
+from pipelines.io.base_files import ReadSubscriberBase, plan_splits
+from transforms.core.deadletter import DeadLetterContext
+from transforms.merge.composite import MergeCompletedRegistrations
+from transforms.scan.policy import load_policy
 
 log = logging.getLogger("backfill.merge")
 ROWS_PER_BUCKET = 100_000  # a bucket (base lines + events + vault rows) is one worker's working set
@@ -111,7 +111,7 @@ def _check_paths(args, out: str) -> None:
 
 def run(argv=None) -> dict:
     """Run a merge; returns its manifest."""
-    from transforms.keyset import Keyset
+    from transforms.crypto.keyset import Keyset
 
     args, beam_args = parser().parse_known_args(argv)
     timer = Timer()

@@ -10,9 +10,9 @@ Locally (the default) a lander process pulls with unary pull, writes each
 batch of messages to an encrypted landing file under ``OUT/landing/`` (fsync,
 rename) and only then acknowledges it; every ``--window-seconds`` the
 processor takes the landed files, runs the Beam-free window core
-(``transforms.merge_stream.process_window``) and commits the window as one
+(``transforms.merge.stream.process_window``) and commits the window as one
 folder ``OUT/deltas/w-NNNNNN/`` (delta, vault rows, dead letters, counters,
-dedup keys; see ``pipelines/merge_stream_io.py``) by one rename, then deletes
+dedup keys; see ``pipelines/io/windows.py``) by one rename, then deletes
 the landed files. A restart first finishes the landed files. SIGTERM or
 SIGINT stops pulling, processes what has landed and exits 0. Every run
 writes ``OUT/manifest.json`` and ``OUT/runs/RUN.json``: messages in = applied
@@ -90,7 +90,7 @@ def _check(args) -> None:
 
 
 def _index_loader(base, encoding, policy, as_of, ctx):
-    from pipelines.merge_stream_io import load_index
+    from pipelines.io.windows import load_index
 
     return load_index(list(base), encoding, policy, as_of, ctx, secrets.token_hex(16))[0]
 
@@ -128,12 +128,12 @@ def _lock(out: str) -> None:
 
 
 def run_local(args, options, keyset, policy, as_of, run_id, started, timer) -> dict:
-    from pipelines.merge_landing import LanderProcess, LandingZone
-    from pipelines.merge_stream_io import committed_windows, load_index, recover, write_window
-    from transforms.deadletter import DeadLetterContext
-    from transforms.merge_stream import add_counts, balanced, dedup_keys, process_window
-    from transforms.tokenize import Tokenizer
-    from transforms.vault import Vault
+    from pipelines.io.landing import LanderProcess, LandingZone
+    from pipelines.io.windows import committed_windows, load_index, recover, write_window
+    from transforms.core.deadletter import DeadLetterContext
+    from transforms.merge.stream import add_counts, balanced, dedup_keys, process_window
+    from transforms.crypto.tokenize import Tokenizer
+    from transforms.crypto.vault import Vault
 
     out = args.out.rstrip("/")
     if "://" in out:
@@ -292,7 +292,7 @@ def build_streaming_pipeline(p, *, subscription: str, base, encoding, keys_path,
     """ReadFromPubSub -> MergeStreamWindows -> window folders (exposed for tests and Dataflow)."""
     import apache_beam as beam
 
-    from transforms.merge_stream_beam import MergeStreamWindows
+    from transforms.merge.stream_composite import MergeStreamWindows
 
     loader = functools.partial(_index_loader, tuple(base), encoding, policy, as_of, ctx)
     return (p
@@ -322,7 +322,7 @@ def _record(message, max_bytes: int) -> dict:
 
 
 class _Result:
-    """A window result dict seen as transforms.merge_stream.WindowResult for write_window."""
+    """A window result dict seen as transforms.merge.stream.WindowResult for write_window."""
 
     def __init__(self, element: dict):
         self.delta, self.vault_keys, self.vault_values = element["delta"], element["vault_keys"], element["vault_values"]
@@ -344,7 +344,7 @@ class WriteWindowFn(_beam.DoFn):
         self._dir = deltas_dir
 
     def process(self, element):
-        from pipelines.merge_stream_io import write_window_fs
+        from pipelines.io.windows import write_window_fs
 
         start = element["window"][0] if element["window"] else 0.0
         digest = hashlib.sha256("\n".join(sorted(element["keys"])).encode("utf-8")).hexdigest()[:12]
@@ -360,7 +360,7 @@ def run_dataflow(args, options, keyset, policy, as_of, run_id, started, timer) -
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
-    from transforms.deadletter import DeadLetterContext
+    from transforms.core.deadletter import DeadLetterContext
 
     options.view_as(StandardOptions).streaming = True
     ctx = DeadLetterContext("merge", run_id, started)
@@ -376,8 +376,8 @@ def run_dataflow(args, options, keyset, policy, as_of, run_id, started, timer) -
 
 
 def run(argv=None) -> dict:
-    from transforms.keyset import Keyset
-    from transforms.policy import load_policy
+    from transforms.crypto.keyset import Keyset
+    from transforms.scan.policy import load_policy
 
     args, beam_args = split_beam_flags(parser(), argv)
     _check(args)

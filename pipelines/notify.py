@@ -28,16 +28,16 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.common import remove_tree, run_main, runner_name
 from pipelines.manifest import Timer, read_json, write_json
-from pipelines.notify_io import HISTORY_JOBS, HISTORY_RECEIPTS, ReadTables, WriteJobFiles, classified_splits
-from pipelines.notify_io import history_splits, read_suppress, registered_splits
-from pipelines.notify_pubsub import SUBSCRIPTION_RE, TOPIC_RE, PublishJobs, check_topic
-from pipelines.notify_report import format_dry_run, format_receipts, format_result
-from transforms.campaign import load_campaign
-from transforms.deadletter import DeadLetterContext
-from transforms.metrics import merge_counts
-from transforms.notify import OUTCOMES
-from transforms.notify_beam import BuildNotificationJobs
-from transforms.notify_summary import SummariseJobs
+from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, ReadTables, WriteJobFiles, classified_splits
+from pipelines.io.notify_files import history_splits, read_suppress, registered_splits
+from pipelines.io.pubsub import SUBSCRIPTION_RE, TOPIC_RE, PublishJobs, check_topic
+from pipelines.render.notify_text import format_dry_run, format_receipts, format_result
+from transforms.notify.campaign import load_campaign
+from transforms.core.deadletter import DeadLetterContext
+from transforms.core.metrics import merge_counts
+from transforms.notify.planner import OUTCOMES
+from transforms.notify.composite import BuildNotificationJobs
+from transforms.notify.summary import SummariseJobs
 
 log = logging.getLogger("backfill.notify")
 ROWS_PER_BUCKET = 500_000
@@ -88,8 +88,8 @@ def _check_args(args) -> bool:
 def _record_receipts(args, out: str, ctx: DeadLetterContext) -> dict:
     import pyarrow as pa
 
-    from pipelines.notify_pubsub import ack, pull_receipts
-    from pipelines.notify_receipts import read_receipt_files, record_receipts
+    from pipelines.io.pubsub import ack, pull_receipts
+    from pipelines.io.receipts import read_receipt_files, record_receipts
 
     tables, acks = [], []
     if args.receipts:

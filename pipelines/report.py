@@ -8,7 +8,7 @@ Writes ``OUT/parquet/<table>/as_of=<date>/part-0.parquet`` (hive-partitioned by
 report date, so daily reports into one folder build a history a query engine
 reads), ``OUT/csv/<table>.csv``, ``OUT/report.html`` (one self-contained page:
 charts embedded) and ``OUT/manifest.json``. The figures are defined in
-``transforms/report.py``; no identity value is read.
+``transforms/compliance/report.py``; no identity value is read.
 
 The report refuses inputs that do not belong together (a merge of another
 base, notices of another campaign, a scan made after the campaign started or
@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 
 from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, parse_ignoring_beam_flags, run_main
 from pipelines.manifest import Timer, write_json
-from pipelines import report_io
-from transforms.report import CampaignFacts, ReportInputs, completion_tables
+from pipelines.io import report_files as report_io
+from transforms.compliance.report import CampaignFacts, ReportInputs, completion_tables
 
 __all__ = ["parser", "run", "main", "MAX_NOT_IN_MERGE"]
 
@@ -84,7 +84,7 @@ def run(argv=None) -> dict:
         raise UserError("--scan is required: the campaign's first scan output folder")
     timer = Timer()
     run_id, started = new_run("report")
-    from transforms.policy import PolicyError, load_policy
+    from transforms.scan.policy import PolicyError, load_policy
 
     try:
         policy = load_policy(args.policy)
@@ -123,7 +123,7 @@ def run(argv=None) -> dict:
               "findings": findings}
     written = report_io.write_tables(args.out, tables, as_of)
     timer.mark("tables")
-    from pipelines.report_html import write_report
+    from pipelines.render.report_html import write_report
 
     html = write_report(args.out, tables, header, facts, policy.agents)
     timer.mark("html")

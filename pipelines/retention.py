@@ -6,7 +6,7 @@
 
 For every TERMINATED line of the merged base whose retention period is over
 on ``--as-of`` (``as_of > terminated_on + N years``, N from the policy; see
-``transforms/retention.py`` for the boundary and Feb 29), it writes:
+``transforms/compliance/retention.py`` for the boundary and Feb 29), it writes:
 
 * ``OUT/base/``: the whole base, same schema, the due lines' tokens, masks
   and document types blanked (null), ``join_key_version`` null, and
@@ -35,7 +35,7 @@ to shred the keyset is not touched.
 Plain pyarrow, not a Beam pipeline: one streaming pass over the base's
 Parquet files to find the due lines, the vault rewrite and shred (a single
 keyset transaction under its lock, and the vault tables are read whole by
-``transforms.vault_store`` anyway), then one streaming pass that rewrites
+``pipelines.io.vault_files`` anyway), then one streaming pass that rewrites
 each file. There is no shuffle or join that a runner would parallelise
 usefully, and memory stays one record batch plus the vault tables.
 """
@@ -78,7 +78,7 @@ def _same(a: str, b: str) -> bool:
 
 def merged_base_files(paths: list[str]) -> list[str]:
     """The Parquet files of a merged base; a raw base (plaintext identity) is refused."""
-    from pipelines.merge_io import base_kind, plan_merged_splits
+    from pipelines.io.merged_base import base_kind, plan_merged_splits
 
     if base_kind(paths) != "merged":
         raise UserError(f"--base {paths[0]} is not a merged base (backfill merge OUT/base: tokens, no plaintext)")
@@ -102,7 +102,7 @@ def merged_batches(path: str, columns: list[str] | None = None):
 
 def _find_due(files: list[str], cutoff) -> tuple[pa.Array, dict]:
     """First pass: the due lines' ids and the line counts."""
-    from transforms.retention import IDENTITY_COLUMNS, due_mask, has_identity
+    from transforms.compliance.retention import IDENTITY_COLUMNS, due_mask, has_identity
 
     counts = {"lines_in": 0, "terminated": 0, "terminated_without_date": 0, "due": 0, "due_with_identity": 0}
     due_ids, with_identity = [], []
@@ -123,7 +123,7 @@ def _find_due(files: list[str], cutoff) -> tuple[pa.Array, dict]:
 
 def _rewrite_base(files: list[str], out_base: str, cutoff, keys: pa.Table) -> tuple[int, dict[str, int]]:
     """Second pass: every file rewritten, the due lines blanked."""
-    from transforms.retention import blank_identity, due_mask
+    from transforms.compliance.retention import blank_identity, due_mask
 
     remove_tree(out_base)
     lines_out, blanked = 0, {}
@@ -155,11 +155,11 @@ def _rewrite_base(files: list[str], out_base: str, cutoff, keys: pa.Table) -> tu
 def run(argv=None) -> dict:
     """Run a retention purge; returns its manifest."""
     from pipelines.keys import shred_lines
-    from transforms.keyset import Keyset
-    from transforms.policy import load_policy
-    from transforms.retention import last_purged_date
-    from transforms.vault import VaultError, drop_lines
-    from transforms.vault_store import read_table, write_table
+    from transforms.crypto.keyset import Keyset
+    from transforms.scan.policy import load_policy
+    from transforms.compliance.retention import last_purged_date
+    from transforms.crypto.vault import VaultError, drop_lines
+    from pipelines.io.vault_files import read_table, write_table
 
     args = parser().parse_args(argv)
     timer = Timer()
@@ -168,7 +168,7 @@ def run(argv=None) -> dict:
     years = policy.retention_years
     as_of, out = args.as_of, args.out.rstrip("/")
     out_base, out_vault = FileSystems.join(out, "base"), FileSystems.join(out, "vault")
-    from pipelines.merge_io import inside
+    from pipelines.io.merged_base import inside
 
     if any(inside(b, out) for b in args.base):
         raise UserError(f"--out {args.out} would overwrite the input base {args.base[0]}: write to another folder")

@@ -5,7 +5,7 @@
         --out out/retokenized [Beam flags...]
 
 Reads the merged base and its vault, opens each tokenized line's values and
-tokenizes them again (``transforms.retokenize``), and writes ``OUT/base/``
+tokenizes them again (``transforms.merge.retokenize``), and writes ``OUT/base/``
 (every line; masks unchanged), ``OUT/dead_letter/`` (the lines that could not
 be re-tokenized, kept in OUT/base with their old tokens, with a reason) and
 ``OUT/manifest.json`` with the coverage: lines re-tokenized (or already under
@@ -24,10 +24,10 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.common import UserError, beam_options, is_local_runner, new_run, remove_tree, runner_name
 from pipelines.common import write_dead_letters
 from pipelines.manifest import Timer, read_json, write_json
-from pipelines.merge_io import ReadMergedBase, ReadVaultTable, base_kind, plan_merged_splits, vault_shards
-from pipelines.merge_io import column_values, inside, write_merged_base
-from transforms.deadletter import DeadLetterContext
-from transforms.retokenize import RetokenizeBase
+from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, base_kind, plan_merged_splits, vault_shards
+from pipelines.io.merged_base import column_values, inside, write_merged_base
+from transforms.core.deadletter import DeadLetterContext
+from transforms.merge.retokenize import RetokenizeBase
 
 __all__ = ["retokenize"]
 
@@ -37,7 +37,7 @@ ROWS_PER_BUCKET = 250_000
 
 def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: list[str] | None = None) -> dict:
     """Run the re-tokenize pipeline; returns its manifest (coverage in ``counts``)."""
-    from transforms.keyset import Keyset
+    from transforms.crypto.keyset import Keyset
 
     timer = Timer()
     keyset = Keyset.load(keys_path)

@@ -89,9 +89,9 @@ def parser() -> ArgumentParser:
 def reveal(keys_path: str, vault_dir: str, line_id: str, purpose: str | None, *, fields: list[str] | None = None,
            actor: str | None = None, audit_log: str | None = None) -> dict[str, str]:
     """Decrypt one line after recording the access; returns field -> value."""
-    from transforms.keyset import Keyset, KeysetError
-    from transforms.vault import AuthenticationFailed, UnknownLine, Vault, VaultError
-    from transforms.vault_store import read_vault
+    from transforms.crypto.keyset import Keyset, KeysetError
+    from transforms.crypto.vault import AuthenticationFailed, UnknownLine, Vault, VaultError
+    from pipelines.io.vault_files import read_vault
 
     purpose = (purpose or "").strip()
     if not purpose:

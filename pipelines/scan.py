@@ -30,11 +30,11 @@ from apache_beam.options.pipeline_options import TestOptions
 from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
 from pipelines.common import parse_as_of, remove_tree, run_main, runner_name, write_dead_letters
 from pipelines.manifest import Timer, read_json, write_json
-from pipelines.readers import InputInfo, PlanInPipeline, ReadSubscriberBase, plan_splits
+from pipelines.io.base_files import InputInfo, PlanInPipeline, ReadSubscriberBase, plan_splits
 from schemas import arrow_schema
-from transforms.deadletter import DeadLetterContext
-from transforms.policy import load_policy
-from transforms.scan import ClassifyRegistrationCompleteness
+from transforms.core.deadletter import DeadLetterContext
+from transforms.scan.policy import load_policy
+from transforms.scan.composite import ClassifyRegistrationCompleteness
 
 log = logging.getLogger("backfill.scan")
 ROWS_PER_BUCKET = 250_000

@@ -213,7 +213,7 @@ def gather(roots: list[str], year: int) -> dict:
 
 
 def _render(report: dict) -> str:
-    from pipelines.pages import render
+    from pipelines.render.pages import render
 
     return render("self_inspection.html.j2", r=report)
 

@@ -1,0 +1,191 @@
+"""backfill demo: the whole loop on the embedded default, end to end.
+
+    backfill demo [--lines N] [--out DIR] [--seed S]
+
+Local files and the local Beam runner only; nothing is downloaded. Each
+capability of the product adds its step here, so the demo always runs
+everything that exists: generate a base, scan it, create a keyset, plan
+and "send" wave 1 to files, simulate registrations from a share of the
+notified lines, merge them back (tokens, masks, vault), plan the wave-2
+reminders (registered lines drop out), a second round of registrations
+merged on the merged base, the report (after the deadline: the escalation
+list too), a reveal on record, live registrations through the Pub/Sub emulator into
+the streaming merge and their compaction, retention, an incident with its shred, the
+self-inspection, and finally the completion rate and the report's path.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sys
+import time
+
+import pyarrow.parquet as pq
+
+from pipelines.common import ArgumentParser, UserError, run_main
+
+DEFAULT_LINES = 50_000
+SCAN_DAY = "2026-11-30"
+WAVE_DAYS = {1: "2026-12-01", 2: "2026-12-15"}
+REGISTRATION_DAY = "2026-12-03"
+SECOND_MERGE_DAY = "2026-12-22"
+LIVE_DAY = "2026-12-23"
+REPORT_DAY = "2027-02-01"  # after the deadline: the report lists who is still unregistered
+CAMPAIGN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "campaign.yaml")
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="backfill demo", description=__doc__.splitlines()[0])
+    p.add_argument("--lines", type=int, default=DEFAULT_LINES, help="lines in the synthetic base")
+    p.add_argument("--seed", type=int, default=2013, help="generator seed")
+    p.add_argument("--out", default="demo-out", help="output folder (replaced)")
+    p.add_argument("--campaign", default=CAMPAIGN, help="campaign file")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+class _Steps:
+    def __init__(self) -> None:
+        self.number = 0
+
+    def __call__(self, title: str) -> float:
+        self.number += 1
+        print(f"\n== {self.number}. {title}", flush=True)
+        return time.time()
+
+
+def _done(started: float, where: str) -> None:
+    print(f"   -> {where} ({time.time() - started:.1f} s)", flush=True)
+
+
+def run(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.lines < 1:
+        raise UserError("--lines must be at least 1")
+    from dev import generate
+    from pipelines import keys, merge, notify, report, reveal, scan
+    from dev.simulate import simulate_registrations
+
+    out = args.out
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    path = lambda *parts: os.path.join(out, *parts)
+    step = _Steps()
+
+    started = step(f"generate a synthetic base of {args.lines:,} lines")
+    generate.write_base(path("base.parquet"), args.lines, args.seed)
+    _done(started, path("base.parquet"))
+
+    started = step("scan: classify every line under the Decree 25 policy")
+    summary = scan.run(["--base", path("base.parquet"), "--out", path("scan"), "--as-of", SCAN_DAY])
+    print(scan.format_summary(summary))
+    _done(started, path("scan"))
+
+    started = step("keys: create the keyset (join key for tokens, vault key)")
+    keys.main(["init", "--keys", path("keys", "keyset.json")])
+    _done(started, path("keys", "keyset.json"))
+
+    started = step("notify wave 1: dry run, then SMS, call and announcement jobs to files")
+    wave1 = ["--classified", path("scan"), "--campaign", args.campaign, "--wave", "1",
+             "--out", path("notify"), "--as-of", WAVE_DAYS[1]]
+    notify.main([*wave1, "--dry-run", "--show-regions", "3", "--samples", "1"])
+    notify.main(wave1)
+    _done(started, path("notify", "jobs"))
+
+    started = step("registrations arrive: simulated from a share of the notified lines")
+    counts = simulate_registrations(path("scan"), path("events", "registrations.jsonl"), share=0.45,
+                                    seed=args.seed, as_of=dt.date.fromisoformat(REGISTRATION_DAY))
+    print(f"   {counts['events']:,} events: {counts['duplicates']} redelivered, {counts['invalid']} failing "
+          f"the policy, {counts['unknown_lines']} for lines that do not exist")
+    _done(started, path("events", "registrations.jsonl"))
+
+    started = step("merge: registrations into the base, tokenized, originals sealed in the vault")
+    merge.main(["--base", path("base.parquet"), "--registrations", path("events", "registrations.jsonl"),
+                "--keys", path("keys", "keyset.json"), "--out", path("merge"), "--as-of", REGISTRATION_DAY])
+    _done(started, path("merge"))
+
+    started = step("notify wave 2: reminders, less the lines registered since")
+    notify.main(["--classified", path("scan"), "--campaign", args.campaign, "--wave", "2",
+                 "--out", path("notify"), "--as-of", WAVE_DAYS[2], "--registered", path("merge")])
+    _done(started, path("notify", "jobs"))
+
+    started = step("more registrations after the reminders, merged the next days on the merged base")
+    merged = pq.read_table(path("merge", "base"), columns=["line_id", "registration_event_id"])
+    registered = merged.filter(merged.column("registration_event_id").is_valid()).column("line_id")
+    counts = simulate_registrations(path("scan"), path("events", "registrations-2.jsonl"), share=0.35,
+                                    seed=args.seed + 1, as_of=dt.date.fromisoformat(WAVE_DAYS[2]) + dt.timedelta(days=1),
+                                    days=6, exclude=registered)
+    print(f"   {counts['events']:,} events over 6 days")
+    merge.main(["--base", path("merge", "base"), "--vault", path("merge", "vault"),
+                "--registrations", path("events", "registrations-2.jsonl"), "--keys", path("keys", "keyset.json"),
+                "--out", path("merge-2"), "--as-of", SECOND_MERGE_DAY])
+    _done(started, path("merge-2"))
+
+    started = step("report: completion, waves, regions, agents (Art. 14), the past-deadline list")
+    figures = report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--earlier-merges", path("merge"),
+                          "--notify", path("notify"), "--campaign", args.campaign, "--out", path("report"),
+                          "--as-of", REPORT_DAY])
+    print(report.format_summary(figures))
+    _done(started, path("report", "report.html"))
+
+    started = step("reveal: one registered line, for a stated purpose, on the audit log")
+    merged = pq.read_table(path("merge-2", "base"), columns=["line_id", "registration_event_id"])
+    registered = merged.filter(merged.column("registration_event_id").is_valid())
+    if registered.num_rows:
+        line_id = registered.column("line_id")[0].as_py()
+        reveal.main(["--keys", path("keys", "keyset.json"), "--vault", path("merge-2", "vault"),
+                     "--line-id", line_id, "--purpose", "demo: customer asked to see their record",
+                     "--fields", "name"])
+    _done(started, "audit log beside the vault")
+
+    from pipelines import incident, retention
+    from dev.demo_streaming import stream_and_compact
+
+    started = step("streaming merge: live registrations through Pub/Sub (the emulator), windowed, then compacted")
+    base, vault = stream_and_compact(path, path("scan"), path("merge-2", "base"), path("merge-2", "vault"),
+                                     path("keys", "keyset.json"), LIVE_DAY, args.seed + 2)
+    _done(started, base)
+
+    started = step("retention: identity of lines terminated more than two years ago purged (Art. 11)")
+    purge = retention.run(["--base", base, "--vault", vault,
+                           "--keys", path("keys", "keyset.json"), "--out", path("retention"),
+                           "--as-of", SECOND_MERGE_DAY])
+    print(f"   purged {purge['counts']['purged']:,} lines terminated on or before "
+          f"{purge['retention']['purge_terminated_on_or_before']}; vault key {purge['keys']['vault_before']} -> "
+          f"{purge['keys']['vault_after']} (the live base and vault are now under {path('retention')})")
+    _done(started, path("retention"))
+
+    started = step("incident: a list of lines from a suspected leak, scoped and shredded (Art. 13)")
+    live = pq.read_table(path("retention", "base"), columns=["line_id", "registration_event_id"])
+    leaked = live.filter(live.column("registration_event_id").is_valid()).column("line_id").to_pylist()[1:6]
+    with open(path("incident-lines.txt"), "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{line_id}\n" for line_id in leaked))
+    incident.main(["--lines", path("incident-lines.txt"), "--base", path("retention", "base"),
+                   "--vault", path("retention", "vault"), "--keys", path("keys", "keyset.json"), "--shred",
+                   "--out", path("incident"), "--as-of", SECOND_MERGE_DAY,
+                   "--description", "demo: a laptop with an export of five registered lines was lost"])
+    _done(started, path("incident", "incident.html"))
+
+    started = step("self-inspection: the year's runs, reveals, key changes and purges (Art. 15)")
+    year = int(purge["started"][:4])
+    inspection = report.run(["--self-inspection", "--year", str(year), "--manifests", out,
+                             "--out", path("inspection")])
+    print("   " + report.format_summary(inspection))
+    _done(started, inspection["outputs"]["html"])
+
+    c = figures["completion"]
+    rate = 100.0 * c["completion_rate"] if c["completion_rate"] is not None else 100.0
+    print(f"\ncompletion: {c['complete']:,} of {c['needed']:,} lines that needed registration are now COMPLETE ({rate:.1f}%)")
+    print(f"report: {os.path.abspath(path('report', 'report.html'))}")
+    print(f"outputs under {os.path.abspath(out)}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_main("backfill demo", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Registration-event readers: Avro, Parquet, CSV or JSON Lines -> Arrow batches of strings.
+
+    splits, info = plan_event_splits(["events/2026-12-01/"])
+    read = p | "ReadEvents" >> ReadRegistrationEvents(splits, dl_ctx)
+    read.raw          # pa.Table batches: EVENT_SCHEMA (every field a string, + _src_file, _src_row)
+    read.dead_letter  # ROW_MALFORMED dead letters: file, row and (when readable) event_id
+
+The contract is ``schemas/registration_event.avsc``. Avro, Parquet and CSV go
+through the base readers (``pipelines/io/base_files.py``) with the event contract,
+so their rules hold here too: every field a string, CSV encodings, a field
+over ``max_field_chars`` characters or with a control character makes the row
+malformed (a megabyte name is a dead letter, not a crash). A file without an
+``event_id`` or ``line_id`` column is refused with a one-line error; a missing
+optional column is null on every row (the merge then dead-letters the events
+that need it).
+
+JSON Lines (``.jsonl``, ``.ndjson``, ``.json``): one object per line, read
+here. ``source_row`` is the line number; blank lines are skipped. A line that
+is not valid UTF-8, not JSON, or not an object, or that holds an object, an
+array or a boolean as a contract field, is malformed; numbers become their
+text; keys beyond the contract are ignored; an absent key is null.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.io.base_files import BadRow, Contract, InputError, InputInfo, Split, _assemble, _codec, ReadSplitFn, plan_splits, read_split
+from schemas import field_names
+from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
+from transforms.core.deadletter import DeadLetterContext
+
+__all__ = ["EVENTS", "EVENT_SCHEMA", "plan_event_splits", "read_event_split", "ReadRegistrationEvents"]
+
+EVENTS = Contract(
+    "registration events",
+    tuple(field_names("registration_event")),
+    required=("event_id", "line_id"),
+    formats=((".parquet", "parquet"), (".avro", "avro"), (".csv", "csv"),
+             (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl")),
+    key="event_id",
+)
+EVENT_SCHEMA = EVENTS.schema
+
+
+def plan_event_splits(paths: list[str], encoding: str = "utf-8",
+                      rows_per_split: int = 500_000) -> tuple[list[Split], InputInfo]:
+    """Expand event paths (files, globs, folders), check each file, cut splits."""
+    return plan_splits(paths, rows_per_split=rows_per_split, encoding=encoding, contract=EVENTS)
+
+
+def _text(value) -> str | None:
+    """A JSON value as contract text; ValueError for objects, arrays and booleans."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(type(value).__name__)
+
+
+def _parse_lines(lines: list[tuple[int, bytes]], path: str, limit: int) -> tuple[pa.Table, list[BadRow]]:
+    """One batch of JSON lines -> (raw, bad)."""
+    names = EVENTS.columns
+    columns: dict[str, list] = {n: [] for n in names}
+    rows, bad = [], []
+    for number, line in lines:
+        try:
+            obj = json.loads(line)
+        except UnicodeDecodeError:
+            bad.append(BadRow(path, number, None, "bytes not valid utf-8"))
+            continue
+        except (ValueError, RecursionError):
+            bad.append(BadRow(path, number, None, "not valid JSON"))
+            continue
+        if not isinstance(obj, dict):
+            bad.append(BadRow(path, number, None, "not a JSON object"))
+            continue
+        values, fault = [], None
+        for n in names:
+            try:
+                values.append(_text(obj.get(n)))
+            except ValueError as exc:
+                fault = (n, f"field {n} is a JSON {exc}, not text")
+                break
+        if fault:
+            key = obj.get("event_id") if fault[0] != "event_id" and isinstance(obj.get("event_id"), str) else None
+            bad.append(BadRow(path, number, fault[0], fault[1], key if key and len(key) <= 200 else None))
+            continue
+        rows.append(number)
+        for n, v in zip(names, values):
+            columns[n].append(v)
+    arrays = {}
+    for n in names:
+        try:
+            arrays[n] = pa.array(columns[n], pa.string())
+        except (pa.ArrowInvalid, UnicodeEncodeError):  # a lone surrogate from a \ud800 escape
+            arrays[n] = pa.array([None if v is None else v.encode("utf-8", "surrogatepass") for v in columns[n]],
+                                 pa.binary())
+    raw, more, _ = _assemble(arrays, np.array(rows, np.int64), path, "utf-8", limit, contract=EVENTS)
+    return raw, sorted(bad + more, key=lambda b: b.source_row)
+
+
+def _read_jsonl(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
+    with FileSystems.open(split.path) as handle:
+        pending: list[tuple[int, bytes]] = []
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                pending.append((number, line))
+            if len(pending) >= batch_size:
+                yield _parse_lines(pending, split.path, limit)
+                pending = []
+        if pending:
+            yield _parse_lines(pending, split.path, limit)
+
+
+def read_event_split(split: Split, encoding: str = "utf-8", batch_size: int = 65_536,
+                     max_field_chars: int = 4096) -> Iterator[tuple[pa.Table, list[BadRow]]]:
+    """Yield (raw, bad) per batch of one split of event files."""
+    if split.fmt != "jsonl":
+        yield from read_split(split, encoding, batch_size, max_field_chars)
+        return
+    try:
+        yield from _read_jsonl(split, batch_size, max_field_chars)
+    except InputError:
+        raise
+    except Exception as exc:  # the type only: a message may quote the data
+        raise InputError(f"{split.path}: cannot read ({type(exc).__name__})") from None
+
+
+class ReadRegistrationEvents(beam.PTransform):
+    """splits -> DoOutputsTuple: 'raw' (EVENT_SCHEMA batches) and 'dead_letter'
+    (ROW_MALFORMED). Counters in namespace 'subreg': events_read, events_malformed."""
+
+    def __init__(self, splits: list[Split], dl_ctx: DeadLetterContext, encoding: str = "utf-8",
+                 batch_size: int = 65_536, max_field_chars: int = 4096):
+        super().__init__()
+        _codec(encoding)
+        self._splits, self._fn = list(splits), ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars,
+                                                           read_event_split, "events", "event_id")
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Splits" >> beam.Create(self._splits)
+                | "Spread" >> beam.Reshuffle()
+                | "Read" >> beam.ParDo(self._fn).with_outputs("dead_letter", main="raw"))

@@ -1,0 +1,169 @@
+"""Reads and writes of ``backfill merge`` and ``backfill keys retokenize``.
+
+* The base is either a raw base (plaintext identity columns: read by
+  ``pipelines.io.base_files``) or a previous merge's ``OUT/base/`` (tokens, no
+  plaintext: read here, typed as ``schemas/merged_line.avsc``). :func:`base_kind`
+  tells them apart by their columns.
+* A previous vault (``--vault``) is read shard by shard from the newest
+  complete generation that ``pipelines.io.vault_files`` documents.
+* Outputs: ``OUT/base/part-SSSSS-of-TTTTT.parquet``,
+  ``OUT/vault/{keys,values}/{keys,values}-g000001-SSSSS-of-TTTTT.parquet``
+  (a vault ``backfill reveal --vault OUT/vault`` reads), ``OUT/dead_letter/``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import UserError
+from pipelines.io.base_files import Contract, InputError, Split, _expand, plan_splits
+from schemas import arrow_schema
+from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
+from transforms.merge.bucket import MERGED_SCHEMA
+from pipelines.io.vault_files import shard_prefix, table_files
+
+__all__ = ["MERGED", "MERGED_ROWS", "base_kind", "inside", "plan_merged_splits", "ReadMergedBase", "ReadVaultTable",
+           "vault_shards", "column_values", "write_vault_table", "write_merged_base"]
+
+MERGED = Contract("merged base", tuple(MERGED_SCHEMA.names),
+                  required=("line_id", "line_type", "subscriber_kind", "status", "identity_status", "doc_token"),
+                  formats=((".parquet", "parquet"),))
+MERGED_ROWS = pa.schema(list(MERGED_SCHEMA) + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
+_PLAINTEXT = ("doc_number", "name", "address")
+
+
+def inside(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or lies under it (local paths compared absolute)."""
+    norm = lambda x: os.path.abspath(x.rstrip("/")) if "://" not in x else x.rstrip("/")
+    return norm(path) == norm(folder) or norm(path).startswith(norm(folder) + "/")
+
+
+def _names(path: str) -> list[str]:
+    with FileSystems.open(path) as handle:
+        return [n.strip().lower() for n in pq.ParquetFile(handle).schema_arrow.names]
+
+
+def base_kind(paths: list[str]) -> str:
+    """``merged`` when every base file is a merged base (tokens, no plaintext), ``raw`` when none is."""
+    kinds = set()
+    for path in sorted(_expand(list(paths))):
+        if not path.lower().endswith(".parquet"):
+            kinds.add("raw")
+            continue
+        try:
+            names = set(_names(path))
+        except Exception as exc:  # the type only: a message may quote data
+            raise InputError(f"{path}: not a readable parquet file ({type(exc).__name__})") from None
+        merged = "doc_token" in names and not names & set(_PLAINTEXT)
+        kinds.add("merged" if merged else "raw")
+    if len(kinds) > 1:
+        raise UserError("--base mixes raw files (plaintext identity) and merged files (tokens): give one kind")
+    return kinds.pop()
+
+
+def plan_merged_splits(paths: list[str], rows_per_split: int = 500_000) -> tuple[list[Split], object]:
+    return plan_splits(paths, rows_per_split=rows_per_split, contract=MERGED)
+
+
+def _read_merged(split: Split, batch_size: int) -> Iterator[pa.Table]:
+    with FileSystems.open(split.path) as handle:
+        pf = pq.ParquetFile(handle)
+        present = [n for n in MERGED_SCHEMA.names if n in pf.schema_arrow.names]
+        groups = None if split.row_groups is None else list(split.row_groups)
+        row = split.first_row
+        for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=present):
+            n = batch.num_rows
+            columns = [batch.column(f.name).cast(f.type) if f.name in present else pa.nulls(n, f.type)
+                       for f in MERGED_SCHEMA]
+            columns += [pa.array([split.path] * n, pa.string()), pa.array(np.arange(row, row + n), pa.int64())]
+            row += n
+            yield pa.Table.from_arrays(columns, schema=MERGED_ROWS)
+
+
+@beam.typehints.with_output_types(pa.Table)
+class _ReadMergedFn(beam.DoFn):
+    def __init__(self, batch_size: int):
+        self._batch_size = batch_size
+
+    def process(self, split: Split):
+        try:
+            yield from _read_merged(split, self._batch_size)
+        except Exception as exc:  # the type only: a message may quote data
+            raise InputError(f"{split.path}: cannot read the merged base ({type(exc).__name__})") from None
+
+
+class ReadMergedBase(beam.PTransform):
+    """splits of a merged base -> pa.Table batches (MERGED_ROWS: the contract + _src_file, _src_row)."""
+
+    def __init__(self, splits: list[Split], batch_size: int = 65_536):
+        super().__init__()
+        self._splits, self._batch_size = list(splits), batch_size
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Splits" >> beam.Create(self._splits)
+                | "Spread" >> beam.Reshuffle()
+                | "Read" >> beam.ParDo(_ReadMergedFn(self._batch_size)))
+
+
+def vault_shards(vault_dir: str) -> dict[str, list[str]]:
+    """The shard files of a vault's newest complete keys and values generations."""
+    keys = table_files(vault_dir, "keys")
+    if not keys:
+        raise UserError(f"--vault {vault_dir}: no vault there (no complete keys/ table)")
+    return {"keys": keys, "values": table_files(vault_dir, "values")}
+
+
+@beam.typehints.with_output_types(pa.Table)
+class _ReadVaultFn(beam.DoFn):
+    def __init__(self, schema_name: str):
+        self._schema_name = schema_name
+
+    def process(self, path: str):
+        schema = arrow_schema(self._schema_name)
+        with FileSystems.open(path) as handle:
+            pf = pq.ParquetFile(handle)
+            for batch in pf.iter_batches(batch_size=262_144, columns=schema.names):
+                yield pa.Table.from_batches([batch]).cast(schema)
+
+
+class ReadVaultTable(beam.PTransform):
+    """Shard paths of a vault's ``keys`` or ``values`` table -> pa.Table batches."""
+
+    def __init__(self, paths: list[str], kind: str):
+        super().__init__()
+        self._paths, self._schema = list(paths), {"keys": "vault_key", "values": "vault_value"}[kind]
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Shards" >> beam.Create(self._paths)
+                | "Spread" >> beam.Reshuffle()
+                | "Read" >> beam.ParDo(_ReadVaultFn(self._schema)))
+
+
+def column_values(files: list[str], column: str) -> set:
+    """The distinct values of one column over Parquet files (a cheap pre-flight check)."""
+    found: set = set()
+    for path in files:
+        with FileSystems.open(path) as handle:
+            table = pq.read_table(handle, columns=[column])
+        found.update(pc.unique(table.column(column)).to_pylist())
+    return found
+
+
+def write_vault_table(pcoll, vault_dir: str, kind: str, label: str):
+    schema = arrow_schema({"keys": "vault_key", "values": "vault_value"}[kind])
+    return pcoll | label >> beam.io.WriteToParquetBatched(
+        shard_prefix(vault_dir, kind), schema=schema, file_name_suffix=".parquet")
+
+
+def write_merged_base(pcoll, out_dir: str, label: str = "WriteBase"):
+    return pcoll | label >> beam.io.WriteToParquetBatched(
+        FileSystems.join(out_dir, "part"), schema=MERGED_SCHEMA, file_name_suffix=".parquet")

@@ -1,0 +1,111 @@
+"""A vault on disk: a folder of two Parquet tables, through Beam FileSystems.
+
+    VAULT/keys/keys-g000002-00000-of-00001.parquet       (schema vault_key)
+    VAULT/values/values-g000001-00000-of-00004.parquet   (schema vault_value)
+
+Each rewrite of a table is a new *generation* ``gNNNNNN`` of shards
+``SSSSS-of-TTTTT``; every shard is written under a temporary name and renamed
+into place, and readers take the newest generation whose shards are all
+there, so a reader never sees half a rewrite and a crash leaves the previous
+generation in force. Older generations are deleted after a rewrite. Files
+that do not follow the naming are ignored. Works on local paths and gs://.
+
+    keys, values = read_vault("out/merge/vault", line_ids=["L0001"])
+    write_table("out/merge/vault", "keys", new_keys)
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from schemas import arrow_schema
+from transforms.crypto.vault import VaultError
+
+__all__ = ["read_vault", "write_vault", "read_table", "write_table", "table_files", "shard_prefix"]
+
+_FILE = re.compile(r"^(?P<kind>keys|values)-g(?P<gen>\d{6})-(?P<shard>\d{5})-of-(?P<of>\d{5})\.parquet$")
+_SCHEMA = {"keys": "vault_key", "values": "vault_value"}
+
+
+def _generations(vault_dir: str, kind: str) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """``(complete, every)``: generation -> shard paths of ``kind`` files."""
+    found: dict[int, dict[int, str]] = {}
+    totals: dict[int, int] = {}
+    every: dict[int, list[str]] = {}
+    for meta in FileSystems.match([FileSystems.join(vault_dir, kind, "*.parquet")])[0].metadata_list:
+        m = _FILE.match(FileSystems.split(meta.path)[1])
+        if m and m["kind"] == kind:
+            gen = int(m["gen"])
+            every.setdefault(gen, []).append(meta.path)
+            if totals.setdefault(gen, int(m["of"])) == int(m["of"]):
+                found.setdefault(gen, {})[int(m["shard"])] = meta.path
+    complete = {g: [s[i] for i in sorted(s)] for g, s in found.items() if sorted(s) == list(range(totals[g]))}
+    return complete, every
+
+
+def table_files(vault_dir: str, kind: str) -> list[str]:
+    """The shards of the newest complete ``keys`` or ``values`` generation (for pipelines that read them in parallel)."""
+    gens = _generations(vault_dir, kind)[0]
+    return gens[max(gens)] if gens else []
+
+
+def shard_prefix(vault_dir: str, kind: str, generation: int = 1) -> str:
+    """The path prefix a pipeline writes a generation under: add ``-SSSSS-of-TTTTT.parquet``."""
+    return FileSystems.join(vault_dir, kind, f"{kind}-g{generation:06d}")
+
+
+def read_table(vault_dir: str, kind: str, line_ids: Iterable[str] | None = None) -> pa.Table:
+    """The newest complete ``keys`` or ``values`` table, optionally only some lines."""
+    schema = arrow_schema(_SCHEMA[kind])
+    gens = _generations(vault_dir, kind)[0]
+    if not gens:
+        if kind == "keys":
+            raise VaultError(f"no vault at {vault_dir} (no complete keys/ table)")
+        return schema.empty_table()
+    filters = None if line_ids is None else [("line_id", "in", list(line_ids))]
+    parts = []
+    for path in gens[max(gens)]:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            parts.append(pq.read_table(handle, filters=filters).select(schema.names).cast(schema))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def write_table(vault_dir: str, kind: str, table: pa.Table, *, rows_per_file: int = 1_000_000) -> list[str]:
+    """Write ``table`` as the next generation (sorted by line_id), then drop older ones."""
+    folder = FileSystems.join(vault_dir, kind)
+    old = _generations(vault_dir, kind)[1]  # incomplete ones too: a crashed write is replaced
+    gen = max(old, default=0) + 1
+    table = table.select(arrow_schema(_SCHEMA[kind]).names).cast(arrow_schema(_SCHEMA[kind]))
+    table = table.take(pc.sort_indices(table, [("line_id", "ascending")]))
+    shards = max(1, -(-table.num_rows // rows_per_file))
+    paths = []
+    for shard in range(shards):
+        path = FileSystems.join(folder, f"{kind}-g{gen:06d}-{shard:05d}-of-{shards:05d}.parquet")
+        tmp = FileSystems.join(folder, f"_tmp-{os.urandom(6).hex()}.parquet")
+        with FileSystems.create(tmp) as handle:
+            pq.write_table(table.slice(shard * rows_per_file, rows_per_file), handle, row_group_size=65_536)
+        FileSystems.rename([tmp], [path])  # a shard appears whole, or not at all
+        paths.append(path)
+    stale = [p for ps in old.values() for p in ps]
+    if stale:
+        FileSystems.delete(stale)
+    return paths
+
+
+def read_vault(vault_dir: str, line_ids: Iterable[str] | None = None) -> tuple[pa.Table, pa.Table]:
+    """``(keys, values)`` of a vault folder; ``line_ids`` reads only those lines."""
+    line_ids = None if line_ids is None else list(line_ids)
+    return read_table(vault_dir, "keys", line_ids), read_table(vault_dir, "values", line_ids)
+
+
+def write_vault(vault_dir: str, keys: pa.Table, values: pa.Table) -> None:
+    """Write both tables (values first: the keys table is what makes them readable)."""
+    write_table(vault_dir, "values", values)
+    write_table(vault_dir, "keys", keys)

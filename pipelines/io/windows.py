@@ -1,0 +1,207 @@
+"""Files of the streaming merge and of ``backfill compact``: the base, committed windows, recovery.
+
+A window is committed as one folder ``OUT/deltas/w-NNNNNN/`` (local runs;
+``w-YYYYMMDDTHHMMSS-HASH`` from Dataflow), written under
+``OUT/deltas/.tmp-*`` and renamed into place in one step::
+
+    delta.parquet                      merged-line rows of the lines registered in the window (tokens, masks)
+    vault/keys/keys-g000001-00000-of-00001.parquet, vault/values/...   their vault rows (backfill reveal --vault)
+    dead_letter.jsonl                  the window's dead letters (shared schema, no values)
+    counters.json                      registrations by region, channel and agent
+    seen.parquet                       the window's dedup keys (event_id attribute, else msg:message_id) and publish times
+    window.json                        counts, the landed files it consumed, times (written last)
+
+Everything a restart needs is in committed windows: the dedup state (every
+``seen.parquet``), the lines' current registrations (every ``delta.parquet``)
+and which landed files are done (every ``window.json``). A window folder
+without ``window.json`` is not committed (on Dataflow, where a folder rename
+is not atomic, ``window.json`` is the commit marker).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import UserError
+from pipelines.io.landing import fsync_dir as fsync_path  # a file or a folder: os.fsync on it
+from pipelines.io.merged_base import _read_merged, base_kind, plan_merged_splits
+from pipelines.io.base_files import malformed_table, plan_splits, read_split
+from schemas import arrow_schema
+from transforms.core.deadletter import DeadLetterContext, dead_letter_table
+from transforms.merge.bucket import MERGED_SCHEMA
+from transforms.merge.stream import LineIndex, SeenKeys, WindowResult
+from pipelines.io.vault_files import shard_prefix
+
+__all__ = ["read_base", "load_index", "write_window", "committed_windows", "read_windows", "recover", "SEEN_SCHEMA",
+           "write_window_fs", "read_window_info"]
+
+SEEN_SCHEMA = pa.schema([pa.field("key", pa.string()), pa.field("publish_time", pa.timestamp("us", tz="UTC"))])
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def read_base(paths: list[str], encoding: str, ctx: DeadLetterContext) -> tuple[str, pa.Table, pa.Table, list[str]]:
+    """(kind, the whole base as one table, the readers' dead letters, files): raw rows or merged rows."""
+    kind = base_kind(paths)
+    if kind == "raw":
+        splits, info = plan_splits(paths, encoding=encoding)
+        tables, bad = [], []
+        for split in splits:
+            for raw, rows in read_split(split, encoding):
+                tables.append(raw)
+                bad += rows
+        dead = malformed_table(ctx, bad) if bad else dead_letter_table(ctx, [])
+    else:
+        splits, info = plan_merged_splits(paths)
+        tables = [t for split in splits for t in _read_merged(split, 262_144)]
+        dead = dead_letter_table(ctx, [])
+    if not tables:
+        raise UserError(f"--base {' '.join(paths)}: no rows")
+    return kind, pa.concat_tables(tables), dead, info.files
+
+
+def load_index(paths: list[str], encoding: str, policy, as_of, ctx: DeadLetterContext,
+               salt: str) -> tuple[LineIndex, dict]:
+    """The base's line index (no identity values kept) and a summary of the base."""
+    kind, table, dead, files = read_base(paths, encoding, ctx)
+    if kind == "raw":
+        index, more = LineIndex.from_raw(table, policy, as_of, ctx, salt)
+    else:
+        index, more = LineIndex.from_merged(table, ctx)
+    del table
+    return index, {"kind": kind, "files": files, "lines": index.lines.num_rows,
+                   "dead_letters": dead.num_rows + more.num_rows}
+
+
+def _dead_letter_lines(table: pa.Table) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()).encode("utf-8")
+
+
+def write_window(deltas_dir: str, name: str, result: WindowResult, seen_times: pa.Array, info: dict) -> str:
+    """Write one window's files into a temporary folder, fsync them, rename the folder into place."""
+    os.makedirs(deltas_dir, exist_ok=True)
+    tmp = os.path.join(deltas_dir, f".tmp-{name}-{os.urandom(4).hex()}")
+    os.makedirs(os.path.join(tmp, "vault", "keys"))
+    os.makedirs(os.path.join(tmp, "vault", "values"))
+    files = []
+
+    def parquet(rel: str, table: pa.Table) -> None:
+        path = os.path.join(tmp, rel)
+        pq.write_table(table, path)
+        files.append(path)
+
+    def text(rel: str, payload: bytes) -> None:
+        path = os.path.join(tmp, rel)
+        with open(path, "wb") as handle:
+            handle.write(payload)
+        files.append(path)
+
+    parquet("delta.parquet", result.delta.cast(MERGED_SCHEMA))
+    parquet(os.path.relpath(shard_prefix(os.path.join(tmp, "vault"), "keys"), tmp) + "-00000-of-00001.parquet",
+            result.vault_keys.cast(arrow_schema("vault_key")))
+    parquet(os.path.relpath(shard_prefix(os.path.join(tmp, "vault"), "values"), tmp) + "-00000-of-00001.parquet",
+            result.vault_values.cast(arrow_schema("vault_value")))
+    parquet("seen.parquet", pa.table([result.new_keys, seen_times], schema=SEEN_SCHEMA))
+    text("dead_letter.jsonl", _dead_letter_lines(result.dead_letter))
+    text("counters.json", json.dumps(result.counters, ensure_ascii=False, indent=1).encode("utf-8"))
+    text("window.json", json.dumps(info, ensure_ascii=False, indent=1, default=str).encode("utf-8"))
+    for path in files:
+        fsync_path(path)
+    for sub in ("vault/keys", "vault/values", "vault", ""):
+        fsync_path(os.path.join(tmp, sub))
+    final = os.path.join(deltas_dir, name)
+    os.rename(tmp, final)  # the commit: the window's delta, vault, dead letters and dedup state appear together
+    fsync_path(deltas_dir)
+    return final
+
+
+def write_window_fs(deltas_dir: str, name: str, result, seen_times: pa.Array, info: dict) -> str:
+    """``write_window`` through Beam FileSystems (gs:// on Dataflow): each file whole, ``window.json`` last."""
+    if "://" not in deltas_dir:
+        return write_window(deltas_dir, name, result, seen_times, info)
+    folder = FileSystems.join(deltas_dir, name)
+
+    def put(rel: str, payload: bytes) -> None:
+        with FileSystems.create(FileSystems.join(folder, rel)) as handle:
+            handle.write(payload)
+
+    def parquet(table: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        return sink.getvalue().to_pybytes()
+
+    put("delta.parquet", parquet(result.delta.cast(MERGED_SCHEMA)))
+    put("vault/keys/keys-g000001-00000-of-00001.parquet", parquet(result.vault_keys.cast(arrow_schema("vault_key"))))
+    put("vault/values/values-g000001-00000-of-00001.parquet",
+        parquet(result.vault_values.cast(arrow_schema("vault_value"))))
+    put("seen.parquet", parquet(pa.table([result.new_keys, seen_times], schema=SEEN_SCHEMA)))
+    put("dead_letter.jsonl", _dead_letter_lines(result.dead_letter))
+    put("counters.json", json.dumps(result.counters, ensure_ascii=False, indent=1).encode("utf-8"))
+    put("window.json", json.dumps(info, ensure_ascii=False, indent=1, default=str).encode("utf-8"))
+    return folder
+
+
+def committed_windows(deltas_dir: str) -> list[str]:
+    """Paths of the committed window folders, in name order (local or gs://)."""
+    pattern = FileSystems.join(deltas_dir, "w-*", "window.json")
+    found = FileSystems.match([pattern])[0].metadata_list
+    return sorted(FileSystems.split(m.path)[0] for m in found)
+
+
+def _read_parquet(path: str, columns=None) -> pa.Table:
+    with FileSystems.open(path) as handle:
+        return pq.read_table(handle, columns=columns)
+
+
+def read_window_info(window: str) -> dict:
+    with FileSystems.open(FileSystems.join(window, "window.json")) as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+def read_windows(windows: list[str], columns=None) -> Iterator[tuple[int, str, pa.Table, pa.Table, pa.Table]]:
+    """(position, path, delta, vault keys, vault values) of each committed window."""
+    from pipelines.io.vault_files import table_files
+
+    for i, window in enumerate(windows):
+        delta = _read_parquet(FileSystems.join(window, "delta.parquet"), columns)
+        vault = FileSystems.join(window, "vault")
+        parts = {}
+        for kind, schema in (("keys", "vault_key"), ("values", "vault_value")):
+            shards = table_files(vault, kind)
+            parts[kind] = (pa.concat_tables([_read_parquet(s) for s in shards]).cast(arrow_schema(schema))
+                           if shards else arrow_schema(schema).empty_table())
+        yield i, window, delta, parts["keys"], parts["values"]
+
+
+def recover(out: str, zone) -> dict:
+    """A restart's state from the committed windows; removes uncommitted window folders and the landed
+    files that committed windows already consumed. Returns next_seq, seen, registrations, done, totals."""
+    from transforms.merge.stream import add_counts
+
+    deltas_dir = os.path.join(out, "deltas")
+    os.makedirs(deltas_dir, exist_ok=True)
+    zone.clean()
+    for name in os.listdir(deltas_dir):
+        if name.startswith(".tmp-"):  # a window that crashed before its commit: its landed files are still there
+            shutil.rmtree(os.path.join(deltas_dir, name), ignore_errors=True)
+    windows = committed_windows(deltas_dir)
+    seen, registrations, consumed, totals = SeenKeys(), [], [], {}
+    next_seq = 1
+    for window in windows:
+        info = read_window_info(window)
+        seen.add(_read_parquet(os.path.join(window, "seen.parquet"), ["key"]).column("key").combine_chunks())
+        delta = _read_parquet(os.path.join(window, "delta.parquet"),
+                              ["line_id", "registered_at", "registration_event_id"])
+        registrations.append(delta)
+        consumed += info.get("landed_files", [])
+        add_counts(totals, info["counts"])
+        next_seq = max(next_seq, int(info.get("seq", 0)) + 1)
+    done = set(consumed) & set(zone.pending())
+    zone.remove(sorted(done))  # committed, then crashed before they were removed
+    return {"next_seq": next_seq, "seen": seen, "registrations": registrations, "windows": len(windows),
+            "removed_landed": len(done), "totals": totals}

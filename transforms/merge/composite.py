@@ -1,0 +1,237 @@
+"""MergeCompletedRegistrations: the batch merge's composite transform (no I/O).
+
+    events --PrepareEvents--> ShuffleByEvent --DedupAndCheckEvents--+
+    base ----KeyBaseByLine-------------------------------------------+--> JoinByLine --TokenizeAndSeal--> merged lines
+    vault keys / values (optional) --KeyVault*ByLine-----------------+        |--> vault_keys, vault_values
+                                                                               '--> dead_letter, counts
+
+Both shuffles are :class:`transforms.core.shuffle.ArrowGroupByBucket` (a Beam
+GroupByKey of Arrow tables by a hash bucket: first of event_id, then of
+line_id), so neither side has to fit in memory; a worker holds one bucket.
+The per-bucket work is :func:`transforms.merge.bucket.merge_bucket`. The keyset is
+loaded from its path in ``_TokenizeAndSealFn.setup()``: keys never travel in
+the pipeline graph.
+
+    outputs = ({"base": base_batches, "events": event_batches}
+               | MergeCompletedRegistrations(policy, as_of, ctx, "keys.json", n_buckets=8))
+    outputs.base, outputs.vault_keys, outputs.vault_values, outputs.dead_letter, outputs.counts
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import secrets
+import typing
+
+import apache_beam as beam
+import pyarrow as pa
+
+from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
+from transforms.scan.crossrecord import bucket_of
+from transforms.core.deadletter import DeadLetterContext
+from transforms.merge.bucket import merge_bucket, value_counts
+from transforms.merge.events import check_events, dedup_events, prepare_events
+from transforms.core.metrics import SumCounts, counter
+from transforms.scan.normalize import clean_text
+from transforms.scan.policy import Policy
+from transforms.core.shuffle import BUCKET, ArrowGroupByBucket
+
+__all__ = ["MergeCompletedRegistrations", "MergeOutputs"]
+
+
+class MergeOutputs(typing.NamedTuple):
+    base: beam.PCollection  # pa.Table batches of the merged-line contract
+    vault_keys: beam.PCollection  # pa.Table batches of vault_key rows
+    vault_values: beam.PCollection  # pa.Table batches of vault_value rows
+    dead_letter: beam.PCollection  # pa.Table batches of the dead-letter schema
+    counts: beam.PCollection  # one dict: the run's tallies
+
+
+@contextlib.contextmanager
+def _value_free(step: str):
+    """Errors leave these DoFns without their text (Arrow's may quote a value): type only.
+    Keyset and vault errors are value-free by design and pass as they are."""
+    from transforms.crypto.keyset import KeysetError
+    from transforms.crypto.vault import VaultError
+
+    try:
+        yield
+    except (KeysetError, VaultError):
+        raise
+    except Exception as exc:
+        raise RuntimeError(f"{step} failed ({type(exc).__name__}; its text is withheld: "
+                           "it may quote identity values)") from None
+
+
+def _with_bucket(table: pa.Table, ids, n_buckets: int) -> pa.Table:
+    buckets = pa.array(bucket_of(ids, n_buckets), pa.int32())
+    if BUCKET in table.column_names:
+        return table.set_column(table.schema.get_field_index(BUCKET), BUCKET, buckets)
+    return table.append_column(BUCKET, buckets)
+
+
+@beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, counts=dict)
+class _PrepareEventsFn(beam.DoFn):
+    """Read batch -> events bucketed by event_id; EVENT_ID_MISSING dead letters."""
+
+    def __init__(self, ctx: DeadLetterContext, n_buckets: int):
+        self._ctx, self._n = ctx, n_buckets
+
+    def process(self, raw: pa.Table):
+        with _value_free("PrepareEvents"):
+            events, dead = prepare_events(raw, self._ctx)
+        yield beam.pvalue.TaggedOutput("counts", {"events": {"rows_in": raw.num_rows,
+                                                             "dead_letters": value_counts(dead.column("reason"))}})
+        if dead.num_rows:
+            counter("dead_letter_EVENT_ID_MISSING").inc(dead.num_rows)
+            yield beam.pvalue.TaggedOutput("dead_letter", dead)
+        if events.num_rows:
+            yield _with_bucket(events, events.column("event_id"), self._n)
+
+
+@beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, counts=dict)
+class _DedupAndCheckEventsFn(beam.DoFn):
+    """One event_id bucket -> one copy per event, checked, bucketed by line_id."""
+
+    def __init__(self, ctx: DeadLetterContext, n_buckets: int):
+        self._ctx, self._n = ctx, n_buckets
+
+    def process(self, element):
+        _, tables = element
+        with _value_free("DedupAndCheckEvents"):
+            events, duplicates = dedup_events(tables["events"].drop_columns([BUCKET]))
+            checked, dead = check_events(events, self._ctx)
+        counter("events_duplicates").inc(duplicates)
+        yield beam.pvalue.TaggedOutput("counts", {"events": {"duplicates": duplicates,
+                                                             "dead_letters": value_counts(dead.column("reason"))}})
+        if dead.num_rows:
+            yield beam.pvalue.TaggedOutput("dead_letter", dead)
+        if checked.num_rows:
+            yield _with_bucket(checked, checked.column("line_id"), self._n)
+
+
+@beam.typehints.with_output_types(pa.Table)
+class _KeyByLineFn(beam.DoFn):
+    """Bucket of each row's line_id (cleaned as the scan cleans it, so ' L1' meets 'L1')."""
+
+    def __init__(self, n_buckets: int, clean: bool):
+        self._n, self._clean = n_buckets, clean
+
+    def process(self, table: pa.Table):
+        if table.num_rows == 0:
+            return
+        ids = table.column("line_id").combine_chunks()
+        yield _with_bucket(table, clean_text(ids) if self._clean else ids, self._n)
+
+
+@beam.typehints.with_output_types(pa.Table, vault_keys=pa.Table, vault_values=pa.Table, dead_letter=pa.Table,
+                                  counts=dict)
+class _TokenizeAndSealFn(beam.DoFn):
+    """One line bucket -> merged lines, vault rows, dead letters, counts.
+
+    Holds the keyset *path*; the keyset, tokenizer and vault are built in
+    ``setup()`` on the worker (a Keyset refuses to be pickled).
+    """
+
+    def __init__(self, keys_path: str, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, base_kind: str):
+        self._keys_path, self._policy, self._as_of, self._ctx = keys_path, policy, as_of, ctx
+        self._base_kind = base_kind
+        self._lines = counter("lines_merged")
+        self._applied = counter("events_applied")
+        self._sealed = counter("values_sealed")
+
+    def setup(self):
+        from transforms.crypto.keyset import Keyset
+        from transforms.crypto.tokenize import Tokenizer
+        from transforms.crypto.vault import Vault
+
+        keyset = Keyset.load(self._keys_path)
+        self._tokenizer, self._vault = Tokenizer(keyset), Vault(keyset)
+        self._salt = secrets.token_hex(16)  # run-local key of classify's (unused) shuffle hashes
+
+    def process(self, element):
+        _, tables = element
+        part = lambda tag: tables[tag].drop_columns([BUCKET]) if tag in tables else None
+        with _value_free("TokenizeAndSeal"):
+            result = merge_bucket(part("base"), self._base_kind, part("events"), part("vault_keys"),
+                                  part("vault_values"), tokenizer=self._tokenizer, vault=self._vault,
+                                  policy=self._policy, as_of=self._as_of, ctx=self._ctx, salt=self._salt)
+        self._lines.inc(result.base.num_rows)
+        self._applied.inc(result.counts.get("events", {}).get("applied", 0))
+        self._sealed.inc(result.vault_values.num_rows)
+        yield beam.pvalue.TaggedOutput("counts", result.counts)
+        for tag, table in (("vault_keys", result.vault_keys), ("vault_values", result.vault_values),
+                           ("dead_letter", result.dead_letter)):
+            if table.num_rows:
+                yield beam.pvalue.TaggedOutput(tag, table)
+        if result.base.num_rows:
+            yield result.base
+
+
+def _reader_dead_counts(side: str):
+    def count(table: pa.Table) -> dict:
+        return {side: {"dead_letters": value_counts(table.column("reason"))}}
+    return count
+
+
+class MergeCompletedRegistrations(beam.PTransform):
+    """Base lines and registration events in; merged lines, vault rows, dead letters, counts out.
+
+    Apply to a dict of PCollections of Arrow tables: ``base`` (raw batches from
+    ``ReadSubscriberBase``, or merged-line batches with ``_src_file`` and
+    ``_src_row``), ``events`` (``ReadRegistrationEvents`` batches), and
+    optionally ``vault_keys`` / ``vault_values`` (a previous vault) and
+    ``base_dead_letter`` / ``events_dead_letter`` (the readers' dead letters,
+    passed on and counted).
+
+    Args:
+      policy: the compiled identity policy.
+      as_of: the date the checks are made against.
+      ctx: run-level fields of dead letters (step ``merge``).
+      keys_path: the keyset file, loaded on each worker.
+      n_buckets: buckets of both shuffles; each bucket must fit a worker.
+      base_kind: ``raw`` (plaintext identity columns) or ``merged`` (a previous merge's base).
+      spill_dir: where the shuffles spill their payload (local runners); None
+        to shuffle the tables themselves (Dataflow).
+    """
+
+    def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, keys_path: str, n_buckets: int,
+                 base_kind: str = "raw", spill_dir: str | None = None):
+        super().__init__()
+        if base_kind not in ("raw", "merged"):
+            raise ValueError(f"base_kind must be raw or merged, not {base_kind!r}")
+        self._policy, self._as_of, self._ctx, self._keys = policy, as_of, ctx, keys_path
+        self._n, self._kind, self._spill = max(1, int(n_buckets)), base_kind, spill_dir
+
+    def expand(self, inputs: dict) -> MergeOutputs:
+        n = self._n
+        events = (inputs["events"]
+                  | "PrepareEvents" >> beam.ParDo(_PrepareEventsFn(self._ctx, n)).with_outputs(
+                      "dead_letter", "counts", main="events"))
+        checked = ({"events": events.events}
+                   | "ShuffleByEvent" >> ArrowGroupByBucket(self._spill, label="ShuffleByEvent")
+                   | "DedupAndCheckEvents" >> beam.ParDo(_DedupAndCheckEventsFn(self._ctx, n)).with_outputs(
+                       "dead_letter", "counts", main="events"))
+        join = {"events": checked.events,
+                "base": inputs["base"] | "KeyBaseByLine" >> beam.ParDo(_KeyByLineFn(n, self._kind == "raw"))}
+        for tag in ("vault_keys", "vault_values"):
+            if tag in inputs:
+                join[tag] = inputs[tag] | f"Key{tag.title().replace('_', '')}ByLine" >> beam.ParDo(_KeyByLineFn(n, False))
+        merged = (join
+                  | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="JoinByLine")
+                  | "TokenizeAndSeal" >> beam.ParDo(
+                      _TokenizeAndSealFn(self._keys, self._policy, self._as_of, self._ctx, self._kind)).with_outputs(
+                      "vault_keys", "vault_values", "dead_letter", "counts", main="base"))
+        dead_inputs = [events.dead_letter, checked.dead_letter, merged.dead_letter]
+        count_inputs = [events.counts, checked.counts, merged.counts]
+        for side in ("base", "events"):
+            reader_dead = inputs.get(f"{side}_dead_letter")
+            if reader_dead is not None:
+                dead_inputs.append(reader_dead)
+                count_inputs.append(reader_dead | f"Count{side.title()}ReaderDeadLetters" >> beam.Map(
+                    _reader_dead_counts(side)))
+        dead = tuple(dead_inputs) | "FlattenDeadLetters" >> beam.Flatten().with_output_types(pa.Table)
+        counts = (tuple(count_inputs)
+                  | "FlattenCounts" >> beam.Flatten()
+                  | "SumCounts" >> beam.CombineGlobally(SumCounts()))
+        return MergeOutputs(merged.base, merged.vault_keys, merged.vault_values, dead, counts)

@@ -1,0 +1,262 @@
+"""Campaign files: load, validate and compile a notification campaign (YAML).
+
+    from transforms.notify.campaign import load_campaign
+    campaign = load_campaign("examples/campaign.yaml")
+    campaign.wave(1).channels, campaign.template("sms").parts
+
+Beam-free. The file's shape is checked against ``schemas/campaign.schema.json``
+(unknown keys, types, time and date patterns); this module checks the rest:
+real dates, the time zone (zoneinfo), wave numbers, templates (placeholders,
+no fee or tariff wording, a statement that the notice is free, no repeated
+signature) and that a signed SMS fits in ``max_sms_parts``. Every problem is a
+:class:`CampaignError` whose text is one line naming the file and the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import re
+import zoneinfo
+from importlib import resources
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+import schemas
+from transforms.notify.render import Template, TemplateError, segment_count, sign, sms_units
+
+__all__ = ["Campaign", "CampaignError", "Wave", "load_campaign", "parse_campaign", "CHANNELS"]
+
+CHANNELS = ("sms", "call", "announcement")
+DEFAULT_LOCALE = "zh-CN"
+DEFAULT_MAX_SMS_PARTS = 3
+
+# Art. 23: a notice may not ask for money or a change of tariff. Wording that
+# states the notice is free is removed first ("免费" holds "费", "free of
+# charge" holds "charge"); what remains may not contain any of FEE_WORDS.
+FREE_PHRASES = (
+    "免费", "不收取任何费用", "不收取费用", "不收费", "无需付费", "无需任何费用", "不产生任何费用", "不会产生费用",
+    "不产生费用", "无任何费用", "free of charge", "no charge", "without charge", "at no cost", "no fee", "no fees",
+)
+FEE_WORDS = (
+    "收费", "费用", "付费", "扣费", "资费", "缴费", "交费", "话费", "充值", "支付", "转账", "汇款", "套餐", "包月",
+    "元/月", "元每月",
+)
+FEE_PATTERNS = (  # English, as whole words
+    r"\bfees?\b", r"\bcharg(?:e|es|ed|ing)\b", r"\btariffs?\b", r"\bpa(?:y|ys|id|ying|yment|yments)\b",
+    r"\bcosts?\b", r"\btop[- ]?up\b", r"\bprice plans?\b", r"\bsubscription plans?\b", r"/\s*month\b",
+)
+FREE_WORDS = ("免费", "free")
+_FEE = re.compile("|".join([*map(re.escape, FEE_WORDS), *FEE_PATTERNS]), re.IGNORECASE)
+_FREE = re.compile("|".join(re.escape(p) for p in FREE_PHRASES), re.IGNORECASE)
+
+
+class CampaignError(ValueError):
+    """A campaign file that cannot be used; ``str()`` is one line naming the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Wave:
+    wave: int
+    start: dt.date
+    channels: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Campaign:
+    """A validated campaign. Build it with :func:`load_campaign`."""
+
+    campaign_id: str
+    signatures: Mapping[str, str]  # locale -> signature ("*" for all locales)
+    timezone: str
+    quiet_start: dt.time
+    quiet_end: dt.time
+    daily_cap: Mapping[str, int]  # channel -> jobs per day
+    price_per_segment: float
+    deadline: dt.date
+    min_days_between: int
+    locale: str
+    max_sms_parts: int
+    waves: Mapping[int, Wave]
+    templates: Mapping[str, Mapping[str, str]]  # channel -> locale -> text
+    source: str
+    digest: str  # sha256 of the file's bytes, recorded in manifests
+
+    def wave(self, number: int) -> Wave:
+        if number not in self.waves:
+            known = ", ".join(str(w) for w in sorted(self.waves))
+            raise CampaignError(f"campaign {self.source}: --wave {number} is not defined (waves: {known})")
+        return self.waves[number]
+
+    def signature(self, locale: str | None = None) -> str:
+        locale = locale or self.locale
+        return self.signatures.get(locale) or self.signatures.get("*") or next(iter(self.signatures.values()))
+
+    def constants(self, wave: int, locale: str | None = None) -> dict[str, str]:
+        return {"deadline": format_date(self.deadline, locale or self.locale),
+                "campaign_id": self.campaign_id, "wave": str(wave)}
+
+    def template(self, channel: str, wave: int = 1, locale: str | None = None) -> Template:
+        locale = locale or self.locale
+        head = sign(self.signature(locale)) if channel == "sms" else ""
+        return Template.compile(self.templates[channel][locale], channel, locale, self.constants(wave, locale), head,
+                                where=f"templates.{channel}.{locale}")
+
+    def cap(self, channel: str) -> int:
+        return self.daily_cap[channel]
+
+
+def format_date(day: dt.date, locale: str) -> str:
+    if locale.startswith("zh"):
+        return f"{day.year}年{day.month}月{day.day}日"
+    if locale.startswith("en"):
+        return f"{day.day} {day:%B} {day.year}"
+    return day.isoformat()
+
+
+class _TextDates(yaml.SafeLoader):
+    """YAML without implicit dates: ``2027-01-31`` stays text, checked here."""
+
+
+_TextDates.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _fail(source: str, where: str, message: str) -> CampaignError:
+    where = f" {where}:" if where else ""
+    return CampaignError(f"campaign {source}:{where} {message}".replace("\n", " "))
+
+
+def _path(parts) -> str:
+    text = ""
+    for p in parts:
+        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
+    return text
+
+
+def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
+    where = _path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return (_path([*error.absolute_path, extra[0]]) if extra else where), "unknown key"
+    if error.validator == "required":
+        return where or "(top level)", error.message.replace("is a required property", "is missing")
+    if error.validator == "pattern":
+        kind = "a time (HH:MM)" if ":" in error.schema["pattern"] else (
+            "a date (YYYY-MM-DD)" if "{4}" in error.schema["pattern"] else f"matching {error.schema['pattern']}")
+        return where, f"{error.instance!r} is not {kind}"
+    if error.validator == "enum":
+        return where, f"{error.instance!r} is not one of {', '.join(map(str, error.schema['enum']))}"
+    if error.validator == "oneOf" and error.context:
+        return _schema_message(jsonschema.exceptions.best_match(error.context))
+    return where, error.message[:160]
+
+
+def _date(source: str, where: str, text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise _fail(source, where, f"{text!r} is not a date") from None
+
+
+def _check_wording(source: str, where: str, text: str, channel: str) -> None:
+    rest = _FREE.sub(" ", text)
+    fee = _FEE.search(rest)
+    if fee:
+        raise _fail(source, where, f"asks for a fee or a tariff change ({fee.group(0)!r}); notices are free (Art. 23)")
+    if not any(w in text.lower() for w in FREE_WORDS):
+        raise _fail(source, where, "must say the notice is free (免费 / free of charge)")
+    if channel == "sms" and ("【" in text or "】" in text):
+        raise _fail(source, where, "must not repeat the signature in 【】: it is added to every SMS")
+
+
+def load_campaign(path: str) -> Campaign:
+    """Load, validate and compile a campaign file (local or gs://)."""
+    try:
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path) as handle:
+            data = handle.read()
+    except Exception as exc:  # any unreadable path is one line for the user
+        raise _fail(path, "", f"cannot be read ({type(exc).__name__})") from None
+    return parse_campaign(data, path)
+
+
+def parse_campaign(data: bytes | str, source: str = "campaign.yaml") -> Campaign:
+    raw_bytes = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        raw = yaml.load(raw_bytes.decode("utf-8"), Loader=_TextDates)  # noqa: S506 (a SafeLoader)
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise _fail(source, f"line {mark.line + 1}" if mark else "", "not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise _fail(source, "", "must be a YAML mapping")
+    schema = json.loads(resources.files(schemas).joinpath("campaign.schema.json").read_text("utf-8"))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(raw))
+    if error is not None:
+        raise _fail(source, *_schema_message(error))
+    return _compile(raw, source, hashlib.sha256(raw_bytes).hexdigest())
+
+
+def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
+    try:
+        zoneinfo.ZoneInfo(raw["timezone"])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _fail(source, "timezone", f"{raw['timezone']!r} is not a time zone (e.g. Asia/Shanghai)") from None
+    quiet = {k: dt.time.fromisoformat(raw["quiet_hours"][k]) for k in ("start", "end")}
+    if quiet["start"] == quiet["end"]:
+        raise _fail(source, "quiet_hours", "start and end are equal: no allowed hours")
+    waves: dict[int, Wave] = {}
+    for i, w in enumerate(raw["waves"]):
+        if w["wave"] in waves:
+            raise _fail(source, f"waves[{i}].wave", f"wave {w['wave']} is defined twice")
+        waves[w["wave"]] = Wave(w["wave"], _date(source, f"waves[{i}].start", w["start"]), tuple(w["channels"]))
+    starts = [waves[n].start for n in sorted(waves)]
+    if starts != sorted(starts):
+        raise _fail(source, "waves", "waves must start in the order of their numbers")
+    deadline = _date(source, "deadline", raw["deadline"])
+    locale = raw.get("locale", DEFAULT_LOCALE)
+    cap = raw["daily_cap"]
+    caps = {c: cap for c in CHANNELS} if isinstance(cap, int) else {c: cap.get(c) for c in CHANNELS}
+    signature = raw["signature"]
+    signatures = {"*": signature} if isinstance(signature, str) else dict(signature)
+    campaign = Campaign(
+        campaign_id=raw["campaign_id"], signatures=signatures, timezone=raw["timezone"],
+        quiet_start=quiet["start"], quiet_end=quiet["end"], daily_cap=caps,
+        price_per_segment=float(raw["price_per_segment"]), deadline=deadline,
+        min_days_between=int(raw.get("min_days_between", 0)), locale=locale,
+        max_sms_parts=int(raw.get("max_sms_parts", DEFAULT_MAX_SMS_PARTS)), waves=waves,
+        templates={k: dict(v) for k, v in raw["templates"].items()}, source=source, digest=digest,
+    )
+    used = {c for w in waves.values() for c in w.channels}
+    for channel in sorted(used):
+        if channel not in campaign.templates:
+            raise _fail(source, "templates", f"no {channel} template, but a wave sends {channel}")
+        if caps[channel] is None:
+            raise _fail(source, "daily_cap", f"no cap for {channel}, but a wave sends {channel}")
+        if locale not in campaign.templates[channel]:
+            raise _fail(source, f"templates.{channel}", f"no text for the campaign's locale {locale!r}")
+    for channel, texts in campaign.templates.items():
+        for loc, text in texts.items():
+            where = f"templates.{channel}.{loc}"
+            _check_wording(source, where, text, channel)
+            try:
+                template = campaign.template(channel, max(waves), loc)
+            except TemplateError as exc:
+                raise _fail(source, "", str(exc)) from None
+            if channel == "sms":
+                _check_fit(campaign, source, where, template)
+    return campaign
+
+
+def _check_fit(campaign: Campaign, source: str, where: str, template: Template) -> None:
+    encoding, units = sms_units(template.worst_case())
+    parts = segment_count(units, encoding)
+    if parts > campaign.max_sms_parts:
+        raise _fail(source, where, f"with its signature the SMS is {units} {encoding} characters = {parts} parts, "
+                                   f"over max_sms_parts {campaign.max_sms_parts}")

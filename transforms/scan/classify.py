@@ -1,0 +1,335 @@
+"""Classify the identity of each line of one Arrow batch (Beam-free).
+
+Input: a raw batch from the readers, every contract column as a string plus
+``_src_file`` / ``_src_row``. Output: the classified batch (the columns of
+``schemas/classified_line.avsc`` plus hidden ``_*`` working columns used by
+the cross-record step) and the dead letters of rows that cannot be
+classified. Everything is vectorised; the only per-row Python is in the
+keyed hash of document numbers and names (see :func:`keyed_hash`).
+
+Status precedence (DESIGN.md "Identity status"): MISSING when none of
+doc_type, doc_number, name, address is present; else INCOMPLETE when any
+required field is absent (absence wins over invalidity); else INVALID when
+any check fails; else COMPLETE. Failed checks of the present fields are
+listed whatever the status.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import arrow_schema
+from transforms.scan.dates import parse_dates, parse_timestamps
+from transforms.core.deadletter import DeadLetterContext, dead_letter_table
+from transforms.scan.identity_text import check_addresses, check_names
+from transforms.scan.keyed_hash import keyed_hash
+from transforms.scan.normalize import (
+    clean_text,
+    normalize_doc_number,
+    normalize_enum,
+    normalize_label,
+    normalize_msisdn,
+    normalize_name,
+)
+from transforms.scan.policy import NOT_ACCEPTED, Policy
+from transforms.core.reasons import FLAGS, LINE_REASONS
+
+__all__ = [
+    "classify_batch",
+    "finalize",
+    "ClassifiedBatch",
+    "HIDDEN_COLUMNS",
+    "FLAG_BIT",
+    "IDENTITY_STATUSES",
+]
+
+CLASSIFIED_SCHEMA = arrow_schema("classified_line")
+IDENTITY_STATUSES = ("COMPLETE", "MISSING", "INCOMPLETE", "INVALID")
+ENUM_FIELDS = ("line_type", "subscriber_kind", "status")
+FLAG_BIT = {code: 1 << i for i, code in enumerate(FLAGS)}
+_BIT = {code: np.uint32(1 << i) for i, code in enumerate(LINE_REASONS)}
+_MISSING_CODES = ("DOC_TYPE_MISSING", "DOC_NUMBER_MISSING", "NAME_MISSING", "ADDRESS_MISSING", "HANDLER_MISSING")
+_FAILURE_MASK = np.uint32(sum(int(_BIT[c]) for c in LINE_REASONS if c not in _MISSING_CODES))
+_FIELD_MISSING = {
+    "doc_type": "DOC_TYPE_MISSING",
+    "doc_number": "DOC_NUMBER_MISSING",
+    "name": "NAME_MISSING",
+    "address": "ADDRESS_MISSING",
+    "handler_doc_type": "HANDLER_MISSING",
+    "handler_doc_number": "HANDLER_MISSING",
+    "handler_name": "HANDLER_MISSING",
+}
+# Working columns carried between the pipeline's stages, dropped by finalize().
+HIDDEN_COLUMNS = ("_src_file", "_src_row", "_updated_at", "_doc_key", "_name_key", "_flag_bits")
+
+
+@dataclasses.dataclass
+class ClassifiedBatch:
+    classified: pa.Table
+    dead_letter: pa.Table
+    rows_in: int
+
+
+def _np(mask) -> np.ndarray:
+    if isinstance(mask, np.ndarray):
+        return mask
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+
+def lookup(values: pa.Array, table: Mapping[str, str]) -> pa.Array:
+    """Map each value through ``table`` (missing -> null), once per distinct value."""
+    encoded = pc.dictionary_encode(values)
+    mapped = pa.array([table.get(v) for v in encoded.dictionary.to_pylist()], pa.string())
+    return mapped.take(encoded.indices)
+
+
+def per_distinct(values: pa.Array, fn):
+    """Apply ``fn`` to the distinct values only, then spread the result back.
+
+    For low-cardinality columns (labels, enums, dates, regions, agents) this
+    turns a per-row pass into a per-distinct-value one. ``fn`` returns an
+    Arrow array, or a tuple whose items are Arrow arrays or numpy arrays.
+    """
+    encoded = pc.dictionary_encode(values)
+    indices = encoded.indices
+    result = fn(encoded.dictionary)
+
+    def spread(item):
+        if isinstance(item, np.ndarray):
+            out = np.zeros(len(values), item.dtype)
+            valid = indices.is_valid().to_numpy(zero_copy_only=False)
+            out[valid] = item[indices.to_numpy(zero_copy_only=False)[valid].astype(np.int64)]
+            return out
+        return item.take(indices)
+
+    if isinstance(result, tuple):
+        return tuple(spread(item) for item in result)
+    return spread(result)
+
+
+def _bits_to_lists(bits: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
+    """list<string> of the set bits, in catalogue order, built without a Python loop per row."""
+    width = len(codes)
+    matrix = ((bits[:, None] >> np.arange(width, dtype=bits.dtype)) & 1).astype(bool)
+    rows, cols = np.nonzero(matrix)  # row-major: each row's codes in catalogue order
+    offsets = np.zeros(len(bits) + 1, np.int32)
+    np.cumsum(matrix.sum(axis=1), out=offsets[1:])
+    values = pa.array(codes, pa.string()).take(pa.array(cols.astype(np.int32)))
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def _dead_letters(raw: pa.Table, line_id: pa.Array, enums: dict, bad_dates: dict, ctx, policy) -> tuple[np.ndarray, pa.Table]:
+    """Rows that cannot be classified, one reason each (first that applies)."""
+    no_id = ~_np(line_id.is_valid())
+    conditions, reasons, fields, details = [no_id], ["LINE_ID_MISSING"], ["line_id"], ["line_id is empty"]
+    for field in ENUM_FIELDS:
+        conditions.append(~_np(enums[field].is_valid()))
+        reasons.append("BAD_ENUM")
+        fields.append(field)
+        allowed = ", ".join(policy.enum_values[field])
+        details.append(f"{field} is missing or not one of {allowed}")
+    for field, bad in bad_dates.items():
+        conditions.append(bad)
+        reasons.append("BAD_DATE")
+        fields.append(field)
+        details.append(f"{field} is not a valid date or time")
+    dead = np.logical_or.reduce(conditions)
+    if not dead.any():
+        return dead, None
+    pick = lambda options: np.select(conditions, options, None)[dead]
+    table = dead_letter_table(
+        ctx,
+        list(pick(reasons)),
+        source_file=raw.column("_src_file").filter(pa.array(dead)),
+        source_row=raw.column("_src_row").filter(pa.array(dead)),
+        line_id=line_id.filter(pa.array(dead)),
+        field=list(pick(fields)),
+        detail=list(pick(details)),
+    )
+    return dead, table
+
+
+class _Bits:
+    def __init__(self, n: int):
+        self.value = np.zeros(n, np.uint32)
+
+    def set(self, code: str, mask: np.ndarray) -> None:
+        self.value |= np.where(mask, _BIT[code], np.uint32(0))
+
+
+def _document(labels: pa.Array, policy: Policy):
+    """(code or NOT_ACCEPTED or null, review flag, label present) per row."""
+
+    def resolve(distinct: pa.Array):
+        label = normalize_label(distinct)
+        code = lookup(label, policy.label_lookup)
+        review = lookup(label, policy.review_labels)
+        return pc.coalesce(code, review), _np(review.is_valid()), _np(label.is_valid())
+
+    return per_distinct(labels, resolve)
+
+
+def _check_handler(table: pa.Table, is_org: np.ndarray, policy: Policy, as_of, rules) -> tuple[np.ndarray, np.ndarray]:
+    """(HANDLER_MISSING, HANDLER_INVALID) masks: organisations' handling person (Art. 6, 8).
+
+    Only organisations have a handler to check, so only their rows are looked at.
+    """
+    from transforms.scan.documents import check_document_numbers
+
+    missing_all = np.zeros(len(is_org), bool)
+    invalid_all = np.zeros(len(is_org), bool)
+    if not is_org.any():
+        return missing_all, invalid_all
+    table = table.select(["handler_doc_type", "handler_doc_number", "handler_name"]).filter(pa.array(is_org))
+    org_rows = np.flatnonzero(is_org)
+    code, _, type_present = _document(table.column("handler_doc_type").combine_chunks(), policy)
+    number = normalize_doc_number(table.column("handler_doc_number"))
+    name = normalize_name(table.column("handler_name"))
+    present = {
+        "handler_doc_type": type_present,
+        "handler_doc_number": _np(number.is_valid()),
+        "handler_name": _np(name.is_valid()),
+    }
+    required = set(policy.required_fields["ORGANIZATION"])
+    missing = np.zeros(len(org_rows), bool)
+    for field, here in present.items():
+        if field in required:
+            missing |= ~here
+    person_docs = {c: check for c, (kind, check) in policy.documents.items() if kind == "INDIVIDUAL"}
+    check = lookup(code, person_docs)
+    bad_type = type_present & ~_np(check.is_valid())
+    results = check_document_numbers(check, number, as_of, rules)
+    bad = bad_type | np.logical_or.reduce(list(results.values()))
+    names = check_names(name, np.ones(len(org_rows), bool), policy.names)
+    bad |= np.logical_or.reduce(list(names.values()))
+    missing_all[org_rows] = missing
+    invalid_all[org_rows] = bad
+    return missing_all, invalid_all
+
+
+def classify_batch(
+    raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
+) -> ClassifiedBatch:
+    """Classify one raw batch. Rows in = classified rows + dead letters."""
+    from transforms.scan.documents import check_document_numbers
+
+    rows_in = raw.num_rows
+    col = lambda name: raw.column(name).combine_chunks()
+    line_id = clean_text(col("line_id"))
+    enums = {
+        f: per_distinct(col(f), lambda d, f=f: lookup(normalize_enum(d), policy.enums[f])) for f in ENUM_FIELDS
+    }
+    activated, bad_act = per_distinct(col("activated_on"), parse_dates)
+    terminated, bad_term = per_distinct(col("terminated_on"), parse_dates)
+    updated, bad_upd = parse_timestamps(col("updated_at"))
+    dead, dead_table = _dead_letters(
+        raw, line_id, enums,
+        {"activated_on": bad_act, "terminated_on": bad_term, "updated_at": bad_upd},
+        ctx, policy,
+    )
+    keep = pa.array(~dead)
+    if dead.any():
+        raw = raw.filter(keep)
+        line_id, activated, terminated, updated = (
+            a.filter(keep) for a in (line_id, activated, terminated, updated)
+        )
+        enums = {f: a.filter(keep) for f, a in enums.items()}
+    n = raw.num_rows
+    col = lambda name: raw.column(name).combine_chunks()
+    is_org = _np(pc.equal(enums["subscriber_kind"], "ORGANIZATION"))
+    rules = policy.document_rules()
+
+    code, review, type_present = _document(col("doc_type"), policy)
+    number = normalize_doc_number(col("doc_number"))
+    name = normalize_name(col("name"))
+    address = clean_text(col("address"))
+    present = {
+        "doc_type": type_present,
+        "doc_number": _np(number.is_valid()),
+        "name": _np(name.is_valid()),
+        "address": _np(address.is_valid()),
+    }
+    bits = _Bits(n)
+    for field, here in present.items():
+        required = np.where(
+            is_org,
+            field in policy.required_fields["ORGANIZATION"],
+            field in policy.required_fields["INDIVIDUAL"],
+        )
+        bits.set(_FIELD_MISSING[field], required & ~here)
+
+    # Document type (Art. 7, 8; domain.md 1.3).
+    not_accepted = _np(pc.equal(code, NOT_ACCEPTED))
+    bits.set("DOC_TYPE_UNKNOWN", type_present & ~_np(code.is_valid()))
+    bits.set("DOC_TYPE_NOT_ACCEPTED", not_accepted)
+    doc_kind = lookup(code, {c: kind for c, (kind, _) in policy.documents.items()})
+    bits.set("DOC_TYPE_NOT_ALLOWED_FOR_KIND", _np(pc.not_equal(doc_kind, enums["subscriber_kind"])))
+    check = lookup(code, {c: chk for c, (_, chk) in policy.documents.items()})
+    for reason, mask in check_document_numbers(check, number, as_of, rules).items():
+        bits.set(reason, mask)
+    for reason, mask in check_names(name, ~is_org, policy.names).items():
+        bits.set(reason, mask)
+    for reason, mask in check_addresses(address, policy.addresses).items():
+        bits.set(reason, mask)
+    handler_missing, handler_invalid = _check_handler(raw, is_org, policy, as_of, rules)
+    bits.set("HANDLER_MISSING", handler_missing)
+    bits.set("HANDLER_INVALID", handler_invalid)
+
+    any_present = np.logical_or.reduce(list(present.values()))
+    missing_bits = np.uint32(sum(int(_BIT[c]) for c in _MISSING_CODES))
+    status_code = np.select(
+        [~any_present, (bits.value & missing_bits) != 0, (bits.value & _FAILURE_MASK) != 0],
+        [1, 2, 3],
+        0,
+    ).astype(np.int8)  # index into IDENTITY_STATUSES
+    terminated_line = _np(pc.equal(enums["status"], "TERMINATED"))
+    # Cross-record checks only count numbers shaped like a document number: a
+    # placeholder or spreadsheet junk (1.10105E+17) is shared by strangers.
+    malformed = (bits.value & _BIT["DOC_NUMBER_FORMAT"]) != 0
+    cross_number = pc.if_else(pa.array(malformed), pa.scalar(None, pa.string()), number)
+    flag_bits = np.where(review, FLAG_BIT["DOC_TYPE_LABEL_REVIEW"], 0).astype(np.uint8)
+    columns = {
+        "line_id": line_id,
+        "msisdn": normalize_msisdn(col("msisdn")),
+        "line_type": enums["line_type"],
+        "subscriber_kind": enums["subscriber_kind"],
+        "status": enums["status"],
+        "region": per_distinct(col("region"), clean_text),
+        "agent_id": per_distinct(col("agent_id"), clean_text),
+        "activated_on": activated,
+        "terminated_on": terminated,
+        "identity_status": pa.array(IDENTITY_STATUSES, pa.string()).take(pa.array(status_code)),
+        "reasons": _bits_to_lists(bits.value, LINE_REASONS),
+        "needs_registration": pa.array((status_code != 0) & ~terminated_line),
+        "policy_version": pa.repeat(pa.scalar(policy.version, pa.string()), n),
+        "as_of": pa.repeat(pa.scalar(as_of, pa.date32()), n),
+        "_src_file": col("_src_file"),
+        "_src_row": col("_src_row"),
+        "_updated_at": updated,
+        "_doc_key": keyed_hash(cross_number, bytes.fromhex(salt)),
+        # The name key only matters beside a document number (DOC_NAME_CONFLICT).
+        "_name_key": keyed_hash(
+            pc.if_else(cross_number.is_valid(), name, pa.scalar(None, pa.string())), bytes.fromhex(salt)
+        ),
+        "_flag_bits": pa.array(flag_bits, pa.uint8()),
+    }
+    classified = pa.Table.from_pydict(columns)
+    if dead_table is None:
+        dead_table = dead_letter_table(ctx, [])
+    return ClassifiedBatch(classified, dead_table, rows_in)
+
+
+def finalize(table: pa.Table) -> pa.Table:
+    """The classified-line contract: flags from ``_flag_bits``, hidden columns dropped."""
+    bits = table.column("_flag_bits").to_numpy()
+    columns = {name: table.column(name) for name in CLASSIFIED_SCHEMA.names if name in table.column_names}
+    columns["flags"] = _bits_to_lists(bits, FLAGS)
+    columns["needs_review"] = pa.array(bits != 0)
+    return pa.Table.from_pydict(
+        {name: columns[name] for name in CLASSIFIED_SCHEMA.names}, schema=CLASSIFIED_SCHEMA
+    )

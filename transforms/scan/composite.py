@@ -1,0 +1,221 @@
+"""ClassifyRegistrationCompleteness: the scan's composite transform (no I/O).
+
+    raw batches -> Classify --rows (by batch)---------------------------+
+                     |                                                    |
+                     +--keys--> ShuffleByLine -> Deduplicate --drops------+
+                                                   |                      |
+                                                   +--doc keys--> ShuffleByDocument
+                                                                  -> DocumentFlags --flags--+
+                                                                                            |
+                          JoinExceptions (by batch) <----------------------------------------+
+                          -> Finalize -> classified batches; dead letters and counts beside
+
+Every step moves Arrow tables. Only narrow key tables go through the line
+and document shuffles; their findings come back to each batch as small
+"exception" tables, so whole rows are shuffled once, by batch. The shuffles
+are Beam GroupByKeys on bucket numbers (:mod:`transforms.core.shuffle`): a worker
+holds one bucket or one batch at a time, whatever the size of the base.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import typing
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
+from transforms.scan.classify import classify_batch, finalize
+from transforms.scan.crossrecord import apply_exceptions, batch_id, bucket_of, deduplicate, document_flags, document_keys, key_table
+from transforms.core.deadletter import DeadLetterContext
+from transforms.core.metrics import SumCounts, counter
+from transforms.scan.policy import Policy
+from transforms.core.shuffle import BUCKET, ArrowGroupByBucket
+
+__all__ = ["ClassifyRegistrationCompleteness", "ScanOutputs"]
+
+log = logging.getLogger("backfill.scan")
+
+
+class ScanOutputs(typing.NamedTuple):
+    classified: beam.PCollection  # pa.Table batches of the classified-line contract
+    dead_letter: beam.PCollection  # pa.Table batches of the dead-letter schema
+    counts: beam.PCollection  # one dict: the run's tallies
+
+
+def _with_bucket(table: pa.Table, values, n_buckets: int) -> pa.Table:
+    buckets = pa.array(bucket_of(values, n_buckets), pa.int32())
+    if BUCKET in table.column_names:
+        return table.set_column(table.schema.get_field_index(BUCKET), BUCKET, buckets)
+    return table.append_column(BUCKET, buckets)
+
+
+def _value_counts(column) -> dict:
+    counts = pc.value_counts(column)
+    return {v.as_py(): c.as_py() for v, c in zip(counts.field("values"), counts.field("counts")) if v.as_py() is not None}
+
+
+def _batch_bucket(batch: int) -> int:
+    return batch % 2_000_000_000
+
+
+def _rows_for_finalize(classified: pa.Table, batch: int) -> pa.Table:
+    from transforms.scan.classify import CLASSIFIED_SCHEMA
+
+    keep = [c for c in CLASSIFIED_SCHEMA.names if c in classified.column_names] + ["_flag_bits"]
+    rows = classified.select(keep)
+    n = rows.num_rows
+    rows = rows.append_column("_batch", pa.array(np.full(n, batch, np.int64)))
+    rows = rows.append_column("_index", pa.array(np.arange(n, dtype=np.int32)))
+    return rows.append_column(BUCKET, pa.array(np.full(n, _batch_bucket(batch), np.int32)))
+
+
+def _to_batches(exceptions: pa.Table) -> pa.Table:
+    buckets = (exceptions.column("_batch").to_numpy() % 2_000_000_000).astype(np.int32)
+    return exceptions.append_column(BUCKET, pa.array(buckets))
+
+
+@beam.typehints.with_output_types(dict, dead_letter=pa.Table, rows=pa.Table, keys=pa.Table)
+class _ClassifyFn(beam.DoFn):
+    def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str, n_buckets: int):
+        self._policy, self._as_of, self._ctx = policy, as_of, ctx
+        self._salt, self._n = salt, n_buckets
+        self._rows = counter("rows_classified")
+
+    def process(self, raw: pa.Table):
+        result = classify_batch(raw, self._policy, self._as_of, self._ctx, self._salt)
+        self._rows.inc(result.classified.num_rows)
+        if raw.num_rows:
+            rows = raw.column("_src_row")
+            log.info("scan: classified rows %s-%s of %s", f"{rows[0].as_py():,}", f"{rows[-1].as_py():,}",
+                     raw.column("_src_file")[0].as_py())
+        yield {"rows_in": result.rows_in}
+        if result.dead_letter.num_rows:
+            yield beam.pvalue.TaggedOutput("dead_letter", result.dead_letter)
+        table = result.classified
+        if table.num_rows:
+            batch = batch_id(table.column("_src_file")[0].as_py(), table.column("_src_row")[0].as_py())
+            yield beam.pvalue.TaggedOutput("rows", _rows_for_finalize(table, batch))
+            keys = key_table(table, batch)
+            yield beam.pvalue.TaggedOutput("keys", _with_bucket(keys, keys.column("line_id"), self._n))
+
+
+@beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, doc_keys=pa.Table)
+class _DedupFn(beam.DoFn):
+    def __init__(self, ctx: DeadLetterContext, n_buckets: int):
+        self._ctx, self._n = ctx, n_buckets
+
+    def process(self, element):
+        _, tables = element
+        kept, drops, dead = deduplicate(tables["keys"], self._ctx)
+        if dead.num_rows:
+            counter("dead_letter_DUPLICATE_LINE_ID").inc(dead.num_rows)
+            yield beam.pvalue.TaggedOutput("dead_letter", dead)
+        docs = document_keys(kept)
+        if docs.num_rows:
+            docs = docs.drop_columns([BUCKET])
+            yield beam.pvalue.TaggedOutput("doc_keys", _with_bucket(docs, docs.column("_doc_key"), self._n))
+        if drops.num_rows:
+            yield _to_batches(drops)
+
+
+@beam.typehints.with_output_types(pa.Table)
+class _FlagFn(beam.DoFn):
+    def __init__(self, line_limit: int):
+        self._limit = line_limit
+
+    def process(self, element):
+        _, tables = element
+        flags = document_flags(tables["keys"], self._limit)
+        if flags.num_rows:
+            yield _to_batches(flags)
+
+
+@beam.typehints.with_output_types(pa.Table, counts=dict)
+class _FinalizeFn(beam.DoFn):
+    def process(self, element):
+        _, tables = element
+        rows = tables.get("rows")
+        if rows is None or rows.num_rows == 0:
+            return
+        found = [t for t in (tables.get("drops"), tables.get("flags")) if t is not None]
+        exceptions = pa.concat_tables(found) if found else None
+        table = finalize(apply_exceptions(rows, exceptions))
+        yield beam.pvalue.TaggedOutput("counts", _summarise(table))
+        yield table
+
+
+def _summarise(table: pa.Table) -> dict:
+    """Tallies of one finalised batch, for summary.json."""
+    reasons = pc.list_flatten(table.column("reasons"))
+    flags = pc.list_flatten(table.column("flags"))
+    return {
+        "classified": table.num_rows,
+        "identity_status": _value_counts(table.column("identity_status")),
+        "reasons": _value_counts(reasons) if len(reasons) else {},
+        "flags": _value_counts(flags) if len(flags) else {},
+        "needs_registration": int(pc.sum(table.column("needs_registration").cast(pa.int64())).as_py() or 0),
+        "needs_review": int(pc.sum(table.column("needs_review").cast(pa.int64())).as_py() or 0),
+        "line_type": _value_counts(table.column("line_type")),
+        "subscriber_kind": _value_counts(table.column("subscriber_kind")),
+        "status": _value_counts(table.column("status")),
+    }
+
+
+def _dead_counts(table: pa.Table) -> dict:
+    return {"dead_letters": table.num_rows, "dead_letter_reasons": _value_counts(table.column("reason"))}
+
+
+class ClassifyRegistrationCompleteness(beam.PTransform):
+    """Raw base batches in; classified batches, dead letters and counts out.
+
+    Args:
+      policy: the compiled identity policy.
+      as_of: the date the checks are made against (birth dates, void documents).
+      ctx: run-level fields of dead letters.
+      salt: run-local key of the document and name hashes (32 characters).
+      n_buckets: buckets of each shuffle; each must fit one worker's memory.
+      spill_dir: where shuffles spill their payload (local runners); None to
+        shuffle the tables themselves (Dataflow).
+      reader_dead_letter: dead letters from reading, to count and pass on.
+    """
+
+    def __init__(self, policy, as_of, ctx, salt, n_buckets, spill_dir=None, reader_dead_letter=None):
+        super().__init__()
+        self._policy, self._as_of, self._ctx = policy, as_of, ctx
+        self._salt, self._n, self._spill = salt, max(1, int(n_buckets)), spill_dir
+        self._reader_dead = reader_dead_letter
+
+    def expand(self, raw) -> ScanOutputs:
+        n = self._n
+        classified = raw | "Classify" >> beam.ParDo(
+            _ClassifyFn(self._policy, self._as_of, self._ctx, self._salt, n)
+        ).with_outputs("dead_letter", "rows", "keys", main="counts")
+        deduped = (
+            {"keys": classified.keys}
+            | "ShuffleByLine" >> ArrowGroupByBucket(self._spill, label="ShuffleByLine")
+            | "Deduplicate" >> beam.ParDo(_DedupFn(self._ctx, n)).with_outputs("dead_letter", "doc_keys", main="drops")
+        )
+        flags = (
+            {"keys": deduped.doc_keys}
+            | "ShuffleByDocument" >> ArrowGroupByBucket(self._spill, label="ShuffleByDocument")
+            | "DocumentFlags" >> beam.ParDo(_FlagFn(self._policy.doc_line_limit))
+        )
+        final = (
+            {"rows": classified.rows, "drops": deduped.drops, "flags": flags}
+            | "JoinExceptions" >> ArrowGroupByBucket(self._spill, label="JoinExceptions")
+            | "Finalize" >> beam.ParDo(_FinalizeFn()).with_outputs("counts", main="classified")
+        )
+        dead_inputs = [classified.dead_letter, deduped.dead_letter]
+        if self._reader_dead is not None:
+            dead_inputs.append(self._reader_dead)
+        dead = tuple(dead_inputs) | "FlattenDeadLetters" >> beam.Flatten().with_output_types(pa.Table)
+        counts = (
+            (classified.counts, final.counts, dead | "CountDeadLetters" >> beam.Map(_dead_counts))
+            | "FlattenCounts" >> beam.Flatten()
+            | "SumCounts" >> beam.CombineGlobally(SumCounts())
+        )
+        return ScanOutputs(final.classified, dead, counts)
