@@ -22,29 +22,20 @@ text; keys beyond the contract are ignored; an absent key is null.
 """
 from __future__ import annotations
 
-import json
 from typing import Iterator
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.io.base_files import BadRow, Contract, InputError, InputInfo, Split, _assemble, _codec, ReadSplitFn, plan_splits, read_split
-from schemas import field_names
+from pipelines.io.base_files import ReadSplitFn, read_split
+from pipelines.io.planning import InputError, InputInfo, Split, codec_name, plan_splits
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
+from transforms.core.rows import EVENTS, BadRow, parse_json_lines
 
 __all__ = ["EVENTS", "EVENT_SCHEMA", "plan_event_splits", "read_event_split", "ReadRegistrationEvents"]
 
-EVENTS = Contract(
-    "registration events",
-    tuple(field_names("registration_event")),
-    required=("event_id", "line_id"),
-    formats=((".parquet", "parquet"), (".avro", "avro"), (".csv", "csv"),
-             (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl")),
-    key="event_id",
-)
 EVENT_SCHEMA = EVENTS.schema
 
 
@@ -54,57 +45,6 @@ def plan_event_splits(paths: list[str], encoding: str = "utf-8",
     return plan_splits(paths, rows_per_split=rows_per_split, encoding=encoding, contract=EVENTS)
 
 
-def _text(value) -> str | None:
-    """A JSON value as contract text; ValueError for objects, arrays and booleans."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ValueError(type(value).__name__)
-
-
-def _parse_lines(lines: list[tuple[int, bytes]], path: str, limit: int) -> tuple[pa.Table, list[BadRow]]:
-    """One batch of JSON lines -> (raw, bad)."""
-    names = EVENTS.columns
-    columns: dict[str, list] = {n: [] for n in names}
-    rows, bad = [], []
-    for number, line in lines:
-        try:
-            obj = json.loads(line)
-        except UnicodeDecodeError:
-            bad.append(BadRow(path, number, None, "bytes not valid utf-8"))
-            continue
-        except (ValueError, RecursionError):
-            bad.append(BadRow(path, number, None, "not valid JSON"))
-            continue
-        if not isinstance(obj, dict):
-            bad.append(BadRow(path, number, None, "not a JSON object"))
-            continue
-        values, fault = [], None
-        for n in names:
-            try:
-                values.append(_text(obj.get(n)))
-            except ValueError as exc:
-                fault = (n, f"field {n} is a JSON {exc}, not text")
-                break
-        if fault:
-            key = obj.get("event_id") if fault[0] != "event_id" and isinstance(obj.get("event_id"), str) else None
-            bad.append(BadRow(path, number, fault[0], fault[1], key if key and len(key) <= 200 else None))
-            continue
-        rows.append(number)
-        for n, v in zip(names, values):
-            columns[n].append(v)
-    arrays = {}
-    for n in names:
-        try:
-            arrays[n] = pa.array(columns[n], pa.string())
-        except (pa.ArrowInvalid, UnicodeEncodeError):  # a lone surrogate from a \ud800 escape
-            arrays[n] = pa.array([None if v is None else v.encode("utf-8", "surrogatepass") for v in columns[n]],
-                                 pa.binary())
-    raw, more, _ = _assemble(arrays, np.array(rows, np.int64), path, "utf-8", limit, contract=EVENTS)
-    return raw, sorted(bad + more, key=lambda b: b.source_row)
-
-
 def _read_jsonl(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
     with FileSystems.open(split.path) as handle:
         pending: list[tuple[int, bytes]] = []
@@ -112,10 +52,10 @@ def _read_jsonl(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.
             if line.strip():
                 pending.append((number, line))
             if len(pending) >= batch_size:
-                yield _parse_lines(pending, split.path, limit)
+                yield parse_json_lines(pending, split.path, limit)
                 pending = []
         if pending:
-            yield _parse_lines(pending, split.path, limit)
+            yield parse_json_lines(pending, split.path, limit)
 
 
 def read_event_split(split: Split, encoding: str = "utf-8", batch_size: int = 65_536,
@@ -139,7 +79,7 @@ class ReadRegistrationEvents(beam.PTransform):
     def __init__(self, splits: list[Split], dl_ctx: DeadLetterContext, encoding: str = "utf-8",
                  batch_size: int = 65_536, max_field_chars: int = 4096):
         super().__init__()
-        _codec(encoding)
+        codec_name(encoding)
         self._splits, self._fn = list(splits), ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars,
                                                            read_event_split, "events", "event_id")
 

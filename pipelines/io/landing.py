@@ -43,7 +43,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipelines.common import UserError
-from transforms.merge.stream import MAX_MESSAGE_BYTES, MESSAGE_SCHEMA
+from transforms.merge.messages import MAX_MESSAGE_BYTES, MESSAGE_SCHEMA
 
 __all__ = ["LandingZone", "LandingError", "LanderProcess", "land_loop", "check_subscription", "fsync_dir"]
 

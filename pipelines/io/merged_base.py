@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import UserError
-from pipelines.io.base_files import Contract, InputError, Split, _expand, plan_splits
+from pipelines.io.planning import InputError, Split, expand_paths, plan_splits
+from transforms.core.rows import Contract
 from schemas import arrow_schema
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.merge.bucket import MERGED_SCHEMA
@@ -53,7 +54,7 @@ def _names(path: str) -> list[str]:
 def base_kind(paths: list[str]) -> str:
     """``merged`` when every base file is a merged base (tokens, no plaintext), ``raw`` when none is."""
     kinds = set()
-    for path in sorted(_expand(list(paths))):
+    for path in sorted(expand_paths(list(paths))):
         if not path.lower().endswith(".parquet"):
             kinds.add("raw")
             continue

@@ -31,7 +31,9 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.common import UserError
 from pipelines.io.landing import fsync_dir as fsync_path  # a file or a folder: os.fsync on it
 from pipelines.io.merged_base import _read_merged, base_kind, plan_merged_splits
-from pipelines.io.base_files import malformed_table, plan_splits, read_split
+from pipelines.io.base_files import read_split
+from pipelines.io.planning import plan_splits
+from transforms.core.rows import malformed_table
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.merge.bucket import MERGED_SCHEMA

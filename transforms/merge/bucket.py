@@ -155,7 +155,7 @@ def _chunk(values) -> pa.Array:
     return values if values.type == pa.string() else values.cast(pa.string())
 
 
-def _raw_lines(raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext,
+def raw_lines(raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext,
                salt: str) -> tuple[pa.Table, pa.Table, dict]:
     """A raw base bucket -> (kept lines: classified columns + originals, dead letters, counts)."""
     n = raw.num_rows
@@ -192,7 +192,7 @@ def _with_batch(keys: pa.Table) -> pa.Table:
         "_index", pa.array(np.arange(n, dtype=np.int32)))
 
 
-def _merged_lines(rows: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.Table, dict]:
+def merged_lines(rows: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.Table, dict]:
     """A merged base bucket -> (kept lines, DUPLICATE_LINE_ID dead letters, counts)."""
     n = rows.num_rows
     keys = pa.table({"line_id": rows.column("line_id"), "_updated_at": rows.column("registered_at"),
@@ -208,9 +208,9 @@ def merge_bucket(base: pa.Table, base_kind: str, events: pa.Table | None, vault_
                  as_of: dt.date, ctx: DeadLetterContext, salt: str) -> BucketResult:
     """Merge one line bucket; see the module docstring."""
     if base is not None and base.num_rows and base_kind == "raw":
-        lines, dead, counts = _raw_lines(base, policy, as_of, ctx, salt)
+        lines, dead, counts = raw_lines(base, policy, as_of, ctx, salt)
     elif base is not None and base.num_rows:
-        lines, dead, counts = _merged_lines(base, ctx)
+        lines, dead, counts = merged_lines(base, ctx)
     else:
         lines, dead, counts = None, dead_letter_table(ctx, []), {}
     winners, event_dead = _winners(events, _NO_LINES if lines is None else lines, policy, as_of, ctx, salt, counts)

@@ -42,50 +42,18 @@ from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.merge.bucket import MERGED_SCHEMA, merge_bucket, value_counts
 from transforms.merge.events import check_events, prepare_events
+from transforms.merge.messages import MAX_FIELD_CHARS, MAX_MESSAGE_BYTES, parse_bodies
 from transforms.core.metrics import merge_counts
 from transforms.scan.normalize import clean_text
 from transforms.scan.policy import Policy
 
-__all__ = ["MESSAGE_SCHEMA", "INDEX_SCHEMA", "MAX_MESSAGE_BYTES", "STREAM_REASONS", "LineIndex", "SeenKeys", "WindowResult",
-           "messages_table", "dedup_keys", "process_window", "window_counters", "fold_deltas", "latest_per_line",
+__all__ = ["INDEX_SCHEMA", "STREAM_REASONS", "LineIndex", "SeenKeys", "WindowResult",
+           "dedup_keys", "process_window", "window_counters", "fold_deltas", "latest_per_line",
            "balanced", "add_counts"]
 
-MAX_MESSAGE_BYTES = 256 * 1024  # a registration event is a few hundred bytes
-MAX_FIELD_CHARS = 4096  # as the batch merge's readers
-MESSAGE_SCHEMA = pa.schema([
-    pa.field("message_id", pa.string()),
-    pa.field("publish_time", pa.timestamp("us", tz="UTC")),
-    pa.field("attr_event_id", pa.string()),
-    pa.field("attr_line_id", pa.string()),
-    pa.field("size", pa.int64()),  # bytes of the body as published
-    pa.field("data", pa.binary()),  # null when the body was over the cap (never kept)
-])
 INDEX_SCHEMA = pa.schema(list(MERGED_SCHEMA) + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
 STREAM_REASONS = ("MESSAGE_TOO_LARGE", "ATTRIBUTE_MISSING", "MESSAGE_MALFORMED", "ATTRIBUTE_MISMATCH")
 _TS = pa.timestamp("us", tz="UTC")
-
-
-def messages_table(records: Iterable[dict], max_bytes: int = MAX_MESSAGE_BYTES) -> pa.Table:
-    """Message records -> a MESSAGE_SCHEMA table; a body over ``max_bytes`` is dropped (its size kept).
-
-    A record: ``message_id``, ``publish_time`` (datetime, or microseconds),
-    ``attributes`` (dict) and ``data`` (bytes).
-    """
-    ids, times, events, lines, sizes, data = [], [], [], [], [], []
-    for r in records:
-        body = r.get("data") or b""
-        attrs = r.get("attributes") or {}
-        ids.append(r.get("message_id"))
-        t = r.get("publish_time")
-        times.append(t if t is None or isinstance(t, int) else
-                     (t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1))
-        events.append(attrs.get("event_id"))
-        lines.append(attrs.get("line_id"))
-        sizes.append(len(body))
-        data.append(bytes(body) if len(body) <= max_bytes else None)
-    return pa.table([pa.array(ids, pa.string()), pa.array(times, pa.int64()).cast(_TS),
-                     pa.array(events, pa.string()), pa.array(lines, pa.string()), pa.array(sizes, pa.int64()),
-                     pa.array(data, pa.binary())], schema=MESSAGE_SCHEMA)
 
 
 def dedup_keys(messages: pa.Table) -> pa.Array:
@@ -123,10 +91,10 @@ class LineIndex:
     def from_raw(cls, raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext,
                  salt: str) -> tuple["LineIndex", pa.Table]:
         """From a raw base (the readers' batches concatenated): classified and de-duplicated as the
-        batch merge does (``transforms.merge.bucket._raw_lines``); returns (index, base dead letters)."""
-        from transforms.merge.bucket import _raw_lines
+        batch merge does (``transforms.merge.bucket.raw_lines``); returns (index, base dead letters)."""
+        from transforms.merge.bucket import raw_lines
 
-        lines, dead, _ = _raw_lines(raw, policy, as_of, ctx, salt)
+        lines, dead, _ = raw_lines(raw, policy, as_of, ctx, salt)
         n = lines.num_rows
         columns = [lines.column(f.name).cast(f.type) if f.name in lines.column_names and not f.name.startswith("_")
                    else pa.nulls(n, f.type) for f in MERGED_SCHEMA]
@@ -136,9 +104,9 @@ class LineIndex:
     @classmethod
     def from_merged(cls, rows: pa.Table, ctx: DeadLetterContext) -> tuple["LineIndex", pa.Table]:
         """From a previous merge's base rows (MERGED_ROWS); returns (index, DUPLICATE_LINE_ID dead letters)."""
-        from transforms.merge.bucket import _merged_lines
+        from transforms.merge.bucket import merged_lines
 
-        lines, dead, _ = _merged_lines(rows, ctx)
+        lines, dead, _ = merged_lines(rows, ctx)
         return cls(lines.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)), dead
 
     def subset(self, line_ids: pa.Array) -> pa.Table:
@@ -226,76 +194,6 @@ def _dedup(messages: pa.Table, seen: SeenKeys | None) -> tuple[pa.Table, pa.Arra
 # A body that pyarrow's JSON reader parses exactly as json.loads does: one flat object (a single "{", no "[")
 # on one line, no control character, no NaN/Inf spelling (RapidJSON takes "-NaN" and "Inf", json.loads does not),
 # and short (json.loads refuses an integer of over 4,300 digits, even in a key the contract ignores).
-_FLAT_JSON_UNSAFE = r"[\x00-\x1f]|Inf|NaN"
-
-
-def _flat_json(bodies: pa.Array) -> np.ndarray:
-    """Which bodies may take the vectorised parse (the rest go through the batch merge's per-line parser).
-
-    The per-body substring kernels are slow (10+ ms each per 20,000 bodies), so each is run only when
-    one look at the bodies' bytes together says some body may fail it."""
-    starts = pc.starts_with(bodies, "{")
-    flat = pc.and_(pc.and_(starts, pc.ends_with(bodies, "}")), pc.less_equal(pc.binary_length(bodies), MAX_FIELD_CHARS))
-    flat = pc.fill_null(flat, False).to_numpy(zero_copy_only=False)
-    n = len(bodies)
-    offsets = np.frombuffer(bodies.buffers()[1], np.int32, n + 1, bodies.offset * 4)
-    data = memoryview(bodies.buffers()[2])[int(offsets[0]):int(offsets[-1])]
-    view = np.frombuffer(data, np.uint8)
-    if np.count_nonzero(view == ord("{")) != int(pc.sum(pc.cast(pc.fill_null(starts, False), pa.int64())).as_py() or 0):
-        flat &= pc.fill_null(pc.equal(pc.count_substring(bodies, "{"), 1), False).to_numpy(zero_copy_only=False)
-    if np.count_nonzero(view == ord("[")):
-        flat &= pc.fill_null(pc.equal(pc.count_substring(bodies, "["), 0), False).to_numpy(zero_copy_only=False)
-    raw = bytes(data)
-    if np.count_nonzero(view < 0x20) or b"Inf" in raw or b"NaN" in raw:
-        flat &= ~pc.fill_null(pc.match_substring_regex(bodies, _FLAT_JSON_UNSAFE), True).to_numpy(zero_copy_only=False)
-    return flat
-
-
-def _read_flat_json(bodies: pa.Array, columns: tuple[str, ...]) -> dict[str, pa.Array] | None:
-    """Flat JSON objects -> the contract's columns as strings, in one pyarrow.json pass; None when pyarrow
-    refuses the batch (a number, boolean or null where text belongs, a repeated key, invalid UTF-8, not JSON):
-    the caller then parses those bodies one by one, as before, and dead-letters exactly the same ones."""
-    import pyarrow.json as pj
-
-    try:
-        text = bodies.cast(pa.string())  # UTF-8 checked here: pyarrow's JSON reader does not check it
-        lines = pc.binary_join_element_wise(text, pa.scalar("\n"), "")  # each body + "\n", in one buffer
-        offsets = np.frombuffer(lines.buffers()[1], np.int32, len(lines) + 1, lines.offset * 4)
-        buffer = lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
-        table = pj.read_json(pa.BufferReader(buffer), read_options=pj.ReadOptions(use_threads=False,
-                                                                                  block_size=16 << 20),
-                             parse_options=pj.ParseOptions(
-                                 explicit_schema=pa.schema([pa.field(n, pa.string()) for n in columns]),
-                                 unexpected_field_behavior="ignore", newlines_in_values=False))
-    except (pa.ArrowException, ValueError):
-        return None
-    if table.num_rows != len(bodies):  # a body that held two documents
-        return None
-    return {n: table.column(n).combine_chunks() for n in columns}
-
-
-def _parse_bodies(rows: np.ndarray, bodies: pa.Array, limit: int):
-    """``pipelines.io.events._parse_lines`` over (row, body) pairs, the flat JSON objects in one vectorised pass.
-
-    Same result as ``_parse_lines(list(zip(rows, bodies)), "", limit)`` (rows ascending): the raw events
-    in row order and the bad rows sorted by row; both parsers end in the readers' ``_assemble`` (field
-    size limit, control characters)."""
-    from pipelines.io.events import EVENTS, _parse_lines  # the batch merge's JSON Lines parser, one message = one line
-    from pipelines.io.base_files import _assemble
-
-    fast = _flat_json(bodies) if len(bodies) else np.zeros(0, bool)
-    columns = _read_flat_json(bodies.filter(pa.array(fast)), EVENTS.columns) if fast.any() else None
-    if columns is None:
-        return _parse_lines(list(zip(rows.tolist(), bodies.to_pylist())), "", limit)
-    raw, bad, _ = _assemble(columns, rows[fast], "", "utf-8", limit, contract=EVENTS)
-    if not fast.all():
-        slow = ~fast
-        more_raw, more_bad = _parse_lines(list(zip(rows[slow].tolist(), bodies.filter(pa.array(slow)).to_pylist())),
-                                          "", limit)
-        raw = pa.concat_tables([raw, more_raw])
-        raw = raw.take(pc.sort_indices(raw.column("_src_row")))
-        bad = bad + more_bad
-    return raw, sorted(bad, key=lambda b: b.source_row)
 
 
 def _parse(messages: pa.Table, ctx: DeadLetterContext, source: str, max_bytes: int) -> tuple[pa.Table, list[pa.Table]]:
@@ -314,7 +212,7 @@ def _parse(messages: pa.Table, ctx: DeadLetterContext, source: str, max_bytes: i
                                "the line_id attribute is missing or empty"), source))
     ok = ~(too_large | missing)
     at = np.flatnonzero(ok)
-    raw, bad = _parse_bodies(at, messages.column("data").combine_chunks().take(pa.array(at)), MAX_FIELD_CHARS)
+    raw, bad = parse_bodies(at, messages.column("data").combine_chunks().take(pa.array(at)), MAX_FIELD_CHARS)
     if bad:
         rows = np.zeros(n, bool)
         details = np.empty(n, object)

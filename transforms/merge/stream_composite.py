@@ -30,7 +30,8 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Duration
 
 from transforms.core.deadletter import DeadLetterContext
-from transforms.merge.stream import MAX_MESSAGE_BYTES, messages_table, process_window
+from transforms.merge.messages import MAX_MESSAGE_BYTES, messages_table
+from transforms.merge.stream import process_window
 from transforms.core.metrics import counter
 from transforms.scan.normalize import clean_text
 from transforms.scan.policy import Policy

@@ -1,0 +1,241 @@
+"""Planning a read: expand paths, check every file's header, cut splits.
+
+``plan_splits`` runs before a pipeline starts (or in its first step, see
+``PlanInPipeline``): it expands files, globs and folders (local, ``gs://``,
+``s3://``), refuses a file that cannot be read with a one-line ``InputError``,
+names the columns beyond the contract once, and cuts Parquet files into
+splits of row groups. The rules are in ``pipelines/io/base_files.py``.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import dataclasses
+import io
+import os
+
+import fastavro
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.core.rows import BASE, Contract
+
+__all__ = ["InputError", "InputInfo", "Split", "codec_name", "encoding_error", "expand_paths", "map_columns",
+           "match_files", "plan_splits", "read_csv_header"]
+
+_HEADER_MAX = 1 << 20
+_SAMPLE = 1 << 20
+
+
+class InputError(Exception):
+    """A file that cannot be read at all. str(e) is ONE line naming the file and
+    the problem, and (for encoding) the --encoding option. Never includes row values."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    path: str
+    file_index: int  # index of the file in the run's sorted input list
+    fmt: str  # "parquet" | "avro" | "csv" (| "jsonl", read by pipelines.io.events)
+    row_groups: tuple[int, ...] | None = None  # parquet: this split's row groups; None = whole file
+    first_row: int = 1  # 1-based data row number of the split's first row (header excluded)
+    contract: Contract = BASE
+
+
+@dataclasses.dataclass(frozen=True)
+class InputInfo:
+    files: list[str]
+    ignored_columns: list[str]  # columns beyond the contract, sorted, named once
+    missing_identity_columns: list[str]  # optional contract columns absent from a file
+    estimated_rows: int  # exact for parquet (footer), estimated from size for csv/avro
+
+
+def codec_name(encoding: str) -> str:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        name = ""
+    if name in ("gbk", "gb2312", "gb18030"):
+        return "gb18030"
+    if name == "utf-8":
+        return name
+    # an InputError, so that the command line prints it as its one-line error
+    raise InputError(f"unsupported --encoding {encoding!r}: use utf-8 or gb18030")
+
+
+def encoding_error(path: str, codec: str, looks_utf8: bool = False) -> InputError:
+    if looks_utf8:
+        return InputError(f"{path}: looks like utf-8 text, not gb18030; pass --encoding utf-8")
+    if codec == "utf-8":
+        return InputError(f"{path}: not valid utf-8 text; if the export is GB18030, pass --encoding gb18030")
+    return InputError(f"{path}: not valid gb18030 text; if the export is UTF-8, pass --encoding utf-8")
+
+
+def _fmt(path: str, formats: tuple[tuple[str, str], ...] = BASE.formats) -> str | None:
+    return dict(formats).get(os.path.splitext(path)[1].lower())
+
+
+def match_files(pattern: str) -> list[tuple[str, int]]:
+    """(path, size) of each match; nothing for a failed match."""
+    bare = "://" not in pattern and not os.path.dirname(pattern)  # Beam lists nothing for "*.csv"
+    try:
+        metas = FileSystems.match([os.path.join(".", pattern) if bare else pattern])[0].metadata_list
+    except Exception:  # BeamIOError and friends: nothing there
+        return []
+    local = "://" not in pattern  # normalised, so "./a.csv" and "a.csv" are one file
+    return [(os.path.normpath(m.path) if local else m.path, m.size_in_bytes) for m in metas]
+
+
+def expand_paths(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.formats) -> dict[str, int]:
+    """path -> size for every input file (file, glob or directory)."""
+    found: dict[str, int] = {}
+    exts = [e for e, _ in formats]
+    kinds = ", ".join(exts[:-1]) + " or " + exts[-1]
+    for path in paths:
+        if any(c in path for c in "*?["):
+            files = [m for m in match_files(path) if _fmt(m[0], formats)]
+            if not files:
+                raise InputError(f"{path}: matches no {kinds} file")
+        else:
+            exact = [m for m in match_files(path) if m[0] in (path.rstrip("/"), os.path.normpath(path))]
+            if exact and _fmt(path, formats):
+                files = exact
+            else:  # a directory (local, or an object-store prefix)
+                listing = match_files(FileSystems.join(path.rstrip("/"), "*"))
+                files = [m for m in listing if _fmt(m[0], formats)]
+                if not files:
+                    if listing:
+                        raise InputError(f"{path}: directory has no {kinds} file")
+                    if exact:
+                        raise InputError(f"{path}: not a {kinds} file, nor a directory of them")
+                    raise InputError(f"{path}: no such file or directory")
+        found.update(files)
+    return found
+
+
+def map_columns(path: str, names: list[str], contract: Contract = BASE) -> tuple[dict[str, str], list[str], list[str]]:
+    """(contract name -> source name, ignored names, missing optional names)."""
+    norm: dict[str, str] = {}
+    for name in names:
+        key = name.replace("\ufeff", "").strip().lower()
+        if key and key in norm:
+            raise InputError(f"{path}: duplicate column {name.strip()!r}")
+        norm[key] = name
+    missing = [c for c in contract.required if c not in norm]
+    if missing:
+        raise InputError(f"{path}: missing required column(s): {', '.join(missing)}")
+    mapping = {c: norm[c] for c in contract.columns if c in norm}
+    ignored = [n.replace("\ufeff", "").strip() for k, n in norm.items() if k not in mapping]
+    return mapping, ignored, [c for c in contract.columns if c not in norm]
+
+
+def read_csv_header(f, path: str, codec: str) -> tuple[list[str], bytes]:
+    """Read the header record; return its names and the bytes read after it."""
+    buf, start = b"", 0
+    while True:
+        chunk = f.read(1 << 16)
+        buf += chunk
+        end = buf.find(b"\n", start)
+        while end >= 0 and buf.count(b'"', 0, end) % 2:
+            end = buf.find(b"\n", end + 1)
+        if end >= 0 or not chunk:
+            break
+        start = len(buf)
+        if len(buf) > _HEADER_MAX:
+            raise InputError(f"{path}: header row longer than {_HEADER_MAX} bytes")
+    if not buf:
+        raise InputError(f"{path}: empty file")
+    end = len(buf) if end < 0 else end + 1
+    head = buf[:end].rstrip(b"\r\n")
+    try:
+        text = head.decode(codec).lstrip("\ufeff")
+    except UnicodeDecodeError:
+        raise encoding_error(path, codec) from None
+    names = next(csv.reader(io.StringIO(text, newline="")), [])
+    return names, buf[end:]
+
+
+def _check_sample(path: str, sample: bytes, codec: str) -> int:
+    """Apply the wrong-encoding rule to whole lines of a sample; return their count."""
+    lines = [ln for ln in sample[: sample.rfind(b"\n") + 1].split(b"\n") if ln.strip()]
+    bad = 0
+    for ln in lines:
+        try:
+            ln.decode(codec)
+        except UnicodeDecodeError:
+            bad += 1
+    if bad and bad * 2 > len(lines):
+        raise encoding_error(path, codec)
+    if codec != "utf-8" and not sample.isascii():
+        try:
+            sample[: sample.rfind(b"\n") + 1].decode("utf-8")
+            raise encoding_error(path, codec, looks_utf8=True)
+        except UnicodeDecodeError:
+            pass
+    return len(lines)
+
+
+def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | None, int, list[int]]:
+    """(column names, estimated rows, parquet row-group sizes) of one file.
+    JSON Lines has no header: names are None (each object names its own)."""
+    if size == 0 and fmt == "jsonl":  # no events that day: a file of no lines
+        return None, 0, []
+    if size == 0:
+        raise InputError(f"{path}: empty file")
+    try:
+        with FileSystems.open(path) as f:
+            if fmt == "jsonl":
+                sample = f.read(_SAMPLE)
+                n = _check_sample(path, sample, "utf-8")
+                per_line = len(sample[: sample.rfind(b"\n") + 1]) / n if n else 0
+                return None, int(size / per_line) if per_line else int(bool(sample.strip())), []
+            if fmt == "csv":
+                names, rest = read_csv_header(f, path, codec)
+                sample = rest + f.read(_SAMPLE)
+                n = _check_sample(path, sample, codec)
+                per_line = len(sample[: sample.rfind(b"\n") + 1]) / n if n else 0
+                return names, int(size / per_line) if per_line else int(bool(sample.strip())), []
+            if fmt == "parquet":
+                meta = pq.ParquetFile(f)
+                groups = [meta.metadata.row_group(i).num_rows for i in range(meta.num_row_groups)]
+                return meta.schema_arrow.names, meta.metadata.num_rows, groups
+            blocks = fastavro.block_reader(f)
+            block = next(iter(blocks), None)
+            est = 0 if block is None else int(block.num_records * size / max(block.size, 1))
+            return [fl["name"] for fl in blocks.writer_schema.get("fields", [])], est, []
+    except InputError:
+        raise
+    except Exception as e:  # unreadable: name the problem class, never its text (may quote data)
+        raise InputError(f"{path}: not a readable {fmt} file ({type(e).__name__})") from None
+
+
+def plan_splits(paths: list[str], rows_per_split: int = 500_000, encoding: str = "utf-8",
+                contract: Contract = BASE) -> tuple[list[Split], InputInfo]:
+    """Expand paths, check each file's header / footer / schema, and cut splits."""
+    codec = codec_name(encoding)
+    files = expand_paths([paths] if isinstance(paths, str) else list(paths), contract.formats)
+    ordered = sorted(files)
+    splits: list[Split] = []
+    ignored: set[str] = set()
+    missing: set[str] = set()
+    total = 0
+    for index, path in enumerate(ordered):
+        fmt = _fmt(path, contract.formats)
+        names, est, groups = _inspect(path, fmt, files[path], codec)
+        if names is not None:
+            _, extra, absent = map_columns(path, names, contract)
+            ignored.update(extra)
+            missing.update(absent)
+        total += est
+        if fmt != "parquet" or len(groups) <= 1:
+            splits.append(Split(path, index, fmt, contract=contract))
+            continue
+        first, current, rows = 1, [], 0
+        for g, n in enumerate(groups):
+            current.append(g)
+            rows += n
+            if rows >= rows_per_split or g == len(groups) - 1:
+                splits.append(Split(path, index, fmt, tuple(current), first, contract))
+                first, current, rows = first + rows, [], 0
+    info = InputInfo(ordered, sorted(ignored), [c for c in contract.columns if c in missing], total)
+    return splits, info
