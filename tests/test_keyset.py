@@ -1,4 +1,4 @@
-"""Tests of the keyset (transforms/keyset.py) and ``backfill keys`` (pipelines/keys.py)."""
+"""Tests of the keyset (transforms/crypto/keyset.py) and ``backfill keys`` (pipelines/keys.py)."""
 from __future__ import annotations
 
 import base64
@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipelines import keys as keys_cli
-from transforms.keyset import Keyset, KeysetError
-from transforms.tokenize import Tokenizer
+from transforms.crypto.keyset import Keyset, KeysetError
+from transforms.crypto.tokenize import Tokenizer
 
 
 def raw_material(path) -> list[bytes]:
@@ -173,11 +173,11 @@ def test_retire_destroys_material_and_refuses_the_primary(keyfile):
     assert v1["state"] == "retired" and v1["material"] is None and v1["retired_at"]
     reloaded = Keyset.load(str(keyfile))
     with pytest.raises(KeysetError, match="retired"):
-        reloaded._vault_aead("v1")
+        reloaded.vault_kek("v1")
     with pytest.raises(KeysetError, match="not in keyset"):
-        reloaded._vault_aead("v9")
+        reloaded.vault_kek("v9")
     with pytest.raises(KeysetError, match="not a vault key"):
-        reloaded._vault_aead("j1")
+        reloaded.vault_kek("j1")
 
 
 def test_save_is_atomic_and_0600_even_with_a_loose_umask(tmp_path):

@@ -16,13 +16,11 @@ window's de-duplication (by the event_id attribute, else the message id)
 counts it as a duplicate. Unary pull also avoids the emulator's quirk of
 routing messages to a dead subscriber's open streaming pull.
 
-A landed file holds identity values, so it is sealed like the vault: the
-batch (an Arrow IPC stream) is encrypted with AES-256-GCM under a fresh
-random data key, and that key is wrapped by the keyset's primary vault key;
-the associated data binds the keyset, the file's name and the key version,
-so a file renamed or moved fails to open::
-
-    b"SBLAND1\\n" | 4-byte header length | header JSON (keyset_id, vault_key_version, wrapped_dek, nonce) | ciphertext
+A landed file holds identity values, so it is sealed with the project's one
+envelope (``transforms/crypto/envelope.py``): the batch (an Arrow IPC stream)
+is encrypted with AES-256-GCM under a fresh data key wrapped by the keyset's
+primary vault key; the associated data binds the purpose, the keyset, the
+file's name and the key version, so a file renamed or moved fails to open.
 
 Bodies over the size cap are never kept (only their size), so no landed file
 holds megabytes of one message. Files are written under a temporary name,
@@ -30,8 +28,6 @@ fsync'd, renamed and the folder fsync'd.
 """
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
 import signal
@@ -39,30 +35,18 @@ import threading
 import time
 
 import pyarrow as pa
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from pipelines.common import UserError
+from transforms.crypto.envelope import Envelope, EnvelopeError
 from transforms.merge.messages import MAX_MESSAGE_BYTES, MESSAGE_SCHEMA
 
 __all__ = ["LandingZone", "LandingError", "LanderProcess", "land_loop", "check_subscription", "fsync_dir"]
 
 log = logging.getLogger("backfill.merge")
-_MAGIC = b"SBLAND1\n"
-_AD = b"subscriber-backfill/landing/1"
 SUFFIX = ".land"
 
 
 class LandingError(UserError):
     """A landed file that cannot be opened; one line, no values."""
-
-
-def _lp(*parts: str) -> bytes:
-    out = b""
-    for p in parts:
-        raw = p.encode("utf-8")
-        out += len(raw).to_bytes(4, "big") + raw
-    return out
 
 
 def fsync_dir(path: str) -> None:
@@ -95,12 +79,9 @@ class LandingZone:
     def __init__(self, folder: str, keyset):
         self.folder = folder
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        self._keyset = keyset
+        self._envelope = Envelope.under_keyset(keyset, "landing")
         self._seq = 0
         self._lock = threading.Lock()
-
-    def _kek(self, version: str) -> AESGCM:
-        return self._keyset._vault_aead(version)  # the vault's key-wrapping key (transforms.crypto.vault does the same)
 
     def pending(self) -> list[str]:
         """Landed files, oldest first."""
@@ -129,16 +110,7 @@ class LandingZone:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, MESSAGE_SCHEMA) as writer:
             writer.write_table(table)
-        plain = sink.getvalue().to_pybytes()
-        version = self._keyset.primary_vault_version
-        keyset_id = self._keyset.keyset_id
-        dek, nonce, wrap_nonce = AESGCM.generate_key(256), os.urandom(12), os.urandom(12)
-        ad = _AD + _lp(keyset_id, name, version)
-        header = json.dumps({"keyset_id": keyset_id, "vault_key_version": version,
-                             "wrapped_dek": base64.b64encode(wrap_nonce + self._kek(version).encrypt(
-                                 wrap_nonce, dek, ad)).decode(),
-                             "nonce": base64.b64encode(nonce).decode(), "messages": table.num_rows}).encode()
-        payload = _MAGIC + len(header).to_bytes(4, "big") + header + AESGCM(dek).encrypt(nonce, plain, ad)
+        payload = self._envelope.seal(sink.getvalue().to_pybytes(), name)
         write_durably(os.path.join(self.folder, name), payload)
         return name
 
@@ -146,23 +118,9 @@ class LandingZone:
         with open(os.path.join(self.folder, name), "rb") as handle:
             blob = handle.read()
         try:
-            if not blob.startswith(_MAGIC):
-                raise ValueError("not a landed file")
-            size = int.from_bytes(blob[len(_MAGIC):len(_MAGIC) + 4], "big")
-            start = len(_MAGIC) + 4
-            header = json.loads(blob[start:start + size])
-            if header["keyset_id"] != self._keyset.keyset_id:
-                raise LandingError(f"landed file {name} was sealed under keyset {header['keyset_id']}, "
-                                   f"not {self._keyset.keyset_id}")
-            ad = _AD + _lp(header["keyset_id"], name, header["vault_key_version"])
-            wrapped = base64.b64decode(header["wrapped_dek"])
-            dek = self._kek(header["vault_key_version"]).decrypt(wrapped[:12], wrapped[12:], ad)
-            plain = AESGCM(dek).decrypt(base64.b64decode(header["nonce"]), blob[start + size:], ad)
-        except LandingError:
-            raise
-        except (InvalidTag, ValueError, KeyError) as exc:
-            raise LandingError(f"landed file {name} cannot be opened ({type(exc).__name__}: tampered, "
-                               "truncated or moved)") from None
+            plain = self._envelope.open(blob, name)
+        except EnvelopeError as exc:
+            raise LandingError(f"landed file {name} {exc}") from None
         return pa.ipc.open_stream(plain).read_all()
 
     def remove(self, names: list[str]) -> None:

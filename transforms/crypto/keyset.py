@@ -295,12 +295,12 @@ class Keyset:
             raise KeysetError(f"key {version} of keyset {self.keyset_id} is retired (its material is destroyed)")
         return self.__material[version]
 
-    # -- keyed primitives for tokenize.py and vault.py (never the bytes) ----
-    def _join_hmac(self, version: str, domain: bytes) -> hmac.HMAC:
+    # -- keyed primitives for transforms/crypto only: tokenize, vault, envelope (never the bytes) ----
+    def join_mac(self, version: str, domain: bytes) -> hmac.HMAC:
         """A pre-keyed HMAC-SHA256 under a per-domain subkey (HKDF) of a join key."""
         subkey = HKDF(hashes.SHA256(), 32, salt=None, info=domain).derive(self._secret("join", version))
         return hmac.HMAC(subkey, hashes.SHA256())
 
-    def _vault_aead(self, version: str) -> AESGCM:
+    def vault_kek(self, version: str) -> AESGCM:
         """AES-256-GCM under a vault key version (wraps the per-line data keys)."""
         return AESGCM(self._secret("vault", version))

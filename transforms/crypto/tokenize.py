@@ -144,7 +144,7 @@ class Tokenizer:
     def _mac(self, kind: str, version: str):
         key = (kind, version)
         if key not in self._macs:
-            self._macs[key] = self._keyset._join_hmac(version, _DOMAIN + kind.encode())
+            self._macs[key] = self._keyset.join_mac(version, _DOMAIN + kind.encode())
         return self._macs[key]
 
     def _mac_all(self, kind: str, version: str, unique: pa.Array) -> pa.Array:

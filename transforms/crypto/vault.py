@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from schemas import arrow_schema
+from transforms.crypto.envelope import length_prefixed
 from transforms.crypto.keyset import Keyset, KeysetError
 from transforms.scan.normalize import as_strings
 
@@ -64,13 +65,12 @@ class AuthenticationFailed(VaultError):
 
 
 def _lp1(text: str) -> bytes:
+    """One length-prefixed part (the hot path's shortcut of ``length_prefixed``)."""
     raw = text.encode("utf-8")
     return len(raw).to_bytes(4, "big") + raw
 
 
-def _lp(*parts: str | bytes) -> bytes:
-    """Length-prefixed concatenation: 4-byte big-endian length, then the bytes."""
-    return b"".join(_lp1(p) if isinstance(p, str) else len(p).to_bytes(4, "big") + p for p in parts)
+_lp = length_prefixed
 
 
 def _stamps(when: dt.datetime | None, n: int) -> pa.Array:
@@ -110,7 +110,7 @@ class Vault:
 
     def _kek(self, version: str) -> AESGCM:
         if version not in self._keks:
-            self._keks[version] = self._keyset._vault_aead(version)
+            self._keks[version] = self._keyset.vault_kek(version)
         return self._keks[version]
 
     def _unwrap(self, row: dict) -> bytes:
