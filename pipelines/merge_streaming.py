@@ -32,17 +32,14 @@ import hashlib
 import logging
 import os
 import secrets
-import signal
 import sys
-import threading
 import time
 
 import pyarrow as pa
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.common import run_main, runner_name, split_beam_flags
-from pipelines.manifest import Timer, write_json
-import pyarrow.compute as pc
+from pipelines.manifest import Timer
 
 log = logging.getLogger("backfill.merge")
 
@@ -97,194 +94,6 @@ def _index_loader(base, encoding, policy, as_of, ctx):
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class _Stop:
-    """SIGTERM / SIGINT: finish the current window, then exit 0."""
-
-    def __init__(self):
-        self.event = threading.Event()
-        self.signal = None
-
-    def __call__(self, signum, frame):
-        self.signal = signal.Signals(signum).name
-        self.event.set()
-
-
-_LOCKS: list[int] = []  # held until the process ends
-
-
-def _lock(out: str) -> None:
-    """One streaming merge per OUT: two would process the same landed files into two windows."""
-    import fcntl
-
-    fd = os.open(os.path.join(out, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise UserError(f"another streaming merge is running on {out}: one process per output folder") from None
-    _LOCKS.append(fd)
-
-
-def run_local(args, options, keyset, policy, as_of, run_id, started, timer) -> dict:
-    from pipelines.io.landing import LanderProcess, LandingZone
-    from pipelines.io.windows import committed_windows, load_index, recover, write_window
-    from transforms.core.deadletter import DeadLetterContext
-    from transforms.merge.stream import add_counts, balanced, dedup_keys, process_window
-    from transforms.crypto.tokenize import Tokenizer
-    from transforms.crypto.vault import Vault
-
-    out = args.out.rstrip("/")
-    if "://" in out:
-        raise UserError(f"--out {args.out}: the local streaming merge writes to a local folder (the landing zone "
-                        "must be fsync'd); use gs:// with --runner DataflowRunner")
-    os.makedirs(out, exist_ok=True)
-    _lock(out)
-    ctx = DeadLetterContext("merge", run_id, started)
-    salt = secrets.token_hex(16)
-    zone = LandingZone(os.path.join(out, "landing"), keyset)
-    state = recover(out, zone)
-    index, base = load_index(args.base, args.encoding, policy, as_of, ctx, salt)
-    for delta in state["registrations"]:
-        index.apply(delta)
-    timer.mark("startup_seconds")
-    tokenizer, vault = Tokenizer(keyset), Vault(keyset)
-    lander = LanderProcess(args.subscription, zone.folder, args.keys, max_messages=args.max_messages,
-                           max_bytes=args.max_message_bytes)
-    stop = _Stop()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    recovered = len(zone.pending())
-    log.info("merge --streaming %s: %s base (%s lines), %d committed window(s), %d landed file(s) to finish, "
-             "window %d s, subscription %s", run_id, base["kind"], f"{base['lines']:,}", state["windows"], recovered,
-             args.window_seconds, args.subscription)
-    seq, seen = state["next_seq"], state["seen"]
-    run_counts = {"messages_in": 0, "applied": 0, "superseded": 0, "duplicates": 0, "dead_letters": {}}
-    windows, window_log = 0, []
-
-    def one_window(files: list[str]) -> None:
-        nonlocal seq, windows
-        opened = time.time()
-        tables = [zone.read(name) for name in files]
-        # one chunk per column: a window is a couple of hundred landed files (one per pull)
-        messages = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
-        result = process_window(messages, index, seen, tokenizer=tokenizer, vault=vault, policy=policy, as_of=as_of,
-                                ctx=ctx, salt=salt, source=args.subscription, max_bytes=args.max_message_bytes)
-        keys = dedup_keys(messages)
-        times = messages.column("publish_time").combine_chunks().take(
-            pc.index_in(result.new_keys, value_set=keys))
-        info = {"seq": seq, "run_id": run_id, "landed_files": files, "counts": result.counts,
-                "balanced": balanced(result.counts), "counters": result.counters, "opened": opened,
-                "publish_time_max": pc.max(messages.column("publish_time")).as_py(),
-                "committed_at": None}
-        info["committed_at"] = time.time()
-        write_window(os.path.join(out, "deltas"), f"w-{seq:06d}", result, times, info)
-        seen.add(result.new_keys)
-        zone.remove(files)
-        add_counts(run_counts, result.counts)
-        window_log.append({"seq": seq, "messages": result.counts["messages_in"], "applied": result.counts["applied"],
-                           "seconds": round(time.time() - opened, 3)})
-        log.info("window %d: %d message(s): %d applied, %d superseded, %d duplicate(s), %d dead letter(s)", seq,
-                 result.counts["messages_in"], result.counts["applied"], result.counts["superseded"],
-                 result.counts["duplicates"], sum(result.counts["dead_letters"].values()))
-        seq += 1
-        windows += 1
-
-    def landed_messages() -> int:
-        return sum(zone.count(name) for name in zone.pending())
-
-    def take(files: list[str]) -> list[str]:
-        """The oldest landed files up to --max-window-messages (at least one)."""
-        picked, n = [], 0
-        for name in files:
-            if picked and n + zone.count(name) > args.max_window_messages:
-                break
-            picked.append(name)
-            n += zone.count(name)
-        return picked
-
-    files = take(zone.pending())  # a restart finishes what an earlier run landed, before it pulls anything new
-    while files:
-        one_window(files)
-        files = take(zone.pending())
-
-    def lander_error():
-        return lander.error
-
-    def last_message_at() -> float:
-        return lander.last_message_at
-
-    lander_started_at = time.time()
-    try:
-        lander.start()  # the subscription is checked there: no gRPC client in this process
-    except BaseException:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        raise
-    deadline = time.monotonic() + args.window_seconds
-    reason = None
-    try:
-        while True:
-            while (not stop.event.is_set() and time.monotonic() < deadline and lander_error() is None
-                   and landed_messages() < args.max_window_messages):
-                stop.event.wait(min(0.1, max(0.0, deadline - time.monotonic())))
-            if lander_error() is not None:
-                raise lander_error()
-            if stop.event.is_set():
-                reason = f"signal {stop.signal}"
-                break
-            files = take(zone.pending())
-            if files:
-                one_window(files)
-            deadline = time.monotonic() + args.window_seconds  # the next window closes one length after this one
-            if args.max_windows and windows >= args.max_windows:
-                reason = f"--max-windows {args.max_windows}"
-                break
-            if (args.stop_after_idle and not files and not zone.pending()
-                    and time.time() - last_message_at() >= args.stop_after_idle):
-                reason = f"--stop-after-idle {args.stop_after_idle:g}"
-                break
-    finally:
-        lander.stop()
-        lander.join(timeout=lander.pull_timeout + 30)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if lander_error() is not None:
-        raise lander_error()
-    files = take(zone.pending())  # landed while we stopped: processed now, never left for later
-    while files:
-        one_window(files)
-        files = take(zone.pending())
-    timer.mark("run_seconds")
-    totals = recover(out, zone)["totals"]
-    totals.setdefault("dead_letters", {})
-    for key in ("messages_in", "applied", "superseded", "duplicates"):
-        totals.setdefault(key, 0)
-    manifest = {
-        "step": "merge", "mode": "streaming", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
-        "stopped_by": reason, "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
-        "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
-                 "vault": keyset.primary_vault_version},
-        "inputs": {"subscription": args.subscription, "base": base["files"], "base_kind": base["kind"]},
-        "base": {"lines": base["lines"], "dead_letters": base["dead_letters"]},
-        "window_seconds": args.window_seconds,
-        "landing": {"started_at": lander_started_at, "pulling_since": lander.pulling_since,
-                    "pulled_and_acknowledged": lander.pulled,
-                    "landed_files": lander.landed_files,
-                    "recovered_landed_files": recovered, "pending_after": len(zone.pending())},
-        "counts": {**run_counts, "balanced": balanced(run_counts)},
-        "all_windows": {**totals, "windows": len(committed_windows(os.path.join(out, "deltas"))),
-                        "balanced": balanced(totals)},
-        "windows": window_log,
-        "outputs": {"deltas": os.path.join(out, "deltas"), "landing": zone.folder},
-        "runner": "local lander + window loop (Beam-free core)",
-        "timings": timer.as_dict(),
-    }
-    write_json(os.path.join(out, "runs", f"{run_id}.json"), manifest)
-    write_json(os.path.join(out, "manifest.json"), manifest)
-    if not manifest["counts"]["balanced"] or not manifest["all_windows"]["balanced"]:
-        raise UserError(f"streaming merge counts do not balance; see {os.path.join(out, 'manifest.json')}")
-    return manifest
 
 
 def build_streaming_pipeline(p, *, subscription: str, base, encoding, keys_path, policy, as_of, ctx, out: str,
@@ -344,7 +153,7 @@ class WriteWindowFn(_beam.DoFn):
         self._dir = deltas_dir
 
     def process(self, element):
-        from pipelines.io.windows import write_window_fs
+        from pipelines.io.windows import write_window
 
         start = element["window"][0] if element["window"] else 0.0
         digest = hashlib.sha256("\n".join(sorted(element["keys"])).encode("utf-8")).hexdigest()[:12]
@@ -352,7 +161,7 @@ class WriteWindowFn(_beam.DoFn):
         times = pa.array(element["publish_times"], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
         info = {"window": element["window"], "counts": {k: v for k, v in element["counts"].items() if k != "counters"},
                 "counters": element["counts"].get("counters", {}), "committed_at": time.time()}
-        write_window_fs(self._dir, name, _Result(element), times, info)
+        write_window(self._dir, name, _Result(element), times, info)
         yield name
 
 
@@ -388,8 +197,9 @@ def run(argv=None) -> dict:
     options = beam_options(beam_args)
     run_id, started = new_run("merge")
     if is_local_runner(options):
-        _RAN_LOCALLY.append(True)
-        return run_local(args, options, keyset, policy, as_of, run_id, started, timer)
+        from pipelines.io.window_loop import LocalStreamingMerge
+
+        return LocalStreamingMerge(args, keyset, policy, as_of, run_id, started, timer).run()
     return run_dataflow(args, options, keyset, policy, as_of, run_id, started, timer)
 
 
@@ -411,16 +221,13 @@ def format_summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-_RAN_LOCALLY = []
-
-
 def main(argv=None) -> int:
     def body(argv):
         print(format_summary(run(argv)), flush=True)
         return 0
 
     code = run_main("backfill merge", body, argv)
-    if _RAN_LOCALLY:
+    if "pipelines.io.window_loop" in sys.modules:  # the local loop ran (its lander is a child process)
         # Everything is durable by now (windows fsync'd and renamed, manifest written). Leave without the
         # interpreter's teardown: a native thread pool torn down at exit after a spawned child process can
         # abort the process ("terminate called without an active exception", exit -6) about one run in ten.

@@ -104,91 +104,116 @@ def _stop_streams() -> None:
 
 def read_csv(split: Split, codec: str, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
     """CSV through pyarrow's streaming reader, columns as binary, re-batched to batch_size."""
-    path = split.path
-    done_bad: set[int] = set()  # field-count rows already yielded (kept across restarts)
-    # resume: the first good row not yet yielded. utf-8 is parsed as raw bytes (fast
-    # path); pyarrow cannot hand a field-count error in a row with invalid UTF-8 to
-    # the handler (it decodes the row text strictly) and fails: then the file is
-    # read again, transcoded. A row larger than a block: read again, larger blocks.
-    resume, block, checked, transcode = 1, CSV_BLOCK_BYTES, False, codec != "utf-8"
-    while True:
-        with FileSystems.open(path) as f:
-            names, rest = read_csv_header(f, path, codec)
-            mapping, _, _ = map_columns(path, names, split.contract)
-            while not rest.strip():  # pyarrow refuses an empty stream: header only = 0 rows
-                more = f.read(1 << 16)
-                if not more:
+    return _CsvRead(split, codec, batch_size, limit).batches()
+
+
+class _CsvRead:
+    """One CSV split read, restarted (from the first row not yet yielded) when pyarrow gives up on a pass.
+
+    utf-8 is parsed as raw bytes (fast path); pyarrow cannot hand a field-count
+    error in a row with invalid UTF-8 to the handler (it decodes the row text
+    strictly) and fails: then the file is read again, transcoded. A row larger
+    than a block: read again, with larger blocks."""
+
+    def __init__(self, split: Split, codec: str, batch_size: int, limit: int):
+        self.split, self.path, self.codec, self.batch_size, self.limit = split, split.path, codec, batch_size, limit
+        self.done_bad: set[int] = set()  # field-count rows already yielded (kept across restarts)
+        self.resume = 1  # the first good row not yet yielded
+        self.block, self.checked, self.transcode = CSV_BLOCK_BYTES, False, codec != "utf-8"
+
+    def batches(self) -> Iterator[tuple[pa.Table, list[BadRow]]]:
+        while True:
+            with FileSystems.open(self.path) as f:
+                names, rest = read_csv_header(f, self.path, self.codec)
+                mapping, _, _ = map_columns(self.path, names, self.split.contract)
+                while not rest.strip():  # pyarrow refuses an empty stream: header only = 0 rows
+                    more = f.read(1 << 16)
+                    if not more:
+                        return
+                    rest += more
+                finished = yield from self._pass(f, names, mapping, rest)
+                if finished:
                     return
-                rest += more
-            src = {c: f"c{names.index(s)}" for c, s in mapping.items()}
-            cols = [f"c{i}" for i in range(len(names))]
-            invalid: list[tuple[int, int]] = []  # (row, fields) not yet yielded; never the row text
-            bad_nums: list[int] = []  # invalid rows >= next_row, ascending, for the numbering
-            pending: list[pa.Table] = []  # numbered good rows (column "_row") not yet yielded
-            next_row, skip = 1, resume
 
-            def handler(r) -> str:
-                invalid.append((r.number, r.actual_columns))
-                bad_nums.append(r.number)
-                return "skip"
+    def _pass(self, f, names: list[str], mapping: dict[str, str], rest: bytes):
+        """One pass over the file; True when it read to the end, False to start again."""
+        self.names = names
+        self.src = {c: f"c{names.index(s)}" for c, s in mapping.items()}
+        cols = [f"c{i}" for i in range(len(names))]
+        self.invalid: list[tuple[int, int]] = []  # (row, fields) not yet yielded; never the row text
+        self.bad_nums: list[int] = []  # invalid rows >= next_row, ascending, for the numbering
+        self.pending: list[pa.Table] = []  # numbered good rows (column "_row") not yet yielded
+        self.next_row, skip = 1, self.resume
+        stream = BlockStream(rest, f, self.codec, self.transcode)
+        try:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(column_names=cols, block_size=self.block, use_threads=False),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=self._invalid),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.binary() for c in cols}, strings_can_be_null=True,
+                    null_values=[""], include_columns=list(self.src.values())))
+            for batch in reader:
+                stream.took()
+                self._number(batch, skip)
+                while sum(t.num_rows for t in self.pending) >= self.batch_size:
+                    yield self._emit(self.batch_size)
+        except pa.ArrowInvalid as e:  # its message may quote row text: never pass it on
+            return self._restart(e)
+        finally:
+            stream.stop()
+        held = sum(t.num_rows for t in self.pending)
+        if held or self.invalid:
+            yield self._emit(held)
+        return True
 
-            def emit(n: int) -> tuple[pa.Table, list[BadRow]]:
-                nonlocal pending, resume, checked
-                raw, bad, rows = split.contract.schema.empty_table(), [], []
-                if pending:
-                    table = pa.concat_tables(pending)
-                    head, tail = table.slice(0, n), table.slice(n)
-                    pending = [tail] if tail.num_rows else []
-                    rows = head.column("_row").to_numpy()
-                    data = {c: head.column(s).combine_chunks() for c, s in src.items()}
-                    raw, bad, undecodable = assemble_rows(data, rows, path, codec, limit, transcode, split.contract)
-                if not checked and len(rows):
-                    checked = True
-                    if undecodable * 2 > len(rows):
-                        raise encoding_error(path, codec)
-                resume = int(rows[-1]) + 1 if len(rows) else resume
-                bad += [BadRow(path, num, None, f"expected {len(names)} fields, found {found}")
-                        for num, found in invalid if num not in done_bad]
-                done_bad.update(num for num, _ in invalid)
-                invalid.clear()
-                return raw, sorted(bad, key=lambda b: b.source_row)
+    def _invalid(self, r) -> str:
+        self.invalid.append((r.number, r.actual_columns))
+        self.bad_nums.append(r.number)
+        return "skip"
 
-            stream, reader = BlockStream(rest, f, codec, transcode), None
-            try:
-                reader = pacsv.open_csv(
-                    stream,
-                    read_options=pacsv.ReadOptions(column_names=cols, block_size=block, use_threads=False),
-                    parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler),
-                    convert_options=pacsv.ConvertOptions(
-                        column_types={c: pa.binary() for c in cols}, strings_can_be_null=True,
-                        null_values=[""], include_columns=list(src.values())))
-                for batch in reader:
-                    stream.took()
-                    # Good rows are the rows not reported invalid: the k-th good row
-                    # is next_row + k + (invalid rows before it), vectorised.
-                    k = np.arange(batch.num_rows)
-                    b = np.array(bad_nums, dtype=np.int64)
-                    rows = next_row + k + np.searchsorted(b - np.arange(len(b)) - next_row, k, side="right")
-                    next_row = int(rows[-1]) + 1 if len(rows) else next_row
-                    bad_nums[:] = [x for x in bad_nums if x >= next_row]
-                    table = pa.Table.from_batches([batch]).append_column("_row", pa.array(rows, pa.int64()))
-                    pending.append(table.filter(pa.array(rows >= skip)) if len(rows) and rows[0] < skip else table)
-                    while sum(t.num_rows for t in pending) >= batch_size:
-                        yield emit(batch_size)
-            except pa.ArrowInvalid as e:  # its message may quote row text: never pass it on
-                if "straddl" in str(e) and block < CSV_MAX_BLOCK_BYTES:
-                    block *= 4
-                    continue
-                if "straddl" in str(e):
-                    raise InputError(f"{path}: a row near data row {next_row} is longer than "
-                                     f"{CSV_MAX_BLOCK_BYTES} bytes") from None
-                if transcode:
-                    raise InputError(f"{path}: CSV parse error after data row {next_row - 1}") from None
-                transcode = True
-                continue
-            finally:
-                stream.stop()
-            held = sum(t.num_rows for t in pending)
-            if held or invalid:
-                yield emit(held)
-            return
+    def _restart(self, e: Exception) -> bool:
+        """After a failed pass: start again with larger blocks or transcoded, or refuse the file."""
+        if "straddl" in str(e) and self.block < CSV_MAX_BLOCK_BYTES:
+            self.block *= 4
+            return False
+        if "straddl" in str(e):
+            raise InputError(f"{self.path}: a row near data row {self.next_row} is longer than "
+                             f"{CSV_MAX_BLOCK_BYTES} bytes") from None
+        if self.transcode:
+            raise InputError(f"{self.path}: CSV parse error after data row {self.next_row - 1}") from None
+        self.transcode = True
+        return False
+
+    def _number(self, batch: pa.RecordBatch, skip: int) -> None:
+        """Number a batch's good rows and hold the ones not yielded before a restart."""
+        # Good rows are the rows not reported invalid: the k-th good row
+        # is next_row + k + (invalid rows before it), vectorised.
+        k = np.arange(batch.num_rows)
+        b = np.array(self.bad_nums, dtype=np.int64)
+        rows = self.next_row + k + np.searchsorted(b - np.arange(len(b)) - self.next_row, k, side="right")
+        self.next_row = int(rows[-1]) + 1 if len(rows) else self.next_row
+        self.bad_nums[:] = [x for x in self.bad_nums if x >= self.next_row]
+        table = pa.Table.from_batches([batch]).append_column("_row", pa.array(rows, pa.int64()))
+        self.pending.append(table.filter(pa.array(rows >= skip)) if len(rows) and rows[0] < skip else table)
+
+    def _emit(self, n: int) -> tuple[pa.Table, list[BadRow]]:
+        raw, bad, rows = self.split.contract.schema.empty_table(), [], []
+        if self.pending:
+            table = pa.concat_tables(self.pending)
+            head, tail = table.slice(0, n), table.slice(n)
+            self.pending = [tail] if tail.num_rows else []
+            rows = head.column("_row").to_numpy()
+            data = {c: head.column(s).combine_chunks() for c, s in self.src.items()}
+            raw, bad, undecodable = assemble_rows(data, rows, self.path, self.codec, self.limit, self.transcode,
+                                                  self.split.contract)
+            if not self.checked and len(rows):
+                self.checked = True
+                if undecodable * 2 > len(rows):
+                    raise encoding_error(self.path, self.codec)
+        self.resume = int(rows[-1]) + 1 if len(rows) else self.resume
+        bad += [BadRow(self.path, num, None, f"expected {len(self.names)} fields, found {found}")
+                for num, found in self.invalid if num not in self.done_bad]
+        self.done_bad.update(num for num, _ in self.invalid)
+        self.invalid.clear()
+        return raw, sorted(bad, key=lambda b: b.source_row)

@@ -41,7 +41,7 @@ from transforms.merge.stream import LineIndex, SeenKeys, WindowResult
 from pipelines.io.vault_files import shard_prefix
 
 __all__ = ["read_base", "load_index", "write_window", "committed_windows", "read_windows", "recover", "SEEN_SCHEMA",
-           "write_window_fs", "read_window_info"]
+           "window_files", "read_window_info"]
 
 SEEN_SCHEMA = pa.schema([pa.field("key", pa.string()), pa.field("publish_time", pa.timestamp("us", tz="UTC"))])
 _TS = pa.timestamp("us", tz="UTC")
@@ -84,35 +84,49 @@ def _dead_letter_lines(table: pa.Table) -> bytes:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()).encode("utf-8")
 
 
+def window_files(result: WindowResult, seen_times: pa.Array, info: dict) -> list[tuple[str, bytes]]:
+    """The files of one window, (relative path, bytes), ``window.json`` last: it is the commit marker."""
+    def parquet(table: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        return sink.getvalue().to_pybytes()
+
+    def vault(kind: str) -> str:
+        return shard_prefix("vault", kind) + "-00000-of-00001.parquet"
+
+    return [
+        ("delta.parquet", parquet(result.delta.cast(MERGED_SCHEMA))),
+        (vault("keys"), parquet(result.vault_keys.cast(arrow_schema("vault_key")))),
+        (vault("values"), parquet(result.vault_values.cast(arrow_schema("vault_value")))),
+        ("seen.parquet", parquet(pa.table([result.new_keys, seen_times], schema=SEEN_SCHEMA))),
+        ("dead_letter.jsonl", _dead_letter_lines(result.dead_letter)),
+        ("counters.json", json.dumps(result.counters, ensure_ascii=False, indent=1).encode("utf-8")),
+        ("window.json", json.dumps(info, ensure_ascii=False, indent=1, default=str).encode("utf-8")),
+    ]
+
+
 def write_window(deltas_dir: str, name: str, result: WindowResult, seen_times: pa.Array, info: dict) -> str:
-    """Write one window's files into a temporary folder, fsync them, rename the folder into place."""
+    """Write one window's files and commit them together.
+
+    Local folders: into a temporary folder, each file fsync'd, then the folder
+    renamed into place (the commit). Object stores (gs://, s3://) through Beam
+    FileSystems: each file written whole, ``window.json`` last, so a reader that
+    sees ``window.json`` sees the rest; a retried bundle rewrites the same
+    files under the same name."""
+    files = window_files(result, seen_times, info)
+    if "://" in deltas_dir:
+        folder = FileSystems.join(deltas_dir, name)
+        for rel, payload in files:
+            with FileSystems.create(FileSystems.join(folder, rel)) as handle:
+                handle.write(payload)
+        return folder
     os.makedirs(deltas_dir, exist_ok=True)
     tmp = os.path.join(deltas_dir, f".tmp-{name}-{os.urandom(4).hex()}")
-    os.makedirs(os.path.join(tmp, "vault", "keys"))
-    os.makedirs(os.path.join(tmp, "vault", "values"))
-    files = []
-
-    def parquet(rel: str, table: pa.Table) -> None:
+    for rel, payload in files:
         path = os.path.join(tmp, rel)
-        pq.write_table(table, path)
-        files.append(path)
-
-    def text(rel: str, payload: bytes) -> None:
-        path = os.path.join(tmp, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as handle:
             handle.write(payload)
-        files.append(path)
-
-    parquet("delta.parquet", result.delta.cast(MERGED_SCHEMA))
-    parquet(os.path.relpath(shard_prefix(os.path.join(tmp, "vault"), "keys"), tmp) + "-00000-of-00001.parquet",
-            result.vault_keys.cast(arrow_schema("vault_key")))
-    parquet(os.path.relpath(shard_prefix(os.path.join(tmp, "vault"), "values"), tmp) + "-00000-of-00001.parquet",
-            result.vault_values.cast(arrow_schema("vault_value")))
-    parquet("seen.parquet", pa.table([result.new_keys, seen_times], schema=SEEN_SCHEMA))
-    text("dead_letter.jsonl", _dead_letter_lines(result.dead_letter))
-    text("counters.json", json.dumps(result.counters, ensure_ascii=False, indent=1).encode("utf-8"))
-    text("window.json", json.dumps(info, ensure_ascii=False, indent=1, default=str).encode("utf-8"))
-    for path in files:
         fsync_path(path)
     for sub in ("vault/keys", "vault/values", "vault", ""):
         fsync_path(os.path.join(tmp, sub))
@@ -120,32 +134,6 @@ def write_window(deltas_dir: str, name: str, result: WindowResult, seen_times: p
     os.rename(tmp, final)  # the commit: the window's delta, vault, dead letters and dedup state appear together
     fsync_path(deltas_dir)
     return final
-
-
-def write_window_fs(deltas_dir: str, name: str, result, seen_times: pa.Array, info: dict) -> str:
-    """``write_window`` through Beam FileSystems (gs:// on Dataflow): each file whole, ``window.json`` last."""
-    if "://" not in deltas_dir:
-        return write_window(deltas_dir, name, result, seen_times, info)
-    folder = FileSystems.join(deltas_dir, name)
-
-    def put(rel: str, payload: bytes) -> None:
-        with FileSystems.create(FileSystems.join(folder, rel)) as handle:
-            handle.write(payload)
-
-    def parquet(table: pa.Table) -> bytes:
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        return sink.getvalue().to_pybytes()
-
-    put("delta.parquet", parquet(result.delta.cast(MERGED_SCHEMA)))
-    put("vault/keys/keys-g000001-00000-of-00001.parquet", parquet(result.vault_keys.cast(arrow_schema("vault_key"))))
-    put("vault/values/values-g000001-00000-of-00001.parquet",
-        parquet(result.vault_values.cast(arrow_schema("vault_value"))))
-    put("seen.parquet", parquet(pa.table([result.new_keys, seen_times], schema=SEEN_SCHEMA)))
-    put("dead_letter.jsonl", _dead_letter_lines(result.dead_letter))
-    put("counters.json", json.dumps(result.counters, ensure_ascii=False, indent=1).encode("utf-8"))
-    put("window.json", json.dumps(info, ensure_ascii=False, indent=1, default=str).encode("utf-8"))
-    return folder
 
 
 def committed_windows(deltas_dir: str) -> list[str]:

@@ -91,6 +91,18 @@ def drop_lines(table: pa.Table, line_ids: Iterable[str]) -> pa.Table:
     return table.filter(pc.invert(pc.is_in(table["line_id"], pa.array(list(line_ids), pa.string()))))
 
 
+def _value_table(ids_array: pa.Array, fields: list[str], specs: list, nonces: bytes, dek_ids: list[str]) -> pa.Table:
+    """The value rows of a sealed batch: one per non-null value, in field order."""
+    dek_array, value_parts = pa.array(dek_ids, pa.string()), []
+    for field, (_, _, sealed, rows, base) in zip(fields, specs):
+        rows, k = pa.array(rows, pa.int64()), len(sealed)
+        nonce_column = _binary_from(nonces[base:base + _NONCE * k], _NONCE, k)
+        value_parts.append(pa.table([pc.take(ids_array, rows), pa.array([field] * k, pa.string()),
+                                     pc.take(dek_array, rows), nonce_column, pa.array(sealed, pa.binary())],
+                                    schema=arrow_schema("vault_value")))
+    return pa.concat_tables(value_parts) if value_parts else arrow_schema("vault_value").empty_table()
+
+
 class Vault:
     """Seal, open, re-wrap and shred vault records under a keyset.
 
@@ -145,6 +157,25 @@ class Vault:
             ``(keys, values)``: a key row for every line of the batch and a
             value row for every non-null value.
         """
+        ids_array, fields, plains = self._batch(line_ids, columns)
+        counts = [len(p) - p.count(None) for p in plains]
+        nonces = os.urandom(_NONCE * sum(counts))
+        bases = [_NONCE * sum(counts[:j]) for j in range(len(fields))]
+        # per field: (ad suffix, plaintexts, ciphertexts, row indices, first nonce offset)
+        specs = [(_lp1(f), p, [], [], b) for f, p, b in zip(fields, plains, bases)]
+        version = self._keyset.primary_vault_version
+        known, parts = self._known(existing_keys, ids_array)
+        new_ids, new_dek_ids, wrapped, dek_ids = self._seal_lines(ids_array, known, specs, nonces, version)
+        m, schema = len(new_ids), arrow_schema("vault_key")
+        stamps = _stamps(now, m)
+        parts.insert(0, pa.table([new_ids, new_dek_ids, [self._keyset.keyset_id] * m, [version] * m, wrapped,
+                                  stamps, stamps], schema=schema))
+        keys = pa.concat_tables([p.cast(schema) for p in parts])
+        return keys, _value_table(ids_array, fields, specs, nonces, dek_ids)
+
+    @staticmethod
+    def _batch(line_ids, columns: Mapping[str, object]) -> tuple[pa.Array, list[str], list[list]]:
+        """(line ids, field names, plaintexts per field as bytes or None), checked."""
         ids_array = as_strings(line_ids)
         n = len(ids_array)
         if ids_array.null_count or pc.count_distinct(ids_array).as_py() != n:
@@ -153,19 +184,20 @@ class Vault:
         plains = [as_strings(columns[f]).cast(pa.binary()).to_pylist() for f in fields]
         if any(len(p) != n for p in plains):
             raise VaultError("seal: every column needs one value per line_id")
-        counts = [len(p) - p.count(None) for p in plains]
-        nonces = os.urandom(_NONCE * sum(counts))
-        bases = [_NONCE * sum(counts[:j]) for j in range(len(fields))]
-        # per field: (ad suffix, plaintexts, ciphertexts, row indices, first nonce offset)
-        specs = [(_lp1(f), p, [], [], b) for f, p, b in zip(fields, plains, bases)]
-        version = self._keyset.primary_vault_version
+        return ids_array, fields, plains
+
+    def _known(self, existing_keys: pa.Table | None, ids_array: pa.Array) -> tuple[dict, list[pa.Table]]:
+        """line_id -> (DEK, dek_id) of the batch's lines already in the vault, and their key rows."""
+        if existing_keys is None or not existing_keys.num_rows:
+            return {}, []
+        old = existing_keys.filter(pc.is_in(existing_keys["line_id"], ids_array))
+        known = {row["line_id"]: (self._unwrap(row), row["dek_id"]) for row in old.select(_KEY_COLS).to_pylist()}
+        return known, [old]
+
+    def _seal_lines(self, ids_array: pa.Array, known: dict, specs: list, nonces: bytes, version: str):
+        """Seal every value line by line; (new line ids, their dek ids, wrapped DEKs, every line's dek id)."""
         wrap, dek_tail = self._kek(version).encrypt, _lp1(version)
-        known, parts = {}, []
-        if existing_keys is not None and existing_keys.num_rows:
-            old = existing_keys.filter(pc.is_in(existing_keys["line_id"], ids_array))
-            known = {row["line_id"]: (self._unwrap(row), row["dek_id"]) for row in old.select(_KEY_COLS).to_pylist()}
-            parts.append(old)
-        rnd = os.urandom((n - len(known)) * _FRESH)
+        rnd = os.urandom((len(ids_array) - len(known)) * _FRESH)
         at, new_ids, new_dek_ids, wrapped, dek_ids = 0, [], [], [], []
         # One line at a time: one AESGCM object alive (thousands alive cost GC time).
         for i, line_id in enumerate(ids_array.to_pylist()):
@@ -189,20 +221,7 @@ class Vault:
                     k = base + _NONCE * len(sealed)
                     sealed.append(encrypt(nonces[k:k + _NONCE], value, prefix + field_ad))
                     rows.append(i)
-        m, schema = len(new_ids), arrow_schema("vault_key")
-        stamps = _stamps(now, m)
-        parts.insert(0, pa.table([new_ids, new_dek_ids, [self._keyset.keyset_id] * m, [version] * m, wrapped,
-                                  stamps, stamps], schema=schema))
-        keys = pa.concat_tables([p.cast(schema) for p in parts])
-        dek_array, value_parts = pa.array(dek_ids, pa.string()), []
-        for field, (_, _, sealed, rows, base) in zip(fields, specs):
-            rows, k = pa.array(rows, pa.int64()), len(sealed)
-            nonce_column = _binary_from(nonces[base:base + _NONCE * k], _NONCE, k)
-            value_parts.append(pa.table([pc.take(ids_array, rows), pa.array([field] * k, pa.string()),
-                                         pc.take(dek_array, rows), nonce_column, pa.array(sealed, pa.binary())],
-                                        schema=arrow_schema("vault_value")))
-        values = pa.concat_tables(value_parts) if value_parts else arrow_schema("vault_value").empty_table()
-        return keys, values
+        return new_ids, new_dek_ids, wrapped, dek_ids
 
     def open(self, keys: pa.Table, values: pa.Table, line_id: str,
              fields: Iterable[str] | None = None) -> dict[str, str]:
