@@ -97,6 +97,58 @@ def _status_gap(scan: dict, other: dict) -> float:
     return max(abs(scan.get(k, 0) - other.get(k, 0)) for k in keys) / total
 
 
+def _speed_checks(scan_2m: Row, scan_2m_mp: Row, scan_200k: Row, naive: Row, duck: Row) -> list[Check]:
+    """Lines/s against the target, the naive baseline and DuckDB; peak memory at 2M."""
+    return [
+        Check("scan lines/s, 2M, defaults", f"{scan_2m.rate:,.0f}", f">= {TARGET_RATE:,}", scan_2m.rate >= TARGET_RATE),
+        Check("scan lines/s, 2M, 2 worker processes", f"{scan_2m_mp.rate:,.0f}", f">= {TARGET_RATE:,}",
+              scan_2m_mp.rate >= TARGET_RATE),
+        Check("scan (2M, defaults) vs naive (200k), lines/s", f"{scan_2m.rate / naive.rate:.1f}x"
+              f" (per CPU second: {_cpu_ratio(scan_2m, naive):.1f}x)",
+              f">= {TARGET_VS_NAIVE:.0f}x", scan_2m.rate / naive.rate >= TARGET_VS_NAIVE),
+        Check("scan vs naive on the same 200k file, lines/s", f"{scan_200k.rate / naive.rate:.1f}x"
+              f" (per CPU second: {_cpu_ratio(scan_200k, naive):.1f}x)",
+              f">= {TARGET_VS_NAIVE:.0f}x", scan_200k.rate / naive.rate >= TARGET_VS_NAIVE),
+        Check("scan time / DuckDB time, 2M", f"{scan_2m.seconds / duck.seconds:.1f}x",
+              "<= 1.0x (the DuckDB query's time or better)", scan_2m.seconds / duck.seconds <= TARGET_VS_DUCKDB),
+        Check("scan peak memory, 2M, defaults", f"{scan_2m.peak_mb:,.0f} MB", f"< {TARGET_PEAK_MB:,} MB",
+              scan_2m.peak_mb < TARGET_PEAK_MB),
+        Check("scan peak memory, 2M, 2 worker processes (all processes)", f"{scan_2m_mp.peak_mb:,.0f} MB",
+              f"< {TARGET_PEAK_MB:,} MB", scan_2m_mp.peak_mb < TARGET_PEAK_MB),
+    ]
+
+
+def _memory_checks(scan_2m: Row, scan_10m: Row | None) -> list[Check]:
+    """Peak memory at 10M, and flat from 2M to 10M (or skipped)."""
+    if scan_10m is None:
+        return [Check("scan peak memory, 10M", "skipped (BENCH_10M=0)", f"< {TARGET_PEAK_MB:,} MB, flat", None)]
+    growth = scan_10m.peak_mb / scan_2m.peak_mb
+    return [
+        Check("scan peak memory, 10M, defaults", f"{scan_10m.peak_mb:,.0f} MB", f"< {TARGET_PEAK_MB:,} MB",
+              scan_10m.peak_mb < TARGET_PEAK_MB),
+        Check("memory flat, 10M peak / 2M peak", f"{growth:.2f}", f"<= {FLAT:.2f}", growth <= FLAT),
+    ]
+
+
+def _notes(rows: list[Row], scan_2m: Row, scan_2m_mp: Row, d_2m: dict, duck_result: dict) -> list[str]:
+    best = max(scan_2m, scan_2m_mp, key=lambda r: r.rate)
+    gap = _status_gap(d_2m["summary"]["identity_status"], duck_result["identity_status"])
+    crowded = [r.what for r in rows if r.others_cpu_seconds and r.others_cpu_seconds > 0.25 * r.seconds]
+    return [
+        f"best scan rate: {best.rate:,.0f} lines/s ({best.note}); per CPU second, the 2M scan with defaults "
+        f"made {scan_2m.rows / max(scan_2m.cpu_seconds, 1e-9):,.0f} lines.",
+        ("the machine was shared during: " + ", ".join(crowded) + " (others used more than a quarter of a CPU "
+         "on average): their wall clocks are pessimistic.") if crowded else "the machine was quiet during every run.",
+        "rows = input rows; seconds = wall clock of the whole command (interpreter start, planning, "
+        "Parquet read and write, summary); peak MB = largest sum of RSS over the process tree, sampled every 50 ms.",
+        "the naive baseline runs on 200k lines (its cost per line does not fall with size); "
+        "the first ratio compares it with the scan at 2M, the second on the same file.",
+        f"DuckDB covers: {'; '.join(duck_result['covers'])}. It leaves out: {'; '.join(duck_result['leaves_out'])}. "
+        f"Its identity_status counts differ from the scan's by at most {100 * gap:.1f} % of lines.",
+        "switch the 10M run off with BENCH_10M=0; inputs are kept in bench-data/ (seed 7) for re-runs.",
+    ]
+
+
 @register("scan")
 def bench_scan(ctx: Context) -> Section:
     if ctx.ten_million:
@@ -115,52 +167,12 @@ def bench_scan(ctx: Context) -> Section:
     duck, duck_result = _duck(ctx, base_2m)
 
     rows = [r for r in (scan_2m, scan_2m_mp, scan_10m, scan_200k, naive, duck) if r is not None]
-    best = max(scan_2m, scan_2m_mp, key=lambda r: r.rate)
-    checks = [
-        Check("scan lines/s, 2M, defaults", f"{scan_2m.rate:,.0f}", f">= {TARGET_RATE:,}", scan_2m.rate >= TARGET_RATE),
-        Check("scan lines/s, 2M, 2 worker processes", f"{scan_2m_mp.rate:,.0f}", f">= {TARGET_RATE:,}",
-              scan_2m_mp.rate >= TARGET_RATE),
-        Check("scan (2M, defaults) vs naive (200k), lines/s", f"{scan_2m.rate / naive.rate:.1f}x"
-              f" (per CPU second: {_cpu_ratio(scan_2m, naive):.1f}x)",
-              f">= {TARGET_VS_NAIVE:.0f}x", scan_2m.rate / naive.rate >= TARGET_VS_NAIVE),
-        Check("scan vs naive on the same 200k file, lines/s", f"{scan_200k.rate / naive.rate:.1f}x"
-              f" (per CPU second: {_cpu_ratio(scan_200k, naive):.1f}x)",
-              f">= {TARGET_VS_NAIVE:.0f}x", scan_200k.rate / naive.rate >= TARGET_VS_NAIVE),
-        Check("scan time / DuckDB time, 2M", f"{scan_2m.seconds / duck.seconds:.1f}x",
-              "<= 1.0x (the DuckDB query's time or better)", scan_2m.seconds / duck.seconds <= TARGET_VS_DUCKDB),
-        Check("scan peak memory, 2M, defaults", f"{scan_2m.peak_mb:,.0f} MB", f"< {TARGET_PEAK_MB:,} MB",
-              scan_2m.peak_mb < TARGET_PEAK_MB),
-        Check("scan peak memory, 2M, 2 worker processes (all processes)", f"{scan_2m_mp.peak_mb:,.0f} MB",
-              f"< {TARGET_PEAK_MB:,} MB", scan_2m_mp.peak_mb < TARGET_PEAK_MB),
-    ]
-    if scan_10m is not None:
-        growth = scan_10m.peak_mb / scan_2m.peak_mb
-        checks += [
-            Check("scan peak memory, 10M, defaults", f"{scan_10m.peak_mb:,.0f} MB", f"< {TARGET_PEAK_MB:,} MB",
-                  scan_10m.peak_mb < TARGET_PEAK_MB),
-            Check("memory flat, 10M peak / 2M peak", f"{growth:.2f}", f"<= {FLAT:.2f}", growth <= FLAT),
-        ]
-    else:
-        checks.append(Check("scan peak memory, 10M", "skipped (BENCH_10M=0)", f"< {TARGET_PEAK_MB:,} MB, flat", None))
+    checks = _speed_checks(scan_2m, scan_2m_mp, scan_200k, naive, duck) + _memory_checks(scan_2m, scan_10m)
     same = d_200k["summary"]["identity_status"] == {
         k: naive_summary["identity_status"].get(k, 0) for k in d_200k["summary"]["identity_status"]}
     checks.append(Check("scan and naive agree on identity_status counts, 200k", "equal" if same else "differ",
                         "equal", same))
-    gap = _status_gap(d_2m["summary"]["identity_status"], duck_result["identity_status"])
-    crowded = [r.what for r in rows if r.others_cpu_seconds and r.others_cpu_seconds > 0.25 * r.seconds]
-    notes = [
-        f"best scan rate: {best.rate:,.0f} lines/s ({best.note}); per CPU second, the 2M scan with defaults "
-        f"made {scan_2m.rows / max(scan_2m.cpu_seconds, 1e-9):,.0f} lines.",
-        ("the machine was shared during: " + ", ".join(crowded) + " (others used more than a quarter of a CPU "
-         "on average): their wall clocks are pessimistic.") if crowded else "the machine was quiet during every run.",
-        "rows = input rows; seconds = wall clock of the whole command (interpreter start, planning, "
-        "Parquet read and write, summary); peak MB = largest sum of RSS over the process tree, sampled every 50 ms.",
-        "the naive baseline runs on 200k lines (its cost per line does not fall with size); "
-        "the first ratio compares it with the scan at 2M, the second on the same file.",
-        f"DuckDB covers: {'; '.join(duck_result['covers'])}. It leaves out: {'; '.join(duck_result['leaves_out'])}. "
-        f"Its identity_status counts differ from the scan's by at most {100 * gap:.1f} % of lines.",
-        "switch the 10M run off with BENCH_10M=0; inputs are kept in bench-data/ (seed 7) for re-runs.",
-    ]
+    notes = _notes(rows, scan_2m, scan_2m_mp, d_2m, duck_result)
     details = {"scan_2m": d_2m, "scan_2m_multiprocess": d_2m_mp, "scan_200k": d_200k, "scan_10m": d_10m,
                "naive_200k": naive_summary, "duckdb": duck_result}
     return Section("scan", "Scan: speed and memory", rows, checks, notes, details)

@@ -27,6 +27,7 @@ publish -> delta <= 2 windows + 5 s. ``BENCH_STREAM_EVENTS=N`` (or ``python
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -39,7 +40,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from bench.core import AS_OF, ROOT, BenchError, Check, Context, Row, Section, checked, ensure_base, register, say
-from bench.measure import measure, python_env
+from bench.measure import Measurement, measure, python_env
 
 __all__ = ["bench_stream", "EVENTS", "WINDOW_SECONDS"]
 
@@ -142,6 +143,163 @@ def _manifest(out: str) -> dict:
         return json.load(handle)
 
 
+@dataclasses.dataclass
+class _Backlog:
+    """Part 1: the bare loop and the streaming merge, each draining the same backlog."""
+
+    publish_seconds: float  # publishing the backlog
+    bare: dict  # the bare loop's {"messages", "seconds"}
+    bare_run: Measurement
+    stream_run: Measurement
+    manifest: dict  # the streaming merge's
+    windows: list[tuple[dict, str]]
+    began: float  # the lander's first pull
+    drain: float  # seconds from the first pull to the last window's commit
+    full: list[tuple[dict, str]]  # the windows that closed full
+    stream_rate: float  # sustained messages/s over the full windows
+    startup: float
+
+
+@dataclasses.dataclass
+class _Live:
+    """Part 2: publish -> visible delta, with the streaming merge running."""
+
+    manifest: dict
+    out: str
+    publish_seconds: float
+    latencies: np.ndarray  # seconds, one per message
+    p50: float
+    p95: float
+
+
+def _bare_drain(ctx: Context, sub: str, messages: list) -> tuple[dict, Measurement]:
+    say("bare subscriber loop (unary pull + ack)")
+    m = checked(measure([ctx.python, "-m", "bench.bench_stream", "--bare", sub, str(len(messages))],
+                        env=python_env(), cwd=ROOT), "bare loop")
+    bare = json.loads(m.output.strip().splitlines()[-1])
+    if bare["messages"] < len(messages):
+        raise BenchError(f"the bare loop got {bare['messages']:,} of {len(messages):,} messages")
+    say(f"  {bare['seconds']:.1f} s ({bare['messages'] / bare['seconds']:,.0f} messages/s)")
+    return bare, m
+
+
+def _backlog(ctx: Context, messages: list, base: str, keys: str) -> _Backlog:
+    """Publish the events to two subscriptions; the bare loop drains one, the streaming merge the other."""
+    topic, (sub_bare, sub_stream) = _topic(2)
+    say(f"publishing {len(messages):,} events (backlog for both subscriptions) ...")
+    publish_seconds = _publish(topic, messages)
+    say(f"  {publish_seconds:.1f} s ({len(messages) / publish_seconds:,.0f} messages/s)")
+    bare, m = _bare_drain(ctx, sub_bare, messages)
+    out = ctx.work("stream_backlog")
+    say("streaming merge draining the backlog")
+    ms = checked(measure(_stream_cmd(ctx, sub_stream, base, keys, out, 8), env=python_env(), cwd=ROOT),
+                 "streaming merge (backlog)")
+    man = _manifest(out)
+    wins = _windows(out)
+    began = man["landing"].get("pulling_since") or man["landing"]["started_at"]
+    last_commit = max(w["committed_at"] for w, _ in wins)
+    drain = last_commit - began
+    # sustained: the windows that closed full (the last, partial one waits out its window length)
+    full = sorted(wins, key=lambda x: x[0]["seq"])[:-1] or wins
+    stream_rate = sum(w["counts"]["messages_in"] for w, _ in full) / (max(w["committed_at"] for w, _ in full)
+                                                                      - began)
+    startup = man["timings"].get("startup_seconds", 0.0)
+    say(f"  {man['counts']['messages_in']:,} messages in {drain:.1f} s after a {startup:.1f} s start-up "
+        f"({man['counts']['messages_in'] / drain:,.0f} messages/s overall, {stream_rate:,.0f} sustained), "
+        f"peak {ms.peak_mb:,.0f} MB")
+    return _Backlog(publish_seconds, bare, m, ms, man, wins, began, drain, full, stream_rate, startup)
+
+
+def _publish_to_running_merge(ctx: Context, cmd: list[str], topic: str, messages: list) -> float:
+    """Start the streaming merge, wait until it pulls, publish every message, wait for it to stop."""
+    with open(os.path.join(ctx.out_dir, "stream-live.log"), "wb") as log:
+        proc = subprocess.Popen(cmd, env=python_env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log_path = os.path.join(ctx.out_dir, "stream-live.log")
+        ready = time.time() + 300
+        while time.time() < ready and b"committed window(s)" not in open(log_path, "rb").read():
+            if proc.poll() is not None:
+                raise BenchError("the live streaming merge exited early; see bench-out/stream-live.log")
+            time.sleep(0.2)  # the start-up line is logged once the base is loaded, as the lander starts
+        say(f"live: publishing {len(messages):,} events to a running streaming merge ...")
+        live_publish = _publish(topic, messages)
+        say(f"  published in {live_publish:.1f} s ({len(messages) / live_publish:,.0f} messages/s)")
+        if proc.wait(timeout=1800) != 0:
+            raise BenchError("the live streaming merge failed; see bench-out/stream-live.log")
+    return live_publish
+
+
+def _latencies(out: str) -> np.ndarray:
+    """Per message: its window's commit time minus its Pub/Sub publish time, in seconds."""
+    latencies = []
+    for info, folder in _windows(out):
+        times = pq.read_table(os.path.join(folder, "seen.parquet")).column("publish_time")
+        micros = times.cast("int64").to_numpy(zero_copy_only=False)
+        latencies.append(info["committed_at"] - micros / 1e6)
+    return np.concatenate(latencies)
+
+
+def _live(ctx: Context, messages: list, base: str, keys: str) -> _Live:
+    """A fresh subscription, the streaming merge running, the events published while it runs."""
+    topic2, (sub_live,) = _topic(1)
+    out2 = ctx.work("stream_live")
+    cmd = _stream_cmd(ctx, sub_live, base, keys, out2, 8)
+    live_publish = _publish_to_running_merge(ctx, cmd, topic2, messages)
+    man2 = _manifest(out2)
+    lat = _latencies(out2)
+    p50, p95 = float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
+    say(f"  publish -> visible delta: median {p50:.1f} s, p95 {p95:.1f} s over {len(lat):,} messages")
+    return _Live(man2, out2, live_publish, lat, p50, p95)
+
+
+def _rows(backlog: _Backlog, live: _Live, messages: list) -> list[Row]:
+    bare, m, ms, man, man2 = backlog.bare, backlog.bare_run, backlog.stream_run, backlog.manifest, live.manifest
+    full, began = backlog.full, backlog.began
+    return [
+        Row("bare subscriber loop: unary pull 1,000 + ack", bare["messages"], bare["seconds"], m.peak_mb,
+            "backlog", m.cpu_seconds, m.others_cpu_seconds),
+        Row("merge --streaming: land + window + tokenize + seal + commit", man["counts"]["messages_in"],
+            backlog.drain, ms.peak_mb, f"backlog, all windows; after {backlog.startup:.1f} s start-up",
+            ms.cpu_seconds, ms.others_cpu_seconds),
+        Row("merge --streaming, sustained (the windows that closed full)",
+            sum(w["counts"]["messages_in"] for w, _ in full),
+            max(w["committed_at"] for w, _ in full) - began, None, "backlog"),
+        Row("merge --streaming, live (publish while it runs)", man2["counts"]["messages_in"],
+            max(w["committed_at"] for w, _ in _windows(live.out)) - (man2["landing"].get("pulling_since")
+                                                                      or man2["landing"]["started_at"]), None,
+            f"publisher {len(messages) / live.publish_seconds:,.0f} msg/s"),
+    ]
+
+
+def _checks(backlog: _Backlog, live: _Live) -> list[Check]:
+    target_latency = 2 * WINDOW_SECONDS + 5
+    bare_rate = backlog.bare["messages"] / backlog.bare["seconds"]
+    stream_rate, p50, p95 = backlog.stream_rate, live.p50, live.p95
+    balanced = backlog.manifest["counts"]["balanced"] and live.manifest["counts"]["balanced"]
+    return [
+        Check("streaming events/s (sustained) vs bare loop (backlog)", f"{stream_rate:,.0f} vs {bare_rate:,.0f} "
+              f"({stream_rate / bare_rate:.2f}x)", f">= {TARGET_VS_BARE}x", stream_rate / bare_rate >= TARGET_VS_BARE),
+        Check(f"publish -> visible delta, p95 ({WINDOW_SECONDS} s windows)", f"p95 {p95:.1f} s (median {p50:.1f} s)",
+              f"<= {target_latency} s", p95 <= target_latency),
+        Check("counts balance (both runs)", "yes" if balanced else "NO", "yes", balanced),
+    ]
+
+
+def _notes(n: int, backlog: _Backlog, live: _Live, messages: list) -> list[str]:
+    man = backlog.manifest
+    return [
+        f"events: {n:,} from bench.bench_merge.make_events over base_200k (2 % repeats, ~3 % faults); "
+        f"backlog run: {json.dumps({k: man['counts'][k] for k in ('applied', 'superseded', 'duplicates')})}, "
+        f"dead letters {sum(man['counts']['dead_letters'].values()):,}.",
+        f"publisher (one client, batches of 1,000): {len(messages) / backlog.publish_seconds:,.0f} messages/s into "
+        "the emulator; in the live run the emulator, the publisher and the merge share the machine's CPUs.",
+        "rows/s = messages/s; seconds = first message pulled to last acknowledged (bare) or the lander's first "
+        "pull to the last window's commit (streaming; 'sustained' stops at the last window that closed full, "
+        "since the last, partial window waits out its length); the streaming CPU s include the base's loading.",
+        f"windows: {len(backlog.windows)} (backlog), {len(_windows(live.out))} (live); window length "
+        f"{WINDOW_SECONDS} s.",
+    ]
+
+
 def run_stream_bench(ctx: Context, n: int) -> Section:
     from dev.pubsub_emulator import running_emulator
 
@@ -152,96 +310,11 @@ def run_stream_bench(ctx: Context, n: int) -> Section:
     checked(measure([ctx.backfill, "keys", "init", "--keys", keys], env=python_env()), "keys init")
     with running_emulator() as emulator:
         say(f"emulator on {emulator.host}")
-        # 1. throughput from a backlog
-        topic, (sub_bare, sub_stream) = _topic(2)
-        say(f"publishing {len(messages):,} events (backlog for both subscriptions) ...")
-        publish_seconds = _publish(topic, messages)
-        say(f"  {publish_seconds:.1f} s ({len(messages) / publish_seconds:,.0f} messages/s)")
-        say("bare subscriber loop (unary pull + ack)")
-        m = checked(measure([ctx.python, "-m", "bench.bench_stream", "--bare", sub_bare, str(len(messages))],
-                            env=python_env(), cwd=ROOT), "bare loop")
-        bare = json.loads(m.output.strip().splitlines()[-1])
-        if bare["messages"] < len(messages):
-            raise BenchError(f"the bare loop got {bare['messages']:,} of {len(messages):,} messages")
-        say(f"  {bare['seconds']:.1f} s ({bare['messages'] / bare['seconds']:,.0f} messages/s)")
-        out = ctx.work("stream_backlog")
-        say("streaming merge draining the backlog")
-        ms = checked(measure(_stream_cmd(ctx, sub_stream, base, keys, out, 8), env=python_env(), cwd=ROOT),
-                     "streaming merge (backlog)")
-        man = _manifest(out)
-        wins = _windows(out)
-        began = man["landing"].get("pulling_since") or man["landing"]["started_at"]
-        last_commit = max(w["committed_at"] for w, _ in wins)
-        drain = last_commit - began
-        # sustained: the windows that closed full (the last, partial one waits out its window length)
-        full = sorted(wins, key=lambda x: x[0]["seq"])[:-1] or wins
-        stream_rate = sum(w["counts"]["messages_in"] for w, _ in full) / (max(w["committed_at"] for w, _ in full)
-                                                                          - began)
-        startup = man["timings"].get("startup_seconds", 0.0)
-        say(f"  {man['counts']['messages_in']:,} messages in {drain:.1f} s after a {startup:.1f} s start-up "
-            f"({man['counts']['messages_in'] / drain:,.0f} messages/s overall, {stream_rate:,.0f} sustained), "
-            f"peak {ms.peak_mb:,.0f} MB")
-        # 2. publish -> visible delta, live
-        topic2, (sub_live,) = _topic(1)
-        out2 = ctx.work("stream_live")
-        cmd = _stream_cmd(ctx, sub_live, base, keys, out2, 8)
-        with open(os.path.join(ctx.out_dir, "stream-live.log"), "wb") as log:
-            proc = subprocess.Popen(cmd, env=python_env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            log_path = os.path.join(ctx.out_dir, "stream-live.log")
-            ready = time.time() + 300
-            while time.time() < ready and b"committed window(s)" not in open(log_path, "rb").read():
-                if proc.poll() is not None:
-                    raise BenchError("the live streaming merge exited early; see bench-out/stream-live.log")
-                time.sleep(0.2)  # the start-up line is logged once the base is loaded, as the lander starts
-            say(f"live: publishing {len(messages):,} events to a running streaming merge ...")
-            live_publish = _publish(topic2, messages)
-            say(f"  published in {live_publish:.1f} s ({len(messages) / live_publish:,.0f} messages/s)")
-            if proc.wait(timeout=1800) != 0:
-                raise BenchError("the live streaming merge failed; see bench-out/stream-live.log")
-        man2 = _manifest(out2)
-        latencies = []
-        for info, folder in _windows(out2):
-            times = pq.read_table(os.path.join(folder, "seen.parquet")).column("publish_time")
-            micros = times.cast("int64").to_numpy(zero_copy_only=False)
-            latencies.append(info["committed_at"] - micros / 1e6)
-        lat = np.concatenate(latencies)
-        p50, p95 = float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
-        say(f"  publish -> visible delta: median {p50:.1f} s, p95 {p95:.1f} s over {len(lat):,} messages")
-    target_latency = 2 * WINDOW_SECONDS + 5
-    bare_rate = bare["messages"] / bare["seconds"]
-    balanced = man["counts"]["balanced"] and man2["counts"]["balanced"]
-    rows = [
-        Row("bare subscriber loop: unary pull 1,000 + ack", bare["messages"], bare["seconds"], m.peak_mb,
-            "backlog", m.cpu_seconds, m.others_cpu_seconds),
-        Row("merge --streaming: land + window + tokenize + seal + commit", man["counts"]["messages_in"], drain,
-            ms.peak_mb, f"backlog, all windows; after {startup:.1f} s start-up", ms.cpu_seconds, ms.others_cpu_seconds),
-        Row("merge --streaming, sustained (the windows that closed full)",
-            sum(w["counts"]["messages_in"] for w, _ in full),
-            max(w["committed_at"] for w, _ in full) - began, None, "backlog"),
-        Row("merge --streaming, live (publish while it runs)", man2["counts"]["messages_in"],
-            max(w["committed_at"] for w, _ in _windows(out2)) - (man2["landing"].get("pulling_since")
-                                                                   or man2["landing"]["started_at"]), None,
-            f"publisher {len(messages) / live_publish:,.0f} msg/s"),
-    ]
-    checks = [
-        Check("streaming events/s (sustained) vs bare loop (backlog)", f"{stream_rate:,.0f} vs {bare_rate:,.0f} "
-              f"({stream_rate / bare_rate:.2f}x)", f">= {TARGET_VS_BARE}x", stream_rate / bare_rate >= TARGET_VS_BARE),
-        Check(f"publish -> visible delta, p95 ({WINDOW_SECONDS} s windows)", f"p95 {p95:.1f} s (median {p50:.1f} s)",
-              f"<= {target_latency} s", p95 <= target_latency),
-        Check("counts balance (both runs)", "yes" if balanced else "NO", "yes", balanced),
-    ]
-    notes = [
-        f"events: {n:,} from bench.bench_merge.make_events over base_200k (2 % repeats, ~3 % faults); "
-        f"backlog run: {json.dumps({k: man['counts'][k] for k in ('applied', 'superseded', 'duplicates')})}, "
-        f"dead letters {sum(man['counts']['dead_letters'].values()):,}.",
-        f"publisher (one client, batches of 1,000): {len(messages) / publish_seconds:,.0f} messages/s into the "
-        "emulator; in the live run the emulator, the publisher and the merge share the machine's CPUs.",
-        "rows/s = messages/s; seconds = first message pulled to last acknowledged (bare) or the lander's first "
-        "pull to the last window's commit (streaming; 'sustained' stops at the last window that closed full, "
-        "since the last, partial window waits out its length); the streaming CPU s include the base's loading.",
-        f"windows: {len(wins)} (backlog), {len(_windows(out2))} (live); window length {WINDOW_SECONDS} s.",
-    ]
-    details = {"backlog": man, "live": man2, "bare": bare, "latency": {"median": p50, "p95": p95, "n": len(lat)}}
+        backlog = _backlog(ctx, messages, base, keys)  # 1. throughput from a backlog
+        live = _live(ctx, messages, base, keys)  # 2. publish -> visible delta, live
+    rows, checks, notes = _rows(backlog, live, messages), _checks(backlog, live), _notes(n, backlog, live, messages)
+    details = {"backlog": backlog.manifest, "live": live.manifest, "bare": backlog.bare,
+               "latency": {"median": live.p50, "p95": live.p95, "n": len(live.latencies)}}
     return Section("stream", "Streaming merge: throughput and publish -> delta latency", rows, checks, notes, details)
 
 

@@ -1,10 +1,10 @@
 """The naive baseline of the scan: Beam, one dict per row, the rules in a per-element DoFn.
 
-This is the slow path DESIGN.md principle 1 says the product exists to beat
+This is the slow path docs/architecture.md "Principle 1" says the product exists to beat
 (issue "Speed and memory (a benchmark, not a timed test)"), and the oracle
 of ``tests/test_scan_oracle.py``: :func:`classify_row` applies the Decree 25
 rules to one row dict with the plain Python of :mod:`bench.naive_rules`,
-written from DESIGN.md, not from ``transforms/``.
+written from docs/policy.md, not from ``transforms/``.
 
     .venv/bin/python -m bench.naive --base bench-data/base_200k.parquet --out /tmp/naive \\
         [--as-of 2026-11-30] [Beam flags...]
@@ -74,7 +74,7 @@ def _key(value: str | None, salt: bytes | None) -> bytes | None:
 
 
 def _document(raw_label, policy: Policy) -> tuple[str | None, str | None, bool]:
-    """(normalised label, code or NOT_ACCEPTED or None, review label?) (DESIGN.md "Document labels")."""
+    """(normalised label, code or NOT_ACCEPTED or None, review label?) (docs/policy.md "Document labels")."""
     text = R.label(raw_label)
     if text is None:
         return None, None, False
@@ -102,6 +102,78 @@ def _handler(row: dict, policy: Policy, as_of: dt.date, rules: dict) -> tuple[bo
     return missing, invalid
 
 
+def _line_fields(row: dict, policy: Policy, line_id: str) -> tuple[dict | None, dict, dict, object]:
+    """(dead letter or None, enums, dates, updated_at) of one row: the fields a dead letter is decided on."""
+    enums = {}
+    for field in ENUM_FIELDS:
+        enums[field] = policy.enums[field].get(R.label(row.get(field)))
+        if enums[field] is None:
+            allowed = ", ".join(policy.enum_values[field])
+            return _dead("BAD_ENUM", field, f"{field} is missing or not one of {allowed}", line_id, row), {}, {}, None
+    dates = {}
+    for field in DATE_FIELDS:
+        dates[field], bad = R.parse_date(row.get(field))
+        if bad:
+            return _dead("BAD_DATE", field, f"{field} is not a valid date or time", line_id, row), {}, {}, None
+    updated, bad = R.parse_timestamp(row.get("updated_at"))
+    if bad:
+        dead = _dead("BAD_DATE", "updated_at", "updated_at is not a valid date or time", line_id, row)
+        return dead, {}, {}, None
+    return None, enums, dates, updated
+
+
+def _document_reasons(code, kind: str, number, policy: Policy, as_of: dt.date, rules: dict) -> set:
+    """The reasons of a present document type, and of its number when there is one."""
+    if code is None:
+        return {"DOC_TYPE_UNKNOWN"}
+    if code == NOT_ACCEPTED:
+        return {"DOC_TYPE_NOT_ACCEPTED"}
+    reasons = set()
+    doc_kind, check = policy.documents[code]
+    if doc_kind != kind:
+        reasons.add("DOC_TYPE_NOT_ALLOWED_FOR_KIND")
+    if number is not None:  # checked whatever the kind: every failed check is listed
+        reasons |= R.number_reasons(check, number, as_of, rules["numbers"])
+    return reasons
+
+
+def _identity(row: dict, kind: str, policy: Policy, as_of: dt.date, rules: dict) -> dict:
+    """The normalised identity fields of one row, which are present, and every reason they fail."""
+    is_org = kind == "ORGANIZATION"
+    text, code, review = _document(row.get("doc_type"), policy)
+    number = R.doc_number(row.get("doc_number"))
+    name = R.person_name(row.get("name"))
+    address = R.clean(row.get("address"))
+    present = {"doc_type": text is not None, "doc_number": number is not None,
+               "name": name is not None, "address": address is not None}
+    reasons = {_MISSING[f] for f, here in present.items()
+               if not here and f in policy.required_fields[kind]}
+    if text is not None:
+        reasons |= _document_reasons(code, kind, number, policy, as_of, rules)
+    if name is not None:
+        reasons |= R.name_reasons(name, not is_org, rules["names"])
+    if address is not None:
+        reasons |= R.address_reasons(address, rules["addresses"])
+    if is_org:
+        missing, invalid = _handler(row, policy, as_of, rules)
+        if missing:
+            reasons.add("HANDLER_MISSING")
+        if invalid:
+            reasons.add("HANDLER_INVALID")
+    return {"present": present, "reasons": reasons, "review": review, "number": number, "name": name}
+
+
+def _status(present: dict, reasons: set) -> str:
+    """docs/contract.md "Identity status": absence wins over invalidity."""
+    if not any(present.values()):
+        return "MISSING"
+    if reasons & _MISSING_CODES:
+        return "INCOMPLETE"
+    if reasons:
+        return "INVALID"
+    return "COMPLETE"
+
+
 def classify_row(row: dict, policy: Policy, as_of: dt.date, salt: bytes | None = None) -> dict:
     """Classify one raw row (contract field -> string or None).
 
@@ -115,63 +187,14 @@ def classify_row(row: dict, policy: Policy, as_of: dt.date, salt: bytes | None =
     line_id = R.clean(row.get("line_id"))
     if line_id is None:
         return _dead("LINE_ID_MISSING", "line_id", "line_id is empty", None, row)
-    enums = {}
-    for field in ENUM_FIELDS:
-        enums[field] = policy.enums[field].get(R.label(row.get(field)))
-        if enums[field] is None:
-            allowed = ", ".join(policy.enum_values[field])
-            return _dead("BAD_ENUM", field, f"{field} is missing or not one of {allowed}", line_id, row)
-    dates = {}
-    for field in DATE_FIELDS:
-        dates[field], bad = R.parse_date(row.get(field))
-        if bad:
-            return _dead("BAD_DATE", field, f"{field} is not a valid date or time", line_id, row)
-    updated, bad = R.parse_timestamp(row.get("updated_at"))
-    if bad:
-        return _dead("BAD_DATE", "updated_at", "updated_at is not a valid date or time", line_id, row)
-
+    dead, enums, dates, updated = _line_fields(row, policy, line_id)
+    if dead is not None:
+        return dead
     kind = enums["subscriber_kind"]
-    is_org = kind == "ORGANIZATION"
-    text, code, review = _document(row.get("doc_type"), policy)
-    number = R.doc_number(row.get("doc_number"))
-    name = R.person_name(row.get("name"))
-    address = R.clean(row.get("address"))
-    present = {"doc_type": text is not None, "doc_number": number is not None,
-               "name": name is not None, "address": address is not None}
-    reasons = {_MISSING[f] for f, here in present.items()
-               if not here and f in policy.required_fields[kind]}
-    if text is not None:
-        if code is None:
-            reasons.add("DOC_TYPE_UNKNOWN")
-        elif code == NOT_ACCEPTED:
-            reasons.add("DOC_TYPE_NOT_ACCEPTED")
-        else:
-            doc_kind, check = policy.documents[code]
-            if doc_kind != kind:
-                reasons.add("DOC_TYPE_NOT_ALLOWED_FOR_KIND")
-            if number is not None:  # checked whatever the kind: every failed check is listed
-                reasons |= R.number_reasons(check, number, as_of, rules["numbers"])
-    if name is not None:
-        reasons |= R.name_reasons(name, not is_org, rules["names"])
-    if address is not None:
-        reasons |= R.address_reasons(address, rules["addresses"])
-    if is_org:
-        missing, invalid = _handler(row, policy, as_of, rules)
-        if missing:
-            reasons.add("HANDLER_MISSING")
-        if invalid:
-            reasons.add("HANDLER_INVALID")
-
-    # DESIGN.md "Identity status": absence wins over invalidity.
-    if not any(present.values()):
-        status = "MISSING"
-    elif reasons & _MISSING_CODES:
-        status = "INCOMPLETE"
-    elif reasons:
-        status = "INVALID"
-    else:
-        status = "COMPLETE"
-    flags = ["DOC_TYPE_LABEL_REVIEW"] if review else []
+    ident = _identity(row, kind, policy, as_of, rules)
+    reasons = ident["reasons"]
+    status = _status(ident["present"], reasons)
+    flags = ["DOC_TYPE_LABEL_REVIEW"] if ident["review"] else []
     return {
         "line_id": line_id,
         "msisdn": R.msisdn(row.get("msisdn")),
@@ -193,8 +216,8 @@ def classify_row(row: dict, policy: Policy, as_of: dt.date, salt: bytes | None =
         "_src_row": row.get("_src_row"),
         "_updated_at": updated,
         # Numbers that fail the format check are junk, not identities: no cross-record key.
-        "_doc_key": _key(None if "DOC_NUMBER_FORMAT" in reasons else number, salt),
-        "_name_key": _key(name, salt),
+        "_doc_key": _key(None if "DOC_NUMBER_FORMAT" in reasons else ident["number"], salt),
+        "_name_key": _key(ident["name"], salt),
     }
 
 

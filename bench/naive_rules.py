@@ -1,12 +1,12 @@
 """The Decree 25 rules one value at a time, in plain Python (the naive baseline).
 
-Written from shared/DESIGN.md ("Default policy (Decree 25), and its reason
-codes", "Identity status") and shared/domain.md (sections 2, 5, 6), without
+Written from docs/policy.md (the policy and its reason codes), docs/contract.md
+("Identity status") and docs/regulation.md (§2, §5, §6), without
 the vectorised code of ``transforms/``: it is the other side of the
 differential test ``tests/test_scan_oracle.py`` and the per-row work that
 ``bench.naive`` times. Only the scalar check characters of
 ``transforms.scan.checkdigits`` are shared (they have their own tests against
-domain.md's worked examples).
+docs/regulation.md's worked examples).
 
 Every function takes and returns Python values; nothing here logs or raises
 with a value in the message.
@@ -31,19 +31,19 @@ __all__ = [
 ]
 
 MIDDLE_DOT = "\u00b7"
-# domain.md 5: NFKC keeps U+200B / U+FEFF, so category Cf is stripped on its own.
+# docs/regulation.md §5: NFKC keeps U+200B / U+FEFF, so category Cf is stripped on its own.
 _CF = regex.compile(r"\p{Cf}+")
 _SPACES = regex.compile(r"[\s\p{Z}]+")
 _NUMBER_SEPARATORS = regex.compile(r"[\s\p{Z}\-\u2010-\u2015\u2212]+")
-# domain.md 5, the look-alikes table (U+FF65 is U+30FB after NFKC).
+# docs/regulation.md §5, the look-alikes table (U+FF65 is U+30FB after NFKC).
 _DOT_LOOKALIKES = regex.compile("[\u0387\u30fb\uff65\u2022\u2027\u2219\u22c5\u2e31\u16eb]")
 _HAN_DOT_HAN = regex.compile(r"(?<=\p{Han})[.\uff0e](?=\p{Han})")
 _HAN = regex.compile(r"\p{Han}")
 _ASCII_DIGIT = regex.compile(r"[0-9]")
 _ANY_DIGIT = regex.compile(r"\p{Nd}")
-_USCC_SET = frozenset("0123456789ABCDEFGHJKLMNPQRTUWXY")  # domain.md 2.4: no I O Z S V
-_HK_MACAO = regex.compile(r"[HM](?:[0-9]{8}|[0-9]{10})")  # domain.md 2.7
-_TAIWAN = regex.compile(r"[0-9]{8}|[0-9]{10}(?:\([A-Z]\))?")  # domain.md 2.7
+_USCC_SET = frozenset("0123456789ABCDEFGHJKLMNPQRTUWXY")  # docs/regulation.md §2.4: no I O Z S V
+_HK_MACAO = regex.compile(r"[HM](?:[0-9]{8}|[0-9]{10})")  # docs/regulation.md §2.7
+_TAIWAN = regex.compile(r"[0-9]{8}|[0-9]{10}(?:\([A-Z]\))?")  # docs/regulation.md §2.7
 _ALNUM = regex.compile(r"[A-Z0-9]+")
 _DATE = regex.compile(
     r"(?P<y>[0-9]{4})(?:[-/.](?P<m>[0-9]{1,2})[-/.](?P<d>[0-9]{1,2})|(?P<m2>[0-9]{2})(?P<d2>[0-9]{2}))"
@@ -57,7 +57,7 @@ FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH = (
     "DOC_NUMBER_REGION", "DOC_NUMBER_FIRST_GENERATION", "DOC_TYPE_MISMATCH")
 
 
-# --- normalisation (DESIGN.md "Normalisation before any check"; domain.md 5) ---
+# --- normalisation (docs/policy.md "Normalisation"; docs/regulation.md §5) ---
 
 def clean(value) -> str | None:
     """NFKC, Cf removed, white space trimmed and collapsed; '' and None -> None."""
@@ -148,8 +148,8 @@ def _moment(value, check_zone: bool = True):
 def parse_date(value) -> tuple[dt.date | None, bool]:
     """(date or None, bad): bad when a value is present and is not a date.
 
-    A time part must be a real time of day; its zone is not looked at (DESIGN.md
-    is silent on zones of date columns; transforms/scan/dates.py ignores them too).
+    A time part must be a real time of day; its zone is not looked at (docs/policy.md
+    "Enums and dates": their zone is ignored; transforms/scan/dates.py ignores them too).
     """
     present, parts = _moment(value, check_zone=False)
     if parts is None:
@@ -168,7 +168,7 @@ def parse_timestamp(value) -> tuple[int | None, bool]:
     return seconds * 1_000_000 + micros, False
 
 
-# --- document numbers (DESIGN.md "Document numbers"; domain.md 2) ---
+# --- document numbers (docs/policy.md "Document numbers"; docs/regulation.md §2) ---
 
 def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
@@ -288,8 +288,8 @@ def _alnum(n: str, low: int, high: int) -> bool:
 
 
 def _free_text(n: str, as_of, cfg) -> set:
-    # Military IDs have no reliable format (2.7): length, and not junk (domain.md 6).
-    # "One character repeated" (0000, XXXX) as junk goes beyond DESIGN.md's words;
+    # Military IDs have no reliable format (docs/regulation.md §2.7): length, and not junk (§6).
+    # "One character repeated" (0000, XXXX) is junk too (docs/policy.md "Document numbers");
     # transforms/scan/documents.py does the same.
     if not (cfg["free_text_min"] <= len(n) <= cfg["free_text_max"]) or n in cfg["_placeholders"]:
         return {FORMAT}
@@ -321,7 +321,7 @@ def number_reasons(check: str, number: str, as_of: dt.date, cfg) -> set:
     return _CHECKS[check](number, as_of, cfg)
 
 
-# DESIGN.md's values, for a policy file that leaves a key out.
+# docs/policy.md's values, for a policy file that leaves a key out.
 _NUMBER_DEFAULTS = {
     "province_codes": [f"{c}" for lo, hi in ((11, 15), (21, 23), (31, 37), (41, 46), (50, 54), (61, 65))
                        for c in range(lo, hi + 1)],
@@ -346,7 +346,7 @@ def prepare(policy) -> dict:
     return {"numbers": numbers, "names": names, "addresses": addresses}
 
 
-# --- names and addresses (DESIGN.md "Names", "Addresses"; domain.md 5, 6) ---
+# --- names and addresses (docs/policy.md "Names", "Addresses"; docs/regulation.md §5, §6) ---
 
 def name_reasons(name: str, is_person: bool, cfg) -> set:
     """NAME_PLACEHOLDER (exclusive), NAME_TOO_SHORT, NAME_FORMAT of a present, normalised name."""

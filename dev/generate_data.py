@@ -2,8 +2,8 @@
 
 Everything here is plain data: real GB/T 2260 county-level codes with the
 place names and fixed-line area codes that go with them, name and address
-parts, document labels of operator exports (shared/domain.md section 1.3) and
-the junk values of section 6. No identity of any real person is in here.
+parts, document labels of operator exports (docs/regulation.md §1.3) and
+the junk values of §6. No identity of any real person is in here.
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ REGIONS: list[tuple[str, str, str, str, str]] = [
 BAD_ADDRESS_CODES = ["000000", "990000", "190101", "470101", "700101", "800102"]
 HMT_PERMIT_CODES = ["810000", "820000", "830000"]
 
-# 3-digit mobile prefixes in use (domain.md section 3, libphonenumber ranges).
+# 3-digit mobile prefixes in use (docs/regulation.md §3, libphonenumber ranges).
 MOBILE_PREFIXES = [
     130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 150, 151, 152, 153, 155, 156, 157,
     158, 159, 162, 165, 166, 167, 170, 171, 172, 173, 175, 176, 177, 178, 180, 181, 182,
@@ -144,7 +144,7 @@ GIVEN_CHARS = list(
     "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超霞平刚桂华建国文辉玲红鹏飞宇浩婷雪梅琳晨欣怡子轩涵然博睿思佳俊凯"
     "鑫宁丹波斌林海峰亮春云志新兰凤玉萍燕莉颖慧琪瑞嘉晓雨泽一诗梓宏德成晶倩帆阳旭东坤健虹荣"
 )
-# Names with the middle dot U+00B7 (domain.md section 5).
+# Names with the middle dot U+00B7 (docs/regulation.md §5).
 MINORITY_FIRST = [
     "阿卜杜热合曼", "买买提", "艾力", "吐尔逊", "古丽娜尔", "迪丽努尔", "阿依古丽", "努尔兰", "热依拉",
     "帕提古丽", "阿迪力", "木合塔尔", "依明", "阿不都", "沙吾提", "玛依拉", "赛力克", "叶尔兰", "别克",
@@ -190,7 +190,7 @@ SOCIAL_GROUPS = [
     "律师协会", "物流与采购联合会", "摄影家协会",
 ]
 
-# Address parts (domain.md section 5: >= 6 characters with an admin keyword).
+# Address parts (docs/regulation.md §5: >= 6 characters with an admin keyword).
 ROADS = [
     "人民路", "解放路", "中山路", "建设路", "和平路", "长江路", "新华路", "胜利路", "文化路", "光明街",
     "幸福路", "朝阳路", "青年路", "东风路", "黄河路", "滨江路", "迎宾大道", "科技园路", "工业大道",
@@ -200,7 +200,7 @@ ROADS = [
 TOWNS = ["新华镇", "城关镇", "东升镇", "永安镇", "清水镇", "红星乡", "太平乡", "白沙镇"]
 VILLAGES = ["王家村", "李庄村", "新村", "前进村", "河东村", "张湾村", "石桥村", "柳树村"]
 
-# Document labels of operator exports (domain.md section 1.3; the Chinese
+# Document labels of operator exports (docs/regulation.md §1.3; the Chinese
 # document names where section 1.3 has none). Index 0 is the canonical code.
 DOC_LABELS: dict[str, list[str]] = {
     "RESIDENT_ID": ["RESIDENT_ID", "01", "0", "1", "2", "101", "身份证", "身份证", "身份证", "居民身份证(18位)",
@@ -226,7 +226,7 @@ NOT_ACCEPTED_PERSON = ["驾驶证", "学生证", "社保卡", "工作证", "暂�
 NOT_ACCEPTED_ORG = ["集团编号", "客户标识码", "物联产品", "小微企业虚拟证件", "测试号码证件类型", "部队番号证件"]
 UNKNOWN_LABELS = ["身份卡", "88", "身分证", "居住证明", "OTHER_ID", "证件"]
 
-# Junk values (domain.md section 6; DESIGN.md names).
+# Junk values (docs/regulation.md §6; docs/policy.md "Names").
 PLACEHOLDER_PERSON_NAMES = ["未知", "测试", "某某代办", "某代办", "本人", "机主本人", "临时账户", "批量受理",
                             "批开卡", "无", "test", "NULL", "某某", ".", "-"]
 PLACEHOLDER_ORG_NAMES = ["测试", "过户", "其他", "测试卡", "未知", ".", "-", "NULL"]
@@ -252,7 +252,8 @@ def ascii_matrix(strings: list[str]) -> np.ndarray:
     return np.frombuffer("".join(strings).encode(), np.uint8).reshape(len(strings), -1)
 
 
-def _day(iso: str) -> int:
+def day_number(iso: str) -> int:
+    """Days since 1970-01-01 of an ISO date."""
     return int(np.datetime64(iso, "D").astype(np.int64))
 
 
@@ -262,8 +263,8 @@ def _digit_table(width: int) -> np.ndarray:
 
 
 DIGITS = {w: _digit_table(w) for w in (2, 3, 5)}
-DAY0 = _day("1850-01-01")  # day - DAY0 -> b"YYYY-MM-DD" (YMD10), b"YYYYMMDD" (YMD8)
-YMD10 = np.datetime_as_string(np.arange(DAY0, _day("2031-01-01")).astype("M8[D]")).astype("S10") \
+DAY0 = day_number("1850-01-01")  # day - DAY0 -> b"YYYY-MM-DD" (YMD10), b"YYYYMMDD" (YMD8)
+YMD10 = np.datetime_as_string(np.arange(DAY0, day_number("2031-01-01")).astype("M8[D]")).astype("S10") \
     .view(np.uint8).reshape(-1, 10)
 YMD8 = np.ascontiguousarray(YMD10[:, [0, 1, 2, 3, 5, 6, 8, 9]])
 HMS = np.concatenate([DIGITS[2][np.arange(86400) // 3600], np.full((86400, 1), 58, np.uint8),

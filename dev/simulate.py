@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import ArgumentParser, UserError, parse_as_of, run_main
+from pipelines.common import ArgumentParser, UserError, parse_as_of, run_main, split_beam_flags
 from transforms.scan.classify import classify_batch
 from transforms.core.deadletter import DeadLetterContext
 from transforms.scan.policy import load_policy
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         p.add_argument("--share", type=float, default=0.4, help="share of lines needing registration that register")
         p.add_argument("--seed", type=int, default=1)
         p.add_argument("--as-of", type=parse_as_of, default=None)
-        args = p.parse_args(argv)
+        args, _ = split_beam_flags(p, argv, pipeline=False)
         counts = simulate_registrations(args.classified, args.out, args.share, args.seed, args.as_of)
         print(f"wrote {counts['events']:,} events to {args.out}")
         return 0

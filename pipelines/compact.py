@@ -18,10 +18,13 @@ left for the next compaction.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 import secrets
 import sys
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -29,8 +32,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, remove_tree, run_main
-from pipelines.manifest import Timer, write_json
+from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, remove_tree, run_main, split_beam_flags
+from pipelines.manifest import Timer, keys_block, policy_block, write_json
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from transforms.crypto.keyset import Keyset
+    from transforms.scan.policy import Policy
 
 ROWS_PER_BUCKET = 200_000
 
@@ -91,19 +100,30 @@ def _stream_as_of(deltas_dir: str):
         return None
 
 
-def run(argv=None) -> dict:
-    from pipelines.io.merged_base import inside
-    from pipelines.io.windows import committed_windows, read_base, read_windows
-    from transforms.core.deadletter import DeadLetterContext
-    from transforms.crypto.keyset import Keyset
-    from transforms.merge.bucket import MERGED_SCHEMA, _merged_lines
-    from transforms.merge.stream import fold_deltas
-    from transforms.scan.policy import load_policy
-    from transforms.crypto.tokenize import Tokenizer
-    from transforms.crypto.vault import Vault
-    from pipelines.io.vault_files import read_vault, write_vault
+@dataclasses.dataclass
+class _Job:
+    """One compaction, as decided before anything is read."""
 
-    args = parser().parse_args(argv)
+    args: argparse.Namespace
+    policy: Policy
+    keyset: Keyset
+    as_of: dt.date
+    out: str
+    deltas_dir: str
+    windows: list
+    run_id: str
+    started: str
+    timer: Timer
+
+
+def _prepare(argv) -> _Job:
+    """Parse and check the arguments: the keyset, the as-of date, no overlap of OUT and the inputs, windows."""
+    from pipelines.io.merged_base import inside
+    from pipelines.io.windows import committed_windows
+    from transforms.crypto.keyset import Keyset
+    from transforms.scan.policy import load_policy
+
+    args, _ = split_beam_flags(parser(), argv, pipeline=False)
     timer = Timer()
     policy = load_policy(args.policy)
     keyset = Keyset.load(args.keys)
@@ -117,60 +137,113 @@ def run(argv=None) -> dict:
     if not windows:
         raise UserError(f"--deltas {args.deltas}: no committed window there")
     run_id, started = new_run("compact")
-    ctx = DeadLetterContext("compact", run_id, started)
+    return _Job(args=args, policy=policy, keyset=keyset, as_of=as_of, out=out, deltas_dir=deltas_dir,
+                windows=windows, run_id=run_id, started=started, timer=timer)
+
+
+class _Base(NamedTuple):
+    """The base read: merged lines, vault rows and dead letters (the reader's and the protection's)."""
+
+    kind: str
+    files: list
+    rows_in: int
+    lines: pa.Table
+    keys: pa.Table
+    values: pa.Table
+    dead_letter: pa.Table
+
+
+def _read_base(job: _Job, ctx) -> _Base:
+    """The base as merged lines and vault rows (a raw base is tokenized and sealed here)."""
+    from pipelines.io.vault_files import read_vault
+    from pipelines.io.windows import read_base
+    from transforms.crypto.tokenize import Tokenizer
+    from transforms.crypto.vault import Vault
+    from transforms.merge.bucket import merged_lines
+
+    args = job.args
     kind, table, reader_dead, files = read_base(args.base, args.encoding, ctx)
     rows_in = table.num_rows + reader_dead.num_rows
     if kind == "raw":
         if args.vault:
             raise UserError("--vault goes with a merged --base (a raw base has no vault)")
-        base, keys, values, dead = _protect_raw(table, Tokenizer(keyset), Vault(keyset), policy, as_of, ctx)
+        tokenizer, vault = Tokenizer(job.keyset), Vault(job.keyset)
+        base, keys, values, dead = _protect_raw(table, tokenizer, vault, job.policy, job.as_of, ctx)
     else:
         if not args.vault:
             raise UserError("a merged --base needs its --vault")
-        base, dead, _ = _merged_lines(table, ctx)
+        base, dead, _ = merged_lines(table, ctx)
         keys, values = read_vault(args.vault)
-    del table
-    timer.mark("base_seconds")
-    parts = list(read_windows(windows))
+    job.timer.mark("base_seconds")
+    return _Base(kind, files, rows_in, base, keys, values, pa.concat_tables([reader_dead, dead]))
+
+
+def _read_deltas(job: _Job) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Every committed window's delta lines and vault rows, tagged with the window's number."""
+    from pipelines.io.windows import read_windows
+    from transforms.merge.bucket import MERGED_SCHEMA
+
+    parts = list(read_windows(job.windows))
     tag = lambda t, i: t.append_column("_window", pa.array(np.full(t.num_rows, i, np.int64)))  # noqa: E731
     deltas = pa.concat_tables([tag(d.cast(MERGED_SCHEMA), i) for i, _, d, _, _ in parts])
     delta_keys = pa.concat_tables([tag(k, i) for i, _, _, k, _ in parts])
     delta_values = pa.concat_tables([tag(v, i) for i, _, _, _, v in parts])
-    foreign = set(pc.unique(delta_keys.column("keyset_id")).to_pylist()) - {keyset.keyset_id}
+    foreign = set(pc.unique(delta_keys.column("keyset_id")).to_pylist()) - {job.keyset.keyset_id}
     if foreign:
-        raise UserError(f"--deltas {args.deltas}: vault rows made under keyset {sorted(foreign)[0]}, "
-                        f"not {keyset.keyset_id} (--keys {args.keys})")
-    merged, keys, values, counts = fold_deltas(base, keys, values, deltas, delta_keys, delta_values)
-    timer.mark("fold_seconds")
-    dead_all = pa.concat_tables([reader_dead, dead])
+        raise UserError(f"--deltas {job.args.deltas}: vault rows made under keyset {sorted(foreign)[0]}, "
+                        f"not {job.keyset.keyset_id} (--keys {job.args.keys})")
+    return deltas, delta_keys, delta_values
+
+
+def _write_outputs(out: str, merged: pa.Table, keys: pa.Table, values: pa.Table, dead: pa.Table) -> None:
+    """OUT/base (one Parquet file), OUT/vault and OUT/dead_letter, replacing an earlier run's."""
+    from pipelines.io.vault_files import write_vault
+
     for name in ("base", "vault", "dead_letter"):
         remove_tree(FileSystems.join(out, name))
     with FileSystems.create(FileSystems.join(out, "base", "part-00000-of-00001.parquet")) as handle:
         pq.write_table(merged, handle, row_group_size=65_536)
     write_vault(FileSystems.join(out, "vault"), keys, values)
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dead_all.to_pylist())
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dead.to_pylist())
     with FileSystems.create(FileSystems.join(out, "dead_letter", "base.jsonl")) as handle:
         handle.write(payload.encode("utf-8"))
-    timer.mark("write_seconds")
-    manifest = {
-        "step": "compact", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
-        "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
-        "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
-                 "vault": keyset.primary_vault_version},
-        "inputs": {"base": files, "base_kind": kind, "vault": args.vault, "deltas": deltas_dir,
-                   "windows": [FileSystems.split(w)[1] for w in windows]},
+
+
+def _manifest(job: _Job, base: _Base, merged: pa.Table, keys: pa.Table, values: pa.Table, counts: dict) -> dict:
+    rows_in, dead, out = base.rows_in, base.dead_letter, job.out
+    return {
+        "step": "compact", "run_id": job.run_id, "started": job.started, "as_of": job.as_of.isoformat(),
+        "policy": policy_block(job.policy),
+        "keys": keys_block(job.keyset),
+        "inputs": {"base": base.files, "base_kind": base.kind, "vault": job.args.vault,
+                   "deltas": job.deltas_dir, "windows": [FileSystems.split(w)[1] for w in job.windows]},
         "counts": {
-            "base": {"rows_in": rows_in, "lines_out": merged.num_rows, "dead_letters": dead_all.num_rows,
-                     "balanced": rows_in == merged.num_rows + dead_all.num_rows},
-            "deltas": {"windows": len(windows), **counts},
+            "base": {"rows_in": rows_in, "lines_out": merged.num_rows, "dead_letters": dead.num_rows,
+                     "balanced": rows_in == merged.num_rows + dead.num_rows},
+            "deltas": {"windows": len(job.windows), **counts},
             "vault": {"keys": keys.num_rows, "values": values.num_rows},
         },
         "outputs": {name: FileSystems.join(out, name) for name in ("base", "vault", "dead_letter")},
-        "timings": timer.as_dict(),
+        "timings": job.timer.as_dict(),
     }
-    write_json(FileSystems.join(out, "manifest.json"), manifest)
+
+
+def run(argv=None) -> dict:
+    """Run a compaction; returns its manifest."""
+    from transforms.core.deadletter import DeadLetterContext
+    from transforms.merge.stream import fold_deltas
+
+    job = _prepare(argv)
+    base = _read_base(job, DeadLetterContext("compact", job.run_id, job.started))
+    deltas, delta_keys, delta_values = _read_deltas(job)
+    merged, keys, values, counts = fold_deltas(base.lines, base.keys, base.values, deltas, delta_keys, delta_values)
+    job.timer.mark("fold_seconds")
+    _write_outputs(job.out, merged, keys, values, base.dead_letter)
+    job.timer.mark("write_seconds")
+    manifest = _manifest(job, base, merged, keys, values, counts)
+    write_json(FileSystems.join(job.out, "manifest.json"), manifest)
     if not manifest["counts"]["base"]["balanced"]:
-        raise UserError(f"compact counts do not balance; see {FileSystems.join(out, 'manifest.json')}")
+        raise UserError(f"compact counts do not balance; see {FileSystems.join(job.out, 'manifest.json')}")
     return manifest
 
 

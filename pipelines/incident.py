@@ -28,19 +28,26 @@ as they are (``backfill retention`` blanks them for terminated lines).
 """
 from __future__ import annotations
 
+import argparse
 import csv
+import dataclasses
 import datetime as dt
 import io
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.render import pages
-from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main
-from pipelines.manifest import Timer, write_json
+from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main, split_beam_flags
+from pipelines.manifest import Timer, keys_block, write_json
+from pipelines.io.spreadsheet import spreadsheet_safe
+
+if TYPE_CHECKING:
+    from transforms.crypto.keyset import Keyset
 
 __all__ = ["run", "main", "read_line_ids"]
 
@@ -62,7 +69,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--base", required=True, action="append", help="merged base (backfill merge OUT/base); repeatable")
     p.add_argument("--vault", default=None, help="the vault folder (which lines have sealed data, for the shred)")
     p.add_argument("--out", required=True, help="output folder: incident.json, incident.html, affected_lines.csv")
-    p.add_argument("--shred", action="store_true", help="crypto-shred the affected lines' vault data (needs --keys, --vault)")
+    p.add_argument("--shred", action="store_true",
+                   help="crypto-shred the affected lines' vault data (needs --keys, --vault)")
     p.add_argument("--keys", default=None, help="keyset file (mode 0600), for --shred")
     p.add_argument("--as-of", type=parse_as_of, default=None, help="date of the report (default: today)")
     p.add_argument("--detected-at", default=None, help="when the incident was detected (ISO date or time)")
@@ -105,7 +113,8 @@ def _when(value: str | None) -> str | None:
     try:
         when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise UserError(f"--detected-at {value!r} is not an ISO date or time (YYYY-MM-DD[THH:MM[:SS][+08:00]])") from None
+        raise UserError(f"--detected-at {value!r} is not an ISO date or time "
+                        "(YYYY-MM-DD[THH:MM[:SS][+08:00]])") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)  # no zone means UTC, as everywhere in the project
     return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
@@ -136,7 +145,9 @@ def _scan(files: list[str], key_version: str | None, line_ids: pa.Array | None, 
 
 
 def _write_csv(lines: pa.Table, shredded: pa.Array, path: str) -> None:
-    joined = lambda column: pc.binary_join(pc.fill_null(column, pa.scalar([], pa.list_(pa.string()))), ";")
+    def joined(column):
+        return pc.binary_join(pc.fill_null(column, pa.scalar([], pa.list_(pa.string()))), ";")
+
     table = pa.table({
         "line_id": lines.column("line_id"), "region": lines.column("region"),
         "fields": joined(lines.column("fields")), "join_key_version": lines.column("join_key_version"),
@@ -148,96 +159,140 @@ def _write_csv(lines: pa.Table, shredded: pa.Array, path: str) -> None:
     import pyarrow.csv as pacsv
 
     sink = io.BytesIO()
-    pacsv.write_csv(table, sink)
+    pacsv.write_csv(spreadsheet_safe(table), sink)  # analysts open it in a spreadsheet
     with FileSystems.create(path) as handle:
         handle.write(sink.getvalue())
 
 
-def run(argv=None) -> dict:
-    """Scope an incident, write its report (and shred); returns the report."""
-    from pipelines.keys import shred_lines
-    from pipelines.retention import merged_base_files
-    from transforms.compliance.incident import KEY_VERSION, summarise
-    from transforms.crypto.keyset import Keyset
-    from transforms.crypto.vault import VaultError
-    from pipelines.io.vault_files import read_table
+@dataclasses.dataclass
+class _Job:
+    """One incident: the arguments checked and the inputs read, before the scope is taken."""
 
-    args = parser().parse_args(argv)
-    timer = Timer()
-    run_id, started = new_run("incident")
-    as_of, out = args.as_of or parse_as_of(None), args.out.rstrip("/")
+    args: argparse.Namespace
+    run_id: str
+    started: str
+    as_of: dt.date
+    out: str
+    detected_at: str | None
+    keyset: Keyset | None
+    given: list[str] | None  # the listed line_ids (--lines), distinct
+    rows_given: int
+    files: list[str]
+    keys: pa.Table | None  # the vault's tables (--vault)
+    values: pa.Table | None
+    timer: Timer
+
+
+def _check_args(args) -> None:
+    """--shred has what it needs; --key-version names a key version."""
+    from transforms.compliance.incident import KEY_VERSION
+
     if args.shred and not (args.keys and args.vault):
         raise UserError("--shred needs --keys and --vault: the shred happens in the vault, under the keyset")
     if args.key_version is not None and not KEY_VERSION.match(args.key_version):
         raise UserError(f"--key-version {args.key_version!r} is not a key version: jN (join key) or vN (vault key)")
+
+
+def _read_vault(args, keyset) -> tuple[pa.Table | None, pa.Table | None]:
+    """The vault's key and value tables (None without --vault), made under the keyset if one is given."""
+    from transforms.crypto.vault import VaultError
+    from pipelines.io.vault_files import read_table
+
+    if not args.vault:
+        return None, None
+    try:
+        keys, values = read_table(args.vault, "keys"), read_table(args.vault, "values")
+    except VaultError as exc:
+        raise UserError(str(exc)) from None
+    foreign = set(pc.unique(keys.column("keyset_id")).to_pylist()) - ({keyset.keyset_id} if keyset else set())
+    if keyset and foreign:
+        raise UserError(f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
+                        f"not {keyset.keyset_id} (--keys {args.keys})")
+    return keys, values
+
+
+def _prepare(argv) -> _Job:
+    """Parse and check the arguments; read the line list, the base's file list and the vault."""
+    from pipelines.retention import merged_base_files
+    from transforms.crypto.keyset import Keyset
+
+    args, _ = split_beam_flags(parser(), argv, pipeline=False)
+    timer = Timer()
+    run_id, started = new_run("incident")
+    as_of, out = args.as_of or parse_as_of(None), args.out.rstrip("/")
+    _check_args(args)
     detected_at = _when(args.detected_at)
     if FileSystems.exists(FileSystems.join(out, "incident.json")):
         raise UserError(f"{out} already holds an incident report: it is a record that was filed; "
                         "write this one to a new folder")
     keyset = Keyset.load(args.keys) if args.keys else None  # permissions checked before anything is read
-    given, rows_given = (None, 0)
-    if args.lines:
-        given, rows_given = read_line_ids(args.lines)
+    given, rows_given = read_line_ids(args.lines) if args.lines else (None, 0)
     files = merged_base_files(args.base)
-    keys = values = None
-    if args.vault:
-        try:
-            keys, values = read_table(args.vault, "keys"), read_table(args.vault, "values")
-        except VaultError as exc:
-            raise UserError(str(exc)) from None
-        foreign = set(pc.unique(keys.column("keyset_id")).to_pylist()) - ({keyset.keyset_id} if keyset else set())
-        if keyset and foreign:
-            raise UserError(f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
-                            f"not {keyset.keyset_id} (--keys {args.keys})")
-    given_array = pa.array(given, pa.string()) if given is not None else None
-    lines, lines_in, base_ids, subscribers = _scan(files, args.key_version, given_array, keys, values)
-    timer.mark("scope_seconds")
+    keys, values = _read_vault(args, keyset)
+    return _Job(args=args, run_id=run_id, started=started, as_of=as_of, out=out, detected_at=detected_at,
+                keyset=keyset, given=given, rows_given=rows_given, files=files, keys=keys, values=values, timer=timer)
 
-    if given is not None:
+
+def _scope(job: _Job, given_array: pa.Array | None, base_ids: pa.Array) -> tuple[dict, str, list]:
+    """What the incident covers, the exposure in words, and the listed line_ids not in the base."""
+    args, keys = job.args, job.keys
+    if job.given is not None:
         unknown = pc.filter(given_array, pc.invert(pc.is_in(given_array, value_set=base_ids))).to_pylist()
-        scope = {"kind": "lines", "file": args.lines, "rows": rows_given, "distinct": len(given),
-                 "duplicates": rows_given - len(given)}
-        exposure = _EXPOSURE["lines"]
-    else:
-        unknown = []
-        purpose = "join" if args.key_version.startswith("j") else "vault"
-        scope = {"kind": "key_version", "key_version": args.key_version, "key_purpose": purpose}
-        exposure = _EXPOSURE[purpose].format(v=args.key_version)
-        if purpose == "vault" and keys is not None:
-            wrapped = keys.filter(pc.equal(keys.column("vault_key_version"), args.key_version)).column("line_id")
-            outside = pc.filter(wrapped, pc.invert(pc.is_in(wrapped, value_set=base_ids)))
-            scope["vault_lines_not_in_base"] = len(outside)
-        if keyset is not None:
-            known = {k.version for k in keyset.info()}
-            scope["key_in_keyset"] = args.key_version in known
-    summary = summarise(lines)
+        scope = {"kind": "lines", "file": args.lines, "rows": job.rows_given, "distinct": len(job.given),
+                 "duplicates": job.rows_given - len(job.given)}
+        return scope, _EXPOSURE["lines"], unknown
+    purpose = "join" if args.key_version.startswith("j") else "vault"
+    scope = {"kind": "key_version", "key_version": args.key_version, "key_purpose": purpose}
+    if purpose == "vault" and keys is not None:
+        wrapped = keys.filter(pc.equal(keys.column("vault_key_version"), args.key_version)).column("line_id")
+        outside = pc.filter(wrapped, pc.invert(pc.is_in(wrapped, value_set=base_ids)))
+        scope["vault_lines_not_in_base"] = len(outside)
+    if job.keyset is not None:
+        scope["key_in_keyset"] = args.key_version in {k.version for k in job.keyset.info()}
+    return scope, _EXPOSURE[purpose].format(v=args.key_version), []
 
+
+def _shred(job: _Job, lines: pa.Table, scope: dict) -> tuple[dict, pa.Array]:
+    """Crypto-shred the affected lines that have a data key (with --shred); the action taken and, per line,
+    whether it was shredded."""
+    from pipelines.keys import shred_lines
+
+    args, has_vault = job.args, job.keys is not None
     shreddable = pc.fill_null(lines.column("shreddable"), False)
     shred_ids = lines.column("line_id").filter(shreddable).to_pylist()
     shred, shredded = None, pa.array([False] * lines.num_rows, pa.bool_())
     if args.shred and shred_ids:
         description = (args.description or "").strip().replace("\n", " ")
         shred = shred_lines(args.keys, args.vault, shred_ids, actor=args.actor,
-                            reason=f"incident {run_id} (Art. 13): {description or scope_text(scope)}")
+                            reason=f"incident {job.run_id} (Art. 13): {description or scope_text(scope)}")
         shredded = shreddable
-    timer.mark("shred_seconds")
-    if keyset is not None and args.keys:
-        keyset = Keyset.load(args.keys)
+    job.timer.mark("shred_seconds")
     n_shredded = len(shred_ids) if shred else 0
     action = {
         "shred_requested": args.shred, "lines_shredded": n_shredded,
-        "lines_not_shreddable": lines.num_rows - len(shred_ids) if keys is not None else None,
-        "lines_shreddable_not_shredded": len(shred_ids) - n_shredded if keys is not None else None,
+        "lines_not_shreddable": lines.num_rows - len(shred_ids) if has_vault else None,
+        "lines_shreddable_not_shredded": len(shred_ids) - n_shredded if has_vault else None,
         "new_vault_key_version": shred["new_vault_key_version"] if shred else None,
         "retired_vault_key_versions": shred["retired_vault_key_versions"] if shred else [],
         "shred_log": os.path.join(os.path.dirname(os.path.normpath(args.vault)), "audit", "shred.jsonl")
         if shred else None,
     }
-    action["summary"] = _action_text(action, keys is not None)
-    csv_path = FileSystems.join(out, "affected_lines.csv")
-    report = {
-        "step": "incident", "incident_id": run_id, "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
-        "detected_at": detected_at, "description": args.description, "scope": scope,
+    action["summary"] = _action_text(action, has_vault)
+    return action, shredded
+
+
+def _report(job: _Job, scope: dict, exposure: str, lines: pa.Table, subscribers: int, unknown: list,
+            action: dict) -> dict:
+    """The incident report (``OUT/incident.json``): what, when, how many, where, what was done."""
+    from transforms.compliance.incident import summarise
+    from transforms.crypto.keyset import Keyset
+
+    args, summary = job.args, summarise(lines)
+    keyset = Keyset.load(args.keys) if job.keyset is not None and args.keys else None  # as it is after a shred
+    return {
+        "step": "incident", "incident_id": job.run_id, "run_id": job.run_id, "started": job.started,
+        "as_of": job.as_of.isoformat(), "detected_at": job.detected_at, "description": args.description,
+        "scope": scope,
         "what": {"exposure": exposure, "fields": summary["by_field"], "vault_fields": summary["by_vault_field"],
                  "join_key_versions": summary["by_join_key_version"],
                  "vault_key_versions": summary["by_vault_key_version"]},
@@ -248,25 +303,43 @@ def run(argv=None) -> dict:
         # counted, never shown: a leaked list may hold anything (a name, a number) where a line_id belongs
         "unknown_line_ids": {"count": len(unknown)},
         "action": action,
-        "affected_lines_file": csv_path,
-        "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
-                 "vault": keyset.primary_vault_version} if keyset else None,
-        "inputs": {"base": list(args.base), "base_files": files, "vault": args.vault, "lines": args.lines},
+        "affected_lines_file": FileSystems.join(job.out, "affected_lines.csv"),
+        "keys": keys_block(keyset) if keyset else None,
+        "inputs": {"base": list(args.base), "base_files": job.files, "vault": args.vault, "lines": args.lines},
     }
+
+
+def _write_outputs(job: _Job, report: dict, lines: pa.Table, shredded: pa.Array, counts: dict) -> None:
+    """OUT/affected_lines.csv, OUT/incident.json, OUT/incident.html and OUT/manifest.json."""
+    out, csv_path = job.out, report["affected_lines_file"]
     _write_csv(lines, shredded, csv_path)
     write_json(FileSystems.join(out, "incident.json"), report)
     with FileSystems.create(FileSystems.join(out, "incident.html")) as handle:
-        handle.write(pages.render("incident.html.j2", r=report, scope_text=scope_text(scope)).encode("utf-8"))
-    counts = {"base_lines_read": lines_in, "affected": lines.num_rows, "unknown": len(unknown),
-              "shredded": n_shredded, "subscribers_by_document": subscribers}
-    if given is not None:
-        counts.update(given=len(given), balanced=len(given) == lines.num_rows + len(unknown))
+        page = pages.render("incident.html.j2", r=report, scope_text=scope_text(report["scope"]))
+        handle.write(page.encode("utf-8"))
     write_json(FileSystems.join(out, "manifest.json"), {
-        "step": "incident", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
-        "detected_at": detected_at, "scope": scope, "keys": report["keys"], "inputs": report["inputs"],
+        "step": "incident", "run_id": job.run_id, "started": job.started, "as_of": job.as_of.isoformat(),
+        "detected_at": job.detected_at, "scope": report["scope"], "keys": report["keys"], "inputs": report["inputs"],
         "outputs": {"report": FileSystems.join(out, "incident.json"), "html": FileSystems.join(out, "incident.html"),
                     "affected_lines": csv_path},
-        "counts": counts, "action": action, "runner": "pyarrow (no Beam pipeline)", "timings": timer.as_dict()})
+        "counts": counts, "action": report["action"], "runner": "pyarrow (no Beam pipeline)",
+        "timings": job.timer.as_dict()})
+
+
+def run(argv=None) -> dict:
+    """Scope an incident, write its report (and shred); returns the report."""
+    job = _prepare(argv)
+    given_array = pa.array(job.given, pa.string()) if job.given is not None else None
+    lines, lines_in, base_ids, subscribers = _scan(job.files, job.args.key_version, given_array, job.keys, job.values)
+    job.timer.mark("scope_seconds")
+    scope, exposure, unknown = _scope(job, given_array, base_ids)
+    action, shredded = _shred(job, lines, scope)
+    report = _report(job, scope, exposure, lines, subscribers, unknown, action)
+    counts = {"base_lines_read": lines_in, "affected": lines.num_rows, "unknown": len(unknown),
+              "shredded": action["lines_shredded"], "subscribers_by_document": subscribers}
+    if job.given is not None:
+        counts.update(given=len(job.given), balanced=len(job.given) == lines.num_rows + len(unknown))
+    _write_outputs(job, report, lines, shredded, counts)
     return report
 
 

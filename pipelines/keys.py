@@ -35,7 +35,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from pipelines.common import ArgumentParser, UserError, run_main
+from pipelines.common import ArgumentParser, UserError, run_main, split_beam_flags
 from pipelines.reveal import append_audit, audit_path, utc_now, who
 
 if TYPE_CHECKING:
@@ -204,9 +204,7 @@ def parser() -> ArgumentParser:
 
 
 def _body(argv) -> int:
-    args, beam_args = parser().parse_known_args(argv)
-    if beam_args and args.action != "retokenize":
-        raise UserError(f"unrecognized arguments: {' '.join(beam_args)}")
+    args, beam_args = split_beam_flags(parser(), argv, pipeline=lambda a: a.action == "retokenize")
     if args.action == "init":
         keyset = init_keyset(args.keys, force=args.force, actor=args.actor, audit_log=args.audit_log)
         print(f"created keyset {keyset.keyset_id} at {args.keys} (mode 0600): join key "
@@ -261,7 +259,8 @@ def _retokenize(args, beam_args: list[str]) -> int:
     covered = counts.get("retokenized", 0) + counts.get("already_current", 0)
     print(f"retokenized {args.base} -> {args.out}/base under join key {manifest['keys']['join']}: "
           f"coverage {covered:,} / {counts.get('with_tokens', 0):,} lines with tokens "
-          f"({100 * counts['coverage']:.2f}%); {counts.get('lines', 0) - counts.get('with_tokens', 0):,} lines have none")
+          f"({100 * counts['coverage']:.2f}%); "
+          f"{counts.get('lines', 0) - counts.get('with_tokens', 0):,} lines have none")
     if counts.get("failed", 0):
         shown = failed_lines(args.out)
         raise UserError(f"{counts['failed']:,} line(s) could not be re-tokenized and keep their old tokens: "

@@ -9,11 +9,31 @@ from __future__ import annotations
 import json
 import platform
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import os
 
-__all__ = ["write_json", "read_json", "Timer"]
+if TYPE_CHECKING:
+    from transforms.crypto.keyset import Keyset
+    from transforms.scan.policy import Policy
+
+__all__ = ["write_json", "read_json", "Timer", "policy_block", "keys_block"]
+
+
+def policy_block(policy: "Policy", *, source: bool = True) -> dict[str, Any]:
+    """A manifest's ``policy``: the version, the digest of its text and where it came from."""
+    block = {"version": policy.version, "sha256": policy.digest}
+    if source:
+        block["source"] = policy.source
+    return block
+
+
+def keys_block(keyset: "Keyset", *, vault: bool = True) -> dict[str, Any]:
+    """A manifest's ``keys``: the keyset and its primary join (and vault) key versions; never material."""
+    block = {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version}
+    if vault:
+        block["vault"] = keyset.primary_vault_version
+    return block
 
 
 def _remote(path: str) -> bool:

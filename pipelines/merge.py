@@ -20,26 +20,36 @@ superseded + duplicates + dead letters.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import datetime as dt
 import logging
 import math
 import os
 import shutil
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
-from pipelines.common import remove_tree, run_main, runner_name, write_dead_letters
+from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
+from pipelines.common import parse_as_of
+from pipelines.common import remove_tree, run_main, runner_name, split_beam_flags, write_dead_letters
 from pipelines.io.events import ReadRegistrationEvents, plan_event_splits
-from pipelines.manifest import Timer, read_json, write_json
+from pipelines.manifest import Timer, keys_block, policy_block, read_json, write_json
 from pipelines.io.merged_base import (ReadMergedBase, ReadVaultTable, base_kind, column_values, inside,
                                 plan_merged_splits, vault_shards, write_merged_base, write_vault_table)
-from pipelines.io.base_files import ReadSubscriberBase, plan_splits
+from pipelines.io.base_files import ReadSubscriberBase
+from pipelines.io.planning import InputInfo, plan_splits
 from transforms.core.deadletter import DeadLetterContext
 from transforms.merge.composite import MergeCompletedRegistrations
-from transforms.scan.policy import load_policy
+from transforms.scan.policy import Policy, load_policy
+
+if TYPE_CHECKING:
+    from transforms.crypto.keyset import Keyset
 
 log = logging.getLogger("backfill.merge")
 ROWS_PER_BUCKET = 100_000  # a bucket (base lines + events + vault rows) is one worker's working set
@@ -109,29 +119,48 @@ def _check_paths(args, out: str) -> None:
                 raise UserError(f"--out {args.out} would overwrite the input {source}: write to another folder")
 
 
-def run(argv=None) -> dict:
-    """Run a merge; returns its manifest."""
-    from transforms.crypto.keyset import Keyset
+@dataclasses.dataclass
+class _Job:
+    """One merge run, as decided before its pipeline runs."""
 
-    args, beam_args = parser().parse_known_args(argv)
-    timer = Timer()
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    as_of = args.as_of or parse_as_of(None)
-    policy = load_policy(args.policy)
-    keyset = Keyset.load(args.keys)  # permissions and format checked before anything runs
-    out = args.out.rstrip("/")
-    _check_paths(args, out)
+    args: argparse.Namespace
+    options: PipelineOptions
+    policy: Policy
+    keyset: Keyset
+    as_of: dt.date
+    kind: str
+    base_splits: list
+    base_info: InputInfo
+    event_splits: list
+    event_info: InputInfo
+    vault: dict | None
+    run_id: str
+    started: str
+    n_buckets: int
+    spill: bool
+    out: str
+    timer: Timer
+
+    @property
+    def summary_path(self) -> str:
+        return FileSystems.join(self.out, "summary.json")
+
+
+def _plan_base(args, keyset) -> tuple[str, list, InputInfo]:
+    """The base's kind and splits; a merged base's tokens must be under the primary join key."""
     kind = base_kind(args.base)
     if kind == "raw":
-        base_splits, base_info = plan_splits(args.base, encoding=args.encoding)
-    else:
-        base_splits, base_info = plan_merged_splits(args.base)
-        versions = column_values(base_info.files, "join_key_version") - {None}
-        if versions - {keyset.primary_join_version}:
-            raise UserError(f"the base's tokens are under join key {', '.join(sorted(versions))} but the primary "
-                            f"join key is {keyset.primary_join_version}: run backfill keys retokenize first")
-    event_splits, event_info = plan_event_splits(args.registrations, encoding=args.encoding)
+        return (kind, *plan_splits(args.base, encoding=args.encoding))
+    base_splits, base_info = plan_merged_splits(args.base)
+    versions = column_values(base_info.files, "join_key_version") - {None}
+    if versions - {keyset.primary_join_version}:
+        raise UserError(f"the base's tokens are under join key {', '.join(sorted(versions))} but the primary "
+                        f"join key is {keyset.primary_join_version}: run backfill keys retokenize first")
+    return kind, base_splits, base_info
+
+
+def _plan_vault(args, keyset, kind: str) -> dict | None:
+    """The previous merge's vault shards, made under this keyset."""
     vault = vault_shards(args.vault) if args.vault else None
     if vault:
         foreign = column_values(vault["keys"], "keyset_id") - {keyset.keyset_id}
@@ -141,31 +170,59 @@ def run(argv=None) -> dict:
     elif kind == "merged":
         log.warning("merge: a merged base without --vault: lines without a new registration keep their tokens "
                     "but OUT/vault holds only this run's registrations")
+    return vault
+
+
+def _prepare(argv) -> _Job:
+    """Parse and check the arguments and inputs, plan them, choose the run id, the buckets and the spill."""
+    from transforms.crypto.keyset import Keyset
+
+    args, beam_args = split_beam_flags(parser(), argv)
+    timer = Timer()
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    as_of = args.as_of or parse_as_of(None)
+    policy = load_policy(args.policy)
+    keyset = Keyset.load(args.keys)  # permissions and format checked before anything runs
+    out = args.out.rstrip("/")
+    _check_paths(args, out)
+    kind, base_splits, base_info = _plan_base(args, keyset)
+    event_splits, event_info = plan_event_splits(args.registrations, encoding=args.encoding)
+    vault = _plan_vault(args, keyset, kind)
     options = beam_options(beam_args)
     run_id, started = new_run("merge")
-    ctx = DeadLetterContext("merge", run_id, started)
     rows = max(base_info.estimated_rows, event_info.estimated_rows)
-    n_buckets = args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET))
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
-    spill = args.spill != "off" and is_local_runner(options)
-    # The spill holds plaintext (raw rows, events): a private local folder (0700), never under OUT.
-    spill_dir = tempfile.mkdtemp(prefix=f"backfill-{run_id}-") if spill else None
-    for folder in ("base", "vault", "dead_letter"):
-        remove_tree(FileSystems.join(out, folder))
-    header = {"step": "merge", "run_id": run_id, "as_of": as_of.isoformat(), "policy_version": policy.version,
-              "base_kind": kind, "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
-                                          "vault": keyset.primary_vault_version}}
+    return _Job(args=args, options=options, policy=policy, keyset=keyset, as_of=as_of, kind=kind,
+                base_splits=base_splits, base_info=base_info, event_splits=event_splits, event_info=event_info,
+                vault=vault, run_id=run_id, started=started,
+                n_buckets=args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET)),
+                spill=args.spill != "off" and is_local_runner(options), out=out, timer=timer)
+
+
+def _log_plan(job: _Job) -> None:
+    base, events, keyset = job.base_info, job.event_info, job.keyset
     log.info("merge %s: %s base (%d file(s), ~%s rows), %d event file(s) (~%s events), %d bucket(s), runner %s, "
-             "join key %s, vault key %s, policy %s, as of %s", run_id, kind, len(base_info.files),
-             f"{base_info.estimated_rows:,}", len(event_info.files), f"{event_info.estimated_rows:,}", n_buckets,
-             runner_name(options), keyset.primary_join_version, keyset.primary_vault_version, policy.version, as_of)
-    summary_path = FileSystems.join(out, "summary.json")
+             "join key %s, vault key %s, policy %s, as of %s", job.run_id, job.kind, len(base.files),
+             f"{base.estimated_rows:,}", len(events.files), f"{events.estimated_rows:,}", job.n_buckets,
+             runner_name(job.options), keyset.primary_join_version, keyset.primary_vault_version,
+             job.policy.version, job.as_of)
+
+
+def _run_pipeline(job: _Job) -> None:
+    """Merge; write OUT/base, OUT/vault, OUT/dead_letter and OUT/summary.json."""
+    out, ctx, summary_path = job.out, DeadLetterContext("merge", job.run_id, job.started), job.summary_path
+    header = {"step": "merge", "run_id": job.run_id, "as_of": job.as_of.isoformat(),
+              "policy_version": job.policy.version, "base_kind": job.kind, "keys": keys_block(job.keyset)}
+    # The spill holds plaintext (raw rows, events): a private local folder (0700), never under OUT.
+    spill_dir = tempfile.mkdtemp(prefix=f"backfill-{job.run_id}-") if job.spill else None
     try:
-        with beam.Pipeline(options=options) as p:
-            outputs = build_pipeline(p, base_splits=base_splits, kind=kind, event_splits=event_splits, vault=vault,
-                                     policy=policy, as_of=as_of, ctx=ctx, keys_path=args.keys, n_buckets=n_buckets,
-                                     spill_dir=spill_dir, encoding=args.encoding, batch_size=args.batch_size)
+        with beam.Pipeline(options=job.options) as p:
+            outputs = build_pipeline(
+                p, base_splits=job.base_splits, kind=job.kind, event_splits=job.event_splits, vault=job.vault,
+                policy=job.policy, as_of=job.as_of, ctx=ctx, keys_path=job.args.keys, n_buckets=job.n_buckets,
+                spill_dir=spill_dir, encoding=job.args.encoding, batch_size=job.args.batch_size)
             write_merged_base(outputs.base, FileSystems.join(out, "base"))
             vault_dir = FileSystems.join(out, "vault")
             write_vault_table(outputs.vault_keys, vault_dir, "keys", "WriteVaultKeys")
@@ -175,38 +232,56 @@ def run(argv=None) -> dict:
     finally:
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
-    timer.mark("pipeline_seconds")
-    summary = read_json(summary_path)
-    manifest = {
-        "step": "merge", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
-        "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
-        "keys": header["keys"],
+    job.timer.mark("pipeline_seconds")
+
+
+def _manifest(job: _Job, summary: dict) -> dict:
+    out, args = job.out, job.args
+    return {
+        "step": "merge", "run_id": job.run_id, "started": job.started, "as_of": job.as_of.isoformat(),
+        "policy": policy_block(job.policy),
+        "keys": keys_block(job.keyset),
         # absolute local paths: the report reads the events back from here, from any working directory
-        "inputs": {"base": _located(base_info.files), "base_kind": kind, "registrations": _located(event_info.files),
-                   "vault": args.vault, "encoding": args.encoding},
+        "inputs": {"base": _located(job.base_info.files), "base_kind": job.kind,
+                   "registrations": _located(job.event_info.files), "vault": args.vault, "encoding": args.encoding},
         "outputs": {name: FileSystems.join(out, name) for name in ("base", "vault", "dead_letter")},
         "counts": {k: summary[k] for k in ("base", "events", "lines", "vault")},
-        "runner": runner_name(options),
-        "shuffle": {"buckets": n_buckets, "spill": bool(spill_dir)},
-        "timings": timer.as_dict(),
+        "runner": runner_name(job.options),
+        "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
+        "timings": job.timer.as_dict(),
     }
-    write_json(FileSystems.join(out, "manifest.json"), manifest)
+
+
+def run(argv=None) -> dict:
+    """Run a merge; returns its manifest."""
+    job = _prepare(argv)
+    for folder in ("base", "vault", "dead_letter"):
+        remove_tree(FileSystems.join(job.out, folder))
+    _log_plan(job)
+    _run_pipeline(job)
+    summary = read_json(job.summary_path)
+    manifest = _manifest(job, summary)
+    write_json(FileSystems.join(job.out, "manifest.json"), manifest)
     for side in ("base", "events"):
         if not summary[side]["balanced"]:
-            raise UserError(f"merge counts do not balance for the {side}; see {summary_path}")
+            raise UserError(f"merge counts do not balance for the {side}; see {job.summary_path}")
     return manifest
 
 
 def format_summary(manifest: dict) -> str:
     b, e, v = manifest["counts"]["base"], manifest["counts"]["events"], manifest["counts"]["vault"]
-    ok = lambda side: "balanced" if side["balanced"] else "NOT BALANCED"
+
+    def ok(side: dict) -> str:
+        return "balanced" if side["balanced"] else "NOT BALANCED"
+
     lines = [
         f"merge {manifest['run_id']}: base {b['rows_in']:,} rows in -> {b['lines_out']:,} lines + "
         f"{b['dead_letters']:,} dead letters ({ok(b)})",
         f"  events {e['rows_in']:,} in -> {e['applied']:,} applied + {e['superseded']:,} superseded + "
         f"{e['duplicates']:,} duplicates + {e['dead_letters']:,} dead letters ({ok(e)})",
         f"  vault: {v.get('lines_sealed', 0):,} lines sealed ({v.get('values_sealed', 0):,} values), "
-        f"{v.get('keys_copied', 0):,} carried; join key {manifest['keys']['join']}, vault key {manifest['keys']['vault']}",
+        f"{v.get('keys_copied', 0):,} carried; join key {manifest['keys']['join']}, "
+        f"vault key {manifest['keys']['vault']}",
     ]
     if e["dead_letter_reasons"]:
         lines.append("  event dead letters: " + ", ".join(f"{k} {n:,}" for k, n in e["dead_letter_reasons"].items()))

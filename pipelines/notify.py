@@ -15,6 +15,9 @@ SMS segments, the estimated cost and sample messages.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import datetime as dt
 import logging
 import math
 import os
@@ -24,15 +27,16 @@ import tempfile
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
-from pipelines.common import remove_tree, run_main, runner_name
+from pipelines.common import remove_tree, run_main, runner_name, split_beam_flags
 from pipelines.manifest import Timer, read_json, write_json
 from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, ReadTables, WriteJobFiles, classified_splits
 from pipelines.io.notify_files import history_splits, read_suppress, registered_splits
 from pipelines.io.pubsub import SUBSCRIPTION_RE, TOPIC_RE, PublishJobs, check_topic
 from pipelines.render.notify_text import format_dry_run, format_receipts, format_result
-from transforms.notify.campaign import load_campaign
+from transforms.notify.campaign import Campaign, Wave, load_campaign
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.metrics import merge_counts
 from transforms.notify.planner import OUTCOMES
@@ -142,28 +146,105 @@ def build_pipeline(p, *, campaign, wave, first_day, splits, registered, history,
     return outputs, jobs, summary
 
 
+def _runs_pipeline(args) -> bool:
+    """A wave is planned (a Beam pipeline); recording receipts alone runs none."""
+    return any(v is not None for v in (args.classified, args.campaign, args.wave))
+
+
+def _parse(argv) -> tuple[argparse.Namespace, list[str]]:
+    """The command's arguments and the Beam flags of its pipeline (see pipelines.common.split_beam_flags)."""
+    return split_beam_flags(parser(), argv, pipeline=_runs_pipeline)
+
+
+@dataclasses.dataclass
+class _WavePlan:
+    """A wave to plan, every input checked before anything is recorded or sent."""
+
+    campaign: Campaign
+    wave: Wave
+    as_of: dt.date
+    first_day: dt.date
+    options: PipelineOptions
+    splits: list
+    rows: int
+    registered: list
+    registered_rows: int
+    suppressed: object
+
+
+def _prepare_wave(args, beam_args: list[str]) -> _WavePlan:
+    """Load the campaign and the wave, plan the inputs, check the topic."""
+    campaign = load_campaign(args.campaign)
+    wave = campaign.wave(args.wave)
+    as_of = args.as_of or parse_as_of(None)
+    options = beam_options(beam_args)
+    splits, rows = classified_splits(args.classified)
+    registered, registered_rows = registered_splits(args.registered) if args.registered else ([], 0)
+    suppressed = read_suppress(args.suppress) if args.suppress else None
+    if args.topic:
+        check_topic(args.topic)
+    return _WavePlan(campaign=campaign, wave=wave, as_of=as_of, first_day=max(wave.start, as_of), options=options,
+                     splits=splits, rows=rows, registered=registered, registered_rows=registered_rows,
+                     suppressed=suppressed)
+
+
+def _plan_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer) -> dict:
+    """Run the wave's pipeline: jobs written, published or (dry run) only counted; returns its result."""
+    mode = _mode(args)
+    tmp = tempfile.mkdtemp(prefix="notify-") if args.dry_run else FileSystems.join(out, "_tmp", run_id)
+    spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(plan.options))
+    n_buckets = args.shuffle_buckets or max(1, math.ceil((plan.rows + plan.registered_rows) / ROWS_PER_BUCKET))
+    log.info("notify %s: campaign %s wave %d, %s classified lines, mode %s, runner %s", run_id,
+             plan.campaign.campaign_id, plan.wave.wave, f"{plan.rows:,}", mode, runner_name(plan.options))
+    result_path = FileSystems.join(tmp, "result.json")
+    try:
+        with beam.Pipeline(options=plan.options) as p:
+            outputs, jobs, summary = build_pipeline(
+                p, campaign=plan.campaign, wave=plan.wave.wave, first_day=plan.first_day, splits=plan.splits,
+                registered=plan.registered, history=history_splits(out, HISTORY_JOBS),
+                receipts=history_splits(out, HISTORY_RECEIPTS), suppressed=plan.suppressed, n_buckets=n_buckets,
+                spill_dir=FileSystems.join(tmp, "shuffle") if spill else None,
+                samples=args.samples if args.dry_run else None)  # the table and samples are the dry run's
+            stats = _hand_over(args, p, jobs, out, run_id, f"{plan.campaign.campaign_id}-w{plan.wave.wave}")
+            (outputs.counts
+             | "Finish" >> beam.Map(_finish_counts, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(stats))
+             | "WriteResult" >> beam.Map(_write_result, result_path))
+        timer.mark("pipeline_seconds")
+        return read_json(result_path)
+    finally:
+        if args.dry_run:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            _remove_tmp(out, run_id)
+
+
+def _hand_over(args, p, jobs: dict, out: str, run_id: str, prefix: str):
+    """The jobs published to --topic or written as files (nothing in a dry run); the hand-over's stats."""
+    if args.dry_run:
+        return p | "NoHandOver" >> beam.Create([])
+    if args.topic:
+        return jobs | "PublishJobs" >> PublishJobs(args.topic, out, run_id, max_messages=args.publish_batch)
+    return jobs | "WriteJobFiles" >> WriteJobFiles(out, prefix, run_id)
+
+
+def _mode(args) -> str:
+    return "dry-run" if args.dry_run else ("pubsub" if args.topic else "files")
+
+
 def run(argv=None) -> dict:
     """Run notify; returns its manifest (with the jobs summary under ``summary``)."""
-    args, beam_args = parser().parse_known_args(argv)
+    return _run(*_parse(argv))
+
+
+def _run(args, beam_args: list[str]) -> dict:
     planning = _check_args(args)
     timer = Timer()
     out = args.out.rstrip("/")
     run_id, started = new_run("notify")
-    ctx = DeadLetterContext("notify", run_id, started)
     manifest: dict = {"step": "notify", "run_id": run_id, "started": started}
-    if planning:  # every check before anything is recorded or sent
-        campaign = load_campaign(args.campaign)
-        wave = campaign.wave(args.wave)
-        as_of = args.as_of or parse_as_of(None)
-        first_day = max(wave.start, as_of)
-        options = beam_options(beam_args)
-        splits, rows = classified_splits(args.classified)
-        registered, registered_rows = registered_splits(args.registered) if args.registered else ([], 0)
-        suppressed = read_suppress(args.suppress) if args.suppress else None
-        if args.topic:
-            check_topic(args.topic)
+    plan = _prepare_wave(args, beam_args) if planning else None  # checked before anything is recorded or sent
     if args.receipts or args.receipts_subscription:
-        manifest["receipts"] = _record_receipts(args, out, ctx)
+        manifest["receipts"] = _record_receipts(args, out, DeadLetterContext("notify", run_id, started))
         timer.mark("receipts_seconds")
         _remove_tmp(out, run_id)
         if not planning:
@@ -171,46 +252,16 @@ def run(argv=None) -> dict:
                              "timings": timer.as_dict()})
             _save(out, run_id, manifest)
             return manifest
-    history = history_splits(out, HISTORY_JOBS)
-    receipts = history_splits(out, HISTORY_RECEIPTS)
-    mode = "dry-run" if args.dry_run else ("pubsub" if args.topic else "files")
-    tmp = tempfile.mkdtemp(prefix="notify-") if args.dry_run else FileSystems.join(out, "_tmp", run_id)
-    spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(options))
-    n_buckets = args.shuffle_buckets or max(1, math.ceil((rows + registered_rows) / ROWS_PER_BUCKET))
-    log.info("notify %s: campaign %s wave %d, %s classified lines, mode %s, runner %s", run_id,
-             campaign.campaign_id, wave.wave, f"{rows:,}", mode, runner_name(options))
-    result_path = FileSystems.join(tmp, "result.json")
-    try:
-        with beam.Pipeline(options=options) as p:
-            outputs, jobs, summary = build_pipeline(
-                p, campaign=campaign, wave=wave.wave, first_day=first_day, splits=splits, registered=registered,
-                history=history, receipts=receipts, suppressed=suppressed, n_buckets=n_buckets,
-                spill_dir=FileSystems.join(tmp, "shuffle") if spill else None,
-                samples=args.samples if args.dry_run else None)  # the table and samples are the dry run's
-            if args.dry_run:
-                stats = p | "NoHandOver" >> beam.Create([])
-            elif args.topic:
-                stats = jobs | "PublishJobs" >> PublishJobs(args.topic, out, run_id, max_messages=args.publish_batch)
-            else:
-                stats = jobs | "WriteJobFiles" >> WriteJobFiles(out, f"{campaign.campaign_id}-w{wave.wave}", run_id)
-            (outputs.counts
-             | "Finish" >> beam.Map(_finish_counts, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(stats))
-             | "WriteResult" >> beam.Map(_write_result, result_path))
-        timer.mark("pipeline_seconds")
-        result = read_json(result_path)
-    finally:
-        if args.dry_run:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            _remove_tmp(out, run_id)
-    manifest.update(_manifest(args, campaign, wave, first_day, as_of, mode, out, rows, result, options, timer))
+    result = _plan_wave(args, plan, out, run_id, timer)
+    manifest.update(_manifest(args, plan, out, result, timer))
     if not args.dry_run:
         _save(out, run_id, manifest)
     manifest["summary"] = result.get("summary", {})
     return manifest
 
 
-def _manifest(args, campaign, wave, first_day, as_of, mode, out, rows, result, options, timer) -> dict:
+def _manifest(args, wave_plan: _WavePlan, out: str, result: dict, timer: Timer) -> dict:
+    campaign, wave, first_day, mode = wave_plan.campaign, wave_plan.wave, wave_plan.first_day, _mode(args)
     plan = result.get("plan", {})
     outcomes = plan.get("outcomes", {})
     jobs = {c: result.get("jobs", {}).get(c, 0) for c in ("sms", "call", "announcement")}
@@ -227,7 +278,7 @@ def _manifest(args, campaign, wave, first_day, as_of, mode, out, rows, result, o
     zone_hours = f"{campaign.quiet_end:%H:%M}-{campaign.quiet_start:%H:%M}"
     return {
         "mode": mode,
-        "as_of": as_of.isoformat(),
+        "as_of": wave_plan.as_of.isoformat(),
         "campaign": {"campaign_id": campaign.campaign_id,  # an absolute local path: the report finds it again
                      "source": campaign.source if "://" in campaign.source else os.path.abspath(campaign.source),
                      "sha256": campaign.digest,
@@ -235,7 +286,7 @@ def _manifest(args, campaign, wave, first_day, as_of, mode, out, rows, result, o
                      "channels": list(wave.channels), "timezone": campaign.timezone, "allowed_hours": zone_hours,
                      "locale": campaign.locale, "daily_cap": dict(campaign.daily_cap),
                      "min_days_between": campaign.min_days_between},
-        "inputs": {"classified": args.classified, "classified_rows": rows, "registered": args.registered,
+        "inputs": {"classified": args.classified, "classified_rows": wave_plan.rows, "registered": args.registered,
                    "suppress": args.suppress},
         "outputs": ({"topic": args.topic} if args.topic else {"jobs": FileSystems.join(out, "jobs")}) | {
             "history": FileSystems.join(out, *HISTORY_JOBS)},
@@ -245,7 +296,7 @@ def _manifest(args, campaign, wave, first_day, as_of, mode, out, rows, result, o
                    "segments": result.get("segments", 0), "cost": round(result.get("cost", 0.0), 4),
                    "handed_over": handed, "files": result.get("files", {}), "balanced": balanced},
         "by_day": result.get("by_day", {}),
-        "runner": runner_name(options),
+        "runner": runner_name(wave_plan.options),
         "timings": timings,
     }
 
@@ -266,8 +317,8 @@ def _save(out: str, run_id: str, manifest: dict) -> None:
 
 def main(argv=None) -> int:
     def body(argv):
-        args, _ = parser().parse_known_args(argv)
-        manifest = run(argv)
+        args, beam_args = _parse(argv)
+        manifest = _run(args, beam_args)
         if manifest.get("mode") == "receipts":
             print(format_receipts(manifest["receipts"]))
         elif args.dry_run:

@@ -23,8 +23,8 @@ import sys
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, parse_ignoring_beam_flags, run_main
-from pipelines.manifest import Timer, write_json
+from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main, split_beam_flags
+from pipelines.manifest import Timer, policy_block, write_json
 from pipelines.io import report_files as report_io
 from transforms.compliance.report import CampaignFacts, ReportInputs, completion_tables
 
@@ -77,7 +77,7 @@ def _check_dates(scan_as_of: dt.date, merge_as_of: dt.date | None, as_of: dt.dat
 
 
 def run(argv=None) -> dict:
-    args = parse_ignoring_beam_flags(parser(), argv)
+    args, _ = split_beam_flags(parser(), argv, pipeline=False)
     if args.self_inspection:
         return _self_inspection(args)
     if not args.scan:
@@ -116,7 +116,7 @@ def run(argv=None) -> dict:
 
     findings = _findings(merge, notify, missing, other_campaigns, facts, as_of, needed)
     header = {"step": "report", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
-              "campaign_id": facts.campaign_id, "policy": {"version": policy.version, "sha256": policy.digest},
+              "campaign_id": facts.campaign_id, "policy": policy_block(policy, source=False),
               "inputs": {"scan": args.scan, "scan_run_id": scan.run_id, "merge": args.merge,
                          "merge_run_id": merge.run_id if merge else None, "earlier_merges": args.earlier_merges,
                          "notify": args.notify, "campaign": campaign.source if campaign else None},
@@ -156,7 +156,8 @@ def _findings(merge, notify, missing: int, other_campaigns: int, facts: Campaign
     if facts.deadline is None:
         out.append("No campaign file: the deadline is unknown, so no past-deadline list.")
     elif not facts.past_deadline(as_of):
-        out.append(f"The deadline ({facts.deadline}) and the last wave have not both passed: no past-deadline list yet.")
+        out.append(f"The deadline ({facts.deadline}) and the last wave have not both passed: "
+                   "no past-deadline list yet.")
     if not needed:
         out.append("No line needed registration at the scan: there is nothing to complete.")
     return out
@@ -183,7 +184,8 @@ def format_summary(manifest: dict) -> str:
     c = manifest["completion"]
     rate = f"{100 * c['completion_rate']:.1f}%" if c["completion_rate"] is not None else "n/a"
     lines = [f"report {manifest['run_id']}: as of {c['report_date']}, campaign {c['campaign_id'] or '(none)'}",
-             f"  completion: {c['complete']:,} of {c['needed']:,} lines that needed registration are COMPLETE ({rate}); "
+             f"  completion: {c['complete']:,} of {c['needed']:,} lines that needed registration are COMPLETE "
+             f"({rate}); "
              f"{c['remaining']:,} remaining, {c['past_deadline']:,} past the deadline",
              f"  agents over a threshold: {manifest['counts'].get('agents_over_threshold', 0)}"]
     lines += [f"  note: {text}" for text in manifest["findings"]]

@@ -41,8 +41,11 @@ usefully, and memory stays one record batch plus the vault tables.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import sys
+from typing import TYPE_CHECKING, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,8 +53,14 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, remove_tree, run_main
-from pipelines.manifest import Timer, write_json
+from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, remove_tree, run_main, split_beam_flags
+from pipelines.manifest import Timer, keys_block, policy_block, write_json
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from transforms.crypto.keyset import Keyset
+    from transforms.scan.policy import Policy
 
 __all__ = ["run", "main", "format_summary", "merged_base_files", "merged_batches"]
 
@@ -117,7 +126,8 @@ def _find_due(files: list[str], cutoff) -> tuple[pa.Array, dict]:
             due_ids.append(table.column("line_id").filter(due))
             with_identity.append(table.column("line_id").filter(present))
     ids = pa.chunked_array(due_ids, pa.string()).combine_chunks() if due_ids else pa.array([], pa.string())
-    tokens = pa.chunked_array(with_identity, pa.string()).combine_chunks() if with_identity else pa.array([], pa.string())
+    tokens = (pa.chunked_array(with_identity, pa.string()).combine_chunks() if with_identity
+              else pa.array([], pa.string()))
     return ids, {**counts, "_with_identity": tokens}
 
 
@@ -152,24 +162,51 @@ def _rewrite_base(files: list[str], out_base: str, cutoff, keys: pa.Table) -> tu
     return lines_out, blanked
 
 
-def run(argv=None) -> dict:
-    """Run a retention purge; returns its manifest."""
-    from pipelines.keys import shred_lines
+@dataclasses.dataclass
+class _Job:
+    """One purge, its inputs checked before anything is read."""
+
+    args: argparse.Namespace
+    policy: Policy
+    keyset: Keyset
+    keys_before: dict
+    files: list[str]
+    out: str
+    out_base: str
+    out_vault: str
+    in_place: bool
+    run_id: str
+    started: str
+    timer: Timer
+
+    @property
+    def as_of(self) -> dt.date:
+        return self.args.as_of
+
+
+class _Purge(NamedTuple):
+    """The vault's side of a purge: the lines purged, the data keys shredded, the tables before and after."""
+
+    purged: list[str]
+    shred_ids: pa.ChunkedArray
+    keys_in: pa.Table
+    values_in: pa.Table
+    values_out: pa.Table
+    shred: dict | None
+
+
+def _prepare(argv) -> _Job:
+    """Parse and check the arguments: OUT apart from the base, the live vault, the keyset, a merged base."""
+    from pipelines.io.merged_base import inside
     from transforms.crypto.keyset import Keyset
     from transforms.scan.policy import load_policy
-    from transforms.compliance.retention import last_purged_date
-    from transforms.crypto.vault import VaultError, drop_lines
-    from pipelines.io.vault_files import read_table, write_table
 
-    args = parser().parse_args(argv)
+    args, _ = split_beam_flags(parser(), argv, pipeline=False)
     timer = Timer()
     run_id, started = new_run("retention")
     policy = load_policy(args.policy)
-    years = policy.retention_years
-    as_of, out = args.as_of, args.out.rstrip("/")
+    out = args.out.rstrip("/")
     out_base, out_vault = FileSystems.join(out, "base"), FileSystems.join(out, "vault")
-    from pipelines.io.merged_base import inside
-
     if any(inside(b, out) for b in args.base):
         raise UserError(f"--out {args.out} would overwrite the input base {args.base[0]}: write to another folder")
     in_place = _same(args.vault, out_vault)
@@ -178,81 +215,123 @@ def run(argv=None) -> dict:
         raise UserError(f"{out_vault} exists from an earlier run and is the live vault now: re-run with "
                         f"--vault {out_vault} (the same --base) to complete the purge in place")
     keyset = Keyset.load(args.keys)  # permissions and format checked before anything is read
-    before = {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
-              "vault": keyset.primary_vault_version, "vault_versions": keyset.versions("vault")}
+    keys_before = {**keys_block(keyset), "vault_versions": keyset.versions("vault")}
     files = merged_base_files(args.base)
     if any(inside(f, out) for f in files):
         raise UserError(f"--out {args.out} would overwrite the input base {args.base[0]}: write to another folder")
+    return _Job(args=args, policy=policy, keyset=keyset, keys_before=keys_before, files=files, out=out,
+                out_base=out_base, out_vault=out_vault, in_place=in_place, run_id=run_id, started=started,
+                timer=timer)
+
+
+def _read_vault(job: _Job) -> tuple[pa.Table, pa.Table]:
+    """The input vault's key and value tables, made under this keyset."""
+    from transforms.crypto.vault import VaultError
+    from pipelines.io.vault_files import read_table
+
+    args, keyset_id = job.args, job.keyset.keyset_id
     try:
         keys_in, values_in = read_table(args.vault, "keys"), read_table(args.vault, "values")
     except VaultError as exc:
         raise UserError(str(exc)) from None
-    foreign = set(pc.unique(keys_in.column("keyset_id")).to_pylist()) - {keyset.keyset_id}
+    foreign = set(pc.unique(keys_in.column("keyset_id")).to_pylist()) - {keyset_id}
     if foreign:
         raise UserError(f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
-                        f"not {keyset.keyset_id} (--keys {args.keys})")
-    cutoff = last_purged_date(as_of, years)
-    due_ids, counts = _find_due(files, cutoff)
-    timer.mark("find_seconds")
+                        f"not {keyset_id} (--keys {args.keys})")
+    return keys_in, values_in
 
-    with_identity = counts.pop("_with_identity")
+
+def _purge_vault(job: _Job, keys_in: pa.Table, values_in: pa.Table, due_ids: pa.Array, with_identity: pa.Array,
+                 cutoff: dt.date) -> _Purge:
+    """OUT/vault without the due lines' values, then their data keys crypto-shredded."""
+    from pipelines.keys import shred_lines
+    from transforms.crypto.vault import drop_lines
+    from pipelines.io.vault_files import write_table
+
     shred_ids = keys_in.filter(pc.is_in(keys_in.column("line_id"), value_set=due_ids)).column("line_id")
     value_rows = pc.is_in(values_in.column("line_id"), value_set=due_ids)
     valued_ids = pc.unique(values_in.column("line_id").filter(value_rows))
     touched = pc.unique(pa.chunked_array([with_identity, shred_ids.combine_chunks(), valued_ids], pa.string()))
     purged = sorted(touched.to_pylist())
     values_out = drop_lines(values_in, purged)
-    if not in_place:
-        remove_tree(out_vault)
-        write_table(out_vault, "values", values_out)
-        write_table(out_vault, "keys", keys_in)
+    if not job.in_place:
+        remove_tree(job.out_vault)
+        write_table(job.out_vault, "values", values_out)
+        write_table(job.out_vault, "keys", keys_in)
     elif values_out.num_rows != values_in.num_rows:
-        write_table(out_vault, "values", values_out)
+        write_table(job.out_vault, "values", values_out)
     shred = None
     if shred_ids.length():
-        shred = shred_lines(args.keys, out_vault, sorted(shred_ids.to_pylist()), actor=args.actor,
+        years = job.policy.retention_years
+        shred = shred_lines(job.args.keys, job.out_vault, sorted(shred_ids.to_pylist()), actor=job.args.actor,
                             reason=f"retention (Art. 11): terminated on or before {cutoff}, "
-                                   f"{years} years before {as_of}; run {run_id}")
-    timer.mark("vault_seconds")
-    keys_out = read_table(out_vault, "keys")
-    lines_out, blanked = _rewrite_base(files, out_base, cutoff, keys_out)
-    timer.mark("base_seconds")
+                                   f"{years} years before {job.as_of}; run {job.run_id}")
+    return _Purge(purged, shred_ids, keys_in, values_in, values_out, shred)
 
-    after = Keyset.load(args.keys)
-    n_purged = len(purged)
+
+def _counts(found: dict, purge: _Purge, keys_out: pa.Table, lines_out: int, blanked: dict) -> dict:
+    """The line and vault counts, and whether each side balances."""
+    keys_in, values_in, values_out = purge.keys_in, purge.values_in, purge.values_out
+    shredded = purge.shred_ids.length()
     counts = {
-        **counts, "lines_out": lines_out, "balanced": counts["lines_in"] == lines_out,
-        "terminated_within_retention": counts["terminated"] - counts["terminated_without_date"] - counts["due"],
-        "purged": n_purged, "nothing_to_purge": counts["due"] - n_purged,
+        **found, "lines_out": lines_out, "balanced": found["lines_in"] == lines_out,
+        "terminated_within_retention": found["terminated"] - found["terminated_without_date"] - found["due"],
+        "purged": len(purge.purged), "nothing_to_purge": found["due"] - len(purge.purged),
         "fields_blanked": {k: v for k, v in blanked.items() if v},
-        "vault": {"keys_in": keys_in.num_rows, "keys_shredded": shred_ids.length(), "keys_out": keys_out.num_rows,
+        "vault": {"keys_in": keys_in.num_rows, "keys_shredded": shredded, "keys_out": keys_out.num_rows,
                   "values_in": values_in.num_rows, "values_dropped": values_in.num_rows - values_out.num_rows,
-                  "values_out": values_out.num_rows,
-                  "balanced": keys_in.num_rows == keys_out.num_rows + shred_ids.length()},
+                  "values_out": values_out.num_rows, "balanced": keys_in.num_rows == keys_out.num_rows + shredded},
     }
     counts["balanced"] = counts["balanced"] and counts["vault"]["balanced"]
-    manifest = {
-        "step": "retention", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
-        "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
-        "retention": {"years_after_termination": years, "purge_terminated_on_or_before": cutoff.isoformat(),
+    return counts
+
+
+def _manifest(job: _Job, cutoff: dt.date, purge: _Purge, counts: dict) -> dict:
+    from transforms.crypto.keyset import Keyset
+
+    after, before, shred = Keyset.load(job.args.keys), job.keys_before, purge.shred
+    return {
+        "step": "retention", "run_id": job.run_id, "started": job.started, "as_of": job.as_of.isoformat(),
+        "policy": policy_block(job.policy),
+        "retention": {"years_after_termination": job.policy.retention_years,
+                      "purge_terminated_on_or_before": cutoff.isoformat(),
                       "rule": "purged when as_of > terminated_on + years (29 Feb + years = 28 Feb without a 29th); "
                               "TERMINATED lines without terminated_on are kept"},
-        "keys": {"keyset_id": keyset.keyset_id, "join": after.primary_join_version,
+        "keys": {**keys_block(after, vault=False),
                  "vault_before": before["vault"], "vault_after": after.primary_vault_version,
                  "vault_versions_before": before["vault_versions"], "vault_versions_after": after.versions("vault"),
                  "retired": shred["retired_vault_key_versions"] if shred else []},
-        "inputs": {"base": list(args.base), "base_files": files, "vault": args.vault},
-        "outputs": {"base": out_base, "vault": out_vault, "in_place": in_place,
-                    "shred_log": os.path.join(os.path.dirname(os.path.normpath(out_vault)), "audit", "shred.jsonl")
+        "inputs": {"base": list(job.args.base), "base_files": job.files, "vault": job.args.vault},
+        "outputs": {"base": job.out_base, "vault": job.out_vault, "in_place": job.in_place,
+                    "shred_log": os.path.join(os.path.dirname(os.path.normpath(job.out_vault)), "audit", "shred.jsonl")
                     if shred else None},
         "counts": counts,
-        "purged_line_ids": purged,
+        "purged_line_ids": purge.purged,
         "runner": "pyarrow (no Beam pipeline: see pipelines/retention.py)",
-        "timings": timer.as_dict(),
+        "timings": job.timer.as_dict(),
     }
-    write_json(FileSystems.join(out, "manifest.json"), manifest)
+
+
+def run(argv=None) -> dict:
+    """Run a retention purge; returns its manifest."""
+    from transforms.compliance.retention import last_purged_date
+    from pipelines.io.vault_files import read_table
+
+    job = _prepare(argv)
+    keys_in, values_in = _read_vault(job)
+    cutoff = last_purged_date(job.as_of, job.policy.retention_years)
+    due_ids, found = _find_due(job.files, cutoff)
+    job.timer.mark("find_seconds")
+    purge = _purge_vault(job, keys_in, values_in, due_ids, found.pop("_with_identity"), cutoff)
+    job.timer.mark("vault_seconds")
+    keys_out = read_table(job.out_vault, "keys")
+    lines_out, blanked = _rewrite_base(job.files, job.out_base, cutoff, keys_out)
+    job.timer.mark("base_seconds")
+    counts = _counts(found, purge, keys_out, lines_out, blanked)
+    manifest = _manifest(job, cutoff, purge, counts)
+    write_json(FileSystems.join(job.out, "manifest.json"), manifest)
     if not counts["balanced"]:
-        raise UserError(f"the purge does not balance (see {FileSystems.join(out, 'manifest.json')})")
+        raise UserError(f"the purge does not balance (see {FileSystems.join(job.out, 'manifest.json')})")
     return manifest
 
 

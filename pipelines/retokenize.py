@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import UserError, beam_options, is_local_runner, new_run, remove_tree, runner_name
 from pipelines.common import write_dead_letters
-from pipelines.manifest import Timer, read_json, write_json
+from pipelines.manifest import Timer, keys_block, read_json, write_json
 from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, base_kind, plan_merged_splits, vault_shards
 from pipelines.io.merged_base import column_values, inside, write_merged_base
 from transforms.core.deadletter import DeadLetterContext
@@ -81,7 +81,7 @@ def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: l
     counts["coverage"] = 1.0 if with_tokens == 0 else covered / with_tokens
     manifest = {
         "step": "retokenize", "run_id": run_id, "started": started,
-        "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version},
+        "keys": keys_block(keyset, vault=False),
         "inputs": {"base": info.files, "vault": vault_dir},
         "outputs": {"base": target, "dead_letter": FileSystems.join(out, "dead_letter")},
         "counts": counts, "runner": runner_name(options), "timings": timer.as_dict(),

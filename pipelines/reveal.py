@@ -26,7 +26,7 @@ import os
 import platform
 import sys
 
-from pipelines.common import ArgumentParser, UserError, run_main
+from pipelines.common import ArgumentParser, UserError, run_main, split_beam_flags
 
 __all__ = ["append_audit", "audit_path", "reveal", "utc_now", "who", "main", "FIELD_ORDER"]
 
@@ -122,7 +122,7 @@ def reveal(keys_path: str, vault_dir: str, line_id: str, purpose: str | None, *,
 
 
 def _body(argv) -> int:
-    args = parser().parse_args(argv)
+    args, _ = split_beam_flags(parser(), argv, pipeline=False)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
     shown = reveal(args.keys, args.vault, args.line_id, args.purpose, fields=fields,
                    actor=args.actor, audit_log=args.audit_log)

@@ -18,6 +18,9 @@ identity values), ``OUT/dead_letter/`` (JSON Lines, a reason each),
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import datetime as dt
 import logging
 import math
 import secrets
@@ -25,15 +28,16 @@ import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import TestOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
-from pipelines.common import parse_as_of, remove_tree, run_main, runner_name, write_dead_letters
-from pipelines.manifest import Timer, read_json, write_json
-from pipelines.io.base_files import InputInfo, PlanInPipeline, ReadSubscriberBase, plan_splits
+from pipelines.common import parse_as_of, remove_tree, run_main, runner_name, split_beam_flags, write_dead_letters
+from pipelines.manifest import Timer, policy_block, read_json, write_json
+from pipelines.io.base_files import PlanInPipeline, ReadSubscriberBase
+from pipelines.io.planning import InputInfo, plan_splits
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext
-from transforms.scan.policy import load_policy
+from transforms.scan.policy import Policy, load_policy
 from transforms.scan.composite import ClassifyRegistrationCompleteness
 
 log = logging.getLogger("backfill.scan")
@@ -42,7 +46,8 @@ ROWS_PER_BUCKET = 250_000
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill scan", description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, action="append", help="base file, glob or folder (Avro, Parquet, CSV); repeatable")
+    p.add_argument("--base", required=True, action="append",
+                   help="base file, glob or folder (Avro, Parquet, CSV); repeatable")
     p.add_argument("--out", required=True, help="output folder (local or gs://)")
     add_batch_flags(p)
     p.add_argument("--estimated-rows", type=int, default=None,
@@ -66,7 +71,8 @@ def _write_summary(counts: dict, path: str, header: dict, info: InputInfo | None
         "dead_letters": dead,
         "balanced": rows_in == classified + dead,
         "dead_letter_reasons": counts.get("dead_letter_reasons", {}),
-        "identity_status": {k: counts.get("identity_status", {}).get(k, 0) for k in ("COMPLETE", "MISSING", "INCOMPLETE", "INVALID")},
+        "identity_status": {k: counts.get("identity_status", {}).get(k, 0)
+                            for k in ("COMPLETE", "MISSING", "INCOMPLETE", "INVALID")},
         "needs_registration": counts.get("needs_registration", 0),
         "needs_review": counts.get("needs_review", 0),
         "reasons": dict(sorted(counts.get("reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -99,59 +105,89 @@ def format_summary(summary: dict) -> str:
     if top:
         lines.append("  top reasons: " + ", ".join(f"{k} {v:,}" for k, v in top))
     if summary["dead_letter_reasons"]:
-        lines.append("  dead letters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["dead_letter_reasons"].items())))
+        reasons = sorted(summary["dead_letter_reasons"].items())
+        lines.append("  dead letters: " + ", ".join(f"{k} {v:,}" for k, v in reasons))
     return "\n".join(lines)
 
 
-def run(argv=None) -> dict:
-    """Run a scan; returns its summary."""
-    args, beam_args = parser().parse_known_args(argv)
+@dataclasses.dataclass
+class _Job:
+    """One scan run, as decided before its pipeline runs."""
+
+    args: argparse.Namespace
+    options: PipelineOptions
+    policy: Policy
+    as_of: dt.date
+    splits: list | PlanInPipeline
+    info: InputInfo
+    dry_run: bool
+    run_id: str
+    started: str
+    n_buckets: int
+    out: str
+    spill_dir: str | None
+    timer: Timer
+
+    @property
+    def summary_path(self) -> str:
+        return FileSystems.join(self.out, "summary.json")
+
+
+def _plan_base(args) -> tuple[list | PlanInPipeline, InputInfo]:
+    """The base's splits, planned here, or (``--estimated-rows``) left to the pipeline's first step."""
+    if args.estimated_rows is None:
+        return plan_splits(args.base, encoding=args.encoding)
+    if args.estimated_rows < 0:
+        raise UserError("--estimated-rows must be at least 0")
+    # the pipeline plans the base; nothing is read here
+    return PlanInPipeline(tuple(args.base), args.encoding), InputInfo(args.base, [], [], args.estimated_rows)
+
+
+def _prepare(argv) -> _Job:
+    """Parse and check the arguments, plan the base, choose the run id, the buckets and the spill."""
+    args, beam_args = split_beam_flags(parser(), argv)
     timer = Timer()
     as_of = args.as_of or parse_as_of(None)
     policy = load_policy(args.policy)
-    if args.estimated_rows is None:
-        splits, info = plan_splits(args.base, encoding=args.encoding)
-    elif args.estimated_rows < 0:
-        raise UserError("--estimated-rows must be at least 0")
-    else:  # the pipeline plans the base; nothing is read here
-        splits, info = PlanInPipeline(tuple(args.base), args.encoding), InputInfo(args.base, [], [], args.estimated_rows)
+    splits, info = _plan_base(args)
     options = beam_options(beam_args)
-    # A Dataflow dry run (--dry_run=True) builds the job and runs nothing: no output is touched or read back.
-    dry_run = bool(options.view_as(TestOptions).dry_run)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     run_id, started = new_run("scan")
-    ctx = DeadLetterContext("scan", run_id, started)
-    n_buckets = args.shuffle_buckets or max(1, math.ceil(info.estimated_rows / ROWS_PER_BUCKET))
-    spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(options))
     out = args.out.rstrip("/")
-    spill_dir = FileSystems.join(out, "_shuffle", run_id) if spill else None
-    for folder in ("classified", "dead_letter") if not dry_run else ():
-        remove_tree(FileSystems.join(out, folder))
-    header = {
-        "step": "scan",
-        "run_id": run_id,
-        "as_of": as_of.isoformat(),
-        "policy_version": policy.version,
-        "ignored_columns": info.ignored_columns,
-        "missing_identity_columns": info.missing_identity_columns,
-    }
-    planned_here = isinstance(splits, list)
+    spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(options))
+    return _Job(
+        args=args, options=options, policy=policy, as_of=as_of, splits=splits, info=info,
+        # A Dataflow dry run (--dry_run=True) builds the job and runs nothing: no output is touched or read back.
+        dry_run=bool(options.view_as(TestOptions).dry_run), run_id=run_id, started=started,
+        n_buckets=args.shuffle_buckets or max(1, math.ceil(info.estimated_rows / ROWS_PER_BUCKET)), out=out,
+        spill_dir=FileSystems.join(out, "_shuffle", run_id) if spill else None, timer=timer)
+
+
+def _log_plan(job: _Job) -> None:
+    info, planned_here = job.info, isinstance(job.splits, list)
     log.info(
         "scan %s: %d %s, ~%s rows in %s, %d bucket(s), runner %s, policy %s, as of %s",
-        run_id, len(info.files), "file(s)" if planned_here else "path(s)", f"{info.estimated_rows:,}",
-        f"{len(splits)} split(s)" if planned_here else "splits planned in the pipeline",
-        n_buckets, runner_name(options), policy.version, as_of,
+        job.run_id, len(info.files), "file(s)" if planned_here else "path(s)", f"{info.estimated_rows:,}",
+        f"{len(job.splits)} split(s)" if planned_here else "splits planned in the pipeline",
+        job.n_buckets, runner_name(job.options), job.policy.version, job.as_of,
     )
     if info.ignored_columns:
         log.info("scan: ignoring column(s) beyond the contract: %s", ", ".join(info.ignored_columns))
+
+
+def _run_pipeline(job: _Job) -> None:
+    """Classify the base; write OUT/classified, OUT/dead_letter and OUT/summary.json."""
+    out, ctx = job.out, DeadLetterContext("scan", job.run_id, job.started)
+    header = {"step": "scan", "run_id": job.run_id, "as_of": job.as_of.isoformat(),
+              "policy_version": job.policy.version, "ignored_columns": job.info.ignored_columns,
+              "missing_identity_columns": job.info.missing_identity_columns}
     salt = secrets.token_hex(16)  # run-local key of the shuffle hashes; never stored
-    summary_path = FileSystems.join(out, "summary.json")
     try:
-        with beam.Pipeline(options=options) as p:
+        with beam.Pipeline(options=job.options) as p:
             outputs = build_pipeline(
-                p, splits=splits, policy=policy, as_of=as_of, ctx=ctx, salt=salt,
-                n_buckets=n_buckets, spill_dir=spill_dir, encoding=args.encoding, batch_size=args.batch_size,
+                p, splits=job.splits, policy=job.policy, as_of=job.as_of, ctx=ctx, salt=salt, n_buckets=job.n_buckets,
+                spill_dir=job.spill_dir, encoding=job.args.encoding, batch_size=job.args.batch_size,
             )
             outputs.classified | "WriteClassified" >> beam.io.WriteToParquetBatched(
                 FileSystems.join(out, "classified", "part"),
@@ -160,43 +196,51 @@ def run(argv=None) -> dict:
             )
             write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part"))
             planned = None
-            if isinstance(splits, PlanInPipeline):
+            if isinstance(job.splits, PlanInPipeline):
                 planned = beam.pvalue.AsSingleton(
-                    p | "BaseFiles" >> beam.Create([splits]) | "PlanBase" >> beam.Map(PlanInPipeline.info))
-            outputs.counts | "WriteSummary" >> beam.Map(_write_summary, summary_path, header, planned)
+                    p | "BaseFiles" >> beam.Create([job.splits]) | "PlanBase" >> beam.Map(PlanInPipeline.info))
+            outputs.counts | "WriteSummary" >> beam.Map(_write_summary, job.summary_path, header, planned)
     finally:
-        if spill_dir:
+        if job.spill_dir:
             remove_tree(FileSystems.join(out, "_shuffle"))
-    timer.mark("pipeline_seconds")
-    if dry_run:
-        return {"dry_run": True, "run_id": run_id, "runner": runner_name(options)}
-    summary = read_json(summary_path)
-    manifest = {
+    job.timer.mark("pipeline_seconds")
+
+
+def _write_manifest(job: _Job, summary: dict) -> None:
+    out = job.out
+    write_json(FileSystems.join(out, "manifest.json"), {
         "step": "scan",
-        "run_id": run_id,
-        "started": started,
-        "as_of": as_of.isoformat(),
-        "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
-        "inputs": {"base": info.files, "encoding": args.encoding, "estimated_rows": info.estimated_rows},
+        "run_id": job.run_id,
+        "started": job.started,
+        "as_of": job.as_of.isoformat(),
+        "policy": policy_block(job.policy),
+        "inputs": {"base": job.info.files, "encoding": job.args.encoding, "estimated_rows": job.info.estimated_rows},
         "outputs": {
             "classified": FileSystems.join(out, "classified"),
             "dead_letter": FileSystems.join(out, "dead_letter"),
-            "summary": summary_path,
+            "summary": job.summary_path,
         },
-        "counts": {
-            "rows_in": summary["rows_in"],
-            "classified": summary["classified"],
-            "dead_letters": summary["dead_letters"],
-            "dead_letter_reasons": summary["dead_letter_reasons"],
-            "balanced": summary["balanced"],
-        },
-        "runner": runner_name(options),
-        "shuffle": {"buckets": n_buckets, "spill": bool(spill_dir)},
-        "timings": timer.as_dict(),
-    }
-    write_json(FileSystems.join(out, "manifest.json"), manifest)
+        "counts": {k: summary[k] for k in ("rows_in", "classified", "dead_letters", "dead_letter_reasons", "balanced")},
+        "runner": runner_name(job.options),
+        "shuffle": {"buckets": job.n_buckets, "spill": bool(job.spill_dir)},
+        "timings": job.timer.as_dict(),
+    })
+
+
+def run(argv=None) -> dict:
+    """Run a scan; returns its summary."""
+    job = _prepare(argv)
+    if not job.dry_run:
+        for folder in ("classified", "dead_letter"):
+            remove_tree(FileSystems.join(job.out, folder))
+    _log_plan(job)
+    _run_pipeline(job)
+    if job.dry_run:
+        return {"dry_run": True, "run_id": job.run_id, "runner": runner_name(job.options)}
+    summary = read_json(job.summary_path)
+    _write_manifest(job, summary)
     if not summary["balanced"]:
-        raise UserError(f"rows in ({summary['rows_in']}) != classified + dead letters; see {summary_path}")
+        raise UserError(f"rows in ({summary['rows_in']}) != classified + dead letters; see {job.summary_path}")
     return summary
 
 

@@ -30,11 +30,12 @@ inspection would look like a clean year.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import sys
 
-from pipelines.common import ArgumentParser, UserError, run_main
+from pipelines.common import ArgumentParser, UserError, run_main, split_beam_flags
 from pipelines.manifest import write_json
 
 __all__ = ["self_inspection", "gather", "main"]
@@ -102,9 +103,8 @@ def _records(paths: list[str], year: int) -> list[dict]:
     return sorted(out, key=lambda r: str(r.get("at")))
 
 
-def gather(roots: list[str], year: int) -> dict:
-    """The year's evidence, as one document (no files written)."""
-    manifest_paths, audit_paths = _files(roots)
+def _year_runs(manifest_paths: list[str], year: int, roots: list[str]) -> tuple[list[tuple[str, dict]], int]:
+    """The year's run manifests, each run once, by start time; and how many manifests were unreadable."""
     runs, by_id, unreadable = [], {}, 0
     for path in manifest_paths:
         m = _load(path)
@@ -119,96 +119,130 @@ def gather(roots: list[str], year: int) -> dict:
         raise UserError(f"no run manifest from {year} under {', '.join(roots)} "
                         f"({len(manifest_paths)} manifest(s) of other years or unreadable): nothing to inspect")
     runs.sort(key=lambda pm: (pm[1]["started"], pm[1]["run_id"]))
+    return runs, unreadable
 
-    steps = collections.OrderedDict()
-    dead = collections.defaultdict(collections.Counter)
-    policies, key_versions, findings, table = collections.Counter(), collections.defaultdict(set), [], []
-    retention, incidents = [], []
-    for path, m in runs:
+
+def _counted(counts: dict, names: tuple[str, ...]) -> int:
+    return sum(v for k, v, _ in _walk(counts) if k in names and isinstance(v, int) and not isinstance(v, bool))
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What the year's runs and audit logs add up to."""
+
+    steps: dict = dataclasses.field(default_factory=dict)
+    dead: dict = dataclasses.field(default_factory=lambda: collections.defaultdict(collections.Counter))
+    policies: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    key_versions: dict = dataclasses.field(default_factory=lambda: collections.defaultdict(set))
+    findings: list = dataclasses.field(default_factory=list)
+    table: list = dataclasses.field(default_factory=list)
+    retention: list = dataclasses.field(default_factory=list)
+    incidents: list = dataclasses.field(default_factory=list)
+
+    def key_version(self, version: str, purpose: str | None = None) -> None:
+        self.key_versions[purpose or ("join" if version.startswith("j") else "vault")].add(version)
+
+    def add_run(self, path: str, m: dict) -> None:
         step, counts = m["step"], m.get("counts") or {}
-        s = steps.setdefault(step, {"runs": 0, "rows_in": 0, "rows_out": 0, "dead_letters": 0})
-        s["runs"] += 1
-        rows_in = sum(v for k, v, _ in _walk(counts) if k in _IN and isinstance(v, int) and not isinstance(v, bool))
-        rows_out = sum(v for k, v, _ in _walk(counts) if k in _OUT and isinstance(v, int) and not isinstance(v, bool))
-        n_dead = 0
+        s = self.steps.setdefault(step, {"runs": 0, "rows_in": 0, "rows_out": 0, "dead_letters": 0})
+        rows_in, rows_out, n_dead = _counted(counts, _IN), _counted(counts, _OUT), 0
         for k, v, _ in _walk(counts):
             if k == "dead_letter_reasons" and isinstance(v, dict):
                 for reason, n in v.items():
-                    dead[step][reason] += n
+                    self.dead[step][reason] += n
                     n_dead += n
-        s["rows_in"] += rows_in
-        s["rows_out"] += rows_out
-        s["dead_letters"] += n_dead
+        for name, n in (("runs", 1), ("rows_in", rows_in), ("rows_out", rows_out), ("dead_letters", n_dead)):
+            s[name] += n
         unbalanced = [p for k, v, p in _walk(counts) if k == "balanced" and v is False]
         policy = (m.get("policy") or {}).get("version") or m.get("policy_version")
         if policy:
-            policies[policy] += 1
+            self.policies[policy] += 1
         for k, v, _ in _walk(m.get("keys") or {}):
             if isinstance(v, str) and k not in ("keyset_id",):
-                key_versions["join" if v.startswith("j") else "vault"].add(v)
+                self.key_version(v)
             elif isinstance(v, list):
                 for item in v:
                     if isinstance(item, str):
-                        key_versions["join" if item.startswith("j") else "vault"].add(item)
-        table.append({"step": step, "run_id": m["run_id"], "started": m["started"], "as_of": m.get("as_of"),
-                      "policy_version": policy, "rows_in": rows_in, "rows_out": rows_out, "dead_letters": n_dead,
-                      "balanced": not unbalanced, "manifest": path})
+                        self.key_version(item)
+        self.table.append({"step": step, "run_id": m["run_id"], "started": m["started"], "as_of": m.get("as_of"),
+                           "policy_version": policy, "rows_in": rows_in, "rows_out": rows_out,
+                           "dead_letters": n_dead, "balanced": not unbalanced, "manifest": path})
         if unbalanced:
-            findings.append({"kind": "unbalanced_run", "step": step, "run_id": m["run_id"], "manifest": path,
-                             "detail": f"counts {', '.join(unbalanced)} say balanced: false"})
+            self.findings.append({"kind": "unbalanced_run", "step": step, "run_id": m["run_id"], "manifest": path,
+                                  "detail": f"counts {', '.join(unbalanced)} say balanced: false"})
         if step == "retention":
-            c = m.get("counts", {})
-            retention.append({"run_id": m["run_id"], "as_of": m.get("as_of"),
-                              "purge_terminated_on_or_before": (m.get("retention") or {}).get(
-                                  "purge_terminated_on_or_before"),
-                              "purged": c.get("purged", 0), "nothing_to_purge": c.get("nothing_to_purge", 0),
-                              "terminated_without_date": c.get("terminated_without_date", 0),
-                              "keys_shredded": (c.get("vault") or {}).get("keys_shredded", 0)})
+            self.retention.append(_retention_row(m))
         if step == "incident":
-            c, scope = m.get("counts", {}), m.get("scope") or {}
-            incidents.append({"run_id": m["run_id"], "detected_at": m.get("detected_at"), "scope": scope,
-                              "affected": c.get("affected", 0), "unknown": c.get("unknown", 0),
-                              "shredded": c.get("shredded", 0)})
-            findings.append({"kind": "incident", "step": step, "run_id": m["run_id"], "manifest": path,
-                             "detail": f"{c.get('affected', 0):,} line(s) in scope, {c.get('shredded', 0):,} shredded"})
+            self.add_incident(path, m)
 
-    reveals = _records(audit_paths["reveal.jsonl"], year)
-    key_events = _records(audit_paths["keys.jsonl"], year)
-    shreds = _records(audit_paths["shred.jsonl"], year)
-    by_purpose = collections.Counter(str(r.get("purpose")) for r in reveals)
-    by_outcome = collections.Counter(str(r.get("outcome")) for r in reveals)
-    failed = [r for r in reveals if r.get("outcome") not in ("revealed", "no_values")]
-    if failed:
-        findings.append({"kind": "failed_reveals", "step": "reveal", "run_id": None, "manifest": None,
-                         "detail": f"{len(failed)} reveal attempt(s) failed: "
-                                   + ", ".join(f"{k} {v}" for k, v in sorted(collections.Counter(
-                                       str(r.get('outcome')) for r in failed).items()))})
-    for r in key_events:
-        for k, v, _ in _walk(r):
-            if k in ("new_version", "new_vault_key_version", "join_key_version") and isinstance(v, str):
-                key_versions["join" if v.startswith("j") else "vault"].add(v)
-            elif k in ("join", "vault") and isinstance(v, str):
-                key_versions[k].add(v)
+    def add_incident(self, path: str, m: dict) -> None:
+        c, scope = m.get("counts", {}), m.get("scope") or {}
+        self.incidents.append({"run_id": m["run_id"], "detected_at": m.get("detected_at"), "scope": scope,
+                               "affected": c.get("affected", 0), "unknown": c.get("unknown", 0),
+                               "shredded": c.get("shredded", 0)})
+        self.findings.append({"kind": "incident", "step": "incident", "run_id": m["run_id"], "manifest": path,
+                              "detail": f"{c.get('affected', 0):,} line(s) in scope, "
+                                        f"{c.get('shredded', 0):,} shredded"})
+
+    def add_audits(self, audit_paths: dict[str, list[str]], year: int) -> dict:
+        """The year's reveals, key events and shreds, summed up; failed reveals are a finding."""
+        reveals = _records(audit_paths["reveal.jsonl"], year)
+        key_events = _records(audit_paths["keys.jsonl"], year)
+        shreds = _records(audit_paths["shred.jsonl"], year)
+        failed = [r for r in reveals if r.get("outcome") not in ("revealed", "no_values")]
+        if failed:
+            outcomes = collections.Counter(str(r.get("outcome")) for r in failed)
+            self.findings.append({"kind": "failed_reveals", "step": "reveal", "run_id": None, "manifest": None,
+                                  "detail": f"{len(failed)} reveal attempt(s) failed: "
+                                            + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))})
+        for r in key_events:
+            for k, v, _ in _walk(r):
+                if k in ("new_version", "new_vault_key_version", "join_key_version") and isinstance(v, str):
+                    self.key_version(v)
+                elif k in ("join", "vault") and isinstance(v, str):
+                    self.key_version(v, k)
+        count = lambda records, key: collections.Counter(str(r.get(key)) for r in records)  # noqa: E731
+        return {
+            "reveals": {"records": len(reveals), "by_purpose": dict(count(reveals, "purpose").most_common()),
+                        "by_outcome": dict(sorted(count(reveals, "outcome").items())),
+                        "lines": len({r.get("line_id") for r in reveals}), "logs": audit_paths["reveal.jsonl"]},
+            "key_events": {"records": len(key_events), "by_event": dict(sorted(count(key_events, "event").items())),
+                           "logs": audit_paths["keys.jsonl"]},
+            "shreds": {"lines": len(shreds), "by_reason": dict(count(shreds, "reason").most_common()),
+                       "logs": audit_paths["shred.jsonl"]},
+        }
+
+
+def _retention_row(m: dict) -> dict:
+    c = m.get("counts", {})
+    return {"run_id": m["run_id"], "as_of": m.get("as_of"),
+            "purge_terminated_on_or_before": (m.get("retention") or {}).get("purge_terminated_on_or_before"),
+            "purged": c.get("purged", 0), "nothing_to_purge": c.get("nothing_to_purge", 0),
+            "terminated_without_date": c.get("terminated_without_date", 0),
+            "keys_shredded": (c.get("vault") or {}).get("keys_shredded", 0)}
+
+
+def gather(roots: list[str], year: int) -> dict:
+    """The year's evidence, as one document (no files written)."""
+    manifest_paths, audit_paths = _files(roots)
+    runs, unreadable = _year_runs(manifest_paths, year, roots)
+    tally = _Tally()
+    for path, m in runs:
+        tally.add_run(path, m)
+    audits = tally.add_audits(audit_paths, year)
     return {
         "year": year, "roots": list(roots),
         "manifests": {"found": len(manifest_paths), "runs_in_year": len(runs), "unreadable": unreadable},
-        "runs_by_step": dict(steps),
-        "dead_letters_by_step": {step: dict(sorted(c.items())) for step, c in sorted(dead.items())},
-        "policy_versions": dict(sorted(policies.items())),
-        "key_versions": {k: sorted(v, key=lambda s: (len(s), s)) for k, v in sorted(key_versions.items())},
-        "reveals": {"records": len(reveals), "by_purpose": dict(by_purpose.most_common()),
-                    "by_outcome": dict(sorted(by_outcome.items())),
-                    "lines": len({r.get("line_id") for r in reveals}), "logs": audit_paths["reveal.jsonl"]},
-        "key_events": {"records": len(key_events),
-                       "by_event": dict(sorted(collections.Counter(str(r.get("event")) for r in key_events).items())),
-                       "logs": audit_paths["keys.jsonl"]},
-        "shreds": {"lines": len(shreds),
-                   "by_reason": dict(collections.Counter(str(r.get("reason")) for r in shreds).most_common()),
-                   "logs": audit_paths["shred.jsonl"]},
-        "retention": {"runs": len(retention), "lines_purged": sum(r["purged"] for r in retention), "purges": retention},
-        "incidents": incidents,
-        "findings": findings,
-        "runs": table,
+        "runs_by_step": dict(tally.steps),
+        "dead_letters_by_step": {step: dict(sorted(c.items())) for step, c in sorted(tally.dead.items())},
+        "policy_versions": dict(sorted(tally.policies.items())),
+        "key_versions": {k: sorted(v, key=lambda s: (len(s), s)) for k, v in sorted(tally.key_versions.items())},
+        **audits,
+        "retention": {"runs": len(tally.retention), "lines_purged": sum(r["purged"] for r in tally.retention),
+                      "purges": tally.retention},
+        "incidents": tally.incidents,
+        "findings": tally.findings,
+        "runs": tally.table,
     }
 
 
@@ -250,7 +284,7 @@ def format_summary(r: dict) -> str:
 
 
 def _body(argv) -> int:
-    args = parser().parse_args(argv)
+    args, _ = split_beam_flags(parser(), argv, pipeline=False)
     print(format_summary(self_inspection(args.manifests, args.year, args.out)))
     return 0
 

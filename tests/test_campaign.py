@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.test_notify_support import EXAMPLE, SMS_ZH, campaign_dict, campaign_text, make_campaign, write_campaign
-from transforms.campaign import CampaignError, load_campaign, parse_campaign
+from tests.support.notify import EXAMPLE, SMS_ZH, campaign_dict, campaign_text, make_campaign, write_campaign
+from transforms.notify.campaign import CampaignError, load_campaign, parse_campaign
 
 
 def refused(text_or_overrides, *expected) -> str:
@@ -139,6 +139,7 @@ def test_missing_templates_and_locales():
     refused("campaign_id: [unclosed\n", "not valid YAML")
 
 
+@pytest.mark.e2e
 def test_cli_reports_campaign_errors_in_one_line(tmp_path):
     path = write_campaign(tmp_path / "bad.yaml", timezone="Mars/Olympus")
     proc = subprocess.run([sys.executable, "-m", "pipelines.notify", "--classified", str(tmp_path), "--campaign", path,

@@ -5,16 +5,10 @@ import datetime as dt
 
 import pytest
 
-from tests.conftest import AS_OF, CTX, SALT, organisation, person, raw_table
-from transforms.checkdigits import mod11_2_char, uscc_char
-from transforms.classify import classify_batch, finalize
-from transforms.reasons import LINE_REASONS
-
-
-def classify(rows, policy, as_of=AS_OF):
-    result = classify_batch(raw_table(rows), policy, as_of, CTX, SALT)
-    out = {r["line_id"]: r for r in finalize(result.classified).to_pylist()}
-    return out, result.dead_letter.to_pylist()
+from tests.support.rows import AS_OF, organisation, person
+from tests.support.scan import classify
+from transforms.scan.checkdigits import mod11_2_char, uscc_char
+from transforms.core.reasons import LINE_REASONS
 
 
 def one(policy, **fields):

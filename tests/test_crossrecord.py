@@ -6,10 +6,11 @@ import sys
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
-from tests.conftest import AS_OF, CTX, SALT, organisation, person, raw_table
-from transforms.classify import classify_batch, finalize
-from transforms.crossrecord import (
+from tests.support.rows import AS_OF, CTX, SALT, organisation, person, raw_table
+from transforms.scan.classify import classify_batch, finalize
+from transforms.scan.crossrecord import (
     apply_exceptions,
     batch_id,
     bucket_of,
@@ -18,7 +19,7 @@ from transforms.crossrecord import (
     document_keys,
     key_table,
 )
-from transforms.scan import _rows_for_finalize
+from transforms.scan.composite import rows_for_finalize
 
 
 def classified(rows, policy):
@@ -33,7 +34,7 @@ def cross(rows, policy, split=None):
     keys = pa.concat_tables([key_table(t, b) for t, b in zip(parts, batches)])
     kept, drops, dead = deduplicate(keys, CTX)
     flags = document_flags(document_keys(kept), policy.doc_line_limit)
-    full = pa.concat_tables([_rows_for_finalize(t, b).drop_columns(["_bucket"]) for t, b in zip(parts, batches)])
+    full = pa.concat_tables([rows_for_finalize(t, b).drop_columns(["_bucket"]) for t, b in zip(parts, batches)])
     final = finalize(apply_exceptions(full, pa.concat_tables([drops, flags])))
     return {r["line_id"]: r for r in final.to_pylist()}, dead.to_pylist()
 
@@ -109,11 +110,12 @@ def test_key_tables_carry_no_plaintext(policy):
     assert "11010519491231002X" not in blob and "张三" not in blob
 
 
+@pytest.mark.e2e
 def test_buckets_are_stable_across_processes():
     values = pa.array([f"L{i:08d}" for i in range(1000)])
     here = bucket_of(values, 17)
     code = (
-        "import pyarrow as pa; from transforms.crossrecord import bucket_of;"
+        "import pyarrow as pa; from transforms.scan.crossrecord import bucket_of;"
         "print(bucket_of(pa.array([f'L{i:08d}' for i in range(1000)]), 17).tolist())"
     )
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

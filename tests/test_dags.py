@@ -60,7 +60,7 @@ def airflow(tmp_path_factory):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """A 2,000-line base, a keyset, and the registrations of the day before the kick-off."""
-    from pipelines import generate
+    from dev import generate
 
     tmp = str(tmp_path_factory.mktemp("dag-site"))
     base = os.path.join(tmp, "base.parquet")
@@ -93,6 +93,7 @@ def dags_test(env: dict, dag_id: str, day: str, conf: dict) -> subprocess.Comple
                           env=run_env, capture_output=True, text=True, timeout=900, cwd=run_home)
 
 
+@pytest.mark.e2e
 def test_dagbag_loads_both_dags_without_beam(airflow):
     probe = f"""
 import json, sys
@@ -143,6 +144,7 @@ def _outputs(out: str) -> dict:
     }
 
 
+@pytest.mark.e2e
 def test_campaign_dag_runs_end_to_end_and_a_rerun_changes_nothing(airflow, site):
     out = site["conf"]["out"]
     first = dags_test(airflow, "backfill_campaign", KICKOFF, site["conf"])
@@ -183,6 +185,7 @@ def test_campaign_dag_runs_end_to_end_and_a_rerun_changes_nothing(airflow, site)
     assert "handed over 0 job(s)" in again.stdout + again.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("change, message", [
     ({"base": "/nonexistent/base.parquet"}, "base /nonexistent/base.parquet: no such file or directory"),
     ({"runner": "SparkRunner"}, "runner 'SparkRunner' is not available here"),
@@ -205,6 +208,7 @@ def _plan(conf: dict, day: str, kind: str = "campaign", variables=None):
     return cfg.check_params(conf, (variables or {}).get, day, steps, kind)
 
 
+@pytest.mark.e2e
 def test_config_plans_kickoff_waves_and_daily_merges(site, tmp_path):
     for day in ("2026-11-29", "2026-11-30", "2026-12-01"):
         os.makedirs(tmp_path / "registrations" / day)
@@ -238,6 +242,7 @@ def test_config_plans_kickoff_waves_and_daily_merges(site, tmp_path):
         _plan(conf, "2026-12-15")
 
 
+@pytest.mark.e2e
 def test_config_reads_variables_and_maps_direct_runner_to_fnapi(site):
     conf = {k: v for k, v in site["conf"].items() if k != "out"}
     plan = _plan({**conf, "runner": "DirectRunner"}, KICKOFF, variables={"backfill_out": "/tmp/x-out"})
@@ -245,6 +250,7 @@ def test_config_reads_variables_and_maps_direct_runner_to_fnapi(site):
     assert plan["scan"][0]["pipeline_options"]["out"] == "/tmp/x-out/campaigns/rn-2026-q4/scan"
 
 
+@pytest.mark.e2e
 def test_config_dataflow_needs_project_region_and_gs_paths(site, monkeypatch):
     monkeypatch.setattr(cfg, "_list_dirs", lambda folder: [])  # no bucket to list here
     conf = {**site["conf"], "runner": "DataflowRunner"}
@@ -263,6 +269,7 @@ def test_config_dataflow_needs_project_region_and_gs_paths(site, monkeypatch):
     assert plan["notify"][0]["dataflow_config"]["job_name"] == "backfill-notify-1-2026-12-01"
 
 
+@pytest.mark.e2e
 def test_config_refuses_a_missing_interpreter(site):
     with pytest.raises(cfg.ConfigError, match="project interpreter /nowhere/python not found"):
         _plan({**site["conf"], "python": "/nowhere/python"}, KICKOFF)

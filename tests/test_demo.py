@@ -10,6 +10,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # the backfill CLI in a subprocess
+
 BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
 
 

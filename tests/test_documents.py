@@ -1,8 +1,8 @@
-"""Tests of transforms.documents.check_document_numbers.
+"""Tests of transforms.scan.documents.check_document_numbers.
 
 The check characters are computed here by small scalar reference
 implementations written straight from the formulas of ../shared/domain.md
-(2.1, 2.4, 2.5, 2.6), independently of transforms.checkdigits. A scalar
+(2.1, 2.4, 2.5, 2.6), independently of transforms.scan.checkdigits. A scalar
 reference of the whole policy (``ref_reasons``) is compared row by row with
 the vectorised result on many random, partly corrupted numbers; the worked
 examples of domain.md and the boundary cases are asserted one by one.
@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.documents import CHECKS, REASONS, DocumentRules, check_document_numbers
+from transforms.scan.documents import CHECKS, REASONS, DocumentRules, check_document_numbers
 
 FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH = REASONS
 AS_OF = datetime.date(2024, 6, 30)

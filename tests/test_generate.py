@@ -1,9 +1,9 @@
-"""Tests of ``backfill generate`` (pipelines/generate.py).
+"""Tests of ``backfill generate`` (dev/generate.py).
 
 The synthetic base must be deterministic per seed, the same whether made at
 once or chunk by chunk, round-trip through every output format, and look like
 the operator exports of shared/domain.md: shares as configured, valid numbers
-that really validate (recomputed with transforms.checkdigits), dirty
+that really validate (recomputed with transforms.scan.checkdigits), dirty
 characters, dotted names, raw labels, cross-record cases. No generated value
 is printed: assertions report counts and shares only.
 """
@@ -23,10 +23,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import _generate_data as data
-from pipelines import generate as gen
+from dev import generate_data as data
+from dev import generate as gen
 from schemas import field_names
-from transforms.checkdigits import char_matrix, gb11714, mod11_10, mod11_2, uscc_mod31
+from transforms.scan.checkdigits import char_matrix, gb11714, mod11_10, mod11_2, uscc_mod31
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 150_000
@@ -82,7 +82,7 @@ def test_same_seed_same_table_and_bytes(tmp_path: Path) -> None:
     exts = ("parquet", "avro", "csv")
     for ext in exts:
         gen.write_base(str(tmp_path / f"one.{ext}"), 5_000, 7)
-    gen._block.cache_clear()  # made again, not served from the block cache
+    gen.block.cache_clear()  # made again, not served from the block cache
     assert a.equals(gen.generate_table(20_000, 7))
     for ext in exts:
         gen.write_base(str(tmp_path / f"two.{ext}"), 5_000, 7)
@@ -341,7 +341,7 @@ def test_cross_record_cases(clean: dict, truth: pa.Table) -> None:
 
 def test_no_chance_sharing_of_citizen_numbers(base: pa.Table, clean: dict, truth: pa.Table) -> None:
     """Outside the planted cases two lines never share a valid citizen number by chance."""
-    born, seq = gen._person(SEED, np.arange(2_000_000))
+    born, seq = gen.person(SEED, np.arange(2_000_000))
     assert len(np.unique((born - gen.BORN_FROM) * 1000 + seq)) == 2_000_000
     keep = (arr(truth, "identity_class") == "COMPLETE") & (arr(truth, "doc_kind") == "RESIDENT_ID")
     keep &= np.array([c is None for c in col(truth, "cross_record")])
@@ -390,9 +390,10 @@ def test_cli_unwritable_path_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.e2e
 def test_python_dash_m(tmp_path: Path) -> None:
-    """The module entry point: ``python -m pipelines.generate`` with a bad argument exits 2, one line."""
-    run = subprocess.run([sys.executable, "-m", "pipelines.generate", "--lines", "-5", "--seed", "2",
+    """The module entry point: ``python -m dev.generate`` with a bad argument exits 2, one line."""
+    run = subprocess.run([sys.executable, "-m", "dev.generate", "--lines", "-5", "--seed", "2",
                           "--out", str(tmp_path / "b.csv")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and run.stdout == ""
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr

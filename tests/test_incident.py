@@ -1,6 +1,6 @@
 """`backfill incident` (Art. 13): scope by key version or line list, the report, the shred, canaries.
 
-Expected figures come from the rows the test wrote (tests/compliance_site.py),
+Expected figures come from the rows the test wrote (tests/support/compliance.py),
 not from the code under test.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 
 from pipelines import incident as incident_cli
 from pipelines import reveal as reveal_cli
-from tests.compliance_site import CANARIES, base_rows, build, copy_keys, event, files_without_canaries, has_identity
-from transforms.vault_store import read_table
+from tests.support.compliance import CANARIES, base_rows, build, copy_keys, event, files_without_canaries, has_identity
+from pipelines.io.vault_files import read_table
 
 ROWS = {r["line_id"]: r for r in base_rows()}
 ROWS["A02"] = {**ROWS["A02"], **{k: v for k, v in event().items() if k in ("doc_type", "doc_number", "name", "address")}}
@@ -56,6 +56,7 @@ def one_line_error(code: int, err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.e2e
 def test_a_leaked_join_key_scopes_every_tokenized_line(site, tmp_path, capsys):
     out = tmp_path / "inc"
     r = incident(site, out, "--key-version", "j1", "--vault", site["vault"], "--detected-at",
@@ -86,6 +87,7 @@ def test_a_leaked_join_key_scopes_every_tokenized_line(site, tmp_path, capsys):
     assert f"{len(WITH_IDENTITY)} line(s) affected" in captured.out
 
 
+@pytest.mark.e2e
 def test_a_vault_key_version_scope(site, tmp_path):
     keyed = set(read_table(site["vault"], "keys").column("line_id").to_pylist())
     r = incident(site, tmp_path / "v1", "--key-version", "v1", "--vault", site["vault"])
@@ -97,6 +99,7 @@ def test_a_vault_key_version_scope(site, tmp_path):
     assert "no line affected" in (tmp_path / "v9" / "incident.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.e2e
 def test_a_line_list_with_shred(site, tmp_path, capsys):
     keys = copy_keys(site["keys"], tmp_path)
     vault = str(tmp_path / "merge" / "vault")
@@ -138,6 +141,7 @@ def test_line_files_in_both_forms(tmp_path):
     assert incident_cli.read_line_ids(str(table)) == (["A01", "T1129"], 2)
 
 
+@pytest.mark.e2e
 def test_bad_inputs_are_one_line(site, tmp_path, capsys):
     base = ["--base", site["base"], "--out", str(tmp_path / "o")]
     code = incident_cli.main([*base, "--key-version", "j1", "--shred"])
@@ -163,6 +167,7 @@ def test_bad_inputs_are_one_line(site, tmp_path, capsys):
     assert not os.path.exists(tmp_path / "o")
 
 
+@pytest.mark.e2e
 def test_a_leaked_list_is_counted_never_echoed_and_a_filed_report_is_never_overwritten(site, tmp_path, capsys):
     known = sorted(ROWS)[0]
     listing = tmp_path / "leak.txt"

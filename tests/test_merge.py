@@ -1,4 +1,4 @@
-"""The merge's domain (transforms/merge.py, merge_events.py) and its composite under TestPipeline.
+"""The merge's domain (transforms/merge/bucket.py, merge_events.py) and its composite under TestPipeline.
 
 Run: .venv/bin/python -m pytest tests/test_merge.py -q
 """
@@ -11,20 +11,20 @@ import apache_beam as beam
 import pyarrow as pa
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.events import EVENT_SCHEMA
-from pipelines.merge_io import MERGED_ROWS
-from tests.conftest import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, RUNNER, SALT, organisation, person, raw_table
-from transforms.deadletter import DeadLetterContext
-from transforms.keyset import Keyset
-from transforms.merge import MERGED_SCHEMA, merge_bucket
-from transforms.merge_beam import MergeCompletedRegistrations, _TokenizeAndSealFn
-from transforms.merge_events import check_events, dedup_events, prepare_events
-from transforms.metrics import merge_counts
-from transforms.tokenize import Tokenizer
-from transforms.vault import Vault
+from pipelines.io.events import EVENT_SCHEMA
+from pipelines.io.merged_base import MERGED_ROWS
+from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, RUNNER, SALT, organisation, person, raw_table
+from transforms.core.deadletter import DeadLetterContext
+from transforms.crypto.keyset import Keyset
+from transforms.merge.bucket import MERGED_SCHEMA, merge_bucket
+from transforms.merge.composite import MergeCompletedRegistrations, TokenizeAndSealFn
+from transforms.merge.events import check_events, dedup_events, prepare_events
+from transforms.core.metrics import merge_counts
+from transforms.crypto.tokenize import Tokenizer
+from transforms.crypto.vault import Vault
 
 CTX = DeadLetterContext("merge", "test-merge", "2026-11-30T00:00:00Z")
 CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
@@ -239,7 +239,7 @@ def test_composite_outputs_dead_letters_counts_and_metrics(policy, keys_file, tm
             raw_table([person(line_id="L4", name=""), person(line_id="L1", updated_at="2020-01-01T00:00:00")], "two.csv")]
     events = [events_table([event(line_id="L4"), event(event_id="E2", line_id="L9")], "a.jsonl"),
               events_table([event(line_id="L4"), event(event_id="E3", line_id="L2", channel="FAX")], "b.jsonl")]
-    p = TestPipeline(runner=RUNNER)
+    p = BeamTestPipeline(runner=RUNNER)
     out = ({"base": p | "Base" >> beam.Create(base), "events": p | "Events" >> beam.Create(events)}
            | MergeCompletedRegistrations(policy, AS_OF, CTX, keys_file, n_buckets=3,
                                          spill_dir=str(tmp_path / "spill") if spill else None))
@@ -272,7 +272,7 @@ def test_composite_outputs_dead_letters_counts_and_metrics(policy, keys_file, tm
 def test_the_tokenize_and_seal_dofn_carries_the_keyset_path_not_its_keys(policy, keys_file):
     import json
 
-    fn = _TokenizeAndSealFn(keys_file, policy, AS_OF, CTX, "raw")
+    fn = TokenizeAndSealFn(keys_file, policy, AS_OF, CTX, "raw")
     blob = pickle.dumps(fn)
     with open(keys_file, encoding="utf-8") as handle:
         materials = [k["material"] for k in json.load(handle)["keys"]]
@@ -283,7 +283,7 @@ def test_the_tokenize_and_seal_dofn_carries_the_keyset_path_not_its_keys(policy,
 
 
 def test_retokenize_moves_tokens_and_refuses_a_vault_that_does_not_match(keyset, policy):
-    from transforms.retokenize import retokenize_bucket
+    from transforms.merge.retokenize import retokenize_bucket
 
     day1, _, _ = run([person(line_id="L1"), person(line_id="L2"), person(line_id="L3", name=None, doc_number=None,
                                                                          doc_type=None, address=None)],

@@ -20,10 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas import avro_schema, field_names
-from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, organisation, person
-from transforms.keyset import Keyset
-from transforms.vault import Vault
-from transforms.vault_store import read_vault
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, organisation, person
+from transforms.crypto.keyset import Keyset
+from transforms.crypto.vault import Vault
+from pipelines.io.vault_files import read_vault
+
+pytestmark = pytest.mark.e2e  # every test runs the backfill CLI in subprocesses (keys, merge, reveal)
 
 BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
 AS_OF = "2026-11-30"

@@ -1,4 +1,4 @@
-"""The merge's inputs: registration-event files (pipelines/events.py) and base kinds (pipelines/merge_io.py).
+"""The merge's inputs: registration-event files (pipelines/io/events.py) and base kinds (pipelines/io/merged_base.py).
 
 Run: .venv/bin/python -m pytest tests/test_merge_inputs.py -q
 """
@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.events import EVENT_SCHEMA, plan_event_splits, read_event_split
-from pipelines.merge_io import base_kind
-from pipelines.readers import InputError
+from pipelines.io.events import EVENT_SCHEMA, plan_event_splits, read_event_split
+from pipelines.io.merged_base import base_kind
+from pipelines.io.planning import InputError
 from schemas import arrow_schema, field_names
-from tests.conftest import CANARY_NAME
+from tests.support.rows import CANARY_NAME
 
 NAMES = field_names("registration_event")
 

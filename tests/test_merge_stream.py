@@ -1,4 +1,4 @@
-"""The streaming merge's core (transforms/merge_stream.py), its landing zone and its Beam composite.
+"""The streaming merge's core (transforms/merge/stream.py), its landing zone and its Beam composite.
 
 Beam-free: one window of messages -> delta, vault rows, dead letters, counts;
 dedup across windows; superseded events; the fold of deltas. Then the
@@ -15,13 +15,14 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
 from apache_beam.testing.util import assert_that
 
-from tests.conftest import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, RUNNER, person, raw_table
-from transforms.deadletter import DeadLetterContext
-from transforms.merge_stream import (LineIndex, SeenKeys, balanced, fold_deltas, messages_table, process_window)
-from transforms.policy import load_policy
+from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, RUNNER, person, raw_table
+from transforms.core.deadletter import DeadLetterContext
+from transforms.merge.stream import (LineIndex, SeenKeys, balanced, fold_deltas, process_window)
+from transforms.merge.messages import messages_table
+from transforms.scan.policy import load_policy
 
 CTX = DeadLetterContext("merge", "test-run", "2026-11-30T00:00:00Z")
 SALT = "0123456789abcdef0123456789abcdef"
@@ -30,7 +31,7 @@ T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc)
 
 @pytest.fixture(scope="module")
 def keyset():
-    from transforms.keyset import Keyset
+    from transforms.crypto.keyset import Keyset
 
     return Keyset.generate()
 
@@ -60,8 +61,8 @@ def message(body, attrs=None, mid=None, data=None):
 
 
 def window(records, index, seen, keyset, policy):
-    from transforms.tokenize import Tokenizer
-    from transforms.vault import Vault
+    from transforms.crypto.tokenize import Tokenizer
+    from transforms.crypto.vault import Vault
 
     for i, r in enumerate(records):
         r["message_id"] = r["message_id"] or f"m{i}"
@@ -122,8 +123,8 @@ def test_the_vectorised_body_parse_matches_the_line_parser():
     through the batch merge's per-line parser: same raw events, same bad rows, whatever the mix."""
     import numpy as np
 
-    from pipelines.events import _parse_lines
-    from transforms.merge_stream import _flat_json, _parse_bodies
+    from transforms.core.rows import parse_json_lines
+    from transforms.merge.messages import flat_json, parse_bodies
 
     plain = [json.dumps(event(f"E{i}", f"L{i}", "2026-11-30T10:00:00"), ensure_ascii=False).encode() for i in range(4)]
     escaped = json.dumps(event("E8", "L8", "2026-11-30T10:00:00", extra="x")).encode()  # \uXXXX escapes, a key the contract ignores
@@ -138,13 +139,13 @@ def test_the_vectorised_body_parse_matches_the_line_parser():
     number = b'{"event_id":"E25","line_id":7}'                 # a number as contract text: pyarrow refuses the batch
     unsafe = b'{"event_id":"E26","line_id":"L1","x":NaN}'
 
-    assert _flat_json(pa.array(plain + [escaped, number, unsafe] + tricky, pa.binary())).tolist() == (
+    assert flat_json(pa.array(plain + [escaped, number, unsafe] + tricky, pa.binary())).tolist() == (
         [True] * 6 + [False] * 7)
 
     def both(bodies):
         rows = np.arange(len(bodies), dtype=np.int64) * 3 + 1
-        fast = _parse_bodies(rows, pa.array(bodies, pa.binary()), 4096)
-        slow = _parse_lines(list(zip(rows.tolist(), bodies)), "", 4096)
+        fast = parse_bodies(rows, pa.array(bodies, pa.binary()), 4096)
+        slow = parse_json_lines(list(zip(rows.tolist(), bodies)), "", 4096)
         assert fast[0].to_pydict() == slow[0].to_pydict()
         assert [(b.source_row, b.field, b.detail, b.key) for b in fast[1]] == [
             (b.source_row, b.field, b.detail, b.key) for b in slow[1]]
@@ -164,7 +165,7 @@ def test_the_vectorised_body_parse_matches_the_line_parser():
 
 
 def test_duplicates_and_older_events_across_windows(keyset, policy):
-    from transforms.vault import Vault
+    from transforms.crypto.vault import Vault
 
     index, _ = LineIndex.from_raw(raw_table(base_rows()), policy, AS_OF, CTX, SALT)
     seen = SeenKeys()
@@ -189,9 +190,9 @@ def test_fold_takes_the_latest_registration_per_line(keyset, policy):
                  message(event("E2", "L2", "2026-11-30T10:00:00"))], index, seen, keyset, policy)
     seen.add(w1.new_keys)
     w2 = window([message(event("E3", "L1", "2026-11-30T11:00:00", name="王五"))], index, seen, keyset, policy)
-    from transforms.merge import merge_bucket
-    from transforms.tokenize import Tokenizer
-    from transforms.vault import Vault
+    from transforms.merge.bucket import merge_bucket
+    from transforms.crypto.tokenize import Tokenizer
+    from transforms.crypto.vault import Vault
 
     base = merge_bucket(raw_table(base_rows()), "raw", None, None, None, tokenizer=Tokenizer(keyset),
                         vault=Vault(keyset), policy=policy, as_of=AS_OF, ctx=CTX, salt=SALT)
@@ -210,7 +211,7 @@ def test_fold_takes_the_latest_registration_per_line(keyset, policy):
 
 
 def test_landing_zone_is_encrypted_and_bound_to_its_name(tmp_path, keyset):
-    from pipelines.merge_landing import LandingError, LandingZone
+    from pipelines.io.landing import LandingError, LandingZone
 
     zone = LandingZone(str(tmp_path / "landing"), keyset)
     table = messages_table([message(event("E1", "L1", "2026-11-30T10:00:00"), mid="m1"),
@@ -239,7 +240,7 @@ def _loader():
 
 def test_merge_stream_windows_on_the_local_runner(tmp_path, keyset):
     """TestPipeline + assert_that: two fixed windows, a duplicate across them, per-window results."""
-    from transforms.merge_stream_beam import MergeStreamWindows
+    from transforms.merge.stream_composite import MergeStreamWindows
 
     keys_path = str(tmp_path / "keys.json")
     keyset.save(keys_path)
@@ -269,7 +270,7 @@ def test_merge_stream_windows_on_the_local_runner(tmp_path, keyset):
         assert [total(10, k) for k in ("messages_in", "applied", "duplicates", "dead")] == [3, 1, 1, 1]
         assert by_window[0]["lines"] == [("L1", "E1")] and by_window[10]["lines"] == [("L2", "E3")]
 
-    with TestPipeline(runner=RUNNER) as p:
+    with BeamTestPipeline(runner=RUNNER) as p:
         out = (p
                | beam.Create(records)
                | beam.MapTuple(lambda r, t: beam.window.TimestampedValue(r, t))
@@ -279,8 +280,8 @@ def test_merge_stream_windows_on_the_local_runner(tmp_path, keyset):
 
 def test_window_folder_round_trip(tmp_path, keyset, policy):
     """write_window commits one folder; recover() reads the dedup keys and registrations back."""
-    from pipelines.merge_landing import LandingZone
-    from pipelines.merge_stream_io import committed_windows, recover, write_window
+    from pipelines.io.landing import LandingZone
+    from pipelines.io.windows import committed_windows, recover, write_window
 
     index, _ = LineIndex.from_raw(raw_table(base_rows()), policy, AS_OF, CTX, SALT)
     result = window([message(event("E1", "L1", "2026-11-30T10:00:00"))], index, SeenKeys(), keyset, policy)

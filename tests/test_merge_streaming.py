@@ -25,9 +25,12 @@ import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person, raw_table
-from tests.pubsub_emulator import PROJECT, fresh_topic, pubsub_emulator  # noqa: F401  (fixtures)
+from tests.support.pubsub import PROJECT
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person, raw_table
+
+pytestmark = pytest.mark.e2e  # the Pub/Sub emulator, `python -m pipelines.merge --streaming` in subprocesses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -254,9 +257,9 @@ def test_streaming_merge_end_to_end(pubsub_emulator, tmp_path):
     manifest = compact(base, out, keys, os.path.join(tmp, "compact"))
     assert manifest["counts"]["base"]["balanced"] and manifest["counts"]["deltas"]["lines_registered"] == len(latest)
     assert_same_base(os.path.join(tmp, "batch"), os.path.join(tmp, "compact"))
-    from transforms.keyset import Keyset
-    from transforms.vault import Vault
-    from transforms.vault_store import read_vault
+    from transforms.crypto.keyset import Keyset
+    from transforms.crypto.vault import Vault
+    from pipelines.io.vault_files import read_vault
 
     vault = Vault(Keyset.load(keys))
     for folder in (os.path.join(tmp, "compact", "vault"), os.path.join(tmp, "batch", "vault")):
@@ -272,7 +275,7 @@ def test_streaming_merge_end_to_end(pubsub_emulator, tmp_path):
 
 def test_kill_and_restart_loses_nothing_and_doubles_nothing(pubsub_emulator, tmp_path):
     from bench.bench_merge import make_events
-    from pipelines.generate import write_base
+    from dev.generate import write_base
 
     tmp = str(tmp_path)
     base = os.path.join(tmp, "base.parquet")
@@ -344,7 +347,7 @@ def test_bad_arguments_are_one_line_errors(pubsub_emulator, tmp_path):
     real = f"projects/{PROJECT}/subscriptions/nope-{uuid.uuid4().hex[:6]}"
     for sub, message, extra, code in ((real, "does not exist", [], 1),
                                       ("not-a-subscription", "is not projects/PROJECT/subscriptions/NAME", [], 1),
-                                      (real, "unrecognized arguments: --stop-after-idel", ["--stop-after-idel", "3"], 2)):
+                                      (real, "unknown flag --stop-after-idel; did you mean --stop-after-idle?", ["--stop-after-idel", "3"], 2)):
         proc = subprocess.run([PY, "-m", "pipelines.merge", "--streaming", "--subscription", sub, "--base", base,
                                "--keys", keys, "--out", os.path.join(tmp, "out"), *extra], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)

@@ -8,8 +8,12 @@ import bz2
 import re
 import zlib
 
-from tests.test_dataflow_dry_run import (BUCKET, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, _assert_staged_project,
-                                         _names, dry_run, site)  # noqa: F401
+import pytest
+
+from tests.support.dataflow import BUCKET, assert_staged_project, dry_run, transform_names
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
+
+pytestmark = pytest.mark.e2e  # a keyset made by `python -m pipelines.keys`, the job built in a child process
 
 
 def _payloads(blob: bytes) -> list[bytes]:
@@ -40,7 +44,7 @@ def test_streaming_merge_builds_a_dataflow_streaming_job(site):  # noqa: F811
         "--streaming", "--subscription", "projects/demo-project/subscriptions/registrations",
         "--base", f"{BUCKET}/base/base.parquet", "--keys", site["keys"], "--out", f"{BUCKET}/stream",
         "--window-seconds", "30", "--as-of", "2026-12-01"])
-    names = _names(job)
+    names = transform_names(job)
     for step in ("ReadFromPubSub", "MergeStreamWindows", "KeyByEventId", "DedupByEventId", "Window",
                  "BatchPerWindow", "ProcessWindow", "WriteWindows"):
         assert step in names, step
@@ -50,7 +54,7 @@ def test_streaming_merge_builds_a_dataflow_streaming_job(site):  # noqa: F811
         graph = f.read()
     assert b"event_id" in graph and b"projects/demo-project/subscriptions/registrations" in graph
     assert not any("ReadBase" in n or "ReadMergedBase" in n for n in names)  # no bounded read in the job
-    _assert_staged_project(job)
+    assert_staged_project(job)
     payloads = _payloads(graph)
     text = b"\n".join([graph, *payloads])
     assert site["keys"].encode() in text and b"subreg" in text  # the window DoFn was opened: keys by path only

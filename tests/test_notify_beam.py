@@ -6,15 +6,15 @@ import datetime as dt
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
 from apache_beam.testing.util import assert_that
 
-from tests.conftest import RUNNER
-from tests.test_notify_support import classified_table, history_table, line, make_campaign
-from transforms.metrics import NAMESPACE
-from transforms.notify_beam import BuildNotificationJobs
-from transforms.notify_summary import SummariseJobs
-from transforms.notify_jobs import job_ids
+from tests.support.rows import RUNNER
+from tests.support.notify import classified_table, history_table, line, make_campaign
+from transforms.core.metrics import NAMESPACE
+from transforms.notify.composite import BuildNotificationJobs
+from transforms.notify.summary import SummariseJobs
+from transforms.notify.jobs import job_ids
 
 FIRST = dt.date(2026, 12, 1)
 ROWS = [line(f"M{i:02d}", f"138001380{i:02d}", region="110105" if i % 2 else "310115") for i in range(12)] + [
@@ -65,7 +65,7 @@ def counts_are(targeted, outcomes, jobs):
 
 def test_composite_without_history_plans_every_channel():
     campaign = make_campaign(daily_cap={"sms": 5, "call": 5, "announcement": 5})
-    p = TestPipeline(runner=RUNNER)
+    p = BeamTestPipeline(runner=RUNNER)
     lines = p | "Lines" >> beam.Create([classified_table(ROWS[:8]), classified_table(ROWS[8:])]).with_output_types(
         pa.Table)
     out = {"lines": lines} | "Build" >> BuildNotificationJobs(campaign, 1, FIRST)
@@ -93,7 +93,7 @@ def test_composite_with_history_and_registered_shuffles_by_line():
           "send_day": FIRST} for i in range(3)]  # already sent, and they fill 3 of day 1's 4 SMS
         + [{"job_id": job_ids("rn-test", 1, "announcement", pa.array(["310115"]))[0][0].as_py(), "line_id": None, "region": "310115", "channel": "announcement", "campaign_id": "rn-test",
             "wave": 1, "send_day": FIRST}])
-    p = TestPipeline(runner=RUNNER)
+    p = BeamTestPipeline(runner=RUNNER)
     inputs = {
         "lines": p | "Lines" >> beam.Create([classified_table(ROWS)]).with_output_types(pa.Table),
         "registered": p | "Registered" >> beam.Create([pa.table({
@@ -121,7 +121,7 @@ def test_composite_with_history_and_registered_shuffles_by_line():
 
 def test_summary_of_jobs_by_channel_region_and_day():
     campaign = make_campaign(daily_cap={"sms": 5, "call": 5, "announcement": 5})
-    with TestPipeline(runner=RUNNER) as p:
+    with BeamTestPipeline(runner=RUNNER) as p:
         lines = p | beam.Create([classified_table(ROWS)]).with_output_types(pa.Table)
         out = {"lines": lines} | "Build" >> BuildNotificationJobs(campaign, 1, FIRST)
         summary = {"sms": out.sms, "call": out.call, "announcement": out.announcement} | SummariseJobs(samples=2)

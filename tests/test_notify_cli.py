@@ -15,8 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas import field_names
-from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
-from tests.test_notify_support import EXAMPLE, IDENTITY_FIELDS, line, write_campaign, write_classified
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
+from tests.support.notify import EXAMPLE, IDENTITY_FIELDS, line, write_campaign, write_classified
+
+pytestmark = pytest.mark.e2e  # every test runs the backfill CLI (scan, notify) in subprocesses
 
 BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
 AS_OF = "2026-11-30"

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from schemas import avro_schema
-from transforms.notify_encode import BLOCK_RECORDS, avro_file, json_messages, varints
-from transforms.notify_jobs import JOB_SCHEMAS
+from transforms.notify.encode import BLOCK_RECORDS, avro_file, json_messages, varints
+from transforms.notify.jobs import JOB_SCHEMAS
 
 UTC = dt.timezone.utc
 

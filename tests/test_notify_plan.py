@@ -7,9 +7,9 @@ import hashlib
 import pyarrow as pa
 
 from schemas import field_names
-from tests.test_notify_support import IDENTITY_FIELDS, classified_table, history_table, line, receipts_table
-from transforms.notify import OUTCOMES, PlanContext, latest_status, normalise_numbers, plan_lines
-from transforms.notify_jobs import JOB_SCHEMAS, job_ids
+from tests.support.notify import IDENTITY_FIELDS, classified_table, history_table, line, receipts_table
+from transforms.notify.planner import OUTCOMES, PlanContext, latest_status, normalise_numbers, plan_lines
+from transforms.notify.jobs import JOB_SCHEMAS, job_ids
 
 FIRST = dt.date(2026, 12, 1)
 CTX = PlanContext("rn-test", 1, ("sms", "call", "announcement"), FIRST, 7)

@@ -1,4 +1,4 @@
-"""Publishing jobs and pulling receipts against the real Pub/Sub emulator (tests/pubsub_emulator.py)."""
+"""Publishing jobs and pulling receipts against the real Pub/Sub emulator (tests/support/pubsub.py)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,11 +10,12 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.notify_pubsub import _PublishFn
-from tests.pubsub_emulator import fresh_topic, pubsub_emulator  # noqa: F401  (fixtures)
-from tests.test_notify_support import EXAMPLE, line, make_campaign, write_classified
-from transforms.notify_jobs import finish_jobs, keys_of, with_job_ids
-from transforms.notify_schedule import Schedule, day_bounds
+from pipelines.io.pubsub import PublishFn
+from tests.support.notify import EXAMPLE, line, make_campaign, write_classified
+from transforms.notify.jobs import finish_jobs, keys_of, with_job_ids
+from transforms.notify.schedule import Schedule, day_bounds
+
+pytestmark = pytest.mark.e2e  # the Pub/Sub emulator; `backfill notify` in subprocesses
 
 BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
 
@@ -110,7 +111,7 @@ def test_publish_dofn_builds_its_client_in_setup(pubsub_emulator, fresh_topic, t
     first = dt.date(2026, 12, 1)
     table = finish_jobs(jobs, "sms", campaign, 1, Schedule.of(campaign),
                         day_bounds(keys_of(jobs.column("_key")), 10, {}, first), first)
-    fn = _PublishFn(topic, str(tmp_path), "run-1", max_messages=10, max_latency=0.01, in_flight=100)
+    fn = PublishFn(topic, str(tmp_path), "run-1", max_messages=10, max_latency=0.01, in_flight=100)
     import pickle
 
     fn = pickle.loads(pickle.dumps(fn))  # what a worker receives: no client inside

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.notify_render import Template, mask_numbers, segment_count, segments_of, sign, sms_units
+from transforms.notify.render import Template, mask_numbers, segment_count, segments_of, sign, sms_units
 
 SIGNATURE = "某某通信"
 

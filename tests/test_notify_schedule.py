@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tests.test_notify_support import make_campaign
-from transforms.notify_jobs import finish_jobs, keys_of, with_job_ids
-from transforms.notify_schedule import Schedule, assign_days, day_bounds
+from tests.support.notify import make_campaign
+from transforms.notify.jobs import finish_jobs, keys_of, with_job_ids
+from transforms.notify.schedule import Schedule, assign_days, day_bounds
 
 UTC = dt.timezone.utc
 SHANGHAI, NEW_YORK = zoneinfo.ZoneInfo("Asia/Shanghai"), zoneinfo.ZoneInfo("America/New_York")

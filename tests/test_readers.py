@@ -1,4 +1,4 @@
-"""Tests of the subscriber-base readers (pipelines/readers.py) on small fixture files."""
+"""Tests of the subscriber-base readers (pipelines/io/base_files.py) on small fixture files."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,10 +14,13 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that
 
-from pipelines import readers
-from pipelines.readers import BadRow, InputError, Split, plan_splits, read_split
+from pipelines.io import base_files as readers
+from pipelines.io import csv_stream
+from pipelines.io.base_files import read_split
+from pipelines.io.planning import InputError, Split, plan_splits
+from transforms.core.rows import RAW_SCHEMA, BadRow
 from schemas import avro_schema, field_names
-from transforms.deadletter import SCHEMA as DL_SCHEMA, DeadLetterContext
+from transforms.core.deadletter import SCHEMA as DL_SCHEMA, DeadLetterContext
 
 CONTRACT = field_names("subscriber_base")
 CANARY_NAME = "金丝雀测试甲"
@@ -75,10 +78,10 @@ def read_all(paths, **kw) -> tuple[pa.Table, list[BadRow]]:
     tables, bad = [], []
     for s in splits:
         for raw, b in read_split(s, **kw):
-            assert raw.schema == readers.RAW_SCHEMA
+            assert raw.schema == RAW_SCHEMA
             tables.append(raw)
             bad.extend(b)
-    return pa.concat_tables(tables) if tables else readers.RAW_SCHEMA.empty_table(), bad
+    return pa.concat_tables(tables) if tables else RAW_SCHEMA.empty_table(), bad
 
 
 def no_canary(text: str) -> None:
@@ -187,7 +190,7 @@ def test_wrong_field_count_and_multiline_values_keep_row_numbers(tmp_path):
 
 @pytest.mark.parametrize("block", [16 << 20, 1 << 20])
 def test_megabyte_field_is_a_bad_row(tmp_path, monkeypatch, block):
-    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", block)  # 1 MiB: the row straddles, reader restarts
+    monkeypatch.setattr(csv_stream, "CSV_BLOCK_BYTES", block)  # 1 MiB: the row straddles, reader restarts
     huge = CANARY_NAME * (5 * 1024 * 1024 // len(CANARY_NAME))
     rows = [row(i) for i in range(1, 2001)]
     rows[1500] = row(1501, address=huge)
@@ -220,7 +223,7 @@ def test_header_rules(tmp_path):
     assert info.ignored_columns == ["remark"] and info.missing_identity_columns == ["handler_name"]
     assert info.files == [path] and info.estimated_rows > 0
     raw, bad = read_all(path)
-    assert raw.column_names == readers.RAW_SCHEMA.names and bad == []
+    assert raw.column_names == RAW_SCHEMA.names and bad == []
     assert raw.column("line_id").to_pylist()[0] == "L0001" and raw.column("handler_name").null_count == 6
     dup = write_csv(tmp_path / "d.csv", ROWS, CONTRACT + ["Line_ID"])
     with pytest.raises(InputError, match="duplicate column") as e:
@@ -255,7 +258,7 @@ def test_header_only_is_zero_rows(tmp_path):
 def test_conservation_on_a_mixed_file(tmp_path, monkeypatch, block):
     # 4096-byte blocks: many batches, and the reader restarts transcoded mid-file
     # when it meets row 280 (bad bytes and a wrong field count, which pyarrow cannot report).
-    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", block)
+    monkeypatch.setattr(csv_stream, "CSV_BLOCK_BYTES", block)
     rows, expected_bad = [], 0
     for i in range(1, 301):
         if i == 280:
@@ -306,22 +309,23 @@ def test_glob_and_directory_expansion(tmp_path, monkeypatch):
     assert plan_splits(["b.csv", "."])[1].files == ["a.parquet", "b.csv", "c.avro"]
 
 
+@pytest.mark.e2e
 def test_csv_read_ahead_is_bounded_and_an_abandoned_reader_exits_cleanly(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 16 << 10)
+    monkeypatch.setattr(csv_stream, "CSV_BLOCK_BYTES", 16 << 10)
     path = write_csv(tmp_path / "big.csv", [row(i) for i in range(1, 20001)])  # ~250 blocks
     reads = []
-    read = readers._Stream.read
-    monkeypatch.setattr(readers._Stream, "read", lambda self, n=-1: reads.append(n) or read(self, n))
+    read = csv_stream.BlockStream.read
+    monkeypatch.setattr(csv_stream.BlockStream, "read", lambda self, n=-1: reads.append(n) or read(self, n))
     batches = read_split(Split(path, 0, "csv"), batch_size=100)
     raw, _ = next(batches)
     time.sleep(0.3)  # pyarrow's I/O thread alone would now be ~32 blocks ahead
-    assert raw.num_rows == 100 and len(reads) <= readers._AHEAD + 4
+    assert raw.num_rows == 100 and len(reads) <= csv_stream.READ_AHEAD_BLOCKS + 4
     batches.close()
     # a reader left open until the interpreter exits must not abort it (pyarrow's
     # read-ahead thread entering Python during shutdown would)
-    code = ("from pipelines import readers; readers.CSV_BLOCK_BYTES = 16 << 10; "
-            f"it = readers.read_split(readers.Split({path!r}, 0, 'csv'), batch_size=100); next(it); print('ok')")
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(readers.__file__).parents[1],
+    code = ("from pipelines.io import base_files as readers, csv_stream, planning; csv_stream.CSV_BLOCK_BYTES = 16 << 10; "
+            f"it = readers.read_split(planning.Split({path!r}, 0, 'csv'), batch_size=100); next(it); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(readers.__file__).parents[2],
                           capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "ok", "")
 
@@ -336,7 +340,7 @@ def _expect_raw(expected_rows: list[int]):
     def check(tables):
         rows = sorted(r for t in tables for r in t.column("_src_row").to_pylist())
         assert rows == expected_rows, rows
-        assert all(t.schema == readers.RAW_SCHEMA for t in tables)
+        assert all(t.schema == RAW_SCHEMA for t in tables)
     return check
 
 

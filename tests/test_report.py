@@ -14,7 +14,6 @@ import csv
 import datetime as dt
 import json
 import os
-import shutil
 import statistics
 import zoneinfo
 
@@ -25,11 +24,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines import generate, keys, merge, notify, report, scan
-from pipelines.simulate import CARELESS_AGENT, simulate_registrations
+from dev import generate
+from pipelines import keys, merge, notify, report, scan
+from dev.simulate import CARELESS_AGENT, simulate_registrations
 from schemas import policy_path
-from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
-from transforms.reasons import LINE_REASONS
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
+from transforms.core.reasons import LINE_REASONS
 
 CAMPAIGN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "campaign.yaml")
 SCAN_DAY, WAVE1, REG1, WAVE2, REG2, MERGE2 = ("2026-11-30", "2026-12-01", "2026-12-03", "2026-12-15",
@@ -415,6 +415,7 @@ def test_a_scan_with_nothing_to_register_draws_no_chart(tmp_path):
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's chromium, chromium-driver (.ci/run)
 
 
+@pytest.mark.e2e
 def test_the_page_renders_in_headless_chromium_offline_with_its_charts(campaign, tmp_path):
     from PIL import Image
     from selenium import webdriver
@@ -455,7 +456,6 @@ def test_the_page_renders_in_headless_chromium_offline_with_its_charts(campaign,
 
 
 def test_self_inspection_through_the_report_command(campaign, tmp_path, capfd):
-    path = campaign["path"]
     year = int(campaign["manifest"]["started"][:4])
     assert report.main(["--self-inspection", "--year", str(year), "--manifests", campaign["root"],
                         "--out", str(tmp_path / "inspection")]) == 0
@@ -480,7 +480,7 @@ def test_earlier_merges_as_a_pattern_take_only_the_merges_before(campaign, tmp_p
                          "--out", str(tmp_path / "a")])
     pattern = report.run([*common, "--merge", path("merge-2"), "--earlier-merges", os.path.join(campaign["root"], "merge-*"),
                           "--out", str(tmp_path / "b")])
-    alone = report.run([*common, "--merge", path("merge-1"), "--earlier-merges", os.path.join(campaign["root"], "merge-*"),
+    report.run([*common, "--merge", path("merge-1"), "--earlier-merges", os.path.join(campaign["root"], "merge-*"),
                         "--out", str(tmp_path / "c")])
     agents = lambda out: pq.read_table(os.path.join(out, "parquet", "agents")).select(  # noqa: E731
         ["agent_id", "registrations", "dead_letters"]).sort_by("agent_id").to_pylist()

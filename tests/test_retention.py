@@ -1,6 +1,6 @@
 """`backfill retention` (Art. 11): the two-year boundary, the purge, the shred, idempotency, canaries.
 
-Expected figures come from the test's own calendar (tests/compliance_site.py
+Expected figures come from the test's own calendar (tests/support/compliance.py
 ``add_years``) over the rows it wrote, not from the code under test.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ import pytest
 from pipelines import retention as retention_cli
 from pipelines import reveal as reveal_cli
 from schemas import arrow_schema
-from tests.compliance_site import (CANARIES, add_years, base_rows, build, copy_keys, expected_due,
-                                   files_without_canaries, has_identity, lines, run)
-from transforms.keyset import Keyset
-from transforms.retention import IDENTITY_COLUMNS, anniversary, blank_identity, due_mask, last_purged_date
-from transforms.vault_store import read_table
+from tests.support.compliance import (CANARIES, add_years, base_rows, build, copy_keys, expected_due,
+                                      files_without_canaries, has_identity, lines, run)
+from transforms.crypto.keyset import Keyset
+from transforms.compliance.retention import IDENTITY_COLUMNS, anniversary, blank_identity, due_mask, last_purged_date
+from pipelines.io.vault_files import read_table
 
 ROWS = {r["line_id"]: r for r in base_rows()}
 
@@ -97,6 +97,7 @@ def test_blank_identity_on_a_table():
 
 # -- the command --------------------------------------------------------------------------------------------------
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("as_of", ["2026-11-29", "2026-11-30", "2026-12-01",  # the day before, of, after
                                    "2026-02-28", "2026-03-01", "2028-02-29"])  # leap days
 def test_the_boundary(site, tmp_path, as_of):
@@ -113,6 +114,7 @@ def test_the_boundary(site, tmp_path, as_of):
     assert m["retention"]["purge_terminated_on_or_before"] == last_purged_date(day, 2).isoformat()
 
 
+@pytest.mark.e2e
 def test_boundary_lines_by_name(site, tmp_path):
     """The day before, the day of and the day after the second anniversary of 2024-11-30, and the leap day."""
     runs: dict[str, set] = {}
@@ -128,6 +130,7 @@ def test_boundary_lines_by_name(site, tmp_path):
     assert "T0228" in purged("2028-02-29") and "T0301" not in purged("2028-02-29")
 
 
+@pytest.mark.e2e
 def test_purge_blanks_shreds_and_balances(site, tmp_path, capsys):
     as_of = dt.date(2026, 12, 1)
     before_keys = read_table(site["vault"], "keys")
@@ -186,6 +189,7 @@ def test_purge_blanks_shreds_and_balances(site, tmp_path, capsys):
     assert "balanced" in captured.out and f"purged {len(purged)} line(s)" in captured.out
 
 
+@pytest.mark.e2e
 def test_a_second_run_changes_nothing(site, tmp_path, capsys):
     first = retention(site, tmp_path, "2026-12-01", out="first")
     keyset_bytes = open(first["keys"], "rb").read()
@@ -211,6 +215,7 @@ def test_a_second_run_changes_nothing(site, tmp_path, capsys):
     assert lines(os.path.join(first["out"], "base")) == first_base
 
 
+@pytest.mark.e2e
 def test_the_output_is_a_base_merge_accepts(site, tmp_path):
     got = retention(site, tmp_path, "2026-12-01")
     out = str(tmp_path / "merge-next")
@@ -229,6 +234,7 @@ def test_the_output_is_a_base_merge_accepts(site, tmp_path):
         assert json.load(handle)["inputs"]["base_kind"] == "merged"
 
 
+@pytest.mark.e2e
 def test_bad_inputs_are_one_line(site, tmp_path, capsys):
     keys = copy_keys(site["keys"], tmp_path)
     common = ["--vault", site["vault"], "--keys", keys, "--out", str(tmp_path / "o")]
@@ -252,6 +258,7 @@ def test_bad_inputs_are_one_line(site, tmp_path, capsys):
     assert Keyset.load(keys).primary_vault_version == "v1"  # nothing was shredded
 
 
+@pytest.mark.e2e
 def test_repeating_the_same_command_never_replaces_the_live_vault(tmp_path, capfd):
     """After a run, OUT/vault is the only vault that opens (the shred retired the input's key):
     the same command again is refused with the way to complete it, and OUT/vault is untouched."""

@@ -15,10 +15,10 @@ import pytest
 from pipelines import cli
 from pipelines import keys as keys_cli
 from pipelines import reveal as reveal_cli
-from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
-from transforms.keyset import Keyset
-from transforms.vault import UnknownLine, Vault
-from transforms.vault_store import read_table, write_table, write_vault
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
+from transforms.crypto.keyset import Keyset
+from transforms.crypto.vault import UnknownLine, Vault
+from pipelines.io.vault_files import read_table, write_table, write_vault
 
 CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -212,6 +212,7 @@ def test_no_canary_in_logs_or_errors(site, capsys, caplog):
                 assert_clean(open(os.path.join(folder, name), encoding="utf-8").read())
 
 
+@pytest.mark.e2e
 def test_output_is_utf8_whatever_the_locale(site):
     env = {**os.environ, "PYTHONIOENCODING": "ascii", "LC_ALL": "C", "LANG": "C"}
     done = subprocess.run(

@@ -6,7 +6,6 @@ import csv
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,7 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas import field_names
-from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
+
+pytestmark = pytest.mark.e2e  # every test runs `backfill scan` or `python -m pipelines.scan` in a subprocess
 
 BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
 AS_OF = "2026-11-30"
@@ -36,7 +37,7 @@ def verdicts(out_dir):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from pipelines.generate import write_base
+    from dev.generate import write_base
 
     folder = tmp_path_factory.mktemp("base")
     path = str(folder / "base.parquet")
@@ -194,7 +195,7 @@ def test_bad_input_is_one_line(tmp_path, make_args, fragment):
 
 def test_header_only_base_is_an_empty_scan(tmp_path):
     path = _write(tmp_path / "h.csv", "line_id,line_type,subscriber_kind,status\n")
-    proc = run("scan", "--base", path, "--out", str(tmp_path / "o"), "--as-of", AS_OF)
+    run("scan", "--base", path, "--out", str(tmp_path / "o"), "--as-of", AS_OF)
     summary = json.load(open(tmp_path / "o" / "summary.json"))
     assert summary["rows_in"] == 0 and summary["balanced"]
     assert summary["missing_identity_columns"]

@@ -1,6 +1,6 @@
 """Differential test of the scan: the vectorised classifier against the naive one.
 
-``transforms.classify.classify_batch`` (Arrow, numpy, RE2) and
+``transforms.scan.classify.classify_batch`` (Arrow, numpy, RE2) and
 ``bench.naive.classify_row`` (one dict, plain Python, written from DESIGN.md)
 must give every row the same identity_status and the same reasons, in the
 same order, or the same dead-letter reason. Cross-record flags need the
@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.naive import classify_row, is_dead_letter
-from pipelines.generate import generate_table
-from tests.conftest import AS_OF, CTX, SALT, organisation, person, raw_table
-from transforms.classify import classify_batch
+from dev.generate import generate_table
+from tests.support.rows import AS_OF, CTX, SALT, organisation, person, raw_table
+from transforms.scan.classify import classify_batch
 
 LINES = 30_000
 

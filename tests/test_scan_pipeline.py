@@ -8,11 +8,11 @@ from __future__ import annotations
 import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
 from apache_beam.testing.util import assert_that, equal_to
 
-from tests.conftest import AS_OF, CTX, RUNNER, SALT, person, raw_table
-from transforms.scan import ClassifyRegistrationCompleteness
+from tests.support.rows import AS_OF, CTX, RUNNER, SALT, person, raw_table
+from transforms.scan.composite import ClassifyRegistrationCompleteness
 
 
 def _rows(tables):
@@ -54,7 +54,7 @@ EXPECTED_DEAD = [("BAD_ENUM", 2), ("DUPLICATE_LINE_ID", 3), ("LINE_ID_MISSING", 
 @pytest.mark.parametrize("spill", [True, False])
 def test_composite_outputs(policy, tmp_path, spill):
     spill_dir = str(tmp_path / "spill") if spill else None
-    p = TestPipeline(runner=RUNNER)
+    p = BeamTestPipeline(runner=RUNNER)
     raw = p | "Batches" >> beam.Create(_fixture_batches())
     out = raw | ClassifyRegistrationCompleteness(policy, AS_OF, CTX, SALT, n_buckets=3, spill_dir=spill_dir)
     assert_that(out.classified | "Verdicts" >> beam.combiners.ToList() | beam.Map(_verdicts),
@@ -79,7 +79,7 @@ def test_composite_outputs(policy, tmp_path, spill):
 def test_output_schema_is_the_contract(policy):
     from schemas import arrow_schema
 
-    with TestPipeline(runner=RUNNER) as p:
+    with BeamTestPipeline(runner=RUNNER) as p:
         out = (p | beam.Create(_fixture_batches())
                | ClassifyRegistrationCompleteness(policy, AS_OF, CTX, SALT, n_buckets=2))
         same = out.classified | beam.Map(lambda t: t.schema.equals(arrow_schema("classified_line")))
@@ -92,7 +92,7 @@ def test_many_buckets_same_result(policy):
     rows += [person(line_id=f"L{i:04d}", name="", updated_at="2000-01-01T00:00:00") for i in range(0, 40, 5)]
     batches = [raw_table(rows[i:i + 9], f"f{i}.csv") for i in range(0, len(rows), 9)]
     for buckets in (1, 16):
-        with TestPipeline(runner=RUNNER) as p:
+        with BeamTestPipeline(runner=RUNNER) as p:
             out = (p | f"Create{buckets}" >> beam.Create(batches)
                    | f"Scan{buckets}" >> ClassifyRegistrationCompleteness(policy, AS_OF, CTX, SALT, n_buckets=buckets))
             verdicts = out.classified | beam.combiners.ToList() | beam.Map(_verdicts)

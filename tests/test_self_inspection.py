@@ -20,8 +20,10 @@ from pipelines import reveal as reveal_cli
 from pipelines import self_inspection as si
 from pipelines.common import UserError
 from schemas import field_names
-from tests.compliance_site import CANARIES, base_rows, build, expected_due, files_without_canaries, has_identity, run
-from tests.conftest import person
+from tests.support.compliance import CANARIES, base_rows, build, expected_due, files_without_canaries, has_identity, run
+from tests.support.rows import person
+
+pytestmark = pytest.mark.e2e  # the site is built with the backfill CLI in subprocesses (keys, merge, scan, notify)
 
 CAMPAIGN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "campaign.yaml")
 REVEALS = [("A01", "complaint 2026-118"), ("A03", "complaint 2026-118"), ("A01", "police request 7"),

@@ -1,4 +1,4 @@
-"""Tests of join tokens and masks (transforms/tokenize.py)."""
+"""Tests of join tokens and masks (transforms/crypto/tokenize.py)."""
 from __future__ import annotations
 
 import base64
@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
-from transforms.keyset import Keyset, KeysetError
-from transforms.tokenize import FIELD_KINDS, Tokenizer, masks, normalize
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
+from transforms.crypto.keyset import Keyset, KeysetError
+from transforms.crypto.tokenize import FIELD_KINDS, Tokenizer, masks, normalize
 
 TOKEN = re.compile(r"^j\d+:[A-Za-z0-9_-]{24}$")
 NUMBER_VARIANTS = [

@@ -1,4 +1,4 @@
-"""Tests of the vault (transforms/vault.py) and its files (transforms/vault_store.py)."""
+"""Tests of the vault (transforms/crypto/vault.py) and its files (pipelines/io/vault_files.py)."""
 from __future__ import annotations
 
 import os
@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
-from transforms.keyset import Keyset
-from transforms.vault import AuthenticationFailed, UnknownLine, Vault, VaultError
-from transforms.vault_store import read_table, read_vault, write_table, write_vault
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
+from transforms.crypto.keyset import Keyset
+from transforms.crypto.vault import AuthenticationFailed, UnknownLine, Vault, VaultError
+from pipelines.io.vault_files import read_table, read_vault, write_table, write_vault
 
 CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
 LINES = ["L1", "L2", "L3"]

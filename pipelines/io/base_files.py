@@ -57,6 +57,7 @@ from pipelines.io.planning import InputError, InputInfo, Split, codec_name, map_
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.rows import BadRow, assemble_rows, malformed_table
+from transforms.core.tags import DEAD_LETTER, RAW
 
 __all__ = ["read_split", "ReadSplitFn", "ReadSubscriberBase", "PlanInPipeline"]
 
@@ -160,7 +161,7 @@ class ReadSplitFn(beam.DoFn):
                 yield raw
             if bad:
                 self._malformed.inc(len(bad))
-                yield beam.pvalue.TaggedOutput("dead_letter", malformed_table(self._ctx, bad, self._key_field))
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, malformed_table(self._ctx, bad, self._key_field))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,4 +202,4 @@ class ReadSubscriberBase(beam.PTransform):
             splits = pbegin | "Splits" >> beam.Create(self._splits)
         return (splits
                 | "Spread" >> beam.Reshuffle()
-                | "Read" >> beam.ParDo(self._fn).with_outputs("dead_letter", main="raw"))
+                | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW))

@@ -33,6 +33,7 @@ from pipelines.io.planning import InputError, InputInfo, Split, codec_name, plan
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.rows import EVENTS, BadRow, parse_json_lines
+from transforms.core.tags import DEAD_LETTER, RAW
 
 __all__ = ["EVENTS", "EVENT_SCHEMA", "plan_event_splits", "read_event_split", "ReadRegistrationEvents"]
 
@@ -87,4 +88,4 @@ class ReadRegistrationEvents(beam.PTransform):
         return (pbegin
                 | "Splits" >> beam.Create(self._splits)
                 | "Spread" >> beam.Reshuffle()
-                | "Read" >> beam.ParDo(self._fn).with_outputs("dead_letter", main="raw"))
+                | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW))

@@ -73,7 +73,7 @@ def plan_merged_splits(paths: list[str], rows_per_split: int = 500_000) -> tuple
     return plan_splits(paths, rows_per_split=rows_per_split, contract=MERGED)
 
 
-def _read_merged(split: Split, batch_size: int) -> Iterator[pa.Table]:
+def read_merged_split(split: Split, batch_size: int) -> Iterator[pa.Table]:
     with FileSystems.open(split.path) as handle:
         pf = pq.ParquetFile(handle)
         present = [n for n in MERGED_SCHEMA.names if n in pf.schema_arrow.names]
@@ -95,7 +95,7 @@ class _ReadMergedFn(beam.DoFn):
 
     def process(self, split: Split):
         try:
-            yield from _read_merged(split, self._batch_size)
+            yield from read_merged_split(split, self._batch_size)
         except Exception as exc:  # the type only: a message may quote data
             raise InputError(f"{split.path}: cannot read the merged base ({type(exc).__name__})") from None
 

@@ -48,7 +48,7 @@ HEADERLESS = -2  # the row group of a CSV list of line ids without a header
 HISTORY_RECEIPTS = ("history", "receipts")
 
 
-def _match(pattern: str) -> list[str]:
+def matching_paths(pattern: str) -> list[str]:
     try:
         return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     except Exception:  # an unreachable bucket or a bad pattern: no files
@@ -77,7 +77,7 @@ def _schema_of(path: str) -> list[str]:
 def classified_splits(scan_out: str) -> tuple[list, int]:
     """Row groups of the scan's classified lines, and their row count; refuses what is not a scan output."""
     folder = FileSystems.join(scan_out.rstrip("/"), "classified")
-    files = _match(FileSystems.join(folder, "*.parquet"))
+    files = matching_paths(FileSystems.join(folder, "*.parquet"))
     if not files:
         raise UserError(f"--classified {scan_out}: no classified lines (expected {folder}/*.parquet from backfill scan)")
     rows = 0
@@ -103,9 +103,9 @@ def registered_splits(path: str) -> tuple[list, int]:
     files: list[str] = []
     for root in candidates:
         if root.endswith((".parquet", ".csv")) or any(ch in root for ch in "*?["):
-            files = _match(root)
+            files = matching_paths(root)
         else:
-            files = [f for f in _match(FileSystems.join(root, "**")) if f.endswith((".parquet", ".csv"))]
+            files = [f for f in matching_paths(FileSystems.join(root, "**")) if f.endswith((".parquet", ".csv"))]
         if files:
             break
     if not files:
@@ -130,7 +130,7 @@ def registered_splits(path: str) -> tuple[list, int]:
 
 
 def history_splits(out: str, kind: tuple[str, str]) -> list:
-    files = _match(FileSystems.join(out.rstrip("/"), *kind, "*.parquet"))
+    files = matching_paths(FileSystems.join(out.rstrip("/"), *kind, "*.parquet"))
     return _splits(files, None)
 
 

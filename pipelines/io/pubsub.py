@@ -63,7 +63,7 @@ def check_topic(topic: str, timeout: float = 15.0) -> None:
 
 @beam.typehints.with_input_types(pa.Table)
 @beam.typehints.with_output_types(dict)
-class _PublishFn(beam.DoFn):
+class PublishFn(beam.DoFn):
     """Publish job tables; record each table in the history once Pub/Sub has acknowledged it.
 
     Back-pressure is per table, not per message: when more than ``in_flight``
@@ -150,7 +150,7 @@ class PublishJobs(beam.PTransform):
     def expand(self, jobs: dict):
         parts = [pcoll for _, pcoll in sorted(jobs.items())]
         return (tuple(parts) | "FlattenJobs" >> beam.Flatten().with_output_types(pa.Table)
-                | "PublishToPubSub" >> beam.ParDo(_PublishFn(*self._args)))
+                | "PublishToPubSub" >> beam.ParDo(PublishFn(*self._args)))
 
 
 def pull_receipts(subscription: str, max_messages: int = 1000, timeout: float = 2.0) -> tuple[list[dict], list[str]]:

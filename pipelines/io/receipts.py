@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import UserError
-from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, _match, write_whole
+from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, matching_paths, write_whole
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 
@@ -41,10 +41,10 @@ def read_receipt_files(patterns: list[str]) -> pa.Table:
     """job_id, status, at (text), _src_file, _src_row from CSV and JSON Lines files."""
     files: list[str] = []
     for pattern in patterns:
-        found = _match(pattern) if any(c in pattern for c in "*?[") else (
+        found = matching_paths(pattern) if any(c in pattern for c in "*?[") else (
             [pattern] if FileSystems.exists(pattern) else [])
         if not found and FileSystems.exists(pattern):
-            found = [f for f in _match(FileSystems.join(pattern.rstrip("/"), "*"))]
+            found = [f for f in matching_paths(FileSystems.join(pattern.rstrip("/"), "*"))]
         found = [f for f in found if f.endswith((".csv", ".jsonl", ".json"))]
         if not found:
             raise UserError(f"--receipts {pattern}: no .csv or .jsonl receipt files")
@@ -87,7 +87,7 @@ def _parse(raw: str, path: str) -> list[dict]:
 
 
 def _history(out: str, kind: tuple[str, str], columns: list[str]) -> pa.Table | None:
-    files = _match(FileSystems.join(out, *kind, "*.parquet"))
+    files = matching_paths(FileSystems.join(out, *kind, "*.parquet"))
     if not files:
         return None
     tables = []

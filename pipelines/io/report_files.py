@@ -20,6 +20,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from pipelines.common import UserError
+from pipelines.io.spreadsheet import spreadsheet_safe
 from transforms.compliance.report import first_per_key
 
 SCAN_COLUMNS = ["line_id", "region", "line_type", "agent_id", "needs_registration", "flags"]
@@ -283,8 +284,8 @@ def write_tables(out: str, tables: dict[str, pa.Table], as_of: dt.date) -> dict:
 
 
 def _csv_ready(table: pa.Table) -> pa.Table:
-    """CSV cannot hold null-typed columns: give them a string type."""
+    """CSV cannot hold null-typed columns: give them a string type; no cell may run as a formula."""
     for i, field in enumerate(table.schema):
         if pa.types.is_null(field.type):
             table = table.set_column(i, field.name, pa.nulls(table.num_rows, pa.string()))
-    return table
+    return spreadsheet_safe(table)

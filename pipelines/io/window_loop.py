@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from pipelines.common import UserError
 from pipelines.io.landing import LanderProcess, LandingZone
 from pipelines.io.windows import committed_windows, load_index, recover, write_window
-from pipelines.manifest import write_json
+from pipelines.manifest import keys_block, policy_block, write_json
 from transforms.core.deadletter import DeadLetterContext
 from transforms.crypto.tokenize import Tokenizer
 from transforms.crypto.vault import Vault
@@ -206,13 +206,11 @@ class LocalStreamingMerge:
         totals.setdefault("dead_letters", {})
         for key in ("messages_in", "applied", "superseded", "duplicates"):
             totals.setdefault(key, 0)
-        lander, policy, keyset = self.lander, self.policy, self.keyset
+        lander = self.lander
         return {
             "step": "merge", "mode": "streaming", "run_id": self.run_id, "started": self.started,
             "as_of": self.as_of.isoformat(), "stopped_by": self.stopped_by,
-            "policy": {"version": policy.version, "sha256": policy.digest, "source": policy.source},
-            "keys": {"keyset_id": keyset.keyset_id, "join": keyset.primary_join_version,
-                     "vault": keyset.primary_vault_version},
+            "policy": policy_block(self.policy), "keys": keys_block(self.keyset),
             "inputs": {"subscription": self.args.subscription, "base": self.base["files"],
                        "base_kind": self.base["kind"]},
             "base": {"lines": self.base["lines"], "dead_letters": self.base["dead_letters"]},

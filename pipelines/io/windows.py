@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import UserError
 from pipelines.io.landing import fsync_dir as fsync_path  # a file or a folder: os.fsync on it
-from pipelines.io.merged_base import _read_merged, base_kind, plan_merged_splits
+from pipelines.io.merged_base import read_merged_split, base_kind, plan_merged_splits
 from pipelines.io.base_files import read_split
 from pipelines.io.planning import plan_splits
 from transforms.core.rows import malformed_table
@@ -60,7 +60,7 @@ def read_base(paths: list[str], encoding: str, ctx: DeadLetterContext) -> tuple[
         dead = malformed_table(ctx, bad) if bad else dead_letter_table(ctx, [])
     else:
         splits, info = plan_merged_splits(paths)
-        tables = [t for split in splits for t in _read_merged(split, 262_144)]
+        tables = [t for split in splits for t in read_merged_split(split, 262_144)]
         dead = dead_letter_table(ctx, [])
     if not tables:
         raise UserError(f"--base {' '.join(paths)}: no rows")

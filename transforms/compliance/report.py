@@ -48,7 +48,7 @@ __all__ = ["ReportInputs", "CampaignFacts", "completion_tables", "first_per_key"
 POLICY_FAILURES = frozenset(LINE_REASONS)
 NO_WAVE = 0
 
-# name -> one line saying what the table holds (the README and the HTML use these)
+# name -> one line saying what the table holds (docs/report.md "The tables" and the HTML use these)
 TABLES = {
     "completion": "the campaign's headline figures (one row)",
     "by_region": "needed, complete, registered, remaining and past-deadline lines per region",

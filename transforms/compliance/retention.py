@@ -19,7 +19,7 @@ ended is unknown, so its retention period cannot be shown to be over
 
 **What a purge blanks** (``IDENTITY_COLUMNS``): the tokens and masks of the
 document number, name and address, the handler's, and the document type
-codes (the README counts the document type as part of identity, and the vault
+codes (docs/compliance.md "Retention" counts the document type as part of identity, and the vault
 holds its original label). ``join_key_version`` becomes null (no tokens are
 left). Everything else stays: the line's own facts (line_id, msisdn, type,
 kind, status, dates, region, agent), the registration's evidence (when, which

@@ -12,6 +12,9 @@ from every input, in one element. It is a real Beam GroupByKey either way:
   runners keep every shuffled element in memory; with references, memory is
   bounded by the largest bucket, not by the base (issue: 10 million lines in
   under 1 GB). Paths go through Beam's FileSystems, so ``gs://`` works too.
+
+:func:`with_bucket` gives a table its ``_bucket`` column (the stable bucket
+of a key column, :func:`transforms.scan.crossrecord.bucket_of`).
 """
 from __future__ import annotations
 
@@ -26,10 +29,19 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
+from transforms.scan.crossrecord import bucket_of
 
-__all__ = ["ArrowGroupByBucket", "BUCKET"]
+__all__ = ["ArrowGroupByBucket", "BUCKET", "with_bucket"]
 
 BUCKET = "_bucket"
+
+
+def with_bucket(table: pa.Table, values, n_buckets: int) -> pa.Table:
+    """``table`` with its ``_bucket`` column set (replaced if present) to the bucket of each of ``values``."""
+    buckets = pa.array(bucket_of(values, n_buckets), pa.int32())
+    if BUCKET in table.column_names:
+        return table.set_column(table.schema.get_field_index(BUCKET), BUCKET, buckets)
+    return table.append_column(BUCKET, buckets)
 
 
 def _split_by_bucket(table: pa.Table) -> Iterable[tuple[int, pa.Table]]:

@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import arrow_schema
-from transforms.scan.classify import _bits_to_lists, classify_batch, lookup, per_distinct
+from transforms.scan.classify import bits_to_lists, classify_batch, lookup, per_distinct
 from transforms.scan.crossrecord import deduplicate
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.merge.events import pick_winners, validate_events
-from transforms.core.metrics import merge_counts
+from transforms.core.metrics import merge_counts, value_counts
 from transforms.scan.normalize import contiguous, normalize_label
 from transforms.scan.policy import NOT_ACCEPTED, Policy
 from transforms.core.reasons import FLAGS
@@ -74,12 +74,6 @@ class BucketResult:
     vault_values: pa.Table
     dead_letter: pa.Table
     counts: dict
-
-
-def value_counts(column) -> dict:
-    counts = pc.value_counts(column)
-    return {v: c for v, c in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())
-            if v is not None}
 
 
 def canonical_doc_types(labels, policy: Policy) -> pa.Array:
@@ -178,7 +172,7 @@ def raw_lines(raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterCont
     lines = lines.set_column(lines.schema.get_field_index("_src_row"), "_src_row", kept.column("_src_row"))
     for field in IDENTITY_FIELDS:
         lines = lines.append_column(f"_orig_{field}", originals.column(field))
-    lines = lines.append_column("flags", _bits_to_lists(lines.column("_flag_bits").to_numpy(), FLAGS))
+    lines = lines.append_column("flags", bits_to_lists(lines.column("_flag_bits").to_numpy(), FLAGS))
     for name, typ in (("registered_at", pa.timestamp("us", tz="UTC")), ("registration_event_id", pa.string())):
         lines = lines.append_column(name, pa.nulls(lines.num_rows, typ))
     dead = pa.concat_tables([dead, duplicates])
@@ -282,7 +276,7 @@ def _assemble(lines: pa.Table, base_kind: str, winners: pa.Table, w_at: pa.Array
     out = {name: lines.column(name) for name in _LINE_FIELDS}
     for name, values in columns.items():
         out[name] = fresh_or_kept(values.take(p_at), name)
-    flags = _bits_to_lists(winners.column("_flag_bits").to_numpy(), FLAGS) if winners.num_rows else None
+    flags = bits_to_lists(winners.column("_flag_bits").to_numpy(), FLAGS) if winners.num_rows else None
     for name in ("identity_status", "reasons", "flags"):
         new = flags if name == "flags" else (winners.column(name) if winners.num_rows else None)
         out[name] = winner_or_kept(contiguous(new).take(w_at) if new is not None else None, name)

@@ -9,7 +9,7 @@ Both shuffles are :class:`transforms.core.shuffle.ArrowGroupByBucket` (a Beam
 GroupByKey of Arrow tables by a hash bucket: first of event_id, then of
 line_id), so neither side has to fit in memory; a worker holds one bucket.
 The per-bucket work is :func:`transforms.merge.bucket.merge_bucket`. The keyset is
-loaded from its path in ``_TokenizeAndSealFn.setup()``: keys never travel in
+loaded from its path in ``TokenizeAndSealFn.setup()``: keys never travel in
 the pipeline graph.
 
     outputs = ({"base": base_batches, "events": event_batches}
@@ -27,14 +27,14 @@ import apache_beam as beam
 import pyarrow as pa
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
-from transforms.scan.crossrecord import bucket_of
 from transforms.core.deadletter import DeadLetterContext
 from transforms.merge.bucket import merge_bucket, value_counts
 from transforms.merge.events import check_events, dedup_events, prepare_events
 from transforms.core.metrics import SumCounts, counter
 from transforms.scan.normalize import clean_text
 from transforms.scan.policy import Policy
-from transforms.core.shuffle import BUCKET, ArrowGroupByBucket
+from transforms.core.shuffle import BUCKET, ArrowGroupByBucket, with_bucket
+from transforms.core.tags import COUNTS, DEAD_LETTER
 
 __all__ = ["MergeCompletedRegistrations", "MergeOutputs"]
 
@@ -63,13 +63,6 @@ def _value_free(step: str):
                            "it may quote identity values)") from None
 
 
-def _with_bucket(table: pa.Table, ids, n_buckets: int) -> pa.Table:
-    buckets = pa.array(bucket_of(ids, n_buckets), pa.int32())
-    if BUCKET in table.column_names:
-        return table.set_column(table.schema.get_field_index(BUCKET), BUCKET, buckets)
-    return table.append_column(BUCKET, buckets)
-
-
 @beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, counts=dict)
 class _PrepareEventsFn(beam.DoFn):
     """Read batch -> events bucketed by event_id; EVENT_ID_MISSING dead letters."""
@@ -80,13 +73,13 @@ class _PrepareEventsFn(beam.DoFn):
     def process(self, raw: pa.Table):
         with _value_free("PrepareEvents"):
             events, dead = prepare_events(raw, self._ctx)
-        yield beam.pvalue.TaggedOutput("counts", {"events": {"rows_in": raw.num_rows,
+        yield beam.pvalue.TaggedOutput(COUNTS, {"events": {"rows_in": raw.num_rows,
                                                              "dead_letters": value_counts(dead.column("reason"))}})
         if dead.num_rows:
             counter("dead_letter_EVENT_ID_MISSING").inc(dead.num_rows)
-            yield beam.pvalue.TaggedOutput("dead_letter", dead)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
         if events.num_rows:
-            yield _with_bucket(events, events.column("event_id"), self._n)
+            yield with_bucket(events, events.column("event_id"), self._n)
 
 
 @beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, counts=dict)
@@ -102,12 +95,12 @@ class _DedupAndCheckEventsFn(beam.DoFn):
             events, duplicates = dedup_events(tables["events"].drop_columns([BUCKET]))
             checked, dead = check_events(events, self._ctx)
         counter("events_duplicates").inc(duplicates)
-        yield beam.pvalue.TaggedOutput("counts", {"events": {"duplicates": duplicates,
+        yield beam.pvalue.TaggedOutput(COUNTS, {"events": {"duplicates": duplicates,
                                                              "dead_letters": value_counts(dead.column("reason"))}})
         if dead.num_rows:
-            yield beam.pvalue.TaggedOutput("dead_letter", dead)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
         if checked.num_rows:
-            yield _with_bucket(checked, checked.column("line_id"), self._n)
+            yield with_bucket(checked, checked.column("line_id"), self._n)
 
 
 @beam.typehints.with_output_types(pa.Table)
@@ -121,12 +114,12 @@ class _KeyByLineFn(beam.DoFn):
         if table.num_rows == 0:
             return
         ids = table.column("line_id").combine_chunks()
-        yield _with_bucket(table, clean_text(ids) if self._clean else ids, self._n)
+        yield with_bucket(table, clean_text(ids) if self._clean else ids, self._n)
 
 
 @beam.typehints.with_output_types(pa.Table, vault_keys=pa.Table, vault_values=pa.Table, dead_letter=pa.Table,
                                   counts=dict)
-class _TokenizeAndSealFn(beam.DoFn):
+class TokenizeAndSealFn(beam.DoFn):
     """One line bucket -> merged lines, vault rows, dead letters, counts.
 
     Holds the keyset *path*; the keyset, tokenizer and vault are built in
@@ -159,7 +152,7 @@ class _TokenizeAndSealFn(beam.DoFn):
         self._lines.inc(result.base.num_rows)
         self._applied.inc(result.counts.get("events", {}).get("applied", 0))
         self._sealed.inc(result.vault_values.num_rows)
-        yield beam.pvalue.TaggedOutput("counts", result.counts)
+        yield beam.pvalue.TaggedOutput(COUNTS, result.counts)
         for tag, table in (("vault_keys", result.vault_keys), ("vault_values", result.vault_values),
                            ("dead_letter", result.dead_letter)):
             if table.num_rows:
@@ -207,11 +200,11 @@ class MergeCompletedRegistrations(beam.PTransform):
         n = self._n
         events = (inputs["events"]
                   | "PrepareEvents" >> beam.ParDo(_PrepareEventsFn(self._ctx, n)).with_outputs(
-                      "dead_letter", "counts", main="events"))
+                      DEAD_LETTER, COUNTS, main="events"))
         checked = ({"events": events.events}
                    | "ShuffleByEvent" >> ArrowGroupByBucket(self._spill, label="ShuffleByEvent")
                    | "DedupAndCheckEvents" >> beam.ParDo(_DedupAndCheckEventsFn(self._ctx, n)).with_outputs(
-                       "dead_letter", "counts", main="events"))
+                       DEAD_LETTER, COUNTS, main="events"))
         join = {"events": checked.events,
                 "base": inputs["base"] | "KeyBaseByLine" >> beam.ParDo(_KeyByLineFn(n, self._kind == "raw"))}
         for tag in ("vault_keys", "vault_values"):
@@ -220,8 +213,8 @@ class MergeCompletedRegistrations(beam.PTransform):
         merged = (join
                   | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="JoinByLine")
                   | "TokenizeAndSeal" >> beam.ParDo(
-                      _TokenizeAndSealFn(self._keys, self._policy, self._as_of, self._ctx, self._kind)).with_outputs(
-                      "vault_keys", "vault_values", "dead_letter", "counts", main="base"))
+                      TokenizeAndSealFn(self._keys, self._policy, self._as_of, self._ctx, self._kind)).with_outputs(
+                      "vault_keys", "vault_values", DEAD_LETTER, COUNTS, main="base"))
         dead_inputs = [events.dead_letter, checked.dead_letter, merged.dead_letter]
         count_inputs = [events.counts, checked.counts, merged.counts]
         for side in ("base", "events"):

@@ -35,6 +35,7 @@ from transforms.merge.bucket import MERGED_SCHEMA, TOKENIZED, value_counts
 from transforms.core.metrics import SumCounts
 from transforms.core.shuffle import BUCKET, ArrowGroupByBucket
 from transforms.crypto.vault import VaultError
+from transforms.core.tags import COUNTS, DEAD_LETTER
 
 __all__ = ["retokenize_bucket", "RetokenizeBase", "RetokenizeOutputs", "REASONS"]
 
@@ -155,9 +156,9 @@ class _RetokenizeFn(beam.DoFn):
             return
         base, failures, counts = retokenize_bucket(part("base"), part("vault_keys"), part("vault_values"),
                                                    self._tokenizer, self._vault, self._keyset)
-        yield beam.pvalue.TaggedOutput("counts", counts)
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
         if failures.num_rows:
-            yield beam.pvalue.TaggedOutput("dead_letter", dead_letter_table(
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_table(
                 self._ctx, failures.column("reason"), line_id=failures.column("line_id"),
                 field=failures.column("field"), detail=[REASONS[r] for r in failures.column("reason").to_pylist()]))
         yield base
@@ -176,6 +177,6 @@ class RetokenizeBase(beam.PTransform):
         out = (keyed
                | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="RetokenizeJoinByLine")
                | "Retokenize" >> beam.ParDo(_RetokenizeFn(self._keys, self._ctx)).with_outputs(
-                   "dead_letter", "counts", main="base"))
+                   DEAD_LETTER, COUNTS, main="base"))
         counts = out.counts | "SumCounts" >> beam.CombineGlobally(SumCounts())
         return RetokenizeOutputs(out.base, out.dead_letter, counts)

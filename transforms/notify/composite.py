@@ -25,12 +25,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
-from transforms.scan.crossrecord import bucket_of
 from transforms.core.metrics import SumCounts, counter
 from transforms.notify.planner import PLAN_COLUMNS, PlanContext, plan_lines, sum_regions
 from transforms.notify.jobs import KEY, announcement_rows, finish_jobs, keys_of, with_job_ids
 from transforms.notify.schedule import Schedule, day_bounds
-from transforms.core.shuffle import BUCKET, ArrowGroupByBucket
+from transforms.core.shuffle import ArrowGroupByBucket, with_bucket
+from transforms.core.tags import COUNTS, KEYS
 
 __all__ = ["BuildNotificationJobs", "NotifyOutputs"]
 
@@ -46,7 +46,7 @@ class NotifyOutputs(typing.NamedTuple):
 
 
 def _bucketed(table: pa.Table, n: int) -> pa.Table:
-    return table.append_column(BUCKET, pa.array(bucket_of(table.column("line_id"), n), pa.int32()))
+    return with_bucket(table, table.column("line_id"), n)
 
 
 @beam.typehints.with_output_types(pa.Table)
@@ -129,7 +129,7 @@ class _PlanFn(beam.DoFn):
         plan = plan_lines(
             lines, self._ctx, registered=registered.column("line_id") if registered is not None else None,
             history=parts.get("history"), receipts=parts.get("receipts"), suppressed=self._suppressed)
-        yield beam.pvalue.TaggedOutput("counts", {"plan": plan.counts})
+        yield beam.pvalue.TaggedOutput(COUNTS, {"plan": plan.counts})
         for outcome, n in plan.counts["outcomes"].items():
             if n:
                 counter(f"lines_{outcome}").inc(n)
@@ -144,7 +144,7 @@ class _PlanFn(beam.DoFn):
             # tables of at most JOB_BATCH rows, which stay in the CPU caches (and make smaller files).
             for start in range(0, jobs.num_rows, JOB_BATCH):
                 part = with_job_ids(jobs.slice(start, JOB_BATCH), self._ctx.campaign_id, self._ctx.wave, channel)
-                yield beam.pvalue.TaggedOutput("keys", part.select(["channel", KEY]))
+                yield beam.pvalue.TaggedOutput(KEYS, part.select(["channel", KEY]))
                 yield part
 
 
@@ -192,7 +192,7 @@ class _AnnounceFn(beam.DoFn):
         done = pa.concat_tables(announced).column("job_id") if announced else pa.array([], pa.string())
         sent = pc.fill_null(pc.is_in(table.column("job_id"), value_set=done), False)
         no_region = pc.sum(pc.if_else(pc.is_null(regions.column("region")), regions.column("lines"), 0)).as_py()
-        yield beam.pvalue.TaggedOutput("counts", {"announcements_already_sent": pc.sum(sent).as_py() or 0,
+        yield beam.pvalue.TaggedOutput(COUNTS, {"announcements_already_sent": pc.sum(sent).as_py() or 0,
                                                   "lines_without_region": no_region or 0})
         table = table.filter(pc.invert(sent))
         if table.num_rows:
@@ -216,7 +216,7 @@ class _ScheduleFn(beam.DoFn):
             tally["cost"] = pc.sum(table.column("cost")).as_py()
         days = pc.value_counts(table.column("send_day"))
         tally["by_day"] = {channel: {d.as_py().isoformat(): c.as_py() for d, c in zip(days.field(0), days.field(1))}}
-        yield beam.pvalue.TaggedOutput("counts", tally)
+        yield beam.pvalue.TaggedOutput(COUNTS, tally)
         yield beam.pvalue.TaggedOutput(channel, table)
 
 
@@ -265,13 +265,13 @@ class BuildNotificationJobs(beam.PTransform):
         else:
             planned_input = inputs["lines"] | "SelectTargets" >> beam.ParDo(_SelectTargetsFn(None))
         plan = planned_input | "Plan" >> beam.ParDo(_PlanFn(ctx, self._suppressed)).with_outputs(
-            "regions", "keys", "counts", main="jobs")
+            "regions", KEYS, COUNTS, main="jobs")
         line_jobs, count_parts, key_parts = [plan.jobs], [plan.counts], [plan.keys]
         if "announcement" in wave.channels:
             regions = plan.regions | "SumRegions" >> beam.CombineGlobally(_ConcatTables()).without_defaults()
             ann = regions | "Announce" >> beam.ParDo(
                 _AnnounceFn(campaign.campaign_id, wave.wave), beam.pvalue.AsList(announced)).with_outputs(
-                "counts", main="jobs")
+                COUNTS, main="jobs")
             line_jobs.append(ann.jobs)
             count_parts.append(ann.counts)
             key_parts.append(ann.jobs | "AnnouncementKeys" >> beam.Map(
@@ -286,7 +286,7 @@ class BuildNotificationJobs(beam.PTransform):
             tuple(line_jobs) | "FlattenJobs" >> beam.Flatten().with_output_types(pa.Table)
             | "ScheduleAndRender" >> beam.ParDo(_ScheduleFn(campaign, wave.wave, self._first),
                                                 beam.pvalue.AsSingleton(bounds)).with_outputs(
-                "sms", "call", "announcement", "counts", main="unused")
+                "sms", "call", "announcement", COUNTS, main="unused")
         )
         count_parts.append(jobs.counts)
         counts = (tuple(count_parts) | "FlattenCounts" >> beam.Flatten()

@@ -24,7 +24,7 @@ CALL_FAILED           its call failed before: announcement
 NOT_IN_WAVE           the wave does not use the line's channel: announcement
 ====================  ==================================================================
 
-Numbers are validated here, vectorised (domain.md section 3): mobile
+Numbers are validated here, vectorised (docs/regulation.md §3): mobile
 ``^1[3-9]\\d{9}$``; data cards also the 13-digit IoT numbers (``14x``,
 ``106x``), which phone libraries reject; fixed lines ``0`` + area code +
 7-8 digits. The scan removes ``+86`` and with it a fixed line's trunk ``0``
@@ -130,6 +130,58 @@ def _history_sets(ctx: PlanContext, history: pa.Table | None, receipts: pa.Table
     return ids(this_wave), ids(recent), ids(sms_failed), ids(call_failed)
 
 
+def _settle(outcome: np.ndarray, mask: np.ndarray, name: str) -> None:
+    """Give ``name`` to the lines of ``mask`` that have no outcome yet (the first outcome wins)."""
+    outcome[(outcome == 0) & mask] = _O[name]
+
+
+def _settle_channels(outcome: np.ndarray, ctx: PlanContext, line_id: pa.Array, line_type: pa.Array,
+                     msisdn: pa.Array, sms_failed, call_failed, suppressed) -> tuple[np.ndarray, np.ndarray]:
+    """The channel outcomes (SMS, CALL and the announcement's reasons) of the lines still open.
+
+    Returns the route of each line (0 PRIMARY, 1 SMS_FAILED, 2 SMS_SUPPRESSED) and
+    whether its number is on the do-not-SMS list.
+    """
+    lt = line_type.to_numpy(zero_copy_only=False)
+    mobile, data, fixed = lt == "MOBILE", lt == "DATA_CARD", lt == "FIXED"
+    valid_mobile = _matches(msisdn, MOBILE_RE)
+    valid_sms = np.where(data, _matches(msisdn, DATA_CARD_RE), valid_mobile)
+    valid_fixed = _matches(msisdn, FIXED_RE)
+    failed_sms, failed_call = _in(line_id, sms_failed), _in(line_id, call_failed)
+    on_list = _in(msisdn, suppressed) & (mobile | data)
+    can_sms, can_call = "sms" in ctx.channels, "call" in ctx.channels
+    route = np.zeros(len(outcome), np.int8)  # 0 PRIMARY, 1 SMS_FAILED, 2 SMS_SUPPRESSED
+
+    # FIXED lines: a call, unless their last call failed.
+    _settle(outcome, fixed & failed_call, "CALL_FAILED")
+    _settle(outcome, fixed & (not can_call), "NOT_IN_WAVE")
+    _settle(outcome, fixed & valid_fixed, "CALL")
+    # MOBILE and DATA_CARD lines that cannot have an SMS fall to a call (MOBILE) or the announcement.
+    no_sms = (mobile | data) & (failed_sms | on_list)
+    fallback_call = no_sms & mobile & can_call & ~failed_call & valid_mobile & (outcome == 0)
+    route[fallback_call] = np.where(failed_sms[fallback_call], 1, 2)
+    _settle(outcome, fallback_call, "CALL")
+    _settle(outcome, no_sms & failed_sms, "SMS_FAILED")
+    _settle(outcome, no_sms, "SUPPRESSED")
+    _settle(outcome, (mobile | data) & (not can_sms), "NOT_IN_WAVE")
+    _settle(outcome, (mobile | data) & valid_sms, "SMS")
+    _settle(outcome, np.ones(len(outcome), bool), "INVALID_NUMBER")  # whatever is left, unknown line types included
+    return route, on_list
+
+
+def _line_jobs(lines: pa.Table, msisdn: pa.Array, outcome: np.ndarray, route: np.ndarray) -> pa.Table:
+    """One job per line whose outcome is SMS or CALL: its channel and route."""
+    jobs_mask = (outcome == _O["SMS"]) | (outcome == _O["CALL"])
+    picked = pa.array(jobs_mask)
+    channel = np.where(outcome == _O["SMS"], "sms", "call")[jobs_mask]
+    route_names = np.array(["PRIMARY", "SMS_FAILED", "SMS_SUPPRESSED"])[route[jobs_mask]]
+    return pa.table({
+        "line_id": lines.column("line_id").filter(picked), "msisdn": msisdn.filter(picked),
+        "line_type": lines.column("line_type").filter(picked), "region": lines.column("region").filter(picked),
+        "channel": pa.array(channel, pa.string()), "route": pa.array(route_names, pa.string()),
+    })
+
+
 def plan_lines(lines: pa.Table, ctx: PlanContext, *, registered: pa.Array | None = None,
                history: pa.Table | None = None, receipts: pa.Table | None = None,
                suppressed: pa.Array | None = None) -> Plan:
@@ -149,49 +201,12 @@ def plan_lines(lines: pa.Table, ctx: PlanContext, *, registered: pa.Array | None
     line_id, line_type = lines.column("line_id"), lines.column("line_type")
     msisdn = normalise_numbers(lines.column("msisdn"), line_type)
     outcome = np.zeros(n, np.int8)
-
-    def settle(mask, name):
-        outcome[(outcome == 0) & mask] = _O[name]
-
-    settle(_in(line_id, registered), "REGISTERED")
+    _settle(outcome, _in(line_id, registered), "REGISTERED")
     already, recent, sms_failed, call_failed = _history_sets(ctx, history, receipts)
-    settle(_in(line_id, already), "ALREADY_SENT")
-    settle(_in(line_id, recent), "RECENTLY_NOTIFIED")
-
-    lt = line_type.to_numpy(zero_copy_only=False)
-    mobile, data, fixed = lt == "MOBILE", lt == "DATA_CARD", lt == "FIXED"
-    valid_mobile = _matches(msisdn, MOBILE_RE)
-    valid_sms = np.where(data, _matches(msisdn, DATA_CARD_RE), valid_mobile)
-    valid_fixed = _matches(msisdn, FIXED_RE)
-    failed_sms, failed_call = _in(line_id, sms_failed), _in(line_id, call_failed)
-    on_list = _in(msisdn, suppressed) & (mobile | data)
-    can_sms, can_call = "sms" in ctx.channels, "call" in ctx.channels
-    route = np.zeros(n, np.int8)  # 0 PRIMARY, 1 SMS_FAILED, 2 SMS_SUPPRESSED
-
-    # FIXED lines: a call, unless their last call failed.
-    settle(fixed & failed_call, "CALL_FAILED")
-    settle(fixed & (not can_call), "NOT_IN_WAVE")
-    settle(fixed & valid_fixed, "CALL")
-    # MOBILE and DATA_CARD lines that cannot have an SMS fall to a call (MOBILE) or the announcement.
-    no_sms = (mobile | data) & (failed_sms | on_list)
-    fallback_call = no_sms & mobile & can_call & ~failed_call & valid_mobile & (outcome == 0)
-    route[fallback_call] = np.where(failed_sms[fallback_call], 1, 2)
-    settle(fallback_call, "CALL")
-    settle(no_sms & failed_sms, "SMS_FAILED")
-    settle(no_sms, "SUPPRESSED")
-    settle((mobile | data) & (not can_sms), "NOT_IN_WAVE")
-    settle((mobile | data) & valid_sms, "SMS")
-    settle(np.ones(n, bool), "INVALID_NUMBER")  # whatever is left, unknown line types included
-
-    jobs_mask = (outcome == _O["SMS"]) | (outcome == _O["CALL"])
-    picked = pa.array(jobs_mask)
-    channel = np.where(outcome == _O["SMS"], "sms", "call")[jobs_mask]
-    route_names = np.array(["PRIMARY", "SMS_FAILED", "SMS_SUPPRESSED"])[route[jobs_mask]]
-    jobs = pa.table({
-        "line_id": line_id.filter(picked), "msisdn": msisdn.filter(picked),
-        "line_type": line_type.filter(picked), "region": lines.column("region").filter(picked),
-        "channel": pa.array(channel, pa.string()), "route": pa.array(route_names, pa.string()),
-    })
+    _settle(outcome, _in(line_id, already), "ALREADY_SENT")
+    _settle(outcome, _in(line_id, recent), "RECENTLY_NOTIFIED")
+    route, on_list = _settle_channels(outcome, ctx, line_id, line_type, msisdn, sms_failed, call_failed, suppressed)
+    jobs = _line_jobs(lines, msisdn, outcome, route)
     counts = _counts(outcome, on_list, route, n)
     return Plan(jobs, _regions(lines.column("region"), outcome), counts)
 

@@ -6,7 +6,7 @@ literals); rendering one message per line is unavoidable, but it is done for a
 whole batch at once with ``pyarrow.compute.binary_join_element_wise`` over the
 literal parts and the masked-number column, never in a Python loop.
 
-SMS length rules (domain.md section 4): a message is GSM-7 when every
+SMS length rules (docs/regulation.md §4): a message is GSM-7 when every
 character is in the GSM 03.38 default alphabet (extension characters count
 two septets), else UCS-2 (UTF-16 code units). GSM-7 fits 160 septets in one
 part and 153 per part beyond; UCS-2 70 and 67. The signature counts with its

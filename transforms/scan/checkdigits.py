@@ -5,11 +5,11 @@ Each function takes a ``uint8`` matrix of ASCII codes, one row per value
 row as a ``uint8`` vector, so a whole Arrow batch is checked in a few numpy
 operations. Scalar wrappers (``*_char``) serve the generator and the tests.
 
-Sources (``../shared/domain.md``):
-  * MOD 11-2 (ISO 7064), citizen numbers and permits: section 2.1
-  * GB 32100 mod-31 check of the unified social credit code: section 2.4
-  * GB 11714 organisation-code check: section 2.5
-  * ISO 7064 MOD 11,10 of the legacy business registration number: section 2.6
+Sources (``docs/regulation.md``):
+  * MOD 11-2 (ISO 7064), citizen numbers and permits: §2.1
+  * GB 32100 mod-31 check of the unified social credit code: §2.4
+  * GB 11714 organisation-code check: §2.5
+  * ISO 7064 MOD 11,10 of the legacy business registration number: §2.6
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ __all__ = [
     "USCC_CHARSET",
 ]
 
-# W[i] = 2^(17-i) mod 11 (domain.md 2.1).
+# W[i] = 2^(17-i) mod 11 (docs/regulation.md §2.1).
 _W_MOD11_2 = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], np.int64)
 _MOD11_2_CHARS = np.frombuffer(b"10X98765432", np.uint8)
 

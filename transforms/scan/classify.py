@@ -7,7 +7,7 @@ the cross-record step) and the dead letters of rows that cannot be
 classified. Everything is vectorised; the only per-row Python is in the
 keyed hash of document numbers and names (see :func:`keyed_hash`).
 
-Status precedence (DESIGN.md "Identity status"): MISSING when none of
+Status precedence (docs/contract.md "Identity status"): MISSING when none of
 doc_type, doc_number, name, address is present; else INCOMPLETE when any
 required field is absent (absence wins over invalidity); else INVALID when
 any check fails; else COMPLETE. Failed checks of the present fields are
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from typing import Mapping
 
 import numpy as np
@@ -41,6 +42,7 @@ from transforms.core.reasons import FLAGS, LINE_REASONS
 
 __all__ = [
     "classify_batch",
+    "bits_to_lists",
     "finalize",
     "ClassifiedBatch",
     "HIDDEN_COLUMNS",
@@ -73,6 +75,10 @@ class ClassifiedBatch:
     classified: pa.Table
     dead_letter: pa.Table
     rows_in: int
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    return table.column(name).combine_chunks()
 
 
 def _np(mask) -> np.ndarray:
@@ -112,7 +118,7 @@ def per_distinct(values: pa.Array, fn):
     return spread(result)
 
 
-def _bits_to_lists(bits: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
+def bits_to_lists(bits: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
     """list<string> of the set bits, in catalogue order, built without a Python loop per row."""
     width = len(codes)
     matrix = ((bits[:, None] >> np.arange(width, dtype=bits.dtype)) & 1).astype(bool)
@@ -123,7 +129,8 @@ def _bits_to_lists(bits: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def _dead_letters(raw: pa.Table, line_id: pa.Array, enums: dict, bad_dates: dict, ctx, policy) -> tuple[np.ndarray, pa.Table]:
+def _dead_letters(raw: pa.Table, line_id: pa.Array, enums: dict, bad_dates: dict, ctx,
+                  policy) -> tuple[np.ndarray, pa.Table]:
     """Rows that cannot be classified, one reason each (first that applies)."""
     no_id = ~_np(line_id.is_valid())
     conditions, reasons, fields, details = [no_id], ["LINE_ID_MISSING"], ["line_id"], ["line_id is empty"]
@@ -141,7 +148,10 @@ def _dead_letters(raw: pa.Table, line_id: pa.Array, enums: dict, bad_dates: dict
     dead = np.logical_or.reduce(conditions)
     if not dead.any():
         return dead, None
-    pick = lambda options: np.select(conditions, options, None)[dead]
+
+    def pick(options):
+        return np.select(conditions, options, None)[dead]
+
     table = dead_letter_table(
         ctx,
         list(pick(reasons)),
@@ -212,66 +222,82 @@ def _check_handler(table: pa.Table, is_org: np.ndarray, policy: Policy, as_of, r
     return missing_all, invalid_all
 
 
-def classify_batch(
-    raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
-) -> ClassifiedBatch:
-    """Classify one raw batch. Rows in = classified rows + dead letters."""
-    from transforms.scan.documents import check_document_numbers
+@dataclasses.dataclass
+class _LineFields:
+    """The line-level fields of a raw batch, parsed: what decides a dead letter."""
 
-    rows_in = raw.num_rows
-    col = lambda name: raw.column(name).combine_chunks()
+    line_id: pa.Array
+    enums: dict
+    activated: pa.Array
+    terminated: pa.Array
+    updated: pa.Array
+    bad_dates: dict
+
+    def filter(self, keep: pa.Array) -> "_LineFields":
+        enums = {f: a.filter(keep) for f, a in self.enums.items()}
+        return _LineFields(self.line_id.filter(keep), enums, self.activated.filter(keep),
+                           self.terminated.filter(keep), self.updated.filter(keep), self.bad_dates)
+
+
+def _line_fields(raw: pa.Table, policy: Policy) -> _LineFields:
+    """line_id, the enums and the dates of every row, with the rows whose dates do not parse."""
+    col = functools.partial(_column, raw)
     line_id = clean_text(col("line_id"))
-    enums = {
-        f: per_distinct(col(f), lambda d, f=f: lookup(normalize_enum(d), policy.enums[f])) for f in ENUM_FIELDS
-    }
+    enums = {f: per_distinct(col(f), lambda d, f=f: lookup(normalize_enum(d), policy.enums[f])) for f in ENUM_FIELDS}
     activated, bad_act = per_distinct(col("activated_on"), parse_dates)
     terminated, bad_term = per_distinct(col("terminated_on"), parse_dates)
     updated, bad_upd = parse_timestamps(col("updated_at"))
-    dead, dead_table = _dead_letters(
-        raw, line_id, enums,
-        {"activated_on": bad_act, "terminated_on": bad_term, "updated_at": bad_upd},
-        ctx, policy,
-    )
-    keep = pa.array(~dead)
-    if dead.any():
-        raw = raw.filter(keep)
-        line_id, activated, terminated, updated = (
-            a.filter(keep) for a in (line_id, activated, terminated, updated)
-        )
-        enums = {f: a.filter(keep) for f, a in enums.items()}
-    n = raw.num_rows
-    col = lambda name: raw.column(name).combine_chunks()
-    is_org = _np(pc.equal(enums["subscriber_kind"], "ORGANIZATION"))
-    rules = policy.document_rules()
+    bad_dates = {"activated_on": bad_act, "terminated_on": bad_term, "updated_at": bad_upd}
+    return _LineFields(line_id, enums, activated, terminated, updated, bad_dates)
 
-    code, review, type_present = _document(col("doc_type"), policy)
-    number = normalize_doc_number(col("doc_number"))
-    name = normalize_name(col("name"))
-    address = clean_text(col("address"))
-    present = {
-        "doc_type": type_present,
-        "doc_number": _np(number.is_valid()),
-        "name": _np(name.is_valid()),
-        "address": _np(address.is_valid()),
-    }
-    bits = _Bits(n)
+
+@dataclasses.dataclass
+class _Identity:
+    """The normalised identity of each row and the reason bits of its checks."""
+
+    bits: _Bits
+    present: dict
+    review: np.ndarray
+    number: pa.Array
+    name: pa.Array
+
+
+def _missing_bits(bits: _Bits, present: dict, is_org: np.ndarray, policy: Policy) -> None:
+    """A *_MISSING reason for each required field that is absent (the kind decides what is required)."""
     for field, here in present.items():
-        required = np.where(
-            is_org,
-            field in policy.required_fields["ORGANIZATION"],
-            field in policy.required_fields["INDIVIDUAL"],
-        )
+        required = np.where(is_org, field in policy.required_fields["ORGANIZATION"],
+                            field in policy.required_fields["INDIVIDUAL"])
         bits.set(_FIELD_MISSING[field], required & ~here)
 
-    # Document type (Art. 7, 8; domain.md 1.3).
+
+def _document_bits(bits: _Bits, code, type_present, number, subscriber_kind, policy: Policy, as_of, rules) -> None:
+    """Document type (Art. 7, 8; docs/regulation.md §1.3) and document number checks."""
+    from transforms.scan.documents import check_document_numbers
+
     not_accepted = _np(pc.equal(code, NOT_ACCEPTED))
     bits.set("DOC_TYPE_UNKNOWN", type_present & ~_np(code.is_valid()))
     bits.set("DOC_TYPE_NOT_ACCEPTED", not_accepted)
     doc_kind = lookup(code, {c: kind for c, (kind, _) in policy.documents.items()})
-    bits.set("DOC_TYPE_NOT_ALLOWED_FOR_KIND", _np(pc.not_equal(doc_kind, enums["subscriber_kind"])))
+    bits.set("DOC_TYPE_NOT_ALLOWED_FOR_KIND", _np(pc.not_equal(doc_kind, subscriber_kind)))
     check = lookup(code, {c: chk for c, (_, chk) in policy.documents.items()})
     for reason, mask in check_document_numbers(check, number, as_of, rules).items():
         bits.set(reason, mask)
+
+
+def _check_identity(raw: pa.Table, kind: pa.Array, policy: Policy, as_of: dt.date) -> _Identity:
+    """Normalise the identity fields and run every per-row check on them."""
+    col = functools.partial(_column, raw)
+    is_org = _np(pc.equal(kind, "ORGANIZATION"))
+    rules = policy.document_rules()
+    code, review, type_present = _document(col("doc_type"), policy)
+    number = normalize_doc_number(col("doc_number"))
+    name = normalize_name(col("name"))
+    address = clean_text(col("address"))
+    present = {"doc_type": type_present, "doc_number": _np(number.is_valid()), "name": _np(name.is_valid()),
+               "address": _np(address.is_valid())}
+    bits = _Bits(raw.num_rows)
+    _missing_bits(bits, present, is_org, policy)
+    _document_bits(bits, code, type_present, number, kind, policy, as_of, rules)
     for reason, mask in check_names(name, ~is_org, policy.names).items():
         bits.set(reason, mask)
     for reason, mask in check_addresses(address, policy.addresses).items():
@@ -279,46 +305,81 @@ def classify_batch(
     handler_missing, handler_invalid = _check_handler(raw, is_org, policy, as_of, rules)
     bits.set("HANDLER_MISSING", handler_missing)
     bits.set("HANDLER_INVALID", handler_invalid)
+    return _Identity(bits, present, review, number, name)
 
-    any_present = np.logical_or.reduce(list(present.values()))
+
+def _status_codes(identity: _Identity) -> np.ndarray:
+    """Index into IDENTITY_STATUSES: MISSING, else INCOMPLETE, else INVALID, else COMPLETE."""
+    bits = identity.bits.value
+    any_present = np.logical_or.reduce(list(identity.present.values()))
     missing_bits = np.uint32(sum(int(_BIT[c]) for c in _MISSING_CODES))
-    status_code = np.select(
-        [~any_present, (bits.value & missing_bits) != 0, (bits.value & _FAILURE_MASK) != 0],
-        [1, 2, 3],
-        0,
-    ).astype(np.int8)  # index into IDENTITY_STATUSES
+    conditions = [~any_present, (bits & missing_bits) != 0, (bits & _FAILURE_MASK) != 0]
+    return np.select(conditions, [1, 2, 3], 0).astype(np.int8)
+
+
+def _cross_record_keys(identity: _Identity, salt: str) -> tuple[pa.Array, pa.Array]:
+    """(_doc_key, _name_key): keyed hashes of the document number and of the name beside it.
+
+    Cross-record checks only count numbers shaped like a document number: a
+    placeholder or spreadsheet junk (1.10105E+17) is shared by strangers.
+    """
+    malformed = (identity.bits.value & _BIT["DOC_NUMBER_FORMAT"]) != 0
+    cross_number = pc.if_else(pa.array(malformed), pa.scalar(None, pa.string()), identity.number)
+    doc_key = keyed_hash(cross_number, bytes.fromhex(salt))
+    # The name key only matters beside a document number (DOC_NAME_CONFLICT).
+    name = pc.if_else(cross_number.is_valid(), identity.name, pa.scalar(None, pa.string()))
+    name_key = keyed_hash(name, bytes.fromhex(salt))
+    return doc_key, name_key
+
+
+def _classified_table(raw: pa.Table, line: _LineFields, identity: _Identity, policy: Policy,
+                      as_of: dt.date, salt: str) -> pa.Table:
+    """The classified batch: the contract's columns and the hidden working columns."""
+    n = raw.num_rows
+    col = functools.partial(_column, raw)
+    enums = line.enums
+    status_code = _status_codes(identity)
     terminated_line = _np(pc.equal(enums["status"], "TERMINATED"))
-    # Cross-record checks only count numbers shaped like a document number: a
-    # placeholder or spreadsheet junk (1.10105E+17) is shared by strangers.
-    malformed = (bits.value & _BIT["DOC_NUMBER_FORMAT"]) != 0
-    cross_number = pc.if_else(pa.array(malformed), pa.scalar(None, pa.string()), number)
-    flag_bits = np.where(review, FLAG_BIT["DOC_TYPE_LABEL_REVIEW"], 0).astype(np.uint8)
+    doc_key, name_key = _cross_record_keys(identity, salt)
+    flag_bits = np.where(identity.review, FLAG_BIT["DOC_TYPE_LABEL_REVIEW"], 0).astype(np.uint8)
     columns = {
-        "line_id": line_id,
+        "line_id": line.line_id,
         "msisdn": normalize_msisdn(col("msisdn")),
         "line_type": enums["line_type"],
         "subscriber_kind": enums["subscriber_kind"],
         "status": enums["status"],
         "region": per_distinct(col("region"), clean_text),
         "agent_id": per_distinct(col("agent_id"), clean_text),
-        "activated_on": activated,
-        "terminated_on": terminated,
+        "activated_on": line.activated,
+        "terminated_on": line.terminated,
         "identity_status": pa.array(IDENTITY_STATUSES, pa.string()).take(pa.array(status_code)),
-        "reasons": _bits_to_lists(bits.value, LINE_REASONS),
+        "reasons": bits_to_lists(identity.bits.value, LINE_REASONS),
         "needs_registration": pa.array((status_code != 0) & ~terminated_line),
         "policy_version": pa.repeat(pa.scalar(policy.version, pa.string()), n),
         "as_of": pa.repeat(pa.scalar(as_of, pa.date32()), n),
         "_src_file": col("_src_file"),
         "_src_row": col("_src_row"),
-        "_updated_at": updated,
-        "_doc_key": keyed_hash(cross_number, bytes.fromhex(salt)),
-        # The name key only matters beside a document number (DOC_NAME_CONFLICT).
-        "_name_key": keyed_hash(
-            pc.if_else(cross_number.is_valid(), name, pa.scalar(None, pa.string())), bytes.fromhex(salt)
-        ),
+        "_updated_at": line.updated,
+        "_doc_key": doc_key,
+        "_name_key": name_key,
         "_flag_bits": pa.array(flag_bits, pa.uint8()),
     }
-    classified = pa.Table.from_pydict(columns)
+    return pa.Table.from_pydict(columns)
+
+
+def classify_batch(
+    raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
+) -> ClassifiedBatch:
+    """Classify one raw batch. Rows in = classified rows + dead letters."""
+    rows_in = raw.num_rows
+    line = _line_fields(raw, policy)
+    dead, dead_table = _dead_letters(raw, line.line_id, line.enums, line.bad_dates, ctx, policy)
+    if dead.any():
+        keep = pa.array(~dead)
+        raw = raw.filter(keep)
+        line = line.filter(keep)
+    identity = _check_identity(raw, line.enums["subscriber_kind"], policy, as_of)
+    classified = _classified_table(raw, line, identity, policy, as_of, salt)
     if dead_table is None:
         dead_table = dead_letter_table(ctx, [])
     return ClassifiedBatch(classified, dead_table, rows_in)
@@ -328,7 +389,7 @@ def finalize(table: pa.Table) -> pa.Table:
     """The classified-line contract: flags from ``_flag_bits``, hidden columns dropped."""
     bits = table.column("_flag_bits").to_numpy()
     columns = {name: table.column(name) for name in CLASSIFIED_SCHEMA.names if name in table.column_names}
-    columns["flags"] = _bits_to_lists(bits, FLAGS)
+    columns["flags"] = bits_to_lists(bits, FLAGS)
     columns["needs_review"] = pa.array(bits != 0)
     return pa.Table.from_pydict(
         {name: columns[name] for name in CLASSIFIED_SCHEMA.names}, schema=CLASSIFIED_SCHEMA

@@ -29,13 +29,15 @@ import pyarrow.compute as pc
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.scan.classify import classify_batch, finalize
-from transforms.scan.crossrecord import apply_exceptions, batch_id, bucket_of, deduplicate, document_flags, document_keys, key_table
+from transforms.scan.crossrecord import (apply_exceptions, batch_id, deduplicate, document_flags, document_keys,
+                                         key_table)
 from transforms.core.deadletter import DeadLetterContext
-from transforms.core.metrics import SumCounts, counter
+from transforms.core.metrics import SumCounts, counter, value_counts
 from transforms.scan.policy import Policy
-from transforms.core.shuffle import BUCKET, ArrowGroupByBucket
+from transforms.core.shuffle import BUCKET, ArrowGroupByBucket, with_bucket
+from transforms.core.tags import COUNTS, DEAD_LETTER, KEYS, ROWS
 
-__all__ = ["ClassifyRegistrationCompleteness", "ScanOutputs"]
+__all__ = ["ClassifyRegistrationCompleteness", "ScanOutputs", "rows_for_finalize"]
 
 log = logging.getLogger("backfill.scan")
 
@@ -46,23 +48,13 @@ class ScanOutputs(typing.NamedTuple):
     counts: beam.PCollection  # one dict: the run's tallies
 
 
-def _with_bucket(table: pa.Table, values, n_buckets: int) -> pa.Table:
-    buckets = pa.array(bucket_of(values, n_buckets), pa.int32())
-    if BUCKET in table.column_names:
-        return table.set_column(table.schema.get_field_index(BUCKET), BUCKET, buckets)
-    return table.append_column(BUCKET, buckets)
-
-
-def _value_counts(column) -> dict:
-    counts = pc.value_counts(column)
-    return {v.as_py(): c.as_py() for v, c in zip(counts.field("values"), counts.field("counts")) if v.as_py() is not None}
-
-
 def _batch_bucket(batch: int) -> int:
     return batch % 2_000_000_000
 
 
-def _rows_for_finalize(classified: pa.Table, batch: int) -> pa.Table:
+def rows_for_finalize(classified: pa.Table, batch: int) -> pa.Table:
+    """One classified batch as the Finalize join takes it: the contract's columns and
+    ``_flag_bits``, plus ``_batch``, ``_index`` (row in the batch) and the batch's ``_bucket``."""
     from transforms.scan.classify import CLASSIFIED_SCHEMA
 
     keep = [c for c in CLASSIFIED_SCHEMA.names if c in classified.column_names] + ["_flag_bits"]
@@ -94,13 +86,13 @@ class _ClassifyFn(beam.DoFn):
                      raw.column("_src_file")[0].as_py())
         yield {"rows_in": result.rows_in}
         if result.dead_letter.num_rows:
-            yield beam.pvalue.TaggedOutput("dead_letter", result.dead_letter)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, result.dead_letter)
         table = result.classified
         if table.num_rows:
             batch = batch_id(table.column("_src_file")[0].as_py(), table.column("_src_row")[0].as_py())
-            yield beam.pvalue.TaggedOutput("rows", _rows_for_finalize(table, batch))
+            yield beam.pvalue.TaggedOutput(ROWS, rows_for_finalize(table, batch))
             keys = key_table(table, batch)
-            yield beam.pvalue.TaggedOutput("keys", _with_bucket(keys, keys.column("line_id"), self._n))
+            yield beam.pvalue.TaggedOutput(KEYS, with_bucket(keys, keys.column("line_id"), self._n))
 
 
 @beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, doc_keys=pa.Table)
@@ -113,11 +105,11 @@ class _DedupFn(beam.DoFn):
         kept, drops, dead = deduplicate(tables["keys"], self._ctx)
         if dead.num_rows:
             counter("dead_letter_DUPLICATE_LINE_ID").inc(dead.num_rows)
-            yield beam.pvalue.TaggedOutput("dead_letter", dead)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
         docs = document_keys(kept)
         if docs.num_rows:
             docs = docs.drop_columns([BUCKET])
-            yield beam.pvalue.TaggedOutput("doc_keys", _with_bucket(docs, docs.column("_doc_key"), self._n))
+            yield beam.pvalue.TaggedOutput("doc_keys", with_bucket(docs, docs.column("_doc_key"), self._n))
         if drops.num_rows:
             yield _to_batches(drops)
 
@@ -144,7 +136,7 @@ class _FinalizeFn(beam.DoFn):
         found = [t for t in (tables.get("drops"), tables.get("flags")) if t is not None]
         exceptions = pa.concat_tables(found) if found else None
         table = finalize(apply_exceptions(rows, exceptions))
-        yield beam.pvalue.TaggedOutput("counts", _summarise(table))
+        yield beam.pvalue.TaggedOutput(COUNTS, _summarise(table))
         yield table
 
 
@@ -154,19 +146,19 @@ def _summarise(table: pa.Table) -> dict:
     flags = pc.list_flatten(table.column("flags"))
     return {
         "classified": table.num_rows,
-        "identity_status": _value_counts(table.column("identity_status")),
-        "reasons": _value_counts(reasons) if len(reasons) else {},
-        "flags": _value_counts(flags) if len(flags) else {},
+        "identity_status": value_counts(table.column("identity_status")),
+        "reasons": value_counts(reasons) if len(reasons) else {},
+        "flags": value_counts(flags) if len(flags) else {},
         "needs_registration": int(pc.sum(table.column("needs_registration").cast(pa.int64())).as_py() or 0),
         "needs_review": int(pc.sum(table.column("needs_review").cast(pa.int64())).as_py() or 0),
-        "line_type": _value_counts(table.column("line_type")),
-        "subscriber_kind": _value_counts(table.column("subscriber_kind")),
-        "status": _value_counts(table.column("status")),
+        "line_type": value_counts(table.column("line_type")),
+        "subscriber_kind": value_counts(table.column("subscriber_kind")),
+        "status": value_counts(table.column("status")),
     }
 
 
 def _dead_counts(table: pa.Table) -> dict:
-    return {"dead_letters": table.num_rows, "dead_letter_reasons": _value_counts(table.column("reason"))}
+    return {"dead_letters": table.num_rows, "dead_letter_reasons": value_counts(table.column("reason"))}
 
 
 class ClassifyRegistrationCompleteness(beam.PTransform):
@@ -193,11 +185,11 @@ class ClassifyRegistrationCompleteness(beam.PTransform):
         n = self._n
         classified = raw | "Classify" >> beam.ParDo(
             _ClassifyFn(self._policy, self._as_of, self._ctx, self._salt, n)
-        ).with_outputs("dead_letter", "rows", "keys", main="counts")
+        ).with_outputs(DEAD_LETTER, ROWS, KEYS, main=COUNTS)
         deduped = (
             {"keys": classified.keys}
             | "ShuffleByLine" >> ArrowGroupByBucket(self._spill, label="ShuffleByLine")
-            | "Deduplicate" >> beam.ParDo(_DedupFn(self._ctx, n)).with_outputs("dead_letter", "doc_keys", main="drops")
+            | "Deduplicate" >> beam.ParDo(_DedupFn(self._ctx, n)).with_outputs(DEAD_LETTER, "doc_keys", main="drops")
         )
         flags = (
             {"keys": deduped.doc_keys}
@@ -207,7 +199,7 @@ class ClassifyRegistrationCompleteness(beam.PTransform):
         final = (
             {"rows": classified.rows, "drops": deduped.drops, "flags": flags}
             | "JoinExceptions" >> ArrowGroupByBucket(self._spill, label="JoinExceptions")
-            | "Finalize" >> beam.ParDo(_FinalizeFn()).with_outputs("counts", main="classified")
+            | "Finalize" >> beam.ParDo(_FinalizeFn()).with_outputs(COUNTS, main="classified")
         )
         dead_inputs = [classified.dead_letter, deduped.dead_letter]
         if self._reader_dead is not None:

@@ -14,7 +14,7 @@ id, update time, source, document and name keys) is what travels:
 * exceptions go back to their batch (:func:`apply_exceptions`).
 
 Document and name keys are keyed hashes of the normalised values
-(:func:`transforms.scan.classify.keyed_hash`): no plaintext in any shuffle.
+(:func:`transforms.scan.keyed_hash.keyed_hash`): no plaintext in any shuffle.
 """
 from __future__ import annotations
 

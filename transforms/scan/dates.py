@@ -2,7 +2,7 @@
 
 Accepted: ``YYYY-MM-DD``, ``YYYY/MM/DD``, ``YYYY.MM.DD``, ``YYYYMMDD``, each
 optionally followed by ``T`` or a space and ``HH:MM[:SS[.ffffff]]`` and a
-zone (``Z`` or ``+08:00``); a time without a zone is UTC (DESIGN.md,
+zone (``Z`` or ``+08:00``); a time without a zone is UTC (docs/contract.md,
 "Registration events"). Arrow's own ``strptime`` rolls 1900-02-29 over to
 1900-03-01, so the calendar is checked here, with numpy, instead.
 """

@@ -4,8 +4,7 @@ What: :func:`check_document_numbers` takes, per row, a check kind (one of
 :data:`CHECKS`; the policy picks it from the document type) and an already
 normalised document number (NFKC, upper-cased, spaces and hyphens removed),
 and returns one boolean vector per reason code of :data:`REASONS`, as listed in
-DESIGN.md, "Default policy (Decree 25), and its reason codes", bullet
-"Document numbers". Every failed check of a row is reported, except that a
+docs/policy.md, "Document numbers". Every failed check of a row is reported, except that a
 row with ``DOC_NUMBER_FORMAT`` gets no other reason.
 
 How: the kind column is dictionary-encoded once; for each kind present its
@@ -50,7 +49,7 @@ REASONS = ("DOC_NUMBER_FORMAT", "DOC_NUMBER_CHECKSUM", "DOC_NUMBER_BIRTH_DATE",
            "DOC_NUMBER_REGION", "DOC_NUMBER_FIRST_GENERATION", "DOC_TYPE_MISMATCH")
 FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH = REASONS
 
-# GB/T 2260 province-level codes (DESIGN.md; domain.md 2.1).
+# GB/T 2260 province-level codes (docs/policy.md "Document numbers"; docs/regulation.md §2.1).
 _PROVINCES = frozenset(
     f"{c}" for lo, hi in ((11, 15), (21, 23), (31, 37), (41, 46), (50, 54), (61, 65))
     for c in range(lo, hi + 1))
@@ -58,7 +57,7 @@ _PROVINCES = frozenset(
 
 @dataclasses.dataclass(frozen=True)
 class DocumentRules:
-    """The tunable part of the document-number policy (defaults: DESIGN.md)."""
+    """The tunable part of the document-number policy (defaults: docs/policy.md "Document numbers")."""
 
     province_codes: frozenset[str] = _PROVINCES
     max_age_years: int = 150
@@ -66,8 +65,8 @@ class DocumentRules:
     hmt_prefixes: tuple[str, ...] = ("810000", "820000", "830000")
     free_text_min: int = 4  # MILITARY_ID, ARMED_POLICE_ID
     free_text_max: int = 32
-    # Compared to the normalised value. DESIGN.md's list plus keyboard runs;
-    # domain.md 6 found no source for them, they are plausible junk.
+    # Compared to the normalised value. docs/policy.md's list plus keyboard runs;
+    # docs/regulation.md §6 found no source for them, they are plausible junk.
     number_placeholders: tuple[str, ...] = (
         "无", "暂无", "空", "未知", "不详", "待补", "待补充", "其他", "测试", "TEST",
         "NULL", "NONE", "NIL", "N/A", "NA", "UNKNOWN", "123456", "1234567",
@@ -177,8 +176,8 @@ def _citizen_id(values: pa.Array, as_of: datetime.date, rules: DocumentRules) ->
                         as_of, rules)  # century implicit: 19YYMMDD
     region18 = provinces[m[:, 0], m[:, 1]]
     region15 = provinces[m15[:, 0], m15[:, 1]]
-    # DESIGN.md: a residence-permit (2.2) or new permanent-resident (2.3) number
-    # filed as a citizen's.
+    # docs/policy.md "Document numbers": a residence-permit (docs/regulation.md §2.2)
+    # or new permanent-resident (§2.3) number filed as a citizen's.
     other = _has_prefix(m, rules.hmt_prefixes) | _new_fprid(m, provinces)
     return {
         FORMAT: ~(ok18 | ok15),
@@ -299,7 +298,7 @@ _KINDS: dict[str, Callable[[pa.Array, datetime.date, DocumentRules], _Verdicts]]
     "uscc": _uscc,
     "org_code": _org_code,
     "business_license": _business_license,
-    # DESIGN.md: "a USCC, or 6 to 32 letters and digits". Every USCC is 18 of
+    # docs/policy.md "Document numbers": "a USCC, or 6 to 32 letters and digits". Every USCC is 18 of
     # [0-9A-Z], so the USCC branch is implied by the alphanumeric one.
     "uscc_or_alnum": _regex_kind(lambda r: f"^[A-Z0-9]{{{r.alnum_min},{r.alnum_max}}}$"),
 }

@@ -1,4 +1,4 @@
-"""Checks of names and addresses (DESIGN.md "Names", "Addresses"; domain.md 5, 6).
+"""Checks of names and addresses (docs/policy.md "Names", "Addresses"; docs/regulation.md §5, §6).
 
 Vectorised over normalised Arrow string arrays: each function returns one
 boolean numpy mask per reason code. A placeholder is exclusive: a value that

@@ -1,7 +1,7 @@
 """Run-local keyed hashes of identity values: the keys of the cross-record shuffles.
 
 A document number or a name must never travel through a shuffle in
-plaintext (principle 4), yet equal values must meet in one bucket. Each
+plaintext (docs/architecture.md "Principle 4"), yet equal values must meet in one bucket. Each
 value becomes a 128-bit pseudo-random tag under a key that exists only for
 the run (generated at launch, never stored): equal values give equal tags,
 and a tag means nothing outside its run.

@@ -1,7 +1,7 @@
 """Text normalisation of identity and line fields, over Arrow arrays.
 
-Every check of the policy runs on normalised values (DESIGN.md "Normalisation
-before any check", domain.md section 5):
+Every check of the policy runs on normalised values (docs/policy.md
+"Normalisation", docs/regulation.md §5):
 
 * NFKC (full-width digits and letters become ASCII, U+3000 and U+00A0 spaces);
 * Unicode format characters (category Cf: U+200B, U+FEFF, ...) are removed,
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 MIDDLE_DOT = "\u00b7"
-# Look-alikes of U+00B7 (domain.md section 5); U+FF65 becomes U+30FB under NFKC.
+# Look-alikes of U+00B7 (docs/regulation.md §5); U+FF65 becomes U+30FB under NFKC.
 _DOT_LOOKALIKES = r"[\x{0387}\x{30FB}\x{FF65}\x{2022}\x{2027}\x{2219}\x{22C5}\x{2E31}\x{16EB}]"
 _HAN_DOT_HAN = r"(\p{Han})[.\x{FF0E}](\p{Han})"
 _FORMAT_CHARS = r"\p{Cf}"
@@ -174,7 +174,7 @@ def normalize_msisdn(values) -> pa.Array:
     """The national number: separators dropped, +86 / 0086 / 86 removed.
 
     Fixed lines keep (or, after a country code, regain) their trunk ``0``:
-    ``+86 10 6552 9988`` becomes ``01065529988`` (domain.md section 3).
+    ``+86 10 6552 9988`` becomes ``01065529988`` (docs/regulation.md §3).
     Validity per channel is the notify step's business, not the scan's.
     """
     values = clean_text(values)

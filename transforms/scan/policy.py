@@ -1,4 +1,4 @@
-"""The identity policy: Decree 25's rules as versioned data (DESIGN.md principle 3).
+"""The identity policy: Decree 25's rules as versioned data (docs/architecture.md "Principle 3").
 
 The default policy ships as ``schemas/decree25_policy.yaml``; ``--policy FILE``
 replaces it. A policy is validated when it is loaded (JSON Schema, then the

@@ -1,7 +1,4 @@
-"""Builders shared by the notify tests: campaigns, classified lines, history rows.
-
-(No tests here; the name keeps it beside the tests it serves.)
-"""
+"""Builders shared by the notify tests: campaigns, classified lines, history and receipt rows."""
 from __future__ import annotations
 
 import copy
@@ -13,9 +10,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from schemas import arrow_schema
-from transforms.campaign import parse_campaign
+from transforms.notify.campaign import parse_campaign
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(ROOT, "examples", "campaign.yaml")
 SMS_ZH = "尊敬的用户：您的号码{msisdn_masked}尚未完成实名登记，请于{deadline}前到营业厅办理，免费。"
 IDENTITY_FIELDS = {"doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number",

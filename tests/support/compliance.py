@@ -18,7 +18,7 @@ import sys
 import pyarrow.parquet as pq
 
 from schemas import field_names
-from tests.conftest import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, organisation, person
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, organisation, person
 
 BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
 MERGE_AS_OF = "2026-11-30"

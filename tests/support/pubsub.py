@@ -1,8 +1,6 @@
-"""Fixtures over the Pub/Sub emulator (``pipelines/pubsub_emulator.py``): a real emulator, never a mock.
+"""Fixtures over the Pub/Sub emulator (``dev/pubsub_emulator.py``): a real emulator, never a mock.
 
-Use them from any test module::
-
-    from tests.pubsub_emulator import pubsub_emulator, fresh_topic  # noqa: F401  (fixtures)
+tests/conftest.py registers them for every test module; a test just names them::
 
     def test_publish(pubsub_emulator, fresh_topic):
         topic, subscription = fresh_topic          # new names per test
@@ -12,13 +10,14 @@ Use them from any test module::
 ``pubsub_emulator`` is session-scoped: one emulator per test process (with
 pytest-xdist, one per worker), stopped at the end of the session. Without
 gcloud's emulator or Java the tests that use it fail with that reason (the
-machine image ships both; CI must not pass by skipping).
+machine image ships both; CI must not pass by skipping). Tests that use it
+are end-to-end: mark them ``e2e``.
 """
 from __future__ import annotations
 
 import pytest
 
-from pipelines.pubsub_emulator import PROJECT, EmulatorUnavailable, PubSubEmulator, running_emulator
+from dev.pubsub_emulator import PROJECT, EmulatorUnavailable, PubSubEmulator, running_emulator
 
 __all__ = ["PubSubEmulator", "pubsub_emulator", "fresh_topic", "running_emulator", "EmulatorUnavailable", "PROJECT"]
 
