@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 AIRFLOW_VENV  := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean system-test system-demo
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,20 @@ $(AIRFLOW_STAMP): requirements-airflow.txt constraints-airflow.txt
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r requirements-airflow.txt -c constraints-airflow.txt
 	touch $(AIRFLOW_STAMP)
 
-demo: $(STAMP)
+system-test:
+	bash dev/system-packages.sh test
+
+system-demo:
+	bash dev/system-packages.sh demo
+
+demo: system-demo $(STAMP)
 	$(VENV)/bin/backfill demo
 
-test: $(STAMP) $(AIRFLOW_STAMP)
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: system-test $(STAMP) $(AIRFLOW_STAMP) lint
 	$(PY) -m pytest -q -n 2 tests
 
 bench: $(STAMP)

@@ -4,6 +4,7 @@ This file is also what Dataflow workers install (``--setup_file ./setup.py``).
 Our top-level packages have generic names (``schemas``, ``transforms``,
 ``pipelines``), so they are listed explicitly rather than found.
 """
+
 from setuptools import setup
 
 INSTALL_REQUIRES = [
@@ -33,15 +34,23 @@ setup(
     # checkout on the virtual environment's path for them.
     packages=[
         "schemas",
-        "transforms", "transforms.core", "transforms.scan", "transforms.crypto",
-        "transforms.merge", "transforms.notify", "transforms.compliance",
-        "pipelines", "pipelines.io", "pipelines.render", "pipelines.render.templates",
+        "transforms",
+        "transforms.core",
+        "transforms.scan",
+        "transforms.crypto",
+        "transforms.merge",
+        "transforms.notify",
+        "transforms.compliance",
+        "pipelines",
+        "pipelines.io",
+        "pipelines.render",
+        "pipelines.render.templates",
     ],
     package_data={"schemas": ["*.avsc", "*.yaml", "*.json"], "pipelines.render.templates": ["*.j2"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "duckdb==2.0.1", "selenium==4.45.0"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "duckdb==2.0.1", "selenium==4.45.0", "ruff==0.14.8"],
     },
     entry_points={"console_scripts": ["backfill=pipelines.cli:main"]},
 )

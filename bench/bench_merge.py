@@ -20,6 +20,7 @@ names, 0.5 % unknown lines.
 Targets (issue 3 "Speed"): the whole merge within 3x the bare loop's time,
 and at least 150,000 base lines/s.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,9 @@ def make_events(base_path: str, out: str, n: int = EVENTS, seed: int = 7) -> int
     picked = lines.take(pa.array(rng.integers(0, lines.num_rows, n)))
     org = pc.equal(pc.utf8_upper(pc.utf8_trim_whitespace(picked["subscriber_kind"])), "ORGANIZATION")
     org = pc.fill_null(org, False).to_numpy(zero_copy_only=False)
-    kinds = pc.fill_null(pc.equal(pc.utf8_upper(pc.utf8_trim_whitespace(donors["subscriber_kind"])), "ORGANIZATION"),
-                         False).to_numpy(zero_copy_only=False)
+    kinds = pc.fill_null(
+        pc.equal(pc.utf8_upper(pc.utf8_trim_whitespace(donors["subscriber_kind"])), "ORGANIZATION"), False
+    ).to_numpy(zero_copy_only=False)
     people, orgs = np.flatnonzero(~kinds), np.flatnonzero(kinds)
     donor_at = np.where(org, orgs[rng.integers(0, len(orgs), n)], people[rng.integers(0, len(people), n)])
     who = donors.take(pa.array(donor_at))
@@ -78,9 +80,12 @@ def make_events(base_path: str, out: str, n: int = EVENTS, seed: int = 7) -> int
         "registered_at": pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S"),
     }
     fault = rng.random(n)
-    for name, low, high, value in (("registered_at", 0.000, 0.010, "2026-13-45T99:00:00"),
-                                   ("channel", 0.010, 0.015, "PIGEON"), ("name", 0.015, 0.025, "测试"),
-                                   ("line_id", 0.025, 0.030, None)):
+    for name, low, high, value in (
+        ("registered_at", 0.000, 0.010, "2026-13-45T99:00:00"),
+        ("channel", 0.010, 0.015, "PIGEON"),
+        ("name", 0.015, 0.025, "测试"),
+        ("line_id", 0.025, 0.030, None),
+    ):
         hit = pa.array((fault >= low) & (fault < high))
         replacement = pa.array([f"LX{i:09d}" for i in range(n)]) if value is None else pa.scalar(value)
         columns[name] = pc.if_else(hit, replacement, columns[name])
@@ -111,8 +116,9 @@ def bare_crypto(base_path: str) -> dict:
     columns = {}
     for f in _IDENTITY:
         trimmed = pc.utf8_trim_whitespace(table[f])
-        columns[f] = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), table[f]).cast(
-            pa.binary()).to_pylist()
+        columns[f] = (
+            pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), table[f]).cast(pa.binary()).to_pylist()
+        )
     n = table.num_rows
     rows = [[c[i] for c in columns.values() if c[i] is not None] for i in range(n)]
     tokenized = [v for f in _TOKENIZED for v in columns[f] if v is not None]
@@ -132,18 +138,24 @@ def bare_crypto(base_path: str) -> dict:
     for r in rows:
         if not r:
             continue
-        dek = deks[32 * k:32 * k + 32]
+        dek = deks[32 * k : 32 * k + 32]
         k += 1
-        wrap(nonces[at:at + 12], dek, b"keyset|line|dek|v1")
+        wrap(nonces[at : at + 12], dek, b"keyset|line|dek|v1")
         at += 12
         encrypt = AESGCM(dek).encrypt
         for value in r:
-            encrypt(nonces[at:at + 12], value, b"keyset|line|dek|field")
+            encrypt(nonces[at : at + 12], value, b"keyset|line|dek|field")
             at += 12
     total = time.perf_counter() - started
-    return {"seconds": total, "cpu_seconds": time.process_time() - cpu, "hmac_seconds": hmac_seconds,
-            "aead_seconds": total - hmac_seconds,
-            "lines": lines, "values_sealed": values, "values_tokenized": len(tokenized)}
+    return {
+        "seconds": total,
+        "cpu_seconds": time.process_time() - cpu,
+        "hmac_seconds": hmac_seconds,
+        "aead_seconds": total - hmac_seconds,
+        "lines": lines,
+        "values_sealed": values,
+        "values_tokenized": len(tokenized),
+    }
 
 
 def _settle() -> None:
@@ -156,8 +168,27 @@ def _merge(ctx: Context, base: str, events: str, keys: str, label: str, extra: l
     out = ctx.work(f"merge_{label}{'_mp' if extra else ''}")
     _settle()
     say(f"merge {label}: {os.path.basename(base)} + {os.path.basename(events)} {' '.join(extra)}".rstrip())
-    m = checked(measure([ctx.backfill, "merge", "--base", base, "--registrations", events, "--keys", keys,
-                         "--out", out, "--as-of", AS_OF, *extra], env=python_env()), f"merge {label}")
+    m = checked(
+        measure(
+            [
+                ctx.backfill,
+                "merge",
+                "--base",
+                base,
+                "--registrations",
+                events,
+                "--keys",
+                keys,
+                "--out",
+                out,
+                "--as-of",
+                AS_OF,
+                *extra,
+            ],
+            env=python_env(),
+        ),
+        f"merge {label}",
+    )
     with open(os.path.join(out, "manifest.json"), encoding="utf-8") as handle:
         manifest = json.load(handle)
     say(f"  {m.seconds:.1f} s ({m.cpu_seconds:.1f} CPU s; others {m.others_cpu_seconds:.1f}), peak {m.peak_mb:,.0f} MB")
@@ -182,21 +213,54 @@ def bench_merge(ctx: Context) -> Section:
     say(f"  {bare['seconds']:.1f} s of crypto ({m.seconds:.1f} s with reading the values), peak {m.peak_mb:,.0f} MB")
     events_in = manifest["counts"]["events"]["rows_in"]
     best = min(merge, merge_mp, key=lambda r: r.seconds)
-    bare_row = Row("bare crypto loop (the calls only)", bare["lines"], bare["seconds"], None,
-                   f"{bare['values_sealed']:,} AES-GCM + {bare['lines']:,} key setups and wraps + "
-                   f"{bare['values_tokenized']:,} HMAC", bare["cpu_seconds"], None)
-    rows = [merge, merge_mp,
-            Row("merge 2M+1M: events", events_in, merge.seconds, merge.peak_mb, "defaults; events/s",
-                merge.cpu_seconds, merge.others_cpu_seconds),
-            Row("merge 2M+1M: events", events_in, merge_mp.seconds, merge_mp.peak_mb, "2 workers; events/s",
-                merge_mp.cpu_seconds, merge_mp.others_cpu_seconds), bare_row]
+    bare_row = Row(
+        "bare crypto loop (the calls only)",
+        bare["lines"],
+        bare["seconds"],
+        None,
+        f"{bare['values_sealed']:,} AES-GCM + {bare['lines']:,} key setups and wraps + "
+        f"{bare['values_tokenized']:,} HMAC",
+        bare["cpu_seconds"],
+        None,
+    )
+    rows = [
+        merge,
+        merge_mp,
+        Row(
+            "merge 2M+1M: events",
+            events_in,
+            merge.seconds,
+            merge.peak_mb,
+            "defaults; events/s",
+            merge.cpu_seconds,
+            merge.others_cpu_seconds,
+        ),
+        Row(
+            "merge 2M+1M: events",
+            events_in,
+            merge_mp.seconds,
+            merge_mp.peak_mb,
+            "2 workers; events/s",
+            merge_mp.cpu_seconds,
+            merge_mp.others_cpu_seconds,
+        ),
+        bare_row,
+    ]
     balanced = all(mf["counts"][s]["balanced"] for mf in (manifest, manifest_mp) for s in ("base", "events"))
     checks = [
         Check("merge base lines/s, defaults", f"{merge.rate:,.0f}", f">= {TARGET_RATE:,}", merge.rate >= TARGET_RATE),
-        Check("merge base lines/s, 2 worker processes", f"{merge_mp.rate:,.0f}", f">= {TARGET_RATE:,}",
-              merge_mp.rate >= TARGET_RATE),
-        Check("merge time / bare crypto loop time (best run, wall clock)", f"{best.seconds / bare['seconds']:.1f}x",
-              f"<= {TARGET_VS_BARE:.0f}x", best.seconds / bare["seconds"] <= TARGET_VS_BARE),
+        Check(
+            "merge base lines/s, 2 worker processes",
+            f"{merge_mp.rate:,.0f}",
+            f">= {TARGET_RATE:,}",
+            merge_mp.rate >= TARGET_RATE,
+        ),
+        Check(
+            "merge time / bare crypto loop time (best run, wall clock)",
+            f"{best.seconds / bare['seconds']:.1f}x",
+            f"<= {TARGET_VS_BARE:.0f}x",
+            best.seconds / bare["seconds"] <= TARGET_VS_BARE,
+        ),
         Check("counts balance (base and events, both runs)", "yes" if balanced else "NO", "yes", balanced),
     ]
     vault = manifest["counts"]["vault"]

@@ -18,6 +18,7 @@ Measured, each as a child process timed from start to exit:
 Targets (issue 4): at least 200,000 jobs/s to files; publishing at least 0.8x
 the bare loop.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,13 +49,18 @@ def _scan(ctx: Context) -> str:
     base = ensure_base(ctx, "base_2m", 2_000_000)
     out = os.path.join(ctx.data_dir, "notify", "scan_2m")
     summary = os.path.join(out, "summary.json")
-    if os.path.exists(summary) and _read_json(summary).get("rows_in") == pq.read_metadata(base).num_rows \
-            and os.path.getmtime(summary) > os.path.getmtime(base):
+    if (
+        os.path.exists(summary)
+        and _read_json(summary).get("rows_in") == pq.read_metadata(base).num_rows
+        and os.path.getmtime(summary) > os.path.getmtime(base)
+    ):
         return out
     say("scanning bench-data/base_2m.parquet once for notify (kept in bench-data/notify/scan_2m) ...")
     shutil.rmtree(out, ignore_errors=True)
-    checked(measure([ctx.backfill, "scan", "--base", base, "--out", out, "--as-of", AS_OF], env=python_env()),
-            "scan for notify")
+    checked(
+        measure([ctx.backfill, "scan", "--base", base, "--out", out, "--as-of", AS_OF], env=python_env()),
+        "scan for notify",
+    )
     return out
 
 
@@ -73,12 +79,32 @@ def _subset(ctx: Context, scan: str) -> str:
     return out
 
 
-def _notify(ctx: Context, classified: str, label: str, extra: list[str] = (), wave: int = 1,
-            fresh: bool = True) -> tuple[dict, Measurement]:
+def _notify(
+    ctx: Context, classified: str, label: str, extra: list[str] = (), wave: int = 1, fresh: bool = True
+) -> tuple[dict, Measurement]:
     out = ctx.work(label) if fresh else os.path.join(ctx.out_dir, "work", label)
     wait_for_quiet()
-    m = checked(measure([ctx.backfill, "notify", "--classified", classified, "--campaign", CAMPAIGN, "--wave",
-                         str(wave), "--out", out, "--as-of", AS_OF, *extra], env=python_env()), f"notify {label}")
+    m = checked(
+        measure(
+            [
+                ctx.backfill,
+                "notify",
+                "--classified",
+                classified,
+                "--campaign",
+                CAMPAIGN,
+                "--wave",
+                str(wave),
+                "--out",
+                out,
+                "--as-of",
+                AS_OF,
+                *extra,
+            ],
+            env=python_env(),
+        ),
+        f"notify {label}",
+    )
     return _read_json(os.path.join(out, "manifest.json")), m
 
 
@@ -91,8 +117,10 @@ def _files(ctx: Context, scan: str) -> tuple[list[Row], list[Check], dict]:
     for attempt in range(ROUNDS):
         say(f"notify to files, 2M scan (run {attempt + 1} of {ROUNDS})")
         manifest, m = _notify(ctx, scan, "notify_files")
-        say(f"  {_jobs(manifest):,} jobs in {m.seconds:.1f} s (pipeline {manifest['timings']['pipeline_seconds']:.1f} s; "
-            f"{m.cpu_seconds:.1f} CPU s, others {m.others_cpu_seconds:.1f}), peak {m.peak_mb:,.0f} MB")
+        say(
+            f"  {_jobs(manifest):,} jobs in {m.seconds:.1f} s (pipeline {manifest['timings']['pipeline_seconds']:.1f} s; "
+            f"{m.cpu_seconds:.1f} CPU s, others {m.others_cpu_seconds:.1f}), peak {m.peak_mb:,.0f} MB"
+        )
         if best is None or m.seconds < best[1].seconds:
             best = (manifest, m)
     say("notify wave 2 into the same folder (joins the history of wave 1 and shuffles by line)")
@@ -100,15 +128,41 @@ def _files(ctx: Context, scan: str) -> tuple[list[Row], list[Check], dict]:
     say(f"  {_jobs(w2):,} jobs in {m2.seconds:.1f} s (pipeline {w2['timings']['pipeline_seconds']:.1f} s)")
     manifest, m = best
     jobs, pipeline = _jobs(manifest), manifest["timings"]["pipeline_seconds"]
-    rows = [Row("notify wave 1 to Avro files, 2M scan", jobs, m.seconds, m.peak_mb, f"whole command, best of {ROUNDS}",
-                m.cpu_seconds, m.others_cpu_seconds),
-            Row("  the same, pipeline only", jobs, pipeline, None, "manifest pipeline_seconds"),
-            Row("notify wave 2 after wave 1, same folder", _jobs(w2), m2.seconds, m2.peak_mb,
-                "history join + line shuffle; one run", m2.cpu_seconds, m2.others_cpu_seconds)]
-    checks = [Check("jobs/s to files, whole command", f"{jobs / m.seconds:,.0f}", f">= {TARGET_FILES_RATE:,}",
-                    jobs / m.seconds >= TARGET_FILES_RATE),
-              Check("jobs/s to files, pipeline only", f"{jobs / pipeline:,.0f}", f">= {TARGET_FILES_RATE:,}",
-                    jobs / pipeline >= TARGET_FILES_RATE)]
+    rows = [
+        Row(
+            "notify wave 1 to Avro files, 2M scan",
+            jobs,
+            m.seconds,
+            m.peak_mb,
+            f"whole command, best of {ROUNDS}",
+            m.cpu_seconds,
+            m.others_cpu_seconds,
+        ),
+        Row("  the same, pipeline only", jobs, pipeline, None, "manifest pipeline_seconds"),
+        Row(
+            "notify wave 2 after wave 1, same folder",
+            _jobs(w2),
+            m2.seconds,
+            m2.peak_mb,
+            "history join + line shuffle; one run",
+            m2.cpu_seconds,
+            m2.others_cpu_seconds,
+        ),
+    ]
+    checks = [
+        Check(
+            "jobs/s to files, whole command",
+            f"{jobs / m.seconds:,.0f}",
+            f">= {TARGET_FILES_RATE:,}",
+            jobs / m.seconds >= TARGET_FILES_RATE,
+        ),
+        Check(
+            "jobs/s to files, pipeline only",
+            f"{jobs / pipeline:,.0f}",
+            f">= {TARGET_FILES_RATE:,}",
+            jobs / pipeline >= TARGET_FILES_RATE,
+        ),
+    ]
     return rows, checks, {"counts": manifest["counts"], "timings": manifest["timings"]}
 
 
@@ -125,35 +179,83 @@ def _publish(ctx: Context, subset: str) -> tuple[list[Row], list[Check], dict]:
             for round_ in range(ROUNDS):
                 topic, _ = emulator.topic_and_subscription(f"bare{round_}")
                 wait_for_quiet()
-                m = checked(measure([ctx.python, "-m", "bench.notify_bare", "--topic", topic, "--jobs", jobs_dir,
-                                     "--count", str(_jobs(files_manifest))], env=env, cwd=ROOT), "bare loop")
+                m = checked(
+                    measure(
+                        [
+                            ctx.python,
+                            "-m",
+                            "bench.notify_bare",
+                            "--topic",
+                            topic,
+                            "--jobs",
+                            jobs_dir,
+                            "--count",
+                            str(_jobs(files_manifest)),
+                        ],
+                        env=env,
+                        cwd=ROOT,
+                    ),
+                    "bare loop",
+                )
                 result = json.loads(m.output.strip().splitlines()[-1])
                 bare.append((result["messages"] / result["seconds"], result, m))
-                say(f"  bare loop round {round_ + 1}: {result['messages']:,} in {result['seconds']:.1f} s "
-                    f"({bare[-1][0]:,.0f}/s)")
+                say(
+                    f"  bare loop round {round_ + 1}: {result['messages']:,} in {result['seconds']:.1f} s "
+                    f"({bare[-1][0]:,.0f}/s)"
+                )
                 topic, _ = emulator.topic_and_subscription(f"ours{round_}")
                 manifest, om = _notify(ctx, subset, "notify_pubsub", ["--topic", topic])
                 publish = manifest["timings"]["publish"]
                 ours.append((publish["messages_per_second"], manifest, om))
-                say(f"  notify --topic round {round_ + 1}: {publish['messages']:,} in {publish['seconds']:.1f} s "
-                    f"({publish['messages_per_second']:,}/s); whole command {om.seconds:.1f} s")
+                say(
+                    f"  notify --topic round {round_ + 1}: {publish['messages']:,} in {publish['seconds']:.1f} s "
+                    f"({publish['messages_per_second']:,}/s); whole command {om.seconds:.1f} s"
+                )
     except EmulatorUnavailable as exc:
         raise BenchError(str(exc)) from None
     b_rate, b_result, b_m = max(bare, key=lambda x: x[0])
     o_rate, o_manifest, o_m = max(ours, key=lambda x: x[0])
     n = o_manifest["timings"]["publish"]["messages"]
     ratio, whole_ratio = o_rate / b_rate, (n / o_m.seconds) / (b_result["messages"] / b_m.seconds)
-    rows = [Row("bare batched publisher loop (publish phase)", b_result["messages"], b_result["seconds"], None,
-                f"best of {ROUNDS}"),
-            Row("  the same, whole process", b_result["messages"], b_m.seconds, b_m.peak_mb, "incl. reading the jobs",
-                b_m.cpu_seconds, b_m.others_cpu_seconds),
-            Row("notify --topic (publish phase)", n, o_manifest["timings"]["publish"]["seconds"], None,
-                f"best of {ROUNDS}"),
-            Row("  the same, whole command", n, o_m.seconds, o_m.peak_mb, "incl. planning 200k lines",
-                o_m.cpu_seconds, o_m.others_cpu_seconds)]
-    checks = [Check("publish rate vs bare loop (publish phases)", f"{ratio:.2f}x", f">= {TARGET_VS_BARE}x",
-                    ratio >= TARGET_VS_BARE),
-              Check("publish rate vs bare loop (whole commands)", f"{whole_ratio:.2f}x", "(reported)", None)]
+    rows = [
+        Row(
+            "bare batched publisher loop (publish phase)",
+            b_result["messages"],
+            b_result["seconds"],
+            None,
+            f"best of {ROUNDS}",
+        ),
+        Row(
+            "  the same, whole process",
+            b_result["messages"],
+            b_m.seconds,
+            b_m.peak_mb,
+            "incl. reading the jobs",
+            b_m.cpu_seconds,
+            b_m.others_cpu_seconds,
+        ),
+        Row(
+            "notify --topic (publish phase)", n, o_manifest["timings"]["publish"]["seconds"], None, f"best of {ROUNDS}"
+        ),
+        Row(
+            "  the same, whole command",
+            n,
+            o_m.seconds,
+            o_m.peak_mb,
+            "incl. planning 200k lines",
+            o_m.cpu_seconds,
+            o_m.others_cpu_seconds,
+        ),
+    ]
+    checks = [
+        Check(
+            "publish rate vs bare loop (publish phases)",
+            f"{ratio:.2f}x",
+            f">= {TARGET_VS_BARE}x",
+            ratio >= TARGET_VS_BARE,
+        ),
+        Check("publish rate vs bare loop (whole commands)", f"{whole_ratio:.2f}x", "(reported)", None),
+    ]
     details = {"bare": [b[1] for b in bare], "ours": [o[1]["timings"]["publish"] for o in ours]}
     return rows, checks, details
 
@@ -173,5 +275,11 @@ def bench_notify(ctx: Context) -> Section:
         "this 2-core machine is shared with other work; rates vary by tens of percent between runs. In the "
         "Pub/Sub rows, others' CPU includes the emulator (a JVM) that both loops publish to.",
     ]
-    return Section("notify", "Notify: jobs to files and to Pub/Sub", rows + p_rows, checks + p_checks, notes,
-                   {"files": details, "publish": p_details})
+    return Section(
+        "notify",
+        "Notify: jobs to files and to Pub/Sub",
+        rows + p_rows,
+        checks + p_checks,
+        notes,
+        {"files": details, "publish": p_details},
+    )

@@ -16,6 +16,7 @@ Measured, each as a child process timed from start to exit:
 
 Target (issue 6 "Speed"): the whole report within 2x the DuckDB query's time.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,11 +77,41 @@ def ensure_outputs(ctx: Context) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     keys = os.path.join(paths["keys"], "keys.json")
     _step(ctx, "scan 2M", ["scan", "--base", base, "--out", paths["scan"], "--as-of", SCAN_DAY])
-    _step(ctx, "notify wave 1", ["notify", "--classified", paths["scan"], "--campaign", CAMPAIGN, "--wave", "1",
-                                 "--out", paths["notify"], "--as-of", WAVE_DAY])
+    _step(
+        ctx,
+        "notify wave 1",
+        [
+            "notify",
+            "--classified",
+            paths["scan"],
+            "--campaign",
+            CAMPAIGN,
+            "--wave",
+            "1",
+            "--out",
+            paths["notify"],
+            "--as-of",
+            WAVE_DAY,
+        ],
+    )
     _step(ctx, "keys init", ["keys", "init", "--keys", keys])
-    _step(ctx, "merge 2M + 1M events", ["merge", "--base", base, "--registrations", events, "--keys", keys,
-                                        "--out", paths["merge"], "--as-of", WAVE_DAY])
+    _step(
+        ctx,
+        "merge 2M + 1M events",
+        [
+            "merge",
+            "--base",
+            base,
+            "--registrations",
+            events,
+            "--keys",
+            keys,
+            "--out",
+            paths["merge"],
+            "--as-of",
+            WAVE_DAY,
+        ],
+    )
     return paths
 
 
@@ -90,49 +121,105 @@ def bench_report(ctx: Context) -> Section:
     out = ctx.work("report_2m")
     wait_for_quiet()
     say("backfill report over the 2M outputs")
-    m = checked(measure([ctx.backfill, "report", "--scan", paths["scan"], "--merge", paths["merge"],
-                         "--notify", paths["notify"], "--campaign", CAMPAIGN, "--out", out, "--as-of", WAVE_DAY],
-                        env=python_env()), "report")
+    m = checked(
+        measure(
+            [
+                ctx.backfill,
+                "report",
+                "--scan",
+                paths["scan"],
+                "--merge",
+                paths["merge"],
+                "--notify",
+                paths["notify"],
+                "--campaign",
+                CAMPAIGN,
+                "--out",
+                out,
+                "--as-of",
+                WAVE_DAY,
+            ],
+            env=python_env(),
+        ),
+        "report",
+    )
     with open(os.path.join(out, "manifest.json"), encoding="utf-8") as handle:
         manifest = json.load(handle)
     needed = manifest["completion"]["needed"]
-    say(f"  {m.seconds:.1f} s ({m.cpu_seconds:.1f} CPU s), peak {m.peak_mb:,.0f} MB; {needed:,} lines needed registration")
+    say(
+        f"  {m.seconds:.1f} s ({m.cpu_seconds:.1f} CPU s), peak {m.peak_mb:,.0f} MB; {needed:,} lines needed registration"
+    )
     wait_for_quiet()
     say("DuckDB: the completion table by region over the same Parquet files")
     result = os.path.join(ctx.work("report_duck"), "duck.json")
-    d = checked(measure([ctx.python, "-m", "bench.bench_report", "--duck", paths["scan"], paths["merge"], result],
-                        env=python_env()), "duckdb")
+    d = checked(
+        measure(
+            [ctx.python, "-m", "bench.bench_report", "--duck", paths["scan"], paths["merge"], result], env=python_env()
+        ),
+        "duckdb",
+    )
     with open(result, encoding="utf-8") as handle:
         duck = json.load(handle)
     say(f"  query {duck['seconds']:.2f} s; process {d.seconds:.1f} s, peak {d.peak_mb:,.0f} MB")
 
     import pyarrow.parquet as pq
 
-    regions = pq.read_table(os.path.join(out, "parquet", "by_region")).select(
-        ["region", "needed", "complete"]).sort_by("region").to_pylist()
+    regions = (
+        pq.read_table(os.path.join(out, "parquet", "by_region"))
+        .select(["region", "needed", "complete"])
+        .sort_by("region")
+        .to_pylist()
+    )
     same = [[r["region"], r["needed"], r["complete"]] for r in regions] == [row[:3] for row in duck["rows"]]
     scan_rows = json.load(open(os.path.join(paths["scan"], "manifest.json"), encoding="utf-8"))["counts"]["classified"]
     timings = manifest["timings"]
     rows = [
-        Row("backfill report (every table, Parquet + CSV, charts, report.html)", scan_rows, m.seconds, m.peak_mb,
-            "whole command", m.cpu_seconds, m.others_cpu_seconds),
+        Row(
+            "backfill report (every table, Parquet + CSV, charts, report.html)",
+            scan_rows,
+            m.seconds,
+            m.peak_mb,
+            "whole command",
+            m.cpu_seconds,
+            m.others_cpu_seconds,
+        ),
         Row("DuckDB completion-by-region query", scan_rows, duck["seconds"], None, "query only"),
-        Row("DuckDB completion-by-region query", scan_rows, d.seconds, d.peak_mb, "whole process",
-            d.cpu_seconds, d.others_cpu_seconds),
+        Row(
+            "DuckDB completion-by-region query",
+            scan_rows,
+            d.seconds,
+            d.peak_mb,
+            "whole process",
+            d.cpu_seconds,
+            d.others_cpu_seconds,
+        ),
     ]
     ratio = m.seconds / duck["seconds"]
     ratio_process = m.seconds / d.seconds
     checks = [
-        Check("report time / DuckDB query time", f"{ratio:.1f}x", f"<= {TARGET_VS_DUCKDB:.0f}x",
-              ratio <= TARGET_VS_DUCKDB),
-        Check("report process / DuckDB process (both with interpreter start-up)", f"{ratio_process:.1f}x",
-              f"<= {TARGET_VS_DUCKDB:.0f}x", ratio_process <= TARGET_VS_DUCKDB),
+        Check(
+            "report time / DuckDB query time", f"{ratio:.1f}x", f"<= {TARGET_VS_DUCKDB:.0f}x", ratio <= TARGET_VS_DUCKDB
+        ),
+        Check(
+            "report process / DuckDB process (both with interpreter start-up)",
+            f"{ratio_process:.1f}x",
+            f"<= {TARGET_VS_DUCKDB:.0f}x",
+            ratio_process <= TARGET_VS_DUCKDB,
+        ),
         Check("the report's by_region equals DuckDB's table", "yes" if same else "NO", "yes", same),
     ]
-    notes = [f"report phases (s from start): {', '.join(f'{k} {v}' for k, v in timings.items() if k != 'host')}",
-             f"{needed:,} lines needed registration; {len(duck['rows'])} regions"]
-    return Section("report", "Report over 2,000,000 lines (issue 6)", rows, checks, notes,
-                   {"manifest_timings": timings, "duck_query_seconds": duck["seconds"]})
+    notes = [
+        f"report phases (s from start): {', '.join(f'{k} {v}' for k, v in timings.items() if k != 'host')}",
+        f"{needed:,} lines needed registration; {len(duck['rows'])} regions",
+    ]
+    return Section(
+        "report",
+        "Report over 2,000,000 lines (issue 6)",
+        rows,
+        checks,
+        notes,
+        {"manifest_timings": timings, "duck_query_seconds": duck["seconds"]},
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ naive baseline's lines/s; under 1 GB peak, flat from 2 to 10 million lines
 (flat: the 10M peak within 25 % of the 2M peak), and the DuckDB query's time
 or better (issue 2: the scan's time no more than DuckDB's time).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,10 @@ def _scan(ctx: Context, base: str, label: str, extra: list[str] = ()) -> tuple[R
     out = ctx.work(label)
     _settle()
     say(f"scan {label}: {os.path.basename(base)} {' '.join(extra)}".rstrip())
-    m = checked(measure([ctx.backfill, "scan", "--base", base, "--out", out, "--as-of", AS_OF, *extra],
-                        env=python_env()), f"scan {label}")
+    m = checked(
+        measure([ctx.backfill, "scan", "--base", base, "--out", out, "--as-of", AS_OF, *extra], env=python_env()),
+        f"scan {label}",
+    )
     summary = _read_json(os.path.join(out, "summary.json"))
     manifest = _read_json(os.path.join(out, "manifest.json"))
     say(f"  {m.seconds:.1f} s ({m.cpu_seconds:.1f} CPU s; others {m.others_cpu_seconds:.1f}), peak {m.peak_mb:,.0f} MB")
@@ -62,26 +65,37 @@ def _naive(ctx: Context, base: str) -> tuple[Row, dict]:
     out = ctx.work("naive_200k")
     say(f"naive baseline: {os.path.basename(base)}")
     _settle()
-    m = checked(measure([ctx.python, "-m", "bench.naive", "--base", base, "--out", out, "--as-of", AS_OF],
-                        env=python_env()), "naive baseline")
+    m = checked(
+        measure([ctx.python, "-m", "bench.naive", "--base", base, "--out", out, "--as-of", AS_OF], env=python_env()),
+        "naive baseline",
+    )
     summary = _read_json(os.path.join(out, "summary.json"))
     say(f"  {m.seconds:.1f} s ({m.cpu_seconds:.1f} CPU s; others {m.others_cpu_seconds:.1f}), peak {m.peak_mb:,.0f} MB")
     rows = summary["classified"] + summary["dead_letters"]
-    return Row("naive per-row Beam 200k", rows, m.seconds, m.peak_mb, "FnApiRunner, one dict per row",
-               m.cpu_seconds, m.others_cpu_seconds), summary
+    return Row(
+        "naive per-row Beam 200k",
+        rows,
+        m.seconds,
+        m.peak_mb,
+        "FnApiRunner, one dict per row",
+        m.cpu_seconds,
+        m.others_cpu_seconds,
+    ), summary
 
 
 def _duck(ctx: Context, base: str) -> tuple[Row, dict]:
     say(f"duckdb: {os.path.basename(base)}")
     _settle()
-    m = checked(measure([ctx.python, "-m", "bench.duck", "--base", base, "--as-of", AS_OF], env=python_env()),
-                "duckdb")
+    m = checked(measure([ctx.python, "-m", "bench.duck", "--base", base, "--as-of", AS_OF], env=python_env()), "duckdb")
     result = json.loads(m.output.strip().splitlines()[-1])
-    say(f"  {m.seconds:.1f} s (query {result['query_seconds']:.1f} s; {m.cpu_seconds:.1f} CPU s; "
-        f"others {m.others_cpu_seconds:.1f}), peak {m.peak_mb:,.0f} MB")
+    say(
+        f"  {m.seconds:.1f} s (query {result['query_seconds']:.1f} s; {m.cpu_seconds:.1f} CPU s; "
+        f"others {m.others_cpu_seconds:.1f}), peak {m.peak_mb:,.0f} MB"
+    )
     note = f"SQL, {result['threads']} threads, rule subset; query alone {result['query_seconds']:.1f} s"
-    return Row("DuckDB document checks 2M", result["rows"], m.seconds, m.peak_mb, note,
-               m.cpu_seconds, m.others_cpu_seconds), result
+    return Row(
+        "DuckDB document checks 2M", result["rows"], m.seconds, m.peak_mb, note, m.cpu_seconds, m.others_cpu_seconds
+    ), result
 
 
 def _cpu_ratio(fast: Row, slow: Row) -> float:
@@ -101,20 +115,42 @@ def _speed_checks(scan_2m: Row, scan_2m_mp: Row, scan_200k: Row, naive: Row, duc
     """Lines/s against the target, the naive baseline and DuckDB; peak memory at 2M."""
     return [
         Check("scan lines/s, 2M, defaults", f"{scan_2m.rate:,.0f}", f">= {TARGET_RATE:,}", scan_2m.rate >= TARGET_RATE),
-        Check("scan lines/s, 2M, 2 worker processes", f"{scan_2m_mp.rate:,.0f}", f">= {TARGET_RATE:,}",
-              scan_2m_mp.rate >= TARGET_RATE),
-        Check("scan (2M, defaults) vs naive (200k), lines/s", f"{scan_2m.rate / naive.rate:.1f}x"
-              f" (per CPU second: {_cpu_ratio(scan_2m, naive):.1f}x)",
-              f">= {TARGET_VS_NAIVE:.0f}x", scan_2m.rate / naive.rate >= TARGET_VS_NAIVE),
-        Check("scan vs naive on the same 200k file, lines/s", f"{scan_200k.rate / naive.rate:.1f}x"
-              f" (per CPU second: {_cpu_ratio(scan_200k, naive):.1f}x)",
-              f">= {TARGET_VS_NAIVE:.0f}x", scan_200k.rate / naive.rate >= TARGET_VS_NAIVE),
-        Check("scan time / DuckDB time, 2M", f"{scan_2m.seconds / duck.seconds:.1f}x",
-              "<= 1.0x (the DuckDB query's time or better)", scan_2m.seconds / duck.seconds <= TARGET_VS_DUCKDB),
-        Check("scan peak memory, 2M, defaults", f"{scan_2m.peak_mb:,.0f} MB", f"< {TARGET_PEAK_MB:,} MB",
-              scan_2m.peak_mb < TARGET_PEAK_MB),
-        Check("scan peak memory, 2M, 2 worker processes (all processes)", f"{scan_2m_mp.peak_mb:,.0f} MB",
-              f"< {TARGET_PEAK_MB:,} MB", scan_2m_mp.peak_mb < TARGET_PEAK_MB),
+        Check(
+            "scan lines/s, 2M, 2 worker processes",
+            f"{scan_2m_mp.rate:,.0f}",
+            f">= {TARGET_RATE:,}",
+            scan_2m_mp.rate >= TARGET_RATE,
+        ),
+        Check(
+            "scan (2M, defaults) vs naive (200k), lines/s",
+            f"{scan_2m.rate / naive.rate:.1f}x (per CPU second: {_cpu_ratio(scan_2m, naive):.1f}x)",
+            f">= {TARGET_VS_NAIVE:.0f}x",
+            scan_2m.rate / naive.rate >= TARGET_VS_NAIVE,
+        ),
+        Check(
+            "scan vs naive on the same 200k file, lines/s",
+            f"{scan_200k.rate / naive.rate:.1f}x (per CPU second: {_cpu_ratio(scan_200k, naive):.1f}x)",
+            f">= {TARGET_VS_NAIVE:.0f}x",
+            scan_200k.rate / naive.rate >= TARGET_VS_NAIVE,
+        ),
+        Check(
+            "scan time / DuckDB time, 2M",
+            f"{scan_2m.seconds / duck.seconds:.1f}x",
+            "<= 1.0x (the DuckDB query's time or better)",
+            scan_2m.seconds / duck.seconds <= TARGET_VS_DUCKDB,
+        ),
+        Check(
+            "scan peak memory, 2M, defaults",
+            f"{scan_2m.peak_mb:,.0f} MB",
+            f"< {TARGET_PEAK_MB:,} MB",
+            scan_2m.peak_mb < TARGET_PEAK_MB,
+        ),
+        Check(
+            "scan peak memory, 2M, 2 worker processes (all processes)",
+            f"{scan_2m_mp.peak_mb:,.0f} MB",
+            f"< {TARGET_PEAK_MB:,} MB",
+            scan_2m_mp.peak_mb < TARGET_PEAK_MB,
+        ),
     ]
 
 
@@ -124,8 +160,12 @@ def _memory_checks(scan_2m: Row, scan_10m: Row | None) -> list[Check]:
         return [Check("scan peak memory, 10M", "skipped (BENCH_10M=0)", f"< {TARGET_PEAK_MB:,} MB, flat", None)]
     growth = scan_10m.peak_mb / scan_2m.peak_mb
     return [
-        Check("scan peak memory, 10M, defaults", f"{scan_10m.peak_mb:,.0f} MB", f"< {TARGET_PEAK_MB:,} MB",
-              scan_10m.peak_mb < TARGET_PEAK_MB),
+        Check(
+            "scan peak memory, 10M, defaults",
+            f"{scan_10m.peak_mb:,.0f} MB",
+            f"< {TARGET_PEAK_MB:,} MB",
+            scan_10m.peak_mb < TARGET_PEAK_MB,
+        ),
         Check("memory flat, 10M peak / 2M peak", f"{growth:.2f}", f"<= {FLAT:.2f}", growth <= FLAT),
     ]
 
@@ -137,8 +177,12 @@ def _notes(rows: list[Row], scan_2m: Row, scan_2m_mp: Row, d_2m: dict, duck_resu
     return [
         f"best scan rate: {best.rate:,.0f} lines/s ({best.note}); per CPU second, the 2M scan with defaults "
         f"made {scan_2m.rows / max(scan_2m.cpu_seconds, 1e-9):,.0f} lines.",
-        ("the machine was shared during: " + ", ".join(crowded) + " (others used more than a quarter of a CPU "
-         "on average): their wall clocks are pessimistic.") if crowded else "the machine was quiet during every run.",
+        (
+            "the machine was shared during: " + ", ".join(crowded) + " (others used more than a quarter of a CPU "
+            "on average): their wall clocks are pessimistic."
+        )
+        if crowded
+        else "the machine was quiet during every run.",
         "rows = input rows; seconds = wall clock of the whole command (interpreter start, planning, "
         "Parquet read and write, summary); peak MB = largest sum of RSS over the process tree, sampled every 50 ms.",
         "the naive baseline runs on 200k lines (its cost per line does not fall with size); "
@@ -169,12 +213,20 @@ def bench_scan(ctx: Context) -> Section:
     rows = [r for r in (scan_2m, scan_2m_mp, scan_10m, scan_200k, naive, duck) if r is not None]
     checks = _speed_checks(scan_2m, scan_2m_mp, scan_200k, naive, duck) + _memory_checks(scan_2m, scan_10m)
     same = d_200k["summary"]["identity_status"] == {
-        k: naive_summary["identity_status"].get(k, 0) for k in d_200k["summary"]["identity_status"]}
-    checks.append(Check("scan and naive agree on identity_status counts, 200k", "equal" if same else "differ",
-                        "equal", same))
+        k: naive_summary["identity_status"].get(k, 0) for k in d_200k["summary"]["identity_status"]
+    }
+    checks.append(
+        Check("scan and naive agree on identity_status counts, 200k", "equal" if same else "differ", "equal", same)
+    )
     notes = _notes(rows, scan_2m, scan_2m_mp, d_2m, duck_result)
-    details = {"scan_2m": d_2m, "scan_2m_multiprocess": d_2m_mp, "scan_200k": d_200k, "scan_10m": d_10m,
-               "naive_200k": naive_summary, "duckdb": duck_result}
+    details = {
+        "scan_2m": d_2m,
+        "scan_2m_multiprocess": d_2m_mp,
+        "scan_200k": d_200k,
+        "scan_10m": d_10m,
+        "naive_200k": naive_summary,
+        "duckdb": duck_result,
+    }
     return Section("scan", "Scan: speed and memory", rows, checks, notes, details)
 
 

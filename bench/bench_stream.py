@@ -25,6 +25,7 @@ publish -> delta <= 2 windows + 5 s. ``BENCH_STREAM_EVENTS=N`` (or ``python
 -m bench.bench_stream --events N``) runs a smaller trial; the default is
 100,000.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,13 @@ def _events(ctx: Context, base: str, n: int) -> str:
 
 def _messages(path: str) -> list[tuple[bytes, dict]]:
     table = pq.read_table(path)
-    return [(json.dumps(row, ensure_ascii=False).encode("utf-8"),
-             {"event_id": str(row["event_id"]), "line_id": str(row["line_id"])}) for row in table.to_pylist()]
+    return [
+        (
+            json.dumps(row, ensure_ascii=False).encode("utf-8"),
+            {"event_id": str(row["event_id"]), "line_id": str(row["line_id"])},
+        )
+        for row in table.to_pylist()
+    ]
 
 
 def _topic(subs: int) -> tuple[str, list[str]]:
@@ -90,8 +96,9 @@ def _publish(topic: str, messages: list[tuple[bytes, dict]]) -> float:
     from google.cloud import pubsub_v1
     from google.cloud.pubsub_v1.types import BatchSettings
 
-    client = pubsub_v1.PublisherClient(batch_settings=BatchSettings(max_messages=1000, max_bytes=9_000_000,
-                                                                    max_latency=0.05))
+    client = pubsub_v1.PublisherClient(
+        batch_settings=BatchSettings(max_messages=1000, max_bytes=9_000_000, max_latency=0.05)
+    )
     started = time.time()
     futures = [client.publish(topic, data, **attrs) for data, attrs in messages]
     for future in futures:
@@ -126,8 +133,25 @@ def bare_loop(subscription: str, expected: int) -> dict:
 
 
 def _stream_cmd(ctx: Context, sub: str, base: str, keys: str, out: str, idle: int) -> list[str]:
-    return [ctx.backfill, "merge", "--streaming", "--subscription", sub, "--base", base, "--keys", keys, "--out", out,
-            "--as-of", AS_OF, "--window-seconds", str(WINDOW_SECONDS), "--stop-after-idle", str(idle)]
+    return [
+        ctx.backfill,
+        "merge",
+        "--streaming",
+        "--subscription",
+        sub,
+        "--base",
+        base,
+        "--keys",
+        keys,
+        "--out",
+        out,
+        "--as-of",
+        AS_OF,
+        "--window-seconds",
+        str(WINDOW_SECONDS),
+        "--stop-after-idle",
+        str(idle),
+    ]
 
 
 def _windows(out: str) -> list[tuple[dict, str]]:
@@ -174,8 +198,12 @@ class _Live:
 
 def _bare_drain(ctx: Context, sub: str, messages: list) -> tuple[dict, Measurement]:
     say("bare subscriber loop (unary pull + ack)")
-    m = checked(measure([ctx.python, "-m", "bench.bench_stream", "--bare", sub, str(len(messages))],
-                        env=python_env(), cwd=ROOT), "bare loop")
+    m = checked(
+        measure(
+            [ctx.python, "-m", "bench.bench_stream", "--bare", sub, str(len(messages))], env=python_env(), cwd=ROOT
+        ),
+        "bare loop",
+    )
     bare = json.loads(m.output.strip().splitlines()[-1])
     if bare["messages"] < len(messages):
         raise BenchError(f"the bare loop got {bare['messages']:,} of {len(messages):,} messages")
@@ -192,8 +220,10 @@ def _backlog(ctx: Context, messages: list, base: str, keys: str) -> _Backlog:
     bare, m = _bare_drain(ctx, sub_bare, messages)
     out = ctx.work("stream_backlog")
     say("streaming merge draining the backlog")
-    ms = checked(measure(_stream_cmd(ctx, sub_stream, base, keys, out, 8), env=python_env(), cwd=ROOT),
-                 "streaming merge (backlog)")
+    ms = checked(
+        measure(_stream_cmd(ctx, sub_stream, base, keys, out, 8), env=python_env(), cwd=ROOT),
+        "streaming merge (backlog)",
+    )
     man = _manifest(out)
     wins = _windows(out)
     began = man["landing"].get("pulling_since") or man["landing"]["started_at"]
@@ -201,12 +231,13 @@ def _backlog(ctx: Context, messages: list, base: str, keys: str) -> _Backlog:
     drain = last_commit - began
     # sustained: the windows that closed full (the last, partial one waits out its window length)
     full = sorted(wins, key=lambda x: x[0]["seq"])[:-1] or wins
-    stream_rate = sum(w["counts"]["messages_in"] for w, _ in full) / (max(w["committed_at"] for w, _ in full)
-                                                                      - began)
+    stream_rate = sum(w["counts"]["messages_in"] for w, _ in full) / (max(w["committed_at"] for w, _ in full) - began)
     startup = man["timings"].get("startup_seconds", 0.0)
-    say(f"  {man['counts']['messages_in']:,} messages in {drain:.1f} s after a {startup:.1f} s start-up "
+    say(
+        f"  {man['counts']['messages_in']:,} messages in {drain:.1f} s after a {startup:.1f} s start-up "
         f"({man['counts']['messages_in'] / drain:,.0f} messages/s overall, {stream_rate:,.0f} sustained), "
-        f"peak {ms.peak_mb:,.0f} MB")
+        f"peak {ms.peak_mb:,.0f} MB"
+    )
     return _Backlog(publish_seconds, bare, m, ms, man, wins, began, drain, full, stream_rate, startup)
 
 
@@ -255,18 +286,39 @@ def _rows(backlog: _Backlog, live: _Live, messages: list) -> list[Row]:
     bare, m, ms, man, man2 = backlog.bare, backlog.bare_run, backlog.stream_run, backlog.manifest, live.manifest
     full, began = backlog.full, backlog.began
     return [
-        Row("bare subscriber loop: unary pull 1,000 + ack", bare["messages"], bare["seconds"], m.peak_mb,
-            "backlog", m.cpu_seconds, m.others_cpu_seconds),
-        Row("merge --streaming: land + window + tokenize + seal + commit", man["counts"]["messages_in"],
-            backlog.drain, ms.peak_mb, f"backlog, all windows; after {backlog.startup:.1f} s start-up",
-            ms.cpu_seconds, ms.others_cpu_seconds),
-        Row("merge --streaming, sustained (the windows that closed full)",
+        Row(
+            "bare subscriber loop: unary pull 1,000 + ack",
+            bare["messages"],
+            bare["seconds"],
+            m.peak_mb,
+            "backlog",
+            m.cpu_seconds,
+            m.others_cpu_seconds,
+        ),
+        Row(
+            "merge --streaming: land + window + tokenize + seal + commit",
+            man["counts"]["messages_in"],
+            backlog.drain,
+            ms.peak_mb,
+            f"backlog, all windows; after {backlog.startup:.1f} s start-up",
+            ms.cpu_seconds,
+            ms.others_cpu_seconds,
+        ),
+        Row(
+            "merge --streaming, sustained (the windows that closed full)",
             sum(w["counts"]["messages_in"] for w, _ in full),
-            max(w["committed_at"] for w, _ in full) - began, None, "backlog"),
-        Row("merge --streaming, live (publish while it runs)", man2["counts"]["messages_in"],
-            max(w["committed_at"] for w, _ in _windows(live.out)) - (man2["landing"].get("pulling_since")
-                                                                      or man2["landing"]["started_at"]), None,
-            f"publisher {len(messages) / live.publish_seconds:,.0f} msg/s"),
+            max(w["committed_at"] for w, _ in full) - began,
+            None,
+            "backlog",
+        ),
+        Row(
+            "merge --streaming, live (publish while it runs)",
+            man2["counts"]["messages_in"],
+            max(w["committed_at"] for w, _ in _windows(live.out))
+            - (man2["landing"].get("pulling_since") or man2["landing"]["started_at"]),
+            None,
+            f"publisher {len(messages) / live.publish_seconds:,.0f} msg/s",
+        ),
     ]
 
 
@@ -276,10 +328,18 @@ def _checks(backlog: _Backlog, live: _Live) -> list[Check]:
     stream_rate, p50, p95 = backlog.stream_rate, live.p50, live.p95
     balanced = backlog.manifest["counts"]["balanced"] and live.manifest["counts"]["balanced"]
     return [
-        Check("streaming events/s (sustained) vs bare loop (backlog)", f"{stream_rate:,.0f} vs {bare_rate:,.0f} "
-              f"({stream_rate / bare_rate:.2f}x)", f">= {TARGET_VS_BARE}x", stream_rate / bare_rate >= TARGET_VS_BARE),
-        Check(f"publish -> visible delta, p95 ({WINDOW_SECONDS} s windows)", f"p95 {p95:.1f} s (median {p50:.1f} s)",
-              f"<= {target_latency} s", p95 <= target_latency),
+        Check(
+            "streaming events/s (sustained) vs bare loop (backlog)",
+            f"{stream_rate:,.0f} vs {bare_rate:,.0f} ({stream_rate / bare_rate:.2f}x)",
+            f">= {TARGET_VS_BARE}x",
+            stream_rate / bare_rate >= TARGET_VS_BARE,
+        ),
+        Check(
+            f"publish -> visible delta, p95 ({WINDOW_SECONDS} s windows)",
+            f"p95 {p95:.1f} s (median {p50:.1f} s)",
+            f"<= {target_latency} s",
+            p95 <= target_latency,
+        ),
         Check("counts balance (both runs)", "yes" if balanced else "NO", "yes", balanced),
     ]
 
@@ -313,8 +373,12 @@ def run_stream_bench(ctx: Context, n: int) -> Section:
         backlog = _backlog(ctx, messages, base, keys)  # 1. throughput from a backlog
         live = _live(ctx, messages, base, keys)  # 2. publish -> visible delta, live
     rows, checks, notes = _rows(backlog, live, messages), _checks(backlog, live), _notes(n, backlog, live, messages)
-    details = {"backlog": backlog.manifest, "live": live.manifest, "bare": backlog.bare,
-               "latency": {"median": live.p50, "p95": live.p95, "n": len(live.latencies)}}
+    details = {
+        "backlog": backlog.manifest,
+        "live": live.manifest,
+        "bare": backlog.bare,
+        "latency": {"median": live.p50, "p95": live.p95, "n": len(live.latencies)},
+    }
     return Section("stream", "Streaming merge: throughput and publish -> delta latency", rows, checks, notes, details)
 
 

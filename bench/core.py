@@ -3,6 +3,7 @@
 A benchmark is a function ``fn(ctx: Context) -> Section`` registered with
 ``@register("name")``; :mod:`bench.run` runs them and writes the reports.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,21 @@ from typing import Callable
 
 from bench.measure import Measurement, measure, python_env
 
-__all__ = ["Context", "Row", "Check", "Section", "register", "REGISTRY", "BenchError",
-           "ensure_base", "checked", "say", "AS_OF", "SEED", "ROOT"]
+__all__ = [
+    "Context",
+    "Row",
+    "Check",
+    "Section",
+    "register",
+    "REGISTRY",
+    "BenchError",
+    "ensure_base",
+    "checked",
+    "say",
+    "AS_OF",
+    "SEED",
+    "ROOT",
+]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AS_OF = "2026-11-30"
@@ -68,17 +82,27 @@ class Section:
     details: dict = dataclasses.field(default_factory=dict)
 
     def markdown(self) -> str:
-        lines = [f"## {self.title}", "",
-                 "| what | rows | seconds | rows/s | peak MB | CPU s | others' CPU s |",
-                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines = [
+            f"## {self.title}",
+            "",
+            "| what | rows | seconds | rows/s | peak MB | CPU s | others' CPU s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         num = lambda v, fmt: format(v, fmt) if v is not None else "-"  # noqa: E731
         for r in self.rows:
             what = f"{r.what} ({r.note})" if r.note else r.what
-            lines.append(f"| {what} | {r.rows:,} | {r.seconds:,.1f} | {r.rate:,.0f} | {num(r.peak_mb, ',.0f')} "
-                         f"| {num(r.cpu_seconds, ',.1f')} | {num(r.others_cpu_seconds, ',.1f')} |")
-        lines += ["", "seconds: wall clock, start to exit. CPU s: user + system of the command's process tree. "
-                  "others' CPU s: what the rest of the machine used meanwhile (a crowded machine slows the wall clock).",
-                  "", "| target | measured | wanted | verdict |", "| --- | --- | --- | --- |"]
+            lines.append(
+                f"| {what} | {r.rows:,} | {r.seconds:,.1f} | {r.rate:,.0f} | {num(r.peak_mb, ',.0f')} "
+                f"| {num(r.cpu_seconds, ',.1f')} | {num(r.others_cpu_seconds, ',.1f')} |"
+            )
+        lines += [
+            "",
+            "seconds: wall clock, start to exit. CPU s: user + system of the command's process tree. "
+            "others' CPU s: what the rest of the machine used meanwhile (a crowded machine slows the wall clock).",
+            "",
+            "| target | measured | wanted | verdict |",
+            "| --- | --- | --- | --- |",
+        ]
         for c in self.checks:
             verdict = {True: "PASS", False: "MISS", None: "not measured"}[c.ok]
             lines.append(f"| {c.name} | {c.measured} | {c.target} | {verdict} |")
@@ -88,10 +112,12 @@ class Section:
 
     def as_json(self) -> dict:
         return {
-            "name": self.name, "title": self.title,
+            "name": self.name,
+            "title": self.title,
             "rows": [{**dataclasses.asdict(r), "rows_per_second": r.rate} for r in self.rows],
             "checks": [dataclasses.asdict(c) for c in self.checks],
-            "notes": self.notes, "details": self.details,
+            "notes": self.notes,
+            "details": self.details,
         }
 
 
@@ -102,6 +128,7 @@ def register(name: str):
     def add(fn: Callable[[Context], Section]):
         REGISTRY[name] = fn
         return fn
+
     return add
 
 
@@ -127,8 +154,14 @@ def ensure_base(ctx: Context, name: str, lines: int, seed: int = SEED) -> str:
     os.makedirs(ctx.data_dir, exist_ok=True)
     partial = os.path.join(ctx.data_dir, f".partial-{name}.parquet")
     say(f"generating {lines:,} lines into {path} (once; kept for re-runs) ...")
-    m = checked(measure([ctx.backfill, "generate", "--lines", str(lines), "--seed", str(seed), "--out", partial],
-                        env=python_env(), cwd=ROOT), f"generate {name}")
+    m = checked(
+        measure(
+            [ctx.backfill, "generate", "--lines", str(lines), "--seed", str(seed), "--out", partial],
+            env=python_env(),
+            cwd=ROOT,
+        ),
+        f"generate {name}",
+    )
     os.replace(partial, path)
     say(f"  {m.seconds:.1f} s")
     return path
@@ -139,5 +172,3 @@ def checked(m: Measurement, what: str) -> Measurement:
         last = (m.output.strip().splitlines() or ["no output"])[-1]
         raise BenchError(f"{what} failed with exit code {m.returncode}: {last}")
     return m
-
-

@@ -16,6 +16,7 @@ Prints values/s of:
 
 A benchmark, not a test: numbers vary with the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,7 +71,7 @@ def bench_primitives(n: int = 200_000) -> dict[str, float]:
     def bare_gcm():
         encrypt, out = aead.encrypt, []
         for i, value in enumerate(raw):
-            out.append(encrypt(nonces[12 * i:12 * i + 12], value, b"line|field|dek|keyset"))
+            out.append(encrypt(nonces[12 * i : 12 * i + 12], value, b"line|field|dek|keyset"))
 
     columns = [raw, names.cast(pa.binary()).to_pylist(), addresses.cast(pa.binary()).to_pylist()]
     deks, kek = os.urandom(32 * n), AESGCM(os.urandom(32))
@@ -78,11 +79,11 @@ def bench_primitives(n: int = 200_000) -> dict[str, float]:
     def bare_seal_calls():
         wrap, out = kek.encrypt, []
         for i in range(n):
-            dek = deks[32 * i:32 * i + 32]
-            out.append(wrap(nonces[12 * i:12 * i + 12], dek, b"keyset|line|dek|v1"))
+            dek = deks[32 * i : 32 * i + 32]
+            out.append(wrap(nonces[12 * i : 12 * i + 12], dek, b"keyset|line|dek|v1"))
             encrypt = AESGCM(dek).encrypt
             for column in columns:
-                out.append(encrypt(nonces[12 * i:12 * i + 12], column[i], b"keyset|line|dek|field"))
+                out.append(encrypt(nonces[12 * i : 12 * i + 12], column[i], b"keyset|line|dek|field"))
 
     tokenizer, vault = Tokenizer(keyset), Vault(keyset)
     line_ids = pa.array([f"L{i:09d}" for i in range(n)])

@@ -7,6 +7,7 @@ identity_status, and which rules it covers (:data:`COVERS`) and which it
 leaves out (:data:`LEAVES_OUT`). The label and enum tables come from the
 default policy, so a label maps to the same document as in the scan.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,6 +48,7 @@ _W_USCC = [pow(3, i, 31) for i in range(17)]
 _W_GB11714 = [3, 7, 9, 10, 5, 8, 4, 2]
 _USCC = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 
+
 def _weighted(terms) -> str:
     return " + ".join(f"({term}) * {w}" for term, w in terms)
 
@@ -58,7 +60,8 @@ _MOD11_2_SUM = _weighted((f"(x // {10 ** (16 - i)}) % 10", w) for i, w in enumer
 _USCC_SUM = _weighted((f"strpos('{_USCC}', n[{i + 1}]) - 1", w) for i, w in enumerate(_W_USCC))
 _GB11714_SUM = _weighted(
     (f"CASE WHEN ord(b[{i + 1}]) < 65 THEN ord(b[{i + 1}]) - 48 ELSE ord(b[{i + 1}]) - 55 END", w)
-    for i, w in enumerate(_W_GB11714))
+    for i, w in enumerate(_W_GB11714)
+)
 
 _MACROS = f"""
 CREATE OR REPLACE TEMP MACRO clean(s) AS
@@ -146,10 +149,17 @@ def _tables(policy) -> dict[str, pa.Table]:
     labels.update(policy.label_lookup)
     rows = [(label, code, *policy.documents.get(code, (None, None))) for label, code in labels.items()]
     return {
-        "labels": pa.table({"label": [r[0] for r in rows], "code": [r[1] for r in rows],
-                            "doc_kind": [r[2] for r in rows], "chk": [r[3] for r in rows]}),
-        "kinds": pa.table({"label": list(policy.enums["subscriber_kind"]),
-                           "code": list(policy.enums["subscriber_kind"].values())}),
+        "labels": pa.table(
+            {
+                "label": [r[0] for r in rows],
+                "code": [r[1] for r in rows],
+                "doc_kind": [r[2] for r in rows],
+                "chk": [r[3] for r in rows],
+            }
+        ),
+        "kinds": pa.table(
+            {"label": list(policy.enums["subscriber_kind"]), "code": list(policy.enums["subscriber_kind"].values())}
+        ),
         "statuses": pa.table({"label": list(policy.enums["status"]), "code": list(policy.enums["status"].values())}),
     }
 
@@ -163,20 +173,30 @@ def run_duck(base: str, as_of: dt.date) -> dict:
     con.execute(_MACROS)
     numbers = policy.document_numbers
     params = {
-        "path": base, "as_of": as_of, "years": int(numbers["max_age_years"]),
-        "provinces": list(numbers["province_codes"]), "hmt": list(numbers["hmt_prefixes"]),
+        "path": base,
+        "as_of": as_of,
+        "years": int(numbers["max_age_years"]),
+        "provinces": list(numbers["province_codes"]),
+        "hmt": list(numbers["hmt_prefixes"]),
         "number_junk": [p.upper() for p in numbers.get("placeholders", [])],
         "name_junk": [p.upper() for p in policy.names["placeholders"]],
         "address_junk": [p.upper() for p in policy.addresses["placeholders"]],
-        "keywords": "|".join(policy.addresses["keywords"]), "not_accepted": NOT_ACCEPTED,
+        "keywords": "|".join(policy.addresses["keywords"]),
+        "not_accepted": NOT_ACCEPTED,
     }
     start = time.perf_counter()
     counts = dict(con.execute(_QUERY, params).fetchall())
     seconds = time.perf_counter() - start
     rows = con.execute("SELECT count(*) FROM read_parquet($path)", {"path": base}).fetchone()[0]
-    return {"rows": rows, "classified": sum(counts.values()), "query_seconds": seconds,
-            "threads": con.execute("SELECT current_setting('threads')").fetchone()[0],
-            "identity_status": counts, "covers": COVERS, "leaves_out": LEAVES_OUT}
+    return {
+        "rows": rows,
+        "classified": sum(counts.values()),
+        "query_seconds": seconds,
+        "threads": con.execute("SELECT current_setting('threads')").fetchone()[0],
+        "identity_status": counts,
+        "covers": COVERS,
+        "leaves_out": LEAVES_OUT,
+    }
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,7 @@ seconds of the process tree (user + system) and the CPU seconds every other
 process on the machine used meanwhile, so a slow run can be told from a
 crowded one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,14 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(command: list[str], *, env: dict | None = None, cwd: str | None = None,
-            interval: float = 0.05, log_path: str | None = None) -> Measurement:
+def measure(
+    command: list[str],
+    *,
+    env: dict | None = None,
+    cwd: str | None = None,
+    interval: float = 0.05,
+    log_path: str | None = None,
+) -> Measurement:
     """Run ``command`` to its end; time it from start to exit and sample its tree's memory.
 
     Output goes to ``log_path`` (or a temporary file) rather than a pipe, so a

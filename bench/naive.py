@@ -18,6 +18,7 @@ the FnApiRunner, always named explicitly (the DirectRunner would try to
 download Prism). ``ReadFromParquet`` gives no row numbers, so its dead letters
 name the file only and duplicate ties fall to a content order.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,12 @@ __all__ = ["classify_row", "is_dead_letter", "run_naive", "main"]
 AS_OF = dt.date(2026, 11, 30)
 ENUM_FIELDS = ("line_type", "subscriber_kind", "status")
 DATE_FIELDS = ("activated_on", "terminated_on")
-_MISSING = {"doc_type": "DOC_TYPE_MISSING", "doc_number": "DOC_NUMBER_MISSING",
-            "name": "NAME_MISSING", "address": "ADDRESS_MISSING"}
+_MISSING = {
+    "doc_type": "DOC_TYPE_MISSING",
+    "doc_number": "DOC_NUMBER_MISSING",
+    "name": "NAME_MISSING",
+    "address": "ADDRESS_MISSING",
+}
 _HANDLER_FIELDS = ("handler_doc_type", "handler_doc_number", "handler_name")
 _MISSING_CODES = frozenset(_MISSING.values()) | {"HANDLER_MISSING"}
 _ORDER = {code: i for i, code in enumerate(LINE_REASONS)}
@@ -58,8 +63,14 @@ def _prepared(policy: Policy) -> dict:
 
 
 def _dead(reason: str, field: str, detail: str, line_id, row: dict) -> dict:
-    return {"reason": reason, "field": field, "detail": detail, "line_id": line_id,
-            "source_file": row.get("_src_file"), "source_row": row.get("_src_row")}
+    return {
+        "reason": reason,
+        "field": field,
+        "detail": detail,
+        "line_id": line_id,
+        "source_file": row.get("_src_file"),
+        "source_row": row.get("_src_row"),
+    }
 
 
 def is_dead_letter(result: dict) -> bool:
@@ -144,10 +155,13 @@ def _identity(row: dict, kind: str, policy: Policy, as_of: dt.date, rules: dict)
     number = R.doc_number(row.get("doc_number"))
     name = R.person_name(row.get("name"))
     address = R.clean(row.get("address"))
-    present = {"doc_type": text is not None, "doc_number": number is not None,
-               "name": name is not None, "address": address is not None}
-    reasons = {_MISSING[f] for f, here in present.items()
-               if not here and f in policy.required_fields[kind]}
+    present = {
+        "doc_type": text is not None,
+        "doc_number": number is not None,
+        "name": name is not None,
+        "address": address is not None,
+    }
+    reasons = {_MISSING[f] for f, here in present.items() if not here and f in policy.required_fields[kind]}
     if text is not None:
         reasons |= _document_reasons(code, kind, number, policy, as_of, rules)
     if name is not None:
@@ -223,6 +237,7 @@ def classify_row(row: dict, policy: Policy, as_of: dt.date, salt: bytes | None =
 
 # --- the per-element pipeline ---
 
+
 class _ClassifyRowFn(beam.DoFn):
     def __init__(self, policy: Policy, as_of: dt.date, salt: bytes, source: str):
         self._policy, self._as_of, self._salt, self._source = policy, as_of, salt, source
@@ -238,9 +253,12 @@ class _ClassifyRowFn(beam.DoFn):
 
 def _order(row: dict):
     """Latest updated_at wins; then the later file and row; then a content order."""
-    return (row["_updated_at"] if row["_updated_at"] is not None else -(1 << 62),
-            row["_src_file"] or "", row["_src_row"] if row["_src_row"] is not None else -1,
-            repr(sorted((k, str(v)) for k, v in row.items())))
+    return (
+        row["_updated_at"] if row["_updated_at"] is not None else -(1 << 62),
+        row["_src_file"] or "",
+        row["_src_row"] if row["_src_row"] is not None else -1,
+        repr(sorted((k, str(v)) for k, v in row.items())),
+    )
 
 
 class _DedupFn(beam.DoFn):
@@ -250,9 +268,16 @@ class _DedupFn(beam.DoFn):
         if len(rows) > 1:
             rows.sort(key=_order)
             for loser in rows[:-1]:
-                yield beam.pvalue.TaggedOutput("dead_letter", _dead(
-                    "DUPLICATE_LINE_ID", "line_id", "a later row of the same line_id was kept (latest updated_at)",
-                    loser["line_id"], {"_src_file": loser["_src_file"], "_src_row": loser["_src_row"]}))
+                yield beam.pvalue.TaggedOutput(
+                    "dead_letter",
+                    _dead(
+                        "DUPLICATE_LINE_ID",
+                        "line_id",
+                        "a later row of the same line_id was kept (latest updated_at)",
+                        loser["line_id"],
+                        {"_src_file": loser["_src_file"], "_src_row": loser["_src_row"]},
+                    ),
+                )
         yield rows[-1]
 
 
@@ -290,12 +315,16 @@ def _stamp(dead: dict, ctx: dict) -> dict:
 
 def _write_summary(counts: dict, dead: int, path: str) -> None:
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump({"classified": sum(counts.values()), "dead_letters": dead,
-                   "identity_status": dict(sorted(counts.items()))}, handle, indent=2)
+        json.dump(
+            {"classified": sum(counts.values()), "dead_letters": dead, "identity_status": dict(sorted(counts.items()))},
+            handle,
+            indent=2,
+        )
 
 
-def run_naive(base_parquet: str, out_dir: str, *, as_of: dt.date = AS_OF, policy_path: str | None = None,
-              beam_args=()) -> dict:
+def run_naive(
+    base_parquet: str, out_dir: str, *, as_of: dt.date = AS_OF, policy_path: str | None = None, beam_args=()
+) -> dict:
     """Run the naive scan; returns the summary dict (also in ``OUT/summary.json``)."""
     policy = load_policy(policy_path)
     salt = secrets.token_bytes(16)  # run-local key of the shuffle hashes
@@ -327,16 +356,20 @@ def run_naive(base_parquet: str, out_dir: str, *, as_of: dt.date = AS_OF, policy
             | "Finalize" >> beam.FlatMap(_finalize)
         )
         final | "WriteClassified" >> beam.io.WriteToParquet(
-            os.path.join(out_dir, "classified", "part"), schema=arrow_schema("classified_line"),
-            file_name_suffix=".parquet")
+            os.path.join(out_dir, "classified", "part"),
+            schema=arrow_schema("classified_line"),
+            file_name_suffix=".parquet",
+        )
         dead = (
             (classified.dead_letter, deduped.dead_letter)
             | "FlattenDeadLetters" >> beam.Flatten()
             | "StampDeadLetters" >> beam.Map(_stamp, ctx)
         )
         dead | "WriteDeadLetters" >> beam.io.WriteToParquet(
-            os.path.join(out_dir, "dead_letter", "part"), schema=arrow_schema("dead_letter"),
-            file_name_suffix=".parquet")
+            os.path.join(out_dir, "dead_letter", "part"),
+            schema=arrow_schema("dead_letter"),
+            file_name_suffix=".parquet",
+        )
         status_counts = (
             final
             | "Status" >> beam.Map(lambda r: r["identity_status"])
@@ -344,10 +377,7 @@ def run_naive(base_parquet: str, out_dir: str, *, as_of: dt.date = AS_OF, policy
             | "StatusDict" >> beam.combiners.ToDict()
         )
         dead_count = dead | "CountDeadLetters" >> beam.combiners.Count.Globally()
-        (
-            status_counts
-            | "WriteSummary" >> beam.Map(_write_summary, beam.pvalue.AsSingleton(dead_count), summary_path)
-        )
+        (status_counts | "WriteSummary" >> beam.Map(_write_summary, beam.pvalue.AsSingleton(dead_count), summary_path))
     with open(summary_path, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -363,8 +393,10 @@ def main(argv=None) -> int:
     summary = run_naive(args.base, args.out, as_of=args.as_of, policy_path=args.policy, beam_args=beam_args)
     seconds = time.perf_counter() - start
     rows = summary["classified"] + summary["dead_letters"]
-    print(f"naive scan: {rows:,} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} rows/s); "
-          f"identity {summary['identity_status']}")
+    print(
+        f"naive scan: {rows:,} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} rows/s); "
+        f"identity {summary['identity_status']}"
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ with a value in the message.
     number_reasons("citizen_id", doc_number(" 11010519491231002x "), date(2026, 11, 30), cfg)
     # -> set()
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,8 +27,18 @@ import regex
 from transforms.scan.checkdigits import gb11714_char, mod11_10_char, mod11_2_char, uscc_char
 
 __all__ = [
-    "clean", "label", "doc_number", "person_name", "msisdn", "parse_date", "parse_timestamp",
-    "number_reasons", "name_reasons", "address_reasons", "prepare", "MIDDLE_DOT",
+    "clean",
+    "label",
+    "doc_number",
+    "person_name",
+    "msisdn",
+    "parse_date",
+    "parse_timestamp",
+    "number_reasons",
+    "name_reasons",
+    "address_reasons",
+    "prepare",
+    "MIDDLE_DOT",
 ]
 
 MIDDLE_DOT = "\u00b7"
@@ -53,11 +64,17 @@ _DATE = regex.compile(
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH = (
-    "DOC_NUMBER_FORMAT", "DOC_NUMBER_CHECKSUM", "DOC_NUMBER_BIRTH_DATE",
-    "DOC_NUMBER_REGION", "DOC_NUMBER_FIRST_GENERATION", "DOC_TYPE_MISMATCH")
+    "DOC_NUMBER_FORMAT",
+    "DOC_NUMBER_CHECKSUM",
+    "DOC_NUMBER_BIRTH_DATE",
+    "DOC_NUMBER_REGION",
+    "DOC_NUMBER_FIRST_GENERATION",
+    "DOC_TYPE_MISMATCH",
+)
 
 
 # --- normalisation (docs/policy.md "Normalisation"; docs/regulation.md §5) ---
+
 
 def clean(value) -> str | None:
     """NFKC, Cf removed, white space trimmed and collapsed; '' and None -> None."""
@@ -107,7 +124,7 @@ def msisdn(value) -> str | None:
     text = "".join(c for c in text if c == "+" or "0" <= c <= "9")
     for prefix in ("+86", "0086"):
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
             break
     else:
         if text.startswith("86") and len(text) >= 11:
@@ -120,6 +137,7 @@ def msisdn(value) -> str | None:
 
 
 # --- dates (data contract; BAD_DATE) ---
+
 
 def _moment(value, check_zone: bool = True):
     """(present, (date, hh, mm, ss, micros, zone offset in minutes) or None when not a valid time)."""
@@ -169,6 +187,7 @@ def parse_timestamp(value) -> tuple[int | None, bool]:
 
 
 # --- document numbers (docs/policy.md "Document numbers"; docs/regulation.md §2) ---
+
 
 def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
@@ -268,8 +287,12 @@ def _uscc(n: str, as_of, cfg) -> set:
 
 def _org_code(n: str, as_of, cfg) -> set:
     body = n[:8]
-    ok = (len(n) == 9 and body.isascii() and all(c.isdigit() or c.isupper() for c in body)
-          and (n[8] == "X" or _digits(n[8])))
+    ok = (
+        len(n) == 9
+        and body.isascii()
+        and all(c.isdigit() or c.isupper() for c in body)
+        and (n[8] == "X" or _digits(n[8]))
+    )
     if not ok or any(n.startswith(p) for p in cfg["org_code_reserved_prefixes"]):
         return {FORMAT}
     return {CHECKSUM} if gb11714_char(body) != n[8] else set()
@@ -323,12 +346,20 @@ def number_reasons(check: str, number: str, as_of: dt.date, cfg) -> set:
 
 # docs/policy.md's values, for a policy file that leaves a key out.
 _NUMBER_DEFAULTS = {
-    "province_codes": [f"{c}" for lo, hi in ((11, 15), (21, 23), (31, 37), (41, 46), (50, 54), (61, 65))
-                       for c in range(lo, hi + 1)],
-    "max_age_years": 150, "first_generation_void_since": "2013-01-01",
-    "hmt_prefixes": ["810000", "820000", "830000"], "free_text_min": 4, "free_text_max": 32,
-    "passport_min": 5, "passport_max": 17, "alnum_min": 6, "alnum_max": 32,
-    "org_code_reserved_prefixes": ["PDY"], "placeholders": [],
+    "province_codes": [
+        f"{c}" for lo, hi in ((11, 15), (21, 23), (31, 37), (41, 46), (50, 54), (61, 65)) for c in range(lo, hi + 1)
+    ],
+    "max_age_years": 150,
+    "first_generation_void_since": "2013-01-01",
+    "hmt_prefixes": ["810000", "820000", "830000"],
+    "free_text_min": 4,
+    "free_text_max": 32,
+    "passport_min": 5,
+    "passport_max": 17,
+    "alnum_min": 6,
+    "alnum_max": 32,
+    "org_code_reserved_prefixes": ["PDY"],
+    "placeholders": [],
 }
 
 
@@ -348,6 +379,7 @@ def prepare(policy) -> dict:
 
 # --- names and addresses (docs/policy.md "Names", "Addresses"; docs/regulation.md §5, §6) ---
 
+
 def name_reasons(name: str, is_person: bool, cfg) -> set:
     """NAME_PLACEHOLDER (exclusive), NAME_TOO_SHORT, NAME_FORMAT of a present, normalised name."""
     subs = cfg.get("person_placeholder_substrings" if is_person else "organization_placeholder_substrings", ())
@@ -358,8 +390,13 @@ def name_reasons(name: str, is_person: bool, cfg) -> set:
         out.add("NAME_TOO_SHORT")
     seps = cfg.get("separators", "·.-")
     doubled = any(a in seps and b in seps for a, b in zip(name, name[1:]))
-    if (name[0] in seps or name[-1] in seps or doubled or len(name) > cfg["max_chars"]
-            or (is_person and _ANY_DIGIT.search(name))):
+    if (
+        name[0] in seps
+        or name[-1] in seps
+        or doubled
+        or len(name) > cfg["max_chars"]
+        or (is_person and _ANY_DIGIT.search(name))
+    ):
         out.add("NAME_FORMAT")
     return out
 

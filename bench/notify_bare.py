@@ -9,6 +9,7 @@ publishes them in a plain loop with one ``PublisherClient`` and the same batch
 settings, and waits for every acknowledgement. Prints one JSON line:
 ``{"messages": N, "seconds": S}`` (first publish to last acknowledgement).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,9 @@ def main(argv=None) -> int:
     from google.cloud.pubsub_v1.types import BatchSettings
 
     messages = _messages(args.jobs, args.count)
-    client = pubsub_v1.PublisherClient(batch_settings=BatchSettings(max_messages=args.batch, max_bytes=9_000_000,
-                                                                    max_latency=0.05))
+    client = pubsub_v1.PublisherClient(
+        batch_settings=BatchSettings(max_messages=args.batch, max_bytes=9_000_000, max_latency=0.05)
+    )
     started = time.time()
     futures = [client.publish(args.topic, data, **attrs) for data, attrs in messages]
     for future in futures:

@@ -18,6 +18,7 @@ re-runs. To add a benchmark (merge, notify, report), put a module
 and returns a :class:`bench.core.Section`, decorated with ``@register("NAME")``:
 it is found and run without touching this file.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,8 +35,10 @@ __all__ = ["main", "run_and_report"]
 
 def run_and_report(ctx: Context, names: list[str]) -> int:
     os.makedirs(ctx.out_dir, exist_ok=True)
-    header = (f"machine: {os.cpu_count()} CPU, {_memory_gb():.0f} GB RAM, Python {platform.python_version()}, "
-              f"{platform.system()} {platform.machine()}; {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    header = (
+        f"machine: {os.cpu_count()} CPU, {_memory_gb():.0f} GB RAM, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}; {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    )
     failed = False
     for name in names:
         say(f"== bench {name} ==")

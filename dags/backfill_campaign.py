@@ -20,6 +20,7 @@ re-running a date rewrites the same outputs (notify finds its own history
 and sends nothing twice). Every campaign day ends with the report
 (`campaigns/<id>/report/<ds>/report.html`, CSV and Parquet tables).
 """
+
 from __future__ import annotations
 
 import pendulum
@@ -45,7 +46,10 @@ with DAG(
     for step in cfg.STEPS:
         # Mapped over the launches due today: none -> skipped; later steps still run.
         launch = BeamRunPythonPipelineOperator.partial(
-            task_id=step.name, py_file=step.module, py_options=["-m"], trigger_rule="none_failed",
+            task_id=step.name,
+            py_file=step.module,
+            py_options=["-m"],
+            trigger_rule="none_failed",
         ).expand_kwargs(cfg.due_task(step)(plan))
         previous >> launch
         previous = launch

@@ -25,6 +25,7 @@ so a re-run of a date rewrites the same outputs):
                                         parquet/<table>/as_of=DS/)
     registrations/DAY/                  input: one folder of registration events per day
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,7 +56,7 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "temp_location": (None, "gs:// folder for Dataflow's temporary and staged files (DataflowRunner)"),
     "setup_file": (os.path.join(PROJECT_DIR, "setup.py"), "setup.py the Dataflow workers install"),
     "service_account": (None, "worker service account email (DataflowRunner)"),
-    "beam_options": ({}, "extra Beam options for every step, e.g. {\"max_num_workers\": 40}"),
+    "beam_options": ({}, 'extra Beam options for every step, e.g. {"max_num_workers": 40}'),
 }
 
 
@@ -77,17 +78,48 @@ class Step:
 
 STEPS: tuple[Step, ...] = (
     Step("scan", "pipelines.scan", "kickoff", {"base": "{base}", "out": "{root}/scan", "as-of": "{ds}"}),
-    Step("notify", "pipelines.notify", "wave", {
-        "classified": "{root}/scan", "campaign": "{campaign}", "wave": "{wave}",
-        "registered": "{previous_merge}", "topic": "{notify_topic}", "out": "{root}/notify", "as-of": "{ds}"}),
-    Step("merge", "pipelines.merge", "daily", {
-        "base": "{previous_base}", "vault": "{previous_vault}", "registrations": "{registrations}/{events_day}",
-        "keys": "{keys}", "out": "{out}/merge/{ds}", "as-of": "{ds}"}),
+    Step(
+        "notify",
+        "pipelines.notify",
+        "wave",
+        {
+            "classified": "{root}/scan",
+            "campaign": "{campaign}",
+            "wave": "{wave}",
+            "registered": "{previous_merge}",
+            "topic": "{notify_topic}",
+            "out": "{root}/notify",
+            "as-of": "{ds}",
+        },
+    ),
+    Step(
+        "merge",
+        "pipelines.merge",
+        "daily",
+        {
+            "base": "{previous_base}",
+            "vault": "{previous_vault}",
+            "registrations": "{registrations}/{events_day}",
+            "keys": "{keys}",
+            "out": "{out}/merge/{ds}",
+            "as-of": "{ds}",
+        },
+    ),
     # The morning report of a campaign: its first scan, the day's merge, the waves sent so far.
-    Step("report", "pipelines.report", "campaign_daily", {
-        "scan": "{root}/scan", "merge": "{out}/merge/{ds}", "earlier-merges": "{out}/merge/*",
-        "notify": "{root}/notify", "campaign": "{campaign}",
-        "out": "{root}/report/{ds}", "as-of": "{ds}"}),
+    Step(
+        "report",
+        "pipelines.report",
+        "campaign_daily",
+        {
+            "scan": "{root}/scan",
+            "merge": "{out}/merge/{ds}",
+            "earlier-merges": "{out}/merge/*",
+            "notify": "{root}/notify",
+            "campaign": "{campaign}",
+            "out": "{root}/report/{ds}",
+            "as-of": "{ds}",
+        },
+    ),
 )
 DAILY_STEPS = tuple(s for s in STEPS if s.when == "daily")
 
@@ -106,8 +138,10 @@ def dag_params() -> dict:
     """The DAGs' params: every setting, empty by default (Variables and defaults fill in)."""
     from airflow.sdk import Param
 
-    return {name: Param(None, type=["null", "object" if isinstance(default, dict) else "string"], description=text)
-            for name, (default, text) in SETTINGS.items()}
+    return {
+        name: Param(None, type=["null", "object" if isinstance(default, dict) else "string"], description=text)
+        for name, (default, text) in SETTINGS.items()
+    }
 
 
 def resolve(params: dict, variables) -> dict:
@@ -131,8 +165,10 @@ def resolve(params: dict, variables) -> dict:
 def _need(settings: dict, *names: str) -> None:
     for name in names:
         if settings.get(name) in (None, ""):
-            raise ConfigError(f"missing setting {name!r} ({SETTINGS[name][1]}): pass the DAG param {name} "
-                              f"or set the Airflow Variable {VARIABLE_PREFIX}{name}")
+            raise ConfigError(
+                f"missing setting {name!r} ({SETTINGS[name][1]}): pass the DAG param {name} "
+                f"or set the Airflow Variable {VARIABLE_PREFIX}{name}"
+            )
 
 
 def _remote(path: str) -> bool:
@@ -161,7 +197,7 @@ def _list_dirs(folder: str) -> list[str]:
 
         bucket, prefix = _parse_gcs_url(folder.rstrip("/") + "/")
         names = GCSHook().list(bucket, prefix=prefix, match_glob="**/manifest.json")
-        return sorted({n[len(prefix):].split("/")[0] for n in names})
+        return sorted({n[len(prefix) :].split("/")[0] for n in names})
     if not os.path.isdir(folder):
         return []
     return sorted(d for d in os.listdir(folder) if os.path.exists(os.path.join(folder, d, "manifest.json")))
@@ -178,8 +214,10 @@ def read_campaign(path: str) -> dict:
         deadline = dt.date.fromisoformat(str(doc["deadline"]))
         campaign_id = str(doc["campaign_id"])
     except Exception as exc:  # the one line names the problem's class, not file contents
-        raise ConfigError(f"campaign {path}: not a readable campaign file ({type(exc).__name__}); "
-                          "backfill notify --dry-run shows what is wrong") from None
+        raise ConfigError(
+            f"campaign {path}: not a readable campaign file ({type(exc).__name__}); "
+            "backfill notify --dry-run shows what is wrong"
+        ) from None
     if not re.fullmatch(r"[A-Za-z0-9._-]+", campaign_id) or not waves:
         raise ConfigError(f"campaign {path}: campaign_id must be letters, digits, '.', '_' or '-' and waves non-empty")
     return {"campaign_id": campaign_id, "waves": waves, "deadline": deadline, "kickoff": min(waves.values())}
@@ -194,17 +232,22 @@ def previous_merge(out: str, ds: str) -> str:
 def check_interpreter(python: str, modules: list[str]) -> None:
     """The project's interpreter is there and has Beam and the step modules (no pipeline is built)."""
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        raise ConfigError(f"project interpreter {python} not found: build it (make test) or set the Airflow "
-                          f"Variable {VARIABLE_PREFIX}python")
+        raise ConfigError(
+            f"project interpreter {python} not found: build it (make test) or set the Airflow "
+            f"Variable {VARIABLE_PREFIX}python"
+        )
     probe = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))"
     try:
-        missing = subprocess.run([python, "-c", probe, *modules], capture_output=True, text=True, timeout=120,
-                                 check=True, cwd="/").stdout.split()
+        missing = subprocess.run(
+            [python, "-c", probe, *modules], capture_output=True, text=True, timeout=120, check=True, cwd="/"
+        ).stdout.split()
     except (subprocess.SubprocessError, OSError) as exc:
         raise ConfigError(f"project interpreter {python} does not run ({type(exc).__name__})") from None
     if missing:
-        raise ConfigError(f"{python} cannot import {', '.join(missing)}: install the project there "
-                          "(pip install -c constraints.txt -e '.[test]')")
+        raise ConfigError(
+            f"{python} cannot import {', '.join(missing)}: install the project there "
+            "(pip install -c constraints.txt -e '.[test]')"
+        )
 
 
 def _runner(settings: dict, steps) -> tuple[str, dict]:
@@ -234,9 +277,12 @@ def _launch(step: Step, layout: dict, runner: str, settings: dict, runner_option
     kwargs = {"runner": runner, "py_interpreter": settings["python"], "pipeline_options": options}
     if runner == "DataflowRunner":
         name = f"backfill-{step.name}-{layout.get('wave', '')}-{layout['ds']}".replace("--", "-")
-        kwargs["dataflow_config"] = {"job_name": re.sub(r"[^a-z0-9-]", "-", name.lower()),
-                                     "project_id": settings["project"], "location": settings["region"],
-                                     "service_account": settings["service_account"]}
+        kwargs["dataflow_config"] = {
+            "job_name": re.sub(r"[^a-z0-9-]", "-", name.lower()),
+            "project_id": settings["project"],
+            "location": settings["region"],
+            "service_account": settings["service_account"],
+        }
     return kwargs
 
 
@@ -256,26 +302,34 @@ def check_params(params: dict, variables, ds: str, steps=STEPS, kind: str = "cam
     runner, runner_options = _runner(settings, steps)
     day = dt.date.fromisoformat(ds)
     out = settings["out"].rstrip("/")
-    layout = {**{k: v or "" for k, v in settings.items() if isinstance(v, str) or v is None}, "out": out, "ds": ds,
-              "events_day": (day - dt.timedelta(days=1)).isoformat()}
+    layout = {
+        **{k: v or "" for k, v in settings.items() if isinstance(v, str) or v is None},
+        "out": out,
+        "ds": ds,
+        "events_day": (day - dt.timedelta(days=1)).isoformat(),
+    }
     campaign = read_campaign(settings["campaign"]) if settings.get("campaign") else None
     active = campaign is not None and campaign["kickoff"] <= day <= campaign["deadline"] + FOLLOW_UP
     ends = campaign["deadline"] + FOLLOW_UP if campaign else None
     launches: dict[str, list] = {s.name: [] for s in steps}
     notes = []
     if campaign_only and not active:
-        notes.append(f"{ds} is outside campaign {campaign['campaign_id']} ({campaign['kickoff']} to {ends}, "
-                     f"the deadline {campaign['deadline']} and {FOLLOW_UP.days} days of follow-up): nothing to do")
+        notes.append(
+            f"{ds} is outside campaign {campaign['campaign_id']} ({campaign['kickoff']} to {ends}, "
+            f"the deadline {campaign['deadline']} and {FOLLOW_UP.days} days of follow-up): nothing to do"
+        )
         return {**launches, "notes": notes}
     if not campaign_only and active:
-        notes.append(f"campaign {campaign['campaign_id']} runs until {ends}: backfill_campaign "
-                     f"merges {ds}")
+        notes.append(f"campaign {campaign['campaign_id']} runs until {ends}: backfill_campaign merges {ds}")
         return {**launches, "notes": notes}
     if campaign:
         layout["root"] = f"{out}/campaigns/{campaign['campaign_id']}"
     previous = previous_merge(out, ds)
-    layout.update(previous_merge=previous, previous_base=f"{previous}/base" if previous else settings["base"],
-                  previous_vault=f"{previous}/vault" if previous else "")
+    layout.update(
+        previous_merge=previous,
+        previous_base=f"{previous}/base" if previous else settings["base"],
+        previous_vault=f"{previous}/vault" if previous else "",
+    )
     for name in ("base", "keys", "registrations"):
         if settings.get(name):
             _check_local(name, settings[name])
@@ -286,10 +340,13 @@ def check_params(params: dict, variables, ds: str, steps=STEPS, kind: str = "cam
             for wave, start in sorted(campaign["waves"].items()):
                 if start == day:
                     if wave > 1 and not _remote(out) and not os.path.exists(f"{layout['root']}/scan/summary.json"):
-                        raise ConfigError(f"wave {wave} is due but the campaign's scan is missing at "
-                                          f"{layout['root']}/scan: run backfill_campaign for {campaign['kickoff']}")
-                    launches[step.name].append(_launch(step, {**layout, "wave": str(wave)}, runner, settings,
-                                                       runner_options))
+                        raise ConfigError(
+                            f"wave {wave} is due but the campaign's scan is missing at "
+                            f"{layout['root']}/scan: run backfill_campaign for {campaign['kickoff']}"
+                        )
+                    launches[step.name].append(
+                        _launch(step, {**layout, "wave": str(wave)}, runner, settings, runner_options)
+                    )
         elif step.when == "campaign_daily" and campaign:
             launches[step.name].append(_launch(step, layout, runner, settings, runner_options))
         elif step.when == "daily":

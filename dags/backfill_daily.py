@@ -12,6 +12,7 @@ Settings as in `backfill_campaign` (DAG params, else Variables
 The report belongs to a campaign (it measures completion against the
 campaign's first scan), so it runs in `backfill_campaign`, not here.
 """
+
 from __future__ import annotations
 
 import pendulum
@@ -36,7 +37,10 @@ with DAG(
     previous = plan
     for step in cfg.DAILY_STEPS:
         launch = BeamRunPythonPipelineOperator.partial(
-            task_id=step.name, py_file=step.module, py_options=["-m"], trigger_rule="none_failed",
+            task_id=step.name,
+            py_file=step.module,
+            py_options=["-m"],
+            trigger_rule="none_failed",
         ).expand_kwargs(cfg.due_task(step)(plan))
         previous >> launch
         previous = launch

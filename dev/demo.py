@@ -13,6 +13,7 @@ list too), a reveal on record, live registrations through the Pub/Sub emulator i
 the streaming merge and their compaction, retention, an incident with its shred, the
 self-inspection, and finally the completion rate and the report's path.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -109,8 +110,18 @@ def _notify_wave_1(demo: _Demo) -> None:
 
     path = demo.path
     started = demo.step("notify wave 1: dry run, then SMS, call and announcement jobs to files")
-    wave1 = ["--classified", path("scan"), "--campaign", demo.args.campaign, "--wave", "1",
-             "--out", path("notify"), "--as-of", WAVE_DAYS[1]]
+    wave1 = [
+        "--classified",
+        path("scan"),
+        "--campaign",
+        demo.args.campaign,
+        "--wave",
+        "1",
+        "--out",
+        path("notify"),
+        "--as-of",
+        WAVE_DAYS[1],
+    ]
     notify.main([*wave1, "--dry-run", "--show-regions", "3", "--samples", "1"])
     notify.main(wave1)
     _done(started, path("notify", "jobs"))
@@ -121,10 +132,17 @@ def _registrations(demo: _Demo) -> None:
 
     path = demo.path
     started = demo.step("registrations arrive: simulated from a share of the notified lines")
-    counts = simulate_registrations(path("scan"), path("events", "registrations.jsonl"), share=0.45,
-                                    seed=demo.args.seed, as_of=dt.date.fromisoformat(REGISTRATION_DAY))
-    print(f"   {counts['events']:,} events: {counts['duplicates']} redelivered, {counts['invalid']} failing "
-          f"the policy, {counts['unknown_lines']} for lines that do not exist")
+    counts = simulate_registrations(
+        path("scan"),
+        path("events", "registrations.jsonl"),
+        share=0.45,
+        seed=demo.args.seed,
+        as_of=dt.date.fromisoformat(REGISTRATION_DAY),
+    )
+    print(
+        f"   {counts['events']:,} events: {counts['duplicates']} redelivered, {counts['invalid']} failing "
+        f"the policy, {counts['unknown_lines']} for lines that do not exist"
+    )
     _done(started, path("events", "registrations.jsonl"))
 
 
@@ -133,8 +151,20 @@ def _merge(demo: _Demo) -> None:
 
     path = demo.path
     started = demo.step("merge: registrations into the base, tokenized, originals sealed in the vault")
-    merge.main(["--base", path("base.parquet"), "--registrations", path("events", "registrations.jsonl"),
-                "--keys", path("keys", "keyset.json"), "--out", path("merge"), "--as-of", REGISTRATION_DAY])
+    merge.main(
+        [
+            "--base",
+            path("base.parquet"),
+            "--registrations",
+            path("events", "registrations.jsonl"),
+            "--keys",
+            path("keys", "keyset.json"),
+            "--out",
+            path("merge"),
+            "--as-of",
+            REGISTRATION_DAY,
+        ]
+    )
     _done(started, path("merge"))
 
 
@@ -143,8 +173,22 @@ def _notify_wave_2(demo: _Demo) -> None:
 
     path = demo.path
     started = demo.step("notify wave 2: reminders, less the lines registered since")
-    notify.main(["--classified", path("scan"), "--campaign", demo.args.campaign, "--wave", "2",
-                 "--out", path("notify"), "--as-of", WAVE_DAYS[2], "--registered", path("merge")])
+    notify.main(
+        [
+            "--classified",
+            path("scan"),
+            "--campaign",
+            demo.args.campaign,
+            "--wave",
+            "2",
+            "--out",
+            path("notify"),
+            "--as-of",
+            WAVE_DAYS[2],
+            "--registered",
+            path("merge"),
+        ]
+    )
     _done(started, path("notify", "jobs"))
 
 
@@ -156,13 +200,32 @@ def _second_merge(demo: _Demo) -> None:
     started = demo.step("more registrations after the reminders, merged the next days on the merged base")
     merged = pq.read_table(path("merge", "base"), columns=["line_id", "registration_event_id"])
     registered = merged.filter(merged.column("registration_event_id").is_valid()).column("line_id")
-    counts = simulate_registrations(path("scan"), path("events", "registrations-2.jsonl"), share=0.35,
-                                    seed=seed + 1, as_of=dt.date.fromisoformat(WAVE_DAYS[2]) + dt.timedelta(days=1),
-                                    days=6, exclude=registered)
+    counts = simulate_registrations(
+        path("scan"),
+        path("events", "registrations-2.jsonl"),
+        share=0.35,
+        seed=seed + 1,
+        as_of=dt.date.fromisoformat(WAVE_DAYS[2]) + dt.timedelta(days=1),
+        days=6,
+        exclude=registered,
+    )
     print(f"   {counts['events']:,} events over 6 days")
-    merge.main(["--base", path("merge", "base"), "--vault", path("merge", "vault"),
-                "--registrations", path("events", "registrations-2.jsonl"), "--keys", path("keys", "keyset.json"),
-                "--out", path("merge-2"), "--as-of", SECOND_MERGE_DAY])
+    merge.main(
+        [
+            "--base",
+            path("merge", "base"),
+            "--vault",
+            path("merge", "vault"),
+            "--registrations",
+            path("events", "registrations-2.jsonl"),
+            "--keys",
+            path("keys", "keyset.json"),
+            "--out",
+            path("merge-2"),
+            "--as-of",
+            SECOND_MERGE_DAY,
+        ]
+    )
     _done(started, path("merge-2"))
 
 
@@ -171,9 +234,24 @@ def _report(demo: _Demo) -> None:
 
     path = demo.path
     started = demo.step("report: completion, waves, regions, agents (Art. 14), the past-deadline list")
-    demo.figures = report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--earlier-merges", path("merge"),
-                               "--notify", path("notify"), "--campaign", demo.args.campaign, "--out", path("report"),
-                               "--as-of", REPORT_DAY])
+    demo.figures = report.run(
+        [
+            "--scan",
+            path("scan"),
+            "--merge",
+            path("merge-2"),
+            "--earlier-merges",
+            path("merge"),
+            "--notify",
+            path("notify"),
+            "--campaign",
+            demo.args.campaign,
+            "--out",
+            path("report"),
+            "--as-of",
+            REPORT_DAY,
+        ]
+    )
     print(report.format_summary(demo.figures))
     _done(started, path("report", "report.html"))
 
@@ -187,9 +265,20 @@ def _reveal(demo: _Demo) -> None:
     registered = merged.filter(merged.column("registration_event_id").is_valid())
     if registered.num_rows:
         line_id = registered.column("line_id")[0].as_py()
-        reveal.main(["--keys", path("keys", "keyset.json"), "--vault", path("merge-2", "vault"),
-                     "--line-id", line_id, "--purpose", "demo: customer asked to see their record",
-                     "--fields", "name"])
+        reveal.main(
+            [
+                "--keys",
+                path("keys", "keyset.json"),
+                "--vault",
+                path("merge-2", "vault"),
+                "--line-id",
+                line_id,
+                "--purpose",
+                "demo: customer asked to see their record",
+                "--fields",
+                "name",
+            ]
+        )
     _done(started, "audit log beside the vault")
 
 
@@ -199,8 +288,14 @@ def _streaming(demo: _Demo) -> None:
     path = demo.path
     started = demo.step("streaming merge: live registrations through Pub/Sub (the emulator), windowed, then compacted")
     demo.live_base, demo.live_vault = stream_and_compact(
-        path, path("scan"), path("merge-2", "base"), path("merge-2", "vault"), path("keys", "keyset.json"), LIVE_DAY,
-        demo.args.seed + 2)
+        path,
+        path("scan"),
+        path("merge-2", "base"),
+        path("merge-2", "vault"),
+        path("keys", "keyset.json"),
+        LIVE_DAY,
+        demo.args.seed + 2,
+    )
     _done(started, demo.live_base)
 
 
@@ -209,12 +304,25 @@ def _retention(demo: _Demo) -> None:
 
     path = demo.path
     started = demo.step("retention: identity of lines terminated more than two years ago purged (Art. 11)")
-    purge = demo.purge = retention.run(["--base", demo.live_base, "--vault", demo.live_vault,
-                                        "--keys", path("keys", "keyset.json"), "--out", path("retention"),
-                                        "--as-of", SECOND_MERGE_DAY])
-    print(f"   purged {purge['counts']['purged']:,} lines terminated on or before "
-          f"{purge['retention']['purge_terminated_on_or_before']}; vault key {purge['keys']['vault_before']} -> "
-          f"{purge['keys']['vault_after']} (the live base and vault are now under {path('retention')})")
+    purge = demo.purge = retention.run(
+        [
+            "--base",
+            demo.live_base,
+            "--vault",
+            demo.live_vault,
+            "--keys",
+            path("keys", "keyset.json"),
+            "--out",
+            path("retention"),
+            "--as-of",
+            SECOND_MERGE_DAY,
+        ]
+    )
+    print(
+        f"   purged {purge['counts']['purged']:,} lines terminated on or before "
+        f"{purge['retention']['purge_terminated_on_or_before']}; vault key {purge['keys']['vault_before']} -> "
+        f"{purge['keys']['vault_after']} (the live base and vault are now under {path('retention')})"
+    )
     _done(started, path("retention"))
 
 
@@ -227,10 +335,25 @@ def _incident(demo: _Demo) -> None:
     leaked = live.filter(live.column("registration_event_id").is_valid()).column("line_id").to_pylist()[1:6]
     with open(path("incident-lines.txt"), "w", encoding="utf-8") as handle:
         handle.write("".join(f"{line_id}\n" for line_id in leaked))
-    incident.main(["--lines", path("incident-lines.txt"), "--base", path("retention", "base"),
-                   "--vault", path("retention", "vault"), "--keys", path("keys", "keyset.json"), "--shred",
-                   "--out", path("incident"), "--as-of", SECOND_MERGE_DAY,
-                   "--description", "demo: a laptop with an export of five registered lines was lost"])
+    incident.main(
+        [
+            "--lines",
+            path("incident-lines.txt"),
+            "--base",
+            path("retention", "base"),
+            "--vault",
+            path("retention", "vault"),
+            "--keys",
+            path("keys", "keyset.json"),
+            "--shred",
+            "--out",
+            path("incident"),
+            "--as-of",
+            SECOND_MERGE_DAY,
+            "--description",
+            "demo: a laptop with an export of five registered lines was lost",
+        ]
+    )
     _done(started, path("incident", "incident.html"))
 
 
@@ -239,8 +362,9 @@ def _self_inspection(demo: _Demo) -> None:
 
     started = demo.step("self-inspection: the year's runs, reveals, key changes and purges (Art. 15)")
     year = int(demo.purge["started"][:4])
-    inspection = report.run(["--self-inspection", "--year", str(year), "--manifests", demo.out,
-                             "--out", demo.path("inspection")])
+    inspection = report.run(
+        ["--self-inspection", "--year", str(year), "--manifests", demo.out, "--out", demo.path("inspection")]
+    )
     print("   " + report.format_summary(inspection))
     _done(started, inspection["outputs"]["html"])
 
@@ -249,15 +373,31 @@ def _completion(demo: _Demo) -> None:
     """The last lines: the completion rate, the report's path, the output folder."""
     c = demo.figures["completion"]
     rate = 100.0 * c["completion_rate"] if c["completion_rate"] is not None else 100.0
-    print(f"\ncompletion: {c['complete']:,} of {c['needed']:,} lines that needed registration are now COMPLETE "
-          f"({rate:.1f}%)")
+    print(
+        f"\ncompletion: {c['complete']:,} of {c['needed']:,} lines that needed registration are now COMPLETE "
+        f"({rate:.1f}%)"
+    )
     print(f"report: {os.path.abspath(demo.path('report', 'report.html'))}")
     print(f"outputs under {os.path.abspath(demo.out)}")
 
 
 # The demo's steps, in order: each prints its "== N. title" line and where its output went.
-STEPS = (_generate, _scan, _keys, _notify_wave_1, _registrations, _merge, _notify_wave_2, _second_merge, _report,
-         _reveal, _streaming, _retention, _incident, _self_inspection)
+STEPS = (
+    _generate,
+    _scan,
+    _keys,
+    _notify_wave_1,
+    _registrations,
+    _merge,
+    _notify_wave_2,
+    _second_merge,
+    _report,
+    _reveal,
+    _streaming,
+    _retention,
+    _incident,
+    _self_inspection,
+)
 
 
 def run(argv=None) -> int:

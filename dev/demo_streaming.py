@@ -8,6 +8,7 @@ seconds, and folds its window deltas into a new base with ``backfill
 compact``. Without the emulator installed the step says so and the demo goes on
 from the batch merge's output.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,8 +35,11 @@ def _publish(topic: str, events_path: str) -> int:
         with open(events_path, encoding="utf-8") as handle:
             for line in handle:
                 event = json.loads(line)
-                futures.append(publisher.publish(topic, line.strip().encode("utf-8"), event_id=event["event_id"],
-                                                 line_id=event["line_id"]))
+                futures.append(
+                    publisher.publish(
+                        topic, line.strip().encode("utf-8"), event_id=event["event_id"], line_id=event["line_id"]
+                    )
+                )
         for future in futures:
             future.result(timeout=60)
     finally:
@@ -50,17 +54,45 @@ def stream_and_compact(path, scan_dir: str, base: str, vault: str, keys: str, da
 
     merged = pq.read_table(base, columns=["line_id", "registration_event_id"])
     registered = merged.filter(pc.is_valid(merged["registration_event_id"]))["line_id"]
-    counts = simulate_registrations(scan_dir, path("events", "registrations-live.jsonl"), share=0.15, seed=seed,
-                                    as_of=dt.date.fromisoformat(day), exclude=registered)
+    counts = simulate_registrations(
+        scan_dir,
+        path("events", "registrations-live.jsonl"),
+        share=0.15,
+        seed=seed,
+        as_of=dt.date.fromisoformat(day),
+        exclude=registered,
+    )
     try:
         with running_emulator() as emulator:
             topic, subscription = emulator.topic_and_subscription("demo-live")
             published = _publish(topic, path("events", "registrations-live.jsonl"))
             print(f"   published {published:,} messages to {topic} ({counts['duplicates']} redelivered)")
             proc = subprocess.run(
-                [sys.executable, "-m", "pipelines.merge", "--streaming", "--subscription", subscription, "--base", base,
-                 "--keys", keys, "--out", path("stream"), "--as-of", day, "--window-seconds", WINDOW_SECONDS,
-                 "--stop-after-idle", IDLE_SECONDS], capture_output=True, text=True, timeout=600, env=os.environ.copy())
+                [
+                    sys.executable,
+                    "-m",
+                    "pipelines.merge",
+                    "--streaming",
+                    "--subscription",
+                    subscription,
+                    "--base",
+                    base,
+                    "--keys",
+                    keys,
+                    "--out",
+                    path("stream"),
+                    "--as-of",
+                    day,
+                    "--window-seconds",
+                    WINDOW_SECONDS,
+                    "--stop-after-idle",
+                    IDLE_SECONDS,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=os.environ.copy(),
+            )
     except EmulatorUnavailable as exc:
         print(f"   skipped: {exc} (apt install google-cloud-cli-pubsub-emulator openjdk-17-jre-headless)")
         return base, vault
@@ -71,7 +103,21 @@ def stream_and_compact(path, scan_dir: str, base: str, vault: str, keys: str, da
         raise UserError(f"the streaming merge failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     from pipelines import compact
 
-    summary = compact.run(["--base", base, "--vault", vault, "--deltas", path("stream"), "--keys", keys,
-                           "--out", path("compact"), "--as-of", day])
+    summary = compact.run(
+        [
+            "--base",
+            base,
+            "--vault",
+            vault,
+            "--deltas",
+            path("stream"),
+            "--keys",
+            keys,
+            "--out",
+            path("compact"),
+            "--as-of",
+            day,
+        ]
+    )
     print("   " + compact.format_summary(summary).replace("\n", "\n   "))
     return path("compact", "base"), path("compact", "vault")

@@ -24,6 +24,7 @@ built from them), ``dev.generate_arrays`` (vectorised building blocks),
 the public functions, the file writer and the command line; it re-exports the
 shares (``KINDS``, ``SCHEMA``, ...).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,6 @@ from schemas import avro_schema
 from transforms.core.rows import FORMATS
 
 __all__ = ["generate_table", "generate_truth", "write_base", "main", "BLOCK_ROWS"]
-
 
 
 def generate_table(lines: int, seed: int, start: int = 0) -> pa.Table:
@@ -70,8 +70,17 @@ def generate_truth(lines: int, seed: int, start: int = 0) -> pa.Table:
 
 
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "gb18030": "gb18030"}
-_DICTIONARY = ["line_type", "subscriber_kind", "status", "activated_on", "terminated_on", "region", "agent_id",
-               "doc_type", "handler_doc_type"]  # low-cardinality columns: dictionary-encoded in Parquet
+_DICTIONARY = [
+    "line_type",
+    "subscriber_kind",
+    "status",
+    "activated_on",
+    "terminated_on",
+    "region",
+    "agent_id",
+    "doc_type",
+    "handler_doc_type",
+]  # low-cardinality columns: dictionary-encoded in Parquet
 
 
 def _options(path: str, encoding: str) -> tuple[str, str]:
@@ -116,21 +125,32 @@ def write_base(path: str, lines: int, seed: int, encoding: str = "utf-8", chunk_
     written, chunks = 0, _chunks(lines, seed, chunk_rows)
     with FileSystems.create(path, mime_type="application/octet-stream", compression_type="uncompressed") as f:
         if fmt == "parquet":  # a native buffer in front of the Python file: few GIL round trips
-            with pa.BufferedOutputStream(pa.PythonFile(f, mode="w"), 1 << 24) as sink, pq.ParquetWriter(
-                    sink, SCHEMA, compression="snappy", use_dictionary=_DICTIONARY, write_statistics=False) as out:
+            with (
+                pa.BufferedOutputStream(pa.PythonFile(f, mode="w"), 1 << 24) as sink,
+                pq.ParquetWriter(
+                    sink, SCHEMA, compression="snappy", use_dictionary=_DICTIONARY, write_statistics=False
+                ) as out,
+            ):
                 for chunk in filter(len, chunks):  # 0 lines: a file with the schema and no row group
                     out.write_table(chunk, row_group_size=len(chunk))
                     written += len(chunk)
         elif fmt == "avro":
+
             def records() -> Iterator[dict]:
                 nonlocal written
                 for chunk in chunks:
                     for s in range(0, len(chunk), 10_000):
                         yield from chunk.slice(s, 10_000).to_pylist()
                     written += len(chunk)
+
             marker = hashlib.sha256(f"subscriber-backfill:{seed}".encode()).digest()[:16]  # same seed, same bytes
-            fastavro.writer(f, fastavro.parse_schema(copy.deepcopy(avro_schema("subscriber_base"))), records(),
-                            codec="deflate", sync_marker=marker)
+            fastavro.writer(
+                f,
+                fastavro.parse_schema(copy.deepcopy(avro_schema("subscriber_base"))),
+                records(),
+                codec="deflate",
+                sync_marker=marker,
+            )
         else:
             for i, chunk in enumerate(chunks):
                 buf = io.BytesIO()
@@ -147,15 +167,18 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     """``backfill generate --lines N --seed S --out PATH [--encoding utf-8|gb18030]``."""
-    parser = _Parser(prog="backfill generate", description="Write a realistic synthetic subscriber base "
-                     "(Parquet, Avro or CSV by the extension of --out; gs:// paths work).")
+    parser = _Parser(
+        prog="backfill generate",
+        description="Write a realistic synthetic subscriber base "
+        "(Parquet, Avro or CSV by the extension of --out; gs:// paths work).",
+    )
     parser.add_argument("--lines", type=int, required=True, help="number of lines (rows) to write")
     parser.add_argument("--seed", type=int, required=True, help="random seed: the same seed gives the same file")
     parser.add_argument("--out", required=True, help="output path ending .parquet, .avro or .csv")
     parser.add_argument("--encoding", default="utf-8", help="CSV encoding: utf-8 (default) or gb18030")
     try:
         args, _ = split_beam_flags(parser, argv, pipeline=False)
-        if args.lines < 0 or not 0 <= args.seed < 2 ** 63:
+        if args.lines < 0 or not 0 <= args.seed < 2**63:
             raise ValueError("--lines must be 0 or more and --seed between 0 and 2**63-1")
         _fmt, enc = _options(args.out, args.encoding)
     except ValueError as exc:

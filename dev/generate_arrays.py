@@ -5,6 +5,7 @@ byte matrices to Arrow strings, and :class:`Col`, a string column built as
 base values plus row patches and taken once at the end. Everything takes the
 block's numpy RNG, so the order of calls is the order of draws.
 """
+
 from __future__ import annotations
 
 import functools

@@ -8,6 +8,7 @@ document on 6-8 lines, one document under two names, organisations with many
 lines) and returns either the rows or, with ``truth``, their intended
 verdicts. :func:`iter_rows` serves any range of rows block by block.
 """
+
 from __future__ import annotations
 
 import collections
@@ -23,14 +24,31 @@ from dev.generate_arrays import draw, pick, strs, text
 from dev.generate_identity import identity
 from dev.generate_lines import line_columns
 from dev.generate_numbers import person
-from dev.generate_shares import (BAD_DATE, BAD_ENUM, COLUMNS, DOCS, DUPLICATE_LINE_ID, IDENTITY, INVALID, K, KINDS,
-                                 LINE_LIMIT_GROUPS, LINE_TYPES, MINORITY_NAME, NAME_CONFLICTS, ORG_SHARED, SCHEMA,
-                                 STATUSES, XINJIANG, ZONED_TIMESTAMP)
+from dev.generate_shares import (
+    BAD_DATE,
+    BAD_ENUM,
+    COLUMNS,
+    DOCS,
+    DUPLICATE_LINE_ID,
+    IDENTITY,
+    INVALID,
+    K,
+    KINDS,
+    LINE_LIMIT_GROUPS,
+    LINE_TYPES,
+    MINORITY_NAME,
+    NAME_CONFLICTS,
+    ORG_SHARED,
+    SCHEMA,
+    STATUSES,
+    XINJIANG,
+    ZONED_TIMESTAMP,
+)
 
 __all__ = ["BLOCK_ROWS", "THREADS", "block", "iter_rows", "check_request"]
 
 BLOCK_ROWS = 50_000  # changing it changes every base: the RNG is per (seed, block)
-THREADS = 2          # blocks made at once while write_base writes (numpy and Arrow release the GIL)
+THREADS = 2  # blocks made at once while write_base writes (numpy and Arrow release the GIL)
 _MAT = D.ascii_matrix
 _IDENTITY_FIELDS = ("doc_type", "doc_number", "name", "address")
 
@@ -39,8 +57,15 @@ _IDENTITY_FIELDS = ("doc_type", "doc_number", "name", "address")
 def block(seed: int, index: int, truth: bool = False) -> pa.Table:
     """Rows ``index * BLOCK_ROWS`` onwards (with ``truth``: their intended verdicts)."""
     rng, n, first = np.random.default_rng([seed, index]), BLOCK_ROWS, index * BLOCK_ROWS
-    codes = {f: draw(rng, n, s) for f, s in (("subscriber_kind", KINDS), ("line_type", LINE_TYPES),
-                                              ("status", STATUSES), ("identity", IDENTITY))}
+    codes = {
+        f: draw(rng, n, s)
+        for f, s in (
+            ("subscriber_kind", KINDS),
+            ("line_type", LINE_TYPES),
+            ("status", STATUSES),
+            ("identity", IDENTITY),
+        )
+    }
     org, quality, status = codes["subscriber_kind"] == 1, codes["identity"], codes["status"]
     ri = rng.integers(0, len(D.REGIONS), n)
     xj = pick(rng, n, MINORITY_NAME * XINJIANG, np.flatnonzero(~org))  # most dotted names are in Xinjiang
@@ -78,9 +103,9 @@ def _shared_documents(rng, n, org, quality, status, dk, busy) -> tuple[dict[str,
     flag, pos = np.zeros(n, np.int64), 0
     for g in range(LINE_LIMIT_GROUPS + NAME_CONFLICTS):  # one ID on 6-8 live lines; one ID, 2-3 names
         limit = g < LINE_LIMIT_GROUPS
-        group = cand[pos: pos + int(rng.integers(6, 9) if limit else rng.integers(2, 4))]
+        group = cand[pos : pos + int(rng.integers(6, 9) if limit else rng.integers(2, 4))]
         pos += len(group)
-        for c in (maps if limit else ("doc_type", "doc_number")):
+        for c in maps if limit else ("doc_type", "doc_number"):
             maps[c][group] = group[0]
         flag[group] = 1 if limit else 2
     oc = np.flatnonzero((quality == 0) & org & ~busy)  # an organisation holds many lines
@@ -103,14 +128,16 @@ def _dead_letters(n, src, dup, empty, bad_enum, bad_date) -> np.ndarray:
 
 def _truth(first, n, quality, inv, dk, maps, flag, src, dead) -> pa.Table:
     """The intended verdict of each row of the block (see ``dev.generate.generate_truth``)."""
-    return pa.table({
-        "row": pa.array(first + np.arange(n)),
-        "identity_class": strs(list(IDENTITY)).take(quality[src]),
-        "defect": strs(INVALID + [None]).take(np.where(inv < 0, len(INVALID), inv)[src]),
-        "doc_kind": strs(DOCS).take(dk[maps["doc_number"]][src]),
-        "cross_record": strs([None, "DOC_LINE_LIMIT", "DOC_NAME_CONFLICT"]).take(flag[src]),
-        "dead_letter": strs([None, "DUPLICATE_LINE_ID", "LINE_ID_MISSING", "BAD_ENUM", "BAD_DATE"]).take(dead),
-    })
+    return pa.table(
+        {
+            "row": pa.array(first + np.arange(n)),
+            "identity_class": strs(list(IDENTITY)).take(quality[src]),
+            "defect": strs(INVALID + [None]).take(np.where(inv < 0, len(INVALID), inv)[src]),
+            "doc_kind": strs(DOCS).take(dk[maps["doc_number"]][src]),
+            "cross_record": strs([None, "DOC_LINE_LIMIT", "DOC_NAME_CONFLICT"]).take(flag[src]),
+            "dead_letter": strs([None, "DUPLICATE_LINE_ID", "LINE_ID_MISSING", "BAD_ENUM", "BAD_DATE"]).take(dead),
+        }
+    )
 
 
 def _updated_at(rng, n, secs, src, dup) -> pa.Array:
@@ -128,7 +155,7 @@ def check_request(lines: int, seed: int, start: int = 0) -> None:
     for label, value in (("lines", lines), ("seed", seed), ("start", start)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{label} must be a non-negative integer")
-    if seed >= 2 ** 63:
+    if seed >= 2**63:
         raise ValueError("seed must be below 2**63")
 
 

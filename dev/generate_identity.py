@@ -5,6 +5,7 @@ per line: the document kind by share, the INVALID line's one defect planted
 in the field it concerns, absent values written the ways operators write
 them, then the dirt that the scan's normalisation removes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +15,27 @@ import pyarrow.compute as pc
 from dev import generate_data as D
 from dev.generate_arrays import Col, choose, digits, draw, join, other, pick, strings, strs, text
 from dev.generate_numbers import citizen, numbers
-from dev.generate_shares import (BLANKS, CHECK11, CITIZEN, DIRT, HANDLER_ONLY, INVALID, K, LABEL_CNT, LABEL_OFF,
-                                 LABELS, LATIN_FOREIGN, LOOKALIKE_DOT, MINORITY_NAME, ORG_DOCS, ORG_INVALID,
-                                 PERSON_DOCS, PERSON_INVALID, RAW_LABEL, RURAL)
+from dev.generate_shares import (
+    BLANKS,
+    CHECK11,
+    CITIZEN,
+    DIRT,
+    HANDLER_ONLY,
+    INVALID,
+    K,
+    LABEL_CNT,
+    LABEL_OFF,
+    LABELS,
+    LATIN_FOREIGN,
+    LOOKALIKE_DOT,
+    MINORITY_NAME,
+    ORG_DOCS,
+    ORG_INVALID,
+    PERSON_DOCS,
+    PERSON_INVALID,
+    RAW_LABEL,
+    RURAL,
+)
 
 __all__ = ["identity"]
 
@@ -47,11 +66,17 @@ def _kinds_and_defects(rng, n, org, quality):
     inv[bad & org] = draw(rng, int((bad & org).sum()), ORG_INVALID) + len(PERSON_INVALID)
     lut = np.where(inv < 0, len(INVALID), inv)
     defect = lambda *names: np.isin(np.arange(len(INVALID) + 1), [INVALID.index(x) for x in names])[lut]  # noqa
-    dk = np.where(defect("checksum", "birth_date", "region", "first_generation", "number_format")
-                  & ~CITIZEN[dk0], K["RESIDENT_ID"], dk0)
-    for names, kind in ((("permit_as_resident_id", "org_person_doc"), "RESIDENT_ID"),
-                        (("org_doc_for_person", "org_uscc_checksum", "org_embedded_check"), "USCC"),
-                        (("org_code_reserved",), "ORG_CODE"), (("org_license_checksum",), "BUSINESS_LICENSE")):
+    dk = np.where(
+        defect("checksum", "birth_date", "region", "first_generation", "number_format") & ~CITIZEN[dk0],
+        K["RESIDENT_ID"],
+        dk0,
+    )
+    for names, kind in (
+        (("permit_as_resident_id", "org_person_doc"), "RESIDENT_ID"),
+        (("org_doc_for_person", "org_uscc_checksum", "org_embedded_check"), "USCC"),
+        (("org_code_reserved",), "ORG_CODE"),
+        (("org_license_checksum",), "BUSINESS_LICENSE"),
+    ):
         dk[defect(*names)] = K[kind]
     return dk0, dk, inv, defect
 
@@ -60,8 +85,9 @@ def _doc_numbers(rng, dk, DM, DL) -> Col:
     """doc_number: the byte matrix as text, military and armed-police IDs written in full."""
     num = text(DM, DL)
     r = np.flatnonzero((dk == K["MILITARY_ID"]) | (dk == K["ARMED_POLICE_ID"]))  # 南字第12345678号
-    pre = np.where(dk[r] == K["MILITARY_ID"], rng.integers(0, len(D.MILITARY_PREFIXES), len(r)),
-                   len(D.MILITARY_PREFIXES))
+    pre = np.where(
+        dk[r] == K["MILITARY_ID"], rng.integers(0, len(D.MILITARY_PREFIXES), len(r)), len(D.MILITARY_PREFIXES)
+    )
     num.put(r, join(strs(D.MILITARY_PREFIXES + ["武"]).take(pre), "字第", strings(digits(rng, len(r), 8)), "号"))
     return num
 
@@ -73,8 +99,11 @@ def _doc_types(rng, n, dk, defect) -> Col:
     dtype = Col(LABELS, LABEL_OFF[dk] + raw * (1 + (u / RAW_LABEL * (LABEL_CNT[dk] - 1)).astype(np.int64)))
     r = np.flatnonzero(defect("first_generation") & raw)
     dtype.put(r, pa.repeat(D.FIRST_GENERATION_LABEL, len(r)))
-    for flaw, values in (("doc_not_accepted", D.NOT_ACCEPTED_PERSON), ("doc_unknown", D.UNKNOWN_LABELS),
-                         ("org_doc_not_accepted", D.NOT_ACCEPTED_ORG)):
+    for flaw, values in (
+        ("doc_not_accepted", D.NOT_ACCEPTED_PERSON),
+        ("doc_unknown", D.UNKNOWN_LABELS),
+        ("org_doc_not_accepted", D.NOT_ACCEPTED_ORG),
+    ):
         r = np.flatnonzero(defect(flaw))
         dtype.put(r, choose(rng, values, len(r)))
     return dtype
@@ -86,16 +115,25 @@ def _names(rng, n, org, dk, dk0, ri, defect) -> Col:
     r = pick(rng, n, MINORITY_NAME, np.flatnonzero(~org))
     dot = np.where(rng.random(len(r)) < LOOKALIKE_DOT, rng.integers(1, 4, len(r)), 0)
     name.put(r, D.DOTTED_POOL.take(dot * 4096 + rng.integers(0, 4096, len(r))))
-    r = pick(rng, n, LATIN_FOREIGN, np.flatnonzero(~org & np.isin(dk, [K["FOREIGN_PASSPORT"],
-                                                                       K["FOREIGN_PERMANENT_RESIDENT_ID"]])))
+    r = pick(
+        rng,
+        n,
+        LATIN_FOREIGN,
+        np.flatnonzero(~org & np.isin(dk, [K["FOREIGN_PASSPORT"], K["FOREIGN_PERMANENT_RESIDENT_ID"]])),
+    )
     name.put(r, choose(rng, D.LATIN_POOL, len(r)))
     r = np.flatnonzero(org)
     kind = np.select([dk0[r] == K["PUBLIC_INSTITUTION_CERT"], dk0[r] == K["SOCIAL_GROUP_CERT"]], [1, 2], 0)
-    tails = pa.concat_arrays([choose(rng, D.FIRM_POOL, len(r)), choose(rng, D.INSTITUTIONS, len(r)),
-                              choose(rng, D.SOCIAL_GROUPS, len(r))])
+    tails = pa.concat_arrays(
+        [choose(rng, D.FIRM_POOL, len(r)), choose(rng, D.INSTITUTIONS, len(r)), choose(rng, D.SOCIAL_GROUPS, len(r))]
+    )
     name.put(r, join(D.ORG_CITY.take(ri[r]), tails.take(kind * len(r) + np.arange(len(r)))))
-    for flaw, values in (("name_placeholder", D.PLACEHOLDER_PERSON_NAMES), ("name_too_short", D.SURNAMES[:60]),
-                         ("org_name_placeholder", D.PLACEHOLDER_ORG_NAMES), ("org_name_too_short", D.TRADE_NAMES)):
+    for flaw, values in (
+        ("name_placeholder", D.PLACEHOLDER_PERSON_NAMES),
+        ("name_too_short", D.SURNAMES[:60]),
+        ("org_name_placeholder", D.PLACEHOLDER_ORG_NAMES),
+        ("org_name_too_short", D.TRADE_NAMES),
+    ):
         r = np.flatnonzero(defect(flaw))
         name.put(r, choose(rng, values, len(r)))
     return name
@@ -122,8 +160,9 @@ def _handlers(rng, n, org, ri, born, seq, defect) -> dict[str, Col]:
     hmat[bad, 17] = other(rng, hmat[bad, 17], CHECK11)
     hand = {c: Col(strs([None]), np.zeros(n, np.int64)) for c in _HANDLER_FIELDS}
     rid = K["RESIDENT_ID"]
-    hand["handler_doc_type"].put(h, LABELS.take(LABEL_OFF[rid] + (rng.random(len(h)) < RAW_LABEL)
-                                                * rng.integers(1, LABEL_CNT[rid], len(h))))
+    hand["handler_doc_type"].put(
+        h, LABELS.take(LABEL_OFF[rid] + (rng.random(len(h)) < RAW_LABEL) * rng.integers(1, LABEL_CNT[rid], len(h)))
+    )
     hand["handler_doc_number"].put(h, strings(hmat))
     hand["handler_name"].put(h, choose(rng, D.NAME_POOL, len(h)))
     return hand
@@ -145,24 +184,33 @@ def _blanks(rng, n, org, quality, main: dict[str, Col], hand: dict[str, Col]) ->
 
 def _dirty(rng, n, c: dict[str, Col], rows18: np.ndarray, big_x: np.ndarray) -> None:
     """Characters that the scan's normalisation removes (docs/regulation.md §5)."""
+
     def apply(col: Col, rows: np.ndarray, fn) -> None:
         col.put(rows, fn(col.get(rows), len(rows)))
 
     def insert(at: int, what):
-        return lambda v, k: join(pc.utf8_slice_codeunits(v, 0, at), what(k) if callable(what) else what,
-                                 pc.utf8_slice_codeunits(v, at))
+        return lambda v, k: join(
+            pc.utf8_slice_codeunits(v, 0, at), what(k) if callable(what) else what, pc.utf8_slice_codeunits(v, at)
+        )
 
     def fullwidth(v: pa.Array, k: int) -> pa.Array:
         for digit in range(10):
             v = pc.replace_substring(v, str(digit), chr(0xFF10 + digit))
         return v
+
     zero_width = lambda k: choose(rng, ["\u200b", "\ufeff"], k)  # noqa: E731
     apply(c["doc_number"], pick(rng, n, DIRT["fullwidth_digits"]), fullwidth)
-    apply(c["doc_number"], pick(rng, n, DIRT["fullwidth_x"], rows18[big_x[rows18]]),
-          lambda v, k: pc.replace_substring(v, "X", "\uff38"))
+    apply(
+        c["doc_number"],
+        pick(rng, n, DIRT["fullwidth_x"], rows18[big_x[rows18]]),
+        lambda v, k: pc.replace_substring(v, "X", "\uff38"),
+    )
     cut = pc.utf8_slice_codeunits
-    apply(c["doc_number"], pick(rng, n, DIRT["grouped_number"], rows18),
-          lambda v, k: join(cut(v, 0, 6), " ", cut(v, 6, 14), " ", cut(v, 14)))
+    apply(
+        c["doc_number"],
+        pick(rng, n, DIRT["grouped_number"], rows18),
+        lambda v, k: join(cut(v, 0, 6), " ", cut(v, 6, 14), " ", cut(v, 14)),
+    )
     apply(c["doc_number"], pick(rng, n, DIRT["zero_width"]), insert(6, zero_width))
     apply(c["name"], pick(rng, n, DIRT["zero_width"]), insert(1, zero_width))
     apply(c["name"], pick(rng, n, DIRT["ideographic_space"]), lambda v, k: join(v, "\u3000"))
@@ -171,5 +219,8 @@ def _dirty(rng, n, c: dict[str, Col], rows18: np.ndarray, big_x: np.ndarray) -> 
     for col in c.values():
         rows = pick(rng, n, DIRT["edge_spaces"])
         pattern = rng.integers(0, 4, len(rows))
-        apply(col, rows, lambda v, k: join(strs([" ", "", " ", "  "]).take(pattern), v,
-                                           strs(["", " ", " ", ""]).take(pattern)))
+        apply(
+            col,
+            rows,
+            lambda v, k: join(strs([" ", "", " ", "  "]).take(pattern), v, strs(["", " ", " ", ""]).take(pattern)),
+        )

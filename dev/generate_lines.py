@@ -5,6 +5,7 @@ activation and termination dates, region, agent and msisdn; also each line's
 updated_at in seconds, which the block turns into text after planting
 re-exported rows.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,9 +14,21 @@ import pyarrow.compute as pc
 
 from dev import generate_data as D
 from dev.generate_arrays import Col, choose, digits, draw, join, pick, strings, strs, text
-from dev.generate_shares import (ACTIVATED_FROM, AGENT_IDS, AGENT_P, DATA_END, DIRTY_ENUM, EMPTY_LINE_ID,
-                                 IOT_DATA_CARD, KINDS, LINE_TYPES, MSISDN_FORMATTED, STATUSES, UPDATED_END,
-                                 UPDATED_FROM)
+from dev.generate_shares import (
+    ACTIVATED_FROM,
+    AGENT_IDS,
+    AGENT_P,
+    DATA_END,
+    DIRTY_ENUM,
+    EMPTY_LINE_ID,
+    IOT_DATA_CARD,
+    KINDS,
+    LINE_TYPES,
+    MSISDN_FORMATTED,
+    STATUSES,
+    UPDATED_END,
+    UPDATED_FROM,
+)
 
 __all__ = ["line_columns"]
 
@@ -29,9 +42,13 @@ def line_columns(rng, n, first, codes, ri, bad_enum, bad_date) -> tuple[dict[str
     cols, empty = {"line_id": Col(strings(lid))}, pick(rng, n, EMPTY_LINE_ID)
     cols["line_id"].put(empty, pa.repeat("", len(empty)))
     which = rng.integers(0, 3, len(bad_enum))
-    for j, (field, shares, bad) in enumerate((("line_type", LINE_TYPES, D.BAD_LINE_TYPES),
-                                              ("subscriber_kind", KINDS, D.BAD_KINDS),
-                                              ("status", STATUSES, D.BAD_STATUSES))):
+    for j, (field, shares, bad) in enumerate(
+        (
+            ("line_type", LINE_TYPES, D.BAD_LINE_TYPES),
+            ("subscriber_kind", KINDS, D.BAD_KINDS),
+            ("status", STATUSES, D.BAD_STATUSES),
+        )
+    ):
         variants = strs([x for v in shares for x in (v, v.lower(), f" {v.lower()} ", v.title(), f"{v} ", f" {v}")])
         idx, dirty = codes[field] * 6, pick(rng, n, DIRTY_ENUM)
         idx[dirty] += rng.integers(1, 6, len(dirty))
@@ -75,12 +92,21 @@ def _formatted(rng, n, col: Col, fixed, L, ri) -> Col:
     mob = r[~fixed[r] & (L[r] == 11)]
     form, v = rng.integers(0, 6, len(mob)), col.get(mob)
     sep = strs(["", "", "", "", " ", "-"]).take(form)
-    col.put(mob, join(strs(["+86", "0086", "+86 ", "86", "", ""]).take(form), cut(v, 0, 3), sep, cut(v, 3, 7), sep,
-                      cut(v, 7)))
+    col.put(
+        mob,
+        join(strs(["+86", "0086", "+86 ", "86", "", ""]).take(form), cut(v, 0, 3), sep, cut(v, 3, 7), sep, cut(v, 7)),
+    )
     fr = r[fixed[r]]
     form, v, three = rng.integers(0, 3, len(fr)), col.get(fr), pa.array(D.AREA_LEN[ri[fr]] == 3)
     area = pc.if_else(three, cut(v, 0, 3), cut(v, 0, 4))
     area = pc.if_else(pa.array(form == 1), cut(area, 1), area)  # +86 drops the trunk 0
-    col.put(fr, join(strs(["", "+86", "("]).take(form), area, strs(["-", "", ")"]).take(form),
-                     pc.if_else(three, cut(v, 3), cut(v, 4))))
+    col.put(
+        fr,
+        join(
+            strs(["", "+86", "("]).take(form),
+            area,
+            strs(["-", "", ")"]).take(form),
+            pc.if_else(three, cut(v, 3), cut(v, 4)),
+        ),
+    )
     return col

@@ -9,14 +9,27 @@ INVALID lines are then planted (wrong check characters, first-generation
 numbers, spreadsheet damage). Check characters come from
 :mod:`transforms.scan.checkdigits`.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from dev import generate_data as D
 from dev.generate_arrays import digits, other, pick
-from dev.generate_shares import (BAD_BIRTHS, BORN_FROM, BORN_TO, CHECK11, CITIZEN, DIRT, K, OTHER_BIRTHPLACE,
-                                 PERSON_DOCS, USCC, Y2K, YEARS28)
+from dev.generate_shares import (
+    BAD_BIRTHS,
+    BORN_FROM,
+    BORN_TO,
+    CHECK11,
+    CITIZEN,
+    DIRT,
+    K,
+    OTHER_BIRTHPLACE,
+    PERSON_DOCS,
+    USCC,
+    Y2K,
+    YEARS28,
+)
 from transforms.scan.checkdigits import gb11714, mod11_10, mod11_2, uscc_mod31
 
 __all__ = ["person", "citizen", "numbers"]
@@ -124,10 +137,14 @@ def _org_numbers(rng, dk, defect, ri, org, DM, DL) -> None:
     """Organisation documents: USCC, legacy business licences and certificates, organisation codes."""
     o = np.flatnonzero(org | (dk >= len(PERSON_DOCS)))
     legacy, kind = rng.random(len(o)) < 0.3, dk[o]
-    head = np.select([kind == K["PUBLIC_INSTITUTION_CERT"], kind == K["SOCIAL_GROUP_CERT"],
-                      rng.random(len(o)) < 0.15], [12, 51, 92], 91)  # authority + category (docs/regulation.md §2.4)
-    sel = (kind == K["USCC"]) | ~legacy & np.isin(kind, [K["BUSINESS_LICENSE"], K["PUBLIC_INSTITUTION_CERT"],
-                                                          K["SOCIAL_GROUP_CERT"]])
+    head = np.select(
+        [kind == K["PUBLIC_INSTITUTION_CERT"], kind == K["SOCIAL_GROUP_CERT"], rng.random(len(o)) < 0.15],
+        [12, 51, 92],
+        91,
+    )  # authority + category (docs/regulation.md §2.4)
+    sel = (kind == K["USCC"]) | ~legacy & np.isin(
+        kind, [K["BUSINESS_LICENSE"], K["PUBLIC_INSTITUTION_CERT"], K["SOCIAL_GROUP_CERT"]]
+    )
     r = o[sel]
     DM[r, :2], DM[r, 2:8], DM[r, 8:16], DL[r] = D.DIGITS[2][head[sel]], D.REGION_MAT[ri[r]], _org_body(rng, len(r)), 18
     DM[r, 16] = gb11714(DM[r, 8:16])

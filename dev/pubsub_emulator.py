@@ -15,6 +15,7 @@ Needs the ``gcloud`` CLI with the Pub/Sub emulator component (Debian package
 ``google-cloud-cli-pubsub-emulator``) and Java 11+; without them
 :class:`EmulatorUnavailable` says so.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,7 +58,9 @@ class PubSubEmulator:
         subscriber = pubsub_v1.SubscriberClient()
         try:
             publisher.create_topic(request={"name": topic})
-            subscriber.create_subscription(request={"name": subscription, "topic": topic, "ack_deadline_seconds": ack_deadline_seconds})
+            subscriber.create_subscription(
+                request={"name": subscription, "topic": topic, "ack_deadline_seconds": ack_deadline_seconds}
+            )
         finally:
             publisher.stop()
             subscriber.close()
@@ -73,16 +76,18 @@ class PubSubEmulator:
         try:
             while empty < idle_pulls:
                 try:
-                    response = subscriber.pull(request={"subscription": subscription, "max_messages": 1000},
-                                               timeout=timeout)
+                    response = subscriber.pull(
+                        request={"subscription": subscription, "max_messages": 1000}, timeout=timeout
+                    )
                     received = list(response.received_messages)
                 except exceptions.DeadlineExceeded:
                     received = []
                 empty = 0 if received else empty + 1
                 if received:
                     messages += [r.message for r in received]
-                    subscriber.acknowledge(request={"subscription": subscription,
-                                                    "ack_ids": [r.ack_id for r in received]})
+                    subscriber.acknowledge(
+                        request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]}
+                    )
         finally:
             subscriber.close()
         return messages
@@ -142,9 +147,22 @@ def running_emulator(port: int | None = None):
     log_path = os.path.join(data_dir, "emulator.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={host}", f"--project={PROJECT}",
-             f"--data-dir={data_dir}", "--quiet"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                gcloud,
+                "beta",
+                "emulators",
+                "pubsub",
+                "start",
+                f"--host-port={host}",
+                f"--project={PROJECT}",
+                f"--data-dir={data_dir}",
+                "--quiet",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     saved = {k: os.environ.get(k) for k in ("PUBSUB_EMULATOR_HOST", "PUBSUB_PROJECT_ID")}
     try:
         _wait_until_up(host, process, log_path)

@@ -13,6 +13,7 @@ the report's Art. 14 table has someone to list) and a few name lines that
 do not exist, so the merge's counts have something to show. ``exclude``
 leaves out lines already registered (a later round of registrations).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -45,7 +46,8 @@ def _valid_identities(n: int, seed: int, as_of: dt.date) -> dict[str, pa.Table]:
 
     pool = generate_table(max(n * 3, 2_000), seed)
     raw = pool.append_column("_src_file", pa.array(["pool"] * pool.num_rows)).append_column(
-        "_src_row", pa.array(np.arange(1, pool.num_rows + 1), pa.int64()))
+        "_src_row", pa.array(np.arange(1, pool.num_rows + 1), pa.int64())
+    )
     result = classify_batch(raw, load_policy(), as_of, DeadLetterContext("simulate", "pool", ""), secrets.token_hex(16))
     verdict = result.classified
     complete = pc.equal(verdict.column("identity_status"), "COMPLETE")
@@ -54,16 +56,26 @@ def _valid_identities(n: int, seed: int, as_of: dt.date) -> dict[str, pa.Table]:
     return {kind: kept.filter(pc.equal(kinds, kind)).select(IDENTITY) for kind in ("INDIVIDUAL", "ORGANIZATION")}
 
 
-def simulate_registrations(classified_dir: str, out_path: str, share: float = 0.4, seed: int = 1,
-                           as_of: dt.date | None = None, days: int = 1, exclude=None) -> dict[str, int]:
+def simulate_registrations(
+    classified_dir: str,
+    out_path: str,
+    share: float = 0.4,
+    seed: int = 1,
+    as_of: dt.date | None = None,
+    days: int = 1,
+    exclude=None,
+) -> dict[str, int]:
     """Write events (JSON Lines) for ``share`` of the lines needing registration; returns counts."""
     as_of = as_of or dt.date.today()
     rng = np.random.default_rng(seed)
-    classified = pq.read_table(FileSystems.join(classified_dir, "classified"),
-                               columns=["line_id", "subscriber_kind", "needs_registration"])
+    classified = pq.read_table(
+        FileSystems.join(classified_dir, "classified"), columns=["line_id", "subscriber_kind", "needs_registration"]
+    )
     targets = classified.filter(classified.column("needs_registration"))
     if exclude is not None:
-        targets = targets.filter(pc.invert(pc.is_in(targets.column("line_id"), value_set=pa.array(exclude, pa.string()))))
+        targets = targets.filter(
+            pc.invert(pc.is_in(targets.column("line_id"), value_set=pa.array(exclude, pa.string())))
+        )
     chosen = targets.take(pa.array(np.flatnonzero(rng.random(targets.num_rows) < share)))
     pools = _valid_identities(chosen.num_rows, seed + 7919, as_of)
     rows: list[dict] = []
@@ -93,13 +105,25 @@ def simulate_registrations(classified_dir: str, out_path: str, share: float = 0.
         for row in rng.choice(rows, size=max(1, len(rows) // 50), replace=False):
             extra.append(dict(row))  # redelivered: the same event again
         for row in rng.choice(rows, size=max(1, len(rows) // 100), replace=False):
-            extra.append({**row, "event_id": row["event_id"] + "-bad", "name": "未知", "channel": "AGENT",
-                          "agent_id": CARELESS_AGENT,
-                          "registered_at": (start + dt.timedelta(hours=14)).isoformat()})
+            extra.append(
+                {
+                    **row,
+                    "event_id": row["event_id"] + "-bad",
+                    "name": "未知",
+                    "channel": "AGENT",
+                    "agent_id": CARELESS_AGENT,
+                    "registered_at": (start + dt.timedelta(hours=14)).isoformat(),
+                }
+            )
         for i in range(3):
-            extra.append({**rows[i % len(rows)], "event_id": f"E{seed:03d}-unknown-{i}", "line_id": f"NO-SUCH-LINE-{i}"})
-    counts.update(duplicates=max(1, len(rows) // 50) if rows else 0,
-                  invalid=max(1, len(rows) // 100) if rows else 0, unknown_lines=3 if rows else 0)
+            extra.append(
+                {**rows[i % len(rows)], "event_id": f"E{seed:03d}-unknown-{i}", "line_id": f"NO-SUCH-LINE-{i}"}
+            )
+    counts.update(
+        duplicates=max(1, len(rows) // 50) if rows else 0,
+        invalid=max(1, len(rows) // 100) if rows else 0,
+        unknown_lines=3 if rows else 0,
+    )
     payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows + extra).encode("utf-8")
     with FileSystems.create(out_path) as handle:
         handle.write(payload)

@@ -16,6 +16,7 @@ flags by one rule (``pipelines.common.split_beam_flags``): its own flags, then
 Beam's pipeline options (passed to Beam, or ignored by a step that runs no
 pipeline); any other flag is a one-line error naming the closest one.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -26,16 +27,22 @@ COMMANDS = {
     "scan": ("pipelines.scan", "classify every line's identity under the policy"),
     "notify": ("pipelines.notify", "plan a campaign wave's SMS, call and announcement jobs; record receipts"),
     "demo": ("dev.demo", "run the whole loop on the embedded default"),
-    "merge": ("pipelines.merge",
-              "merge registration events into the base: tokens, masks, vault (--streaming: Pub/Sub)"),
+    "merge": (
+        "pipelines.merge",
+        "merge registration events into the base: tokens, masks, vault (--streaming: Pub/Sub)",
+    ),
     "compact": ("pipelines.compact", "fold the streaming merge's deltas into a new base snapshot"),
     "keys": ("pipelines.keys", "keyset init / show / rotate / shred / retokenize"),
     "reveal": ("pipelines.reveal", "decrypt one line from the vault for a stated purpose, on record"),
-    "report": ("pipelines.report",
-               "completion analytics, agent compliance, self-inspection: Parquet, CSV, report.html"),
+    "report": (
+        "pipelines.report",
+        "completion analytics, agent compliance, self-inspection: Parquet, CSV, report.html",
+    ),
     "retention": ("pipelines.retention", "purge the identity of lines terminated more than two years ago (Art. 11)"),
-    "incident": ("pipelines.incident",
-                 "scope a suspected leak by key version or line list; report it, shred (Art. 13)"),
+    "incident": (
+        "pipelines.incident",
+        "scope a suspected leak by key version or line list; report it, shred (Art. 13)",
+    ),
 }
 
 

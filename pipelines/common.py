@@ -10,6 +10,7 @@ abbreviated. Without ``--runner`` the local FnApiRunner is chosen explicitly:
 Beam's DirectRunner would otherwise try to download the Prism runner, and
 there is no network at run time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,10 +66,15 @@ def add_batch_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
     p.add_argument("--encoding", default="utf-8", help="CSV encoding: utf-8 (default) or gb18030")
     p.add_argument("--batch-size", type=int, default=65_536, help="rows per Arrow batch")
-    p.add_argument("--shuffle-buckets", type=int, default=None,
-                   help="buckets of the shuffles (default: from the input size)")
-    p.add_argument("--spill", choices=["auto", "on", "off"], default="auto",
-                   help="spill shuffle payloads to files (auto: on for local runners)")
+    p.add_argument(
+        "--shuffle-buckets", type=int, default=None, help="buckets of the shuffles (default: from the input size)"
+    )
+    p.add_argument(
+        "--spill",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="spill shuffle payloads to files (auto: on for local runners)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -167,8 +173,11 @@ def _beam_flags() -> dict[str, tuple[str, object]]:
 
     parsers: list = []
     names = PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
-    flags = {_norm(s): (s, a.nargs) for s, a in parsers[0]._option_string_actions.items()
-             if s.startswith("--") and s != "--help"}
+    flags = {
+        _norm(s): (s, a.nargs)
+        for s, a in parsers[0]._option_string_actions.items()
+        if s.startswith("--") and s != "--help"
+    }
     for name in names:
         flags.setdefault(_norm(name), (f"--{name}", "?"))
     return flags
@@ -222,8 +231,10 @@ def _refuse_shadowed(parser: argparse.ArgumentParser, parsers: list, argv: list[
     for token in argv:
         flag = _flag(token)
         if flag is not None and _norm(flag) in own and flag != own[_norm(flag)]:
-            parser.error(f"unknown flag {flag}; did you mean {own[_norm(flag)]}? ({flag} is Beam's option for "
-                         "remote runners; the local runner ignores it)")
+            parser.error(
+                f"unknown flag {flag}; did you mean {own[_norm(flag)]}? ({flag} is Beam's option for "
+                "remote runners; the local runner ignores it)"
+            )
 
 
 def _beam_args(parser: argparse.ArgumentParser, rest: list[str]) -> list[str]:
@@ -237,7 +248,7 @@ def _beam_args(parser: argparse.ArgumentParser, rest: list[str]) -> list[str]:
         if known is None:  # another subcommand's flag (keys init --vault)
             parser.error(_unknown(flag, own))
         spelled, nargs = known
-        beam_args.append(spelled + token[len(flag):])
+        beam_args.append(spelled + token[len(flag) :])
         i += 1
         if nargs != 0 and "=" not in token and i < len(rest) and _flag(rest[i]) is None:
             beam_args.append(rest[i])
@@ -312,8 +323,16 @@ def _user_message(exc: BaseException) -> str | None:
 def _beam_wrapped(exc: BaseException) -> str | None:
     """Beam re-raises worker errors as new exceptions whose text holds the original."""
     text = str(exc)
-    for marker in ("InputError: ", "PolicyError: ", "UserError: ", "KeysetError: ", "VaultError: ", "CampaignError: ",
-                   "AuthenticationFailed: ", "UnknownLine: "):
+    for marker in (
+        "InputError: ",
+        "PolicyError: ",
+        "UserError: ",
+        "KeysetError: ",
+        "VaultError: ",
+        "CampaignError: ",
+        "AuthenticationFailed: ",
+        "UnknownLine: ",
+    ):
         if marker in text:
             return text.split(marker, 1)[1].splitlines()[0]
     return None

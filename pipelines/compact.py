@@ -16,6 +16,7 @@ used) and ``OUT/manifest.json`` (base rows in = lines out + dead letters).
 Run it on a quiet moment or on a copy: windows committed while it reads are
 left for the next compaction.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,12 @@ def parser() -> ArgumentParser:
     p.add_argument("--keys", required=True, help="keyset file (mode 0600)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--vault", default=None, help="the vault of a merged --base")
-    p.add_argument("--as-of", type=parse_as_of, default=None,
-                   help="date the checks are made against (default: the streaming merge's, from its manifest)")
+    p.add_argument(
+        "--as-of",
+        type=parse_as_of,
+        default=None,
+        help="date the checks are made against (default: the streaming merge's, from its manifest)",
+    )
     p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
     p.add_argument("--encoding", default="utf-8", help="CSV encoding of the base")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -72,8 +77,21 @@ def _protect_raw(raw: pa.Table, tokenizer, vault, policy, as_of, ctx):
     for b in range(n):
         part = raw if buckets is None else raw.filter(pa.array(buckets == b))
         if part.num_rows:
-            parts.append(merge_bucket(part, "raw", None, None, None, tokenizer=tokenizer, vault=vault, policy=policy,
-                                      as_of=as_of, ctx=ctx, salt=salt))
+            parts.append(
+                merge_bucket(
+                    part,
+                    "raw",
+                    None,
+                    None,
+                    None,
+                    tokenizer=tokenizer,
+                    vault=vault,
+                    policy=policy,
+                    as_of=as_of,
+                    ctx=ctx,
+                    salt=salt,
+                )
+            )
     cat = lambda name: pa.concat_tables([getattr(r, name) for r in parts])  # noqa: E731
     return cat("base"), cat("vault_keys"), cat("vault_values"), cat("dead_letter")
 
@@ -137,8 +155,18 @@ def _prepare(argv) -> _Job:
     if not windows:
         raise UserError(f"--deltas {args.deltas}: no committed window there")
     run_id, started = new_run("compact")
-    return _Job(args=args, policy=policy, keyset=keyset, as_of=as_of, out=out, deltas_dir=deltas_dir,
-                windows=windows, run_id=run_id, started=started, timer=timer)
+    return _Job(
+        args=args,
+        policy=policy,
+        keyset=keyset,
+        as_of=as_of,
+        out=out,
+        deltas_dir=deltas_dir,
+        windows=windows,
+        run_id=run_id,
+        started=started,
+        timer=timer,
+    )
 
 
 class _Base(NamedTuple):
@@ -190,8 +218,10 @@ def _read_deltas(job: _Job) -> tuple[pa.Table, pa.Table, pa.Table]:
     delta_values = pa.concat_tables([tag(v, i) for i, _, _, _, v in parts])
     foreign = set(pc.unique(delta_keys.column("keyset_id")).to_pylist()) - {job.keyset.keyset_id}
     if foreign:
-        raise UserError(f"--deltas {job.args.deltas}: vault rows made under keyset {sorted(foreign)[0]}, "
-                        f"not {job.keyset.keyset_id} (--keys {job.args.keys})")
+        raise UserError(
+            f"--deltas {job.args.deltas}: vault rows made under keyset {sorted(foreign)[0]}, "
+            f"not {job.keyset.keyset_id} (--keys {job.args.keys})"
+        )
     return deltas, delta_keys, delta_values
 
 
@@ -212,14 +242,26 @@ def _write_outputs(out: str, merged: pa.Table, keys: pa.Table, values: pa.Table,
 def _manifest(job: _Job, base: _Base, merged: pa.Table, keys: pa.Table, values: pa.Table, counts: dict) -> dict:
     rows_in, dead, out = base.rows_in, base.dead_letter, job.out
     return {
-        "step": "compact", "run_id": job.run_id, "started": job.started, "as_of": job.as_of.isoformat(),
+        "step": "compact",
+        "run_id": job.run_id,
+        "started": job.started,
+        "as_of": job.as_of.isoformat(),
         "policy": policy_block(job.policy),
         "keys": keys_block(job.keyset),
-        "inputs": {"base": base.files, "base_kind": base.kind, "vault": job.args.vault,
-                   "deltas": job.deltas_dir, "windows": [FileSystems.split(w)[1] for w in job.windows]},
+        "inputs": {
+            "base": base.files,
+            "base_kind": base.kind,
+            "vault": job.args.vault,
+            "deltas": job.deltas_dir,
+            "windows": [FileSystems.split(w)[1] for w in job.windows],
+        },
         "counts": {
-            "base": {"rows_in": rows_in, "lines_out": merged.num_rows, "dead_letters": dead.num_rows,
-                     "balanced": rows_in == merged.num_rows + dead.num_rows},
+            "base": {
+                "rows_in": rows_in,
+                "lines_out": merged.num_rows,
+                "dead_letters": dead.num_rows,
+                "balanced": rows_in == merged.num_rows + dead.num_rows,
+            },
             "deltas": {"windows": len(job.windows), **counts},
             "vault": {"keys": keys.num_rows, "values": values.num_rows},
         },
@@ -249,10 +291,12 @@ def run(argv=None) -> dict:
 
 def format_summary(m: dict) -> str:
     b, d = m["counts"]["base"], m["counts"]["deltas"]
-    return (f"compact {m['run_id']}: base {b['rows_in']:,} rows in -> {b['lines_out']:,} lines + "
-            f"{b['dead_letters']:,} dead letters ({'balanced' if b['balanced'] else 'NOT BALANCED'})\n"
-            f"  {d['windows']:,} window(s), {d['delta_rows']:,} delta rows -> {d['lines_registered']:,} lines "
-            f"registered ({d['superseded_or_unknown']:,} older than the line's registration)")
+    return (
+        f"compact {m['run_id']}: base {b['rows_in']:,} rows in -> {b['lines_out']:,} lines + "
+        f"{b['dead_letters']:,} dead letters ({'balanced' if b['balanced'] else 'NOT BALANCED'})\n"
+        f"  {d['windows']:,} window(s), {d['delta_rows']:,} delta rows -> {d['lines_registered']:,} lines "
+        f"registered ({d['superseded_or_unknown']:,} older than the line's registration)"
+    )
 
 
 def main(argv=None) -> int:

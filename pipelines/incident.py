@@ -26,6 +26,7 @@ record per line in ``VAULT/../audit/shred.jsonl``, every other data key
 re-wrapped under a new vault key version. The base's tokens and masks are left
 as they are (``backfill retention`` blanks them for terminated lines).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,11 +54,11 @@ __all__ = ["run", "main", "read_line_ids"]
 
 _EXPOSURE = {
     "join": "tokens (keyed HMAC-SHA256) under join key {v}: whoever holds the key can test guessed values "
-            "(document numbers, names, addresses) against them; masks were in the same rows",
+    "(document numbers, names, addresses) against them; masks were in the same rows",
     "vault": "data keys wrapped by vault key {v}: whoever holds the key and a copy of the vault tables can "
-             "open every sealed value of these lines",
+    "open every sealed value of these lines",
     "lines": "the listed lines' records as held by the operator: the identity fields named below may be "
-             "exposed (tokens and masks in the base, sealed originals in the vault)",
+    "exposed (tokens and masks in the base, sealed originals in the vault)",
 }
 
 
@@ -69,8 +70,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--base", required=True, action="append", help="merged base (backfill merge OUT/base); repeatable")
     p.add_argument("--vault", default=None, help="the vault folder (which lines have sealed data, for the shred)")
     p.add_argument("--out", required=True, help="output folder: incident.json, incident.html, affected_lines.csv")
-    p.add_argument("--shred", action="store_true",
-                   help="crypto-shred the affected lines' vault data (needs --keys, --vault)")
+    p.add_argument(
+        "--shred", action="store_true", help="crypto-shred the affected lines' vault data (needs --keys, --vault)"
+    )
     p.add_argument("--keys", default=None, help="keyset file (mode 0600), for --shred")
     p.add_argument("--as-of", type=parse_as_of, default=None, help="date of the report (default: today)")
     p.add_argument("--detected-at", default=None, help="when the incident was detected (ISO date or time)")
@@ -113,8 +115,9 @@ def _when(value: str | None) -> str | None:
     try:
         when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise UserError(f"--detected-at {value!r} is not an ISO date or time "
-                        "(YYYY-MM-DD[THH:MM[:SS][+08:00]])") from None
+        raise UserError(
+            f"--detected-at {value!r} is not an ISO date or time (YYYY-MM-DD[THH:MM[:SS][+08:00]])"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)  # no zone means UTC, as everywhere in the project
     return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
@@ -148,14 +151,22 @@ def _write_csv(lines: pa.Table, shredded: pa.Array, path: str) -> None:
     def joined(column):
         return pc.binary_join(pc.fill_null(column, pa.scalar([], pa.list_(pa.string()))), ";")
 
-    table = pa.table({
-        "line_id": lines.column("line_id"), "region": lines.column("region"),
-        "fields": joined(lines.column("fields")), "join_key_version": lines.column("join_key_version"),
-        "vault_key_version": lines.column("vault_key_version"),
-        "vault_fields": pc.if_else(pc.is_null(lines.column("vault_fields")), pa.scalar(None, pa.string()),
-                                   joined(lines.column("vault_fields"))),
-        "shreddable": lines.column("shreddable"), "shredded": shredded,
-    })
+    table = pa.table(
+        {
+            "line_id": lines.column("line_id"),
+            "region": lines.column("region"),
+            "fields": joined(lines.column("fields")),
+            "join_key_version": lines.column("join_key_version"),
+            "vault_key_version": lines.column("vault_key_version"),
+            "vault_fields": pc.if_else(
+                pc.is_null(lines.column("vault_fields")),
+                pa.scalar(None, pa.string()),
+                joined(lines.column("vault_fields")),
+            ),
+            "shreddable": lines.column("shreddable"),
+            "shredded": shredded,
+        }
+    )
     import pyarrow.csv as pacsv
 
     sink = io.BytesIO()
@@ -206,8 +217,10 @@ def _read_vault(args, keyset) -> tuple[pa.Table | None, pa.Table | None]:
         raise UserError(str(exc)) from None
     foreign = set(pc.unique(keys.column("keyset_id")).to_pylist()) - ({keyset.keyset_id} if keyset else set())
     if keyset and foreign:
-        raise UserError(f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
-                        f"not {keyset.keyset_id} (--keys {args.keys})")
+        raise UserError(
+            f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
+            f"not {keyset.keyset_id} (--keys {args.keys})"
+        )
     return keys, values
 
 
@@ -223,14 +236,28 @@ def _prepare(argv) -> _Job:
     _check_args(args)
     detected_at = _when(args.detected_at)
     if FileSystems.exists(FileSystems.join(out, "incident.json")):
-        raise UserError(f"{out} already holds an incident report: it is a record that was filed; "
-                        "write this one to a new folder")
+        raise UserError(
+            f"{out} already holds an incident report: it is a record that was filed; write this one to a new folder"
+        )
     keyset = Keyset.load(args.keys) if args.keys else None  # permissions checked before anything is read
     given, rows_given = read_line_ids(args.lines) if args.lines else (None, 0)
     files = merged_base_files(args.base)
     keys, values = _read_vault(args, keyset)
-    return _Job(args=args, run_id=run_id, started=started, as_of=as_of, out=out, detected_at=detected_at,
-                keyset=keyset, given=given, rows_given=rows_given, files=files, keys=keys, values=values, timer=timer)
+    return _Job(
+        args=args,
+        run_id=run_id,
+        started=started,
+        as_of=as_of,
+        out=out,
+        detected_at=detected_at,
+        keyset=keyset,
+        given=given,
+        rows_given=rows_given,
+        files=files,
+        keys=keys,
+        values=values,
+        timer=timer,
+    )
 
 
 def _scope(job: _Job, given_array: pa.Array | None, base_ids: pa.Array) -> tuple[dict, str, list]:
@@ -238,8 +265,13 @@ def _scope(job: _Job, given_array: pa.Array | None, base_ids: pa.Array) -> tuple
     args, keys = job.args, job.keys
     if job.given is not None:
         unknown = pc.filter(given_array, pc.invert(pc.is_in(given_array, value_set=base_ids))).to_pylist()
-        scope = {"kind": "lines", "file": args.lines, "rows": job.rows_given, "distinct": len(job.given),
-                 "duplicates": job.rows_given - len(job.given)}
+        scope = {
+            "kind": "lines",
+            "file": args.lines,
+            "rows": job.rows_given,
+            "distinct": len(job.given),
+            "duplicates": job.rows_given - len(job.given),
+        }
         return scope, _EXPOSURE["lines"], unknown
     purpose = "join" if args.key_version.startswith("j") else "vault"
     scope = {"kind": "key_version", "key_version": args.key_version, "key_purpose": purpose}
@@ -263,26 +295,34 @@ def _shred(job: _Job, lines: pa.Table, scope: dict) -> tuple[dict, pa.Array]:
     shred, shredded = None, pa.array([False] * lines.num_rows, pa.bool_())
     if args.shred and shred_ids:
         description = (args.description or "").strip().replace("\n", " ")
-        shred = shred_lines(args.keys, args.vault, shred_ids, actor=args.actor,
-                            reason=f"incident {job.run_id} (Art. 13): {description or scope_text(scope)}")
+        shred = shred_lines(
+            args.keys,
+            args.vault,
+            shred_ids,
+            actor=args.actor,
+            reason=f"incident {job.run_id} (Art. 13): {description or scope_text(scope)}",
+        )
         shredded = shreddable
     job.timer.mark("shred_seconds")
     n_shredded = len(shred_ids) if shred else 0
     action = {
-        "shred_requested": args.shred, "lines_shredded": n_shredded,
+        "shred_requested": args.shred,
+        "lines_shredded": n_shredded,
         "lines_not_shreddable": lines.num_rows - len(shred_ids) if has_vault else None,
         "lines_shreddable_not_shredded": len(shred_ids) - n_shredded if has_vault else None,
         "new_vault_key_version": shred["new_vault_key_version"] if shred else None,
         "retired_vault_key_versions": shred["retired_vault_key_versions"] if shred else [],
         "shred_log": os.path.join(os.path.dirname(os.path.normpath(args.vault)), "audit", "shred.jsonl")
-        if shred else None,
+        if shred
+        else None,
     }
     action["summary"] = _action_text(action, has_vault)
     return action, shredded
 
 
-def _report(job: _Job, scope: dict, exposure: str, lines: pa.Table, subscribers: int, unknown: list,
-            action: dict) -> dict:
+def _report(
+    job: _Job, scope: dict, exposure: str, lines: pa.Table, subscribers: int, unknown: list, action: dict
+) -> dict:
     """The incident report (``OUT/incident.json``): what, when, how many, where, what was done."""
     from transforms.compliance.incident import summarise
     from transforms.crypto.keyset import Keyset
@@ -290,15 +330,27 @@ def _report(job: _Job, scope: dict, exposure: str, lines: pa.Table, subscribers:
     args, summary = job.args, summarise(lines)
     keyset = Keyset.load(args.keys) if job.keyset is not None and args.keys else None  # as it is after a shred
     return {
-        "step": "incident", "incident_id": job.run_id, "run_id": job.run_id, "started": job.started,
-        "as_of": job.as_of.isoformat(), "detected_at": job.detected_at, "description": args.description,
+        "step": "incident",
+        "incident_id": job.run_id,
+        "run_id": job.run_id,
+        "started": job.started,
+        "as_of": job.as_of.isoformat(),
+        "detected_at": job.detected_at,
+        "description": args.description,
         "scope": scope,
-        "what": {"exposure": exposure, "fields": summary["by_field"], "vault_fields": summary["by_vault_field"],
-                 "join_key_versions": summary["by_join_key_version"],
-                 "vault_key_versions": summary["by_vault_key_version"]},
-        "how_many": {"lines": summary["lines"], "lines_with_identity": summary["lines_with_identity"],
-                     "subscribers_by_document": subscribers,
-                     "lines_without_document": summary["lines"] - summary["by_field"].get("doc", 0)},
+        "what": {
+            "exposure": exposure,
+            "fields": summary["by_field"],
+            "vault_fields": summary["by_vault_field"],
+            "join_key_versions": summary["by_join_key_version"],
+            "vault_key_versions": summary["by_vault_key_version"],
+        },
+        "how_many": {
+            "lines": summary["lines"],
+            "lines_with_identity": summary["lines_with_identity"],
+            "subscribers_by_document": subscribers,
+            "lines_without_document": summary["lines"] - summary["by_field"].get("doc", 0),
+        },
         "by_region": summary["by_region"],
         # counted, never shown: a leaked list may hold anything (a name, a number) where a line_id belongs
         "unknown_line_ids": {"count": len(unknown)},
@@ -317,13 +369,28 @@ def _write_outputs(job: _Job, report: dict, lines: pa.Table, shredded: pa.Array,
     with FileSystems.create(FileSystems.join(out, "incident.html")) as handle:
         page = pages.render("incident.html.j2", r=report, scope_text=scope_text(report["scope"]))
         handle.write(page.encode("utf-8"))
-    write_json(FileSystems.join(out, "manifest.json"), {
-        "step": "incident", "run_id": job.run_id, "started": job.started, "as_of": job.as_of.isoformat(),
-        "detected_at": job.detected_at, "scope": report["scope"], "keys": report["keys"], "inputs": report["inputs"],
-        "outputs": {"report": FileSystems.join(out, "incident.json"), "html": FileSystems.join(out, "incident.html"),
-                    "affected_lines": csv_path},
-        "counts": counts, "action": report["action"], "runner": "pyarrow (no Beam pipeline)",
-        "timings": job.timer.as_dict()})
+    write_json(
+        FileSystems.join(out, "manifest.json"),
+        {
+            "step": "incident",
+            "run_id": job.run_id,
+            "started": job.started,
+            "as_of": job.as_of.isoformat(),
+            "detected_at": job.detected_at,
+            "scope": report["scope"],
+            "keys": report["keys"],
+            "inputs": report["inputs"],
+            "outputs": {
+                "report": FileSystems.join(out, "incident.json"),
+                "html": FileSystems.join(out, "incident.html"),
+                "affected_lines": csv_path,
+            },
+            "counts": counts,
+            "action": report["action"],
+            "runner": "pyarrow (no Beam pipeline)",
+            "timings": job.timer.as_dict(),
+        },
+    )
 
 
 def run(argv=None) -> dict:
@@ -335,8 +402,13 @@ def run(argv=None) -> dict:
     scope, exposure, unknown = _scope(job, given_array, base_ids)
     action, shredded = _shred(job, lines, scope)
     report = _report(job, scope, exposure, lines, subscribers, unknown, action)
-    counts = {"base_lines_read": lines_in, "affected": lines.num_rows, "unknown": len(unknown),
-              "shredded": action["lines_shredded"], "subscribers_by_document": subscribers}
+    counts = {
+        "base_lines_read": lines_in,
+        "affected": lines.num_rows,
+        "unknown": len(unknown),
+        "shredded": action["lines_shredded"],
+        "subscribers_by_document": subscribers,
+    }
     if job.given is not None:
         counts.update(given=len(job.given), balanced=len(job.given) == lines.num_rows + len(unknown))
     _write_outputs(job, report, lines, shredded, counts)
@@ -351,9 +423,11 @@ def scope_text(scope: dict) -> str:
 
 def _action_text(action: dict, has_vault: bool) -> str:
     if action["lines_shredded"]:
-        return (f"{action['lines_shredded']:,} line(s) crypto-shredded: their data keys destroyed, every other data "
-                f"key re-wrapped under {action['new_vault_key_version']}, "
-                f"{', '.join(action['retired_vault_key_versions'])} retired")
+        return (
+            f"{action['lines_shredded']:,} line(s) crypto-shredded: their data keys destroyed, every other data "
+            f"key re-wrapped under {action['new_vault_key_version']}, "
+            f"{', '.join(action['retired_vault_key_versions'])} retired"
+        )
     if action["shred_requested"]:
         return "shred requested: no affected line has a data key in the vault; nothing was shredded"
     if not has_vault:
@@ -364,14 +438,18 @@ def _action_text(action: dict, has_vault: bool) -> str:
 def _body(argv) -> int:
     r = run(argv)
     h = r["how_many"]
-    print(f"incident {r['incident_id']}: {scope_text(r['scope'])}: {h['lines']:,} line(s) affected "
-          f"({h['subscribers_by_document']:,} subscriber(s) by document) in {len(r['by_region']):,} region(s); "
-          f"fields {', '.join(f'{k} {v:,}' for k, v in r['what']['fields'].items()) or 'none'}")
+    print(
+        f"incident {r['incident_id']}: {scope_text(r['scope'])}: {h['lines']:,} line(s) affected "
+        f"({h['subscribers_by_document']:,} subscriber(s) by document) in {len(r['by_region']):,} region(s); "
+        f"fields {', '.join(f'{k} {v:,}' for k, v in r['what']['fields'].items()) or 'none'}"
+    )
     if r["unknown_line_ids"]["count"]:
         print(f"  {r['unknown_line_ids']['count']:,} listed line_id(s) are not in the base")
     print(f"  {r['action']['summary']}")
-    print(f"  -> {FileSystems.join(os.path.dirname(r['affected_lines_file']), 'incident.html')}, "
-          f"{r['affected_lines_file']}")
+    print(
+        f"  -> {FileSystems.join(os.path.dirname(r['affected_lines_file']), 'incident.html')}, "
+        f"{r['affected_lines_file']}"
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ A manifest proves what a run did: counts in and out, dead letters, the
 policy and key versions, inputs, runner, options and timings. It never holds
 identity values. Self-inspection (Art. 15) gathers them later.
 """
+
 from __future__ import annotations
 
 import json

@@ -18,6 +18,7 @@ opens), ``OUT/dead_letter/`` (JSON Lines), ``OUT/summary.json`` and
 base rows in = lines out + base dead letters, and events in = applied +
 superseded + duplicates + dead letters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,17 @@ from pipelines.common import parse_as_of
 from pipelines.common import remove_tree, run_main, runner_name, split_beam_flags, write_dead_letters
 from pipelines.io.events import ReadRegistrationEvents, plan_event_splits
 from pipelines.manifest import Timer, keys_block, policy_block, read_json, write_json
-from pipelines.io.merged_base import (ReadMergedBase, ReadVaultTable, base_kind, column_values, inside,
-                                plan_merged_splits, vault_shards, write_merged_base, write_vault_table)
+from pipelines.io.merged_base import (
+    ReadMergedBase,
+    ReadVaultTable,
+    base_kind,
+    column_values,
+    inside,
+    plan_merged_splits,
+    vault_shards,
+    write_merged_base,
+    write_vault_table,
+)
 from pipelines.io.base_files import ReadSubscriberBase
 from pipelines.io.planning import InputInfo, plan_splits
 from transforms.core.deadletter import DeadLetterContext
@@ -57,10 +67,18 @@ ROWS_PER_BUCKET = 100_000  # a bucket (base lines + events + vault rows) is one 
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill merge", description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, action="append", help="base file, glob or folder: a raw base "
-                   "(Avro, Parquet, CSV) or a previous merge's OUT/base; repeatable")
-    p.add_argument("--registrations", required=True, action="append",
-                   help="registration events: file, glob or folder (Avro, Parquet, CSV, JSON Lines); repeatable")
+    p.add_argument(
+        "--base",
+        required=True,
+        action="append",
+        help="base file, glob or folder: a raw base (Avro, Parquet, CSV) or a previous merge's OUT/base; repeatable",
+    )
+    p.add_argument(
+        "--registrations",
+        required=True,
+        action="append",
+        help="registration events: file, glob or folder (Avro, Parquet, CSV, JSON Lines); repeatable",
+    )
     p.add_argument("--keys", required=True, help="keyset file (mode 0600; backfill keys init)")
     p.add_argument("--out", required=True, help="output folder (local or gs://)")
     p.add_argument("--vault", default=None, help="the previous merge's vault (with a merged --base)")
@@ -68,8 +86,22 @@ def parser() -> ArgumentParser:
     return p
 
 
-def build_pipeline(p: beam.Pipeline, *, base_splits, kind, event_splits, vault, policy, as_of, ctx, keys_path,
-                   n_buckets, spill_dir, encoding, batch_size):
+def build_pipeline(
+    p: beam.Pipeline,
+    *,
+    base_splits,
+    kind,
+    event_splits,
+    vault,
+    policy,
+    as_of,
+    ctx,
+    keys_path,
+    n_buckets,
+    spill_dir,
+    encoding,
+    batch_size,
+):
     """Wire the merge; returns the MergeOutputs (exposed for tests)."""
     inputs = {}
     if kind == "raw":
@@ -83,7 +115,8 @@ def build_pipeline(p: beam.Pipeline, *, base_splits, kind, event_splits, vault, 
         inputs["vault_keys"] = p | "ReadVaultKeys" >> ReadVaultTable(vault["keys"], "keys")
         inputs["vault_values"] = p | "ReadVaultValues" >> ReadVaultTable(vault["values"], "values")
     return inputs | "MergeCompletedRegistrations" >> MergeCompletedRegistrations(
-        policy, as_of, ctx, keys_path, n_buckets, base_kind=kind, spill_dir=spill_dir)
+        policy, as_of, ctx, keys_path, n_buckets, base_kind=kind, spill_dir=spill_dir
+    )
 
 
 def summarise(counts: dict, header: dict) -> dict:
@@ -95,12 +128,20 @@ def summarise(counts: dict, header: dict) -> dict:
     out = {k: events.get(k, 0) for k in ("applied", "superseded", "duplicates")}
     return {
         **header,
-        "base": {"rows_in": base_in, "lines_out": base.get("rows_out", 0), "dead_letters": sum(base_dead.values()),
-                 "dead_letter_reasons": dict(sorted(base_dead.items())),
-                 "balanced": base_in == base.get("rows_out", 0) + sum(base_dead.values())},
-        "events": {"rows_in": events_in, **out, "dead_letters": sum(event_dead.values()),
-                   "dead_letter_reasons": dict(sorted(event_dead.items())),
-                   "balanced": events_in == sum(out.values()) + sum(event_dead.values())},
+        "base": {
+            "rows_in": base_in,
+            "lines_out": base.get("rows_out", 0),
+            "dead_letters": sum(base_dead.values()),
+            "dead_letter_reasons": dict(sorted(base_dead.items())),
+            "balanced": base_in == base.get("rows_out", 0) + sum(base_dead.values()),
+        },
+        "events": {
+            "rows_in": events_in,
+            **out,
+            "dead_letters": sum(event_dead.values()),
+            "dead_letter_reasons": dict(sorted(event_dead.items())),
+            "balanced": events_in == sum(out.values()) + sum(event_dead.values()),
+        },
         "lines": counts.get("lines", {}),
         "vault": counts.get("vault", {}),
     }
@@ -154,8 +195,10 @@ def _plan_base(args, keyset) -> tuple[str, list, InputInfo]:
     base_splits, base_info = plan_merged_splits(args.base)
     versions = column_values(base_info.files, "join_key_version") - {None}
     if versions - {keyset.primary_join_version}:
-        raise UserError(f"the base's tokens are under join key {', '.join(sorted(versions))} but the primary "
-                        f"join key is {keyset.primary_join_version}: run backfill keys retokenize first")
+        raise UserError(
+            f"the base's tokens are under join key {', '.join(sorted(versions))} but the primary "
+            f"join key is {keyset.primary_join_version}: run backfill keys retokenize first"
+        )
     return kind, base_splits, base_info
 
 
@@ -165,11 +208,15 @@ def _plan_vault(args, keyset, kind: str) -> dict | None:
     if vault:
         foreign = column_values(vault["keys"], "keyset_id") - {keyset.keyset_id}
         if foreign:
-            raise UserError(f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
-                            f"not {keyset.keyset_id} (--keys {args.keys})")
+            raise UserError(
+                f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
+                f"not {keyset.keyset_id} (--keys {args.keys})"
+            )
     elif kind == "merged":
-        log.warning("merge: a merged base without --vault: lines without a new registration keep their tokens "
-                    "but OUT/vault holds only this run's registrations")
+        log.warning(
+            "merge: a merged base without --vault: lines without a new registration keep their tokens "
+            "but OUT/vault holds only this run's registrations"
+        )
     return vault
 
 
@@ -194,35 +241,77 @@ def _prepare(argv) -> _Job:
     rows = max(base_info.estimated_rows, event_info.estimated_rows)
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
-    return _Job(args=args, options=options, policy=policy, keyset=keyset, as_of=as_of, kind=kind,
-                base_splits=base_splits, base_info=base_info, event_splits=event_splits, event_info=event_info,
-                vault=vault, run_id=run_id, started=started,
-                n_buckets=args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET)),
-                spill=args.spill != "off" and is_local_runner(options), out=out, timer=timer)
+    return _Job(
+        args=args,
+        options=options,
+        policy=policy,
+        keyset=keyset,
+        as_of=as_of,
+        kind=kind,
+        base_splits=base_splits,
+        base_info=base_info,
+        event_splits=event_splits,
+        event_info=event_info,
+        vault=vault,
+        run_id=run_id,
+        started=started,
+        n_buckets=args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET)),
+        spill=args.spill != "off" and is_local_runner(options),
+        out=out,
+        timer=timer,
+    )
 
 
 def _log_plan(job: _Job) -> None:
     base, events, keyset = job.base_info, job.event_info, job.keyset
-    log.info("merge %s: %s base (%d file(s), ~%s rows), %d event file(s) (~%s events), %d bucket(s), runner %s, "
-             "join key %s, vault key %s, policy %s, as of %s", job.run_id, job.kind, len(base.files),
-             f"{base.estimated_rows:,}", len(events.files), f"{events.estimated_rows:,}", job.n_buckets,
-             runner_name(job.options), keyset.primary_join_version, keyset.primary_vault_version,
-             job.policy.version, job.as_of)
+    log.info(
+        "merge %s: %s base (%d file(s), ~%s rows), %d event file(s) (~%s events), %d bucket(s), runner %s, "
+        "join key %s, vault key %s, policy %s, as of %s",
+        job.run_id,
+        job.kind,
+        len(base.files),
+        f"{base.estimated_rows:,}",
+        len(events.files),
+        f"{events.estimated_rows:,}",
+        job.n_buckets,
+        runner_name(job.options),
+        keyset.primary_join_version,
+        keyset.primary_vault_version,
+        job.policy.version,
+        job.as_of,
+    )
 
 
 def _run_pipeline(job: _Job) -> None:
     """Merge; write OUT/base, OUT/vault, OUT/dead_letter and OUT/summary.json."""
     out, ctx, summary_path = job.out, DeadLetterContext("merge", job.run_id, job.started), job.summary_path
-    header = {"step": "merge", "run_id": job.run_id, "as_of": job.as_of.isoformat(),
-              "policy_version": job.policy.version, "base_kind": job.kind, "keys": keys_block(job.keyset)}
+    header = {
+        "step": "merge",
+        "run_id": job.run_id,
+        "as_of": job.as_of.isoformat(),
+        "policy_version": job.policy.version,
+        "base_kind": job.kind,
+        "keys": keys_block(job.keyset),
+    }
     # The spill holds plaintext (raw rows, events): a private local folder (0700), never under OUT.
     spill_dir = tempfile.mkdtemp(prefix=f"backfill-{job.run_id}-") if job.spill else None
     try:
         with beam.Pipeline(options=job.options) as p:
             outputs = build_pipeline(
-                p, base_splits=job.base_splits, kind=job.kind, event_splits=job.event_splits, vault=job.vault,
-                policy=job.policy, as_of=job.as_of, ctx=ctx, keys_path=job.args.keys, n_buckets=job.n_buckets,
-                spill_dir=spill_dir, encoding=job.args.encoding, batch_size=job.args.batch_size)
+                p,
+                base_splits=job.base_splits,
+                kind=job.kind,
+                event_splits=job.event_splits,
+                vault=job.vault,
+                policy=job.policy,
+                as_of=job.as_of,
+                ctx=ctx,
+                keys_path=job.args.keys,
+                n_buckets=job.n_buckets,
+                spill_dir=spill_dir,
+                encoding=job.args.encoding,
+                batch_size=job.args.batch_size,
+            )
             write_merged_base(outputs.base, FileSystems.join(out, "base"))
             vault_dir = FileSystems.join(out, "vault")
             write_vault_table(outputs.vault_keys, vault_dir, "keys", "WriteVaultKeys")
@@ -238,12 +327,20 @@ def _run_pipeline(job: _Job) -> None:
 def _manifest(job: _Job, summary: dict) -> dict:
     out, args = job.out, job.args
     return {
-        "step": "merge", "run_id": job.run_id, "started": job.started, "as_of": job.as_of.isoformat(),
+        "step": "merge",
+        "run_id": job.run_id,
+        "started": job.started,
+        "as_of": job.as_of.isoformat(),
         "policy": policy_block(job.policy),
         "keys": keys_block(job.keyset),
         # absolute local paths: the report reads the events back from here, from any working directory
-        "inputs": {"base": _located(job.base_info.files), "base_kind": job.kind,
-                   "registrations": _located(job.event_info.files), "vault": args.vault, "encoding": args.encoding},
+        "inputs": {
+            "base": _located(job.base_info.files),
+            "base_kind": job.kind,
+            "registrations": _located(job.event_info.files),
+            "vault": args.vault,
+            "encoding": args.encoding,
+        },
         "outputs": {name: FileSystems.join(out, name) for name in ("base", "vault", "dead_letter")},
         "counts": {k: summary[k] for k in ("base", "events", "lines", "vault")},
         "runner": runner_name(job.options),

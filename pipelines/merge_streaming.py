@@ -24,6 +24,7 @@ state, fixed windows, the same window core) and a writer of the same window
 folders (``window.json`` last, as the commit marker). ``backfill compact``
 folds the deltas into a new base.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -48,22 +49,38 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill merge", description=__doc__.splitlines()[0])
     p.add_argument("--streaming", action="store_true", help="read registration events from Pub/Sub")
     p.add_argument("--subscription", required=True, help="projects/P/subscriptions/S")
-    p.add_argument("--base", required=True, action="append",
-                   help="base file, glob or folder: a raw base or a previous merge's OUT/base; repeatable")
+    p.add_argument(
+        "--base",
+        required=True,
+        action="append",
+        help="base file, glob or folder: a raw base or a previous merge's OUT/base; repeatable",
+    )
     p.add_argument("--keys", required=True, help="keyset file (mode 0600; backfill keys init)")
     p.add_argument("--out", required=True, help="output folder (local; gs:// on Dataflow)")
     p.add_argument("--window-seconds", type=int, default=10, help="window length in seconds (default 10)")
     p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
     p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
     p.add_argument("--encoding", default="utf-8", help="CSV encoding of the base: utf-8 (default) or gb18030")
-    p.add_argument("--stop-after-idle", type=float, default=None,
-                   help="exit once no message has arrived for this many seconds (and all landed are processed)")
+    p.add_argument(
+        "--stop-after-idle",
+        type=float,
+        default=None,
+        help="exit once no message has arrived for this many seconds (and all landed are processed)",
+    )
     p.add_argument("--max-windows", type=int, default=None, help="exit after this many windows with messages")
-    p.add_argument("--max-message-bytes", type=int, default=256 * 1024,
-                   help="larger message bodies are dead letters, never kept (default 262144)")
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=256 * 1024,
+        help="larger message bodies are dead letters, never kept (default 262144)",
+    )
     p.add_argument("--max-messages", type=int, default=1000, help="messages per pull (default 1000)")
-    p.add_argument("--max-window-messages", type=int, default=20_000,
-                   help="a window closes early once this many messages have landed (bounds its memory; default 20000)")
+    p.add_argument(
+        "--max-window-messages",
+        type=int,
+        default=20_000,
+        help="a window closes early once this many messages have landed (bounds its memory; default 20000)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -96,21 +113,37 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def build_streaming_pipeline(p, *, subscription: str, base, encoding, keys_path, policy, as_of, ctx, out: str,
-                             window_seconds: int, max_bytes: int):
+def build_streaming_pipeline(
+    p,
+    *,
+    subscription: str,
+    base,
+    encoding,
+    keys_path,
+    policy,
+    as_of,
+    ctx,
+    out: str,
+    window_seconds: int,
+    max_bytes: int,
+):
     """ReadFromPubSub -> MergeStreamWindows -> window folders (exposed for tests and Dataflow)."""
     import apache_beam as beam
 
     from transforms.merge.stream_composite import MergeStreamWindows
 
     loader = functools.partial(_index_loader, tuple(base), encoding, policy, as_of, ctx)
-    return (p
-            | "ReadFromPubSub" >> beam.io.ReadFromPubSub(subscription=subscription, id_label="event_id",
-                                                         with_attributes=True)
-            | "ToRecord" >> beam.Map(_record, max_bytes)
-            | "MergeStreamWindows" >> MergeStreamWindows(loader, keys_path, policy, as_of, ctx, window_seconds,
-                                                         max_bytes=max_bytes, source=subscription)
-            | "WriteWindows" >> beam.ParDo(WriteWindowFn(FileSystemsJoin(out, "deltas"))))
+    return (
+        p
+        | "ReadFromPubSub"
+        >> beam.io.ReadFromPubSub(subscription=subscription, id_label="event_id", with_attributes=True)
+        | "ToRecord" >> beam.Map(_record, max_bytes)
+        | "MergeStreamWindows"
+        >> MergeStreamWindows(
+            loader, keys_path, policy, as_of, ctx, window_seconds, max_bytes=max_bytes, source=subscription
+        )
+        | "WriteWindows" >> beam.ParDo(WriteWindowFn(FileSystemsJoin(out, "deltas")))
+    )
 
 
 def FileSystemsJoin(*parts: str) -> str:
@@ -126,15 +159,24 @@ def _record(message, max_bytes: int) -> dict:
     micros = None
     if when is not None:
         micros = int(when.micros) if hasattr(when, "micros") else int(when.timestamp() * 1_000_000)
-    return {"message_id": message.message_id, "publish_time": micros, "attributes": dict(message.attributes or {}),
-            "data": data if len(data) <= max_bytes else None, "size": len(data)}
+    return {
+        "message_id": message.message_id,
+        "publish_time": micros,
+        "attributes": dict(message.attributes or {}),
+        "data": data if len(data) <= max_bytes else None,
+        "size": len(data),
+    }
 
 
 class _Result:
     """A window result dict seen as transforms.merge.stream.WindowResult for write_window."""
 
     def __init__(self, element: dict):
-        self.delta, self.vault_keys, self.vault_values = element["delta"], element["vault_keys"], element["vault_values"]
+        self.delta, self.vault_keys, self.vault_values = (
+            element["delta"],
+            element["vault_keys"],
+            element["vault_values"],
+        )
         self.dead_letter, self.counts = element["dead_letter"], element["counts"]
         self.counters = element["counts"].get("counters", {})
         self.new_keys = pa.array(element["keys"], pa.string())
@@ -159,8 +201,12 @@ class WriteWindowFn(_beam.DoFn):
         digest = hashlib.sha256("\n".join(sorted(element["keys"])).encode("utf-8")).hexdigest()[:12]
         name = f"w-{dt.datetime.fromtimestamp(start, dt.timezone.utc):%Y%m%dT%H%M%S}-{digest}"
         times = pa.array(element["publish_times"], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        info = {"window": element["window"], "counts": {k: v for k, v in element["counts"].items() if k != "counters"},
-                "counters": element["counts"].get("counters", {}), "committed_at": time.time()}
+        info = {
+            "window": element["window"],
+            "counts": {k: v for k, v in element["counts"].items() if k != "counters"},
+            "counters": element["counts"].get("counters", {}),
+            "committed_at": time.time(),
+        }
         write_window(self._dir, name, _Result(element), times, info)
         yield name
 
@@ -174,14 +220,29 @@ def run_dataflow(args, options, keyset, policy, as_of, run_id, started, timer) -
     options.view_as(StandardOptions).streaming = True
     ctx = DeadLetterContext("merge", run_id, started)
     p = beam.Pipeline(options=options)
-    build_streaming_pipeline(p, subscription=args.subscription, base=args.base, encoding=args.encoding,
-                             keys_path=args.keys, policy=policy, as_of=as_of, ctx=ctx, out=args.out.rstrip("/"),
-                             window_seconds=args.window_seconds, max_bytes=args.max_message_bytes)
+    build_streaming_pipeline(
+        p,
+        subscription=args.subscription,
+        base=args.base,
+        encoding=args.encoding,
+        keys_path=args.keys,
+        policy=policy,
+        as_of=as_of,
+        ctx=ctx,
+        out=args.out.rstrip("/"),
+        window_seconds=args.window_seconds,
+        max_bytes=args.max_message_bytes,
+    )
     result = p.run()
     timer.mark("submit_seconds")
-    return {"step": "merge", "mode": "streaming", "run_id": run_id, "runner": runner_name(options),
-            "job": str(getattr(result, "job_id", lambda: None)() if callable(getattr(result, "job_id", None))
-                       else None), "timings": timer.as_dict()}
+    return {
+        "step": "merge",
+        "mode": "streaming",
+        "run_id": run_id,
+        "runner": runner_name(options),
+        "job": str(getattr(result, "job_id", lambda: None)() if callable(getattr(result, "job_id", None)) else None),
+        "timings": timer.as_dict(),
+    }
 
 
 def run(argv=None) -> dict:

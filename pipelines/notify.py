@@ -13,6 +13,7 @@ Writes ``OUT/jobs/{sms,call,announcement}/*.avro`` (or publishes them to
 writes and sends nothing: it prints the jobs by channel, region and send day,
 SMS segments, the estimated cost and sample messages.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,9 @@ def _check_args(args) -> bool:
     if args.topic and not TOPIC_RE.match(args.topic):
         raise UserError(f"--topic {args.topic!r} is not projects/PROJECT/topics/TOPIC")
     if args.receipts_subscription and not SUBSCRIPTION_RE.match(args.receipts_subscription):
-        raise UserError(f"--receipts-subscription {args.receipts_subscription!r} is not "
-                        "projects/PROJECT/subscriptions/SUBSCRIPTION")
+        raise UserError(
+            f"--receipts-subscription {args.receipts_subscription!r} is not projects/PROJECT/subscriptions/SUBSCRIPTION"
+        )
     return planning
 
 
@@ -101,10 +103,15 @@ def _record_receipts(args, out: str, ctx: DeadLetterContext) -> dict:
     if args.receipts_subscription:
         records, acks = pull_receipts(args.receipts_subscription)
         source = args.receipts_subscription
-        tables.append(pa.table({
-            **{c: pa.array([r[c] for r in records], pa.string()) for c in ("job_id", "status", "at")},
-            "_src_file": pa.array([source] * len(records), pa.string()),
-            "_src_row": pa.array([r["_src_row"] for r in records], pa.int64())}))
+        tables.append(
+            pa.table(
+                {
+                    **{c: pa.array([r[c] for r in records], pa.string()) for c in ("job_id", "status", "at")},
+                    "_src_file": pa.array([source] * len(records), pa.string()),
+                    "_src_row": pa.array([r["_src_row"] for r in records], pa.int64()),
+                }
+            )
+        )
     counts = record_receipts(out, pa.concat_tables(tables), ctx)
     if acks:  # only now: the receipts are in the history
         ack(args.receipts_subscription, acks)
@@ -118,8 +125,11 @@ def _finish_counts(counts: dict, summary: dict, stats: list) -> dict:
     for part in [counts, *stats]:
         merge_counts(total, part)
     if spans:
-        total["publish"] = {"messages": sum(s["messages"] for s in spans), "first": min(s["first"] for s in spans),
-                            "last": max(s["last"] for s in spans)}
+        total["publish"] = {
+            "messages": sum(s["messages"] for s in spans),
+            "first": min(s["first"] for s in spans),
+            "last": max(s["last"] for s in spans),
+        }
     total["summary"] = summary
     return total
 
@@ -128,8 +138,9 @@ def _write_result(result: dict, path: str) -> None:
     write_json(path, result)
 
 
-def build_pipeline(p, *, campaign, wave, first_day, splits, registered, history, receipts, suppressed,
-                   n_buckets, spill_dir, samples):
+def build_pipeline(
+    p, *, campaign, wave, first_day, splits, registered, history, receipts, suppressed, n_buckets, spill_dir, samples
+):
     """Wire reads and BuildNotificationJobs; returns (NotifyOutputs, summary PCollection)."""
     inputs = {"lines": p | "ReadClassified" >> ReadTables(splits)}
     if registered:
@@ -139,10 +150,14 @@ def build_pipeline(p, *, campaign, wave, first_day, splits, registered, history,
     if receipts:
         inputs["receipts"] = p | "ReadReceipts" >> ReadTables(receipts)
     outputs = inputs | "BuildNotificationJobs" >> BuildNotificationJobs(
-        campaign, wave, first_day, suppressed=suppressed, n_buckets=n_buckets, spill_dir=spill_dir)
+        campaign, wave, first_day, suppressed=suppressed, n_buckets=n_buckets, spill_dir=spill_dir
+    )
     jobs = {"sms": outputs.sms, "call": outputs.call, "announcement": outputs.announcement}
-    summary = jobs | "SummariseJobs" >> SummariseJobs(samples) if samples is not None else \
-        p | "NoSummary" >> beam.Create([{}])
+    summary = (
+        jobs | "SummariseJobs" >> SummariseJobs(samples)
+        if samples is not None
+        else p | "NoSummary" >> beam.Create([{}])
+    )
     return outputs, jobs, summary
 
 
@@ -183,9 +198,18 @@ def _prepare_wave(args, beam_args: list[str]) -> _WavePlan:
     suppressed = read_suppress(args.suppress) if args.suppress else None
     if args.topic:
         check_topic(args.topic)
-    return _WavePlan(campaign=campaign, wave=wave, as_of=as_of, first_day=max(wave.start, as_of), options=options,
-                     splits=splits, rows=rows, registered=registered, registered_rows=registered_rows,
-                     suppressed=suppressed)
+    return _WavePlan(
+        campaign=campaign,
+        wave=wave,
+        as_of=as_of,
+        first_day=max(wave.start, as_of),
+        options=options,
+        splits=splits,
+        rows=rows,
+        registered=registered,
+        registered_rows=registered_rows,
+        suppressed=suppressed,
+    )
 
 
 def _plan_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer) -> dict:
@@ -194,21 +218,38 @@ def _plan_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer) -> di
     tmp = tempfile.mkdtemp(prefix="notify-") if args.dry_run else FileSystems.join(out, "_tmp", run_id)
     spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(plan.options))
     n_buckets = args.shuffle_buckets or max(1, math.ceil((plan.rows + plan.registered_rows) / ROWS_PER_BUCKET))
-    log.info("notify %s: campaign %s wave %d, %s classified lines, mode %s, runner %s", run_id,
-             plan.campaign.campaign_id, plan.wave.wave, f"{plan.rows:,}", mode, runner_name(plan.options))
+    log.info(
+        "notify %s: campaign %s wave %d, %s classified lines, mode %s, runner %s",
+        run_id,
+        plan.campaign.campaign_id,
+        plan.wave.wave,
+        f"{plan.rows:,}",
+        mode,
+        runner_name(plan.options),
+    )
     result_path = FileSystems.join(tmp, "result.json")
     try:
         with beam.Pipeline(options=plan.options) as p:
             outputs, jobs, summary = build_pipeline(
-                p, campaign=plan.campaign, wave=plan.wave.wave, first_day=plan.first_day, splits=plan.splits,
-                registered=plan.registered, history=history_splits(out, HISTORY_JOBS),
-                receipts=history_splits(out, HISTORY_RECEIPTS), suppressed=plan.suppressed, n_buckets=n_buckets,
+                p,
+                campaign=plan.campaign,
+                wave=plan.wave.wave,
+                first_day=plan.first_day,
+                splits=plan.splits,
+                registered=plan.registered,
+                history=history_splits(out, HISTORY_JOBS),
+                receipts=history_splits(out, HISTORY_RECEIPTS),
+                suppressed=plan.suppressed,
+                n_buckets=n_buckets,
                 spill_dir=FileSystems.join(tmp, "shuffle") if spill else None,
-                samples=args.samples if args.dry_run else None)  # the table and samples are the dry run's
+                samples=args.samples if args.dry_run else None,
+            )  # the table and samples are the dry run's
             stats = _hand_over(args, p, jobs, out, run_id, f"{plan.campaign.campaign_id}-w{plan.wave.wave}")
-            (outputs.counts
-             | "Finish" >> beam.Map(_finish_counts, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(stats))
-             | "WriteResult" >> beam.Map(_write_result, result_path))
+            (
+                outputs.counts
+                | "Finish" >> beam.Map(_finish_counts, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(stats))
+                | "WriteResult" >> beam.Map(_write_result, result_path)
+            )
         timer.mark("pipeline_seconds")
         return read_json(result_path)
     finally:
@@ -248,8 +289,13 @@ def _run(args, beam_args: list[str]) -> dict:
         timer.mark("receipts_seconds")
         _remove_tmp(out, run_id)
         if not planning:
-            manifest.update({"mode": "receipts", "outputs": {"history": FileSystems.join(out, *HISTORY_RECEIPTS)},
-                             "timings": timer.as_dict()})
+            manifest.update(
+                {
+                    "mode": "receipts",
+                    "outputs": {"history": FileSystems.join(out, *HISTORY_RECEIPTS)},
+                    "timings": timer.as_dict(),
+                }
+            )
             _save(out, run_id, manifest)
             return manifest
     result = _plan_wave(args, plan, out, run_id, timer)
@@ -268,33 +314,55 @@ def _manifest(args, wave_plan: _WavePlan, out: str, result: dict, timer: Timer) 
     handed = result.get("handed_over", {})
     decided = sum(outcomes.get(o.lower(), 0) for o in OUTCOMES[1:])
     balanced = plan.get("targeted", 0) == decided and (
-        mode == "dry-run" or all(handed.get(c, 0) == n for c, n in jobs.items()))
+        mode == "dry-run" or all(handed.get(c, 0) == n for c, n in jobs.items())
+    )
     timings = timer.as_dict()
     publish = result.get("publish")
     if publish and publish.get("messages"):
         seconds = max(publish["last"] - publish["first"], 1e-9)
-        timings["publish"] = {"messages": publish["messages"], "seconds": round(seconds, 3),
-                              "messages_per_second": round(publish["messages"] / seconds)}
+        timings["publish"] = {
+            "messages": publish["messages"],
+            "seconds": round(seconds, 3),
+            "messages_per_second": round(publish["messages"] / seconds),
+        }
     zone_hours = f"{campaign.quiet_end:%H:%M}-{campaign.quiet_start:%H:%M}"
     return {
         "mode": mode,
         "as_of": wave_plan.as_of.isoformat(),
-        "campaign": {"campaign_id": campaign.campaign_id,  # an absolute local path: the report finds it again
-                     "source": campaign.source if "://" in campaign.source else os.path.abspath(campaign.source),
-                     "sha256": campaign.digest,
-                     "wave": wave.wave, "wave_start": wave.start.isoformat(), "first_day": first_day.isoformat(),
-                     "channels": list(wave.channels), "timezone": campaign.timezone, "allowed_hours": zone_hours,
-                     "locale": campaign.locale, "daily_cap": dict(campaign.daily_cap),
-                     "min_days_between": campaign.min_days_between},
-        "inputs": {"classified": args.classified, "classified_rows": wave_plan.rows, "registered": args.registered,
-                   "suppress": args.suppress},
-        "outputs": ({"topic": args.topic} if args.topic else {"jobs": FileSystems.join(out, "jobs")}) | {
-            "history": FileSystems.join(out, *HISTORY_JOBS)},
-        "counts": {**plan, "jobs": jobs, "announcements": jobs["announcement"],
-                   "announcements_already_sent": result.get("announcements_already_sent", 0),
-                   "lines_without_region": result.get("lines_without_region", 0),
-                   "segments": result.get("segments", 0), "cost": round(result.get("cost", 0.0), 4),
-                   "handed_over": handed, "files": result.get("files", {}), "balanced": balanced},
+        "campaign": {
+            "campaign_id": campaign.campaign_id,  # an absolute local path: the report finds it again
+            "source": campaign.source if "://" in campaign.source else os.path.abspath(campaign.source),
+            "sha256": campaign.digest,
+            "wave": wave.wave,
+            "wave_start": wave.start.isoformat(),
+            "first_day": first_day.isoformat(),
+            "channels": list(wave.channels),
+            "timezone": campaign.timezone,
+            "allowed_hours": zone_hours,
+            "locale": campaign.locale,
+            "daily_cap": dict(campaign.daily_cap),
+            "min_days_between": campaign.min_days_between,
+        },
+        "inputs": {
+            "classified": args.classified,
+            "classified_rows": wave_plan.rows,
+            "registered": args.registered,
+            "suppress": args.suppress,
+        },
+        "outputs": ({"topic": args.topic} if args.topic else {"jobs": FileSystems.join(out, "jobs")})
+        | {"history": FileSystems.join(out, *HISTORY_JOBS)},
+        "counts": {
+            **plan,
+            "jobs": jobs,
+            "announcements": jobs["announcement"],
+            "announcements_already_sent": result.get("announcements_already_sent", 0),
+            "lines_without_region": result.get("lines_without_region", 0),
+            "segments": result.get("segments", 0),
+            "cost": round(result.get("cost", 0.0), 4),
+            "handed_over": handed,
+            "files": result.get("files", {}),
+            "balanced": balanced,
+        },
         "by_day": result.get("by_day", {}),
         "runner": runner_name(wave_plan.options),
         "timings": timings,

@@ -14,6 +14,7 @@ The report refuses inputs that do not belong together (a merge of another
 base, notices of another campaign, a scan made after the campaign started or
 after the merge) with a one-line error, rather than chart wrong numbers.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,17 +40,27 @@ def parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scan", help="the campaign's first scan (its output folder)")
     p.add_argument("--merge", help="the latest merge output (its base is the state now)")
-    p.add_argument("--earlier-merges", nargs="*", default=[], metavar="DIR",
-                   help="earlier daily merge outputs, or a pattern such as out/merge/* (merges before --merge's "
-                        "date): their events and dead letters count for the agents")
+    p.add_argument(
+        "--earlier-merges",
+        nargs="*",
+        default=[],
+        metavar="DIR",
+        help="earlier daily merge outputs, or a pattern such as out/merge/* (merges before --merge's "
+        "date): their events and dead letters count for the agents",
+    )
     p.add_argument("--notify", help="the notify output folder (history of the waves sent)")
     p.add_argument("--campaign", help="campaign file (default: the one the notify runs used)")
     p.add_argument("--as-of", type=parse_as_of, default=None, help="report date (default: the merge's as-of date)")
     p.add_argument("--policy", default=None, help="policy YAML (agent thresholds; default: the Decree 25 policy)")
     p.add_argument("--self-inspection", action="store_true", help="the annual self-inspection (Art. 15) instead")
     p.add_argument("--year", type=int, help="self-inspection: the year")
-    p.add_argument("--manifests", nargs="*", default=[], metavar="DIR",
-                   help="self-inspection: folders searched for run manifests and audit logs")
+    p.add_argument(
+        "--manifests",
+        nargs="*",
+        default=[],
+        metavar="DIR",
+        help="self-inspection: folders searched for run manifests and audit logs",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -59,19 +70,34 @@ def _facts(campaign, history: pa.Table | None, scan_as_of: dt.date) -> CampaignF
         waves = sorted(set(history["wave"].to_pylist())) if history is not None and history.num_rows else []
         return CampaignFacts(None, "Asia/Shanghai", None, tuple((w, scan_as_of) for w in waves), scan_as_of)
     waves = tuple((w.wave, w.start) for w in sorted(campaign.waves.values(), key=lambda w: w.wave))
-    return CampaignFacts(campaign.campaign_id, campaign.timezone, campaign.deadline, waves,
-                         min([scan_as_of, *(start for _, start in waves)]))
+    return CampaignFacts(
+        campaign.campaign_id,
+        campaign.timezone,
+        campaign.deadline,
+        waves,
+        min([scan_as_of, *(start for _, start in waves)]),
+    )
 
 
-def _check_dates(scan_as_of: dt.date, merge_as_of: dt.date | None, as_of: dt.date, facts: CampaignFacts,
-                 scan_dir: str, merge_dir: str | None) -> None:
+def _check_dates(
+    scan_as_of: dt.date,
+    merge_as_of: dt.date | None,
+    as_of: dt.date,
+    facts: CampaignFacts,
+    scan_dir: str,
+    merge_dir: str | None,
+) -> None:
     first_wave = min((start for _, start in facts.waves), default=None)
     if first_wave is not None and facts.campaign_id and scan_as_of > first_wave:
-        raise UserError(f"the scan at {scan_dir} is as of {scan_as_of}, after wave 1 of {facts.campaign_id} started "
-                        f"({first_wave}): give the campaign's first scan")
+        raise UserError(
+            f"the scan at {scan_dir} is as of {scan_as_of}, after wave 1 of {facts.campaign_id} started "
+            f"({first_wave}): give the campaign's first scan"
+        )
     if merge_as_of is not None and merge_as_of < scan_as_of:
-        raise UserError(f"the merge at {merge_dir} is as of {merge_as_of}, before the scan ({scan_as_of}): "
-                        "give the latest merge of this campaign")
+        raise UserError(
+            f"the merge at {merge_dir} is as of {merge_as_of}, before the scan ({scan_as_of}): "
+            "give the latest merge of this campaign"
+        )
     if merge_as_of is not None and as_of < merge_as_of:
         raise UserError(f"--as-of {as_of} is before the merge's as-of date {merge_as_of}")
 
@@ -104,23 +130,42 @@ def run(argv=None) -> dict:
     as_of = args.as_of or merge_as_of or scan.as_of
     _check_dates(scan.as_of, merge_as_of, as_of, facts, args.scan, args.merge)
     merged = merge.base if merge else report_io.unmerged(scan.classified)
-    inputs = ReportInputs(classified=scan.classified, merged=merged, history=history,
-                          events=merge.events if merge else None, dead_letters=merge.dead_letters if merge else None)
+    inputs = ReportInputs(
+        classified=scan.classified,
+        merged=merged,
+        history=history,
+        events=merge.events if merge else None,
+        dead_letters=merge.dead_letters if merge else None,
+    )
     tables, notes = completion_tables(inputs, facts, as_of, policy.agents)
     needed = tables["completion"]["needed"][0].as_py()
     missing = notes["not_in_merge"]
     if merge and needed and missing > MAX_NOT_IN_MERGE * needed:
-        raise UserError(f"{missing:,} of the {needed:,} lines the scan at {args.scan} found needing registration are "
-                        f"not in the merged base at {args.merge}: is it a merge of another base or campaign?")
+        raise UserError(
+            f"{missing:,} of the {needed:,} lines the scan at {args.scan} found needing registration are "
+            f"not in the merged base at {args.merge}: is it a merge of another base or campaign?"
+        )
     timer.mark("computed")
 
     findings = _findings(merge, notify, missing, other_campaigns, facts, as_of, needed)
-    header = {"step": "report", "run_id": run_id, "started": started, "as_of": as_of.isoformat(),
-              "campaign_id": facts.campaign_id, "policy": policy_block(policy, source=False),
-              "inputs": {"scan": args.scan, "scan_run_id": scan.run_id, "merge": args.merge,
-                         "merge_run_id": merge.run_id if merge else None, "earlier_merges": args.earlier_merges,
-                         "notify": args.notify, "campaign": campaign.source if campaign else None},
-              "findings": findings}
+    header = {
+        "step": "report",
+        "run_id": run_id,
+        "started": started,
+        "as_of": as_of.isoformat(),
+        "campaign_id": facts.campaign_id,
+        "policy": policy_block(policy, source=False),
+        "inputs": {
+            "scan": args.scan,
+            "scan_run_id": scan.run_id,
+            "merge": args.merge,
+            "merge_run_id": merge.run_id if merge else None,
+            "earlier_merges": args.earlier_merges,
+            "notify": args.notify,
+            "campaign": campaign.source if campaign else None,
+        },
+        "findings": findings,
+    }
     written = report_io.write_tables(args.out, tables, as_of)
     timer.mark("tables")
     from pipelines.render.report_html import write_report
@@ -128,15 +173,20 @@ def run(argv=None) -> dict:
     html = write_report(args.out, tables, header, facts, policy.agents)
     timer.mark("html")
     over = int(pc.sum(pc.cast(tables["agents"]["over_threshold"], pa.int64())).as_py() or 0)
-    manifest = {**header, "outputs": {"html": html, **written},
-                "counts": {**{name: table.num_rows for name, table in tables.items()}, "agents_over_threshold": over},
-                "completion": _headline(tables["completion"]), "timings": timer.as_dict()}
+    manifest = {
+        **header,
+        "outputs": {"html": html, **written},
+        "counts": {**{name: table.num_rows for name, table in tables.items()}, "agents_over_threshold": over},
+        "completion": _headline(tables["completion"]),
+        "timings": timer.as_dict(),
+    }
     write_json(os.path.join(args.out, "manifest.json"), manifest)
     return manifest
 
 
-def _findings(merge, notify, missing: int, other_campaigns: int, facts: CampaignFacts, as_of: dt.date,
-              needed: int) -> list[str]:
+def _findings(
+    merge, notify, missing: int, other_campaigns: int, facts: CampaignFacts, as_of: dt.date, needed: int
+) -> list[str]:
     """What the reader must know about the inputs, in plain words (shown at the top of the page)."""
     out = []
     if merge is None:
@@ -144,20 +194,25 @@ def _findings(merge, notify, missing: int, other_campaigns: int, facts: Campaign
     elif merge.events is None:
         out.append("The merge records no registration files: the agent table counts no registrations.")
     if merge is not None and merge.events_missing:
-        out.append(f"{len(merge.events_missing)} registration file(s) the merges read are gone "
-                   f"({merge.events_missing[0]}): the agent table counts only the events still there.")
+        out.append(
+            f"{len(merge.events_missing)} registration file(s) the merges read are gone "
+            f"({merge.events_missing[0]}): the agent table counts only the events still there."
+        )
     if notify is None:
         out.append("No notify output was given: the wave funnel and the time to register are empty.")
     if missing:
-        out.append(f"{missing:,} needed line(s) are not in the merged base (dead letters of the merge); "
-                   "they count as not complete.")
+        out.append(
+            f"{missing:,} needed line(s) are not in the merged base (dead letters of the merge); "
+            "they count as not complete."
+        )
     if other_campaigns:
         out.append(f"{other_campaigns:,} notice(s) of other campaigns in the notify history were left out.")
     if facts.deadline is None:
         out.append("No campaign file: the deadline is unknown, so no past-deadline list.")
     elif not facts.past_deadline(as_of):
-        out.append(f"The deadline ({facts.deadline}) and the last wave have not both passed: "
-                   "no past-deadline list yet.")
+        out.append(
+            f"The deadline ({facts.deadline}) and the last wave have not both passed: no past-deadline list yet."
+        )
     if not needed:
         out.append("No line needed registration at the scan: there is nothing to complete.")
     return out
@@ -183,11 +238,13 @@ def format_summary(manifest: dict) -> str:
         return inspection_summary(manifest)
     c = manifest["completion"]
     rate = f"{100 * c['completion_rate']:.1f}%" if c["completion_rate"] is not None else "n/a"
-    lines = [f"report {manifest['run_id']}: as of {c['report_date']}, campaign {c['campaign_id'] or '(none)'}",
-             f"  completion: {c['complete']:,} of {c['needed']:,} lines that needed registration are COMPLETE "
-             f"({rate}); "
-             f"{c['remaining']:,} remaining, {c['past_deadline']:,} past the deadline",
-             f"  agents over a threshold: {manifest['counts'].get('agents_over_threshold', 0)}"]
+    lines = [
+        f"report {manifest['run_id']}: as of {c['report_date']}, campaign {c['campaign_id'] or '(none)'}",
+        f"  completion: {c['complete']:,} of {c['needed']:,} lines that needed registration are COMPLETE "
+        f"({rate}); "
+        f"{c['remaining']:,} remaining, {c['past_deadline']:,} past the deadline",
+        f"  agents over a threshold: {manifest['counts'].get('agents_over_threshold', 0)}",
+    ]
     lines += [f"  note: {text}" for text in manifest["findings"]]
     lines.append(f"  -> {manifest['outputs']['html']}")
     return "\n".join(lines)

@@ -39,6 +39,7 @@ keyset transaction under its lock, and the vault tables are read whole by
 each file. There is no shuffle or join that a runner would parallelise
 usefully, and memory stays one record batch plus the vault tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,9 +105,15 @@ def merged_batches(path: str, columns: list[str] | None = None):
         names = columns or schema.names
         for batch in pf.iter_batches(batch_size=_BATCH, columns=[n for n in names if n in pf.schema_arrow.names]):
             n = batch.num_rows
-            yield pa.table([batch.column(name).cast(schema.field(name).type) if name in batch.schema.names
-                            else pa.nulls(n, schema.field(name).type) for name in names],
-                           schema=pa.schema([schema.field(name) for name in names]))
+            yield pa.table(
+                [
+                    batch.column(name).cast(schema.field(name).type)
+                    if name in batch.schema.names
+                    else pa.nulls(n, schema.field(name).type)
+                    for name in names
+                ],
+                schema=pa.schema([schema.field(name) for name in names]),
+            )
 
 
 def _find_due(files: list[str], cutoff) -> tuple[pa.Array, dict]:
@@ -120,14 +127,19 @@ def _find_due(files: list[str], cutoff) -> tuple[pa.Array, dict]:
             due, terminated, no_date = due_mask(table, cutoff)
             present = pc.and_(due, has_identity(table))
             counts["lines_in"] += table.num_rows
-            for name, mask in (("terminated", terminated), ("terminated_without_date", no_date), ("due", due),
-                               ("due_with_identity", present)):
+            for name, mask in (
+                ("terminated", terminated),
+                ("terminated_without_date", no_date),
+                ("due", due),
+                ("due_with_identity", present),
+            ):
                 counts[name] += pc.sum(mask.cast(pa.int64())).as_py() or 0
             due_ids.append(table.column("line_id").filter(due))
             with_identity.append(table.column("line_id").filter(present))
     ids = pa.chunked_array(due_ids, pa.string()).combine_chunks() if due_ids else pa.array([], pa.string())
-    tokens = (pa.chunked_array(with_identity, pa.string()).combine_chunks() if with_identity
-              else pa.array([], pa.string()))
+    tokens = (
+        pa.chunked_array(with_identity, pa.string()).combine_chunks() if with_identity else pa.array([], pa.string())
+    )
     return ids, {**counts, "_with_identity": tokens}
 
 
@@ -212,16 +224,29 @@ def _prepare(argv) -> _Job:
     in_place = _same(args.vault, out_vault)
     if not in_place and FileSystems.exists(out_vault):
         # An earlier run's shred retired the key of the input vault: OUT/vault is the only one that opens now.
-        raise UserError(f"{out_vault} exists from an earlier run and is the live vault now: re-run with "
-                        f"--vault {out_vault} (the same --base) to complete the purge in place")
+        raise UserError(
+            f"{out_vault} exists from an earlier run and is the live vault now: re-run with "
+            f"--vault {out_vault} (the same --base) to complete the purge in place"
+        )
     keyset = Keyset.load(args.keys)  # permissions and format checked before anything is read
     keys_before = {**keys_block(keyset), "vault_versions": keyset.versions("vault")}
     files = merged_base_files(args.base)
     if any(inside(f, out) for f in files):
         raise UserError(f"--out {args.out} would overwrite the input base {args.base[0]}: write to another folder")
-    return _Job(args=args, policy=policy, keyset=keyset, keys_before=keys_before, files=files, out=out,
-                out_base=out_base, out_vault=out_vault, in_place=in_place, run_id=run_id, started=started,
-                timer=timer)
+    return _Job(
+        args=args,
+        policy=policy,
+        keyset=keyset,
+        keys_before=keys_before,
+        files=files,
+        out=out,
+        out_base=out_base,
+        out_vault=out_vault,
+        in_place=in_place,
+        run_id=run_id,
+        started=started,
+        timer=timer,
+    )
 
 
 def _read_vault(job: _Job) -> tuple[pa.Table, pa.Table]:
@@ -236,13 +261,15 @@ def _read_vault(job: _Job) -> tuple[pa.Table, pa.Table]:
         raise UserError(str(exc)) from None
     foreign = set(pc.unique(keys_in.column("keyset_id")).to_pylist()) - {keyset_id}
     if foreign:
-        raise UserError(f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
-                        f"not {keyset_id} (--keys {args.keys})")
+        raise UserError(
+            f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, not {keyset_id} (--keys {args.keys})"
+        )
     return keys_in, values_in
 
 
-def _purge_vault(job: _Job, keys_in: pa.Table, values_in: pa.Table, due_ids: pa.Array, with_identity: pa.Array,
-                 cutoff: dt.date) -> _Purge:
+def _purge_vault(
+    job: _Job, keys_in: pa.Table, values_in: pa.Table, due_ids: pa.Array, with_identity: pa.Array, cutoff: dt.date
+) -> _Purge:
     """OUT/vault without the due lines' values, then their data keys crypto-shredded."""
     from pipelines.keys import shred_lines
     from transforms.crypto.vault import drop_lines
@@ -263,9 +290,14 @@ def _purge_vault(job: _Job, keys_in: pa.Table, values_in: pa.Table, due_ids: pa.
     shred = None
     if shred_ids.length():
         years = job.policy.retention_years
-        shred = shred_lines(job.args.keys, job.out_vault, sorted(shred_ids.to_pylist()), actor=job.args.actor,
-                            reason=f"retention (Art. 11): terminated on or before {cutoff}, "
-                                   f"{years} years before {job.as_of}; run {job.run_id}")
+        shred = shred_lines(
+            job.args.keys,
+            job.out_vault,
+            sorted(shred_ids.to_pylist()),
+            actor=job.args.actor,
+            reason=f"retention (Art. 11): terminated on or before {cutoff}, "
+            f"{years} years before {job.as_of}; run {job.run_id}",
+        )
     return _Purge(purged, shred_ids, keys_in, values_in, values_out, shred)
 
 
@@ -274,13 +306,22 @@ def _counts(found: dict, purge: _Purge, keys_out: pa.Table, lines_out: int, blan
     keys_in, values_in, values_out = purge.keys_in, purge.values_in, purge.values_out
     shredded = purge.shred_ids.length()
     counts = {
-        **found, "lines_out": lines_out, "balanced": found["lines_in"] == lines_out,
+        **found,
+        "lines_out": lines_out,
+        "balanced": found["lines_in"] == lines_out,
         "terminated_within_retention": found["terminated"] - found["terminated_without_date"] - found["due"],
-        "purged": len(purge.purged), "nothing_to_purge": found["due"] - len(purge.purged),
+        "purged": len(purge.purged),
+        "nothing_to_purge": found["due"] - len(purge.purged),
         "fields_blanked": {k: v for k, v in blanked.items() if v},
-        "vault": {"keys_in": keys_in.num_rows, "keys_shredded": shredded, "keys_out": keys_out.num_rows,
-                  "values_in": values_in.num_rows, "values_dropped": values_in.num_rows - values_out.num_rows,
-                  "values_out": values_out.num_rows, "balanced": keys_in.num_rows == keys_out.num_rows + shredded},
+        "vault": {
+            "keys_in": keys_in.num_rows,
+            "keys_shredded": shredded,
+            "keys_out": keys_out.num_rows,
+            "values_in": values_in.num_rows,
+            "values_dropped": values_in.num_rows - values_out.num_rows,
+            "values_out": values_out.num_rows,
+            "balanced": keys_in.num_rows == keys_out.num_rows + shredded,
+        },
     }
     counts["balanced"] = counts["balanced"] and counts["vault"]["balanced"]
     return counts
@@ -291,20 +332,34 @@ def _manifest(job: _Job, cutoff: dt.date, purge: _Purge, counts: dict) -> dict:
 
     after, before, shred = Keyset.load(job.args.keys), job.keys_before, purge.shred
     return {
-        "step": "retention", "run_id": job.run_id, "started": job.started, "as_of": job.as_of.isoformat(),
+        "step": "retention",
+        "run_id": job.run_id,
+        "started": job.started,
+        "as_of": job.as_of.isoformat(),
         "policy": policy_block(job.policy),
-        "retention": {"years_after_termination": job.policy.retention_years,
-                      "purge_terminated_on_or_before": cutoff.isoformat(),
-                      "rule": "purged when as_of > terminated_on + years (29 Feb + years = 28 Feb without a 29th); "
-                              "TERMINATED lines without terminated_on are kept"},
-        "keys": {**keys_block(after, vault=False),
-                 "vault_before": before["vault"], "vault_after": after.primary_vault_version,
-                 "vault_versions_before": before["vault_versions"], "vault_versions_after": after.versions("vault"),
-                 "retired": shred["retired_vault_key_versions"] if shred else []},
+        "retention": {
+            "years_after_termination": job.policy.retention_years,
+            "purge_terminated_on_or_before": cutoff.isoformat(),
+            "rule": "purged when as_of > terminated_on + years (29 Feb + years = 28 Feb without a 29th); "
+            "TERMINATED lines without terminated_on are kept",
+        },
+        "keys": {
+            **keys_block(after, vault=False),
+            "vault_before": before["vault"],
+            "vault_after": after.primary_vault_version,
+            "vault_versions_before": before["vault_versions"],
+            "vault_versions_after": after.versions("vault"),
+            "retired": shred["retired_vault_key_versions"] if shred else [],
+        },
         "inputs": {"base": list(job.args.base), "base_files": job.files, "vault": job.args.vault},
-        "outputs": {"base": job.out_base, "vault": job.out_vault, "in_place": job.in_place,
-                    "shred_log": os.path.join(os.path.dirname(os.path.normpath(job.out_vault)), "audit", "shred.jsonl")
-                    if shred else None},
+        "outputs": {
+            "base": job.out_base,
+            "vault": job.out_vault,
+            "in_place": job.in_place,
+            "shred_log": os.path.join(os.path.dirname(os.path.normpath(job.out_vault)), "audit", "shred.jsonl")
+            if shred
+            else None,
+        },
         "counts": counts,
         "purged_line_ids": purge.purged,
         "runner": "pyarrow (no Beam pipeline: see pipelines/retention.py)",
@@ -337,18 +392,20 @@ def run(argv=None) -> dict:
 
 def format_summary(m: dict) -> str:
     c, k = m["counts"], m["keys"]
-    lines = [f"retention as of {m['as_of']} ({m['retention']['years_after_termination']} years, policy "
-             f"{m['policy']['version']}): purged {c['purged']:,} line(s) terminated on or before "
-             f"{m['retention']['purge_terminated_on_or_before']}; {c['nothing_to_purge']:,} due had nothing left "
-             "to purge",
-             f"  lines in {c['lines_in']:,} = lines out {c['lines_out']:,}: "
-             f"{'balanced' if c['balanced'] else 'NOT BALANCED'}; terminated {c['terminated']:,} "
-             f"(within retention {c['terminated_within_retention']:,}, without terminated_on "
-             f"{c['terminated_without_date']:,}: kept)",
-             f"  vault: {c['vault']['keys_shredded']:,} data keys shredded, {c['vault']['values_dropped']:,} "
-             f"values dropped; vault key {k['vault_before']} -> {k['vault_after']}"
-             + (f" (retired {', '.join(k['retired'])})" if k["retired"] else " (keyset unchanged)"),
-             f"  -> {m['outputs']['base']}, {m['outputs']['vault']}"]
+    lines = [
+        f"retention as of {m['as_of']} ({m['retention']['years_after_termination']} years, policy "
+        f"{m['policy']['version']}): purged {c['purged']:,} line(s) terminated on or before "
+        f"{m['retention']['purge_terminated_on_or_before']}; {c['nothing_to_purge']:,} due had nothing left "
+        "to purge",
+        f"  lines in {c['lines_in']:,} = lines out {c['lines_out']:,}: "
+        f"{'balanced' if c['balanced'] else 'NOT BALANCED'}; terminated {c['terminated']:,} "
+        f"(within retention {c['terminated_within_retention']:,}, without terminated_on "
+        f"{c['terminated_without_date']:,}: kept)",
+        f"  vault: {c['vault']['keys_shredded']:,} data keys shredded, {c['vault']['values_dropped']:,} "
+        f"values dropped; vault key {k['vault_before']} -> {k['vault_after']}"
+        + (f" (retired {', '.join(k['retired'])})" if k["retired"] else " (keyset unchanged)"),
+        f"  -> {m['outputs']['base']}, {m['outputs']['vault']}",
+    ]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ be re-tokenized, kept in OUT/base with their old tokens, with a reason) and
 ``OUT/manifest.json`` with the coverage: lines re-tokenized (or already under
 the primary key) / lines with tokens. The vault does not change: keep using it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,13 +62,20 @@ def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: l
     for folder in ("base", "dead_letter"):
         remove_tree(FileSystems.join(out, folder))
     counts_path = FileSystems.join(out, "summary.json")
-    log.info("retokenize %s: ~%s lines, %d bucket(s), to join key %s", run_id, f"{info.estimated_rows:,}",
-             n_buckets, keyset.primary_join_version)
+    log.info(
+        "retokenize %s: ~%s lines, %d bucket(s), to join key %s",
+        run_id,
+        f"{info.estimated_rows:,}",
+        n_buckets,
+        keyset.primary_join_version,
+    )
     try:
         with beam.Pipeline(options=options) as p:
-            inputs = {"base": p | "ReadMergedBase" >> ReadMergedBase(splits),
-                      "vault_keys": p | "ReadVaultKeys" >> ReadVaultTable(shards["keys"], "keys"),
-                      "vault_values": p | "ReadVaultValues" >> ReadVaultTable(shards["values"], "values")}
+            inputs = {
+                "base": p | "ReadMergedBase" >> ReadMergedBase(splits),
+                "vault_keys": p | "ReadVaultKeys" >> ReadVaultTable(shards["keys"], "keys"),
+                "vault_values": p | "ReadVaultValues" >> ReadVaultTable(shards["values"], "values"),
+            }
             outputs = inputs | "RetokenizeBase" >> RetokenizeBase(keys_path, ctx, n_buckets, spill_dir)
             write_merged_base(outputs.base, target)
             write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part"))
@@ -80,11 +88,15 @@ def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: l
     with_tokens = counts.get("with_tokens", 0)
     counts["coverage"] = 1.0 if with_tokens == 0 else covered / with_tokens
     manifest = {
-        "step": "retokenize", "run_id": run_id, "started": started,
+        "step": "retokenize",
+        "run_id": run_id,
+        "started": started,
         "keys": keys_block(keyset, vault=False),
         "inputs": {"base": info.files, "vault": vault_dir},
         "outputs": {"base": target, "dead_letter": FileSystems.join(out, "dead_letter")},
-        "counts": counts, "runner": runner_name(options), "timings": timer.as_dict(),
+        "counts": counts,
+        "runner": runner_name(options),
+        "timings": timer.as_dict(),
     }
     write_json(FileSystems.join(out, "manifest.json"), manifest)
     return manifest

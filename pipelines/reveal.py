@@ -17,6 +17,7 @@ Failed attempts (unknown line, a record that fails authentication) are
 recorded too, with their outcome; values never are. Without a purpose (or
 with a blank one) nothing is read.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -86,8 +87,16 @@ def parser() -> ArgumentParser:
     return p
 
 
-def reveal(keys_path: str, vault_dir: str, line_id: str, purpose: str | None, *, fields: list[str] | None = None,
-           actor: str | None = None, audit_log: str | None = None) -> dict[str, str]:
+def reveal(
+    keys_path: str,
+    vault_dir: str,
+    line_id: str,
+    purpose: str | None,
+    *,
+    fields: list[str] | None = None,
+    actor: str | None = None,
+    audit_log: str | None = None,
+) -> dict[str, str]:
     """Decrypt one line after recording the access; returns field -> value."""
     from transforms.crypto.keyset import Keyset, KeysetError
     from transforms.crypto.vault import AuthenticationFailed, UnknownLine, Vault, VaultError
@@ -104,9 +113,20 @@ def reveal(keys_path: str, vault_dir: str, line_id: str, purpose: str | None, *,
         raise UserError(str(exc)) from None
     vault = Vault(keyset)
     info = vault.key_info(keys, line_id) or {}
-    record = {"event": "reveal", "at": utc_now(), **who(actor), "line_id": line_id, "requested_fields": fields,
-              "fields": [], "purpose": purpose, "keyset_id": keyset.keyset_id, "vault_dir": vault_dir,
-              "vault_key_version": info.get("vault_key_version"), "dek_id": info.get("dek_id"), "outcome": None}
+    record = {
+        "event": "reveal",
+        "at": utc_now(),
+        **who(actor),
+        "line_id": line_id,
+        "requested_fields": fields,
+        "fields": [],
+        "purpose": purpose,
+        "keyset_id": keyset.keyset_id,
+        "vault_dir": vault_dir,
+        "vault_key_version": info.get("vault_key_version"),
+        "dek_id": info.get("dek_id"),
+        "outcome": None,
+    }
     try:
         opened = vault.open(keys, values, line_id, fields)
     except VaultError as exc:
@@ -124,16 +144,20 @@ def reveal(keys_path: str, vault_dir: str, line_id: str, purpose: str | None, *,
 def _body(argv) -> int:
     args, _ = split_beam_flags(parser(), argv, pipeline=False)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
-    shown = reveal(args.keys, args.vault, args.line_id, args.purpose, fields=fields,
-                   actor=args.actor, audit_log=args.audit_log)
+    shown = reveal(
+        args.keys, args.vault, args.line_id, args.purpose, fields=fields, actor=args.actor, audit_log=args.audit_log
+    )
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(encoding="utf-8")
     for field, value in shown.items():
         print(f"{field}: {value}")
     missing = [f for f in (fields or []) if f not in shown]
     if missing or not shown:
-        print(f"backfill reveal: no value in the vault for line {args.line_id}: "
-              f"{', '.join(missing) if missing else 'no fields'}", file=sys.stderr)
+        print(
+            f"backfill reveal: no value in the vault for line {args.line_id}: "
+            f"{', '.join(missing) if missing else 'no fields'}",
+            file=sys.stderr,
+        )
     return 0
 
 

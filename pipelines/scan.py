@@ -16,6 +16,7 @@ Writes ``OUT/classified/`` (Parquet, the classified-line contract, no
 identity values), ``OUT/dead_letter/`` (JSON Lines, a reason each),
 ``OUT/summary.json`` and ``OUT/manifest.json``, and prints a short summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,20 +47,28 @@ ROWS_PER_BUCKET = 250_000
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill scan", description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, action="append",
-                   help="base file, glob or folder (Avro, Parquet, CSV); repeatable")
+    p.add_argument(
+        "--base", required=True, action="append", help="base file, glob or folder (Avro, Parquet, CSV); repeatable"
+    )
     p.add_argument("--out", required=True, help="output folder (local or gs://)")
     add_batch_flags(p)
-    p.add_argument("--estimated-rows", type=int, default=None,
-                   help="plan the base inside the pipeline, not at launch, and size the shuffles for this many rows "
-                        "(the launcher reads no base file: an offline Dataflow dry run, a launcher without access)")
+    p.add_argument(
+        "--estimated-rows",
+        type=int,
+        default=None,
+        help="plan the base inside the pipeline, not at launch, and size the shuffles for this many rows "
+        "(the launcher reads no base file: an offline Dataflow dry run, a launcher without access)",
+    )
     return p
 
 
 def _write_summary(counts: dict, path: str, header: dict, info: InputInfo | None = None) -> None:
     if info is not None:  # planned inside the pipeline (--estimated-rows): the columns are known only now
-        header = {**header, "ignored_columns": info.ignored_columns,
-                  "missing_identity_columns": info.missing_identity_columns}
+        header = {
+            **header,
+            "ignored_columns": info.ignored_columns,
+            "missing_identity_columns": info.missing_identity_columns,
+        }
     malformed = counts.get("dead_letter_reasons", {}).get("ROW_MALFORMED", 0)
     rows_in = counts.get("rows_in", 0) + malformed
     classified = counts.get("classified", 0)
@@ -71,8 +80,9 @@ def _write_summary(counts: dict, path: str, header: dict, info: InputInfo | None
         "dead_letters": dead,
         "balanced": rows_in == classified + dead,
         "dead_letter_reasons": counts.get("dead_letter_reasons", {}),
-        "identity_status": {k: counts.get("identity_status", {}).get(k, 0)
-                            for k in ("COMPLETE", "MISSING", "INCOMPLETE", "INVALID")},
+        "identity_status": {
+            k: counts.get("identity_status", {}).get(k, 0) for k in ("COMPLETE", "MISSING", "INCOMPLETE", "INVALID")
+        },
         "needs_registration": counts.get("needs_registration", 0),
         "needs_review": counts.get("needs_review", 0),
         "reasons": dict(sorted(counts.get("reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -157,20 +167,36 @@ def _prepare(argv) -> _Job:
     out = args.out.rstrip("/")
     spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(options))
     return _Job(
-        args=args, options=options, policy=policy, as_of=as_of, splits=splits, info=info,
+        args=args,
+        options=options,
+        policy=policy,
+        as_of=as_of,
+        splits=splits,
+        info=info,
         # A Dataflow dry run (--dry_run=True) builds the job and runs nothing: no output is touched or read back.
-        dry_run=bool(options.view_as(TestOptions).dry_run), run_id=run_id, started=started,
-        n_buckets=args.shuffle_buckets or max(1, math.ceil(info.estimated_rows / ROWS_PER_BUCKET)), out=out,
-        spill_dir=FileSystems.join(out, "_shuffle", run_id) if spill else None, timer=timer)
+        dry_run=bool(options.view_as(TestOptions).dry_run),
+        run_id=run_id,
+        started=started,
+        n_buckets=args.shuffle_buckets or max(1, math.ceil(info.estimated_rows / ROWS_PER_BUCKET)),
+        out=out,
+        spill_dir=FileSystems.join(out, "_shuffle", run_id) if spill else None,
+        timer=timer,
+    )
 
 
 def _log_plan(job: _Job) -> None:
     info, planned_here = job.info, isinstance(job.splits, list)
     log.info(
         "scan %s: %d %s, ~%s rows in %s, %d bucket(s), runner %s, policy %s, as of %s",
-        job.run_id, len(info.files), "file(s)" if planned_here else "path(s)", f"{info.estimated_rows:,}",
+        job.run_id,
+        len(info.files),
+        "file(s)" if planned_here else "path(s)",
+        f"{info.estimated_rows:,}",
         f"{len(job.splits)} split(s)" if planned_here else "splits planned in the pipeline",
-        job.n_buckets, runner_name(job.options), job.policy.version, job.as_of,
+        job.n_buckets,
+        runner_name(job.options),
+        job.policy.version,
+        job.as_of,
     )
     if info.ignored_columns:
         log.info("scan: ignoring column(s) beyond the contract: %s", ", ".join(info.ignored_columns))
@@ -179,15 +205,28 @@ def _log_plan(job: _Job) -> None:
 def _run_pipeline(job: _Job) -> None:
     """Classify the base; write OUT/classified, OUT/dead_letter and OUT/summary.json."""
     out, ctx = job.out, DeadLetterContext("scan", job.run_id, job.started)
-    header = {"step": "scan", "run_id": job.run_id, "as_of": job.as_of.isoformat(),
-              "policy_version": job.policy.version, "ignored_columns": job.info.ignored_columns,
-              "missing_identity_columns": job.info.missing_identity_columns}
+    header = {
+        "step": "scan",
+        "run_id": job.run_id,
+        "as_of": job.as_of.isoformat(),
+        "policy_version": job.policy.version,
+        "ignored_columns": job.info.ignored_columns,
+        "missing_identity_columns": job.info.missing_identity_columns,
+    }
     salt = secrets.token_hex(16)  # run-local key of the shuffle hashes; never stored
     try:
         with beam.Pipeline(options=job.options) as p:
             outputs = build_pipeline(
-                p, splits=job.splits, policy=job.policy, as_of=job.as_of, ctx=ctx, salt=salt, n_buckets=job.n_buckets,
-                spill_dir=job.spill_dir, encoding=job.args.encoding, batch_size=job.args.batch_size,
+                p,
+                splits=job.splits,
+                policy=job.policy,
+                as_of=job.as_of,
+                ctx=ctx,
+                salt=salt,
+                n_buckets=job.n_buckets,
+                spill_dir=job.spill_dir,
+                encoding=job.args.encoding,
+                batch_size=job.args.batch_size,
             )
             outputs.classified | "WriteClassified" >> beam.io.WriteToParquetBatched(
                 FileSystems.join(out, "classified", "part"),
@@ -198,7 +237,8 @@ def _run_pipeline(job: _Job) -> None:
             planned = None
             if isinstance(job.splits, PlanInPipeline):
                 planned = beam.pvalue.AsSingleton(
-                    p | "BaseFiles" >> beam.Create([job.splits]) | "PlanBase" >> beam.Map(PlanInPipeline.info))
+                    p | "BaseFiles" >> beam.Create([job.splits]) | "PlanBase" >> beam.Map(PlanInPipeline.info)
+                )
             outputs.counts | "WriteSummary" >> beam.Map(_write_summary, job.summary_path, header, planned)
     finally:
         if job.spill_dir:
@@ -208,23 +248,32 @@ def _run_pipeline(job: _Job) -> None:
 
 def _write_manifest(job: _Job, summary: dict) -> None:
     out = job.out
-    write_json(FileSystems.join(out, "manifest.json"), {
-        "step": "scan",
-        "run_id": job.run_id,
-        "started": job.started,
-        "as_of": job.as_of.isoformat(),
-        "policy": policy_block(job.policy),
-        "inputs": {"base": job.info.files, "encoding": job.args.encoding, "estimated_rows": job.info.estimated_rows},
-        "outputs": {
-            "classified": FileSystems.join(out, "classified"),
-            "dead_letter": FileSystems.join(out, "dead_letter"),
-            "summary": job.summary_path,
+    write_json(
+        FileSystems.join(out, "manifest.json"),
+        {
+            "step": "scan",
+            "run_id": job.run_id,
+            "started": job.started,
+            "as_of": job.as_of.isoformat(),
+            "policy": policy_block(job.policy),
+            "inputs": {
+                "base": job.info.files,
+                "encoding": job.args.encoding,
+                "estimated_rows": job.info.estimated_rows,
+            },
+            "outputs": {
+                "classified": FileSystems.join(out, "classified"),
+                "dead_letter": FileSystems.join(out, "dead_letter"),
+                "summary": job.summary_path,
+            },
+            "counts": {
+                k: summary[k] for k in ("rows_in", "classified", "dead_letters", "dead_letter_reasons", "balanced")
+            },
+            "runner": runner_name(job.options),
+            "shuffle": {"buckets": job.n_buckets, "spill": bool(job.spill_dir)},
+            "timings": job.timer.as_dict(),
         },
-        "counts": {k: summary[k] for k in ("rows_in", "classified", "dead_letters", "dead_letter_reasons", "balanced")},
-        "runner": runner_name(job.options),
-        "shuffle": {"buckets": job.n_buckets, "spill": bool(job.spill_dir)},
-        "timings": job.timer.as_dict(),
-    })
+    )
 
 
 def run(argv=None) -> dict:

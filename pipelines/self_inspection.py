@@ -27,6 +27,7 @@ value: manifests and audit logs hold none.
 A year without any run manifest is an error (one line, exit 1): an empty
 inspection would look like a clean year.
 """
+
 from __future__ import annotations
 
 import collections
@@ -116,8 +117,10 @@ def _year_runs(manifest_paths: list[str], year: int, roots: list[str]) -> tuple[
         by_id[m["run_id"]] = path
         runs.append((path, m))
     if not runs:
-        raise UserError(f"no run manifest from {year} under {', '.join(roots)} "
-                        f"({len(manifest_paths)} manifest(s) of other years or unreadable): nothing to inspect")
+        raise UserError(
+            f"no run manifest from {year} under {', '.join(roots)} "
+            f"({len(manifest_paths)} manifest(s) of other years or unreadable): nothing to inspect"
+        )
     runs.sort(key=lambda pm: (pm[1]["started"], pm[1]["run_id"]))
     return runs, unreadable
 
@@ -164,12 +167,30 @@ class _Tally:
                 for item in v:
                     if isinstance(item, str):
                         self.key_version(item)
-        self.table.append({"step": step, "run_id": m["run_id"], "started": m["started"], "as_of": m.get("as_of"),
-                           "policy_version": policy, "rows_in": rows_in, "rows_out": rows_out,
-                           "dead_letters": n_dead, "balanced": not unbalanced, "manifest": path})
+        self.table.append(
+            {
+                "step": step,
+                "run_id": m["run_id"],
+                "started": m["started"],
+                "as_of": m.get("as_of"),
+                "policy_version": policy,
+                "rows_in": rows_in,
+                "rows_out": rows_out,
+                "dead_letters": n_dead,
+                "balanced": not unbalanced,
+                "manifest": path,
+            }
+        )
         if unbalanced:
-            self.findings.append({"kind": "unbalanced_run", "step": step, "run_id": m["run_id"], "manifest": path,
-                                  "detail": f"counts {', '.join(unbalanced)} say balanced: false"})
+            self.findings.append(
+                {
+                    "kind": "unbalanced_run",
+                    "step": step,
+                    "run_id": m["run_id"],
+                    "manifest": path,
+                    "detail": f"counts {', '.join(unbalanced)} say balanced: false",
+                }
+            )
         if step == "retention":
             self.retention.append(_retention_row(m))
         if step == "incident":
@@ -177,12 +198,25 @@ class _Tally:
 
     def add_incident(self, path: str, m: dict) -> None:
         c, scope = m.get("counts", {}), m.get("scope") or {}
-        self.incidents.append({"run_id": m["run_id"], "detected_at": m.get("detected_at"), "scope": scope,
-                               "affected": c.get("affected", 0), "unknown": c.get("unknown", 0),
-                               "shredded": c.get("shredded", 0)})
-        self.findings.append({"kind": "incident", "step": "incident", "run_id": m["run_id"], "manifest": path,
-                              "detail": f"{c.get('affected', 0):,} line(s) in scope, "
-                                        f"{c.get('shredded', 0):,} shredded"})
+        self.incidents.append(
+            {
+                "run_id": m["run_id"],
+                "detected_at": m.get("detected_at"),
+                "scope": scope,
+                "affected": c.get("affected", 0),
+                "unknown": c.get("unknown", 0),
+                "shredded": c.get("shredded", 0),
+            }
+        )
+        self.findings.append(
+            {
+                "kind": "incident",
+                "step": "incident",
+                "run_id": m["run_id"],
+                "manifest": path,
+                "detail": f"{c.get('affected', 0):,} line(s) in scope, {c.get('shredded', 0):,} shredded",
+            }
+        )
 
     def add_audits(self, audit_paths: dict[str, list[str]], year: int) -> dict:
         """The year's reveals, key events and shreds, summed up; failed reveals are a finding."""
@@ -192,9 +226,16 @@ class _Tally:
         failed = [r for r in reveals if r.get("outcome") not in ("revealed", "no_values")]
         if failed:
             outcomes = collections.Counter(str(r.get("outcome")) for r in failed)
-            self.findings.append({"kind": "failed_reveals", "step": "reveal", "run_id": None, "manifest": None,
-                                  "detail": f"{len(failed)} reveal attempt(s) failed: "
-                                            + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))})
+            self.findings.append(
+                {
+                    "kind": "failed_reveals",
+                    "step": "reveal",
+                    "run_id": None,
+                    "manifest": None,
+                    "detail": f"{len(failed)} reveal attempt(s) failed: "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())),
+                }
+            )
         for r in key_events:
             for k, v, _ in _walk(r):
                 if k in ("new_version", "new_vault_key_version", "join_key_version") and isinstance(v, str):
@@ -203,23 +244,37 @@ class _Tally:
                     self.key_version(v, k)
         count = lambda records, key: collections.Counter(str(r.get(key)) for r in records)  # noqa: E731
         return {
-            "reveals": {"records": len(reveals), "by_purpose": dict(count(reveals, "purpose").most_common()),
-                        "by_outcome": dict(sorted(count(reveals, "outcome").items())),
-                        "lines": len({r.get("line_id") for r in reveals}), "logs": audit_paths["reveal.jsonl"]},
-            "key_events": {"records": len(key_events), "by_event": dict(sorted(count(key_events, "event").items())),
-                           "logs": audit_paths["keys.jsonl"]},
-            "shreds": {"lines": len(shreds), "by_reason": dict(count(shreds, "reason").most_common()),
-                       "logs": audit_paths["shred.jsonl"]},
+            "reveals": {
+                "records": len(reveals),
+                "by_purpose": dict(count(reveals, "purpose").most_common()),
+                "by_outcome": dict(sorted(count(reveals, "outcome").items())),
+                "lines": len({r.get("line_id") for r in reveals}),
+                "logs": audit_paths["reveal.jsonl"],
+            },
+            "key_events": {
+                "records": len(key_events),
+                "by_event": dict(sorted(count(key_events, "event").items())),
+                "logs": audit_paths["keys.jsonl"],
+            },
+            "shreds": {
+                "lines": len(shreds),
+                "by_reason": dict(count(shreds, "reason").most_common()),
+                "logs": audit_paths["shred.jsonl"],
+            },
         }
 
 
 def _retention_row(m: dict) -> dict:
     c = m.get("counts", {})
-    return {"run_id": m["run_id"], "as_of": m.get("as_of"),
-            "purge_terminated_on_or_before": (m.get("retention") or {}).get("purge_terminated_on_or_before"),
-            "purged": c.get("purged", 0), "nothing_to_purge": c.get("nothing_to_purge", 0),
-            "terminated_without_date": c.get("terminated_without_date", 0),
-            "keys_shredded": (c.get("vault") or {}).get("keys_shredded", 0)}
+    return {
+        "run_id": m["run_id"],
+        "as_of": m.get("as_of"),
+        "purge_terminated_on_or_before": (m.get("retention") or {}).get("purge_terminated_on_or_before"),
+        "purged": c.get("purged", 0),
+        "nothing_to_purge": c.get("nothing_to_purge", 0),
+        "terminated_without_date": c.get("terminated_without_date", 0),
+        "keys_shredded": (c.get("vault") or {}).get("keys_shredded", 0),
+    }
 
 
 def gather(roots: list[str], year: int) -> dict:
@@ -231,15 +286,19 @@ def gather(roots: list[str], year: int) -> dict:
         tally.add_run(path, m)
     audits = tally.add_audits(audit_paths, year)
     return {
-        "year": year, "roots": list(roots),
+        "year": year,
+        "roots": list(roots),
         "manifests": {"found": len(manifest_paths), "runs_in_year": len(runs), "unreadable": unreadable},
         "runs_by_step": dict(tally.steps),
         "dead_letters_by_step": {step: dict(sorted(c.items())) for step, c in sorted(tally.dead.items())},
         "policy_versions": dict(sorted(tally.policies.items())),
         "key_versions": {k: sorted(v, key=lambda s: (len(s), s)) for k, v in sorted(tally.key_versions.items())},
         **audits,
-        "retention": {"runs": len(tally.retention), "lines_purged": sum(r["purged"] for r in tally.retention),
-                      "purges": tally.retention},
+        "retention": {
+            "runs": len(tally.retention),
+            "lines_purged": sum(r["purged"] for r in tally.retention),
+            "purges": tally.retention,
+        },
         "incidents": tally.incidents,
         "findings": tally.findings,
         "runs": tally.table,
@@ -259,8 +318,10 @@ def self_inspection(roots: list[str], year: int, out_dir: str) -> dict:
     report = gather(roots, year)
     report["generated_at"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     os.makedirs(out_dir, exist_ok=True)
-    report["outputs"] = {"json": os.path.join(out_dir, f"self_inspection_{year}.json"),
-                         "html": os.path.join(out_dir, f"self_inspection_{year}.html")}
+    report["outputs"] = {
+        "json": os.path.join(out_dir, f"self_inspection_{year}.json"),
+        "html": os.path.join(out_dir, f"self_inspection_{year}.html"),
+    }
     write_json(report["outputs"]["json"], report)
     with open(report["outputs"]["html"], "w", encoding="utf-8") as handle:
         handle.write(_render(report))
@@ -278,9 +339,11 @@ def parser() -> ArgumentParser:
 
 def format_summary(r: dict) -> str:
     steps = ", ".join(f"{k} {v['runs']}" for k, v in r["runs_by_step"].items())
-    return (f"self-inspection {r['year']}: {r['manifests']['runs_in_year']} run(s) ({steps}); "
-            f"{r['reveals']['records']} reveal(s); {r['retention']['lines_purged']:,} line(s) purged by retention; "
-            f"{len(r['incidents'])} incident(s); {len(r['findings'])} finding(s) -> {r['outputs']['html']}")
+    return (
+        f"self-inspection {r['year']}: {r['manifests']['runs_in_year']} run(s) ({steps}); "
+        f"{r['reveals']['records']} reveal(s); {r['retention']['lines_purged']:,} line(s) purged by retention; "
+        f"{len(r['incidents'])} incident(s); {len(r['findings'])} finding(s) -> {r['outputs']['html']}"
+    )
 
 
 def _body(argv) -> int:

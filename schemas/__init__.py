@@ -6,6 +6,7 @@ schema of each record is derived here, never written out a second time.
     >>> arrow_schema("dead_letter").names[:2]
     ['step', 'reason']
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """Fixtures for every test. Shared helpers (builders, constants, harnesses) live in tests/support/."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Campaign files: the shipped example loads; every bad key is refused in one line naming it."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -40,29 +41,38 @@ def test_defaults_and_caps():
     assert c.cap("sms") == 5 and c.cap("call") == 2
 
 
-@pytest.mark.parametrize("overrides, key", [
-    ({"colour": "blue"}, "colour"),
-    ({"quiet_hours": {"start": "21:00", "end": "08:00", "lunch": "12:00"}}, "quiet_hours.lunch"),
-    ({"waves": [{"wave": 1, "start": "2026-12-01", "channels": ["sms"], "repeat": True}]}, "waves[0].repeat"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"colour": "blue"}, "colour"),
+        ({"quiet_hours": {"start": "21:00", "end": "08:00", "lunch": "12:00"}}, "quiet_hours.lunch"),
+        ({"waves": [{"wave": 1, "start": "2026-12-01", "channels": ["sms"], "repeat": True}]}, "waves[0].repeat"),
+    ],
+)
 def test_unknown_keys(overrides, key):
     refused(overrides, key, "unknown key")
 
 
-@pytest.mark.parametrize("overrides, key", [
-    ({"quiet_hours": {"start": "25:00", "end": "08:00"}}, "quiet_hours.start"),
-    ({"quiet_hours": {"start": "21:00", "end": "8am"}}, "quiet_hours.end"),
-    ({"quiet_hours": {"start": "21:00", "end": "21:00"}}, "quiet_hours"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"quiet_hours": {"start": "25:00", "end": "08:00"}}, "quiet_hours.start"),
+        ({"quiet_hours": {"start": "21:00", "end": "8am"}}, "quiet_hours.end"),
+        ({"quiet_hours": {"start": "21:00", "end": "21:00"}}, "quiet_hours"),
+    ],
+)
 def test_bad_times(overrides, key):
     refused(overrides, key)
 
 
-@pytest.mark.parametrize("overrides, key", [
-    ({"deadline": "2027-02-30"}, "deadline"),
-    ({"deadline": "31/01/2027"}, "deadline"),
-    ({"waves": [{"wave": 1, "start": "2026-13-01", "channels": ["sms"]}]}, "waves[0].start"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"deadline": "2027-02-30"}, "deadline"),
+        ({"deadline": "31/01/2027"}, "deadline"),
+        ({"waves": [{"wave": 1, "start": "2026-13-01", "channels": ["sms"]}]}, "waves[0].start"),
+    ],
+)
 def test_bad_dates(overrides, key):
     refused(overrides, key, "date")
 
@@ -95,28 +105,47 @@ def test_unknown_placeholder_and_bad_braces():
     refused({"templates": {**campaign_dict()["templates"], "announcement": ann}}, "templates.announcement.zh-CN")
 
 
-@pytest.mark.parametrize("text", [
-    "请于{deadline}前办理，免费；逾期将收取费用。", "办理需缴纳工本费用，免费咨询。", "免费办理，赠送流量，套餐变更请回复1。",
-    "免费补登记，月租10元/月。", "免费办理，请先充值。", "Registration is free. A fee of 5 yuan applies to SIM swaps.",
-    "Free of charge; tariff changes apply from January.", "Free. Please pay at the hall.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "请于{deadline}前办理，免费；逾期将收取费用。",
+        "办理需缴纳工本费用，免费咨询。",
+        "免费办理，赠送流量，套餐变更请回复1。",
+        "免费补登记，月租10元/月。",
+        "免费办理，请先充值。",
+        "Registration is free. A fee of 5 yuan applies to SIM swaps.",
+        "Free of charge; tariff changes apply from January.",
+        "Free. Please pay at the hall.",
+    ],
+)
 def test_fee_or_tariff_wording_is_refused(text):
     refused({"templates": {**campaign_dict()["templates"], "sms": {"zh-CN": text}}}, "templates.sms.zh-CN", "Art. 23")
 
 
-@pytest.mark.parametrize("text", [
-    "补登记免费，不收取任何费用。", "This is free of charge, with no charge at all.", "Free: no fees.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "补登记免费，不收取任何费用。",
+        "This is free of charge, with no charge at all.",
+        "Free: no fees.",
+    ],
+)
 def test_free_statements_are_allowed(text):
     c = make_campaign(templates={**campaign_dict()["templates"], "sms": {"zh-CN": text}})
     assert c.templates["sms"]["zh-CN"] == text
 
 
 def test_a_notice_must_say_it_is_free():
-    refused({"templates": {**campaign_dict()["templates"], "sms": {"zh-CN": "请于{deadline}前办理。"}}},
-            "templates.sms.zh-CN", "free")
-    refused({"templates": {**campaign_dict()["templates"], "call": {"zh-CN": "请于{deadline}前办理。"}}},
-            "templates.call.zh-CN", "free")
+    refused(
+        {"templates": {**campaign_dict()["templates"], "sms": {"zh-CN": "请于{deadline}前办理。"}}},
+        "templates.sms.zh-CN",
+        "free",
+    )
+    refused(
+        {"templates": {**campaign_dict()["templates"], "call": {"zh-CN": "请于{deadline}前办理。"}}},
+        "templates.call.zh-CN",
+        "free",
+    )
 
 
 def test_signature_is_not_repeated_in_the_sms():
@@ -126,8 +155,11 @@ def test_signature_is_not_repeated_in_the_sms():
 
 def test_sms_that_cannot_fit():
     long = "免费" + "请办理" * 70  # 212 characters of text alone
-    refused({"templates": {**campaign_dict()["templates"], "sms": {"zh-CN": long}}}, "templates.sms.zh-CN",
-            "max_sms_parts 3")
+    refused(
+        {"templates": {**campaign_dict()["templates"], "sms": {"zh-CN": long}}},
+        "templates.sms.zh-CN",
+        "max_sms_parts 3",
+    )
     assert make_campaign(max_sms_parts=4, templates={**campaign_dict()["templates"], "sms": {"zh-CN": long}})
 
 
@@ -142,8 +174,24 @@ def test_missing_templates_and_locales():
 @pytest.mark.e2e
 def test_cli_reports_campaign_errors_in_one_line(tmp_path):
     path = write_campaign(tmp_path / "bad.yaml", timezone="Mars/Olympus")
-    proc = subprocess.run([sys.executable, "-m", "pipelines.notify", "--classified", str(tmp_path), "--campaign", path,
-                           "--wave", "1", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.notify",
+            "--classified",
+            str(tmp_path),
+            "--campaign",
+            path,
+            "--wave",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "timezone" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()

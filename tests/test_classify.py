@@ -1,4 +1,5 @@
 """The classifier on single batches: statuses, every reason code, normalisation traps."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -117,8 +118,16 @@ def test_latin_address_rules(policy):
 
 @pytest.mark.parametrize(
     "label, code_ok",
-    [("01", True), ("身份证", True), ("IDCARD", True), ("idcard", True), ("户口薄", True),
-     ("居民身份证(18位)", True), ("居民身份证（18位）", True), (" 0-本地身份证 ", True)],
+    [
+        ("01", True),
+        ("身份证", True),
+        ("IDCARD", True),
+        ("idcard", True),
+        ("户口薄", True),
+        ("居民身份证(18位)", True),
+        ("居民身份证（18位）", True),
+        (" 0-本地身份证 ", True),
+    ],
 )
 def test_label_aliases(policy, label, code_ok):
     assert one(policy, doc_type=label)["identity_status"] == "COMPLETE"
@@ -145,7 +154,17 @@ def test_number_normalisation_traps(policy, number):
     assert one(policy, doc_number=number)["identity_status"] == "COMPLETE"
 
 
-@pytest.mark.parametrize("name", ["阿卜杜拉・买买提", "阿卜杜拉•买买提", "阿卜杜拉.买买提", "阿卜杜拉．买买提", "阿卜杜拉\u0387买买提", "阿卜杜拉･买买提"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "阿卜杜拉・买买提",
+        "阿卜杜拉•买买提",
+        "阿卜杜拉.买买提",
+        "阿卜杜拉．买买提",
+        "阿卜杜拉\u0387买买提",
+        "阿卜杜拉･买买提",
+    ],
+)
 def test_middle_dot_lookalikes_fold(policy, name):
     assert one(policy, name=name)["identity_status"] == "COMPLETE"
 
@@ -157,12 +176,18 @@ def test_white_space_alone_is_absent(policy):
 
 def test_enums_match_ignoring_case_and_space_and_aliases(policy):
     rows, dead = classify(
-        [person(line_id="A", line_type=" mobile ", subscriber_kind="individual", status="Active"),
-         person(line_id="B", line_type="固话", subscriber_kind="个人", status="拆机")],
+        [
+            person(line_id="A", line_type=" mobile ", subscriber_kind="individual", status="Active"),
+            person(line_id="B", line_type="固话", subscriber_kind="个人", status="拆机"),
+        ],
         policy,
     )
     assert not dead
-    assert (rows["A"]["line_type"], rows["A"]["subscriber_kind"], rows["A"]["status"]) == ("MOBILE", "INDIVIDUAL", "ACTIVE")
+    assert (rows["A"]["line_type"], rows["A"]["subscriber_kind"], rows["A"]["status"]) == (
+        "MOBILE",
+        "INDIVIDUAL",
+        "ACTIVE",
+    )
     assert (rows["B"]["line_type"], rows["B"]["status"]) == ("FIXED", "TERMINATED")
 
 
@@ -201,9 +226,7 @@ def test_organisation_documents(policy):
         "PDY": ("ORG_CODE", "PDY00001" + "0", ["DOC_NUMBER_FORMAT"]),
         "EMBEDDED": ("USCC", "91110000600037342P", ["DOC_NUMBER_CHECKSUM"]),
     }
-    rows, _ = classify(
-        [organisation(line_id=k, doc_type=t, doc_number=n) for k, (t, n, _) in cases.items()], policy
-    )
+    rows, _ = classify([organisation(line_id=k, doc_type=t, doc_number=n) for k, (t, n, _) in cases.items()], policy)
     for key, (_, _, reasons) in cases.items():
         if key == "PDY":
             assert "DOC_NUMBER_FORMAT" in rows[key]["reasons"]

@@ -1,4 +1,5 @@
 """Launcher plumbing shared by every step."""
+
 from __future__ import annotations
 
 from pipelines.common import beam_options, is_local_runner, runner_name

@@ -1,4 +1,5 @@
 """Cross-record logic on one bucket: dedup, document flags, bucket stability."""
+
 from __future__ import annotations
 
 import subprocess
@@ -61,9 +62,12 @@ def test_dedup_tie_goes_to_the_later_row(policy):
 
 def test_doc_name_conflict(policy):
     rows, _ = cross(
-        [person(line_id="A", name="张三"), person(line_id="B", name="李四"),
-         person(line_id="C", name="王五", doc_number="440308199901101512"),
-         person(line_id="D", name="张 三", doc_number="440308199901101512")],
+        [
+            person(line_id="A", name="张三"),
+            person(line_id="B", name="李四"),
+            person(line_id="C", name="王五", doc_number="440308199901101512"),
+            person(line_id="D", name="张 三", doc_number="440308199901101512"),
+        ],
         policy,
     )
     assert rows["A"]["flags"] == rows["B"]["flags"] == ["DOC_NAME_CONFLICT"]
@@ -104,8 +108,17 @@ def test_exceptions_reach_rows_across_batches(policy):
 
 def test_key_tables_carry_no_plaintext(policy):
     keys = key_table(classified([person(line_id="A")], policy), 1)
-    assert set(keys.column_names) == {"line_id", "_updated_at", "_src_file", "_src_row", "_doc_key",
-                                      "_name_key", "_active_person", "_batch", "_index"}
+    assert set(keys.column_names) == {
+        "line_id",
+        "_updated_at",
+        "_src_file",
+        "_src_row",
+        "_doc_key",
+        "_name_key",
+        "_active_person",
+        "_batch",
+        "_index",
+    }
     blob = repr(keys.to_pylist())
     assert "11010519491231002X" not in blob and "张三" not in blob
 
@@ -125,5 +138,7 @@ def test_buckets_are_stable_across_processes():
 
 def test_malformed_numbers_are_left_out_of_cross_record_checks(policy):
     junk = "1.10105E+17"
-    rows, _ = cross([person(line_id=f"J{i}", doc_number=junk, name=n) for i, n in enumerate(["张三", "李四"] * 4)], policy)
+    rows, _ = cross(
+        [person(line_id=f"J{i}", doc_number=junk, name=n) for i, n in enumerate(["张三", "李四"] * 4)], policy
+    )
     assert all(r["reasons"] == ["DOC_NUMBER_FORMAT"] and r["flags"] == [] for r in rows.values())

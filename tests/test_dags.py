@@ -15,6 +15,7 @@ interpreter (this one), on the local FnApiRunner.
 * bad settings fail check_params with one line in the log;
 * ``backfill_config`` (plain Python) resolves settings, plans days, refuses bad ones.
 """
+
 from __future__ import annotations
 
 import glob
@@ -38,8 +39,11 @@ import backfill_config as cfg  # noqa: E402  (plain Python: no Airflow needed)
 def _airflow(name: str) -> str:
     path = os.path.join(AIRFLOW_VENV, "bin", name)
     if not os.access(path, os.X_OK):
-        pytest.fail(f"no Airflow environment at {AIRFLOW_VENV}: run `make test` (it builds .venv-airflow from "
-                    "requirements-airflow.txt), or point BACKFILL_AIRFLOW_VENV at one", pytrace=False)
+        pytest.fail(
+            f"no Airflow environment at {AIRFLOW_VENV}: run `make test` (it builds .venv-airflow from "
+            "requirements-airflow.txt), or point BACKFILL_AIRFLOW_VENV at one",
+            pytrace=False,
+        )
     return path
 
 
@@ -48,11 +52,18 @@ def airflow(tmp_path_factory):
     """env + a migrated SQLite database, copied per use so each `dags test` starts clean."""
     home = str(tmp_path_factory.mktemp("airflow-home"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=home, AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__DAGS_FOLDER=DAGS,
-               AIRFLOW__CORE__UNIT_TEST_MODE="False", AIRFLOW__LOGGING__COLORED_CONSOLE_LOG="False",
-               NO_PROXY="*", PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.run([_airflow("airflow"), "db", "migrate"], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=home)
+    env.update(
+        AIRFLOW_HOME=home,
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=DAGS,
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+        AIRFLOW__LOGGING__COLORED_CONSOLE_LOG="False",
+        NO_PROXY="*",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    proc = subprocess.run(
+        [_airflow("airflow"), "db", "migrate"], env=env, capture_output=True, text=True, timeout=600, cwd=home
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return env
 
@@ -69,19 +80,45 @@ def site(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pipelines.keys", "init", "--keys", keys], check=True, capture_output=True)
     import pyarrow.parquet as pq
 
-    lines = [r["line_id"] for r in pq.read_table(base, columns=["line_id", "status", "subscriber_kind"]).to_pylist()
-             if r["line_id"] and (r["status"] or "").strip().upper() == "ACTIVE"
-             and (r["subscriber_kind"] or "").strip().upper() == "INDIVIDUAL"][:30]
+    lines = [
+        r["line_id"]
+        for r in pq.read_table(base, columns=["line_id", "status", "subscriber_kind"]).to_pylist()
+        if r["line_id"]
+        and (r["status"] or "").strip().upper() == "ACTIVE"
+        and (r["subscriber_kind"] or "").strip().upper() == "INDIVIDUAL"
+    ][:30]
     day = os.path.join(tmp, "registrations", "2026-11-30")
     os.makedirs(day)
     with open(os.path.join(day, "events.jsonl"), "w", encoding="utf-8") as f:
         for i, line in enumerate(lines):
-            f.write(json.dumps({"event_id": f"EV{i:04d}", "line_id": line, "doc_type": "RESIDENT_ID",
-                                "doc_number": "11010519491231002X", "name": "张三", "address": "北京市朝阳区建国路88号",
-                                "channel": "STORE", "verified_by": "ID_CARD_READER",
-                                "registered_at": f"2026-11-30T{8 + i % 10:02d}:00:00"}, ensure_ascii=False) + "\n")
-    return {"tmp": tmp, "conf": {"base": base, "campaign": CAMPAIGN, "keys": keys, "out": os.path.join(tmp, "out"),
-                                 "registrations": os.path.join(tmp, "registrations"), "python": sys.executable}}
+            f.write(
+                json.dumps(
+                    {
+                        "event_id": f"EV{i:04d}",
+                        "line_id": line,
+                        "doc_type": "RESIDENT_ID",
+                        "doc_number": "11010519491231002X",
+                        "name": "张三",
+                        "address": "北京市朝阳区建国路88号",
+                        "channel": "STORE",
+                        "verified_by": "ID_CARD_READER",
+                        "registered_at": f"2026-11-30T{8 + i % 10:02d}:00:00",
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+    return {
+        "tmp": tmp,
+        "conf": {
+            "base": base,
+            "campaign": CAMPAIGN,
+            "keys": keys,
+            "out": os.path.join(tmp, "out"),
+            "registrations": os.path.join(tmp, "registrations"),
+            "python": sys.executable,
+        },
+    }
 
 
 def dags_test(env: dict, dag_id: str, day: str, conf: dict) -> subprocess.CompletedProcess:
@@ -89,8 +126,14 @@ def dags_test(env: dict, dag_id: str, day: str, conf: dict) -> subprocess.Comple
     run_home = f"{home}-{dag_id}-{day}-{len(glob.glob(home + '-*'))}"
     shutil.copytree(home, run_home)  # the migrated database, fresh for this run
     run_env = {**env, "AIRFLOW_HOME": run_home}
-    return subprocess.run([_airflow("airflow"), "dags", "test", dag_id, day, "-c", json.dumps(conf)],
-                          env=run_env, capture_output=True, text=True, timeout=900, cwd=run_home)
+    return subprocess.run(
+        [_airflow("airflow"), "dags", "test", dag_id, day, "-c", json.dumps(conf)],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=run_home,
+    )
 
 
 @pytest.mark.e2e
@@ -106,8 +149,13 @@ print(json.dumps({{"errors": {{k: v.splitlines()[-1] for k, v in bag.import_erro
                            for d, dag in bag.dags.items()}},
                   "beam": sorted(m for m in sys.modules if m == "apache_beam" or m.startswith("apache_beam."))}}))
 """
-    proc = subprocess.run([os.path.join(AIRFLOW_VENV, "bin", "python"), "-c", probe], env=airflow,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [os.path.join(AIRFLOW_VENV, "bin", "python"), "-c", probe],
+        env=airflow,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     bag = json.loads(proc.stdout.strip().splitlines()[-1])
     assert bag["errors"] == {}
@@ -130,8 +178,11 @@ def test_every_step_of_the_dags_is_a_pipeline_module():
 def _digest(folder: str) -> list[str]:
     import pyarrow.parquet as pq
 
-    return sorted(json.dumps(r, sort_keys=True, default=str, ensure_ascii=False)
-                  for f in sorted(glob.glob(os.path.join(folder, "*.parquet"))) for r in pq.read_table(f).to_pylist())
+    return sorted(
+        json.dumps(r, sort_keys=True, default=str, ensure_ascii=False)
+        for f in sorted(glob.glob(os.path.join(folder, "*.parquet")))
+        for r in pq.read_table(f).to_pylist()
+    )
 
 
 def _outputs(out: str) -> dict:
@@ -140,7 +191,9 @@ def _outputs(out: str) -> dict:
         "classified": _digest(os.path.join(root, "scan", "classified")),
         "merged": _digest(os.path.join(out, "merge", KICKOFF, "base")),
         "history": _digest(os.path.join(root, "notify", "history", "jobs")),
-        "job_files": sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "notify", "jobs", "*", "*"))),
+        "job_files": sorted(
+            os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "notify", "jobs", "*", "*"))
+        ),
     }
 
 
@@ -148,7 +201,9 @@ def _outputs(out: str) -> dict:
 def test_campaign_dag_runs_end_to_end_and_a_rerun_changes_nothing(airflow, site):
     out = site["conf"]["out"]
     first = dags_test(airflow, "backfill_campaign", KICKOFF, site["conf"])
-    assert first.returncode == 0 and "state=success" in first.stdout + first.stderr, (first.stdout + first.stderr)[-4000:]
+    assert first.returncode == 0 and "state=success" in first.stdout + first.stderr, (first.stdout + first.stderr)[
+        -4000:
+    ]
     log = first.stdout + first.stderr
     assert "Running command: " + sys.executable + " -m pipelines.scan --runner=FnApiRunner" in log
     root = os.path.join(out, "campaigns", "rn-2026-q4")
@@ -170,9 +225,13 @@ def test_campaign_dag_runs_end_to_end_and_a_rerun_changes_nothing(airflow, site)
     assert report["completion"]["needed"] == scan["needs_registration"]
     import pyarrow.parquet as pq
 
-    needed = {r["line_id"] for r in pq.read_table(os.path.join(root, "scan", "classified"),
-                                                   columns=["line_id", "needs_registration"]).to_pylist()
-              if r["needs_registration"]}
+    needed = {
+        r["line_id"]
+        for r in pq.read_table(
+            os.path.join(root, "scan", "classified"), columns=["line_id", "needs_registration"]
+        ).to_pylist()
+        if r["needs_registration"]
+    }
     with open(os.path.join(site["tmp"], "registrations", "2026-11-30", "events.jsonl"), encoding="utf-8") as f:
         registered = {json.loads(line)["line_id"] for line in f} & needed
     assert report["completion"]["registered"] == report["completion"]["complete"] == len(registered) > 0
@@ -180,17 +239,22 @@ def test_campaign_dag_runs_end_to_end_and_a_rerun_changes_nothing(airflow, site)
     before = _outputs(out)
 
     again = dags_test(airflow, "backfill_campaign", KICKOFF, site["conf"])
-    assert again.returncode == 0 and "state=success" in again.stdout + again.stderr, (again.stdout + again.stderr)[-4000:]
+    assert again.returncode == 0 and "state=success" in again.stdout + again.stderr, (again.stdout + again.stderr)[
+        -4000:
+    ]
     assert _outputs(out) == before  # same rows; notify found its history and handed over nothing new
     assert "handed over 0 job(s)" in again.stdout + again.stderr
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("change, message", [
-    ({"base": "/nonexistent/base.parquet"}, "base /nonexistent/base.parquet: no such file or directory"),
-    ({"runner": "SparkRunner"}, "runner 'SparkRunner' is not available here"),
-    ({"keys": ""}, "missing setting 'keys'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"base": "/nonexistent/base.parquet"}, "base /nonexistent/base.parquet: no such file or directory"),
+        ({"runner": "SparkRunner"}, "runner 'SparkRunner' is not available here"),
+        ({"keys": ""}, "missing setting 'keys'"),
+    ],
+)
 def test_bad_settings_fail_check_params_in_one_line(airflow, site, change, message):
     proc = dags_test(airflow, "backfill_campaign", KICKOFF, {**site["conf"], **change})
     log = proc.stdout + proc.stderr
@@ -218,8 +282,11 @@ def test_config_plans_kickoff_waves_and_daily_merges(site, tmp_path):
     assert kickoff["report"][0]["pipeline_options"]["out"] == f"{conf['out']}/campaigns/rn-2026-q4/report/{KICKOFF}"
     scan = kickoff["scan"][0]
     assert scan["runner"] == "FnApiRunner" and scan["py_interpreter"] == sys.executable
-    assert scan["pipeline_options"] == {"base": conf["base"], "out": f"{conf['out']}/campaigns/rn-2026-q4/scan",
-                                        "as-of": KICKOFF}
+    assert scan["pipeline_options"] == {
+        "base": conf["base"],
+        "out": f"{conf['out']}/campaigns/rn-2026-q4/scan",
+        "as-of": KICKOFF,
+    }
     assert "registered" not in kickoff["notify"][0]["pipeline_options"]  # no merge before the kick-off
     assert kickoff["merge"][0]["pipeline_options"]["registrations"].endswith("/2026-11-30")
     assert _plan(conf, "2026-11-30")["merge"] == []  # before the campaign: the campaign DAG does nothing
@@ -237,7 +304,10 @@ def test_config_plans_kickoff_waves_and_daily_merges(site, tmp_path):
     later = _plan(conf, "2026-12-02")
     assert later["scan"] == [] and later["notify"] == []
     merge = later["merge"][0]["pipeline_options"]
-    assert merge["base"] == f"{conf['out']}/merge/{KICKOFF}/base" and merge["vault"] == f"{conf['out']}/merge/{KICKOFF}/vault"
+    assert (
+        merge["base"] == f"{conf['out']}/merge/{KICKOFF}/base"
+        and merge["vault"] == f"{conf['out']}/merge/{KICKOFF}/vault"
+    )
     with pytest.raises(cfg.ConfigError, match="wave 2 is due but the campaign's scan is missing"):
         _plan(conf, "2026-12-15")
 

@@ -17,6 +17,7 @@ read the record:
   payloads are decompressed and searched), and the staged sdist is the
   project with its schemas and policy.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,13 +31,31 @@ pytestmark = pytest.mark.e2e  # a keyset made by `python -m pipelines.keys`, eac
 
 
 def test_scan_builds_a_dataflow_job_without_reading_the_base(site):
-    job = dry_run(site["tmp"], "scan", [
-        "--base", f"{BUCKET}/base/", "--out", f"{BUCKET}/scan", "--as-of", "2026-12-01",
-        "--estimated-rows", "300000000"])
+    job = dry_run(
+        site["tmp"],
+        "scan",
+        [
+            "--base",
+            f"{BUCKET}/base/",
+            "--out",
+            f"{BUCKET}/scan",
+            "--as-of",
+            "2026-12-01",
+            "--estimated-rows",
+            "300000000",
+        ],
+    )
     assert "dry run on DataflowRunner" in job["stdout"]
     names = transform_names(job)
-    for step in ("ReadBase", "PlanSplits", "ClassifyRegistrationCompleteness", "WriteClassified",
-                 "WriteDeadLetters", "WriteSummary", "PlanBase"):
+    for step in (
+        "ReadBase",
+        "PlanSplits",
+        "ClassifyRegistrationCompleteness",
+        "WriteClassified",
+        "WriteDeadLetters",
+        "WriteSummary",
+        "PlanBase",
+    ):
         assert step in names, step
     assert job["options"]["project"] == "demo-project" and job["options"]["region"] == "europe-west1"
     assert job["options"]["sdk_location"] == "container"
@@ -46,10 +65,23 @@ def test_scan_builds_a_dataflow_job_without_reading_the_base(site):
 
 
 def test_merge_builds_a_dataflow_job_with_no_key_or_identity_in_it(site):
-    job = dry_run(site["tmp"], "merge", [
-        "--base", f"{BUCKET}/base/base.parquet", "--registrations", f"{BUCKET}/events/2026-11-30/",
-        "--keys", site["keys"], "--out", f"{BUCKET}/merge/2026-12-01", "--as-of", "2026-12-01"],
-        bucket_on_disk=site["disk"])
+    job = dry_run(
+        site["tmp"],
+        "merge",
+        [
+            "--base",
+            f"{BUCKET}/base/base.parquet",
+            "--registrations",
+            f"{BUCKET}/events/2026-11-30/",
+            "--keys",
+            site["keys"],
+            "--out",
+            f"{BUCKET}/merge/2026-12-01",
+            "--as-of",
+            "2026-12-01",
+        ],
+        bucket_on_disk=site["disk"],
+    )
     names = transform_names(job)
     for step in ("ReadBase", "ReadEvents", "MergeCompletedRegistrations", "WriteDeadLetters", "WriteSummary"):
         assert step in names, step
@@ -58,9 +90,23 @@ def test_merge_builds_a_dataflow_job_with_no_key_or_identity_in_it(site):
 
 
 def test_notify_builds_a_dataflow_job(site):
-    job = dry_run(site["tmp"], "notify", [
-        "--classified", f"{BUCKET}/scan", "--campaign", os.path.join(ROOT, "examples", "campaign.yaml"),
-        "--wave", "1", "--out", f"{BUCKET}/notify", "--as-of", "2026-12-01"], bucket_on_disk=site["disk"])
+    job = dry_run(
+        site["tmp"],
+        "notify",
+        [
+            "--classified",
+            f"{BUCKET}/scan",
+            "--campaign",
+            os.path.join(ROOT, "examples", "campaign.yaml"),
+            "--wave",
+            "1",
+            "--out",
+            f"{BUCKET}/notify",
+            "--as-of",
+            "2026-12-01",
+        ],
+        bucket_on_disk=site["disk"],
+    )
     names = transform_names(job)
     for step in ("ReadClassified", "BuildNotificationJobs", "WriteJobFiles"):
         assert step in names, step
@@ -81,4 +127,5 @@ def test_scan_planned_in_the_pipeline_matches_planned_at_launch(site, tmp_path):
 
     def rows(folder):
         return sorted(map(str, pq.read_table(folder).to_pylist()))
+
     assert rows(str(tmp_path / "late" / "classified")) == rows(os.path.join(base, "..", "scan", "classified"))

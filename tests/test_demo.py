@@ -2,6 +2,7 @@
 path are printed, the numbers agree with the report's manifest. Run:
 .venv/bin/python -m pytest tests/test_demo.py -q
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
 
 def test_demo_runs_the_whole_loop_and_prints_the_completion_rate_and_the_report(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([BACKFILL, "demo", "--lines", "3000", "--out", str(out)], capture_output=True, text=True,
-                          timeout=900, cwd=tmp_path)
+    proc = subprocess.run(
+        [BACKFILL, "demo", "--lines", "3000", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     rate = re.search(r"^completion: ([\d,]+) of ([\d,]+) lines .* COMPLETE \(([\d.]+)%\)$", proc.stdout, re.M)
@@ -32,8 +38,17 @@ def test_demo_runs_the_whole_loop_and_prints_the_completion_rate_and_the_report(
     complete, needed = (int(rate.group(i).replace(",", "")) for i in (1, 2))
     assert (complete, needed) == (figures["complete"], figures["needed"]) and 0 < complete < needed
     steps = re.findall(r"^== \d+\. ([\w -]+?)[:,]", proc.stdout, re.M)
-    for step in ("scan", "notify wave 1", "merge", "notify wave 2", "report", "streaming merge", "retention",
-                 "incident", "self-inspection"):
+    for step in (
+        "scan",
+        "notify wave 1",
+        "merge",
+        "notify wave 2",
+        "report",
+        "streaming merge",
+        "retention",
+        "incident",
+        "self-inspection",
+    ):
         assert step in steps, (step, steps)
     assert "skipped" not in proc.stdout  # the emulator is on this machine: the live step really ran
     live = re.search(r"messages ([\d,]+) in -> ([\d,]+) applied .* \(balanced\)", proc.stdout)

@@ -1,12 +1,13 @@
 """Tests of transforms.scan.documents.check_document_numbers.
 
 The check characters are computed here by small scalar reference
-implementations written straight from the formulas of ../shared/domain.md
+implementations written straight from the formulas of docs/regulation.md
 (2.1, 2.4, 2.5, 2.6), independently of transforms.scan.checkdigits. A scalar
 reference of the whole policy (``ref_reasons``) is compared row by row with
 the vectorised result on many random, partly corrupted numbers; the worked
-examples of domain.md and the boundary cases are asserted one by one.
+examples of docs/regulation.md and the boundary cases are asserted one by one.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -26,7 +27,8 @@ PROVINCES = sorted(RULES.province_codes)
 USCC_SET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 
 
-# ---- independent scalar references (domain.md) -----------------------------------------
+# ---- independent scalar references (docs/regulation.md) -----------------------------------------
+
 
 def ref_mod11_2(body17: str) -> str:
     """2.1: W[i] = 2^(17-i) mod 11, C = "10X98765432"[S mod 11]."""
@@ -69,7 +71,7 @@ def _full(pattern: str, x: str) -> bool:
 
 
 def ref_reasons(kind: str, x: str, as_of: datetime.date = AS_OF) -> set[str]:
-    """The rules of the brief / DESIGN.md, one number at a time."""
+    """The rules of docs/policy.md, one number at a time."""
     prov = RULES.province_codes
     id18 = _full(r"[0-9]{17}[0-9X]", x)
 
@@ -137,8 +139,10 @@ def ref_reasons(kind: str, x: str, as_of: datetime.date = AS_OF) -> set[str]:
 
 def test_references_reproduce_the_worked_examples():
     assert ref_mod11_2("11010519491231002") == "X"
-    assert sum(int(c) * w for c, w in zip("11010519491231002", [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9,
-                                                              10, 5, 8, 4, 2])) == 167
+    assert (
+        sum(int(c) * w for c, w in zip("11010519491231002", [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]))
+        == 167
+    )
     assert ref_mod11_2("61010419620927690") == "8"  # 2.1 upgrade of 610104620927690
     assert ref_uscc("91110000600037341") == "L"
     assert ref_gb11714("60003734") == "1" and ref_gb11714("MA1BUFLT") == "4"
@@ -148,10 +152,13 @@ def test_references_reproduce_the_worked_examples():
 
 # ---- helpers ------------------------------------------------------------------------------
 
-def reasons_of(kind: str | None, numbers: list[str | None], as_of: datetime.date = AS_OF,
-               rules: DocumentRules = RULES) -> list[set[str]]:
-    out = check_document_numbers(pa.array([kind] * len(numbers), pa.string()),
-                                 pa.array(numbers, pa.string()), as_of, rules)
+
+def reasons_of(
+    kind: str | None, numbers: list[str | None], as_of: datetime.date = AS_OF, rules: DocumentRules = RULES
+) -> list[set[str]]:
+    out = check_document_numbers(
+        pa.array([kind] * len(numbers), pa.string()), pa.array(numbers, pa.string()), as_of, rules
+    )
     return [{r for r in REASONS if out[r][i]} for i in range(len(numbers))]
 
 
@@ -170,6 +177,7 @@ def with_wrong_last(number: str, alphabet: str) -> str:
 
 # ---- random numbers: generated valid, then corrupted ---------------------------------------
 
+
 def _random_date(rng: random.Random) -> str:
     y = rng.choice([rng.randrange(1860, 2030), 1900, 2000, 1874, 2024])
     m = rng.choice([2, 2, rng.randrange(0, 14)])
@@ -180,14 +188,15 @@ def _random_date(rng: random.Random) -> str:
 def _valid(kind: str, rng: random.Random) -> str:
     digits = lambda k: "".join(rng.choice("0123456789") for _ in range(k))  # noqa: E731
     if kind in ("citizen_id", "hmt_residence_permit", "foreign_permanent_resident_id"):
-        region = {"citizen_id": rng.choice(PROVINCES) + digits(4),
-                  "hmt_residence_permit": rng.choice(RULES.hmt_prefixes),
-                  "foreign_permanent_resident_id": "9" + rng.choice(PROVINCES) + digits(3)}[kind]
+        region = {
+            "citizen_id": rng.choice(PROVINCES) + digits(4),
+            "hmt_residence_permit": rng.choice(RULES.hmt_prefixes),
+            "foreign_permanent_resident_id": "9" + rng.choice(PROVINCES) + digits(3),
+        }[kind]
         if kind == "citizen_id" and rng.random() < 0.15:  # first generation
             return region + _random_date(rng)[2:] + digits(3)
         if kind == "foreign_permanent_resident_id" and rng.random() < 0.3:  # 2004/2017 card
-            return "".join(rng.choice("ABCUSZ") for _ in range(3)) + digits(4) + \
-                _random_date(rng)[2:] + digits(2)
+            return "".join(rng.choice("ABCUSZ") for _ in range(3)) + digits(4) + _random_date(rng)[2:] + digits(2)
         return citizen(region, _random_date(rng), digits(3))
     if kind == "hk_macao_permit":
         return rng.choice("HM") + digits(rng.choice([8, 10]))
@@ -218,9 +227,9 @@ def _corrupt(x: str, rng: random.Random) -> str:
     if roll < 0.55:  # wrong check character
         return x[:-1] + rng.choice("0123456789XYL")
     if roll < 0.7:
-        return x[:pos] + noise + x[pos + 1:]
+        return x[:pos] + noise + x[pos + 1 :]
     if roll < 0.8:
-        return x[:pos] + x[pos + 1:]
+        return x[:pos] + x[pos + 1 :]
     if roll < 0.9:
         return x[:pos] + noise + x[pos:]
     prefixes = ["810000", "820000", "911840", "110105", "990000", "000000", "PDY000", "NULL00"]
@@ -246,12 +255,18 @@ def test_random_mixed_batch_matches_the_scalar_reference(seed: int):
         assert seen[kind] == {FORMAT, CHECKSUM, "valid"}
 
 
-@pytest.mark.parametrize("kind,widths,alphabet", [
-    ("citizen_id", (18,), "0123456789X"), ("hmt_residence_permit", (18,), "0123456789X"),
-    ("foreign_permanent_resident_id", (18,), "0123456789X"), ("uscc", (18,), USCC_SET),
-    ("org_code", (9,), "0123456789X"), ("business_license", (15, 18), "0123456789")])
-def test_generated_check_characters_pass_and_any_other_fails(kind: str, widths: tuple,
-                                                             alphabet: str):
+@pytest.mark.parametrize(
+    "kind,widths,alphabet",
+    [
+        ("citizen_id", (18,), "0123456789X"),
+        ("hmt_residence_permit", (18,), "0123456789X"),
+        ("foreign_permanent_resident_id", (18,), "0123456789X"),
+        ("uscc", (18,), USCC_SET),
+        ("org_code", (9,), "0123456789X"),
+        ("business_license", (15, 18), "0123456789"),
+    ],
+)
+def test_generated_check_characters_pass_and_any_other_fails(kind: str, widths: tuple, alphabet: str):
     rng = random.Random(kind)
     good = []
     while len(good) < 500:  # random bodies, check character from the reference
@@ -264,27 +279,64 @@ def test_generated_check_characters_pass_and_any_other_fails(kind: str, widths: 
     assert all(r == {CHECKSUM} for r in reasons_of(kind, bad))
 
 
-# ---- domain.md worked examples --------------------------------------------------------------
+# ---- docs/regulation.md worked examples --------------------------------------------------------------
+
 
 def test_citizen_examples_of_domain_2_1():
     v7 = [citizen("110101", "19900101", f"{s:03d}") for s in range(1, 40)]
     assert {x[-1] for x in v7} == set("0123456789X")
     assert "110101199001010090" in v7 and "11010119900101004X" in v7
-    valid = ["11010519491231002X", "360426199101010071", "440308199901101512",
-             "610122198310134420", "110101200002290018", "11010519491231002x".upper(), *v7]
+    valid = [
+        "11010519491231002X",
+        "360426199101010071",
+        "440308199901101512",
+        "610122198310134420",
+        "110101200002290018",
+        "11010519491231002x".upper(),
+        *v7,
+    ]
     assert reasons_of("citizen_id", valid) == [set()] * len(valid)
-    assert reasons_of("citizen_id", [
-        "110105194912310021", "15000019970319128X", "110101190002290011", "110101202302290019",
-        "110101199013010012", "11010119900100001X", "110101203101010011", "110101187001010017",
-        "000000199001010018", "990000199001010017", "111111111111111111", "111111111111111110",
-    ]) == [{CHECKSUM}, {CHECKSUM}, {BIRTH}, {BIRTH}, {BIRTH}, {BIRTH}, {BIRTH}, {BIRTH},
-           {REGION}, {REGION}, {CHECKSUM, BIRTH}, {BIRTH}]
+    assert reasons_of(
+        "citizen_id",
+        [
+            "110105194912310021",
+            "15000019970319128X",
+            "110101190002290011",
+            "110101202302290019",
+            "110101199013010012",
+            "11010119900100001X",
+            "110101203101010011",
+            "110101187001010017",
+            "000000199001010018",
+            "990000199001010017",
+            "111111111111111111",
+            "111111111111111110",
+        ],
+    ) == [
+        {CHECKSUM},
+        {CHECKSUM},
+        {BIRTH},
+        {BIRTH},
+        {BIRTH},
+        {BIRTH},
+        {BIRTH},
+        {BIRTH},
+        {REGION},
+        {REGION},
+        {CHECKSUM, BIRTH},
+        {BIRTH},
+    ]
     assert one("citizen_id", "11010519491231002x") == {FORMAT}  # not normalised
 
 
 def test_residence_permits_of_domain_2_2_and_the_mismatch_both_ways():
-    permits = ["810000199408230021", "830000199201300022", "820000200002290021",
-               "810000199001010019", "830000197506150038"]
+    permits = [
+        "810000199408230021",
+        "830000199201300022",
+        "820000200002290021",
+        "810000199001010019",
+        "830000197506150038",
+    ]
     assert reasons_of("hmt_residence_permit", permits) == [set()] * 5
     assert reasons_of("citizen_id", permits) == [{REGION, MISMATCH}] * 5
     assert one("hmt_residence_permit", "11010519491231002X") == {MISMATCH}
@@ -314,15 +366,31 @@ def test_foreign_permanent_resident_ids_of_domain_2_3():
 
 
 def test_uscc_examples_of_domain_2_4():
-    valid = ["91110000600037341L", "91230184MA1BUFLT44", "92371000MA3MXH0E3W",
-             "91110108772551611J", "911101085923662400", "51110000500000015U",
-             "91110106100000032Y", "9131000010000018XY", "Y1330100MA2AB0018U",
-             "91230184ma1buflt44".upper()]
+    valid = [
+        "91110000600037341L",
+        "91230184MA1BUFLT44",
+        "92371000MA3MXH0E3W",
+        "91110108772551611J",
+        "911101085923662400",
+        "51110000500000015U",
+        "91110106100000032Y",
+        "9131000010000018XY",
+        "Y1330100MA2AB0018U",
+        "91230184ma1buflt44".upper(),
+    ]
     assert reasons_of("uscc", valid) == [set()] * len(valid)
-    assert reasons_of("uscc", [
-        "91110000600037341M", "91110000600O37341L", "91110000600037341", "91110000600037341L0",
-        "91230184ma1buflt44", "91110000600037342P", "110108012345670",
-    ]) == [{CHECKSUM}, {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}, {CHECKSUM}, {FORMAT}]
+    assert reasons_of(
+        "uscc",
+        [
+            "91110000600037341M",
+            "91110000600O37341L",
+            "91110000600037341",
+            "91110000600037341L0",
+            "91230184ma1buflt44",
+            "91110000600037342P",
+            "110108012345670",
+        ],
+    ) == [{CHECKSUM}, {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}, {CHECKSUM}, {FORMAT}]
     # I6 passes mod-31: only the embedded organisation code fails.
     assert ref_uscc("91110000600037342") == "P" and ref_gb11714("60003734") != "2"
 
@@ -332,77 +400,155 @@ def test_org_codes_of_domain_2_5():
     assert reasons_of("org_code", valid) == [set()] * 5
     assert reasons_of("org_code", ["600037342", "60003734X", "6000373A1"]) == [{CHECKSUM}] * 3
     pdy = "PDY00001" + ref_gb11714("PDY00001")
-    assert reasons_of("org_code", [pdy, "60003734A", "60003734", "6000373410", "ma1buflt4",
-                                   "60003734-1"]) == [{FORMAT}] * 6
+    assert (
+        reasons_of("org_code", [pdy, "60003734A", "60003734", "6000373410", "ma1buflt4", "60003734-1"])
+        == [{FORMAT}] * 6
+    )
 
 
 def test_business_licence_both_branches_domain_2_4_and_2_6():
-    assert reasons_of("business_license", [
-        "110108012345670", "110108012345671", "91110000600037341L", "91110000600037342P",
-        "91110000600O37341L", "1101080123456701", "11010801234567A", "11010801234567",
-    ]) == [set(), {CHECKSUM}, set(), {CHECKSUM}, {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}]
+    assert reasons_of(
+        "business_license",
+        [
+            "110108012345670",
+            "110108012345671",
+            "91110000600037341L",
+            "91110000600037342P",
+            "91110000600O37341L",
+            "1101080123456701",
+            "11010801234567A",
+            "11010801234567",
+        ],
+    ) == [set(), {CHECKSUM}, set(), {CHECKSUM}, {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}]
 
 
 def test_travel_permits_passports_and_free_text_of_domain_2_7():
-    assert reasons_of("hk_macao_permit", [
-        "H12345678", "M1234567801", "H1234567", "H123456789", "C12345678", "H12345678(1)",
-        "12345678",
-    ]) == [set(), set(), {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}]
-    assert reasons_of("taiwan_permit", [
-        "12345678", "0561682001(D)", "0561682001", "0561682001(DD)", "123456789", "0561682001D",
-    ]) == [set(), set(), set(), {FORMAT}, {FORMAT}, {FORMAT}]
-    assert reasons_of("passport", [
-        "E1234", "E1234567890123456", "E123", "E12345678901234567", "E1234567_", "e12345678",
-        "Ｅ12345678",
-    ]) == [set(), set(), {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}]
-    assert reasons_of("free_text", [
-        "南字第12345678号", "ABAB", "南字第" * 10 + "号号", "南字1", "南字第" * 11, "ABC", "0000",
-        "XXXX", "1111111", "哈哈哈哈", "字" * 32, "NULL", "UNKNOWN", "123456", "12345678", "N/A",
-    ]) == [set()] * 3 + [{FORMAT}] * 13
+    assert reasons_of(
+        "hk_macao_permit",
+        [
+            "H12345678",
+            "M1234567801",
+            "H1234567",
+            "H123456789",
+            "C12345678",
+            "H12345678(1)",
+            "12345678",
+        ],
+    ) == [set(), set(), {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}]
+    assert reasons_of(
+        "taiwan_permit",
+        [
+            "12345678",
+            "0561682001(D)",
+            "0561682001",
+            "0561682001(DD)",
+            "123456789",
+            "0561682001D",
+        ],
+    ) == [set(), set(), set(), {FORMAT}, {FORMAT}, {FORMAT}]
+    assert reasons_of(
+        "passport",
+        [
+            "E1234",
+            "E1234567890123456",
+            "E123",
+            "E12345678901234567",
+            "E1234567_",
+            "e12345678",
+            "Ｅ12345678",
+        ],
+    ) == [set(), set(), {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}]
+    assert (
+        reasons_of(
+            "free_text",
+            [
+                "南字第12345678号",
+                "ABAB",
+                "南字第" * 10 + "号号",
+                "南字1",
+                "南字第" * 11,
+                "ABC",
+                "0000",
+                "XXXX",
+                "1111111",
+                "哈哈哈哈",
+                "字" * 32,
+                "NULL",
+                "UNKNOWN",
+                "123456",
+                "12345678",
+                "N/A",
+            ],
+        )
+        == [set()] * 3 + [{FORMAT}] * 13
+    )
     # Placeholders are compared after the caller's normalisation (upper case).
     assert one("free_text", "BLANK", number_placeholders=("blank",)) == {FORMAT}
 
 
 def test_uscc_or_alnum_is_a_uscc_or_six_to_32_letters_and_digits():
-    assert reasons_of("uscc_or_alnum", [
-        "91110000600037341L", "ABC123", "A" + "1" * 31, "ABC12", "A" * 33, "事业单位123456",
-        "ABC-123",
-    ]) == [set(), set(), set(), {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}]
-    # Literal reading of DESIGN.md: an 18-character USCC with a wrong check
+    assert reasons_of(
+        "uscc_or_alnum",
+        [
+            "91110000600037341L",
+            "ABC123",
+            "A" + "1" * 31,
+            "ABC12",
+            "A" * 33,
+            "事业单位123456",
+            "ABC-123",
+        ],
+    ) == [set(), set(), set(), {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}]
+    # Literal reading of docs/policy.md: an 18-character USCC with a wrong check
     # character is still "letters and digits", so it passes.
     assert one("uscc_or_alnum", "91110000600037341M") == set()
 
 
 # ---- birth dates, first generation, rules --------------------------------------------------
 
+
 def test_leap_years_future_dates_and_the_age_limit():
-    assert reasons_of("citizen_id", [
-        citizen("110101", "19000229"), citizen("110101", "20000229"), citizen("110101", "20040229"),
-        citizen("110101", "20230229"), citizen("110101", "19990431"), citizen("110101", "19991231"),
-    ]) == [{BIRTH}, set(), set(), {BIRTH}, {BIRTH}, set()]
+    assert reasons_of(
+        "citizen_id",
+        [
+            citizen("110101", "19000229"),
+            citizen("110101", "20000229"),
+            citizen("110101", "20040229"),
+            citizen("110101", "20230229"),
+            citizen("110101", "19990431"),
+            citizen("110101", "19991231"),
+        ],
+    ) == [{BIRTH}, set(), set(), {BIRTH}, {BIRTH}, set()]
     as_of = datetime.date(2024, 6, 30)
     dates = ["20240630", "20240701", "18740630", "18740629"]
-    assert reasons_of("citizen_id", [citizen("110101", d) for d in dates], as_of) == \
-        [set(), {BIRTH}, set(), {BIRTH}]
-    assert reasons_of("foreign_permanent_resident_id", [citizen("911840", d) for d in dates],
-                      as_of) == [set(), {BIRTH}, set(), {BIRTH}]
+    assert reasons_of("citizen_id", [citizen("110101", d) for d in dates], as_of) == [set(), {BIRTH}, set(), {BIRTH}]
+    assert reasons_of("foreign_permanent_resident_id", [citizen("911840", d) for d in dates], as_of) == [
+        set(),
+        {BIRTH},
+        set(),
+        {BIRTH},
+    ]
     young = DocumentRules(max_age_years=100)
-    assert reasons_of("citizen_id", [citizen("110101", "19240630"), citizen("110101", "19240629")],
-                      as_of, young) == [set(), {BIRTH}]
+    assert reasons_of("citizen_id", [citizen("110101", "19240630"), citizen("110101", "19240629")], as_of, young) == [
+        set(),
+        {BIRTH},
+    ]
     # The old permanent-resident card: 00-02-29 is real only as 2000-02-29.
     old = "USA1100" + "000229" + "11"
     assert one("foreign_permanent_resident_id", old, datetime.date(2024, 1, 1)) == set()
     assert one("foreign_permanent_resident_id", old, datetime.date(1999, 12, 31)) == {BIRTH}
-    assert one("foreign_permanent_resident_id", "USA1100991231" + "11",
-               datetime.date(2024, 1, 1)) == set()  # 1999-12-31
+    assert (
+        one("foreign_permanent_resident_id", "USA1100991231" + "11", datetime.date(2024, 1, 1)) == set()
+    )  # 1999-12-31
 
 
 def test_first_generation_is_void_from_2013_01_01():
     x = "610104620927690"
     assert one("citizen_id", x, datetime.date(2012, 12, 31)) == set()
     assert one("citizen_id", x, datetime.date(2013, 1, 1)) == {FIRST_GEN}
-    assert one("citizen_id", x, datetime.date(2013, 1, 1),
-               first_generation_void_since=datetime.date(2014, 1, 1)) == set()
+    assert (
+        one("citizen_id", x, datetime.date(2013, 1, 1), first_generation_void_since=datetime.date(2014, 1, 1)) == set()
+    )
     assert one("citizen_id", "110101000229001", datetime.date(2012, 1, 1)) == {BIRTH}  # 1900
     assert one("citizen_id", "990101620927690", datetime.date(2024, 1, 1)) == {FIRST_GEN, REGION}
     assert one("citizen_id", "61010462092769X") == {FORMAT}
@@ -424,9 +570,11 @@ def test_custom_rules_are_used():
 
 # ---- the array contract ---------------------------------------------------------------------
 
+
 def test_nulls_get_no_reason_and_every_key_is_present():
-    out = check_document_numbers(pa.array([None, "citizen_id", None, "passport"]),
-                                 pa.array(["bad", None, None, "!"]), AS_OF)
+    out = check_document_numbers(
+        pa.array([None, "citizen_id", None, "passport"]), pa.array(["bad", None, None, "!"]), AS_OF
+    )
     assert set(out) == set(REASONS)
     for hits in out.values():
         assert hits.dtype == np.bool_ and hits.shape == (4,)
@@ -441,14 +589,12 @@ def test_nulls_get_no_reason_and_every_key_is_present():
 def _mixed(n: int = 400, seed: int = 7) -> tuple[list, list]:
     rng = random.Random(seed)
     kinds = [rng.choice(CHECKS + (None,)) for _ in range(n)]
-    numbers = [None if rng.random() < 0.05 else _corrupt(_valid(k or "uscc", rng), rng)
-               for k in kinds]
+    numbers = [None if rng.random() < 0.05 else _corrupt(_valid(k or "uscc", rng), rng) for k in kinds]
     return kinds, numbers
 
 
 def _expected(kinds: list, numbers: list) -> dict[str, np.ndarray]:
-    sets = [ref_reasons(k, x) if k is not None and x is not None else set()
-            for k, x in zip(kinds, numbers)]
+    sets = [ref_reasons(k, x) if k is not None and x is not None else set() for k, x in zip(kinds, numbers)]
     return {r: np.array([r in s for s in sets], bool) for r in REASONS}
 
 
@@ -472,23 +618,24 @@ def test_chunked_dictionary_and_large_string_inputs():
     want = _expected(kinds, numbers)
     chunked = check_document_numbers(
         pa.chunked_array([pa.array(kinds[:150], pa.string()), pa.array(kinds[150:], pa.string())]),
-        pa.chunked_array([pa.array(numbers[:10]), pa.array(numbers[10:])]), AS_OF)
+        pa.chunked_array([pa.array(numbers[:10]), pa.array(numbers[10:])]),
+        AS_OF,
+    )
     _assert_same(chunked, want)
-    encoded = check_document_numbers(pa.array(kinds).dictionary_encode(),
-                                     pa.array(numbers, pa.large_string()), AS_OF)
+    encoded = check_document_numbers(pa.array(kinds).dictionary_encode(), pa.array(numbers, pa.large_string()), AS_OF)
     _assert_same(encoded, want)
 
 
 def test_bad_calls_raise_without_echoing_values():
     with pytest.raises(ValueError) as caught:
-        check_document_numbers(pa.array(["11010519491231002X"]), pa.array(["11010519491231002X"]),
-                               AS_OF)
+        check_document_numbers(pa.array(["11010519491231002X"]), pa.array(["11010519491231002X"]), AS_OF)
     assert "11010519491231002X" not in str(caught.value)
     with pytest.raises(ValueError):
         check_document_numbers(pa.array(["uscc"]), pa.array(["a", "b"]), AS_OF)
     # A kind that no row with a number uses is not an error.
-    out = check_document_numbers(pa.array(["no_such_kind", "uscc"]).dictionary_encode()[1:],
-                                 pa.array(["91110000600037341L"]), AS_OF)
+    out = check_document_numbers(
+        pa.array(["no_such_kind", "uscc"]).dictionary_encode()[1:], pa.array(["91110000600037341L"]), AS_OF
+    )
     assert not any(v.any() for v in out.values())
 
 

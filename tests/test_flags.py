@@ -1,6 +1,7 @@
 """One flag rule for every command (issue 11, item 1): the command's own flags, then Beam's pipeline
 options; any other flag is one line on stderr naming it and the closest flag, exit 2, and nothing is
 written. Flags are never abbreviated."""
+
 from __future__ import annotations
 
 import json
@@ -50,57 +51,211 @@ def assert_refused(code: int, err: str, prog: str, flag: str, guess: str | None,
 # inputs need not exist: the flags are checked before anything is read. ``{out}`` is where the command
 # writes; ``{tmp}`` a folder for its other paths.
 COMMANDS = [
-    ("scan", "pipelines.scan", "backfill scan",
-     ["--base", "{tmp}/base.parquet", "--out", "{out}", "--asof", AS_OF], "--asof", "--as-of"),
-    ("scan-buckets", "pipelines.scan", "backfill scan",
-     ["--base", "{tmp}/base.parquet", "--out", "{out}", "--shufle-buckets", "4"], "--shufle-buckets",
-     "--shuffle-buckets"),
-    ("notify", "pipelines.notify", "backfill notify",
-     ["--classified", "{tmp}/scan", "--campaign", EXAMPLE, "--wave", "1", "--out", "{out}", "--dryrun"],
-     "--dryrun", "--dry-run"),
-    ("merge", "pipelines.merge", "backfill merge",
-     ["--base", "{tmp}/base.parquet", "--registrations", "{tmp}/events.jsonl", "--keys", "{tmp}/keys.json",
-      "--out", "{out}", "--encodng", "gb18030"], "--encodng", "--encoding"),
-    ("merge-streaming", "pipelines.merge", "backfill merge",
-     ["--streaming", "--subscription", "projects/p/subscriptions/s", "--base", "{tmp}/base.parquet",
-      "--keys", "{tmp}/keys.json", "--out", "{out}", "--stop-after-idel", "3"], "--stop-after-idel",
-     "--stop-after-idle"),
-    ("compact", "pipelines.compact", "backfill compact",
-     ["--base", "{tmp}/base.parquet", "--deltas", "{tmp}/stream", "--keys", "{tmp}/keys.json", "--out", "{out}",
-      "--polcy", "{tmp}/policy.yaml"], "--polcy", "--policy"),
-    ("report", "pipelines.report", "backfill report",
-     ["--scan", "{tmp}/scan", "--merge", "{tmp}/merge", "--out", "{out}", "--earlier-merge", "{tmp}/m0"],
-     "--earlier-merge", "--earlier-merges"),
-    ("report-self-inspection", "pipelines.report", "backfill report",
-     ["--self-inspection", "--year", "2026", "--manifest", "{tmp}", "--out", "{out}"], "--manifest", "--manifests"),
-    ("retention", "pipelines.retention", "backfill retention",
-     ["--base", "{tmp}/base", "--vault", "{tmp}/vault", "--keys", "{tmp}/keys.json", "--out", "{out}",
-      "--as-of", "2026-12-01", "--actr", "ops"], "--actr", "--actor"),
-    ("incident", "pipelines.incident", "backfill incident",
-     ["--key-version", "j1", "--base", "{tmp}/base", "--out", "{out}", "--detected-on", AS_OF],
-     "--detected-on", "--detected-at"),
-    ("keys-init", "pipelines.keys", "backfill keys",
-     ["init", "--keys", "{out}/keys.json", "--forse"], "--forse", "--force"),
-    ("keys-show", "pipelines.keys", "backfill keys",
-     ["show", "--keys", "{out}/keys.json", "--jsn"], "--jsn", "--json"),
-    ("keys-rotate", "pipelines.keys", "backfill keys",
-     ["rotate", "--keys", "{out}/keys.json", "--vault", "--vault-dir", "{tmp}/vault", "--retire_old"],
-     "--retire_old", "--retire-old"),
-    ("keys-shred", "pipelines.keys", "backfill keys",
-     ["shred", "--keys", "{out}/keys.json", "--vault", "{tmp}/vault", "--line_id", "L1"], "--line_id", "--line-id"),
-    ("keys-retokenize", "pipelines.keys", "backfill keys",
-     ["retokenize", "--keys", "{tmp}/keys.json", "--base", "{tmp}/base", "--vault", "{tmp}/vault", "--out", "{out}",
-      "--runer", "DirectRunner"], "--runer", "--runner"),
-    ("reveal", "pipelines.reveal", "backfill reveal",
-     ["--keys", "{tmp}/keys.json", "--vault", "{out}/vault", "--line-id", "L1", "--purpse", "complaint 7"],
-     "--purpse", "--purpose"),
-    ("self-inspection", "pipelines.self_inspection", "backfill self-inspection",
-     ["--yaer", "2026", "--manifests", "{tmp}", "--out", "{out}"], "--yaer", "--year"),
-    ("generate", "dev.generate", "backfill generate",
-     ["--lines", "10", "--sed", "1", "--out", "{out}/base.parquet"], "--sed", "--seed"),
+    (
+        "scan",
+        "pipelines.scan",
+        "backfill scan",
+        ["--base", "{tmp}/base.parquet", "--out", "{out}", "--asof", AS_OF],
+        "--asof",
+        "--as-of",
+    ),
+    (
+        "scan-buckets",
+        "pipelines.scan",
+        "backfill scan",
+        ["--base", "{tmp}/base.parquet", "--out", "{out}", "--shufle-buckets", "4"],
+        "--shufle-buckets",
+        "--shuffle-buckets",
+    ),
+    (
+        "notify",
+        "pipelines.notify",
+        "backfill notify",
+        ["--classified", "{tmp}/scan", "--campaign", EXAMPLE, "--wave", "1", "--out", "{out}", "--dryrun"],
+        "--dryrun",
+        "--dry-run",
+    ),
+    (
+        "merge",
+        "pipelines.merge",
+        "backfill merge",
+        [
+            "--base",
+            "{tmp}/base.parquet",
+            "--registrations",
+            "{tmp}/events.jsonl",
+            "--keys",
+            "{tmp}/keys.json",
+            "--out",
+            "{out}",
+            "--encodng",
+            "gb18030",
+        ],
+        "--encodng",
+        "--encoding",
+    ),
+    (
+        "merge-streaming",
+        "pipelines.merge",
+        "backfill merge",
+        [
+            "--streaming",
+            "--subscription",
+            "projects/p/subscriptions/s",
+            "--base",
+            "{tmp}/base.parquet",
+            "--keys",
+            "{tmp}/keys.json",
+            "--out",
+            "{out}",
+            "--stop-after-idel",
+            "3",
+        ],
+        "--stop-after-idel",
+        "--stop-after-idle",
+    ),
+    (
+        "compact",
+        "pipelines.compact",
+        "backfill compact",
+        [
+            "--base",
+            "{tmp}/base.parquet",
+            "--deltas",
+            "{tmp}/stream",
+            "--keys",
+            "{tmp}/keys.json",
+            "--out",
+            "{out}",
+            "--polcy",
+            "{tmp}/policy.yaml",
+        ],
+        "--polcy",
+        "--policy",
+    ),
+    (
+        "report",
+        "pipelines.report",
+        "backfill report",
+        ["--scan", "{tmp}/scan", "--merge", "{tmp}/merge", "--out", "{out}", "--earlier-merge", "{tmp}/m0"],
+        "--earlier-merge",
+        "--earlier-merges",
+    ),
+    (
+        "report-self-inspection",
+        "pipelines.report",
+        "backfill report",
+        ["--self-inspection", "--year", "2026", "--manifest", "{tmp}", "--out", "{out}"],
+        "--manifest",
+        "--manifests",
+    ),
+    (
+        "retention",
+        "pipelines.retention",
+        "backfill retention",
+        [
+            "--base",
+            "{tmp}/base",
+            "--vault",
+            "{tmp}/vault",
+            "--keys",
+            "{tmp}/keys.json",
+            "--out",
+            "{out}",
+            "--as-of",
+            "2026-12-01",
+            "--actr",
+            "ops",
+        ],
+        "--actr",
+        "--actor",
+    ),
+    (
+        "incident",
+        "pipelines.incident",
+        "backfill incident",
+        ["--key-version", "j1", "--base", "{tmp}/base", "--out", "{out}", "--detected-on", AS_OF],
+        "--detected-on",
+        "--detected-at",
+    ),
+    (
+        "keys-init",
+        "pipelines.keys",
+        "backfill keys",
+        ["init", "--keys", "{out}/keys.json", "--forse"],
+        "--forse",
+        "--force",
+    ),
+    ("keys-show", "pipelines.keys", "backfill keys", ["show", "--keys", "{out}/keys.json", "--jsn"], "--jsn", "--json"),
+    (
+        "keys-rotate",
+        "pipelines.keys",
+        "backfill keys",
+        ["rotate", "--keys", "{out}/keys.json", "--vault", "--vault-dir", "{tmp}/vault", "--retire_old"],
+        "--retire_old",
+        "--retire-old",
+    ),
+    (
+        "keys-shred",
+        "pipelines.keys",
+        "backfill keys",
+        ["shred", "--keys", "{out}/keys.json", "--vault", "{tmp}/vault", "--line_id", "L1"],
+        "--line_id",
+        "--line-id",
+    ),
+    (
+        "keys-retokenize",
+        "pipelines.keys",
+        "backfill keys",
+        [
+            "retokenize",
+            "--keys",
+            "{tmp}/keys.json",
+            "--base",
+            "{tmp}/base",
+            "--vault",
+            "{tmp}/vault",
+            "--out",
+            "{out}",
+            "--runer",
+            "DirectRunner",
+        ],
+        "--runer",
+        "--runner",
+    ),
+    (
+        "reveal",
+        "pipelines.reveal",
+        "backfill reveal",
+        ["--keys", "{tmp}/keys.json", "--vault", "{out}/vault", "--line-id", "L1", "--purpse", "complaint 7"],
+        "--purpse",
+        "--purpose",
+    ),
+    (
+        "self-inspection",
+        "pipelines.self_inspection",
+        "backfill self-inspection",
+        ["--yaer", "2026", "--manifests", "{tmp}", "--out", "{out}"],
+        "--yaer",
+        "--year",
+    ),
+    (
+        "generate",
+        "dev.generate",
+        "backfill generate",
+        ["--lines", "10", "--sed", "1", "--out", "{out}/base.parquet"],
+        "--sed",
+        "--seed",
+    ),
     ("demo", "dev.demo", "backfill demo", ["--lines", "10", "--seeds", "1", "--out", "{out}"], "--seeds", "--seed"),
-    ("simulate", "dev.simulate", "python -m dev.simulate",
-     ["--classified", "{tmp}/scan", "--out", "{out}/events.jsonl", "--shar", "0.5"], "--shar", "--share"),
+    (
+        "simulate",
+        "dev.simulate",
+        "python -m dev.simulate",
+        ["--classified", "{tmp}/scan", "--out", "{out}/events.jsonl", "--shar", "0.5"],
+        "--shar",
+        "--share",
+    ),
 ]
 
 
@@ -114,15 +269,21 @@ def test_a_typo_is_one_line_exit_2_and_nothing_written(case, tmp_path, capsys):
     assert stdout == ""
 
 
-@pytest.mark.parametrize("argv, flag, guess", [
-    (["--as-of=" + AS_OF, "--dry"], "--dry", "--dry-run"),          # no prefix abbreviation
-    (["--asof=" + AS_OF], "--asof", "--as-of"),                     # --flag=value
-    (["--xyzzy"], "--xyzzy", None),                                 # nothing close: no suggestion
-])
+@pytest.mark.parametrize(
+    "argv, flag, guess",
+    [
+        (["--as-of=" + AS_OF, "--dry"], "--dry", "--dry-run"),  # no prefix abbreviation
+        (["--asof=" + AS_OF], "--asof", "--as-of"),  # --flag=value
+        (["--xyzzy"], "--xyzzy", None),  # nothing close: no suggestion
+    ],
+)
 def test_notify_refuses_near_misses(argv, flag, guess, tmp_path, capsys):
     out = str(tmp_path / "out")
-    code, _, err = call("pipelines.notify", ["--classified", str(tmp_path), "--campaign", EXAMPLE, "--wave", "1",
-                                             "--out", out, *argv], capsys)
+    code, _, err = call(
+        "pipelines.notify",
+        ["--classified", str(tmp_path), "--campaign", EXAMPLE, "--wave", "1", "--out", out, *argv],
+        capsys,
+    )
     assert_refused(code, err, "backfill notify", flag, guess, out)
 
 
@@ -148,25 +309,55 @@ def test_beam_flags_pass_through_in_beams_spelling():
     from pipelines.common import split_beam_flags
     from pipelines.scan import parser
 
-    args, beam_args = split_beam_flags(parser(), [
-        "--base", "b", "--out", "o", "--runner", "DirectRunner", "--direct-num-workers", "2",
-        "--direct_running_mode=in_memory", "--no_auth", "--as-of", AS_OF, "--experiments", "x"])
+    args, beam_args = split_beam_flags(
+        parser(),
+        [
+            "--base",
+            "b",
+            "--out",
+            "o",
+            "--runner",
+            "DirectRunner",
+            "--direct-num-workers",
+            "2",
+            "--direct_running_mode=in_memory",
+            "--no_auth",
+            "--as-of",
+            AS_OF,
+            "--experiments",
+            "x",
+        ],
+    )
     assert args.base == ["b"] and str(args.as_of) == AS_OF
-    assert beam_args == ["--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode=in_memory",
-                         "--no_auth", "--experiments", "x"]
+    assert beam_args == [
+        "--runner",
+        "DirectRunner",
+        "--direct_num_workers",
+        "2",
+        "--direct_running_mode=in_memory",
+        "--no_auth",
+        "--experiments",
+        "x",
+    ]
 
 
 def test_a_step_without_a_pipeline_ignores_beam_flags(tmp_path, capsys, caplog):
     keys = str(tmp_path / "keys" / "keys.json")
     with caplog.at_level(logging.INFO, logger="backfill"):
-        code, stdout, _ = call("pipelines.keys", ["init", "--keys", keys, "--runner", "DataflowRunner",
-                                                  "--project", "demo-project"], capsys)
+        code, stdout, _ = call(
+            "pipelines.keys",
+            ["init", "--keys", keys, "--runner", "DataflowRunner", "--project", "demo-project"],
+            capsys,
+        )
     assert code == 0 and os.path.exists(keys) and "created keyset" in stdout
-    assert "backfill keys init runs no Beam pipeline: ignoring --runner DataflowRunner --project demo-project" \
+    assert (
+        "backfill keys init runs no Beam pipeline: ignoring --runner DataflowRunner --project demo-project"
         in caplog.text
+    )
 
 
 # ---- through the console script, as a user types it --------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
@@ -178,10 +369,13 @@ def base(tmp_path_factory):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("extra, flag, guess", [
-    (["--asof", AS_OF], "--asof", "--as-of"),
-    (["--as-of", AS_OF, "--shufle-buckets", "4"], "--shufle-buckets", "--shuffle-buckets"),
-])
+@pytest.mark.parametrize(
+    "extra, flag, guess",
+    [
+        (["--asof", AS_OF], "--asof", "--as-of"),
+        (["--as-of", AS_OF, "--shufle-buckets", "4"], "--shufle-buckets", "--shuffle-buckets"),
+    ],
+)
 def test_backfill_scan_typos(base, tmp_path, extra, flag, guess):
     out = str(tmp_path / "scan")
     proc = backfill("scan", "--base", base, "--out", out, *extra)
@@ -193,8 +387,9 @@ def test_backfill_scan_typos(base, tmp_path, extra, flag, guess):
 def test_backfill_notify_dryrun_typo_sends_nothing(tmp_path):
     scan = write_classified(tmp_path / "scan", [line(f"L{i}") for i in range(5)])
     out = str(tmp_path / "notify")
-    proc = backfill("notify", "--classified", scan, "--campaign", EXAMPLE, "--wave", "1", "--out", out,
-                    "--as-of", AS_OF, "--dryrun")
+    proc = backfill(
+        "notify", "--classified", scan, "--campaign", EXAMPLE, "--wave", "1", "--out", out, "--as-of", AS_OF, "--dryrun"
+    )
     assert_refused(proc.returncode, proc.stderr, "backfill notify", "--dryrun", "--dry-run", out)
     assert proc.stdout == ""
 
@@ -202,8 +397,9 @@ def test_backfill_notify_dryrun_typo_sends_nothing(tmp_path):
 @pytest.mark.e2e
 def test_backfill_scan_with_a_beam_flag_runs(base, tmp_path):
     out = str(tmp_path / "scan")
-    proc = backfill("scan", "--base", base, "--out", out, "--as-of", AS_OF, "--direct_num_workers", "1",
-                    "--runner=DirectRunner")
+    proc = backfill(
+        "scan", "--base", base, "--out", out, "--as-of", AS_OF, "--direct_num_workers", "1", "--runner=DirectRunner"
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.load(open(os.path.join(out, "summary.json")))
     manifest = json.load(open(os.path.join(out, "manifest.json")))
@@ -214,8 +410,11 @@ def test_backfill_scan_with_a_beam_flag_runs(base, tmp_path):
 def test_beams_dry_run_beside_notifys_own_is_refused_on_the_local_runner(tmp_path, capsys):
     """``--dry_run`` is Beam's Dataflow option; on the local runner it would be ignored and the wave sent."""
     out = str(tmp_path / "out")
-    code, _, err = call("pipelines.notify", ["--classified", str(tmp_path), "--campaign", EXAMPLE, "--wave", "1",
-                                              "--out", out, "--dry_run"], capsys)
+    code, _, err = call(
+        "pipelines.notify",
+        ["--classified", str(tmp_path), "--campaign", EXAMPLE, "--wave", "1", "--out", out, "--dry_run"],
+        capsys,
+    )
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("backfill notify: error: unknown flag --dry_run; did you mean --dry-run?")

@@ -2,11 +2,12 @@
 
 The synthetic base must be deterministic per seed, the same whether made at
 once or chunk by chunk, round-trip through every output format, and look like
-the operator exports of shared/domain.md: shares as configured, valid numbers
+the operator exports of docs/regulation.md: shares as configured, valid numbers
 that really validate (recomputed with transforms.scan.checkdigits), dirty
 characters, dotted names, raw labels, cross-record cases. No generated value
 is printed: assertions report counts and shares only.
 """
+
 from __future__ import annotations
 
 import collections
@@ -31,8 +32,39 @@ from transforms.scan.checkdigits import char_matrix, gb11714, mod11_10, mod11_2,
 ROOT = Path(__file__).resolve().parents[1]
 N = 150_000
 SEED = 20260101
-PROVINCES = {"11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41", "42",
-             "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65"}
+PROVINCES = {
+    "11",
+    "12",
+    "13",
+    "14",
+    "15",
+    "21",
+    "22",
+    "23",
+    "31",
+    "32",
+    "33",
+    "34",
+    "35",
+    "36",
+    "37",
+    "41",
+    "42",
+    "43",
+    "44",
+    "45",
+    "46",
+    "50",
+    "51",
+    "52",
+    "53",
+    "54",
+    "61",
+    "62",
+    "63",
+    "64",
+    "65",
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +108,7 @@ def arr(table: pa.Table, name: str) -> np.ndarray:
 
 # ---- determinism and chunking --------------------------------------------------------------
 
+
 def test_same_seed_same_table_and_bytes(tmp_path: Path) -> None:
     a = gen.generate_table(20_000, 7)
     assert a.schema == gen.SCHEMA and a.column_names == field_names("subscriber_base")
@@ -104,8 +137,16 @@ def test_chunks_concatenate_to_the_whole() -> None:
     assert gen.generate_truth(1_000, 3, start=49_500).num_rows == 1_000
 
 
-@pytest.mark.parametrize("bad", [dict(lines=-1, seed=1), dict(lines=5, seed=-1), dict(lines=5, seed=1, start=-3),
-                                 dict(lines=1.5, seed=1), dict(lines=5, seed=2 ** 63)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(lines=-1, seed=1),
+        dict(lines=5, seed=-1),
+        dict(lines=5, seed=1, start=-3),
+        dict(lines=1.5, seed=1),
+        dict(lines=5, seed=2**63),
+    ],
+)
 def test_bad_arguments_raise(bad: dict) -> None:
     with pytest.raises(ValueError):
         gen.generate_table(**bad)
@@ -113,16 +154,21 @@ def test_bad_arguments_raise(bad: dict) -> None:
 
 # ---- formats ------------------------------------------------------------------------------
 
+
 def read_csv(path: Path, encoding: str) -> pa.Table:
     names = field_names("subscriber_base")
     return pacsv.read_csv(
-        path, read_options=pacsv.ReadOptions(encoding=encoding),
-        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                             strings_can_be_null=True, quoted_strings_can_be_null=False))
+        path,
+        read_options=pacsv.ReadOptions(encoding=encoding),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, strings_can_be_null=True, quoted_strings_can_be_null=False
+        ),
+    )
 
 
-@pytest.mark.parametrize("name,encoding", [("b.parquet", "utf-8"), ("b.avro", "utf-8"), ("b.csv", "utf-8"),
-                                           ("b.csv", "gb18030")])
+@pytest.mark.parametrize(
+    "name,encoding", [("b.parquet", "utf-8"), ("b.avro", "utf-8"), ("b.csv", "utf-8"), ("b.csv", "gb18030")]
+)
 def test_formats_round_trip(tmp_path: Path, name: str, encoding: str) -> None:
     path, lines = tmp_path / "sub" / name, 20_000
     assert gen.write_base(str(path), lines, 11, encoding=encoding, chunk_rows=7_000) == lines
@@ -158,6 +204,7 @@ def test_unknown_extension_and_encoding(tmp_path: Path) -> None:
 
 # ---- shares ---------------------------------------------------------------------------------
 
+
 def test_enum_shares(base: pa.Table, clean: dict) -> None:
     for name, shares in (("subscriber_kind", gen.KINDS), ("line_type", gen.LINE_TYPES), ("status", gen.STATUSES)):
         values = clean[name].to_numpy(zero_copy_only=False)
@@ -172,8 +219,9 @@ def test_identity_shares(clean: dict, truth: pa.Table) -> None:
     classes = collections.Counter(col(truth, "identity_class"))
     for name, expected in gen.IDENTITY.items():
         assert abs(classes[name] / N - expected) < 0.01, name
-    present = np.array([np_(pc.greater(pc.utf8_length(clean[f]), 0))
-                        for f in ("doc_type", "doc_number", "name", "address")])
+    present = np.array(
+        [np_(pc.greater(pc.utf8_length(clean[f]), 0)) for f in ("doc_type", "doc_number", "name", "address")]
+    )
     assert abs((~present.any(axis=0)).mean() - gen.IDENTITY["MISSING"]) < 0.01
     org = np_(pc.equal(clean["subscriber_kind"], "ORGANIZATION"))
     person = np_(pc.equal(clean["subscriber_kind"], "INDIVIDUAL"))
@@ -193,8 +241,22 @@ def test_document_shares(clean: dict, truth: pa.Table) -> None:
     codes = sum(labels[c] for c in gen.DOCS)
     raw = sum(v for k, v in labels.items() if k and k not in gen.DOCS)
     assert 0.4 < raw / (codes + raw) < 0.6
-    for label in ("01", "身份证", "IDCARD", "居民身份证(18位)", "户口薄", "护照", "营业执照", "组织机构代码证",
-                  "台胞证", "港澳证", "身份证15位", "驾驶证", "学生证", "其他"):
+    for label in (
+        "01",
+        "身份证",
+        "IDCARD",
+        "居民身份证(18位)",
+        "户口薄",
+        "护照",
+        "营业执照",
+        "组织机构代码证",
+        "台胞证",
+        "港澳证",
+        "身份证15位",
+        "驾驶证",
+        "学生证",
+        "其他",
+    ):
         assert labels[label] > 0, label
 
 
@@ -203,8 +265,11 @@ def test_line_ids_duplicates_and_dates(base: pa.Table, clean: dict) -> None:
     assert matches(ids, r"^(L\d{10})?$").all()
     empty = np_(pc.equal(ids, "")).sum()
     assert 0 < empty < N * 0.0005
-    per_id = base.filter(pc.not_equal(ids, "")).group_by("line_id").aggregate(
-        [("line_id", "count"), ("updated_at", "count_distinct")])
+    per_id = (
+        base.filter(pc.not_equal(ids, ""))
+        .group_by("line_id")
+        .aggregate([("line_id", "count"), ("updated_at", "count_distinct")])
+    )
     counts = per_id.column("line_id_count").to_numpy()
     assert abs((counts - 1).sum() / N - gen.DUPLICATE_LINE_ID) < 0.001
     assert (per_id.column("updated_at_count_distinct").to_numpy() == counts).all()  # re-exports differ in time
@@ -244,6 +309,7 @@ def test_msisdn_and_region_and_agent(base: pa.Table, clean: dict) -> None:
 
 # ---- valid numbers really validate -----------------------------------------------------------
 
+
 def test_resident_id_check_characters(base: pa.Table, truth: pa.Table) -> None:
     numbers = base.column("doc_number").combine_chunks()
     matrix, fits = char_matrix(numbers, 18)
@@ -281,8 +347,14 @@ def test_organisation_numbers_validate(base: pa.Table, truth: pa.Table, clean: d
 def test_planted_defects_are_there(base: pa.Table, truth: pa.Table, clean: dict) -> None:
     assert {d for d in truth.column("defect").unique().to_pylist() if d} == set(gen.INVALID)
     numbers = clean["doc_number"]
-    for pattern in (r"^\d{15}$", r"^8[123]0000\d{11}[\dX]$", r"^9\d{17}$", r"^\d{6}(19000229|20230229)\d{3}[\dX]$",
-                    r"^\d\.\d{5}E\+17$", r"^PDY\d{5}-?[\dX]$"):
+    for pattern in (
+        r"^\d{15}$",
+        r"^8[123]0000\d{11}[\dX]$",
+        r"^9\d{17}$",
+        r"^\d{6}(19000229|20230229)\d{3}[\dX]$",
+        r"^\d\.\d{5}E\+17$",
+        r"^PDY\d{5}-?[\dX]$",
+    ):
         assert matches(numbers, pattern).any(), pattern
     names = set(clean["name"].unique().to_pylist())
     assert {"未知", "测试", "某某代办", "本人"} <= names
@@ -292,6 +364,7 @@ def test_planted_defects_are_there(base: pa.Table, truth: pa.Table, clean: dict)
 
 
 # ---- realism: dirt, names, cross-record cases ------------------------------------------------
+
 
 def test_dirty_characters(base: pa.Table, clean: dict) -> None:
     numbers, names, addresses = (base.column(c) for c in ("doc_number", "name", "address"))
@@ -328,8 +401,9 @@ def test_minority_foreign_and_organisation_names(base: pa.Table, clean: dict) ->
 def test_cross_record_cases(clean: dict, truth: pa.Table) -> None:
     person = np.isin(arr(truth, "doc_kind"), list(gen.PERSON_DOCS))
     person &= np_(pc.greater(pc.utf8_length(clean["doc_number"]), 0))
-    table = pa.table({"number": clean["doc_number"], "name": clean["name"],
-                      "live": pc.not_equal(clean["status"], "TERMINATED")}).filter(pa.array(person))
+    table = pa.table(
+        {"number": clean["doc_number"], "name": clean["name"], "live": pc.not_equal(clean["status"], "TERMINATED")}
+    ).filter(pa.array(person))
     per_doc = table.group_by("number").aggregate([("live", "sum"), ("name", "count_distinct")])
     blocks = N // gen.BLOCK_ROWS
     assert (per_doc.column("live_sum").to_numpy() > 5).sum() >= gen.LINE_LIMIT_GROUPS * blocks
@@ -352,6 +426,7 @@ def test_no_chance_sharing_of_citizen_numbers(base: pa.Table, clean: dict, truth
 
 # ---- command line -----------------------------------------------------------------------------
 
+
 def test_cli_writes_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "base.parquet"
     assert gen.main(["--lines", "1234", "--seed", "5", "--out", str(out)]) == 0
@@ -363,16 +438,19 @@ def test_cli_writes_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert read_csv(csv, "gb18030").equals(gen.generate_table(100, 5))
 
 
-@pytest.mark.parametrize("args", [
-    ["--lines", "-5", "--seed", "1", "--out", "x.parquet"],
-    ["--lines", "5", "--seed", "1", "--out", "x.xlsx"],
-    ["--lines", "abc", "--seed", "1", "--out", "x.csv"],
-    ["--lines", "5", "--seed", "-1", "--out", "x.csv"],
-    ["--lines", "5", "--seed", "1", "--out", "x.csv", "--encoding", "latin-1"],
-    ["--lines", "5", "--seed", "1", "--out", "x.avro", "--encoding", "gb18030"],
-    ["--lines", "5", "--seed", "1"],
-    ["--lines", "5", "--seed", "1", "--out", "x.csv", "--bogus"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--lines", "-5", "--seed", "1", "--out", "x.parquet"],
+        ["--lines", "5", "--seed", "1", "--out", "x.xlsx"],
+        ["--lines", "abc", "--seed", "1", "--out", "x.csv"],
+        ["--lines", "5", "--seed", "-1", "--out", "x.csv"],
+        ["--lines", "5", "--seed", "1", "--out", "x.csv", "--encoding", "latin-1"],
+        ["--lines", "5", "--seed", "1", "--out", "x.avro", "--encoding", "gb18030"],
+        ["--lines", "5", "--seed", "1"],
+        ["--lines", "5", "--seed", "1", "--out", "x.csv", "--bogus"],
+    ],
+)
 def test_cli_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str]) -> None:
     args = [str(tmp_path / a) if a.startswith("x.") else a for a in args]
     assert gen.main(args) == 2
@@ -393,7 +471,12 @@ def test_cli_unwritable_path_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
 @pytest.mark.e2e
 def test_python_dash_m(tmp_path: Path) -> None:
     """The module entry point: ``python -m dev.generate`` with a bad argument exits 2, one line."""
-    run = subprocess.run([sys.executable, "-m", "dev.generate", "--lines", "-5", "--seed", "2",
-                          "--out", str(tmp_path / "b.csv")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "dev.generate", "--lines", "-5", "--seed", "2", "--out", str(tmp_path / "b.csv")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and run.stdout == ""
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr

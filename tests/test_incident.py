@@ -3,6 +3,7 @@
 Expected figures come from the rows the test wrote (tests/support/compliance.py),
 not from the code under test.
 """
+
 from __future__ import annotations
 
 import collections
@@ -19,7 +20,10 @@ from tests.support.compliance import CANARIES, base_rows, build, copy_keys, even
 from pipelines.io.vault_files import read_table
 
 ROWS = {r["line_id"]: r for r in base_rows()}
-ROWS["A02"] = {**ROWS["A02"], **{k: v for k, v in event().items() if k in ("doc_type", "doc_number", "name", "address")}}
+ROWS["A02"] = {
+    **ROWS["A02"],
+    **{k: v for k, v in event().items() if k in ("doc_type", "doc_number", "name", "address")},
+}
 WITH_IDENTITY = {line for line, row in ROWS.items() if has_identity(row)}
 
 
@@ -43,9 +47,16 @@ def expected_fields(line_ids) -> dict[str, int]:
     got = collections.Counter()
     for line in line_ids:
         row = ROWS[line]
-        got.update(name for name, present in (
-            ("doc", row.get("doc_number")), ("name", row.get("name")), ("address", row.get("address")),
-            ("handler", row.get("handler_doc_number") or row.get("handler_name"))) if present)
+        got.update(
+            name
+            for name, present in (
+                ("doc", row.get("doc_number")),
+                ("name", row.get("name")),
+                ("address", row.get("address")),
+                ("handler", row.get("handler_doc_number") or row.get("handler_name")),
+            )
+            if present
+        )
     return dict(sorted(got.items()))
 
 
@@ -59,9 +70,20 @@ def one_line_error(code: int, err: str) -> str:
 @pytest.mark.e2e
 def test_a_leaked_join_key_scopes_every_tokenized_line(site, tmp_path, capsys):
     out = tmp_path / "inc"
-    r = incident(site, out, "--key-version", "j1", "--vault", site["vault"], "--detected-at",
-                 "2026-11-30T09:15:00+08:00", "--description", "join key found in a public repository",
-                 "--as-of", "2026-11-30")
+    r = incident(
+        site,
+        out,
+        "--key-version",
+        "j1",
+        "--vault",
+        site["vault"],
+        "--detected-at",
+        "2026-11-30T09:15:00+08:00",
+        "--description",
+        "join key found in a public repository",
+        "--as-of",
+        "2026-11-30",
+    )
     captured = capsys.readouterr()
     assert r["scope"] == {"kind": "key_version", "key_version": "j1", "key_purpose": "join"}
     assert r["detected_at"] == "2026-11-30T01:15:00Z" and r["as_of"] == "2026-11-30"
@@ -107,8 +129,19 @@ def test_a_line_list_with_shred(site, tmp_path, capsys):
     listed = tmp_path / "leak.csv"
     listed.write_text("line_id,note\nA01,x\nT1129,y\nA05,z\nNOPE,w\nA01,again\n", encoding="utf-8")
     out = tmp_path / "inc"
-    r = incident(site, out, "--lines", str(listed), "--vault", vault, "--shred", "--keys", keys,
-                 "--description", "export file found on a dealer's laptop")
+    r = incident(
+        site,
+        out,
+        "--lines",
+        str(listed),
+        "--vault",
+        vault,
+        "--shred",
+        "--keys",
+        keys,
+        "--description",
+        "export file found on a dealer's laptop",
+    )
     capsys.readouterr()
     assert r["scope"] == {"kind": "lines", "file": str(listed), "rows": 5, "distinct": 4, "duplicates": 1}
     assert r["unknown_line_ids"] == {"count": 1}  # counted, never echoed
@@ -117,7 +150,10 @@ def test_a_line_list_with_shred(site, tmp_path, capsys):
     assert r["action"]["new_vault_key_version"] == "v2" and r["action"]["retired_vault_key_versions"] == ["v1"]
     rows = affected_csv(out)
     assert {k: (v["shreddable"], v["shredded"]) for k, v in rows.items()} == {
-        "A01": ("true", "true"), "T1129": ("true", "true"), "A05": ("false", "false")}
+        "A01": ("true", "true"),
+        "T1129": ("true", "true"),
+        "A05": ("false", "false"),
+    }
     for line in ("A01", "T1129"):
         assert reveal_cli.main(["--keys", keys, "--vault", vault, "--line-id", line, "--purpose", "check"]) == 1
         assert "its data key is gone (shredded)" in capsys.readouterr().err
@@ -158,8 +194,9 @@ def test_bad_inputs_are_one_line(site, tmp_path, capsys):
     assert "without a line_id column" in one_line_error(code, capsys.readouterr().err)
     code = incident_cli.main([*base, "--key-version", "j1", "--detected-at", "last tuesday"])
     assert "is not an ISO date" in one_line_error(code, capsys.readouterr().err)
-    code = incident_cli.main(["--base", os.path.join(site["root"], "base.csv"), "--out", str(tmp_path / "o"),
-                              "--key-version", "j1"])
+    code = incident_cli.main(
+        ["--base", os.path.join(site["root"], "base.csv"), "--out", str(tmp_path / "o"), "--key-version", "j1"]
+    )
     assert "is not a merged base" in one_line_error(code, capsys.readouterr().err)
     with pytest.raises(SystemExit) as exc:
         incident_cli.main([*base, "--key-version", "j1", "--lines", "x.txt"])

@@ -1,4 +1,5 @@
 """Tests of the keyset (transforms/crypto/keyset.py) and ``backfill keys`` (pipelines/keys.py)."""
+
 from __future__ import annotations
 
 import base64
@@ -50,7 +51,9 @@ def test_init_creates_a_0600_keyset_with_j1_and_v1(keyfile, capsys):
     assert (keyset.primary_join_version, keyset.primary_vault_version) == ("j1", "v1")
     assert keyset.keyset_id.startswith("ks_")
     assert [(k.purpose, k.version, k.state) for k in keyset.info()] == [
-        ("join", "j1", "primary"), ("vault", "v1", "primary")]
+        ("join", "j1", "primary"),
+        ("vault", "v1", "primary"),
+    ]
     assert all(len(raw) == 32 for raw in raw_material(keyfile))
     assert len(set(raw_material(keyfile))) == 2
     assert not [n for n in os.listdir(keyfile.parent) if n.startswith(".keyset-")]  # no temporary left behind
@@ -75,8 +78,10 @@ def test_loose_permissions_are_refused_in_one_line(keyfile, capsys, mode):
     assert keys_cli.main(["show", "--keys", str(keyfile)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.strip() == (f"backfill keys: error: keyset {keyfile} is accessible by group or others "
-                                    f"(mode {mode:04o}); run: chmod 600 {keyfile}")
+    assert captured.err.strip() == (
+        f"backfill keys: error: keyset {keyfile} is accessible by group or others "
+        f"(mode {mode:04o}); run: chmod 600 {keyfile}"
+    )
     assert "Traceback" not in captured.err
 
 
@@ -124,8 +129,12 @@ def test_show_prints_versions_and_states_never_secrets(keyfile, capsys):
     capsys.readouterr()
     assert keys_cli.main(["show", "--keys", str(keyfile)]) == 0
     out = capsys.readouterr().out
-    expected = (["join", "j1", "enabled"], ["vault", "v1", "enabled"], ["join", "j2", "primary"],
-                ["vault", "v2", "primary"])
+    expected = (
+        ["join", "j1", "enabled"],
+        ["vault", "v1", "enabled"],
+        ["join", "j2", "primary"],
+        ["vault", "v2", "primary"],
+    )
     for row in expected:
         assert any(line.split()[:3] == row for line in out.splitlines())
     assert_no_secret(out, keyfile)

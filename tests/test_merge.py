@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python -m pytest tests/test_merge.py -q
 """
+
 from __future__ import annotations
 
 import collections
@@ -16,7 +17,17 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.io.events import EVENT_SCHEMA
 from pipelines.io.merged_base import MERGED_ROWS
-from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, RUNNER, SALT, organisation, person, raw_table
+from tests.support.rows import (
+    AS_OF,
+    CANARY_ADDRESS,
+    CANARY_NAME,
+    CANARY_NUMBER,
+    RUNNER,
+    SALT,
+    organisation,
+    person,
+    raw_table,
+)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.crypto.keyset import Keyset
 from transforms.merge.bucket import MERGED_SCHEMA, merge_bucket
@@ -33,9 +44,18 @@ NEW_NUMBER = "440308199901101512"
 
 def event(**fields) -> dict:
     """A valid registration of an individual line L1 carrying the canaries; override any field."""
-    row = {"event_id": "E1", "line_id": "L1", "doc_type": "身份证", "doc_number": CANARY_NUMBER, "name": CANARY_NAME,
-           "address": CANARY_ADDRESS, "channel": "store", "agent_id": " AG00777 ", "verified_by": "FACE_MATCH",
-           "registered_at": "2026-11-20T10:00:00"}
+    row = {
+        "event_id": "E1",
+        "line_id": "L1",
+        "doc_type": "身份证",
+        "doc_number": CANARY_NUMBER,
+        "name": CANARY_NAME,
+        "address": CANARY_ADDRESS,
+        "channel": "store",
+        "agent_id": " AG00777 ",
+        "verified_by": "FACE_MATCH",
+        "registered_at": "2026-11-20T10:00:00",
+    }
     row.update(fields)
     return row
 
@@ -61,8 +81,19 @@ def run(base_rows, event_rows, keyset, policy, *, kind="raw", base=None, vault_k
     reasons = collections.Counter(dead_missing.column("reason").to_pylist() + dead_checked.column("reason").to_pylist())
     merge_counts(counts, {"events": {"duplicates": duplicates, "dead_letters": dict(reasons)}})
     table = base if base is not None else raw_table(base_rows)
-    result = merge_bucket(table, kind, events, vault_keys, vault_values, tokenizer=Tokenizer(keyset),
-                          vault=Vault(keyset), policy=policy, as_of=AS_OF, ctx=CTX, salt=SALT)
+    result = merge_bucket(
+        table,
+        kind,
+        events,
+        vault_keys,
+        vault_values,
+        tokenizer=Tokenizer(keyset),
+        vault=Vault(keyset),
+        policy=policy,
+        as_of=AS_OF,
+        ctx=CTX,
+        salt=SALT,
+    )
     merge_counts(counts, result.counts)
     dead = pa.concat_tables([dead_missing, dead_checked, result.dead_letter])
     return result, counts, dead
@@ -75,15 +106,18 @@ def rows_by_line(table: pa.Table) -> dict[str, dict]:
 def events_balance(counts: dict) -> tuple[int, int]:
     e = counts["events"]
     return e["rows_in"], e.get("applied", 0) + e.get("superseded", 0) + e.get("duplicates", 0) + sum(
-        e.get("dead_letters", {}).values())
+        e.get("dead_letters", {}).values()
+    )
 
 
 def test_latest_registered_at_wins_and_a_tie_goes_to_the_larger_event_id(keyset, policy):
-    events = [event(event_id="E1", registered_at="2026-11-20T10:00:00"),
-              event(event_id="E3", registered_at="2026-11-21T09:00:00", doc_number=NEW_NUMBER, name="李四"),
-              event(event_id="E2", registered_at="2026-11-21T09:00:00Z"),  # the same instant: E3 > E2
-              event(event_id="E9", registered_at="2026-11-21T16:00:00+08:00"),  # 08:00 UTC: earlier
-              event(event_id="F1", line_id="L2", registered_at="2026-11-01")]
+    events = [
+        event(event_id="E1", registered_at="2026-11-20T10:00:00"),
+        event(event_id="E3", registered_at="2026-11-21T09:00:00", doc_number=NEW_NUMBER, name="李四"),
+        event(event_id="E2", registered_at="2026-11-21T09:00:00Z"),  # the same instant: E3 > E2
+        event(event_id="E9", registered_at="2026-11-21T16:00:00+08:00"),  # 08:00 UTC: earlier
+        event(event_id="F1", line_id="L2", registered_at="2026-11-01"),
+    ]
     result, counts, dead = run([person(line_id="L1"), person(line_id="L2")], events, keyset, policy)
     lines = rows_by_line(result.base)
     assert lines["L1"]["registration_event_id"] == "E3" and lines["L2"]["registration_event_id"] == "F1"
@@ -94,7 +128,13 @@ def test_latest_registered_at_wins_and_a_tie_goes_to_the_larger_event_id(keyset,
 
 
 def test_a_repeated_event_counts_once_as_a_duplicate(keyset, policy):
-    events = [event(), event(), event(event_id=" E1 "), event(event_id="E2", line_id="L2"), event(event_id="E2", line_id="L2")]
+    events = [
+        event(),
+        event(),
+        event(event_id=" E1 "),
+        event(event_id="E2", line_id="L2"),
+        event(event_id="E2", line_id="L2"),
+    ]
     result, counts, dead = run([person(line_id="L1"), person(line_id="L2")], events, keyset, policy)
     assert counts["events"]["duplicates"] == 3 and counts["events"]["applied"] == 2
     assert dead.num_rows == 0 and events_balance(counts) == (5, 5)
@@ -102,27 +142,53 @@ def test_a_repeated_event_counts_once_as_a_duplicate(keyset, policy):
 
 
 def test_bad_events_are_dead_letters_with_reason_and_event_id_and_no_values(keyset, policy):
-    events = [event(event_id="E1", line_id="NOPE"), event(event_id="E2", line_id="L3"),
-              event(event_id="E3", registered_at="2026-11-31T10:00:00"), event(event_id="E4", registered_at=None),
-              event(event_id=None), event(event_id="  "), event(event_id="E5", name="测试", address="无"),
-              event(event_id="E6", channel="PIGEON"), event(event_id="E7", verified_by=None),
-              event(event_id="E8", line_id=None), event(event_id="E9", line_id="L4"),
-              event(event_id="E10", line_id="L5")]  # an organisation registered without its handler
-    base = [person(line_id="L1"), person(line_id="L3", status="TERMINATED"), person(line_id="L4", status="BOGUS"),
-            organisation(line_id="L5")]
+    events = [
+        event(event_id="E1", line_id="NOPE"),
+        event(event_id="E2", line_id="L3"),
+        event(event_id="E3", registered_at="2026-11-31T10:00:00"),
+        event(event_id="E4", registered_at=None),
+        event(event_id=None),
+        event(event_id="  "),
+        event(event_id="E5", name="测试", address="无"),
+        event(event_id="E6", channel="PIGEON"),
+        event(event_id="E7", verified_by=None),
+        event(event_id="E8", line_id=None),
+        event(event_id="E9", line_id="L4"),
+        event(event_id="E10", line_id="L5"),
+    ]  # an organisation registered without its handler
+    base = [
+        person(line_id="L1"),
+        person(line_id="L3", status="TERMINATED"),
+        person(line_id="L4", status="BOGUS"),
+        organisation(line_id="L5"),
+    ]
     result, counts, dead = run(base, events, keyset, policy)
-    got = sorted((r["reason"], r["event_id"], r["line_id"], r["field"]) for r in dead.to_pylist() if r["event_id"] or
-                 r["reason"] == "EVENT_ID_MISSING")
-    assert got == sorted([
-        ("UNKNOWN_LINE", "E1", "NOPE", "line_id"), ("LINE_TERMINATED", "E2", "L3", "status"),
-        ("BAD_TIMESTAMP", "E3", "L1", "registered_at"), ("BAD_TIMESTAMP", "E4", "L1", "registered_at"),
-        ("EVENT_ID_MISSING", None, "L1", "event_id"), ("EVENT_ID_MISSING", None, "L1", "event_id"),
-        ("NAME_PLACEHOLDER", "E5", "L1", None), ("BAD_ENUM", "E6", "L1", "channel"),
-        ("BAD_ENUM", "E7", "L1", "verified_by"), ("LINE_ID_MISSING", "E8", None, "line_id"),
-        ("UNKNOWN_LINE", "E9", "L4", "line_id"), ("HANDLER_MISSING", "E10", "L5", None)])
+    got = sorted(
+        (r["reason"], r["event_id"], r["line_id"], r["field"])
+        for r in dead.to_pylist()
+        if r["event_id"] or r["reason"] == "EVENT_ID_MISSING"
+    )
+    assert got == sorted(
+        [
+            ("UNKNOWN_LINE", "E1", "NOPE", "line_id"),
+            ("LINE_TERMINATED", "E2", "L3", "status"),
+            ("BAD_TIMESTAMP", "E3", "L1", "registered_at"),
+            ("BAD_TIMESTAMP", "E4", "L1", "registered_at"),
+            ("EVENT_ID_MISSING", None, "L1", "event_id"),
+            ("EVENT_ID_MISSING", None, "L1", "event_id"),
+            ("NAME_PLACEHOLDER", "E5", "L1", None),
+            ("BAD_ENUM", "E6", "L1", "channel"),
+            ("BAD_ENUM", "E7", "L1", "verified_by"),
+            ("LINE_ID_MISSING", "E8", None, "line_id"),
+            ("UNKNOWN_LINE", "E9", "L4", "line_id"),
+            ("HANDLER_MISSING", "E10", "L5", None),
+        ]
+    )
     policy_dead = {r["event_id"]: r["detail"] for r in dead.to_pylist() if r["event_id"] in ("E5", "E10")}
-    assert policy_dead == {"E5": "identity INVALID: NAME_PLACEHOLDER, ADDRESS_PLACEHOLDER",
-                           "E10": "identity INCOMPLETE: HANDLER_MISSING, DOC_TYPE_NOT_ALLOWED_FOR_KIND"}
+    assert policy_dead == {
+        "E5": "identity INVALID: NAME_PLACEHOLDER, ADDRESS_PLACEHOLDER",
+        "E10": "identity INCOMPLETE: HANDLER_MISSING, DOC_TYPE_NOT_ALLOWED_FOR_KIND",
+    }
     assert all(r["step"] == "merge" and r["source_file"] for r in dead.to_pylist())
     text = str(dead.to_pylist())
     assert not any(c in text for c in CANARIES + ("测试",))
@@ -131,10 +197,13 @@ def test_bad_events_are_dead_letters_with_reason_and_event_id_and_no_values(keys
 
 
 def test_a_registration_replaces_the_identity_and_keeps_the_opening_agent(keyset, policy):
-    base = [person(line_id="L1", name="", address="无", agent_id="AG00001", updated_at="2024-01-01T00:00:00"),
-            person(line_id="L1", name="王二", agent_id="AG00001", updated_at="2023-01-01T00:00:00")]
-    result, counts, dead = run(base, [event(doc_type="居民身份证", doc_number="１１０１０５１９４９１２３１００２ｘ")],
-                               keyset, policy)
+    base = [
+        person(line_id="L1", name="", address="无", agent_id="AG00001", updated_at="2024-01-01T00:00:00"),
+        person(line_id="L1", name="王二", agent_id="AG00001", updated_at="2023-01-01T00:00:00"),
+    ]
+    result, counts, dead = run(
+        base, [event(doc_type="居民身份证", doc_number="１１０１０５１９４９１２３１００２ｘ")], keyset, policy
+    )
     (line,) = result.base.to_pylist()
     assert line["agent_id"] == "AG00001" and line["registration_agent_id"] == "AG00777"
     assert (line["identity_status"], line["reasons"], line["needs_registration"]) == ("COMPLETE", [], False)
@@ -144,19 +213,31 @@ def test_a_registration_replaces_the_identity_and_keeps_the_opening_agent(keyset
     assert (line["doc_mask"], line["name_mask"], line["address_mask"]) == ("110****2X", "金**", "北京市海淀区****")
     assert line["join_key_version"] == "j1" and line["vault_key_version"] == "v1"
     opened = Vault(keyset).open(result.vault_keys, result.vault_values, "L1")
-    assert opened == {"doc_type": "居民身份证", "doc_number": "１１０１０５１９４９１２３１００２ｘ", "name": CANARY_NAME,
-                      "address": CANARY_ADDRESS}  # the originals, as received
+    assert opened == {
+        "doc_type": "居民身份证",
+        "doc_number": "１１０１０５１９４９１２３１００２ｘ",
+        "name": CANARY_NAME,
+        "address": CANARY_ADDRESS,
+    }  # the originals, as received
     assert [r["reason"] for r in dead.to_pylist()] == ["DUPLICATE_LINE_ID"]
     assert counts["base"] == {"rows_in": 2, "rows_out": 1, "dead_letters": {"DUPLICATE_LINE_ID": 1}}
 
 
 def test_base_lines_are_classified_tokenized_and_sealed_as_received(keyset, policy):
-    base = [person(line_id="L1"), person(line_id="L2", name="", address=None),
-            person(line_id="L3", doc_type=None, doc_number=None, name=None, address=None), organisation(line_id="L4")]
+    base = [
+        person(line_id="L1"),
+        person(line_id="L2", name="", address=None),
+        person(line_id="L3", doc_type=None, doc_number=None, name=None, address=None),
+        organisation(line_id="L4"),
+    ]
     result, _, _ = run(base, [], keyset, policy)
     lines = rows_by_line(result.base)
     assert {k: v["identity_status"] for k, v in lines.items()} == {
-        "L1": "COMPLETE", "L2": "INCOMPLETE", "L3": "MISSING", "L4": "COMPLETE"}
+        "L1": "COMPLETE",
+        "L2": "INCOMPLETE",
+        "L3": "MISSING",
+        "L4": "COMPLETE",
+    }
     assert lines["L2"]["reasons"] == ["NAME_MISSING", "ADDRESS_MISSING"] and lines["L2"]["needs_registration"]
     assert lines["L3"]["join_key_version"] is None and lines["L3"]["vault_key_version"] is None
     assert all(lines["L3"][c] is None for c in ("doc_token", "name_token", "address_token", "doc_type"))
@@ -164,7 +245,9 @@ def test_base_lines_are_classified_tokenized_and_sealed_as_received(keyset, poli
     assert lines["L4"]["handler_name_mask"] == "王**" and lines["L4"]["doc_type"] == "USCC"
     assert sorted(result.vault_keys.column("line_id").to_pylist()) == ["L1", "L2", "L4"]
     assert Vault(keyset).open(result.vault_keys, result.vault_values, "L2") == {
-        "doc_type": "RESIDENT_ID", "doc_number": CANARY_NUMBER}
+        "doc_type": "RESIDENT_ID",
+        "doc_number": CANARY_NUMBER,
+    }
     assert result.base.schema.equals(MERGED_SCHEMA)
     plain = str(result.base.to_pylist())
     assert not any(c in plain for c in CANARIES)
@@ -188,18 +271,34 @@ def test_tokens_are_deterministic_per_version_and_differ_across_fields_and_versi
 def merged_base(table: pa.Table) -> pa.Table:
     """A merge's output as the next merge reads it (with _src_file and _src_row)."""
     n = table.num_rows
-    return pa.table(list(table.columns) + [pa.array(["base/part-0.parquet"] * n), pa.array(range(1, n + 1), pa.int64())],
-                    schema=MERGED_ROWS)
+    return pa.table(
+        list(table.columns) + [pa.array(["base/part-0.parquet"] * n), pa.array(range(1, n + 1), pa.int64())],
+        schema=MERGED_ROWS,
+    )
 
 
 def test_a_merged_base_carries_untouched_lines_and_their_vault_rows(keyset, policy):
-    day1, _, _ = run([person(line_id="L1"), person(line_id="L2", name="李四"), person(line_id="L3", name="")],
-                     [event(line_id="L3")], keyset, policy)
-    events = [event(event_id="E2", line_id="L2", name="赵六", registered_at="2026-11-25T00:00:00"),
-              event(event_id="E1", line_id="L3"),  # already applied yesterday: a duplicate
-              event(event_id="E0", line_id="L3", registered_at="2026-11-01T00:00:00")]  # older than the line's
-    day2, counts, dead = run([], events, keyset, policy, kind="merged", base=merged_base(day1.base),
-                             vault_keys=day1.vault_keys, vault_values=day1.vault_values)
+    day1, _, _ = run(
+        [person(line_id="L1"), person(line_id="L2", name="李四"), person(line_id="L3", name="")],
+        [event(line_id="L3")],
+        keyset,
+        policy,
+    )
+    events = [
+        event(event_id="E2", line_id="L2", name="赵六", registered_at="2026-11-25T00:00:00"),
+        event(event_id="E1", line_id="L3"),  # already applied yesterday: a duplicate
+        event(event_id="E0", line_id="L3", registered_at="2026-11-01T00:00:00"),
+    ]  # older than the line's
+    day2, counts, dead = run(
+        [],
+        events,
+        keyset,
+        policy,
+        kind="merged",
+        base=merged_base(day1.base),
+        vault_keys=day1.vault_keys,
+        vault_values=day1.vault_values,
+    )
     before, after = rows_by_line(day1.base), rows_by_line(day2.base)
     assert after["L1"] == before["L1"] and after["L3"] == before["L3"]
     assert after["L2"]["registration_event_id"] == "E2" and after["L2"]["name_token"] != before["L2"]["name_token"]
@@ -235,24 +334,42 @@ def _summary(tables):
 
 @pytest.mark.parametrize("spill", [True, False])
 def test_composite_outputs_dead_letters_counts_and_metrics(policy, keys_file, tmp_path, spill):
-    base = [raw_table([person(line_id=f"L{i}") for i in range(1, 4)], "one.csv"),
-            raw_table([person(line_id="L4", name=""), person(line_id="L1", updated_at="2020-01-01T00:00:00")], "two.csv")]
-    events = [events_table([event(line_id="L4"), event(event_id="E2", line_id="L9")], "a.jsonl"),
-              events_table([event(line_id="L4"), event(event_id="E3", line_id="L2", channel="FAX")], "b.jsonl")]
+    base = [
+        raw_table([person(line_id=f"L{i}") for i in range(1, 4)], "one.csv"),
+        raw_table([person(line_id="L4", name=""), person(line_id="L1", updated_at="2020-01-01T00:00:00")], "two.csv"),
+    ]
+    events = [
+        events_table([event(line_id="L4"), event(event_id="E2", line_id="L9")], "a.jsonl"),
+        events_table([event(line_id="L4"), event(event_id="E3", line_id="L2", channel="FAX")], "b.jsonl"),
+    ]
     p = BeamTestPipeline(runner=RUNNER)
-    out = ({"base": p | "Base" >> beam.Create(base), "events": p | "Events" >> beam.Create(events)}
-           | MergeCompletedRegistrations(policy, AS_OF, CTX, keys_file, n_buckets=3,
-                                         spill_dir=str(tmp_path / "spill") if spill else None))
-    assert_that(out.base | "Lines" >> beam.combiners.ToList() | beam.Map(_summary), equal_to([[
-        ("L1", "COMPLETE", None), ("L2", "COMPLETE", None), ("L3", "COMPLETE", None), ("L4", "COMPLETE", "E1")]]),
-        label="assert:base")
-    assert_that(out.dead_letter | "Dead" >> beam.combiners.ToList()
-                | beam.Map(lambda ts: sorted((r["reason"], r["event_id"]) for t in ts for r in t.to_pylist())),
-                equal_to([[("BAD_ENUM", "E3"), ("DUPLICATE_LINE_ID", None), ("UNKNOWN_LINE", "E2")]]),
-                label="assert:dead_letter")
-    assert_that(out.vault_keys | "Keys" >> beam.combiners.ToList()
-                | beam.Map(lambda ts: sorted(r for t in ts for r in t.column("line_id").to_pylist())),
-                equal_to([["L1", "L2", "L3", "L4"]]), label="assert:vault_keys")
+    out = {
+        "base": p | "Base" >> beam.Create(base),
+        "events": p | "Events" >> beam.Create(events),
+    } | MergeCompletedRegistrations(
+        policy, AS_OF, CTX, keys_file, n_buckets=3, spill_dir=str(tmp_path / "spill") if spill else None
+    )
+    assert_that(
+        out.base | "Lines" >> beam.combiners.ToList() | beam.Map(_summary),
+        equal_to(
+            [[("L1", "COMPLETE", None), ("L2", "COMPLETE", None), ("L3", "COMPLETE", None), ("L4", "COMPLETE", "E1")]]
+        ),
+        label="assert:base",
+    )
+    assert_that(
+        out.dead_letter
+        | "Dead" >> beam.combiners.ToList()
+        | beam.Map(lambda ts: sorted((r["reason"], r["event_id"]) for t in ts for r in t.to_pylist())),
+        equal_to([[("BAD_ENUM", "E3"), ("DUPLICATE_LINE_ID", None), ("UNKNOWN_LINE", "E2")]]),
+        label="assert:dead_letter",
+    )
+    assert_that(
+        out.vault_keys
+        | "Keys" >> beam.combiners.ToList()
+        | beam.Map(lambda ts: sorted(r for t in ts for r in t.column("line_id").to_pylist())),
+        equal_to([["L1", "L2", "L3", "L4"]]),
+        label="assert:vault_keys",
+    )
 
     def check_counts(counts):
         (c,) = counts
@@ -264,8 +381,10 @@ def test_composite_outputs_dead_letters_counts_and_metrics(policy, keys_file, tm
     assert_that(out.counts, check_counts, label="assert:counts")
     result = p.run()
     result.wait_until_finish()
-    metric = lambda name: sum(c.committed for c in result.metrics().query(
-        MetricsFilter().with_name(name))["counters"])
+
+    def metric(name):
+        return sum(c.committed for c in result.metrics().query(MetricsFilter().with_name(name))["counters"])
+
     assert metric("events_applied") == 1 and metric("lines_merged") == 4 and metric("events_duplicates") == 1
 
 
@@ -285,26 +404,50 @@ def test_the_tokenize_and_seal_dofn_carries_the_keyset_path_not_its_keys(policy,
 def test_retokenize_moves_tokens_and_refuses_a_vault_that_does_not_match(keyset, policy):
     from transforms.merge.retokenize import retokenize_bucket
 
-    day1, _, _ = run([person(line_id="L1"), person(line_id="L2"), person(line_id="L3", name=None, doc_number=None,
-                                                                         doc_type=None, address=None)],
-                     [], keyset, policy)
-    day2, _, _ = run([], [event(event_id="E2", line_id="L2", name="赵六")], keyset, policy, kind="merged",
-                     base=merged_base(day1.base), vault_keys=day1.vault_keys, vault_values=day1.vault_values)
+    day1, _, _ = run(
+        [
+            person(line_id="L1"),
+            person(line_id="L2"),
+            person(line_id="L3", name=None, doc_number=None, doc_type=None, address=None),
+        ],
+        [],
+        keyset,
+        policy,
+    )
+    day2, _, _ = run(
+        [],
+        [event(event_id="E2", line_id="L2", name="赵六")],
+        keyset,
+        policy,
+        kind="merged",
+        base=merged_base(day1.base),
+        vault_keys=day1.vault_keys,
+        vault_values=day1.vault_values,
+    )
     keyset.rotate_join()
     tokenizer = Tokenizer(keyset)
-    base, failures, counts = retokenize_bucket(merged_base(day1.base), day1.vault_keys, day1.vault_values,
-                                               tokenizer, Vault(keyset), keyset)
+    base, failures, counts = retokenize_bucket(
+        merged_base(day1.base), day1.vault_keys, day1.vault_values, tokenizer, Vault(keyset), keyset
+    )
     lines = rows_by_line(base)
-    assert counts == {"lines": 3, "with_tokens": 2, "already_current": 0, "retokenized": 2, "failed": 0,
-                      "failed_reasons": {}}
+    assert counts == {
+        "lines": 3,
+        "with_tokens": 2,
+        "already_current": 0,
+        "retokenized": 2,
+        "failed": 0,
+        "failed_reasons": {},
+    }
     assert lines["L1"]["doc_token"] == tokenizer.token("doc_number", CANARY_NUMBER) == lines["L2"]["doc_token"]
     assert lines["L1"]["join_key_version"] == "j2" and lines["L3"]["join_key_version"] is None
     assert lines["L1"]["doc_mask"] == rows_by_line(day1.base)["L1"]["doc_mask"]
-    again, _, counts = retokenize_bucket(merged_base(base), day1.vault_keys, day1.vault_values, tokenizer,
-                                         Vault(keyset), keyset)
+    again, _, counts = retokenize_bucket(
+        merged_base(base), day1.vault_keys, day1.vault_values, tokenizer, Vault(keyset), keyset
+    )
     assert counts["already_current"] == 2 and again.equals(base)  # a second run changes nothing
     # Yesterday's base with today's vault: L2's name in the vault no longer gives its token back.
-    _, failures, counts = retokenize_bucket(merged_base(day1.base), day2.vault_keys, day2.vault_values, tokenizer,
-                                            Vault(keyset), keyset)
+    _, failures, counts = retokenize_bucket(
+        merged_base(day1.base), day2.vault_keys, day2.vault_values, tokenizer, Vault(keyset), keyset
+    )
     assert failures.to_pylist() == [{"line_id": "L2", "reason": "TOKEN_MISMATCH", "field": "name"}]
     assert counts["failed"] == 1 and counts["retokenized"] == 1

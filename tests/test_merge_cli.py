@@ -4,6 +4,7 @@ Canaries are planted in the base and in the events; every output file, the
 logs and the dead letters are searched for them. Run:
 .venv/bin/python -m pytest tests/test_merge_cli.py -q
 """
+
 from __future__ import annotations
 
 import collections
@@ -60,15 +61,30 @@ def base_rows() -> list[dict]:
         person(line_id="L08", status="SOMETIMES"),
         person(line_id="L09", name=MEGA),
     ]
-    rows += [person(line_id=f"L{i:02d}", doc_number="110101199003070011" if i % 2 else "440308199901101512",
-                    name="张三" if i % 3 else "李四") for i in range(10, 20)]
+    rows += [
+        person(
+            line_id=f"L{i:02d}",
+            doc_number="110101199003070011" if i % 2 else "440308199901101512",
+            name="张三" if i % 3 else "李四",
+        )
+        for i in range(10, 20)
+    ]
     return rows
 
 
 def event(**fields) -> dict:
-    row = {"event_id": "E01", "line_id": "L02", "doc_type": "身份证", "doc_number": CANARY_NUMBER, "name": CANARY_NAME,
-           "address": CANARY_ADDRESS, "channel": "AGENT", "agent_id": "AG00777", "verified_by": "ID_CARD_READER",
-           "registered_at": "2026-11-20T10:00:00"}
+    row = {
+        "event_id": "E01",
+        "line_id": "L02",
+        "doc_type": "身份证",
+        "doc_number": CANARY_NUMBER,
+        "name": CANARY_NAME,
+        "address": CANARY_ADDRESS,
+        "channel": "AGENT",
+        "agent_id": "AG00777",
+        "verified_by": "ID_CARD_READER",
+        "registered_at": "2026-11-20T10:00:00",
+    }
     row.update(fields)
     return row
 
@@ -86,8 +102,16 @@ EVENTS = [
     event(event_id="E09", line_id="L10", address=MEGA),  # a megabyte field
     {"event_id": "E10", "line_id": "L11"},  # every other field missing
     event(event_id="E11", line_id="L12", name="测试"),  # policy
-    event(event_id="E12", line_id="L04", doc_type="USCC", doc_number="91110000600037341L", name="北京星辰科技有限公司",
-          handler_doc_type="身份证", handler_doc_number=CANARY_NUMBER, handler_name="金丝雀代办人"),
+    event(
+        event_id="E12",
+        line_id="L04",
+        doc_type="USCC",
+        doc_number="91110000600037341L",
+        name="北京星辰科技有限公司",
+        handler_doc_type="身份证",
+        handler_doc_number=CANARY_NUMBER,
+        handler_name="金丝雀代办人",
+    ),
     event(event_id="E13", line_id="L13", channel=5),  # a number: its text, not a channel
     event(event_id="E14", line_id="L14", name={"given": "x"}),  # not text
 ]
@@ -120,8 +144,19 @@ def site(tmp_path_factory):
     write_base(str(root / "base.csv"), base_rows())
     events_in = write_events(str(root / "events.jsonl"))
     out = str(root / "out")
-    proc = run("merge", "--base", str(root / "base.csv"), "--registrations", str(root / "events.jsonl"),
-               "--keys", keys, "--out", out, "--as-of", AS_OF)
+    proc = run(
+        "merge",
+        "--base",
+        str(root / "base.csv"),
+        "--registrations",
+        str(root / "events.jsonl"),
+        "--keys",
+        keys,
+        "--out",
+        out,
+        "--as-of",
+        AS_OF,
+    )
     return {"root": root, "keys": keys, "out": out, "proc": proc, "events_in": events_in}
 
 
@@ -166,8 +201,14 @@ def test_counts_balance_against_the_fixture(site):
     assert (events["applied"], events["superseded"], events["duplicates"]) == (APPLIED, SUPERSEDED, DUPLICATES)
     assert events["rows_in"] == APPLIED + SUPERSEDED + DUPLICATES + events["dead_letters"]
     assert events["dead_letter_reasons"] == {
-        "BAD_ENUM": 1, "BAD_TIMESTAMP": 2, "EVENT_ID_MISSING": 1, "LINE_TERMINATED": 1, "NAME_PLACEHOLDER": 1,
-        "ROW_MALFORMED": 3, "UNKNOWN_LINE": 1}
+        "BAD_ENUM": 1,
+        "BAD_TIMESTAMP": 2,
+        "EVENT_ID_MISSING": 1,
+        "LINE_TERMINATED": 1,
+        "NAME_PLACEHOLDER": 1,
+        "ROW_MALFORMED": 3,
+        "UNKNOWN_LINE": 1,
+    }
     m = manifest(site["out"])
     assert m["keys"]["join"] == "j1" and m["keys"]["vault"] == "v1" and m["runner"] == "FnApiRunner"
     assert m["policy"]["version"] and m["inputs"]["base_kind"] == "raw" and m["timings"]["seconds_total"] > 0
@@ -196,14 +237,19 @@ def test_registrations_and_base_lines_in_the_merged_base(site):
     assert got["L04"]["handler_doc_token"] == got["L01"]["doc_token"] == got["L02"]["doc_token"]
     assert got["L06"]["identity_status"] == "MISSING" and got["L06"]["join_key_version"] is None
     assert got["L01"]["registration_event_id"] is None and got["L01"]["needs_registration"] is False
-    assert pq.read_schema(os.path.join(site["out"], "base", os.listdir(os.path.join(site["out"], "base"))[0])).names \
-        == field_names("merged_line")
+    assert pq.read_schema(
+        os.path.join(site["out"], "base", os.listdir(os.path.join(site["out"], "base"))[0])
+    ).names == field_names("merged_line")
 
 
 def test_reveal_gives_the_original_values(site):
     vault = os.path.join(site["out"], "vault")
-    assert reveal(site, vault, "L02") == {"doc_type": "身份证", "doc_number": CANARY_NUMBER, "name": CANARY_NAME,
-                                          "address": CANARY_ADDRESS}
+    assert reveal(site, vault, "L02") == {
+        "doc_type": "身份证",
+        "doc_number": CANARY_NUMBER,
+        "name": CANARY_NAME,
+        "address": CANARY_ADDRESS,
+    }
     assert reveal(site, vault, "L07")["name"] == "吴六"
     assert reveal(site, vault, "L04")["handler_name"] == "金丝雀代办人"
     assert reveal(site, vault, "L01")["name"] == CANARY_NAME  # a complete base line is sealed too
@@ -226,11 +272,26 @@ def test_no_canary_outside_the_vault_ciphertext(site):
 
 def test_a_rerun_gives_the_same_base_rows(site, tmp_path):
     out = str(tmp_path / "again")
-    run("merge", "--base", str(site["root"] / "base.csv"), "--registrations", str(site["root"] / "events.jsonl"),
-        "--keys", site["keys"], "--out", out, "--as-of", AS_OF)
+    run(
+        "merge",
+        "--base",
+        str(site["root"] / "base.csv"),
+        "--registrations",
+        str(site["root"] / "events.jsonl"),
+        "--keys",
+        site["keys"],
+        "--out",
+        out,
+        "--as-of",
+        AS_OF,
+    )
     assert lines(out) == lines(site["out"])
-    first = pq.read_table(os.path.join(site["out"], "vault", "values")).sort_by([("line_id", "ascending"), ("field", "ascending")])
-    second = pq.read_table(os.path.join(out, "vault", "values")).sort_by([("line_id", "ascending"), ("field", "ascending")])
+    first = pq.read_table(os.path.join(site["out"], "vault", "values")).sort_by(
+        [("line_id", "ascending"), ("field", "ascending")]
+    )
+    second = pq.read_table(os.path.join(out, "vault", "values")).sort_by(
+        [("line_id", "ascending"), ("field", "ascending")]
+    )
     assert first.column("ciphertext") != second.column("ciphertext")  # fresh keys and nonces...
     assert reveal(site, os.path.join(out, "vault"), "L02") == reveal(site, os.path.join(site["out"], "vault"), "L02")
 
@@ -254,11 +315,33 @@ def test_rotations_keep_every_line_revealable_and_joins_intact(site, tmp_path):
     assert Vault(Keyset.load(keys)).open_many(*read_vault(vault)).num_rows == every  # every line still opens
     assert set(pq.read_table(os.path.join(vault, "keys")).column("vault_key_version").to_pylist()) == {"v2"}
     run("keys", "rotate", "--keys", keys, "--join")
-    stale = run("merge", "--base", os.path.join(site["out"], "base"), "--vault", vault, "--registrations",
-                str(site["root"] / "events.jsonl"), "--keys", keys, "--out", str(tmp_path / "m"), check=False)
+    stale = run(
+        "merge",
+        "--base",
+        os.path.join(site["out"], "base"),
+        "--vault",
+        vault,
+        "--registrations",
+        str(site["root"] / "events.jsonl"),
+        "--keys",
+        keys,
+        "--out",
+        str(tmp_path / "m"),
+        check=False,
+    )
     assert "keys retokenize" in one_line_error(stale, "backfill merge")
-    proc = run("keys", "retokenize", "--keys", keys, "--base", os.path.join(site["out"], "base"), "--vault", vault,
-               "--out", str(tmp_path / "retok"))
+    proc = run(
+        "keys",
+        "retokenize",
+        "--keys",
+        keys,
+        "--base",
+        os.path.join(site["out"], "base"),
+        "--vault",
+        vault,
+        "--out",
+        str(tmp_path / "retok"),
+    )
     assert "(100.00%)" in proc.stdout
     old, new = lines(site["out"]), lines(str(tmp_path / "retok"))
     assert doc_groups(new) == doc_groups(old) and len(doc_groups(new)) >= 3
@@ -277,12 +360,27 @@ def test_rotations_keep_every_line_revealable_and_joins_intact(site, tmp_path):
 def test_a_daily_merge_carries_untouched_lines_forward(site, tmp_path):
     events = str(tmp_path / "day2.jsonl")
     with open(events, "w", encoding="utf-8") as handle:
-        for row in (event(event_id="E20", line_id="L01", name="钱八", registered_at="2026-12-01T09:00:00"),
-                    event()):  # yesterday's event again: already applied
+        for row in (
+            event(event_id="E20", line_id="L01", name="钱八", registered_at="2026-12-01T09:00:00"),
+            event(),
+        ):  # yesterday's event again: already applied
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     out = str(tmp_path / "day2")
-    proc = run("merge", "--base", os.path.join(site["out"], "base"), "--vault", os.path.join(site["out"], "vault"),
-               "--registrations", events, "--keys", site["keys"], "--out", out, "--as-of", "2026-12-01")
+    proc = run(
+        "merge",
+        "--base",
+        os.path.join(site["out"], "base"),
+        "--vault",
+        os.path.join(site["out"], "vault"),
+        "--registrations",
+        events,
+        "--keys",
+        site["keys"],
+        "--out",
+        out,
+        "--as-of",
+        "2026-12-01",
+    )
     before, after = lines(site["out"]), lines(out)
     assert sorted(before) == sorted(after)
     assert all(after[k] == before[k] for k in before if k != "L01")
@@ -325,8 +423,11 @@ def test_tampered_or_moved_vault_records_fail(site, tmp_path):
 
 
 def test_events_from_csv_parquet_and_avro(site, tmp_path):
-    good = [event(event_id="C1", line_id="L10", name="陈九"), event(event_id="P1", line_id="L11", name="孙十"),
-            event(event_id="A1", line_id="L12", name="冯一")]
+    good = [
+        event(event_id="C1", line_id="L10", name="陈九"),
+        event(event_id="P1", line_id="L11", name="孙十"),
+        event(event_id="A1", line_id="L12", name="冯一"),
+    ]
     names = field_names("registration_event")
     with open(tmp_path / "ev.csv", "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
@@ -334,12 +435,27 @@ def test_events_from_csv_parquet_and_avro(site, tmp_path):
         writer.writerow([good[0].get(n) or "" for n in names])
     pq.write_table(pa.Table.from_pylist([{n: good[1].get(n) for n in names}]), tmp_path / "ev.parquet")
     with open(tmp_path / "ev.avro", "wb") as handle:
-        fastavro.writer(handle, fastavro.parse_schema(avro_schema("registration_event")),
-                        [{n: good[2].get(n) for n in names}])
+        fastavro.writer(
+            handle, fastavro.parse_schema(avro_schema("registration_event")), [{n: good[2].get(n) for n in names}]
+        )
     out = str(tmp_path / "out")
-    run("merge", "--base", str(site["root"] / "base.csv"), "--registrations", str(tmp_path / "ev.csv"),
-        "--registrations", str(tmp_path / "ev.parquet"), "--registrations", str(tmp_path / "ev.avro"),
-        "--keys", site["keys"], "--out", out, "--as-of", AS_OF)
+    run(
+        "merge",
+        "--base",
+        str(site["root"] / "base.csv"),
+        "--registrations",
+        str(tmp_path / "ev.csv"),
+        "--registrations",
+        str(tmp_path / "ev.parquet"),
+        "--registrations",
+        str(tmp_path / "ev.avro"),
+        "--keys",
+        site["keys"],
+        "--out",
+        out,
+        "--as-of",
+        AS_OF,
+    )
     got = lines(out)
     assert [got[k]["registration_event_id"] for k in ("L10", "L11", "L12")] == ["C1", "P1", "A1"]
     assert manifest(out)["counts"]["events"]["applied"] == 3
@@ -349,22 +465,65 @@ def test_events_from_csv_parquet_and_avro(site, tmp_path):
 def test_a_loose_keyset_is_refused_in_one_line(site, tmp_path):
     keys = copy_keys(site, tmp_path)
     os.chmod(keys, 0o644)
-    proc = run("merge", "--base", str(site["root"] / "base.csv"), "--registrations", str(site["root"] / "events.jsonl"),
-               "--keys", keys, "--out", str(tmp_path / "out"), check=False)
+    proc = run(
+        "merge",
+        "--base",
+        str(site["root"] / "base.csv"),
+        "--registrations",
+        str(site["root"] / "events.jsonl"),
+        "--keys",
+        keys,
+        "--out",
+        str(tmp_path / "out"),
+        check=False,
+    )
     assert "chmod 600" in one_line_error(proc, "backfill merge") and not os.path.exists(tmp_path / "out" / "base")
 
 
 def test_bad_arguments_are_one_line_errors(site, tmp_path):
     out = site["out"]
-    overwrite = run("merge", "--base", os.path.join(out, "base"), "--vault", os.path.join(out, "vault"),
-                    "--registrations", str(site["root"] / "events.jsonl"), "--keys", site["keys"], "--out", out,
-                    check=False)
+    overwrite = run(
+        "merge",
+        "--base",
+        os.path.join(out, "base"),
+        "--vault",
+        os.path.join(out, "vault"),
+        "--registrations",
+        str(site["root"] / "events.jsonl"),
+        "--keys",
+        site["keys"],
+        "--out",
+        out,
+        check=False,
+    )
     assert "would overwrite" in one_line_error(overwrite, "backfill merge") and os.path.isdir(os.path.join(out, "base"))
-    missing = run("merge", "--base", str(site["root"] / "base.csv"), "--registrations", str(tmp_path / "none.jsonl"),
-                  "--keys", site["keys"], "--out", str(tmp_path / "o"), check=False)
+    missing = run(
+        "merge",
+        "--base",
+        str(site["root"] / "base.csv"),
+        "--registrations",
+        str(tmp_path / "none.jsonl"),
+        "--keys",
+        site["keys"],
+        "--out",
+        str(tmp_path / "o"),
+        check=False,
+    )
     assert "no such file" in one_line_error(missing, "backfill merge")
-    no_vault = run("merge", "--base", os.path.join(out, "base"), "--vault", str(tmp_path), "--registrations",
-                   str(site["root"] / "events.jsonl"), "--keys", site["keys"], "--out", str(tmp_path / "o"), check=False)
+    no_vault = run(
+        "merge",
+        "--base",
+        os.path.join(out, "base"),
+        "--vault",
+        str(tmp_path),
+        "--registrations",
+        str(site["root"] / "events.jsonl"),
+        "--keys",
+        site["keys"],
+        "--out",
+        str(tmp_path / "o"),
+        check=False,
+    )
     assert "no vault there" in one_line_error(no_vault, "backfill merge")
 
 
@@ -374,8 +533,19 @@ def test_retokenize_lists_the_lines_it_cannot_cover(site, tmp_path):
     shutil.copytree(os.path.join(site["out"], "vault"), vault)
     _rewrite_values(vault, lambda rows: [r for r in rows if not (r["line_id"] == "L07" and r["field"] == "name")])
     run("keys", "rotate", "--keys", keys, "--join")
-    proc = run("keys", "retokenize", "--keys", keys, "--base", os.path.join(site["out"], "base"), "--vault", vault,
-               "--out", str(tmp_path / "retok"), check=False)
+    proc = run(
+        "keys",
+        "retokenize",
+        "--keys",
+        keys,
+        "--base",
+        os.path.join(site["out"], "base"),
+        "--vault",
+        vault,
+        "--out",
+        str(tmp_path / "retok"),
+        check=False,
+    )
     message = one_line_error(proc, "backfill keys")
     assert "1 line(s) could not be re-tokenized" in message and "L07 (VAULT_VALUE_MISSING)" in message
     got = lines(str(tmp_path / "retok"))

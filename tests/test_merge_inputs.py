@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python -m pytest tests/test_merge_inputs.py -q
 """
+
 from __future__ import annotations
 
 import json
@@ -47,10 +48,14 @@ def test_json_lines_rows_are_numbered_by_line_and_bad_lines_named(tmp_path):
     assert raw.column("event_id").to_pylist() == ["E1", "42"] and raw.column("_src_row").to_pylist() == [1, 3]
     assert raw.column("registered_at").to_pylist() == [None, "1.5"] and raw.column("name")[0].as_py() == CANARY_NAME
     got = sorted((b.source_row, b.key, b.field, b.detail) for b in bad)
-    assert got == [(4, "E3", "name", "field name is a JSON bool, not text"), (5, None, None, "not a JSON object"),
-                   (6, "E5", "name", "bytes not valid utf-8"), (7, None, None, "not valid JSON"),
-                   (8, "E7", "address", "field address is 5000 characters, limit 4096"),
-                   (9, None, None, "bytes not valid utf-8")]
+    assert got == [
+        (4, "E3", "name", "field name is a JSON bool, not text"),
+        (5, None, None, "not a JSON object"),
+        (6, "E5", "name", "bytes not valid utf-8"),
+        (7, None, None, "not valid JSON"),
+        (8, "E7", "address", "field address is 5000 characters, limit 4096"),
+        (9, None, None, "bytes not valid utf-8"),
+    ]
     assert not any(CANARY_NAME in str(b) for b in bad)
 
 
@@ -62,8 +67,7 @@ def test_an_empty_json_lines_file_is_a_day_without_events(tmp_path):
 
 def test_csv_events_name_their_event_id_in_a_malformed_row(tmp_path):
     path = tmp_path / "events.csv"
-    rows = [",".join(NAMES), "E1,L1" + "," * (len(NAMES) - 2), "E2,L2,," + "x" * 5000 + "," * (len(NAMES) - 4),
-            "E3,L3"]
+    rows = [",".join(NAMES), "E1,L1" + "," * (len(NAMES) - 2), "E2,L2,," + "x" * 5000 + "," * (len(NAMES) - 4), "E3,L3"]
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     raw, bad = read(str(path))
     assert raw.column("event_id").to_pylist() == ["E1"]

@@ -5,6 +5,7 @@ dedup across windows; superseded events; the fold of deltas. Then the
 encrypted landing zone, and MergeStreamWindows on the local runner with
 TestPipeline + assert_that (two fixed windows, a duplicate across them).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,7 +21,7 @@ from apache_beam.testing.util import assert_that
 
 from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, RUNNER, person, raw_table
 from transforms.core.deadletter import DeadLetterContext
-from transforms.merge.stream import (LineIndex, SeenKeys, balanced, fold_deltas, process_window)
+from transforms.merge.stream import LineIndex, SeenKeys, balanced, fold_deltas, process_window
 from transforms.merge.messages import messages_table
 from transforms.scan.policy import load_policy
 
@@ -42,14 +43,27 @@ def policy():
 
 
 def base_rows():
-    return [person(line_id="L1"), person(line_id="L2", name="未知"), person(line_id="L3", name=""),
-            person(line_id="LT", status="TERMINATED")]
+    return [
+        person(line_id="L1"),
+        person(line_id="L2", name="未知"),
+        person(line_id="L3", name=""),
+        person(line_id="LT", status="TERMINATED"),
+    ]
 
 
 def event(eid, line, at, **fields):
-    row = {"event_id": eid, "line_id": line, "doc_type": "RESIDENT_ID", "doc_number": CANARY_NUMBER,
-           "name": CANARY_NAME, "address": CANARY_ADDRESS, "channel": "AGENT", "agent_id": "AG00042",
-           "verified_by": "FACE_MATCH", "registered_at": at}
+    row = {
+        "event_id": eid,
+        "line_id": line,
+        "doc_type": "RESIDENT_ID",
+        "doc_number": CANARY_NUMBER,
+        "name": CANARY_NAME,
+        "address": CANARY_ADDRESS,
+        "channel": "AGENT",
+        "agent_id": "AG00042",
+        "verified_by": "FACE_MATCH",
+        "registered_at": at,
+    }
     row.update(fields)
     return row
 
@@ -66,40 +80,63 @@ def window(records, index, seen, keyset, policy):
 
     for i, r in enumerate(records):
         r["message_id"] = r["message_id"] or f"m{i}"
-    return process_window(messages_table(records), index, seen, tokenizer=Tokenizer(keyset), vault=Vault(keyset),
-                          policy=policy, as_of=AS_OF, ctx=CTX, salt=SALT, source="projects/p/subscriptions/s")
+    return process_window(
+        messages_table(records),
+        index,
+        seen,
+        tokenizer=Tokenizer(keyset),
+        vault=Vault(keyset),
+        policy=policy,
+        as_of=AS_OF,
+        ctx=CTX,
+        salt=SALT,
+        source="projects/p/subscriptions/s",
+    )
 
 
 def test_one_window_sorts_every_message_into_exactly_one_outcome(keyset, policy):
     index, base_dead = LineIndex.from_raw(raw_table(base_rows()), policy, AS_OF, CTX, SALT)
     assert index.lines.num_rows == 4 and base_dead.num_rows == 0
     records = [
-        message(event("E1", "L1", "2026-11-30T10:00:00")),                  # applied
-        message(event("E1", "L1", "2026-11-30T10:00:00"), mid="again"),     # redelivered: duplicate
-        message(event("E2", "L1", "2026-11-30T09:00:00")),                  # older than E1: superseded
-        message(event("E3", "L2", "2026-11-30T11:00:00+08:00")),            # applied (03:00 UTC)
-        message(event("E4", "LT", "2026-11-30T10:00:00")),                  # LINE_TERMINATED
-        message(event("E5", "NOPE", "2026-11-30T10:00:00")),                # UNKNOWN_LINE
-        message(event("E6", "L3", "2026-11-30T10:00:00", name="未知")),      # the policy: NAME_PLACEHOLDER
-        message(event("E7", "L3", "2026-11-30T10:00:00"), data=b"{not json"),                     # MESSAGE_MALFORMED
-        message(event("E8", "L3", "2026-11-30T10:00:00"), attrs={"line_id": "L3"}),               # ATTRIBUTE_MISSING
+        message(event("E1", "L1", "2026-11-30T10:00:00")),  # applied
+        message(event("E1", "L1", "2026-11-30T10:00:00"), mid="again"),  # redelivered: duplicate
+        message(event("E2", "L1", "2026-11-30T09:00:00")),  # older than E1: superseded
+        message(event("E3", "L2", "2026-11-30T11:00:00+08:00")),  # applied (03:00 UTC)
+        message(event("E4", "LT", "2026-11-30T10:00:00")),  # LINE_TERMINATED
+        message(event("E5", "NOPE", "2026-11-30T10:00:00")),  # UNKNOWN_LINE
+        message(event("E6", "L3", "2026-11-30T10:00:00", name="未知")),  # the policy: NAME_PLACEHOLDER
+        message(event("E7", "L3", "2026-11-30T10:00:00"), data=b"{not json"),  # MESSAGE_MALFORMED
+        message(event("E8", "L3", "2026-11-30T10:00:00"), attrs={"line_id": "L3"}),  # ATTRIBUTE_MISSING
         message(event("E9", "L3", "2026-11-30T10:00:00"), attrs={"event_id": "E9", "line_id": "L1"}),  # MISMATCH
-        message(event("E10", "L3", "2026-11-30T10:00:00"), data=b"x" * (1 << 20)),                # MESSAGE_TOO_LARGE
-        message(event("E11", "L3", "2026-11-30T10:00:00", registered_at="yesterday")),            # BAD_TIMESTAMP
-        message(event("E12", "L3", "2026-11-30T10:00:00", channel="PIGEON")),                     # BAD_ENUM
+        message(event("E10", "L3", "2026-11-30T10:00:00"), data=b"x" * (1 << 20)),  # MESSAGE_TOO_LARGE
+        message(event("E11", "L3", "2026-11-30T10:00:00", registered_at="yesterday")),  # BAD_TIMESTAMP
+        message(event("E12", "L3", "2026-11-30T10:00:00", channel="PIGEON")),  # BAD_ENUM
     ]
     result = window(records, index, SeenKeys(), keyset, policy)
-    expected_dead = {"LINE_TERMINATED": ["E4"], "UNKNOWN_LINE": ["E5"], "NAME_PLACEHOLDER": ["E6"],
-                     "MESSAGE_MALFORMED": ["E7"], "ATTRIBUTE_MISSING": ["E8"], "ATTRIBUTE_MISMATCH": ["E9"],
-                     "MESSAGE_TOO_LARGE": ["E10"], "BAD_TIMESTAMP": ["E11"], "BAD_ENUM": ["E12"]}
+    expected_dead = {
+        "LINE_TERMINATED": ["E4"],
+        "UNKNOWN_LINE": ["E5"],
+        "NAME_PLACEHOLDER": ["E6"],
+        "MESSAGE_MALFORMED": ["E7"],
+        "ATTRIBUTE_MISSING": ["E8"],
+        "ATTRIBUTE_MISMATCH": ["E9"],
+        "MESSAGE_TOO_LARGE": ["E10"],
+        "BAD_TIMESTAMP": ["E11"],
+        "BAD_ENUM": ["E12"],
+    }
     dead = result.dead_letter.to_pylist()
     got = {}
     for row in dead:
         got.setdefault(row["reason"], []).append(row["event_id"])
     expected_dead["ATTRIBUTE_MISSING"] = [None]  # no event_id attribute: the dead letter cannot name it
     assert got == expected_dead
-    assert result.counts == {"messages_in": 13, "applied": 2, "superseded": 1, "duplicates": 1,
-                             "dead_letters": {k: len(v) for k, v in sorted(expected_dead.items())}}
+    assert result.counts == {
+        "messages_in": 13,
+        "applied": 2,
+        "superseded": 1,
+        "duplicates": 1,
+        "dead_letters": {k: len(v) for k, v in sorted(expected_dead.items())},
+    }
     assert balanced(result.counts)
     delta = {r["line_id"]: r for r in result.delta.to_pylist()}
     assert sorted(delta) == ["L1", "L2"]
@@ -107,8 +144,12 @@ def test_one_window_sorts_every_message_into_exactly_one_outcome(keyset, policy)
     assert delta["L2"]["registered_at"] == dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.timezone.utc)
     assert delta["L1"]["identity_status"] == "COMPLETE" and delta["L1"]["name_mask"] == "金**"
     assert delta["L1"]["registration_agent_id"] == "AG00042" and delta["L1"]["agent_id"] == "AG00001"
-    assert result.counters == {"registrations": 2, "by_region": {"110105": 2}, "by_channel": {"AGENT": 2},
-                               "by_agent": {"AG00042": 2}}
+    assert result.counters == {
+        "registrations": 2,
+        "by_region": {"110105": 2},
+        "by_channel": {"AGENT": 2},
+        "by_agent": {"AG00042": 2},
+    }
     # the vault holds the two lines' four values each; nothing else carries them
     assert sorted(set(result.vault_values.column("line_id").to_pylist())) == ["L1", "L2"]
     assert result.vault_values.num_rows == 8
@@ -127,20 +168,23 @@ def test_the_vectorised_body_parse_matches_the_line_parser():
     from transforms.merge.messages import flat_json, parse_bodies
 
     plain = [json.dumps(event(f"E{i}", f"L{i}", "2026-11-30T10:00:00"), ensure_ascii=False).encode() for i in range(4)]
-    escaped = json.dumps(event("E8", "L8", "2026-11-30T10:00:00", extra="x")).encode()  # \uXXXX escapes, a key the contract ignores
+    escaped = json.dumps(
+        event("E8", "L8", "2026-11-30T10:00:00", extra="x")
+    ).encode()  # \uXXXX escapes, a key the contract ignores
     tricky = [
-        b'{"event_id":"E20","line_id":"L1","x":{"y":1}}',     # nested: not flat, per line (a key the contract ignores)
-        b'{"event_id":"E21","line_id":"L1","x":-Inf}',        # RapidJSON reads -Inf, json.loads does not: MALFORMED
-        b'{"event_id":"E22",\n"line_id":"L1"}',              # a newline: per line
-        b'{"event_id":"E23","line_id":"L1"} null',            # two documents: MALFORMED
-        b"{not json",                                         # MALFORMED
+        b'{"event_id":"E20","line_id":"L1","x":{"y":1}}',  # nested: not flat, per line (a key the contract ignores)
+        b'{"event_id":"E21","line_id":"L1","x":-Inf}',  # RapidJSON reads -Inf, json.loads does not: MALFORMED
+        b'{"event_id":"E22",\n"line_id":"L1"}',  # a newline: per line
+        b'{"event_id":"E23","line_id":"L1"} null',  # two documents: MALFORMED
+        b"{not json",  # MALFORMED
         b'{"event_id":"E24","line_id":"L1","name":"' + b"a" * 5000 + b'"}',  # over the field limit
     ]
-    number = b'{"event_id":"E25","line_id":7}'                 # a number as contract text: pyarrow refuses the batch
+    number = b'{"event_id":"E25","line_id":7}'  # a number as contract text: pyarrow refuses the batch
     unsafe = b'{"event_id":"E26","line_id":"L1","x":NaN}'
 
     assert flat_json(pa.array(plain + [escaped, number, unsafe] + tricky, pa.binary())).tolist() == (
-        [True] * 6 + [False] * 7)
+        [True] * 6 + [False] * 7
+    )
 
     def both(bodies):
         rows = np.arange(len(bodies), dtype=np.int64) * 3 + 1
@@ -148,14 +192,26 @@ def test_the_vectorised_body_parse_matches_the_line_parser():
         slow = parse_json_lines(list(zip(rows.tolist(), bodies)), "", 4096)
         assert fast[0].to_pydict() == slow[0].to_pydict()
         assert [(b.source_row, b.field, b.detail, b.key) for b in fast[1]] == [
-            (b.source_row, b.field, b.detail, b.key) for b in slow[1]]
+            (b.source_row, b.field, b.detail, b.key) for b in slow[1]
+        ]
         return fast
 
     raw, bad = both(plain + [escaped])  # all flat: the vectorised pass alone
     assert raw.column("event_id").to_pylist() == ["E0", "E1", "E2", "E3", "E8"] and bad == []
     assert raw.column("name").to_pylist() == [CANARY_NAME] * 5
-    mixed = [plain[0], tricky[0], plain[1], tricky[1], tricky[2], plain[2], tricky[3], tricky[4], unsafe, tricky[5],
-             escaped]
+    mixed = [
+        plain[0],
+        tricky[0],
+        plain[1],
+        tricky[1],
+        tricky[2],
+        plain[2],
+        tricky[3],
+        tricky[4],
+        unsafe,
+        tricky[5],
+        escaped,
+    ]
     raw, bad = both(mixed)
     assert raw.column("event_id").to_pylist() == ["E0", "E20", "E1", "E22", "E2", "E26", "E8"]
     assert raw.column("_src_row").to_pylist() == [1, 4, 7, 13, 16, 25, 31]  # in message order
@@ -171,14 +227,24 @@ def test_duplicates_and_older_events_across_windows(keyset, policy):
     seen = SeenKeys()
     first = window([message(event("E1", "L1", "2026-11-30T10:00:00"))], index, seen, keyset, policy)
     seen.add(first.new_keys)
-    second = window([message(event("E1", "L1", "2026-11-30T10:00:00"), mid="redelivered"),  # duplicate
-                     message(event("E0", "L1", "2026-11-30T08:00:00")),                     # older than window 1
-                     message(event("E9", "L1", "2026-11-30T10:00:00")),                     # same time, larger id
-                     message(event("E1b", "L2", "2026-11-30T10:00:00"))], index, seen, keyset, policy)
+    second = window(
+        [
+            message(event("E1", "L1", "2026-11-30T10:00:00"), mid="redelivered"),  # duplicate
+            message(event("E0", "L1", "2026-11-30T08:00:00")),  # older than window 1
+            message(event("E9", "L1", "2026-11-30T10:00:00")),  # same time, larger id
+            message(event("E1b", "L2", "2026-11-30T10:00:00")),
+        ],
+        index,
+        seen,
+        keyset,
+        policy,
+    )
     assert first.counts["applied"] == 1
     assert second.counts == {"messages_in": 4, "applied": 2, "superseded": 1, "duplicates": 1, "dead_letters": {}}
     assert sorted((r["line_id"], r["registration_event_id"]) for r in second.delta.to_pylist()) == [
-        ("L1", "E9"), ("L2", "E1b")]
+        ("L1", "E9"),
+        ("L2", "E1b"),
+    ]
     opened = Vault(keyset).open(second.vault_keys, second.vault_values, "L1")
     assert opened["name"] == CANARY_NAME and opened["doc_number"] == CANARY_NUMBER
 
@@ -186,21 +252,41 @@ def test_duplicates_and_older_events_across_windows(keyset, policy):
 def test_fold_takes_the_latest_registration_per_line(keyset, policy):
     index, _ = LineIndex.from_raw(raw_table(base_rows()), policy, AS_OF, CTX, SALT)
     seen = SeenKeys()
-    w1 = window([message(event("E1", "L1", "2026-11-30T10:00:00")),
-                 message(event("E2", "L2", "2026-11-30T10:00:00"))], index, seen, keyset, policy)
+    w1 = window(
+        [message(event("E1", "L1", "2026-11-30T10:00:00")), message(event("E2", "L2", "2026-11-30T10:00:00"))],
+        index,
+        seen,
+        keyset,
+        policy,
+    )
     seen.add(w1.new_keys)
     w2 = window([message(event("E3", "L1", "2026-11-30T11:00:00", name="王五"))], index, seen, keyset, policy)
     from transforms.merge.bucket import merge_bucket
     from transforms.crypto.tokenize import Tokenizer
     from transforms.crypto.vault import Vault
 
-    base = merge_bucket(raw_table(base_rows()), "raw", None, None, None, tokenizer=Tokenizer(keyset),
-                        vault=Vault(keyset), policy=policy, as_of=AS_OF, ctx=CTX, salt=SALT)
+    base = merge_bucket(
+        raw_table(base_rows()),
+        "raw",
+        None,
+        None,
+        None,
+        tokenizer=Tokenizer(keyset),
+        vault=Vault(keyset),
+        policy=policy,
+        as_of=AS_OF,
+        ctx=CTX,
+        salt=SALT,
+    )
     tag = lambda t, i: t.append_column("_window", pa.array([i] * t.num_rows, pa.int64()))  # noqa: E731
     merged, keys, values, counts = fold_deltas(
-        base.base, base.vault_keys, base.vault_values, pa.concat_tables([tag(w1.delta, 0), tag(w2.delta, 1)]),
+        base.base,
+        base.vault_keys,
+        base.vault_values,
+        pa.concat_tables([tag(w1.delta, 0), tag(w2.delta, 1)]),
         pa.concat_tables([tag(w1.vault_keys, 0), tag(w2.vault_keys, 1)]),
-        pa.concat_tables([tag(w1.vault_values, 0), tag(w2.vault_values, 1)]))
+        pa.concat_tables([tag(w1.vault_values, 0), tag(w2.vault_values, 1)]),
+    )
     rows = {r["line_id"]: r for r in merged.to_pylist()}
     assert [rows[k]["registration_event_id"] for k in ("L1", "L2", "L3", "LT")] == ["E3", "E2", None, None]
     assert counts == {"delta_rows": 3, "lines_registered": 2, "superseded_or_unknown": 1, "lines_out": 4}
@@ -214,8 +300,12 @@ def test_landing_zone_is_encrypted_and_bound_to_its_name(tmp_path, keyset):
     from pipelines.io.landing import LandingError, LandingZone
 
     zone = LandingZone(str(tmp_path / "landing"), keyset)
-    table = messages_table([message(event("E1", "L1", "2026-11-30T10:00:00"), mid="m1"),
-                            message(event("E2", "L1", "2026-11-30T10:00:00"), mid="m2", data=b"y" * 300_000)])
+    table = messages_table(
+        [
+            message(event("E1", "L1", "2026-11-30T10:00:00"), mid="m1"),
+            message(event("E2", "L1", "2026-11-30T10:00:00"), mid="m2", data=b"y" * 300_000),
+        ]
+    )
     name = zone.land(table)
     assert zone.pending() == [name]
     back = zone.read(name)
@@ -264,17 +354,21 @@ def test_merge_stream_windows_on_the_local_runner(tmp_path, keyset):
             acc["counts"].append(counts)
             acc["lines"] += [(x["line_id"], x["registration_event_id"]) for x in r["delta"].to_pylist()]
         assert sorted(by_window) == [0, 10], by_window
-        total = lambda w, k: sum(c[k] if k != "dead" else sum(c["dead_letters"].values())  # noqa: E731
-                                 for c in by_window[w]["counts"])
+
+        def total(w, k):
+            return sum(c[k] if k != "dead" else sum(c["dead_letters"].values()) for c in by_window[w]["counts"])
+
         assert [total(0, k) for k in ("messages_in", "applied", "duplicates", "dead")] == [2, 1, 0, 1]
         assert [total(10, k) for k in ("messages_in", "applied", "duplicates", "dead")] == [3, 1, 1, 1]
         assert by_window[0]["lines"] == [("L1", "E1")] and by_window[10]["lines"] == [("L2", "E3")]
 
     with BeamTestPipeline(runner=RUNNER) as p:
-        out = (p
-               | beam.Create(records)
-               | beam.MapTuple(lambda r, t: beam.window.TimestampedValue(r, t))
-               | MergeStreamWindows(_loader, keys_path, load_policy(None), AS_OF, CTX, 10))
+        out = (
+            p
+            | beam.Create(records)
+            | beam.MapTuple(lambda r, t: beam.window.TimestampedValue(r, t))
+            | MergeStreamWindows(_loader, keys_path, load_policy(None), AS_OF, CTX, 10)
+        )
         assert_that(out, check)
 
 
@@ -288,8 +382,13 @@ def test_window_folder_round_trip(tmp_path, keyset, policy):
     zone = LandingZone(str(tmp_path / "landing"), keyset)
     landed = zone.land(messages_table([message(event("E1", "L1", "2026-11-30T10:00:00"), mid="m0")]))
     times = pa.array([None], pa.timestamp("us", tz="UTC"))
-    write_window(str(tmp_path / "deltas"), "w-000001", result, times,
-                 {"seq": 1, "landed_files": [landed], "counts": result.counts})
+    write_window(
+        str(tmp_path / "deltas"),
+        "w-000001",
+        result,
+        times,
+        {"seq": 1, "landed_files": [landed], "counts": result.counts},
+    )
     os.makedirs(tmp_path / "deltas" / ".tmp-w-000002-dead")
     state = recover(str(tmp_path), zone)
     assert state["next_seq"] == 2 and state["windows"] == 1 and state["removed_landed"] == 1

@@ -1,6 +1,7 @@
 """`backfill merge --streaming` builds a Dataflow streaming job offline, as tests/test_dataflow_dry_run.py does
 for the batch pipelines: ReadFromPubSub with id_label, the shared window core, no key or identity in the graph,
 and a launcher that reads nothing (the base is read in the DoFn's setup on the workers, Beam issue 21103)."""
+
 from __future__ import annotations
 
 import base64
@@ -24,7 +25,7 @@ def _payloads(blob: bytes) -> list[bytes]:
         for start in range(4):  # the field's length byte may itself look like base64
             packed = run[start:]
             try:
-                packed = base64.b64decode(packed[:len(packed) - len(packed) % 4])
+                packed = base64.b64decode(packed[: len(packed) - len(packed) % 4])
             except ValueError:
                 continue
             for make in (bz2.BZ2Decompressor, zlib.decompressobj):
@@ -39,14 +40,37 @@ def _payloads(blob: bytes) -> list[bytes]:
     return found
 
 
-def test_streaming_merge_builds_a_dataflow_streaming_job(site):  # noqa: F811
-    job = dry_run(site["tmp"], "merge", [
-        "--streaming", "--subscription", "projects/demo-project/subscriptions/registrations",
-        "--base", f"{BUCKET}/base/base.parquet", "--keys", site["keys"], "--out", f"{BUCKET}/stream",
-        "--window-seconds", "30", "--as-of", "2026-12-01"])
+def test_streaming_merge_builds_a_dataflow_streaming_job(site):
+    job = dry_run(
+        site["tmp"],
+        "merge",
+        [
+            "--streaming",
+            "--subscription",
+            "projects/demo-project/subscriptions/registrations",
+            "--base",
+            f"{BUCKET}/base/base.parquet",
+            "--keys",
+            site["keys"],
+            "--out",
+            f"{BUCKET}/stream",
+            "--window-seconds",
+            "30",
+            "--as-of",
+            "2026-12-01",
+        ],
+    )
     names = transform_names(job)
-    for step in ("ReadFromPubSub", "MergeStreamWindows", "KeyByEventId", "DedupByEventId", "Window",
-                 "BatchPerWindow", "ProcessWindow", "WriteWindows"):
+    for step in (
+        "ReadFromPubSub",
+        "MergeStreamWindows",
+        "KeyByEventId",
+        "DedupByEventId",
+        "Window",
+        "BatchPerWindow",
+        "ProcessWindow",
+        "WriteWindows",
+    ):
         assert step in names, step
     assert job["options"]["streaming"] is True
     assert job["gcs_client_used"] is False  # the launcher reads nothing: the base is read on the workers

@@ -1,4 +1,5 @@
 """BuildNotificationJobs in a real pipeline (FnApiRunner): every output, the counts and the counters."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,8 +19,11 @@ from transforms.notify.jobs import job_ids
 
 FIRST = dt.date(2026, 12, 1)
 ROWS = [line(f"M{i:02d}", f"138001380{i:02d}", region="110105" if i % 2 else "310115") for i in range(12)] + [
-    line("F1", "01065529988", "FIXED"), line("F2", "1065529988", "FIXED", region="310115"),
-    line("X1", "123", "MOBILE"), line("C1", "13800138999", needs=False, status="COMPLETE")]
+    line("F1", "01065529988", "FIXED"),
+    line("F2", "1065529988", "FIXED", region="310115"),
+    line("X1", "123", "MOBILE"),
+    line("C1", "13800138999", needs=False, status="COMPLETE"),
+]
 
 
 def rows_of(tables):
@@ -30,6 +34,7 @@ def line_channels(expected):
     def check(tables):
         got = sorted((r["line_id"], r["channel"]) for r in rows_of(tables))
         assert got == sorted(expected), got
+
     return check
 
 
@@ -42,6 +47,7 @@ def spill_by_job_id(cap):
             assert r["encoding"] == "UCS2" and r["text"].startswith("【某某通信】") and len(r["text"]) <= 70
             assert r["segments"] == 1 and r["units"] == len(r["text"]) and abs(r["cost"] - 0.05) < 1e-12
         assert all(r["msisdn_masked"][3:-4].strip("*") == "" for r in rows)
+
     return check
 
 
@@ -50,6 +56,7 @@ def announcements(expected):
         got = sorted((r["region"], r["count"], r["unreachable"]) for r in rows_of(tables))
         assert got == sorted(expected), got
         assert all(str(r["count"]) in r["text"] and r["region"] in r["text"] for r in rows_of(tables))
+
     return check
 
 
@@ -60,6 +67,7 @@ def counts_are(targeted, outcomes, jobs):
         assert {k: v for k, v in counts["plan"]["outcomes"].items() if v} == outcomes
         assert counts["jobs"] == jobs, counts["jobs"]
         assert counts["segments"] == jobs.get("sms", 0)  # the test template fits one part
+
     return check
 
 
@@ -67,17 +75,22 @@ def test_composite_without_history_plans_every_channel():
     campaign = make_campaign(daily_cap={"sms": 5, "call": 5, "announcement": 5})
     p = BeamTestPipeline(runner=RUNNER)
     lines = p | "Lines" >> beam.Create([classified_table(ROWS[:8]), classified_table(ROWS[8:])]).with_output_types(
-        pa.Table)
+        pa.Table
+    )
     out = {"lines": lines} | "Build" >> BuildNotificationJobs(campaign, 1, FIRST)
     expected_lines = [(f"M{i:02d}", "sms") for i in range(12)] + [("F1", "call"), ("F2", "call")]
     assert_that(out.sms, line_channels([x for x in expected_lines if x[1] == "sms"]), label="assert:sms")
     assert_that(out.sms, spill_by_job_id(5), label="assert:sms_spill")
     assert_that(out.call, line_channels([("F1", "call"), ("F2", "call")]), label="assert:call")
     assert_that(out.announcement, announcements([("110105", 8, 1), ("310115", 7, 0)]), label="assert:announcement")
-    assert_that(out.counts, counts_are(15, {"sms": 12, "call": 2, "invalid_number": 1},
-                                       {"sms": 12, "call": 2, "announcement": 2}), label="assert:counts")
+    assert_that(
+        out.counts,
+        counts_are(15, {"sms": 12, "call": 2, "invalid_number": 1}, {"sms": 12, "call": 2, "announcement": 2}),
+        label="assert:counts",
+    )
     result = p.run()
     result.wait_until_finish()
+
     def counted(name):
         found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE).with_name(name))["counters"]
         return sum(c.committed for c in found)
@@ -89,20 +102,42 @@ def test_composite_without_history_plans_every_channel():
 def test_composite_with_history_and_registered_shuffles_by_line():
     campaign = make_campaign(daily_cap={"sms": 4, "call": 4, "announcement": 4})
     history = history_table(
-        [{"job_id": f"h{i}", "line_id": f"M{i:02d}", "channel": "sms", "campaign_id": "rn-test", "wave": 1,
-          "send_day": FIRST} for i in range(3)]  # already sent, and they fill 3 of day 1's 4 SMS
-        + [{"job_id": job_ids("rn-test", 1, "announcement", pa.array(["310115"]))[0][0].as_py(), "line_id": None, "region": "310115", "channel": "announcement", "campaign_id": "rn-test",
-            "wave": 1, "send_day": FIRST}])
+        [
+            {
+                "job_id": f"h{i}",
+                "line_id": f"M{i:02d}",
+                "channel": "sms",
+                "campaign_id": "rn-test",
+                "wave": 1,
+                "send_day": FIRST,
+            }
+            for i in range(3)
+        ]  # already sent, and they fill 3 of day 1's 4 SMS
+        + [
+            {
+                "job_id": job_ids("rn-test", 1, "announcement", pa.array(["310115"]))[0][0].as_py(),
+                "line_id": None,
+                "region": "310115",
+                "channel": "announcement",
+                "campaign_id": "rn-test",
+                "wave": 1,
+                "send_day": FIRST,
+            }
+        ]
+    )
     p = BeamTestPipeline(runner=RUNNER)
     inputs = {
         "lines": p | "Lines" >> beam.Create([classified_table(ROWS)]).with_output_types(pa.Table),
-        "registered": p | "Registered" >> beam.Create([pa.table({
-            "line_id": ["M03", "M04", "F1"], "identity_status": ["COMPLETE", "INVALID", "COMPLETE"]})]
+        "registered": p
+        | "Registered"
+        >> beam.Create(
+            [pa.table({"line_id": ["M03", "M04", "F1"], "identity_status": ["COMPLETE", "INVALID", "COMPLETE"]})]
         ).with_output_types(pa.Table),
         "history": p | "History" >> beam.Create([history]).with_output_types(pa.Table),
     }
-    out = inputs | "Build" >> BuildNotificationJobs(campaign, 1, FIRST, n_buckets=3,
-                                                    suppressed=pa.array(["13800138011"]))
+    out = inputs | "Build" >> BuildNotificationJobs(
+        campaign, 1, FIRST, n_buckets=3, suppressed=pa.array(["13800138011"])
+    )
 
     def sms_days(tables):
         rows = sorted(rows_of(tables), key=lambda r: r["job_id"])
@@ -113,9 +148,15 @@ def test_composite_with_history_and_registered_shuffles_by_line():
     assert_that(out.call, line_channels([("F2", "call"), ("M11", "call")]), label="assert:call")
     # 310115 was announced already; 110105: 8 targeted - 2 registered, of which X1 unreachable
     assert_that(out.announcement, announcements([("110105", 6, 1)]), label="assert:announcement")
-    assert_that(out.counts, counts_are(15, {"registered": 2, "already_sent": 3, "sms": 7, "call": 2,
-                                            "invalid_number": 1}, {"sms": 7, "call": 2, "announcement": 1}),
-                label="assert:counts")
+    assert_that(
+        out.counts,
+        counts_are(
+            15,
+            {"registered": 2, "already_sent": 3, "sms": 7, "call": 2, "invalid_number": 1},
+            {"sms": 7, "call": 2, "announcement": 1},
+        ),
+        label="assert:counts",
+    )
     p.run().wait_until_finish()
 
 
@@ -134,4 +175,5 @@ def test_summary_of_jobs_by_channel_region_and_day():
             assert {k.split("|")[2] for k in sms} == {"2026-12-01", "2026-12-02", "2026-12-03"}
             assert len(s["samples"]["sms"]) == 2 and "****" in s["samples"]["sms"][0]["msisdn_masked"]
             assert s["samples"]["sms"][0]["job_id"] < s["samples"]["sms"][1]["job_id"]
+
         assert_that(summary, check, label="assert:summary")

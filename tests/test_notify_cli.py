@@ -1,9 +1,9 @@
 """`backfill notify` as a user runs it: files, re-runs, dry run, receipts and fallback, bad input."""
+
 from __future__ import annotations
 
 import csv
 import glob
-import io
 import json
 import os
 import subprocess
@@ -33,8 +33,9 @@ def notify(*args, check=True, module=False):
 
 
 def plan(scan_out, out, *extra, wave="1", campaign=EXAMPLE, **kw):
-    return notify("--classified", scan_out, "--campaign", campaign, "--wave", wave, "--out", out, "--as-of", AS_OF,
-                  *extra, **kw)
+    return notify(
+        "--classified", scan_out, "--campaign", campaign, "--wave", wave, "--out", out, "--as-of", AS_OF, *extra, **kw
+    )
 
 
 def avro_rows(out, channel):
@@ -58,11 +59,22 @@ def tree(folder) -> dict:
 def scanned(tmp_path_factory):
     """A small base with canary identity values, scanned."""
     folder = tmp_path_factory.mktemp("notify_cli")
-    rows = [person(line_id=f"L{i:03d}", msisdn=f"1380013{i:04d}", region=["110105", "310115", "440305"][i % 3],
-                   doc_type="" if i % 2 else "RESIDENT_ID", name=CANARY_NAME, doc_number=CANARY_NUMBER,
-                   address=CANARY_ADDRESS) for i in range(60)]
-    rows += [person(line_id=f"F{i:02d}", msisdn=f"+86 10 6552 99{i:02d}", line_type="FIXED", doc_type="",
-                    region="110105") for i in range(6)]
+    rows = [
+        person(
+            line_id=f"L{i:03d}",
+            msisdn=f"1380013{i:04d}",
+            region=["110105", "310115", "440305"][i % 3],
+            doc_type="" if i % 2 else "RESIDENT_ID",
+            name=CANARY_NAME,
+            doc_number=CANARY_NUMBER,
+            address=CANARY_ADDRESS,
+        )
+        for i in range(60)
+    ]
+    rows += [
+        person(line_id=f"F{i:02d}", msisdn=f"+86 10 6552 99{i:02d}", line_type="FIXED", doc_type="", region="110105")
+        for i in range(6)
+    ]
     rows += [person(line_id="BAD1", msisdn="12345", doc_type=""), person(line_id="DONE1")]
     base = folder / "base.csv"
     names = field_names("subscriber_base")
@@ -72,8 +84,12 @@ def scanned(tmp_path_factory):
         for r in rows:
             writer.writerow({k: r.get(k, "") for k in names})
     scan_out = str(folder / "scan")
-    subprocess.run([BACKFILL, "scan", "--base", str(base), "--out", scan_out, "--as-of", AS_OF], check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [BACKFILL, "scan", "--base", str(base), "--out", scan_out, "--as-of", AS_OF],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return scan_out
 
 
@@ -90,19 +106,29 @@ def test_wave_to_files(scanned, wave1):
     counts = manifest["counts"]
     sms, call, ann = avro_rows(out, "sms"), avro_rows(out, "call"), avro_rows(out, "announcement")
     assert counts["balanced"] and counts["targeted"] == 37  # 30 MOBILE without doc_type + 6 FIXED + BAD1
-    assert counts["jobs"] == {"sms": 30, "call": 6, "announcement": 3} == {
-        "sms": len(sms), "call": len(call), "announcement": len(ann)}
+    assert (
+        counts["jobs"]
+        == {"sms": 30, "call": 6, "announcement": 3}
+        == {"sms": len(sms), "call": len(call), "announcement": len(ann)}
+    )
     assert counts["outcomes"]["invalid_number"] == 1 and counts["handed_over"] == counts["jobs"]
     assert sorted((r["region"], r["count"], r["unreachable"]) for r in ann) == [
-        ("110105", 17, 1), ("310115", 10, 0), ("440305", 10, 0)]
+        ("110105", 17, 1),
+        ("310115", 10, 0),
+        ("440305", 10, 0),
+    ]
     assert {r["msisdn"] for r in call} == {f"010655299{i:02d}" for i in range(6)}  # trunk 0 restored
     assert all(r["msisdn_masked"] == r["msisdn"][:3] + "****" + r["msisdn"][-4:] for r in sms)
-    assert all(r["text"].startswith("【某某通信】") and r["msisdn_masked"] in r["text"] and r["msisdn"] not in r["text"]
-               for r in sms)
+    assert all(
+        r["text"].startswith("【某某通信】") and r["msisdn_masked"] in r["text"] and r["msisdn"] not in r["text"]
+        for r in sms
+    )
     assert all(r["segments"] == 2 and abs(r["cost"] - 0.09) < 1e-12 for r in sms)
     assert len({r["job_id"] for r in sms + call + ann}) == 39
     history = pq.read_table(os.path.join(out, "history", "jobs"))
-    assert history.num_rows == 39 and set(history.column("job_id").to_pylist()) == {r["job_id"] for r in sms + call + ann}
+    assert history.num_rows == 39 and set(history.column("job_id").to_pylist()) == {
+        r["job_id"] for r in sms + call + ann
+    }
     assert not os.path.exists(os.path.join(out, "_tmp"))
     assert manifest["runner"] == "FnApiRunner" and manifest["campaign"]["sha256"]
     assert "handed over 39 job(s)" in proc.stdout and "balanced" in proc.stdout
@@ -128,7 +154,9 @@ def test_rerun_same_folder_emits_nothing_new(scanned, wave1, tmp_path):
     proc = plan(scanned, again)
     manifest = json.load(open(os.path.join(again, "manifest.json")))
     assert manifest["counts"]["jobs"] == {"sms": 0, "call": 0, "announcement": 0}
-    assert manifest["counts"]["outcomes"]["already_sent"] == 36 and manifest["counts"]["announcements_already_sent"] == 3
+    assert (
+        manifest["counts"]["outcomes"]["already_sent"] == 36 and manifest["counts"]["announcements_already_sent"] == 3
+    )
     assert tree(os.path.join(again, "jobs")) == before and len(os.listdir(os.path.join(again, "runs"))) == 2
     assert "handed over 0 job(s)" in proc.stdout
 
@@ -139,10 +167,13 @@ def test_rerun_new_folder_emits_the_same_ids_and_files(scanned, wave1, tmp_path)
     plan(scanned, fresh, module=True)
     for channel in ("sms", "call", "announcement"):
         assert sorted(os.listdir(os.path.join(fresh, "jobs", channel))) == sorted(
-            os.listdir(os.path.join(out, "jobs", channel)))
+            os.listdir(os.path.join(out, "jobs", channel))
+        )
         for name in os.listdir(os.path.join(fresh, "jobs", channel)):
-            assert open(os.path.join(fresh, "jobs", channel, name), "rb").read() == open(
-                os.path.join(out, "jobs", channel, name), "rb").read()
+            assert (
+                open(os.path.join(fresh, "jobs", channel, name), "rb").read()
+                == open(os.path.join(out, "jobs", channel, name), "rb").read()
+            )
 
 
 def test_dry_run_writes_and_sends_nothing(scanned, wave1, tmp_path):
@@ -189,8 +220,10 @@ def test_receipts_and_fallback_in_the_next_wave(scanned, tmp_path):
 def test_registered_and_suppressed_lines(scanned, tmp_path):
     merged = tmp_path / "merge" / "base" / "region=110105"
     merged.mkdir(parents=True)
-    pq.write_table(pa.table({"line_id": ["L001", "L003", "L005"], "identity_status": ["COMPLETE", "COMPLETE", "INVALID"]}),
-                   merged / "part-0.parquet")
+    pq.write_table(
+        pa.table({"line_id": ["L001", "L003", "L005"], "identity_status": ["COMPLETE", "COMPLETE", "INVALID"]}),
+        merged / "part-0.parquet",
+    )
     (tmp_path / "dnd.txt").write_text("# do not SMS\n+86 138-0013-0007\n\n13800130009  # asked twice\n")
     out = str(tmp_path / "out")
     plan(scanned, out, "--registered", str(tmp_path / "merge"), "--suppress", str(tmp_path / "dnd.txt"))
@@ -223,12 +256,20 @@ def test_bad_input_is_one_line_and_writes_nothing(scanned, tmp_path):
     pq.write_table(pa.table({"line_id": ["a"], "colour": ["red"]}), other / "x.parquet")
     one_line_error(plan(str(tmp_path / "other"), out, check=False), "not a scan output", "msisdn")
     empty = write_classified(tmp_path / "empty", [line("x")])
-    pq.write_table(pq.read_table(os.path.join(empty, "classified")).slice(0, 0),
-                   os.path.join(empty, "classified", "part-00000-of-00001.parquet"))
+    pq.write_table(
+        pq.read_table(os.path.join(empty, "classified")).slice(0, 0),
+        os.path.join(empty, "classified", "part-00000-of-00001.parquet"),
+    )
     one_line_error(plan(empty, out, check=False), "holds no lines")
     one_line_error(plan(scanned, out, wave="9", check=False), "--wave 9 is not defined (waves: 1, 2)")
-    bad = write_campaign(tmp_path / "fee.yaml", templates={"sms": {"zh-CN": "免费办理，另收取费用"}, "call": {"zh-CN": "免费"},
-                                                           "announcement": {"zh-CN": "免费"}})
+    bad = write_campaign(
+        tmp_path / "fee.yaml",
+        templates={
+            "sms": {"zh-CN": "免费办理，另收取费用"},
+            "call": {"zh-CN": "免费"},
+            "announcement": {"zh-CN": "免费"},
+        },
+    )
     one_line_error(plan(scanned, out, campaign=bad, check=False), "templates.sms.zh-CN", "Art. 23")
     one_line_error(notify("--classified", scanned, "--wave", "1", "--out", out, check=False), "--campaign is required")
     one_line_error(plan(scanned, out, "--topic", "my-topic", check=False), "projects/PROJECT/topics/TOPIC")
@@ -240,4 +281,3 @@ def test_bad_input_is_one_line_and_writes_nothing(scanned, tmp_path):
 def test_cli_lists_notify():
     proc = subprocess.run([BACKFILL, "--help"], capture_output=True, text=True)
     assert "notify" in proc.stdout
-    assert io  # noqa: keeps the import list honest for readers

@@ -1,4 +1,5 @@
 """The vectorised Avro and JSON encoders agree with fastavro and json on every job schema."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,26 +25,33 @@ def sample_rows(channel: str, n: int) -> pa.Table:
     for field in schema:
         t = field.type
         if pa.types.is_string(t):
-            values = [f"{field.name}-{i}-中文\"\\\n" if i % 3 else "" for i in range(n)]
+            values = [f'{field.name}-{i}-中文"\\\n' if i % 3 else "" for i in range(n)]
             if field.nullable:
                 values = [None if i % 4 == 0 else v for i, v in enumerate(values)]
             cols[field.name] = pa.array(values, t)
         elif pa.types.is_integer(t):
-            cols[field.name] = pa.array(rng.integers(-2**31 if t == pa.int32() else -2**62, 2**30, n), t)
+            cols[field.name] = pa.array(rng.integers(-(2**31) if t == pa.int32() else -(2**62), 2**30, n), t)
         elif pa.types.is_floating(t):
             cols[field.name] = pa.array(rng.normal(size=n) * 1e6, t)
         elif pa.types.is_date(t):
-            cols[field.name] = pa.array([dt.date(2026, 12, 1) + dt.timedelta(days=int(d)) for d in rng.integers(-9000, 9000, n)], t)
+            cols[field.name] = pa.array(
+                [dt.date(2026, 12, 1) + dt.timedelta(days=int(d)) for d in rng.integers(-9000, 9000, n)], t
+            )
         else:
-            cols[field.name] = pa.array([dt.datetime(2026, 12, 1, tzinfo=UTC) + dt.timedelta(microseconds=int(u))
-                                         for u in rng.integers(-10**15, 10**15, n)], t)
+            cols[field.name] = pa.array(
+                [
+                    dt.datetime(2026, 12, 1, tzinfo=UTC) + dt.timedelta(microseconds=int(u))
+                    for u in rng.integers(-(10**15), 10**15, n)
+                ],
+                t,
+            )
     return pa.table(cols, schema=schema)
 
 
 def test_varints_match_fastavro():
     from fastavro.io.binary_encoder import BinaryEncoder
 
-    values = np.array([0, -1, 1, 63, -64, 64, 8191, -8192, 2**31, -2**40, 2**62, -2**63, 2**63 - 1])
+    values = np.array([0, -1, 1, 63, -64, 64, 8191, -8192, 2**31, -(2**40), 2**62, -(2**63), 2**63 - 1])
     for value, encoded in zip(values, varints(values).to_pylist()):
         buffer = io.BytesIO()
         BinaryEncoder(buffer).write_long(int(value))

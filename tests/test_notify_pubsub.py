@@ -1,4 +1,5 @@
 """Publishing jobs and pulling receipts against the real Pub/Sub emulator (tests/support/pubsub.py)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -35,8 +36,20 @@ def classified(tmp_path_factory):
 
 
 def plan(classified, out, *extra, check=True):
-    return notify("--classified", classified, "--campaign", EXAMPLE, "--wave", "1", "--out", out,
-                  "--as-of", "2026-11-30", *extra, check=check)
+    return notify(
+        "--classified",
+        classified,
+        "--campaign",
+        EXAMPLE,
+        "--wave",
+        "1",
+        "--out",
+        out,
+        "--as-of",
+        "2026-11-30",
+        *extra,
+        check=check,
+    )
 
 
 def test_publish_jobs_with_attributes(pubsub_emulator, fresh_topic, classified, tmp_path):
@@ -89,8 +102,10 @@ def test_receipts_from_a_subscription(pubsub_emulator, fresh_topic, classified, 
     plan(classified, out)  # to files: the history to record against
     ids = pq.read_table(os.path.join(out, "history", "jobs")).column("job_id").to_pylist()
     receipts_topic, receipts_sub = fresh_topic
-    body = [json.dumps({"job_id": j, "status": "FAILED" if i % 2 else "DELIVERED", "at": "2026-12-01T03:00:00Z"})
-            .encode() for i, j in enumerate(ids[:10])]
+    body = [
+        json.dumps({"job_id": j, "status": "FAILED" if i % 2 else "DELIVERED", "at": "2026-12-01T03:00:00Z"}).encode()
+        for i, j in enumerate(ids[:10])
+    ]
     pubsub_emulator.publish(receipts_topic, body)
     pubsub_emulator.publish(receipts_topic, [b""], job_id=ids[10], status="FAILED", at="2026-12-01T04:00:00Z")
     proc = notify("--receipts-subscription", receipts_sub, "--out", out)
@@ -105,12 +120,21 @@ def test_publish_dofn_builds_its_client_in_setup(pubsub_emulator, fresh_topic, t
     campaign = make_campaign()
     import pyarrow as pa
 
-    jobs = pa.table({"line_id": ["A", "B"], "msisdn": ["13800138000", "13900139000"], "line_type": ["MOBILE"] * 2,
-                     "region": ["110105", None], "channel": ["sms"] * 2, "route": ["PRIMARY"] * 2})
+    jobs = pa.table(
+        {
+            "line_id": ["A", "B"],
+            "msisdn": ["13800138000", "13900139000"],
+            "line_type": ["MOBILE"] * 2,
+            "region": ["110105", None],
+            "channel": ["sms"] * 2,
+            "route": ["PRIMARY"] * 2,
+        }
+    )
     jobs = with_job_ids(jobs, campaign.campaign_id, 1, "sms")
     first = dt.date(2026, 12, 1)
-    table = finish_jobs(jobs, "sms", campaign, 1, Schedule.of(campaign),
-                        day_bounds(keys_of(jobs.column("_key")), 10, {}, first), first)
+    table = finish_jobs(
+        jobs, "sms", campaign, 1, Schedule.of(campaign), day_bounds(keys_of(jobs.column("_key")), 10, {}, first), first
+    )
     fn = PublishFn(topic, str(tmp_path), "run-1", max_messages=10, max_latency=0.01, in_flight=100)
     import pickle
 

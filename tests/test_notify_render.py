@@ -1,9 +1,10 @@
 """SMS rendering: segment counts at the 70/71 and 160/161 boundaries, masks, vectorised templates.
 
-Expected counts are computed here from the rules of domain.md section 4, not
+Expected counts are computed here from the rules of docs/regulation.md §4, not
 taken from the code under test: GSM-7 160 in one part, 153 per part beyond;
 UCS-2 70 and 67; the signature counts with its 【】, which are not GSM-7.
 """
+
 from __future__ import annotations
 
 import math
@@ -93,8 +94,13 @@ def test_rendered_batch_straddles_the_160_161_boundary_without_signature():
 
 def test_vectorised_render_equals_one_by_one():
     constants = {"deadline": "2027年1月31日", "campaign_id": "c1", "wave": "2"}
-    template = Template.compile("{{注意}}号码{msisdn_masked}（{region}）请于{deadline}前办理，活动{campaign_id}-{wave}",
-                                "sms", "zh-CN", constants, head=sign(SIGNATURE))
+    template = Template.compile(
+        "{{注意}}号码{msisdn_masked}（{region}）请于{deadline}前办理，活动{campaign_id}-{wave}",
+        "sms",
+        "zh-CN",
+        constants,
+        head=sign(SIGNATURE),
+    )
     numbers = ["13800138000", "01065529988", "1440075331530"]
     text, units, gsm = _rendered(template, numbers)
     masks = mask_numbers(pa.array(numbers)).to_pylist()

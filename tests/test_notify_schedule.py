@@ -1,4 +1,5 @@
 """Scheduling: allowed hours across midnight and in two time zones, daily caps with spill-over."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -93,19 +94,31 @@ def test_daily_cap_counts_days_already_used():
 
 
 def test_jobs_are_scheduled_inside_allowed_hours_with_caps():
-    campaign = make_campaign(daily_cap={"sms": 10, "call": 10, "announcement": 10}, timezone="America/New_York",
-                             quiet_hours={"start": "20:30", "end": "09:15"})
-    jobs = pa.table({"line_id": [f"L{i:03d}" for i in range(25)], "msisdn": ["13800138000"] * 25,
-                     "line_type": ["MOBILE"] * 25, "region": ["110105"] * 25, "channel": ["sms"] * 25,
-                     "route": ["PRIMARY"] * 25})
+    campaign = make_campaign(
+        daily_cap={"sms": 10, "call": 10, "announcement": 10},
+        timezone="America/New_York",
+        quiet_hours={"start": "20:30", "end": "09:15"},
+    )
+    jobs = pa.table(
+        {
+            "line_id": [f"L{i:03d}" for i in range(25)],
+            "msisdn": ["13800138000"] * 25,
+            "line_type": ["MOBILE"] * 25,
+            "region": ["110105"] * 25,
+            "channel": ["sms"] * 25,
+            "route": ["PRIMARY"] * 25,
+        }
+    )
     jobs = with_job_ids(jobs, campaign.campaign_id, 1, "sms")
     first = dt.date(2026, 12, 1)
     schedule = Schedule.of(campaign)
-    table = finish_jobs(jobs, "sms", campaign, 1, schedule, day_bounds(keys_of(jobs.column("_key")), 10, {}, first),
-                        first)
+    table = finish_jobs(
+        jobs, "sms", campaign, 1, schedule, day_bounds(keys_of(jobs.column("_key")), 10, {}, first), first
+    )
     rows = sorted(table.to_pylist(), key=lambda r: r["job_id"])
-    assert [r["send_day"] for r in rows] == [first] * 10 + [first + dt.timedelta(days=1)] * 10 + \
-        [first + dt.timedelta(days=2)] * 5
+    assert [r["send_day"] for r in rows] == [first] * 10 + [first + dt.timedelta(days=1)] * 10 + [
+        first + dt.timedelta(days=2)
+    ] * 5
     for r in rows:
         assert schedule.allowed(r["not_before"]) and schedule.allowed(r["not_after"])
         assert r["not_before"].astimezone(NEW_YORK).time() == dt.time(9, 15)

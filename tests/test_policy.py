@@ -1,4 +1,5 @@
 """Policy loading: the default, overrides, and one-line errors for bad files."""
+
 from __future__ import annotations
 
 import pickle

@@ -1,4 +1,5 @@
 """Tests of the subscriber-base readers (pipelines/io/base_files.py) on small fixture files."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,13 +31,23 @@ CANARIES = (CANARY_NAME, CANARY_DOC, "01065529988")
 
 def row(i: int, **kw) -> dict:
     base = {
-        "line_id": f"L{i:04d}", "msisdn": "01065529988" if i % 2 else f"1380013{i:04d}",
-        "line_type": "FIXED" if i % 2 else "MOBILE", "subscriber_kind": "INDIVIDUAL",
-        "status": "ACTIVE", "activated_on": "2012-03-04", "terminated_on": None,
-        "region": "110105", "agent_id": None, "doc_type": "RESIDENT_ID",
-        "doc_number": CANARY_DOC if i == 1 else f"0{i:017d}", "name": CANARY_NAME if i == 1 else "张三",
-        "address": "北京市朝阳区建国路1号", "handler_doc_type": None, "handler_doc_number": None,
-        "handler_name": None, "updated_at": "2013-09-01T10:00:00Z",
+        "line_id": f"L{i:04d}",
+        "msisdn": "01065529988" if i % 2 else f"1380013{i:04d}",
+        "line_type": "FIXED" if i % 2 else "MOBILE",
+        "subscriber_kind": "INDIVIDUAL",
+        "status": "ACTIVE",
+        "activated_on": "2012-03-04",
+        "terminated_on": None,
+        "region": "110105",
+        "agent_id": None,
+        "doc_type": "RESIDENT_ID",
+        "doc_number": CANARY_DOC if i == 1 else f"0{i:017d}",
+        "name": CANARY_NAME if i == 1 else "张三",
+        "address": "北京市朝阳区建国路1号",
+        "handler_doc_type": None,
+        "handler_doc_number": None,
+        "handler_name": None,
+        "updated_at": "2013-09-01T10:00:00Z",
     }
     base.update(kw)
     return base
@@ -51,6 +62,7 @@ def csv_line(values: list, encoding: str = "utf-8") -> bytes:
             return ""
         v = str(v)
         return '"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\n') else v
+
     return (",".join(cell(v) for v in values) + "\n").encode(encoding)
 
 
@@ -110,14 +122,21 @@ def test_three_formats_give_identical_raw_tables(tmp_path):
 def test_typed_parquet_and_avro_columns_become_strings(tmp_path):
     # An operator who stored msisdn as int64 has already lost the leading 0: we
     # cannot recover it, and say so in the module docstring.
-    t = pa.table({
-        "line_id": ["L1", "L2"], "line_type": ["FIXED", "MOBILE"], "subscriber_kind": ["INDIVIDUAL"] * 2,
-        "status": ["ACTIVE"] * 2, "msisdn": pa.array([1065529988, 13800138000], pa.int64()),
-        "activated_on": pa.array([dt.date(2012, 3, 4), None], pa.date32()),
-        "updated_at": pa.array([dt.datetime(2013, 9, 1, 10, 0, 0), dt.datetime(2013, 9, 1, 10, 0, 0, 500)],
-                               pa.timestamp("us", "Asia/Shanghai")),
-        "doc_number": pa.array([b"0110", None], pa.binary()),
-    })
+    t = pa.table(
+        {
+            "line_id": ["L1", "L2"],
+            "line_type": ["FIXED", "MOBILE"],
+            "subscriber_kind": ["INDIVIDUAL"] * 2,
+            "status": ["ACTIVE"] * 2,
+            "msisdn": pa.array([1065529988, 13800138000], pa.int64()),
+            "activated_on": pa.array([dt.date(2012, 3, 4), None], pa.date32()),
+            "updated_at": pa.array(
+                [dt.datetime(2013, 9, 1, 10, 0, 0), dt.datetime(2013, 9, 1, 10, 0, 0, 500)],
+                pa.timestamp("us", "Asia/Shanghai"),
+            ),
+            "doc_number": pa.array([b"0110", None], pa.binary()),
+        }
+    )
     pq.write_table(t, tmp_path / "t.parquet")
     raw, bad = read_all(str(tmp_path / "t.parquet"))
     assert bad == []
@@ -125,17 +144,29 @@ def test_typed_parquet_and_avro_columns_become_strings(tmp_path):
     assert raw.column("activated_on").to_pylist() == ["2012-03-04", None]
     assert raw.column("updated_at").to_pylist() == ["2013-09-01T10:00:00Z", "2013-09-01T10:00:00.000500Z"]
     assert raw.column("doc_number").to_pylist() == ["0110", None]
-    schema = {"type": "record", "name": "R", "fields": [
-        {"name": n, "type": "string"} for n in ("line_id", "line_type", "subscriber_kind", "status")] + [
-        {"name": "msisdn", "type": ["null", "long"]},
-        {"name": "activated_on", "type": ["null", {"type": "int", "logicalType": "date"}]},
-        {"name": "updated_at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}
-    rec = {"line_id": "L1", "line_type": "MOBILE", "subscriber_kind": "INDIVIDUAL", "status": "ACTIVE",
-           "msisdn": 13800138000, "activated_on": dt.date(2012, 3, 4),
-           "updated_at": dt.datetime(2013, 9, 1, 2, 0, tzinfo=dt.timezone.utc)}
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": n, "type": "string"} for n in ("line_id", "line_type", "subscriber_kind", "status")]
+        + [
+            {"name": "msisdn", "type": ["null", "long"]},
+            {"name": "activated_on", "type": ["null", {"type": "int", "logicalType": "date"}]},
+            {"name": "updated_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        ],
+    }
+    rec = {
+        "line_id": "L1",
+        "line_type": "MOBILE",
+        "subscriber_kind": "INDIVIDUAL",
+        "status": "ACTIVE",
+        "msisdn": 13800138000,
+        "activated_on": dt.date(2012, 3, 4),
+        "updated_at": dt.datetime(2013, 9, 1, 2, 0, tzinfo=dt.timezone.utc),
+    }
     raw, _ = read_all(write_avro(tmp_path / "t.avro", [rec], schema))
     assert raw.select(["msisdn", "activated_on", "updated_at"]).to_pylist() == [
-        {"msisdn": "13800138000", "activated_on": "2012-03-04", "updated_at": "2013-09-01T02:00:00Z"}]
+        {"msisdn": "13800138000", "activated_on": "2012-03-04", "updated_at": "2013-09-01T02:00:00Z"}
+    ]
 
 
 def test_gb18030_needs_the_encoding_option(tmp_path):
@@ -163,8 +194,9 @@ def test_isolated_bad_bytes_become_one_bad_row(tmp_path):
     assert raw.num_rows == 5 and raw.column("_src_row").to_pylist() == [1, 2, 3, 5, 6]
     assert bad == [BadRow(path, 4, "name", "bytes not valid utf-8")]
     t = pa.table({c: [r[c] for r in lines] for c in CONTRACT})
-    t = t.set_column(CONTRACT.index("name"), "name", pa.array([b"\xff" if i == 2 else b"ok" for i in range(5)])
-                     .view(pa.string()))  # a Parquet writer that stored invalid UTF-8 as a string
+    t = t.set_column(
+        CONTRACT.index("name"), "name", pa.array([b"\xff" if i == 2 else b"ok" for i in range(5)]).view(pa.string())
+    )  # a Parquet writer that stored invalid UTF-8 as a string
     pq.write_table(t, tmp_path / "p.parquet")
     raw, bad = read_all(str(tmp_path / "p.parquet"))
     assert raw.num_rows == 4 and [(b.source_row, b.detail) for b in bad] == [(3, "bytes not valid utf-8")]
@@ -173,18 +205,28 @@ def test_isolated_bad_bytes_become_one_bad_row(tmp_path):
     gb[3] = gb[3].replace("张三".encode("gb18030"), b"\x81\x20")
     raw, bad = read_all(write_csv(tmp_path / "gb.csv", gb), encoding="gb18030")
     assert raw.num_rows == 3 and [(b.source_row, b.field, b.detail) for b in bad] == [
-        (3, None, "expected 17 fields, found 18"), (4, "name", "bytes not valid gb18030")]
+        (3, None, "expected 17 fields, found 18"),
+        (4, "name", "bytes not valid gb18030"),
+    ]
 
 
 def test_wrong_field_count_and_multiline_values_keep_row_numbers(tmp_path):
-    lines = [row(1, address="北京市\n朝阳区"), b"L2,MOBILE,only three\n", row(3), b"\n", row(4),
-             csv_line([row(5).get(c) for c in CONTRACT] + ["extra", CANARY_NAME])]
+    lines = [
+        row(1, address="北京市\n朝阳区"),
+        b"L2,MOBILE,only three\n",
+        row(3),
+        b"\n",
+        row(4),
+        csv_line([row(5).get(c) for c in CONTRACT] + ["extra", CANARY_NAME]),
+    ]
     path = write_csv(tmp_path / "base.csv", lines)
     raw, bad = read_all(path)
     assert raw.column("_src_row").to_pylist() == [1, 3, 4]
     assert raw.column("address")[0].as_py() == "北京市\n朝阳区"
     assert [(b.source_row, b.detail) for b in bad] == [
-        (2, "expected 17 fields, found 3"), (5, "expected 17 fields, found 19")]
+        (2, "expected 17 fields, found 3"),
+        (5, "expected 17 fields, found 19"),
+    ]
     check_bad(bad)
 
 
@@ -195,10 +237,12 @@ def test_megabyte_field_is_a_bad_row(tmp_path, monkeypatch, block):
     rows = [row(i) for i in range(1, 2001)]
     rows[1500] = row(1501, address=huge)
     raw, bad = read_all(write_csv(tmp_path / "base.csv", rows))
-    assert raw.num_rows == 1999 and sorted(set(raw.column("_src_row").to_pylist())) == \
-        [i for i in range(1, 2001) if i != 1501]
+    assert raw.num_rows == 1999 and sorted(set(raw.column("_src_row").to_pylist())) == [
+        i for i in range(1, 2001) if i != 1501
+    ]
     assert [(b.source_row, b.field, b.detail) for b in bad] == [
-        (1501, "address", f"field address is {len(huge)} characters, limit 4096")]
+        (1501, "address", f"field address is {len(huge)} characters, limit 4096")
+    ]
     check_bad(bad)
 
 
@@ -208,7 +252,9 @@ def test_nul_and_control_characters(tmp_path):
         raw, bad = read_all(path)
         assert raw.column("_src_row").to_pylist() == [3]
         assert [(b.source_row, b.field, b.detail) for b in bad] == [
-            (1, "name", "NUL byte in field name"), (2, "address", "control character in field address")]
+            (1, "name", "NUL byte in field name"),
+            (2, "address", "control character in field address"),
+        ]
 
 
 def test_header_rules(tmp_path):
@@ -236,9 +282,13 @@ def test_unreadable_inputs(tmp_path):
     (tmp_path / "empty.parquet").write_bytes(b"")
     (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
     (tmp_path / "base.txt").write_text("line_id\n")
-    for name, message in (("empty.csv", "empty file"), ("empty.parquet", "empty file"),
-                          ("junk.parquet", "not a readable parquet file"), ("nope.csv", "no such file"),
-                          ("base.txt", "not a .parquet, .avro or .csv file")):
+    for name, message in (
+        ("empty.csv", "empty file"),
+        ("empty.parquet", "empty file"),
+        ("junk.parquet", "not a readable parquet file"),
+        ("nope.csv", "no such file"),
+        ("base.txt", "not a .parquet, .avro or .csv file"),
+    ):
         with pytest.raises(InputError, match=message) as e:
             plan_splits([str(tmp_path / name)])
         assert str(e.value).startswith(str(tmp_path / name)) and "\n" not in str(e.value)
@@ -247,8 +297,11 @@ def test_unreadable_inputs(tmp_path):
 
 
 def test_header_only_is_zero_rows(tmp_path):
-    for path in (write_csv(tmp_path / "h.csv", []), write_parquet(tmp_path / "h.parquet", []),
-                 write_avro(tmp_path / "h.avro", [])):
+    for path in (
+        write_csv(tmp_path / "h.csv", []),
+        write_parquet(tmp_path / "h.parquet", []),
+        write_avro(tmp_path / "h.avro", []),
+    ):
         raw, bad = read_all(path)
         assert raw.num_rows == 0 and bad == []
 
@@ -262,13 +315,17 @@ def test_conservation_on_a_mixed_file(tmp_path, monkeypatch, block):
     rows, expected_bad = [], 0
     for i in range(1, 301):
         if i == 280:
-            rows.append(b"L\xff\xfe,too,few\n"); expected_bad += 1
+            rows.append(b"L\xff\xfe,too,few\n")
+            expected_bad += 1
         elif i % 7 == 0:
-            rows.append(b"L,too,few\n"); expected_bad += 1
+            rows.append(b"L,too,few\n")
+            expected_bad += 1
         elif i % 11 == 0:
-            rows.append(csv_line([row(i).get(c) for c in CONTRACT]).replace(b"L0", b"\xc3(", 1)); expected_bad += 1
+            rows.append(csv_line([row(i).get(c) for c in CONTRACT]).replace(b"L0", b"\xc3(", 1))
+            expected_bad += 1
         elif i % 13 == 0:
-            rows.append(row(i, name="a\x00")); expected_bad += 1
+            rows.append(row(i, name="a\x00"))
+            expected_bad += 1
         else:
             rows.append(row(i, address="多行\n地址") if i % 5 == 0 else row(i))
     raw, bad = read_all(write_csv(tmp_path / "mix.csv", rows), batch_size=40)
@@ -282,7 +339,11 @@ def test_parquet_row_group_splits(tmp_path):
     splits, info = plan_splits([path], rows_per_split=250)
     assert info.estimated_rows == 1000
     assert [(s.row_groups, s.first_row) for s in splits] == [
-        ((0, 1, 2), 1), ((3, 4, 5), 301), ((6, 7, 8), 601), ((9,), 901)]
+        ((0, 1, 2), 1),
+        ((3, 4, 5), 301),
+        ((6, 7, 8), 601),
+        ((9,), 901),
+    ]
     raw = pa.concat_tables(t for s in splits for t, _ in read_split(s, batch_size=64))
     assert raw.column("_src_row").to_pylist() == list(range(1, 1001))
     assert raw.column("line_id").to_pylist() == [f"L{i:04d}" for i in range(1, 1001)]
@@ -323,16 +384,23 @@ def test_csv_read_ahead_is_bounded_and_an_abandoned_reader_exits_cleanly(tmp_pat
     batches.close()
     # a reader left open until the interpreter exits must not abort it (pyarrow's
     # read-ahead thread entering Python during shutdown would)
-    code = ("from pipelines.io import base_files as readers, csv_stream, planning; csv_stream.CSV_BLOCK_BYTES = 16 << 10; "
-            f"it = readers.read_split(planning.Split({path!r}, 0, 'csv'), batch_size=100); next(it); print('ok')")
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(readers.__file__).parents[2],
-                          capture_output=True, text=True, timeout=120)
+    code = (
+        "from pipelines.io import base_files as readers, csv_stream, planning; csv_stream.CSV_BLOCK_BYTES = 16 << 10; "
+        f"it = readers.read_split(planning.Split({path!r}, 0, 'csv'), batch_size=100); next(it); print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(readers.__file__).parents[2], capture_output=True, text=True, timeout=120
+    )
     assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "ok", "")
 
 
 def test_csv_batches_follow_batch_size(tmp_path):
-    raw_sizes = [raw.num_rows for raw, _ in read_split(
-        Split(write_csv(tmp_path / "b.csv", [row(i) for i in range(1, 1001)]), 0, "csv"), batch_size=300)]
+    raw_sizes = [
+        raw.num_rows
+        for raw, _ in read_split(
+            Split(write_csv(tmp_path / "b.csv", [row(i) for i in range(1, 1001)]), 0, "csv"), batch_size=300
+        )
+    ]
     assert raw_sizes == [300, 300, 300, 100]
 
 
@@ -341,16 +409,17 @@ def _expect_raw(expected_rows: list[int]):
         rows = sorted(r for t in tables for r in t.column("_src_row").to_pylist())
         assert rows == expected_rows, rows
         assert all(t.schema == RAW_SCHEMA for t in tables)
+
     return check
 
 
 def _expect_dead(expected: list[tuple]):
     def check(tables):
-        got = sorted((r["source_row"], r["reason"], r["field"], r["step"])
-                     for t in tables for r in t.to_pylist())
+        got = sorted((r["source_row"], r["reason"], r["field"], r["step"]) for t in tables for r in t.to_pylist())
         assert got == expected, got
         assert all(t.schema == DL_SCHEMA for t in tables)
         assert not any(c in str(t.to_pylist()) for t in tables for c in CANARIES)
+
     return check
 
 
@@ -361,7 +430,10 @@ def test_read_subscriber_base_ptransform(tmp_path):
     with BeamTestPipeline(runner="FnApiRunner") as p:
         out = p | readers.ReadSubscriberBase(splits, ctx, batch_size=2)
         assert_that(out.raw, _expect_raw(sorted([1, 4] + list(range(1, 7)))), label="raw")
-        assert_that(out.dead_letter, _expect_dead([(2, "ROW_MALFORMED", "name", "scan"),
-                                                   (3, "ROW_MALFORMED", None, "scan")]), label="dead")
+        assert_that(
+            out.dead_letter,
+            _expect_dead([(2, "ROW_MALFORMED", "name", "scan"), (3, "ROW_MALFORMED", None, "scan")]),
+            label="dead",
+        )
     counters = {c.key.metric.name: c.committed for c in p.result.metrics().query()["counters"]}
     assert counters == {"rows_read": 10, "rows_malformed": 2}

@@ -7,6 +7,7 @@ figures are computed here from the step outputs with plain Python loops,
 not with the code under test. Run:
 .venv/bin/python -m pytest tests/test_report.py -q
 """
+
 from __future__ import annotations
 
 import collections
@@ -32,8 +33,14 @@ from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
 from transforms.core.reasons import LINE_REASONS
 
 CAMPAIGN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "campaign.yaml")
-SCAN_DAY, WAVE1, REG1, WAVE2, REG2, MERGE2 = ("2026-11-30", "2026-12-01", "2026-12-03", "2026-12-15",
-                                              "2026-12-16", "2026-12-22")
+SCAN_DAY, WAVE1, REG1, WAVE2, REG2, MERGE2 = (
+    "2026-11-30",
+    "2026-12-01",
+    "2026-12-03",
+    "2026-12-15",
+    "2026-12-16",
+    "2026-12-22",
+)
 AFTER_DEADLINE = "2027-02-02"
 TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
 CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
@@ -46,14 +53,25 @@ def _plant_canaries(path: str) -> None:
         values = table[column].to_pylist()
         for i in range(0, n, 97):
             values[i] = value
-        table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type))
+        table = table.set_column(
+            table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type)
+        )
     pq.write_table(table, path)
 
 
 def _canary_event(events_path: str, line_id: str) -> None:
-    event = {"event_id": "E-CANARY-1", "line_id": line_id, "doc_type": "RESIDENT_ID", "doc_number": CANARY_NUMBER,
-             "name": CANARY_NAME, "address": CANARY_ADDRESS, "channel": "STORE", "agent_id": None,
-             "verified_by": "ID_CARD_READER", "registered_at": "2026-12-03T09:00:00"}
+    event = {
+        "event_id": "E-CANARY-1",
+        "line_id": line_id,
+        "doc_type": "RESIDENT_ID",
+        "doc_number": CANARY_NUMBER,
+        "name": CANARY_NAME,
+        "address": CANARY_ADDRESS,
+        "channel": "STORE",
+        "agent_id": None,
+        "verified_by": "ID_CARD_READER",
+        "registered_at": "2026-12-03T09:00:00",
+    }
     with open(events_path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(event, ensure_ascii=False) + "\n")
 
@@ -72,36 +90,127 @@ def _strict_policy(tmp: str) -> str:
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("campaign"))
-    path = lambda *parts: os.path.join(root, *parts)
+
+    def path(*parts):
+        return os.path.join(root, *parts)
+
     generate.write_base(path("base.parquet"), 4_000, 77)
     _plant_canaries(path("base.parquet"))
     scan.run(["--base", path("base.parquet"), "--out", path("scan"), "--as-of", SCAN_DAY])
     keys.main(["init", "--keys", path("keys", "keyset.json")])
-    assert notify.main(["--classified", path("scan"), "--campaign", CAMPAIGN, "--wave", "1", "--out", path("notify"),
-                        "--as-of", WAVE1]) == 0
-    simulate_registrations(path("scan"), path("events", "r1.jsonl"), share=0.4, seed=5,
-                           as_of=dt.date.fromisoformat(REG1), days=3)
+    assert (
+        notify.main(
+            [
+                "--classified",
+                path("scan"),
+                "--campaign",
+                CAMPAIGN,
+                "--wave",
+                "1",
+                "--out",
+                path("notify"),
+                "--as-of",
+                WAVE1,
+            ]
+        )
+        == 0
+    )
+    simulate_registrations(
+        path("scan"), path("events", "r1.jsonl"), share=0.4, seed=5, as_of=dt.date.fromisoformat(REG1), days=3
+    )
     needed = pq.read_table(path("scan", "classified"), filters=pc.field("needs_registration"))
     _canary_event(path("events", "r1.jsonl"), needed["line_id"][-1].as_py())
-    assert merge.main(["--base", path("base.parquet"), "--registrations", path("events", "r1.jsonl"),
-                       "--keys", path("keys", "keyset.json"), "--out", path("merge-1"), "--as-of", REG1]) == 0
-    assert notify.main(["--classified", path("scan"), "--campaign", CAMPAIGN, "--wave", "2", "--out", path("notify"),
-                        "--as-of", WAVE2, "--registered", path("merge-1")]) == 0
+    assert (
+        merge.main(
+            [
+                "--base",
+                path("base.parquet"),
+                "--registrations",
+                path("events", "r1.jsonl"),
+                "--keys",
+                path("keys", "keyset.json"),
+                "--out",
+                path("merge-1"),
+                "--as-of",
+                REG1,
+            ]
+        )
+        == 0
+    )
+    assert (
+        notify.main(
+            [
+                "--classified",
+                path("scan"),
+                "--campaign",
+                CAMPAIGN,
+                "--wave",
+                "2",
+                "--out",
+                path("notify"),
+                "--as-of",
+                WAVE2,
+                "--registered",
+                path("merge-1"),
+            ]
+        )
+        == 0
+    )
     first = pq.read_table(path("merge-1", "base"), columns=["line_id", "registration_event_id"])
-    simulate_registrations(path("scan"), path("events", "r2.jsonl"), share=0.3, seed=6,
-                           as_of=dt.date.fromisoformat(REG2), days=5,
-                           exclude=first.filter(pc.is_valid(first["registration_event_id"]))["line_id"])
-    assert merge.main(["--base", path("merge-1", "base"), "--vault", path("merge-1", "vault"),
-                       "--registrations", path("events", "r2.jsonl"), "--keys", path("keys", "keyset.json"),
-                       "--out", path("merge-2"), "--as-of", MERGE2]) == 0
+    simulate_registrations(
+        path("scan"),
+        path("events", "r2.jsonl"),
+        share=0.3,
+        seed=6,
+        as_of=dt.date.fromisoformat(REG2),
+        days=5,
+        exclude=first.filter(pc.is_valid(first["registration_event_id"]))["line_id"],
+    )
+    assert (
+        merge.main(
+            [
+                "--base",
+                path("merge-1", "base"),
+                "--vault",
+                path("merge-1", "vault"),
+                "--registrations",
+                path("events", "r2.jsonl"),
+                "--keys",
+                path("keys", "keyset.json"),
+                "--out",
+                path("merge-2"),
+                "--as-of",
+                MERGE2,
+            ]
+        )
+        == 0
+    )
     policy = _strict_policy(root)
-    manifest = report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--earlier-merges", path("merge-1"),
-                           "--notify", path("notify"), "--campaign", CAMPAIGN, "--out", path("report"),
-                           "--as-of", AFTER_DEADLINE, "--policy", policy])
+    manifest = report.run(
+        [
+            "--scan",
+            path("scan"),
+            "--merge",
+            path("merge-2"),
+            "--earlier-merges",
+            path("merge-1"),
+            "--notify",
+            path("notify"),
+            "--campaign",
+            CAMPAIGN,
+            "--out",
+            path("report"),
+            "--as-of",
+            AFTER_DEADLINE,
+            "--policy",
+            policy,
+        ]
+    )
     return {"root": root, "path": path, "manifest": manifest, "policy": policy}
 
 
 # -- the oracle: plain loops over the step outputs ------------------------------------------------------------------
+
 
 def _rows(folder: str) -> list[dict]:
     return pq.read_table(folder).to_pylist()
@@ -140,10 +249,20 @@ def _expected(path, thresholds, as_of: dt.date) -> dict:
         notices[h["line_id"]][h["wave"]] = h["sent_at"] if prev is None else min(prev, h["sent_at"])
     deadline, last_wave = dt.date(2027, 1, 31), dt.date(2026, 12, 15)
     past_on = as_of > deadline and as_of >= last_wave
-    out = {"needed": len(needed), "complete": 0, "registered": 0, "region": collections.defaultdict(collections.Counter),
-           "line_type": collections.defaultdict(collections.Counter), "channel": collections.Counter(),
-           "wave_notified": collections.Counter(), "wave_registered": collections.Counter(),
-           "day": collections.Counter(), "backlog": collections.Counter(), "hours": [], "past": set()}
+    out = {
+        "needed": len(needed),
+        "complete": 0,
+        "registered": 0,
+        "region": collections.defaultdict(collections.Counter),
+        "line_type": collections.defaultdict(collections.Counter),
+        "channel": collections.Counter(),
+        "wave_notified": collections.Counter(),
+        "wave_registered": collections.Counter(),
+        "day": collections.Counter(),
+        "backlog": collections.Counter(),
+        "hours": [],
+        "past": set(),
+    }
     needed_ids = {r["line_id"] for r in needed}
     for line_id, waves in notices.items():
         if line_id in needed_ids:
@@ -161,7 +280,7 @@ def _expected(path, thresholds, as_of: dt.date) -> dict:
             region["complete"] += 1
             line_type["complete"] += 1
         else:
-            for reason in (m["reasons"] if m else []):
+            for reason in m["reasons"] if m else []:
                 out["backlog"][("reason", reason)] += 1
             out["backlog"][("identity_status", m["identity_status"] if m else "NOT_IN_MERGE")] += 1
             if past_on and not (m and m["status"] == "TERMINATED"):
@@ -195,11 +314,15 @@ def _expected(path, thresholds, as_of: dt.date) -> dict:
             agents[r["agent_id"]]["opened_needing_registration"] += bool(r["needs_registration"])
     over = set()
     for agent, c in agents.items():
-        if c["registrations"] >= thresholds["min_registrations"] and \
-                c["dead_letters"] / c["registrations"] > thresholds["max_failed_share"]:
+        if (
+            c["registrations"] >= thresholds["min_registrations"]
+            and c["dead_letters"] / c["registrations"] > thresholds["max_failed_share"]
+        ):
             over.add(agent)
-        if c["lines_opened"] >= thresholds["min_lines_opened"] and \
-                c["opened_flagged"] / c["lines_opened"] > thresholds["max_flagged_share"]:
+        if (
+            c["lines_opened"] >= thresholds["min_lines_opened"]
+            and c["opened_flagged"] / c["lines_opened"] > thresholds["max_flagged_share"]
+        ):
             over.add(agent)
     out["agents"], out["over"] = agents, over
     return out
@@ -212,8 +335,11 @@ def _csv(path, name) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def expected(campaign):
-    return _expected(campaign["path"], {"min_registrations": 5, "max_failed_share": 0.2, "min_lines_opened": 10,
-                                        "max_flagged_share": 0.05}, dt.date.fromisoformat(AFTER_DEADLINE))
+    return _expected(
+        campaign["path"],
+        {"min_registrations": 5, "max_failed_share": 0.2, "min_lines_opened": 10, "max_flagged_share": 0.05},
+        dt.date.fromisoformat(AFTER_DEADLINE),
+    )
 
 
 def test_headline_figures_match_a_direct_count(campaign, expected):
@@ -243,8 +369,9 @@ def test_region_and_line_type_tables(campaign, expected):
         assert int(got["past_deadline"]) == want["past_deadline"]
         assert float(got["completion_rate"]) == pytest.approx(want["complete"] / want["needed"], abs=1e-6)
     types = {r["line_type"]: r for r in _csv(path, "by_line_type")}
-    assert {k: (int(v["needed"]), int(v["complete"])) for k, v in types.items()} == \
-        {k: (v["needed"], v["complete"]) for k, v in expected["line_type"].items()}
+    assert {k: (int(v["needed"]), int(v["complete"])) for k, v in types.items()} == {
+        k: (v["needed"], v["complete"]) for k, v in expected["line_type"].items()
+    }
 
 
 def test_channel_wave_and_day_tables(campaign, expected):
@@ -252,8 +379,10 @@ def test_channel_wave_and_day_tables(campaign, expected):
     channels = {r["channel"]: int(r["registrations"]) for r in _csv(path, "by_channel")}
     assert channels == dict(expected["channel"])
     waves = {int(r["wave"]): (int(r["notified"]), int(r["registered_after"])) for r in _csv(path, "by_wave")}
-    want = {w: (expected["wave_notified"][w], expected["wave_registered"][w])
-            for w in set(expected["wave_notified"]) | set(expected["wave_registered"])}
+    want = {
+        w: (expected["wave_notified"][w], expected["wave_registered"][w])
+        for w in set(expected["wave_notified"]) | set(expected["wave_registered"])
+    }
     assert waves == want
     assert waves[1][1] > 0 and waves[2][1] > 0  # both waves converted someone
     days = _csv(path, "by_day")
@@ -279,8 +408,14 @@ def test_agent_compliance_lists_the_agents_over_the_policy_thresholds(campaign, 
     assert set(rows) == set(expected["agents"])
     for agent, want in expected["agents"].items():
         got = rows[agent]
-        for column in ("registrations", "dead_letters", "failed_policy", "lines_opened", "opened_flagged",
-                       "opened_needing_registration"):
+        for column in (
+            "registrations",
+            "dead_letters",
+            "failed_policy",
+            "lines_opened",
+            "opened_flagged",
+            "opened_needing_registration",
+        ):
             assert int(got[column]) == want[column], (agent, column)
     listed = {a for a, r in rows.items() if r["over_threshold"] == "true"}
     assert listed == expected["over"]
@@ -292,8 +427,9 @@ def test_agent_compliance_lists_the_agents_over_the_policy_thresholds(campaign, 
 def test_parquet_tables_are_partitioned_by_report_date_and_equal_the_csv(campaign):
     path = campaign["path"]
     dataset = pq.read_table(path("report", "parquet", "by_region"))
-    assert dataset["as_of"].unique().to_pylist() == [AFTER_DEADLINE] or \
-        [str(v) for v in dataset["as_of"].unique().to_pylist()] == [AFTER_DEADLINE]
+    assert dataset["as_of"].unique().to_pylist() == [AFTER_DEADLINE] or [
+        str(v) for v in dataset["as_of"].unique().to_pylist()
+    ] == [AFTER_DEADLINE]
     assert dataset.num_rows == len(_csv(path, "by_region"))
     assert os.path.isdir(path("report", "parquet", "agents", f"as_of={AFTER_DEADLINE}"))
 
@@ -301,23 +437,54 @@ def test_parquet_tables_are_partitioned_by_report_date_and_equal_the_csv(campaig
 def test_rerun_of_the_same_day_replaces_its_partition(campaign, tmp_path):
     path = campaign["path"]
     out = str(tmp_path / "report")
-    args = ["--scan", path("scan"), "--merge", path("merge-2"), "--earlier-merges", path("merge-1"),
-            "--notify", path("notify"), "--campaign", CAMPAIGN, "--out", out, "--as-of", AFTER_DEADLINE,
-            "--policy", campaign["policy"]]
+    args = [
+        "--scan",
+        path("scan"),
+        "--merge",
+        path("merge-2"),
+        "--earlier-merges",
+        path("merge-1"),
+        "--notify",
+        path("notify"),
+        "--campaign",
+        CAMPAIGN,
+        "--out",
+        out,
+        "--as-of",
+        AFTER_DEADLINE,
+        "--policy",
+        campaign["policy"],
+    ]
     first = report.run(args)
     second = report.run(args)
     assert first["completion"] == second["completion"]
     assert len(os.listdir(os.path.join(out, "parquet", "by_region", f"as_of={AFTER_DEADLINE}"))) == 1
-    assert pq.read_table(os.path.join(out, "parquet", "by_region")).num_rows == \
-        pq.read_table(path("report", "parquet", "by_region")).num_rows
+    assert (
+        pq.read_table(os.path.join(out, "parquet", "by_region")).num_rows
+        == pq.read_table(path("report", "parquet", "by_region")).num_rows
+    )
 
 
 def test_no_identity_value_in_any_report_output(campaign, capfd):
     path = campaign["path"]
     # the canaries are really in the inputs
     assert CANARY_NAME in pq.read_table(path("base.parquet"), columns=["name"])["name"].to_pylist()
-    report.main(["--scan", path("scan"), "--merge", path("merge-2"), "--notify", path("notify"),
-                 "--campaign", CAMPAIGN, "--out", path("report-canary"), "--as-of", AFTER_DEADLINE])
+    report.main(
+        [
+            "--scan",
+            path("scan"),
+            "--merge",
+            path("merge-2"),
+            "--notify",
+            path("notify"),
+            "--campaign",
+            CAMPAIGN,
+            "--out",
+            path("report-canary"),
+            "--as-of",
+            AFTER_DEADLINE,
+        ]
+    )
     captured = capfd.readouterr()
     for folder in (path("report"), path("report-canary")):
         for dirpath, _, files in os.walk(folder):
@@ -331,6 +498,7 @@ def test_no_identity_value_in_any_report_output(campaign, capfd):
 
 
 # -- inputs that do not belong together --------------------------------------------------------------------------
+
 
 def _fails(capfd, args, *fragments):
     assert report.main(args) != 0
@@ -348,12 +516,30 @@ def test_a_merge_of_another_base_is_refused(campaign, tmp_path, capfd):
     table = pq.read_table(os.path.join(other, "other.parquet"))
     ids = pa.array([f"X{i:06d}" for i in range(table.num_rows)])
     pq.write_table(table.set_column(0, "line_id", ids), os.path.join(other, "other.parquet"))
-    assert merge.main(["--base", os.path.join(other, "other.parquet"), "--registrations", path("events", "r1.jsonl"),
-                       "--keys", path("keys", "keyset.json"), "--out", os.path.join(other, "merge"),
-                       "--as-of", REG1]) == 0
+    assert (
+        merge.main(
+            [
+                "--base",
+                os.path.join(other, "other.parquet"),
+                "--registrations",
+                path("events", "r1.jsonl"),
+                "--keys",
+                path("keys", "keyset.json"),
+                "--out",
+                os.path.join(other, "merge"),
+                "--as-of",
+                REG1,
+            ]
+        )
+        == 0
+    )
     capfd.readouterr()
-    _fails(capfd, ["--scan", path("scan"), "--merge", os.path.join(other, "merge"), "--out", os.path.join(other, "r")],
-           "not in the merged base", "another base or campaign")
+    _fails(
+        capfd,
+        ["--scan", path("scan"), "--merge", os.path.join(other, "merge"), "--out", os.path.join(other, "r")],
+        "not in the merged base",
+        "another base or campaign",
+    )
     assert not os.path.exists(os.path.join(other, "r", "report.html"))
 
 
@@ -363,8 +549,22 @@ def test_notices_of_another_campaign_are_refused(campaign, tmp_path, capfd):
         text = handle.read().replace("campaign_id: rn-2026-q4", "campaign_id: rn-2027-q1")
     other = tmp_path / "other.yaml"
     other.write_text(text, encoding="utf-8")
-    _fails(capfd, ["--scan", path("scan"), "--merge", path("merge-2"), "--notify", path("notify"),
-                   "--campaign", str(other), "--out", str(tmp_path / "r")], "no run of campaign rn-2027-q1")
+    _fails(
+        capfd,
+        [
+            "--scan",
+            path("scan"),
+            "--merge",
+            path("merge-2"),
+            "--notify",
+            path("notify"),
+            "--campaign",
+            str(other),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        "no run of campaign rn-2027-q1",
+    )
 
 
 def test_a_scan_of_another_date_is_refused(campaign, tmp_path, capfd):
@@ -372,10 +572,13 @@ def test_a_scan_of_another_date_is_refused(campaign, tmp_path, capfd):
     late = str(tmp_path / "late-scan")
     scan.run(["--base", path("base.parquet"), "--out", late, "--as-of", "2026-12-10"])
     capfd.readouterr()
-    _fails(capfd, ["--scan", late, "--merge", path("merge-2"), "--campaign", CAMPAIGN, "--out", str(tmp_path / "r")],
-           "after wave 1", "first scan")
-    _fails(capfd, ["--scan", late, "--merge", path("merge-1"), "--out", str(tmp_path / "r")],
-           "before the scan")
+    _fails(
+        capfd,
+        ["--scan", late, "--merge", path("merge-2"), "--campaign", CAMPAIGN, "--out", str(tmp_path / "r")],
+        "after wave 1",
+        "first scan",
+    )
+    _fails(capfd, ["--scan", late, "--merge", path("merge-1"), "--out", str(tmp_path / "r")], "before the scan")
 
 
 def test_missing_inputs_are_one_line_errors(campaign, tmp_path, capfd):
@@ -383,8 +586,11 @@ def test_missing_inputs_are_one_line_errors(campaign, tmp_path, capfd):
     _fails(capfd, ["--scan", str(tmp_path / "nope"), "--out", str(tmp_path / "r")], "no manifest.json")
     _fails(capfd, ["--scan", path("merge-1"), "--out", str(tmp_path / "r")], "not of 'scan'")
     _fails(capfd, ["--out", str(tmp_path / "r")], "--scan is required")
-    _fails(capfd, ["--scan", path("scan"), "--merge", path("merge-2"), "--as-of", "2026-12-01",
-                   "--out", str(tmp_path / "r")], "before the merge")
+    _fails(
+        capfd,
+        ["--scan", path("scan"), "--merge", path("merge-2"), "--as-of", "2026-12-01", "--out", str(tmp_path / "r")],
+        "before the merge",
+    )
 
 
 def test_without_a_merge_the_report_says_so_and_counts_nothing_complete(campaign, tmp_path):
@@ -425,10 +631,19 @@ def test_the_page_renders_in_headless_chromium_offline_with_its_charts(campaign,
     path = campaign["path"]
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1200,1600"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,1600",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -457,8 +672,20 @@ def test_the_page_renders_in_headless_chromium_offline_with_its_charts(campaign,
 
 def test_self_inspection_through_the_report_command(campaign, tmp_path, capfd):
     year = int(campaign["manifest"]["started"][:4])
-    assert report.main(["--self-inspection", "--year", str(year), "--manifests", campaign["root"],
-                        "--out", str(tmp_path / "inspection")]) == 0
+    assert (
+        report.main(
+            [
+                "--self-inspection",
+                "--year",
+                str(year),
+                "--manifests",
+                campaign["root"],
+                "--out",
+                str(tmp_path / "inspection"),
+            ]
+        )
+        == 0
+    )
     out = capfd.readouterr().out
     assert f"self-inspection {year}:" in out
     with open(tmp_path / "inspection" / f"self_inspection_{year}.json", encoding="utf-8") as handle:
@@ -468,22 +695,61 @@ def test_self_inspection_through_the_report_command(campaign, tmp_path, capfd):
     assert steps["report"]["runs"] >= 1
     assert os.path.exists(tmp_path / "inspection" / f"self_inspection_{year}.html")
     _fails(capfd, ["--self-inspection", "--manifests", campaign["root"], "--out", str(tmp_path / "x")], "--year")
-    _fails(capfd, ["--self-inspection", "--year", "1999", "--manifests", campaign["root"], "--out", str(tmp_path / "x")],
-           "1999")
+    _fails(
+        capfd,
+        ["--self-inspection", "--year", "1999", "--manifests", campaign["root"], "--out", str(tmp_path / "x")],
+        "1999",
+    )
 
 
 def test_earlier_merges_as_a_pattern_take_only_the_merges_before(campaign, tmp_path):
     path = campaign["path"]
-    common = ["--scan", path("scan"), "--notify", path("notify"), "--campaign", CAMPAIGN, "--as-of", AFTER_DEADLINE,
-              "--policy", campaign["policy"]]
-    listed = report.run([*common, "--merge", path("merge-2"), "--earlier-merges", path("merge-1"),
-                         "--out", str(tmp_path / "a")])
-    pattern = report.run([*common, "--merge", path("merge-2"), "--earlier-merges", os.path.join(campaign["root"], "merge-*"),
-                          "--out", str(tmp_path / "b")])
-    report.run([*common, "--merge", path("merge-1"), "--earlier-merges", os.path.join(campaign["root"], "merge-*"),
-                        "--out", str(tmp_path / "c")])
-    agents = lambda out: pq.read_table(os.path.join(out, "parquet", "agents")).select(  # noqa: E731
-        ["agent_id", "registrations", "dead_letters"]).sort_by("agent_id").to_pylist()
+    common = [
+        "--scan",
+        path("scan"),
+        "--notify",
+        path("notify"),
+        "--campaign",
+        CAMPAIGN,
+        "--as-of",
+        AFTER_DEADLINE,
+        "--policy",
+        campaign["policy"],
+    ]
+    listed = report.run(
+        [*common, "--merge", path("merge-2"), "--earlier-merges", path("merge-1"), "--out", str(tmp_path / "a")]
+    )
+    pattern = report.run(
+        [
+            *common,
+            "--merge",
+            path("merge-2"),
+            "--earlier-merges",
+            os.path.join(campaign["root"], "merge-*"),
+            "--out",
+            str(tmp_path / "b"),
+        ]
+    )
+    report.run(
+        [
+            *common,
+            "--merge",
+            path("merge-1"),
+            "--earlier-merges",
+            os.path.join(campaign["root"], "merge-*"),
+            "--out",
+            str(tmp_path / "c"),
+        ]
+    )
+
+    def agents(out):
+        return (
+            pq.read_table(os.path.join(out, "parquet", "agents"))
+            .select(["agent_id", "registrations", "dead_letters"])
+            .sort_by("agent_id")
+            .to_pylist()
+        )
+
     assert agents(str(tmp_path / "a")) == agents(str(tmp_path / "b"))  # merge-2 itself is not counted twice
     first_only = sum(r["registrations"] for r in agents(str(tmp_path / "c")))
     both = sum(r["registrations"] for r in agents(str(tmp_path / "b")))
@@ -499,14 +765,32 @@ def test_daily_partitions_read_as_one_history(campaign, tmp_path):
     path = campaign["path"]
     out = str(tmp_path / "history")
     report.run(["--scan", path("scan"), "--merge", path("merge-1"), "--out", out, "--as-of", REG1])
-    report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--notify", path("notify"), "--campaign", CAMPAIGN,
-                "--out", out, "--as-of", AFTER_DEADLINE])
+    report.run(
+        [
+            "--scan",
+            path("scan"),
+            "--merge",
+            path("merge-2"),
+            "--notify",
+            path("notify"),
+            "--campaign",
+            CAMPAIGN,
+            "--out",
+            out,
+            "--as-of",
+            AFTER_DEADLINE,
+        ]
+    )
     for name in ("completion", "by_region", "agents", "by_day", "past_deadline"):
         table = pq.read_table(os.path.join(out, "parquet", name))
-        assert sorted({str(v) for v in table["as_of"].to_pylist()}) == sorted({REG1, AFTER_DEADLINE}) or \
-            name == "past_deadline"
-    history = duckdb.sql(f"SELECT as_of, needed, complete, hours_to_register_median FROM read_parquet("
-                         f"'{out}/parquet/completion/*/*.parquet', hive_partitioning=true) ORDER BY as_of").fetchall()
+        assert (
+            sorted({str(v) for v in table["as_of"].to_pylist()}) == sorted({REG1, AFTER_DEADLINE})
+            or name == "past_deadline"
+        )
+    history = duckdb.sql(
+        f"SELECT as_of, needed, complete, hours_to_register_median FROM read_parquet("
+        f"'{out}/parquet/completion/*/*.parquet', hive_partitioning=true) ORDER BY as_of"
+    ).fetchall()
     assert [str(r[0]) for r in history] == [REG1, AFTER_DEADLINE]
     assert history[0][3] is None and history[1][3] is not None
     assert history[0][1] == history[1][1] and history[0][2] < history[1][2]  # same needed lines, more complete
@@ -517,8 +801,20 @@ def test_a_missing_registration_file_is_said_and_the_rest_still_counted(campaign
     moved = path("events", "r1.jsonl") + ".away"
     os.rename(path("events", "r1.jsonl"), moved)
     try:
-        manifest = report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--earlier-merges", path("merge-1"),
-                               "--out", str(tmp_path / "r"), "--as-of", AFTER_DEADLINE])
+        manifest = report.run(
+            [
+                "--scan",
+                path("scan"),
+                "--merge",
+                path("merge-2"),
+                "--earlier-merges",
+                path("merge-1"),
+                "--out",
+                str(tmp_path / "r"),
+                "--as-of",
+                AFTER_DEADLINE,
+            ]
+        )
     finally:
         os.rename(moved, path("events", "r1.jsonl"))
     assert any("registration file(s) the merges read are gone" in f for f in manifest["findings"])
@@ -531,19 +827,46 @@ def test_a_missing_registration_file_is_said_and_the_rest_still_counted(campaign
 def test_events_given_to_the_merge_by_relative_path_are_found_from_any_directory(campaign, tmp_path, monkeypatch):
     path = campaign["path"]
     monkeypatch.chdir(campaign["root"])
-    assert merge.main(["--base", "base.parquet", "--registrations", os.path.join("events", "r1.jsonl"),
-                       "--keys", path("keys", "keyset.json"), "--out", str(tmp_path / "merge-rel"),
-                       "--as-of", REG1]) == 0
+    assert (
+        merge.main(
+            [
+                "--base",
+                "base.parquet",
+                "--registrations",
+                os.path.join("events", "r1.jsonl"),
+                "--keys",
+                path("keys", "keyset.json"),
+                "--out",
+                str(tmp_path / "merge-rel"),
+                "--as-of",
+                REG1,
+            ]
+        )
+        == 0
+    )
     monkeypatch.chdir(tmp_path)
-    manifest = report.run(["--scan", path("scan"), "--merge", str(tmp_path / "merge-rel"), "--out", str(tmp_path / "r"),
-                           "--as-of", REG1])
+    manifest = report.run(
+        ["--scan", path("scan"), "--merge", str(tmp_path / "merge-rel"), "--out", str(tmp_path / "r"), "--as-of", REG1]
+    )
     assert not any("gone" in f or "no registration files" in f for f in manifest["findings"])
     assert pc.sum(pq.read_table(str(tmp_path / "r" / "parquet" / "agents"))["registrations"]).as_py() > 0
 
 
 def test_without_a_campaign_file_the_notify_runs_campaign_is_used(campaign, tmp_path):
     path = campaign["path"]
-    manifest = report.run(["--scan", path("scan"), "--merge", path("merge-2"), "--notify", path("notify"),
-                           "--out", str(tmp_path / "r"), "--as-of", AFTER_DEADLINE])
+    manifest = report.run(
+        [
+            "--scan",
+            path("scan"),
+            "--merge",
+            path("merge-2"),
+            "--notify",
+            path("notify"),
+            "--out",
+            str(tmp_path / "r"),
+            "--as-of",
+            AFTER_DEADLINE,
+        ]
+    )
     assert manifest["campaign_id"] == "rn-2026-q4" and manifest["inputs"]["campaign"] == os.path.abspath(CAMPAIGN)
     assert manifest["completion"]["past_deadline"] == campaign["manifest"]["completion"]["past_deadline"] > 0

@@ -3,6 +3,7 @@
 Expected figures come from the test's own calendar (tests/support/compliance.py
 ``add_years``) over the rows it wrote, not from the code under test.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,8 +18,18 @@ import pytest
 from pipelines import retention as retention_cli
 from pipelines import reveal as reveal_cli
 from schemas import arrow_schema
-from tests.support.compliance import (CANARIES, add_years, base_rows, build, copy_keys, expected_due,
-                                      files_without_canaries, has_identity, lines, run)
+from tests.support.compliance import (
+    CANARIES,
+    add_years,
+    base_rows,
+    build,
+    copy_keys,
+    expected_due,
+    files_without_canaries,
+    has_identity,
+    lines,
+    run,
+)
 from transforms.crypto.keyset import Keyset
 from transforms.compliance.retention import IDENTITY_COLUMNS, anniversary, blank_identity, due_mask, last_purged_date
 from pipelines.io.vault_files import read_table
@@ -34,8 +45,18 @@ def site(tmp_path_factory):
 def retention(site, tmp_path, as_of: str, *, base=None, vault=None, keys=None, out="ret", capsys=None):
     keys = keys or copy_keys(site["keys"], tmp_path)
     out = str(tmp_path / out)
-    argv = ["--base", base or site["base"], "--vault", vault or site["vault"], "--keys", keys, "--out", out,
-            "--as-of", as_of]
+    argv = [
+        "--base",
+        base or site["base"],
+        "--vault",
+        vault or site["vault"],
+        "--keys",
+        keys,
+        "--out",
+        out,
+        "--as-of",
+        as_of,
+    ]
     code = retention_cli.main(argv)
     assert code == 0
     with open(os.path.join(out, "manifest.json"), encoding="utf-8") as handle:
@@ -54,6 +75,7 @@ def one_line_error(code: int, err: str, prog="backfill retention") -> str:
 
 
 # -- the calendar ---------------------------------------------------------------------------------------------
+
 
 def test_anniversary_matches_the_calendar_for_every_day():
     days = [dt.date(2023, 1, 1) + dt.timedelta(days=i) for i in range(7 * 366)]
@@ -75,16 +97,41 @@ def test_the_cut_off_is_the_last_day_whose_period_is_over():
 
 def test_blank_identity_on_a_table():
     schema = arrow_schema("merged_line")
-    rows = [{"line_id": "X1", "status": "TERMINATED", "terminated_on": dt.date(2020, 1, 1), "doc_token": "j1:a",
-             "doc_mask": "1****2", "doc_type": "RESIDENT_ID", "join_key_version": "j1", "region": "110105"},
-            {"line_id": "X2", "status": "ACTIVE", "terminated_on": None, "doc_token": "j1:b", "doc_type": "USCC",
-             "join_key_version": "j1", "region": "110105"},
-            {"line_id": "X3", "status": "TERMINATED", "terminated_on": None, "name_token": "j1:c",
-             "join_key_version": "j1"}]
+    rows = [
+        {
+            "line_id": "X1",
+            "status": "TERMINATED",
+            "terminated_on": dt.date(2020, 1, 1),
+            "doc_token": "j1:a",
+            "doc_mask": "1****2",
+            "doc_type": "RESIDENT_ID",
+            "join_key_version": "j1",
+            "region": "110105",
+        },
+        {
+            "line_id": "X2",
+            "status": "ACTIVE",
+            "terminated_on": None,
+            "doc_token": "j1:b",
+            "doc_type": "USCC",
+            "join_key_version": "j1",
+            "region": "110105",
+        },
+        {
+            "line_id": "X3",
+            "status": "TERMINATED",
+            "terminated_on": None,
+            "name_token": "j1:c",
+            "join_key_version": "j1",
+        },
+    ]
     table = pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)
     due, terminated, no_date = due_mask(table, dt.date(2024, 1, 1))
     assert (due.to_pylist(), terminated.to_pylist(), no_date.to_pylist()) == (
-        [True, False, False], [True, False, True], [False, False, True])
+        [True, False, False],
+        [True, False, True],
+        [False, False, True],
+    )
     out, blanked = blank_identity(table, due, pa.array([None, "v2", "v2"], pa.string()))
     got = out.to_pylist()
     assert all(got[0][c] is None for c in (*IDENTITY_COLUMNS, "join_key_version", "vault_key_version"))
@@ -97,9 +144,19 @@ def test_blank_identity_on_a_table():
 
 # -- the command --------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("as_of", ["2026-11-29", "2026-11-30", "2026-12-01",  # the day before, of, after
-                                   "2026-02-28", "2026-03-01", "2028-02-29"])  # leap days
+@pytest.mark.parametrize(
+    "as_of",
+    [
+        "2026-11-29",
+        "2026-11-30",
+        "2026-12-01",  # the day before, of, after
+        "2026-02-28",
+        "2026-03-01",
+        "2028-02-29",
+    ],
+)  # leap days
 def test_the_boundary(site, tmp_path, as_of):
     day = dt.date.fromisoformat(as_of)
     got = retention(site, tmp_path, as_of)
@@ -157,14 +214,18 @@ def test_purge_blanks_shreds_and_balances(site, tmp_path, capsys):
     assert sorted(after) == sorted(before)
     for line_id in purged:
         assert all(after[line_id][col] is None for col in (*IDENTITY_COLUMNS, "join_key_version", "vault_key_version"))
-        keep = {k: v for k, v in before[line_id].items() if k not in (*IDENTITY_COLUMNS, "join_key_version",
-                                                                       "vault_key_version")}
+        keep = {
+            k: v
+            for k, v in before[line_id].items()
+            if k not in (*IDENTITY_COLUMNS, "join_key_version", "vault_key_version")
+        }
         assert {k: after[line_id][k] for k in keep} == keep  # the line's facts and its registration stay
     for line_id in set(before) - purged:
         expected = dict(before[line_id], vault_key_version="v2" if before[line_id]["vault_key_version"] else None)
         assert after[line_id] == expected
     assert pq.read_schema(os.path.join(out, "base", os.listdir(os.path.join(out, "base"))[0])).equals(
-        arrow_schema("merged_line"))
+        arrow_schema("merged_line")
+    )
 
     vault = os.path.join(out, "vault")
     assert not purged & set(read_table(vault, "keys").column("line_id").to_pylist())
@@ -193,8 +254,15 @@ def test_purge_blanks_shreds_and_balances(site, tmp_path, capsys):
 def test_a_second_run_changes_nothing(site, tmp_path, capsys):
     first = retention(site, tmp_path, "2026-12-01", out="first")
     keyset_bytes = open(first["keys"], "rb").read()
-    second = retention(site, tmp_path, "2026-12-01", base=os.path.join(first["out"], "base"),
-                       vault=os.path.join(first["out"], "vault"), keys=first["keys"], out="second")
+    second = retention(
+        site,
+        tmp_path,
+        "2026-12-01",
+        base=os.path.join(first["out"], "base"),
+        vault=os.path.join(first["out"], "vault"),
+        keys=first["keys"],
+        out="second",
+    )
     c = second["manifest"]["counts"]
     assert second["manifest"]["purged_line_ids"] == [] and c["purged"] == 0
     assert c["nothing_to_purge"] == c["due"] == len(expected_due(dt.date(2026, 12, 1)))
@@ -204,12 +272,14 @@ def test_a_second_run_changes_nothing(site, tmp_path, capsys):
     assert lines(os.path.join(second["out"], "base")) == lines(os.path.join(first["out"], "base"))
     for kind in ("keys", "values"):
         assert read_table(os.path.join(second["out"], "vault"), kind).equals(
-            read_table(os.path.join(first["out"], "vault"), kind))
+            read_table(os.path.join(first["out"], "vault"), kind)
+        )
     assert not os.path.exists(os.path.join(second["out"], "audit", "shred.jsonl"))
     # completing an interrupted run: the input base again, --vault OUT/vault (purged in place), nothing to shred
     first_base = lines(os.path.join(first["out"], "base"))
-    again = retention(site, tmp_path, "2026-12-01", vault=os.path.join(first["out"], "vault"), keys=first["keys"],
-                      out="first")
+    again = retention(
+        site, tmp_path, "2026-12-01", vault=os.path.join(first["out"], "vault"), keys=first["keys"], out="first"
+    )
     assert again["manifest"]["outputs"]["in_place"] and again["manifest"]["counts"]["vault"]["keys_shredded"] == 0
     assert open(first["keys"], "rb").read() == keyset_bytes
     assert lines(os.path.join(first["out"], "base")) == first_base
@@ -219,13 +289,35 @@ def test_a_second_run_changes_nothing(site, tmp_path, capsys):
 def test_the_output_is_a_base_merge_accepts(site, tmp_path):
     got = retention(site, tmp_path, "2026-12-01")
     out = str(tmp_path / "merge-next")
-    event = {"event_id": "E02", "line_id": "A05", "doc_type": "身份证", "doc_number": "110101199003070011",
-             "name": "李四", "address": "上海市浦东新区世纪大道100号", "channel": "STORE", "agent_id": "AG00001",
-             "verified_by": "ID_CARD_READER", "registered_at": "2026-12-02T10:00:00"}
+    event = {
+        "event_id": "E02",
+        "line_id": "A05",
+        "doc_type": "身份证",
+        "doc_number": "110101199003070011",
+        "name": "李四",
+        "address": "上海市浦东新区世纪大道100号",
+        "channel": "STORE",
+        "agent_id": "AG00001",
+        "verified_by": "ID_CARD_READER",
+        "registered_at": "2026-12-02T10:00:00",
+    }
     events = tmp_path / "day2.jsonl"
     events.write_text(json.dumps(event, ensure_ascii=False) + "\n", encoding="utf-8")
-    run("merge", "--base", os.path.join(got["out"], "base"), "--vault", os.path.join(got["out"], "vault"),
-        "--registrations", str(events), "--keys", got["keys"], "--out", out, "--as-of", "2026-12-02")
+    run(
+        "merge",
+        "--base",
+        os.path.join(got["out"], "base"),
+        "--vault",
+        os.path.join(got["out"], "vault"),
+        "--registrations",
+        str(events),
+        "--keys",
+        got["keys"],
+        "--out",
+        out,
+        "--as-of",
+        "2026-12-02",
+    )
     merged = lines(os.path.join(out, "base"))
     assert merged["A05"]["identity_status"] == "COMPLETE"
     for line_id in got["manifest"]["purged_line_ids"]:
@@ -247,13 +339,37 @@ def test_bad_inputs_are_one_line(site, tmp_path, capsys):
     with pytest.raises(SystemExit):
         retention_cli.main(["--base", site["base"], *common, "--as-of", "2026-13-01"])
     assert "is not a date" in capsys.readouterr().err
-    code = retention_cli.main(["--base", site["base"], "--vault", site["vault"], "--keys", keys,
-                               "--out", site["merge"], "--as-of", "2026-12-01"])
+    code = retention_cli.main(
+        [
+            "--base",
+            site["base"],
+            "--vault",
+            site["vault"],
+            "--keys",
+            keys,
+            "--out",
+            site["merge"],
+            "--as-of",
+            "2026-12-01",
+        ]
+    )
     assert "would overwrite the input base" in one_line_error(code, capsys.readouterr().err)
     other = str(tmp_path / "other" / "keys.json")
     run("keys", "init", "--keys", other)
-    code = retention_cli.main(["--base", site["base"], "--vault", site["vault"], "--keys", other,
-                               "--out", str(tmp_path / "o2"), "--as-of", "2026-12-01"])
+    code = retention_cli.main(
+        [
+            "--base",
+            site["base"],
+            "--vault",
+            site["vault"],
+            "--keys",
+            other,
+            "--out",
+            str(tmp_path / "o2"),
+            "--as-of",
+            "2026-12-01",
+        ]
+    )
     assert "was made under keyset" in one_line_error(code, capsys.readouterr().err)
     assert Keyset.load(keys).primary_vault_version == "v1"  # nothing was shredded
 
@@ -264,19 +380,50 @@ def test_repeating_the_same_command_never_replaces_the_live_vault(tmp_path, capf
     the same command again is refused with the way to complete it, and OUT/vault is untouched."""
     site = build(tmp_path / "site")
     out = str(tmp_path / "out")
-    args = ["--base", site["base"], "--vault", site["vault"], "--keys", site["keys"], "--out", out,
-            "--as-of", "2026-12-01"]
+    args = [
+        "--base",
+        site["base"],
+        "--vault",
+        site["vault"],
+        "--keys",
+        site["keys"],
+        "--out",
+        out,
+        "--as-of",
+        "2026-12-01",
+    ]
     assert retention_cli.main(args) == 0
-    before = {name: open(os.path.join(dirpath, name), "rb").read()
-              for dirpath, _, files in os.walk(os.path.join(out, "vault")) for name in files}
+    before = {
+        name: open(os.path.join(dirpath, name), "rb").read()
+        for dirpath, _, files in os.walk(os.path.join(out, "vault"))
+        for name in files
+    }
     capfd.readouterr()
     assert retention_cli.main(args) != 0
     err = capfd.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "live vault" in err and "--vault" in err, err
-    after = {name: open(os.path.join(dirpath, name), "rb").read()
-             for dirpath, _, files in os.walk(os.path.join(out, "vault")) for name in files}
+    after = {
+        name: open(os.path.join(dirpath, name), "rb").read()
+        for dirpath, _, files in os.walk(os.path.join(out, "vault"))
+        for name in files
+    }
     assert after == before
     # a base given inside OUT (a file or glob of OUT/base) is refused before anything changes
-    assert retention_cli.main(["--base", os.path.join(out, "base", "*.parquet"), "--vault", os.path.join(out, "vault"),
-                           "--keys", site["keys"], "--out", out, "--as-of", "2026-12-01"]) != 0
+    assert (
+        retention_cli.main(
+            [
+                "--base",
+                os.path.join(out, "base", "*.parquet"),
+                "--vault",
+                os.path.join(out, "vault"),
+                "--keys",
+                site["keys"],
+                "--out",
+                out,
+                "--as-of",
+                "2026-12-01",
+            ]
+        )
+        != 0
+    )
     assert "would overwrite the input base" in capfd.readouterr().err

@@ -1,4 +1,5 @@
 """Tests of ``backfill reveal`` (pipelines/reveal.py) and the vault side of ``backfill keys``."""
+
 from __future__ import annotations
 
 import json
@@ -29,14 +30,21 @@ def site(tmp_path):
     """A keyset and a vault of three lines; L1 holds the canaries."""
     keys, vault = tmp_path / "secure" / "keys.json", tmp_path / "merge" / "vault"
     assert keys_cli.main(["init", "--keys", str(keys)]) == 0
-    sealed = Vault(Keyset.load(str(keys))).seal(["L1", "L2", "L3"], {
-        "name": [CANARY_NAME, "张三", "李四"],
-        "doc_number": [CANARY_NUMBER, "110105194912310021", None],
-        "address": [CANARY_ADDRESS, None, "上海市浦东新区世纪大道100号"],
-    })
+    sealed = Vault(Keyset.load(str(keys))).seal(
+        ["L1", "L2", "L3"],
+        {
+            "name": [CANARY_NAME, "张三", "李四"],
+            "doc_number": [CANARY_NUMBER, "110105194912310021", None],
+            "address": [CANARY_ADDRESS, None, "上海市浦东新区世纪大道100号"],
+        },
+    )
     write_vault(str(vault), *sealed)
-    return {"keys": str(keys), "vault": str(vault), "audit": tmp_path / "merge" / "audit" / "reveal.jsonl",
-            "tmp": tmp_path}
+    return {
+        "keys": str(keys),
+        "vault": str(vault),
+        "audit": tmp_path / "merge" / "audit" / "reveal.jsonl",
+        "tmp": tmp_path,
+    }
 
 
 def reveal(site, line_id="L1", purpose="complaint 2026-118: verify the holder", *extra):
@@ -98,7 +106,8 @@ def test_unknown_line_is_one_line_and_recorded(site, capsys):
     assert reveal(site, "L404") == 1
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip() == (
-        "backfill reveal: error: line L404 cannot be revealed: it is not in the vault")
+        "backfill reveal: error: line L404 cannot be revealed: it is not in the vault"
+    )
     assert [r["outcome"] for r in audit_records(site)] == ["unknown_line"]
 
 
@@ -111,8 +120,10 @@ def test_tampered_vault_fails_authentication_without_values(site, capsys):
     assert reveal(site, "L1") == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.strip() == ("backfill reveal: error: vault record of line L1, field name failed "
-                                    "authentication (tampered, truncated or moved)")
+    assert captured.err.strip() == (
+        "backfill reveal: error: vault record of line L1, field name failed "
+        "authentication (tampered, truncated or moved)"
+    )
     assert [r["outcome"] for r in audit_records(site)] == ["failed_authentication"]
     assert reveal(site, "L1", "only the number", "--fields", "doc_number") == 0  # the rest still opens
     assert capsys.readouterr().out.strip() == f"doc_number: {CANARY_NUMBER}"
@@ -191,8 +202,22 @@ def test_retokenize_needs_a_merged_base(site, capsys):
     assert "--base" in capsys.readouterr().err
     raw = site["tmp"] / "raw.csv"
     raw.write_text("line_id,line_type,subscriber_kind,status\nL1,MOBILE,INDIVIDUAL,ACTIVE\n", encoding="utf-8")
-    assert keys_cli.main(["retokenize", "--keys", site["keys"], "--base", str(raw), "--vault", site["vault"],
-                          "--out", str(site["tmp"] / "retok")]) == 1
+    assert (
+        keys_cli.main(
+            [
+                "retokenize",
+                "--keys",
+                site["keys"],
+                "--base",
+                str(raw),
+                "--vault",
+                site["vault"],
+                "--out",
+                str(site["tmp"] / "retok"),
+            ]
+        )
+        == 1
+    )
     assert "is not a merged base" in capsys.readouterr().err
 
 
@@ -216,15 +241,38 @@ def test_no_canary_in_logs_or_errors(site, capsys, caplog):
 def test_output_is_utf8_whatever_the_locale(site):
     env = {**os.environ, "PYTHONIOENCODING": "ascii", "LC_ALL": "C", "LANG": "C"}
     done = subprocess.run(
-        [sys.executable, "-m", "pipelines.reveal", "--keys", site["keys"], "--vault", site["vault"],
-         "--line-id", "L1", "--purpose", "locale check", "--fields", "name"],
-        cwd=ROOT, env=env, capture_output=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pipelines.reveal",
+            "--keys",
+            site["keys"],
+            "--vault",
+            site["vault"],
+            "--line-id",
+            "L1",
+            "--purpose",
+            "locale check",
+            "--fields",
+            "name",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr.decode("utf-8", "replace")
     assert done.stdout.decode("utf-8").strip() == f"name: {CANARY_NAME}"
     os.chmod(site["keys"], 0o640)
-    done = subprocess.run([sys.executable, "-m", "pipelines.keys", "show", "--keys", site["keys"]],
-                          cwd=ROOT, env=env, capture_output=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.keys", "show", "--keys", site["keys"]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and done.stdout == b""
     assert done.stderr.decode().strip().splitlines() == [
         f"backfill keys: error: keyset {site['keys']} is accessible by group or others (mode 0640); "
-        f"run: chmod 600 {site['keys']}"]
+        f"run: chmod 600 {site['keys']}"
+    ]

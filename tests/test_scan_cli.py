@@ -1,5 +1,6 @@
 """`backfill scan` as a user runs it: a generated base, formats, workers,
 no network, canaries, re-runs, and one-line errors for bad input."""
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,10 @@ def run(*args, check=True, prefix=()):
 def verdicts(out_dir):
     table = pq.read_table(os.path.join(out_dir, "classified"))
     rows = table.select(["line_id", "identity_status", "reasons", "flags", "needs_registration"]).to_pylist()
-    return sorted((r["line_id"], r["identity_status"], tuple(r["reasons"]), tuple(r["flags"]), r["needs_registration"]) for r in rows)
+    return sorted(
+        (r["line_id"], r["identity_status"], tuple(r["reasons"]), tuple(r["flags"]), r["needs_registration"])
+        for r in rows
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +61,20 @@ def test_scan_writes_contract_outputs(scanned, base):
     summary = json.load(open(os.path.join(out, "summary.json")))
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     table = pq.read_table(os.path.join(out, "classified"))
-    dead = [json.loads(l) for f in glob.glob(os.path.join(out, "dead_letter", "*.jsonl")) for l in open(f)]
+    dead = [json.loads(row) for f in glob.glob(os.path.join(out, "dead_letter", "*.jsonl")) for row in open(f)]
     assert summary["rows_in"] == pq.ParquetFile(base).metadata.num_rows == 20_000
     assert summary["balanced"] and summary["classified"] + summary["dead_letters"] == summary["rows_in"]
     assert table.num_rows == summary["classified"] and len(dead) == summary["dead_letters"]
-    assert set(table.column_names) >= {"line_id", "identity_status", "reasons", "flags", "needs_registration",
-                                       "needs_review", "policy_version", "as_of"}
+    assert set(table.column_names) >= {
+        "line_id",
+        "identity_status",
+        "reasons",
+        "flags",
+        "needs_registration",
+        "needs_review",
+        "policy_version",
+        "as_of",
+    }
     assert not {"doc_type", "doc_number", "name", "address"} & set(table.column_names)
     # Every status occurs in a realistic base, counts agree with the table.
     statuses = pa.compute.value_counts(table.column("identity_status")).to_pylist()
@@ -82,14 +94,29 @@ def test_rerun_changes_nothing(scanned, base, tmp_path):
     assert verdicts(again) == verdicts(out)
     run("scan", "--base", base, "--out", again, "--as-of", AS_OF)  # into the same folder
     assert verdicts(again) == verdicts(out)
-    assert len(glob.glob(os.path.join(again, "classified", "*.parquet"))) == len(glob.glob(os.path.join(out, "classified", "*.parquet")))
+    assert len(glob.glob(os.path.join(again, "classified", "*.parquet"))) == len(
+        glob.glob(os.path.join(out, "classified", "*.parquet"))
+    )
 
 
 def test_two_workers_give_the_same_output(scanned, base, tmp_path):
     out, _ = scanned
     two = str(tmp_path / "two")
-    run("scan", "--base", base, "--out", two, "--as-of", AS_OF,
-        "--direct_num_workers", "2", "--direct_running_mode", "multi_processing", "--shuffle-buckets", "3")
+    run(
+        "scan",
+        "--base",
+        base,
+        "--out",
+        two,
+        "--as-of",
+        AS_OF,
+        "--direct_num_workers",
+        "2",
+        "--direct_running_mode",
+        "multi_processing",
+        "--shuffle-buckets",
+        "3",
+    )
     assert verdicts(two) == verdicts(out)
 
 
@@ -112,8 +139,11 @@ def test_formats_agree(base, tmp_path):
 
     paths["avro"] = str(tmp_path / "b.avro")
     with open(paths["avro"], "wb") as f:
-        fastavro.writer(f, fastavro.parse_schema(avro_schema("subscriber_base")),
-                        [{k: (v if v is not None or k != "line_id" else "") for k, v in r.items()} for r in table.to_pylist()])
+        fastavro.writer(
+            f,
+            fastavro.parse_schema(avro_schema("subscriber_base")),
+            [{k: (v if v is not None or k != "line_id" else "") for k, v in r.items()} for r in table.to_pylist()],
+        )
     results = {}
     for fmt, path in paths.items():
         out = str(tmp_path / f"out-{fmt}")
@@ -128,11 +158,21 @@ def _canary_base(tmp_path, encoding="utf-8"):
         person(line_id="C1", name=CANARY_NAME, doc_number=CANARY_NUMBER, address=CANARY_ADDRESS),
         person(line_id="C2", name=CANARY_NAME, doc_number=CANARY_NUMBER, address=CANARY_ADDRESS, status="BOGUS"),
         person(line_id="C2", name=CANARY_NAME + "乙", doc_number=CANARY_NUMBER, address=CANARY_ADDRESS),
-        person(line_id="C3", name=CANARY_NAME, doc_number=CANARY_NUMBER[:-1] + "1", address=CANARY_ADDRESS,
-               activated_on="2020-02-30"),
+        person(
+            line_id="C3",
+            name=CANARY_NAME,
+            doc_number=CANARY_NUMBER[:-1] + "1",
+            address=CANARY_ADDRESS,
+            activated_on="2020-02-30",
+        ),
         person(line_id="", name=CANARY_NAME, doc_number=CANARY_NUMBER, address=CANARY_ADDRESS),
-        person(line_id="C1", name=CANARY_NAME, doc_number=CANARY_NUMBER, address=CANARY_ADDRESS,
-               updated_at="2001-01-01T00:00:00"),
+        person(
+            line_id="C1",
+            name=CANARY_NAME,
+            doc_number=CANARY_NUMBER,
+            address=CANARY_ADDRESS,
+            updated_at="2001-01-01T00:00:00",
+        ),
     ]
     path = tmp_path / "canary.csv"
     with open(path, "w", newline="", encoding=encoding) as f:
@@ -158,8 +198,13 @@ def test_no_canary_leaves_the_scan(tmp_path):
         assert canary not in text
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["rows_in"] == 7 and summary["balanced"]
-    assert summary["dead_letter_reasons"] == {"BAD_DATE": 1, "BAD_ENUM": 1, "DUPLICATE_LINE_ID": 1,
-                                              "LINE_ID_MISSING": 1, "ROW_MALFORMED": 1}
+    assert summary["dead_letter_reasons"] == {
+        "BAD_DATE": 1,
+        "BAD_ENUM": 1,
+        "DUPLICATE_LINE_ID": 1,
+        "LINE_ID_MISSING": 1,
+        "ROW_MALFORMED": 1,
+    }
 
 
 def test_gb18030_needs_the_encoding_flag(tmp_path):
@@ -177,8 +222,24 @@ def test_gb18030_needs_the_encoding_flag(tmp_path):
         (lambda t: ["--base", str(t / "nope.parquet")], "nope.parquet"),
         (lambda t: ["--base", _write(t / "empty.csv", "")], "empty.csv"),
         (lambda t: ["--base", _write(t / "cols.csv", "line_id,name\nL1,x\n")], "line_type"),
-        (lambda t: ["--base", _write(t / "ok.csv", "line_id,line_type,subscriber_kind,status\n"), "--as-of", "2026-02-30"], "--as-of"),
-        (lambda t: ["--base", _write(t / "ok2.csv", "line_id,line_type,subscriber_kind,status\n"), "--policy", _write(t / "p.yaml", "policy_version: 1\n")], "policy"),
+        (
+            lambda t: [
+                "--base",
+                _write(t / "ok.csv", "line_id,line_type,subscriber_kind,status\n"),
+                "--as-of",
+                "2026-02-30",
+            ],
+            "--as-of",
+        ),
+        (
+            lambda t: [
+                "--base",
+                _write(t / "ok2.csv", "line_id,line_type,subscriber_kind,status\n"),
+                "--policy",
+                _write(t / "p.yaml", "policy_version: 1\n"),
+            ],
+            "policy",
+        ),
         (lambda t: ["--out", str(t / "x")], "--base"),
     ],
 )
@@ -202,9 +263,15 @@ def test_header_only_base_is_an_empty_scan(tmp_path):
 
 
 def test_module_entry_point(tmp_path):
-    path = _write(tmp_path / "m.csv", "line_id,line_type,subscriber_kind,status,extra_col\nL1,MOBILE,INDIVIDUAL,ACTIVE,x\n")
-    proc = subprocess.run([sys.executable, "-m", "pipelines.scan", "--base", path, "--out", str(tmp_path / "o"),
-                           "--as-of", AS_OF], capture_output=True, text=True, timeout=300)
+    path = _write(
+        tmp_path / "m.csv", "line_id,line_type,subscriber_kind,status,extra_col\nL1,MOBILE,INDIVIDUAL,ACTIVE,x\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.scan", "--base", path, "--out", str(tmp_path / "o"), "--as-of", AS_OF],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.load(open(tmp_path / "o" / "summary.json"))
     assert summary["identity_status"]["MISSING"] == 1 and summary["ignored_columns"] == ["extra_col"]

@@ -1,7 +1,7 @@
 """Differential test of the scan: the vectorised classifier against the naive one.
 
 ``transforms.scan.classify.classify_batch`` (Arrow, numpy, RE2) and
-``bench.naive.classify_row`` (one dict, plain Python, written from DESIGN.md)
+``bench.naive.classify_row`` (one dict, plain Python, written from docs/policy.md)
 must give every row the same identity_status and the same reasons, in the
 same order, or the same dead-letter reason. Cross-record flags need the
 whole base; the last test compares them through both pipelines end to end.
@@ -10,6 +10,7 @@ whole base; the last test compares them through both pipelines end to end.
 
 A failure names row numbers and reason codes only, never a row's values.
 """
+
 from __future__ import annotations
 
 import collections
@@ -31,8 +32,9 @@ LINES = 30_000
 
 def _with_source(table: pa.Table) -> pa.Table:
     n = table.num_rows
-    return (table.append_column("_src_file", pa.array(["base.parquet"] * n, pa.string()))
-            .append_column("_src_row", pa.array(range(1, n + 1), pa.int64())))
+    return table.append_column("_src_file", pa.array(["base.parquet"] * n, pa.string())).append_column(
+        "_src_row", pa.array(range(1, n + 1), pa.int64())
+    )
 
 
 def _vectorised(raw: pa.Table, policy) -> dict[int, tuple]:
@@ -41,9 +43,11 @@ def _vectorised(raw: pa.Table, policy) -> dict[int, tuple]:
     table = result.classified
     verdicts = {
         row: (status, tuple(reasons))
-        for row, status, reasons in zip(table.column("_src_row").to_pylist(),
-                                        table.column("identity_status").to_pylist(),
-                                        table.column("reasons").to_pylist())
+        for row, status, reasons in zip(
+            table.column("_src_row").to_pylist(),
+            table.column("identity_status").to_pylist(),
+            table.column("reasons").to_pylist(),
+        )
     }
     dead = result.dead_letter
     for row, reason in zip(dead.column("source_row").to_pylist(), dead.column("reason").to_pylist()):
@@ -55,8 +59,9 @@ def _naive(raw: pa.Table, policy) -> dict[int, tuple]:
     verdicts = {}
     for row in raw.to_pylist():
         out = classify_row(row, policy, AS_OF)
-        verdicts[row["_src_row"]] = (("DEAD", (out["reason"],)) if is_dead_letter(out)
-                                     else (out["identity_status"], tuple(out["reasons"])))
+        verdicts[row["_src_row"]] = (
+            ("DEAD", (out["reason"],)) if is_dead_letter(out) else (out["identity_status"], tuple(out["reasons"]))
+        )
     return verdicts
 
 
@@ -71,8 +76,10 @@ def _disagreements(raw: pa.Table, policy) -> str:
             key = (vec[row], naive[row])
             kinds[key] += 1
             example.setdefault(key, row)
-    lines = [f"{count} row(s), e.g. row {example[key]}: vectorised {key[0]} vs naive {key[1]}"
-             for key, count in kinds.most_common(20)]
+    lines = [
+        f"{count} row(s), e.g. row {example[key]}: vectorised {key[0]} vs naive {key[1]}"
+        for key, count in kinds.most_common(20)
+    ]
     return "\n".join(lines)
 
 
@@ -82,36 +89,114 @@ def test_generated_lines_agree(policy, seed):
     assert not (problems := _disagreements(raw, policy)), problems
 
 
-# Dirt of operator exports (domain.md 5, 6): format characters, full-width and
+# Dirt of operator exports (docs/regulation.md §5, 6): format characters, full-width and
 # ideographic forms, look-alike dots, separators, Unicode digits, case.
-_DIRT = ["\u200b", "\ufeff", "\u00ad", "\u3000", "\u00a0", "\u2028", "\t", "\n", " ", "  ", "１", "Ｘ", "ｘ",
-         "-", "\u2010", "\u2212", "－", ".", "．", "·", "・", "･", "•", "\u0387", "(", "（", "）", "\u0663",
-         "ß", "ﬁ", "Ⅻ", "①", "0", "9", "X", "x", "I", "O", "A", "张", "路", "号", "本人"]
-_DATES = ["2020-02-29", "2019-02-29", "2020-1-5", "2020/01/05", "20200105", "2020.01.05 12:00",
-          "2020-01-05T25:00", "2020-01-05T10:00:61", "2020-01-05T23:59:59.123456789+08:00", "2020-01-05Z",
-          "２０２０-01-05", "1900-02-29", "0001-01-01", "2020-13-01", " 2020-01-05 ", "2020-01-05 -1400"]
-_FIELDS = ["doc_number", "doc_number", "doc_number", "name", "name", "address", "doc_type", "handler_doc_type",
-           "handler_doc_number", "handler_name", "activated_on", "terminated_on", "updated_at",
-           "line_type", "subscriber_kind", "status", "line_id"]
+_DIRT = [
+    "\u200b",
+    "\ufeff",
+    "\u00ad",
+    "\u3000",
+    "\u00a0",
+    "\u2028",
+    "\t",
+    "\n",
+    " ",
+    "  ",
+    "１",
+    "Ｘ",
+    "ｘ",
+    "-",
+    "\u2010",
+    "\u2212",
+    "－",
+    ".",
+    "．",
+    "·",
+    "・",
+    "･",
+    "•",
+    "\u0387",
+    "(",
+    "（",
+    "）",
+    "\u0663",
+    "ß",
+    "ﬁ",
+    "Ⅻ",
+    "①",
+    "0",
+    "9",
+    "X",
+    "x",
+    "I",
+    "O",
+    "A",
+    "张",
+    "路",
+    "号",
+    "本人",
+]
+_DATES = [
+    "2020-02-29",
+    "2019-02-29",
+    "2020-1-5",
+    "2020/01/05",
+    "20200105",
+    "2020.01.05 12:00",
+    "2020-01-05T25:00",
+    "2020-01-05T10:00:61",
+    "2020-01-05T23:59:59.123456789+08:00",
+    "2020-01-05Z",
+    "２０２０-01-05",
+    "1900-02-29",
+    "0001-01-01",
+    "2020-13-01",
+    " 2020-01-05 ",
+    "2020-01-05 -1400",
+]
+_FIELDS = [
+    "doc_number",
+    "doc_number",
+    "doc_number",
+    "name",
+    "name",
+    "address",
+    "doc_type",
+    "handler_doc_type",
+    "handler_doc_number",
+    "handler_name",
+    "activated_on",
+    "terminated_on",
+    "updated_at",
+    "line_type",
+    "subscriber_kind",
+    "status",
+    "line_id",
+]
 
 
 def _fuzz(rows: list[dict], policy, seed: int) -> list[dict]:
     """Up to three mutations per row: dirt, cuts, placeholders, labels, other rows' values."""
     rnd = random.Random(seed)
-    labels = sorted(policy.label_lookup) + sorted(policy.review_labels) + [" idcard ", "ｐａｓｓｐｏｒｔ", "身分证", "OTHER"]
-    junk = (list(policy.names["placeholders"]) + list(policy.addresses["placeholders"])
-            + list(policy.document_numbers.get("placeholders", [])))
+    labels = (
+        sorted(policy.label_lookup) + sorted(policy.review_labels) + [" idcard ", "ｐａｓｓｐｏｒｔ", "身分证", "OTHER"]
+    )
+    junk = (
+        list(policy.names["placeholders"])
+        + list(policy.addresses["placeholders"])
+        + list(policy.document_numbers.get("placeholders", []))
+    )
     donors = {f: [r[f] for r in rows if r[f]] for f in ("doc_number", "handler_doc_number", "name", "address")}
 
     def mutate(value: str | None) -> str | None:
         value = value or ""
         op, at = rnd.randrange(8), rnd.randrange(len(value) + 1)
         if op == 0:
-            return value[:at] + value[at + 1:]
+            return value[:at] + value[at + 1 :]
         if op == 1:
             return value[:at] + rnd.choice(_DIRT) + value[at:]
         if op == 2:
-            return value[:at] + rnd.choice(_DIRT) + value[at + 1:]
+            return value[:at] + rnd.choice(_DIRT) + value[at + 1 :]
         if op == 3:
             return value[:at]
         if op == 4:
@@ -149,9 +234,9 @@ def test_fuzzed_lines_agree(policy):
     assert not (problems := _disagreements(raw, policy)), problems
 
 
-# Worked examples of domain.md section 2 and the rules of DESIGN.md, with the
+# Worked examples of docs/regulation.md §2 and the rules of docs/policy.md, with the
 # verdict both sides must give. The numbers are the published samples.
-P, O = person, organisation
+P, O = person, organisation  # noqa: E741  (short names keep the table of cases readable)
 EDGE_CASES = {
     "2.1 V1 GB example": (P(), "COMPLETE", ()),
     "2.1 V2 check 1": (P(doc_number="360426199101010071"), "COMPLETE", ()),
@@ -171,10 +256,18 @@ EDGE_CASES = {
     "2.1 grouped, minus, NBSP, BOM": (P(doc_number="\u00a0110105\u221219491231 002X\ufeff"), "COMPLETE", ()),
     "2.1 full-width": (P(doc_number="１１０１０５１９４９１２３１００２Ｘ"), "COMPLETE", ()),
     "5 spreadsheet damage": (P(doc_number="1.10105E+17"), "INVALID", ("DOC_NUMBER_FORMAT",)),
-    "2.2 permit as resident ID": (P(doc_number="810000199408230021"), "INVALID", ("DOC_NUMBER_REGION", "DOC_TYPE_MISMATCH")),
+    "2.2 permit as resident ID": (
+        P(doc_number="810000199408230021"),
+        "INVALID",
+        ("DOC_NUMBER_REGION", "DOC_TYPE_MISMATCH"),
+    ),
     "2.2 permit": (P(doc_type="港澳台居民居住证", doc_number="830000199201300022"), "COMPLETE", ()),
     "2.2 resident ID as permit": (P(doc_type="HMT_RESIDENCE_PERMIT"), "INVALID", ("DOC_TYPE_MISMATCH",)),
-    "2.3 new FPRID as resident ID": (P(doc_number="911840198001010013"), "INVALID", ("DOC_NUMBER_REGION", "DOC_TYPE_MISMATCH")),
+    "2.3 new FPRID as resident ID": (
+        P(doc_number="911840198001010013"),
+        "INVALID",
+        ("DOC_NUMBER_REGION", "DOC_TYPE_MISMATCH"),
+    ),
     "2.3 new FPRID": (P(doc_type="FOREIGN_PERMANENT_RESIDENT_ID", doc_number="911840198001010013"), "COMPLETE", ()),
     "2.3 old FPRID": (P(doc_type="永久居留证", doc_number="USA110080010111"), "COMPLETE", ()),
     "2.4 USCC V1": (O(doc_number="91110000600037341L"), "COMPLETE", ()),
@@ -191,8 +284,11 @@ EDGE_CASES = {
     "1.3 review label": (P(doc_type="回乡证", doc_number="H12345678"), "COMPLETE", ()),
     "1.3 not accepted": (P(doc_type="驾驶证"), "INVALID", ("DOC_TYPE_NOT_ACCEPTED",)),
     "1.3 unknown label": (P(doc_type="身分证"), "INVALID", ("DOC_TYPE_UNKNOWN",)),
-    "Art. 8 document for person": (P(doc_type="USCC", doc_number="91110000600037341L"), "INVALID",
-                                   ("DOC_TYPE_NOT_ALLOWED_FOR_KIND",)),
+    "Art. 8 document for person": (
+        P(doc_type="USCC", doc_number="91110000600037341L"),
+        "INVALID",
+        ("DOC_TYPE_NOT_ALLOWED_FOR_KIND",),
+    ),
     "5 dots folded": (P(name="阿.卜．杜"), "COMPLETE", ()),
     "5 two dots": (P(name="阿··卜"), "INVALID", ("NAME_FORMAT",)),
     "5 digit in name": (P(name="张三１"), "INVALID", ("NAME_FORMAT",)),
@@ -207,8 +303,11 @@ EDGE_CASES = {
     "Art. 8 handler org document": (O(handler_doc_type="USCC"), "INVALID", ("HANDLER_INVALID",)),
     "Art. 8 handler bad number": (O(handler_doc_number="110105194912310021"), "INVALID", ("HANDLER_INVALID",)),
     "absence wins": (P(doc_number="123", address=None), "INCOMPLETE", ("ADDRESS_MISSING", "DOC_NUMBER_FORMAT")),
-    "missing": (O(doc_type=None, doc_number=" ", name="\u3000", address=""), "MISSING",
-                ("DOC_TYPE_MISSING", "DOC_NUMBER_MISSING", "NAME_MISSING", "ADDRESS_MISSING")),
+    "missing": (
+        O(doc_type=None, doc_number=" ", name="\u3000", address=""),
+        "MISSING",
+        ("DOC_TYPE_MISSING", "DOC_NUMBER_MISSING", "NAME_MISSING", "ADDRESS_MISSING"),
+    ),
     "enum aliases": (P(line_type=" mobile ", status="拆机", subscriber_kind="个人"), "COMPLETE", ()),
     "bad enum": (P(status="PENDING"), "DEAD", ("BAD_ENUM",)),
     "no line_id": (P(line_id="\u3000"), "DEAD", ("LINE_ID_MISSING",)),
@@ -218,8 +317,10 @@ EDGE_CASES = {
 
 
 def test_edge_cases_agree_with_design(policy):
-    rows = [dict(row, line_id=row["line_id"] if name == "no line_id" else f"L{i}")
-            for i, (name, (row, _, _)) in enumerate(EDGE_CASES.items())]
+    rows = [
+        dict(row, line_id=row["line_id"] if name == "no line_id" else f"L{i}")
+        for i, (name, (row, _, _)) in enumerate(EDGE_CASES.items())
+    ]
     raw = raw_table(rows)
     vec, naive = _vectorised(raw, policy), _naive(raw, policy)
     wrong = []
@@ -232,8 +333,15 @@ def test_edge_cases_agree_with_design(policy):
 def _with_cross_record_cases(table: pa.Table) -> pa.Table:
     """Plant one document on 7 active person lines and one under two names (value-free test data)."""
     rows = table.to_pylist()
-    people = [r for r in rows if r["doc_number"] and r["name"] and r["subscriber_kind"] == "INDIVIDUAL"
-              and r["status"] == "ACTIVE" and r["line_id"]]
+    people = [
+        r
+        for r in rows
+        if r["doc_number"]
+        and r["name"]
+        and r["subscriber_kind"] == "INDIVIDUAL"
+        and r["status"] == "ACTIVE"
+        and r["line_id"]
+    ]
     extra = [dict(people[0], line_id=f"{people[0]['line_id']}-X{i}") for i in range(7)]
     other_name = next(r["name"] for r in people[2:] if r["name"] != people[1]["name"])
     extra.append(dict(people[1], line_id=f"{people[1]['line_id']}-Y", name=other_name))
@@ -255,15 +363,21 @@ def test_naive_pipeline_matches_scan(tmp_path, policy):
     assert scan.num_rows == naive.num_rows
     by_id = {row["line_id"]: row for row in naive.to_pylist()}
     differing = collections.Counter(
-        column for row in scan.to_pylist() for column, value in row.items()
-        if by_id.get(row["line_id"], {}).get(column) != value)
+        column
+        for row in scan.to_pylist()
+        for column, value in row.items()
+        if by_id.get(row["line_id"], {}).get(column) != value
+    )
     assert not differing, f"columns that differ (count of lines): {dict(differing)}"
     flags = collections.Counter(f for row in scan.to_pylist() for f in row["flags"])
     assert flags["DOC_LINE_LIMIT"] >= 6 and flags["DOC_NAME_CONFLICT"] >= 2, dict(flags)
 
     scan_dead = collections.Counter(
         json.loads(line)["reason"]
-        for path in glob.glob(str(tmp_path / "scan" / "dead_letter" / "*")) for line in open(path, encoding="utf-8"))
-    naive_dead = collections.Counter(pq.ParquetDataset(str(tmp_path / "naive" / "dead_letter")).read()
-                                     .column("reason").to_pylist())
+        for path in glob.glob(str(tmp_path / "scan" / "dead_letter" / "*"))
+        for line in open(path, encoding="utf-8")
+    )
+    naive_dead = collections.Counter(
+        pq.ParquetDataset(str(tmp_path / "naive" / "dead_letter")).read().column("reason").to_pylist()
+    )
     assert scan_dead == naive_dead

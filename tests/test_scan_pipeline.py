@@ -3,6 +3,7 @@
 Run with the spilled shuffle (local default) and with tables shuffled
 inline (the Dataflow path); both must give the same result.
 """
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -57,10 +58,16 @@ def test_composite_outputs(policy, tmp_path, spill):
     p = BeamTestPipeline(runner=RUNNER)
     raw = p | "Batches" >> beam.Create(_fixture_batches())
     out = raw | ClassifyRegistrationCompleteness(policy, AS_OF, CTX, SALT, n_buckets=3, spill_dir=spill_dir)
-    assert_that(out.classified | "Verdicts" >> beam.combiners.ToList() | beam.Map(_verdicts),
-                equal_to([EXPECTED]), label="assert:classified")
-    assert_that(out.dead_letter | "DeadRows" >> beam.combiners.ToList() | beam.Map(_dead),
-                equal_to([EXPECTED_DEAD]), label="assert:dead_letter")
+    assert_that(
+        out.classified | "Verdicts" >> beam.combiners.ToList() | beam.Map(_verdicts),
+        equal_to([EXPECTED]),
+        label="assert:classified",
+    )
+    assert_that(
+        out.dead_letter | "DeadRows" >> beam.combiners.ToList() | beam.Map(_dead),
+        equal_to([EXPECTED_DEAD]),
+        label="assert:dead_letter",
+    )
 
     def check_counts(counts):
         (c,) = counts
@@ -80,23 +87,34 @@ def test_output_schema_is_the_contract(policy):
     from schemas import arrow_schema
 
     with BeamTestPipeline(runner=RUNNER) as p:
-        out = (p | beam.Create(_fixture_batches())
-               | ClassifyRegistrationCompleteness(policy, AS_OF, CTX, SALT, n_buckets=2))
+        out = (
+            p
+            | beam.Create(_fixture_batches())
+            | ClassifyRegistrationCompleteness(policy, AS_OF, CTX, SALT, n_buckets=2)
+        )
         same = out.classified | beam.Map(lambda t: t.schema.equals(arrow_schema("classified_line")))
-        assert_that(same | beam.combiners.ToList() | beam.Map(lambda v: bool(v) and all(v)),
-                    equal_to([True]), label="assert:schema")
+        assert_that(
+            same | beam.combiners.ToList() | beam.Map(lambda v: bool(v) and all(v)),
+            equal_to([True]),
+            label="assert:schema",
+        )
 
 
 def test_many_buckets_same_result(policy):
     rows = [person(line_id=f"L{i:04d}", name="张三" if i % 7 else "李四") for i in range(40)]
     rows += [person(line_id=f"L{i:04d}", name="", updated_at="2000-01-01T00:00:00") for i in range(0, 40, 5)]
-    batches = [raw_table(rows[i:i + 9], f"f{i}.csv") for i in range(0, len(rows), 9)]
+    batches = [raw_table(rows[i : i + 9], f"f{i}.csv") for i in range(0, len(rows), 9)]
     for buckets in (1, 16):
         with BeamTestPipeline(runner=RUNNER) as p:
-            out = (p | f"Create{buckets}" >> beam.Create(batches)
-                   | f"Scan{buckets}" >> ClassifyRegistrationCompleteness(policy, AS_OF, CTX, SALT, n_buckets=buckets))
+            out = (
+                p
+                | f"Create{buckets}" >> beam.Create(batches)
+                | f"Scan{buckets}" >> ClassifyRegistrationCompleteness(policy, AS_OF, CTX, SALT, n_buckets=buckets)
+            )
             verdicts = out.classified | beam.combiners.ToList() | beam.Map(_verdicts)
             assert_that(verdicts | beam.Map(len), equal_to([40]), label="assert:count")
             assert_that(
                 verdicts | beam.Map(lambda v: all(flags == ("DOC_NAME_CONFLICT", "DOC_LINE_LIMIT") for *_, flags in v)),
-                equal_to([True]), label="assert:flags")
+                equal_to([True]),
+                label="assert:flags",
+            )

@@ -4,6 +4,7 @@ The site runs scan, notify, merge, reveal, retention and incident for real;
 the expected figures come from what the test did (rows it wrote, reveals it
 made), not from the code under test.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,8 +27,12 @@ from tests.support.rows import person
 pytestmark = pytest.mark.e2e  # the site is built with the backfill CLI in subprocesses (keys, merge, scan, notify)
 
 CAMPAIGN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "campaign.yaml")
-REVEALS = [("A01", "complaint 2026-118"), ("A03", "complaint 2026-118"), ("A01", "police request 7"),
-           ("NOPE", "typo check")]  # the last one fails: unknown line
+REVEALS = [
+    ("A01", "complaint 2026-118"),
+    ("A03", "complaint 2026-118"),
+    ("A01", "police request 7"),
+    ("NOPE", "typo check"),
+]  # the last one fails: unknown line
 RETENTION_AS_OF = dt.date(2026, 12, 1)
 
 
@@ -40,25 +45,70 @@ def site(tmp_path_factory):
     with open(scan_base, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(names)
-        for row in [*base_rows(), person(line_id="BAD", status="SOMETIMES"),
-                    person(line_id="A03", updated_at="2020-01-01T00:00:00")]:
+        for row in [
+            *base_rows(),
+            person(line_id="BAD", status="SOMETIMES"),
+            person(line_id="A03", updated_at="2020-01-01T00:00:00"),
+        ]:
             writer.writerow(["" if row.get(n) is None else row[n] for n in names])
     run("scan", "--base", scan_base, "--out", os.path.join(root, "scan"), "--as-of", "2026-11-30")
-    run("notify", "--classified", os.path.join(root, "scan"), "--campaign", CAMPAIGN, "--wave", "1",
-        "--out", os.path.join(root, "notify"), "--as-of", "2026-12-01")
+    run(
+        "notify",
+        "--classified",
+        os.path.join(root, "scan"),
+        "--campaign",
+        CAMPAIGN,
+        "--wave",
+        "1",
+        "--out",
+        os.path.join(root, "notify"),
+        "--as-of",
+        "2026-12-01",
+    )
     for line_id, purpose in REVEALS:
         reveal_cli.main(["--keys", s["keys"], "--vault", s["vault"], "--line-id", line_id, "--purpose", purpose])
-    assert retention_cli.main(["--base", s["base"], "--vault", s["vault"], "--keys", s["keys"],
-                               "--out", os.path.join(root, "retention"), "--as-of", RETENTION_AS_OF.isoformat()]) == 0
+    assert (
+        retention_cli.main(
+            [
+                "--base",
+                s["base"],
+                "--vault",
+                s["vault"],
+                "--keys",
+                s["keys"],
+                "--out",
+                os.path.join(root, "retention"),
+                "--as-of",
+                RETENTION_AS_OF.isoformat(),
+            ]
+        )
+        == 0
+    )
     live = os.path.join(root, "retention", "vault")
-    assert incident_cli.main(["--base", os.path.join(root, "retention", "base"), "--vault", live,
-                              "--key-version", "j1", "--out", os.path.join(root, "incident"),
-                              "--detected-at", "2026-11-30T08:00:00Z"]) == 0
+    assert (
+        incident_cli.main(
+            [
+                "--base",
+                os.path.join(root, "retention", "base"),
+                "--vault",
+                live,
+                "--key-version",
+                "j1",
+                "--out",
+                os.path.join(root, "incident"),
+                "--detected-at",
+                "2026-11-30T08:00:00Z",
+            ]
+        )
+        == 0
+    )
     with open(os.path.join(root, "scan", "manifest.json"), encoding="utf-8") as handle:
         scan = json.load(handle)
     # a failed run kept for the inspection, a run of another year, and a copy of the merge folder
-    for folder, changes in (("failed-scan", {"run_id": "scan-failed-1", "counts": {**scan["counts"], "balanced": False}}),
-                            ("last-year", {"run_id": "scan-2025", "started": "2025-06-01T00:00:00Z"})):
+    for folder, changes in (
+        ("failed-scan", {"run_id": "scan-failed-1", "counts": {**scan["counts"], "balanced": False}}),
+        ("last-year", {"run_id": "scan-2025", "started": "2025-06-01T00:00:00Z"}),
+    ):
         os.makedirs(os.path.join(root, "old", folder))
         with open(os.path.join(root, "old", folder, "manifest.json"), "w", encoding="utf-8") as handle:
             json.dump({**scan, **changes}, handle)
@@ -72,8 +122,13 @@ def test_runs_rows_and_dead_letters(site):
     r = site["inspection"]
     n = len(base_rows())
     steps = r["runs_by_step"]
-    assert {k: v["runs"] for k, v in steps.items()} == {"scan": 2, "merge": 1, "notify": 1, "retention": 1,
-                                                        "incident": 1}
+    assert {k: v["runs"] for k, v in steps.items()} == {
+        "scan": 2,
+        "merge": 1,
+        "notify": 1,
+        "retention": 1,
+        "incident": 1,
+    }
     assert steps["scan"]["rows_in"] == 2 * (n + 2) and steps["scan"]["rows_out"] == 2 * n  # the failed copy too
     assert (steps["merge"]["rows_in"], steps["merge"]["rows_out"]) == (n + 1, n)  # base rows + 1 event; lines
     assert (steps["retention"]["rows_in"], steps["retention"]["rows_out"]) == (n, n)

@@ -1,4 +1,5 @@
 """CSV cells that spreadsheets would evaluate are escaped (OWASP's CSV injection rule)."""
+
 from __future__ import annotations
 
 import csv
@@ -10,7 +11,7 @@ import pytest
 
 from pipelines.io.spreadsheet import spreadsheet_safe
 
-ATTACKS = ["=HYPERLINK(\"http://x\",\"click\")", "@SUM(1+1)", "+cmd|' /C calc'!A0", "-2+3", "\t=1+1", "\r=1+1"]
+ATTACKS = ['=HYPERLINK("http://x","click")', "@SUM(1+1)", "+cmd|' /C calc'!A0", "-2+3", "\t=1+1", "\r=1+1"]
 
 
 @pytest.mark.parametrize("value", ATTACKS)

@@ -1,4 +1,5 @@
 """Tests of join tokens and masks (transforms/crypto/tokenize.py)."""
+
 from __future__ import annotations
 
 import base64
@@ -114,7 +115,9 @@ def test_large_batches_of_distinct_values_agree_with_single_values(tokenizer):
     tokens = tokenizer.tokens("doc_number", values).to_pylist()
     assert tokens[7] is None and tokens[8] is None
     assert tokens[19_999] == tokenizer.token("doc_number", CANARY_NUMBER)
-    assert [tokens[i] for i in (0, 4_321, 19_998)] == [tokenizer.token("doc_number", values[i]) for i in (0, 4_321, 19_998)]
+    assert [tokens[i] for i in (0, 4_321, 19_998)] == [
+        tokenizer.token("doc_number", values[i]) for i in (0, 4_321, 19_998)
+    ]
     assert len(set(tokens)) == 19_998 + 1  # distinct values, distinct tokens (and one None)
 
 
@@ -124,28 +127,52 @@ def test_unknown_kind_is_refused_without_values(tokenizer):
     assert CANARY_NUMBER not in str(raised.value)
 
 
-@pytest.mark.parametrize("value, mask", [
-    (CANARY_NAME, "金**"), ("张三", "张**"), ("欧阳娜娜", "欧**"), ("张", "**"),
-    (" 张三\u200b", "张**"), (None, None), ("   ", None),
-])
+@pytest.mark.parametrize(
+    "value, mask",
+    [
+        (CANARY_NAME, "金**"),
+        ("张三", "张**"),
+        ("欧阳娜娜", "欧**"),
+        ("张", "**"),
+        (" 张三\u200b", "张**"),
+        (None, None),
+        ("   ", None),
+    ],
+)
 def test_name_masks(value, mask):
     assert masks("name", [value]).to_pylist() == [mask]
 
 
-@pytest.mark.parametrize("value, mask", [
-    (CANARY_NUMBER, "110****2X"), ("１１０１０５１９４９１２３１００２ｘ", "110****2X"),
-    ("1234567890", "123****90"), ("E12345678", "E****8"), ("1234", "1****4"),
-    ("ABC", "A****"), ("AB", "A****"), ("A", "****"), (None, None),
-])
+@pytest.mark.parametrize(
+    "value, mask",
+    [
+        (CANARY_NUMBER, "110****2X"),
+        ("１１０１０５１９４９１２３１００２ｘ", "110****2X"),
+        ("1234567890", "123****90"),
+        ("E12345678", "E****8"),
+        ("1234", "1****4"),
+        ("ABC", "A****"),
+        ("AB", "A****"),
+        ("A", "****"),
+        (None, None),
+    ],
+)
 def test_doc_number_masks(value, mask):
     assert masks("doc_number", [value]).to_pylist() == [mask]
 
 
-@pytest.mark.parametrize("value, mask", [
-    (CANARY_ADDRESS, "北京市海淀区****"), ("北京市海淀区中关村大街", "北京****"),  # 11 characters
-    ("北京市海淀区中关村大街1", "北京市海淀区****"), ("北京市朝阳区88号", "北京****"),
-    ("北京市区", "北京****"), ("北京市", "****"), (None, None),
-])
+@pytest.mark.parametrize(
+    "value, mask",
+    [
+        (CANARY_ADDRESS, "北京市海淀区****"),
+        ("北京市海淀区中关村大街", "北京****"),  # 11 characters
+        ("北京市海淀区中关村大街1", "北京市海淀区****"),
+        ("北京市朝阳区88号", "北京****"),
+        ("北京市区", "北京****"),
+        ("北京市", "****"),
+        (None, None),
+    ],
+)
 def test_address_masks(value, mask):
     assert masks("address", [value]).to_pylist() == [mask]
 

@@ -1,4 +1,5 @@
 """Tests of the vault (transforms/crypto/vault.py) and its files (pipelines/io/vault_files.py)."""
+
 from __future__ import annotations
 
 import os
@@ -58,7 +59,11 @@ def test_seal_open_round_trip(keyset, sealed):
     assert keys.num_rows == 3 and sorted(keys["line_id"].to_pylist()) == LINES
     assert values.num_rows == 7  # nulls are not sealed
     assert vault.open(keys, values, "L1") == {
-        "name": CANARY_NAME, "doc_number": CANARY_NUMBER, "address": CANARY_ADDRESS, "doc_type": "RESIDENT_ID"}
+        "name": CANARY_NAME,
+        "doc_number": CANARY_NUMBER,
+        "address": CANARY_ADDRESS,
+        "doc_type": "RESIDENT_ID",
+    }
     assert vault.open(keys, values, "L2", ["name", "address"]) == {"name": "张三"}
     assert vault.open(keys, values, "L3") == {}
     assert set(keys["vault_key_version"].to_pylist()) == {"v1"}
@@ -103,9 +108,15 @@ def test_a_record_moved_to_another_field_fails(keyset, sealed):
         Vault(keyset).open(keys, swapped, "L1")
 
 
-@pytest.mark.parametrize("damage", [
-    lambda ct: ct[:-1], lambda ct: ct[:8], lambda ct: b"", lambda ct: bytes([ct[0] ^ 1]) + ct[1:],
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda ct: ct[:-1],
+        lambda ct: ct[:8],
+        lambda ct: b"",
+        lambda ct: bytes([ct[0] ^ 1]) + ct[1:],
+    ],
+)
 def test_truncated_or_tampered_ciphertext_fails(keyset, sealed, damage):
     keys, values = sealed
     row = next(r for r in values.to_pylist() if r["line_id"] == "L1" and r["field"] == "doc_number")
@@ -136,8 +147,9 @@ def test_wrong_keyset_fails(sealed):
     other = Keyset.generate()
     with pytest.raises(VaultError, match="belongs to keyset"):
         Vault(other).open(keys, values, "L1")
-    forged = keys.set_column(keys.schema.get_field_index("keyset_id"), "keyset_id",
-                             pa.array([other.keyset_id] * keys.num_rows))
+    forged = keys.set_column(
+        keys.schema.get_field_index("keyset_id"), "keyset_id", pa.array([other.keyset_id] * keys.num_rows)
+    )
     with pytest.raises(AuthenticationFailed):
         Vault(other).open(forged, values, "L1")
 
@@ -191,8 +203,11 @@ def test_shred_makes_a_line_unopenable_even_from_an_older_values_copy(keyset, se
     assert current.num_rows == 2
     with pytest.raises(UnknownLine, match="shredded"):
         vault.open(current, old_values, "L1")
-    assert vault.open(current, old_values, "L2") == {"name": "张三", "doc_number": "110105194912310021",
-                                                       "doc_type": "RESIDENT_ID"}
+    assert vault.open(current, old_values, "L2") == {
+        "name": "张三",
+        "doc_number": "110105194912310021",
+        "doc_type": "RESIDENT_ID",
+    }
     assert "L1" not in vault.open_many(current, old_values)["line_id"].to_pylist()
 
 
@@ -200,8 +215,12 @@ def test_open_many_returns_every_value(keyset, sealed):
     keys, values = sealed
     opened = Vault(keyset).open_many(keys, values, ["name", "doc_number"])
     got = {(r["line_id"], r["field"]): r["value"] for r in opened.to_pylist()}
-    assert got == {("L1", "name"): CANARY_NAME, ("L1", "doc_number"): CANARY_NUMBER,
-                   ("L2", "name"): "张三", ("L2", "doc_number"): "110105194912310021"}
+    assert got == {
+        ("L1", "name"): CANARY_NAME,
+        ("L1", "doc_number"): CANARY_NUMBER,
+        ("L2", "name"): "张三",
+        ("L2", "doc_number"): "110105194912310021",
+    }
 
 
 def test_vault_refuses_pickling(keyset):
@@ -231,7 +250,9 @@ def test_readers_take_the_newest_complete_generation(keyset, sealed, tmp_path):
     assert read_table(folder, "keys").num_rows == 1
     write_table(folder, "keys", keys, rows_per_file=2)
     assert sorted(os.listdir(tmp_path / "vault" / "keys")) == [
-        "keys-g000004-00000-of-00002.parquet", "keys-g000004-00001-of-00002.parquet"]
+        "keys-g000004-00000-of-00002.parquet",
+        "keys-g000004-00001-of-00002.parquet",
+    ]
     assert read_table(folder, "keys").num_rows == 3
     with pytest.raises(VaultError, match="no vault"):
         read_table(str(tmp_path / "elsewhere"), "keys")

@@ -10,6 +10,7 @@ import Apache Beam.
 
     from transforms import ClassifyRegistrationCompleteness
 """
+
 from __future__ import annotations
 
 import importlib

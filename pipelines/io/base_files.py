@@ -38,6 +38,7 @@ Rules decided here (and relied on downstream):
   with its own, which also selects JSON Lines (checked here by ``plan_splits``,
   read by that module).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,8 +93,7 @@ def _read_avro(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.T
             try:
                 chunk = list(islice(records, batch_size))
             except Exception as e:
-                raise InputError(f"{split.path}: corrupt Avro data after row {row - 1} "
-                                 f"({type(e).__name__})") from None
+                raise InputError(f"{split.path}: corrupt Avro data after row {row - 1} ({type(e).__name__})") from None
             if not chunk:
                 return
             # fastavro hands out one dict per record: building columns is per-row
@@ -111,13 +111,16 @@ def _column(values: list) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-def read_split(split: Split, encoding: str = "utf-8", batch_size: int = 65_536,
-               max_field_chars: int = 4096) -> Iterator[tuple[pa.Table, list[BadRow]]]:
+def read_split(
+    split: Split, encoding: str = "utf-8", batch_size: int = 65_536, max_field_chars: int = 4096
+) -> Iterator[tuple[pa.Table, list[BadRow]]]:
     """Yield (raw, bad) per batch; see the module docstring for the rules."""
     codec = codec_name(encoding)
-    readers = {"csv": lambda: read_csv(split, codec, batch_size, max_field_chars),
-               "parquet": lambda: _read_parquet(split, batch_size, max_field_chars),
-               "avro": lambda: _read_avro(split, batch_size, max_field_chars)}
+    readers = {
+        "csv": lambda: read_csv(split, codec, batch_size, max_field_chars),
+        "parquet": lambda: _read_parquet(split, batch_size, max_field_chars),
+        "avro": lambda: _read_avro(split, batch_size, max_field_chars),
+    }
     if split.fmt not in readers:
         raise InputError(f"{split.path}: unknown format {split.fmt!r}")
     return _guarded(readers[split.fmt](), split.path)
@@ -146,8 +149,16 @@ class ReadSplitFn(beam.DoFn):
       key_field: the dead-letter field that carries ``BadRow.key`` (events: "event_id").
     """
 
-    def __init__(self, ctx: DeadLetterContext, encoding: str, batch_size: int, max_field_chars: int,
-                 read=None, counter_prefix: str = "rows", key_field: str | None = None):
+    def __init__(
+        self,
+        ctx: DeadLetterContext,
+        encoding: str,
+        batch_size: int,
+        max_field_chars: int,
+        read=None,
+        counter_prefix: str = "rows",
+        key_field: str | None = None,
+    ):
         self._ctx, self._encoding = ctx, encoding
         self._batch_size, self._limit = batch_size, max_field_chars
         self._reader, self._key_field = read or read_split, key_field
@@ -186,8 +197,14 @@ class ReadSubscriberBase(beam.PTransform):
     RAW_SCHEMA) and 'dead_letter' (dead-letter tables, reason ROW_MALFORMED).
     Counters in namespace 'subreg': rows_read (every data row, raw or malformed), rows_malformed."""
 
-    def __init__(self, splits: list[Split], dl_ctx: DeadLetterContext, encoding: str = "utf-8",
-                 batch_size: int = 65_536, max_field_chars: int = 4096):
+    def __init__(
+        self,
+        splits: list[Split],
+        dl_ctx: DeadLetterContext,
+        encoding: str = "utf-8",
+        batch_size: int = 65_536,
+        max_field_chars: int = 4096,
+    ):
         super().__init__()
         codec_name(encoding)
         self._splits = splits if isinstance(splits, PlanInPipeline) else list(splits)
@@ -195,11 +212,11 @@ class ReadSubscriberBase(beam.PTransform):
 
     def expand(self, pbegin):
         if isinstance(self._splits, PlanInPipeline):
-            splits = (pbegin
-                      | "Paths" >> beam.Create([self._splits])
-                      | "PlanSplits" >> beam.FlatMap(PlanInPipeline.splits))
+            splits = (
+                pbegin | "Paths" >> beam.Create([self._splits]) | "PlanSplits" >> beam.FlatMap(PlanInPipeline.splits)
+            )
         else:
             splits = pbegin | "Splits" >> beam.Create(self._splits)
-        return (splits
-                | "Spread" >> beam.Reshuffle()
-                | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW))
+        return (
+            splits | "Spread" >> beam.Reshuffle() | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW)
+        )

@@ -9,6 +9,7 @@ as in any CSV reader: that row is then one BadRow (wrong field count). GB18030
 files are transcoded to UTF-8 on the fly; undecodable bytes become
 ``transforms.core.rows.MARK`` so their rows are found per batch.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -151,8 +152,12 @@ class _CsvRead:
                 read_options=pacsv.ReadOptions(column_names=cols, block_size=self.block, use_threads=False),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=self._invalid),
                 convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.binary() for c in cols}, strings_can_be_null=True,
-                    null_values=[""], include_columns=list(self.src.values())))
+                    column_types={c: pa.binary() for c in cols},
+                    strings_can_be_null=True,
+                    null_values=[""],
+                    include_columns=list(self.src.values()),
+                ),
+            )
             for batch in reader:
                 stream.took()
                 self._number(batch, skip)
@@ -178,8 +183,9 @@ class _CsvRead:
             self.block *= 4
             return False
         if "straddl" in str(e):
-            raise InputError(f"{self.path}: a row near data row {self.next_row} is longer than "
-                             f"{CSV_MAX_BLOCK_BYTES} bytes") from None
+            raise InputError(
+                f"{self.path}: a row near data row {self.next_row} is longer than {CSV_MAX_BLOCK_BYTES} bytes"
+            ) from None
         if self.transcode:
             raise InputError(f"{self.path}: CSV parse error after data row {self.next_row - 1}") from None
         self.transcode = True
@@ -205,15 +211,19 @@ class _CsvRead:
             self.pending = [tail] if tail.num_rows else []
             rows = head.column("_row").to_numpy()
             data = {c: head.column(s).combine_chunks() for c, s in self.src.items()}
-            raw, bad, undecodable = assemble_rows(data, rows, self.path, self.codec, self.limit, self.transcode,
-                                                  self.split.contract)
+            raw, bad, undecodable = assemble_rows(
+                data, rows, self.path, self.codec, self.limit, self.transcode, self.split.contract
+            )
             if not self.checked and len(rows):
                 self.checked = True
                 if undecodable * 2 > len(rows):
                     raise encoding_error(self.path, self.codec)
         self.resume = int(rows[-1]) + 1 if len(rows) else self.resume
-        bad += [BadRow(self.path, num, None, f"expected {len(self.names)} fields, found {found}")
-                for num, found in self.invalid if num not in self.done_bad]
+        bad += [
+            BadRow(self.path, num, None, f"expected {len(self.names)} fields, found {found}")
+            for num, found in self.invalid
+            if num not in self.done_bad
+        ]
         self.done_bad.update(num for num, _ in self.invalid)
         self.invalid.clear()
         return raw, sorted(bad, key=lambda b: b.source_row)

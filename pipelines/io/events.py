@@ -20,6 +20,7 @@ is not valid UTF-8, not JSON, or not an object, or that holds an object, an
 array or a boolean as a contract field, is malformed; numbers become their
 text; keys beyond the contract are ignored; an absent key is null.
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -40,8 +41,9 @@ __all__ = ["EVENTS", "EVENT_SCHEMA", "plan_event_splits", "read_event_split", "R
 EVENT_SCHEMA = EVENTS.schema
 
 
-def plan_event_splits(paths: list[str], encoding: str = "utf-8",
-                      rows_per_split: int = 500_000) -> tuple[list[Split], InputInfo]:
+def plan_event_splits(
+    paths: list[str], encoding: str = "utf-8", rows_per_split: int = 500_000
+) -> tuple[list[Split], InputInfo]:
     """Expand event paths (files, globs, folders), check each file, cut splits."""
     return plan_splits(paths, rows_per_split=rows_per_split, encoding=encoding, contract=EVENTS)
 
@@ -59,8 +61,9 @@ def _read_jsonl(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.
             yield parse_json_lines(pending, split.path, limit)
 
 
-def read_event_split(split: Split, encoding: str = "utf-8", batch_size: int = 65_536,
-                     max_field_chars: int = 4096) -> Iterator[tuple[pa.Table, list[BadRow]]]:
+def read_event_split(
+    split: Split, encoding: str = "utf-8", batch_size: int = 65_536, max_field_chars: int = 4096
+) -> Iterator[tuple[pa.Table, list[BadRow]]]:
     """Yield (raw, bad) per batch of one split of event files."""
     if split.fmt != "jsonl":
         yield from read_split(split, encoding, batch_size, max_field_chars)
@@ -77,15 +80,25 @@ class ReadRegistrationEvents(beam.PTransform):
     """splits -> DoOutputsTuple: 'raw' (EVENT_SCHEMA batches) and 'dead_letter'
     (ROW_MALFORMED). Counters in namespace 'subreg': events_read, events_malformed."""
 
-    def __init__(self, splits: list[Split], dl_ctx: DeadLetterContext, encoding: str = "utf-8",
-                 batch_size: int = 65_536, max_field_chars: int = 4096):
+    def __init__(
+        self,
+        splits: list[Split],
+        dl_ctx: DeadLetterContext,
+        encoding: str = "utf-8",
+        batch_size: int = 65_536,
+        max_field_chars: int = 4096,
+    ):
         super().__init__()
         codec_name(encoding)
-        self._splits, self._fn = list(splits), ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars,
-                                                           read_event_split, "events", "event_id")
+        self._splits, self._fn = (
+            list(splits),
+            ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars, read_event_split, "events", "event_id"),
+        )
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Splits" >> beam.Create(self._splits)
-                | "Spread" >> beam.Reshuffle()
-                | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW))
+        return (
+            pbegin
+            | "Splits" >> beam.Create(self._splits)
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW)
+        )

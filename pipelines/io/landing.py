@@ -26,6 +26,7 @@ Bodies over the size cap are never kept (only their size), so no landed file
 holds megabytes of one message. Files are written under a temporary name,
 fsync'd, renamed and the folder fsync'd.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,7 +66,7 @@ def write_durably(path: str, payload: bytes) -> None:
     try:
         view = memoryview(payload)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -99,7 +100,7 @@ class LandingZone:
     @staticmethod
     def count(name: str) -> int:
         """Messages in a landed file (its name says so)."""
-        return int(name[:-len(SUFFIX)].rsplit("-n", 1)[1])
+        return int(name[: -len(SUFFIX)].rsplit("-n", 1)[1])
 
     def land(self, table: pa.Table) -> str:
         """Seal and write one batch of messages; returns the file name once it is durable."""
@@ -149,8 +150,17 @@ def check_subscription(subscription: str) -> None:
         client.close()
 
 
-def land_loop(subscription: str, zone: LandingZone, *, max_messages: int, max_bytes: int, should_stop,
-              on_landed, pull_timeout: float = 5.0, gather_seconds: float = 0.0) -> None:
+def land_loop(
+    subscription: str,
+    zone: LandingZone,
+    *,
+    max_messages: int,
+    max_bytes: int,
+    should_stop,
+    on_landed,
+    pull_timeout: float = 5.0,
+    gather_seconds: float = 0.0,
+) -> None:
     """Pull -> land -> acknowledge until ``should_stop()``. Nothing is acknowledged before the file holding
     it is durable.
 
@@ -196,7 +206,7 @@ def land_loop(subscription: str, zone: LandingZone, *, max_messages: int, max_by
             zone.land(table)  # durable first ...
             ack_ids = [r.ack_id for r in batch]
             for i in range(0, len(ack_ids), 2000):  # ... then acknowledged
-                client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[i:i + 2000]})
+                client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[i : i + 2000]})
             on_landed(len(batch))
     finally:
         client.close()
@@ -209,15 +219,19 @@ def _table(received, max_bytes: int) -> pa.Table:
     attrs = [m.attributes for m in messages]
     data = [m.data for m in messages]
     sizes = [len(d) for d in data]
-    return pa.table([
-        pa.array([m.message_id for m in messages], pa.string()),
-        pa.array([t.seconds * 1_000_000 + t.nanos // 1_000 for t in stamps], pa.int64()).cast(MESSAGE_SCHEMA.field(
-            "publish_time").type),
-        pa.array([a.get("event_id") for a in attrs], pa.string()),
-        pa.array([a.get("line_id") for a in attrs], pa.string()),
-        pa.array(sizes, pa.int64()),
-        pa.array([d if n <= max_bytes else None for d, n in zip(data, sizes)], pa.binary()),
-    ], schema=MESSAGE_SCHEMA)
+    return pa.table(
+        [
+            pa.array([m.message_id for m in messages], pa.string()),
+            pa.array([t.seconds * 1_000_000 + t.nanos // 1_000 for t in stamps], pa.int64()).cast(
+                MESSAGE_SCHEMA.field("publish_time").type
+            ),
+            pa.array([a.get("event_id") for a in attrs], pa.string()),
+            pa.array([a.get("line_id") for a in attrs], pa.string()),
+            pa.array(sizes, pa.int64()),
+            pa.array([d if n <= max_bytes else None for d, n in zip(data, sizes)], pa.binary()),
+        ],
+        schema=MESSAGE_SCHEMA,
+    )
 
 
 def _die_with_parent() -> None:
@@ -249,11 +263,20 @@ def _lander_main(subscription, folder, keys_path, max_messages, max_bytes, halt,
         zone = LandingZone(folder, Keyset.load(keys_path))
         check_subscription(subscription)
         stats[3] = time.time()  # pulling starts now (imports and the check are start-up)
-        land_loop(subscription, zone, max_messages=max_messages, max_bytes=max_bytes, on_landed=landed,
-                  should_stop=lambda: halt.is_set() or os.getppid() != parent)
+        land_loop(
+            subscription,
+            zone,
+            max_messages=max_messages,
+            max_bytes=max_bytes,
+            on_landed=landed,
+            should_stop=lambda: halt.is_set() or os.getppid() != parent,
+        )
     except BaseException as exc:
-        message = str(exc).splitlines()[0] if isinstance(exc, UserError) and str(exc) else \
-            f"the lander failed ({type(exc).__name__})"
+        message = (
+            str(exc).splitlines()[0]
+            if isinstance(exc, UserError) and str(exc)
+            else f"the lander failed ({type(exc).__name__})"
+        )
         errors.put(message)
         errors.close()
         errors.join_thread()
@@ -273,15 +296,35 @@ class LanderProcess:
     shared counters; ``error`` is a LandingError once the process failed.
     """
 
-    def __init__(self, subscription: str, folder: str, keys_path: str, *, max_messages: int = 1000,
-                 max_bytes: int = MAX_MESSAGE_BYTES):
+    def __init__(
+        self,
+        subscription: str,
+        folder: str,
+        keys_path: str,
+        *,
+        max_messages: int = 1000,
+        max_bytes: int = MAX_MESSAGE_BYTES,
+    ):
         import multiprocessing
 
         mp = multiprocessing.get_context("spawn")  # never fork a process holding gRPC threads
         self._halt, self._stats, self._errors = mp.Event(), mp.Array("d", [0.0, 0.0, time.time(), 0.0]), mp.Queue()
-        self._process = mp.Process(target=_lander_main, name="lander", daemon=True, args=(
-            subscription, folder, keys_path, max_messages, max_bytes, self._halt, self._stats, self._errors,
-            os.getpid()))
+        self._process = mp.Process(
+            target=_lander_main,
+            name="lander",
+            daemon=True,
+            args=(
+                subscription,
+                folder,
+                keys_path,
+                max_messages,
+                max_bytes,
+                self._halt,
+                self._stats,
+                self._errors,
+                os.getpid(),
+            ),
+        )
         self.pull_timeout = 5.0
         self._error: LandingError | None = None
 

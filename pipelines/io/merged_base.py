@@ -10,6 +10,7 @@
   ``OUT/vault/{keys,values}/{keys,values}-g000001-SSSSS-of-TTTTT.parquet``
   (a vault ``backfill reveal --vault OUT/vault`` reads), ``OUT/dead_letter/``.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,19 +31,36 @@ from transforms.core import coders  # noqa: F401  (registers the Arrow table cod
 from transforms.merge.bucket import MERGED_SCHEMA
 from pipelines.io.vault_files import shard_prefix, table_files
 
-__all__ = ["MERGED", "MERGED_ROWS", "base_kind", "inside", "plan_merged_splits", "ReadMergedBase", "ReadVaultTable",
-           "vault_shards", "column_values", "write_vault_table", "write_merged_base"]
+__all__ = [
+    "MERGED",
+    "MERGED_ROWS",
+    "base_kind",
+    "inside",
+    "plan_merged_splits",
+    "ReadMergedBase",
+    "ReadVaultTable",
+    "vault_shards",
+    "column_values",
+    "write_vault_table",
+    "write_merged_base",
+]
 
-MERGED = Contract("merged base", tuple(MERGED_SCHEMA.names),
-                  required=("line_id", "line_type", "subscriber_kind", "status", "identity_status", "doc_token"),
-                  formats=((".parquet", "parquet"),))
+MERGED = Contract(
+    "merged base",
+    tuple(MERGED_SCHEMA.names),
+    required=("line_id", "line_type", "subscriber_kind", "status", "identity_status", "doc_token"),
+    formats=((".parquet", "parquet"),),
+)
 MERGED_ROWS = pa.schema(list(MERGED_SCHEMA) + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
 _PLAINTEXT = ("doc_number", "name", "address")
 
 
 def inside(path: str, folder: str) -> bool:
     """True when ``path`` is ``folder`` or lies under it (local paths compared absolute)."""
-    norm = lambda x: os.path.abspath(x.rstrip("/")) if "://" not in x else x.rstrip("/")
+
+    def norm(x):
+        return os.path.abspath(x.rstrip("/")) if "://" not in x else x.rstrip("/")
+
     return norm(path) == norm(folder) or norm(path).startswith(norm(folder) + "/")
 
 
@@ -81,8 +99,9 @@ def read_merged_split(split: Split, batch_size: int) -> Iterator[pa.Table]:
         row = split.first_row
         for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=present):
             n = batch.num_rows
-            columns = [batch.column(f.name).cast(f.type) if f.name in present else pa.nulls(n, f.type)
-                       for f in MERGED_SCHEMA]
+            columns = [
+                batch.column(f.name).cast(f.type) if f.name in present else pa.nulls(n, f.type) for f in MERGED_SCHEMA
+            ]
             columns += [pa.array([split.path] * n, pa.string()), pa.array(np.arange(row, row + n), pa.int64())]
             row += n
             yield pa.Table.from_arrays(columns, schema=MERGED_ROWS)
@@ -108,10 +127,12 @@ class ReadMergedBase(beam.PTransform):
         self._splits, self._batch_size = list(splits), batch_size
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Splits" >> beam.Create(self._splits)
-                | "Spread" >> beam.Reshuffle()
-                | "Read" >> beam.ParDo(_ReadMergedFn(self._batch_size)))
+        return (
+            pbegin
+            | "Splits" >> beam.Create(self._splits)
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(_ReadMergedFn(self._batch_size))
+        )
 
 
 def vault_shards(vault_dir: str) -> dict[str, list[str]]:
@@ -143,10 +164,12 @@ class ReadVaultTable(beam.PTransform):
         self._paths, self._schema = list(paths), {"keys": "vault_key", "values": "vault_value"}[kind]
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Shards" >> beam.Create(self._paths)
-                | "Spread" >> beam.Reshuffle()
-                | "Read" >> beam.ParDo(_ReadVaultFn(self._schema)))
+        return (
+            pbegin
+            | "Shards" >> beam.Create(self._paths)
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(_ReadVaultFn(self._schema))
+        )
 
 
 def column_values(files: list[str], column: str) -> set:
@@ -162,9 +185,11 @@ def column_values(files: list[str], column: str) -> set:
 def write_vault_table(pcoll, vault_dir: str, kind: str, label: str):
     schema = arrow_schema({"keys": "vault_key", "values": "vault_value"}[kind])
     return pcoll | label >> beam.io.WriteToParquetBatched(
-        shard_prefix(vault_dir, kind), schema=schema, file_name_suffix=".parquet")
+        shard_prefix(vault_dir, kind), schema=schema, file_name_suffix=".parquet"
+    )
 
 
 def write_merged_base(pcoll, out_dir: str, label: str = "WriteBase"):
     return pcoll | label >> beam.io.WriteToParquetBatched(
-        FileSystems.join(out_dir, "part"), schema=MERGED_SCHEMA, file_name_suffix=".parquet")
+        FileSystems.join(out_dir, "part"), schema=MERGED_SCHEMA, file_name_suffix=".parquet"
+    )

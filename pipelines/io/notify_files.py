@@ -15,6 +15,7 @@ under ``OUT/_tmp/RUN/`` and renamed into place whole; only then are its jobs
 added to ``OUT/history/jobs/`` (also written and renamed whole). File names
 are a hash of their job ids, so a retried bundle rewrites the same file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,18 @@ from transforms.notify.planner import PLAN_COLUMNS
 from transforms.notify.encode import write_avro
 from transforms.notify.jobs import history_rows
 
-__all__ = ["classified_splits", "registered_splits", "history_splits", "read_suppress", "ReadTables",
-           "WriteJobFiles", "write_history", "write_whole", "HISTORY_JOBS", "HISTORY_RECEIPTS"]
+__all__ = [
+    "classified_splits",
+    "registered_splits",
+    "history_splits",
+    "read_suppress",
+    "ReadTables",
+    "WriteJobFiles",
+    "write_history",
+    "write_whole",
+    "HISTORY_JOBS",
+    "HISTORY_RECEIPTS",
+]
 
 HISTORY_JOBS = ("history", "jobs")
 HEADERLESS = -2  # the row group of a CSV list of line ids without a header
@@ -79,7 +90,9 @@ def classified_splits(scan_out: str) -> tuple[list, int]:
     folder = FileSystems.join(scan_out.rstrip("/"), "classified")
     files = matching_paths(FileSystems.join(folder, "*.parquet"))
     if not files:
-        raise UserError(f"--classified {scan_out}: no classified lines (expected {folder}/*.parquet from backfill scan)")
+        raise UserError(
+            f"--classified {scan_out}: no classified lines (expected {folder}/*.parquet from backfill scan)"
+        )
     rows = 0
     for path in files:
         try:
@@ -90,7 +103,9 @@ def classified_splits(scan_out: str) -> tuple[list, int]:
             raise UserError(f"--classified {scan_out}: {path} is not readable Parquet ({type(exc).__name__})") from None
         missing = [c for c in PLAN_COLUMNS if c not in names]
         if missing:
-            raise UserError(f"--classified {scan_out}: {path} is not a scan output (missing column(s) {', '.join(missing)})")
+            raise UserError(
+                f"--classified {scan_out}: {path} is not a scan output (missing column(s) {', '.join(missing)})"
+            )
     if rows == 0:
         raise UserError(f"--classified {scan_out}: the scan output holds no lines")
     return _splits(files, list(PLAN_COLUMNS)), rows
@@ -153,8 +168,10 @@ def _read_split(split) -> pa.Table:
     with FileSystems.open(path) as handle:
         if group < 0:
             read = pacsv.ReadOptions(column_names=["line_id"]) if group == HEADERLESS else None
-            options = pacsv.ConvertOptions(column_types={c: pa.string() for c in ("line_id", "identity_status")},
-                                           include_columns=list(columns) if columns else None)
+            options = pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in ("line_id", "identity_status")},
+                include_columns=list(columns) if columns else None,
+            )
             return pacsv.read_csv(handle, read_options=read, convert_options=options)
         data = handle.read() if "://" in path else None
         source = pa.BufferReader(data) if data is not None else path
@@ -170,17 +187,18 @@ class ReadTables(beam.PTransform):
         self._splits = splits
 
     def expand(self, pbegin):
-        return (pbegin | "Splits" >> beam.Create(self._splits)
-                | "Read" >> beam.Map(_read_split).with_output_types(pa.Table))
+        return (
+            pbegin | "Splits" >> beam.Create(self._splits) | "Read" >> beam.Map(_read_split).with_output_types(pa.Table)
+        )
 
 
 def content_name(table: pa.Table, prefix: str, suffix: str) -> str:
     """A file name from the job ids it holds: the same jobs give the same name."""
     ids = table.column("job_id").combine_chunks()
     digest = hashlib.blake2b(digest_size=10)
-    offsets = np.frombuffer(ids.buffers()[1], np.int32)[ids.offset: ids.offset + len(ids) + 1]
+    offsets = np.frombuffer(ids.buffers()[1], np.int32)[ids.offset : ids.offset + len(ids) + 1]
     digest.update((offsets - offsets[0]).tobytes())
-    digest.update(memoryview(ids.buffers()[2])[offsets[0]: offsets[-1]])
+    digest.update(memoryview(ids.buffers()[2])[offsets[0] : offsets[-1]])
     digest = digest.hexdigest()
     return f"{prefix}-{digest}-{table.num_rows}{suffix}"
 
@@ -208,7 +226,9 @@ def write_history(table: pa.Table, out: str, run_id: str) -> None:
     sink = io.BytesIO()
     pq.write_table(table, sink, use_dictionary=["region", "channel", "campaign_id", "run_id"])
     name = content_name(table, "history", ".parquet")
-    write_whole(sink.getvalue(), FileSystems.join(out, "_tmp", run_id, name), FileSystems.join(out, *HISTORY_JOBS, name))
+    write_whole(
+        sink.getvalue(), FileSystems.join(out, "_tmp", run_id, name), FileSystems.join(out, *HISTORY_JOBS, name)
+    )
 
 
 @beam.typehints.with_input_types(pa.Table)
@@ -268,6 +288,9 @@ class WriteJobFiles(beam.PTransform):
         self._out, self._prefix, self._run = out, prefix, run_id
 
     def expand(self, jobs: dict):
-        written = [pcoll | f"Write{channel.title()}Jobs" >> beam.ParDo(
-            _WriteJobsFn(self._out, channel, self._prefix, self._run)) for channel, pcoll in sorted(jobs.items())]
+        written = [
+            pcoll
+            | f"Write{channel.title()}Jobs" >> beam.ParDo(_WriteJobsFn(self._out, channel, self._prefix, self._run))
+            for channel, pcoll in sorted(jobs.items())
+        ]
         return tuple(written) | "FlattenWrites" >> beam.Flatten()

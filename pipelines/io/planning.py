@@ -6,6 +6,7 @@
 names the columns beyond the contract once, and cuts Parquet files into
 splits of row groups. The rules are in ``pipelines/io/base_files.py``.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -20,8 +21,18 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.rows import BASE, Contract
 
-__all__ = ["InputError", "InputInfo", "Split", "codec_name", "encoding_error", "expand_paths", "map_columns",
-           "match_files", "plan_splits", "read_csv_header"]
+__all__ = [
+    "InputError",
+    "InputInfo",
+    "Split",
+    "codec_name",
+    "encoding_error",
+    "expand_paths",
+    "map_columns",
+    "match_files",
+    "plan_splits",
+    "read_csv_header",
+]
 
 _HEADER_MAX = 1 << 20
 _SAMPLE = 1 << 20
@@ -209,8 +220,9 @@ def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | No
         raise InputError(f"{path}: not a readable {fmt} file ({type(e).__name__})") from None
 
 
-def plan_splits(paths: list[str], rows_per_split: int = 500_000, encoding: str = "utf-8",
-                contract: Contract = BASE) -> tuple[list[Split], InputInfo]:
+def plan_splits(
+    paths: list[str], rows_per_split: int = 500_000, encoding: str = "utf-8", contract: Contract = BASE
+) -> tuple[list[Split], InputInfo]:
     """Expand paths, check each file's header / footer / schema, and cut splits."""
     codec = codec_name(encoding)
     files = expand_paths([paths] if isinstance(paths, str) else list(paths), contract.formats)

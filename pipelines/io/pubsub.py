@@ -15,6 +15,7 @@ Each message is the job as one JSON object (UTF-8), with attributes
 ``job_id``, ``channel`` and ``campaign_id``. The emulator works unchanged: the
 client honours ``PUBSUB_EMULATOR_HOST``.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,11 @@ class PublishFn(beam.DoFn):
         from google.cloud import pubsub_v1
         from google.cloud.pubsub_v1.types import BatchSettings
 
-        self._client = pubsub_v1.PublisherClient(batch_settings=BatchSettings(
-            max_messages=self._max_messages, max_bytes=9_000_000, max_latency=self._max_latency))
+        self._client = pubsub_v1.PublisherClient(
+            batch_settings=BatchSettings(
+                max_messages=self._max_messages, max_bytes=9_000_000, max_latency=self._max_latency
+            )
+        )
 
     def start_bundle(self):
         self._pending: list[tuple[pa.Table, list]] = []
@@ -99,8 +103,10 @@ class PublishFn(beam.DoFn):
         channel = table.column("channel")[0].as_py()
         campaign = table.column("campaign_id")[0].as_py()
         publish, topic = self._client.publish, self._topic
-        futures = [publish(topic, data, job_id=job_id, channel=channel, campaign_id=campaign)
-                   for data, job_id in zip(payloads, ids)]
+        futures = [
+            publish(topic, data, job_id=job_id, channel=channel, campaign_id=campaign)
+            for data, job_id in zip(payloads, ids)
+        ]
         self._pending.append((table, futures))
         while sum(len(f) for _, f in self._pending) > self._in_flight and len(self._pending) > 1:
             self._settle(*self._pending.pop(0))
@@ -126,10 +132,14 @@ class PublishFn(beam.DoFn):
         self._published.inc(messages)
         self._failed.inc(failed)
         if failed:
-            raise UserError(f"{failed} message(s) were not accepted by Pub/Sub ({_reason(self._failures[0][1])}); "
-                               "the jobs that were are in the history, re-run to send the rest")
-        stats = {"handed_over": dict(self._sent),
-                 "publish": {"messages": messages, "first": self._started, "last": time.time()}}
+            raise UserError(
+                f"{failed} message(s) were not accepted by Pub/Sub ({_reason(self._failures[0][1])}); "
+                "the jobs that were are in the history, re-run to send the rest"
+            )
+        stats = {
+            "handed_over": dict(self._sent),
+            "publish": {"messages": messages, "first": self._started, "last": time.time()},
+        }
         self._sent = {}
         yield WindowedValue(stats, 0, [GlobalWindow()])
 
@@ -142,15 +152,26 @@ class PublishFn(beam.DoFn):
 class PublishJobs(beam.PTransform):
     """Publish each channel's job tables to one topic; yields tallies (messages, first/last time)."""
 
-    def __init__(self, topic: str, out: str, run_id: str, *, max_messages: int = 1000, max_latency: float = 0.05,
-                 in_flight: int = 50_000):
+    def __init__(
+        self,
+        topic: str,
+        out: str,
+        run_id: str,
+        *,
+        max_messages: int = 1000,
+        max_latency: float = 0.05,
+        in_flight: int = 50_000,
+    ):
         super().__init__()
         self._args = (topic, out, run_id, max_messages, max_latency, in_flight)
 
     def expand(self, jobs: dict):
         parts = [pcoll for _, pcoll in sorted(jobs.items())]
-        return (tuple(parts) | "FlattenJobs" >> beam.Flatten().with_output_types(pa.Table)
-                | "PublishToPubSub" >> beam.ParDo(PublishFn(*self._args)))
+        return (
+            tuple(parts)
+            | "FlattenJobs" >> beam.Flatten().with_output_types(pa.Table)
+            | "PublishToPubSub" >> beam.ParDo(PublishFn(*self._args))
+        )
 
 
 def pull_receipts(subscription: str, max_messages: int = 1000, timeout: float = 2.0) -> tuple[list[dict], list[str]]:
@@ -163,15 +184,17 @@ def pull_receipts(subscription: str, max_messages: int = 1000, timeout: float = 
     try:
         while empty < 2:
             try:
-                response = client.pull(request={"subscription": subscription, "max_messages": max_messages},
-                                       timeout=timeout)
+                response = client.pull(
+                    request={"subscription": subscription, "max_messages": max_messages}, timeout=timeout
+                )
             except exceptions.NotFound:
                 raise UserError(f"--receipts-subscription {subscription} does not exist") from None
             except exceptions.DeadlineExceeded:
                 response = None
             except Exception as exc:
-                raise UserError(f"--receipts-subscription {subscription}: cannot reach Pub/Sub ({_reason(exc)})") \
-                    from None
+                raise UserError(
+                    f"--receipts-subscription {subscription}: cannot reach Pub/Sub ({_reason(exc)})"
+                ) from None
             received = response.received_messages if response is not None else []
             empty = 0 if received else empty + 1
             for message in received:
@@ -191,8 +214,7 @@ def _receipt(message, row: int) -> dict:
             fields.update({k: v for k, v in body.items() if k in ("job_id", "status", "at")})
     except (UnicodeDecodeError, ValueError):
         pass
-    return {"job_id": fields.get("job_id"), "status": fields.get("status"), "at": fields.get("at"),
-            "_src_row": row}
+    return {"job_id": fields.get("job_id"), "status": fields.get("status"), "at": fields.get("at"), "_src_row": row}
 
 
 def ack(subscription: str, ack_ids: list[str]) -> None:
@@ -201,6 +223,6 @@ def ack(subscription: str, ack_ids: list[str]) -> None:
     client = pubsub_v1.SubscriberClient()
     try:
         for start in range(0, len(ack_ids), 1000):
-            client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[start: start + 1000]})
+            client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[start : start + 1000]})
     finally:
         client.close()

@@ -14,6 +14,7 @@ receipt that cannot be used becomes a dead letter (``OUT/dead_letter/``):
 ``RECEIPT_JOB_ID_MISSING``, ``RECEIPT_UNKNOWN_JOB``, ``RECEIPT_BAD_STATUS``,
 ``RECEIPT_BAD_TIMESTAMP``. Beam-free: receipts are small, Arrow is enough.
 """
+
 from __future__ import annotations
 
 import io
@@ -41,8 +42,11 @@ def read_receipt_files(patterns: list[str]) -> pa.Table:
     """job_id, status, at (text), _src_file, _src_row from CSV and JSON Lines files."""
     files: list[str] = []
     for pattern in patterns:
-        found = matching_paths(pattern) if any(c in pattern for c in "*?[") else (
-            [pattern] if FileSystems.exists(pattern) else [])
+        found = (
+            matching_paths(pattern)
+            if any(c in pattern for c in "*?[")
+            else ([pattern] if FileSystems.exists(pattern) else [])
+        )
         if not found and FileSystems.exists(pattern):
             found = [f for f in matching_paths(FileSystems.join(pattern.rstrip("/"), "*"))]
         found = [f for f in found if f.endswith((".csv", ".jsonl", ".json"))]
@@ -81,8 +85,9 @@ def _parse(raw: str, path: str) -> list[dict]:
             obj = json.loads(line)
         except ValueError:
             obj = {}
-        rows.append({k: (None if obj.get(k) is None else str(obj.get(k))) for k in _COLUMNS}
-                    if isinstance(obj, dict) else {})
+        rows.append(
+            {k: (None if obj.get(k) is None else str(obj.get(k))) for k in _COLUMNS} if isinstance(obj, dict) else {}
+        )
     return rows
 
 
@@ -106,45 +111,69 @@ def record_receipts(out: str, receipts: pa.Table, ctx: DeadLetterContext) -> dic
     n = receipts.num_rows
     job_id = pc.utf8_trim_whitespace(receipts.column("job_id"))
     status = pc.utf8_upper(pc.utf8_trim_whitespace(receipts.column("status")))
-    at = pd.to_datetime(pd.Series(receipts.column("at").to_pylist(), dtype=object), utc=True, errors="coerce",
-                        format="ISO8601")
+    at = pd.to_datetime(
+        pd.Series(receipts.column("at").to_pylist(), dtype=object), utc=True, errors="coerce", format="ISO8601"
+    )
     index = pc.index_in(job_id, value_set=jobs.column("job_id"))
     reason = np.full(n, None, object)
     reason[pc.is_null(index).to_numpy(zero_copy_only=False)] = "RECEIPT_UNKNOWN_JOB"
     reason[at.isna().to_numpy()] = "RECEIPT_BAD_TIMESTAMP"
-    reason[~pc.fill_null(pc.is_in(status, value_set=pa.array(STATUSES)), False).to_numpy(zero_copy_only=False)] = \
+    reason[~pc.fill_null(pc.is_in(status, value_set=pa.array(STATUSES)), False).to_numpy(zero_copy_only=False)] = (
         "RECEIPT_BAD_STATUS"
-    reason[~pc.fill_null(pc.greater(pc.utf8_length(job_id), 0), False).to_numpy(zero_copy_only=False)] = \
+    )
+    reason[~pc.fill_null(pc.greater(pc.utf8_length(job_id), 0), False).to_numpy(zero_copy_only=False)] = (
         "RECEIPT_JOB_ID_MISSING"
+    )
     bad = pa.array([r is not None for r in reason])
     good = pc.invert(bad)
     found = jobs.take(index.filter(good))
     at_us = pa.array(at.to_numpy(dtype="datetime64[us]"), pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
-    table = pa.table({
-        "job_id": job_id.filter(good), "line_id": found.column("line_id"), "channel": found.column("channel"),
-        "campaign_id": found.column("campaign_id"), "wave": found.column("wave"),
-        "status": status.filter(good), "at": at_us.filter(good),
-        "run_id": pa.repeat(pa.scalar(ctx.run_id), int(pc.sum(good.cast(pa.int64())).as_py() or 0)),
-    }, schema=arrow_schema("notify_receipt"))
+    table = pa.table(
+        {
+            "job_id": job_id.filter(good),
+            "line_id": found.column("line_id"),
+            "channel": found.column("channel"),
+            "campaign_id": found.column("campaign_id"),
+            "wave": found.column("wave"),
+            "status": status.filter(good),
+            "at": at_us.filter(good),
+            "run_id": pa.repeat(pa.scalar(ctx.run_id), int(pc.sum(good.cast(pa.int64())).as_py() or 0)),
+        },
+        schema=arrow_schema("notify_receipt"),
+    )
     table, duplicates = _new_only(out, table)
     if table.num_rows:
         sink = io.BytesIO()
         pq.write_table(table, sink)
         name = f"receipts-{ctx.run_id}.parquet"
-        write_whole(sink.getvalue(), FileSystems.join(out, "_tmp", ctx.run_id, name),
-                    FileSystems.join(out, *HISTORY_RECEIPTS, name))
+        write_whole(
+            sink.getvalue(),
+            FileSystems.join(out, "_tmp", ctx.run_id, name),
+            FileSystems.join(out, *HISTORY_RECEIPTS, name),
+        )
     dead = receipts.filter(bad)
     if dead.num_rows:
-        letters = dead_letter_table(ctx, [r for r in reason if r is not None], source_file=dead.column("_src_file"),
-                                    source_row=dead.column("_src_row"), event_id=dead.column("job_id"),
-                                    detail="delivery receipt")
+        letters = dead_letter_table(
+            ctx,
+            [r for r in reason if r is not None],
+            source_file=dead.column("_src_file"),
+            source_row=dead.column("_src_row"),
+            event_id=dead.column("job_id"),
+            detail="delivery receipt",
+        )
         lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in letters.to_pylist()) + "\n"
-        write_whole(lines.encode("utf-8"), FileSystems.join(out, "_tmp", ctx.run_id, "receipts.jsonl"),
-                    FileSystems.join(out, "dead_letter", f"receipts-{ctx.run_id}.jsonl"))
+        write_whole(
+            lines.encode("utf-8"),
+            FileSystems.join(out, "_tmp", ctx.run_id, "receipts.jsonl"),
+            FileSystems.join(out, "dead_letter", f"receipts-{ctx.run_id}.jsonl"),
+        )
     by_status = pc.value_counts(table.column("status")).to_pylist() if table.num_rows else []
     reasons = pc.value_counts(pa.array([r for r in reason if r is not None], pa.string())).to_pylist()
     return {
-        "receipts_in": n, "recorded": table.num_rows, "duplicates": duplicates, "dead_letters": dead.num_rows,
+        "receipts_in": n,
+        "recorded": table.num_rows,
+        "duplicates": duplicates,
+        "dead_letters": dead.num_rows,
         "balanced": n == table.num_rows + duplicates + dead.num_rows,
         "status": {s["values"]: s["counts"] for s in by_status},
         "dead_letter_reasons": {r["values"]: r["counts"] for r in reasons},
@@ -153,15 +182,20 @@ def record_receipts(out: str, receipts: pa.Table, ctx: DeadLetterContext) -> dic
 
 def _new_only(out: str, table: pa.Table) -> tuple[pa.Table, int]:
     """Drop receipts recorded before (same job, status and time) and repeats within this batch."""
-    key = pc.binary_join_element_wise(table.column("job_id"), table.column("status"),
-                                      pc.cast(pc.cast(table.column("at"), pa.int64()), pa.string()), "|")
+    key = pc.binary_join_element_wise(
+        table.column("job_id"),
+        table.column("status"),
+        pc.cast(pc.cast(table.column("at"), pa.int64()), pa.string()),
+        "|",
+    )
     _, first = np.unique(key.to_numpy(zero_copy_only=False), return_index=True)
     keep = np.zeros(table.num_rows, bool)
     keep[first] = True
     old = _history(out, HISTORY_RECEIPTS, ["job_id", "status", "at"])
     if old is not None and old.num_rows:
-        old_key = pc.binary_join_element_wise(old.column("job_id"), old.column("status"),
-                                              pc.cast(pc.cast(old.column("at"), pa.int64()), pa.string()), "|")
+        old_key = pc.binary_join_element_wise(
+            old.column("job_id"), old.column("status"), pc.cast(pc.cast(old.column("at"), pa.int64()), pa.string()), "|"
+        )
         keep &= ~pc.fill_null(pc.is_in(key, value_set=old_key), False).to_numpy(zero_copy_only=False)
     kept = table.filter(pa.array(keep))
     return kept, table.num_rows - kept.num_rows

@@ -4,6 +4,7 @@ Only the columns the figures need are read (never a token, mask or identity
 value); every input is checked to exist and to belong with the others, and a
 missing one is a one-line error naming the folder and what was expected there.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,15 @@ from pipelines.io.spreadsheet import spreadsheet_safe
 from transforms.compliance.report import first_per_key
 
 SCAN_COLUMNS = ["line_id", "region", "line_type", "agent_id", "needs_registration", "flags"]
-MERGE_COLUMNS = ["line_id", "status", "identity_status", "reasons", "registered_at", "registration_event_id",
-                 "registration_channel"]
+MERGE_COLUMNS = [
+    "line_id",
+    "status",
+    "identity_status",
+    "reasons",
+    "registered_at",
+    "registration_event_id",
+    "registration_channel",
+]
 HISTORY_COLUMNS = ["line_id", "campaign_id", "wave", "sent_at"]
 
 
@@ -47,8 +55,13 @@ def _files(folder: str, suffix: str, recursive: bool = True) -> tuple[pafs.FileS
         infos = fs.get_file_info(pafs.FileSelector(where, recursive=recursive))
     except (FileNotFoundError, NotADirectoryError):
         return fs, []
-    return fs, sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix)
-                      and not os.path.basename(i.path).startswith((".", "_")))
+    return fs, sorted(
+        i.path
+        for i in infos
+        if i.type == pafs.FileType.File
+        and i.path.endswith(suffix)
+        and not os.path.basename(i.path).startswith((".", "_"))
+    )
 
 
 def _read_json(path: str) -> dict:
@@ -90,7 +103,9 @@ def _manifest(folder: str, step: str, what: str) -> dict:
     except ValueError:
         raise UserError(f"{path} is not a JSON manifest") from None
     if manifest.get("step") != step:
-        raise UserError(f"{folder} is the output of {manifest.get('step')!r}, not of {step!r}: give the {what} output folder")
+        raise UserError(
+            f"{folder} is the output of {manifest.get('step')!r}, not of {step!r}: give the {what} output folder"
+        )
     return manifest
 
 
@@ -117,8 +132,10 @@ def _dead_letters(folder: str) -> pa.Table:
         if path.endswith(".parquet"):
             parts.append(pq.read_table(path, columns=["event_id", "reason"], filesystem=fs))
         elif path.endswith(".jsonl") and fs.get_file_info(path).size:
-            options = pajson.ParseOptions(explicit_schema=pa.schema([("event_id", pa.string()), ("reason", pa.string())]),
-                                          unexpected_field_behavior="ignore")
+            options = pajson.ParseOptions(
+                explicit_schema=pa.schema([("event_id", pa.string()), ("reason", pa.string())]),
+                unexpected_field_behavior="ignore",
+            )
             with fs.open_input_stream(path) as handle:
                 parts.append(pajson.read_json(handle, parse_options=options))
     empty = pa.table({"event_id": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
@@ -147,7 +164,9 @@ def _event_agents(paths: list[str]) -> tuple[pa.Table | None, list[str]]:
                 parts.append(table.select(["event_id", "agent_id"]))
     if not parts:
         return pa.table({"event_id": pa.array([], pa.string()), "agent_id": pa.array([], pa.string())}), missing
-    events = pa.concat_tables([p.cast(pa.schema([("event_id", pa.string()), ("agent_id", pa.string())])) for p in parts])
+    events = pa.concat_tables(
+        [p.cast(pa.schema([("event_id", pa.string()), ("agent_id", pa.string())])) for p in parts]
+    )
     events = events.filter(pc.is_valid(events["event_id"]))
     agent = pc.if_else(pc.equal(pc.utf8_trim_whitespace(events["agent_id"]), ""), None, events["agent_id"])
     events = events.set_column(1, "agent_id", agent)
@@ -197,7 +216,9 @@ def read_notify(folder: str) -> NotifyOutput:
     if not _exists(folder):
         raise UserError(f"{folder} does not exist: give the notify output folder")
     runs = []
-    for path in _files(os.path.join(folder, "runs"), ".json", recursive=False)[1] or [os.path.join(folder, "manifest.json")]:
+    for path in _files(os.path.join(folder, "runs"), ".json", recursive=False)[1] or [
+        os.path.join(folder, "manifest.json")
+    ]:
         if _exists(path):
             runs.append(_read_json(path))
     if not runs:
@@ -233,7 +254,9 @@ def campaign_history(notify: NotifyOutput | None, campaign) -> tuple[pa.Table | 
         return None, 0
     history = notify.history
     # without the campaign file, the campaign is the latest notify run's: never a mix of campaigns
-    campaign_id = campaign.campaign_id if campaign is not None else notify.runs[-1].get("campaign", {}).get("campaign_id")
+    campaign_id = (
+        campaign.campaign_id if campaign is not None else notify.runs[-1].get("campaign", {}).get("campaign_id")
+    )
     mine = pc.equal(history["campaign_id"], campaign_id)
     return history.filter(mine), history.num_rows - int(pc.sum(pc.cast(mine, pa.int64())).as_py() or 0)
 
@@ -245,24 +268,33 @@ def check_notify_matches(notify: NotifyOutput | None, scan: ScanOutput, campaign
     runs = [r for r in notify.runs if r.get("campaign", {}).get("campaign_id") == campaign.campaign_id]
     if not runs:
         ids = sorted({r.get("campaign", {}).get("campaign_id") for r in notify.runs} - {None})
-        raise UserError(f"the notify output at {notify.folder} holds no run of campaign {campaign.campaign_id} "
-                        f"(it holds {', '.join(ids) or 'none'}): give this campaign's notify folder or file")
+        raise UserError(
+            f"the notify output at {notify.folder} holds no run of campaign {campaign.campaign_id} "
+            f"(it holds {', '.join(ids) or 'none'}): give this campaign's notify folder or file"
+        )
     for run in runs:
         rows = run.get("inputs", {}).get("classified_rows")
         if run.get("campaign", {}).get("wave") == 1 and rows is not None and rows != scan.classified.num_rows:
-            raise UserError(f"wave 1 of {campaign.campaign_id} was planned from a scan of {rows:,} lines, but the scan "
-                            f"given has {scan.classified.num_rows:,}: give the scan the campaign started from")
+            raise UserError(
+                f"wave 1 of {campaign.campaign_id} was planned from a scan of {rows:,} lines, but the scan "
+                f"given has {scan.classified.num_rows:,}: give the scan the campaign started from"
+            )
 
 
 def unmerged(classified: pa.Table) -> pa.Table:
     """The state now when nothing was merged: every line as the scan left it (no registration)."""
     n = classified.num_rows
-    return pa.table({
-        "line_id": classified["line_id"], "status": pa.nulls(n, pa.string()),
-        "identity_status": pa.repeat(pa.scalar("UNMERGED"), n),
-        "reasons": pa.nulls(n, pa.list_(pa.string())),
-        "registered_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
-        "registration_event_id": pa.nulls(n, pa.string()), "registration_channel": pa.nulls(n, pa.string())})
+    return pa.table(
+        {
+            "line_id": classified["line_id"],
+            "status": pa.nulls(n, pa.string()),
+            "identity_status": pa.repeat(pa.scalar("UNMERGED"), n),
+            "reasons": pa.nulls(n, pa.list_(pa.string())),
+            "registered_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
+            "registration_event_id": pa.nulls(n, pa.string()),
+            "registration_channel": pa.nulls(n, pa.string()),
+        }
+    )
 
 
 def write_tables(out: str, tables: dict[str, pa.Table], as_of: dt.date) -> dict:

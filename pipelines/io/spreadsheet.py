@@ -7,6 +7,7 @@ registration event, say), so such a cell gets a leading apostrophe: the
 spreadsheet shows the text as it is and runs nothing. Only text columns are
 touched, vectorised; numbers stay numbers.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa

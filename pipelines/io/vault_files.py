@@ -13,6 +13,7 @@ that do not follow the naming are ignored. Works on local paths and gs://.
     keys, values = read_vault("out/merge/vault", line_ids=["L0001"])
     write_table("out/merge/vault", "keys", new_keys)
 """
+
 from __future__ import annotations
 
 import os

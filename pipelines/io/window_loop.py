@@ -10,6 +10,7 @@ lock held for the life of the object). Windows are committed by
 ``pipelines.io.windows.write_window``; the per-window work is
 ``transforms.merge.stream.process_window`` (Beam-free).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -66,8 +67,10 @@ class LocalStreamingMerge:
     def __init__(self, args, keyset, policy, as_of, run_id: str, started: str, timer):
         out = args.out.rstrip("/")
         if "://" in out:
-            raise UserError(f"--out {args.out}: the local streaming merge writes to a local folder (the landing "
-                            "zone must be fsync'd); use gs:// with --runner DataflowRunner")
+            raise UserError(
+                f"--out {args.out}: the local streaming merge writes to a local folder (the landing "
+                "zone must be fsync'd); use gs:// with --runner DataflowRunner"
+            )
         self.args, self.keyset, self.policy, self.as_of = args, keyset, policy, as_of
         self.run_id, self.started, self.timer, self.out = run_id, started, timer, out
         self.ctx = DeadLetterContext("merge", run_id, started)
@@ -98,13 +101,26 @@ class LocalStreamingMerge:
             self.index.apply(delta)
         self.timer.mark("startup_seconds")
         self.tokenizer, self.vault = Tokenizer(self.keyset), Vault(self.keyset)
-        self.lander = LanderProcess(args.subscription, self.zone.folder, args.keys, max_messages=args.max_messages,
-                                    max_bytes=args.max_message_bytes)
+        self.lander = LanderProcess(
+            args.subscription,
+            self.zone.folder,
+            args.keys,
+            max_messages=args.max_messages,
+            max_bytes=args.max_message_bytes,
+        )
         self.recovered = len(self.zone.pending())
         self.seq, self.seen = state["next_seq"], state["seen"]
-        log.info("merge --streaming %s: %s base (%s lines), %d committed window(s), %d landed file(s) to finish, "
-                 "window %d s, subscription %s", self.run_id, self.base["kind"], f"{self.base['lines']:,}",
-                 state["windows"], self.recovered, args.window_seconds, args.subscription)
+        log.info(
+            "merge --streaming %s: %s base (%s lines), %d committed window(s), %d landed file(s) to finish, "
+            "window %d s, subscription %s",
+            self.run_id,
+            self.base["kind"],
+            f"{self.base['lines']:,}",
+            state["windows"],
+            self.recovered,
+            args.window_seconds,
+            args.subscription,
+        )
 
     # -- windows -----------------------------------------------------------------------------------------------
     def _take(self) -> list[str]:
@@ -129,23 +145,57 @@ class LocalStreamingMerge:
         tables = [self.zone.read(name) for name in files]
         # one chunk per column: a window is a couple of hundred landed files (one per pull)
         messages = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
-        result = process_window(messages, self.index, self.seen, tokenizer=self.tokenizer, vault=self.vault,
-                                policy=self.policy, as_of=self.as_of, ctx=self.ctx, salt=self.salt,
-                                source=self.args.subscription, max_bytes=self.args.max_message_bytes)
-        times = messages.column("publish_time").combine_chunks().take(
-            pc.index_in(result.new_keys, value_set=dedup_keys(messages)))
-        info = {"seq": self.seq, "run_id": self.run_id, "landed_files": files, "counts": result.counts,
-                "balanced": balanced(result.counts), "counters": result.counters, "opened": opened,
-                "publish_time_max": pc.max(messages.column("publish_time")).as_py(), "committed_at": time.time()}
+        result = process_window(
+            messages,
+            self.index,
+            self.seen,
+            tokenizer=self.tokenizer,
+            vault=self.vault,
+            policy=self.policy,
+            as_of=self.as_of,
+            ctx=self.ctx,
+            salt=self.salt,
+            source=self.args.subscription,
+            max_bytes=self.args.max_message_bytes,
+        )
+        times = (
+            messages.column("publish_time")
+            .combine_chunks()
+            .take(pc.index_in(result.new_keys, value_set=dedup_keys(messages)))
+        )
+        info = {
+            "seq": self.seq,
+            "run_id": self.run_id,
+            "landed_files": files,
+            "counts": result.counts,
+            "balanced": balanced(result.counts),
+            "counters": result.counters,
+            "opened": opened,
+            "publish_time_max": pc.max(messages.column("publish_time")).as_py(),
+            "committed_at": time.time(),
+        }
         write_window(os.path.join(self.out, "deltas"), f"w-{self.seq:06d}", result, times, info)
         self.seen.add(result.new_keys)
         self.zone.remove(files)
         add_counts(self.run_counts, result.counts)
         c = result.counts
-        self.window_log.append({"seq": self.seq, "messages": c["messages_in"], "applied": c["applied"],
-                                "seconds": round(time.time() - opened, 3)})
-        log.info("window %d: %d message(s): %d applied, %d superseded, %d duplicate(s), %d dead letter(s)", self.seq,
-                 c["messages_in"], c["applied"], c["superseded"], c["duplicates"], sum(c["dead_letters"].values()))
+        self.window_log.append(
+            {
+                "seq": self.seq,
+                "messages": c["messages_in"],
+                "applied": c["applied"],
+                "seconds": round(time.time() - opened, 3),
+            }
+        )
+        log.info(
+            "window %d: %d message(s): %d applied, %d superseded, %d duplicate(s), %d dead letter(s)",
+            self.seq,
+            c["messages_in"],
+            c["applied"],
+            c["superseded"],
+            c["duplicates"],
+            sum(c["dead_letters"].values()),
+        )
         self.seq += 1
         self.windows += 1
 
@@ -175,8 +225,12 @@ class LocalStreamingMerge:
         args = self.args
         deadline = time.monotonic() + args.window_seconds
         while True:
-            while (not stop.event.is_set() and time.monotonic() < deadline and self.lander.error is None
-                   and self._landed_messages() < args.max_window_messages):
+            while (
+                not stop.event.is_set()
+                and time.monotonic() < deadline
+                and self.lander.error is None
+                and self._landed_messages() < args.max_window_messages
+            ):
                 stop.event.wait(min(0.1, max(0.0, deadline - time.monotonic())))
             if self.lander.error is not None:
                 raise self.lander.error
@@ -188,8 +242,12 @@ class LocalStreamingMerge:
             deadline = time.monotonic() + args.window_seconds  # the next window closes one length after this one
             if args.max_windows and self.windows >= args.max_windows:
                 return f"--max-windows {args.max_windows}"
-            if (args.stop_after_idle and not files and not self.zone.pending()
-                    and time.time() - self.lander.last_message_at >= args.stop_after_idle):
+            if (
+                args.stop_after_idle
+                and not files
+                and not self.zone.pending()
+                and time.time() - self.lander.last_message_at >= args.stop_after_idle
+            ):
                 return f"--stop-after-idle {args.stop_after_idle:g}"
 
     # -- manifest ----------------------------------------------------------------------------------------------
@@ -208,19 +266,35 @@ class LocalStreamingMerge:
             totals.setdefault(key, 0)
         lander = self.lander
         return {
-            "step": "merge", "mode": "streaming", "run_id": self.run_id, "started": self.started,
-            "as_of": self.as_of.isoformat(), "stopped_by": self.stopped_by,
-            "policy": policy_block(self.policy), "keys": keys_block(self.keyset),
-            "inputs": {"subscription": self.args.subscription, "base": self.base["files"],
-                       "base_kind": self.base["kind"]},
+            "step": "merge",
+            "mode": "streaming",
+            "run_id": self.run_id,
+            "started": self.started,
+            "as_of": self.as_of.isoformat(),
+            "stopped_by": self.stopped_by,
+            "policy": policy_block(self.policy),
+            "keys": keys_block(self.keyset),
+            "inputs": {
+                "subscription": self.args.subscription,
+                "base": self.base["files"],
+                "base_kind": self.base["kind"],
+            },
             "base": {"lines": self.base["lines"], "dead_letters": self.base["dead_letters"]},
             "window_seconds": self.args.window_seconds,
-            "landing": {"started_at": self.lander_started_at, "pulling_since": lander.pulling_since,
-                        "pulled_and_acknowledged": lander.pulled, "landed_files": lander.landed_files,
-                        "recovered_landed_files": self.recovered, "pending_after": len(self.zone.pending())},
+            "landing": {
+                "started_at": self.lander_started_at,
+                "pulling_since": lander.pulling_since,
+                "pulled_and_acknowledged": lander.pulled,
+                "landed_files": lander.landed_files,
+                "recovered_landed_files": self.recovered,
+                "pending_after": len(self.zone.pending()),
+            },
             "counts": {**self.run_counts, "balanced": balanced(self.run_counts)},
-            "all_windows": {**totals, "windows": len(committed_windows(os.path.join(self.out, "deltas"))),
-                            "balanced": balanced(totals)},
+            "all_windows": {
+                **totals,
+                "windows": len(committed_windows(os.path.join(self.out, "deltas"))),
+                "balanced": balanced(totals),
+            },
             "windows": self.window_log,
             "outputs": {"deltas": os.path.join(self.out, "deltas"), "landing": self.zone.folder},
             "runner": "local lander + window loop (Beam-free core)",

@@ -17,6 +17,7 @@ and which landed files are done (every ``window.json``). A window folder
 without ``window.json`` is not committed (on Dataflow, where a folder rename
 is not atomic, ``window.json`` is the commit marker).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,17 @@ from transforms.merge.bucket import MERGED_SCHEMA
 from transforms.merge.stream import LineIndex, SeenKeys, WindowResult
 from pipelines.io.vault_files import shard_prefix
 
-__all__ = ["read_base", "load_index", "write_window", "committed_windows", "read_windows", "recover", "SEEN_SCHEMA",
-           "window_files", "read_window_info"]
+__all__ = [
+    "read_base",
+    "load_index",
+    "write_window",
+    "committed_windows",
+    "read_windows",
+    "recover",
+    "SEEN_SCHEMA",
+    "window_files",
+    "read_window_info",
+]
 
 SEEN_SCHEMA = pa.schema([pa.field("key", pa.string()), pa.field("publish_time", pa.timestamp("us", tz="UTC"))])
 _TS = pa.timestamp("us", tz="UTC")
@@ -67,8 +77,9 @@ def read_base(paths: list[str], encoding: str, ctx: DeadLetterContext) -> tuple[
     return kind, pa.concat_tables(tables), dead, info.files
 
 
-def load_index(paths: list[str], encoding: str, policy, as_of, ctx: DeadLetterContext,
-               salt: str) -> tuple[LineIndex, dict]:
+def load_index(
+    paths: list[str], encoding: str, policy, as_of, ctx: DeadLetterContext, salt: str
+) -> tuple[LineIndex, dict]:
     """The base's line index (no identity values kept) and a summary of the base."""
     kind, table, dead, files = read_base(paths, encoding, ctx)
     if kind == "raw":
@@ -76,8 +87,12 @@ def load_index(paths: list[str], encoding: str, policy, as_of, ctx: DeadLetterCo
     else:
         index, more = LineIndex.from_merged(table, ctx)
     del table
-    return index, {"kind": kind, "files": files, "lines": index.lines.num_rows,
-                   "dead_letters": dead.num_rows + more.num_rows}
+    return index, {
+        "kind": kind,
+        "files": files,
+        "lines": index.lines.num_rows,
+        "dead_letters": dead.num_rows + more.num_rows,
+    }
 
 
 def _dead_letter_lines(table: pa.Table) -> bytes:
@@ -86,6 +101,7 @@ def _dead_letter_lines(table: pa.Table) -> bytes:
 
 def window_files(result: WindowResult, seen_times: pa.Array, info: dict) -> list[tuple[str, bytes]]:
     """The files of one window, (relative path, bytes), ``window.json`` last: it is the commit marker."""
+
     def parquet(table: pa.Table) -> bytes:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
@@ -163,8 +179,11 @@ def read_windows(windows: list[str], columns=None) -> Iterator[tuple[int, str, p
         parts = {}
         for kind, schema in (("keys", "vault_key"), ("values", "vault_value")):
             shards = table_files(vault, kind)
-            parts[kind] = (pa.concat_tables([_read_parquet(s) for s in shards]).cast(arrow_schema(schema))
-                           if shards else arrow_schema(schema).empty_table())
+            parts[kind] = (
+                pa.concat_tables([_read_parquet(s) for s in shards]).cast(arrow_schema(schema))
+                if shards
+                else arrow_schema(schema).empty_table()
+            )
         yield i, window, delta, parts["keys"], parts["values"]
 
 
@@ -185,13 +204,20 @@ def recover(out: str, zone) -> dict:
     for window in windows:
         info = read_window_info(window)
         seen.add(_read_parquet(os.path.join(window, "seen.parquet"), ["key"]).column("key").combine_chunks())
-        delta = _read_parquet(os.path.join(window, "delta.parquet"),
-                              ["line_id", "registered_at", "registration_event_id"])
+        delta = _read_parquet(
+            os.path.join(window, "delta.parquet"), ["line_id", "registered_at", "registration_event_id"]
+        )
         registrations.append(delta)
         consumed += info.get("landed_files", [])
         add_counts(totals, info["counts"])
         next_seq = max(next_seq, int(info.get("seq", 0)) + 1)
     done = set(consumed) & set(zone.pending())
     zone.remove(sorted(done))  # committed, then crashed before they were removed
-    return {"next_seq": next_seq, "seen": seen, "registrations": registrations, "windows": len(windows),
-            "removed_landed": len(done), "totals": totals}
+    return {
+        "next_seq": next_seq,
+        "seen": seen,
+        "registrations": registrations,
+        "windows": len(windows),
+        "removed_landed": len(done),
+        "totals": totals,
+    }

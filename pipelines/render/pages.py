@@ -7,6 +7,7 @@ dates, never identity; escaping keeps a stray ``<`` in an agent id or a
 purpose text from becoming markup), and an undefined name is an error, not
 an empty cell.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,9 +19,13 @@ __all__ = ["render"]
 def _environment():
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.PackageLoader("pipelines.render", "templates"),
-                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True)
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("pipelines.render", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def render(name: str, filters: dict | None = None, **context) -> str:

@@ -6,6 +6,7 @@ and can be mailed or archived as evidence. Charts are drawn only from the
 tables of ``transforms/compliance/report.py``; a chart whose table is empty is replaced
 by a sentence saying so, never drawn from nothing.
 """
+
 from __future__ import annotations
 
 import base64
@@ -112,9 +113,19 @@ def render(tables: dict[str, pa.Table], header: dict, facts, thresholds) -> str:
     agents = tables["agents"]
     listed = [r for r in agents.to_pylist() if r["over_threshold"]]
     return render_page(
-        TEMPLATE, filters={"pct": _pct, "num": _num}, header=header, headline=rows["completion"][0], rows=rows, totals={n: t.num_rows for n, t in tables.items()},
-        charts=charts(tables, facts.deadline, facts.waves), listed=listed, thresholds=thresholds, facts=facts,
-        max_rows=MAX_ROWS, generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        TEMPLATE,
+        filters={"pct": _pct, "num": _num},
+        header=header,
+        headline=rows["completion"][0],
+        rows=rows,
+        totals={n: t.num_rows for n, t in tables.items()},
+        charts=charts(tables, facts.deadline, facts.waves),
+        listed=listed,
+        thresholds=thresholds,
+        facts=facts,
+        max_rows=MAX_ROWS,
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
 
 
 def write_report(out: str, tables: dict[str, pa.Table], header: dict, facts, thresholds) -> str:

@@ -5,6 +5,7 @@ raw CSV base holding lines terminated around the two-year boundary, a leap
 day, a line without terminated_on, one without identity, an organisation with
 a handler, and the canary values on a kept line and on a purged one.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,7 +28,9 @@ IDENTITY = ("doc_type", "doc_number", "name", "address", "handler_doc_type", "ha
 
 
 def base_rows() -> list[dict]:
-    t = lambda line_id, on, **kw: person(line_id=line_id, status="TERMINATED", terminated_on=on, **kw)
+    def t(line_id, on, **kw):
+        return person(line_id=line_id, status="TERMINATED", terminated_on=on, **kw)
+
     return [
         person(line_id="A01", name=CANARY_NAME, address=CANARY_ADDRESS, doc_number=CANARY_NUMBER, region="110105"),
         person(line_id="A02", region="110105", name=None, address=None),  # registers through the event
@@ -47,9 +50,18 @@ def base_rows() -> list[dict]:
 
 
 def event() -> dict:
-    return {"event_id": "E01", "line_id": "A02", "doc_type": "身份证", "doc_number": "440308199901101512",
-            "name": "周七", "address": "上海市浦东新区世纪大道100号", "channel": "STORE", "agent_id": "AG00777",
-            "verified_by": "ID_CARD_READER", "registered_at": "2026-11-20T10:00:00"}
+    return {
+        "event_id": "E01",
+        "line_id": "A02",
+        "doc_type": "身份证",
+        "doc_number": "440308199901101512",
+        "name": "周七",
+        "address": "上海市浦东新区世纪大道100号",
+        "channel": "STORE",
+        "agent_id": "AG00777",
+        "verified_by": "ID_CARD_READER",
+        "registered_at": "2026-11-20T10:00:00",
+    }
 
 
 def run(*args, check=True):
@@ -74,10 +86,27 @@ def build(root) -> dict:
     with open(events, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(event(), ensure_ascii=False) + "\n")
     out = os.path.join(root, "merge")
-    run("merge", "--base", os.path.join(root, "base.csv"), "--registrations", events, "--keys", keys,
-        "--out", out, "--as-of", MERGE_AS_OF)
-    return {"root": root, "keys": keys, "events": events, "merge": out, "base": os.path.join(out, "base"),
-            "vault": os.path.join(out, "vault")}
+    run(
+        "merge",
+        "--base",
+        os.path.join(root, "base.csv"),
+        "--registrations",
+        events,
+        "--keys",
+        keys,
+        "--out",
+        out,
+        "--as-of",
+        MERGE_AS_OF,
+    )
+    return {
+        "root": root,
+        "keys": keys,
+        "events": events,
+        "merge": out,
+        "base": os.path.join(out, "base"),
+        "vault": os.path.join(out, "vault"),
+    }
 
 
 def copy_keys(keys: str, where) -> str:
@@ -102,8 +131,13 @@ def has_identity(row: dict) -> bool:
 
 
 def expected_due(as_of: dt.date, years: int = 2) -> set[str]:
-    return {r["line_id"] for r in base_rows() if r["status"] == "TERMINATED" and r.get("terminated_on")
-            and as_of > add_years(dt.date.fromisoformat(r["terminated_on"]), years)}
+    return {
+        r["line_id"]
+        for r in base_rows()
+        if r["status"] == "TERMINATED"
+        and r.get("terminated_on")
+        and as_of > add_years(dt.date.fromisoformat(r["terminated_on"]), years)
+    }
 
 
 def lines(base_dir: str) -> dict[str, dict]:

@@ -8,6 +8,7 @@ records the job (transforms, staged artifacts, options, the graph with its
 decoded pickled payloads) in a JSON report that :func:`dry_run` returns.
 Tests that use these run subprocesses: mark them ``e2e``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,9 +26,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PY = sys.executable
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dataflow_child.py")
 BUCKET = "gs://demo-bucket"
-DATAFLOW = ["--runner", "DataflowRunner", "--dry_run=True", "--no_auth", "--sdk_location=container",
-            "--project", "demo-project", "--region", "europe-west1", "--temp_location", f"{BUCKET}/tmp",
-            "--setup_file", os.path.join(ROOT, "setup.py")]
+DATAFLOW = [
+    "--runner",
+    "DataflowRunner",
+    "--dry_run=True",
+    "--no_auth",
+    "--sdk_location=container",
+    "--project",
+    "demo-project",
+    "--region",
+    "europe-west1",
+    "--temp_location",
+    f"{BUCKET}/tmp",
+    "--setup_file",
+    os.path.join(ROOT, "setup.py"),
+]
 
 
 def offline_prefix() -> list[str]:
@@ -67,10 +80,23 @@ def site(tmp_path_factory):
     events = os.path.join(bucket, "events", "2026-11-30")
     os.makedirs(events)
     with open(os.path.join(events, "events.jsonl"), "w", encoding="utf-8") as f:
-        f.write(json.dumps({"event_id": "E1", "line_id": "L0000000001", "doc_type": "RESIDENT_ID",
-                            "doc_number": CANARY_NUMBER, "name": CANARY_NAME, "address": CANARY_ADDRESS,
-                            "channel": "STORE", "verified_by": "ID_CARD_READER",
-                            "registered_at": "2026-11-30T10:00:00"}, ensure_ascii=False) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "event_id": "E1",
+                    "line_id": "L0000000001",
+                    "doc_type": "RESIDENT_ID",
+                    "doc_number": CANARY_NUMBER,
+                    "name": CANARY_NAME,
+                    "address": CANARY_ADDRESS,
+                    "channel": "STORE",
+                    "verified_by": "ID_CARD_READER",
+                    "registered_at": "2026-11-30T10:00:00",
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
     scan.run(["--base", os.path.join(bucket, "base"), "--out", os.path.join(bucket, "scan"), "--as-of", "2026-12-01"])
     keys = os.path.join(tmp, "secure", "keys.json")
     subprocess.run([PY, "-m", "pipelines.keys", "init", "--keys", keys], check=True, capture_output=True)

@@ -5,6 +5,7 @@ on the DataflowRunner with ``--dry_run=True``, offline, and records it:
 transforms, staged artifacts, options, the pipeline proto with every pickled
 payload decoded, and whether the launcher used the GCS client.
 """
+
 from __future__ import annotations
 
 import base64
@@ -71,12 +72,16 @@ def _bucket_on_disk(root: str) -> None:
             return FileMetadata(remote(m.path), m.size_in_bytes, m.last_updated_in_seconds)
 
     for name in ("mkdirs", "create", "open", "exists", "size", "last_updated", "checksum"):
+
         def one(self, path, *a, _name=name, **k):
             return getattr(LocalFileSystem, _name)(self, local(path), *a, **k)
+
         setattr(_DiskBucket, name, one)
     for name in ("copy", "rename"):
+
         def two(self, sources, destinations, _name=name):
             return getattr(LocalFileSystem, _name)(self, [local(s) for s in sources], [local(d) for d in destinations])
+
         setattr(_DiskBucket, name, two)
     _DiskBucket.delete = lambda self, paths: LocalFileSystem.delete(self, [local(p) for p in paths])
     _KEEP.append(_DiskBucket)  # Beam finds filesystems through __subclasses__, which holds weak references
@@ -122,6 +127,7 @@ def _driver(argv: list[str]) -> int:
         def tripwire(self, *a, **k):
             used.append(True)
             raise RuntimeError("the launcher used the GCS client")
+
         gcsio.GcsIO.__init__ = tripwire
     built = {}
 
@@ -136,6 +142,7 @@ def _driver(argv: list[str]) -> int:
         if args.bucket_on_disk:  # merge and notify read their results back after a run: there is none
             raise _Built()
         return result
+
     dataflow_runner.DataflowRunner.run_pipeline = capture
 
     sys.argv = [args.module, *rest]
@@ -170,8 +177,11 @@ def _driver(argv: list[str]) -> int:
     report = {
         "transforms": sorted(t.unique_name for t in proto.components.transforms.values()),
         "artifacts": artifacts,
-        "options": {k: v for k, v in job.options.get_all_options(drop_default=True).items()
-                    if isinstance(v, (str, int, float, bool, type(None)))},
+        "options": {
+            k: v
+            for k, v in job.options.get_all_options(drop_default=True).items()
+            if isinstance(v, (str, int, float, bool, type(None)))
+        },
         "job": str(job),
         "graph_text": graph_text,
         "payloads_decoded": len(payloads),

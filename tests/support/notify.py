@@ -1,4 +1,5 @@
 """Builders shared by the notify tests: campaigns, classified lines, history and receipt rows."""
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,15 @@ from transforms.notify.campaign import parse_campaign
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(ROOT, "examples", "campaign.yaml")
 SMS_ZH = "尊敬的用户：您的号码{msisdn_masked}尚未完成实名登记，请于{deadline}前到营业厅办理，免费。"
-IDENTITY_FIELDS = {"doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number",
-                   "handler_name"}
+IDENTITY_FIELDS = {
+    "doc_type",
+    "doc_number",
+    "name",
+    "address",
+    "handler_doc_type",
+    "handler_doc_number",
+    "handler_name",
+}
 
 BASE_CAMPAIGN = {
     "campaign_id": "rn-test",
@@ -63,10 +71,22 @@ def write_campaign(path, **overrides) -> str:
     return str(path)
 
 
-def line(line_id: str, msisdn: str | None = "13800138000", line_type: str = "MOBILE", region: str | None = "110105",
-         needs: bool = True, status: str = "MISSING") -> dict:
-    return {"line_id": line_id, "msisdn": msisdn, "line_type": line_type, "region": region,
-            "needs_registration": needs, "identity_status": status}
+def line(
+    line_id: str,
+    msisdn: str | None = "13800138000",
+    line_type: str = "MOBILE",
+    region: str | None = "110105",
+    needs: bool = True,
+    status: str = "MISSING",
+) -> dict:
+    return {
+        "line_id": line_id,
+        "msisdn": msisdn,
+        "line_type": line_type,
+        "region": region,
+        "needs_registration": needs,
+        "identity_status": status,
+    }
 
 
 def classified_table(rows: list[dict]) -> pa.Table:
@@ -74,14 +94,22 @@ def classified_table(rows: list[dict]) -> pa.Table:
     schema = arrow_schema("classified_line")
     n = len(rows)
     cols = {
-        "line_id": [r["line_id"] for r in rows], "msisdn": [r.get("msisdn") for r in rows],
-        "line_type": [r.get("line_type", "MOBILE") for r in rows], "subscriber_kind": ["INDIVIDUAL"] * n,
-        "status": ["ACTIVE"] * n, "region": [r.get("region") for r in rows], "agent_id": ["AG1"] * n,
-        "activated_on": [dt.date(2020, 1, 1)] * n, "terminated_on": [None] * n,
+        "line_id": [r["line_id"] for r in rows],
+        "msisdn": [r.get("msisdn") for r in rows],
+        "line_type": [r.get("line_type", "MOBILE") for r in rows],
+        "subscriber_kind": ["INDIVIDUAL"] * n,
+        "status": ["ACTIVE"] * n,
+        "region": [r.get("region") for r in rows],
+        "agent_id": ["AG1"] * n,
+        "activated_on": [dt.date(2020, 1, 1)] * n,
+        "terminated_on": [None] * n,
         "identity_status": [r.get("identity_status", "MISSING") for r in rows],
-        "reasons": [["DOC_TYPE_MISSING"]] * n, "flags": [[]] * n,
-        "needs_registration": [r.get("needs_registration", True) for r in rows], "needs_review": [False] * n,
-        "policy_version": ["decree25-2013.1"] * n, "as_of": [dt.date(2026, 11, 30)] * n,
+        "reasons": [["DOC_TYPE_MISSING"]] * n,
+        "flags": [[]] * n,
+        "needs_registration": [r.get("needs_registration", True) for r in rows],
+        "needs_review": [False] * n,
+        "policy_version": ["decree25-2013.1"] * n,
+        "as_of": [dt.date(2026, 11, 30)] * n,
     }
     return pa.table(cols, schema=schema)
 
@@ -96,21 +124,34 @@ def write_classified(folder, rows: list[dict]) -> str:
 def history_table(rows: list[dict]) -> pa.Table:
     """History rows: dicts with job_id, line_id, channel, campaign_id, wave, send_day (date)."""
     n = len(rows)
-    return pa.table({
-        "job_id": [r["job_id"] for r in rows], "line_id": [r.get("line_id") for r in rows],
-        "region": [r.get("region", "110105") for r in rows], "channel": [r["channel"] for r in rows],
-        "campaign_id": [r["campaign_id"] for r in rows], "wave": [r["wave"] for r in rows],
-        "send_day": [r["send_day"] for r in rows],
-        "sent_at": [dt.datetime.combine(r["send_day"], dt.time(0), dt.timezone.utc) for r in rows],
-        "run_id": ["earlier"] * n,
-    }, schema=arrow_schema("notify_history"))
+    return pa.table(
+        {
+            "job_id": [r["job_id"] for r in rows],
+            "line_id": [r.get("line_id") for r in rows],
+            "region": [r.get("region", "110105") for r in rows],
+            "channel": [r["channel"] for r in rows],
+            "campaign_id": [r["campaign_id"] for r in rows],
+            "wave": [r["wave"] for r in rows],
+            "send_day": [r["send_day"] for r in rows],
+            "sent_at": [dt.datetime.combine(r["send_day"], dt.time(0), dt.timezone.utc) for r in rows],
+            "run_id": ["earlier"] * n,
+        },
+        schema=arrow_schema("notify_history"),
+    )
 
 
 def receipts_table(rows: list[dict]) -> pa.Table:
     """Receipt rows: job_id, line_id, channel, campaign_id, wave, status, at (aware datetime)."""
-    return pa.table({
-        "job_id": [r["job_id"] for r in rows], "line_id": [r.get("line_id") for r in rows],
-        "channel": [r["channel"] for r in rows], "campaign_id": [r["campaign_id"] for r in rows],
-        "wave": [r["wave"] for r in rows], "status": [r["status"] for r in rows], "at": [r["at"] for r in rows],
-        "run_id": ["earlier"] * len(rows),
-    }, schema=arrow_schema("notify_receipt"))
+    return pa.table(
+        {
+            "job_id": [r["job_id"] for r in rows],
+            "line_id": [r.get("line_id") for r in rows],
+            "channel": [r["channel"] for r in rows],
+            "campaign_id": [r["campaign_id"] for r in rows],
+            "wave": [r["wave"] for r in rows],
+            "status": [r["status"] for r in rows],
+            "at": [r["at"] for r in rows],
+            "run_id": ["earlier"] * len(rows),
+        },
+        schema=arrow_schema("notify_receipt"),
+    )

@@ -13,6 +13,7 @@ gcloud's emulator or Java the tests that use it fail with that reason (the
 machine image ships both; CI must not pass by skipping). Tests that use it
 are end-to-end: mark them ``e2e``.
 """
+
 from __future__ import annotations
 
 import pytest

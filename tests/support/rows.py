@@ -1,4 +1,5 @@
 """Raw subscriber-base rows and batches, and the constants the tests share: the local runner, canary values."""
+
 from __future__ import annotations
 
 import datetime as dt

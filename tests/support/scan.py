@@ -1,4 +1,5 @@
 """The classifier run on one batch of row dicts (tests/test_classify.py, tests/test_policy.py)."""
+
 from __future__ import annotations
 
 from tests.support.rows import AS_OF, CTX, SALT, raw_table

@@ -15,6 +15,7 @@ A scope is either a key version or a list of line_ids:
   merge that wrote the base);
 * a line list: those lines; ids the base does not know are counted apart.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,12 +36,22 @@ FIELD_GROUPS = {
     "address": ("address_token", "address_mask"),
     "handler": ("handler_doc_token", "handler_doc_mask", "handler_name_token", "handler_name_mask"),
 }
-BASE_COLUMNS = ["line_id", "region", "join_key_version", "vault_key_version",
-                *(c for cols in FIELD_GROUPS.values() for c in cols)]
+BASE_COLUMNS = [
+    "line_id",
+    "region",
+    "join_key_version",
+    "vault_key_version",
+    *(c for cols in FIELD_GROUPS.values() for c in cols),
+]
 
 
-def scope_mask(base: pa.Table, *, key_version: str | None = None, line_ids: pa.Array | None = None,
-               vault_keys: pa.Table | None = None) -> pa.Array:
+def scope_mask(
+    base: pa.Table,
+    *,
+    key_version: str | None = None,
+    line_ids: pa.Array | None = None,
+    vault_keys: pa.Table | None = None,
+) -> pa.Array:
     """True for the base rows in scope."""
     if line_ids is not None:
         return contiguous(pc.is_in(base.column("line_id"), value_set=line_ids))
@@ -84,17 +95,28 @@ def describe_lines(base: pa.Table, vault_keys: pa.Table | None, vault_values: pa
         vault_fields = pa.array([sorted(v) if v else [] for v in lists.to_pylist()], pa.list_(pa.string()))
     else:
         vault_fields = pa.nulls(n, pa.list_(pa.string()))
-    return pa.table({"line_id": ids, "region": base.column("region"), "fields": fields,
-                     "join_key_version": base.column("join_key_version"), "vault_key_version": version,
-                     "vault_fields": vault_fields, "shreddable": shreddable})
+    return pa.table(
+        {
+            "line_id": ids,
+            "region": base.column("region"),
+            "fields": fields,
+            "join_key_version": base.column("join_key_version"),
+            "vault_key_version": version,
+            "vault_fields": vault_fields,
+            "shreddable": shreddable,
+        }
+    )
 
 
 def summarise(lines: pa.Table) -> dict:
     """Counts by region, by field group and by key version of described lines."""
+
     def counts(column) -> dict:
         got = pc.value_counts(contiguous(column))
         pairs = zip(got.field("values").to_pylist(), got.field("counts").to_pylist())
-        return {("(none)" if k is None else k): v for k, v in sorted(pairs, key=lambda kv: (kv[0] is None, kv[0] or ""))}
+        return {
+            ("(none)" if k is None else k): v for k, v in sorted(pairs, key=lambda kv: (kv[0] is None, kv[0] or ""))
+        }
 
     fields = pc.list_flatten(lines.column("fields"))
     vault_fields = pc.list_flatten(pc.fill_null(lines.column("vault_fields"), pa.scalar([], pa.list_(pa.string()))))
@@ -108,7 +130,8 @@ def summarise(lines: pa.Table) -> dict:
         "by_vault_field": counts(vault_fields) if len(vault_fields) else {},
         "by_join_key_version": counts(lines.column("join_key_version")),
         "by_vault_key_version": counts(lines.column("vault_key_version")),
-        "shreddable": None if shreddable.null_count == lines.num_rows and lines.num_rows
+        "shreddable": None
+        if shreddable.null_count == lines.num_rows and lines.num_rows
         else pc.sum(pc.fill_null(shreddable, False).cast(pa.int64())).as_py() or 0,
     }
 
@@ -119,5 +142,3 @@ def _lists(present: np.ndarray, names: list[str]) -> pa.Array:
     values = pa.array(np.array(names, object)[flat % len(names)], pa.string())
     offsets = np.concatenate([[0], np.cumsum(present.sum(axis=1))]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), values)
-
-

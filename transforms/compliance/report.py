@@ -30,6 +30,7 @@ the tables as Parquet, CSV and HTML. The definitions:
   lines it opened (``agent_id`` of the scan) and how many carry a cross-record
   flag; agents over the policy's thresholds are listed with that evidence.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,13 +65,25 @@ TABLES = {
 
 # Typed, so that every day's partition has the same schema (a day without a figure has a null, not a null type).
 # The report's date is ``report_date``: ``as_of`` is the partition key of the Parquet history.
-HEADLINE_SCHEMA = pa.schema([
-    ("campaign_id", pa.string()), ("report_date", pa.date32()), ("needed", pa.int64()), ("complete", pa.int64()),
-    ("completion_rate", pa.float64()), ("registered", pa.int64()), ("complete_without_event", pa.int64()),
-    ("remaining", pa.int64()), ("not_in_merge", pa.int64()), ("notified", pa.int64()),
-    ("hours_to_register_median", pa.float64()), ("hours_to_register_p90", pa.float64()),
-    ("registrations_timed", pa.int64()), ("deadline", pa.date32()), ("past_deadline", pa.int64()),
-])
+HEADLINE_SCHEMA = pa.schema(
+    [
+        ("campaign_id", pa.string()),
+        ("report_date", pa.date32()),
+        ("needed", pa.int64()),
+        ("complete", pa.int64()),
+        ("completion_rate", pa.float64()),
+        ("registered", pa.int64()),
+        ("complete_without_event", pa.int64()),
+        ("remaining", pa.int64()),
+        ("not_in_merge", pa.int64()),
+        ("notified", pa.int64()),
+        ("hours_to_register_median", pa.float64()),
+        ("hours_to_register_p90", pa.float64()),
+        ("registrations_timed", pa.int64()),
+        ("deadline", pa.date32()),
+        ("past_deadline", pa.int64()),
+    ]
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,10 +158,18 @@ def first_per_key(table: pa.Table, key: str) -> pa.Table:
 def _lines(inputs: ReportInputs) -> tuple[pa.Table, int]:
     """The needed lines with their state now; and how many of them the merged base does not hold."""
     scan = inputs.classified
-    needed = scan.filter(pc.fill_null(scan["needs_registration"], False)).select(
-        ["line_id", "region", "line_type"])
-    merged = inputs.merged.select(["line_id", "status", "identity_status", "reasons", "registered_at",
-                                   "registration_event_id", "registration_channel"])
+    needed = scan.filter(pc.fill_null(scan["needs_registration"], False)).select(["line_id", "region", "line_type"])
+    merged = inputs.merged.select(
+        [
+            "line_id",
+            "status",
+            "identity_status",
+            "reasons",
+            "registered_at",
+            "registration_event_id",
+            "registration_channel",
+        ]
+    )
     # Narrow the merged base to the needed lines first (a hash of the smaller side), then align: two small
     # hashes instead of one over every line of the base. line_id is unique in the merged base.
     merged = merged.filter(pc.is_in(merged["line_id"], value_set=needed["line_id"]))
@@ -165,21 +186,33 @@ def _lines(inputs: ReportInputs) -> tuple[pa.Table, int]:
 
 def _notices(lines: pa.Table, history: pa.Table | None) -> tuple[pa.Table, pa.Table]:
     """Per (line, wave) notified, restricted to needed lines; per line its first notice and credited wave."""
-    empty_waves = pa.table({"line_id": pa.array([], pa.string()), "wave": pa.array([], pa.int32()),
-                            "sent_at": pa.array([], pa.timestamp("us", tz="UTC"))})
+    empty_waves = pa.table(
+        {
+            "line_id": pa.array([], pa.string()),
+            "wave": pa.array([], pa.int32()),
+            "sent_at": pa.array([], pa.timestamp("us", tz="UTC")),
+        }
+    )
     if history is None or history.num_rows == 0:
         per_wave = empty_waves
     else:
         h = history.filter(pc.is_valid(history["line_id"])).select(["line_id", "wave", "sent_at"])
         h = h.cast(empty_waves.schema)
-        per_wave = h.group_by(["line_id", "wave"]).aggregate([("sent_at", "min")]).rename_columns(
-            ["line_id", "wave", "sent_at"]).select(["line_id", "wave", "sent_at"])
+        per_wave = (
+            h.group_by(["line_id", "wave"])
+            .aggregate([("sent_at", "min")])
+            .rename_columns(["line_id", "wave", "sent_at"])
+            .select(["line_id", "wave", "sent_at"])
+        )
         per_wave = per_wave.join(lines.select(["line_id"]), "line_id", join_type="inner")
     reg = lines.filter(lines["registered"]).select(["line_id", "registered_at"])
     pairs = per_wave.join(reg, "line_id", join_type="inner")
     before = pairs.filter(pc.less_equal(pairs["sent_at"], pairs["registered_at"]))
-    credited = before.group_by("line_id").aggregate([("wave", "max"), ("sent_at", "min")]).rename_columns(
-        ["line_id", "credited_wave", "first_notice_at"])
+    credited = (
+        before.group_by("line_id")
+        .aggregate([("wave", "max"), ("sent_at", "min")])
+        .rename_columns(["line_id", "credited_wave", "first_notice_at"])
+    )
     return per_wave, credited
 
 
@@ -196,13 +229,15 @@ def _by_region(lines: pa.Table, past: pa.Table) -> pa.Table:
     grouped = grouped.rename_columns(["region", "needed", "complete", "registered", "past_deadline"])
     grouped = grouped.append_column("remaining", pc.subtract(grouped["needed"], grouped["complete"]))
     grouped = grouped.append_column("completion_rate", _rate(grouped["complete"], grouped["needed"]))
-    return grouped.select(["region", "needed", "complete", "registered", "remaining", "completion_rate",
-                           "past_deadline"]).sort_by([("region", "ascending")])
+    return grouped.select(
+        ["region", "needed", "complete", "registered", "remaining", "completion_rate", "past_deadline"]
+    ).sort_by([("region", "ascending")])
 
 
 def _by_line_type(lines: pa.Table) -> pa.Table:
     grouped = _group_sums(lines, "line_type", ["complete", "registered"]).rename_columns(
-        ["line_type", "needed", "complete", "registered"])
+        ["line_type", "needed", "complete", "registered"]
+    )
     grouped = grouped.append_column("remaining", pc.subtract(grouped["needed"], grouped["complete"]))
     grouped = grouped.append_column("completion_rate", _rate(grouped["complete"], grouped["needed"]))
     return grouped.sort_by([("line_type", "ascending")])
@@ -211,8 +246,12 @@ def _by_line_type(lines: pa.Table) -> pa.Table:
 def _by_channel(lines: pa.Table) -> pa.Table:
     reg = lines.filter(lines["registered"])
     channel = pc.fill_null(reg["registration_channel"], "UNKNOWN")
-    grouped = pa.table({"channel": channel, "n": pa.array(np.ones(reg.num_rows, np.int64))}).group_by(
-        "channel").aggregate([("n", "sum")]).rename_columns(["channel", "registrations"])
+    grouped = (
+        pa.table({"channel": channel, "n": pa.array(np.ones(reg.num_rows, np.int64))})
+        .group_by("channel")
+        .aggregate([("n", "sum")])
+        .rename_columns(["channel", "registrations"])
+    )
     total = reg.num_rows
     share = _rate(grouped["registrations"], pa.array(np.full(grouped.num_rows, total, np.int64)))
     return grouped.append_column("share", share).sort_by([("registrations", "descending"), ("channel", "ascending")])
@@ -226,16 +265,25 @@ def _by_wave(per_wave: pa.Table, credited: pa.Table, lines: pa.Table, waves) -> 
     numbers = sorted({w for w, _ in waves} | set(notified) | set(int(w) for w in np.unique(wave_of)))
     registered = [int(np.sum(wave_of == w)) for w in numbers]
     notified_n = [int(notified.get(w, 0)) for w in numbers]
-    table = pa.table({"wave": pa.array(numbers, pa.int32()), "notified": pa.array(notified_n, pa.int64()),
-                      "registered_after": pa.array(registered, pa.int64())})
+    table = pa.table(
+        {
+            "wave": pa.array(numbers, pa.int32()),
+            "notified": pa.array(notified_n, pa.int64()),
+            "registered_after": pa.array(registered, pa.int64()),
+        }
+    )
     return table.append_column("conversion", _rate(table["registered_after"], table["notified"]))
 
 
 def _by_day(lines: pa.Table, facts: CampaignFacts, as_of: dt.date) -> pa.Table:
     reg = lines.filter(lines["registered"])
     days = _local_days(reg["registered_at"], facts.timezone)
-    counted = pa.table({"day": days, "n": pa.array(np.ones(len(days), np.int64))}).group_by("day").aggregate(
-        [("n", "sum")]).to_pydict()
+    counted = (
+        pa.table({"day": days, "n": pa.array(np.ones(len(days), np.int64))})
+        .group_by("day")
+        .aggregate([("n", "sum")])
+        .to_pydict()
+    )
     per_day = dict(zip(counted["day"], counted["n_sum"]))
     without_event = _count_true(pc.and_(lines["complete"], pc.invert(lines["registered"])))
     first = min([facts.first_day, *per_day]) if per_day else facts.first_day
@@ -245,33 +293,58 @@ def _by_day(lines: pa.Table, facts: CampaignFacts, as_of: dt.date) -> pa.Table:
     cumulative = np.cumsum(registrations) + without_event
     needed = lines.num_rows
     rate = cumulative / needed if needed else np.full(len(span), np.nan)
-    return pa.table({"day": pa.array(span, pa.date32()), "registrations": registrations,
-                     "complete": cumulative, "completion_rate": pa.array(np.round(rate, 6), mask=np.isnan(rate))})
+    return pa.table(
+        {
+            "day": pa.array(span, pa.date32()),
+            "registrations": registrations,
+            "complete": cumulative,
+            "completion_rate": pa.array(np.round(rate, 6), mask=np.isnan(rate)),
+        }
+    )
 
 
 def _backlog(lines: pa.Table) -> pa.Table:
     left = lines.filter(pc.invert(lines["complete"]))
     reasons = pc.list_flatten(pc.fill_null(left["reasons"], pa.scalar([], pa.list_(pa.string()))))
     status = pc.fill_null(left["identity_status"], "NOT_IN_MERGE")
-    rows = [pa.table({"kind": pa.repeat(pa.scalar("reason"), len(reasons)), "code": reasons}),
-            pa.table({"kind": pa.repeat(pa.scalar("identity_status"), len(status)), "code": status})]
+    rows = [
+        pa.table({"kind": pa.repeat(pa.scalar("reason"), len(reasons)), "code": reasons}),
+        pa.table({"kind": pa.repeat(pa.scalar("identity_status"), len(status)), "code": status}),
+    ]
     both = pa.concat_tables(rows)
-    counted = both.append_column("lines", pa.array(np.ones(both.num_rows, np.int64))).group_by(
-        ["kind", "code"]).aggregate([("lines", "sum")]).rename_columns(["kind", "code", "lines"])
+    counted = (
+        both.append_column("lines", pa.array(np.ones(both.num_rows, np.int64)))
+        .group_by(["kind", "code"])
+        .aggregate([("lines", "sum")])
+        .rename_columns(["kind", "code", "lines"])
+    )
     return counted.sort_by([("kind", "ascending"), ("lines", "descending"), ("code", "ascending")])
 
 
 def _past_deadline(lines: pa.Table, per_wave: pa.Table, facts: CampaignFacts, as_of: dt.date) -> pa.Table:
-    schema = pa.schema([("line_id", pa.string()), ("region", pa.string()), ("line_type", pa.string()),
-                        ("identity_status", pa.string()), ("last_wave", pa.int32()),
-                        ("last_notice_at", pa.timestamp("us", tz="UTC"))])
+    schema = pa.schema(
+        [
+            ("line_id", pa.string()),
+            ("region", pa.string()),
+            ("line_type", pa.string()),
+            ("identity_status", pa.string()),
+            ("last_wave", pa.int32()),
+            ("last_notice_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
     if not facts.past_deadline(as_of):
         return schema.empty_table()
-    left = lines.filter(pc.and_(pc.invert(lines["complete"]),
-                                pc.invert(pc.fill_null(pc.equal(lines["status"], "TERMINATED"), False))))
-    last = per_wave.group_by("line_id").aggregate([("wave", "max"), ("sent_at", "max")]).rename_columns(
-        ["line_id", "last_wave", "last_notice_at"])
-    out = left.select(["line_id", "region", "line_type", "identity_status"]).join(last, "line_id", join_type="left outer")
+    left = lines.filter(
+        pc.and_(pc.invert(lines["complete"]), pc.invert(pc.fill_null(pc.equal(lines["status"], "TERMINATED"), False)))
+    )
+    last = (
+        per_wave.group_by("line_id")
+        .aggregate([("wave", "max"), ("sent_at", "max")])
+        .rename_columns(["line_id", "last_wave", "last_notice_at"])
+    )
+    out = left.select(["line_id", "region", "line_type", "identity_status"]).join(
+        last, "line_id", join_type="left outer"
+    )
     out = out.set_column(3, "identity_status", pc.fill_null(out["identity_status"], "NOT_IN_MERGE"))
     return out.cast(schema).sort_by([("region", "ascending"), ("line_id", "ascending")])
 
@@ -280,67 +353,122 @@ def _agents(inputs: ReportInputs, thresholds: Mapping[str, float]) -> pa.Table:
     scan = inputs.classified
     opened = scan.filter(pc.is_valid(scan["agent_id"]))
     flagged = pc.greater(pc.fill_null(pc.list_value_length(opened["flags"]), 0), 0)
-    opened = pa.table({"agent_id": opened["agent_id"], "flagged": flagged,
-                       "needed": pc.fill_null(opened["needs_registration"], False)})
+    opened = pa.table(
+        {
+            "agent_id": opened["agent_id"],
+            "flagged": flagged,
+            "needed": pc.fill_null(opened["needs_registration"], False),
+        }
+    )
     by_opened = _group_sums(opened, "agent_id", ["flagged", "needed"]).rename_columns(
-        ["agent_id", "lines_opened", "opened_flagged", "opened_needing_registration"])
+        ["agent_id", "lines_opened", "opened_flagged", "opened_needing_registration"]
+    )
     events = inputs.events
     if events is None or events.num_rows == 0:
-        taken = pa.table({"agent_id": pa.array([], pa.string()), "registrations": pa.array([], pa.int64()),
-                          "dead_letters": pa.array([], pa.int64()), "failed_policy": pa.array([], pa.int64()),
-                          "dead_letter_reasons": pa.array([], pa.string())})
+        taken = pa.table(
+            {
+                "agent_id": pa.array([], pa.string()),
+                "registrations": pa.array([], pa.int64()),
+                "dead_letters": pa.array([], pa.int64()),
+                "failed_policy": pa.array([], pa.int64()),
+                "dead_letter_reasons": pa.array([], pa.string()),
+            }
+        )
     else:
         ev = events.filter(pc.is_valid(events["agent_id"])).select(["event_id", "agent_id"])
-        dead = inputs.dead_letters if inputs.dead_letters is not None else pa.table(
-            {"event_id": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
+        dead = (
+            inputs.dead_letters
+            if inputs.dead_letters is not None
+            else pa.table({"event_id": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
+        )
         dead = dead.filter(pc.is_valid(dead["event_id"])).select(["event_id", "reason"])
         dead = dead.group_by("event_id").aggregate([("reason", "min")]).rename_columns(["event_id", "reason"])
         ev = ev.join(dead, "event_id", join_type="left outer")
         is_dead = pc.is_valid(ev["reason"])
         failed = pc.fill_null(pc.is_in(ev["reason"], value_set=pa.array(sorted(POLICY_FAILURES))), False)
-        taken = _group_sums(pa.table({"agent_id": ev["agent_id"], "dead": is_dead, "failed": failed}), "agent_id",
-                            ["dead", "failed"]).rename_columns(["agent_id", "registrations", "dead_letters",
-                                                                 "failed_policy"])
+        taken = _group_sums(
+            pa.table({"agent_id": ev["agent_id"], "dead": is_dead, "failed": failed}), "agent_id", ["dead", "failed"]
+        ).rename_columns(["agent_id", "registrations", "dead_letters", "failed_policy"])
         evidence = _reason_lists(ev.filter(is_dead))
         taken = taken.join(evidence, "agent_id", join_type="left outer")
     table = by_opened.join(taken, "agent_id", join_type="full outer")
-    for name in ("lines_opened", "opened_flagged", "opened_needing_registration", "registrations", "dead_letters",
-                 "failed_policy"):
+    for name in (
+        "lines_opened",
+        "opened_flagged",
+        "opened_needing_registration",
+        "registrations",
+        "dead_letters",
+        "failed_policy",
+    ):
         table = table.set_column(table.schema.get_field_index(name), name, pc.fill_null(table[name], 0))
     failed_share = _rate(table["dead_letters"], table["registrations"])
     flagged_share = _rate(table["opened_flagged"], table["lines_opened"])
-    over_failed = pc.and_(pc.greater_equal(table["registrations"], int(thresholds["min_registrations"])),
-                          pc.greater(pc.fill_null(failed_share, 0.0), float(thresholds["max_failed_share"])))
-    over_flagged = pc.and_(pc.greater_equal(table["lines_opened"], int(thresholds["min_lines_opened"])),
-                           pc.greater(pc.fill_null(flagged_share, 0.0), float(thresholds["max_flagged_share"])))
-    table = (table.append_column("failed_share", failed_share).append_column("flagged_share", flagged_share)
-             .append_column("over_failed_threshold", over_failed).append_column("over_flagged_threshold", over_flagged)
-             .append_column("over_threshold", pc.or_(over_failed, over_flagged)))
+    over_failed = pc.and_(
+        pc.greater_equal(table["registrations"], int(thresholds["min_registrations"])),
+        pc.greater(pc.fill_null(failed_share, 0.0), float(thresholds["max_failed_share"])),
+    )
+    over_flagged = pc.and_(
+        pc.greater_equal(table["lines_opened"], int(thresholds["min_lines_opened"])),
+        pc.greater(pc.fill_null(flagged_share, 0.0), float(thresholds["max_flagged_share"])),
+    )
+    table = (
+        table.append_column("failed_share", failed_share)
+        .append_column("flagged_share", flagged_share)
+        .append_column("over_failed_threshold", over_failed)
+        .append_column("over_flagged_threshold", over_flagged)
+        .append_column("over_threshold", pc.or_(over_failed, over_flagged))
+    )
     if "dead_letter_reasons" not in table.column_names:
         table = table.append_column("dead_letter_reasons", pa.nulls(table.num_rows, pa.string()))
-    table = table.set_column(table.schema.get_field_index("dead_letter_reasons"), "dead_letter_reasons",
-                             pc.fill_null(table["dead_letter_reasons"], ""))
-    order = ["agent_id", "registrations", "dead_letters", "failed_policy", "failed_share", "lines_opened",
-             "opened_flagged", "flagged_share", "opened_needing_registration", "over_failed_threshold",
-             "over_flagged_threshold", "over_threshold", "dead_letter_reasons"]
+    table = table.set_column(
+        table.schema.get_field_index("dead_letter_reasons"),
+        "dead_letter_reasons",
+        pc.fill_null(table["dead_letter_reasons"], ""),
+    )
+    order = [
+        "agent_id",
+        "registrations",
+        "dead_letters",
+        "failed_policy",
+        "failed_share",
+        "lines_opened",
+        "opened_flagged",
+        "flagged_share",
+        "opened_needing_registration",
+        "over_failed_threshold",
+        "over_flagged_threshold",
+        "over_threshold",
+        "dead_letter_reasons",
+    ]
     return table.select(order).sort_by([("over_threshold", "descending"), ("agent_id", "ascending")])
 
 
 def _reason_lists(dead: pa.Table) -> pa.Table:
     """Per agent, its dead-letter reasons as evidence text: 'NAME_PLACEHOLDER 3, UNKNOWN_LINE 1'."""
-    counted = dead.append_column("n", pa.array(np.ones(dead.num_rows, np.int64))).group_by(
-        ["agent_id", "reason"]).aggregate([("n", "sum")]).sort_by(
-        [("agent_id", "ascending"), ("n_sum", "descending"), ("reason", "ascending")]).to_pydict()
+    counted = (
+        dead.append_column("n", pa.array(np.ones(dead.num_rows, np.int64)))
+        .group_by(["agent_id", "reason"])
+        .aggregate([("n", "sum")])
+        .sort_by([("agent_id", "ascending"), ("n_sum", "descending"), ("reason", "ascending")])
+        .to_pydict()
+    )
     text: dict[str, list[str]] = {}
     for agent, reason, n in zip(counted["agent_id"], counted["reason"], counted["n_sum"]):
         text.setdefault(agent, []).append(f"{reason} {n}")
-    return pa.table({"agent_id": pa.array(list(text), pa.string()),
-                     "dead_letter_reasons": pa.array([", ".join(v) for v in text.values()], pa.string())})
+    return pa.table(
+        {
+            "agent_id": pa.array(list(text), pa.string()),
+            "dead_letter_reasons": pa.array([", ".join(v) for v in text.values()], pa.string()),
+        }
+    )
 
 
 def _quantiles_hours(lines: pa.Table, credited: pa.Table) -> tuple[float | None, float | None, int]:
-    reg = lines.filter(lines["registered"]).select(["line_id", "registered_at"]).join(
-        credited, "line_id", join_type="inner")
+    reg = (
+        lines.filter(lines["registered"])
+        .select(["line_id", "registered_at"])
+        .join(credited, "line_id", join_type="inner")
+    )
     if reg.num_rows == 0:
         return None, None, 0
     delta = pc.subtract(reg["registered_at"], reg["first_notice_at"])
@@ -349,8 +477,9 @@ def _quantiles_hours(lines: pa.Table, credited: pa.Table) -> tuple[float | None,
     return round(float(median), 3), round(float(p90), 3), reg.num_rows
 
 
-def completion_tables(inputs: ReportInputs, facts: CampaignFacts, as_of: dt.date,
-                      agent_thresholds: Mapping[str, float]) -> tuple[dict[str, pa.Table], dict]:
+def completion_tables(
+    inputs: ReportInputs, facts: CampaignFacts, as_of: dt.date, agent_thresholds: Mapping[str, float]
+) -> tuple[dict[str, pa.Table], dict]:
     """Every table of the report, and the notes on what was found missing (``not_in_merge`` ...)."""
     lines, missing = _lines(inputs)
     per_wave, credited = _notices(lines, inputs.history)
@@ -360,13 +489,21 @@ def completion_tables(inputs: ReportInputs, facts: CampaignFacts, as_of: dt.date
     complete = _count_true(lines["complete"])
     registered = _count_true(lines["registered"])
     headline = {
-        "campaign_id": facts.campaign_id, "report_date": as_of, "needed": needed, "complete": complete,
+        "campaign_id": facts.campaign_id,
+        "report_date": as_of,
+        "needed": needed,
+        "complete": complete,
         "completion_rate": round(complete / needed, 6) if needed else None,
-        "registered": registered, "complete_without_event": complete - registered,
-        "remaining": needed - complete, "not_in_merge": missing,
+        "registered": registered,
+        "complete_without_event": complete - registered,
+        "remaining": needed - complete,
+        "not_in_merge": missing,
         "notified": int(pc.count_distinct(per_wave["line_id"]).as_py()) if per_wave.num_rows else 0,
-        "hours_to_register_median": median, "hours_to_register_p90": p90, "registrations_timed": timed,
-        "deadline": facts.deadline, "past_deadline": past.num_rows,
+        "hours_to_register_median": median,
+        "hours_to_register_p90": p90,
+        "registrations_timed": timed,
+        "deadline": facts.deadline,
+        "past_deadline": past.num_rows,
     }
     tables = {
         "completion": pa.Table.from_pylist([headline], schema=HEADLINE_SCHEMA),

@@ -25,6 +25,7 @@ left). Everything else stays: the line's own facts (line_id, msisdn, type,
 kind, status, dates, region, agent), the registration's evidence (when, which
 channel and agent, how verified) and the identity status computed then.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -38,8 +39,18 @@ from transforms.scan.normalize import contiguous
 __all__ = ["IDENTITY_COLUMNS", "anniversary", "last_purged_date", "due_mask", "has_identity", "blank_identity"]
 
 IDENTITY_COLUMNS = (
-    "doc_type", "doc_token", "doc_mask", "name_token", "name_mask", "address_token", "address_mask",
-    "handler_doc_type", "handler_doc_token", "handler_doc_mask", "handler_name_token", "handler_name_mask",
+    "doc_type",
+    "doc_token",
+    "doc_mask",
+    "name_token",
+    "name_mask",
+    "address_token",
+    "address_mask",
+    "handler_doc_type",
+    "handler_doc_token",
+    "handler_doc_mask",
+    "handler_name_token",
+    "handler_name_mask",
 )
 # Columns whose value is identity (token or mask): a line with none of them has nothing left to purge.
 _VALUE_COLUMNS = tuple(c for c in IDENTITY_COLUMNS if not c.endswith("doc_type"))
@@ -51,12 +62,15 @@ def anniversary(dates: np.ndarray, years: int) -> np.ndarray:
     month = dates.astype("datetime64[M]")
     day = (dates - month.astype("datetime64[D]")).astype(np.int64)  # 0-based day of month
     target = month + np.timedelta64(12 * years, "M")
-    length = ((target + np.timedelta64(1, "M")).astype("datetime64[D]") - target.astype("datetime64[D]")).astype(np.int64)
+    length = ((target + np.timedelta64(1, "M")).astype("datetime64[D]") - target.astype("datetime64[D]")).astype(
+        np.int64
+    )
     return target.astype("datetime64[D]") + np.minimum(day, length - 1).astype("timedelta64[D]")
 
 
 def last_purged_date(as_of: dt.date, years: int) -> dt.date:
     """The latest ``terminated_on`` whose retention period is over on ``as_of``."""
+
     def ann(day: dt.date) -> dt.date:
         return anniversary(np.array([day], "datetime64[D]"), years)[0].astype(dt.date)
 
@@ -106,5 +120,3 @@ def blank_identity(table: pa.Table, purge: pa.Array, vault_key_version: pa.Array
     index = table.schema.get_field_index("vault_key_version")
     table = table.set_column(index, "vault_key_version", vault_key_version.cast(pa.string()))
     return table, blanked
-
-

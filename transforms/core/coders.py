@@ -8,6 +8,7 @@ itself. This coder writes the Arrow IPC stream format and estimates size
 from ``nbytes`` without encoding. PCollections of tables declare their
 element type (``with_output_types``) so the registry picks it.
 """
+
 from __future__ import annotations
 
 import apache_beam as beam

@@ -4,6 +4,7 @@ A dead letter says where a record came from (file and row, or event_id) and
 why it could not be used. It never carries identity values: callers pass
 reason codes, column names and value-free explanations only.
 """
+
 from __future__ import annotations
 
 import dataclasses

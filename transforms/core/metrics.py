@@ -4,6 +4,7 @@ Counts travel as small nested dicts (``{"identity_status": {"COMPLETE": 3}}``)
 merged by :class:`SumCounts`; Beam counters in :data:`NAMESPACE` mirror them
 for runners' dashboards. :func:`value_counts` makes one such dict of a column.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,8 +34,9 @@ def merge_counts(into: dict, other: dict) -> dict:
 def value_counts(column) -> dict:
     """``{value: count}`` of an Arrow array or chunked array, nulls left out, in first-seen order."""
     counts = pc.value_counts(column)
-    return {v: c for v, c in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())
-            if v is not None}
+    return {
+        v: c for v, c in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()) if v is not None
+    }
 
 
 class SumCounts(beam.CombineFn):

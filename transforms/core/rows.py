@@ -13,6 +13,7 @@ decode, is longer than the limit, or holds a C0 control character other than
 tab, CR and LF; in JSON Lines also a line that is not a JSON object, or a
 field that is an object, an array or a boolean. Row numbers are 1-based.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,13 +27,25 @@ import pyarrow.compute as pc
 from schemas import field_names
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 
-__all__ = ["BASE", "EVENTS", "FORMATS", "MARK", "RAW_SCHEMA", "BadRow", "Contract",
-           "assemble_rows", "malformed_table", "parse_json_lines"]
+__all__ = [
+    "BASE",
+    "EVENTS",
+    "FORMATS",
+    "MARK",
+    "RAW_SCHEMA",
+    "BadRow",
+    "Contract",
+    "assemble_rows",
+    "malformed_table",
+    "parse_json_lines",
+]
 
 CONTRACT: list[str] = field_names("subscriber_base")
 REQUIRED = ("line_id", "line_type", "subscriber_kind", "status")
-RAW_SCHEMA = pa.schema([pa.field(n, pa.string()) for n in CONTRACT]
-                       + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
+RAW_SCHEMA = pa.schema(
+    [pa.field(n, pa.string()) for n in CONTRACT]
+    + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())]
+)
 FORMATS = {".parquet": "parquet", ".avro": "avro", ".csv": "csv"}
 _KEY_MAX = 200  # a malformed row's key (event_id) is reported only when it is this short and clean
 _CTRL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
@@ -61,9 +74,10 @@ class Contract:
 
 @functools.lru_cache(maxsize=None)
 def _raw_schema(columns: tuple[str, ...]) -> pa.Schema:
-    return pa.schema([pa.field(n, pa.string()) for n in columns]
-                     + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
-
+    return pa.schema(
+        [pa.field(n, pa.string()) for n in columns]
+        + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())]
+    )
 
 
 BASE = Contract("subscriber base", tuple(CONTRACT), REQUIRED)
@@ -71,8 +85,14 @@ EVENTS = Contract(
     "registration events",
     tuple(field_names("registration_event")),
     required=("event_id", "line_id"),
-    formats=((".parquet", "parquet"), (".avro", "avro"), (".csv", "csv"),
-             (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl")),
+    formats=(
+        (".parquet", "parquet"),
+        (".avro", "avro"),
+        (".csv", "csv"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+    ),
     key="event_id",
 )
 
@@ -120,8 +140,15 @@ def _valid(value: bytes) -> bool:
         return False
 
 
-def assemble_rows(cols: dict[str, pa.Array], rows: np.ndarray, path: str, label: str,
-              limit: int, marked: bool = False, contract: Contract = BASE) -> tuple[pa.Table, list[BadRow], int]:
+def assemble_rows(
+    cols: dict[str, pa.Array],
+    rows: np.ndarray,
+    path: str,
+    label: str,
+    limit: int,
+    marked: bool = False,
+    contract: Contract = BASE,
+) -> tuple[pa.Table, list[BadRow], int]:
     """Contract columns as strings + source columns, malformed rows taken out.
     Returns (raw, bad, number of rows that did not decode)."""
     n = len(rows)
@@ -156,8 +183,11 @@ def assemble_rows(cols: dict[str, pa.Array], rows: np.ndarray, path: str, label:
             flag(lengths > limit, name, lambda i: f"field {name} is {lengths[i]} characters, limit {limit}")
         if _maybe_ctrl(s):
             ctrl = pc.match_substring_regex(s, _CTRL).fill_null(False).to_numpy(zero_copy_only=False)
-            flag(ctrl, name, lambda i: ("NUL byte" if "\x00" in s[int(i)].as_py() else
-                                        "control character") + f" in field {name}")
+            flag(
+                ctrl,
+                name,
+                lambda i: ("NUL byte" if "\x00" in s[int(i)].as_py() else "control character") + f" in field {name}",
+            )
     out["_src_file"] = pa.array([path] * n, pa.string())
     out["_src_row"] = pa.array(rows, pa.int64())
     table = pa.Table.from_pydict(out, schema=contract.schema)
@@ -194,10 +224,14 @@ def malformed_table(ctx: DeadLetterContext, bad: list[BadRow], key_field: str | 
     """ROW_MALFORMED dead letters of bad rows; ``key_field`` ("event_id") carries ``BadRow.key``."""
     keys = {key_field: [b.key for b in bad]} if key_field else {}
     return dead_letter_table(
-        ctx, ["ROW_MALFORMED"] * len(bad),
-        source_file=[b.source_file for b in bad], source_row=[b.source_row for b in bad],
-        field=[b.field for b in bad], detail=[b.detail for b in bad], **keys)
-
+        ctx,
+        ["ROW_MALFORMED"] * len(bad),
+        source_file=[b.source_file for b in bad],
+        source_row=[b.source_row for b in bad],
+        field=[b.field for b in bad],
+        detail=[b.detail for b in bad],
+        **keys,
+    )
 
 
 def _text(value) -> str | None:
@@ -245,7 +279,8 @@ def parse_json_lines(lines: list[tuple[int, bytes]], path: str, limit: int) -> t
         try:
             arrays[n] = pa.array(columns[n], pa.string())
         except (pa.ArrowInvalid, UnicodeEncodeError):  # a lone surrogate from a \ud800 escape
-            arrays[n] = pa.array([None if v is None else v.encode("utf-8", "surrogatepass") for v in columns[n]],
-                                 pa.binary())
+            arrays[n] = pa.array(
+                [None if v is None else v.encode("utf-8", "surrogatepass") for v in columns[n]], pa.binary()
+            )
     raw, more, _ = assemble_rows(arrays, np.array(rows, np.int64), path, "utf-8", limit, contract=EVENTS)
     return raw, sorted(bad + more, key=lambda b: b.source_row)

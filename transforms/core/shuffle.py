@@ -16,6 +16,7 @@ from every input, in one element. It is a real Beam GroupByKey either way:
 :func:`with_bucket` gives a table its ``_bucket`` column (the stable bucket
 of a key column, :func:`transforms.scan.crossrecord.bucket_of`).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -141,7 +142,6 @@ class ArrowGroupByBucket(beam.PTransform):
             tuple(keyed)
             | "FlattenInputs" >> beam.Flatten()
             | "GroupByBucket" >> beam.GroupByKey()
-            | "Gather" >> beam.FlatMap(_gather, spilled).with_output_types(
-                typing.Tuple[int, typing.Dict[str, pa.Table]]
-            )
+            | "Gather"
+            >> beam.FlatMap(_gather, spilled).with_output_types(typing.Tuple[int, typing.Dict[str, pa.Table]])
         )

@@ -6,6 +6,7 @@
 A step's own outputs (``doc_keys`` of the scan, ``announced`` of notify) are
 named beside the DoFns that yield them.
 """
+
 from __future__ import annotations
 
 __all__ = ["COUNTS", "DEAD_LETTER", "KEYS", "RAW", "ROWS"]

@@ -17,6 +17,7 @@ place or purpose fails to open. Layout::
 The vault's per-line records use the same primitives (``transforms/crypto/vault.py``)
 with a columnar layout; nothing else in the project encrypts.
 """
+
 from __future__ import annotations
 
 import base64
@@ -89,9 +90,14 @@ class Envelope:
         ad = self._ad(self._keyset_id, self._version, context)
         dek, nonce, wrap_nonce = AESGCM.generate_key(256), os.urandom(_NONCE), os.urandom(_NONCE)
         wrapped = wrap_nonce + self._kek_for(self._version).encrypt(wrap_nonce, dek, ad)
-        header = json.dumps({"keyset_id": self._keyset_id, "key_version": self._version,
-                             "wrapped_dek": base64.b64encode(wrapped).decode(),
-                             "nonce": base64.b64encode(nonce).decode()}).encode()
+        header = json.dumps(
+            {
+                "keyset_id": self._keyset_id,
+                "key_version": self._version,
+                "wrapped_dek": base64.b64encode(wrapped).decode(),
+                "nonce": base64.b64encode(nonce).decode(),
+            }
+        ).encode()
         return MAGIC + len(header).to_bytes(4, "big") + header + AESGCM(dek).encrypt(nonce, plaintext, ad)
 
     def open(self, blob: bytes, *context: str) -> bytes:
@@ -100,14 +106,14 @@ class Envelope:
             if not blob.startswith(MAGIC):
                 raise ValueError("not a sealed blob")
             start = len(MAGIC) + 4
-            size = int.from_bytes(blob[len(MAGIC):start], "big")
-            header = json.loads(blob[start:start + size])
+            size = int.from_bytes(blob[len(MAGIC) : start], "big")
+            header = json.loads(blob[start : start + size])
             if header["keyset_id"] != self._keyset_id:
                 raise EnvelopeError(f"sealed under keyset {header['keyset_id']}, not {self._keyset_id}")
             ad = self._ad(header["keyset_id"], header["key_version"], context)
             wrapped = base64.b64decode(header["wrapped_dek"])
             dek = self._kek_for(header["key_version"]).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], ad)
-            return AESGCM(dek).decrypt(base64.b64decode(header["nonce"]), blob[start + size:], ad)
+            return AESGCM(dek).decrypt(base64.b64decode(header["nonce"]), blob[start + size :], ad)
         except EnvelopeError:
             raise
         except (InvalidTag, ValueError, KeyError, TypeError) as exc:

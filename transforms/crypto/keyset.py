@@ -26,6 +26,7 @@ Production may wrap the key material with a KMS: a keyset that names a
 ``kms_key_uri`` must be loaded with a :class:`KeyWrapper`; only the local
 file (no wrapper) is implemented here.
 """
+
 from __future__ import annotations
 
 import base64
@@ -126,8 +127,13 @@ class Keyset:
     @classmethod
     def generate(cls, kms_key_uri: str | None = None) -> "Keyset":
         """A new keyset with j1 and v1, from the OS's secure random source."""
-        doc = {"format": FORMAT, "keyset_id": "ks_" + secrets.token_hex(8), "created_at": _now(),
-               "kms_key_uri": kms_key_uri, "keys": []}
+        doc = {
+            "format": FORMAT,
+            "keyset_id": "ks_" + secrets.token_hex(8),
+            "created_at": _now(),
+            "kms_key_uri": kms_key_uri,
+            "keys": [],
+        }
         ks = cls(_token=_PRIVATE, _doc=doc, _material={})
         ks._add("join")
         ks._add("vault")
@@ -239,8 +245,10 @@ class Keyset:
 
     def info(self) -> list[KeyInfo]:
         """Every key version, oldest first, without material."""
-        return [KeyInfo(k["purpose"], k["version"], k["state"], k["algorithm"], k["created_at"], k.get("retired_at"))
-                for k in self._doc["keys"]]
+        return [
+            KeyInfo(k["purpose"], k["version"], k["state"], k["algorithm"], k["created_at"], k.get("retired_at"))
+            for k in self._doc["keys"]
+        ]
 
     def versions(self, purpose: str, states: tuple[str, ...] = ("primary", "enabled")) -> list[str]:
         return [k["version"] for k in self._doc["keys"] if k["purpose"] == purpose and k["state"] in states]
@@ -270,8 +278,16 @@ class Keyset:
         for k in keys:
             if k["purpose"] == purpose and k["state"] == "primary":
                 k["state"] = "enabled"
-        keys.append({"purpose": purpose, "version": version, "state": "primary", "algorithm": _ALGORITHMS[purpose],
-                     "created_at": _now(), "retired_at": None})
+        keys.append(
+            {
+                "purpose": purpose,
+                "version": version,
+                "state": "primary",
+                "algorithm": _ALGORITHMS[purpose],
+                "created_at": _now(),
+                "retired_at": None,
+            }
+        )
         self.__material[version] = secrets.token_bytes(_KEY_BYTES)
         return version
 

@@ -41,6 +41,7 @@ a large batch shows no repeats: then the encoding is skipped); each MAC copies a
 pre-keyed HMAC object (no key schedule per value); the digests are cut and
 base64-encoded in one numpy pass. ``python -m bench.crypto`` measures it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -164,7 +165,7 @@ class Tokenizer:
         prefix = np.frombuffer(f"{version}:".encode("ascii"), np.uint8)
         rows = np.empty((n, len(prefix) + text.shape[1]), np.uint8)
         rows[:, : len(prefix)] = prefix
-        rows[:, len(prefix):] = text
+        rows[:, len(prefix) :] = text
         width = rows.shape[1]
         offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(rows.tobytes()))
@@ -186,6 +187,7 @@ def masks(field_kind: str, values, *, normalized: bool = False) -> pa.Array:
     length = pc.fill_null(pc.utf8_length(values), 0)
     conditions = [pc.greater_equal(length, minimum) for minimum, _, _ in tiers]
     choices = [_keep(values, head, tail, stars) for _, head, tail in tiers]
-    out = pc.case_when(pc.make_struct(*conditions, field_names=[str(i) for i in range(len(tiers))]),
-                       *choices, pa.scalar(stars))
+    out = pc.case_when(
+        pc.make_struct(*conditions, field_names=[str(i) for i in range(len(tiers))]), *choices, pa.scalar(stars)
+    )
     return pc.if_else(pc.is_null(values), pa.scalar(None, pa.string()), out)

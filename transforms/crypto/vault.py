@@ -25,6 +25,7 @@ AES-GCM runs once per value in a Python loop (the ``cryptography`` API has no
 batch call): one AESGCM object per line, nonces from one ``os.urandom`` call
 per batch. ``pipelines.io.vault_files`` reads and writes a vault folder.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -96,10 +97,19 @@ def _value_table(ids_array: pa.Array, fields: list[str], specs: list, nonces: by
     dek_array, value_parts = pa.array(dek_ids, pa.string()), []
     for field, (_, _, sealed, rows, base) in zip(fields, specs):
         rows, k = pa.array(rows, pa.int64()), len(sealed)
-        nonce_column = _binary_from(nonces[base:base + _NONCE * k], _NONCE, k)
-        value_parts.append(pa.table([pc.take(ids_array, rows), pa.array([field] * k, pa.string()),
-                                     pc.take(dek_array, rows), nonce_column, pa.array(sealed, pa.binary())],
-                                    schema=arrow_schema("vault_value")))
+        nonce_column = _binary_from(nonces[base : base + _NONCE * k], _NONCE, k)
+        value_parts.append(
+            pa.table(
+                [
+                    pc.take(ids_array, rows),
+                    pa.array([field] * k, pa.string()),
+                    pc.take(dek_array, rows),
+                    nonce_column,
+                    pa.array(sealed, pa.binary()),
+                ],
+                schema=arrow_schema("vault_value"),
+            )
+        )
     return pa.concat_tables(value_parts) if value_parts else arrow_schema("vault_value").empty_table()
 
 
@@ -128,8 +138,9 @@ class Vault:
     def _unwrap(self, row: dict) -> bytes:
         line_id, version = row["line_id"], row["vault_key_version"]
         if row["keyset_id"] != self._keyset.keyset_id:
-            raise VaultError(f"the data key of line {line_id} belongs to keyset {row['keyset_id']}, "
-                             f"not {self._keyset.keyset_id}")
+            raise VaultError(
+                f"the data key of line {line_id} belongs to keyset {row['keyset_id']}, not {self._keyset.keyset_id}"
+            )
         try:
             kek = self._kek(version)
         except KeysetError as exc:
@@ -139,11 +150,18 @@ class Vault:
         try:
             return kek.decrypt(wrapped[:_NONCE], wrapped[_NONCE:], ad)
         except (InvalidTag, ValueError):
-            raise AuthenticationFailed(f"the data key of line {line_id} failed authentication "
-                                       "(tampered, truncated or moved)") from None
+            raise AuthenticationFailed(
+                f"the data key of line {line_id} failed authentication (tampered, truncated or moved)"
+            ) from None
 
-    def seal(self, line_ids, columns: Mapping[str, object], existing_keys: pa.Table | None = None,
-             *, now: dt.datetime | None = None) -> tuple[pa.Table, pa.Table]:
+    def seal(
+        self,
+        line_ids,
+        columns: Mapping[str, object],
+        existing_keys: pa.Table | None = None,
+        *,
+        now: dt.datetime | None = None,
+    ) -> tuple[pa.Table, pa.Table]:
         """Encrypt a batch of lines' values.
 
         Args:
@@ -168,8 +186,13 @@ class Vault:
         new_ids, new_dek_ids, wrapped, dek_ids = self._seal_lines(ids_array, known, specs, nonces, version)
         m, schema = len(new_ids), arrow_schema("vault_key")
         stamps = _stamps(now, m)
-        parts.insert(0, pa.table([new_ids, new_dek_ids, [self._keyset.keyset_id] * m, [version] * m, wrapped,
-                                  stamps, stamps], schema=schema))
+        parts.insert(
+            0,
+            pa.table(
+                [new_ids, new_dek_ids, [self._keyset.keyset_id] * m, [version] * m, wrapped, stamps, stamps],
+                schema=schema,
+            ),
+        )
         keys = pa.concat_tables([p.cast(schema) for p in parts])
         return keys, _value_table(ids_array, fields, specs, nonces, dek_ids)
 
@@ -204,8 +227,8 @@ class Vault:
             line_lp = _lp1(line_id)
             hit = known.get(line_id)
             if hit is None:
-                chunk, at = rnd[at:at + _FRESH], at + _FRESH
-                dek, dek_id, nonce = chunk[:_DEK], chunk[_DEK:_DEK + _DEK_ID].hex(), chunk[_DEK + _DEK_ID:]
+                chunk, at = rnd[at : at + _FRESH], at + _FRESH
+                dek, dek_id, nonce = chunk[:_DEK], chunk[_DEK : _DEK + _DEK_ID].hex(), chunk[_DEK + _DEK_ID :]
                 dek_lp = _lp1(dek_id)
                 wrapped.append(nonce + wrap(nonce, dek, self._dek_head + line_lp + dek_lp + dek_tail))
                 new_ids.append(line_id)
@@ -219,12 +242,13 @@ class Vault:
                 value = plain[i]
                 if value is not None:
                     k = base + _NONCE * len(sealed)
-                    sealed.append(encrypt(nonces[k:k + _NONCE], value, prefix + field_ad))
+                    sealed.append(encrypt(nonces[k : k + _NONCE], value, prefix + field_ad))
                     rows.append(i)
         return new_ids, new_dek_ids, wrapped, dek_ids
 
-    def open(self, keys: pa.Table, values: pa.Table, line_id: str,
-             fields: Iterable[str] | None = None) -> dict[str, str]:
+    def open(
+        self, keys: pa.Table, values: pa.Table, line_id: str, fields: Iterable[str] | None = None
+    ) -> dict[str, str]:
         """The plaintext values of one line, field -> value (only fields that have one)."""
         keys = keys.filter(pc.equal(keys["line_id"], line_id))
         values = values.filter(pc.equal(values["line_id"], line_id))
@@ -262,10 +286,11 @@ class Vault:
                     raise InvalidTag
                 plain.append(decrypt(nonce, sealed, prefix + _lp1(field)).decode("utf-8"))
             except (InvalidTag, ValueError):
-                raise AuthenticationFailed(f"vault record of line {line_id}, field {field} failed authentication "
-                                           "(tampered, truncated or moved)") from None
-        return pa.table({"line_id": values["line_id"], "field": values["field"],
-                         "value": pa.array(plain, pa.string())})
+                raise AuthenticationFailed(
+                    f"vault record of line {line_id}, field {field} failed authentication "
+                    "(tampered, truncated or moved)"
+                ) from None
+        return pa.table({"line_id": values["line_id"], "field": values["field"], "value": pa.array(plain, pa.string())})
 
     def key_info(self, keys: pa.Table, line_id: str) -> dict | None:
         """The line's key row without the wrapped key (for audit records), or None."""
@@ -283,11 +308,14 @@ class Vault:
         todo, done = keys.filter(stale), keys.filter(pc.invert(stale))
         nonces, wrapped = os.urandom(todo.num_rows * _NONCE), []
         for at, row in zip(range(0, len(nonces), _NONCE), todo.select(_KEY_COLS).to_pylist()):
-            nonce, ad = nonces[at:at + _NONCE], self._dek_head + _lp1(row["line_id"]) + _lp1(row["dek_id"]) + tail
+            nonce, ad = nonces[at : at + _NONCE], self._dek_head + _lp1(row["line_id"]) + _lp1(row["dek_id"]) + tail
             wrapped.append(nonce + wrap(nonce, self._unwrap(row), ad))
         m = todo.num_rows
-        for name, column in (("vault_key_version", pa.array([primary] * m, pa.string())),
-                             ("wrapped_dek", pa.array(wrapped, pa.binary())), ("wrapped_at", _stamps(now, m))):
+        for name, column in (
+            ("vault_key_version", pa.array([primary] * m, pa.string())),
+            ("wrapped_dek", pa.array(wrapped, pa.binary())),
+            ("wrapped_at", _stamps(now, m)),
+        ):
             todo = todo.set_column(todo.schema.get_field_index(name), name, column)
         return pa.concat_tables([done, todo.cast(done.schema)])
 

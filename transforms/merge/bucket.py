@@ -22,6 +22,7 @@ A registration replaces the line's identity and status (COMPLETE, since only
 valid events win) and fills the ``registration_*`` columns; ``agent_id``
 stays the agent who opened the line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,12 +44,27 @@ from transforms.core.reasons import FLAGS
 from transforms.crypto.tokenize import Tokenizer, masks, normalize
 from transforms.crypto.vault import Vault, drop_lines
 
-__all__ = ["MERGED_SCHEMA", "IDENTITY_FIELDS", "TOKENIZED", "BucketResult", "merge_bucket", "protect",
-           "canonical_doc_types", "value_counts"]
+__all__ = [
+    "MERGED_SCHEMA",
+    "IDENTITY_FIELDS",
+    "TOKENIZED",
+    "BucketResult",
+    "merge_bucket",
+    "protect",
+    "canonical_doc_types",
+    "value_counts",
+]
 
 MERGED_SCHEMA = arrow_schema("merged_line")
-IDENTITY_FIELDS = ("doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number",
-                   "handler_name")
+IDENTITY_FIELDS = (
+    "doc_type",
+    "doc_number",
+    "name",
+    "address",
+    "handler_doc_type",
+    "handler_doc_number",
+    "handler_name",
+)
 # vault field -> (token kind, token column, mask column)
 TOKENIZED = {
     "doc_number": ("doc_number", "doc_token", "doc_mask"),
@@ -58,13 +74,34 @@ TOKENIZED = {
     "handler_name": ("name", "handler_name_token", "handler_name_mask"),
 }
 _DOC_TYPES = ("doc_type", "handler_doc_type")
-_REGISTRATION = {"registered_at": "_registered_at", "registration_event_id": "event_id",
-                 "registration_channel": "channel", "registration_agent_id": "agent_id", "verified_by": "verified_by"}
-_LINE_FIELDS = ("line_id", "msisdn", "line_type", "subscriber_kind", "status", "activated_on", "terminated_on",
-                "region", "agent_id")
-_NO_LINES = pa.schema([("line_id", pa.string()), ("line_type", pa.string()), ("subscriber_kind", pa.string()),
-                       ("status", pa.string()), ("registered_at", pa.timestamp("us", tz="UTC")),
-                       ("registration_event_id", pa.string())]).empty_table()
+_REGISTRATION = {
+    "registered_at": "_registered_at",
+    "registration_event_id": "event_id",
+    "registration_channel": "channel",
+    "registration_agent_id": "agent_id",
+    "verified_by": "verified_by",
+}
+_LINE_FIELDS = (
+    "line_id",
+    "msisdn",
+    "line_type",
+    "subscriber_kind",
+    "status",
+    "activated_on",
+    "terminated_on",
+    "region",
+    "agent_id",
+)
+_NO_LINES = pa.schema(
+    [
+        ("line_id", pa.string()),
+        ("line_type", pa.string()),
+        ("subscriber_kind", pa.string()),
+        ("status", pa.string()),
+        ("registered_at", pa.timestamp("us", tz="UTC")),
+        ("registration_event_id", pa.string()),
+    ]
+).empty_table()
 
 
 @dataclasses.dataclass
@@ -78,6 +115,7 @@ class BucketResult:
 
 def canonical_doc_types(labels, policy: Policy) -> pa.Array:
     """The policy's document code of each raw label; null when absent, unknown or not accepted."""
+
     def resolve(distinct: pa.Array) -> pa.Array:
         label = normalize_label(distinct)
         code = pc.coalesce(lookup(label, policy.label_lookup), lookup(label, policy.review_labels))
@@ -86,8 +124,14 @@ def canonical_doc_types(labels, policy: Policy) -> pa.Array:
     return per_distinct(labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels, resolve)
 
 
-def protect(line_ids: pa.Array, originals: dict, tokenizer: Tokenizer, vault: Vault, policy: Policy,
-            existing_keys: pa.Table | None) -> tuple[dict[str, pa.Array], pa.Table, pa.Table]:
+def protect(
+    line_ids: pa.Array,
+    originals: dict,
+    tokenizer: Tokenizer,
+    vault: Vault,
+    policy: Policy,
+    existing_keys: pa.Table | None,
+) -> tuple[dict[str, pa.Array], pa.Table, pa.Table]:
     """Codes, tokens and masks of a batch of identities, and their vault rows.
 
     Args:
@@ -120,8 +164,9 @@ def protect(line_ids: pa.Array, originals: dict, tokenizer: Tokenizer, vault: Va
     return columns, keys, values
 
 
-def _seal(line_ids: pa.Array, originals: dict, present: dict, vault: Vault,
-          existing_keys: pa.Table | None) -> tuple[pa.Table, pa.Table]:
+def _seal(
+    line_ids: pa.Array, originals: dict, present: dict, vault: Vault, existing_keys: pa.Table | None
+) -> tuple[pa.Table, pa.Table]:
     """Seal every present value; lines are sealed in groups of the same present fields.
 
     ``Vault.seal`` looks at every column of every line: grouped, it sees only
@@ -135,8 +180,9 @@ def _seal(line_ids: pa.Array, originals: dict, present: dict, vault: Vault,
     for pattern in np.unique(bits[bits != 0]):
         pick = pa.array(bits == pattern)
         fields = [f for i, f in enumerate(IDENTITY_FIELDS) if int(pattern) >> i & 1]
-        sealed = vault.seal(line_ids.filter(pick), {f: _chunk(originals[f]).filter(pick) for f in fields},
-                            existing_keys)
+        sealed = vault.seal(
+            line_ids.filter(pick), {f: _chunk(originals[f]).filter(pick) for f in fields}, existing_keys
+        )
         keys.append(sealed[0])
         values.append(sealed[1])
     if not keys:
@@ -149,8 +195,9 @@ def _chunk(values) -> pa.Array:
     return values if values.type == pa.string() else values.cast(pa.string())
 
 
-def raw_lines(raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext,
-               salt: str) -> tuple[pa.Table, pa.Table, dict]:
+def raw_lines(
+    raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
+) -> tuple[pa.Table, pa.Table, dict]:
     """A raw base bucket -> (kept lines: classified columns + originals, dead letters, counts)."""
     n = raw.num_rows
     source_rows = raw.column("_src_row").combine_chunks()
@@ -159,13 +206,20 @@ def raw_lines(raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterCont
     positioned = raw.set_column(raw.schema.get_field_index("_src_row"), "_src_row", pa.array(np.arange(n)))
     verdict = classify_batch(positioned, policy, as_of, ctx, salt)
     dead = verdict.dead_letter
-    dead = dead.set_column(dead.schema.get_field_index("source_row"), "source_row",
-                           source_rows.take(dead.column("source_row")))
+    dead = dead.set_column(
+        dead.schema.get_field_index("source_row"), "source_row", source_rows.take(dead.column("source_row"))
+    )
     classified = verdict.classified
     position = classified.column("_src_row")
-    keys = pa.table({"line_id": classified.column("line_id"), "_updated_at": classified.column("_updated_at"),
-                     "_src_file": classified.column("_src_file"), "_src_row": source_rows.take(position),
-                     "_pos": pa.array(np.arange(classified.num_rows))})
+    keys = pa.table(
+        {
+            "line_id": classified.column("line_id"),
+            "_updated_at": classified.column("_updated_at"),
+            "_src_file": classified.column("_src_file"),
+            "_src_row": source_rows.take(position),
+            "_pos": pa.array(np.arange(classified.num_rows)),
+        }
+    )
     kept, _, duplicates = deduplicate(_with_batch(keys), ctx)
     lines = classified.take(kept.column("_pos"))
     originals = raw.take(lines.column("_src_row"))
@@ -183,23 +237,41 @@ def _with_batch(keys: pa.Table) -> pa.Table:
     """The scan's de-duplication also names each row by batch and index (unused here)."""
     n = keys.num_rows
     return keys.append_column("_batch", pa.array(np.zeros(n, np.int64))).append_column(
-        "_index", pa.array(np.arange(n, dtype=np.int32)))
+        "_index", pa.array(np.arange(n, dtype=np.int32))
+    )
 
 
 def merged_lines(rows: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.Table, dict]:
     """A merged base bucket -> (kept lines, DUPLICATE_LINE_ID dead letters, counts)."""
     n = rows.num_rows
-    keys = pa.table({"line_id": rows.column("line_id"), "_updated_at": rows.column("registered_at"),
-                     "_src_file": rows.column("_src_file"), "_src_row": rows.column("_src_row"),
-                     "_pos": pa.array(np.arange(n))})
+    keys = pa.table(
+        {
+            "line_id": rows.column("line_id"),
+            "_updated_at": rows.column("registered_at"),
+            "_src_file": rows.column("_src_file"),
+            "_src_row": rows.column("_src_row"),
+            "_pos": pa.array(np.arange(n)),
+        }
+    )
     kept, _, dead = deduplicate(_with_batch(keys), ctx)
     lines = rows.take(kept.column("_pos")) if dead.num_rows else rows
     return lines, dead, {"base": {"rows_in": n, "dead_letters": value_counts(dead.column("reason"))}}
 
 
-def merge_bucket(base: pa.Table, base_kind: str, events: pa.Table | None, vault_keys: pa.Table | None,
-                 vault_values: pa.Table | None, *, tokenizer: Tokenizer, vault: Vault, policy: Policy,
-                 as_of: dt.date, ctx: DeadLetterContext, salt: str) -> BucketResult:
+def merge_bucket(
+    base: pa.Table,
+    base_kind: str,
+    events: pa.Table | None,
+    vault_keys: pa.Table | None,
+    vault_values: pa.Table | None,
+    *,
+    tokenizer: Tokenizer,
+    vault: Vault,
+    policy: Policy,
+    as_of: dt.date,
+    ctx: DeadLetterContext,
+    salt: str,
+) -> BucketResult:
     """Merge one line bucket; see the module docstring."""
     if base is not None and base.num_rows and base_kind == "raw":
         lines, dead, counts = raw_lines(base, policy, as_of, ctx, salt)
@@ -212,52 +284,104 @@ def merge_bucket(base: pa.Table, base_kind: str, events: pa.Table | None, vault_
         keys_out = vault_keys if vault_keys is not None else arrow_schema("vault_key").empty_table()
         values_out = vault_values if vault_values is not None else arrow_schema("vault_value").empty_table()
         merge_counts(counts, {"vault": {"keys_copied": keys_out.num_rows, "values_copied": values_out.num_rows}})
-        return BucketResult(MERGED_SCHEMA.empty_table(), keys_out, values_out,
-                            pa.concat_tables([dead, event_dead]), counts)
+        return BucketResult(
+            MERGED_SCHEMA.empty_table(), keys_out, values_out, pa.concat_tables([dead, event_dead]), counts
+        )
     n = lines.num_rows
     w_at = pc.index_in(lines.column("line_id"), value_set=winners.column("line_id"))
     has_winner = w_at.is_valid()
     if base_kind == "raw":
         todo = pa.array(np.ones(n, bool))
-        originals = {f: pc.if_else(has_winner, winners.column(f).combine_chunks().take(w_at),
-                                   lines.column(f"_orig_{f}").combine_chunks()) for f in IDENTITY_FIELDS}
+        originals = {
+            f: pc.if_else(
+                has_winner, winners.column(f).combine_chunks().take(w_at), lines.column(f"_orig_{f}").combine_chunks()
+            )
+            for f in IDENTITY_FIELDS
+        }
     else:
         todo = has_winner
         originals = {f: winners.column(f).combine_chunks().take(w_at).filter(todo) for f in IDENTITY_FIELDS}
     ids = lines.column("line_id").combine_chunks().filter(todo)
     columns, keys, values = protect(ids, originals, tokenizer, vault, policy, vault_keys)
     sealed = keys.column("line_id")
-    keys_out = pa.concat_tables([keys] + ([drop_lines(vault_keys, sealed.to_pylist()).cast(keys.schema)]
-                                          if vault_keys is not None and vault_keys.num_rows else []))
-    values_out = pa.concat_tables([values] + ([drop_lines(vault_values, sealed.to_pylist()).cast(values.schema)]
-                                              if vault_values is not None and vault_values.num_rows else []))
+    keys_out = pa.concat_tables(
+        [keys]
+        + (
+            [drop_lines(vault_keys, sealed.to_pylist()).cast(keys.schema)]
+            if vault_keys is not None and vault_keys.num_rows
+            else []
+        )
+    )
+    values_out = pa.concat_tables(
+        [values]
+        + (
+            [drop_lines(vault_values, sealed.to_pylist()).cast(values.schema)]
+            if vault_values is not None and vault_values.num_rows
+            else []
+        )
+    )
     merged = _assemble(lines, base_kind, winners, w_at, todo, columns, keys_out, policy, as_of)
-    merge_counts(counts, {
-        "base": {"rows_out": merged.num_rows},
-        "lines": {"registered": len(winners), "identity_status": value_counts(merged.column("identity_status")),
-                  "needs_registration": int(pc.sum(merged.column("needs_registration").cast(pa.int64())).as_py() or 0),
-                  "with_tokens": merged.num_rows - merged.column("join_key_version").null_count},
-        "vault": {"lines_sealed": keys.num_rows, "values_sealed": values.num_rows,
-                  "keys_copied": keys_out.num_rows - keys.num_rows, "values_copied": values_out.num_rows - values.num_rows},
-    })
+    merge_counts(
+        counts,
+        {
+            "base": {"rows_out": merged.num_rows},
+            "lines": {
+                "registered": len(winners),
+                "identity_status": value_counts(merged.column("identity_status")),
+                "needs_registration": int(pc.sum(merged.column("needs_registration").cast(pa.int64())).as_py() or 0),
+                "with_tokens": merged.num_rows - merged.column("join_key_version").null_count,
+            },
+            "vault": {
+                "lines_sealed": keys.num_rows,
+                "values_sealed": values.num_rows,
+                "keys_copied": keys_out.num_rows - keys.num_rows,
+                "values_copied": values_out.num_rows - values.num_rows,
+            },
+        },
+    )
     return BucketResult(merged, keys_out, values_out, pa.concat_tables([dead, event_dead]), counts)
 
 
-def _winners(events: pa.Table | None, lines: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext,
-             salt: str, counts: dict) -> tuple[pa.Table, pa.Table]:
+def _winners(
+    events: pa.Table | None,
+    lines: pa.Table,
+    policy: Policy,
+    as_of: dt.date,
+    ctx: DeadLetterContext,
+    salt: str,
+    counts: dict,
+) -> tuple[pa.Table, pa.Table]:
     """Validate the bucket's events and pick one winner per line; counts the outcomes."""
     if events is None or events.num_rows == 0:
         empty = pa.schema([pa.field("line_id", pa.string())] + [pa.field(f, pa.string()) for f in IDENTITY_FIELDS])
         return empty.empty_table(), dead_letter_table(ctx, [])
     valid, dead, applied = validate_events(events, lines, policy, as_of, ctx, salt)
     winners, superseded = pick_winners(valid, lines)
-    merge_counts(counts, {"events": {"applied": winners.num_rows, "superseded": superseded, "duplicates": applied,
-                                     "dead_letters": value_counts(dead.column("reason"))}})
+    merge_counts(
+        counts,
+        {
+            "events": {
+                "applied": winners.num_rows,
+                "superseded": superseded,
+                "duplicates": applied,
+                "dead_letters": value_counts(dead.column("reason")),
+            }
+        },
+    )
     return winners, dead
 
 
-def _assemble(lines: pa.Table, base_kind: str, winners: pa.Table, w_at: pa.Array, todo: pa.Array, columns: dict,
-              keys_out: pa.Table, policy: Policy, as_of: dt.date) -> pa.Table:
+def _assemble(
+    lines: pa.Table,
+    base_kind: str,
+    winners: pa.Table,
+    w_at: pa.Array,
+    todo: pa.Array,
+    columns: dict,
+    keys_out: pa.Table,
+    policy: Policy,
+    as_of: dt.date,
+) -> pa.Table:
     """The merged lines of the bucket, in MERGED_SCHEMA."""
     n = lines.num_rows
     todo_np = todo.to_numpy(zero_copy_only=False)
@@ -281,7 +405,11 @@ def _assemble(lines: pa.Table, base_kind: str, winners: pa.Table, w_at: pa.Array
         new = flags if name == "flags" else (winners.column(name) if winners.num_rows else None)
         out[name] = winner_or_kept(contiguous(new).take(w_at) if new is not None else None, name)
     for name, source in _REGISTRATION.items():
-        new = contiguous(winners.column(source)).take(w_at) if winners.num_rows else pa.nulls(n, MERGED_SCHEMA.field(name).type)
+        new = (
+            contiguous(winners.column(source)).take(w_at)
+            if winners.num_rows
+            else pa.nulls(n, MERGED_SCHEMA.field(name).type)
+        )
         out[name] = winner_or_kept(new, name)
     complete = pc.equal(out["identity_status"], "COMPLETE")
     out["needs_registration"] = pc.and_(pc.invert(complete), pc.not_equal(lines.column("status"), "TERMINATED"))
@@ -289,7 +417,7 @@ def _assemble(lines: pa.Table, base_kind: str, winners: pa.Table, w_at: pa.Array
     out["as_of"] = fresh_or_kept(pa.array(np.full(n, as_of), pa.date32()), "as_of")
     key_at = pc.index_in(lines.column("line_id"), value_set=keys_out.column("line_id"))
     out["vault_key_version"] = contiguous(keys_out.column("vault_key_version")).take(key_at)
-    return pa.table([contiguous(out[name]).cast(MERGED_SCHEMA.field(name).type) for name in MERGED_SCHEMA.names],
-                    schema=MERGED_SCHEMA)
-
-
+    return pa.table(
+        [contiguous(out[name]).cast(MERGED_SCHEMA.field(name).type) for name in MERGED_SCHEMA.names],
+        schema=MERGED_SCHEMA,
+    )

@@ -16,6 +16,7 @@ the pipeline graph.
                | MergeCompletedRegistrations(policy, as_of, ctx, "keys.json", n_buckets=8))
     outputs.base, outputs.vault_keys, outputs.vault_values, outputs.dead_letter, outputs.counts
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,8 +60,9 @@ def _value_free(step: str):
     except (KeysetError, VaultError):
         raise
     except Exception as exc:
-        raise RuntimeError(f"{step} failed ({type(exc).__name__}; its text is withheld: "
-                           "it may quote identity values)") from None
+        raise RuntimeError(
+            f"{step} failed ({type(exc).__name__}; its text is withheld: it may quote identity values)"
+        ) from None
 
 
 @beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, counts=dict)
@@ -73,8 +75,9 @@ class _PrepareEventsFn(beam.DoFn):
     def process(self, raw: pa.Table):
         with _value_free("PrepareEvents"):
             events, dead = prepare_events(raw, self._ctx)
-        yield beam.pvalue.TaggedOutput(COUNTS, {"events": {"rows_in": raw.num_rows,
-                                                             "dead_letters": value_counts(dead.column("reason"))}})
+        yield beam.pvalue.TaggedOutput(
+            COUNTS, {"events": {"rows_in": raw.num_rows, "dead_letters": value_counts(dead.column("reason"))}}
+        )
         if dead.num_rows:
             counter("dead_letter_EVENT_ID_MISSING").inc(dead.num_rows)
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
@@ -95,8 +98,9 @@ class _DedupAndCheckEventsFn(beam.DoFn):
             events, duplicates = dedup_events(tables["events"].drop_columns([BUCKET]))
             checked, dead = check_events(events, self._ctx)
         counter("events_duplicates").inc(duplicates)
-        yield beam.pvalue.TaggedOutput(COUNTS, {"events": {"duplicates": duplicates,
-                                                             "dead_letters": value_counts(dead.column("reason"))}})
+        yield beam.pvalue.TaggedOutput(
+            COUNTS, {"events": {"duplicates": duplicates, "dead_letters": value_counts(dead.column("reason"))}}
+        )
         if dead.num_rows:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
         if checked.num_rows:
@@ -117,8 +121,9 @@ class _KeyByLineFn(beam.DoFn):
         yield with_bucket(table, clean_text(ids) if self._clean else ids, self._n)
 
 
-@beam.typehints.with_output_types(pa.Table, vault_keys=pa.Table, vault_values=pa.Table, dead_letter=pa.Table,
-                                  counts=dict)
+@beam.typehints.with_output_types(
+    pa.Table, vault_keys=pa.Table, vault_values=pa.Table, dead_letter=pa.Table, counts=dict
+)
 class TokenizeAndSealFn(beam.DoFn):
     """One line bucket -> merged lines, vault rows, dead letters, counts.
 
@@ -144,17 +149,33 @@ class TokenizeAndSealFn(beam.DoFn):
 
     def process(self, element):
         _, tables = element
-        part = lambda tag: tables[tag].drop_columns([BUCKET]) if tag in tables else None
+
+        def part(tag):
+            return tables[tag].drop_columns([BUCKET]) if tag in tables else None
+
         with _value_free("TokenizeAndSeal"):
-            result = merge_bucket(part("base"), self._base_kind, part("events"), part("vault_keys"),
-                                  part("vault_values"), tokenizer=self._tokenizer, vault=self._vault,
-                                  policy=self._policy, as_of=self._as_of, ctx=self._ctx, salt=self._salt)
+            result = merge_bucket(
+                part("base"),
+                self._base_kind,
+                part("events"),
+                part("vault_keys"),
+                part("vault_values"),
+                tokenizer=self._tokenizer,
+                vault=self._vault,
+                policy=self._policy,
+                as_of=self._as_of,
+                ctx=self._ctx,
+                salt=self._salt,
+            )
         self._lines.inc(result.base.num_rows)
         self._applied.inc(result.counts.get("events", {}).get("applied", 0))
         self._sealed.inc(result.vault_values.num_rows)
         yield beam.pvalue.TaggedOutput(COUNTS, result.counts)
-        for tag, table in (("vault_keys", result.vault_keys), ("vault_values", result.vault_values),
-                           ("dead_letter", result.dead_letter)):
+        for tag, table in (
+            ("vault_keys", result.vault_keys),
+            ("vault_values", result.vault_values),
+            ("dead_letter", result.dead_letter),
+        ):
             if table.num_rows:
                 yield beam.pvalue.TaggedOutput(tag, table)
         if result.base.num_rows:
@@ -164,6 +185,7 @@ class TokenizeAndSealFn(beam.DoFn):
 def _reader_dead_counts(side: str):
     def count(table: pa.Table) -> dict:
         return {side: {"dead_letters": value_counts(table.column("reason"))}}
+
     return count
 
 
@@ -188,8 +210,16 @@ class MergeCompletedRegistrations(beam.PTransform):
         to shuffle the tables themselves (Dataflow).
     """
 
-    def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, keys_path: str, n_buckets: int,
-                 base_kind: str = "raw", spill_dir: str | None = None):
+    def __init__(
+        self,
+        policy: Policy,
+        as_of: dt.date,
+        ctx: DeadLetterContext,
+        keys_path: str,
+        n_buckets: int,
+        base_kind: str = "raw",
+        spill_dir: str | None = None,
+    ):
         super().__init__()
         if base_kind not in ("raw", "merged"):
             raise ValueError(f"base_kind must be raw or merged, not {base_kind!r}")
@@ -198,33 +228,43 @@ class MergeCompletedRegistrations(beam.PTransform):
 
     def expand(self, inputs: dict) -> MergeOutputs:
         n = self._n
-        events = (inputs["events"]
-                  | "PrepareEvents" >> beam.ParDo(_PrepareEventsFn(self._ctx, n)).with_outputs(
-                      DEAD_LETTER, COUNTS, main="events"))
-        checked = ({"events": events.events}
-                   | "ShuffleByEvent" >> ArrowGroupByBucket(self._spill, label="ShuffleByEvent")
-                   | "DedupAndCheckEvents" >> beam.ParDo(_DedupAndCheckEventsFn(self._ctx, n)).with_outputs(
-                       DEAD_LETTER, COUNTS, main="events"))
-        join = {"events": checked.events,
-                "base": inputs["base"] | "KeyBaseByLine" >> beam.ParDo(_KeyByLineFn(n, self._kind == "raw"))}
+        events = inputs["events"] | "PrepareEvents" >> beam.ParDo(_PrepareEventsFn(self._ctx, n)).with_outputs(
+            DEAD_LETTER, COUNTS, main="events"
+        )
+        checked = (
+            {"events": events.events}
+            | "ShuffleByEvent" >> ArrowGroupByBucket(self._spill, label="ShuffleByEvent")
+            | "DedupAndCheckEvents"
+            >> beam.ParDo(_DedupAndCheckEventsFn(self._ctx, n)).with_outputs(DEAD_LETTER, COUNTS, main="events")
+        )
+        join = {
+            "events": checked.events,
+            "base": inputs["base"] | "KeyBaseByLine" >> beam.ParDo(_KeyByLineFn(n, self._kind == "raw")),
+        }
         for tag in ("vault_keys", "vault_values"):
             if tag in inputs:
-                join[tag] = inputs[tag] | f"Key{tag.title().replace('_', '')}ByLine" >> beam.ParDo(_KeyByLineFn(n, False))
-        merged = (join
-                  | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="JoinByLine")
-                  | "TokenizeAndSeal" >> beam.ParDo(
-                      TokenizeAndSealFn(self._keys, self._policy, self._as_of, self._ctx, self._kind)).with_outputs(
-                      "vault_keys", "vault_values", DEAD_LETTER, COUNTS, main="base"))
+                join[tag] = inputs[tag] | f"Key{tag.title().replace('_', '')}ByLine" >> beam.ParDo(
+                    _KeyByLineFn(n, False)
+                )
+        merged = (
+            join
+            | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="JoinByLine")
+            | "TokenizeAndSeal"
+            >> beam.ParDo(TokenizeAndSealFn(self._keys, self._policy, self._as_of, self._ctx, self._kind)).with_outputs(
+                "vault_keys", "vault_values", DEAD_LETTER, COUNTS, main="base"
+            )
+        )
         dead_inputs = [events.dead_letter, checked.dead_letter, merged.dead_letter]
         count_inputs = [events.counts, checked.counts, merged.counts]
         for side in ("base", "events"):
             reader_dead = inputs.get(f"{side}_dead_letter")
             if reader_dead is not None:
                 dead_inputs.append(reader_dead)
-                count_inputs.append(reader_dead | f"Count{side.title()}ReaderDeadLetters" >> beam.Map(
-                    _reader_dead_counts(side)))
+                count_inputs.append(
+                    reader_dead | f"Count{side.title()}ReaderDeadLetters" >> beam.Map(_reader_dead_counts(side))
+                )
         dead = tuple(dead_inputs) | "FlattenDeadLetters" >> beam.Flatten().with_output_types(pa.Table)
-        counts = (tuple(count_inputs)
-                  | "FlattenCounts" >> beam.Flatten()
-                  | "SumCounts" >> beam.CombineGlobally(SumCounts()))
+        counts = (
+            tuple(count_inputs) | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(SumCounts())
+        )
         return MergeOutputs(merged.base, merged.vault_keys, merged.vault_values, dead, counts)

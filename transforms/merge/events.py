@@ -1,6 +1,6 @@
 """Registration events over Arrow tables (Beam-free): de-duplicate, check, validate, pick.
 
-DESIGN.md "Registration events": events are de-duplicated by event_id first
+docs/contract.md "Registration events": events are de-duplicated by event_id first
 (a repeat is counted, never a dead letter), then validated; among the valid
 events of one line the latest ``registered_at`` wins, a tie goes to the larger
 event_id, and the others are superseded. Dead letters carry the event_id, the
@@ -18,6 +18,7 @@ Against a merged base, an event that the line already carries
 (``registration_event_id``) is a duplicate, and one older than the line's
 registration is superseded: merging the same events twice changes nothing.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,15 +35,26 @@ from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.scan.normalize import clean_text, normalize_enum
 from transforms.scan.policy import Policy
 
-__all__ = ["CHANNELS", "VERIFIERS", "EVENT_REASONS", "prepare_events", "dedup_events", "check_events",
-           "validate_events", "pick_winners"]
+__all__ = [
+    "CHANNELS",
+    "VERIFIERS",
+    "EVENT_REASONS",
+    "prepare_events",
+    "dedup_events",
+    "check_events",
+    "validate_events",
+    "pick_winners",
+]
 
 CHANNELS = ("STORE", "AGENT", "ONLINE", "SELF_SERVICE")
 VERIFIERS = ("ID_CARD_READER", "FACE_MATCH", "MANUAL")
 # Dead-letter reasons of events (besides ROW_MALFORMED and the policy's line
 # reasons): the catalogue in transforms/core/reasons.py is their one home.
-EVENT_REASONS = {code: meaning for code, meaning in _CATALOGUE_EVENTS.items()
-                 if code in ("EVENT_ID_MISSING", "LINE_ID_MISSING", "BAD_TIMESTAMP", "UNKNOWN_LINE", "LINE_TERMINATED")}
+EVENT_REASONS = {
+    code: meaning
+    for code, meaning in _CATALOGUE_EVENTS.items()
+    if code in ("EVENT_ID_MISSING", "LINE_ID_MISSING", "BAD_TIMESTAMP", "UNKNOWN_LINE", "LINE_TERMINATED")
+}
 EVENT_REASONS["BAD_ENUM"] = "channel or verified_by is missing or not in its set"
 _BASE_FIELDS = field_names("subscriber_base")
 _IDENTITY = ("doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number", "handler_name")
@@ -57,13 +69,21 @@ def _dead(ctx: DeadLetterContext, events: pa.Table, mask: np.ndarray, reasons, f
     """Dead letters of the masked events (reasons, fields, details: scalars or per-row arrays)."""
     pick = pa.array(mask)
     rows = events.filter(pick)
-    as_list = lambda v: v if isinstance(v, str) or v is None else list(np.asarray(v, object)[mask])
+
+    def as_list(v):
+        return v if isinstance(v, str) or v is None else list(np.asarray(v, object)[mask])
+
     reason = as_list(reasons)
     return dead_letter_table(
-        ctx, [reason] * rows.num_rows if isinstance(reason, str) else reason,
-        source_file=rows.column("_src_file"), source_row=rows.column("_src_row"),
-        event_id=rows.column("event_id"), line_id=clean_text(rows.column("line_id")),
-        field=as_list(fields), detail=as_list(details))
+        ctx,
+        [reason] * rows.num_rows if isinstance(reason, str) else reason,
+        source_file=rows.column("_src_file"),
+        source_row=rows.column("_src_row"),
+        event_id=rows.column("event_id"),
+        line_id=clean_text(rows.column("line_id")),
+        field=as_list(fields),
+        detail=as_list(details),
+    )
 
 
 def prepare_events(raw: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.Table]:
@@ -99,30 +119,51 @@ def check_events(events: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa
     Checked events get a clean ``line_id``, canonical ``channel`` and
     ``verified_by``, a clean ``agent_id`` and ``_registered_at`` (UTC).
     """
-    col = lambda name: events.column(name).combine_chunks()
+
+    def col(name):
+        return events.column(name).combine_chunks()
+
     line_id = clean_text(col("line_id"))
     registered, bad_time = parse_timestamps(col("registered_at"))
     channel, verified = _enum(col("channel"), CHANNELS), _enum(col("verified_by"), VERIFIERS)
-    conditions = [~_mask(line_id.is_valid()), bad_time | ~_mask(registered.is_valid()),
-                  ~_mask(channel.is_valid()), ~_mask(verified.is_valid())]
+    conditions = [
+        ~_mask(line_id.is_valid()),
+        bad_time | ~_mask(registered.is_valid()),
+        ~_mask(channel.is_valid()),
+        ~_mask(verified.is_valid()),
+    ]
     reasons = ["LINE_ID_MISSING", "BAD_TIMESTAMP", "BAD_ENUM", "BAD_ENUM"]
     fields = ["line_id", "registered_at", "channel", "verified_by"]
-    details = ["line_id is empty", "registered_at is missing or not a valid time",
-               f"channel is missing or not one of {', '.join(CHANNELS)}",
-               f"verified_by is missing or not one of {', '.join(VERIFIERS)}"]
+    details = [
+        "line_id is empty",
+        "registered_at is missing or not a valid time",
+        f"channel is missing or not one of {', '.join(CHANNELS)}",
+        f"verified_by is missing or not one of {', '.join(VERIFIERS)}",
+    ]
     dead = np.logical_or.reduce(conditions)
-    letters = _dead(ctx, events, dead, np.select(conditions, reasons, ""), np.select(conditions, fields, ""),
-                    np.select(conditions, details, ""))
+    letters = _dead(
+        ctx,
+        events,
+        dead,
+        np.select(conditions, reasons, ""),
+        np.select(conditions, fields, ""),
+        np.select(conditions, details, ""),
+    )
     out = events
-    for name, values in (("line_id", line_id), ("channel", channel), ("verified_by", verified),
-                         ("agent_id", clean_text(col("agent_id")))):
+    for name, values in (
+        ("line_id", line_id),
+        ("channel", channel),
+        ("verified_by", verified),
+        ("agent_id", clean_text(col("agent_id"))),
+    ):
         out = out.set_column(out.schema.get_field_index(name), name, values)
     out = out.append_column("_registered_at", registered)
     return (out.filter(pa.array(~dead)) if dead.any() else out), letters
 
 
-def validate_events(events: pa.Table, lines: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext,
-                    salt: str) -> tuple[pa.Table, pa.Table, int]:
+def validate_events(
+    events: pa.Table, lines: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
+) -> tuple[pa.Table, pa.Table, int]:
     """Check events against their lines and the policy.
 
     Args:
@@ -140,8 +181,10 @@ def validate_events(events: pa.Table, lines: pa.Table, policy: Policy, as_of: dt
     unknown = ~_mask(at.is_valid())
     status = lines.column("status").combine_chunks().take(at)
     terminated = _mask(pc.equal(status, "TERMINATED")) & ~unknown
-    applied = _mask(pc.equal(events.column("event_id"),
-                             lines.column("registration_event_id").combine_chunks().take(at))) & ~unknown
+    applied = (
+        _mask(pc.equal(events.column("event_id"), lines.column("registration_event_id").combine_chunks().take(at)))
+        & ~unknown
+    )
     dead_parts = [
         _dead(ctx, events, unknown, "UNKNOWN_LINE", "line_id", EVENT_REASONS["UNKNOWN_LINE"]),
         _dead(ctx, events, terminated, "LINE_TERMINATED", "status", EVENT_REASONS["LINE_TERMINATED"]),
@@ -182,8 +225,9 @@ def pick_winners(valid: pa.Table, lines: pa.Table) -> tuple[pa.Table, int]:
     """
     if valid.num_rows == 0:
         return valid, 0
-    order = pc.sort_indices(valid, [("line_id", "ascending"), ("_registered_at", "descending"),
-                                    ("event_id", "descending")])
+    order = pc.sort_indices(
+        valid, [("line_id", "ascending"), ("_registered_at", "descending"), ("event_id", "descending")]
+    )
     ids = valid.column("line_id").combine_chunks().take(order)
     first = np.ones(len(ids), bool)
     first[1:] = ~_mask(pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)))
@@ -191,9 +235,10 @@ def pick_winners(valid: pa.Table, lines: pa.Table) -> tuple[pa.Table, int]:
     at = best.column("_line")
     current_at = lines.column("registered_at").combine_chunks().take(at)
     current_id = lines.column("registration_event_id").combine_chunks().take(at)
-    newer = pc.or_(pc.greater(best.column("_registered_at"), current_at),
-                   pc.and_(pc.equal(best.column("_registered_at"), current_at),
-                           pc.greater(best.column("event_id"), current_id)))
+    newer = pc.or_(
+        pc.greater(best.column("_registered_at"), current_at),
+        pc.and_(pc.equal(best.column("_registered_at"), current_at), pc.greater(best.column("event_id"), current_id)),
+    )
     beats = _mask(pc.or_kleene(pc.is_null(current_at), newer))
     winners = best.filter(pa.array(beats))
     return winners, valid.num_rows - winners.num_rows

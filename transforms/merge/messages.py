@@ -7,6 +7,7 @@ the flat JSON objects in one vectorised pass, the rest line by line; both end
 in ``transforms.core.rows.assemble_rows`` (field size limit, control
 characters), so a message and a file line get the same verdict.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,14 +29,16 @@ MAX_MESSAGE_BYTES = 256 * 1024  # a registration event is a few hundred bytes
 MAX_FIELD_CHARS = 4096  # as the batch merge's readers
 
 
-MESSAGE_SCHEMA = pa.schema([
-    pa.field("message_id", pa.string()),
-    pa.field("publish_time", pa.timestamp("us", tz="UTC")),
-    pa.field("attr_event_id", pa.string()),
-    pa.field("attr_line_id", pa.string()),
-    pa.field("size", pa.int64()),  # bytes of the body as published
-    pa.field("data", pa.binary()),  # null when the body was over the cap (never kept)
-])
+MESSAGE_SCHEMA = pa.schema(
+    [
+        pa.field("message_id", pa.string()),
+        pa.field("publish_time", pa.timestamp("us", tz="UTC")),
+        pa.field("attr_event_id", pa.string()),
+        pa.field("attr_line_id", pa.string()),
+        pa.field("size", pa.int64()),  # bytes of the body as published
+        pa.field("data", pa.binary()),  # null when the body was over the cap (never kept)
+    ]
+)
 
 
 def messages_table(records: Iterable[dict], max_bytes: int = MAX_MESSAGE_BYTES) -> pa.Table:
@@ -50,15 +53,26 @@ def messages_table(records: Iterable[dict], max_bytes: int = MAX_MESSAGE_BYTES) 
         attrs = r.get("attributes") or {}
         ids.append(r.get("message_id"))
         t = r.get("publish_time")
-        times.append(t if t is None or isinstance(t, int) else
-                     (t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1))
+        times.append(
+            t
+            if t is None or isinstance(t, int)
+            else (t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+        )
         events.append(attrs.get("event_id"))
         lines.append(attrs.get("line_id"))
         sizes.append(len(body))
         data.append(bytes(body) if len(body) <= max_bytes else None)
-    return pa.table([pa.array(ids, pa.string()), pa.array(times, pa.int64()).cast(_TS),
-                     pa.array(events, pa.string()), pa.array(lines, pa.string()), pa.array(sizes, pa.int64()),
-                     pa.array(data, pa.binary())], schema=MESSAGE_SCHEMA)
+    return pa.table(
+        [
+            pa.array(ids, pa.string()),
+            pa.array(times, pa.int64()).cast(_TS),
+            pa.array(events, pa.string()),
+            pa.array(lines, pa.string()),
+            pa.array(sizes, pa.int64()),
+            pa.array(data, pa.binary()),
+        ],
+        schema=MESSAGE_SCHEMA,
+    )
 
 
 _FLAT_JSON_UNSAFE = r"[\x00-\x1f]|Inf|NaN"
@@ -74,7 +88,7 @@ def flat_json(bodies: pa.Array) -> np.ndarray:
     flat = pc.fill_null(flat, False).to_numpy(zero_copy_only=False)
     n = len(bodies)
     offsets = np.frombuffer(bodies.buffers()[1], np.int32, n + 1, bodies.offset * 4)
-    data = memoryview(bodies.buffers()[2])[int(offsets[0]):int(offsets[-1])]
+    data = memoryview(bodies.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
     view = np.frombuffer(data, np.uint8)
     if np.count_nonzero(view == ord("{")) != int(pc.sum(pc.cast(pc.fill_null(starts, False), pa.int64())).as_py() or 0):
         flat &= pc.fill_null(pc.equal(pc.count_substring(bodies, "{"), 1), False).to_numpy(zero_copy_only=False)
@@ -97,11 +111,15 @@ def _readflat_json(bodies: pa.Array, columns: tuple[str, ...]) -> dict[str, pa.A
         lines = pc.binary_join_element_wise(text, pa.scalar("\n"), "")  # each body + "\n", in one buffer
         offsets = np.frombuffer(lines.buffers()[1], np.int32, len(lines) + 1, lines.offset * 4)
         buffer = lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
-        table = pj.read_json(pa.BufferReader(buffer), read_options=pj.ReadOptions(use_threads=False,
-                                                                                  block_size=16 << 20),
-                             parse_options=pj.ParseOptions(
-                                 explicit_schema=pa.schema([pa.field(n, pa.string()) for n in columns]),
-                                 unexpected_field_behavior="ignore", newlines_in_values=False))
+        table = pj.read_json(
+            pa.BufferReader(buffer),
+            read_options=pj.ReadOptions(use_threads=False, block_size=16 << 20),
+            parse_options=pj.ParseOptions(
+                explicit_schema=pa.schema([pa.field(n, pa.string()) for n in columns]),
+                unexpected_field_behavior="ignore",
+                newlines_in_values=False,
+            ),
+        )
     except (pa.ArrowException, ValueError):
         return None
     if table.num_rows != len(bodies):  # a body that held two documents
@@ -122,10 +140,10 @@ def parse_bodies(rows: np.ndarray, bodies: pa.Array, limit: int):
     raw, bad, _ = assemble_rows(columns, rows[fast], "", "utf-8", limit, contract=EVENTS)
     if not fast.all():
         slow = ~fast
-        more_raw, more_bad = parse_json_lines(list(zip(rows[slow].tolist(), bodies.filter(pa.array(slow)).to_pylist())),
-                                          "", limit)
+        more_raw, more_bad = parse_json_lines(
+            list(zip(rows[slow].tolist(), bodies.filter(pa.array(slow)).to_pylist())), "", limit
+        )
         raw = pa.concat_tables([raw, more_raw])
         raw = raw.take(pc.sort_indices(raw.column("_src_row")))
         bad = bad + more_bad
     return raw, sorted(bad, key=lambda b: b.source_row)
-

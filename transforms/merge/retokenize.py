@@ -18,6 +18,7 @@ per value) and tokenized again. Masks do not change.
 line_id bucket (:class:`transforms.core.shuffle.ArrowGroupByBucket`), then the
 bucket function in a DoFn that loads the keyset in ``setup()``.
 """
+
 from __future__ import annotations
 
 import typing
@@ -56,7 +57,10 @@ def _open(ids: pa.Array, keys: pa.Table, values: pa.Table, vault) -> tuple[pa.Ta
     except VaultError:  # find the culprits one line at a time (slow path, only after a failure)
         opened, failed = [], {}
         for line_id in keys.column("line_id").to_pylist():
-            one = lambda t: t.filter(pc.equal(t.column("line_id"), line_id))
+
+            def one(t):
+                return t.filter(pc.equal(t.column("line_id"), line_id))
+
             try:
                 opened.append(vault.open_many(one(keys), one(values), fields))
             except VaultError:
@@ -65,8 +69,9 @@ def _open(ids: pa.Array, keys: pa.Table, values: pa.Table, vault) -> tuple[pa.Ta
         return pa.concat_tables([empty, *opened]), failed
 
 
-def retokenize_bucket(base: pa.Table, keys: pa.Table | None, values: pa.Table | None, tokenizer, vault,
-                      keyset) -> tuple[pa.Table, pa.Table, dict]:
+def retokenize_bucket(
+    base: pa.Table, keys: pa.Table | None, values: pa.Table | None, tokenizer, vault, keyset
+) -> tuple[pa.Table, pa.Table, dict]:
     """(new base rows in MERGED_SCHEMA, failures: line_id + reason + field, counts) of one bucket."""
     version = tokenizer.version
     jkv = base.column("join_key_version")
@@ -74,8 +79,12 @@ def retokenize_bucket(base: pa.Table, keys: pa.Table | None, values: pa.Table | 
     todo = pc.and_(with_tokens, pc.fill_null(pc.not_equal(jkv, version), False))
     lines = base.filter(todo)
     ids = lines.column("line_id").combine_chunks()
-    opened, failed = _open(ids, keys if keys is not None else arrow_schema("vault_key").empty_table(),
-                           values if values is not None else arrow_schema("vault_value").empty_table(), vault)
+    opened, failed = _open(
+        ids,
+        keys if keys is not None else arrow_schema("vault_key").empty_table(),
+        values if values is not None else arrow_schema("vault_value").empty_table(),
+        vault,
+    )
     bad = np.zeros(len(ids), bool)
     reason = np.full(len(ids), None, object)
     field_of = np.full(len(ids), None, object)
@@ -87,8 +96,13 @@ def retokenize_bucket(base: pa.Table, keys: pa.Table | None, values: pa.Table | 
 
     if failed:
         for why in set(failed.values()):
-            fail(pc.is_in(ids, pa.array([k for k, v in failed.items() if v == why], pa.string())).to_numpy(
-                zero_copy_only=False), why, None)
+            fail(
+                pc.is_in(ids, pa.array([k for k, v in failed.items() if v == why], pa.string())).to_numpy(
+                    zero_copy_only=False
+                ),
+                why,
+                None,
+            )
     new = {}
     enabled = set(keyset.versions("join"))
     for field, (kind, token_column, _) in TOKENIZED.items():
@@ -109,14 +123,28 @@ def retokenize_bucket(base: pa.Table, keys: pa.Table | None, values: pa.Table | 
     for name, column in (*new.items(), ("join_key_version", pa.array(np.full(len(ids), version, object), pa.string()))):
         current = replaced.column(name).combine_chunks()
         replaced = replaced.set_column(replaced.schema.get_field_index(name), name, pc.if_else(ok, column, current))
-    out = pa.concat_tables([base.filter(pc.invert(todo)).select(MERGED_SCHEMA.names).cast(MERGED_SCHEMA),
-                            replaced.select(MERGED_SCHEMA.names).cast(MERGED_SCHEMA)])
-    failures = pa.table({"line_id": ids.filter(pa.array(bad)), "reason": pa.array(list(reason[bad]), pa.string()),
-                         "field": pa.array(list(field_of[bad]), pa.string())})
+    out = pa.concat_tables(
+        [
+            base.filter(pc.invert(todo)).select(MERGED_SCHEMA.names).cast(MERGED_SCHEMA),
+            replaced.select(MERGED_SCHEMA.names).cast(MERGED_SCHEMA),
+        ]
+    )
+    failures = pa.table(
+        {
+            "line_id": ids.filter(pa.array(bad)),
+            "reason": pa.array(list(reason[bad]), pa.string()),
+            "field": pa.array(list(field_of[bad]), pa.string()),
+        }
+    )
     n_with = int(pc.sum(with_tokens.cast(pa.int64())).as_py() or 0)
-    counts = {"lines": base.num_rows, "with_tokens": n_with, "already_current": n_with - len(ids),
-              "retokenized": int((~bad).sum()), "failed": int(bad.sum()),
-              "failed_reasons": value_counts(failures.column("reason")) if failures.num_rows else {}}
+    counts = {
+        "lines": base.num_rows,
+        "with_tokens": n_with,
+        "already_current": n_with - len(ids),
+        "retokenized": int((~bad).sum()),
+        "failed": int(bad.sum()),
+        "failed_reasons": value_counts(failures.column("reason")) if failures.num_rows else {},
+    }
     return out, failures, counts
 
 
@@ -151,16 +179,27 @@ class _RetokenizeFn(beam.DoFn):
 
     def process(self, element):
         _, tables = element
-        part = lambda tag: tables[tag].drop_columns([BUCKET]) if tag in tables else None
+
+        def part(tag):
+            return tables[tag].drop_columns([BUCKET]) if tag in tables else None
+
         if part("base") is None:
             return
-        base, failures, counts = retokenize_bucket(part("base"), part("vault_keys"), part("vault_values"),
-                                                   self._tokenizer, self._vault, self._keyset)
+        base, failures, counts = retokenize_bucket(
+            part("base"), part("vault_keys"), part("vault_values"), self._tokenizer, self._vault, self._keyset
+        )
         yield beam.pvalue.TaggedOutput(COUNTS, counts)
         if failures.num_rows:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_table(
-                self._ctx, failures.column("reason"), line_id=failures.column("line_id"),
-                field=failures.column("field"), detail=[REASONS[r] for r in failures.column("reason").to_pylist()]))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER,
+                dead_letter_table(
+                    self._ctx,
+                    failures.column("reason"),
+                    line_id=failures.column("line_id"),
+                    field=failures.column("field"),
+                    detail=[REASONS[r] for r in failures.column("reason").to_pylist()],
+                ),
+            )
         yield base
 
 
@@ -172,11 +211,15 @@ class RetokenizeBase(beam.PTransform):
         self._keys, self._ctx, self._n, self._spill = keys_path, ctx, max(1, int(n_buckets)), spill_dir
 
     def expand(self, inputs: dict) -> RetokenizeOutputs:
-        keyed = {tag: pcoll | f"Key{tag.title().replace('_', '')}" >> beam.ParDo(_KeyFn(self._n))
-                 for tag, pcoll in inputs.items()}
-        out = (keyed
-               | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="RetokenizeJoinByLine")
-               | "Retokenize" >> beam.ParDo(_RetokenizeFn(self._keys, self._ctx)).with_outputs(
-                   DEAD_LETTER, COUNTS, main="base"))
+        keyed = {
+            tag: pcoll | f"Key{tag.title().replace('_', '')}" >> beam.ParDo(_KeyFn(self._n))
+            for tag, pcoll in inputs.items()
+        }
+        out = (
+            keyed
+            | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="RetokenizeJoinByLine")
+            | "Retokenize"
+            >> beam.ParDo(_RetokenizeFn(self._keys, self._ctx)).with_outputs(DEAD_LETTER, COUNTS, main="base")
+        )
         counts = out.counts | "SumCounts" >> beam.CombineGlobally(SumCounts())
         return RetokenizeOutputs(out.base, out.dead_letter, counts)

@@ -28,6 +28,7 @@ A *window* is a batch of Pub/Sub messages (an Arrow table, :data:`MESSAGE_SCHEMA
 :func:`fold_deltas` is the compaction: latest ``registered_at`` wins (a tie
 goes to the larger event_id) over the base and every delta.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,9 +48,20 @@ from transforms.core.metrics import merge_counts
 from transforms.scan.normalize import clean_text
 from transforms.scan.policy import Policy
 
-__all__ = ["INDEX_SCHEMA", "STREAM_REASONS", "LineIndex", "SeenKeys", "WindowResult",
-           "dedup_keys", "process_window", "window_counters", "fold_deltas", "latest_per_line",
-           "balanced", "add_counts"]
+__all__ = [
+    "INDEX_SCHEMA",
+    "STREAM_REASONS",
+    "LineIndex",
+    "SeenKeys",
+    "WindowResult",
+    "dedup_keys",
+    "process_window",
+    "window_counters",
+    "fold_deltas",
+    "latest_per_line",
+    "balanced",
+    "add_counts",
+]
 
 INDEX_SCHEMA = pa.schema(list(MERGED_SCHEMA) + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
 STREAM_REASONS = ("MESSAGE_TOO_LARGE", "ATTRIBUTE_MISSING", "MESSAGE_MALFORMED", "ATTRIBUTE_MISMATCH")
@@ -84,20 +96,30 @@ class LineIndex:
 
     def __init__(self, lines: pa.Table):
         self.lines = lines
-        self._overlay = pa.table({"line_id": pa.array([], pa.string()), "registered_at": pa.array([], _TS),
-                                  "registration_event_id": pa.array([], pa.string())})
+        self._overlay = pa.table(
+            {
+                "line_id": pa.array([], pa.string()),
+                "registered_at": pa.array([], _TS),
+                "registration_event_id": pa.array([], pa.string()),
+            }
+        )
 
     @classmethod
-    def from_raw(cls, raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext,
-                 salt: str) -> tuple["LineIndex", pa.Table]:
+    def from_raw(
+        cls, raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
+    ) -> tuple["LineIndex", pa.Table]:
         """From a raw base (the readers' batches concatenated): classified and de-duplicated as the
         batch merge does (``transforms.merge.bucket.raw_lines``); returns (index, base dead letters)."""
         from transforms.merge.bucket import raw_lines
 
         lines, dead, _ = raw_lines(raw, policy, as_of, ctx, salt)
         n = lines.num_rows
-        columns = [lines.column(f.name).cast(f.type) if f.name in lines.column_names and not f.name.startswith("_")
-                   else pa.nulls(n, f.type) for f in MERGED_SCHEMA]
+        columns = [
+            lines.column(f.name).cast(f.type)
+            if f.name in lines.column_names and not f.name.startswith("_")
+            else pa.nulls(n, f.type)
+            for f in MERGED_SCHEMA
+        ]
         columns += [lines.column("_src_file"), lines.column("_src_row")]
         return cls(pa.Table.from_arrays(columns, schema=INDEX_SCHEMA)), dead
 
@@ -116,14 +138,19 @@ class LineIndex:
             at = pc.index_in(rows.column("line_id"), value_set=self._overlay.column("line_id"))
             for name in ("registered_at", "registration_event_id"):
                 newer = self._overlay.column(name).combine_chunks().take(at)
-                rows = rows.set_column(rows.schema.get_field_index(name), name,
-                                       pc.if_else(at.is_valid(), newer, rows.column(name).combine_chunks()))
+                rows = rows.set_column(
+                    rows.schema.get_field_index(name),
+                    name,
+                    pc.if_else(at.is_valid(), newer, rows.column(name).combine_chunks()),
+                )
         return rows
 
     def apply(self, delta: pa.Table) -> None:
         """Take a delta's registrations as the lines' current ones (latest wins)."""
         if delta.num_rows:
-            both = pa.concat_tables([self._overlay, delta.select(self._overlay.column_names).cast(self._overlay.schema)])
+            both = pa.concat_tables(
+                [self._overlay, delta.select(self._overlay.column_names).cast(self._overlay.schema)]
+            )
             self._overlay = latest_per_line(both)
 
     @property
@@ -135,24 +162,28 @@ def latest_per_line(table: pa.Table) -> pa.Table:
     """One row per line_id: the latest registered_at, a tie to the larger registration_event_id (nulls last)."""
     if table.num_rows < 2:
         return table
-    order = pc.sort_indices(table, [("line_id", "ascending"), ("registered_at", "descending"),
-                                    ("registration_event_id", "descending")])  # nulls sort last
+    order = pc.sort_indices(
+        table, [("line_id", "ascending"), ("registered_at", "descending"), ("registration_event_id", "descending")]
+    )  # nulls sort last
     ids = table.column("line_id").combine_chunks().take(order)
     first = np.ones(len(ids), bool)
     first[1:] = ~pc.fill_null(pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)), False).to_numpy(zero_copy_only=False)
     return table.take(pa.array(order.to_numpy()[first]))
 
 
-def _dead(ctx: DeadLetterContext, messages: pa.Table, mask: np.ndarray, reason: str, field, detail,
-          source: str) -> pa.Table:
+def _dead(
+    ctx: DeadLetterContext, messages: pa.Table, mask: np.ndarray, reason: str, field, detail, source: str
+) -> pa.Table:
     rows = messages.filter(pa.array(mask))
     return dead_letter_table(
-        ctx, [reason] * rows.num_rows,
+        ctx,
+        [reason] * rows.num_rows,
         source_file=pc.binary_join_element_wise(source + "/", rows.column("message_id").combine_chunks(), ""),
         event_id=clean_text(rows.column("attr_event_id").combine_chunks()),
         line_id=clean_text(rows.column("attr_line_id").combine_chunks()),
         field=field if isinstance(field, str) or field is None else list(np.asarray(field, object)[mask]),
-        detail=detail if isinstance(detail, str) else list(np.asarray(detail, object)[mask]))
+        detail=detail if isinstance(detail, str) else list(np.asarray(detail, object)[mask]),
+    )
 
 
 class SeenKeys:
@@ -202,14 +233,25 @@ def _parse(messages: pa.Table, ctx: DeadLetterContext, source: str, max_bytes: i
     n = messages.num_rows
     sizes = messages.column("size").to_numpy()
     too_large = (sizes > max_bytes) | ~messages.column("data").is_valid().to_numpy(zero_copy_only=False)
-    dead.append(_dead(ctx, messages, too_large, "MESSAGE_TOO_LARGE", "data",
-                      f"message body over {max_bytes:,} bytes", source))
+    dead.append(
+        _dead(ctx, messages, too_large, "MESSAGE_TOO_LARGE", "data", f"message body over {max_bytes:,} bytes", source)
+    )
     no_event = ~clean_text(messages.column("attr_event_id").combine_chunks()).is_valid().to_numpy(zero_copy_only=False)
     no_line = ~clean_text(messages.column("attr_line_id").combine_chunks()).is_valid().to_numpy(zero_copy_only=False)
     missing = (no_event | no_line) & ~too_large
-    dead.append(_dead(ctx, messages, missing, "ATTRIBUTE_MISSING", np.where(no_event, "event_id", "line_id"),
-                      np.where(no_event, "the event_id attribute is missing or empty",
-                               "the line_id attribute is missing or empty"), source))
+    dead.append(
+        _dead(
+            ctx,
+            messages,
+            missing,
+            "ATTRIBUTE_MISSING",
+            np.where(no_event, "event_id", "line_id"),
+            np.where(
+                no_event, "the event_id attribute is missing or empty", "the line_id attribute is missing or empty"
+            ),
+            source,
+        )
+    )
     ok = ~(too_large | missing)
     at = np.flatnonzero(ok)
     raw, bad = parse_bodies(at, messages.column("data").combine_chunks().take(pa.array(at)), MAX_FIELD_CHARS)
@@ -222,15 +264,18 @@ def _parse(messages: pa.Table, ctx: DeadLetterContext, source: str, max_bytes: i
         dead.append(_dead(ctx, messages, rows, "MESSAGE_MALFORMED", fields, details, source))
     position = raw.column("_src_row")
     ids = messages.column("message_id").combine_chunks().take(position)
-    raw = raw.set_column(raw.schema.get_field_index("_src_file"), "_src_file",
-                         pc.binary_join_element_wise(source + "/", ids, ""))
+    raw = raw.set_column(
+        raw.schema.get_field_index("_src_file"), "_src_file", pc.binary_join_element_wise(source + "/", ids, "")
+    )
     # The body must name the event and line its attributes name (a copy of the id is how Pub/Sub dedups).
     attr_event = clean_text(messages.column("attr_event_id").combine_chunks().take(position))
     attr_line = clean_text(messages.column("attr_line_id").combine_chunks().take(position))
-    event_differs = ~pc.fill_null(pc.equal(clean_text(raw.column("event_id").combine_chunks()), attr_event),
-                                  False).to_numpy(zero_copy_only=False)
-    line_differs = ~pc.fill_null(pc.equal(clean_text(raw.column("line_id").combine_chunks()), attr_line),
-                                 False).to_numpy(zero_copy_only=False)
+    event_differs = ~pc.fill_null(
+        pc.equal(clean_text(raw.column("event_id").combine_chunks()), attr_event), False
+    ).to_numpy(zero_copy_only=False)
+    line_differs = ~pc.fill_null(
+        pc.equal(clean_text(raw.column("line_id").combine_chunks()), attr_line), False
+    ).to_numpy(zero_copy_only=False)
     mismatch = event_differs | line_differs
     if mismatch.any():
         rows = np.zeros(n, bool)
@@ -238,8 +283,11 @@ def _parse(messages: pa.Table, ctx: DeadLetterContext, source: str, max_bytes: i
         field = np.where(event_differs, "event_id", "line_id")
         fields = np.empty(n, object)
         fields[position.to_numpy()[mismatch]] = field[mismatch]
-        details = np.where(fields == "event_id", "the body's event_id differs from the event_id attribute",
-                           "the body's line_id differs from the line_id attribute")
+        details = np.where(
+            fields == "event_id",
+            "the body's event_id differs from the event_id attribute",
+            "the body's line_id differs from the line_id attribute",
+        )
         dead.append(_dead(ctx, messages, rows, "ATTRIBUTE_MISMATCH", fields, details, source))
         raw = raw.filter(pa.array(~mismatch))
     # Dead letters carry no source row: a message is named by its id in source_file.
@@ -247,9 +295,20 @@ def _parse(messages: pa.Table, ctx: DeadLetterContext, source: str, max_bytes: i
     return raw, dead
 
 
-def process_window(messages: pa.Table, index: LineIndex, seen: SeenKeys | None, *, tokenizer, vault, policy: Policy, as_of: dt.date,
-                   ctx: DeadLetterContext, salt: str, source: str = "pubsub",
-                   max_bytes: int = MAX_MESSAGE_BYTES) -> WindowResult:
+def process_window(
+    messages: pa.Table,
+    index: LineIndex,
+    seen: SeenKeys | None,
+    *,
+    tokenizer,
+    vault,
+    policy: Policy,
+    as_of: dt.date,
+    ctx: DeadLetterContext,
+    salt: str,
+    source: str = "pubsub",
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> WindowResult:
     """One window of messages -> its delta, vault rows, dead letters and counts (see the module docstring).
 
     ``seen``: the dedup keys of earlier windows; not changed here: the caller records ``new_keys`` with the
@@ -266,18 +325,34 @@ def process_window(messages: pa.Table, index: LineIndex, seen: SeenKeys | None, 
     keys, values = arrow_schema("vault_key").empty_table(), arrow_schema("vault_value").empty_table()
     if checked.num_rows:
         lines = index.subset(pc.unique(checked.column("line_id").combine_chunks()))
-        result = merge_bucket(lines if lines.num_rows else None, "merged", checked, None, None, tokenizer=tokenizer,
-                              vault=vault, policy=policy, as_of=as_of, ctx=ctx, salt=salt)
+        result = merge_bucket(
+            lines if lines.num_rows else None,
+            "merged",
+            checked,
+            None,
+            None,
+            tokenizer=tokenizer,
+            vault=vault,
+            policy=policy,
+            as_of=as_of,
+            ctx=ctx,
+            salt=salt,
+        )
         ev = result.counts.get("events", {})
         counts["applied"], counts["superseded"] = ev.get("applied", 0), ev.get("superseded", 0)
         counts["duplicates"] += ev.get("duplicates", 0)  # the line already carries this event (a merged base)
         dead.append(result.dead_letter)
         merged = result.base
         if merged.num_rows:
-            before = lines.column("registration_event_id").combine_chunks().take(
-                pc.index_in(merged.column("line_id"), value_set=lines.column("line_id")))
-            changed = pc.fill_null(pc.not_equal(merged.column("registration_event_id"), before),
-                                   pc.is_valid(merged.column("registration_event_id")))
+            before = (
+                lines.column("registration_event_id")
+                .combine_chunks()
+                .take(pc.index_in(merged.column("line_id"), value_set=lines.column("line_id")))
+            )
+            changed = pc.fill_null(
+                pc.not_equal(merged.column("registration_event_id"), before),
+                pc.is_valid(merged.column("registration_event_id")),
+            )
             delta = merged.filter(changed)
             keys, values = result.vault_keys, result.vault_values
             ids = delta.column("line_id")
@@ -293,15 +368,22 @@ def process_window(messages: pa.Table, index: LineIndex, seen: SeenKeys | None, 
 
 def window_counters(delta: pa.Table) -> dict:
     """Registrations of a window by region, channel and agent (who took them)."""
+
     def by(name):
         return dict(sorted(value_counts(delta.column(name)).items())) if delta.num_rows else {}
-    return {"registrations": delta.num_rows, "by_region": by("region"), "by_channel": by("registration_channel"),
-            "by_agent": by("registration_agent_id")}
+
+    return {
+        "registrations": delta.num_rows,
+        "by_region": by("region"),
+        "by_channel": by("registration_channel"),
+        "by_agent": by("registration_agent_id"),
+    }
 
 
 def balanced(counts: dict) -> bool:
-    return counts["messages_in"] == (counts["applied"] + counts["superseded"] + counts["duplicates"]
-                                     + sum(counts["dead_letters"].values()))
+    return counts["messages_in"] == (
+        counts["applied"] + counts["superseded"] + counts["duplicates"] + sum(counts["dead_letters"].values())
+    )
 
 
 def add_counts(total: dict, counts: dict) -> dict:
@@ -309,8 +391,14 @@ def add_counts(total: dict, counts: dict) -> dict:
     return total
 
 
-def fold_deltas(base: pa.Table, base_keys: pa.Table, base_values: pa.Table, deltas: pa.Table,
-                delta_keys: pa.Table, delta_values: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
+def fold_deltas(
+    base: pa.Table,
+    base_keys: pa.Table,
+    base_values: pa.Table,
+    deltas: pa.Table,
+    delta_keys: pa.Table,
+    delta_values: pa.Table,
+) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     """Fold deltas into a merged base: per line the latest registration wins (base or delta).
 
     ``deltas``, ``delta_keys`` and ``delta_values`` carry a ``_window``
@@ -323,20 +411,25 @@ def fold_deltas(base: pa.Table, base_keys: pa.Table, base_values: pa.Table, delt
     known = at.is_valid()
     base_at = base.column("registered_at").combine_chunks().take(at)
     base_id = base.column("registration_event_id").combine_chunks().take(at)
-    newer = pc.or_(pc.greater(win.column("registered_at"), base_at),
-                   pc.and_(pc.equal(win.column("registered_at"), base_at),
-                           pc.greater(win.column("registration_event_id"), base_id)))
+    newer = pc.or_(
+        pc.greater(win.column("registered_at"), base_at),
+        pc.and_(
+            pc.equal(win.column("registered_at"), base_at), pc.greater(win.column("registration_event_id"), base_id)
+        ),
+    )
     takes = pc.and_(known, pc.or_kleene(pc.is_null(base_at), newer))
     takes = pc.fill_null(takes, False)
     win = win.filter(takes)
     replaced = win.column("line_id")
     kept = base.filter(pc.invert(pc.is_in(base.column("line_id"), value_set=replaced)))
-    merged = pa.concat_tables([kept.select(MERGED_SCHEMA.names).cast(MERGED_SCHEMA),
-                               win.select(MERGED_SCHEMA.names).cast(MERGED_SCHEMA)])
+    merged = pa.concat_tables(
+        [kept.select(MERGED_SCHEMA.names).cast(MERGED_SCHEMA), win.select(MERGED_SCHEMA.names).cast(MERGED_SCHEMA)]
+    )
     merged = merged.take(pc.sort_indices(merged, [("line_id", "ascending")]))
 
     def tag(table):
         return pc.binary_join_element_wise(table.column("line_id"), table.column("_window").cast(pa.string()), "\x1f")
+
     chosen = tag(win)
 
     def vault_rows(base_rows: pa.Table, delta_rows: pa.Table) -> pa.Table:
@@ -347,6 +440,10 @@ def fold_deltas(base: pa.Table, base_keys: pa.Table, base_values: pa.Table, delt
 
     keys = vault_rows(base_keys, delta_keys)
     values = vault_rows(base_values, delta_values)
-    counts = {"delta_rows": deltas.num_rows, "lines_registered": win.num_rows,
-              "superseded_or_unknown": deltas.num_rows - win.num_rows, "lines_out": merged.num_rows}
+    counts = {
+        "delta_rows": deltas.num_rows,
+        "lines_registered": win.num_rows,
+        "superseded_or_unknown": deltas.num_rows - win.num_rows,
+        "lines_out": merged.num_rows,
+    }
     return merged, keys, values, counts

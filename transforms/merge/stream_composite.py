@@ -17,6 +17,7 @@ seconds), ``delta``, ``vault_keys``, ``vault_values``, ``dead_letter`` (Arrow
 tables), ``counts`` (with ``counters``), ``keys`` and ``publish_times`` (the
 dedup keys processed).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -54,8 +55,13 @@ class _DedupFn(beam.DoFn):
     SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def process(self, element, seen=beam.DoFn.StateParam(SEEN), expiry=beam.DoFn.TimerParam(EXPIRY),
-                timestamp=beam.DoFn.TimestampParam):
+    def process(
+        self,
+        element,
+        seen=beam.DoFn.StateParam(SEEN),
+        expiry=beam.DoFn.TimerParam(EXPIRY),
+        timestamp=beam.DoFn.TimestampParam,
+    ):
         _, record = element
         first = not seen.read()
         if first:
@@ -73,8 +79,16 @@ class _DedupFn(beam.DoFn):
 class _ProcessWindowFn(beam.DoFn):
     """A batch of one window's messages -> one window result (see the module docstring)."""
 
-    def __init__(self, index_loader, keys_path: str, policy: Policy, as_of: dt.date, ctx: DeadLetterContext,
-                 max_bytes: int, source: str):
+    def __init__(
+        self,
+        index_loader,
+        keys_path: str,
+        policy: Policy,
+        as_of: dt.date,
+        ctx: DeadLetterContext,
+        max_bytes: int,
+        source: str,
+    ):
         self._loader, self._keys_path, self._policy, self._as_of = index_loader, keys_path, policy, as_of
         self._ctx, self._max_bytes, self._source = ctx, max_bytes, source
         self._applied = counter("stream_events_applied")
@@ -94,19 +108,35 @@ class _ProcessWindowFn(beam.DoFn):
         fresh = [m for m in batch if not m.get("_duplicate")]
         duplicates = len(batch) - len(fresh)
         table = messages_table(fresh, self._max_bytes)
-        result = process_window(table, self._index, None, tokenizer=self._tokenizer, vault=self._vault,
-                                policy=self._policy, as_of=self._as_of, ctx=self._ctx, salt=self._salt,
-                                source=self._source, max_bytes=self._max_bytes)
+        result = process_window(
+            table,
+            self._index,
+            None,
+            tokenizer=self._tokenizer,
+            vault=self._vault,
+            policy=self._policy,
+            as_of=self._as_of,
+            ctx=self._ctx,
+            salt=self._salt,
+            source=self._source,
+            max_bytes=self._max_bytes,
+        )
         self._applied.inc(result.counts["applied"])
         self._dead.inc(result.dead_letter.num_rows)
         counts = dict(result.counts)
         counts["messages_in"] += duplicates
         counts["duplicates"] += duplicates
         counts["counters"] = result.counters
-        yield {"window": (float(window.start), float(window.end)) if hasattr(window, "start") else None,
-               "delta": result.delta, "vault_keys": result.vault_keys, "vault_values": result.vault_values,
-               "dead_letter": result.dead_letter, "counts": counts, "keys": result.new_keys.to_pylist(),
-               "publish_times": [m.get("publish_time") for m in fresh]}
+        yield {
+            "window": (float(window.start), float(window.end)) if hasattr(window, "start") else None,
+            "delta": result.delta,
+            "vault_keys": result.vault_keys,
+            "vault_values": result.vault_values,
+            "dead_letter": result.dead_letter,
+            "counts": counts,
+            "keys": result.new_keys.to_pylist(),
+            "publish_times": [m.get("publish_time") for m in fresh],
+        }
 
 
 class MergeStreamWindows(beam.PTransform):
@@ -121,17 +151,29 @@ class MergeStreamWindows(beam.PTransform):
       max_batch: messages per processing batch within a window.
     """
 
-    def __init__(self, index_loader, keys_path: str, policy: Policy, as_of: dt.date, ctx: DeadLetterContext,
-                 window_seconds: int, *, max_bytes: int = MAX_MESSAGE_BYTES, source: str = "pubsub",
-                 max_batch: int = 5_000):
+    def __init__(
+        self,
+        index_loader,
+        keys_path: str,
+        policy: Policy,
+        as_of: dt.date,
+        ctx: DeadLetterContext,
+        window_seconds: int,
+        *,
+        max_bytes: int = MAX_MESSAGE_BYTES,
+        source: str = "pubsub",
+        max_batch: int = 5_000,
+    ):
         super().__init__()
         self._fn = _ProcessWindowFn(index_loader, keys_path, policy, as_of, ctx, max_bytes, source)
         self._window, self._max_batch = int(window_seconds), int(max_batch)
 
     def expand(self, messages):
-        return (messages
-                | "KeyByEventId" >> beam.Map(lambda m: (dedup_key(m), m))
-                | "DedupByEventId" >> beam.ParDo(_DedupFn())
-                | "Window" >> beam.WindowInto(beam.window.FixedWindows(self._window))
-                | "BatchPerWindow" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
-                | "ProcessWindow" >> beam.ParDo(self._fn))
+        return (
+            messages
+            | "KeyByEventId" >> beam.Map(lambda m: (dedup_key(m), m))
+            | "DedupByEventId" >> beam.ParDo(_DedupFn())
+            | "Window" >> beam.WindowInto(beam.window.FixedWindows(self._window))
+            | "BatchPerWindow" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
+            | "ProcessWindow" >> beam.ParDo(self._fn)
+        )

@@ -11,6 +11,7 @@ no fee or tariff wording, a statement that the notice is free, no repeated
 signature) and that a signed SMS fits in ``max_sms_parts``. Every problem is a
 :class:`CampaignError` whose text is one line naming the file and the key.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,16 +39,51 @@ DEFAULT_MAX_SMS_PARTS = 3
 # states the notice is free is removed first ("免费" holds "费", "free of
 # charge" holds "charge"); what remains may not contain any of FEE_WORDS.
 FREE_PHRASES = (
-    "免费", "不收取任何费用", "不收取费用", "不收费", "无需付费", "无需任何费用", "不产生任何费用", "不会产生费用",
-    "不产生费用", "无任何费用", "free of charge", "no charge", "without charge", "at no cost", "no fee", "no fees",
+    "免费",
+    "不收取任何费用",
+    "不收取费用",
+    "不收费",
+    "无需付费",
+    "无需任何费用",
+    "不产生任何费用",
+    "不会产生费用",
+    "不产生费用",
+    "无任何费用",
+    "free of charge",
+    "no charge",
+    "without charge",
+    "at no cost",
+    "no fee",
+    "no fees",
 )
 FEE_WORDS = (
-    "收费", "费用", "付费", "扣费", "资费", "缴费", "交费", "话费", "充值", "支付", "转账", "汇款", "套餐", "包月",
-    "元/月", "元每月",
+    "收费",
+    "费用",
+    "付费",
+    "扣费",
+    "资费",
+    "缴费",
+    "交费",
+    "话费",
+    "充值",
+    "支付",
+    "转账",
+    "汇款",
+    "套餐",
+    "包月",
+    "元/月",
+    "元每月",
 )
 FEE_PATTERNS = (  # English, as whole words
-    r"\bfees?\b", r"\bcharg(?:e|es|ed|ing)\b", r"\btariffs?\b", r"\bpa(?:y|ys|id|ying|yment|yments)\b",
-    r"\bcosts?\b", r"\btop[- ]?up\b", r"\bprice plans?\b", r"\bsubscription plans?\b", r"/\s*month\b",
+    r"\bfees?\b",
+    r"\bcharg(?:e|es|ed|ing)\b",
+    r"\btariffs?\b",
+    r"\bpa(?:y|ys|id|ying|yment|yments)\b",
+    r"\bcosts?\b",
+    r"\btop[- ]?up\b",
+    r"\bprice plans?\b",
+    r"\bsubscription plans?\b",
+    r"/\s*month\b",
 )
 FREE_WORDS = ("免费", "free")
 _FEE = re.compile("|".join([*map(re.escape, FEE_WORDS), *FEE_PATTERNS]), re.IGNORECASE)
@@ -96,14 +132,23 @@ class Campaign:
         return self.signatures.get(locale) or self.signatures.get("*") or next(iter(self.signatures.values()))
 
     def constants(self, wave: int, locale: str | None = None) -> dict[str, str]:
-        return {"deadline": format_date(self.deadline, locale or self.locale),
-                "campaign_id": self.campaign_id, "wave": str(wave)}
+        return {
+            "deadline": format_date(self.deadline, locale or self.locale),
+            "campaign_id": self.campaign_id,
+            "wave": str(wave),
+        }
 
     def template(self, channel: str, wave: int = 1, locale: str | None = None) -> Template:
         locale = locale or self.locale
         head = sign(self.signature(locale)) if channel == "sms" else ""
-        return Template.compile(self.templates[channel][locale], channel, locale, self.constants(wave, locale), head,
-                                where=f"templates.{channel}.{locale}")
+        return Template.compile(
+            self.templates[channel][locale],
+            channel,
+            locale,
+            self.constants(wave, locale),
+            head,
+            where=f"templates.{channel}.{locale}",
+        )
 
     def cap(self, channel: str) -> int:
         return self.daily_cap[channel]
@@ -147,8 +192,11 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
     if error.validator == "required":
         return where or "(top level)", error.message.replace("is a required property", "is missing")
     if error.validator == "pattern":
-        kind = "a time (HH:MM)" if ":" in error.schema["pattern"] else (
-            "a date (YYYY-MM-DD)" if "{4}" in error.schema["pattern"] else f"matching {error.schema['pattern']}")
+        kind = (
+            "a time (HH:MM)"
+            if ":" in error.schema["pattern"]
+            else ("a date (YYYY-MM-DD)" if "{4}" in error.schema["pattern"] else f"matching {error.schema['pattern']}")
+        )
         return where, f"{error.instance!r} is not {kind}"
     if error.validator == "enum":
         return where, f"{error.instance!r} is not one of {', '.join(map(str, error.schema['enum']))}"
@@ -190,7 +238,7 @@ def load_campaign(path: str) -> Campaign:
 def parse_campaign(data: bytes | str, source: str = "campaign.yaml") -> Campaign:
     raw_bytes = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        raw = yaml.load(raw_bytes.decode("utf-8"), Loader=_TextDates)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(raw_bytes.decode("utf-8"), Loader=_TextDates)
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         raise _fail(source, f"line {mark.line + 1}" if mark else "", "not valid YAML") from None
@@ -226,12 +274,21 @@ def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
     signature = raw["signature"]
     signatures = {"*": signature} if isinstance(signature, str) else dict(signature)
     campaign = Campaign(
-        campaign_id=raw["campaign_id"], signatures=signatures, timezone=raw["timezone"],
-        quiet_start=quiet["start"], quiet_end=quiet["end"], daily_cap=caps,
-        price_per_segment=float(raw["price_per_segment"]), deadline=deadline,
-        min_days_between=int(raw.get("min_days_between", 0)), locale=locale,
-        max_sms_parts=int(raw.get("max_sms_parts", DEFAULT_MAX_SMS_PARTS)), waves=waves,
-        templates={k: dict(v) for k, v in raw["templates"].items()}, source=source, digest=digest,
+        campaign_id=raw["campaign_id"],
+        signatures=signatures,
+        timezone=raw["timezone"],
+        quiet_start=quiet["start"],
+        quiet_end=quiet["end"],
+        daily_cap=caps,
+        price_per_segment=float(raw["price_per_segment"]),
+        deadline=deadline,
+        min_days_between=int(raw.get("min_days_between", 0)),
+        locale=locale,
+        max_sms_parts=int(raw.get("max_sms_parts", DEFAULT_MAX_SMS_PARTS)),
+        waves=waves,
+        templates={k: dict(v) for k, v in raw["templates"].items()},
+        source=source,
+        digest=digest,
     )
     used = {c for w in waves.values() for c in w.channels}
     for channel in sorted(used):
@@ -258,5 +315,9 @@ def _check_fit(campaign: Campaign, source: str, where: str, template: Template) 
     encoding, units = sms_units(template.worst_case())
     parts = segment_count(units, encoding)
     if parts > campaign.max_sms_parts:
-        raise _fail(source, where, f"with its signature the SMS is {units} {encoding} characters = {parts} parts, "
-                                   f"over max_sms_parts {campaign.max_sms_parts}")
+        raise _fail(
+            source,
+            where,
+            f"with its signature the SMS is {units} {encoding} characters = {parts} parts, "
+            f"over max_sms_parts {campaign.max_sms_parts}",
+        )

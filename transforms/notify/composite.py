@@ -14,6 +14,7 @@ job builders are plain functions (:mod:`transforms.notify.planner`,
 global order, but only 16-byte job keys are gathered for it (``DayBounds``);
 the jobs stay in their batches and find their day by binary search.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -87,8 +88,14 @@ class _KeyHistoryFn(beam.DoFn):
         mine = pc.equal(table.column("campaign_id"), self._campaign)
         if pc.any(mine).as_py():
             loads = table.filter(mine).group_by(["channel", "send_day"]).aggregate([("job_id", "count")])
-            yield beam.pvalue.TaggedOutput("used", {"used": {
-                f"{c}|{d.isoformat()}": n for c, d, n in zip(*(loads.column(i).to_pylist() for i in range(3)))}})
+            yield beam.pvalue.TaggedOutput(
+                "used",
+                {
+                    "used": {
+                        f"{c}|{d.isoformat()}": n for c, d, n in zip(*(loads.column(i).to_pylist() for i in range(3)))
+                    }
+                },
+            )
         is_line = pc.is_valid(table.column("line_id"))
         announced = pc.and_(pc.and_(pc.invert(is_line), mine), pc.equal(table.column("wave"), self._wave))
         if pc.any(announced).as_py():
@@ -127,8 +134,13 @@ class _PlanFn(beam.DoFn):
             return
         registered = parts.get("registered")
         plan = plan_lines(
-            lines, self._ctx, registered=registered.column("line_id") if registered is not None else None,
-            history=parts.get("history"), receipts=parts.get("receipts"), suppressed=self._suppressed)
+            lines,
+            self._ctx,
+            registered=registered.column("line_id") if registered is not None else None,
+            history=parts.get("history"),
+            receipts=parts.get("receipts"),
+            suppressed=self._suppressed,
+        )
         yield beam.pvalue.TaggedOutput(COUNTS, {"plan": plan.counts})
         for outcome, n in plan.counts["outcomes"].items():
             if n:
@@ -192,8 +204,9 @@ class _AnnounceFn(beam.DoFn):
         done = pa.concat_tables(announced).column("job_id") if announced else pa.array([], pa.string())
         sent = pc.fill_null(pc.is_in(table.column("job_id"), value_set=done), False)
         no_region = pc.sum(pc.if_else(pc.is_null(regions.column("region")), regions.column("lines"), 0)).as_py()
-        yield beam.pvalue.TaggedOutput(COUNTS, {"announcements_already_sent": pc.sum(sent).as_py() or 0,
-                                                  "lines_without_region": no_region or 0})
+        yield beam.pvalue.TaggedOutput(
+            COUNTS, {"announcements_already_sent": pc.sum(sent).as_py() or 0, "lines_without_region": no_region or 0}
+        )
         table = table.filter(pc.invert(sent))
         if table.num_rows:
             counter("jobs_announcement").inc(table.num_rows)
@@ -208,8 +221,15 @@ class _ScheduleFn(beam.DoFn):
 
     def process(self, jobs: pa.Table, bounds: dict):
         channel = jobs.column("channel")[0].as_py()
-        table = finish_jobs(jobs, channel, self._campaign, self._wave, self._schedule,
-                            bounds.get(channel, np.array([], "S16")), self._first)
+        table = finish_jobs(
+            jobs,
+            channel,
+            self._campaign,
+            self._wave,
+            self._schedule,
+            bounds.get(channel, np.array([], "S16")),
+            self._first,
+        )
         tally = {"jobs": {channel: table.num_rows}}
         if channel == "sms":
             tally["segments"] = pc.sum(table.column("segments")).as_py()
@@ -237,8 +257,16 @@ class BuildNotificationJobs(beam.PTransform):
       spill_dir: where the shuffle spills (local runners), or None.
     """
 
-    def __init__(self, campaign, wave: int, first_day: dt.date, *, suppressed: pa.Array | None = None,
-                 n_buckets: int = 1, spill_dir: str | None = None):
+    def __init__(
+        self,
+        campaign,
+        wave: int,
+        first_day: dt.date,
+        *,
+        suppressed: pa.Array | None = None,
+        n_buckets: int = 1,
+        spill_dir: str | None = None,
+    ):
         super().__init__()
         self._campaign, self._wave, self._first = campaign, wave, first_day
         self._suppressed, self._n, self._spill = suppressed, max(1, int(n_buckets)), spill_dir
@@ -257,7 +285,8 @@ class BuildNotificationJobs(beam.PTransform):
                 keyed["registered"] = joins["registered"] | "KeyRegistered" >> beam.ParDo(_KeyRegisteredFn(n))
             if "history" in joins:
                 hist = joins["history"] | "KeyHistory" >> beam.ParDo(
-                    _KeyHistoryFn(campaign.campaign_id, wave.wave, n)).with_outputs("announced", "used", main="lines")
+                    _KeyHistoryFn(campaign.campaign_id, wave.wave, n)
+                ).with_outputs("announced", "used", main="lines")
                 keyed["history"], announced, used = hist.lines, hist.announced, hist.used
             if "receipts" in joins:
                 keyed["receipts"] = joins["receipts"] | "KeyReceipts" >> beam.ParDo(_KeyReceiptsFn(n))
@@ -265,30 +294,37 @@ class BuildNotificationJobs(beam.PTransform):
         else:
             planned_input = inputs["lines"] | "SelectTargets" >> beam.ParDo(_SelectTargetsFn(None))
         plan = planned_input | "Plan" >> beam.ParDo(_PlanFn(ctx, self._suppressed)).with_outputs(
-            "regions", KEYS, COUNTS, main="jobs")
+            "regions", KEYS, COUNTS, main="jobs"
+        )
         line_jobs, count_parts, key_parts = [plan.jobs], [plan.counts], [plan.keys]
         if "announcement" in wave.channels:
             regions = plan.regions | "SumRegions" >> beam.CombineGlobally(_ConcatTables()).without_defaults()
             ann = regions | "Announce" >> beam.ParDo(
-                _AnnounceFn(campaign.campaign_id, wave.wave), beam.pvalue.AsList(announced)).with_outputs(
-                COUNTS, main="jobs")
+                _AnnounceFn(campaign.campaign_id, wave.wave), beam.pvalue.AsList(announced)
+            ).with_outputs(COUNTS, main="jobs")
             line_jobs.append(ann.jobs)
             count_parts.append(ann.counts)
-            key_parts.append(ann.jobs | "AnnouncementKeys" >> beam.Map(
-                lambda t: t.select(["channel", KEY])).with_output_types(pa.Table))
+            key_parts.append(
+                ann.jobs
+                | "AnnouncementKeys" >> beam.Map(lambda t: t.select(["channel", KEY])).with_output_types(pa.Table)
+            )
         caps = dict(campaign.daily_cap)
         bounds = (
-            tuple(key_parts) | "FlattenKeys" >> beam.Flatten().with_output_types(pa.Table)
+            tuple(key_parts)
+            | "FlattenKeys" >> beam.Flatten().with_output_types(pa.Table)
             | "GatherKeys" >> beam.CombineGlobally(_ConcatTables())
             | "DayBounds" >> beam.Map(_day_bounds, beam.pvalue.AsList(used), caps, self._first)
         )
         jobs = (
-            tuple(line_jobs) | "FlattenJobs" >> beam.Flatten().with_output_types(pa.Table)
-            | "ScheduleAndRender" >> beam.ParDo(_ScheduleFn(campaign, wave.wave, self._first),
-                                                beam.pvalue.AsSingleton(bounds)).with_outputs(
-                "sms", "call", "announcement", COUNTS, main="unused")
+            tuple(line_jobs)
+            | "FlattenJobs" >> beam.Flatten().with_output_types(pa.Table)
+            | "ScheduleAndRender"
+            >> beam.ParDo(_ScheduleFn(campaign, wave.wave, self._first), beam.pvalue.AsSingleton(bounds)).with_outputs(
+                "sms", "call", "announcement", COUNTS, main="unused"
+            )
         )
         count_parts.append(jobs.counts)
-        counts = (tuple(count_parts) | "FlattenCounts" >> beam.Flatten()
-                  | "SumCounts" >> beam.CombineGlobally(SumCounts()))
+        counts = (
+            tuple(count_parts) | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(SumCounts())
+        )
         return NotifyOutputs(jobs.sms, jobs.call, jobs.announcement, counts)

@@ -13,6 +13,7 @@ JSON payload of each Pub/Sub message.
     data = avro_file(table, avro_schema("notify_sms_job"), name="part-1.avro")
     payloads = json_messages(table)   # pa.BinaryArray, one JSON object per row
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -105,8 +106,9 @@ def _records(table: pa.Table, schema: dict) -> pa.Array:
         column = table.column(field["name"])
         same = _constant(column)
         if same is not None:  # encode once; the join repeats it
-            parts.append(pa.scalar(_encode(pa.array([same.as_py()], column.type), field["type"])[0].as_py(),
-                                   pa.binary()))
+            parts.append(
+                pa.scalar(_encode(pa.array([same.as_py()], column.type), field["type"])[0].as_py(), pa.binary())
+            )
         else:
             parts.append(_encode(column, field["type"]))
     if len(parts) == 1:
@@ -115,7 +117,7 @@ def _records(table: pa.Table, schema: dict) -> pa.Array:
 
 
 def _data(records: pa.Array) -> pa.Buffer:
-    offsets = np.frombuffer(records.buffers()[1], np.int32)[records.offset: records.offset + len(records) + 1]
+    offsets = np.frombuffer(records.buffers()[1], np.int32)[records.offset : records.offset + len(records) + 1]
     return records.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 

@@ -10,6 +10,7 @@ hex text and the 16-byte sort keys are made from the digests with numpy.
 The job tables follow ``schemas/notify_{sms,call,announcement}_job.avsc``;
 none has a field for a name, a document number or an address.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,8 +24,16 @@ from schemas import arrow_schema
 from transforms.notify.render import mask_numbers, segments_of
 from transforms.notify.schedule import EPOCH, KEY_DTYPE, Schedule, assign_days
 
-__all__ = ["job_ids", "with_job_ids", "keys_of", "announcement_rows", "finish_jobs", "history_rows", "JOB_SCHEMAS",
-           "KEY"]
+__all__ = [
+    "job_ids",
+    "with_job_ids",
+    "keys_of",
+    "announcement_rows",
+    "finish_jobs",
+    "history_rows",
+    "JOB_SCHEMAS",
+    "KEY",
+]
 
 KEY = "_key"
 JOB_SCHEMAS = {c: arrow_schema(f"notify_{c}_job") for c in ("sms", "call", "announcement")}
@@ -54,7 +63,7 @@ def keys_of(column) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     raw = np.frombuffer(column.buffers()[1], KEY_DTYPE)
-    return raw[column.offset: column.offset + len(column)]
+    return raw[column.offset : column.offset + len(column)]
 
 
 def with_job_ids(jobs: pa.Table, campaign_id: str, wave: int, channel: str, key_column: str = "line_id") -> pa.Table:
@@ -71,8 +80,9 @@ def announcement_rows(regions: pa.Table, campaign_id: str, wave: int) -> pa.Tabl
     return with_job_ids(table, campaign_id, wave, "announcement", key_column="region")
 
 
-def finish_jobs(table: pa.Table, channel: str, campaign, wave: int, schedule: Schedule, bounds: np.ndarray,
-                first_day: dt.date) -> pa.Table:
+def finish_jobs(
+    table: pa.Table, channel: str, campaign, wave: int, schedule: Schedule, bounds: np.ndarray, first_day: dt.date
+) -> pa.Table:
     """Schedule and render jobs of one channel into that channel's job schema."""
     n = table.num_rows
     days = (first_day - EPOCH).days + assign_days(keys_of(table.column(KEY)), bounds)
@@ -93,23 +103,42 @@ def finish_jobs(table: pa.Table, channel: str, campaign, wave: int, schedule: Sc
     if channel == "announcement":
         count = table.column("lines")
         text = template.render({"region": table.column("region"), "count": count}, n)
-        cols = {**common, "region": table.column("region"), "count": count, "unreachable": table.column("unreachable"),
-                **locale, "text": text, **timing}
+        cols = {
+            **common,
+            "region": table.column("region"),
+            "count": count,
+            "unreachable": table.column("unreachable"),
+            **locale,
+            "text": text,
+            **timing,
+        }
         return pa.table(cols, schema=JOB_SCHEMAS[channel])
     masked = mask_numbers(table.column("msisdn"))
     values = {"msisdn_masked": masked, "region": table.column("region")}
     text = template.render(values, n)
-    line = {"line_id": table.column("line_id"), "line_type": table.column("line_type"),
-            "region": table.column("region"), "msisdn": table.column("msisdn"), "msisdn_masked": masked}
+    line = {
+        "line_id": table.column("line_id"),
+        "line_type": table.column("line_type"),
+        "region": table.column("region"),
+        "msisdn": table.column("msisdn"),
+        "msisdn_masked": masked,
+    }
     if channel == "call":
         cols = {**common, **line, "route": table.column("route"), **locale, "script": text, **timing}
         return pa.table(cols, schema=JOB_SCHEMAS[channel])
     units, gsm7 = template.sms_lengths(values, n, text)
     segments = segments_of(units, gsm7)
-    cols = {**common, **line, **locale, "text": text,
-            "encoding": pa.array(np.where(gsm7, "GSM7", "UCS2"), pa.string()),
-            "units": pa.array(units.astype(np.int32)), "segments": pa.array(segments),
-            "cost": pa.array(segments * campaign.price_per_segment), **timing}
+    cols = {
+        **common,
+        **line,
+        **locale,
+        "text": text,
+        "encoding": pa.array(np.where(gsm7, "GSM7", "UCS2"), pa.string()),
+        "units": pa.array(units.astype(np.int32)),
+        "segments": pa.array(segments),
+        "cost": pa.array(segments * campaign.price_per_segment),
+        **timing,
+    }
     return pa.table(cols, schema=JOB_SCHEMAS[channel])
 
 
@@ -117,14 +146,17 @@ def history_rows(jobs: pa.Table, run_id: str) -> pa.Table:
     """The history records of jobs that are durable (files written, or publish acknowledged)."""
     n = jobs.num_rows
     has_line = "line_id" in jobs.column_names
-    return pa.table({
-        "job_id": jobs.column("job_id"),
-        "line_id": jobs.column("line_id") if has_line else pa.nulls(n, pa.string()),
-        "region": jobs.column("region"),
-        "channel": jobs.column("channel"),
-        "campaign_id": jobs.column("campaign_id"),
-        "wave": jobs.column("wave"),
-        "send_day": jobs.column("send_day"),
-        "sent_at": jobs.column("not_before"),
-        "run_id": pa.repeat(pa.scalar(run_id), n),
-    }, schema=arrow_schema("notify_history"))
+    return pa.table(
+        {
+            "job_id": jobs.column("job_id"),
+            "line_id": jobs.column("line_id") if has_line else pa.nulls(n, pa.string()),
+            "region": jobs.column("region"),
+            "channel": jobs.column("channel"),
+            "campaign_id": jobs.column("campaign_id"),
+            "wave": jobs.column("wave"),
+            "send_day": jobs.column("send_day"),
+            "sent_at": jobs.column("not_before"),
+            "run_id": pa.repeat(pa.scalar(run_id), n),
+        },
+        schema=arrow_schema("notify_history"),
+    )

@@ -30,6 +30,7 @@ Numbers are validated here, vectorised (docs/regulation.md §3): mobile
 7-8 digits. The scan removes ``+86`` and with it a fixed line's trunk ``0``
 (E.164 drops it); the planner puts the ``0`` back for FIXED lines.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,16 +42,38 @@ import pyarrow.compute as pc
 
 from transforms.notify.schedule import EPOCH
 
-__all__ = ["PlanContext", "Plan", "plan_lines", "latest_status", "normalise_numbers", "OUTCOMES",
-           "MOBILE_RE", "DATA_CARD_RE", "FIXED_RE", "PLAN_COLUMNS", "ANNOUNCED"]
+__all__ = [
+    "PlanContext",
+    "Plan",
+    "plan_lines",
+    "latest_status",
+    "normalise_numbers",
+    "OUTCOMES",
+    "MOBILE_RE",
+    "DATA_CARD_RE",
+    "FIXED_RE",
+    "PLAN_COLUMNS",
+    "ANNOUNCED",
+]
 
 MOBILE_RE = r"^1[3-9]\d{9}$"
 DATA_CARD_RE = r"^(?:1[3-9]\d{9}|1(?:4\d|06)\d{10})$"
 FIXED_RE = r"^0(?:10|2\d|[3-9]\d{2})\d{7,8}$"
 PLAN_COLUMNS = ("line_id", "msisdn", "line_type", "region", "needs_registration")
 
-OUTCOMES = ("PENDING", "REGISTERED", "ALREADY_SENT", "RECENTLY_NOTIFIED", "SMS", "CALL", "INVALID_NUMBER",
-            "SUPPRESSED", "SMS_FAILED", "CALL_FAILED", "NOT_IN_WAVE")
+OUTCOMES = (
+    "PENDING",
+    "REGISTERED",
+    "ALREADY_SENT",
+    "RECENTLY_NOTIFIED",
+    "SMS",
+    "CALL",
+    "INVALID_NUMBER",
+    "SUPPRESSED",
+    "SMS_FAILED",
+    "CALL_FAILED",
+    "NOT_IN_WAVE",
+)
 _O = {name: np.int8(i) for i, name in enumerate(OUTCOMES)}
 ANNOUNCED = ("INVALID_NUMBER", "SUPPRESSED", "SMS_FAILED", "CALL_FAILED", "NOT_IN_WAVE")
 
@@ -87,8 +110,10 @@ def normalise_numbers(msisdn: pa.Array, line_type: pa.Array) -> pa.Array:
     """Restore the trunk ``0`` of FIXED numbers that arrived in E.164 form."""
     fixed = pc.fill_null(pc.equal(line_type, "FIXED"), False)
     trunk = pc.binary_join_element_wise("0", msisdn, "")
-    restore = pc.and_(pc.and_(fixed, pc.invert(pc.fill_null(pc.starts_with(msisdn, "0"), True))),
-                      pc.fill_null(pc.match_substring_regex(trunk, FIXED_RE), False))
+    restore = pc.and_(
+        pc.and_(fixed, pc.invert(pc.fill_null(pc.starts_with(msisdn, "0"), True))),
+        pc.fill_null(pc.match_substring_regex(trunk, FIXED_RE), False),
+    )
     return pc.if_else(restore, trunk, msisdn)
 
 
@@ -135,8 +160,16 @@ def _settle(outcome: np.ndarray, mask: np.ndarray, name: str) -> None:
     outcome[(outcome == 0) & mask] = _O[name]
 
 
-def _settle_channels(outcome: np.ndarray, ctx: PlanContext, line_id: pa.Array, line_type: pa.Array,
-                     msisdn: pa.Array, sms_failed, call_failed, suppressed) -> tuple[np.ndarray, np.ndarray]:
+def _settle_channels(
+    outcome: np.ndarray,
+    ctx: PlanContext,
+    line_id: pa.Array,
+    line_type: pa.Array,
+    msisdn: pa.Array,
+    sms_failed,
+    call_failed,
+    suppressed,
+) -> tuple[np.ndarray, np.ndarray]:
     """The channel outcomes (SMS, CALL and the announcement's reasons) of the lines still open.
 
     Returns the route of each line (0 PRIMARY, 1 SMS_FAILED, 2 SMS_SUPPRESSED) and
@@ -175,16 +208,27 @@ def _line_jobs(lines: pa.Table, msisdn: pa.Array, outcome: np.ndarray, route: np
     picked = pa.array(jobs_mask)
     channel = np.where(outcome == _O["SMS"], "sms", "call")[jobs_mask]
     route_names = np.array(["PRIMARY", "SMS_FAILED", "SMS_SUPPRESSED"])[route[jobs_mask]]
-    return pa.table({
-        "line_id": lines.column("line_id").filter(picked), "msisdn": msisdn.filter(picked),
-        "line_type": lines.column("line_type").filter(picked), "region": lines.column("region").filter(picked),
-        "channel": pa.array(channel, pa.string()), "route": pa.array(route_names, pa.string()),
-    })
+    return pa.table(
+        {
+            "line_id": lines.column("line_id").filter(picked),
+            "msisdn": msisdn.filter(picked),
+            "line_type": lines.column("line_type").filter(picked),
+            "region": lines.column("region").filter(picked),
+            "channel": pa.array(channel, pa.string()),
+            "route": pa.array(route_names, pa.string()),
+        }
+    )
 
 
-def plan_lines(lines: pa.Table, ctx: PlanContext, *, registered: pa.Array | None = None,
-               history: pa.Table | None = None, receipts: pa.Table | None = None,
-               suppressed: pa.Array | None = None) -> Plan:
+def plan_lines(
+    lines: pa.Table,
+    ctx: PlanContext,
+    *,
+    registered: pa.Array | None = None,
+    history: pa.Table | None = None,
+    receipts: pa.Table | None = None,
+    suppressed: pa.Array | None = None,
+) -> Plan:
     """Decide every targeted line's outcome; returns the line jobs, region tallies and counts.
 
     Args:
@@ -219,8 +263,10 @@ def _counts(outcome: np.ndarray, on_list: np.ndarray, route: np.ndarray, n: int)
         "targeted": n,
         "outcomes": named,
         "suppressed_lines": int(on_list.sum()),
-        "call_fallback": {"SMS_FAILED": int((calls & (route == 1)).sum()),
-                          "SMS_SUPPRESSED": int((calls & (route == 2)).sum())},
+        "call_fallback": {
+            "SMS_FAILED": int((calls & (route == 1)).sum()),
+            "SMS_SUPPRESSED": int((calls & (route == 2)).sum()),
+        },
         "to_announcement": int(sum(named[a.lower()] for a in ANNOUNCED)),
     }
 
@@ -229,13 +275,15 @@ def _regions(region: pa.Array, outcome: np.ndarray) -> pa.Table:
     """Per region: lines still to register, of which unreachable this wave, SMS and calls."""
     keep = outcome != _O["REGISTERED"]
     codes = np.array([_O[a] for a in ANNOUNCED])
-    table = pa.table({
-        "region": region,
-        "lines": pa.array(keep.astype(np.int64)),
-        "unreachable": pa.array(np.isin(outcome, codes).astype(np.int64)),
-        "sms": pa.array((outcome == _O["SMS"]).astype(np.int64)),
-        "call": pa.array((outcome == _O["CALL"]).astype(np.int64)),
-    }).filter(pa.array(keep))
+    table = pa.table(
+        {
+            "region": region,
+            "lines": pa.array(keep.astype(np.int64)),
+            "unreachable": pa.array(np.isin(outcome, codes).astype(np.int64)),
+            "sms": pa.array((outcome == _O["SMS"]).astype(np.int64)),
+            "call": pa.array((outcome == _O["CALL"]).astype(np.int64)),
+        }
+    ).filter(pa.array(keep))
     return sum_regions(table)
 
 

@@ -17,6 +17,7 @@ part and 153 per part beyond; UCS-2 70 and 67. The signature counts with its
     >>> segment_count(71, "UCS2")
     2
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "sms_units", "segment_count", "segments_of", "sign",
-           "mask_numbers", "Template", "TemplateError", "PLACEHOLDERS"]
+__all__ = [
+    "GSM7_BASIC",
+    "GSM7_EXTENSION",
+    "sms_units",
+    "segment_count",
+    "segments_of",
+    "sign",
+    "mask_numbers",
+    "Template",
+    "TemplateError",
+    "PLACEHOLDERS",
+]
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -92,7 +103,8 @@ def mask_numbers(numbers: pa.Array) -> pa.Array:
     long = pc.fill_null(pc.greater_equal(n, 8), False)
     stars_long = pc.binary_repeat("*", pc.max_element_wise(pc.subtract(n, 7), 0))
     masked_long = pc.binary_join_element_wise(
-        pc.utf8_slice_codeunits(numbers, 0, 3), stars_long, pc.utf8_slice_codeunits(numbers, -4), "")
+        pc.utf8_slice_codeunits(numbers, 0, 3), stars_long, pc.utf8_slice_codeunits(numbers, -4), ""
+    )
     stars_short = pc.binary_repeat("*", pc.max_element_wise(pc.subtract(n, 2), 0))
     masked_short = pc.binary_join_element_wise(stars_short, pc.utf8_slice_codeunits(numbers, -2), "")
     return pc.if_else(long, masked_long, masked_short)
@@ -112,8 +124,9 @@ class Template:
     parts: tuple[tuple[str, str], ...]
 
     @classmethod
-    def compile(cls, text: str, channel: str, locale: str, constants: dict[str, str], head: str = "",
-                where: str = "template") -> "Template":
+    def compile(
+        cls, text: str, channel: str, locale: str, constants: dict[str, str], head: str = "", where: str = "template"
+    ) -> "Template":
         allowed = PLACEHOLDERS[channel]
         parts: list[tuple[str, str]] = [("lit", head)] if head else []
         try:

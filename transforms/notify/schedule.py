@@ -19,6 +19,7 @@ with a binary search, so the jobs themselves never need a global sort.
     >>> [t.isoformat() for t in s.window(dt.date(2026, 12, 1))]
     ['2026-12-01T00:00:00+00:00', '2026-12-01T13:00:00+00:00']
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,8 +86,9 @@ def _micros(moment: dt.datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def day_bounds(keys: np.ndarray, cap: int, used: Mapping[dt.date, int] | None = None,
-               first_day: dt.date | None = None) -> np.ndarray:
+def day_bounds(
+    keys: np.ndarray, cap: int, used: Mapping[dt.date, int] | None = None, first_day: dt.date | None = None
+) -> np.ndarray:
     """The first key of each day after the first, for jobs ordered by key.
 
     Day ``k`` (counted from ``first_day``) takes ``cap`` minus the jobs the

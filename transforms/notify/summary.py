@@ -6,6 +6,7 @@ Job tables of each channel in; one dict out: ``rows`` maps
 rendered text), for ``backfill notify --dry-run`` to print. Aggregation is per
 table with Arrow's group_by; only the small tallies are combined globally.
 """
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -29,10 +30,15 @@ class SummariseJobs(beam.PTransform):
         self._samples = samples
 
     def expand(self, jobs: dict):
-        parts = [pcoll | f"Summarise{name.title()}" >> beam.Map(_summary, name, self._samples)
-                 for name, pcoll in sorted(jobs.items())]
-        return tuple(parts) | "FlattenSummaries" >> beam.Flatten() | "MergeSummaries" >> beam.CombineGlobally(
-            _MergeSummaries(self._samples))
+        parts = [
+            pcoll | f"Summarise{name.title()}" >> beam.Map(_summary, name, self._samples)
+            for name, pcoll in sorted(jobs.items())
+        ]
+        return (
+            tuple(parts)
+            | "FlattenSummaries" >> beam.Flatten()
+            | "MergeSummaries" >> beam.CombineGlobally(_MergeSummaries(self._samples))
+        )
 
 
 def _summary(table: pa.Table, channel: str, samples: int) -> dict:
@@ -45,8 +51,14 @@ def _summary(table: pa.Table, channel: str, samples: int) -> dict:
     region = table.column("region") if "region" in table.column_names else pa.nulls(table.num_rows, pa.string())
     table = table.set_column(table.schema.get_field_index("region"), "region", pc.fill_null(region, "-"))
     grouped = table.group_by(["region", "send_day"], use_threads=False).aggregate(agg).to_pylist()
-    rows = {f"{channel}|{g['region']}|{g['send_day'].isoformat()}": [
-        g["_n_sum"], g.get("segments_sum") or 0, g.get("cost_sum") or 0.0] for g in grouped}
+    rows = {
+        f"{channel}|{g['region']}|{g['send_day'].isoformat()}": [
+            g["_n_sum"],
+            g.get("segments_sum") or 0,
+            g.get("cost_sum") or 0.0,
+        ]
+        for g in grouped
+    }
     text = "script" if channel == "call" else "text"
     keep = ["job_id", "msisdn_masked", text] if channel != "announcement" else ["job_id", "region", text]
     first = pc.bottom_k_unstable(table.column("job_id"), samples) if table.num_rows else []

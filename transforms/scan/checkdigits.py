@@ -11,6 +11,7 @@ Sources (``docs/regulation.md``):
   * GB 11714 organisation-code check: §2.5
   * ISO 7064 MOD 11,10 of the legacy business registration number: §2.6
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,9 +50,7 @@ def _lookup(table: dict[int, int]) -> np.ndarray:
 
 
 # Face values: digits 0-9, letters A=10 .. Z=35 (GB 11714 and MOD 11-2's X).
-_ALNUM_VALUE = _lookup(
-    {**{48 + d: d for d in range(10)}, **{65 + i: 10 + i for i in range(26)}}
-)
+_ALNUM_VALUE = _lookup({**{48 + d: d for d in range(10)}, **{65 + i: 10 + i for i in range(26)}})
 _USCC_VALUE = _lookup({ord(c): i for i, c in enumerate(USCC_CHARSET)})
 
 

@@ -13,6 +13,7 @@ required field is absent (absence wins over invalidity); else INVALID when
 any check fails; else COMPLETE. Failed checks of the present fields are
 listed whatever the status.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -129,8 +130,9 @@ def bits_to_lists(bits: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def _dead_letters(raw: pa.Table, line_id: pa.Array, enums: dict, bad_dates: dict, ctx,
-                  policy) -> tuple[np.ndarray, pa.Table]:
+def _dead_letters(
+    raw: pa.Table, line_id: pa.Array, enums: dict, bad_dates: dict, ctx, policy
+) -> tuple[np.ndarray, pa.Table]:
     """Rows that cannot be classified, one reason each (first that applies)."""
     no_id = ~_np(line_id.is_valid())
     conditions, reasons, fields, details = [no_id], ["LINE_ID_MISSING"], ["line_id"], ["line_id is empty"]
@@ -235,8 +237,14 @@ class _LineFields:
 
     def filter(self, keep: pa.Array) -> "_LineFields":
         enums = {f: a.filter(keep) for f, a in self.enums.items()}
-        return _LineFields(self.line_id.filter(keep), enums, self.activated.filter(keep),
-                           self.terminated.filter(keep), self.updated.filter(keep), self.bad_dates)
+        return _LineFields(
+            self.line_id.filter(keep),
+            enums,
+            self.activated.filter(keep),
+            self.terminated.filter(keep),
+            self.updated.filter(keep),
+            self.bad_dates,
+        )
 
 
 def _line_fields(raw: pa.Table, policy: Policy) -> _LineFields:
@@ -265,8 +273,9 @@ class _Identity:
 def _missing_bits(bits: _Bits, present: dict, is_org: np.ndarray, policy: Policy) -> None:
     """A *_MISSING reason for each required field that is absent (the kind decides what is required)."""
     for field, here in present.items():
-        required = np.where(is_org, field in policy.required_fields["ORGANIZATION"],
-                            field in policy.required_fields["INDIVIDUAL"])
+        required = np.where(
+            is_org, field in policy.required_fields["ORGANIZATION"], field in policy.required_fields["INDIVIDUAL"]
+        )
         bits.set(_FIELD_MISSING[field], required & ~here)
 
 
@@ -293,8 +302,12 @@ def _check_identity(raw: pa.Table, kind: pa.Array, policy: Policy, as_of: dt.dat
     number = normalize_doc_number(col("doc_number"))
     name = normalize_name(col("name"))
     address = clean_text(col("address"))
-    present = {"doc_type": type_present, "doc_number": _np(number.is_valid()), "name": _np(name.is_valid()),
-               "address": _np(address.is_valid())}
+    present = {
+        "doc_type": type_present,
+        "doc_number": _np(number.is_valid()),
+        "name": _np(name.is_valid()),
+        "address": _np(address.is_valid()),
+    }
     bits = _Bits(raw.num_rows)
     _missing_bits(bits, present, is_org, policy)
     _document_bits(bits, code, type_present, number, kind, policy, as_of, rules)
@@ -332,8 +345,9 @@ def _cross_record_keys(identity: _Identity, salt: str) -> tuple[pa.Array, pa.Arr
     return doc_key, name_key
 
 
-def _classified_table(raw: pa.Table, line: _LineFields, identity: _Identity, policy: Policy,
-                      as_of: dt.date, salt: str) -> pa.Table:
+def _classified_table(
+    raw: pa.Table, line: _LineFields, identity: _Identity, policy: Policy, as_of: dt.date, salt: str
+) -> pa.Table:
     """The classified batch: the contract's columns and the hidden working columns."""
     n = raw.num_rows
     col = functools.partial(_column, raw)
@@ -367,9 +381,7 @@ def _classified_table(raw: pa.Table, line: _LineFields, identity: _Identity, pol
     return pa.Table.from_pydict(columns)
 
 
-def classify_batch(
-    raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
-) -> ClassifiedBatch:
+def classify_batch(raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str) -> ClassifiedBatch:
     """Classify one raw batch. Rows in = classified rows + dead letters."""
     rows_in = raw.num_rows
     line = _line_fields(raw, policy)
@@ -391,6 +403,4 @@ def finalize(table: pa.Table) -> pa.Table:
     columns = {name: table.column(name) for name in CLASSIFIED_SCHEMA.names if name in table.column_names}
     columns["flags"] = bits_to_lists(bits, FLAGS)
     columns["needs_review"] = pa.array(bits != 0)
-    return pa.Table.from_pydict(
-        {name: columns[name] for name in CLASSIFIED_SCHEMA.names}, schema=CLASSIFIED_SCHEMA
-    )
+    return pa.Table.from_pydict({name: columns[name] for name in CLASSIFIED_SCHEMA.names}, schema=CLASSIFIED_SCHEMA)

@@ -16,6 +16,7 @@ and document shuffles; their findings come back to each batch as small
 are Beam GroupByKeys on bucket numbers (:mod:`transforms.core.shuffle`): a worker
 holds one bucket or one batch at a time, whatever the size of the base.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,8 +30,14 @@ import pyarrow.compute as pc
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.scan.classify import classify_batch, finalize
-from transforms.scan.crossrecord import (apply_exceptions, batch_id, deduplicate, document_flags, document_keys,
-                                         key_table)
+from transforms.scan.crossrecord import (
+    apply_exceptions,
+    batch_id,
+    deduplicate,
+    document_flags,
+    document_keys,
+    key_table,
+)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.metrics import SumCounts, counter, value_counts
 from transforms.scan.policy import Policy
@@ -82,8 +89,12 @@ class _ClassifyFn(beam.DoFn):
         self._rows.inc(result.classified.num_rows)
         if raw.num_rows:
             rows = raw.column("_src_row")
-            log.info("scan: classified rows %s-%s of %s", f"{rows[0].as_py():,}", f"{rows[-1].as_py():,}",
-                     raw.column("_src_file")[0].as_py())
+            log.info(
+                "scan: classified rows %s-%s of %s",
+                f"{rows[0].as_py():,}",
+                f"{rows[-1].as_py():,}",
+                raw.column("_src_file")[0].as_py(),
+            )
         yield {"rows_in": result.rows_in}
         if result.dead_letter.num_rows:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, result.dead_letter)

@@ -16,6 +16,7 @@ id, update time, source, document and name keys) is what travels:
 Document and name keys are keyed hashes of the normalised values
 (:func:`transforms.scan.keyed_hash.keyed_hash`): no plaintext in any shuffle.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,12 +43,14 @@ __all__ = [
 # must agree across workers, processes and runs (unlike Python's hash()).
 _BUCKET_KEY = b"subreg-buckets-1"
 
-EXCEPTIONS_SCHEMA = pa.schema([
-    ("_batch", pa.int64()),
-    ("_index", pa.int32()),
-    ("_drop", pa.bool_()),
-    ("_flag_bits", pa.uint8()),
-])
+EXCEPTIONS_SCHEMA = pa.schema(
+    [
+        ("_batch", pa.int64()),
+        ("_index", pa.int32()),
+        ("_drop", pa.bool_()),
+        ("_flag_bits", pa.uint8()),
+    ]
+)
 
 
 def bucket_of(values: pa.Array, n_buckets: int) -> np.ndarray:
@@ -74,31 +77,36 @@ def batch_id(source_file: str, first_row: int) -> int:
 def key_table(classified: pa.Table, batch: int) -> pa.Table:
     """The narrow table the shuffles carry for one classified batch."""
     n = classified.num_rows
-    return pa.table({
-        "line_id": classified.column("line_id"),
-        "_updated_at": classified.column("_updated_at"),
-        "_src_file": classified.column("_src_file"),
-        "_src_row": classified.column("_src_row"),
-        "_doc_key": classified.column("_doc_key"),
-        "_name_key": classified.column("_name_key"),
-        "_active_person": pc.and_(
-            pc.not_equal(classified.column("status"), "TERMINATED"),
-            pc.equal(classified.column("subscriber_kind"), "INDIVIDUAL"),
-        ),
-        "_batch": pa.array(np.full(n, batch, np.int64)),
-        "_index": pa.array(np.arange(n, dtype=np.int32)),
-    })
+    return pa.table(
+        {
+            "line_id": classified.column("line_id"),
+            "_updated_at": classified.column("_updated_at"),
+            "_src_file": classified.column("_src_file"),
+            "_src_row": classified.column("_src_row"),
+            "_doc_key": classified.column("_doc_key"),
+            "_name_key": classified.column("_name_key"),
+            "_active_person": pc.and_(
+                pc.not_equal(classified.column("status"), "TERMINATED"),
+                pc.equal(classified.column("subscriber_kind"), "INDIVIDUAL"),
+            ),
+            "_batch": pa.array(np.full(n, batch, np.int64)),
+            "_index": pa.array(np.arange(n, dtype=np.int32)),
+        }
+    )
 
 
 def _exceptions(keys: pa.Table, drop: bool, bits) -> pa.Table:
     n = keys.num_rows
     flag_bits = bits if isinstance(bits, np.ndarray) else np.full(n, bits, np.uint8)
-    return pa.table({
-        "_batch": keys.column("_batch"),
-        "_index": keys.column("_index"),
-        "_drop": pa.array(np.full(n, drop)),
-        "_flag_bits": pa.array(flag_bits.astype(np.uint8), pa.uint8()),
-    }, schema=EXCEPTIONS_SCHEMA)
+    return pa.table(
+        {
+            "_batch": keys.column("_batch"),
+            "_index": keys.column("_index"),
+            "_drop": pa.array(np.full(n, drop)),
+            "_flag_bits": pa.array(flag_bits.astype(np.uint8), pa.uint8()),
+        },
+        schema=EXCEPTIONS_SCHEMA,
+    )
 
 
 def deduplicate(keys: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.Table, pa.Table]:
@@ -107,12 +115,14 @@ def deduplicate(keys: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.Ta
         return keys, EXCEPTIONS_SCHEMA.empty_table(), dead_letter_table(ctx, [])
     ts = pc.fill_null(keys.column("_updated_at").cast(pa.int64()), np.iinfo(np.int64).min)
     order = pc.sort_indices(
-        pa.table({
-            "line_id": keys.column("line_id"),
-            "ts": ts,
-            "file": keys.column("_src_file"),
-            "row": keys.column("_src_row"),
-        }),
+        pa.table(
+            {
+                "line_id": keys.column("line_id"),
+                "ts": ts,
+                "file": keys.column("_src_file"),
+                "row": keys.column("_src_row"),
+            }
+        ),
         sort_keys=[("line_id", "ascending"), ("ts", "ascending"), ("file", "ascending"), ("row", "ascending")],
     )
     ids = keys.column("line_id").combine_chunks().take(order)
@@ -146,20 +156,24 @@ def document_flags(keys: pa.Table, line_limit: int) -> pa.Table:
     """Flag exceptions of the lines with a cross-record finding (one doc bucket)."""
     if keys.num_rows == 0:
         return EXCEPTIONS_SCHEMA.empty_table()
-    per_doc = keys.group_by("_doc_key").aggregate([
-        ("_name_key", "count_distinct", pc.CountOptions(mode="only_valid")),
-        ("_active_person", "sum"),
-    ])
+    per_doc = keys.group_by("_doc_key").aggregate(
+        [
+            ("_name_key", "count_distinct", pc.CountOptions(mode="only_valid")),
+            ("_active_person", "sum"),
+        ]
+    )
     conflict = pc.greater(per_doc.column("_name_key_count_distinct"), 1)
     over = pc.greater(pc.fill_null(per_doc.column("_active_person_sum"), 0), line_limit)
     findings = per_doc.filter(pc.or_(conflict, over))
     if findings.num_rows == 0:
         return EXCEPTIONS_SCHEMA.empty_table()
-    findings = pa.table({
-        "_doc_key": findings.column("_doc_key"),
-        "_conflict": pc.greater(findings.column("_name_key_count_distinct"), 1),
-        "_over": pc.greater(pc.fill_null(findings.column("_active_person_sum"), 0), line_limit),
-    })
+    findings = pa.table(
+        {
+            "_doc_key": findings.column("_doc_key"),
+            "_conflict": pc.greater(findings.column("_name_key_count_distinct"), 1),
+            "_over": pc.greater(pc.fill_null(findings.column("_active_person_sum"), 0), line_limit),
+        }
+    )
     joined = keys.join(findings, "_doc_key", join_type="inner")
     conflict_bit = np.where(joined.column("_conflict").to_numpy(), FLAG_BIT["DOC_NAME_CONFLICT"], 0)
     # The limit flag goes on the lines that count towards it.

@@ -6,6 +6,7 @@ zone (``Z`` or ``+08:00``); a time without a zone is UTC (docs/contract.md,
 "Registration events"). Arrow's own ``strptime`` rolls 1900-02-29 over to
 1900-03-01, so the calendar is checked here, with numpy, instead.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,8 +65,10 @@ _DIGIT_POSITIONS = {
     10: ((0, 1, 2, 3, 5, 6, 8, 9), {4: b"-/.", 7: b"-/."}),
     19: ((0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18), {4: b"-", 7: b"-", 10: b"T ", 13: b":", 16: b":"}),
     20: ((0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18), {4: b"-", 7: b"-", 10: b"T ", 13: b":", 16: b":", 19: b"Z"}),
-    25: ((0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24),
-         {4: b"-", 7: b"-", 10: b"T ", 13: b":", 16: b":", 19: b"+-", 22: b":"}),
+    25: (
+        (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24),
+        {4: b"-", 7: b"-", 10: b"T ", 13: b":", 16: b":", 19: b"+-", 22: b":"},
+    ),
 }
 
 
@@ -95,7 +98,10 @@ def _fast_fixed(text: pa.Array):
         if not ok.any():
             continue
         hit |= ok
-        two = lambda i: d[:, i] * 10 + d[:, i + 1]
+
+        def two(i):
+            return d[:, i] * 10 + d[:, i + 1]
+
         found = {0: d[:, 0] * 1000 + d[:, 1] * 100 + two(2), 1: two(5), 2: two(8)}
         if width >= 19:
             found.update({3: two(11), 4: two(14), 5: two(17)})
@@ -131,9 +137,7 @@ def _components(values):
         y, m, d = _date_parts(groups)
         hh, mm, ss = _ints(groups, "H"), _ints(groups, "M"), _ints(groups, "S")
         f = _group(groups, "f")
-        micros = pc.fill_null(
-            pc.utf8_slice_codeunits(pc.utf8_rpad(f, 6, "0"), 0, 6).cast(pa.int64()), 0
-        ).to_numpy()
+        micros = pc.fill_null(pc.utf8_slice_codeunits(pc.utf8_rpad(f, 6, "0"), 0, 6).cast(pa.int64()), 0).to_numpy()
         zone = pc.replace_substring(pc.fill_null(_group(groups, "z"), "Z"), ":", "")
         # "Z" -> "+0000"; then sign, hours and minutes are fixed positions.
         zone = pc.if_else(pc.equal(zone, "Z"), "+0000", zone)
@@ -162,12 +166,7 @@ def parse_timestamps(values) -> tuple[pa.Array, np.ndarray]:
     """(timestamp[us, UTC] array, bad) where ``bad`` marks present values that are not times."""
     present, matched, parts, micros = _components(values)
     y, m, d, hh, mm, ss, offset_min = parts
-    good = (
-        matched
-        & is_real_date(y, m, d)
-        & (hh < 24) & (mm < 60) & (ss < 60)
-        & (np.abs(offset_min) <= 14 * 60)
-    )
+    good = matched & is_real_date(y, m, d) & (hh < 24) & (mm < 60) & (ss < 60) & (np.abs(offset_min) <= 14 * 60)
     seconds = to_days(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss - offset_min * 60
     us = np.where(good, seconds * 1_000_000 + micros, 0)
     out = pa.array(us, pa.int64(), mask=~good).cast(pa.timestamp("us", tz="UTC"))

@@ -24,6 +24,7 @@ Example::
         as_of=datetime.date(2024, 6, 30))
     reasons["DOC_NUMBER_CHECKSUM"]  # array([False,  True, False])
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,23 +37,38 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.scan.checkdigits import (
-    USCC_CHARSET, char_matrix, gb11714, mod11_10, mod11_2, uscc_mod31)
+from transforms.scan.checkdigits import USCC_CHARSET, char_matrix, gb11714, mod11_10, mod11_2, uscc_mod31
 
 __all__ = ["DocumentRules", "CHECKS", "REASONS", "check_document_numbers"]
 
-CHECKS = ("citizen_id", "hmt_residence_permit", "foreign_permanent_resident_id",
-          "hk_macao_permit", "taiwan_permit", "passport", "free_text",
-          "uscc", "org_code", "business_license", "uscc_or_alnum")
+CHECKS = (
+    "citizen_id",
+    "hmt_residence_permit",
+    "foreign_permanent_resident_id",
+    "hk_macao_permit",
+    "taiwan_permit",
+    "passport",
+    "free_text",
+    "uscc",
+    "org_code",
+    "business_license",
+    "uscc_or_alnum",
+)
 
-REASONS = ("DOC_NUMBER_FORMAT", "DOC_NUMBER_CHECKSUM", "DOC_NUMBER_BIRTH_DATE",
-           "DOC_NUMBER_REGION", "DOC_NUMBER_FIRST_GENERATION", "DOC_TYPE_MISMATCH")
+REASONS = (
+    "DOC_NUMBER_FORMAT",
+    "DOC_NUMBER_CHECKSUM",
+    "DOC_NUMBER_BIRTH_DATE",
+    "DOC_NUMBER_REGION",
+    "DOC_NUMBER_FIRST_GENERATION",
+    "DOC_TYPE_MISMATCH",
+)
 FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH = REASONS
 
 # GB/T 2260 province-level codes (docs/policy.md "Document numbers"; docs/regulation.md §2.1).
 _PROVINCES = frozenset(
-    f"{c}" for lo, hi in ((11, 15), (21, 23), (31, 37), (41, 46), (50, 54), (61, 65))
-    for c in range(lo, hi + 1))
+    f"{c}" for lo, hi in ((11, 15), (21, 23), (31, 37), (41, 46), (50, 54), (61, 65)) for c in range(lo, hi + 1)
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +84,30 @@ class DocumentRules:
     # Compared to the normalised value. docs/policy.md's list plus keyboard runs;
     # docs/regulation.md §6 found no source for them, they are plausible junk.
     number_placeholders: tuple[str, ...] = (
-        "无", "暂无", "空", "未知", "不详", "待补", "待补充", "其他", "测试", "TEST",
-        "NULL", "NONE", "NIL", "N/A", "NA", "UNKNOWN", "123456", "1234567",
-        "12345678", "123456789", "1234567890", "0123456789", "000000")
+        "无",
+        "暂无",
+        "空",
+        "未知",
+        "不详",
+        "待补",
+        "待补充",
+        "其他",
+        "测试",
+        "TEST",
+        "NULL",
+        "NONE",
+        "NIL",
+        "N/A",
+        "NA",
+        "UNKNOWN",
+        "123456",
+        "1234567",
+        "12345678",
+        "123456789",
+        "1234567890",
+        "0123456789",
+        "000000",
+    )
     passport_min: int = 5
     passport_max: int = 17
     alnum_min: int = 6  # PUBLIC_INSTITUTION_CERT / SOCIAL_GROUP_CERT free form
@@ -133,8 +170,9 @@ def _ymd(day: datetime.date) -> int:
     return day.year * 10000 + day.month * 100 + day.day
 
 
-def _birth_ok(year: np.ndarray, month: np.ndarray, day: np.ndarray,
-              as_of: datetime.date, rules: DocumentRules) -> np.ndarray:
+def _birth_ok(
+    year: np.ndarray, month: np.ndarray, day: np.ndarray, as_of: datetime.date, rules: DocumentRules
+) -> np.ndarray:
     """A real Gregorian date, not after as_of, not more than max_age_years before it (2.1)."""
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))  # 1900 no, 2000 yes
     month_ok = (month >= 1) & (month <= 12)
@@ -152,8 +190,7 @@ def _id18(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return m, ok
 
 
-def _id18_checksum_birth(m: np.ndarray, as_of: datetime.date,
-                         rules: DocumentRules) -> tuple[np.ndarray, np.ndarray]:
+def _id18_checksum_birth(m: np.ndarray, as_of: datetime.date, rules: DocumentRules) -> tuple[np.ndarray, np.ndarray]:
     """MOD 11-2 mismatch (2.1) and bad YYYYMMDD at [6:14] of 18-character numbers."""
     bad_check = mod11_2(m[:, :17]) != m[:, 17]
     good_birth = _birth_ok(_number(m, 6, 10), _number(m, 10, 12), _number(m, 12, 14), as_of, rules)
@@ -172,8 +209,9 @@ def _citizen_id(values: pa.Array, as_of: datetime.date, rules: DocumentRules) ->
     m15, fits15 = _matrix(values, 15)
     ok15 = fits15 & _digits(m15).all(axis=1)
     bad_check, bad_birth = _id18_checksum_birth(m, as_of, rules)
-    birth15 = _birth_ok(1900 + _number(m15, 6, 8), _number(m15, 8, 10), _number(m15, 10, 12),
-                        as_of, rules)  # century implicit: 19YYMMDD
+    birth15 = _birth_ok(
+        1900 + _number(m15, 6, 8), _number(m15, 8, 10), _number(m15, 10, 12), as_of, rules
+    )  # century implicit: 19YYMMDD
     region18 = provinces[m[:, 0], m[:, 1]]
     region15 = provinces[m15[:, 0], m15[:, 1]]
     # docs/policy.md "Document numbers": a residence-permit (docs/regulation.md §2.2)
@@ -189,8 +227,7 @@ def _citizen_id(values: pa.Array, as_of: datetime.date, rules: DocumentRules) ->
     }
 
 
-def _hmt_residence_permit(values: pa.Array, as_of: datetime.date,
-                          rules: DocumentRules) -> _Verdicts:
+def _hmt_residence_permit(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
     # 2.2: the citizen algorithm with a fixed address code 810000/820000/830000.
     provinces = _province_pairs(frozenset(rules.province_codes))
     m, ok = _id18(values)
@@ -198,12 +235,10 @@ def _hmt_residence_permit(values: pa.Array, as_of: datetime.date,
     other = ok & ~hmt & (provinces[m[:, 0], m[:, 1]] | _new_fprid(m, provinces))
     checked = hmt | other
     bad_check, bad_birth = _id18_checksum_birth(m, as_of, rules)
-    return {FORMAT: ~checked, MISMATCH: other,
-            CHECKSUM: checked & bad_check, BIRTH: checked & bad_birth}
+    return {FORMAT: ~checked, MISMATCH: other, CHECKSUM: checked & bad_check, BIRTH: checked & bad_birth}
 
 
-def _foreign_permanent_resident_id(values: pa.Array, as_of: datetime.date,
-                                   rules: DocumentRules) -> _Verdicts:
+def _foreign_permanent_resident_id(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
     # 2.3: 2023 card, 18 digits starting with 9 (MOD 11-2, YYYYMMDD at [6:14]);
     # 2004/2017 card, 3 letters + 12 digits, YYMMDD at [7:13], 7-3-1 check not enforced
     # (its layout is not officially confirmed).
@@ -215,8 +250,7 @@ def _foreign_permanent_resident_id(values: pa.Array, as_of: datetime.date,
     m15, fits15 = _matrix(values, 15)
     old = fits15 & _uppers(m15[:, :3]).all(axis=1) & _digits(m15[:, 3:]).all(axis=1)
     yy, mm, dd = _number(m15, 7, 9), _number(m15, 9, 11), _number(m15, 11, 13)
-    old_birth = (_birth_ok(1900 + yy, mm, dd, as_of, rules)
-                 | _birth_ok(2000 + yy, mm, dd, as_of, rules))
+    old_birth = _birth_ok(1900 + yy, mm, dd, as_of, rules) | _birth_ok(2000 + yy, mm, dd, as_of, rules)
     return {
         FORMAT: ~(checked18 | old),
         MISMATCH: citizen_shaped,
@@ -250,14 +284,12 @@ def _org_code(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _
     return {FORMAT: ~ok, CHECKSUM: ok & (gb11714(body) != m[:, 8])}
 
 
-def _business_license(values: pa.Array, as_of: datetime.date,
-                      rules: DocumentRules) -> _Verdicts:
+def _business_license(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
     # A USCC (2.4) or the legacy 15-digit registration number, MOD 11,10 (2.6).
     uscc_ok, uscc_bad = _uscc_parts(values)
     m15, fits15 = _matrix(values, 15)
     legacy = fits15 & _digits(m15).all(axis=1)
-    return {FORMAT: ~(uscc_ok | legacy),
-            CHECKSUM: uscc_bad | (legacy & (mod11_10(m15[:, :14]) != m15[:, 14]))}
+    return {FORMAT: ~(uscc_ok | legacy), CHECKSUM: uscc_bad | (legacy & (mod11_10(m15[:, :14]) != m15[:, 14]))}
 
 
 def _regex_kind(pattern: Callable[[DocumentRules], str]) -> Callable[..., _Verdicts]:
@@ -265,14 +297,14 @@ def _regex_kind(pattern: Callable[[DocumentRules], str]) -> Callable[..., _Verdi
         # RE2 via Arrow: ^ and $ anchor the whole value (no multi-line mode).
         hit = pc.fill_null(pc.match_substring_regex(values, pattern(rules)), False)
         return {FORMAT: ~hit.to_numpy(zero_copy_only=False)}
+
     return check
 
 
 def _free_text(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
     # 2.7: military IDs have no reliable format; only length and placeholders (6).
     length = pc.utf8_length(values)
-    ok = pc.and_(pc.greater_equal(length, rules.free_text_min),
-                 pc.less_equal(length, rules.free_text_max))
+    ok = pc.and_(pc.greater_equal(length, rules.free_text_min), pc.less_equal(length, rules.free_text_max))
     placeholders = pa.array(sorted({_normalise(p) for p in rules.number_placeholders}), pa.string())
     # One character repeated (0000, XXXX): RE2 has no backreferences, but a value
     # equals itself shifted by one character exactly when all its characters agree.
@@ -313,9 +345,12 @@ def _string_array(values: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
     return values if values.type == pa.string() else values.cast(pa.string())
 
 
-def check_document_numbers(checks: pa.Array | pa.ChunkedArray, numbers: pa.Array | pa.ChunkedArray,
-                           as_of: datetime.date,
-                           rules: DocumentRules = DocumentRules()) -> dict[str, np.ndarray]:
+def check_document_numbers(
+    checks: pa.Array | pa.ChunkedArray,
+    numbers: pa.Array | pa.ChunkedArray,
+    as_of: datetime.date,
+    rules: DocumentRules = DocumentRules(),
+) -> dict[str, np.ndarray]:
     """Reason codes of document numbers, one boolean vector per reason.
 
     Args:

@@ -8,6 +8,7 @@ Regexes are costly over Chinese text, so each runs only on the rows a cheap
 test says it can match: placeholders are short, digits and separators have
 known bytes, and most addresses hit a common keyword at once.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,8 +41,9 @@ def _placeholder(values: pa.Array, present: np.ndarray, length: np.ndarray, word
         return np.zeros(len(values), bool)
     longest = max(len(w) for w in words)
     value_set = pa.array(words, pa.string())
-    return present & _on_rows(values, present & (length <= longest),
-                              lambda v: pc.is_in(pc.utf8_upper(v), value_set=value_set))
+    return present & _on_rows(
+        values, present & (length <= longest), lambda v: pc.is_in(pc.utf8_upper(v), value_set=value_set)
+    )
 
 
 def _contains_any(values: pa.Array, rows: np.ndarray, needles) -> np.ndarray:
@@ -78,8 +80,7 @@ def check_names(names: pa.Array, is_person: np.ndarray, cfg) -> dict[str, np.nda
     sep_bytes = {c.encode()[0] for c in separators}
     sep = "[" + re.escape(separators) + "]"
     maybe_sep = rows_with_bytes(names, lambda buf: np.isin(buf, list(sep_bytes)))
-    bad_separators = _on_rows(names, maybe_sep,
-                              lambda v: pc.match_substring_regex(v, f"^{sep}|{sep}$|{sep}{{2,}}"))
+    bad_separators = _on_rows(names, maybe_sep, lambda v: pc.match_substring_regex(v, f"^{sep}|{sep}$|{sep}{{2,}}"))
     maybe_digit = is_person & rows_with_bytes(names, _maybe_other_digit)
     digits = _on_rows(names, maybe_digit, lambda v: pc.match_substring_regex(v, r"\p{Nd}"))
     too_long = length > cfg["max_chars"]

@@ -15,6 +15,7 @@ view of the Arrow buffer) and each 16-byte block column goes through AES-ECB
 in one call, chained with numpy XORs. Values of 64 bytes or more (rare:
 names over 21 Chinese characters, junk) take keyed BLAKE2b one by one.
 """
+
 from __future__ import annotations
 
 import hashlib

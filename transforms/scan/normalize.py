@@ -18,6 +18,7 @@ All functions are vectorised (pyarrow.compute). NFKC and the regex passes are
 costly over Chinese text, so one numpy pass over the UTF-8 buffer first picks
 the rows that can change, and only those go through them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -178,7 +179,9 @@ def normalize_msisdn(values) -> pa.Array:
     Validity per channel is the notify step's business, not the scan's.
     """
     values = clean_text(values)
-    values = _subset(values, rows_with_bytes(values, _not_digit), lambda v: pc.replace_substring_regex(v, r"[^0-9+]", ""))
+    values = _subset(
+        values, rows_with_bytes(values, _not_digit), lambda v: pc.replace_substring_regex(v, r"[^0-9+]", "")
+    )
     international = pc.fill_null(pc.match_substring_regex(values, r"^(?:\+86|0086|86\d{9,})"), False)
     international = international.to_numpy(zero_copy_only=False)
     values = _subset(values, international, _national)
@@ -195,5 +198,3 @@ def _national(values: pa.Array) -> pa.Array:
 
 def _not_digit(buf: np.ndarray) -> np.ndarray:
     return (buf < 0x30) | (buf > 0x39)
-
-

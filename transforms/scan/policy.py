@@ -9,6 +9,7 @@ picklable, so it travels in the pipeline graph; it holds no secrets.
     policy = load_policy()            # the default
     policy = load_policy("my.yaml")   # an operator's override
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,7 @@ NOT_ACCEPTED = "__NOT_ACCEPTED__"
 KINDS = ("INDIVIDUAL", "ORGANIZATION")
 IDENTITY_FIELDS = ("doc_type", "doc_number", "name", "address")
 # Art. 14 thresholds for a policy file written before they existed (the default policy states them).
-DEFAULT_AGENTS = {"min_registrations": 20, "max_failed_share": 0.05, "min_lines_opened": 50,
-                  "max_flagged_share": 0.05}
+DEFAULT_AGENTS = {"min_registrations": 20, "max_failed_share": 0.05, "min_lines_opened": 50, "max_flagged_share": 0.05}
 
 
 class PolicyError(ValueError):
@@ -122,9 +122,7 @@ def load_policy(path: str | None = None) -> Policy:
     numbers = raw.get("document_numbers")
     if isinstance(numbers, dict) and isinstance(numbers.get("first_generation_void_since"), dt.date):
         numbers["first_generation_void_since"] = numbers["first_generation_void_since"].isoformat()
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(_schema()).iter_errors(raw)
-    )
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema()).iter_errors(raw))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path)
         raise _fail(source, where, error.message[:200])
