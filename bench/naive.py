@@ -192,7 +192,7 @@ def classify_row(row: dict, policy: Policy, as_of: dt.date, salt: bytes | None =
     """Classify one raw row (contract field -> string or None).
 
     Returns the classified-line dict (the contract's fields, ``flags`` holding
-    only the per-row DOC_TYPE_LABEL_REVIEW, plus ``_src_file``, ``_src_row``,
+    only the per-row DOC_TYPE_LABEL_REVIEW and REGION_INVALID, plus ``_src_file``, ``_src_row``,
     ``_updated_at`` and, with a ``salt``, the ``_doc_key`` / ``_name_key``
     hashes), or a dead-letter dict (``reason``, ``field``, ``detail``,
     ``line_id``, ``source_file``, ``source_row``): see :func:`is_dead_letter`.
@@ -208,14 +208,15 @@ def classify_row(row: dict, policy: Policy, as_of: dt.date, salt: bytes | None =
     ident = _identity(row, kind, policy, as_of, rules)
     reasons = ident["reasons"]
     status = _status(ident["present"], reasons)
-    flags = ["DOC_TYPE_LABEL_REVIEW"] if ident["review"] else []
+    region, region_ok = R.region(row.get("region"), rules["numbers"]["province_codes"])
+    flags = (["DOC_TYPE_LABEL_REVIEW"] if ident["review"] else []) + ([] if region_ok else ["REGION_INVALID"])
     return {
         "line_id": line_id,
         "msisdn": R.msisdn(row.get("msisdn")),
         "line_type": enums["line_type"],
         "subscriber_kind": kind,
         "status": enums["status"],
-        "region": R.clean(row.get("region")),
+        "region": region,
         "agent_id": R.clean(row.get("agent_id")),
         "activated_on": dates["activated_on"],
         "terminated_on": dates["terminated_on"],

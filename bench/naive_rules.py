@@ -377,6 +377,19 @@ def prepare(policy) -> dict:
     return {"numbers": numbers, "names": names, "addresses": addresses}
 
 
+# --- regions (docs/policy.md "Regions") ---
+
+
+def region(value, provinces) -> tuple[str | None, bool]:
+    """(the region kept in the output, valid): six ASCII digits under a province-level code, or absent."""
+    text = clean(value)
+    if text is None:
+        return None, True
+    if len(text) == 6 and all("0" <= c <= "9" for c in text) and text[:2] in provinces | {"71", "81", "82"}:
+        return text, True
+    return None, False
+
+
 # --- names and addresses (docs/policy.md "Names", "Addresses"; docs/regulation.md §5, §6) ---
 
 

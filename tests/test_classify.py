@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 
 import pytest
 
-from tests.support.rows import AS_OF, organisation, person
+from tests.support.rows import AS_OF, CTX, SALT, organisation, person, raw_table
 from tests.support.scan import classify
 from transforms.scan.checkdigits import mod11_2_char, uscc_char
 from transforms.core.reasons import LINE_REASONS
+from transforms.scan.classify import classify_batch, finalize
 
 
 def one(policy, **fields):
@@ -288,3 +290,44 @@ def test_so_and_so_names_are_placeholders(policy, name):
     fields = organisation(name=name) if kind == "ORGANIZATION" else person(name=name)
     rows, _ = classify([fields], policy)
     assert rows["L1"]["reasons"] == ["NAME_PLACEHOLDER"]
+
+
+# Province-level codes of GB/T 2260 that a region may start with (docs/policy.md "Regions"), built here
+# from the ranges rather than copied from the code.
+_PROVINCES = {
+    f"{c}" for lo, hi in ((11, 15), (21, 23), (31, 37), (41, 46), (50, 54), (61, 65)) for c in range(lo, hi + 1)
+}
+_PROVINCES |= {"71", "81", "82"}
+
+
+def test_regions_outside_gbt2260_are_flagged_and_left_out(policy):
+    """A region that is not six digits under a province-level code flags the line REGION_INVALID and never
+    reaches an output as it is (formula injection, typos, short codes); the identity status is untouched."""
+    samples = [
+        "110105",
+        "３７０７０２",
+        " 650102 ",
+        "810000",
+        '=HYPERLINK("x")',
+        "@SUM(1+1)",
+        "3707",
+        "1101050",
+        "990101",
+        "160101",
+        "AB0101",
+        "",
+        None,
+    ]
+    for prefix in range(100):  # every two-digit prefix of an otherwise plain code
+        samples.append(f"{prefix:02d}0101")
+    rows = [person(line_id=f"L{i}", region=value) for i, value in enumerate(samples)]
+    table = finalize(classify_batch(raw_table(rows), policy, AS_OF, CTX, SALT).classified)
+    got = {r["line_id"]: r for r in table.to_pylist()}
+    for i, value in enumerate(samples):
+        text = None if value is None else unicodedata.normalize("NFKC", value).strip() or None
+        valid = text is not None and len(text) == 6 and text.isascii() and text.isdigit() and text[:2] in _PROVINCES
+        row = got[f"L{i}"]
+        assert row["region"] == (text if valid else None), (i, row["region"])
+        assert ("REGION_INVALID" in row["flags"]) == (text is not None and not valid), i
+        assert row["needs_review"] == (text is not None and not valid), i
+        assert row["identity_status"] == "COMPLETE", i

@@ -25,7 +25,8 @@ import pytest
 from bench.naive import classify_row, is_dead_letter
 from dev.generate import generate_table
 from tests.support.rows import AS_OF, CTX, SALT, organisation, person, raw_table
-from transforms.scan.classify import classify_batch
+from transforms.core.reasons import FLAGS
+from transforms.scan.classify import FLAG_BIT, classify_batch
 
 LINES = 30_000
 
@@ -38,15 +39,18 @@ def _with_source(table: pa.Table) -> pa.Table:
 
 
 def _vectorised(raw: pa.Table, policy) -> dict[int, tuple]:
-    """source row -> (identity_status, reasons) or ("DEAD", (reason,))."""
+    """source row -> (identity_status, reasons, region, the row's own flags) or ("DEAD", (reason,))."""
     result = classify_batch(raw, policy, AS_OF, CTX, SALT)
     table = result.classified
+    flags = [tuple(f for f in FLAGS if bits & FLAG_BIT[f]) for bits in table.column("_flag_bits").to_pylist()]
     verdicts = {
-        row: (status, tuple(reasons))
-        for row, status, reasons in zip(
+        row: (status, tuple(reasons), region, row_flags)
+        for row, status, reasons, region, row_flags in zip(
             table.column("_src_row").to_pylist(),
             table.column("identity_status").to_pylist(),
             table.column("reasons").to_pylist(),
+            table.column("region").to_pylist(),
+            flags,
         )
     }
     dead = result.dead_letter
@@ -60,7 +64,9 @@ def _naive(raw: pa.Table, policy) -> dict[int, tuple]:
     for row in raw.to_pylist():
         out = classify_row(row, policy, AS_OF)
         verdicts[row["_src_row"]] = (
-            ("DEAD", (out["reason"],)) if is_dead_letter(out) else (out["identity_status"], tuple(out["reasons"]))
+            ("DEAD", (out["reason"],))
+            if is_dead_letter(out)
+            else (out["identity_status"], tuple(out["reasons"]), out["region"], tuple(out["flags"]))
         )
     return verdicts
 
@@ -172,6 +178,8 @@ _FIELDS = [
     "subscriber_kind",
     "status",
     "line_id",
+    "region",
+    "region",
 ]
 
 
@@ -325,7 +333,7 @@ def test_edge_cases_agree_with_design(policy):
     vec, naive = _vectorised(raw, policy), _naive(raw, policy)
     wrong = []
     for i, (name, (_, status, reasons)) in enumerate(EDGE_CASES.items(), start=1):
-        if vec[i] != (status, reasons) or naive[i] != (status, reasons):
+        if vec[i][:2] != (status, reasons) or naive[i][:2] != (status, reasons) or vec[i] != naive[i]:
             wrong.append(f"{name}: expected {(status, reasons)}, vectorised {vec[i]}, naive {naive[i]}")
     assert not wrong, "\n".join(wrong)
 

@@ -96,6 +96,12 @@ _FLAGS = [
         "an ambiguous raw document label (回乡证) was read as the document the policy names; a person should confirm",
         "docs/regulation.md §1.3 note",
     ),
+    (
+        "REGION_INVALID",
+        "the line's region is not a six-digit GB/T 2260 division code under a province-level code; the value is "
+        "left out of every output (region empty) so that no announcement or report row carries it",
+        "GB/T 2260; docs/policy.md Regions",
+    ),
 ]
 _DEAD = [
     ("LINE_ID_MISSING", "the row has no line_id", "data contract"),

@@ -345,6 +345,23 @@ def _cross_record_keys(identity: _Identity, salt: str) -> tuple[pa.Array, pa.Arr
     return doc_key, name_key
 
 
+# Province-level codes of GB/T 2260 a line's region may start with: the citizens' provinces of the policy's
+# document rules, Taiwan (71) and the two SARs (81, 82) (docs/policy.md "Regions").
+_REGION_EXTRA_PROVINCES = ("71", "81", "82")
+
+
+def checked_regions(values: pa.Array, policy: Policy) -> tuple[pa.Array, np.ndarray]:
+    """(regions, valid): the normalised region codes with every invalid one nulled, and a mask that is
+    False where a present value is not six digits under a province-level code. Checked per distinct value."""
+    region = per_distinct(values, clean_text)
+    provinces = pa.array(sorted(set(policy.document_rules().province_codes) | set(_REGION_EXTRA_PROVINCES)))
+    shaped = pc.match_substring_regex(region, r"^[0-9]{6}$")
+    known = pc.is_in(pc.utf8_slice_codeunits(region, 0, 2), value_set=provinces)
+    valid = pc.fill_null(pc.and_(shaped, known), False)
+    ok = _np(pc.or_kleene(valid, pc.is_null(region)))
+    return pc.if_else(valid, region, pa.scalar(None, pa.string())), ok
+
+
 def _classified_table(
     raw: pa.Table, line: _LineFields, identity: _Identity, policy: Policy, as_of: dt.date, salt: str
 ) -> pa.Table:
@@ -355,14 +372,16 @@ def _classified_table(
     status_code = _status_codes(identity)
     terminated_line = _np(pc.equal(enums["status"], "TERMINATED"))
     doc_key, name_key = _cross_record_keys(identity, salt)
+    region, region_ok = checked_regions(col("region"), policy)
     flag_bits = np.where(identity.review, FLAG_BIT["DOC_TYPE_LABEL_REVIEW"], 0).astype(np.uint8)
+    flag_bits |= np.where(region_ok, 0, FLAG_BIT["REGION_INVALID"]).astype(np.uint8)
     columns = {
         "line_id": line.line_id,
         "msisdn": normalize_msisdn(col("msisdn")),
         "line_type": enums["line_type"],
         "subscriber_kind": enums["subscriber_kind"],
         "status": enums["status"],
-        "region": per_distinct(col("region"), clean_text),
+        "region": region,
         "agent_id": per_distinct(col("agent_id"), clean_text),
         "activated_on": line.activated,
         "terminated_on": line.terminated,
