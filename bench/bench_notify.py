@@ -167,57 +167,88 @@ def _files(ctx: Context, scan: str) -> tuple[list[Row], list[Check], dict]:
 
 
 def _publish(ctx: Context, subset: str) -> tuple[list[Row], list[Check], dict]:
-    from dev.pubsub_emulator import EmulatorUnavailable, running_emulator
-
     say("notify to files on the 200k subset (the bare loop's messages)")
     files_manifest, _ = _notify(ctx, subset, "notify_bare_jobs")
     jobs_dir = os.path.join(ctx.out_dir, "work", "notify_bare_jobs")
+    bare, ours = _publish_rounds(ctx, subset, jobs_dir, _jobs(files_manifest))
+    b_rate, b_result, b_m = max(bare, key=lambda x: x[0])
+    o_rate, o_manifest, o_m = max(ours, key=lambda x: x[0])
+    n = o_manifest["timings"]["publish"]["messages"]
+    ratio, whole_ratio = o_rate / b_rate, (n / o_m.seconds) / (b_result["messages"] / b_m.seconds)
+    checks = [
+        Check(
+            "publish rate vs bare loop (publish phases)",
+            f"{ratio:.2f}x",
+            f">= {TARGET_VS_BARE}x",
+            ratio >= TARGET_VS_BARE,
+        ),
+        Check("publish rate vs bare loop (whole commands)", f"{whole_ratio:.2f}x", "(reported)", None),
+    ]
+    details = {"bare": [b[1] for b in bare], "ours": [o[1]["timings"]["publish"] for o in ours]}
+    return _publish_rows(b_result, b_m, o_manifest, o_m), checks, details
+
+
+def _publish_rounds(ctx: Context, subset: str, jobs_dir: str, count: int) -> tuple[list[tuple], list[tuple]]:
+    """ROUNDS alternating rounds on the emulator, each on fresh topics: (rate, result, measurement) of
+    the bare loop and (rate, manifest, measurement) of ``notify --topic``."""
+    from dev.pubsub_emulator import EmulatorUnavailable, running_emulator
+
     bare, ours = [], []
     try:
         with running_emulator() as emulator:
             env = python_env()
             for round_ in range(ROUNDS):
                 topic, _ = emulator.topic_and_subscription(f"bare{round_}")
-                wait_for_quiet()
-                m = checked(
-                    measure(
-                        [
-                            ctx.python,
-                            "-m",
-                            "bench.notify_bare",
-                            "--topic",
-                            topic,
-                            "--jobs",
-                            jobs_dir,
-                            "--count",
-                            str(_jobs(files_manifest)),
-                        ],
-                        env=env,
-                        cwd=ROOT,
-                    ),
-                    "bare loop",
-                )
-                result = json.loads(m.output.strip().splitlines()[-1])
-                bare.append((result["messages"] / result["seconds"], result, m))
-                say(
-                    f"  bare loop round {round_ + 1}: {result['messages']:,} in {result['seconds']:.1f} s "
-                    f"({bare[-1][0]:,.0f}/s)"
-                )
+                bare.append(_bare_round(ctx, topic, jobs_dir, count, env, round_))
                 topic, _ = emulator.topic_and_subscription(f"ours{round_}")
-                manifest, om = _notify(ctx, subset, "notify_pubsub", ["--topic", topic])
-                publish = manifest["timings"]["publish"]
-                ours.append((publish["messages_per_second"], manifest, om))
-                say(
-                    f"  notify --topic round {round_ + 1}: {publish['messages']:,} in {publish['seconds']:.1f} s "
-                    f"({publish['messages_per_second']:,}/s); whole command {om.seconds:.1f} s"
-                )
+                ours.append(_ours_round(ctx, subset, topic, round_))
     except EmulatorUnavailable as exc:
         raise BenchError(str(exc)) from None
-    b_rate, b_result, b_m = max(bare, key=lambda x: x[0])
-    o_rate, o_manifest, o_m = max(ours, key=lambda x: x[0])
+    return bare, ours
+
+
+def _bare_round(ctx: Context, topic: str, jobs_dir: str, count: int, env: dict, round_: int) -> tuple:
+    """One round of the bare loop (:mod:`bench.notify_bare`) publishing the jobs to ``topic``."""
+    wait_for_quiet()
+    m = checked(
+        measure(
+            [
+                ctx.python,
+                "-m",
+                "bench.notify_bare",
+                "--topic",
+                topic,
+                "--jobs",
+                jobs_dir,
+                "--count",
+                str(count),
+            ],
+            env=env,
+            cwd=ROOT,
+        ),
+        "bare loop",
+    )
+    result = json.loads(m.output.strip().splitlines()[-1])
+    rate = result["messages"] / result["seconds"]
+    say(f"  bare loop round {round_ + 1}: {result['messages']:,} in {result['seconds']:.1f} s ({rate:,.0f}/s)")
+    return rate, result, m
+
+
+def _ours_round(ctx: Context, subset: str, topic: str, round_: int) -> tuple:
+    """One round of ``backfill notify --topic`` on the subset."""
+    manifest, om = _notify(ctx, subset, "notify_pubsub", ["--topic", topic])
+    publish = manifest["timings"]["publish"]
+    say(
+        f"  notify --topic round {round_ + 1}: {publish['messages']:,} in {publish['seconds']:.1f} s "
+        f"({publish['messages_per_second']:,}/s); whole command {om.seconds:.1f} s"
+    )
+    return publish["messages_per_second"], manifest, om
+
+
+def _publish_rows(b_result: dict, b_m: Measurement, o_manifest: dict, o_m: Measurement) -> list[Row]:
+    """The best rounds: each publish phase, and beside it the whole process."""
     n = o_manifest["timings"]["publish"]["messages"]
-    ratio, whole_ratio = o_rate / b_rate, (n / o_m.seconds) / (b_result["messages"] / b_m.seconds)
-    rows = [
+    return [
         Row(
             "bare batched publisher loop (publish phase)",
             b_result["messages"],
@@ -247,17 +278,6 @@ def _publish(ctx: Context, subset: str) -> tuple[list[Row], list[Check], dict]:
             o_m.others_cpu_seconds,
         ),
     ]
-    checks = [
-        Check(
-            "publish rate vs bare loop (publish phases)",
-            f"{ratio:.2f}x",
-            f">= {TARGET_VS_BARE}x",
-            ratio >= TARGET_VS_BARE,
-        ),
-        Check("publish rate vs bare loop (whole commands)", f"{whole_ratio:.2f}x", "(reported)", None),
-    ]
-    details = {"bare": [b[1] for b in bare], "ours": [o[1]["timings"]["publish"] for o in ours]}
-    return rows, checks, details
 
 
 @register("notify")

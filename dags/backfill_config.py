@@ -7,10 +7,11 @@ interpreter (``python``), so the pipelines run under the project's pins.
 
 Every setting is read, in this order, from the DAG run's params (trigger
 with conf, or the DAG's defaults), then from the Airflow Variable
-``backfill_<name>``, then from the default below. ``check_params`` resolves
-and checks them all in one task before anything is launched, so a missing
-setting, a runner that is not there or a path that does not exist fails that
-task with one line in its log.
+``backfill_<name>``, then from its default (``backfill_settings.py``, beside
+this module: the settings and the checks of the runner, interpreter and
+paths). ``check_params`` resolves and checks them all in one task before
+anything is launched, so a missing setting, a runner that is not there or a
+path that does not exist fails that task with one line in its log.
 
 Layout under ``out`` (the run's logical date ``ds`` is in every daily path,
 so a re-run of a date rewrites the same outputs):
@@ -30,34 +31,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import glob
-import json
 import os
 import re
-import subprocess
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIABLE_PREFIX = "backfill_"
-LOCAL_RUNNER = "FnApiRunner"  # explicit: Beam's DirectRunner may download the Prism runner
-RUNNERS = ("FnApiRunner", "DirectRunner", "DataflowRunner")
-
-# name -> (default, help). ``None`` means required where a step needs it.
-SETTINGS: dict[str, tuple[object, str]] = {
-    "runner": (LOCAL_RUNNER, "FnApiRunner (local; DirectRunner means the same) or DataflowRunner"),
-    "python": (os.path.join(PROJECT_DIR, ".venv", "bin", "python"), "the project's interpreter (make test builds it)"),
-    "base": (None, "the subscriber base: file, glob or folder (local or gs://)"),
-    "campaign": (None, "the campaign file (YAML, local or gs://)"),
-    "registrations": (None, "root of the registration events: one folder per day, ROOT/YYYY-MM-DD/"),
-    "keys": (None, "keyset file (mode 0600, backfill keys init); on Dataflow a path every worker can read"),
-    "out": (None, "output root (local or gs://)"),
-    "notify_topic": (None, "publish notify jobs to projects/P/topics/T instead of writing files"),
-    "project": (None, "GCP project (DataflowRunner)"),
-    "region": (None, "Dataflow region (DataflowRunner)"),
-    "temp_location": (None, "gs:// folder for Dataflow's temporary and staged files (DataflowRunner)"),
-    "setup_file": (os.path.join(PROJECT_DIR, "setup.py"), "setup.py the Dataflow workers install"),
-    "service_account": (None, "worker service account email (DataflowRunner)"),
-    "beam_options": ({}, 'extra Beam options for every step, e.g. {"max_num_workers": 40}'),
-}
+from backfill_settings import SETTINGS, ConfigError, check_local, check_runner, is_remote, need, resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +107,6 @@ FOLLOW_UP = dt.timedelta(days=14)
 DEFAULT_ARGS = {"owner": "data-engineering", "retries": 1, "retry_delay": dt.timedelta(minutes=10)}
 
 
-class ConfigError(Exception):
-    """A setting the operator must fix; str() is one line."""
-
-
 def dag_params() -> dict:
     """The DAGs' params: every setting, empty by default (Variables and defaults fill in)."""
     from airflow.sdk import Param
@@ -142,43 +115,6 @@ def dag_params() -> dict:
         name: Param(None, type=["null", "object" if isinstance(default, dict) else "string"], description=text)
         for name, (default, text) in SETTINGS.items()
     }
-
-
-def resolve(params: dict, variables) -> dict:
-    """Settings from params, then Variables (``variables(name) -> str | None``), then defaults."""
-    settings = {}
-    for name, (default, _) in SETTINGS.items():
-        value = params.get(name)
-        if value in (None, ""):
-            value = variables(VARIABLE_PREFIX + name)
-        if value in (None, ""):
-            value = default
-        if name == "beam_options" and isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                raise ConfigError(f"beam_options is not a JSON object: {value[:60]!r}") from None
-        settings[name] = value
-    return settings
-
-
-def _need(settings: dict, *names: str) -> None:
-    for name in names:
-        if settings.get(name) in (None, ""):
-            raise ConfigError(
-                f"missing setting {name!r} ({SETTINGS[name][1]}): pass the DAG param {name} "
-                f"or set the Airflow Variable {VARIABLE_PREFIX}{name}"
-            )
-
-
-def _remote(path: str) -> bool:
-    return "://" in path
-
-
-def _check_local(name: str, path: str) -> None:
-    """A local path must exist (a glob must match); remote paths are checked by the step itself."""
-    if not _remote(path) and not glob.glob(path):
-        raise ConfigError(f"{name} {path}: no such file or directory")
 
 
 def _read_text(path: str) -> str:
@@ -207,7 +143,7 @@ def read_campaign(path: str) -> dict:
     """campaign_id, waves {number: start date} and deadline of a campaign file (full checks: notify's)."""
     import yaml
 
-    _check_local("campaign", path)
+    check_local("campaign", path)
     try:
         doc = yaml.safe_load(_read_text(path))
         waves = {int(w["wave"]): dt.date.fromisoformat(str(w["start"])) for w in doc["waves"]}
@@ -227,45 +163,6 @@ def previous_merge(out: str, ds: str) -> str:
     """The latest completed merge before DS (a fixed partition: re-runs of DS see the same one)."""
     days = [d for d in _list_dirs(f"{out}/merge") if re.fullmatch(r"\d{4}-\d\d-\d\d", d) and d < ds]
     return f"{out}/merge/{days[-1]}" if days else ""
-
-
-def check_interpreter(python: str, modules: list[str]) -> None:
-    """The project's interpreter is there and has Beam and the step modules (no pipeline is built)."""
-    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        raise ConfigError(
-            f"project interpreter {python} not found: build it (make test) or set the Airflow "
-            f"Variable {VARIABLE_PREFIX}python"
-        )
-    probe = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))"
-    try:
-        missing = subprocess.run(
-            [python, "-c", probe, *modules], capture_output=True, text=True, timeout=120, check=True, cwd="/"
-        ).stdout.split()
-    except (subprocess.SubprocessError, OSError) as exc:
-        raise ConfigError(f"project interpreter {python} does not run ({type(exc).__name__})") from None
-    if missing:
-        raise ConfigError(
-            f"{python} cannot import {', '.join(missing)}: install the project there "
-            "(pip install -c constraints.txt -e '.[test]')"
-        )
-
-
-def _runner(settings: dict, steps) -> tuple[str, dict]:
-    runner = settings["runner"]
-    if runner not in RUNNERS:
-        raise ConfigError(f"runner {runner!r} is not available here: use {LOCAL_RUNNER} (local) or DataflowRunner")
-    modules = ["apache_beam", *(s.module for s in steps)]
-    if runner != "DataflowRunner":
-        check_interpreter(settings["python"], modules)
-        return LOCAL_RUNNER, {}
-    _need(settings, "project", "region", "temp_location")
-    for name in ("temp_location", "out"):
-        if not str(settings[name]).startswith("gs://"):
-            raise ConfigError(f"{name} {settings[name]} must be a gs:// path with DataflowRunner")
-    _check_local("setup_file", settings["setup_file"])
-    check_interpreter(settings["python"], [*modules, "apache_beam.runners.dataflow.dataflow_runner"])
-    options = {"temp_location": settings["temp_location"], "setup_file": settings["setup_file"]}
-    return "DataflowRunner", options
 
 
 def _launch(step: Step, layout: dict, runner: str, settings: dict, runner_options: dict) -> dict:
@@ -293,68 +190,95 @@ def check_params(params: dict, variables, ds: str, steps=STEPS, kind: str = "cam
     deadline and ``FOLLOW_UP`` after; ``daily`` stands aside on those days when a campaign is
     configured (the campaign DAG merges them), so one merge is made per day.
     """
-    campaign_only = kind == "campaign"
     settings = resolve(params, variables)
-    needed = {"base", "out"} | ({"campaign"} if campaign_only else set())
+    needed = {"base", "out"} | ({"campaign"} if kind == "campaign" else set())
     if any(s.when == "daily" for s in steps):
         needed |= {"registrations", "keys"}
-    _need(settings, *sorted(needed))
-    runner, runner_options = _runner(settings, steps)
+    need(settings, *sorted(needed))
+    runner, runner_options = check_runner(settings, steps)
     day = dt.date.fromisoformat(ds)
-    out = settings["out"].rstrip("/")
-    layout = {
+    layout = _layout(settings, ds)
+    campaign = read_campaign(settings["campaign"]) if settings.get("campaign") else None
+    launches: dict[str, list] = {s.name: [] for s in steps}
+    aside = _standing_aside(kind, campaign, day, ds)
+    if aside:
+        return {**launches, "notes": [aside]}
+    if campaign:
+        layout["root"] = f"{layout['out']}/campaigns/{campaign['campaign_id']}"
+    _add_previous_merge(layout, settings["base"])
+    for name in ("base", "keys", "registrations"):
+        if settings.get(name):
+            check_local(name, settings[name])
+    for step in steps:
+        for step_layout in _due_layouts(step, campaign, day, layout, settings):
+            launches[step.name].append(_launch(step, step_layout, runner, settings, runner_options))
+    notes = [f"{ds}: " + ", ".join(f"{k} x{len(v)}" for k, v in launches.items()) + f" on {runner}"]
+    return {**launches, "notes": notes}
+
+
+def _layout(settings: dict, ds: str) -> dict:
+    """The values the steps' option templates use: the string settings, ``out`` (no trailing /), DS, its eve."""
+    day = dt.date.fromisoformat(ds)
+    return {
         **{k: v or "" for k, v in settings.items() if isinstance(v, str) or v is None},
-        "out": out,
+        "out": settings["out"].rstrip("/"),
         "ds": ds,
         "events_day": (day - dt.timedelta(days=1)).isoformat(),
     }
-    campaign = read_campaign(settings["campaign"]) if settings.get("campaign") else None
+
+
+def _standing_aside(kind: str, campaign: dict | None, day: dt.date, ds: str) -> str | None:
+    """Why this DAG has nothing to do on DS, or None: the campaign DAG outside the campaign's days, or
+    the daily DAG within them."""
     active = campaign is not None and campaign["kickoff"] <= day <= campaign["deadline"] + FOLLOW_UP
     ends = campaign["deadline"] + FOLLOW_UP if campaign else None
-    launches: dict[str, list] = {s.name: [] for s in steps}
-    notes = []
-    if campaign_only and not active:
-        notes.append(
+    if kind == "campaign" and not active:
+        return (
             f"{ds} is outside campaign {campaign['campaign_id']} ({campaign['kickoff']} to {ends}, "
             f"the deadline {campaign['deadline']} and {FOLLOW_UP.days} days of follow-up): nothing to do"
         )
-        return {**launches, "notes": notes}
-    if not campaign_only and active:
-        notes.append(f"campaign {campaign['campaign_id']} runs until {ends}: backfill_campaign merges {ds}")
-        return {**launches, "notes": notes}
-    if campaign:
-        layout["root"] = f"{out}/campaigns/{campaign['campaign_id']}"
-    previous = previous_merge(out, ds)
+    if kind != "campaign" and active:
+        return f"campaign {campaign['campaign_id']} runs until {ends}: backfill_campaign merges {ds}"
+    return None
+
+
+def _add_previous_merge(layout: dict, base: str) -> None:
+    """The merge the day's merge starts from (its base and vault), or the subscriber base if there is none yet."""
+    previous = previous_merge(layout["out"], layout["ds"])
     layout.update(
         previous_merge=previous,
-        previous_base=f"{previous}/base" if previous else settings["base"],
+        previous_base=f"{previous}/base" if previous else base,
         previous_vault=f"{previous}/vault" if previous else "",
     )
-    for name in ("base", "keys", "registrations"):
-        if settings.get(name):
-            _check_local(name, settings[name])
-    for step in steps:
-        if step.when == "kickoff" and campaign and day == campaign["kickoff"]:
-            launches[step.name].append(_launch(step, layout, runner, settings, runner_options))
-        elif step.when == "wave" and campaign:
-            for wave, start in sorted(campaign["waves"].items()):
-                if start == day:
-                    if wave > 1 and not _remote(out) and not os.path.exists(f"{layout['root']}/scan/summary.json"):
-                        raise ConfigError(
-                            f"wave {wave} is due but the campaign's scan is missing at "
-                            f"{layout['root']}/scan: run backfill_campaign for {campaign['kickoff']}"
-                        )
-                    launches[step.name].append(
-                        _launch(step, {**layout, "wave": str(wave)}, runner, settings, runner_options)
-                    )
-        elif step.when == "campaign_daily" and campaign:
-            launches[step.name].append(_launch(step, layout, runner, settings, runner_options))
-        elif step.when == "daily":
-            day_folder = f"{settings['registrations']}/{layout['events_day']}"
-            _check_local("registrations for " + layout["events_day"], day_folder)
-            launches[step.name].append(_launch(step, layout, runner, settings, runner_options))
-    notes.append(f"{ds}: " + ", ".join(f"{k} x{len(v)}" for k, v in launches.items()) + f" on {runner}")
-    return {**launches, "notes": notes}
+
+
+def _due_layouts(step: Step, campaign: dict | None, day: dt.date, layout: dict, settings: dict) -> list[dict]:
+    """The layout of each launch of ``step`` due on ``day``: one, one per wave starting that day, or none."""
+    if step.when == "kickoff" and campaign and day == campaign["kickoff"]:
+        return [layout]
+    if step.when == "wave" and campaign:
+        return _due_waves(campaign, day, layout)
+    if step.when == "campaign_daily" and campaign:
+        return [layout]
+    if step.when == "daily":
+        day_folder = f"{settings['registrations']}/{layout['events_day']}"
+        check_local("registrations for " + layout["events_day"], day_folder)
+        return [layout]
+    return []
+
+
+def _due_waves(campaign: dict, day: dt.date, layout: dict) -> list[dict]:
+    """The layouts of the waves starting on ``day``; a wave after the first needs the campaign's scan."""
+    due = []
+    for wave, start in sorted(campaign["waves"].items()):
+        if start == day:
+            if wave > 1 and not is_remote(layout["out"]) and not os.path.exists(f"{layout['root']}/scan/summary.json"):
+                raise ConfigError(
+                    f"wave {wave} is due but the campaign's scan is missing at "
+                    f"{layout['root']}/scan: run backfill_campaign for {campaign['kickoff']}"
+                )
+            due.append({**layout, "wave": str(wave)})
+    return due
 
 
 def check_task(kind: str, steps=STEPS):

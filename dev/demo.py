@@ -1,6 +1,10 @@
 """backfill demo: the whole loop on the embedded default, end to end.
 
-    backfill demo [--lines N] [--out DIR] [--seed S]
+    backfill demo [--lines N] [--out DIR] [--seed S] [--force]
+
+DIR must be new, empty, or a previous demo's (marked ``.backfill.json``),
+which is moved aside and deleted only once this run is done (put back if
+it fails); ``--force`` does the same with any other folder.
 
 Local files and the local Beam runner only; nothing is downloaded. Each
 capability of the product adds its step here, so the demo always runs
@@ -17,6 +21,7 @@ self-inspection, and finally the completion rate and the report's path.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import sys
@@ -40,7 +45,12 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill demo", description=__doc__.splitlines()[0])
     p.add_argument("--lines", type=int, default=DEFAULT_LINES, help="lines in the synthetic base")
     p.add_argument("--seed", type=int, default=2013, help="generator seed")
-    p.add_argument("--out", default="demo-out", help="output folder (replaced)")
+    p.add_argument(
+        "--out",
+        default="demo-out",
+        help="output folder: new, empty, or a previous demo's (replaced once this run is done)",
+    )
+    p.add_argument("--force", action="store_true", help="replace --out even if the demo did not make it")
     p.add_argument("--campaign", default=CAMPAIGN, help="campaign file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -73,10 +83,72 @@ class _Demo:
         return os.path.join(self.out, *parts)
 
 
-def _prepare_out(demo: _Demo) -> None:
-    if os.path.isdir(demo.out):
-        shutil.rmtree(demo.out)
-    os.makedirs(demo.out)
+def _refuse_dangerous(out: str) -> None:
+    """Even with --force, never a folder that holds the working directory, the checkout, the home folder."""
+    real = os.path.realpath(out)
+    for name, path in (
+        ("the working directory", os.getcwd()),
+        ("the checkout", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        ("the home folder", os.path.expanduser("~")),
+    ):
+        path = os.path.realpath(path)
+        if path == real or path.startswith(real.rstrip(os.sep) + os.sep):
+            raise UserError(f"--out {out} holds {name}: the demo replaces its --out; give another folder")
+
+
+def _prepare_out(demo: _Demo) -> str | None:
+    """Make OUT (0700, with the demo's marker). A previous demo's OUT (or, with --force, any folder) is moved
+    aside to ``OUT.old-RUN`` and deleted only once this run is done (:func:`_finish_out`); a non-empty folder
+    the demo did not make is refused, nothing touched. Returns the folder moved aside, or None."""
+    from pipelines.common import new_run
+    from pipelines.io.publish import MARKER, make_private_dirs, owner
+
+    out, run_id = demo.out.rstrip(os.sep) or demo.out, new_run("demo")[0]
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file, not a folder")
+    _remove_previous_asides(out)
+    aside = None
+    if os.path.isdir(out) and os.listdir(out):
+        if owner(out) != "demo" and not demo.args.force:
+            raise UserError(
+                f"--out {out} is not empty and was not made by backfill demo: give a new or empty folder, "
+                "or --force to replace it; nothing was touched"
+            )
+        _refuse_dangerous(out)
+        aside = f"{os.path.realpath(out)}.old-{run_id}"
+        os.rename(os.path.realpath(out), aside)
+    real = os.path.realpath(out)  # a symbolic link to the folder stays one
+    make_private_dirs(real)
+    os.chmod(real, 0o700)
+    marker = {"created_by": "subscriber-backfill", "step": "demo", "run_id": run_id}
+    fd = os.open(os.path.join(real, MARKER), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(marker, handle)
+    return aside
+
+
+def _remove_previous_asides(out: str) -> None:
+    """``OUT.old-*`` left by a demo that was killed: previous demos' outputs (marked), no longer needed."""
+    from pipelines.io.publish import owner
+
+    real = os.path.realpath(out)
+    parent, name = os.path.split(real)
+    for entry in os.listdir(parent) if os.path.isdir(parent) else []:
+        path = os.path.join(parent, entry)
+        if entry.startswith(name + ".old-") and os.path.isdir(path) and owner(path) == "demo":
+            shutil.rmtree(path)
+
+
+def _finish_out(demo: _Demo, aside: str | None, ok: bool) -> None:
+    """After the run: the previous output moved aside is deleted (success) or put back (failure)."""
+    if aside is None:
+        return
+    if ok:
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    real = os.path.realpath(demo.out)
+    shutil.rmtree(real, ignore_errors=True)  # this run's partial output (the demo made it)
+    os.rename(aside, real)
 
 
 def _generate(demo: _Demo) -> None:
@@ -364,6 +436,7 @@ def _self_inspection(demo: _Demo) -> None:
     year = int(demo.purge["started"][:4])
     inspection = report.run(
         ["--self-inspection", "--year", str(year), "--manifests", demo.out, "--out", demo.path("inspection")]
+        + ["--keys", demo.path("keys", "keyset.json")]
     )
     print("   " + report.format_summary(inspection))
     _done(started, inspection["outputs"]["html"])
@@ -405,10 +478,15 @@ def run(argv=None) -> int:
     if args.lines < 1:
         raise UserError("--lines must be at least 1")
     demo = _Demo(args)
-    _prepare_out(demo)
-    for step in STEPS:
-        step(demo)
-    _completion(demo)
+    aside = _prepare_out(demo)
+    ok = False
+    try:
+        for step in STEPS:
+            step(demo)
+        _completion(demo)
+        ok = True
+    finally:
+        _finish_out(demo, aside, ok)
     return 0
 
 

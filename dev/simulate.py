@@ -68,6 +68,28 @@ def simulate_registrations(
     """Write events (JSON Lines) for ``share`` of the lines needing registration; returns counts."""
     as_of = as_of or dt.date.today()
     rng = np.random.default_rng(seed)
+    targets = _targets(classified_dir, exclude)
+    chosen = targets.take(pa.array(np.flatnonzero(rng.random(targets.num_rows) < share)))
+    pools = _valid_identities(chosen.num_rows, seed + 7919, as_of)
+    rows = _with_identities(chosen, pools, rng)
+    rng.shuffle(rows)
+    start = dt.datetime.combine(as_of, dt.time(8, 0))
+    _stamp_events(rows, rng, seed, start, days)
+    extra = _faults(rows, rng, seed, start)
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows + extra).encode("utf-8")
+    with FileSystems.create(out_path) as handle:
+        handle.write(payload)
+    return {
+        "events": len(rows) + len(extra),
+        "lines": len(rows),
+        "duplicates": max(1, len(rows) // 50) if rows else 0,
+        "invalid": max(1, len(rows) // 100) if rows else 0,
+        "unknown_lines": 3 if rows else 0,
+    }
+
+
+def _targets(classified_dir: str, exclude) -> pa.Table:
+    """The scan's lines that need registration, less those in ``exclude``."""
     classified = pq.read_table(
         FileSystems.join(classified_dir, "classified"), columns=["line_id", "subscriber_kind", "needs_registration"]
     )
@@ -76,8 +98,11 @@ def simulate_registrations(
         targets = targets.filter(
             pc.invert(pc.is_in(targets.column("line_id"), value_set=pa.array(exclude, pa.string())))
         )
-    chosen = targets.take(pa.array(np.flatnonzero(rng.random(targets.num_rows) < share)))
-    pools = _valid_identities(chosen.num_rows, seed + 7919, as_of)
+    return targets
+
+
+def _with_identities(chosen: pa.Table, pools: dict[str, pa.Table], rng: np.random.Generator) -> list[dict]:
+    """One row per chosen line: its line_id and a valid identity of its subscriber kind."""
     rows: list[dict] = []
     for kind in ("INDIVIDUAL", "ORGANIZATION"):
         lines = chosen.filter(pc.equal(chosen.column("subscriber_kind"), kind)).column("line_id").to_pylist()
@@ -89,8 +114,11 @@ def simulate_registrations(
         picks = pool.take(pa.array(rng.integers(0, pool.num_rows, len(lines)))).to_pylist()
         for line_id, identity in zip(lines, picks):
             rows.append({"line_id": line_id, **identity})
-    rng.shuffle(rows)
-    start = dt.datetime.combine(as_of, dt.time(8, 0))
+    return rows
+
+
+def _stamp_events(rows: list[dict], rng: np.random.Generator, seed: int, start: dt.datetime, days: int) -> None:
+    """Give each row (in place) an event id, a channel, an agent for AGENT, a verification and a time."""
     for i, row in enumerate(rows):
         channel = CHANNELS[rng.integers(0, len(CHANNELS))]
         row["event_id"] = f"E{seed:03d}-{i:08d}"
@@ -99,36 +127,29 @@ def simulate_registrations(
         row["verified_by"] = str(VERIFIED[rng.integers(0, len(VERIFIED))])
         day = dt.timedelta(days=int(rng.integers(0, max(1, days))))
         row["registered_at"] = (start + day + dt.timedelta(seconds=int(rng.integers(0, 13 * 3600)))).isoformat()
-    counts = {"events": len(rows), "lines": len(rows)}
+
+
+def _faults(rows: list[dict], rng: np.random.Generator, seed: int, start: dt.datetime) -> list[dict]:
+    """The events added to ``rows``: redeliveries, the careless agent's policy failures and unknown lines."""
     extra: list[dict] = []
-    if rows:
-        for row in rng.choice(rows, size=max(1, len(rows) // 50), replace=False):
-            extra.append(dict(row))  # redelivered: the same event again
-        for row in rng.choice(rows, size=max(1, len(rows) // 100), replace=False):
-            extra.append(
-                {
-                    **row,
-                    "event_id": row["event_id"] + "-bad",
-                    "name": "未知",
-                    "channel": "AGENT",
-                    "agent_id": CARELESS_AGENT,
-                    "registered_at": (start + dt.timedelta(hours=14)).isoformat(),
-                }
-            )
-        for i in range(3):
-            extra.append(
-                {**rows[i % len(rows)], "event_id": f"E{seed:03d}-unknown-{i}", "line_id": f"NO-SUCH-LINE-{i}"}
-            )
-    counts.update(
-        duplicates=max(1, len(rows) // 50) if rows else 0,
-        invalid=max(1, len(rows) // 100) if rows else 0,
-        unknown_lines=3 if rows else 0,
-    )
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows + extra).encode("utf-8")
-    with FileSystems.create(out_path) as handle:
-        handle.write(payload)
-    counts["events"] = len(rows) + len(extra)
-    return counts
+    if not rows:
+        return extra
+    for row in rng.choice(rows, size=max(1, len(rows) // 50), replace=False):
+        extra.append(dict(row))  # redelivered: the same event again
+    for row in rng.choice(rows, size=max(1, len(rows) // 100), replace=False):
+        extra.append(
+            {
+                **row,
+                "event_id": row["event_id"] + "-bad",
+                "name": "未知",
+                "channel": "AGENT",
+                "agent_id": CARELESS_AGENT,
+                "registered_at": (start + dt.timedelta(hours=14)).isoformat(),
+            }
+        )
+    for i in range(3):
+        extra.append({**rows[i % len(rows)], "event_id": f"E{seed:03d}-unknown-{i}", "line_id": f"NO-SUCH-LINE-{i}"})
+    return extra
 
 
 def main(argv=None) -> int:

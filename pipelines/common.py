@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import difflib
+import errno
 import functools
 import logging
 import re
@@ -276,7 +277,9 @@ def new_run(step: str) -> tuple[str, str]:
 
 
 def remove_tree(path: str) -> None:
-    """Delete a folder (local or gs://) if it exists."""
+    """Delete a folder this run made (local or gs://) if it exists: a temporary folder, never an output.
+
+    Outputs are replaced through ``pipelines.io.publish`` (marked, guarded, written beside, switched)."""
     try:
         from apache_beam.io.filesystems import FileSystems
 
@@ -306,42 +309,166 @@ def write_dead_letters(dead, path_prefix: str):
 def _user_message(exc: BaseException) -> str | None:
     """The one-line message of a user-facing error anywhere in the chain."""
     from pipelines.io.planning import InputError
+    from transforms.core.rows import ColumnTypeError
     from transforms.notify.campaign import CampaignError
     from transforms.crypto.keyset import KeysetError
     from transforms.scan.policy import PolicyError
     from transforms.crypto.vault import VaultError
 
-    seen = set()
+    user = (UserError, InputError, PolicyError, KeysetError, VaultError, CampaignError, ColumnTypeError)
+    seen, chain = set(), []
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (UserError, InputError, PolicyError, KeysetError, VaultError, CampaignError)):
-            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        chain.append(exc)
+        if isinstance(exc, user):
+            return _one_line(str(exc)) if str(exc) else type(exc).__name__
         exc = exc.__cause__ or exc.__context__
+    for each in chain:  # a file system refusal (a file where a folder must be, no permission, disk full)
+        if isinstance(each, OSError) and each.errno and each.filename:
+            return _os_line(each.errno, each.strerror or "", str(each.filename))
     return None
+
+
+# The exception types whose text is a user message (designed to hold no identity value), as Beam
+# quotes them in the text of the exception it re-raises for a worker failure.
+_WRAPPED = (
+    "InputError",
+    "PolicyError",
+    "UserError",
+    "KeysetError",
+    "VaultError",
+    "CampaignError",
+    "AuthenticationFailed",
+    "UnknownLine",
+    "ColumnTypeError",
+)
+_WRAPPED_RE = re.compile(r"(?:^|[\s.'\"(])(?:" + "|".join(_WRAPPED) + r"): (.+)", re.MULTILINE)
+# An operating-system error as its text reads: "[Errno 20] Not a directory: '/out/classified'".
+_OS_RE = re.compile(r"\b(?:OSError|IOError|[A-Za-z]+Error): \[Errno (\d+)\] ([^:\n]+): '([^'\n]+)'")
+_STEP_NOTE = re.compile(r"\s*\[while running '[^\n]*'\]\s*$")
+_OS_HINTS = {
+    errno.ENOTDIR: "a file is in the way: give a folder, or a path that does not exist yet",
+    errno.EEXIST: "it already exists",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "read-only file system",
+}
+
+
+def _one_line(text: str) -> str:
+    """The first line of a message, without Beam's ``[while running 'Step']`` note."""
+    return _STEP_NOTE.sub("", text.splitlines()[0] if text else text)
+
+
+def _os_line(code: int, strerror: str, path: str) -> str:
+    hint = _OS_HINTS.get(code)
+    return f"{path}: {strerror}" + (f" ({hint})" if hint and hint.lower() != strerror.lower() else "")
 
 
 def _beam_wrapped(exc: BaseException) -> str | None:
     """Beam re-raises worker errors as new exceptions whose text holds the original."""
     text = str(exc)
-    for marker in (
-        "InputError: ",
-        "PolicyError: ",
-        "UserError: ",
-        "KeysetError: ",
-        "VaultError: ",
-        "CampaignError: ",
-        "AuthenticationFailed: ",
-        "UnknownLine: ",
-    ):
-        if marker in text:
-            return text.split(marker, 1)[1].splitlines()[0]
+    match = _WRAPPED_RE.search(text)
+    if match:
+        return _one_line(match.group(1))
+    # An operating-system error that names a path ("[Errno 20] Not a directory: '/out/classified'"):
+    # its text is the OS's, never row data.
+    match = _OS_RE.search(text)
+    if match:
+        return _os_line(int(match.group(1)), match.group(2), match.group(3))
     return None
 
 
-def run_main(prog: str, body, argv) -> int:
-    """Run a step's body; user errors become one line on stderr and exit 1."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+class _Quiet(logging.Filter):
+    """Without --debug: no traceback and no other library's error text reaches stderr.
+
+    Beam logs a worker's exception (``logging.error`` with ``exc_info``) before it re-raises it,
+    and the runner logs it again; its text may quote the data a reader choked on. The failure
+    itself is reported once, as one line, by :func:`run_main`. Records of the ``backfill``
+    loggers pass (their message, without a traceback); other libraries' warnings pass too;
+    their errors, and anything of theirs carrying a traceback, are dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.debug = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.debug:
+            return True
+        ours = record.name == "backfill" or record.name.startswith("backfill.")
+        if not ours and (record.levelno >= logging.ERROR or record.exc_info or record.stack_info):
+            return False
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: nothing worth printing
+            return False
+        return ours or "Traceback (most recent call last)" not in text
+
+
+class _Formatter(logging.Formatter):
+    """The message; without --debug never a traceback or a stack."""
+
+    def __init__(self, quiet: _Quiet) -> None:
+        super().__init__("%(message)s")
+        self._quiet = quiet
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record) if self._quiet.debug else record.getMessage()
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a record is emitted."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+_depth = 0  # run_main calls in progress: a step run by another (the demo) keeps the outer mode
+
+
+def _set_up_logging(debug: bool) -> None:
+    """One stderr handler on the root logger (added once per process), quiet unless ``debug``.
+    When the root logger already has handlers of someone else (pytest, an embedding program),
+    they are left as they are, as ``logging.basicConfig`` would."""
+    if _depth:
+        return
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if isinstance(h, _Stderr)]
+    if not ours and root.handlers:
+        logging.getLogger("backfill").setLevel(logging.INFO)
+        return
+    if not ours:
+        quiet = _Quiet()
+        handler = _Stderr()
+        handler.addFilter(quiet)
+        handler.setFormatter(_Formatter(quiet))
+        root.addHandler(handler)
+        if root.level == logging.NOTSET or root.level > logging.WARNING:
+            root.setLevel(logging.WARNING)
+        ours = [handler]
+    for handler in ours:
+        for each in handler.filters:
+            if isinstance(each, _Quiet):
+                each.debug = debug
     logging.getLogger("backfill").setLevel(logging.INFO)
+
+
+def run_main(prog: str, body, argv) -> int:
+    """Run a step's body; user errors become one line on stderr and exit 1.
+
+    Without ``--debug`` nothing else of a failure reaches stderr: no traceback, not even one
+    Beam logs for a worker (see :class:`_Quiet`)."""
+    global _depth
+    debug = "--debug" in (sys.argv if argv is None else argv)
+    _set_up_logging(debug)
+    _depth += 1
     try:
         return body(argv)
     except KeyboardInterrupt:
@@ -352,7 +479,9 @@ def run_main(prog: str, body, argv) -> int:
         if message is None:
             log.debug("unexpected failure", exc_info=True)
             message = f"unexpected {type(exc).__name__}; re-run with --debug for details"
-            if "--debug" in (argv or sys.argv):
+            if debug:
                 raise
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        _depth -= 1

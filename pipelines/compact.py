@@ -33,7 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, remove_tree, run_main, split_beam_flags
+from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main, split_beam_flags
+from pipelines.io.publish import check_apart, check_owned, publishing
+from pipelines.keys import register_vault
 from pipelines.manifest import Timer, keys_block, policy_block, write_json
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from transforms.scan.policy import Policy
 
 ROWS_PER_BUCKET = 200_000
+OUTPUTS = ("base", "vault", "dead_letter", "manifest.json")  # what a compaction writes into OUT
 
 
 def parser() -> ArgumentParser:
@@ -134,9 +137,19 @@ class _Job:
     timer: Timer
 
 
+def _inputs(args, deltas_dir: str) -> dict:
+    """Every path the compaction reads, by flag: --out may be none of them, contain none, lie inside none."""
+    return {
+        "--base": args.base,
+        "--deltas": [args.deltas, deltas_dir],
+        "--vault": args.vault,
+        "--keys": args.keys,
+        "--policy": args.policy,
+    }
+
+
 def _prepare(argv) -> _Job:
     """Parse and check the arguments: the keyset, the as-of date, no overlap of OUT and the inputs, windows."""
-    from pipelines.io.merged_base import inside
     from pipelines.io.windows import committed_windows
     from transforms.crypto.keyset import Keyset
     from transforms.scan.policy import load_policy
@@ -148,9 +161,8 @@ def _prepare(argv) -> _Job:
     out = args.out.rstrip("/")
     deltas_dir = _deltas_dir(args.deltas)
     as_of = args.as_of or _stream_as_of(deltas_dir) or parse_as_of(None)
-    for source in [*args.base, deltas_dir, *([args.vault] if args.vault else [])]:
-        if inside(source, out) or inside(out, source):
-            raise UserError(f"--out {args.out} overlaps the input {source}: write to another folder")
+    check_apart(out, _inputs(args, deltas_dir))  # real paths: a symbolic link to OUT is OUT
+    check_owned(out, "compact")
     windows = committed_windows(deltas_dir)
     if not windows:
         raise UserError(f"--deltas {args.deltas}: no committed window there")
@@ -187,7 +199,7 @@ def _read_base(job: _Job, ctx) -> _Base:
     from pipelines.io.windows import read_base
     from transforms.crypto.tokenize import Tokenizer
     from transforms.crypto.vault import Vault
-    from transforms.merge.bucket import merged_lines
+    from transforms.merge.lines import merged_lines
 
     args = job.args
     kind, table, reader_dead, files = read_base(args.base, args.encoding, ctx)
@@ -226,11 +238,9 @@ def _read_deltas(job: _Job) -> tuple[pa.Table, pa.Table, pa.Table]:
 
 
 def _write_outputs(out: str, merged: pa.Table, keys: pa.Table, values: pa.Table, dead: pa.Table) -> None:
-    """OUT/base (one Parquet file), OUT/vault and OUT/dead_letter, replacing an earlier run's."""
+    """base/ (one Parquet file), vault/ and dead_letter/ into ``out`` (the staged folder)."""
     from pipelines.io.vault_files import write_vault
 
-    for name in ("base", "vault", "dead_letter"):
-        remove_tree(FileSystems.join(out, name))
     with FileSystems.create(FileSystems.join(out, "base", "part-00000-of-00001.parquet")) as handle:
         pq.write_table(merged, handle, row_group_size=65_536)
     write_vault(FileSystems.join(out, "vault"), keys, values)
@@ -280,12 +290,21 @@ def run(argv=None) -> dict:
     deltas, delta_keys, delta_values = _read_deltas(job)
     merged, keys, values, counts = fold_deltas(base.lines, base.keys, base.values, deltas, delta_keys, delta_values)
     job.timer.mark("fold_seconds")
-    _write_outputs(job.out, merged, keys, values, base.dead_letter)
-    job.timer.mark("write_seconds")
-    manifest = _manifest(job, base, merged, keys, values, counts)
-    write_json(FileSystems.join(job.out, "manifest.json"), manifest)
-    if not manifest["counts"]["base"]["balanced"]:
-        raise UserError(f"compact counts do not balance; see {FileSystems.join(job.out, 'manifest.json')}")
+    # Known to the keyset before it exists: a shred re-wraps its data keys rather than retire them under it.
+    register_vault(job.args.keys, FileSystems.join(job.out, "vault"), by="compact", run_id=job.run_id)
+    # Written beside OUT, switched in at the end (pipelines/io/publish.py): the previous output stays whole
+    # until then, and as it was if the run fails or does not balance.
+    with publishing(job.out, "compact", job.run_id, inputs=_inputs(job.args, job.deltas_dir), produces=OUTPUTS) as pub:
+        _write_outputs(pub.stage, merged, keys, values, base.dead_letter)
+        job.timer.mark("write_seconds")
+        manifest = _manifest(job, base, merged, keys, values, counts)
+        b = manifest["counts"]["base"]
+        if not b["balanced"]:
+            raise UserError(
+                f"compact counts do not balance ({b['rows_in']:,} rows in, {b['lines_out']:,} lines out, "
+                f"{b['dead_letters']:,} dead letters): nothing was published"
+            )
+        write_json(pub.path("manifest.json"), manifest)  # last: the manifest says the output is whole
     return manifest
 
 

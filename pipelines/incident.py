@@ -44,6 +44,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.render import pages
 from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main, split_beam_flags
+from pipelines.io.publish import check_apart, check_owned, publishing
 from pipelines.manifest import Timer, keys_block, write_json
 from pipelines.io.spreadsheet import spreadsheet_safe
 
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from transforms.crypto.keyset import Keyset
 
 __all__ = ["run", "main", "read_line_ids"]
+
+OUTPUTS = ("affected_lines.csv", "incident.json", "incident.html", "manifest.json")  # what it writes into OUT
 
 _EXPOSURE = {
     "join": "tokens (keyed HMAC-SHA256) under join key {v}: whoever holds the key can test guessed values "
@@ -224,6 +227,11 @@ def _read_vault(args, keyset) -> tuple[pa.Table | None, pa.Table | None]:
     return keys, values
 
 
+def _inputs(args) -> dict:
+    """Every path the incident reads, by flag: --out may be none of them, contain none, lie inside none."""
+    return {"--base": args.base, "--vault": args.vault, "--lines": args.lines, "--keys": args.keys}
+
+
 def _prepare(argv) -> _Job:
     """Parse and check the arguments; read the line list, the base's file list and the vault."""
     from pipelines.retention import merged_base_files
@@ -239,6 +247,8 @@ def _prepare(argv) -> _Job:
         raise UserError(
             f"{out} already holds an incident report: it is a record that was filed; write this one to a new folder"
         )
+    check_apart(out, _inputs(args))  # real paths
+    check_owned(out, "incident")
     keyset = Keyset.load(args.keys) if args.keys else None  # permissions checked before anything is read
     given, rows_given = read_line_ids(args.lines) if args.lines else (None, 0)
     files = merged_base_files(args.base)
@@ -361,16 +371,17 @@ def _report(
     }
 
 
-def _write_outputs(job: _Job, report: dict, lines: pa.Table, shredded: pa.Array, counts: dict) -> None:
-    """OUT/affected_lines.csv, OUT/incident.json, OUT/incident.html and OUT/manifest.json."""
+def _write_outputs(job: _Job, stage: str, report: dict, lines: pa.Table, shredded: pa.Array, counts: dict) -> None:
+    """affected_lines.csv, incident.json, incident.html and manifest.json (last) into ``stage``; the paths
+    they record are OUT's."""
     out, csv_path = job.out, report["affected_lines_file"]
-    _write_csv(lines, shredded, csv_path)
-    write_json(FileSystems.join(out, "incident.json"), report)
-    with FileSystems.create(FileSystems.join(out, "incident.html")) as handle:
+    _write_csv(lines, shredded, FileSystems.join(stage, "affected_lines.csv"))
+    write_json(FileSystems.join(stage, "incident.json"), report)
+    with FileSystems.create(FileSystems.join(stage, "incident.html")) as handle:
         page = pages.render("incident.html.j2", r=report, scope_text=scope_text(report["scope"]))
         handle.write(page.encode("utf-8"))
     write_json(
-        FileSystems.join(out, "manifest.json"),
+        FileSystems.join(stage, "manifest.json"),
         {
             "step": "incident",
             "run_id": job.run_id,
@@ -411,7 +422,9 @@ def run(argv=None) -> dict:
     }
     if job.given is not None:
         counts.update(given=len(job.given), balanced=len(job.given) == lines.num_rows + len(unknown))
-    _write_outputs(job, report, lines, shredded, counts)
+    # Written beside OUT and switched in whole at the end (pipelines/io/publish.py).
+    with publishing(job.out, "incident", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS) as pub:
+        _write_outputs(job, pub.stage, report, lines, shredded, counts)
     return report
 
 

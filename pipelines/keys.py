@@ -1,197 +1,149 @@
-"""backfill keys: create, rotate, show and shred keys of the tokens and the vault.
+"""backfill keys: create, rotate, show, shred and destroy keys of the tokens and the vault.
 
     backfill keys init --keys keys.json [--force]
     backfill keys show --keys keys.json [--json]
     backfill keys rotate --keys keys.json --join
-    backfill keys rotate --keys keys.json --vault [--vault-dir out/merge/vault [--retire-old]]
+    backfill keys rotate --keys keys.json --vault [--vault-dir out/merge/vault [--retire-old [--now]]]
     backfill keys shred --keys keys.json --vault out/merge/vault --line-id L0001 [--line-id ...] \\
-        [--reason "retention: terminated 2023-05-02"] [--actor NAME]
+        [--reason "retention: terminated 2023-05-02"] [--actor NAME] [--dry-run] [--now]
+    backfill keys destroy-due --keys keys.json
+    backfill keys restore --keys keys.json --version v1
     backfill keys retokenize --keys keys.json --base out/merge/base --vault out/merge/vault \\
         --out out/retokenized [Beam flags...]
 
-Every change appends one JSON line, without secrets, to the keys audit log
-(default ``KEYS_DIR/audit/keys.jsonl``); ``shred`` also appends one line per
-shredded line to ``VAULT/../audit/shred.jsonl`` (who, when, why).
+**The vaults a keyset knows.** A merge, a compaction, a retention purge, a
+reveal and every command here record the vault folder they write or open in
+the keyset's registry (``KEYS.registry.json`` beside the keyset;
+``transforms/crypto/registry.py``).
 
-``shred`` crypto-shreds: it drops the lines' wrapped data keys, re-wraps every
-other data key under a new vault key version and retires (destroys) all older
-vault key versions, so neither an older copy of the values nor an older copy
-of the key table can be opened for those lines. The cost: every other copy of
-the vault (older merge outputs) becomes unreadable too. Do not run it while a
-merge writes the same vault. ``rotate --vault --vault-dir DIR --retire-old``
-completes an interrupted shred.
+**shred** crypto-shreds lines: in every vault the registry knows (and the one
+named), it drops the lines' data-key rows and re-wraps every other data key
+under a new vault key version, *then* takes the older versions out of use.
+So no other line of any known vault becomes unreadable, while the shredded
+lines are gone from all of them, and any copy the registry does not know
+(a backup made with ``cp``) no longer opens at all. A known vault that cannot
+be read or re-wrapped stops the shred before anything changes, naming it.
+``--dry-run`` prints what would become unreadable (per vault: how many lines,
+their line_ids; never a value) and changes nothing. The older versions are
+*scheduled* for destruction (``destroy_after`` = now + 30 days, as Cloud KMS
+schedules a version's destruction): from now on they open nothing, their
+material is destroyed by the first ``keys`` command after that date (or by
+``keys destroy-due``), and ``keys restore --version vN`` undoes it until then.
+``--now`` destroys them at once. A due version still wrapping data keys in a
+known vault (one registered after the shred) is not destroyed; the vault is
+named.
+
+**rotate --vault --vault-dir DIR** re-wraps DIR's data keys under a new
+version; with ``--retire-old`` every known vault is re-wrapped and the older
+versions are scheduled for destruction (``--now``: destroyed), which also
+completes an interrupted shred (the data keys it dropped are in the registry).
+
+**Audit.** Every change appends a chained record (``transforms/crypto/audit.py``)
+to the keyset's log ``KEYS_DIR/audit/keys.jsonl``; a shred appends one record
+per line to the named vault's ``VAULT/../audit/shred.jsonl``, and every other
+vault it re-wraps gets a ``vault_rewrap`` record in its ``VAULT/../audit/keys.jsonl``.
+The logs cannot be moved: ``--audit-log`` and ``--shred-log`` naming another
+file are refused. The actor is the OS user; ``--actor`` is recorded as
+``stated_actor``. Do not run a shred while a merge writes a known vault.
 
 ``retokenize`` (after ``rotate --join``) rewrites a merged base's tokens under
 the primary join key from the vault's originals (``pipelines/retokenize.py``)
 and reports its coverage; it exits 1, listing the first failed lines, unless
 every tokenized line is covered.
+
+The steps live beside this module: ``keys_session`` (the keyset under its lock, the keys log),
+``keys_vaults`` (the known vaults' key tables, re-wrapped in memory, then written), ``keys_retire``
+(older versions out of use), ``keys_rotate``, ``keys_shred`` and ``keys_parser`` (the flags).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import sys
 from typing import TYPE_CHECKING
 
 from pipelines.common import ArgumentParser, UserError, run_main, split_beam_flags
-from pipelines.reveal import append_audit, audit_path, utc_now, who
+from pipelines.keys_parser import build_parser
+from pipelines.keys_retire import _destroy_due
+from pipelines.keys_rotate import rotate
+from pipelines.keys_session import _log_keys, _session, _user_errors, keys_audit_dir
+from pipelines.keys_shred import shred_lines
+from pipelines.reveal import audit_dir, record_audit, refuse_other_log, utc_now, who
 
 if TYPE_CHECKING:
     from transforms.crypto.keyset import Keyset
 
-__all__ = ["init_keyset", "rotate", "shred_lines", "show", "main"]
+__all__ = [
+    "init_keyset",
+    "rotate",
+    "shred_lines",
+    "destroy_due",
+    "restore",
+    "register_vault",
+    "show",
+    "main",
+]
+
+_SHOWN_IDS = 20  # line_ids listed per vault by --dry-run
 
 
-def _audit_log(keys_path: str, explicit: str | None) -> str:
-    return explicit or os.path.join(os.path.dirname(os.path.abspath(keys_path)), "audit", "keys.jsonl")
-
-
-@contextlib.contextmanager
-def _locked(keys_path: str):
-    """One keyset change at a time (an flock on KEYS.lock); the keyset must exist."""
-    from transforms.crypto.keyset import check_permissions
-
-    check_permissions(keys_path)
-    fd = os.open(keys_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _user_errors():
-    """Keyset and vault errors are the user's to fix: one line each."""
-    from transforms.crypto.keyset import KeysetError
-    from transforms.crypto.vault import VaultError
-
-    try:
-        yield
-    except (KeysetError, VaultError) as exc:
-        raise UserError(str(exc)) from None
+def parser() -> ArgumentParser:
+    return build_parser(__doc__.splitlines()[0])
 
 
 def _versions(keyset: Keyset) -> dict:
     return {"join": keyset.primary_join_version, "vault": keyset.primary_vault_version}
 
 
+def register_vault(keys_path: str, vault_dir: str, *, by: str, run_id: str | None = None) -> str:
+    """Record a vault folder in the keyset's registry (a merge calls this before it writes OUT/vault), so
+    that a shred or a key retirement re-wraps its data keys instead of making it unreadable."""
+    from transforms.crypto.registry import open_registry
+
+    with _user_errors(), open_registry(keys_path) as (_, registry):
+        where = registry.add_vault(vault_dir, by=by, run_id=run_id)
+        registry.save()
+    return where
+
+
 def init_keyset(
     keys_path: str, *, force: bool = False, actor: str | None = None, audit_log: str | None = None
 ) -> Keyset:
-    """Create a keyset file (j1, v1); refuses to replace one unless ``force``."""
+    """Create a keyset file (j1, v1, a1); refuses to replace one unless ``force``."""
     from transforms.crypto.keyset import Keyset
+    from transforms.crypto.registry import open_registry
 
+    refuse_other_log(audit_log, os.path.join(keys_audit_dir(keys_path), "keys.jsonl"))
     with _user_errors():
         keyset = Keyset.generate()
         keyset.save(keys_path, overwrite=force)
-    append_audit(
-        _audit_log(keys_path, audit_log),
-        {
-            "event": "keys_init",
-            "at": utc_now(),
-            **who(actor),
-            "keyset_id": keyset.keyset_id,
-            "primary": _versions(keyset),
-        },
-    )
+        with open_registry(keys_path, replace_foreign=True) as (keyset, registry):
+            record = {"event": "keys_init", "at": utc_now(), **who(actor), "primary": _versions(keyset)}
+            _log_keys(keyset, registry, keys_path, record)
     return keyset
 
 
-def rotate(
-    keys_path: str,
-    *,
-    join: bool = False,
-    vault_dir: str | None = None,
-    retire_old: bool = False,
-    actor: str | None = None,
-    audit_log: str | None = None,
-) -> dict:
-    """Add a join or a vault key version; for the vault, re-wrap ``vault_dir``'s data keys."""
-    from transforms.crypto.keyset import Keyset
-    from transforms.crypto.vault import Vault
-    from pipelines.io.vault_files import read_table, write_table
-
-    record = {"event": "keys_rotate_join" if join else "keys_rotate_vault", "at": utc_now(), **who(actor)}
-    with _user_errors(), _locked(keys_path):
-        keyset = Keyset.load(keys_path)
-        keys = read_table(vault_dir, "keys") if vault_dir else None
-        older = keyset.versions("join" if join else "vault")
-        version = keyset.rotate_join() if join else keyset.rotate_vault()
-        rewrapped = Vault(keyset).rewrap(keys) if vault_dir else None  # in memory: a failure changes nothing
-        keyset.save(keys_path)  # the new version is durable before anything wrapped by it is
-        record.update(keyset_id=keyset.keyset_id, new_version=version, previous=older)
-        if vault_dir:
-            write_table(vault_dir, "keys", rewrapped)
-            record.update(vault_dir=vault_dir, rewrapped=keys.num_rows)
-            if retire_old:
-                for old in older:
-                    keyset.retire(old)
-                keyset.save(keys_path)
-                record["retired"] = older
-    append_audit(_audit_log(keys_path, audit_log), record)
-    return record
-
-
-def shred_lines(
-    keys_path: str,
-    vault_dir: str,
-    line_ids: list[str],
-    *,
-    reason: str | None = None,
-    actor: str | None = None,
-    audit_log: str | None = None,
-    shred_log: str | None = None,
-) -> dict:
-    """Crypto-shred lines (retention, leak response): see the module docstring."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from transforms.crypto.keyset import Keyset
-    from transforms.crypto.vault import Vault
-    from pipelines.io.vault_files import read_table, write_table
-
-    line_ids = list(dict.fromkeys(line_ids))
-    shred_path = audit_path(vault_dir, "shred.jsonl", shred_log)
-    with _user_errors(), _locked(keys_path):
-        keyset = Keyset.load(keys_path)
-        keys = read_table(vault_dir, "keys")
-        present = set(keys.filter(pc.is_in(keys["line_id"], pa.array(line_ids, pa.string())))["line_id"].to_pylist())
-        missing = [line for line in line_ids if line not in present]
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise UserError(
-                f"line {missing[0]}{more} has no data key in {vault_dir}: unknown, or already shredded; "
-                "nothing was shredded"
-            )
-        vault = Vault(keyset)
-        older = keyset.versions("vault")
-        new_version = keyset.rotate_vault()
-        kept = vault.rewrap(vault.shred(keys, line_ids))  # in memory: a failure changes nothing
-        record = {
-            "at": utc_now(),
-            **who(actor),
+def destroy_due(keys_path: str, *, actor: str | None = None, audit_log: str | None = None) -> dict:
+    """Destroy the vault and join key versions whose waiting period is over (see the module docstring)."""
+    with _session(keys_path, audit_log) as (keyset, registry):
+        destroyed, blocked = _destroy_due(keyset, registry, keys_path, actor)
+        return {
             "keyset_id": keyset.keyset_id,
-            "vault_dir": vault_dir,
-            "reason": reason,
-            "new_vault_key_version": new_version,
-            "retired_vault_key_versions": older,
+            "destroyed": destroyed,
+            "blocked": blocked,
+            "scheduled": keyset.scheduled(),
         }
-        for line_id in line_ids:  # the record comes first: no shred goes unrecorded
-            append_audit(shred_path, {"event": "shred", "line_id": line_id, **record})
-        keyset.save(keys_path)  # the new version is durable before anything wrapped by it is
-        write_table(vault_dir, "keys", kept)  # from here on the lines' data keys are gone from this vault
-        for old in older:
-            keyset.retire(old)
-        keyset.save(keys_path)  # and from here on no older copy of the key table opens either
-    append_audit(
-        _audit_log(keys_path, audit_log),
-        {"event": "keys_shred", "lines": len(line_ids), "rewrapped": kept.num_rows, **record},
-    )
-    return {**record, "lines": line_ids, "rewrapped": kept.num_rows}
+
+
+def restore(keys_path: str, version: str, *, actor: str | None = None, audit_log: str | None = None) -> dict:
+    """Put a version scheduled for destruction back in use."""
+    with _session(keys_path, audit_log) as (keyset, registry):
+        keyset.restore(version)
+        keyset.save(keys_path)
+        record = {"event": "keys_restore", "at": utc_now(), **who(actor), "version": version}
+        _log_keys(keyset, registry, keys_path, record)
+    return record
 
 
 def show(keys_path: str) -> dict:
@@ -208,46 +160,113 @@ def show(keys_path: str) -> dict:
     }
 
 
-def parser() -> ArgumentParser:
-    p = ArgumentParser(prog="backfill keys", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(
-        dest="action", required=True, metavar="{init,show,rotate,shred,retokenize}", parser_class=ArgumentParser
-    )
+def _print_show(args) -> int:
+    info = show(args.keys)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"keyset {info['keyset_id']} created {info['created_at']} (KMS: {info['kms_key_uri'] or 'none'})")
+    print(f"  {'purpose':<8} {'version':<8} {'state':<18} {'algorithm':<12} {'created_at':<21} retired_at")
+    for k in info["keys"]:
+        when = k["retired_at"] or (f"destroy after {k['destroy_after']}" if k.get("destroy_after") else "-")
+        print(
+            f"  {k['purpose']:<8} {k['version']:<8} {k['state']:<18} {k['algorithm']:<12} {k['created_at']:<21} {when}"
+        )
+    return 0
 
-    def command(name: str, help_: str) -> ArgumentParser:
-        c = sub.add_parser(name, help=help_, description=help_)
-        c.add_argument("--keys", required=True, help="keyset file (mode 0600)")
-        c.add_argument("--actor", default=None, help="who acts (default: the OS user)")
-        c.add_argument("--audit-log", default=None, help="keys audit log (default: KEYS_DIR/audit/keys.jsonl)")
-        c.add_argument("--debug", action="store_true", help="show tracebacks")
-        return c
 
-    command("init", "create a keyset: join key j1, vault key v1").add_argument(
-        "--force", action="store_true", help="replace an existing keyset (its data becomes unreadable)"
+def _print_rotate(args) -> int:
+    if args.join and (args.vault_dir or args.retire_old):
+        raise UserError("--vault-dir and --retire-old go with --vault, not --join")
+    if args.retire_old and not args.vault_dir:
+        raise UserError("--retire-old needs --vault-dir (the vault re-wrapped before old keys are destroyed)")
+    if args.now and not args.retire_old:
+        raise UserError("--now goes with --retire-old")
+    done = rotate(
+        args.keys,
+        join=args.join,
+        vault_dir=args.vault_dir,
+        retire_old=args.retire_old,
+        now=args.now,
+        actor=args.actor,
+        audit_log=args.audit_log,
     )
-    command("show", "list key versions and states (never the secrets)").add_argument(
-        "--json", action="store_true", help="print JSON"
+    print(
+        f"keyset {done['keyset_id']}: {done['new_version']} is now the primary {'join' if args.join else 'vault'} key"
     )
-    rot = command("rotate", "add a join-key or a vault-key version")
-    which = rot.add_mutually_exclusive_group(required=True)
-    which.add_argument("--join", action="store_true", help="new join key: a retokenize run must follow")
-    which.add_argument("--vault", action="store_true", help="new vault key: re-wraps data keys of --vault-dir")
-    rot.add_argument("--vault-dir", default=None, help="vault folder whose data keys are re-wrapped")
-    rot.add_argument("--retire-old", action="store_true", help="after re-wrapping, destroy older vault keys")
-    shred = command("shred", "destroy lines' data keys (crypto-shredding), with a record")
-    shred.add_argument("--vault", required=True, help="vault folder")
-    shred.add_argument("--line-id", required=True, action="append", help="line to shred; repeatable")
-    shred.add_argument("--reason", default=None, help="why (recorded in the shred log)")
-    shred.add_argument("--shred-log", default=None, help="shred log (default: VAULT/../audit/shred.jsonl)")
-    retok = command("retokenize", "rewrite a merged base's tokens under the primary join key; report coverage")
-    retok.add_argument("--base", required=True, help="merged base folder (backfill merge OUT/base)")
-    retok.add_argument("--vault", required=True, help="its vault folder (OUT/vault)")
-    retok.add_argument("--out", required=True, help="output folder: OUT/base, OUT/dead_letter, OUT/manifest.json")
-    return p
+    if args.join:
+        print(
+            f"  tokens in the base are still {', '.join(done['previous'])}: run `backfill keys retokenize` "
+            "to move them (joins across versions do not match)"
+        )
+    elif args.vault_dir:
+        print(f"  re-wrapped {done['rewrapped']:,} data keys in {args.vault_dir}")
+        for v in done["vaults"][1:]:
+            print(f"  re-wrapped {v['rewrapped']:,} data keys in {v['vault']} ({v['status']})")
+        if args.retire_old:
+            print("  " + _retired_text(done["retired"], done["destroy_after"]))
+    else:
+        print("  existing data keys stay wrapped by older versions until a rotate with --vault-dir")
+    return 0
+
+
+def _retired_text(versions: list[str], destroy_after: str | None) -> str:
+    if not versions:
+        return "no older vault key in use"
+    if destroy_after:
+        return (
+            f"{', '.join(versions)} open nothing now and are destroyed after {destroy_after} "
+            f"(backfill keys restore --version {versions[0]} undoes it until then)"
+        )
+    return f"destroyed {', '.join(versions)}"
+
+
+def _ids(ids: list[str]) -> str:
+    return ", ".join(ids[:_SHOWN_IDS]) + (f" and {len(ids) - _SHOWN_IDS:,} more" if len(ids) > _SHOWN_IDS else "")
+
+
+def _print_shred(args) -> int:
+    done = shred_lines(
+        args.keys,
+        args.vault,
+        args.line_id,
+        reason=args.reason,
+        actor=args.actor,
+        audit_log=args.audit_log,
+        shred_log=None,
+        dry_run=args.dry_run,
+        now=args.now,
+    )
+    if done["dry_run"]:
+        print(f"dry run: nothing was changed. Shredding {len(done['lines'])} line(s) would make unreadable:")
+    else:
+        print(
+            f"shredded {len(done['lines'])} line(s) in {args.vault}; re-wrapped {done['rewrapped']:,} data keys "
+            f"under {done['new_vault_key_version']}"
+        )
+    for v in done["vaults"]:
+        if v["status"] != "ok":
+            print(f"  {v['vault']}: {'not found' if v['status'] == 'missing' else 'no key table'} (nothing to do)")
+            continue
+        lost = v["lines_unreadable"]
+        print(
+            f"  {v['vault']}: {len(lost):,} line(s)" + (f" ({_ids(lost)})" if lost else "") + f"; "
+            f"{v['rewrapped']:,} other data key(s) {'would be ' if done['dry_run'] else ''}re-wrapped"
+            + (f"; {v['already_unreadable']:,} already unreadable" if v["already_unreadable"] else "")
+        )
+    versions = done["retired_vault_key_versions"]
+    if done["dry_run"]:
+        when = "destroyed at once" if args.now else "scheduled for destruction"
+        print(f"  and every copy of a vault not listed here: vault key {', '.join(versions) or '-'} would be {when}")
+    else:
+        print("  " + _retired_text(versions, done.get("destroy_after")))
+    return 0
 
 
 def _body(argv) -> int:
     args, beam_args = split_beam_flags(parser(), argv, pipeline=lambda a: a.action == "retokenize")
+    if args.action == "shred" and args.shred_log is not None:
+        refuse_other_log(args.shred_log, os.path.join(audit_dir(args.vault, args.keys), "shred.jsonl"), "--shred-log")
     if args.action == "init":
         keyset = init_keyset(args.keys, force=args.force, actor=args.actor, audit_log=args.audit_log)
         print(
@@ -255,60 +274,25 @@ def _body(argv) -> int:
             f"{keyset.primary_join_version}, vault key {keyset.primary_vault_version}"
         )
     elif args.action == "show":
-        info = show(args.keys)
-        if args.json:
-            print(json.dumps(info, indent=2))
-            return 0
-        print(f"keyset {info['keyset_id']} created {info['created_at']} (KMS: {info['kms_key_uri'] or 'none'})")
-        print(f"  {'purpose':<8} {'version':<8} {'state':<8} {'algorithm':<12} {'created_at':<21} retired_at")
-        for k in info["keys"]:
-            print(
-                f"  {k['purpose']:<8} {k['version']:<8} {k['state']:<8} {k['algorithm']:<12} "
-                f"{k['created_at']:<21} {k['retired_at'] or '-'}"
-            )
+        return _print_show(args)
     elif args.action == "rotate":
-        if args.join and (args.vault_dir or args.retire_old):
-            raise UserError("--vault-dir and --retire-old go with --vault, not --join")
-        if args.retire_old and not args.vault_dir:
-            raise UserError("--retire-old needs --vault-dir (the vault re-wrapped before old keys are destroyed)")
-        done = rotate(
-            args.keys,
-            join=args.join,
-            vault_dir=args.vault_dir,
-            retire_old=args.retire_old,
-            actor=args.actor,
-            audit_log=args.audit_log,
-        )
-        print(
-            f"keyset {done['keyset_id']}: {done['new_version']} is now the primary "
-            f"{'join' if args.join else 'vault'} key"
-        )
-        if args.join:
-            print(
-                f"  tokens in the base are still {', '.join(done['previous'])}: run `backfill keys retokenize` "
-                "to move them (joins across versions do not match)"
-            )
-        elif args.vault_dir:
-            print(
-                f"  re-wrapped {done['rewrapped']:,} data keys in {args.vault_dir}"
-                + (f"; retired {', '.join(done['retired'])}" if args.retire_old else "")
-            )
-        else:
-            print("  existing data keys stay wrapped by older versions until a rotate with --vault-dir")
+        return _print_rotate(args)
     elif args.action == "shred":
-        done = shred_lines(
-            args.keys,
-            args.vault,
-            args.line_id,
-            reason=args.reason,
-            actor=args.actor,
-            audit_log=args.audit_log,
-            shred_log=args.shred_log,
-        )
-        print(
-            f"shredded {len(done['lines'])} line(s) in {args.vault}; re-wrapped {done['rewrapped']:,} data keys "
-            f"under {done['new_vault_key_version']}; retired {', '.join(done['retired_vault_key_versions'])}"
-        )
+        return _print_shred(args)
+    elif args.action == "destroy-due":
+        done = destroy_due(args.keys, actor=args.actor, audit_log=args.audit_log)
+        print(f"keyset {done['keyset_id']}: destroyed {', '.join(done['destroyed']) or 'nothing'}")
+        for version, when in done["scheduled"].items():
+            print(f"  {version}: destroyed after {when}")
+        if done["blocked"]:
+            version, vaults = next(iter(done["blocked"].items()))
+            raise UserError(
+                f"key {version} is due but vault {vaults[0]} still has data keys under it: restore it "
+                f"(backfill keys restore --version {version}) and re-wrap that vault, or delete that copy"
+            )
+    elif args.action == "restore":
+        done = restore(args.keys, args.version, actor=args.actor, audit_log=args.audit_log)
+        print(f"restored {done['version']}: it opens again")
     else:
         return _retokenize(args, beam_args)
     return 0
@@ -317,21 +301,26 @@ def _body(argv) -> int:
 def _retokenize(args, beam_args: list[str]) -> int:
     from pipelines.retokenize import failed_lines, retokenize
 
+    refuse_other_log(args.audit_log, os.path.join(keys_audit_dir(args.keys), "keys.jsonl"))
     with _user_errors():
         manifest = retokenize(args.keys, args.base, args.vault, args.out, beam_args)
     counts = manifest["counts"]
-    append_audit(
-        _audit_log(args.keys, args.audit_log),
-        {
-            "event": "keys_retokenize",
-            "at": utc_now(),
-            **who(args.actor),
-            "keyset_id": manifest["keys"]["keyset_id"],
-            "join_key_version": manifest["keys"]["join"],
-            "base": args.base,
-            "out": args.out,
-            **{k: counts.get(k, 0) for k in ("lines", "with_tokens", "retokenized", "already_current", "failed")},
-        },
+    record_audit(
+        args.keys,
+        keys_audit_dir(args.keys),
+        "keys.jsonl",
+        [
+            {
+                "event": "keys_retokenize",
+                "at": utc_now(),
+                **who(args.actor),
+                "join_key_version": manifest["keys"]["join"],
+                "base": args.base,
+                "out": args.out,
+                **{k: counts.get(k, 0) for k in ("lines", "with_tokens", "retokenized", "already_current", "failed")},
+            }
+        ],
+        nothing="the retokenized base is written but its record is missing",
     )
     covered = counts.get("retokenized", 0) + counts.get("already_current", 0)
     print(

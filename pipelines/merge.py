@@ -9,27 +9,31 @@
 
 ``--base`` is a raw base (Avro, Parquet, CSV with plaintext identity columns)
 or a previous merge's ``OUT/base/`` (told apart by its columns); with a
-previous merge's base, pass its vault too (``--vault``): the lines without a
-new registration keep their row and their vault records, and re-registered
-lines keep their data key. Writes ``OUT/base/`` (Parquet, schemas/merged_line.avsc:
+previous merge's base, its vault is required too (``--vault``; without it
+the merge refuses to run): the lines without a new registration keep their
+row and their vault records, and re-registered lines keep their data key. Writes ``OUT/base/`` (Parquet, schemas/merged_line.avsc:
 tokens and masks, never plaintext), ``OUT/vault/`` (what ``backfill reveal``
 opens), ``OUT/dead_letter/`` (JSON Lines), ``OUT/summary.json`` and
 ``OUT/manifest.json``, whose counts prove that nothing was lost:
 base rows in = lines out + base dead letters, and events in = applied +
 superseded + duplicates + dead letters.
+
+OUT is written beside itself (``OUT.tmp-RUN_ID``) and switched in once the
+manifest is written (``pipelines/io/publish.py``): an --out that overlaps an
+input (real paths) or that a merge did not make is refused before anything
+is written, and a failed run leaves the previous output as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import math
 import os
-import shutil
 import sys
-import tempfile
 from typing import TYPE_CHECKING
 
 import apache_beam as beam
@@ -38,7 +42,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
 from pipelines.common import parse_as_of
-from pipelines.common import remove_tree, run_main, runner_name, split_beam_flags, write_dead_letters
+from pipelines.common import run_main, runner_name, split_beam_flags, write_dead_letters
 from pipelines.io.events import ReadRegistrationEvents, plan_event_splits
 from pipelines.manifest import Timer, keys_block, policy_block, read_json, write_json
 from pipelines.io.merged_base import (
@@ -46,7 +50,6 @@ from pipelines.io.merged_base import (
     ReadVaultTable,
     base_kind,
     column_values,
-    inside,
     plan_merged_splits,
     vault_shards,
     write_merged_base,
@@ -54,7 +57,10 @@ from pipelines.io.merged_base import (
 )
 from pipelines.io.base_files import ReadSubscriberBase
 from pipelines.io.planning import InputInfo, plan_splits
+from pipelines.io.publish import check_apart, check_owned, publishing
+from pipelines.keys import register_vault
 from transforms.core.deadletter import DeadLetterContext
+from transforms.core.shuffle import spill_area
 from transforms.merge.composite import MergeCompletedRegistrations
 from transforms.scan.policy import Policy, load_policy
 
@@ -63,6 +69,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("backfill.merge")
 ROWS_PER_BUCKET = 100_000  # a bucket (base lines + events + vault rows) is one worker's working set
+OUTPUTS = ("base", "vault", "dead_letter", "summary.json", "manifest.json")  # what a merge writes into OUT
 
 
 def parser() -> ArgumentParser:
@@ -151,13 +158,22 @@ def _located(paths: list[str]) -> list[str]:
     return [p if "://" in p else os.path.abspath(p) for p in paths]
 
 
+def _inputs(args) -> dict:
+    """Every path the merge reads, by flag: --out may be none of them, contain none, lie inside none."""
+    return {
+        "--base": args.base,
+        "--registrations": args.registrations,
+        "--vault": args.vault,
+        "--keys": args.keys,
+        "--policy": args.policy,
+    }
+
+
 def _check_paths(args, out: str) -> None:
-    """Refuse an --out that would overwrite an input (the daily merge reads yesterday's OUT)."""
-    for name in ("base", "vault", "dead_letter"):
-        target = FileSystems.join(out, name)
-        for source in [*args.base, *args.registrations, *([args.vault] if args.vault else [])]:
-            if inside(source, target):
-                raise UserError(f"--out {args.out} would overwrite the input {source}: write to another folder")
+    """Refuse an --out that overlaps an input (real paths: the daily merge reads yesterday's OUT, perhaps
+    through a symbolic link) or a folder a merge did not make, before anything is read or written."""
+    check_apart(out, _inputs(args))
+    check_owned(out, "merge")
 
 
 @dataclasses.dataclass
@@ -181,10 +197,11 @@ class _Job:
     spill: bool
     out: str
     timer: Timer
+    stage: str = ""  # where this run writes (publishing's OUT.tmp-RUN); OUT itself once switched
 
     @property
     def summary_path(self) -> str:
-        return FileSystems.join(self.out, "summary.json")
+        return FileSystems.join(self.stage or self.out, "summary.json")
 
 
 def _plan_base(args, keyset) -> tuple[str, list, InputInfo]:
@@ -213,9 +230,9 @@ def _plan_vault(args, keyset, kind: str) -> dict | None:
                 f"not {keyset.keyset_id} (--keys {args.keys})"
             )
     elif kind == "merged":
-        log.warning(
-            "merge: a merged base without --vault: lines without a new registration keep their tokens "
-            "but OUT/vault holds only this run's registrations"
+        raise UserError(
+            f"--base {args.base[0]} is a merged base: give its --vault too (the previous merge's OUT/vault); "
+            "without it OUT/vault would hold only this run's registrations"
         )
     return vault
 
@@ -283,8 +300,8 @@ def _log_plan(job: _Job) -> None:
 
 
 def _run_pipeline(job: _Job) -> None:
-    """Merge; write OUT/base, OUT/vault, OUT/dead_letter and OUT/summary.json."""
-    out, ctx, summary_path = job.out, DeadLetterContext("merge", job.run_id, job.started), job.summary_path
+    """Merge; write base/, vault/, dead_letter/ and summary.json into the staged folder."""
+    out, ctx, summary_path = job.stage, DeadLetterContext("merge", job.run_id, job.started), job.summary_path
     header = {
         "step": "merge",
         "run_id": job.run_id,
@@ -293,9 +310,9 @@ def _run_pipeline(job: _Job) -> None:
         "base_kind": job.kind,
         "keys": keys_block(job.keyset),
     }
-    # The spill holds plaintext (raw rows, events): a private local folder (0700), never under OUT.
-    spill_dir = tempfile.mkdtemp(prefix=f"backfill-{job.run_id}-") if job.spill else None
-    try:
+    # The spill carries raw rows and events: sealed under a per-run key, in a private local folder (0700)
+    # that a later run removes if this one dies (transforms/core/shuffle.py), never under OUT.
+    with spill_area("merge") if job.spill else contextlib.nullcontext() as spill_dir:
         with beam.Pipeline(options=job.options) as p:
             outputs = build_pipeline(
                 p,
@@ -318,9 +335,6 @@ def _run_pipeline(job: _Job) -> None:
             write_vault_table(outputs.vault_values, vault_dir, "values", "WriteVaultValues")
             write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part"))
             outputs.counts | "WriteSummary" >> beam.Map(lambda c: write_json(summary_path, summarise(c, header)))
-    finally:
-        if spill_dir:
-            shutil.rmtree(spill_dir, ignore_errors=True)
     job.timer.mark("pipeline_seconds")
 
 
@@ -350,18 +364,27 @@ def _manifest(job: _Job, summary: dict) -> dict:
 
 
 def run(argv=None) -> dict:
-    """Run a merge; returns its manifest."""
+    """Run a merge; returns its manifest.
+
+    The run writes beside OUT and switches its output in at the end (pipelines/io/publish.py): the previous
+    output stays whole and readable until then, and stays as it was if the run fails or does not balance."""
     job = _prepare(argv)
-    for folder in ("base", "vault", "dead_letter"):
-        remove_tree(FileSystems.join(job.out, folder))
     _log_plan(job)
-    _run_pipeline(job)
-    summary = read_json(job.summary_path)
-    manifest = _manifest(job, summary)
-    write_json(FileSystems.join(job.out, "manifest.json"), manifest)
-    for side in ("base", "events"):
-        if not summary[side]["balanced"]:
-            raise UserError(f"merge counts do not balance for the {side}; see {job.summary_path}")
+    # Known to the keyset before it exists: a shred re-wraps its data keys rather than retire them under it.
+    register_vault(job.args.keys, FileSystems.join(job.out, "vault"), by="merge", run_id=job.run_id)
+    with publishing(job.out, "merge", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS) as pub:
+        job.stage = pub.stage
+        _run_pipeline(job)
+        summary = read_json(job.summary_path)
+        manifest = _manifest(job, summary)
+        for side in ("base", "events"):
+            counts = summary[side]
+            if not counts["balanced"]:
+                raise UserError(
+                    f"merge counts do not balance for the {side} ({counts['rows_in']:,} in, "
+                    f"{counts['dead_letters']:,} dead letters): nothing was published"
+                )
+        write_json(pub.path("manifest.json"), manifest)  # last: the manifest says the output is whole
     return manifest
 
 

@@ -17,6 +17,7 @@ SMS segments, the estimated cost and sample messages.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -35,11 +36,13 @@ from pipelines.common import remove_tree, run_main, runner_name, split_beam_flag
 from pipelines.manifest import Timer, read_json, write_json
 from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, ReadTables, WriteJobFiles, classified_splits
 from pipelines.io.notify_files import history_splits, read_suppress, registered_splits
+from pipelines.io.publish import check_apart, check_owned, writing_into
 from pipelines.io.pubsub import SUBSCRIPTION_RE, TOPIC_RE, PublishJobs, check_topic
 from pipelines.render.notify_text import format_dry_run, format_receipts, format_result
 from transforms.notify.campaign import Campaign, Wave, load_campaign
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.metrics import merge_counts
+from transforms.core.shuffle import spill_area
 from transforms.notify.planner import OUTCOMES
 from transforms.notify.composite import BuildNotificationJobs
 from transforms.notify.summary import SummariseJobs
@@ -66,6 +69,11 @@ def parser() -> ArgumentParser:
     p.add_argument("--shuffle-buckets", type=int, default=None, help="buckets of the line shuffle")
     p.add_argument("--spill", choices=["auto", "on", "off"], default="auto", help="spill shuffles to files")
     p.add_argument("--publish-batch", type=int, default=1000, help="Pub/Sub messages per publish request")
+    p.add_argument(
+        "--allow-late-sends",
+        action="store_true",
+        help="send jobs that the daily caps push past the deadline or into the next wave (refused otherwise)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -139,7 +147,20 @@ def _write_result(result: dict, path: str) -> None:
 
 
 def build_pipeline(
-    p, *, campaign, wave, first_day, splits, registered, history, receipts, suppressed, n_buckets, spill_dir, samples
+    p,
+    *,
+    campaign,
+    wave,
+    first_day,
+    splits,
+    registered,
+    history,
+    receipts,
+    suppressed,
+    n_buckets,
+    spill_dir,
+    samples,
+    allow_late_sends=False,
 ):
     """Wire reads and BuildNotificationJobs; returns (NotifyOutputs, summary PCollection)."""
     inputs = {"lines": p | "ReadClassified" >> ReadTables(splits)}
@@ -150,7 +171,13 @@ def build_pipeline(
     if receipts:
         inputs["receipts"] = p | "ReadReceipts" >> ReadTables(receipts)
     outputs = inputs | "BuildNotificationJobs" >> BuildNotificationJobs(
-        campaign, wave, first_day, suppressed=suppressed, n_buckets=n_buckets, spill_dir=spill_dir
+        campaign,
+        wave,
+        first_day,
+        suppressed=suppressed,
+        n_buckets=n_buckets,
+        spill_dir=spill_dir,
+        allow_late_sends=allow_late_sends,
     )
     jobs = {"sms": outputs.sms, "call": outputs.call, "announcement": outputs.announcement}
     summary = (
@@ -192,7 +219,10 @@ def _prepare_wave(args, beam_args: list[str]) -> _WavePlan:
     campaign = load_campaign(args.campaign)
     wave = campaign.wave(args.wave)
     as_of = args.as_of or parse_as_of(None)
+    first_day = campaign.first_send_day(wave.wave, as_of, args.allow_late_sends)
     options = beam_options(beam_args)
+    if args.spill == "on" and not is_local_runner(options):
+        raise UserError("--spill on needs a local runner: the spill is a private local folder")
     splits, rows = classified_splits(args.classified)
     registered, registered_rows = registered_splits(args.registered) if args.registered else ([], 0)
     suppressed = read_suppress(args.suppress) if args.suppress else None
@@ -202,7 +232,7 @@ def _prepare_wave(args, beam_args: list[str]) -> _WavePlan:
         campaign=campaign,
         wave=wave,
         as_of=as_of,
-        first_day=max(wave.start, as_of),
+        first_day=first_day,
         options=options,
         splits=splits,
         rows=rows,
@@ -215,9 +245,8 @@ def _prepare_wave(args, beam_args: list[str]) -> _WavePlan:
 def _plan_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer) -> dict:
     """Run the wave's pipeline: jobs written, published or (dry run) only counted; returns its result."""
     mode = _mode(args)
-    tmp = tempfile.mkdtemp(prefix="notify-") if args.dry_run else FileSystems.join(out, "_tmp", run_id)
-    spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(plan.options))
-    n_buckets = args.shuffle_buckets or max(1, math.ceil((plan.rows + plan.registered_rows) / ROWS_PER_BUCKET))
+    local = is_local_runner(plan.options)
+    spill = args.spill != "off" and local
     log.info(
         "notify %s: campaign %s wave %d, %s classified lines, mode %s, runner %s",
         run_id,
@@ -227,36 +256,50 @@ def _plan_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer) -> di
         mode,
         runner_name(plan.options),
     )
-    result_path = FileSystems.join(tmp, "result.json")
-    try:
-        with beam.Pipeline(options=plan.options) as p:
-            outputs, jobs, summary = build_pipeline(
-                p,
-                campaign=plan.campaign,
-                wave=plan.wave.wave,
-                first_day=plan.first_day,
-                splits=plan.splits,
-                registered=plan.registered,
-                history=history_splits(out, HISTORY_JOBS),
-                receipts=history_splits(out, HISTORY_RECEIPTS),
-                suppressed=plan.suppressed,
-                n_buckets=n_buckets,
-                spill_dir=FileSystems.join(tmp, "shuffle") if spill else None,
-                samples=args.samples if args.dry_run else None,
-            )  # the table and samples are the dry run's
-            stats = _hand_over(args, p, jobs, out, run_id, f"{plan.campaign.campaign_id}-w{plan.wave.wave}")
-            (
-                outputs.counts
-                | "Finish" >> beam.Map(_finish_counts, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(stats))
-                | "WriteResult" >> beam.Map(_write_result, result_path)
-            )
-        timer.mark("pipeline_seconds")
-        return read_json(result_path)
-    finally:
+    # The shuffle spill (and a dry run's result) go to a private local folder, sealed under a per-run key,
+    # removed at the end or by a later run if this one dies (transforms/core/shuffle.py); never under OUT.
+    with spill_area("notify") if local else contextlib.nullcontext() as area:
         if args.dry_run:
-            shutil.rmtree(tmp, ignore_errors=True)
+            tmp = area or tempfile.mkdtemp(prefix="notify-")
         else:
-            _remove_tmp(out, run_id)
+            tmp = FileSystems.join(out, "_tmp", run_id)
+        try:
+            return _run_wave(args, plan, out, run_id, timer, tmp, FileSystems.join(area, "shuffle") if spill else None)
+        finally:
+            if args.dry_run and not area:
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif not args.dry_run:
+                _remove_tmp(out, run_id)
+
+
+def _run_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer, tmp: str, spill_dir: str | None) -> dict:
+    """The wave's pipeline; its result (counts, summary) read back from ``tmp``."""
+    n_buckets = args.shuffle_buckets or max(1, math.ceil((plan.rows + plan.registered_rows) / ROWS_PER_BUCKET))
+    result_path = FileSystems.join(tmp, "result.json")
+    with beam.Pipeline(options=plan.options) as p:
+        outputs, jobs, summary = build_pipeline(
+            p,
+            campaign=plan.campaign,
+            wave=plan.wave.wave,
+            first_day=plan.first_day,
+            splits=plan.splits,
+            registered=plan.registered,
+            history=history_splits(out, HISTORY_JOBS),
+            receipts=history_splits(out, HISTORY_RECEIPTS),
+            suppressed=plan.suppressed,
+            n_buckets=n_buckets,
+            spill_dir=spill_dir,
+            samples=args.samples if args.dry_run else None,
+            allow_late_sends=args.allow_late_sends,
+        )  # the table and samples are the dry run's
+        stats = _hand_over(args, p, jobs, out, run_id, f"{plan.campaign.campaign_id}-w{plan.wave.wave}")
+        (
+            outputs.counts
+            | "Finish" >> beam.Map(_finish_counts, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(stats))
+            | "WriteResult" >> beam.Map(_write_result, result_path)
+        )
+    timer.mark("pipeline_seconds")
+    return read_json(result_path)
 
 
 def _hand_over(args, p, jobs: dict, out: str, run_id: str, prefix: str):
@@ -277,31 +320,47 @@ def run(argv=None) -> dict:
     return _run(*_parse(argv))
 
 
+def _inputs(args) -> dict:
+    """Every path notify reads, by flag: --out may be none of them, contain none, lie inside none."""
+    return {
+        "--classified": args.classified,
+        "--campaign": args.campaign,
+        "--registered": args.registered,
+        "--suppress": args.suppress,
+        "--receipts": args.receipts,
+    }
+
+
 def _run(args, beam_args: list[str]) -> dict:
     planning = _check_args(args)
     timer = Timer()
     out = args.out.rstrip("/")
+    check_apart(out, _inputs(args))  # real paths, before anything is read or sent
+    if not args.dry_run:
+        check_owned(out, "notify")
     run_id, started = new_run("notify")
     manifest: dict = {"step": "notify", "run_id": run_id, "started": started}
     plan = _prepare_wave(args, beam_args) if planning else None  # checked before anything is recorded or sent
-    if args.receipts or args.receipts_subscription:
-        manifest["receipts"] = _record_receipts(args, out, DeadLetterContext("notify", run_id, started))
-        timer.mark("receipts_seconds")
-        _remove_tmp(out, run_id)
-        if not planning:
-            manifest.update(
-                {
-                    "mode": "receipts",
-                    "outputs": {"history": FileSystems.join(out, *HISTORY_RECEIPTS)},
-                    "timings": timer.as_dict(),
-                }
-            )
+    # Notify adds to its folder (jobs, history, runs): never replaced, made private (0600/0700) at the end.
+    with contextlib.nullcontext() if args.dry_run else writing_into(out, "notify", run_id, inputs=_inputs(args)):
+        if args.receipts or args.receipts_subscription:
+            manifest["receipts"] = _record_receipts(args, out, DeadLetterContext("notify", run_id, started))
+            timer.mark("receipts_seconds")
+            _remove_tmp(out, run_id)
+            if not planning:
+                manifest.update(
+                    {
+                        "mode": "receipts",
+                        "outputs": {"history": FileSystems.join(out, *HISTORY_RECEIPTS)},
+                        "timings": timer.as_dict(),
+                    }
+                )
+                _save(out, run_id, manifest)
+                return manifest
+        result = _plan_wave(args, plan, out, run_id, timer)
+        manifest.update(_manifest(args, plan, out, result, timer))
+        if not args.dry_run:
             _save(out, run_id, manifest)
-            return manifest
-    result = _plan_wave(args, plan, out, run_id, timer)
-    manifest.update(_manifest(args, plan, out, result, timer))
-    if not args.dry_run:
-        _save(out, run_id, manifest)
     manifest["summary"] = result.get("summary", {})
     return manifest
 

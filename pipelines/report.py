@@ -18,8 +18,8 @@ after the merge) with a one-line error, rather than chart wrong numbers.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
+from typing import TYPE_CHECKING, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +27,12 @@ import pyarrow.compute as pc
 from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main, split_beam_flags
 from pipelines.manifest import Timer, policy_block, write_json
 from pipelines.io import report_files as report_io
+from pipelines.io.publish import check_apart, check_owned, publishing
 from transforms.compliance.report import CampaignFacts, ReportInputs, completion_tables
+
+if TYPE_CHECKING:
+    from transforms.notify.campaign import Campaign
+    from transforms.scan.policy import Policy
 
 __all__ = ["parser", "run", "main", "MAX_NOT_IN_MERGE"]
 
@@ -60,6 +65,12 @@ def parser() -> ArgumentParser:
         default=[],
         metavar="DIR",
         help="self-inspection: folders searched for run manifests and audit logs",
+    )
+    p.add_argument(
+        "--keys",
+        action="append",
+        default=None,
+        help="self-inspection: keyset file whose audit key verifies the audit logs' chains; repeatable",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -102,30 +113,95 @@ def _check_dates(
         raise UserError(f"--as-of {as_of} is before the merge's as-of date {merge_as_of}")
 
 
+class _Read(NamedTuple):
+    """The inputs as read: the outputs of scan, merge and notify, and the campaign they belong to."""
+
+    scan: report_io.ScanOutput
+    merge: report_io.MergeOutput | None
+    notify: report_io.NotifyOutput | None
+    campaign: Campaign | None
+    history: pa.Table | None  # this campaign's notices
+    other_campaigns: int  # notices of other campaigns left out
+
+
+class _Computed(NamedTuple):
+    """The report's tables and the figures the checks and findings use."""
+
+    facts: CampaignFacts
+    as_of: dt.date
+    tables: dict[str, pa.Table]
+    needed: int
+    missing: int  # needed lines the merged base does not hold
+
+
 def run(argv=None) -> dict:
     args, _ = split_beam_flags(parser(), argv, pipeline=False)
     if args.self_inspection:
         return _self_inspection(args)
     if not args.scan:
         raise UserError("--scan is required: the campaign's first scan output folder")
+    check_apart(args.out, _inputs(args))  # real paths, before anything is read
+    check_owned(args.out, "report")
     timer = Timer()
     run_id, started = new_run("report")
+    policy = _load_policy(args.policy)
+    read = _read_inputs(args)
+    timer.mark("read")
+    done = _compute(args, read, policy.agents)
+    timer.mark("computed")
+    findings = _findings(
+        read.merge, read.notify, done.missing, read.other_campaigns, done.facts, done.as_of, done.needed
+    )
+    header = _header(args, read, done, run_id, started, policy, findings)
+    # Written beside OUT (with the Parquet partitions of other days linked in) and switched in at the end
+    # (pipelines/io/publish.py): a failed run leaves the previous report whole.
+    with publishing(args.out, "report", run_id, inputs=_inputs(args), produces=OUTPUTS, seed=("parquet",)) as pub:
+        manifest = _write_outputs(pub.stage, done, header, policy.agents, timer)
+        manifest["outputs"] = {name: pub.final(path) for name, path in manifest["outputs"].items()}
+        write_json(pub.path("manifest.json"), manifest)  # last: the manifest says the output is whole
+    return manifest
+
+
+# What a report writes into OUT; parquet/ keeps the partitions of other report days.
+OUTPUTS = ("parquet", "csv", "report.html", "manifest.json")
+
+
+def _inputs(args) -> dict:
+    """Every path the report reads, by flag: --out may be none of them, contain none, lie inside none."""
+    return {
+        "--scan": args.scan,
+        "--merge": args.merge,
+        "--earlier-merges": args.earlier_merges,
+        "--notify": args.notify,
+        "--campaign": args.campaign,
+        "--policy": args.policy,
+    }
+
+
+def _load_policy(path: str | None) -> Policy:
     from transforms.scan.policy import PolicyError, load_policy
 
     try:
-        policy = load_policy(args.policy)
+        return load_policy(path)
     except PolicyError as exc:
         raise UserError(str(exc)) from None
 
+
+def _read_inputs(args) -> _Read:
+    """Read scan, merge and notify outputs and the campaign; refuse notices of another base or campaign."""
     scan = report_io.read_scan(args.scan)
     merge = report_io.read_merge(args.merge, args.earlier_merges) if args.merge else None
     notify = report_io.read_notify(args.notify) if args.notify else None
     campaign = report_io.load_campaign_for(args.campaign, notify)
     history, other_campaigns = report_io.campaign_history(notify, campaign)
     report_io.check_notify_matches(notify, scan, campaign)
-    timer.mark("read")
+    return _Read(scan, merge, notify, campaign, history, other_campaigns)
 
-    facts = _facts(campaign, history, scan.as_of)
+
+def _compute(args, read: _Read, agent_thresholds) -> _Computed:
+    """Check the dates belong together, compute every table, refuse a merged base of another base."""
+    scan, merge = read.scan, read.merge
+    facts = _facts(read.campaign, read.history, scan.as_of)
     merge_as_of = merge.as_of if merge else None
     as_of = args.as_of or merge_as_of or scan.as_of
     _check_dates(scan.as_of, merge_as_of, as_of, facts, args.scan, args.merge)
@@ -133,11 +209,11 @@ def run(argv=None) -> dict:
     inputs = ReportInputs(
         classified=scan.classified,
         merged=merged,
-        history=history,
+        history=read.history,
         events=merge.events if merge else None,
         dead_letters=merge.dead_letters if merge else None,
     )
-    tables, notes = completion_tables(inputs, facts, as_of, policy.agents)
+    tables, notes = completion_tables(inputs, facts, as_of, agent_thresholds)
     needed = tables["completion"]["needed"][0].as_py()
     missing = notes["not_in_merge"]
     if merge and needed and missing > MAX_NOT_IN_MERGE * needed:
@@ -145,43 +221,48 @@ def run(argv=None) -> dict:
             f"{missing:,} of the {needed:,} lines the scan at {args.scan} found needing registration are "
             f"not in the merged base at {args.merge}: is it a merge of another base or campaign?"
         )
-    timer.mark("computed")
+    return _Computed(facts, as_of, tables, needed, missing)
 
-    findings = _findings(merge, notify, missing, other_campaigns, facts, as_of, needed)
-    header = {
+
+def _header(args, read: _Read, done: _Computed, run_id: str, started: str, policy: Policy, findings: list[str]) -> dict:
+    """The manifest's header, shown at the top of the page: the run, its inputs and the findings."""
+    return {
         "step": "report",
         "run_id": run_id,
         "started": started,
-        "as_of": as_of.isoformat(),
-        "campaign_id": facts.campaign_id,
+        "as_of": done.as_of.isoformat(),
+        "campaign_id": done.facts.campaign_id,
         "policy": policy_block(policy, source=False),
         "inputs": {
             "scan": args.scan,
-            "scan_run_id": scan.run_id,
+            "scan_run_id": read.scan.run_id,
             "merge": args.merge,
-            "merge_run_id": merge.run_id if merge else None,
+            "merge_run_id": read.merge.run_id if read.merge else None,
             "earlier_merges": args.earlier_merges,
             "notify": args.notify,
-            "campaign": campaign.source if campaign else None,
+            "campaign": read.campaign.source if read.campaign else None,
         },
         "findings": findings,
     }
-    written = report_io.write_tables(args.out, tables, as_of)
+
+
+def _write_outputs(out: str, done: _Computed, header: dict, agent_thresholds, timer: Timer) -> dict:
+    """Write the tables (Parquet and CSV) and the page; the manifest that lists them."""
+    tables = done.tables
+    written = report_io.write_tables(out, tables, done.as_of)
     timer.mark("tables")
     from pipelines.render.report_html import write_report
 
-    html = write_report(args.out, tables, header, facts, policy.agents)
+    html = write_report(out, tables, header, done.facts, agent_thresholds)
     timer.mark("html")
     over = int(pc.sum(pc.cast(tables["agents"]["over_threshold"], pa.int64())).as_py() or 0)
-    manifest = {
+    return {
         **header,
         "outputs": {"html": html, **written},
         "counts": {**{name: table.num_rows for name, table in tables.items()}, "agents_over_threshold": over},
         "completion": _headline(tables["completion"]),
         "timings": timer.as_dict(),
     }
-    write_json(os.path.join(args.out, "manifest.json"), manifest)
-    return manifest
 
 
 def _findings(
@@ -228,7 +309,7 @@ def _self_inspection(args) -> dict:
         raise UserError("--self-inspection needs --year Y and --manifests DIR [DIR ...]")
     from pipelines.self_inspection import self_inspection
 
-    return self_inspection(args.manifests, args.year, args.out)
+    return self_inspection(args.manifests, args.year, args.out, args.keys)
 
 
 def format_summary(manifest: dict) -> str:

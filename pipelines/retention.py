@@ -24,8 +24,16 @@ while the run works. The shred retires the vault key versions that wrapped
 the input vault's key table, so after the run the input vault opens no line
 at all: OUT/vault is the live vault from then on, and the input merge output
 should be deleted (its base still holds the purged lines' tokens and masks).
-``--vault`` may be ``OUT/vault`` itself (then it is purged in place): that is
-how an interrupted run is completed.
+``--vault`` may be ``OUT/vault`` itself (a purge run again on its own
+output; the one input allowed inside OUT).
+
+OUT is written beside itself (``OUT.tmp-RUN_ID``) and switched in at the end
+(``pipelines/io/publish.py``); the shred log is appended to
+``OUT/audit/shred.jsonl`` directly. A run that fails before its shred leaves
+OUT as it was; one that fails after it keeps ``OUT.tmp-RUN_ID`` (its vault
+may be the only one that opens) and names it: the same command with
+``--vault OUT.tmp-RUN_ID/vault`` completes the purge (delete that folder
+afterwards).
 
 Re-running on its own output purges nothing more and changes nothing: a due
 line that has no token, mask, data key or value left (purged before, or it
@@ -54,7 +62,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, remove_tree, run_main, split_beam_flags
+from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main, split_beam_flags
+from pipelines.io.publish import Publication, check_apart, check_owned, kept_stage, publishing
 from pipelines.manifest import Timer, keys_block, policy_block, write_json
 
 if TYPE_CHECKING:
@@ -66,6 +75,7 @@ if TYPE_CHECKING:
 __all__ = ["run", "main", "format_summary", "merged_base_files", "merged_batches"]
 
 _BATCH = 65_536
+OUTPUTS = ("base", "vault", "manifest.json")  # what a purge writes into OUT (audit/shred.jsonl is appended to)
 _SCAN_COLUMNS = ["line_id", "status", "terminated_on"]
 
 
@@ -83,7 +93,8 @@ def parser() -> ArgumentParser:
 
 
 def _same(a: str, b: str) -> bool:
-    return os.path.abspath(a.rstrip("/")) == os.path.abspath(b.rstrip("/"))
+    """The same folder, symbolic links resolved."""
+    return os.path.realpath(a.rstrip("/")) == os.path.realpath(b.rstrip("/"))
 
 
 def merged_base_files(paths: list[str]) -> list[str]:
@@ -147,7 +158,6 @@ def _rewrite_base(files: list[str], out_base: str, cutoff, keys: pa.Table) -> tu
     """Second pass: every file rewritten, the due lines blanked."""
     from transforms.compliance.retention import blank_identity, due_mask
 
-    remove_tree(out_base)
     lines_out, blanked = 0, {}
     key_ids, key_versions = keys.column("line_id"), keys.column("vault_key_version").combine_chunks()
     for i, path in enumerate(files):
@@ -207,9 +217,15 @@ class _Purge(NamedTuple):
     shred: dict | None
 
 
+def _inputs(args) -> dict:
+    """Every path the purge reads, by flag: --out may be none of them, contain none, lie inside none (the one
+    exception: ``--vault OUT/vault``, a purge completed in place; OUT/vault is replaced only once the new one
+    is whole)."""
+    return {"--base": args.base, "--vault": args.vault, "--keys": args.keys, "--policy": args.policy}
+
+
 def _prepare(argv) -> _Job:
     """Parse and check the arguments: OUT apart from the base, the live vault, the keyset, a merged base."""
-    from pipelines.io.merged_base import inside
     from transforms.crypto.keyset import Keyset
     from transforms.scan.policy import load_policy
 
@@ -219,10 +235,11 @@ def _prepare(argv) -> _Job:
     policy = load_policy(args.policy)
     out = args.out.rstrip("/")
     out_base, out_vault = FileSystems.join(out, "base"), FileSystems.join(out, "vault")
-    if any(inside(b, out) for b in args.base):
-        raise UserError(f"--out {args.out} would overwrite the input base {args.base[0]}: write to another folder")
     in_place = _same(args.vault, out_vault)
-    if not in_place and FileSystems.exists(out_vault):
+    check_apart(out, _inputs(args), allow=[args.vault] if in_place else ())  # real paths
+    check_owned(out, "retention")
+    resumed = kept_stage(args.vault, out, "retention")  # the vault an interrupted purge left beside OUT
+    if not in_place and not resumed and FileSystems.exists(out_vault):
         # An earlier run's shred retired the key of the input vault: OUT/vault is the only one that opens now.
         raise UserError(
             f"{out_vault} exists from an earlier run and is the live vault now: re-run with "
@@ -231,8 +248,7 @@ def _prepare(argv) -> _Job:
     keyset = Keyset.load(args.keys)  # permissions and format checked before anything is read
     keys_before = {**keys_block(keyset), "vault_versions": keyset.versions("vault")}
     files = merged_base_files(args.base)
-    if any(inside(f, out) for f in files):
-        raise UserError(f"--out {args.out} would overwrite the input base {args.base[0]}: write to another folder")
+    check_apart(out, {"--base": files})
     return _Job(
         args=args,
         policy=policy,
@@ -268,9 +284,18 @@ def _read_vault(job: _Job) -> tuple[pa.Table, pa.Table]:
 
 
 def _purge_vault(
-    job: _Job, keys_in: pa.Table, values_in: pa.Table, due_ids: pa.Array, with_identity: pa.Array, cutoff: dt.date
+    job: _Job,
+    pub: Publication,
+    keys_in: pa.Table,
+    values_in: pa.Table,
+    due_ids: pa.Array,
+    with_identity: pa.Array,
+    cutoff: dt.date,
 ) -> _Purge:
-    """OUT/vault without the due lines' values, then their data keys crypto-shredded."""
+    """The staged vault: the input's without the due lines' values, then their data keys crypto-shredded.
+
+    The shred log is appended to OUT/audit/shred.jsonl itself (never staged: no record is lost with a failed
+    run). From the shred on, the staged vault may be the only one that opens: a failure keeps it."""
     from pipelines.keys import shred_lines
     from transforms.crypto.vault import drop_lines
     from pipelines.io.vault_files import write_table
@@ -281,19 +306,22 @@ def _purge_vault(
     touched = pc.unique(pa.chunked_array([with_identity, shred_ids.combine_chunks(), valued_ids], pa.string()))
     purged = sorted(touched.to_pylist())
     values_out = drop_lines(values_in, purged)
-    if not job.in_place:
-        remove_tree(job.out_vault)
-        write_table(job.out_vault, "values", values_out)
-        write_table(job.out_vault, "keys", keys_in)
-    elif values_out.num_rows != values_in.num_rows:
-        write_table(job.out_vault, "values", values_out)
+    vault = pub.path("vault")
+    write_table(vault, "values", values_out)
+    write_table(vault, "keys", keys_in)
     shred = None
     if shred_ids.length():
         years = job.policy.retention_years
+        pub.keep_on_failure(
+            f"its shred has begun and {vault} may be the only vault that opens: complete the purge with "
+            f"--vault {vault} (the same --base and --out)"
+        )
         shred = shred_lines(
             job.args.keys,
-            job.out_vault,
+            vault,
             sorted(shred_ids.to_pylist()),
+            shred_log=_shred_log(job.out_vault),  # the published folder's log, never a staged one
+            published_as=job.out_vault,
             actor=job.args.actor,
             reason=f"retention (Art. 11): terminated on or before {cutoff}, "
             f"{years} years before {job.as_of}; run {job.run_id}",
@@ -356,9 +384,7 @@ def _manifest(job: _Job, cutoff: dt.date, purge: _Purge, counts: dict) -> dict:
             "base": job.out_base,
             "vault": job.out_vault,
             "in_place": job.in_place,
-            "shred_log": os.path.join(os.path.dirname(os.path.normpath(job.out_vault)), "audit", "shred.jsonl")
-            if shred
-            else None,
+            "shred_log": _shred_log(job.out_vault) if shred else None,
         },
         "counts": counts,
         "purged_line_ids": purge.purged,
@@ -367,8 +393,17 @@ def _manifest(job: _Job, cutoff: dt.date, purge: _Purge, counts: dict) -> dict:
     }
 
 
+def _shred_log(out_vault: str) -> str:
+    """OUT/audit/shred.jsonl: beside the published vault, as ``backfill keys shred`` would keep it."""
+    return os.path.join(os.path.dirname(os.path.normpath(out_vault)), "audit", "shred.jsonl")
+
+
 def run(argv=None) -> dict:
-    """Run a retention purge; returns its manifest."""
+    """Run a retention purge; returns its manifest.
+
+    The new base and vault are written beside OUT and switched in at the end (pipelines/io/publish.py). A
+    failure before the shred leaves OUT as it was; a failure after it keeps the staged folder, whose vault
+    may be the only one that opens, and says how to complete the purge."""
     from transforms.compliance.retention import last_purged_date
     from pipelines.io.vault_files import read_table
 
@@ -377,16 +412,28 @@ def run(argv=None) -> dict:
     cutoff = last_purged_date(job.as_of, job.policy.retention_years)
     due_ids, found = _find_due(job.files, cutoff)
     job.timer.mark("find_seconds")
-    purge = _purge_vault(job, keys_in, values_in, due_ids, found.pop("_with_identity"), cutoff)
-    job.timer.mark("vault_seconds")
-    keys_out = read_table(job.out_vault, "keys")
-    lines_out, blanked = _rewrite_base(job.files, job.out_base, cutoff, keys_out)
-    job.timer.mark("base_seconds")
-    counts = _counts(found, purge, keys_out, lines_out, blanked)
-    manifest = _manifest(job, cutoff, purge, counts)
-    write_json(FileSystems.join(job.out, "manifest.json"), manifest)
-    if not counts["balanced"]:
-        raise UserError(f"the purge does not balance (see {FileSystems.join(job.out, 'manifest.json')})")
+    allow = [job.args.vault] if job.in_place else ()
+    with publishing(job.out, "retention", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS, allow=allow) as pub:
+        purge = _purge_vault(job, pub, keys_in, values_in, due_ids, found.pop("_with_identity"), cutoff)
+        job.timer.mark("vault_seconds")
+        try:
+            keys_out = read_table(pub.path("vault"), "keys")
+            lines_out, blanked = _rewrite_base(job.files, pub.path("base"), cutoff, keys_out)
+            job.timer.mark("base_seconds")
+            counts = _counts(found, purge, keys_out, lines_out, blanked)
+            manifest = _manifest(job, cutoff, purge, counts)
+            if not counts["balanced"]:
+                raise UserError(
+                    f"the purge does not balance ({counts['lines_in']:,} lines in, {counts['lines_out']:,} out; "
+                    f"vault keys {counts['vault']['keys_in']:,} in, {counts['vault']['keys_out']:,} out + "
+                    f"{counts['vault']['keys_shredded']:,} shredded): nothing was published"
+                )
+            write_json(pub.path("manifest.json"), manifest)  # last: the manifest says the output is whole
+        except Exception as exc:
+            if not pub.keep_reason:
+                raise
+            what = str(exc).splitlines()[0] if isinstance(exc, UserError) else f"unexpected {type(exc).__name__}"
+            raise UserError(f"retention stopped ({what}); {pub.keep_reason}") from exc
     return manifest
 
 

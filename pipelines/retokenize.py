@@ -14,26 +14,28 @@ the primary key) / lines with tokens. The vault does not change: keep using it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import shutil
-import tempfile
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import UserError, beam_options, is_local_runner, new_run, remove_tree, runner_name
+from pipelines.common import UserError, beam_options, is_local_runner, new_run, runner_name
 from pipelines.common import write_dead_letters
 from pipelines.manifest import Timer, keys_block, read_json, write_json
 from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, base_kind, plan_merged_splits, vault_shards
-from pipelines.io.merged_base import column_values, inside, write_merged_base
+from pipelines.io.merged_base import column_values, write_merged_base
+from pipelines.io.publish import check_apart, check_owned, publishing
 from transforms.core.deadletter import DeadLetterContext
+from transforms.core.shuffle import spill_area
 from transforms.merge.retokenize import RetokenizeBase
 
 __all__ = ["retokenize"]
 
 log = logging.getLogger("backfill.keys")
 ROWS_PER_BUCKET = 250_000
+OUTPUTS = ("base", "dead_letter", "summary.json", "manifest.json")  # what a re-tokenization writes into OUT
 
 
 def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: list[str] | None = None) -> dict:
@@ -43,6 +45,9 @@ def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: l
     timer = Timer()
     keyset = Keyset.load(keys_path)
     out = out.rstrip("/")
+    sources = {"--base": base, "--vault": vault_dir, "--keys": keys_path}
+    check_apart(out, sources)  # real paths: --out may not be, contain or lie inside an input
+    check_owned(out, "retokenize")
     if base_kind([base]) != "merged":
         raise UserError(f"--base {base} is not a merged base (backfill merge OUT/base): nothing to re-tokenize")
     splits, info = plan_merged_splits([base])
@@ -51,17 +56,10 @@ def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: l
     if foreign:
         raise UserError(f"--vault {vault_dir} was made under keyset {sorted(foreign)[0]}, not {keyset.keyset_id}")
     target = FileSystems.join(out, "base")
-    for source in (base, vault_dir):
-        if inside(source, target) or inside(source, FileSystems.join(out, "dead_letter")):
-            raise UserError(f"--out {out} would overwrite the input {source}: write to another folder")
     options = beam_options(beam_args or [])
     run_id, started = new_run("retokenize")
     ctx = DeadLetterContext("retokenize", run_id, started)
     n_buckets = max(1, math.ceil(info.estimated_rows / ROWS_PER_BUCKET))
-    spill_dir = tempfile.mkdtemp(prefix=f"backfill-{run_id}-") if is_local_runner(options) else None
-    for folder in ("base", "dead_letter"):
-        remove_tree(FileSystems.join(out, folder))
-    counts_path = FileSystems.join(out, "summary.json")
     log.info(
         "retokenize %s: ~%s lines, %d bucket(s), to join key %s",
         run_id,
@@ -69,7 +67,11 @@ def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: l
         n_buckets,
         keyset.primary_join_version,
     )
-    try:
+    # Written beside OUT and switched in at the end (pipelines/io/publish.py); the spill is sealed under a
+    # per-run key in a private local folder (transforms/core/shuffle.py).
+    spilling = spill_area("retokenize") if is_local_runner(options) else contextlib.nullcontext()
+    with publishing(out, "retokenize", run_id, inputs=sources, produces=OUTPUTS) as pub, spilling as spill_dir:
+        counts_path = pub.path("summary.json")
         with beam.Pipeline(options=options) as p:
             inputs = {
                 "base": p | "ReadMergedBase" >> ReadMergedBase(splits),
@@ -77,28 +79,25 @@ def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: l
                 "vault_values": p | "ReadVaultValues" >> ReadVaultTable(shards["values"], "values"),
             }
             outputs = inputs | "RetokenizeBase" >> RetokenizeBase(keys_path, ctx, n_buckets, spill_dir)
-            write_merged_base(outputs.base, target)
-            write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part"))
+            write_merged_base(outputs.base, pub.path("base"))
+            write_dead_letters(outputs.dead_letter, pub.path("dead_letter", "part"))
             outputs.counts | "WriteCounts" >> beam.Map(lambda c: write_json(counts_path, c))
-    finally:
-        if spill_dir:
-            shutil.rmtree(spill_dir, ignore_errors=True)
-    counts = read_json(counts_path)
-    covered = counts.get("retokenized", 0) + counts.get("already_current", 0)
-    with_tokens = counts.get("with_tokens", 0)
-    counts["coverage"] = 1.0 if with_tokens == 0 else covered / with_tokens
-    manifest = {
-        "step": "retokenize",
-        "run_id": run_id,
-        "started": started,
-        "keys": keys_block(keyset, vault=False),
-        "inputs": {"base": info.files, "vault": vault_dir},
-        "outputs": {"base": target, "dead_letter": FileSystems.join(out, "dead_letter")},
-        "counts": counts,
-        "runner": runner_name(options),
-        "timings": timer.as_dict(),
-    }
-    write_json(FileSystems.join(out, "manifest.json"), manifest)
+        counts = read_json(counts_path)
+        covered = counts.get("retokenized", 0) + counts.get("already_current", 0)
+        with_tokens = counts.get("with_tokens", 0)
+        counts["coverage"] = 1.0 if with_tokens == 0 else covered / with_tokens
+        manifest = {
+            "step": "retokenize",
+            "run_id": run_id,
+            "started": started,
+            "keys": keys_block(keyset, vault=False),
+            "inputs": {"base": info.files, "vault": vault_dir},
+            "outputs": {"base": target, "dead_letter": FileSystems.join(out, "dead_letter")},
+            "counts": counts,
+            "runner": runner_name(options),
+            "timings": timer.as_dict(),
+        }
+        write_json(pub.path("manifest.json"), manifest)  # last: the manifest says the output is whole
     return manifest
 
 

@@ -1,77 +1,105 @@
 """backfill reveal: decrypt one line's identity from the vault, on record.
 
     backfill reveal --keys keys.json --vault out/merge/vault --line-id L0001 \\
-        --purpose "complaint 2026-118: verify the holder" [--fields name,doc_number] \\
-        [--actor zhang.wei] [--audit-log /secure/audit/reveal.jsonl]
+        --purpose "complaint 2026-118: verify the holder" [--fields name,doc_number] [--actor zhang.wei]
     python -m pipelines.reveal ...
 
-Prints ``field: value`` lines as UTF-8 text. Before anything is printed, one
-JSON line is appended to the audit log (default ``VAULT/../audit/reveal.jsonl``;
-opened with O_APPEND, mode 0600)::
+Prints ``field: value`` lines as UTF-8 text. Every attempt that reads the vault
+(revealed, unknown line, a record that fails authentication, a vault file that
+cannot be read) first appends one JSON line to the vault's own audit log,
+``VAULT/../audit/reveal.jsonl`` (a gs:// vault's is under the keyset's folder,
+``KEYS_DIR/audit/vaults/<hash>/``); the log cannot be moved: ``--audit-log``
+naming any other file is refused. The record is chained to the one before it
+with an HMAC under the keyset's audit key (``transforms/crypto/audit.py``)::
 
-    {"event": "reveal", "at": "2026-11-30T08:00:00Z", "actor": "zhang.wei", "os_user": "ops",
-     "host": "...", "line_id": "L0001", "fields": ["name"], "purpose": "...",
-     "keyset_id": "ks_...", "vault_key_version": "v2", "dek_id": "...", "outcome": "revealed"}
+    {"event": "reveal", "at": "2026-11-30T08:00:00Z", "actor": "ops", "uid": 1000,
+     "stated_actor": "zhang.wei", "host": "...", "line_id": "L0001", "requested_fields": null,
+     "fields": ["name"], "purpose": "...", "keyset_id": "ks_...", "vault_dir": "/srv/out/merge/vault",
+     "vault_key_version": "v2", "dek_id": "...", "registration_event_id": "E123", "outcome": "revealed",
+     "seq": 7, "mac": "..."}
 
-Failed attempts (unknown line, a record that fails authentication) are
-recorded too, with their outcome; values never are. Without a purpose (or
-with a blank one) nothing is read.
+``actor`` is the operating-system user the process runs as (from its uid, not
+from the environment); ``--actor`` is recorded beside it as ``stated_actor``.
+Values never are. A reveal whose record cannot be appended fails closed: exit
+1, nothing printed. Without a purpose (or with a blank one), or without a
+keyset that loads, nothing is read and nothing recorded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import getpass
-import json
 import os
 import platform
 import sys
 
 from pipelines.common import ArgumentParser, UserError, run_main, split_beam_flags
 
-__all__ = ["append_audit", "audit_path", "reveal", "utc_now", "who", "main", "FIELD_ORDER"]
+__all__ = ["audit_dir", "record_audit", "reveal", "utc_now", "who", "main", "FIELD_ORDER", "OUTCOMES"]
 
 FIELD_ORDER = ("doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number", "handler_name")
+OUTCOMES = {
+    "UnknownLine": "unknown_line",
+    "AuthenticationFailed": "failed_authentication",
+    "VaultUnreadable": "vault_unreadable",
+}
 
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def audit_path(vault_dir: str, name: str, explicit: str | None = None) -> str:
-    """The audit log: ``explicit``, else ``VAULT/../audit/NAME``; local files only."""
-    path = explicit or os.path.join(os.path.dirname(os.path.normpath(vault_dir)), "audit", name)
-    if "://" in path:
-        raise UserError(f"the audit log must be a local append-only file, not {path}; pass --audit-log PATH")
-    return path
+def audit_dir(vault_dir: str, keys_path: str) -> str:
+    """The vault's audit folder (``VAULT/../audit``; see ``transforms.crypto.registry.vault_audit_dir``)."""
+    from transforms.crypto.registry import vault_audit_dir
+
+    return vault_audit_dir(vault_dir, keys_path)
 
 
-def append_audit(path: str, record: dict) -> None:
-    """Append one JSON line (O_APPEND, fsync); the file is made 0600."""
-    folder = os.path.dirname(os.path.abspath(path))
+def refuse_other_log(given: str | None, expected: str, flag: str = "--audit-log") -> None:
+    """A log path given on the command line must be the one the records go to anyway."""
+    if given is not None and os.path.realpath(given) != os.path.realpath(expected):
+        raise UserError(f"{flag} {given}: the audit log is {expected} and cannot be moved; nothing was done")
+
+
+def who(stated_actor: str | None) -> dict:
+    """Who acts: the OS user of this process (by uid), the actor named on the command line, the host."""
+    import pwd
+
+    uid = os.getuid()
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise UserError(f"cannot open the audit log {path} ({exc.strerror}); nothing was revealed") from None
-    try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-        os.write(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        os.fsync(fd)
-    except OSError as exc:
-        raise UserError(f"cannot write the audit log {path} ({exc.strerror})") from None
-    finally:
-        os.close(fd)
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a container user without a name
+        user = f"uid:{uid}"
+    stated = (stated_actor or "").strip() or None
+    return {"actor": user, "uid": uid, "stated_actor": stated, "host": platform.node()}
 
 
-def who(actor: str | None) -> dict:
-    """Who acts: the named actor (if given), the OS user and the host."""
+def record_audit(
+    keys_path: str,
+    folder: str,
+    log: str,
+    records: list[dict],
+    *,
+    vault_dir: str | None = None,
+    nothing: str = "nothing was shown",
+) -> list[dict]:
+    """Append records to FOLDER's chain under the keyset's lock; register the vault and the new chain head.
+
+    Raises UserError (one line, ending in ``nothing``) when they cannot be appended."""
+    from transforms.crypto.audit import AuditError, append
+    from transforms.crypto.keyset import KeysetError
+    from transforms.crypto.registry import open_registry
+
     try:
-        os_user = getpass.getuser()
-    except (KeyError, OSError):  # a container user without a name
-        os_user = f"uid:{os.getuid()}"
-    return {"actor": actor or os_user, "os_user": os_user, "host": platform.node()}
+        with open_registry(keys_path) as (keyset, registry):
+            if vault_dir:
+                registry.add_vault(vault_dir, by=records[0]["event"] if records else "audit")
+            done = append(keyset, registry, folder, log, records)
+            registry.save()
+            return done
+    except (AuditError, KeysetError, OSError) as exc:
+        why = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror}: {exc.filename}"
+        raise UserError(f"the audit record could not be written ({why}); {nothing}") from None
 
 
 def parser() -> ArgumentParser:
@@ -81,10 +109,20 @@ def parser() -> ArgumentParser:
     p.add_argument("--line-id", required=True, help="the line to reveal")
     p.add_argument("--purpose", default=None, help="why this line is revealed (required; recorded)")
     p.add_argument("--fields", default=None, help="comma-separated fields to reveal (default: all)")
-    p.add_argument("--actor", default=None, help="who asks (default: the OS user)")
-    p.add_argument("--audit-log", default=None, help="append-only audit log (default: VAULT/../audit/reveal.jsonl)")
+    p.add_argument("--actor", default=None, help="who asks, recorded as stated_actor beside the OS user")
+    p.add_argument(
+        "--audit-log", default=None, help="refused unless it names the vault's own log (VAULT/../audit/reveal.jsonl)"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _vault_exists(vault_dir: str) -> bool:
+    if "://" in vault_dir:
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems.exists(vault_dir)
+    return os.path.isdir(vault_dir)
 
 
 def reveal(
@@ -97,23 +135,40 @@ def reveal(
     actor: str | None = None,
     audit_log: str | None = None,
 ) -> dict[str, str]:
-    """Decrypt one line after recording the access; returns field -> value."""
+    """Decrypt one line after recording the attempt; returns field -> value.
+
+    The record goes to the vault's audit chain before anything is returned; a failed attempt is
+    recorded with its outcome and raises UserError; a record that cannot be written raises UserError."""
     from transforms.crypto.keyset import Keyset, KeysetError
-    from transforms.crypto.vault import AuthenticationFailed, UnknownLine, Vault, VaultError
-    from pipelines.io.vault_files import read_vault
 
     purpose = (purpose or "").strip()
     if not purpose:
         raise UserError("a purpose is required: --purpose TEXT says why this line is revealed; nothing was read")
-    log_path = audit_path(vault_dir, "reveal.jsonl", audit_log)
+    folder = audit_dir(vault_dir, keys_path)
+    refuse_other_log(audit_log, os.path.join(folder, "reveal.jsonl"))
     try:
         keyset = Keyset.load(keys_path)
-        keys, values = read_vault(vault_dir, [line_id])
-    except (KeysetError, VaultError) as exc:
+    except KeysetError as exc:
         raise UserError(str(exc)) from None
-    vault = Vault(keyset)
-    info = vault.key_info(keys, line_id) or {}
-    record = {
+    if not _vault_exists(vault_dir):
+        raise UserError(f"no vault at {vault_dir}; nothing was read")
+    record = _attempt(keyset, vault_dir, line_id, fields, purpose, actor)
+    opened, error = _open_line(keyset, vault_dir, line_id, fields, record)
+    if error is None:
+        order = fields or [f for f in FIELD_ORDER if f in opened] + sorted(set(opened) - set(FIELD_ORDER))
+        record["fields"] = [f for f in order if f in opened]
+        record["outcome"] = "revealed" if opened else "no_values"
+    record_audit(keys_path, folder, "reveal.jsonl", [record], vault_dir=vault_dir)  # before anything is shown
+    if error is not None:
+        raise UserError(error)
+    return {f: opened[f] for f in record["fields"]}
+
+
+def _attempt(keyset, vault_dir: str, line_id: str, fields: list[str] | None, purpose: str, actor: str | None) -> dict:
+    """The reveal's audit record before the vault is read (its key row and outcome still unknown)."""
+    from transforms.crypto.registry import location
+
+    return {
         "event": "reveal",
         "at": utc_now(),
         **who(actor),
@@ -122,23 +177,35 @@ def reveal(
         "fields": [],
         "purpose": purpose,
         "keyset_id": keyset.keyset_id,
-        "vault_dir": vault_dir,
-        "vault_key_version": info.get("vault_key_version"),
-        "dek_id": info.get("dek_id"),
+        "vault_dir": location(vault_dir),
+        "vault_key_version": None,
+        "dek_id": None,
+        "registration_event_id": None,
         "outcome": None,
     }
+
+
+def _open_line(keyset, vault_dir: str, line_id: str, fields: list[str] | None, record: dict) -> tuple[dict, str | None]:
+    """Read and open the line: (field -> value, None), or ({}, the error) with the outcome in ``record``.
+
+    The line's key row (version, data key, registration) goes into ``record`` whatever happens next."""
+    from pipelines.io.vault_files import read_vault
+    from transforms.crypto.vault import Vault, VaultError
+
+    opened, error = {}, None
     try:
+        keys, values = read_vault(vault_dir, [line_id])
+        vault = Vault(keyset)
+        info = vault.key_info(keys, line_id) or {}
+        record.update({k: info.get(k) for k in ("vault_key_version", "dek_id", "registration_event_id")})
         opened = vault.open(keys, values, line_id, fields)
     except VaultError as exc:
-        outcome = {UnknownLine: "unknown_line", AuthenticationFailed: "failed_authentication"}
-        record["outcome"] = outcome.get(type(exc), "vault_error")
-        append_audit(log_path, record)
-        raise UserError(str(exc)) from None
-    order = fields or [f for f in FIELD_ORDER if f in opened] + sorted(set(opened) - set(FIELD_ORDER))
-    record["fields"] = [f for f in order if f in opened]
-    record["outcome"] = "revealed" if opened else "no_values"
-    append_audit(log_path, record)  # recorded before anything is shown
-    return {f: opened[f] for f in record["fields"]}
+        record["outcome"] = OUTCOMES.get(type(exc).__name__, "vault_error")
+        error = str(exc)
+    except Exception as exc:  # anything else while reading: recorded, then one line (no value is in it)
+        record["outcome"] = "vault_unreadable"
+        error = f"the vault at {vault_dir} cannot be read ({type(exc).__name__})"
+    return opened, error
 
 
 def _body(argv) -> int:

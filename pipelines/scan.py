@@ -15,11 +15,13 @@ dry run builds the Dataflow job and exits without reading or writing anything.
 Writes ``OUT/classified/`` (Parquet, the classified-line contract, no
 identity values), ``OUT/dead_letter/`` (JSON Lines, a reason each),
 ``OUT/summary.json`` and ``OUT/manifest.json``, and prints a short summary.
+They are written beside OUT and switched in at the end (``pipelines/io/publish.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -32,17 +34,21 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
-from pipelines.common import parse_as_of, remove_tree, run_main, runner_name, split_beam_flags, write_dead_letters
+from pipelines.common import parse_as_of, run_main, runner_name, split_beam_flags, write_dead_letters
 from pipelines.manifest import Timer, policy_block, read_json, write_json
 from pipelines.io.base_files import PlanInPipeline, ReadSubscriberBase
 from pipelines.io.planning import InputInfo, plan_splits
+from pipelines.io.publish import check_apart, check_owned, publishing
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext
+from transforms.core.shuffle import spill_area
 from transforms.scan.policy import Policy, load_policy
 from transforms.scan.composite import ClassifyRegistrationCompleteness
 
 log = logging.getLogger("backfill.scan")
 ROWS_PER_BUCKET = 250_000
+# What a scan writes into OUT (_shuffle: where scans before the sealed spill spilled; dropped on a re-run).
+OUTPUTS = ("classified", "dead_letter", "summary.json", "manifest.json", "_shuffle")
 
 
 def parser() -> ArgumentParser:
@@ -135,12 +141,13 @@ class _Job:
     started: str
     n_buckets: int
     out: str
-    spill_dir: str | None
+    spill: bool
     timer: Timer
+    stage: str = ""  # where this run writes (publishing's OUT.tmp-RUN); OUT itself in a dry run
 
     @property
     def summary_path(self) -> str:
-        return FileSystems.join(self.out, "summary.json")
+        return FileSystems.join(self.stage or self.out, "summary.json")
 
 
 def _plan_base(args) -> tuple[list | PlanInPipeline, InputInfo]:
@@ -158,14 +165,20 @@ def _prepare(argv) -> _Job:
     args, beam_args = split_beam_flags(parser(), argv)
     timer = Timer()
     as_of = args.as_of or parse_as_of(None)
+    out = args.out.rstrip("/")
+    check_apart(out, _inputs(args))  # before the base is read: real paths, one line
     policy = load_policy(args.policy)
     splits, info = _plan_base(args)
     options = beam_options(beam_args)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     run_id, started = new_run("scan")
-    out = args.out.rstrip("/")
-    spill = args.spill == "on" or (args.spill == "auto" and is_local_runner(options))
+    if args.spill == "on" and not is_local_runner(options):
+        raise UserError("--spill on needs a local runner: the spill is a private local folder")
+    spill = args.spill != "off" and is_local_runner(options)
+    dry_run = bool(options.view_as(TestOptions).dry_run)
+    if not dry_run:
+        check_owned(out, "scan")
     return _Job(
         args=args,
         options=options,
@@ -174,14 +187,19 @@ def _prepare(argv) -> _Job:
         splits=splits,
         info=info,
         # A Dataflow dry run (--dry_run=True) builds the job and runs nothing: no output is touched or read back.
-        dry_run=bool(options.view_as(TestOptions).dry_run),
+        dry_run=dry_run,
         run_id=run_id,
         started=started,
         n_buckets=args.shuffle_buckets or max(1, math.ceil(info.estimated_rows / ROWS_PER_BUCKET)),
         out=out,
-        spill_dir=FileSystems.join(out, "_shuffle", run_id) if spill else None,
+        spill=spill,
         timer=timer,
     )
+
+
+def _inputs(args) -> dict:
+    """Every path the scan reads, by flag: --out may be none of them, contain none, lie inside none."""
+    return {"--base": args.base, "--policy": args.policy}
 
 
 def _log_plan(job: _Job) -> None:
@@ -203,8 +221,8 @@ def _log_plan(job: _Job) -> None:
 
 
 def _run_pipeline(job: _Job) -> None:
-    """Classify the base; write OUT/classified, OUT/dead_letter and OUT/summary.json."""
-    out, ctx = job.out, DeadLetterContext("scan", job.run_id, job.started)
+    """Classify the base; write classified/, dead_letter/ and summary.json into the staged folder."""
+    out, ctx = job.stage or job.out, DeadLetterContext("scan", job.run_id, job.started)
     header = {
         "step": "scan",
         "run_id": job.run_id,
@@ -214,7 +232,8 @@ def _run_pipeline(job: _Job) -> None:
         "missing_identity_columns": job.info.missing_identity_columns,
     }
     salt = secrets.token_hex(16)  # run-local key of the shuffle hashes; never stored
-    try:
+    # The spill: sealed under a per-run key in a private local folder, never under OUT (transforms/core/shuffle.py).
+    with spill_area("scan") if job.spill and not job.dry_run else contextlib.nullcontext() as spill_dir:
         with beam.Pipeline(options=job.options) as p:
             outputs = build_pipeline(
                 p,
@@ -224,7 +243,7 @@ def _run_pipeline(job: _Job) -> None:
                 ctx=ctx,
                 salt=salt,
                 n_buckets=job.n_buckets,
-                spill_dir=job.spill_dir,
+                spill_dir=spill_dir,
                 encoding=job.args.encoding,
                 batch_size=job.args.batch_size,
             )
@@ -240,16 +259,13 @@ def _run_pipeline(job: _Job) -> None:
                     p | "BaseFiles" >> beam.Create([job.splits]) | "PlanBase" >> beam.Map(PlanInPipeline.info)
                 )
             outputs.counts | "WriteSummary" >> beam.Map(_write_summary, job.summary_path, header, planned)
-    finally:
-        if job.spill_dir:
-            remove_tree(FileSystems.join(out, "_shuffle"))
     job.timer.mark("pipeline_seconds")
 
 
 def _write_manifest(job: _Job, summary: dict) -> None:
-    out = job.out
+    out = job.out  # the paths it records are OUT's; it is written into the staged folder
     write_json(
-        FileSystems.join(out, "manifest.json"),
+        FileSystems.join(job.stage or out, "manifest.json"),
         {
             "step": "scan",
             "run_id": job.run_id,
@@ -270,26 +286,32 @@ def _write_manifest(job: _Job, summary: dict) -> None:
                 k: summary[k] for k in ("rows_in", "classified", "dead_letters", "dead_letter_reasons", "balanced")
             },
             "runner": runner_name(job.options),
-            "shuffle": {"buckets": job.n_buckets, "spill": bool(job.spill_dir)},
+            "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
             "timings": job.timer.as_dict(),
         },
     )
 
 
 def run(argv=None) -> dict:
-    """Run a scan; returns its summary."""
+    """Run a scan; returns its summary.
+
+    The run writes beside OUT and switches its output in at the end (pipelines/io/publish.py): the previous
+    output stays whole and readable until then, and stays as it was if the run fails or does not balance."""
     job = _prepare(argv)
-    if not job.dry_run:
-        for folder in ("classified", "dead_letter"):
-            remove_tree(FileSystems.join(job.out, folder))
     _log_plan(job)
-    _run_pipeline(job)
-    if job.dry_run:
+    if job.dry_run:  # builds the job, runs nothing: no output is touched or read back
+        _run_pipeline(job)
         return {"dry_run": True, "run_id": job.run_id, "runner": runner_name(job.options)}
-    summary = read_json(job.summary_path)
-    _write_manifest(job, summary)
-    if not summary["balanced"]:
-        raise UserError(f"rows in ({summary['rows_in']}) != classified + dead letters; see {job.summary_path}")
+    with publishing(job.out, "scan", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS) as pub:
+        job.stage = pub.stage
+        _run_pipeline(job)
+        summary = read_json(job.summary_path)
+        if not summary["balanced"]:
+            raise UserError(
+                f"rows in ({summary['rows_in']:,}) != classified ({summary['classified']:,}) + dead letters "
+                f"({summary['dead_letters']:,}): nothing was published"
+            )
+        _write_manifest(job, summary)  # last: the manifest says the output is whole
     return summary
 
 

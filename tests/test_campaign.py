@@ -93,7 +93,11 @@ def test_waves():
 
 def test_timezone():
     refused({"timezone": "Asia/Beijing"}, "timezone", "not a time zone")
-    assert make_campaign(timezone="America/New_York").timezone == "America/New_York"
+    refused({"operator_timezone": "Mars/Olympus"}, "operator_timezone", "not a time zone")
+    # An operator off Beijing time names its zone explicitly; the campaign must then be on it.
+    c = make_campaign(timezone="America/New_York", operator_timezone="America/New_York")
+    assert c.timezone == "America/New_York"
+    refused({"timezone": "Europe/Paris", "operator_timezone": "America/New_York"}, "timezone", "operator_timezone")
 
 
 def test_unknown_placeholder_and_bad_braces():
@@ -180,7 +184,7 @@ def test_cli_reports_campaign_errors_in_one_line(tmp_path):
             "-m",
             "pipelines.notify",
             "--classified",
-            str(tmp_path),
+            str(tmp_path / "scan"),  # apart from --out: notify refuses an --out inside its inputs
             "--campaign",
             path,
             "--wave",

@@ -54,3 +54,7 @@ def test_demo_runs_the_whole_loop_and_prints_the_completion_rate_and_the_report(
     live = re.search(r"messages ([\d,]+) in -> ([\d,]+) applied .* \(balanced\)", proc.stdout)
     assert live and int(live.group(2).replace(",", "")) > 0, proc.stdout[-3000:]
     assert (out / "compact" / "manifest.json").exists() and any((out / "stream" / "deltas").iterdir())
+    # the self-inspection verified every audit chain with the demo's keyset: no audit finding
+    inspection = json.loads(next((out / "inspection").glob("self_inspection_*.json")).read_text(encoding="utf-8"))
+    audit = [f["kind"] for f in inspection["findings"] if f["kind"].startswith("audit_")]
+    assert not audit and inspection["audit_chains"]["chains"], audit

@@ -104,7 +104,7 @@ def test_a_leaked_join_key_scopes_every_tokenized_line(site, tmp_path, capsys):
         m = json.load(handle)
     assert m["step"] == "incident" and m["counts"]["affected"] == len(WITH_IDENTITY)
     assert m["counts"]["base_lines_read"] == len(ROWS)
-    assert files_without_canaries(str(out)) == 4
+    assert files_without_canaries(str(out)) == 6  # csv, json, html, manifest + the marker and _SUCCESS
     assert not any(c in captured.out + captured.err for c in CANARIES)
     assert f"{len(WITH_IDENTITY)} line(s) affected" in captured.out
 
@@ -165,7 +165,7 @@ def test_a_line_list_with_shred(site, tmp_path, capsys):
     with open(out / "manifest.json", encoding="utf-8") as handle:
         counts = json.load(handle)["counts"]
     assert counts["balanced"] and counts["given"] == counts["affected"] + counts["unknown"] == 4
-    assert files_without_canaries(str(out)) == 4
+    assert files_without_canaries(str(out)) == 6  # csv, json, html, manifest + the marker and _SUCCESS
 
 
 def test_line_files_in_both_forms(tmp_path):

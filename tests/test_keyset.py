@@ -45,7 +45,7 @@ def keyfile(tmp_path):
     return path
 
 
-def test_init_creates_a_0600_keyset_with_j1_and_v1(keyfile, capsys):
+def test_init_creates_a_0600_keyset_with_j1_v1_and_a1(keyfile, capsys):
     assert stat.S_IMODE(os.stat(keyfile).st_mode) == 0o600
     keyset = Keyset.load(str(keyfile))
     assert (keyset.primary_join_version, keyset.primary_vault_version) == ("j1", "v1")
@@ -53,9 +53,10 @@ def test_init_creates_a_0600_keyset_with_j1_and_v1(keyfile, capsys):
     assert [(k.purpose, k.version, k.state) for k in keyset.info()] == [
         ("join", "j1", "primary"),
         ("vault", "v1", "primary"),
+        ("audit", "a1", "primary"),
     ]
     assert all(len(raw) == 32 for raw in raw_material(keyfile))
-    assert len(set(raw_material(keyfile))) == 2
+    assert len(set(raw_material(keyfile))) == 3
     assert not [n for n in os.listdir(keyfile.parent) if n.startswith(".keyset-")]  # no temporary left behind
     assert_no_secret(capsys.readouterr().out, keyfile)
 
@@ -141,10 +142,10 @@ def test_show_prints_versions_and_states_never_secrets(keyfile, capsys):
     assert keys_cli.main(["show", "--keys", str(keyfile), "--json"]) == 0
     out = capsys.readouterr().out
     shown = json.loads(out)
-    assert [k["version"] for k in shown["keys"]] == ["j1", "v1", "j2", "v2"]
+    assert [k["version"] for k in shown["keys"]] == ["j1", "v1", "a1", "j2", "v2"]
     assert all("material" not in k for k in shown["keys"])
     assert_no_secret(out, keyfile)
-    assert len(raw_material(keyfile)) == 4
+    assert len(raw_material(keyfile)) == 5
 
 
 def test_rotate_join_keeps_old_tokens_reproducible(keyfile, capsys):
@@ -206,6 +207,7 @@ def test_audit_log_of_key_changes_holds_no_secret(keyfile):
     log = keyfile.parent / "audit" / "keys.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["event"] for r in records] == ["keys_init", "keys_rotate_join"]
+    assert [r["seq"] for r in records] == [1, 2] and all(len(r["mac"]) == 64 for r in records)
     assert records[1]["new_version"] == "j2" and records[1]["keyset_id"] == Keyset.load(str(keyfile)).keyset_id
     assert_no_secret(log.read_text(), keyfile)
     assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
@@ -240,3 +242,54 @@ def test_kms_wrapped_keyset_needs_its_wrapper(tmp_path):
     assert all(len(raw) == 48 for raw in stored)  # wrapped (32 + tag), never the bare key
     with pytest.raises(KeysetError, match="no KMS wrapper"):
         keyset.save(str(path))
+
+
+def test_a_version_scheduled_for_destruction_opens_nothing_until_restored(keyfile):
+    import datetime as dt
+
+    keyset = Keyset.load(str(keyfile))
+    keyset.rotate_vault()
+    after = keyset.schedule_destruction("v1", now=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))
+    assert after == "2026-12-31T00:00:00Z" and keyset.scheduled() == {"v1": after}
+    assert keyset.versions("vault") == ["v2"]
+    with pytest.raises(KeysetError, match="scheduled for destruction after 2026-12-31"):
+        keyset.vault_kek("v1")
+    keyset.save(str(keyfile))
+    assert len(raw_material(keyfile)) == 4  # the material is kept during the wait
+    keyset = Keyset.load(str(keyfile))
+    assert keyset.due(dt.datetime(2026, 12, 30, tzinfo=dt.timezone.utc)) == []
+    keyset.restore("v1")
+    assert keyset.versions("vault") == ["v1", "v2"] and keyset.vault_kek("v1")
+    keyset.schedule_destruction("v1", now=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))
+    assert keyset.due(dt.datetime(2026, 12, 31, tzinfo=dt.timezone.utc)) == ["v1"]
+    keyset.retire("v1")
+    keyset.save(str(keyfile))
+    assert len(raw_material(keyfile)) == 3
+    with pytest.raises(KeysetError, match="retired"):
+        Keyset.load(str(keyfile)).vault_kek("v1")
+    with pytest.raises(KeysetError, match="not scheduled"):
+        keyset.restore("v1")
+
+
+def test_the_audit_key_is_never_retired_or_shown(keyfile):
+    keyset = Keyset.load(str(keyfile))
+    with pytest.raises(KeysetError, match="primary"):
+        keyset.retire("a1")
+    mac = keyset.audit_mac(b"chain")
+    mac.update(b"x")
+    assert len(mac.finalize()) == 32
+    text = " ".join([repr(keyset), repr(keyset.info())])
+    assert_no_secret(text, keyfile)
+
+
+def test_a_keyset_made_before_the_audit_key_gets_one_on_its_first_change(keyfile, capsys):
+    doc = json.loads(keyfile.read_text())
+    doc["keys"] = [k for k in doc["keys"] if k["purpose"] != "audit"]
+    keyfile.write_text(json.dumps(doc))
+    os.remove(keyfile.parent / "keys.registry.json")  # its MAC was under the removed key
+    os.remove(keyfile.parent / "audit" / "keys.jsonl")
+    keyset = Keyset.load(str(keyfile))
+    assert not keyset.has_audit_key and keyset.primary_vault_version == "v1"
+    assert keys_cli.main(["rotate", "--keys", str(keyfile), "--join"]) == 0
+    assert Keyset.load(str(keyfile)).has_audit_key
+    assert_no_secret(capsys.readouterr().out, keyfile)

@@ -510,12 +510,13 @@ def test_bad_arguments_are_one_line_errors(site, tmp_path):
         check=False,
     )
     assert "no such file" in one_line_error(missing, "backfill merge")
+    os.makedirs(tmp_path / "not-a-vault")  # beside --out: an --out inside an input is refused before this check
     no_vault = run(
         "merge",
         "--base",
         os.path.join(out, "base"),
         "--vault",
-        str(tmp_path),
+        str(tmp_path / "not-a-vault"),
         "--registrations",
         str(site["root"] / "events.jsonl"),
         "--keys",
@@ -528,6 +529,7 @@ def test_bad_arguments_are_one_line_errors(site, tmp_path):
 
 
 def test_retokenize_lists_the_lines_it_cannot_cover(site, tmp_path):
+    """A value row dropped from the vault is tampering: the line fails authentication (the seal binds its fields)."""
     keys = copy_keys(site, tmp_path)
     vault = str(tmp_path / "vault")
     shutil.copytree(os.path.join(site["out"], "vault"), vault)
@@ -547,7 +549,7 @@ def test_retokenize_lists_the_lines_it_cannot_cover(site, tmp_path):
         check=False,
     )
     message = one_line_error(proc, "backfill keys")
-    assert "1 line(s) could not be re-tokenized" in message and "L07 (VAULT_VALUE_MISSING)" in message
+    assert "1 line(s) could not be re-tokenized" in message and "L07 (VAULT_AUTH_FAILED)" in message
     got = lines(str(tmp_path / "retok"))
     assert got["L07"]["join_key_version"] == "j1" and got["L01"]["join_key_version"] == "j2"
     assert manifest(str(tmp_path / "retok"))["counts"]["failed"] == 1

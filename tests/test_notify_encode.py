@@ -74,6 +74,15 @@ def test_avro_blocks_split_large_tables():
     assert [b.num_records for b in blocks] == [BLOCK_RECORDS, 5]
 
 
+@pytest.mark.parametrize("channel", ["sms", "call", "announcement"])
+def test_a_single_job_is_a_valid_file(channel):
+    """One row: every column is constant, the case a wave with one region or one line produces."""
+    for start in range(4):  # rows with and without nulls and empty strings
+        table = sample_rows(channel, start + 1).slice(start, 1)
+        data = avro_file(table, avro_schema(f"notify_{channel}_job"), "one.avro")
+        assert list(fastavro.reader(io.BytesIO(data))) == table.to_pylist()
+
+
 def test_empty_table_is_a_valid_file():
     table = sample_rows("sms", 0)
     assert list(fastavro.reader(io.BytesIO(avro_file(table, avro_schema("notify_sms_job"))))) == []

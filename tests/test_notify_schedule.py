@@ -97,6 +97,7 @@ def test_jobs_are_scheduled_inside_allowed_hours_with_caps():
     campaign = make_campaign(
         daily_cap={"sms": 10, "call": 10, "announcement": 10},
         timezone="America/New_York",
+        operator_timezone="America/New_York",  # an operator off Beijing time says so (docs/notify.md)
         quiet_hours={"start": "20:30", "end": "09:15"},
     )
     jobs = pa.table(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -23,6 +24,7 @@ from pipelines.io.vault_files import read_table, write_table, write_vault
 
 CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OS_USER = pwd.getpwuid(os.getuid()).pw_name
 
 
 @pytest.fixture
@@ -39,6 +41,7 @@ def site(tmp_path):
         },
     )
     write_vault(str(vault), *sealed)
+    keys_cli.register_vault(str(keys), str(vault), by="test")  # as a merge does before it writes its vault
     return {
         "keys": str(keys),
         "vault": str(vault),
@@ -74,7 +77,8 @@ def test_reveal_prints_values_and_appends_an_audit_record(site, capsys):
     assert record["event"] == "reveal" and record["outcome"] == "revealed"
     assert record["line_id"] == "L1" and record["fields"] == ["doc_number", "name", "address"]
     assert record["purpose"] == "complaint 2026-118: verify the holder"
-    assert record["actor"] == "zhang.wei" and record["os_user"]
+    assert record["actor"] == OS_USER and record["uid"] == os.getuid() and record["stated_actor"] == "zhang.wei"
+    assert record["vault_dir"] == os.path.realpath(site["vault"]) and record["seq"] == 1 and len(record["mac"]) == 64
     assert record["keyset_id"] == Keyset.load(site["keys"]).keyset_id and record["vault_key_version"] == "v1"
     assert record["at"].endswith("Z")
     assert_clean(site["audit"].read_text(encoding="utf-8"))
@@ -161,9 +165,9 @@ def test_shred_cannot_be_undone_with_an_older_copy_of_the_vault(site, capsys):
     assert reveal(site, "L1") == 1
     assert "its data key is gone (shredded)" in capsys.readouterr().err
     site_old = {**site, "vault": str(older)}
-    assert reveal(site_old, "L1") == 1  # the old key table's wrapping key is destroyed
+    assert reveal(site_old, "L1") == 1  # the old key table's wrapping key is out of use (destroyed later)
     err = capsys.readouterr().err
-    assert "cannot be unwrapped" in err and "retired" in err
+    assert "cannot be unwrapped" in err and "scheduled for destruction" in err
     old_values = read_table(str(older), "values")
     current_keys = read_table(site["vault"], "keys")
     with pytest.raises(UnknownLine, match="shredded"):
@@ -172,7 +176,7 @@ def test_shred_cannot_be_undone_with_an_older_copy_of_the_vault(site, capsys):
     assert "name: 张三" in capsys.readouterr().out
     shred_log = site["tmp"] / "merge" / "audit" / "shred.jsonl"
     [record] = [json.loads(line) for line in shred_log.read_text().splitlines()]
-    assert record["line_id"] == "L1" and record["reason"] == "retention" and record["os_user"]
+    assert record["line_id"] == "L1" and record["reason"] == "retention" and record["actor"] == OS_USER
     assert record["retired_vault_key_versions"] == ["v1"] and record["new_vault_key_version"] == "v2"
     assert_clean(shred_log.read_text(encoding="utf-8"))
 

@@ -114,7 +114,7 @@ def site(tmp_path_factory):
             json.dump({**scan, **changes}, handle)
     shutil.copytree(os.path.join(root, "merge"), os.path.join(root, "old", "merge-copy"))
     s["year"] = int(scan["started"][:4])
-    s["inspection"] = si.self_inspection([root], s["year"], os.path.join(root, "inspection"))
+    s["inspection"] = si.self_inspection([root], s["year"], os.path.join(root, "inspection"), [s["keys"]])
     return s
 
 
@@ -150,7 +150,8 @@ def test_reveals_shreds_purges_incidents_and_findings(site):
     assert r["retention"]["purges"][0]["terminated_without_date"] == 1
     assert r["shreds"]["lines"] == len(purged)
     assert list(r["shreds"]["by_reason"].values()) == [len(purged)]
-    assert r["key_events"]["by_event"] == {"keys_init": 1, "keys_shred": 1}
+    # the purge's shred re-wrapped the merge's vault too (the keyset knows it): one record in its chain
+    assert r["key_events"]["by_event"] == {"keys_init": 1, "keys_shred": 1, "vault_rewrap": 1}
     [incident] = r["incidents"]
     tokenized = sum(1 for row in rows.values() if has_identity(row)) - len(purged)  # purged lines have no token
     assert incident["affected"] == tokenized and incident["detected_at"] == "2026-11-30T08:00:00Z"
@@ -165,13 +166,14 @@ def test_documents_are_written_without_identity(site):
     assert sorted(os.listdir(out)) == [f"self_inspection_{site['year']}.html", f"self_inspection_{site['year']}.json"]
     html = open(os.path.join(out, f"self_inspection_{site['year']}.html"), encoding="utf-8").read()
     assert "scan-failed-1" in html and "police request 7" in html and "unbalanced_run" in html
+    assert "Audit chains" in html
     assert files_without_canaries(out) == 2
     with open(os.path.join(out, f"self_inspection_{site['year']}.json"), encoding="utf-8") as handle:
         assert json.load(handle)["year"] == site["year"]
 
 
 def test_the_year_selects_runs(site, tmp_path):
-    other = si.self_inspection([site["root"]], 2025, str(tmp_path / "y2025"))
+    other = si.self_inspection([site["root"]], 2025, str(tmp_path / "y2025"), [site["keys"]])
     assert {k: v["runs"] for k, v in other["runs_by_step"].items()} == {"scan": 1}
     assert other["reveals"]["records"] == 0
     with pytest.raises(UserError, match="no run manifest from 1999"):
@@ -181,12 +183,33 @@ def test_the_year_selects_runs(site, tmp_path):
 
 def test_the_command_line(site, tmp_path, capsys):
     out = str(tmp_path / "cli")
-    assert si.main(["--year", str(site["year"]), "--manifests", site["root"], "--out", out]) == 0
+    argv = ["--year", str(site["year"]), "--manifests", site["root"], "--out", out]
+    assert si.main([*argv, "--keys", site["keys"]]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith(f"self-inspection {site['year']}: 6 run(s)") and "3 finding(s)" in captured.out
+    assert si.main(argv) == 0  # without the keyset the chains cannot be verified: that is a finding
+    assert "4 finding(s)" in capsys.readouterr().out
     assert not any(c in captured.out + captured.err for c in CANARIES)
     assert si.main(["--year", "1999", "--manifests", site["root"], "--out", out]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("backfill self-inspection: error: no run manifest from 1999") and len(err.splitlines()) == 1
     assert si.main(["--year", "2026", "--manifests", str(tmp_path / "nowhere"), "--out", out]) == 1
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_every_audit_chain_verifies(site):
+    """The merge's, the purge's and the keyset's logs, and the copy of the merge folder: whole chains."""
+    chains = site["inspection"]["audit_chains"]
+    assert chains["keysets"] == [keyset_id_of(site)]
+    folders = {os.path.relpath(c["folder"], site["root"]): c for c in chains["chains"]}
+    assert set(folders) == {"merge/audit", "old/merge-copy/audit", "retention/audit", "secure/audit"}
+    for name, chain in folders.items():
+        assert chain["findings"] == 0 and chain["verified"] == chain["last_seq"] > 0, name
+    assert folders["merge/audit"]["witness_seq"] == folders["merge/audit"]["last_seq"]
+    assert folders["old/merge-copy/audit"]["witness_seq"] is None  # a copy: no witness, its chain still verifies
+
+
+def keyset_id_of(site) -> str:
+    from transforms.crypto.keyset import Keyset
+
+    return Keyset.load(site["keys"]).keyset_id

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
 from transforms.crypto.keyset import Keyset
-from transforms.crypto.vault import AuthenticationFailed, UnknownLine, Vault, VaultError
+from transforms.crypto.vault import AuthenticationFailed, UnknownLine, Vault, VaultError, VaultUnreadable
 from pipelines.io.vault_files import read_table, read_vault, write_table, write_vault
 
 CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
@@ -103,8 +103,12 @@ def test_a_record_moved_to_another_line_fails(keyset, sealed):
 
 def test_a_record_moved_to_another_field_fails(keyset, sealed):
     keys, values = sealed
-    swapped = replace_rows(without(values, "L1", "address"), "L1", "name", field="address")
+    name = next(r for r in values.to_pylist() if r["line_id"] == "L1" and r["field"] == "name")
+    moved = replace_rows(values, "L1", "address", nonce=name["nonce"], ciphertext=name["ciphertext"])
     with pytest.raises(AuthenticationFailed, match="line L1, field address failed authentication"):
+        Vault(keyset).open(keys, moved, "L1")
+    swapped = replace_rows(without(values, "L1", "address"), "L1", "name", field="address")  # name is gone now
+    with pytest.raises(AuthenticationFailed, match="line L1 do not match its seal: field name is missing"):
         Vault(keyset).open(keys, swapped, "L1")
 
 
@@ -189,8 +193,11 @@ def test_seal_reuses_existing_data_keys(keyset, sealed):
     new_keys, new_values = vault.seal(["L1", "L9"], {"name": ["金丝雀测试乙", "赵六"]}, existing_keys=keys)
     by_line = {r["line_id"]: r for r in new_keys.to_pylist()}
     old_l1 = keys.filter(pc.equal(keys["line_id"], "L1")).to_pylist()[0]
-    assert by_line["L1"] == old_l1  # the existing row, unchanged
-    assert by_line["L9"]["vault_key_version"] == "v2"
+    for same in ("dek_id", "created_at", "keyset_id"):
+        assert by_line["L1"][same] == old_l1[same]  # the line keeps its data key
+    assert by_line["L1"]["sealed_fields"] == ["name"] and old_l1["sealed_fields"] == sorted(COLUMNS)
+    assert by_line["L1"]["wrapped_dek"] != old_l1["wrapped_dek"]  # wrapped anew: the seal is in its AD
+    assert by_line["L1"]["vault_key_version"] == by_line["L9"]["vault_key_version"] == "v2"
     assert vault.open(new_keys, new_values, "L1") == {"name": "金丝雀测试乙"}
     assert vault.open(new_keys, new_values, "L9") == {"name": "赵六"}
 
@@ -274,3 +281,135 @@ def test_errors_never_carry_values(keyset, sealed):
         messages.append(str(raised.value))
     assert len(messages) == 5
     assert_no_canary(" ".join(messages))
+
+
+# -- the seal: a line's registration and its set of sealed fields (issue 11 item 7) ------------------------------
+
+
+def reseal(keyset, keys, registration: str, name: str):
+    """L1 registered again (``registration``) with a new name and number; the other lines kept."""
+    new_keys, new_values = Vault(keyset).seal(
+        ["L1"], {"name": [name], "doc_number": ["110105194912310021"]}, keys, registrations=[registration]
+    )
+    return (
+        pa.concat_tables([new_keys, keys.filter(pc.not_equal(keys["line_id"], "L1"))]),
+        new_values,
+    )
+
+
+def test_the_seal_is_in_the_key_row(keyset):
+    keys, _ = Vault(keyset).seal(
+        ["L1", "L2"], {"name": ["张三", None], "address": ["北京", "上海"]}, registrations=["E7", None]
+    )
+    rows = {r["line_id"]: r for r in keys.to_pylist()}
+    assert (rows["L1"]["registration_event_id"], rows["L1"]["sealed_fields"]) == ("E7", ["address", "name"])
+    assert (rows["L2"]["registration_event_id"], rows["L2"]["sealed_fields"]) == (None, ["address"])
+
+
+def test_a_value_row_of_an_older_registration_fails(keyset):
+    """Rollback: the line keeps its data key when it registers again, so before the seal bound the
+    registration an older copy's row swapped in opened the old identity without an error."""
+    vault = Vault(keyset)
+    keys1, values1 = vault.seal(["L1", "L2"], {"name": [CANARY_NAME, "张三"], "doc_number": [CANARY_NUMBER, None]})
+    keys2, values2 = reseal(keyset, keys1, "E2", "王五")
+    values2 = pa.concat_tables([values2, values1.filter(pc.equal(values1["line_id"], "L2"))])
+    assert vault.open(keys2, values2, "L1") == {"name": "王五", "doc_number": "110105194912310021"}
+    old_name = values1.filter(pc.and_(pc.equal(values1["line_id"], "L1"), pc.equal(values1["field"], "name")))
+    rolled_back = pa.concat_tables([without(values2, "L1", "name"), old_name])
+    assert old_name["dek_id"][0].as_py() == keys2.filter(pc.equal(keys2["line_id"], "L1"))["dek_id"][0].as_py()
+    with pytest.raises(AuthenticationFailed, match="line L1, field name failed authentication") as raised:
+        vault.open(keys2, rolled_back, "L1")
+    assert_no_canary(str(raised.value))
+    with pytest.raises(AuthenticationFailed):
+        vault.open_many(keys2, rolled_back)
+    assert vault.open(keys2, rolled_back, "L2") == {"name": "张三"}  # the other line is untouched
+    # a second registration with the same fields but another event: the rows of the first do not open either
+    keys3, values3 = reseal(keyset, keys2, "E3", "赵六")
+    swapped = pa.concat_tables(
+        [
+            without(values3, "L1", "name"),
+            values2.filter(pc.and_(pc.equal(values2["line_id"], "L1"), pc.equal(values2["field"], "name"))),
+        ]
+    )
+    with pytest.raises(AuthenticationFailed, match="field name failed authentication"):
+        vault.open(keys3, swapped, "L1")
+
+
+@pytest.mark.parametrize("how", ["dropped", "added", "repeated"])
+def test_a_dropped_added_or_repeated_value_row_fails(keyset, sealed, how):
+    """Before the seal bound the field set, a deleted row revealed fewer fields as if nothing were wrong."""
+    keys, values = sealed
+    vault = Vault(keyset)
+    l1 = pc.equal(values["line_id"], "L1")
+    if how == "dropped":
+        changed, match = without(values, "L1", "address"), "field address is missing"
+    elif how == "added":  # an address row for L2, whose seal has none (its address was null)
+        l2_dek = keys.filter(pc.equal(keys["line_id"], "L2"))["dek_id"][0].as_py()
+        address = values.filter(pc.and_(l1, pc.equal(values["field"], "address")))
+        extra = replace_rows(address, "L1", "address", line_id="L2", dek_id=l2_dek)
+        changed, match = pa.concat_tables([values, extra]), "line L2 do not match its seal: field address was not"
+    else:
+        changed, match = pa.concat_tables([values, values.filter(l1).slice(0, 1)]), "is there twice"
+    line = "L2" if how == "added" else "L1"
+    with pytest.raises(AuthenticationFailed, match=match) as raised:
+        vault.open(keys, changed, line)
+    assert_no_canary(str(raised.value))
+    with pytest.raises(AuthenticationFailed):
+        vault.open(keys, changed, line, ["name"])  # whichever fields are asked for
+    with pytest.raises(AuthenticationFailed):
+        vault.open_many(keys, changed, ["name"])
+
+
+def test_the_seal_in_the_key_row_cannot_be_edited(keyset, sealed):
+    """The key row states the seal; the wrap's associated data authenticates it."""
+    keys, values = sealed
+    for column, forged, rows_now in (
+        ("sealed_fields", ["address", "doc_type", "name"], without(values, "L1", "doc_number")),
+        ("registration_event_id", "E0", values),
+    ):
+        rows = keys.to_pylist()
+        for row in rows:
+            if row["line_id"] == "L1":
+                row[column] = forged
+        with pytest.raises(AuthenticationFailed, match="data key of line L1 failed authentication"):
+            Vault(keyset).open(pa.Table.from_pylist(rows, schema=keys.schema), rows_now, "L1")
+
+
+def test_a_rewrap_keeps_the_seal(keyset, sealed):
+    keys, values = sealed
+    keyset.rotate_vault()
+    rewrapped = Vault(keyset).rewrap(keys)
+    assert (
+        rewrapped.select(["line_id", "registration_event_id", "sealed_fields"])
+        .sort_by("line_id")
+        .equals(keys.select(["line_id", "registration_event_id", "sealed_fields"]).sort_by("line_id"))
+    )
+    assert Vault(keyset).open(rewrapped, values, "L1")["name"] == CANARY_NAME
+
+
+def test_an_older_vault_format_is_refused_in_one_line(sealed, tmp_path):
+    import pyarrow.parquet as pq
+
+    keys, values = sealed
+    folder = tmp_path / "vault"
+    write_vault(str(folder), keys, values)
+    (path,) = (folder / "keys").iterdir()
+    pq.write_table(keys.drop_columns(["registration_event_id", "sealed_fields"]), path)  # format 1's columns
+    for read in (lambda: read_table(str(folder), "keys"), lambda: read_vault(str(folder), ["L1"])):
+        with pytest.raises(VaultUnreadable, match="older format .* no registration_event_id column"):
+            read()
+    from pipelines.io.vault_files import table_files
+
+    with pytest.raises(VaultUnreadable, match="older format"):
+        table_files(str(folder), "keys")
+
+
+def test_a_truncated_vault_file_is_one_line(sealed, tmp_path):
+    keys, values = sealed
+    folder = tmp_path / "vault"
+    write_vault(str(folder), keys, values)
+    (path,) = (folder / "values").iterdir()
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(VaultUnreadable, match="cannot be read .*damaged or truncated") as raised:
+        read_vault(str(folder), ["L1"])
+    assert len(str(raised.value).splitlines()) == 1

@@ -20,6 +20,14 @@ Rules decided here (and relied on downstream):
   more than half of the first rows do not (the first 1 MiB of lines at plan time,
   the first batch at read time), or when it is read as gb18030 but is plainly
   UTF-8 (non-ASCII and valid UTF-8). Other undecodable rows are BadRows.
+* A contract column of a type that is not text or a plain value (a list, a
+  struct, a map, a union, fixed-size binary) refuses the file with a one-line
+  ``InputError`` naming the file and the column: at plan time from the Parquet
+  or Avro schema, and again when a batch is read.
+* No message quotes a value of the file: a CSV whose first row names no
+  contract column is refused as having no header row, and a column outside
+  the contract is named by position unless its name is plainly a name
+  (``planning.shown_column``).
 * A row is malformed (one BadRow, first problem found) when its field count
   differs from the header, a contract field does not decode, is longer than
   ``max_field_chars`` characters, or holds a C0 control character other than
@@ -57,7 +65,7 @@ from pipelines.io.csv_stream import read_csv
 from pipelines.io.planning import InputError, InputInfo, Split, codec_name, map_columns, plan_splits
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
-from transforms.core.rows import BadRow, assemble_rows, malformed_table
+from transforms.core.rows import BadRow, ColumnTypeError, assemble_rows, column_type_error, malformed_table
 from transforms.core.tags import DEAD_LETTER, RAW
 
 __all__ = ["read_split", "ReadSplitFn", "ReadSubscriberBase", "PlanInPipeline"]
@@ -66,7 +74,7 @@ __all__ = ["read_split", "ReadSplitFn", "ReadSubscriberBase", "PlanInPipeline"]
 def _read_parquet(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
     with FileSystems.open(split.path) as f:
         pf = pq.ParquetFile(f)
-        mapping, _, _ = map_columns(split.path, pf.schema_arrow.names, split.contract)
+        mapping, _, _ = map_columns(split.path, pf.schema_arrow.names, split.contract, "parquet")
         groups = None if split.row_groups is None else list(split.row_groups)
         row = split.first_row
         for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=list(mapping.values())):
@@ -87,7 +95,7 @@ def _read_avro(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.T
     with FileSystems.open(split.path) as f:
         reader = fastavro.reader(f)
         names = [fl["name"] for fl in reader.writer_schema.get("fields", [])]
-        mapping, _, _ = map_columns(split.path, names, split.contract)
+        mapping, _, _ = map_columns(split.path, names, split.contract, "avro")
         row, records = 1, iter(reader)
         while True:
             try:
@@ -98,16 +106,18 @@ def _read_avro(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.T
                 return
             # fastavro hands out one dict per record: building columns is per-row
             # Python that cannot be avoided; one list comprehension per column.
-            data = {c: _column([r.get(s) for r in chunk]) for c, s in mapping.items()}
+            data = {c: _column([r.get(s) for r in chunk], split.path, c) for c, s in mapping.items()}
             rows = np.arange(row, row + len(chunk), dtype=np.int64)
             row += len(chunk)
             yield assemble_rows(data, rows, split.path, "utf-8", limit, contract=split.contract)[:2]
 
 
-def _column(values: list) -> pa.Array:
+def _column(values: list, path: str, name: str) -> pa.Array:
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed union branches
+        if any(isinstance(v, (list, tuple, dict)) for v in values):  # a list or a record is not text
+            raise column_type_error(path, name, "lists or records") from None
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
@@ -126,7 +136,9 @@ def read_split(
     return _guarded(readers[split.fmt](), split.path)
 
 
-def _guarded(batches: Iterator, path: str, _error=InputError, _finalizing=sys.is_finalizing) -> Iterator:
+def _guarded(
+    batches: Iterator, path: str, _error=InputError, _typed=ColumnTypeError, _finalizing=sys.is_finalizing
+) -> Iterator:
     """Any failure -> one-line InputError (type only: messages may quote data).
     Defaults are bound early: an abandoned reader may be closed during shutdown."""
     try:
@@ -136,6 +148,8 @@ def _guarded(batches: Iterator, path: str, _error=InputError, _finalizing=sys.is
             return
         if isinstance(e, _error):
             raise
+        if isinstance(e, _typed):  # its text names the file and the column, never a value
+            raise _error(str(e)) from None
         raise _error(f"{path}: cannot read ({type(e).__name__})") from None
 
 

@@ -14,12 +14,13 @@ import csv
 import dataclasses
 import io
 import os
+import re
 
 import fastavro
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.core.rows import BASE, Contract
+from transforms.core.rows import BASE, Contract, column_type_error, column_type_problem
 
 __all__ = [
     "InputError",
@@ -32,6 +33,7 @@ __all__ = [
     "match_files",
     "plan_splits",
     "read_csv_header",
+    "shown_column",
 ]
 
 _HEADER_MAX = 1 << 20
@@ -124,19 +126,62 @@ def expand_paths(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.f
     return found
 
 
-def map_columns(path: str, names: list[str], contract: Contract = BASE) -> tuple[dict[str, str], list[str], list[str]]:
-    """(contract name -> source name, ignored names, missing optional names)."""
-    norm: dict[str, str] = {}
-    for name in names:
-        key = name.replace("\ufeff", "").strip().lower()
+def _key(name: str) -> str:
+    return name.replace("\ufeff", "").strip().lower()
+
+
+# A column name outside the contract that may be shown in a message: a plain ASCII identifier
+# (letters, digits, "_", "." and "-", starting with a letter or "_", up to 64 characters) with fewer
+# than 6 digits. Anything else may be a value (a name, an address, a number in a row taken for the
+# header), so it is named by position: a Han column name such as 备注 shows as "column 19".
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+
+
+def shown_column(name: str, position: int, contract: Contract = BASE) -> str:
+    """A column as a message may name it: a contract column by its name; another by its name only
+    when that looks like a plain name (see ``_PLAIN_NAME``), else by its 1-based position."""
+    key = _key(name)
+    if key in contract.columns:
+        return key
+    text = name.replace("\ufeff", "").strip()
+    if _PLAIN_NAME.fullmatch(text) and sum(c.isdigit() for c in text) < 6:
+        return text
+    return f"column {position}"
+
+
+def map_columns(
+    path: str, names: list[str], contract: Contract = BASE, fmt: str = "csv"
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """(contract name -> source name, ignored names, missing optional names).
+
+    No value of the file is ever quoted: a file whose first row names no column of the contract
+    is refused as having no header row (that row is data), and a problem with a column outside
+    the contract names it by position."""
+    keys = [_key(n) for n in names]
+    if names and not any(k in contract.columns for k in keys):
+        required = ", ".join(contract.required)
+        if fmt == "csv":
+            raise InputError(
+                f"{path}: no header row: none of the {len(names)} cells of the first row names a column of the "
+                f"{contract.name} (the file seems to start with data); the first row must name the columns "
+                f"({required}, ...)"
+            )
+        raise InputError(
+            f"{path}: none of its {len(names)} columns is a column of the {contract.name} (required: {required})"
+        )
+    norm: dict[str, int] = {}
+    for i, key in enumerate(keys):
         if key and key in norm:
-            raise InputError(f"{path}: duplicate column {name.strip()!r}")
-        norm[key] = name
+            first = norm[key] + 1
+            if key in contract.columns:
+                raise InputError(f"{path}: duplicate column {key} (columns {first} and {i + 1})")
+            raise InputError(f"{path}: columns {first} and {i + 1} have the same name")
+        norm[key] = i
     missing = [c for c in contract.required if c not in norm]
     if missing:
         raise InputError(f"{path}: missing required column(s): {', '.join(missing)}")
-    mapping = {c: norm[c] for c in contract.columns if c in norm}
-    ignored = [n.replace("\ufeff", "").strip() for k, n in norm.items() if k not in mapping]
+    mapping = {c: names[norm[c]] for c in contract.columns if c in norm}
+    ignored = [shown_column(names[i], i + 1, contract) for k, i in norm.items() if k not in mapping]
     return mapping, ignored, [c for c in contract.columns if c not in norm]
 
 
@@ -186,11 +231,56 @@ def _check_sample(path: str, sample: bytes, codec: str) -> int:
     return len(lines)
 
 
-def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | None, int, list[int]]:
-    """(column names, estimated rows, parquet row-group sizes) of one file.
-    JSON Lines has no header: names are None (each object names its own)."""
+_AVRO_PLAIN = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+_AVRO_KINDS = {"array": "lists", "map": "maps", "record": "structs (records)", "error": "structs (records)"}
+
+
+def _avro_kind(schema, named: dict[str, str | None]) -> str | None:
+    """What an Avro field of this type holds when it is not text or a plain value (see
+    ``transforms.core.rows.column_type_problem``); None when it is. ``named`` collects the
+    named types (records, enums, fixed) met so far, for later references by name."""
+    if isinstance(schema, list):  # a union: any branch that is not plain makes the column so
+        kinds = [_avro_kind(branch, named) for branch in schema]
+        return next((k for k in kinds if k), None)
+    if isinstance(schema, str):
+        return None if schema in _AVRO_PLAIN else named.get(schema.rsplit(".", 1)[-1])
+    if not isinstance(schema, dict):
+        return None
+    kind_of = schema.get("type")
+    if isinstance(kind_of, (list, dict)) or kind_of in _AVRO_PLAIN:
+        return _avro_kind(kind_of, named)
+    if kind_of == "fixed":
+        kind = None if schema.get("logicalType") in ("decimal", "duration") else "fixed-size binary values"
+    elif kind_of == "enum":
+        kind = None
+    else:
+        kind = _AVRO_KINDS.get(kind_of, f"values of Avro type {kind_of}")
+    if schema.get("name"):
+        named[str(schema["name"]).rsplit(".", 1)[-1]] = kind
+    if kind_of in ("record", "error"):
+        for field in schema.get("fields", []):
+            _avro_kind(field.get("type"), named)  # registers the named types it defines
+    return kind
+
+
+def _avro_columns(writer_schema: dict) -> tuple[list[str], dict[str, str]]:
+    """(field names, field name -> what it holds when that is not text or a plain value)."""
+    named: dict[str, str | None] = {}
+    names, refused = [], {}
+    for field in writer_schema.get("fields", []):
+        names.append(field["name"])
+        kind = _avro_kind(field.get("type"), named)
+        if kind:
+            refused[field["name"]] = kind
+    return names, refused
+
+
+def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | None, int, list[int], dict[str, str]]:
+    """(column names, estimated rows, parquet row-group sizes, columns whose type is not text or a
+    plain value -> what they hold) of one file. JSON Lines has no header: names are None (each
+    object names its own)."""
     if size == 0 and fmt == "jsonl":  # no events that day: a file of no lines
-        return None, 0, []
+        return None, 0, [], {}
     if size == 0:
         raise InputError(f"{path}: empty file")
     try:
@@ -199,21 +289,24 @@ def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | No
                 sample = f.read(_SAMPLE)
                 n = _check_sample(path, sample, "utf-8")
                 per_line = len(sample[: sample.rfind(b"\n") + 1]) / n if n else 0
-                return None, int(size / per_line) if per_line else int(bool(sample.strip())), []
+                return None, int(size / per_line) if per_line else int(bool(sample.strip())), [], {}
             if fmt == "csv":
                 names, rest = read_csv_header(f, path, codec)
                 sample = rest + f.read(_SAMPLE)
                 n = _check_sample(path, sample, codec)
                 per_line = len(sample[: sample.rfind(b"\n") + 1]) / n if n else 0
-                return names, int(size / per_line) if per_line else int(bool(sample.strip())), []
+                return names, int(size / per_line) if per_line else int(bool(sample.strip())), [], {}
             if fmt == "parquet":
                 meta = pq.ParquetFile(f)
                 groups = [meta.metadata.row_group(i).num_rows for i in range(meta.num_row_groups)]
-                return meta.schema_arrow.names, meta.metadata.num_rows, groups
+                schema = meta.schema_arrow
+                refused = {fl.name: column_type_problem(fl.type) for fl in schema}
+                return schema.names, meta.metadata.num_rows, groups, {k: v for k, v in refused.items() if v}
             blocks = fastavro.block_reader(f)
             block = next(iter(blocks), None)
             est = 0 if block is None else int(block.num_records * size / max(block.size, 1))
-            return [fl["name"] for fl in blocks.writer_schema.get("fields", [])], est, []
+            names, refused = _avro_columns(blocks.writer_schema)
+            return names, est, [], refused
     except InputError:
         raise
     except Exception as e:  # unreadable: name the problem class, never its text (may quote data)
@@ -233,9 +326,12 @@ def plan_splits(
     total = 0
     for index, path in enumerate(ordered):
         fmt = _fmt(path, contract.formats)
-        names, est, groups = _inspect(path, fmt, files[path], codec)
+        names, est, groups, refused = _inspect(path, fmt, files[path], codec)
         if names is not None:
-            _, extra, absent = map_columns(path, names, contract)
+            mapping, extra, absent = map_columns(path, names, contract, fmt)
+            for column, source in mapping.items() if contract.text else ():
+                if source in refused:
+                    raise InputError(str(column_type_error(path, column, refused[source])))
             ignored.update(extra)
             missing.update(absent)
         total += est

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -102,20 +103,42 @@ def _history(out: str, kind: tuple[str, str], columns: list[str]) -> pa.Table | 
     return pa.concat_tables(tables)
 
 
+class _Checked(NamedTuple):
+    """The receipts normalised and checked against the history's jobs."""
+
+    job_id: pa.Array  # trimmed
+    status: pa.Array  # trimmed, upper case
+    at: pa.Array  # timestamp (us, UTC); null when unparseable
+    index: pa.Array  # the job's row in the history; null when unknown
+    reason: np.ndarray  # per receipt, its dead-letter reason; None when usable
+
+
 def record_receipts(out: str, receipts: pa.Table, ctx: DeadLetterContext) -> dict:
     """Check receipts against the history and record the new ones; returns the counts."""
     out = out.rstrip("/")
     jobs = _history(out, HISTORY_JOBS, ["job_id", "line_id", "channel", "campaign_id", "wave"])
     if jobs is None:
         raise UserError(f"--out {out}: no notification history to record receipts against")
-    n = receipts.num_rows
+    checked = _check(receipts, jobs)
+    bad = pa.array([r is not None for r in checked.reason])
+    table, duplicates = _new_only(out, _with_jobs(checked, jobs, pc.invert(bad), ctx.run_id))
+    if table.num_rows:
+        _write_recorded(out, table, ctx.run_id)
+    dead = receipts.filter(bad)
+    if dead.num_rows:
+        _write_dead_letters(out, dead, checked.reason, ctx)
+    return _counts(receipts.num_rows, table, duplicates, dead, checked.reason)
+
+
+def _check(receipts: pa.Table, jobs: pa.Table) -> _Checked:
+    """Normalise job_id, status and at; why a receipt cannot be used (a later check overrides an earlier one)."""
     job_id = pc.utf8_trim_whitespace(receipts.column("job_id"))
     status = pc.utf8_upper(pc.utf8_trim_whitespace(receipts.column("status")))
     at = pd.to_datetime(
         pd.Series(receipts.column("at").to_pylist(), dtype=object), utc=True, errors="coerce", format="ISO8601"
     )
     index = pc.index_in(job_id, value_set=jobs.column("job_id"))
-    reason = np.full(n, None, object)
+    reason = np.full(receipts.num_rows, None, object)
     reason[pc.is_null(index).to_numpy(zero_copy_only=False)] = "RECEIPT_UNKNOWN_JOB"
     reason[at.isna().to_numpy()] = "RECEIPT_BAD_TIMESTAMP"
     reason[~pc.fill_null(pc.is_in(status, value_set=pa.array(STATUSES)), False).to_numpy(zero_copy_only=False)] = (
@@ -124,49 +147,60 @@ def record_receipts(out: str, receipts: pa.Table, ctx: DeadLetterContext) -> dic
     reason[~pc.fill_null(pc.greater(pc.utf8_length(job_id), 0), False).to_numpy(zero_copy_only=False)] = (
         "RECEIPT_JOB_ID_MISSING"
     )
-    bad = pa.array([r is not None for r in reason])
-    good = pc.invert(bad)
-    found = jobs.take(index.filter(good))
     at_us = pa.array(at.to_numpy(dtype="datetime64[us]"), pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
-    table = pa.table(
+    return _Checked(job_id, status, at_us, index, reason)
+
+
+def _with_jobs(checked: _Checked, jobs: pa.Table, good: pa.Array, run_id: str) -> pa.Table:
+    """The usable receipts with their job's line, channel, campaign and wave (the receipt history's rows)."""
+    found = jobs.take(checked.index.filter(good))
+    return pa.table(
         {
-            "job_id": job_id.filter(good),
+            "job_id": checked.job_id.filter(good),
             "line_id": found.column("line_id"),
             "channel": found.column("channel"),
             "campaign_id": found.column("campaign_id"),
             "wave": found.column("wave"),
-            "status": status.filter(good),
-            "at": at_us.filter(good),
-            "run_id": pa.repeat(pa.scalar(ctx.run_id), int(pc.sum(good.cast(pa.int64())).as_py() or 0)),
+            "status": checked.status.filter(good),
+            "at": checked.at.filter(good),
+            "run_id": pa.repeat(pa.scalar(run_id), int(pc.sum(good.cast(pa.int64())).as_py() or 0)),
         },
         schema=arrow_schema("notify_receipt"),
     )
-    table, duplicates = _new_only(out, table)
-    if table.num_rows:
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        name = f"receipts-{ctx.run_id}.parquet"
-        write_whole(
-            sink.getvalue(),
-            FileSystems.join(out, "_tmp", ctx.run_id, name),
-            FileSystems.join(out, *HISTORY_RECEIPTS, name),
-        )
-    dead = receipts.filter(bad)
-    if dead.num_rows:
-        letters = dead_letter_table(
-            ctx,
-            [r for r in reason if r is not None],
-            source_file=dead.column("_src_file"),
-            source_row=dead.column("_src_row"),
-            event_id=dead.column("job_id"),
-            detail="delivery receipt",
-        )
-        lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in letters.to_pylist()) + "\n"
-        write_whole(
-            lines.encode("utf-8"),
-            FileSystems.join(out, "_tmp", ctx.run_id, "receipts.jsonl"),
-            FileSystems.join(out, "dead_letter", f"receipts-{ctx.run_id}.jsonl"),
-        )
+
+
+def _write_recorded(out: str, table: pa.Table, run_id: str) -> None:
+    """The new receipts, one Parquet file of the history committed whole."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    name = f"receipts-{run_id}.parquet"
+    write_whole(
+        sink.getvalue(),
+        FileSystems.join(out, "_tmp", run_id, name),
+        FileSystems.join(out, *HISTORY_RECEIPTS, name),
+    )
+
+
+def _write_dead_letters(out: str, dead: pa.Table, reason: np.ndarray, ctx: DeadLetterContext) -> None:
+    """The unusable receipts as dead letters, one JSON Lines file committed whole."""
+    letters = dead_letter_table(
+        ctx,
+        [r for r in reason if r is not None],
+        source_file=dead.column("_src_file"),
+        source_row=dead.column("_src_row"),
+        event_id=dead.column("job_id"),
+        detail="delivery receipt",
+    )
+    lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in letters.to_pylist()) + "\n"
+    write_whole(
+        lines.encode("utf-8"),
+        FileSystems.join(out, "_tmp", ctx.run_id, "receipts.jsonl"),
+        FileSystems.join(out, "dead_letter", f"receipts-{ctx.run_id}.jsonl"),
+    )
+
+
+def _counts(n: int, table: pa.Table, duplicates: int, dead: pa.Table, reason: np.ndarray) -> dict:
+    """Receipts in, recorded, duplicate and dead-lettered (which balance), by status and by reason."""
     by_status = pc.value_counts(table.column("status")).to_pylist() if table.num_rows else []
     reasons = pc.value_counts(pa.array([r for r in reason if r is not None], pa.string())).to_pylist()
     return {

@@ -10,6 +10,13 @@ there, so a reader never sees half a rewrite and a crash leaves the previous
 generation in force. Older generations are deleted after a rewrite. Files
 that do not follow the naming are ignored. Works on local paths and gs://.
 
+A file that cannot be read (truncated, not Parquet) is a ``VaultError`` naming
+the file, never a traceback: ``backfill reveal`` records the attempt with
+outcome ``vault_unreadable``. A key table without the seal columns
+(``registration_event_id``, ``sealed_fields``: vault format 2, see
+``transforms/crypto/vault.py``) was written before them and is refused with
+one line: such a vault cannot be opened; merge again from the raw base.
+
     keys, values = read_vault("out/merge/vault", line_ids=["L0001"])
     write_table("out/merge/vault", "keys", new_keys)
 """
@@ -27,7 +34,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from schemas import arrow_schema
-from transforms.crypto.vault import VaultError
+from transforms.crypto.vault import VaultUnreadable
 
 __all__ = ["read_vault", "write_vault", "read_table", "write_table", "table_files", "shard_prefix"]
 
@@ -52,9 +59,30 @@ def _generations(vault_dir: str, kind: str) -> tuple[dict[int, list[str]], dict[
 
 
 def table_files(vault_dir: str, kind: str) -> list[str]:
-    """The shards of the newest complete ``keys`` or ``values`` generation (for pipelines that read them in parallel)."""
+    """The shards of the newest complete ``keys`` or ``values`` generation (for pipelines that read them in parallel).
+
+    A key table of an older vault format is refused (its first shard's footer is read)."""
     gens = _generations(vault_dir, kind)[0]
-    return gens[max(gens)] if gens else []
+    files = gens[max(gens)] if gens else []
+    if files and kind == "keys":
+        try:
+            with FileSystems.open(files[0], compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                names = pq.read_schema(handle).names
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise VaultUnreadable(
+                f"vault file {files[0]} cannot be read ({type(exc).__name__}: damaged or truncated)"
+            ) from None
+        _check_format(vault_dir, kind, names)
+    return files
+
+
+def _check_format(vault_dir: str, kind: str, names: list[str]) -> None:
+    missing = [n for n in arrow_schema(_SCHEMA[kind]).names if n not in names]
+    if missing:
+        raise VaultUnreadable(
+            f"vault {vault_dir} was written in an older format (its {kind} table has no {missing[0]} column): "
+            "it cannot be opened; merge again from the raw base"
+        )
 
 
 def shard_prefix(vault_dir: str, kind: str, generation: int = 1) -> str:
@@ -68,13 +96,20 @@ def read_table(vault_dir: str, kind: str, line_ids: Iterable[str] | None = None)
     gens = _generations(vault_dir, kind)[0]
     if not gens:
         if kind == "keys":
-            raise VaultError(f"no vault at {vault_dir} (no complete keys/ table)")
+            raise VaultUnreadable(f"no vault at {vault_dir} (no complete keys/ table)")
         return schema.empty_table()
     filters = None if line_ids is None else [("line_id", "in", list(line_ids))]
     parts = []
     for path in gens[max(gens)]:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            parts.append(pq.read_table(handle, filters=filters).select(schema.names).cast(schema))
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                table = pq.read_table(handle, filters=filters)
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise VaultUnreadable(
+                f"vault file {path} cannot be read ({type(exc).__name__}: damaged or truncated)"
+            ) from None
+        _check_format(vault_dir, kind, table.column_names)
+        parts.append(table.select(schema.names).cast(schema))
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 

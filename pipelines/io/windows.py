@@ -34,6 +34,7 @@ from pipelines.io.landing import fsync_dir as fsync_path  # a file or a folder: 
 from pipelines.io.merged_base import read_merged_split, base_kind, plan_merged_splits
 from pipelines.io.base_files import read_split
 from pipelines.io.planning import plan_splits
+from pipelines.io.publish import make_private_dirs as _private_dirs  # new folders 0700, whatever the umask
 from transforms.core.rows import malformed_table
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
@@ -125,7 +126,9 @@ def write_window(deltas_dir: str, name: str, result: WindowResult, seen_times: p
     """Write one window's files and commit them together.
 
     Local folders: into a temporary folder, each file fsync'd, then the folder
-    renamed into place (the commit). Object stores (gs://, s3://) through Beam
+    renamed into place (the commit). The files hold tokens, masks, sealed
+    values and dedup keys: created 0600 in folders 0700, whatever the umask.
+    Object stores (gs://, s3://) through Beam
     FileSystems: each file written whole, ``window.json`` last, so a reader that
     sees ``window.json`` sees the rest; a retried bundle rewrites the same
     files under the same name."""
@@ -136,12 +139,13 @@ def write_window(deltas_dir: str, name: str, result: WindowResult, seen_times: p
             with FileSystems.create(FileSystems.join(folder, rel)) as handle:
                 handle.write(payload)
         return folder
-    os.makedirs(deltas_dir, exist_ok=True)
+    _private_dirs(deltas_dir)
     tmp = os.path.join(deltas_dir, f".tmp-{name}-{os.urandom(4).hex()}")
     for rel, payload in files:
         path = os.path.join(tmp, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
+        _private_dirs(os.path.dirname(path))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
         fsync_path(path)
     for sub in ("vault/keys", "vault/values", "vault", ""):
@@ -193,7 +197,7 @@ def recover(out: str, zone) -> dict:
     from transforms.merge.stream import add_counts
 
     deltas_dir = os.path.join(out, "deltas")
-    os.makedirs(deltas_dir, exist_ok=True)
+    _private_dirs(deltas_dir)
     zone.clean()
     for name in os.listdir(deltas_dir):
         if name.startswith(".tmp-"):  # a window that crashed before its commit: its landed files are still there

@@ -28,7 +28,8 @@ the tables as Parquet, CSV and HTML. The definitions:
 - **agents** (Art. 14): per agent, registrations taken (distinct events with
   its agent_id), how many failed the policy or came back as dead letters, the
   lines it opened (``agent_id`` of the scan) and how many carry a cross-record
-  flag; agents over the policy's thresholds are listed with that evidence.
+  flag; agents over the policy's thresholds are listed with that evidence
+  (``report_agents.py``; the group counts all tables share: ``report_groups.py``).
 """
 
 from __future__ import annotations
@@ -41,12 +42,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.core.reasons import LINE_REASONS
+from transforms.compliance.report_agents import POLICY_FAILURES, agents_table
+from transforms.compliance.report_groups import count_true, first_per_key, group_sums, ratio
 
 __all__ = ["ReportInputs", "CampaignFacts", "completion_tables", "first_per_key", "TABLES", "POLICY_FAILURES"]
 
-# The dead-letter reasons that mean "failed the policy" (the rest: unknown line, terminated, unparseable).
-POLICY_FAILURES = frozenset(LINE_REASONS)
 NO_WAVE = 0
 
 # name -> one line saying what the table holds (docs/report.md "The tables" and the HTML use these)
@@ -110,49 +110,6 @@ class ReportInputs:
     history: pa.Table | None = None  # line_id, wave, sent_at (this campaign's line jobs)
     events: pa.Table | None = None  # event_id, agent_id (distinct events)
     dead_letters: pa.Table | None = None  # event_id, reason (the merge's event dead letters)
-
-
-def _count_true(values) -> int:
-    return int(pc.sum(pc.cast(values, pa.int64())).as_py() or 0)
-
-
-def _rate(num: pa.Array, den: pa.Array) -> pa.Array:
-    num = np.asarray(num.to_numpy(zero_copy_only=False), dtype=np.float64)
-    den = np.asarray(den.to_numpy(zero_copy_only=False), dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-    return pa.array(np.round(out, 6), mask=~(den > 0))
-
-
-def _codes(keys) -> tuple[np.ndarray, pa.Array]:
-    """Dense group codes of ``keys`` (null is a group of its own) and the key of each code."""
-    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-    encoded = pc.dictionary_encode(keys)
-    dictionary = encoded.dictionary
-    codes = pc.fill_null(encoded.indices, len(dictionary)).to_numpy(zero_copy_only=False)
-    if encoded.null_count:
-        dictionary = pa.concat_arrays([dictionary, pa.nulls(1, dictionary.type)])
-    return codes, dictionary
-
-
-def _group_sums(table: pa.Table, key: str, columns: list[str]) -> pa.Table:
-    """Per ``key``: the number of rows and the count of true values in each boolean column.
-
-    Dictionary codes and ``numpy.bincount``: several times faster than a hash
-    aggregation over strings for these few, low-cardinality keys."""
-    codes, groups = _codes(table[key])
-    out = {key: groups, "lines": np.bincount(codes, minlength=len(groups)).astype(np.int64)}
-    for name in columns:
-        flags = pc.fill_null(table[name], False).to_numpy(zero_copy_only=False)
-        out[name] = np.bincount(codes, weights=flags, minlength=len(groups)).astype(np.int64)
-    return pa.table(out)
-
-
-def first_per_key(table: pa.Table, key: str) -> pa.Table:
-    """The first row of each distinct ``key`` (events repeated by redelivery count once)."""
-    codes, _ = _codes(table[key])
-    _, first = np.unique(codes, return_index=True)
-    return table.take(pa.array(np.sort(first)))
 
 
 def _lines(inputs: ReportInputs) -> tuple[pa.Table, int]:
@@ -225,21 +182,21 @@ def _local_days(stamps: pa.Array, timezone: str) -> pa.Array:
 
 def _by_region(lines: pa.Table, past: pa.Table) -> pa.Table:
     table = lines.append_column("past_deadline", pc.is_in(lines["line_id"], value_set=past["line_id"]))
-    grouped = _group_sums(table, "region", ["complete", "registered", "past_deadline"])
+    grouped = group_sums(table, "region", ["complete", "registered", "past_deadline"])
     grouped = grouped.rename_columns(["region", "needed", "complete", "registered", "past_deadline"])
     grouped = grouped.append_column("remaining", pc.subtract(grouped["needed"], grouped["complete"]))
-    grouped = grouped.append_column("completion_rate", _rate(grouped["complete"], grouped["needed"]))
+    grouped = grouped.append_column("completion_rate", ratio(grouped["complete"], grouped["needed"]))
     return grouped.select(
         ["region", "needed", "complete", "registered", "remaining", "completion_rate", "past_deadline"]
     ).sort_by([("region", "ascending")])
 
 
 def _by_line_type(lines: pa.Table) -> pa.Table:
-    grouped = _group_sums(lines, "line_type", ["complete", "registered"]).rename_columns(
+    grouped = group_sums(lines, "line_type", ["complete", "registered"]).rename_columns(
         ["line_type", "needed", "complete", "registered"]
     )
     grouped = grouped.append_column("remaining", pc.subtract(grouped["needed"], grouped["complete"]))
-    grouped = grouped.append_column("completion_rate", _rate(grouped["complete"], grouped["needed"]))
+    grouped = grouped.append_column("completion_rate", ratio(grouped["complete"], grouped["needed"]))
     return grouped.sort_by([("line_type", "ascending")])
 
 
@@ -253,7 +210,7 @@ def _by_channel(lines: pa.Table) -> pa.Table:
         .rename_columns(["channel", "registrations"])
     )
     total = reg.num_rows
-    share = _rate(grouped["registrations"], pa.array(np.full(grouped.num_rows, total, np.int64)))
+    share = ratio(grouped["registrations"], pa.array(np.full(grouped.num_rows, total, np.int64)))
     return grouped.append_column("share", share).sort_by([("registrations", "descending"), ("channel", "ascending")])
 
 
@@ -272,7 +229,7 @@ def _by_wave(per_wave: pa.Table, credited: pa.Table, lines: pa.Table, waves) -> 
             "registered_after": pa.array(registered, pa.int64()),
         }
     )
-    return table.append_column("conversion", _rate(table["registered_after"], table["notified"]))
+    return table.append_column("conversion", ratio(table["registered_after"], table["notified"]))
 
 
 def _by_day(lines: pa.Table, facts: CampaignFacts, as_of: dt.date) -> pa.Table:
@@ -285,7 +242,7 @@ def _by_day(lines: pa.Table, facts: CampaignFacts, as_of: dt.date) -> pa.Table:
         .to_pydict()
     )
     per_day = dict(zip(counted["day"], counted["n_sum"]))
-    without_event = _count_true(pc.and_(lines["complete"], pc.invert(lines["registered"])))
+    without_event = count_true(pc.and_(lines["complete"], pc.invert(lines["registered"])))
     first = min([facts.first_day, *per_day]) if per_day else facts.first_day
     last = max([as_of, *per_day]) if per_day else as_of
     span = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
@@ -349,120 +306,6 @@ def _past_deadline(lines: pa.Table, per_wave: pa.Table, facts: CampaignFacts, as
     return out.cast(schema).sort_by([("region", "ascending"), ("line_id", "ascending")])
 
 
-def _agents(inputs: ReportInputs, thresholds: Mapping[str, float]) -> pa.Table:
-    scan = inputs.classified
-    opened = scan.filter(pc.is_valid(scan["agent_id"]))
-    flagged = pc.greater(pc.fill_null(pc.list_value_length(opened["flags"]), 0), 0)
-    opened = pa.table(
-        {
-            "agent_id": opened["agent_id"],
-            "flagged": flagged,
-            "needed": pc.fill_null(opened["needs_registration"], False),
-        }
-    )
-    by_opened = _group_sums(opened, "agent_id", ["flagged", "needed"]).rename_columns(
-        ["agent_id", "lines_opened", "opened_flagged", "opened_needing_registration"]
-    )
-    events = inputs.events
-    if events is None or events.num_rows == 0:
-        taken = pa.table(
-            {
-                "agent_id": pa.array([], pa.string()),
-                "registrations": pa.array([], pa.int64()),
-                "dead_letters": pa.array([], pa.int64()),
-                "failed_policy": pa.array([], pa.int64()),
-                "dead_letter_reasons": pa.array([], pa.string()),
-            }
-        )
-    else:
-        ev = events.filter(pc.is_valid(events["agent_id"])).select(["event_id", "agent_id"])
-        dead = (
-            inputs.dead_letters
-            if inputs.dead_letters is not None
-            else pa.table({"event_id": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
-        )
-        dead = dead.filter(pc.is_valid(dead["event_id"])).select(["event_id", "reason"])
-        dead = dead.group_by("event_id").aggregate([("reason", "min")]).rename_columns(["event_id", "reason"])
-        ev = ev.join(dead, "event_id", join_type="left outer")
-        is_dead = pc.is_valid(ev["reason"])
-        failed = pc.fill_null(pc.is_in(ev["reason"], value_set=pa.array(sorted(POLICY_FAILURES))), False)
-        taken = _group_sums(
-            pa.table({"agent_id": ev["agent_id"], "dead": is_dead, "failed": failed}), "agent_id", ["dead", "failed"]
-        ).rename_columns(["agent_id", "registrations", "dead_letters", "failed_policy"])
-        evidence = _reason_lists(ev.filter(is_dead))
-        taken = taken.join(evidence, "agent_id", join_type="left outer")
-    table = by_opened.join(taken, "agent_id", join_type="full outer")
-    for name in (
-        "lines_opened",
-        "opened_flagged",
-        "opened_needing_registration",
-        "registrations",
-        "dead_letters",
-        "failed_policy",
-    ):
-        table = table.set_column(table.schema.get_field_index(name), name, pc.fill_null(table[name], 0))
-    failed_share = _rate(table["dead_letters"], table["registrations"])
-    flagged_share = _rate(table["opened_flagged"], table["lines_opened"])
-    over_failed = pc.and_(
-        pc.greater_equal(table["registrations"], int(thresholds["min_registrations"])),
-        pc.greater(pc.fill_null(failed_share, 0.0), float(thresholds["max_failed_share"])),
-    )
-    over_flagged = pc.and_(
-        pc.greater_equal(table["lines_opened"], int(thresholds["min_lines_opened"])),
-        pc.greater(pc.fill_null(flagged_share, 0.0), float(thresholds["max_flagged_share"])),
-    )
-    table = (
-        table.append_column("failed_share", failed_share)
-        .append_column("flagged_share", flagged_share)
-        .append_column("over_failed_threshold", over_failed)
-        .append_column("over_flagged_threshold", over_flagged)
-        .append_column("over_threshold", pc.or_(over_failed, over_flagged))
-    )
-    if "dead_letter_reasons" not in table.column_names:
-        table = table.append_column("dead_letter_reasons", pa.nulls(table.num_rows, pa.string()))
-    table = table.set_column(
-        table.schema.get_field_index("dead_letter_reasons"),
-        "dead_letter_reasons",
-        pc.fill_null(table["dead_letter_reasons"], ""),
-    )
-    order = [
-        "agent_id",
-        "registrations",
-        "dead_letters",
-        "failed_policy",
-        "failed_share",
-        "lines_opened",
-        "opened_flagged",
-        "flagged_share",
-        "opened_needing_registration",
-        "over_failed_threshold",
-        "over_flagged_threshold",
-        "over_threshold",
-        "dead_letter_reasons",
-    ]
-    return table.select(order).sort_by([("over_threshold", "descending"), ("agent_id", "ascending")])
-
-
-def _reason_lists(dead: pa.Table) -> pa.Table:
-    """Per agent, its dead-letter reasons as evidence text: 'NAME_PLACEHOLDER 3, UNKNOWN_LINE 1'."""
-    counted = (
-        dead.append_column("n", pa.array(np.ones(dead.num_rows, np.int64)))
-        .group_by(["agent_id", "reason"])
-        .aggregate([("n", "sum")])
-        .sort_by([("agent_id", "ascending"), ("n_sum", "descending"), ("reason", "ascending")])
-        .to_pydict()
-    )
-    text: dict[str, list[str]] = {}
-    for agent, reason, n in zip(counted["agent_id"], counted["reason"], counted["n_sum"]):
-        text.setdefault(agent, []).append(f"{reason} {n}")
-    return pa.table(
-        {
-            "agent_id": pa.array(list(text), pa.string()),
-            "dead_letter_reasons": pa.array([", ".join(v) for v in text.values()], pa.string()),
-        }
-    )
-
-
 def _quantiles_hours(lines: pa.Table, credited: pa.Table) -> tuple[float | None, float | None, int]:
     reg = (
         lines.filter(lines["registered"])
@@ -486,8 +329,8 @@ def completion_tables(
     past = _past_deadline(lines, per_wave, facts, as_of)
     median, p90, timed = _quantiles_hours(lines, credited)
     needed = lines.num_rows
-    complete = _count_true(lines["complete"])
-    registered = _count_true(lines["registered"])
+    complete = count_true(lines["complete"])
+    registered = count_true(lines["registered"])
     headline = {
         "campaign_id": facts.campaign_id,
         "report_date": as_of,
@@ -513,7 +356,7 @@ def completion_tables(
         "by_wave": _by_wave(per_wave, credited, lines, facts.waves),
         "by_day": _by_day(lines, facts, as_of),
         "backlog_by_reason": _backlog(lines),
-        "agents": _agents(inputs, agent_thresholds),
+        "agents": agents_table(inputs, agent_thresholds),
         "past_deadline": past,
     }
     return tables, {"not_in_merge": missing}

@@ -12,6 +12,12 @@ Malformed (one BadRow, first problem found): a contract field that does not
 decode, is longer than the limit, or holds a C0 control character other than
 tab, CR and LF; in JSON Lines also a line that is not a JSON object, or a
 field that is an object, an array or a boolean. Row numbers are 1-based.
+
+A whole contract column of a type that is not text or a plain value (a list,
+a struct, a map, a union, fixed-size binary) is not a row problem but a file
+problem: :class:`ColumnTypeError`, one line naming the file and the column
+(never a value). A list of names is not a name: it is refused, not sealed as
+its Python text ``"['...']"``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ __all__ = [
     "MARK",
     "RAW_SCHEMA",
     "BadRow",
+    "ColumnTypeError",
     "Contract",
+    "column_type_error",
+    "column_type_problem",
     "assemble_rows",
     "malformed_table",
     "parse_json_lines",
@@ -59,13 +68,16 @@ MARK = "\ufdd0"
 class Contract:
     """The columns a reader reads (every one as a string), those a file must have,
     the extensions it selects, and the column (if any) whose value names a
-    malformed row in its dead letter (``BadRow.key``)."""
+    malformed row in its dead letter (``BadRow.key``). ``text``: the columns are
+    read as text (``assemble_rows``), so a file whose contract column is a list,
+    a struct, ... is refused when it is planned (a merged base keeps its types)."""
 
     name: str
     columns: tuple[str, ...]
     required: tuple[str, ...]
     formats: tuple[tuple[str, str], ...] = tuple(FORMATS.items())
     key: str | None = None
+    text: bool = False
 
     @property
     def schema(self) -> pa.Schema:
@@ -80,7 +92,7 @@ def _raw_schema(columns: tuple[str, ...]) -> pa.Schema:
     )
 
 
-BASE = Contract("subscriber base", tuple(CONTRACT), REQUIRED)
+BASE = Contract("subscriber base", tuple(CONTRACT), REQUIRED, text=True)
 EVENTS = Contract(
     "registration events",
     tuple(field_names("registration_event")),
@@ -94,6 +106,7 @@ EVENTS = Contract(
         (".json", "jsonl"),
     ),
     key="event_id",
+    text=True,
 )
 
 
@@ -106,8 +119,51 @@ class BadRow:
     key: str | None = None  # the contract's key column (event_id), when that value is clean
 
 
+class ColumnTypeError(ValueError):
+    """A contract column whose type is not text or a plain value; ``str()`` is one line
+    naming the file and the column, never a value."""
+
+
+def column_type_problem(t: pa.DataType) -> str | None:
+    """What a column of type ``t`` holds when that is not contract text (``"lists"``,
+    ``"structs"``, ...); None for text and plain values (strings, binary that is to be
+    decoded as UTF-8, numbers, booleans, dates, times, timestamps)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if isinstance(t, pa.ExtensionType):
+        t = t.storage_type
+    if any(
+        check(t)
+        for check in (
+            pa.types.is_list,
+            pa.types.is_large_list,
+            pa.types.is_fixed_size_list,
+            pa.types.is_list_view,
+            pa.types.is_large_list_view,
+        )
+    ):
+        return "lists"
+    if pa.types.is_map(t):
+        return "maps"
+    if pa.types.is_struct(t):
+        return "structs (records)"
+    if pa.types.is_union(t):
+        return "unions of several types"
+    if pa.types.is_fixed_size_binary(t):
+        return "fixed-size binary values"
+    return None
+
+
+def column_type_error(path: str, column: str, kind: str) -> ColumnTypeError:
+    return ColumnTypeError(
+        f"{path}: column {column} holds {kind}, not text; every contract column must be text or a plain value "
+        "(a number, a date, a time)"
+    )
+
+
 def _to_string(arr: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
-    """Cast any column to strings; binary that does not decode -> null + mask."""
+    """Cast a column of text or plain values to strings; binary that does not decode -> null + mask.
+    The caller has refused other types (:func:`column_type_problem`)."""
     t = arr.type
     if pa.types.is_dictionary(t):
         arr, t = arr.dictionary_decode(), t.value_type
@@ -166,6 +222,9 @@ def assemble_rows(
         if name not in cols:
             out[name] = pa.nulls(n, pa.string())
             continue
+        kind = column_type_problem(cols[name].type)
+        if kind:
+            raise column_type_error(path, name, kind)
         s, undec = _to_string(cols[name])
         out[name] = s
         if marked:

@@ -9,10 +9,17 @@ keys rotate`` extends::
                "algorithm": "HMAC-SHA256", "created_at": "...",
                "retired_at": null, "material": "<base64, 32 bytes>"}, ...]}
 
+Three purposes: ``join`` (j1, j2, ...: tokens), ``vault`` (v1, v2, ...: data-key
+wrapping) and ``audit`` (a1: the HMAC key of the chained audit logs, never
+rotated or retired; a keyset made before it gets one on its first audited use).
+
 Key states: ``primary`` (one per purpose: new tokens, new wraps), ``enabled``
-(an older version that still opens or tokenizes on request) and ``retired``
-(material destroyed; the entry stays as history, and nothing it protected can
-be opened again: this is what makes crypto-shredding reach old vault copies).
+(an older version that still opens or tokenizes on request),
+``destroy_scheduled`` (taken out of use: it opens nothing, but its material is
+kept until ``destroy_after``, as Cloud KMS schedules a version's destruction;
+:meth:`Keyset.restore` undoes it until then) and ``retired`` (material
+destroyed; the entry stays as history, and nothing it protected can be opened
+again: this is what makes crypto-shredding reach old vault copies).
 
 Modelled on Tink's ``KeysetHandle``: a :class:`Keyset` cannot be built
 directly, cannot be pickled (so it never travels in a Beam graph: DoFns take
@@ -34,6 +41,8 @@ import binascii
 import dataclasses
 import datetime as dt
 import json
+import contextlib
+import fcntl
 import os
 import secrets
 import stat
@@ -44,11 +53,14 @@ from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["Keyset", "KeysetError", "KeyInfo", "KeyWrapper", "FORMAT"]
+__all__ = ["Keyset", "KeysetError", "KeyInfo", "KeyWrapper", "FORMAT", "DESTROY_WAIT", "keyset_lock", "parse_time"]
 
 FORMAT = "subscriber-backfill/keyset/1"
-_ALGORITHMS = {"join": "HMAC-SHA256", "vault": "AES-256-GCM"}
-_PREFIX = {"join": "j", "vault": "v"}
+_ALGORITHMS = {"join": "HMAC-SHA256", "vault": "AES-256-GCM", "audit": "HMAC-SHA256"}
+_PREFIX = {"join": "j", "vault": "v", "audit": "a"}
+_REQUIRED = ("join", "vault")  # the audit key is added on first use to a keyset made before it existed
+DESTROY_WAIT = dt.timedelta(days=30)  # Cloud KMS's default wait before a scheduled version is destroyed
+_AUDIT_INFO = b"subscriber-backfill/audit/1\x00"
 _KEY_BYTES = 32
 _PRIVATE = object()  # construction token: only this module builds a Keyset
 
@@ -81,10 +93,35 @@ class KeyInfo:
     algorithm: str
     created_at: str
     retired_at: str | None
+    destroy_after: str | None = None
+
+
+def _stamp(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return _stamp(dt.datetime.now(dt.timezone.utc))
+
+
+def parse_time(text: str) -> dt.datetime:
+    """A keyset or audit time stamp (``2026-11-30T08:00:00Z``) as an aware datetime."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@contextlib.contextmanager
+def keyset_lock(path: str):
+    """One keyset change at a time: an exclusive flock on ``PATH.lock`` (the keyset must exist).
+
+    Everything that changes the keyset, its registry or an audit chain's head holds it; it is not
+    re-entrant (a second flock from the same process on a new descriptor would wait for ever)."""
+    check_permissions(path)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_permissions(path: str) -> None:
@@ -135,8 +172,8 @@ class Keyset:
             "keys": [],
         }
         ks = cls(_token=_PRIVATE, _doc=doc, _material={})
-        ks._add("join")
-        ks._add("vault")
+        for purpose in _PREFIX:
+            ks._add(purpose)
         return ks
 
     @classmethod
@@ -169,7 +206,7 @@ class Keyset:
         except (KeyError, TypeError, ValueError, binascii.Error):
             raise KeysetError(f"keyset {path} has a malformed key entry") from None
         ks = cls(_token=_PRIVATE, _doc=doc, _material=material)
-        for purpose in _PREFIX:
+        for purpose in _REQUIRED:
             ks._primary(purpose)  # exactly one usable primary per purpose
         return ks
 
@@ -246,7 +283,15 @@ class Keyset:
     def info(self) -> list[KeyInfo]:
         """Every key version, oldest first, without material."""
         return [
-            KeyInfo(k["purpose"], k["version"], k["state"], k["algorithm"], k["created_at"], k.get("retired_at"))
+            KeyInfo(
+                k["purpose"],
+                k["version"],
+                k["state"],
+                k["algorithm"],
+                k["created_at"],
+                k.get("retired_at"),
+                k.get("destroy_after"),
+            )
             for k in self._doc["keys"]
         ]
 
@@ -263,13 +308,64 @@ class Keyset:
         return self._add("vault")
 
     def retire(self, version: str) -> None:
-        """Destroy a non-primary version's material; the entry stays as history."""
-        key = self._entry(version)
-        if key["state"] == "primary":
-            raise KeysetError(f"key {version} of keyset {self.keyset_id} is primary and cannot be retired")
+        """Destroy a non-primary version's material now; the entry stays as history."""
+        key = self._retirable(version)
         if key["state"] != "retired":
             key["state"], key["retired_at"] = "retired", _now()
             self.__material.pop(version, None)
+
+    def schedule_destruction(
+        self, version: str, *, now: dt.datetime | None = None, wait: dt.timedelta = DESTROY_WAIT
+    ) -> str | None:
+        """Take a non-primary version out of use now and destroy its material after ``wait``.
+
+        Returns its ``destroy_after`` (None when it is already destroyed). From now on the
+        version opens nothing; :meth:`restore` undoes this until :meth:`destroy_due` runs after
+        the date."""
+        key = self._retirable(version)
+        if key["state"] == "enabled":
+            key["state"] = "destroy_scheduled"
+            key["destroy_after"] = _stamp((now or dt.datetime.now(dt.timezone.utc)) + wait)
+        return key.get("destroy_after") if key["state"] == "destroy_scheduled" else None
+
+    def restore(self, version: str) -> None:
+        """Put a version scheduled for destruction back in use (``enabled``)."""
+        key = self._entry(version)
+        if key["state"] != "destroy_scheduled":
+            raise KeysetError(
+                f"key {version} of keyset {self.keyset_id} is {key['state']}, not scheduled for destruction"
+            )
+        key["state"] = "enabled"
+        key.pop("destroy_after", None)
+
+    def due(self, now: dt.datetime | None = None) -> list[str]:
+        """The versions scheduled for destruction whose ``destroy_after`` has passed."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return [
+            k["version"]
+            for k in self._doc["keys"]
+            if k["state"] == "destroy_scheduled" and parse_time(k["destroy_after"]) <= now
+        ]
+
+    def scheduled(self) -> dict[str, str]:
+        """version -> destroy_after of every version scheduled for destruction."""
+        return {k["version"]: k["destroy_after"] for k in self._doc["keys"] if k["state"] == "destroy_scheduled"}
+
+    def _retirable(self, version: str) -> dict:
+        key = self._entry(version)
+        if key["state"] == "primary":
+            raise KeysetError(f"key {version} of keyset {self.keyset_id} is primary and cannot be retired")
+        if key["purpose"] == "audit":
+            raise KeysetError(f"key {version} of keyset {self.keyset_id} verifies the audit logs and is never retired")
+        return key
+
+    @property
+    def has_audit_key(self) -> bool:
+        return any(k["purpose"] == "audit" and k["state"] == "primary" for k in self._doc["keys"])
+
+    def add_audit_key(self) -> str | None:
+        """Give a keyset made before chained audit logs its audit key (a1); None when it has one."""
+        return None if self.has_audit_key else self._add("audit")
 
     def _add(self, purpose: str) -> str:
         keys = self._doc["keys"]
@@ -307,6 +403,12 @@ class Keyset:
         key = self._entry(version)
         if key["purpose"] != purpose:
             raise KeysetError(f"key {version} of keyset {self.keyset_id} is not a {purpose} key")
+        if key["state"] == "destroy_scheduled":
+            raise KeysetError(
+                f"key {version} of keyset {self.keyset_id} is scheduled for destruction after "
+                f"{key['destroy_after']} and opens nothing (backfill keys restore --version {version} undoes it "
+                "until then)"
+            )
         if key["state"] == "retired" or version not in self.__material:
             raise KeysetError(f"key {version} of keyset {self.keyset_id} is retired (its material is destroyed)")
         return self.__material[version]
@@ -315,6 +417,19 @@ class Keyset:
     def join_mac(self, version: str, domain: bytes) -> hmac.HMAC:
         """A pre-keyed HMAC-SHA256 under a per-domain subkey (HKDF) of a join key."""
         subkey = HKDF(hashes.SHA256(), 32, salt=None, info=domain).derive(self._secret("join", version))
+        return hmac.HMAC(subkey, hashes.SHA256())
+
+    def audit_mac(self, domain: bytes) -> hmac.HMAC:
+        """A pre-keyed HMAC-SHA256 under a per-domain subkey (HKDF, an info label of its own) of the audit
+        key: the MAC of the chained audit logs and of the keyset's registry."""
+        if not self.has_audit_key:
+            raise KeysetError(
+                f"keyset {self.keyset_id} has no audit key yet: run any `backfill keys` change (e.g. "
+                "`backfill keys destroy-due`) to add one"
+            )
+        subkey = HKDF(hashes.SHA256(), 32, salt=None, info=_AUDIT_INFO + domain).derive(
+            self._secret("audit", self._primary("audit"))
+        )
         return hmac.HMAC(subkey, hashes.SHA256())
 
     def vault_kek(self, version: str) -> AESGCM:

@@ -2,28 +2,46 @@
 
 Each line gets a random 256-bit data key (DEK, with a random ``dek_id``).
 Its values are sealed with AES-256-GCM under the DEK, a fresh 96-bit random
-nonce each, and associated data binding keyset, line, DEK and field::
+nonce each, and associated data binding keyset, line, DEK, the *seal* and the
+field::
 
-    ad(value) = lp("subscriber-backfill/vault-value/1") lp(keyset_id) lp(line_id) lp(dek_id) lp(field)
-    ad(dek)   = lp("subscriber-backfill/vault-dek/1") lp(keyset_id) lp(line_id) lp(dek_id) lp(vault_key_version)
+    seal      = reg lp(lp(field_1) lp(field_2) ...)       the sealed fields, sorted by name
+    reg       = 0x00 (no registration: a base's identity) | 0x01 lp(registration_event_id)
+    ad(value) = lp("subscriber-backfill/vault-value/2") lp(keyset_id) lp(line_id) lp(dek_id) seal lp(field)
+    ad(dek)   = lp("subscriber-backfill/vault-dek/2") lp(keyset_id) lp(line_id) lp(dek_id) lp(vault_key_version) seal
 
 (``lp`` = 4-byte big-endian length, then the UTF-8 bytes: unambiguous), so
 a ciphertext moved to another line or field fails to open. The DEK is stored
 wrapped (AES-256-GCM, ``nonce || ciphertext || tag``) by the primary vault key
-version. Two Arrow tables hold a vault (schemas ``vault_key`` and
-``vault_value``, one key row per line, one value row per line and field)::
+version, and the key row states the seal (``registration_event_id``,
+``sealed_fields``): the wrap authenticates it, so it cannot be edited. Two
+Arrow tables hold a vault (schemas ``vault_key`` and ``vault_value``, one key
+row per line, one value row per line and field)::
 
-    vault_key:   L0001 | 3fa1c2d4e5f60718 | ks_9f2c... | v1 | <60 bytes> | created_at | wrapped_at
+    vault_key:   L0001 | 3fa1c2d4e5f60718 | ks_9f2c... | v1 | <60 bytes> | created_at | wrapped_at | E123 | [address, name]
     vault_value: L0001 | name | 3fa1c2d4e5f60718 | <12-byte nonce> | <ciphertext + tag>
+
+A line keeps its DEK when it registers again, but its seal changes: a value
+row of an older registration (an older vault copy's row swapped back) fails
+authentication, and :meth:`Vault.open` requires exactly one value row per
+sealed field, so a dropped or added row fails too (``AuthenticationFailed``).
+A whole line (key row and value rows together) copied back from an older copy
+is not detectable here: the base's ``registration_event_id`` says which
+registration is current.
 
 Rotation (``rewrap``) re-wraps DEKs, never values. Shredding drops a line's key
 row; an older copy of the values then has no key to open with, and the
-``keys shred`` command also retires the vault key versions that wrapped older
-copies of the key table (see ``pipelines/keys.py``).
+``keys shred`` command drops it in every vault the keyset knows before it
+takes older vault key versions out of use (see ``pipelines/keys.py``).
+
+Format 2 (the seal): vaults written before it do not open (``vault-value/1``
+records fail authentication, and ``pipelines.io.vault_files`` refuses key
+tables without the seal columns).
 
 AES-GCM runs once per value in a Python loop (the ``cryptography`` API has no
 batch call): one AESGCM object per line, nonces from one ``os.urandom`` call
-per batch. ``pipelines.io.vault_files`` reads and writes a vault folder.
+per batch; the seal's bytes are built once per distinct field set. ``pipelines.io.vault_files`` reads and writes a vault folder;
+``transforms/crypto/vault_format.py`` builds the associated-data bytes and the tables' rows.
 """
 
 from __future__ import annotations
@@ -38,19 +56,28 @@ import pyarrow.compute as pc
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from schemas import arrow_schema
 from transforms.crypto.envelope import length_prefixed
 from transforms.crypto.keyset import Keyset, KeysetError
+from transforms.crypto.vault_format import (
+    _AD_DEK,
+    _AD_VALUE,
+    _DEK,
+    _FRESH,
+    _KEY_COLS,
+    _NONCE,
+    _created_at,
+    _field_sets,
+    _fields_part,
+    _key_table,
+    _lp1,
+    _seal_part,
+    _seal_parts,
+    _stamps,
+    _value_table,
+)
 from transforms.scan.normalize import as_strings
 
-__all__ = ["Vault", "VaultError", "UnknownLine", "AuthenticationFailed", "drop_lines"]
-
-_AD_VALUE = b"subscriber-backfill/vault-value/1"
-_AD_DEK = b"subscriber-backfill/vault-dek/1"
-_NONCE, _DEK, _DEK_ID = 12, 32, 8
-_FRESH = _DEK + _DEK_ID + _NONCE  # random bytes per new line: DEK, dek_id, wrap nonce
-_KEY_COLS = ["line_id", "dek_id", "keyset_id", "vault_key_version", "wrapped_dek"]
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
+__all__ = ["Vault", "VaultError", "UnknownLine", "AuthenticationFailed", "VaultUnreadable", "drop_lines"]
 
 
 class VaultError(Exception):
@@ -65,52 +92,16 @@ class AuthenticationFailed(VaultError):
     pass
 
 
-def _lp1(text: str) -> bytes:
-    """One length-prefixed part (the hot path's shortcut of ``length_prefixed``)."""
-    raw = text.encode("utf-8")
-    return len(raw).to_bytes(4, "big") + raw
+class VaultUnreadable(VaultError):
+    """No vault there, a file that cannot be read (truncated, not Parquet), or an older vault format."""
 
 
 _lp = length_prefixed
 
 
-def _stamps(when: dt.datetime | None, n: int) -> pa.Array:
-    """``n`` copies of a UTC time (default: now)."""
-    when = when or dt.datetime.now(dt.timezone.utc)
-    micros = (when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
-    return pa.array(np.full(n, micros, np.int64)).cast(_TIMESTAMP)
-
-
-def _binary_from(buffer: bytes, width: int, n: int) -> pa.Array:
-    """n fixed-width slices of one buffer as a binary array, without copies."""
-    offsets = pa.array(range(0, (n + 1) * width, width), pa.int32()).buffers()[1]
-    return pa.Array.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(buffer)])
-
-
 def drop_lines(table: pa.Table, line_ids: Iterable[str]) -> pa.Table:
     """The rows of ``table`` whose line_id is not in ``line_ids``."""
     return table.filter(pc.invert(pc.is_in(table["line_id"], pa.array(list(line_ids), pa.string()))))
-
-
-def _value_table(ids_array: pa.Array, fields: list[str], specs: list, nonces: bytes, dek_ids: list[str]) -> pa.Table:
-    """The value rows of a sealed batch: one per non-null value, in field order."""
-    dek_array, value_parts = pa.array(dek_ids, pa.string()), []
-    for field, (_, _, sealed, rows, base) in zip(fields, specs):
-        rows, k = pa.array(rows, pa.int64()), len(sealed)
-        nonce_column = _binary_from(nonces[base : base + _NONCE * k], _NONCE, k)
-        value_parts.append(
-            pa.table(
-                [
-                    pc.take(ids_array, rows),
-                    pa.array([field] * k, pa.string()),
-                    pc.take(dek_array, rows),
-                    nonce_column,
-                    pa.array(sealed, pa.binary()),
-                ],
-                schema=arrow_schema("vault_value"),
-            )
-        )
-    return pa.concat_tables(value_parts) if value_parts else arrow_schema("vault_value").empty_table()
 
 
 class Vault:
@@ -135,7 +126,7 @@ class Vault:
             self._keks[version] = self._keyset.vault_kek(version)
         return self._keks[version]
 
-    def _unwrap(self, row: dict) -> bytes:
+    def _unwrap(self, row: dict, seal: bytes | None = None) -> bytes:
         line_id, version = row["line_id"], row["vault_key_version"]
         if row["keyset_id"] != self._keyset.keyset_id:
             raise VaultError(
@@ -146,7 +137,9 @@ class Vault:
         except KeysetError as exc:
             raise VaultError(f"the data key of line {line_id} cannot be unwrapped: {exc}") from None
         wrapped = row["wrapped_dek"]
-        ad = self._dek_head + _lp1(line_id) + _lp1(row["dek_id"]) + _lp1(version)
+        if seal is None:
+            seal = _seal_part(row["registration_event_id"], row["sealed_fields"] or ())
+        ad = self._dek_head + _lp1(line_id) + _lp1(row["dek_id"]) + _lp1(version) + seal
         try:
             return kek.decrypt(wrapped[:_NONCE], wrapped[_NONCE:], ad)
         except (InvalidTag, ValueError):
@@ -160,6 +153,7 @@ class Vault:
         columns: Mapping[str, object],
         existing_keys: pa.Table | None = None,
         *,
+        registrations=None,
         now: dt.datetime | None = None,
     ) -> tuple[pa.Table, pa.Table]:
         """Encrypt a batch of lines' values.
@@ -168,88 +162,119 @@ class Vault:
             line_ids: one per row, unique within the batch.
             columns: field name -> values aligned with ``line_ids`` (nulls are
                 not sealed: an absent value has no vault row).
-            existing_keys: key rows of lines already in the vault; their DEK is
-                reused (and their row returned unchanged), the rest get new DEKs.
+            existing_keys: key rows of lines already in the vault; their DEK
+                (``dek_id``, ``created_at``) is reused, the rest get new DEKs.
+            registrations: the registration the values come from, aligned with
+                ``line_ids`` (a ``registration_event_id``; null for a base's own
+                identity; default all null). With the fields sealed for the line
+                it is the *seal* bound into every value (module docstring).
 
         Returns:
-            ``(keys, values)``: a key row for every line of the batch and a
-            value row for every non-null value.
+            ``(keys, values)``: a key row for every line of the batch (wrapped
+            anew: the seal is part of the wrap's associated data) and a value
+            row for every non-null value.
         """
-        ids_array, fields, plains = self._batch(line_ids, columns)
-        counts = [len(p) - p.count(None) for p in plains]
+        ids_array, fields, plains, present = self._batch(line_ids, columns)
+        n = len(ids_array)
+        regs = self._registrations(registrations, n)
+        counts = [int(p.sum()) for p in present]
         nonces = os.urandom(_NONCE * sum(counts))
         bases = [_NONCE * sum(counts[:j]) for j in range(len(fields))]
         # per field: (ad suffix, plaintexts, ciphertexts, row indices, first nonce offset)
         specs = [(_lp1(f), p, [], [], b) for f, p, b in zip(fields, plains, bases)]
+        # the sealed field set of each line: one set (and its bytes) per distinct pattern of present fields
+        sets, inverse = _field_sets(fields, present, n)
         version = self._keyset.primary_vault_version
-        known, parts = self._known(existing_keys, ids_array)
-        new_ids, new_dek_ids, wrapped, dek_ids = self._seal_lines(ids_array, known, specs, nonces, version)
-        m, schema = len(new_ids), arrow_schema("vault_key")
-        stamps = _stamps(now, m)
-        parts.insert(
-            0,
-            pa.table(
-                [new_ids, new_dek_ids, [self._keyset.keyset_id] * m, [version] * m, wrapped, stamps, stamps],
-                schema=schema,
-            ),
+        known, old = self._known(existing_keys, ids_array)
+        dek_ids, wrapped = self._seal_lines(
+            ids_array, known, specs, nonces, version, regs.to_pylist(), [_fields_part(s) for s in sets], inverse
         )
-        keys = pa.concat_tables([p.cast(schema) for p in parts])
+        stamps = _stamps(now, n)
+        created = _created_at(ids_array, old, stamps)
+        keys = _key_table(
+            ids_array, dek_ids, self._keyset.keyset_id, version, wrapped, created, stamps, regs, sets, inverse
+        )
         return keys, _value_table(ids_array, fields, specs, nonces, dek_ids)
 
     @staticmethod
-    def _batch(line_ids, columns: Mapping[str, object]) -> tuple[pa.Array, list[str], list[list]]:
-        """(line ids, field names, plaintexts per field as bytes or None), checked."""
+    def _registrations(registrations, n: int) -> pa.Array:
+        if registrations is None:
+            return pa.nulls(n, pa.string())
+        regs = as_strings(registrations)
+        if len(regs) != n:
+            raise VaultError("seal: registrations needs one value per line_id")
+        return regs
+
+    @staticmethod
+    def _batch(line_ids, columns: Mapping[str, object]) -> tuple[pa.Array, list[str], list[list], list[np.ndarray]]:
+        """(line ids, field names, plaintexts per field as bytes or None, presence per field), checked."""
         ids_array = as_strings(line_ids)
         n = len(ids_array)
         if ids_array.null_count or pc.count_distinct(ids_array).as_py() != n:
             raise VaultError("seal: line_ids must be non-null and unique within a batch")
         fields = list(columns)
-        plains = [as_strings(columns[f]).cast(pa.binary()).to_pylist() for f in fields]
-        if any(len(p) != n for p in plains):
+        arrays = [as_strings(columns[f]) for f in fields]
+        if any(len(a) != n for a in arrays):
             raise VaultError("seal: every column needs one value per line_id")
-        return ids_array, fields, plains
+        plains = [a.cast(pa.binary()).to_pylist() for a in arrays]
+        present = [a.is_valid().to_numpy(zero_copy_only=False) for a in arrays]
+        return ids_array, fields, plains, present
 
-    def _known(self, existing_keys: pa.Table | None, ids_array: pa.Array) -> tuple[dict, list[pa.Table]]:
+    def _known(self, existing_keys: pa.Table | None, ids_array: pa.Array) -> tuple[dict, pa.Table | None]:
         """line_id -> (DEK, dek_id) of the batch's lines already in the vault, and their key rows."""
         if existing_keys is None or not existing_keys.num_rows:
-            return {}, []
+            return {}, None
         old = existing_keys.filter(pc.is_in(existing_keys["line_id"], ids_array))
-        known = {row["line_id"]: (self._unwrap(row), row["dek_id"]) for row in old.select(_KEY_COLS).to_pylist()}
-        return known, [old]
+        rows = old.select(_KEY_COLS[:5]).to_pylist()
+        known = {row["line_id"]: (self._unwrap(row, seal), row["dek_id"]) for row, seal in zip(rows, _seal_parts(old))}
+        return known, old
 
-    def _seal_lines(self, ids_array: pa.Array, known: dict, specs: list, nonces: bytes, version: str):
-        """Seal every value line by line; (new line ids, their dek ids, wrapped DEKs, every line's dek id)."""
+    def _seal_lines(
+        self,
+        ids_array: pa.Array,
+        known: dict,
+        specs: list,
+        nonces: bytes,
+        version: str,
+        regs: list,
+        set_parts: list[bytes],
+        inverse: np.ndarray,
+    ) -> tuple[list[str], list[bytes]]:
+        """Seal every value line by line; (every line's dek id, every line's wrapped DEK)."""
         wrap, dek_tail = self._kek(version).encrypt, _lp1(version)
-        rnd = os.urandom((len(ids_array) - len(known)) * _FRESH)
-        at, new_ids, new_dek_ids, wrapped, dek_ids = 0, [], [], [], []
+        n = len(ids_array)
+        rnd, wrap_nonces = os.urandom((n - len(known)) * _FRESH), os.urandom(n * _NONCE)
+        at, dek_ids, wrapped = 0, [], []
         # One line at a time: one AESGCM object alive (thousands alive cost GC time).
-        for i, line_id in enumerate(ids_array.to_pylist()):
+        for i, (line_id, reg, pattern) in enumerate(zip(ids_array.to_pylist(), regs, inverse.reshape(-1).tolist())):
             line_lp = _lp1(line_id)
+            seal = (b"\x00" if reg is None else b"\x01" + _lp1(reg)) + set_parts[pattern]
             hit = known.get(line_id)
             if hit is None:
                 chunk, at = rnd[at : at + _FRESH], at + _FRESH
-                dek, dek_id, nonce = chunk[:_DEK], chunk[_DEK : _DEK + _DEK_ID].hex(), chunk[_DEK + _DEK_ID :]
-                dek_lp = _lp1(dek_id)
-                wrapped.append(nonce + wrap(nonce, dek, self._dek_head + line_lp + dek_lp + dek_tail))
-                new_ids.append(line_id)
-                new_dek_ids.append(dek_id)
+                dek, dek_id = chunk[:_DEK], chunk[_DEK:].hex()
             else:
                 dek, dek_id = hit
-                dek_lp = _lp1(dek_id)
+            dek_lp = _lp1(dek_id)
+            nonce = wrap_nonces[_NONCE * i : _NONCE * (i + 1)]
+            wrapped.append(nonce + wrap(nonce, dek, self._dek_head + line_lp + dek_lp + dek_tail + seal))
             dek_ids.append(dek_id)
-            encrypt, prefix = AESGCM(dek).encrypt, self._value_head + line_lp + dek_lp
+            encrypt, prefix = AESGCM(dek).encrypt, self._value_head + line_lp + dek_lp + seal
             for field_ad, plain, sealed, rows, base in specs:
                 value = plain[i]
                 if value is not None:
                     k = base + _NONCE * len(sealed)
                     sealed.append(encrypt(nonces[k : k + _NONCE], value, prefix + field_ad))
                     rows.append(i)
-        return new_ids, new_dek_ids, wrapped, dek_ids
+        return dek_ids, wrapped
 
     def open(
         self, keys: pa.Table, values: pa.Table, line_id: str, fields: Iterable[str] | None = None
     ) -> dict[str, str]:
-        """The plaintext values of one line, field -> value (only fields that have one)."""
+        """The plaintext values of one line, field -> value (only fields that have one).
+
+        Every value row of the line is checked against its seal (one row per sealed field, none else),
+        whichever ``fields`` are asked for: a dropped, added or rolled-back row fails authentication."""
         keys = keys.filter(pc.equal(keys["line_id"], line_id))
         values = values.filter(pc.equal(values["line_id"], line_id))
         if keys.num_rows == 0:
@@ -258,29 +283,55 @@ class Vault:
         if keys.num_rows > 1:
             raise VaultError(f"line {line_id} has {keys.num_rows} data keys in the vault's key table")
         opened = self.open_many(keys, values, fields)
-        fields_seen = opened["field"].to_pylist()
-        if len(set(fields_seen)) != len(fields_seen):
-            raise VaultError(f"line {line_id} has more than one vault record for a field")
-        return dict(zip(fields_seen, opened["value"].to_pylist()))
+        return dict(zip(opened["field"].to_pylist(), opened["value"].to_pylist()))
+
+    @staticmethod
+    def check_seals(keys: pa.Table, values: pa.Table) -> None:
+        """Raise AuthenticationFailed unless the value rows of the lines in ``keys`` are exactly one per
+        field each line's key row says was sealed (a dropped, added, repeated or rolled-in row)."""
+        values = values.filter(pc.is_in(values["line_id"], keys["line_id"]))
+        sealed = keys["sealed_fields"].combine_chunks()
+        expected = pc.binary_join_element_wise(
+            keys["line_id"].combine_chunks().take(pc.list_parent_indices(sealed)), pc.list_flatten(sealed), "\x1f"
+        )
+        got = pc.binary_join_element_wise(values["line_id"], values["field"], "\x1f")
+        if len(got) == len(expected) and pc.count_distinct(got).as_py() == len(got):
+            if pc.all(pc.is_in(got, value_set=expected)).as_py() in (True, None):
+                return
+        missing = expected.filter(pc.invert(pc.is_in(expected, value_set=got))).to_pylist()
+        extra = got.filter(pc.invert(pc.is_in(got, value_set=expected))).to_pylist()
+        counts = pc.value_counts(got)
+        twice = counts.field("values").filter(pc.greater(counts.field("counts"), 1)).to_pylist()
+        for what, found in (("is missing", missing), ("was not sealed with it", extra), ("is there twice", twice)):
+            if found:
+                line_id, field = sorted(found)[0].split("\x1f", 1)
+                raise AuthenticationFailed(
+                    f"vault records of line {line_id} do not match its seal: field {field} {what} "
+                    "(a record dropped, added or rolled back)"
+                )
+        raise AuthenticationFailed("the vault's records do not match their lines' seals (a key row repeated?)")
 
     def open_many(self, keys: pa.Table, values: pa.Table, fields: Iterable[str] | None = None) -> pa.Table:
         """Every value of the lines in ``keys``, as a table (line_id, field, value).
 
-        For re-tokenizing: one DEK unwrap per line, one AES-GCM per value.
-        Value rows of lines without a key row (shredded) are skipped.
+        For re-tokenizing: one DEK unwrap per line, one AES-GCM per value. The lines' value rows are
+        checked against their seals first (:meth:`check_seals`). Value rows of lines without a key row
+        (shredded) are skipped.
         """
+        values = values.filter(pc.is_in(values["line_id"], keys["line_id"]))
+        self.check_seals(keys, values)
         if fields is not None:
             values = values.filter(pc.is_in(values["field"], pa.array(list(fields), pa.string())))
-        values = values.filter(pc.is_in(values["line_id"], keys["line_id"]))
         values = values.take(pc.sort_indices(values, [("line_id", "ascending")]))
-        by_line = {row["line_id"]: row for row in keys.select(_KEY_COLS).to_pylist()}
+        rows = keys.select(_KEY_COLS[:5]).to_pylist()
+        by_line = {row["line_id"]: (row, seal) for row, seal in zip(rows, _seal_parts(keys))}
         plain, current = [], None
         columns = [values[c].to_pylist() for c in ("line_id", "field", "dek_id", "nonce", "ciphertext")]
         for line_id, field, dek_id, nonce, sealed in zip(*columns):
             if line_id != current:  # one AESGCM per line, one alive at a time
-                row, current = by_line[line_id], line_id
-                expected, decrypt = row["dek_id"], AESGCM(self._unwrap(row)).decrypt
-                prefix = self._value_head + _lp1(line_id) + _lp1(expected)
+                (row, seal), current = by_line[line_id], line_id
+                expected, decrypt = row["dek_id"], AESGCM(self._unwrap(row, seal)).decrypt
+                prefix = self._value_head + _lp1(line_id) + _lp1(expected) + seal
             try:
                 if dek_id != expected:  # sealed under another line's or an older DEK
                     raise InvalidTag
@@ -307,9 +358,11 @@ class Vault:
         stale = pc.not_equal(keys["vault_key_version"], primary)
         todo, done = keys.filter(stale), keys.filter(pc.invert(stale))
         nonces, wrapped = os.urandom(todo.num_rows * _NONCE), []
-        for at, row in zip(range(0, len(nonces), _NONCE), todo.select(_KEY_COLS).to_pylist()):
-            nonce, ad = nonces[at : at + _NONCE], self._dek_head + _lp1(row["line_id"]) + _lp1(row["dek_id"]) + tail
-            wrapped.append(nonce + wrap(nonce, self._unwrap(row), ad))
+        rows = todo.select(_KEY_COLS[:5]).to_pylist()
+        for at, row, seal in zip(range(0, len(nonces), _NONCE), rows, _seal_parts(todo)):
+            nonce = nonces[at : at + _NONCE]
+            ad = self._dek_head + _lp1(row["line_id"]) + _lp1(row["dek_id"]) + tail + seal
+            wrapped.append(nonce + wrap(nonce, self._unwrap(row, seal), ad))
         m = todo.num_rows
         for name, column in (
             ("vault_key_version", pa.array([primary] * m, pa.string())),

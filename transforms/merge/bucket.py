@@ -6,16 +6,19 @@ the readers make them, or a previous merge's rows), the checked events
 value rows, and returns the merged lines (``schemas/merged_line.avsc``), the
 vault rows, the dead letters and the counts. Steps:
 
-1. the base: a raw base is classified by the scan's policy
-   (``classify_batch``) and de-duplicated exactly as the scan does (latest
-   ``updated_at`` wins; ``DUPLICATE_LINE_ID``); a merged base is carried;
+1. the base (``transforms.merge.lines``): a raw base is classified by the
+   scan's policy (``classify_batch``) and de-duplicated exactly as the scan
+   does (latest ``updated_at`` wins; ``DUPLICATE_LINE_ID``); a merged base is carried;
 2. the events are validated against their lines and the winner of each line
    picked (``transforms.merge.events``);
 3. the identity of each line whose plaintext is at hand (every line of a raw
    base, the registered lines of a merged base) is *protected*: canonical
    document codes, tokens and masks of the normalised values
    (``transforms.crypto.tokenize``), and the original values sealed in the vault
-   under the line's data key (``transforms.crypto.vault``; an existing key is reused);
+   under the line's data key (``transforms.crypto.vault``; an existing key is reused),
+   bound to the line's registration (the winning event's id; none for a raw
+   base line without one) and to the set of fields sealed, so a value row of an
+   older registration, or a dropped one, fails to open;
 4. the other lines keep their row, and their vault rows are copied.
 
 A registration replaces the line's identity and status (COMPLETE, since only
@@ -33,10 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import arrow_schema
-from transforms.scan.classify import bits_to_lists, classify_batch, lookup, per_distinct
-from transforms.scan.crossrecord import deduplicate
+from transforms.scan.classify import bits_to_lists, lookup, per_distinct
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.merge.events import pick_winners, validate_events
+from transforms.merge.lines import IDENTITY_FIELDS, base_lines
 from transforms.core.metrics import merge_counts, value_counts
 from transforms.scan.normalize import contiguous, normalize_label
 from transforms.scan.policy import NOT_ACCEPTED, Policy
@@ -56,15 +59,6 @@ __all__ = [
 ]
 
 MERGED_SCHEMA = arrow_schema("merged_line")
-IDENTITY_FIELDS = (
-    "doc_type",
-    "doc_number",
-    "name",
-    "address",
-    "handler_doc_type",
-    "handler_doc_number",
-    "handler_name",
-)
 # vault field -> (token kind, token column, mask column)
 TOKENIZED = {
     "doc_number": ("doc_number", "doc_token", "doc_mask"),
@@ -131,6 +125,7 @@ def protect(
     vault: Vault,
     policy: Policy,
     existing_keys: pa.Table | None,
+    registrations: pa.Array | None = None,
 ) -> tuple[dict[str, pa.Array], pa.Table, pa.Table]:
     """Codes, tokens and masks of a batch of identities, and their vault rows.
 
@@ -138,6 +133,8 @@ def protect(
         line_ids: one per row, unique.
         originals: field -> original values (as received) of every IDENTITY_FIELDS field.
         existing_keys: the previous vault's key rows (their data keys are reused).
+        registrations: the registration_event_id each identity comes from (null: the base's own),
+            aligned with ``line_ids``; sealed into the vault rows (``Vault.seal``).
 
     Returns:
         ``(columns, vault keys, vault values)``: the merged-line identity
@@ -160,12 +157,17 @@ def protect(
         any_token |= here
     version = pa.scalar(tokenizer.version, pa.string())
     columns["join_key_version"] = pc.if_else(pa.array(any_token), version, pa.scalar(None, pa.string()))
-    keys, values = _seal(line_ids, originals, present, vault, existing_keys)
+    keys, values = _seal(line_ids, originals, present, vault, existing_keys, registrations)
     return columns, keys, values
 
 
 def _seal(
-    line_ids: pa.Array, originals: dict, present: dict, vault: Vault, existing_keys: pa.Table | None
+    line_ids: pa.Array,
+    originals: dict,
+    present: dict,
+    vault: Vault,
+    existing_keys: pa.Table | None,
+    registrations: pa.Array | None,
 ) -> tuple[pa.Table, pa.Table]:
     """Seal every present value; lines are sealed in groups of the same present fields.
 
@@ -177,11 +179,17 @@ def _seal(
     for i, field in enumerate(IDENTITY_FIELDS):
         bits |= present[field].to_numpy(zero_copy_only=False).astype(np.int64) << i
     keys, values = [], []
+    if registrations is None:
+        registrations = pa.nulls(len(line_ids), pa.string())
+    registrations = _chunk(registrations)
     for pattern in np.unique(bits[bits != 0]):
         pick = pa.array(bits == pattern)
         fields = [f for i, f in enumerate(IDENTITY_FIELDS) if int(pattern) >> i & 1]
         sealed = vault.seal(
-            line_ids.filter(pick), {f: _chunk(originals[f]).filter(pick) for f in fields}, existing_keys
+            line_ids.filter(pick),
+            {f: _chunk(originals[f]).filter(pick) for f in fields},
+            existing_keys,
+            registrations=registrations.filter(pick),
         )
         keys.append(sealed[0])
         values.append(sealed[1])
@@ -193,69 +201,6 @@ def _seal(
 def _chunk(values) -> pa.Array:
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     return values if values.type == pa.string() else values.cast(pa.string())
-
-
-def raw_lines(
-    raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
-) -> tuple[pa.Table, pa.Table, dict]:
-    """A raw base bucket -> (kept lines: classified columns + originals, dead letters, counts)."""
-    n = raw.num_rows
-    source_rows = raw.column("_src_row").combine_chunks()
-    # classify_batch keeps row order and drops its dead rows: a position in
-    # place of the row number finds each kept row's originals.
-    positioned = raw.set_column(raw.schema.get_field_index("_src_row"), "_src_row", pa.array(np.arange(n)))
-    verdict = classify_batch(positioned, policy, as_of, ctx, salt)
-    dead = verdict.dead_letter
-    dead = dead.set_column(
-        dead.schema.get_field_index("source_row"), "source_row", source_rows.take(dead.column("source_row"))
-    )
-    classified = verdict.classified
-    position = classified.column("_src_row")
-    keys = pa.table(
-        {
-            "line_id": classified.column("line_id"),
-            "_updated_at": classified.column("_updated_at"),
-            "_src_file": classified.column("_src_file"),
-            "_src_row": source_rows.take(position),
-            "_pos": pa.array(np.arange(classified.num_rows)),
-        }
-    )
-    kept, _, duplicates = deduplicate(_with_batch(keys), ctx)
-    lines = classified.take(kept.column("_pos"))
-    originals = raw.take(lines.column("_src_row"))
-    lines = lines.set_column(lines.schema.get_field_index("_src_row"), "_src_row", kept.column("_src_row"))
-    for field in IDENTITY_FIELDS:
-        lines = lines.append_column(f"_orig_{field}", originals.column(field))
-    lines = lines.append_column("flags", bits_to_lists(lines.column("_flag_bits").to_numpy(), FLAGS))
-    for name, typ in (("registered_at", pa.timestamp("us", tz="UTC")), ("registration_event_id", pa.string())):
-        lines = lines.append_column(name, pa.nulls(lines.num_rows, typ))
-    dead = pa.concat_tables([dead, duplicates])
-    return lines, dead, {"base": {"rows_in": n, "dead_letters": value_counts(dead.column("reason"))}}
-
-
-def _with_batch(keys: pa.Table) -> pa.Table:
-    """The scan's de-duplication also names each row by batch and index (unused here)."""
-    n = keys.num_rows
-    return keys.append_column("_batch", pa.array(np.zeros(n, np.int64))).append_column(
-        "_index", pa.array(np.arange(n, dtype=np.int32))
-    )
-
-
-def merged_lines(rows: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.Table, dict]:
-    """A merged base bucket -> (kept lines, DUPLICATE_LINE_ID dead letters, counts)."""
-    n = rows.num_rows
-    keys = pa.table(
-        {
-            "line_id": rows.column("line_id"),
-            "_updated_at": rows.column("registered_at"),
-            "_src_file": rows.column("_src_file"),
-            "_src_row": rows.column("_src_row"),
-            "_pos": pa.array(np.arange(n)),
-        }
-    )
-    kept, _, dead = deduplicate(_with_batch(keys), ctx)
-    lines = rows.take(kept.column("_pos")) if dead.num_rows else rows
-    return lines, dead, {"base": {"rows_in": n, "dead_letters": value_counts(dead.column("reason"))}}
 
 
 def merge_bucket(
@@ -273,73 +218,97 @@ def merge_bucket(
     salt: str,
 ) -> BucketResult:
     """Merge one line bucket; see the module docstring."""
-    if base is not None and base.num_rows and base_kind == "raw":
-        lines, dead, counts = raw_lines(base, policy, as_of, ctx, salt)
-    elif base is not None and base.num_rows:
-        lines, dead, counts = merged_lines(base, ctx)
-    else:
-        lines, dead, counts = None, dead_letter_table(ctx, []), {}
+    lines, dead, counts = base_lines(base, base_kind, policy, as_of, ctx, salt)
     winners, event_dead = _winners(events, _NO_LINES if lines is None else lines, policy, as_of, ctx, salt, counts)
+    dead = pa.concat_tables([dead, event_dead])
     if lines is None:  # events or vault rows of lines that the base does not have: events are dead letters
-        keys_out = vault_keys if vault_keys is not None else arrow_schema("vault_key").empty_table()
-        values_out = vault_values if vault_values is not None else arrow_schema("vault_value").empty_table()
-        merge_counts(counts, {"vault": {"keys_copied": keys_out.num_rows, "values_copied": values_out.num_rows}})
-        return BucketResult(
-            MERGED_SCHEMA.empty_table(), keys_out, values_out, pa.concat_tables([dead, event_dead]), counts
-        )
-    n = lines.num_rows
+        return _without_lines(vault_keys, vault_values, dead, counts)
     w_at = pc.index_in(lines.column("line_id"), value_set=winners.column("line_id"))
+    ids, originals, registrations, todo = _identities(lines, base_kind, winners, w_at)
+    columns, keys, values = protect(ids, originals, tokenizer, vault, policy, vault_keys, registrations)
+    sealed = keys.column("line_id")
+    keys_out = _with_copied(keys, vault_keys, sealed)
+    values_out = _with_copied(values, vault_values, sealed)
+    merged = _assemble(lines, base_kind, winners, w_at, todo, columns, keys_out, policy, as_of)
+    merge_counts(counts, _bucket_counts(merged, winners, keys, values, keys_out, values_out))
+    return BucketResult(merged, keys_out, values_out, dead, counts)
+
+
+def _without_lines(
+    vault_keys: pa.Table | None, vault_values: pa.Table | None, dead: pa.Table, counts: dict
+) -> BucketResult:
+    """A bucket with no base line: no merged rows, the previous vault rows copied as they are."""
+    keys_out = vault_keys if vault_keys is not None else arrow_schema("vault_key").empty_table()
+    values_out = vault_values if vault_values is not None else arrow_schema("vault_value").empty_table()
+    merge_counts(counts, {"vault": {"keys_copied": keys_out.num_rows, "values_copied": values_out.num_rows}})
+    return BucketResult(MERGED_SCHEMA.empty_table(), keys_out, values_out, dead, counts)
+
+
+def _identities(
+    lines: pa.Table, base_kind: str, winners: pa.Table, w_at: pa.Array
+) -> tuple[pa.Array, dict, pa.Array, pa.Array]:
+    """The identities to protect: (line ids, field -> originals, registrations, mask of the lines protected).
+
+    Every line of a raw base (the winner's values, else the base's own); only the
+    lines with a winner of a merged base.
+    """
     has_winner = w_at.is_valid()
+    event_ids = _winner_event_ids(winners).take(w_at)  # null where the line has no winner
     if base_kind == "raw":
-        todo = pa.array(np.ones(n, bool))
+        todo = pa.array(np.ones(lines.num_rows, bool))
         originals = {
             f: pc.if_else(
                 has_winner, winners.column(f).combine_chunks().take(w_at), lines.column(f"_orig_{f}").combine_chunks()
             )
             for f in IDENTITY_FIELDS
         }
+        registrations = event_ids
     else:
         todo = has_winner
         originals = {f: winners.column(f).combine_chunks().take(w_at).filter(todo) for f in IDENTITY_FIELDS}
+        registrations = event_ids.filter(todo)
     ids = lines.column("line_id").combine_chunks().filter(todo)
-    columns, keys, values = protect(ids, originals, tokenizer, vault, policy, vault_keys)
-    sealed = keys.column("line_id")
-    keys_out = pa.concat_tables(
-        [keys]
+    return ids, originals, registrations, todo
+
+
+def _with_copied(fresh: pa.Table, previous: pa.Table | None, sealed: pa.Array) -> pa.Table:
+    """The rows sealed now, then the previous vault's rows of every line not sealed now (copied)."""
+    return pa.concat_tables(
+        [fresh]
         + (
-            [drop_lines(vault_keys, sealed.to_pylist()).cast(keys.schema)]
-            if vault_keys is not None and vault_keys.num_rows
+            [drop_lines(previous, sealed.to_pylist()).cast(fresh.schema)]
+            if previous is not None and previous.num_rows
             else []
         )
     )
-    values_out = pa.concat_tables(
-        [values]
-        + (
-            [drop_lines(vault_values, sealed.to_pylist()).cast(values.schema)]
-            if vault_values is not None and vault_values.num_rows
-            else []
-        )
-    )
-    merged = _assemble(lines, base_kind, winners, w_at, todo, columns, keys_out, policy, as_of)
-    merge_counts(
-        counts,
-        {
-            "base": {"rows_out": merged.num_rows},
-            "lines": {
-                "registered": len(winners),
-                "identity_status": value_counts(merged.column("identity_status")),
-                "needs_registration": int(pc.sum(merged.column("needs_registration").cast(pa.int64())).as_py() or 0),
-                "with_tokens": merged.num_rows - merged.column("join_key_version").null_count,
-            },
-            "vault": {
-                "lines_sealed": keys.num_rows,
-                "values_sealed": values.num_rows,
-                "keys_copied": keys_out.num_rows - keys.num_rows,
-                "values_copied": values_out.num_rows - values.num_rows,
-            },
+
+
+def _bucket_counts(
+    merged: pa.Table, winners: pa.Table, keys: pa.Table, values: pa.Table, keys_out: pa.Table, values_out: pa.Table
+) -> dict:
+    """The bucket's tallies of merged lines and vault rows."""
+    return {
+        "base": {"rows_out": merged.num_rows},
+        "lines": {
+            "registered": len(winners),
+            "identity_status": value_counts(merged.column("identity_status")),
+            "needs_registration": int(pc.sum(merged.column("needs_registration").cast(pa.int64())).as_py() or 0),
+            "with_tokens": merged.num_rows - merged.column("join_key_version").null_count,
         },
-    )
-    return BucketResult(merged, keys_out, values_out, pa.concat_tables([dead, event_dead]), counts)
+        "vault": {
+            "lines_sealed": keys.num_rows,
+            "values_sealed": values.num_rows,
+            "keys_copied": keys_out.num_rows - keys.num_rows,
+            "values_copied": values_out.num_rows - values.num_rows,
+        },
+    }
+
+
+def _winner_event_ids(winners: pa.Table) -> pa.Array:
+    """The winners' event ids as one string array (what becomes each line's registration_event_id)."""
+    if "event_id" not in winners.column_names:
+        return pa.nulls(winners.num_rows, pa.string())
+    return _chunk(winners.column("event_id"))
 
 
 def _winners(

@@ -85,57 +85,18 @@ def retokenize_bucket(
         values if values is not None else arrow_schema("vault_value").empty_table(),
         vault,
     )
-    bad = np.zeros(len(ids), bool)
-    reason = np.full(len(ids), None, object)
-    field_of = np.full(len(ids), None, object)
-
-    def fail(mask: np.ndarray, why: str, field: str | None) -> None:
-        nonlocal bad
-        reason[mask], field_of[mask] = why, field
-        bad = bad | mask
-
-    if failed:
-        for why in set(failed.values()):
-            fail(
-                pc.is_in(ids, pa.array([k for k, v in failed.items() if v == why], pa.string())).to_numpy(
-                    zero_copy_only=False
-                ),
-                why,
-                None,
-            )
-    new = {}
-    enabled = set(keyset.versions("join"))
-    for field, (kind, token_column, _) in TOKENIZED.items():
-        mine = opened.filter(pc.equal(opened.column("field"), field))
-        value = mine.column("value").combine_chunks().take(pc.index_in(ids, value_set=mine.column("line_id")))
-        old = lines.column(token_column).combine_chunks()
-        need = old.is_valid().to_numpy(zero_copy_only=False)
-        fail(need & ~value.is_valid().to_numpy(zero_copy_only=False) & ~bad, "VAULT_VALUE_MISSING", field)
-        old_versions = set(pc.unique(lines.column("join_key_version")).to_pylist())
-        for old_version in sorted(old_versions & enabled - {version}):  # a retired key cannot check
-            again = tokenizer.tokens_with_version(kind, value, old_version)
-            same = pc.equal(lines.column("join_key_version"), old_version).to_numpy(zero_copy_only=False)
-            match = pc.fill_null(pc.equal(again, old), False).to_numpy(zero_copy_only=False)
-            fail(same & need & ~bad & ~match, "TOKEN_MISMATCH", field)
-        new[token_column] = pc.if_else(pa.array(need), tokenizer.tokens(kind, value), pa.scalar(None, pa.string()))
-    ok = pa.array(~bad)
-    replaced = lines
-    for name, column in (*new.items(), ("join_key_version", pa.array(np.full(len(ids), version, object), pa.string()))):
-        current = replaced.column(name).combine_chunks()
-        replaced = replaced.set_column(replaced.schema.get_field_index(name), name, pc.if_else(ok, column, current))
+    failures = _Failures(len(ids))
+    failures.unopened(ids, failed)
+    new = _new_tokens(ids, lines, opened, failures, tokenizer, keyset)
+    bad = failures.bad
+    replaced = _replaced(lines, new, pa.array(~bad), version)
     out = pa.concat_tables(
         [
             base.filter(pc.invert(todo)).select(MERGED_SCHEMA.names).cast(MERGED_SCHEMA),
             replaced.select(MERGED_SCHEMA.names).cast(MERGED_SCHEMA),
         ]
     )
-    failures = pa.table(
-        {
-            "line_id": ids.filter(pa.array(bad)),
-            "reason": pa.array(list(reason[bad]), pa.string()),
-            "field": pa.array(list(field_of[bad]), pa.string()),
-        }
-    )
+    rows = failures.table(ids)
     n_with = int(pc.sum(with_tokens.cast(pa.int64())).as_py() or 0)
     counts = {
         "lines": base.num_rows,
@@ -143,9 +104,81 @@ def retokenize_bucket(
         "already_current": n_with - len(ids),
         "retokenized": int((~bad).sum()),
         "failed": int(bad.sum()),
-        "failed_reasons": value_counts(failures.column("reason")) if failures.num_rows else {},
+        "failed_reasons": value_counts(rows.column("reason")) if rows.num_rows else {},
     }
-    return out, failures, counts
+    return out, rows, counts
+
+
+class _Failures:
+    """Of each line to re-tokenize: whether it failed, the reason and the field."""
+
+    def __init__(self, n: int):
+        self.bad = np.zeros(n, bool)
+        self.reason = np.full(n, None, object)
+        self.field = np.full(n, None, object)
+
+    def fail(self, mask: np.ndarray, why: str, field: str | None) -> None:
+        self.reason[mask], self.field[mask] = why, field
+        self.bad = self.bad | mask
+
+    def unopened(self, ids: pa.Array, failed: dict[str, str]) -> None:
+        """The lines whose vault rows did not open (``_open``)."""
+        if failed:
+            for why in set(failed.values()):
+                self.fail(
+                    pc.is_in(ids, pa.array([k for k, v in failed.items() if v == why], pa.string())).to_numpy(
+                        zero_copy_only=False
+                    ),
+                    why,
+                    None,
+                )
+
+    def table(self, ids: pa.Array) -> pa.Table:
+        """line_id + reason + field of the failed lines."""
+        bad = self.bad
+        return pa.table(
+            {
+                "line_id": ids.filter(pa.array(bad)),
+                "reason": pa.array(list(self.reason[bad]), pa.string()),
+                "field": pa.array(list(self.field[bad]), pa.string()),
+            }
+        )
+
+
+def _new_tokens(
+    ids: pa.Array, lines: pa.Table, opened: pa.Table, failures: _Failures, tokenizer, keyset
+) -> dict[str, pa.Array]:
+    """token column -> the new tokens of the lines, from the opened values; fails the lines a value is
+    missing for (VAULT_VALUE_MISSING) or, under a still enabled old key, does not give the old token (TOKEN_MISMATCH)."""
+    version = tokenizer.version
+    new = {}
+    enabled = set(keyset.versions("join"))
+    for field, (kind, token_column, _) in TOKENIZED.items():
+        mine = opened.filter(pc.equal(opened.column("field"), field))
+        value = mine.column("value").combine_chunks().take(pc.index_in(ids, value_set=mine.column("line_id")))
+        old = lines.column(token_column).combine_chunks()
+        need = old.is_valid().to_numpy(zero_copy_only=False)
+        failures.fail(
+            need & ~value.is_valid().to_numpy(zero_copy_only=False) & ~failures.bad, "VAULT_VALUE_MISSING", field
+        )
+        old_versions = set(pc.unique(lines.column("join_key_version")).to_pylist())
+        for old_version in sorted(old_versions & enabled - {version}):  # a retired key cannot check
+            again = tokenizer.tokens_with_version(kind, value, old_version)
+            same = pc.equal(lines.column("join_key_version"), old_version).to_numpy(zero_copy_only=False)
+            match = pc.fill_null(pc.equal(again, old), False).to_numpy(zero_copy_only=False)
+            failures.fail(same & need & ~failures.bad & ~match, "TOKEN_MISMATCH", field)
+        new[token_column] = pc.if_else(pa.array(need), tokenizer.tokens(kind, value), pa.scalar(None, pa.string()))
+    return new
+
+
+def _replaced(lines: pa.Table, new: dict[str, pa.Array], ok: pa.Array, version: str) -> pa.Table:
+    """The lines with their new tokens and join_key_version where ``ok``; as they were elsewhere."""
+    replaced = lines
+    n = lines.num_rows
+    for name, column in (*new.items(), ("join_key_version", pa.array(np.full(n, version, object), pa.string()))):
+        current = replaced.column(name).combine_chunks()
+        replaced = replaced.set_column(replaced.schema.get_field_index(name), name, pc.if_else(ok, column, current))
+    return replaced
 
 
 class RetokenizeOutputs(typing.NamedTuple):

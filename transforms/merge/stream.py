@@ -15,7 +15,7 @@ A *window* is a batch of Pub/Sub messages (an Arrow table, :data:`MESSAGE_SCHEMA
    merge parses a line (``MESSAGE_MALFORMED``: not JSON, not an object, a
    field that is an object, or over the field size limit), then
    ``ATTRIBUTE_MISMATCH`` (the body's event_id or line_id differs from the
-   attribute);
+   attribute) (steps 2 and 3: :func:`transforms.merge.intake.parse_messages`);
 4. the batch merge's own stages (:mod:`transforms.merge.events`: the checks,
    ``UNKNOWN_LINE``, ``LINE_TERMINATED``, the policy's codes, latest wins) and
    :func:`transforms.merge.bucket.merge_bucket` on the window's lines taken from the
@@ -41,9 +41,10 @@ import pyarrow.compute as pc
 
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
-from transforms.merge.bucket import MERGED_SCHEMA, merge_bucket, value_counts
+from transforms.merge.bucket import MERGED_SCHEMA, BucketResult, merge_bucket, value_counts
 from transforms.merge.events import check_events, prepare_events
-from transforms.merge.messages import MAX_FIELD_CHARS, MAX_MESSAGE_BYTES, parse_bodies
+from transforms.merge.intake import parse_messages
+from transforms.merge.messages import MAX_MESSAGE_BYTES
 from transforms.core.metrics import merge_counts
 from transforms.scan.normalize import clean_text
 from transforms.scan.policy import Policy
@@ -109,8 +110,8 @@ class LineIndex:
         cls, raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
     ) -> tuple["LineIndex", pa.Table]:
         """From a raw base (the readers' batches concatenated): classified and de-duplicated as the
-        batch merge does (``transforms.merge.bucket.raw_lines``); returns (index, base dead letters)."""
-        from transforms.merge.bucket import raw_lines
+        batch merge does (``transforms.merge.lines.raw_lines``); returns (index, base dead letters)."""
+        from transforms.merge.lines import raw_lines
 
         lines, dead, _ = raw_lines(raw, policy, as_of, ctx, salt)
         n = lines.num_rows
@@ -126,7 +127,7 @@ class LineIndex:
     @classmethod
     def from_merged(cls, rows: pa.Table, ctx: DeadLetterContext) -> tuple["LineIndex", pa.Table]:
         """From a previous merge's base rows (MERGED_ROWS); returns (index, DUPLICATE_LINE_ID dead letters)."""
-        from transforms.merge.bucket import merged_lines
+        from transforms.merge.lines import merged_lines
 
         lines, dead, _ = merged_lines(rows, ctx)
         return cls(lines.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)), dead
@@ -171,21 +172,6 @@ def latest_per_line(table: pa.Table) -> pa.Table:
     return table.take(pa.array(order.to_numpy()[first]))
 
 
-def _dead(
-    ctx: DeadLetterContext, messages: pa.Table, mask: np.ndarray, reason: str, field, detail, source: str
-) -> pa.Table:
-    rows = messages.filter(pa.array(mask))
-    return dead_letter_table(
-        ctx,
-        [reason] * rows.num_rows,
-        source_file=pc.binary_join_element_wise(source + "/", rows.column("message_id").combine_chunks(), ""),
-        event_id=clean_text(rows.column("attr_event_id").combine_chunks()),
-        line_id=clean_text(rows.column("attr_line_id").combine_chunks()),
-        field=field if isinstance(field, str) or field is None else list(np.asarray(field, object)[mask]),
-        detail=detail if isinstance(detail, str) else list(np.asarray(detail, object)[mask]),
-    )
-
-
 class SeenKeys:
     """The dedup keys of the windows processed so far (kept as Arrow chunks)."""
 
@@ -222,79 +208,6 @@ def _dedup(messages: pa.Table, seen: SeenKeys | None) -> tuple[pa.Table, pa.Arra
     return messages.filter(mask), keys.filter(mask), n - int(keep.sum())
 
 
-# A body that pyarrow's JSON reader parses exactly as json.loads does: one flat object (a single "{", no "[")
-# on one line, no control character, no NaN/Inf spelling (RapidJSON takes "-NaN" and "Inf", json.loads does not),
-# and short (json.loads refuses an integer of over 4,300 digits, even in a key the contract ignores).
-
-
-def _parse(messages: pa.Table, ctx: DeadLetterContext, source: str, max_bytes: int) -> tuple[pa.Table, list[pa.Table]]:
-    """(raw events: the event contract's strings + _src_file/_src_row, dead letters)."""
-    dead = []
-    n = messages.num_rows
-    sizes = messages.column("size").to_numpy()
-    too_large = (sizes > max_bytes) | ~messages.column("data").is_valid().to_numpy(zero_copy_only=False)
-    dead.append(
-        _dead(ctx, messages, too_large, "MESSAGE_TOO_LARGE", "data", f"message body over {max_bytes:,} bytes", source)
-    )
-    no_event = ~clean_text(messages.column("attr_event_id").combine_chunks()).is_valid().to_numpy(zero_copy_only=False)
-    no_line = ~clean_text(messages.column("attr_line_id").combine_chunks()).is_valid().to_numpy(zero_copy_only=False)
-    missing = (no_event | no_line) & ~too_large
-    dead.append(
-        _dead(
-            ctx,
-            messages,
-            missing,
-            "ATTRIBUTE_MISSING",
-            np.where(no_event, "event_id", "line_id"),
-            np.where(
-                no_event, "the event_id attribute is missing or empty", "the line_id attribute is missing or empty"
-            ),
-            source,
-        )
-    )
-    ok = ~(too_large | missing)
-    at = np.flatnonzero(ok)
-    raw, bad = parse_bodies(at, messages.column("data").combine_chunks().take(pa.array(at)), MAX_FIELD_CHARS)
-    if bad:
-        rows = np.zeros(n, bool)
-        details = np.empty(n, object)
-        fields = np.empty(n, object)
-        for b in bad:
-            rows[b.source_row], details[b.source_row], fields[b.source_row] = True, b.detail, b.field
-        dead.append(_dead(ctx, messages, rows, "MESSAGE_MALFORMED", fields, details, source))
-    position = raw.column("_src_row")
-    ids = messages.column("message_id").combine_chunks().take(position)
-    raw = raw.set_column(
-        raw.schema.get_field_index("_src_file"), "_src_file", pc.binary_join_element_wise(source + "/", ids, "")
-    )
-    # The body must name the event and line its attributes name (a copy of the id is how Pub/Sub dedups).
-    attr_event = clean_text(messages.column("attr_event_id").combine_chunks().take(position))
-    attr_line = clean_text(messages.column("attr_line_id").combine_chunks().take(position))
-    event_differs = ~pc.fill_null(
-        pc.equal(clean_text(raw.column("event_id").combine_chunks()), attr_event), False
-    ).to_numpy(zero_copy_only=False)
-    line_differs = ~pc.fill_null(
-        pc.equal(clean_text(raw.column("line_id").combine_chunks()), attr_line), False
-    ).to_numpy(zero_copy_only=False)
-    mismatch = event_differs | line_differs
-    if mismatch.any():
-        rows = np.zeros(n, bool)
-        rows[position.to_numpy()[mismatch]] = True
-        field = np.where(event_differs, "event_id", "line_id")
-        fields = np.empty(n, object)
-        fields[position.to_numpy()[mismatch]] = field[mismatch]
-        details = np.where(
-            fields == "event_id",
-            "the body's event_id differs from the event_id attribute",
-            "the body's line_id differs from the line_id attribute",
-        )
-        dead.append(_dead(ctx, messages, rows, "ATTRIBUTE_MISMATCH", fields, details, source))
-        raw = raw.filter(pa.array(~mismatch))
-    # Dead letters carry no source row: a message is named by its id in source_file.
-    raw = raw.set_column(raw.schema.get_field_index("_src_row"), "_src_row", pa.nulls(raw.num_rows, pa.int64()))
-    return raw, dead
-
-
 def process_window(
     messages: pa.Table,
     index: LineIndex,
@@ -317,7 +230,7 @@ def process_window(
     counts = {"messages_in": messages.num_rows, "applied": 0, "superseded": 0, "duplicates": 0, "dead_letters": {}}
     messages, new_keys, duplicates = _dedup(messages, seen)
     counts["duplicates"] = duplicates
-    raw, dead = _parse(messages, ctx, source, max_bytes)
+    raw, dead = parse_messages(messages, ctx, source, max_bytes)
     events, missing = prepare_events(raw, ctx)
     checked, bad = check_events(events, ctx)
     dead += [missing, bad]
@@ -338,32 +251,43 @@ def process_window(
             ctx=ctx,
             salt=salt,
         )
-        ev = result.counts.get("events", {})
-        counts["applied"], counts["superseded"] = ev.get("applied", 0), ev.get("superseded", 0)
-        counts["duplicates"] += ev.get("duplicates", 0)  # the line already carries this event (a merged base)
+        _count_events(counts, result.counts)
         dead.append(result.dead_letter)
-        merged = result.base
-        if merged.num_rows:
-            before = (
-                lines.column("registration_event_id")
-                .combine_chunks()
-                .take(pc.index_in(merged.column("line_id"), value_set=lines.column("line_id")))
-            )
-            changed = pc.fill_null(
-                pc.not_equal(merged.column("registration_event_id"), before),
-                pc.is_valid(merged.column("registration_event_id")),
-            )
-            delta = merged.filter(changed)
-            keys, values = result.vault_keys, result.vault_values
-            ids = delta.column("line_id")
-            keys = keys.filter(pc.is_in(keys.column("line_id"), value_set=ids))
-            values = values.filter(pc.is_in(values.column("line_id"), value_set=ids))
+        if result.base.num_rows:
+            delta, keys, values = _delta(result, lines)
     dead_letter = pa.concat_tables([d for d in dead if d.num_rows] or [dead_letter_table(ctx, [])])
     counts["dead_letters"] = dict(sorted(value_counts(dead_letter.column("reason")).items()))
     if delta.num_rows != counts["applied"]:
         raise RuntimeError("the window's delta does not match its applied count")
     index.apply(delta)
     return WindowResult(delta, keys, values, dead_letter, counts, window_counters(delta), new_keys)
+
+
+def _count_events(counts: dict, bucket_counts: dict) -> None:
+    """The window's event outcomes, as the merge of its lines counted them."""
+    ev = bucket_counts.get("events", {})
+    counts["applied"], counts["superseded"] = ev.get("applied", 0), ev.get("superseded", 0)
+    counts["duplicates"] += ev.get("duplicates", 0)  # the line already carries this event (a merged base)
+
+
+def _delta(result: BucketResult, lines: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(the merged rows of the lines whose registration changed, their vault keys, their vault values)."""
+    merged = result.base
+    before = (
+        lines.column("registration_event_id")
+        .combine_chunks()
+        .take(pc.index_in(merged.column("line_id"), value_set=lines.column("line_id")))
+    )
+    changed = pc.fill_null(
+        pc.not_equal(merged.column("registration_event_id"), before),
+        pc.is_valid(merged.column("registration_event_id")),
+    )
+    delta = merged.filter(changed)
+    keys, values = result.vault_keys, result.vault_values
+    ids = delta.column("line_id")
+    keys = keys.filter(pc.is_in(keys.column("line_id"), value_set=ids))
+    values = values.filter(pc.is_in(values.column("line_id"), value_set=ids))
+    return delta, keys, values
 
 
 def window_counters(delta: pa.Table) -> dict:

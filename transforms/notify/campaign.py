@@ -10,6 +10,21 @@ real dates, the time zone (zoneinfo), wave numbers, templates (placeholders,
 no fee or tariff wording, a statement that the notice is free, no repeated
 signature) and that a signed SMS fits in ``max_sms_parts``. Every problem is a
 :class:`CampaignError` whose text is one line naming the file and the key.
+
+A plan that would hurt the people it reaches is refused too (docs/notify.md,
+"Campaign checks"):
+
+* always, when the file is loaded: quiet hours that leave the night for
+  sending (swapped start and end) or midday out; a wave that starts after the
+  deadline; a time zone other than Beijing time (``MAINLAND_TIMEZONES``)
+  unless the file names the operator's own zone in ``operator_timezone``;
+* always, when a wave is planned (:meth:`Campaign.first_send_day`): a deadline
+  already past on the first send day;
+* unless the person planning says ``--allow-late-sends``: a wave whose first
+  send day is already on or after the next wave's start, and (checked where
+  the days are assigned, ``transforms.notify.schedule.check_spill``) daily caps
+  that spill sends past the deadline or into the next wave
+  (:meth:`Campaign.send_limit`).
 """
 
 from __future__ import annotations
@@ -29,11 +44,26 @@ import yaml
 import schemas
 from transforms.notify.render import Template, TemplateError, segment_count, sign, sms_units
 
-__all__ = ["Campaign", "CampaignError", "Wave", "load_campaign", "parse_campaign", "CHANNELS"]
+__all__ = [
+    "Campaign",
+    "CampaignError",
+    "SendLimit",
+    "Wave",
+    "load_campaign",
+    "parse_campaign",
+    "CHANNELS",
+    "MAINLAND_TIMEZONES",
+]
 
 CHANNELS = ("sms", "call", "announcement")
 DEFAULT_LOCALE = "zh-CN"
 DEFAULT_MAX_SMS_PARTS = 3
+# Beijing time (UTC+8, no daylight saving since 1991), the official time of all of mainland China:
+# the tz database's zone for it and the names it keeps as links to it. Asia/Urumqi (Xinjiang
+# time, UTC+6) is not Beijing time; Hong Kong, Macao and Taipei are outside Decree 25.
+MAINLAND_TIMEZONES = ("Asia/Shanghai", "Asia/Chongqing", "Asia/Chungking", "Asia/Harbin", "PRC")
+NIGHT = (dt.time(0, 0), dt.time(6, 0))  # every minute strictly between these must be quiet
+MIDDAY = dt.time(12, 0)  # must be allowed
 
 # Art. 23: a notice may not ask for money or a change of tariff. Wording that
 # states the notice is free is removed first ("免费" holds "费", "free of
@@ -102,6 +132,15 @@ class Wave:
 
 
 @dataclasses.dataclass(frozen=True)
+class SendLimit:
+    """The last day a wave's notices may be sent on, and why (for the one-line refusal)."""
+
+    last_day: dt.date
+    reason: str  # "the deadline" | "the last day before wave 2 starts on 2026-12-15"
+    source: str  # the campaign file
+
+
+@dataclasses.dataclass(frozen=True)
 class Campaign:
     """A validated campaign. Build it with :func:`load_campaign`."""
 
@@ -152,6 +191,41 @@ class Campaign:
 
     def cap(self, channel: str) -> int:
         return self.daily_cap[channel]
+
+    def send_limit(self, number: int) -> SendLimit:
+        """The last day wave ``number`` may send on: the deadline, or the day before the next wave
+        (the first that starts later) starts, whichever comes first."""
+        wave = self.wave(number)
+        later = sorted((w.start, w.wave) for w in self.waves.values() if w.start > wave.start)
+        if later and later[0][0] - dt.timedelta(days=1) < self.deadline:
+            start, after = later[0]
+            return SendLimit(
+                start - dt.timedelta(days=1), f"the last day before wave {after} starts on {start}", self.source
+            )
+        return SendLimit(self.deadline, "the deadline", self.source)
+
+    def first_send_day(self, number: int, as_of: dt.date, allow_late_sends: bool = False) -> dt.date:
+        """The wave's first send day (its start, or ``as_of`` if later), refused in one line when the
+        deadline has passed by then, or (unless ``allow_late_sends``) when it is already past the
+        wave's :meth:`send_limit`."""
+        wave = self.wave(number)
+        first = max(wave.start, as_of)
+        if first > self.deadline:
+            raise _fail(
+                self.source,
+                "deadline",
+                f"{self.deadline} has passed: wave {number} would send from {first} (--as-of {as_of}), asking "
+                "users to register by a day gone; set a later deadline",
+            )
+        limit = self.send_limit(number)
+        if first > limit.last_day and not allow_late_sends:
+            raise _fail(
+                self.source,
+                f"--wave {number}",
+                f"would send from {first} (--as-of {as_of}), past {limit.last_day} ({limit.reason}); "
+                "plan the later wave instead, or pass --allow-late-sends",
+            )
+        return first
 
 
 def format_date(day: dt.date, locale: str) -> str:
@@ -251,14 +325,65 @@ def parse_campaign(data: bytes | str, source: str = "campaign.yaml") -> Campaign
     return _compile(raw, source, hashlib.sha256(raw_bytes).hexdigest())
 
 
-def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
-    try:
-        zoneinfo.ZoneInfo(raw["timezone"])
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise _fail(source, "timezone", f"{raw['timezone']!r} is not a time zone (e.g. Asia/Shanghai)") from None
-    quiet = {k: dt.time.fromisoformat(raw["quiet_hours"][k]) for k in ("start", "end")}
-    if quiet["start"] == quiet["end"]:
+def _check_timezone(raw: dict[str, Any], source: str) -> None:
+    """The campaign's zone is Beijing time, or the operator's own zone named in ``operator_timezone``."""
+    for key in ("timezone", "operator_timezone"):
+        if key in raw:
+            try:
+                zoneinfo.ZoneInfo(raw[key])
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise _fail(source, key, f"{raw[key]!r} is not a time zone (e.g. Asia/Shanghai)") from None
+    zone, operator = raw["timezone"], raw.get("operator_timezone")
+    if operator is None or operator in MAINLAND_TIMEZONES:
+        if zone not in MAINLAND_TIMEZONES:
+            raise _fail(
+                source,
+                "timezone",
+                f"{zone!r} is not Beijing time, the time of the operator's subscribers (Asia/Shanghai, UTC+8); "
+                f"an operator in another zone names it in operator_timezone: {zone}",
+            )
+    elif zone != operator:
+        raise _fail(source, "timezone", f"{zone!r} is not the operator's time zone {operator!r} (operator_timezone)")
+
+
+def _allowed_at(moment: dt.time, start: dt.time, end: dt.time) -> bool:
+    """Whether ``moment`` is in the allowed hours of quiet hours start-end (as the schedule has it)."""
+    if start > end:  # quiet across midnight
+        return end <= moment <= start
+    return moment >= end or moment <= start
+
+
+def _check_quiet_hours(source: str, start: dt.time, end: dt.time) -> None:
+    """Quiet hours are the night: 00:00-06:00 quiet, 12:00 allowed; swapped start and end are named."""
+    if start == end:
         raise _fail(source, "quiet_hours", "start and end are equal: no allowed hours")
+    night = [dt.time(h, m) for h in range(NIGHT[0].hour, NIGHT[1].hour) for m in range(60)][1:]
+    at_night = any(_allowed_at(t, start, end) for t in night)
+    by_day = _allowed_at(MIDDAY, start, end)
+    if by_day and not at_night:
+        return
+    window = f"{end:%H:%M}-{start:%H:%M}"
+    swapped = _allowed_at(MIDDAY, end, start) and not any(_allowed_at(t, end, start) for t in night)
+    if swapped:
+        raise _fail(
+            source,
+            "quiet_hours",
+            f"start {start:%H:%M} and end {end:%H:%M} leave {window}, the night, for sending: quiet hours are "
+            f"when nothing is sent (swapped? start {end:%H:%M}, end {start:%H:%M} sends by day)",
+        )
+    if not by_day:
+        raise _fail(source, "quiet_hours", f"the allowed hours {window} leave out midday (12:00)")
+    raise _fail(
+        source,
+        "quiet_hours",
+        f"the allowed hours {window} reach into the night: {NIGHT[0]:%H:%M}-{NIGHT[1]:%H:%M} must be quiet",
+    )
+
+
+def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
+    _check_timezone(raw, source)
+    quiet = {k: dt.time.fromisoformat(raw["quiet_hours"][k]) for k in ("start", "end")}
+    _check_quiet_hours(source, quiet["start"], quiet["end"])
     waves: dict[int, Wave] = {}
     for i, w in enumerate(raw["waves"]):
         if w["wave"] in waves:
@@ -268,6 +393,13 @@ def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
     if starts != sorted(starts):
         raise _fail(source, "waves", "waves must start in the order of their numbers")
     deadline = _date(source, "deadline", raw["deadline"])
+    for i, w in enumerate(raw["waves"]):
+        if waves[w["wave"]].start > deadline:
+            raise _fail(
+                source,
+                f"waves[{i}].start",
+                f"wave {w['wave']} starts on {waves[w['wave']].start}, after the deadline {deadline}",
+            )
     locale = raw.get("locale", DEFAULT_LOCALE)
     cap = raw["daily_cap"]
     caps = {c: cap for c in CHANNELS} if isinstance(cap, int) else {c: cap.get(c) for c in CHANNELS}

@@ -29,7 +29,7 @@ from transforms.core import coders  # noqa: F401  (registers the Arrow table cod
 from transforms.core.metrics import SumCounts, counter
 from transforms.notify.planner import PLAN_COLUMNS, PlanContext, plan_lines, sum_regions
 from transforms.notify.jobs import KEY, announcement_rows, finish_jobs, keys_of, with_job_ids
-from transforms.notify.schedule import Schedule, day_bounds
+from transforms.notify.schedule import Schedule, check_spill, day_bounds
 from transforms.core.shuffle import ArrowGroupByBucket, with_bucket
 from transforms.core.tags import COUNTS, KEYS
 
@@ -175,8 +175,9 @@ class _ConcatTables(beam.CombineFn):
         return pa.concat_tables(acc) if acc else None
 
 
-def _day_bounds(keys: pa.Table | None, used: list, caps: dict, first_day: dt.date) -> dict:
-    """channel -> the first job key of each day after the first (see notify_schedule)."""
+def _day_bounds(keys: pa.Table | None, used: list, caps: dict, first_day: dt.date, limit=None) -> dict:
+    """channel -> the first job key of each day after the first (see notify_schedule); caps that push
+    jobs past ``limit`` (a SendLimit; None when late sends are allowed) are refused (``check_spill``)."""
     loads: dict[str, dict[dt.date, int]] = {}
     for item in used:
         for name, n in item.get("used", {}).items():
@@ -189,6 +190,7 @@ def _day_bounds(keys: pa.Table | None, used: list, caps: dict, first_day: dt.dat
     for channel in pc.unique(channels).to_pylist():
         mine = keys.filter(pc.equal(channels, channel)).column(KEY)
         bounds[channel] = day_bounds(keys_of(mine), caps[channel], loads.get(channel), first_day)
+        check_spill(channel, len(mine), caps[channel], first_day, bounds[channel], limit)
     return bounds
 
 
@@ -255,6 +257,8 @@ class BuildNotificationJobs(beam.PTransform):
       suppressed: do-not-SMS numbers (normalised digits), or None.
       n_buckets: buckets of the line shuffle (used when something is joined).
       spill_dir: where the shuffle spills (local runners), or None.
+      allow_late_sends: let the daily caps push jobs past the deadline or into the next
+        wave's start (refused otherwise, in one line: ``schedule.check_spill``).
     """
 
     def __init__(
@@ -266,55 +270,30 @@ class BuildNotificationJobs(beam.PTransform):
         suppressed: pa.Array | None = None,
         n_buckets: int = 1,
         spill_dir: str | None = None,
+        allow_late_sends: bool = False,
     ):
         super().__init__()
         self._campaign, self._wave, self._first = campaign, wave, first_day
         self._suppressed, self._n, self._spill = suppressed, max(1, int(n_buckets)), spill_dir
+        self._late = allow_late_sends
 
     def expand(self, inputs: dict) -> NotifyOutputs:
         campaign, wave = self._campaign, self._campaign.wave(self._wave)
         ctx = PlanContext(campaign.campaign_id, wave.wave, wave.channels, self._first, campaign.min_days_between)
-        p = inputs["lines"].pipeline
-        joins = {k: v for k, v in inputs.items() if k != "lines" and v is not None}
-        announced = p | "NoAnnouncedJobs" >> beam.Create([]).with_output_types(pa.Table)
-        used = p | "NoDayLoads" >> beam.Create([]).with_output_types(dict)
-        if joins:
-            n = self._n
-            keyed = {"lines": inputs["lines"] | "SelectTargets" >> beam.ParDo(_SelectTargetsFn(n))}
-            if "registered" in joins:
-                keyed["registered"] = joins["registered"] | "KeyRegistered" >> beam.ParDo(_KeyRegisteredFn(n))
-            if "history" in joins:
-                hist = joins["history"] | "KeyHistory" >> beam.ParDo(
-                    _KeyHistoryFn(campaign.campaign_id, wave.wave, n)
-                ).with_outputs("announced", "used", main="lines")
-                keyed["history"], announced, used = hist.lines, hist.announced, hist.used
-            if "receipts" in joins:
-                keyed["receipts"] = joins["receipts"] | "KeyReceipts" >> beam.ParDo(_KeyReceiptsFn(n))
-            planned_input = keyed | "ShuffleByLine" >> ArrowGroupByBucket(self._spill, label="ShuffleByLine")
-        else:
-            planned_input = inputs["lines"] | "SelectTargets" >> beam.ParDo(_SelectTargetsFn(None))
+        planned_input, announced, used = self._plan_input(inputs, wave)
         plan = planned_input | "Plan" >> beam.ParDo(_PlanFn(ctx, self._suppressed)).with_outputs(
             "regions", KEYS, COUNTS, main="jobs"
         )
         line_jobs, count_parts, key_parts = [plan.jobs], [plan.counts], [plan.keys]
         if "announcement" in wave.channels:
-            regions = plan.regions | "SumRegions" >> beam.CombineGlobally(_ConcatTables()).without_defaults()
-            ann = regions | "Announce" >> beam.ParDo(
-                _AnnounceFn(campaign.campaign_id, wave.wave), beam.pvalue.AsList(announced)
-            ).with_outputs(COUNTS, main="jobs")
+            ann = self._announce(plan.regions, announced, wave)
             line_jobs.append(ann.jobs)
             count_parts.append(ann.counts)
             key_parts.append(
                 ann.jobs
                 | "AnnouncementKeys" >> beam.Map(lambda t: t.select(["channel", KEY])).with_output_types(pa.Table)
             )
-        caps = dict(campaign.daily_cap)
-        bounds = (
-            tuple(key_parts)
-            | "FlattenKeys" >> beam.Flatten().with_output_types(pa.Table)
-            | "GatherKeys" >> beam.CombineGlobally(_ConcatTables())
-            | "DayBounds" >> beam.Map(_day_bounds, beam.pvalue.AsList(used), caps, self._first)
-        )
+        bounds = self._send_day_bounds(key_parts, used, wave)
         jobs = (
             tuple(line_jobs)
             | "FlattenJobs" >> beam.Flatten().with_output_types(pa.Table)
@@ -328,3 +307,51 @@ class BuildNotificationJobs(beam.PTransform):
             tuple(count_parts) | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(SumCounts())
         )
         return NotifyOutputs(jobs.sms, jobs.call, jobs.announcement, counts)
+
+    def _plan_input(self, inputs: dict, wave):
+        """(what Plan reads: the target lines, shuffled by line with what is joined to them when
+        anything is; this wave's announced jobs; this campaign's day loads)."""
+        campaign = self._campaign
+        p = inputs["lines"].pipeline
+        joins = {k: v for k, v in inputs.items() if k != "lines" and v is not None}
+        announced = p | "NoAnnouncedJobs" >> beam.Create([]).with_output_types(pa.Table)
+        used = p | "NoDayLoads" >> beam.Create([]).with_output_types(dict)
+        if not joins:
+            return inputs["lines"] | "SelectTargets" >> beam.ParDo(_SelectTargetsFn(None)), announced, used
+        n = self._n
+        keyed = {"lines": inputs["lines"] | "SelectTargets" >> beam.ParDo(_SelectTargetsFn(n))}
+        if "registered" in joins:
+            keyed["registered"] = joins["registered"] | "KeyRegistered" >> beam.ParDo(_KeyRegisteredFn(n))
+        if "history" in joins:
+            hist = joins["history"] | "KeyHistory" >> beam.ParDo(
+                _KeyHistoryFn(campaign.campaign_id, wave.wave, n)
+            ).with_outputs("announced", "used", main="lines")
+            keyed["history"], announced, used = hist.lines, hist.announced, hist.used
+        if "receipts" in joins:
+            keyed["receipts"] = joins["receipts"] | "KeyReceipts" >> beam.ParDo(_KeyReceiptsFn(n))
+        return keyed | "ShuffleByLine" >> ArrowGroupByBucket(self._spill, label="ShuffleByLine"), announced, used
+
+    def _announce(self, regions, announced, wave):
+        """The wave's announcement jobs (main output ``jobs``) and their counts, from the planned regions."""
+        regions = regions | "SumRegions" >> beam.CombineGlobally(_ConcatTables()).without_defaults()
+        return regions | "Announce" >> beam.ParDo(
+            _AnnounceFn(self._campaign.campaign_id, wave.wave), beam.pvalue.AsList(announced)
+        ).with_outputs(COUNTS, main="jobs")
+
+    def _send_day_bounds(self, key_parts: list, used, wave):
+        """channel -> the first job key of each send day (one dict, a side input of ScheduleAndRender)."""
+        campaign = self._campaign
+        caps = dict(campaign.daily_cap)
+        return (
+            tuple(key_parts)
+            | "FlattenKeys" >> beam.Flatten().with_output_types(pa.Table)
+            | "GatherKeys" >> beam.CombineGlobally(_ConcatTables())
+            | "DayBounds"
+            >> beam.Map(
+                _day_bounds,
+                beam.pvalue.AsList(used),
+                caps,
+                self._first,
+                None if self._late else campaign.send_limit(wave.wave),
+            )
+        )

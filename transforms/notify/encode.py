@@ -111,6 +111,9 @@ def _records(table: pa.Table, schema: dict) -> pa.Array:
             )
         else:
             parts.append(_encode(column, field["type"]))
+    if not any(isinstance(part, (pa.Array, pa.ChunkedArray)) for part in parts):
+        # every column constant (a one-row table): the join of scalars would be one scalar, not a row each
+        parts[0] = pa.repeat(parts[0], table.num_rows)
     if len(parts) == 1:
         parts.append(_EMPTY)
     return pc.binary_join_element_wise(*parts, _EMPTY)

@@ -15,6 +15,12 @@ jobs of the same campaign (from the history) have that much less room. Only
 first key of each new day, and :func:`assign_days` places any batch of jobs
 with a binary search, so the jobs themselves never need a global sort.
 
+Late sends: the days the caps need must end by the wave's
+:meth:`~transforms.notify.campaign.Campaign.send_limit` (the deadline, or the
+day before the next wave starts); :func:`check_spill` refuses a plan whose
+caps push jobs past it, in one line, unless the person planning allowed late
+sends (``backfill notify --allow-late-sends``).
+
     >>> s = Schedule("Asia/Shanghai", dt.time(21), dt.time(8))
     >>> [t.isoformat() for t in s.window(dt.date(2026, 12, 1))]
     ['2026-12-01T00:00:00+00:00', '2026-12-01T13:00:00+00:00']
@@ -30,7 +36,9 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["Schedule", "day_bounds", "assign_days", "EPOCH", "KEY_DTYPE"]
+from transforms.notify.campaign import CampaignError, SendLimit
+
+__all__ = ["Schedule", "day_bounds", "assign_days", "check_spill", "last_day", "EPOCH", "KEY_DTYPE"]
 
 EPOCH = dt.date(1970, 1, 1)
 KEY_DTYPE = "S16"  # the first 16 bytes of a job id's sha256; bytes order == job id order
@@ -126,3 +134,25 @@ def _sorted(keys: np.ndarray) -> np.ndarray:
 def assign_days(keys: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Day offset of each job: how many day bounds its key has reached."""
     return np.searchsorted(bounds, np.asarray(keys, KEY_DTYPE), side="right").astype(np.int32)
+
+
+def last_day(first_day: dt.date, bounds: np.ndarray) -> dt.date:
+    """The last send day of jobs placed with ``bounds`` (one bound per day after the first)."""
+    return first_day + dt.timedelta(days=len(bounds))
+
+
+def check_spill(
+    channel: str, jobs: int, cap: int, first_day: dt.date, bounds: np.ndarray, limit: SendLimit | None
+) -> None:
+    """Refuse, in one line, caps that push a channel's jobs past the wave's send limit (None: allowed)."""
+    if limit is None or not jobs:
+        return
+    last = last_day(first_day, bounds)
+    if last <= limit.last_day:
+        return
+    days = (last - first_day).days + 1
+    raise CampaignError(
+        f"campaign {limit.source}: daily_cap.{channel}: {jobs:,} {channel} jobs at {cap:,} a day need {days} send "
+        f"days, {first_day} to {last}, past {limit.last_day} ({limit.reason}); raise daily_cap.{channel}, "
+        "or pass --allow-late-sends"
+    )

@@ -1,0 +1,61 @@
+"""The command line of ``backfill keys`` (``pipelines/keys.py``): its subcommands and flags."""
+
+from __future__ import annotations
+
+from pipelines.common import ArgumentParser
+
+
+def build_parser(description: str) -> ArgumentParser:
+    p = ArgumentParser(prog="backfill keys", description=description)
+    sub = p.add_subparsers(
+        dest="action",
+        required=True,
+        metavar="{init,show,rotate,shred,destroy-due,restore,retokenize}",
+        parser_class=ArgumentParser,
+    )
+
+    def command(name: str, help_: str) -> ArgumentParser:
+        c = sub.add_parser(name, help=help_, description=help_)
+        c.add_argument("--keys", required=True, help="keyset file (mode 0600)")
+        c.add_argument("--actor", default=None, help="who acts, recorded as stated_actor beside the OS user")
+        c.add_argument(
+            "--audit-log", default=None, help="refused unless it names the keys log (KEYS_DIR/audit/keys.jsonl)"
+        )
+        c.add_argument("--debug", action="store_true", help="show tracebacks")
+        return c
+
+    command("init", "create a keyset: join key j1, vault key v1, audit key a1").add_argument(
+        "--force", action="store_true", help="replace an existing keyset (its data becomes unreadable)"
+    )
+    command("show", "list key versions and states (never the secrets)").add_argument(
+        "--json", action="store_true", help="print JSON"
+    )
+    rot = command("rotate", "add a join-key or a vault-key version")
+    which = rot.add_mutually_exclusive_group(required=True)
+    which.add_argument("--join", action="store_true", help="new join key: a retokenize run must follow")
+    which.add_argument("--vault", action="store_true", help="new vault key: re-wraps data keys of --vault-dir")
+    rot.add_argument("--vault-dir", default=None, help="vault folder whose data keys are re-wrapped")
+    rot.add_argument(
+        "--retire-old",
+        action="store_true",
+        help="re-wrap every known vault, then schedule the older vault keys for destruction",
+    )
+    rot.add_argument("--now", action="store_true", help="with --retire-old: destroy the older keys at once")
+    shred = command("shred", "destroy lines' data keys in every known vault (crypto-shredding), with a record")
+    shred.add_argument("--vault", required=True, help="vault folder")
+    shred.add_argument("--line-id", required=True, action="append", help="line to shred; repeatable")
+    shred.add_argument("--reason", default=None, help="why (recorded in the shred log)")
+    shred.add_argument(
+        "--shred-log", default=None, help="refused unless it names the vault's log (VAULT/../audit/shred.jsonl)"
+    )
+    shred.add_argument("--dry-run", action="store_true", help="show what would become unreadable; change nothing")
+    shred.add_argument("--now", action="store_true", help="destroy the older vault keys at once (no waiting period)")
+    command("destroy-due", "destroy the key versions whose waiting period is over")
+    command("restore", "put a key version scheduled for destruction back in use").add_argument(
+        "--version", required=True, help="the version (vN or jN)"
+    )
+    retok = command("retokenize", "rewrite a merged base's tokens under the primary join key; report coverage")
+    retok.add_argument("--base", required=True, help="merged base folder (backfill merge OUT/base)")
+    retok.add_argument("--vault", required=True, help="its vault folder (OUT/vault)")
+    retok.add_argument("--out", required=True, help="output folder: OUT/base, OUT/dead_letter, OUT/manifest.json")
+    return p

@@ -1,0 +1,184 @@
+"""The keyset's registry: the vaults it knows and the heads of its audit chains.
+
+A file beside the keyset (``keys/keys.json`` -> ``keys/keys.registry.json``,
+mode 0600, written atomically under the keyset's lock), authenticated with
+an HMAC under the keyset's audit key, holding no secret::
+
+    {"format": "subscriber-backfill/keyset-registry/1", "keyset_id": "ks_9f2c...",
+     "vaults": {"/srv/out/day1/vault": {"registered_at": "...", "by": "merge", "run_id": "merge-..."}},
+     "chains": {"/srv/out/day1/audit": {"seq": 12, "mac": "<hex>"}},
+     "shredded_deks": ["3fa1c2d4e5f60718", ...],
+     "mac": "<hex>"}
+
+* ``vaults``: every vault folder a merge, compaction, retention, reveal or
+  ``keys`` command wrote or opened with this keyset. Before a vault key
+  version is taken out of use, the data keys of every one of them are
+  re-wrapped (``pipelines/keys.py``), so a shred in one copy never makes
+  another copy's lines unreadable.
+* ``chains``: the last record (sequence number and MAC) appended to each
+  audit folder's chain (``transforms/crypto/audit.py``): the witness that shows
+  a log whose tail was cut off.
+* ``shredded_deks``: the data-key ids a shred dropped. Every later re-wrap
+  drops key rows with these ids too, so a vault written from an older copy, or
+  missed by an interrupted shred, never carries a shredded line forward. A
+  line registered again gets a new data key, which is not in the list.
+
+A copy of the keyset file without this file knows no vault and no chain
+head: keyset backups need the same control as the keyset (see docs/keys-and-vault.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hmac as std_hmac
+import json
+import os
+import tempfile
+
+from transforms.crypto.keyset import Keyset, KeysetError, keyset_lock
+
+__all__ = ["Registry", "registry_path", "location", "folder_location", "vault_audit_dir", "open_registry"]
+
+FORMAT = "subscriber-backfill/keyset-registry/1"
+
+
+def registry_path(keys_path: str) -> str:
+    root, _ = os.path.splitext(os.path.abspath(keys_path))
+    return root + ".registry.json"
+
+
+def location(path: str) -> str:
+    """How a folder is named in the registry: a local path resolved (symlinks, ``..``), a URI as given."""
+    if "://" in path:
+        return path.rstrip("/")
+    return os.path.realpath(path)
+
+
+def folder_location(path: str) -> str:
+    """How an audit folder is named: its parent resolved, its own name kept (a link in its place is not
+    followed, so it can be refused)."""
+    path = os.path.abspath(path.rstrip("/") or path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def vault_audit_dir(vault_dir: str, keys_path: str) -> str:
+    """The audit folder of a vault: ``VAULT/../audit`` for a local vault.
+
+    A remote vault (gs://) cannot take appends: its chain lives under the keyset's folder,
+    ``KEYS_DIR/audit/vaults/<sha256 of the URI, 16 hex>``: a fixed place, never one the user picks."""
+    if "://" in vault_dir:
+        import hashlib
+
+        digest = hashlib.sha256(location(vault_dir).encode("utf-8")).hexdigest()[:16]
+        return os.path.join(os.path.dirname(os.path.abspath(keys_path)), "audit", "vaults", digest)
+    return os.path.join(os.path.dirname(location(vault_dir)), "audit")
+
+
+@contextlib.contextmanager
+def open_registry(keys_path: str, *, replace_foreign: bool = False):
+    """``(keyset, registry)`` under the keyset's lock; a keyset without an audit key gets one (saved).
+
+    The caller saves the registry (and the keyset) it changes before leaving the block."""
+    with keyset_lock(keys_path):
+        keyset = Keyset.load(keys_path)
+        if keyset.add_audit_key():
+            keyset.save(keys_path)
+        yield keyset, Registry.load(keys_path, keyset, replace_foreign=replace_foreign)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _canonical(doc: dict) -> bytes:
+    body = {k: v for k, v in doc.items() if k != "mac"}
+    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class Registry:
+    """The registry of one keyset; load it under the keyset's lock (:func:`keyset_lock`) to change it."""
+
+    def __init__(self, path: str, keyset: Keyset, doc: dict):
+        self.path, self._keyset, self._doc = path, keyset, doc
+
+    @classmethod
+    def load(cls, keys_path: str, keyset: Keyset, *, replace_foreign: bool = False) -> "Registry":
+        """The registry beside ``keys_path`` (empty when there is none).
+
+        One that names another keyset is an error, unless ``replace_foreign`` (``keys init --force``)."""
+        path = registry_path(keys_path)
+        empty = {"format": FORMAT, "keyset_id": keyset.keyset_id, "vaults": {}, "chains": {}, "shredded_deks": []}
+        try:
+            with open(path, "rb") as handle:
+                doc = json.loads(handle.read().decode("utf-8"))
+        except FileNotFoundError:
+            return cls(path, keyset, empty)
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise KeysetError(f"registry {path} of keyset {keyset.keyset_id} cannot be read or is not JSON") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise KeysetError(f"registry {path} is not a keyset registry of format {FORMAT}")
+        if doc.get("keyset_id") != keyset.keyset_id:
+            if replace_foreign:
+                return cls(path, keyset, empty)
+            raise KeysetError(f"registry {path} belongs to keyset {doc.get('keyset_id')}, not {keyset.keyset_id}")
+        mac = keyset.audit_mac(b"registry")
+        mac.update(_canonical(doc))
+        if not std_hmac.compare_digest(mac.finalize().hex(), str(doc.get("mac", ""))):
+            raise KeysetError(f"registry {path} of keyset {keyset.keyset_id} failed authentication (edited)")
+        for name in ("vaults", "chains", "shredded_deks"):
+            doc.setdefault(name, empty[name])
+        return cls(path, keyset, doc)
+
+    def save(self) -> None:
+        """Write atomically, mode 0600, with its MAC."""
+        doc = {k: v for k, v in self._doc.items() if k != "mac"}
+        mac = self._keyset.audit_mac(b"registry")
+        mac.update(_canonical(doc))
+        doc["mac"] = mac.finalize().hex()
+        folder = os.path.dirname(self.path)
+        fd, tmp = tempfile.mkstemp(prefix=".registry-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        self._doc = doc
+
+    # -- vaults --------------------------------------------------------------------------------------------
+    @property
+    def vaults(self) -> list[str]:
+        return sorted(self._doc["vaults"])
+
+    def add_vault(self, vault_dir: str, by: str, run_id: str | None = None) -> str:
+        where = location(vault_dir)
+        entry = self._doc["vaults"].setdefault(where, {"registered_at": _now(), "by": by})
+        if run_id:
+            entry["run_id"] = run_id
+        return where
+
+    # -- audit chains -------------------------------------------------------------------------------------
+    def chain_head(self, folder: str) -> tuple[int, str] | None:
+        head = self._doc["chains"].get(folder_location(folder))
+        return (int(head["seq"]), str(head["mac"])) if head else None
+
+    def set_chain_head(self, folder: str, seq: int, mac: str) -> None:
+        self._doc["chains"][folder_location(folder)] = {"seq": seq, "mac": mac}
+
+    @property
+    def chains(self) -> dict[str, tuple[int, str]]:
+        return {k: (int(v["seq"]), str(v["mac"])) for k, v in self._doc["chains"].items()}
+
+    # -- shredded data keys -------------------------------------------------------------------------------
+    @property
+    def shredded_deks(self) -> set[str]:
+        return set(self._doc["shredded_deks"])
+
+    def add_shredded(self, dek_ids) -> None:
+        self._doc["shredded_deks"] = sorted(set(self._doc["shredded_deks"]) | set(dek_ids))

@@ -1,0 +1,151 @@
+"""The byte and table format of vault records (``transforms/crypto/vault.py``): the seal's and the
+associated data's bytes, and the Arrow rows of the ``vault_key`` and ``vault_value`` tables.
+
+The associated data of a value and of a wrapped data key (``lp`` = 4-byte big-endian length, then the bytes)::
+
+    seal      = reg lp(lp(field_1) lp(field_2) ...)       the sealed fields, sorted by name
+    reg       = 0x00 (no registration: a base's identity) | 0x01 lp(registration_event_id)
+    ad(value) = lp("subscriber-backfill/vault-value/2") lp(keyset_id) lp(line_id) lp(dek_id) seal lp(field)
+    ad(dek)   = lp("subscriber-backfill/vault-dek/2") lp(keyset_id) lp(line_id) lp(dek_id) lp(vault_key_version) seal
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import arrow_schema
+
+_AD_VALUE = b"subscriber-backfill/vault-value/2"
+_AD_DEK = b"subscriber-backfill/vault-dek/2"
+_NONCE, _DEK, _DEK_ID = 12, 32, 8
+_FRESH = _DEK + _DEK_ID  # random bytes per new line: DEK, dek_id (and a wrap nonce for every line)
+_KEY_COLS = [
+    "line_id",
+    "dek_id",
+    "keyset_id",
+    "vault_key_version",
+    "wrapped_dek",
+    "registration_event_id",
+    "sealed_fields",
+]
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _lp1(text: str) -> bytes:
+    """One length-prefixed part (the hot path's shortcut of ``length_prefixed``)."""
+    raw = text.encode("utf-8")
+    return len(raw).to_bytes(4, "big") + raw
+
+
+def _reg_part(registration: str | None) -> bytes:
+    return b"\x00" if registration is None else b"\x01" + _lp1(registration)
+
+
+def _fields_part(fields) -> bytes:
+    return _lp1_bytes(b"".join(_lp1(f) for f in sorted(fields)))
+
+
+def _lp1_bytes(raw: bytes) -> bytes:
+    return len(raw).to_bytes(4, "big") + raw
+
+
+def _seal_part(registration: str | None, fields) -> bytes:
+    """The seal's associated-data bytes: the registration and the sorted sealed fields."""
+    return _reg_part(registration) + _fields_part(fields)
+
+
+def _seal_parts(keys: pa.Table) -> list[bytes]:
+    """The seal bytes of every key row, built once per distinct field set."""
+    if not keys.num_rows:
+        return []
+    joined = pc.binary_join(keys["sealed_fields"].combine_chunks(), "\x1f").dictionary_encode()
+    sets = [_fields_part(s.split("\x1f") if s else ()) for s in joined.dictionary.to_pylist()]
+    regs = keys["registration_event_id"].to_pylist()
+    return [(b"\x00" if r is None else b"\x01" + _lp1(r)) + sets[c] for r, c in zip(regs, joined.indices.to_pylist())]
+
+
+def _stamps(when: dt.datetime | None, n: int) -> pa.Array:
+    """``n`` copies of a UTC time (default: now)."""
+    when = when or dt.datetime.now(dt.timezone.utc)
+    micros = (when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+    return pa.array(np.full(n, micros, np.int64)).cast(_TIMESTAMP)
+
+
+def _binary_from(buffer: bytes, width: int, n: int) -> pa.Array:
+    """n fixed-width slices of one buffer as a binary array, without copies."""
+    offsets = pa.array(range(0, (n + 1) * width, width), pa.int32()).buffers()[1]
+    return pa.Array.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(buffer)])
+
+
+def _value_table(ids_array: pa.Array, fields: list[str], specs: list, nonces: bytes, dek_ids: list[str]) -> pa.Table:
+    """The value rows of a sealed batch: one per non-null value, in field order."""
+    dek_array, value_parts = pa.array(dek_ids, pa.string()), []
+    for field, (_, _, sealed, rows, base) in zip(fields, specs):
+        rows, k = pa.array(rows, pa.int64()), len(sealed)
+        nonce_column = _binary_from(nonces[base : base + _NONCE * k], _NONCE, k)
+        value_parts.append(
+            pa.table(
+                [
+                    pc.take(ids_array, rows),
+                    pa.array([field] * k, pa.string()),
+                    pc.take(dek_array, rows),
+                    nonce_column,
+                    pa.array(sealed, pa.binary()),
+                ],
+                schema=arrow_schema("vault_value"),
+            )
+        )
+    return pa.concat_tables(value_parts) if value_parts else arrow_schema("vault_value").empty_table()
+
+
+def _field_sets(fields: list[str], present: list[np.ndarray], n: int) -> tuple[list[list[str]], np.ndarray]:
+    """The sealed field set of each line: one sorted set per distinct pattern of present fields, and
+    each line's pattern index."""
+    bits = np.zeros(n, np.int64)
+    for j, here in enumerate(present):
+        bits |= here.astype(np.int64) << j
+    patterns, inverse = np.unique(bits, return_inverse=True)
+    sets = [sorted(f for j, f in enumerate(fields) if int(p) >> j & 1) for p in patterns]
+    return sets, inverse
+
+
+def _created_at(ids_array: pa.Array, old: pa.Table | None, stamps: pa.Array) -> pa.Array:
+    """A line's first ``created_at`` when it is already in the vault (``old``: its key rows), else now."""
+    if old is not None and old.num_rows:
+        at = pc.index_in(ids_array, value_set=old["line_id"])
+        return pc.coalesce(old["created_at"].combine_chunks().cast(_TIMESTAMP).take(at), stamps)
+    return stamps
+
+
+def _key_table(
+    ids_array: pa.Array,
+    dek_ids: list[str],
+    keyset_id: str,
+    version: str,
+    wrapped: list[bytes],
+    created: pa.Array,
+    stamps: pa.Array,
+    regs: pa.Array,
+    sets: list[list[str]],
+    inverse: np.ndarray,
+) -> pa.Table:
+    """The key rows of a sealed batch: one per line."""
+    n = len(ids_array)
+    return pa.table(
+        [
+            ids_array,
+            pa.array(dek_ids, pa.string()),
+            pa.array([keyset_id] * n, pa.string()),
+            pa.array([version] * n, pa.string()),
+            pa.array(wrapped, pa.binary()),
+            created,
+            stamps,
+            regs,
+            pa.array(sets, pa.list_(pa.string())).take(pa.array(inverse.reshape(-1))),
+        ],
+        schema=arrow_schema("vault_key"),
+    )
