@@ -30,7 +30,6 @@ as they are (``backfill retention`` blanks them for terminated lines).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime as dt
 import io
@@ -47,6 +46,7 @@ from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, ru
 from pipelines.io.publish import check_apart, check_owned, publishing
 from pipelines.manifest import Timer, keys_block, write_json
 from pipelines.io.spreadsheet import spreadsheet_safe
+from pipelines.incident_scope import _scan, _scope, read_line_ids, scope_text
 
 if TYPE_CHECKING:
     from transforms.crypto.keyset import Keyset
@@ -54,15 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["run", "main", "read_line_ids"]
 
 OUTPUTS = ("affected_lines.csv", "incident.json", "incident.html", "manifest.json")  # what it writes into OUT
-
-_EXPOSURE = {
-    "join": "tokens (keyed HMAC-SHA256) under join key {v}: whoever holds the key can test guessed values "
-    "(document numbers, names, addresses) against them; masks were in the same rows",
-    "vault": "data keys wrapped by vault key {v}: whoever holds the key and a copy of the vault tables can "
-    "open every sealed value of these lines",
-    "lines": "the listed lines' records as held by the operator: the identity fields named below may be "
-    "exposed (tokens and masks in the base, sealed originals in the vault)",
-}
 
 
 def parser() -> ArgumentParser:
@@ -85,33 +76,6 @@ def parser() -> ArgumentParser:
     return p
 
 
-def read_line_ids(path: str) -> tuple[list[str], int]:
-    """``(distinct line_ids in file order, rows read)`` from a list or a CSV with a ``line_id`` column."""
-    try:
-        with FileSystems.open(path) as handle:
-            text = handle.read().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise UserError(f"--lines {path} is not UTF-8 text") from None
-    except Exception as exc:  # the type only: a message may quote data
-        raise UserError(f"--lines {path} cannot be read ({type(exc).__name__})") from None
-    rows = [line for line in text.splitlines() if line.strip()]
-    if not rows:
-        raise UserError(f"--lines {path} holds no line_id")
-    head = rows[0].strip()
-    if "," in head or head.lower() == "line_id":
-        reader = csv.DictReader(io.StringIO(text))
-        column = next((c for c in reader.fieldnames or [] if c and c.strip().lower() == "line_id"), None)
-        if column is None:
-            raise UserError(f"--lines {path} is a CSV without a line_id column")
-        ids = [(row.get(column) or "").strip() for row in reader]
-        ids = [i for i in ids if i]
-        if not ids:
-            raise UserError(f"--lines {path} holds no line_id")
-    else:
-        ids = [line.strip() for line in rows]
-    return list(dict.fromkeys(ids)), len(ids)
-
-
 def _when(value: str | None) -> str | None:
     if value is None:
         return None
@@ -124,30 +88,6 @@ def _when(value: str | None) -> str | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)  # no zone means UTC, as everywhere in the project
     return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _scan(files: list[str], key_version: str | None, line_ids: pa.Array | None, keys, values):
-    """The affected lines described, the base lines read, the base ids found, the distinct document tokens."""
-    from pipelines.retention import merged_batches
-    from transforms.compliance.incident import BASE_COLUMNS, describe_lines, scope_mask
-
-    parts, found, tokens, lines_in = [], [], [], 0
-    for path in files:
-        for table in merged_batches(path, BASE_COLUMNS):
-            lines_in += table.num_rows
-            chosen = table.filter(scope_mask(table, key_version=key_version, line_ids=line_ids, vault_keys=keys))
-            if chosen.num_rows:
-                parts.append(describe_lines(chosen, keys, values))
-                found.append(chosen.column("line_id").combine_chunks())
-                tokens.append(pc.unique(chosen.column("doc_token").drop_null().combine_chunks()))
-    if parts:
-        lines = pa.concat_tables(parts)
-        lines = lines.take(pc.sort_indices(lines, [("line_id", "ascending")]))
-    else:
-        lines = describe_lines(pa.table({c: pa.array([], pa.string()) for c in BASE_COLUMNS}), keys, values)
-    subscribers = len(pc.unique(pa.chunked_array(tokens, pa.string()))) if tokens else 0
-    base_ids = pa.chunked_array(found, pa.string()).combine_chunks() if found else pa.array([], pa.string())
-    return lines, lines_in, base_ids, subscribers
 
 
 def _write_csv(lines: pa.Table, shredded: pa.Array, path: str) -> None:
@@ -234,7 +174,7 @@ def _inputs(args) -> dict:
 
 def _prepare(argv) -> _Job:
     """Parse and check the arguments; read the line list, the base's file list and the vault."""
-    from pipelines.retention import merged_base_files
+    from pipelines.retention_base import merged_base_files
     from transforms.crypto.keyset import Keyset
 
     args, _ = split_beam_flags(parser(), argv, pipeline=False)
@@ -268,30 +208,6 @@ def _prepare(argv) -> _Job:
         values=values,
         timer=timer,
     )
-
-
-def _scope(job: _Job, given_array: pa.Array | None, base_ids: pa.Array) -> tuple[dict, str, list]:
-    """What the incident covers, the exposure in words, and the listed line_ids not in the base."""
-    args, keys = job.args, job.keys
-    if job.given is not None:
-        unknown = pc.filter(given_array, pc.invert(pc.is_in(given_array, value_set=base_ids))).to_pylist()
-        scope = {
-            "kind": "lines",
-            "file": args.lines,
-            "rows": job.rows_given,
-            "distinct": len(job.given),
-            "duplicates": job.rows_given - len(job.given),
-        }
-        return scope, _EXPOSURE["lines"], unknown
-    purpose = "join" if args.key_version.startswith("j") else "vault"
-    scope = {"kind": "key_version", "key_version": args.key_version, "key_purpose": purpose}
-    if purpose == "vault" and keys is not None:
-        wrapped = keys.filter(pc.equal(keys.column("vault_key_version"), args.key_version)).column("line_id")
-        outside = pc.filter(wrapped, pc.invert(pc.is_in(wrapped, value_set=base_ids)))
-        scope["vault_lines_not_in_base"] = len(outside)
-    if job.keyset is not None:
-        scope["key_in_keyset"] = args.key_version in {k.version for k in job.keyset.info()}
-    return scope, _EXPOSURE[purpose].format(v=args.key_version), []
 
 
 def _shred(job: _Job, lines: pa.Table, scope: dict) -> tuple[dict, pa.Array]:
@@ -426,12 +342,6 @@ def run(argv=None) -> dict:
     with publishing(job.out, "incident", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS) as pub:
         _write_outputs(job, pub.stage, report, lines, shredded, counts)
     return report
-
-
-def scope_text(scope: dict) -> str:
-    if scope["kind"] == "key_version":
-        return f"{scope['key_purpose']} key version {scope['key_version']}"
-    return f"{scope['distinct']:,} line_id(s) listed in {scope['file']}"
 
 
 def _action_text(action: dict, has_vault: bool) -> str:

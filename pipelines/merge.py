@@ -11,9 +11,10 @@
 or a previous merge's ``OUT/base/`` (told apart by its columns); with a
 previous merge's base, its vault is required too (``--vault``; without it
 the merge refuses to run): the lines without a new registration keep their
-row and their vault records, and re-registered lines keep their data key. Writes ``OUT/base/`` (Parquet, schemas/merged_line.avsc:
-tokens and masks, never plaintext), ``OUT/vault/`` (what ``backfill reveal``
-opens), ``OUT/dead_letter/`` (JSON Lines), ``OUT/summary.json`` and
+row and their vault records, and re-registered lines keep their data key.
+Writes ``OUT/base/`` (Parquet, schemas/merged_line.avsc: tokens and masks,
+never plaintext), ``OUT/vault/`` (what ``backfill reveal`` opens),
+``OUT/dead_letter/`` (JSON Lines), ``OUT/summary.json`` and
 ``OUT/manifest.json``, whose counts prove that nothing was lost:
 base rows in = lines out + base dead letters, and events in = applied +
 superseded + duplicates + dead letters.
@@ -48,17 +49,14 @@ from pipelines.manifest import Timer, keys_block, policy_block, read_json, write
 from pipelines.io.merged_base import (
     ReadMergedBase,
     ReadVaultTable,
-    base_kind,
-    column_values,
-    plan_merged_splits,
-    vault_shards,
     write_merged_base,
     write_vault_table,
 )
 from pipelines.io.base_files import ReadSubscriberBase
-from pipelines.io.planning import InputInfo, plan_splits
+from pipelines.io.planning import InputInfo
 from pipelines.io.publish import check_apart, check_owned, publishing
 from pipelines.keys import register_vault
+from pipelines.merge_plan import _plan_base, _plan_vault
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.shuffle import spill_area
 from transforms.merge.composite import MergeCompletedRegistrations
@@ -202,39 +200,6 @@ class _Job:
     @property
     def summary_path(self) -> str:
         return FileSystems.join(self.stage or self.out, "summary.json")
-
-
-def _plan_base(args, keyset) -> tuple[str, list, InputInfo]:
-    """The base's kind and splits; a merged base's tokens must be under the primary join key."""
-    kind = base_kind(args.base)
-    if kind == "raw":
-        return (kind, *plan_splits(args.base, encoding=args.encoding))
-    base_splits, base_info = plan_merged_splits(args.base)
-    versions = column_values(base_info.files, "join_key_version") - {None}
-    if versions - {keyset.primary_join_version}:
-        raise UserError(
-            f"the base's tokens are under join key {', '.join(sorted(versions))} but the primary "
-            f"join key is {keyset.primary_join_version}: run backfill keys retokenize first"
-        )
-    return kind, base_splits, base_info
-
-
-def _plan_vault(args, keyset, kind: str) -> dict | None:
-    """The previous merge's vault shards, made under this keyset."""
-    vault = vault_shards(args.vault) if args.vault else None
-    if vault:
-        foreign = column_values(vault["keys"], "keyset_id") - {keyset.keyset_id}
-        if foreign:
-            raise UserError(
-                f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
-                f"not {keyset.keyset_id} (--keys {args.keys})"
-            )
-    elif kind == "merged":
-        raise UserError(
-            f"--base {args.base[0]} is a merged base: give its --vault too (the previous merge's OUT/vault); "
-            "without it OUT/vault would hold only this run's registrations"
-        )
-    return vault
 
 
 def _prepare(argv) -> _Job:

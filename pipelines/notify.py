@@ -34,6 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.common import remove_tree, run_main, runner_name, split_beam_flags
 from pipelines.manifest import Timer, read_json, write_json
+from pipelines.notify_manifest import _manifest, _mode, _save
 from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, ReadTables, WriteJobFiles, classified_splits
 from pipelines.io.notify_files import history_splits, read_suppress, registered_splits
 from pipelines.io.publish import check_apart, check_owned, writing_into
@@ -43,7 +44,6 @@ from transforms.notify.campaign import Campaign, Wave, load_campaign
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.metrics import merge_counts
 from transforms.core.shuffle import spill_area
-from transforms.notify.planner import OUTCOMES
 from transforms.notify.composite import BuildNotificationJobs
 from transforms.notify.summary import SummariseJobs
 
@@ -311,10 +311,6 @@ def _hand_over(args, p, jobs: dict, out: str, run_id: str, prefix: str):
     return jobs | "WriteJobFiles" >> WriteJobFiles(out, prefix, run_id)
 
 
-def _mode(args) -> str:
-    return "dry-run" if args.dry_run else ("pubsub" if args.topic else "files")
-
-
 def run(argv=None) -> dict:
     """Run notify; returns its manifest (with the jobs summary under ``summary``)."""
     return _run(*_parse(argv))
@@ -365,69 +361,6 @@ def _run(args, beam_args: list[str]) -> dict:
     return manifest
 
 
-def _manifest(args, wave_plan: _WavePlan, out: str, result: dict, timer: Timer) -> dict:
-    campaign, wave, first_day, mode = wave_plan.campaign, wave_plan.wave, wave_plan.first_day, _mode(args)
-    plan = result.get("plan", {})
-    outcomes = plan.get("outcomes", {})
-    jobs = {c: result.get("jobs", {}).get(c, 0) for c in ("sms", "call", "announcement")}
-    handed = result.get("handed_over", {})
-    decided = sum(outcomes.get(o.lower(), 0) for o in OUTCOMES[1:])
-    balanced = plan.get("targeted", 0) == decided and (
-        mode == "dry-run" or all(handed.get(c, 0) == n for c, n in jobs.items())
-    )
-    timings = timer.as_dict()
-    publish = result.get("publish")
-    if publish and publish.get("messages"):
-        seconds = max(publish["last"] - publish["first"], 1e-9)
-        timings["publish"] = {
-            "messages": publish["messages"],
-            "seconds": round(seconds, 3),
-            "messages_per_second": round(publish["messages"] / seconds),
-        }
-    zone_hours = f"{campaign.quiet_end:%H:%M}-{campaign.quiet_start:%H:%M}"
-    return {
-        "mode": mode,
-        "as_of": wave_plan.as_of.isoformat(),
-        "campaign": {
-            "campaign_id": campaign.campaign_id,  # an absolute local path: the report finds it again
-            "source": campaign.source if "://" in campaign.source else os.path.abspath(campaign.source),
-            "sha256": campaign.digest,
-            "wave": wave.wave,
-            "wave_start": wave.start.isoformat(),
-            "first_day": first_day.isoformat(),
-            "channels": list(wave.channels),
-            "timezone": campaign.timezone,
-            "allowed_hours": zone_hours,
-            "locale": campaign.locale,
-            "daily_cap": dict(campaign.daily_cap),
-            "min_days_between": campaign.min_days_between,
-        },
-        "inputs": {
-            "classified": args.classified,
-            "classified_rows": wave_plan.rows,
-            "registered": args.registered,
-            "suppress": args.suppress,
-        },
-        "outputs": ({"topic": args.topic} if args.topic else {"jobs": FileSystems.join(out, "jobs")})
-        | {"history": FileSystems.join(out, *HISTORY_JOBS)},
-        "counts": {
-            **plan,
-            "jobs": jobs,
-            "announcements": jobs["announcement"],
-            "announcements_already_sent": result.get("announcements_already_sent", 0),
-            "lines_without_region": result.get("lines_without_region", 0),
-            "segments": result.get("segments", 0),
-            "cost": round(result.get("cost", 0.0), 4),
-            "handed_over": handed,
-            "files": result.get("files", {}),
-            "balanced": balanced,
-        },
-        "by_day": result.get("by_day", {}),
-        "runner": runner_name(wave_plan.options),
-        "timings": timings,
-    }
-
-
 def _remove_tmp(out: str, run_id: str) -> None:
     remove_tree(FileSystems.join(out, "_tmp", run_id))
     if "://" not in out:  # and the _tmp folder itself, once no other run uses it
@@ -435,11 +368,6 @@ def _remove_tmp(out: str, run_id: str) -> None:
             os.rmdir(os.path.join(out, "_tmp"))
         except OSError:
             pass
-
-
-def _save(out: str, run_id: str, manifest: dict) -> None:
-    write_json(FileSystems.join(out, "runs", f"{run_id}.json"), manifest)
-    write_json(FileSystems.join(out, "manifest.json"), manifest)
 
 
 def main(argv=None) -> int:

@@ -38,6 +38,18 @@ ROWS_PER_BUCKET = 250_000
 OUTPUTS = ("base", "dead_letter", "summary.json", "manifest.json")  # what a re-tokenization writes into OUT
 
 
+def _plan_inputs(base: str, vault_dir: str, keyset) -> tuple[list, object, dict]:
+    """The merged base's splits and file list, and the vault's shards, made under ``keyset``."""
+    if base_kind([base]) != "merged":
+        raise UserError(f"--base {base} is not a merged base (backfill merge OUT/base): nothing to re-tokenize")
+    splits, info = plan_merged_splits([base])
+    shards = vault_shards(vault_dir)
+    foreign = column_values(shards["keys"], "keyset_id") - {keyset.keyset_id}
+    if foreign:
+        raise UserError(f"--vault {vault_dir} was made under keyset {sorted(foreign)[0]}, not {keyset.keyset_id}")
+    return splits, info, shards
+
+
 def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: list[str] | None = None) -> dict:
     """Run the re-tokenize pipeline; returns its manifest (coverage in ``counts``)."""
     from transforms.crypto.keyset import Keyset
@@ -48,13 +60,7 @@ def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: l
     sources = {"--base": base, "--vault": vault_dir, "--keys": keys_path}
     check_apart(out, sources)  # real paths: --out may not be, contain or lie inside an input
     check_owned(out, "retokenize")
-    if base_kind([base]) != "merged":
-        raise UserError(f"--base {base} is not a merged base (backfill merge OUT/base): nothing to re-tokenize")
-    splits, info = plan_merged_splits([base])
-    shards = vault_shards(vault_dir)
-    foreign = column_values(shards["keys"], "keyset_id") - {keyset.keyset_id}
-    if foreign:
-        raise UserError(f"--vault {vault_dir} was made under keyset {sorted(foreign)[0]}, not {keyset.keyset_id}")
+    splits, info, shards = _plan_inputs(base, vault_dir, keyset)
     target = FileSystems.join(out, "base")
     options = beam_options(beam_args or [])
     run_id, started = new_run("retokenize")

@@ -33,8 +33,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import re
-import zoneinfo
 from importlib import resources
 from typing import Any, Mapping
 
@@ -42,7 +40,18 @@ import jsonschema
 import yaml
 
 import schemas
-from transforms.notify.render import Template, TemplateError, segment_count, sign, sms_units
+from transforms.notify.campaign_checks import (
+    MAINLAND_TIMEZONES,
+    CampaignError,
+    _check_fit,
+    _check_quiet_hours,
+    _check_timezone,
+    _check_wording,
+    _date,
+    _fail,
+    _schema_message,
+)
+from transforms.notify.render import Template, TemplateError, sign
 
 __all__ = [
     "Campaign",
@@ -58,70 +67,6 @@ __all__ = [
 CHANNELS = ("sms", "call", "announcement")
 DEFAULT_LOCALE = "zh-CN"
 DEFAULT_MAX_SMS_PARTS = 3
-# Beijing time (UTC+8, no daylight saving since 1991), the official time of all of mainland China:
-# the tz database's zone for it and the names it keeps as links to it. Asia/Urumqi (Xinjiang
-# time, UTC+6) is not Beijing time; Hong Kong, Macao and Taipei are outside Decree 25.
-MAINLAND_TIMEZONES = ("Asia/Shanghai", "Asia/Chongqing", "Asia/Chungking", "Asia/Harbin", "PRC")
-NIGHT = (dt.time(0, 0), dt.time(6, 0))  # every minute strictly between these must be quiet
-MIDDAY = dt.time(12, 0)  # must be allowed
-
-# Art. 23: a notice may not ask for money or a change of tariff. Wording that
-# states the notice is free is removed first ("免费" holds "费", "free of
-# charge" holds "charge"); what remains may not contain any of FEE_WORDS.
-FREE_PHRASES = (
-    "免费",
-    "不收取任何费用",
-    "不收取费用",
-    "不收费",
-    "无需付费",
-    "无需任何费用",
-    "不产生任何费用",
-    "不会产生费用",
-    "不产生费用",
-    "无任何费用",
-    "free of charge",
-    "no charge",
-    "without charge",
-    "at no cost",
-    "no fee",
-    "no fees",
-)
-FEE_WORDS = (
-    "收费",
-    "费用",
-    "付费",
-    "扣费",
-    "资费",
-    "缴费",
-    "交费",
-    "话费",
-    "充值",
-    "支付",
-    "转账",
-    "汇款",
-    "套餐",
-    "包月",
-    "元/月",
-    "元每月",
-)
-FEE_PATTERNS = (  # English, as whole words
-    r"\bfees?\b",
-    r"\bcharg(?:e|es|ed|ing)\b",
-    r"\btariffs?\b",
-    r"\bpa(?:y|ys|id|ying|yment|yments)\b",
-    r"\bcosts?\b",
-    r"\btop[- ]?up\b",
-    r"\bprice plans?\b",
-    r"\bsubscription plans?\b",
-    r"/\s*month\b",
-)
-FREE_WORDS = ("免费", "free")
-_FEE = re.compile("|".join([*map(re.escape, FEE_WORDS), *FEE_PATTERNS]), re.IGNORECASE)
-_FREE = re.compile("|".join(re.escape(p) for p in FREE_PHRASES), re.IGNORECASE)
-
-
-class CampaignError(ValueError):
-    """A campaign file that cannot be used; ``str()`` is one line naming the key."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,57 +191,6 @@ _TextDates.yaml_implicit_resolvers = {
 }
 
 
-def _fail(source: str, where: str, message: str) -> CampaignError:
-    where = f" {where}:" if where else ""
-    return CampaignError(f"campaign {source}:{where} {message}".replace("\n", " "))
-
-
-def _path(parts) -> str:
-    text = ""
-    for p in parts:
-        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
-    return text
-
-
-def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
-    where = _path(error.absolute_path)
-    if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return (_path([*error.absolute_path, extra[0]]) if extra else where), "unknown key"
-    if error.validator == "required":
-        return where or "(top level)", error.message.replace("is a required property", "is missing")
-    if error.validator == "pattern":
-        kind = (
-            "a time (HH:MM)"
-            if ":" in error.schema["pattern"]
-            else ("a date (YYYY-MM-DD)" if "{4}" in error.schema["pattern"] else f"matching {error.schema['pattern']}")
-        )
-        return where, f"{error.instance!r} is not {kind}"
-    if error.validator == "enum":
-        return where, f"{error.instance!r} is not one of {', '.join(map(str, error.schema['enum']))}"
-    if error.validator == "oneOf" and error.context:
-        return _schema_message(jsonschema.exceptions.best_match(error.context))
-    return where, error.message[:160]
-
-
-def _date(source: str, where: str, text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise _fail(source, where, f"{text!r} is not a date") from None
-
-
-def _check_wording(source: str, where: str, text: str, channel: str) -> None:
-    rest = _FREE.sub(" ", text)
-    fee = _FEE.search(rest)
-    if fee:
-        raise _fail(source, where, f"asks for a fee or a tariff change ({fee.group(0)!r}); notices are free (Art. 23)")
-    if not any(w in text.lower() for w in FREE_WORDS):
-        raise _fail(source, where, "must say the notice is free (免费 / free of charge)")
-    if channel == "sms" and ("【" in text or "】" in text):
-        raise _fail(source, where, "must not repeat the signature in 【】: it is added to every SMS")
-
-
 def load_campaign(path: str) -> Campaign:
     """Load, validate and compile a campaign file (local or gs://)."""
     try:
@@ -323,61 +217,6 @@ def parse_campaign(data: bytes | str, source: str = "campaign.yaml") -> Campaign
     if error is not None:
         raise _fail(source, *_schema_message(error))
     return _compile(raw, source, hashlib.sha256(raw_bytes).hexdigest())
-
-
-def _check_timezone(raw: dict[str, Any], source: str) -> None:
-    """The campaign's zone is Beijing time, or the operator's own zone named in ``operator_timezone``."""
-    for key in ("timezone", "operator_timezone"):
-        if key in raw:
-            try:
-                zoneinfo.ZoneInfo(raw[key])
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise _fail(source, key, f"{raw[key]!r} is not a time zone (e.g. Asia/Shanghai)") from None
-    zone, operator = raw["timezone"], raw.get("operator_timezone")
-    if operator is None or operator in MAINLAND_TIMEZONES:
-        if zone not in MAINLAND_TIMEZONES:
-            raise _fail(
-                source,
-                "timezone",
-                f"{zone!r} is not Beijing time, the time of the operator's subscribers (Asia/Shanghai, UTC+8); "
-                f"an operator in another zone names it in operator_timezone: {zone}",
-            )
-    elif zone != operator:
-        raise _fail(source, "timezone", f"{zone!r} is not the operator's time zone {operator!r} (operator_timezone)")
-
-
-def _allowed_at(moment: dt.time, start: dt.time, end: dt.time) -> bool:
-    """Whether ``moment`` is in the allowed hours of quiet hours start-end (as the schedule has it)."""
-    if start > end:  # quiet across midnight
-        return end <= moment <= start
-    return moment >= end or moment <= start
-
-
-def _check_quiet_hours(source: str, start: dt.time, end: dt.time) -> None:
-    """Quiet hours are the night: 00:00-06:00 quiet, 12:00 allowed; swapped start and end are named."""
-    if start == end:
-        raise _fail(source, "quiet_hours", "start and end are equal: no allowed hours")
-    night = [dt.time(h, m) for h in range(NIGHT[0].hour, NIGHT[1].hour) for m in range(60)][1:]
-    at_night = any(_allowed_at(t, start, end) for t in night)
-    by_day = _allowed_at(MIDDAY, start, end)
-    if by_day and not at_night:
-        return
-    window = f"{end:%H:%M}-{start:%H:%M}"
-    swapped = _allowed_at(MIDDAY, end, start) and not any(_allowed_at(t, end, start) for t in night)
-    if swapped:
-        raise _fail(
-            source,
-            "quiet_hours",
-            f"start {start:%H:%M} and end {end:%H:%M} leave {window}, the night, for sending: quiet hours are "
-            f"when nothing is sent (swapped? start {end:%H:%M}, end {start:%H:%M} sends by day)",
-        )
-    if not by_day:
-        raise _fail(source, "quiet_hours", f"the allowed hours {window} leave out midday (12:00)")
-    raise _fail(
-        source,
-        "quiet_hours",
-        f"the allowed hours {window} reach into the night: {NIGHT[0]:%H:%M}-{NIGHT[1]:%H:%M} must be quiet",
-    )
 
 
 def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
@@ -422,6 +261,13 @@ def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
         source=source,
         digest=digest,
     )
+    _check_templates(campaign, source)
+    return campaign
+
+
+def _check_templates(campaign: Campaign, source: str) -> None:
+    """Every channel a wave sends has a cap and a template in the locale; every text is worded and fits."""
+    waves, caps, locale = campaign.waves, campaign.daily_cap, campaign.locale
     used = {c for w in waves.values() for c in w.channels}
     for channel in sorted(used):
         if channel not in campaign.templates:
@@ -440,16 +286,3 @@ def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
                 raise _fail(source, "", str(exc)) from None
             if channel == "sms":
                 _check_fit(campaign, source, where, template)
-    return campaign
-
-
-def _check_fit(campaign: Campaign, source: str, where: str, template: Template) -> None:
-    encoding, units = sms_units(template.worst_case())
-    parts = segment_count(units, encoding)
-    if parts > campaign.max_sms_parts:
-        raise _fail(
-            source,
-            where,
-            f"with its signature the SMS is {units} {encoding} characters = {parts} parts, "
-            f"over max_sms_parts {campaign.max_sms_parts}",
-        )

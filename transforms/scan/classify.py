@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +26,7 @@ import pyarrow.compute as pc
 
 from schemas import arrow_schema
 from transforms.scan.dates import parse_dates, parse_timestamps
+from transforms.scan.arrow_columns import _column, _np, bits_to_lists, lookup, per_distinct
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.scan.identity_text import check_addresses, check_names
 from transforms.scan.keyed_hash import keyed_hash
@@ -76,58 +76,6 @@ class ClassifiedBatch:
     classified: pa.Table
     dead_letter: pa.Table
     rows_in: int
-
-
-def _column(table: pa.Table, name: str) -> pa.Array:
-    return table.column(name).combine_chunks()
-
-
-def _np(mask) -> np.ndarray:
-    if isinstance(mask, np.ndarray):
-        return mask
-    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
-
-
-def lookup(values: pa.Array, table: Mapping[str, str]) -> pa.Array:
-    """Map each value through ``table`` (missing -> null), once per distinct value."""
-    encoded = pc.dictionary_encode(values)
-    mapped = pa.array([table.get(v) for v in encoded.dictionary.to_pylist()], pa.string())
-    return mapped.take(encoded.indices)
-
-
-def per_distinct(values: pa.Array, fn):
-    """Apply ``fn`` to the distinct values only, then spread the result back.
-
-    For low-cardinality columns (labels, enums, dates, regions, agents) this
-    turns a per-row pass into a per-distinct-value one. ``fn`` returns an
-    Arrow array, or a tuple whose items are Arrow arrays or numpy arrays.
-    """
-    encoded = pc.dictionary_encode(values)
-    indices = encoded.indices
-    result = fn(encoded.dictionary)
-
-    def spread(item):
-        if isinstance(item, np.ndarray):
-            out = np.zeros(len(values), item.dtype)
-            valid = indices.is_valid().to_numpy(zero_copy_only=False)
-            out[valid] = item[indices.to_numpy(zero_copy_only=False)[valid].astype(np.int64)]
-            return out
-        return item.take(indices)
-
-    if isinstance(result, tuple):
-        return tuple(spread(item) for item in result)
-    return spread(result)
-
-
-def bits_to_lists(bits: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
-    """list<string> of the set bits, in catalogue order, built without a Python loop per row."""
-    width = len(codes)
-    matrix = ((bits[:, None] >> np.arange(width, dtype=bits.dtype)) & 1).astype(bool)
-    rows, cols = np.nonzero(matrix)  # row-major: each row's codes in catalogue order
-    offsets = np.zeros(len(bits) + 1, np.int32)
-    np.cumsum(matrix.sum(axis=1), out=offsets[1:])
-    values = pa.array(codes, pa.string()).take(pa.array(cols.astype(np.int32)))
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
 def _dead_letters(
