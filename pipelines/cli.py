@@ -1,5 +1,6 @@
 """``backfill``: one console script, a subcommand per step.
 
+    backfill --version
     backfill generate --lines N --seed S --out PATH
     backfill scan --base PATH --out DIR [--as-of YYYY-MM-DD]
     backfill merge --base PATH --registrations PATH --keys FILE --out DIR [--vault DIR]
@@ -54,6 +55,14 @@ def _usage() -> str:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"backfill {version('subscriber-backfill')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            print("backfill (not installed)")
+        return 0
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0 if argv else 2

@@ -419,3 +419,12 @@ def test_beams_dry_run_beside_notifys_own_is_refused_on_the_local_runner(tmp_pat
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("backfill notify: error: unknown flag --dry_run; did you mean --dry-run?")
     assert not os.path.exists(out)
+
+
+def test_version_is_the_installed_package_version(capsys):
+    from importlib.metadata import version
+
+    from pipelines import cli
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"backfill {version('subscriber-backfill')}"

@@ -15,6 +15,7 @@ import csv
 import datetime as dt
 import json
 import os
+import shutil
 import statistics
 import zoneinfo
 
@@ -870,3 +871,22 @@ def test_without_a_campaign_file_the_notify_runs_campaign_is_used(campaign, tmp_
     )
     assert manifest["campaign_id"] == "rn-2026-q4" and manifest["inputs"]["campaign"] == os.path.abspath(CAMPAIGN)
     assert manifest["completion"]["past_deadline"] == campaign["manifest"]["completion"]["past_deadline"] > 0
+
+
+def test_a_receipts_run_does_not_hide_the_campaign(campaign, tmp_path):
+    """After ``notify --receipts`` the latest notify run names no campaign: the report still finds the
+    campaign of the runs that planned the waves, and credits its notices."""
+    path = campaign["path"]
+    folder = str(tmp_path / "notify")
+    shutil.copytree(path("notify"), folder)
+    jobs = pq.read_table(os.path.join(folder, "history", "jobs"), columns=["job_id", "line_id"]).to_pylist()
+    sent = [j["job_id"] for j in jobs if j["line_id"]][:3]
+    receipts = tmp_path / "receipts.csv"
+    receipts.write_text("job_id,status,at\n" + "".join(f"{j},DELIVERED,2026-12-02T10:00:00\n" for j in sent))
+    assert notify.main(["--receipts", str(receipts), "--out", folder]) == 0
+    args = ["--scan", path("scan"), "--merge", path("merge-2"), "--as-of", AFTER_DEADLINE]
+    before = report.run([*args, "--notify", path("notify"), "--out", str(tmp_path / "before")])
+    after = report.run([*args, "--notify", folder, "--out", str(tmp_path / "after")])
+    assert after["campaign_id"] == before["campaign_id"] == "rn-2026-q4"
+    assert after["inputs"]["campaign"] == os.path.abspath(CAMPAIGN)
+    assert after["completion"] == before["completion"]

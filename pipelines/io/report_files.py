@@ -228,12 +228,18 @@ def read_notify(folder: str) -> NotifyOutput:
     return NotifyOutput(folder, history, runs)
 
 
+def latest_campaign_run(notify: NotifyOutput) -> dict:
+    """The ``campaign`` block of the latest notify run that planned a wave (a receipts run names none)."""
+    planned = [r["campaign"] for r in notify.runs if r.get("campaign", {}).get("campaign_id")]
+    return planned[-1] if planned else {}
+
+
 def load_campaign_for(path: str | None, notify: NotifyOutput | None):
-    """The campaign file given, else the one the latest notify run used (if it is still there)."""
+    """The campaign file given, else the one the latest notify run that planned a wave used (if still there)."""
     from transforms.notify.campaign import CampaignError, parse_campaign
 
     if path is None and notify is not None:
-        source = notify.runs[-1].get("campaign", {}).get("source")
+        source = latest_campaign_run(notify).get("source")
         path = source if source and _exists(source) else None
     if path is None:
         return None
@@ -254,9 +260,7 @@ def campaign_history(notify: NotifyOutput | None, campaign) -> tuple[pa.Table | 
         return None, 0
     history = notify.history
     # without the campaign file, the campaign is the latest notify run's: never a mix of campaigns
-    campaign_id = (
-        campaign.campaign_id if campaign is not None else notify.runs[-1].get("campaign", {}).get("campaign_id")
-    )
+    campaign_id = campaign.campaign_id if campaign is not None else latest_campaign_run(notify).get("campaign_id")
     mine = pc.equal(history["campaign_id"], campaign_id)
     return history.filter(mine), history.num_rows - int(pc.sum(pc.cast(mine, pa.int64())).as_py() or 0)
 
