@@ -94,6 +94,8 @@ def test_a_spill_part_opens_only_where_it_was_written_and_under_its_runs_key(tmp
 def test_dead_runs_spill_folders_are_removed_never_a_live_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)
+    # a pipeline run earlier in this process may have left its key: spill_area restores what it found
+    monkeypatch.delenv(shuffle.SPILL_KEY_ENV, raising=False)
     dead = tmp_path / f"{shuffle.SPILL_PREFIX}merge-dead"
     (dead / "x").mkdir(parents=True)
     (dead / ".lock").write_text("123\n")  # nobody holds its lock
