@@ -5,7 +5,6 @@ Run: .venv/bin/python -m pytest tests/test_merge.py -q
 
 from __future__ import annotations
 
-import collections
 import pickle
 
 import apache_beam as beam
@@ -15,88 +14,30 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.io.events import EVENT_SCHEMA
-from pipelines.io.merged_base import MERGED_ROWS
 from tests.support.rows import (
     AS_OF,
     CANARY_ADDRESS,
     CANARY_NAME,
     CANARY_NUMBER,
     RUNNER,
-    SALT,
     organisation,
     person,
     raw_table,
 )
-from transforms.core.deadletter import DeadLetterContext
+from tests.support.merge import CTX, event, events_table, merged_base, run
 from transforms.crypto.keyset import Keyset
-from transforms.merge.bucket import MERGED_SCHEMA, merge_bucket
+from transforms.merge.bucket import MERGED_SCHEMA
 from transforms.merge.composite import MergeCompletedRegistrations, TokenizeAndSealFn
-from transforms.merge.events import check_events, dedup_events, prepare_events
-from transforms.core.metrics import merge_counts
 from transforms.crypto.tokenize import Tokenizer
 from transforms.crypto.vault import Vault
 
-CTX = DeadLetterContext("merge", "test-merge", "2026-11-30T00:00:00Z")
 CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
 NEW_NUMBER = "440308199901101512"
-
-
-def event(**fields) -> dict:
-    """A valid registration of an individual line L1 carrying the canaries; override any field."""
-    row = {
-        "event_id": "E1",
-        "line_id": "L1",
-        "doc_type": "身份证",
-        "doc_number": CANARY_NUMBER,
-        "name": CANARY_NAME,
-        "address": CANARY_ADDRESS,
-        "channel": "store",
-        "agent_id": " AG00777 ",
-        "verified_by": "FACE_MATCH",
-        "registered_at": "2026-11-20T10:00:00",
-    }
-    row.update(fields)
-    return row
-
-
-def events_table(rows: list[dict], source: str = "events.jsonl") -> pa.Table:
-    columns = {n: pa.array([r.get(n) for r in rows], pa.string()) for n in EVENT_SCHEMA.names[:-2]}
-    columns["_src_file"] = pa.array([source] * len(rows), pa.string())
-    columns["_src_row"] = pa.array(range(1, len(rows) + 1), pa.int64())
-    return pa.table(columns, schema=EVENT_SCHEMA)
 
 
 @pytest.fixture
 def keyset():
     return Keyset.generate()
-
-
-def run(base_rows, event_rows, keyset, policy, *, kind="raw", base=None, vault_keys=None, vault_values=None):
-    """The merge of one bucket as the pipeline runs it: (result, counts, every dead letter)."""
-    counts = {"events": {"rows_in": len(event_rows)}}
-    events, dead_missing = prepare_events(events_table(event_rows), CTX)
-    events, duplicates = dedup_events(events)
-    events, dead_checked = check_events(events, CTX)
-    reasons = collections.Counter(dead_missing.column("reason").to_pylist() + dead_checked.column("reason").to_pylist())
-    merge_counts(counts, {"events": {"duplicates": duplicates, "dead_letters": dict(reasons)}})
-    table = base if base is not None else raw_table(base_rows)
-    result = merge_bucket(
-        table,
-        kind,
-        events,
-        vault_keys,
-        vault_values,
-        tokenizer=Tokenizer(keyset),
-        vault=Vault(keyset),
-        policy=policy,
-        as_of=AS_OF,
-        ctx=CTX,
-        salt=SALT,
-    )
-    merge_counts(counts, result.counts)
-    dead = pa.concat_tables([dead_missing, dead_checked, result.dead_letter])
-    return result, counts, dead
 
 
 def rows_by_line(table: pa.Table) -> dict[str, dict]:
@@ -266,15 +207,6 @@ def test_tokens_are_deterministic_per_version_and_differ_across_fields_and_versi
     assert row2["doc_token"].startswith("j2:") and line["doc_token"].startswith("j1:")
     assert row2["doc_token"] != line["doc_token"] and row2["join_key_version"] == "j2"
     assert Tokenizer(keyset, "j1").token("doc_number", CANARY_NUMBER) == line["doc_token"]
-
-
-def merged_base(table: pa.Table) -> pa.Table:
-    """A merge's output as the next merge reads it (with _src_file and _src_row)."""
-    n = table.num_rows
-    return pa.table(
-        list(table.columns) + [pa.array(["base/part-0.parquet"] * n), pa.array(range(1, n + 1), pa.int64())],
-        schema=MERGED_ROWS,
-    )
 
 
 def test_a_merged_base_carries_untouched_lines_and_their_vault_rows(keyset, policy):

@@ -19,15 +19,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
 from apache_beam.testing.util import assert_that
 
-from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, RUNNER, person, raw_table
-from transforms.core.deadletter import DeadLetterContext
-from transforms.merge.stream import LineIndex, SeenKeys, balanced, fold_deltas, process_window
+from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, RUNNER, raw_table
+from tests.support.stream import CTX, SALT, base_rows, event, fold_two_windows, message, window
+from transforms.merge.stream import LineIndex, SeenKeys, balanced
 from transforms.merge.messages import messages_table
 from transforms.scan.policy import load_policy
-
-CTX = DeadLetterContext("merge", "test-run", "2026-11-30T00:00:00Z")
-SALT = "0123456789abcdef0123456789abcdef"
-T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -40,58 +36,6 @@ def keyset():
 @pytest.fixture(scope="module")
 def policy():
     return load_policy(None)
-
-
-def base_rows():
-    return [
-        person(line_id="L1"),
-        person(line_id="L2", name="未知"),
-        person(line_id="L3", name=""),
-        person(line_id="LT", status="TERMINATED"),
-    ]
-
-
-def event(eid, line, at, **fields):
-    row = {
-        "event_id": eid,
-        "line_id": line,
-        "doc_type": "RESIDENT_ID",
-        "doc_number": CANARY_NUMBER,
-        "name": CANARY_NAME,
-        "address": CANARY_ADDRESS,
-        "channel": "AGENT",
-        "agent_id": "AG00042",
-        "verified_by": "FACE_MATCH",
-        "registered_at": at,
-    }
-    row.update(fields)
-    return row
-
-
-def message(body, attrs=None, mid=None, data=None):
-    attrs = {"event_id": body["event_id"], "line_id": body["line_id"]} if attrs is None else attrs
-    payload = data if data is not None else json.dumps(body, ensure_ascii=False).encode("utf-8")
-    return {"message_id": mid, "publish_time": T0, "attributes": attrs, "data": payload}
-
-
-def window(records, index, seen, keyset, policy):
-    from transforms.crypto.tokenize import Tokenizer
-    from transforms.crypto.vault import Vault
-
-    for i, r in enumerate(records):
-        r["message_id"] = r["message_id"] or f"m{i}"
-    return process_window(
-        messages_table(records),
-        index,
-        seen,
-        tokenizer=Tokenizer(keyset),
-        vault=Vault(keyset),
-        policy=policy,
-        as_of=AS_OF,
-        ctx=CTX,
-        salt=SALT,
-        source="projects/p/subscriptions/s",
-    )
 
 
 def test_one_window_sorts_every_message_into_exactly_one_outcome(keyset, policy):
@@ -261,32 +205,9 @@ def test_fold_takes_the_latest_registration_per_line(keyset, policy):
     )
     seen.add(w1.new_keys)
     w2 = window([message(event("E3", "L1", "2026-11-30T11:00:00", name="王五"))], index, seen, keyset, policy)
-    from transforms.merge.bucket import merge_bucket
-    from transforms.crypto.tokenize import Tokenizer
     from transforms.crypto.vault import Vault
 
-    base = merge_bucket(
-        raw_table(base_rows()),
-        "raw",
-        None,
-        None,
-        None,
-        tokenizer=Tokenizer(keyset),
-        vault=Vault(keyset),
-        policy=policy,
-        as_of=AS_OF,
-        ctx=CTX,
-        salt=SALT,
-    )
-    tag = lambda t, i: t.append_column("_window", pa.array([i] * t.num_rows, pa.int64()))  # noqa: E731
-    merged, keys, values, counts = fold_deltas(
-        base.base,
-        base.vault_keys,
-        base.vault_values,
-        pa.concat_tables([tag(w1.delta, 0), tag(w2.delta, 1)]),
-        pa.concat_tables([tag(w1.vault_keys, 0), tag(w2.vault_keys, 1)]),
-        pa.concat_tables([tag(w1.vault_values, 0), tag(w2.vault_values, 1)]),
-    )
+    merged, keys, values, counts = fold_two_windows(base_rows(), w1, w2, keyset, policy)
     rows = {r["line_id"]: r for r in merged.to_pylist()}
     assert [rows[k]["registration_event_id"] for k in ("L1", "L2", "L3", "LT")] == ["E3", "E2", None, None]
     assert counts == {"delta_rows": 3, "lines_registered": 2, "superseded_or_unknown": 1, "lines_out": 4}

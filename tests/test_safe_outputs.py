@@ -379,7 +379,7 @@ def write_deltas(s, deltas_dir: str) -> str:
     import datetime as dt
 
     from pipelines.io.windows import read_base, write_window
-    from tests.test_merge_stream import message
+    from tests.support.stream import message
     from transforms.core.deadletter import DeadLetterContext
     from transforms.crypto.keyset import Keyset
     from transforms.crypto.tokenize import Tokenizer

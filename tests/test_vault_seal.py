@@ -24,7 +24,7 @@ from pipelines import keys as keys_cli
 from pipelines import reveal as reveal_cli
 from pipelines.io.vault_files import read_table, write_table, write_vault
 from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
-from tests.test_merge import event, merged_base, run
+from tests.support.merge import event, merged_base, run
 from transforms.crypto.keyset import Keyset
 from transforms.crypto.vault import AuthenticationFailed, Vault
 
@@ -168,12 +168,10 @@ def test_retokenize_reports_a_rolled_back_row(site, policy):
 
 
 def test_the_streaming_merge_seals_each_window_and_its_fold_checks(site, policy):
-    from tests.test_merge_stream import CTX, SALT, base_rows, message, window
-    from tests.test_merge_stream import event as stream_event
+    from tests.support.stream import CTX, SALT, base_rows, fold_two_windows, message, window
+    from tests.support.stream import event as stream_event
     from tests.support.rows import raw_table
-    from transforms.crypto.tokenize import Tokenizer
-    from transforms.merge.bucket import merge_bucket
-    from transforms.merge.stream import LineIndex, SeenKeys, fold_deltas
+    from transforms.merge.stream import LineIndex, SeenKeys
 
     keyset = site["keyset"]
     index, _ = LineIndex.from_raw(raw_table(base_rows()), policy, AS_OF, CTX, SALT)
@@ -182,28 +180,7 @@ def test_the_streaming_merge_seals_each_window_and_its_fold_checks(site, policy)
     seen.add(w1.new_keys)
     w2 = window([message(stream_event("E3", "L1", "2026-11-30T11:00:00", name=NEW_NAME))], index, seen, keyset, policy)
     assert [r["registration_event_id"] for r in w2.vault_keys.to_pylist()] == ["E3"]
-    base = merge_bucket(
-        raw_table(base_rows()),
-        "raw",
-        None,
-        None,
-        None,
-        tokenizer=Tokenizer(keyset),
-        vault=Vault(keyset),
-        policy=policy,
-        as_of=AS_OF,
-        ctx=CTX,
-        salt=SALT,
-    )
-    tag = lambda t, i: t.append_column("_window", pa.array([i] * t.num_rows, pa.int64()))  # noqa: E731
-    _, keys, values, _ = fold_deltas(
-        base.base,
-        base.vault_keys,
-        base.vault_values,
-        pa.concat_tables([tag(w1.delta, 0), tag(w2.delta, 1)]),
-        pa.concat_tables([tag(w1.vault_keys, 0), tag(w2.vault_keys, 1)]),
-        pa.concat_tables([tag(w1.vault_values, 0), tag(w2.vault_values, 1)]),
-    )
+    _, keys, values, _ = fold_two_windows(base_rows(), w1, w2, keyset, policy)
     vault = Vault(keyset)
     assert vault.open(keys, values, "L1")["name"] == NEW_NAME
     with pytest.raises(AuthenticationFailed, match="field name is missing"):
