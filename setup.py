@@ -9,7 +9,9 @@ from setuptools import setup
 
 INSTALL_REQUIRES = [
     # Pinned together: this set is installed and tested as one (constraints.txt).
-    "apache-beam[gcp]==2.77.0",
+    "apache-beam[gcp,aws]==2.77.0",  # aws: Beam's S3 file system (s3://, any S3-compatible store)
+    "boto3==1.44.18",  # the AWS KMS API (aws-kms:// key-encryption keys)
+    "google-cloud-kms==3.18.0",  # Cloud KMS (gcp-kms:// key-encryption keys)
     "pyarrow==25.0.1",
     "fastavro==1.13.1",
     "cryptography==50.0.2",
@@ -50,7 +52,14 @@ setup(
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "duckdb==2.0.1", "selenium==4.45.0", "ruff==0.14.8"],
+        "test": [
+            "pytest==9.2.0",
+            "pytest-xdist==3.8.0",
+            "duckdb==2.0.1",
+            "selenium==4.45.0",
+            "ruff==0.14.8",
+            "moto[server]==5.2.6",
+        ],
     },
     entry_points={"console_scripts": ["backfill=pipelines.cli:main"]},
 )
