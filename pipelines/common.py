@@ -17,13 +17,15 @@ import argparse
 import datetime as dt
 import errno
 import logging
+import os
 import re
 import sys
 import uuid
 
 from typing import TYPE_CHECKING
 
-from pipelines.flags import LOCAL_RUNNERS, split_beam_flags
+from pipelines.flags import LOCAL_RUNNERS
+from pipelines.flags import split_beam_flags as _split_beam_flags
 
 if TYPE_CHECKING:  # Beam is imported where it is used: steps that run no pipeline (report) start faster
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -78,6 +80,20 @@ def add_batch_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def split_beam_flags(parser: argparse.ArgumentParser, argv, *, pipeline=True) -> tuple[argparse.Namespace, list[str]]:
+    """The one flag rule of every command (:func:`pipelines.flags.split_beam_flags`); then, when an argument
+    names an ``s3://`` path, Beam's file systems get the run's options at once: the launcher plans its inputs
+    and checks its outputs through them before any pipeline exists, and Beam's S3 file system cannot work
+    without options (its endpoint: ``--s3_endpoint_url``, else ``AWS_ENDPOINT_URL``)."""
+    args, beam_args = _split_beam_flags(parser, argv, pipeline=pipeline)
+    given = sys.argv[1:] if argv is None else argv
+    if any("s3://" in str(a) for a in given):
+        from apache_beam.io.filesystems import FileSystems
+
+        FileSystems.set_options(beam_options(beam_args))
+    return args, beam_args
+
+
 def parse_as_of(value: str | None) -> dt.date:
     if value is None:
         return dt.date.today()
@@ -100,6 +116,9 @@ def beam_options(beam_args: list[str], **overrides) -> "PipelineOptions":
             args[i] = "--runner=FnApiRunner" if arg.startswith("--runner=") else "FnApiRunner"
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args = ["--runner", "FnApiRunner", *args]
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint and not any(a == "--s3_endpoint_url" or a.startswith("--s3_endpoint_url=") for a in args):
+        args.append(f"--s3_endpoint_url={endpoint}")  # workers outside this environment reach the same store
     from apache_beam.options.pipeline_options import PipelineOptions
 
     return PipelineOptions(args, **overrides)

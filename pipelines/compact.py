@@ -1,7 +1,8 @@
 """backfill compact: fold the streaming merge's deltas into a new base snapshot.
 
     backfill compact --base base.parquet --deltas out/stream/deltas --keys secure/keys.json --out out/base-1201 \\
-        [--vault DIR] [--as-of 2026-12-01] [--policy FILE] [--encoding gb18030]
+        [--vault DIR] [--as-of 2026-12-01] [--policy FILE] [--encoding gb18030] [--shuffle-buckets N] \\
+        [--spill auto|on|off] [Beam flags...]
 
 ``--base`` is the base the streaming merge ran on: a raw base (its lines are
 tokenized and sealed as the batch merge does) or a previous merge's
@@ -12,39 +13,43 @@ over the base and every delta, so the result is the batch merge's base for
 the same events. Writes ``OUT/base/`` (Parquet, schemas/merged_line.avsc),
 ``OUT/vault/`` (the base's vault rows, with a registered line's rows taken
 from its winning window), ``OUT/dead_letter/`` (base rows that could not be
-used) and ``OUT/manifest.json`` (base rows in = lines out + dead letters).
-Run it on a quiet moment or on a copy: windows committed while it reads are
-left for the next compaction.
+used) and ``OUT/manifest.json`` (base rows in = lines out + dead letters;
+delta rows read = lines registered + older ones), written by the job itself
+once the balances hold.
+
+A Beam pipeline (``transforms/merge/compact.py``): one bucketed shuffle by
+line brings each line's base row, vault rows and delta rows together, so no
+process holds the base. Run it on a quiet moment or on a copy: windows
+committed while it reads are left for the next compaction.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import math
-import secrets
+import contextlib
+import logging
 import sys
-from typing import TYPE_CHECKING, NamedTuple
+import time
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main, split_beam_flags
-from pipelines.io.publish import check_apart, check_owned, publishing
+from pipelines.common import ArgumentParser, add_batch_flags, run_main, runner_name, write_dead_letters
+from pipelines.compact_plan import Job, inputs, prepare
+from pipelines.io.base_files import ReadSubscriberBase
+from pipelines.io.deltas import ReadWindows
+from pipelines.io.finalize import Finalize
+from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
+from pipelines.io.publish import publishing
 from pipelines.keys import register_vault
-from pipelines.manifest import Timer, keys_block, policy_block, write_json
+from pipelines.manifest import keys_block, policy_block, read_json
+from pipelines.merge import ROWS_PER_BUCKET
+from transforms.core.deadletter import DeadLetterContext
+from transforms.core.shuffle import spill_area
+from transforms.merge.compact import CompactDeltas
 
-if TYPE_CHECKING:
-    import datetime as dt
+__all__ = ["parser", "build_pipeline", "summarise", "run", "main", "format_summary", "OUTPUTS"]
 
-    from transforms.crypto.keyset import Keyset
-    from transforms.scan.policy import Policy
-
-ROWS_PER_BUCKET = 200_000
+log = logging.getLogger("backfill.compact")
 OUTPUTS = ("base", "vault", "dead_letter", "manifest.json")  # what a compaction writes into OUT
 
 
@@ -55,202 +60,79 @@ def parser() -> ArgumentParser:
     p.add_argument("--keys", required=True, help="keyset file (mode 0600)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--vault", default=None, help="the vault of a merged --base")
-    p.add_argument(
-        "--as-of",
-        type=parse_as_of,
-        default=None,
-        help="date the checks are made against (default: the streaming merge's, from its manifest)",
-    )
-    p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
-    p.add_argument("--encoding", default="utf-8", help="CSV encoding of the base")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_batch_flags(p)
+    for action in p._actions:
+        if "--as-of" in action.option_strings:
+            action.help = "date the checks are made against (default: the streaming merge's, from its manifest)"
     return p
 
 
-def _protect_raw(raw: pa.Table, tokenizer, vault, policy, as_of, ctx):
-    """A raw base -> merged lines and vault rows, as the batch merge makes them without events (by line bucket)."""
-    from transforms.scan.crossrecord import bucket_of
-    from transforms.merge.bucket import merge_bucket
-    from transforms.scan.normalize import clean_text
-
-    n = max(1, math.ceil(raw.num_rows / ROWS_PER_BUCKET))
-    buckets = np.asarray(bucket_of(clean_text(raw.column("line_id").combine_chunks()), n)) if n > 1 else None
-    salt = secrets.token_hex(16)
-    parts = []
-    for b in range(n):
-        part = raw if buckets is None else raw.filter(pa.array(buckets == b))
-        if part.num_rows:
-            parts.append(
-                merge_bucket(
-                    part,
-                    "raw",
-                    None,
-                    None,
-                    None,
-                    tokenizer=tokenizer,
-                    vault=vault,
-                    policy=policy,
-                    as_of=as_of,
-                    ctx=ctx,
-                    salt=salt,
-                )
-            )
-    cat = lambda name: pa.concat_tables([getattr(r, name) for r in parts])  # noqa: E731
-    return cat("base"), cat("vault_keys"), cat("vault_values"), cat("dead_letter")
-
-
-def _deltas_dir(path: str) -> str:
-    path = path.rstrip("/")
-    nested = FileSystems.join(path, "deltas")
-    return nested if FileSystems.exists(nested) else path
-
-
-def _stream_as_of(deltas_dir: str):
-    """The as-of date the streaming merge ran with (its manifest beside the deltas), so that a raw base
-    is classified on the same day as the stream's checks; None when there is no manifest."""
-    import datetime as dt
-
-    from pipelines.manifest import read_json
-
-    path = FileSystems.join(deltas_dir.rstrip("/").rsplit("/", 1)[0], "manifest.json")
-    if not FileSystems.exists(path):
-        return None
-    try:
-        return dt.date.fromisoformat(read_json(path)["as_of"])
-    except (KeyError, ValueError, TypeError):
-        return None
-
-
-@dataclasses.dataclass
-class _Job:
-    """One compaction, as decided before anything is read."""
-
-    args: argparse.Namespace
-    policy: Policy
-    keyset: Keyset
-    as_of: dt.date
-    out: str
-    deltas_dir: str
-    windows: list
-    run_id: str
-    started: str
-    timer: Timer
-
-
-def _inputs(args, deltas_dir: str) -> dict:
-    """Every path the compaction reads, by flag: --out may be none of them, contain none, lie inside none."""
-    return {
-        "--base": args.base,
-        "--deltas": [args.deltas, deltas_dir],
-        "--vault": args.vault,
-        "--keys": args.keys,
-        "--policy": args.policy,
-    }
-
-
-def _prepare(argv) -> _Job:
-    """Parse and check the arguments: the keyset, the as-of date, no overlap of OUT and the inputs, windows."""
-    from pipelines.io.windows import committed_windows
-    from transforms.crypto.keyset import Keyset
-    from transforms.scan.policy import load_policy
-
-    args, _ = split_beam_flags(parser(), argv, pipeline=False)
-    timer = Timer()
-    policy = load_policy(args.policy)
-    keyset = Keyset.load(args.keys)
-    out = args.out.rstrip("/")
-    deltas_dir = _deltas_dir(args.deltas)
-    as_of = args.as_of or _stream_as_of(deltas_dir) or parse_as_of(None)
-    check_apart(out, _inputs(args, deltas_dir))  # real paths: a symbolic link to OUT is OUT
-    check_owned(out, "compact")
-    windows = committed_windows(deltas_dir)
-    if not windows:
-        raise UserError(f"--deltas {args.deltas}: no committed window there")
-    run_id, started = new_run("compact")
-    return _Job(
-        args=args,
-        policy=policy,
-        keyset=keyset,
-        as_of=as_of,
-        out=out,
-        deltas_dir=deltas_dir,
-        windows=windows,
-        run_id=run_id,
-        started=started,
-        timer=timer,
+def build_pipeline(p: beam.Pipeline, job: Job, ctx: DeadLetterContext, spill_dir: str | None):
+    """Wire the compaction's reads and its transform; returns the MergeOutputs (exposed for tests)."""
+    args, inputs_ = job.args, {}
+    if job.kind == "raw":
+        base = p | "ReadBase" >> ReadSubscriberBase(
+            job.base_splits, ctx, encoding=args.encoding, batch_size=args.batch_size
+        )
+        inputs_.update(base=base.raw, base_dead_letter=base.dead_letter)
+    else:
+        inputs_["base"] = p | "ReadMergedBase" >> ReadMergedBase(job.base_splits, args.batch_size)
+    if job.vault:
+        inputs_["vault_keys"] = p | "ReadVaultKeys" >> ReadVaultTable(job.vault["keys"], "keys")
+        inputs_["vault_values"] = p | "ReadVaultValues" >> ReadVaultTable(job.vault["values"], "values")
+    windows = p | "ReadWindows" >> ReadWindows(job.windows, job.keyset.keyset_id, args.deltas, args.batch_size)
+    inputs_.update(
+        delta=windows["delta"],
+        delta_keys=windows["delta_keys"],
+        delta_values=windows["delta_values"],
+        deltas_counts=windows["counts"],
+    )
+    return inputs_ | "CompactDeltas" >> CompactDeltas(
+        job.policy, job.as_of, ctx, args.keys, job.n_buckets, base_kind=job.kind, spill_dir=spill_dir
     )
 
 
-class _Base(NamedTuple):
-    """The base read: merged lines, vault rows and dead letters (the reader's and the protection's)."""
-
-    kind: str
-    files: list
-    rows_in: int
-    lines: pa.Table
-    keys: pa.Table
-    values: pa.Table
-    dead_letter: pa.Table
-
-
-def _read_base(job: _Job, ctx) -> _Base:
-    """The base as merged lines and vault rows (a raw base is tokenized and sealed here)."""
-    from pipelines.io.vault_files import read_vault
-    from pipelines.io.windows import read_base
-    from transforms.crypto.tokenize import Tokenizer
-    from transforms.crypto.vault import Vault
-    from transforms.merge.lines import merged_lines
-
-    args = job.args
-    kind, table, reader_dead, files = read_base(args.base, args.encoding, ctx)
-    rows_in = table.num_rows + reader_dead.num_rows
-    if kind == "raw":
-        if args.vault:
-            raise UserError("--vault goes with a merged --base (a raw base has no vault)")
-        tokenizer, vault = Tokenizer(job.keyset), Vault(job.keyset)
-        base, keys, values, dead = _protect_raw(table, tokenizer, vault, job.policy, job.as_of, ctx)
-    else:
-        if not args.vault:
-            raise UserError("a merged --base needs its --vault")
-        base, dead, _ = merged_lines(table, ctx)
-        keys, values = read_vault(args.vault)
-    job.timer.mark("base_seconds")
-    return _Base(kind, files, rows_in, base, keys, values, pa.concat_tables([reader_dead, dead]))
-
-
-def _read_deltas(job: _Job) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """Every committed window's delta lines and vault rows, tagged with the window's number."""
-    from pipelines.io.windows import read_windows
-    from transforms.merge.bucket import MERGED_SCHEMA
-
-    parts = list(read_windows(job.windows))
-    tag = lambda t, i: t.append_column("_window", pa.array(np.full(t.num_rows, i, np.int64)))  # noqa: E731
-    deltas = pa.concat_tables([tag(d.cast(MERGED_SCHEMA), i) for i, _, d, _, _ in parts])
-    delta_keys = pa.concat_tables([tag(k, i) for i, _, _, k, _ in parts])
-    delta_values = pa.concat_tables([tag(v, i) for i, _, _, _, v in parts])
-    foreign = set(pc.unique(delta_keys.column("keyset_id")).to_pylist()) - {job.keyset.keyset_id}
-    if foreign:
-        raise UserError(
-            f"--deltas {job.args.deltas}: vault rows made under keyset {sorted(foreign)[0]}, "
-            f"not {job.keyset.keyset_id} (--keys {job.args.keys})"
+def summarise(counts: dict) -> tuple[dict, list[str]]:
+    """The manifest's counts block and the balances that fail (checked in the job: pipelines/io/finalize.py)."""
+    base, deltas, vault = counts.get("base", {}), counts.get("deltas", {}), counts.get("vault", {})
+    dead = base.get("dead_letters", {})
+    rows_in = base.get("rows_in", 0) + dead.get("ROW_MALFORMED", 0)  # the reader's dead rows never reach a bucket
+    lines_out, dead_letters = base.get("rows_out", 0), sum(dead.values())
+    delta_rows = deltas.get("rows_read", 0)
+    registered, older = deltas.get("lines_registered", 0), deltas.get("superseded_or_unknown", 0)
+    block = {
+        "base": {
+            "rows_in": rows_in,
+            "lines_out": lines_out,
+            "dead_letters": dead_letters,
+            "dead_letter_reasons": dict(sorted(dead.items())),
+            "balanced": rows_in == lines_out + dead_letters,
+        },
+        "deltas": {
+            "windows": deltas.get("windows", 0),
+            "delta_rows": delta_rows,
+            "lines_registered": registered,
+            "superseded_or_unknown": older,
+            "balanced": delta_rows == registered + older == deltas.get("delta_rows", 0),
+        },
+        "vault": {k: vault.get(k, 0) for k in ("keys", "values", "lines_sealed", "values_sealed")},
+    }
+    problems = []
+    if not block["base"]["balanced"]:
+        problems.append(
+            f"compact counts do not balance for the base ({rows_in:,} rows in, {lines_out:,} lines out, "
+            f"{dead_letters:,} dead letters)"
         )
-    return deltas, delta_keys, delta_values
+    if not block["deltas"]["balanced"]:
+        problems.append(
+            f"compact counts do not balance for the deltas ({delta_rows:,} rows read, {registered:,} lines "
+            f"registered, {older:,} older or unknown)"
+        )
+    return block, problems
 
 
-def _write_outputs(out: str, merged: pa.Table, keys: pa.Table, values: pa.Table, dead: pa.Table) -> None:
-    """base/ (one Parquet file), vault/ and dead_letter/ into ``out`` (the staged folder)."""
-    from pipelines.io.vault_files import write_vault
-
-    with FileSystems.create(FileSystems.join(out, "base", "part-00000-of-00001.parquet")) as handle:
-        pq.write_table(merged, handle, row_group_size=65_536)
-    write_vault(FileSystems.join(out, "vault"), keys, values)
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dead.to_pylist())
-    with FileSystems.create(FileSystems.join(out, "dead_letter", "base.jsonl")) as handle:
-        handle.write(payload.encode("utf-8"))
-
-
-def _manifest(job: _Job, base: _Base, merged: pa.Table, keys: pa.Table, values: pa.Table, counts: dict) -> dict:
-    rows_in, dead, out = base.rows_in, base.dead_letter, job.out
+def _manifest(job: Job) -> dict:
+    """What the manifest says that is known before the run; the job adds the counts (Finalize)."""
     return {
         "step": "compact",
         "run_id": job.run_id,
@@ -259,52 +141,63 @@ def _manifest(job: _Job, base: _Base, merged: pa.Table, keys: pa.Table, values: 
         "policy": policy_block(job.policy),
         "keys": keys_block(job.keyset),
         "inputs": {
-            "base": base.files,
-            "base_kind": base.kind,
+            "base": job.base_info.files,
+            "base_kind": job.kind,
             "vault": job.args.vault,
-            "deltas": job.deltas_dir,
+            "deltas": job.deltas,
             "windows": [FileSystems.split(w)[1] for w in job.windows],
         },
-        "counts": {
-            "base": {
-                "rows_in": rows_in,
-                "lines_out": merged.num_rows,
-                "dead_letters": dead.num_rows,
-                "balanced": rows_in == merged.num_rows + dead.num_rows,
-            },
-            "deltas": {"windows": len(job.windows), **counts},
-            "vault": {"keys": keys.num_rows, "values": values.num_rows},
-        },
-        "outputs": {name: FileSystems.join(out, name) for name in ("base", "vault", "dead_letter")},
-        "timings": job.timer.as_dict(),
+        "outputs": {name: FileSystems.join(job.out, name) for name in ("base", "vault", "dead_letter")},
+        "runner": runner_name(job.options),
+        "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
+        "timings": {"plan_seconds": round(time.time() - job.timer.started, 3)},
     }
 
 
-def run(argv=None) -> dict:
-    """Run a compaction; returns its manifest."""
-    from transforms.core.deadletter import DeadLetterContext
-    from transforms.merge.stream import fold_deltas
+def _run_pipeline(job: Job, pub) -> None:
+    """Compact; write base/, vault/, dead_letter/ and (balances checked in the job) manifest.json into the
+    staged folder."""
+    ctx, stage = DeadLetterContext("compact", job.run_id, job.started), pub.stage
+    # The spill carries raw rows: sealed under a per-run key, in a private local folder (0700) that a later
+    # run removes if this one dies (transforms/core/shuffle.py), never under OUT.
+    with spill_area("compact") if job.spill else contextlib.nullcontext() as spill_dir:
+        with beam.Pipeline(options=job.options) as p:
+            outputs = build_pipeline(p, job, ctx, spill_dir)
+            vault_dir = FileSystems.join(stage, "vault")
+            written = [
+                write_merged_base(outputs.base, FileSystems.join(stage, "base")),
+                write_vault_table(outputs.vault_keys, vault_dir, "keys", "WriteVaultKeys"),
+                write_vault_table(outputs.vault_values, vault_dir, "values", "WriteVaultValues"),
+                write_dead_letters(outputs.dead_letter, FileSystems.join(stage, "dead_letter", "part")),
+            ]
+            outputs.counts | "Finalize" >> Finalize(
+                pub, _manifest(job), summarise, after=written, started=job.timer.started
+            )
 
-    job = _prepare(argv)
-    base = _read_base(job, DeadLetterContext("compact", job.run_id, job.started))
-    deltas, delta_keys, delta_values = _read_deltas(job)
-    merged, keys, values, counts = fold_deltas(base.lines, base.keys, base.values, deltas, delta_keys, delta_values)
-    job.timer.mark("fold_seconds")
+
+def run(argv=None) -> dict:
+    """Run a compaction; returns its manifest (written by the job).
+
+    The run writes beside OUT and switches its output in at the end (pipelines/io/publish.py): the previous
+    output stays whole and readable until then, and stays as it was if the run fails, is killed or does not
+    balance."""
+    job = prepare(argv, parser(), ROWS_PER_BUCKET)
+    log.info(
+        "compact %s: %s base (%d file(s), ~%s rows), %d window(s), %d bucket(s), runner %s, as of %s",
+        job.run_id,
+        job.kind,
+        len(job.base_info.files),
+        f"{job.base_info.estimated_rows:,}",
+        len(job.windows),
+        job.n_buckets,
+        runner_name(job.options),
+        job.as_of,
+    )
     # Known to the keyset before it exists: a shred re-wraps its data keys rather than retire them under it.
     register_vault(job.args.keys, FileSystems.join(job.out, "vault"), by="compact", run_id=job.run_id)
-    # Written beside OUT, switched in at the end (pipelines/io/publish.py): the previous output stays whole
-    # until then, and as it was if the run fails or does not balance.
-    with publishing(job.out, "compact", job.run_id, inputs=_inputs(job.args, job.deltas_dir), produces=OUTPUTS) as pub:
-        _write_outputs(pub.stage, merged, keys, values, base.dead_letter)
-        job.timer.mark("write_seconds")
-        manifest = _manifest(job, base, merged, keys, values, counts)
-        b = manifest["counts"]["base"]
-        if not b["balanced"]:
-            raise UserError(
-                f"compact counts do not balance ({b['rows_in']:,} rows in, {b['lines_out']:,} lines out, "
-                f"{b['dead_letters']:,} dead letters): nothing was published"
-            )
-        write_json(pub.path("manifest.json"), manifest)  # last: the manifest says the output is whole
+    with publishing(job.out, "compact", job.run_id, inputs=inputs(job.args, job.deltas), produces=OUTPUTS) as pub:
+        _run_pipeline(job, pub)
+        manifest = read_json(pub.written("manifest.json"))  # written by the job, balances checked there
     return manifest
 
 

@@ -3,57 +3,66 @@
     backfill incident --key-version j1 --base out/merge/base --vault out/merge/vault --out out/incident-1 \\
         [--detected-at 2026-11-30T09:15:00+08:00] [--description "join key found in a public repository"]
     backfill incident --lines leaked.csv --base out/merge/base --vault out/merge/vault --out out/incident-2 \\
-        --shred --keys keys/keyset.json [--actor NAME] [--as-of 2026-11-30]
-    python -m pipelines.incident ...
+        --shred --keys keys/keyset.json [--actor NAME] [--as-of 2026-11-30] [Beam flags...]
+    python -m pipelines.incident ... --runner DataflowRunner --project P --region R --temp_location gs://b/tmp
 
 ``--key-version jN`` takes the lines whose tokens are under join key jN;
 ``vN`` the lines whose data key is wrapped by vault key vN (the vault's key
 table, and the base's ``vault_key_version``); ``--lines FILE`` a list of
 line_ids (one per line, or a CSV with a ``line_id`` column).
 
-Writes ``OUT/affected_lines.csv`` (line_id, region, identity fields held as
-field *names*, key versions, sealed vault fields, whether the vault data can
-be shredded and whether it was), ``OUT/incident.json`` and
-``OUT/incident.html`` (what leaked or may have, when, how many lines and
-subscribers, by region, what was done) and ``OUT/manifest.json``. Never a
-token, mask or value: the report is what the operator files with the telecom
-administration.
+A Beam job (``pipelines/incident_scope.py``) with memory flat in the base's
+size: a key version is a per-row filter; a line list and the vault's key
+table are joined to the base by line bucket through the bucketed Arrow
+shuffle. It writes ``OUT/affected_lines/affected_lines-SSSSS-of-NNNNN.csv``
+(line_id, region, identity fields held as field *names*, key versions, sealed
+vault fields, whether the vault data can be shredded and whether it was),
+``OUT/incident.json`` and ``OUT/incident.html`` (what leaked or may have,
+when, how many lines and subscribers, by region, what was done: counts only)
+and ``OUT/manifest.json`` (counts checked in the job). Never a token, mask or
+value: the report is what the operator files with the telecom administration.
 
 ``--shred`` (with ``--keys`` and ``--vault``) crypto-shreds every affected
 line that has a data key, in ``--vault`` itself (the live vault: a leak
-response must destroy there), through ``pipelines.keys.shred_lines``: one
-record per line in ``VAULT/../audit/shred.jsonl``, every other data key
-re-wrapped under a new vault key version. The base's tokens and masks are left
-as they are (``backfill retention`` blanks them for terminated lines).
+response must destroy there), through ``pipelines.keys_shred.shred_lines``
+once the job is done and before the output is published: one record per line
+in ``VAULT/../audit/shred.jsonl``, every other data key re-wrapped under a new
+vault key version; the report is then written again with what was done. The
+base's tokens and masks are left as they are (``backfill retention`` blanks
+them for terminated lines).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
-import io
+import math
 import os
 import sys
+import time
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.render import pages
-from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main, split_beam_flags
-from pipelines.io.publish import check_apart, check_owned, publishing
-from pipelines.manifest import Timer, keys_block, write_json
-from pipelines.io.spreadsheet import spreadsheet_safe
-from pipelines.incident_scope import _scan, _scope, read_line_ids, scope_text
+from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
+from pipelines.common import run_main, runner_name, split_beam_flags
+from pipelines.incident_report import action_block, scope_text, write_report
+from pipelines.io.line_lists import LineList, inspect_line_list
+from pipelines.io.publish import Publication, check_apart, check_owned, committed_remote, publishing
+from pipelines.manifest import Timer, keys_block, read_json
+from transforms.compliance.incident import KEY_VERSION, Scope
 
 if TYPE_CHECKING:
     from transforms.crypto.keyset import Keyset
 
-__all__ = ["run", "main", "read_line_ids"]
+__all__ = ["run", "main"]
 
-OUTPUTS = ("affected_lines.csv", "incident.json", "incident.html", "manifest.json")  # what it writes into OUT
+OUTPUTS = ("affected_lines", "incident.json", "incident.html", "manifest.json")  # what it writes into OUT
+ROWS_PER_BUCKET = 100_000  # a bucket (base lines + listed ids + vault key rows) is one worker's working set
 
 
 def parser() -> ArgumentParser:
@@ -63,7 +72,7 @@ def parser() -> ArgumentParser:
     scope.add_argument("--lines", default=None, help="file of line_ids: one per line, or a CSV with a line_id column")
     p.add_argument("--base", required=True, action="append", help="merged base (backfill merge OUT/base); repeatable")
     p.add_argument("--vault", default=None, help="the vault folder (which lines have sealed data, for the shred)")
-    p.add_argument("--out", required=True, help="output folder: incident.json, incident.html, affected_lines.csv")
+    p.add_argument("--out", required=True, help="output folder: incident.json, incident.html, affected_lines/")
     p.add_argument(
         "--shred", action="store_true", help="crypto-shred the affected lines' vault data (needs --keys, --vault)"
     )
@@ -72,6 +81,13 @@ def parser() -> ArgumentParser:
     p.add_argument("--detected-at", default=None, help="when the incident was detected (ISO date or time)")
     p.add_argument("--description", default=None, help="what happened, in the operator's words (no identity values)")
     p.add_argument("--actor", default=None, help="who responds (recorded in the shred log)")
+    p.add_argument("--batch-size", type=int, default=65_536, help="rows per Arrow batch")
+    p.add_argument(
+        "--shuffle-buckets", type=int, default=None, help="buckets of the shuffles (default: from the input size)"
+    )
+    p.add_argument(
+        "--spill", choices=["auto", "on", "off"], default="auto", help="spill shuffle payloads (auto: local runners)"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -90,81 +106,90 @@ def _when(value: str | None) -> str | None:
     return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _write_csv(lines: pa.Table, shredded: pa.Array, path: str) -> None:
-    def joined(column):
-        return pc.binary_join(pc.fill_null(column, pa.scalar([], pa.list_(pa.string()))), ";")
-
-    table = pa.table(
-        {
-            "line_id": lines.column("line_id"),
-            "region": lines.column("region"),
-            "fields": joined(lines.column("fields")),
-            "join_key_version": lines.column("join_key_version"),
-            "vault_key_version": lines.column("vault_key_version"),
-            "vault_fields": pc.if_else(
-                pc.is_null(lines.column("vault_fields")),
-                pa.scalar(None, pa.string()),
-                joined(lines.column("vault_fields")),
-            ),
-            "shreddable": lines.column("shreddable"),
-            "shredded": shredded,
-        }
-    )
-    import pyarrow.csv as pacsv
-
-    sink = io.BytesIO()
-    pacsv.write_csv(spreadsheet_safe(table), sink)  # analysts open it in a spreadsheet
-    with FileSystems.create(path) as handle:
-        handle.write(sink.getvalue())
-
-
 @dataclasses.dataclass
 class _Job:
-    """One incident: the arguments checked and the inputs read, before the scope is taken."""
+    """One incident, as decided before its pipeline runs."""
 
     args: argparse.Namespace
+    options: PipelineOptions
     run_id: str
     started: str
     as_of: dt.date
     out: str
     detected_at: str | None
     keyset: Keyset | None
-    given: list[str] | None  # the listed line_ids (--lines), distinct
-    rows_given: int
-    files: list[str]
-    keys: pa.Table | None  # the vault's tables (--vault)
-    values: pa.Table | None
+    scope: Scope
+    listing: LineList | None
+    base_splits: list
+    base_files: list[str]
+    vault: list[str] | None  # the vault's key table shards (--vault)
+    n_buckets: int
+    spill: bool
     timer: Timer
+
+    @property
+    def scope_static(self) -> dict:
+        """The scope as known before the run (the job adds its counts)."""
+        if self.scope.kind == "lines":
+            return {"kind": "lines", "file": self.args.lines}
+        scope = {"kind": "key_version", "key_version": self.scope.key_version, "key_purpose": self.scope.purpose}
+        if self.keyset is not None:
+            scope["key_in_keyset"] = self.scope.key_version in {k.version for k in self.keyset.info()}
+        return scope
+
+    @property
+    def inputs(self) -> dict:
+        args = self.args
+        return {"base": list(args.base), "base_files": self.base_files, "vault": args.vault, "lines": args.lines}
+
+    @property
+    def report_static(self) -> dict:
+        """What the report needs that is known before the run."""
+        return {
+            "run_id": self.run_id,
+            "started": self.started,
+            "as_of": self.as_of.isoformat(),
+            "detected_at": self.detected_at,
+            "description": self.args.description,
+            "scope": self.scope_static,
+            "shred": self.args.shred,
+            "affected_lines": FileSystems.join(self.out, "affected_lines"),
+            "keys": keys_block(self.keyset) if self.keyset else None,
+            "inputs": self.inputs,
+        }
+
+    @property
+    def manifest_static(self) -> dict:
+        """What the manifest says that is known before the run; the job adds the counts (Finalize)."""
+        return {
+            "step": "incident",
+            "run_id": self.run_id,
+            "started": self.started,
+            "as_of": self.as_of.isoformat(),
+            "detected_at": self.detected_at,
+            "scope": self.scope_static,
+            "keys": keys_block(self.keyset) if self.keyset else None,
+            "inputs": self.inputs,
+            "outputs": {
+                "report": FileSystems.join(self.out, "incident.json"),
+                "html": FileSystems.join(self.out, "incident.html"),
+                "affected_lines": FileSystems.join(self.out, "affected_lines"),
+            },
+            "shred_requested": self.args.shred,
+            "runner": runner_name(self.options),
+            "shuffle": {"buckets": self.n_buckets, "spill": self.spill},
+            "timings": {"plan_seconds": round(time.time() - self.timer.started, 3)},
+        }
 
 
 def _check_args(args) -> None:
     """--shred has what it needs; --key-version names a key version."""
-    from transforms.compliance.incident import KEY_VERSION
-
     if args.shred and not (args.keys and args.vault):
         raise UserError("--shred needs --keys and --vault: the shred happens in the vault, under the keyset")
     if args.key_version is not None and not KEY_VERSION.match(args.key_version):
         raise UserError(f"--key-version {args.key_version!r} is not a key version: jN (join key) or vN (vault key)")
-
-
-def _read_vault(args, keyset) -> tuple[pa.Table | None, pa.Table | None]:
-    """The vault's key and value tables (None without --vault), made under the keyset if one is given."""
-    from transforms.crypto.vault import VaultError
-    from pipelines.io.vault_files import read_table
-
-    if not args.vault:
-        return None, None
-    try:
-        keys, values = read_table(args.vault, "keys"), read_table(args.vault, "values")
-    except VaultError as exc:
-        raise UserError(str(exc)) from None
-    foreign = set(pc.unique(keys.column("keyset_id")).to_pylist()) - ({keyset.keyset_id} if keyset else set())
-    if keyset and foreign:
-        raise UserError(
-            f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, "
-            f"not {keyset.keyset_id} (--keys {args.keys})"
-        )
-    return keys, values
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
 
 
 def _inputs(args) -> dict:
@@ -173,15 +198,17 @@ def _inputs(args) -> dict:
 
 
 def _prepare(argv) -> _Job:
-    """Parse and check the arguments; read the line list, the base's file list and the vault."""
-    from pipelines.retention_base import merged_base_files
+    """Parse and check the arguments; plan the base, the vault's key table and the line list."""
+    from pipelines.io.merged_base import base_kind, plan_merged_splits, vault_shards
     from transforms.crypto.keyset import Keyset
 
-    args, _ = split_beam_flags(parser(), argv, pipeline=False)
+    args, beam_args = split_beam_flags(parser(), argv)
     timer = Timer()
     run_id, started = new_run("incident")
     as_of, out = args.as_of or parse_as_of(None), args.out.rstrip("/")
     _check_args(args)
+    options = beam_options(beam_args)
+    FileSystems.set_options(options)  # object stores (s3://) are read before the pipeline sets them
     detected_at = _when(args.detected_at)
     if FileSystems.exists(FileSystems.join(out, "incident.json")):
         raise UserError(
@@ -190,172 +217,81 @@ def _prepare(argv) -> _Job:
     check_apart(out, _inputs(args))  # real paths
     check_owned(out, "incident")
     keyset = Keyset.load(args.keys) if args.keys else None  # permissions checked before anything is read
-    given, rows_given = read_line_ids(args.lines) if args.lines else (None, 0)
-    files = merged_base_files(args.base)
-    keys, values = _read_vault(args, keyset)
+    listing = inspect_line_list(args.lines) if args.lines else None
+    if base_kind(args.base) != "merged":
+        raise UserError(f"--base {args.base[0]} is not a merged base (backfill merge OUT/base: tokens, no plaintext)")
+    base_splits, base_info = plan_merged_splits(args.base)
+    if args.spill == "on" and not is_local_runner(options):
+        raise UserError("--spill on needs a local runner: the spill is a private local folder")
+    rows = max(base_info.estimated_rows, listing.estimated_rows if listing else 0)
     return _Job(
         args=args,
+        options=options,
         run_id=run_id,
         started=started,
         as_of=as_of,
         out=out,
         detected_at=detected_at,
         keyset=keyset,
-        given=given,
-        rows_given=rows_given,
-        files=files,
-        keys=keys,
-        values=values,
+        scope=Scope(args.key_version, vault=args.vault is not None),
+        listing=listing,
+        base_splits=base_splits,
+        base_files=base_info.files,
+        vault=vault_shards(args.vault)["keys"] if args.vault else None,
+        n_buckets=args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET)),
+        spill=args.spill != "off" and is_local_runner(options),
         timer=timer,
     )
 
 
-def _shred(job: _Job, lines: pa.Table, scope: dict) -> tuple[dict, pa.Array]:
-    """Crypto-shred the affected lines that have a data key (with --shred); the action taken and, per line,
-    whether it was shredded."""
-    from pipelines.keys import shred_lines
+def _written(job: _Job, pub: Publication) -> str:
+    """Where the job's files are: the staged folder, or OUT when the job published them itself (object stores)."""
+    return job.out if pub.remote and committed_remote(pub.out, pub.run_id) else pub.stage
 
-    args, has_vault = job.args, job.keys is not None
-    shreddable = pc.fill_null(lines.column("shreddable"), False)
-    shred_ids = lines.column("line_id").filter(shreddable).to_pylist()
-    shred, shredded = None, pa.array([False] * lines.num_rows, pa.bool_())
-    if args.shred and shred_ids:
+
+def _shred(job: _Job, pub: Publication, manifest: dict) -> dict:
+    """Crypto-shred the affected lines that have a data key; the job's report written again with what was done."""
+    from pipelines.io.affected_lines import remove_shred_ids, shred_ids
+    from pipelines.keys_shred import shred_lines
+    from pipelines.reveal import audit_dir
+    from transforms.crypto.keyset import Keyset
+
+    args, report, count = job.args, read_json(pub.path("incident.json")), manifest["counts"]["shredded"]
+    shred = None
+    if count:
         description = (args.description or "").strip().replace("\n", " ")
         shred = shred_lines(
             args.keys,
             args.vault,
-            shred_ids,
+            shred_ids(pub.stage, count),  # files the job wrote: the ids are never gathered in this process
             actor=args.actor,
-            reason=f"incident {job.run_id} (Art. 13): {description or scope_text(scope)}",
+            reason=f"incident {job.run_id} (Art. 13): {description or scope_text(report['scope'])}",
+            options=job.options,
         )
-        shredded = shreddable
-    job.timer.mark("shred_seconds")
-    n_shredded = len(shred_ids) if shred else 0
-    action = {
-        "shred_requested": args.shred,
-        "lines_shredded": n_shredded,
-        "lines_not_shreddable": lines.num_rows - len(shred_ids) if has_vault else None,
-        "lines_shreddable_not_shredded": len(shred_ids) - n_shredded if has_vault else None,
-        "new_vault_key_version": shred["new_vault_key_version"] if shred else None,
-        "retired_vault_key_versions": shred["retired_vault_key_versions"] if shred else [],
-        "shred_log": os.path.join(os.path.dirname(os.path.normpath(args.vault)), "audit", "shred.jsonl")
-        if shred
-        else None,
-    }
-    action["summary"] = _action_text(action, has_vault)
-    return action, shredded
-
-
-def _report(
-    job: _Job, scope: dict, exposure: str, lines: pa.Table, subscribers: int, unknown: list, action: dict
-) -> dict:
-    """The incident report (``OUT/incident.json``): what, when, how many, where, what was done."""
-    from transforms.compliance.incident import summarise
-    from transforms.crypto.keyset import Keyset
-
-    args, summary = job.args, summarise(lines)
-    keyset = Keyset.load(args.keys) if job.keyset is not None and args.keys else None  # as it is after a shred
-    return {
-        "step": "incident",
-        "incident_id": job.run_id,
-        "run_id": job.run_id,
-        "started": job.started,
-        "as_of": job.as_of.isoformat(),
-        "detected_at": job.detected_at,
-        "description": args.description,
-        "scope": scope,
-        "what": {
-            "exposure": exposure,
-            "fields": summary["by_field"],
-            "vault_fields": summary["by_vault_field"],
-            "join_key_versions": summary["by_join_key_version"],
-            "vault_key_versions": summary["by_vault_key_version"],
-        },
-        "how_many": {
-            "lines": summary["lines"],
-            "lines_with_identity": summary["lines_with_identity"],
-            "subscribers_by_document": subscribers,
-            "lines_without_document": summary["lines"] - summary["by_field"].get("doc", 0),
-        },
-        "by_region": summary["by_region"],
-        # counted, never shown: a leaked list may hold anything (a name, a number) where a line_id belongs
-        "unknown_line_ids": {"count": len(unknown)},
-        "action": action,
-        "affected_lines_file": FileSystems.join(job.out, "affected_lines.csv"),
-        "keys": keys_block(keyset) if keyset else None,
-        "inputs": {"base": list(args.base), "base_files": job.files, "vault": args.vault, "lines": args.lines},
-    }
-
-
-def _write_outputs(job: _Job, stage: str, report: dict, lines: pa.Table, shredded: pa.Array, counts: dict) -> None:
-    """affected_lines.csv, incident.json, incident.html and manifest.json (last) into ``stage``; the paths
-    they record are OUT's."""
-    out, csv_path = job.out, report["affected_lines_file"]
-    _write_csv(lines, shredded, FileSystems.join(stage, "affected_lines.csv"))
-    write_json(FileSystems.join(stage, "incident.json"), report)
-    with FileSystems.create(FileSystems.join(stage, "incident.html")) as handle:
-        page = pages.render("incident.html.j2", r=report, scope_text=scope_text(report["scope"]))
-        handle.write(page.encode("utf-8"))
-    write_json(
-        FileSystems.join(stage, "manifest.json"),
-        {
-            "step": "incident",
-            "run_id": job.run_id,
-            "started": job.started,
-            "as_of": job.as_of.isoformat(),
-            "detected_at": job.detected_at,
-            "scope": report["scope"],
-            "keys": report["keys"],
-            "inputs": report["inputs"],
-            "outputs": {
-                "report": FileSystems.join(out, "incident.json"),
-                "html": FileSystems.join(out, "incident.html"),
-                "affected_lines": csv_path,
-            },
-            "counts": counts,
-            "action": report["action"],
-            "runner": "pyarrow (no Beam pipeline)",
-            "timings": job.timer.as_dict(),
-        },
-    )
+        pub.keep_on_failure("its lines were crypto-shredded: this folder is the incident's only scope of them")
+        shred["shred_log"] = FileSystems.join(audit_dir(args.vault, args.keys), "shred.jsonl")
+        report["keys"] = keys_block(Keyset.load(args.keys))  # as the shred left it
+    remove_shred_ids(pub.stage)
+    report["action"] = action_block(manifest["counts"], requested=True, has_vault=True, shred=shred)
+    write_report(pub.stage, report)
+    return report
 
 
 def run(argv=None) -> dict:
     """Scope an incident, write its report (and shred); returns the report."""
+    from pipelines.incident_scope import build_pipeline
+    from transforms.core.shuffle import spill_area
+
     job = _prepare(argv)
-    given_array = pa.array(job.given, pa.string()) if job.given is not None else None
-    lines, lines_in, base_ids, subscribers = _scan(job.files, job.args.key_version, given_array, job.keys, job.values)
-    job.timer.mark("scope_seconds")
-    scope, exposure, unknown = _scope(job, given_array, base_ids)
-    action, shredded = _shred(job, lines, scope)
-    report = _report(job, scope, exposure, lines, subscribers, unknown, action)
-    counts = {
-        "base_lines_read": lines_in,
-        "affected": lines.num_rows,
-        "unknown": len(unknown),
-        "shredded": action["lines_shredded"],
-        "subscribers_by_document": subscribers,
-    }
-    if job.given is not None:
-        counts.update(given=len(job.given), balanced=len(job.given) == lines.num_rows + len(unknown))
-    # Written beside OUT and switched in whole at the end (pipelines/io/publish.py).
     with publishing(job.out, "incident", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS) as pub:
-        _write_outputs(job, pub.stage, report, lines, shredded, counts)
-    return report
-
-
-def _action_text(action: dict, has_vault: bool) -> str:
-    if action["lines_shredded"]:
-        return (
-            f"{action['lines_shredded']:,} line(s) crypto-shredded: their data keys destroyed, every other data "
-            f"key re-wrapped under {action['new_vault_key_version']}, "
-            f"{', '.join(action['retired_vault_key_versions'])} retired"
-        )
-    if action["shred_requested"]:
-        return "shred requested: no affected line has a data key in the vault; nothing was shredded"
-    if not has_vault:
-        return "nothing was shredded (no vault given: shreddability not assessed)"
-    return "nothing was shredded (assessment only)"
+        # The spill carries listed ids (a leaked list may hold anything): sealed, private, never under OUT.
+        with spill_area("incident") if job.spill else contextlib.nullcontext() as spill_dir:
+            with beam.Pipeline(options=job.options) as p:
+                build_pipeline(p, job, pub, spill_dir)
+        manifest = read_json(FileSystems.join(_written(job, pub), "manifest.json"))  # counts checked in the job
+        if job.args.shred:
+            return _shred(job, pub, manifest)
+        return read_json(FileSystems.join(_written(job, pub), "incident.json"))
 
 
 def _body(argv) -> int:
@@ -369,10 +305,8 @@ def _body(argv) -> int:
     if r["unknown_line_ids"]["count"]:
         print(f"  {r['unknown_line_ids']['count']:,} listed line_id(s) are not in the base")
     print(f"  {r['action']['summary']}")
-    print(
-        f"  -> {FileSystems.join(os.path.dirname(r['affected_lines_file']), 'incident.html')}, "
-        f"{r['affected_lines_file']}"
-    )
+    folder = os.path.dirname(r["affected_lines"].rstrip("/"))
+    print(f"  -> {FileSystems.join(folder, 'incident.html')}, {r['affected_lines']}/")
     return 0
 
 

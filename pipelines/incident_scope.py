@@ -1,111 +1,116 @@
-"""What an incident covers: the listed line_ids read, the base scanned for the affected lines, the scope in words.
+"""The incident's Beam job: reads wired to the scope, the writes, and the counts checked in the job.
 
-Used by ``backfill incident`` (:mod:`pipelines.incident`, which re-exports ``read_line_ids``).
+Used by ``backfill incident`` (:mod:`pipelines.incident`). The job reads the
+merged base (``ReadMergedBase``), the vault's key table (``ReadVaultTable``,
+with ``--vault``) and the line list (``ReadLineIds``, with ``--lines``) as
+Arrow batches, scopes them (:class:`transforms.compliance.incident_scope.ScopeIncident`),
+writes ``affected_lines/`` and the report, and ends with
+:class:`pipelines.io.finalize.Finalize`: :func:`summarise` turns the summed
+counts into the manifest's block and fails the job on any imbalance.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-from apache_beam.io.filesystems import FileSystems
+import apache_beam as beam
 
-from pipelines.common import UserError
+from pipelines.incident_report import write_report_from_counts
+from pipelines.io.affected_lines import WriteAffectedLines
+from pipelines.io.finalize import Finalize
+from pipelines.io.line_lists import ReadLineIds
+from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable
+from pipelines.io.phase import Phase
+from transforms.compliance.incident_scope import ScopeIncident
+from transforms.core.metrics import SumCounts
 
 if TYPE_CHECKING:
     from pipelines.incident import _Job
+    from pipelines.io.publish import Publication
 
-__all__ = ["read_line_ids", "scope_text"]
+__all__ = ["build_pipeline", "summarise"]
 
-_EXPOSURE = {
-    "join": "tokens (keyed HMAC-SHA256) under join key {v}: whoever holds the key can test guessed values "
-    "(document numbers, names, addresses) against them; masks were in the same rows",
-    "vault": "data keys wrapped by vault key {v}: whoever holds the key and a copy of the vault tables can "
-    "open every sealed value of these lines",
-    "lines": "the listed lines' records as held by the operator: the identity fields named below may be "
-    "exposed (tokens and masks in the base, sealed originals in the vault)",
-}
+_BY = ("region", "field", "vault_field", "join_key_version", "vault_key_version")
 
 
-def read_line_ids(path: str) -> tuple[list[str], int]:
-    """``(distinct line_ids in file order, rows read)`` from a list or a CSV with a ``line_id`` column."""
-    try:
-        with FileSystems.open(path) as handle:
-            text = handle.read().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise UserError(f"--lines {path} is not UTF-8 text") from None
-    except Exception as exc:  # the type only: a message may quote data
-        raise UserError(f"--lines {path} cannot be read ({type(exc).__name__})") from None
-    rows = [line for line in text.splitlines() if line.strip()]
-    if not rows:
-        raise UserError(f"--lines {path} holds no line_id")
-    head = rows[0].strip()
-    if "," in head or head.lower() == "line_id":
-        reader = csv.DictReader(io.StringIO(text))
-        column = next((c for c in reader.fieldnames or [] if c and c.strip().lower() == "line_id"), None)
-        if column is None:
-            raise UserError(f"--lines {path} is a CSV without a line_id column")
-        ids = [(row.get(column) or "").strip() for row in reader]
-        ids = [i for i in ids if i]
-        if not ids:
-            raise UserError(f"--lines {path} holds no line_id")
-    else:
-        ids = [line.strip() for line in rows]
-    return list(dict.fromkeys(ids)), len(ids)
+def _sorted(counts: dict) -> dict:
+    return {k: counts[k] for k in sorted(counts, key=lambda k: (k == "(none)", k))}
 
 
-def _scan(files: list[str], key_version: str | None, line_ids: pa.Array | None, keys, values):
-    """The affected lines described, the base lines read, the base ids found, the distinct document tokens."""
-    from pipelines.retention_base import merged_batches
-    from transforms.compliance.incident import BASE_COLUMNS, describe_lines, scope_mask
-
-    parts, found, tokens, lines_in = [], [], [], 0
-    for path in files:
-        for table in merged_batches(path, BASE_COLUMNS):
-            lines_in += table.num_rows
-            chosen = table.filter(scope_mask(table, key_version=key_version, line_ids=line_ids, vault_keys=keys))
-            if chosen.num_rows:
-                parts.append(describe_lines(chosen, keys, values))
-                found.append(chosen.column("line_id").combine_chunks())
-                tokens.append(pc.unique(chosen.column("doc_token").drop_null().combine_chunks()))
-    if parts:
-        lines = pa.concat_tables(parts)
-        lines = lines.take(pc.sort_indices(lines, [("line_id", "ascending")]))
-    else:
-        lines = describe_lines(pa.table({c: pa.array([], pa.string()) for c in BASE_COLUMNS}), keys, values)
-    subscribers = len(pc.unique(pa.chunked_array(tokens, pa.string()))) if tokens else 0
-    base_ids = pa.chunked_array(found, pa.string()).combine_chunks() if found else pa.array([], pa.string())
-    return lines, lines_in, base_ids, subscribers
+def _listed(listed: dict, block: dict, problems: list[str]) -> None:
+    """A line list's counts: read = joined, distinct = found + unknown."""
+    rows, distinct = listed.get("rows", 0), listed.get("distinct", 0)
+    found, unknown = listed.get("found", 0), listed.get("unknown", 0)
+    block.update(given=distinct, listed_rows=rows, duplicates=rows - distinct, unknown=unknown)
+    if listed.get("unreadable"):
+        block["unreadable_rows"] = listed["unreadable"]
+    if rows == 0:
+        problems.append("the --lines file holds no line_id")
+    elif rows != listed.get("rows_joined", 0) or distinct != found + unknown:
+        problems.append(
+            f"incident counts do not balance for the line list ({rows:,} ids read, "
+            f"{listed.get('rows_joined', 0):,} joined; {distinct:,} distinct, {found:,} found + {unknown:,} unknown)"
+        )
 
 
-def _scope(job: _Job, given_array: pa.Array | None, base_ids: pa.Array) -> tuple[dict, str, list]:
-    """What the incident covers, the exposure in words, and the listed line_ids not in the base."""
-    args, keys = job.args, job.keys
-    if job.given is not None:
-        unknown = pc.filter(given_array, pc.invert(pc.is_in(given_array, value_set=base_ids))).to_pylist()
-        scope = {
-            "kind": "lines",
-            "file": args.lines,
-            "rows": job.rows_given,
-            "distinct": len(job.given),
-            "duplicates": job.rows_given - len(job.given),
-        }
-        return scope, _EXPOSURE["lines"], unknown
-    purpose = "join" if args.key_version.startswith("j") else "vault"
-    scope = {"kind": "key_version", "key_version": args.key_version, "key_purpose": purpose}
-    if purpose == "vault" and keys is not None:
-        wrapped = keys.filter(pc.equal(keys.column("vault_key_version"), args.key_version)).column("line_id")
-        outside = pc.filter(wrapped, pc.invert(pc.is_in(wrapped, value_set=base_ids)))
-        scope["vault_lines_not_in_base"] = len(outside)
-    if job.keyset is not None:
-        scope["key_in_keyset"] = args.key_version in {k.version for k in job.keyset.info()}
-    return scope, _EXPOSURE[purpose].format(v=args.key_version), []
+def summarise(counts: dict) -> tuple[dict, list[str]]:
+    """The manifest's counts block and the balances that fail (see the module docstring)."""
+    base, affected, written = (counts.get(k, {}) for k in ("base", "affected", "written"))
+    vault = counts.get("vault", {})
+    rows_in, n, passed = base.get("rows_in", 0), base.get("affected", 0), base.get("not_affected", 0)
+    block = {
+        "base_lines_read": rows_in,
+        "affected": n,
+        "not_affected": passed,
+        "unknown": 0,
+        "lines_with_identity": affected.get("lines_with_identity", 0),
+        "subscribers_by_document": counts.get("subscribers_by_document", 0),
+        "shreddable": affected.get("shreddable", 0),
+        "shredded": written.get("shredded", 0),
+        "rows_written": written.get("rows", 0),
+        "by": {name: _sorted(affected.get(name, {})) for name in _BY},
+    }
+    problems = []
+    if rows_in != n + passed:
+        problems.append(
+            f"incident counts do not balance for the base ({rows_in:,} lines read, {n:,} affected + {passed:,} not)"
+        )
+    if not n == affected.get("lines", 0) == block["rows_written"]:
+        problems.append(f"incident counts do not balance: {n:,} lines affected, {block['rows_written']:,} written")
+    if "listed" in counts:
+        _listed(counts["listed"], block, problems)
+    if "wrapped_not_in_base" in vault:
+        block["vault_lines_not_in_base"] = vault["wrapped_not_in_base"]
+    if vault.get("foreign_keysets"):
+        problems.append(
+            f"the vault's key table was made under keyset {sorted(vault['foreign_keysets'])[0]}, "
+            "not under the keyset given with --keys"
+        )
+    block["balanced"] = not problems
+    return block, problems
 
 
-def scope_text(scope: dict) -> str:
-    if scope["kind"] == "key_version":
-        return f"{scope['key_purpose']} key version {scope['key_version']}"
-    return f"{scope['distinct']:,} line_id(s) listed in {scope['file']}"
+def build_pipeline(p: beam.Pipeline, job: _Job, pub: Publication, spill_dir: str | None) -> None:
+    """Wire the job into ``p``: everything it writes goes under ``pub.stage``."""
+    inputs = {"base": p | "ReadMergedBase" >> ReadMergedBase(job.base_splits, job.args.batch_size)}
+    tallies = []
+    if job.listing is not None:
+        listed = p | "ReadLineIds" >> ReadLineIds(job.listing, job.args.batch_size)
+        inputs["listed"] = listed.ids
+        tallies.append(listed.counts)
+    if job.vault is not None:
+        inputs["vault_keys"] = p | "ReadVaultKeys" >> ReadVaultTable(job.vault, "keys")
+    keyset_id = job.keyset.keyset_id if job.keyset is not None else None
+    outputs = inputs | "ScopeIncident" >> ScopeIncident(job.scope, job.n_buckets, spill_dir, keyset_id)
+    written, write_counts = outputs.affected | "WriteAffectedLines" >> WriteAffectedLines(pub.stage, job.args.shred)
+    counts = (
+        (outputs.tallies, write_counts, *tallies)
+        | "FlattenCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombineGlobally(SumCounts())
+    )
+    report = counts | "WriteReport" >> beam.FlatMap(write_report_from_counts, pub.stage, job.report_static, summarise)
+    # With --shred the run goes on after the job (the shred, then the report again): the job's output is a
+    # phase the launcher publishes, never switched in by the job itself (on an object store it would be).
+    target = Phase.at(pub.stage, pub.step, pub.run_id) if job.args.shred else pub
+    after = [written, report]
+    counts | "Finalize" >> Finalize(target, job.manifest_static, summarise, after=after, started=job.timer.started)

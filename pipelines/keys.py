@@ -1,6 +1,8 @@
 """backfill keys: create, rotate, show, shred and destroy keys of the tokens and the vault.
 
-    backfill keys init --keys keys.json [--force]
+    backfill keys init --keys keys.json [--force]                                   # local, in clear
+    backfill keys init --keys s3://bucket/keys/keys.json --kek aws-kms://arn:aws:kms:...:key/ID
+    backfill keys wrap --keys keys.json --kek gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K
     backfill keys show --keys keys.json [--json]
     backfill keys rotate --keys keys.json --join
     backfill keys rotate --keys keys.json --vault [--vault-dir out/merge/vault [--retire-old [--now]]]
@@ -10,6 +12,11 @@
     backfill keys restore --keys keys.json --version v1
     backfill keys retokenize --keys keys.json --base out/merge/base --vault out/merge/vault \\
         --out out/retokenized [Beam flags...]
+
+**Where the keyset lives.** ``--keys`` is a local file or a URI (``gs://``,
+``s3://``); a keyset at a URI is wrapped by a key-encryption key (``--kek`` at
+``init`` or ``wrap``; ``pipelines/keys_init.py``) and names it, so every other
+command needs only ``--keys``; ``--kek`` given to them must be that KEK.
 
 **The vaults a keyset knows.** A merge, a compaction, a retention purge, a
 reveal and every command here record the vault folder they write or open in
@@ -51,8 +58,10 @@ the primary join key from the vault's originals (``pipelines/retokenize.py``)
 and reports its coverage; it exits 1, listing the first failed lines, unless
 every tokenized line is covered.
 
-The steps live beside this module: ``keys_session`` (the keyset under its lock, the keys log),
-``keys_vaults`` (the known vaults' key tables, re-wrapped in memory, then written), ``keys_retire``
+The steps live beside this module: ``keys_init`` (init and wrap), ``keys_session`` (the keyset under its
+lock, the keys log, the ``--kek`` check),
+``keys_vaults`` (the known vaults' key tables, each re-wrapped by a Beam job into a staged generation, then
+published: ``shred_job``), ``keys_retire``
 (older versions out of use), ``keys_rotate``, ``keys_shred`` and ``keys_parser`` (the flags).
 """
 
@@ -61,21 +70,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from pipelines.common import ArgumentParser, UserError, run_main, split_beam_flags
+from pipelines.keys_init import init_keyset, wrap_keyset
 from pipelines.keys_parser import build_parser
 from pipelines.keys_retire import _destroy_due
 from pipelines.keys_rotate import rotate
-from pipelines.keys_session import _log_keys, _session, _user_errors, keys_audit_dir
+from pipelines.keys_session import _log_keys, _session, _user_errors, check_kek, keys_audit_dir
 from pipelines.keys_shred import shred_lines
 from pipelines.reveal import audit_dir, record_audit, refuse_other_log, utc_now, who
 
-if TYPE_CHECKING:
-    from transforms.crypto.keyset import Keyset
-
 __all__ = [
     "init_keyset",
+    "wrap_keyset",
     "rotate",
     "shred_lines",
     "destroy_due",
@@ -92,10 +99,6 @@ def parser() -> ArgumentParser:
     return build_parser(__doc__.splitlines()[0])
 
 
-def _versions(keyset: Keyset) -> dict:
-    return {"join": keyset.primary_join_version, "vault": keyset.primary_vault_version}
-
-
 def register_vault(keys_path: str, vault_dir: str, *, by: str, run_id: str | None = None) -> str:
     """Record a vault folder in the keyset's registry (a merge calls this before it writes OUT/vault), so
     that a shred or a key retirement re-wraps its data keys instead of making it unreadable."""
@@ -105,23 +108,6 @@ def register_vault(keys_path: str, vault_dir: str, *, by: str, run_id: str | Non
         where = registry.add_vault(vault_dir, by=by, run_id=run_id)
         registry.save()
     return where
-
-
-def init_keyset(
-    keys_path: str, *, force: bool = False, actor: str | None = None, audit_log: str | None = None
-) -> Keyset:
-    """Create a keyset file (j1, v1, a1); refuses to replace one unless ``force``."""
-    from transforms.crypto.keyset import Keyset
-    from transforms.crypto.registry import open_registry
-
-    refuse_other_log(audit_log, os.path.join(keys_audit_dir(keys_path), "keys.jsonl"))
-    with _user_errors():
-        keyset = Keyset.generate()
-        keyset.save(keys_path, overwrite=force)
-        with open_registry(keys_path, replace_foreign=True) as (keyset, registry):
-            record = {"event": "keys_init", "at": utc_now(), **who(actor), "primary": _versions(keyset)}
-            _log_keys(keyset, registry, keys_path, record)
-    return keyset
 
 
 def destroy_due(keys_path: str, *, actor: str | None = None, audit_log: str | None = None) -> dict:
@@ -165,7 +151,7 @@ def _print_show(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"keyset {info['keyset_id']} created {info['created_at']} (KMS: {info['kms_key_uri'] or 'none'})")
+    print(f"keyset {info['keyset_id']} created {info['created_at']} (KEK: {info['kms_key_uri'] or 'none, in clear'})")
     print(f"  {'purpose':<8} {'version':<8} {'state':<18} {'algorithm':<12} {'created_at':<21} retired_at")
     for k in info["keys"]:
         when = k["retired_at"] or (f"destroy after {k['destroy_after']}" if k.get("destroy_after") else "-")
@@ -221,8 +207,9 @@ def _retired_text(versions: list[str], destroy_after: str | None) -> str:
     return f"destroyed {', '.join(versions)}"
 
 
-def _ids(ids: list[str]) -> str:
-    return ", ".join(ids[:_SHOWN_IDS]) + (f" and {len(ids) - _SHOWN_IDS:,} more" if len(ids) > _SHOWN_IDS else "")
+def _ids(ids: list[str], total: int | None = None) -> str:
+    total = len(ids) if total is None else total  # ids may be the first of them only
+    return ", ".join(ids[:_SHOWN_IDS]) + (f" and {total - _SHOWN_IDS:,} more" if total > _SHOWN_IDS else "")
 
 
 def _print_shred(args) -> int:
@@ -248,9 +235,9 @@ def _print_shred(args) -> int:
         if v["status"] != "ok":
             print(f"  {v['vault']}: {'not found' if v['status'] == 'missing' else 'no key table'} (nothing to do)")
             continue
-        lost = v["lines_unreadable"]
+        lost, n_lost = v["lines_unreadable"], v.get("lines_unreadable_count", len(v["lines_unreadable"]))
         print(
-            f"  {v['vault']}: {len(lost):,} line(s)" + (f" ({_ids(lost)})" if lost else "") + f"; "
+            f"  {v['vault']}: {n_lost:,} line(s)" + (f" ({_ids(lost, n_lost)})" if lost else "") + f"; "
             f"{v['rewrapped']:,} other data key(s) {'would be ' if done['dry_run'] else ''}re-wrapped"
             + (f"; {v['already_unreadable']:,} already unreadable" if v["already_unreadable"] else "")
         )
@@ -267,12 +254,18 @@ def _body(argv) -> int:
     args, beam_args = split_beam_flags(parser(), argv, pipeline=lambda a: a.action == "retokenize")
     if args.action == "shred" and args.shred_log is not None:
         refuse_other_log(args.shred_log, os.path.join(audit_dir(args.vault, args.keys), "shred.jsonl"), "--shred-log")
+    if args.action not in ("init", "wrap"):
+        check_kek(args.keys, args.kek)
     if args.action == "init":
-        keyset = init_keyset(args.keys, force=args.force, actor=args.actor, audit_log=args.audit_log)
+        keyset = init_keyset(args.keys, kek=args.kek, force=args.force, actor=args.actor, audit_log=args.audit_log)
+        how = f"wrapped by {keyset.kms_key_uri}" if keyset.kms_key_uri else "mode 0600"
         print(
-            f"created keyset {keyset.keyset_id} at {args.keys} (mode 0600): join key "
+            f"created keyset {keyset.keyset_id} at {args.keys} ({how}): join key "
             f"{keyset.primary_join_version}, vault key {keyset.primary_vault_version}"
         )
+    elif args.action == "wrap":
+        done = wrap_keyset(args.keys, args.kek, actor=args.actor, audit_log=args.audit_log)
+        print(f"keyset {done['keyset_id']} at {args.keys} is wrapped by {done['kek']}")
     elif args.action == "show":
         return _print_show(args)
     elif args.action == "rotate":

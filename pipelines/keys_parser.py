@@ -5,18 +5,28 @@ from __future__ import annotations
 from pipelines.common import ArgumentParser
 
 
+_KEK_CHECK = "key-encryption key the keyset must be wrapped by (checked; the keyset names its own)"
+kek_help = {
+    "init": "wrap the new keyset under this key-encryption key: gcp-kms://projects/P/locations/L/keyRings/R/"
+    "cryptoKeys/K, aws-kms://arn:aws:kms:REGION:ACCOUNT:key/ID or local-kek://PATH (created if missing); "
+    "required for a keyset at a URI",
+    "wrap": "the key-encryption key to wrap the keyset under from now on (gcp-kms://, aws-kms://, local-kek://)",
+}
+
+
 def build_parser(description: str) -> ArgumentParser:
     p = ArgumentParser(prog="backfill keys", description=description)
     sub = p.add_subparsers(
         dest="action",
         required=True,
-        metavar="{init,show,rotate,shred,destroy-due,restore,retokenize}",
+        metavar="{init,show,rotate,shred,destroy-due,restore,wrap,retokenize}",
         parser_class=ArgumentParser,
     )
 
     def command(name: str, help_: str) -> ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_)
-        c.add_argument("--keys", required=True, help="keyset file (mode 0600)")
+        c.add_argument("--keys", required=True, help="keyset: a local file (mode 0600) or a URI (gs://, s3://)")
+        c.add_argument("--kek", default=None, help=kek_help.get(name, _KEK_CHECK))
         c.add_argument("--actor", default=None, help="who acts, recorded as stated_actor beside the OS user")
         c.add_argument(
             "--audit-log", default=None, help="refused unless it names the keys log (KEYS_DIR/audit/keys.jsonl)"
@@ -54,6 +64,7 @@ def build_parser(description: str) -> ArgumentParser:
     command("restore", "put a key version scheduled for destruction back in use").add_argument(
         "--version", required=True, help="the version (vN or jN)"
     )
+    command("wrap", "wrap the keyset under a (new) key-encryption key, in place")
     retok = command("retokenize", "rewrite a merged base's tokens under the primary join key; report coverage")
     retok.add_argument("--base", required=True, help="merged base folder (backfill merge OUT/base)")
     retok.add_argument("--vault", required=True, help="its vault folder (OUT/vault)")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.common import UserError
 from pipelines.keys_session import _log_keys
-from pipelines.keys_vaults import _read_plans
+from pipelines.keys_vaults import _plan_versions, _read_plans
 from pipelines.reveal import utc_now, who
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ def _retire(keyset: Keyset, versions: list[str], now: bool) -> str | None:
 def _destroy_due(keyset: Keyset, registry: Registry, keys_path: str, actor: str | None) -> tuple[list, dict]:
     """Destroy the versions whose waiting period is over, unless a known vault still has data keys under
     them; returns (destroyed, {version: [vaults that still need it]}) and records what was done."""
-    import pyarrow.compute as pc
-
     due = keyset.due()
     if not due:
         return [], {}
@@ -44,7 +42,7 @@ def _destroy_due(keyset: Keyset, registry: Registry, keys_path: str, actor: str 
             continue
         if plan.status != "ok":
             continue
-        used = set(pc.unique(plan.keys["vault_key_version"]).to_pylist())
+        used = _plan_versions(plan)  # one column, a row group at a time
         for version in due:
             if version in used:
                 blocked.setdefault(version, []).append(folder)

@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 
 
 def keys_audit_dir(keys_path: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(keys_path)), "audit")
+    """``KEYS_DIR/audit``: beside the keyset, a local folder or, for a keyset at a URI, its prefix."""
+    from transforms.crypto.keyset_store import join, parent
+
+    return join(parent(keys_path), "audit")
 
 
 @contextlib.contextmanager
@@ -30,6 +33,24 @@ def _user_errors():
         yield
     except (KeysetError, VaultError, AuditError) as exc:
         raise UserError(str(exc)) from None
+
+
+def check_kek(keys_path: str, kek: str | None) -> None:
+    """``--kek`` given to a command on an existing keyset: it must be the key-encryption key the keyset
+    names (read without unwrapping it)."""
+    from transforms.crypto.kek import kek_for
+    from transforms.crypto.keyset import Keyset
+
+    if kek is None:
+        return
+    with _user_errors():
+        wanted, named = kek_for(kek).uri, Keyset.named_kek(keys_path)
+    if named is None:
+        raise UserError(
+            f"keyset {keys_path} is not wrapped (backfill keys wrap --kek {wanted} wraps it); nothing was done"
+        )
+    if named != wanted:
+        raise UserError(f"keyset {keys_path} is wrapped by {named}, not by {wanted}; nothing was done")
 
 
 @contextlib.contextmanager

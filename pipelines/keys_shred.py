@@ -1,9 +1,24 @@
 """``backfill keys shred``: crypto-shred lines in every vault the keyset knows (``pipelines/keys.py``).
 
-The steps, in this order: plan in memory (read every known vault, drop the lines' data keys, re-wrap the
-rest under a new vault key version); record the shred (no shred goes unrecorded); save the registry and
-the keyset; write every vault's key table; take the older vault key versions out of use; record the
-key change in the keys log.
+The steps, in this order, under the keyset's lock:
+
+1. check every known vault (each key-table shard's footer; nothing is read whole) and remove the staging
+   folders a killed change left;
+2. add the new vault key version and **save the keyset**: the jobs' workers load it from ``--keys`` in
+   ``DoFn.setup()``;
+3. one Beam job per vault (``pipelines/shred_job.py``): drop the lines' data keys (and every earlier
+   shred's), re-wrap the rest under the new version, write a *staged* generation, balance checked in the
+   job; then check that every line had a data key in the named vault. A failure here removes the staged
+   generations and saves the keyset back as it was: nothing has changed;
+4. **record the shred** (one record per line in the shred log, a ``vault_rewrap`` record in every other
+   vault that changes), then the registry (the vault, the dropped data keys) is saved: nothing
+   irreversible happens before the shred is on record;
+5. publish every vault's staged key table (renamed into place as its newest generation);
+6. only then take the older vault key versions out of use, and record the key change in the keys log.
+
+A run killed in 3 leaves every vault as it was (the keyset has a new primary; the older versions still
+open). One killed in 5 leaves some vaults published and some not: ``keys rotate --vault --vault-dir DIR
+--retire-old`` completes it (the registry knows the dropped data keys).
 """
 
 from __future__ import annotations
@@ -16,15 +31,19 @@ from pipelines.keys_retire import _destroy_due, _retire
 from pipelines.keys_session import _log_keys, _session
 from pipelines.keys_vaults import (
     _append_vault_records,
+    _clear_staged,
+    _dropped_deks,
     _known_vaults,
     _Plan,
+    _publish_plans,
     _read_plans,
     _rewrap_plans,
+    _run_rewrap,
     _summary,
     _vault_records,
-    _write_plans,
 )
 from pipelines.reveal import audit_dir, utc_now, who
+from pipelines.shred_job import LineFiles, Lines, line_chunks, line_count
 
 if TYPE_CHECKING:
     from transforms.crypto.keyset import Keyset
@@ -36,7 +55,7 @@ __all__ = ["shred_lines"]
 def shred_lines(
     keys_path: str,
     vault_dir: str,
-    line_ids: list[str],
+    line_ids: Lines,
     *,
     reason: str | None = None,
     actor: str | None = None,
@@ -45,50 +64,51 @@ def shred_lines(
     published_as: str | None = None,
     dry_run: bool = False,
     now: bool = False,
+    options=None,
 ) -> dict:
-    """Crypto-shred lines in every vault the keyset knows (see the module docstring of ``pipelines/keys.py``).
+    """Crypto-shred lines in every vault the keyset knows (see the module docstrings here and of
+    ``pipelines/keys.py``).
 
     Args:
+        line_ids: a list of line ids, or :class:`pipelines.shred_job.LineFiles` (Parquet files of a
+            ``line_id`` column, no repeats) for a set too large for a list (retention).
         vault_dir: the vault the lines are named in (they must have a data key there).
         shred_log: for a vault staged before it is published (retention): the log of its published home,
             ``HOME/../audit/shred.jsonl``; the vault is registered as ``HOME`` (``published_as``, or the
             folder of its name beside that audit folder). The command line refuses any other log.
-        dry_run: read and plan only: nothing is written, saved or recorded.
+        dry_run: read and check only: nothing is written, saved or recorded.
         now: destroy the older vault key versions at once instead of scheduling their destruction.
+        options: Beam PipelineOptions of the re-wrap jobs (default: the local FnApiRunner).
     """
+    from pipelines.common import new_run
     from transforms.crypto.registry import location
 
-    line_ids = list(dict.fromkeys(line_ids))
+    lines = line_ids if isinstance(line_ids, LineFiles) else list(dict.fromkeys(line_ids))
     named = location(vault_dir)
     home, log_folder = _shred_home(named, keys_path, shred_log, published_as)
+    run_id = new_run("shred")[0]
     with _session(keys_path, audit_log) as (keyset, registry):
         destroyed = [] if dry_run else _destroy_due(keyset, registry, keys_path, actor)[0]
         plans = _read_plans(keyset, _known_vaults(registry, named, home), named)
-        _check_lines(plans[0], line_ids, vault_dir)
         older = keyset.versions("vault")
-        new_version = keyset.rotate_vault()  # in memory until saved
-        _rewrap_plans(keyset, plans, older, line_ids, registry.shredded_deks, exact=named)
-        result = _shred_result(keyset, home, line_ids, plans, new_version, older, now, dry_run)
+        jobs = {"exact": named, "run_id": run_id, "options": options}
         if dry_run:
-            return result
+            primary = keyset.primary_vault_version
+            _rewrap_plans(keys_path, plans, older, primary, lines, registry.shredded_deks, dry_run=True, **jobs)
+            _check_lines(plans[0], lines, vault_dir)
+            return _shred_result(keyset, home, lines, plans, keyset.rotate_vault(), older, now, True)  # not saved
+        _clear_staged(plans)
+        new_version = keyset.rotate_vault()
+        check = lambda: _check_lines(plans[0], lines, vault_dir)  # noqa: E731
+        _run_rewrap(keyset, keys_path, plans, older, lines, registry.shredded_deks, check=check, **jobs)
+        result = _shred_result(keyset, home, lines, plans, new_version, older, now, False)
         record = _shred_record(keyset, home, actor, reason, new_version, older, now)
-        _record_shred(keyset, registry, keys_path, log_folder, plans, named, home, line_ids, record)
+        _record_shred(keyset, registry, keys_path, log_folder, plans, named, home, lines, record)
         result["destroy_after"] = record["destroy_after"] = _apply_shred(
             keyset, registry, keys_path, plans, home, older, now
         )
-        _log_keys(
-            keyset,
-            registry,
-            keys_path,
-            {
-                "event": "keys_shred",
-                **record,
-                "lines": len(line_ids),
-                "rewrapped": plans[0].kept.num_rows,
-                "vaults": _summary(plans),
-                "destroyed_due": destroyed,
-            },
-        )
+        keys_record = {"event": "keys_shred", **record, "lines": line_count(lines), "rewrapped": plans[0].kept}
+        _log_keys(keyset, registry, keys_path, {**keys_record, "vaults": _summary(plans), "destroyed_due": destroyed})
     return result
 
 
@@ -103,22 +123,21 @@ def _shred_home(named: str, keys_path: str, shred_log: str | None, published_as:
     return home, log_folder
 
 
-def _check_lines(plan: _Plan, line_ids: list[str], vault_dir: str) -> None:
-    """Every line must have a data key in the named vault."""
-    present = set(plan.keys["line_id"].to_pylist())
-    missing = [line for line in line_ids if line not in present]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+def _check_lines(plan: _Plan, lines: Lines, vault_dir: str) -> None:
+    """Every line must have had a data key in the named vault (its job counted the ones without)."""
+    counts = plan.counts or {}
+    if counts.get("missing"):
+        first, more = counts["missing_sample"][0], counts["missing"] - 1
         raise UserError(
-            f"line {missing[0]}{more} has no data key in {vault_dir}: unknown, or already shredded; "
-            "nothing was shredded"
+            f"line {first}{f' (and {more} more)' if more else ''} has no data key in {vault_dir}: unknown, or "
+            "already shredded; nothing was shredded"
         )
 
 
 def _shred_result(
     keyset: Keyset,
     home: str,
-    line_ids: list[str],
+    lines: Lines,
     plans: list[_Plan],
     new_version: str,
     older: list[str],
@@ -131,8 +150,9 @@ def _shred_result(
     return {
         "keyset_id": keyset.keyset_id,
         "vault_dir": location(home),
-        "lines": line_ids,
-        "rewrapped": plans[0].kept.num_rows,
+        "lines": None if isinstance(lines, LineFiles) else lines,
+        "lines_count": line_count(lines),
+        "rewrapped": plans[0].kept,
         "new_vault_key_version": new_version,
         "retired_vault_key_versions": older,
         "destroyed": bool(now),
@@ -167,15 +187,15 @@ def _record_shred(
     plans: list[_Plan],
     named: str,
     home: str,
-    line_ids: list[str],
+    lines: Lines,
     record: dict,
 ) -> None:
-    """The records come first: no shred goes unrecorded. One per line in the shred log, a ``vault_rewrap``
-    record for every other vault that changes."""
-    from transforms.crypto.audit import append
+    """The records come first: no shred goes unrecorded. One per line in the shred log (appended a chunk at a
+    time), a ``vault_rewrap`` record for every other vault that changes."""
+    from pipelines.shred_log import append_line_records
     from transforms.crypto.registry import location
 
-    append(keyset, registry, log_folder, "shred.jsonl", [{"event": "shred", "line_id": x, **record} for x in line_ids])
+    append_line_records(keyset, registry, log_folder, "shred.jsonl", line_chunks(lines), record)
     others = [p for p in plans if p.vault not in (named, location(home))]
     _append_vault_records(
         keyset, registry, keys_path, _vault_records(others, None, {**record, "cause": "shred"}), "keys.jsonl"
@@ -185,12 +205,11 @@ def _record_shred(
 def _apply_shred(
     keyset: Keyset, registry: Registry, keys_path: str, plans: list[_Plan], home: str, older: list[str], now: bool
 ) -> str | None:
-    """Save, write every vault, then take the older versions out of use; returns destroy_after."""
+    """Register, publish every vault, then take the older versions out of use; returns destroy_after."""
     registry.add_vault(home, by="keys shred")
-    registry.add_shredded(d for p in plans for d in p.dropped_deks)
-    registry.save()  # the dropped data keys are known before any vault is written (an interrupted shred)
-    keyset.save(keys_path)  # the new version is durable before anything wrapped by it is
-    _write_plans(plans)  # from here on the lines' data keys are gone from every known vault
+    registry.add_shredded(_dropped_deks(plans))
+    registry.save()  # the dropped data keys are known before any vault is published (an interrupted shred)
+    _publish_plans(plans)  # from here on the lines' data keys are gone from every known vault
     destroy_after = _retire(keyset, older, now)
     keyset.save(keys_path)  # and from here on no unknown copy of a key table opens either
     return destroy_after

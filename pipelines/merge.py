@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import apache_beam as beam
@@ -54,6 +55,7 @@ from pipelines.io.merged_base import (
 )
 from pipelines.io.base_files import ReadSubscriberBase
 from pipelines.io.planning import InputInfo
+from pipelines.io.finalize import Finalize
 from pipelines.io.publish import check_apart, check_owned, publishing
 from pipelines.keys import register_vault
 from pipelines.merge_plan import _plan_base, _plan_vault
@@ -125,7 +127,7 @@ def build_pipeline(
 
 
 def summarise(counts: dict, header: dict) -> dict:
-    """The run's summary from the pipeline's counts: both balances checked."""
+    """The run's summary from the pipeline's counts: both balances computed."""
     base, events = counts.get("base", {}), counts.get("events", {})
     base_dead, event_dead = base.get("dead_letters", {}), events.get("dead_letters", {})
     base_in = base.get("rows_in", 0) + base_dead.get("ROW_MALFORMED", 0)
@@ -150,6 +152,18 @@ def summarise(counts: dict, header: dict) -> dict:
         "lines": counts.get("lines", {}),
         "vault": counts.get("vault", {}),
     }
+
+
+def manifest_counts(counts: dict) -> tuple[dict, list[str]]:
+    """The manifest's counts block and the balances that fail (checked in the job: pipelines/io/finalize.py)."""
+    summary = summarise(counts, {})
+    problems = [
+        f"merge counts do not balance for the {side} ({summary[side]['rows_in']:,} in, "
+        f"{summary[side]['dead_letters']:,} dead letters)"
+        for side in ("base", "events")
+        if not summary[side]["balanced"]
+    ]
+    return {k: summary[k] for k in ("base", "events", "lines", "vault")}, problems
 
 
 def _located(paths: list[str]) -> list[str]:
@@ -264,8 +278,8 @@ def _log_plan(job: _Job) -> None:
     )
 
 
-def _run_pipeline(job: _Job) -> None:
-    """Merge; write base/, vault/, dead_letter/ and summary.json into the staged folder."""
+def _run_pipeline(job: _Job, pub) -> None:
+    """Merge; write base/, vault/, dead_letter/, summary.json and (checked in the job) manifest.json."""
     out, ctx, summary_path = job.stage, DeadLetterContext("merge", job.run_id, job.started), job.summary_path
     header = {
         "step": "merge",
@@ -294,16 +308,21 @@ def _run_pipeline(job: _Job) -> None:
                 encoding=job.args.encoding,
                 batch_size=job.args.batch_size,
             )
-            write_merged_base(outputs.base, FileSystems.join(out, "base"))
             vault_dir = FileSystems.join(out, "vault")
-            write_vault_table(outputs.vault_keys, vault_dir, "keys", "WriteVaultKeys")
-            write_vault_table(outputs.vault_values, vault_dir, "values", "WriteVaultValues")
-            write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part"))
-            outputs.counts | "WriteSummary" >> beam.Map(lambda c: write_json(summary_path, summarise(c, header)))
-    job.timer.mark("pipeline_seconds")
+            written = [
+                write_merged_base(outputs.base, FileSystems.join(out, "base")),
+                write_vault_table(outputs.vault_keys, vault_dir, "keys", "WriteVaultKeys"),
+                write_vault_table(outputs.vault_values, vault_dir, "values", "WriteVaultValues"),
+                write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part")),
+                outputs.counts | "WriteSummary" >> beam.Map(lambda c: write_json(summary_path, summarise(c, header))),
+            ]
+            outputs.counts | "Finalize" >> Finalize(
+                pub, _manifest(job), manifest_counts, after=written, started=job.timer.started
+            )
 
 
-def _manifest(job: _Job, summary: dict) -> dict:
+def _manifest(job: _Job) -> dict:
+    """What the manifest says that is known before the run; the job adds the counts (Finalize)."""
     out, args = job.out, job.args
     return {
         "step": "merge",
@@ -321,10 +340,9 @@ def _manifest(job: _Job, summary: dict) -> dict:
             "encoding": args.encoding,
         },
         "outputs": {name: FileSystems.join(out, name) for name in ("base", "vault", "dead_letter")},
-        "counts": {k: summary[k] for k in ("base", "events", "lines", "vault")},
         "runner": runner_name(job.options),
         "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
-        "timings": job.timer.as_dict(),
+        "timings": {"plan_seconds": round(time.time() - job.timer.started, 3)},
     }
 
 
@@ -339,17 +357,8 @@ def run(argv=None) -> dict:
     register_vault(job.args.keys, FileSystems.join(job.out, "vault"), by="merge", run_id=job.run_id)
     with publishing(job.out, "merge", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS) as pub:
         job.stage = pub.stage
-        _run_pipeline(job)
-        summary = read_json(job.summary_path)
-        manifest = _manifest(job, summary)
-        for side in ("base", "events"):
-            counts = summary[side]
-            if not counts["balanced"]:
-                raise UserError(
-                    f"merge counts do not balance for the {side} ({counts['rows_in']:,} in, "
-                    f"{counts['dead_letters']:,} dead letters): nothing was published"
-                )
-        write_json(pub.path("manifest.json"), manifest)  # last: the manifest says the output is whole
+        _run_pipeline(job, pub)
+        manifest = read_json(pub.written("manifest.json"))  # written by the job, balances checked there
     return manifest
 
 

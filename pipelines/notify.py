@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.common import remove_tree, run_main, runner_name, split_beam_flags
 from pipelines.manifest import Timer, read_json, write_json
-from pipelines.notify_manifest import _manifest, _mode, _save
+from pipelines.notify_manifest import _mode, _save, manifest_static, unbalanced, with_result
 from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, ReadTables, WriteJobFiles, classified_splits
 from pipelines.io.notify_files import history_splits, read_suppress, registered_splits
 from pipelines.io.publish import check_apart, check_owned, writing_into
@@ -142,8 +142,15 @@ def _finish_counts(counts: dict, summary: dict, stats: list) -> dict:
     return total
 
 
-def _write_result(result: dict, path: str) -> None:
-    write_json(path, result)
+def _record(result: dict, path: str, head: dict, timer: Timer, out: str, save: bool) -> None:
+    """In the job, once the jobs are handed over: the wave's manifest saved (runs/RUN.json, manifest.json) and
+    its balance checked, so a wave whose counts do not add up fails on any runner, recorded first."""
+    manifest = with_result(head, result, timer)
+    write_json(path, {**result, "manifest": manifest})
+    if save:
+        _save(out, head["run_id"], manifest)
+        if not manifest["counts"]["balanced"]:
+            raise UserError(unbalanced(manifest))
 
 
 def build_pipeline(
@@ -242,8 +249,9 @@ def _prepare_wave(args, beam_args: list[str]) -> _WavePlan:
     )
 
 
-def _plan_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer) -> dict:
+def _plan_wave(args, plan: _WavePlan, out: str, head: dict, timer: Timer) -> dict:
     """Run the wave's pipeline: jobs written, published or (dry run) only counted; returns its result."""
+    run_id = head["run_id"]
     mode = _mode(args)
     local = is_local_runner(plan.options)
     spill = args.spill != "off" and local
@@ -264,7 +272,8 @@ def _plan_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer) -> di
         else:
             tmp = FileSystems.join(out, "_tmp", run_id)
         try:
-            return _run_wave(args, plan, out, run_id, timer, tmp, FileSystems.join(area, "shuffle") if spill else None)
+            spill_dir = FileSystems.join(area, "shuffle") if spill else None
+            return _run_wave(args, plan, out, {**head, **manifest_static(args, plan, out)}, timer, tmp, spill_dir)
         finally:
             if args.dry_run and not area:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -272,8 +281,9 @@ def _plan_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer) -> di
                 _remove_tmp(out, run_id)
 
 
-def _run_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer, tmp: str, spill_dir: str | None) -> dict:
-    """The wave's pipeline; its result (counts, summary) read back from ``tmp``."""
+def _run_wave(args, plan: _WavePlan, out: str, head: dict, timer: Timer, tmp: str, spill_dir: str | None) -> dict:
+    """The wave's pipeline; its result (counts, summary, the manifest the job wrote) read back from ``tmp``."""
+    run_id = head["run_id"]
     n_buckets = args.shuffle_buckets or max(1, math.ceil((plan.rows + plan.registered_rows) / ROWS_PER_BUCKET))
     result_path = FileSystems.join(tmp, "result.json")
     with beam.Pipeline(options=plan.options) as p:
@@ -296,9 +306,8 @@ def _run_wave(args, plan: _WavePlan, out: str, run_id: str, timer: Timer, tmp: s
         (
             outputs.counts
             | "Finish" >> beam.Map(_finish_counts, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(stats))
-            | "WriteResult" >> beam.Map(_write_result, result_path)
+            | "RecordWave" >> beam.Map(_record, result_path, head, timer, out, not args.dry_run)
         )
-    timer.mark("pipeline_seconds")
     return read_json(result_path)
 
 
@@ -353,12 +362,8 @@ def _run(args, beam_args: list[str]) -> dict:
                 )
                 _save(out, run_id, manifest)
                 return manifest
-        result = _plan_wave(args, plan, out, run_id, timer)
-        manifest.update(_manifest(args, plan, out, result, timer))
-        if not args.dry_run:
-            _save(out, run_id, manifest)
-    manifest["summary"] = result.get("summary", {})
-    return manifest
+        result = _plan_wave(args, plan, out, manifest, timer)  # the job saves the manifest and checks it
+    return {**result["manifest"], "summary": result.get("summary", {})}
 
 
 def _remove_tmp(out: str, run_id: str) -> None:
@@ -380,8 +385,6 @@ def main(argv=None) -> int:
             print(format_dry_run(manifest, manifest["summary"], args.show_regions))
         else:
             print(format_result(manifest))
-        if manifest.get("counts") and not manifest["counts"].get("balanced"):
-            raise UserError("the counts do not add up; see the manifest")
         return 0
 
     return run_main("backfill notify", body, argv)

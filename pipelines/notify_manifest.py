@@ -23,16 +23,9 @@ def _mode(args) -> str:
     return "dry-run" if args.dry_run else ("pubsub" if args.topic else "files")
 
 
-def _manifest(args, wave_plan: _WavePlan, out: str, result: dict, timer: Timer) -> dict:
+def manifest_static(args, wave_plan: _WavePlan, out: str) -> dict:
+    """What a wave's manifest says that is known before its pipeline runs (JSON-able: it travels in the job)."""
     campaign, wave, first_day, mode = wave_plan.campaign, wave_plan.wave, wave_plan.first_day, _mode(args)
-    plan = result.get("plan", {})
-    outcomes = plan.get("outcomes", {})
-    jobs = {c: result.get("jobs", {}).get(c, 0) for c in ("sms", "call", "announcement")}
-    handed = result.get("handed_over", {})
-    decided = sum(outcomes.get(o.lower(), 0) for o in OUTCOMES[1:])
-    balanced = plan.get("targeted", 0) == decided and (
-        mode == "dry-run" or all(handed.get(c, 0) == n for c, n in jobs.items())
-    )
     zone_hours = f"{campaign.quiet_end:%H:%M}-{campaign.quiet_start:%H:%M}"
     return {
         "mode": mode,
@@ -59,6 +52,22 @@ def _manifest(args, wave_plan: _WavePlan, out: str, result: dict, timer: Timer) 
         },
         "outputs": ({"topic": args.topic} if args.topic else {"jobs": FileSystems.join(out, "jobs")})
         | {"history": FileSystems.join(out, *HISTORY_JOBS)},
+        "runner": runner_name(wave_plan.options),
+    }
+
+
+def with_result(static: dict, result: dict, timer: Timer) -> dict:
+    """The wave's manifest: the static part, and the counts, days and timings of its result (balance checked)."""
+    plan = result.get("plan", {})
+    outcomes = plan.get("outcomes", {})
+    jobs = {c: result.get("jobs", {}).get(c, 0) for c in ("sms", "call", "announcement")}
+    handed = result.get("handed_over", {})
+    decided = sum(outcomes.get(o.lower(), 0) for o in OUTCOMES[1:])
+    balanced = plan.get("targeted", 0) == decided and (
+        static["mode"] == "dry-run" or all(handed.get(c, 0) == n for c, n in jobs.items())
+    )
+    return {
+        **static,
         "counts": {
             **plan,
             "jobs": jobs,
@@ -72,7 +81,6 @@ def _manifest(args, wave_plan: _WavePlan, out: str, result: dict, timer: Timer) 
             "balanced": balanced,
         },
         "by_day": result.get("by_day", {}),
-        "runner": runner_name(wave_plan.options),
         "timings": _timings(timer, result.get("publish")),
     }
 
@@ -88,6 +96,16 @@ def _timings(timer: Timer, publish: dict | None) -> dict:
             "messages_per_second": round(publish["messages"] / seconds),
         }
     return timings
+
+
+def unbalanced(manifest: dict) -> str:
+    """The one-line problem of a wave whose counts do not add up."""
+    counts = manifest["counts"]
+    handed = sum(counts["handed_over"].values()) if counts.get("handed_over") else 0
+    return (
+        f"notify counts do not add up ({counts.get('targeted', 0):,} lines targeted; "
+        f"{sum(counts['jobs'].values()):,} jobs, {handed:,} handed over); the run is recorded in runs/"
+    )
 
 
 def _save(out: str, run_id: str, manifest: dict) -> None:

@@ -1,7 +1,7 @@
 """backfill retention: purge the identity of lines terminated more than N years ago (Art. 11).
 
     backfill retention --base out/merge/base --vault out/merge/vault --keys keys/keyset.json \\
-        --out out/retention --as-of 2026-12-01 [--policy FILE] [--actor NAME]
+        --out out/retention --as-of 2026-12-01 [--policy FILE] [--actor NAME] [Beam flags...]
     python -m pipelines.retention ...
 
 For every TERMINATED line of the merged base whose retention period is over
@@ -15,55 +15,58 @@ on ``--as-of`` (``as_of > terminated_on + N years``, N from the policy; see
   then crypto-shredded with ``pipelines.keys.shred_lines`` (their data keys
   dropped, every other data key re-wrapped under a new vault key version,
   older versions retired; one record per line in ``OUT/audit/shred.jsonl``);
-* ``OUT/manifest.json`` (step ``retention``): as-of, policy, cut-off date,
-  the purged line_ids, counts that balance, key versions before and after.
+* ``OUT/purged/``: the line ids purged (Parquet), ``OUT/manifest.json`` (step
+  ``retention``): as-of, policy, cut-off date, the first 1,000 purged line ids,
+  counts that balance, key versions before and after.
+
+Three Beam jobs, memory flat in the base's size (``pipelines/retention_jobs.py``):
+the due lines found batch by batch and joined with the vault by line bucket
+(the staged vault's values written, the lines to shred listed in files);
+the crypto-shred, one job per vault the keyset knows, reading the lines to
+shred from those files; the base rewritten batch by batch. Each job checks
+its own counts, and the last one writes the manifest (``Finalize``).
 
 Why a new vault under OUT rather than purging in place: the base and the
 vault under OUT are one consistent pair and the inputs are not rewritten
 while the run works. The shred retires the vault key versions that wrapped
 the input vault's key table, so after the run the input vault opens no line
-at all: OUT/vault is the live vault from then on, and the input merge output
-should be deleted (its base still holds the purged lines' tokens and masks).
-``--vault`` may be ``OUT/vault`` itself (a purge run again on its own
-output; the one input allowed inside OUT).
+at all unless the keyset knows it: OUT/vault is the live vault from then on,
+and the input merge output should be deleted (its base still holds the purged
+lines' tokens and masks). ``--vault`` may be ``OUT/vault`` itself (a purge run
+again on its own output; the one input allowed inside OUT).
 
 OUT is written beside itself (``OUT.tmp-RUN_ID``) and switched in at the end
 (``pipelines/io/publish.py``); the shred log is appended to
-``OUT/audit/shred.jsonl`` directly. A run that fails before its shred leaves
-OUT as it was; one that fails after it keeps ``OUT.tmp-RUN_ID`` (its vault
-may be the only one that opens) and names it: the same command with
-``--vault OUT.tmp-RUN_ID/vault`` completes the purge (delete that folder
-afterwards).
+``OUT/audit/shred.jsonl`` directly. A run that fails or is killed before its
+shred leaves OUT as it was; from the shred on, the staged folder is marked
+*kept* (also when the process is killed): its vault may be the only one that
+opens. The same command with ``--vault OUT.tmp-RUN_ID/vault`` completes the
+purge (delete that folder afterwards); until then a purge into OUT with
+another vault is refused.
 
 Re-running on its own output purges nothing more and changes nothing: a due
 line that has no token, mask, data key or value left (purged before, or it
 never had an identity) is counted as ``nothing_to_purge``, and without lines
 to shred the keyset is not touched.
-
-Plain pyarrow, not a Beam pipeline: one streaming pass over the base's
-Parquet files to find the due lines, the vault rewrite and shred (a single
-keyset transaction under its lock, and the vault tables are read whole by
-``pipelines.io.vault_files`` anyway), then one streaming pass that rewrites
-each file. There is no shuffle or join that a runner would parallelise
-usefully, and memory stays one record batch plus the vault tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import ArgumentParser, UserError, new_run, parse_as_of, run_main, split_beam_flags
+from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of, run_main
+from pipelines.common import runner_name, split_beam_flags
 from pipelines.io.publish import Publication, check_apart, check_owned, kept_stage, publishing
-from pipelines.manifest import Timer, keys_block, policy_block, write_json
-from pipelines.retention_base import _find_due, _rewrite_base, merged_base_files, merged_batches
+from pipelines.manifest import Timer, keys_block, policy_block
+from pipelines.retention_base import plan_base, vault_tables
+from pipelines.retention_keep import keep_from_now, kept_stages, moved_versions
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -71,9 +74,10 @@ if TYPE_CHECKING:
     from transforms.crypto.keyset import Keyset
     from transforms.scan.policy import Policy
 
-__all__ = ["run", "main", "format_summary", "merged_base_files", "merged_batches"]
+__all__ = ["run", "main", "format_summary"]
 
-OUTPUTS = ("base", "vault", "manifest.json")  # what a purge writes into OUT (audit/shred.jsonl is appended to)
+OUTPUTS = ("base", "vault", "purged", "manifest.json")  # what a purge writes into OUT (audit/ is appended to)
+ROWS_PER_BUCKET = 200_000  # vault value rows per bucket of the join by line
 
 
 def parser() -> ArgumentParser:
@@ -85,6 +89,11 @@ def parser() -> ArgumentParser:
     p.add_argument("--as-of", required=True, type=parse_as_of, help="date the retention periods are judged on")
     p.add_argument("--policy", default=None, help="policy YAML (retention.years_after_termination)")
     p.add_argument("--actor", default=None, help="who runs the purge (recorded in the shred log)")
+    p.add_argument("--batch-size", type=int, default=65_536, help="rows per Arrow batch")
+    p.add_argument("--shuffle-buckets", type=int, default=None, help="buckets of the join by line (default: by size)")
+    p.add_argument(
+        "--spill", choices=["auto", "on", "off"], default="auto", help="spill the join (auto: local runners)"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -99,12 +108,15 @@ class _Job:
     """One purge, its inputs checked before anything is read."""
 
     args: argparse.Namespace
+    options: object
     policy: Policy
     keyset: Keyset
     keys_before: dict
+    splits: list
     files: list[str]
+    base_rows: int
+    vault: dict[str, list[str]]
     out: str
-    out_base: str
     out_vault: str
     in_place: bool
     run_id: str
@@ -115,16 +127,9 @@ class _Job:
     def as_of(self) -> dt.date:
         return self.args.as_of
 
-
-class _Purge(NamedTuple):
-    """The vault's side of a purge: the lines purged, the data keys shredded, the tables before and after."""
-
-    purged: list[str]
-    shred_ids: pa.ChunkedArray
-    keys_in: pa.Table
-    values_in: pa.Table
-    values_out: pa.Table
-    shred: dict | None
+    @property
+    def spill(self) -> bool:
+        return self.args.spill != "off" and is_local_runner(self.options)
 
 
 def _inputs(args) -> dict:
@@ -134,39 +139,58 @@ def _inputs(args) -> dict:
     return {"--base": args.base, "--vault": args.vault, "--keys": args.keys, "--policy": args.policy}
 
 
-def _prepare(argv) -> _Job:
-    """Parse and check the arguments: OUT apart from the base, the live vault, the keyset, a merged base."""
-    from transforms.crypto.keyset import Keyset
-    from transforms.scan.policy import load_policy
-
-    args, _ = split_beam_flags(parser(), argv, pipeline=False)
-    timer = Timer()
-    run_id, started = new_run("retention")
-    policy = load_policy(args.policy)
-    out = args.out.rstrip("/")
-    out_base, out_vault = FileSystems.join(out, "base"), FileSystems.join(out, "vault")
-    in_place = _same(args.vault, out_vault)
+def _check_out(args, out: str, out_vault: str, in_place: bool) -> None:
+    """OUT apart from the inputs, made by a purge; the live vault and a kept purge never passed over."""
     check_apart(out, _inputs(args), allow=[args.vault] if in_place else ())  # real paths
     check_owned(out, "retention")
     resumed = kept_stage(args.vault, out, "retention")  # the vault an interrupted purge left beside OUT
+    kept = [] if resumed else kept_stages(out)
+    if kept:
+        raise UserError(
+            f"an earlier purge into {out} stopped after its shred began and kept {kept[0]}: complete it with "
+            f"--vault {os.path.join(kept[0], 'vault')} (the same --base), or delete that folder if it was completed"
+        )
     if not in_place and not resumed and FileSystems.exists(out_vault):
         # An earlier run's shred retired the key of the input vault: OUT/vault is the only one that opens now.
         raise UserError(
             f"{out_vault} exists from an earlier run and is the live vault now: re-run with "
             f"--vault {out_vault} (the same --base) to complete the purge in place"
         )
+
+
+def _prepare(argv) -> _Job:
+    """Parse and check the arguments: OUT apart from the base, the live vault, the keyset, a merged base."""
+    from transforms.crypto.keyset import Keyset
+    from transforms.scan.policy import load_policy
+
+    args, beam_args = split_beam_flags(parser(), argv)
+    timer = Timer()
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    options = beam_options(beam_args)
+    if args.spill == "on" and not is_local_runner(options):
+        raise UserError("--spill on needs a local runner: the spill is a private local folder")
+    run_id, started = new_run("retention")
+    policy = load_policy(args.policy)
+    out = args.out.rstrip("/")
+    out_vault = FileSystems.join(out, "vault")
+    in_place = _same(args.vault, out_vault)
+    _check_out(args, out, out_vault, in_place)
     keyset = Keyset.load(args.keys)  # permissions and format checked before anything is read
     keys_before = {**keys_block(keyset), "vault_versions": keyset.versions("vault")}
-    files = merged_base_files(args.base)
-    check_apart(out, {"--base": files})
+    splits, info = plan_base(args.base)
+    check_apart(out, {"--base": info.files})
     return _Job(
         args=args,
+        options=options,
         policy=policy,
         keyset=keyset,
         keys_before=keys_before,
-        files=files,
+        splits=splits,
+        files=info.files,
+        base_rows=info.estimated_rows,
+        vault=vault_tables(args.vault),
         out=out,
-        out_base=out_base,
         out_vault=out_vault,
         in_place=in_place,
         run_id=run_id,
@@ -175,100 +199,72 @@ def _prepare(argv) -> _Job:
     )
 
 
-def _read_vault(job: _Job) -> tuple[pa.Table, pa.Table]:
-    """The input vault's key and value tables, made under this keyset."""
-    from transforms.crypto.vault import VaultError
-    from pipelines.io.vault_files import read_table
+def _find_and_purge(job: _Job, pub: Publication, cutoff: dt.date) -> dict:
+    """The first job: the staged vault (its key table copied, its values purged), the lines to shred."""
+    from pipelines.io.phase import Phase
+    from pipelines.io.vault_files import copy_table, table_rows
+    from pipelines.retention_jobs import PurgeJob, run_purge
 
-    args, keyset_id = job.args, job.keyset.keyset_id
-    try:
-        keys_in, values_in = read_table(args.vault, "keys"), read_table(args.vault, "values")
-    except VaultError as exc:
-        raise UserError(str(exc)) from None
-    foreign = set(pc.unique(keys_in.column("keyset_id")).to_pylist()) - {keyset_id}
-    if foreign:
-        raise UserError(
-            f"--vault {args.vault} was made under keyset {sorted(foreign)[0]}, not {keyset_id} (--keys {args.keys})"
+    rows = max(job.base_rows, table_rows(job.vault["values"]))
+    found = run_purge(
+        PurgeJob(
+            splits=job.splits,
+            vault=job.vault,
+            stage=pub.stage,
+            phase=Phase.inside(pub, "_purge"),
+            cutoff=cutoff,
+            keyset_id=job.keyset.keyset_id,
+            vault_arg=job.args.vault,
+            keys_arg=job.args.keys,
+            n_buckets=job.args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET)),
+            spill=job.spill,
+            options=job.options,
+            batch_size=job.args.batch_size,
         )
-    return keys_in, values_in
+    )
+    copied = copy_table(job.args.vault, pub.path("vault"), "keys")  # the shred rewrites the copy
+    found["vault"]["keys_copied"] = table_rows(copied)
+    job.timer.mark("purge_seconds")
+    return found
 
 
-def _purge_vault(
-    job: _Job,
-    pub: Publication,
-    keys_in: pa.Table,
-    values_in: pa.Table,
-    due_ids: pa.Array,
-    with_identity: pa.Array,
-    cutoff: dt.date,
-) -> _Purge:
-    """The staged vault: the input's without the due lines' values, then their data keys crypto-shredded.
-
-    The shred log is appended to OUT/audit/shred.jsonl itself (never staged: no record is lost with a failed
-    run). From the shred on, the staged vault may be the only one that opens: a failure keeps it."""
+def _shred(job: _Job, pub: Publication, found: dict, cutoff: dt.date) -> dict | None:
+    """Crypto-shred the due lines that have a data key (their ids in the first job's files), in the staged
+    vault and in every vault the keyset knows. From here on the staged folder is kept whatever happens."""
     from pipelines.keys import shred_lines
-    from transforms.crypto.vault import drop_lines
-    from pipelines.io.vault_files import write_table
+    from pipelines.shred_job import LineFiles
 
-    shred_ids = keys_in.filter(pc.is_in(keys_in.column("line_id"), value_set=due_ids)).column("line_id")
-    value_rows = pc.is_in(values_in.column("line_id"), value_set=due_ids)
-    valued_ids = pc.unique(values_in.column("line_id").filter(value_rows))
-    touched = pc.unique(pa.chunked_array([with_identity, shred_ids.combine_chunks(), valued_ids], pa.string()))
-    purged = sorted(touched.to_pylist())
-    values_out = drop_lines(values_in, purged)
+    count = found["vault"]["keys_to_shred"]
+    if not count:
+        return None
     vault = pub.path("vault")
-    write_table(vault, "values", values_out)
-    write_table(vault, "keys", keys_in)
-    shred = None
-    if shred_ids.length():
-        years = job.policy.retention_years
-        pub.keep_on_failure(
-            f"its shred has begun and {vault} may be the only vault that opens: complete the purge with "
-            f"--vault {vault} (the same --base and --out)"
-        )
-        shred = shred_lines(
-            job.args.keys,
-            vault,
-            sorted(shred_ids.to_pylist()),
-            shred_log=_shred_log(job.out_vault),  # the published folder's log, never a staged one
-            published_as=job.out_vault,
-            actor=job.args.actor,
-            reason=f"retention (Art. 11): terminated on or before {cutoff}, "
-            f"{years} years before {job.as_of}; run {job.run_id}",
-        )
-    return _Purge(purged, shred_ids, keys_in, values_in, values_out, shred)
+    keep_from_now(
+        pub,
+        f"its shred has begun and {vault} may be the only vault that opens: complete the purge with "
+        f"--vault {vault} (the same --base and --out)",
+    )
+    years = job.policy.retention_years
+    shred = shred_lines(
+        job.args.keys,
+        vault,
+        LineFiles(FileSystems.join(pub.path("_purge"), "shred", "*.parquet"), count),
+        shred_log=_shred_log(job.out_vault),  # the published folder's log, never a staged one
+        published_as=job.out_vault,
+        actor=job.args.actor,
+        reason=f"retention (Art. 11): terminated on or before {cutoff}, {years} years before {job.as_of}; "
+        f"run {job.run_id}",
+        options=job.options,
+    )
+    job.timer.mark("shred_seconds")
+    return shred
 
 
-def _counts(found: dict, purge: _Purge, keys_out: pa.Table, lines_out: int, blanked: dict) -> dict:
-    """The line and vault counts, and whether each side balances."""
-    keys_in, values_in, values_out = purge.keys_in, purge.values_in, purge.values_out
-    shredded = purge.shred_ids.length()
-    counts = {
-        **found,
-        "lines_out": lines_out,
-        "balanced": found["lines_in"] == lines_out,
-        "terminated_within_retention": found["terminated"] - found["terminated_without_date"] - found["due"],
-        "purged": len(purge.purged),
-        "nothing_to_purge": found["due"] - len(purge.purged),
-        "fields_blanked": {k: v for k, v in blanked.items() if v},
-        "vault": {
-            "keys_in": keys_in.num_rows,
-            "keys_shredded": shredded,
-            "keys_out": keys_out.num_rows,
-            "values_in": values_in.num_rows,
-            "values_dropped": values_in.num_rows - values_out.num_rows,
-            "values_out": values_out.num_rows,
-            "balanced": keys_in.num_rows == keys_out.num_rows + shredded,
-        },
-    }
-    counts["balanced"] = counts["balanced"] and counts["vault"]["balanced"]
-    return counts
-
-
-def _manifest(job: _Job, cutoff: dt.date, purge: _Purge, counts: dict) -> dict:
+def _manifest(job: _Job, cutoff: dt.date, found: dict, shred: dict | None) -> dict:
+    """What the manifest says that is known before the last job; the job adds the counts (Finalize)."""
     from transforms.crypto.keyset import Keyset
 
-    after, before, shred = Keyset.load(job.args.keys), job.keys_before, purge.shred
+    after, before = Keyset.load(job.args.keys), job.keys_before
+    sample = found["purged_line_ids"]
     return {
         "step": "retention",
         "run_id": job.run_id,
@@ -291,14 +287,15 @@ def _manifest(job: _Job, cutoff: dt.date, purge: _Purge, counts: dict) -> dict:
         },
         "inputs": {"base": list(job.args.base), "base_files": job.files, "vault": job.args.vault},
         "outputs": {
-            "base": job.out_base,
+            "base": FileSystems.join(job.out, "base"),
             "vault": job.out_vault,
+            "purged": FileSystems.join(job.out, "purged"),
             "in_place": job.in_place,
             "shred_log": _shred_log(job.out_vault) if shred else None,
         },
-        "counts": counts,
-        "purged_line_ids": purge.purged,
-        "runner": "pyarrow (no Beam pipeline: see pipelines/retention.py)",
+        "purged_line_ids": sample,  # the first ones; OUT/purged lists every one
+        "purged_line_ids_complete": len(sample) == found["purge"]["purged"],
+        "runner": runner_name(job.options),
         "timings": job.timer.as_dict(),
     }
 
@@ -308,37 +305,50 @@ def _shred_log(out_vault: str) -> str:
     return os.path.join(os.path.dirname(os.path.normpath(out_vault)), "audit", "shred.jsonl")
 
 
+def _rewrite_base(job: _Job, pub: Publication, cutoff: dt.date, found: dict, shred: dict | None) -> dict:
+    """The last job: the base rewritten, every count checked, the manifest written; returns the manifest."""
+    from pipelines.io.phase import Phase, remove_phase
+    from pipelines.retention_jobs import run_rewrite
+    from transforms.crypto.keyset import Keyset
+
+    remove_phase(Phase.inside(pub, "_purge"))  # the lines to shred: not an output
+    named = shred["vaults"][0] if shred else None
+    moved = moved_versions(Keyset.load(job.args.keys), found["vault"]["keys_by_version"], job.keys_before, shred)
+    earlier = {k: found[k] for k in ("base", "purge", "vault")}
+    earlier["vault"] = {k: v for k, v in earlier["vault"].items() if k != "keys_by_version"}
+    if named:
+        earlier["shred"] = {"keys_in": named["keys_in"], "keys_out": named["keys_out"]}
+        earlier["shred"]["dropped_lines"] = named["lines_unreadable_count"]
+    manifest = _manifest(job, cutoff, found, shred)
+    return run_rewrite(
+        pub,
+        job.splits,
+        cutoff,
+        moved,
+        earlier,
+        manifest,
+        options=job.options,
+        batch_size=job.args.batch_size,
+        started=job.timer.started,
+    )
+
+
 def run(argv=None) -> dict:
-    """Run a retention purge; returns its manifest.
+    """Run a retention purge; returns its manifest (written by the last job, every balance checked there).
 
     The new base and vault are written beside OUT and switched in at the end (pipelines/io/publish.py). A
     failure before the shred leaves OUT as it was; a failure after it keeps the staged folder, whose vault
     may be the only one that opens, and says how to complete the purge."""
     from transforms.compliance.retention import last_purged_date
-    from pipelines.io.vault_files import read_table
 
     job = _prepare(argv)
-    keys_in, values_in = _read_vault(job)
     cutoff = last_purged_date(job.as_of, job.policy.retention_years)
-    due_ids, found = _find_due(job.files, cutoff)
-    job.timer.mark("find_seconds")
     allow = [job.args.vault] if job.in_place else ()
     with publishing(job.out, "retention", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS, allow=allow) as pub:
-        purge = _purge_vault(job, pub, keys_in, values_in, due_ids, found.pop("_with_identity"), cutoff)
-        job.timer.mark("vault_seconds")
+        found = _find_and_purge(job, pub, cutoff)
         try:
-            keys_out = read_table(pub.path("vault"), "keys")
-            lines_out, blanked = _rewrite_base(job.files, pub.path("base"), cutoff, keys_out)
-            job.timer.mark("base_seconds")
-            counts = _counts(found, purge, keys_out, lines_out, blanked)
-            manifest = _manifest(job, cutoff, purge, counts)
-            if not counts["balanced"]:
-                raise UserError(
-                    f"the purge does not balance ({counts['lines_in']:,} lines in, {counts['lines_out']:,} out; "
-                    f"vault keys {counts['vault']['keys_in']:,} in, {counts['vault']['keys_out']:,} out + "
-                    f"{counts['vault']['keys_shredded']:,} shredded): nothing was published"
-                )
-            write_json(pub.path("manifest.json"), manifest)  # last: the manifest says the output is whole
+            shred = _shred(job, pub, found, cutoff)
+            manifest = _rewrite_base(job, pub, cutoff, found, shred)
         except Exception as exc:
             if not pub.keep_reason:
                 raise
@@ -361,7 +371,7 @@ def format_summary(m: dict) -> str:
         f"  vault: {c['vault']['keys_shredded']:,} data keys shredded, {c['vault']['values_dropped']:,} "
         f"values dropped; vault key {k['vault_before']} -> {k['vault_after']}"
         + (f" (retired {', '.join(k['retired'])})" if k["retired"] else " (keyset unchanged)"),
-        f"  -> {m['outputs']['base']}, {m['outputs']['vault']}",
+        f"  -> {m['outputs']['base']}, {m['outputs']['vault']} (purged line ids: {m['outputs']['purged']})",
     ]
     return "\n".join(lines)
 

@@ -26,8 +26,10 @@ from pipelines.common import write_dead_letters
 from pipelines.manifest import Timer, keys_block, read_json, write_json
 from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, base_kind, plan_merged_splits, vault_shards
 from pipelines.io.merged_base import column_values, write_merged_base
+from pipelines.io.finalize import Finalize
 from pipelines.io.publish import check_apart, check_owned, publishing
 from transforms.core.deadletter import DeadLetterContext
+from transforms.core.metrics import SumCounts
 from transforms.core.shuffle import spill_area
 from transforms.merge.retokenize import RetokenizeBase
 
@@ -48,6 +50,25 @@ def _plan_inputs(base: str, vault_dir: str, keyset) -> tuple[list, object, dict]
     if foreign:
         raise UserError(f"--vault {vault_dir} was made under keyset {sorted(foreign)[0]}, not {keyset.keyset_id}")
     return splits, info, shards
+
+
+def manifest_counts(counts: dict) -> tuple[dict, list[str]]:
+    """The manifest's counts (with the coverage) and the balances that fail, checked in the job: every line
+    read is written, and every line with tokens is re-tokenized, already current or failed (kept as it was)."""
+    counts = dict(counts)
+    covered = counts.get("retokenized", 0) + counts.get("already_current", 0)
+    with_tokens = counts.get("with_tokens", 0)
+    counts["coverage"] = 1.0 if with_tokens == 0 else covered / with_tokens
+    problems = []
+    if counts.get("lines", 0) != counts.get("lines_out", 0):
+        problems.append(f"retokenize read {counts.get('lines', 0):,} lines and wrote {counts.get('lines_out', 0):,}")
+    if with_tokens != covered + counts.get("failed", 0):
+        problems.append(f"retokenize accounts for {covered + counts.get('failed', 0):,} of {with_tokens:,} lines")
+    return counts, problems
+
+
+def _lines_out(table) -> dict:
+    return {"lines_out": table.num_rows}
 
 
 def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: list[str] | None = None) -> dict:
@@ -85,25 +106,24 @@ def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: l
                 "vault_values": p | "ReadVaultValues" >> ReadVaultTable(shards["values"], "values"),
             }
             outputs = inputs | "RetokenizeBase" >> RetokenizeBase(keys_path, ctx, n_buckets, spill_dir)
-            write_merged_base(outputs.base, pub.path("base"))
-            write_dead_letters(outputs.dead_letter, pub.path("dead_letter", "part"))
-            outputs.counts | "WriteCounts" >> beam.Map(lambda c: write_json(counts_path, c))
-        counts = read_json(counts_path)
-        covered = counts.get("retokenized", 0) + counts.get("already_current", 0)
-        with_tokens = counts.get("with_tokens", 0)
-        counts["coverage"] = 1.0 if with_tokens == 0 else covered / with_tokens
-        manifest = {
-            "step": "retokenize",
-            "run_id": run_id,
-            "started": started,
-            "keys": keys_block(keyset, vault=False),
-            "inputs": {"base": info.files, "vault": vault_dir},
-            "outputs": {"base": target, "dead_letter": FileSystems.join(out, "dead_letter")},
-            "counts": counts,
-            "runner": runner_name(options),
-            "timings": timer.as_dict(),
-        }
-        write_json(pub.path("manifest.json"), manifest)  # last: the manifest says the output is whole
+            written = [
+                write_merged_base(outputs.base, pub.path("base")),
+                write_dead_letters(outputs.dead_letter, pub.path("dead_letter", "part")),
+                outputs.counts | "WriteCounts" >> beam.Map(lambda c: write_json(counts_path, c)),
+            ]
+            manifest = {
+                "step": "retokenize",
+                "run_id": run_id,
+                "started": started,
+                "keys": keys_block(keyset, vault=False),
+                "inputs": {"base": info.files, "vault": vault_dir},
+                "outputs": {"base": target, "dead_letter": FileSystems.join(out, "dead_letter")},
+                "runner": runner_name(options),
+            }
+            tallies = (outputs.counts, outputs.base | "CountLinesOut" >> beam.Map(_lines_out))
+            counts = tallies | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(SumCounts())
+            counts | "Finalize" >> Finalize(pub, manifest, manifest_counts, after=written, started=timer.started)
+        manifest = read_json(pub.written("manifest.json"))  # written by the job, balances checked there
     return manifest
 
 

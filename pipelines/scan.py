@@ -26,8 +26,8 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import secrets
 import sys
+import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -38,7 +38,8 @@ from pipelines.common import parse_as_of, run_main, runner_name, split_beam_flag
 from pipelines.manifest import Timer, policy_block, read_json, write_json
 from pipelines.io.base_files import PlanInPipeline, ReadSubscriberBase
 from pipelines.io.planning import InputInfo, plan_splits
-from pipelines.io.publish import check_apart, check_owned, publishing
+from pipelines.io.finalize import Finalize
+from pipelines.io.publish import Publication, check_apart, check_owned, publishing
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.shuffle import spill_area
@@ -68,7 +69,27 @@ def parser() -> ArgumentParser:
     return p
 
 
+def manifest_counts(counts: dict) -> tuple[dict, list[str]]:
+    """The manifest's counts block and the balance that fails (checked in the job: pipelines/io/finalize.py)."""
+    summary = scan_summary(counts, {})
+    block = {k: summary[k] for k in ("rows_in", "classified", "dead_letters", "dead_letter_reasons", "balanced")}
+    problems = (
+        []
+        if summary["balanced"]
+        else [
+            f"rows in ({summary['rows_in']:,}) != classified ({summary['classified']:,}) + dead letters "
+            f"({summary['dead_letters']:,})"
+        ]
+    )
+    return block, problems
+
+
 def _write_summary(counts: dict, path: str, header: dict, info: InputInfo | None = None) -> None:
+    write_json(path, scan_summary(counts, header, info))
+
+
+def scan_summary(counts: dict, header: dict, info: InputInfo | None = None) -> dict:
+    """The run's summary.json from the pipeline's counts."""
     if info is not None:  # planned inside the pipeline (--estimated-rows): the columns are known only now
         header = {
             **header,
@@ -97,14 +118,17 @@ def _write_summary(counts: dict, path: str, header: dict, info: InputInfo | None
         "subscriber_kind": counts.get("subscriber_kind", {}),
         "status": counts.get("status", {}),
     }
-    write_json(path, summary)
+    return summary
 
 
-def build_pipeline(p: beam.Pipeline, *, splits, policy, as_of, ctx, salt, n_buckets, spill_dir, encoding, batch_size):
-    """Wire the scan; returns the ScanOutputs (exposed for tests)."""
+def build_pipeline(p: beam.Pipeline, *, splits, policy, as_of, ctx, n_buckets, spill_dir, encoding, batch_size):
+    """Wire the scan; returns the ScanOutputs (exposed for tests).
+
+    The run's salt (the key of the cross-record hashes) is drawn inside the job, on a worker: it is in
+    no job graph (transforms/scan/composite.py)."""
     read = p | "ReadBase" >> ReadSubscriberBase(splits, ctx, encoding=encoding, batch_size=batch_size)
     return read.raw | "ClassifyRegistrationCompleteness" >> ClassifyRegistrationCompleteness(
-        policy, as_of, ctx, salt, n_buckets, spill_dir=spill_dir, reader_dead_letter=read.dead_letter
+        policy, as_of, ctx, None, n_buckets, spill_dir=spill_dir, reader_dead_letter=read.dead_letter
     )
 
 
@@ -220,8 +244,9 @@ def _log_plan(job: _Job) -> None:
         log.info("scan: ignoring column(s) beyond the contract: %s", ", ".join(info.ignored_columns))
 
 
-def _run_pipeline(job: _Job) -> None:
-    """Classify the base; write classified/, dead_letter/ and summary.json into the staged folder."""
+def _run_pipeline(job: _Job, pub: Publication) -> None:
+    """Classify the base; write classified/, dead_letter/, summary.json and (checked in the job) manifest.json
+    into the staged folder."""
     out, ctx = job.stage or job.out, DeadLetterContext("scan", job.run_id, job.started)
     header = {
         "step": "scan",
@@ -231,7 +256,6 @@ def _run_pipeline(job: _Job) -> None:
         "ignored_columns": job.info.ignored_columns,
         "missing_identity_columns": job.info.missing_identity_columns,
     }
-    salt = secrets.token_hex(16)  # run-local key of the shuffle hashes; never stored
     # The spill: sealed under a per-run key in a private local folder, never under OUT (transforms/core/shuffle.py).
     with spill_area("scan") if job.spill and not job.dry_run else contextlib.nullcontext() as spill_dir:
         with beam.Pipeline(options=job.options) as p:
@@ -241,55 +265,57 @@ def _run_pipeline(job: _Job) -> None:
                 policy=job.policy,
                 as_of=job.as_of,
                 ctx=ctx,
-                salt=salt,
                 n_buckets=job.n_buckets,
                 spill_dir=spill_dir,
                 encoding=job.args.encoding,
                 batch_size=job.args.batch_size,
             )
-            outputs.classified | "WriteClassified" >> beam.io.WriteToParquetBatched(
-                FileSystems.join(out, "classified", "part"),
-                schema=arrow_schema("classified_line"),
-                file_name_suffix=".parquet",
-            )
-            write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part"))
+            written = [
+                outputs.classified
+                | "WriteClassified"
+                >> beam.io.WriteToParquetBatched(
+                    FileSystems.join(out, "classified", "part"),
+                    schema=arrow_schema("classified_line"),
+                    file_name_suffix=".parquet",
+                ),
+                write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part")),
+            ]
             planned = None
             if isinstance(job.splits, PlanInPipeline):
                 planned = beam.pvalue.AsSingleton(
                     p | "BaseFiles" >> beam.Create([job.splits]) | "PlanBase" >> beam.Map(PlanInPipeline.info)
                 )
-            outputs.counts | "WriteSummary" >> beam.Map(_write_summary, job.summary_path, header, planned)
-    job.timer.mark("pipeline_seconds")
+            written.append(
+                outputs.counts | "WriteSummary" >> beam.Map(_write_summary, job.summary_path, header, planned)
+            )
+            outputs.counts | "Finalize" >> Finalize(
+                pub, _manifest(job), manifest_counts, after=written, started=job.timer.started
+            )
 
 
-def _write_manifest(job: _Job, summary: dict) -> None:
+def _manifest(job: _Job) -> dict:
+    """What the manifest says that is known before the run; the job adds the counts (Finalize)."""
     out = job.out  # the paths it records are OUT's; it is written into the staged folder
-    write_json(
-        FileSystems.join(job.stage or out, "manifest.json"),
-        {
-            "step": "scan",
-            "run_id": job.run_id,
-            "started": job.started,
-            "as_of": job.as_of.isoformat(),
-            "policy": policy_block(job.policy),
-            "inputs": {
-                "base": job.info.files,
-                "encoding": job.args.encoding,
-                "estimated_rows": job.info.estimated_rows,
-            },
-            "outputs": {
-                "classified": FileSystems.join(out, "classified"),
-                "dead_letter": FileSystems.join(out, "dead_letter"),
-                "summary": job.summary_path,
-            },
-            "counts": {
-                k: summary[k] for k in ("rows_in", "classified", "dead_letters", "dead_letter_reasons", "balanced")
-            },
-            "runner": runner_name(job.options),
-            "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
-            "timings": job.timer.as_dict(),
+    return {
+        "step": "scan",
+        "run_id": job.run_id,
+        "started": job.started,
+        "as_of": job.as_of.isoformat(),
+        "policy": policy_block(job.policy),
+        "inputs": {
+            "base": job.info.files,
+            "encoding": job.args.encoding,
+            "estimated_rows": job.info.estimated_rows,
         },
-    )
+        "outputs": {
+            "classified": FileSystems.join(out, "classified"),
+            "dead_letter": FileSystems.join(out, "dead_letter"),
+            "summary": job.summary_path,
+        },
+        "runner": runner_name(job.options),
+        "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
+        "timings": {"plan_seconds": round(time.time() - job.timer.started, 3)},
+    }
 
 
 def run(argv=None) -> dict:
@@ -299,19 +325,15 @@ def run(argv=None) -> dict:
     output stays whole and readable until then, and stays as it was if the run fails or does not balance."""
     job = _prepare(argv)
     _log_plan(job)
-    if job.dry_run:  # builds the job, runs nothing: no output is touched or read back
-        _run_pipeline(job)
+    if job.dry_run:  # builds the job as it would run, runs nothing: no output is touched or read back
+        pub = Publication(job.out, f"{job.out}.tmp-{job.run_id}", "scan", job.run_id, produces=OUTPUTS)
+        job.stage = pub.stage
+        _run_pipeline(job, pub)
         return {"dry_run": True, "run_id": job.run_id, "runner": runner_name(job.options)}
     with publishing(job.out, "scan", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS) as pub:
         job.stage = pub.stage
-        _run_pipeline(job)
-        summary = read_json(job.summary_path)
-        if not summary["balanced"]:
-            raise UserError(
-                f"rows in ({summary['rows_in']:,}) != classified ({summary['classified']:,}) + dead letters "
-                f"({summary['dead_letters']:,}): nothing was published"
-            )
-        _write_manifest(job, summary)  # last: the manifest says the output is whole
+        _run_pipeline(job, pub)  # the job checks the balance and writes the manifest (pipelines/io/finalize.py)
+        summary = read_json(pub.written("summary.json"))
     return summary
 
 

@@ -9,6 +9,7 @@ pytest.register_assert_rewrite("tests.support")
 
 from tests.support.dataflow import site  # noqa: E402,F401  (fixture: a keyset and a bucket for the dry runs)
 from tests.support.pubsub import fresh_topic, pubsub_emulator  # noqa: E402,F401  (fixtures: one emulator per session)
+from tests.support.moto_server import moto_server  # noqa: E402,F401  (fixture: moto's S3 + KMS server per session)
 
 
 @pytest.fixture

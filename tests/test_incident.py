@@ -7,23 +7,37 @@ not from the code under test.
 from __future__ import annotations
 
 import collections
-import csv
 import json
 import os
 import shutil
 
+import apache_beam as beam
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
+from apache_beam.testing.util import assert_that, equal_to, is_empty
 
 from pipelines import incident as incident_cli
 from pipelines import reveal as reveal_cli
-from tests.support.compliance import CANARIES, base_rows, build, copy_keys, event, files_without_canaries, has_identity
+from tests.support.compliance import (
+    CANARIES,
+    base_rows,
+    build,
+    copy_keys,
+    event,
+    files_without_canaries,
+    has_identity,
+    run,
+)
+from pipelines.io.line_lists import ReadLineIds, inspect_line_list
 from pipelines.io.vault_files import read_table
+from tests.support.incident import affected_csv, affected_files
 
 ROWS = {r["line_id"]: r for r in base_rows()}
 ROWS["A02"] = {
     **ROWS["A02"],
     **{k: v for k, v in event().items() if k in ("doc_type", "doc_number", "name", "address")},
 }
+LOCAL = ["--runner", "FnApiRunner"]
 WITH_IDENTITY = {line for line, row in ROWS.items() if has_identity(row)}
 
 
@@ -38,9 +52,9 @@ def incident(site, out, *argv) -> dict:
         return json.load(handle)
 
 
-def affected_csv(out) -> dict[str, dict]:
-    with open(os.path.join(str(out), "affected_lines.csv"), encoding="utf-8") as handle:
-        return {row["line_id"]: row for row in csv.DictReader(handle)}
+def output_files(out) -> int:
+    """incident.json, incident.html, manifest.json, the marker, _SUCCESS and the affected-lines files."""
+    return 5 + len(affected_files(out))
 
 
 def expected_fields(line_ids) -> dict[str, int]:
@@ -104,7 +118,7 @@ def test_a_leaked_join_key_scopes_every_tokenized_line(site, tmp_path, capsys):
         m = json.load(handle)
     assert m["step"] == "incident" and m["counts"]["affected"] == len(WITH_IDENTITY)
     assert m["counts"]["base_lines_read"] == len(ROWS)
-    assert files_without_canaries(str(out)) == 6  # csv, json, html, manifest + the marker and _SUCCESS
+    assert files_without_canaries(str(out)) == output_files(out)
     assert not any(c in captured.out + captured.err for c in CANARIES)
     assert f"{len(WITH_IDENTITY)} line(s) affected" in captured.out
 
@@ -165,16 +179,35 @@ def test_a_line_list_with_shred(site, tmp_path, capsys):
     with open(out / "manifest.json", encoding="utf-8") as handle:
         counts = json.load(handle)["counts"]
     assert counts["balanced"] and counts["given"] == counts["affected"] + counts["unknown"] == 4
-    assert files_without_canaries(str(out)) == 6  # csv, json, html, manifest + the marker and _SUCCESS
+    assert files_without_canaries(str(out)) == output_files(out)
+
+
+def check_listed(path, ids: list[str], counts: dict, batch_rows: int = 65_536) -> None:
+    """ReadLineIds gives these ids (any order, repeats kept), in batches of at most ``batch_rows``, and counts."""
+    listing = inspect_line_list(str(path))
+    with BeamTestPipeline(argv=LOCAL) as p:
+        listed = p | ReadLineIds(listing, batch_rows)
+        got = listed.ids | "Ids" >> beam.FlatMap(lambda t: t.column("line_id").to_pylist())
+        assert_that(got, equal_to(ids), label="CheckIds")
+        oversized = listed.ids | "Oversized" >> beam.Filter(lambda t: t.num_rows > batch_rows)
+        assert_that(oversized, is_empty(), label="CheckBatches")
+        assert_that(listed.counts, equal_to([counts]), label="CheckCounts")
 
 
 def test_line_files_in_both_forms(tmp_path):
     plain = tmp_path / "ids.txt"
     plain.write_text("\ufeffA01\n\n  T1129 \nA01\n", encoding="utf-8")
-    assert incident_cli.read_line_ids(str(plain)) == (["A01", "T1129"], 3)
+    assert inspect_line_list(str(plain)).column is None
+    check_listed(plain, ["A01", "A01", "T1129"], {"listed": {"rows": 3, "unreadable": 0}})
     table = tmp_path / "ids.csv"
-    table.write_text("msisdn,Line_ID\n138,A01\n139,\n140,T1129\n", encoding="utf-8")
-    assert incident_cli.read_line_ids(str(table)) == (["A01", "T1129"], 2)
+    table.write_text('msisdn,Line_ID\n138,A01\n139,\n140,T1129\n141,"x,y"\n1,2,3\n', encoding="utf-8")
+    assert inspect_line_list(str(table)).column == "Line_ID"
+    # the row of three cells is counted as unreadable, never shown
+    check_listed(table, ["A01", "T1129", "x,y"], {"listed": {"rows": 3, "unreadable": 1}})
+    many = tmp_path / "many.txt"
+    ids = [f"L{i:05d}" for i in range(1000)]
+    many.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    check_listed(many, ids, {"listed": {"rows": 1000, "unreadable": 0}}, batch_rows=64)
 
 
 @pytest.mark.e2e
@@ -213,12 +246,54 @@ def test_a_leaked_list_is_counted_never_echoed_and_a_filed_report_is_never_overw
     out = tmp_path / "inc"
     report = incident(site, out, "--lines", str(listing))
     assert report["unknown_line_ids"] == {"count": 2}
-    for canary in CANARIES:
-        for name in os.listdir(out):
-            with open(out / name, "rb") as handle:
-                assert canary.encode("utf-8") not in handle.read(), (name, canary)
+    assert files_without_canaries(str(out)) == output_files(out)
     before = (out / "incident.json").read_bytes()
     capsys.readouterr()
     code = incident_cli.main(["--base", site["base"], "--out", str(out), "--lines", str(listing)])
     assert "already holds an incident report" in one_line_error(code, capsys.readouterr().err)
     assert (out / "incident.json").read_bytes() == before
+
+
+@pytest.mark.e2e
+def test_what_only_the_job_can_see_fails_it_in_one_line(site, tmp_path, capsys):
+    out = tmp_path / "o"
+    other = str(tmp_path / "other" / "keys.json")
+    run("keys", "init", "--keys", other)
+    code = incident_cli.main(
+        ["--base", site["base"], "--out", str(out), "--key-version", "j1", "--vault", site["vault"], "--keys", other]
+    )
+    line = one_line_error(code, capsys.readouterr().err)
+    assert "the vault's key table was made under keyset ks_" in line and line.endswith("nothing was published")
+    assert not os.path.exists(out)
+    blank = tmp_path / "blank.txt"  # more blank lines than the launcher reads before the run
+    blank.write_bytes(b"\n" * (3 << 20))
+    code = incident_cli.main(["--base", site["base"], "--out", str(out), "--lines", str(blank)])
+    line = one_line_error(code, capsys.readouterr().err)
+    assert line.endswith("the --lines file holds no line_id; nothing was published")
+    assert not os.path.exists(out)
+
+
+@pytest.mark.e2e
+def test_an_object_store_output_with_and_without_a_shred(site, tmp_path, moto_server, capsys):
+    keys = copy_keys(site["keys"], tmp_path)
+    shutil.copytree(site["merge"], tmp_path / "merge")
+    vault, bucket = str(tmp_path / "merge" / "vault"), moto_server.bucket()
+    listed = tmp_path / "leak.txt"
+    listed.write_text("A01\nT1129\nA05\n", encoding="utf-8")
+    base = ["--base", str(tmp_path / "merge" / "base"), "--vault", vault]
+    argv = [*base, "--lines", str(listed), "--shred", "--keys", keys, "--out", f"{bucket}/shred"]
+    assert incident_cli.main(argv) == 0
+    assert incident_cli.main([*base, "--key-version", "j1", "--out", f"{bucket}/scope"]) == 0
+    capsys.readouterr()
+    names = {"_SUCCESS", ".backfill.json", "incident.json", "incident.html", "manifest.json"}
+    for out in ("shred", "scope"):  # published whole: no staged copy, no shred id files left
+        got = {u.removeprefix(f"{bucket}/{out}/") for u in moto_server.keys_under(f"{bucket}/{out}")}
+        assert got == names | {"affected_lines/affected_lines-00000-of-00001.csv"}, got
+        for uri in moto_server.keys_under(f"{bucket}/{out}"):
+            assert not any(c.encode("utf-8") in moto_server.get_bytes(uri) for c in CANARIES), uri
+    report = json.loads(moto_server.get_bytes(f"{bucket}/shred/incident.json"))
+    assert report["action"]["lines_shredded"] == 2 and report["action"]["new_vault_key_version"] == "v2"
+    shreds = [json.loads(line) for line in open(tmp_path / "merge" / "audit" / "shred.jsonl", encoding="utf-8")]
+    assert sorted(s["line_id"] for s in shreds) == ["A01", "T1129"]
+    scope = json.loads(moto_server.get_bytes(f"{bucket}/scope/manifest.json"))
+    assert scope["counts"]["affected"] == len(WITH_IDENTITY) and scope["counts"]["balanced"]

@@ -10,10 +10,10 @@ import pickle
 import stat
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipelines import keys as keys_cli
 from transforms.crypto.keyset import Keyset, KeysetError
+from transforms.crypto.keyset_sealed import forget_all
 from transforms.crypto.tokenize import Tokenizer
 
 
@@ -213,35 +213,83 @@ def test_audit_log_of_key_changes_holds_no_secret(keyfile):
     assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
 
 
-class _ToyKms:
-    """A stand-in KMS AEAD for the KeyWrapper seam (the real one is a Cloud KMS client)."""
-
-    key_uri = "gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k"
-
-    def __init__(self):
-        self._aead, self._nonce = AESGCM(AESGCM.generate_key(256)), b"\0" * 12
-
-    def encrypt(self, plaintext, associated_data):
-        return self._aead.encrypt(self._nonce, plaintext, associated_data)
-
-    def decrypt(self, ciphertext, associated_data):
-        return self._aead.decrypt(self._nonce, ciphertext, associated_data)
+def _forms(raws) -> list[str]:
+    forms = []
+    for raw in raws:
+        forms += [base64.b64encode(raw).decode(), raw.hex()]
+        forms += [f[:16] for f in forms[-2:]]
+    return forms
 
 
-def test_kms_wrapped_keyset_needs_its_wrapper(tmp_path):
-    kms, path = _ToyKms(), tmp_path / "k.json"
-    keyset = Keyset.generate(kms_key_uri=_ToyKms.key_uri)
+def test_a_keyset_wrapped_by_a_local_kek_names_it_and_needs_only_its_path(tmp_path, capsys):
+    keys, kek_file = tmp_path / "keys" / "keys.json", tmp_path / "kek" / "kek.b64"
+    assert keys_cli.main(["init", "--keys", str(keys), "--kek", f"local-kek://{kek_file}"]) == 0
+    assert stat.S_IMODE(os.stat(kek_file).st_mode) == 0o600 and stat.S_IMODE(os.stat(keys).st_mode) == 0o600
+    assert len(base64.b64decode(kek_file.read_text().strip())) == 32
+    outer = json.loads(keys.read_text())
+    assert outer["format"] == "subscriber-backfill/wrapped-keyset/1" and outer["kek"] == f"local-kek://{kek_file}"
+    assert set(outer) == {"format", "keyset_id", "kek", "wrapped_dek", "nonce", "sealed"}  # not even versions
+    keyset = Keyset.load(str(keys))
     token = Tokenizer(keyset).token("name", "金丝雀测试甲")
-    keyset.save(str(path), wrapper=kms)
-    with pytest.raises(KeysetError, match="no KMS wrapper"):
-        Keyset.load(str(path))
-    assert Tokenizer(Keyset.load(str(path), wrapper=kms)).token("name", "金丝雀测试甲") == token
-    with pytest.raises(KeysetError, match="KMS could not decrypt"):
-        Keyset.load(str(path), wrapper=_ToyKms())  # another KMS key
-    stored = [base64.b64decode(k["material"]) for k in json.loads(path.read_text())["keys"]]
-    assert all(len(raw) == 48 for raw in stored)  # wrapped (32 + tag), never the bare key
-    with pytest.raises(KeysetError, match="no KMS wrapper"):
-        keyset.save(str(path))
+    material = list(keyset._Keyset__material.values())  # what must never be readable in the file
+    assert len(material) == 3 and not any(f in keys.read_text() for f in _forms(material))
+    assert keys_cli.main(["rotate", "--keys", str(keys), "--join"]) == 0  # only --keys: the keyset names its KEK
+    again = Keyset.load(str(keys))
+    assert again.primary_join_version == "j2" and again.kms_key_uri == f"local-kek://{kek_file}"
+    assert Tokenizer(again).tokens_with_version("name", ["金丝雀测试甲"], "j1")[0].as_py() == token
+    assert json.loads(keys.read_text())["wrapped_dek"] != outer["wrapped_dek"]  # a fresh data key per save
+    out = capsys.readouterr().out
+    assert "wrapped by local-kek://" in out and not any(f in out for f in _forms(material))
+
+
+def test_a_wrapped_keyset_refuses_another_kek_an_edit_and_a_loose_kek_file(tmp_path, capsys):
+    keys, kek_a, kek_b = tmp_path / "keys.json", tmp_path / "a.b64", tmp_path / "b.b64"
+    assert keys_cli.main(["init", "--keys", str(keys), "--kek", f"local-kek://{kek_a}"]) == 0
+    assert keys_cli.main(["init", "--keys", str(tmp_path / "other.json"), "--kek", f"local-kek://{kek_b}"]) == 0
+    capsys.readouterr()
+    before = keys.read_bytes()
+    assert keys_cli.main(["rotate", "--keys", str(keys), "--join", "--kek", f"local-kek://{kek_b}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"backfill keys: error: keyset {keys} is wrapped by local-kek://{kek_a}, not by local-kek://{kek_b}; nothing was done"
+    )
+    assert keys.read_bytes() == before
+    outer = json.loads(before)
+    keys.write_text(json.dumps({**outer, "kek": f"local-kek://{kek_b}"}))  # names another KEK
+    with pytest.raises(KeysetError, match="does not open this keyset"):
+        Keyset.load(str(keys))
+    sealed = bytearray(base64.b64decode(outer["sealed"]))
+    sealed[0] ^= 1
+    keys.write_text(json.dumps({**outer, "sealed": base64.b64encode(bytes(sealed)).decode()}))
+    with pytest.raises(KeysetError, match="failed authentication"):
+        Keyset.load(str(keys))
+    keys.write_bytes(before)
+    os.chmod(kek_a, 0o644)
+    forget_all()  # as a new process: this one opened these very bytes before, and kept them
+    assert keys_cli.main(["show", "--keys", str(keys)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "key-encryption key" in err[0] and "chmod 600" in err[0]
+
+
+def test_keys_wrap_wraps_a_keyset_in_clear_in_place_keeping_its_keys(keyfile, tmp_path, capsys):
+    token = Tokenizer(Keyset.load(str(keyfile))).token("doc_number", "11010519491231002X")
+    assert keys_cli.main(["wrap", "--keys", str(keyfile), "--kek", f"local-kek://{tmp_path / 'kek.b64'}"]) == 0
+    assert "wrapped by local-kek://" in capsys.readouterr().out
+    assert json.loads(keyfile.read_text())["format"] == "subscriber-backfill/wrapped-keyset/1"
+    assert Tokenizer(Keyset.load(str(keyfile))).token("doc_number", "11010519491231002X") == token
+    records = [json.loads(x) for x in (keyfile.parent / "audit" / "keys.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "keys_wrap" and records[-1]["previous_kek"] is None
+
+
+def test_a_keyset_outside_a_local_file_must_be_wrapped(tmp_path, capsys):
+    assert keys_cli.main(["init", "--keys", "s3://bucket/keys.json"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must be wrapped" in err[0] and "--kek" in err[0]
+    with pytest.raises(KeysetError, match="must be wrapped"):
+        Keyset.generate().save("gs://bucket/keys.json")
+    assert keys_cli.main(["init", "--keys", str(tmp_path / "k.json"), "--kek", "vault://x"]) == 1
+    assert "gcp-kms://" in capsys.readouterr().err and not os.path.exists(tmp_path / "k.json")
 
 
 def test_a_version_scheduled_for_destruction_opens_nothing_until_restored(keyfile):

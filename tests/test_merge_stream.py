@@ -324,7 +324,7 @@ def test_compact_takes_the_streams_as_of_date_by_default(tmp_path):
     import datetime as dt
     import json
 
-    from pipelines.compact import _deltas_dir, _stream_as_of
+    from pipelines.compact_plan import deltas_dir as _deltas_dir, stream_as_of as _stream_as_of
 
     stream = tmp_path / "stream"
     (stream / "deltas").mkdir(parents=True)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import apache_beam as beam
 import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -437,3 +438,44 @@ def test_read_subscriber_base_ptransform(tmp_path):
         )
     counters = {c.key.metric.name: c.committed for c in p.result.metrics().query()["counters"]}
     assert counters == {"rows_read": 10, "rows_malformed": 2}
+
+
+def test_read_subscriber_base_reads_large_csv_and_avro_files_in_byte_ranges(tmp_path):
+    """Under the pipeline a file is cut, its ranges scanned, numbered and read by many bundles: the rows and dead
+    letters are those of one read of the whole file (pipelines/io/ranges.py; tests/test_split_reads.py in depth)."""
+    rows = [row(i, address="多行\n地址" if i % 3 else "一行") for i in range(1, 301)]
+    rows[40] = b"x,y\n"  # a malformed row: row 41, in some range
+    csv_path = write_csv(tmp_path / "a.csv", rows)
+    avro_path = write_avro(tmp_path / "b.avro", [row(i) for i in range(1, 301)])
+    splits, _ = plan_splits([csv_path, avro_path])
+    smallest = min(s.size for s in splits)
+    ctx = DeadLetterContext(step="scan", run_id="r1", time="2026-01-01T00:00:00Z")
+    with BeamTestPipeline(runner="FnApiRunner") as p:
+        out = p | readers.ReadSubscriberBase(splits, ctx, batch_size=16, bytes_per_split=smallest // 6)
+        expected = sorted([r for r in range(1, 301) if r != 41] + list(range(1, 301)))
+        assert_that(out.raw, _expect_raw(expected), label="raw")
+        assert_that(out.dead_letter, _expect_dead([(41, "ROW_MALFORMED", None, "scan")]), label="dead")
+    counters = {c.key.metric.name: c.committed for c in p.result.metrics().query()["counters"]}
+    assert counters == {"rows_read": 600, "rows_malformed": 1}
+
+
+def test_registration_events_in_csv_are_read_in_byte_ranges_too(tmp_path):
+    from pipelines.io.events import ReadRegistrationEvents, plan_event_splits
+
+    names = field_names("registration_event")
+    lines = [{"event_id": f"E{i}", "line_id": f"L{i}", "name": "多行\n名字"} for i in range(1, 201)]
+    path = write_csv(tmp_path / "events.csv", lines, columns=names)
+    splits, _ = plan_event_splits([path])
+    ctx = DeadLetterContext(step="merge", run_id="r1", time="2026-01-01T00:00:00Z")
+    with BeamTestPipeline(runner="FnApiRunner") as p:
+        out = p | ReadRegistrationEvents(splits, ctx, batch_size=16, bytes_per_split=splits[0].size // 5)
+        assert_that(
+            out.raw | beam.Map(lambda t: t.select(["event_id", "_src_row"]).to_pylist()) | beam.FlatMap(list),
+            lambda got: _equal(
+                sorted((r["_src_row"], r["event_id"]) for r in got), [(i, f"E{i}") for i in range(1, 201)]
+            ),
+        )
+
+
+def _equal(got, expected):
+    assert got == expected

@@ -890,3 +890,84 @@ def test_a_receipts_run_does_not_hide_the_campaign(campaign, tmp_path):
     assert after["campaign_id"] == before["campaign_id"] == "rn-2026-q4"
     assert after["inputs"]["campaign"] == os.path.abspath(CAMPAIGN)
     assert after["completion"] == before["completion"]
+
+
+# -- the Beam job: the same report on any number of workers, its counts balanced ---------------------------------
+
+
+def _tables(out: str) -> dict:
+    """Every CSV table (the past-deadline list as a set of rows: its order follows the buckets) and Parquet table."""
+    found = {}
+    for name in sorted(os.listdir(os.path.join(out, "csv"))):
+        with open(os.path.join(out, "csv", name), encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        found[name] = (rows[0], sorted(rows[1:])) if name == "past_deadline.csv" else rows
+    for name in sorted(os.listdir(os.path.join(out, "parquet"))):
+        table = pq.read_table(os.path.join(out, "parquet", name))
+        found[name] = (table.schema.remove_metadata(), sorted(map(str, table.to_pylist())))
+    return found
+
+
+def test_two_worker_processes_and_more_buckets_make_the_same_report(campaign, tmp_path):
+    path = campaign["path"]
+    out = str(tmp_path / "report")
+    manifest = report.run(
+        [
+            "--scan",
+            path("scan"),
+            "--merge",
+            path("merge-2"),
+            "--earlier-merges",
+            path("merge-1"),
+            "--notify",
+            path("notify"),
+            "--campaign",
+            CAMPAIGN,
+            "--out",
+            out,
+            "--as-of",
+            AFTER_DEADLINE,
+            "--policy",
+            campaign["policy"],
+            "--shuffle-buckets",
+            "5",
+            "--direct_num_workers",
+            "2",
+            "--direct_running_mode",
+            "multi_processing",
+        ]
+    )
+    one = campaign["manifest"]
+    assert one["shuffle"]["buckets"] == 1 and manifest["shuffle"]["buckets"] == 5
+    assert manifest["completion"] == one["completion"] and manifest["counts"] == one["counts"]
+    assert _tables(out) == _tables(path("report"))
+    assert len(os.listdir(os.path.join(out, "parquet", "past_deadline", f"as_of={AFTER_DEADLINE}"))) >= 1
+
+
+def test_the_job_counts_every_line_and_event_and_says_they_balance(campaign, expected):
+    counts = campaign["manifest"]["counts"]
+    path = campaign["path"]
+    scan_rows = _rows(path("scan", "classified"))
+    history = _rows(path("notify", "history", "jobs"))
+    events = sum(
+        1 for p in ("r1.jsonl", "r2.jsonl") for line in open(path("events", p), encoding="utf-8") if line.strip()
+    )
+    assert counts["scan_lines"] == {
+        "read": len(scan_rows),
+        "needed": expected["needed"],
+        "not_needed": len(scan_rows) - expected["needed"],
+        "balanced": True,
+    }
+    assert counts["needed_lines"] == {
+        "in": expected["needed"],
+        "joined": expected["needed"],
+        "not_in_merge": 0,
+        "balanced": True,
+    }
+    assert counts["base_rows"]["read"] == len(_rows(path("merge-2", "base"))) and counts["base_rows"]["balanced"]
+    assert counts["notices"]["read"] == len(history) and counts["notices"]["balanced"]
+    assert counts["events"]["read"] == events and counts["events"]["distinct"] == len(
+        _events([path("events", "r1.jsonl"), path("events", "r2.jsonl")])
+    )
+    assert counts["events"]["balanced"] and counts["dead_letters"]["balanced"]
+    assert counts["past_deadline"] == len(expected["past"]) and counts["agents"] == len(expected["agents"])

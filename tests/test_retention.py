@@ -31,7 +31,16 @@ from tests.support.compliance import (
     run,
 )
 from transforms.crypto.keyset import Keyset
-from transforms.compliance.retention import IDENTITY_COLUMNS, anniversary, blank_identity, due_mask, last_purged_date
+from transforms.compliance.retention import (
+    IDENTITY_COLUMNS,
+    anniversary,
+    blank_identity,
+    due_mask,
+    last_purged_date,
+    move_versions,
+    purge_batch,
+    purge_bucket,
+)
 from pipelines.io.vault_files import read_table
 
 ROWS = {r["line_id"]: r for r in base_rows()}
@@ -142,6 +151,53 @@ def test_blank_identity_on_a_table():
     assert blanked["name_token"] == 0
 
 
+def test_one_bucket_of_the_join():
+    """Due lines meet the vault's key ids and value rows: what is dropped, shredded, purged, and the counts."""
+    due = pa.table({"line_id": ["D1", "D2", "D3", "D4"], "with_identity": [True, False, False, False]})
+    keys = pa.table({"line_id": ["D2", "K1", "K2"]})
+    values = pa.table({"line_id": ["D1", "D1", "D3", "K1", "K2"], "field": ["name", "address", "name", "name", "name"]})
+    got = purge_bucket(due, keys, values)
+    assert got.values.column("line_id").to_pylist() == ["K1", "K2"]
+    assert got.shred.column("line_id").to_pylist() == ["D2"]
+    assert sorted(got.purged.column("line_id").to_pylist()) == ["D1", "D2", "D3"]  # D4: nothing left to purge
+    assert got.counts == {
+        "purge": {"due": 4, "purged": 3, "nothing_to_purge": 1},
+        "vault": {"keys_joined": 3, "keys_to_shred": 1, "values_joined": 5, "values_dropped": 3, "values_kept": 2},
+    }
+    alone = purge_bucket(None, keys, None)  # a bucket without due lines or values
+    assert alone.shred.num_rows == alone.purged.num_rows == 0 and alone.counts["vault"]["keys_joined"] == 3
+
+
+def test_a_base_batch_rewritten_moves_the_versions_of_the_lines_kept():
+    schema = arrow_schema("merged_line")
+    rows = [
+        {"line_id": "X1", "status": "TERMINATED", "terminated_on": dt.date(2020, 1, 1), "doc_token": "j1:a"},
+        {"line_id": "X2", "status": "ACTIVE", "doc_token": "j1:b", "vault_key_version": "v1"},
+        {"line_id": "X3", "status": "ACTIVE", "vault_key_version": "v0"},
+        {"line_id": "X4", "status": "ACTIVE"},
+    ]
+    rows[0]["vault_key_version"] = "v1"
+    table = pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)
+    out, counts = purge_batch(table, dt.date(2024, 1, 1), {"v1": "v2"})
+    assert out.column("vault_key_version").to_pylist() == [None, "v2", "v0", None]
+    assert out.column("doc_token").to_pylist() == [None, "j1:b", None, None]
+    assert counts["rewrite"]["lines_read"] == 4 and counts["rewrite"]["due"] == 1
+    assert counts["rewrite"]["blanked"]["doc_token"] == 1
+    assert move_versions(pa.array(["v1", None, "v3"]), {}).to_pylist() == ["v1", None, "v3"]
+
+
+def test_the_versions_the_base_moves_to():
+    from pipelines.retention_keep import moved_versions
+
+    keyset = Keyset.generate()
+    keyset.rotate_vault()  # v1 enabled, v2 primary
+    before = {"vault_versions": ["v1", "v2"]}
+    shred = {"new_vault_key_version": "v3"}
+    assert moved_versions(keyset, {"v1": 5, "v2": 3}, before, shred) == {"v1": "v3", "v2": "v3"}
+    assert moved_versions(keyset, {"v2": 8}, before, None) == {"v1": "v2"}  # completed from a re-wrapped vault
+    assert moved_versions(keyset, {"v1": 5, "v2": 3}, before, None) == {}  # two versions, nothing shredded
+
+
 # -- the command --------------------------------------------------------------------------------------------------
 
 
@@ -238,6 +294,9 @@ def test_purge_blanks_shreds_and_balances(site, tmp_path, capsys):
     assert f"name: {CANARIES[0]}" in capsys.readouterr().out  # a kept line still opens
     assert reveal_cli.main(["--keys", keys, "--vault", site["vault"], "--line-id", "A01", "--purpose", "old"]) == 1
     assert "cannot be unwrapped" in capsys.readouterr().err  # the input vault's key table is dead now
+
+    listed = pq.read_table(os.path.join(out, "purged")).column("line_id").to_pylist()
+    assert sorted(listed) == m["purged_line_ids"] == sorted(purged) and m["purged_line_ids_complete"]
 
     shred_log = os.path.join(out, "audit", "shred.jsonl")
     records = [json.loads(line) for line in open(shred_log, encoding="utf-8")]

@@ -7,6 +7,10 @@ merge wrote (pipelines/keys.py, transforms/crypto/registry.py): a shred drops
 the lines and re-wraps the rest in all of them before the older version is
 taken out of use, the version's material is destroyed only after a waiting
 period (or at once with ``--now``), and ``--dry-run`` changes nothing.
+
+Each vault's key table is rewritten by a Beam job (issue 12) into a staged generation, published only once
+the shred is recorded: a line list reaches the workers as a side input or, when long, is joined by bucket
+(both tested); a shred that fails its check or is killed in its jobs leaves every vault as it was.
 """
 
 from __future__ import annotations
@@ -199,17 +203,17 @@ def test_a_due_version_still_needed_by_a_known_vault_is_not_destroyed(site, caps
 def test_an_interrupted_shred_is_completed_by_rotate_retire_old(site, capsys, monkeypatch):
     from pipelines.io import vault_files
 
-    real = vault_files.write_table
+    real = vault_files.publish_staged
 
-    def crash_on_day2(folder, kind, table, **kw):
+    def crash_on_day2(folder, kind, staged):  # day 1's key table is in place, day 2's is staged
         if os.path.realpath(folder) == os.path.realpath(site["day2"]):
             raise OSError(5, "simulated crash", folder)
-        return real(folder, kind, table, **kw)
+        return real(folder, kind, staged)
 
-    monkeypatch.setattr(vault_files, "write_table", crash_on_day2)
+    monkeypatch.setattr(vault_files, "publish_staged", crash_on_day2)
     assert shred(site, site["day1"], "L1") == 1
     capsys.readouterr()
-    monkeypatch.setattr(vault_files, "write_table", real)
+    monkeypatch.setattr(vault_files, "publish_staged", real)
     assert reveal(site, site["day2"], "L1") == 0  # day 2 was not written: L1 is still there
     assert (
         keys_cli.main(["rotate", "--keys", site["keys"], "--vault", "--vault-dir", site["day1"], "--retire-old"]) == 0
@@ -239,3 +243,76 @@ def test_the_shred_log_cannot_be_moved(site, capsys):
     assert shred(site, site["day1"], "L1", extra=["--shred-log", str(site["tmp"] / "elsewhere.jsonl")]) == 1
     assert "cannot be moved" in capsys.readouterr().err
     assert reveal(site, site["day1"], "L1") == 0
+
+
+# -- the re-wrap as Beam jobs (issue 12) ---------------------------------------------------------------------------
+
+
+def vault_files_of(site) -> dict[str, bytes]:
+    return {k: v for k, v in every_file(site["tmp"]).items() if "/vault/" in k}
+
+
+def test_a_line_without_a_data_key_changes_nothing(site, capsys):
+    """The check runs in the named vault's job, after the keyset got its new version: it is saved back."""
+    keyset_before, vaults_before = open(site["keys"], "rb").read(), vault_files_of(site)
+    assert shred(site, site["day1"], "L1", "L9") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "line L9 has no data key" in err and "nothing was shredded" in err
+    assert Keyset.load(site["keys"]).versions("vault") == ["v1"]
+    assert open(site["keys"], "rb").read() == keyset_before  # the new version is gone again
+    assert vault_files_of(site) == vaults_before  # no staged table left, no table changed
+    assert reveal(site, site["day1"], "L1") == 0
+
+
+@pytest.mark.parametrize("joined", [False, True], ids=["side_input", "joined_by_bucket"])
+def test_both_ways_to_meet_the_lines_shred_the_same(site, capsys, monkeypatch, joined):
+    """A short list reaches the workers as a side input; a long one (here: any, the limit set to 0) is joined
+    with the key table by bucket. Both drop exactly the lines, in every vault, and the earlier shreds' data keys
+    on a later re-wrap."""
+    from pipelines import shred_job
+
+    if joined:
+        monkeypatch.setattr(shred_job, "SIDE_INPUT_LIMIT", 0)
+    stale = str(site["tmp"] / "stale" / "vault")
+    shutil.copytree(site["day1"], stale)  # a copy made before the shred, registered only after it
+    assert shred(site, site["day1"], "L1", "L2") == 0
+    assert "shredded 2 line(s)" in capsys.readouterr().out
+    for vault in (site["day1"], site["day2"]):
+        keys = read_table(vault, "keys")
+        assert sorted(keys["line_id"].to_pylist()) == ["L3", "L4"]
+        assert set(keys["vault_key_version"].to_pylist()) == {"v2"}
+        assert reveal(site, vault, "L4") == 0 and reveal(site, vault, "L2") == 1
+    keys_cli.register_vault(site["keys"], stale, by="merge")
+    assert sorted(read_table(stale, "keys")["line_id"].to_pylist()) == LINES
+    argv = ["rotate", "--keys", site["keys"], "--vault", "--vault-dir", site["day2"], "--retire-old"]
+    assert keys_cli.main(argv) == 0
+    assert sorted(read_table(stale, "keys")["line_id"].to_pylist()) == ["L3", "L4"]  # dropped by data-key id
+    assert reveal(site, site["day2"], "L3") == 0
+
+
+def test_a_shred_killed_in_its_jobs_leaves_every_vault_readable(site, capsys):
+    """SIGKILL while the second vault's job runs: nothing was put in place, the older key still opens every line;
+    the next shred removes the staging folder the dead one left and shreds as asked."""
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "pipelines.keys", "shred", "--keys", site["keys"], "--vault", site["day1"]]
+    proc = subprocess.Popen([*argv, "--line-id", "L1"], start_new_session=True, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while not glob.glob(os.path.join(site["day2"], "keys", "_staged-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the shred ended before its second job"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert Keyset.load(site["keys"]).versions("vault") == ["v1", "v2"]  # saved before the jobs, v1 still in use
+    for vault in (site["day1"], site["day2"]):
+        assert set(read_table(vault, "keys")["vault_key_version"].to_pylist()) == {"v1"}
+        for line in LINES:
+            assert reveal(site, vault, line) == 0, (vault, line)
+    assert not os.path.exists(os.path.join(os.path.dirname(site["day1"]), "audit", "shred.jsonl"))  # not recorded
+    assert shred(site, site["day1"], "L1") == 0
+    assert not glob.glob(os.path.join(site["day2"], "keys", "_staged-*"))
+    assert reveal(site, site["day2"], "L1") == 1 and reveal(site, site["day2"], "L2") == 0

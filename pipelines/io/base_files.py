@@ -38,6 +38,11 @@ Rules decided here (and relied on downstream):
   already yielded are skipped), up to ``CSV_MAX_BLOCK_BYTES``, past which the
   file is refused. An unbalanced quote joins the following lines into its row,
   as in any CSV reader: that row is then one BadRow (wrong field count).
+* A CSV or Avro file of at least twice ``BYTES_PER_SPLIT`` bytes is read by
+  many workers, a byte range each, in the pipeline: ``pipelines/io/ranges.py``
+  finds the ranges' record boundaries (CSV: quote-aware; Avro: sync markers)
+  and first rows, so rows keep the numbers a read of the whole file gives.
+  Parquet is split by row groups when planned.
 * Directories and globs select only ``*.parquet``, ``*.avro`` and ``*.csv`` files;
   a named file with another extension is refused.
 * A :class:`Contract` says which columns are read (all as strings), which a
@@ -61,8 +66,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.io.avro_blocks import RangeStream, avro_header
 from pipelines.io.csv_stream import read_csv
 from pipelines.io.planning import InputError, InputInfo, Split, codec_name, map_columns, plan_splits
+from pipelines.io.ranges import BYTES_PER_SPLIT, SplitLargeFiles
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.rows import BadRow, ColumnTypeError, assemble_rows, column_type_error, malformed_table
@@ -93,16 +100,23 @@ def _as_binary(arr: pa.Array) -> pa.Array:
 
 def _read_avro(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
     with FileSystems.open(split.path) as f:
-        reader = fastavro.reader(f)
+        stream = f
+        if split.byte_range is not None:  # the header, then the range's blocks (pipelines/io/ranges.py)
+            header_end, _ = avro_header(f, split.path)
+            f.seek(0)
+            stream = RangeStream(f.read(header_end), f, *split.byte_range)
+        reader = fastavro.reader(stream)
         names = [fl["name"] for fl in reader.writer_schema.get("fields", [])]
         mapping, _, _ = map_columns(split.path, names, split.contract, "avro")
-        row, records = 1, iter(reader)
+        row, records = split.first_row, iter(reader)
         while True:
             try:
                 chunk = list(islice(records, batch_size))
             except Exception as e:
                 raise InputError(f"{split.path}: corrupt Avro data after row {row - 1} ({type(e).__name__})") from None
             if not chunk:
+                if split.rows is not None and row - split.first_row != split.rows:
+                    raise InputError(f"{split.path}: bytes {split.byte_range} held {row - split.first_row} rows")
                 return
             # fastavro hands out one dict per record: building columns is per-row
             # Python that cannot be avoided; one list comprehension per column.
@@ -126,6 +140,8 @@ def read_split(
 ) -> Iterator[tuple[pa.Table, list[BadRow]]]:
     """Yield (raw, bad) per batch; see the module docstring for the rules."""
     codec = codec_name(encoding)
+    if split.byte_range is not None and split.rows is None:
+        raise ValueError(f"{split.path}: a cut byte range is read once SplitLargeFiles has found its records")
     readers = {
         "csv": lambda: read_csv(split, codec, batch_size, max_field_chars),
         "parquet": lambda: _read_parquet(split, batch_size, max_field_chars),
@@ -209,7 +225,10 @@ class PlanInPipeline:
 class ReadSubscriberBase(beam.PTransform):
     """splits (or a PlanInPipeline) -> DoOutputsTuple: 'raw' (pa.Table per batch,
     RAW_SCHEMA) and 'dead_letter' (dead-letter tables, reason ROW_MALFORMED).
-    Counters in namespace 'subreg': rows_read (every data row, raw or malformed), rows_malformed."""
+    Counters in namespace 'subreg': rows_read (every data row, raw or malformed), rows_malformed.
+
+    A CSV or Avro file of at least twice ``bytes_per_split`` bytes is read in byte ranges by many workers
+    (``pipelines/io/ranges.py``); ``read_fn`` replaces the ReadSplitFn (a test's, that also counts per worker)."""
 
     def __init__(
         self,
@@ -218,11 +237,14 @@ class ReadSubscriberBase(beam.PTransform):
         encoding: str = "utf-8",
         batch_size: int = 65_536,
         max_field_chars: int = 4096,
+        bytes_per_split: int = BYTES_PER_SPLIT,
+        read_fn: ReadSplitFn | None = None,
     ):
         super().__init__()
         codec_name(encoding)
         self._splits = splits if isinstance(splits, PlanInPipeline) else list(splits)
-        self._fn = ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars)
+        self._fn = read_fn or ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars)
+        self._encoding, self._bytes = encoding, bytes_per_split
 
     def expand(self, pbegin):
         if isinstance(self._splits, PlanInPipeline):
@@ -232,5 +254,8 @@ class ReadSubscriberBase(beam.PTransform):
         else:
             splits = pbegin | "Splits" >> beam.Create(self._splits)
         return (
-            splits | "Spread" >> beam.Reshuffle() | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW)
+            splits
+            | "SplitLargeFiles" >> SplitLargeFiles(self._encoding, self._bytes)
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW)
         )

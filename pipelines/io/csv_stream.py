@@ -108,6 +108,20 @@ def read_csv(split: Split, codec: str, batch_size: int, limit: int) -> Iterator[
     return _CsvRead(split, codec, batch_size, limit).batches()
 
 
+class _Range:
+    """Bytes [start, end) of an open file, read as a stream of their own."""
+
+    def __init__(self, f, start: int, end: int):
+        self._f, self._left = f, end - start
+        f.seek(start)
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._f.read(n) if n > 0 else b""
+        self._left -= len(data)
+        return data
+
+
 class _CsvRead:
     """One CSV split read, restarted (from the first row not yet yielded) when pyarrow gives up on a pass.
 
@@ -119,22 +133,35 @@ class _CsvRead:
     def __init__(self, split: Split, codec: str, batch_size: int, limit: int):
         self.split, self.path, self.codec, self.batch_size, self.limit = split, split.path, codec, batch_size, limit
         self.done_bad: set[int] = set()  # field-count rows already yielded (kept across restarts)
-        self.resume = 1  # the first good row not yet yielded
-        self.block, self.checked, self.transcode = CSV_BLOCK_BYTES, False, codec != "utf-8"
+        self.resume = 1  # the first good row not yet yielded (rows here count from the split's first, 1)
+        self.offset = split.first_row - 1  # added to every row number yielded
+        self.last = 0  # the last row numbered, good or bad
+        self.checked = split.first_row > 1  # the wrong-encoding rule reads the file's first batch only
+        self.block, self.transcode = CSV_BLOCK_BYTES, codec != "utf-8"
 
     def batches(self) -> Iterator[tuple[pa.Table, list[BadRow]]]:
         while True:
-            with FileSystems.open(self.path) as f:
-                names, rest = read_csv_header(f, self.path, self.codec)
+            with FileSystems.open(self.path) as opened:
+                names, rest = read_csv_header(opened, self.path, self.codec)
                 mapping, _, _ = map_columns(self.path, names, self.split.contract)
-                while not rest.strip():  # pyarrow refuses an empty stream: header only = 0 rows
+                f, ranged = opened, self.split.byte_range is not None
+                if ranged:  # whole records only (pipelines/io/ranges.py): no blank-only shortcut
+                    f, rest = _Range(opened, *self.split.byte_range), b""
+                while not (rest if ranged else rest.strip()):  # pyarrow refuses an empty stream: 0 rows
                     more = f.read(1 << 16)
                     if not more:
-                        return
+                        return self._check_count()
                     rest += more
                 finished = yield from self._pass(f, names, mapping, rest)
                 if finished:
-                    return
+                    return self._check_count()
+
+    def _check_count(self) -> None:
+        """A range holds the rows its scan counted (else its boundaries were wrong: never silently)."""
+        rows = self.split.rows
+        if rows is not None and self.last != rows:
+            start, end = self.split.byte_range
+            raise InputError(f"{self.path}: bytes {start}-{end} held {self.last} rows, not the {rows} counted")
 
     def _pass(self, f, names: list[str], mapping: dict[str, str], rest: bytes):
         """One pass over the file; True when it read to the end, False to start again."""
@@ -184,10 +211,12 @@ class _CsvRead:
             return False
         if "straddl" in str(e):
             raise InputError(
-                f"{self.path}: a row near data row {self.next_row} is longer than {CSV_MAX_BLOCK_BYTES} bytes"
+                f"{self.path}: a row near data row {self.offset + self.next_row} is longer than "
+                f"{CSV_MAX_BLOCK_BYTES} bytes"
             ) from None
         if self.transcode:
-            raise InputError(f"{self.path}: CSV parse error after data row {self.next_row - 1}") from None
+            after = self.offset + self.next_row - 1
+            raise InputError(f"{self.path}: CSV parse error after data row {after}") from None
         self.transcode = True
         return False
 
@@ -212,7 +241,7 @@ class _CsvRead:
             rows = head.column("_row").to_numpy()
             data = {c: head.column(s).combine_chunks() for c, s in self.src.items()}
             raw, bad, undecodable = assemble_rows(
-                data, rows, self.path, self.codec, self.limit, self.transcode, self.split.contract
+                data, rows + self.offset, self.path, self.codec, self.limit, self.transcode, self.split.contract
             )
             if not self.checked and len(rows):
                 self.checked = True
@@ -220,10 +249,11 @@ class _CsvRead:
                     raise encoding_error(self.path, self.codec)
         self.resume = int(rows[-1]) + 1 if len(rows) else self.resume
         bad += [
-            BadRow(self.path, num, None, f"expected {len(self.names)} fields, found {found}")
+            BadRow(self.path, num + self.offset, None, f"expected {len(self.names)} fields, found {found}")
             for num, found in self.invalid
             if num not in self.done_bad
         ]
         self.done_bad.update(num for num, _ in self.invalid)
+        self.last = max([self.last, self.resume - 1, *(num for num, _ in self.invalid)])
         self.invalid.clear()
         return raw, sorted(bad, key=lambda b: b.source_row)

@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.base_files import ReadSplitFn, read_split
 from pipelines.io.planning import InputError, InputInfo, Split, codec_name, plan_splits
+from pipelines.io.ranges import BYTES_PER_SPLIT, SplitLargeFiles
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.rows import EVENTS, BadRow, parse_json_lines
@@ -78,7 +79,8 @@ def read_event_split(
 
 class ReadRegistrationEvents(beam.PTransform):
     """splits -> DoOutputsTuple: 'raw' (EVENT_SCHEMA batches) and 'dead_letter'
-    (ROW_MALFORMED). Counters in namespace 'subreg': events_read, events_malformed."""
+    (ROW_MALFORMED). Counters in namespace 'subreg': events_read, events_malformed.
+    A large CSV or Avro file is read in byte ranges by many workers, as the base is (``SplitLargeFiles``)."""
 
     def __init__(
         self,
@@ -87,9 +89,11 @@ class ReadRegistrationEvents(beam.PTransform):
         encoding: str = "utf-8",
         batch_size: int = 65_536,
         max_field_chars: int = 4096,
+        bytes_per_split: int = BYTES_PER_SPLIT,
     ):
         super().__init__()
         codec_name(encoding)
+        self._encoding, self._bytes = encoding, bytes_per_split
         self._splits, self._fn = (
             list(splits),
             ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars, read_event_split, "events", "event_id"),
@@ -99,6 +103,7 @@ class ReadRegistrationEvents(beam.PTransform):
         return (
             pbegin
             | "Splits" >> beam.Create(self._splits)
+            | "SplitLargeFiles" >> SplitLargeFiles(self._encoding, self._bytes)
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW)
         )

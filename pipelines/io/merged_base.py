@@ -91,13 +91,20 @@ def plan_merged_splits(paths: list[str], rows_per_split: int = 500_000) -> tuple
     return plan_splits(paths, rows_per_split=rows_per_split, contract=MERGED)
 
 
+def _row_group_batches(pf: pq.ParquetFile, batch_size: int, groups, columns: list[str]):
+    """``pf.iter_batches`` one row group at a time: one reader over many row groups holds memory that grows
+    with the row groups it has read (pyarrow 25), so a split of many would not stay flat."""
+    for group in range(pf.num_row_groups) if groups is None else groups:
+        yield from pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
+
+
 def read_merged_split(split: Split, batch_size: int) -> Iterator[pa.Table]:
     with FileSystems.open(split.path) as handle:
         pf = pq.ParquetFile(handle)
         present = [n for n in MERGED_SCHEMA.names if n in pf.schema_arrow.names]
         groups = None if split.row_groups is None else list(split.row_groups)
         row = split.first_row
-        for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=present):
+        for batch in _row_group_batches(pf, batch_size, groups, present):
             n = batch.num_rows
             columns = [
                 batch.column(f.name).cast(f.type) if f.name in present else pa.nulls(n, f.type) for f in MERGED_SCHEMA
@@ -152,7 +159,7 @@ class _ReadVaultFn(beam.DoFn):
         schema = arrow_schema(self._schema_name)
         with FileSystems.open(path) as handle:
             pf = pq.ParquetFile(handle)
-            for batch in pf.iter_batches(batch_size=262_144, columns=schema.names):
+            for batch in _row_group_batches(pf, 262_144, None, schema.names):
                 yield pa.Table.from_batches([batch]).cast(schema)
 
 

@@ -53,6 +53,11 @@ class Split:
     row_groups: tuple[int, ...] | None = None  # parquet: this split's row groups; None = whole file
     first_row: int = 1  # 1-based data row number of the split's first row (header excluded)
     contract: Contract = BASE
+    size: int | None = None  # the file's size in bytes, when planned
+    # csv/avro: the bytes [start, end) this split reads (None: the whole file), and the rows they hold. A range
+    # without rows is only cut (pipelines/io/ranges.py finds its record boundaries and first row before a read).
+    byte_range: tuple[int, int] | None = None
+    rows: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,14 +341,14 @@ def plan_splits(
             missing.update(absent)
         total += est
         if fmt != "parquet" or len(groups) <= 1:
-            splits.append(Split(path, index, fmt, contract=contract))
+            splits.append(Split(path, index, fmt, contract=contract, size=files[path]))
             continue
         first, current, rows = 1, [], 0
         for g, n in enumerate(groups):
             current.append(g)
             rows += n
             if rows >= rows_per_split or g == len(groups) - 1:
-                splits.append(Split(path, index, fmt, tuple(current), first, contract))
+                splits.append(Split(path, index, fmt, tuple(current), first, contract, files[path]))
                 first, current, rows = first + rows, [], 0
     info = InputInfo(ordered, sorted(ignored), [c for c in contract.columns if c in missing], total)
     return splits, info

@@ -85,6 +85,8 @@ __all__ = [
     "SUCCESS",
     "Publication",
     "publishing",
+    "commit_remote",
+    "committed_remote",
     "writing_into",
     "check_apart",
     "check_owned",
@@ -107,6 +109,11 @@ class Publication:
     step: str
     run_id: str
     keep_reason: str | None = None
+    produces: tuple[str, ...] = ()  # the top-level entries the step writes (see publishing)
+
+    @property
+    def remote(self) -> bool:
+        return _remote(self.out)
 
     def path(self, *parts: str) -> str:
         return "/".join([self.stage.rstrip("/"), *parts]) if _remote(self.stage) else os.path.join(self.stage, *parts)
@@ -116,6 +123,13 @@ class Publication:
         if path == self.stage or path.startswith(self.stage.rstrip("/") + ("/" if _remote(path) else os.sep)):
             return self.out + path[len(self.stage) :]
         return path
+
+    def written(self, *parts: str) -> str:
+        """Where a file the job wrote is now, for the launcher to read back once the job is done: in the
+        staged folder, or in OUT when the job published itself (object stores: pipelines/io/finalize.py)."""
+        if self.remote and committed_remote(self.out, self.run_id):
+            return "/".join([self.out.rstrip("/"), *parts])
+        return self.path(*parts)
 
     def keep_on_failure(self, reason: str) -> None:
         """From here on a failure keeps the staged folder (it holds something that exists nowhere else)."""
@@ -175,7 +189,7 @@ def publishing(
         os.mkdir(target, 0o700)
         _write_private(os.path.join(target, MARKER), _marker(step, run_id, "created"))
     stage, marker, lock = _open_stage(target, step, run_id)
-    pub = Publication(out, stage, step, run_id)
+    pub = Publication(out, stage, step, run_id, produces=tuple(sorted(produces)))
     try:
         try:
             for name in seed:
@@ -198,17 +212,39 @@ def publishing(
 @contextlib.contextmanager
 def _publishing_remote(out: str, step: str, run_id: str, produces: set[str]) -> Iterator[Publication]:
     """Object stores: stage under ``OUT.tmp-RUN_ID``, then copy-then-delete (module docstring)."""
-    from apache_beam.io.filesystems import FileSystems
 
     check_owned(out, step)
     stage = f"{out}{_STAGE}{run_id}"
-    pub = Publication(out, stage, step, run_id)
+    pub = Publication(out, stage, step, run_id, produces=tuple(sorted(produces)))
     try:
         yield pub
     except BaseException:
         if not pub.keep_reason:
             _remote_delete(stage)
         raise
+    if committed_remote(out, run_id):  # the job published itself (pipelines/io/finalize.py)
+        return
+    commit_remote(out, stage, step, run_id, produces)
+
+
+def committed_remote(out: str, run_id: str) -> bool:
+    """OUT's ``_SUCCESS`` names this run: the switch is done."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(_join(out, SUCCESS)) as handle:
+            return handle.read().decode("utf-8").strip() == run_id
+    except Exception:  # no _SUCCESS (or unreadable): not committed by this run
+        return False
+
+
+def commit_remote(out: str, stage: str, step: str, run_id: str, produces: Iterable[str]) -> None:
+    """The object-store switch: copy the complete staged output into OUT, ``manifest.json``, the marker and
+    ``_SUCCESS`` last, then delete the staged folder (module docstring). Runs in the launcher or, on a
+    distributed runner, in the job's last step (:mod:`pipelines.io.finalize`)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    produces = set(produces)
     prefix = stage.rstrip("/") + "/"
     staged = sorted(m.path for m in FileSystems.match([prefix + "**"])[0].metadata_list)
     rel = [p[len(prefix) :] for p in staged]

@@ -1,8 +1,10 @@
-"""The report's reads and writes: projected columns of the step outputs in, tables out.
+"""The report's inputs as the launcher sees them, and its tables out.
 
-Only the columns the figures need are read (never a token, mask or identity
-value); every input is checked to exist and to belong with the others, and a
-missing one is a one-line error naming the folder and what was expected there.
+The launcher reads manifests, lists files and reads Parquet footers: never a
+row. Every input is checked to exist and to belong with the others, and a
+missing one is a one-line error naming the folder and what was expected
+there. The rows themselves are read by the report's Beam job
+(``pipelines/io/report_sources.py``), only the columns the figures need.
 """
 
 from __future__ import annotations
@@ -14,31 +16,54 @@ import json
 import os
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from pipelines.common import UserError
 from pipelines.io.spreadsheet import spreadsheet_safe
-from transforms.compliance.report import first_per_key
 
-SCAN_COLUMNS = ["line_id", "region", "line_type", "agent_id", "needs_registration", "flags"]
-MERGE_COLUMNS = [
-    "line_id",
-    "status",
-    "identity_status",
-    "reasons",
-    "registered_at",
-    "registration_event_id",
-    "registration_channel",
+__all__ = [
+    "SCAN_SCHEMA",
+    "HISTORY_SCHEMA",
+    "ScanOutput",
+    "MergeOutput",
+    "NotifyOutput",
+    "filesystem",
+    "read_scan",
+    "read_merge",
+    "read_notify",
+    "latest_campaign_run",
+    "load_campaign_for",
+    "campaign_id_for",
+    "check_notify_matches",
+    "drop_partitions",
+    "write_tables",
+    "csv_ready",
 ]
-HISTORY_COLUMNS = ["line_id", "campaign_id", "wave", "sent_at"]
+
+SCAN_SCHEMA = pa.schema(
+    [
+        ("line_id", pa.string()),
+        ("region", pa.string()),
+        ("line_type", pa.string()),
+        ("agent_id", pa.string()),
+        ("needs_registration", pa.bool_()),
+        ("flags", pa.list_(pa.string())),
+    ]
+)
+HISTORY_SCHEMA = pa.schema(
+    [
+        ("line_id", pa.string()),
+        ("campaign_id", pa.string()),
+        ("wave", pa.int32()),
+        ("sent_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    """Arrow's file system for a local path or a URI (gs:// included: Arrow's GCS client, no Beam)."""
+    """Arrow's file system for a local path or a URI (gs:// included: Arrow's GCS client)."""
     if "://" in path:
         return pafs.FileSystem.from_uri(path)
     return pafs.LocalFileSystem(), os.path.abspath(path)
@@ -49,14 +74,20 @@ def _exists(path: str) -> bool:
     return fs.get_file_info(where).type != pafs.FileType.NotFound
 
 
-def _files(folder: str, suffix: str, recursive: bool = True) -> tuple[pafs.FileSystem, list[str]]:
+def _uri(folder: str, found: str) -> str:
+    """A listed path as the job opens it: absolute locally, with its scheme on an object store."""
+    return f"{folder.split('://', 1)[0]}://{found}" if "://" in folder else found
+
+
+def _files(folder: str, suffix: str, recursive: bool = True) -> list[str]:
+    """The data files under ``folder`` ending in ``suffix`` (hidden and ``_`` files left out), sorted."""
     fs, where = filesystem(folder)
     try:
         infos = fs.get_file_info(pafs.FileSelector(where, recursive=recursive))
     except (FileNotFoundError, NotADirectoryError):
-        return fs, []
-    return fs, sorted(
-        i.path
+        return []
+    return sorted(
+        _uri(folder, i.path)
         for i in infos
         if i.type == pafs.FileType.File
         and i.path.endswith(suffix)
@@ -72,25 +103,28 @@ def _read_json(path: str) -> dict:
 
 @dataclasses.dataclass
 class ScanOutput:
-    classified: pa.Table
+    folder: str
+    files: list[str]  # classified/*.parquet
+    rows: int  # classified lines (from the files' footers)
     as_of: dt.date
     run_id: str | None
 
 
 @dataclasses.dataclass
 class MergeOutput:
-    base: pa.Table
+    folder: str
+    base_files: list[str]
     as_of: dt.date
     run_id: str | None
-    events: pa.Table | None  # event_id, agent_id (distinct)
-    dead_letters: pa.Table  # event_id, reason
+    events: list[tuple[str, str]] | None  # (registration file, encoding), earlier merges first; None: none recorded
+    dead_letter_files: list[str]  # of this merge and the earlier ones
     events_missing: list[str] = dataclasses.field(default_factory=list)  # recorded event files that are gone
 
 
 @dataclasses.dataclass
 class NotifyOutput:
     folder: str
-    history: pa.Table | None
+    history_files: list[str]
     runs: list[dict]
 
 
@@ -109,68 +143,39 @@ def _manifest(folder: str, step: str, what: str) -> dict:
     return manifest
 
 
-def _parquet(folder: str, columns: list[str], what: str) -> pa.Table:
-    fs, files = _files(folder, ".parquet")
+def _parquet_files(folder: str, columns: list[str], what: str, count: bool = False) -> tuple[list[str], int]:
+    """The Parquet files under ``folder`` (the first must hold ``columns``) and, with ``count``, their rows
+    (from every footer)."""
+    files = _files(folder, ".parquet")
     if not files:
         raise UserError(f"no Parquet files under {folder}: {what} is missing")
-    try:
-        return pq.read_table(files if len(files) > 1 else files[0], columns=columns, filesystem=fs)
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise UserError(f"{folder} does not hold {what} ({str(exc).splitlines()[0]})") from None
+    rows = 0
+    for i, path in enumerate(files if count else files[:1]):
+        fs, where = filesystem(path)
+        try:
+            with fs.open_input_file(where) as handle:
+                meta = pq.ParquetFile(handle).metadata
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise UserError(f"{folder} does not hold {what} ({str(exc).splitlines()[0]})") from None
+        missing = [c for c in columns if c not in meta.schema.to_arrow_schema().names] if i == 0 else []
+        if missing:
+            raise UserError(f"{folder} does not hold {what} (no {', '.join(missing)} column)")
+        rows += meta.num_rows
+    return files, rows
 
 
 def read_scan(folder: str) -> ScanOutput:
     manifest = _manifest(folder, "scan", "scan's")
-    table = _parquet(os.path.join(folder, "classified"), SCAN_COLUMNS, "the classified lines")
-    return ScanOutput(table, dt.date.fromisoformat(manifest["as_of"]), manifest.get("run_id"))
+    files, rows = _parquet_files(os.path.join(folder, "classified"), SCAN_SCHEMA.names, "the classified lines", True)
+    return ScanOutput(folder, files, rows, dt.date.fromisoformat(manifest["as_of"]), manifest.get("run_id"))
 
 
-def _dead_letters(folder: str) -> pa.Table:
-    parts = []
-    fs, files = _files(os.path.join(folder, "dead_letter"), "", recursive=False)
-    for path in files:
-        if path.endswith(".parquet"):
-            parts.append(pq.read_table(path, columns=["event_id", "reason"], filesystem=fs))
-        elif path.endswith(".jsonl") and fs.get_file_info(path).size:
-            options = pajson.ParseOptions(
-                explicit_schema=pa.schema([("event_id", pa.string()), ("reason", pa.string())]),
-                unexpected_field_behavior="ignore",
-            )
-            with fs.open_input_stream(path) as handle:
-                parts.append(pajson.read_json(handle, parse_options=options))
-    empty = pa.table({"event_id": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
-    return pa.concat_tables([empty, *[p.select(["event_id", "reason"]).cast(empty.schema) for p in parts]])
-
-
-def _event_agents(paths: list[str]) -> tuple[pa.Table | None, list[str]]:
-    """event_id and agent_id of the registration files the merges read (None if none is recorded),
-    and the recorded files that are gone (the report says so; it counts the events still there)."""
-    recorded = [p for p in paths if p]
-    missing = [p for p in recorded if "*" not in p and not _exists(p)]
-    files = [p for p in recorded if p not in missing]
-    if not recorded:
-        return None, []
-    parts = []
-    for path in files:
-        fs, where = filesystem(path)
-        if path.endswith(".parquet") and fs.get_file_info(where).type == pafs.FileType.File:
-            parts.append(pq.read_table(where, columns=["event_id", "agent_id"], filesystem=fs))
-            continue
-        from pipelines.io.events import plan_event_splits, read_event_split  # Beam's readers: other formats
-
-        splits, _ = plan_event_splits([path])
-        for split in splits:
-            for table, _bad in read_event_split(split):
-                parts.append(table.select(["event_id", "agent_id"]))
-    if not parts:
-        return pa.table({"event_id": pa.array([], pa.string()), "agent_id": pa.array([], pa.string())}), missing
-    events = pa.concat_tables(
-        [p.cast(pa.schema([("event_id", pa.string()), ("agent_id", pa.string())])) for p in parts]
-    )
-    events = events.filter(pc.is_valid(events["event_id"]))
-    agent = pc.if_else(pc.equal(pc.utf8_trim_whitespace(events["agent_id"]), ""), None, events["agent_id"])
-    events = events.set_column(1, "agent_id", agent)
-    return first_per_key(events, "event_id"), missing
+def _dead_letter_files(folder: str) -> list[str]:
+    return [
+        p
+        for p in _files(os.path.join(folder, "dead_letter"), "", recursive=False)
+        if p.endswith((".parquet", ".jsonl"))
+    ]
 
 
 def _earlier(patterns: list[str], folder: str, as_of: dt.date) -> list[tuple[str, dict]]:
@@ -199,32 +204,40 @@ def _earlier(patterns: list[str], folder: str, as_of: dt.date) -> list[tuple[str
     return found
 
 
+def _registrations(manifest: dict) -> list[tuple[str, str]]:
+    inputs = manifest.get("inputs", {})
+    return [(p, inputs.get("encoding") or "utf-8") for p in inputs.get("registrations") or [] if p]
+
+
 def read_merge(folder: str, earlier: list[str]) -> MergeOutput:
+    from transforms.compliance.report_lines import BASE_SCHEMA
+
     manifest = _manifest(folder, "merge", "merge's")
     as_of = dt.date.fromisoformat(manifest["as_of"])
-    base = _parquet(os.path.join(folder, "base"), MERGE_COLUMNS, "the merged base")
-    paths, dead = [], [_dead_letters(folder)]
+    base, _ = _parquet_files(os.path.join(folder, "base"), BASE_SCHEMA.names, "the merged base")
+    sources, dead = [], []
     for other, other_manifest in _earlier(earlier, folder, as_of):
-        paths += other_manifest.get("inputs", {}).get("registrations") or []
-        dead.append(_dead_letters(other))
-    paths += manifest.get("inputs", {}).get("registrations") or []
-    events, missing = _event_agents(paths)
-    return MergeOutput(base, as_of, manifest.get("run_id"), events, pa.concat_tables(dead), missing)
+        sources += _registrations(other_manifest)
+        dead += _dead_letter_files(other)
+    sources += _registrations(manifest)
+    dead += _dead_letter_files(folder)
+    missing = [p for p, _ in sources if "*" not in p and not _exists(p)]
+    events = [(p, e) for p, e in sources if p not in missing] if sources else None
+    return MergeOutput(folder, base, as_of, manifest.get("run_id"), events, dead, missing)
 
 
 def read_notify(folder: str) -> NotifyOutput:
     if not _exists(folder):
         raise UserError(f"{folder} does not exist: give the notify output folder")
     runs = []
-    for path in _files(os.path.join(folder, "runs"), ".json", recursive=False)[1] or [
+    for path in _files(os.path.join(folder, "runs"), ".json", recursive=False) or [
         os.path.join(folder, "manifest.json")
     ]:
         if _exists(path):
             runs.append(_read_json(path))
     if not runs:
         raise UserError(f"{folder} has no notify manifests: give the notify output folder")
-    fs, files = _files(os.path.join(folder, "history", "jobs"), ".parquet", recursive=False)
-    history = pq.read_table(files, columns=HISTORY_COLUMNS, filesystem=fs) if files else None
+    history = _files(os.path.join(folder, "history", "jobs"), ".parquet", recursive=False)
     return NotifyOutput(folder, history, runs)
 
 
@@ -246,7 +259,7 @@ def load_campaign_for(path: str | None, notify: NotifyOutput | None):
     if not _exists(path):
         raise UserError(f"campaign {path}: no such file")
     fs, where = filesystem(path)
-    with fs.open_input_stream(where) as handle:  # Arrow's file systems: no Beam import for a report
+    with fs.open_input_stream(where) as handle:
         data = handle.read()
     try:
         return parse_campaign(data, path)
@@ -254,15 +267,11 @@ def load_campaign_for(path: str | None, notify: NotifyOutput | None):
         raise UserError(str(exc)) from None
 
 
-def campaign_history(notify: NotifyOutput | None, campaign) -> tuple[pa.Table | None, int]:
-    """This campaign's line jobs, and how many notices of other campaigns the history holds."""
-    if notify is None or notify.history is None:
-        return None, 0
-    history = notify.history
-    # without the campaign file, the campaign is the latest notify run's: never a mix of campaigns
-    campaign_id = campaign.campaign_id if campaign is not None else latest_campaign_run(notify).get("campaign_id")
-    mine = pc.equal(history["campaign_id"], campaign_id)
-    return history.filter(mine), history.num_rows - int(pc.sum(pc.cast(mine, pa.int64())).as_py() or 0)
+def campaign_id_for(notify: NotifyOutput | None, campaign) -> str | None:
+    """The campaign whose notices count: the campaign file's, else the latest notify run's (never a mix)."""
+    if campaign is not None:
+        return campaign.campaign_id
+    return latest_campaign_run(notify).get("campaign_id") if notify is not None else None
 
 
 def check_notify_matches(notify: NotifyOutput | None, scan: ScanOutput, campaign) -> None:
@@ -278,48 +287,41 @@ def check_notify_matches(notify: NotifyOutput | None, scan: ScanOutput, campaign
         )
     for run in runs:
         rows = run.get("inputs", {}).get("classified_rows")
-        if run.get("campaign", {}).get("wave") == 1 and rows is not None and rows != scan.classified.num_rows:
+        if run.get("campaign", {}).get("wave") == 1 and rows is not None and rows != scan.rows:
             raise UserError(
                 f"wave 1 of {campaign.campaign_id} was planned from a scan of {rows:,} lines, but the scan "
-                f"given has {scan.classified.num_rows:,}: give the scan the campaign started from"
+                f"given has {scan.rows:,}: give the scan the campaign started from"
             )
 
 
-def unmerged(classified: pa.Table) -> pa.Table:
-    """The state now when nothing was merged: every line as the scan left it (no registration)."""
-    n = classified.num_rows
-    return pa.table(
-        {
-            "line_id": classified["line_id"],
-            "status": pa.nulls(n, pa.string()),
-            "identity_status": pa.repeat(pa.scalar("UNMERGED"), n),
-            "reasons": pa.nulls(n, pa.list_(pa.string())),
-            "registered_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
-            "registration_event_id": pa.nulls(n, pa.string()),
-            "registration_channel": pa.nulls(n, pa.string()),
-        }
-    )
+def drop_partitions(out: str, as_of: dt.date) -> None:
+    """Remove the report date's partition of every table (seeded from the previous output): a re-run of a day
+    replaces it, the other days stay."""
+    fs, root = filesystem(out)
+    try:
+        tables = fs.get_file_info(pafs.FileSelector(f"{root}/parquet"))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for table in tables:
+        part = f"{table.path}/as_of={as_of.isoformat()}"
+        if table.type == pafs.FileType.Directory and fs.get_file_info(part).type != pafs.FileType.NotFound:
+            fs.delete_dir(part)
 
 
 def write_tables(out: str, tables: dict[str, pa.Table], as_of: dt.date) -> dict:
-    """Parquet (one hive partition per report date, replaced on a re-run) and CSV per table."""
-    written = {}
+    """Parquet (one hive partition per report date) and CSV per table."""
     fs, root = filesystem(out)
     fs.create_dir(f"{root}/csv", recursive=True)
     for name, table in tables.items():
         part = f"{root}/parquet/{name}/as_of={as_of.isoformat()}"
-        if fs.get_file_info(part).type != pafs.FileType.NotFound:
-            fs.delete_dir(part)  # a re-run of the day replaces its partition
         fs.create_dir(part, recursive=True)
         pq.write_table(table, f"{part}/part-0.parquet", filesystem=fs)
         with fs.open_output_stream(f"{root}/csv/{name}.csv") as handle:
-            pacsv.write_csv(_csv_ready(table), handle)
-    written["parquet"] = os.path.join(out, "parquet")
-    written["csv"] = os.path.join(out, "csv")
-    return written
+            pacsv.write_csv(csv_ready(table), handle)
+    return {"parquet": os.path.join(out, "parquet"), "csv": os.path.join(out, "csv")}
 
 
-def _csv_ready(table: pa.Table) -> pa.Table:
+def csv_ready(table: pa.Table) -> pa.Table:
     """CSV cannot hold null-typed columns: give them a string type; no cell may run as a formula."""
     for i, field in enumerate(table.schema):
         if pa.types.is_null(field.type):

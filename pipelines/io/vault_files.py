@@ -10,6 +10,17 @@ there, so a reader never sees half a rewrite and a crash leaves the previous
 generation in force. Older generations are deleted after a rewrite. Files
 that do not follow the naming are ignored. Works on local paths and gs://.
 
+A Beam job rewrites a table through a *staged* generation
+(:func:`staged_generation`): its shards are written under
+``VAULT/keys/_staged-RUN_ID/`` (which readers never list), the job checks
+its counts there, and :func:`publish_staged` renames them into place as the
+newest generation only when the caller says so (a shred publishes every
+vault's key table only once every one is written and the shred is recorded).
+A killed job leaves the previous generation in force and a staging folder
+that the next key change removes (:func:`remove_staged`, under the keyset's
+lock). Nothing here holds a whole table for a job: :func:`check_table` reads
+footers only, :func:`column_values` one column one row group at a time.
+
 A file that cannot be read (truncated, not Parquet) is a ``VaultError`` naming
 the file, never a traceback: ``backfill reveal`` records the attempt with
 outcome ``vault_unreadable``. A key table without the seal columns
@@ -36,10 +47,25 @@ from apache_beam.io.filesystems import FileSystems
 from schemas import arrow_schema
 from transforms.crypto.vault import VaultUnreadable
 
-__all__ = ["read_vault", "write_vault", "read_table", "write_table", "table_files", "shard_prefix"]
+__all__ = [
+    "read_vault",
+    "write_vault",
+    "read_table",
+    "write_table",
+    "table_files",
+    "shard_prefix",
+    "check_table",
+    "table_rows",
+    "column_values",
+    "copy_table",
+    "staged_generation",
+    "publish_staged",
+    "remove_staged",
+]
 
 _FILE = re.compile(r"^(?P<kind>keys|values)-g(?P<gen>\d{6})-(?P<shard>\d{5})-of-(?P<of>\d{5})\.parquet$")
 _SCHEMA = {"keys": "vault_key", "values": "vault_value"}
+_STAGED = "_staged-"
 
 
 def _generations(vault_dir: str, kind: str) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
@@ -145,3 +171,116 @@ def write_vault(vault_dir: str, keys: pa.Table, values: pa.Table) -> None:
     """Write both tables (values first: the keys table is what makes them readable)."""
     write_table(vault_dir, "values", values)
     write_table(vault_dir, "keys", keys)
+
+
+def _footer(path: str):
+    """A shard's Parquet footer; a file that cannot be read is a VaultUnreadable naming it."""
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            return pq.read_metadata(handle)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise VaultUnreadable(
+            f"vault file {path} cannot be read ({type(exc).__name__}: damaged or truncated)"
+        ) from None
+
+
+def check_table(vault_dir: str, kind: str) -> list[str]:
+    """The newest complete generation's shards, every footer read and the columns checked (no rows read)."""
+    files = table_files(vault_dir, kind)
+    for path in files:
+        _check_format(vault_dir, kind, _footer(path).schema.to_arrow_schema().names)
+    return files
+
+
+def table_rows(files: list[str]) -> int:
+    """Rows of some shards, from their footers."""
+    return sum(_footer(path).num_rows for path in files)
+
+
+def column_values(files: list[str], column: str) -> set:
+    """The distinct values of one column of some shards, one row group at a time."""
+    found: set = set()
+    for path in files:
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                pf = pq.ParquetFile(handle)
+                for group in range(pf.num_row_groups):
+                    found.update(pc.unique(pf.read_row_group(group, columns=[column]).column(0)).to_pylist())
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise VaultUnreadable(
+                f"vault file {path} cannot be read ({type(exc).__name__}: damaged or truncated)"
+            ) from None
+    return found
+
+
+def copy_table(source_dir: str, target_dir: str, kind: str) -> list[str]:
+    """Copy the newest complete generation of a table into another vault folder, shard names kept."""
+    files = table_files(source_dir, kind)
+    folder = FileSystems.join(target_dir, kind)
+    targets = [FileSystems.join(folder, FileSystems.split(path)[1]) for path in files]
+    if files:
+        if "://" not in folder:
+            os.makedirs(folder, exist_ok=True)
+        FileSystems.copy(files, targets)
+    return targets
+
+
+def staged_generation(vault_dir: str, kind: str, run_id: str) -> tuple[str, str]:
+    """``(staging folder, shard prefix)`` for a job writing the next generation of a table: add
+    ``-SSSSS-of-TTTTT.parquet`` to the prefix; :func:`publish_staged` puts the shards in place."""
+    gen = max(_generations(vault_dir, kind)[1], default=0) + 1
+    folder = FileSystems.join(vault_dir, kind, f"{_STAGED}{run_id}")
+    return folder, FileSystems.join(folder, f"{kind}-g{gen:06d}")
+
+
+def _staged_shards(folder: str, kind: str) -> tuple[int, list[str]]:
+    """``(generation, shard paths in order)`` of a complete staged generation; VaultUnreadable otherwise."""
+    shards: dict[int, str] = {}
+    gens, totals = set(), set()
+    for meta in FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list:
+        m = _FILE.match(FileSystems.split(meta.path)[1])
+        if m and m["kind"] == kind:
+            shards[int(m["shard"])] = meta.path
+            gens.add(int(m["gen"]))
+            totals.add(int(m["of"]))
+    if len(gens) != 1 or len(totals) != 1 or sorted(shards) != list(range(totals.pop())):
+        raise VaultUnreadable(f"the staged {kind} table in {folder} is incomplete: nothing was published")
+    return gens.pop(), [shards[i] for i in sorted(shards)]
+
+
+def publish_staged(vault_dir: str, kind: str, folder: str) -> list[str]:
+    """Rename a complete staged generation into place, then delete the older generations and the staging folder.
+
+    Refused (VaultUnreadable) when the staged shards are incomplete or a newer generation appeared meanwhile."""
+    gen, paths = _staged_shards(folder, kind)
+    old = _generations(vault_dir, kind)[1]
+    if max(old, default=0) >= gen:
+        raise VaultUnreadable(f"{vault_dir} got a newer {kind} table while this one was written: nothing was published")
+    targets = [FileSystems.join(vault_dir, kind, FileSystems.split(path)[1]) for path in paths]
+    FileSystems.rename(paths, targets)  # shard by shard: the generation counts once its last shard is there
+    stale = [p for ps in old.values() for p in ps]
+    if stale:
+        FileSystems.delete(stale)
+    remove_staged(vault_dir, kind, folder)
+    return targets
+
+
+def _staging_folders(vault_dir: str, kind: str) -> list[str]:
+    """Every staging folder of a table (local: listed; object store: from the files under them)."""
+    root = FileSystems.join(vault_dir, kind)
+    if "://" not in root:
+        names = os.listdir(root) if os.path.isdir(root) else []
+        return [os.path.join(root, n) for n in sorted(names) if n.startswith(_STAGED)]
+    found = set()
+    for meta in FileSystems.match([FileSystems.join(root, f"{_STAGED}*", "**")])[0].metadata_list:
+        found.add(FileSystems.join(root, meta.path[len(root) :].lstrip("/").split("/", 1)[0]))
+    return sorted(found)
+
+
+def remove_staged(vault_dir: str, kind: str, folder: str | None = None) -> list[str]:
+    """Delete one staging folder of a table, or (``folder`` None) every one a killed job left; returns them."""
+    folders = [folder] if folder is not None else _staging_folders(vault_dir, kind)
+    gone = [f for f in folders if FileSystems.exists(f)]
+    if gone:
+        FileSystems.delete(gone)
+    return gone

@@ -3,8 +3,9 @@
 One self-contained file (``OUT/report.html``): no script, no stylesheet or
 font from the network, every chart a ``data:`` image, so it opens offline
 and can be mailed or archived as evidence. Charts are drawn only from the
-tables of ``transforms/compliance/report.py``; a chart whose table is empty is replaced
-by a sentence saying so, never drawn from nothing.
+tables of ``transforms/compliance/report.py`` (small: made from the report job's facts,
+never from the lines); a chart whose table is empty is replaced by a sentence
+saying so, never drawn from nothing.
 """
 
 from __future__ import annotations
@@ -111,14 +112,16 @@ def render(tables: dict[str, pa.Table], header: dict, facts, thresholds) -> str:
 
     rows = {name: table.slice(0, MAX_ROWS).to_pylist() for name, table in tables.items()}
     agents = tables["agents"]
-    listed = [r for r in agents.to_pylist() if r["over_threshold"]]
+    listed = agents.filter(agents["over_threshold"]).to_pylist()
+    headline = rows["completion"][0]
     return render_page(
         TEMPLATE,
         filters={"pct": _pct, "num": _num},
         header=header,
-        headline=rows["completion"][0],
+        headline=headline,
         rows=rows,
-        totals={n: t.num_rows for n, t in tables.items()},
+        # the past-deadline list is files the job wrote (it grows with the lines): the page gives its count
+        totals={**{n: t.num_rows for n, t in tables.items()}, "past_deadline": headline["past_deadline"]},
         charts=charts(tables, facts.deadline, facts.waves),
         listed=listed,
         thresholds=thresholds,

@@ -53,9 +53,11 @@ def offline_prefix() -> list[str]:
 
 
 def dry_run(tmp, module: str, args: list[str], bucket_on_disk: str | None = None) -> dict:
-    """Build pipelines.MODULE's Dataflow job offline in a child process; returns its record (plus stdout, stderr)."""
+    """Build pipelines.MODULE's Dataflow job offline in a child process; returns its record (plus stdout, stderr).
+    A MODULE with a dot is a full module name (a test's own pipeline in tests/support)."""
     report = os.path.join(tmp, f"{module}-job.json")
-    cmd = [*offline_prefix(), PY, CHILD, "--module", f"pipelines.{module}", "--report", report]
+    full = module if "." in module else f"pipelines.{module}"
+    cmd = [*offline_prefix(), PY, CHILD, "--module", full, "--report", report]
     if bucket_on_disk:
         cmd += ["--bucket-on-disk", bucket_on_disk]
     proc = subprocess.run([*cmd, "--", *args, *DATAFLOW], capture_output=True, text=True, timeout=600, cwd=tmp)
@@ -118,6 +120,22 @@ def assert_clean(job: dict, site: dict) -> None:
     for key in site["material"]:
         assert key.encode() not in graph and base64.b64decode(key) not in graph
     assert job["payloads_decoded"] > 10 and b"subreg" in graph  # the DoFns were opened (their metrics namespace)
+
+
+def secret_forms(secret: bytes) -> list[bytes]:
+    """The ways a secret can be written into a job: raw, hex, base64 (standard and URL-safe, padded or not)."""
+    forms = [secret, secret.hex().encode(), secret.hex().upper().encode()]
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        text = encode(secret)
+        forms += [text, text.rstrip(b"=")]
+    return forms
+
+
+def secrets_found(job: dict, secrets: list[bytes]) -> list[str]:
+    """The secrets (shown as their first 4 hex digits) written in the job's graph or its decoded payloads."""
+    with open(job["graph_text"], "rb") as f:
+        graph = f.read()
+    return [s.hex()[:4] for s in secrets if any(form in graph for form in secret_forms(s))]
 
 
 def assert_staged_project(job: dict) -> None:

@@ -3,7 +3,9 @@
 It builds the job of one launcher (``python -m pipelines.X`` as ``__main__``)
 on the DataflowRunner with ``--dry_run=True``, offline, and records it:
 transforms, staged artifacts, options, the pipeline proto with every pickled
-payload decoded, and whether the launcher used the GCS client.
+payload decoded, whether the launcher used the GCS client, and every secret of
+16 bytes or more the launcher process drew from ``secrets`` (salts, keys), so a
+test can look for them in the graph.
 """
 
 from __future__ import annotations
@@ -35,6 +37,22 @@ def _guard_sockets() -> None:
 
 
 _KEEP: list = []
+_DRAWN: list[str] = []
+
+
+def _record_secrets() -> None:
+    """Every ``secrets.token_bytes`` (and so ``token_hex``, ``token_urlsafe``) of 16 bytes or more, as hex."""
+    import secrets
+
+    real = secrets.token_bytes
+
+    def token_bytes(nbytes=None):
+        value = real(nbytes)
+        if len(value) >= 16:
+            _DRAWN.append(value.hex())
+        return value
+
+    secrets.token_bytes = token_bytes
 
 
 def _bucket_on_disk(root: str) -> None:
@@ -115,6 +133,7 @@ def _driver(argv: list[str]) -> int:
     rest = rest[1:] if rest[:1] == ["--"] else rest
     sys.path.insert(0, ROOT)
     _guard_sockets()
+    _record_secrets()
     from apache_beam.io.gcp import gcsio
     from apache_beam.portability.api import beam_runner_api_pb2
     from apache_beam.runners.dataflow import dataflow_runner
@@ -186,6 +205,7 @@ def _driver(argv: list[str]) -> int:
         "graph_text": graph_text,
         "payloads_decoded": len(payloads),
         "gcs_client_used": bool(used),
+        "secrets_drawn": list(_DRAWN),
     }
     with open(args.report, "w", encoding="utf-8") as f:
         json.dump(report, f, ensure_ascii=False, indent=1)

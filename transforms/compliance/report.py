@@ -1,11 +1,14 @@
-"""Completion analytics over the scan, notify and merge outputs: Arrow tables in, Arrow tables out.
+"""Completion analytics over the scan, notify and merge outputs: the report's tables, from its facts.
 
-    inputs = ReportInputs(classified=..., merged=..., history=..., events=..., dead_letters=...)
-    tables = completion_tables(inputs, Campaign facts, as_of, agent thresholds)
+    facts = ...the job's added-up facts (report_groups.FACTS)...
+    tables = report_tables(facts, CampaignFacts, as_of, agent thresholds, TimeToRegister(...))
 
-Every figure the report shows is one of these tables; ``pipelines/report.py``
-reads the inputs (projected columns only, never an identity value) and writes
-the tables as Parquet, CSV and HTML. The definitions:
+The per-line work (joining the needed lines with the merged base and the
+notices, by bucket of line ids) is ``report_lines.py`` and
+``report_agents.py``, run by the Beam job of ``report_facts.py``; it leaves
+small tables of counts (the facts) from which this module makes every table
+the report shows but the past-deadline list, which the job writes line by
+line. The definitions:
 
 - **needed**: lines with ``needs_registration`` at the campaign's first scan.
 - **complete**: needed lines whose ``identity_status`` in the merged base is
@@ -20,7 +23,8 @@ the tables as Parquet, CSV and HTML. The definitions:
   was sent at or before ``registered_at``; earlier registrations are credited
   to no wave (wave 0, "before any notice").
 - **time to register**: ``registered_at`` minus the line's first notice, for
-  lines registered after a notice (median and 90th percentile, in hours).
+  lines registered after a notice (median and 90th percentile, in hours, exact:
+  ``report_quantiles.py``).
 - **backlog**: needed lines not COMPLETE now, by the reasons the merged base
   holds for them (a line with several reasons counts under each).
 - **past the deadline**: after the campaign's deadline, once its last wave has
@@ -29,25 +33,34 @@ the tables as Parquet, CSV and HTML. The definitions:
   its agent_id), how many failed the policy or came back as dead letters, the
   lines it opened (``agent_id`` of the scan) and how many carry a cross-record
   flag; agents over the policy's thresholds are listed with that evidence
-  (``report_agents.py``; the group counts all tables share: ``report_groups.py``).
+  (``report_agents.py``; the facts and group counts: ``report_groups.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.compliance.report_agents import POLICY_FAILURES, agents_table
-from transforms.compliance.report_groups import count_true, first_per_key, group_sums, ratio
+from transforms.compliance.report_groups import empty_fact, ratio
+from transforms.compliance.report_lines import NO_WAVE, PAST_DEADLINE_SCHEMA
 
-__all__ = ["ReportInputs", "CampaignFacts", "completion_tables", "first_per_key", "TABLES", "POLICY_FAILURES"]
-
-NO_WAVE = 0
+__all__ = [
+    "CampaignFacts",
+    "TimeToRegister",
+    "report_tables",
+    "headline_figures",
+    "TABLES",
+    "HEADLINE_SCHEMA",
+    "PAST_DEADLINE_SCHEMA",
+    "POLICY_FAILURES",
+    "NO_WAVE",
+]
 
 # name -> one line saying what the table holds (docs/report.md "The tables" and the HTML use these)
 TABLES = {
@@ -103,152 +116,73 @@ class CampaignFacts:
         return self.deadline is not None and as_of > self.deadline and (last is None or as_of >= last)
 
 
-@dataclasses.dataclass
-class ReportInputs:
-    classified: pa.Table  # line_id, region, line_type, agent_id, needs_registration, flags
-    merged: pa.Table  # line_id, status, identity_status, reasons, registered_at, registration_*
-    history: pa.Table | None = None  # line_id, wave, sent_at (this campaign's line jobs)
-    events: pa.Table | None = None  # event_id, agent_id (distinct events)
-    dead_letters: pa.Table | None = None  # event_id, reason (the merge's event dead letters)
+class TimeToRegister(NamedTuple):
+    median: float | None  # hours, rounded to 3 places
+    p90: float | None
+    timed: int  # registrations after a notice
 
 
-def _lines(inputs: ReportInputs) -> tuple[pa.Table, int]:
-    """The needed lines with their state now; and how many of them the merged base does not hold."""
-    scan = inputs.classified
-    needed = scan.filter(pc.fill_null(scan["needs_registration"], False)).select(["line_id", "region", "line_type"])
-    merged = inputs.merged.select(
-        [
-            "line_id",
-            "status",
-            "identity_status",
-            "reasons",
-            "registered_at",
-            "registration_event_id",
-            "registration_channel",
-        ]
+def _fact(facts: Mapping[str, pa.Table], name: str) -> pa.Table:
+    return facts.get(name, empty_fact(name))
+
+
+def headline_figures(facts: Mapping[str, pa.Table]) -> dict[str, int]:
+    """The headline counts of the facts (zeros when no line was counted)."""
+    row = _fact(facts, "headline").to_pylist()
+    keys = _fact(facts, "headline").column_names
+    return {k: int(row[0][k]) if row else 0 for k in keys}
+
+
+def _rated(table: pa.Table) -> pa.Table:
+    table = table.append_column("remaining", pc.subtract(table["needed"], table["complete"]))
+    return table.append_column("completion_rate", ratio(table["complete"], table["needed"]))
+
+
+def _by_region(facts) -> pa.Table:
+    return (
+        _rated(_fact(facts, "region"))
+        .select(["region", "needed", "complete", "registered", "remaining", "completion_rate", "past_deadline"])
+        .sort_by([("region", "ascending")])
     )
-    # Narrow the merged base to the needed lines first (a hash of the smaller side), then align: two small
-    # hashes instead of one over every line of the base. line_id is unique in the merged base.
-    merged = merged.filter(pc.is_in(merged["line_id"], value_set=needed["line_id"]))
-    now = merged.take(pc.index_in(needed["line_id"], value_set=merged["line_id"]))
-    lines = needed
-    for name in now.column_names[1:]:
-        lines = lines.append_column(name, now[name])
-    missing = lines["identity_status"].null_count
-    complete = pc.fill_null(pc.equal(lines["identity_status"], "COMPLETE"), False)
-    registered = pc.and_(complete, pc.is_valid(lines["registration_event_id"]))
-    lines = lines.append_column("complete", complete).append_column("registered", registered)
-    return lines, missing
 
 
-def _notices(lines: pa.Table, history: pa.Table | None) -> tuple[pa.Table, pa.Table]:
-    """Per (line, wave) notified, restricted to needed lines; per line its first notice and credited wave."""
-    empty_waves = pa.table(
-        {
-            "line_id": pa.array([], pa.string()),
-            "wave": pa.array([], pa.int32()),
-            "sent_at": pa.array([], pa.timestamp("us", tz="UTC")),
-        }
-    )
-    if history is None or history.num_rows == 0:
-        per_wave = empty_waves
-    else:
-        h = history.filter(pc.is_valid(history["line_id"])).select(["line_id", "wave", "sent_at"])
-        h = h.cast(empty_waves.schema)
-        per_wave = (
-            h.group_by(["line_id", "wave"])
-            .aggregate([("sent_at", "min")])
-            .rename_columns(["line_id", "wave", "sent_at"])
-            .select(["line_id", "wave", "sent_at"])
-        )
-        per_wave = per_wave.join(lines.select(["line_id"]), "line_id", join_type="inner")
-    reg = lines.filter(lines["registered"]).select(["line_id", "registered_at"])
-    pairs = per_wave.join(reg, "line_id", join_type="inner")
-    before = pairs.filter(pc.less_equal(pairs["sent_at"], pairs["registered_at"]))
-    credited = (
-        before.group_by("line_id")
-        .aggregate([("wave", "max"), ("sent_at", "min")])
-        .rename_columns(["line_id", "credited_wave", "first_notice_at"])
-    )
-    return per_wave, credited
+def _by_line_type(facts) -> pa.Table:
+    return _rated(_fact(facts, "line_type")).sort_by([("line_type", "ascending")])
 
 
-def _local_days(stamps: pa.Array, timezone: str) -> pa.Array:
-    if len(stamps) == 0:
-        return pa.array([], pa.date32())
-    local = pc.local_timestamp(pc.cast(stamps, pa.timestamp("us", tz=timezone)))
-    return pc.cast(local, pa.date32())
-
-
-def _by_region(lines: pa.Table, past: pa.Table) -> pa.Table:
-    table = lines.append_column("past_deadline", pc.is_in(lines["line_id"], value_set=past["line_id"]))
-    grouped = group_sums(table, "region", ["complete", "registered", "past_deadline"])
-    grouped = grouped.rename_columns(["region", "needed", "complete", "registered", "past_deadline"])
-    grouped = grouped.append_column("remaining", pc.subtract(grouped["needed"], grouped["complete"]))
-    grouped = grouped.append_column("completion_rate", ratio(grouped["complete"], grouped["needed"]))
-    return grouped.select(
-        ["region", "needed", "complete", "registered", "remaining", "completion_rate", "past_deadline"]
-    ).sort_by([("region", "ascending")])
-
-
-def _by_line_type(lines: pa.Table) -> pa.Table:
-    grouped = group_sums(lines, "line_type", ["complete", "registered"]).rename_columns(
-        ["line_type", "needed", "complete", "registered"]
-    )
-    grouped = grouped.append_column("remaining", pc.subtract(grouped["needed"], grouped["complete"]))
-    grouped = grouped.append_column("completion_rate", ratio(grouped["complete"], grouped["needed"]))
-    return grouped.sort_by([("line_type", "ascending")])
-
-
-def _by_channel(lines: pa.Table) -> pa.Table:
-    reg = lines.filter(lines["registered"])
-    channel = pc.fill_null(reg["registration_channel"], "UNKNOWN")
-    grouped = (
-        pa.table({"channel": channel, "n": pa.array(np.ones(reg.num_rows, np.int64))})
-        .group_by("channel")
-        .aggregate([("n", "sum")])
-        .rename_columns(["channel", "registrations"])
-    )
-    total = reg.num_rows
+def _by_channel(facts) -> pa.Table:
+    grouped = _fact(facts, "channel")
+    total = int(pc.sum(grouped["registrations"]).as_py() or 0)
     share = ratio(grouped["registrations"], pa.array(np.full(grouped.num_rows, total, np.int64)))
     return grouped.append_column("share", share).sort_by([("registrations", "descending"), ("channel", "ascending")])
 
 
-def _by_wave(per_wave: pa.Table, credited: pa.Table, lines: pa.Table, waves) -> pa.Table:
-    notified = per_wave.group_by("wave").aggregate([("line_id", "count")]).to_pydict()
-    notified = dict(zip(notified["wave"], notified["line_id_count"]))
-    reg = lines.filter(lines["registered"]).select(["line_id"]).join(credited, "line_id", join_type="left outer")
-    wave_of = pc.fill_null(reg["credited_wave"], NO_WAVE).to_numpy(zero_copy_only=False)
-    numbers = sorted({w for w, _ in waves} | set(notified) | set(int(w) for w in np.unique(wave_of)))
-    registered = [int(np.sum(wave_of == w)) for w in numbers]
-    notified_n = [int(notified.get(w, 0)) for w in numbers]
+def _by_wave(facts, waves) -> pa.Table:
+    notified = _fact(facts, "wave_notified").to_pydict()
+    notified = dict(zip(notified["wave"], notified["notified"]))
+    credited = _fact(facts, "wave_registered").to_pydict()
+    credited = dict(zip(credited["wave"], credited["registered_after"]))
+    numbers = sorted({w for w, _ in waves} | set(notified) | set(credited))
     table = pa.table(
         {
             "wave": pa.array(numbers, pa.int32()),
-            "notified": pa.array(notified_n, pa.int64()),
-            "registered_after": pa.array(registered, pa.int64()),
+            "notified": pa.array([int(notified.get(w, 0)) for w in numbers], pa.int64()),
+            "registered_after": pa.array([int(credited.get(w, 0)) for w in numbers], pa.int64()),
         }
     )
     return table.append_column("conversion", ratio(table["registered_after"], table["notified"]))
 
 
-def _by_day(lines: pa.Table, facts: CampaignFacts, as_of: dt.date) -> pa.Table:
-    reg = lines.filter(lines["registered"])
-    days = _local_days(reg["registered_at"], facts.timezone)
-    counted = (
-        pa.table({"day": days, "n": pa.array(np.ones(len(days), np.int64))})
-        .group_by("day")
-        .aggregate([("n", "sum")])
-        .to_pydict()
-    )
-    per_day = dict(zip(counted["day"], counted["n_sum"]))
-    without_event = count_true(pc.and_(lines["complete"], pc.invert(lines["registered"])))
-    first = min([facts.first_day, *per_day]) if per_day else facts.first_day
+def _by_day(facts, head: dict, campaign: CampaignFacts, as_of: dt.date) -> pa.Table:
+    counted = _fact(facts, "day").to_pydict()
+    per_day = dict(zip(counted["day"], counted["registrations"]))
+    without_event = head["complete"] - head["registered"]
+    first = min([campaign.first_day, *per_day]) if per_day else campaign.first_day
     last = max([as_of, *per_day]) if per_day else as_of
     span = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
     registrations = np.array([per_day.get(d, 0) for d in span], np.int64)
     cumulative = np.cumsum(registrations) + without_event
-    needed = lines.num_rows
+    needed = head["needed"]
     rate = cumulative / needed if needed else np.full(len(span), np.nan)
     return pa.table(
         {
@@ -260,79 +194,22 @@ def _by_day(lines: pa.Table, facts: CampaignFacts, as_of: dt.date) -> pa.Table:
     )
 
 
-def _backlog(lines: pa.Table) -> pa.Table:
-    left = lines.filter(pc.invert(lines["complete"]))
-    reasons = pc.list_flatten(pc.fill_null(left["reasons"], pa.scalar([], pa.list_(pa.string()))))
-    status = pc.fill_null(left["identity_status"], "NOT_IN_MERGE")
-    rows = [
-        pa.table({"kind": pa.repeat(pa.scalar("reason"), len(reasons)), "code": reasons}),
-        pa.table({"kind": pa.repeat(pa.scalar("identity_status"), len(status)), "code": status}),
-    ]
-    both = pa.concat_tables(rows)
-    counted = (
-        both.append_column("lines", pa.array(np.ones(both.num_rows, np.int64)))
-        .group_by(["kind", "code"])
-        .aggregate([("lines", "sum")])
-        .rename_columns(["kind", "code", "lines"])
-    )
-    return counted.sort_by([("kind", "ascending"), ("lines", "descending"), ("code", "ascending")])
+def _backlog(facts) -> pa.Table:
+    return _fact(facts, "backlog").sort_by([("kind", "ascending"), ("lines", "descending"), ("code", "ascending")])
 
 
-def _past_deadline(lines: pa.Table, per_wave: pa.Table, facts: CampaignFacts, as_of: dt.date) -> pa.Table:
-    schema = pa.schema(
-        [
-            ("line_id", pa.string()),
-            ("region", pa.string()),
-            ("line_type", pa.string()),
-            ("identity_status", pa.string()),
-            ("last_wave", pa.int32()),
-            ("last_notice_at", pa.timestamp("us", tz="UTC")),
-        ]
-    )
-    if not facts.past_deadline(as_of):
-        return schema.empty_table()
-    left = lines.filter(
-        pc.and_(pc.invert(lines["complete"]), pc.invert(pc.fill_null(pc.equal(lines["status"], "TERMINATED"), False)))
-    )
-    last = (
-        per_wave.group_by("line_id")
-        .aggregate([("wave", "max"), ("sent_at", "max")])
-        .rename_columns(["line_id", "last_wave", "last_notice_at"])
-    )
-    out = left.select(["line_id", "region", "line_type", "identity_status"]).join(
-        last, "line_id", join_type="left outer"
-    )
-    out = out.set_column(3, "identity_status", pc.fill_null(out["identity_status"], "NOT_IN_MERGE"))
-    return out.cast(schema).sort_by([("region", "ascending"), ("line_id", "ascending")])
-
-
-def _quantiles_hours(lines: pa.Table, credited: pa.Table) -> tuple[float | None, float | None, int]:
-    reg = (
-        lines.filter(lines["registered"])
-        .select(["line_id", "registered_at"])
-        .join(credited, "line_id", join_type="inner")
-    )
-    if reg.num_rows == 0:
-        return None, None, 0
-    delta = pc.subtract(reg["registered_at"], reg["first_notice_at"])
-    hours = pc.divide(pc.cast(pc.cast(delta, pa.duration("us")), pa.int64()), 3_600_000_000.0)
-    median, p90 = np.quantile(hours.to_numpy(zero_copy_only=False), [0.5, 0.9])
-    return round(float(median), 3), round(float(p90), 3), reg.num_rows
-
-
-def completion_tables(
-    inputs: ReportInputs, facts: CampaignFacts, as_of: dt.date, agent_thresholds: Mapping[str, float]
-) -> tuple[dict[str, pa.Table], dict]:
-    """Every table of the report, and the notes on what was found missing (``not_in_merge`` ...)."""
-    lines, missing = _lines(inputs)
-    per_wave, credited = _notices(lines, inputs.history)
-    past = _past_deadline(lines, per_wave, facts, as_of)
-    median, p90, timed = _quantiles_hours(lines, credited)
-    needed = lines.num_rows
-    complete = count_true(lines["complete"])
-    registered = count_true(lines["registered"])
+def report_tables(
+    facts: Mapping[str, pa.Table],
+    campaign: CampaignFacts,
+    as_of: dt.date,
+    agent_thresholds: Mapping[str, float],
+    timing: TimeToRegister,
+) -> dict[str, pa.Table]:
+    """Every table of the report but the past-deadline list (written by the job), from the facts."""
+    head = headline_figures(facts)
+    needed, complete, registered = head["needed"], head["complete"], head["registered"]
     headline = {
-        "campaign_id": facts.campaign_id,
+        "campaign_id": campaign.campaign_id,
         "report_date": as_of,
         "needed": needed,
         "complete": complete,
@@ -340,23 +217,21 @@ def completion_tables(
         "registered": registered,
         "complete_without_event": complete - registered,
         "remaining": needed - complete,
-        "not_in_merge": missing,
-        "notified": int(pc.count_distinct(per_wave["line_id"]).as_py()) if per_wave.num_rows else 0,
-        "hours_to_register_median": median,
-        "hours_to_register_p90": p90,
-        "registrations_timed": timed,
-        "deadline": facts.deadline,
-        "past_deadline": past.num_rows,
+        "not_in_merge": head["not_in_merge"],
+        "notified": head["notified"],
+        "hours_to_register_median": timing.median,
+        "hours_to_register_p90": timing.p90,
+        "registrations_timed": timing.timed,
+        "deadline": campaign.deadline,
+        "past_deadline": head["past_deadline"],
     }
-    tables = {
+    return {
         "completion": pa.Table.from_pylist([headline], schema=HEADLINE_SCHEMA),
-        "by_region": _by_region(lines, past),
-        "by_line_type": _by_line_type(lines),
-        "by_channel": _by_channel(lines),
-        "by_wave": _by_wave(per_wave, credited, lines, facts.waves),
-        "by_day": _by_day(lines, facts, as_of),
-        "backlog_by_reason": _backlog(lines),
-        "agents": agents_table(inputs, agent_thresholds),
-        "past_deadline": past,
+        "by_region": _by_region(facts),
+        "by_line_type": _by_line_type(facts),
+        "by_channel": _by_channel(facts),
+        "by_wave": _by_wave(facts, campaign.waves),
+        "by_day": _by_day(facts, head, campaign, as_of),
+        "backlog_by_reason": _backlog(facts),
+        "agents": agents_table(facts, agent_thresholds),
     }
-    return tables, {"not_in_merge": missing}

@@ -1,10 +1,14 @@
 """The report's ``agents`` table (Art. 14): per agent, the registrations it took and the lines it opened.
 
-    table = agents_table(inputs, agent thresholds)
+    opened_facts(scan_batch)                 # partial fact per batch of the scan
+    taken_facts(events, dead_letters)        # partial facts per bucket of event ids
+    table = agents_table(facts, thresholds)  # the table, from the added-up facts
 
 - **taken**: distinct registration events with the agent's ``agent_id``; how many came
   back as dead letters, and how many of those failed the policy (a reason of
-  :data:`POLICY_FAILURES`), with the reasons counted as evidence text.
+  :data:`POLICY_FAILURES`), with the reasons counted as evidence text. An event
+  repeated (redelivered, or read by two merges) counts once, with the agent of its
+  first copy (the order of the files the merges recorded, then the row).
 - **opened**: lines of the scan with the agent's ``agent_id``; how many carry a
   cross-record flag and how many need a registration.
 - **over a threshold**: an agent with at least ``min_registrations`` registrations whose
@@ -14,22 +18,32 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.compliance.report_groups import group_sums, ratio
+from transforms.compliance.report_groups import empty_fact, fact_table, group_sums, ratio
 from transforms.core.reasons import LINE_REASONS
 
-if TYPE_CHECKING:
-    from transforms.compliance.report import ReportInputs
-
-__all__ = ["agents_table", "POLICY_FAILURES", "AGENT_COLUMNS"]
+__all__ = [
+    "agents_table",
+    "opened_facts",
+    "taken_facts",
+    "event_agents",
+    "EVENT_AGENT_SCHEMA",
+    "DEAD_LETTER_SCHEMA",
+    "POLICY_FAILURES",
+    "AGENT_COLUMNS",
+]
 
 # The dead-letter reasons that mean "failed the policy" (the rest: unknown line, terminated, unparseable).
 POLICY_FAILURES = frozenset(LINE_REASONS)
+
+# An event as the report reads it: its id, its agent, and its place in the files (earlier first).
+EVENT_AGENT_SCHEMA = pa.schema([("event_id", pa.string()), ("agent_id", pa.string()), ("order", pa.int64())])
+DEAD_LETTER_SCHEMA = pa.schema([("event_id", pa.string()), ("reason", pa.string())])
 
 # The count columns: an agent that only opened lines, or only took registrations, has 0 in the others.
 _COUNTS = (
@@ -58,20 +72,9 @@ AGENT_COLUMNS = [
 ]
 
 
-def agents_table(inputs: ReportInputs, thresholds: Mapping[str, float]) -> pa.Table:
-    """One row per agent that opened a line or took a registration; the agents over a threshold first."""
-    table = _opened_by_agent(inputs.classified).join(
-        _taken_by_agent(inputs.events, inputs.dead_letters), "agent_id", join_type="full outer"
-    )
-    for name in _COUNTS:
-        table = table.set_column(table.schema.get_field_index(name), name, pc.fill_null(table[name], 0))
-    table = _with_thresholds(table, thresholds)
-    table = _with_reason_text(table)
-    return table.select(AGENT_COLUMNS).sort_by([("over_threshold", "descending"), ("agent_id", "ascending")])
-
-
-def _opened_by_agent(scan: pa.Table) -> pa.Table:
-    """Per agent of the scan: the lines it opened, how many carry a cross-record flag, how many need registration."""
+def opened_facts(scan: pa.Table) -> pa.Table:
+    """Per agent of a scan batch: the lines it opened, how many carry a cross-record flag, how many need
+    registration (partial ``agent_opened``)."""
     opened = scan.filter(pc.is_valid(scan["agent_id"]))
     flagged = pc.greater(pc.fill_null(pc.list_value_length(opened["flags"]), 0), 0)
     opened = pa.table(
@@ -81,56 +84,94 @@ def _opened_by_agent(scan: pa.Table) -> pa.Table:
             "needed": pc.fill_null(opened["needs_registration"], False),
         }
     )
-    return group_sums(opened, "agent_id", ["flagged", "needed"]).rename_columns(
-        ["agent_id", "lines_opened", "opened_flagged", "opened_needing_registration"]
+    sums = group_sums(opened, "agent_id", ["flagged", "needed"])
+    return fact_table(
+        "agent_opened",
+        {
+            "agent_id": sums["agent_id"],
+            "lines_opened": sums["lines"],
+            "opened_flagged": sums["flagged"],
+            "opened_needing_registration": sums["needed"],
+        },
     )
 
 
-def _taken_by_agent(events: pa.Table | None, dead_letters: pa.Table | None) -> pa.Table:
-    """Per agent of the events: registrations, dead letters, policy failures and the dead-letter reasons."""
-    if events is None or events.num_rows == 0:
-        return pa.table(
-            {
-                "agent_id": pa.array([], pa.string()),
-                "registrations": pa.array([], pa.int64()),
-                "dead_letters": pa.array([], pa.int64()),
-                "failed_policy": pa.array([], pa.int64()),
-                "dead_letter_reasons": pa.array([], pa.string()),
-            }
-        )
-    ev = events.filter(pc.is_valid(events["agent_id"])).select(["event_id", "agent_id"])
-    ev = ev.join(_reason_per_event(dead_letters), "event_id", join_type="left outer")
+def event_agents(raw: pa.Table, order: pa.Array) -> pa.Table:
+    """event_id and agent_id of a batch of registration events (a blank agent_id is none), with their order."""
+    agent = raw["agent_id"].cast(pa.string())
+    agent = pc.if_else(pc.equal(pc.utf8_trim_whitespace(agent), ""), None, agent)
+    table = pa.table({"event_id": raw["event_id"].cast(pa.string()), "agent_id": agent, "order": order})
+    return table.cast(EVENT_AGENT_SCHEMA)
+
+
+def _first_copies(events: pa.Table) -> pa.Table:
+    """One row per event_id: its first copy in the files' order."""
+    ordered = events.sort_by([("event_id", "ascending"), ("order", "ascending")])
+    ids = ordered["event_id"].combine_chunks()
+    if len(ids) == 0:
+        return ordered
+    keep = np.ones(len(ids), bool)
+    keep[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    return ordered.filter(pa.array(keep))
+
+
+def _reason_per_event(dead_letters: pa.Table) -> pa.Table:
+    """One dead-letter reason per event (the least, when an event was dead-lettered more than once)."""
+    dead = dead_letters.filter(pc.is_valid(dead_letters["event_id"])).select(["event_id", "reason"])
+    return (
+        dead.group_by("event_id", use_threads=False)
+        .aggregate([("reason", "min")])
+        .rename_columns(["event_id", "reason"])
+    )
+
+
+def taken_facts(events: pa.Table | None, dead_letters: pa.Table | None) -> tuple[dict[str, pa.Table], dict]:
+    """One bucket of event ids: per agent, registrations, dead letters, policy failures (``agent_taken``) and
+    the dead-letter reasons (``agent_reasons``); and the bucket's counts."""
+    events = events if events is not None else EVENT_AGENT_SCHEMA.empty_table()
+    dead = _reason_per_event(dead_letters if dead_letters is not None else DEAD_LETTER_SCHEMA.empty_table())
+    first = _first_copies(events)
+    of_events = int(pc.sum(pc.cast(pc.is_in(dead["event_id"], value_set=first["event_id"]), pa.int64())).as_py() or 0)
+    dead_rows = dead_letters.num_rows if dead_letters is not None else 0
+    counts = {
+        "events": {"distinct": first.num_rows, "repeated": events.num_rows - first.num_rows},
+        "dead_letters": {"with_event_id": dead_rows, "events_dead_lettered": of_events},
+    }
+    ev = first.filter(pc.is_valid(first["agent_id"])).select(["event_id", "agent_id"])
+    ev = ev.join(dead, "event_id", join_type="left outer", use_threads=False)
     is_dead = pc.is_valid(ev["reason"])
     failed = pc.fill_null(pc.is_in(ev["reason"], value_set=pa.array(sorted(POLICY_FAILURES))), False)
     taken = group_sums(
         pa.table({"agent_id": ev["agent_id"], "dead": is_dead, "failed": failed}), "agent_id", ["dead", "failed"]
-    ).rename_columns(["agent_id", "registrations", "dead_letters", "failed_policy"])
-    evidence = _reason_lists(ev.filter(is_dead))
-    return taken.join(evidence, "agent_id", join_type="left outer")
-
-
-def _reason_per_event(dead_letters: pa.Table | None) -> pa.Table:
-    """One dead-letter reason per event (the least, when an event was dead-lettered more than once)."""
-    dead = (
-        dead_letters
-        if dead_letters is not None
-        else pa.table({"event_id": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
     )
-    dead = dead.filter(pc.is_valid(dead["event_id"])).select(["event_id", "reason"])
-    return dead.group_by("event_id").aggregate([("reason", "min")]).rename_columns(["event_id", "reason"])
-
-
-def _reason_lists(dead: pa.Table) -> pa.Table:
-    """Per agent, its dead-letter reasons as evidence text: 'NAME_PLACEHOLDER 3, UNKNOWN_LINE 1'."""
-    counted = (
-        dead.append_column("n", pa.array(np.ones(dead.num_rows, np.int64)))
-        .group_by(["agent_id", "reason"])
+    gone = ev.filter(is_dead)
+    reasons = (
+        gone.select(["agent_id", "reason"])
+        .append_column("n", pa.array(np.ones(gone.num_rows, np.int64)))
+        .group_by(["agent_id", "reason"], use_threads=False)
         .aggregate([("n", "sum")])
-        .sort_by([("agent_id", "ascending"), ("n_sum", "descending"), ("reason", "ascending")])
-        .to_pydict()
+        .rename_columns(["agent_id", "reason", "n"])
     )
+    facts = {
+        "agent_taken": fact_table(
+            "agent_taken",
+            {
+                "agent_id": taken["agent_id"],
+                "registrations": taken["lines"],
+                "dead_letters": taken["dead"],
+                "failed_policy": taken["failed"],
+            },
+        ),
+        "agent_reasons": fact_table("agent_reasons", {k: reasons[k] for k in ("agent_id", "reason", "n")}),
+    }
+    return facts, counts
+
+
+def _reason_lists(reasons: pa.Table) -> pa.Table:
+    """Per agent, its dead-letter reasons as evidence text: 'NAME_PLACEHOLDER 3, UNKNOWN_LINE 1'."""
+    counted = reasons.sort_by([("agent_id", "ascending"), ("n", "descending"), ("reason", "ascending")]).to_pydict()
     text: dict[str, list[str]] = {}
-    for agent, reason, n in zip(counted["agent_id"], counted["reason"], counted["n_sum"]):
+    for agent, reason, n in zip(counted["agent_id"], counted["reason"], counted["n"]):
         text.setdefault(agent, []).append(f"{reason} {n}")
     return pa.table(
         {
@@ -138,6 +179,25 @@ def _reason_lists(dead: pa.Table) -> pa.Table:
             "dead_letter_reasons": pa.array([", ".join(v) for v in text.values()], pa.string()),
         }
     )
+
+
+def agents_table(facts: Mapping[str, pa.Table], thresholds: Mapping[str, float]) -> pa.Table:
+    """One row per agent that opened a line or took a registration; the agents over a threshold first."""
+    opened = facts.get("agent_opened", empty_fact("agent_opened"))
+    taken = facts.get("agent_taken", empty_fact("agent_taken"))
+    taken = taken.join(
+        _reason_lists(facts.get("agent_reasons", empty_fact("agent_reasons"))), "agent_id", join_type="left outer"
+    )
+    table = opened.join(taken, "agent_id", join_type="full outer")
+    for name in _COUNTS:
+        table = table.set_column(table.schema.get_field_index(name), name, pc.fill_null(table[name], 0))
+    table = _with_thresholds(table, thresholds)
+    table = table.set_column(
+        table.schema.get_field_index("dead_letter_reasons"),
+        "dead_letter_reasons",
+        pc.fill_null(table["dead_letter_reasons"], ""),
+    )
+    return table.select(AGENT_COLUMNS).sort_by([("over_threshold", "descending"), ("agent_id", "ascending")])
 
 
 def _with_thresholds(table: pa.Table, thresholds: Mapping[str, float]) -> pa.Table:
@@ -158,15 +218,4 @@ def _with_thresholds(table: pa.Table, thresholds: Mapping[str, float]) -> pa.Tab
         .append_column("over_failed_threshold", over_failed)
         .append_column("over_flagged_threshold", over_flagged)
         .append_column("over_threshold", pc.or_(over_failed, over_flagged))
-    )
-
-
-def _with_reason_text(table: pa.Table) -> pa.Table:
-    """The dead-letter reasons as text, empty for an agent without dead letters."""
-    if "dead_letter_reasons" not in table.column_names:
-        table = table.append_column("dead_letter_reasons", pa.nulls(table.num_rows, pa.string()))
-    return table.set_column(
-        table.schema.get_field_index("dead_letter_reasons"),
-        "dead_letter_reasons",
-        pc.fill_null(table["dead_letter_reasons"], ""),
     )

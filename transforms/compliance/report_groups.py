@@ -1,15 +1,103 @@
-"""Counting over Arrow columns, shared by the completion report's tables (``report.py``, ``report_agents.py``).
+"""Counting over Arrow columns, and the report's facts: small tables of sums that add up across buckets.
+
+A **fact** is a table of key columns and int64 count columns (:data:`FACTS`
+names them). Every bucket of lines, batch of the scan or bucket of events
+gives a partial fact table; :func:`add_facts` adds partials (concatenated,
+then summed per key), so the order in which workers deliver them does not
+matter and the result is the same as one count over every line. Sizes grow
+with regions, days, waves and agents, never with lines.
 
 Dictionary codes and ``numpy.bincount`` stand in for hash aggregations over the few,
 low-cardinality keys the report groups by (region, line type, agent)."""
 
 from __future__ import annotations
 
+from typing import Iterable, Mapping
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["count_true", "ratio", "group_sums", "first_per_key"]
+__all__ = [
+    "count_true",
+    "ratio",
+    "group_sums",
+    "first_per_key",
+    "FACTS",
+    "fact_table",
+    "empty_fact",
+    "add_facts",
+    "tally",
+]
+
+# fact name -> (key columns, count columns)
+FACTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "headline": ((), ("needed", "complete", "registered", "not_in_merge", "notified", "past_deadline")),
+    "region": (("region",), ("needed", "complete", "registered", "past_deadline")),
+    "line_type": (("line_type",), ("needed", "complete", "registered")),
+    "channel": (("channel",), ("registrations",)),
+    "wave_notified": (("wave",), ("notified",)),
+    "wave_registered": (("wave",), ("registered_after",)),
+    "day": (("day",), ("registrations",)),
+    "backlog": (("kind", "code"), ("lines",)),
+    "hours_to_register": (("hour",), ("registrations",)),  # whole hours from the first notice
+    "history_waves": (("wave",), ("notices",)),  # every notice of the campaign, any line
+    "agent_opened": (("agent_id",), ("lines_opened", "opened_flagged", "opened_needing_registration")),
+    "agent_taken": (("agent_id",), ("registrations", "dead_letters", "failed_policy")),
+    "agent_reasons": (("agent_id", "reason"), ("n",)),
+}
+_KEY_TYPES = {
+    "region": pa.string(),
+    "line_type": pa.string(),
+    "channel": pa.string(),
+    "wave": pa.int32(),
+    "day": pa.date32(),
+    "kind": pa.string(),
+    "code": pa.string(),
+    "hour": pa.int64(),
+    "agent_id": pa.string(),
+    "reason": pa.string(),
+}
+
+
+def _schema(name: str) -> pa.Schema:
+    keys, values = FACTS[name]
+    return pa.schema([(k, _KEY_TYPES[k]) for k in keys] + [(v, pa.int64()) for v in values])
+
+
+def empty_fact(name: str) -> pa.Table:
+    return _schema(name).empty_table()
+
+
+def fact_table(name: str, columns: Mapping[str, object]) -> pa.Table:
+    """A partial fact from its columns (arrays or lists), typed as :data:`FACTS` says."""
+    schema = _schema(name)
+    return pa.table({f.name: pa.array(columns[f.name], f.type) for f in schema}, schema=schema)
+
+
+def tally(name: str, **values: int) -> pa.Table:
+    """A one-row fact without keys (``headline``)."""
+    return fact_table(name, {k: [int(v)] for k, v in values.items()})
+
+
+def _sum(name: str, tables: list[pa.Table]) -> pa.Table:
+    keys, values = FACTS[name]
+    schema = _schema(name)
+    both = pa.concat_tables([schema.empty_table(), *(t.select(schema.names).cast(schema) for t in tables)])
+    if both.num_rows == 0:
+        return both
+    summed = both.group_by(list(keys), use_threads=False).aggregate([(v, "sum") for v in values])
+    summed = summed.rename_columns([n[: -len("_sum")] if n.endswith("_sum") else n for n in summed.column_names])
+    return summed.select(schema.names).cast(schema)
+
+
+def add_facts(parts: Iterable[Mapping[str, pa.Table]]) -> dict[str, pa.Table]:
+    """Partial facts (each a dict name -> table) added up: one table per fact name, a row per key."""
+    gathered: dict[str, list[pa.Table]] = {}
+    for part in parts:
+        for name, table in part.items():
+            gathered.setdefault(name, []).append(table)
+    return {name: _sum(name, tables) for name, tables in gathered.items()}
 
 
 def count_true(values) -> int:

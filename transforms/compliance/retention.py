@@ -1,8 +1,18 @@
 """Retention (Decree 25 Art. 11): which lines' identity is due for purging, and the purge itself.
 
 Beam-free and vectorised over Arrow tables of the merged base
-(``schemas/merged_line.avsc``); ``pipelines/retention.py`` does the I/O and
-the crypto-shred.
+(``schemas/merged_line.avsc``): what one record batch or one line bucket of
+the purge needs. ``transforms/compliance/retention_beam.py`` wires them into
+the purge's Beam jobs; ``pipelines/retention.py`` does the I/O and the
+crypto-shred.
+
+* :func:`due_lines`: a base batch's due lines (line_id, whether the base
+  still holds identity for them) and its line counts;
+* :func:`purge_bucket`: one line bucket of the due lines, the vault's key
+  ids and value rows: the value rows kept, the lines whose data key is to be
+  shredded, the lines purged, and the counts that must balance;
+* :func:`purge_batch`: a base batch rewritten, the due lines blanked and
+  ``vault_key_version`` moved as the shred moved the vault (:func:`move_versions`).
 
 **The boundary.** Identity is kept while the line serves the user and N years
 (the policy's ``retention.years_after_termination``) after it ends. A
@@ -28,6 +38,7 @@ channel and agent, how verified) and the identity status computed then.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -36,7 +47,19 @@ import pyarrow.compute as pc
 
 from transforms.scan.normalize import contiguous
 
-__all__ = ["IDENTITY_COLUMNS", "anniversary", "last_purged_date", "due_mask", "has_identity", "blank_identity"]
+__all__ = [
+    "IDENTITY_COLUMNS",
+    "anniversary",
+    "last_purged_date",
+    "due_mask",
+    "has_identity",
+    "blank_identity",
+    "due_lines",
+    "BucketPurge",
+    "purge_bucket",
+    "move_versions",
+    "purge_batch",
+]
 
 IDENTITY_COLUMNS = (
     "doc_type",
@@ -120,3 +143,85 @@ def blank_identity(table: pa.Table, purge: pa.Array, vault_key_version: pa.Array
     index = table.schema.get_field_index("vault_key_version")
     table = table.set_column(index, "vault_key_version", vault_key_version.cast(pa.string()))
     return table, blanked
+
+
+def _count(mask: pa.Array) -> int:
+    return pc.sum(mask.cast(pa.int64())).as_py() or 0
+
+
+_NO_IDS = pa.array([], pa.string())
+
+
+def due_lines(table: pa.Table, cutoff: dt.date) -> tuple[pa.Table, dict]:
+    """A base batch's due lines ``(line_id, with_identity)`` and its counts (``{"base": {...}}``)."""
+    due, terminated, no_date = due_mask(table, cutoff)
+    present = pc.and_(due, has_identity(table))
+    counts = {
+        "lines_in": table.num_rows,
+        "terminated": _count(terminated),
+        "terminated_without_date": _count(no_date),
+        "due": _count(due),
+        "due_with_identity": _count(present),
+    }
+    ids = contiguous(table.column("line_id")).filter(due)
+    return pa.table({"line_id": ids, "with_identity": present.filter(due)}), {"base": counts}
+
+
+@dataclasses.dataclass
+class BucketPurge:
+    """One line bucket purged: the vault's value rows kept, the lines to shred and to report, the counts."""
+
+    values: pa.Table  # value rows of lines that are not due (schemas/vault_value)
+    shred: pa.Table  # line_id: due lines that have a data key
+    purged: pa.Table  # line_id: due lines with anything to purge (identity in the base, a data key, values)
+    counts: dict
+
+
+def _ids(table: pa.Table | None) -> pa.Array:
+    return _NO_IDS if table is None or not table.num_rows else contiguous(table.column("line_id")).cast(pa.string())
+
+
+def purge_bucket(due: pa.Table | None, key_ids: pa.Table | None, values: pa.Table | None) -> BucketPurge:
+    """One line bucket: ``due`` (line_id, with_identity) from the base, the vault's key rows (``line_id``
+    at least) and value rows. A due line is *purged* when the base still holds identity for it, or the vault
+    a data key or a value; otherwise it has ``nothing_to_purge``."""
+    due_ids = pc.unique(_ids(due))
+    with_identity = _NO_IDS if due is None else _ids(due).filter(contiguous(due.column("with_identity")))
+    keyed = _ids(key_ids)
+    shred = pc.unique(keyed.filter(pc.is_in(keyed, value_set=due_ids)))
+    value_ids = _ids(values)
+    drop = pc.is_in(value_ids, value_set=due_ids)
+    valued = pc.unique(value_ids.filter(drop))
+    touched = pc.unique(pa.concat_arrays([pc.unique(with_identity), shred, valued]))
+    kept = values.filter(pc.invert(drop)) if values is not None else None
+    nothing = _count(pc.invert(pc.is_in(due_ids, value_set=touched)))
+    counts = {
+        "purge": {"due": len(due_ids), "purged": len(touched), "nothing_to_purge": nothing},
+        "vault": {
+            "keys_joined": len(keyed),
+            "keys_to_shred": len(shred),
+            "values_joined": len(value_ids),
+            "values_dropped": _count(drop),
+            "values_kept": 0 if kept is None else kept.num_rows,
+        },
+    }
+    return BucketPurge(kept, pa.table({"line_id": shred}), pa.table({"line_id": touched}), counts)
+
+
+def move_versions(versions: pa.Array, moved: dict[str, str]) -> pa.Array:
+    """``vault_key_version`` values replaced as ``moved`` says (old -> new); others and nulls stay."""
+    versions = contiguous(versions).cast(pa.string())
+    if not moved:
+        return versions
+    at = pc.index_in(versions, value_set=pa.array(list(moved), pa.string()))
+    return pc.coalesce(pa.array(list(moved.values()), pa.string()).take(at), versions)
+
+
+def purge_batch(table: pa.Table, cutoff: dt.date, moved: dict[str, str]) -> tuple[pa.Table, dict]:
+    """A base batch with its due lines blanked (:func:`blank_identity`) and every other line's
+        ``vault_key_version`` moved (:func:`move_versions`); returns it and ``{"rewrite": {...}}`` counts (the
+    lines written are counted where they are written)."""
+    due = due_mask(table, cutoff)[0]
+    versions = pc.if_else(due, pa.scalar(None, pa.string()), move_versions(table.column("vault_key_version"), moved))
+    out, blanked = blank_identity(table, due, versions)
+    return out, {"rewrite": {"lines_read": table.num_rows, "due": _count(due), "blanked": blanked}}

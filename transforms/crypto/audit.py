@@ -39,7 +39,8 @@ import os
 import stat
 
 from transforms.crypto.envelope import length_prefixed
-from transforms.crypto.keyset import Keyset
+from transforms.crypto.keyset import Keyset, KeysetError
+from transforms.crypto.keyset_store import append_bytes, is_remote, join, read_bytes
 from transforms.crypto.registry import Registry, folder_location
 
 __all__ = ["AuditError", "LOGS", "Entry", "append", "canonical", "read_folder", "verify"]
@@ -114,10 +115,18 @@ def read_folder(folder: str) -> list[Entry]:
     for log in LOGS:
         path = os.path.join(folder, log)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            if is_remote(folder):  # the audit folder of a keyset at a URI (transforms/crypto/keyset_store.py)
+                path = join(folder, log)
+                data = read_bytes(path, "audit log", missing_ok=True)
+                if data is None:
+                    continue
+            else:
+                with open(path, "rb") as handle:
+                    data = handle.read()
         except FileNotFoundError:
             continue
+        except KeysetError as exc:
+            raise AuditError(str(exc)) from None
         except OSError as exc:
             raise AuditError(f"audit log {path} cannot be read ({exc.strerror})") from None
         pieces = data.split(b"\n")
@@ -162,6 +171,11 @@ def _head(keyset: Keyset, registry: Registry, folder: str, entries: list[Entry])
 
 def _append_lines(folder: str, log: str, data: bytes) -> None:
     """Append to FOLDER/LOG: a regular file (never a link or a device), O_APPEND, mode 0600, fsync."""
+    if is_remote(folder):  # an object rewritten whole, under the keyset's lock object
+        try:
+            return append_bytes(join(folder, log), data)
+        except KeysetError as exc:
+            raise AuditError(str(exc)) from None
     path = os.path.join(folder, log)
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)

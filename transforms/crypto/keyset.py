@@ -1,6 +1,6 @@
 """The keyset: versioned join keys (tokens) and vault keys (data-key wrapping).
 
-A keyset is a JSON file that ``backfill keys init`` creates and ``backfill
+A keyset is a JSON document that ``backfill keys init`` creates and ``backfill
 keys rotate`` extends::
 
     {"format": "subscriber-backfill/keyset/1", "keyset_id": "ks_9f2c...",
@@ -21,17 +21,20 @@ kept until ``destroy_after``, as Cloud KMS schedules a version's destruction;
 destroyed; the entry stays as history, and nothing it protected can be opened
 again: this is what makes crypto-shredding reach old vault copies).
 
+Where it lives (``transforms/crypto/keyset_store.py``): ``--keys`` is a local file or a URI any Beam file
+system reads (``gs://``, ``s3://``). Wrapped by a key-encryption key (``gcp-kms://``, ``aws-kms://``,
+``local-kek://``: ``transforms/crypto/kek.py``), the document above is sealed under a data key the KEK wraps
+(``transforms/crypto/keyset_sealed.py``) and names its KEK, so loading it needs only its location; a keyset
+outside a local file must be wrapped. In clear (``kms_key_uri`` null) it is a local file only, and a file that
+group or others can access is refused. Writes are atomic (a local temporary file and a rename, mode 0600; one
+object write).
+
 Modelled on Tink's ``KeysetHandle``: a :class:`Keyset` cannot be built
 directly, cannot be pickled (so it never travels in a Beam graph: DoFns take
-the keyset *path* and call :meth:`Keyset.load` in ``setup()``), and never
-hands out key bytes: ``transforms.crypto.tokenize`` and ``transforms.crypto.vault`` get
-keyed primitives (an HMAC object, an AESGCM object) from its private methods.
-A file that group or others can access is refused. Files are written
-atomically (a temporary file in the same folder, then a rename), mode 0600.
-
-Production may wrap the key material with a KMS: a keyset that names a
-``kms_key_uri`` must be loaded with a :class:`KeyWrapper`; only the local
-file (no wrapper) is implemented here.
+the keyset *URI* and call :meth:`Keyset.load` in ``setup()``, which unwraps it
+once per worker process), and never hands out key bytes:
+``transforms.crypto.tokenize`` and ``transforms.crypto.vault`` get keyed
+primitives (an HMAC object, an AESGCM object) from its private methods.
 """
 
 from __future__ import annotations
@@ -40,26 +43,18 @@ import base64
 import binascii
 import datetime as dt
 import json
-import os
 import secrets
-import tempfile
 
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from transforms.crypto.keyset_support import (
-    KeyInfo,
-    KeysetError,
-    KeyWrapper,
-    _now,
-    _stamp,
-    check_permissions,
-    keyset_lock,
-    parse_time,
-)
+from transforms.crypto.kek import Kek, kek_for
+from transforms.crypto.keyset_sealed import forget, is_wrapped, named_kek, open_sealed, seal
+from transforms.crypto.keyset_store import is_remote, keyset_lock, read_bytes, write_bytes
+from transforms.crypto.keyset_support import KeyInfo, KeysetError, _now, _stamp, parse_time
 
-__all__ = ["Keyset", "KeysetError", "KeyInfo", "KeyWrapper", "FORMAT", "DESTROY_WAIT", "keyset_lock", "parse_time"]
+__all__ = ["Keyset", "KeysetError", "KeyInfo", "FORMAT", "DESTROY_WAIT", "keyset_lock", "parse_time"]
 
 FORMAT = "subscriber-backfill/keyset/1"
 _ALGORITHMS = {"join": "HMAC-SHA256", "vault": "AES-256-GCM", "audit": "HMAC-SHA256"}
@@ -71,14 +66,25 @@ _KEY_BYTES = 32
 _PRIVATE = object()  # construction token: only this module builds a Keyset
 
 
+def _parse(path: str, data: bytes) -> dict:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise KeysetError(f"keyset {path} is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise KeysetError(f"keyset {path} is not a keyset of format {FORMAT}")
+    return doc
+
+
 class Keyset:
     """A loaded keyset. Build with :meth:`generate` or :meth:`load`."""
 
-    def __init__(self, *, _token=None, _doc: dict | None = None, _material: dict | None = None):
+    def __init__(self, *, _token=None, _doc: dict | None = None, _material: dict | None = None, _kek=None):
         if _token is not _PRIVATE:
             raise TypeError("Keyset cannot be built directly: use Keyset.generate() or Keyset.load(path)")
         self._doc = _doc
         self.__material = _material  # {version: bytes}; name-mangled, never printed
+        self._kek = _kek  # the key-encryption key that wraps it (None: a local file in clear)
 
     # -- refuse to travel -------------------------------------------------
     def __reduce__(self):
@@ -94,35 +100,42 @@ class Keyset:
 
     # -- construction -----------------------------------------------------
     @classmethod
-    def generate(cls, kms_key_uri: str | None = None) -> "Keyset":
-        """A new keyset with j1 and v1, from the OS's secure random source."""
+    def generate(cls, kek: str | Kek | None = None) -> "Keyset":
+        """A new keyset with j1, v1 and a1, from the OS's secure random source; wrapped under ``kek`` (a
+        key-encryption-key URI or object) when it is saved, or in clear without one."""
+        kek = kek_for(kek) if isinstance(kek, str) else kek
         doc = {
             "format": FORMAT,
             "keyset_id": "ks_" + secrets.token_hex(8),
             "created_at": _now(),
-            "kms_key_uri": kms_key_uri,
+            "kms_key_uri": kek.uri if kek else None,
             "keys": [],
         }
-        ks = cls(_token=_PRIVATE, _doc=doc, _material={})
+        ks = cls(_token=_PRIVATE, _doc=doc, _material={}, _kek=kek)
         for purpose in _PREFIX:
             ks._add(purpose)
         return ks
 
     @classmethod
-    def load(cls, path: str, wrapper: KeyWrapper | None = None) -> "Keyset":
-        """Read a keyset file (permissions checked first)."""
-        if "://" in path:
-            raise KeysetError(f"keyset {path}: only a local keyset file is supported (remote keysets need a KMS)")
-        check_permissions(path)
-        try:
-            with open(path, "rb") as handle:
-                doc = json.loads(handle.read().decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise KeysetError(f"keyset {path} is not valid JSON") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    def load(cls, path: str, kek: Kek | None = None) -> "Keyset":
+        """Read a keyset: a local file (refused unless mode 0600) or a URI (``gs://``, ``s3://``...).
+
+        A wrapped keyset is opened by the key-encryption key it names (one KEK call per process and keyset
+        version: ``transforms/crypto/keyset_sealed.py``); ``kek`` replaces that KEK's client (tests) and must
+        be the one named. A keyset in clear is only read from a local file."""
+        data = read_bytes(path)
+        doc = _parse(path, data)
+        if is_wrapped(doc):
+            inner, kek = open_sealed(path, data, doc, kek)
+            outer_id, doc = doc["keyset_id"], _parse(path, inner)
+            if doc.get("keyset_id") != outer_id or doc.get("kms_key_uri") != kek.uri:
+                raise KeysetError(f"keyset {path} does not match its envelope (keyset id or KEK)")
+        elif is_remote(path):
+            raise KeysetError(f"keyset {path} is not wrapped by a key-encryption key: outside a local file it must be")
+        elif kek is not None or doc.get("kms_key_uri"):
+            raise KeysetError(f"keyset {path} is not wrapped by a key-encryption key")
+        if doc.get("format") != FORMAT:
             raise KeysetError(f"keyset {path} is not a keyset of format {FORMAT}")
-        if doc.get("kms_key_uri") and wrapper is None:
-            raise KeysetError(f"keyset {path} is wrapped by {doc['kms_key_uri']}; no KMS wrapper is configured")
         material: dict[str, bytes] = {}
         try:
             for key in doc["keys"]:
@@ -130,66 +143,43 @@ class Keyset:
                 if key["state"] == "retired":
                     continue
                 raw = base64.b64decode(secret, validate=True)
-                if doc.get("kms_key_uri"):
-                    raw = cls._kms("decrypt", wrapper, raw, doc["keyset_id"], key["version"])
                 if len(raw) != _KEY_BYTES:
                     raise ValueError
                 material[key["version"]] = raw
         except (KeyError, TypeError, ValueError, binascii.Error):
             raise KeysetError(f"keyset {path} has a malformed key entry") from None
-        ks = cls(_token=_PRIVATE, _doc=doc, _material=material)
+        ks = cls(_token=_PRIVATE, _doc=doc, _material=material, _kek=kek)
         for purpose in _REQUIRED:
             ks._primary(purpose)  # exactly one usable primary per purpose
         return ks
 
-    def save(self, path: str, *, overwrite: bool = True, wrapper: KeyWrapper | None = None) -> None:
-        """Write atomically, mode 0600: a temporary file, fsync, then a rename."""
-        if "://" in path:
-            raise KeysetError(f"keyset {path}: only a local keyset file is supported (remote keysets need a KMS)")
-        if not overwrite and os.path.exists(path):
-            raise KeysetError(f"keyset {path} already exists (pass --force to replace it)")
-        if self.kms_key_uri and wrapper is None:
-            raise KeysetError(f"keyset {self.keyset_id} is wrapped by {self.kms_key_uri}; no KMS wrapper is configured")
+    @staticmethod
+    def named_kek(path: str) -> str | None:
+        """The key-encryption key a keyset names, read without unwrapping it (None: a keyset in clear)."""
+        return named_kek(_parse(path, read_bytes(path)))
+
+    def wrap_with(self, kek: str | Kek) -> None:
+        """Wrap this keyset under another key-encryption key from its next :meth:`save` on."""
+        self._kek = kek_for(kek) if isinstance(kek, str) else kek
+        self._doc["kms_key_uri"] = self._kek.uri
+
+    def save(self, path: str, *, overwrite: bool = True) -> None:
+        """Write the keyset whole: wrapped under its KEK (a fresh data key each time), or in clear to a local
+        file; atomically (a local file: a temporary file, fsync, a rename, mode 0600; an object: one write)."""
+        if self._kek is None and is_remote(path):
+            raise KeysetError(
+                f"keyset {path}: outside a local file a keyset must be wrapped by a key-encryption key (--kek); "
+                "nothing was written"
+            )
         doc = json.loads(json.dumps(self._doc))
         for key in doc["keys"]:
             raw = self.__material.get(key["version"])
-            if raw is not None and doc.get("kms_key_uri"):
-                raw = self._kms("encrypt", wrapper, raw, doc["keyset_id"], key["version"])
             key["material"] = None if raw is None else base64.b64encode(raw).decode("ascii")
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".keyset-", dir=folder)  # created 0600
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(json.dumps(doc, indent=2).encode("utf-8") + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            if overwrite:
-                os.replace(tmp, path)
-            else:  # a hard link never replaces: no race with another init
-                os.link(tmp, path)
-                os.unlink(tmp)
-        except FileExistsError:
-            os.unlink(tmp)
-            raise KeysetError(f"keyset {path} already exists (pass --force to replace it)") from None
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-    @staticmethod
-    def _kms(op: str, wrapper: KeyWrapper, data: bytes, keyset_id: str, version: str) -> bytes:
-        """Wrap or unwrap one key's material with the KMS, bound to keyset and version."""
-        try:
-            return getattr(wrapper, op)(data, f"{FORMAT}|{keyset_id}|{version}".encode())
-        except Exception:  # the KMS client's own message may quote its inputs
-            raise KeysetError(f"the KMS could not {op} key {version} of keyset {keyset_id}") from None
+        data = json.dumps(doc, indent=2).encode("utf-8") + b"\n"
+        if self._kek is not None:
+            data = seal(data, self.keyset_id, self._kek)
+        write_bytes(path, data, create_only=not overwrite)
+        forget(path)
 
     # -- what may be shown ------------------------------------------------
     @property

@@ -1,8 +1,10 @@
 """The keyset's registry: the vaults it knows and the heads of its audit chains.
 
 A file beside the keyset (``keys/keys.json`` -> ``keys/keys.registry.json``,
-mode 0600, written atomically under the keyset's lock), authenticated with
-an HMAC under the keyset's audit key, holding no secret::
+mode 0600, written atomically under the keyset's lock; an object beside a
+keyset at a URI, written whole under its lock object: see
+``transforms/crypto/keyset_store.py``), authenticated with an HMAC under the
+keyset's audit key, holding no secret::
 
     {"format": "subscriber-backfill/keyset-registry/1", "keyset_id": "ks_9f2c...",
      "vaults": {"/srv/out/day1/vault": {"registered_at": "...", "by": "merge", "run_id": "merge-..."}},
@@ -34,9 +36,9 @@ import datetime as dt
 import hmac as std_hmac
 import json
 import os
-import tempfile
 
 from transforms.crypto.keyset import Keyset, KeysetError, keyset_lock
+from transforms.crypto.keyset_store import is_remote, join, parent, read_bytes, write_bytes
 
 __all__ = ["Registry", "registry_path", "location", "folder_location", "vault_audit_dir", "open_registry"]
 
@@ -44,6 +46,10 @@ FORMAT = "subscriber-backfill/keyset-registry/1"
 
 
 def registry_path(keys_path: str) -> str:
+    """``KEYS.registry.json`` beside the keyset (``keys.json`` -> ``keys.registry.json``), local or a URI."""
+    if is_remote(keys_path):
+        folder, name = keys_path.rsplit("/", 1)
+        return f"{folder}/{os.path.splitext(name)[0]}.registry.json"
     root, _ = os.path.splitext(os.path.abspath(keys_path))
     return root + ".registry.json"
 
@@ -57,7 +63,9 @@ def location(path: str) -> str:
 
 def folder_location(path: str) -> str:
     """How an audit folder is named: its parent resolved, its own name kept (a link in its place is not
-    followed, so it can be refused)."""
+    followed, so it can be refused); a URI as given."""
+    if is_remote(path):
+        return path.rstrip("/")
     path = os.path.abspath(path.rstrip("/") or path)
     return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
@@ -65,13 +73,14 @@ def folder_location(path: str) -> str:
 def vault_audit_dir(vault_dir: str, keys_path: str) -> str:
     """The audit folder of a vault: ``VAULT/../audit`` for a local vault.
 
-    A remote vault (gs://) cannot take appends: its chain lives under the keyset's folder,
-    ``KEYS_DIR/audit/vaults/<sha256 of the URI, 16 hex>``: a fixed place, never one the user picks."""
+    A remote vault (gs://) is not the keyset's to append to: its chain lives under the keyset's folder
+    (local, or the keyset's own prefix for a keyset at a URI), ``KEYS_DIR/audit/vaults/<sha256 of the URI,
+    16 hex>``: a fixed place, never one the user picks."""
     if "://" in vault_dir:
         import hashlib
 
         digest = hashlib.sha256(location(vault_dir).encode("utf-8")).hexdigest()[:16]
-        return os.path.join(os.path.dirname(os.path.abspath(keys_path)), "audit", "vaults", digest)
+        return join(parent(keys_path), "audit", "vaults", digest)
     return os.path.join(os.path.dirname(location(vault_dir)), "audit")
 
 
@@ -110,11 +119,14 @@ class Registry:
         path = registry_path(keys_path)
         empty = {"format": FORMAT, "keyset_id": keyset.keyset_id, "vaults": {}, "chains": {}, "shredded_deks": []}
         try:
-            with open(path, "rb") as handle:
-                doc = json.loads(handle.read().decode("utf-8"))
-        except FileNotFoundError:
+            data = read_bytes(path, "registry", missing_ok=True)
+        except KeysetError:
+            raise KeysetError(f"registry {path} of keyset {keyset.keyset_id} cannot be read or is not JSON") from None
+        if data is None:
             return cls(path, keyset, empty)
-        except (OSError, ValueError, UnicodeDecodeError):
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
             raise KeysetError(f"registry {path} of keyset {keyset.keyset_id} cannot be read or is not JSON") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise KeysetError(f"registry {path} is not a keyset registry of format {FORMAT}")
@@ -131,24 +143,13 @@ class Registry:
         return cls(path, keyset, doc)
 
     def save(self) -> None:
-        """Write atomically, mode 0600, with its MAC."""
+        """Write atomically (a local file: mode 0600, a temporary file and a rename; an object: one write),
+        with its MAC."""
         doc = {k: v for k, v in self._doc.items() if k != "mac"}
         mac = self._keyset.audit_mac(b"registry")
         mac.update(_canonical(doc))
         doc["mac"] = mac.finalize().hex()
-        folder = os.path.dirname(self.path)
-        fd, tmp = tempfile.mkstemp(prefix=".registry-", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_bytes(self.path, json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8") + b"\n", "registry")
         self._doc = doc
 
     # -- vaults --------------------------------------------------------------------------------------------

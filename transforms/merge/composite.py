@@ -37,7 +37,14 @@ from transforms.scan.policy import Policy
 from transforms.core.shuffle import BUCKET, ArrowGroupByBucket, with_bucket
 from transforms.core.tags import COUNTS, DEAD_LETTER
 
-__all__ = ["MergeCompletedRegistrations", "MergeOutputs"]
+__all__ = [
+    "MergeCompletedRegistrations",
+    "MergeOutputs",
+    "KeyByLineFn",
+    "TokenizeAndSealFn",
+    "reader_dead_counts",
+    "value_free",
+]
 
 
 class MergeOutputs(typing.NamedTuple):
@@ -49,7 +56,7 @@ class MergeOutputs(typing.NamedTuple):
 
 
 @contextlib.contextmanager
-def _value_free(step: str):
+def value_free(step: str):
     """Errors leave these DoFns without their text (Arrow's may quote a value): type only.
     Keyset and vault errors are value-free by design and pass as they are."""
     from transforms.crypto.keyset import KeysetError
@@ -73,7 +80,7 @@ class _PrepareEventsFn(beam.DoFn):
         self._ctx, self._n = ctx, n_buckets
 
     def process(self, raw: pa.Table):
-        with _value_free("PrepareEvents"):
+        with value_free("PrepareEvents"):
             events, dead = prepare_events(raw, self._ctx)
         yield beam.pvalue.TaggedOutput(
             COUNTS, {"events": {"rows_in": raw.num_rows, "dead_letters": value_counts(dead.column("reason"))}}
@@ -94,7 +101,7 @@ class _DedupAndCheckEventsFn(beam.DoFn):
 
     def process(self, element):
         _, tables = element
-        with _value_free("DedupAndCheckEvents"):
+        with value_free("DedupAndCheckEvents"):
             events, duplicates = dedup_events(tables["events"].drop_columns([BUCKET]))
             checked, dead = check_events(events, self._ctx)
         counter("events_duplicates").inc(duplicates)
@@ -108,7 +115,7 @@ class _DedupAndCheckEventsFn(beam.DoFn):
 
 
 @beam.typehints.with_output_types(pa.Table)
-class _KeyByLineFn(beam.DoFn):
+class KeyByLineFn(beam.DoFn):
     """Bucket of each row's line_id (cleaned as the scan cleans it, so ' L1' meets 'L1')."""
 
     def __init__(self, n_buckets: int, clean: bool):
@@ -145,7 +152,9 @@ class TokenizeAndSealFn(beam.DoFn):
 
         keyset = Keyset.load(self._keys_path)
         self._tokenizer, self._vault = Tokenizer(keyset), Vault(keyset)
-        self._salt = secrets.token_hex(16)  # run-local key of classify's (unused) shuffle hashes
+        # The key of classify's document and name hashes: the merge never compares them (not even within a
+        # bucket), so each worker draws its own here, in setup(): it is in no job graph (tests/test_graph_secrets.py).
+        self._salt = secrets.token_hex(16)
 
     def process(self, element):
         _, tables = element
@@ -153,7 +162,7 @@ class TokenizeAndSealFn(beam.DoFn):
         def part(tag):
             return tables[tag].drop_columns([BUCKET]) if tag in tables else None
 
-        with _value_free("TokenizeAndSeal"):
+        with value_free("TokenizeAndSeal"):
             result = merge_bucket(
                 part("base"),
                 self._base_kind,
@@ -182,7 +191,7 @@ class TokenizeAndSealFn(beam.DoFn):
             yield result.base
 
 
-def _reader_dead_counts(side: str):
+def reader_dead_counts(side: str):
     def count(table: pa.Table) -> dict:
         return {side: {"dead_letters": value_counts(table.column("reason"))}}
 
@@ -239,12 +248,12 @@ class MergeCompletedRegistrations(beam.PTransform):
         )
         join = {
             "events": checked.events,
-            "base": inputs["base"] | "KeyBaseByLine" >> beam.ParDo(_KeyByLineFn(n, self._kind == "raw")),
+            "base": inputs["base"] | "KeyBaseByLine" >> beam.ParDo(KeyByLineFn(n, self._kind == "raw")),
         }
         for tag in ("vault_keys", "vault_values"):
             if tag in inputs:
                 join[tag] = inputs[tag] | f"Key{tag.title().replace('_', '')}ByLine" >> beam.ParDo(
-                    _KeyByLineFn(n, False)
+                    KeyByLineFn(n, False)
                 )
         merged = (
             join
@@ -261,7 +270,7 @@ class MergeCompletedRegistrations(beam.PTransform):
             if reader_dead is not None:
                 dead_inputs.append(reader_dead)
                 count_inputs.append(
-                    reader_dead | f"Count{side.title()}ReaderDeadLetters" >> beam.Map(_reader_dead_counts(side))
+                    reader_dead | f"Count{side.title()}ReaderDeadLetters" >> beam.Map(reader_dead_counts(side))
                 )
         dead = tuple(dead_inputs) | "FlattenDeadLetters" >> beam.Flatten().with_output_types(pa.Table)
         counts = (

@@ -101,7 +101,7 @@ class _ProcessWindowFn(beam.DoFn):
 
         keyset = Keyset.load(self._keys_path)
         self._tokenizer, self._vault = Tokenizer(keyset), Vault(keyset)
-        self._salt = secrets.token_hex(16)
+        self._salt = secrets.token_hex(16)  # classify's hash key: never compared, so per worker, not in the graph
         self._index = self._loader()  # the base, read once per worker (not a bounded source in the graph)
 
     def process(self, batch, window=beam.DoFn.WindowParam):

@@ -15,6 +15,12 @@ and document shuffles; their findings come back to each batch as small
 "exception" tables, so whole rows are shuffled once, by batch. The shuffles
 are Beam GroupByKeys on bucket numbers (:mod:`transforms.core.shuffle`): a worker
 holds one bucket or one batch at a time, whatever the size of the base.
+
+The document and name hashes that meet in ``ShuffleByDocument`` are keyed by
+a salt that exists only for the run. Every classifier must use the same one,
+on every worker, and none may be in the job graph (a staged Dataflow job can
+be read): ``DrawRunSalt`` draws it on a worker and each ``Classify`` takes it
+as a side input. The launcher never sees it and no file holds it.
 """
 
 from __future__ import annotations
@@ -77,15 +83,34 @@ def _to_batches(exceptions: pa.Table) -> pa.Table:
     return exceptions.append_column(BUCKET, pa.array(buckets))
 
 
+def draw_run_salt(_) -> str:
+    """The run's salt, drawn on a worker by the job's own first step (see ClassifyRegistrationCompleteness)."""
+    import secrets
+
+    return secrets.token_hex(16)
+
+
+def _checked_salt(salt) -> str:
+    if not isinstance(salt, str) or len(salt) != 32 or any(c not in "0123456789abcdef" for c in salt):
+        raise ValueError("the run salt must be 32 lowercase hex characters")
+    return salt
+
+
 @beam.typehints.with_output_types(dict, dead_letter=pa.Table, rows=pa.Table, keys=pa.Table)
 class _ClassifyFn(beam.DoFn):
-    def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str, n_buckets: int):
+    """One raw batch -> counts, dead letters, rows for Finalize and the narrow key table of the shuffles.
+
+    ``salt`` is None when the run's salt comes as the side input ``run_salt`` (what launchers do): then
+    this object, and so the job graph, never holds it."""
+
+    def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str | None, n_buckets: int):
         self._policy, self._as_of, self._ctx = policy, as_of, ctx
         self._salt, self._n = salt, n_buckets
         self._rows = counter("rows_classified")
 
-    def process(self, raw: pa.Table):
-        result = classify_batch(raw, self._policy, self._as_of, self._ctx, self._salt)
+    def process(self, raw: pa.Table, run_salt: str | None = None):
+        salt = _checked_salt(self._salt if self._salt is not None else run_salt)
+        result = classify_batch(raw, self._policy, self._as_of, self._ctx, salt)
         self._rows.inc(result.classified.num_rows)
         if raw.num_rows:
             rows = raw.column("_src_row")
@@ -179,7 +204,10 @@ class ClassifyRegistrationCompleteness(beam.PTransform):
       policy: the compiled identity policy.
       as_of: the date the checks are made against (birth dates, void documents).
       ctx: run-level fields of dead letters.
-      salt: run-local key of the document and name hashes (32 characters).
+      salt: None (what launchers pass): the run-local key of the document and name hashes is drawn
+        on a worker by the job's first step (``DrawRunSalt``) and reaches every classifier as a side
+        input, so no worker disagrees and the key is in no job graph, file or launcher; or a fixed
+        key of 32 hex characters (tests: it travels in the graph).
       n_buckets: buckets of each shuffle; each must fit one worker's memory.
       spill_dir: where shuffles spill their payload (local runners); None to
         shuffle the tables themselves (Dataflow).
@@ -189,13 +217,22 @@ class ClassifyRegistrationCompleteness(beam.PTransform):
     def __init__(self, policy, as_of, ctx, salt, n_buckets, spill_dir=None, reader_dead_letter=None):
         super().__init__()
         self._policy, self._as_of, self._ctx = policy, as_of, ctx
-        self._salt, self._n, self._spill = salt, max(1, int(n_buckets)), spill_dir
+        self._salt = None if salt is None else _checked_salt(salt)
+        self._n, self._spill = max(1, int(n_buckets)), spill_dir
         self._reader_dead = reader_dead_letter
 
     def expand(self, raw) -> ScanOutputs:
         n = self._n
+        side = {}
+        if self._salt is None:
+            drawn = (
+                beam.pvalue.PBegin(raw.pipeline)
+                | "DrawRunSalt" >> beam.Impulse()
+                | "RunSalt" >> beam.Map(draw_run_salt)
+            )
+            side["run_salt"] = beam.pvalue.AsSingleton(drawn)
         classified = raw | "Classify" >> beam.ParDo(
-            _ClassifyFn(self._policy, self._as_of, self._ctx, self._salt, n)
+            _ClassifyFn(self._policy, self._as_of, self._ctx, self._salt, n), **side
         ).with_outputs(DEAD_LETTER, ROWS, KEYS, main=COUNTS)
         deduped = (
             {"keys": classified.keys}
