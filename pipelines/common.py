@@ -146,10 +146,9 @@ def remove_tree(path: str) -> None:
 
     Outputs are replaced through ``pipelines.io.publish`` (marked, guarded, written beside, switched)."""
     try:
-        from apache_beam.io.filesystems import FileSystems
+        from pipelines.io.publish_guards import delete
 
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
+        delete(path)  # on an object store: every object under the prefix
     except Exception:  # cleanup is best effort; the run's outcome stands
         log.debug("could not remove %s", path)
 

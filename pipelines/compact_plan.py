@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import math
+from pipelines.io.publish_guards import exists
 from typing import TYPE_CHECKING
 
 from apache_beam.io.filesystems import FileSystems
@@ -31,7 +32,7 @@ def deltas_dir(path: str) -> str:
     """``--deltas`` names the stream's ``OUT/deltas`` or its ``OUT``: the folder of the windows."""
     path = path.rstrip("/")
     nested = FileSystems.join(path, "deltas")
-    return nested if FileSystems.exists(nested) else path
+    return nested if exists(nested) else path  # a prefix, on an object store
 
 
 def stream_as_of(deltas: str) -> dt.date | None:

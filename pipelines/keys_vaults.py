@@ -66,9 +66,13 @@ class _Plan:
 
 
 def _exists(path: str) -> bool:
-    from apache_beam.io.filesystems import FileSystems
+    """A vault folder exists: locally a directory; on an object store (no folders there, only keys under a
+    prefix) any object under ``PATH/``."""
+    if "://" not in path:
+        return os.path.isdir(path)
+    from pipelines.io.publish_guards import exists
 
-    return FileSystems.exists(path) if "://" in path else os.path.isdir(path)
+    return exists(path)
 
 
 def _read_plans(keyset: Keyset, folders: list[str], named: str | None) -> list[_Plan]:

@@ -57,6 +57,7 @@ import dataclasses
 import math
 import os
 import sys
+from pipelines.io.publish_guards import exists
 from typing import TYPE_CHECKING
 
 from apache_beam.io.filesystems import FileSystems
@@ -150,7 +151,7 @@ def _check_out(args, out: str, out_vault: str, in_place: bool) -> None:
             f"an earlier purge into {out} stopped after its shred began and kept {kept[0]}: complete it with "
             f"--vault {os.path.join(kept[0], 'vault')} (the same --base), or delete that folder if it was completed"
         )
-    if not in_place and not resumed and FileSystems.exists(out_vault):
+    if not in_place and not resumed and exists(out_vault):
         # An earlier run's shred retired the key of the input vault: OUT/vault is the only one that opens now.
         raise UserError(
             f"{out_vault} exists from an earlier run and is the live vault now: re-run with "

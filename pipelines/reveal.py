@@ -119,9 +119,9 @@ def parser() -> ArgumentParser:
 
 def _vault_exists(vault_dir: str) -> bool:
     if "://" in vault_dir:
-        from apache_beam.io.filesystems import FileSystems
+        from pipelines.io.publish_guards import exists
 
-        return FileSystems.exists(vault_dir)
+        return exists(vault_dir)  # a prefix: FileSystems.exists does not see it
     return os.path.isdir(vault_dir)
 
 

@@ -216,3 +216,17 @@ def test_incident_in_a_bucket_on_two_workers(store, merged):
         if u.endswith(".csv")
     )
     assert rows == tokenized
+
+
+def test_a_scan_run_again_into_its_bucket_output_replaces_it_whole(store, scanned):
+    server, bucket = store["server"], store["bucket"]
+    out = f"{bucket}/scan"
+    before = s3_manifest(server, out)
+    files_before = sorted(u for u in server.keys_under(out + "/") if not u.endswith((".json", "_SUCCESS")))
+    backfill("pipelines.scan", "--base", store["s3_base"], "--out", out, "--as-of", AS_OF, "--batch-size", "700")
+    after = s3_manifest(server, out)
+    assert after["run_id"] != before["run_id"] and after["counts"] == before["counts"]
+    classified = s3_table(server, f"{out}/classified")
+    assert classified.num_rows == before["counts"]["classified"]  # the earlier run's files are gone, not doubled
+    assert len(set(classified.column("line_id").to_pylist())) == classified.num_rows
+    assert files_before  # the first run's files existed under the same names

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.publish import Publication
+from pipelines.io.publish_guards import delete
 from pipelines.manifest import read_json
 
 __all__ = ["Phase", "read_phase", "remove_phase"]
@@ -51,5 +51,4 @@ def read_phase(phase: Phase) -> dict:
 
 def remove_phase(phase: Phase) -> None:
     """Delete the phase's folder (local or object store); missing is fine."""
-    if FileSystems.exists(phase.stage):
-        FileSystems.delete([phase.stage])
+    delete(phase.stage)

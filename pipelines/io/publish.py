@@ -74,6 +74,7 @@ from pipelines.io.publish_guards import (
     _write_private,
     check_apart,
     check_owned,
+    delete,
     make_private_dirs,
     owner,
     private_tree,
@@ -266,11 +267,8 @@ def commit_remote(out: str, stage: str, step: str, run_id: str, produces: Iterab
 
 
 def _remote_delete(path: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
     try:
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
+        delete(path)
     except Exception:  # best effort: what is left is never read as the output
         pass
 

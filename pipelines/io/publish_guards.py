@@ -174,6 +174,45 @@ def owner(folder: str) -> str | None:
     return step if isinstance(step, str) else None
 
 
+def exists(path: str) -> bool:
+    """A file or folder exists. On an object store a "folder" is only a prefix that keys share, which Beam's
+    ``FileSystems.exists`` does not see: there, an object at ``path`` or any object under ``path/``."""
+    if not _remote(path):
+        return os.path.exists(path)
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        if FileSystems.exists(path):
+            return True
+        return bool(FileSystems.match([path.rstrip("/") + "/**"], limits=[1])[0].metadata_list)
+    except Exception:  # nothing there (some file systems raise for an empty match), or unreachable
+        return False
+
+
+def delete(path: str) -> None:
+    """Delete a file or a folder with everything under it (local, or every object under an object-store
+    prefix); missing is fine. Only ever called on paths a run made (staged folders, replaced outputs)."""
+    if not _remote(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            import shutil
+
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    prefix = path.rstrip("/") + "/"
+    try:
+        under = [m.path for m in FileSystems.match([prefix + "**"])[0].metadata_list]
+    except Exception:  # nothing under it
+        under = []
+    if under:
+        FileSystems.delete(under)
+    if FileSystems.exists(path.rstrip("/")):
+        FileSystems.delete([path.rstrip("/")])
+
+
 def _entries(folder: str) -> list[str] | None:
     """The names in ``folder``; None when it does not exist."""
     if _remote(folder):

@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.io.publish_guards import delete, exists
 from schemas import arrow_schema
 from transforms.crypto.vault import VaultUnreadable
 
@@ -280,7 +281,7 @@ def _staging_folders(vault_dir: str, kind: str) -> list[str]:
 def remove_staged(vault_dir: str, kind: str, folder: str | None = None) -> list[str]:
     """Delete one staging folder of a table, or (``folder`` None) every one a killed job left; returns them."""
     folders = [folder] if folder is not None else _staging_folders(vault_dir, kind)
-    gone = [f for f in folders if FileSystems.exists(f)]
-    if gone:
-        FileSystems.delete(gone)
+    gone = [f for f in folders if exists(f)]
+    for each in gone:
+        delete(each)  # on an object store: every object under the prefix
     return gone
