@@ -48,8 +48,10 @@ def _scan(demo: _Demo) -> None:
 def _keys(demo: _Demo) -> None:
     from pipelines import keys
 
-    started = demo.step("keys: create the keyset (join key for tokens, vault key)")
-    keys.main(["init", "--keys", demo.path("keys", "keyset.json")])
+    started = demo.step("keys: create the keyset (join key for tokens, vault key), wrapped by a key-encryption key")
+    # On a cluster the KEK is gcp-kms:// or aws-kms:// and the keyset a gs:// or s3:// URI; here a local KEK file.
+    kek = "local-kek://" + os.path.abspath(demo.path("kek", "kek.b64"))
+    keys.main(["init", "--keys", demo.path("keys", "keyset.json"), "--kek", kek])
     _done(started, demo.path("keys", "keyset.json"))
 
 
