@@ -178,7 +178,7 @@ def publishing(
         check_apart(out, inputs, allow=allow)
     produces = set(produces)
     if _remote(out):
-        with _publishing_remote(out, step, run_id, produces) as pub:
+        with _publishing_remote(out, step, run_id, produces, seed) as pub:
             yield pub
         return
     target = os.path.realpath(os.path.expanduser(out))
@@ -211,13 +211,16 @@ def publishing(
 
 
 @contextlib.contextmanager
-def _publishing_remote(out: str, step: str, run_id: str, produces: set[str]) -> Iterator[Publication]:
+def _publishing_remote(
+    out: str, step: str, run_id: str, produces: set[str], seed: Iterable[str] = ()
+) -> Iterator[Publication]:
     """Object stores: stage under ``OUT.tmp-RUN_ID``, then copy-then-delete (module docstring)."""
-
     check_owned(out, step)
     stage = f"{out}{_STAGE}{run_id}"
     pub = Publication(out, stage, step, run_id, produces=tuple(sorted(produces)))
     try:
+        for name in seed:  # what the step adds to (the report's other days): copied in first, by the store
+            _seed_remote(_join(out, name), _join(stage, name))
         yield pub
     except BaseException:
         if not pub.keep_reason:
@@ -264,6 +267,19 @@ def commit_remote(out: str, stage: str, step: str, run_id: str, produces: Iterab
         with FileSystems.create(_join(out, name)) as handle:
             handle.write(payload)
     _remote_delete(stage)
+
+
+def _seed_remote(source: str, target: str) -> None:
+    """Copy every object under ``source/`` to the same place under ``target/`` (the store copies them)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    prefix = source.rstrip("/") + "/"
+    try:
+        found = [m.path for m in FileSystems.match([prefix + "**"])[0].metadata_list]
+    except Exception:  # nothing there yet
+        found = []
+    if found:
+        FileSystems.copy(found, [target.rstrip("/") + "/" + p[len(prefix) :] for p in found])
 
 
 def _remote_delete(path: str) -> None:
