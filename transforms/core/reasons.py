@@ -149,6 +149,12 @@ _EVENT = [
         "docs/contract.md Registration events",
     ),
     (
+        "EVENT_ID_CONFLICT",
+        "another copy of this event_id with a different body already holds the id (it was applied or superseded "
+        "first); this copy is not applied",
+        "docs/contract.md Registration events",
+    ),
+    (
         "ATTRIBUTE_MISMATCH",
         "the body's event_id or line_id differs from the message's attribute",
         "docs/contract.md Registration events",
