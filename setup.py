@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "Jinja2==3.1.6",
     "matplotlib==3.11.2",
     "phonenumbers==9.0.43",
+    "pycountry==26.2.16",  # ISO 3166-1 (GB/T 2659) of the code tables (docs/policy.md "Code tables")
+    "python-stdnum==2.2",  # its GB/T 2260 table (stdnum/cn/loc.dat), measured in docs/regulation.md §2.8
     "google-cloud-pubsub==2.44.0",
     "psutil==7.2.2",
 ]
@@ -48,7 +50,7 @@ setup(
         "pipelines.render",
         "pipelines.render.templates",
     ],
-    package_data={"schemas": ["*.avsc", "*.yaml", "*.json"], "pipelines.render.templates": ["*.j2"]},
+    package_data={"schemas": ["*.avsc", "*.yaml", "*.json", "*.csv"], "pipelines.render.templates": ["*.j2"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={

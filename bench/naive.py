@@ -37,7 +37,7 @@ from bench import naive_rules as R
 from bench.naive_crossrecord import _document_entry, _document_flags, _finalize, _order
 from schemas import arrow_schema
 from transforms.scan.policy import NOT_ACCEPTED, Policy, load_policy
-from transforms.core.reasons import LINE_REASONS
+from transforms.core.reasons import FLAGS, LINE_REASONS
 
 __all__ = ["classify_row", "is_dead_letter", "run_naive", "main"]
 
@@ -175,7 +175,19 @@ def _identity(row: dict, kind: str, policy: Policy, as_of: dt.date, rules: dict)
             reasons.add("HANDLER_MISSING")
         if invalid:
             reasons.add("HANDLER_INVALID")
-    return {"present": present, "reasons": reasons, "review": review, "number": number, "name": name}
+    flags = _review_flags(code, is_org, number, name, reasons, policy, rules)
+    return {"present": present, "reasons": reasons, "review": review, "number": number, "name": name, "flags": flags}
+
+
+def _review_flags(code, is_org: bool, number, name, reasons: set, policy: Policy, rules: dict) -> set:
+    """DOC_NUMBER_DIVISION_REVIEW and NAME_CHARSET_REVIEW of one row (docs/policy.md "Code tables", "Names")."""
+    flags = set()
+    if code in policy.documents and number is not None:
+        flags |= R.number_reviews(policy.documents[code][1], number, rules["numbers"])
+    han_only = code in policy.names.get("han_only_documents", ()) and not is_org
+    if han_only and name is not None and "NAME_PLACEHOLDER" not in reasons and R.name_charset(name):
+        flags.add("NAME_CHARSET_REVIEW")
+    return flags
 
 
 def _status(present: dict, reasons: set) -> str:
@@ -193,7 +205,8 @@ def classify_row(row: dict, policy: Policy, as_of: dt.date, salt: bytes | None =
     """Classify one raw row (contract field -> string or None).
 
     Returns the classified-line dict (the contract's fields, ``flags`` holding
-    only the per-row DOC_TYPE_LABEL_REVIEW and REGION_INVALID, plus ``_src_file``, ``_src_row``,
+    only the per-row review flags (DOC_TYPE_LABEL_REVIEW, REGION_INVALID, DOC_NUMBER_DIVISION_REVIEW,
+    NAME_CHARSET_REVIEW), plus ``_src_file``, ``_src_row``,
     ``_updated_at`` and, with a ``salt``, the ``_doc_key`` / ``_name_key``
     hashes), or a dead-letter dict (``reason``, ``field``, ``detail``,
     ``line_id``, ``source_file``, ``source_row``): see :func:`is_dead_letter`.
@@ -209,8 +222,9 @@ def classify_row(row: dict, policy: Policy, as_of: dt.date, salt: bytes | None =
     ident = _identity(row, kind, policy, as_of, rules)
     reasons = ident["reasons"]
     status = _status(ident["present"], reasons)
-    region, region_ok = R.region(row.get("region"), rules["numbers"]["province_codes"])
-    flags = (["DOC_TYPE_LABEL_REVIEW"] if ident["review"] else []) + ([] if region_ok else ["REGION_INVALID"])
+    region, region_ok = R.region(row.get("region"), rules["numbers"]["_province_level"])
+    own = ident["flags"] | ({"DOC_TYPE_LABEL_REVIEW"} if ident["review"] else set())
+    flags = [f for f in FLAGS if f in own or (f == "REGION_INVALID" and not region_ok)]
     return {
         "line_id": line_id,
         "msisdn": R.msisdn(row.get("msisdn")),

@@ -3,7 +3,8 @@
 Part of the naive rules (:mod:`bench.naive_rules` re-exports :func:`number_reasons`),
 written from docs/policy.md "Document numbers" and docs/regulation.md §2 without
 the vectorised code of ``transforms/``; only the scalar check characters of
-``transforms.scan.checkdigits`` are shared. Every function takes and returns
+``transforms.scan.checkdigits`` are shared, and the code tables' data (docs/policy.md
+"Code tables"), which :func:`bench.naive_rules.prepare` reads into plain sets. Every function takes and returns
 Python values; nothing here logs or raises with a value in the message.
 """
 
@@ -15,21 +16,23 @@ import regex
 
 from transforms.scan.checkdigits import gb11714_char, mod11_10_char, mod11_2_char, uscc_char
 
-__all__ = ["number_reasons", "NUMBER_DEFAULTS"]
+__all__ = ["number_reasons", "number_reviews", "NUMBER_DEFAULTS"]
 
 _USCC_SET = frozenset("0123456789ABCDEFGHJKLMNPQRTUWXY")  # docs/regulation.md §2.4: no I O Z S V
 _HK_MACAO = regex.compile(r"[HM](?:[0-9]{8}|[0-9]{10})")  # docs/regulation.md §2.7
 _TAIWAN = regex.compile(r"[0-9]{8}|[0-9]{10}(?:\([A-Z]\))?")  # docs/regulation.md §2.7
 _ALNUM = regex.compile(r"[A-Z0-9]+")
 
-FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH = (
+FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH, CODE = (
     "DOC_NUMBER_FORMAT",
     "DOC_NUMBER_CHECKSUM",
     "DOC_NUMBER_BIRTH_DATE",
     "DOC_NUMBER_REGION",
     "DOC_NUMBER_FIRST_GENERATION",
     "DOC_TYPE_MISMATCH",
+    "DOC_NUMBER_CODE",
 )
+DIVISION_REVIEW = "DOC_NUMBER_DIVISION_REVIEW"
 
 
 def _digits(text: str) -> bool:
@@ -96,10 +99,17 @@ def _hmt_residence_permit(n: str, as_of, cfg) -> set:
     return {FORMAT}
 
 
+def _division(code: str, cfg) -> bool:
+    """A registering division (docs/policy.md "Code tables"): six digits under a province-level code, or the
+    national-level code."""
+    return _digits(code) and len(code) == 6 and (code[:2] in cfg["_province_level"] or code == cfg["_national"])
+
+
 def _foreign_permanent_resident_id(n: str, as_of, cfg) -> set:
     if _id18_shape(n):
-        if n[0] == "9":
-            return _id18_checks(n, as_of, cfg)
+        if n[0] == "9":  # 2023 card: province, then ISO 3166-1 numeric nationality
+            coded = n[1:3] in cfg["_province_level"] and n[3:6] in cfg["_numeric"]
+            return _id18_checks(n, as_of, cfg) | (set() if coded else {CODE})
         if "1" <= n[0] <= "8":  # a citizen's number
             return _id18_checks(n, as_of, cfg) | {MISMATCH}
         return {FORMAT}
@@ -107,9 +117,10 @@ def _foreign_permanent_resident_id(n: str, as_of, cfg) -> set:
         # 2004/2017 card: YYMMDD at [7:13], either century; its check digit is not enforced.
         yy, mm, dd = int(n[7:9]), int(n[9:11]), int(n[11:13])
         age = cfg["max_age_years"]
+        out = set() if n[:3] in cfg["_alpha3"] else {CODE}  # 2004/2017 card: ISO 3166-1 alpha-3
         if not (_birth_ok(1900 + yy, mm, dd, as_of, age) or _birth_ok(2000 + yy, mm, dd, as_of, age)):
-            return {BIRTH}
-        return set()
+            out.add(BIRTH)
+        return out
     return {FORMAT}
 
 
@@ -122,10 +133,18 @@ def _uscc_bad(n: str) -> bool:
     return uscc_char(n[:17]) != n[17] or gb11714_char(n[8:16]) != n[16]
 
 
+def _uscc_reasons(n: str, cfg) -> set:
+    """Checksums (2.4, 2.5), and the authority, its category and the registering division (code tables)."""
+    out = {CHECKSUM} if _uscc_bad(n) else set()
+    if n[1] not in cfg["_uscc_categories"].get(n[0], "") or not _division(n[2:8], cfg):
+        out.add(CODE)
+    return out
+
+
 def _uscc(n: str, as_of, cfg) -> set:
     if not _uscc_shape(n):
         return {FORMAT}
-    return {CHECKSUM} if _uscc_bad(n) else set()
+    return _uscc_reasons(n, cfg)
 
 
 def _org_code(n: str, as_of, cfg) -> set:
@@ -143,9 +162,10 @@ def _org_code(n: str, as_of, cfg) -> set:
 
 def _business_license(n: str, as_of, cfg) -> set:
     if _uscc_shape(n):
-        return {CHECKSUM} if _uscc_bad(n) else set()
-    if len(n) == 15 and _digits(n):  # legacy registration number, MOD 11,10 (2.6)
-        return {CHECKSUM} if mod11_10_char(n[:14]) != n[14] else set()
+        return _uscc_reasons(n, cfg)
+    if len(n) == 15 and _digits(n):  # legacy registration number, MOD 11,10 (2.6), under a registering division
+        out = {CHECKSUM} if mod11_10_char(n[:14]) != n[14] else set()
+        return out if _division(n[:6], cfg) else out | {CODE}
     return {FORMAT}
 
 
@@ -180,6 +200,16 @@ _CHECKS = {
     # "a USCC, or 6 to 32 letters and digits": every USCC is 18 letters and digits.
     "uscc_or_alnum": _simple(lambda n, cfg: _alnum(n, cfg["alnum_min"], cfg["alnum_max"])),
 }
+
+
+def number_reviews(check: str, number: str, cfg) -> set:
+    """Review flags of one normalised number: a citizen number (18 or 15 digits) under a citizen province
+    code whose six-digit division is not in the GB/T 2260 table."""
+    if check != "citizen_id" or not (_id18_shape(number) or (len(number) == 15 and _digits(number))):
+        return set()
+    if number[:2] in cfg["province_codes"] and number[:6] not in cfg["_divisions"]:
+        return {DIVISION_REVIEW}
+    return set()
 
 
 def number_reasons(check: str, number: str, as_of: dt.date, cfg) -> set:

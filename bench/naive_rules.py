@@ -26,7 +26,7 @@ import unicodedata
 
 import regex
 
-from bench.naive_documents import NUMBER_DEFAULTS, number_reasons
+from bench.naive_documents import NUMBER_DEFAULTS, number_reasons, number_reviews
 
 __all__ = [
     "clean",
@@ -37,7 +37,9 @@ __all__ = [
     "parse_date",
     "parse_timestamp",
     "number_reasons",
+    "number_reviews",
     "name_reasons",
+    "name_charset",
     "address_reasons",
     "prepare",
     "MIDDLE_DOT",
@@ -54,6 +56,7 @@ _HAN_DOT_HAN = regex.compile(r"(?<=\p{Han})[.\uff0e](?=\p{Han})")
 _HAN = regex.compile(r"\p{Han}")
 _ASCII_DIGIT = regex.compile(r"[0-9]")
 _ANY_DIGIT = regex.compile(r"\p{Nd}")
+_NOT_HAN_NAME = regex.compile(r"[\p{Script=Latin}\p{Nd} ]")
 _DATE = regex.compile(
     r"(?P<y>[0-9]{4})(?:[-/.](?P<m>[0-9]{1,2})[-/.](?P<d>[0-9]{1,2})|(?P<m2>[0-9]{2})(?P<d2>[0-9]{2}))"
     r"(?:[T ](?P<H>[0-9]{1,2}):(?P<M>[0-9]{2})(?::(?P<S>[0-9]{2})(?:[.,](?P<f>[0-9]{1,9}))?)?)?"
@@ -178,9 +181,30 @@ def parse_timestamp(value) -> tuple[int | None, bool]:
 # --- the policy, prepared once (the document-number checks: bench/naive_documents.py) ---
 
 
+def _code_tables(policy, numbers: dict) -> None:
+    """The policy's code tables as Python sets (docs/policy.md "Code tables"), read from its YAML section
+    (the default policy's when it has none); the GB/T 2260 codes from the compiled table's text."""
+    import pycountry
+
+    from transforms.scan.policy import load_policy
+
+    section = policy.raw.get("code_tables") or load_policy().raw["code_tables"]
+    numbers["_uscc_categories"] = dict(section["uscc_authorities"]["categories"])
+    numbers["_province_level"] = frozenset(section["province_level_codes"]["codes"])
+    numbers["_national"] = section["national_division"]
+    numbers["_divisions"] = frozenset(line.split("\t")[0] for line in policy.code_tables.divisions.splitlines())
+    countries = section["countries"]
+    alpha3, numeric = set(countries.get("extra_alpha3") or ()), set(countries.get("extra_numeric") or ())
+    if countries.get("pycountry", True):
+        alpha3 |= {c.alpha_3 for c in (*pycountry.countries, *pycountry.historic_countries)}
+        numeric |= {c.numeric for c in pycountry.countries}
+    numbers["_alpha3"], numbers["_numeric"] = frozenset(alpha3), frozenset(numeric)
+
+
 def prepare(policy) -> dict:
     """The policy's sections with their lists turned into lookup sets, once per policy."""
     numbers = {**NUMBER_DEFAULTS, **policy.document_numbers}
+    _code_tables(policy, numbers)
     numbers["province_codes"] = frozenset(numbers["province_codes"])
     numbers["hmt_prefixes"] = frozenset(numbers["hmt_prefixes"])
     numbers["_void_since"] = dt.date.fromisoformat(numbers["first_generation_void_since"])
@@ -195,14 +219,19 @@ def prepare(policy) -> dict:
 # --- regions (docs/policy.md "Regions") ---
 
 
-def region(value, provinces) -> tuple[str | None, bool]:
+def region(value, province_level) -> tuple[str | None, bool]:
     """(the region kept in the output, valid): six ASCII digits under a province-level code, or absent."""
     text = clean(value)
     if text is None:
         return None, True
-    if len(text) == 6 and all("0" <= c <= "9" for c in text) and text[:2] in provinces | {"71", "81", "82"}:
+    if len(text) == 6 and all("0" <= c <= "9" for c in text) and text[:2] in province_level:
         return text, True
     return None, False
+
+
+def name_charset(name: str) -> bool:
+    """A name with Latin letters, digits or a space inside (NAME_CHARSET_REVIEW on mainland documents)."""
+    return _NOT_HAN_NAME.search(name) is not None
 
 
 # --- names and addresses (docs/policy.md "Names", "Addresses"; docs/regulation.md §5, §6) ---

@@ -7,6 +7,7 @@ import unicodedata
 
 import pytest
 
+from tests.support.numbers import fprid_2017, fprid_2023, licence, uscc
 from tests.support.rows import AS_OF, CTX, SALT, organisation, person, raw_table
 from tests.support.scan import classify
 from transforms.scan.checkdigits import mod11_2_char, uscc_char
@@ -72,6 +73,9 @@ def test_terminated_lines_never_need_registration(policy):
     [
         ({"doc_type": "驾驶证"}, "DOC_TYPE_NOT_ACCEPTED"),
         ({"doc_type": "其他"}, "DOC_TYPE_NOT_ACCEPTED"),
+        ({"doc_type": "香港身份证", "doc_number": "A1234567"}, "DOC_TYPE_NOT_ACCEPTED"),
+        ({"doc_type": "FOREIGN_PERMANENT_RESIDENT_ID", "doc_number": fprid_2017("KAA")}, "DOC_NUMBER_CODE"),
+        ({"doc_type": "FOREIGN_PERMANENT_RESIDENT_ID", "doc_number": fprid_2023("99", "840")}, "DOC_NUMBER_CODE"),
         ({"doc_type": "星际通行证"}, "DOC_TYPE_UNKNOWN"),
         ({"doc_type": "营业执照", "doc_number": "91110000600037341L"}, "DOC_TYPE_NOT_ALLOWED_FOR_KIND"),
         ({"doc_number": "1101051949123100"}, "DOC_NUMBER_FORMAT"),
@@ -218,15 +222,19 @@ def test_organisation_rules(policy):
 
 def test_organisation_documents(policy):
     body = "91110108" + "77255161"
-    uscc = body + "1" + uscc_char(body + "1")
+    valid = body + "1" + uscc_char(body + "1")
     cases = {
-        "USCC": ("USCC", uscc, []),
+        "USCC": ("USCC", valid, []),
         "LEGACY": ("BUSINESS_LICENSE", "110108012345670", []),
         "LEGACYBAD": ("BUSINESS_LICENSE", "110108012345671", ["DOC_NUMBER_CHECKSUM"]),
         "ORGCODE": ("ORG_CODE", "60003734-1", []),
         "ORGBAD": ("ORG_CODE", "60003734-2", ["DOC_NUMBER_CHECKSUM"]),
         "PDY": ("ORG_CODE", "PDY00001" + "0", ["DOC_NUMBER_FORMAT"]),
         "EMBEDDED": ("USCC", "91110000600037342P", ["DOC_NUMBER_CHECKSUM"]),
+        "AUTHORITY": ("USCC", uscc("L", "1", "110105"), ["DOC_NUMBER_CODE"]),
+        "PAIR": ("USCC", uscc("8", "8", "110105"), ["DOC_NUMBER_CODE"]),
+        "NATIONAL": ("USCC", uscc("9", "1", "100000"), []),
+        "LEGACY19": ("BUSINESS_LICENSE", licence("190101"), ["DOC_NUMBER_CODE"]),
     }
     rows, _ = classify([organisation(line_id=k, doc_type=t, doc_number=n) for k, (t, n, _) in cases.items()], policy)
     for key, (_, _, reasons) in cases.items():

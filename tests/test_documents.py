@@ -1,140 +1,34 @@
-"""Tests of transforms.scan.documents.check_document_numbers.
+"""Tests of transforms.scan.documents.check_document_numbers: the worked examples and the rules.
 
-The check characters are computed here by small scalar reference
+The check characters are computed by small scalar reference
 implementations written straight from the formulas of docs/regulation.md
-(2.1, 2.4, 2.5, 2.6), independently of transforms.scan.checkdigits. A scalar
-reference of the whole policy (``ref_reasons``) is compared row by row with
-the vectorised result on many random, partly corrupted numbers; the worked
-examples of docs/regulation.md and the boundary cases are asserted one by one.
+(2.1, 2.4, 2.5, 2.6), independently of transforms.scan.checkdigits
+(tests/support/numbers.py). The worked examples of docs/regulation.md and the
+boundary cases are asserted one by one here; tests/test_documents_arrays.py
+compares the scalar reference of the whole policy (tests/support/doc_reference.py)
+with the vectorised result on random numbers and checks the array contract;
+tests/test_code_tables.py tests each code-table rule on its own.
 """
 
 from __future__ import annotations
 
 import datetime
-import random
-import re
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
-from transforms.scan.documents import CHECKS, REASONS, DocumentRules, check_document_numbers
-
-FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH = REASONS
-AS_OF = datetime.date(2024, 6, 30)
-RULES = DocumentRules()
-PROVINCES = sorted(RULES.province_codes)
-USCC_SET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-
-
-# ---- independent scalar references (docs/regulation.md) -----------------------------------------
-
-
-def ref_mod11_2(body17: str) -> str:
-    """2.1: W[i] = 2^(17-i) mod 11, C = "10X98765432"[S mod 11]."""
-    s = sum(int(c) * pow(2, 17 - i, 11) for i, c in enumerate(body17))
-    return "10X98765432"[s % 11]
-
-
-def ref_uscc(body17: str) -> str:
-    """2.4: W_i = 3^i mod 31, C18 = CHARSET[(31 - S mod 31) mod 31]."""
-    s = sum(USCC_SET.index(c) * pow(3, i, 31) for i, c in enumerate(body17))
-    return USCC_SET[(31 - s % 31) % 31]
-
-
-def ref_gb11714(body8: str) -> str:
-    """2.5: C9 = 11 - (S mod 11), A=10..Z=35; 10 -> X, 11 -> 0."""
-    s = sum(int(c, 36) * w for c, w in zip(body8, [3, 7, 9, 10, 5, 8, 4, 2]))
-    c9 = 11 - s % 11
-    return {10: "X", 11: "0"}.get(c9, str(c9))
-
-
-def ref_mod11_10(body14: str) -> str:
-    """2.6: ISO 7064 MOD 11,10."""
-    p = 10
-    for d in body14:
-        s = (p + int(d)) % 10 or 10
-        p = (2 * s) % 11
-    return str((11 - p) % 10)
-
-
-def ref_birth_ok(y: int, m: int, d: int, as_of: datetime.date, max_age: int = 150) -> bool:
-    try:
-        born = datetime.date(y, m, d)
-    except ValueError:
-        return False
-    return born <= as_of and (y, m, d) >= (as_of.year - max_age, as_of.month, as_of.day)
-
-
-def _full(pattern: str, x: str) -> bool:
-    return re.fullmatch(pattern, x) is not None
-
-
-def ref_reasons(kind: str, x: str, as_of: datetime.date = AS_OF) -> set[str]:
-    """The rules of docs/policy.md, one number at a time."""
-    prov = RULES.province_codes
-    id18 = _full(r"[0-9]{17}[0-9X]", x)
-
-    def id18_checks() -> set[str]:
-        out = set()
-        if ref_mod11_2(x[:17]) != x[17]:
-            out.add(CHECKSUM)
-        if not ref_birth_ok(int(x[6:10]), int(x[10:12]), int(x[12:14]), as_of):
-            out.add(BIRTH)
-        return out
-
-    new_fprid = id18 and x[0] == "9" and x[1:3] in prov
-    if kind == "citizen_id":
-        if _full(r"[0-9]{15}", x):
-            out = {FIRST_GEN} if as_of >= datetime.date(2013, 1, 1) else set()
-            if not ref_birth_ok(1900 + int(x[6:8]), int(x[8:10]), int(x[10:12]), as_of):
-                out.add(BIRTH)
-            return out | ({REGION} if x[:2] not in prov else set())
-        if not id18:
-            return {FORMAT}
-        out = id18_checks() | ({REGION} if x[:2] not in prov else set())
-        return out | ({MISMATCH} if x[:6] in RULES.hmt_prefixes or new_fprid else set())
-    if kind == "hmt_residence_permit":
-        if id18 and x[:6] in RULES.hmt_prefixes:
-            return id18_checks()
-        if id18 and (x[:2] in prov or new_fprid):
-            return id18_checks() | {MISMATCH}
-        return {FORMAT}
-    if kind == "foreign_permanent_resident_id":
-        if id18 and x[0] == "9":
-            return id18_checks()
-        if id18 and x[0] in "12345678":
-            return id18_checks() | {MISMATCH}
-        if _full(r"[A-Z]{3}[0-9]{12}", x):
-            yy, mm, dd = int(x[7:9]), int(x[9:11]), int(x[11:13])
-            ok = ref_birth_ok(1900 + yy, mm, dd, as_of) or ref_birth_ok(2000 + yy, mm, dd, as_of)
-            return set() if ok else {BIRTH}
-        return {FORMAT}
-    if kind == "hk_macao_permit":
-        return set() if _full(r"[HM]([0-9]{8}|[0-9]{10})", x) else {FORMAT}
-    if kind == "taiwan_permit":
-        return set() if _full(r"[0-9]{8}|[0-9]{10}(\([A-Z]\))?", x) else {FORMAT}
-    if kind == "passport":
-        return set() if _full(r"[A-Z0-9]{5,17}", x) else {FORMAT}
-    if kind == "free_text":
-        ok = 4 <= len(x) <= 32 and x not in RULES.number_placeholders and len(set(x)) > 1
-        return set() if ok else {FORMAT}
-    if kind in ("uscc", "business_license") and len(x) == 18:
-        if not all(c in USCC_SET for c in x):
-            return {FORMAT}
-        bad = ref_uscc(x[:17]) != x[17] or ref_gb11714(x[8:16]) != x[16]
-        return {CHECKSUM} if bad else set()
-    if kind == "business_license" and _full(r"[0-9]{15}", x):
-        return {CHECKSUM} if ref_mod11_10(x[:14]) != x[14] else set()
-    if kind in ("uscc", "business_license"):
-        return {FORMAT}
-    if kind == "org_code":
-        if not _full(r"[0-9A-Z]{8}[0-9X]", x) or x.startswith("PDY"):
-            return {FORMAT}
-        return {CHECKSUM} if ref_gb11714(x[:8]) != x[8] else set()
-    if kind == "uscc_or_alnum":
-        return set() if _full(r"[A-Z0-9]{6,32}", x) else {FORMAT}
-    raise AssertionError(kind)
+from tests.support.doc_reference import (
+    BIRTH,
+    CHECKSUM,
+    FIRST_GEN,
+    FORMAT,
+    MISMATCH,
+    REGION,
+    RULES,
+    one,
+    reasons_of,
+)
+from tests.support.numbers import citizen, ref_gb11714, ref_mod11_10, ref_mod11_2, ref_uscc
+from transforms.scan.documents import DocumentRules
 
 
 def test_references_reproduce_the_worked_examples():
@@ -148,135 +42,6 @@ def test_references_reproduce_the_worked_examples():
     assert ref_gb11714("60003734") == "1" and ref_gb11714("MA1BUFLT") == "4"
     assert ref_gb11714("10000018") == "X" and ref_gb11714("10000004") == "0"
     assert ref_mod11_10("11010801234567") == "0"
-
-
-# ---- helpers ------------------------------------------------------------------------------
-
-
-def reasons_of(
-    kind: str | None, numbers: list[str | None], as_of: datetime.date = AS_OF, rules: DocumentRules = RULES
-) -> list[set[str]]:
-    out = check_document_numbers(
-        pa.array([kind] * len(numbers), pa.string()), pa.array(numbers, pa.string()), as_of, rules
-    )
-    return [{r for r in REASONS if out[r][i]} for i in range(len(numbers))]
-
-
-def one(kind: str, number: str, as_of: datetime.date = AS_OF, **rules) -> set[str]:
-    return reasons_of(kind, [number], as_of, DocumentRules(**rules))[0]
-
-
-def citizen(region: str, ymd: str, seq: str = "001") -> str:
-    body = region + ymd + seq
-    return body + ref_mod11_2(body)
-
-
-def with_wrong_last(number: str, alphabet: str) -> str:
-    return number[:-1] + next(c for c in alphabet if c != number[-1])
-
-
-# ---- random numbers: generated valid, then corrupted ---------------------------------------
-
-
-def _random_date(rng: random.Random) -> str:
-    y = rng.choice([rng.randrange(1860, 2030), 1900, 2000, 1874, 2024])
-    m = rng.choice([2, 2, rng.randrange(0, 14)])
-    d = rng.choice([29, 30, 31, rng.randrange(0, 32)])
-    return f"{y:04d}{m:02d}{d:02d}"
-
-
-def _valid(kind: str, rng: random.Random) -> str:
-    digits = lambda k: "".join(rng.choice("0123456789") for _ in range(k))  # noqa: E731
-    if kind in ("citizen_id", "hmt_residence_permit", "foreign_permanent_resident_id"):
-        region = {
-            "citizen_id": rng.choice(PROVINCES) + digits(4),
-            "hmt_residence_permit": rng.choice(RULES.hmt_prefixes),
-            "foreign_permanent_resident_id": "9" + rng.choice(PROVINCES) + digits(3),
-        }[kind]
-        if kind == "citizen_id" and rng.random() < 0.15:  # first generation
-            return region + _random_date(rng)[2:] + digits(3)
-        if kind == "foreign_permanent_resident_id" and rng.random() < 0.3:  # 2004/2017 card
-            return "".join(rng.choice("ABCUSZ") for _ in range(3)) + digits(4) + _random_date(rng)[2:] + digits(2)
-        return citizen(region, _random_date(rng), digits(3))
-    if kind == "hk_macao_permit":
-        return rng.choice("HM") + digits(rng.choice([8, 10]))
-    if kind == "taiwan_permit":
-        return rng.choice([digits(8), digits(10), digits(10) + "(" + rng.choice("ABDX") + ")"])
-    if kind == "passport":
-        return "".join(rng.choice("EGKP0123456789") for _ in range(rng.randrange(5, 18)))
-    if kind == "free_text":
-        return rng.choice(["南字第", "武字第", "", "JUN"]) + digits(rng.randrange(1, 10))
-    body = "".join(rng.choice(USCC_SET[:10] + "ABCMNP") for _ in range(8))
-    org = body + ref_gb11714(body)
-    uscc = rng.choice("15932NY") + rng.choice("123") + digits(6) + org
-    uscc += ref_uscc(uscc)
-    if kind == "org_code":
-        return org
-    if kind == "business_license" and rng.random() < 0.4:
-        legacy = digits(14)
-        return legacy + ref_mod11_10(legacy)
-    return uscc
-
-
-def _corrupt(x: str, rng: random.Random) -> str:
-    roll = rng.random()
-    pos = rng.randrange(len(x)) if x else 0
-    noise = rng.choice("0123456789X9AIOZ中(-/ ")
-    if roll < 0.35:
-        return x
-    if roll < 0.55:  # wrong check character
-        return x[:-1] + rng.choice("0123456789XYL")
-    if roll < 0.7:
-        return x[:pos] + noise + x[pos + 1 :]
-    if roll < 0.8:
-        return x[:pos] + x[pos + 1 :]
-    if roll < 0.9:
-        return x[:pos] + noise + x[pos:]
-    prefixes = ["810000", "820000", "911840", "110105", "990000", "000000", "PDY000", "NULL00"]
-    return rng.choice(prefixes) + x[6:]
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_mixed_batch_matches_the_scalar_reference(seed: int):
-    rng = random.Random(seed)
-    kinds = [rng.choice(CHECKS) for _ in range(6000)]
-    numbers = [_corrupt(_valid(k, rng), rng) for k in kinds]
-    out = check_document_numbers(pa.array(kinds), pa.array(numbers), AS_OF)
-    seen = {k: set() for k in CHECKS}
-    for i, (kind, x) in enumerate(zip(kinds, numbers)):
-        got = {r for r in REASONS if out[r][i]}
-        assert got == ref_reasons(kind, x), (kind, x)
-        seen[kind] |= got or {"valid"}
-    # The batch really exercises the branches (else this test would prove little).
-    assert seen["citizen_id"] == set(REASONS) | {"valid"}
-    assert seen["hmt_residence_permit"] == {FORMAT, CHECKSUM, BIRTH, MISMATCH, "valid"}
-    assert seen["foreign_permanent_resident_id"] == {FORMAT, CHECKSUM, BIRTH, MISMATCH, "valid"}
-    for kind in ("uscc", "org_code", "business_license"):
-        assert seen[kind] == {FORMAT, CHECKSUM, "valid"}
-
-
-@pytest.mark.parametrize(
-    "kind,widths,alphabet",
-    [
-        ("citizen_id", (18,), "0123456789X"),
-        ("hmt_residence_permit", (18,), "0123456789X"),
-        ("foreign_permanent_resident_id", (18,), "0123456789X"),
-        ("uscc", (18,), USCC_SET),
-        ("org_code", (9,), "0123456789X"),
-        ("business_license", (15, 18), "0123456789"),
-    ],
-)
-def test_generated_check_characters_pass_and_any_other_fails(kind: str, widths: tuple, alphabet: str):
-    rng = random.Random(kind)
-    good = []
-    while len(good) < 500:  # random bodies, check character from the reference
-        x = _valid(kind, rng)
-        if len(x) in widths and ref_reasons(kind, x) == set():
-            good.append(x)
-    assert {len(x) for x in good} == set(widths)
-    assert all(r == set() for r in reasons_of(kind, good))
-    bad = [with_wrong_last(x, rng.sample(alphabet, len(alphabet))) for x in good]
-    assert all(r == {CHECKSUM} for r in reasons_of(kind, bad))
 
 
 # ---- docs/regulation.md worked examples --------------------------------------------------------------
@@ -422,7 +187,7 @@ def test_business_licence_both_branches_domain_2_4_and_2_6():
     ) == [set(), {CHECKSUM}, set(), {CHECKSUM}, {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}]
 
 
-def test_travel_permits_passports_and_free_text_of_domain_2_7():
+def test_travel_permits_and_passports_of_domain_2_7():
     assert reasons_of(
         "hk_macao_permit",
         [
@@ -458,6 +223,9 @@ def test_travel_permits_passports_and_free_text_of_domain_2_7():
             "Ｅ12345678",
         ],
     ) == [set(), set(), {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}, {FORMAT}]
+
+
+def test_military_and_police_free_text_of_domain_2_7():
     assert (
         reasons_of(
             "free_text",
@@ -566,79 +334,3 @@ def test_custom_rules_are_used():
     assert one("uscc_or_alnum", "ABC12", alnum_min=5) == set()
     with pytest.raises(ValueError):
         one("citizen_id", x, province_codes=frozenset({"1"}))
-
-
-# ---- the array contract ---------------------------------------------------------------------
-
-
-def test_nulls_get_no_reason_and_every_key_is_present():
-    out = check_document_numbers(
-        pa.array([None, "citizen_id", None, "passport"]), pa.array(["bad", None, None, "!"]), AS_OF
-    )
-    assert set(out) == set(REASONS)
-    for hits in out.values():
-        assert hits.dtype == np.bool_ and hits.shape == (4,)
-    assert out[FORMAT].tolist() == [False, False, False, True]
-    assert not any(out[r][:3].any() for r in REASONS)
-    empty = check_document_numbers(pa.array([], pa.string()), pa.array([], pa.string()), AS_OF)
-    assert all(v.shape == (0,) for v in empty.values()) and set(empty) == set(REASONS)
-    nothing = check_document_numbers(pa.nulls(2, pa.string()), pa.array(["x", "y"]), AS_OF)
-    assert not any(v.any() for v in nothing.values())
-
-
-def _mixed(n: int = 400, seed: int = 7) -> tuple[list, list]:
-    rng = random.Random(seed)
-    kinds = [rng.choice(CHECKS + (None,)) for _ in range(n)]
-    numbers = [None if rng.random() < 0.05 else _corrupt(_valid(k or "uscc", rng), rng) for k in kinds]
-    return kinds, numbers
-
-
-def _expected(kinds: list, numbers: list) -> dict[str, np.ndarray]:
-    sets = [ref_reasons(k, x) if k is not None and x is not None else set() for k, x in zip(kinds, numbers)]
-    return {r: np.array([r in s for s in sets], bool) for r in REASONS}
-
-
-def _assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    for r in REASONS:
-        np.testing.assert_array_equal(got[r], want[r], err_msg=r)
-
-
-def test_sliced_arrays_with_different_offsets():
-    kinds, numbers = _mixed()
-    checks, values = pa.array(["uscc"] * 3 + kinds)[3:], pa.array(["x"] * 5 + numbers)[5:]
-    assert (checks.offset, values.offset) == (3, 5)
-    got = check_document_numbers(checks, values, AS_OF)
-    _assert_same(got, _expected(kinds, numbers))
-    got = check_document_numbers(pa.array(kinds)[17:301], pa.array(numbers)[17:301], AS_OF)
-    _assert_same(got, _expected(kinds[17:301], numbers[17:301]))
-
-
-def test_chunked_dictionary_and_large_string_inputs():
-    kinds, numbers = _mixed(seed=8)
-    want = _expected(kinds, numbers)
-    chunked = check_document_numbers(
-        pa.chunked_array([pa.array(kinds[:150], pa.string()), pa.array(kinds[150:], pa.string())]),
-        pa.chunked_array([pa.array(numbers[:10]), pa.array(numbers[10:])]),
-        AS_OF,
-    )
-    _assert_same(chunked, want)
-    encoded = check_document_numbers(pa.array(kinds).dictionary_encode(), pa.array(numbers, pa.large_string()), AS_OF)
-    _assert_same(encoded, want)
-
-
-def test_bad_calls_raise_without_echoing_values():
-    with pytest.raises(ValueError) as caught:
-        check_document_numbers(pa.array(["11010519491231002X"]), pa.array(["11010519491231002X"]), AS_OF)
-    assert "11010519491231002X" not in str(caught.value)
-    with pytest.raises(ValueError):
-        check_document_numbers(pa.array(["uscc"]), pa.array(["a", "b"]), AS_OF)
-    # A kind that no row with a number uses is not an error.
-    out = check_document_numbers(
-        pa.array(["no_such_kind", "uscc"]).dictionary_encode()[1:], pa.array(["91110000600037341L"]), AS_OF
-    )
-    assert not any(v.any() for v in out.values())
-
-
-def test_datetime_as_of_is_taken_as_its_date():
-    x = citizen("110101", "20240630")
-    assert one("citizen_id", x, datetime.datetime(2024, 6, 30, 23, 59)) == set()

@@ -10,7 +10,7 @@ import yaml
 import schemas
 from tests.support.rows import person
 from tests.support.scan import classify
-from transforms.scan.policy import PolicyError, load_policy
+from transforms.scan.policy import NOT_ACCEPTED, PolicyError, load_policy
 from transforms.core.reasons import CATALOGUE
 
 
@@ -31,6 +31,19 @@ def test_default_policy_loads_and_pickles(policy):
     assert pickle.loads(pickle.dumps(policy)).version == policy.version
     assert policy.label_lookup["身份证"] == "RESIDENT_ID"
     assert policy.doc_line_limit == 5
+    # Documents marked not accepted: their labels are DOC_TYPE_NOT_ACCEPTED, they have no number check.
+    assert "HK_IDENTITY_CARD" in policy.not_accepted_documents and "HK_IDENTITY_CARD" not in policy.documents
+    assert policy.label_lookup["香港身份证"] == policy.label_lookup["驾驶证"] == NOT_ACCEPTED
+    # Every code table names its source and date, and travels with the policy.
+    tables = pickle.loads(pickle.dumps(policy)).code_tables
+    assert tables == policy.code_tables and len(tables.digest) == 64
+    assert [name for name, _ in tables.sources] == [
+        "uscc_authorities",
+        "province_level_codes",
+        "divisions",
+        "countries",
+    ]
+    assert all(";" in source for _, source in tables.sources)
 
 
 def test_override_changes_behaviour(tmp_path):

@@ -51,6 +51,14 @@ _LINE = [
         "GB 11643, GB/T 2260; docs/regulation.md §2.1",
     ),
     (
+        "DOC_NUMBER_CODE",
+        "a coded part of the number is not in its code table: a USCC's registration authority and category "
+        "(positions 1-2) or registering division (3-8), a 15-digit licence's registering division, a permanent "
+        "resident ID's nationality (ISO 3166-1 alpha-3 on the 2004/2017 card, numeric on the 2023 card) or province",
+        "GB 32100-2015 tables 1-2 as amended, GB/T 2260, GB/T 2659 (ISO 3166-1 via pycountry); "
+        "docs/regulation.md §2.3, §2.4, §2.6, §2.8",
+    ),
+    (
         "DOC_NUMBER_FIRST_GENERATION",
         "15-digit first-generation resident ID, void since 2013-01-01",
         "docs/regulation.md §2.1",
@@ -101,6 +109,19 @@ _FLAGS = [
         "the line's region is not a six-digit GB/T 2260 division code under a province-level code; the value is "
         "left out of every output (region empty) so that no announcement or report row carries it",
         "GB/T 2260; docs/policy.md Regions",
+    ),
+    (
+        "DOC_NUMBER_DIVISION_REVIEW",
+        "a resident ID (or household register, temporary ID) number whose six-digit division is under a province "
+        "code but not in the GB/T 2260 table of current and historical codes; the number stays valid, a person "
+        "should confirm",
+        "GB 11643, GB/T 2260 (python-stdnum's table and the MCA/NBS lists 1980-2019); docs/regulation.md §2.8",
+    ),
+    (
+        "NAME_CHARSET_REVIEW",
+        "a person's name on a mainland document (resident ID, household register, military or armed police ID) "
+        "with Latin letters, digits or spaces inside; a person should confirm",
+        "GB 11643 (names in Chinese characters); docs/regulation.md §5; docs/policy.md Names",
     ),
 ]
 _DEAD = [

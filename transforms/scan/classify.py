@@ -28,7 +28,7 @@ from schemas import arrow_schema
 from transforms.scan.dates import parse_dates, parse_timestamps
 from transforms.scan.arrow_columns import _column, _np, bits_to_lists, lookup, per_distinct
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
-from transforms.scan.identity_text import check_addresses, check_names
+from transforms.scan.identity_text import check_addresses, check_names, name_charset_review
 from transforms.scan.keyed_hash import keyed_hash
 from transforms.scan.normalize import (
     clean_text,
@@ -139,7 +139,7 @@ def _check_handler(table: pa.Table, is_org: np.ndarray, policy: Policy, as_of, r
 
     Only organisations have a handler to check, so only their rows are looked at.
     """
-    from transforms.scan.documents import check_document_numbers
+    from transforms.scan.documents import REASONS, check_document_numbers
 
     missing_all = np.zeros(len(is_org), bool)
     invalid_all = np.zeros(len(is_org), bool)
@@ -164,7 +164,7 @@ def _check_handler(table: pa.Table, is_org: np.ndarray, policy: Policy, as_of, r
     check = lookup(code, person_docs)
     bad_type = type_present & ~_np(check.is_valid())
     results = check_document_numbers(check, number, as_of, rules)
-    bad = bad_type | np.logical_or.reduce(list(results.values()))
+    bad = bad_type | np.logical_or.reduce([results[r] for r in REASONS])
     names = check_names(name, np.ones(len(org_rows), bool), policy.names)
     bad |= np.logical_or.reduce(list(names.values()))
     missing_all[org_rows] = missing
@@ -216,6 +216,7 @@ class _Identity:
     review: np.ndarray
     number: pa.Array
     name: pa.Array
+    flags: np.ndarray  # uint8 FLAG_BIT of the row's own review flags (division, name charset)
 
 
 def _missing_bits(bits: _Bits, present: dict, is_org: np.ndarray, policy: Policy) -> None:
@@ -227,9 +228,12 @@ def _missing_bits(bits: _Bits, present: dict, is_org: np.ndarray, policy: Policy
         bits.set(_FIELD_MISSING[field], required & ~here)
 
 
-def _document_bits(bits: _Bits, code, type_present, number, subscriber_kind, policy: Policy, as_of, rules) -> None:
-    """Document type (Art. 7, 8; docs/regulation.md §1.3) and document number checks."""
-    from transforms.scan.documents import check_document_numbers
+def _document_bits(
+    bits: _Bits, code, type_present, number, subscriber_kind, policy: Policy, as_of, rules
+) -> np.ndarray:
+    """Document type (Art. 7, 8; docs/regulation.md §1.3) and document number checks; returns the
+    document's review flags (uint8 FLAG_BIT)."""
+    from transforms.scan.documents import REASONS, REVIEWS, check_document_numbers
 
     not_accepted = _np(pc.equal(code, NOT_ACCEPTED))
     bits.set("DOC_TYPE_UNKNOWN", type_present & ~_np(code.is_valid()))
@@ -237,8 +241,13 @@ def _document_bits(bits: _Bits, code, type_present, number, subscriber_kind, pol
     doc_kind = lookup(code, {c: kind for c, (kind, _) in policy.documents.items()})
     bits.set("DOC_TYPE_NOT_ALLOWED_FOR_KIND", _np(pc.not_equal(doc_kind, subscriber_kind)))
     check = lookup(code, {c: chk for c, (_, chk) in policy.documents.items()})
-    for reason, mask in check_document_numbers(check, number, as_of, rules).items():
-        bits.set(reason, mask)
+    results = check_document_numbers(check, number, as_of, rules)
+    for reason in REASONS:
+        bits.set(reason, results[reason])
+    flags = np.zeros(len(number), np.uint8)
+    for review in REVIEWS:
+        flags |= np.where(results[review], FLAG_BIT[review], 0).astype(np.uint8)
+    return flags
 
 
 def _check_identity(raw: pa.Table, kind: pa.Array, policy: Policy, as_of: dt.date) -> _Identity:
@@ -258,15 +267,20 @@ def _check_identity(raw: pa.Table, kind: pa.Array, policy: Policy, as_of: dt.dat
     }
     bits = _Bits(raw.num_rows)
     _missing_bits(bits, present, is_org, policy)
-    _document_bits(bits, code, type_present, number, kind, policy, as_of, rules)
-    for reason, mask in check_names(name, ~is_org, policy.names).items():
+    flags = _document_bits(bits, code, type_present, number, kind, policy, as_of, rules)
+    names = check_names(name, ~is_org, policy.names)
+    for reason, mask in names.items():
         bits.set(reason, mask)
+    # A person's name on a mainland document is in Chinese characters (docs/policy.md "Names"); junk is junk only.
+    han_docs = pa.array(policy.names.get("han_only_documents", []), pa.string())
+    han_only = ~is_org & ~names["NAME_PLACEHOLDER"] & _np(pc.is_in(code, value_set=han_docs))
+    flags |= np.where(name_charset_review(name, han_only), FLAG_BIT["NAME_CHARSET_REVIEW"], 0).astype(np.uint8)
     for reason, mask in check_addresses(address, policy.addresses).items():
         bits.set(reason, mask)
     handler_missing, handler_invalid = _check_handler(raw, is_org, policy, as_of, rules)
     bits.set("HANDLER_MISSING", handler_missing)
     bits.set("HANDLER_INVALID", handler_invalid)
-    return _Identity(bits, present, review, number, name)
+    return _Identity(bits, present, review, number, name, flags)
 
 
 def _status_codes(identity: _Identity) -> np.ndarray:
@@ -293,16 +307,12 @@ def _cross_record_keys(identity: _Identity, salt: str) -> tuple[pa.Array, pa.Arr
     return doc_key, name_key
 
 
-# Province-level codes of GB/T 2260 a line's region may start with: the citizens' provinces of the policy's
-# document rules, Taiwan (71) and the two SARs (81, 82) (docs/policy.md "Regions").
-_REGION_EXTRA_PROVINCES = ("71", "81", "82")
-
-
 def checked_regions(values: pa.Array, policy: Policy) -> tuple[pa.Array, np.ndarray]:
     """(regions, valid): the normalised region codes with every invalid one nulled, and a mask that is
-    False where a present value is not six digits under a province-level code. Checked per distinct value."""
+    False where a present value is not six digits under a province-level code of the policy's code tables
+    (docs/policy.md "Regions"). Checked per distinct value."""
     region = per_distinct(values, clean_text)
-    provinces = pa.array(sorted(set(policy.document_rules().province_codes) | set(_REGION_EXTRA_PROVINCES)))
+    provinces = pa.array(sorted(policy.code_tables.province_level), pa.string())
     shaped = pc.match_substring_regex(region, r"^[0-9]{6}$")
     known = pc.is_in(pc.utf8_slice_codeunits(region, 0, 2), value_set=provinces)
     valid = pc.fill_null(pc.and_(shaped, known), False)
@@ -321,7 +331,7 @@ def _classified_table(
     terminated_line = _np(pc.equal(enums["status"], "TERMINATED"))
     doc_key, name_key = _cross_record_keys(identity, salt)
     region, region_ok = checked_regions(col("region"), policy)
-    flag_bits = np.where(identity.review, FLAG_BIT["DOC_TYPE_LABEL_REVIEW"], 0).astype(np.uint8)
+    flag_bits = identity.flags | np.where(identity.review, FLAG_BIT["DOC_TYPE_LABEL_REVIEW"], 0).astype(np.uint8)
     flag_bits |= np.where(region_ok, 0, FLAG_BIT["REGION_INVALID"]).astype(np.uint8)
     columns = {
         "line_id": line.line_id,

@@ -4,8 +4,14 @@ What: :func:`check_document_numbers` takes, per row, a check kind (one of
 :data:`CHECKS`; the policy picks it from the document type) and an already
 normalised document number (NFKC, upper-cased, spaces and hyphens removed),
 and returns one boolean vector per reason code of :data:`REASONS`, as listed in
-docs/policy.md, "Document numbers". Every failed check of a row is reported, except that a
-row with ``DOC_NUMBER_FORMAT`` gets no other reason.
+docs/policy.md, "Document numbers", and per review flag of :data:`REVIEWS`. Every
+failed check of a row is reported, except that a row with ``DOC_NUMBER_FORMAT``
+gets no other reason. The coded parts of a number (a USCC's authority, category
+and division, a licence's division, a permanent-resident number's nationality and
+province) are looked up in the policy's code tables (:mod:`transforms.scan.code_tables`):
+a part outside its table is ``DOC_NUMBER_CODE``; a citizen number's six-digit
+division outside the GB/T 2260 table is only the review flag
+``DOC_NUMBER_DIVISION_REVIEW`` (an incomplete table must not fail a lawful number).
 
 How: the kind column is dictionary-encoded once; for each kind present its
 rows are taken out, checked, and the verdicts scattered back. Fixed-width
@@ -27,7 +33,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import functools
 import unicodedata
@@ -38,8 +43,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.scan.checkdigits import USCC_CHARSET, char_matrix, gb11714, mod11_10, mod11_2, uscc_mod31
+from transforms.scan.code_tables import alpha3_table, byte_pairs, numeric_table, pair_table
+from transforms.scan.divisions import divisions_known
+from transforms.scan.document_rules import DocumentRules
 
-__all__ = ["DocumentRules", "CHECKS", "REASONS", "check_document_numbers"]
+__all__ = ["DocumentRules", "CHECKS", "REASONS", "REVIEWS", "check_document_numbers"]
 
 CHECKS = (
     "citizen_id",
@@ -62,58 +70,11 @@ REASONS = (
     "DOC_NUMBER_REGION",
     "DOC_NUMBER_FIRST_GENERATION",
     "DOC_TYPE_MISMATCH",
+    "DOC_NUMBER_CODE",
 )
-FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH = REASONS
-
-# GB/T 2260 province-level codes (docs/policy.md "Document numbers"; docs/regulation.md §2.1).
-_PROVINCES = frozenset(
-    f"{c}" for lo, hi in ((11, 15), (21, 23), (31, 37), (41, 46), (50, 54), (61, 65)) for c in range(lo, hi + 1)
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class DocumentRules:
-    """The tunable part of the document-number policy (defaults: docs/policy.md "Document numbers")."""
-
-    province_codes: frozenset[str] = _PROVINCES
-    max_age_years: int = 150
-    first_generation_void_since: datetime.date = datetime.date(2013, 1, 1)
-    hmt_prefixes: tuple[str, ...] = ("810000", "820000", "830000")
-    free_text_min: int = 4  # MILITARY_ID, ARMED_POLICE_ID
-    free_text_max: int = 32
-    # Compared to the normalised value. docs/policy.md's list plus keyboard runs;
-    # docs/regulation.md §6 found no source for them, they are plausible junk.
-    number_placeholders: tuple[str, ...] = (
-        "无",
-        "暂无",
-        "空",
-        "未知",
-        "不详",
-        "待补",
-        "待补充",
-        "其他",
-        "测试",
-        "TEST",
-        "NULL",
-        "NONE",
-        "NIL",
-        "N/A",
-        "NA",
-        "UNKNOWN",
-        "123456",
-        "1234567",
-        "12345678",
-        "123456789",
-        "1234567890",
-        "0123456789",
-        "000000",
-    )
-    passport_min: int = 5
-    passport_max: int = 17
-    alnum_min: int = 6  # PUBLIC_INSTITUTION_CERT / SOCIAL_GROUP_CERT free form
-    alnum_max: int = 32
-    org_code_reserved_prefixes: tuple[str, ...] = ("PDY",)
-
+FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH, CODE = REASONS
+REVIEWS = ("DOC_NUMBER_DIVISION_REVIEW",)
+(DIVISION_REVIEW,) = REVIEWS
 
 _Verdicts = dict[str, np.ndarray]
 _X = ord("X")
@@ -202,6 +163,22 @@ def _new_fprid(m: np.ndarray, provinces: np.ndarray) -> np.ndarray:
     return (m[:, 0] == ord("9")) & provinces[m[:, 1], m[:, 2]]
 
 
+def _division_ok(m: np.ndarray, start: int, rules: DocumentRules) -> np.ndarray:
+    """Six digits at ``[start, start + 6)``: a province-level code and four digits, or the national-level
+    code (a USCC's positions 3-8, a licence's first six digits; docs/regulation.md §2.4, §2.6, §2.8)."""
+    tables = rules.code_tables()
+    national = np.frombuffer(tables.national_division.encode(), np.uint8)
+    body = m[:, start : start + 6]
+    provinces = byte_pairs(_province_pairs(tables.province_level), m, start)
+    return _digits(body).all(axis=1) & (provinces | (body == national).all(axis=1))
+
+
+def _unlisted_division(m: np.ndarray, rows: np.ndarray, rules: DocumentRules) -> np.ndarray:
+    """Rows whose first six digits are not a code of the GB/T 2260 table (current and historical)."""
+    known = divisions_known(rules.code_tables().divisions)
+    return rows & ~known[np.where(rows, _number(m, 0, 6), 0)]
+
+
 def _citizen_id(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
     # 2.1: 18 digits (GB 11643-1999), or the void 15-digit first generation (GB 11643-1989).
     provinces = _province_pairs(frozenset(rules.province_codes))
@@ -224,6 +201,9 @@ def _citizen_id(values: pa.Array, as_of: datetime.date, rules: DocumentRules) ->
         REGION: (ok18 & ~region18) | (ok15 & ~region15),
         FIRST_GEN: ok15 & (as_of >= rules.first_generation_void_since),
         MISMATCH: ok18 & other,
+        # docs/regulation.md §2.8: a review flag, never a failure.
+        DIVISION_REVIEW: _unlisted_division(m, ok18 & region18, rules)
+        | _unlisted_division(m15, ok15 & region15, rules),
     }
 
 
@@ -251,28 +231,37 @@ def _foreign_permanent_resident_id(values: pa.Array, as_of: datetime.date, rules
     old = fits15 & _uppers(m15[:, :3]).all(axis=1) & _digits(m15[:, 3:]).all(axis=1)
     yy, mm, dd = _number(m15, 7, 9), _number(m15, 9, 11), _number(m15, 11, 13)
     old_birth = _birth_ok(1900 + yy, mm, dd, as_of, rules) | _birth_ok(2000 + yy, mm, dd, as_of, rules)
+    # §2.8: the 2017 card's nationality is ISO 3166-1 alpha-3; the 2023 card's province a province-level
+    # code and its nationality ISO 3166-1 numeric.
+    tables = rules.code_tables()
+    letters = m15[:, :3].astype(np.int64) - 65
+    alpha3 = alpha3_table(tables.alpha3)[np.where(old, letters @ np.array([676, 26, 1]), 0)]
+    province = byte_pairs(_province_pairs(tables.province_level), m, 1)
+    nationality = numeric_table(tables.numeric)[np.where(new, _number(m, 3, 6), 0)]
     return {
         FORMAT: ~(checked18 | old),
         MISMATCH: citizen_shaped,
         CHECKSUM: checked18 & bad_check,
         BIRTH: (checked18 & bad_birth) | (old & ~old_birth),
+        CODE: (new & ~(province & nationality)) | (old & ~alpha3),
     }
 
 
-def _uscc_parts(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Format mask and checksum failure of unified social credit codes (2.4)."""
+def _uscc_parts(values: pa.Array, rules: DocumentRules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Format mask, checksum failure and code failure of unified social credit codes (2.4, 2.8)."""
     m, fits = _matrix(values, 18)
     ok = fits & _USCC_SET[m].all(axis=1)
     # Mod-31 check char, and the embedded organisation code [8:17] with its own
-    # GB 11714 check (A=10..Z=35, not the USCC values: 2.4, 2.5). The authority
-    # and category table is a warning only (2.4), so it is not checked here.
+    # GB 11714 check (A=10..Z=35, not the USCC values: 2.4, 2.5).
     bad = (uscc_mod31(m[:, :17]) != m[:, 17]) | (gb11714(m[:, 8:16]) != m[:, 16])
-    return ok, ok & bad
+    # The authority + category pair (positions 1-2) and the registering division (3-8) of the code tables.
+    coded = byte_pairs(pair_table(rules.code_tables().uscc_pairs), m, 0) & _division_ok(m, 2, rules)
+    return ok, ok & bad, ok & ~coded
 
 
 def _uscc(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
-    ok, bad = _uscc_parts(values)
-    return {FORMAT: ~ok, CHECKSUM: bad}
+    ok, bad, uncoded = _uscc_parts(values, rules)
+    return {FORMAT: ~ok, CHECKSUM: bad, CODE: uncoded}
 
 
 def _org_code(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
@@ -285,11 +274,15 @@ def _org_code(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _
 
 
 def _business_license(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
-    # A USCC (2.4) or the legacy 15-digit registration number, MOD 11,10 (2.6).
-    uscc_ok, uscc_bad = _uscc_parts(values)
+    # A USCC (2.4) or the legacy 15-digit registration number, MOD 11,10 (2.6), under a registering division (2.8).
+    uscc_ok, uscc_bad, uscc_uncoded = _uscc_parts(values, rules)
     m15, fits15 = _matrix(values, 15)
     legacy = fits15 & _digits(m15).all(axis=1)
-    return {FORMAT: ~(uscc_ok | legacy), CHECKSUM: uscc_bad | (legacy & (mod11_10(m15[:, :14]) != m15[:, 14]))}
+    return {
+        FORMAT: ~(uscc_ok | legacy),
+        CHECKSUM: uscc_bad | (legacy & (mod11_10(m15[:, :14]) != m15[:, 14])),
+        CODE: uscc_uncoded | (legacy & ~_division_ok(m15, 0, rules)),
+    }
 
 
 def _regex_kind(pattern: Callable[[DocumentRules], str]) -> Callable[..., _Verdicts]:
@@ -351,7 +344,7 @@ def check_document_numbers(
     as_of: datetime.date,
     rules: DocumentRules = DocumentRules(),
 ) -> dict[str, np.ndarray]:
-    """Reason codes of document numbers, one boolean vector per reason.
+    """Reason codes (and review flags) of document numbers, one boolean vector each.
 
     Args:
         checks: string array (or chunked, or dictionary-encoded), the check kind
@@ -362,8 +355,8 @@ def check_document_numbers(
         rules: the tunable policy.
 
     Returns:
-        ``{reason: bool ndarray of len(numbers)}`` with every key of REASONS.
-        Rows with a null check or a null number are all False.
+        ``{code: bool ndarray of len(numbers)}`` with every key of REASONS and of
+        REVIEWS. Rows with a null check or a null number are all False.
 
     Raises:
         ValueError: lengths differ, or a check kind is not in CHECKS.
@@ -379,7 +372,7 @@ def check_document_numbers(
     if isinstance(as_of, datetime.datetime):  # a datetime does not compare with a date
         as_of = as_of.date()
     n = len(numbers)
-    out = {reason: np.zeros(n, bool) for reason in REASONS}
+    out = {reason: np.zeros(n, bool) for reason in REASONS + REVIEWS}
     kinds = checks.dictionary.cast(pa.string()).to_pylist()
     codes = pc.fill_null(checks.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     codes[~numbers.is_valid().to_numpy(zero_copy_only=False)] = -1

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from transforms.scan.normalize import rows_with_bytes
 
-__all__ = ["check_names", "check_addresses"]
+__all__ = ["check_names", "check_addresses", "name_charset_review"]
 
 
 def _np(mask) -> np.ndarray:
@@ -86,6 +86,20 @@ def check_names(names: pa.Array, is_person: np.ndarray, cfg) -> dict[str, np.nda
     too_long = length > cfg["max_chars"]
     fmt = present & ~placeholder & (bad_separators | digits | too_long)
     return {"NAME_PLACEHOLDER": placeholder, "NAME_TOO_SHORT": too_short, "NAME_FORMAT": fmt}
+
+
+def _maybe_not_han(buf: np.ndarray) -> np.ndarray:
+    # ASCII letters, digits and the space, or a lead byte outside the CJK block (Latin-1 and Latin
+    # Extended letters, other scripts' digits; the middle dot too, which the regex then lets pass).
+    ascii_alnum = ((buf | 0x20) - 0x61 < 26) | _digit_byte(buf) | (buf == 0x20)
+    return ascii_alnum | ((buf >= 0xC2) & ((buf < 0xE4) | (buf > 0xE9)))
+
+
+def name_charset_review(names: pa.Array, rows: np.ndarray) -> np.ndarray:
+    """NAME_CHARSET_REVIEW: on the selected rows (a person's name on a mainland document), a name with
+    Latin letters, digits or a space inside (docs/policy.md "Names"). A review flag, not a failure."""
+    maybe = rows & _np(names.is_valid()) & rows_with_bytes(names, _maybe_not_han)
+    return _on_rows(names, maybe, lambda v: pc.match_substring_regex(v, r"[\p{Latin}\p{Nd} ]"))
 
 
 def _cjk_lead(buf: np.ndarray) -> np.ndarray:

@@ -4,7 +4,11 @@ The default policy ships as ``schemas/decree25_policy.yaml``; ``--policy FILE``
 replaces it. A policy is validated when it is loaded (JSON Schema, then the
 cross-references between its sections) and a bad one is a one-line
 :class:`PolicyError`. The loaded :class:`Policy` is small, immutable and
-picklable, so it travels in the pipeline graph; it holds no secrets.
+picklable, so it travels in the pipeline graph; it holds no secrets. Its
+code tables (``code_tables:``, :mod:`transforms.scan.code_tables`) are
+compiled with it: table files a policy lists are read beside the policy file
+(else beside the default policy), python-stdnum's and pycountry's data from
+the installed packages.
 
     policy = load_policy()            # the default
     policy = load_policy("my.yaml")   # an operator's override
@@ -14,8 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
+import os
+import posixpath
 from importlib import resources
 from typing import Any, Mapping
 
@@ -24,6 +31,7 @@ import pyarrow as pa
 import yaml
 
 import schemas
+from transforms.scan.code_tables import CodeTableError, CodeTables, compile_code_tables
 from transforms.scan.normalize import normalize_label
 
 __all__ = ["Policy", "PolicyError", "load_policy", "NOT_ACCEPTED", "KINDS", "IDENTITY_FIELDS"]
@@ -67,6 +75,8 @@ class Policy:
     enum_values: Mapping[str, tuple[str, ...]]
     retention_years: int
     agents: Mapping[str, float]  # Art. 14 thresholds (min_registrations, max_failed_share, ...)
+    code_tables: CodeTables  # the tables behind the document numbers (transforms.scan.code_tables)
+    not_accepted_documents: tuple[str, ...]  # document types the policy marks ``accepted: false``
     raw: Mapping[str, Any] = dataclasses.field(repr=False, compare=False)
 
     def document_rules(self):
@@ -86,12 +96,46 @@ class Policy:
                 kwargs[key] = tuple(value)
             else:
                 kwargs[key] = value
-        return DocumentRules(**kwargs)
+        return DocumentRules(**kwargs, tables=self.code_tables)
 
 
 def _fail(source: str, where: str, message: str) -> PolicyError:
     where = f" {where}:" if where else ""
     return PolicyError(f"policy {source}:{where} {message}".replace("\n", " "))
+
+
+def _read_bytes(path: str) -> bytes:
+    if "://" not in path:
+        with open(path, "rb") as handle:
+            return handle.read()
+    from apache_beam.io.filesystems import FileSystems  # gs:// and the like (imported only then)
+
+    with FileSystems.open(path) as handle:
+        return handle.read()
+
+
+def _table_reader(path: str | None):
+    """``read(name)`` of the table files a policy lists: a path or URI as given, a bare name beside the
+    policy file, else the file of that name shipped beside the default policy."""
+
+    def read(name: str) -> bytes:
+        if "://" in name or os.path.isabs(name):
+            return _read_bytes(name)
+        if path is not None:
+            join = posixpath.join if "://" in path else os.path.join
+            beside = join(posixpath.dirname(path) if "://" in path else os.path.dirname(path), name)
+            try:
+                return _read_bytes(beside)
+            except Exception:  # not beside the policy: the packaged file of that name, if any
+                pass
+        return resources.files(schemas).joinpath(name).read_bytes()
+
+    return read
+
+
+@functools.lru_cache(maxsize=1)
+def _default_raw() -> dict:
+    return yaml.safe_load(resources.files(schemas).joinpath("decree25_policy.yaml").read_bytes().decode("utf-8"))
 
 
 def load_policy(path: str | None = None) -> Policy:
@@ -100,14 +144,8 @@ def load_policy(path: str | None = None) -> Policy:
     try:
         if path is None:
             data = resources.files(schemas).joinpath("decree25_policy.yaml").read_bytes()
-        elif "://" not in path:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        else:  # gs:// and the like through Beam's file systems (imported only then)
-            from apache_beam.io.filesystems import FileSystems
-
-            with FileSystems.open(path) as handle:
-                data = handle.read()
+        else:
+            data = _read_bytes(path)
     except Exception as exc:  # any unreadable path is one line for the user
         raise _fail(source, "", f"cannot be read ({type(exc).__name__})") from None
     try:
@@ -126,11 +164,37 @@ def load_policy(path: str | None = None) -> Policy:
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path)
         raise _fail(source, where, error.message[:200])
-    return _compile(raw, source, hashlib.sha256(data).hexdigest())
+    return _compile(raw, source, hashlib.sha256(data).hexdigest(), _table_reader(path))
 
 
-def _compile(raw: dict, source: str, digest: str) -> Policy:
-    documents = {code: (d["kind"], d["check"]) for code, d in raw["documents"].items()}
+def _tables(raw: dict, source: str, read) -> CodeTables:
+    """The policy's code tables; a policy written before they existed gets the default policy's."""
+    section = raw.get("code_tables") or _default_raw()["code_tables"]
+    if "code_tables" not in raw:
+        read = _table_reader(None)
+    try:
+        return compile_code_tables(section, read)
+    except CodeTableError as exc:
+        raise _fail(source, "", str(exc)) from None
+    except Exception as exc:  # a table file that cannot be read: one line, no path contents
+        raise _fail(source, "code_tables.divisions.files", f"cannot be read ({type(exc).__name__})") from None
+
+
+def _documents(raw: dict, source: str) -> tuple[dict[str, tuple[str, str]], tuple[str, ...]]:
+    """(accepted code -> (kind, check), the codes marked ``accepted: false``)."""
+    accepted = {code: d for code, d in raw["documents"].items() if d.get("accepted", True)}
+    for code, d in accepted.items():
+        if "kind" not in d or "check" not in d:
+            raise _fail(source, f"documents.{code}", "an accepted document needs a kind and a check")
+    refused = tuple(code for code in raw["documents"] if code not in accepted)
+    for code in raw["names"].get("han_only_documents") or ():
+        if code not in accepted:
+            raise _fail(source, "names.han_only_documents", f"{code} is not an accepted document of this policy")
+    return {code: (d["kind"], d["check"]) for code, d in accepted.items()}, refused
+
+
+def _labels(raw: dict, documents: dict, source: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(normalised label -> code or NOT_ACCEPTED, normalised review label -> code)."""
     lookup: dict[str, str] = {}
 
     def add(label: str, target: str, where: str) -> None:
@@ -138,13 +202,13 @@ def _compile(raw: dict, source: str, digest: str) -> Policy:
             raise _fail(source, where, f"label {label!r} maps to both {lookup[label]} and {target}")
         lookup[label] = target
 
-    for code in documents:
-        add(_norm([code])[0], code, "documents")
+    for code in raw["documents"]:
+        add(_norm([code])[0], code if code in documents else NOT_ACCEPTED, "documents")
     for code, labels in raw["labels"].items():
-        if code not in documents:
+        if code not in raw["documents"]:
             raise _fail(source, f"labels.{code}", "not a document of this policy")
-        for label in _norm(labels):
-            add(label, code, f"labels.{code}")
+        for label in _norm(labels):  # a document marked not accepted: DOC_TYPE_NOT_ACCEPTED
+            add(label, code if code in documents else NOT_ACCEPTED, f"labels.{code}")
     for label in _norm(raw["not_accepted_labels"]):
         add(label, NOT_ACCEPTED, "not_accepted_labels")
     review: dict[str, str] = {}
@@ -152,6 +216,10 @@ def _compile(raw: dict, source: str, digest: str) -> Policy:
         if code not in documents:
             raise _fail(source, f"review_labels.{label}", f"{code} is not a document of this policy")
         review[_norm([label])[0]] = code
+    return lookup, review
+
+
+def _enums(raw: dict, source: str) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, ...]]]:
     enums: dict[str, dict[str, str]] = {}
     enum_values: dict[str, tuple[str, ...]] = {}
     for field, spec in raw["enums"].items():
@@ -165,6 +233,13 @@ def _compile(raw: dict, source: str, digest: str) -> Policy:
         enum_values[field] = values
     if set(enum_values["subscriber_kind"]) != set(KINDS):
         raise _fail(source, "enums.subscriber_kind", f"values must be {list(KINDS)}")
+    return enums, enum_values
+
+
+def _compile(raw: dict, source: str, digest: str, read) -> Policy:
+    documents, refused = _documents(raw, source)
+    lookup, review = _labels(raw, documents, source)
+    enums, enum_values = _enums(raw, source)
     numbers = dict(raw["document_numbers"])
     if "first_generation_void_since" in numbers:
         try:
@@ -187,5 +262,7 @@ def _compile(raw: dict, source: str, digest: str) -> Policy:
         enum_values=enum_values,
         retention_years=int(raw["retention"]["years_after_termination"]),
         agents=dict(raw.get("agents") or DEFAULT_AGENTS),
+        code_tables=_tables(raw, source, read),
+        not_accepted_documents=refused,
         raw=raw,
     )
