@@ -20,8 +20,15 @@ seed 7) and measures, each as a child process:
    folder) minus its Pub/Sub publish time (``seen.parquet``, set by the
    emulator when it accepted the message). Median and 95th percentile.
 
-Targets (issue 5 "Speed"): streaming events/s >= 0.5x the bare loop's; p95
-publish -> delta <= 2 windows + 5 s. ``BENCH_STREAM_EVENTS=N`` (or ``python
+3. **Memory flat in the base's size.** The same backlog drained by the
+   streaming merge over ``bench-data/base_2m.parquet`` (2,000,000 lines; the
+   events name lines it has too): its peak memory (the process tree: merge
+   and lander) against the 200,000-line run of part 1, and the time it took
+   to build its line store (``OUT/state/``, on disk).
+
+Targets (issue 5 "Speed", issue 13): streaming events/s >= 0.5x the bare
+loop's; p95 publish -> delta <= 2 windows + 5 s; peak memory at 2,000,000
+lines <= 1.25x the peak at 200,000. ``BENCH_STREAM_EVENTS=N`` (or ``python
 -m bench.bench_stream --events N``) runs a smaller trial; the default is
 100,000.
 """
@@ -35,19 +42,20 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from bench.core import AS_OF, ROOT, BenchError, Check, Context, Row, Section, checked, ensure_base, register, say
 from bench.measure import Measurement, measure, python_env
+from bench.stream_pubsub import bare_loop, publish as _publish, topic as _topic
 
 __all__ = ["bench_stream", "EVENTS", "WINDOW_SECONDS"]
 
 EVENTS = 100_000
 WINDOW_SECONDS = 5
 TARGET_VS_BARE = 0.5
+FLAT = 1.25  # peak memory at 2,000,000 base lines / at 200,000
 
 
 def _events(ctx: Context, base: str, n: int) -> str:
@@ -72,77 +80,9 @@ def _messages(path: str) -> list[tuple[bytes, dict]]:
     ]
 
 
-def _topic(subs: int) -> tuple[str, list[str]]:
-    from google.cloud import pubsub_v1
-
-    from dev.pubsub_emulator import PROJECT
-
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    topic = f"projects/{PROJECT}/topics/{name}"
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    names = [f"projects/{PROJECT}/subscriptions/{name}-{i}" for i in range(subs)]
-    try:
-        publisher.create_topic(request={"name": topic})
-        for sub in names:
-            subscriber.create_subscription(request={"name": sub, "topic": topic, "ack_deadline_seconds": 10})
-    finally:
-        publisher.stop()
-        subscriber.close()
-    return topic, names
-
-
-def _publish(topic: str, messages: list[tuple[bytes, dict]]) -> float:
-    """Publish every message (batched, one client); returns seconds from first publish to last ack."""
-    from google.cloud import pubsub_v1
-    from google.cloud.pubsub_v1.types import BatchSettings
-
-    client = pubsub_v1.PublisherClient(
-        batch_settings=BatchSettings(max_messages=1000, max_bytes=9_000_000, max_latency=0.05)
-    )
-    started = time.time()
-    futures = [client.publish(topic, data, **attrs) for data, attrs in messages]
-    for future in futures:
-        future.result(timeout=600)
-    seconds = time.time() - started
-    client.stop()
-    return seconds
-
-
-def bare_loop(subscription: str, expected: int) -> dict:
-    """Unary pull + acknowledge until ``expected`` messages came; prints seconds from the first message."""
-    from google.api_core import exceptions
-    from google.cloud import pubsub_v1
-
-    client = pubsub_v1.SubscriberClient()
-    got, first = 0, None
-    deadline = time.time() + 900
-    while got < expected and time.time() < deadline:
-        try:
-            response = client.pull(request={"subscription": subscription, "max_messages": 1000}, timeout=5)
-        except exceptions.DeadlineExceeded:
-            continue
-        received = list(response.received_messages)
-        if not received:
-            continue
-        first = first or time.time()
-        client.acknowledge(request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]})
-        got += len(received)
-    seconds = time.time() - (first or time.time())
-    client.close()
-    return {"messages": got, "seconds": round(seconds, 3)}
-
-
 def _stream_cmd(ctx: Context, sub: str, base: str, keys: str, out: str, idle: int) -> list[str]:
-    return [
-        ctx.backfill,
-        "merge",
-        "--streaming",
-        "--subscription",
-        sub,
-        "--base",
-        base,
-        "--keys",
-        keys,
+    cmd = [ctx.backfill, "merge", "--streaming", "--subscription", sub, "--base", base, "--keys", keys]
+    return cmd + [
         "--out",
         out,
         "--as-of",
@@ -168,20 +108,27 @@ def _manifest(out: str) -> dict:
 
 
 @dataclasses.dataclass
+class _Drain:
+    """The streaming merge draining a backlog: its run, manifest, windows and rates."""
+
+    run: Measurement
+    manifest: dict
+    windows: list[tuple[dict, str]]
+    began: float  # the lander's first pull
+    drain: float  # seconds from the first pull to the last window's commit
+    full: list[tuple[dict, str]]  # the windows that closed full
+    rate: float  # sustained messages/s over the full windows
+    startup: float  # start-up seconds (the line store built or reused, the lander started)
+
+
+@dataclasses.dataclass
 class _Backlog:
     """Part 1: the bare loop and the streaming merge, each draining the same backlog."""
 
     publish_seconds: float  # publishing the backlog
     bare: dict  # the bare loop's {"messages", "seconds"}
     bare_run: Measurement
-    stream_run: Measurement
-    manifest: dict  # the streaming merge's
-    windows: list[tuple[dict, str]]
-    began: float  # the lander's first pull
-    drain: float  # seconds from the first pull to the last window's commit
-    full: list[tuple[dict, str]]  # the windows that closed full
-    stream_rate: float  # sustained messages/s over the full windows
-    startup: float
+    stream: _Drain
 
 
 @dataclasses.dataclass
@@ -211,6 +158,25 @@ def _bare_drain(ctx: Context, sub: str, messages: list) -> tuple[dict, Measureme
     return bare, m
 
 
+def _drain(ctx: Context, sub: str, base: str, keys: str, name: str) -> _Drain:
+    """The streaming merge over ``base`` draining what ``sub`` holds, measured."""
+    out = ctx.work(name)
+    say(f"streaming merge draining the backlog over {os.path.basename(base)}")
+    ms = checked(measure(_stream_cmd(ctx, sub, base, keys, out, 8), env=python_env(), cwd=ROOT), name)
+    man, wins = _manifest(out), _windows(out)
+    began = man["landing"].get("pulling_since") or man["landing"]["started_at"]
+    drain = max(w["committed_at"] for w, _ in wins) - began
+    # sustained: the windows that closed full (the last, partial one waits out its window length)
+    full = sorted(wins, key=lambda x: x[0]["seq"])[:-1] or wins
+    rate = sum(w["counts"]["messages_in"] for w, _ in full) / (max(w["committed_at"] for w, _ in full) - began)
+    startup = man["timings"].get("startup_seconds", 0.0)
+    say(
+        f"  {man['counts']['messages_in']:,} messages in {drain:.1f} s after a {startup:.1f} s start-up (line "
+        f"store built in {man['state']['seconds']:.1f} s; {rate:,.0f} messages/s sustained), peak {ms.peak_mb:,.0f} MB"
+    )
+    return _Drain(ms, man, wins, began, drain, full, rate, startup)
+
+
 def _backlog(ctx: Context, messages: list, base: str, keys: str) -> _Backlog:
     """Publish the events to two subscriptions; the bare loop drains one, the streaming merge the other."""
     topic, (sub_bare, sub_stream) = _topic(2)
@@ -218,27 +184,15 @@ def _backlog(ctx: Context, messages: list, base: str, keys: str) -> _Backlog:
     publish_seconds = _publish(topic, messages)
     say(f"  {publish_seconds:.1f} s ({len(messages) / publish_seconds:,.0f} messages/s)")
     bare, m = _bare_drain(ctx, sub_bare, messages)
-    out = ctx.work("stream_backlog")
-    say("streaming merge draining the backlog")
-    ms = checked(
-        measure(_stream_cmd(ctx, sub_stream, base, keys, out, 8), env=python_env(), cwd=ROOT),
-        "streaming merge (backlog)",
-    )
-    man = _manifest(out)
-    wins = _windows(out)
-    began = man["landing"].get("pulling_since") or man["landing"]["started_at"]
-    last_commit = max(w["committed_at"] for w, _ in wins)
-    drain = last_commit - began
-    # sustained: the windows that closed full (the last, partial one waits out its window length)
-    full = sorted(wins, key=lambda x: x[0]["seq"])[:-1] or wins
-    stream_rate = sum(w["counts"]["messages_in"] for w, _ in full) / (max(w["committed_at"] for w, _ in full) - began)
-    startup = man["timings"].get("startup_seconds", 0.0)
-    say(
-        f"  {man['counts']['messages_in']:,} messages in {drain:.1f} s after a {startup:.1f} s start-up "
-        f"({man['counts']['messages_in'] / drain:,.0f} messages/s overall, {stream_rate:,.0f} sustained), "
-        f"peak {ms.peak_mb:,.0f} MB"
-    )
-    return _Backlog(publish_seconds, bare, m, ms, man, wins, began, drain, full, stream_rate, startup)
+    return _Backlog(publish_seconds, bare, m, _drain(ctx, sub_stream, base, keys, "stream_backlog"))
+
+
+def _scaled(ctx: Context, messages: list, big: str, keys: str) -> _Drain:
+    """Part 3: the same backlog, drained over the 2,000,000-line base."""
+    topic, (sub,) = _topic(1)
+    say(f"publishing {len(messages):,} events again (backlog for the {os.path.basename(big)} run) ...")
+    _publish(topic, messages)
+    return _drain(ctx, sub, big, keys, "stream_2m")
 
 
 def _publish_to_running_merge(ctx: Context, cmd: list[str], topic: str, messages: list) -> float:
@@ -282,51 +236,43 @@ def _live(ctx: Context, messages: list, base: str, keys: str) -> _Live:
     return _Live(man2, out2, live_publish, lat, p50, p95)
 
 
-def _rows(backlog: _Backlog, live: _Live, messages: list) -> list[Row]:
-    bare, m, ms, man, man2 = backlog.bare, backlog.bare_run, backlog.stream_run, backlog.manifest, live.manifest
-    full, began = backlog.full, backlog.began
+def _rows(backlog: _Backlog, live: _Live, big: _Drain, messages: list) -> list[Row]:
+    bare, m, st, man2 = backlog.bare, backlog.bare_run, backlog.stream, live.manifest
+
+    def drained(what: str, d: _Drain, lines: str) -> Row:
+        note = f"backlog over {lines} lines, all windows; after {d.startup:.1f} s start-up"
+        return Row(what, d.manifest["counts"]["messages_in"], d.drain, d.run.peak_mb, note, d.run.cpu_seconds)
+
+    live_seconds = max(w["committed_at"] for w, _ in _windows(live.out)) - (
+        man2["landing"].get("pulling_since") or man2["landing"]["started_at"]
+    )
     return [
-        Row(
-            "bare subscriber loop: unary pull 1,000 + ack",
-            bare["messages"],
-            bare["seconds"],
-            m.peak_mb,
-            "backlog",
-            m.cpu_seconds,
-            m.others_cpu_seconds,
-        ),
-        Row(
-            "merge --streaming: land + window + tokenize + seal + commit",
-            man["counts"]["messages_in"],
-            backlog.drain,
-            ms.peak_mb,
-            f"backlog, all windows; after {backlog.startup:.1f} s start-up",
-            ms.cpu_seconds,
-            ms.others_cpu_seconds,
-        ),
+        Row("bare subscriber loop: unary pull 1,000 + ack", bare["messages"], bare["seconds"], m.peak_mb, "backlog"),
+        drained("merge --streaming: land + window + tokenize + seal + commit", st, "200,000"),
         Row(
             "merge --streaming, sustained (the windows that closed full)",
-            sum(w["counts"]["messages_in"] for w, _ in full),
-            max(w["committed_at"] for w, _ in full) - began,
+            sum(w["counts"]["messages_in"] for w, _ in st.full),
+            max(w["committed_at"] for w, _ in st.full) - st.began,
             None,
             "backlog",
         ),
         Row(
             "merge --streaming, live (publish while it runs)",
             man2["counts"]["messages_in"],
-            max(w["committed_at"] for w, _ in _windows(live.out))
-            - (man2["landing"].get("pulling_since") or man2["landing"]["started_at"]),
+            live_seconds,
             None,
             f"publisher {len(messages) / live.publish_seconds:,.0f} msg/s",
         ),
+        drained("merge --streaming over a 2,000,000-line base", big, "2,000,000"),
     ]
 
 
-def _checks(backlog: _Backlog, live: _Live) -> list[Check]:
+def _checks(backlog: _Backlog, live: _Live, big: _Drain) -> list[Check]:
     target_latency = 2 * WINDOW_SECONDS + 5
     bare_rate = backlog.bare["messages"] / backlog.bare["seconds"]
-    stream_rate, p50, p95 = backlog.stream_rate, live.p50, live.p95
-    balanced = backlog.manifest["counts"]["balanced"] and live.manifest["counts"]["balanced"]
+    stream_rate, p50, p95 = backlog.stream.rate, live.p50, live.p95
+    small_mb, big_mb = backlog.stream.run.peak_mb, big.run.peak_mb
+    balanced = all(x["counts"]["balanced"] for x in (backlog.stream.manifest, live.manifest, big.manifest))
     return [
         Check(
             "streaming events/s (sustained) vs bare loop (backlog)",
@@ -340,12 +286,19 @@ def _checks(backlog: _Backlog, live: _Live) -> list[Check]:
             f"<= {target_latency} s",
             p95 <= target_latency,
         ),
-        Check("counts balance (both runs)", "yes" if balanced else "NO", "yes", balanced),
+        Check(
+            "peak memory, 2,000,000 vs 200,000 base lines (same messages)",
+            f"{big_mb:,.0f} MB vs {small_mb:,.0f} MB ({big_mb / small_mb:.2f}x)",
+            f"<= {FLAT}x",
+            big_mb <= FLAT * small_mb,
+        ),
+        Check("counts balance (every run)", "yes" if balanced else "NO", "yes", balanced),
     ]
 
 
-def _notes(n: int, backlog: _Backlog, live: _Live, messages: list) -> list[str]:
-    man = backlog.manifest
+def _notes(n: int, backlog: _Backlog, live: _Live, big: _Drain, messages: list) -> list[str]:
+    man = backlog.stream.manifest
+    built = {d: x.manifest["state"]["seconds"] for d, x in (("200,000", backlog.stream), ("2,000,000", big))}
     return [
         f"events: {n:,} from bench.bench_merge.make_events over base_200k (2 % repeats, ~3 % faults); "
         f"backlog run: {json.dumps({k: man['counts'][k] for k in ('applied', 'superseded', 'duplicates')})}, "
@@ -354,9 +307,11 @@ def _notes(n: int, backlog: _Backlog, live: _Live, messages: list) -> list[str]:
         "the emulator; in the live run the emulator, the publisher and the merge share the machine's CPUs.",
         "rows/s = messages/s; seconds = first message pulled to last acknowledged (bare) or the lander's first "
         "pull to the last window's commit (streaming; 'sustained' stops at the last window that closed full, "
-        "since the last, partial window waits out its length); the streaming CPU s include the base's loading.",
-        f"windows: {len(backlog.windows)} (backlog), {len(_windows(live.out))} (live); window length "
-        f"{WINDOW_SECONDS} s.",
+        "since the last, partial window waits out its length); peak MB: the merge and its lander together.",
+        "line store (OUT/state, on disk) built from the base at start-up: "
+        + ", ".join(f"{s:.1f} s at {d} lines" for d, s in built.items())
+        + f"; windows: {len(backlog.stream.windows)} (backlog), {len(_windows(live.out))} (live), "
+        f"{len(big.windows)} (2,000,000 lines); window length {WINDOW_SECONDS} s.",
     ]
 
 
@@ -364,6 +319,7 @@ def run_stream_bench(ctx: Context, n: int) -> Section:
     from dev.pubsub_emulator import running_emulator
 
     base = ensure_base(ctx, "base_200k", 200_000)
+    big = ensure_base(ctx, "base_2m", 2_000_000)  # its line ids include base_200k's: the same events fit it
     events = _events(ctx, base, n)
     messages = _messages(events)
     keys = os.path.join(ctx.work("stream_keys"), "keys.json")
@@ -372,14 +328,18 @@ def run_stream_bench(ctx: Context, n: int) -> Section:
         say(f"emulator on {emulator.host}")
         backlog = _backlog(ctx, messages, base, keys)  # 1. throughput from a backlog
         live = _live(ctx, messages, base, keys)  # 2. publish -> visible delta, live
-    rows, checks, notes = _rows(backlog, live, messages), _checks(backlog, live), _notes(n, backlog, live, messages)
+        scaled = _scaled(ctx, messages, big, keys)  # 3. memory flat in the base's size
+    rows, checks = _rows(backlog, live, scaled, messages), _checks(backlog, live, scaled)
+    notes = _notes(n, backlog, live, scaled, messages)
     details = {
-        "backlog": backlog.manifest,
+        "backlog": backlog.stream.manifest,
+        "base_2m": scaled.manifest,
         "live": live.manifest,
         "bare": backlog.bare,
         "latency": {"median": live.p50, "p95": live.p95, "n": len(live.latencies)},
     }
-    return Section("stream", "Streaming merge: throughput and publish -> delta latency", rows, checks, notes, details)
+    title = "Streaming merge: throughput, publish -> delta latency, memory against the base's size"
+    return Section("stream", title, rows, checks, notes, details)
 
 
 @register("stream")

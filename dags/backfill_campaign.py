@@ -11,10 +11,16 @@ dates every step is skipped.
 2. **scan** (on wave 1's start only): classify the base as of that day.
 3. **notify** (one mapped run per wave starting that day): the wave's SMS,
    call and announcement jobs, less lines the latest merge has registered.
-4. **merge** (every day): yesterday's registrations into the base as of today.
+4. **merge** (every day): yesterday's registrations into the base as of today,
+   starting from yesterday's merge; if that one is missing (but earlier ones
+   exist) the task fails in one line naming the missing day.
 
 Each step is `python -m pipelines.<step>` under the project's interpreter,
-launched by the Beam provider on `FnApiRunner` (local) or `DataflowRunner`.
+launched on `FnApiRunner` (local) or `DataflowRunner` by the Beam provider's
+operator, held to its end (`dags/backfill_operator.py`): every task has a time
+limit (the `timeouts` setting), a Dataflow job is named after the DAG, step and
+date (a retry cannot start a second one beside it), its id and console link
+are in XCom, and a kill or timeout cancels it.
 The logical date is every step's `--as-of` and names its output partition, so
 re-running a date rewrites the same outputs (notify finds its own history
 and sends nothing twice). Every campaign day ends with the report
@@ -24,11 +30,11 @@ and sends nothing twice). Every campaign day ends with the report
 from __future__ import annotations
 
 import pendulum
-from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.sdk import DAG
 from airflow.timetables.trigger import CronTriggerTimetable
 
 import backfill_config as cfg
+from backfill_operator import step_task
 
 with DAG(
     dag_id="backfill_campaign",
@@ -45,11 +51,6 @@ with DAG(
     previous = plan
     for step in cfg.STEPS:
         # Mapped over the launches due today: none -> skipped; later steps still run.
-        launch = BeamRunPythonPipelineOperator.partial(
-            task_id=step.name,
-            py_file=step.module,
-            py_options=["-m"],
-            trigger_rule="none_failed",
-        ).expand_kwargs(cfg.due_task(step)(plan))
+        launch = step_task(step, cfg.due_task(step)(plan))
         previous >> launch
         previous = launch

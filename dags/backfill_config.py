@@ -34,6 +34,7 @@ import datetime as dt
 import os
 import re
 
+from backfill_launch import launch_kwargs
 from backfill_settings import SETTINGS, ConfigError, check_local, check_runner, is_remote, need, resolve
 
 
@@ -42,15 +43,20 @@ class Step:
     """A pipeline the DAGs launch.
 
     ``when``: ``kickoff`` (the day wave 1 starts), ``wave`` (once per wave
-    starting that day), ``daily``, or ``campaign_daily`` (every day of a campaign). ``options`` maps the step's command-line
-    options to templates over the run's layout (see ``check_params``); an
-    option whose value comes out empty is left out.
+    starting that day), ``daily``, or ``campaign_daily`` (every day of a campaign). ``options`` maps the step's
+    command-line options to templates over the run's layout (see ``check_params``); an
+    option whose value comes out empty is left out. ``timeout``: how long the step may run
+    (the ``timeouts`` setting overrides it). ``detachable``: its launcher has nothing left to do
+    once its Dataflow job runs (the job publishes its output itself), so with the ``deferrable``
+    setting the task waits for the job in the triggerer.
     """
 
     name: str
     module: str
     when: str
     options: dict[str, str]
+    timeout: dt.timedelta = dt.timedelta(hours=4)
+    detachable: bool = True
 
 
 STEPS: tuple[Step, ...] = (
@@ -60,27 +66,29 @@ STEPS: tuple[Step, ...] = (
         "pipelines.notify",
         "wave",
         {
-            "classified": "{root}/scan",
+            "scan": "{root}/scan",
             "campaign": "{campaign}",
             "wave": "{wave}",
-            "registered": "{previous_merge}",
+            "merged": "{previous_merge}",
             "topic": "{notify_topic}",
             "out": "{root}/notify",
             "as-of": "{ds}",
         },
+        detachable=False,  # its launcher removes the job's temporary folder (out/_tmp/RUN) after the job
     ),
     Step(
         "merge",
         "pipelines.merge",
         "daily",
         {
-            "base": "{previous_base}",
-            "vault": "{previous_vault}",
+            "base": "{first_base}",  # the first day's: the subscriber base
+            "merged": "{previous_start}",  # every later day's: the merge it starts from (its base/ and vault/)
             "registrations": "{registrations}/{events_day}",
             "keys": "{keys}",
             "out": "{out}/merge/{ds}",
             "as-of": "{ds}",
         },
+        timeout=dt.timedelta(hours=8),  # the widest job: merged base + vault + a day's events
     ),
     # The morning report of a campaign: its first scan, the day's merge, the waves sent so far.
     Step(
@@ -89,7 +97,7 @@ STEPS: tuple[Step, ...] = (
         "campaign_daily",
         {
             "scan": "{root}/scan",
-            "merge": "{out}/merge/{ds}",
+            "merged": "{out}/merge/{ds}",
             "earlier-merges": "{out}/merge/*",
             "notify": "{root}/notify",
             "campaign": "{campaign}",
@@ -105,6 +113,14 @@ DAILY_STEPS = tuple(s for s in STEPS if s.when == "daily")
 FOLLOW_UP = dt.timedelta(days=14)
 
 DEFAULT_ARGS = {"owner": "data-engineering", "retries": 1, "retry_delay": dt.timedelta(minutes=10)}
+CHECK_TIMEOUT = dt.timedelta(minutes=15)  # check_params: reads settings, the campaign, lists the merges
+DUE_TIMEOUT = dt.timedelta(minutes=5)  # STEP_due: hands over a list
+
+
+def _param_type(default) -> list[str]:
+    if isinstance(default, bool):
+        return ["null", "boolean", "string"]
+    return ["null", "object" if isinstance(default, dict) else "string"]
 
 
 def dag_params() -> dict:
@@ -112,8 +128,7 @@ def dag_params() -> dict:
     from airflow.sdk import Param
 
     return {
-        name: Param(None, type=["null", "object" if isinstance(default, dict) else "string"], description=text)
-        for name, (default, text) in SETTINGS.items()
+        name: Param(None, type=_param_type(default), description=text) for name, (default, text) in SETTINGS.items()
     }
 
 
@@ -159,36 +174,40 @@ def read_campaign(path: str) -> dict:
     return {"campaign_id": campaign_id, "waves": waves, "deadline": deadline, "kickoff": min(waves.values())}
 
 
+def _completed_merges(out: str, ds: str) -> list[str]:
+    """The days before DS whose merge completed (its folder holds a manifest.json), oldest first."""
+    return [d for d in _list_dirs(f"{out}/merge") if re.fullmatch(r"\d{4}-\d\d-\d\d", d) and d < ds]
+
+
 def previous_merge(out: str, ds: str) -> str:
     """The latest completed merge before DS (a fixed partition: re-runs of DS see the same one)."""
-    days = [d for d in _list_dirs(f"{out}/merge") if re.fullmatch(r"\d{4}-\d\d-\d\d", d) and d < ds]
+    days = _completed_merges(out, ds)
     return f"{out}/merge/{days[-1]}" if days else ""
 
 
-def _launch(step: Step, layout: dict, runner: str, settings: dict, runner_options: dict) -> dict:
-    """The mapped kwargs of one BeamRunPythonPipelineOperator run."""
-    options = {k: v.format(**layout) for k, v in step.options.items()}
-    options = {k: v for k, v in options.items() if v}
-    options.update(runner_options)
-    options.update(settings["beam_options"] or {})
-    kwargs = {"runner": runner, "py_interpreter": settings["python"], "pipeline_options": options}
-    if runner == "DataflowRunner":
-        name = f"backfill-{step.name}-{layout.get('wave', '')}-{layout['ds']}".replace("--", "-")
-        kwargs["dataflow_config"] = {
-            "job_name": re.sub(r"[^a-z0-9-]", "-", name.lower()),
-            "project_id": settings["project"],
-            "location": settings["region"],
-            "service_account": settings["service_account"],
-        }
-    return kwargs
+def merge_start(out: str, ds: str) -> tuple[str, str | None]:
+    """What the merge of DS starts from: (the merge of DS - 1 day, None), or ("", None) on the first day
+    (no completed merge before DS: it starts from the base), or ("", one line) when earlier merges exist but
+    DS - 1's did not complete: starting from an older one would leave out what DS - 1's merge brings in."""
+    days = _completed_merges(out, ds)
+    eve = (dt.date.fromisoformat(ds) - dt.timedelta(days=1)).isoformat()
+    if not days:
+        return "", None
+    if days[-1] == eve:
+        return f"{out}/merge/{eve}", None
+    return "", (
+        f"merge {ds}: the merge of {eve} is missing ({out}/merge/{eve}/manifest.json): run the DAG for {eve} "
+        f"first (starting from the merge of {days[-1]} would leave out the registrations of the days between)"
+    )
 
 
-def check_params(params: dict, variables, ds: str, steps=STEPS, kind: str = "campaign") -> dict:
+def check_params(params: dict, variables, ds: str, steps=STEPS, kind: str = "campaign", run_id: str = "manual") -> dict:
     """Resolve and check the settings; returns, per step, the list of launches due on DS (maybe none).
 
     ``kind``: ``campaign`` works only from wave 1's start to the campaign's
     deadline and ``FOLLOW_UP`` after; ``daily`` stands aside on those days when a campaign is
-    configured (the campaign DAG merges them), so one merge is made per day.
+    configured (the campaign DAG merges them), so one merge is made per day. ``run_id``: the
+    Airflow run's (a label of its Dataflow jobs).
     """
     settings = resolve(params, variables)
     needed = {"base", "out"} | ({"campaign"} if kind == "campaign" else set())
@@ -205,13 +224,15 @@ def check_params(params: dict, variables, ds: str, steps=STEPS, kind: str = "cam
         return {**launches, "notes": [aside]}
     if campaign:
         layout["root"] = f"{layout['out']}/campaigns/{campaign['campaign_id']}"
+        layout["campaign_id"] = campaign["campaign_id"] if kind == "campaign" else ""
     _add_previous_merge(layout, settings["base"])
+    run = {"dag_id": f"backfill_{kind}", "run_id": run_id, "steps": steps}
     for name in ("base", "keys", "registrations"):
         if settings.get(name):
             check_local(name, settings[name])
     for step in steps:
         for step_layout in _due_layouts(step, campaign, day, layout, settings):
-            launches[step.name].append(_launch(step, step_layout, runner, settings, runner_options))
+            launches[step.name].append(launch_kwargs(step, step_layout, runner, settings, runner_options, run))
     notes = [f"{ds}: " + ", ".join(f"{k} x{len(v)}" for k, v in launches.items()) + f" on {runner}"]
     return {**launches, "notes": notes}
 
@@ -243,12 +264,15 @@ def _standing_aside(kind: str, campaign: dict | None, day: dt.date, ds: str) -> 
 
 
 def _add_previous_merge(layout: dict, base: str) -> None:
-    """The merge the day's merge starts from (its base and vault), or the subscriber base if there is none yet."""
-    previous = previous_merge(layout["out"], layout["ds"])
+    """The merge the day's merge starts from (``previous_start``: its base and vault), or the subscriber base on
+    the first day (``first_base``); ``merge_refused`` when the day before's is missing. ``previous_merge``: the
+    latest completed one (notify leaves out the lines it has registered)."""
+    start, refused = merge_start(layout["out"], layout["ds"])
     layout.update(
-        previous_merge=previous,
-        previous_base=f"{previous}/base" if previous else base,
-        previous_vault=f"{previous}/vault" if previous else "",
+        previous_merge=previous_merge(layout["out"], layout["ds"]),
+        previous_start=start or "",
+        first_base="" if start else base,
+        merge_refused=refused or "",
     )
 
 
@@ -290,10 +314,11 @@ def check_task(kind: str, steps=STEPS):
 
     log = logging.getLogger("backfill.dags")
 
-    @task(task_id="check_params", retries=0)
-    def check(params: dict | None = None, ds: str | None = None) -> dict:
+    @task(task_id="check_params", retries=0, execution_timeout=CHECK_TIMEOUT)
+    def check(params: dict | None = None, ds: str | None = None, run_id: str | None = None) -> dict:
         try:
-            plan = check_params(dict(params or {}), lambda key: Variable.get(key, default=None), ds, steps, kind)
+            variables = lambda key: Variable.get(key, default=None)  # noqa: E731
+            plan = check_params(dict(params or {}), variables, ds, steps, kind, run_id or "manual")
         except ConfigError as exc:
             log.error("check_params: %s", exc)
             raise AirflowFailException(str(exc)) from None
@@ -309,7 +334,7 @@ def due_task(step: Step):
     can only expand a task's whole return value)."""
     from airflow.sdk import task
 
-    @task(task_id=f"{step.name}_due", retries=0)
+    @task(task_id=f"{step.name}_due", retries=0, execution_timeout=DUE_TIMEOUT)
     def due(plan: dict) -> list[dict]:
         return plan[step.name]
 

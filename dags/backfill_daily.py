@@ -16,11 +16,11 @@ campaign's first scan), so it runs in `backfill_campaign`, not here.
 from __future__ import annotations
 
 import pendulum
-from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.sdk import DAG
 from airflow.timetables.trigger import CronTriggerTimetable
 
 import backfill_config as cfg
+from backfill_operator import step_task
 
 with DAG(
     dag_id="backfill_daily",
@@ -36,11 +36,6 @@ with DAG(
     plan = cfg.check_task("daily", cfg.DAILY_STEPS)()
     previous = plan
     for step in cfg.DAILY_STEPS:
-        launch = BeamRunPythonPipelineOperator.partial(
-            task_id=step.name,
-            py_file=step.module,
-            py_options=["-m"],
-            trigger_rule="none_failed",
-        ).expand_kwargs(cfg.due_task(step)(plan))
+        launch = step_task(step, cfg.due_task(step)(plan))
         previous >> launch
         previous = launch

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 
 __all__ = [
@@ -27,11 +28,17 @@ __all__ = [
     "check_local",
     "check_interpreter",
     "check_runner",
+    "check_dataflow",
 ]
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIABLE_PREFIX = "backfill_"
 LOCAL_RUNNER = "FnApiRunner"  # explicit: Beam's DirectRunner may download the Prism runner
+KMS_FORM = "projects/P/locations/REGION/keyRings/R/cryptoKeys/K"
+WITHOUT_IDENTITY = frozenset({"report"})  # steps whose jobs read no identity value (no CMEK needed)
+_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+\Z")
+_KMS_KEY = re.compile(r"projects/[^/\s]+/locations/([^/\s]+)/keyRings/[^/\s]+/cryptoKeys/[^/\s]+\Z")
+_SUBNET_REGION = re.compile(r"(?:^|/)regions/([^/]+)/subnetworks/")
 RUNNERS = ("FnApiRunner", "DirectRunner", "DataflowRunner")
 
 # name -> (default, help). ``None`` means required where a step needs it.
@@ -48,9 +55,40 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "region": (None, "Dataflow region (DataflowRunner)"),
     "temp_location": (None, "gs:// folder for Dataflow's temporary and staged files (DataflowRunner)"),
     "setup_file": (os.path.join(PROJECT_DIR, "setup.py"), "setup.py the Dataflow workers install"),
-    "service_account": (None, "worker service account email (DataflowRunner)"),
+    "service_account_email": (
+        None,
+        "worker service account email (DataflowRunner; the older name service_account too)",
+    ),
+    "dataflow_kms_key": (None, "CMEK for the Dataflow jobs' state and shuffle: " + KMS_FORM + " in the job's region"),
+    "no_dataflow_kms_key": (False, "true: Dataflow jobs that carry identity run on Google-managed keys (no CMEK)"),
+    "no_use_public_ips": (False, "true: Dataflow workers get no public IP (Private Google Access or Cloud NAT)"),
+    "subnetwork": (None, "Dataflow workers' subnetwork, regions/REGION/subnetworks/NAME (or its full URL)"),
+    "sdk_container_image": (None, "Dataflow worker image, passed through as --sdk_container_image"),
+    "timeouts": (
+        {},
+        'minutes a step may run before it is stopped (and its Dataflow job cancelled), e.g. {"merge": 600}',
+    ),
+    "deferrable": (False, "true (DataflowRunner only): scan, merge and report wait for their job in the triggerer"),
     "beam_options": ({}, 'extra Beam options for every step, e.g. {"max_num_workers": 40}'),
 }
+ALIASES = {"service_account_email": "service_account"}  # the name the setting had before
+# Options that have a setting of their own (or are the DAG's to set): refused in beam_options.
+OWN_OPTIONS = (
+    "runner",
+    "project",
+    "region",
+    "temp_location",
+    "setup_file",
+    "job_name",
+    "labels",
+    "service_account_email",
+    "dataflow_kms_key",
+    "no_dataflow_kms_key",
+    "use_public_ips",
+    "no_use_public_ips",
+    "subnetwork",
+    "sdk_container_image",
+)
 
 
 class ConfigError(Exception):
@@ -58,21 +96,49 @@ class ConfigError(Exception):
 
 
 def resolve(params: dict, variables) -> dict:
-    """Settings from params, then Variables (``variables(name) -> str | None``), then defaults."""
+    """Settings from params, then Variables (``variables(name) -> str | None``), then defaults; typed
+    (``true``/``false`` for on/off settings, JSON objects for ``beam_options`` and ``timeouts``)."""
     settings = {}
     for name, (default, _) in SETTINGS.items():
-        value = params.get(name)
-        if value in (None, ""):
-            value = variables(VARIABLE_PREFIX + name)
+        value = _given(params, variables, name)
+        if value in (None, "") and name in ALIASES:
+            value = _given(params, variables, ALIASES[name])
         if value in (None, ""):
             value = default
-        if name == "beam_options" and isinstance(value, str):
+        settings[name] = _typed(name, value, default)
+    for key in settings["beam_options"]:
+        own = str(key).replace("-", "_")
+        if own in OWN_OPTIONS:
+            where = "the no_use_public_ips setting" if own == "use_public_ips" else f"the {own} setting"
+            raise ConfigError(
+                f"beam_options {key!r}: set it through "
+                + (where if own in SETTINGS or own == "use_public_ips" else "nothing: the DAGs set it themselves")
+            )
+    return settings
+
+
+def _given(params: dict, variables, name: str):
+    value = params.get(name)
+    return variables(VARIABLE_PREFIX + name) if value in (None, "") else value
+
+
+def _typed(name: str, value, default):
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return text in ("true", "yes", "1", "on")
+        raise ConfigError(f"{name} {str(value)[:60]!r} is not true or false")
+    if isinstance(default, dict):
+        if isinstance(value, str):
             try:
                 value = json.loads(value)
             except ValueError:
-                raise ConfigError(f"beam_options is not a JSON object: {value[:60]!r}") from None
-        settings[name] = value
-    return settings
+                raise ConfigError(f"{name} is not a JSON object: {value[:60]!r}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} is not a JSON object: {str(value)[:60]!r}")
+    return value
 
 
 def need(settings: dict, *names: str) -> None:
@@ -122,13 +188,50 @@ def check_runner(settings: dict, steps) -> tuple[str, dict]:
         raise ConfigError(f"runner {runner!r} is not available here: use {LOCAL_RUNNER} (local) or DataflowRunner")
     modules = ["apache_beam", *(s.module for s in steps)]
     if runner != "DataflowRunner":
+        if settings["deferrable"]:
+            raise ConfigError(
+                f"deferrable needs DataflowRunner: on {LOCAL_RUNNER} the pipeline runs in the task itself"
+            )
         check_interpreter(settings["python"], modules)
         return LOCAL_RUNNER, {}
     need(settings, "project", "region", "temp_location")
     for name in ("temp_location", "out"):
         if not str(settings[name]).startswith("gs://"):
             raise ConfigError(f"{name} {settings[name]} must be a gs:// path with DataflowRunner")
+    check_dataflow(settings, steps)
     check_local("setup_file", settings["setup_file"])
     check_interpreter(settings["python"], [*modules, "apache_beam.runners.dataflow.dataflow_runner"])
     options = {"temp_location": settings["temp_location"], "setup_file": settings["setup_file"]}
+    for name in ("dataflow_kms_key", "subnetwork", "sdk_container_image"):
+        if settings[name]:
+            options[name] = settings[name]
+    for name in ("no_dataflow_kms_key", "no_use_public_ips"):
+        if settings[name]:
+            options[name] = True  # a bare --flag
     return "DataflowRunner", options
+
+
+def check_dataflow(settings: dict, steps) -> None:
+    """The pinned region, the CMEK key (in that region; or the explicit opt-out) and the subnetwork's region."""
+    region = settings["region"]
+    if not _REGION.match(region):
+        raise ConfigError(f"region {region!r} is not a Dataflow region (e.g. europe-west1)")
+    key = settings["dataflow_kms_key"]
+    if key and settings["no_dataflow_kms_key"]:
+        raise ConfigError("dataflow_kms_key and no_dataflow_kms_key contradict each other: set one")
+    if key:
+        match = _KMS_KEY.match(key)
+        if not match:
+            raise ConfigError(f"dataflow_kms_key {key!r} is not a Cloud KMS key name ({KMS_FORM})")
+        if match.group(1) != region:
+            raise ConfigError(
+                f"dataflow_kms_key is in {match.group(1)}, the jobs in {region}: Dataflow needs a key in the jobs' region"
+            )
+    elif not settings["no_dataflow_kms_key"] and any(s.name not in WITHOUT_IDENTITY for s in steps):
+        raise ConfigError(
+            f"missing setting 'dataflow_kms_key' ({KMS_FORM}): identity passes through Dataflow's shuffle; "
+            "set no_dataflow_kms_key to true to run on Google-managed keys instead"
+        )
+    match = _SUBNET_REGION.search(settings["subnetwork"] or "")
+    if match and match.group(1) != region:
+        raise ConfigError(f"subnetwork is in {match.group(1)}, the jobs in {region}: give the region's subnetwork")

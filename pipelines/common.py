@@ -24,7 +24,7 @@ import uuid
 
 from typing import TYPE_CHECKING
 
-from pipelines.flags import LOCAL_RUNNERS
+from pipelines.flags import LOCAL_RUNNERS, ArgumentParser
 from pipelines.flags import split_beam_flags as _split_beam_flags
 
 if TYPE_CHECKING:  # Beam is imported where it is used: steps that run no pipeline (report) start faster
@@ -51,17 +51,6 @@ class UserError(Exception):
     """An error the user can fix; ``str()`` is one line, shown as is."""
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line and exits 2; a flag is never abbreviated."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def add_batch_flags(p: argparse.ArgumentParser) -> None:
     """The flags every batch step over the base shares (scan, merge)."""
     p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
@@ -85,13 +74,28 @@ def split_beam_flags(parser: argparse.ArgumentParser, argv, *, pipeline=True) ->
     names an ``s3://`` path, Beam's file systems get the run's options at once: the launcher plans its inputs
     and checks its outputs through them before any pipeline exists, and Beam's S3 file system cannot work
     without options (its endpoint: ``--s3_endpoint_url``, else ``AWS_ENDPOINT_URL``)."""
-    args, beam_args = _split_beam_flags(parser, argv, pipeline=pipeline)
     given = sys.argv[1:] if argv is None else argv
+    _register_project_options(parser, given)
+    args, beam_args = _split_beam_flags(parser, argv, pipeline=pipeline)
     if any("s3://" in str(a) for a in given):
         from apache_beam.io.filesystems import FileSystems
 
         FileSystems.set_options(beam_options(beam_args))
     return args, beam_args
+
+
+def _register_project_options(parser: argparse.ArgumentParser, argv) -> None:
+    """Beam learns this project's own option (``--no_dataflow_kms_key``, pipelines/dataflow_options.py) before
+    the flag rule lists Beam's flags, when a flag that is not the command's is given (Beam is loaded then)."""
+    from pipelines import flags
+
+    own = set(flags._own_flags(flags._parsers(parser)))
+    if all(flags._flag(str(token)) in own or flags._flag(str(token)) is None for token in argv):
+        return
+    from pipelines import dataflow_options  # noqa: F401  (defines DeployOptions: Beam lists it from now on)
+
+    if "no_dataflow_kms_key" not in flags._beam_flags():
+        flags._beam_flags.cache_clear()  # listed before the option was registered
 
 
 def parse_as_of(value: str | None) -> dt.date:
@@ -103,11 +107,15 @@ def parse_as_of(value: str | None) -> dt.date:
         raise argparse.ArgumentTypeError(f"--as-of {value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def beam_options(beam_args: list[str], **overrides) -> "PipelineOptions":
+def beam_options(
+    beam_args: list[str], *, step: str | None = None, run_id: str | None = None, **overrides
+) -> "PipelineOptions":
     """Beam options from the pass-through flags, with the local runner as default.
 
     ``--runner DirectRunner`` means "run it here": Beam 2.77's DirectRunner may
     hand batch jobs to Prism, which it downloads, so it becomes the FnApiRunner.
+    On Dataflow the launch is checked (region, CMEK, labels, network; one-line
+    errors) and labelled with the ``step`` and ``run_id``: pipelines/dataflow_options.py.
     """
     args = list(beam_args)
     for i, arg in enumerate(args):
@@ -121,7 +129,9 @@ def beam_options(beam_args: list[str], **overrides) -> "PipelineOptions":
         args.append(f"--s3_endpoint_url={endpoint}")  # workers outside this environment reach the same store
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    return PipelineOptions(args, **overrides)
+    from pipelines.dataflow_options import dataflow_args
+
+    return PipelineOptions(dataflow_args(args, step=step, run_id=run_id), **overrides)
 
 
 def runner_name(options: "PipelineOptions") -> str:
@@ -294,6 +304,18 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+# Beam's Dataflow client logs, at INFO, the line Airflow's Beam operator reads the job id from ("Created job with
+# id: [ID]") among the job's whole options and graph; only that line and the console link pass (WARNING and above
+# as before). Matched on the format string: its arguments are the job id, region and project.
+_DATAFLOW_CLIENT = "apache_beam.runners.dataflow.internal.apiclient"
+_JOB_LINES = ("Created job with id: [", "To access the Dataflow monitoring console")
+
+
+class _JobLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or str(record.msg).startswith(_JOB_LINES)
+
+
 _depth = 0  # run_main calls in progress: a step run by another (the demo) keeps the outer mode
 
 
@@ -316,6 +338,9 @@ def _set_up_logging(debug: bool) -> None:
         root.addHandler(handler)
         if root.level == logging.NOTSET or root.level > logging.WARNING:
             root.setLevel(logging.WARNING)
+        client = logging.getLogger(_DATAFLOW_CLIENT)
+        client.addFilter(_JobLines())
+        client.setLevel(logging.INFO)
         ours = [handler]
     for handler in ours:
         for each in handler.filters:

@@ -115,10 +115,10 @@ def prepare(argv, parser: argparse.ArgumentParser, rows_per_bucket: int) -> Job:
     if not windows:
         raise UserError(f"--deltas {args.deltas}: no committed window there")
     kind, base_splits, base_info, vault = _plan_inputs(args, keyset)
-    options = beam_options(beam_args)
+    run_id, started = new_run("compact")
+    options = beam_options(beam_args, step="compact", run_id=run_id)
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
-    run_id, started = new_run("compact")
     return Job(
         args=args,
         options=options,

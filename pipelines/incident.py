@@ -1,6 +1,6 @@
 """backfill incident: the scope of a suspected leak, the report to file, and the shred (Art. 13).
 
-    backfill incident --key-version j1 --base out/merge/base --vault out/merge/vault --out out/incident-1 \\
+    backfill incident --key-version j1 --merged out/merge --out out/incident-1 \\
         [--detected-at 2026-11-30T09:15:00+08:00] [--description "join key found in a public repository"]
     backfill incident --lines leaked.csv --base out/merge/base --vault out/merge/vault --out out/incident-2 \\
         --shred --keys keys/keyset.json [--actor NAME] [--as-of 2026-11-30] [Beam flags...]
@@ -22,6 +22,7 @@ when, how many lines and subscribers, by region, what was done: counts only)
 and ``OUT/manifest.json`` (counts checked in the job). Never a token, mask or
 value: the report is what the operator files with the telecom administration.
 
+``--merged OUT`` is ``--base OUT/base --vault OUT/vault``.
 ``--shred`` (with ``--keys`` and ``--vault``) crypto-shreds every affected
 line that has a data key, in ``--vault`` itself (the live vault: a leak
 response must destroy there), through ``pipelines.keys_shred.shred_lines``
@@ -49,6 +50,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
+from pipelines.flags import add_merged, add_progress_flag
+from pipelines.progress import progress
 from pipelines.common import run_main, runner_name, split_beam_flags
 from pipelines.incident_report import action_block, scope_text, write_report
 from pipelines.io.line_lists import LineList, inspect_line_list
@@ -70,8 +73,11 @@ def parser() -> ArgumentParser:
     scope = p.add_mutually_exclusive_group(required=True)
     scope.add_argument("--key-version", default=None, help="leaked key version: jN (join key) or vN (vault key)")
     scope.add_argument("--lines", default=None, help="file of line_ids: one per line, or a CSV with a line_id column")
-    p.add_argument("--base", required=True, action="append", help="merged base (backfill merge OUT/base); repeatable")
-    p.add_argument("--vault", default=None, help="the vault folder (which lines have sealed data, for the shred)")
+    add_merged(
+        p,
+        base_help="merged base (a merge, compact or retention OUT/base); repeatable",
+        vault_help="the vault folder (which lines have sealed data, for the shred)",
+    )
     p.add_argument("--out", required=True, help="output folder: incident.json, incident.html, affected_lines/")
     p.add_argument(
         "--shred", action="store_true", help="crypto-shred the affected lines' vault data (needs --keys, --vault)"
@@ -88,6 +94,7 @@ def parser() -> ArgumentParser:
     p.add_argument(
         "--spill", choices=["auto", "on", "off"], default="auto", help="spill shuffle payloads (auto: local runners)"
     )
+    add_progress_flag(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -126,6 +133,7 @@ class _Job:
     n_buckets: int
     spill: bool
     timer: Timer
+    base_rows: int = 0  # planned: for the progress lines
 
     @property
     def scope_static(self) -> dict:
@@ -207,7 +215,7 @@ def _prepare(argv) -> _Job:
     run_id, started = new_run("incident")
     as_of, out = args.as_of or parse_as_of(None), args.out.rstrip("/")
     _check_args(args)
-    options = beam_options(beam_args)
+    options = beam_options(beam_args, step="incident", run_id=run_id)
     FileSystems.set_options(options)  # object stores (s3://) are read before the pipeline sets them
     detected_at = _when(args.detected_at)
     if FileSystems.exists(FileSystems.join(out, "incident.json")):
@@ -241,6 +249,7 @@ def _prepare(argv) -> _Job:
         n_buckets=args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET)),
         spill=args.spill != "off" and is_local_runner(options),
         timer=timer,
+        base_rows=base_info.estimated_rows,
     )
 
 
@@ -285,9 +294,10 @@ def run(argv=None) -> dict:
     job = _prepare(argv)
     with publishing(job.out, "incident", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS) as pub:
         # The spill carries listed ids (a leaked list may hold anything): sealed, private, never under OUT.
-        with spill_area("incident") if job.spill else contextlib.nullcontext() as spill_dir:
+        watch = progress("incident", job.run_id, {"read": job.base_rows}, job.options, job.args.progress_seconds)
+        with spill_area("incident") if job.spill else contextlib.nullcontext() as spill_dir, watch as prog:
             with beam.Pipeline(options=job.options) as p:
-                build_pipeline(p, job, pub, spill_dir)
+                build_pipeline(p, job, pub, spill_dir, prog)
         manifest = read_json(FileSystems.join(_written(job, pub), "manifest.json"))  # counts checked in the job
         if job.args.shred:
             return _shred(job, pub, manifest)

@@ -17,7 +17,7 @@ The steps, in this order, under the keyset's lock:
 6. only then take the older vault key versions out of use, and record the key change in the keys log.
 
 A run killed in 3 leaves every vault as it was (the keyset has a new primary; the older versions still
-open). One killed in 5 leaves some vaults published and some not: ``keys rotate --vault --vault-dir DIR
+open). One killed in 5 leaves some vaults published and some not: ``keys rotate --vault DIR
 --retire-old`` completes it (the registry knows the dropped data keys).
 """
 
@@ -114,6 +114,8 @@ def shred_lines(
 
 def _shred_home(named: str, keys_path: str, shred_log: str | None, published_as: str | None) -> tuple[str, str]:
     """The vault's home (where it is registered: its published folder) and the folder of its shred log."""
+    if shred_log and "://" in shred_log:  # a URI is a URI: never a local path made of it
+        return published_as or named, shred_log.rstrip("/").rsplit("/", 1)[0]
     home = published_as or (
         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(shred_log))), os.path.basename(named))
         if shred_log

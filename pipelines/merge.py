@@ -2,15 +2,16 @@
 
     backfill merge --base base.parquet --registrations 'events/*.jsonl' --keys secure/keys.json \\
         --out out/merge [--as-of 2026-12-01] [--policy my_policy.yaml] [--encoding gb18030] [Beam flags...]
-    backfill merge --base out/merge-1130/base --vault out/merge-1130/vault \\
-        --registrations events/2026-12-01/ --keys secure/keys.json --out out/merge-1201     # the daily merge
+    backfill merge --merged out/merge-1130 --registrations events/2026-12-01/ \\
+        --keys secure/keys.json --out out/merge-1201                                       # the daily merge
     python -m pipelines.merge ... --runner DataflowRunner --project P --region R \\
         --temp_location gs://bucket/tmp --setup_file ./setup.py
 
 ``--base`` is a raw base (Avro, Parquet, CSV with plaintext identity columns)
 or a previous merge's ``OUT/base/`` (told apart by its columns); with a
-previous merge's base, its vault is required too (``--vault``; without it
-the merge refuses to run): the lines without a new registration keep their
+previous merge's base, its vault is required too (``--merged OUT`` names
+both, as ``--base OUT/base --vault OUT/vault`` does; without the vault the
+merge refuses to run): the lines without a new registration keep their
 row and their vault records, and re-registered lines keep their data key.
 Writes ``OUT/base/`` (Parquet, schemas/merged_line.avsc: tokens and masks,
 never plaintext), ``OUT/vault/`` (what ``backfill reveal`` opens),
@@ -43,6 +44,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
+from pipelines.flags import add_merged, add_progress_flag
 from pipelines.common import parse_as_of
 from pipelines.common import run_main, runner_name, split_beam_flags, write_dead_letters
 from pipelines.io.events import ReadRegistrationEvents, plan_event_splits
@@ -58,7 +60,9 @@ from pipelines.io.planning import InputInfo
 from pipelines.io.finalize import Finalize
 from pipelines.io.publish import check_apart, check_owned, publishing
 from pipelines.keys import register_vault
+from pipelines.merge_counts import manifest_counts, summarise
 from pipelines.merge_plan import _plan_base, _plan_vault
+from pipelines.progress import NO_PROGRESS, progress
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.shuffle import spill_area
 from transforms.merge.composite import MergeCompletedRegistrations
@@ -74,11 +78,11 @@ OUTPUTS = ("base", "vault", "dead_letter", "summary.json", "manifest.json")  # w
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill merge", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--base",
-        required=True,
-        action="append",
-        help="base file, glob or folder: a raw base (Avro, Parquet, CSV) or a previous merge's OUT/base; repeatable",
+    add_merged(
+        p,
+        base_help="base file, glob or folder: a raw base (Avro, Parquet, CSV), or a merged base with --vault; "
+        "repeatable",
+        vault_help="the vault of a merged --base",
     )
     p.add_argument(
         "--registrations",
@@ -88,8 +92,8 @@ def parser() -> ArgumentParser:
     )
     p.add_argument("--keys", required=True, help="keyset file (mode 0600; backfill keys init)")
     p.add_argument("--out", required=True, help="output folder (local or gs://)")
-    p.add_argument("--vault", default=None, help="the previous merge's vault (with a merged --base)")
     add_batch_flags(p)
+    add_progress_flag(p)
     return p
 
 
@@ -108,6 +112,7 @@ def build_pipeline(
     spill_dir,
     encoding,
     batch_size,
+    progress=NO_PROGRESS,
 ):
     """Wire the merge; returns the MergeOutputs (exposed for tests)."""
     inputs = {}
@@ -116,6 +121,7 @@ def build_pipeline(
         inputs.update(base=base.raw, base_dead_letter=base.dead_letter)
     else:
         inputs["base"] = p | "ReadMergedBase" >> ReadMergedBase(base_splits, batch_size)
+    progress.count(inputs["base"], "read")
     events = p | "ReadEvents" >> ReadRegistrationEvents(event_splits, ctx, encoding=encoding, batch_size=batch_size)
     inputs.update(events=events.raw, events_dead_letter=events.dead_letter)
     if vault:
@@ -124,46 +130,6 @@ def build_pipeline(
     return inputs | "MergeCompletedRegistrations" >> MergeCompletedRegistrations(
         policy, as_of, ctx, keys_path, n_buckets, base_kind=kind, spill_dir=spill_dir
     )
-
-
-def summarise(counts: dict, header: dict) -> dict:
-    """The run's summary from the pipeline's counts: both balances computed."""
-    base, events = counts.get("base", {}), counts.get("events", {})
-    base_dead, event_dead = base.get("dead_letters", {}), events.get("dead_letters", {})
-    base_in = base.get("rows_in", 0) + base_dead.get("ROW_MALFORMED", 0)
-    events_in = events.get("rows_in", 0) + event_dead.get("ROW_MALFORMED", 0)
-    out = {k: events.get(k, 0) for k in ("applied", "superseded", "duplicates")}
-    return {
-        **header,
-        "base": {
-            "rows_in": base_in,
-            "lines_out": base.get("rows_out", 0),
-            "dead_letters": sum(base_dead.values()),
-            "dead_letter_reasons": dict(sorted(base_dead.items())),
-            "balanced": base_in == base.get("rows_out", 0) + sum(base_dead.values()),
-        },
-        "events": {
-            "rows_in": events_in,
-            **out,
-            "dead_letters": sum(event_dead.values()),
-            "dead_letter_reasons": dict(sorted(event_dead.items())),
-            "balanced": events_in == sum(out.values()) + sum(event_dead.values()),
-        },
-        "lines": counts.get("lines", {}),
-        "vault": counts.get("vault", {}),
-    }
-
-
-def manifest_counts(counts: dict) -> tuple[dict, list[str]]:
-    """The manifest's counts block and the balances that fail (checked in the job: pipelines/io/finalize.py)."""
-    summary = summarise(counts, {})
-    problems = [
-        f"merge counts do not balance for the {side} ({summary[side]['rows_in']:,} in, "
-        f"{summary[side]['dead_letters']:,} dead letters)"
-        for side in ("base", "events")
-        if not summary[side]["balanced"]
-    ]
-    return {k: summary[k] for k in ("base", "events", "lines", "vault")}, problems
 
 
 def _located(paths: list[str]) -> list[str]:
@@ -232,8 +198,8 @@ def _prepare(argv) -> _Job:
     kind, base_splits, base_info = _plan_base(args, keyset)
     event_splits, event_info = plan_event_splits(args.registrations, encoding=args.encoding)
     vault = _plan_vault(args, keyset, kind)
-    options = beam_options(beam_args)
     run_id, started = new_run("merge")
+    options = beam_options(beam_args, step="merge", run_id=run_id)
     rows = max(base_info.estimated_rows, event_info.estimated_rows)
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
@@ -261,15 +227,15 @@ def _prepare(argv) -> _Job:
 def _log_plan(job: _Job) -> None:
     base, events, keyset = job.base_info, job.event_info, job.keyset
     log.info(
-        "merge %s: %s base (%d file(s), ~%s rows), %d event file(s) (~%s events), %d bucket(s), runner %s, "
+        "merge %s: %s base (%s file(s), ~%s rows), %s event file(s) (~%s events), %s bucket(s), runner %s, "
         "join key %s, vault key %s, policy %s, as of %s",
         job.run_id,
         job.kind,
-        len(base.files),
+        f"{len(base.files):,}",
         f"{base.estimated_rows:,}",
-        len(events.files),
+        f"{len(events.files):,}",
         f"{events.estimated_rows:,}",
-        job.n_buckets,
+        f"{job.n_buckets:,}",
         runner_name(job.options),
         keyset.primary_join_version,
         keyset.primary_vault_version,
@@ -291,7 +257,11 @@ def _run_pipeline(job: _Job, pub) -> None:
     }
     # The spill carries raw rows and events: sealed under a per-run key, in a private local folder (0700)
     # that a later run removes if this one dies (transforms/core/shuffle.py), never under OUT.
-    with spill_area("merge") if job.spill else contextlib.nullcontext() as spill_dir:
+    phases = dict.fromkeys(("read", "merged"), job.base_info.estimated_rows)
+    with (
+        spill_area("merge") if job.spill else contextlib.nullcontext() as spill_dir,
+        progress("merge", job.run_id, phases, job.options, job.args.progress_seconds) as prog,
+    ):
         with beam.Pipeline(options=job.options) as p:
             outputs = build_pipeline(
                 p,
@@ -307,7 +277,9 @@ def _run_pipeline(job: _Job, pub) -> None:
                 spill_dir=spill_dir,
                 encoding=job.args.encoding,
                 batch_size=job.args.batch_size,
+                progress=prog,
             )
+            prog.count(outputs.base, "merged")
             vault_dir = FileSystems.join(out, "vault")
             written = [
                 write_merged_base(outputs.base, FileSystems.join(out, "base")),

@@ -18,25 +18,21 @@ SIGINT stops pulling, processes what has landed and exits 0. Every run
 writes ``OUT/manifest.json`` and ``OUT/runs/RUN.json``: messages in = applied
 + superseded + duplicates + dead letters, for the run and for all windows.
 
-With ``--runner DataflowRunner`` it builds a streaming job: ReadFromPubSub
-(``id_label="event_id"``), the ``MergeStreamWindows`` composite (dedup in
-state, fixed windows, the same window core) and a writer of the same window
-folders (``window.json`` last, as the commit marker). ``backfill compact``
+With ``--runner DataflowRunner`` it builds a streaming job
+(``transforms.merge.stream_composite.MergeStreamWindows``): ReadFromPubSub
+(no ``id_label``: every copy of an event is judged by its body) beside a
+bounded read of the base, the lines and the held event ids in Beam's keyed
+state (no worker loads the base), fixed windows on publish time, and one
+folder per (window, pane, shard) under ``OUT/deltas/`` (``window.json``
+last, as the commit marker; the same name on a retry). ``backfill compact``
 folds the deltas into a new base.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
-import hashlib
 import logging
 import os
-import secrets
 import sys
-import time
-
-import pyarrow as pa
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.common import run_main, runner_name, split_beam_flags
@@ -81,6 +77,12 @@ def parser() -> ArgumentParser:
         default=20_000,
         help="a window closes early once this many messages have landed (bounds its memory; default 20000)",
     )
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=4,
+        help="Dataflow: folders per window, each with one share of the lines (default 4)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -99,25 +101,18 @@ def _check(args) -> None:
         raise UserError("--max-message-bytes must be between 1024 and 8388608")
     if not 1 <= args.max_messages <= 10_000:
         raise UserError("--max-messages must be between 1 and 10000")
+    if not 1 <= args.shards <= 1000:
+        raise UserError("--shards must be between 1 and 1000")
     if args.max_window_messages < args.max_messages:
         raise UserError("--max-window-messages must be at least --max-messages")
-
-
-def _index_loader(base, encoding, policy, as_of, ctx):
-    from pipelines.io.windows import load_index
-
-    return load_index(list(base), encoding, policy, as_of, ctx, secrets.token_hex(16))[0]
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_streaming_pipeline(
     p,
     *,
     subscription: str,
-    base,
+    base_kind: str,
+    base_splits,
     encoding,
     keys_path,
     policy,
@@ -125,31 +120,49 @@ def build_streaming_pipeline(
     ctx,
     out: str,
     window_seconds: int,
+    shards: int,
     max_bytes: int,
+    messages=None,
+    batch_size: int = 65_536,
 ):
-    """ReadFromPubSub -> MergeStreamWindows -> window folders (exposed for tests and Dataflow)."""
+    """ReadFromPubSub + the base read in splits -> MergeStreamWindows -> window folders and the base's dead
+    letters under OUT (exposed for tests and Dataflow). ``messages``: message records already in the pipeline
+    (tests on the local runner), in place of the Pub/Sub read. Returns the written folders' paths."""
     import apache_beam as beam
-
-    from transforms.merge.stream_composite import MergeStreamWindows
-
-    loader = functools.partial(_index_loader, tuple(base), encoding, policy, as_of, ctx)
-    return (
-        p
-        | "ReadFromPubSub"
-        >> beam.io.ReadFromPubSub(subscription=subscription, id_label="event_id", with_attributes=True)
-        | "ToRecord" >> beam.Map(_record, max_bytes)
-        | "MergeStreamWindows"
-        >> MergeStreamWindows(
-            loader, keys_path, policy, as_of, ctx, window_seconds, max_bytes=max_bytes, source=subscription
-        )
-        | "WriteWindows" >> beam.ParDo(WriteWindowFn(FileSystemsJoin(out, "deltas")))
-    )
-
-
-def FileSystemsJoin(*parts: str) -> str:
     from apache_beam.io.filesystems import FileSystems
 
-    return FileSystems.join(*parts)
+    from pipelines.io.base_files import ReadSubscriberBase
+    from pipelines.io.merged_base import ReadMergedBase
+    from pipelines.io.stream_writes import WriteDeadLettersFn, WriteWindowFn
+    from transforms.merge.stream_composite import MergeStreamWindows
+
+    if messages is None:  # no id_label: a copy of an event is judged by its body (transforms/merge/event_ids.py)
+        messages = (
+            p
+            | "ReadFromPubSub" >> beam.io.ReadFromPubSub(subscription=subscription, with_attributes=True)
+            | "ToRecord" >> beam.Map(_record, max_bytes)
+        )
+    inputs = {"messages": messages}
+    if base_kind == "raw":
+        base = p | "ReadBase" >> ReadSubscriberBase(base_splits, ctx, encoding=encoding, batch_size=batch_size)
+        inputs.update(base=base.raw, base_dead_letter=base.dead_letter)
+    else:
+        inputs["base"] = p | "ReadMergedBase" >> ReadMergedBase(base_splits, batch_size)
+    outputs = inputs | "MergeStreamWindows" >> MergeStreamWindows(
+        keys_path,
+        policy,
+        as_of,
+        ctx,
+        window_seconds,
+        base_kind=base_kind,
+        shards=shards,
+        max_bytes=max_bytes,
+        source=subscription,
+    )
+    outputs.base_dead_letter | "WriteBaseDeadLetters" >> beam.ParDo(
+        WriteDeadLettersFn(FileSystems.join(out, "base_dead_letter"))
+    )
+    return outputs.folders | "WriteWindows" >> beam.ParDo(WriteWindowFn(FileSystems.join(out, "deltas")))
 
 
 def _record(message, max_bytes: int) -> dict:
@@ -168,81 +181,59 @@ def _record(message, max_bytes: int) -> dict:
     }
 
 
-class _Result:
-    """A window result dict seen as transforms.merge.stream.WindowResult for write_window."""
-
-    def __init__(self, element: dict):
-        self.delta, self.vault_keys, self.vault_values = (
-            element["delta"],
-            element["vault_keys"],
-            element["vault_values"],
-        )
-        self.dead_letter, self.counts = element["dead_letter"], element["counts"]
-        self.counters = element["counts"].get("counters", {})
-        self.new_keys = pa.array(element["keys"], pa.string())
-
-
-import apache_beam as _beam  # noqa: E402  (the DoFn below; the local path above needs no Beam)
-
-
-class WriteWindowFn(_beam.DoFn):
-    """One window result -> a window folder through Beam FileSystems, ``window.json`` last (the commit marker).
-
-    The folder name is the window's start and a hash of its dedup keys, so a
-    retried bundle rewrites the same folder instead of adding a second one."""
-
-    def __init__(self, deltas_dir: str):
-        self._dir = deltas_dir
-
-    def process(self, element):
-        from pipelines.io.windows import write_window
-
-        start = element["window"][0] if element["window"] else 0.0
-        digest = hashlib.sha256("\n".join(sorted(element["keys"])).encode("utf-8")).hexdigest()[:12]
-        name = f"w-{dt.datetime.fromtimestamp(start, dt.timezone.utc):%Y%m%dT%H%M%S}-{digest}"
-        times = pa.array(element["publish_times"], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        info = {
-            "window": element["window"],
-            "counts": {k: v for k, v in element["counts"].items() if k != "counters"},
-            "counters": element["counts"].get("counters", {}),
-            "committed_at": time.time(),
-        }
-        write_window(self._dir, name, _Result(element), times, info)
-        yield name
-
-
 def run_dataflow(args, options, keyset, policy, as_of, run_id, started, timer) -> dict:
+    """Plan the base (its files' footers, as the batch merge does), submit the streaming job, and write
+    OUT/manifest.json (what compact reads the stream's as-of date from)."""
     import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import StandardOptions
 
+    from pipelines.manifest import keys_block, policy_block, write_json
+    from pipelines.merge_plan import _plan_base
     from transforms.core.deadletter import DeadLetterContext
 
     options.view_as(StandardOptions).streaming = True
-    ctx = DeadLetterContext("merge", run_id, started)
+    kind, splits, info = _plan_base(args, keyset)
+    out = args.out.rstrip("/")
     p = beam.Pipeline(options=options)
     build_streaming_pipeline(
         p,
         subscription=args.subscription,
-        base=args.base,
+        base_kind=kind,
+        base_splits=splits,
         encoding=args.encoding,
         keys_path=args.keys,
         policy=policy,
         as_of=as_of,
-        ctx=ctx,
-        out=args.out.rstrip("/"),
+        ctx=DeadLetterContext("merge", run_id, started),
+        out=out,
         window_seconds=args.window_seconds,
+        shards=args.shards,
         max_bytes=args.max_message_bytes,
     )
     result = p.run()
     timer.mark("submit_seconds")
-    return {
+    manifest = {
         "step": "merge",
         "mode": "streaming",
         "run_id": run_id,
+        "started": started,
+        "as_of": as_of.isoformat(),
+        "policy": policy_block(policy),
+        "keys": keys_block(keyset),
+        "inputs": {"subscription": args.subscription, "base": info.files, "base_kind": kind},
+        "window_seconds": args.window_seconds,
+        "shards": args.shards,
+        "outputs": {
+            "deltas": FileSystems.join(out, "deltas"),
+            "base_dead_letter": FileSystems.join(out, "base_dead_letter"),
+        },
         "runner": runner_name(options),
-        "job": str(getattr(result, "job_id", lambda: None)() if callable(getattr(result, "job_id", None)) else None),
+        "job": str(result.job_id() if getattr(result, "has_job", False) else None),  # none for a template launch
         "timings": timer.as_dict(),
     }
+    write_json(FileSystems.join(out, "manifest.json"), manifest)
+    return manifest
 
 
 def run(argv=None) -> dict:
@@ -255,8 +246,8 @@ def run(argv=None) -> dict:
     as_of = args.as_of or parse_as_of(None)
     policy = load_policy(args.policy)
     keyset = Keyset.load(args.keys)
-    options = beam_options(beam_args)
     run_id, started = new_run("merge")
+    options = beam_options(beam_args, step="merge-streaming", run_id=run_id)
     if is_local_runner(options):
         from pipelines.io.window_loop import LocalStreamingMerge
 

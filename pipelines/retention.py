@@ -1,7 +1,8 @@
 """backfill retention: purge the identity of lines terminated more than N years ago (Art. 11).
 
-    backfill retention --base out/merge/base --vault out/merge/vault --keys keys/keyset.json \\
+    backfill retention --merged out/merge --keys keys/keyset.json \\
         --out out/retention --as-of 2026-12-01 [--policy FILE] [--actor NAME] [Beam flags...]
+    backfill retention --base out/merge/base --vault out/merge/vault ...     # the same, by its parts
     python -m pipelines.retention ...
 
 For every TERMINATED line of the merged base whose retention period is over
@@ -63,11 +64,13 @@ from typing import TYPE_CHECKING
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of, run_main
-from pipelines.common import runner_name, split_beam_flags
+from pipelines.flags import add_merged, add_progress_flag
+from pipelines.common import split_beam_flags
 from pipelines.io.publish import Publication, check_apart, check_owned, kept_stage, publishing
-from pipelines.manifest import Timer, keys_block, policy_block
+from pipelines.manifest import Timer, keys_block
 from pipelines.retention_base import plan_base, vault_tables
 from pipelines.retention_keep import keep_from_now, kept_stages, moved_versions
+from pipelines.retention_manifest import manifest_static, shred_log
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -83,8 +86,12 @@ ROWS_PER_BUCKET = 200_000  # vault value rows per bucket of the join by line
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill retention", description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, action="append", help="merged base (backfill merge OUT/base); repeatable")
-    p.add_argument("--vault", required=True, help="the base's vault folder (OUT/vault)")
+    add_merged(
+        p,
+        base_help="merged base (a merge, compact or retention OUT/base); repeatable",
+        vault_help="the base's vault folder (OUT/vault)",
+        vault_required=True,
+    )
     p.add_argument("--keys", required=True, help="keyset file (mode 0600): the shred re-wraps the data keys")
     p.add_argument("--out", required=True, help="output folder: OUT/base, OUT/vault, OUT/audit, OUT/manifest.json")
     p.add_argument("--as-of", required=True, type=parse_as_of, help="date the retention periods are judged on")
@@ -95,6 +102,7 @@ def parser() -> ArgumentParser:
     p.add_argument(
         "--spill", choices=["auto", "on", "off"], default="auto", help="spill the join (auto: local runners)"
     )
+    add_progress_flag(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -168,10 +176,10 @@ def _prepare(argv) -> _Job:
     timer = Timer()
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    options = beam_options(beam_args)
+    run_id, started = new_run("retention")
+    options = beam_options(beam_args, step="retention", run_id=run_id)
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
-    run_id, started = new_run("retention")
     policy = load_policy(args.policy)
     out = args.out.rstrip("/")
     out_vault = FileSystems.join(out, "vault")
@@ -221,6 +229,8 @@ def _find_and_purge(job: _Job, pub: Publication, cutoff: dt.date) -> dict:
             spill=job.spill,
             options=job.options,
             batch_size=job.args.batch_size,
+            base_rows=job.base_rows,
+            progress_seconds=job.args.progress_seconds,
         )
     )
     copied = copy_table(job.args.vault, pub.path("vault"), "keys")  # the shred rewrites the copy
@@ -249,7 +259,7 @@ def _shred(job: _Job, pub: Publication, found: dict, cutoff: dt.date) -> dict | 
         job.args.keys,
         vault,
         LineFiles(FileSystems.join(pub.path("_purge"), "shred", "*.parquet"), count),
-        shred_log=_shred_log(job.out_vault),  # the published folder's log, never a staged one
+        shred_log=shred_log(job.out_vault, job.args.keys),  # the published folder's log, never a staged one
         published_as=job.out_vault,
         actor=job.args.actor,
         reason=f"retention (Art. 11): terminated on or before {cutoff}, {years} years before {job.as_of}; "
@@ -258,52 +268,6 @@ def _shred(job: _Job, pub: Publication, found: dict, cutoff: dt.date) -> dict | 
     )
     job.timer.mark("shred_seconds")
     return shred
-
-
-def _manifest(job: _Job, cutoff: dt.date, found: dict, shred: dict | None) -> dict:
-    """What the manifest says that is known before the last job; the job adds the counts (Finalize)."""
-    from transforms.crypto.keyset import Keyset
-
-    after, before = Keyset.load(job.args.keys), job.keys_before
-    sample = found["purged_line_ids"]
-    return {
-        "step": "retention",
-        "run_id": job.run_id,
-        "started": job.started,
-        "as_of": job.as_of.isoformat(),
-        "policy": policy_block(job.policy),
-        "retention": {
-            "years_after_termination": job.policy.retention_years,
-            "purge_terminated_on_or_before": cutoff.isoformat(),
-            "rule": "purged when as_of > terminated_on + years (29 Feb + years = 28 Feb without a 29th); "
-            "TERMINATED lines without terminated_on are kept",
-        },
-        "keys": {
-            **keys_block(after, vault=False),
-            "vault_before": before["vault"],
-            "vault_after": after.primary_vault_version,
-            "vault_versions_before": before["vault_versions"],
-            "vault_versions_after": after.versions("vault"),
-            "retired": shred["retired_vault_key_versions"] if shred else [],
-        },
-        "inputs": {"base": list(job.args.base), "base_files": job.files, "vault": job.args.vault},
-        "outputs": {
-            "base": FileSystems.join(job.out, "base"),
-            "vault": job.out_vault,
-            "purged": FileSystems.join(job.out, "purged"),
-            "in_place": job.in_place,
-            "shred_log": _shred_log(job.out_vault) if shred else None,
-        },
-        "purged_line_ids": sample,  # the first ones; OUT/purged lists every one
-        "purged_line_ids_complete": len(sample) == found["purge"]["purged"],
-        "runner": runner_name(job.options),
-        "timings": job.timer.as_dict(),
-    }
-
-
-def _shred_log(out_vault: str) -> str:
-    """OUT/audit/shred.jsonl: beside the published vault, as ``backfill keys shred`` would keep it."""
-    return os.path.join(os.path.dirname(os.path.normpath(out_vault)), "audit", "shred.jsonl")
 
 
 def _rewrite_base(job: _Job, pub: Publication, cutoff: dt.date, found: dict, shred: dict | None) -> dict:
@@ -320,7 +284,7 @@ def _rewrite_base(job: _Job, pub: Publication, cutoff: dt.date, found: dict, shr
     if named:
         earlier["shred"] = {"keys_in": named["keys_in"], "keys_out": named["keys_out"]}
         earlier["shred"]["dropped_lines"] = named["lines_unreadable_count"]
-    manifest = _manifest(job, cutoff, found, shred)
+    manifest = manifest_static(job, cutoff, found, shred)
     return run_rewrite(
         pub,
         job.splits,
@@ -331,6 +295,8 @@ def _rewrite_base(job: _Job, pub: Publication, cutoff: dt.date, found: dict, shr
         options=job.options,
         batch_size=job.args.batch_size,
         started=job.timer.started,
+        base_rows=job.base_rows,
+        progress_seconds=job.args.progress_seconds,
     )
 
 

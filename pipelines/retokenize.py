@@ -28,6 +28,7 @@ from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, base_kind, 
 from pipelines.io.merged_base import column_values, write_merged_base
 from pipelines.io.finalize import Finalize
 from pipelines.io.publish import check_apart, check_owned, publishing
+from pipelines.progress import progress
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.metrics import SumCounts
 from transforms.core.shuffle import spill_area
@@ -38,6 +39,7 @@ __all__ = ["retokenize"]
 log = logging.getLogger("backfill.keys")
 ROWS_PER_BUCKET = 250_000
 OUTPUTS = ("base", "dead_letter", "summary.json", "manifest.json")  # what a re-tokenization writes into OUT
+PHASES = ("read", "retokenized")  # of the progress lines
 
 
 def _plan_inputs(base: str, vault_dir: str, keyset) -> tuple[list, object, dict]:
@@ -71,7 +73,9 @@ def _lines_out(table) -> dict:
     return {"lines_out": table.num_rows}
 
 
-def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: list[str] | None = None) -> dict:
+def retokenize(
+    keys_path: str, base: str, vault_dir: str, out: str, beam_args: list[str] | None = None, progress_seconds=None
+) -> dict:
     """Run the re-tokenize pipeline; returns its manifest (coverage in ``counts``)."""
     from transforms.crypto.keyset import Keyset
 
@@ -83,29 +87,32 @@ def retokenize(keys_path: str, base: str, vault_dir: str, out: str, beam_args: l
     check_owned(out, "retokenize")
     splits, info, shards = _plan_inputs(base, vault_dir, keyset)
     target = FileSystems.join(out, "base")
-    options = beam_options(beam_args or [])
     run_id, started = new_run("retokenize")
+    options = beam_options(beam_args or [], step="retokenize", run_id=run_id)
     ctx = DeadLetterContext("retokenize", run_id, started)
     n_buckets = max(1, math.ceil(info.estimated_rows / ROWS_PER_BUCKET))
     log.info(
-        "retokenize %s: ~%s lines, %d bucket(s), to join key %s",
+        "retokenize %s: ~%s lines, %s bucket(s), to join key %s",
         run_id,
         f"{info.estimated_rows:,}",
-        n_buckets,
+        f"{n_buckets:,}",
         keyset.primary_join_version,
     )
     # Written beside OUT and switched in at the end (pipelines/io/publish.py); the spill is sealed under a
     # per-run key in a private local folder (transforms/core/shuffle.py).
     spilling = spill_area("retokenize") if is_local_runner(options) else contextlib.nullcontext()
+    watch = progress("retokenize", run_id, dict.fromkeys(PHASES, info.estimated_rows), options, progress_seconds)
     with publishing(out, "retokenize", run_id, inputs=sources, produces=OUTPUTS) as pub, spilling as spill_dir:
         counts_path = pub.path("summary.json")
-        with beam.Pipeline(options=options) as p:
+        with watch as prog, beam.Pipeline(options=options) as p:
             inputs = {
                 "base": p | "ReadMergedBase" >> ReadMergedBase(splits),
                 "vault_keys": p | "ReadVaultKeys" >> ReadVaultTable(shards["keys"], "keys"),
                 "vault_values": p | "ReadVaultValues" >> ReadVaultTable(shards["values"], "values"),
             }
             outputs = inputs | "RetokenizeBase" >> RetokenizeBase(keys_path, ctx, n_buckets, spill_dir)
+            prog.count(inputs["base"], "read")
+            prog.count(outputs.base, "retokenized")
             written = [
                 write_merged_base(outputs.base, pub.path("base")),
                 write_dead_letters(outputs.dead_letter, pub.path("dead_letter", "part")),

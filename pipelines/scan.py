@@ -39,6 +39,8 @@ from pipelines.manifest import Timer, policy_block, read_json, write_json
 from pipelines.io.base_files import PlanInPipeline, ReadSubscriberBase
 from pipelines.io.planning import InputInfo, plan_splits
 from pipelines.io.finalize import Finalize
+from pipelines.flags import add_progress_flag
+from pipelines.progress import NO_PROGRESS, progress
 from pipelines.io.publish import Publication, check_apart, check_owned, publishing
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext
@@ -59,6 +61,7 @@ def parser() -> ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output folder (local or gs://)")
     add_batch_flags(p)
+    add_progress_flag(p)
     p.add_argument(
         "--estimated-rows",
         type=int,
@@ -121,15 +124,20 @@ def scan_summary(counts: dict, header: dict, info: InputInfo | None = None) -> d
     return summary
 
 
-def build_pipeline(p: beam.Pipeline, *, splits, policy, as_of, ctx, n_buckets, spill_dir, encoding, batch_size):
+def build_pipeline(
+    p: beam.Pipeline, *, splits, policy, as_of, ctx, n_buckets, spill_dir, encoding, batch_size, progress=NO_PROGRESS
+):
     """Wire the scan; returns the ScanOutputs (exposed for tests).
 
     The run's salt (the key of the cross-record hashes) is drawn inside the job, on a worker: it is in
     no job graph (transforms/scan/composite.py)."""
     read = p | "ReadBase" >> ReadSubscriberBase(splits, ctx, encoding=encoding, batch_size=batch_size)
-    return read.raw | "ClassifyRegistrationCompleteness" >> ClassifyRegistrationCompleteness(
+    progress.count(read.raw, "read")
+    outputs = read.raw | "ClassifyRegistrationCompleteness" >> ClassifyRegistrationCompleteness(
         policy, as_of, ctx, None, n_buckets, spill_dir=spill_dir, reader_dead_letter=read.dead_letter
     )
+    progress.count(outputs.classified, "classified")
+    return outputs
 
 
 def format_summary(summary: dict) -> str:
@@ -193,10 +201,10 @@ def _prepare(argv) -> _Job:
     check_apart(out, _inputs(args))  # before the base is read: real paths, one line
     policy = load_policy(args.policy)
     splits, info = _plan_base(args)
-    options = beam_options(beam_args)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     run_id, started = new_run("scan")
+    options = beam_options(beam_args, step="scan", run_id=run_id)
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
     spill = args.spill != "off" and is_local_runner(options)
@@ -229,13 +237,13 @@ def _inputs(args) -> dict:
 def _log_plan(job: _Job) -> None:
     info, planned_here = job.info, isinstance(job.splits, list)
     log.info(
-        "scan %s: %d %s, ~%s rows in %s, %d bucket(s), runner %s, policy %s, as of %s",
+        "scan %s: %s %s, ~%s rows in %s, %s bucket(s), runner %s, policy %s, as of %s",
         job.run_id,
-        len(info.files),
+        f"{len(info.files):,}",
         "file(s)" if planned_here else "path(s)",
         f"{info.estimated_rows:,}",
-        f"{len(job.splits)} split(s)" if planned_here else "splits planned in the pipeline",
-        job.n_buckets,
+        f"{len(job.splits):,} split(s)" if planned_here else "splits planned in the pipeline",
+        f"{job.n_buckets:,}",
         runner_name(job.options),
         job.policy.version,
         job.as_of,
@@ -257,7 +265,11 @@ def _run_pipeline(job: _Job, pub: Publication) -> None:
         "missing_identity_columns": job.info.missing_identity_columns,
     }
     # The spill: sealed under a per-run key in a private local folder, never under OUT (transforms/core/shuffle.py).
-    with spill_area("scan") if job.spill and not job.dry_run else contextlib.nullcontext() as spill_dir:
+    phases = dict.fromkeys(("read", "classified"), job.info.estimated_rows)
+    with (
+        spill_area("scan") if job.spill and not job.dry_run else contextlib.nullcontext() as spill_dir,
+        progress("scan", job.run_id, phases, job.options, job.args.progress_seconds) as prog,
+    ):
         with beam.Pipeline(options=job.options) as p:
             outputs = build_pipeline(
                 p,
@@ -269,6 +281,7 @@ def _run_pipeline(job: _Job, pub: Publication) -> None:
                 spill_dir=spill_dir,
                 encoding=job.args.encoding,
                 batch_size=job.args.batch_size,
+                progress=prog,
             )
             written = [
                 outputs.classified

@@ -7,8 +7,8 @@ offline against a SQLite database in a temporary ``AIRFLOW_HOME``, with no
 example DAGs and no webserver. The pipelines run under the project's own
 interpreter (this one), on the local FnApiRunner.
 
-* the DagBag loads both DAGs with no import error, the tasks expected, and
-  no Beam module imported by parsing them;
+* the DagBag loads both DAGs with no import error, the tasks expected, a
+  time limit on every task, and no Beam module imported by parsing them;
 * ``airflow dags test backfill_campaign 2026-12-01`` on a small generated base
   runs check_params, scan, wave 1 notices and the day's merge; the outputs
   balance, and a re-run of the date rewrites the same outputs and sends nothing twice;
@@ -21,51 +21,23 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DAGS = os.path.join(ROOT, "dags")
-AIRFLOW_VENV = os.environ.get("BACKFILL_AIRFLOW_VENV", os.path.join(ROOT, ".venv-airflow"))
+from tests.support.airflow import AIRFLOW_VENV, DAGS, ROOT, dags_test, migrated_home
+
 CAMPAIGN = os.path.join(ROOT, "examples", "campaign.yaml")  # wave 1 on 2026-12-01, wave 2 on 2026-12-15
 KICKOFF = "2026-12-01"
 sys.path.insert(0, DAGS)
 import backfill_config as cfg  # noqa: E402  (plain Python: no Airflow needed)
 
 
-def _airflow(name: str) -> str:
-    path = os.path.join(AIRFLOW_VENV, "bin", name)
-    if not os.access(path, os.X_OK):
-        pytest.fail(
-            f"no Airflow environment at {AIRFLOW_VENV}: run `make test` (it builds .venv-airflow from "
-            "requirements-airflow.txt), or point BACKFILL_AIRFLOW_VENV at one",
-            pytrace=False,
-        )
-    return path
-
-
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
-    """env + a migrated SQLite database, copied per use so each `dags test` starts clean."""
-    home = str(tmp_path_factory.mktemp("airflow-home"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        AIRFLOW_HOME=home,
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=DAGS,
-        AIRFLOW__CORE__UNIT_TEST_MODE="False",
-        AIRFLOW__LOGGING__COLORED_CONSOLE_LOG="False",
-        NO_PROXY="*",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    proc = subprocess.run(
-        [_airflow("airflow"), "db", "migrate"], env=env, capture_output=True, text=True, timeout=600, cwd=home
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return env
+    """env + a migrated SQLite database, copied per `dags test` so each starts clean."""
+    return migrated_home(str(tmp_path_factory.mktemp("airflow-home")))
 
 
 @pytest.fixture(scope="module")
@@ -121,21 +93,6 @@ def site(tmp_path_factory):
     }
 
 
-def dags_test(env: dict, dag_id: str, day: str, conf: dict) -> subprocess.CompletedProcess:
-    home = env["AIRFLOW_HOME"]
-    run_home = f"{home}-{dag_id}-{day}-{len(glob.glob(home + '-*'))}"
-    shutil.copytree(home, run_home)  # the migrated database, fresh for this run
-    run_env = {**env, "AIRFLOW_HOME": run_home}
-    return subprocess.run(
-        [_airflow("airflow"), "dags", "test", dag_id, day, "-c", json.dumps(conf)],
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=run_home,
-    )
-
-
 @pytest.mark.e2e
 def test_dagbag_loads_both_dags_without_beam(airflow):
     probe = f"""
@@ -147,6 +104,8 @@ print(json.dumps({{"errors": {{k: v.splitlines()[-1] for k, v in bag.import_erro
                   "dags": {{d: sorted(t.task_id for t in dag.tasks) for d, dag in bag.dags.items()}},
                   "meta": {{d: [dag.catchup, sorted(dag.tags), bool(dag.doc_md), dag.default_args.get("retries")]
                            for d, dag in bag.dags.items()}},
+                  "timeouts": {{f"{{d}}.{{t.task_id}}": t.execution_timeout and t.execution_timeout.total_seconds()
+                               for d, dag in bag.dags.items() for t in dag.tasks}},
                   "beam": sorted(m for m in sys.modules if m == "apache_beam" or m.startswith("apache_beam."))}}))
 """
     proc = subprocess.run(
@@ -166,6 +125,10 @@ print(json.dumps({{"errors": {{k: v.splitlines()[-1] for k, v in bag.import_erro
     for dag_id, (catchup, tags, doc, retries) in bag["meta"].items():
         assert catchup is False and "subscriber-backfill" in tags and doc and retries >= 1, dag_id
     assert bag["beam"] == []  # parsing the DAGs imports no Beam
+    # every task has a time limit; a step's is its default (the run's settings may change it)
+    assert all(bag["timeouts"].values()), bag["timeouts"]
+    for step in cfg.STEPS:
+        assert bag["timeouts"][f"backfill_campaign.{step.name}"] == step.timeout.total_seconds()
 
 
 def test_every_step_of_the_dags_is_a_pipeline_module():
@@ -287,7 +250,7 @@ def test_config_plans_kickoff_waves_and_daily_merges(site, tmp_path):
         "out": f"{conf['out']}/campaigns/rn-2026-q4/scan",
         "as-of": KICKOFF,
     }
-    assert "registered" not in kickoff["notify"][0]["pipeline_options"]  # no merge before the kick-off
+    assert "merged" not in kickoff["notify"][0]["pipeline_options"]  # no merge before the kick-off
     assert kickoff["merge"][0]["pipeline_options"]["registrations"].endswith("/2026-11-30")
     assert _plan(conf, "2026-11-30")["merge"] == []  # before the campaign: the campaign DAG does nothing
     assert _plan(conf, "2026-11-30", "daily")["merge"]  # ... and the daily DAG merges
@@ -304,10 +267,7 @@ def test_config_plans_kickoff_waves_and_daily_merges(site, tmp_path):
     later = _plan(conf, "2026-12-02")
     assert later["scan"] == [] and later["notify"] == []
     merge = later["merge"][0]["pipeline_options"]
-    assert (
-        merge["base"] == f"{conf['out']}/merge/{KICKOFF}/base"
-        and merge["vault"] == f"{conf['out']}/merge/{KICKOFF}/vault"
-    )
+    assert merge["merged"] == f"{conf['out']}/merge/{KICKOFF}" and "base" not in merge
     with pytest.raises(cfg.ConfigError, match="wave 2 is due but the campaign's scan is missing"):
         _plan(conf, "2026-12-15")
 
@@ -321,7 +281,7 @@ def test_config_reads_variables_and_maps_direct_runner_to_fnapi(site):
 
 
 @pytest.mark.e2e
-def test_config_dataflow_needs_project_region_and_gs_paths(site, monkeypatch):
+def test_config_dataflow_needs_project_region_gs_paths_and_a_key(site, monkeypatch):
     monkeypatch.setattr(cfg, "_list_dirs", lambda folder: [])  # no bucket to list here
     conf = {**site["conf"], "runner": "DataflowRunner"}
     with pytest.raises(cfg.ConfigError, match="missing setting 'project'"):
@@ -329,14 +289,20 @@ def test_config_dataflow_needs_project_region_and_gs_paths(site, monkeypatch):
     conf.update(project="demo-project", region="europe-west1", temp_location="gs://demo-bucket/tmp")
     with pytest.raises(cfg.ConfigError, match="must be a gs:// path"):
         _plan(conf, KICKOFF)
-    plan = _plan({**conf, "out": "gs://demo-bucket/out", "beam_options": '{"max_num_workers": 40}'}, KICKOFF)
+    conf["out"] = "gs://demo-bucket/out"
+    with pytest.raises(cfg.ConfigError, match="missing setting 'dataflow_kms_key'"):
+        _plan(conf, KICKOFF)
+    conf["dataflow_kms_key"] = "projects/demo-project/locations/europe-west1/keyRings/r/cryptoKeys/k"
+    plan = _plan({**conf, "beam_options": '{"max_num_workers": 40}'}, KICKOFF)
     scan = plan["scan"][0]
     assert scan["runner"] == "DataflowRunner"
-    assert scan["dataflow_config"]["job_name"] == "backfill-scan-2026-12-01"
+    assert scan["dataflow_config"]["job_name"] == "backfill-campaign-scan-2026-12-01"
+    assert scan["dataflow_config"]["append_job_name"] is False
     assert scan["dataflow_config"]["project_id"] == "demo-project"
     assert scan["pipeline_options"]["setup_file"] == os.path.join(ROOT, "setup.py")
     assert scan["pipeline_options"]["max_num_workers"] == 40
-    assert plan["notify"][0]["dataflow_config"]["job_name"] == "backfill-notify-1-2026-12-01"
+    assert scan["pipeline_options"]["dataflow_kms_key"] == conf["dataflow_kms_key"]
+    assert plan["notify"][0]["dataflow_config"]["job_name"] == "backfill-campaign-notify-w1-2026-12-01"
 
 
 @pytest.mark.e2e

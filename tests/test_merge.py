@@ -68,18 +68,18 @@ def test_latest_registered_at_wins_and_a_tie_goes_to_the_larger_event_id(keyset,
     assert dead.num_rows == 0 and events_balance(counts) == (5, 5)
 
 
-def test_a_repeated_event_counts_once_as_a_duplicate(keyset, policy):
+def test_identical_copies_are_duplicates_and_a_different_body_is_a_conflict(keyset, policy):
     events = [
         event(),
         event(),
-        event(event_id=" E1 "),
+        event(event_id=" E1 "),  # the same id, but not the same body as received: EVENT_ID_CONFLICT
         event(event_id="E2", line_id="L2"),
         event(event_id="E2", line_id="L2"),
     ]
     result, counts, dead = run([person(line_id="L1"), person(line_id="L2")], events, keyset, policy)
-    assert counts["events"]["duplicates"] == 3 and counts["events"]["applied"] == 2
-    assert dead.num_rows == 0 and events_balance(counts) == (5, 5)
-    assert result.vault_keys.num_rows == 2
+    assert counts["events"]["duplicates"] == 2 and counts["events"]["applied"] == 2
+    assert [(r["reason"], r["event_id"], r["source_row"]) for r in dead.to_pylist()] == [("EVENT_ID_CONFLICT", "E1", 3)]
+    assert events_balance(counts) == (5, 5) and result.vault_keys.num_rows == 2
 
 
 def test_bad_events_are_dead_letters_with_reason_and_event_id_and_no_values(keyset, policy):

@@ -392,6 +392,57 @@ def test_a_daily_merge_carries_untouched_lines_forward(site, tmp_path):
     assert reveal(site, os.path.join(out, "vault"), "L02") == reveal(site, os.path.join(site["out"], "vault"), "L02")
 
 
+# Copies of one event_id (docs/contract.md "Registration events"): (row, outcome today, outcome on a re-run over
+# today's merged base). A bad copy first takes nothing; the first valid copy holds the id; a re-run finds every
+# id held by its line (a duplicate) but the copies that fail the row checks (dead letters again).
+COPIES = [
+    (event(event_id="X1", line_id="L10", registered_at="never"), "BAD_TIMESTAMP", "BAD_TIMESTAMP"),
+    (event(event_id="X1", line_id="L10", name="甲一"), "applied", "duplicate"),
+    (event(event_id="X2", line_id="L99"), "UNKNOWN_LINE", "duplicate"),
+    (event(event_id="X2", line_id="L11", name="乙二"), "applied", "duplicate"),
+    (event(event_id="X3", line_id="L03"), "LINE_TERMINATED", "duplicate"),
+    (event(event_id="X3", line_id="L12", name="丙三"), "applied", "duplicate"),
+    (event(event_id="X4", line_id="L13", name="测试"), "NAME_PLACEHOLDER", "duplicate"),
+    (event(event_id="X4", line_id="L13", name="丁四"), "applied", "duplicate"),
+    (event(event_id="X5", line_id="L14", name="戊五"), "applied", "duplicate"),
+    (event(event_id="X5", line_id="L14", name="己六"), "EVENT_ID_CONFLICT", "duplicate"),
+    (event(event_id="X5", line_id="L14", name="戊五"), "duplicate", "duplicate"),
+    (event(event_id="X6", line_id="L15", channel="PIGEON"), "BAD_ENUM", "BAD_ENUM"),
+    (event(event_id="X6", line_id="L15", channel="PIGEON"), "BAD_ENUM", "BAD_ENUM"),
+]
+
+
+def expected_events(outcomes: list[str]) -> dict:
+    tally = collections.Counter(outcomes)
+    applied, duplicates = tally.pop("applied", 0), tally.pop("duplicate", 0)
+    return {"rows_in": len(outcomes), "applied": applied, "duplicates": duplicates, "dead_letter_reasons": dict(tally)}
+
+
+def test_a_bad_copy_first_takes_nothing_and_a_rerun_on_the_merged_base_changes_nothing(site, tmp_path):
+    events = str(tmp_path / "copies.jsonl")
+    with open(events, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row, _, _ in COPIES)
+    common = ["--registrations", events, "--keys", site["keys"], "--as-of", AS_OF, "--shuffle-buckets", "3"]
+    first, again = str(tmp_path / "first"), str(tmp_path / "again")
+    run("merge", "--base", str(site["root"] / "base.csv"), "--out", first, *common)
+    run(
+        "merge", "--base", os.path.join(first, "base"), "--vault", os.path.join(first, "vault"), "--out", again, *common
+    )
+    for out, column in ((first, 1), (again, 2)):
+        counts = manifest(out)["counts"]["events"]
+        got = {k: counts[k] for k in ("rows_in", "applied", "duplicates", "dead_letter_reasons")}
+        assert got == expected_events([c[column] for c in COPIES]) and counts["balanced"], out
+    held = {row["event_id"]: row for row, outcome, _ in COPIES if outcome == "applied"}
+    got = lines(first)
+    assert {got[r["line_id"]]["registration_event_id"] for r in held.values()} == set(held)
+    assert reveal(site, os.path.join(first, "vault"), "L14")["name"] == held["X5"]["name"]
+    assert lines(again) == got  # the merged base again: nothing changes
+    dead = [d for d in dead_letters(first) if d["event_id"] == "X5"]
+    assert [(d["reason"], d["source_row"]) for d in dead] == [("EVENT_ID_CONFLICT", 10)]
+    text = "".join(json.dumps(d, ensure_ascii=False) for d in dead_letters(first) + dead_letters(again))
+    assert not any(c in text for c in CANARIES + ("测试", "己六"))
+
+
 def _rewrite_values(vault: str, change) -> None:
     folder = os.path.join(vault, "values")
     (name,) = os.listdir(folder)

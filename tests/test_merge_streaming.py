@@ -1,12 +1,15 @@
 """`backfill merge --streaming` end to end against the real Pub/Sub emulator, and `backfill compact`.
 
 * bad input of every kind, a duplicate across windows, an event older than
-  the line's registration (written in an earlier window): exact deltas, dead
-  letters and counters, computed here from the plan of what was published;
-* the canary identity values appear nowhere under OUT (landing zone
-  included), nor on stdout or stderr;
+  the line's registration (written in an earlier window), bad copies of an
+  event sent before the valid one, a different body under a held event id:
+  exact deltas, dead letters and counters, computed here from the plan of
+  what was published;
+* the canary identity values appear nowhere under OUT (landing zone and line
+  store included), nor on stdout or stderr;
 * compacting the deltas gives the batch merge's base for the same events;
-* SIGKILL mid-stream, publish more, restart: every event applied exactly once.
+* SIGKILL mid-stream, publish more, restart: every message has exactly the
+  outcome one uninterrupted window gives it, the line store is reused.
 
 The subscriptions have a 10-second ack deadline, so a message pulled by a
 killed process comes back quickly. No sleeps decide an outcome: the tests wait
@@ -20,8 +23,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
 
 import pyarrow as pa
@@ -30,68 +31,29 @@ import pytest
 
 from tests.support.pubsub import PROJECT
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person, raw_table
+from tests.support.stream_cli import (
+    PY,
+    ROOT,
+    assert_same_base,
+    batch_merge,
+    compact,
+    keys_file,
+    kill,
+    publish,
+    start,
+    wait_for,
+    windows,
+)
 
 pytestmark = pytest.mark.e2e  # the Pub/Sub emulator, `python -m pipelines.merge --streaming` in subprocesses
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PY = sys.executable
-AS_OF = "2026-11-30"
 CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
+TAKERS = ("applied", "superseded")
+NOT_EVENTS = ("MESSAGE_MALFORMED", "ATTRIBUTE_MISSING", "MESSAGE_TOO_LARGE", "ATTRIBUTE_MISMATCH")
 
 
 def subscription(emulator) -> tuple[str, str]:
     return emulator.topic_and_subscription("stream", ack_deadline_seconds=10)
-
-
-def publish(topic: str, messages: list[tuple[bytes, dict]]) -> None:
-    from google.cloud import pubsub_v1
-
-    publisher = pubsub_v1.PublisherClient()
-    try:
-        for future in [publisher.publish(topic, data, **attrs) for data, attrs in messages]:
-            future.result(timeout=120)
-    finally:
-        publisher.stop()
-
-
-def start(sub: str, base: str, keys: str, out: str, *extra: str) -> subprocess.Popen:
-    cmd = [
-        PY,
-        "-m",
-        "pipelines.merge",
-        "--streaming",
-        "--subscription",
-        sub,
-        "--base",
-        base,
-        "--keys",
-        keys,
-        "--out",
-        out,
-        "--as-of",
-        AS_OF,
-        "--window-seconds",
-        "1",
-        *extra,
-    ]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def windows(out: str) -> list[dict]:
-    found = []
-    for path in sorted(glob.glob(os.path.join(out, "deltas", "w-*", "window.json"))):
-        with open(path, encoding="utf-8") as f:
-            found.append(json.load(f))
-    return found
 
 
 def processed(out: str) -> int:
@@ -105,9 +67,8 @@ def landed_messages(out: str) -> int:
     return sum(int(n[: -len(".land")].rsplit("-n", 1)[1]) for n in names if n.endswith(".land"))
 
 
-def read_deltas(out: str) -> pa.Table:
-    parts = [pq.read_table(p) for p in sorted(glob.glob(os.path.join(out, "deltas", "w-*", "delta.parquet")))]
-    return pa.concat_tables(parts)
+def window_tables(out: str, name: str) -> pa.Table:
+    return pa.concat_tables([pq.read_table(p) for p in sorted(glob.glob(os.path.join(out, "deltas", "w-*", name)))])
 
 
 def dead_letters(out: str) -> list[dict]:
@@ -116,6 +77,17 @@ def dead_letters(out: str) -> list[dict]:
         with open(path, encoding="utf-8") as f:
             rows += [json.loads(line) for line in f if line.strip()]
     return rows
+
+
+def merge_command(sub: str, base: str, keys: str, out: str, *extra: str) -> subprocess.CompletedProcess:
+    """`backfill merge --streaming` run to its end (for the runs that must fail at once)."""
+    cmd = [PY, "-m", "pipelines.merge", "--streaming", "--subscription", sub, "--base", base, "--keys", keys]
+    return subprocess.run([*cmd, "--out", out, *extra], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def manifest_of(out: str) -> dict:
+    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+        return json.load(f)
 
 
 def assert_no_canary(folder: str, *texts: str) -> None:
@@ -128,77 +100,6 @@ def assert_no_canary(folder: str, *texts: str) -> None:
     for text in texts:
         for canary in CANARIES:
             assert canary not in text
-
-
-def keys_file(tmp) -> str:
-    keys = os.path.join(tmp, "secure", "keys.json")
-    subprocess.run([PY, "-m", "pipelines.keys", "init", "--keys", keys], check=True, capture_output=True, cwd=ROOT)
-    return keys
-
-
-def batch_merge(base: str, events: list[dict], keys: str, out: str) -> None:
-    path = out + "-events.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
-    proc = subprocess.run(
-        [
-            PY,
-            "-m",
-            "pipelines.merge",
-            "--base",
-            base,
-            "--registrations",
-            path,
-            "--keys",
-            keys,
-            "--out",
-            out,
-            "--as-of",
-            AS_OF,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-
-def compact(base: str, stream_out: str, keys: str, out: str) -> dict:
-    proc = subprocess.run(
-        [
-            PY,
-            "-m",
-            "pipelines.compact",
-            "--base",
-            base,
-            "--deltas",
-            stream_out,
-            "--keys",
-            keys,
-            "--out",
-            out,
-            "--as-of",
-            AS_OF,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def assert_same_base(batch_out: str, compact_out: str) -> None:
-    a = pq.read_table(os.path.join(batch_out, "base"))
-    b = pq.read_table(os.path.join(compact_out, "base"))
-    a = a.sort_by("line_id")
-    b = b.sort_by("line_id").select(a.column_names).cast(a.schema)
-    assert a.num_rows == b.num_rows
-    for name in a.column_names:
-        assert a.column(name).equals(b.column(name)), name
 
 
 def event(eid, line, at, **fields) -> dict:
@@ -223,49 +124,95 @@ def as_message(body: dict, attrs: dict | None = None, data: bytes | None = None)
     return (data if data is not None else json.dumps(body, ensure_ascii=False).encode("utf-8")), attrs
 
 
-def test_streaming_merge_end_to_end(pubsub_emulator, tmp_path):
-    tmp = str(tmp_path)
-    base = os.path.join(tmp, "base.parquet")
-    rows = [person(line_id=f"L{i}", name="") for i in range(1, 7)] + [person(line_id="LT", status="TERMINATED")]
-    pq.write_table(raw_table(rows).drop_columns(["_src_file", "_src_row"]), base)
-    keys = keys_file(tmp)
-    topic, sub = subscription(pubsub_emulator)
+def plan_phases() -> tuple[list, list]:
+    """(phase 1, phase 2): (message, outcome) pairs; phase 2 is published once phase 1 is committed."""
     canary = dict(doc_number=CANARY_NUMBER, name=CANARY_NAME, address=CANARY_ADDRESS)
-    # (message, outcome): the plan the expectations are computed from
+    e1 = event("E1", "L1", "2026-11-30T10:00:00", channel="AGENT", agent_id="AG00007", **canary)
+    p1 = event("P1", "L5", "2026-11-30T10:30:00", channel="ONLINE")
+    p2 = event("P2", "L4", "2026-11-30T10:40:00")
+    e13 = event("E13", "L7", "2026-11-30T10:00:00")
+    truncated = as_message(p1, data=json.dumps(p1).encode("utf-8")[:40])
     phase1 = [
-        (
-            as_message(event("E1", "L1", "2026-11-30T10:00:00", channel="AGENT", agent_id="AG00007", **canary)),
-            "applied",
-        ),
+        (as_message(e1), "applied"),
         (as_message(event("E2", "L2", "2026-11-30T10:00:00", channel="ONLINE")), "applied"),
         (as_message(event("E3", "L3", "2026-11-30T11:00:00")), "applied"),
-        (
-            as_message(event("E4", "L4", "2026-11-30T10:00:00"), data=b'{"event_id": "E4", "line_id": '),
-            "MESSAGE_MALFORMED",
-        ),
+        (as_message(event("E4", "L4", "2026-11-30T10:00:00"), data=b'{"event_id": "E4", "line_id": '), NOT_EVENTS[0]),
         (as_message(event("E4b", "L4", "2026-11-30T10:00:00"), attrs={"line_id": "L4"}), "ATTRIBUTE_MISSING"),
         (as_message(event("E5", "NO-SUCH-LINE", "2026-11-30T10:00:00", **canary)), "UNKNOWN_LINE"),
         (
-            as_message(event("E6", "L4", "2026-11-30T10:00:00"), data=b"{" + b" " * (1 << 20) + b"}"),
+            as_message(event("E6", "L4", "2026-11-30T10:00:00"), data=b"{" + b" " * (3 << 20) + b"}"),
             "MESSAGE_TOO_LARGE",
         ),
         (as_message(event("E7", "LT", "2026-11-30T10:00:00", **canary)), "LINE_TERMINATED"),
         (as_message(event("E8", "L5", "2026-11-30T10:00:00", name="未知")), "NAME_PLACEHOLDER"),
         (
             as_message(event("E9", "L5", "2026-11-30T10:00:00"), attrs={"event_id": "E9", "line_id": "L6"}),
-            "ATTRIBUTE_MISMATCH",
+            NOT_EVENTS[3],
         ),
+        (truncated, "MESSAGE_MALFORMED"),  # bad copies of P1 first: they take nothing
+        (as_message({**p1, "line_id": "L6"}, attrs={"event_id": "P1", "line_id": "L5"}), "ATTRIBUTE_MISMATCH"),
+        (as_message({**p2, "name": "未知"}), "NAME_PLACEHOLDER"),  # P2 invalid, corrected below
+        (as_message({**e13, "shoe_size": "42"}), "applied"),  # a field outside the contract: ignored
     ]
     phase2 = [
-        (
-            as_message(event("E1", "L1", "2026-11-30T10:00:00", channel="AGENT", agent_id="AG00007", **canary)),
-            "duplicate",
-        ),  # across windows
+        (as_message(e1), "duplicate"),  # across windows
         (as_message(event("E2", "L2", "2026-11-30T10:00:00", channel="ONLINE")), "duplicate"),
         (as_message(event("E10", "L1", "2026-11-30T09:00:00")), "superseded"),  # older than window 1's E1
         (as_message(event("E11", "L2", "2026-11-30T12:00:00", channel="SELF_SERVICE")), "applied"),
         (as_message(event("E12", "L6", "2026-11-30T10:00:00", channel="AGENT", agent_id="AG00009")), "applied"),
+        (as_message(event("E3", "L3", "2026-11-30T11:00:00", channel="ONLINE")), "EVENT_ID_CONFLICT"),
+        (as_message(p1), "applied"),  # the valid P1, after its bad copies
+        (as_message(p1), "duplicate"),
+        (as_message(p2), "applied"),
+        (as_message(e13), "duplicate"),  # the same contract fields as the copy that took E13
     ]
+    return phase1, phase2
+
+
+def assert_outcomes(out: str, plan: list, manifest: dict) -> None:
+    """Deltas, dead letters, counts and counters as the plan says."""
+    outcomes = [o for _, o in plan]
+    applied = [json.loads(m[0]) for m, o in plan if o == "applied"]
+    latest = {}
+    for e in applied:
+        if e["line_id"] not in latest or e["registered_at"] > latest[e["line_id"]]["registered_at"]:
+            latest[e["line_id"]] = e
+    deltas = window_tables(out, "delta.parquet")
+    final = {
+        r["line_id"]: r["registration_event_id"] for r in sorted(deltas.to_pylist(), key=lambda r: r["registered_at"])
+    }
+    assert final == {line: e["event_id"] for line, e in latest.items()} and deltas.num_rows == len(applied)
+    # a dead letter names the event by its event_id attribute (None when that is what is missing); no values
+    expected_dead = [(o, attrs.get("event_id")) for (_, attrs), o in plan if o not in TAKERS + ("duplicate",)]
+    assert sorted((d["reason"], d["event_id"]) for d in dead_letters(out)) == sorted(expected_dead)
+    counts = manifest["counts"]
+    assert counts["balanced"] and manifest["all_windows"]["balanced"] and all(w["balanced"] for w in windows(out))
+    assert counts["messages_in"] == len(plan) and counts["duplicates"] == outcomes.count("duplicate")
+    assert [counts["applied"], counts["superseded"]] == [outcomes.count(k) for k in TAKERS]
+    assert sum(counts["dead_letters"].values()) == len(expected_dead)
+    by = {"by_channel": {}, "by_agent": {}, "by_region": {}}
+    for w in windows(out):
+        for key, acc in by.items():
+            for k, v in w["counters"][key].items():
+                acc[k] = acc.get(k, 0) + v
+    want_channel, want_agent = {}, {}
+    for e in applied:
+        want_channel[e["channel"]] = want_channel.get(e["channel"], 0) + 1
+        if e["agent_id"]:
+            want_agent[e["agent_id"]] = want_agent.get(e["agent_id"], 0) + 1
+    assert by == {"by_channel": want_channel, "by_agent": want_agent, "by_region": {"110105": len(applied)}}
+    taken = window_tables(out, "ids.parquet").column("event_id").to_pylist()
+    assert sorted(taken) == sorted({json.loads(m[0])["event_id"] for m, o in plan if o in TAKERS})
+
+
+def test_streaming_merge_end_to_end(pubsub_emulator, tmp_path):
+    tmp = str(tmp_path)
+    base = os.path.join(tmp, "base.parquet")
+    rows = [person(line_id=f"L{i}", name="") for i in range(1, 8)] + [person(line_id="LT", status="TERMINATED")]
+    pq.write_table(raw_table(rows).drop_columns(["_src_file", "_src_row"]), base)
+    keys = keys_file(tmp)
+    topic, sub = subscription(pubsub_emulator)
+    phase1, phase2 = plan_phases()
     out = os.path.join(tmp, "stream")
     proc = start(sub, base, keys, out, "--stop-after-idle", "10")
     try:
@@ -279,96 +226,53 @@ def test_streaming_merge_end_to_end(pubsub_emulator, tmp_path):
             proc.communicate()
     assert proc.returncode == 0, stderr[-3000:]
     plan = phase1 + phase2
-    outcomes = [o for _, o in plan]
-    # the deltas: the latest applied registration per line, as planned
-    applied = [json.loads(m[0]) for m, o in plan if o == "applied"]
-    latest = {}
-    for e in applied:
-        if e["line_id"] not in latest or e["registered_at"] > latest[e["line_id"]]["registered_at"]:
-            latest[e["line_id"]] = e
-    deltas = read_deltas(out)
-    final = {}
-    for r in sorted(deltas.to_pylist(), key=lambda r: r["registered_at"]):
-        final[r["line_id"]] = r["registration_event_id"]
-    assert final == {line: e["event_id"] for line, e in latest.items()}
-    assert deltas.num_rows == len(applied)
-    # dead letters: reason and event of each, no values
-    # a dead letter names the event by its event_id attribute (None when that is what is missing)
-    expected_dead = [
-        (o, attrs.get("event_id")) for (_, attrs), o in plan if o not in ("applied", "duplicate", "superseded")
-    ]
-    got_dead = sorted((d["reason"], d["event_id"]) for d in dead_letters(out))
-    assert got_dead == sorted(expected_dead)
-    # counts: every window balances, and so does the run
-    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
-        manifest = json.load(f)
-    counts = manifest["counts"]
-    assert counts["balanced"] and manifest["all_windows"]["balanced"]
-    assert counts["messages_in"] == len(plan)
-    assert counts["applied"] == outcomes.count("applied")
-    assert counts["superseded"] == outcomes.count("superseded")
-    assert counts["duplicates"] == outcomes.count("duplicate")
-    assert sum(counts["dead_letters"].values()) == len(plan) - outcomes.count("applied") - outcomes.count(
-        "superseded"
-    ) - outcomes.count("duplicate")
-    assert all(w["balanced"] for w in windows(out))
-    # counters: registrations by region, channel and agent, summed over the windows
-    by_channel, by_agent, by_region = {}, {}, {}
-    for w in windows(out):
-        for src, dst in (
-            (w["counters"]["by_channel"], by_channel),
-            (w["counters"]["by_agent"], by_agent),
-            (w["counters"]["by_region"], by_region),
-        ):
-            for k, v in src.items():
-                dst[k] = dst.get(k, 0) + v
-    want_channel, want_agent = {}, {}
-    for e in applied:
-        want_channel[e["channel"]] = want_channel.get(e["channel"], 0) + 1
-        if e["agent_id"]:
-            want_agent[e["agent_id"]] = want_agent.get(e["agent_id"], 0) + 1
-    assert by_channel == want_channel and by_agent == want_agent and by_region == {"110105": len(applied)}
-    assert len(windows(out)) >= 2  # phase 2 came after phase 1 was committed
+    manifest = manifest_of(out)
+    assert_outcomes(out, plan, manifest)
+    assert len(windows(out)) >= 2 and manifest["state"]["built"]  # phase 2 came after phase 1 was committed
     assert_no_canary(out, stdout, stderr)
-    # compaction = the batch merge of the same events (those that reach the event stage)
-    events = [
-        json.loads(m[0])
-        for m, o in plan
-        if o not in ("MESSAGE_MALFORMED", "ATTRIBUTE_MISSING", "MESSAGE_TOO_LARGE", "ATTRIBUTE_MISMATCH")
-    ]
+    # compaction = the batch merge of the same events (those that reach the event stage), in the same order
+    events = [json.loads(m[0]) for m, o in plan if o not in NOT_EVENTS]
     batch_merge(base, events, keys, os.path.join(tmp, "batch"))
     manifest = compact(base, out, keys, os.path.join(tmp, "compact"))
-    assert manifest["counts"]["base"]["balanced"] and manifest["counts"]["deltas"]["lines_registered"] == len(latest)
+    assert manifest["counts"]["base"]["balanced"]
     assert_same_base(os.path.join(tmp, "batch"), os.path.join(tmp, "compact"))
+    from pipelines.io.vault_files import read_vault
     from transforms.crypto.keyset import Keyset
     from transforms.crypto.vault import Vault
-    from pipelines.io.vault_files import read_vault
 
     vault = Vault(Keyset.load(keys))
     for folder in (os.path.join(tmp, "compact", "vault"), os.path.join(tmp, "batch", "vault")):
         opened = vault.open(*read_vault(folder, ["L1"]), "L1")
-        assert (opened["name"], opened["doc_number"], opened["address"]) == (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
-    # reveal works on a window's own vault
-    reveal = subprocess.run(
-        [
-            PY,
-            "-m",
-            "pipelines.reveal",
-            "--keys",
-            keys,
-            "--vault",
-            os.path.join(out, "deltas", "w-000001", "vault"),
-            "--line-id",
-            "L1",
-            "--purpose",
-            "test",
-        ],
+        assert (opened["name"], opened["doc_number"], opened["address"]) == CANARIES
+    reveal = subprocess.run(  # reveal works on a window's own vault
+        [PY, "-m", "pipelines.reveal", "--keys", keys, "--vault", os.path.join(out, "deltas", "w-000001", "vault")]
+        + ["--line-id", "L1", "--purpose", "test"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert reveal.returncode == 0 and CANARY_NAME in reveal.stdout, reveal.stderr
+
+
+def one_window_oracle(base: str, messages: list[tuple[bytes, dict]], keys: str) -> dict:
+    """The counts of every message processed as one uninterrupted window, in this process."""
+    import datetime as dt
+
+    from pipelines.io.windows import load_index
+    from tests.support.stream import CTX
+    from transforms.crypto.keyset import Keyset
+    from transforms.crypto.tokenize import Tokenizer
+    from transforms.crypto.vault import Vault
+    from transforms.merge.messages import messages_table
+    from transforms.merge.stream import SeenKeys, process_window
+    from transforms.scan.policy import load_policy
+
+    as_of, policy, keyset = dt.date(2026, 11, 30), load_policy(None), Keyset.load(keys)
+    index, _ = load_index([base], "utf-8", policy, as_of, CTX, "0" * 32)
+    records = [{"message_id": f"o{i}", "attributes": a, "data": d} for i, (d, a) in enumerate(messages)]
+    kwargs = dict(tokenizer=Tokenizer(keyset), vault=Vault(keyset), policy=policy, as_of=as_of, ctx=CTX, salt="0" * 32)
+    return process_window(messages_table(records), index, SeenKeys(), **kwargs).counts
 
 
 def test_kill_and_restart_loses_nothing_and_doubles_nothing(pubsub_emulator, tmp_path):
@@ -389,12 +293,6 @@ def test_kill_and_restart_loses_nothing_and_doubles_nothing(pubsub_emulator, tmp
     ]
     third = len(messages) // 3
     out = os.path.join(tmp, "stream")
-
-    def kill(proc):
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.communicate()
-
     # 1. killed after its first committed window, with more messages on the way
     first = start(sub, base, keys, out, "--max-messages", "50")
     try:
@@ -415,29 +313,29 @@ def test_kill_and_restart_loses_nothing_and_doubles_nothing(pubsub_emulator, tmp
         )
     finally:
         kill(second)
-    landed_then = [n for n in os.listdir(os.path.join(out, "landing")) if n.endswith(".land")]
-    assert landed_then
-    assert_no_canary(out)  # the landing zone as the kill left it is encrypted too
+    assert [n for n in os.listdir(os.path.join(out, "landing")) if n.endswith(".land")]
+    assert_no_canary(out)  # the landing zone and the line store as the kill left them hold no value in clear
     # 3. the rest, and a restart that finishes the landed files first
     publish(topic, messages[2 * third :])
     third_run = start(sub, base, keys, out, "--max-messages", "500", "--stop-after-idle", "15")
     stdout, stderr = third_run.communicate(timeout=300)
     assert third_run.returncode == 0, stderr[-3000:]
     assert os.listdir(os.path.join(out, "landing")) == []
-    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
-        manifest = json.load(f)
+    manifest = manifest_of(out)
     total = manifest["all_windows"]
     assert total["balanced"] and manifest["counts"]["balanced"]
-    assert manifest["landing"]["recovered_landed_files"] >= 1
-    # every distinct event exactly once: applied + superseded + dead letters = distinct event ids published
-    distinct = len({e["event_id"] for e in events})
-    assert total["applied"] + total["superseded"] + sum(total["dead_letters"].values()) == distinct
-    assert total["messages_in"] == total["applied"] + total["superseded"] + total["duplicates"] + sum(
-        total["dead_letters"].values()
-    )
-    assert total["messages_in"] >= len(events)  # redelivered copies are counted as duplicates, never lost
-    seen = pa.concat_tables([pq.read_table(p) for p in glob.glob(os.path.join(out, "deltas", "w-*", "seen.parquet"))])
-    assert seen.num_rows == distinct and len(set(seen.column("key").to_pylist())) == distinct
+    assert manifest["landing"]["recovered_landed_files"] >= 1 and not manifest["state"]["built"]  # store reused
+    # every message once: the redelivered copies (total messages in - published) are duplicates on top of what
+    # one uninterrupted window of the published messages gives
+    oracle = one_window_oracle(base, messages, keys)
+    redelivered = total["messages_in"] - len(messages)
+    assert redelivered >= 0 and total["duplicates"] - redelivered == oracle["duplicates"]
+    assert total["applied"] + total["superseded"] == oracle["applied"] + oracle["superseded"]
+    assert total["dead_letters"] == oracle["dead_letters"]
+    seen = window_tables(out, "seen.parquet").column("message_id").to_pylist()
+    assert len(seen) == len(set(seen)) == len(messages)  # each Pub/Sub message processed once
+    taken = window_tables(out, "ids.parquet").column("event_id").to_pylist()
+    assert len(taken) == len(set(taken)) == total["applied"] + total["superseded"]
     batch_merge(base, events, keys, os.path.join(tmp, "batch"))
     compact(base, out, keys, os.path.join(tmp, "compact"))
     assert_same_base(os.path.join(tmp, "batch"), os.path.join(tmp, "compact"))
@@ -454,27 +352,7 @@ def test_bad_arguments_are_one_line_errors(pubsub_emulator, tmp_path):
         ("not-a-subscription", "is not projects/PROJECT/subscriptions/NAME", [], 1),
         (real, "unknown flag --stop-after-idel; did you mean --stop-after-idle?", ["--stop-after-idel", "3"], 2),
     ):
-        proc = subprocess.run(
-            [
-                PY,
-                "-m",
-                "pipelines.merge",
-                "--streaming",
-                "--subscription",
-                sub,
-                "--base",
-                base,
-                "--keys",
-                keys,
-                "--out",
-                os.path.join(tmp, "out"),
-                *extra,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = merge_command(sub, base, keys, os.path.join(tmp, "out"), *extra)
         assert proc.returncode == code, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert lines[-1].startswith("backfill merge: error: ") and message in lines[-1], proc.stderr
@@ -495,26 +373,7 @@ def test_sigterm_finishes_the_landed_messages_and_exits_0(pubsub_emulator, tmp_p
     try:
         publish(topic, [as_message(event(f"E{i}", f"L{i}", "2026-11-30T10:00:00")) for i in range(20)])
         wait_for(lambda: landed_messages(out) == 20, 120, "20 landed messages")
-        second = subprocess.run(
-            [
-                PY,
-                "-m",
-                "pipelines.merge",
-                "--streaming",
-                "--subscription",
-                sub,
-                "--base",
-                base,
-                "--keys",
-                keys,
-                "--out",
-                out,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        second = merge_command(sub, base, keys, out)
         assert second.returncode == 1 and "another streaming merge is running" in second.stderr.strip().splitlines()[-1]
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
@@ -523,8 +382,7 @@ def test_sigterm_finishes_the_landed_messages_and_exits_0(pubsub_emulator, tmp_p
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, stderr[-2000:]
-    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
-        manifest = json.load(f)
+    manifest = manifest_of(out)
     assert manifest["stopped_by"] == "signal SIGTERM"
     assert manifest["counts"]["messages_in"] == 20 and manifest["counts"]["applied"] == 20
-    assert read_deltas(out).num_rows == 20 and os.listdir(os.path.join(out, "landing")) == []
+    assert window_tables(out, "delta.parquet").num_rows == 20 and os.listdir(os.path.join(out, "landing")) == []

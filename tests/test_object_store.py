@@ -196,6 +196,11 @@ def test_retention_in_a_bucket_on_two_workers(store, merged):
     }
     kept_values = s3_table(server, f"{bucket}/retention/vault/values")
     assert not due & set(kept_values.column("line_id").to_pylist())  # no value of a purged line is left
+    log = manifest["outputs"]["shred_log"]  # the keyset's audit folder of this vault: an object, never a local path
+    assert log.startswith(store["keys"].rsplit("/", 1)[0] + "/audit/vaults/"), log
+    records = [json.loads(x) for x in server.get_bytes(log).decode("utf-8").splitlines() if x.strip()]
+    assert {r["line_id"] for r in records if r.get("event") == "shred"} == due
+    assert not os.path.exists("s3:")  # the commands ran in this folder
 
 
 def test_incident_in_a_bucket_on_two_workers(store, merged):

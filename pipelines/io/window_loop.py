@@ -8,7 +8,9 @@ SIGINT finishes the current window and stops; whatever landed while stopping
 is merged before the manifest is written. One process per output folder (a
 lock held for the life of the object). Windows are committed by
 ``pipelines.io.windows.write_window``; the per-window work is
-``transforms.merge.stream.process_window`` (Beam-free).
+``transforms.merge.stream.process_window`` (Beam-free); the lines, the ids
+held and the message ids seen are in the line store ``OUT/state/`` (on disk,
+``pipelines.io.line_store``), updated once each window is committed.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ import pyarrow.compute as pc
 
 from pipelines.common import UserError
 from pipelines.io.landing import LanderProcess, LandingZone
-from pipelines.io.windows import committed_windows, load_index, recover, write_window
+from pipelines.io.line_store import open_store
+from pipelines.io.windows import committed_windows, recover, replay, write_window
 from pipelines.manifest import keys_block, policy_block, write_json
 from transforms.core.deadletter import DeadLetterContext
 from transforms.crypto.tokenize import Tokenizer
 from transforms.crypto.vault import Vault
-from transforms.merge.stream import add_counts, balanced, dedup_keys, process_window
+from transforms.merge.stream import add_counts, balanced, process_window
 
 __all__ = ["LocalStreamingMerge"]
 
@@ -83,11 +86,14 @@ class LocalStreamingMerge:
         lock = _lock(self.out)
         try:
             self._start()
-            self._drain()  # a restart finishes what an earlier run landed, before it pulls anything new
-            self._pull_and_merge()
-            self._drain()  # landed while we stopped: merged now, never left for later
-            self.timer.mark("run_seconds")
-            return self._finish()
+            try:
+                self._drain()  # a restart finishes what an earlier run landed, before it pulls anything new
+                self._pull_and_merge()
+                self._drain()  # landed while we stopped: merged now, never left for later
+                self.timer.mark("run_seconds")
+                return self._finish()
+            finally:
+                self.store.close()
         finally:
             os.close(lock)
 
@@ -96,9 +102,20 @@ class LocalStreamingMerge:
         args = self.args
         self.zone = LandingZone(os.path.join(self.out, "landing"), self.keyset)
         state = recover(self.out, self.zone)
-        self.index, self.base = load_index(args.base, args.encoding, self.policy, self.as_of, self.ctx, self.salt)
-        for delta in state["registrations"]:
-            self.index.apply(delta)
+        started = time.time()
+        self.store, built = open_store(
+            os.path.join(self.out, "state"),
+            args.base,
+            args.encoding,
+            self.policy,
+            self.as_of,
+            self.ctx,
+            self.salt,
+            newest_seq=state["next_seq"] - 1,
+        )
+        replayed = replay(self.store, state["windows"])  # committed, then stopped before the store took them
+        self.state_info = {"built": built, "seconds": round(time.time() - started, 3), "replayed_windows": replayed}
+        self.base = self.store.summary
         self.timer.mark("startup_seconds")
         self.tokenizer, self.vault = Tokenizer(self.keyset), Vault(self.keyset)
         self.lander = LanderProcess(
@@ -109,14 +126,16 @@ class LocalStreamingMerge:
             max_bytes=args.max_message_bytes,
         )
         self.recovered = len(self.zone.pending())
-        self.seq, self.seen = state["next_seq"], state["seen"]
+        self.seq = state["next_seq"]
         log.info(
-            "merge --streaming %s: %s base (%s lines), %d committed window(s), %d landed file(s) to finish, "
-            "window %d s, subscription %s",
+            "merge --streaming %s: %s base (%s lines; line store %s in %.1f s), %d committed window(s), "
+            "%d landed file(s) to finish, window %d s, subscription %s",
             self.run_id,
             self.base["kind"],
             f"{self.base['lines']:,}",
-            state["windows"],
+            "built" if built else "reused",
+            self.state_info["seconds"],
+            len(state["windows"]),
             self.recovered,
             args.window_seconds,
             args.subscription,
@@ -147,8 +166,8 @@ class LocalStreamingMerge:
         messages = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
         result = process_window(
             messages,
-            self.index,
-            self.seen,
+            self.store,
+            self.store,
             tokenizer=self.tokenizer,
             vault=self.vault,
             policy=self.policy,
@@ -157,11 +176,6 @@ class LocalStreamingMerge:
             salt=self.salt,
             source=self.args.subscription,
             max_bytes=self.args.max_message_bytes,
-        )
-        times = (
-            messages.column("publish_time")
-            .combine_chunks()
-            .take(pc.index_in(result.new_keys, value_set=dedup_keys(messages)))
         )
         info = {
             "seq": self.seq,
@@ -174,8 +188,9 @@ class LocalStreamingMerge:
             "publish_time_max": pc.max(messages.column("publish_time")).as_py(),
             "committed_at": time.time(),
         }
-        write_window(os.path.join(self.out, "deltas"), f"w-{self.seq:06d}", result, times, info)
-        self.seen.add(result.new_keys)
+        write_window(os.path.join(self.out, "deltas"), f"w-{self.seq:06d}", result, None, info)
+        # committed: the store follows (a crash before this line is replayed from the window at the next start)
+        self.store.apply(result.delta, self.seq, taken=result.taken, seen=result.seen)
         self.zone.remove(files)
         add_counts(self.run_counts, result.counts)
         c = result.counts
@@ -280,6 +295,7 @@ class LocalStreamingMerge:
                 "base_kind": self.base["kind"],
             },
             "base": {"lines": self.base["lines"], "dead_letters": self.base["dead_letters"]},
+            "state": {"folder": os.path.join(self.out, "state"), **self.state_info},
             "window_seconds": self.args.window_seconds,
             "landing": {
                 "started_at": self.lander_started_at,

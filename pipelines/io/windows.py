@@ -8,14 +8,18 @@ A window is committed as one folder ``OUT/deltas/w-NNNNNN/`` (local runs;
     vault/keys/keys-g000001-00000-of-00001.parquet, vault/values/...   their vault rows (backfill reveal --vault)
     dead_letter.jsonl                  the window's dead letters (shared schema, no values)
     counters.json                      registrations by region, channel and agent
-    seen.parquet                       the window's dedup keys (event_id attribute, else msg:message_id) and publish times
+    seen.parquet                       the Pub/Sub message ids processed (not redeliveries) and their publish times
+    ids.parquet                        the event ids taken in the window and the digest of the copy that took each
     window.json                        counts, the landed files it consumed, times (written last)
 
-Everything a restart needs is in committed windows: the dedup state (every
-``seen.parquet``), the lines' current registrations (every ``delta.parquet``)
-and which landed files are done (every ``window.json``). A window folder
-without ``window.json`` is not committed (on Dataflow, where a folder rename
-is not atomic, ``window.json`` is the commit marker).
+Everything a restart needs is in committed windows: the message ids seen
+(every ``seen.parquet``), the ids held (every ``ids.parquet``), the lines'
+current registrations (every ``delta.parquet``) and which landed files are
+done (every ``window.json``). The local merge's line store
+(``pipelines/io/line_store.py``) is rebuilt from them when it is behind
+(:func:`replay`). A window folder without ``window.json`` is not committed
+(on Dataflow, where a folder rename is not atomic, ``window.json`` is the
+commit marker).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from transforms.core.rows import malformed_table
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.merge.bucket import MERGED_SCHEMA
-from transforms.merge.stream import LineIndex, SeenKeys, WindowResult
+from transforms.merge.stream import IDS_SCHEMA, SEEN_SCHEMA, LineIndex, WindowResult
 from pipelines.io.vault_files import shard_prefix
 
 __all__ = [
@@ -49,13 +53,15 @@ __all__ = [
     "committed_windows",
     "read_windows",
     "recover",
+    "replay",
     "SEEN_SCHEMA",
+    "IDS_SCHEMA",
     "window_files",
     "read_window_info",
 ]
 
-SEEN_SCHEMA = pa.schema([pa.field("key", pa.string()), pa.field("publish_time", pa.timestamp("us", tz="UTC"))])
 _TS = pa.timestamp("us", tz="UTC")
+_REGISTRATION = ("line_id", "registered_at", "registration_event_id")
 
 
 def read_base(paths: list[str], encoding: str, ctx: DeadLetterContext) -> tuple[str, pa.Table, pa.Table, list[str]]:
@@ -100,7 +106,19 @@ def _dead_letter_lines(table: pa.Table) -> bytes:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()).encode("utf-8")
 
 
-def window_files(result: WindowResult, seen_times: pa.Array, info: dict) -> list[tuple[str, bytes]]:
+def _seen_and_taken(result, seen_times: pa.Array | None) -> tuple[pa.Table, pa.Table]:
+    """The window's message ids with their publish times, and the ids it took. A result with no ``seen`` table
+    names its message ids in ``new_keys`` (publish times: ``seen_times``)."""
+    seen = getattr(result, "seen", None)
+    if seen is None:
+        ids = result.new_keys if isinstance(result.new_keys, pa.Array) else pa.array(result.new_keys, pa.string())
+        times = seen_times if seen_times is not None else pa.nulls(len(ids), _TS)
+        seen = pa.table([ids, times.cast(_TS)], schema=SEEN_SCHEMA)
+    taken = getattr(result, "taken", None)
+    return seen.cast(SEEN_SCHEMA), (IDS_SCHEMA.empty_table() if taken is None else taken.cast(IDS_SCHEMA))
+
+
+def window_files(result: WindowResult, seen_times: pa.Array | None, info: dict) -> list[tuple[str, bytes]]:
     """The files of one window, (relative path, bytes), ``window.json`` last: it is the commit marker."""
 
     def parquet(table: pa.Table) -> bytes:
@@ -111,23 +129,26 @@ def window_files(result: WindowResult, seen_times: pa.Array, info: dict) -> list
     def vault(kind: str) -> str:
         return shard_prefix("vault", kind) + "-00000-of-00001.parquet"
 
+    seen, taken = _seen_and_taken(result, seen_times)
     return [
         ("delta.parquet", parquet(result.delta.cast(MERGED_SCHEMA))),
         (vault("keys"), parquet(result.vault_keys.cast(arrow_schema("vault_key")))),
         (vault("values"), parquet(result.vault_values.cast(arrow_schema("vault_value")))),
-        ("seen.parquet", parquet(pa.table([result.new_keys, seen_times], schema=SEEN_SCHEMA))),
+        ("seen.parquet", parquet(seen)),
+        ("ids.parquet", parquet(taken)),
         ("dead_letter.jsonl", _dead_letter_lines(result.dead_letter)),
         ("counters.json", json.dumps(result.counters, ensure_ascii=False, indent=1).encode("utf-8")),
         ("window.json", json.dumps(info, ensure_ascii=False, indent=1, default=str).encode("utf-8")),
     ]
 
 
-def write_window(deltas_dir: str, name: str, result: WindowResult, seen_times: pa.Array, info: dict) -> str:
-    """Write one window's files and commit them together.
+def write_window(deltas_dir: str, name: str, result: WindowResult, seen_times: pa.Array | None, info: dict) -> str:
+    """Write one window's files and commit them together (``seen_times``: None, or the publish times of a
+    result that names its message ids in ``new_keys`` only).
 
     Local folders: into a temporary folder, each file fsync'd, then the folder
     renamed into place (the commit). The files hold tokens, masks, sealed
-    values and dedup keys: created 0600 in folders 0700, whatever the umask.
+    values and message ids: created 0600 in folders 0700, whatever the umask.
     Object stores (gs://, s3://) through Beam
     FileSystems: each file written whole, ``window.json`` last, so a reader that
     sees ``window.json`` sees the rest; a retried bundle rewrites the same
@@ -151,7 +172,7 @@ def write_window(deltas_dir: str, name: str, result: WindowResult, seen_times: p
     for sub in ("vault/keys", "vault/values", "vault", ""):
         fsync_path(os.path.join(tmp, sub))
     final = os.path.join(deltas_dir, name)
-    os.rename(tmp, final)  # the commit: the window's delta, vault, dead letters and dedup state appear together
+    os.rename(tmp, final)  # the commit: the window's delta, vault, dead letters, ids and message ids appear together
     fsync_path(deltas_dir)
     return final
 
@@ -192,8 +213,9 @@ def read_windows(windows: list[str], columns=None) -> Iterator[tuple[int, str, p
 
 
 def recover(out: str, zone) -> dict:
-    """A restart's state from the committed windows; removes uncommitted window folders and the landed
-    files that committed windows already consumed. Returns next_seq, seen, registrations, done, totals."""
+    """A restart's view of the committed windows; removes uncommitted window folders and the landed files that
+    committed windows already consumed. Returns next_seq, windows (their folders, in order), removed_landed,
+    totals (their counts summed)."""
     from transforms.merge.stream import add_counts
 
     deltas_dir = os.path.join(out, "deltas")
@@ -203,25 +225,38 @@ def recover(out: str, zone) -> dict:
         if name.startswith(".tmp-"):  # a window that crashed before its commit: its landed files are still there
             shutil.rmtree(os.path.join(deltas_dir, name), ignore_errors=True)
     windows = committed_windows(deltas_dir)
-    seen, registrations, consumed, totals = SeenKeys(), [], [], {}
+    consumed, totals = [], {}
     next_seq = 1
     for window in windows:
         info = read_window_info(window)
-        seen.add(_read_parquet(os.path.join(window, "seen.parquet"), ["key"]).column("key").combine_chunks())
-        delta = _read_parquet(
-            os.path.join(window, "delta.parquet"), ["line_id", "registered_at", "registration_event_id"]
-        )
-        registrations.append(delta)
         consumed += info.get("landed_files", [])
         add_counts(totals, info["counts"])
         next_seq = max(next_seq, int(info.get("seq", 0)) + 1)
     done = set(consumed) & set(zone.pending())
     zone.remove(sorted(done))  # committed, then crashed before they were removed
-    return {
-        "next_seq": next_seq,
-        "seen": seen,
-        "registrations": registrations,
-        "windows": len(windows),
-        "removed_landed": len(done),
-        "totals": totals,
-    }
+    return {"next_seq": next_seq, "windows": windows, "removed_landed": len(done), "totals": totals}
+
+
+def _window_table(window: str, name: str, schema: pa.Schema) -> pa.Table:
+    path = FileSystems.join(window, name)
+    if not FileSystems.exists(path):
+        return schema.empty_table()
+    table = _read_parquet(path)
+    if not set(schema.names) <= set(table.column_names):  # a window written before ids and message ids were kept
+        return schema.empty_table()
+    return table.select(schema.names).cast(schema)
+
+
+def replay(store, windows: list[str]) -> int:
+    """Apply to the line store the committed windows it has not applied yet (seq after ``store.last_seq``), in
+    order; one window in memory at a time. Returns how many were applied."""
+    applied = 0
+    for window in windows:
+        seq = int(read_window_info(window).get("seq", 0))
+        if seq <= store.last_seq:
+            continue
+        delta = _read_parquet(FileSystems.join(window, "delta.parquet"), list(_REGISTRATION))
+        taken = _window_table(window, "ids.parquet", IDS_SCHEMA)
+        seen = _window_table(window, "seen.parquet", SEEN_SCHEMA)
+        applied += store.apply(delta, seq, taken=taken, seen=seen)
+    return applied

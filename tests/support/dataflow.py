@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PY = sys.executable
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dataflow_child.py")
 BUCKET = "gs://demo-bucket"
+KMS_KEY = "projects/demo-project/locations/europe-west1/keyRings/backfill/cryptoKeys/dataflow"
 DATAFLOW = [
     "--runner",
     "DataflowRunner",
@@ -36,6 +37,8 @@ DATAFLOW = [
     "demo-project",
     "--region",
     "europe-west1",
+    "--dataflow_kms_key",  # CMEK: a Dataflow run with identity data needs it (pipelines/dataflow_options.py)
+    KMS_KEY,
     "--temp_location",
     f"{BUCKET}/tmp",
     "--setup_file",
@@ -52,15 +55,17 @@ def offline_prefix() -> list[str]:
     return ["unshare", "-n"] if ok else []
 
 
-def dry_run(tmp, module: str, args: list[str], bucket_on_disk: str | None = None) -> dict:
+def dry_run(tmp, module: str, args: list[str], bucket_on_disk: str | None = None, dataflow=None) -> dict:
     """Build pipelines.MODULE's Dataflow job offline in a child process; returns its record (plus stdout, stderr).
-    A MODULE with a dot is a full module name (a test's own pipeline in tests/support)."""
+    A MODULE with a dot is a full module name (a test's own pipeline in tests/support). ``dataflow``: the
+    Dataflow flags, when not :data:`DATAFLOW`."""
     report = os.path.join(tmp, f"{module}-job.json")
     full = module if "." in module else f"pipelines.{module}"
     cmd = [*offline_prefix(), PY, CHILD, "--module", full, "--report", report]
     if bucket_on_disk:
         cmd += ["--bucket-on-disk", bucket_on_disk]
-    proc = subprocess.run([*cmd, "--", *args, *DATAFLOW], capture_output=True, text=True, timeout=600, cwd=tmp)
+    flags = DATAFLOW if dataflow is None else dataflow
+    proc = subprocess.run([*cmd, "--", *args, *flags], capture_output=True, text=True, timeout=600, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(report, encoding="utf-8") as f:
         job = json.load(f)

@@ -122,6 +122,15 @@ def _decoded_payloads(blob: bytes) -> list[bytes]:
     return found
 
 
+def _environment(job) -> dict:
+    """The job's environment (service account, KMS key, worker pool: network, IPs, images) as Dataflow's
+    job request would carry it; a dry run returns before Beam makes it, so it is made here, from the job."""
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    built = apiclient.Environment([], job.options, apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION, "", job.proto_pipeline)
+    return type(built.proto).to_dict(built.proto, use_integers_for_enums=False)
+
+
 def _driver(argv: list[str]) -> int:
     import argparse
 
@@ -206,6 +215,7 @@ def _driver(argv: list[str]) -> int:
         "payloads_decoded": len(payloads),
         "gcs_client_used": bool(used),
         "secrets_drawn": list(_DRAWN),
+        "environment": _environment(job),
     }
     with open(args.report, "w", encoding="utf-8") as f:
         json.dump(report, f, ensure_ascii=False, indent=1)
@@ -213,4 +223,6 @@ def _driver(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script, its folder leads sys.path: a module of tests/support must not shadow the standard library.
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
     sys.exit(_driver(sys.argv[1:]))

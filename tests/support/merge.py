@@ -14,7 +14,10 @@ from transforms.core.metrics import merge_counts
 from transforms.crypto.tokenize import Tokenizer
 from transforms.crypto.vault import Vault
 from transforms.merge.bucket import merge_bucket
-from transforms.merge.events import check_events, dedup_events, prepare_events
+from transforms.merge.copies import line_verdicts, resolve_contested, split_copies, without_marks
+from transforms.merge.event_ids import DIGEST, body_digests
+from transforms.merge.events import check_events, prepare_events
+from transforms.merge.lines import base_lines
 
 CTX = DeadLetterContext("merge", "test-merge", "2026-11-30T00:00:00Z")
 
@@ -45,21 +48,29 @@ def events_table(rows: list[dict], source: str = "events.jsonl") -> pa.Table:
 
 
 def run(base_rows, event_rows, keyset, policy, *, kind="raw", base=None, vault_keys=None, vault_values=None):
-    """The merge of one bucket as the pipeline runs it: (result, counts, every dead letter)."""
+    """The merge of one bucket as the pipeline runs it: (result, counts, every dead letter).
+
+    Every copy is checked, identical copies collapse to the first, contested ids are resolved against the
+    base's lines (transforms/merge/event_stages.py), and the firsts and takers meet the base."""
     counts = {"events": {"rows_in": len(event_rows)}}
-    events, dead_missing = prepare_events(events_table(event_rows), CTX)
-    events, duplicates = dedup_events(events)
+    tokenizer = Tokenizer(keyset)
+    raw = events_table(event_rows)
+    events, dead_missing = prepare_events(raw.append_column(DIGEST, body_digests(raw, tokenizer)), CTX)
     events, dead_checked = check_events(events, CTX)
-    reasons = collections.Counter(dead_missing.column("reason").to_pylist() + dead_checked.column("reason").to_pylist())
-    merge_counts(counts, {"events": {"duplicates": duplicates, "dead_letters": dict(reasons)}})
+    firsts, contested, duplicates = split_copies(events)
     table = base if base is not None else raw_table(base_rows)
+    lines = base_lines(table, kind, policy, AS_OF, CTX, SALT)[0]
+    takers, dead_contested, held = resolve_contested(line_verdicts(contested, lines, policy, AS_OF, CTX, SALT), CTX)
+    early = pa.concat_tables([dead_missing, dead_checked, dead_contested])
+    reasons = collections.Counter(early.column("reason").to_pylist())
+    merge_counts(counts, {"events": {"duplicates": duplicates + held, "dead_letters": dict(reasons)}})
     result = merge_bucket(
         table,
         kind,
-        events,
+        pa.concat_tables([without_marks(firsts), takers]),
         vault_keys,
         vault_values,
-        tokenizer=Tokenizer(keyset),
+        tokenizer=tokenizer,
         vault=Vault(keyset),
         policy=policy,
         as_of=AS_OF,
@@ -67,8 +78,7 @@ def run(base_rows, event_rows, keyset, policy, *, kind="raw", base=None, vault_k
         salt=SALT,
     )
     merge_counts(counts, result.counts)
-    dead = pa.concat_tables([dead_missing, dead_checked, result.dead_letter])
-    return result, counts, dead
+    return result, counts, pa.concat_tables([early, result.dead_letter])
 
 
 def merged_base(table: pa.Table) -> pa.Table:

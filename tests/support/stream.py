@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 
 from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
@@ -13,6 +14,7 @@ from transforms.merge.stream import process_window
 CTX = DeadLetterContext("merge", "test-run", "2026-11-30T00:00:00Z")
 SALT = "0123456789abcdef0123456789abcdef"
 T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc)
+_MESSAGE_IDS = itertools.count()  # a message id is never reused: a reused one is a Pub/Sub redelivery
 
 
 def base_rows():
@@ -51,8 +53,8 @@ def window(records, index, seen, keyset, policy):
     from transforms.crypto.tokenize import Tokenizer
     from transforms.crypto.vault import Vault
 
-    for i, r in enumerate(records):
-        r["message_id"] = r["message_id"] or f"m{i}"
+    for r in records:
+        r["message_id"] = r["message_id"] or f"m{next(_MESSAGE_IDS)}"
     return process_window(
         messages_table(records),
         index,

@@ -13,7 +13,7 @@ token::
 document numbers use the ``doc_number`` kind, so one number has one token
 wherever it appears; handler names use ``name``. A token is a PRF output
 (Tink's "deterministic redaction of PII"): it cannot be reversed, only
-re-computed from the value, so re-tokenizing after ``keys rotate --join``
+re-computed from the value, so re-tokenizing after ``keys rotate --join-key``
 needs the originals from the vault.
 
 **Masks** (of the normalised value; L = its length in characters; the stars

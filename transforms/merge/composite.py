@@ -1,16 +1,18 @@
 """MergeCompletedRegistrations: the batch merge's composite transform (no I/O).
 
-    events --PrepareEvents--> ShuffleByEvent --DedupAndCheckEvents--+
-    base ----KeyBaseByLine-------------------------------------------+--> JoinByLine --TokenizeAndSeal--> merged lines
-    vault keys / values (optional) --KeyVault*ByLine-----------------+        |--> vault_keys, vault_values
-                                                                               '--> dead_letter, counts
+    events --EventsByLine (transforms/merge/event_stages.py)--+
+    base ----KeyBaseByLine--------------------------------------+--> JoinByLine --TokenizeAndSeal--> merged lines
+    vault keys / values (optional) --KeyVault*ByLine------------+        |--> vault_keys, vault_values
+                                                                          '--> dead_letter, counts
 
-Both shuffles are :class:`transforms.core.shuffle.ArrowGroupByBucket` (a Beam
-GroupByKey of Arrow tables by a hash bucket: first of event_id, then of
-line_id), so neither side has to fit in memory; a worker holds one bucket.
-The per-bucket work is :func:`transforms.merge.bucket.merge_bucket`. The keyset is
-loaded from its path in ``TokenizeAndSealFn.setup()``: keys never travel in
-the pipeline graph.
+``EventsByLine`` checks every copy of every event, then decides who holds each
+event_id (docs/contract.md "Registration events": the first *valid* copy in
+file, row order) and sends one copy per id to the line join. Every shuffle is
+a :class:`transforms.core.shuffle.ArrowGroupByBucket` (a Beam GroupByKey of
+Arrow tables by a hash bucket of event_id or line_id), so no side has to fit
+in memory; a worker holds one bucket. The per-bucket work is
+:func:`transforms.merge.bucket.merge_bucket`. The keyset is loaded from its
+path in ``setup()``: keys never travel in the pipeline graph.
 
     outputs = ({"base": base_batches, "events": event_batches}
                | MergeCompletedRegistrations(policy, as_of, ctx, "keys.json", n_buckets=8))
@@ -19,7 +21,6 @@ the pipeline graph.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import secrets
 import typing
@@ -30,7 +31,8 @@ import pyarrow as pa
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.merge.bucket import merge_bucket, value_counts
-from transforms.merge.events import check_events, dedup_events, prepare_events
+from transforms.merge.event_stages import EventsByLine
+from transforms.merge.value_free import value_free
 from transforms.core.metrics import SumCounts, counter
 from transforms.scan.normalize import clean_text
 from transforms.scan.policy import Policy
@@ -53,65 +55,6 @@ class MergeOutputs(typing.NamedTuple):
     vault_values: beam.PCollection  # pa.Table batches of vault_value rows
     dead_letter: beam.PCollection  # pa.Table batches of the dead-letter schema
     counts: beam.PCollection  # one dict: the run's tallies
-
-
-@contextlib.contextmanager
-def value_free(step: str):
-    """Errors leave these DoFns without their text (Arrow's may quote a value): type only.
-    Keyset and vault errors are value-free by design and pass as they are."""
-    from transforms.crypto.keyset import KeysetError
-    from transforms.crypto.vault import VaultError
-
-    try:
-        yield
-    except (KeysetError, VaultError):
-        raise
-    except Exception as exc:
-        raise RuntimeError(
-            f"{step} failed ({type(exc).__name__}; its text is withheld: it may quote identity values)"
-        ) from None
-
-
-@beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, counts=dict)
-class _PrepareEventsFn(beam.DoFn):
-    """Read batch -> events bucketed by event_id; EVENT_ID_MISSING dead letters."""
-
-    def __init__(self, ctx: DeadLetterContext, n_buckets: int):
-        self._ctx, self._n = ctx, n_buckets
-
-    def process(self, raw: pa.Table):
-        with value_free("PrepareEvents"):
-            events, dead = prepare_events(raw, self._ctx)
-        yield beam.pvalue.TaggedOutput(
-            COUNTS, {"events": {"rows_in": raw.num_rows, "dead_letters": value_counts(dead.column("reason"))}}
-        )
-        if dead.num_rows:
-            counter("dead_letter_EVENT_ID_MISSING").inc(dead.num_rows)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
-        if events.num_rows:
-            yield with_bucket(events, events.column("event_id"), self._n)
-
-
-@beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, counts=dict)
-class _DedupAndCheckEventsFn(beam.DoFn):
-    """One event_id bucket -> one copy per event, checked, bucketed by line_id."""
-
-    def __init__(self, ctx: DeadLetterContext, n_buckets: int):
-        self._ctx, self._n = ctx, n_buckets
-
-    def process(self, element):
-        _, tables = element
-        with value_free("DedupAndCheckEvents"):
-            events, duplicates = dedup_events(tables["events"].drop_columns([BUCKET]))
-            checked, dead = check_events(events, self._ctx)
-        counter("events_duplicates").inc(duplicates)
-        yield beam.pvalue.TaggedOutput(
-            COUNTS, {"events": {"duplicates": duplicates, "dead_letters": value_counts(dead.column("reason"))}}
-        )
-        if dead.num_rows:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
-        if checked.num_rows:
-            yield with_bucket(checked, checked.column("line_id"), self._n)
 
 
 @beam.typehints.with_output_types(pa.Table)
@@ -237,17 +180,11 @@ class MergeCompletedRegistrations(beam.PTransform):
 
     def expand(self, inputs: dict) -> MergeOutputs:
         n = self._n
-        events = inputs["events"] | "PrepareEvents" >> beam.ParDo(_PrepareEventsFn(self._ctx, n)).with_outputs(
-            DEAD_LETTER, COUNTS, main="events"
-        )
-        checked = (
-            {"events": events.events}
-            | "ShuffleByEvent" >> ArrowGroupByBucket(self._spill, label="ShuffleByEvent")
-            | "DedupAndCheckEvents"
-            >> beam.ParDo(_DedupAndCheckEventsFn(self._ctx, n)).with_outputs(DEAD_LETTER, COUNTS, main="events")
+        events = {"events": inputs["events"], "base": inputs["base"]} | "EventsByLine" >> EventsByLine(
+            self._policy, self._as_of, self._ctx, self._keys, n, self._kind, self._spill
         )
         join = {
-            "events": checked.events,
+            "events": events.events,
             "base": inputs["base"] | "KeyBaseByLine" >> beam.ParDo(KeyByLineFn(n, self._kind == "raw")),
         }
         for tag in ("vault_keys", "vault_values"):
@@ -263,8 +200,8 @@ class MergeCompletedRegistrations(beam.PTransform):
                 "vault_keys", "vault_values", DEAD_LETTER, COUNTS, main="base"
             )
         )
-        dead_inputs = [events.dead_letter, checked.dead_letter, merged.dead_letter]
-        count_inputs = [events.counts, checked.counts, merged.counts]
+        dead_inputs = [events.dead_letter, merged.dead_letter]
+        count_inputs = [events.counts, merged.counts]
         for side in ("base", "events"):
             reader_dead = inputs.get(f"{side}_dead_letter")
             if reader_dead is not None:

@@ -1,16 +1,22 @@
-"""Registration events over Arrow tables (Beam-free): de-duplicate, check, validate, pick.
+"""Registration events over Arrow tables (Beam-free): prepare, check, validate, pick.
 
-docs/contract.md "Registration events": events are de-duplicated by event_id first
-(a repeat is counted, never a dead letter), then validated; among the valid
-events of one line the latest ``registered_at`` wins, a tie goes to the larger
-event_id, and the others are superseded. Dead letters carry the event_id, the
-line_id, the source file and row and a reason code, never a value.
+docs/contract.md "Registration events": every copy is checked first; a copy
+that fails the row checks or its line's checks is a dead letter and takes
+nothing, and the first *valid* copy of an event_id in arrival order holds the
+id (``transforms.merge.event_ids``; in the batch merge
+``transforms.merge.copies``): a later copy with the same body is a duplicate
+(counted, never a dead letter), one with another body EVENT_ID_CONFLICT.
+Among the valid events of one line the latest ``registered_at`` wins, a tie
+goes to the larger event_id, and the others are superseded. Dead letters
+carry the event_id, the line_id, the source file and row and a reason code,
+never a value.
 
-The stages, each a function of one table (``transforms.merge.composite`` runs them):
+The stages, each a function of one table (``transforms.merge.event_stages`` and
+``transforms.merge.composite`` run them in the batch merge):
 
     prepare_events   per read batch      EVENT_ID_MISSING; event_id cleaned
-    dedup_events     per event_id bucket one copy per event_id (the first in file, row order)
-    check_events     same bucket         LINE_ID_MISSING, BAD_TIMESTAMP, BAD_ENUM (channel, verified_by)
+    check_events     same batch          LINE_ID_MISSING, BAD_TIMESTAMP, BAD_ENUM (channel, verified_by)
+    (copies)         per event_id bucket who holds each id (transforms/merge/copies.py)
     validate_events  per line bucket     UNKNOWN_LINE, LINE_TERMINATED, the policy's codes
     pick_winners     same bucket         one winner per line; the rest superseded
 
@@ -40,7 +46,6 @@ __all__ = [
     "VERIFIERS",
     "EVENT_REASONS",
     "prepare_events",
-    "dedup_events",
     "check_events",
     "validate_events",
     "pick_winners",
@@ -93,19 +98,6 @@ def prepare_events(raw: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.
     missing = ~_mask(event_id.is_valid())
     dead = _dead(ctx, raw, missing, "EVENT_ID_MISSING", "event_id", "event_id is empty")
     return (raw.filter(pa.array(~missing)) if missing.any() else raw), dead
-
-
-def dedup_events(events: pa.Table) -> tuple[pa.Table, int]:
-    """(one copy per event_id, number of repeats): the first copy in (file, row) order."""
-    if events.num_rows < 2:
-        return events, 0
-    order = pc.sort_indices(events, [("event_id", "ascending"), ("_src_file", "ascending"), ("_src_row", "ascending")])
-    ids = events.column("event_id").combine_chunks().take(order)
-    repeat = np.zeros(len(ids), bool)
-    repeat[1:] = _mask(pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)))
-    if not repeat.any():
-        return events, 0
-    return events.take(pa.array(order.to_numpy()[~repeat])), int(repeat.sum())
 
 
 def _enum(values, allowed: tuple[str, ...]) -> pa.Array:

@@ -1,6 +1,6 @@
 """Re-tokenize a merged base under the primary join key, from the vault's originals.
 
-After ``backfill keys rotate --join`` the base's tokens are under an older join
+After ``backfill keys rotate --join-key`` the base's tokens are under an older join
 key; a token cannot be re-keyed without its value, so each value is opened
 from the vault (``Vault.open_many``: one data-key unwrap per line, one AES-GCM
 per value) and tokenized again. Masks do not change.

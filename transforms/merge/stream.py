@@ -3,37 +3,43 @@
 A *window* is a batch of Pub/Sub messages (an Arrow table, :data:`MESSAGE_SCHEMA`).
 :func:`process_window` runs, in this order:
 
-1. **dedup** by the ``event_id`` attribute (a message without one: by its
-   Pub/Sub message_id, so a redelivered copy of it still counts once): a key
-   seen earlier in the window or in an earlier window (``seen``) is a
-   duplicate, counted, never a dead letter. This is what Dataflow's
-   ``id_label="event_id"`` does, made durable across restarts;
-2. **size**: a message over ``max_bytes`` is ``MESSAGE_TOO_LARGE`` (its body
-   never reached the window: the lander keeps only its size);
-3. **attributes**: ``ATTRIBUTE_MISSING`` (event_id or line_id attribute absent
-   or empty), then the body is parsed as the JSON Lines reader of the batch
-   merge parses a line (``MESSAGE_MALFORMED``: not JSON, not an object, a
-   field that is an object, or over the field size limit), then
-   ``ATTRIBUTE_MISMATCH`` (the body's event_id or line_id differs from the
-   attribute) (steps 2 and 3: :func:`transforms.merge.intake.parse_messages`);
-4. the batch merge's own stages (:mod:`transforms.merge.events`: the checks,
-   ``UNKNOWN_LINE``, ``LINE_TERMINATED``, the policy's codes, latest wins) and
-   :func:`transforms.merge.bucket.merge_bucket` on the window's lines taken from the
-   :class:`LineIndex` as a merged base: the same tokenizer, masks and vault
-   as the batch merge;
-5. the **delta**: the merged rows (``schemas/merged_line.avsc``) of the lines
-   whose registration changed; events older than the line's current
-   registration (the base's, or an earlier window's) are superseded.
+1. **redeliveries**: a message whose Pub/Sub message id was processed before
+   (earlier in the window, or in an earlier window: ``seen.seen_messages``)
+   is a counted duplicate, never a dead letter. Nothing else is dropped
+   before the checks: a second *publish* of an event is judged by its body;
+2. **the message checks** (:func:`transforms.merge.intake.parse_messages`):
+   ``MESSAGE_TOO_LARGE`` (the lander kept only its size), ``ATTRIBUTE_MISSING``,
+   ``MESSAGE_MALFORMED`` (the batch merge's JSON Lines rules; fields outside the
+   contract are ignored, as there), ``ATTRIBUTE_MISMATCH``;
+3. each parsed body's keyed digest (:func:`transforms.merge.event_ids.body_digests`,
+   of the contract fields as received), then the batch merge's row checks
+   (``EVENT_ID_MISSING``, ``LINE_ID_MISSING``, ``BAD_TIMESTAMP``, ``BAD_ENUM``);
+4. the window's lines (``index.subset``) and **who holds each event id**
+   (:func:`transforms.merge.event_ids.resolve_copies`, with the ids held
+   before: ``seen.holders``): a copy that fails its line's checks
+   (``UNKNOWN_LINE``, ``LINE_TERMINATED``, the policy's codes) is a dead
+   letter and takes nothing; the first valid copy takes the id; a later copy
+   with the same body is a duplicate, one with another body
+   ``EVENT_ID_CONFLICT``;
+5. the takers go to :func:`transforms.merge.bucket.merge_bucket` on the
+   window's lines as a merged base (the batch merge's tokenizer, masks and
+   vault): latest wins; an event older than the line's current registration
+   (the base's, or an earlier window's) is superseded;
+6. the **delta**: the merged rows (``schemas/merged_line.avsc``) of the lines
+   whose registration changed.
 
-:func:`fold_deltas` is the compaction: latest ``registered_at`` wins (a tie
-goes to the larger event_id) over the base and every delta.
+Counts balance per window: messages in = applied + superseded + duplicates +
+dead letters. What a later window must know of this one is in the result:
+``seen`` (the message ids processed and their publish times) and ``taken``
+(the ids taken here and their digests). :func:`fold_deltas` is the
+compaction: latest ``registered_at`` wins (a tie goes to the larger event_id)
+over the base and every delta.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -41,21 +47,33 @@ import pyarrow.compute as pc
 
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
+from transforms.core.metrics import merge_counts
+from transforms.crypto.keyset import KeysetError
 from transforms.merge.bucket import MERGED_SCHEMA, BucketResult, merge_bucket, value_counts
+from transforms.merge.event_ids import DIGEST, body_digests, resolve_copies
 from transforms.merge.events import check_events, prepare_events
 from transforms.merge.intake import parse_messages
 from transforms.merge.messages import MAX_MESSAGE_BYTES
-from transforms.core.metrics import merge_counts
-from transforms.scan.normalize import clean_text
+from transforms.merge.window_state import (
+    IDS_SCHEMA,
+    INDEX_SCHEMA,
+    SEEN_SCHEMA,
+    LineIndex,
+    SeenKeys,
+    WindowKeys,
+    latest_per_line,
+)
 from transforms.scan.policy import Policy
 
 __all__ = [
     "INDEX_SCHEMA",
+    "SEEN_SCHEMA",
+    "IDS_SCHEMA",
     "STREAM_REASONS",
     "LineIndex",
     "SeenKeys",
+    "WindowKeys",
     "WindowResult",
-    "dedup_keys",
     "process_window",
     "window_counters",
     "fold_deltas",
@@ -64,15 +82,8 @@ __all__ = [
     "add_counts",
 ]
 
-INDEX_SCHEMA = pa.schema(list(MERGED_SCHEMA) + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
 STREAM_REASONS = ("MESSAGE_TOO_LARGE", "ATTRIBUTE_MISSING", "MESSAGE_MALFORMED", "ATTRIBUTE_MISMATCH")
-_TS = pa.timestamp("us", tz="UTC")
-
-
-def dedup_keys(messages: pa.Table) -> pa.Array:
-    """The de-duplication key of each message: its clean event_id attribute, else ``msg:`` + message_id."""
-    by_message = pc.binary_join_element_wise("msg:", messages.column("message_id").combine_chunks(), "")
-    return pc.coalesce(clean_text(messages.column("attr_event_id").combine_chunks()), by_message)
+_RAW_AT = "_raw_at"  # a checked event's row among the parsed bodies (its digest under another key version)
 
 
 @dataclasses.dataclass
@@ -82,136 +93,61 @@ class WindowResult:
     vault_values: pa.Table
     dead_letter: pa.Table
     counts: dict  # messages_in, applied, superseded, duplicates, dead_letters {reason: n}
-    counters: dict  # registrations by region, channel, agent
-    new_keys: pa.Array  # dedup keys of the messages processed (not duplicates): the durable seen-state
-
-
-class LineIndex:
-    """The base's lines without identity: what the window needs to validate and build delta rows.
-
-    ``lines``: INDEX_SCHEMA (merged-line columns; identity columns null for a
-    raw base), unique line_id. The current registration of each line
-    (``registered_at``, ``registration_event_id``) is the base's, overlaid with
-    the deltas written so far (:meth:`apply`).
-    """
-
-    def __init__(self, lines: pa.Table):
-        self.lines = lines
-        self._overlay = pa.table(
-            {
-                "line_id": pa.array([], pa.string()),
-                "registered_at": pa.array([], _TS),
-                "registration_event_id": pa.array([], pa.string()),
-            }
-        )
-
-    @classmethod
-    def from_raw(
-        cls, raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
-    ) -> tuple["LineIndex", pa.Table]:
-        """From a raw base (the readers' batches concatenated): classified and de-duplicated as the
-        batch merge does (``transforms.merge.lines.raw_lines``); returns (index, base dead letters)."""
-        from transforms.merge.lines import raw_lines
-
-        lines, dead, _ = raw_lines(raw, policy, as_of, ctx, salt)
-        n = lines.num_rows
-        columns = [
-            lines.column(f.name).cast(f.type)
-            if f.name in lines.column_names and not f.name.startswith("_")
-            else pa.nulls(n, f.type)
-            for f in MERGED_SCHEMA
-        ]
-        columns += [lines.column("_src_file"), lines.column("_src_row")]
-        return cls(pa.Table.from_arrays(columns, schema=INDEX_SCHEMA)), dead
-
-    @classmethod
-    def from_merged(cls, rows: pa.Table, ctx: DeadLetterContext) -> tuple["LineIndex", pa.Table]:
-        """From a previous merge's base rows (MERGED_ROWS); returns (index, DUPLICATE_LINE_ID dead letters)."""
-        from transforms.merge.lines import merged_lines
-
-        lines, dead, _ = merged_lines(rows, ctx)
-        return cls(lines.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)), dead
-
-    def subset(self, line_ids: pa.Array) -> pa.Table:
-        """The index rows of these lines, with their current registration."""
-        rows = self.lines.filter(pc.is_in(self.lines.column("line_id"), value_set=line_ids))
-        if self._overlay.num_rows and rows.num_rows:
-            at = pc.index_in(rows.column("line_id"), value_set=self._overlay.column("line_id"))
-            for name in ("registered_at", "registration_event_id"):
-                newer = self._overlay.column(name).combine_chunks().take(at)
-                rows = rows.set_column(
-                    rows.schema.get_field_index(name),
-                    name,
-                    pc.if_else(at.is_valid(), newer, rows.column(name).combine_chunks()),
-                )
-        return rows
-
-    def apply(self, delta: pa.Table) -> None:
-        """Take a delta's registrations as the lines' current ones (latest wins)."""
-        if delta.num_rows:
-            both = pa.concat_tables(
-                [self._overlay, delta.select(self._overlay.column_names).cast(self._overlay.schema)]
-            )
-            self._overlay = latest_per_line(both)
+    counters: dict  # registrations by region, channel and agent
+    seen: pa.Table  # SEEN_SCHEMA: the message ids processed here (not redeliveries) and their publish times
+    taken: pa.Table  # IDS_SCHEMA: the event ids taken here and the digest of the copy that took each
 
     @property
-    def registrations(self) -> int:
-        return self._overlay.num_rows
+    def new_keys(self) -> WindowKeys:
+        """What ``SeenKeys.add`` records (``len()``: the message ids, in ``seen``'s order)."""
+        return WindowKeys(self.seen, self.taken)
 
 
-def latest_per_line(table: pa.Table) -> pa.Table:
-    """One row per line_id: the latest registered_at, a tie to the larger registration_event_id (nulls last)."""
-    if table.num_rows < 2:
-        return table
-    order = pc.sort_indices(
-        table, [("line_id", "ascending"), ("registered_at", "descending"), ("registration_event_id", "descending")]
-    )  # nulls sort last
-    ids = table.column("line_id").combine_chunks().take(order)
-    first = np.ones(len(ids), bool)
-    first[1:] = ~pc.fill_null(pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)), False).to_numpy(zero_copy_only=False)
-    return table.take(pa.array(order.to_numpy()[first]))
-
-
-class SeenKeys:
-    """The dedup keys of the windows processed so far (kept as Arrow chunks)."""
-
-    def __init__(self, chunks: Iterable[pa.Array] = ()):
-        self._chunks = [c for c in chunks if len(c)]
-        self._all: pa.Array | None = None
-
-    def add(self, keys: pa.Array) -> None:
-        if len(keys):
-            self._chunks.append(keys)
-            self._all = None
-
-    def as_array(self) -> pa.Array:
-        if self._all is None:
-            self._all = pa.concat_arrays(self._chunks) if self._chunks else pa.array([], pa.string())
-        return self._all
-
-    def __len__(self) -> int:
-        return sum(len(c) for c in self._chunks)
-
-
-def _dedup(messages: pa.Table, seen: SeenKeys | None) -> tuple[pa.Table, pa.Array, int]:
-    """(first copy of each key not in ``seen``, their keys, duplicates)."""
-    keys = dedup_keys(messages)
-    n = len(keys)
+def _redeliveries(messages: pa.Table, seen) -> tuple[pa.Table, int]:
+    """(the messages not processed before, by Pub/Sub message id; how many were)."""
+    n = messages.num_rows
     if n == 0:
-        return messages, keys, 0
-    _, first = np.unique(keys.to_numpy(zero_copy_only=False).astype(str), return_index=True)
+        return messages, 0
+    ids = messages.column("message_id").combine_chunks()
+    before = seen.seen_messages(ids) if seen is not None else np.zeros(n, bool)
     keep = np.zeros(n, bool)
-    keep[first] = True
-    if seen is not None and len(seen):
-        keep &= ~pc.is_in(keys, value_set=seen.as_array()).to_numpy(zero_copy_only=False)
-    mask = pa.array(keep)
-    return messages.filter(mask), keys.filter(mask), n - int(keep.sum())
+    firsts: set[str] = set()
+    for i, message_id in enumerate(ids.to_pylist()):
+        if message_id is None:  # no id to know it by: never taken for a redelivery
+            keep[i] = True
+        elif not before[i] and message_id not in firsts:
+            firsts.add(message_id)
+            keep[i] = True
+    return (messages if keep.all() else messages.filter(pa.array(keep))), n - int(keep.sum())
+
+
+def _checked(raw: pa.Table, tokenizer, ctx: DeadLetterContext) -> tuple[pa.Table, list[pa.Table]]:
+    """Parsed bodies -> (checked events with their body digest and raw row, in arrival order; dead letters)."""
+    raw = raw.append_column(DIGEST, body_digests(raw, tokenizer))
+    raw = raw.append_column(_RAW_AT, pa.array(np.arange(raw.num_rows, dtype=np.int64)))
+    events, missing = prepare_events(raw, ctx)
+    checked, bad = check_events(events, ctx)
+    return checked, [missing, bad]
+
+
+def _same_body(raw: pa.Table, checked: pa.Table, tokenizer):
+    """``(row, held digest) -> bool`` for a digest kept under another join-key version (after a rotation)."""
+    rows = checked.column(_RAW_AT).combine_chunks()
+
+    def same(i: int, held: str) -> bool:
+        try:
+            again = body_digests(raw.slice(rows[i].as_py(), 1), tokenizer, held.split(":", 1)[0])
+        except KeysetError:  # that version is no longer in the keyset: it cannot be compared
+            return False
+        return again[0].as_py() == held
+
+    return same
 
 
 def process_window(
     messages: pa.Table,
-    index: LineIndex,
-    seen: SeenKeys | None,
+    index,
+    seen,
     *,
     tokenizer,
     vault,
@@ -224,50 +160,65 @@ def process_window(
 ) -> WindowResult:
     """One window of messages -> its delta, vault rows, dead letters and counts (see the module docstring).
 
-    ``seen``: the dedup keys of earlier windows; not changed here: the caller records ``new_keys`` with the
-    window's outputs. ``index`` is updated with the delta's registrations.
+    ``index``: the lines (``subset``: a :class:`LineIndex`, or the local merge's line store); an in-memory
+    :class:`LineIndex` takes the delta's registrations here, a store is updated by its caller once the window
+    is committed. ``seen``: the ids held and the message ids processed before (``holders``,
+    ``seen_messages``: :class:`SeenKeys` or the store; None: nothing before); not changed here.
     """
     counts = {"messages_in": messages.num_rows, "applied": 0, "superseded": 0, "duplicates": 0, "dead_letters": {}}
-    messages, new_keys, duplicates = _dedup(messages, seen)
-    counts["duplicates"] = duplicates
-    raw, dead = parse_messages(messages, ctx, source, max_bytes)
-    events, missing = prepare_events(raw, ctx)
-    checked, bad = check_events(events, ctx)
-    dead += [missing, bad]
+    fresh, counts["duplicates"] = _redeliveries(messages, seen)
+    raw, dead = parse_messages(fresh, ctx, source, max_bytes)
+    checked, bad = _checked(raw, tokenizer, ctx)
+    dead += bad
     delta = MERGED_SCHEMA.empty_table()
     keys, values = arrow_schema("vault_key").empty_table(), arrow_schema("vault_value").empty_table()
+    taken: dict = {}
     if checked.num_rows:
         lines = index.subset(pc.unique(checked.column("line_id").combine_chunks()))
-        result = merge_bucket(
-            lines if lines.num_rows else None,
-            "merged",
+        ids = pc.unique(checked.column("event_id").combine_chunks()).to_pylist()
+        resolved = resolve_copies(
             checked,
-            None,
-            None,
-            tokenizer=tokenizer,
-            vault=vault,
+            lines,
+            seen.holders(ids) if seen is not None else {},
             policy=policy,
             as_of=as_of,
             ctx=ctx,
             salt=salt,
+            same_body=_same_body(raw, checked, tokenizer),
         )
-        _count_events(counts, result.counts)
-        dead.append(result.dead_letter)
-        if result.base.num_rows:
-            delta, keys, values = _delta(result, lines)
+        counts["duplicates"] += resolved.duplicates
+        dead.append(resolved.dead_letter)
+        taken = resolved.taken
+        if resolved.takers.num_rows:
+            merge = dict(tokenizer=tokenizer, vault=vault, policy=policy, as_of=as_of, ctx=ctx, salt=salt)
+            result = merge_bucket(lines, "merged", resolved.takers, None, None, **merge)
+            _count_events(counts, result.counts)
+            dead.append(result.dead_letter)
+            if result.base.num_rows:
+                delta, keys, values = _delta(result, lines)
+    return _result(ctx, counts, dead, delta, keys, values, fresh, taken, index)
+
+
+def _result(ctx, counts, dead, delta, keys, values, fresh, taken, index) -> WindowResult:
+    """The window's result, its counts checked; an in-memory index takes the delta."""
     dead_letter = pa.concat_tables([d for d in dead if d.num_rows] or [dead_letter_table(ctx, [])])
     counts["dead_letters"] = dict(sorted(value_counts(dead_letter.column("reason")).items()))
     if delta.num_rows != counts["applied"]:
         raise RuntimeError("the window's delta does not match its applied count")
-    index.apply(delta)
-    return WindowResult(delta, keys, values, dead_letter, counts, window_counters(delta), new_keys)
+    if not balanced(counts):
+        raise RuntimeError("the window's counts do not balance")
+    if isinstance(index, LineIndex):
+        index.apply(delta)
+    seen = pa.table([fresh.column("message_id"), fresh.column("publish_time")], schema=SEEN_SCHEMA)
+    ids = pa.table([pa.array(list(taken), pa.string()), pa.array(list(taken.values()), pa.string())], schema=IDS_SCHEMA)
+    return WindowResult(delta, keys, values, dead_letter, counts, window_counters(delta), seen, ids)
 
 
 def _count_events(counts: dict, bucket_counts: dict) -> None:
     """The window's event outcomes, as the merge of its lines counted them."""
     ev = bucket_counts.get("events", {})
     counts["applied"], counts["superseded"] = ev.get("applied", 0), ev.get("superseded", 0)
-    counts["duplicates"] += ev.get("duplicates", 0)  # the line already carries this event (a merged base)
+    counts["duplicates"] += ev.get("duplicates", 0)  # the line already carries this event (resolved before: 0)
 
 
 def _delta(result: BucketResult, lines: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table]:

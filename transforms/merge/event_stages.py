@@ -1,0 +1,223 @@
+"""The batch merge's event side (Beam): event batches in, the copies that reach the line merge out.
+
+    events --CheckEvents--> ShuffleByEvent --SplitCopies--+----------------------------------> firsts (by line)
+                                                          '-contested-+
+    base --LinesOfContested (side input: the contested line_ids)------+--ShuffleContestedByLine
+                                                                               |  LineVerdicts
+                                      takers (by line) <--TakeIds-- ShuffleContestedByEvent
+
+``CheckEvents`` runs per read batch, before any de-duplication: a copy that fails the row checks
+(EVENT_ID_MISSING, LINE_ID_MISSING, BAD_TIMESTAMP, BAD_ENUM) is a dead letter and takes nothing; the
+others get the keyed digest of their fields as received (``body_digests``: no value travels to compare).
+Per event_id bucket, an id whose copies are all identical sends its first copy in (file, row) order on
+and counts the others as duplicates; the copies of an id with two bodies or more (contested, rare) need
+their line's checks before the first valid one can be found: they go to a line bucket of their own, with
+the base's rows of their lines only (the base filtered against a side input of the contested line_ids,
+not shuffled a second time), and back to an event_id bucket where ``take_ids`` decides
+(``transforms.merge.copies``). Firsts and takers then meet the whole base in the line merge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import typing
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
+from transforms.core.deadletter import DeadLetterContext
+from transforms.core.metrics import counter, value_counts
+from transforms.core.shuffle import BUCKET, ArrowGroupByBucket, with_bucket
+from transforms.core.tags import COUNTS, DEAD_LETTER
+from transforms.merge.copies import line_verdicts, resolve_contested, split_copies, without_marks
+from transforms.merge.event_ids import DIGEST, body_digests
+from transforms.merge.events import check_events, prepare_events
+from transforms.merge.lines import base_lines
+from transforms.merge.value_free import value_free
+from transforms.scan.normalize import clean_text
+from transforms.scan.policy import Policy
+
+__all__ = ["EventsByLine", "EventSide", "CONTESTED"]
+
+CONTESTED = "contested"
+
+
+class EventSide(typing.NamedTuple):
+    events: beam.PCollection  # checked events bucketed by line_id: one copy per event id
+    dead_letter: beam.PCollection
+    counts: beam.PCollection  # dicts of counts (not summed)
+
+
+def _part(tables: dict, tag: str) -> pa.Table | None:
+    return tables[tag].drop_columns([BUCKET]) if tag in tables else None
+
+
+@beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, counts=dict)
+class _CheckEventsFn(beam.DoFn):
+    """Read batch -> checked copies with their body digest, bucketed by event_id; their dead letters."""
+
+    def __init__(self, ctx: DeadLetterContext, n_buckets: int, keys_path: str):
+        self._ctx, self._n, self._keys_path = ctx, n_buckets, keys_path
+
+    def setup(self):
+        from transforms.crypto.keyset import Keyset
+        from transforms.crypto.tokenize import Tokenizer
+
+        self._tokenizer = Tokenizer(Keyset.load(self._keys_path))
+
+    def process(self, raw: pa.Table):
+        with value_free("CheckEvents"):
+            marked = raw.append_column(DIGEST, body_digests(raw, self._tokenizer))
+            events, missing = prepare_events(marked, self._ctx)
+            checked, bad = check_events(events, self._ctx)
+            dead = pa.concat_tables([missing, bad])
+        yield beam.pvalue.TaggedOutput(
+            COUNTS, {"events": {"rows_in": raw.num_rows, "dead_letters": value_counts(dead.column("reason"))}}
+        )
+        if dead.num_rows:
+            counter("events_dead_letters_checked").inc(dead.num_rows)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
+        if checked.num_rows:
+            yield with_bucket(checked, checked.column("event_id"), self._n)
+
+
+@beam.typehints.with_output_types(pa.Table, contested=pa.Table, counts=dict)
+class _SplitCopiesFn(beam.DoFn):
+    """One event_id bucket -> the first copy of each id with one body; every copy of the contested ids."""
+
+    def __init__(self, n_buckets: int):
+        self._n = n_buckets
+
+    def process(self, element):
+        _, tables = element
+        with value_free("SplitCopies"):
+            firsts, contested, duplicates = split_copies(_part(tables, "events"))
+            firsts = without_marks(firsts)
+        counter("events_duplicates").inc(duplicates)
+        counter("events_contested").inc(contested.num_rows)
+        yield beam.pvalue.TaggedOutput(COUNTS, {"events": {"duplicates": duplicates}})
+        if contested.num_rows:
+            yield beam.pvalue.TaggedOutput(CONTESTED, with_bucket(contested, contested.column("line_id"), self._n))
+        if firsts.num_rows:
+            yield with_bucket(firsts, firsts.column("line_id"), self._n)
+
+
+def _line_ids(table: pa.Table) -> list[str]:
+    return pc.unique(table.column("line_id")).drop_null().to_pylist()
+
+
+def _distinct(ids: list[str]) -> list[str]:
+    return sorted(set(ids))
+
+
+@beam.typehints.with_output_types(pa.Table)
+class _LinesOfFn(beam.DoFn):
+    """A base batch -> its rows of the contested lines (the side input), bucketed by line_id."""
+
+    def __init__(self, n_buckets: int, clean: bool):
+        self._n, self._clean = n_buckets, clean
+        self._seen, self._set = None, None
+
+    def process(self, table: pa.Table, line_ids: list[str]):
+        if not line_ids or table.num_rows == 0:
+            return
+        if line_ids is not self._seen:  # one side input per run: made an Arrow set once per worker
+            self._seen, self._set = line_ids, pa.array(line_ids, pa.string())
+        with value_free("LinesOfContested"):
+            ids = table.column("line_id").combine_chunks()
+            ids = clean_text(ids) if self._clean else ids
+            keep = pc.fill_null(pc.is_in(ids, value_set=self._set), False)
+            if pc.any(keep).as_py():
+                yield with_bucket(table.filter(keep), ids.filter(keep), self._n)
+
+
+@beam.typehints.with_output_types(pa.Table)
+class _LineVerdictsFn(beam.DoFn):
+    """One line bucket of contested copies and their lines -> the copies with their verdicts, by event_id."""
+
+    def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, n_buckets: int, base_kind: str):
+        self._policy, self._as_of, self._ctx, self._n, self._kind = policy, as_of, ctx, n_buckets, base_kind
+
+    def setup(self):
+        self._salt = secrets.token_hex(16)  # classify's hash key, never compared across buckets (as TokenizeAndSeal)
+
+    def process(self, element):
+        _, tables = element
+        if "copies" not in tables:
+            return
+        with value_free("LineVerdicts"):
+            lines = base_lines(_part(tables, "base"), self._kind, self._policy, self._as_of, self._ctx, self._salt)[0]
+            copies = line_verdicts(_part(tables, "copies"), lines, self._policy, self._as_of, self._ctx, self._salt)
+        yield with_bucket(copies, copies.column("event_id"), self._n)
+
+
+@beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table, counts=dict)
+class _TakeIdsFn(beam.DoFn):
+    """One event_id bucket of contested copies -> the takers (by line_id), dead letters, duplicates."""
+
+    def __init__(self, ctx: DeadLetterContext, n_buckets: int):
+        self._ctx, self._n = ctx, n_buckets
+
+    def process(self, element):
+        _, tables = element
+        with value_free("TakeIds"):
+            takers, dead, duplicates = resolve_contested(_part(tables, "copies"), self._ctx)
+        counter("events_duplicates").inc(duplicates)
+        yield beam.pvalue.TaggedOutput(
+            COUNTS, {"events": {"duplicates": duplicates, "dead_letters": value_counts(dead.column("reason"))}}
+        )
+        if dead.num_rows:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
+        if takers.num_rows:
+            yield with_bucket(takers, takers.column("line_id"), self._n)
+
+
+class EventsByLine(beam.PTransform):
+    """``{"events": raw event batches, "base": base batches}`` -> :class:`EventSide` (see the module docstring).
+
+    ``base_kind``: ``raw`` (line ids cleaned as the scan cleans them) or ``merged``."""
+
+    def __init__(self, policy, as_of, ctx, keys_path: str, n_buckets: int, base_kind: str, spill_dir: str | None):
+        super().__init__()
+        self._policy, self._as_of, self._ctx, self._keys = policy, as_of, ctx, keys_path
+        self._n, self._kind, self._spill = n_buckets, base_kind, spill_dir
+
+    def expand(self, inputs: dict) -> EventSide:
+        n, ctx = self._n, self._ctx
+        checked = inputs["events"] | "CheckEvents" >> beam.ParDo(_CheckEventsFn(ctx, n, self._keys)).with_outputs(
+            DEAD_LETTER, COUNTS, main="events"
+        )
+        split = (
+            {"events": checked.events}
+            | "ShuffleByEvent" >> ArrowGroupByBucket(self._spill, label="ShuffleByEvent")
+            | "SplitCopies" >> beam.ParDo(_SplitCopiesFn(n)).with_outputs(CONTESTED, COUNTS, main="firsts")
+        )
+        line_ids = (
+            split.contested
+            | "ContestedLineIds" >> beam.FlatMap(_line_ids)
+            | "AllContestedLineIds" >> beam.combiners.ToList()
+            | "Distinct" >> beam.Map(_distinct)
+        )
+        lines = inputs["base"] | "LinesOfContested" >> beam.ParDo(
+            _LinesOfFn(n, self._kind == "raw"), beam.pvalue.AsSingleton(line_ids)
+        )
+        verdicts = (
+            {"copies": split.contested, "base": lines}
+            | "ShuffleContestedByLine" >> ArrowGroupByBucket(self._spill, label="ShuffleContestedByLine")
+            | "LineVerdicts"
+            >> beam.ParDo(_LineVerdictsFn(self._policy, self._as_of, ctx, n, self._kind)).with_output_types(pa.Table)
+        )
+        taken = (
+            {"copies": verdicts}
+            | "ShuffleContestedByEvent" >> ArrowGroupByBucket(self._spill, label="ShuffleContestedByEvent")
+            | "TakeIds" >> beam.ParDo(_TakeIdsFn(ctx, n)).with_outputs(DEAD_LETTER, COUNTS, main="takers")
+        )
+        events = (split.firsts, taken.takers) | "FirstsAndTakers" >> beam.Flatten().with_output_types(pa.Table)
+        dead = (checked.dead_letter, taken.dead_letter) | "EventDeadLetters" >> beam.Flatten().with_output_types(
+            pa.Table
+        )
+        counts = (checked.counts, split.counts, taken.counts) | "EventCounts" >> beam.Flatten()
+        return EventSide(events, dead, counts)
