@@ -5,7 +5,15 @@ Our top-level packages have generic names (``schemas``, ``transforms``,
 ``pipelines``), so they are listed explicitly rather than found.
 """
 
+import os
+import re
+
 from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "pipelines", "__init__.py"), encoding="utf-8") as f:
+    # One version: ``backfill --version`` prints it (installed: the package metadata; a checkout: the constant).
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 INSTALL_REQUIRES = [
     # Pinned together: this set is installed and tested as one (constraints.txt).
@@ -30,12 +38,14 @@ INSTALL_REQUIRES = [
 
 setup(
     name="subscriber-backfill",
-    version="0.1.0",
+    version=VERSION,
     description="Decree 25 supplementary real-name registration backfill on Apache Beam",
     python_requires=">=3.10",
     # What workers install. The developer tools in dev/ (generate, simulate,
     # demo, the emulator launcher) are not in it: the Makefile puts the
     # checkout on the virtual environment's path for them.
+    # pipelines.render.templates holds only the pages' Jinja templates; it is listed as a package (of data)
+    # because setuptools would otherwise warn, at every install, that it "would be ignored".
     packages=[
         "schemas",
         "transforms",

@@ -89,7 +89,7 @@ def _notify(
             [
                 ctx.backfill,
                 "notify",
-                "--classified",
+                "--scan",
                 classified,
                 "--campaign",
                 CAMPAIGN,

@@ -82,7 +82,7 @@ def ensure_outputs(ctx: Context) -> dict:
         "notify wave 1",
         [
             "notify",
-            "--classified",
+            "--scan",
             paths["scan"],
             "--campaign",
             CAMPAIGN,
@@ -127,7 +127,7 @@ def _run_report(ctx: Context, paths: dict) -> tuple[str, Measurement, dict]:
                 "report",
                 "--scan",
                 paths["scan"],
-                "--merge",
+                "--merged",
                 paths["merge"],
                 "--notify",
                 paths["notify"],

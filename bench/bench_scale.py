@@ -83,17 +83,16 @@ def _commands(ctx: Context, lines: int, given: dict) -> list[tuple[str, list[str
         ),
         (
             "retention",
-            [b, "retention", "--base", f"{merged}/base", "--vault", f"{merged}/vault", "--keys", keys]
+            [b, "retention", "--merged", merged, "--keys", keys]
             + ["--out", work["retention"], "--as-of", RETENTION_AS_OF],
         ),
         (
             "incident",
-            [b, "incident", "--key-version", "j1", "--base", f"{merged}/base", "--vault", f"{merged}/vault"]
-            + ["--out", work["incident"]],
+            [b, "incident", "--key-version", "j1", "--merged", merged] + ["--out", work["incident"]],
         ),
         (
             "report",
-            [b, "report", "--scan", work["scan"], "--merge", merged, "--out", work["report"], "--as-of", AS_OF],
+            [b, "report", "--scan", work["scan"], "--merged", merged, "--out", work["report"], "--as-of", AS_OF],
         ),
     ]
 

@@ -61,7 +61,7 @@ def _notify_wave_1(demo: _Demo) -> None:
     path = demo.path
     started = demo.step("notify wave 1: dry run, then SMS, call and announcement jobs to files")
     wave1 = [
-        "--classified",
+        "--scan",
         path("scan"),
         "--campaign",
         demo.args.campaign,
@@ -90,8 +90,8 @@ def _registrations(demo: _Demo) -> None:
         as_of=dt.date.fromisoformat(REGISTRATION_DAY),
     )
     print(
-        f"   {counts['events']:,} events: {counts['duplicates']} redelivered, {counts['invalid']} failing "
-        f"the policy, {counts['unknown_lines']} for lines that do not exist"
+        f"   {counts['events']:,} events: {counts['duplicates']:,} redelivered, {counts['invalid']:,} failing "
+        f"the policy, {counts['unknown_lines']:,} for lines that do not exist"
     )
     _done(started, path("events", "registrations.jsonl"))
 
@@ -125,7 +125,7 @@ def _notify_wave_2(demo: _Demo) -> None:
     started = demo.step("notify wave 2: reminders, less the lines registered since")
     notify.main(
         [
-            "--classified",
+            "--scan",
             path("scan"),
             "--campaign",
             demo.args.campaign,
@@ -135,7 +135,7 @@ def _notify_wave_2(demo: _Demo) -> None:
             path("notify"),
             "--as-of",
             WAVE_DAYS[2],
-            "--registered",
+            "--merged",
             path("merge"),
         ]
     )
@@ -162,10 +162,8 @@ def _second_merge(demo: _Demo) -> None:
     print(f"   {counts['events']:,} events over 6 days")
     merge.main(
         [
-            "--base",
-            path("merge", "base"),
-            "--vault",
-            path("merge", "vault"),
+            "--merged",
+            path("merge"),
             "--registrations",
             path("events", "registrations-2.jsonl"),
             "--keys",
@@ -188,7 +186,7 @@ def _report(demo: _Demo) -> None:
         [
             "--scan",
             path("scan"),
-            "--merge",
+            "--merged",
             path("merge-2"),
             "--earlier-merges",
             path("merge"),
@@ -219,8 +217,8 @@ def _reveal(demo: _Demo) -> None:
             [
                 "--keys",
                 path("keys", "keyset.json"),
-                "--vault",
-                path("merge-2", "vault"),
+                "--merged",
+                path("merge-2"),
                 "--line-id",
                 line_id,
                 "--purpose",
@@ -289,10 +287,8 @@ def _incident(demo: _Demo) -> None:
         [
             "--lines",
             path("incident-lines.txt"),
-            "--base",
-            path("retention", "base"),
-            "--vault",
-            path("retention", "vault"),
+            "--merged",
+            path("retention"),
             "--keys",
             path("keys", "keyset.json"),
             "--shred",

@@ -12,7 +12,6 @@ from the batch merge's output.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -26,41 +25,21 @@ WINDOW_SECONDS = "2"
 IDLE_SECONDS = "4"
 
 
-def _publish(topic: str, events_path: str) -> int:
-    from google.cloud import pubsub_v1
-
-    publisher = pubsub_v1.PublisherClient()
-    futures = []
-    try:
-        with open(events_path, encoding="utf-8") as handle:
-            for line in handle:
-                event = json.loads(line)
-                futures.append(
-                    publisher.publish(
-                        topic, line.strip().encode("utf-8"), event_id=event["event_id"], line_id=event["line_id"]
-                    )
-                )
-        for future in futures:
-            future.result(timeout=60)
-    finally:
-        publisher.stop()
-    return len(futures)
-
-
 def stream_and_compact(path, scan_dir: str, base: str, vault: str, keys: str, day: str, seed: int) -> tuple[str, str]:
     """Returns the (base, vault) the demo goes on with: the compacted ones, or the inputs if skipped."""
     from dev.pubsub_emulator import EmulatorUnavailable, running_emulator
+    from dev.simulate_publish import publish_file
 
     events = path("events", "registrations-live.jsonl")
     counts = _simulate_live(events, scan_dir, base, day, seed)
     try:
         with running_emulator() as emulator:
             topic, subscription = emulator.topic_and_subscription("demo-live")
-            published = _publish(topic, events)
+            published = publish_file(topic, events)
             print(f"   published {published:,} messages to {topic} ({counts['duplicates']} redelivered)")
             proc = _streaming_merge(subscription, base, keys, path("stream"), day)
     except EmulatorUnavailable as exc:
-        print(f"   skipped: {exc} (apt install google-cloud-cli-pubsub-emulator openjdk-17-jre-headless)")
+        print(f"   skipped: {exc}")
         return base, vault
     _show_merge(proc)
     _compact(base, vault, path("stream"), keys, path("compact"), day)

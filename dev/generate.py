@@ -42,6 +42,7 @@ from dev.generate_numbers import person  # noqa: F401  (used by tests as gen.per
 from dev.generate_shares import *  # noqa: F403  (the shares are part of this module's surface)
 from dev.generate_shares import SCHEMA
 from pipelines.common import split_beam_flags
+from pipelines.flags import package_version
 from schemas import avro_schema
 from transforms.core.rows import FORMATS
 
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, required=True, help="random seed: the same seed gives the same file")
     parser.add_argument("--out", required=True, help="output path ending .parquet, .avro or .csv")
     parser.add_argument("--encoding", default="utf-8", help="CSV encoding: utf-8 (default) or gb18030")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     try:
         args, _ = split_beam_flags(parser, argv, pipeline=False)
         if args.lines < 0 or not 0 <= args.seed < 2**63:
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = (str(exc).splitlines() or [""])[0][:300]
         print(f"backfill generate: error: cannot write {args.out}: {type(exc).__name__}: {reason}", file=sys.stderr)
         return 1
-    print(f"wrote {written} lines to {args.out} in {time.perf_counter() - start:.2f} s")
+    print(f"wrote {written:,} lines to {args.out} in {time.perf_counter() - start:.2f} s")
     return 0
 
 

@@ -1,7 +1,13 @@
-"""Simulated registration events, for the demo and the benchmarks.
+"""Simulated registration events, to a file or a Pub/Sub topic, for the demo, the quick start and the benchmarks.
 
-    python -m dev.simulate --classified SCAN_OUT --out events.jsonl \\
+    backfill simulate --scan SCAN_OUT [--out events.jsonl] [--publish projects/P/topics/T] \\
         [--share 0.4] [--seed 1] [--as-of 2026-12-03]
+
+(``python -m dev.simulate`` from a checkout; ``--classified`` is the old name
+of ``--scan``.) ``--out`` writes the events as JSON Lines, the batch merge's
+``--registrations``; ``--publish`` sends each event as one message, the JSON
+object in UTF-8 with attributes ``event_id`` and ``line_id``: what the
+streaming merge reads. Give one or both.
 
 Picks a share of the lines that need registration and gives each a
 completed registration with a valid identity of its subscriber kind (drawn
@@ -66,6 +72,26 @@ def simulate_registrations(
     exclude=None,
 ) -> dict[str, int]:
     """Write events (JSON Lines) for ``share`` of the lines needing registration; returns counts."""
+    events, counts = simulated_events(classified_dir, share, seed, as_of, days, exclude)
+    write_events(events, out_path)
+    return counts
+
+
+def write_events(events: list[dict], out_path: str) -> None:
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in events).encode("utf-8")
+    with FileSystems.create(out_path) as handle:
+        handle.write(payload)
+
+
+def simulated_events(
+    classified_dir: str,
+    share: float = 0.4,
+    seed: int = 1,
+    as_of: dt.date | None = None,
+    days: int = 1,
+    exclude=None,
+) -> tuple[list[dict], dict[str, int]]:
+    """Events for ``share`` of the lines needing registration, in publishing order, and their counts."""
     as_of = as_of or dt.date.today()
     rng = np.random.default_rng(seed)
     targets = _targets(classified_dir, exclude)
@@ -76,10 +102,7 @@ def simulate_registrations(
     start = dt.datetime.combine(as_of, dt.time(8, 0))
     _stamp_events(rows, rng, seed, start, days)
     extra = _faults(rows, rng, seed, start)
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows + extra).encode("utf-8")
-    with FileSystems.create(out_path) as handle:
-        handle.write(payload)
-    return {
+    return rows + extra, {
         "events": len(rows) + len(extra),
         "lines": len(rows),
         "duplicates": max(1, len(rows) // 50) if rows else 0,
@@ -152,20 +175,39 @@ def _faults(rows: list[dict], rng: np.random.Generator, seed: int, start: dt.dat
     return extra
 
 
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="backfill simulate", description=__doc__.splitlines()[0])
+    p.add_argument("--scan", "--classified", dest="scan", required=True, help="the scan's --out folder")
+    p.add_argument("--out", default=None, help="events file to write (JSON Lines)")
+    p.add_argument("--publish", default=None, metavar="TOPIC", help="publish each event to projects/P/topics/T")
+    p.add_argument("--share", type=float, default=0.4, help="share of lines needing registration that register")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--as-of", type=parse_as_of, default=None)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
 def main(argv=None) -> int:
     def body(argv):
-        p = ArgumentParser(prog="python -m dev.simulate", description=__doc__.splitlines()[0])
-        p.add_argument("--classified", required=True, help="the scan's --out folder")
-        p.add_argument("--out", required=True, help="events file to write (JSON Lines)")
-        p.add_argument("--share", type=float, default=0.4, help="share of lines needing registration that register")
-        p.add_argument("--seed", type=int, default=1)
-        p.add_argument("--as-of", type=parse_as_of, default=None)
-        args, _ = split_beam_flags(p, argv, pipeline=False)
-        counts = simulate_registrations(args.classified, args.out, args.share, args.seed, args.as_of)
-        print(f"wrote {counts['events']:,} events to {args.out}")
+        from dev.simulate_publish import check_topic_path, publish_events
+
+        args, _ = split_beam_flags(_parser(), argv, pipeline=False)
+        if args.out is None and args.publish is None:
+            raise UserError("give --out FILE, --publish TOPIC or both")
+        if args.publish is not None:
+            check_topic_path(args.publish)
+        if not FileSystems.exists(FileSystems.join(args.scan, "classified")):
+            raise UserError(f"--scan {args.scan} holds no classified/ folder: give the scan's --out folder")
+        events, counts = simulated_events(args.scan, args.share, args.seed, args.as_of)
+        if args.out is not None:
+            write_events(events, args.out)
+            print(f"wrote {counts['events']:,} events to {args.out}")
+        if args.publish is not None:
+            sent = publish_events(args.publish, events)
+            print(f"published {sent:,} messages to {args.publish} ({counts['duplicates']:,} sent twice)")
         return 0
 
-    return run_main("simulate", body, argv)
+    return run_main("backfill simulate", body, argv)
 
 
 if __name__ == "__main__":

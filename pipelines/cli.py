@@ -1,17 +1,26 @@
 """``backfill``: one console script, a subcommand per step.
 
-    backfill --version
+    backfill --version                      (and BACKFILL COMMAND --version)
     backfill generate --lines N --seed S --out PATH
     backfill scan --base PATH --out DIR [--as-of YYYY-MM-DD]
-    backfill merge --base PATH --registrations PATH --keys FILE --out DIR [--vault DIR]
+    backfill notify --scan DIR --campaign FILE --wave N --out DIR [--merged DIR] [--dry-run]
+    backfill merge --base PATH --registrations PATH --keys FILE --out DIR
+    backfill merge --merged DIR --registrations PATH --keys FILE --out DIR        (the daily merge)
     backfill merge --streaming --subscription projects/P/subscriptions/S --base PATH --keys FILE --out DIR
-    backfill compact --base PATH --deltas DIR --keys FILE --out DIR
+    backfill compact (--base PATH | --merged DIR) --deltas DIR --keys FILE --out DIR
     backfill demo [--lines N] [--out DIR]
+    backfill simulate --scan DIR [--out FILE] [--publish projects/P/topics/T]
+    backfill emulator start [--project P --topic T --subscription S --port N] | stop | status
     backfill keys init|show|rotate|shred|retokenize --keys FILE ...
-    backfill reveal --keys FILE --vault DIR --line-id ID --purpose TEXT
-    backfill retention --base DIR --vault DIR --keys FILE --out DIR --as-of YYYY-MM-DD
-    backfill incident (--key-version V | --lines FILE) --base DIR [--vault DIR] --out DIR [--shred --keys FILE]
+    backfill reveal --keys FILE (--merged DIR | --vault DIR) --line-id ID --purpose TEXT
+    backfill report --scan DIR --merged DIR [--notify DIR] --out DIR
+    backfill retention --merged DIR --keys FILE --out DIR --as-of YYYY-MM-DD
+    backfill incident (--key-version V | --lines FILE) --merged DIR --out DIR [--shred --keys FILE]
 
+``--scan DIR`` is always a scan's output folder, ``--merged DIR`` a merge,
+compact or retention output (its ``base/`` and ``vault/``; ``--base DIR/base
+--vault DIR/vault`` says the same). Old spellings (``--classified``,
+``--registered``, ``--merge``, ``--vault-dir``) still work.
 Each step also runs as ``python -m pipelines.<step>``. Every step parses its
 flags by one rule (``pipelines.common.split_beam_flags``): its own flags, then
 Beam's pipeline options (passed to Beam, or ignored by a step that runs no
@@ -28,6 +37,11 @@ COMMANDS = {
     "scan": ("pipelines.scan", "classify every line's identity under the policy"),
     "notify": ("pipelines.notify", "plan a campaign wave's SMS, call and announcement jobs; record receipts"),
     "demo": ("dev.demo", "run the whole loop on the embedded default"),
+    "simulate": ("dev.simulate", "simulated registration events to a file (--out) or a Pub/Sub topic (--publish)"),
+    "emulator": (
+        "pipelines.emulator",
+        "start | stop | status the local Pub/Sub emulator with a topic and subscription",
+    ),
     "merge": (
         "pipelines.merge",
         "merge registration events into the base: tokens, masks, vault (--streaming: Pub/Sub)",
@@ -56,12 +70,9 @@ def _usage() -> str:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--version"]:
-        from importlib.metadata import PackageNotFoundError, version
+        from pipelines.flags import package_version
 
-        try:
-            print(f"backfill {version('subscriber-backfill')}")
-        except PackageNotFoundError:  # run from a checkout that was never installed
-            print("backfill (not installed)")
+        print(f"backfill {package_version()}")
         return 0
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -75,7 +86,7 @@ def main(argv=None) -> int:
     except ModuleNotFoundError as err:
         if not (err.name or "").startswith("dev"):
             raise
-        # generate and demo are developer tools (dev/), not part of the installed package
+        # generate, simulate and demo are developer tools (dev/), not part of the installed package
         print(f"backfill: error: {command} is a developer tool: run it from a checkout (make demo)", file=sys.stderr)
         return 2
     return module.main(rest)

@@ -6,7 +6,7 @@
 
 ``--base`` is the base the streaming merge ran on: a raw base (its lines are
 tokenized and sealed as the batch merge does) or a previous merge's
-``OUT/base`` (with its ``--vault``). ``--deltas`` is the streaming merge's
+``OUT/base`` (with its ``--vault``; ``--merged OUT`` says both). ``--deltas`` is the streaming merge's
 ``OUT/deltas`` (or its ``OUT``); only committed windows count. Per line the
 latest registration wins (``registered_at``, a tie to the larger event_id)
 over the base and every delta, so the result is the batch merge's base for
@@ -35,6 +35,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import ArgumentParser, add_batch_flags, run_main, runner_name, write_dead_letters
 from pipelines.compact_plan import Job, inputs, prepare
+from pipelines.flags import add_merged, add_progress_flag
 from pipelines.io.base_files import ReadSubscriberBase
 from pipelines.io.deltas import ReadWindows
 from pipelines.io.finalize import Finalize
@@ -42,6 +43,7 @@ from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, write_merge
 from pipelines.io.publish import publishing
 from pipelines.keys import register_vault
 from pipelines.manifest import keys_block, policy_block, read_json
+from pipelines.progress import NO_PROGRESS, progress
 from pipelines.merge import ROWS_PER_BUCKET
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.shuffle import spill_area
@@ -55,19 +57,23 @@ OUTPUTS = ("base", "vault", "dead_letter", "manifest.json")  # what a compaction
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill compact", description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, action="append", help="the base the streaming merge ran on; repeatable")
+    add_merged(
+        p,
+        base_help="the base the streaming merge ran on (raw, or merged with --vault); repeatable",
+        vault_help="the vault of a merged --base",
+    )
     p.add_argument("--deltas", required=True, help="the streaming merge's OUT/deltas (or its OUT)")
     p.add_argument("--keys", required=True, help="keyset file (mode 0600)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--vault", default=None, help="the vault of a merged --base")
     add_batch_flags(p)
+    add_progress_flag(p)
     for action in p._actions:
         if "--as-of" in action.option_strings:
             action.help = "date the checks are made against (default: the streaming merge's, from its manifest)"
     return p
 
 
-def build_pipeline(p: beam.Pipeline, job: Job, ctx: DeadLetterContext, spill_dir: str | None):
+def build_pipeline(p: beam.Pipeline, job: Job, ctx: DeadLetterContext, spill_dir: str | None, progress=NO_PROGRESS):
     """Wire the compaction's reads and its transform; returns the MergeOutputs (exposed for tests)."""
     args, inputs_ = job.args, {}
     if job.kind == "raw":
@@ -77,6 +83,7 @@ def build_pipeline(p: beam.Pipeline, job: Job, ctx: DeadLetterContext, spill_dir
         inputs_.update(base=base.raw, base_dead_letter=base.dead_letter)
     else:
         inputs_["base"] = p | "ReadMergedBase" >> ReadMergedBase(job.base_splits, args.batch_size)
+    progress.count(inputs_["base"], "read")
     if job.vault:
         inputs_["vault_keys"] = p | "ReadVaultKeys" >> ReadVaultTable(job.vault["keys"], "keys")
         inputs_["vault_values"] = p | "ReadVaultValues" >> ReadVaultTable(job.vault["values"], "values")
@@ -160,9 +167,14 @@ def _run_pipeline(job: Job, pub) -> None:
     ctx, stage = DeadLetterContext("compact", job.run_id, job.started), pub.stage
     # The spill carries raw rows: sealed under a per-run key, in a private local folder (0700) that a later
     # run removes if this one dies (transforms/core/shuffle.py), never under OUT.
-    with spill_area("compact") if job.spill else contextlib.nullcontext() as spill_dir:
+    phases = dict.fromkeys(("read", "compacted"), job.base_info.estimated_rows)
+    with (
+        spill_area("compact") if job.spill else contextlib.nullcontext() as spill_dir,
+        progress("compact", job.run_id, phases, job.options, job.args.progress_seconds) as prog,
+    ):
         with beam.Pipeline(options=job.options) as p:
-            outputs = build_pipeline(p, job, ctx, spill_dir)
+            outputs = build_pipeline(p, job, ctx, spill_dir, prog)
+            prog.count(outputs.base, "compacted")
             vault_dir = FileSystems.join(stage, "vault")
             written = [
                 write_merged_base(outputs.base, FileSystems.join(stage, "base")),
@@ -183,13 +195,13 @@ def run(argv=None) -> dict:
     balance."""
     job = prepare(argv, parser(), ROWS_PER_BUCKET)
     log.info(
-        "compact %s: %s base (%d file(s), ~%s rows), %d window(s), %d bucket(s), runner %s, as of %s",
+        "compact %s: %s base (%s file(s), ~%s rows), %s window(s), %s bucket(s), runner %s, as of %s",
         job.run_id,
         job.kind,
-        len(job.base_info.files),
+        f"{len(job.base_info.files):,}",
         f"{job.base_info.estimated_rows:,}",
-        len(job.windows),
-        job.n_buckets,
+        f"{len(job.windows):,}",
+        f"{job.n_buckets:,}",
         runner_name(job.options),
         job.as_of,
     )

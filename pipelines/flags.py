@@ -1,24 +1,146 @@
-"""The one flag rule of every command (``split_beam_flags``).
+"""The command line of every step: its parser (:class:`ArgumentParser`) and the one flag rule (``split_beam_flags``).
 
 A flag the command defines is the command's; a flag of a registered Beam ``PipelineOptions`` (with dashes or
 underscores) goes to Beam in a step that runs a pipeline and is accepted and ignored (logged) in one that does
 not; anything else is a one-line error, exit 2, with the closest flag as a suggestion. Flags are never
-abbreviated. Re-exported by :mod:`pipelines.common`.
+abbreviated, so an old spelling kept as an alias (``--classified`` for ``--scan``) is a name of its own, never
+a prefix of another. One vocabulary (docs/architecture.md "Command line"): ``--scan`` is a scan's output
+folder, ``--merged DIR`` a merge, compact or retention output (its ``base/`` and ``vault/``: see
+:func:`add_merged`), ``--vault`` a vault folder. Every command prints ``--version``. Re-exported by
+:mod:`pipelines.common`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import functools
 import logging
 import re
 import sys
+from typing import Callable
 
-__all__ = ["LOCAL_RUNNERS", "split_beam_flags"]
+__all__ = [
+    "LOCAL_RUNNERS",
+    "PROGRESS_SECONDS",
+    "ArgumentParser",
+    "HelpFormatter",
+    "add_merged",
+    "add_progress_flag",
+    "package_version",
+    "split_beam_flags",
+]
 
 LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
 log = logging.getLogger("backfill")
+PACKAGE = "subscriber-backfill"
+
+
+def package_version() -> str:
+    """The installed package's version (setup.py's), or the checkout's ``pipelines.__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(PACKAGE)
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        from pipelines import __version__
+
+        return __version__
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Each flag under its current name; an old spelling kept as an alias is named after its help."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if len(_long(action)) > 1:
+            action = copy.copy(action)
+            action.option_strings = action.option_strings[:1]
+        return super()._format_action_invocation(action)
+
+    def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
+        names = _long(action)  # an alias keeps its old dest: the value is named after the current flag
+        return names[0][2:].upper().replace("-", "_") if names else super()._get_default_metavar_for_optional(action)
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        text = super()._expand_help(action)
+        old = _long(action)[1:]
+        return f"{text} (old name{'s' if len(old) > 1 else ''}: {', '.join(old)})" if old else text
+
+
+def _long(action: argparse.Action) -> list[str]:
+    """The action's names when all are long flags (``--scan``, ``--classified``), else []."""
+    names = list(action.option_strings)
+    return names if names and all(n.startswith("--") for n in names) else []
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line and exits 2; a flag is never abbreviated; ``--version``.
+
+    ``checks``: functions ``(parser, args)`` that :func:`split_beam_flags` runs on the parsed arguments of
+    this parser (a check between flags, one line and exit 2 through ``parser.error``)."""
+
+    def __init__(self, *args, version: bool = True, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.checks: list[Callable[[argparse.ArgumentParser, argparse.Namespace], None]] = []
+        if version:
+            self.add_argument(
+                "--version",
+                action="version",
+                version=f"%(prog)s {package_version()}",
+                help="print the version and exit",
+            )
+
+    def error(self, message: str):
+        message = _ALIASED.sub(r"\1", message)  # argparse's "--scan/--classified": the current name
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+_ALIASED = re.compile(r"(--[\w-]+)(?:/--[\w-]+)+")
+PROGRESS_SECONDS = 10.0  # pipelines/progress.py
+
+
+def add_progress_flag(p: argparse.ArgumentParser) -> None:
+    """``--progress-seconds S``: the progress lines' period (pipelines/progress.py)."""
+    p.add_argument(
+        "--progress-seconds",
+        type=float,
+        default=PROGRESS_SECONDS,
+        metavar="S",
+        help=f"a progress line on stderr every S seconds while the job runs (default {PROGRESS_SECONDS:g}; 0: none)",
+    )
+
+
+MERGED_HELP = "a merge, compact or retention output folder: its base/ and vault/ (instead of --base and --vault)"
+
+
+def add_merged(
+    p: ArgumentParser, *, base_help: str | None, vault_help: str, vault_required: bool = False, append: bool = True
+) -> None:
+    """``--merged DIR`` beside ``--base`` and ``--vault``: ``DIR/base`` and ``DIR/vault`` of a merge, compact or
+    retention output. Exactly one of ``--base`` and ``--merged`` (one of ``--vault`` and ``--merged`` when the
+    command reads no base: ``base_help`` None); ``--vault`` goes with ``--base`` (``vault_required``: must)."""
+    either = p.add_mutually_exclusive_group(required=True)
+    if base_help is not None:
+        either.add_argument("--base", action="append" if append else "store", help=base_help)
+    either.add_argument("--merged", metavar="DIR", help=MERGED_HELP)
+    (p if base_help is not None else either).add_argument("--vault", default=None, help=vault_help)
+
+    def expand(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        if args.merged is None:
+            if vault_required and args.vault is None:
+                parser.error("--vault is required with --base (or give --merged DIR for DIR/base and DIR/vault)")
+            return
+        root = args.merged.rstrip("/") or args.merged
+        if base_help is not None:
+            if args.vault is not None:
+                parser.error(f"--merged {args.merged} names its vault ({root}/vault): drop --vault")
+            args.base = [f"{root}/base"] if append else f"{root}/base"
+        args.vault = f"{root}/vault"
+
+    p.checks.append(expand)
 
 
 def split_beam_flags(parser: argparse.ArgumentParser, argv, *, pipeline=True) -> tuple[argparse.Namespace, list[str]]:
@@ -38,6 +160,8 @@ def split_beam_flags(parser: argparse.ArgumentParser, argv, *, pipeline=True) ->
     _refuse_shadowed(parser, parsers, argv)
     args, rest = parser.parse_known_args(argv)
     active = _active_parser(parser, args)
+    for check in getattr(active, "checks", ()):
+        check(active, args)
     beam_args = _beam_args(active, rest)
     if beam_args and not (pipeline(args) if callable(pipeline) else pipeline):
         log.info("%s runs no Beam pipeline: ignoring %s", active.prog, " ".join(beam_args))
@@ -74,6 +198,11 @@ def _own_flags(parsers: list[argparse.ArgumentParser]) -> list[str]:
     return list(dict.fromkeys(s for p in parsers for a in p._actions for s in a.option_strings))
 
 
+def _current_names(parsers: list[argparse.ArgumentParser]) -> dict[str, str]:
+    """Every flag -> the name it is shown under (an alias -> its action's first name)."""
+    return {s: (_long(a) or [s])[0] for p in parsers for a in p._actions for s in a.option_strings}
+
+
 def _active_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
     """The parser of the subcommand chosen (``keys init``), or ``parser`` itself."""
     for action in parser._actions:
@@ -104,8 +233,9 @@ def _beam_flag(flag: str) -> tuple[str, object] | None:
     return _beam_flags().get(_norm(flag))
 
 
-def _unknown(flag: str, own: list[str]) -> str:
-    """``unknown flag --asof; did you mean --as-of?`` (the command's flags first, then Beam's)."""
+def _unknown(flag: str, own: list[str], names: dict[str, str] | None = None) -> str:
+    """``unknown flag --asof; did you mean --as-of?`` (the command's flags first, then Beam's; an old spelling
+    that is closest is named by its current name: ``names``)."""
     guess, best = None, 0.0
     for group in (own, [spelled for spelled, _ in _beam_flags().values()]):
         by_name = {}
@@ -115,6 +245,7 @@ def _unknown(flag: str, own: list[str]) -> str:
             score = difflib.SequenceMatcher(None, _norm(flag), match).ratio()
             if score > best:
                 guess, best = by_name[match], score
+    guess = (names or {}).get(guess, guess)
     return f"unknown flag {flag}; did you mean {guess}?" if guess else f"unknown flag {flag}"
 
 
@@ -125,7 +256,7 @@ def _refuse_unknown_flags(parser: argparse.ArgumentParser, parsers: list, argv: 
             return
         flag = _flag(token)
         if flag is not None and flag not in own and _beam_flag(flag) is None:
-            parser.error(_unknown(flag, own))
+            parser.error(_unknown(flag, own, _current_names(parsers)))
 
 
 def _runner(argv: list[str]) -> str:
@@ -162,7 +293,7 @@ def _beam_args(parser: argparse.ArgumentParser, rest: list[str]) -> list[str]:
             parser.error(f"unrecognized arguments: {' '.join(rest[i:])}")
         known = _beam_flag(flag)
         if known is None:  # another subcommand's flag (keys init --vault)
-            parser.error(_unknown(flag, own))
+            parser.error(_unknown(flag, own, _current_names([parser])))
         spelled, nargs = known
         beam_args.append(spelled + token[len(flag) :])
         i += 1

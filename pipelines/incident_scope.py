@@ -20,6 +20,7 @@ from pipelines.io.affected_lines import WriteAffectedLines
 from pipelines.io.finalize import Finalize
 from pipelines.io.line_lists import ReadLineIds
 from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable
+from pipelines.progress import NO_PROGRESS
 from pipelines.io.phase import Phase
 from transforms.compliance.incident_scope import ScopeIncident
 from transforms.core.metrics import SumCounts
@@ -90,9 +91,10 @@ def summarise(counts: dict) -> tuple[dict, list[str]]:
     return block, problems
 
 
-def build_pipeline(p: beam.Pipeline, job: _Job, pub: Publication, spill_dir: str | None) -> None:
-    """Wire the job into ``p``: everything it writes goes under ``pub.stage``."""
+def build_pipeline(p: beam.Pipeline, job: _Job, pub: Publication, spill_dir: str | None, progress=NO_PROGRESS) -> None:
+    """Wire the job into ``p``: everything it writes goes under ``pub.stage``; ``progress`` counts the base read."""
     inputs = {"base": p | "ReadMergedBase" >> ReadMergedBase(job.base_splits, job.args.batch_size)}
+    progress.count(inputs["base"], "read")
     tallies = []
     if job.listing is not None:
         listed = p | "ReadLineIds" >> ReadLineIds(job.listing, job.args.batch_size)

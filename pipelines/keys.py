@@ -4,14 +4,14 @@
     backfill keys init --keys s3://bucket/keys/keys.json --kek aws-kms://arn:aws:kms:...:key/ID
     backfill keys wrap --keys keys.json --kek gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K
     backfill keys show --keys keys.json [--json]
-    backfill keys rotate --keys keys.json --join
-    backfill keys rotate --keys keys.json --vault [--vault-dir out/merge/vault [--retire-old [--now]]]
+    backfill keys rotate --keys keys.json --join-key
+    backfill keys rotate --keys keys.json --vault-key
+    backfill keys rotate --keys keys.json --vault out/merge/vault [--retire-old [--now]]     # a vault key
     backfill keys shred --keys keys.json --vault out/merge/vault --line-id L0001 [--line-id ...] \\
         [--reason "retention: terminated 2023-05-02"] [--actor NAME] [--dry-run] [--now]
     backfill keys destroy-due --keys keys.json
-    backfill keys restore --keys keys.json --version v1
-    backfill keys retokenize --keys keys.json --base out/merge/base --vault out/merge/vault \\
-        --out out/retokenized [Beam flags...]
+    backfill keys restore --keys keys.json --key-version v1
+    backfill keys retokenize --keys keys.json --merged out/merge --out out/retokenized [Beam flags...]
 
 **Where the keyset lives.** ``--keys`` is a local file or a URI (``gs://``,
 ``s3://``); a keyset at a URI is wrapped by a key-encryption key (``--kek`` at
@@ -35,13 +35,13 @@ their line_ids; never a value) and changes nothing. The older versions are
 *scheduled* for destruction (``destroy_after`` = now + 30 days, as Cloud KMS
 schedules a version's destruction): from now on they open nothing, their
 material is destroyed by the first ``keys`` command after that date (or by
-``keys destroy-due``), and ``keys restore --version vN`` undoes it until then.
+``keys destroy-due``), and ``keys restore --key-version vN`` undoes it until then.
 ``--now`` destroys them at once. A due version still wrapping data keys in a
 known vault (one registered after the shred) is not destroyed; the vault is
 named.
 
-**rotate --vault --vault-dir DIR** re-wraps DIR's data keys under a new
-version; with ``--retire-old`` every known vault is re-wrapped and the older
+**rotate --vault DIR** (a new vault key; ``--vault-key`` alone adds one
+without re-wrapping) re-wraps DIR's data keys under the new version; with ``--retire-old`` every known vault is re-wrapped and the older
 versions are scheduled for destruction (``--now``: destroyed), which also
 completes an interrupted shred (the data keys it dropped are in the registry).
 
@@ -53,7 +53,7 @@ The logs cannot be moved: ``--audit-log`` and ``--shred-log`` naming another
 file are refused. The actor is the OS user; ``--actor`` is recorded as
 ``stated_actor``. Do not run a shred while a merge writes a known vault.
 
-``retokenize`` (after ``rotate --join``) rewrites a merged base's tokens under
+``retokenize`` (after ``rotate --join-key``) rewrites a merged base's tokens under
 the primary join key from the vault's originals (``pipelines/retokenize.py``)
 and reports its coverage; it exits 1, listing the first failed lines, unless
 every tokenized line is covered.
@@ -163,9 +163,9 @@ def _print_show(args) -> int:
 
 def _print_rotate(args) -> int:
     if args.join and (args.vault_dir or args.retire_old):
-        raise UserError("--vault-dir and --retire-old go with --vault, not --join")
+        raise UserError("--vault and --retire-old go with --vault-key, not --join-key")
     if args.retire_old and not args.vault_dir:
-        raise UserError("--retire-old needs --vault-dir (the vault re-wrapped before old keys are destroyed)")
+        raise UserError("--retire-old needs --vault DIR (the vault re-wrapped before old keys are destroyed)")
     if args.now and not args.retire_old:
         raise UserError("--now goes with --retire-old")
     done = rotate(
@@ -192,7 +192,7 @@ def _print_rotate(args) -> int:
         if args.retire_old:
             print("  " + _retired_text(done["retired"], done["destroy_after"]))
     else:
-        print("  existing data keys stay wrapped by older versions until a rotate with --vault-dir")
+        print("  existing data keys stay wrapped by older versions until a rotate with --vault DIR")
     return 0
 
 
@@ -202,7 +202,7 @@ def _retired_text(versions: list[str], destroy_after: str | None) -> str:
     if destroy_after:
         return (
             f"{', '.join(versions)} open nothing now and are destroyed after {destroy_after} "
-            f"(backfill keys restore --version {versions[0]} undoes it until then)"
+            f"(backfill keys restore --key-version {versions[0]} undoes it until then)"
         )
     return f"destroyed {', '.join(versions)}"
 
@@ -225,10 +225,10 @@ def _print_shred(args) -> int:
         now=args.now,
     )
     if done["dry_run"]:
-        print(f"dry run: nothing was changed. Shredding {len(done['lines'])} line(s) would make unreadable:")
+        print(f"dry run: nothing was changed. Shredding {len(done['lines']):,} line(s) would make unreadable:")
     else:
         print(
-            f"shredded {len(done['lines'])} line(s) in {args.vault}; re-wrapped {done['rewrapped']:,} data keys "
+            f"shredded {len(done['lines']):,} line(s) in {args.vault}; re-wrapped {done['rewrapped']:,} data keys "
             f"under {done['new_vault_key_version']}"
         )
     for v in done["vaults"]:
@@ -281,7 +281,7 @@ def _body(argv) -> int:
             version, vaults = next(iter(done["blocked"].items()))
             raise UserError(
                 f"key {version} is due but vault {vaults[0]} still has data keys under it: restore it "
-                f"(backfill keys restore --version {version}) and re-wrap that vault, or delete that copy"
+                f"(backfill keys restore --key-version {version}) and re-wrap that vault, or delete that copy"
             )
     elif args.action == "restore":
         done = restore(args.keys, args.version, actor=args.actor, audit_log=args.audit_log)
@@ -296,7 +296,7 @@ def _retokenize(args, beam_args: list[str]) -> int:
 
     refuse_other_log(args.audit_log, os.path.join(keys_audit_dir(args.keys), "keys.jsonl"))
     with _user_errors():
-        manifest = retokenize(args.keys, args.base, args.vault, args.out, beam_args)
+        manifest = retokenize(args.keys, args.base, args.vault, args.out, beam_args, args.progress_seconds)
     counts = manifest["counts"]
     record_audit(
         args.keys,

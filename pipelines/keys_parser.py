@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+
 from pipelines.common import ArgumentParser
+from pipelines.flags import add_merged, add_progress_flag
 
 
 _KEK_CHECK = "key-encryption key the keyset must be wrapped by (checked; the keyset names its own)"
@@ -14,6 +17,58 @@ kek_help = {
 }
 
 
+_SWITCH = "\0switch"  # ``rotate --vault`` given bare: the old spelling of --vault-key
+
+
+def _rotate_which(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``rotate``: which key. ``--vault`` bare is the old switch (``--vault-key``); ``--vault DIR`` implies it."""
+    if args.vault_dir == _SWITCH:
+        args.vault_dir, args.vault_key = None, True
+    if args.vault_dir is not None and not args.join:
+        args.vault_key = True
+    if args.join and args.vault_key:
+        parser.error("--join-key and --vault-key: rotate one key at a time")
+    if not (args.join or args.vault_key):
+        parser.error("say which key: --join-key or --vault-key (or --vault DIR)")
+
+
+def _rotate_flags(rot: ArgumentParser) -> None:
+    """``rotate``: which key (``--join-key`` or ``--vault-key``), the vault re-wrapped (``--vault DIR``)."""
+    which = rot.add_mutually_exclusive_group()
+    which.add_argument(
+        "--join-key", "--join", dest="join", action="store_true", help="new join key: a retokenize run must follow"
+    )
+    which.add_argument("--vault-key", action="store_true", help="new vault key (implied by --vault DIR)")
+    rot.add_argument(
+        "--vault",
+        "--vault-dir",
+        dest="vault_dir",
+        nargs="?",
+        const=_SWITCH,
+        metavar="DIR",
+        help="vault folder whose data keys are re-wrapped under the new vault key",
+    )
+    rot.checks.append(_rotate_which)
+    rot.add_argument(
+        "--retire-old",
+        action="store_true",
+        help="re-wrap every known vault, then schedule the older vault keys for destruction",
+    )
+    rot.add_argument("--now", action="store_true", help="with --retire-old: destroy the older keys at once")
+
+
+def _retokenize_flags(retok: ArgumentParser) -> None:
+    add_merged(
+        retok,
+        base_help="merged base folder (a merge, compact or retention OUT/base)",
+        vault_help="its vault folder (OUT/vault)",
+        vault_required=True,
+        append=False,
+    )
+    retok.add_argument("--out", required=True, help="output folder: OUT/base, OUT/dead_letter, OUT/manifest.json")
+    add_progress_flag(retok)
+
+
 def build_parser(description: str) -> ArgumentParser:
     p = ArgumentParser(prog="backfill keys", description=description)
     sub = p.add_subparsers(
@@ -23,8 +78,8 @@ def build_parser(description: str) -> ArgumentParser:
         parser_class=ArgumentParser,
     )
 
-    def command(name: str, help_: str) -> ArgumentParser:
-        c = sub.add_parser(name, help=help_, description=help_)
+    def command(name: str, help_: str, version: bool = True) -> ArgumentParser:
+        c = sub.add_parser(name, help=help_, description=help_, version=version)
         c.add_argument("--keys", required=True, help="keyset: a local file (mode 0600) or a URI (gs://, s3://)")
         c.add_argument("--kek", default=None, help=kek_help.get(name, _KEK_CHECK))
         c.add_argument("--actor", default=None, help="who acts, recorded as stated_actor beside the OS user")
@@ -40,17 +95,7 @@ def build_parser(description: str) -> ArgumentParser:
     command("show", "list key versions and states (never the secrets)").add_argument(
         "--json", action="store_true", help="print JSON"
     )
-    rot = command("rotate", "add a join-key or a vault-key version")
-    which = rot.add_mutually_exclusive_group(required=True)
-    which.add_argument("--join", action="store_true", help="new join key: a retokenize run must follow")
-    which.add_argument("--vault", action="store_true", help="new vault key: re-wraps data keys of --vault-dir")
-    rot.add_argument("--vault-dir", default=None, help="vault folder whose data keys are re-wrapped")
-    rot.add_argument(
-        "--retire-old",
-        action="store_true",
-        help="re-wrap every known vault, then schedule the older vault keys for destruction",
-    )
-    rot.add_argument("--now", action="store_true", help="with --retire-old: destroy the older keys at once")
+    _rotate_flags(command("rotate", "add a join-key or a vault-key version"))
     shred = command("shred", "destroy lines' data keys in every known vault (crypto-shredding), with a record")
     shred.add_argument("--vault", required=True, help="vault folder")
     shred.add_argument("--line-id", required=True, action="append", help="line to shred; repeatable")
@@ -61,12 +106,11 @@ def build_parser(description: str) -> ArgumentParser:
     shred.add_argument("--dry-run", action="store_true", help="show what would become unreadable; change nothing")
     shred.add_argument("--now", action="store_true", help="destroy the older vault keys at once (no waiting period)")
     command("destroy-due", "destroy the key versions whose waiting period is over")
-    command("restore", "put a key version scheduled for destruction back in use").add_argument(
-        "--version", required=True, help="the version (vN or jN)"
+    command("restore", "put a key version scheduled for destruction back in use", version=False).add_argument(
+        "--key-version", "--version", dest="version", required=True, help="the version (vN or jN)"
     )
     command("wrap", "wrap the keyset under a (new) key-encryption key, in place")
-    retok = command("retokenize", "rewrite a merged base's tokens under the primary join key; report coverage")
-    retok.add_argument("--base", required=True, help="merged base folder (backfill merge OUT/base)")
-    retok.add_argument("--vault", required=True, help="its vault folder (OUT/vault)")
-    retok.add_argument("--out", required=True, help="output folder: OUT/base, OUT/dead_letter, OUT/manifest.json")
+    _retokenize_flags(
+        command("retokenize", "rewrite a merged base's tokens under the primary join key; report coverage")
+    )
     return p

@@ -1,7 +1,7 @@
 """backfill notify: plan a campaign wave's SMS, call and announcement jobs; record receipts.
 
-    backfill notify --classified out/scan --campaign examples/campaign.yaml --wave 1 --out out/notify \\
-        [--dry-run] [--topic projects/P/topics/T] [--registered out/merge] [--suppress dnd.txt] [--as-of D]
+    backfill notify --scan out/scan --campaign examples/campaign.yaml --wave 1 --out out/notify \\
+        [--dry-run] [--topic projects/P/topics/T] [--merged out/merge] [--suppress dnd.txt] [--as-of D]
     backfill notify --receipts 'receipts/*.csv' --out out/notify
     backfill notify --receipts-subscription projects/P/subscriptions/S --out out/notify
     python -m pipelines.notify ... --runner DataflowRunner --project P --region R \\
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import datetime as dt
 import logging
 import math
 import os
@@ -29,18 +27,19 @@ import tempfile
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
+from pipelines.common import ArgumentParser, UserError, is_local_runner, new_run, parse_as_of
 from pipelines.common import remove_tree, run_main, runner_name, split_beam_flags
 from pipelines.manifest import Timer, read_json, write_json
 from pipelines.notify_manifest import _mode, _save, manifest_static, unbalanced, with_result
-from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, ReadTables, WriteJobFiles, classified_splits
-from pipelines.io.notify_files import history_splits, read_suppress, registered_splits
+from pipelines.notify_plan import WavePlan, prepare_wave
+from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, ReadTables, WriteJobFiles
+from pipelines.io.notify_files import history_splits
 from pipelines.io.publish import check_apart, check_owned, writing_into
-from pipelines.io.pubsub import SUBSCRIPTION_RE, TOPIC_RE, PublishJobs, check_topic
+from pipelines.io.pubsub import SUBSCRIPTION_RE, TOPIC_RE, PublishJobs
+from pipelines.flags import add_progress_flag
+from pipelines.progress import NO_PROGRESS, progress
 from pipelines.render.notify_text import format_dry_run, format_receipts, format_result
-from transforms.notify.campaign import Campaign, Wave, load_campaign
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.metrics import merge_counts
 from transforms.core.shuffle import spill_area
@@ -53,14 +52,25 @@ ROWS_PER_BUCKET = 500_000
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill notify", description=__doc__.splitlines()[0])
-    p.add_argument("--classified", help="the scan's --out folder (reads its classified/)")
+    p.add_argument(
+        "--scan", "--classified", dest="classified", metavar="DIR", help="the scan's output folder (its classified/)"
+    )
     p.add_argument("--campaign", help="campaign file (YAML)")
     p.add_argument("--wave", type=int, help="wave number of the campaign to plan")
     p.add_argument("--out", required=True, help="output folder: jobs, history, manifest (local or gs://)")
     p.add_argument("--dry-run", action="store_true", help="write and send nothing; print counts, cost, samples")
     p.add_argument("--topic", help="publish jobs to this Pub/Sub topic (projects/P/topics/T) instead of files")
-    p.add_argument("--registered", help="merged base (backfill merge --out, or its base/), or a list of line ids")
+    p.add_argument(
+        "--merged",
+        "--registered",
+        dest="registered",
+        metavar="DIR",
+        help="lines registered since: a merge, compact or retention output (or its base/), or a list of line ids",
+    )
     p.add_argument("--suppress", help="do-not-SMS numbers, one per line")
+    p.add_argument(
+        "--policy", default=None, help="policy YAML whose GB/T 2260 table names {region} (default: Decree 25)"
+    )
     p.add_argument("--as-of", type=parse_as_of, default=None, help="today's date for the plan (default: today)")
     p.add_argument("--receipts", action="append", help="delivery receipts (CSV or JSON Lines; file, folder, glob)")
     p.add_argument("--receipts-subscription", help="pull delivery receipts from projects/P/subscriptions/S")
@@ -74,6 +84,7 @@ def parser() -> ArgumentParser:
         action="store_true",
         help="send jobs that the daily caps push past the deadline or into the next wave (refused otherwise)",
     )
+    add_progress_flag(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -83,9 +94,9 @@ def _check_args(args) -> bool:
     planning = any(v is not None for v in (args.classified, args.campaign, args.wave))
     receipts = bool(args.receipts or args.receipts_subscription)
     if not planning and not receipts:
-        raise UserError("give --classified, --campaign and --wave to plan a wave, or --receipts to record receipts")
+        raise UserError("give --scan, --campaign and --wave to plan a wave, or --receipts to record receipts")
     if planning:
-        for flag, value in (("--classified", args.classified), ("--campaign", args.campaign), ("--wave", args.wave)):
+        for flag, value in (("--scan", args.classified), ("--campaign", args.campaign), ("--wave", args.wave)):
             if value is None:
                 raise UserError(f"{flag} is required to plan a wave")
     if args.dry_run and receipts:
@@ -168,9 +179,12 @@ def build_pipeline(
     spill_dir,
     samples,
     allow_late_sends=False,
+    divisions=None,
+    progress=NO_PROGRESS,
 ):
     """Wire reads and BuildNotificationJobs; returns (NotifyOutputs, summary PCollection)."""
     inputs = {"lines": p | "ReadClassified" >> ReadTables(splits)}
+    progress.count(inputs["lines"], "read")
     if registered:
         inputs["registered"] = p | "ReadRegistered" >> ReadTables(registered)
     if history:
@@ -185,8 +199,11 @@ def build_pipeline(
         n_buckets=n_buckets,
         spill_dir=spill_dir,
         allow_late_sends=allow_late_sends,
+        divisions=divisions,
     )
     jobs = {"sms": outputs.sms, "call": outputs.call, "announcement": outputs.announcement}
+    for channel in ("sms", "call"):
+        progress.count(jobs[channel], "jobs")
     summary = (
         jobs | "SummariseJobs" >> SummariseJobs(samples)
         if samples is not None
@@ -205,51 +222,7 @@ def _parse(argv) -> tuple[argparse.Namespace, list[str]]:
     return split_beam_flags(parser(), argv, pipeline=_runs_pipeline)
 
 
-@dataclasses.dataclass
-class _WavePlan:
-    """A wave to plan, every input checked before anything is recorded or sent."""
-
-    campaign: Campaign
-    wave: Wave
-    as_of: dt.date
-    first_day: dt.date
-    options: PipelineOptions
-    splits: list
-    rows: int
-    registered: list
-    registered_rows: int
-    suppressed: object
-
-
-def _prepare_wave(args, beam_args: list[str]) -> _WavePlan:
-    """Load the campaign and the wave, plan the inputs, check the topic."""
-    campaign = load_campaign(args.campaign)
-    wave = campaign.wave(args.wave)
-    as_of = args.as_of or parse_as_of(None)
-    first_day = campaign.first_send_day(wave.wave, as_of, args.allow_late_sends)
-    options = beam_options(beam_args)
-    if args.spill == "on" and not is_local_runner(options):
-        raise UserError("--spill on needs a local runner: the spill is a private local folder")
-    splits, rows = classified_splits(args.classified)
-    registered, registered_rows = registered_splits(args.registered) if args.registered else ([], 0)
-    suppressed = read_suppress(args.suppress) if args.suppress else None
-    if args.topic:
-        check_topic(args.topic)
-    return _WavePlan(
-        campaign=campaign,
-        wave=wave,
-        as_of=as_of,
-        first_day=first_day,
-        options=options,
-        splits=splits,
-        rows=rows,
-        registered=registered,
-        registered_rows=registered_rows,
-        suppressed=suppressed,
-    )
-
-
-def _plan_wave(args, plan: _WavePlan, out: str, head: dict, timer: Timer) -> dict:
+def _plan_wave(args, plan: WavePlan, out: str, head: dict, timer: Timer) -> dict:
     """Run the wave's pipeline: jobs written, published or (dry run) only counted; returns its result."""
     run_id = head["run_id"]
     mode = _mode(args)
@@ -281,12 +254,13 @@ def _plan_wave(args, plan: _WavePlan, out: str, head: dict, timer: Timer) -> dic
                 _remove_tmp(out, run_id)
 
 
-def _run_wave(args, plan: _WavePlan, out: str, head: dict, timer: Timer, tmp: str, spill_dir: str | None) -> dict:
+def _run_wave(args, plan: WavePlan, out: str, head: dict, timer: Timer, tmp: str, spill_dir: str | None) -> dict:
     """The wave's pipeline; its result (counts, summary, the manifest the job wrote) read back from ``tmp``."""
     run_id = head["run_id"]
     n_buckets = args.shuffle_buckets or max(1, math.ceil((plan.rows + plan.registered_rows) / ROWS_PER_BUCKET))
     result_path = FileSystems.join(tmp, "result.json")
-    with beam.Pipeline(options=plan.options) as p:
+    watch = progress("notify", run_id, {"read": plan.rows, "jobs": None}, plan.options, args.progress_seconds)
+    with watch as prog, beam.Pipeline(options=plan.options) as p:
         outputs, jobs, summary = build_pipeline(
             p,
             campaign=plan.campaign,
@@ -301,6 +275,8 @@ def _run_wave(args, plan: _WavePlan, out: str, head: dict, timer: Timer, tmp: st
             spill_dir=spill_dir,
             samples=args.samples if args.dry_run else None,
             allow_late_sends=args.allow_late_sends,
+            divisions=plan.policy.code_tables.divisions,
+            progress=prog,
         )  # the table and samples are the dry run's
         stats = _hand_over(args, p, jobs, out, run_id, f"{plan.campaign.campaign_id}-w{plan.wave.wave}")
         (
@@ -328,10 +304,11 @@ def run(argv=None) -> dict:
 def _inputs(args) -> dict:
     """Every path notify reads, by flag: --out may be none of them, contain none, lie inside none."""
     return {
-        "--classified": args.classified,
+        "--scan": args.classified,
         "--campaign": args.campaign,
-        "--registered": args.registered,
+        "--merged": args.registered,
         "--suppress": args.suppress,
+        "--policy": args.policy,
         "--receipts": args.receipts,
     }
 
@@ -345,7 +322,7 @@ def _run(args, beam_args: list[str]) -> dict:
         check_owned(out, "notify")
     run_id, started = new_run("notify")
     manifest: dict = {"step": "notify", "run_id": run_id, "started": started}
-    plan = _prepare_wave(args, beam_args) if planning else None  # checked before anything is recorded or sent
+    plan = prepare_wave(args, beam_args, run_id) if planning else None  # checked before anything is recorded or sent
     # Notify adds to its folder (jobs, history, runs): never replaced, made private (0600/0700) at the end.
     with contextlib.nullcontext() if args.dry_run else writing_into(out, "notify", run_id, inputs=_inputs(args)):
         if args.receipts or args.receipts_subscription:

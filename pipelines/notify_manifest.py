@@ -12,18 +12,18 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import runner_name
 from pipelines.io.notify_files import HISTORY_JOBS
-from pipelines.manifest import Timer, write_json
+from pipelines.manifest import Timer, policy_block, write_json
 from transforms.notify.planner import OUTCOMES
 
 if TYPE_CHECKING:
-    from pipelines.notify import _WavePlan
+    from pipelines.notify_plan import WavePlan
 
 
 def _mode(args) -> str:
     return "dry-run" if args.dry_run else ("pubsub" if args.topic else "files")
 
 
-def manifest_static(args, wave_plan: _WavePlan, out: str) -> dict:
+def manifest_static(args, wave_plan: WavePlan, out: str) -> dict:
     """What a wave's manifest says that is known before its pipeline runs (JSON-able: it travels in the job)."""
     campaign, wave, first_day, mode = wave_plan.campaign, wave_plan.wave, wave_plan.first_day, _mode(args)
     zone_hours = f"{campaign.quiet_end:%H:%M}-{campaign.quiet_start:%H:%M}"
@@ -38,6 +38,7 @@ def manifest_static(args, wave_plan: _WavePlan, out: str) -> dict:
             "wave_start": wave.start.isoformat(),
             "first_day": first_day.isoformat(),
             "channels": list(wave.channels),
+            "variants": [v.as_dict() for v in wave.variants],  # the A/B split; [] when the wave has none
             "timezone": campaign.timezone,
             "allowed_hours": zone_hours,
             "locale": campaign.locale,
@@ -52,6 +53,7 @@ def manifest_static(args, wave_plan: _WavePlan, out: str) -> dict:
         },
         "outputs": ({"topic": args.topic} if args.topic else {"jobs": FileSystems.join(out, "jobs")})
         | {"history": FileSystems.join(out, *HISTORY_JOBS)},
+        "policy": policy_block(wave_plan.policy),  # its division table names {region}
         "runner": runner_name(wave_plan.options),
     }
 
@@ -74,6 +76,7 @@ def with_result(static: dict, result: dict, timer: Timer) -> dict:
             "announcements": jobs["announcement"],
             "announcements_already_sent": result.get("announcements_already_sent", 0),
             "lines_without_region": result.get("lines_without_region", 0),
+            "variants": result.get("variants", {}),  # variant -> channel -> jobs
             "segments": result.get("segments", 0),
             "cost": round(result.get("cost", 0.0), 4),
             "handed_over": handed,

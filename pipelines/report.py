@@ -1,12 +1,18 @@
 """backfill report: completion analytics and agent compliance over the scan, notify and merge outputs.
 
-    backfill report --scan out/scan --merge out/merge [--notify out/notify] [--campaign campaign.yaml] \\
-        [--earlier-merges out/merge-1201 ...] [--as-of YYYY-MM-DD] --out out/report [Beam flags...]
+    backfill report --scan out/scan --merged out/merge [--notify out/notify] [--campaign campaign.yaml] \\
+        [--earlier-merges out/merge-1201 ...] [--as-of YYYY-MM-DD] [--previous out/report-1201] \\
+        --out out/report [Beam flags...]
     backfill report --self-inspection --year 2026 --manifests out [...] --out out/inspection
+
+``--merged`` (old name ``--merge``) is the live state: a merge output, or that of ``compact`` or
+``retention`` after it. What is known before the job (the inputs checked, the
+campaign of the notify runs that sent, the previous report, a stale merge) is
+``pipelines/report_inputs.py``.
 
 The per-line work is a Beam job (``pipelines/report_job.py``; the local
 runner unless ``--runner`` says otherwise): the scan's needed lines, the
-merged base and the notify history joined by bucket of line ids, the events
+merged base, the notify history and its receipts joined by bucket of line ids, the events
 and dead letters of the merges by bucket of event ids, each worker holding
 one bucket; it leaves small tables of counts (facts), from which its last
 step draws every table and the page. Memory stays flat in the base's size.
@@ -19,30 +25,32 @@ counts balance). The figures are defined in ``transforms/compliance/report.py``;
 no identity value is read.
 
 The report refuses inputs that do not belong together (a merge of another
-base, notices of another campaign, a scan made after the campaign started or
-after the merge) with a one-line error, rather than chart wrong numbers.
+base, notices of another campaign or of no campaign to be found, a scan made
+after the campaign started or after the merge) with a one-line error, rather
+than chart wrong numbers; a merge older than the report date by more than a
+day is a warning, on the page and in the last line printed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of, run_main
 from pipelines.common import runner_name, split_beam_flags
 from pipelines.manifest import policy_block, read_json
 from pipelines.io import report_files as report_io
 from pipelines.io.publish import check_apart, check_owned, publishing
+from pipelines.io.report_previous import previous_headline
 from pipelines.report_finish import MAX_NOT_IN_MERGE, ReportFinish, summarise
-from transforms.compliance.report import CampaignFacts
+from pipelines.report_inputs import ReportInputs, campaign_facts, check_dates, read_inputs, report_context
+from pipelines.report_inputs import stale_warnings
 
 if TYPE_CHECKING:
-    from transforms.notify.campaign import Campaign
     from transforms.scan.policy import Policy
 
 __all__ = ["parser", "run", "main", "MAX_NOT_IN_MERGE", "ROWS_PER_BUCKET"]
@@ -54,19 +62,31 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill report", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scan", help="the campaign's first scan (its output folder)")
-    p.add_argument("--merge", help="the latest merge output (its base is the state now)")
+    p.add_argument(
+        "--merged",
+        "--merge",
+        dest="merge",
+        metavar="DIR",
+        help="the latest merge output, or of compact or retention after it (its base is the state now)",
+    )
     p.add_argument(
         "--earlier-merges",
         nargs="*",
         default=[],
         metavar="DIR",
-        help="earlier daily merge outputs, or a pattern such as out/merge/* (merges before --merge's "
+        help="earlier daily merge outputs, or a pattern such as out/merge/* (merges before --merged's "
         "date): their events and dead letters count for the agents",
     )
     p.add_argument("--notify", help="the notify output folder (history of the waves sent)")
     p.add_argument("--campaign", help="campaign file (default: the one the notify runs used)")
     p.add_argument("--as-of", type=parse_as_of, default=None, help="report date (default: the merge's as-of date)")
     p.add_argument("--policy", default=None, help="policy YAML (agent thresholds; default: the Decree 25 policy)")
+    p.add_argument(
+        "--previous",
+        metavar="DIR",
+        help="the previous report's folder, for the change since then (default: OUT's own earlier days, "
+        "else the report folders beside OUT)",
+    )
     p.add_argument(
         "--shuffle-buckets", type=int, default=None, help="buckets of the joins (default: from the scan's size)"
     )
@@ -95,52 +115,6 @@ def parser() -> ArgumentParser:
     return p
 
 
-def _campaign_facts(campaign: Campaign | None, scan_as_of: dt.date) -> CampaignFacts | None:
-    """The campaign's time zone, deadline and waves (None without a campaign file: the job finds the waves)."""
-    if campaign is None:
-        return None
-    waves = tuple((w.wave, w.start) for w in sorted(campaign.waves.values(), key=lambda w: w.wave))
-    return CampaignFacts(
-        campaign.campaign_id,
-        campaign.timezone,
-        campaign.deadline,
-        waves,
-        min([scan_as_of, *(start for _, start in waves)]),
-    )
-
-
-def _check_dates(
-    scan_as_of: dt.date,
-    merge_as_of: dt.date | None,
-    as_of: dt.date,
-    facts: CampaignFacts | None,
-    scan_dir: str,
-    merge_dir: str | None,
-) -> None:
-    first_wave = min((start for _, start in facts.waves), default=None) if facts else None
-    if first_wave is not None and facts.campaign_id and scan_as_of > first_wave:
-        raise UserError(
-            f"the scan at {scan_dir} is as of {scan_as_of}, after wave 1 of {facts.campaign_id} started "
-            f"({first_wave}): give the campaign's first scan"
-        )
-    if merge_as_of is not None and merge_as_of < scan_as_of:
-        raise UserError(
-            f"the merge at {merge_dir} is as of {merge_as_of}, before the scan ({scan_as_of}): "
-            "give the latest merge of this campaign"
-        )
-    if merge_as_of is not None and as_of < merge_as_of:
-        raise UserError(f"--as-of {as_of} is before the merge's as-of date {merge_as_of}")
-
-
-class _Read(NamedTuple):
-    """The inputs as listed: the outputs of scan, merge and notify, and the campaign they belong to."""
-
-    scan: report_io.ScanOutput
-    merge: report_io.MergeOutput | None
-    notify: report_io.NotifyOutput | None
-    campaign: Campaign | None
-
-
 def run(argv=None) -> dict:
     args, beam_args = split_beam_flags(parser(), argv, pipeline=lambda a: not a.self_inspection)
     if args.self_inspection:
@@ -154,48 +128,56 @@ def run(argv=None) -> dict:
     began = time.time()
     run_id, started = new_run("report")
     policy = _load_policy(args.policy)
-    read = _read_inputs(args)
-    facts = _campaign_facts(read.campaign, read.scan.as_of)
-    merge_as_of = read.merge.as_of if read.merge else None
-    as_of = args.as_of or merge_as_of or read.scan.as_of
-    _check_dates(read.scan.as_of, merge_as_of, as_of, facts, args.scan, args.merge)
-    options = beam_options(beam_args)
+    read = read_inputs(args)
+    facts = campaign_facts(read.campaign, read.scan.as_of)
+    as_of = args.as_of or (read.merge.as_of if read.merge else None) or read.scan.as_of
+    check_dates(read, as_of, facts, args)
+    options = beam_options(beam_args, step="report", run_id=run_id)
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
     spill = args.spill != "off" and is_local_runner(options)
-    n_buckets = args.shuffle_buckets or max(1, math.ceil(read.scan.rows / ROWS_PER_BUCKET))
     from pipelines.report_job import ReportPlan
 
     plan = ReportPlan(
         scan=read.scan,
         merge=read.merge,
         notify=read.notify,
-        campaign_id=report_io.campaign_id_for(read.notify, read.campaign),
+        campaign_id=read.campaign_id,
         timezone=facts.timezone if facts else "Asia/Shanghai",
         past_on=bool(facts and facts.past_deadline(as_of)),
-        n_buckets=n_buckets,
+        n_buckets=args.shuffle_buckets or max(1, math.ceil(read.scan.rows / ROWS_PER_BUCKET)),
     )
+    previous = previous_headline(args.out, as_of, read.campaign_id, args.previous)
     # Written beside OUT (with the Parquet partitions of other days linked in) and switched in at the end
     # (pipelines/io/publish.py): a failed or unbalanced run leaves the previous report whole.
     with publishing(args.out, "report", run_id, inputs=_inputs(args), produces=OUTPUTS, seed=("parquet",)) as pub:
         report_io.drop_partitions(pub.stage, as_of)  # a re-run of the day replaces its partitions
-        header = _header(args, read, run_id, started, as_of, policy, options, plan, pub, began)
-        finishing = ReportFinish(
-            pub=pub,
-            manifest=header,
-            summarise=functools.partial(summarise, scan=args.scan, merge=args.merge),
-            campaign=facts,
-            scan_as_of=read.scan.as_of,
-            as_of=as_of,
-            thresholds=dict(policy.agents),
-            merge_given=read.merge is not None,
-            events_recorded=bool(read.merge and read.merge.events is not None),
-            events_missing=tuple(read.merge.events_missing if read.merge else ()),
-            notify_given=read.notify is not None,
-            started=began,
-        )
+        warnings = stale_warnings(read.merge, as_of)
+        header = _header(args, read, run_id, started, as_of, policy, options, plan, pub, began, warnings)
+        finishing = _finishing(args, read, policy, facts, as_of, previous, pub, header, warnings, began)
         _run_job(options, plan, finishing, spill)
     return read_json(pub.final(pub.path("manifest.json")))  # written by the job, its balances checked there
+
+
+def _finishing(args, read, policy, facts, as_of, previous, pub, header, warnings, began) -> ReportFinish:
+    """What the job's last step needs, known now (picklable)."""
+    return ReportFinish(
+        pub=pub,
+        manifest=header,
+        summarise=functools.partial(summarise, scan=args.scan, merge=args.merge),
+        campaign=facts,
+        scan_as_of=read.scan.as_of,
+        as_of=as_of,
+        thresholds=dict(policy.agents),
+        merge_given=read.merge is not None,
+        events_recorded=bool(read.merge and read.merge.events is not None),
+        events_missing=tuple(read.merge.events_missing if read.merge else ()),
+        notify_given=read.notify is not None,
+        started=began,
+        context=report_context(read, policy, previous),
+        live_step=read.merge.step if read.merge else "merge",
+        warnings=warnings,
+    )
 
 
 def _run_job(options, plan, finishing: ReportFinish, spill: bool) -> None:
@@ -219,11 +201,12 @@ def _inputs(args) -> dict:
     """Every path the report reads, by flag: --out may be none of them, contain none, lie inside none."""
     return {
         "--scan": args.scan,
-        "--merge": args.merge,
+        "--merged": args.merge,
         "--earlier-merges": args.earlier_merges,
         "--notify": args.notify,
         "--campaign": args.campaign,
         "--policy": args.policy,
+        "--previous": args.previous,
     }
 
 
@@ -236,17 +219,7 @@ def _load_policy(path: str | None) -> Policy:
         raise UserError(str(exc)) from None
 
 
-def _read_inputs(args) -> _Read:
-    """List the scan, merge and notify outputs, load the campaign; refuse notices of another base or campaign."""
-    scan = report_io.read_scan(args.scan)
-    merge = report_io.read_merge(args.merge, args.earlier_merges) if args.merge else None
-    notify = report_io.read_notify(args.notify) if args.notify else None
-    campaign = report_io.load_campaign_for(args.campaign, notify)
-    report_io.check_notify_matches(notify, scan, campaign)
-    return _Read(scan, merge, notify, campaign)
-
-
-def _header(args, read: _Read, run_id, started, as_of, policy: Policy, options, plan, pub, began) -> dict:
+def _header(args, read: ReportInputs, run_id, started, as_of, policy: Policy, options, plan, pub, began, warnings):
     """What the manifest says that is known before the job; the job adds the findings, figures and counts."""
     return {
         "step": "report",
@@ -260,6 +233,7 @@ def _header(args, read: _Read, run_id, started, as_of, policy: Policy, options, 
             "scan_run_id": read.scan.run_id,
             "merge": args.merge,
             "merge_run_id": read.merge.run_id if read.merge else None,
+            "merge_step": read.merge.step if read.merge else None,
             "earlier_merges": args.earlier_merges,
             "notify": args.notify,
             "campaign": read.campaign.source if read.campaign else None,
@@ -267,6 +241,7 @@ def _header(args, read: _Read, run_id, started, as_of, policy: Policy, options, 
         "outputs": {key: pub.final(pub.path(name)) for key, name in OUTPUT_PATHS.items()},
         "runner": runner_name(options),
         "shuffle": {"buckets": plan.n_buckets, "spill": args.spill != "off" and is_local_runner(options)},
+        "warnings": list(warnings),
         "timings": {"plan_seconds": round(time.time() - began, 3)},
     }
 
@@ -291,10 +266,11 @@ def format_summary(manifest: dict) -> str:
         f"  completion: {c['complete']:,} of {c['needed']:,} lines that needed registration are COMPLETE "
         f"({rate}); "
         f"{c['remaining']:,} remaining, {c['past_deadline']:,} past the deadline",
-        f"  agents over a threshold: {manifest['counts'].get('agents_over_threshold', 0)}",
+        f"  agents over a threshold: {manifest['counts'].get('agents_over_threshold', 0):,}",
     ]
-    lines += [f"  note: {text}" for text in manifest["findings"]]
+    lines += [f"  note: {text}" for text in manifest["findings"] if text not in manifest.get("warnings", ())]
     lines.append(f"  -> {manifest['outputs']['html']}")
+    lines += [f"warning: {text}" for text in manifest.get("warnings", ())]  # the exit line says it
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from pipelines.io.finalize import finish
 from pipelines.io.publish import Publication
-from transforms.compliance.report import CampaignFacts, TimeToRegister, report_tables
+from transforms.compliance.report import CampaignFacts, ReportContext, TimeToRegister, report_tables
 
 __all__ = ["ReportFinish", "finish_report", "summarise", "findings", "MAX_NOT_IN_MERGE"]
 
@@ -49,6 +49,9 @@ class ReportFinish:
     events_missing: tuple[str, ...]
     notify_given: bool
     started: float
+    context: ReportContext = dataclasses.field(default_factory=ReportContext)  # names, notify runs, scan summary...
+    live_step: str = "merge"  # the step whose base is the state now: merge, compact or retention
+    warnings: tuple[str, ...] = ()  # said on the page and in the exit line (a stale merge)
 
 
 def _balanced(block: dict, total: str, parts: tuple[str, ...]) -> dict:
@@ -67,6 +70,7 @@ def summarise(counts: dict, *, scan: str = "", merge: str | None = None) -> tupl
     for name, parts in (
         ("base_rows", ("needed_lines", "other_lines")),
         ("notices", ("other_campaigns", "without_line", "needed_lines", "other_lines")),
+        ("receipts", ("other_campaigns", "without_line", "needed_lines", "other_lines")),
         ("events", ("without_event_id", "distinct", "repeated")),
         ("dead_letters", ("without_event_id", "with_event_id")),
     ):
@@ -96,11 +100,17 @@ def _campaign(job: ReportFinish, facts: Mapping[str, pa.Table]) -> CampaignFacts
     return CampaignFacts(None, "Asia/Shanghai", None, tuple((w, job.scan_as_of) for w in waves), job.scan_as_of)
 
 
-def findings(job: ReportFinish, counts: dict, campaign: CampaignFacts, needed: int) -> list[str]:
+def findings(job: ReportFinish, counts: dict, campaign: CampaignFacts, tables: Mapping[str, pa.Table]) -> list[str]:
     """What the reader must know about the inputs, in plain words (shown at the top of the page)."""
-    out = []
+    needed = tables["completion"]["needed"][0].as_py()
+    out = list(job.warnings)
     if not job.merge_given:
         out.append("No merge output was given: no registration is counted; every needed line is still open.")
+    elif not job.events_recorded and job.live_step != "merge":
+        out.append(
+            f"The state now is the output of {job.live_step}, which records no registration files: the agent "
+            "table counts the events of the merges given with --earlier-merges only."
+        )
     elif not job.events_recorded:
         out.append("The merge records no registration files: the agent table counts no registrations.")
     if job.events_missing:
@@ -127,6 +137,12 @@ def findings(job: ReportFinish, counts: dict, campaign: CampaignFacts, needed: i
         )
     if not needed:
         out.append("No line needed registration at the scan: there is nothing to complete.")
+    named = [w for w, send in job.context.sends.items() if send.get("variants")]
+    if named and not pc.sum(tables["by_variant"]["sent"]).as_py():
+        out.append(
+            f"Wave(s) {', '.join(map(str, sorted(named)))} name template variants, but the notify history records "
+            "no variant per line: the variant table is empty."
+        )
     return out
 
 
@@ -146,12 +162,12 @@ def finish_report(facts: dict, time_to_register: TimeToRegister, counts: dict, c
         return finish(counts, job.pub, job.manifest, job.summarise, job.started)
     began = time.time()
     campaign = _campaign(job, facts)
-    tables = report_tables(facts, campaign, job.as_of, job.thresholds, time_to_register)
+    tables = report_tables(facts, campaign, job.as_of, job.thresholds, time_to_register, job.context)
     headline = _headline(tables["completion"])
     join_csv_parts(job.pub.stage, csv_parts)
     write_tables(job.pub.stage, tables, job.as_of)
     header = {**job.manifest, "campaign_id": campaign.campaign_id}
-    header["findings"] = findings(job, counts, campaign, headline["needed"])
+    header["findings"] = findings(job, counts, campaign, tables)
     write_report(job.pub.stage, tables, header, campaign, job.thresholds)
     over = int(pc.sum(pc.cast(tables["agents"]["over_threshold"], pa.int64())).as_py() or 0)
     rows = {**{name: table.num_rows for name, table in tables.items()}, "past_deadline": headline["past_deadline"]}

@@ -6,7 +6,8 @@
     ReadScan ----------+
     ReadBase ----------+--ReportFacts--> facts, time to register, counts --FinishReport--> tables, CSV,
     ReadHistory -------+        '--> past-deadline rows --WritePastDeadline (Parquet shards, CSV parts)--^ report.html,
-    ReadEvents --------+                                                                                  manifest.json
+    ReadReceipts ------+                                                                                  manifest.json
+    ReadEvents --------+
     ReadDeadLetters ---+
 
 The per-line work is :class:`transforms.compliance.report_facts.ReportFacts`
@@ -21,7 +22,9 @@ import dataclasses
 
 import apache_beam as beam
 
-from pipelines.io.report_files import HISTORY_SCHEMA, SCAN_SCHEMA, MergeOutput, NotifyOutput, ScanOutput
+from pipelines.io.report_files import HISTORY_OPTIONAL, HISTORY_SCHEMA, RECEIPTS_SCHEMA, SCAN_SCHEMA, MergeOutput
+from pipelines.io.report_files import ScanOutput
+from pipelines.io.report_notify import NotifyOutput
 from pipelines.io.report_sinks import write_past_deadline
 from pipelines.io.report_sources import ReadColumns, ReadDeadLetters, ReadEventAgents
 from pipelines.report_finish import ReportFinish, finish_report
@@ -53,9 +56,14 @@ def _inputs(p: beam.Pipeline, plan: ReportPlan) -> dict:
             inputs["events"] = p | "ReadEvents" >> ReadEventAgents(merge.events)
             if merge.dead_letter_files:
                 inputs["dead_letters"] = p | "ReadDeadLetters" >> ReadDeadLetters(merge.dead_letter_files)
-    if plan.notify is not None and plan.notify.history_files:
+    notify = plan.notify
+    if notify is not None and notify.history_files:
         inputs["history"] = p | "ReadHistory" >> ReadColumns(
-            plan.notify.history_files, HISTORY_SCHEMA, "the notify history"
+            notify.history_files, HISTORY_SCHEMA, "the notify history", optional=HISTORY_OPTIONAL
+        )
+    if notify is not None and notify.history_files and notify.receipt_files:
+        inputs["receipts"] = p | "ReadReceipts" >> ReadColumns(
+            notify.receipt_files, RECEIPTS_SCHEMA, "the notify delivery receipts"
         )
     return inputs
 

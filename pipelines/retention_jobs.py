@@ -29,6 +29,7 @@ from pipelines.io.finalize import Finalize
 from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
 from pipelines.io.phase import Phase, read_phase
 from pipelines.io.publish import Publication
+from pipelines.progress import progress
 from pipelines.retention_base import ReadBaseColumns
 from transforms.compliance.retention import IDENTITY_COLUMNS
 from transforms.compliance.retention_beam import PurgeVault, RewriteBase
@@ -58,6 +59,8 @@ class PurgeJob:
     spill: bool
     options: object
     batch_size: int
+    base_rows: int = 0  # planned: for the progress lines
+    progress_seconds: float | None = None
 
 
 def _write_ids(pcoll, prefix: str, label: str):
@@ -68,13 +71,15 @@ def run_purge(job: PurgeJob) -> dict:
     """Run the first job; returns its checked counts block (:func:`summarise_purge`)."""
     spill = spill_area("retention") if job.spill else contextlib.nullcontext()
     summarise = functools.partial(summarise_purge, keyset_id=job.keyset_id, vault=job.vault_arg, keys=job.keys_arg)
-    with spill as spill_dir:
+    watch = progress("retention", job.phase.run_id, {"read": job.base_rows}, job.options, job.progress_seconds)
+    with spill as spill_dir, watch as prog:
         with beam.Pipeline(options=job.options) as p:
             inputs = {
                 "base": p | "ReadBase" >> ReadBaseColumns(job.splits, SCAN_COLUMNS, job.batch_size),
                 "keys": p | "ReadVaultKeys" >> ReadVaultTable(job.vault["keys"], "keys"),
                 "values": p | "ReadVaultValues" >> ReadVaultTable(job.vault["values"], "values"),
             }
+            prog.count(inputs["base"], "read")
             out = inputs | "PurgeVault" >> PurgeVault(job.cutoff, job.n_buckets, spill_dir)
             written = [
                 write_vault_table(out.values, FileSystems.join(job.stage, "vault"), "values", "WriteVaultValues"),
@@ -120,12 +125,16 @@ def summarise_purge(counts: dict, *, keyset_id: str, vault: str, keys: str) -> t
 def run_rewrite(
     pub: Publication, splits: list, cutoff: dt.date, moved: dict[str, str], earlier: dict, manifest: dict, **kw
 ) -> dict:
-    """Run the last job (base rewritten, every balance checked, the manifest written); returns the manifest."""
+    """Run the last job (base rewritten, every balance checked, the manifest written); returns the manifest.
+    ``kw``: options, batch_size, started, and for the progress lines base_rows and progress_seconds."""
     from pipelines.manifest import read_json
 
-    with beam.Pipeline(options=kw["options"]) as p:
+    phases = {"rewritten": kw.get("base_rows", 0)}
+    watch = progress("retention", manifest["run_id"], phases, kw["options"], kw.get("progress_seconds"))
+    with watch as prog, beam.Pipeline(options=kw["options"]) as p:
         base = p | "ReadBase" >> ReadMergedBase(splits, kw["batch_size"])
         out = base | "RewriteBase" >> RewriteBase(cutoff, moved)
+        prog.count(out.base, "rewritten")
         written = write_merged_base(out.base, pub.path("base"))
         before = p | "EarlierCounts" >> beam.Create([earlier])  # the first job's and the shred's (checked there)
         counts = (

@@ -2,6 +2,7 @@
 
     backfill reveal --keys keys.json --vault out/merge/vault --line-id L0001 \\
         --purpose "complaint 2026-118: verify the holder" [--fields name,doc_number] [--actor zhang.wei]
+    backfill reveal --keys keys.json --merged out/merge --line-id L0001 --purpose "..."   # its vault/
     python -m pipelines.reveal ...
 
 Prints ``field: value`` lines as UTF-8 text. Every attempt that reads the vault
@@ -33,6 +34,7 @@ import platform
 import sys
 
 from pipelines.common import ArgumentParser, UserError, run_main, split_beam_flags
+from pipelines.flags import add_merged
 
 __all__ = ["audit_dir", "record_audit", "reveal", "utc_now", "who", "main", "FIELD_ORDER", "OUTCOMES"]
 
@@ -105,7 +107,7 @@ def record_audit(
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill reveal", description=__doc__.splitlines()[0])
     p.add_argument("--keys", required=True, help="keyset file (mode 0600)")
-    p.add_argument("--vault", required=True, help="vault folder (keys/ and values/), local or gs://")
+    add_merged(p, base_help=None, vault_help="vault folder (keys/ and values/), local or gs://")
     p.add_argument("--line-id", required=True, help="the line to reveal")
     p.add_argument("--purpose", default=None, help="why this line is revealed (required; recorded)")
     p.add_argument("--fields", default=None, help="comma-separated fields to reveal (default: all)")

@@ -245,11 +245,11 @@ def parser() -> ArgumentParser:
 
 
 def format_summary(r: dict) -> str:
-    steps = ", ".join(f"{k} {v['runs']}" for k, v in r["runs_by_step"].items())
+    steps = ", ".join(f"{k} {v['runs']:,}" for k, v in r["runs_by_step"].items())
     return (
-        f"self-inspection {r['year']}: {r['manifests']['runs_in_year']} run(s) ({steps}); "
-        f"{r['reveals']['records']} reveal(s); {r['retention']['lines_purged']:,} line(s) purged by retention; "
-        f"{len(r['incidents'])} incident(s); {len(r['findings'])} finding(s) -> {r['outputs']['html']}"
+        f"self-inspection {r['year']}: {r['manifests']['runs_in_year']:,} run(s) ({steps}); "
+        f"{r['reveals']['records']:,} reveal(s); {r['retention']['lines_purged']:,} line(s) purged by retention; "
+        f"{len(r['incidents']):,} incident(s); {len(r['findings']):,} finding(s) -> {r['outputs']['html']}"
     )
 
 

@@ -129,9 +129,39 @@ def test_fee_or_tariff_wording_is_refused(text):
 @pytest.mark.parametrize(
     "text",
     [
+        "请于{deadline}前办理，免费。请缴纳10元工本费。",
+        "补登记免费，办理时需支付证件费。",
+        "补登记免费，营业厅将收取20元手续费。",
+        "免费补登记，请先转账至指定账户。",
+        "免费补登记，请汇款后办理。",
+        "免收资费，但需缴纳押金。",
+        "免费办理，若不缴费将停机。",  # a payment the user is told to make, in the negative
+        "免费办理，补卡费二十元。",
+        "Free of charge. Please transfer money to our account first.",
+        "Free registration; a deposit of 50 yuan is refunded later.",
+    ],
+)
+def test_real_requests_for_money_are_refused(text):
+    refused({"templates": {**campaign_dict()["templates"], "sms": {"zh-CN": text}}}, "templates.sms.zh-CN", "Art. 23")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
         "补登记免费，不收取任何费用。",
+        "请于{deadline}前办理补登记，不收取任何费用。",  # says it is free without 免费
+        "请于{deadline}前办理补登记，免费。",
+        "请于{deadline}前办理补登记，免收资费。",  # charges waived: 资费 is not asked for
+        "请于{deadline}前办理补登记，免收。",
+        "请于{deadline}前办理补登记，无需付费。",
+        "请于{deadline}前办理补登记，无需支付任何费用。",
+        "请于{deadline}前办理补登记，不收费。",
+        "请于{deadline}前办理补登记，免收工本费，无任何费用。",
+        "补登记免费，如有疑问请拨打消费者服务热线。",
         "This is free of charge, with no charge at all.",
         "Free: no fees.",
+        "Registration will not cost you anything.",
+        "You will not be charged for registering.",
     ],
 )
 def test_free_statements_are_allowed(text):
@@ -142,6 +172,11 @@ def test_free_statements_are_allowed(text):
 def test_a_notice_must_say_it_is_free():
     refused(
         {"templates": {**campaign_dict()["templates"], "sms": {"zh-CN": "请于{deadline}前办理。"}}},
+        "templates.sms.zh-CN",
+        "free",
+    )
+    refused(  # a negated payment by the user is not a statement that the notice is free
+        {"templates": {**campaign_dict()["templates"], "sms": {"zh-CN": "请于{deadline}前办理，不用交身份证复印件。"}}},
         "templates.sms.zh-CN",
         "free",
     )
@@ -165,6 +200,32 @@ def test_sms_that_cannot_fit():
         "max_sms_parts 3",
     )
     assert make_campaign(max_sms_parts=4, templates={**campaign_dict()["templates"], "sms": {"zh-CN": long}})
+
+
+def test_an_sms_with_the_region_fits_with_the_longest_region_name():
+    """{region} renders the region's name: the SMS must fit with the longest name of the division table."""
+    from transforms.notify.render import LONGEST_REGION, segment_count, sms_units
+    from transforms.scan.divisions import full_names
+    from transforms.scan.policy import load_policy
+
+    divisions = load_policy(None).code_tables.divisions
+    assert max(sms_units(name)[1] for name in full_names(divisions).values()) == sms_units(LONGEST_REGION)[1]
+    # signature (6) + the text + the longest name must reach 71 UCS-2 units: 2 parts, over max_sms_parts 1
+    body = "免费" + "办" * (70 - 6 - 2 - len(LONGEST_REGION) + 1) + "{region}"
+    assert segment_count(sms_units("【某某通信】" + body.replace("{region}", LONGEST_REGION))[1], "UCS2") == 2
+    assert segment_count(sms_units("【某某通信】" + body.replace("{region}", "110105"))[1], "UCS2") == 1
+    templates = {**campaign_dict()["templates"], "sms": {"zh-CN": body}}
+    refused(
+        {"templates": templates, "max_sms_parts": 1}, "templates.sms.zh-CN", "longest region name", "max_sms_parts 1"
+    )
+    # a policy whose table has only short names lets the same text through
+    short = "110105\t朝阳区\n110000\t北京市\n"
+    assert parse_campaign(campaign_text(templates=templates, max_sms_parts=1), "c.yaml", short).max_sms_parts == 1
+
+
+def test_a_key_given_twice_is_refused():
+    text = campaign_text() + "deadline: '2027-03-01'\n"
+    refused(text, "'deadline' is given twice", "line ")
 
 
 def test_missing_templates_and_locales():

@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from tests.support.numbers import fprid_2017, fprid_2023, licence, uscc
+from tests.support.doc_numbers import fprid_2017, fprid_2023, licence, uscc
 from tests.support.rows import AS_OF, CTX, SALT, organisation, person, raw_table
 from tests.support.scan import classify
 from transforms.scan.checkdigits import mod11_2_char, uscc_char

@@ -1,7 +1,7 @@
 """The code tables behind the check digits (docs/policy.md "Code tables", docs/regulation.md §2.8).
 
 Every number is built here from its parts with check characters computed from the formulas
-(tests/support/numbers.py), so each verdict below can only come from the table rule under test: each
+(tests/support/doc_numbers.py), so each verdict below can only come from the table rule under test: each
 USCC authority and category pair, the province-level and national-level divisions of a USCC and of a
 15-digit licence, both permanent-resident forms, the labels of documents that are not accepted, and the
 review flags (GB/T 2260 division of a resident ID, the script of a name on a mainland document).
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import schemas
-from tests.support.numbers import (
+from tests.support.doc_numbers import (
     CITIZEN_PROVINCES,
     NATIONAL,
     PROVINCE_LEVEL,

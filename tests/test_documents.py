@@ -3,7 +3,7 @@
 The check characters are computed by small scalar reference
 implementations written straight from the formulas of docs/regulation.md
 (2.1, 2.4, 2.5, 2.6), independently of transforms.scan.checkdigits
-(tests/support/numbers.py). The worked examples of docs/regulation.md and the
+(tests/support/doc_numbers.py). The worked examples of docs/regulation.md and the
 boundary cases are asserted one by one here; tests/test_documents_arrays.py
 compares the scalar reference of the whole policy (tests/support/doc_reference.py)
 with the vectorised result on random numbers and checks the array contract;
@@ -27,7 +27,7 @@ from tests.support.doc_reference import (
     one,
     reasons_of,
 )
-from tests.support.numbers import citizen, ref_gb11714, ref_mod11_10, ref_mod11_2, ref_uscc
+from tests.support.doc_numbers import citizen, ref_gb11714, ref_mod11_10, ref_mod11_2, ref_uscc
 from transforms.scan.documents import DocumentRules
 
 

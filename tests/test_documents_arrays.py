@@ -1,7 +1,7 @@
 """check_document_numbers against the scalar reference on random numbers, and its array contract.
 
 Numbers of every check kind are built from random parts (check characters from the formulas,
-tests/support/numbers.py), then corrupted; tests/support/doc_reference.py's ``ref_reasons`` and
+tests/support/doc_numbers.py), then corrupted; tests/support/doc_reference.py's ``ref_reasons`` and
 ``ref_reviews`` give the verdict each must get. Nulls, slices, chunks, dictionary and large-string
 inputs and bad calls follow.
 """
@@ -31,7 +31,7 @@ from tests.support.doc_reference import (
     valid_number,
     with_wrong_last,
 )
-from tests.support.numbers import USCC_SET, citizen
+from tests.support.doc_numbers import USCC_SET, citizen
 from transforms.scan.documents import CHECKS, REASONS, REVIEWS, check_document_numbers
 
 

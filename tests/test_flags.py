@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from tests.support.flag_cases import COMMANDS
 from tests.support.notify import EXAMPLE, line, write_classified
 
 BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
@@ -47,218 +48,6 @@ def assert_refused(code: int, err: str, prog: str, flag: str, guess: str | None,
         assert not os.path.exists(out_dir), f"{out_dir} was written"
 
 
-# Every command with every required flag, a typo'd flag among them, and the suggestion expected. The
-# inputs need not exist: the flags are checked before anything is read. ``{out}`` is where the command
-# writes; ``{tmp}`` a folder for its other paths.
-COMMANDS = [
-    (
-        "scan",
-        "pipelines.scan",
-        "backfill scan",
-        ["--base", "{tmp}/base.parquet", "--out", "{out}", "--asof", AS_OF],
-        "--asof",
-        "--as-of",
-    ),
-    (
-        "scan-buckets",
-        "pipelines.scan",
-        "backfill scan",
-        ["--base", "{tmp}/base.parquet", "--out", "{out}", "--shufle-buckets", "4"],
-        "--shufle-buckets",
-        "--shuffle-buckets",
-    ),
-    (
-        "notify",
-        "pipelines.notify",
-        "backfill notify",
-        ["--classified", "{tmp}/scan", "--campaign", EXAMPLE, "--wave", "1", "--out", "{out}", "--dryrun"],
-        "--dryrun",
-        "--dry-run",
-    ),
-    (
-        "merge",
-        "pipelines.merge",
-        "backfill merge",
-        [
-            "--base",
-            "{tmp}/base.parquet",
-            "--registrations",
-            "{tmp}/events.jsonl",
-            "--keys",
-            "{tmp}/keys.json",
-            "--out",
-            "{out}",
-            "--encodng",
-            "gb18030",
-        ],
-        "--encodng",
-        "--encoding",
-    ),
-    (
-        "merge-streaming",
-        "pipelines.merge",
-        "backfill merge",
-        [
-            "--streaming",
-            "--subscription",
-            "projects/p/subscriptions/s",
-            "--base",
-            "{tmp}/base.parquet",
-            "--keys",
-            "{tmp}/keys.json",
-            "--out",
-            "{out}",
-            "--stop-after-idel",
-            "3",
-        ],
-        "--stop-after-idel",
-        "--stop-after-idle",
-    ),
-    (
-        "compact",
-        "pipelines.compact",
-        "backfill compact",
-        [
-            "--base",
-            "{tmp}/base.parquet",
-            "--deltas",
-            "{tmp}/stream",
-            "--keys",
-            "{tmp}/keys.json",
-            "--out",
-            "{out}",
-            "--polcy",
-            "{tmp}/policy.yaml",
-        ],
-        "--polcy",
-        "--policy",
-    ),
-    (
-        "report",
-        "pipelines.report",
-        "backfill report",
-        ["--scan", "{tmp}/scan", "--merge", "{tmp}/merge", "--out", "{out}", "--earlier-merge", "{tmp}/m0"],
-        "--earlier-merge",
-        "--earlier-merges",
-    ),
-    (
-        "report-self-inspection",
-        "pipelines.report",
-        "backfill report",
-        ["--self-inspection", "--year", "2026", "--manifest", "{tmp}", "--out", "{out}"],
-        "--manifest",
-        "--manifests",
-    ),
-    (
-        "retention",
-        "pipelines.retention",
-        "backfill retention",
-        [
-            "--base",
-            "{tmp}/base",
-            "--vault",
-            "{tmp}/vault",
-            "--keys",
-            "{tmp}/keys.json",
-            "--out",
-            "{out}",
-            "--as-of",
-            "2026-12-01",
-            "--actr",
-            "ops",
-        ],
-        "--actr",
-        "--actor",
-    ),
-    (
-        "incident",
-        "pipelines.incident",
-        "backfill incident",
-        ["--key-version", "j1", "--base", "{tmp}/base", "--out", "{out}", "--detected-on", AS_OF],
-        "--detected-on",
-        "--detected-at",
-    ),
-    (
-        "keys-init",
-        "pipelines.keys",
-        "backfill keys",
-        ["init", "--keys", "{out}/keys.json", "--forse"],
-        "--forse",
-        "--force",
-    ),
-    ("keys-show", "pipelines.keys", "backfill keys", ["show", "--keys", "{out}/keys.json", "--jsn"], "--jsn", "--json"),
-    (
-        "keys-rotate",
-        "pipelines.keys",
-        "backfill keys",
-        ["rotate", "--keys", "{out}/keys.json", "--vault", "--vault-dir", "{tmp}/vault", "--retire_old"],
-        "--retire_old",
-        "--retire-old",
-    ),
-    (
-        "keys-shred",
-        "pipelines.keys",
-        "backfill keys",
-        ["shred", "--keys", "{out}/keys.json", "--vault", "{tmp}/vault", "--line_id", "L1"],
-        "--line_id",
-        "--line-id",
-    ),
-    (
-        "keys-retokenize",
-        "pipelines.keys",
-        "backfill keys",
-        [
-            "retokenize",
-            "--keys",
-            "{tmp}/keys.json",
-            "--base",
-            "{tmp}/base",
-            "--vault",
-            "{tmp}/vault",
-            "--out",
-            "{out}",
-            "--runer",
-            "DirectRunner",
-        ],
-        "--runer",
-        "--runner",
-    ),
-    (
-        "reveal",
-        "pipelines.reveal",
-        "backfill reveal",
-        ["--keys", "{tmp}/keys.json", "--vault", "{out}/vault", "--line-id", "L1", "--purpse", "complaint 7"],
-        "--purpse",
-        "--purpose",
-    ),
-    (
-        "self-inspection",
-        "pipelines.self_inspection",
-        "backfill self-inspection",
-        ["--yaer", "2026", "--manifests", "{tmp}", "--out", "{out}"],
-        "--yaer",
-        "--year",
-    ),
-    (
-        "generate",
-        "dev.generate",
-        "backfill generate",
-        ["--lines", "10", "--sed", "1", "--out", "{out}/base.parquet"],
-        "--sed",
-        "--seed",
-    ),
-    ("demo", "dev.demo", "backfill demo", ["--lines", "10", "--seeds", "1", "--out", "{out}"], "--seeds", "--seed"),
-    (
-        "simulate",
-        "dev.simulate",
-        "python -m dev.simulate",
-        ["--classified", "{tmp}/scan", "--out", "{out}/events.jsonl", "--shar", "0.5"],
-        "--shar",
-        "--share",
-    ),
-]
-
-
 @pytest.mark.parametrize("case", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_a_typo_is_one_line_exit_2_and_nothing_written(case, tmp_path, capsys):
     _, module, prog, argv, flag, guess = case
@@ -281,7 +70,7 @@ def test_notify_refuses_near_misses(argv, flag, guess, tmp_path, capsys):
     out = str(tmp_path / "out")
     code, _, err = call(
         "pipelines.notify",
-        ["--classified", str(tmp_path), "--campaign", EXAMPLE, "--wave", "1", "--out", out, *argv],
+        ["--scan", str(tmp_path), "--campaign", EXAMPLE, "--wave", "1", "--out", out, *argv],
         capsys,
     )
     assert_refused(code, err, "backfill notify", flag, guess, out)
@@ -388,7 +177,7 @@ def test_backfill_notify_dryrun_typo_sends_nothing(tmp_path):
     scan = write_classified(tmp_path / "scan", [line(f"L{i}") for i in range(5)])
     out = str(tmp_path / "notify")
     proc = backfill(
-        "notify", "--classified", scan, "--campaign", EXAMPLE, "--wave", "1", "--out", out, "--as-of", AS_OF, "--dryrun"
+        "notify", "--scan", scan, "--campaign", EXAMPLE, "--wave", "1", "--out", out, "--as-of", AS_OF, "--dryrun"
     )
     assert_refused(proc.returncode, proc.stderr, "backfill notify", "--dryrun", "--dry-run", out)
     assert proc.stdout == ""
@@ -412,7 +201,7 @@ def test_beams_dry_run_beside_notifys_own_is_refused_on_the_local_runner(tmp_pat
     out = str(tmp_path / "out")
     code, _, err = call(
         "pipelines.notify",
-        ["--classified", str(tmp_path), "--campaign", EXAMPLE, "--wave", "1", "--out", out, "--dry_run"],
+        ["--scan", str(tmp_path), "--campaign", EXAMPLE, "--wave", "1", "--out", out, "--dry_run"],
         capsys,
     )
     lines = err.strip().splitlines()

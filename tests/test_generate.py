@@ -431,7 +431,7 @@ def test_cli_writes_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     out = tmp_path / "base.parquet"
     assert gen.main(["--lines", "1234", "--seed", "5", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
-    assert len(printed) == 1 and re.fullmatch(rf"wrote 1234 lines to {re.escape(str(out))} in [\d.]+ s", printed[0])
+    assert len(printed) == 1 and re.fullmatch(rf"wrote 1,234 lines to {re.escape(str(out))} in [\d.]+ s", printed[0])
     assert pq.read_table(out).equals(gen.generate_table(1234, 5))
     csv = tmp_path / "base.csv"
     assert gen.main(["--lines", "100", "--seed", "5", "--out", str(csv), "--encoding", "gb18030"]) == 0

@@ -167,7 +167,7 @@ def test_rotate_flags_are_checked(keyfile, capsys):
         assert exited.value.code == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert keys_cli.main(["rotate", "--keys", str(keyfile), "--vault", "--retire-old"]) == 1
-    assert "--retire-old needs --vault-dir" in capsys.readouterr().err
+    assert "--retire-old needs --vault DIR" in capsys.readouterr().err
     assert Keyset.load(str(keyfile)).primary_vault_version == "v1"
 
 

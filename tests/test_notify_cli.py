@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import glob
+import importlib.resources
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +19,9 @@ import pytest
 from schemas import field_names
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
 from tests.support.notify import EXAMPLE, IDENTITY_FIELDS, line, write_campaign, write_classified
+from transforms.notify.campaign import load_campaign
+from transforms.scan.divisions import full_names
+from transforms.scan.policy import load_policy
 
 pytestmark = pytest.mark.e2e  # every test runs the backfill CLI (scan, notify) in subprocesses
 
@@ -123,15 +128,53 @@ def test_wave_to_files(scanned, wave1):
         r["text"].startswith("【某某通信】") and r["msisdn_masked"] in r["text"] and r["msisdn"] not in r["text"]
         for r in sms
     )
-    assert all(r["segments"] == 2 and abs(r["cost"] - 0.09) < 1e-12 for r in sms)
+    for r in sms:  # UCS-2 (the signature's 【】): 70 in one part, 67 a part beyond
+        parts = 1 if len(r["text"]) <= 70 else math.ceil(len(r["text"]) / 67)
+        assert r["units"] == len(r["text"]) and r["segments"] == parts and abs(r["cost"] - parts * 0.045) < 1e-12
+    assert counts["segments"] == sum(r["segments"] for r in sms)
     assert len({r["job_id"] for r in sms + call + ann}) == 39
     history = pq.read_table(os.path.join(out, "history", "jobs"))
     assert history.num_rows == 39 and set(history.column("job_id").to_pylist()) == {
         r["job_id"] for r in sms + call + ann
     }
+    assert dict(zip(history.column("job_id").to_pylist(), history.column("variant").to_pylist())) == {
+        r["job_id"]: r["variant"] for r in sms + call + ann
+    }
     assert not os.path.exists(os.path.join(out, "_tmp"))
     assert manifest["runner"] == "FnApiRunner" and manifest["campaign"]["sha256"]
     assert "handed over 39 job(s)" in proc.stdout and "balanced" in proc.stdout
+
+
+def test_the_example_splits_wave_1_between_its_variants(wave1):
+    """The example campaign's A/B test: each line job carries its variant and that variant's text; the
+    manifest names the split and counts the jobs by variant; announcements name their region."""
+    out, proc = wave1
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    campaign = load_campaign(EXAMPLE)
+    assert manifest["campaign"]["variants"] == [{"name": "control", "weight": 1}, {"name": "short", "weight": 1}]
+    sms, call, ann = avro_rows(out, "sms"), avro_rows(out, "call"), avro_rows(out, "announcement")
+    counted: dict = {}
+    names = full_names(load_policy(None).code_tables.divisions)
+    for channel, rows in (("sms", sms), ("call", call)):
+        for r in rows:
+            values = {"msisdn_masked": r["msisdn_masked"], "region": names[r["region"]]}
+            body = r["text"] if channel == "sms" else r["script"]
+            assert body == campaign.template(channel, 1, variant=r["variant"]).render_one(values)
+            counted.setdefault(r["variant"], {}).setdefault(channel, 0)
+            counted[r["variant"]][channel] += 1
+    assert set(counted) == {"control", "short"} and manifest["counts"]["variants"] == counted
+    short = [r for r in sms if r["variant"] == "short"]
+    assert short and all(r["segments"] == 1 for r in short)  # the short variant fits one part
+    assert all(r["variant"] is None for r in ann)
+    assert {r["region"]: r["text"] for r in ann} == {
+        r["region"]: campaign.template("announcement", 1).render_one(
+            {"region": names[r["region"]], "count": r["count"]}
+        )
+        for r in ann
+    }
+    assert all(f"（{names[r['region']]}）" in r["text"] and r["region"] not in r["text"] for r in ann)
+    line = next(x for x in proc.stdout.splitlines() if "variants:" in x)
+    assert f"control (weight 1) {counted['control']['sms']} SMS" in line and "short (weight 1)" in line
 
 
 def test_no_identity_values_anywhere(wave1):
@@ -180,13 +223,30 @@ def test_dry_run_writes_and_sends_nothing(scanned, wave1, tmp_path):
     missing = str(tmp_path / "never")
     proc = plan(scanned, missing, "--dry-run", "--samples", "2")
     assert not os.path.exists(missing)
-    assert "DRY RUN: nothing written, nothing sent." in proc.stdout and "estimated cost 2.70" in proc.stdout
-    assert "jobs by channel and send day" in proc.stdout and "jobs by channel, region and send day" in proc.stdout
-    assert "[sms]" in proc.stdout and "****" in proc.stdout and "13800130001" not in proc.stdout
     out, _ = wave1
+    cost = sum(r["cost"] for r in avro_rows(out, "sms"))  # the same plan, sent
+    assert "DRY RUN: nothing written, nothing sent." in proc.stdout and f"estimated cost {cost:,.2f}" in proc.stdout
+    assert "jobs by channel and send day" in proc.stdout and "jobs by channel, region and send day" in proc.stdout
+    assert "[sms/control]" in proc.stdout and "[sms/short]" in proc.stdout and "[call/" in proc.stdout
+    assert "****" in proc.stdout and "13800130001" not in proc.stdout
     before = tree(out)
     proc = plan(scanned, out, "--dry-run", "--wave", "2")
     assert tree(out) == before and "wave 2" in proc.stdout
+
+
+def test_region_names_come_from_the_policy_s_table(scanned, tmp_path):
+    """--policy: a policy whose division table renames a region; the announcement names it so."""
+    default = importlib.resources.files("schemas").joinpath("decree25_policy.yaml").read_text("utf-8")
+    assert default.count("    extra: {}\n") == 1
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(default.replace("    extra: {}\n", '    extra: {"110105": "测试新区"}\n'), "utf-8")
+    proc = plan(scanned, str(tmp_path / "out"), "--dry-run", "--samples", "3", "--policy", str(policy))
+    said = [x for x in proc.stdout.splitlines() if x.startswith("  [announcement]") and "region 110105" in x]
+    assert len(said) == 1 and "本地区（北京市测试新区）" in said[0], proc.stdout
+    one_line_error(
+        plan(scanned, str(tmp_path / "out"), "--policy", str(tmp_path / "none.yaml"), check=False), "none.yaml"
+    )
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_receipts_and_fallback_in_the_next_wave(scanned, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import subprocess
 import sys
@@ -69,11 +70,16 @@ def test_publish_jobs_with_attributes(pubsub_emulator, fresh_topic, classified, 
         by_channel[body["channel"]] = by_channel.get(body["channel"], 0) + 1
         if body["channel"] == "sms":
             assert body["msisdn_masked"] in body["text"] and body["msisdn"] not in body["text"]
-            assert body["not_before"].endswith("Z") and body["segments"] == 2
+            parts = 1 if len(body["text"]) <= 70 else math.ceil(len(body["text"]) / 67)  # UCS-2
+            assert body["not_before"].endswith("Z") and body["segments"] == parts
+        # the example's wave 1 splits its lines between two variants; an announcement has none
+        assert body["variant"] in (("control", "short") if body["channel"] != "announcement" else (None,))
     assert by_channel == {"sms": 150, "call": 5, "announcement": 2}
     assert len({m.attributes["job_id"] for m in messages}) == len(messages)
     history = pq.read_table(os.path.join(out, "history", "jobs"))
     assert set(history.column("job_id").to_pylist()) == {m.attributes["job_id"] for m in messages}
+    sent = {json.loads(m.data)["job_id"]: json.loads(m.data)["variant"] for m in messages}
+    assert dict(zip(history.column("job_id").to_pylist(), history.column("variant").to_pylist())) == sent
     assert not os.path.exists(os.path.join(out, "jobs")) and "published 157" in proc.stdout
     # The same folder again: its history holds every job, nothing is published twice.
     plan(classified, out, "--topic", topic)

@@ -72,24 +72,26 @@ def _rendered(template: Template, numbers: list[str]):
     column = pa.array(numbers)
     values = {"msisdn_masked": mask_numbers(column), "region": pa.array(["110105"] * len(numbers))}
     text = template.render(values, len(numbers))
-    units, gsm = template.sms_lengths(values, len(numbers), text)
+    units, gsm = template.sms_lengths(values, len(numbers))
     return text.to_pylist(), units, gsm
 
 
 def test_rendered_batch_straddles_the_70_71_boundary_with_signature():
-    # 【某某通信】 (6) + 53 + an 11-character mask = 70; a 13-digit IoT number's mask makes 72.
-    template = Template.compile("免" * 53 + "{msisdn_masked}", "sms", "zh-CN", {}, head=sign(SIGNATURE))
-    text, units, gsm = _rendered(template, ["13800138000", "1440075331530"])
-    assert [len(t) for t in text] == [70, 72] and units.tolist() == [70, 72] and not gsm.any()
-    assert segments_of(units, gsm).tolist() == [expected_parts(70, False), expected_parts(72, False)] == [1, 2]
-    assert text[0].startswith("【某某通信】") and text[0].endswith("138****8000")
+    # 【某某通信】 (6) + 53 or 54 + the 11-character mask (a fixed run of stars: every number's) = 70 or 71.
+    for body, length, parts in ((53, 70, 1), (54, 71, 2)):
+        template = Template.compile("免" * body + "{msisdn_masked}", "sms", "zh-CN", {}, head=sign(SIGNATURE))
+        text, units, gsm = _rendered(template, ["13800138000", "1440075331530"])
+        assert [len(t) for t in text] == units.tolist() == [length, length] and not gsm.any()
+        assert segments_of(units, gsm).tolist() == [expected_parts(length, False)] * 2 == [parts] * 2
+        assert text[0].startswith("【某某通信】") and text[0].endswith("138****8000")
 
 
 def test_rendered_batch_straddles_the_160_161_boundary_without_signature():
-    template = Template.compile("F" * 149 + "{msisdn_masked}", "sms", "en", {})
-    text, units, gsm = _rendered(template, ["13800138000", "1440075331530"])
-    assert units.tolist() == [160, 162] and gsm.all()
-    assert segments_of(units, gsm).tolist() == [expected_parts(160, True), expected_parts(162, True)] == [1, 2]
+    # a short number's mask (****NN, 6 characters) beside the 11 of every longer number's
+    template = Template.compile("F" * 150 + "{msisdn_masked}", "sms", "en", {})
+    text, units, gsm = _rendered(template, ["1234567", "1440075331530"])
+    assert units.tolist() == [156, 161] and gsm.all() and text[0].endswith("****67")
+    assert segments_of(units, gsm).tolist() == [expected_parts(156, True), expected_parts(161, True)] == [1, 2]
 
 
 def test_vectorised_render_equals_one_by_one():
@@ -110,17 +112,68 @@ def test_vectorised_render_equals_one_by_one():
     assert text[0] == "【某某通信】{注意}号码138****8000（110105）请于2027年1月31日前办理，活动c1-2"
 
 
-def test_odd_values_are_measured_one_by_one():
+def test_odd_values_switch_the_message_to_ucs2():
     template = Template.compile("Hi {region}", "sms", "en", {})
     values = {"region": pa.array(["110105", "北京"]), "msisdn_masked": pa.array(["", ""])}
-    text = template.render(values, 2)
-    units, gsm = template.sms_lengths(values, 2, text)
+    units, gsm = template.sms_lengths(values, 2)
     assert gsm.tolist() == [True, False] and units.tolist() == [9, 5]
 
 
+def test_lengths_of_region_names_equal_the_whole_rendered_text(monkeypatch):
+    """Region names (Chinese), GSM-7 extension and astral characters in values: each message's length and
+    encoding is what sms_units says of its whole rendered text; values are measured once per distinct value."""
+    import transforms.notify.render as render
+
+    names = [
+        "北京市朝阳区",
+        "新疆维吾尔自治区巴音郭楞蒙古自治州库尔勒经济技术开发区",
+        "Zone [A]",
+        "😀区",
+        None,
+        "110105",
+    ]
+    numbers = ["13800138000", "1440075331530", "01065529988"]
+    rows = [(names[i % len(names)], numbers[i % len(numbers)]) for i in range(3_000)]
+    values = {
+        "region": pa.array([r for r, _ in rows]),
+        "msisdn_masked": mask_numbers(pa.array([n for _, n in rows])),
+    }
+    calls = []
+    measure = render.text_units
+    monkeypatch.setattr(render, "text_units", lambda text: calls.append(text) or measure(text))
+    for head, body in (
+        (sign(SIGNATURE), "请于{deadline}前在{region}办理，免费"),
+        ("", "Hi {msisdn_masked} in {region}"),
+    ):
+        template = Template.compile(body, "sms", "zh-CN", {"deadline": "2027年1月31日"}, head=head)
+        calls.clear()
+        units, gsm = template.sms_lengths(values, len(rows))
+        texts = template.render(values, len(rows)).to_pylist()
+        assert len(calls) <= 1 + len(names)  # the literals, then each odd distinct value once
+        calls.clear()
+        expected = [measure_whole(t) for t in texts]
+        assert [("GSM7" if g else "UCS2", int(u)) for g, u in zip(gsm, units)] == expected
+        assert segments_of(units, gsm).tolist() == [expected_parts(u, enc == "GSM7") for enc, u in expected]
+    assert {enc for enc, _ in expected} == {"GSM7", "UCS2"}  # the plain rows stay GSM-7 without a signature
+
+
+def measure_whole(text: str) -> tuple[str, int]:
+    """The rules of docs/regulation.md §4 applied to a whole message, written out here."""
+    basic = set(
+        "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+        "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+    )
+    extension = set("^{}\\[~]|€\f")
+    if all(ch in basic or ch in extension for ch in text):
+        return "GSM7", sum(2 if ch in extension else 1 for ch in text)
+    return "UCS2", sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+
+
 def test_masks_hide_the_middle_digits():
+    """docs/keys-and-vault.md "Masks": first 3 + a fixed ``****`` + last 4, so a mask does not tell the length
+    (a 13-digit IoT number and the fixed lines of 11 and 12 digits look alike)."""
     numbers = ["13800138000", "1440075331530", "01065529988", "075512345678", "12345", None]
     masked = mask_numbers(pa.array(numbers)).to_pylist()
-    assert masked == ["138****8000", "144******1530", "010****9988", "075*****5678", "***45", None]
+    assert masked == ["138****8000", "144****1530", "010****9988", "075****5678", "****45", None]
     for number, mask in zip(numbers[:4], masked[:4]):
-        assert len(mask) == len(number) and set(mask[3:-4]) == {"*"} and number[3:-4] not in mask
+        assert mask == number[:3] + "****" + number[-4:] and number[3:-4] not in mask

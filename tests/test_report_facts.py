@@ -21,8 +21,9 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.io.report_files import HISTORY_SCHEMA, SCAN_SCHEMA
+from pipelines.io.report_files import HISTORY_SCHEMA, RECEIPTS_SCHEMA, SCAN_SCHEMA
 from pipelines.report_finish import summarise
+from tests.support.report_oracle import funnel_counts, variant_counts
 from tests.support.rows import RUNNER
 from transforms.compliance.report_agents import DEAD_LETTER_SCHEMA, EVENT_AGENT_SCHEMA, POLICY_FAILURES, event_agents
 from transforms.compliance.report_facts import ReportFacts
@@ -76,21 +77,48 @@ def _data(seed: int, n: int = 600) -> dict:
             for _ in range(rng.randrange(0, 3)):
                 sent = T0 + dt.timedelta(days=14 * (wave - 1), minutes=rng.randrange(0, 60 * 24 * 10))
                 campaign = CAMPAIGN if rng.random() < 0.9 else "other"
-                history.append({"line_id": line, "campaign_id": campaign, "wave": wave, "sent_at": sent})
-    history.append({"line_id": None, "campaign_id": CAMPAIGN, "wave": 3, "sent_at": T0})  # an announcement
+                channel = rng.choice(["sms", "sms", "call"])  # the same job twice, at times: counted once
+                history.append(
+                    {
+                        "line_id": line,
+                        "campaign_id": campaign,
+                        "wave": wave,
+                        "sent_at": sent,
+                        "channel": channel,
+                        "job_id": f"{campaign}|{wave}|{channel}|{line}",
+                        "variant": ("A", "B")[i % 2] if wave == 1 else None,
+                    }
+                )
+    announcement = {"line_id": None, "campaign_id": CAMPAIGN, "wave": 3, "sent_at": T0, "channel": "announcement"}
+    history.append({**announcement, "job_id": f"{CAMPAIGN}|3|announcement|110105"})
     events = [
         {"event_id": rng.choice([f"E{k}" for k in range(n // 2)] + [None]), "agent_id": rng.choice(AGENTS), "order": k}
         for k in range(n)
     ]
     dead = [{"event_id": rng.choice([f"E{k}" for k in range(n)] + [None]), "reason": rng.choice(DEAD_REASONS)}]
     dead += [{"event_id": f"E{k}", "reason": rng.choice(DEAD_REASONS)} for k in range(0, n, 7)]
-    return {"scan": scan, "base": base, "history": history, "events": events, "dead_letters": dead}
+    data = {"scan": scan, "base": base, "history": history, "events": events, "dead_letters": dead}
+    return {**data, "receipts": _receipts(rng, history)}
+
+
+def _receipts(rng: random.Random, history: list[dict]) -> list[dict]:
+    """None, one or two delivery receipts per job, an hour or two after it, of any status."""
+    out = []
+    for h in history:
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            late = dt.timedelta(hours=rng.choice([1, 2]))
+            status = rng.choice(["DELIVERED", "FAILED"])
+            out.append(
+                {**{k: h[k] for k in ("line_id", "job_id", "campaign_id")}, "status": status, "at": h["sent_at"] + late}
+            )
+    return out
 
 
 SCHEMAS = {
     "scan": SCAN_SCHEMA,
     "base": BASE_SCHEMA,
     "history": HISTORY_SCHEMA,
+    "receipts": RECEIPTS_SCHEMA,
     "events": EVENT_AGENT_SCHEMA,
     "dead_letters": DEAD_LETTER_SCHEMA,
 }
@@ -147,6 +175,27 @@ def _expected_lines(data, past_on: bool) -> dict:
             if before:
                 micros.append((at - min(before.values())) // dt.timedelta(microseconds=1))
     return {"counters": c, "past": past, "micros": micros}
+
+
+def _credited(data) -> dict[str, int]:
+    base, notices, out = {r["line_id"]: r for r in data["base"]}, _notices(data), {}
+    for r in (r for r in data["scan"] if r["needs_registration"]):
+        m = base.get(r["line_id"])
+        if m and m["identity_status"] == "COMPLETE" and m["registration_event_id"] is not None:
+            before = [w for w, s in notices.get(r["line_id"], {}).items() if s <= m["registered_at"]]
+            out[r["line_id"]] = max(before) if before else 0
+    return out
+
+
+def _expected_funnel(data) -> dict:
+    """wave_channel and wave_variant counted with loops (tests/support/report_oracle.py)."""
+    needed, credited = {r["line_id"] for r in data["scan"] if r["needs_registration"]}, _credited(data)
+    jobs = [h for h in data["history"] if h["campaign_id"] == CAMPAIGN]
+    receipts = [r for r in data["receipts"] if r["campaign_id"] == CAMPAIGN]
+    return {
+        "wave_channel": funnel_counts(needed, jobs, receipts, credited),
+        "wave_variant": variant_counts(needed, jobs, credited),
+    }
 
 
 def _expected_agents(data) -> dict:
@@ -217,6 +266,12 @@ def _check_facts(data, past_on: bool):
         assert got["agent_opened"] == {(a,): dict(v) for a, v in agents["opened"].items()}
         assert got["agent_taken"] == {(a,): {k: n for k, n in v.items() if n} for a, v in agents["taken"].items()}
         assert got["agent_reasons"] == {k: {"n": v} for k, v in agents["reasons"].items()}
+        funnel = _expected_funnel(data)
+        assert got["wave_channel"] == {k: {n: v for n, v in c.items() if v} for k, c in funnel["wave_channel"].items()}
+        assert got["wave_variant"] == {k: {n: v for n, v in c.items() if v} for k, c in funnel["wave_variant"].items()}
+        assert funnel["wave_channel"][(1, "sms")]["fell_back_to_call"] > 0 and {
+            w for w, _ in funnel["wave_variant"]
+        } == {1}
 
     return check
 
@@ -252,6 +307,9 @@ def _check_counts(data, past_on):
         assert block["notices"]["without_line"] == sum(h["line_id"] is None for h in mine)
         assert block["events"]["distinct"] == agents["distinct"]
         assert block["dead_letters"]["without_event_id"] == sum(d["event_id"] is None for d in data["dead_letters"])
+        mine = [r for r in data["receipts"] if r["campaign_id"] == CAMPAIGN]
+        assert block["receipts"]["read"] == len(data["receipts"]) and block["receipts"]["balanced"]
+        assert block["receipts"]["without_line"] == sum(r["line_id"] is None for r in mine)
 
     return check
 

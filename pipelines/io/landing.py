@@ -137,17 +137,24 @@ class LandingZone:
 def check_subscription(subscription: str) -> None:
     """Fail fast on a subscription that does not exist (a one-line error)."""
     from google.api_core import exceptions
+    from google.api_core.retry import Retry
     from google.cloud import pubsub_v1
 
-    client = pubsub_v1.SubscriberClient()
+    client = None
     try:
-        client.get_subscription(request={"subscription": subscription}, timeout=30)
+        client = pubsub_v1.SubscriberClient()
+        # bounded: the client's own retry would go on for minutes against an emulator that is not running
+        retry = Retry(initial=0.25, maximum=2.0, timeout=30)
+        client.get_subscription(request={"subscription": subscription}, timeout=30, retry=retry)
     except exceptions.NotFound:
         raise LandingError(f"subscription {subscription} does not exist") from None
-    except exceptions.GoogleAPICallError as exc:
-        raise LandingError(f"subscription {subscription}: {type(exc).__name__}") from None
+    except Exception as exc:  # no credentials, no emulator, permission, network: one line with what to do
+        from pipelines.io.pubsub import reach_problem
+
+        raise LandingError(f"subscription {subscription}: cannot reach Pub/Sub ({reach_problem(exc)})") from None
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def land_loop(

@@ -2,9 +2,9 @@
 
 Inputs (all through Beam's FileSystems, so ``gs://`` works):
 
-* ``--classified SCAN_OUT``: ``SCAN_OUT/classified/*.parquet`` from ``backfill scan``,
+* ``--scan SCAN_OUT`` (old name ``--classified``): ``SCAN_OUT/classified/*.parquet`` from ``backfill scan``,
   read by row group (only the columns the planner needs).
-* ``--registered PATH``: the merged base of ``backfill merge`` (its ``--out``
+* ``--merged PATH`` (old name ``--registered``): the merged base of ``backfill merge`` (its ``--out``
   folder, its ``base/`` folder, a file or a glob; Parquet, hive partitions
   included), or a plain Parquet or CSV list of line ids.
 * ``OUT/history/jobs/`` and ``OUT/history/receipts/``: what earlier runs handed over.
@@ -90,9 +90,7 @@ def classified_splits(scan_out: str) -> tuple[list, int]:
     folder = FileSystems.join(scan_out.rstrip("/"), "classified")
     files = matching_paths(FileSystems.join(folder, "*.parquet"))
     if not files:
-        raise UserError(
-            f"--classified {scan_out}: no classified lines (expected {folder}/*.parquet from backfill scan)"
-        )
+        raise UserError(f"--scan {scan_out}: no classified lines (expected {folder}/*.parquet from backfill scan)")
     rows = 0
     for path in files:
         try:
@@ -100,14 +98,12 @@ def classified_splits(scan_out: str) -> tuple[list, int]:
                 parquet = pq.ParquetFile(handle)
                 names, rows = parquet.schema_arrow.names, rows + parquet.metadata.num_rows
         except Exception as exc:
-            raise UserError(f"--classified {scan_out}: {path} is not readable Parquet ({type(exc).__name__})") from None
+            raise UserError(f"--scan {scan_out}: {path} is not readable Parquet ({type(exc).__name__})") from None
         missing = [c for c in PLAN_COLUMNS if c not in names]
         if missing:
-            raise UserError(
-                f"--classified {scan_out}: {path} is not a scan output (missing column(s) {', '.join(missing)})"
-            )
+            raise UserError(f"--scan {scan_out}: {path} is not a scan output (missing column(s) {', '.join(missing)})")
     if rows == 0:
-        raise UserError(f"--classified {scan_out}: the scan output holds no lines")
+        raise UserError(f"--scan {scan_out}: the scan output holds no lines")
     return _splits(files, list(PLAN_COLUMNS)), rows
 
 
@@ -124,18 +120,18 @@ def registered_splits(path: str) -> tuple[list, int]:
         if files:
             break
     if not files:
-        raise UserError(f"--registered {path}: no Parquet or CSV files found")
+        raise UserError(f"--merged {path}: no Parquet or CSV files found")
     rows, splits = 0, []
     for f in files:
         try:
             names = _schema_of(f)
         except Exception as exc:
-            raise UserError(f"--registered {path}: {f} is not readable ({type(exc).__name__})") from None
+            raise UserError(f"--merged {path}: {f} is not readable ({type(exc).__name__})") from None
         if f.endswith(".csv") and "line_id" not in names and len(names) == 1:
             splits.append((f, HEADERLESS, ("line_id",)))  # a bare list of line ids, one a line
             continue
         if "line_id" not in names:
-            raise UserError(f"--registered {path}: {f} has no line_id column")
+            raise UserError(f"--merged {path}: {f} has no line_id column")
         columns = ["line_id", "identity_status"] if "identity_status" in names else ["line_id"]
         splits += _splits([f], columns)
         if not f.endswith(".csv"):
@@ -224,7 +220,7 @@ def write_history(table: pa.Table, out: str, run_id: str) -> None:
     if table.num_rows == 0:
         return
     sink = io.BytesIO()
-    pq.write_table(table, sink, use_dictionary=["region", "channel", "campaign_id", "run_id"])
+    pq.write_table(table, sink, use_dictionary=["region", "channel", "campaign_id", "run_id", "variant"])
     name = content_name(table, "history", ".parquet")
     write_whole(
         sink.getvalue(), FileSystems.join(out, "_tmp", run_id, name), FileSystems.join(out, *HISTORY_JOBS, name)

@@ -34,7 +34,7 @@ from transforms.core.metrics import counter
 from transforms.notify.encode import json_messages
 from transforms.notify.jobs import history_rows
 
-__all__ = ["TOPIC_RE", "SUBSCRIPTION_RE", "check_topic", "PublishJobs", "pull_receipts", "ack"]
+__all__ = ["TOPIC_RE", "SUBSCRIPTION_RE", "check_topic", "reach_problem", "PublishJobs", "pull_receipts", "ack"]
 
 TOPIC_RE = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 SUBSCRIPTION_RE = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
@@ -44,19 +44,39 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__ + (f": {str(exc).splitlines()[0][:120]}" if str(exc) else "")
 
 
-def check_topic(topic: str, timeout: float = 15.0) -> None:
+def reach_problem(exc: Exception) -> str:
+    """Why Pub/Sub could not be reached, in words that say what to do: no credentials and no emulator, or an
+    emulator that does not answer; else the exception's name and first line."""
+    import os
+
+    name, host = type(exc).__name__, os.environ.get("PUBSUB_EMULATOR_HOST")
+    if name in ("DefaultCredentialsError", "RefreshError") and not host:
+        return (
+            f"no Google Cloud credentials ({name}): for the local emulator run `backfill emulator start` and "
+            "export the PUBSUB_EMULATOR_HOST it prints; for Pub/Sub itself set GOOGLE_APPLICATION_CREDENTIALS"
+        )
+    if host and name in ("ServiceUnavailable", "DeadlineExceeded", "RetryError"):
+        return f"nothing answers at PUBSUB_EMULATOR_HOST={host} ({name}): is the emulator running? (backfill emulator status)"
+    return _reason(exc)
+
+
+def check_topic(topic: str, timeout: float = 15.0, flag: str = "--topic") -> None:
     """Refuse a topic that does not exist (or cannot be reached) before anything is sent."""
     from google.api_core import exceptions
+    from google.api_core.retry import Retry
     from google.cloud import pubsub_v1
 
     client = None
     try:
         client = pubsub_v1.PublisherClient()
-        client.get_topic(request={"topic": topic}, timeout=timeout)
+        # the client's own retry would go on for 10 minutes against an emulator that is not running
+        client.get_topic(
+            request={"topic": topic}, timeout=timeout, retry=Retry(initial=0.25, maximum=2.0, timeout=timeout)
+        )
     except exceptions.NotFound:
-        raise UserError(f"--topic {topic} does not exist; create it first (nothing was sent)") from None
+        raise UserError(f"{flag} {topic} does not exist; create it first (nothing was sent)") from None
     except Exception as exc:  # credentials, permission, network, emulator down: still one line
-        raise UserError(f"--topic {topic}: cannot reach Pub/Sub ({_reason(exc)}); nothing was sent") from None
+        raise UserError(f"{flag} {topic}: cannot reach Pub/Sub ({reach_problem(exc)}); nothing was sent") from None
     finally:
         if client is not None:
             client.stop()

@@ -5,6 +5,9 @@ row. Every input is checked to exist and to belong with the others, and a
 missing one is a one-line error naming the folder and what was expected
 there. The rows themselves are read by the report's Beam job
 (``pipelines/io/report_sources.py``), only the columns the figures need.
+The scan and the live state are listed here (a merge's output, or from the
+first compaction or purge on that of compact or retention); the notify
+output is ``report_notify.py``.
 """
 
 from __future__ import annotations
@@ -26,21 +29,25 @@ from pipelines.io.spreadsheet import spreadsheet_safe
 __all__ = [
     "SCAN_SCHEMA",
     "HISTORY_SCHEMA",
+    "RECEIPTS_SCHEMA",
+    "LIVE_STEPS",
     "ScanOutput",
     "MergeOutput",
-    "NotifyOutput",
     "filesystem",
+    "exists",
+    "list_files",
+    "read_json_file",
+    "read_bytes",
     "read_scan",
+    "read_scan_summary",
     "read_merge",
-    "read_notify",
-    "latest_campaign_run",
-    "load_campaign_for",
-    "campaign_id_for",
-    "check_notify_matches",
     "drop_partitions",
     "write_tables",
     "csv_ready",
 ]
+
+# The outputs whose base/ is the live state: a merge, and from the first compaction or purge on, those.
+LIVE_STEPS = ("merge", "compact", "retention")
 
 SCAN_SCHEMA = pa.schema(
     [
@@ -58,6 +65,19 @@ HISTORY_SCHEMA = pa.schema(
         ("campaign_id", pa.string()),
         ("wave", pa.int32()),
         ("sent_at", pa.timestamp("us", tz="UTC")),
+        ("channel", pa.string()),
+        ("job_id", pa.string()),
+        ("variant", pa.string()),  # A/B template variant: absent from the files of waves without variants
+    ]
+)
+HISTORY_OPTIONAL = ("variant",)
+RECEIPTS_SCHEMA = pa.schema(
+    [
+        ("line_id", pa.string()),
+        ("job_id", pa.string()),
+        ("campaign_id", pa.string()),
+        ("status", pa.string()),
+        ("at", pa.timestamp("us", tz="UTC")),
     ]
 )
 
@@ -69,7 +89,7 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
-def _exists(path: str) -> bool:
+def exists(path: str) -> bool:
     fs, where = filesystem(path)
     return fs.get_file_info(where).type != pafs.FileType.NotFound
 
@@ -79,7 +99,7 @@ def _uri(folder: str, found: str) -> str:
     return f"{folder.split('://', 1)[0]}://{found}" if "://" in folder else found
 
 
-def _files(folder: str, suffix: str, recursive: bool = True) -> list[str]:
+def list_files(folder: str, suffix: str, recursive: bool = True) -> list[str]:
     """The data files under ``folder`` ending in ``suffix`` (hidden and ``_`` files left out), sorted."""
     fs, where = filesystem(folder)
     try:
@@ -95,10 +115,14 @@ def _files(folder: str, suffix: str, recursive: bool = True) -> list[str]:
     )
 
 
-def _read_json(path: str) -> dict:
+def read_bytes(path: str) -> bytes:
     fs, where = filesystem(path)
     with fs.open_input_stream(where) as handle:
-        return json.loads(handle.read().decode("utf-8"))
+        return handle.read()
+
+
+def read_json_file(path: str) -> dict:
+    return json.loads(read_bytes(path).decode("utf-8"))
 
 
 @dataclasses.dataclass
@@ -119,26 +143,22 @@ class MergeOutput:
     events: list[tuple[str, str]] | None  # (registration file, encoding), earlier merges first; None: none recorded
     dead_letter_files: list[str]  # of this merge and the earlier ones
     events_missing: list[str] = dataclasses.field(default_factory=list)  # recorded event files that are gone
+    step: str = "merge"  # or compact, retention: the live state after a compaction or a purge
 
 
-@dataclasses.dataclass
-class NotifyOutput:
-    folder: str
-    history_files: list[str]
-    runs: list[dict]
-
-
-def _manifest(folder: str, step: str, what: str) -> dict:
+def _manifest(folder: str, step: str | tuple[str, ...], what: str) -> dict:
     path = os.path.join(folder, "manifest.json")
-    if not _exists(path):
+    if not exists(path):
         raise UserError(f"{folder} has no manifest.json: give the {what} output folder")
     try:
-        manifest = _read_json(path)
+        manifest = read_json_file(path)
     except ValueError:
         raise UserError(f"{path} is not a JSON manifest") from None
-    if manifest.get("step") != step:
+    steps = (step,) if isinstance(step, str) else step
+    if manifest.get("step") not in steps:
+        expected = " or ".join(repr(s) for s in steps)
         raise UserError(
-            f"{folder} is the output of {manifest.get('step')!r}, not of {step!r}: give the {what} output folder"
+            f"{folder} is the output of {manifest.get('step')!r}, not of {expected}: give the {what} output folder"
         )
     return manifest
 
@@ -146,7 +166,7 @@ def _manifest(folder: str, step: str, what: str) -> dict:
 def _parquet_files(folder: str, columns: list[str], what: str, count: bool = False) -> tuple[list[str], int]:
     """The Parquet files under ``folder`` (the first must hold ``columns``) and, with ``count``, their rows
     (from every footer)."""
-    files = _files(folder, ".parquet")
+    files = list_files(folder, ".parquet")
     if not files:
         raise UserError(f"no Parquet files under {folder}: {what} is missing")
     rows = 0
@@ -170,10 +190,21 @@ def read_scan(folder: str) -> ScanOutput:
     return ScanOutput(folder, files, rows, dt.date.fromisoformat(manifest["as_of"]), manifest.get("run_id"))
 
 
+def read_scan_summary(folder: str) -> dict:
+    """The scan's own counts (``summary.json``: statuses, reasons, flags, dead letters); {} when it has none."""
+    path = os.path.join(folder, "summary.json")
+    if not exists(path):
+        return {}
+    try:
+        return read_json_file(path)
+    except ValueError:
+        raise UserError(f"{path} is not the scan's JSON summary") from None
+
+
 def _dead_letter_files(folder: str) -> list[str]:
     return [
         p
-        for p in _files(os.path.join(folder, "dead_letter"), "", recursive=False)
+        for p in list_files(os.path.join(folder, "dead_letter"), "", recursive=False)
         if p.endswith((".parquet", ".jsonl"))
     ]
 
@@ -196,9 +227,9 @@ def _earlier(patterns: list[str], folder: str, as_of: dt.date) -> list[tuple[str
             candidate = f"{parent.rstrip('/')}/{info.base_name}"
             if info.type != pafs.FileType.Directory or not fnmatch.fnmatch(info.base_name, name):
                 continue
-            if filesystem(candidate)[1] == filesystem(folder)[1] or not _exists(f"{candidate}/manifest.json"):
+            if filesystem(candidate)[1] == filesystem(folder)[1] or not exists(f"{candidate}/manifest.json"):
                 continue
-            manifest = _read_json(f"{candidate}/manifest.json")
+            manifest = read_json_file(f"{candidate}/manifest.json")
             if manifest.get("step") == "merge" and dt.date.fromisoformat(manifest["as_of"]) < as_of:
                 found.append((candidate, manifest))
     return found
@@ -212,7 +243,7 @@ def _registrations(manifest: dict) -> list[tuple[str, str]]:
 def read_merge(folder: str, earlier: list[str]) -> MergeOutput:
     from transforms.compliance.report_lines import BASE_SCHEMA
 
-    manifest = _manifest(folder, "merge", "merge's")
+    manifest = _manifest(folder, LIVE_STEPS, "merge's (or compact's, retention's)")
     as_of = dt.date.fromisoformat(manifest["as_of"])
     base, _ = _parquet_files(os.path.join(folder, "base"), BASE_SCHEMA.names, "the merged base")
     sources, dead = [], []
@@ -221,77 +252,9 @@ def read_merge(folder: str, earlier: list[str]) -> MergeOutput:
         dead += _dead_letter_files(other)
     sources += _registrations(manifest)
     dead += _dead_letter_files(folder)
-    missing = [p for p, _ in sources if "*" not in p and not _exists(p)]
+    missing = [p for p, _ in sources if "*" not in p and not exists(p)]
     events = [(p, e) for p, e in sources if p not in missing] if sources else None
-    return MergeOutput(folder, base, as_of, manifest.get("run_id"), events, dead, missing)
-
-
-def read_notify(folder: str) -> NotifyOutput:
-    if not _exists(folder):
-        raise UserError(f"{folder} does not exist: give the notify output folder")
-    runs = []
-    for path in _files(os.path.join(folder, "runs"), ".json", recursive=False) or [
-        os.path.join(folder, "manifest.json")
-    ]:
-        if _exists(path):
-            runs.append(_read_json(path))
-    if not runs:
-        raise UserError(f"{folder} has no notify manifests: give the notify output folder")
-    history = _files(os.path.join(folder, "history", "jobs"), ".parquet", recursive=False)
-    return NotifyOutput(folder, history, runs)
-
-
-def latest_campaign_run(notify: NotifyOutput) -> dict:
-    """The ``campaign`` block of the latest notify run that planned a wave (a receipts run names none)."""
-    planned = [r["campaign"] for r in notify.runs if r.get("campaign", {}).get("campaign_id")]
-    return planned[-1] if planned else {}
-
-
-def load_campaign_for(path: str | None, notify: NotifyOutput | None):
-    """The campaign file given, else the one the latest notify run that planned a wave used (if still there)."""
-    from transforms.notify.campaign import CampaignError, parse_campaign
-
-    if path is None and notify is not None:
-        source = latest_campaign_run(notify).get("source")
-        path = source if source and _exists(source) else None
-    if path is None:
-        return None
-    if not _exists(path):
-        raise UserError(f"campaign {path}: no such file")
-    fs, where = filesystem(path)
-    with fs.open_input_stream(where) as handle:
-        data = handle.read()
-    try:
-        return parse_campaign(data, path)
-    except CampaignError as exc:
-        raise UserError(str(exc)) from None
-
-
-def campaign_id_for(notify: NotifyOutput | None, campaign) -> str | None:
-    """The campaign whose notices count: the campaign file's, else the latest notify run's (never a mix)."""
-    if campaign is not None:
-        return campaign.campaign_id
-    return latest_campaign_run(notify).get("campaign_id") if notify is not None else None
-
-
-def check_notify_matches(notify: NotifyOutput | None, scan: ScanOutput, campaign) -> None:
-    """The notices belong to this campaign and were planned from this scan."""
-    if notify is None or campaign is None:
-        return
-    runs = [r for r in notify.runs if r.get("campaign", {}).get("campaign_id") == campaign.campaign_id]
-    if not runs:
-        ids = sorted({r.get("campaign", {}).get("campaign_id") for r in notify.runs} - {None})
-        raise UserError(
-            f"the notify output at {notify.folder} holds no run of campaign {campaign.campaign_id} "
-            f"(it holds {', '.join(ids) or 'none'}): give this campaign's notify folder or file"
-        )
-    for run in runs:
-        rows = run.get("inputs", {}).get("classified_rows")
-        if run.get("campaign", {}).get("wave") == 1 and rows is not None and rows != scan.rows:
-            raise UserError(
-                f"wave 1 of {campaign.campaign_id} was planned from a scan of {rows:,} lines, but the scan "
-                f"given has {scan.rows:,}: give the scan the campaign started from"
-            )
+    return MergeOutput(folder, base, as_of, manifest.get("run_id"), events, dead, missing, manifest["step"])
 
 
 def drop_partitions(out: str, as_of: dt.date) -> None:

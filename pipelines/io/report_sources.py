@@ -1,6 +1,7 @@
 """The report job's reads: projected columns of the step outputs, as Arrow batches, spread over the workers.
 
     p | ReadColumns(files, schema, "the classified lines")   # Parquet files -> batches of those columns
+    p | ReadColumns(files, schema, "the notify history", optional=("variant",))   # absent: null
     p | ReadEventAgents([(path, encoding), ...])              # registration files -> event_id, agent_id, order
     p | ReadDeadLetters(files)                                # a merge's dead letters -> event_id, reason
 
@@ -77,13 +78,13 @@ def _parquet_batches(path: str, groups: tuple, columns: list[str], optional: tup
 
 @beam.typehints.with_output_types(pa.Table)
 class _ReadColumnsFn(beam.DoFn):
-    def __init__(self, schema: pa.Schema, what: str):
-        self._schema, self._what = schema, what
+    def __init__(self, schema: pa.Schema, what: str, optional: tuple[str, ...] = ()):
+        self._schema, self._what, self._optional = schema, what, tuple(optional)
 
     def process(self, split):
         path, groups, _ = split
         try:
-            for table in _parquet_batches(path, groups, self._schema.names):
+            for table in _parquet_batches(path, groups, self._schema.names, self._optional):
                 yield table.cast(self._schema)
         except InputError:
             raise
@@ -92,11 +93,12 @@ class _ReadColumnsFn(beam.DoFn):
 
 
 class ReadColumns(beam.PTransform):
-    """Parquet files -> pa.Table batches of ``schema``'s columns (cast to it)."""
+    """Parquet files -> pa.Table batches of ``schema``'s columns (cast to it); an ``optional`` column a file
+    lacks (written before the column existed) is null."""
 
-    def __init__(self, files: list[str], schema: pa.Schema, what: str):
+    def __init__(self, files: list[str], schema: pa.Schema, what: str, optional: tuple[str, ...] = ()):
         super().__init__()
-        self._files, self._schema, self._what = list(files), schema, what
+        self._files, self._schema, self._what, self._optional = list(files), schema, what, tuple(optional)
 
     def expand(self, pbegin):
         return (
@@ -104,7 +106,7 @@ class ReadColumns(beam.PTransform):
             | "Files" >> beam.Create(self._files)
             | "Splits" >> beam.FlatMap(_row_group_splits)
             | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(_ReadColumnsFn(self._schema, self._what))
+            | "Read" >> beam.ParDo(_ReadColumnsFn(self._schema, self._what, self._optional))
         )
 
 

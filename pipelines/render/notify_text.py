@@ -47,6 +47,20 @@ def _jobs(counts: dict) -> str:
     )
 
 
+def _variants(manifest: dict) -> list[str]:
+    """The wave's A/B split, when it has one: each variant's weight and jobs by channel."""
+    by = manifest["counts"].get("variants") or {}
+    split = manifest["campaign"].get("variants") or []
+    if not split:
+        return []
+    parts = [
+        f"{v['name']} (weight {v['weight']:g}) {_n(by.get(v['name'], {}).get('sms', 0))} SMS, "
+        f"{_n(by.get(v['name'], {}).get('call', 0))} calls"
+        for v in split
+    ]
+    return ["variants: " + "; ".join(parts)]
+
+
 def _table(header: list[str], rows: list[list], right: set[int]) -> list[str]:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
 
@@ -66,6 +80,7 @@ def format_dry_run(manifest: dict, summary: dict, show_regions: int = 20) -> str
         f"{c['first_day']}, time zone {c['timezone']}, allowed {c['allowed_hours']}, locale {c['locale']}",
         _lines(counts),
         _jobs(counts),
+        *_variants(manifest),
         "",
     ]
     rows = summary.get("rows", {})
@@ -89,7 +104,10 @@ def format_dry_run(manifest: dict, summary: dict, show_regions: int = 20) -> str
     )
     ranked = sorted(by_region, key=lambda r: (-sum(v[0] for v in by_region[r].values()), r))
     shown = ranked if show_regions <= 0 else ranked[:show_regions]
-    out += ["", f"jobs by channel, region and send day ({len(shown)} of {len(ranked)} regions, most jobs first):"]
+    out += [
+        "",
+        f"jobs by channel, region and send day ({_n(len(shown))} of {_n(len(ranked))} regions, most jobs first):",
+    ]
     table = [
         [region, ch, d, _n(v[0]), _n(v[1]) if ch == "sms" else "-", f"{v[2]:,.2f}" if ch == "sms" else "-"]
         for region in shown
@@ -97,7 +115,7 @@ def format_dry_run(manifest: dict, summary: dict, show_regions: int = 20) -> str
     ]
     out += _table(["region", "channel", "send day", "jobs", "segments", "cost"], table, {3, 4, 5})
     if len(shown) < len(ranked):
-        out.append(f"  ... {len(ranked) - len(shown)} more regions (--show-regions 0 shows all)")
+        out.append(f"  ... {_n(len(ranked) - len(shown))} more regions (--show-regions 0 shows all)")
     out += ["", "samples (numbers masked):"]
     for channel, samples in sorted(summary.get("samples", {}).items()):
         for s in samples:
@@ -114,6 +132,7 @@ def format_result(manifest: dict) -> str:
         f"notify {manifest['run_id']}: campaign {c['campaign_id']} wave {c['wave']}, first send day {c['first_day']}",
         "  " + _lines(counts),
         "  " + _jobs(counts),
+        *("  " + v for v in _variants(manifest)),
         f"  handed over {_n(handed)} job(s) to {where} ({'balanced' if counts.get('balanced') else 'NOT BALANCED'})",
     ]
     publish = manifest.get("timings", {}).get("publish")

@@ -2,7 +2,7 @@
 (tests/test_documents.py, tests/test_documents_arrays.py).
 
 ``ref_reasons`` applies docs/policy.md "Document numbers" and "Code tables" one number at a time with
-the check characters of tests/support/numbers.py and the code tables as the standards state them;
+the check characters of tests/support/doc_numbers.py and the code tables as the standards state them;
 ``valid_number`` builds a number of each check kind from random parts, ``corrupt`` damages it.
 """
 
@@ -14,7 +14,7 @@ import re
 
 import pyarrow as pa
 
-from tests.support.numbers import (
+from tests.support.doc_numbers import (
     NATIONAL,
     PROVINCE_LEVEL,
     USCC_CATEGORIES,

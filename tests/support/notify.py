@@ -135,6 +135,7 @@ def history_table(rows: list[dict]) -> pa.Table:
             "send_day": [r["send_day"] for r in rows],
             "sent_at": [dt.datetime.combine(r["send_day"], dt.time(0), dt.timezone.utc) for r in rows],
             "run_id": ["earlier"] * n,
+            "variant": [r.get("variant") for r in rows],
         },
         schema=arrow_schema("notify_history"),
     )

@@ -3,7 +3,7 @@ status and reasons both the vectorised and the naive classifier must give it."""
 
 from __future__ import annotations
 
-from tests.support.numbers import citizen, fprid_2017, fprid_2023, gbt2260_codes, licence, uscc
+from tests.support.doc_numbers import citizen, fprid_2017, fprid_2023, gbt2260_codes, licence, uscc
 from tests.support.rows import organisation, person
 
 # Worked examples of docs/regulation.md §2 and the rules of docs/policy.md, with the

@@ -34,6 +34,13 @@ line. The definitions:
   lines it opened (``agent_id`` of the scan) and how many carry a cross-record
   flag; agents over the policy's thresholds are listed with that evidence
   (``report_agents.py``; the facts and group counts: ``report_groups.py``).
+- **funnel** per wave and channel (targeted, sent, delivered, failed, fell back
+  to a call, registered; SMS segments and cost): ``report_funnel.py``; per A/B
+  template **variant**, with the 95 % interval and the test: ``report_variants.py``.
+- **regions** with their names, rolled up to **provinces**: ``report_regions.py``;
+  the scan's **data quality**: ``report_quality.py``.
+- **change since the previous report**: this report's headline figures minus
+  those of the campaign's latest report before this date (``pipelines/io/report_previous.py``).
 """
 
 from __future__ import annotations
@@ -47,11 +54,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.compliance.report_agents import POLICY_FAILURES, agents_table
+from transforms.compliance.report_funnel import funnel_table, wave_totals
 from transforms.compliance.report_groups import empty_fact, ratio
 from transforms.compliance.report_lines import NO_WAVE, PAST_DEADLINE_SCHEMA
+from transforms.compliance.report_quality import scan_quality
+from transforms.compliance.report_regions import by_province, by_region
+from transforms.compliance.report_variants import variants_table
 
 __all__ = [
     "CampaignFacts",
+    "ReportContext",
     "TimeToRegister",
     "report_tables",
     "headline_figures",
@@ -64,14 +76,18 @@ __all__ = [
 
 # name -> one line saying what the table holds (docs/report.md "The tables" and the HTML use these)
 TABLES = {
-    "completion": "the campaign's headline figures (one row)",
-    "by_region": "needed, complete, registered, remaining and past-deadline lines per region",
+    "completion": "the campaign's headline figures (one row), and their change since the previous report",
+    "by_region": "per region (with its name and province), largest backlog first: needed, complete, remaining...",
+    "by_province": "the regions rolled up to provinces, largest backlog first",
     "by_line_type": "needed, complete and remaining lines per line type",
     "by_channel": "registrations of needed lines per registration channel",
-    "by_wave": "the wave funnel: lines notified per wave and the registrations credited to it",
+    "by_wave": "lines notified per wave and the registrations credited to it",
+    "funnel": "per wave and channel: targeted, sent, delivered, failed, fell back to a call, registered; SMS cost",
+    "by_variant": "per wave and A/B template variant: sent, registered, conversion with its 95 % interval, the test",
     "by_day": "registrations per day and the completion curve",
     "backlog_by_reason": "needed lines not COMPLETE now, per reason",
-    "agents": "per agent: registrations taken and failed, lines opened and flagged, over a threshold or not",
+    "agents": "per agent, what needs attention first: registrations taken and failed, lines opened and flagged",
+    "scan_quality": "the scan's data quality: identity status, reasons, flags, dead letters by reason",
     "past_deadline": "lines still unregistered after the deadline and the last wave (the escalation list)",
 }
 
@@ -95,8 +111,26 @@ HEADLINE_SCHEMA = pa.schema(
         ("registrations_timed", pa.int64()),
         ("deadline", pa.date32()),
         ("past_deadline", pa.int64()),
+        ("sms_segments", pa.int64()),
+        ("sms_cost", pa.float64()),
+        ("merge_as_of", pa.date32()),
+        ("merge_age_days", pa.int64()),
+        ("previous_report_date", pa.date32()),
+        ("complete_change", pa.int64()),
+        ("completion_rate_change", pa.float64()),
+        ("registered_change", pa.int64()),
+        ("remaining_change", pa.int64()),
+        ("past_deadline_change", pa.int64()),
     ]
 )
+# headline figure -> its change since the previous report
+CHANGES = {
+    "complete": "complete_change",
+    "completion_rate": "completion_rate_change",
+    "registered": "registered_change",
+    "remaining": "remaining_change",
+    "past_deadline": "past_deadline_change",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +148,17 @@ class CampaignFacts:
     def past_deadline(self, as_of: dt.date) -> bool:
         last = self.last_wave_start
         return self.deadline is not None and as_of > self.deadline and (last is None or as_of >= last)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportContext:
+    """What the tables need beside the facts; small, known before the job (read from manifests and summaries)."""
+
+    divisions: str = ""  # the policy's GB/T 2260 table (region names)
+    sends: Mapping[int, Mapping] = dataclasses.field(default_factory=dict)  # per wave: report_notify.wave_sends
+    scan_summary: Mapping = dataclasses.field(default_factory=dict)  # the scan's summary.json
+    previous: Mapping | None = None  # the previous report's headline row
+    merge_as_of: dt.date | None = None
 
 
 class TimeToRegister(NamedTuple):
@@ -136,14 +181,6 @@ def headline_figures(facts: Mapping[str, pa.Table]) -> dict[str, int]:
 def _rated(table: pa.Table) -> pa.Table:
     table = table.append_column("remaining", pc.subtract(table["needed"], table["complete"]))
     return table.append_column("completion_rate", ratio(table["complete"], table["needed"]))
-
-
-def _by_region(facts) -> pa.Table:
-    return (
-        _rated(_fact(facts, "region"))
-        .select(["region", "needed", "complete", "registered", "remaining", "completion_rate", "past_deadline"])
-        .sort_by([("region", "ascending")])
-    )
 
 
 def _by_line_type(facts) -> pa.Table:
@@ -198,16 +235,21 @@ def _backlog(facts) -> pa.Table:
     return _fact(facts, "backlog").sort_by([("kind", "ascending"), ("lines", "descending"), ("code", "ascending")])
 
 
-def report_tables(
-    facts: Mapping[str, pa.Table],
-    campaign: CampaignFacts,
-    as_of: dt.date,
-    agent_thresholds: Mapping[str, float],
-    timing: TimeToRegister,
-) -> dict[str, pa.Table]:
-    """Every table of the report but the past-deadline list (written by the job), from the facts."""
-    head = headline_figures(facts)
+def _change(headline: dict, previous: Mapping | None) -> dict:
+    """The headline figures' change since the previous report (nulls without one)."""
+    if not previous:
+        return {"previous_report_date": None, **{column: None for column in CHANGES.values()}}
+    out = {"previous_report_date": previous.get("report_date")}
+    for figure, column in CHANGES.items():
+        now, then = headline.get(figure), previous.get(figure)
+        change = None if now is None or then is None else now - then
+        out[column] = round(change, 6) if isinstance(change, float) else change
+    return out
+
+
+def _headline(head: dict, campaign: CampaignFacts, as_of: dt.date, timing: TimeToRegister, context) -> dict:
     needed, complete, registered = head["needed"], head["complete"], head["registered"]
+    merge_as_of = context.merge_as_of
     headline = {
         "campaign_id": campaign.campaign_id,
         "report_date": as_of,
@@ -224,14 +266,38 @@ def report_tables(
         "registrations_timed": timing.timed,
         "deadline": campaign.deadline,
         "past_deadline": head["past_deadline"],
+        "merge_as_of": merge_as_of,
+        "merge_age_days": (as_of - merge_as_of).days if merge_as_of else None,
     }
+    return {**headline, **_change(headline, context.previous)}
+
+
+def report_tables(
+    facts: Mapping[str, pa.Table],
+    campaign: CampaignFacts,
+    as_of: dt.date,
+    agent_thresholds: Mapping[str, float],
+    timing: TimeToRegister,
+    context: ReportContext | None = None,
+) -> dict[str, pa.Table]:
+    """Every table of the report but the past-deadline list (written by the job), from the facts."""
+    context = context or ReportContext()
+    head = headline_figures(facts)
+    funnel = funnel_table(_fact(facts, "wave_channel"), context.sends)
+    headline = {**_headline(head, campaign, as_of, timing, context), **wave_totals(funnel)}
+    regions = by_region(_fact(facts, "region"), context.divisions)
+    planned = {wave: send.get("variants") or () for wave, send in context.sends.items()}
     return {
         "completion": pa.Table.from_pylist([headline], schema=HEADLINE_SCHEMA),
-        "by_region": _by_region(facts),
+        "by_region": regions,
+        "by_province": by_province(regions, context.divisions),
         "by_line_type": _by_line_type(facts),
         "by_channel": _by_channel(facts),
         "by_wave": _by_wave(facts, campaign.waves),
+        "funnel": funnel,
+        "by_variant": variants_table(_fact(facts, "wave_variant"), planned),
         "by_day": _by_day(facts, head, campaign, as_of),
         "backlog_by_reason": _backlog(facts),
         "agents": agents_table(facts, agent_thresholds),
+        "scan_quality": scan_quality(context.scan_summary),
     }

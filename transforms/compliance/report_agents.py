@@ -14,6 +14,13 @@
 - **over a threshold**: an agent with at least ``min_registrations`` registrations whose
   failed share is over ``max_failed_share``, or with at least ``min_lines_opened`` lines
   whose flagged share is over ``max_flagged_share``.
+- **attention**: how surely an agent's shares exceed the thresholds, judged from however
+  many cases it has: the lower end of the 95 % Wilson interval of its failed share divided
+  by ``max_failed_share``, or of its flagged share divided by ``max_flagged_share``, the
+  larger (1 or more: over a threshold with 95 % confidence; 0: no dead letter and no
+  flagged line). One failure in one registration is not yet one in five. The table lists
+  what needs attention first: the agents over a threshold, then by attention, then by dead
+  letters and flagged lines, then by id.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.compliance.report_groups import empty_fact, fact_table, group_sums, ratio
+from transforms.compliance.report_variants import wilson_low
 from transforms.core.reasons import LINE_REASONS
 
 __all__ = [
@@ -68,6 +76,7 @@ AGENT_COLUMNS = [
     "over_failed_threshold",
     "over_flagged_threshold",
     "over_threshold",
+    "attention",
     "dead_letter_reasons",
 ]
 
@@ -197,7 +206,16 @@ def agents_table(facts: Mapping[str, pa.Table], thresholds: Mapping[str, float])
         "dead_letter_reasons",
         pc.fill_null(table["dead_letter_reasons"], ""),
     )
-    return table.select(AGENT_COLUMNS).sort_by([("over_threshold", "descending"), ("agent_id", "ascending")])
+    issues = pc.add(table["dead_letters"], table["opened_flagged"])
+    order = table.append_column("_issues", issues).sort_by(
+        [
+            ("over_threshold", "descending"),
+            ("attention", "descending"),
+            ("_issues", "descending"),
+            ("agent_id", "ascending"),
+        ]
+    )
+    return order.select(AGENT_COLUMNS)
 
 
 def _with_thresholds(table: pa.Table, thresholds: Mapping[str, float]) -> pa.Table:
@@ -218,4 +236,17 @@ def _with_thresholds(table: pa.Table, thresholds: Mapping[str, float]) -> pa.Tab
         .append_column("over_failed_threshold", over_failed)
         .append_column("over_flagged_threshold", over_flagged)
         .append_column("over_threshold", pc.or_(over_failed, over_flagged))
+        .append_column("attention", _attention(table, thresholds))
     )
+
+
+def _attention(table: pa.Table, thresholds: Mapping[str, float]) -> pa.Array:
+    """Per agent: each share's 95 % lower bound over its threshold, the larger of the two."""
+    parts = []
+    for cases, total, limit in (
+        ("dead_letters", "registrations", thresholds["max_failed_share"]),
+        ("opened_flagged", "lines_opened", thresholds["max_flagged_share"]),
+    ):
+        low = wilson_low(table[cases].to_numpy(zero_copy_only=False), table[total].to_numpy(zero_copy_only=False))
+        parts.append(low / float(limit) if float(limit) > 0 else low)
+    return pa.array(np.round(np.maximum(parts[0], parts[1]), 6), pa.float64())

@@ -3,6 +3,7 @@
     scan -----NeededLines----+                                    +--> past-deadline rows (a table per bucket)
     base -----KeyBaseByLine--+--JoinByLine--LineFacts-------------+--> facts (partial, added up: SumFacts)
     history --CampaignNotices+                  '--timed--ShuffleByHour--PickOrderStats--> time to register
+    receipts -CampaignReceipts+
     events ---KeyEventsById--+--JoinByEvent--AgentFacts-----------> facts
     dead letters --KeyDead---+
     scan --OpenedByAgent------------------------------------------> facts
@@ -30,13 +31,14 @@ from __future__ import annotations
 import typing
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.compliance.report import TimeToRegister
 from transforms.compliance.report_agents import opened_facts, taken_facts
 from transforms.compliance.report_groups import add_facts, fact_table
-from transforms.compliance.report_lines import HOUR_US, NOTICE_SCHEMA, bucket_facts, needed_lines
+from transforms.compliance.report_lines import HOUR_US, NOTICE_SCHEMA, RECEIPT_SCHEMA, bucket_facts, needed_lines
 from transforms.compliance.report_quantiles import first_ranks, pick, quantile_hours, ranks
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.metrics import SumCounts, counter
@@ -118,12 +120,8 @@ class _NoticesFn(beam.DoFn):
             mine = history.slice(0, 0)
         else:
             mine = history.filter(pc.fill_null(pc.equal(history["campaign_id"], self._campaign), False))
-        waves = pc.value_counts(mine["wave"]) if mine.num_rows else None
-        if waves is not None:
-            yield beam.pvalue.TaggedOutput(
-                FACTS,
-                {"history_waves": fact_table("history_waves", {"wave": waves.field(0), "notices": waves.field(1)})},
-            )
+        if mine.num_rows:
+            yield beam.pvalue.TaggedOutput(FACTS, _history_facts(mine))
         lines = mine.filter(pc.is_valid(mine["line_id"])).select(NOTICE_SCHEMA.names).cast(NOTICE_SCHEMA)
         yield beam.pvalue.TaggedOutput(
             COUNTS,
@@ -135,6 +133,42 @@ class _NoticesFn(beam.DoFn):
                 }
             },
         )
+        if lines.num_rows:
+            yield with_bucket(lines, lines["line_id"], self._n)
+
+
+def _history_facts(mine: pa.Table) -> dict:
+    """The campaign's notices per wave (any line), and its announcements (jobs without a line) per wave."""
+    waves = pc.value_counts(mine["wave"])
+    regional = mine.filter(pc.is_null(mine["line_id"])).select(["wave", "channel"])
+    ones = pa.array(np.ones(regional.num_rows, np.int64))
+    announced = (
+        regional.append_column("n", ones).group_by(["wave", "channel"], use_threads=False).aggregate([("n", "sum")])
+    )
+    zeros = [0] * announced.num_rows
+    columns = {"wave": announced["wave"], "channel": announced["channel"], "sent": announced["n_sum"]}
+    return {
+        "history_waves": fact_table("history_waves", {"wave": waves.field(0), "notices": waves.field(1)}),
+        "wave_channel": fact_table(
+            "wave_channel",
+            {**columns, **{c: zeros for c in ("delivered", "failed", "fell_back_to_call", "registered_after")}},
+        ),
+    }
+
+
+@beam.typehints.with_output_types(pa.Table, counts=dict)
+class _ReceiptsFn(beam.DoFn):
+    """A receipt batch -> this campaign's receipts of line jobs, bucketed by line id; the rest counted."""
+
+    def __init__(self, campaign_id: str | None, n_buckets: int):
+        self._campaign, self._n = campaign_id, n_buckets
+
+    def process(self, receipts: pa.Table):
+        mine = receipts.filter(pc.fill_null(pc.equal(receipts["campaign_id"], self._campaign or ""), False))
+        lines = mine.filter(pc.is_valid(mine["line_id"])).select(RECEIPT_SCHEMA.names).cast(RECEIPT_SCHEMA)
+        read, other = receipts.num_rows, receipts.num_rows - mine.num_rows
+        counts = {"read": read, "other_campaigns": other, "without_line": mine.num_rows - lines.num_rows}
+        yield beam.pvalue.TaggedOutput(COUNTS, {"receipts": counts})
         if lines.num_rows:
             yield with_bucket(lines, lines["line_id"], self._n)
 
@@ -160,6 +194,7 @@ class _LineFactsFn(beam.DoFn):
             merged=self._merged,
             timezone=self._timezone,
             past_on=self._past_on,
+            receipts=part("receipts"),
         )
         self._lines.inc(sum(result.counts["needed_lines"].values()))
         yield beam.pvalue.TaggedOutput(FACTS, result.facts)
@@ -233,8 +268,9 @@ class ReportFacts(beam.PTransform):
 
     Apply to a dict of PCollections of Arrow tables: ``scan`` (``line_id, region, line_type, agent_id,
     needs_registration, flags``), and optionally ``base`` (``report_lines.BASE_SCHEMA``), ``history``
-    (``line_id, campaign_id, wave, sent_at``), ``events`` (``report_agents.EVENT_AGENT_SCHEMA``) and
-    ``dead_letters`` (``event_id, reason``).
+    (``line_id, campaign_id, wave, sent_at, channel, job_id, variant``), ``receipts`` (``line_id, job_id,
+    campaign_id, status, at``), ``events`` (``report_agents.EVENT_AGENT_SCHEMA``) and ``dead_letters``
+    (``event_id, reason``).
 
     Args:
       campaign_id: the campaign whose notices count (None: none does).
@@ -267,6 +303,12 @@ class ReportFacts(beam.PTransform):
             join["history"] = notices.history
             facts.append(notices.facts)
             counts.append(notices.counts)
+        if "receipts" in inputs:
+            receipts = inputs["receipts"] | "CampaignReceipts" >> beam.ParDo(
+                _ReceiptsFn(self._campaign, n)
+            ).with_outputs(COUNTS, main="receipts")
+            join["receipts"] = receipts.receipts
+            counts.append(receipts.counts)
         lines = (
             join
             | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="JoinByLine")

@@ -45,6 +45,9 @@ FACTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "agent_opened": (("agent_id",), ("lines_opened", "opened_flagged", "opened_needing_registration")),
     "agent_taken": (("agent_id",), ("registrations", "dead_letters", "failed_policy")),
     "agent_reasons": (("agent_id", "reason"), ("n",)),
+    # the funnel: needed lines with a job of the wave and channel, their receipts, fallbacks and registrations
+    "wave_channel": (("wave", "channel"), ("sent", "delivered", "failed", "fell_back_to_call", "registered_after")),
+    "wave_variant": (("wave", "variant"), ("sent", "registered_after")),  # A/B template variants
 }
 _KEY_TYPES = {
     "region": pa.string(),
@@ -57,6 +60,7 @@ _KEY_TYPES = {
     "hour": pa.int64(),
     "agent_id": pa.string(),
     "reason": pa.string(),
+    "variant": pa.string(),
 }
 
 

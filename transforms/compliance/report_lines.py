@@ -4,6 +4,7 @@
     part.facts    # partial facts (report_groups.FACTS): region, line type, channel, wave, day, backlog...
     part.past     # the bucket's past-deadline rows (PAST_DEADLINE_SCHEMA), sorted by region and line id
     part.timed    # int64 microseconds from the first notice to the registration, per timed line
+    (with receipts: bucket_facts(..., receipts=...) adds the funnel per wave, channel and variant)
     part.counts   # the balance: needed lines joined or not in the merge, base rows and notices matched
 
 Every row of one line id is in the same bucket (the scan's needed lines,
@@ -21,12 +22,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.compliance.report_funnel import funnel_facts
 from transforms.compliance.report_groups import count_true, fact_table, group_sums, tally
 
 __all__ = [
     "NEEDED_SCHEMA",
     "BASE_SCHEMA",
     "NOTICE_SCHEMA",
+    "RECEIPT_SCHEMA",
     "PAST_DEADLINE_SCHEMA",
     "NO_WAVE",
     "HOUR_US",
@@ -49,7 +52,19 @@ BASE_SCHEMA = pa.schema(
         ("registration_channel", pa.string()),
     ]
 )
-NOTICE_SCHEMA = pa.schema([("line_id", pa.string()), ("wave", pa.int32()), ("sent_at", pa.timestamp("us", tz="UTC"))])
+NOTICE_SCHEMA = pa.schema(
+    [
+        ("line_id", pa.string()),
+        ("wave", pa.int32()),
+        ("sent_at", pa.timestamp("us", tz="UTC")),
+        ("channel", pa.string()),
+        ("job_id", pa.string()),
+        ("variant", pa.string()),  # the job's A/B template variant (null: the wave has none)
+    ]
+)
+RECEIPT_SCHEMA = pa.schema(
+    [("line_id", pa.string()), ("job_id", pa.string()), ("status", pa.string()), ("at", pa.timestamp("us", tz="UTC"))]
+)
 PAST_DEADLINE_SCHEMA = pa.schema(
     [
         ("line_id", pa.string()),
@@ -229,10 +244,12 @@ def bucket_facts(
     merged: bool,
     timezone: str,
     past_on: bool,
+    receipts: pa.Table | None = None,
 ) -> LineFacts:
     """One bucket's facts; ``merged`` False: no merge was given (every needed line UNMERGED)."""
     needed = needed if needed is not None else NEEDED_SCHEMA.empty_table()
     history = history if history is not None else NOTICE_SCHEMA.empty_table()
+    receipts = receipts if receipts is not None else RECEIPT_SCHEMA.empty_table()
     base_rows = base.num_rows if base is not None else 0
     if not merged:
         base = _unmerged(needed)
@@ -243,6 +260,8 @@ def bucket_facts(
     registrations, timed = _registration_facts(lines, credited, timezone)
     facts.update(registrations)
     facts["backlog"] = _backlog(lines)
+    jobs = history.filter(pc.is_in(history["line_id"], value_set=needed["line_id"]))
+    facts.update(funnel_facts(jobs, receipts, credited))
     notified = _counted(per_wave, ["wave"])
     facts["wave_notified"] = fact_table("wave_notified", {"wave": notified["wave"], "notified": notified["n"]})
     complete, registered = count_true(lines["complete"]), count_true(lines["registered"])
@@ -261,4 +280,7 @@ def bucket_facts(
         counts["base_rows"] = {"needed_lines": matched, "other_lines": base_rows - matched}
     if history.num_rows:
         counts["notices"] = {"needed_lines": on_needed, "other_lines": history.num_rows - on_needed}
+    if receipts.num_rows:
+        of_needed = count_true(pc.is_in(receipts["line_id"], value_set=needed["line_id"]))
+        counts["receipts"] = {"needed_lines": of_needed, "other_lines": receipts.num_rows - of_needed}
     return LineFacts(facts, past, timed, counts)

@@ -328,7 +328,7 @@ class Keyset:
         if key["state"] == "destroy_scheduled":
             raise KeysetError(
                 f"key {version} of keyset {self.keyset_id} is scheduled for destruction after "
-                f"{key['destroy_after']} and opens nothing (backfill keys restore --version {version} undoes it "
+                f"{key['destroy_after']} and opens nothing (backfill keys restore --key-version {version} undoes it "
                 "until then)"
             )
         if key["state"] == "retired" or version not in self.__material:

@@ -6,9 +6,12 @@
 
 Beam-free. The file's shape is checked against ``schemas/campaign.schema.json``
 (unknown keys, types, time and date patterns); this module checks the rest:
-real dates, the time zone (zoneinfo), wave numbers, templates (placeholders,
-no fee or tariff wording, a statement that the notice is free, no repeated
-signature) and that a signed SMS fits in ``max_sms_parts``. Every problem is a
+real dates, the time zone (zoneinfo), wave numbers, templates and their A/B
+variants (:mod:`transforms.notify.variants`: placeholders, no fee or tariff
+wording, a statement that the notice is free, no repeated signature; weights
+positive, names unique and defined), that a signed SMS fits in
+``max_sms_parts`` (with the longest region name of the division table, when
+given), and that no key is given twice. Every problem is a
 :class:`CampaignError` whose text is one line naming the file and the key.
 
 A plan that would hurt the people it reaches is refused too (docs/notify.md,
@@ -51,13 +54,16 @@ from transforms.notify.campaign_checks import (
     _fail,
     _schema_message,
 )
-from transforms.notify.render import Template, TemplateError, sign
+from transforms.notify.regions import longest_region_name
+from transforms.notify.render import WORST_CASE, Template, TemplateError, sign
+from transforms.notify.variants import Variant, compile_variants, wave_variants
 
 __all__ = [
     "Campaign",
     "CampaignError",
     "SendLimit",
     "Wave",
+    "Variant",
     "load_campaign",
     "parse_campaign",
     "CHANNELS",
@@ -74,6 +80,7 @@ class Wave:
     wave: int
     start: dt.date
     channels: tuple[str, ...]
+    variants: tuple[Variant, ...] = ()  # the A/B split of its lines (none: the campaign's templates)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +111,7 @@ class Campaign:
     templates: Mapping[str, Mapping[str, str]]  # channel -> locale -> text
     source: str
     digest: str  # sha256 of the file's bytes, recorded in manifests
+    variant_templates: Mapping[str, Mapping[str, Mapping[str, str]]] = dataclasses.field(default_factory=dict)
 
     def wave(self, number: int) -> Wave:
         if number not in self.waves:
@@ -122,17 +130,14 @@ class Campaign:
             "wave": str(wave),
         }
 
-    def template(self, channel: str, wave: int = 1, locale: str | None = None) -> Template:
+    def template(self, channel: str, wave: int = 1, locale: str | None = None, variant: str | None = None) -> Template:
+        """The compiled text of ``channel``: the variant's, when it gives one, else the campaign's."""
         locale = locale or self.locale
         head = sign(self.signature(locale)) if channel == "sms" else ""
-        return Template.compile(
-            self.templates[channel][locale],
-            channel,
-            locale,
-            self.constants(wave, locale),
-            head,
-            where=f"templates.{channel}.{locale}",
-        )
+        own = self.variant_templates.get(variant, {}).get(channel, {}) if variant else {}
+        where = f"variants.{variant}.{channel}.{locale}" if locale in own else f"templates.{channel}.{locale}"
+        text = own[locale] if locale in own else self.templates[channel][locale]
+        return Template.compile(text, channel, locale, self.constants(wave, locale), head, where=where)
 
     def cap(self, channel: str) -> int:
         return self.daily_cap[channel]
@@ -181,8 +186,24 @@ def format_date(day: dt.date, locale: str) -> str:
     return day.isoformat()
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, mark):
+        super().__init__(key)
+        self.key, self.problem_mark = key, mark
+
+
 class _TextDates(yaml.SafeLoader):
-    """YAML without implicit dates: ``2027-01-31`` stays text, checked here."""
+    """YAML without implicit dates (``2027-01-31`` stays text, checked here) and without repeated keys
+    (YAML would keep the last one silently: a second variant of the same name, a second ``waves``)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise _DuplicateKey(key_node.value, key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
 
 
 _TextDates.yaml_implicit_resolvers = {
@@ -191,8 +212,9 @@ _TextDates.yaml_implicit_resolvers = {
 }
 
 
-def load_campaign(path: str) -> Campaign:
-    """Load, validate and compile a campaign file (local or gs://)."""
+def load_campaign(path: str, divisions: str | None = None) -> Campaign:
+    """Load, validate and compile a campaign file (local or gs://); ``divisions``: the policy's GB/T 2260
+    table, whose longest region name an SMS with ``{region}`` must fit with (see :func:`parse_campaign`)."""
     try:
         from apache_beam.io.filesystems import FileSystems
 
@@ -200,13 +222,17 @@ def load_campaign(path: str) -> Campaign:
             data = handle.read()
     except Exception as exc:  # any unreadable path is one line for the user
         raise _fail(path, "", f"cannot be read ({type(exc).__name__})") from None
-    return parse_campaign(data, path)
+    return parse_campaign(data, path, divisions)
 
 
-def parse_campaign(data: bytes | str, source: str = "campaign.yaml") -> Campaign:
+def parse_campaign(data: bytes | str, source: str = "campaign.yaml", divisions: str | None = None) -> Campaign:
+    """Validate and compile a campaign's text. An SMS must fit in ``max_sms_parts`` with the longest
+    region name of ``divisions`` (the policy's table), or of the default policy's table when None."""
     raw_bytes = data.encode("utf-8") if isinstance(data, str) else data
     try:
         raw = yaml.load(raw_bytes.decode("utf-8"), Loader=_TextDates)
+    except _DuplicateKey as exc:
+        raise _fail(source, f"line {exc.problem_mark.line + 1}", f"{exc.key!r} is given twice") from None
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         raise _fail(source, f"line {mark.line + 1}" if mark else "", "not valid YAML") from None
@@ -216,18 +242,18 @@ def parse_campaign(data: bytes | str, source: str = "campaign.yaml") -> Campaign
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(raw))
     if error is not None:
         raise _fail(source, *_schema_message(error))
-    return _compile(raw, source, hashlib.sha256(raw_bytes).hexdigest())
+    region = longest_region_name(divisions) if divisions else WORST_CASE["region"]
+    return _compile(raw, source, hashlib.sha256(raw_bytes).hexdigest(), region)
 
 
-def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
-    _check_timezone(raw, source)
-    quiet = {k: dt.time.fromisoformat(raw["quiet_hours"][k]) for k in ("start", "end")}
-    _check_quiet_hours(source, quiet["start"], quiet["end"])
+def _waves(raw: dict[str, Any], source: str, defined: dict) -> tuple[dict[int, Wave], dt.date]:
+    """The waves (numbers unique, starts in order, none after the deadline) and the deadline."""
     waves: dict[int, Wave] = {}
     for i, w in enumerate(raw["waves"]):
         if w["wave"] in waves:
             raise _fail(source, f"waves[{i}].wave", f"wave {w['wave']} is defined twice")
-        waves[w["wave"]] = Wave(w["wave"], _date(source, f"waves[{i}].start", w["start"]), tuple(w["channels"]))
+        start = _date(source, f"waves[{i}].start", w["start"])
+        waves[w["wave"]] = Wave(w["wave"], start, tuple(w["channels"]), wave_variants(w, i, defined, source))
     starts = [waves[n].start for n in sorted(waves)]
     if starts != sorted(starts):
         raise _fail(source, "waves", "waves must start in the order of their numbers")
@@ -239,7 +265,16 @@ def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
                 f"waves[{i}].start",
                 f"wave {w['wave']} starts on {waves[w['wave']].start}, after the deadline {deadline}",
             )
+    return waves, deadline
+
+
+def _compile(raw: dict[str, Any], source: str, digest: str, region: str) -> Campaign:
+    _check_timezone(raw, source)
+    quiet = {k: dt.time.fromisoformat(raw["quiet_hours"][k]) for k in ("start", "end")}
+    _check_quiet_hours(source, quiet["start"], quiet["end"])
     locale = raw.get("locale", DEFAULT_LOCALE)
+    defined = compile_variants(raw, source, locale)
+    waves, deadline = _waves(raw, source, defined)
     cap = raw["daily_cap"]
     caps = {c: cap for c in CHANNELS} if isinstance(cap, int) else {c: cap.get(c) for c in CHANNELS}
     signature = raw["signature"]
@@ -260,13 +295,15 @@ def _compile(raw: dict[str, Any], source: str, digest: str) -> Campaign:
         templates={k: dict(v) for k, v in raw["templates"].items()},
         source=source,
         digest=digest,
+        variant_templates=defined,
     )
-    _check_templates(campaign, source)
+    _check_templates(campaign, source, region)
     return campaign
 
 
-def _check_templates(campaign: Campaign, source: str) -> None:
-    """Every channel a wave sends has a cap and a template in the locale; every text is worded and fits."""
+def _check_templates(campaign: Campaign, source: str, region: str) -> None:
+    """Every channel a wave sends has a cap and a template in the locale; every text, the variants'
+    included, is worded and fits (with the longest region name ``region``)."""
     waves, caps, locale = campaign.waves, campaign.daily_cap, campaign.locale
     used = {c for w in waves.values() for c in w.channels}
     for channel in sorted(used):
@@ -276,13 +313,16 @@ def _check_templates(campaign: Campaign, source: str) -> None:
             raise _fail(source, "daily_cap", f"no cap for {channel}, but a wave sends {channel}")
         if locale not in campaign.templates[channel]:
             raise _fail(source, f"templates.{channel}", f"no text for the campaign's locale {locale!r}")
-    for channel, texts in campaign.templates.items():
-        for loc, text in texts.items():
-            where = f"templates.{channel}.{loc}"
-            _check_wording(source, where, text, channel)
-            try:
-                template = campaign.template(channel, max(waves), loc)
-            except TemplateError as exc:
-                raise _fail(source, "", str(exc)) from None
-            if channel == "sms":
-                _check_fit(campaign, source, where, template)
+    texts = [(None, c, loc, t) for c, by in campaign.templates.items() for loc, t in by.items()]
+    texts += [
+        (v, c, loc, t) for v, cs in campaign.variant_templates.items() for c, by in cs.items() for loc, t in by.items()
+    ]
+    for variant, channel, loc, text in texts:
+        where = f"variants.{variant}.{channel}.{loc}" if variant else f"templates.{channel}.{loc}"
+        _check_wording(source, where, text, channel)
+        try:
+            template = campaign.template(channel, max(waves), loc, variant)
+        except TemplateError as exc:
+            raise _fail(source, "", str(exc)) from None
+        if channel == "sms":
+            _check_fit(campaign, source, where, template, region)

@@ -1,7 +1,7 @@
 """Campaign checks: the validations behind :mod:`transforms.notify.campaign`.
 
-Beam-free. The wording rules (Art. 23: no fee or tariff wording, a statement
-that the notice is free, no repeated signature), the time zone and quiet-hours
+Beam-free. The wording rules (Art. 23, :mod:`transforms.notify.wording`: no
+fee or tariff wording, a statement that the notice is free; no repeated signature), the time zone and quiet-hours
 checks, the SMS fit check and the one-line :class:`CampaignError` messages
 (docs/notify.md, "Campaign checks").
 """
@@ -9,13 +9,13 @@ checks, the SMS fit check and the one-line :class:`CampaignError` messages
 from __future__ import annotations
 
 import datetime as dt
-import re
 import zoneinfo
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
 from transforms.notify.render import Template, segment_count, sms_units
+from transforms.notify.wording import fee_wording, says_free
 
 if TYPE_CHECKING:
     from transforms.notify.campaign import Campaign
@@ -27,60 +27,6 @@ if TYPE_CHECKING:
 MAINLAND_TIMEZONES = ("Asia/Shanghai", "Asia/Chongqing", "Asia/Chungking", "Asia/Harbin", "PRC")
 NIGHT = (dt.time(0, 0), dt.time(6, 0))  # every minute strictly between these must be quiet
 MIDDAY = dt.time(12, 0)  # must be allowed
-
-# Art. 23: a notice may not ask for money or a change of tariff. Wording that
-# states the notice is free is removed first ("免费" holds "费", "free of
-# charge" holds "charge"); what remains may not contain any of FEE_WORDS.
-FREE_PHRASES = (
-    "免费",
-    "不收取任何费用",
-    "不收取费用",
-    "不收费",
-    "无需付费",
-    "无需任何费用",
-    "不产生任何费用",
-    "不会产生费用",
-    "不产生费用",
-    "无任何费用",
-    "free of charge",
-    "no charge",
-    "without charge",
-    "at no cost",
-    "no fee",
-    "no fees",
-)
-FEE_WORDS = (
-    "收费",
-    "费用",
-    "付费",
-    "扣费",
-    "资费",
-    "缴费",
-    "交费",
-    "话费",
-    "充值",
-    "支付",
-    "转账",
-    "汇款",
-    "套餐",
-    "包月",
-    "元/月",
-    "元每月",
-)
-FEE_PATTERNS = (  # English, as whole words
-    r"\bfees?\b",
-    r"\bcharg(?:e|es|ed|ing)\b",
-    r"\btariffs?\b",
-    r"\bpa(?:y|ys|id|ying|yment|yments)\b",
-    r"\bcosts?\b",
-    r"\btop[- ]?up\b",
-    r"\bprice plans?\b",
-    r"\bsubscription plans?\b",
-    r"/\s*month\b",
-)
-FREE_WORDS = ("免费", "free")
-_FEE = re.compile("|".join([*map(re.escape, FEE_WORDS), *FEE_PATTERNS]), re.IGNORECASE)
-_FREE = re.compile("|".join(re.escape(p) for p in FREE_PHRASES), re.IGNORECASE)
 
 
 class CampaignError(ValueError):
@@ -113,6 +59,12 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
             else ("a date (YYYY-MM-DD)" if "{4}" in error.schema["pattern"] else f"matching {error.schema['pattern']}")
         )
         return where, f"{error.instance!r} is not {kind}"
+    if error.validator in ("exclusiveMinimum", "minimum"):
+        bound = error.schema[error.validator]
+        return (
+            where,
+            f"{error.instance!r} must be {'more than' if error.validator == 'exclusiveMinimum' else 'at least'} {bound}",
+        )
     if error.validator == "enum":
         return where, f"{error.instance!r} is not one of {', '.join(map(str, error.schema['enum']))}"
     if error.validator == "oneOf" and error.context:
@@ -128,12 +80,11 @@ def _date(source: str, where: str, text: str) -> dt.date:
 
 
 def _check_wording(source: str, where: str, text: str, channel: str) -> None:
-    rest = _FREE.sub(" ", text)
-    fee = _FEE.search(rest)
+    fee = fee_wording(text)
     if fee:
-        raise _fail(source, where, f"asks for a fee or a tariff change ({fee.group(0)!r}); notices are free (Art. 23)")
-    if not any(w in text.lower() for w in FREE_WORDS):
-        raise _fail(source, where, "must say the notice is free (免费 / free of charge)")
+        raise _fail(source, where, f"asks for a fee or a tariff change ({fee!r}); notices are free (Art. 23)")
+    if not says_free(text):
+        raise _fail(source, where, "must say the notice is free (免费, 不收取任何费用, free of charge ...)")
     if channel == "sms" and ("【" in text or "】" in text):
         raise _fail(source, where, "must not repeat the signature in 【】: it is added to every SMS")
 
@@ -193,13 +144,15 @@ def _check_quiet_hours(source: str, start: dt.time, end: dt.time) -> None:
     )
 
 
-def _check_fit(campaign: Campaign, source: str, where: str, template: Template) -> None:
-    encoding, units = sms_units(template.worst_case())
+def _check_fit(campaign: Campaign, source: str, where: str, template: Template, region: str) -> None:
+    """The SMS fits in ``max_sms_parts`` with the longest number and the longest region name (``region``)."""
+    encoding, units = sms_units(template.worst_case(region))
     parts = segment_count(units, encoding)
     if parts > campaign.max_sms_parts:
+        longest = f" and the longest region name ({len(region)} characters)" if "region" in template.variables else ""
         raise _fail(
             source,
             where,
-            f"with its signature the SMS is {units} {encoding} characters = {parts} parts, "
+            f"with its signature{longest} the SMS is {units} {encoding} characters = {parts} parts, "
             f"over max_sms_parts {campaign.max_sms_parts}",
         )

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
-from transforms.core.metrics import SumCounts, counter
+from transforms.core.metrics import SumCounts, counter, value_counts
 from transforms.notify.planner import PLAN_COLUMNS, PlanContext, plan_lines, sum_regions
 from transforms.notify.jobs import KEY, announcement_rows, finish_jobs, keys_of, with_job_ids
 from transforms.notify.schedule import Schedule, check_spill, day_bounds
@@ -217,8 +217,8 @@ class _AnnounceFn(beam.DoFn):
 
 @beam.typehints.with_output_types(pa.Table, sms=pa.Table, call=pa.Table, announcement=pa.Table, counts=dict)
 class _ScheduleFn(beam.DoFn):
-    def __init__(self, campaign, wave: int, first_day: dt.date):
-        self._campaign, self._wave, self._first = campaign, wave, first_day
+    def __init__(self, campaign, wave: int, first_day: dt.date, divisions: str | None):
+        self._campaign, self._wave, self._first, self._divisions = campaign, wave, first_day, divisions
         self._schedule = Schedule.of(campaign)
 
     def process(self, jobs: pa.Table, bounds: dict):
@@ -231,8 +231,12 @@ class _ScheduleFn(beam.DoFn):
             self._schedule,
             bounds.get(channel, np.array([], "S16")),
             self._first,
+            self._divisions,
         )
         tally = {"jobs": {channel: table.num_rows}}
+        by_variant = value_counts(table.column("variant"))
+        if by_variant:
+            tally["variants"] = {name: {channel: n} for name, n in by_variant.items()}
         if channel == "sms":
             tally["segments"] = pc.sum(table.column("segments")).as_py()
             tally["cost"] = pc.sum(table.column("cost")).as_py()
@@ -259,6 +263,8 @@ class BuildNotificationJobs(beam.PTransform):
       spill_dir: where the shuffle spills (local runners), or None.
       allow_late_sends: let the daily caps push jobs past the deadline or into the next
         wave's start (refused otherwise, in one line: ``schedule.check_spill``).
+      divisions: the policy's GB/T 2260 table (``code_tables.divisions``): ``{region}`` renders
+        the region's name from it (without it, the code).
     """
 
     def __init__(
@@ -271,11 +277,12 @@ class BuildNotificationJobs(beam.PTransform):
         n_buckets: int = 1,
         spill_dir: str | None = None,
         allow_late_sends: bool = False,
+        divisions: str | None = None,
     ):
         super().__init__()
         self._campaign, self._wave, self._first = campaign, wave, first_day
         self._suppressed, self._n, self._spill = suppressed, max(1, int(n_buckets)), spill_dir
-        self._late = allow_late_sends
+        self._late, self._divisions = allow_late_sends, divisions
 
     def expand(self, inputs: dict) -> NotifyOutputs:
         campaign, wave = self._campaign, self._campaign.wave(self._wave)
@@ -298,9 +305,9 @@ class BuildNotificationJobs(beam.PTransform):
             tuple(line_jobs)
             | "FlattenJobs" >> beam.Flatten().with_output_types(pa.Table)
             | "ScheduleAndRender"
-            >> beam.ParDo(_ScheduleFn(campaign, wave.wave, self._first), beam.pvalue.AsSingleton(bounds)).with_outputs(
-                "sms", "call", "announcement", COUNTS, main="unused"
-            )
+            >> beam.ParDo(
+                _ScheduleFn(campaign, wave.wave, self._first, self._divisions), beam.pvalue.AsSingleton(bounds)
+            ).with_outputs("sms", "call", "announcement", COUNTS, main="unused")
         )
         count_parts.append(jobs.counts)
         counts = (

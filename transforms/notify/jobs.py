@@ -8,7 +8,10 @@ one ``hashlib`` call per job (unavoidable: no vectorised sha256 in Arrow); the
 hex text and the 16-byte sort keys are made from the digests with numpy.
 
 The job tables follow ``schemas/notify_{sms,call,announcement}_job.avsc``;
-none has a field for a name, a document number or an address.
+none has a field for a name, a document number or an address. ``{region}``
+renders the region's GB/T 2260 name (:mod:`transforms.notify.regions`); a
+line job of a wave with A/B variants carries its ``variant`` and is rendered
+with that variant's texts (:mod:`transforms.notify.variants`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import arrow_schema
+from transforms.notify.regions import region_text
 from transforms.notify.render import mask_numbers, segments_of
 from transforms.notify.schedule import EPOCH, KEY_DTYPE, Schedule, assign_days
+from transforms.notify.variants import assign_variants, variant_names
 
 __all__ = [
     "job_ids",
@@ -80,19 +85,55 @@ def announcement_rows(regions: pa.Table, campaign_id: str, wave: int) -> pa.Tabl
     return with_job_ids(table, campaign_id, wave, "announcement", key_column="region")
 
 
+def _render(campaign, channel: str, wave: int, values: dict, n: int, which, variants) -> tuple[pa.Array, tuple | None]:
+    """(texts, (units, gsm7) for an SMS) of every job, each rendered with its variant's template: rows are
+    grouped by variant (a stable sort), rendered group by group, and put back in the table's order."""
+    sms = channel == "sms"
+    if which is None:
+        template = campaign.template(channel, wave)
+        return template.render(values, n), template.sms_lengths(values, n) if sms else None
+    order = np.argsort(which, kind="stable")
+    starts = np.searchsorted(which[order], np.arange(len(variants) + 1))
+    texts, units, gsm7 = [], np.zeros(n, np.int64), np.zeros(n, bool)
+    for i, variant in enumerate(variants):
+        rows = order[starts[i] : starts[i + 1]]
+        if not len(rows):
+            continue
+        part = {k: v.take(pa.array(rows)) for k, v in values.items()}
+        template = campaign.template(channel, wave, variant=variant.name)
+        texts.append(template.render(part, len(rows)))
+        if sms:
+            units[rows], gsm7[rows] = template.sms_lengths(part, len(rows))
+    text = pa.concat_arrays(texts).take(pa.array(np.argsort(order))) if texts else pa.array([], pa.string())
+    return text, (units, gsm7) if sms else None
+
+
 def finish_jobs(
-    table: pa.Table, channel: str, campaign, wave: int, schedule: Schedule, bounds: np.ndarray, first_day: dt.date
+    table: pa.Table,
+    channel: str,
+    campaign,
+    wave: int,
+    schedule: Schedule,
+    bounds: np.ndarray,
+    first_day: dt.date,
+    divisions: str | None = None,
 ) -> pa.Table:
-    """Schedule and render jobs of one channel into that channel's job schema."""
+    """Schedule and render jobs of one channel into that channel's job schema.
+
+    ``{region}`` renders the region's name from ``divisions`` (the policy's GB/T 2260 table; without one,
+    the code). Line jobs of a wave with variants get their variant and its texts (``variant``: null
+    otherwise, and for announcements)."""
     n = table.num_rows
     days = (first_day - EPOCH).days + assign_days(keys_of(table.column(KEY)), bounds)
     not_before, not_after = schedule.windows_us(days)
-    template = campaign.template(channel, wave)
+    variants = campaign.wave(wave).variants if channel != "announcement" else ()
+    which = assign_variants(table.column("line_id"), campaign.campaign_id, variants) if variants else None
     common = {
         "job_id": table.column("job_id"),
         "campaign_id": pa.repeat(pa.scalar(campaign.campaign_id), n),
         "wave": pa.array(np.full(n, wave, np.int32)),
         "channel": pa.repeat(pa.scalar(channel), n),
+        "variant": variant_names(which, variants, n),
     }
     timing = {
         "send_day": pa.array(days.astype(np.int32), pa.date32()),
@@ -100,22 +141,14 @@ def finish_jobs(
         "not_after": pa.array(not_after, pa.timestamp("us", tz="UTC")),
     }
     locale = {"locale": pa.repeat(pa.scalar(campaign.locale), n)}
+    region = region_text(table.column("region"), divisions)
     if channel == "announcement":
         count = table.column("lines")
-        text = template.render({"region": table.column("region"), "count": count}, n)
-        cols = {
-            **common,
-            "region": table.column("region"),
-            "count": count,
-            "unreachable": table.column("unreachable"),
-            **locale,
-            "text": text,
-            **timing,
-        }
-        return pa.table(cols, schema=JOB_SCHEMAS[channel])
+        text, _ = _render(campaign, channel, wave, {"region": region, "count": count}, n, None, ())
+        own = {"region": table.column("region"), "count": count, "unreachable": table.column("unreachable")}
+        return pa.table({**common, **own, **locale, "text": text, **timing}, schema=JOB_SCHEMAS[channel])
     masked = mask_numbers(table.column("msisdn"))
-    values = {"msisdn_masked": masked, "region": table.column("region")}
-    text = template.render(values, n)
+    text, lengths = _render(campaign, channel, wave, {"msisdn_masked": masked, "region": region}, n, which, variants)
     line = {
         "line_id": table.column("line_id"),
         "line_type": table.column("line_type"),
@@ -126,20 +159,20 @@ def finish_jobs(
     if channel == "call":
         cols = {**common, **line, "route": table.column("route"), **locale, "script": text, **timing}
         return pa.table(cols, schema=JOB_SCHEMAS[channel])
-    units, gsm7 = template.sms_lengths(values, n, text)
+    cols = {**common, **line, **locale, "text": text, **_sms_lengths(lengths, campaign.price_per_segment), **timing}
+    return pa.table(cols, schema=JOB_SCHEMAS[channel])
+
+
+def _sms_lengths(lengths: tuple[np.ndarray, np.ndarray], price: float) -> dict[str, pa.Array]:
+    """An SMS job's encoding, units, segments and cost, from (units, gsm7) of its text."""
+    units, gsm7 = lengths
     segments = segments_of(units, gsm7)
-    cols = {
-        **common,
-        **line,
-        **locale,
-        "text": text,
+    return {
         "encoding": pa.array(np.where(gsm7, "GSM7", "UCS2"), pa.string()),
         "units": pa.array(units.astype(np.int32)),
         "segments": pa.array(segments),
-        "cost": pa.array(segments * campaign.price_per_segment),
-        **timing,
+        "cost": pa.array(segments * price),
     }
-    return pa.table(cols, schema=JOB_SCHEMAS[channel])
 
 
 def history_rows(jobs: pa.Table, run_id: str) -> pa.Table:
@@ -157,6 +190,7 @@ def history_rows(jobs: pa.Table, run_id: str) -> pa.Table:
             "send_day": jobs.column("send_day"),
             "sent_at": jobs.column("not_before"),
             "run_id": pa.repeat(pa.scalar(run_id), n),
+            "variant": jobs.column("variant") if "variant" in jobs.column_names else pa.nulls(n, pa.string()),
         },
         schema=arrow_schema("notify_history"),
     )

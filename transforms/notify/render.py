@@ -32,6 +32,7 @@ __all__ = [
     "GSM7_BASIC",
     "GSM7_EXTENSION",
     "sms_units",
+    "text_units",
     "segment_count",
     "segments_of",
     "sign",
@@ -56,19 +57,32 @@ PLACEHOLDERS = {
     "call": ("msisdn_masked", "deadline", "campaign_id", "wave", "region"),
     "announcement": ("region", "count", "deadline", "campaign_id", "wave"),
 }
-# Longest value a per-line placeholder can take, for the "does it fit" check.
-WORST_CASE = {"msisdn_masked": "144*******1234", "region": "999999", "count": "999999999"}
+# Longest value a per-line placeholder can take, for the "does it fit" check. ``{region}`` renders the
+# region's name (GB/T 2260): the longest full name of the default policy's table (27 UCS-2 units; notify
+# checks again with the longest name of the policy it runs with).
+LONGEST_REGION = "新疆维吾尔自治区巴音郭楞蒙古自治州库尔勒经济技术开发区"
+MASK_STARS = "****"  # a fixed run: mask_numbers
+WORST_CASE = {"msisdn_masked": "144****1234", "region": LONGEST_REGION, "count": "999999999"}
+# Values that are plain GSM-7 ASCII (numbers, masks, codes): as long in septets as in UCS-2 units.
+_PLAIN = r"^[0-9A-Za-z*#+\-.,:/() ]*$"
 
 
 class TemplateError(ValueError):
     """A template that cannot be used; ``str()`` is one line."""
 
 
+def text_units(text: str) -> tuple[bool, int, int]:
+    """(all GSM-7, GSM-7 septets, UCS-2 code units) of a piece of text. Both lengths add up over the
+    pieces of a message, so a message is measured piece by piece (:meth:`Template.sms_lengths`)."""
+    gsm7 = all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text)
+    septets = sum(2 if ch in GSM7_EXTENSION else 1 for ch in text) if gsm7 else 0
+    return gsm7, septets, len(text.encode("utf-16-le")) // 2
+
+
 def sms_units(text: str) -> tuple[str, int]:
     """(encoding, length in that encoding's units) of one message."""
-    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text):
-        return "GSM7", sum(2 if ch in GSM7_EXTENSION else 1 for ch in text)
-    return "UCS2", len(text.encode("utf-16-le")) // 2
+    gsm7, septets, ucs2 = text_units(text)
+    return ("GSM7", septets) if gsm7 else ("UCS2", ucs2)
 
 
 def segment_count(units: int, encoding: str) -> int:
@@ -92,21 +106,19 @@ def sign(signature: str | None) -> str:
 
 
 def mask_numbers(numbers: pa.Array) -> pa.Array:
-    """First 3 and last 4 digits, the middle as ``*``: ``13800138000`` -> ``138****8000``.
-
-    Numbers shorter than 8 keep only their last 2 digits, so a mask never shows
-    a whole number. Vectorised; nulls stay null.
+    """First 3 and last 4 digits around a fixed ``****``: ``13800138000`` -> ``138****8000``, the fixed line
+    ``075512345678`` -> ``075****5678`` (docs/keys-and-vault.md "Masks"). The run of stars is always 4, so a
+    mask does not tell a number's length (a fixed line's 10 to 12 digits look alike). Numbers shorter than 8
+    keep only their last 2 digits (``****45``), so a mask never shows a whole number. Vectorised; nulls stay null.
     """
     if isinstance(numbers, pa.ChunkedArray):
         numbers = numbers.combine_chunks()
     n = pc.utf8_length(numbers)
     long = pc.fill_null(pc.greater_equal(n, 8), False)
-    stars_long = pc.binary_repeat("*", pc.max_element_wise(pc.subtract(n, 7), 0))
     masked_long = pc.binary_join_element_wise(
-        pc.utf8_slice_codeunits(numbers, 0, 3), stars_long, pc.utf8_slice_codeunits(numbers, -4), ""
+        pc.utf8_slice_codeunits(numbers, 0, 3), MASK_STARS, pc.utf8_slice_codeunits(numbers, -4), ""
     )
-    stars_short = pc.binary_repeat("*", pc.max_element_wise(pc.subtract(n, 2), 0))
-    masked_short = pc.binary_join_element_wise(stars_short, pc.utf8_slice_codeunits(numbers, -2), "")
+    masked_short = pc.binary_join_element_wise(MASK_STARS, pc.utf8_slice_codeunits(numbers, -2), "")
     return pc.if_else(long, masked_long, masked_short)
 
 
@@ -162,8 +174,9 @@ class Template:
     def render_one(self, values: dict[str, str]) -> str:
         return "".join(v if k == "lit" else str(values[v]) for k, v in self.parts)
 
-    def worst_case(self) -> str:
-        return self.render_one(WORST_CASE)
+    def worst_case(self, region: str | None = None) -> str:
+        """The longest message: the longest number, count and region name (``region``, if given)."""
+        return self.render_one({**WORST_CASE, "region": region or WORST_CASE["region"]})
 
     def render(self, columns: dict[str, pa.Array], n: int) -> pa.Array:
         """One message per row; ``columns`` holds each per-line placeholder."""
@@ -172,28 +185,42 @@ class Template:
         args = [pa.scalar(v, pa.string()) if k == "lit" else _text(columns[v]) for k, v in self.parts]
         return pc.binary_join_element_wise(*args, pa.scalar("", pa.string()))
 
-    def sms_lengths(self, columns: dict[str, pa.Array], n: int, rendered: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """(units, gsm7) per message, from the literal parts plus each column's length.
+    def sms_lengths(self, columns: dict[str, pa.Array], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(units, gsm7) of each rendered message, as :func:`sms_units` measures the whole text.
 
-        The literals are measured once. Placeholder values are numbers and
-        region codes (ASCII): their length in either encoding is their string
-        length; rows where any value is not plain GSM-7 ASCII are measured one
-        by one (rare).
+        GSM-7 septets and UCS-2 units add up over the pieces of a message, and
+        a message is GSM-7 only when every piece is: the literals are measured
+        once, each placeholder column by :func:`_column_units` (plain ASCII
+        values from their length, the others, such as region names, once per
+        distinct value), and the sums give each message's encoding and length.
         """
-        lit = "".join(v for k, v in self.parts if k == "lit")
-        lit_enc, lit_units = sms_units(lit)
-        units = np.full(n, lit_units, np.int64)
-        odd = np.zeros(n, bool)
+        gsm7_lit, septets_lit, ucs2_lit = text_units("".join(v for k, v in self.parts if k == "lit"))
+        gsm7 = np.full(n, gsm7_lit)
+        septets = np.full(n, septets_lit, np.int64)
+        ucs2 = np.full(n, ucs2_lit, np.int64)
         for name in self.variables:
-            col = _text(columns[name])
-            units += pc.fill_null(pc.utf8_length(col), 0).to_numpy(zero_copy_only=False)
-            plain = pc.fill_null(pc.match_substring_regex(col, r"^[0-9A-Za-z*#+\-.,:/() ]*$"), True)
-            odd |= ~plain.to_numpy(zero_copy_only=False)
-        gsm7 = np.full(n, lit_enc == "GSM7")
-        for i in np.flatnonzero(odd):  # slow path: measure the rendered text itself
-            enc, units[i] = sms_units(rendered[int(i)].as_py())
-            gsm7[i] = enc == "GSM7"
-        return units, gsm7
+            col_gsm7, col_septets, col_ucs2 = _column_units(columns[name])
+            gsm7 &= col_gsm7
+            septets += col_septets
+            ucs2 += col_ucs2
+        return np.where(gsm7, septets, ucs2), gsm7
+
+
+def _column_units(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`text_units` of each value of a column (nulls as empty text), vectorised: plain GSM-7 ASCII
+    values (numbers, masks, codes) count their length; the others are measured once per distinct value."""
+    col = _text(values)
+    length = pc.utf8_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
+    plain = pc.match_substring_regex(col, _PLAIN).to_numpy(zero_copy_only=False)
+    gsm7, septets, ucs2 = np.ones(len(col), bool), length.copy(), length.copy()
+    odd = np.flatnonzero(~plain)
+    if len(odd):
+        others = col.take(pa.array(odd))
+        distinct = pc.unique(others)
+        measured = np.array([text_units(v) for v in distinct.to_pylist()], np.int64).reshape(-1, 3)
+        at = pc.index_in(others, value_set=distinct).to_numpy(zero_copy_only=False)
+        gsm7[odd], septets[odd], ucs2[odd] = measured[at, 0].astype(bool), measured[at, 1], measured[at, 2]
+    return gsm7, septets, ucs2
 
 
 def _text(values) -> pa.Array:

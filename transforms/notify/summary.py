@@ -3,7 +3,8 @@
 Job tables of each channel in; one dict out: ``rows`` maps
 ``"channel|region|send_day"`` to ``[jobs, SMS segments, SMS cost]``, and
 ``samples`` holds the first few jobs of each channel by job id (masked number,
-rendered text), for ``backfill notify --dry-run`` to print. Aggregation is per
+rendered text; per A/B variant as ``"sms/B"`` when the wave has variants), for
+``backfill notify --dry-run`` to print. Aggregation is per
 table with Arrow's group_by; only the small tallies are combined globally.
 """
 
@@ -59,11 +60,22 @@ def _summary(table: pa.Table, channel: str, samples: int) -> dict:
         ]
         for g in grouped
     }
+    return {"rows": rows, "samples": _samples(table, channel, samples)}
+
+
+def _samples(table: pa.Table, channel: str, samples: int) -> dict:
+    """The first jobs by job id of the channel (``"sms"``), or of each of its variants (``"sms/B"``)."""
     text = "script" if channel == "call" else "text"
     keep = ["job_id", "msisdn_masked", text] if channel != "announcement" else ["job_id", "region", text]
-    first = pc.bottom_k_unstable(table.column("job_id"), samples) if table.num_rows else []
-    head = table.take(first).select(keep).sort_by("job_id").to_pylist() if len(first) else []
-    return {"rows": rows, "samples": {channel: head}}
+    variant = table.column("variant") if "variant" in table.column_names else pa.nulls(table.num_rows, pa.string())
+    out = {}
+    for name in pc.unique(variant).to_pylist() if table.num_rows else []:
+        part = table.filter(pc.is_null(variant) if name is None else pc.fill_null(pc.equal(variant, name), False))
+        first = pc.bottom_k_unstable(part.column("job_id"), samples)
+        out[channel if name is None else f"{channel}/{name}"] = (
+            part.take(first).select(keep).sort_by("job_id").to_pylist()
+        )
+    return out
 
 
 class _MergeSummaries(beam.CombineFn):

@@ -26,7 +26,6 @@ as a side input. The launcher never sees it and no file holds it.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import typing
 
 import apache_beam as beam
@@ -51,8 +50,6 @@ from transforms.core.shuffle import BUCKET, ArrowGroupByBucket, with_bucket
 from transforms.core.tags import COUNTS, DEAD_LETTER, KEYS, ROWS
 
 __all__ = ["ClassifyRegistrationCompleteness", "ScanOutputs", "rows_for_finalize"]
-
-log = logging.getLogger("backfill.scan")
 
 
 class ScanOutputs(typing.NamedTuple):
@@ -112,14 +109,6 @@ class _ClassifyFn(beam.DoFn):
         salt = _checked_salt(self._salt if self._salt is not None else run_salt)
         result = classify_batch(raw, self._policy, self._as_of, self._ctx, salt)
         self._rows.inc(result.classified.num_rows)
-        if raw.num_rows:
-            rows = raw.column("_src_row")
-            log.info(
-                "scan: classified rows %s-%s of %s",
-                f"{rows[0].as_py():,}",
-                f"{rows[-1].as_py():,}",
-                raw.column("_src_file")[0].as_py(),
-            )
         yield {"rows_in": result.rows_in}
         if result.dead_letter.num_rows:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, result.dead_letter)

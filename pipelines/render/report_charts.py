@@ -1,0 +1,169 @@
+"""The report's charts: matplotlib figures on the Agg canvas, as PNG ``data:`` URLs, Chinese text included.
+
+    urls = charts(tables, deadline, waves)    # chart name -> data URL, or None when its table is empty
+
+Text is drawn with DejaVu Sans and, for the characters it lacks (province
+names, the Chinese of a label), Noto Sans CJK (Debian's ``fonts-noto-cjk``,
+which ``dev/system-packages.sh`` installs): matplotlib falls back glyph by
+glyph along the family list. Without a CJK font the province chart is
+labelled by code rather than drawn with empty boxes (:func:`cjk_font`).
+Nothing here sees a line: every chart is drawn from a table of the report.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import io
+
+import pyarrow as pa
+
+__all__ = ["charts", "cjk_font", "CJK_FAMILY"]
+
+CJK_FAMILY = "Noto Sans CJK SC"
+_BLUE, _LIGHT, _RED, _ORANGE, _GREEN = "#1f6fb2", "#9ecae1", "#c0392b", "#e6550d", "#31a354"
+
+
+@functools.lru_cache(maxsize=1)
+def cjk_font() -> bool:
+    """A CJK font matplotlib can use is installed."""
+    from matplotlib import font_manager
+
+    try:
+        font_manager.findfont(font_manager.FontProperties(family=CJK_FAMILY), fallback_to_default=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _families() -> list[str]:
+    return ["DejaVu Sans", CJK_FAMILY] if cjk_font() else ["DejaVu Sans"]
+
+
+def _figure(width: float = 7.5, height: float = 3.2):
+    """A figure on the Agg canvas, without pyplot (no global state, no GUI backend, a faster import)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(axis="y", alpha=0.3)
+    return fig, ax
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _completion(by_day: pa.Table, deadline: dt.date | None, waves) -> str:
+    """Registrations per day as bars (left axis) beside the cumulative completion curve (right axis)."""
+    fig, bars = _figure(height=3.4)
+    days = by_day["day"].to_pylist()
+    bars.bar(days, by_day["registrations"].to_pylist(), color=_LIGHT, width=0.8, label="registrations per day")
+    bars.set_ylabel("registrations per day")
+    curve = bars.twinx()
+    rates = [None if r is None else 100 * r for r in by_day["completion_rate"].to_pylist()]
+    curve.plot(days, rates, color=_BLUE, linewidth=2, label="% of needed lines complete (cumulative)")
+    curve.set_ylim(0, 100)
+    curve.set_ylabel("% complete")
+    curve.spines[["top"]].set_visible(False)
+    for number, start in waves:
+        bars.axvline(start, color="#888", linestyle=":", linewidth=1)
+        bars.annotate(f"wave {number}", (start, 0), fontsize=8, color="#555", rotation=90, va="bottom", ha="right")
+    if deadline is not None and days and days[0] <= deadline <= days[-1]:
+        bars.axvline(deadline, color=_RED, linestyle="--", linewidth=1)
+        bars.annotate("deadline", (deadline, 0), fontsize=8, color=_RED, rotation=90, va="bottom", ha="right")
+    handles = [h for ax in (bars, curve) for h in ax.get_legend_handles_labels()[0]]
+    bars.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize=8, frameon=False)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def _funnel(funnel: pa.Table) -> str:
+    """Per wave and line channel: sent, delivered, failed, registered after it."""
+    rows = [r for r in funnel.to_pylist() if r["channel"] != "announcement"]
+    fig, ax = _figure(height=0.55 * len(rows) + 1.2)
+    labels = [f"wave {r['wave']} {r['channel']}" for r in rows]
+    stages = (("sent", _LIGHT), ("delivered", _GREEN), ("failed", _RED), ("registered_after", _BLUE))
+    height = 0.8 / len(stages)
+    for i, (stage, colour) in enumerate(stages):
+        ys = [k + (i - 1.5) * height for k in range(len(rows))]
+        ax.barh(ys, [r[stage] or 0 for r in rows], height=height, color=colour, label=stage.replace("_", " "))
+    ax.set_yticks(range(len(rows)), labels)
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def _variants(by_variant: pa.Table) -> str:
+    """Conversion per variant with its 95 % interval."""
+    rows = [r for r in by_variant.to_pylist() if r["conversion"] is not None]
+    fig, ax = _figure(height=0.45 * len(rows) + 1.2)
+    labels = [f"wave {r['wave']} {r['variant']}" for r in rows]
+    x = [100 * r["conversion"] for r in rows]
+    low = [100 * (r["conversion"] - r["ci_low"]) for r in rows]
+    high = [100 * (r["ci_high"] - r["conversion"]) for r in rows]
+    colours = [_ORANGE if r["significant"] else _BLUE for r in rows]
+    ax.errorbar(x, range(len(rows)), xerr=[low, high], fmt="none", ecolor="#555", capsize=4)
+    ax.scatter(x, range(len(rows)), color=colours, zorder=3)
+    ax.set_yticks(range(len(rows)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("registered after the notice, % (95 % interval)")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def _provinces(by_province: pa.Table, limit: int = 15) -> str:
+    """The provinces with the largest backlog: complete and remaining lines, by name."""
+    rows = by_province.slice(0, limit).to_pylist()
+    fig, ax = _figure(height=0.3 * len(rows) + 1.2)
+    names = [(r["province_name"] if cjk_font() else None) or r["province"] or "(no province)" for r in rows]
+    ax.barh(names, [r["remaining"] for r in rows], color=_ORANGE, label="remaining")
+    ax.barh(names, [r["complete"] for r in rows], left=[r["remaining"] for r in rows], color=_LIGHT, label="complete")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("lines that needed registration")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def _backlog(backlog: pa.Table) -> str:
+    rows = [r for r in backlog.to_pylist() if r["kind"] == "reason"][:12]
+    fig, ax = _figure(height=0.3 * len(rows) + 1.0)
+    ax.barh([r["code"] for r in rows], [r["lines"] for r in rows], color=_ORANGE)
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("lines not complete")
+    ax.tick_params(axis="y", labelsize=8)
+    return _png(fig)
+
+
+def charts(tables: dict[str, pa.Table], deadline, waves) -> dict[str, str | None]:
+    """Chart name -> PNG data URL, or None where the table gives nothing to draw."""
+    import matplotlib
+
+    needed = bool(tables["completion"]["needed"][0].as_py())
+    line_jobs = [r for r in tables["funnel"].to_pylist() if r["channel"] != "announcement"]
+    wanted = {
+        "completion_curve": needed,
+        "funnel": any(r["sent"] for r in line_jobs),
+        "variants": any(c is not None for c in tables["by_variant"]["conversion"].to_pylist()),
+        "provinces": needed,
+        "backlog": "reason" in tables["backlog_by_reason"]["kind"].to_pylist(),
+    }
+    draw = {
+        "completion_curve": lambda: _completion(tables["by_day"], deadline, waves),
+        "funnel": lambda: _funnel(tables["funnel"]),
+        "variants": lambda: _variants(tables["by_variant"]),
+        "provinces": lambda: _provinces(tables["by_province"]),
+        "backlog": lambda: _backlog(tables["backlog_by_reason"]),
+    }
+    with matplotlib.rc_context({"font.family": _families()}):
+        return {name: draw[name]() if wanted[name] else None for name in draw}
