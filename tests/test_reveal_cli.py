@@ -201,9 +201,9 @@ def test_a_failed_rotation_changes_nothing(site, tmp_path, capsys):
 
 
 def test_retokenize_needs_a_merged_base(site, capsys):
-    with pytest.raises(SystemExit):  # --base, --vault and --out are required (tests/test_merge_cli.py runs it)
-        keys_cli.main(["retokenize", "--keys", site["keys"]])
-    assert "--base" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --base and --vault (or --merged) are required (tests/test_merge_cli.py runs it)
+        keys_cli.main(["retokenize", "--keys", site["keys"], "--out", str(site["tmp"] / "retok")])
+    assert "one of the arguments --base --merged is required" in capsys.readouterr().err
     raw = site["tmp"] / "raw.csv"
     raw.write_text("line_id,line_type,subscriber_kind,status\nL1,MOBILE,INDIVIDUAL,ACTIVE\n", encoding="utf-8")
     assert (
