@@ -40,6 +40,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from pipelines.flags import add_progress_flag
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of, run_main
 from pipelines.common import runner_name, split_beam_flags
 from pipelines.manifest import policy_block, read_json
@@ -111,6 +112,7 @@ def parser() -> ArgumentParser:
         default=None,
         help="self-inspection: keyset file whose audit key verifies the audit logs' chains; repeatable",
     )
+    add_progress_flag(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -155,7 +157,7 @@ def run(argv=None) -> dict:
         warnings = stale_warnings(read.merge, as_of)
         header = _header(args, read, run_id, started, as_of, policy, options, plan, pub, began, warnings)
         finishing = _finishing(args, read, policy, facts, as_of, previous, pub, header, warnings, began)
-        _run_job(options, plan, finishing, spill)
+        _run_job(options, plan, finishing, spill, (run_id, args.progress_seconds))
     return read_json(pub.final(pub.path("manifest.json")))  # written by the job, its balances checked there
 
 
@@ -180,16 +182,20 @@ def _finishing(args, read, policy, facts, as_of, previous, pub, header, warnings
     )
 
 
-def _run_job(options, plan, finishing: ReportFinish, spill: bool) -> None:
+def _run_job(options, plan, finishing: ReportFinish, spill: bool, watch: tuple[str, float]) -> None:
+    """Run the report's job; ``watch``: (run id, --progress-seconds) of its progress lines."""
     import apache_beam as beam
 
+    from pipelines.progress import progress
     from pipelines.report_job import build_pipeline
     from transforms.core.shuffle import spill_area
 
+    run_id, every = watch
     # The spill of the joins: sealed under a per-run key in a private local folder, never under OUT.
-    with spill_area("report") if spill else contextlib.nullcontext() as spill_dir:
+    lines = progress("report", run_id, {"read": plan.scan.rows}, options, every)
+    with spill_area("report") if spill else contextlib.nullcontext() as spill_dir, lines as prog:
         with beam.Pipeline(options=options) as p:
-            build_pipeline(p, plan, finishing, spill_dir)
+            build_pipeline(p, plan, finishing, spill_dir, prog)
 
 
 # What a report writes into OUT; parquet/ keeps the partitions of other report days.

@@ -68,9 +68,13 @@ def _inputs(p: beam.Pipeline, plan: ReportPlan) -> dict:
     return inputs
 
 
-def build_pipeline(p: beam.Pipeline, plan: ReportPlan, finishing: ReportFinish, spill_dir: str | None):
-    """Wire the report job; returns the PCollection of its manifest (one dict)."""
-    out = _inputs(p, plan) | "ReportFacts" >> ReportFacts(
+def build_pipeline(p: beam.Pipeline, plan: ReportPlan, finishing: ReportFinish, spill_dir: str | None, progress=None):
+    """Wire the report job; returns the PCollection of its manifest (one dict). ``progress`` counts the scan's
+    lines read (pipelines/progress.py)."""
+    inputs = _inputs(p, plan)
+    if progress is not None:
+        progress.count(inputs["scan"], "read")
+    out = inputs | "ReportFacts" >> ReportFacts(
         campaign_id=plan.campaign_id,
         merged=plan.merge is not None,
         timezone=plan.timezone,

@@ -317,3 +317,5 @@ def test_progress_lines_of_notify_compact_and_retention(chain):
     _progress(err, "compact", ("read", "compacted"))
     err = _step("retention", "--merged", compacted, "--keys", chain["keys"], "--out", os.path.join(root, "retention"), "--as-of", "2029-12-01")  # fmt: skip
     _progress(err, "retention", ("read",), ("rewritten",))  # its two jobs: the purge, then the base rewritten
+    err = _step("report", "--scan", chain["scan"], "--merged", compacted, "--out", os.path.join(root, "report"))
+    _progress(err, "report", ("read",))
