@@ -50,6 +50,8 @@ from transforms.crypto.vault import Vault, drop_lines
 __all__ = [
     "MERGED_SCHEMA",
     "IDENTITY_FIELDS",
+    "LINE_FIELDS",
+    "NO_LINES",
     "TOKENIZED",
     "BucketResult",
     "merge_bucket",
@@ -75,7 +77,7 @@ _REGISTRATION = {
     "registration_agent_id": "agent_id",
     "verified_by": "verified_by",
 }
-_LINE_FIELDS = (
+LINE_FIELDS = (
     "line_id",
     "msisdn",
     "line_type",
@@ -86,7 +88,7 @@ _LINE_FIELDS = (
     "region",
     "agent_id",
 )
-_NO_LINES = pa.schema(
+NO_LINES = pa.schema(
     [
         ("line_id", pa.string()),
         ("line_type", pa.string()),
@@ -219,7 +221,7 @@ def merge_bucket(
 ) -> BucketResult:
     """Merge one line bucket; see the module docstring."""
     lines, dead, counts = base_lines(base, base_kind, policy, as_of, ctx, salt)
-    winners, event_dead = _winners(events, _NO_LINES if lines is None else lines, policy, as_of, ctx, salt, counts)
+    winners, event_dead = _winners(events, NO_LINES if lines is None else lines, policy, as_of, ctx, salt, counts)
     dead = pa.concat_tables([dead, event_dead])
     if lines is None:  # events or vault rows of lines that the base does not have: events are dead letters
         return _without_lines(vault_keys, vault_values, dead, counts)
@@ -366,7 +368,7 @@ def _assemble(
             return new
         return pc.if_else(has_winner, new, contiguous(lines.column(name))) if winners.num_rows else lines.column(name)
 
-    out = {name: lines.column(name) for name in _LINE_FIELDS}
+    out = {name: lines.column(name) for name in LINE_FIELDS}
     for name, values in columns.items():
         out[name] = fresh_or_kept(values.take(p_at), name)
     flags = bits_to_lists(winners.column("_flag_bits").to_numpy(), FLAGS) if winners.num_rows else None

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
+from transforms.merge.bucket import NO_LINES
 from transforms.merge.event_ids import CONFLICT, DIGEST, DUPLICATE, OWN, TAKE, conflict_letters, take_ids, valid_rows
 from transforms.merge.events import validate_events
 from transforms.scan.policy import Policy
@@ -38,16 +39,6 @@ VALID, CARRIED = "_valid", "_carried"
 _LETTER = {"_reason": "reason", "_field": "field", "_detail": "detail"}  # an invalid copy's own dead letter
 _MARKS = (DIGEST, VALID, CARRIED, *_LETTER)
 _ARRIVAL = [("_src_file", "ascending"), ("_src_row", "ascending")]
-NO_LINES = pa.schema(
-    [
-        ("line_id", pa.string()),
-        ("line_type", pa.string()),
-        ("subscriber_kind", pa.string()),
-        ("status", pa.string()),
-        ("registered_at", pa.timestamp("us", tz="UTC")),
-        ("registration_event_id", pa.string()),
-    ]
-).empty_table()
 
 
 def without_marks(events: pa.Table) -> pa.Table:

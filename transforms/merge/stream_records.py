@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from schemas import arrow_schema
 from transforms.core.rows import EVENTS
-from transforms.merge.bucket import MERGED_SCHEMA
+from transforms.merge.bucket import LINE_FIELDS, MERGED_SCHEMA
 from transforms.merge.event_ids import DIGEST
 from transforms.scan.crossrecord import bucket_of
 
@@ -66,21 +66,7 @@ E_AT, E_DIGEST, E_OTHER = (
     EVENT_FIELDS.index(OTHER_DIGESTS),
 )
 E_SOURCE, E_TS, E_SHARD = EVENT_FIELDS.index("_src_file"), EVENT_FIELDS.index("_ts"), EVENT_FIELDS.index("_shard")
-CONTEXT_FIELDS = (
-    "line_id",
-    "msisdn",
-    "line_type",
-    "subscriber_kind",
-    "status",
-    "activated_on",
-    "terminated_on",
-    "region",
-    "agent_id",
-    "registered_at",
-    "registration_event_id",
-    "_src_file",
-    "_src_row",
-)
+CONTEXT_FIELDS = (*LINE_FIELDS, "registered_at", "registration_event_id", "_src_file", "_src_row")
 C_AT, C_EVENT = CONTEXT_FIELDS.index("registered_at"), CONTEXT_FIELDS.index("registration_event_id")
 C_FILE, C_ROW, C_RANK = CONTEXT_FIELDS.index("_src_file"), CONTEXT_FIELDS.index("_src_row"), len(CONTEXT_FIELDS)
 LINES_SCHEMA = pa.schema(list(MERGED_SCHEMA) + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
