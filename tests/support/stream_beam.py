@@ -12,8 +12,9 @@ import os
 import apache_beam as beam
 import pyarrow as pa
 
-from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, RUNNER, SALT, person, raw_table
+from tests.support.rows import AS_OF, RUNNER, SALT, person, raw_table
 from transforms.core.deadletter import DeadLetterContext
+from tests.support.stream import event
 
 CTX = DeadLetterContext("merge", "test-stream-beam", "2026-11-30T00:00:00Z")
 SOURCE = "projects/p/subscriptions/s"
@@ -25,23 +26,6 @@ def base_rows() -> list[dict]:
     rows = [person(line_id=f"L{i}", msisdn=f"1380013800{i}") for i in range(1, 8)]
     rows[1]["name"] = "未知"  # L2: its base identity is incomplete; a registration completes it
     return rows + [person(line_id="LT", status="TERMINATED", msisdn="13800138099")]
-
-
-def event(eid: str, line: str, at: str, **fields) -> dict:
-    row = {
-        "event_id": eid,
-        "line_id": line,
-        "doc_type": "RESIDENT_ID",
-        "doc_number": CANARY_NUMBER,
-        "name": CANARY_NAME,
-        "address": CANARY_ADDRESS,
-        "channel": "AGENT",
-        "agent_id": "AG00042",
-        "verified_by": "FACE_MATCH",
-        "registered_at": at,
-    }
-    row.update(fields)
-    return row
 
 
 @dataclasses.dataclass
