@@ -161,13 +161,40 @@ class _NoProgress(Progress):
 NO_PROGRESS = _NoProgress("", {"rows": None}, 0, None)
 
 
+_PREFIX = "backfill-progress-"
+
+
+def _sweep_dead() -> None:
+    """Remove the count folders that killed runs of this user left behind (named by their launcher's pid;
+    a folder whose process still runs is left alone). They hold numbers only, never a row."""
+    root = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(_PREFIX) :].split("-", 1)[0]
+        path = os.path.join(root, name)
+        if not pid.isdigit() or os.path.islink(path) or os.stat(path).st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
+
+
 @contextlib.contextmanager
 def progress(step: str, run_id: str, phases: dict[str, int | None], options, every: float | None):
     """A step's :class:`Progress` while its pipeline runs: ``with progress(...) as prog: ... prog.count(pcoll,
     "read")``. On a local runner with ``every`` > 0 a thread logs the line every ``every`` seconds."""
     every = PROGRESS_SECONDS if every is None else every
     local = is_local_runner(options)
-    folder = tempfile.mkdtemp(prefix=f"backfill-progress-{step}-") if local and every > 0 else None
+    folder = None
+    if local and every > 0:
+        _sweep_dead()
+        folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-{step}-")
     prog = Progress(f"{step} {run_id}", phases, every, folder)
     stop = threading.Event()
     thread = threading.Thread(target=prog.watch, args=(stop,), name=f"{step}-progress", daemon=True)
