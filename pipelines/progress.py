@@ -175,9 +175,9 @@ def _sweep_dead() -> None:
     for name in names:
         pid = name[len(_PREFIX) :].split("-", 1)[0]
         path = os.path.join(root, name)
-        if not pid.isdigit() or os.path.islink(path) or os.stat(path).st_uid != os.getuid():
-            continue
         try:
+            if not pid.isdigit() or os.path.islink(path) or os.stat(path).st_uid != os.getuid():
+                continue
             os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(path, ignore_errors=True)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person, raw_table
-from tests.support.stream import CTX, SALT, base_rows, event, message, window
+from tests.support.stream import CTX, SALT, base_rows, event, merged_raw_base, message, window
 from transforms.merge.stream import INDEX_SCHEMA, LineIndex
 
 CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
@@ -90,23 +90,8 @@ def test_a_store_built_batch_by_batch_equals_the_whole_base_index(tmp_path, poli
 
 def test_a_merged_base_is_carried(tmp_path, policy, keyset):
     from pipelines.io.windows import read_base
-    from transforms.crypto.tokenize import Tokenizer
-    from transforms.crypto.vault import Vault
-    from transforms.merge.bucket import merge_bucket
 
-    merged = merge_bucket(
-        raw_table(base_rows()),
-        "raw",
-        None,
-        None,
-        None,
-        tokenizer=Tokenizer(keyset),
-        vault=Vault(keyset),
-        policy=policy,
-        as_of=AS_OF,
-        ctx=CTX,
-        salt=SALT,
-    ).base
+    merged = merged_raw_base(base_rows(), keyset, policy).base
     l1 = pc.equal(merged.column("line_id"), "L1")
     for name, value in (
         ("registered_at", dt.datetime(2026, 11, 30, 10, tzinfo=dt.timezone.utc)),

@@ -69,17 +69,14 @@ def window(records, index, seen, keyset, policy):
     )
 
 
-def fold_two_windows(base_rows_: list[dict], w1, w2, keyset, policy):
-    """The compaction of two windows over a raw base: ``fold_deltas``'s (merged, keys, values, counts)."""
-    import pyarrow as pa
-
+def merged_raw_base(base_rows_: list[dict], keyset, policy):
+    """A raw base merged with no events (the bucket merge): its BucketResult (base, vault keys and values)."""
     from tests.support.rows import raw_table
     from transforms.crypto.tokenize import Tokenizer
     from transforms.crypto.vault import Vault
     from transforms.merge.bucket import merge_bucket
-    from transforms.merge.stream import fold_deltas
 
-    base = merge_bucket(
+    return merge_bucket(
         raw_table(base_rows_),
         "raw",
         None,
@@ -92,6 +89,15 @@ def fold_two_windows(base_rows_: list[dict], w1, w2, keyset, policy):
         ctx=CTX,
         salt=SALT,
     )
+
+
+def fold_two_windows(base_rows_: list[dict], w1, w2, keyset, policy):
+    """The compaction of two windows over a raw base: ``fold_deltas``'s (merged, keys, values, counts)."""
+    import pyarrow as pa
+
+    from transforms.merge.stream import fold_deltas
+
+    base = merged_raw_base(base_rows_, keyset, policy)
 
     def tag(table, i):
         return table.append_column("_window", pa.array([i] * table.num_rows, pa.int64()))
