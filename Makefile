@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 AIRFLOW_VENV  := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test lint bench clean system-test system-demo
+.PHONY: demo test lint bench bench-quick bench-all clean system-test system-demo
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,14 @@ lint: $(STAMP)
 test: system-test $(STAMP) $(AIRFLOW_STAMP) lint
 	$(PY) -m pytest -q -n 2 tests
 
+# the four steps of issue 14 side by side, then bench-out/summary.md; bench-all adds stream, compact, scale
 bench: $(STAMP)
+	$(PY) -m bench.run scan notify merge report
+
+bench-quick: $(STAMP)
+	$(PY) -m bench.run --quick scan notify merge report
+
+bench-all: $(STAMP)
 	$(PY) -m bench.run
 
 clean:

@@ -22,6 +22,7 @@ __all__ = [
     "REGISTRY",
     "BenchError",
     "ensure_base",
+    "label",
     "checked",
     "say",
     "AS_OF",
@@ -41,6 +42,21 @@ class Context:
     python: str
     backfill: str
     ten_million: bool
+    quick: bool = False  # small inputs (200k lines), one run per side, no warm-up: checks the harness itself
+    load_before: tuple[float, float, float] | None = None  # load average when the run started
+
+    @property
+    def runs(self) -> int:
+        """Counted runs per side of a comparison."""
+        return 1 if self.quick else 3
+
+    @property
+    def warmup(self) -> bool:
+        return not self.quick
+
+    def lines(self, full: int, quick: int = 200_000) -> int:
+        """The size of an input: ``full`` lines, or ``quick`` in quick mode."""
+        return quick if self.quick else full
 
     def work(self, name: str) -> str:
         """A scratch output folder, emptied first."""
@@ -70,6 +86,7 @@ class Check:
     measured: str
     target: str
     ok: bool | None  # None: not measured this time
+    step: str = ""  # the row of the summary table (issue 14) this check fills, if any
 
 
 @dataclasses.dataclass
@@ -165,6 +182,11 @@ def ensure_base(ctx: Context, name: str, lines: int, seed: int = SEED) -> str:
     os.replace(partial, path)
     say(f"  {m.seconds:.1f} s")
     return path
+
+
+def label(lines: int) -> str:
+    """200k, 2m, 10m: the size part of the names under bench-data/."""
+    return f"{lines // 1_000_000}m" if lines % 1_000_000 == 0 else f"{lines // 1000}k"
 
 
 def checked(m: Measurement, what: str) -> Measurement:

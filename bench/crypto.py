@@ -15,24 +15,32 @@ Prints values/s of:
 * ``Vault.seal`` itself on the same lines, per value and per line.
 
 A benchmark, not a test: numbers vary with the machine.
+
+    .venv/bin/python -m bench.crypto --bare BASE.parquet
+
+is the merge benchmark's yardstick (:func:`bare_crypto`): the merge's
+cryptographic calls over every identity value of the base in a plain loop;
+prints one JSON line (seconds of the loop alone, counts).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from transforms.crypto.keyset import Keyset
-from transforms.crypto.tokenize import Tokenizer
-from transforms.crypto.vault import Vault
+__all__ = ["bench_primitives", "bare_crypto"]
 
-__all__ = ["bench_primitives"]
+_IDENTITY = ("doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number", "handler_name")
+_TOKENIZED = ("doc_number", "name", "address", "handler_doc_number", "handler_name")
 
 
 def _rate(n: int, fn) -> float:
@@ -53,6 +61,10 @@ def _inputs(n: int, seed: int = 7) -> tuple[pa.Array, pa.Array, pa.Array]:
 
 def bench_primitives(n: int = 200_000) -> dict[str, float]:
     """Values per second of the tokenizer and the vault beside the bare loops."""
+    from transforms.crypto.keyset import Keyset
+    from transforms.crypto.tokenize import Tokenizer
+    from transforms.crypto.vault import Vault
+
     keyset = Keyset.generate()
     numbers, names, addresses = _inputs(n)
     raw = numbers.cast(pa.binary()).to_pylist()
@@ -99,10 +111,66 @@ def bench_primitives(n: int = 200_000) -> dict[str, float]:
     }
 
 
+def bare_crypto(base_path: str) -> dict:
+    """The merge's cryptographic calls over the base's values in a plain loop; returns seconds and counts.
+
+    Per line with an identity value: one AES-GCM key setup for a fresh data key and one wrap; one AES-GCM
+    per value; one pre-keyed HMAC-SHA256 copied per tokenized value.
+    """
+    table = pq.read_table(base_path, columns=list(_IDENTITY))
+    columns = {}
+    for f in _IDENTITY:
+        trimmed = pc.utf8_trim_whitespace(table[f])
+        columns[f] = (
+            pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), table[f]).cast(pa.binary()).to_pylist()
+        )
+    n = table.num_rows
+    rows = [[c[i] for c in columns.values() if c[i] is not None] for i in range(n)]
+    tokenized = [v for f in _TOKENIZED for v in columns[f] if v is not None]
+    mac = hmac.HMAC(os.urandom(32), hashes.SHA256())
+    kek = AESGCM(os.urandom(32))
+    lines = sum(1 for r in rows if r)
+    values = sum(len(r) for r in rows)
+    deks, nonces = os.urandom(32 * lines), os.urandom(12 * (values + lines))
+    started, cpu = time.perf_counter(), time.process_time()
+    copy = mac.copy
+    for value in tokenized:
+        m = copy()
+        m.update(value)
+        m.finalize()
+    hmac_seconds = time.perf_counter() - started
+    wrap, k, at = kek.encrypt, 0, 0
+    for r in rows:
+        if not r:
+            continue
+        dek = deks[32 * k : 32 * k + 32]
+        k += 1
+        wrap(nonces[at : at + 12], dek, b"keyset|line|dek|v1")
+        at += 12
+        encrypt = AESGCM(dek).encrypt
+        for value in r:
+            encrypt(nonces[at : at + 12], value, b"keyset|line|dek|field")
+            at += 12
+    total = time.perf_counter() - started
+    return {
+        "seconds": total,
+        "cpu_seconds": time.process_time() - cpu,
+        "hmac_seconds": hmac_seconds,
+        "aead_seconds": total - hmac_seconds,
+        "lines": lines,
+        "values_sealed": values,
+        "values_tokenized": len(tokenized),
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench.crypto", description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200_000, help="values per measurement")
+    p.add_argument("--bare", metavar="BASE", help="the merge's calls over this base's values; one JSON line")
     args = p.parse_args(argv)
+    if args.bare:
+        print(json.dumps(bare_crypto(args.bare)))
+        return 0
     for name, rate in bench_primitives(args.n).items():
         print(f"{name:<36} {rate:>12,.0f}")
     return 0
