@@ -36,7 +36,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
 from pipelines.common import parse_as_of, run_main, runner_name, split_beam_flags, write_dead_letters
 from pipelines.manifest import Timer, policy_block, read_json, write_json
-from pipelines.io.base_files import PlanInPipeline, ReadSubscriberBase
+from pipelines.io.base_files import ROWS_PER_SPLIT, PlanInPipeline, ReadSubscriberBase
 from pipelines.io.planning import InputInfo, plan_splits
 from pipelines.io.finalize import Finalize
 from pipelines.flags import add_progress_flag
@@ -185,7 +185,7 @@ class _Job:
 def _plan_base(args) -> tuple[list | PlanInPipeline, InputInfo]:
     """The base's splits, planned here, or (``--estimated-rows``) left to the pipeline's first step."""
     if args.estimated_rows is None:
-        return plan_splits(args.base, encoding=args.encoding)
+        return plan_splits(args.base, rows_per_split=ROWS_PER_SPLIT, encoding=args.encoding)
     if args.estimated_rows < 0:
         raise UserError("--estimated-rows must be at least 0")
     # the pipeline plans the base; nothing is read here

@@ -220,6 +220,30 @@ def test_only_large_csv_and_avro_files_are_cut_and_parquet_keeps_its_row_groups(
     assert len(splits) == 4 and all(cut_ranges(s, 1) == [s] for s in splits)  # row groups, as planned
 
 
+def test_the_scan_plans_a_parquet_base_in_splits_of_rows_per_split_rows(tmp_path):
+    """Row groups of ROWS_PER_SPLIT rows: one split each (two local workers get even shares), whether the
+    launcher plans the base or the pipeline does (--estimated-rows)."""
+    import argparse
+
+    from pipelines.io.base_files import ROWS_PER_SPLIT
+    from pipelines.scan import _plan_base
+
+    groups = 3
+    n = groups * ROWS_PER_SPLIT + ROWS_PER_SPLIT // 2  # and a last, smaller group
+    one = person(line_id="L0")
+    table = pa.table(
+        {c: pa.array([one[c]] * n, pa.string()) for c in ("line_id", "line_type", "subscriber_kind", "status")}
+    )
+    pq.write_table(table, tmp_path / "b.parquet", row_group_size=ROWS_PER_SPLIT)
+    args = argparse.Namespace(base=[str(tmp_path / "b.parquet")], encoding="utf-8", estimated_rows=None)
+    splits, info = _plan_base(args)
+    assert info.estimated_rows == n
+    assert [s.row_groups for s in splits] == [(g,) for g in range(groups + 1)]
+    assert [s.first_row for s in splits] == [1 + g * ROWS_PER_SPLIT for g in range(groups + 1)]
+    in_pipeline, _ = _plan_base(argparse.Namespace(**{**vars(args), "estimated_rows": n}))
+    assert in_pipeline.splits() == splits
+
+
 # -- the pipeline: two worker processes ------------------------------------------------------------------------------
 
 

@@ -75,7 +75,11 @@ from transforms.core.deadletter import DeadLetterContext
 from transforms.core.rows import BadRow, ColumnTypeError, assemble_rows, column_type_error, malformed_table
 from transforms.core.tags import DEAD_LETTER, RAW
 
-__all__ = ["read_split", "ReadSplitFn", "ReadSubscriberBase", "PlanInPipeline"]
+__all__ = ["read_split", "ReadSplitFn", "ReadSubscriberBase", "PlanInPipeline", "ROWS_PER_SPLIT"]
+
+# Rows per split of a Parquet base (whole row groups): small enough that two or more local worker
+# processes get even shares of a few-million-line base, large enough that a split is many batches.
+ROWS_PER_SPLIT = 250_000
 
 
 def _read_parquet(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
@@ -214,12 +218,13 @@ class PlanInPipeline:
 
     paths: tuple[str, ...]
     encoding: str = "utf-8"
+    rows_per_split: int = ROWS_PER_SPLIT
 
     def splits(self) -> list[Split]:
-        return plan_splits(list(self.paths), encoding=self.encoding)[0]
+        return plan_splits(list(self.paths), rows_per_split=self.rows_per_split, encoding=self.encoding)[0]
 
     def info(self) -> InputInfo:
-        return plan_splits(list(self.paths), encoding=self.encoding)[1]
+        return plan_splits(list(self.paths), rows_per_split=self.rows_per_split, encoding=self.encoding)[1]
 
 
 class ReadSubscriberBase(beam.PTransform):

@@ -55,7 +55,14 @@ def per_distinct(values: pa.Array, fn):
 
 
 def bits_to_lists(bits: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
-    """list<string> of the set bits, in catalogue order, built without a Python loop per row."""
+    """list<string> of the set bits, in catalogue order, built without a Python loop per row.
+
+    Few distinct bit sets occur in a batch: the lists are built once per distinct set and taken."""
+    encoded = pc.dictionary_encode(pa.array(bits))
+    return _lists(encoded.dictionary.to_numpy(), codes).take(encoded.indices)
+
+
+def _lists(bits: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
     width = len(codes)
     matrix = ((bits[:, None] >> np.arange(width, dtype=bits.dtype)) & 1).astype(bool)
     rows, cols = np.nonzero(matrix)  # row-major: each row's codes in catalogue order

@@ -54,30 +54,37 @@ _ALNUM_VALUE = _lookup({**{48 + d: d for d in range(10)}, **{65 + i: 10 + i for 
 _USCC_VALUE = _lookup({ord(c): i for i, c in enumerate(USCC_CHARSET)})
 
 
-def char_matrix(values: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+def char_matrix(values: pa.Array, width: int, order: str = "C") -> tuple[np.ndarray, np.ndarray]:
     """Bytes of the values that are exactly ``width`` bytes long.
 
     Returns ``(matrix, fits)``: ``matrix`` is ``(len(values), width)`` uint8
     with the value's bytes in rows where ``fits`` is true and zeros elsewhere
-    (nulls and other lengths).
+    (nulls and other lengths). ``order="F"`` lays each position's bytes out
+    contiguously (faster per-position work). The bytes are gathered with numpy
+    straight from the Arrow buffers.
     """
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if values.type != pa.string() and values.type != pa.binary():
+        values = values.cast(pa.binary())
     n = len(values)
-    lengths = pc.binary_length(values)
-    fits = pc.fill_null(pc.equal(lengths, width), False).to_numpy(zero_copy_only=False)
-    if fits.all() and values.null_count == 0:
-        # Every value fits: the bytes are already a matrix, no copy needed.
-        fixed = values.cast(pa.binary()).cast(pa.binary(width))
-        buf = np.frombuffer(fixed.buffers()[1], np.uint8)
-        start = fixed.offset * width
-        return buf[start : start + n * width].reshape(n, width), fits
-    matrix = np.zeros((n, width), np.uint8)
-    if fits.any():
-        chosen = values.filter(pa.array(fits))
-        fixed = chosen.cast(pa.binary()).cast(pa.binary(width))
-        buf = np.frombuffer(fixed.buffers()[1], np.uint8)
-        start = fixed.offset * width
-        matrix[fits] = buf[start : start + len(fixed) * width].reshape(-1, width)
+    lengths = pc.fill_null(pc.binary_length(values), -1).to_numpy()
+    fits = lengths == width
+    matrix = np.zeros((width, n), np.uint8).T if order == "F" else np.zeros((n, width), np.uint8)
+    rows = np.flatnonzero(fits)
+    if len(rows):
+        offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset : values.offset + n + 1]
+        buf = np.frombuffer(values.buffers()[2], np.uint8)
+        if len(rows) == n:
+            matrix[:] = buf[offsets[0] : offsets[0] + n * width].reshape(n, width)
+        elif 2 * len(rows) > n:  # mostly fitting: Arrow packs them into one fixed-width buffer
+            fixed = values.filter(pa.array(fits)).cast(pa.binary()).cast(pa.binary(width))
+            start = fixed.offset * width
+            packed = np.frombuffer(fixed.buffers()[1], np.uint8)[start : start + len(rows) * width]
+            matrix[rows] = packed.reshape(-1, width)
+        else:  # a few rows: gathered one position at a time
+            starts = offsets[rows]
+            for j in range(width):
+                matrix[rows, j] = buf[starts + j]
     return matrix, fits
 
 

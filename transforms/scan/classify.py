@@ -311,13 +311,18 @@ def checked_regions(values: pa.Array, policy: Policy) -> tuple[pa.Array, np.ndar
     """(regions, valid): the normalised region codes with every invalid one nulled, and a mask that is
     False where a present value is not six digits under a province-level code of the policy's code tables
     (docs/policy.md "Regions"). Checked per distinct value."""
-    region = per_distinct(values, clean_text)
     provinces = pa.array(sorted(policy.code_tables.province_level), pa.string())
-    shaped = pc.match_substring_regex(region, r"^[0-9]{6}$")
-    known = pc.is_in(pc.utf8_slice_codeunits(region, 0, 2), value_set=provinces)
-    valid = pc.fill_null(pc.and_(shaped, known), False)
-    ok = _np(pc.or_kleene(valid, pc.is_null(region)))
-    return pc.if_else(valid, region, pa.scalar(None, pa.string())), ok
+
+    def check(distinct: pa.Array):
+        region = clean_text(distinct)
+        shaped = pc.match_substring_regex(region, r"^[0-9]{6}$")
+        known = pc.is_in(pc.utf8_slice_codeunits(region, 0, 2), value_set=provinces)
+        valid = pc.fill_null(pc.and_(shaped, known), False)
+        ok = _np(pc.or_kleene(valid, pc.is_null(region)))
+        return pc.if_else(valid, region, pa.scalar(None, pa.string())), ok
+
+    region, ok = per_distinct(values, check)
+    return region, ok | ~_np(values.is_valid())  # an absent region is no invalid one
 
 
 def _classified_table(

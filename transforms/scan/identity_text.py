@@ -6,7 +6,8 @@ is junk is reported as junk, not also as too short or malformed.
 
 Regexes are costly over Chinese text, so each runs only on the rows a cheap
 test says it can match: placeholders are short, digits and separators have
-known bytes, and most addresses hit a common keyword at once.
+known bytes, and the keywords of a list are searched together, as one RE2
+alternation.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ def _np(mask) -> np.ndarray:
 def _on_rows(values: pa.Array, rows: np.ndarray, test) -> np.ndarray:
     """``test`` (an Arrow predicate) evaluated on the selected rows only."""
     out = np.zeros(len(values), bool)
-    if rows.any():
+    count = np.count_nonzero(rows)
+    if 2 * count > len(values):  # most rows: testing them all is cheaper than copying them out
+        return _np(test(values)) & rows
+    if count:
         out[rows] = _np(test(values.filter(pa.array(rows))))
     return out
 
@@ -47,10 +51,12 @@ def _placeholder(values: pa.Array, present: np.ndarray, length: np.ndarray, word
 
 
 def _contains_any(values: pa.Array, rows: np.ndarray, needles) -> np.ndarray:
-    out = np.zeros(len(values), bool)
-    for needle in needles:
-        out |= _on_rows(values, rows & ~out, lambda v: pc.match_substring(v, needle))
-    return out
+    """Rows holding any of the literal ``needles``: one RE2 pass of their alternation, several times
+    faster than one substring pass per needle."""
+    if not needles:
+        return np.zeros(len(values), bool)
+    pattern = "|".join(re.escape(needle) for needle in needles)
+    return _on_rows(values, rows, lambda v: pc.match_substring_regex(v, pattern))
 
 
 def _digit_byte(buf: np.ndarray) -> np.ndarray:
@@ -125,8 +131,7 @@ def check_addresses(addresses: pa.Array, cfg) -> dict[str, np.ndarray]:
     has_han = checked & rows_with_bytes(addresses, _cjk_lead)
     maybe_han = checked & ~has_han & rows_with_bytes(addresses, _other_han_lead)
     has_han |= _on_rows(addresses, maybe_han, lambda v: pc.match_substring_regex(v, r"\p{Han}"))
-    # Keywords one by one, each only on the rows no earlier keyword matched:
-    # the common ones (市, 区, 路, 号) settle most rows at once.
+    # All keywords in one pass (an RE2 alternation of the literals).
     has_keyword = _contains_any(addresses, checked & has_han, cfg["keywords"])
     latin = checked & ~has_han
     has_digit = _on_rows(addresses, latin, lambda v: pc.match_substring_regex(v, r"\d"))

@@ -74,11 +74,20 @@ def rows_with_bytes(values: pa.Array, byte_test) -> np.ndarray:
     buf = np.frombuffer(values.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
     if len(buf) == 0:
         return np.zeros(n, bool)
-    marks = np.flatnonzero(byte_test(buf))
-    if len(marks) == 0:
+    test = byte_test(buf)
+    count = np.count_nonzero(test)
+    if count == 0:
         return np.zeros(n, bool)
-    # Marks per row = marks before the row's end - marks before its start.
-    before = np.searchsorted(marks, offsets - offsets[0])
+    if count > n:
+        # Dense marks (e.g. Chinese text): one OR per row over its bytes. reduceat takes the
+        # non-empty rows only, so each segment is exactly one row's bytes.
+        starts = offsets - offsets[0]
+        nonempty = starts[1:] > starts[:-1]
+        out = np.zeros(n, bool)
+        out[nonempty] = np.logical_or.reduceat(test, starts[:-1][nonempty])
+        return out
+    # Sparse marks: marks per row = marks before the row's end - marks before its start.
+    before = np.searchsorted(np.flatnonzero(test), offsets - offsets[0])
     return before[1:] > before[:-1]
 
 
@@ -89,14 +98,19 @@ def _non_cjk_lead(buf: np.ndarray) -> np.ndarray:
     are left alone by NFKC; full-width forms, U+3000, the Cf and Z characters
     and the middle-dot look-alikes all have other lead bytes.
     """
-    return (buf >= 0xC2) & ((buf < 0xE4) | (buf > 0xE9))
+    return (buf >= 0xEA) | ((buf - np.uint8(0xC2)) < 0x22)  # 0xC2-0xE3 by uint8 wrap-around
 
 
 def _needs_cleaning(buf: np.ndarray) -> np.ndarray:
-    """Bytes that NFKC, the Cf strip or the white-space pass can change."""
-    test = (buf < 0x20) | _non_cjk_lead(buf)
-    if len(buf) > 1:
-        test[:-1] |= (buf[:-1] == 0x20) & (buf[1:] == 0x20)
+    """Bytes that NFKC, the Cf strip or the white-space pass can change: control bytes, the lead
+    bytes of _non_cjk_lead (0xC2-0xE3, 0xEA-0xFF; uint8 wrap-around makes a range one compare), and
+    the first of two spaces (spaces are rare: found by index, not by a shifted full-buffer compare)."""
+    test = buf < 0x20
+    test |= buf >= 0xEA
+    test |= (buf - np.uint8(0xC2)) < 0x22
+    spaces = np.flatnonzero(buf == 0x20)
+    if len(spaces) > 1:
+        test[spaces[:-1][np.diff(spaces) == 1]] = True
     return test
 
 
@@ -108,9 +122,37 @@ def _subset(values: pa.Array, rows: np.ndarray, fn) -> pa.Array:
     return pc.replace_with_mask(values, mask, fn(values.filter(mask)))
 
 
+def _offsets(values: pa.Array) -> np.ndarray:
+    return np.frombuffer(values.buffers()[1], np.int32)[values.offset : values.offset + len(values) + 1]
+
+
 def _empty_to_null(values: pa.Array) -> pa.Array:
-    empty = pc.equal(pc.binary_length(values), 0)
-    return pc.if_else(empty, pa.scalar(None, pa.string()), values)
+    offsets = _offsets(values)
+    empty = (offsets[1:] == offsets[:-1]) & values.is_valid().to_numpy(zero_copy_only=False)
+    if not empty.any():
+        return values
+    return pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), values)
+
+
+def _untrimmed(values: pa.Array) -> np.ndarray:
+    """Rows whose first or last character may be white space (a superset of what a trim changes):
+    an ASCII byte up to the space, or a non-ASCII character other than U+4000-U+9FFF."""
+    n = len(values)
+    if n == 0 or values.buffers()[2] is None:
+        return np.zeros(n, bool)
+    offsets = _offsets(values)
+    if offsets[-1] == offsets[0]:  # no bytes at all
+        return np.zeros(n, bool)
+    buf = np.frombuffer(values.buffers()[2], np.uint8)
+    starts, ends = offsets[:-1], offsets[1:]
+    filled = ends > starts
+    first = buf[np.where(filled, starts, 0)]
+    last = buf[np.where(filled, ends - 1, 0)]
+    lead = buf[np.where(filled & (ends - starts >= 3), ends - 3, 0)]
+    cjk_last = (ends - starts >= 3) & (lead >= 0xE4) & (lead <= 0xE9)
+    odd_first = (first <= 0x20) | ((first >= 0x80) & ((first < 0xE4) | (first > 0xE9)))
+    odd_last = (last <= 0x20) | ((last >= 0x80) & ~cjk_last)
+    return filled & (odd_first | odd_last)
 
 
 def _full_clean(values: pa.Array) -> pa.Array:
@@ -120,10 +162,14 @@ def _full_clean(values: pa.Array) -> pa.Array:
 
 
 def clean_text(values) -> pa.Array:
-    """NFKC, drop format characters, trim and collapse white space; '' -> null."""
+    """NFKC, drop format characters, trim and collapse white space; '' -> null.
+
+    Only the rows a byte test says can change are cleaned (on the others every step is the identity:
+    ASCII and U+4000-U+9FFF are NFKC-stable), and the result is copied once."""
     values = as_strings(values)
-    values = _subset(values, rows_with_bytes(values, _needs_cleaning), _full_clean)
-    return _empty_to_null(pc.utf8_trim_whitespace(values))
+    rows = rows_with_bytes(values, _needs_cleaning) | _untrimmed(values)
+    values = _subset(values, rows, lambda v: pc.utf8_trim_whitespace(_full_clean(v)))
+    return _empty_to_null(values)
 
 
 def _has_doc_separator(buf: np.ndarray) -> np.ndarray:
@@ -182,8 +228,12 @@ def normalize_msisdn(values) -> pa.Array:
     values = _subset(
         values, rows_with_bytes(values, _not_digit), lambda v: pc.replace_substring_regex(v, r"[^0-9+]", "")
     )
-    international = pc.fill_null(pc.match_substring_regex(values, r"^(?:\+86|0086|86\d{9,})"), False)
-    international = international.to_numpy(zero_copy_only=False)
+    # Only a number starting with + 0 or 8 can carry a country code: the regex runs on those alone.
+    maybe = _first_byte_in(values, b"+08")
+    international = np.zeros(len(values), bool)
+    if maybe.any():
+        found = pc.match_substring_regex(values.filter(pa.array(maybe)), r"^(?:\+86|0086|86\d{9,})")
+        international[maybe] = pc.fill_null(found, False).to_numpy(zero_copy_only=False)
     values = _subset(values, international, _national)
     return _empty_to_null(values)
 
@@ -194,6 +244,17 @@ def _national(values: pa.Array) -> pa.Array:
     mobile = pc.match_substring_regex(values, r"^1\d{10,12}$")  # mobile, data card and IoT numbers
     trunk = pc.binary_join_element_wise("0", values, "")
     return pc.if_else(pc.fill_null(mobile, True), values, trunk)
+
+
+def _first_byte_in(values: pa.Array, allowed: bytes) -> np.ndarray:
+    """Rows whose first byte is one of ``allowed`` (empty rows and nulls: False)."""
+    offsets = _offsets(values)
+    filled = (offsets[1:] > offsets[:-1]) & values.is_valid().to_numpy(zero_copy_only=False)
+    if not filled.any():
+        return filled
+    buf = np.frombuffer(values.buffers()[2], np.uint8)
+    first = buf[np.where(filled, offsets[:-1], 0)]
+    return filled & np.isin(first, np.frombuffer(allowed, np.uint8))
 
 
 def _not_digit(buf: np.ndarray) -> np.ndarray:
