@@ -177,3 +177,37 @@ def test_masks_hide_the_middle_digits():
     assert masked == ["138****8000", "144****1530", "010****9988", "075****5678", "****45", None]
     for number, mask in zip(numbers[:4], masked[:4]):
         assert mask == number[:3] + "****" + number[-4:] and number[3:-4] not in mask
+
+
+def test_rows_rendered_with_their_own_template_match_each_template():
+    """render_rows / sms_lengths_rows (one gather for every variant) give each row exactly what its own
+    template renders and measures: templates of different shapes, nulls, and a GSM-7 and a UCS-2 text."""
+    from transforms.notify.render import render_rows, sms_lengths_rows
+
+    constants = {"deadline": "2027年1月31日"}
+    templates = [
+        Template.compile("Hi {msisdn_masked}, free", "sms", "en", constants),
+        Template.compile(
+            "请于{deadline}前为{msisdn_masked}在{region}办理，免费", "sms", "zh-CN", constants, head=sign(SIGNATURE)
+        ),
+        Template.compile("{region}{msisdn_masked}{region} free of charge", "sms", "en", constants),
+    ]
+    numbers = ["13800138000", "075512345678", None, "12345", "13912345678", "13600000000", "13700000000"]
+    regions = ["110105", None, "370702", "110105", "€uro", "", "110105"]
+    which = np.array([0, 1, 2, 2, 1, 0, 1])
+    values = {"msisdn_masked": mask_numbers(pa.array(numbers, pa.string())), "region": pa.array(regions, pa.string())}
+    texts = render_rows(templates, which, values, len(numbers)).to_pylist()
+    units, gsm = sms_lengths_rows(templates, which, values, len(numbers))
+    for i, t in enumerate(which):
+        row = {name: pa.array(column.to_pylist()[i : i + 1], pa.string()) for name, column in values.items()}
+        assert texts[i] == templates[t].render(row, 1).to_pylist()[0]
+        one_units, one_gsm = templates[t].sms_lengths(row, 1)
+        assert (int(units[i]), bool(gsm[i])) == (int(one_units[0]), bool(one_gsm[0]))
+    assert (
+        render_rows(templates[:1], None, values, len(numbers)).to_pylist()
+        == templates[0].render(values, len(numbers)).to_pylist()
+    )
+    assert (
+        render_rows(templates, np.array([], np.int64), {k: v.slice(0, 0) for k, v in values.items()}, 0).to_pylist()
+        == []
+    )

@@ -220,7 +220,9 @@ def write_history(table: pa.Table, out: str, run_id: str) -> None:
     if table.num_rows == 0:
         return
     sink = io.BytesIO()
-    pq.write_table(table, sink, use_dictionary=["region", "channel", "campaign_id", "run_id", "variant"])
+    pq.write_table(
+        table, sink, use_dictionary=["region", "channel", "campaign_id", "run_id", "variant"], write_statistics=False
+    )
     name = content_name(table, "history", ".parquet")
     write_whole(
         sink.getvalue(), FileSystems.join(out, "_tmp", run_id, name), FileSystems.join(out, *HISTORY_JOBS, name)

@@ -3,12 +3,14 @@
 Beam's ``WriteToAvro`` and fastavro take one Python dict per record; at a
 million jobs a wave that costs more than planning them. Avro's binary encoding
 is simple enough to build column by column with numpy and pyarrow: each field
-becomes a binary array of its encoded values (zig-zag varints, length-prefixed
-strings, union branch bytes, little-endian doubles), one
-``binary_join_element_wise`` makes the records, and their data buffer is the
-block. The files are standard Avro object container files (codec ``null``),
-read back by fastavro in the tests. The same column-wise approach renders the
-JSON payload of each Pub/Sub message.
+becomes binary values (zig-zag varints, length-prefixed strings, union branch
+bytes, little-endian doubles). A field whose values repeat (campaign, variant,
+region, days, send windows ...) is encoded once per distinct value, adjacent
+such fields merged into one piece; string lengths are rows of a table of
+precomputed varints. One ``take`` in row order then lays every record's pieces
+end to end, and its data buffer is the block. The files are standard Avro
+object container files (codec ``null``), read back by fastavro in the tests.
+The same column-wise approach renders the JSON payload of each Pub/Sub message.
 
     data = avro_file(table, avro_schema("notify_sms_job"), name="part-1.avro")
     payloads = json_messages(table)   # pa.BinaryArray, one JSON object per row
@@ -16,6 +18,7 @@ JSON payload of each Pub/Sub message.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -28,12 +31,13 @@ __all__ = ["avro_file", "write_avro", "json_messages", "varints"]
 
 BLOCK_RECORDS = 32_768
 _EMPTY = pa.scalar(b"", pa.binary())
+_SAMPLE = 512  # rows looked at to judge whether a column holds few distinct values
+_PAIRS = 4096  # two parts of few values merge into all their pairs up to this many, else into the pairs seen
+_TABLE_LIMIT = 1 << 14  # unsigned values below it take one or two bytes: string lengths, days, small counts
 
 
-def varints(values: np.ndarray, zigzag: bool = True) -> pa.Array:
-    """Avro ``long`` encoding of each value: a binary array of 1-10 byte varints."""
-    v = np.asarray(values, np.int64)
-    z = ((v << 1) ^ (v >> 63)).view(np.uint64) if zigzag else v.view(np.uint64)
+def _varints_numpy(z: np.ndarray) -> pa.Array:
+    """Varint bytes of each unsigned 64-bit value (the general path)."""
     n = len(z)
     sizes = np.ones(n, np.int64)
     rest = z >> np.uint64(7)
@@ -51,6 +55,21 @@ def varints(values: np.ndarray, zigzag: bool = True) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data.tobytes())])
 
 
+@functools.lru_cache(maxsize=1)
+def _small_varints() -> pa.Array:
+    """The varint of every unsigned value below _TABLE_LIMIT: most columns are one ``take`` from it."""
+    return _varints_numpy(np.arange(_TABLE_LIMIT, dtype=np.uint64))
+
+
+def varints(values: np.ndarray, zigzag: bool = True) -> pa.Array:
+    """Avro ``long`` encoding of each value: a binary array of 1-10 byte varints."""
+    v = np.asarray(values, np.int64)
+    z = ((v << 1) ^ (v >> 63)).view(np.uint64) if zigzag else v.view(np.uint64)
+    if len(z) and int(z.max()) < _TABLE_LIMIT:
+        return _small_varints().take(pa.array(z.astype(np.int32)))
+    return _varints_numpy(z)
+
+
 def _fixed(raw: np.ndarray) -> pa.Array:
     """Rows of a (n, k) uint8 matrix as a binary array."""
     n, k = raw.shape
@@ -58,13 +77,26 @@ def _fixed(raw: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw.tobytes())])
 
 
+def _string_parts(column: pa.Array) -> list:
+    """A string column's encoding as two parts: the lengths' varints (rows of the table of small varints, or
+    one value when every length is the same), then the bytes."""
+    raw = pc.cast(pc.fill_null(column, ""), pa.binary())
+    lengths = pc.binary_length(raw).to_numpy(zero_copy_only=False).astype(np.int64)
+    if len(lengths) and lengths.min() == lengths.max():  # job ids, masks ...: one length, encoded once
+        head = (pa.array([_long(int(lengths[0]))], pa.binary()), np.zeros(len(lengths), np.int64))
+    elif len(lengths) and 2 * int(lengths.max()) < _TABLE_LIMIT:
+        head = (_small_varints(), 2 * lengths)
+    else:
+        head = (varints(lengths), None)
+    return [head, (raw, None)]
+
+
 def _plain(column: pa.Array) -> pa.Array:
     """Encoding of the non-null values of one column (nulls give garbage, replaced later)."""
     t = column.type
     if pa.types.is_string(t) or pa.types.is_binary(t):
         raw = pc.cast(pc.fill_null(column, ""), pa.binary())
-        lengths = pc.binary_length(raw).to_numpy(zero_copy_only=False)
-        return pc.binary_join_element_wise(varints(lengths), raw, _EMPTY)
+        return pc.binary_join_element_wise(varints(pc.binary_length(raw).to_numpy(zero_copy_only=False)), raw, _EMPTY)
     if pa.types.is_floating(t):
         values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype("<f8")
         return _fixed(values.view(np.uint8).reshape(-1, 8))
@@ -78,45 +110,78 @@ def _plain(column: pa.Array) -> pa.Array:
     raise TypeError(f"no Avro encoding for {t}")
 
 
-def _encode(column, avro_type) -> pa.Array:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+def _encode(column: pa.Array, avro_type) -> pa.Array:
+    """Each row's encoding of one column (an Avro type, or ["null", X])."""
     if isinstance(avro_type, list):  # ["null", X]: a branch index before the value
         branch = avro_type.index("null")
         value = pc.binary_join_element_wise(pa.scalar(bytes([2 * (1 - branch)]), pa.binary()), _plain(column), _EMPTY)
         return pc.if_else(pc.is_valid(column), value, pa.scalar(bytes([2 * branch]), pa.binary()))
-    if pa.types.is_date(column.type) or pa.types.is_timestamp(column.type):  # a few days per batch
-        distinct = pc.unique(column)
-        return _plain(distinct).take(pc.index_in(column, value_set=distinct))
     return _plain(column)
 
 
-def _constant(column) -> pa.Scalar | None:
-    """The column's one value when every row holds it (campaign, channel, wave, locale ...)."""
-    if len(column) == 0 or column.null_count or pa.types.is_floating(column.type):
-        return None
-    bounds = pc.min_max(column)
-    low, high = bounds["min"], bounds["max"]
-    return low if low.is_valid and low == high else None
+def _few_values(column: pa.Array) -> bool:
+    """True when the column likely holds few distinct values (judged on its first rows): campaign, wave,
+    channel, variant, region, line type, days, windows, segments ..., encoded once per distinct value."""
+    head = column.slice(0, _SAMPLE)
+    return len(pc.unique(head)) <= max(1, len(head) // 8)
 
 
-def _records(table: pa.Table, schema: dict) -> pa.Array:
-    parts = []
+def _dictionary(column: pa.Array, avro_type) -> tuple[pa.Array, np.ndarray]:
+    """(the encoding of each distinct value, each row's distinct value). Doubles are told apart by their bits
+    (0.0 and -0.0 are two values), so every row is encoded exactly as it is."""
+    if pa.types.is_floating(column.type):
+        bits = pc.dictionary_encode(pa.array(column.to_numpy(zero_copy_only=False).astype("<f8").view(np.int64)))
+        values = _fixed(bits.dictionary.to_numpy().view(np.uint8).reshape(-1, 8))
+        return values, bits.indices.to_numpy().astype(np.int64)
+    encoded = pc.dictionary_encode(column, null_encoding="encode")
+    return _encode(encoded.dictionary, avro_type), encoded.indices.to_numpy().astype(np.int64)
+
+
+def _parts(column, avro_type) -> list[tuple[pa.Array, np.ndarray | None]]:
+    """One column's parts of the records: (encoded values, the value of each row; None: row i has value i)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    floating = pa.types.is_floating(column.type)
+    if len(column) and not (floating and column.null_count) and _few_values(column):
+        return [_dictionary(column, avro_type)]
+    if avro_type == "string" and not column.null_count:
+        return _string_parts(column)
+    return [(_encode(column, avro_type), None)]
+
+
+def _merge(a: tuple[pa.Array, np.ndarray], b: tuple[pa.Array, np.ndarray]) -> tuple[pa.Array, np.ndarray]:
+    """Two adjacent parts of few values as one: each pair of values that occurs, joined."""
+    (va, ra), (vb, rb) = a, b
+    code = ra * len(vb) + rb
+    if len(va) * len(vb) <= _PAIRS:
+        pairs = np.arange(len(va) * len(vb), dtype=np.int64)
+    else:
+        pairs, code = np.unique(code, return_inverse=True)
+    joined = pc.binary_join_element_wise(
+        va.take(pa.array(pairs // len(vb))), vb.take(pa.array(pairs % len(vb))), _EMPTY
+    )
+    return joined, code.reshape(-1)
+
+
+def _records_data(table: pa.Table, schema: dict) -> pa.Buffer:
+    """The rows' Avro records, one after the other. Each field's encoded values are computed once per distinct
+    value where values repeat (adjacent such fields merged into one part); then every part's values are
+    gathered into one array, and one ``take`` in row-major order (row 0's parts, row 1's parts ...) copies
+    them into place."""
+    n = table.num_rows
+    parts: list[tuple[pa.Array, np.ndarray | None]] = []
     for field in schema["fields"]:
-        column = table.column(field["name"])
-        same = _constant(column)
-        if same is not None:  # encode once; the join repeats it
-            parts.append(
-                pa.scalar(_encode(pa.array([same.as_py()], column.type), field["type"])[0].as_py(), pa.binary())
-            )
-        else:
-            parts.append(_encode(column, field["type"]))
-    if not any(isinstance(part, (pa.Array, pa.ChunkedArray)) for part in parts):
-        # every column constant (a one-row table): the join of scalars would be one scalar, not a row each
-        parts[0] = pa.repeat(parts[0], table.num_rows)
-    if len(parts) == 1:
-        parts.append(_EMPTY)
-    return pc.binary_join_element_wise(*parts, _EMPTY)
+        for part in _parts(table.column(field["name"]), field["type"]):
+            if parts and part[1] is not None and parts[-1][1] is not None:
+                parts[-1] = _merge(parts[-1], part)
+            else:
+                parts.append(part)
+    rows, base = [], 0
+    for values, at in parts:
+        rows.append(base + (np.arange(n, dtype=np.int64) if at is None else at))
+        base += len(values)
+    index = np.stack(rows, axis=1).reshape(-1)
+    return _data(pa.concat_arrays([values for values, _ in parts]).take(pa.array(index)))
 
 
 def _data(records: pa.Array) -> pa.Buffer:
@@ -139,7 +204,7 @@ def write_avro(handle, table: pa.Table, schema: dict, name: str = "") -> None:
     handle.write(b"".join([*head, _long(0), sync]))
     for start in range(0, table.num_rows, BLOCK_RECORDS):
         part = table.slice(start, BLOCK_RECORDS)
-        data = _data(_records(part, schema))
+        data = _records_data(part, schema)
         handle.write(_long(part.num_rows) + _long(data.size))
         handle.write(memoryview(data))
         handle.write(sync)
@@ -153,7 +218,14 @@ def avro_file(table: pa.Table, schema: dict, name: str = "") -> bytes:
 
 
 def _long(value: int) -> bytes:
-    return varints(np.array([value], np.int64))[0].as_py()
+    """One Avro ``long`` (zig-zag varint) of a 64-bit value."""
+    z = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
 
 
 def _json_string(column: pa.Array) -> pa.Array:

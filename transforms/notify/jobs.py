@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from schemas import arrow_schema
 from transforms.notify.regions import region_text
-from transforms.notify.render import mask_numbers, segments_of
+from transforms.notify.render import mask_numbers, render_rows, segments_of, sms_lengths_rows
 from transforms.notify.schedule import EPOCH, KEY_DTYPE, Schedule, assign_days
 from transforms.notify.variants import assign_variants, variant_names
 
@@ -44,6 +44,7 @@ KEY = "_key"
 JOB_SCHEMAS = {c: arrow_schema(f"notify_{c}_job") for c in ("sms", "call", "announcement")}
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 _SEP = "\x1f"
+_ENCODINGS = pa.array(["UCS2", "GSM7"], pa.string())  # by gsm7 (False, True)
 
 
 def job_ids(campaign_id: str, wave: int, channel: str, keys: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -51,10 +52,10 @@ def job_ids(campaign_id: str, wave: int, channel: str, keys: pa.Array) -> tuple[
     prefix = f"{campaign_id}{_SEP}{wave}{_SEP}{channel}{_SEP}".encode()
     if isinstance(keys, pa.ChunkedArray):
         keys = keys.combine_chunks()
-    values = pc.cast(keys, pa.binary()).to_pylist()
+    messages = pc.binary_join_element_wise(prefix, pc.cast(keys, pa.binary()), b"").to_pylist()
     sha = hashlib.sha256
-    n = len(values)
-    digests = np.frombuffer(b"".join([sha(prefix + v).digest() for v in values]), np.uint8).reshape(n, 32)[:, :16]
+    n = len(messages)
+    digests = np.frombuffer(b"".join([sha(m).digest() for m in messages]), np.uint8).reshape(n, 32)[:, :16]
     text = np.empty((n, 32), np.uint8)
     text[:, 0::2], text[:, 1::2] = _HEX[digests >> 4], _HEX[digests & 15]
     offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * 32).tobytes())
@@ -86,26 +87,13 @@ def announcement_rows(regions: pa.Table, campaign_id: str, wave: int) -> pa.Tabl
 
 
 def _render(campaign, channel: str, wave: int, values: dict, n: int, which, variants) -> tuple[pa.Array, tuple | None]:
-    """(texts, (units, gsm7) for an SMS) of every job, each rendered with its variant's template: rows are
-    grouped by variant (a stable sort), rendered group by group, and put back in the table's order."""
-    sms = channel == "sms"
+    """(texts, (units, gsm7) for an SMS) of every job, each rendered with its variant's template."""
     if which is None:
-        template = campaign.template(channel, wave)
-        return template.render(values, n), template.sms_lengths(values, n) if sms else None
-    order = np.argsort(which, kind="stable")
-    starts = np.searchsorted(which[order], np.arange(len(variants) + 1))
-    texts, units, gsm7 = [], np.zeros(n, np.int64), np.zeros(n, bool)
-    for i, variant in enumerate(variants):
-        rows = order[starts[i] : starts[i + 1]]
-        if not len(rows):
-            continue
-        part = {k: v.take(pa.array(rows)) for k, v in values.items()}
-        template = campaign.template(channel, wave, variant=variant.name)
-        texts.append(template.render(part, len(rows)))
-        if sms:
-            units[rows], gsm7[rows] = template.sms_lengths(part, len(rows))
-    text = pa.concat_arrays(texts).take(pa.array(np.argsort(order))) if texts else pa.array([], pa.string())
-    return text, (units, gsm7) if sms else None
+        templates = [campaign.template(channel, wave)]
+    else:
+        templates = [campaign.template(channel, wave, variant=v.name) for v in variants]
+    text = render_rows(templates, which, values, n)
+    return text, sms_lengths_rows(templates, which, values, n) if channel == "sms" else None
 
 
 def finish_jobs(
@@ -168,7 +156,7 @@ def _sms_lengths(lengths: tuple[np.ndarray, np.ndarray], price: float) -> dict[s
     units, gsm7 = lengths
     segments = segments_of(units, gsm7)
     return {
-        "encoding": pa.array(np.where(gsm7, "GSM7", "UCS2"), pa.string()),
+        "encoding": _ENCODINGS.take(pa.array(gsm7.astype(np.int8))),
         "units": pa.array(units.astype(np.int32)),
         "segments": pa.array(segments),
         "cost": pa.array(segments * price),

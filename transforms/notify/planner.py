@@ -75,6 +75,8 @@ OUTCOMES = (
     "NOT_IN_WAVE",
 )
 _O = {name: np.int8(i) for i, name in enumerate(OUTCOMES)}
+_CHANNELS = pa.array(["call", "sms"], pa.string())  # by outcome == SMS
+_ROUTES = pa.array(["PRIMARY", "SMS_FAILED", "SMS_SUPPRESSED"], pa.string())
 ANNOUNCED = ("INVALID_NUMBER", "SUPPRESSED", "SMS_FAILED", "CALL_FAILED", "NOT_IN_WAVE")
 
 
@@ -206,16 +208,16 @@ def _line_jobs(lines: pa.Table, msisdn: pa.Array, outcome: np.ndarray, route: np
     """One job per line whose outcome is SMS or CALL: its channel and route."""
     jobs_mask = (outcome == _O["SMS"]) | (outcome == _O["CALL"])
     picked = pa.array(jobs_mask)
-    channel = np.where(outcome == _O["SMS"], "sms", "call")[jobs_mask]
-    route_names = np.array(["PRIMARY", "SMS_FAILED", "SMS_SUPPRESSED"])[route[jobs_mask]]
+    channel = _CHANNELS.take(pa.array((outcome[jobs_mask] == _O["SMS"]).astype(np.int8)))
+    route_names = _ROUTES.take(pa.array(route[jobs_mask]))
     return pa.table(
         {
             "line_id": lines.column("line_id").filter(picked),
             "msisdn": msisdn.filter(picked),
             "line_type": lines.column("line_type").filter(picked),
             "region": lines.column("region").filter(picked),
-            "channel": pa.array(channel, pa.string()),
-            "route": pa.array(route_names, pa.string()),
+            "channel": channel,
+            "route": route_names,
         }
     )
 

@@ -39,6 +39,8 @@ __all__ = [
     "mask_numbers",
     "Template",
     "TemplateError",
+    "render_rows",
+    "sms_lengths_rows",
     "PLACEHOLDERS",
 ]
 
@@ -204,6 +206,53 @@ class Template:
             septets += col_septets
             ucs2 += col_ucs2
         return np.where(gsm7, septets, ucs2), gsm7
+
+
+def render_rows(templates, which: np.ndarray | None, columns: dict[str, pa.Array], n: int) -> pa.Array:
+    """One message per row, row i rendered with ``templates[which[i]]`` (the first template when ``which`` is
+    None), as :meth:`Template.render` renders it. The templates' literals and the placeholder columns are
+    gathered into one array, and one ``take`` in row order (each row's pieces, padded with empty text) lays
+    every message's pieces end to end: no per-template grouping, no per-row Python."""
+    if n == 0:
+        return pa.array([], pa.string())
+    which = np.zeros(n, np.int64) if which is None else np.asarray(which, np.int64)
+    names = sorted({name for t in templates for name in t.variables})
+    pieces = [pa.array([""] + [v for t in templates for k, v in t.parts if k == "lit"], pa.string())]
+    base, start = {}, len(pieces[0])
+    for name in names:
+        pieces.append(_text(columns[name]))
+        base[name], start = start, start + n
+    width = max([len(t.parts) for t in templates] + [1])
+    index = np.zeros((n, width), np.int64)  # 0: the empty text that pads shorter templates
+    rows, literal = np.arange(n, dtype=np.int64), 1
+    for i, template in enumerate(templates):
+        mine = which == i
+        for j, (kind, value) in enumerate(template.parts):
+            if kind == "lit":
+                index[mine, j], literal = literal, literal + 1
+            else:
+                index[mine, j] = base[value] + rows[mine]
+    taken = pa.concat_arrays(pieces).take(pa.array(index.reshape(-1)))
+    offsets = np.frombuffer(taken.buffers()[1], np.int32)[taken.offset : taken.offset + n * width + 1 : width]
+    data = taken.buffers()[2] or pa.py_buffer(b"")
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets.tobytes()), data])
+
+
+def sms_lengths_rows(templates, which: np.ndarray | None, columns: dict[str, pa.Array], n: int):
+    """:meth:`Template.sms_lengths` of each row's message, row i with ``templates[which[i]]``; each placeholder
+    column is measured once for every template."""
+    which = np.zeros(n, np.int64) if which is None else np.asarray(which, np.int64)
+    measured = {name: _column_units(columns[name]) for name in {v for t in templates for v in t.variables}}
+    units, gsm7 = np.zeros(n, np.int64), np.zeros(n, bool)
+    for i, template in enumerate(templates):
+        lit_gsm7, lit_septets, lit_ucs2 = text_units("".join(v for k, v in template.parts if k == "lit"))
+        g, septets, ucs2 = np.full(n, lit_gsm7), np.full(n, lit_septets, np.int64), np.full(n, lit_ucs2, np.int64)
+        for name in template.variables:
+            col_gsm7, col_septets, col_ucs2 = measured[name]
+            g, septets, ucs2 = g & col_gsm7, septets + col_septets, ucs2 + col_ucs2
+        mine = which == i
+        units[mine], gsm7[mine] = np.where(g, septets, ucs2)[mine], g[mine]
+    return units, gsm7
 
 
 def _column_units(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
