@@ -38,9 +38,9 @@ import functools
 import math
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from pipelines.flags import add_progress_flag
+from pipelines.flags import LOCAL_RUNNERS, add_progress_flag
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of, run_main
 from pipelines.common import runner_name, split_beam_flags
 from pipelines.manifest import policy_block, read_json
@@ -48,7 +48,8 @@ from pipelines.io import report_files as report_io
 from pipelines.io.publish import check_apart, check_owned, publishing
 from pipelines.io.report_previous import previous_headline
 from pipelines.report_finish import MAX_NOT_IN_MERGE, ReportFinish, summarise
-from pipelines.report_inputs import ReportInputs, campaign_facts, check_dates, read_inputs, report_context
+from pipelines.report_inputs import ReportInputs, ReportPlan, campaign_facts, check_dates, read_inputs
+from pipelines.report_inputs import report_context
 from pipelines.report_inputs import stale_warnings
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
 __all__ = ["parser", "run", "main", "MAX_NOT_IN_MERGE", "ROWS_PER_BUCKET"]
 
 ROWS_PER_BUCKET = 200_000  # lines per bucket of the join: a bucket (needed lines, base rows, notices) is one worker's
+IN_PROCESS_ROWS_PER_BUCKET = 500_000  # in this process: a bucket at a time, in memory (peak flat in the base's size)
+IN_PROCESS = "in-process"  # the manifest's runner when no Beam job ran
+WORKER_FLAGS = ("--direct_num_workers", "--direct_running_mode")  # Beam's local worker processes: the Beam job
 
 
 def parser() -> ArgumentParser:
@@ -134,12 +138,7 @@ def run(argv=None) -> dict:
     facts = campaign_facts(read.campaign, read.scan.as_of)
     as_of = args.as_of or (read.merge.as_of if read.merge else None) or read.scan.as_of
     check_dates(read, as_of, facts, args)
-    options = beam_options(beam_args, step="report", run_id=run_id)
-    if args.spill == "on" and not is_local_runner(options):
-        raise UserError("--spill on needs a local runner: the spill is a private local folder")
-    spill = args.spill != "off" and is_local_runner(options)
-    from pipelines.report_job import ReportPlan
-
+    engine = _engine(args, beam_args, run_id)
     plan = ReportPlan(
         scan=read.scan,
         merge=read.merge,
@@ -147,7 +146,7 @@ def run(argv=None) -> dict:
         campaign_id=read.campaign_id,
         timezone=facts.timezone if facts else "Asia/Shanghai",
         past_on=bool(facts and facts.past_deadline(as_of)),
-        n_buckets=args.shuffle_buckets or max(1, math.ceil(read.scan.rows / ROWS_PER_BUCKET)),
+        n_buckets=args.shuffle_buckets or max(1, math.ceil(read.scan.rows / engine.rows_per_bucket)),
     )
     previous = previous_headline(args.out, as_of, read.campaign_id, args.previous)
     # Written beside OUT (with the Parquet partitions of other days linked in) and switched in at the end
@@ -155,10 +154,47 @@ def run(argv=None) -> dict:
     with publishing(args.out, "report", run_id, inputs=_inputs(args), produces=OUTPUTS, seed=("parquet",)) as pub:
         report_io.drop_partitions(pub.stage, as_of)  # a re-run of the day replaces its partitions
         warnings = stale_warnings(read.merge, as_of)
-        header = _header(args, read, run_id, started, as_of, policy, options, plan, pub, began, warnings)
+        header = _header(args, read, run_id, started, as_of, policy, engine, plan, pub, began, warnings)
         finishing = _finishing(args, read, policy, facts, as_of, previous, pub, header, warnings, began)
-        _run_job(options, plan, finishing, spill, (run_id, args.progress_seconds))
+        watch = (run_id, args.progress_seconds)
+        if engine.options is None:
+            from pipelines.report_local import run_in_process
+
+            run_in_process(plan, finishing, engine.spill, watch)
+        else:
+            _run_job(engine.options, plan, finishing, engine.spill, watch)
     return read_json(pub.final(pub.path("manifest.json")))  # written by the job, its balances checked there
+
+
+class _Engine(NamedTuple):
+    options: object | None  # Beam's PipelineOptions; None: the report runs in this process
+    runner: str  # as the manifest names it
+    spill: bool
+    rows_per_bucket: int
+
+
+def in_process(beam_args: list[str]) -> bool:
+    """No runner named, or a local one, and no worker processes asked for: the report runs in this process
+    (``pipelines/report_local.py``), without starting Beam."""
+    runner = None
+    for i, arg in enumerate(beam_args):
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and i + 1 < len(beam_args):
+            runner = beam_args[i + 1]
+    workers = any(arg.split("=", 1)[0] in WORKER_FLAGS for arg in beam_args)
+    return (runner is None or runner in LOCAL_RUNNERS) and not workers
+
+
+def _engine(args, beam_args: list[str], run_id: str) -> _Engine:
+    """Where the per-line work runs, whether its joins spill, and the lines per bucket of the joins."""
+    if in_process(beam_args):
+        return _Engine(None, IN_PROCESS, args.spill != "off", IN_PROCESS_ROWS_PER_BUCKET)
+    options = beam_options(beam_args, step="report", run_id=run_id)
+    if args.spill == "on" and not is_local_runner(options):
+        raise UserError("--spill on needs a local runner: the spill is a private local folder")
+    spill = args.spill != "off" and is_local_runner(options)
+    return _Engine(options, runner_name(options), spill, ROWS_PER_BUCKET)
 
 
 def _finishing(args, read, policy, facts, as_of, previous, pub, header, warnings, began) -> ReportFinish:
@@ -225,7 +261,7 @@ def _load_policy(path: str | None) -> Policy:
         raise UserError(str(exc)) from None
 
 
-def _header(args, read: ReportInputs, run_id, started, as_of, policy: Policy, options, plan, pub, began, warnings):
+def _header(args, read: ReportInputs, run_id, started, as_of, policy: Policy, engine, plan, pub, began, warnings):
     """What the manifest says that is known before the job; the job adds the findings, figures and counts."""
     return {
         "step": "report",
@@ -245,8 +281,8 @@ def _header(args, read: ReportInputs, run_id, started, as_of, policy: Policy, op
             "campaign": read.campaign.source if read.campaign else None,
         },
         "outputs": {key: pub.final(pub.path(name)) for key, name in OUTPUT_PATHS.items()},
-        "runner": runner_name(options),
-        "shuffle": {"buckets": plan.n_buckets, "spill": args.spill != "off" and is_local_runner(options)},
+        "runner": engine.runner,
+        "shuffle": {"buckets": plan.n_buckets, "spill": engine.spill},
         "warnings": list(warnings),
         "timings": {"plan_seconds": round(time.time() - began, 3)},
     }

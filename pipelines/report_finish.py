@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.io.finalize import finish
+from pipelines.io.finish import finish
 from pipelines.io.publish import Publication
 from transforms.compliance.report import CampaignFacts, ReportContext, TimeToRegister, report_tables
 
@@ -151,8 +151,11 @@ def _headline(table: pa.Table) -> dict:
     return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()}
 
 
-def finish_report(facts: dict, time_to_register: TimeToRegister, counts: dict, csv_parts: list, *writes, job) -> dict:
-    """Tables, CSV, page and manifest from the facts; the balance checked (pipelines/io/finalize.finish)."""
+def finish_report(
+    facts: dict, time_to_register: TimeToRegister, counts: dict, csv_parts: list | None, *writes, job
+) -> dict:
+    """Tables, CSV, page and manifest from the facts; the balance checked (pipelines/io/finalize.finish).
+    ``csv_parts``: the job's past-deadline CSV parts to join (None: the in-process run wrote the CSV)."""
     del writes  # side inputs only make this step wait for the past-deadline files
     from pipelines.io.report_files import write_tables
     from pipelines.io.report_sinks import join_csv_parts
@@ -164,7 +167,8 @@ def finish_report(facts: dict, time_to_register: TimeToRegister, counts: dict, c
     campaign = _campaign(job, facts)
     tables = report_tables(facts, campaign, job.as_of, job.thresholds, time_to_register, job.context)
     headline = _headline(tables["completion"])
-    join_csv_parts(job.pub.stage, csv_parts)
+    if csv_parts is not None:
+        join_csv_parts(job.pub.stage, csv_parts)
     write_tables(job.pub.stage, tables, job.as_of)
     header = {**job.manifest, "campaign_id": campaign.campaign_id}
     header["findings"] = findings(job, counts, campaign, tables)

@@ -12,6 +12,7 @@ Only manifests, summaries and Parquet footers are read here (``pipelines/io/repo
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -23,9 +24,30 @@ if TYPE_CHECKING:
     from transforms.notify.campaign import Campaign
     from transforms.scan.policy import Policy
 
-__all__ = ["ReportInputs", "read_inputs", "campaign_facts", "check_dates", "stale_warnings", "report_context"]
+__all__ = [
+    "ReportPlan",
+    "ReportInputs",
+    "read_inputs",
+    "campaign_facts",
+    "check_dates",
+    "stale_warnings",
+    "report_context",
+]
 
 STALE_AFTER_DAYS = 1  # a merge older than the report date by more than this is said on the page and at exit
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportPlan:
+    """The inputs as listed by the launcher, and how the joins are cut (the Beam job's and the in-process run's)."""
+
+    scan: report_files.ScanOutput
+    merge: report_files.MergeOutput | None
+    notify: report_notify.NotifyOutput | None
+    campaign_id: str | None
+    timezone: str
+    past_on: bool
+    n_buckets: int
 
 
 class ReportInputs(NamedTuple):

@@ -18,33 +18,17 @@ after the writes, over the facts alone.
 
 from __future__ import annotations
 
-import dataclasses
-
 import apache_beam as beam
 
-from pipelines.io.report_files import HISTORY_OPTIONAL, HISTORY_SCHEMA, RECEIPTS_SCHEMA, SCAN_SCHEMA, MergeOutput
-from pipelines.io.report_files import ScanOutput
-from pipelines.io.report_notify import NotifyOutput
+from pipelines.io.report_files import HISTORY_OPTIONAL, HISTORY_SCHEMA, RECEIPTS_SCHEMA, SCAN_SCHEMA
 from pipelines.io.report_sinks import write_past_deadline
 from pipelines.io.report_sources import ReadColumns, ReadDeadLetters, ReadEventAgents
 from pipelines.report_finish import ReportFinish, finish_report
+from pipelines.report_inputs import ReportPlan
 from transforms.compliance.report_facts import ReportFacts
 from transforms.compliance.report_lines import BASE_SCHEMA
 
 __all__ = ["ReportPlan", "build_pipeline"]
-
-
-@dataclasses.dataclass(frozen=True)
-class ReportPlan:
-    """The inputs as listed by the launcher, and how the joins are cut."""
-
-    scan: ScanOutput
-    merge: MergeOutput | None
-    notify: NotifyOutput | None
-    campaign_id: str | None
-    timezone: str
-    past_on: bool
-    n_buckets: int
 
 
 def _inputs(p: beam.Pipeline, plan: ReportPlan) -> dict:

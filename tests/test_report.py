@@ -750,6 +750,22 @@ def test_two_worker_processes_and_more_buckets_make_the_same_report(campaign, tm
     assert len(os.listdir(os.path.join(out, "parquet", "past_deadline", f"as_of={AFTER_DEADLINE}"))) >= 1
 
 
+def test_in_process_with_spilled_buckets_makes_the_same_report_as_the_beam_job(campaign, tmp_path):
+    path = campaign["path"]
+    args = report_args(path, "", AFTER_DEADLINE, "--policy", campaign["policy"], "--shuffle-buckets", "3")
+    out_at = args.index("--out") + 1
+    local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
+    args[out_at] = local
+    in_process = report.run(args)
+    args[out_at] = beam
+    job = report.run([*args, "--direct_num_workers", "1"])  # a worker option: the Beam job
+    assert in_process["runner"] == "in-process" and job["runner"] == "FnApiRunner"
+    assert in_process["shuffle"] == job["shuffle"] == {"buckets": 3, "spill": True}
+    assert in_process["completion"] == job["completion"] == campaign["manifest"]["completion"]
+    assert in_process["counts"] == job["counts"] == campaign["manifest"]["counts"]
+    assert _tables(local) == _tables(beam) == _tables(path("report"))
+
+
 def test_the_job_counts_every_line_and_event_and_says_they_balance(campaign, expected):
     counts = campaign["manifest"]["counts"]
     path = campaign["path"]

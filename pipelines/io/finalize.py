@@ -30,39 +30,15 @@ Nothing here reads or writes an identity value: counts, paths and versions only.
 
 from __future__ import annotations
 
-import datetime as dt
-import platform
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import apache_beam as beam
 
-from pipelines.io.publish import Publication, commit_remote
-from pipelines.manifest import write_json
+from pipelines.io.finish import Summarise, finish  # the step itself, Beam-free (the in-process report calls it)
+from pipelines.io.publish import Publication
 
 __all__ = ["Finalize", "finish"]
-
-Summarise = Callable[[dict], "tuple[dict, list[str]]"]
-
-
-def _utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def finish(counts: dict, pub: Publication, manifest: dict, summarise: Summarise, started: float) -> dict:
-    """Check the balance and write the manifest (and, on an object store, publish); returns the manifest."""
-    from pipelines.common import UserError
-
-    block, problems = summarise(counts or {})
-    if problems:
-        raise UserError("; ".join(problems) + "; nothing was published")
-    timings = dict(manifest.get("timings") or {})
-    timings.update(seconds_total=round(time.time() - started, 3), host=platform.node())
-    written = {**manifest, "counts": block, "finished": _utc_now(), "timings": timings}
-    write_json(pub.path("manifest.json"), written)
-    if pub.remote:
-        commit_remote(pub.out, pub.stage, pub.step, pub.run_id, pub.produces)
-    return written
 
 
 def _finish_fn(counts, pub, manifest, summarise, started, *done):  # no hints: Beam would type-check the side inputs

@@ -3,13 +3,18 @@
     written = write_past_deadline(past_batches, stage, as_of)   # [Parquet files, CSV parts] (PCollections)
     join_csv_parts(stage, part_paths)                          # in the job's last step: csv/past_deadline.csv
 
+    with PastDeadlineFiles(stage, as_of) as files:             # the in-process run (pipelines/report_local.py)
+        files.write(bucket_rows)                               # one Parquet file and the CSV, a bucket at a time
+
 The list grows with the lines, so it is never gathered: each bucket's rows
 are written by the worker that made them, as shards of
 ``parquet/past_deadline/as_of=DATE/`` (the table's hive partition) and as CSV
 parts; the last step of the job copies the parts, in order, behind the
 header into ``csv/past_deadline.csv`` (a byte copy, a buffer at a time), and
 removes them. Rows are sorted by region and line id within each bucket, not
-across the list: a query engine or a spreadsheet sorts the whole list.
+across the list: a query engine or a spreadsheet sorts the whole list. The
+in-process run writes the same rows, a bucket at a time, straight into one
+Parquet file of the partition and into the CSV file.
 """
 
 from __future__ import annotations
@@ -17,16 +22,15 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from pipelines.io.report_files import csv_ready, filesystem
 from transforms.compliance.report_lines import PAST_DEADLINE_SCHEMA
-from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 
-__all__ = ["write_past_deadline", "join_csv_parts", "PARTS"]
+__all__ = ["write_past_deadline", "join_csv_parts", "PastDeadlineFiles", "PARTS"]
 
 PARTS = "_past_deadline_parts"  # under csv/, removed once joined
 _COPY = 1 << 20
@@ -46,6 +50,10 @@ def _csv_block(table: pa.Table) -> str:
 
 def write_past_deadline(past, stage: str, as_of: dt.date) -> list:
     """Write the past-deadline rows; returns the two writes' results (their file names), to wait on."""
+    import apache_beam as beam
+
+    from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
+
     parquet = past | "WritePastDeadline" >> beam.io.WriteToParquetBatched(
         f"{stage.rstrip('/')}/parquet/past_deadline/as_of={as_of.isoformat()}/part",
         schema=PAST_DEADLINE_SCHEMA,
@@ -74,3 +82,31 @@ def join_csv_parts(stage: str, parts: list[str]) -> str:
     if fs.get_file_info(f"{root}/csv/{PARTS}").type != pafs.FileType.NotFound:
         fs.delete_dir(f"{root}/csv/{PARTS}")
     return target
+
+
+class PastDeadlineFiles:
+    """The in-process run's past-deadline list: ``parquet/past_deadline/as_of=DATE/part-00000-of-00001.parquet`` (a row
+    group per bucket) and ``csv/past_deadline.csv``, written a bucket at a time."""
+
+    def __init__(self, stage: str, as_of: dt.date):
+        self._stage, self._as_of = stage, as_of
+
+    def __enter__(self) -> "PastDeadlineFiles":
+        fs, root = filesystem(self._stage)
+        part = f"{root}/parquet/past_deadline/as_of={self._as_of.isoformat()}"
+        fs.create_dir(part, recursive=True)
+        fs.create_dir(f"{root}/csv", recursive=True)
+        self._parquet = pq.ParquetWriter(f"{part}/part-00000-of-00001.parquet", PAST_DEADLINE_SCHEMA, filesystem=fs)
+        self._csv = fs.open_output_stream(f"{root}/csv/past_deadline.csv")
+        self._csv.write(_csv_text(PAST_DEADLINE_SCHEMA.empty_table(), header=True).encode("utf-8"))
+        return self
+
+    def write(self, rows: pa.Table) -> None:
+        if rows.num_rows:
+            rows = rows.cast(PAST_DEADLINE_SCHEMA)
+            self._parquet.write_table(rows)
+            self._csv.write(_csv_text(rows).encode("utf-8"))
+
+    def __exit__(self, *exc) -> None:
+        self._parquet.close()
+        self._csv.close()

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.compliance.report_groups import empty_fact, fact_table, group_sums, ratio
+from transforms.compliance.report_groups import empty_fact, fact_table, first_per_key, group_sums, ratio
 from transforms.compliance.report_variants import wilson_low
 from transforms.core.reasons import LINE_REASONS
 
@@ -114,14 +114,14 @@ def event_agents(raw: pa.Table, order: pa.Array) -> pa.Table:
 
 
 def _first_copies(events: pa.Table) -> pa.Table:
-    """One row per event_id: its first copy in the files' order."""
-    ordered = events.sort_by([("event_id", "ascending"), ("order", "ascending")])
-    ids = ordered["event_id"].combine_chunks()
-    if len(ids) == 0:
-        return ordered
-    keep = np.ones(len(ids), bool)
-    keep[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
-    return ordered.filter(pa.array(keep))
+    """One row per event_id: its first copy in the files' order (rows put in that order, then the first row
+    of each event id: dictionary codes, not a sort of the ids)."""
+    if events.num_rows == 0:
+        return events
+    order = events["order"].to_numpy()
+    if np.any(order[1:] <= order[:-1]):
+        events = events.take(pa.array(np.argsort(order, kind="stable")))
+    return first_per_key(events, "event_id")
 
 
 def _reason_per_event(dead_letters: pa.Table) -> pa.Table:

@@ -31,15 +31,13 @@ from __future__ import annotations
 import typing
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from transforms.compliance.report import TimeToRegister
-from transforms.compliance.report_agents import opened_facts, taken_facts
-from transforms.compliance.report_groups import add_facts, fact_table
-from transforms.compliance.report_lines import HOUR_US, NOTICE_SCHEMA, RECEIPT_SCHEMA, bucket_facts, needed_lines
-from transforms.compliance.report_quantiles import first_ranks, pick, quantile_hours, ranks
+from transforms.compliance.report_agents import taken_facts
+from transforms.compliance.report_groups import add_facts
+from transforms.compliance.report_lines import bucket_facts
+from transforms.compliance.report_steps import base_step, hour_ranks, keyed_step, merge_picks, notices_step, pick_hour
+from transforms.compliance.report_steps import receipts_step, scan_step, time_to_register, timed_hours
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.metrics import SumCounts, counter
 from transforms.core.shuffle import BUCKET, ArrowGroupByBucket, with_bucket
@@ -81,18 +79,9 @@ class _ScanFn(beam.DoFn):
         self._n = n_buckets
 
     def process(self, scan: pa.Table):
-        needed = needed_lines(scan)
-        yield beam.pvalue.TaggedOutput(FACTS, {"agent_opened": opened_facts(scan)})
-        yield beam.pvalue.TaggedOutput(
-            COUNTS,
-            {
-                "scan_lines": {
-                    "read": scan.num_rows,
-                    "needed": needed.num_rows,
-                    "not_needed": scan.num_rows - needed.num_rows,
-                }
-            },
-        )
+        needed, facts, counts = scan_step(scan)
+        yield beam.pvalue.TaggedOutput(FACTS, facts)
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
         if needed.num_rows:
             yield with_bucket(needed, needed["line_id"], self._n)
 
@@ -103,7 +92,7 @@ class _KeyBaseFn(beam.DoFn):
         self._n = n_buckets
 
     def process(self, base: pa.Table):
-        yield beam.pvalue.TaggedOutput(COUNTS, {"base_rows": {"read": base.num_rows}})
+        yield beam.pvalue.TaggedOutput(COUNTS, base_step(base))
         if base.num_rows:
             yield with_bucket(base, base["line_id"], self._n)
 
@@ -116,44 +105,12 @@ class _NoticesFn(beam.DoFn):
         self._campaign, self._n = campaign_id, n_buckets
 
     def process(self, history: pa.Table):
-        if self._campaign is None:
-            mine = history.slice(0, 0)
-        else:
-            mine = history.filter(pc.fill_null(pc.equal(history["campaign_id"], self._campaign), False))
-        if mine.num_rows:
-            yield beam.pvalue.TaggedOutput(FACTS, _history_facts(mine))
-        lines = mine.filter(pc.is_valid(mine["line_id"])).select(NOTICE_SCHEMA.names).cast(NOTICE_SCHEMA)
-        yield beam.pvalue.TaggedOutput(
-            COUNTS,
-            {
-                "notices": {
-                    "read": history.num_rows,
-                    "other_campaigns": history.num_rows - mine.num_rows,
-                    "without_line": mine.num_rows - lines.num_rows,
-                }
-            },
-        )
+        lines, facts, counts = notices_step(history, self._campaign)
+        if facts is not None:
+            yield beam.pvalue.TaggedOutput(FACTS, facts)
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
         if lines.num_rows:
             yield with_bucket(lines, lines["line_id"], self._n)
-
-
-def _history_facts(mine: pa.Table) -> dict:
-    """The campaign's notices per wave (any line), and its announcements (jobs without a line) per wave."""
-    waves = pc.value_counts(mine["wave"])
-    regional = mine.filter(pc.is_null(mine["line_id"])).select(["wave", "channel"])
-    ones = pa.array(np.ones(regional.num_rows, np.int64))
-    announced = (
-        regional.append_column("n", ones).group_by(["wave", "channel"], use_threads=False).aggregate([("n", "sum")])
-    )
-    zeros = [0] * announced.num_rows
-    columns = {"wave": announced["wave"], "channel": announced["channel"], "sent": announced["n_sum"]}
-    return {
-        "history_waves": fact_table("history_waves", {"wave": waves.field(0), "notices": waves.field(1)}),
-        "wave_channel": fact_table(
-            "wave_channel",
-            {**columns, **{c: zeros for c in ("delivered", "failed", "fell_back_to_call", "registered_after")}},
-        ),
-    }
 
 
 @beam.typehints.with_output_types(pa.Table, counts=dict)
@@ -164,11 +121,8 @@ class _ReceiptsFn(beam.DoFn):
         self._campaign, self._n = campaign_id, n_buckets
 
     def process(self, receipts: pa.Table):
-        mine = receipts.filter(pc.fill_null(pc.equal(receipts["campaign_id"], self._campaign or ""), False))
-        lines = mine.filter(pc.is_valid(mine["line_id"])).select(RECEIPT_SCHEMA.names).cast(RECEIPT_SCHEMA)
-        read, other = receipts.num_rows, receipts.num_rows - mine.num_rows
-        counts = {"read": read, "other_campaigns": other, "without_line": mine.num_rows - lines.num_rows}
-        yield beam.pvalue.TaggedOutput(COUNTS, {"receipts": counts})
+        lines, counts = receipts_step(receipts, self._campaign)
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
         if lines.num_rows:
             yield with_bucket(lines, lines["line_id"], self._n)
 
@@ -200,8 +154,8 @@ class _LineFactsFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(FACTS, result.facts)
         yield beam.pvalue.TaggedOutput(COUNTS, result.counts)
         if len(result.timed):
-            hours = pc.divide(result.timed, HOUR_US).cast(pa.int32())  # integer division: the times are >= 0
-            yield beam.pvalue.TaggedOutput(TIMED, pa.table({"micros": result.timed, BUCKET: hours}))
+            micros, hours = timed_hours(result.timed)
+            yield beam.pvalue.TaggedOutput(TIMED, pa.table({"micros": micros, BUCKET: hours}))
         if result.past.num_rows:
             yield result.past
 
@@ -214,10 +168,8 @@ class _KeyByIdFn(beam.DoFn):
         self._side, self._n = side, n_buckets
 
     def process(self, table: pa.Table):
-        keyed = table.filter(pc.is_valid(table["event_id"]))
-        yield beam.pvalue.TaggedOutput(
-            COUNTS, {self._side: {"read": table.num_rows, "without_event_id": table.num_rows - keyed.num_rows}}
-        )
+        keyed, counts = keyed_step(table, self._side)
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
         if keyed.num_rows:
             yield with_bucket(keyed, keyed["event_id"], self._n)
 
@@ -235,32 +187,11 @@ class _AgentFactsFn(beam.DoFn):
         yield facts
 
 
-def _hour_ranks(facts: dict) -> dict:
-    """From the facts: how many times were measured, the rank of each hour's first value, the ranks wanted."""
-    hours = facts.get("hours_to_register")
-    per_hour = dict(zip(*(hours[c].to_pylist() for c in ("hour", "registrations")))) if hours is not None else {}
-    n = sum(per_hour.values())
-    return {"n": n, "first": first_ranks(per_hour), "wanted": ranks(n)}
-
-
 def _pick_hour(element, plan: dict):
     hour, tables = element
-    values = tables["timed"]["micros"].to_numpy(zero_copy_only=False)
-    found = pick(values, plan["first"].get(hour, 0), plan["wanted"])
+    found = pick_hour(hour, tables["timed"]["micros"].to_numpy(zero_copy_only=False), plan)
     if found:
         yield found
-
-
-def _merge_picks(picks) -> dict:
-    out: dict = {}
-    for found in picks:
-        out.update(found)
-    return out
-
-
-def _time_to_register(picked: dict, plan: dict) -> TimeToRegister:
-    median, p90 = quantile_hours(plan["n"], picked)
-    return TimeToRegister(median, p90, plan["n"])
 
 
 class ReportFacts(beam.PTransform):
@@ -322,13 +253,13 @@ class ReportFacts(beam.PTransform):
         if "events" in inputs:
             facts.append(self._agents(inputs, counts))
         summed = tuple(facts) | "FlattenFacts" >> beam.Flatten() | "SumFacts" >> beam.CombineGlobally(SumFacts())
-        plan = summed | "HourRanks" >> beam.Map(_hour_ranks)
+        plan = summed | "HourRanks" >> beam.Map(hour_ranks)
         time = (
             {"timed": lines.timed}
             | "ShuffleByHour" >> ArrowGroupByBucket(self._spill, label="ShuffleByHour")
             | "PickOrderStats" >> beam.FlatMap(_pick_hour, beam.pvalue.AsSingleton(plan))
-            | "MergePicks" >> beam.CombineGlobally(_merge_picks)
-            | "TimeToRegister" >> beam.Map(_time_to_register, beam.pvalue.AsSingleton(plan))
+            | "MergePicks" >> beam.CombineGlobally(merge_picks)
+            | "TimeToRegister" >> beam.Map(time_to_register, beam.pvalue.AsSingleton(plan))
         )
         total = tuple(counts) | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(SumCounts())
         return ReportOutputs(summed, lines.past, time, total)

@@ -143,6 +143,7 @@ def group_sums(table: pa.Table, key: str, columns: list[str]) -> pa.Table:
 
 def first_per_key(table: pa.Table, key: str) -> pa.Table:
     """The first row of each distinct ``key`` (events repeated by redelivery count once)."""
-    codes, _ = _codes(table[key])
-    _, first = np.unique(codes, return_index=True)
+    codes, groups = _codes(table[key])
+    first = np.full(len(groups), len(codes), np.int64)  # every code occurs: its smallest row number
+    np.minimum.at(first, codes, np.arange(len(codes), dtype=np.int64))
     return table.take(pa.array(np.sort(first)))
