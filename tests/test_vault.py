@@ -413,3 +413,23 @@ def test_a_truncated_vault_file_is_one_line(sealed, tmp_path):
     with pytest.raises(VaultUnreadable, match="cannot be read .*damaged or truncated") as raised:
         read_vault(str(folder), ["L1"])
     assert len(str(raised.value).splitlines()) == 1
+
+
+def test_a_batch_of_mixed_lines_seals_each_present_value_once_under_fresh_nonces(keyset):
+    """The bulk seal (transforms/crypto/vault_seal.py) over more lines than one chunk, fields present or not
+    line by line: one value row per present value, every nonce drawn once, every line opens to its values."""
+    n = 2_600  # more than two chunks of AESGCM objects
+    names = [f"名{i}" if i % 3 else None for i in range(n)]
+    numbers = [f"N{i:06d}" if i % 5 else None for i in range(n)]
+    ids = [f"L{i}" for i in range(n)]
+    vault = Vault(keyset)
+    keys, values = vault.seal(ids, {"name": names, "doc_number": numbers}, registrations=[None, "E1"] * (n // 2))
+    present = sum(v is not None for v in names) + sum(v is not None for v in numbers)
+    assert values.num_rows == present and keys.num_rows == n
+    nonces = values["nonce"].to_pylist() + [w[:12] for w in keys["wrapped_dek"].to_pylist()]
+    assert len(set(nonces)) == len(nonces) and {len(x) for x in nonces} == {12}
+    assert len(set(keys["dek_id"].to_pylist())) == n
+    opened = vault.open_many(keys, values)
+    got = {(line, field): value for line, field, value in zip(*(opened[c].to_pylist() for c in opened.column_names))}
+    expected = {(ids[i], f): v for i in range(n) for f, v in (("name", names[i]), ("doc_number", numbers[i])) if v}
+    assert got == expected

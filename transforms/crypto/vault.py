@@ -38,9 +38,10 @@ Format 2 (the seal): vaults written before it do not open (``vault-value/1``
 records fail authentication, and ``pipelines.io.vault_files`` refuses key
 tables without the seal columns).
 
-AES-GCM runs once per value in a Python loop (the ``cryptography`` API has no
-batch call): one AESGCM object per line, nonces from one ``os.urandom`` call
-per batch; the seal's bytes are built once per distinct field set. ``pipelines.io.vault_files`` reads and writes a vault folder;
+Sealing is done in bulk (``transforms/crypto/vault_seal.py``): associated data built by Arrow kernels,
+random bytes from one ``os.urandom`` call per batch, the AES-GCM calls in C-level ``map`` loops (the
+``cryptography`` API has no batch call), one AESGCM object per line's data key.
+``pipelines.io.vault_files`` reads and writes a vault folder;
 ``transforms/crypto/vault_format.py`` builds the associated-data bytes and the tables' rows.
 """
 
@@ -61,20 +62,28 @@ from transforms.crypto.keyset import Keyset, KeysetError
 from transforms.crypto.vault_format import (
     _AD_DEK,
     _AD_VALUE,
-    _DEK,
-    _FRESH,
     _KEY_COLS,
     _NONCE,
     _created_at,
     _field_sets,
-    _fields_part,
     _key_table,
     _lp1,
     _seal_part,
     _seal_parts,
     _stamps,
-    _value_table,
 )
+from transforms.crypto.vault_seal import (
+    encrypt_values,
+    field_suffixes,
+    line_seals,
+    line_deks,
+    lp_array,
+    nonce_array,
+    nonce_buffers,
+    set_parts,
+    value_order,
+)
+from schemas import arrow_schema
 from transforms.scan.normalize import as_strings
 
 __all__ = ["Vault", "VaultError", "UnknownLine", "AuthenticationFailed", "VaultUnreadable", "drop_lines"]
@@ -174,27 +183,59 @@ class Vault:
             anew: the seal is part of the wrap's associated data) and a value
             row for every non-null value.
         """
-        ids_array, fields, plains, present = self._batch(line_ids, columns)
+        ids_array, fields, arrays = self._batch(line_ids, columns)
         n = len(ids_array)
         regs = self._registrations(registrations, n)
-        counts = [int(p.sum()) for p in present]
-        nonces = os.urandom(_NONCE * sum(counts))
-        bases = [_NONCE * sum(counts[:j]) for j in range(len(fields))]
-        # per field: (ad suffix, plaintexts, ciphertexts, row indices, first nonce offset)
-        specs = [(_lp1(f), p, [], [], b) for f, p, b in zip(fields, plains, bases)]
+        present = [a.is_valid().to_numpy(zero_copy_only=False) for a in arrays]
         # the sealed field set of each line: one set (and its bytes) per distinct pattern of present fields
         sets, inverse = _field_sets(fields, present, n)
         version = self._keyset.primary_vault_version
         known, old = self._known(existing_keys, ids_array)
-        dek_ids, wrapped = self._seal_lines(
-            ids_array, known, specs, nonces, version, regs.to_pylist(), [_fields_part(s) for s in sets], inverse
-        )
+        deks, dek_ids = line_deks(ids_array, known)
+        line_lp, dek_lp = lp_array(ids_array), lp_array(dek_ids)
+        seals = line_seals(regs, set_parts(sets), inverse)
+        line_of, field_of = value_order(present)
+        wrap_nonces, value_nonces = nonce_buffers(n, len(line_of))
+        wrapped = self._wrap(deks, wrap_nonces, line_lp, dek_lp, seals, version)
+        prefix = pc.binary_join_element_wise(pa.scalar(self._value_head), line_lp, dek_lp, seals, b"")
+        sealed = self._encrypt(deks, prefix, fields, arrays, line_of, field_of, value_nonces)
         stamps = _stamps(now, n)
         created = _created_at(ids_array, old, stamps)
         keys = _key_table(
             ids_array, dek_ids, self._keyset.keyset_id, version, wrapped, created, stamps, regs, sets, inverse
         )
-        return keys, _value_table(ids_array, fields, specs, nonces, dek_ids)
+        at = pa.array(line_of)
+        values = pa.table(
+            [
+                ids_array.take(at),
+                pa.array(fields, pa.string()).take(pa.array(field_of)),
+                dek_ids.take(at),
+                nonce_array(value_nonces),
+                sealed,
+            ],
+            schema=arrow_schema("vault_value"),
+        )
+        return keys, values
+
+    @staticmethod
+    def _encrypt(
+        deks: list[bytes],
+        prefix: pa.Array,
+        fields: list[str],
+        arrays: list[pa.Array],
+        line_of: np.ndarray,
+        field_of: np.ndarray,
+        nonces: bytes,
+    ) -> pa.Array:
+        """The ciphertexts of the present values, line by line: value k of line ``line_of[k]``, field
+        ``fields[field_of[k]]``, associated data ``prefix[line] || lp(field)``."""
+        ads = pc.binary_join_element_wise(
+            prefix.take(pa.array(line_of)), field_suffixes(fields).take(pa.array(field_of)), b""
+        )
+        flat = pa.concat_arrays([a.cast(pa.binary()) for a in arrays]) if arrays else pa.array([], pa.binary())
+        plains = flat.take(pa.array(field_of * len(prefix) + line_of))
+        sealed = encrypt_values(deks, line_of, nonce_array(nonces).to_pylist(), plains.to_pylist(), ads.to_pylist())
+        return pa.array(sealed, pa.binary())
 
     @staticmethod
     def _registrations(registrations, n: int) -> pa.Array:
@@ -206,8 +247,8 @@ class Vault:
         return regs
 
     @staticmethod
-    def _batch(line_ids, columns: Mapping[str, object]) -> tuple[pa.Array, list[str], list[list], list[np.ndarray]]:
-        """(line ids, field names, plaintexts per field as bytes or None, presence per field), checked."""
+    def _batch(line_ids, columns: Mapping[str, object]) -> tuple[pa.Array, list[str], list[pa.Array]]:
+        """(line ids, field names, the values of each field as strings), checked."""
         ids_array = as_strings(line_ids)
         n = len(ids_array)
         if ids_array.null_count or pc.count_distinct(ids_array).as_py() != n:
@@ -216,9 +257,7 @@ class Vault:
         arrays = [as_strings(columns[f]) for f in fields]
         if any(len(a) != n for a in arrays):
             raise VaultError("seal: every column needs one value per line_id")
-        plains = [a.cast(pa.binary()).to_pylist() for a in arrays]
-        present = [a.is_valid().to_numpy(zero_copy_only=False) for a in arrays]
-        return ids_array, fields, plains, present
+        return ids_array, fields, arrays
 
     def _known(self, existing_keys: pa.Table | None, ids_array: pa.Array) -> tuple[dict, pa.Table | None]:
         """line_id -> (DEK, dek_id) of the batch's lines already in the vault, and their key rows."""
@@ -229,44 +268,16 @@ class Vault:
         known = {row["line_id"]: (self._unwrap(row, seal), row["dek_id"]) for row, seal in zip(rows, _seal_parts(old))}
         return known, old
 
-    def _seal_lines(
-        self,
-        ids_array: pa.Array,
-        known: dict,
-        specs: list,
-        nonces: bytes,
-        version: str,
-        regs: list,
-        set_parts: list[bytes],
-        inverse: np.ndarray,
-    ) -> tuple[list[str], list[bytes]]:
-        """Seal every value line by line; (every line's dek id, every line's wrapped DEK)."""
-        wrap, dek_tail = self._kek(version).encrypt, _lp1(version)
-        n = len(ids_array)
-        rnd, wrap_nonces = os.urandom((n - len(known)) * _FRESH), os.urandom(n * _NONCE)
-        at, dek_ids, wrapped = 0, [], []
-        # One line at a time: one AESGCM object alive (thousands alive cost GC time).
-        for i, (line_id, reg, pattern) in enumerate(zip(ids_array.to_pylist(), regs, inverse.reshape(-1).tolist())):
-            line_lp = _lp1(line_id)
-            seal = (b"\x00" if reg is None else b"\x01" + _lp1(reg)) + set_parts[pattern]
-            hit = known.get(line_id)
-            if hit is None:
-                chunk, at = rnd[at : at + _FRESH], at + _FRESH
-                dek, dek_id = chunk[:_DEK], chunk[_DEK:].hex()
-            else:
-                dek, dek_id = hit
-            dek_lp = _lp1(dek_id)
-            nonce = wrap_nonces[_NONCE * i : _NONCE * (i + 1)]
-            wrapped.append(nonce + wrap(nonce, dek, self._dek_head + line_lp + dek_lp + dek_tail + seal))
-            dek_ids.append(dek_id)
-            encrypt, prefix = AESGCM(dek).encrypt, self._value_head + line_lp + dek_lp + seal
-            for field_ad, plain, sealed, rows, base in specs:
-                value = plain[i]
-                if value is not None:
-                    k = base + _NONCE * len(sealed)
-                    sealed.append(encrypt(nonces[k : k + _NONCE], value, prefix + field_ad))
-                    rows.append(i)
-        return dek_ids, wrapped
+    def _wrap(
+        self, deks: list[bytes], nonces: bytes, line_lp: pa.Array, dek_lp: pa.Array, seals: pa.Array, version: str
+    ) -> pa.Array:
+        """Every line's DEK wrapped by the vault key ``version``: ``nonce || ciphertext || tag``."""
+        ads = pc.binary_join_element_wise(
+            pa.scalar(self._dek_head), line_lp, dek_lp, pa.scalar(_lp1(version)), seals, b""
+        )
+        nonce_column = nonce_array(nonces)
+        wrapped = list(map(self._kek(version).encrypt, nonce_column.to_pylist(), deks, ads.to_pylist()))
+        return pc.binary_join_element_wise(nonce_column, pa.array(wrapped, pa.binary()), b"")
 
     def open(
         self, keys: pa.Table, values: pa.Table, line_id: str, fields: Iterable[str] | None = None

@@ -22,7 +22,6 @@ from schemas import arrow_schema
 _AD_VALUE = b"subscriber-backfill/vault-value/2"
 _AD_DEK = b"subscriber-backfill/vault-dek/2"
 _NONCE, _DEK, _DEK_ID = 12, 32, 8
-_FRESH = _DEK + _DEK_ID  # random bytes per new line: DEK, dek_id (and a wrap nonce for every line)
 _KEY_COLS = [
     "line_id",
     "dek_id",
@@ -75,33 +74,6 @@ def _stamps(when: dt.datetime | None, n: int) -> pa.Array:
     return pa.array(np.full(n, micros, np.int64)).cast(_TIMESTAMP)
 
 
-def _binary_from(buffer: bytes, width: int, n: int) -> pa.Array:
-    """n fixed-width slices of one buffer as a binary array, without copies."""
-    offsets = pa.array(range(0, (n + 1) * width, width), pa.int32()).buffers()[1]
-    return pa.Array.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(buffer)])
-
-
-def _value_table(ids_array: pa.Array, fields: list[str], specs: list, nonces: bytes, dek_ids: list[str]) -> pa.Table:
-    """The value rows of a sealed batch: one per non-null value, in field order."""
-    dek_array, value_parts = pa.array(dek_ids, pa.string()), []
-    for field, (_, _, sealed, rows, base) in zip(fields, specs):
-        rows, k = pa.array(rows, pa.int64()), len(sealed)
-        nonce_column = _binary_from(nonces[base : base + _NONCE * k], _NONCE, k)
-        value_parts.append(
-            pa.table(
-                [
-                    pc.take(ids_array, rows),
-                    pa.array([field] * k, pa.string()),
-                    pc.take(dek_array, rows),
-                    nonce_column,
-                    pa.array(sealed, pa.binary()),
-                ],
-                schema=arrow_schema("vault_value"),
-            )
-        )
-    return pa.concat_tables(value_parts) if value_parts else arrow_schema("vault_value").empty_table()
-
-
 def _field_sets(fields: list[str], present: list[np.ndarray], n: int) -> tuple[list[list[str]], np.ndarray]:
     """The sealed field set of each line: one sorted set per distinct pattern of present fields, and
     each line's pattern index."""
@@ -123,10 +95,10 @@ def _created_at(ids_array: pa.Array, old: pa.Table | None, stamps: pa.Array) -> 
 
 def _key_table(
     ids_array: pa.Array,
-    dek_ids: list[str],
+    dek_ids: pa.Array,
     keyset_id: str,
     version: str,
-    wrapped: list[bytes],
+    wrapped: pa.Array,
     created: pa.Array,
     stamps: pa.Array,
     regs: pa.Array,
@@ -138,10 +110,10 @@ def _key_table(
     return pa.table(
         [
             ids_array,
-            pa.array(dek_ids, pa.string()),
+            dek_ids,
             pa.array([keyset_id] * n, pa.string()),
             pa.array([version] * n, pa.string()),
-            pa.array(wrapped, pa.binary()),
+            wrapped,
             created,
             stamps,
             regs,

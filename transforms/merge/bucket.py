@@ -171,33 +171,22 @@ def _seal(
     existing_keys: pa.Table | None,
     registrations: pa.Array | None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Seal every present value; lines are sealed in groups of the same present fields.
+    """Seal every present value (present after normalisation: a blank original is not sealed) in one
+    ``Vault.seal`` call; lines with no value at all get no vault rows."""
+    masks_ = {f: present[f].to_numpy(zero_copy_only=False) for f in IDENTITY_FIELDS}
+    any_value = np.logical_or.reduce(list(masks_.values()))
+    if not any_value.any():
+        return arrow_schema("vault_key").empty_table(), arrow_schema("vault_value").empty_table()
+    pick = None if any_value.all() else pa.array(any_value)
 
-    ``Vault.seal`` looks at every column of every line: grouped, it sees only
-    the fields a group has (most lines have no handler), which saves a third
-    of its per-line work. Lines with no value at all get no vault rows.
-    """
-    bits = np.zeros(len(line_ids), np.int64)
-    for i, field in enumerate(IDENTITY_FIELDS):
-        bits |= present[field].to_numpy(zero_copy_only=False).astype(np.int64) << i
-    keys, values = [], []
+    def kept(values: pa.Array) -> pa.Array:
+        return values if pick is None else values.filter(pick)
+
+    null = pa.scalar(None, pa.string())
+    columns = {f: kept(pc.if_else(present[f], _chunk(originals[f]), null)) for f in IDENTITY_FIELDS}
     if registrations is None:
         registrations = pa.nulls(len(line_ids), pa.string())
-    registrations = _chunk(registrations)
-    for pattern in np.unique(bits[bits != 0]):
-        pick = pa.array(bits == pattern)
-        fields = [f for i, f in enumerate(IDENTITY_FIELDS) if int(pattern) >> i & 1]
-        sealed = vault.seal(
-            line_ids.filter(pick),
-            {f: _chunk(originals[f]).filter(pick) for f in fields},
-            existing_keys,
-            registrations=registrations.filter(pick),
-        )
-        keys.append(sealed[0])
-        values.append(sealed[1])
-    if not keys:
-        return arrow_schema("vault_key").empty_table(), arrow_schema("vault_value").empty_table()
-    return pa.concat_tables(keys), pa.concat_tables(values)
+    return vault.seal(kept(line_ids), columns, existing_keys, registrations=kept(_chunk(registrations)))
 
 
 def _chunk(values) -> pa.Array:
