@@ -28,7 +28,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 
@@ -36,6 +35,8 @@ import apache_beam as beam
 
 from pipelines.common import is_local_runner
 from pipelines.flags import PROGRESS_SECONDS
+from pipelines.io.run_folders import pid_folder
+from pipelines.progress_text import time_left
 from transforms.core.metrics import counter
 
 __all__ = ["NO_PROGRESS", "Progress", "progress", "rows_of"]
@@ -134,13 +135,7 @@ class Progress:
         rate = next((r for r in reversed([self._rate(p) for p in self._seen]) if r > 0), 0.0)  # the latest phase's
         shares = [min(1.0, done[p] / t) if t else 1.0 for p, t in self.phases.items() if t is not None]
         share = sum(shares) / len(shares) if shares else 0.0
-        if share <= 0:
-            when = "estimating the time left"
-        elif share >= 1:
-            when = "finishing"
-        else:
-            left = int((now - self.started) * (1 - share) / share)
-            when = f"{int(100 * share)}% done, ~{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d} left"
+        when = time_left(share, self.started, now)
         return f"{self.label}: {', '.join(parts)}; {rate:,.0f} rows/s; {when}"
 
     def _rate(self, phase: str) -> float:
@@ -164,27 +159,6 @@ NO_PROGRESS = _NoProgress("", {"rows": None}, 0, None)
 _PREFIX = "backfill-progress-"
 
 
-def _sweep_dead() -> None:
-    """Remove the count folders that killed runs of this user left behind (named by their launcher's pid;
-    a folder whose process still runs is left alone). They hold numbers only, never a row."""
-    root = tempfile.gettempdir()
-    try:
-        names = [n for n in os.listdir(root) if n.startswith(_PREFIX)]
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(_PREFIX) :].split("-", 1)[0]
-        path = os.path.join(root, name)
-        try:
-            if not pid.isdigit() or os.path.islink(path) or os.stat(path).st_uid != os.getuid():
-                continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            continue
-
-
 @contextlib.contextmanager
 def progress(step: str, run_id: str, phases: dict[str, int | None], options, every: float | None):
     """A step's :class:`Progress` while its pipeline runs: ``with progress(...) as prog: ... prog.count(pcoll,
@@ -193,8 +167,7 @@ def progress(step: str, run_id: str, phases: dict[str, int | None], options, eve
     local = is_local_runner(options)
     folder = None
     if local and every > 0:
-        _sweep_dead()
-        folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-{step}-")
+        folder = pid_folder(_PREFIX, step)
     prog = Progress(f"{step} {run_id}", phases, every, folder)
     stop = threading.Event()
     thread = threading.Thread(target=prog.watch, args=(stop,), name=f"{step}-progress", daemon=True)

@@ -41,6 +41,7 @@ from pipelines.io.report_reads import column_batches, dead_letter_batches, event
 from pipelines.io.report_sinks import PastDeadlineFiles
 from pipelines.report_finish import ReportFinish, finish_report
 from pipelines.report_inputs import ReportPlan
+from pipelines.progress_text import time_left
 from transforms.compliance.report_agents import taken_facts
 from transforms.compliance.report_groups import add_facts
 from transforms.compliance.report_lines import BASE_SCHEMA, bucket_facts
@@ -80,13 +81,7 @@ class _Progress:
     def line(self, now: float) -> str:
         share = min(1.0, self.done / self.total) if self.total else 1.0
         rate = self.done / (now - self.started) if now > self.started else 0.0
-        if share <= 0:
-            when = "estimating the time left"
-        elif share >= 1:
-            when = "finishing"
-        else:
-            left = int((now - self.started) * (1 - share) / share)
-            when = f"{int(100 * share)}% done, ~{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d} left"
+        when = time_left(share, self.started, now)
         return f"{self.label}: read {self.done:,} of ~{self.total:,} rows; {rate:,.0f} rows/s; {when}"
 
     def _watch(self) -> None:

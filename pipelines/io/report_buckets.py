@@ -20,41 +20,23 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import uuid
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from pipelines.io.run_folders import pid_folder
+
 __all__ = ["BucketStore", "spill_folder"]
 
 _PREFIX = "backfill-report-spill-"
 
 
-def _sweep_dead() -> None:
-    """Remove the spill folders that killed runs of this user left behind (named by their pid; a folder whose
-    process still runs is left alone)."""
-    root = tempfile.gettempdir()
-    with contextlib.suppress(OSError):
-        for name in os.listdir(root):
-            pid = name[len(_PREFIX) :].split("-", 1)[0] if name.startswith(_PREFIX) else ""
-            path = os.path.join(root, name)
-            try:
-                if not pid.isdigit() or os.path.islink(path) or os.stat(path).st_uid != os.getuid():
-                    continue
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                continue
-
-
 @contextlib.contextmanager
 def spill_folder(step: str) -> Iterator[str]:
     """A private folder for one run's spill (mode 0700), removed when the run ends, however it ends."""
-    _sweep_dead()
-    folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-{step}-")
+    folder = pid_folder(_PREFIX, step)
     try:
         yield folder
     finally:
