@@ -15,7 +15,7 @@ formats (JSON Lines, CSV, Avro) are parsed by the merge's own readers
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.json as pajson
@@ -25,7 +25,7 @@ from pipelines.common import UserError
 from pipelines.io.report_files import filesystem
 from transforms.compliance.report_agents import DEAD_LETTER_SCHEMA, event_agents
 
-__all__ = ["column_batches", "event_agent_batches", "dead_letter_batches", "BATCH_ROWS"]
+__all__ = ["column_batches", "event_agent_batches", "dead_letter_batches", "json_dead_letters", "BATCH_ROWS"]
 
 BATCH_ROWS = 262_144
 _EVENT_BATCH = 8_192  # text registration files: every field is parsed (identity included) until two are kept
@@ -90,19 +90,25 @@ def event_agent_batches(sources: list[tuple[str, str]]) -> Iterator[pa.Table]:
                 yield event_agents(raw.select(["event_id", "agent_id"]), order)
 
 
+def json_dead_letters(open_file: Callable[[], object]) -> Iterator[pa.Table]:
+    """A JSON Lines dead-letter file -> batches of event_id, reason. ``open_file()`` opens it for binary reading
+    (Arrow's or Beam's file systems; called twice: an empty file holds no dead letter)."""
+    with open_file() as handle:
+        if not handle.read(1):
+            return
+    options = pajson.ParseOptions(explicit_schema=DEAD_LETTER_SCHEMA, unexpected_field_behavior="ignore")
+    with open_file() as handle:
+        reader = pajson.open_json(handle, parse_options=options, read_options=pajson.ReadOptions(block_size=1 << 22))
+        for batch in reader:
+            yield pa.Table.from_batches([batch]).select(DEAD_LETTER_SCHEMA.names).cast(DEAD_LETTER_SCHEMA)
+
+
 def _dead_letters(path: str) -> Iterator[pa.Table]:
     if path.endswith(".parquet"):
         for table in _parquet_batches(path, DEAD_LETTER_SCHEMA.names):
             yield table.cast(DEAD_LETTER_SCHEMA)
         return
-    with _open(path) as handle:
-        if not handle.read(1):
-            return  # an empty file: no dead letter
-    options = pajson.ParseOptions(explicit_schema=DEAD_LETTER_SCHEMA, unexpected_field_behavior="ignore")
-    with _open(path) as handle:
-        reader = pajson.open_json(handle, parse_options=options, read_options=pajson.ReadOptions(block_size=1 << 22))
-        for batch in reader:
-            yield pa.Table.from_batches([batch]).select(DEAD_LETTER_SCHEMA.names).cast(DEAD_LETTER_SCHEMA)
+    yield from json_dead_letters(lambda: _open(path))
 
 
 def dead_letter_batches(files: list[str]) -> Iterator[pa.Table]:

@@ -21,11 +21,11 @@ import typing
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.planning import InputError
+from pipelines.io.report_reads import json_dead_letters
 from transforms.compliance.report_agents import DEAD_LETTER_SCHEMA, event_agents
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 
@@ -170,14 +170,7 @@ def _dead_letter_batches(path: str):
             for table in _parquet_batches(split[0], split[1], DEAD_LETTER_SCHEMA.names):
                 yield table.cast(DEAD_LETTER_SCHEMA)
         return
-    with FileSystems.open(path) as handle:
-        if not handle.read(1):
-            return  # an empty file: no dead letter
-    options = pajson.ParseOptions(explicit_schema=DEAD_LETTER_SCHEMA, unexpected_field_behavior="ignore")
-    with FileSystems.open(path) as handle:
-        reader = pajson.open_json(handle, parse_options=options, read_options=pajson.ReadOptions(block_size=1 << 22))
-        for batch in reader:
-            yield pa.Table.from_batches([batch]).select(DEAD_LETTER_SCHEMA.names).cast(DEAD_LETTER_SCHEMA)
+    yield from json_dead_letters(lambda: FileSystems.open(path))
 
 
 @beam.typehints.with_output_types(pa.Table)
