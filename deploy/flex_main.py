@@ -49,7 +49,7 @@ class Template:
 
 # Never parameters: help and the version; tracebacks in the launcher's logs; spilling, which needs a local
 # runner; the progress lines, which a launcher prints only for a local runner (Dataflow's job page has them).
-NOT_PARAMETERS = ("-h", "--help", "--version", "--debug", "--spill", "--progress-seconds")
+NOT_PARAMETERS = ("-h", "--help", "--version", "--debug", "--spill", "--progress-seconds", "--workers")  # local-only
 
 TEMPLATES = {
     "scan": Template("pipelines.scan", "Decree 25 backfill: classify every line's identity under the policy"),

@@ -165,17 +165,13 @@ def remove_tree(path: str) -> None:
 
 def write_dead_letters(dead, path_prefix: str):
     """Dead-letter tables -> one JSON Lines file (``PREFIX-00000-of-00001.jsonl``), a row per line."""
-    import json
-
     import apache_beam as beam
 
-    def rows(table):
-        for row in table.to_pylist():
-            yield json.dumps(row, ensure_ascii=False, sort_keys=False)
+    from transforms.core.deadletter import json_lines
 
     return (
         dead
-        | "DeadLettersToJson" >> beam.FlatMap(rows)
+        | "DeadLettersToJson" >> beam.FlatMap(json_lines)
         | "WriteDeadLetters" >> beam.io.WriteToText(path_prefix, file_name_suffix=".jsonl", num_shards=1)
     )
 
@@ -370,6 +366,10 @@ def run_main(prog: str, body, argv) -> int:
             message = f"unexpected {type(exc).__name__}; re-run with --debug for details"
             if debug:
                 raise
+        elif debug:  # a user error: its one line below, and with --debug where it came from
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 1
     finally:

@@ -30,9 +30,13 @@ __all__ = [
     "add_progress_flag",
     "package_version",
     "split_beam_flags",
+    "runs_in_process",
+    "WORKER_FLAGS",
 ]
 
 LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
+# Beam's local worker processes: asking for them asks for the Beam job, not a step's in-process run.
+WORKER_FLAGS = ("--direct_num_workers", "--direct_running_mode")
 log = logging.getLogger("backfill")
 PACKAGE = "subscriber-backfill"
 
@@ -266,6 +270,13 @@ def _runner(argv: list[str]) -> str:
         if token == "--runner" and i + 1 < len(argv):
             return argv[i + 1]
     return "FnApiRunner"
+
+
+def runs_in_process(beam_args: list[str]) -> bool:
+    """No runner named, or a local one, and none of Beam's local worker options: a step that has an
+    in-process engine (scan, report) runs there, without starting Beam."""
+    workers = any(_flag(token) in WORKER_FLAGS for token in beam_args)
+    return _runner(beam_args) in LOCAL_RUNNERS and not workers
 
 
 def _refuse_shadowed(parser: argparse.ArgumentParser, parsers: list, argv: list[str]) -> None:

@@ -40,7 +40,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
-from pipelines.flags import LOCAL_RUNNERS, add_progress_flag
+from pipelines.flags import add_progress_flag, runs_in_process
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of, run_main
 from pipelines.common import runner_name, split_beam_flags
 from pipelines.manifest import policy_block, read_json
@@ -60,7 +60,6 @@ __all__ = ["parser", "run", "main", "MAX_NOT_IN_MERGE", "ROWS_PER_BUCKET"]
 ROWS_PER_BUCKET = 200_000  # lines per bucket of the join: a bucket (needed lines, base rows, notices) is one worker's
 IN_PROCESS_ROWS_PER_BUCKET = 500_000  # in this process: a bucket at a time, in memory (peak flat in the base's size)
 IN_PROCESS = "in-process"  # the manifest's runner when no Beam job ran
-WORKER_FLAGS = ("--direct_num_workers", "--direct_running_mode")  # Beam's local worker processes: the Beam job
 
 
 def parser() -> ArgumentParser:
@@ -173,22 +172,9 @@ class _Engine(NamedTuple):
     rows_per_bucket: int
 
 
-def in_process(beam_args: list[str]) -> bool:
-    """No runner named, or a local one, and no worker processes asked for: the report runs in this process
-    (``pipelines/report_local.py``), without starting Beam."""
-    runner = None
-    for i, arg in enumerate(beam_args):
-        if arg.startswith("--runner="):
-            runner = arg.split("=", 1)[1]
-        elif arg == "--runner" and i + 1 < len(beam_args):
-            runner = beam_args[i + 1]
-    workers = any(arg.split("=", 1)[0] in WORKER_FLAGS for arg in beam_args)
-    return (runner is None or runner in LOCAL_RUNNERS) and not workers
-
-
 def _engine(args, beam_args: list[str], run_id: str) -> _Engine:
     """Where the per-line work runs, whether its joins spill, and the lines per bucket of the joins."""
-    if in_process(beam_args):
+    if runs_in_process(beam_args):
         return _Engine(None, IN_PROCESS, args.spill != "off", IN_PROCESS_ROWS_PER_BUCKET)
     options = beam_options(beam_args, step="report", run_id=run_id)
     if args.spill == "on" and not is_local_runner(options):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +40,7 @@ from pipelines.io.report_reads import column_batches, dead_letter_batches, event
 from pipelines.io.report_sinks import PastDeadlineFiles
 from pipelines.report_finish import ReportFinish, finish_report
 from pipelines.report_inputs import ReportPlan
-from pipelines.progress_text import time_left
+from pipelines.progress_text import InProcessProgress
 from transforms.compliance.report_agents import taken_facts
 from transforms.compliance.report_groups import add_facts
 from transforms.compliance.report_lines import BASE_SCHEMA, bucket_facts
@@ -69,42 +68,7 @@ class _Facts:
         return add_facts(self._parts)
 
 
-class _Progress:
-    """The step's progress line every ``every`` seconds, from a thread: the scan's lines read, as the Beam
-    job's (pipelines/progress.py)."""
-
-    def __init__(self, label: str, total: int, every: float):
-        self.label, self.total, self.every, self.done, self.logged = label, total, every, 0, False
-        self.started = time.monotonic()
-        self._stop = threading.Event()
-
-    def line(self, now: float) -> str:
-        share = min(1.0, self.done / self.total) if self.total else 1.0
-        rate = self.done / (now - self.started) if now > self.started else 0.0
-        when = time_left(share, self.started, now)
-        return f"{self.label}: read {self.done:,} of ~{self.total:,} rows; {rate:,.0f} rows/s; {when}"
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.every):
-            log.info("%s", self.line(time.monotonic()))
-            self.logged = True
-
-    @contextlib.contextmanager
-    def running(self):
-        thread = threading.Thread(target=self._watch, name="report-progress", daemon=True)
-        if self.every > 0:
-            thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            if self.every > 0:
-                thread.join()
-                if not self.logged:  # a run shorter than one period still says how far it got
-                    log.info("%s", self.line(time.monotonic()))
-
-
-def _gather_lines(plan: ReportPlan, store: BucketStore, facts: _Facts, counts: dict, prog: _Progress) -> None:
+def _gather_lines(plan: ReportPlan, store: BucketStore, facts: _Facts, counts: dict, prog: InProcessProgress) -> None:
     """Read the scan, merged base, history and receipts: counts, partial facts, rows into their buckets."""
     for scan in column_batches(plan.scan.files, SCAN_SCHEMA, "the classified lines"):
         needed, part, counted = scan_step(scan)
@@ -210,7 +174,7 @@ def run_in_process(plan: ReportPlan, finishing: ReportFinish, spill: bool, watch
     returned). ``spill``: several buckets go through local files (else they are kept in memory)."""
     run_id, every = watch
     facts, counts = _Facts(), {}
-    prog = _Progress(f"report {run_id}", plan.scan.rows, every)
+    prog = InProcessProgress(f"report {run_id}", plan.scan.rows, every)
     several = plan.n_buckets > 1 and spill
     warm = threading.Thread(target=_warm_up, name="report-imports", daemon=True)
     warm.start()

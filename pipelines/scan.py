@@ -28,28 +28,36 @@ import logging
 import math
 import sys
 import time
+from typing import TYPE_CHECKING
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
-
-from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
+# Beam is imported where the Beam job is built (_run_beam, build_pipeline, _beam_options): the in-process scan
+# never imports it (tests/test_scan_no_beam.py), since its import alone costs seconds of one core.
+from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, new_run
 from pipelines.common import parse_as_of, run_main, runner_name, split_beam_flags, write_dead_letters
-from pipelines.manifest import Timer, policy_block, read_json, write_json
-from pipelines.io.base_files import ROWS_PER_SPLIT, PlanInPipeline, ReadSubscriberBase
+from pipelines.manifest import Timer, policy_block, read_json
+from pipelines.io.base_reads import ROWS_PER_SPLIT
+from pipelines.io.paths import join_path
 from pipelines.io.planning import InputInfo, plan_splits
-from pipelines.io.finalize import Finalize
-from pipelines.flags import add_progress_flag
-from pipelines.progress import NO_PROGRESS, progress
+from pipelines.io.finish import finish
+from pipelines.flags import LOCAL_RUNNERS, add_progress_flag, runs_in_process
 from pipelines.io.publish import Publication, check_apart, check_owned, publishing
+from pipelines.scan_summary import format_summary, manifest_counts, scan_summary, write_summary
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext
-from transforms.core.shuffle import spill_area
+from transforms.core.spill_folders import spill_area
 from transforms.scan.policy import Policy, load_policy
-from transforms.scan.composite import ClassifyRegistrationCompleteness
+
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.io.base_files import PlanInPipeline
+
+__all__ = ["parser", "build_pipeline", "run", "main", "scan_summary", "format_summary", "manifest_counts"]
 
 log = logging.getLogger("backfill.scan")
+DEFAULT_RUNNER = "FnApiRunner"  # the runner beam_options chooses when none is named
 ROWS_PER_BUCKET = 250_000
+IN_PROCESS = "in-process"  # the manifest's runner when the scan ran without Beam (pipelines/scan_local.py)
 # What a scan writes into OUT (_shuffle: where scans before the sealed spill spilled; dropped on a re-run).
 OUTPUTS = ("classified", "dead_letter", "summary.json", "manifest.json", "_shuffle")
 
@@ -69,68 +77,27 @@ def parser() -> ArgumentParser:
         help="plan the base inside the pipeline, not at launch, and size the shuffles for this many rows "
         "(the launcher reads no base file: an offline Dataflow dry run, a launcher without access)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes of the scan on this machine (default: one per CPU; 1: this process only); "
+        "Beam's runners size their own workers",
+    )
     return p
 
 
-def manifest_counts(counts: dict) -> tuple[dict, list[str]]:
-    """The manifest's counts block and the balance that fails (checked in the job: pipelines/io/finalize.py)."""
-    summary = scan_summary(counts, {})
-    block = {k: summary[k] for k in ("rows_in", "classified", "dead_letters", "dead_letter_reasons", "balanced")}
-    problems = (
-        []
-        if summary["balanced"]
-        else [
-            f"rows in ({summary['rows_in']:,}) != classified ({summary['classified']:,}) + dead letters "
-            f"({summary['dead_letters']:,})"
-        ]
-    )
-    return block, problems
-
-
-def _write_summary(counts: dict, path: str, header: dict, info: InputInfo | None = None) -> None:
-    write_json(path, scan_summary(counts, header, info))
-
-
-def scan_summary(counts: dict, header: dict, info: InputInfo | None = None) -> dict:
-    """The run's summary.json from the pipeline's counts."""
-    if info is not None:  # planned inside the pipeline (--estimated-rows): the columns are known only now
-        header = {
-            **header,
-            "ignored_columns": info.ignored_columns,
-            "missing_identity_columns": info.missing_identity_columns,
-        }
-    malformed = counts.get("dead_letter_reasons", {}).get("ROW_MALFORMED", 0)
-    rows_in = counts.get("rows_in", 0) + malformed
-    classified = counts.get("classified", 0)
-    dead = counts.get("dead_letters", 0)
-    summary = {
-        **header,
-        "rows_in": rows_in,
-        "classified": classified,
-        "dead_letters": dead,
-        "balanced": rows_in == classified + dead,
-        "dead_letter_reasons": counts.get("dead_letter_reasons", {}),
-        "identity_status": {
-            k: counts.get("identity_status", {}).get(k, 0) for k in ("COMPLETE", "MISSING", "INCOMPLETE", "INVALID")
-        },
-        "needs_registration": counts.get("needs_registration", 0),
-        "needs_review": counts.get("needs_review", 0),
-        "reasons": dict(sorted(counts.get("reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))),
-        "flags": counts.get("flags", {}),
-        "line_type": counts.get("line_type", {}),
-        "subscriber_kind": counts.get("subscriber_kind", {}),
-        "status": counts.get("status", {}),
-    }
-    return summary
-
-
-def build_pipeline(
-    p: beam.Pipeline, *, splits, policy, as_of, ctx, n_buckets, spill_dir, encoding, batch_size, progress=NO_PROGRESS
-):
-    """Wire the scan; returns the ScanOutputs (exposed for tests).
+def build_pipeline(p, *, splits, policy, as_of, ctx, n_buckets, spill_dir, encoding, batch_size, progress=None):
+    """Wire the scan into the Beam pipeline ``p``; returns the ScanOutputs (exposed for tests).
 
     The run's salt (the key of the cross-record hashes) is drawn inside the job, on a worker: it is in
     no job graph (transforms/scan/composite.py)."""
+    from pipelines.io.base_files import ReadSubscriberBase
+    from pipelines.progress import NO_PROGRESS
+    from transforms.scan.composite import ClassifyRegistrationCompleteness
+
+    progress = NO_PROGRESS if progress is None else progress
     read = p | "ReadBase" >> ReadSubscriberBase(splits, ctx, encoding=encoding, batch_size=batch_size)
     progress.count(read.raw, "read")
     outputs = read.raw | "ClassifyRegistrationCompleteness" >> ClassifyRegistrationCompleteness(
@@ -140,30 +107,13 @@ def build_pipeline(
     return outputs
 
 
-def format_summary(summary: dict) -> str:
-    status = summary["identity_status"]
-    total = max(summary["classified"], 1)
-    lines = [
-        f"scan {summary['run_id']}: {summary['rows_in']:,} rows in -> {summary['classified']:,} classified + "
-        f"{summary['dead_letters']:,} dead letters ({'balanced' if summary['balanced'] else 'NOT BALANCED'})",
-        "  identity: " + ", ".join(f"{k} {v:,} ({100 * v / total:.1f}%)" for k, v in status.items()),
-        f"  needs registration {summary['needs_registration']:,}; needs review {summary['needs_review']:,}",
-    ]
-    top = list(summary["reasons"].items())[:5]
-    if top:
-        lines.append("  top reasons: " + ", ".join(f"{k} {v:,}" for k, v in top))
-    if summary["dead_letter_reasons"]:
-        reasons = sorted(summary["dead_letter_reasons"].items())
-        lines.append("  dead letters: " + ", ".join(f"{k} {v:,}" for k, v in reasons))
-    return "\n".join(lines)
-
-
 @dataclasses.dataclass
 class _Job:
     """One scan run, as decided before its pipeline runs."""
 
     args: argparse.Namespace
-    options: PipelineOptions
+    options: PipelineOptions | None  # None: no Beam flag given and no Beam job (the in-process scan)
+    runner: str  # the runner the options name (beam_options' default when there are none)
     policy: Policy
     as_of: dt.date
     splits: list | PlanInPipeline
@@ -175,11 +125,12 @@ class _Job:
     out: str
     spill: bool
     timer: Timer
+    workers: int = 0  # worker processes of the in-process scan (pipelines/scan_local.py); 0: the Beam job runs
     stage: str = ""  # where this run writes (publishing's OUT.tmp-RUN); OUT itself in a dry run
 
     @property
     def summary_path(self) -> str:
-        return FileSystems.join(self.stage or self.out, "summary.json")
+        return join_path(self.stage or self.out, "summary.json")
 
 
 def _plan_base(args) -> tuple[list | PlanInPipeline, InputInfo]:
@@ -188,6 +139,8 @@ def _plan_base(args) -> tuple[list | PlanInPipeline, InputInfo]:
         return plan_splits(args.base, rows_per_split=ROWS_PER_SPLIT, encoding=args.encoding)
     if args.estimated_rows < 0:
         raise UserError("--estimated-rows must be at least 0")
+    from pipelines.io.base_files import PlanInPipeline  # the Beam job's first step plans the base
+
     # the pipeline plans the base; nothing is read here
     return PlanInPipeline(tuple(args.base), args.encoding), InputInfo(args.base, [], [], args.estimated_rows)
 
@@ -204,16 +157,19 @@ def _prepare(argv) -> _Job:
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     run_id, started = new_run("scan")
-    options = beam_options(beam_args, step="scan", run_id=run_id)
-    if args.spill == "on" and not is_local_runner(options):
+    options = _beam_options(args, beam_args, run_id)
+    runner = DEFAULT_RUNNER if options is None else runner_name(options)
+    if args.spill == "on" and runner not in LOCAL_RUNNERS:
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
-    spill = args.spill != "off" and is_local_runner(options)
-    dry_run = bool(options.view_as(TestOptions).dry_run)
+    spill = args.spill != "off" and runner in LOCAL_RUNNERS
+    dry_run = options is not None and _dry_run(options)
+    workers = _workers(args, beam_args, dry_run)
     if not dry_run:
         check_owned(out, "scan")
     return _Job(
         args=args,
         options=options,
+        runner=runner,
         policy=policy,
         as_of=as_of,
         splits=splits,
@@ -226,7 +182,40 @@ def _prepare(argv) -> _Job:
         out=out,
         spill=spill,
         timer=timer,
+        workers=workers,
     )
+
+
+def _beam_options(args, beam_args: list[str], run_id: str) -> PipelineOptions | None:
+    """Beam's options from the Beam flags (checked by Beam), or None when no Beam flag is given and the scan
+    runs in this process: then the runner is the default local one, no dry run, and Beam is not imported."""
+    if not beam_args and args.spill != "off" and args.estimated_rows is None:
+        return None
+    return beam_options(beam_args, step="scan", run_id=run_id)
+
+
+def _dry_run(options: PipelineOptions) -> bool:
+    from apache_beam.options.pipeline_options import TestOptions
+
+    return bool(options.view_as(TestOptions).dry_run)
+
+
+def _workers(args, beam_args: list[str], dry_run: bool) -> int:
+    """The in-process scan's worker processes, or 0 when the Beam job runs: a remote runner, Beam's local
+    worker options, ``--spill off`` (only Beam shuffles in memory), planning in the pipeline, a dry run."""
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    beam_job = not runs_in_process(beam_args) or args.spill == "off" or args.estimated_rows is not None or dry_run
+    if beam_job:
+        if args.workers is not None:
+            raise UserError(
+                "--workers sizes the scan on this machine; with --spill off, --estimated-rows, a dry run, "
+                "Beam's worker options or a remote runner the Beam job runs: size it with the runner's options"
+            )
+        return 0
+    from pipelines.scan_local import default_workers
+
+    return args.workers or default_workers()
 
 
 def _inputs(args) -> dict:
@@ -244,7 +233,7 @@ def _log_plan(job: _Job) -> None:
         f"{info.estimated_rows:,}",
         f"{len(job.splits):,} split(s)" if planned_here else "splits planned in the pipeline",
         f"{job.n_buckets:,}",
-        runner_name(job.options),
+        job.runner,
         job.policy.version,
         job.as_of,
     )
@@ -255,7 +244,7 @@ def _log_plan(job: _Job) -> None:
 def _run_pipeline(job: _Job, pub: Publication) -> None:
     """Classify the base; write classified/, dead_letter/, summary.json and (checked in the job) manifest.json
     into the staged folder."""
-    out, ctx = job.stage or job.out, DeadLetterContext("scan", job.run_id, job.started)
+    ctx = DeadLetterContext("scan", job.run_id, job.started)
     header = {
         "step": "scan",
         "run_id": job.run_id,
@@ -264,6 +253,30 @@ def _run_pipeline(job: _Job, pub: Publication) -> None:
         "ignored_columns": job.info.ignored_columns,
         "missing_identity_columns": job.info.missing_identity_columns,
     }
+    if job.workers:
+        _run_in_process(job, pub, ctx, header)
+    else:
+        _run_beam(job, pub, ctx, header)
+
+
+def _run_in_process(job: _Job, pub: Publication, ctx: DeadLetterContext, header: dict) -> None:
+    """The same outputs from worker processes of this machine, without Beam (pipelines/scan_local.py)."""
+    from pipelines.scan_local import run_in_process
+
+    counts = run_in_process(job, ctx, job.workers, job.args.progress_seconds)
+    write_summary(counts, job.summary_path, header)
+    finish(counts, pub, _manifest(job), manifest_counts, job.timer.started)
+
+
+def _run_beam(job: _Job, pub: Publication, ctx: DeadLetterContext, header: dict) -> None:
+    """The Beam job: classified/, dead_letter/, summary.json and, its balance checked in the job, the manifest."""
+    import apache_beam as beam
+
+    from pipelines.io.base_files import PlanInPipeline
+    from pipelines.io.finalize import Finalize
+    from pipelines.progress import progress
+
+    out = job.stage or job.out
     # The spill: sealed under a per-run key in a private local folder, never under OUT (transforms/core/shuffle.py).
     phases = dict.fromkeys(("read", "classified"), job.info.estimated_rows)
     with (
@@ -287,11 +300,11 @@ def _run_pipeline(job: _Job, pub: Publication) -> None:
                 outputs.classified
                 | "WriteClassified"
                 >> beam.io.WriteToParquetBatched(
-                    FileSystems.join(out, "classified", "part"),
+                    join_path(out, "classified", "part"),
                     schema=arrow_schema("classified_line"),
                     file_name_suffix=".parquet",
                 ),
-                write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part")),
+                write_dead_letters(outputs.dead_letter, join_path(out, "dead_letter", "part")),
             ]
             planned = None
             if isinstance(job.splits, PlanInPipeline):
@@ -299,7 +312,7 @@ def _run_pipeline(job: _Job, pub: Publication) -> None:
                     p | "BaseFiles" >> beam.Create([job.splits]) | "PlanBase" >> beam.Map(PlanInPipeline.info)
                 )
             written.append(
-                outputs.counts | "WriteSummary" >> beam.Map(_write_summary, job.summary_path, header, planned)
+                outputs.counts | "WriteSummary" >> beam.Map(write_summary, job.summary_path, header, planned)
             )
             outputs.counts | "Finalize" >> Finalize(
                 pub, _manifest(job), manifest_counts, after=written, started=job.timer.started
@@ -321,11 +334,12 @@ def _manifest(job: _Job) -> dict:
             "estimated_rows": job.info.estimated_rows,
         },
         "outputs": {
-            "classified": FileSystems.join(out, "classified"),
-            "dead_letter": FileSystems.join(out, "dead_letter"),
+            "classified": join_path(out, "classified"),
+            "dead_letter": join_path(out, "dead_letter"),
             "summary": job.summary_path,
         },
-        "runner": runner_name(job.options),
+        "runner": IN_PROCESS if job.workers else job.runner,
+        **({"workers": job.workers} if job.workers else {}),
         "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
         "timings": {"plan_seconds": round(time.time() - job.timer.started, 3)},
     }
@@ -342,7 +356,7 @@ def run(argv=None) -> dict:
         pub = Publication(job.out, f"{job.out}.tmp-{job.run_id}", "scan", job.run_id, produces=OUTPUTS)
         job.stage = pub.stage
         _run_pipeline(job, pub)
-        return {"dry_run": True, "run_id": job.run_id, "runner": runner_name(job.options)}
+        return {"dry_run": True, "run_id": job.run_id, "runner": job.runner}
     with publishing(job.out, "scan", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS) as pub:
         job.stage = pub.stage
         _run_pipeline(job, pub)  # the job checks the balance and writes the manifest (pipelines/io/finalize.py)

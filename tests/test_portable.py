@@ -73,7 +73,7 @@ def test_the_scan_is_the_same_on_the_portable_runner(campaign):
     local, portable = (campaign["scans"][name] for name in ("local", "portable"))
     assert table(os.path.join(portable, "classified")).equals(table(os.path.join(local, "classified")))
     assert manifest(portable)["counts"] == manifest(local)["counts"]
-    assert manifest(portable)["runner"] == "PortableRunner" and manifest(local)["runner"] == "FnApiRunner"
+    assert manifest(portable)["runner"] == "PortableRunner" and manifest(local)["runner"] == "in-process"
     assert manifest(local)["counts"]["rows_in"] == 3000 and manifest(local)["counts"]["balanced"]
 
 

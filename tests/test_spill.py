@@ -82,13 +82,13 @@ def test_a_spill_part_opens_only_where_it_was_written_and_under_its_runs_key(tmp
     refs = [ref for _, ref in fn.process(table)]
     assert len(refs) == 2
     _, path, index, offset, length = refs[0]
-    assert shuffle._read_part(path, index, offset, length).num_rows == 1
+    assert shuffle.read_part(path, index, offset, length).num_rows == 1
     with pytest.raises(EnvelopeError):  # another part's place
-        shuffle._read_part(path, index + 1, offset, length)
+        shuffle.read_part(path, index + 1, offset, length)
     monkeypatch.setenv(shuffle.SPILL_KEY_ENV, "")
     shuffle.ensure_spill_key()  # another run's key
     with pytest.raises(EnvelopeError):
-        shuffle._read_part(path, index, offset, length)
+        shuffle.read_part(path, index, offset, length)
 
 
 def test_dead_runs_spill_folders_are_removed_never_a_live_ones(tmp_path, monkeypatch):

@@ -22,8 +22,8 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from apache_beam.io.filesystems import FileSystems
 
+from pipelines.io.paths import open_read
 from pipelines.io.planning import InputError, Split, encoding_error, map_columns, read_csv_header
 from transforms.core.rows import MARK, BadRow, assemble_rows
 
@@ -141,7 +141,7 @@ class _CsvRead:
 
     def batches(self) -> Iterator[tuple[pa.Table, list[BadRow]]]:
         while True:
-            with FileSystems.open(self.path) as opened:
+            with open_read(self.path) as opened:
                 names, rest = read_csv_header(opened, self.path, self.codec)
                 mapping, _, _ = map_columns(self.path, names, self.split.contract)
                 f, ranged = opened, self.split.byte_range is not None

@@ -18,8 +18,8 @@ import re
 
 import fastavro
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
+from pipelines.io.paths import join_path, match_path, open_read
 from transforms.core.rows import BASE, Contract, column_type_error, column_type_problem
 
 __all__ = [
@@ -97,11 +97,11 @@ def match_files(pattern: str) -> list[tuple[str, int]]:
     """(path, size) of each match; nothing for a failed match."""
     bare = "://" not in pattern and not os.path.dirname(pattern)  # Beam lists nothing for "*.csv"
     try:
-        metas = FileSystems.match([os.path.join(".", pattern) if bare else pattern])[0].metadata_list
-    except Exception:  # BeamIOError and friends: nothing there
+        found = match_path(os.path.join(".", pattern) if bare else pattern)  # Beam's rules; a URI through Beam
+    except Exception:  # BeamIOError, OSError and friends: nothing there
         return []
     local = "://" not in pattern  # normalised, so "./a.csv" and "a.csv" are one file
-    return [(os.path.normpath(m.path) if local else m.path, m.size_in_bytes) for m in metas]
+    return [(os.path.normpath(path) if local else path, size) for path, size in found]
 
 
 def expand_paths(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.formats) -> dict[str, int]:
@@ -119,7 +119,7 @@ def expand_paths(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.f
             if exact and _fmt(path, formats):
                 files = exact
             else:  # a directory (local, or an object-store prefix)
-                listing = match_files(FileSystems.join(path.rstrip("/"), "*"))
+                listing = match_files(join_path(path.rstrip("/"), "*"))
                 files = [m for m in listing if _fmt(m[0], formats)]
                 if not files:
                     if listing:
@@ -289,7 +289,7 @@ def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | No
     if size == 0:
         raise InputError(f"{path}: empty file")
     try:
-        with FileSystems.open(path) as f:
+        with open_read(path) as f:
             if fmt == "jsonl":
                 sample = f.read(_SAMPLE)
                 n = _check_sample(path, sample, "utf-8")

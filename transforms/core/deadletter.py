@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from schemas import arrow_schema
 
-__all__ = ["DeadLetterContext", "dead_letter_table", "empty_dead_letters", "SCHEMA"]
+__all__ = ["DeadLetterContext", "dead_letter_table", "empty_dead_letters", "json_lines", "SCHEMA"]
 
 SCHEMA = arrow_schema("dead_letter")
 
@@ -70,3 +70,11 @@ def dead_letter_table(
 
 def empty_dead_letters() -> pa.Table:
     return SCHEMA.empty_table()
+
+
+def json_lines(table: pa.Table):
+    """The rows of a dead-letter table as JSON Lines texts (no newline), as every step writes them."""
+    import json
+
+    for row in table.to_pylist():
+        yield json.dumps(row, ensure_ascii=False, sort_keys=False)

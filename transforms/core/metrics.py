@@ -1,8 +1,9 @@
-"""One metrics namespace for every step, and the run's count tallies.
+"""One metrics namespace for every step, and the run's count tallies summed in a Beam job.
 
 Counts travel as small nested dicts (``{"identity_status": {"COMPLETE": 3}}``)
 merged by :class:`SumCounts`; Beam counters in :data:`NAMESPACE` mirror them
-for runners' dashboards. :func:`value_counts` makes one such dict of a column.
+for runners' dashboards. :func:`merge_counts` and :func:`value_counts` live in
+the Beam-free :mod:`transforms.core.counts` (re-exported here).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import apache_beam as beam
-import pyarrow.compute as pc
+
+from transforms.core.counts import merge_counts, value_counts
 
 __all__ = ["NAMESPACE", "merge_counts", "value_counts", "SumCounts", "counter"]
 
@@ -19,24 +21,6 @@ NAMESPACE = "subreg"
 
 def counter(name: str):
     return beam.metrics.Metrics.counter(NAMESPACE, name)
-
-
-def merge_counts(into: dict, other: dict) -> dict:
-    """Add ``other`` into ``into`` (numbers add, dicts merge recursively)."""
-    for key, value in other.items():
-        if isinstance(value, dict):
-            merge_counts(into.setdefault(key, {}), value)
-        else:
-            into[key] = into.get(key, 0) + value
-    return into
-
-
-def value_counts(column) -> dict:
-    """``{value: count}`` of an Arrow array or chunked array, nulls left out, in first-seen order."""
-    counts = pc.value_counts(column)
-    return {
-        v: c for v, c in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()) if v is not None
-    }
 
 
 class SumCounts(beam.CombineFn):

@@ -29,9 +29,7 @@ import datetime as dt
 import typing
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.scan.classify import classify_batch, finalize
@@ -44,12 +42,13 @@ from transforms.scan.crossrecord import (
     key_table,
 )
 from transforms.core.deadletter import DeadLetterContext
-from transforms.core.metrics import SumCounts, counter, value_counts
+from transforms.core.metrics import SumCounts, counter
+from transforms.scan.batch_steps import batch_counts, checked_salt, dead_counts, rows_for_finalize, to_batches
 from transforms.scan.policy import Policy
 from transforms.core.shuffle import BUCKET, ArrowGroupByBucket, with_bucket
 from transforms.core.tags import COUNTS, DEAD_LETTER, KEYS, ROWS
 
-__all__ = ["ClassifyRegistrationCompleteness", "ScanOutputs", "rows_for_finalize"]
+__all__ = ["ClassifyRegistrationCompleteness", "ScanOutputs", "rows_for_finalize", "draw_run_salt"]
 
 
 class ScanOutputs(typing.NamedTuple):
@@ -58,39 +57,11 @@ class ScanOutputs(typing.NamedTuple):
     counts: beam.PCollection  # one dict: the run's tallies
 
 
-def _batch_bucket(batch: int) -> int:
-    return batch % 2_000_000_000
-
-
-def rows_for_finalize(classified: pa.Table, batch: int) -> pa.Table:
-    """One classified batch as the Finalize join takes it: the contract's columns and
-    ``_flag_bits``, plus ``_batch``, ``_index`` (row in the batch) and the batch's ``_bucket``."""
-    from transforms.scan.classify import CLASSIFIED_SCHEMA
-
-    keep = [c for c in CLASSIFIED_SCHEMA.names if c in classified.column_names] + ["_flag_bits"]
-    rows = classified.select(keep)
-    n = rows.num_rows
-    rows = rows.append_column("_batch", pa.array(np.full(n, batch, np.int64)))
-    rows = rows.append_column("_index", pa.array(np.arange(n, dtype=np.int32)))
-    return rows.append_column(BUCKET, pa.array(np.full(n, _batch_bucket(batch), np.int32)))
-
-
-def _to_batches(exceptions: pa.Table) -> pa.Table:
-    buckets = (exceptions.column("_batch").to_numpy() % 2_000_000_000).astype(np.int32)
-    return exceptions.append_column(BUCKET, pa.array(buckets))
-
-
 def draw_run_salt(_) -> str:
     """The run's salt, drawn on a worker by the job's own first step (see ClassifyRegistrationCompleteness)."""
     import secrets
 
     return secrets.token_hex(16)
-
-
-def _checked_salt(salt) -> str:
-    if not isinstance(salt, str) or len(salt) != 32 or any(c not in "0123456789abcdef" for c in salt):
-        raise ValueError("the run salt must be 32 lowercase hex characters")
-    return salt
 
 
 @beam.typehints.with_output_types(dict, dead_letter=pa.Table, rows=pa.Table, keys=pa.Table)
@@ -106,7 +77,7 @@ class _ClassifyFn(beam.DoFn):
         self._rows = counter("rows_classified")
 
     def process(self, raw: pa.Table, run_salt: str | None = None):
-        salt = _checked_salt(self._salt if self._salt is not None else run_salt)
+        salt = checked_salt(self._salt if self._salt is not None else run_salt)
         result = classify_batch(raw, self._policy, self._as_of, self._ctx, salt)
         self._rows.inc(result.classified.num_rows)
         yield {"rows_in": result.rows_in}
@@ -136,7 +107,7 @@ class _DedupFn(beam.DoFn):
             docs = docs.drop_columns([BUCKET])
             yield beam.pvalue.TaggedOutput("doc_keys", with_bucket(docs, docs.column("_doc_key"), self._n))
         if drops.num_rows:
-            yield _to_batches(drops)
+            yield to_batches(drops)
 
 
 @beam.typehints.with_output_types(pa.Table)
@@ -148,7 +119,7 @@ class _FlagFn(beam.DoFn):
         _, tables = element
         flags = document_flags(tables["keys"], self._limit)
         if flags.num_rows:
-            yield _to_batches(flags)
+            yield to_batches(flags)
 
 
 @beam.typehints.with_output_types(pa.Table, counts=dict)
@@ -161,29 +132,8 @@ class _FinalizeFn(beam.DoFn):
         found = [t for t in (tables.get("drops"), tables.get("flags")) if t is not None]
         exceptions = pa.concat_tables(found) if found else None
         table = finalize(apply_exceptions(rows, exceptions))
-        yield beam.pvalue.TaggedOutput(COUNTS, _summarise(table))
+        yield beam.pvalue.TaggedOutput(COUNTS, batch_counts(table))
         yield table
-
-
-def _summarise(table: pa.Table) -> dict:
-    """Tallies of one finalised batch, for summary.json."""
-    reasons = pc.list_flatten(table.column("reasons"))
-    flags = pc.list_flatten(table.column("flags"))
-    return {
-        "classified": table.num_rows,
-        "identity_status": value_counts(table.column("identity_status")),
-        "reasons": value_counts(reasons) if len(reasons) else {},
-        "flags": value_counts(flags) if len(flags) else {},
-        "needs_registration": int(pc.sum(table.column("needs_registration").cast(pa.int64())).as_py() or 0),
-        "needs_review": int(pc.sum(table.column("needs_review").cast(pa.int64())).as_py() or 0),
-        "line_type": value_counts(table.column("line_type")),
-        "subscriber_kind": value_counts(table.column("subscriber_kind")),
-        "status": value_counts(table.column("status")),
-    }
-
-
-def _dead_counts(table: pa.Table) -> dict:
-    return {"dead_letters": table.num_rows, "dead_letter_reasons": value_counts(table.column("reason"))}
 
 
 class ClassifyRegistrationCompleteness(beam.PTransform):
@@ -206,7 +156,7 @@ class ClassifyRegistrationCompleteness(beam.PTransform):
     def __init__(self, policy, as_of, ctx, salt, n_buckets, spill_dir=None, reader_dead_letter=None):
         super().__init__()
         self._policy, self._as_of, self._ctx = policy, as_of, ctx
-        self._salt = None if salt is None else _checked_salt(salt)
+        self._salt = None if salt is None else checked_salt(salt)
         self._n, self._spill = max(1, int(n_buckets)), spill_dir
         self._reader_dead = reader_dead_letter
 
@@ -243,7 +193,7 @@ class ClassifyRegistrationCompleteness(beam.PTransform):
             dead_inputs.append(self._reader_dead)
         dead = tuple(dead_inputs) | "FlattenDeadLetters" >> beam.Flatten().with_output_types(pa.Table)
         counts = (
-            (classified.counts, final.counts, dead | "CountDeadLetters" >> beam.Map(_dead_counts))
+            (classified.counts, final.counts, dead | "CountDeadLetters" >> beam.Map(dead_counts))
             | "FlattenCounts" >> beam.Flatten()
             | "SumCounts" >> beam.CombineGlobally(SumCounts())
         )

@@ -1,0 +1,170 @@
+"""The scan on this machine without Beam: the Beam job's steps as tasks of a pool of worker processes.
+
+    counts = run_in_process(job, pub, header, workers=2)
+
+``backfill scan`` on a local runner runs here unless told otherwise (worker
+options of Beam's local runner, ``--spill off``, ``--estimated-rows`` or a dry
+run take the Beam job, ``pipelines/scan.py``): starting Beam and its local
+runner costs seconds and one core, where this engine keeps every core busy
+with the base's own work. The passes are the job's shuffles, in order, each
+a set of tasks (``pipelines/scan_tasks.py``) run by ``workers`` processes
+forked from this one (``--workers``; 1: this process runs them):
+
+1. each split is read and classified; its rows and its key tables are
+   spilled (sealed, a private folder: ``transforms/core/spill_files.py``);
+2. each line bucket drops its duplicate lines (the latest row wins);
+3. each document bucket flags one document under two names, or on more lines
+   than the policy allows;
+4. each split's rows get their drops and flags and become one Parquet file.
+
+This process holds references to spilled parts, never rows; a worker holds
+one split's key table, one bucket or one batch at a time, so memory stays
+flat in the base's size. The counts are added up here, checked
+(rows in = classified + dead letters) before anything is published, and the
+manifest says ``in-process`` and the number of workers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import posixpath
+import secrets
+from typing import Callable, Iterable
+
+import numpy as np
+
+from pipelines.progress_text import InProcessProgress
+from pipelines.scan_tasks import Settings, dedup_task, flag_task, read_task, start_worker, write_task
+from transforms.core.counts import merge_counts
+from transforms.core.spill_folders import spill_area
+
+__all__ = ["run_in_process", "default_workers"]
+
+
+def default_workers() -> int:
+    """One worker process per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Pool:
+    """Tasks run by ``workers`` forked processes, or by this process when there is one worker."""
+
+    def __init__(self, settings: Settings, workers: int):
+        self._settings, self._workers, self._pool = settings, workers, None
+
+    def __enter__(self):
+        start_worker(self._settings)  # this process may run tasks too (one worker)
+        if self._workers > 1:
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=self._workers,
+                mp_context=multiprocessing.get_context("fork"),  # the launcher's modules, already imported
+                initializer=start_worker,
+                initargs=(self._settings,),
+            )
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, fn: Callable, calls: Iterable[tuple], done: Callable[[object], None] = lambda _: None) -> list:
+        """``fn(*args)`` for each of ``calls``; results in the calls' order. The first failure stops the rest
+        and is raised as it was raised in the task."""
+        calls = list(calls)
+        if self._pool is None:
+            results = []
+            for args in calls:
+                results.append(fn(*args))
+                done(results[-1])
+            return results
+        futures = [self._pool.submit(fn, *args) for args in calls]
+        try:
+            for future in cf.as_completed(futures):
+                done(future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return [future.result() for future in futures]
+
+
+def _batch_owners(reads: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Every batch id, sorted, and the split that holds it."""
+    batches = np.array([b for r in reads for b in r["batches"]], np.int64)
+    splits = np.array([i for i, r in enumerate(reads) for _ in r["batches"]], np.int32)
+    order = np.argsort(batches, kind="stable")
+    return batches[order], splits[order]
+
+
+def _by_bucket(pairs: Iterable[tuple[int, tuple]]) -> dict[int, list[tuple]]:
+    grouped: dict[int, list[tuple]] = {}
+    for bucket, ref in pairs:
+        grouped.setdefault(bucket, []).append(ref)
+    return grouped
+
+
+def _passes(pool: _Pool, splits: list, prog: InProcessProgress) -> dict:
+    """The four passes (module docstring); returns the run's counts."""
+    counts: dict = {}
+
+    def read(result: dict) -> None:
+        prog.done += result["counts"].get("rows_in", 0)
+
+    reads = pool.run(read_task, enumerate(splits), read)
+    owners = _batch_owners(reads)
+    keys = _by_bucket(pair for r in reads for pair in r["keys"])
+    deduped = pool.run(dedup_task, ((b, keys[b], *owners) for b in sorted(keys)))
+    docs = _by_bucket(pair for d in deduped for pair in d["docs"])
+    flags = pool.run(flag_task, ((docs[d], *owners) for d in sorted(docs)))
+    exceptions = _by_bucket([pair for d in deduped for pair in d["drops"]] + [pair for f in flags for pair in f])
+    written = pool.run(
+        write_task,
+        ((i, r["rows"], exceptions.get(i, [])) for i, r in enumerate(reads)),
+        lambda counted: prog.add("classified", counted.get("classified", 0)),
+    )
+    for part in [r["counts"] for r in reads] + [d["counts"] for d in deduped] + written:
+        merge_counts(counts, part)
+    return counts
+
+
+def _empty_dead_letters(stage: str) -> None:
+    """The dead-letter folder holds a file even when there is none (as the Beam job's)."""
+    folder = posixpath.join(stage, "dead_letter")
+    if "://" in stage:
+        from apache_beam.io.filesystems import FileSystems
+
+        if not FileSystems.match([posixpath.join(folder, "*")])[0].metadata_list:
+            FileSystems.create(posixpath.join(folder, "part-00000-of-00001.jsonl")).close()
+        return
+    os.makedirs(folder, exist_ok=True)
+    if not os.listdir(folder):
+        open(os.path.join(folder, "part-00000-of-00001.jsonl"), "wb").close()
+
+
+def run_in_process(job, ctx, workers: int, every: float) -> dict:
+    """Classify ``job``'s splits into its staged folder (classified/, dead_letter/); returns the counts."""
+    stage = job.stage
+    workers = job.workers = max(1, min(workers, len(job.splits) or 1))  # no more workers than splits (manifest)
+    prog = InProcessProgress(f"scan {job.run_id}", job.info.estimated_rows, every, ("read", "classified"))
+    with spill_area("scan") as spill, prog.running():
+        settings = Settings(
+            policy=job.policy,
+            as_of=job.as_of,
+            ctx=ctx,
+            salt=secrets.token_hex(16),  # the run's key of the cross-record hashes: in memory only
+            n_buckets=job.n_buckets,
+            n_splits=len(job.splits),
+            spill=spill,
+            stage=stage,
+            encoding=job.args.encoding,
+            batch_size=job.args.batch_size,
+        )
+        with _Pool(settings, workers) as pool:
+            counts = _passes(pool, job.splits, prog)
+    _empty_dead_letters(stage)
+    return counts
