@@ -4,10 +4,12 @@ Three sides run alternating, whole processes, median of 3 after one
 uncounted warm-up each (:func:`bench.compare.compare`), on the 2-million-line
 base (``bench-data/base_2m.parquet``):
 
-* ``backfill scan`` with its defaults (one worker);
+* ``backfill scan`` with its defaults (in process, one worker process per CPU);
 * DuckDB running the document checks in SQL over the same file
-  (``python -m bench.duck``; a subset of the rules, listed in the report);
-* ``backfill scan`` with ``--direct_num_workers 2 --direct_running_mode multi_processing``.
+  (``python -m bench.duck``; a subset of the rules, listed in the report;
+  it uses every CPU too);
+* ``backfill scan --workers 1`` and ``backfill scan --workers 2``: one and two
+  local worker processes.
 
 Then, once each: ``backfill scan`` on 10 million lines for the memory row
 (``BENCH_10M=0`` skips it), and on 200,000 lines (20,000 with ``--quick``)
@@ -38,8 +40,7 @@ TARGET_TWO_WORKERS = 1.5
 TARGET_PEAK_MB = 1024
 FLAT = 1.25  # large peak / 2M peak
 TARGET_VS_NAIVE = 8.0
-MULTI = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
-ONE, DUCK, TWO = "scan, 1 worker", "DuckDB", "scan, 2 workers"
+DEFAULT, DUCK, ONE, TWO = "scan, defaults", "DuckDB", "scan, 1 worker", "scan, 2 workers"
 
 
 def _scan_side(ctx: Context, name: str, base: str, folder: str, extra: list[str] = ()) -> Side:
@@ -49,7 +50,13 @@ def _scan_side(ctx: Context, name: str, base: str, folder: str, extra: list[str]
     def after(m) -> dict:
         manifest = read_json(os.path.join(out, "manifest.json"))
         summary = read_json(os.path.join(out, "summary.json"))
-        return {"summary": summary, "shuffle": manifest.get("shuffle"), "timings": manifest.get("timings")}
+        return {
+            "summary": summary,
+            "runner": manifest.get("runner"),
+            "workers": manifest.get("workers"),
+            "shuffle": manifest.get("shuffle"),
+            "timings": manifest.get("timings"),
+        }
 
     return Side(name, command, output_folder(out), after)
 
@@ -81,27 +88,27 @@ def _naive(ctx: Context, base: str, size: str) -> tuple[Row, dict]:
     ), summary
 
 
-def _memory_checks(one: SideStats, large: Row | None, size: str) -> list[Check]:
+def _memory_checks(scan: SideStats, large: Row | None, size: str) -> list[Check]:
     if large is None:
         return [
             Check(
                 "scan peak memory",
-                f"{size} {one.peak_mb:,.0f} MB (median)",
+                f"{size} {scan.peak_mb:,.0f} MB (median)",
                 f"< {TARGET_PEAK_MB:,} MB",
-                one.peak_mb < TARGET_PEAK_MB,
+                scan.peak_mb < TARGET_PEAK_MB,
                 "scan_memory",
             ),
             Check("scan memory flat", "skipped (BENCH_10M=0)", f"<= {FLAT}x", None, "scan_flat"),
         ]
-    peak = max(one.peak_mb, large.peak_mb)
-    growth = large.peak_mb / one.peak_mb
+    peak = max(scan.peak_mb, large.peak_mb)
+    growth = large.peak_mb / scan.peak_mb
     large_size = f"{large.rows / 1e6:g}M" if large.rows >= 1_000_000 else f"{large.rows // 1000}k"
-    measured = f"{size} {one.peak_mb:,.0f} MB (median), {large_size} {large.peak_mb:,.0f} MB"
+    measured = f"{size} {scan.peak_mb:,.0f} MB (median), {large_size} {large.peak_mb:,.0f} MB"
     return [
         Check("scan peak memory", measured, f"< {TARGET_PEAK_MB:,} MB", peak < TARGET_PEAK_MB, "scan_memory"),
         Check(
             f"scan memory flat, {large_size} peak / {size} peak",
-            f"{large.peak_mb:,.0f} / {one.peak_mb:,.0f} MB = {growth:.2f}x",
+            f"{large.peak_mb:,.0f} / {scan.peak_mb:,.0f} MB = {growth:.2f}x",
             f"<= {FLAT}x",
             growth <= FLAT,
             "scan_flat",
@@ -125,15 +132,16 @@ def _naive_checks(small: Row, small_result: dict, naive: Row, naive_summary: dic
 
 
 def _notes(stats: dict, duck: dict, size: str) -> list[str]:
-    one, two = stats[ONE], stats[TWO]
-    statuses = one.result["summary"]["identity_status"]
+    default, one, two = stats[DEFAULT], stats[ONE], stats[TWO]
+    statuses = default.result["summary"]["identity_status"]
     keys = set(statuses) | set(duck["identity_status"])
     gap = max(abs(statuses.get(k, 0) - duck["identity_status"].get(k, 0)) for k in keys) / max(
         sum(statuses.values()), 1
     )
     return [
-        f"CPU seconds ({size}, medians): scan {one.cpu_seconds:,.1f} with one worker, {two.cpu_seconds:,.1f} with "
-        f"two; DuckDB {stats[DUCK].cpu_seconds:,.1f} ({duck['threads']} threads; its query alone "
+        f"CPU seconds ({size}, medians): scan {default.cpu_seconds:,.1f} with its defaults "
+        f"({default.result['workers']} worker processes), {one.cpu_seconds:,.1f} with one worker, "
+        f"{two.cpu_seconds:,.1f} with two; DuckDB {stats[DUCK].cpu_seconds:,.1f} ({duck['threads']} threads; its query alone "
         f"{duck['query_seconds']:.1f} s). Peak memory with two workers (all processes): {two.peak_mb:,.0f} MB.",
         f"DuckDB covers: {'; '.join(duck['covers'])}. It leaves out: {'; '.join(duck['leaves_out'])}. "
         f"Its identity_status counts differ from the scan's by at most {100 * gap:.1f} % of lines.",
@@ -155,32 +163,39 @@ def bench_scan(ctx: Context) -> Section:
         [ctx.python, "-m", "bench.duck", "--base", base, "--as-of", AS_OF],
         after=lambda m: json.loads(m.output.strip().splitlines()[-1]),
     )
-    sides = [_scan_side(ctx, ONE, base, "scan_1w"), duck_side, _scan_side(ctx, TWO, base, "scan_2w", MULTI)]
+    sides = [
+        _scan_side(ctx, DEFAULT, base, "scan_default"),
+        duck_side,
+        _scan_side(ctx, ONE, base, "scan_1w", ["--workers", "1"]),
+        _scan_side(ctx, TWO, base, "scan_2w", ["--workers", "2"]),
+    ]
     stats = compare(sides, runs=ctx.runs, warmup=ctx.warmup, settle=not ctx.quick)
-    one, duck = stats[ONE], stats[DUCK]
+    default, one, duck = stats[DEFAULT], stats[ONE], stats[DUCK]
     large, large_result = (None, None)
     if base_large:
         large, large_result = _once(ctx, _scan_side(ctx, f"scan {label(large_lines).upper()}", base_large, "scan_l"))
     small, small_result = _once(ctx, _scan_side(ctx, f"scan {label(small_lines)}", base_small, "scan_small"))
     naive, naive_summary = _naive(ctx, base_small, label(small_lines))
-    rows_in = one.result["summary"]["rows_in"]
+    rows_in = default.result["summary"]["rows_in"]
     rows = [
-        one.row(f"scan {size}, defaults", rows_in, "whole command"),
+        default.row(f"scan {size}, defaults ({default.result['workers']} workers)", rows_in, "whole command"),
         duck.row(f"DuckDB document checks {size}", duck.result["rows"], "whole process, rule subset"),
+        one.row(f"scan {size}, 1 worker process", rows_in, "whole command"),
         stats[TWO].row(f"scan {size}, 2 worker processes", rows_in, "whole command"),
         *([large] if large else []),
         small,
         naive,
     ]
     checks = [
-        ratio_check(f"scan / DuckDB, {size}, wall clock", one, duck, at_most=TARGET_VS_DUCKDB, step="scan_duck"),
-        ratio_check("the same, stretch target", one, duck, at_most=STRETCH_VS_DUCKDB, step="scan_duck_stretch"),
+        ratio_check(f"scan / DuckDB, {size}, wall clock", default, duck, at_most=TARGET_VS_DUCKDB, step="scan_duck"),
+        ratio_check("the same, stretch target", default, duck, at_most=STRETCH_VS_DUCKDB, step="scan_duck_stretch"),
         ratio_check(
             f"scan {size}, one worker / two workers", one, stats[TWO], at_least=TARGET_TWO_WORKERS, step="workers_scan"
         ),
-        *_memory_checks(one, large, size),
+        *_memory_checks(default, large, size),
         *_naive_checks(small, small_result, naive, naive_summary, label(small_lines)),
     ]
-    details = {"scan": one.result, "scan_2_workers": stats[TWO].result, "scan_large": large_result}
+    details = {"scan": default.result, "scan_1_worker": one.result, "scan_2_workers": stats[TWO].result}
+    details["scan_large"] = large_result
     details |= {"scan_small": small_result, "naive": naive_summary, "duckdb": duck.result}
     return Section("scan", "Scan: speed and memory", rows, checks, _notes(stats, duck.result, size), details)

@@ -6,10 +6,14 @@
 
 Beam's local runner may fork workers (``--direct_running_mode
 multi_processing``), so the memory of one process is not the memory of a run:
-the resident set sizes of the process and all its descendants are summed
-every ``interval`` seconds (50 ms) and the largest sum is kept. Processes that
-live less than one interval can be missed; a sum is a slight over-estimate
-where processes share pages (forked workers share the interpreter's).
+the memory of the process and all its descendants is summed every
+``interval`` seconds (50 ms) and the largest sum is kept. Each process counts
+its proportional set size (PSS, from ``/proc/PID/smaps_rollup``): a page
+shared by forked workers counts once in all, split between them, where a sum
+of resident set sizes would count it in every worker (the in-process scan
+forks its workers from the launcher, which holds the interpreter and the
+libraries). Where PSS cannot be read (not Linux) the RSS is summed, an
+over-estimate. Processes that live less than one interval can be missed.
 
 The machine may be shared: besides wall clock, a measurement keeps the CPU
 seconds of the process tree (user + system) and the CPU seconds every other
@@ -46,8 +50,20 @@ class Measurement:
         return self.returncode == 0
 
 
+def _memory(member: psutil.Process) -> int:
+    """The process's proportional set size in bytes (its RSS where PSS cannot be read)."""
+    try:
+        with open(f"/proc/{member.pid}/smaps_rollup", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return member.memory_info().rss
+
+
 def _tree_sample(proc: psutil.Process, cpu: dict[int, float]) -> int:
-    """Sum of the tree's RSS; records each member's CPU seconds so far in ``cpu``."""
+    """Sum of the tree's memory (PSS); records each member's CPU seconds so far in ``cpu``."""
     total = 0
     try:
         family = [proc, *proc.children(recursive=True)]
@@ -56,7 +72,7 @@ def _tree_sample(proc: psutil.Process, cpu: dict[int, float]) -> int:
     for member in family:
         try:
             with member.oneshot():
-                total += member.memory_info().rss
+                total += _memory(member)
                 times = member.cpu_times()
                 cpu[member.pid] = times.user + times.system
         except psutil.Error:  # ended between listing and reading
