@@ -9,11 +9,17 @@ and a tag means nothing outside its run.
 Construction: AES-128 CBC-MAC (ISO/IEC 9797-1 MAC algorithm 1, padding
 method 2: the value, one 0x80 byte, zeros) over messages all padded to the
 same length, 64 bytes. CBC-MAC on messages of one fixed length is a secure
-PRF; AES comes from ``cryptography``. It is vectorised: the values are laid
-out as a byte matrix (sorted by length, so each length group is a zero-copy
-view of the Arrow buffer) and each 16-byte block column goes through AES-ECB
-in one call, chained with numpy XORs. Values of 64 bytes or more (rare:
+PRF; AES comes from ``cryptography``. Values of 64 bytes or more (rare:
 names over 21 Chinese characters, junk) take keyed BLAKE2b one by one.
+
+It is vectorised: the values of one byte length form one matrix. When all
+values have the same length (line ids) it is a zero-copy view of the Arrow
+buffer; otherwise one radix sort puts the rows in length order and each
+length's values are gathered as fixed-width items. Each of the four 16-byte
+block columns of a length group goes through AES-ECB in one call, chained
+with 64-bit XORs. Only the blocks a length reaches are built: a block past
+the 0x80 byte is all zeros, so the chain enters the cipher as it is (the
+cipher call itself is never skipped).
 """
 
 from __future__ import annotations
@@ -22,54 +28,107 @@ import hashlib
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 __all__ = ["keyed_hash", "TAG_BYTES"]
 
 TAG_BYTES = 16
 _WIDTH = 64  # padded message length: four AES blocks
+_TAG = np.dtype(f"V{TAG_BYTES}")  # one tag as one numpy item: a scatter moves 16 bytes at once
+_OFFSETS = {pa.string(): np.int32, pa.binary(): np.int32, pa.large_string(): np.int64, pa.large_binary(): np.int64}
 
 
 def _blake(value: bytes, key: bytes) -> bytes:
     return hashlib.blake2b(value, digest_size=TAG_BYTES, key=key, person=b"subreg-long").digest()
 
 
+def _layout(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, data): the n + 1 offsets of the values into their data buffer, and that buffer's bytes."""
+    offset_type = _OFFSETS[values.type]
+    offsets = np.frombuffer(values.buffers()[1], offset_type)[values.offset : values.offset + len(values) + 1]
+    data = values.buffers()[2]
+    return offsets.astype(np.int64), np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+
+
+def _room(k: int) -> np.ndarray:
+    """A buffer for ``update_into``'s output of k blocks (it asks for one block of spare room)."""
+    return np.empty(k * TAG_BYTES + TAG_BYTES - 1, np.uint8)
+
+
+def _mac(encryptor, matrix: np.ndarray, out: memoryview, scratch: tuple[np.ndarray, np.ndarray]) -> None:
+    """CBC-MAC of each row of ``matrix`` (k values of one length < 64, padded to 64 bytes) into ``out``
+    (16 k + 15 bytes or more), through two ``_room`` buffers of at least k blocks: the chain and the next input."""
+    k, length = matrix.shape
+    chain, mixed = scratch  # whole buffers (room for update_into); their first k blocks as (k, 16) views:
+    chain_rows, mixed_rows = (buffer[: k * TAG_BYTES].reshape(k, TAG_BYTES) for buffer in scratch)
+    last = _WIDTH // TAG_BYTES - 1
+    for block in range(last + 1):
+        lo = block * TAG_BYTES
+        if lo > length:  # an all-zero block: chain XOR 0 is the chain, which goes through AES as it is
+            chain, mixed, chain_rows, mixed_rows = mixed, chain, mixed_rows, chain_rows
+        else:
+            width = min(length - lo, TAG_BYTES)
+            mixed_rows[:, :width] = matrix[:, lo : lo + width]
+            if width < TAG_BYTES:
+                mixed_rows[:, width] = 0x80
+                mixed_rows[:, width + 1 :] = 0
+            if block:  # the first block's chain is the zero IV
+                words = mixed_rows.view(np.uint64)
+                np.bitwise_xor(words, chain_rows.view(np.uint64), out=words)
+        encryptor.update_into(mixed_rows, out if block == last else chain)
+
+
+def _rows_of_width(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes at each of ``starts`` in ``data`` as a (k, width) matrix: one gather of
+    ``width``-byte items from a view whose item i is the bytes i .. i + width - 1 (items overlap)."""
+    if width == 0:
+        return np.empty((len(starts), 0), np.uint8)
+    windows = np.ndarray((len(data) - width + 1,), np.dtype(f"V{width}"), buffer=data, strides=(1,))
+    return windows[starts].view(np.uint8).reshape(len(starts), width)
+
+
+def _mac_by_length(offsets, data, rows, lengths, encryptor) -> tuple[np.ndarray, np.ndarray]:
+    """(rows in length order, their tags): the tags of the values at ``rows`` (all shorter than 64 bytes)."""
+    order = rows[np.argsort(lengths[rows].astype(np.uint8), kind="stable")]  # small integers: a radix sort
+    starts, group_len = offsets[order], lengths[order]
+    edges = np.flatnonzero(np.r_[True, group_len[1:] != group_len[:-1], True])
+    tags = _room(len(order))
+    view, most = memoryview(tags), int(np.diff(edges).max())
+    scratch = (_room(most), _room(most))
+    for start, end in zip(edges[:-1], edges[1:]):
+        matrix = _rows_of_width(data, starts[start:end], int(group_len[start]))
+        _mac(encryptor, matrix, view[start * TAG_BYTES :], scratch)
+    return order, tags[: len(order) * TAG_BYTES].view(_TAG)
+
+
 def keyed_hash(values: pa.Array, key: bytes) -> pa.Array:
     """A 16-byte tag per value under the 16-byte ``key``; nulls stay null."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
+    if values.type not in _OFFSETS:
+        values = values.cast(pa.binary())
     n = len(values)
-    valid = values.is_valid().to_numpy(zero_copy_only=False)
-    lengths = pc.fill_null(pc.binary_length(values), 0).to_numpy().astype(np.int64)
-    short = valid & (lengths < _WIDTH)
-    tags = np.zeros((n, TAG_BYTES), np.uint8)
+    if n == 0:
+        return pa.array([], pa.binary(TAG_BYTES))
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    offsets, data = _layout(values)
+    lengths = np.diff(offsets)
+    valid = values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else None
+    if valid is None and lengths[0] < _WIDTH and (lengths == lengths[0]).all():
+        tags = _room(n)
+        matrix = data[offsets[0] : offsets[-1]].reshape(n, int(lengths[0]))
+        _mac(encryptor, matrix, memoryview(tags), (_room(n), _room(n)))
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(TAG_BYTES), n, [None, pa.py_buffer(tags)])
+    kept = np.ones(n, bool) if valid is None else valid
+    short = kept & (lengths < _WIDTH)
+    tags = np.zeros(n, _TAG)
     rows = np.flatnonzero(short)
     if len(rows):
-        order = rows[np.argsort(lengths[rows], kind="stable")]
-        chosen = values.take(pa.array(order)).cast(pa.binary())
-        offsets = np.frombuffer(chosen.buffers()[1], np.int32)[chosen.offset : chosen.offset + len(order) + 1]
-        data = chosen.buffers()[2]
-        buf = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
-        matrix = np.zeros((len(order), _WIDTH), np.uint8)
-        group_len = lengths[order]
-        edges = np.flatnonzero(np.r_[True, group_len[1:] != group_len[:-1], True])
-        for start, end in zip(edges[:-1], edges[1:]):
-            width = int(group_len[start])
-            if width:
-                block = buf[offsets[start] : offsets[end]].reshape(end - start, width)
-                matrix[start:end, :width] = block
-            matrix[start:end, width] = 0x80
-        encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-        chain = np.zeros((len(order), TAG_BYTES), np.uint8)
-        for block in range(_WIDTH // TAG_BYTES):
-            mixed = chain ^ matrix[:, block * TAG_BYTES : (block + 1) * TAG_BYTES]
-            chain = np.frombuffer(encryptor.update(mixed.tobytes()), np.uint8).reshape(-1, TAG_BYTES)
-        tags[order] = chain
-    long_rows = np.flatnonzero(valid & ~short)
+        order, sorted_tags = _mac_by_length(offsets, data, rows, lengths, encryptor)
+        tags[order] = sorted_tags
+    long_rows = np.flatnonzero(kept & ~short)
     if len(long_rows):
-        long_values = values.take(pa.array(long_rows)).cast(pa.binary()).to_pylist()
-        tags[long_rows] = np.frombuffer(b"".join(_blake(v, key) for v in long_values), np.uint8).reshape(-1, TAG_BYTES)
-    return pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(TAG_BYTES), n, [pa.array(valid).buffers()[1], pa.py_buffer(tags.tobytes())]
-    )
+        long_values = [bytes(data[offsets[i] : offsets[i + 1]]) for i in long_rows]
+        tags[long_rows] = np.frombuffer(b"".join(_blake(v, key) for v in long_values), _TAG)
+    validity = None if valid is None else pa.array(valid).buffers()[1]
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(TAG_BYTES), n, [validity, pa.py_buffer(tags)])
