@@ -213,7 +213,7 @@ def _workers(args, beam_args: list[str], dry_run: bool) -> int:
                 "Beam's worker options or a remote runner the Beam job runs: size it with the runner's options"
             )
         return 0
-    from pipelines.scan_local import default_workers
+    from pipelines.task_pool import default_workers
 
     return args.workers or default_workers()
 

@@ -26,71 +26,19 @@ manifest says ``in-process`` and the number of workers.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 import os
 import posixpath
 import secrets
-from typing import Callable, Iterable
 
 import numpy as np
 
 from pipelines.progress_text import InProcessProgress
+from pipelines.task_pool import TaskPool, by_bucket
 from pipelines.scan_tasks import Settings, dedup_task, flag_task, read_task, start_worker, write_task
 from transforms.core.counts import merge_counts
 from transforms.core.spill_folders import spill_area
 
-__all__ = ["run_in_process", "default_workers"]
-
-
-def default_workers() -> int:
-    """One worker process per CPU this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-class _Pool:
-    """Tasks run by ``workers`` forked processes, or by this process when there is one worker."""
-
-    def __init__(self, settings: Settings, workers: int):
-        self._settings, self._workers, self._pool = settings, workers, None
-
-    def __enter__(self):
-        start_worker(self._settings)  # this process may run tasks too (one worker)
-        if self._workers > 1:
-            self._pool = cf.ProcessPoolExecutor(
-                max_workers=self._workers,
-                mp_context=multiprocessing.get_context("fork"),  # the launcher's modules, already imported
-                initializer=start_worker,
-                initargs=(self._settings,),
-            )
-        return self
-
-    def __exit__(self, *exc):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def run(self, fn: Callable, calls: Iterable[tuple], done: Callable[[object], None] = lambda _: None) -> list:
-        """``fn(*args)`` for each of ``calls``; results in the calls' order. The first failure stops the rest
-        and is raised as it was raised in the task."""
-        calls = list(calls)
-        if self._pool is None:
-            results = []
-            for args in calls:
-                results.append(fn(*args))
-                done(results[-1])
-            return results
-        futures = [self._pool.submit(fn, *args) for args in calls]
-        try:
-            for future in cf.as_completed(futures):
-                done(future.result())
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        return [future.result() for future in futures]
+__all__ = ["run_in_process"]
 
 
 def _batch_owners(reads: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -101,14 +49,7 @@ def _batch_owners(reads: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return batches[order], splits[order]
 
 
-def _by_bucket(pairs: Iterable[tuple[int, tuple]]) -> dict[int, list[tuple]]:
-    grouped: dict[int, list[tuple]] = {}
-    for bucket, ref in pairs:
-        grouped.setdefault(bucket, []).append(ref)
-    return grouped
-
-
-def _passes(pool: _Pool, splits: list, prog: InProcessProgress) -> dict:
+def _passes(pool: TaskPool, splits: list, prog: InProcessProgress) -> dict:
     """The four passes (module docstring); returns the run's counts."""
     counts: dict = {}
 
@@ -117,11 +58,11 @@ def _passes(pool: _Pool, splits: list, prog: InProcessProgress) -> dict:
 
     reads = pool.run(read_task, enumerate(splits), read)
     owners = _batch_owners(reads)
-    keys = _by_bucket(pair for r in reads for pair in r["keys"])
+    keys = by_bucket(pair for r in reads for pair in r["keys"])
     deduped = pool.run(dedup_task, ((b, keys[b], *owners) for b in sorted(keys)))
-    docs = _by_bucket(pair for d in deduped for pair in d["docs"])
+    docs = by_bucket(pair for d in deduped for pair in d["docs"])
     flags = pool.run(flag_task, ((docs[d], *owners) for d in sorted(docs)))
-    exceptions = _by_bucket([pair for d in deduped for pair in d["drops"]] + [pair for f in flags for pair in f])
+    exceptions = by_bucket([pair for d in deduped for pair in d["drops"]] + [pair for f in flags for pair in f])
     written = pool.run(
         write_task,
         ((i, r["rows"], exceptions.get(i, [])) for i, r in enumerate(reads)),
@@ -164,7 +105,7 @@ def run_in_process(job, ctx, workers: int, every: float) -> dict:
             encoding=job.args.encoding,
             batch_size=job.args.batch_size,
         )
-        with _Pool(settings, workers) as pool:
+        with TaskPool(workers, start_worker, (settings,)) as pool:
             counts = _passes(pool, job.splits, prog)
     _empty_dead_letters(stage)
     return counts

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import posixpath
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -32,11 +30,12 @@ import pyarrow.parquet as pq
 
 from pipelines.io.base_reads import read_split
 from pipelines.io.planning import Split
+from pipelines.io.task_files import DeadLetterFile, Ref, SpillFile, create, gather
 from schemas import arrow_schema
-from transforms.core.deadletter import DeadLetterContext, json_lines
+from transforms.core.deadletter import DeadLetterContext
 from transforms.core.counts import merge_counts
 from transforms.core.rows import malformed_table
-from transforms.core.spill_files import SpillWriter, read_part
+from transforms.core.spill_files import read_part
 from transforms.scan.batch_steps import batch_counts, dead_counts, rows_for_finalize
 from transforms.scan.classify import classify_batch, finalize
 from transforms.scan.crossrecord import apply_exceptions, batch_id, bucket_of, deduplicate, document_flags
@@ -45,7 +44,6 @@ from transforms.scan.policy import Policy
 
 __all__ = ["Settings", "start_worker", "read_task", "dedup_task", "flag_task", "write_task", "Ref"]
 
-Ref = tuple[str, int, int, int]  # a spilled part: (file, index, offset, length)
 MAX_FIELD_CHARS = 4096  # as the Beam job's reader (ReadSubscriberBase)
 
 
@@ -77,63 +75,17 @@ def _settings() -> Settings:
     return _SETTINGS[0]
 
 
-def _create(path: str):
-    if "://" not in path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return open(path, "wb")
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.create(path)
-
-
-class _DeadLetters:
-    """A task's dead letters: one JSON Lines file, opened at the first one."""
+class _DeadLetters(DeadLetterFile):
+    """A task's dead letters, written and counted as summary.json counts them."""
 
     def __init__(self, name: str):
-        self._path, self._handle, self.counts = posixpath.join(_settings().stage, "dead_letter", name), None, {}
+        super().__init__(_settings().stage, name)
+        self.counts: dict = {}
 
     def add(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        if self._handle is None:
-            self._handle = _create(self._path)
-        self._handle.write("".join(text + "\n" for text in json_lines(table)).encode("utf-8"))
-        merge_counts(self.counts, dead_counts(table))
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-
-
-class _Spill:
-    """One spill file of this task: parts appended, references returned."""
-
-    def __init__(self, kind: str):
-        self.name = f"{kind}-{uuid.uuid4().hex}.spill"
-        self.path = os.path.join(_settings().spill, self.name)
-        self._handle = open(self.path, "wb")
-        self._writer = SpillWriter(self._handle, self.name)
-
-    def add(self, bucket: int, table: pa.Table) -> tuple[int, Ref]:
-        bucket, index, offset, length = self._writer.add(bucket, table)
-        return bucket, (self.path, index, offset, length)
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-def _by(table: pa.Table, buckets: np.ndarray):
-    """``(bucket, rows)`` per bucket present, rows in their order."""
-    order = np.argsort(buckets, kind="stable")
-    table, buckets = table.take(pa.array(order)), buckets[order]
-    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
-    for start, end in zip(starts, np.r_[starts[1:], len(buckets)]):
-        yield int(buckets[start]), table.slice(start, end - start)
-
-
-def _gather(refs: list[Ref]) -> pa.Table | None:
-    parts = [read_part(*ref) for ref in refs]
-    return pa.concat_tables(parts, promote_options="permissive").combine_chunks() if parts else None
+        if table.num_rows:
+            super().add(table)
+            merge_counts(self.counts, dead_counts(table))
 
 
 def read_task(index: int, split: Split) -> dict:
@@ -142,7 +94,7 @@ def read_task(index: int, split: Split) -> dict:
     s = _settings()
     counts: dict = {}
     dead = _DeadLetters(f"read-{index:05d}.jsonl")
-    rows, row_refs, batches, key_tables = _Spill("rows"), [], [], []
+    rows, row_refs, batches, key_tables = SpillFile(s.spill, "rows"), [], [], []
     try:
         for raw, bad in read_split(split, s.encoding, s.batch_size, MAX_FIELD_CHARS):
             if bad:
@@ -176,9 +128,9 @@ def _spill_by(tables: list[pa.Table], column: str, kind: str) -> list[tuple[int,
     table = pa.concat_tables(tables).combine_chunks()
     if table.num_rows == 0:
         return []
-    spill = _Spill(kind)
+    spill = SpillFile(_settings().spill, kind)
     try:
-        return [spill.add(b, part) for b, part in _by(table, bucket_of(table.column(column), _settings().n_buckets))]
+        return spill.add_by(table, bucket_of(table.column(column), _settings().n_buckets))
     finally:
         spill.close()
 
@@ -190,9 +142,9 @@ def _spill_by_split(exceptions: pa.Table, batches: np.ndarray, splits: np.ndarra
         return []
     where = np.searchsorted(batches, exceptions.column("_batch").to_numpy())
     owner = splits[np.clip(where, 0, len(splits) - 1)]
-    spill = _Spill(kind)
+    spill = SpillFile(_settings().spill, kind)
     try:
-        return [spill.add(split, part) for split, part in _by(exceptions, owner)]
+        return spill.add_by(exceptions, owner)
     finally:
         spill.close()
 
@@ -203,7 +155,7 @@ def dedup_task(bucket: int, refs: list[Ref], batches: np.ndarray, splits: np.nda
     s = _settings()
     dead = _DeadLetters(f"dedup-{bucket:05d}.jsonl")
     try:
-        keys = _gather(refs)
+        keys = gather(refs)
         if keys is None:
             return {"counts": {}, "drops": [], "docs": []}
         kept, drops, dead_rows = deduplicate(keys, s.ctx)
@@ -220,7 +172,7 @@ def dedup_task(bucket: int, refs: list[Ref], batches: np.ndarray, splits: np.nda
 
 def flag_task(refs: list[Ref], batches: np.ndarray, splits: np.ndarray) -> list[tuple[int, Ref]]:
     """Document bucket: the flag exceptions of its lines, spilled by split."""
-    keys = _gather(refs)
+    keys = gather(refs)
     if keys is None:
         return []
     return _spill_by_split(document_flags(keys, _settings().policy.doc_line_limit), batches, splits, "flags")
@@ -230,11 +182,11 @@ def write_task(index: int, rows: list[Ref], exceptions: list[Ref]) -> dict:
     """Split ``index``'s rows, batch by batch, with their drops and flags applied and finalised, written as
     ``classified/part-INDEX-of-N.parquet`` in the staged folder; returns the batches' counts."""
     s = _settings()
-    found = _gather(exceptions)
+    found = gather(exceptions)
     counts: dict = {}
     path = posixpath.join(s.stage, "classified", f"part-{index:05d}-of-{s.n_splits:05d}.parquet")
     with (
-        _create(path) as handle,
+        create(path) as handle,
         pq.ParquetWriter(
             handle, arrow_schema("classified_line"), compression="none", use_compliant_nested_type=False
         ) as writer,
