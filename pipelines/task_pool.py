@@ -5,7 +5,8 @@
 
 ``workers`` processes are forked from the launcher (its modules already
 imported: a worker starts in milliseconds, not the seconds a new Python
-with Beam takes); each runs ``start(*args)`` once (the run's settings, keys
+with Beam takes) and die with it, even when it is killed with SIGKILL
+(``PR_SET_PDEATHSIG``); each runs ``start(*args)`` once (the run's settings, keys
 loaded from their path as a Beam DoFn's ``setup()`` would), then tasks. With
 one worker the launcher's own process runs every task. The first failure
 cancels the tasks not started and is raised as the task raised it (a user
@@ -18,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import signal
 from typing import Callable, Iterable
 
 __all__ = ["TaskPool", "default_workers", "by_bucket"]
@@ -31,6 +33,25 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _die_with(parent: int) -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux): a launcher killed with SIGKILL must
+    not leave its workers waiting for tasks forever (each holds the task queue's write end: no EOF comes)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool's own checks still end idle workers on shutdown
+        return
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
+
+
+def _start_worker(parent: int, start: Callable, args: tuple) -> None:
+    _die_with(parent)
+    start(*args)
+
+
 class TaskPool:
     """Tasks run by ``workers`` forked processes, or by this process when there is one worker."""
 
@@ -42,8 +63,8 @@ class TaskPool:
             self._pool = cf.ProcessPoolExecutor(
                 max_workers=self._workers,
                 mp_context=multiprocessing.get_context("fork"),
-                initializer=self._start,
-                initargs=self._args,
+                initializer=_start_worker,
+                initargs=(os.getpid(), self._start, self._args),
             )
         else:
             self._start(*self._args)

@@ -175,8 +175,13 @@ def _start(argv: list[str], env: dict, log: str) -> subprocess.Popen:
         return subprocess.Popen(argv, env=env, stdout=handle, stderr=handle, start_new_session=True)
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
+def _kill(proc: subprocess.Popen, launcher_only: bool = False) -> None:
+    """SIGKILL the scan and its workers, or (``launcher_only``) the launcher alone: its workers must die with
+    it (a worker left waiting for tasks would hold memory and the spill folder's lock forever)."""
+    if launcher_only:
+        os.kill(proc.pid, signal.SIGKILL)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 10
     while time.time() < deadline:  # the workers are gone too (their lock on the spill folder with them)
@@ -185,6 +190,7 @@ def _kill(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.05)
+    raise AssertionError("worker processes outlived the killed scan")
 
 
 def _contains(root: str, needles: list[bytes]) -> list[str]:
@@ -224,7 +230,7 @@ def test_spill_holds_no_plaintext_and_a_killed_scan_publishes_nothing(tmp_path):
     proc = _start(argv, env, log)
     _watch(proc, tmpdir, os.path.join(aside, "3"), lambda kinds: kinds & {"drops", "docs", "flags"})
     assert proc.poll() is None, "the scan ended before its bucket passes"
-    _kill(proc)
+    _kill(proc, launcher_only=True)
     now = outputs(out)
     assert now["table"].equals(previous["table"]) and now["manifest"] == previous["manifest"]
     # nothing in the clear: no canary, not even a line_id, in any spill file copied while the runs ran
