@@ -141,7 +141,7 @@ def bench_compact(ctx: Context) -> Section:
     ]
     notes = [
         f"each base with {EVENT_SHARE:.0%} of its lines' registrations in {WINDOWS} committed windows; local runner, "
-        "defaults (spill on); peak MB = largest sum of RSS over the process tree, sampled every 50 ms."
+        "defaults (spill on); peak MB = largest sum of each process's PSS over the process tree, sampled every 50 ms."
     ]
     details = {f"compact_{row.rows}": manifest["counts"] for row, manifest in measured}
     return Section("compact", "Compact: memory flat in the base's size", rows, checks, notes, details)

@@ -146,7 +146,7 @@ def _notes(stats: dict, duck: dict, size: str) -> list[str]:
         f"DuckDB covers: {'; '.join(duck['covers'])}. It leaves out: {'; '.join(duck['leaves_out'])}. "
         f"Its identity_status counts differ from the scan's by at most {100 * gap:.1f} % of lines.",
         "seconds = wall clock of the whole command (interpreter start, planning, Parquet read and write, summary); "
-        "peak MB = largest sum of RSS over the process tree, sampled every 50 ms.",
+        "peak MB = largest sum over the process tree of each process's proportional set size (a page shared by forked workers counted once), sampled every 50 ms.",
     ]
 
 
