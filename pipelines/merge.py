@@ -20,6 +20,11 @@ never plaintext), ``OUT/vault/`` (what ``backfill reveal`` opens),
 base rows in = lines out + base dead letters, and events in = applied +
 superseded + duplicates + dead letters.
 
+On a local runner the merge runs in this process and ``--workers`` worker
+processes forked from it, without a Beam job (``pipelines/merge_local.py``);
+a remote runner, Beam's local worker options or ``--spill off`` run the Beam
+job (``pipelines/merge_beam.py``). Both write the same outputs.
+
 OUT is written beside itself (``OUT.tmp-RUN_ID``) and switched in once the
 manifest is written (``pipelines/io/publish.py``): an --out that overlaps an
 input (real paths) or that a merge did not make is refused before anything
@@ -29,7 +34,6 @@ is written, and a failed run leaves the previous output as it was.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -39,33 +43,21 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
-from pipelines.flags import add_merged, add_progress_flag
+from pipelines.flags import add_merged, add_progress_flag, runs_in_process
 from pipelines.common import parse_as_of
-from pipelines.common import run_main, runner_name, split_beam_flags, write_dead_letters
-from pipelines.io.events import ReadRegistrationEvents, plan_event_splits
+from pipelines.common import run_main, runner_name, split_beam_flags
+from pipelines.io.events import plan_event_splits
 from pipelines.manifest import Timer, keys_block, policy_block, read_json, write_json
-from pipelines.io.merged_base import (
-    ReadMergedBase,
-    ReadVaultTable,
-    write_merged_base,
-    write_vault_table,
-)
-from pipelines.io.base_files import ReadSubscriberBase
 from pipelines.io.planning import InputInfo
-from pipelines.io.finalize import Finalize
 from pipelines.io.publish import check_apart, check_owned, publishing
 from pipelines.keys import register_vault
 from pipelines.merge_counts import manifest_counts, summarise
 from pipelines.merge_plan import _plan_base, _plan_vault
-from pipelines.progress import NO_PROGRESS, progress
 from transforms.core.deadletter import DeadLetterContext
-from transforms.core.shuffle import spill_area
-from transforms.merge.composite import MergeCompletedRegistrations
 from transforms.scan.policy import Policy, load_policy
 
 if TYPE_CHECKING:
@@ -73,7 +65,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("backfill.merge")
 ROWS_PER_BUCKET = 100_000  # a bucket (base lines + events + vault rows) is one worker's working set
+IN_PROCESS = "in-process"  # the manifest's runner when the merge ran without Beam (pipelines/merge_local.py)
 OUTPUTS = ("base", "vault", "dead_letter", "summary.json", "manifest.json")  # what a merge writes into OUT
+
+
+def __getattr__(name: str):
+    """``build_pipeline`` lives with the Beam job (pipelines/merge_beam.py), imported only when asked for."""
+    if name == "build_pipeline":
+        from pipelines.merge_beam import build_pipeline
+
+        return build_pipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parser() -> ArgumentParser:
@@ -94,42 +96,15 @@ def parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (local or gs://)")
     add_batch_flags(p)
     add_progress_flag(p)
-    return p
-
-
-def build_pipeline(
-    p: beam.Pipeline,
-    *,
-    base_splits,
-    kind,
-    event_splits,
-    vault,
-    policy,
-    as_of,
-    ctx,
-    keys_path,
-    n_buckets,
-    spill_dir,
-    encoding,
-    batch_size,
-    progress=NO_PROGRESS,
-):
-    """Wire the merge; returns the MergeOutputs (exposed for tests)."""
-    inputs = {}
-    if kind == "raw":
-        base = p | "ReadBase" >> ReadSubscriberBase(base_splits, ctx, encoding=encoding, batch_size=batch_size)
-        inputs.update(base=base.raw, base_dead_letter=base.dead_letter)
-    else:
-        inputs["base"] = p | "ReadMergedBase" >> ReadMergedBase(base_splits, batch_size)
-    progress.count(inputs["base"], "read")
-    events = p | "ReadEvents" >> ReadRegistrationEvents(event_splits, ctx, encoding=encoding, batch_size=batch_size)
-    inputs.update(events=events.raw, events_dead_letter=events.dead_letter)
-    if vault:
-        inputs["vault_keys"] = p | "ReadVaultKeys" >> ReadVaultTable(vault["keys"], "keys")
-        inputs["vault_values"] = p | "ReadVaultValues" >> ReadVaultTable(vault["values"], "values")
-    return inputs | "MergeCompletedRegistrations" >> MergeCompletedRegistrations(
-        policy, as_of, ctx, keys_path, n_buckets, base_kind=kind, spill_dir=spill_dir
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes of the merge on this machine (default: one per CPU; 1: this process only); "
+        "Beam's runners size their own workers",
     )
+    return p
 
 
 def _located(paths: list[str]) -> list[str]:
@@ -175,6 +150,7 @@ class _Job:
     spill: bool
     out: str
     timer: Timer
+    workers: int = 0  # worker processes of the in-process merge (pipelines/merge_local.py); 0: the Beam job runs
     stage: str = ""  # where this run writes (publishing's OUT.tmp-RUN); OUT itself once switched
 
     @property
@@ -203,6 +179,7 @@ def _prepare(argv) -> _Job:
     rows = max(base_info.estimated_rows, event_info.estimated_rows)
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
+    workers = _workers(args, beam_args)
     return _Job(
         args=args,
         options=options,
@@ -221,7 +198,25 @@ def _prepare(argv) -> _Job:
         spill=args.spill != "off" and is_local_runner(options),
         out=out,
         timer=timer,
+        workers=workers,
     )
+
+
+def _workers(args, beam_args: list[str]) -> int:
+    """The in-process merge's worker processes, or 0 when the Beam job runs: a remote runner, Beam's local
+    worker options, ``--spill off`` (only Beam shuffles in memory)."""
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    if not runs_in_process(beam_args) or args.spill == "off":
+        if args.workers is not None:
+            raise UserError(
+                "--workers sizes the merge on this machine; with --spill off, Beam's worker options or a remote "
+                "runner the Beam job runs: size it with the runner's options"
+            )
+        return 0
+    from pipelines.task_pool import default_workers
+
+    return args.workers or default_workers()
 
 
 def _log_plan(job: _Job) -> None:
@@ -236,7 +231,7 @@ def _log_plan(job: _Job) -> None:
         f"{len(events.files):,}",
         f"{events.estimated_rows:,}",
         f"{job.n_buckets:,}",
-        runner_name(job.options),
+        f"{IN_PROCESS} ({job.workers} worker process(es))" if job.workers else runner_name(job.options),
         keyset.primary_join_version,
         keyset.primary_vault_version,
         job.policy.version,
@@ -246,7 +241,7 @@ def _log_plan(job: _Job) -> None:
 
 def _run_pipeline(job: _Job, pub) -> None:
     """Merge; write base/, vault/, dead_letter/, summary.json and (checked in the job) manifest.json."""
-    out, ctx, summary_path = job.stage, DeadLetterContext("merge", job.run_id, job.started), job.summary_path
+    ctx = DeadLetterContext("merge", job.run_id, job.started)
     header = {
         "step": "merge",
         "run_id": job.run_id,
@@ -255,42 +250,23 @@ def _run_pipeline(job: _Job, pub) -> None:
         "base_kind": job.kind,
         "keys": keys_block(job.keyset),
     }
-    # The spill carries raw rows and events: sealed under a per-run key, in a private local folder (0700)
-    # that a later run removes if this one dies (transforms/core/shuffle.py), never under OUT.
-    phases = dict.fromkeys(("read", "merged"), job.base_info.estimated_rows)
-    with (
-        spill_area("merge") if job.spill else contextlib.nullcontext() as spill_dir,
-        progress("merge", job.run_id, phases, job.options, job.args.progress_seconds) as prog,
-    ):
-        with beam.Pipeline(options=job.options) as p:
-            outputs = build_pipeline(
-                p,
-                base_splits=job.base_splits,
-                kind=job.kind,
-                event_splits=job.event_splits,
-                vault=job.vault,
-                policy=job.policy,
-                as_of=job.as_of,
-                ctx=ctx,
-                keys_path=job.args.keys,
-                n_buckets=job.n_buckets,
-                spill_dir=spill_dir,
-                encoding=job.args.encoding,
-                batch_size=job.args.batch_size,
-                progress=prog,
-            )
-            prog.count(outputs.base, "merged")
-            vault_dir = FileSystems.join(out, "vault")
-            written = [
-                write_merged_base(outputs.base, FileSystems.join(out, "base")),
-                write_vault_table(outputs.vault_keys, vault_dir, "keys", "WriteVaultKeys"),
-                write_vault_table(outputs.vault_values, vault_dir, "values", "WriteVaultValues"),
-                write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part")),
-                outputs.counts | "WriteSummary" >> beam.Map(lambda c: write_json(summary_path, summarise(c, header))),
-            ]
-            outputs.counts | "Finalize" >> Finalize(
-                pub, _manifest(job), manifest_counts, after=written, started=job.timer.started
-            )
+    if job.workers:
+        _run_in_process(job, pub, ctx, header)
+    else:
+        from pipelines.merge_beam import run_beam
+
+        run_beam(job, pub, ctx, header, _manifest(job))
+
+
+def _run_in_process(job: _Job, pub, ctx: DeadLetterContext, header: dict) -> None:
+    """The same outputs from worker processes of this machine, without a Beam job (pipelines/merge_local.py);
+    the counts checked before anything is published."""
+    from pipelines.io.finish import finish
+    from pipelines.merge_local import run_in_process
+
+    counts = run_in_process(job, ctx, job.workers, job.args.progress_seconds)
+    write_json(job.summary_path, summarise(counts, header))
+    finish(counts, pub, _manifest(job), manifest_counts, job.timer.started)
 
 
 def _manifest(job: _Job) -> dict:
@@ -312,7 +288,8 @@ def _manifest(job: _Job) -> dict:
             "encoding": args.encoding,
         },
         "outputs": {name: FileSystems.join(out, name) for name in ("base", "vault", "dead_letter")},
-        "runner": runner_name(job.options),
+        "runner": IN_PROCESS if job.workers else runner_name(job.options),
+        **({"workers": job.workers} if job.workers else {}),
         "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
         "timings": {"plan_seconds": round(time.time() - job.timer.started, 3)},
     }

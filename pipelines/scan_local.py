@@ -26,12 +26,11 @@ manifest says ``in-process`` and the number of workers.
 
 from __future__ import annotations
 
-import os
-import posixpath
 import secrets
 
 import numpy as np
 
+from pipelines.io.task_files import empty_dead_letters
 from pipelines.progress_text import InProcessProgress
 from pipelines.task_pool import TaskPool, by_bucket
 from pipelines.scan_tasks import Settings, dedup_task, flag_task, read_task, start_worker, write_task
@@ -73,20 +72,6 @@ def _passes(pool: TaskPool, splits: list, prog: InProcessProgress) -> dict:
     return counts
 
 
-def _empty_dead_letters(stage: str) -> None:
-    """The dead-letter folder holds a file even when there is none (as the Beam job's)."""
-    folder = posixpath.join(stage, "dead_letter")
-    if "://" in stage:
-        from apache_beam.io.filesystems import FileSystems
-
-        if not FileSystems.match([posixpath.join(folder, "*")])[0].metadata_list:
-            FileSystems.create(posixpath.join(folder, "part-00000-of-00001.jsonl")).close()
-        return
-    os.makedirs(folder, exist_ok=True)
-    if not os.listdir(folder):
-        open(os.path.join(folder, "part-00000-of-00001.jsonl"), "wb").close()
-
-
 def run_in_process(job, ctx, workers: int, every: float) -> dict:
     """Classify ``job``'s splits into its staged folder (classified/, dead_letter/); returns the counts."""
     stage = job.stage
@@ -107,5 +92,5 @@ def run_in_process(job, ctx, workers: int, every: float) -> dict:
         )
         with TaskPool(workers, start_worker, (settings,)) as pool:
             counts = _passes(pool, job.splits, prog)
-    _empty_dead_letters(stage)
+    empty_dead_letters(stage)
     return counts

@@ -210,7 +210,7 @@ def test_counts_balance_against_the_fixture(site):
         "UNKNOWN_LINE": 1,
     }
     m = manifest(site["out"])
-    assert m["keys"]["join"] == "j1" and m["keys"]["vault"] == "v1" and m["runner"] == "FnApiRunner"
+    assert m["keys"]["join"] == "j1" and m["keys"]["vault"] == "v1" and m["runner"] == "in-process"
     assert m["policy"]["version"] and m["inputs"]["base_kind"] == "raw" and m["timings"]["seconds_total"] > 0
     assert "balanced" in site["proc"].stdout and "NOT BALANCED" not in site["proc"].stdout
 

@@ -188,7 +188,10 @@ def test_a_merge_killed_while_it_spills_leaves_no_plaintext_and_the_next_run_cle
     rng = random.Random()
     left = []
     for attempt in range(3):
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The Beam job (its shuffle's spill, long enough to be killed in); the in-process merge, done in a blink
+        # here, is killed while it spills in tests/test_merge_local.py.
+        beam = ["--direct_num_workers", "1"]
+        proc = subprocess.Popen([*argv, *beam], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 300
         while proc.poll() is None and time.time() < deadline and not spill_files(str(tmpdir)):
             time.sleep(0.01)

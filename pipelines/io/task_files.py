@@ -23,7 +23,7 @@ import pyarrow as pa
 from transforms.core.deadletter import json_lines
 from transforms.core.spill_files import SpillWriter, read_part
 
-__all__ = ["Ref", "create", "SpillFile", "DeadLetterFile", "gather", "parts_by"]
+__all__ = ["Ref", "create", "SpillFile", "DeadLetterFile", "gather", "parts_by", "empty_dead_letters"]
 
 Ref = tuple[str, int, int, int]  # a spilled part: (file, index, offset, length)
 
@@ -92,3 +92,17 @@ class DeadLetterFile:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
+
+
+def empty_dead_letters(stage: str) -> None:
+    """The dead-letter folder holds a file even when there is none (as the Beam job's)."""
+    folder = posixpath.join(stage, "dead_letter")
+    if "://" in stage:
+        from apache_beam.io.filesystems import FileSystems
+
+        if not FileSystems.match([posixpath.join(folder, "*")])[0].metadata_list:
+            FileSystems.create(posixpath.join(folder, "part-00000-of-00001.jsonl")).close()
+        return
+    os.makedirs(folder, exist_ok=True)
+    if not os.listdir(folder):
+        open(os.path.join(folder, "part-00000-of-00001.jsonl"), "wb").close()

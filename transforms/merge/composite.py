@@ -32,9 +32,9 @@ from transforms.core import coders  # noqa: F401  (registers the Arrow table cod
 from transforms.core.deadletter import DeadLetterContext
 from transforms.merge.bucket import merge_bucket, value_counts
 from transforms.merge.event_stages import EventsByLine
+from transforms.merge.event_steps import line_keys
 from transforms.merge.value_free import value_free
 from transforms.core.metrics import SumCounts, counter
-from transforms.scan.normalize import clean_text
 from transforms.scan.policy import Policy
 from transforms.core.shuffle import BUCKET, ArrowGroupByBucket, with_bucket
 from transforms.core.tags import COUNTS, DEAD_LETTER
@@ -67,8 +67,7 @@ class KeyByLineFn(beam.DoFn):
     def process(self, table: pa.Table):
         if table.num_rows == 0:
             return
-        ids = table.column("line_id").combine_chunks()
-        yield with_bucket(table, clean_text(ids) if self._clean else ids, self._n)
+        yield with_bucket(table, line_keys(table, self._clean), self._n)
 
 
 @beam.typehints.with_output_types(

@@ -29,15 +29,10 @@ import pyarrow.compute as pc
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
-from transforms.core.metrics import counter, value_counts
+from transforms.core.metrics import counter
 from transforms.core.shuffle import BUCKET, ArrowGroupByBucket, with_bucket
 from transforms.core.tags import COUNTS, DEAD_LETTER
-from transforms.merge.copies import line_verdicts, resolve_contested, split_copies, without_marks
-from transforms.merge.event_ids import DIGEST, body_digests
-from transforms.merge.events import check_events, prepare_events
-from transforms.merge.lines import base_lines
-from transforms.merge.value_free import value_free
-from transforms.scan.normalize import clean_text
+from transforms.merge.event_steps import check_batch, contested_rows, split_bucket, take_bucket, verdicts
 from transforms.scan.policy import Policy
 
 __all__ = ["EventsByLine", "EventSide", "CONTESTED"]
@@ -69,14 +64,8 @@ class _CheckEventsFn(beam.DoFn):
         self._tokenizer = Tokenizer(Keyset.load(self._keys_path))
 
     def process(self, raw: pa.Table):
-        with value_free("CheckEvents"):
-            marked = raw.append_column(DIGEST, body_digests(raw, self._tokenizer))
-            events, missing = prepare_events(marked, self._ctx)
-            checked, bad = check_events(events, self._ctx)
-            dead = pa.concat_tables([missing, bad])
-        yield beam.pvalue.TaggedOutput(
-            COUNTS, {"events": {"rows_in": raw.num_rows, "dead_letters": value_counts(dead.column("reason"))}}
-        )
+        checked, dead, counts = check_batch(raw, self._tokenizer, self._ctx)
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
         if dead.num_rows:
             counter("events_dead_letters_checked").inc(dead.num_rows)
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
@@ -93,12 +82,10 @@ class _SplitCopiesFn(beam.DoFn):
 
     def process(self, element):
         _, tables = element
-        with value_free("SplitCopies"):
-            firsts, contested, duplicates = split_copies(_part(tables, "events"))
-            firsts = without_marks(firsts)
-        counter("events_duplicates").inc(duplicates)
+        firsts, contested, counts = split_bucket(_part(tables, "events"))
+        counter("events_duplicates").inc(counts["events"]["duplicates"])
         counter("events_contested").inc(contested.num_rows)
-        yield beam.pvalue.TaggedOutput(COUNTS, {"events": {"duplicates": duplicates}})
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
         if contested.num_rows:
             yield beam.pvalue.TaggedOutput(CONTESTED, with_bucket(contested, contested.column("line_id"), self._n))
         if firsts.num_rows:
@@ -126,12 +113,9 @@ class _LinesOfFn(beam.DoFn):
             return
         if line_ids is not self._seen:  # one side input per run: made an Arrow set once per worker
             self._seen, self._set = line_ids, pa.array(line_ids, pa.string())
-        with value_free("LinesOfContested"):
-            ids = table.column("line_id").combine_chunks()
-            ids = clean_text(ids) if self._clean else ids
-            keep = pc.fill_null(pc.is_in(ids, value_set=self._set), False)
-            if pc.any(keep).as_py():
-                yield with_bucket(table.filter(keep), ids.filter(keep), self._n)
+        found = contested_rows(table, self._set, self._clean)
+        if found is not None:
+            yield with_bucket(*found, self._n)
 
 
 @beam.typehints.with_output_types(pa.Table)
@@ -148,9 +132,9 @@ class _LineVerdictsFn(beam.DoFn):
         _, tables = element
         if "copies" not in tables:
             return
-        with value_free("LineVerdicts"):
-            lines = base_lines(_part(tables, "base"), self._kind, self._policy, self._as_of, self._ctx, self._salt)[0]
-            copies = line_verdicts(_part(tables, "copies"), lines, self._policy, self._as_of, self._ctx, self._salt)
+        copies = verdicts(
+            _part(tables, "copies"), _part(tables, "base"), self._kind, self._policy, self._as_of, self._ctx, self._salt
+        )
         yield with_bucket(copies, copies.column("event_id"), self._n)
 
 
@@ -163,12 +147,9 @@ class _TakeIdsFn(beam.DoFn):
 
     def process(self, element):
         _, tables = element
-        with value_free("TakeIds"):
-            takers, dead, duplicates = resolve_contested(_part(tables, "copies"), self._ctx)
-        counter("events_duplicates").inc(duplicates)
-        yield beam.pvalue.TaggedOutput(
-            COUNTS, {"events": {"duplicates": duplicates, "dead_letters": value_counts(dead.column("reason"))}}
-        )
+        takers, dead, counts = take_bucket(_part(tables, "copies"), self._ctx)
+        counter("events_duplicates").inc(counts["events"]["duplicates"])
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
         if dead.num_rows:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
         if takers.num_rows:

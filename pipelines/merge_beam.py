@@ -1,0 +1,103 @@
+"""The Beam job of ``backfill merge``: the pipeline built and run (a remote runner, Beam's local worker
+options, ``--spill off``); on a local runner otherwise the merge runs in process (``pipelines/merge_local.py``).
+
+    run_beam(job, pub, ctx, header, manifest)    # from pipelines.merge
+    outputs = build_pipeline(p, ...)             # exposed for tests
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import write_dead_letters
+from pipelines.io.base_files import ReadSubscriberBase
+from pipelines.io.events import ReadRegistrationEvents
+from pipelines.io.finalize import Finalize
+from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
+from pipelines.manifest import write_json
+from pipelines.merge_counts import manifest_counts, summarise
+from pipelines.progress import NO_PROGRESS, progress
+from transforms.core.deadletter import DeadLetterContext
+from transforms.core.shuffle import spill_area
+from transforms.merge.composite import MergeCompletedRegistrations
+
+__all__ = ["build_pipeline", "run_beam"]
+
+
+def build_pipeline(
+    p: beam.Pipeline,
+    *,
+    base_splits,
+    kind,
+    event_splits,
+    vault,
+    policy,
+    as_of,
+    ctx,
+    keys_path,
+    n_buckets,
+    spill_dir,
+    encoding,
+    batch_size,
+    progress=NO_PROGRESS,
+):
+    """Wire the merge; returns the MergeOutputs (exposed for tests)."""
+    inputs = {}
+    if kind == "raw":
+        base = p | "ReadBase" >> ReadSubscriberBase(base_splits, ctx, encoding=encoding, batch_size=batch_size)
+        inputs.update(base=base.raw, base_dead_letter=base.dead_letter)
+    else:
+        inputs["base"] = p | "ReadMergedBase" >> ReadMergedBase(base_splits, batch_size)
+    progress.count(inputs["base"], "read")
+    events = p | "ReadEvents" >> ReadRegistrationEvents(event_splits, ctx, encoding=encoding, batch_size=batch_size)
+    inputs.update(events=events.raw, events_dead_letter=events.dead_letter)
+    if vault:
+        inputs["vault_keys"] = p | "ReadVaultKeys" >> ReadVaultTable(vault["keys"], "keys")
+        inputs["vault_values"] = p | "ReadVaultValues" >> ReadVaultTable(vault["values"], "values")
+    return inputs | "MergeCompletedRegistrations" >> MergeCompletedRegistrations(
+        policy, as_of, ctx, keys_path, n_buckets, base_kind=kind, spill_dir=spill_dir
+    )
+
+
+def run_beam(job, pub, ctx: DeadLetterContext, header: dict, manifest: dict) -> None:
+    """The Beam job: base/, vault/, dead_letter/, summary.json and, its balances checked in the job, the manifest."""
+    out, summary_path = job.stage, job.summary_path
+    # The spill carries raw rows and events: sealed under a per-run key, in a private local folder (0700)
+    # that a later run removes if this one dies (transforms/core/shuffle.py), never under OUT.
+    phases = dict.fromkeys(("read", "merged"), job.base_info.estimated_rows)
+    with (
+        spill_area("merge") if job.spill else contextlib.nullcontext() as spill_dir,
+        progress("merge", job.run_id, phases, job.options, job.args.progress_seconds) as prog,
+    ):
+        with beam.Pipeline(options=job.options) as p:
+            outputs = build_pipeline(
+                p,
+                base_splits=job.base_splits,
+                kind=job.kind,
+                event_splits=job.event_splits,
+                vault=job.vault,
+                policy=job.policy,
+                as_of=job.as_of,
+                ctx=ctx,
+                keys_path=job.args.keys,
+                n_buckets=job.n_buckets,
+                spill_dir=spill_dir,
+                encoding=job.args.encoding,
+                batch_size=job.args.batch_size,
+                progress=prog,
+            )
+            prog.count(outputs.base, "merged")
+            vault_dir = FileSystems.join(out, "vault")
+            written = [
+                write_merged_base(outputs.base, FileSystems.join(out, "base")),
+                write_vault_table(outputs.vault_keys, vault_dir, "keys", "WriteVaultKeys"),
+                write_vault_table(outputs.vault_values, vault_dir, "values", "WriteVaultValues"),
+                write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part")),
+                outputs.counts | "WriteSummary" >> beam.Map(lambda c: write_json(summary_path, summarise(c, header))),
+            ]
+            outputs.counts | "Finalize" >> Finalize(
+                pub, manifest, manifest_counts, after=written, started=job.timer.started
+            )
