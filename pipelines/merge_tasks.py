@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from pipelines.io.base_reads import read_split
 from pipelines.io.paths import open_read
-from pipelines.io.task_files import DeadLetterFile, Ref, SpillFile, create, gather
+from pipelines.io.task_files import DeadLetterFile, Ref, SpillFile, gather, parquet_file
 from schemas import arrow_schema
 from transforms.core.counts import merge_counts, value_counts
 from transforms.core.deadletter import DeadLetterContext
@@ -206,7 +206,7 @@ def verdict_task(bucket: int, copy_refs: list[Ref], base_refs: list[Ref]) -> lis
     s = _settings()
     copies = gather(copy_refs)
     wanted = pc.unique(copies.column("line_id")).drop_null()
-    found = [rows for rows in (contested_rows(read_part(*ref), wanted, s.base_kind == "raw") for ref in base_refs)]
+    found = [contested_rows(read_part(*ref), wanted, s.base_kind == "raw") for ref in base_refs]
     found = [rows[0] for rows in found if rows is not None]
     base = pa.concat_tables(found, promote_options="permissive").combine_chunks() if found else None
     judged = verdicts(copies, base, s.base_kind, s.policy, s.as_of, s.ctx, _WORKER["salt"])
@@ -232,10 +232,7 @@ def take_task(bucket: int, refs: list[Ref]) -> dict:
 
 def _write_parquet(path: str, schema: pa.Schema, table: pa.Table) -> None:
     """One file, as Beam's WriteToParquetBatched writes it (no compression, one write per table)."""
-    with (
-        create(path) as handle,
-        pq.ParquetWriter(handle, schema, compression="none", use_compliant_nested_type=False) as writer,
-    ):
+    with parquet_file(path, schema) as writer:
         if table.num_rows:
             writer.write_table(table if table.schema == schema else table.cast(schema))
 

@@ -26,11 +26,10 @@ import posixpath
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.io.base_reads import read_split
 from pipelines.io.planning import Split
-from pipelines.io.task_files import DeadLetterFile, Ref, SpillFile, create, gather
+from pipelines.io.task_files import DeadLetterFile, Ref, SpillFile, gather, parquet_file
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.counts import merge_counts
@@ -185,12 +184,7 @@ def write_task(index: int, rows: list[Ref], exceptions: list[Ref]) -> dict:
     found = gather(exceptions)
     counts: dict = {}
     path = posixpath.join(s.stage, "classified", f"part-{index:05d}-of-{s.n_splits:05d}.parquet")
-    with (
-        create(path) as handle,
-        pq.ParquetWriter(
-            handle, arrow_schema("classified_line"), compression="none", use_compliant_nested_type=False
-        ) as writer,
-    ):
+    with parquet_file(path, arrow_schema("classified_line")) as writer:
         for ref in rows:
             table = read_part(*ref)
             mine = None

@@ -12,6 +12,7 @@ launcher holds references, a worker one split or one bucket at a time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import uuid
@@ -23,7 +24,7 @@ import pyarrow as pa
 from transforms.core.deadletter import json_lines
 from transforms.core.spill_files import SpillWriter, read_part
 
-__all__ = ["Ref", "create", "SpillFile", "DeadLetterFile", "gather", "parts_by", "empty_dead_letters"]
+__all__ = ["Ref", "create", "SpillFile", "DeadLetterFile", "gather", "parts_by", "empty_dead_letters", "parquet_file"]
 
 Ref = tuple[str, int, int, int]  # a spilled part: (file, index, offset, length)
 
@@ -36,6 +37,19 @@ def create(path: str):
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.create(path)
+
+
+@contextlib.contextmanager
+def parquet_file(path: str, schema: pa.Schema) -> Iterator:
+    """A Parquet writer of a new output file, as Beam's WriteToParquetBatched writes (no compression, legacy
+    nested types, a row group per table written), so both engines' files read alike."""
+    import pyarrow.parquet as pq
+
+    with (
+        create(path) as handle,
+        pq.ParquetWriter(handle, schema, compression="none", use_compliant_nested_type=False) as writer,
+    ):
+        yield writer
 
 
 def parts_by(table: pa.Table, buckets: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
