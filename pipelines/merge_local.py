@@ -31,6 +31,7 @@ from __future__ import annotations
 
 
 from pipelines.merge_tasks import Settings, event_task, merge_task, read_task, start_worker, take_task, verdict_task
+from pipelines.io.ranges import split_large_files
 from pipelines.io.task_files import empty_dead_letters
 from pipelines.progress_text import InProcessProgress
 from pipelines.task_pool import TaskPool, by_bucket
@@ -40,10 +41,13 @@ from transforms.core.spill_folders import spill_area
 __all__ = ["run_in_process"]
 
 
-def _sources(job) -> list[tuple]:
-    """Every read task's (kind, index, source): base splits, event splits, the previous vault's shards."""
-    sources = [("base", i, split) for i, split in enumerate(job.base_splits)]
-    sources += [("events", i, split) for i, split in enumerate(job.event_splits)]
+def _sources(pool: TaskPool, job) -> list[tuple]:
+    """Every read task's (kind, index, source): base splits, event splits (a large CSV or Avro file cut into
+    byte ranges, each a split: ``pipelines/io/ranges.py``), the previous vault's shards."""
+    encoding = job.args.encoding
+    sources = [("base", i, split) for i, split in enumerate(split_large_files(job.base_splits, encoding, pool.run))]
+    events = split_large_files(job.event_splits, encoding, pool.run)
+    sources += [("events", i, split) for i, split in enumerate(events)]
     for kind, table in (("vault_keys", "keys"), ("vault_values", "values")):
         sources += [(kind, i, path) for i, path in enumerate((job.vault or {}).get(table, []))]
     return sources
@@ -61,7 +65,7 @@ def _contested(pool: TaskPool, contested: dict, base: dict) -> tuple[list, dict]
 
 def _passes(pool: TaskPool, job, prog: InProcessProgress) -> dict:
     """The four passes (module docstring); returns the run's counts."""
-    sources = _sources(job)
+    sources = _sources(pool, job)
 
     def read(result: dict) -> None:
         prog.done += result["rows"]

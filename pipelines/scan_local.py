@@ -10,6 +10,8 @@ with the base's own work. The passes are the job's shuffles, in order, each
 a set of tasks (``pipelines/scan_tasks.py``) run by ``workers`` processes
 forked from this one (``--workers``; 1: this process runs them):
 
+0. a large CSV or Avro file is cut into byte ranges, each scanned for where
+   its records start (``pipelines/io/ranges.py``): every range is a split;
 1. each split is read and classified; its rows and its key tables are
    spilled (sealed, a private folder: ``transforms/core/spill_files.py``);
 2. each line bucket drops its duplicate lines (the latest row wins);
@@ -30,6 +32,7 @@ import secrets
 
 import numpy as np
 
+from pipelines.io.ranges import range_count, split_large_files
 from pipelines.io.task_files import empty_dead_letters
 from pipelines.progress_text import InProcessProgress
 from pipelines.task_pool import TaskPool, by_bucket
@@ -48,9 +51,10 @@ def _batch_owners(reads: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return batches[order], splits[order]
 
 
-def _passes(pool: TaskPool, splits: list, prog: InProcessProgress) -> dict:
+def _passes(pool: TaskPool, splits: list, prog: InProcessProgress, encoding: str) -> dict:
     """The four passes (module docstring); returns the run's counts."""
     counts: dict = {}
+    splits = split_large_files(splits, encoding, pool.run)
 
     def read(result: dict) -> None:
         prog.done += result["counts"].get("rows_in", 0)
@@ -64,7 +68,7 @@ def _passes(pool: TaskPool, splits: list, prog: InProcessProgress) -> dict:
     exceptions = by_bucket([pair for d in deduped for pair in d["drops"]] + [pair for f in flags for pair in f])
     written = pool.run(
         write_task,
-        ((i, r["rows"], exceptions.get(i, [])) for i, r in enumerate(reads)),
+        ((i, len(reads), r["rows"], exceptions.get(i, [])) for i, r in enumerate(reads)),
         lambda counted: prog.add("classified", counted.get("classified", 0)),
     )
     for part in [r["counts"] for r in reads] + [d["counts"] for d in deduped] + written:
@@ -75,7 +79,8 @@ def _passes(pool: TaskPool, splits: list, prog: InProcessProgress) -> dict:
 def run_in_process(job, ctx, workers: int, every: float) -> dict:
     """Classify ``job``'s splits into its staged folder (classified/, dead_letter/); returns the counts."""
     stage = job.stage
-    workers = job.workers = max(1, min(workers, len(job.splits) or 1))  # no more workers than splits (manifest)
+    # no more workers than splits (a large CSV or Avro file is read in byte ranges: each one a split)
+    workers = job.workers = max(1, min(workers, range_count(job.splits) or 1))
     prog = InProcessProgress(f"scan {job.run_id}", job.info.estimated_rows, every, ("read", "classified"))
     with spill_area("scan") as spill, prog.running():
         settings = Settings(
@@ -84,13 +89,12 @@ def run_in_process(job, ctx, workers: int, every: float) -> dict:
             ctx=ctx,
             salt=secrets.token_hex(16),  # the run's key of the cross-record hashes: in memory only
             n_buckets=job.n_buckets,
-            n_splits=len(job.splits),
             spill=spill,
             stage=stage,
             encoding=job.args.encoding,
             batch_size=job.args.batch_size,
         )
         with TaskPool(workers, start_worker, (settings,)) as pool:
-            counts = _passes(pool, job.splits, prog)
+            counts = _passes(pool, job.splits, prog, job.args.encoding)
     empty_dead_letters(stage)
     return counts

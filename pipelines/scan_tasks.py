@@ -55,7 +55,6 @@ class Settings:
     ctx: DeadLetterContext
     salt: str
     n_buckets: int
-    n_splits: int
     spill: str  # the run's private spill folder
     stage: str  # the run's staged output folder
     encoding: str
@@ -177,13 +176,13 @@ def flag_task(refs: list[Ref], batches: np.ndarray, splits: np.ndarray) -> list[
     return _spill_by_split(document_flags(keys, _settings().policy.doc_line_limit), batches, splits, "flags")
 
 
-def write_task(index: int, rows: list[Ref], exceptions: list[Ref]) -> dict:
+def write_task(index: int, n_splits: int, rows: list[Ref], exceptions: list[Ref]) -> dict:
     """Split ``index``'s rows, batch by batch, with their drops and flags applied and finalised, written as
     ``classified/part-INDEX-of-N.parquet`` in the staged folder; returns the batches' counts."""
     s = _settings()
     found = gather(exceptions)
     counts: dict = {}
-    path = posixpath.join(s.stage, "classified", f"part-{index:05d}-of-{s.n_splits:05d}.parquet")
+    path = posixpath.join(s.stage, "classified", f"part-{index:05d}-of-{n_splits:05d}.parquet")
     with parquet_file(path, arrow_schema("classified_line")) as writer:
         for ref in rows:
             table = read_part(*ref)

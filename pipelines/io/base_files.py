@@ -62,7 +62,8 @@ import pyarrow as pa
 
 from pipelines.io.base_reads import ROWS_PER_SPLIT, read_split  # the reader itself, Beam-free
 from pipelines.io.planning import InputInfo, Split, codec_name, plan_splits
-from pipelines.io.ranges import BYTES_PER_SPLIT, SplitLargeFiles
+from pipelines.io.ranges import BYTES_PER_SPLIT
+from pipelines.io.split_large import SplitLargeFiles
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.rows import malformed_table

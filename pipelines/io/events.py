@@ -31,7 +31,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.base_files import ReadSplitFn, read_split
 from pipelines.io.planning import InputError, InputInfo, Split, codec_name, plan_splits
-from pipelines.io.ranges import BYTES_PER_SPLIT, SplitLargeFiles
+from pipelines.io.ranges import BYTES_PER_SPLIT
+from pipelines.io.split_large import SplitLargeFiles
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.rows import EVENTS, BadRow, parse_json_lines

@@ -1,6 +1,7 @@
 """Large CSV and Avro files read by many workers: byte ranges, their record boundaries, their first rows.
 
-    splits | "SplitLargeFiles" >> SplitLargeFiles(encoding="utf-8") | beam.Reshuffle() | read each split
+    splits = split_large_files(splits, "utf-8", pool.run)    # this machine: scans run by a TaskPool
+    splits | "SplitLargeFiles" >> SplitLargeFiles("utf-8")   # a Beam job (pipelines/io/split_large.py)
 
 A CSV or Avro file of at least twice ``bytes_per_split`` bytes is cut into
 ranges of about that size (:func:`cut_ranges`). Each range is then scanned on
@@ -28,14 +29,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
+from typing import Callable
 
 from pipelines.io.avro_blocks import avro_header, scan_blocks
 from pipelines.io.csv_lines import LineScan, first_line_start, scan_lines
+from pipelines.io.paths import open_read
 from pipelines.io.planning import InputError, Split, codec_name, read_csv_header
 
-__all__ = ["BYTES_PER_SPLIT", "RangeScan", "SplitLargeFiles", "cut_ranges", "number_ranges", "scan_range"]
+__all__ = [
+    "BYTES_PER_SPLIT",
+    "RangeScan",
+    "cut_ranges",
+    "number_ranges",
+    "scan_range",
+    "scan_checked",
+    "split_large_files",
+    "range_count",
+]
 
 log = logging.getLogger("backfill.read")
 
@@ -66,7 +76,7 @@ def scan_range(split: Split, encoding: str = "utf-8", limit: int = _LIMIT) -> Li
     """Scan one range of a file cut by :func:`cut_ranges` (see the module docstring)."""
     start, stop = split.byte_range
     size = split.size
-    with FileSystems.open(split.path) as f:
+    with open_read(split.path) as f:
         if split.fmt == "avro":
             header_end, sync = avro_header(f, split.path)
             return scan_blocks(f, split.path, start, stop, size, header_end, sync)
@@ -107,43 +117,33 @@ def number_ranges(scans: list[RangeScan]) -> list[Split]:
     return splits
 
 
-@beam.typehints.with_output_types(beam.typehints.Tuple[str, RangeScan], whole=Split)
-class _ScanRangeFn(beam.DoFn):
-    def __init__(self, encoding: str):
-        self._encoding = encoding
-
-    def process(self, split: Split):
-        if split.byte_range is None or split.rows is not None:
-            yield beam.pvalue.TaggedOutput("whole", split)
-            return
-        try:
-            found = scan_range(split, self._encoding)
-        except InputError:
-            raise
-        except Exception as e:  # the type only: a message may quote the data
-            raise InputError(f"{split.path}: cannot read ({type(e).__name__})") from None
-        yield split.path, RangeScan(split, found)
+def scan_checked(split: Split, encoding: str) -> LineScan:
+    """:func:`scan_range`, failing in one line: an unreadable file named with the error's type only (its
+    message may quote the data)."""
+    try:
+        return scan_range(split, encoding)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{split.path}: cannot read ({type(e).__name__})") from None
 
 
-def _numbered(element) -> list[Split]:
-    _, scans = element
-    return number_ranges(list(scans))
+def split_large_files(
+    splits: list[Split], encoding: str, run: Callable, bytes_per_split: int | None = None
+) -> list[Split]:
+    """The splits, every large CSV or Avro file cut into byte ranges that hold whole records and know their
+    first row: what ``SplitLargeFiles`` does in a Beam job, with the ranges scanned by ``run(fn, calls)``
+    (a :class:`pipelines.task_pool.TaskPool`'s ``run``: results in the calls' order)."""
+    size = bytes_per_split or BYTES_PER_SPLIT  # looked up now: a test may make the ranges small
+    cut = [cut_ranges(s, size) for s in splits]
+    ranges = [r for pieces in cut if len(pieces) > 1 for r in pieces]
+    found = iter(run(scan_checked, [(r, encoding) for r in ranges]))
+    out: list[Split] = []
+    for pieces in cut:
+        out += number_ranges([RangeScan(r, next(found)) for r in pieces]) if len(pieces) > 1 else pieces
+    return out
 
 
-class SplitLargeFiles(beam.PTransform):
-    """Splits in; the same splits out, with every large CSV or Avro file cut into byte ranges that hold whole
-    records and know their first row (see the module docstring). Parquet is split by row groups when planned."""
-
-    def __init__(self, encoding: str = "utf-8", bytes_per_split: int = BYTES_PER_SPLIT):
-        super().__init__()
-        self._encoding, self._bytes = encoding, bytes_per_split
-
-    def expand(self, splits):
-        scanned = (
-            splits
-            | "CutRanges" >> beam.FlatMap(cut_ranges, self._bytes)
-            | "SpreadRanges" >> beam.Reshuffle()
-            | "ScanRanges" >> beam.ParDo(_ScanRangeFn(self._encoding)).with_outputs("whole", main="scans")
-        )
-        numbered = scanned.scans | "ByFile" >> beam.GroupByKey() | "NumberRanges" >> beam.FlatMap(_numbered)
-        return (scanned.whole, numbered) | "AllSplits" >> beam.Flatten()
+def range_count(splits: list[Split], bytes_per_split: int | None = None) -> int:
+    """How many splits :func:`split_large_files` reads at most (the ranges of the large files, the rest)."""
+    return sum(len(cut_ranges(s, bytes_per_split or BYTES_PER_SPLIT)) for s in splits)
