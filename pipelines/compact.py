@@ -39,9 +39,9 @@ from pipelines.flags import add_merged, add_progress_flag
 from pipelines.io.base_files import ReadSubscriberBase
 from pipelines.io.deltas import ReadWindows
 from pipelines.io.finalize import Finalize
-from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
+from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
 from pipelines.io.publish import publishing
-from pipelines.keys import register_vault
+from pipelines.keys_session import register_vault
 from pipelines.manifest import keys_block, policy_block, read_json
 from pipelines.progress import NO_PROGRESS, progress
 from pipelines.merge import ROWS_PER_BUCKET

@@ -19,7 +19,7 @@ from pipelines.incident_report import write_report_from_counts
 from pipelines.io.affected_lines import WriteAffectedLines
 from pipelines.io.finalize import Finalize
 from pipelines.io.line_lists import ReadLineIds
-from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable
+from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable
 from pipelines.progress import NO_PROGRESS
 from pipelines.io.phase import Phase
 from transforms.compliance.incident_scope import ScopeIncident

@@ -76,7 +76,7 @@ from pipelines.keys_init import init_keyset, wrap_keyset
 from pipelines.keys_parser import build_parser
 from pipelines.keys_retire import _destroy_due
 from pipelines.keys_rotate import rotate
-from pipelines.keys_session import _log_keys, _session, _user_errors, check_kek, keys_audit_dir
+from pipelines.keys_session import _log_keys, _session, _user_errors, check_kek, keys_audit_dir, register_vault
 from pipelines.keys_shred import shred_lines
 from pipelines.reveal import audit_dir, record_audit, refuse_other_log, utc_now, who
 
@@ -97,17 +97,6 @@ _SHOWN_IDS = 20  # line_ids listed per vault by --dry-run
 
 def parser() -> ArgumentParser:
     return build_parser(__doc__.splitlines()[0])
-
-
-def register_vault(keys_path: str, vault_dir: str, *, by: str, run_id: str | None = None) -> str:
-    """Record a vault folder in the keyset's registry (a merge calls this before it writes OUT/vault), so
-    that a shred or a key retirement re-wraps its data keys instead of making it unreadable."""
-    from transforms.crypto.registry import open_registry
-
-    with _user_errors(), open_registry(keys_path) as (_, registry):
-        where = registry.add_vault(vault_dir, by=by, run_id=run_id)
-        registry.save()
-    return where
 
 
 def destroy_due(keys_path: str, *, actor: str | None = None, audit_log: str | None = None) -> dict:

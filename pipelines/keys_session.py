@@ -68,3 +68,14 @@ def _log_keys(keyset: Keyset, registry: Registry, keys_path: str, record: dict) 
 
     append(keyset, registry, keys_audit_dir(keys_path), "keys.jsonl", [record])
     registry.save()
+
+
+def register_vault(keys_path: str, vault_dir: str, *, by: str, run_id: str | None = None) -> str:
+    """Record a vault folder in the keyset's registry (a merge calls this before it writes OUT/vault), so
+    that a shred or a key retirement re-wraps its data keys instead of making it unreadable."""
+    from transforms.crypto.registry import open_registry
+
+    with _user_errors(), open_registry(keys_path) as (_, registry):
+        where = registry.add_vault(vault_dir, by=by, run_id=run_id)
+        registry.save()
+    return where

@@ -43,24 +43,24 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
-
 from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, is_local_runner, new_run
 from pipelines.flags import add_merged, add_progress_flag, runs_in_process
 from pipelines.common import parse_as_of
 from pipelines.common import run_main, runner_name, split_beam_flags
 from pipelines.io.events import plan_event_splits
+from pipelines.io.paths import join_path
 from pipelines.manifest import Timer, keys_block, policy_block, read_json, write_json
 from pipelines.io.planning import InputInfo
 from pipelines.io.publish import check_apart, check_owned, publishing
-from pipelines.keys import register_vault
+from pipelines.keys_session import register_vault
 from pipelines.merge_counts import manifest_counts, summarise
 from pipelines.merge_plan import _plan_base, _plan_vault
 from transforms.core.deadletter import DeadLetterContext
 from transforms.scan.policy import Policy, load_policy
 
 if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     from transforms.crypto.keyset import Keyset
 
 log = logging.getLogger("backfill.merge")
@@ -134,7 +134,7 @@ class _Job:
     """One merge run, as decided before its pipeline runs."""
 
     args: argparse.Namespace
-    options: PipelineOptions
+    options: PipelineOptions | None  # None: no Beam flag, the merge runs in this process (no Beam job)
     policy: Policy
     keyset: Keyset
     as_of: dt.date
@@ -155,7 +155,7 @@ class _Job:
 
     @property
     def summary_path(self) -> str:
-        return FileSystems.join(self.stage or self.out, "summary.json")
+        return join_path(self.stage or self.out, "summary.json")
 
 
 def _prepare(argv) -> _Job:
@@ -175,9 +175,12 @@ def _prepare(argv) -> _Job:
     event_splits, event_info = plan_event_splits(args.registrations, encoding=args.encoding)
     vault = _plan_vault(args, keyset, kind)
     run_id, started = new_run("merge")
-    options = beam_options(beam_args, step="merge", run_id=run_id)
+    # no Beam flag (and the spill on): the merge runs in this process on the default local runner, and Beam's
+    # options are not made (Beam is not even imported)
+    options = None if not beam_args and args.spill != "off" else beam_options(beam_args, step="merge", run_id=run_id)
+    local = options is None or is_local_runner(options)
     rows = max(base_info.estimated_rows, event_info.estimated_rows)
-    if args.spill == "on" and not is_local_runner(options):
+    if args.spill == "on" and not local:
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
     workers = _workers(args, beam_args)
     return _Job(
@@ -195,7 +198,7 @@ def _prepare(argv) -> _Job:
         run_id=run_id,
         started=started,
         n_buckets=args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET)),
-        spill=args.spill != "off" and is_local_runner(options),
+        spill=args.spill != "off" and local,
         out=out,
         timer=timer,
         workers=workers,
@@ -287,7 +290,7 @@ def _manifest(job: _Job) -> dict:
             "vault": args.vault,
             "encoding": args.encoding,
         },
-        "outputs": {name: FileSystems.join(out, name) for name in ("base", "vault", "dead_letter")},
+        "outputs": {name: join_path(out, name) for name in ("base", "vault", "dead_letter")},
         "runner": IN_PROCESS if job.workers else runner_name(job.options),
         **({"workers": job.workers} if job.workers else {}),
         "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
@@ -303,7 +306,7 @@ def run(argv=None) -> dict:
     job = _prepare(argv)
     _log_plan(job)
     # Known to the keyset before it exists: a shred re-wraps its data keys rather than retire them under it.
-    register_vault(job.args.keys, FileSystems.join(job.out, "vault"), by="merge", run_id=job.run_id)
+    register_vault(job.args.keys, join_path(job.out, "vault"), by="merge", run_id=job.run_id)
     with publishing(job.out, "merge", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS) as pub:
         job.stage = pub.stage
         _run_pipeline(job, pub)

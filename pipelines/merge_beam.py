@@ -14,9 +14,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import write_dead_letters
 from pipelines.io.base_files import ReadSubscriberBase
-from pipelines.io.events import ReadRegistrationEvents
+from pipelines.io.base_files import ReadRegistrationEvents
 from pipelines.io.finalize import Finalize
-from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
+from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
 from pipelines.manifest import write_json
 from pipelines.merge_counts import manifest_counts, summarise
 from pipelines.progress import NO_PROGRESS, progress

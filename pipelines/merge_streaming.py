@@ -132,7 +132,7 @@ def build_streaming_pipeline(
     from apache_beam.io.filesystems import FileSystems
 
     from pipelines.io.base_files import ReadSubscriberBase
-    from pipelines.io.merged_base import ReadMergedBase
+    from pipelines.io.merged_beam import ReadMergedBase
     from pipelines.io.stream_writes import WriteDeadLettersFn, WriteWindowFn
     from transforms.merge.stream_composite import MergeStreamWindows
 

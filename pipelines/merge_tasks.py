@@ -27,10 +27,8 @@ from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.io.base_reads import read_split
-from pipelines.io.paths import open_read
 from pipelines.io.task_files import DeadLetterFile, Ref, SpillFile, gather, parquet_file
 from schemas import arrow_schema
 from transforms.core.counts import merge_counts, value_counts
@@ -46,7 +44,6 @@ from transforms.scan.policy import Policy
 __all__ = ["Settings", "start_worker", "read_task", "event_task", "verdict_task", "take_task", "merge_task"]
 
 MAX_FIELD_CHARS = 4096  # as the Beam job's readers
-VAULT_BATCH = 262_144  # rows per batch of a vault shard (as ReadVaultTable)
 FLUSH_ROWS = 262_144  # rows a read task holds before it spills them, a part per bucket
 _VAULT_SCHEMA = {"vault_keys": "vault_key", "vault_values": "vault_value"}
 _VAULT_TABLE = {"vault_keys": "keys", "vault_values": "values"}
@@ -103,23 +100,17 @@ def _spill_by(spill: SpillFile, table: pa.Table, keys) -> list[tuple[int, Ref]]:
 
 
 def _read_vault(path: str, kind: str) -> Iterator[tuple[pa.Table, list]]:
-    schema = arrow_schema(_VAULT_SCHEMA[kind])
-    with open_read(path) as handle:
-        pf = pq.ParquetFile(handle)
-        for group in range(pf.num_row_groups):  # one row group at a time (memory flat: merged_base's reader)
-            for batch in pf.iter_batches(batch_size=VAULT_BATCH, row_groups=[group], columns=schema.names):
-                yield pa.Table.from_batches([batch]).cast(schema), []
+    from pipelines.io.merged_base import read_vault_shard
+
+    for table in read_vault_shard(path, _VAULT_TABLE[kind]):
+        yield table, []
 
 
 def _read_merged(split) -> Iterator[tuple[pa.Table, list]]:
-    from pipelines.io.merged_base import read_merged_split
-    from pipelines.io.planning import InputError
+    from pipelines.io.merged_base import read_merged_checked
 
-    try:
-        for table in read_merged_split(split, _settings().batch_size):
-            yield table, []
-    except Exception as exc:  # the type only: a message may quote data
-        raise InputError(f"{split.path}: cannot read the merged base ({type(exc).__name__})") from None
+    for table in read_merged_checked(split, _settings().batch_size):
+        yield table, []
 
 
 def _batches(kind: str, source) -> Iterator[tuple[pa.Table, list]]:

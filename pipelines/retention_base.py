@@ -4,7 +4,7 @@ columns the due lines are found by, the vault's shards checked by their footers.
 The base is read twice, split by split, never whole: by the purge's first job
 (``line_id``, ``status``, ``terminated_on`` and the identity columns:
 :class:`ReadBaseColumns`) and by its last (every column:
-``pipelines.io.merged_base.ReadMergedBase``).
+``pipelines.io.merged_beam.ReadMergedBase``).
 """
 
 from __future__ import annotations

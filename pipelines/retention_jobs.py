@@ -26,7 +26,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.finalize import Finalize
-from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
+from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
 from pipelines.io.phase import Phase, read_phase
 from pipelines.io.publish import Publication
 from pipelines.progress import progress

@@ -24,8 +24,8 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.common import UserError, beam_options, is_local_runner, new_run, runner_name
 from pipelines.common import write_dead_letters
 from pipelines.manifest import Timer, keys_block, read_json, write_json
-from pipelines.io.merged_base import ReadMergedBase, ReadVaultTable, base_kind, plan_merged_splits, vault_shards
-from pipelines.io.merged_base import column_values, write_merged_base
+from pipelines.io.merged_base import base_kind, column_values, plan_merged_splits, vault_shards
+from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable, write_merged_base
 from pipelines.io.finalize import Finalize
 from pipelines.io.publish import check_apart, check_owned, publishing
 from pipelines.progress import progress

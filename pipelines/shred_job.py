@@ -39,7 +39,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import is_local_runner
 from pipelines.io.finalize import Finalize
-from pipelines.io.merged_base import ReadVaultTable
+from pipelines.io.merged_beam import ReadVaultTable
 from pipelines.io.phase import Phase, read_phase
 from schemas import arrow_schema
 from transforms.core.samples import sample_list

@@ -10,7 +10,6 @@ Run: .venv/bin/python -m pytest -q tests/test_local_ranges.py
 from __future__ import annotations
 
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pipelines.io.ranges import range_count, split_large_files
 from schemas import field_names
 from tests.support.merge_local import differences, merge_outputs
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
-from tests.support.scan_local import write_mixed_base
+from tests.support.scan_local import outputs, write_mixed_base
 from tests.support.split_reads import planned, read
 from transforms.scan.policy import load_policy
 
@@ -100,24 +99,6 @@ def test_a_file_gone_before_its_ranges_are_scanned_is_one_line(tmp_path):
     assert str(err.value) == f"{path}: cannot read (FileNotFoundError)"
 
 
-def _scan_outputs(out: str) -> dict:
-    dead = []
-    for path in sorted(glob.glob(os.path.join(out, "dead_letter", "*"))):
-        with open(path, encoding="utf-8") as handle:
-            dead += [json.loads(line) for line in handle if line.strip()]
-    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as handle:
-        manifest = json.load(handle)
-    return {
-        "table": pq.read_table(os.path.join(out, "classified")).sort_by("line_id"),
-        "dead": sorted(
-            json.dumps({k: v for k, v in d.items() if k not in ("run_id", "time")}, sort_keys=True) for d in dead
-        ),
-        "counts": manifest["counts"],
-        "workers": manifest["workers"],
-        "parts": len(os.listdir(os.path.join(out, "classified"))),
-    }
-
-
 @pytest.mark.e2e
 def test_the_in_process_scan_reads_a_large_csv_in_ranges_and_classifies_it_as_read_whole(tmp_path):
     mixed = write_mixed_base(str(tmp_path), lines=12_000, seed=5, limit=load_policy().doc_line_limit)
@@ -127,12 +108,13 @@ def test_the_in_process_scan_reads_a_large_csv_in_ranges_and_classifies_it_as_re
     flags = [arg for path in paths for arg in ("--base", path)] + ["--as-of", AS_OF, "--workers", "2"]
     backfill(["scan", *flags, "--out", str(tmp_path / "whole")])
     backfill(["scan", *flags, "--out", str(tmp_path / "cut")], cut=size // 5)
-    whole, cut = _scan_outputs(str(tmp_path / "whole")), _scan_outputs(str(tmp_path / "cut"))
-    assert cut["table"].equals(whole["table"]) and cut["dead"] == whole["dead"]
-    assert cut["counts"] == whole["counts"] and cut["counts"]["rows_in"] == mixed["rows_in"]
+    whole, cut = outputs(str(tmp_path / "whole")), outputs(str(tmp_path / "cut"))
+    assert cut["table"].equals(whole["table"]) and cut["dead"] == whole["dead"] and cut["summary"] == whole["summary"]
+    assert cut["manifest"]["counts"] == whole["manifest"]["counts"]
+    assert cut["manifest"]["counts"]["rows_in"] == mixed["rows_in"]
     ranges = split_large_files([planned(csv_path)], "utf-8", serial, size // 5)  # those holding records
-    assert len(ranges) > 1 and cut["parts"] == whole["parts"] + len(ranges) - 1  # the CSV file: a part per range
-    assert cut["workers"] == 2
+    assert len(ranges) > 1 and len(cut["parts"]) == len(whole["parts"]) + len(ranges) - 1  # the CSV: a part per range
+    assert cut["manifest"]["workers"] == 2
 
 
 def _csv_inputs(folder: str, lines: int) -> tuple[str, str, int]:

@@ -460,7 +460,8 @@ def test_read_subscriber_base_reads_large_csv_and_avro_files_in_byte_ranges(tmp_
 
 
 def test_registration_events_in_csv_are_read_in_byte_ranges_too(tmp_path):
-    from pipelines.io.events import ReadRegistrationEvents, plan_event_splits
+    from pipelines.io.base_files import ReadRegistrationEvents
+    from pipelines.io.events import plan_event_splits
 
     names = field_names("registration_event")
     lines = [{"event_id": f"E{i}", "line_id": f"L{i}", "name": "多行\n名字"} for i in range(1, 201)]

@@ -8,7 +8,6 @@ computed there by plain loops. Run: .venv/bin/python -m pytest -q tests/test_sca
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import signal
@@ -23,7 +22,7 @@ import pytest
 from dev.generate import generate_table
 from pipelines import scan as scan_cli
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
-from tests.support.scan_local import PREFIX, write_canary_base, write_mixed_base
+from tests.support.scan_local import PREFIX, outputs, write_canary_base, write_mixed_base
 from transforms.core.shuffle import SPILL_PREFIX
 from transforms.scan.policy import load_policy
 
@@ -44,29 +43,6 @@ def scan(*args, env=None, check=True) -> subprocess.CompletedProcess:
 
 def bases(paths: list[str]) -> list[str]:
     return [arg for path in paths for arg in ("--base", path)]
-
-
-def outputs(out: str) -> dict:
-    """Everything a scan published: the classified table by line_id, the dead letters as records (minus their
-    run and time), summary.json (minus its run), the manifest and the part files of classified/."""
-    dead = []
-    for path in sorted(glob.glob(os.path.join(out, "dead_letter", "*"))):
-        with open(path, encoding="utf-8") as handle:
-            dead += [json.loads(line) for line in handle if line.strip()]
-    with open(os.path.join(out, "summary.json"), encoding="utf-8") as handle:
-        summary = json.load(handle)
-    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as handle:
-        manifest = json.load(handle)
-    return {
-        "table": pq.read_table(os.path.join(out, "classified")).sort_by("line_id"),
-        "dead": sorted(
-            json.dumps({k: v for k, v in d.items() if k not in ("run_id", "time")}, sort_keys=True) for d in dead
-        ),
-        "dead_records": dead,
-        "summary": {k: v for k, v in summary.items() if k != "run_id"},
-        "manifest": manifest,
-        "parts": sorted(os.listdir(os.path.join(out, "classified"))),
-    }
 
 
 @pytest.fixture(scope="module")

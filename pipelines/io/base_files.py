@@ -1,9 +1,10 @@
-"""Subscriber-base readers: Avro, Parquet or CSV files -> Arrow batches of strings.
+"""Subscriber-base and registration-event readers: Avro, Parquet or CSV files -> Arrow batches of strings.
 
 ``plan_splits`` expands paths and checks every file's header before a pipeline
 starts; ``read_split`` (Beam-free, ``pipelines/io/base_reads.py``; re-exported
 here) streams one split as ``(raw, bad)`` batches; the Beam layer is
-``ReadSubscriberBase``. Every contract column arrives as a string, so
+``ReadSubscriberBase`` (and ``ReadRegistrationEvents``, over ``pipelines/io/events.py``'s
+reader). Every contract column arrives as a string, so
 no msisdn or document number loses its leading zeros to type inference. An
 operator who already stored msisdn as an integer column in Parquet or Avro has
 lost those zeros before we see the file: we cast ``1065529988`` back to text as
@@ -40,7 +41,7 @@ Rules decided here (and relied on downstream):
   file is refused. An unbalanced quote joins the following lines into its row,
   as in any CSV reader: that row is then one BadRow (wrong field count).
 * A CSV or Avro file of at least twice ``BYTES_PER_SPLIT`` bytes is read by
-  many workers, a byte range each, in the pipeline: ``pipelines/io/ranges.py``
+  many workers, a byte range each, in the pipeline or in a step's worker processes: ``pipelines/io/ranges.py``
   finds the ranges' record boundaries (CSV: quote-aware; Avro: sync markers)
   and first rows, so rows keep the numbers a read of the whole file gives.
   Parquet is split by row groups when planned.
@@ -61,6 +62,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipelines.io.base_reads import ROWS_PER_SPLIT, read_split  # the reader itself, Beam-free
+from pipelines.io.events import read_event_split
 from pipelines.io.planning import InputInfo, Split, codec_name, plan_splits
 from pipelines.io.ranges import BYTES_PER_SPLIT
 from pipelines.io.split_large import SplitLargeFiles
@@ -69,7 +71,14 @@ from transforms.core.deadletter import DeadLetterContext
 from transforms.core.rows import malformed_table
 from transforms.core.tags import DEAD_LETTER, RAW
 
-__all__ = ["read_split", "ReadSplitFn", "ReadSubscriberBase", "PlanInPipeline", "ROWS_PER_SPLIT"]
+__all__ = [
+    "read_split",
+    "ReadSplitFn",
+    "ReadSubscriberBase",
+    "ReadRegistrationEvents",
+    "PlanInPipeline",
+    "ROWS_PER_SPLIT",
+]
 
 
 @beam.typehints.with_output_types(pa.Table, dead_letter=pa.Table)
@@ -163,3 +172,22 @@ class ReadSubscriberBase(beam.PTransform):
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW)
         )
+
+
+class ReadRegistrationEvents(ReadSubscriberBase):
+    """splits -> DoOutputsTuple: 'raw' (EVENT_SCHEMA batches) and 'dead_letter'
+    (ROW_MALFORMED). Counters in namespace 'subreg': events_read, events_malformed.
+    The base's reading (large CSV or Avro files in byte ranges) with the events' reader of one split."""
+
+    def __init__(
+        self,
+        splits: list[Split],
+        dl_ctx: DeadLetterContext,
+        encoding: str = "utf-8",
+        batch_size: int = 65_536,
+        max_field_chars: int = 4096,
+        bytes_per_split: int = BYTES_PER_SPLIT,
+    ):
+        codec_name(encoding)
+        fn = ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars, read_event_split, "events", "event_id")
+        super().__init__(list(splits), dl_ctx, encoding, batch_size, max_field_chars, bytes_per_split, read_fn=fn)

@@ -1,7 +1,7 @@
 """Registration-event readers: Avro, Parquet, CSV or JSON Lines -> Arrow batches of strings.
 
     splits, info = plan_event_splits(["events/2026-12-01/"])
-    read = p | "ReadEvents" >> ReadRegistrationEvents(splits, dl_ctx)
+    read = p | "ReadEvents" >> ReadRegistrationEvents(splits, dl_ctx)   # pipelines/io/base_files.py
     read.raw          # pa.Table batches: EVENT_SCHEMA (every field a string, + _src_file, _src_row)
     read.dead_letter  # ROW_MALFORMED dead letters: file, row and (when readable) event_id
 
@@ -25,20 +25,14 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 
-from pipelines.io.base_files import ReadSplitFn, read_split
-from pipelines.io.planning import InputError, InputInfo, Split, codec_name, plan_splits
-from pipelines.io.ranges import BYTES_PER_SPLIT
-from pipelines.io.split_large import SplitLargeFiles
-from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
-from transforms.core.deadletter import DeadLetterContext
+from pipelines.io.base_reads import read_split
+from pipelines.io.paths import open_read
+from pipelines.io.planning import InputError, InputInfo, Split, plan_splits
 from transforms.core.rows import EVENTS, BadRow, parse_json_lines
-from transforms.core.tags import DEAD_LETTER, RAW
 
-__all__ = ["EVENTS", "EVENT_SCHEMA", "plan_event_splits", "read_event_split", "ReadRegistrationEvents"]
+__all__ = ["EVENTS", "EVENT_SCHEMA", "plan_event_splits", "read_event_split"]
 
 EVENT_SCHEMA = EVENTS.schema
 
@@ -51,7 +45,7 @@ def plan_event_splits(
 
 
 def _read_jsonl(split: Split, batch_size: int, limit: int) -> Iterator[tuple[pa.Table, list[BadRow]]]:
-    with FileSystems.open(split.path) as handle:
+    with open_read(split.path) as handle:
         pending: list[tuple[int, bytes]] = []
         for number, line in enumerate(handle, start=1):
             if line.strip():
@@ -76,35 +70,3 @@ def read_event_split(
         raise
     except Exception as exc:  # the type only: a message may quote the data
         raise InputError(f"{split.path}: cannot read ({type(exc).__name__})") from None
-
-
-class ReadRegistrationEvents(beam.PTransform):
-    """splits -> DoOutputsTuple: 'raw' (EVENT_SCHEMA batches) and 'dead_letter'
-    (ROW_MALFORMED). Counters in namespace 'subreg': events_read, events_malformed.
-    A large CSV or Avro file is read in byte ranges by many workers, as the base is (``SplitLargeFiles``)."""
-
-    def __init__(
-        self,
-        splits: list[Split],
-        dl_ctx: DeadLetterContext,
-        encoding: str = "utf-8",
-        batch_size: int = 65_536,
-        max_field_chars: int = 4096,
-        bytes_per_split: int = BYTES_PER_SPLIT,
-    ):
-        super().__init__()
-        codec_name(encoding)
-        self._encoding, self._bytes = encoding, bytes_per_split
-        self._splits, self._fn = (
-            list(splits),
-            ReadSplitFn(dl_ctx, encoding, batch_size, max_field_chars, read_event_split, "events", "event_id"),
-        )
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "Splits" >> beam.Create(self._splits)
-            | "SplitLargeFiles" >> SplitLargeFiles(self._encoding, self._bytes)
-            | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RAW)
-        )

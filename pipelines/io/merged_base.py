@@ -6,6 +6,8 @@
   tells them apart by their columns.
 * A previous vault (``--vault``) is read shard by shard from the newest
   complete generation that ``pipelines.io.vault_files`` documents.
+* The Beam transforms that read and write them are ``pipelines/io/merged_beam.py``'s; this module
+  imports no Beam (the in-process merge reads with it).
 * Outputs: ``OUT/base/part-SSSSS-of-TTTTT.parquet``,
   ``OUT/vault/{keys,values}/{keys,values}-g000001-SSSSS-of-TTTTT.parquet``
   (a vault ``backfill reveal --vault OUT/vault`` reads), ``OUT/dead_letter/``.
@@ -16,20 +18,18 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import UserError
+from pipelines.io.paths import open_read
 from pipelines.io.planning import InputError, Split, expand_paths, plan_splits
 from transforms.core.rows import Contract
 from schemas import arrow_schema
-from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.merge.bucket import MERGED_SCHEMA
-from pipelines.io.vault_files import shard_prefix, table_files
+from pipelines.io.vault_files import table_files
 
 __all__ = [
     "MERGED",
@@ -37,12 +37,10 @@ __all__ = [
     "base_kind",
     "inside",
     "plan_merged_splits",
-    "ReadMergedBase",
-    "ReadVaultTable",
     "vault_shards",
     "column_values",
-    "write_vault_table",
-    "write_merged_base",
+    "read_merged_checked",
+    "read_vault_shard",
 ]
 
 MERGED = Contract(
@@ -65,7 +63,7 @@ def inside(path: str, folder: str) -> bool:
 
 
 def _names(path: str) -> list[str]:
-    with FileSystems.open(path) as handle:
+    with open_read(path) as handle:
         return [n.strip().lower() for n in pq.ParquetFile(handle).schema_arrow.names]
 
 
@@ -98,8 +96,17 @@ def _row_group_batches(pf: pq.ParquetFile, batch_size: int, groups, columns: lis
         yield from pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
 
 
+def read_merged_checked(split: Split, batch_size: int) -> Iterator[pa.Table]:
+    """:func:`read_merged_split`, failing in one line that names the file and the error's type only (its
+    message may quote data)."""
+    try:
+        yield from read_merged_split(split, batch_size)
+    except Exception as exc:
+        raise InputError(f"{split.path}: cannot read the merged base ({type(exc).__name__})") from None
+
+
 def read_merged_split(split: Split, batch_size: int) -> Iterator[pa.Table]:
-    with FileSystems.open(split.path) as handle:
+    with open_read(split.path) as handle:
         pf = pq.ParquetFile(handle)
         present = [n for n in MERGED_SCHEMA.names if n in pf.schema_arrow.names]
         groups = None if split.row_groups is None else list(split.row_groups)
@@ -114,34 +121,6 @@ def read_merged_split(split: Split, batch_size: int) -> Iterator[pa.Table]:
             yield pa.Table.from_arrays(columns, schema=MERGED_ROWS)
 
 
-@beam.typehints.with_output_types(pa.Table)
-class _ReadMergedFn(beam.DoFn):
-    def __init__(self, batch_size: int):
-        self._batch_size = batch_size
-
-    def process(self, split: Split):
-        try:
-            yield from read_merged_split(split, self._batch_size)
-        except Exception as exc:  # the type only: a message may quote data
-            raise InputError(f"{split.path}: cannot read the merged base ({type(exc).__name__})") from None
-
-
-class ReadMergedBase(beam.PTransform):
-    """splits of a merged base -> pa.Table batches (MERGED_ROWS: the contract + _src_file, _src_row)."""
-
-    def __init__(self, splits: list[Split], batch_size: int = 65_536):
-        super().__init__()
-        self._splits, self._batch_size = list(splits), batch_size
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "Splits" >> beam.Create(self._splits)
-            | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(_ReadMergedFn(self._batch_size))
-        )
-
-
 def vault_shards(vault_dir: str) -> dict[str, list[str]]:
     """The shard files of a vault's newest complete keys and values generations."""
     keys = table_files(vault_dir, "keys")
@@ -150,53 +129,20 @@ def vault_shards(vault_dir: str) -> dict[str, list[str]]:
     return {"keys": keys, "values": table_files(vault_dir, "values")}
 
 
-@beam.typehints.with_output_types(pa.Table)
-class _ReadVaultFn(beam.DoFn):
-    def __init__(self, schema_name: str):
-        self._schema_name = schema_name
-
-    def process(self, path: str):
-        schema = arrow_schema(self._schema_name)
-        with FileSystems.open(path) as handle:
-            pf = pq.ParquetFile(handle)
-            for batch in _row_group_batches(pf, 262_144, None, schema.names):
-                yield pa.Table.from_batches([batch]).cast(schema)
-
-
-class ReadVaultTable(beam.PTransform):
-    """Shard paths of a vault's ``keys`` or ``values`` table -> pa.Table batches."""
-
-    def __init__(self, paths: list[str], kind: str):
-        super().__init__()
-        self._paths, self._schema = list(paths), {"keys": "vault_key", "values": "vault_value"}[kind]
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "Shards" >> beam.Create(self._paths)
-            | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(_ReadVaultFn(self._schema))
-        )
-
-
 def column_values(files: list[str], column: str) -> set:
     """The distinct values of one column over Parquet files (a cheap pre-flight check)."""
     found: set = set()
     for path in files:
-        with FileSystems.open(path) as handle:
+        with open_read(path) as handle:
             table = pq.read_table(handle, columns=[column])
         found.update(pc.unique(table.column(column)).to_pylist())
     return found
 
 
-def write_vault_table(pcoll, vault_dir: str, kind: str, label: str):
+def read_vault_shard(path: str, kind: str) -> Iterator[pa.Table]:
+    """One shard of a vault's ``keys`` or ``values`` table, in batches typed as its schema."""
     schema = arrow_schema({"keys": "vault_key", "values": "vault_value"}[kind])
-    return pcoll | label >> beam.io.WriteToParquetBatched(
-        shard_prefix(vault_dir, kind), schema=schema, file_name_suffix=".parquet"
-    )
-
-
-def write_merged_base(pcoll, out_dir: str, label: str = "WriteBase"):
-    return pcoll | label >> beam.io.WriteToParquetBatched(
-        FileSystems.join(out_dir, "part"), schema=MERGED_SCHEMA, file_name_suffix=".parquet"
-    )
+    with open_read(path) as handle:
+        pf = pq.ParquetFile(handle)
+        for batch in _row_group_batches(pf, 262_144, None, schema.names):
+            yield pa.Table.from_batches([batch]).cast(schema)

@@ -1,4 +1,5 @@
-"""A vault on disk: a folder of two Parquet tables, through Beam FileSystems.
+"""A vault on disk: a folder of two Parquet tables (a local one listed and read without Beam; written, and
+read on object stores, through Beam's FileSystems).
 
     VAULT/keys/keys-g000002-00000-of-00001.parquet       (schema vault_key)
     VAULT/values/values-g000001-00000-of-00004.parquet   (schema vault_value)
@@ -35,15 +36,15 @@ one line: such a vault cannot be opened; merge again from the raw base.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
+from pipelines.io.paths import is_uri, join_path, match_path
 from pipelines.io.publish_guards import delete, exists
 from schemas import arrow_schema
 from transforms.crypto.vault import VaultUnreadable
@@ -69,18 +70,39 @@ _SCHEMA = {"keys": "vault_key", "values": "vault_value"}
 _STAGED = "_staged-"
 
 
+def _fs():
+    """Beam's FileSystems, imported when a vault is written, copied or moved (reading a local vault needs no
+    Beam: the in-process merge does not start it)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def _open(path: str):
+    """A binary read handle on a shard, never decompressed (Beam's ``UNCOMPRESSED``)."""
+    if not is_uri(path):
+        return open(path, "rb")
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return _fs().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _name(path: str) -> str:
+    return posixpath.basename(path)
+
+
 def _generations(vault_dir: str, kind: str) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
     """``(complete, every)``: generation -> shard paths of ``kind`` files."""
     found: dict[int, dict[int, str]] = {}
     totals: dict[int, int] = {}
     every: dict[int, list[str]] = {}
-    for meta in FileSystems.match([FileSystems.join(vault_dir, kind, "*.parquet")])[0].metadata_list:
-        m = _FILE.match(FileSystems.split(meta.path)[1])
+    for path, _ in match_path(join_path(vault_dir, kind, "*.parquet")):
+        m = _FILE.match(_name(path))
         if m and m["kind"] == kind:
             gen = int(m["gen"])
-            every.setdefault(gen, []).append(meta.path)
+            every.setdefault(gen, []).append(path)
             if totals.setdefault(gen, int(m["of"])) == int(m["of"]):
-                found.setdefault(gen, {})[int(m["shard"])] = meta.path
+                found.setdefault(gen, {})[int(m["shard"])] = path
     complete = {g: [s[i] for i in sorted(s)] for g, s in found.items() if sorted(s) == list(range(totals[g]))}
     return complete, every
 
@@ -93,7 +115,7 @@ def table_files(vault_dir: str, kind: str) -> list[str]:
     files = gens[max(gens)] if gens else []
     if files and kind == "keys":
         try:
-            with FileSystems.open(files[0], compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            with _open(files[0]) as handle:
                 names = pq.read_schema(handle).names
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise VaultUnreadable(
@@ -114,7 +136,7 @@ def _check_format(vault_dir: str, kind: str, names: list[str]) -> None:
 
 def shard_prefix(vault_dir: str, kind: str, generation: int = 1) -> str:
     """The path prefix a pipeline writes a generation under: add ``-SSSSS-of-TTTTT.parquet``."""
-    return FileSystems.join(vault_dir, kind, f"{kind}-g{generation:06d}")
+    return join_path(vault_dir, kind, f"{kind}-g{generation:06d}")
 
 
 def read_table(vault_dir: str, kind: str, line_ids: Iterable[str] | None = None) -> pa.Table:
@@ -129,7 +151,7 @@ def read_table(vault_dir: str, kind: str, line_ids: Iterable[str] | None = None)
     parts = []
     for path in gens[max(gens)]:
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            with _open(path) as handle:
                 table = pq.read_table(handle, filters=filters)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise VaultUnreadable(
@@ -142,7 +164,7 @@ def read_table(vault_dir: str, kind: str, line_ids: Iterable[str] | None = None)
 
 def write_table(vault_dir: str, kind: str, table: pa.Table, *, rows_per_file: int = 1_000_000) -> list[str]:
     """Write ``table`` as the next generation (sorted by line_id), then drop older ones."""
-    folder = FileSystems.join(vault_dir, kind)
+    folder = join_path(vault_dir, kind)
     old = _generations(vault_dir, kind)[1]  # incomplete ones too: a crashed write is replaced
     gen = max(old, default=0) + 1
     table = table.select(arrow_schema(_SCHEMA[kind]).names).cast(arrow_schema(_SCHEMA[kind]))
@@ -150,15 +172,15 @@ def write_table(vault_dir: str, kind: str, table: pa.Table, *, rows_per_file: in
     shards = max(1, -(-table.num_rows // rows_per_file))
     paths = []
     for shard in range(shards):
-        path = FileSystems.join(folder, f"{kind}-g{gen:06d}-{shard:05d}-of-{shards:05d}.parquet")
-        tmp = FileSystems.join(folder, f"_tmp-{os.urandom(6).hex()}.parquet")
-        with FileSystems.create(tmp) as handle:
+        path = join_path(folder, f"{kind}-g{gen:06d}-{shard:05d}-of-{shards:05d}.parquet")
+        tmp = join_path(folder, f"_tmp-{os.urandom(6).hex()}.parquet")
+        with _fs().create(tmp) as handle:
             pq.write_table(table.slice(shard * rows_per_file, rows_per_file), handle, row_group_size=65_536)
-        FileSystems.rename([tmp], [path])  # a shard appears whole, or not at all
+        _fs().rename([tmp], [path])  # a shard appears whole, or not at all
         paths.append(path)
     stale = [p for ps in old.values() for p in ps]
     if stale:
-        FileSystems.delete(stale)
+        _fs().delete(stale)
     return paths
 
 
@@ -177,7 +199,7 @@ def write_vault(vault_dir: str, keys: pa.Table, values: pa.Table) -> None:
 def _footer(path: str):
     """A shard's Parquet footer; a file that cannot be read is a VaultUnreadable naming it."""
     try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        with _open(path) as handle:
             return pq.read_metadata(handle)
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise VaultUnreadable(
@@ -203,7 +225,7 @@ def column_values(files: list[str], column: str) -> set:
     found: set = set()
     for path in files:
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            with _open(path) as handle:
                 pf = pq.ParquetFile(handle)
                 for group in range(pf.num_row_groups):
                     found.update(pc.unique(pf.read_row_group(group, columns=[column]).column(0)).to_pylist())
@@ -217,12 +239,12 @@ def column_values(files: list[str], column: str) -> set:
 def copy_table(source_dir: str, target_dir: str, kind: str) -> list[str]:
     """Copy the newest complete generation of a table into another vault folder, shard names kept."""
     files = table_files(source_dir, kind)
-    folder = FileSystems.join(target_dir, kind)
-    targets = [FileSystems.join(folder, FileSystems.split(path)[1]) for path in files]
+    folder = join_path(target_dir, kind)
+    targets = [join_path(folder, _name(path)) for path in files]
     if files:
         if "://" not in folder:
             os.makedirs(folder, exist_ok=True)
-        FileSystems.copy(files, targets)
+        _fs().copy(files, targets)
     return targets
 
 
@@ -230,18 +252,18 @@ def staged_generation(vault_dir: str, kind: str, run_id: str) -> tuple[str, str]
     """``(staging folder, shard prefix)`` for a job writing the next generation of a table: add
     ``-SSSSS-of-TTTTT.parquet`` to the prefix; :func:`publish_staged` puts the shards in place."""
     gen = max(_generations(vault_dir, kind)[1], default=0) + 1
-    folder = FileSystems.join(vault_dir, kind, f"{_STAGED}{run_id}")
-    return folder, FileSystems.join(folder, f"{kind}-g{gen:06d}")
+    folder = join_path(vault_dir, kind, f"{_STAGED}{run_id}")
+    return folder, join_path(folder, f"{kind}-g{gen:06d}")
 
 
 def _staged_shards(folder: str, kind: str) -> tuple[int, list[str]]:
     """``(generation, shard paths in order)`` of a complete staged generation; VaultUnreadable otherwise."""
     shards: dict[int, str] = {}
     gens, totals = set(), set()
-    for meta in FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list:
-        m = _FILE.match(FileSystems.split(meta.path)[1])
+    for path, _ in match_path(join_path(folder, "*.parquet")):
+        m = _FILE.match(_name(path))
         if m and m["kind"] == kind:
-            shards[int(m["shard"])] = meta.path
+            shards[int(m["shard"])] = path
             gens.add(int(m["gen"]))
             totals.add(int(m["of"]))
     if len(gens) != 1 or len(totals) != 1 or sorted(shards) != list(range(totals.pop())):
@@ -257,24 +279,24 @@ def publish_staged(vault_dir: str, kind: str, folder: str) -> list[str]:
     old = _generations(vault_dir, kind)[1]
     if max(old, default=0) >= gen:
         raise VaultUnreadable(f"{vault_dir} got a newer {kind} table while this one was written: nothing was published")
-    targets = [FileSystems.join(vault_dir, kind, FileSystems.split(path)[1]) for path in paths]
-    FileSystems.rename(paths, targets)  # shard by shard: the generation counts once its last shard is there
+    targets = [join_path(vault_dir, kind, _name(path)) for path in paths]
+    _fs().rename(paths, targets)  # shard by shard: the generation counts once its last shard is there
     stale = [p for ps in old.values() for p in ps]
     if stale:
-        FileSystems.delete(stale)
+        _fs().delete(stale)
     remove_staged(vault_dir, kind, folder)
     return targets
 
 
 def _staging_folders(vault_dir: str, kind: str) -> list[str]:
     """Every staging folder of a table (local: listed; object store: from the files under them)."""
-    root = FileSystems.join(vault_dir, kind)
+    root = join_path(vault_dir, kind)
     if "://" not in root:
         names = os.listdir(root) if os.path.isdir(root) else []
         return [os.path.join(root, n) for n in sorted(names) if n.startswith(_STAGED)]
     found = set()
-    for meta in FileSystems.match([FileSystems.join(root, f"{_STAGED}*", "**")])[0].metadata_list:
-        found.add(FileSystems.join(root, meta.path[len(root) :].lstrip("/").split("/", 1)[0]))
+    for path, _ in match_path(join_path(root, f"{_STAGED}*", "**")):
+        found.add(join_path(root, path[len(root) :].lstrip("/").split("/", 1)[0]))
     return sorted(found)
 
 

@@ -1,6 +1,7 @@
 """Bases for tests/test_scan_local.py (the in-process scan, pipelines/scan_local.py).
 
     mixed = write_mixed_base(folder, lines=12_000, seed=5)   # several files, planted cross-record cases
+    found = outputs(out)                                       # what a scan published, comparable across runs
     paths = write_canary_base(folder, lines=200_000, files=4)  # canary identity on many lines
 
 The mixed base is a generated base (``dev.generate``) cut into three Parquet
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import collections
 import csv
+import glob
+import json
 import os
 
 import numpy as np
@@ -171,3 +174,26 @@ def write_canary_base(folder: str, lines: int, files: int, seed: int = 3) -> lis
         paths.append(os.path.join(folder, f"canary-{index}.parquet"))
         pq.write_table(table.slice(index * step, step), paths[-1], row_group_size=10_000)
     return paths
+
+
+def outputs(out: str) -> dict:
+    """Everything a scan published: the classified table by line_id, the dead letters as records (minus their
+    run and time), summary.json (minus its run), the manifest and the part files of classified/."""
+    dead = []
+    for path in sorted(glob.glob(os.path.join(out, "dead_letter", "*"))):
+        with open(path, encoding="utf-8") as handle:
+            dead += [json.loads(line) for line in handle if line.strip()]
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    return {
+        "table": pq.read_table(os.path.join(out, "classified")).sort_by("line_id"),
+        "dead": sorted(
+            json.dumps({k: v for k, v in d.items() if k not in ("run_id", "time")}, sort_keys=True) for d in dead
+        ),
+        "dead_records": dead,
+        "summary": {k: v for k, v in summary.items() if k != "run_id"},
+        "manifest": manifest,
+        "parts": sorted(os.listdir(os.path.join(out, "classified"))),
+    }

@@ -40,7 +40,7 @@ from transforms.scan.classify import bits_to_lists, lookup, per_distinct
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.merge.events import pick_winners, validate_events
 from transforms.merge.lines import IDENTITY_FIELDS, base_lines
-from transforms.core.metrics import merge_counts, value_counts
+from transforms.core.counts import merge_counts, value_counts
 from transforms.scan.normalize import contiguous, normalize_label
 from transforms.scan.policy import NOT_ACCEPTED, Policy
 from transforms.core.reasons import FLAGS

@@ -17,7 +17,7 @@ import pyarrow as pa
 from transforms.scan.classify import bits_to_lists, classify_batch
 from transforms.scan.crossrecord import deduplicate
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
-from transforms.core.metrics import value_counts
+from transforms.core.counts import value_counts
 from transforms.scan.policy import Policy
 from transforms.core.reasons import FLAGS
 

@@ -1,5 +1,5 @@
-"""The in-process scan never imports Apache Beam (its import alone costs seconds of one core), and the Beam job
-still runs when asked for; local paths are matched by Beam's own rules without Beam (pipelines/io/paths.py)."""
+"""The in-process scan and merge never import Apache Beam (its import alone costs seconds of one core), and the
+Beam job still runs when asked for; local paths are matched by Beam's own rules without Beam (pipelines/io/paths.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.e2e  # each scan runs in a fresh interpreter (`python -
 AS_OF = "2026-11-30"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs the scan as `backfill scan` does, then reports whether Beam was imported and what the summary said.
-SCAN = (
+RUN = (
     "import json, sys\n"
-    "from pipelines.scan import main\n"
+    "from pipelines.cli import main\n"
     "code = main(sys.argv[1:])\n"
     "print(json.dumps({'code': code, 'beam': 'apache_beam' in sys.modules}))\n"
 )
@@ -43,16 +43,17 @@ def rows_of(base: str) -> int:
     return sum(pq.read_metadata(os.path.join(base, name)).num_rows for name in os.listdir(base))
 
 
-def scan(base: str, out: str, *flags: str) -> dict:
+def backfill(*args: str) -> dict:
+    """A command in a fresh interpreter: its exit code and whether it imported Beam."""
     proc = subprocess.run(
-        [sys.executable, "-c", SCAN, "--base", base, "--out", out, "--as-of", AS_OF, *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+        [sys.executable, "-c", RUN, *args, "--as-of", AS_OF], capture_output=True, text=True, timeout=600, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def scan(base: str, out: str, *flags: str) -> dict:
+    return backfill("scan", "--base", base, "--out", out, *flags)
 
 
 def outputs(out: str, rows_in: int) -> list[tuple]:
@@ -95,6 +96,56 @@ def test_beam_worker_options_still_run_the_beam_job_with_the_same_verdicts(base,
         manifest = json.load(f)
     assert manifest["runner"] == "FnApiRunner" and "workers" not in manifest
     assert outputs(beam_out, rows_in) == outputs(local_out, rows_in)
+
+
+@pytest.fixture(scope="module")
+def merges(base, tmp_path_factory):
+    """Merges of the base and registration events for a third of its lines: in process with one and two workers,
+    a second merge over the first one's output (its vault read back), and the Beam job; each with its result."""
+    from bench.events import make_events
+
+    root = tmp_path_factory.mktemp("merges")
+    keys, events = str(root / "secure" / "keys.json"), str(root / "events.parquet")
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "keys", "init", "--keys", keys], check=True, cwd=ROOT)
+    make_events(os.path.join(base, "part-0.parquet"), events, n=1_000, seed=3)
+    flags = ["--registrations", events, "--keys", keys]
+    found = {"keys": keys}
+    for name, extra in (
+        ("w1", ["--workers", "1"]),
+        ("w2", ["--workers", "2"]),
+        ("beam", ["--direct_num_workers", "1"]),
+    ):
+        out = str(root / name)
+        found[name] = (out, backfill("merge", "--base", base, *flags, "--out", out, *extra))
+    second = str(root / "second")
+    found["second"] = (second, backfill("merge", "--merged", found["w2"][0], *flags, "--out", second))
+    return found
+
+
+def test_the_in_process_merge_never_imports_beam_and_merges_as_the_beam_job(base, merges):
+    from tests.support.merge_local import differences, merge_outputs
+
+    keys = merges["keys"]
+    beam = merge_outputs(merges["beam"][0], keys)
+    assert merges["beam"][1] == {"code": 0, "beam": True}
+    for name in ("w1", "w2"):
+        out, result = merges[name]
+        assert result == {"code": 0, "beam": False}
+        with open(os.path.join(out, "manifest.json")) as f:
+            manifest = json.load(f)
+        assert manifest["runner"] == "in-process" and manifest["workers"] == int(name[1])
+        assert differences(merge_outputs(out, keys), beam) == []
+    assert beam["counts"]["base"]["rows_in"] == rows_of(base) and beam["counts"]["events"]["applied"] > 0
+
+
+def test_a_merge_over_a_merged_base_and_its_vault_never_imports_beam(merges):
+    from tests.support.merge_local import merge_outputs
+
+    out, result = merges["second"]
+    assert result == {"code": 0, "beam": False}
+    second, first = merge_outputs(out, merges["keys"]), merge_outputs(merges["w2"][0], merges["keys"])
+    assert second["counts"]["vault"]["keys_copied"] == first["vault_keys"].num_rows > 0  # the vault read back
+    assert second["base"].num_rows == first["base"].num_rows
 
 
 def test_local_paths_are_matched_by_beams_rules_without_beam(tmp_path):
