@@ -12,6 +12,11 @@ Writes ``OUT/jobs/{sms,call,announcement}/*.avro`` (or publishes them to
 ``OUT/manifest.json`` (also kept as ``OUT/runs/RUN.json``). ``--dry-run``
 writes and sends nothing: it prints the jobs by channel, region and send day,
 SMS segments, the estimated cost and sample messages.
+
+A wave written to files on a local runner runs in this process and its forked workers
+(``pipelines/notify_local.py``, ``--workers N``); ``--topic``, ``--dry-run``, ``--spill off``, Beam's
+worker options or a remote runner run the Beam job (``pipelines/notify_job.py``). Both engines call the
+same per-batch steps (``transforms/notify/batch_steps.py``) and give the same jobs, history and counts.
 """
 
 from __future__ import annotations
@@ -19,35 +24,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import shutil
 import sys
 import tempfile
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-
+# Beam is imported where the Beam job is built (pipelines/notify_job.py): a wave planned in this process
+# (pipelines/notify_local.py) never imports it (tests/test_notify_local.py), its import alone costs seconds.
 from pipelines.common import ArgumentParser, UserError, is_local_runner, new_run, parse_as_of
 from pipelines.common import remove_tree, run_main, runner_name, split_beam_flags
-from pipelines.manifest import Timer, read_json, write_json
-from pipelines.notify_manifest import _mode, _save, manifest_static, unbalanced, with_result
-from pipelines.notify_plan import WavePlan, prepare_wave
-from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, ReadTables, WriteJobFiles
-from pipelines.io.notify_files import history_splits
-from pipelines.io.publish import check_apart, check_owned, writing_into
-from pipelines.io.pubsub import SUBSCRIPTION_RE, TOPIC_RE, PublishJobs
 from pipelines.flags import add_progress_flag
-from pipelines.progress import NO_PROGRESS, progress
+from pipelines.manifest import Timer, read_json
+from pipelines.notify_manifest import _mode, _save, manifest_static
+from pipelines.notify_plan import WavePlan, prepare_wave
+from pipelines.io.notify_files import HISTORY_RECEIPTS
+from pipelines.io.paths import join_path
+from pipelines.io.publish import check_apart, check_owned, writing_into
 from pipelines.render.notify_text import format_dry_run, format_receipts, format_result
 from transforms.core.deadletter import DeadLetterContext
-from transforms.core.metrics import merge_counts
-from transforms.core.shuffle import spill_area
-from transforms.notify.composite import BuildNotificationJobs
-from transforms.notify.summary import SummariseJobs
+from transforms.core.spill_folders import spill_area
+
+__all__ = ["parser", "run", "main", "read_json"]
 
 log = logging.getLogger("backfill.notify")
-ROWS_PER_BUCKET = 500_000
 
 
 def parser() -> ArgumentParser:
@@ -84,6 +83,14 @@ def parser() -> ArgumentParser:
         action="store_true",
         help="send jobs that the daily caps push past the deadline or into the next wave (refused otherwise)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes of a wave planned on this machine (default: one per CPU; 1: this process only); "
+        "Beam's runners size their own workers",
+    )
     add_progress_flag(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -101,6 +108,8 @@ def _check_args(args) -> bool:
                 raise UserError(f"{flag} is required to plan a wave")
     if args.dry_run and receipts:
         raise UserError("--dry-run records nothing: record receipts in a run of their own")
+    if args.topic or args.receipts_subscription:
+        from pipelines.io.pubsub import SUBSCRIPTION_RE, TOPIC_RE
     if args.topic and not TOPIC_RE.match(args.topic):
         raise UserError(f"--topic {args.topic!r} is not projects/PROJECT/topics/TOPIC")
     if args.receipts_subscription and not SUBSCRIPTION_RE.match(args.receipts_subscription):
@@ -137,81 +146,6 @@ def _record_receipts(args, out: str, ctx: DeadLetterContext) -> dict:
     return counts
 
 
-def _finish_counts(counts: dict, summary: dict, stats: list) -> dict:
-    total: dict = {}
-    stats = [dict(s) for s in stats]
-    spans = [s.pop("publish") for s in stats if "publish" in s]  # times: min and max, not sums
-    for part in [counts, *stats]:
-        merge_counts(total, part)
-    if spans:
-        total["publish"] = {
-            "messages": sum(s["messages"] for s in spans),
-            "first": min(s["first"] for s in spans),
-            "last": max(s["last"] for s in spans),
-        }
-    total["summary"] = summary
-    return total
-
-
-def _record(result: dict, path: str, head: dict, timer: Timer, out: str, save: bool) -> None:
-    """In the job, once the jobs are handed over: the wave's manifest saved (runs/RUN.json, manifest.json) and
-    its balance checked, so a wave whose counts do not add up fails on any runner, recorded first."""
-    manifest = with_result(head, result, timer)
-    write_json(path, {**result, "manifest": manifest})
-    if save:
-        _save(out, head["run_id"], manifest)
-        if not manifest["counts"]["balanced"]:
-            raise UserError(unbalanced(manifest))
-
-
-def build_pipeline(
-    p,
-    *,
-    campaign,
-    wave,
-    first_day,
-    splits,
-    registered,
-    history,
-    receipts,
-    suppressed,
-    n_buckets,
-    spill_dir,
-    samples,
-    allow_late_sends=False,
-    divisions=None,
-    progress=NO_PROGRESS,
-):
-    """Wire reads and BuildNotificationJobs; returns (NotifyOutputs, summary PCollection)."""
-    inputs = {"lines": p | "ReadClassified" >> ReadTables(splits)}
-    progress.count(inputs["lines"], "read")
-    if registered:
-        inputs["registered"] = p | "ReadRegistered" >> ReadTables(registered)
-    if history:
-        inputs["history"] = p | "ReadHistory" >> ReadTables(history)
-    if receipts:
-        inputs["receipts"] = p | "ReadReceipts" >> ReadTables(receipts)
-    outputs = inputs | "BuildNotificationJobs" >> BuildNotificationJobs(
-        campaign,
-        wave,
-        first_day,
-        suppressed=suppressed,
-        n_buckets=n_buckets,
-        spill_dir=spill_dir,
-        allow_late_sends=allow_late_sends,
-        divisions=divisions,
-    )
-    jobs = {"sms": outputs.sms, "call": outputs.call, "announcement": outputs.announcement}
-    for channel in ("sms", "call"):
-        progress.count(jobs[channel], "jobs")
-    summary = (
-        jobs | "SummariseJobs" >> SummariseJobs(samples)
-        if samples is not None
-        else p | "NoSummary" >> beam.Create([{}])
-    )
-    return outputs, jobs, summary
-
-
 def _runs_pipeline(args) -> bool:
     """A wave is planned (a Beam pipeline); recording receipts alone runs none."""
     return any(v is not None for v in (args.classified, args.campaign, args.wave))
@@ -223,77 +157,38 @@ def _parse(argv) -> tuple[argparse.Namespace, list[str]]:
 
 
 def _plan_wave(args, plan: WavePlan, out: str, head: dict, timer: Timer) -> dict:
-    """Run the wave's pipeline: jobs written, published or (dry run) only counted; returns its result."""
+    """Run the wave: jobs written, published or (dry run) only counted, in this process (a local run, see
+    notify_plan._workers) or by the Beam job; returns its result."""
     run_id = head["run_id"]
-    mode = _mode(args)
-    local = is_local_runner(plan.options)
+    local = bool(plan.workers) or is_local_runner(plan.options)
     spill = args.spill != "off" and local
+    runner = f"in-process ({plan.workers} worker(s))" if plan.workers else runner_name(plan.options)
     log.info(
         "notify %s: campaign %s wave %d, %s classified lines, mode %s, runner %s",
-        run_id,
-        plan.campaign.campaign_id,
-        plan.wave.wave,
-        f"{plan.rows:,}",
-        mode,
-        runner_name(plan.options),
+        *(run_id, plan.campaign.campaign_id, plan.wave.wave, f"{plan.rows:,}", _mode(args), runner),
     )
     # The shuffle spill (and a dry run's result) go to a private local folder, sealed under a per-run key,
-    # removed at the end or by a later run if this one dies (transforms/core/shuffle.py); never under OUT.
+    # removed at the end or by a later run if this one dies (transforms/core/spill_folders.py); never under OUT.
     with spill_area("notify") if local else contextlib.nullcontext() as area:
         if args.dry_run:
             tmp = area or tempfile.mkdtemp(prefix="notify-")
         else:
-            tmp = FileSystems.join(out, "_tmp", run_id)
+            tmp = join_path(out, "_tmp", run_id)
         try:
-            spill_dir = FileSystems.join(area, "shuffle") if spill else None
-            return _run_wave(args, plan, out, {**head, **manifest_static(args, plan, out)}, timer, tmp, spill_dir)
+            static = {**head, **manifest_static(args, plan, out)}
+            if plan.workers:
+                from pipelines.notify_local import run_in_process
+
+                return run_in_process(args, plan, out, static, timer, area)
+            from pipelines.notify_job import run_beam_wave
+
+            spill_dir = join_path(area, "shuffle") if spill else None
+            return run_beam_wave(args, plan, out, static, timer, tmp, spill_dir)
         finally:
             if args.dry_run and not area:
                 shutil.rmtree(tmp, ignore_errors=True)
             elif not args.dry_run:
                 _remove_tmp(out, run_id)
-
-
-def _run_wave(args, plan: WavePlan, out: str, head: dict, timer: Timer, tmp: str, spill_dir: str | None) -> dict:
-    """The wave's pipeline; its result (counts, summary, the manifest the job wrote) read back from ``tmp``."""
-    run_id = head["run_id"]
-    n_buckets = args.shuffle_buckets or max(1, math.ceil((plan.rows + plan.registered_rows) / ROWS_PER_BUCKET))
-    result_path = FileSystems.join(tmp, "result.json")
-    watch = progress("notify", run_id, {"read": plan.rows, "jobs": None}, plan.options, args.progress_seconds)
-    with watch as prog, beam.Pipeline(options=plan.options) as p:
-        outputs, jobs, summary = build_pipeline(
-            p,
-            campaign=plan.campaign,
-            wave=plan.wave.wave,
-            first_day=plan.first_day,
-            splits=plan.splits,
-            registered=plan.registered,
-            history=history_splits(out, HISTORY_JOBS),
-            receipts=history_splits(out, HISTORY_RECEIPTS),
-            suppressed=plan.suppressed,
-            n_buckets=n_buckets,
-            spill_dir=spill_dir,
-            samples=args.samples if args.dry_run else None,
-            allow_late_sends=args.allow_late_sends,
-            divisions=plan.policy.code_tables.divisions,
-            progress=prog,
-        )  # the table and samples are the dry run's
-        stats = _hand_over(args, p, jobs, out, run_id, f"{plan.campaign.campaign_id}-w{plan.wave.wave}")
-        (
-            outputs.counts
-            | "Finish" >> beam.Map(_finish_counts, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(stats))
-            | "RecordWave" >> beam.Map(_record, result_path, head, timer, out, not args.dry_run)
-        )
-    return read_json(result_path)
-
-
-def _hand_over(args, p, jobs: dict, out: str, run_id: str, prefix: str):
-    """The jobs published to --topic or written as files (nothing in a dry run); the hand-over's stats."""
-    if args.dry_run:
-        return p | "NoHandOver" >> beam.Create([])
-    if args.topic:
-        return jobs | "PublishJobs" >> PublishJobs(args.topic, out, run_id, max_messages=args.publish_batch)
-    return jobs | "WriteJobFiles" >> WriteJobFiles(out, prefix, run_id)
 
 
 def run(argv=None) -> dict:
@@ -333,7 +228,7 @@ def _run(args, beam_args: list[str]) -> dict:
                 manifest.update(
                     {
                         "mode": "receipts",
-                        "outputs": {"history": FileSystems.join(out, *HISTORY_RECEIPTS)},
+                        "outputs": {"history": join_path(out, *HISTORY_RECEIPTS)},
                         "timings": timer.as_dict(),
                     }
                 )
@@ -344,7 +239,7 @@ def _run(args, beam_args: list[str]) -> dict:
 
 
 def _remove_tmp(out: str, run_id: str) -> None:
-    remove_tree(FileSystems.join(out, "_tmp", run_id))
+    remove_tree(join_path(out, "_tmp", run_id))
     if "://" not in out:  # and the _tmp folder itself, once no other run uses it
         try:
             os.rmdir(os.path.join(out, "_tmp"))

@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from apache_beam.io.filesystems import FileSystems
-
 from pipelines.common import runner_name
+from pipelines.io.paths import join_path
 from pipelines.io.notify_files import HISTORY_JOBS
 from pipelines.manifest import Timer, policy_block, write_json
 from transforms.notify.planner import OUTCOMES
+
+IN_PROCESS = "in-process"  # the manifest's runner when the wave ran without Beam (pipelines/notify_local.py)
 
 if TYPE_CHECKING:
     from pipelines.notify_plan import WavePlan
@@ -51,11 +52,18 @@ def manifest_static(args, wave_plan: WavePlan, out: str) -> dict:
             "registered": args.registered,
             "suppress": args.suppress,
         },
-        "outputs": ({"topic": args.topic} if args.topic else {"jobs": FileSystems.join(out, "jobs")})
-        | {"history": FileSystems.join(out, *HISTORY_JOBS)},
+        "outputs": ({"topic": args.topic} if args.topic else {"jobs": join_path(out, "jobs")})
+        | {"history": join_path(out, *HISTORY_JOBS)},
         "policy": policy_block(wave_plan.policy),  # its division table names {region}
-        "runner": runner_name(wave_plan.options),
+        **_runner(wave_plan),
     }
+
+
+def _runner(wave_plan: WavePlan) -> dict:
+    """The manifest's runner: ``in-process`` and its worker processes, or the Beam job's runner."""
+    if wave_plan.workers:
+        return {"runner": IN_PROCESS, "workers": wave_plan.workers}
+    return {"runner": runner_name(wave_plan.options)}
 
 
 def with_result(static: dict, result: dict, timer: Timer) -> dict:
@@ -112,5 +120,5 @@ def unbalanced(manifest: dict) -> str:
 
 
 def _save(out: str, run_id: str, manifest: dict) -> None:
-    write_json(FileSystems.join(out, "runs", f"{run_id}.json"), manifest)
-    write_json(FileSystems.join(out, "manifest.json"), manifest)
+    write_json(join_path(out, "runs", f"{run_id}.json"), manifest)
+    write_json(join_path(out, "manifest.json"), manifest)

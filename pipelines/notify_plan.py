@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-
-from apache_beam.options.pipeline_options import PipelineOptions
+import math
+from typing import TYPE_CHECKING
 
 from pipelines.common import UserError, beam_options, is_local_runner, parse_as_of
+from pipelines.flags import runs_in_process
 from pipelines.io.notify_files import classified_splits, read_suppress, registered_splits
-from pipelines.io.pubsub import check_topic
 from transforms.notify.campaign import Campaign, Wave, load_campaign
 from transforms.scan.policy import Policy, load_policy
 
-__all__ = ["WavePlan", "prepare_wave"]
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+__all__ = ["WavePlan", "prepare_wave", "plan_buckets"]
+
+ROWS_PER_BUCKET = 500_000
 
 
 @dataclasses.dataclass
@@ -28,13 +33,14 @@ class WavePlan:
     wave: Wave
     as_of: dt.date
     first_day: dt.date
-    options: PipelineOptions
+    options: PipelineOptions | None  # None: the wave runs in this process (pipelines/notify_local.py), no Beam
     splits: list
     rows: int
     registered: list
     registered_rows: int
     suppressed: object
     policy: Policy  # its code_tables.divisions names {region}
+    workers: int = 0  # worker processes of the in-process engine; 0: the Beam job runs
 
 
 def prepare_wave(args, beam_args: list[str], run_id: str) -> WavePlan:
@@ -45,13 +51,17 @@ def prepare_wave(args, beam_args: list[str], run_id: str) -> WavePlan:
     wave = campaign.wave(args.wave)
     as_of = args.as_of or parse_as_of(None)
     first_day = campaign.first_send_day(wave.wave, as_of, args.allow_late_sends)
-    options = beam_options(beam_args, step="notify", run_id=run_id)
-    if args.spill == "on" and not is_local_runner(options):
+    workers = _workers(args, beam_args)
+    options = None if workers else beam_options(beam_args, step="notify", run_id=run_id)
+    if args.spill == "on" and options is not None and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
     splits, rows = classified_splits(args.classified)
     registered, registered_rows = registered_splits(args.registered) if args.registered else ([], 0)
     suppressed = read_suppress(args.suppress) if args.suppress else None
+    workers = min(workers, len(splits) + len(registered)) if workers else 0  # no more workers than splits
     if args.topic:
+        from pipelines.io.pubsub import check_topic
+
         check_topic(args.topic)
     return WavePlan(
         campaign=campaign,
@@ -65,4 +75,29 @@ def prepare_wave(args, beam_args: list[str], run_id: str) -> WavePlan:
         registered_rows=registered_rows,
         suppressed=suppressed,
         policy=policy,
+        workers=workers,
     )
+
+
+def _workers(args, beam_args: list[str]) -> int:
+    """The in-process engine's worker processes, or 0 when the Beam job runs: a remote runner, Beam's local
+    worker options, ``--spill off``, ``--topic`` or a dry run."""
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    beam_job = not runs_in_process(beam_args) or args.spill == "off" or args.topic or args.dry_run
+    if beam_job:
+        if args.workers is not None:
+            raise UserError(
+                "--workers sizes notify on this machine; with --spill off, --topic, --dry-run, "
+                "Beam's worker options or a remote runner the Beam job runs: size it with the runner's options"
+            )
+        return 0
+    from pipelines.task_pool import default_workers
+
+    return args.workers or default_workers()
+
+
+def plan_buckets(args, plan: WavePlan) -> int:
+    """Buckets of the line shuffle (used when anything is joined to the lines): ``--shuffle-buckets``, or
+    one per ROWS_PER_BUCKET lines read."""
+    return args.shuffle_buckets or max(1, math.ceil((plan.rows + plan.registered_rows) / ROWS_PER_BUCKET))

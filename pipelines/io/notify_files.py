@@ -1,6 +1,7 @@
 """Reads and writes of ``backfill notify``: inputs checked before launch, the file sink, the history.
 
-Inputs (all through Beam's FileSystems, so ``gs://`` works):
+Inputs (local paths directly, URIs such as ``gs://`` through Beam's FileSystems: :mod:`pipelines.io.paths`;
+nothing here imports Beam for a local path):
 
 * ``--scan SCAN_OUT`` (old name ``--classified``): ``SCAN_OUT/classified/*.parquet`` from ``backfill scan``,
   read by row group (only the columns the planner needs).
@@ -13,7 +14,9 @@ Inputs (all through Beam's FileSystems, so ``gs://`` works):
 Outputs: ``OUT/jobs/{sms,call,announcement}/*.avro``. Each file is written
 under ``OUT/_tmp/RUN/`` and renamed into place whole; only then are its jobs
 added to ``OUT/history/jobs/`` (also written and renamed whole). File names
-are a hash of their job ids, so a retried bundle rewrites the same file.
+are a hash of their job ids, so a retried bundle rewrites the same file. The Beam job's reads and writes
+(``ReadTables``, ``WriteJobFiles``) are in :mod:`pipelines.io.notify_beam`; the in-process engine stages
+the same files (:func:`stage_job_files`) and places them once the run's counts balance.
 """
 
 from __future__ import annotations
@@ -22,20 +25,15 @@ import hashlib
 import io
 import os
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.common import UserError
+from pipelines.io.paths import is_uri, join_path, match_path, open_read
 from schemas import avro_schema
-from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
-from transforms.core.metrics import counter
 from transforms.scan.normalize import normalize_msisdn
 from transforms.notify.planner import PLAN_COLUMNS
 from transforms.notify.encode import write_avro
@@ -46,10 +44,11 @@ __all__ = [
     "registered_splits",
     "history_splits",
     "read_suppress",
-    "ReadTables",
-    "WriteJobFiles",
+    "read_split",
     "write_history",
     "write_whole",
+    "stage_job_files",
+    "place",
     "HISTORY_JOBS",
     "HISTORY_RECEIPTS",
 ]
@@ -61,7 +60,7 @@ HISTORY_RECEIPTS = ("history", "receipts")
 
 def matching_paths(pattern: str) -> list[str]:
     try:
-        return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        return sorted(path for path, _ in match_path(pattern))
     except Exception:  # an unreachable bucket or a bad pattern: no files
         return []
 
@@ -72,14 +71,14 @@ def _splits(files: list[str], columns: list[str] | None) -> list[tuple[str, int,
         if path.endswith(".csv"):
             out.append((path, -1, tuple(columns) if columns else None))
             continue
-        with FileSystems.open(path) as handle:
+        with open_read(path) as handle:
             meta = pq.ParquetFile(handle).metadata
         out += [(path, i, tuple(columns) if columns else None) for i in range(meta.num_row_groups)]
     return out
 
 
 def _schema_of(path: str) -> list[str]:
-    with FileSystems.open(path) as handle:
+    with open_read(path) as handle:
         if path.endswith(".csv"):
             return pacsv.open_csv(handle).schema.names
         return pq.ParquetFile(handle).schema_arrow.names
@@ -87,14 +86,14 @@ def _schema_of(path: str) -> list[str]:
 
 def classified_splits(scan_out: str) -> tuple[list, int]:
     """Row groups of the scan's classified lines, and their row count; refuses what is not a scan output."""
-    folder = FileSystems.join(scan_out.rstrip("/"), "classified")
-    files = matching_paths(FileSystems.join(folder, "*.parquet"))
+    folder = join_path(scan_out.rstrip("/"), "classified")
+    files = matching_paths(join_path(folder, "*.parquet"))
     if not files:
         raise UserError(f"--scan {scan_out}: no classified lines (expected {folder}/*.parquet from backfill scan)")
     rows = 0
     for path in files:
         try:
-            with FileSystems.open(path) as handle:
+            with open_read(path) as handle:
                 parquet = pq.ParquetFile(handle)
                 names, rows = parquet.schema_arrow.names, rows + parquet.metadata.num_rows
         except Exception as exc:
@@ -110,13 +109,13 @@ def classified_splits(scan_out: str) -> tuple[list, int]:
 def registered_splits(path: str) -> tuple[list, int]:
     """Row groups (or CSV files) of the lines registered since the scan."""
     base = path.rstrip("/")
-    candidates = [FileSystems.join(base, "base"), base]
+    candidates = [join_path(base, "base"), base]
     files: list[str] = []
     for root in candidates:
         if root.endswith((".parquet", ".csv")) or any(ch in root for ch in "*?["):
             files = matching_paths(root)
         else:
-            files = [f for f in matching_paths(FileSystems.join(root, "**")) if f.endswith((".parquet", ".csv"))]
+            files = [f for f in matching_paths(join_path(root, "**")) if f.endswith((".parquet", ".csv"))]
         if files:
             break
     if not files:
@@ -135,20 +134,20 @@ def registered_splits(path: str) -> tuple[list, int]:
         columns = ["line_id", "identity_status"] if "identity_status" in names else ["line_id"]
         splits += _splits([f], columns)
         if not f.endswith(".csv"):
-            with FileSystems.open(f) as handle:
+            with open_read(f) as handle:
                 rows += pq.ParquetFile(handle).metadata.num_rows
     return splits, rows
 
 
 def history_splits(out: str, kind: tuple[str, str]) -> list:
-    files = matching_paths(FileSystems.join(out.rstrip("/"), *kind, "*.parquet"))
+    files = matching_paths(join_path(out.rstrip("/"), *kind, "*.parquet"))
     return _splits(files, None)
 
 
 def read_suppress(path: str) -> pa.Array:
     """Do-not-SMS numbers, normalised like the scan's msisdn."""
     try:
-        with FileSystems.open(path) as handle:
+        with open_read(path) as handle:
             text = handle.read().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UserError(f"--suppress {path}: not UTF-8 text") from None
@@ -159,9 +158,9 @@ def read_suppress(path: str) -> pa.Array:
     return pc.unique(numbers.filter(pc.is_valid(numbers)))
 
 
-def _read_split(split) -> pa.Table:
+def read_split(split) -> pa.Table:
     path, group, columns = split
-    with FileSystems.open(path) as handle:
+    with open_read(path) as handle:
         if group < 0:
             read = pacsv.ReadOptions(column_names=["line_id"]) if group == HEADERLESS else None
             options = pacsv.ConvertOptions(
@@ -175,19 +174,6 @@ def _read_split(split) -> pa.Table:
     return table
 
 
-class ReadTables(beam.PTransform):
-    """Read planned splits (file, row group, columns) as Arrow tables, one per split."""
-
-    def __init__(self, splits: list, label: str | None = None):
-        super().__init__(label)
-        self._splits = splits
-
-    def expand(self, pbegin):
-        return (
-            pbegin | "Splits" >> beam.Create(self._splits) | "Read" >> beam.Map(_read_split).with_output_types(pa.Table)
-        )
-
-
 def content_name(table: pa.Table, prefix: str, suffix: str) -> str:
     """A file name from the job ids it holds: the same jobs give the same name."""
     ids = table.column("job_id").combine_chunks()
@@ -199,96 +185,70 @@ def content_name(table: pa.Table, prefix: str, suffix: str) -> str:
     return f"{prefix}-{digest}-{table.num_rows}{suffix}"
 
 
+def _create(path: str):
+    if not is_uri(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return open(path, "wb")
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.create(path)
+
+
+def place(tmp: str, final: str) -> None:
+    """Rename a whole written ``tmp`` file to ``final`` (replacing it): readers never see half a file."""
+    if not is_uri(final):
+        os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+        os.replace(tmp, final)
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    if FileSystems.exists(final):
+        FileSystems.delete([final])
+    FileSystems.rename([tmp], [final])
+
+
 def write_whole(data, tmp: str, final: str) -> None:
     """Write ``data`` (bytes, or a function of a file handle) to ``tmp`` and rename it to ``final``.
 
     Readers never see half a file."""
-    with FileSystems.create(tmp) as handle:
+    with _create(tmp) as handle:
         if callable(data):
             data(handle)
         else:
             handle.write(data)
-    if "://" not in final:
-        os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
-    elif FileSystems.exists(final):
-        FileSystems.delete([final])
-    FileSystems.rename([tmp], [final])
+    place(tmp, final)
+
+
+def _history_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(
+        table, sink, use_dictionary=["region", "channel", "campaign_id", "run_id", "variant"], write_statistics=False
+    )
+    return sink.getvalue()
 
 
 def write_history(table: pa.Table, out: str, run_id: str) -> None:
     """Add durable jobs to ``OUT/history/jobs/`` (one Parquet file, written whole)."""
     if table.num_rows == 0:
         return
-    sink = io.BytesIO()
-    pq.write_table(
-        table, sink, use_dictionary=["region", "channel", "campaign_id", "run_id", "variant"], write_statistics=False
-    )
     name = content_name(table, "history", ".parquet")
-    write_whole(
-        sink.getvalue(), FileSystems.join(out, "_tmp", run_id, name), FileSystems.join(out, *HISTORY_JOBS, name)
-    )
+    write_whole(_history_bytes(table), join_path(out, "_tmp", run_id, name), join_path(out, *HISTORY_JOBS, name))
 
 
-@beam.typehints.with_input_types(pa.Table)
-@beam.typehints.with_output_types(dict)
-class _WriteJobsFn(beam.DoFn):
-    """Write one Avro file per job table, then its history; two tables at a time.
-
-    Encoding and writing are mostly Arrow kernels and file writes, which
-    release the GIL: a small thread pool (made in setup()) overlaps one
-    table's write with the next one's encoding. finish_bundle waits for every
-    write, so a bundle only succeeds once all its files and history are whole.
-    """
-
-    def __init__(self, out: str, channel: str, prefix: str, run_id: str, threads: int = 2):
-        self._out, self._channel, self._prefix, self._run, self._threads = out, channel, prefix, run_id, threads
-        self._files = counter(f"files_{channel}")
-
-    def setup(self):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix=f"write-{self._channel}")
-
-    def start_bundle(self):
-        self._pending = []
-
-    def _write(self, table: pa.Table) -> int:
-        name = content_name(table, self._prefix, ".avro")
-        schema = avro_schema(f"notify_{self._channel}_job")
-        final = FileSystems.join(self._out, "jobs", self._channel, name)
-        tmp = FileSystems.join(self._out, "_tmp", self._run, f"{self._channel}-{name}")
-        write_whole(lambda handle: write_avro(handle, table, schema, name), tmp, final)
-        write_history(history_rows(table, self._run), self._out, self._run)  # only now: the jobs are durable
-        return table.num_rows
-
-    def process(self, table: pa.Table):
-        self._pending.append(self._pool.submit(self._write, table))
-
-    def finish_bundle(self):
-        rows = [future.result() for future in self._pending]  # re-raises a failed write
-        self._pending = []
-        if rows:
-            self._files.inc(len(rows))
-            tally = {"files": {self._channel: len(rows)}, "handed_over": {self._channel: sum(rows)}}
-            yield WindowedValue(tally, 0, [GlobalWindow()])
-
-    def teardown(self):
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
-
-
-class WriteJobFiles(beam.PTransform):
-    """Write each channel's job tables as Avro files and record them in the history; yields tallies."""
-
-    def __init__(self, out: str, prefix: str, run_id: str):
-        super().__init__()
-        self._out, self._prefix, self._run = out, prefix, run_id
-
-    def expand(self, jobs: dict):
-        written = [
-            pcoll
-            | f"Write{channel.title()}Jobs" >> beam.ParDo(_WriteJobsFn(self._out, channel, self._prefix, self._run))
-            for channel, pcoll in sorted(jobs.items())
-        ]
-        return tuple(written) | "FlattenWrites" >> beam.Flatten()
+def stage_job_files(table: pa.Table, channel: str, out: str, prefix: str, run_id: str) -> list[tuple[str, str]]:
+    """Write one channel's job table as an Avro file and its history records as a Parquet file, both under
+    ``OUT/_tmp/RUN/``; returns their (staged, final) paths, the jobs file first: place them in that order
+    (:func:`place`), the history only once its jobs are."""
+    name = content_name(table, prefix, ".avro")
+    schema = avro_schema(f"notify_{channel}_job")
+    staged = [(join_path(out, "_tmp", run_id, f"{channel}-{name}"), join_path(out, "jobs", channel, name))]
+    with _create(staged[0][0]) as handle:
+        write_avro(handle, table, schema, name)
+    history = history_rows(table, run_id)
+    if history.num_rows:
+        history_name = content_name(history, "history", ".parquet")
+        tmp = join_path(out, "_tmp", run_id, history_name)
+        with _create(tmp) as handle:
+            handle.write(_history_bytes(history))
+        staged.append((tmp, join_path(out, *HISTORY_JOBS, history_name)))
+    return staged

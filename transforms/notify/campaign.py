@@ -216,9 +216,13 @@ def load_campaign(path: str, divisions: str | None = None) -> Campaign:
     """Load, validate and compile a campaign file (local or gs://); ``divisions``: the policy's GB/T 2260
     table, whose longest region name an SMS with ``{region}`` must fit with (see :func:`parse_campaign`)."""
     try:
-        from apache_beam.io.filesystems import FileSystems
+        if "://" in path:  # gs:// and the like through Beam (imported only then)
+            from apache_beam.io.filesystems import FileSystems
 
-        with FileSystems.open(path) as handle:
+            opened = FileSystems.open(path)
+        else:
+            opened = open(path, "rb")
+        with opened as handle:
             data = handle.read()
     except Exception as exc:  # any unreadable path is one line for the user
         raise _fail(path, "", f"cannot be read ({type(exc).__name__})") from None

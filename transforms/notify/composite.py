@@ -21,22 +21,19 @@ import datetime as dt
 import typing
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
-from transforms.core.metrics import SumCounts, counter, value_counts
-from transforms.notify.planner import PLAN_COLUMNS, PlanContext, plan_lines, sum_regions
-from transforms.notify.jobs import KEY, announcement_rows, finish_jobs, keys_of, with_job_ids
-from transforms.notify.schedule import Schedule, check_spill, day_bounds
-from transforms.core.shuffle import ArrowGroupByBucket, with_bucket
+from transforms.core.metrics import SumCounts, counter
+from transforms.notify.batch_steps import LINE_CHANNELS, announce, key_history, key_receipts, key_registered
+from transforms.notify.batch_steps import channel_keys, plan_parts, schedule_jobs, select_targets, send_day_bounds
+from transforms.notify.planner import PlanContext
+from transforms.notify.jobs import KEY
+from transforms.notify.schedule import Schedule
+from transforms.core.shuffle import ArrowGroupByBucket
 from transforms.core.tags import COUNTS, KEYS
 
 __all__ = ["BuildNotificationJobs", "NotifyOutputs"]
-
-LINE_CHANNELS = ("sms", "call")
-JOB_BATCH = 65_536
 
 
 class NotifyOutputs(typing.NamedTuple):
@@ -46,20 +43,15 @@ class NotifyOutputs(typing.NamedTuple):
     counts: beam.PCollection  # one dict: the run's tallies
 
 
-def _bucketed(table: pa.Table, n: int) -> pa.Table:
-    return with_bucket(table, table.column("line_id"), n)
-
-
 @beam.typehints.with_output_types(pa.Table)
 class _SelectTargetsFn(beam.DoFn):
     def __init__(self, n_buckets: int | None):
         self._n = n_buckets
 
     def process(self, lines: pa.Table):
-        table = lines.select(list(PLAN_COLUMNS))
-        table = table.filter(pc.fill_null(table.column("needs_registration"), False))
-        if table.num_rows:
-            yield _bucketed(table, self._n) if self._n else table
+        table = select_targets(lines, self._n)
+        if table is not None:
+            yield table
 
 
 @beam.typehints.with_output_types(pa.Table)
@@ -70,11 +62,9 @@ class _KeyRegisteredFn(beam.DoFn):
         self._n = n_buckets
 
     def process(self, table: pa.Table):
-        if "identity_status" in table.column_names:
-            table = table.filter(pc.fill_null(pc.equal(table.column("identity_status"), "COMPLETE"), False))
-        table = table.select(["line_id"]).filter(pc.is_valid(table.column("line_id")))
-        if table.num_rows:
-            yield _bucketed(table, self._n)
+        table = key_registered(table, self._n)
+        if table is not None:
+            yield table
 
 
 @beam.typehints.with_output_types(pa.Table, announced=pa.Table, used=dict)
@@ -85,24 +75,13 @@ class _KeyHistoryFn(beam.DoFn):
         self._campaign, self._wave, self._n = campaign_id, wave, n_buckets
 
     def process(self, table: pa.Table):
-        mine = pc.equal(table.column("campaign_id"), self._campaign)
-        if pc.any(mine).as_py():
-            loads = table.filter(mine).group_by(["channel", "send_day"]).aggregate([("job_id", "count")])
-            yield beam.pvalue.TaggedOutput(
-                "used",
-                {
-                    "used": {
-                        f"{c}|{d.isoformat()}": n for c, d, n in zip(*(loads.column(i).to_pylist() for i in range(3)))
-                    }
-                },
-            )
-        is_line = pc.is_valid(table.column("line_id"))
-        announced = pc.and_(pc.and_(pc.invert(is_line), mine), pc.equal(table.column("wave"), self._wave))
-        if pc.any(announced).as_py():
-            yield beam.pvalue.TaggedOutput("announced", table.filter(announced).select(["job_id"]))
-        lines = table.filter(is_line)
-        if lines.num_rows:
-            yield _bucketed(lines.select(["job_id", "line_id", "channel", "campaign_id", "wave", "send_day"]), self._n)
+        lines, announced, used = key_history(table, self._campaign, self._wave, self._n)
+        if used is not None:
+            yield beam.pvalue.TaggedOutput("used", used)
+        if announced is not None:
+            yield beam.pvalue.TaggedOutput("announced", announced)
+        if lines is not None:
+            yield lines
 
 
 @beam.typehints.with_output_types(pa.Table)
@@ -111,9 +90,9 @@ class _KeyReceiptsFn(beam.DoFn):
         self._n = n_buckets
 
     def process(self, table: pa.Table):
-        table = table.filter(pc.is_valid(table.column("line_id")))
-        if table.num_rows:
-            yield _bucketed(table.select(["job_id", "line_id", "status", "at"]), self._n)
+        table = key_receipts(table, self._n)
+        if table is not None:
+            yield table
 
 
 @beam.typehints.with_output_types(pa.Table, regions=pa.Table, keys=pa.Table, counts=dict)
@@ -125,39 +104,19 @@ class _PlanFn(beam.DoFn):
         self._jobs = {c: counter(f"jobs_{c}") for c in LINE_CHANNELS}
 
     def process(self, element):
-        if isinstance(element, pa.Table):
-            parts = {"lines": element}
-        else:
-            parts = element[1]
-        lines = parts.get("lines")
-        if lines is None or lines.num_rows == 0:
+        parts = {"lines": element} if isinstance(element, pa.Table) else element[1]
+        planned = plan_parts(parts, self._ctx, self._suppressed)
+        if planned is None:
             return
-        registered = parts.get("registered")
-        plan = plan_lines(
-            lines,
-            self._ctx,
-            registered=registered.column("line_id") if registered is not None else None,
-            history=parts.get("history"),
-            receipts=parts.get("receipts"),
-            suppressed=self._suppressed,
-        )
-        yield beam.pvalue.TaggedOutput(COUNTS, {"plan": plan.counts})
-        for outcome, n in plan.counts["outcomes"].items():
+        yield beam.pvalue.TaggedOutput(COUNTS, planned.counts)
+        for outcome, n in planned.counts["plan"]["outcomes"].items():
             if n:
                 counter(f"lines_{outcome}").inc(n)
-        yield beam.pvalue.TaggedOutput("regions", plan.regions)
-        channels = plan.jobs.column("channel")
-        for channel in LINE_CHANNELS:
-            jobs = plan.jobs.filter(pc.equal(channels, channel))
-            if jobs.num_rows == 0:
-                continue
-            self._jobs[channel].inc(jobs.num_rows)
-            # A shuffled bucket can hold hundreds of thousands of lines: render and write in
-            # tables of at most JOB_BATCH rows, which stay in the CPU caches (and make smaller files).
-            for start in range(0, jobs.num_rows, JOB_BATCH):
-                part = with_job_ids(jobs.slice(start, JOB_BATCH), self._ctx.campaign_id, self._ctx.wave, channel)
-                yield beam.pvalue.TaggedOutput(KEYS, part.select(["channel", KEY]))
-                yield part
+        yield beam.pvalue.TaggedOutput("regions", planned.regions)
+        for channel, part in planned.jobs:
+            self._jobs[channel].inc(part.num_rows)
+            yield beam.pvalue.TaggedOutput(KEYS, part.select(["channel", KEY]))
+            yield part
 
 
 class _ConcatTables(beam.CombineFn):
@@ -176,22 +135,8 @@ class _ConcatTables(beam.CombineFn):
 
 
 def _day_bounds(keys: pa.Table | None, used: list, caps: dict, first_day: dt.date, limit=None) -> dict:
-    """channel -> the first job key of each day after the first (see notify_schedule); caps that push
-    jobs past ``limit`` (a SendLimit; None when late sends are allowed) are refused (``check_spill``)."""
-    loads: dict[str, dict[dt.date, int]] = {}
-    for item in used:
-        for name, n in item.get("used", {}).items():
-            channel, day = name.split("|")
-            loads.setdefault(channel, {})[dt.date.fromisoformat(day)] = n
-    bounds = {}
-    if keys is None:
-        return bounds
-    channels = keys.column("channel")
-    for channel in pc.unique(channels).to_pylist():
-        mine = keys.filter(pc.equal(channels, channel)).column(KEY)
-        bounds[channel] = day_bounds(keys_of(mine), caps[channel], loads.get(channel), first_day)
-        check_spill(channel, len(mine), caps[channel], first_day, bounds[channel], limit)
-    return bounds
+    """DayBounds: the gathered (channel, _key) table's send-day bounds (batch_steps.send_day_bounds)."""
+    return send_day_bounds(channel_keys(keys), used, caps, first_day, limit)
 
 
 @beam.typehints.with_output_types(pa.Table, counts=dict)
@@ -202,15 +147,9 @@ class _AnnounceFn(beam.DoFn):
     def process(self, regions: pa.Table | None, announced: list):
         if regions is None:
             return
-        table = announcement_rows(sum_regions(regions), self._campaign, self._wave)
-        done = pa.concat_tables(announced).column("job_id") if announced else pa.array([], pa.string())
-        sent = pc.fill_null(pc.is_in(table.column("job_id"), value_set=done), False)
-        no_region = pc.sum(pc.if_else(pc.is_null(regions.column("region")), regions.column("lines"), 0)).as_py()
-        yield beam.pvalue.TaggedOutput(
-            COUNTS, {"announcements_already_sent": pc.sum(sent).as_py() or 0, "lines_without_region": no_region or 0}
-        )
-        table = table.filter(pc.invert(sent))
-        if table.num_rows:
+        counts, table = announce(regions, announced, self._campaign, self._wave)
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
+        if table is not None:
             counter("jobs_announcement").inc(table.num_rows)
             yield table
 
@@ -222,28 +161,11 @@ class _ScheduleFn(beam.DoFn):
         self._schedule = Schedule.of(campaign)
 
     def process(self, jobs: pa.Table, bounds: dict):
-        channel = jobs.column("channel")[0].as_py()
-        table = finish_jobs(
-            jobs,
-            channel,
-            self._campaign,
-            self._wave,
-            self._schedule,
-            bounds.get(channel, np.array([], "S16")),
-            self._first,
-            self._divisions,
+        tally, table = schedule_jobs(
+            jobs, bounds, self._campaign, self._wave, self._schedule, self._first, self._divisions
         )
-        tally = {"jobs": {channel: table.num_rows}}
-        by_variant = value_counts(table.column("variant"))
-        if by_variant:
-            tally["variants"] = {name: {channel: n} for name, n in by_variant.items()}
-        if channel == "sms":
-            tally["segments"] = pc.sum(table.column("segments")).as_py()
-            tally["cost"] = pc.sum(table.column("cost")).as_py()
-        days = pc.value_counts(table.column("send_day"))
-        tally["by_day"] = {channel: {d.as_py().isoformat(): c.as_py() for d, c in zip(days.field(0), days.field(1))}}
         yield beam.pvalue.TaggedOutput(COUNTS, tally)
-        yield beam.pvalue.TaggedOutput(channel, table)
+        yield beam.pvalue.TaggedOutput(next(iter(tally["jobs"])), table)
 
 
 class BuildNotificationJobs(beam.PTransform):
