@@ -1,5 +1,6 @@
-"""The in-process scan and merge never import Apache Beam (its import alone costs seconds of one core), and the
-Beam job still runs when asked for; local paths are matched by Beam's own rules without Beam (pipelines/io/paths.py)."""
+"""The in-process scan and merge never import Apache Beam (its import alone costs seconds of one core), nor pandas
+(pyarrow's probe for it, half a second: pipelines/startup.py), and the Beam job still runs when asked for; local
+paths are matched by Beam's own rules without Beam (pipelines/io/paths.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ RUN = (
     "import json, sys\n"
     "from pipelines.cli import main\n"
     "code = main(sys.argv[1:])\n"
-    "print(json.dumps({'code': code, 'beam': 'apache_beam' in sys.modules}))\n"
+    "print(json.dumps({'code': code, 'beam': 'apache_beam' in sys.modules, 'pandas': 'pandas' in sys.modules}))\n"
 )
 
 
@@ -44,12 +45,17 @@ def rows_of(base: str) -> int:
 
 
 def backfill(*args: str) -> dict:
-    """A command in a fresh interpreter: its exit code and whether it imported Beam."""
+    """A command in a fresh interpreter: its exit code and whether it imported Beam (and pandas)."""
     proc = subprocess.run(
         [sys.executable, "-c", RUN, *args, "--as-of", AS_OF], capture_output=True, text=True, timeout=600, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not result["beam"]:  # an in-process run: no pandas either
+        assert result.pop("pandas") is False
+    else:
+        result.pop("pandas")
+    return result
 
 
 def scan(base: str, out: str, *flags: str) -> dict:
@@ -146,6 +152,24 @@ def test_a_merge_over_a_merged_base_and_its_vault_never_imports_beam(merges):
     second, first = merge_outputs(out, merges["keys"]), merge_outputs(merges["w2"][0], merges["keys"])
     assert second["counts"]["vault"]["keys_copied"] == first["vault_keys"].num_rows > 0  # the vault read back
     assert second["base"].num_rows == first["base"].num_rows
+
+
+def test_pyarrow_does_not_import_pandas_yet_pandas_conversions_still_work():
+    code = (
+        "import sys, json\n"
+        "import pipelines.merge, pipelines.notify, pipelines.report\n"
+        "import pyarrow as pa\n"
+        "pa.array(['x']); pa.array([1.5, None]); pa.table({'a': [1]})\n"
+        "probed = 'pandas' in sys.modules\n"
+        "import pandas as pd\n"
+        "frame = pa.table({'a': [1, None]}).to_pandas()\n"
+        "back = pa.Table.from_pandas(pd.DataFrame({'t': pd.to_datetime(['2026-01-01', None], utc=True)}))\n"
+        "print(json.dumps([probed, frame.shape[0], str(back.schema.field('t').type), back.column('t').null_count]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    probed, rows, kind, nulls = json.loads(proc.stdout)
+    assert (probed, rows, nulls) == (False, 2, 1) and kind.startswith("timestamp[") and kind.endswith("tz=UTC]")
 
 
 def test_local_paths_are_matched_by_beams_rules_without_beam(tmp_path):
