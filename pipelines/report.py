@@ -2,7 +2,7 @@
 
     backfill report --scan out/scan --merged out/merge [--notify out/notify] [--campaign campaign.yaml] \\
         [--earlier-merges out/merge-1201 ...] [--as-of YYYY-MM-DD] [--previous out/report-1201] \\
-        --out out/report [Beam flags...]
+        [--workers N] --out out/report [Beam flags...]
     backfill report --self-inspection --year 2026 --manifests out [...] --out out/inspection
 
 ``--merged`` (old name ``--merge``) is the live state: a merge output, or that of ``compact`` or
@@ -16,6 +16,9 @@ merged base, the notify history and its receipts joined by bucket of line ids, t
 and dead letters of the merges by bucket of event ids, each worker holding
 one bucket; it leaves small tables of counts (facts), from which its last
 step draws every table and the page. Memory stays flat in the base's size.
+On a local runner without Beam's worker options the same steps run without
+Beam (``pipelines/report_local.py``), shared with ``--workers N`` forked
+worker processes (default one per CPU).
 
 Writes ``OUT/parquet/<table>/as_of=<date>/`` (hive-partitioned by report date,
 so daily reports into one folder build a history a query engine reads),
@@ -91,15 +94,7 @@ def parser() -> ArgumentParser:
         help="the previous report's folder, for the change since then (default: OUT's own earlier days, "
         "else the report folders beside OUT)",
     )
-    p.add_argument(
-        "--shuffle-buckets", type=int, default=None, help="buckets of the joins (default: from the scan's size)"
-    )
-    p.add_argument(
-        "--spill",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="spill the joins' payloads to sealed local files (auto: on for local runners)",
-    )
+    _engine_flags(p)
     p.add_argument("--self-inspection", action="store_true", help="the annual self-inspection (Art. 15) instead")
     p.add_argument("--year", type=int, help="self-inspection: the year")
     p.add_argument(
@@ -118,6 +113,27 @@ def parser() -> ArgumentParser:
     add_progress_flag(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _engine_flags(p: ArgumentParser) -> None:
+    """How the per-line work runs: its buckets, their spill, the worker processes on this machine."""
+    p.add_argument(
+        "--shuffle-buckets", type=int, default=None, help="buckets of the joins (default: from the scan's size)"
+    )
+    p.add_argument(
+        "--spill",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="spill the joins' payloads to sealed local files (auto: on for local runners)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes of the report on this machine (default: one per CPU; 1: this process only); "
+        "Beam's runners size their own workers",
+    )
 
 
 def run(argv=None) -> dict:
@@ -147,6 +163,7 @@ def run(argv=None) -> dict:
         past_on=bool(facts and facts.past_deadline(as_of)),
         n_buckets=args.shuffle_buckets or max(1, math.ceil(read.scan.rows / engine.rows_per_bucket)),
     )
+    engine = _sized(engine, plan)
     previous = previous_headline(args.out, as_of, read.campaign_id, args.previous)
     # Written beside OUT (with the Parquet partitions of other days linked in) and switched in at the end
     # (pipelines/io/publish.py): a failed or unbalanced run leaves the previous report whole.
@@ -159,7 +176,7 @@ def run(argv=None) -> dict:
         if engine.options is None:
             from pipelines.report_local import run_in_process
 
-            run_in_process(plan, finishing, engine.spill, watch)
+            run_in_process(plan, finishing, engine.spill, watch, engine.workers)
         else:
             _run_job(engine.options, plan, finishing, engine.spill, watch)
     return read_json(pub.final(pub.path("manifest.json")))  # written by the job, its balances checked there
@@ -170,17 +187,37 @@ class _Engine(NamedTuple):
     runner: str  # as the manifest names it
     spill: bool
     rows_per_bucket: int
+    workers: int = 0  # worker processes of the in-process run (pipelines/report_local.py); 0: the Beam job
 
 
 def _engine(args, beam_args: list[str], run_id: str) -> _Engine:
-    """Where the per-line work runs, whether its joins spill, and the lines per bucket of the joins."""
+    """Where the per-line work runs, whether its joins spill, the lines per bucket of the joins, the workers."""
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be at least 1")
     if runs_in_process(beam_args):
-        return _Engine(None, IN_PROCESS, args.spill != "off", IN_PROCESS_ROWS_PER_BUCKET)
+        from pipelines.task_pool import default_workers
+
+        workers = args.workers or default_workers()
+        return _Engine(None, IN_PROCESS, args.spill != "off", IN_PROCESS_ROWS_PER_BUCKET, workers)
+    if args.workers is not None:
+        raise UserError(
+            "--workers sizes the report on this machine; with Beam's worker options or a remote runner the "
+            "Beam job runs: size it with the runner's options"
+        )
     options = beam_options(beam_args, step="report", run_id=run_id)
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
     spill = args.spill != "off" and is_local_runner(options)
     return _Engine(options, runner_name(options), spill, ROWS_PER_BUCKET)
+
+
+def _sized(engine: _Engine, plan: ReportPlan) -> _Engine:
+    """The in-process run's workers share spilled buckets (three reads, then a task per bucket): none more than
+    that work, and this process alone when the buckets are kept in memory."""
+    if not engine.workers:
+        return engine
+    several = engine.spill and plan.n_buckets > 1
+    return engine._replace(workers=min(engine.workers, max(plan.n_buckets, 3)) if several else 1)
 
 
 def _finishing(args, read, policy, facts, as_of, previous, pub, header, warnings, began) -> ReportFinish:
@@ -268,6 +305,7 @@ def _header(args, read: ReportInputs, run_id, started, as_of, policy: Policy, en
         },
         "outputs": {key: pub.final(pub.path(name)) for key, name in OUTPUT_PATHS.items()},
         "runner": engine.runner,
+        **({"workers": engine.workers} if engine.workers else {}),
         "shuffle": {"buckets": plan.n_buckets, "spill": engine.spill},
         "warnings": list(warnings),
         "timings": {"plan_seconds": round(time.time() - began, 3)},

@@ -74,6 +74,17 @@ class TaskPool:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def submit(self, fn: Callable, *args) -> cf.Future:
+        """``fn(*args)`` in a worker, not waited for (its future); with one worker, run here at once."""
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # raised by .result(), as a worker's failure would be
+            future.set_exception(exc)
+        return future
+
     def run(self, fn: Callable, calls: Iterable[tuple], done: Callable[[object], None] = lambda _: None) -> list:
         """``fn(*args)`` for each of ``calls``; results in the calls' order; ``done(result)`` as each ends."""
         calls = list(calls)

@@ -11,7 +11,11 @@ The same buckets as the Beam job's shuffle (``transforms.core.shuffle``,
 folder, each batch added is written once as one Arrow IPC file, a record
 batch per bucket, and a bucket is read back by memory-mapping its batches,
 so memory holds one bucket at a time, whatever the base's size. A single
-bucket needs no hashing and no file. What is spilled are the report's
+bucket needs no hashing and no file. Spilled buckets travel between processes
+as references (tag, file, batch): a worker fills a store of its own in the
+same folder and hands it back (only the references travel) for the
+launcher's store to adopt; a worker reads a bucket from its references
+(:meth:`~BucketStore.refs`, :func:`read_refs`). What is spilled are the report's
 columns (line and event ids, codes, times, regions): never an identity value.
 """
 
@@ -28,7 +32,9 @@ import pyarrow as pa
 
 from pipelines.io.run_folders import pid_folder
 
-__all__ = ["BucketStore", "spill_folder"]
+__all__ = ["BucketStore", "spill_folder", "read_refs", "write_parts", "Ref"]
+
+Ref = tuple[str, str, int]  # a spilled part: (tag, Arrow IPC file, record batch index)
 
 _PREFIX = "backfill-report-spill-"
 
@@ -88,19 +94,61 @@ class BucketStore:
             yield int(buckets[start]), table.slice(start, end - start)
 
     def _spill(self, tag: str, parts: list[tuple[int, pa.Table]]) -> None:
-        path = os.path.join(self._folder, f"{self._prefix}-{self._files:06d}.arrow")
+        path = self.file_name()
+        write_parts(path, [part for _, part in parts])
+        for index, (bucket, _) in enumerate(parts):
+            self._spilled.setdefault(bucket, []).append((tag, path, index))
+
+    def file_name(self, what: str = "") -> str:
+        """A new file of this store in its folder."""
         self._files += 1
-        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, parts[0][1].schema) as writer:
-            for index, (bucket, part) in enumerate(parts):
-                writer.write_table(part.combine_chunks(), max_chunksize=part.num_rows or None)
-                self._spilled.setdefault(bucket, []).append((tag, path, index))
+        return os.path.join(self._folder, f"{self._prefix}-{self._files - 1:06d}{what}.arrow")
+
+    @property
+    def folder(self) -> str | None:
+        """The folder its buckets are spilled to (None: they are kept in memory)."""
+        return self._folder
+
+    @property
+    def spills(self) -> bool:
+        """Its buckets go to files (several buckets and a folder), not memory."""
+        return self._folder is not None
+
+    def adopt(self, other: "BucketStore") -> None:
+        """Take the parts of another store of as many buckets in the same folder (a worker's: only references
+        of spilled parts travel), after this one's own."""
+        for bucket, refs in other._spilled.items():
+            self._spilled.setdefault(bucket, []).extend(refs)
+        for bucket, tags in other._kept.items():
+            for tag, parts in tags.items():
+                self._kept.setdefault(bucket, {}).setdefault(tag, []).extend(parts)
+
+    def adopt_ref(self, bucket: int, ref: Ref) -> None:
+        """Take one spilled part (a file a worker wrote) into ``bucket``."""
+        self._spilled.setdefault(bucket, []).append(ref)
+
+    def refs(self, bucket: int) -> list[Ref]:
+        """The references of ``bucket``'s spilled parts, then forgotten here (a worker reads them)."""
+        return self._spilled.pop(bucket, [])
 
     def tables(self, bucket: int) -> dict[str, pa.Table]:
         """Every row of ``bucket``, by tag (a tag with no row in it is absent)."""
         if self._folder is None:
             return {tag: pa.concat_tables(parts) for tag, parts in self._kept.pop(bucket, {}).items()}
-        found: dict[str, list[pa.Table]] = {}
-        for tag, path, index in self._spilled.pop(bucket, []):
-            reader = pa.ipc.open_file(pa.memory_map(path))
-            found.setdefault(tag, []).append(pa.Table.from_batches([reader.get_batch(index)]))
-        return {tag: pa.concat_tables(parts) for tag, parts in found.items()}
+        return read_refs(self.refs(bucket))
+
+
+def write_parts(path: str, parts: list[pa.Table]) -> None:
+    """Tables of one schema into one Arrow IPC file, a record batch each (batch ``i``: ``parts[i]``)."""
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, parts[0].schema) as writer:
+        for part in parts:
+            writer.write_table(part.combine_chunks(), max_chunksize=part.num_rows or None)
+
+
+def read_refs(refs: list[Ref]) -> dict[str, pa.Table]:
+    """The tables of spilled parts, by tag (the parts of a tag concatenated in order; memory-mapped)."""
+    found: dict[str, list[pa.Table]] = {}
+    for tag, path, index in refs:
+        reader = pa.ipc.open_file(pa.memory_map(path))
+        found.setdefault(tag, []).append(pa.Table.from_batches([reader.get_batch(index)]))
+    return {tag: pa.concat_tables(parts) for tag, parts in found.items()}

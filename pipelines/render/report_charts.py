@@ -57,6 +57,8 @@ def _figure(width: float = 7.5, height: float = 3.2):
 def _png(fig) -> str:
     buffer = io.BytesIO()
     fig.tight_layout()
+    # Laid out once: no layout engine left, so savefig draws the figure once, not a dry run first (same pixels).
+    fig.set_layout_engine(None)
     fig.savefig(buffer, format="png")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 

@@ -33,7 +33,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.compliance.report_groups import empty_fact, fact_table, first_per_key
-from transforms.notify.planner import latest_status
 
 __all__ = ["funnel_facts", "funnel_table", "wave_totals", "CHANNELS", "FUNNEL_SCHEMA"]
 
@@ -65,7 +64,12 @@ def _looked_up(keys: pa.Array, table: pa.Table, key: str, column: str) -> pa.Arr
 
 def _statuses(jobs: pa.Table, receipts: pa.Table | None) -> tuple[pa.Array, pa.Array]:
     """Per job: delivered, failed (its latest receipt); both false without a receipt."""
-    status = latest_status(receipts)
+    if receipts is None or receipts.num_rows == 0:
+        status = None
+    else:
+        from transforms.notify.planner import latest_status  # notify's rule; its modules only when receipts exist
+
+        status = latest_status(receipts)
     if status is None or jobs.num_rows == 0:
         none = pa.array(np.zeros(jobs.num_rows, bool))
         return none, none

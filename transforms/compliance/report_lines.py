@@ -98,11 +98,16 @@ def _unmerged(needed: pa.Table) -> pa.Table:
     return pa.table(columns, schema=BASE_SCHEMA)
 
 
-def _lines(needed: pa.Table, base: pa.Table) -> tuple[pa.Table, int, int]:
-    """The needed lines with their state now; how many the base lacks; how many base rows matched a line."""
-    # line_id is unique in the merged base: narrow it to the needed lines, then align
-    merged = base.filter(pc.is_in(base["line_id"], value_set=needed["line_id"]))
-    now = merged.take(pc.index_in(needed["line_id"], value_set=merged["line_id"]))
+def _lines(needed: pa.Table, base: pa.Table, coded: bool) -> tuple[pa.Table, int, int]:
+    """The needed lines with their state now; how many the base lacks; how many base rows matched a line.
+    ``coded``: the line ids are :func:`_coded` (a base row of no needed line has none)."""
+    if coded:  # each needed line's first base row, found by its code; the rows with a code are the matched ones
+        now = base.take(pc.index_in(needed["line_id"], value_set=base["line_id"]))
+        matched = base.num_rows - base["line_id"].null_count
+    else:  # line_id is unique in the merged base: narrow it to the needed lines, then align
+        merged = base.filter(pc.is_in(base["line_id"], value_set=needed["line_id"]))
+        now = merged.take(pc.index_in(needed["line_id"], value_set=merged["line_id"]))
+        matched = merged.num_rows
     lines = needed
     for name in now.column_names[1:]:
         lines = lines.append_column(name, now[name])
@@ -110,7 +115,7 @@ def _lines(needed: pa.Table, base: pa.Table) -> tuple[pa.Table, int, int]:
     complete = pc.fill_null(pc.equal(lines["identity_status"], "COMPLETE"), False)
     registered = pc.and_(complete, pc.is_valid(lines["registration_event_id"]))
     lines = lines.append_column("complete", complete).append_column("registered", registered)
-    return lines, missing, merged.num_rows
+    return lines, missing, matched
 
 
 def _notices(lines: pa.Table, history: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -140,10 +145,11 @@ def _local_days(stamps: pa.Array, timezone: str) -> pa.Array:
     return pc.cast(local, pa.date32())
 
 
-def _past_deadline(lines: pa.Table, per_wave: pa.Table, past_on: bool) -> pa.Table:
-    """After the deadline and the last wave: the lines not complete and not TERMINATED, with their last notice."""
+def _past_deadline(lines: pa.Table, per_wave: pa.Table, past_on: bool) -> pa.Table | None:
+    """After the deadline and the last wave: the lines not complete and not TERMINATED, with their last notice
+    (their ids as ``lines`` has them; :func:`_past_rows` makes the list). None: no list yet."""
     if not past_on or lines.num_rows == 0:
-        return PAST_DEADLINE_SCHEMA.empty_table()
+        return None
     terminated = pc.fill_null(pc.equal(lines["status"], "TERMINATED"), False)
     left = lines.filter(pc.and_(pc.invert(lines["complete"]), pc.invert(terminated)))
     last = (
@@ -154,8 +160,29 @@ def _past_deadline(lines: pa.Table, per_wave: pa.Table, past_on: bool) -> pa.Tab
     out = left.select(["line_id", "region", "line_type", "identity_status"]).join(
         last, "line_id", join_type="left outer", use_threads=False
     )
-    out = out.set_column(3, "identity_status", pc.fill_null(out["identity_status"], "NOT_IN_MERGE"))
-    return out.cast(PAST_DEADLINE_SCHEMA).sort_by([("region", "ascending"), ("line_id", "ascending")])
+    return out.set_column(3, "identity_status", pc.fill_null(out["identity_status"], "NOT_IN_MERGE"))
+
+
+def _past_rows(past: pa.Table | None, ids: pa.ChunkedArray | None) -> pa.Table:
+    """The past-deadline list (``PAST_DEADLINE_SCHEMA``, by region and line id); ``ids``: the needed lines' ids
+    when ``past`` holds their codes."""
+    if past is None:
+        return PAST_DEADLINE_SCHEMA.empty_table()
+    if ids is not None:
+        past = past.set_column(0, "line_id", ids.take(past["line_id"]))
+    return past.cast(PAST_DEADLINE_SCHEMA).sort_by([("region", "ascending"), ("line_id", "ascending")])
+
+
+def _coded(table: pa.Table, ids: pa.ChunkedArray) -> pa.Table:
+    """``table`` with each line id replaced by the position of the first needed line with that id (int32; null:
+    not a needed line). Every join and group of the bucket is on line ids: on codes they hash integers, not strings,
+    and match exactly as the ids would (every needed line has an id; no other line reaches the facts)."""
+    where = table.schema.get_field_index("line_id")
+    return table.set_column(where, "line_id", pc.index_in(table["line_id"], value_set=ids))
+
+
+def _falses(n: int) -> pa.Array:
+    return pa.array(np.zeros(n, bool))
 
 
 def _ones(n: int) -> pa.Array:
@@ -168,9 +195,10 @@ def _counted(table: pa.Table, keys: list[str]) -> pa.Table:
     return both.group_by(keys, use_threads=False).aggregate([("n", "sum")]).rename_columns([*keys, "n"])
 
 
-def _group_facts(lines: pa.Table, past: pa.Table) -> dict[str, pa.Table]:
+def _group_facts(lines: pa.Table, past: pa.Table | None) -> dict[str, pa.Table]:
     """Needed, complete, registered (and past-deadline) lines per region and per line type."""
-    with_past = lines.append_column("past", pc.is_in(lines["line_id"], value_set=past["line_id"]))
+    on_list = pc.is_in(lines["line_id"], value_set=past["line_id"]) if past is not None else _falses(lines.num_rows)
+    with_past = lines.append_column("past", on_list)
     region = group_sums(with_past, "region", ["complete", "registered", "past"])
     line_type = group_sums(lines, "line_type", ["complete", "registered"])
     return {
@@ -253,14 +281,20 @@ def bucket_facts(
     base_rows = base.num_rows if base is not None else 0
     if not merged:
         base = _unmerged(needed)
-    lines, missing, matched = _lines(needed, base if base is not None else BASE_SCHEMA.empty_table())
+    base = base if base is not None else BASE_SCHEMA.empty_table()
+    ids = needed["line_id"] if needed["line_id"].null_count == 0 else None  # None: the ids themselves are joined
+    if ids is not None:
+        needed, base, history = _coded(needed, ids), _coded(base, ids), _coded(history, ids)
+    lines, missing, matched = _lines(needed, base, ids is not None)
     per_wave, credited = _notices(lines, history)
-    past = _past_deadline(lines, per_wave, past_on)
-    facts = _group_facts(lines, past)
+    listed = _past_deadline(lines, per_wave, past_on)
+    facts = _group_facts(lines, listed)
+    past = _past_rows(listed, ids)
     registrations, timed = _registration_facts(lines, credited, timezone)
     facts.update(registrations)
     facts["backlog"] = _backlog(lines)
-    jobs = history.filter(pc.is_in(history["line_id"], value_set=needed["line_id"]))
+    of_needed = pc.is_in(history["line_id"], value_set=needed["line_id"])  # this campaign's jobs on needed lines
+    jobs = history.filter(of_needed)
     facts.update(funnel_facts(jobs, receipts, credited))
     notified = _counted(per_wave, ["wave"])
     facts["wave_notified"] = fact_table("wave_notified", {"wave": notified["wave"], "notified": notified["n"]})
@@ -274,13 +308,13 @@ def bucket_facts(
         notified=pc.count_distinct(per_wave["line_id"]).as_py() if per_wave.num_rows else 0,
         past_deadline=past.num_rows,
     )
-    on_needed = int(pc.sum(pc.cast(pc.is_in(history["line_id"], value_set=needed["line_id"]), pa.int64())).as_py() or 0)
+    on_needed = jobs.num_rows
     counts = {"needed_lines": {"joined": lines.num_rows - missing, "not_in_merge": missing}}
     if merged:
         counts["base_rows"] = {"needed_lines": matched, "other_lines": base_rows - matched}
     if history.num_rows:
         counts["notices"] = {"needed_lines": on_needed, "other_lines": history.num_rows - on_needed}
     if receipts.num_rows:
-        of_needed = count_true(pc.is_in(receipts["line_id"], value_set=needed["line_id"]))
+        of_needed = count_true(pc.is_in(receipts["line_id"], value_set=ids if ids is not None else needed["line_id"]))
         counts["receipts"] = {"needed_lines": of_needed, "other_lines": receipts.num_rows - of_needed}
     return LineFacts(facts, past, timed, counts)
