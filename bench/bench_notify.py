@@ -228,8 +228,9 @@ def bench_notify(ctx: Context) -> Section:
     notes = [
         "jobs = SMS + call + announcement jobs handed over (written whole, or acknowledged by Pub/Sub), each also "
         "recorded in the notification history.",
-        "whole command = interpreter start, Beam import (about 1.7 s here), argument and input checks, pipeline; "
-        "launcher start to finish = the manifest's seconds_total (no interpreter start or imports).",
+        "whole command = interpreter start, imports, argument and input checks, the wave (to files: in process, "
+        "no Beam; --topic: the Beam job); launcher start to finish = the manifest's seconds_total (no interpreter "
+        "start or imports).",
         "the publish phases run from the first publish call to the last acknowledgement; ours includes the JSON "
         "encoding of the jobs and the history writes, the bare loop's messages are built before its clock starts.",
         "this 2-core machine is shared with other work; rates vary by tens of percent between runs. In the "

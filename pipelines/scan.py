@@ -31,7 +31,7 @@ import time
 from typing import TYPE_CHECKING
 
 # Beam is imported where the Beam job is built (_run_beam, build_pipeline, _beam_options): the in-process scan
-# never imports it (tests/test_scan_no_beam.py), since its import alone costs seconds of one core.
+# never imports it (tests/test_no_beam.py), since its import alone costs seconds of one core.
 from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_options, new_run
 from pipelines.common import parse_as_of, run_main, runner_name, split_beam_flags, write_dead_letters
 from pipelines.manifest import Timer, policy_block, read_json
