@@ -96,17 +96,17 @@ def _passes(pool: TaskPool, args, plan: WavePlan, out: str, prog: InProcessProgr
         for channel, raw in result["keys"].items():
             keys.setdefault(channel, []).append(raw)
     regions = [r["regions"] for r in planned if r["regions"] is not None]
-    calls = [(channel, ref, None) for r in planned for channel, ref, _ in r["jobs"]]
+    calls = [(channel, ref) for r in planned for channel, ref in r["jobs"]]
     if "announcement" in wave.channels and regions:
         announced_counts, table = announce(pa.concat_tables(regions), announced, campaign.campaign_id, wave.wave)
         merge_counts(counts, announced_counts)
         if table is not None:
             keys.setdefault("announcement", []).append(keys_of(table.column(KEY)).tobytes())
-            calls.append(("announcement", table, None))
+            calls.append(("announcement", table))
     by_channel = {channel: np.frombuffer(b"".join(raw), KEY_DTYPE) for channel, raw in keys.items()}
     limit = None if args.allow_late_sends else campaign.send_limit(wave.wave)
     bounds = send_day_bounds(by_channel, used, dict(campaign.daily_cap), plan.first_day, limit)
-    written = pool.run(write_task, ((channel, part, bounds) for channel, part, _ in calls))
+    written = pool.run(write_task, ((channel, part, bounds) for channel, part in calls))
     for result in written:
         merge_counts(counts, result["counts"])
     return counts, [result["staged"] for result in written]

@@ -101,7 +101,7 @@ def plan_bucket_task(refs: dict[str, list[Ref]]) -> dict:
 
 def _planned(parts: dict) -> dict:
     """Plan ``parts``; the jobs spilled (a part per table of at most JOB_BATCH jobs of one channel). Returns
-    counts, region tallies (None when nothing was planned), ``[(channel, reference, jobs)]`` and
+    counts, region tallies (None when nothing was planned), ``[(channel, reference)]`` and
     channel -> the jobs' 16-byte keys (bytes)."""
     s = _settings()
     planned = plan_parts(parts, s.ctx, s.suppressed)
@@ -111,7 +111,7 @@ def _planned(parts: dict) -> dict:
     spill = SpillFile(s.spill, "jobs")
     try:
         for i, (channel, part) in enumerate(planned.jobs):
-            jobs.append((channel, spill.add(i, part)[1], part.num_rows))
+            jobs.append((channel, spill.add(i, part)[1]))
             keys.setdefault(channel, []).append(keys_of(part.column(KEY)).tobytes())
     finally:
         spill.close()
