@@ -3,7 +3,11 @@
     refs = write_parts(path, parts)          # [(bucket, table)] -> [(bucket, index, offset, length)]
     table = read_part(path, index, offset, length)
 
-A spill file holds, one after the other, one Arrow IPC stream per bucket,
+A spill file holds, one after the other, one Arrow IPC stream per bucket
+(its buffers LZ4-compressed: ids, codes and classified columns shrink two to
+three times, so sealing, writing, reading and opening touch that many fewer
+bytes; a part's length then also depends on how well its values compress,
+which tells nothing useful about a file that is private to the run),
 each sealed with :class:`transforms.crypto.envelope.Envelope` (AES-256-GCM
 under a fresh data key, bound to the file's name and the part's index) under
 the run's spill key: the key lives only in the environment of the launcher
@@ -36,6 +40,7 @@ __all__ = [
 
 BUCKET = "_bucket"
 SPILL_KEY_ENV = "BACKFILL_SPILL_KEY"
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
 _ENVELOPES: dict[str, object] = {}
 
@@ -102,7 +107,7 @@ class SpillWriter:
 
     def add(self, bucket: int, part: pa.Table) -> tuple[int, int, int, int]:
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, part.schema) as writer:
+        with pa.ipc.new_stream(sink, part.schema, options=_IPC_OPTIONS) as writer:
             writer.write_table(part, max_chunksize=max(part.num_rows, 1))
         blob = self._envelope.seal(sink.getvalue().to_pybytes(), self._name, str(self._index))
         self._handle.write(blob)
