@@ -10,11 +10,15 @@ its runner costs more than planning a wave of a million jobs. The passes (tasks 
 1. plan: with nothing joined to the lines, each classified split is read and planned; otherwise each split
    of the lines, the merged lines, the history and the receipts is read and spilled by line bucket (sealed),
    then each bucket is planned. Jobs get their ids and are spilled (sealed: they hold phone numbers);
-2. here: the send-day bounds of every channel from the jobs' 16-byte keys, and the wave's announcements
-   from the summed region tallies (as the Beam job's DayBounds and Announce);
+2. here: the wave's announcements from the summed region tallies (as the Beam job's Announce), and the
+   send-day bounds of every channel (as its DayBounds), in two passes over the jobs' 16-byte keys
+   (:mod:`transforms.notify.day_bounds`): the planning tasks' histograms of their keys are added up, which
+   gives the bins that hold a day bound; then a task per planning task reads its spilled keys back and
+   returns those of these bins (about N / 65,536 keys per send day), from which the bounds are picked;
 3. write: each jobs part is scheduled, rendered and staged as its Avro file and history file.
 
-This process holds references, region tallies and keys, never jobs. The counts are added up and checked
+This process holds references, region tallies, histograms and the few keys of the wanted bins, never jobs
+nor all their keys. The counts are added up and checked
 (targeted = decided, jobs = handed over) before any staged file is placed: an unbalanced wave hands over
 nothing. Then the jobs files are placed, each before its history, and the manifest says ``in-process`` and
 the number of workers.
@@ -31,11 +35,13 @@ from pipelines.io.paths import join_path
 from pipelines.manifest import Timer, write_json
 from pipelines.notify_manifest import _save, unbalanced, with_result
 from pipelines.notify_plan import WavePlan, plan_buckets
-from pipelines.notify_tasks import Settings, key_task, plan_bucket_task, plan_split_task, start_worker, write_task
+from pipelines.notify_tasks import Settings, key_task, plan_bucket_task, plan_split_task, start_worker
+from pipelines.notify_tasks import wanted_keys_task, write_task
 from pipelines.progress_text import InProcessProgress
 from pipelines.task_pool import TaskPool
 from transforms.core.counts import merge_counts
-from transforms.notify.batch_steps import announce, send_day_bounds
+from transforms.notify.batch_steps import LINE_CHANNELS, add_histograms, announce, bounds_from_wanted
+from transforms.notify.batch_steps import channel_histograms, send_day_bins, wanted_keys
 from transforms.notify.jobs import KEY, keys_of
 from transforms.notify.planner import PlanContext
 from transforms.notify.schedule import KEY_DTYPE
@@ -59,11 +65,16 @@ def _settings(args, plan: WavePlan, out: str, run_id: str, spill: str) -> Settin
     )
 
 
-def _plan_pass(pool: TaskPool, plan: WavePlan, out: str, prog: InProcessProgress) -> tuple[list, list, list]:
-    """Pass 1: (planned results, this wave's announced job ids, this campaign's day loads)."""
+def _plan_pass(pool: TaskPool, plan: WavePlan, out: str, prog: InProcessProgress, planned_one) -> tuple:
+    """Pass 1: (planned results, this wave's announced job ids, this campaign's day loads);
+    ``planned_one(result)`` as each planning task ends."""
 
     def read(result: dict) -> None:
         prog.done += result.get("rows", 0)
+
+    def read_and_planned(result: dict) -> None:
+        read(result)
+        planned_one(result)
 
     joins = {
         "registered": plan.registered,
@@ -72,7 +83,7 @@ def _plan_pass(pool: TaskPool, plan: WavePlan, out: str, prog: InProcessProgress
     }
     joins = {kind: splits for kind, splits in joins.items() if splits}
     if not joins:
-        return pool.run(plan_split_task, ((split,) for split in plan.splits), read), [], []
+        return pool.run(plan_split_task, ((split,) for split in plan.splits), read_and_planned), [], []
     calls = [("lines", split) for split in plan.splits] + [(k, split) for k, v in joins.items() for split in v]
     keyed = pool.run(key_task, calls, read)
     buckets: dict[int, dict[str, list]] = {}
@@ -81,31 +92,48 @@ def _plan_pass(pool: TaskPool, plan: WavePlan, out: str, prog: InProcessProgress
             buckets.setdefault(bucket, {}).setdefault(result["kind"], []).append(ref)
     announced = [r["announced"] for r in keyed if r["announced"] is not None]
     used = [r["used"] for r in keyed if r["used"] is not None]
-    planned = pool.run(plan_bucket_task, ((buckets[b],) for b in sorted(buckets) if "lines" in buckets[b]))
-    return planned, announced, used
+    calls = ((buckets[b],) for b in sorted(buckets) if "lines" in buckets[b])
+    return pool.run(plan_bucket_task, calls, planned_one), announced, used
+
+
+def _send_day_bounds(pool: TaskPool, args, plan: WavePlan, planned: list, hists: dict, used: list, own: dict):
+    """channel -> its send-day bounds, from the summed histograms (pass 1) and the keys of the wanted bins
+    (pass 2: each planning task's spilled keys filtered by a task; ``own``: the launcher's announcement keys)."""
+    campaign = plan.campaign
+    limit = None if args.allow_late_sends else campaign.send_limit(plan.wave.wave)
+    order = (*LINE_CHANNELS, "announcement")  # the channels checked in a stable order (check_spill)
+    hists = {channel: hists[channel] for channel in sorted(hists, key=order.index)}
+    wanted = send_day_bins(hists, used, dict(campaign.daily_cap), plan.first_day, limit)
+    needed = {channel: w.needed for channel, w in wanted.items() if len(w.needed)}
+    raw: dict[str, list[bytes]] = {}
+    if needed:
+        calls = [(r["keys"], needed) for r in planned if any(channel in needed for channel in r["keys"])]
+        for result in pool.run(wanted_keys_task, calls) + [wanted_keys(own, needed)]:
+            for channel, keys in result.items():
+                raw.setdefault(channel, []).append(keys if isinstance(keys, bytes) else keys.tobytes())
+    found = {channel: np.frombuffer(b"".join(parts), KEY_DTYPE) for channel, parts in raw.items()}
+    return bounds_from_wanted(found, wanted)
 
 
 def _passes(pool: TaskPool, args, plan: WavePlan, out: str, prog: InProcessProgress) -> tuple[dict, list]:
     """The three passes (module docstring); returns the run's counts and the staged files."""
     campaign, wave = plan.campaign, plan.wave
-    planned, announced, used = _plan_pass(pool, plan, out, prog)
+    hists: dict = {}
+    planned, announced, used = _plan_pass(pool, plan, out, prog, lambda r: add_histograms(hists, r.pop("hists")))
     counts: dict = {}
-    keys: dict[str, list[bytes]] = {}
     for result in planned:
         merge_counts(counts, result["counts"])
-        for channel, raw in result["keys"].items():
-            keys.setdefault(channel, []).append(raw)
     regions = [r["regions"] for r in planned if r["regions"] is not None]
     calls = [(channel, ref) for r in planned for channel, ref in r["jobs"]]
+    own: dict = {}
     if "announcement" in wave.channels and regions:
         announced_counts, table = announce(pa.concat_tables(regions), announced, campaign.campaign_id, wave.wave)
         merge_counts(counts, announced_counts)
         if table is not None:
-            keys.setdefault("announcement", []).append(keys_of(table.column(KEY)).tobytes())
+            own["announcement"] = keys_of(table.column(KEY))
+            add_histograms(hists, channel_histograms(own))
             calls.append(("announcement", table))
-    by_channel = {channel: np.frombuffer(b"".join(raw), KEY_DTYPE) for channel, raw in keys.items()}
-    limit = None if args.allow_late_sends else campaign.send_limit(wave.wave)
-    bounds = send_day_bounds(by_channel, used, dict(campaign.daily_cap), plan.first_day, limit)
+    bounds = _send_day_bounds(pool, args, plan, planned, hists, used, own)
     written = pool.run(write_task, ((channel, part, bounds) for channel, part in calls))
     for result in written:
         merge_counts(counts, result["counts"])

@@ -5,7 +5,10 @@
     lines, announced, used = key_history(history, campaign_id, wave, n_buckets)   # KeyHistory
     receipts = key_receipts(receipts, n_buckets)            # KeyReceipts
     planned = plan_parts(parts, ctx, suppressed)            # Plan: counts, regions, job parts with ids and keys
-    bounds = send_day_bounds(channel_keys(keys), used, caps, first_day, limit)    # DayBounds
+    hists = channel_histograms(channel_keys(keys))          # KeyHistograms (pass 1), summed: add_histograms
+    wanted = send_day_bins(hists, used, caps, first_day, limit)                   # WantedBins
+    few = wanted_keys(channel_keys(keys), {c: w.needed for c, w in wanted.items()})  # WantedKeys (pass 2)
+    bounds = bounds_from_wanted(few, wanted)                # DayBounds, from the few keys gathered
     counts, table = announce(regions, announced, campaign_id, wave)               # Announce
     tally, table = schedule_jobs(jobs, bounds, campaign, wave, schedule, first_day, divisions)  # ScheduleAndRender
 
@@ -26,7 +29,8 @@ from transforms.core.counts import value_counts
 from transforms.core.spill_files import BUCKET
 from transforms.notify.jobs import KEY, announcement_rows, finish_jobs, keys_of, with_job_ids
 from transforms.notify.planner import PLAN_COLUMNS, PlanContext, plan_lines, sum_regions
-from transforms.notify.schedule import Schedule, check_spill, day_bounds
+from transforms.notify.day_bounds import Wanted, bounds_from_bins, in_bins, key_histogram, wanted_bins
+from transforms.notify.schedule import KEY_DTYPE, Schedule, check_spill
 from transforms.scan.crossrecord import bucket_of
 
 __all__ = [
@@ -39,6 +43,11 @@ __all__ = [
     "key_receipts",
     "plan_parts",
     "channel_keys",
+    "channel_histograms",
+    "add_histograms",
+    "send_day_bins",
+    "wanted_keys",
+    "bounds_from_wanted",
     "send_day_bounds",
     "announce",
     "schedule_jobs",
@@ -141,20 +150,61 @@ def channel_keys(keys: pa.Table | None) -> dict[str, np.ndarray]:
     return {c: keys_of(keys.filter(pc.equal(channels, c)).column(KEY)) for c in pc.unique(channels).to_pylist()}
 
 
-def send_day_bounds(keys: dict[str, np.ndarray], used: list, caps: dict, first_day: dt.date, limit=None) -> dict:
-    """channel -> the first job key of each day after the first (see notify_schedule), from every job's key
-    by channel; caps that push jobs past ``limit`` (a SendLimit; None when late sends are allowed) are
-    refused (``check_spill``)."""
+def channel_histograms(keys: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Pass 1 of the send-day bounds: channel -> its keys counted by bin (``day_bounds.key_histogram``)."""
+    return {channel: key_histogram(mine) for channel, mine in keys.items()}
+
+
+def add_histograms(total: dict[str, np.ndarray], hists: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``hists`` added into ``total`` (channel -> int64 counts; a channel's first histogram is copied)."""
+    for channel, hist in hists.items():
+        if channel in total:
+            total[channel] += hist
+        else:
+            total[channel] = np.array(hist, np.int64)
+    return total
+
+
+def _day_loads(used: list) -> dict[str, dict[dt.date, int]]:
+    """channel -> day -> jobs the history holds, from the ``{"used": {"channel|day": n}}`` items."""
     loads: dict[str, dict[dt.date, int]] = {}
     for item in used:
         for name, n in item.get("used", {}).items():
             channel, day = name.split("|")
             loads.setdefault(channel, {})[dt.date.fromisoformat(day)] = n
-    bounds = {}
-    for channel, mine in keys.items():
-        bounds[channel] = day_bounds(mine, caps[channel], loads.get(channel), first_day)
-        check_spill(channel, len(mine), caps[channel], first_day, bounds[channel], limit)
-    return bounds
+    return loads
+
+
+def send_day_bins(hists: dict, used: list, caps: dict, first_day: dt.date, limit=None) -> dict[str, Wanted]:
+    """channel -> where its day bounds lie (``day_bounds.wanted_bins``), from the summed histograms of every
+    job's key by channel; caps that push jobs past ``limit`` (a SendLimit; None when late sends are allowed)
+    are refused here (``check_spill``), before pass 2."""
+    loads = _day_loads(used)
+    wanted = {}
+    for channel, hist in hists.items():
+        wanted[channel] = wanted_bins(hist, caps[channel], loads.get(channel), first_day)
+        jobs = int(np.sum(hist))
+        check_spill(channel, jobs, caps[channel], first_day, wanted[channel].ranks, limit)  # one rank a bound
+    return wanted
+
+
+def wanted_keys(keys: dict[str, np.ndarray], needed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Pass 2: channel -> its keys that lie in a bin holding a day bound (``needed``: channel -> those bins,
+    ``Wanted.needed``); channels with none are left out."""
+    return {c: mine[in_bins(mine, needed[c])] for c, mine in keys.items() if c in needed and len(needed[c])}
+
+
+def bounds_from_wanted(keys: dict[str, np.ndarray], wanted: dict[str, Wanted]) -> dict:
+    """channel -> the first job key of each day after the first (see notify_schedule), from the gathered
+    keys of the wanted bins: the bounds ``schedule.day_bounds`` gives on every key."""
+    empty = np.array([], KEY_DTYPE)
+    return {channel: bounds_from_bins(keys.get(channel, empty), w) for channel, w in wanted.items()}
+
+
+def send_day_bounds(keys: dict[str, np.ndarray], used: list, caps: dict, first_day: dt.date, limit=None) -> dict:
+    """The send-day bounds from every job's key by channel in one place: both passes above, in a row."""
+    wanted = send_day_bins(channel_histograms(keys), used, caps, first_day, limit)
+    return bounds_from_wanted(wanted_keys(keys, {c: w.needed for c, w in wanted.items()}), wanted)
 
 
 def announce(regions: pa.Table, announced: list, campaign_id: str, wave: int) -> tuple[dict, pa.Table | None]:

@@ -8,11 +8,16 @@
                                                                                      | side input
                                             jobs + announcements -> ScheduleAndRender -> sms | call | announcement
 
+    DayBounds, in two passes:  keys -> KeyHistograms (summed) -> WantedBins --------------+ side input
+                               keys -> WantedKeys (those of the wanted bins) -> GatherWantedKeys -> DayBounds
+
 Every step moves Arrow tables (:mod:`transforms.core.coders`). The planner and the
 job builders are plain functions (:mod:`transforms.notify.planner`,
 :mod:`transforms.notify.jobs`); this module only wires them. Daily caps need a
-global order, but only 16-byte job keys are gathered for it (``DayBounds``);
-the jobs stay in their batches and find their day by binary search.
+global order, but only a histogram of the 16-byte job keys and the few keys of
+the bins that hold a day bound are gathered for it (``DayBounds``, two passes:
+:mod:`transforms.notify.day_bounds`, about N / 65,536 keys per send day); the
+jobs stay in their batches and find their day by binary search.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import datetime as dt
 import typing
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.metrics import SumCounts, counter
 from transforms.notify.batch_steps import LINE_CHANNELS, announce, key_history, key_receipts, key_registered
-from transforms.notify.batch_steps import channel_keys, plan_parts, schedule_jobs, select_targets, send_day_bounds
+from transforms.notify.batch_steps import add_histograms, bounds_from_wanted, channel_histograms, channel_keys
+from transforms.notify.batch_steps import plan_parts, schedule_jobs, select_targets, send_day_bins, wanted_keys
 from transforms.notify.planner import PlanContext
 from transforms.notify.jobs import KEY
 from transforms.notify.schedule import Schedule
@@ -134,9 +141,41 @@ class _ConcatTables(beam.CombineFn):
         return pa.concat_tables(acc) if acc else None
 
 
-def _day_bounds(keys: pa.Table | None, used: list, caps: dict, first_day: dt.date, limit=None) -> dict:
-    """DayBounds: the gathered (channel, _key) table's send-day bounds (batch_steps.send_day_bounds)."""
-    return send_day_bounds(channel_keys(keys), used, caps, first_day, limit)
+class _SumHistograms(beam.CombineFn):
+    """Pass 1 of the send-day bounds: (channel, _key) tables in, channel -> their keys counted by bin out."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, table):
+        return add_histograms(acc, channel_histograms(channel_keys(table)))
+
+    def merge_accumulators(self, accs):
+        total: dict = {}
+        for acc in accs:
+            add_histograms(total, acc)
+        return total
+
+    def extract_output(self, acc):
+        order = (*LINE_CHANNELS, "announcement")  # the channels checked in a stable order (check_spill)
+        return {channel: acc[channel] for channel in sorted(acc, key=order.index)}
+
+
+def _wanted_keys(keys: pa.Table, wanted: dict):
+    """Pass 2: a (channel, _key) table of the rows of ``keys`` in a bin that holds a day bound (none: none)."""
+    needed = {channel: w.needed for channel, w in wanted.items() if len(w.needed)}
+    if not needed:
+        return
+    for channel, mine in wanted_keys(channel_keys(keys), needed).items():
+        if len(mine):
+            raw = pa.py_buffer(np.ascontiguousarray(mine).tobytes())
+            column = pa.Array.from_buffers(pa.binary(16), len(mine), [None, raw])
+            yield pa.table({"channel": pa.array([channel] * len(mine), pa.string()), KEY: column})
+
+
+def _day_bounds(keys: pa.Table | None, wanted: dict) -> dict:
+    """DayBounds: the send-day bounds from the gathered (channel, _key) rows of the wanted bins."""
+    return bounds_from_wanted(channel_keys(keys), wanted)
 
 
 @beam.typehints.with_output_types(pa.Table, counts=dict)
@@ -268,19 +307,20 @@ class BuildNotificationJobs(beam.PTransform):
         ).with_outputs(COUNTS, main="jobs")
 
     def _send_day_bounds(self, key_parts: list, used, wave):
-        """channel -> the first job key of each send day (one dict, a side input of ScheduleAndRender)."""
+        """channel -> the first job key of each send day (one dict, a side input of ScheduleAndRender), in two
+        passes over the jobs' keys (transforms/notify/day_bounds.py): nothing gathers every key."""
         campaign = self._campaign
-        caps = dict(campaign.daily_cap)
+        limit = None if self._late else campaign.send_limit(wave.wave)
+        keys = tuple(key_parts) | "FlattenKeys" >> beam.Flatten().with_output_types(pa.Table)
+        wanted = (
+            keys
+            | "KeyHistograms" >> beam.CombineGlobally(_SumHistograms())
+            | "WantedBins"  # channel -> where its day bounds lie; refuses caps that spill
+            >> beam.Map(send_day_bins, beam.pvalue.AsList(used), dict(campaign.daily_cap), self._first, limit)
+        )
         return (
-            tuple(key_parts)
-            | "FlattenKeys" >> beam.Flatten().with_output_types(pa.Table)
-            | "GatherKeys" >> beam.CombineGlobally(_ConcatTables())
-            | "DayBounds"
-            >> beam.Map(
-                _day_bounds,
-                beam.pvalue.AsList(used),
-                caps,
-                self._first,
-                None if self._late else campaign.send_limit(wave.wave),
-            )
+            keys
+            | "WantedKeys" >> beam.FlatMap(_wanted_keys, beam.pvalue.AsSingleton(wanted)).with_output_types(pa.Table)
+            | "GatherWantedKeys" >> beam.CombineGlobally(_ConcatTables())
+            | "DayBounds" >> beam.Map(_day_bounds, beam.pvalue.AsSingleton(wanted))
         )

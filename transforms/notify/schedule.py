@@ -10,10 +10,13 @@ zoneinfo, so they follow daylight saving time where the zone has it.
 Caps: jobs of one channel are ordered by job id (a stable hash, so the order
 is stable and spreads regions and line types evenly); the first ``cap`` go on
 the first day, the next on the following day, and so on. Days already holding
-jobs of the same campaign (from the history) have that much less room. Only
-16-byte keys are gathered for this: :func:`day_bounds` turns them into the
-first key of each new day, and :func:`assign_days` places any batch of jobs
-with a binary search, so the jobs themselves never need a global sort.
+jobs of the same campaign (from the history) have that much less room.
+:func:`day_bounds` turns the 16-byte keys of a channel's jobs into the first key
+of each new day, and :func:`assign_days` places any batch of jobs with a binary
+search, so the jobs themselves never need a global sort. The engines do not
+gather every key for it: :mod:`transforms.notify.day_bounds` finds the same
+bounds in two passes (a histogram of the keys, then the keys of a few bins);
+:func:`day_bounds` is the reference it is tested against.
 
 Late sends: the days the caps need must end by the wave's
 :meth:`~transforms.notify.campaign.Campaign.send_limit` (the deadline, or the
