@@ -152,13 +152,21 @@ def _headline(table: pa.Table) -> dict:
 
 
 def finish_report(
-    facts: dict, time_to_register: TimeToRegister, counts: dict, csv_parts: list | None, *writes, job
+    facts: dict,
+    time_to_register: TimeToRegister,
+    counts: dict,
+    csv_parts: list | None,
+    *writes,
+    job,
+    charts_aside: tuple[str, ...] = (),
 ) -> dict:
     """Tables, CSV, page and manifest from the facts; the balance checked (pipelines/io/finalize.finish).
-    ``csv_parts``: the job's past-deadline CSV parts to join (None: the in-process run wrote the CSV)."""
+    ``csv_parts``: the job's past-deadline CSV parts to join (None: the in-process run wrote the CSV);
+    ``charts_aside``: charts a forked process draws while this one writes the tables and draws the others."""
     del writes  # side inputs only make this step wait for the past-deadline files
     from pipelines.io.report_files import write_tables
     from pipelines.io.report_sinks import join_csv_parts
+    from pipelines.render.report_charts import draw_aside
     from pipelines.render.report_html import write_report
 
     if job.summarise(counts)[1]:  # a balance fails: finish raises it, before anything is drawn
@@ -166,13 +174,18 @@ def finish_report(
     began = time.time()
     campaign = _campaign(job, facts)
     tables = report_tables(facts, campaign, job.as_of, job.thresholds, time_to_register, job.context)
-    headline = _headline(tables["completion"])
-    if csv_parts is not None:
-        join_csv_parts(job.pub.stage, csv_parts)
-    write_tables(job.pub.stage, tables, job.as_of)
-    header = {**job.manifest, "campaign_id": campaign.campaign_id}
-    header["findings"] = findings(job, counts, campaign, tables)
-    write_report(job.pub.stage, tables, header, campaign, job.thresholds)
+    aside = draw_aside(tables, campaign.deadline, campaign.waves, charts_aside) if charts_aside else None
+    try:
+        headline = _headline(tables["completion"])
+        if csv_parts is not None:
+            join_csv_parts(job.pub.stage, csv_parts)
+        write_tables(job.pub.stage, tables, job.as_of)
+        header = {**job.manifest, "campaign_id": campaign.campaign_id}
+        header["findings"] = findings(job, counts, campaign, tables)
+        write_report(job.pub.stage, tables, header, campaign, job.thresholds, aside)
+    finally:
+        if aside is not None:
+            aside.close()
     over = int(pc.sum(pc.cast(tables["agents"]["over_threshold"], pa.int64())).as_py() or 0)
     rows = {**{name: table.num_rows for name, table in tables.items()}, "past_deadline": headline["past_deadline"]}
     counted = {**counts, "tables": rows, "agents_over_threshold": over}

@@ -29,8 +29,9 @@ with forked worker processes (``pipelines/report_tasks.py``,
 ``pipelines/task_pool.py``): while this process reads the scan (and imports
 matplotlib and jinja2 in a thread), workers read and bucket the merged base,
 the notify history and the events; then each bucket is a task. The last step
-(tables, charts, page) runs here. The outputs are the same as with one
-process.
+(tables, charts, page) runs here, three of the five charts drawn meanwhile by
+a process forked then (``report_charts.draw_aside``: the same PNG bytes). The
+outputs are the same as with one process.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ from transforms.compliance.report_steps import scan_step, time_to_register, want
 __all__ = ["run_in_process"]
 
 log = logging.getLogger("backfill")
+
+# Charts a forked process draws while this one writes the tables and draws the rest (with workers: a second core)
+_ASIDE = ("completion_curve", "funnel", "variants")
 
 
 class _Facts:
@@ -198,7 +202,7 @@ def _start(pool: TaskPool, plan: ReportPlan, folder: str | None) -> dict:
 
     gathers = {}
     if merge is not None:
-        gathers["base"] = call(gather_base, merge.base_files)
+        gathers["base"] = call(gather_base, merge.base_files, plan.past_on)
     if notify is not None and notify.history_files:
         gathers["history"] = call(gather_history, notify, plan.campaign_id)
     if merge is not None and merge.events is not None:
@@ -208,9 +212,11 @@ def _start(pool: TaskPool, plan: ReportPlan, folder: str | None) -> dict:
 
 def _warm_up() -> None:
     """Import what the last step draws with, in a thread, while the main one waits on Arrow (which lets go of
-    the GIL while it decodes and hashes): matplotlib, its fonts, jinja2. Nothing is drawn here."""
+    the GIL while it decodes and hashes): matplotlib, its fonts, jinja2, and Arrow's Acero (the facts' sums).
+    Nothing is drawn here."""
     with contextlib.suppress(Exception):  # the last step imports them again and says what fails
         import jinja2  # noqa: F401
+        import pyarrow.acero  # noqa: F401
         import matplotlib.backends.backend_agg
         import matplotlib.figure  # noqa: F401
 
@@ -248,4 +254,4 @@ def run_in_process(plan: ReportPlan, finishing: ReportFinish, spill: bool, watch
             summed = facts.total()
             time_to = _time(summed, store)
     warm.join()
-    return finish_report(summed, time_to, counts, None, job=finishing)
+    return finish_report(summed, time_to, counts, None, job=finishing, charts_aside=_ASIDE if workers > 1 else ())

@@ -1,7 +1,7 @@
 """The in-process report's tasks, run by the forked workers of ``pipelines/task_pool.py`` (or by the launcher).
 
     with TaskPool(workers, start) as pool:
-        base = pool.submit(gather_base, files, n_buckets, folder)          # -> (its BucketStore, counts)
+        base = pool.submit(gather_base, files, past_on, n_buckets, folder) # -> (its BucketStore, counts)
         notices = pool.submit(gather_history, notify, campaign_id, n_buckets, folder)
         events = pool.submit(gather_events, sources, dead, n_buckets, folder)
         pool.submit(line_task, refs, settings, folder)                      # one bucket of line ids -> BucketResult
@@ -25,7 +25,7 @@ from pipelines.io.report_buckets import BucketStore, Ref, read_refs, write_parts
 from pipelines.io.report_files import HISTORY_OPTIONAL, HISTORY_SCHEMA, RECEIPTS_SCHEMA
 from pipelines.io.report_reads import column_batches, dead_letter_batches, event_agent_batches
 from transforms.compliance.report_agents import taken_facts
-from transforms.compliance.report_lines import BASE_SCHEMA, bucket_facts
+from transforms.compliance.report_lines import base_schema, bucket_facts
 from transforms.compliance.report_steps import add_counts, base_step, keyed_step, notices_step, receipts_step
 from transforms.compliance.report_steps import timed_hours
 
@@ -40,13 +40,14 @@ __all__ = [
 ]
 
 
-def gather_base(files: list[str], n_buckets: int, folder: str | None) -> tuple[BucketStore, dict]:
-    """The merged base read by bucket of line ids: its store (from a worker, only the references of its
-    spilled parts travel) and counts."""
+def gather_base(files: list[str], past_on: bool, n_buckets: int, folder: str | None) -> tuple[BucketStore, dict]:
+    """The merged base read by bucket of line ids (``past_on``: with the status the past-deadline list needs):
+    its store (from a worker, only the references of its spilled parts travel) and counts."""
     store, counts = BucketStore(n_buckets, folder), {}
-    for base in column_batches(files, BASE_SCHEMA, "the merged base"):
+    for base in column_batches(files, base_schema(past_on), "the merged base"):
         add_counts(counts, base_step(base))
         store.add("base", base, "line_id")
+    store.flush()
     return store, counts
 
 
@@ -64,6 +65,7 @@ def gather_history(notify, campaign_id: str | None, n_buckets: int, folder: str 
         lines, counted = receipts_step(receipts, campaign_id)
         add_counts(counts, counted)
         store.add("receipts", lines, "line_id")
+    store.flush()
     return store, parts, counts
 
 
@@ -81,6 +83,7 @@ def gather_events(
         keyed, counted = keyed_step(dead, "dead_letters")
         add_counts(counts, counted)
         store.add("dead_letters", keyed, "event_id")
+    store.flush()
     return store, counts
 
 

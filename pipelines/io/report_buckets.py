@@ -3,12 +3,15 @@
     with spill_folder("report") as folder:                 # private (0700), removed at the end
         store = BucketStore(n_buckets, folder)             # folder None: every bucket kept in memory
         store.add("needed", table, "line_id")              # rows split by the stable bucket of their key
+        store.flush()                                      # (small batches wait for more: flush before handing over)
         for bucket in range(n_buckets):
             tables = store.tables(bucket)                  # {tag: every row of the bucket}, then forgotten
 
 The same buckets as the Beam job's shuffle (``transforms.core.shuffle``,
-:func:`transforms.scan.crossrecord.bucket_of`), without Beam: with a
-folder, each batch added is written once as one Arrow IPC file, a record
+:func:`transforms.scan.crossrecord.bucket_of`, computed here alike), without
+Beam: with a folder, each batch added (small ones gathered first, up to
+:data:`GATHER_ROWS`: the notify history comes in many small files) is written
+once as one Arrow IPC file, a record
 batch per bucket, and a bucket is read back by memory-mapping its batches,
 so memory holds one bucket at a time, whatever the base's size. A single
 bucket needs no hashing and no file. Spilled buckets travel between processes
@@ -29,14 +32,32 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.io.run_folders import pid_folder
+from transforms.scan.keyed_hash import TAG_BYTES, keyed_hash
 
-__all__ = ["BucketStore", "spill_folder", "read_refs", "write_parts", "Ref"]
+__all__ = ["BucketStore", "spill_folder", "read_refs", "write_parts", "Ref", "bucket_of", "GATHER_ROWS"]
 
 Ref = tuple[str, str, int]  # a spilled part: (tag, Arrow IPC file, record batch index)
 
 _PREFIX = "backfill-report-spill-"
+GATHER_ROWS = 262_144  # small batches of a tag are gathered up to this many rows before they are split and spilled
+# transforms.scan.crossrecord's fixed, public key (the buckets of the job's shuffle); that module is not imported
+# here: it pulls in the scan's classifier (about 0.1 s of every process that buckets)
+_BUCKET_KEY = b"subreg-buckets-1"
+
+
+def bucket_of(values: pa.Array | pa.ChunkedArray, n_buckets: int) -> np.ndarray:
+    """Stable bucket (0..n-1) of each string: :func:`transforms.scan.crossrecord.bucket_of`'s, computed alike
+    (a keyed-hash tag's first 8 bytes modulo n; ``tests/test_report_caches.py`` checks they agree)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    tags = keyed_hash(pc.fill_null(values, ""), _BUCKET_KEY)
+    raw = np.frombuffer(tags.buffers()[1], np.uint8)
+    rows = raw[tags.offset * TAG_BYTES : (tags.offset + len(tags)) * TAG_BYTES].reshape(-1, TAG_BYTES)
+    hashed = rows[:, :8].copy().view(np.uint64).ravel()
+    return (hashed % np.uint64(n_buckets)).astype(np.int32)
 
 
 @contextlib.contextmanager
@@ -58,11 +79,29 @@ class BucketStore:
         self._kept: dict[int, dict[str, list[pa.Table]]] = {}
         self._spilled: dict[int, list[tuple[str, str, int]]] = {}  # bucket -> (tag, file, batch index)
         self._files, self._prefix = 0, uuid.uuid4().hex[:12]  # stores may share a folder: names apart
+        self._pending: dict[tuple[str, str], list[pa.Table]] = {}  # (tag, key) -> small batches not split yet
 
     def add(self, tag: str, table: pa.Table, key: str) -> None:
-        """Add ``table``'s rows under ``tag``, each to the bucket of its ``key``."""
+        """Add ``table``'s rows under ``tag``, each to the bucket of its ``key``. Batches smaller than
+        :data:`GATHER_ROWS` wait for more of the same tag (one split and one file for many small files read);
+        a bucket's rows keep the order they were added in."""
         if table.num_rows == 0:
             return
+        pending = self._pending.setdefault((tag, key), [])
+        pending.append(table)
+        if sum(t.num_rows for t in pending) >= GATHER_ROWS:
+            self._add_now(tag, key)
+
+    def flush(self) -> None:
+        """Split and store the batches still waiting (before the buckets are read, or the store handed over)."""
+        for tag, key in list(self._pending):
+            self._add_now(tag, key)
+
+    def _add_now(self, tag: str, key: str) -> None:
+        tables = self._pending.pop((tag, key), [])
+        if not tables:
+            return
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         parts = list(self._split(table, key))
         if self._folder is not None:
             self._spill(tag, parts)
@@ -74,6 +113,8 @@ class BucketStore:
         """Add ``table``'s rows under ``tag`` to ``bucket`` (rows a bucket's work made for a later pass)."""
         if table.num_rows == 0:
             return
+        for waiting, key in [k for k in self._pending if k[0] == tag]:  # rows added earlier stay first
+            self._add_now(waiting, key)
         if self._folder is not None:
             self._spill(tag, [(bucket, table)])
             return
@@ -83,8 +124,6 @@ class BucketStore:
         if self.n == 1:
             yield 0, table
             return
-        from transforms.scan.crossrecord import bucket_of
-
         buckets = bucket_of(table[key], self.n)
         order = np.argsort(buckets, kind="stable")
         table, buckets = table.take(pa.array(order)), buckets[order]
@@ -117,6 +156,8 @@ class BucketStore:
     def adopt(self, other: "BucketStore") -> None:
         """Take the parts of another store of as many buckets in the same folder (a worker's: only references
         of spilled parts travel), after this one's own."""
+        self.flush()
+        other.flush()
         for bucket, refs in other._spilled.items():
             self._spilled.setdefault(bucket, []).extend(refs)
         for bucket, tags in other._kept.items():
@@ -129,10 +170,12 @@ class BucketStore:
 
     def refs(self, bucket: int) -> list[Ref]:
         """The references of ``bucket``'s spilled parts, then forgotten here (a worker reads them)."""
+        self.flush()
         return self._spilled.pop(bucket, [])
 
     def tables(self, bucket: int) -> dict[str, pa.Table]:
         """Every row of ``bucket``, by tag (a tag with no row in it is absent)."""
+        self.flush()
         if self._folder is None:
             return {tag: pa.concat_tables(parts) for tag, parts in self._kept.pop(bucket, {}).items()}
         return read_refs(self.refs(bucket))
@@ -148,7 +191,9 @@ def write_parts(path: str, parts: list[pa.Table]) -> None:
 def read_refs(refs: list[Ref]) -> dict[str, pa.Table]:
     """The tables of spilled parts, by tag (the parts of a tag concatenated in order; memory-mapped)."""
     found: dict[str, list[pa.Table]] = {}
+    readers: dict[str, pa.ipc.RecordBatchFileReader] = {}  # each file opened once
     for tag, path, index in refs:
-        reader = pa.ipc.open_file(pa.memory_map(path))
-        found.setdefault(tag, []).append(pa.Table.from_batches([reader.get_batch(index)]))
+        if path not in readers:
+            readers[path] = pa.ipc.open_file(pa.memory_map(path))
+        found.setdefault(tag, []).append(pa.Table.from_batches([readers[path].get_batch(index)]))
     return {tag: pa.concat_tables(parts) for tag, parts in found.items()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -77,7 +78,7 @@ def event_agent_batches(sources: list[tuple[str, str]]) -> Iterator[pa.Table]:
         if path.lower().endswith(".parquet"):
             row = 0
             for table in _parquet_batches(path, ["event_id", "agent_id"], optional=("agent_id",)):
-                order = pa.array(range(base + row, base + row + table.num_rows), pa.int64())
+                order = pa.array(np.arange(base + row, base + row + table.num_rows, dtype=np.int64))
                 row += table.num_rows
                 yield event_agents(table, order)
             continue

@@ -20,6 +20,7 @@ from __future__ import annotations
 import typing
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -135,7 +136,7 @@ class _ReadEventAgentsFn(beam.DoFn):
             path, groups, first = split
             row = first
             for table in _parquet_batches(path, groups, ["event_id", "agent_id"], optional=("agent_id",)):
-                order = pa.array(range(base + row, base + row + table.num_rows), pa.int64())
+                order = pa.array(np.arange(base + row, base + row + table.num_rows, dtype=np.int64))
                 row += table.num_rows
                 yield event_agents(table, order)
             return

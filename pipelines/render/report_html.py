@@ -20,7 +20,7 @@ import os
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.render.report_charts import charts
+from pipelines.render.report_charts import Aside, charts
 
 __all__ = ["write_report", "render", "page_rows", "TOP_REGIONS", "WORST_REGIONS", "MAX_AGENTS", "RECENT_DAYS"]
 
@@ -85,8 +85,13 @@ def _p(value) -> str:
     return "–" if value is None else ("< 0.0001" if value < 0.0001 else f"{value:.4f}")
 
 
-def render(tables: dict[str, pa.Table], header: dict, facts, thresholds) -> str:
+def render(tables: dict[str, pa.Table], header: dict, facts, thresholds, aside: Aside | None = None) -> str:
+    """The page; ``aside``: charts another process draws meanwhile (:func:`report_charts.draw_aside`)."""
     from pipelines.render.pages import render as render_page
+
+    drawn = charts(tables, facts.deadline, facts.waves, skip=aside.names if aside is not None else ())
+    if aside is not None:
+        drawn.update(aside.result())
 
     rows = page_rows(tables)
     headline = rows["completion"][0]
@@ -98,7 +103,7 @@ def render(tables: dict[str, pa.Table], header: dict, facts, thresholds) -> str:
         rows=rows,
         # the past-deadline list is files the job wrote (it grows with the lines): the page gives its count
         totals={**{n: t.num_rows for n, t in tables.items()}, "past_deadline": headline["past_deadline"]},
-        charts=charts(tables, facts.deadline, facts.waves),
+        charts=drawn,
         listed=rows["listed"],
         thresholds=thresholds,
         facts=facts,
@@ -107,10 +112,12 @@ def render(tables: dict[str, pa.Table], header: dict, facts, thresholds) -> str:
     )
 
 
-def write_report(out: str, tables: dict[str, pa.Table], header: dict, facts, thresholds) -> str:
+def write_report(
+    out: str, tables: dict[str, pa.Table], header: dict, facts, thresholds, aside: Aside | None = None
+) -> str:
     from pipelines.io.report_files import filesystem
 
-    page = render(tables, header, facts, thresholds).encode("utf-8")
+    page = render(tables, header, facts, thresholds, aside).encode("utf-8")
     fs, root = filesystem(out)
     fs.create_dir(root, recursive=True)
     with fs.open_output_stream(f"{root}/report.html.tmp") as handle:

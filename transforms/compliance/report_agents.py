@@ -84,15 +84,14 @@ AGENT_COLUMNS = [
 def opened_facts(scan: pa.Table) -> pa.Table:
     """Per agent of a scan batch: the lines it opened, how many carry a cross-record flag, how many need
     registration (partial ``agent_opened``)."""
-    opened = scan.filter(pc.is_valid(scan["agent_id"]))
-    flagged = pc.greater(pc.fill_null(pc.list_value_length(opened["flags"]), 0), 0)
+    flagged = pc.greater(pc.fill_null(pc.list_value_length(scan["flags"]), 0), 0)
     opened = pa.table(
         {
-            "agent_id": opened["agent_id"],
+            "agent_id": scan["agent_id"],
             "flagged": flagged,
-            "needed": pc.fill_null(opened["needs_registration"], False),
+            "needed": pc.fill_null(scan["needs_registration"], False),
         }
-    )
+    ).filter(pc.is_valid(scan["agent_id"]))  # the three columns filtered, not the batch's every column
     sums = group_sums(opened, "agent_id", ["flagged", "needed"])
     return fact_table(
         "agent_opened",

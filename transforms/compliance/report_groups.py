@@ -142,8 +142,31 @@ def group_sums(table: pa.Table, key: str, columns: list[str]) -> pa.Table:
 
 
 def first_per_key(table: pa.Table, key: str) -> pa.Table:
-    """The first row of each distinct ``key`` (events repeated by redelivery count once)."""
+    """The first row of each distinct ``key`` (events repeated by redelivery count once), in the table's order."""
     codes, groups = _codes(table[key])
-    first = np.full(len(groups), len(codes), np.int64)  # every code occurs: its smallest row number
-    np.minimum.at(first, codes, np.arange(len(codes), dtype=np.int64))
-    return table.take(pa.array(np.sort(first)))
+    if len(groups) == len(codes):  # every key once: the table as it is
+        return table
+    null = len(groups) - 1 if table[key].null_count else None
+    return table.take(pa.array(_first_rows(codes, len(groups), null)))
+
+
+def _first_rows(codes: np.ndarray, n_groups: int, null: int | None) -> np.ndarray:
+    """The smallest row number of each code (``null``: the null group's code), in row order.
+
+    A row whose code exceeds every code before it is the first of its code (the null group aside); Arrow numbers
+    a dictionary's values in the order they first occur, so those rows are every value's first. Should there be
+    fewer (another order), the general way."""
+    valued = codes.astype(np.int64)
+    is_null = valued == null if null is not None else None
+    if is_null is not None:
+        valued[is_null] = -1
+    before = np.maximum.accumulate(np.r_[np.int64(-1), valued[:-1]])
+    first = valued > before
+    if is_null is not None:
+        first[np.argmax(is_null)] = True
+    rows = np.flatnonzero(first)
+    if len(rows) == n_groups:  # distinct codes, one row each: every group's first row
+        return rows
+    least = np.full(n_groups, len(codes), np.int64)  # every code occurs: its smallest row number
+    np.minimum.at(least, codes, np.arange(len(codes), dtype=np.int64))
+    return np.sort(least)

@@ -28,6 +28,7 @@ from transforms.compliance.report_groups import count_true, fact_table, group_su
 __all__ = [
     "NEEDED_SCHEMA",
     "BASE_SCHEMA",
+    "base_schema",
     "NOTICE_SCHEMA",
     "RECEIPT_SCHEMA",
     "PAST_DEADLINE_SCHEMA",
@@ -77,6 +78,12 @@ PAST_DEADLINE_SCHEMA = pa.schema(
 )
 
 
+def base_schema(past_on: bool) -> pa.Schema:
+    """The merged base's columns a bucket reads: ``status`` only for the past-deadline list (TERMINATED lines are
+    left off it), so before the deadline that column is not decoded, bucketed nor spilled."""
+    return BASE_SCHEMA if past_on else BASE_SCHEMA.remove(BASE_SCHEMA.get_field_index("status"))
+
+
 class LineFacts(NamedTuple):
     facts: dict[str, pa.Table]
     past: pa.Table
@@ -86,7 +93,7 @@ class LineFacts(NamedTuple):
 
 def needed_lines(scan: pa.Table) -> pa.Table:
     """The lines a scan batch found needing registration: line_id, region, line_type."""
-    return scan.filter(pc.fill_null(scan["needs_registration"], False)).select(NEEDED_SCHEMA.names)
+    return scan.select(NEEDED_SCHEMA.names).filter(pc.fill_null(scan["needs_registration"], False))
 
 
 def _unmerged(needed: pa.Table) -> pa.Table:
@@ -173,12 +180,19 @@ def _past_rows(past: pa.Table | None, ids: pa.ChunkedArray | None) -> pa.Table:
     return past.cast(PAST_DEADLINE_SCHEMA).sort_by([("region", "ascending"), ("line_id", "ascending")])
 
 
-def _coded(table: pa.Table, ids: pa.ChunkedArray) -> pa.Table:
-    """``table`` with each line id replaced by the position of the first needed line with that id (int32; null:
+def _coded(tables: list[pa.Table], ids: pa.ChunkedArray) -> list[pa.Table]:
+    """``tables`` with each line id replaced by the position of the first needed line with that id (int32; null:
     not a needed line). Every join and group of the bucket is on line ids: on codes they hash integers, not strings,
-    and match exactly as the ids would (every needed line has an id; no other line reaches the facts)."""
-    where = table.schema.get_field_index("line_id")
-    return table.set_column(where, "line_id", pc.index_in(table["line_id"], value_set=ids))
+    and match exactly as the ids would (every needed line has an id; no other line reaches the facts). One lookup
+    for every table: the needed ids are hashed once."""
+    chunks = [chunk for table in tables for chunk in table["line_id"].chunks]
+    codes = pc.index_in(pa.chunked_array(chunks, pa.string()), value_set=ids)
+    out, start = [], 0
+    for table in tables:
+        where = table.schema.get_field_index("line_id")
+        out.append(table.set_column(where, "line_id", codes.slice(start, table.num_rows)))
+        start += table.num_rows
+    return out
 
 
 def _falses(n: int) -> pa.Array:
@@ -284,7 +298,7 @@ def bucket_facts(
     base = base if base is not None else BASE_SCHEMA.empty_table()
     ids = needed["line_id"] if needed["line_id"].null_count == 0 else None  # None: the ids themselves are joined
     if ids is not None:
-        needed, base, history = _coded(needed, ids), _coded(base, ids), _coded(history, ids)
+        needed, base, history = _coded([needed, base, history], ids)
     lines, missing, matched = _lines(needed, base, ids is not None)
     per_wave, credited = _notices(lines, history)
     listed = _past_deadline(lines, per_wave, past_on)
