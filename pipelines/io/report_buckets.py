@@ -8,7 +8,7 @@
             tables = store.tables(bucket)                  # {tag: every row of the bucket}, then forgotten
 
 The same buckets as the Beam job's shuffle (``transforms.core.shuffle``,
-:func:`transforms.scan.crossrecord.bucket_of`, computed here alike), without
+:func:`transforms.scan.keyed_hash.bucket_of`), without
 Beam: with a folder, each batch added (small ones gathered first, up to
 :data:`GATHER_ROWS`: the notify history comes in many small files) is written
 once as one Arrow IPC file, a record
@@ -32,32 +32,16 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.io.run_folders import pid_folder
-from transforms.scan.keyed_hash import TAG_BYTES, keyed_hash
+from transforms.scan.keyed_hash import bucket_of
 
-__all__ = ["BucketStore", "spill_folder", "read_refs", "write_parts", "Ref", "bucket_of", "GATHER_ROWS"]
+__all__ = ["BucketStore", "spill_folder", "read_refs", "write_parts", "Ref", "GATHER_ROWS"]
 
 Ref = tuple[str, str, int]  # a spilled part: (tag, Arrow IPC file, record batch index)
 
 _PREFIX = "backfill-report-spill-"
 GATHER_ROWS = 262_144  # small batches of a tag are gathered up to this many rows before they are split and spilled
-# transforms.scan.crossrecord's fixed, public key (the buckets of the job's shuffle); that module is not imported
-# here: it pulls in the scan's classifier (about 0.1 s of every process that buckets)
-_BUCKET_KEY = b"subreg-buckets-1"
-
-
-def bucket_of(values: pa.Array | pa.ChunkedArray, n_buckets: int) -> np.ndarray:
-    """Stable bucket (0..n-1) of each string: :func:`transforms.scan.crossrecord.bucket_of`'s, computed alike
-    (a keyed-hash tag's first 8 bytes modulo n; ``tests/test_report_caches.py`` checks they agree)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    tags = keyed_hash(pc.fill_null(values, ""), _BUCKET_KEY)
-    raw = np.frombuffer(tags.buffers()[1], np.uint8)
-    rows = raw[tags.offset * TAG_BYTES : (tags.offset + len(tags)) * TAG_BYTES].reshape(-1, TAG_BYTES)
-    hashed = rows[:, :8].copy().view(np.uint64).ravel()
-    return (hashed % np.uint64(n_buckets)).astype(np.int32)
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from transforms.scan.classify import FLAG_BIT
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
-from transforms.scan.keyed_hash import keyed_hash
+from transforms.scan.keyed_hash import bucket_of  # the shuffles import it from here too
 
 __all__ = [
     "bucket_of",
@@ -45,9 +45,6 @@ __all__ = [
     "EXCEPTIONS_SCHEMA",
 ]
 
-# A fixed, public key: line_ids are not identity values, and bucket numbers
-# must agree across workers, processes and runs (unlike Python's hash()).
-_BUCKET_KEY = b"subreg-buckets-1"
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # fingerprints of values (not a hash to keep: one call's candidates)
 
 EXCEPTIONS_SCHEMA = pa.schema(
@@ -58,21 +55,6 @@ EXCEPTIONS_SCHEMA = pa.schema(
         ("_flag_bits", pa.uint8()),
     ]
 )
-
-
-def bucket_of(values: pa.Array, n_buckets: int) -> np.ndarray:
-    """Stable bucket (0..n-1) of each value (string, or a keyed-hash key)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not pa.types.is_fixed_size_binary(values.type):
-        values = keyed_hash(pc.fill_null(values, ""), _BUCKET_KEY)
-    # A keyed-hash tag is uniform: its first 8 bytes pick the bucket.
-    width = values.type.byte_width
-    raw = np.frombuffer(values.buffers()[1], np.uint8)
-    start = values.offset * width
-    rows = raw[start : start + len(values) * width].reshape(-1, width)
-    hashed = rows[:, :8].copy().view(np.uint64).ravel()
-    return (hashed % np.uint64(n_buckets)).astype(np.int32)
 
 
 def batch_id(source_file: str, first_row: int) -> int:

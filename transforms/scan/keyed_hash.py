@@ -28,9 +28,10 @@ import hashlib
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["keyed_hash", "TAG_BYTES"]
+__all__ = ["keyed_hash", "bucket_of", "TAG_BYTES"]
 
 TAG_BYTES = 16
 _WIDTH = 64  # padded message length: four AES blocks
@@ -132,3 +133,25 @@ def keyed_hash(values: pa.Array, key: bytes) -> pa.Array:
         tags[long_rows] = np.frombuffer(b"".join(_blake(v, key) for v in long_values), _TAG)
     validity = None if valid is None else pa.array(valid).buffers()[1]
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(TAG_BYTES), n, [validity, pa.py_buffer(tags)])
+
+
+# A fixed, public key: line_ids are not identity values, and bucket numbers
+# must agree across workers, processes and runs (unlike Python's hash()).
+_BUCKET_KEY = b"subreg-buckets-1"
+
+
+def bucket_of(values: pa.Array | pa.ChunkedArray, n_buckets: int) -> np.ndarray:
+    """Stable bucket (0..n-1) of each value (string, or a keyed-hash key): every shuffle's, the in-process
+    engines' and the report's buckets (here, beside the hash, so a process that only buckets imports no
+    classifier)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not pa.types.is_fixed_size_binary(values.type):
+        values = keyed_hash(pc.fill_null(values, ""), _BUCKET_KEY)
+    # A keyed-hash tag is uniform: its first 8 bytes pick the bucket.
+    width = values.type.byte_width
+    raw = np.frombuffer(values.buffers()[1], np.uint8)
+    start = values.offset * width
+    rows = raw[start : start + len(values) * width].reshape(-1, width)
+    hashed = rows[:, :8].copy().view(np.uint64).ravel()
+    return (hashed % np.uint64(n_buckets)).astype(np.int32)
