@@ -40,7 +40,7 @@ from pipelines.notify_tasks import wanted_keys_task, write_task
 from pipelines.progress_text import InProcessProgress
 from pipelines.task_pool import TaskPool
 from transforms.core.counts import merge_counts
-from transforms.notify.batch_steps import LINE_CHANNELS, add_histograms, announce, bounds_from_wanted
+from transforms.notify.batch_steps import add_histograms, announce, bounds_from_wanted
 from transforms.notify.batch_steps import channel_histograms, send_day_bins, wanted_keys
 from transforms.notify.jobs import KEY, keys_of
 from transforms.notify.planner import PlanContext
@@ -101,8 +101,6 @@ def _send_day_bounds(pool: TaskPool, args, plan: WavePlan, planned: list, hists:
     (pass 2: each planning task's spilled keys filtered by a task; ``own``: the launcher's announcement keys)."""
     campaign = plan.campaign
     limit = None if args.allow_late_sends else campaign.send_limit(plan.wave.wave)
-    order = (*LINE_CHANNELS, "announcement")  # the channels checked in a stable order (check_spill)
-    hists = {channel: hists[channel] for channel in sorted(hists, key=order.index)}
     wanted = send_day_bins(hists, used, dict(campaign.daily_cap), plan.first_day, limit)
     needed = {channel: w.needed for channel, w in wanted.items() if len(w.needed)}
     raw: dict[str, list[bytes]] = {}

@@ -181,7 +181,9 @@ def send_day_bins(hists: dict, used: list, caps: dict, first_day: dt.date, limit
     are refused here (``check_spill``), before pass 2."""
     loads = _day_loads(used)
     wanted = {}
-    for channel, hist in hists.items():
+    order = (*LINE_CHANNELS, "announcement")  # the channels checked in a stable order: the same refusal each run
+    for channel in sorted(hists, key=order.index):
+        hist = hists[channel]
         wanted[channel] = wanted_bins(hist, caps[channel], loads.get(channel), first_day)
         jobs = int(np.sum(hist))
         check_spill(channel, jobs, caps[channel], first_day, wanted[channel].ranks, limit)  # one rank a bound

@@ -157,8 +157,7 @@ class _SumHistograms(beam.CombineFn):
         return total
 
     def extract_output(self, acc):
-        order = (*LINE_CHANNELS, "announcement")  # the channels checked in a stable order (check_spill)
-        return {channel: acc[channel] for channel in sorted(acc, key=order.index)}
+        return acc
 
 
 def _wanted_keys(keys: pa.Table, wanted: dict):
@@ -170,7 +169,7 @@ def _wanted_keys(keys: pa.Table, wanted: dict):
         if len(mine):
             raw = pa.py_buffer(np.ascontiguousarray(mine).tobytes())
             column = pa.Array.from_buffers(pa.binary(16), len(mine), [None, raw])
-            yield pa.table({"channel": pa.array([channel] * len(mine), pa.string()), KEY: column})
+            yield pa.table({"channel": pa.repeat(pa.scalar(channel, pa.string()), len(mine)), KEY: column})
 
 
 def _day_bounds(keys: pa.Table | None, wanted: dict) -> dict:
