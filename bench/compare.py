@@ -1,18 +1,21 @@
 """Side by side: run two (or more) commands alternating, keep the median of each.
 
     sides = [Side("scan", [...scan command...]), Side("duckdb", [...duck command...])]
-    stats = compare(ctx, sides, runs=3)            # A B (warm-up) | A B A B A B
+    stats = compare(sides, runs=3)                 # A B (warm-up) | A B A B A B | A B (memory)
     check = ratio_check("scan vs DuckDB", stats["scan"], stats["duckdb"], at_most=1.5)
 
 Each run is a child process measured whole (:func:`bench.measure.measure`:
-wall clock from start to exit, CPU seconds of its process tree, peak memory
-of the tree). After one warm-up run of every side (not counted: the first run
-pays the page cache and the imports' byte-code), the sides run in turn,
-A, B, A, B, ..., so that a machine that gets busier or quieter part of the
-way affects both sides alike; wall clock, CPU seconds and peak memory are
-each the median of a side's runs. A side's ``before`` empties its output
-folder before each run; its ``after`` reads what the run wrote (a manifest,
-a JSON line) and keeps it beside the measurement.
+wall clock from start to exit, CPU seconds of its process tree). After one
+warm-up run of every side (not counted: the first run pays the page cache and
+the imports' byte-code), the sides run in turn, A, B, A, B, ..., so that a
+machine that gets busier or quieter part of the way affects both sides
+alike; wall clock and CPU seconds are each the median of a side's runs.
+These timed runs do not sample memory (sampling it slows the process it
+measures, more so one that forks workers: ``bench/measure.py``); then each
+side runs ``memory_runs`` more times with its memory sampled, and the
+median of those peaks is the side's peak memory. A side's ``before`` empties
+its output folder before each run; its ``after`` reads what a timed run
+wrote (a manifest, a JSON line) and keeps it beside the measurement.
 """
 
 from __future__ import annotations
@@ -77,23 +80,42 @@ def run_order(names: list[str], runs: int, warmup: bool) -> list[tuple[str, bool
     return order + [(name, True) for _ in range(runs) for name in names]
 
 
-def median_stats(name: str, runs: list[Measurement], results: list[Any]) -> SideStats:
+def median_stats(name: str, runs: list[Measurement], results: list[Any], peaks: list[float] | None = None) -> SideStats:
+    """Medians of the timed ``runs``; the peak memory is the median of ``peaks`` (the memory runs' peaks),
+    or of the runs' own when not given."""
     med = lambda f: statistics.median(f(m) for m in runs)  # noqa: E731
     return SideStats(
         name,
         med(lambda m: m.seconds),
         med(lambda m: m.cpu_seconds),
-        med(lambda m: m.peak_mb),
+        statistics.median(peaks) if peaks else med(lambda m: m.peak_mb),
         med(lambda m: m.others_cpu_seconds),
         list(runs),
         list(results),
     )
 
 
+def _run(side: Side, label: str, measure_fn, memory: bool) -> Measurement:
+    """One measured run of ``side`` (its ``before`` first); a failed command raises (one line)."""
+    if side.before:
+        side.before()
+    env = side.env if side.env is not None else python_env()
+    m = checked(measure_fn(side.command, env=env, cwd=side.cwd, memory=memory), side.name)
+    peak = f", peak {m.peak_mb:,.0f} MB" if memory else ""
+    say(f"  {label}: {m.seconds:.1f} s, {m.cpu_seconds:.1f} CPU s (others {m.others_cpu_seconds:.1f}){peak}")
+    return m
+
+
 def compare(
-    sides: list[Side], runs: int = 3, warmup: bool = True, settle: bool = True, measure_fn=measure
+    sides: list[Side],
+    runs: int = 3,
+    warmup: bool = True,
+    settle: bool = True,
+    measure_fn=measure,
+    memory_runs: int = 1,
 ) -> dict[str, SideStats]:
-    """Run every side ``runs`` times, alternating, after one uncounted warm-up each; medians by side name.
+    """Run every side ``runs`` times, alternating, after one uncounted warm-up each, then ``memory_runs``
+    times with its memory sampled; medians by side name.
 
     A command that fails raises :class:`bench.core.BenchError` (one line).
     """
@@ -106,23 +128,22 @@ def compare(
             say(f"  (the machine stays busy: {100 * busy:.0f} % of its CPUs in use; measuring anyway, alternating)")
     kept: dict[str, list[tuple[Measurement, Any]]] = {s.name: [] for s in sides}
     order = run_order([s.name for s in sides], runs, warmup)
+    total = len(order) + memory_runs * len(sides)
     for i, (name, counted) in enumerate(order, 1):
         side = by_name[name]
-        if side.before:
-            side.before()
-        env = side.env if side.env is not None else python_env()
-        m = checked(measure_fn(side.command, env=env, cwd=side.cwd), name)
+        m = _run(side, f"[{i}/{total}] {name}{'' if counted else ' (warm-up, not counted)'}", measure_fn, False)
         try:
             result = side.after(m) if side.after else None
         except (OSError, ValueError, KeyError, IndexError) as exc:  # ran, but left no readable result
             raise BenchError(f"{name}: exit 0 but no readable result ({type(exc).__name__}: {exc})") from None
-        say(
-            f"  [{i}/{len(order)}] {name}{'' if counted else ' (warm-up, not counted)'}: {m.seconds:.1f} s, "
-            f"{m.cpu_seconds:.1f} CPU s (others {m.others_cpu_seconds:.1f}), peak {m.peak_mb:,.0f} MB"
-        )
         if counted:
             kept[name].append((m, result))
-    return {name: median_stats(name, [m for m, _ in got], [r for _, r in got]) for name, got in kept.items()}
+    peaks: dict[str, list[float]] = {s.name: [] for s in sides}
+    for i, (name, _) in enumerate(run_order([s.name for s in sides], memory_runs, False), len(order) + 1):
+        peaks[name].append(_run(by_name[name], f"[{i}/{total}] {name} (memory sampled)", measure_fn, True).peak_mb)
+    return {
+        name: median_stats(name, [m for m, _ in got], [r for _, r in got], peaks[name]) for name, got in kept.items()
+    }
 
 
 def describe(a: SideStats, b: SideStats, ratio: float) -> str:

@@ -15,6 +15,14 @@ forks its workers from the launcher, which holds the interpreter and the
 libraries). Where PSS cannot be read (not Linux) the RSS is summed, an
 over-estimate. Processes that live less than one interval can be missed.
 
+Reading PSS is not free: the kernel walks the process's page tables while it
+holds the lock that the process's own page faults and mappings wait on, and a
+process that allocates as it works is slowed by it (a two-worker 2M scan ran
+about 15 % slower sampled every 50 ms than not sampled; one worker about 1 %).
+So a timed run does not sample memory (``memory=False``: only the process
+tree's CPU seconds, read from ``/proc/PID/stat``), and the benchmarks measure
+peak memory in runs of their own (:func:`bench.compare.compare`).
+
 The machine may be shared: besides wall clock, a measurement keeps the CPU
 seconds of the process tree (user + system) and the CPU seconds every other
 process on the machine used meanwhile, so a slow run can be told from a
@@ -62,8 +70,8 @@ def _memory(member: psutil.Process) -> int:
     return member.memory_info().rss
 
 
-def _tree_sample(proc: psutil.Process, cpu: dict[int, float]) -> int:
-    """Sum of the tree's memory (PSS); records each member's CPU seconds so far in ``cpu``."""
+def _tree_sample(proc: psutil.Process, cpu: dict[int, float], memory: bool = True) -> int:
+    """Sum of the tree's memory (PSS; 0 unless ``memory``); records each member's CPU seconds so far in ``cpu``."""
     total = 0
     try:
         family = [proc, *proc.children(recursive=True)]
@@ -72,7 +80,8 @@ def _tree_sample(proc: psutil.Process, cpu: dict[int, float]) -> int:
     for member in family:
         try:
             with member.oneshot():
-                total += _memory(member)
+                if memory:
+                    total += _memory(member)
                 times = member.cpu_times()
                 cpu[member.pid] = times.user + times.system
         except psutil.Error:  # ended between listing and reading
@@ -97,8 +106,10 @@ def measure(
     cwd: str | None = None,
     interval: float = 0.05,
     log_path: str | None = None,
+    memory: bool = True,
 ) -> Measurement:
-    """Run ``command`` to its end; time it from start to exit and sample its tree's memory.
+    """Run ``command`` to its end; time it from start to exit and sample its tree's memory (unless not
+    ``memory``: then ``peak_mb`` is 0 and the run is not slowed by the sampling, module docstring).
 
     Output goes to ``log_path`` (or a temporary file) rather than a pipe, so a
     chatty child never blocks on a full pipe while it is being measured.
@@ -117,7 +128,7 @@ def measure(
         def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, _tree_sample(proc, sampled_cpu))
+                peak = max(peak, _tree_sample(proc, sampled_cpu, memory))
                 done.wait(interval)
 
         sampler = threading.Thread(target=sample, daemon=True)

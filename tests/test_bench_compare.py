@@ -36,12 +36,28 @@ def test_compare_runs_children_alternating_and_keeps_only_counted_runs(tmp_path)
         for n in ("A", "B")
     ]
     stats = compare(sides, runs=3, warmup=True, settle=False)
-    assert log.read_text().split() == ["A", "B"] * 4  # one warm-up each, then A B A B A B
-    assert befores == ["A", "B"] * 4
+    # one warm-up each, then A B A B A B timed, then A B with their memory sampled
+    assert log.read_text().split() == ["A", "B"] * 5
+    assert befores == ["A", "B"] * 5
     for name in ("A", "B"):
         assert stats[name].n == 3
         assert stats[name].results == [name] * 3
         assert all(m.ok for m in stats[name].runs)
+        assert all(m.peak_mb == 0 for m in stats[name].runs)  # the timed runs do not sample memory
+        assert stats[name].peak_mb > 0  # the memory run's: a Python process holds some megabytes
+
+
+def test_memory_is_sampled_only_in_runs_of_its_own():
+    calls: list[tuple[str, bool]] = []
+    peaks = iter([300.0, 100.0, 200.0])
+
+    def fake(command, env=None, cwd=None, memory=True):
+        calls.append((command[0], memory))
+        return _m(1.0 if command[0] == "a" else 2.0, 1.0, next(peaks) if memory else 0.0)
+
+    stats = compare([Side("A", ["a"])], runs=2, warmup=True, settle=False, measure_fn=fake, memory_runs=3)
+    assert calls == [("a", False)] * 3 + [("a", True)] * 3
+    assert (stats["A"].n, stats["A"].seconds, stats["A"].peak_mb) == (2, 1.0, 200.0)  # the peaks' median
 
 
 def test_a_failing_command_stops_with_one_line(tmp_path):
