@@ -42,12 +42,17 @@ __all__ = ["run_in_process"]
 
 
 def _sources(pool: TaskPool, job) -> list[tuple]:
-    """Every read task's (kind, index, source): base splits, event splits (a large CSV or Avro file cut into
-    byte ranges, each a split: ``pipelines/io/ranges.py``), the previous vault's shards."""
+    """Every read task's (kind, index, source): event splits (a large CSV or Avro file cut into byte ranges,
+    each a split: ``pipelines/io/ranges.py``), base splits, the previous vault's shards.
+
+    The event splits go first: an event split costs about three times a base split of as many rows (every
+    event checked, its body digested) and is often one file in one piece; started last, it would leave the
+    other workers idle until it ends (2M base + 343k events, two workers: the read pass 3.6 -> 3.0 s)."""
     encoding = job.args.encoding
-    sources = [("base", i, split) for i, split in enumerate(split_large_files(job.base_splits, encoding, pool.run))]
     events = split_large_files(job.event_splits, encoding, pool.run)
-    sources += [("events", i, split) for i, split in enumerate(events)]
+    sources = [("events", i, split) for i, split in enumerate(events)]
+    base = split_large_files(job.base_splits, encoding, pool.run)
+    sources += [("base", i, split) for i, split in enumerate(base)]
     for kind, table in (("vault_keys", "keys"), ("vault_values", "values")):
         sources += [(kind, i, path) for i, path in enumerate((job.vault or {}).get(table, []))]
     return sources
