@@ -129,3 +129,13 @@ def test_the_summary_is_the_issues_table_and_a_failed_section_is_one_line(tmp_pa
     merge_rows = [line for line in table if "merge" in line.split(" | ")[0]]
     assert merge_rows and all("not measured: merge, 1 worker failed with exit code 1: no keys" in r for r in merge_rows)
     assert "bench merge: error: merge, 1 worker failed with exit code 1: no keys\n" in capsys.readouterr().out
+
+
+def test_measured_commands_keep_their_byte_code(monkeypatch):
+    """A user's interpreter keeps the byte-code of what it imports; the measured commands must too, or every run
+    compiles the project's modules again (the warm-up run is there to pay for it once)."""
+    from bench.measure import python_env
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = python_env()
+    assert "PYTHONDONTWRITEBYTECODE" not in env and env["PYTHONUNBUFFERED"] == "1"
