@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pipelines.common import UserError
 from pipelines.io.merged_base import base_kind, column_values, plan_merged_splits, vault_shards
-from pipelines.io.base_reads import ROWS_PER_SPLIT
 from pipelines.io.planning import InputInfo, plan_splits
 
 
@@ -14,7 +13,7 @@ def _plan_base(args, keyset) -> tuple[str, list, InputInfo]:
     """The base's kind and splits; a merged base's tokens must be under the primary join key."""
     kind = base_kind(args.base)
     if kind == "raw":
-        return (kind, *plan_splits(args.base, rows_per_split=ROWS_PER_SPLIT, encoding=args.encoding))
+        return (kind, *plan_splits(args.base, encoding=args.encoding))
     base_splits, base_info = plan_merged_splits(args.base)
     versions = column_values(base_info.files, "join_key_version") - {None}
     if versions - {keyset.primary_join_version}:

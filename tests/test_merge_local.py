@@ -275,26 +275,26 @@ def test_workers_flag_conflicts_are_one_line(tmp_path, capsys, extra):
     assert not out.exists()
 
 
-def test_the_read_pass_starts_with_the_event_splits(tmp_path, monkeypatch):
+def test_the_read_pass_starts_with_the_event_splits(tmp_path):
     """An event split costs more than a base split of as many rows: it is handed out first, so it never runs
-    alone at the end of the read pass. A raw base is cut at the scan's split size (row groups gathered up to
-    ``ROWS_PER_SPLIT`` rows), not the Parquet default of the merged base."""
+    alone at the end of the read pass while the other workers wait."""
     import types
 
-    from pipelines import merge_plan
     from pipelines.io.events import plan_event_splits
+    from pipelines.io.planning import plan_splits
     from pipelines.merge_local import _sources
     from pipelines.task_pool import TaskPool
 
     paths = write_merge_inputs(str(tmp_path), lines=300)
     base = tmp_path / "grouped.parquet"
     pq.write_table(generate_table(3_000, seed=3), base, row_group_size=1_000)
-    monkeypatch.setattr(merge_plan, "ROWS_PER_SPLIT", 1_000)
-    args = types.SimpleNamespace(base=[str(base)], encoding="utf-8")
-    kind, base_splits, _ = merge_plan._plan_base(args, keyset=None)
-    assert kind == "raw" and [s.row_groups for s in base_splits] == [(0,), (1,), (2,)]
+    base_splits = plan_splits([str(base)], rows_per_split=1_000)[0]
     events = plan_event_splits(paths["events"])[0]
-    job = types.SimpleNamespace(args=args, base_splits=base_splits, event_splits=events, vault=None)
+    assert len(base_splits) == 3 and events
+    job = types.SimpleNamespace(
+        args=types.SimpleNamespace(encoding="utf-8"), base_splits=base_splits, event_splits=events, vault=None
+    )
     with TaskPool(1, lambda: None) as pool:
-        kinds = [kind for kind, _, _ in _sources(pool, job)]
-    assert kinds == ["events"] * len(events) + ["base"] * 3
+        sources = _sources(pool, job)
+    assert [kind for kind, _, _ in sources] == ["events"] * len(events) + ["base"] * 3
+    assert [i for kind, i, _ in sources if kind == "base"] == [0, 1, 2]  # each kind keeps its own order
