@@ -47,7 +47,8 @@ def _sources(pool: TaskPool, job) -> list[tuple]:
 
     The event splits go first: an event split costs about three times a base split of as many rows (every
     event checked, its body digested) and is often one file in one piece; started last, it would leave the
-    other workers idle until it ends (2M base + 343k events, two workers: the read pass ends about half a second sooner)."""
+    other workers idle until it ends (2M base + 343k events, two workers: the read pass ends about half a
+    second sooner)."""
     encoding = job.args.encoding
     events = split_large_files(job.event_splits, encoding, pool.run)
     sources = [("events", i, split) for i, split in enumerate(events)]
