@@ -18,6 +18,14 @@ Four sides run alternating, whole processes, median of 3
 Targets (issue 14): at least 150,000 base lines/s for the whole command
 (defaults); within 2x the bare loop's process (defaults); two worker
 processes at least 1.5x faster than one (``--workers 2`` vs ``--workers 1``).
+
+That is a campaign's first merge: a raw base, every line's identity sealed.
+Then, reported beside it (no target): the next day's merge with its
+defaults, over the first one's output (``--merged``: its merged base and
+vault) with a later day's events (:func:`bench.inputs.ensure_next_day`, one
+for every eighth line): what a campaign's daily merge costs, where only the
+lines that register are sealed and the others' vault rows are carried.
+Median of 3 after one warm-up, then one run for its memory.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import os
 from bench.compare import Side, compare, output_folder, rate_check, ratio_check
 from bench.core import AS_OF, Check, Context, Row, Section, checked, ensure_base, label, register
 from bench.events import EVENTS, make_events
-from bench.inputs import ensure_registrations, read_json
+from bench.inputs import ensure_next_day, ensure_registrations, read_json
 from bench.measure import measure, python_env
 
 __all__ = ["bench_merge", "make_events", "EVENTS", "TARGET_RATE", "TARGET_VS_BARE", "TARGET_TWO_WORKERS"]
@@ -37,6 +45,7 @@ TARGET_RATE = 150_000  # base lines/s, whole command
 TARGET_VS_BARE = 2.0
 TARGET_TWO_WORKERS = 1.5
 DEFAULT, ONE, TWO, BARE = "merge, defaults", "merge, 1 worker", "merge, 2 workers", "bare crypto loop"
+DAILY, NEXT_DAY = "merge, the next day", "2026-12-01"
 
 
 def _sides(ctx: Context, base: str, events: str, keys: str) -> list[Side]:
@@ -57,7 +66,7 @@ def _sides(ctx: Context, base: str, events: str, keys: str) -> list[Side]:
 
 def _checks(stats: dict, rows: int) -> list[Check]:
     default, one, two, bare = stats[DEFAULT], stats[ONE], stats[TWO], stats[BARE]
-    runs = (default, one, two)
+    runs = (default, one, two, stats[DAILY])
     balanced = all(mf["counts"][s]["balanced"] for st in runs for mf in st.results for s in ("base", "events"))
     return [
         rate_check("merge, base lines/s, whole command", default, rows, "lines", TARGET_RATE, step="merge_rate"),
@@ -88,6 +97,32 @@ def _notes(stats: dict, manifest: dict, events: str) -> list[str]:
     ]
 
 
+def _daily(ctx: Context, lines: int, keys: str):
+    """The next day's merge over the first merge's output (the defaults side's folder, left by its last run)."""
+    events = ensure_next_day(ctx, lines)
+    out = ctx.work("merge_daily")
+    first = os.path.join(ctx.out_dir, "work", "merge_default")  # not ctx.work: that would empty it
+    command = [ctx.backfill, "merge", "--merged", first, "--registrations", events]
+    command += ["--keys", keys, "--out", out, "--as-of", NEXT_DAY]
+    side = Side(DAILY, command, output_folder(out), lambda m: read_json(os.path.join(out, "manifest.json")))
+    return compare([side], runs=ctx.runs, warmup=ctx.warmup, settle=not ctx.quick)[DAILY]
+
+
+def _daily_row(daily) -> tuple[Row, str]:
+    """The next day's row, and a note with its rate (reported, no target)."""
+    manifest = daily.result
+    counts, vault = manifest["counts"], manifest["counts"].get("vault", {})
+    rows, events = counts["base"]["rows_in"], counts["events"]["rows_in"]
+    what = f"the next day's merge: {rows:,}-line merged base and vault, {events:,} new events"
+    note = (
+        f"the next day's merge (no target): {rows / daily.seconds:,.0f} base lines/s ({daily.seconds:,.1f} s, "
+        f"{daily.cpu_seconds:,.1f} CPU s, median of {daily.n}); {counts['events'].get('applied', 0):,} events "
+        f"applied, {vault.get('lines_sealed', 0):,} lines sealed ({vault.get('values_sealed', 0):,} values), "
+        f"{vault.get('keys_copied', 0):,} lines' vault rows carried ({vault.get('values_copied', 0):,} values)."
+    )
+    return daily.row(what, rows, "whole command"), note
+
+
 @register("merge")
 def bench_merge(ctx: Context) -> Section:
     lines = ctx.lines(2_000_000)
@@ -96,15 +131,19 @@ def bench_merge(ctx: Context) -> Section:
     keys = os.path.join(ctx.work("merge_keys"), "keys.json")
     checked(measure([ctx.backfill, "keys", "init", "--keys", keys], env=python_env()), "keys init")
     stats = compare(_sides(ctx, base, events, keys), runs=ctx.runs, warmup=ctx.warmup, settle=not ctx.quick)
+    daily = _daily(ctx, lines, keys)
     manifest = stats[DEFAULT].result
     rows = manifest["counts"]["base"]["rows_in"]
     size = f"{rows:,} lines"
+    daily_row, daily_note = _daily_row(daily)
     table: list[Row] = [
         stats[DEFAULT].row(f"merge {size}, defaults", rows, "whole command"),
         stats[ONE].row(f"merge {size}, 1 worker process", rows, "whole command"),
         stats[TWO].row(f"merge {size}, 2 worker processes", rows, "whole command"),
         stats[BARE].row(f"bare crypto loop over {size}", stats[BARE].result["lines"], "whole process"),
+        daily_row,
     ]
     details = {"merge": manifest, "merge_1_worker": stats[ONE].result, "merge_2_workers": stats[TWO].result}
-    details["bare"] = stats[BARE].results
-    return Section("merge", "Merge: speed", table, _checks(stats, rows), _notes(stats, manifest, events), details)
+    details["bare"], details["next_day"] = stats[BARE].results, daily.results
+    notes = _notes(stats, manifest, events) + [daily_note]
+    return Section("merge", "Merge: speed", table, _checks({**stats, DAILY: daily}, rows), notes, details)

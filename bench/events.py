@@ -24,15 +24,15 @@ EVENTS = 1_000_000
 _IDENTITY = ("doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number", "handler_name")
 
 
-def make_events(base_path: str, out: str, n: int = EVENTS, seed: int = 7) -> int:
+def make_events(base_path: str, out: str, n: int = EVENTS, seed: int = 7, prefix: str = "EV") -> int:
     """Write ``n`` registration events for the lines of ``base_path`` (Parquet), drawn with replacement from
-    its ACTIVE and SUSPENDED lines; returns rows written."""
+    its ACTIVE and SUSPENDED lines, their ids ``prefix`` + a 9-digit number; returns rows written."""
     rng = np.random.default_rng(seed)
     lines = pq.read_table(base_path, columns=["line_id", "subscriber_kind", "status"])
     live = pc.and_(pc.is_valid(lines["line_id"]), pc.is_in(lines["status"], pa.array(["ACTIVE", "SUSPENDED"])))
     lines = lines.filter(pc.fill_null(live, False))
     picked = lines.take(pa.array(rng.integers(0, lines.num_rows, n)))
-    return _write_events(picked, rng, out)
+    return _write_events(picked, rng, out, prefix)
 
 
 def make_registrations(classified: str, out: str, share: float = 0.5, seed: int = 7) -> int:
@@ -46,7 +46,7 @@ def make_registrations(classified: str, out: str, share: float = 0.5, seed: int 
     return _write_events(picked, rng, out)
 
 
-def _write_events(picked: pa.Table, rng: np.random.Generator, out: str) -> int:
+def _write_events(picked: pa.Table, rng: np.random.Generator, out: str, prefix: str = "EV") -> int:
     """One event per row of ``picked`` (line_id, subscriber_kind) with a COMPLETE identity of the same kind
     (from a base generated with seed 8), the faults and 2 % repeats, shuffled; returns rows written."""
     from dev.generate import generate_table, generate_truth
@@ -68,7 +68,7 @@ def _write_events(picked: pa.Table, rng: np.random.Generator, out: str) -> int:
     seconds = rng.integers(0, 30 * 86400, n)
     stamps = pa.array(np.datetime64("2026-11-01T00:00:00") + seconds.astype("timedelta64[s]"))
     columns = {
-        "event_id": pa.array([f"EV{i:09d}" for i in range(n)]),
+        "event_id": pa.array([f"{prefix}{i:09d}" for i in range(n)]),
         "line_id": picked["line_id"],
         **{f: who[f] for f in _IDENTITY},
         "channel": pa.array(np.array(["STORE", "AGENT", "ONLINE", "SELF_SERVICE"])[rng.integers(0, 4, n)]),

@@ -79,3 +79,20 @@ def ensure_events(ctx: Context, base: str, n: int) -> str:
         os.replace(path + ".partial", path)
         say(f"  {time.perf_counter() - started:.1f} s")
     return path
+
+
+def ensure_next_day(ctx: Context, lines: int) -> str:
+    """bench-data/registrations_day2_SIZE.parquet: a later day's events, one for every eighth line of
+    ``base_SIZE`` (drawn with replacement from its live lines, seed 9, ids ``D2...`` so that none is the id
+    of an event of the first day; the usual faults and repeats). Made once."""
+    from bench.events import make_events
+
+    base = ensure_base(ctx, f"base_{label(lines)}", lines)
+    path = os.path.join(ctx.data_dir, f"registrations_day2_{label(lines)}.parquet")
+    if not _fresh(path, base):
+        say(f"making a later day's events into {path} (once; kept for re-runs) ...")
+        started = time.perf_counter()
+        n = make_events(base, path + ".partial", n=lines // 8, seed=9, prefix="D2")
+        os.replace(path + ".partial", path)
+        say(f"  {n:,} events in {time.perf_counter() - started:.1f} s")
+    return path
