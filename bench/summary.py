@@ -63,7 +63,8 @@ def summary_markdown(ctx: Context, checks: list[Check], errors: dict[str, str]) 
         + (
             "one run each (--quick: 200k-line inputs, not the issue's sizes)."
             if ctx.quick
-            else "median of 3 runs, sides alternating after one uncounted warm-up each."
+            else "median of 3 runs, sides alternating after one uncounted warm-up each; peak memory from one more "
+            "run of each side (sampling it slows the timed runs)."
         ),
         "",
         "| step | measured | target | verdict |",
