@@ -46,6 +46,7 @@ TARGET_VS_BARE = 2.0
 TARGET_TWO_WORKERS = 1.5
 DEFAULT, ONE, TWO, BARE = "merge, defaults", "merge, 1 worker", "merge, 2 workers", "bare crypto loop"
 DAILY, NEXT_DAY = "merge, the next day", "2026-12-01"
+FIRST_OUT = "merge_default"  # the defaults side's output folder: the next day merges over it
 
 
 def _sides(ctx: Context, base: str, events: str, keys: str) -> list[Side]:
@@ -60,7 +61,7 @@ def _sides(ctx: Context, base: str, events: str, keys: str) -> list[Side]:
         [ctx.python, "-m", "bench.crypto", "--bare", base],
         after=lambda m: json.loads(m.output.strip().splitlines()[-1]),
     )
-    sides = [merge(DEFAULT, "merge_default", []), merge(ONE, "merge_1w", ["--workers", "1"])]
+    sides = [merge(DEFAULT, FIRST_OUT, []), merge(ONE, "merge_1w", ["--workers", "1"])]
     return sides + [merge(TWO, "merge_2w", ["--workers", "2"]), bare]
 
 
@@ -101,7 +102,7 @@ def _daily(ctx: Context, lines: int, keys: str):
     """The next day's merge over the first merge's output (the defaults side's folder, left by its last run)."""
     events = ensure_next_day(ctx, lines)
     out = ctx.work("merge_daily")
-    first = os.path.join(ctx.out_dir, "work", "merge_default")  # not ctx.work: that would empty it
+    first = os.path.join(ctx.out_dir, "work", FIRST_OUT)  # not ctx.work: that would empty it
     command = [ctx.backfill, "merge", "--merged", first, "--registrations", events]
     command += ["--keys", keys, "--out", out, "--as-of", NEXT_DAY]
     side = Side(DAILY, command, output_folder(out), lambda m: read_json(os.path.join(out, "manifest.json")))

@@ -7,7 +7,9 @@
   (:func:`bench.events.make_registrations`);
 * :func:`ensure_events`: ``bench-data/events_SIZE.parquet``, events for as
   many lines as half the base, drawn with replacement
-  (:func:`bench.events.make_events`; the report's merge input).
+  (:func:`bench.events.make_events`; the report's merge input);
+* :func:`ensure_next_day`: ``bench-data/registrations_day2_SIZE.parquet``, a
+  later day's events for the merge benchmark's next-day merge.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from bench.core import AS_OF, Context, checked, ensure_base, label, say
 from bench.measure import measure, python_env
 
-__all__ = ["ensure_scan", "ensure_registrations", "ensure_events", "read_json"]
+__all__ = ["ensure_scan", "ensure_registrations", "ensure_events", "ensure_next_day", "read_json"]
 
 
 def read_json(path: str) -> dict:
@@ -67,15 +69,16 @@ def ensure_registrations(ctx: Context, lines: int) -> str:
     return path
 
 
-def ensure_events(ctx: Context, base: str, n: int) -> str:
-    """bench-data/events_SIZE.parquet: ``n`` events over ``base`` (:func:`bench.events.make_events`; made once)."""
+def ensure_events(ctx: Context, base: str, n: int, name: str = "", seed: int = 7, prefix: str = "EV") -> str:
+    """bench-data/NAME.parquet (default ``events_SIZE``): ``n`` events over ``base`` (:func:`bench.events.make_events`
+    with ``seed`` and event ids ``prefix`` + a number); made once, again when the base is newer."""
     from bench.events import make_events
 
-    path = os.path.join(ctx.data_dir, f"events_{label(n)}.parquet")
-    if not os.path.exists(path):
+    path = os.path.join(ctx.data_dir, f"{name or f'events_{label(n)}'}.parquet")
+    if not _fresh(path, base):
         say(f"making {n:,} events into {path} (once; kept for re-runs) ...")
         started = time.perf_counter()
-        make_events(base, path + ".partial", n=n)
+        make_events(base, path + ".partial", n=n, seed=seed, prefix=prefix)
         os.replace(path + ".partial", path)
         say(f"  {time.perf_counter() - started:.1f} s")
     return path
@@ -84,15 +87,6 @@ def ensure_events(ctx: Context, base: str, n: int) -> str:
 def ensure_next_day(ctx: Context, lines: int) -> str:
     """bench-data/registrations_day2_SIZE.parquet: a later day's events, one for every eighth line of
     ``base_SIZE`` (drawn with replacement from its live lines, seed 9, ids ``D2...`` so that none is the id
-    of an event of the first day; the usual faults and repeats). Made once."""
-    from bench.events import make_events
-
+    of an event of the first day; the usual faults and repeats)."""
     base = ensure_base(ctx, f"base_{label(lines)}", lines)
-    path = os.path.join(ctx.data_dir, f"registrations_day2_{label(lines)}.parquet")
-    if not _fresh(path, base):
-        say(f"making a later day's events into {path} (once; kept for re-runs) ...")
-        started = time.perf_counter()
-        n = make_events(base, path + ".partial", n=lines // 8, seed=9, prefix="D2")
-        os.replace(path + ".partial", path)
-        say(f"  {n:,} events in {time.perf_counter() - started:.1f} s")
-    return path
+    return ensure_events(ctx, base, lines // 8, name=f"registrations_day2_{label(lines)}", seed=9, prefix="D2")
