@@ -54,7 +54,7 @@ from pipelines.io.planning import InputInfo
 from pipelines.io.publish import check_apart, check_owned, publishing
 from pipelines.keys_session import register_vault
 from pipelines.merge_counts import manifest_counts, summarise
-from pipelines.merge_plan import _plan_base, _plan_vault
+from pipelines.merge_plan import _plan_base, _plan_vault, plan_buckets
 from transforms.core.deadletter import DeadLetterContext
 from transforms.scan.policy import Policy, load_policy
 
@@ -152,6 +152,8 @@ class _Job:
     timer: Timer
     workers: int = 0  # worker processes of the in-process merge (pipelines/merge_local.py); 0: the Beam job runs
     stage: str = ""  # where this run writes (publishing's OUT.tmp-RUN); OUT itself once switched
+    # inputs already cut by line bucket, read straight by their bucket's task (pipelines/merge_plan.py plan_buckets)
+    direct: dict = dataclasses.field(default_factory=dict)
 
     @property
     def summary_path(self) -> str:
@@ -183,6 +185,10 @@ def _prepare(argv) -> _Job:
     if args.spill == "on" and not local:
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
     workers = _workers(args, beam_args)
+    n_buckets, direct = args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET)), {}
+    if workers:  # the in-process merge: the previous merge's files cut by line bucket skip the shuffle
+        least = math.ceil(rows / (2 * ROWS_PER_BUCKET))
+        n_buckets, direct = plan_buckets(args, kind, base_splits, vault, n_buckets, least)
     return _Job(
         args=args,
         options=options,
@@ -197,11 +203,12 @@ def _prepare(argv) -> _Job:
         vault=vault,
         run_id=run_id,
         started=started,
-        n_buckets=args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET)),
+        n_buckets=n_buckets,
         spill=args.spill != "off" and local,
         out=out,
         timer=timer,
         workers=workers,
+        direct=direct,
     )
 
 
@@ -293,7 +300,7 @@ def _manifest(job: _Job) -> dict:
         "outputs": {name: join_path(out, name) for name in ("base", "vault", "dead_letter")},
         "runner": IN_PROCESS if job.workers else runner_name(job.options),
         **({"workers": job.workers} if job.workers else {}),
-        "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
+        "shuffle": {"buckets": job.n_buckets, "spill": job.spill, "read_by_bucket": sorted(job.direct)},
         "timings": {"plan_seconds": round(time.time() - job.timer.started, 3)},
     }
 

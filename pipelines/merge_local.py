@@ -10,7 +10,10 @@ forked from this one (``--workers``; 1: this process runs them):
 
 1. every base split, event split and previous vault shard is read (events
    checked, with their body digests) and spilled, a part per bucket (sealed,
-   in a private folder: ``transforms/core/spill_files.py``);
+   in a private folder: ``transforms/core/spill_files.py``); but a previous
+   merge's base and vault tables already cut by line bucket (this engine's
+   own outputs: ``pipelines/io/line_buckets.py``) are not: bucket B's task of
+   pass 4 (and 3) reads their file B itself;
 2. each event_id bucket sends the first copy of each id on, and finds the
    contested ids (two bodies or more);
 3. only when some id is contested: each line bucket judges its contested
@@ -52,10 +55,12 @@ def _sources(pool: TaskPool, job) -> list[tuple]:
     encoding = job.args.encoding
     events = split_large_files(job.event_splits, encoding, pool.run)
     sources = [("events", i, split) for i, split in enumerate(events)]
-    base = split_large_files(job.base_splits, encoding, pool.run)
-    sources += [("base", i, split) for i, split in enumerate(base)]
+    if "base" not in job.direct:
+        base = split_large_files(job.base_splits, encoding, pool.run)
+        sources += [("base", i, split) for i, split in enumerate(base)]
     for kind, table in (("vault_keys", "keys"), ("vault_values", "values")):
-        sources += [(kind, i, path) for i, path in enumerate((job.vault or {}).get(table, []))]
+        if kind not in job.direct:
+            sources += [(kind, i, path) for i, path in enumerate((job.vault or {}).get(table, []))]
     return sources
 
 
@@ -76,11 +81,16 @@ def _passes(pool: TaskPool, job, prog: InProcessProgress) -> dict:
     def read(result: dict) -> None:
         prog.done += result["rows"]
 
+    def merged_one(result: dict) -> None:
+        prog.done += result["read"]  # base rows its task read straight from a file of its bucket
+        prog.add("merged", result["lines"])
+
     reads = pool.run(read_task, sources, read)
     parts = {
         kind: by_bucket(pair for (k, _, _), r in zip(sources, reads) if k == kind for pair in r["parts"])
         for kind in ("base", "events", "vault_keys", "vault_values")
     }
+    parts.update(job.direct)  # files already cut by line bucket: each read by its bucket's task
     events = parts["events"]
     split = pool.run(event_task, ((b, events[b]) for b in sorted(events)))
     firsts = by_bucket(pair for s in split for pair in s["firsts"])
@@ -97,7 +107,7 @@ def _passes(pool: TaskPool, job, prog: InProcessProgress) -> dict:
             )
             for b in range(job.n_buckets)
         ),
-        lambda result: prog.add("merged", result["lines"]),
+        merged_one,
     )
     counts: dict = {}
     for result in reads + split + taken + merged:

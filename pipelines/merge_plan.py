@@ -40,3 +40,28 @@ def _plan_vault(args, keyset, kind: str) -> dict | None:
             "without it OUT/vault would hold only this run's registrations"
         )
     return vault
+
+
+def plan_buckets(args, kind: str, base_splits: list, vault: dict | None, default: int, least: int) -> tuple[int, dict]:
+    """The buckets of the merge's joins, and the inputs already cut by them (``pipelines/io/line_buckets.py``):
+    ``(n, {table: {bucket: [Shard]}})``, each such file read straight by its bucket's task.
+
+    ``default`` buckets, unless the previous merge's base is cut in N with N >= ``least`` (its buckets at
+    most twice the usual size): then N, so that its files and the vault shards cut alike need no shuffle.
+    A ``--shuffle-buckets`` given reads every input through the shuffle."""
+    if args.shuffle_buckets:
+        return args.shuffle_buckets, {}
+    from pipelines.io.line_buckets import Shard, files_by_bucket
+
+    splits: dict[str, list] = {}
+    for split in base_splits if kind == "merged" else []:
+        splits.setdefault(split.path, []).append(split)
+    tables = {"base": list(splits), **{f"vault_{t}": (vault or {}).get(t, []) for t in ("keys", "values")}}
+    cut = {table: files_by_bucket(files) for table, files in tables.items() if files}
+    n = cut["base"][0] if cut.get("base") and cut["base"][0] >= least else default
+    direct: dict = {}
+    for table, found in cut.items():
+        if found and found[0] == n:
+            sources = {b: splits[p] if table == "base" else [p] for b, p in found[1].items()}
+            direct[table] = {b: [Shard(table, s, found[1][b], b, n) for s in sources[b]] for b in found[1]}
+    return n, direct

@@ -9,6 +9,10 @@
     merge_task(b, base, events, keys, values)
                                     -> line bucket b merged: its base part, its vault shards, its dead letters
 
+A bucket's base, keys and values come as spilled parts' references or, for a previous merge's files cut by line
+bucket (``pipelines/io/line_buckets.py``), as the :class:`Shard` of its file, read here and checked to hold only
+lines of the bucket. Each bucket's files are written with that mark, for the next merge.
+
 They are the Beam job's steps (``transforms/merge/composite.py``, ``event_stages.py``) calling the same
 functions (:mod:`transforms.merge.event_steps`, :func:`transforms.merge.bucket.merge_bucket`), with sealed
 spill files (:mod:`transforms.core.spill_files`) in place of the shuffles. A task returns its counts and the
@@ -29,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.io.base_reads import read_split
+from pipelines.io.line_buckets import Shard, check_bucket, mark
 from pipelines.io.task_files import DeadLetterFile, Ref, SpillFile, gather, parquet_file
 from schemas import arrow_schema
 from transforms.core.counts import merge_counts, value_counts
@@ -197,7 +202,7 @@ def verdict_task(bucket: int, copy_refs: list[Ref], base_refs: list[Ref]) -> lis
     s = _settings()
     copies = gather(copy_refs)
     wanted = pc.unique(copies.column("line_id")).drop_null()
-    found = [contested_rows(read_part(*ref), wanted, s.base_kind == "raw") for ref in base_refs]
+    found = [contested_rows(table, wanted, s.base_kind == "raw") for table in _tables(base_refs)]
     found = [rows[0] for rows in found if rows is not None]
     base = pa.concat_tables(found, promote_options="permissive").combine_chunks() if found else None
     judged = verdicts(copies, base, s.base_kind, s.policy, s.as_of, s.ctx, _WORKER["salt"])
@@ -221,6 +226,24 @@ def take_task(bucket: int, refs: list[Ref]) -> dict:
         letters.close()
 
 
+def _tables(items: list) -> Iterator[pa.Table]:
+    """A bucket's rows of one input, table by table: spilled parts, or a file of the bucket read and checked."""
+    for item in items:
+        if not isinstance(item, Shard):
+            yield read_part(*item)
+            continue
+        reads = _read_merged(item.source) if item.table == "base" else _read_vault(item.source, item.table)
+        for table, _ in reads:
+            check_bucket(table, item)
+            yield table
+
+
+def _gather(items: list) -> pa.Table | None:
+    """A bucket's rows of one input in one table (None for none), as :func:`gather` of spilled parts."""
+    parts = [t for t in _tables(items) if t.num_rows]
+    return pa.concat_tables(parts, promote_options="permissive").combine_chunks() if parts else None
+
+
 def _write_parquet(path: str, schema: pa.Schema, table: pa.Table) -> None:
     """One file, as Beam's WriteToParquetBatched writes it (no compression, one write per table)."""
     with parquet_file(path, schema) as writer:
@@ -232,16 +255,19 @@ def merge_task(bucket: int, base: list[Ref], events: list[Ref], keys: list[Ref],
     """Line bucket ``bucket`` merged (:func:`merge_bucket`): ``base/part-B-of-N.parquet``, the vault's shard B
     of each table and the bucket's dead letters written in the staged folder; returns the counts and lines."""
     s, w = _settings(), _WORKER
-    if not (base or events or keys or values):  # nothing in this bucket (the Beam job has no element for it)
+    base_rows, keys_rows, values_rows, events_rows = _gather(base), _gather(keys), _gather(values), gather(events)
+    read = base_rows.num_rows if base_rows is not None and isinstance(base[0], Shard) else 0
+    if base_rows is None and keys_rows is None and values_rows is None and events_rows is None:
+        # nothing in this bucket (the Beam job has no element for it)
         _write_outputs(bucket, MERGED_SCHEMA.empty_table(), None, None)
-        return {"counts": {}, "lines": 0}
+        return {"counts": {}, "lines": 0, "read": 0}
     with value_free("TokenizeAndSeal"):
         result = merge_bucket(
-            gather(base),
+            base_rows,
             s.base_kind,
-            gather(events),
-            gather(keys),
-            gather(values),
+            events_rows,
+            keys_rows,
+            values_rows,
             tokenizer=w["tokenizer"],
             vault=w["vault"],
             policy=s.policy,
@@ -255,16 +281,20 @@ def merge_task(bucket: int, base: list[Ref], events: list[Ref], keys: list[Ref],
         dead.add(result.dead_letter)
     finally:
         dead.close()
-    return {"counts": result.counts, "lines": result.base.num_rows}
+    return {"counts": result.counts, "lines": result.base.num_rows, "read": read}
 
 
 def _write_outputs(bucket: int, base: pa.Table, keys: pa.Table | None, values: pa.Table | None) -> None:
     """Line bucket ``bucket``'s file of the merged base and shard of each vault table (every shard is written:
-    a reader takes a vault generation only when all its shards are there)."""
+    a reader takes a vault generation only when all its shards are there), each marked as the bucket's, with
+    its rows (``pipelines/io/line_buckets.py``): the next merge reads them without a shuffle."""
     s = _settings()
     shard = f"{bucket:05d}-of-{s.n_buckets:05d}.parquet"
-    _write_parquet(posixpath.join(s.stage, "base", f"part-{shard}"), MERGED_SCHEMA, base)
+    _write_parquet(
+        posixpath.join(s.stage, "base", f"part-{shard}"), mark(MERGED_SCHEMA, bucket, s.n_buckets, len(base)), base
+    )
     for kind, table in (("vault_keys", keys), ("vault_values", values)):
         name, schema = _VAULT_TABLE[kind], arrow_schema(_VAULT_SCHEMA[kind])
+        table = schema.empty_table() if table is None else table
         path = posixpath.join(s.stage, "vault", name, f"{name}-g000001-{shard}")
-        _write_parquet(path, schema, schema.empty_table() if table is None else table)
+        _write_parquet(path, mark(schema, bucket, s.n_buckets, len(table)), table)

@@ -76,7 +76,7 @@ def _same_as_beam(runs: dict, keys: str) -> dict:
         assert differences(merge_outputs(runs[name], keys), beam) == [], name
         m = manifest(runs[name])
         assert m["runner"] == "in-process" and m["workers"] == int(name[1]), m
-        assert m["shuffle"] == {"buckets": 3, "spill": True}
+        assert m["shuffle"] == {"buckets": 3, "spill": True, "read_by_bucket": []}
     assert manifest(runs["beam"])["runner"] == "FnApiRunner" and "workers" not in manifest(runs["beam"])
     return beam
 
@@ -292,9 +292,16 @@ def test_the_read_pass_starts_with_the_event_splits(tmp_path):
     events = plan_event_splits(paths["events"])[0]
     assert len(base_splits) == 3 and events
     job = types.SimpleNamespace(
-        args=types.SimpleNamespace(encoding="utf-8"), base_splits=base_splits, event_splits=events, vault=None
+        args=types.SimpleNamespace(encoding="utf-8"),
+        base_splits=base_splits,
+        event_splits=events,
+        vault=None,
+        direct={},
     )
     with TaskPool(1, lambda: None) as pool:
         sources = _sources(pool, job)
     assert [kind for kind, _, _ in sources] == ["events"] * len(events) + ["base"] * 3
     assert [i for kind, i, _ in sources if kind == "base"] == [0, 1, 2]  # each kind keeps its own order
+    job.direct = {"base": {0: []}}  # a base cut by line bucket is read by the bucket's task, not in this pass
+    with TaskPool(1, lambda: None) as pool:
+        assert [kind for kind, _, _ in _sources(pool, job)] == ["events"] * len(events)
