@@ -232,7 +232,7 @@ def _workers(args, beam_args: list[str]) -> int:
 def _log_plan(job: _Job) -> None:
     base, events, keyset = job.base_info, job.event_info, job.keyset
     log.info(
-        "merge %s: %s base (%s file(s), ~%s rows), %s event file(s) (~%s events), %s bucket(s), runner %s, "
+        "merge %s: %s base (%s file(s), ~%s rows), %s event file(s) (~%s events), %s bucket(s)%s, runner %s, "
         "join key %s, vault key %s, policy %s, as of %s",
         job.run_id,
         job.kind,
@@ -241,6 +241,7 @@ def _log_plan(job: _Job) -> None:
         f"{len(events.files):,}",
         f"{events.estimated_rows:,}",
         f"{job.n_buckets:,}",
+        f" ({', '.join(sorted(job.direct))} read by bucket, no shuffle)" if job.direct else "",
         f"{IN_PROCESS} ({job.workers} worker process(es))" if job.workers else runner_name(job.options),
         keyset.primary_join_version,
         keyset.primary_vault_version,
