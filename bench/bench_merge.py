@@ -24,12 +24,16 @@ Then, reported beside it (no target): the next day's merge with its
 defaults, over the first one's output (``--merged``: its merged base and
 vault) with a later day's events (:func:`bench.inputs.ensure_next_day`, one
 for every eighth line): what a campaign's daily merge costs, where only the
-lines that register are sealed and the others' vault rows are carried.
+lines that register are sealed and the others' vault rows are carried;
+alternating with the same merge given ``--shuffle-buckets`` (every input
+through the shuffle, as before the previous base and vault were read by
+line bucket), whose merged base files must be the same bytes.
 Median of 3 after one warm-up, then one run for its memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -46,6 +50,7 @@ TARGET_VS_BARE = 2.0
 TARGET_TWO_WORKERS = 1.5
 DEFAULT, ONE, TWO, BARE = "merge, defaults", "merge, 1 worker", "merge, 2 workers", "bare crypto loop"
 DAILY, NEXT_DAY = "merge, the next day", "2026-12-01"
+SHUFFLED = "merge, the next day, through the shuffle"
 FIRST_OUT = "merge_default"  # the defaults side's output folder: the next day merges over it
 
 
@@ -67,7 +72,7 @@ def _sides(ctx: Context, base: str, events: str, keys: str) -> list[Side]:
 
 def _checks(stats: dict, rows: int) -> list[Check]:
     default, one, two, bare = stats[DEFAULT], stats[ONE], stats[TWO], stats[BARE]
-    runs = (default, one, two, stats[DAILY])
+    runs = (default, one, two, stats[DAILY], stats[SHUFFLED])
     balanced = all(mf["counts"][s]["balanced"] for st in runs for mf in st.results for s in ("base", "events"))
     return [
         rate_check("merge, base lines/s, whole command", default, rows, "lines", TARGET_RATE, step="merge_rate"),
@@ -98,15 +103,43 @@ def _notes(stats: dict, manifest: dict, events: str) -> list[str]:
     ]
 
 
-def _daily(ctx: Context, lines: int, keys: str):
-    """The next day's merge over the first merge's output (the defaults side's folder, left by its last run)."""
+def _daily(ctx: Context, lines: int, keys: str, buckets: int) -> dict:
+    """The next day's merge over the first merge's output (the defaults side's folder, left by its last run):
+    with its defaults (the previous base and vault read by line bucket) and, alternating, the same merge with
+    ``--shuffle-buckets`` as many buckets (every input through the shuffle, as before the marks)."""
     events = ensure_next_day(ctx, lines)
-    out = ctx.work("merge_daily")
     first = os.path.join(ctx.out_dir, "work", FIRST_OUT)  # not ctx.work: that would empty it
-    command = [ctx.backfill, "merge", "--merged", first, "--registrations", events]
-    command += ["--keys", keys, "--out", out, "--as-of", NEXT_DAY]
-    side = Side(DAILY, command, output_folder(out), lambda m: read_json(os.path.join(out, "manifest.json")))
-    return compare([side], runs=ctx.runs, warmup=ctx.warmup, settle=not ctx.quick)[DAILY]
+
+    def side(name: str, folder: str, extra: list[str]) -> Side:
+        out = ctx.work(folder)
+        command = [ctx.backfill, "merge", "--merged", first, "--registrations", events]
+        command += ["--keys", keys, "--out", out, "--as-of", NEXT_DAY, *extra]
+        return Side(
+            name,
+            command,
+            output_folder(out),
+            lambda m: {
+                **read_json(os.path.join(out, "manifest.json")),
+                "base_digest": _digest(os.path.join(out, "base")),
+            },
+        )
+
+    sides = [
+        side(DAILY, "merge_daily", []),
+        side(SHUFFLED, "merge_daily_shuffled", ["--shuffle-buckets", str(buckets)]),
+    ]
+    return compare(sides, runs=ctx.runs, warmup=ctx.warmup, settle=not ctx.quick)
+
+
+def _digest(folder: str) -> str:
+    """sha256 over the names and bytes of a folder's files, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        digest.update(name.encode())
+        with open(os.path.join(folder, name), "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _daily_row(daily) -> tuple[Row, str]:
@@ -133,19 +166,38 @@ def bench_merge(ctx: Context) -> Section:
     keys = os.path.join(ctx.work("merge_keys"), "keys.json")
     checked(measure([ctx.backfill, "keys", "init", "--keys", keys], env=python_env()), "keys init")
     stats = compare(_sides(ctx, base, events, keys), runs=ctx.runs, warmup=ctx.warmup, settle=not ctx.quick)
-    daily = _daily(ctx, lines, keys)
     manifest = stats[DEFAULT].result
+    days = _daily(ctx, lines, keys, manifest["shuffle"]["buckets"])
+    daily, shuffled = days[DAILY], days[SHUFFLED]
     rows = manifest["counts"]["base"]["rows_in"]
     size = f"{rows:,} lines"
     daily_row, daily_note = _daily_row(daily)
+    day_rows, buckets = daily.result["counts"]["base"]["rows_in"], manifest["shuffle"]["buckets"]
+    shuffled_row = shuffled.row(
+        f"the same, every input through the shuffle (--shuffle-buckets {buckets})", day_rows, "whole command"
+    )
+    same = daily.result["base_digest"] == shuffled.result["base_digest"]
+    daily_note += (
+        f" Through the shuffle (--shuffle-buckets {buckets}, alternating): "
+        f"{shuffled.seconds:,.1f} s, {shuffled.cpu_seconds:,.1f} CPU s; read by bucket "
+        f"{shuffled.seconds / daily.seconds:.2f}x faster; merged base files {'identical' if same else 'DIFFERENT'}."
+    )
     table: list[Row] = [
         stats[DEFAULT].row(f"merge {size}, defaults", rows, "whole command"),
         stats[ONE].row(f"merge {size}, 1 worker process", rows, "whole command"),
         stats[TWO].row(f"merge {size}, 2 worker processes", rows, "whole command"),
         stats[BARE].row(f"bare crypto loop over {size}", stats[BARE].result["lines"], "whole process"),
         daily_row,
+        shuffled_row,
     ]
     details = {"merge": manifest, "merge_1_worker": stats[ONE].result, "merge_2_workers": stats[TWO].result}
-    details["bare"], details["next_day"] = stats[BARE].results, daily.results
+    details["bare"], details["next_day"], details["next_day_shuffled"] = (
+        stats[BARE].results,
+        daily.results,
+        shuffled.results,
+    )
     notes = _notes(stats, manifest, events) + [daily_note]
-    return Section("merge", "Merge: speed", table, _checks({**stats, DAILY: daily}, rows), notes, details)
+    checks = _checks({**stats, **days}, rows) + [
+        Check("the next day's merged base: read by bucket = through the shuffle", "yes" if same else "NO", "yes", same)
+    ]
+    return Section("merge", "Merge: speed", table, checks, notes, details)
