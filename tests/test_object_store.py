@@ -237,3 +237,27 @@ def test_a_scan_run_again_into_its_bucket_output_replaces_it_whole(store, scanne
     assert classified.num_rows == before["counts"]["classified"]  # the earlier run's files are gone, not doubled
     assert len(set(classified.column("line_id").to_pylist())) == classified.num_rows
     assert files_before  # the first run's files existed under the same names
+
+
+def test_a_daily_merge_in_a_bucket_reads_yesterdays_files_by_line_bucket(store, scanned):
+    """The in-process merge (two worker processes) into the bucket, then the next day's over its output: the
+    previous base and vault are read from the bucket by line bucket (their footers' marks), and the result is
+    the same merge's through the shuffle (``--shuffle-buckets``)."""
+    server, bucket = store["server"], store["bucket"]
+    common = ["--keys", store["keys"], "--registrations", scanned["s3_events"], "--workers", "2"]
+    first = f"{bucket}/daily/merge-1"
+    backfill("pipelines.merge", "--base", store["s3_base"], "--out", first, "--shuffle-buckets", "3", *common,
+             "--as-of", AS_OF)  # fmt: skip
+    runs = {}
+    for name, extra in (("by_bucket", []), ("shuffled", ["--shuffle-buckets", "3"])):
+        runs[name] = f"{bucket}/daily/merge-2-{name}"
+        backfill("pipelines.merge", "--merged", first, "--out", runs[name], *common, "--as-of", "2026-12-02", *extra)
+    by_bucket, shuffled = (s3_manifest(server, runs[name]) for name in ("by_bucket", "shuffled"))
+    assert by_bucket["shuffle"]["read_by_bucket"] == ["base", "vault_keys", "vault_values"]
+    assert shuffled["shuffle"]["read_by_bucket"] == [] and by_bucket["counts"] == shuffled["counts"]
+    lines = s3_manifest(server, first)["counts"]["base"]["lines_out"]
+    assert by_bucket["counts"]["vault"]["keys_copied"] > 0 and by_bucket["counts"]["base"]["rows_in"] == lines
+    assert s3_table(server, f"{runs['by_bucket']}/base").equals(s3_table(server, f"{runs['shuffled']}/base"))
+    for table in ("keys", "values"):
+        got = s3_table(server, f"{runs['by_bucket']}/vault/{table}").select(["line_id"])
+        assert got.equals(s3_table(server, f"{runs['shuffled']}/vault/{table}").select(["line_id"]))
