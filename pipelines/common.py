@@ -51,15 +51,15 @@ class UserError(Exception):
     """An error the user can fix; ``str()`` is one line, shown as is."""
 
 
-def add_batch_flags(p: argparse.ArgumentParser) -> None:
-    """The flags every batch step over the base shares (scan, merge)."""
+def add_batch_flags(
+    p: argparse.ArgumentParser, buckets_help: str = "buckets of the shuffles (default: from the input size)"
+) -> None:
+    """The flags every batch step over the base shares (scan, merge, compact)."""
     p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
     p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
     p.add_argument("--encoding", default="utf-8", help="CSV encoding: utf-8 (default) or gb18030")
     p.add_argument("--batch-size", type=int, default=65_536, help="rows per Arrow batch")
-    p.add_argument(
-        "--shuffle-buckets", type=int, default=None, help="buckets of the shuffles (default: from the input size)"
-    )
+    p.add_argument("--shuffle-buckets", type=int, default=None, help=buckets_help)
     p.add_argument(
         "--spill",
         choices=["auto", "on", "off"],

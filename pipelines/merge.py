@@ -94,7 +94,11 @@ def parser() -> ArgumentParser:
     )
     p.add_argument("--keys", required=True, help="keyset file (mode 0600; backfill keys init)")
     p.add_argument("--out", required=True, help="output folder (local or gs://)")
-    add_batch_flags(p)
+    add_batch_flags(
+        p,
+        buckets_help="buckets of the shuffles (default: from the input size, or the N of a previous in-process "
+        "merge's files, then read by bucket without a shuffle); given, every input goes through the shuffles",
+    )
     add_progress_flag(p)
     p.add_argument(
         "--workers",
