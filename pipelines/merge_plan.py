@@ -8,6 +8,8 @@ from pipelines.common import UserError
 from pipelines.io.merged_base import base_kind, column_values, plan_merged_splits, vault_shards
 from pipelines.io.planning import InputInfo, plan_splits
 
+MOST_BUCKETS_PER_DEFAULT = 4  # a previous merge's cut is kept up to this many times the usual number of buckets
+
 
 def _plan_base(args, keyset) -> tuple[str, list, InputInfo]:
     """The base's kind and splits; a merged base's tokens must be under the primary join key."""
@@ -46,9 +48,10 @@ def plan_buckets(args, kind: str, base_splits: list, vault: dict | None, default
     """The buckets of the merge's joins, and the inputs already cut by them (``pipelines/io/line_buckets.py``):
     ``(n, {table: {bucket: [Shard]}})``, each such file read straight by its bucket's task.
 
-    ``default`` buckets, unless the previous merge's base is cut in N with N >= ``least`` (its buckets at
-    most twice the usual size): then N, so that its files and the vault shards cut alike need no shuffle.
-    A ``--shuffle-buckets`` given reads every input through the shuffle."""
+    ``default`` buckets, unless the previous merge's base is cut in N with ``least`` <= N <= 4 x ``default``
+    (its buckets at most twice the usual size, and not so small that their tasks' overhead dominates): then
+    N, so that its files and the vault shards cut alike need no shuffle. A ``--shuffle-buckets`` given reads
+    every input through the shuffle."""
     if args.shuffle_buckets:
         return args.shuffle_buckets, {}
     from pipelines.io.line_buckets import Shard, files_by_bucket
@@ -58,7 +61,7 @@ def plan_buckets(args, kind: str, base_splits: list, vault: dict | None, default
         splits.setdefault(split.path, []).append(split)
     tables = {"base": list(splits), **{f"vault_{t}": (vault or {}).get(t, []) for t in ("keys", "values")}}
     cut = {table: files_by_bucket(files) for table, files in tables.items() if files}
-    n = cut["base"][0] if cut.get("base") and cut["base"][0] >= least else default
+    n = cut["base"][0] if cut.get("base") and least <= cut["base"][0] <= MOST_BUCKETS_PER_DEFAULT * default else default
     direct: dict = {}
     for table, found in cut.items():
         if found and found[0] == n:

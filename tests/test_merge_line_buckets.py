@@ -190,3 +190,7 @@ def test_the_buckets_follow_the_previous_merges_cut_unless_told_or_too_large(tmp
     assert plan_buckets(args, "merged", splits, None, default=2, least=5) == (2, {})  # buckets would be too large
     assert plan_buckets(types.SimpleNamespace(shuffle_buckets=4), "merged", splits, None, 2, 1) == (4, {})
     assert plan_buckets(args, "raw", splits, None, default=2, least=1) == (2, {})  # a raw base is never cut
+    (tmp_path / "fine").mkdir()
+    fine = [Split(p, i, "parquet") for i, p in enumerate(_marked_files(tmp_path / "fine", [1] * 9, 9))]
+    assert plan_buckets(args, "merged", fine, None, default=2, least=1) == (2, {})  # buckets far too small
+    assert plan_buckets(args, "merged", fine, None, default=3, least=1)[0] == 9
