@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from pipelines.io.base_reads import read_split
 from pipelines.io.line_buckets import Shard, check_bucket, mark
+from pipelines.io.planning import InputError
 from pipelines.io.task_files import DeadLetterFile, Ref, SpillFile, gather, parquet_file
 from schemas import arrow_schema
 from transforms.core.counts import merge_counts, value_counts
@@ -255,7 +256,8 @@ def merge_task(bucket: int, base: list[Ref], events: list[Ref], keys: list[Ref],
     """Line bucket ``bucket`` merged (:func:`merge_bucket`): ``base/part-B-of-N.parquet``, the vault's shard B
     of each table and the bucket's dead letters written in the staged folder; returns the counts and lines."""
     s, w = _settings(), _WORKER
-    base_rows, keys_rows, values_rows, events_rows = _gather(base), _gather(keys), _gather(values), gather(events)
+    with value_free("ReadBucket", passing=(InputError,)):  # InputError: a file of the bucket, named, no value
+        base_rows, keys_rows, values_rows, events_rows = _gather(base), _gather(keys), _gather(values), gather(events)
     read = base_rows.num_rows if base_rows is not None and isinstance(base[0], Shard) else 0
     if base_rows is None and keys_rows is None and values_rows is None and events_rows is None:
         # nothing in this bucket (the Beam job has no element for it)

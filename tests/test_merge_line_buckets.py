@@ -194,3 +194,18 @@ def test_the_buckets_follow_the_previous_merges_cut_unless_told_or_too_large(tmp
     fine = [Split(p, i, "parquet") for i, p in enumerate(_marked_files(tmp_path / "fine", [1] * 9, 9))]
     assert plan_buckets(args, "merged", fine, None, default=2, least=1) == (2, {})  # buckets far too small
     assert plan_buckets(args, "merged", fine, None, default=3, least=1)[0] == 9
+
+
+def test_a_bucket_read_fails_without_the_errors_text_unless_it_is_a_one_line_input_error():
+    """The merge task reads its bucket inside ``value_free``: Arrow's errors may quote a value (withheld), the
+    bucket check's InputError names a file and no value (passed as it is)."""
+    from pipelines.io.planning import InputError
+    from transforms.merge.value_free import value_free
+
+    with pytest.raises(RuntimeError) as withheld:
+        with value_free("ReadBucket", passing=(InputError,)):
+            raise pa.ArrowInvalid(f"could not convert {CANARY_NAME!r}")
+    assert CANARY_NAME not in str(withheld.value) and "ArrowInvalid" in str(withheld.value)
+    with pytest.raises(InputError, match="holds lines of another bucket"):
+        with value_free("ReadBucket", passing=(InputError,)):
+            raise InputError("base/part-00000-of-00003.parquet: holds lines of another bucket than its footer says")
