@@ -96,8 +96,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (local or gs://)")
     add_batch_flags(
         p,
-        buckets_help="buckets of the shuffles (default: from the input size, or the N of a previous in-process "
-        "merge's files, then read by bucket without a shuffle); given, every input goes through the shuffles",
+        buckets_help="buckets of the shuffles (default: from the input size, or the N of a previous merge's files, "
+        "then read by bucket without a shuffle); given, every input goes through the shuffles",
     )
     add_progress_flag(p)
     p.add_argument(
@@ -189,10 +189,9 @@ def _prepare(argv) -> _Job:
     if args.spill == "on" and not local:
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
     workers = _workers(args, beam_args)
-    n_buckets, direct = args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET)), {}
-    if workers:  # the in-process merge: the previous merge's files cut by line bucket skip the shuffle
-        least = math.ceil(rows / (2 * ROWS_PER_BUCKET))
-        n_buckets, direct = plan_buckets(args, kind, base_splits, vault, n_buckets, least)
+    n_buckets = args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET))
+    # the previous merge's files cut by line bucket skip the shuffle, in process or in the Beam job
+    n_buckets, direct = plan_buckets(args, kind, base_splits, vault, n_buckets, math.ceil(rows / (2 * ROWS_PER_BUCKET)))
     return _Job(
         args=args,
         options=options,

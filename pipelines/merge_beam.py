@@ -16,7 +16,9 @@ from pipelines.common import write_dead_letters
 from pipelines.io.base_files import ReadSubscriberBase
 from pipelines.io.base_files import ReadRegistrationEvents
 from pipelines.io.finalize import Finalize
-from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
+from pipelines.io.bucket_sink import WriteLineBuckets
+from pipelines.io.line_buckets import BucketFiles
+from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable
 from pipelines.manifest import write_json
 from pipelines.merge_counts import manifest_counts, summarise
 from pipelines.progress import NO_PROGRESS, progress
@@ -42,23 +44,27 @@ def build_pipeline(
     spill_dir,
     encoding,
     batch_size,
+    direct=None,
     progress=NO_PROGRESS,
 ):
-    """Wire the merge; returns the MergeOutputs (exposed for tests)."""
+    """Wire the merge; returns the MergeOutputs (exposed for tests). ``direct``: the inputs already cut by
+    line bucket (``{table: {bucket: [Shard]}}``, ``pipelines/merge_plan.py`` ``plan_buckets``)."""
+    files = BucketFiles(direct, batch_size) if direct else None  # read by each bucket's own step, not here
     inputs = {}
     if kind == "raw":
         base = p | "ReadBase" >> ReadSubscriberBase(base_splits, ctx, encoding=encoding, batch_size=batch_size)
         inputs.update(base=base.raw, base_dead_letter=base.dead_letter)
-    else:
+    elif "base" not in (direct or {}):
         inputs["base"] = p | "ReadMergedBase" >> ReadMergedBase(base_splits, batch_size)
-    progress.count(inputs["base"], "read")
+    if "base" in inputs:
+        progress.count(inputs["base"], "read")
     events = p | "ReadEvents" >> ReadRegistrationEvents(event_splits, ctx, encoding=encoding, batch_size=batch_size)
     inputs.update(events=events.raw, events_dead_letter=events.dead_letter)
-    if vault:
-        inputs["vault_keys"] = p | "ReadVaultKeys" >> ReadVaultTable(vault["keys"], "keys")
-        inputs["vault_values"] = p | "ReadVaultValues" >> ReadVaultTable(vault["values"], "values")
+    for table in ("keys", "values") if vault else ():
+        if f"vault_{table}" not in (direct or {}):
+            inputs[f"vault_{table}"] = p | f"ReadVault{table.title()}" >> ReadVaultTable(vault[table], table)
     return inputs | "MergeCompletedRegistrations" >> MergeCompletedRegistrations(
-        policy, as_of, ctx, keys_path, n_buckets, base_kind=kind, spill_dir=spill_dir
+        policy, as_of, ctx, keys_path, n_buckets, base_kind=kind, spill_dir=spill_dir, files=files
     )
 
 
@@ -67,7 +73,8 @@ def run_beam(job, pub, ctx: DeadLetterContext, header: dict, manifest: dict) -> 
     out, summary_path = job.stage, job.summary_path
     # The spill carries raw rows and events: sealed under a per-run key, in a private local folder (0700)
     # that a later run removes if this one dies (transforms/core/shuffle.py), never under OUT.
-    phases = dict.fromkeys(("read", "merged"), job.base_info.estimated_rows)
+    # a base read by each bucket's own step (job.direct) has no read phase of its own
+    phases = dict.fromkeys(("merged",) if "base" in job.direct else ("read", "merged"), job.base_info.estimated_rows)
     with (
         spill_area("merge") if job.spill else contextlib.nullcontext() as spill_dir,
         progress("merge", job.run_id, phases, job.options, job.args.progress_seconds) as prog,
@@ -87,14 +94,12 @@ def run_beam(job, pub, ctx: DeadLetterContext, header: dict, manifest: dict) -> 
                 spill_dir=spill_dir,
                 encoding=job.args.encoding,
                 batch_size=job.args.batch_size,
+                direct=job.direct,
                 progress=prog,
             )
             prog.count(outputs.base, "merged")
-            vault_dir = FileSystems.join(out, "vault")
             written = [
-                write_merged_base(outputs.base, FileSystems.join(out, "base")),
-                write_vault_table(outputs.vault_keys, vault_dir, "keys", "WriteVaultKeys"),
-                write_vault_table(outputs.vault_values, vault_dir, "values", "WriteVaultValues"),
+                outputs.buckets | "WriteBuckets" >> WriteLineBuckets(out, job.n_buckets),
                 write_dead_letters(outputs.dead_letter, FileSystems.join(out, "dead_letter", "part")),
                 outputs.counts | "WriteSummary" >> beam.Map(lambda c: write_json(summary_path, summarise(c, header))),
             ]

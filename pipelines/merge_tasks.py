@@ -25,24 +25,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import posixpath
 import secrets
 from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.io.base_reads import read_split
-from pipelines.io.line_buckets import Shard, check_bucket, mark
+from pipelines.io.line_buckets import Shard, read_shard, write_bucket
 from pipelines.io.planning import InputError
-from pipelines.io.task_files import DeadLetterFile, Ref, SpillFile, gather, parquet_file
-from schemas import arrow_schema
+from pipelines.io.task_files import DeadLetterFile, Ref, SpillFile, gather
 from transforms.core.counts import merge_counts, value_counts
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.rows import malformed_table
 from transforms.core.spill_files import read_part
 from transforms.merge.bucket import MERGED_SCHEMA, merge_bucket
-from transforms.merge.event_steps import check_batch, contested_rows, line_keys, split_bucket, take_bucket, verdicts
+from transforms.merge.event_steps import check_batch, contested_base, line_keys, split_bucket, take_bucket, verdicts
 from transforms.merge.value_free import value_free
 from transforms.scan.crossrecord import bucket_of
 from transforms.scan.policy import Policy
@@ -51,7 +48,6 @@ __all__ = ["Settings", "start_worker", "read_task", "event_task", "verdict_task"
 
 MAX_FIELD_CHARS = 4096  # as the Beam job's readers
 FLUSH_ROWS = 262_144  # rows a read task holds before it spills them, a part per bucket
-_VAULT_SCHEMA = {"vault_keys": "vault_key", "vault_values": "vault_value"}
 _VAULT_TABLE = {"vault_keys": "keys", "vault_values": "values"}
 
 
@@ -202,10 +198,7 @@ def verdict_task(bucket: int, copy_refs: list[Ref], base_refs: list[Ref]) -> lis
     part, only those rows kept), spilled by event bucket."""
     s = _settings()
     copies = gather(copy_refs)
-    wanted = pc.unique(copies.column("line_id")).drop_null()
-    found = [contested_rows(table, wanted, s.base_kind == "raw") for table in _tables(base_refs)]
-    found = [rows[0] for rows in found if rows is not None]
-    base = pa.concat_tables(found, promote_options="permissive").combine_chunks() if found else None
+    base = contested_base(_tables(base_refs), copies, s.base_kind == "raw")
     judged = verdicts(copies, base, s.base_kind, s.policy, s.as_of, s.ctx, _WORKER["salt"])
     spill = _spill("verdicts")
     try:
@@ -230,26 +223,16 @@ def take_task(bucket: int, refs: list[Ref]) -> dict:
 def _tables(items: list) -> Iterator[pa.Table]:
     """A bucket's rows of one input, table by table: spilled parts, or a file of the bucket read and checked."""
     for item in items:
-        if not isinstance(item, Shard):
+        if isinstance(item, Shard):
+            yield from read_shard(item, _settings().batch_size)
+        else:
             yield read_part(*item)
-            continue
-        reads = _read_merged(item.source) if item.table == "base" else _read_vault(item.source, item.table)
-        for table, _ in reads:
-            check_bucket(table, item)
-            yield table
 
 
 def _gather(items: list) -> pa.Table | None:
     """A bucket's rows of one input in one table (None for none), as :func:`gather` of spilled parts."""
     parts = [t for t in _tables(items) if t.num_rows]
     return pa.concat_tables(parts, promote_options="permissive").combine_chunks() if parts else None
-
-
-def _write_parquet(path: str, schema: pa.Schema, table: pa.Table) -> None:
-    """One file, as Beam's WriteToParquetBatched writes it (no compression, one write per table)."""
-    with parquet_file(path, schema) as writer:
-        if table.num_rows:
-            writer.write_table(table if table.schema == schema else table.cast(schema))
 
 
 def merge_task(bucket: int, base: list[Ref], events: list[Ref], keys: list[Ref], values: list[Ref]) -> dict:
@@ -261,7 +244,7 @@ def merge_task(bucket: int, base: list[Ref], events: list[Ref], keys: list[Ref],
     read = base_rows.num_rows if base_rows is not None and isinstance(base[0], Shard) else 0
     if base_rows is None and keys_rows is None and values_rows is None and events_rows is None:
         # nothing in this bucket (the Beam job has no element for it)
-        _write_outputs(bucket, MERGED_SCHEMA.empty_table(), None, None)
+        write_bucket(s.stage, bucket, s.n_buckets, MERGED_SCHEMA.empty_table(), None, None)
         return {"counts": {}, "lines": 0, "read": 0}
     with value_free("TokenizeAndSeal"):
         result = merge_bucket(
@@ -277,26 +260,10 @@ def merge_task(bucket: int, base: list[Ref], events: list[Ref], keys: list[Ref],
             ctx=s.ctx,
             salt=w["salt"],
         )
-    _write_outputs(bucket, result.base, result.vault_keys, result.vault_values)
+    write_bucket(s.stage, bucket, s.n_buckets, result.base, result.vault_keys, result.vault_values)
     dead = _dead_letters(f"merge-{bucket:05d}.jsonl")
     try:
         dead.add(result.dead_letter)
     finally:
         dead.close()
     return {"counts": result.counts, "lines": result.base.num_rows, "read": read}
-
-
-def _write_outputs(bucket: int, base: pa.Table, keys: pa.Table | None, values: pa.Table | None) -> None:
-    """Line bucket ``bucket``'s file of the merged base and shard of each vault table (every shard is written:
-    a reader takes a vault generation only when all its shards are there), each marked as the bucket's, with
-    its rows (``pipelines/io/line_buckets.py``): the next merge reads them without a shuffle."""
-    s = _settings()
-    shard = f"{bucket:05d}-of-{s.n_buckets:05d}.parquet"
-    _write_parquet(
-        posixpath.join(s.stage, "base", f"part-{shard}"), mark(MERGED_SCHEMA, bucket, s.n_buckets, len(base)), base
-    )
-    for kind, table in (("vault_keys", keys), ("vault_values", values)):
-        name, schema = _VAULT_TABLE[kind], arrow_schema(_VAULT_SCHEMA[kind])
-        table = schema.empty_table() if table is None else table
-        path = posixpath.join(s.stage, "vault", name, f"{name}-g000001-{shard}")
-        _write_parquet(path, mark(schema, bucket, s.n_buckets, len(table)), table)

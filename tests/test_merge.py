@@ -30,6 +30,7 @@ from transforms.merge.bucket import MERGED_SCHEMA
 from transforms.merge.composite import MergeCompletedRegistrations, TokenizeAndSealFn
 from transforms.crypto.tokenize import Tokenizer
 from transforms.crypto.vault import Vault
+from transforms.scan.keyed_hash import bucket_of
 
 CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
 NEW_NUMBER = "440308199901101512"
@@ -318,6 +319,42 @@ def test_composite_outputs_dead_letters_counts_and_metrics(policy, keys_file, tm
         return sum(c.committed for c in result.metrics().query(MetricsFilter().with_name(name))["counters"])
 
     assert metric("events_applied") == 1 and metric("lines_merged") == 4 and metric("events_duplicates") == 1
+
+
+def _by_bucket(elements, n: int):
+    """What the composite's ``buckets`` output says: each bucket's (lines, key lines, value lines), and whether
+    every line of each table is of its bucket."""
+    found = {}
+    for bucket, base, keys, values in elements:
+        tables = (base, keys, values)
+        assert bucket not in found, bucket  # one element per bucket
+        assert all((bucket_of(t.column("line_id"), n) == bucket).all() for t in tables if t.num_rows)
+        assert base.schema.equals(MERGED_SCHEMA)
+        found[bucket] = tuple(sorted(t.column("line_id").to_pylist()) for t in tables)
+    return found
+
+
+def test_the_composite_gives_every_bucket_its_three_tables_together_even_an_empty_one(policy, keys_file, tmp_path):
+    """``outputs.buckets``: one element per line bucket, all of them (the writer cuts the files by it), each with
+    its merged lines and their vault rows; a bucket with no line has empty tables."""
+    n, ids = 8, [f"L{i}" for i in range(1, 4)]
+    p = BeamTestPipeline(runner=RUNNER)
+    out = {
+        "base": p | "Base" >> beam.Create([raw_table([person(line_id=i) for i in ids], "one.csv")]),
+        "events": p | "Events" >> beam.Create([events_table([event(line_id="L2")], "a.jsonl")]),
+    } | MergeCompletedRegistrations(policy, AS_OF, CTX, keys_file, n_buckets=n, spill_dir=str(tmp_path / "spill"))
+    expected = {b: ([], [], []) for b in range(n)}
+    for line, bucket in zip(ids, bucket_of(pa.array(ids), n)):
+        lines, _, _ = expected[int(bucket)]
+        lines.append(line)
+    for bucket, (lines, keys, values) in expected.items():
+        keys += lines
+        values += sorted(v for line in lines for v in [line] * 4)  # name, document type and number, address
+    assert len({int(b) for b in bucket_of(pa.array(ids), n)}) < n  # some buckets are empty
+    assert_that(
+        out.buckets | beam.combiners.ToList() | beam.Map(_by_bucket, n), equal_to([expected]), label="assert:buckets"
+    )
+    p.run().wait_until_finish()
 
 
 def test_the_tokenize_and_seal_dofn_carries_the_keyset_path_not_its_keys(policy, keys_file):

@@ -52,19 +52,34 @@ def files(out: str, table: str) -> list[str]:
     return sorted(glob.glob(os.path.join(out, TABLES[table])))
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """Inputs, a keyset and the first merge in 3 buckets by two worker processes."""
-    root = tmp_path_factory.mktemp("line_buckets")
+def assert_no_canaries(folder: str) -> None:
+    """No planted name, document number or address in any file under ``folder``."""
+    for path in glob.glob(os.path.join(folder, "**", "*"), recursive=True):
+        if os.path.isfile(path):
+            data = open(path, "rb").read()
+            for canary in (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS):
+                assert canary.encode("utf-8") not in data, path
+
+
+def first_merges(root, engines: dict[str, tuple[str, ...]]) -> dict:
+    """A keyset, the inputs, and the first merge in 3 line buckets by each engine (``{name: its flags}``)."""
     keys = str(root / "secure" / "keys.json")
     backfill("keys", "init", "--keys", keys)
     inputs = write_merge_inputs(str(root), lines=6_000)
-    first = str(root / "first")
     base = [a for p in inputs["base"] for a in ("--base", p)]
     events = [a for p in inputs["events"] for a in ("--registrations", p)]
-    backfill("merge", *base, *events, "--keys", keys, "--out", first, "--shuffle-buckets", "3", "--workers", "2",
-             "--as-of", AS_OF)  # fmt: skip
-    return {"root": root, "keys": keys, "first": first, "events_2": inputs["events_2"]}
+    firsts = {name: str(root / f"first-{name}") for name in engines}
+    for name, engine in engines.items():
+        backfill("merge", *base, *events, "--keys", keys, "--out", firsts[name], "--shuffle-buckets", "3",
+                 "--as-of", AS_OF, *engine)  # fmt: skip
+    return {"root": root, "keys": keys, "firsts": firsts, "events_2": inputs["events_2"]}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Inputs, a keyset and the first merge in 3 buckets by two worker processes."""
+    found = first_merges(tmp_path_factory.mktemp("line_buckets"), {"local": ("--workers", "2")})
+    return {**found, "first": found["firsts"]["local"]}
 
 
 def next_day(site, merged: str, out: str, *extra: str, check=True) -> subprocess.CompletedProcess:
@@ -100,11 +115,7 @@ def test_the_next_merge_reads_them_by_bucket_and_writes_what_the_shuffle_writes(
     assert vault["keys_copied"] > 0 and vault["lines_sealed"] > 0 and seen["counts"]["base"]["balanced"]
     # its own files are marked in turn: the day after reads them straight too
     assert [file_mark(p) for p in files(direct, "base")] == [(b, 3) for b in range(3)]
-    for path in glob.glob(os.path.join(direct, "**", "*"), recursive=True):
-        if os.path.isfile(path):
-            data = open(path, "rb").read()
-            for canary in (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS):
-                assert canary.encode("utf-8") not in data, path
+    assert_no_canaries(direct)
 
 
 @pytest.mark.e2e

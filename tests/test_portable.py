@@ -77,33 +77,58 @@ def test_the_scan_is_the_same_on_the_portable_runner(campaign):
     assert manifest(local)["counts"]["rows_in"] == 3000 and manifest(local)["counts"]["balanced"]
 
 
-def test_the_merge_is_the_same_on_the_portable_runner(campaign):
-    outs = {}
-    for name, flags in RUNNERS.items():
-        outs[name] = str(campaign["root"] / f"merge-{name}")
-        run(
-            "pipelines.merge",
-            "--base",
-            campaign["base"],
-            "--registrations",
-            campaign["events"],
-            "--keys",
-            campaign["keys"],
-            "--out",
-            outs[name],
-            "--as-of",
-            AS_OF,
-            *flags,
-        )
-    local, portable = outs["local"], outs["portable"]
+def _merge(campaign, out: str, flags: list[str], events: str, *inputs: str, as_of: str = AS_OF) -> str:
+    run("pipelines.merge", *inputs, "--registrations", events, "--keys", campaign["keys"], "--out", out,
+        "--as-of", as_of, *flags)  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def merges(campaign):
+    """The first merge of the raw base on each runner, in 3 line buckets."""
+    root, base = campaign["root"], ("--base", campaign["base"], "--shuffle-buckets", "3")
+    return {
+        name: _merge(campaign, str(root / f"merge-{name}"), flags, campaign["events"], *base)
+        for name, flags in RUNNERS.items()
+    }
+
+
+def test_the_merge_is_the_same_on_the_portable_runner(campaign, merges):
+    local, portable = merges["local"], merges["portable"]
     assert table(os.path.join(portable, "base")).equals(table(os.path.join(local, "base")))
     assert manifest(portable)["counts"] == manifest(local)["counts"]
     applied = manifest(local)["counts"]["events"]["applied"]
     with open(campaign["events"]) as handle:
         assert 0 < applied <= sum(1 for _ in handle)
     sealed = ("line_id", "field")
-    values = {name: table(os.path.join(out, "vault", "values")).select(list(sealed)) for name, out in outs.items()}
+    values = {name: table(os.path.join(out, "vault", "values")).select(list(sealed)) for name, out in merges.items()}
     assert values["portable"].equals(values["local"]) and values["local"].num_rows > 0
+
+
+def test_the_next_days_merge_reads_its_files_by_bucket_on_the_portable_runner(campaign, merges):
+    """The portable job's merged base and vault are cut by line bucket (one attempt of each bucket published):
+    the next day's job reads them without a shuffle, and merges as the in-process merge does."""
+    root, later = campaign["root"], "2026-12-02"
+    events = str(root / "events-2.jsonl")
+    run("dev.simulate", "--scan", campaign["scans"]["local"], "--out", events, "--share", "0.2", "--seed", "5",
+        "--as-of", later)  # fmt: skip
+    outs = {
+        name: _merge(campaign, str(root / f"merge-2-{name}"), flags, events, "--merged", merges[name], as_of=later)
+        for name, flags in RUNNERS.items()
+    }
+    for name in RUNNERS:
+        assert manifest(outs[name])["shuffle"] == {
+            "buckets": 3,
+            "spill": name == "local",
+            "read_by_bucket": ["base", "vault_keys", "vault_values"],
+        }, name
+    local, portable = outs["local"], outs["portable"]
+    assert table(os.path.join(portable, "base")).equals(table(os.path.join(local, "base")))
+    assert manifest(portable)["counts"] == manifest(local)["counts"]
+    assert manifest(local)["counts"]["events"]["applied"] > 0 and manifest(local)["counts"]["vault"]["keys_copied"] > 0
+    sealed = ("line_id", "field")
+    values = {name: table(os.path.join(out, "vault", "values")).select(list(sealed)) for name, out in outs.items()}
+    assert values["portable"].equals(values["local"])
 
 
 def test_compact_is_the_same_on_the_portable_runner(campaign):

@@ -9,6 +9,9 @@ spill), which is most of a daily merge's reading (the whole previous vault is ca
     mark(schema, bucket=3, n=40, rows=49_812)     # the writer's schema, with the mark
     cut = files_by_bucket(paths)                  # (N, {bucket: path}), or None
     check_bucket(table, shard)                    # in the task: every line of the file is of its bucket
+    files = BucketFiles({"base": {3: [shard]}}, 65_536)
+    files.gather("base", 3)                       # bucket 3's rows of its base file, read and checked
+    write_bucket(stage, 3, 40, base, keys, values)  # base/part-00003-of-00040.parquet and vault shards, marked
 
 A mark is trusted only when every file of a table has one, with one N, each bucket once and each
 file's row count as marked: a file re-cut or filtered by another tool (with the schema read from a
@@ -20,20 +23,37 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io.paths import open_read
+from pipelines.io.merged_base import read_merged_checked, read_vault_shard
+from pipelines.io.paths import join_path, open_read
 from pipelines.io.planning import InputError
+from pipelines.io.task_files import parquet_file
+from schemas import arrow_schema
+from transforms.merge.bucket import MERGED_SCHEMA
+from transforms.merge.value_free import value_free
 from transforms.scan.keyed_hash import bucket_of
 
-__all__ = ["MARK", "Shard", "mark", "file_mark", "files_by_bucket", "check_bucket"]
+__all__ = [
+    "MARK",
+    "Shard",
+    "BucketFiles",
+    "mark",
+    "file_mark",
+    "files_by_bucket",
+    "check_bucket",
+    "read_shard",
+    "bucket_paths",
+    "write_bucket",
+]
 
 MARK = b"subscriber_backfill.line_bucket"
 _VALUE = re.compile(rb"^(\d+)/(\d+)/(\d+)$")
 FOOTER_READERS = 16  # footers read at once (thousands of files at 300 million lines)
+_VAULT = {"vault_keys": ("keys", "vault_key"), "vault_values": ("values", "vault_value")}  # table: (folder, schema)
 
 
 class Shard(NamedTuple):
@@ -84,3 +104,60 @@ def check_bucket(table: pa.Table, shard: Shard) -> None:
             f"{shard.path}: holds lines of another bucket than its footer says ({shard.bucket} of "
             f"{shard.n_buckets}); re-run with --shuffle-buckets to read it through the shuffle"
         )
+
+
+def read_shard(shard: Shard, batch_size: int) -> Iterator[pa.Table]:
+    """The rows of a file of one line bucket, batch by batch, each checked to be of that bucket."""
+    if shard.table == "base":
+        reads = read_merged_checked(shard.source, batch_size)
+    else:
+        reads = read_vault_shard(shard.source, _VAULT[shard.table][0])
+    for table in reads:
+        check_bucket(table, shard)
+        yield table
+
+
+class BucketFiles(NamedTuple):
+    """The inputs of a merge already cut by line bucket (``{table: {bucket: [Shard]}}``, from the plan), read by
+    each bucket's own step in place of a shuffle. Paths and splits only: picklable into a Beam job."""
+
+    shards: dict
+    batch_size: int
+
+    def __contains__(self, table: str) -> bool:
+        return table in self.shards
+
+    def tables(self, table: str, bucket: int) -> Iterator[pa.Table]:
+        for shard in self.shards.get(table, {}).get(bucket, []):
+            yield from read_shard(shard, self.batch_size)
+
+    def gather(self, table: str, bucket: int) -> pa.Table | None:
+        """Bucket ``bucket``'s rows of ``table`` in one table (None for none). An error loses its text (Arrow's
+        may quote a value), but for the one-line InputError of a file not of its bucket (a path, no value)."""
+        with value_free("ReadBucket", passing=(InputError,)):
+            parts = [t for t in self.tables(table, bucket) if t.num_rows]
+            return pa.concat_tables(parts, promote_options="permissive").combine_chunks() if parts else None
+
+
+def bucket_paths(folder: str, bucket: int, n: int) -> dict[str, str]:
+    """Where line bucket ``bucket`` of ``n`` is written under an output ``folder``: its base file and its shard
+    of each vault table (the names Beam's sharded writes give: a reader globs them alike)."""
+    shard = f"{bucket:05d}-of-{n:05d}.parquet"
+    paths = {"base": join_path(folder, "base", f"part-{shard}")}
+    for table, (name, _) in _VAULT.items():
+        paths[table] = join_path(folder, "vault", name, f"{name}-g000001-{shard}")
+    return paths
+
+
+def write_bucket(folder: str, bucket: int, n: int, base: pa.Table, keys: pa.Table | None, values: pa.Table | None):
+    """Line bucket ``bucket`` of ``n`` written under ``folder`` (:func:`bucket_paths`), each file marked as the
+    bucket's with its rows. Every file is written, empty or not: a reader takes a vault generation only when all
+    its shards are there, and the next merge reads by bucket only when every bucket has its file."""
+    schemas = {"base": MERGED_SCHEMA, **{t: arrow_schema(s) for t, (_, s) in _VAULT.items()}}
+    tables = {"base": base, "vault_keys": keys, "vault_values": values}
+    for table, path in bucket_paths(folder, bucket, n).items():
+        schema, rows = schemas[table], tables[table]
+        rows = schema.empty_table() if rows is None else rows
+        with parquet_file(path, mark(schema, bucket, n, len(rows))) as writer:
+            if rows.num_rows:  # one write per table, as Beam's WriteToParquetBatched
+                writer.write_table(rows if rows.schema == schema else rows.cast(schema))

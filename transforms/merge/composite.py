@@ -5,6 +5,12 @@
     vault keys / values (optional) --KeyVault*ByLine------------+        |--> vault_keys, vault_values
                                                                           '--> dead_letter, counts
 
+A previous merge's base and vault files cut by line bucket (``files``) are
+not inputs: each bucket's step reads its own file of them (no shuffle). Every
+bucket fires (``EveryBucket``), and the ``buckets`` output gives each bucket's
+merged lines and vault rows together, for a writer that cuts files by bucket
+(``pipelines/io/bucket_sink.py``).
+
 ``EventsByLine`` checks every copy of every event, then decides who holds each
 event_id (docs/contract.md "Registration events": the first *valid* copy in
 file, row order) and sends one copy per id to the line join. Every shuffle is
@@ -30,7 +36,8 @@ import pyarrow as pa
 
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
-from transforms.merge.bucket import merge_bucket, value_counts
+from schemas import arrow_schema
+from transforms.merge.bucket import MERGED_SCHEMA, merge_bucket, value_counts
 from transforms.merge.event_stages import EventsByLine
 from transforms.merge.event_steps import line_keys
 from transforms.merge.value_free import value_free
@@ -42,11 +49,17 @@ from transforms.core.tags import COUNTS, DEAD_LETTER
 __all__ = [
     "MergeCompletedRegistrations",
     "MergeOutputs",
+    "LineBucket",
+    "BUCKETS",
     "KeyByLineFn",
     "TokenizeAndSealFn",
     "reader_dead_counts",
     "value_free",
 ]
+
+
+BUCKETS = "buckets"
+LineBucket = typing.Tuple[int, pa.Table, pa.Table, pa.Table]  # (bucket, merged lines, vault keys, vault values)
 
 
 class MergeOutputs(typing.NamedTuple):
@@ -55,6 +68,8 @@ class MergeOutputs(typing.NamedTuple):
     vault_values: beam.PCollection  # pa.Table batches of vault_value rows
     dead_letter: beam.PCollection  # pa.Table batches of the dead-letter schema
     counts: beam.PCollection  # one dict: the run's tallies
+    # one LineBucket per line bucket, every bucket (empty tables for an empty one); None from compaction
+    buckets: beam.PCollection | None = None
 
 
 @beam.typehints.with_output_types(pa.Table)
@@ -71,18 +86,21 @@ class KeyByLineFn(beam.DoFn):
 
 
 @beam.typehints.with_output_types(
-    pa.Table, vault_keys=pa.Table, vault_values=pa.Table, dead_letter=pa.Table, counts=dict
+    pa.Table, vault_keys=pa.Table, vault_values=pa.Table, dead_letter=pa.Table, counts=dict, buckets=LineBucket
 )
 class TokenizeAndSealFn(beam.DoFn):
-    """One line bucket -> merged lines, vault rows, dead letters, counts.
+    """One line bucket -> merged lines, vault rows, dead letters, counts, and the bucket's three tables together.
 
     Holds the keyset *path*; the keyset, tokenizer and vault are built in
-    ``setup()`` on the worker (a Keyset refuses to be pickled).
+    ``setup()`` on the worker (a Keyset refuses to be pickled). ``files``: the
+    inputs already cut by line bucket, each bucket reading its own file of them.
     """
 
-    def __init__(self, keys_path: str, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, base_kind: str):
+    def __init__(
+        self, keys_path: str, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, base_kind: str, files=None
+    ):
         self._keys_path, self._policy, self._as_of, self._ctx = keys_path, policy, as_of, ctx
-        self._base_kind = base_kind
+        self._base_kind, self._files = base_kind, files
         self._lines = counter("lines_merged")
         self._applied = counter("events_applied")
         self._sealed = counter("values_sealed")
@@ -99,18 +117,25 @@ class TokenizeAndSealFn(beam.DoFn):
         self._salt = secrets.token_hex(16)
 
     def process(self, element):
-        _, tables = element
+        bucket, tables = element
 
         def part(tag):
+            if self._files is not None and tag in self._files:
+                return self._files.gather(tag, bucket)
             return tables[tag].drop_columns([BUCKET]) if tag in tables else None
 
+        inputs = [part(tag) for tag in ("base", "events", "vault_keys", "vault_values")]
+        if all(table is None for table in inputs):  # an empty bucket: its (empty) files are written all the same
+            yield beam.pvalue.TaggedOutput(BUCKETS, (bucket, MERGED_SCHEMA.empty_table(), *_EMPTY_VAULT))
+            return
+        base, events, vault_keys, vault_values = inputs
         with value_free("TokenizeAndSeal"):
             result = merge_bucket(
-                part("base"),
+                base,
                 self._base_kind,
-                part("events"),
-                part("vault_keys"),
-                part("vault_values"),
+                events,
+                vault_keys,
+                vault_values,
                 tokenizer=self._tokenizer,
                 vault=self._vault,
                 policy=self._policy,
@@ -122,6 +147,7 @@ class TokenizeAndSealFn(beam.DoFn):
         self._applied.inc(result.counts.get("events", {}).get("applied", 0))
         self._sealed.inc(result.vault_values.num_rows)
         yield beam.pvalue.TaggedOutput(COUNTS, result.counts)
+        yield beam.pvalue.TaggedOutput(BUCKETS, (bucket, result.base, result.vault_keys, result.vault_values))
         for tag, table in (
             ("vault_keys", result.vault_keys),
             ("vault_values", result.vault_values),
@@ -131,6 +157,14 @@ class TokenizeAndSealFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(tag, table)
         if result.base.num_rows:
             yield result.base
+
+
+_EMPTY_VAULT = (arrow_schema("vault_key").empty_table(), arrow_schema("vault_value").empty_table())
+
+
+def _bucket_numbers(n: int) -> pa.Table:
+    """A table of one row per bucket 0..n-1 (only its bucket column): the join then has every bucket."""
+    return pa.table({BUCKET: pa.array(range(n), pa.int32())})
 
 
 def reader_dead_counts(side: str):
@@ -159,6 +193,9 @@ class MergeCompletedRegistrations(beam.PTransform):
       base_kind: ``raw`` (plaintext identity columns) or ``merged`` (a previous merge's base).
       spill_dir: where the shuffles spill their payload (local runners); None
         to shuffle the tables themselves (Dataflow).
+      files: the inputs already cut by line bucket (a previous merge's files,
+        ``pipelines.io.line_buckets.BucketFiles``): not given in ``inputs``,
+        each line bucket reads its own file of them.
     """
 
     def __init__(
@@ -170,22 +207,28 @@ class MergeCompletedRegistrations(beam.PTransform):
         n_buckets: int,
         base_kind: str = "raw",
         spill_dir: str | None = None,
+        files=None,
     ):
         super().__init__()
         if base_kind not in ("raw", "merged"):
             raise ValueError(f"base_kind must be raw or merged, not {base_kind!r}")
         self._policy, self._as_of, self._ctx, self._keys = policy, as_of, ctx, keys_path
         self._n, self._kind, self._spill = max(1, int(n_buckets)), base_kind, spill_dir
+        self._files = files
 
     def expand(self, inputs: dict) -> MergeOutputs:
         n = self._n
-        events = {"events": inputs["events"], "base": inputs["base"]} | "EventsByLine" >> EventsByLine(
-            self._policy, self._as_of, self._ctx, self._keys, n, self._kind, self._spill
+        events = {tag: inputs[tag] for tag in ("events", "base") if tag in inputs} | "EventsByLine" >> EventsByLine(
+            self._policy, self._as_of, self._ctx, self._keys, n, self._kind, self._spill, self._files
         )
-        join = {
-            "events": events.events,
-            "base": inputs["base"] | "KeyBaseByLine" >> beam.ParDo(KeyByLineFn(n, self._kind == "raw")),
-        }
+        every = (
+            inputs["events"].pipeline
+            | "EveryBucket" >> beam.Create([n])
+            | "BucketNumbers" >> beam.Map(_bucket_numbers).with_output_types(pa.Table)
+        )
+        join = {"events": events.events, BUCKETS: every}  # every bucket fires, so every bucket's files are written
+        if "base" in inputs:
+            join["base"] = inputs["base"] | "KeyBaseByLine" >> beam.ParDo(KeyByLineFn(n, self._kind == "raw"))
         for tag in ("vault_keys", "vault_values"):
             if tag in inputs:
                 join[tag] = inputs[tag] | f"Key{tag.title().replace('_', '')}ByLine" >> beam.ParDo(
@@ -195,9 +238,9 @@ class MergeCompletedRegistrations(beam.PTransform):
             join
             | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="JoinByLine")
             | "TokenizeAndSeal"
-            >> beam.ParDo(TokenizeAndSealFn(self._keys, self._policy, self._as_of, self._ctx, self._kind)).with_outputs(
-                "vault_keys", "vault_values", DEAD_LETTER, COUNTS, main="base"
-            )
+            >> beam.ParDo(
+                TokenizeAndSealFn(self._keys, self._policy, self._as_of, self._ctx, self._kind, self._files)
+            ).with_outputs("vault_keys", "vault_values", DEAD_LETTER, COUNTS, BUCKETS, main="base")
         )
         dead_inputs = [events.dead_letter, merged.dead_letter]
         count_inputs = [events.counts, merged.counts]
@@ -212,4 +255,4 @@ class MergeCompletedRegistrations(beam.PTransform):
         counts = (
             tuple(count_inputs) | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(SumCounts())
         )
-        return MergeOutputs(merged.base, merged.vault_keys, merged.vault_values, dead, counts)
+        return MergeOutputs(merged.base, merged.vault_keys, merged.vault_values, dead, counts, merged[BUCKETS])

@@ -32,7 +32,14 @@ from transforms.core.deadletter import DeadLetterContext
 from transforms.core.metrics import counter
 from transforms.core.shuffle import BUCKET, ArrowGroupByBucket, with_bucket
 from transforms.core.tags import COUNTS, DEAD_LETTER
-from transforms.merge.event_steps import check_batch, contested_rows, split_bucket, take_bucket, verdicts
+from transforms.merge.event_steps import (
+    check_batch,
+    contested_base,
+    contested_rows,
+    split_bucket,
+    take_bucket,
+    verdicts,
+)
 from transforms.scan.policy import Policy
 
 __all__ = ["EventsByLine", "EventSide", "CONTESTED"]
@@ -122,19 +129,23 @@ class _LinesOfFn(beam.DoFn):
 class _LineVerdictsFn(beam.DoFn):
     """One line bucket of contested copies and their lines -> the copies with their verdicts, by event_id."""
 
-    def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, n_buckets: int, base_kind: str):
+    def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, n_buckets: int, base_kind: str, files):
         self._policy, self._as_of, self._ctx, self._n, self._kind = policy, as_of, ctx, n_buckets, base_kind
+        self._files = files
 
     def setup(self):
         self._salt = secrets.token_hex(16)  # classify's hash key, never compared across buckets (as TokenizeAndSeal)
 
     def process(self, element):
-        _, tables = element
+        bucket, tables = element
         if "copies" not in tables:
             return
-        copies = verdicts(
-            _part(tables, "copies"), _part(tables, "base"), self._kind, self._policy, self._as_of, self._ctx, self._salt
-        )
+        copies = _part(tables, "copies")
+        if self._files is not None and "base" in self._files:  # the bucket's base file, read here
+            base = contested_base(self._files.tables("base", bucket), copies, self._kind == "raw")
+        else:
+            base = _part(tables, "base")
+        copies = verdicts(copies, base, self._kind, self._policy, self._as_of, self._ctx, self._salt)
         yield with_bucket(copies, copies.column("event_id"), self._n)
 
 
@@ -159,12 +170,16 @@ class _TakeIdsFn(beam.DoFn):
 class EventsByLine(beam.PTransform):
     """``{"events": raw event batches, "base": base batches}`` -> :class:`EventSide` (see the module docstring).
 
-    ``base_kind``: ``raw`` (line ids cleaned as the scan cleans them) or ``merged``."""
+    ``base_kind``: ``raw`` (line ids cleaned as the scan cleans them) or ``merged``. ``files``: the inputs
+    already cut by line bucket (``pipelines.io.line_buckets.BucketFiles``); with the base among them, ``base``
+    is not given and each line bucket of contested copies reads its own base file."""
 
-    def __init__(self, policy, as_of, ctx, keys_path: str, n_buckets: int, base_kind: str, spill_dir: str | None):
+    def __init__(
+        self, policy, as_of, ctx, keys_path: str, n_buckets: int, base_kind: str, spill_dir: str | None, files=None
+    ):
         super().__init__()
         self._policy, self._as_of, self._ctx, self._keys = policy, as_of, ctx, keys_path
-        self._n, self._kind, self._spill = n_buckets, base_kind, spill_dir
+        self._n, self._kind, self._spill, self._files = n_buckets, base_kind, spill_dir, files
 
     def expand(self, inputs: dict) -> EventSide:
         n, ctx = self._n, self._ctx
@@ -182,14 +197,16 @@ class EventsByLine(beam.PTransform):
             | "AllContestedLineIds" >> beam.combiners.ToList()
             | "Distinct" >> beam.Map(_distinct)
         )
-        lines = inputs["base"] | "LinesOfContested" >> beam.ParDo(
-            _LinesOfFn(n, self._kind == "raw"), beam.pvalue.AsSingleton(line_ids)
-        )
+        contested = {"copies": split.contested}
+        if "base" in inputs:  # else each line bucket reads its own base file (``files``)
+            contested["base"] = inputs["base"] | "LinesOfContested" >> beam.ParDo(
+                _LinesOfFn(n, self._kind == "raw"), beam.pvalue.AsSingleton(line_ids)
+            )
+        judge = _LineVerdictsFn(self._policy, self._as_of, ctx, n, self._kind, self._files)
         verdicts = (
-            {"copies": split.contested, "base": lines}
+            contested
             | "ShuffleContestedByLine" >> ArrowGroupByBucket(self._spill, label="ShuffleContestedByLine")
-            | "LineVerdicts"
-            >> beam.ParDo(_LineVerdictsFn(self._policy, self._as_of, ctx, n, self._kind)).with_output_types(pa.Table)
+            | "LineVerdicts" >> beam.ParDo(judge).with_output_types(pa.Table)
         )
         taken = (
             {"copies": verdicts}

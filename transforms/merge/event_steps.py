@@ -3,6 +3,7 @@
     checked, dead, counts = check_batch(raw, tokenizer, ctx)              # CheckEvents, per read batch
     firsts, contested, counts = split_bucket(events)                      # SplitCopies, per event_id bucket
     rows, ids = contested_rows(base, line_ids, clean)                     # LinesOfContested, per base batch
+    base = contested_base(base_tables, copies, clean)                     # a bucket's base read by the bucket
     copies = verdicts(copies, base, kind, policy, as_of, ctx, salt)       # LineVerdicts, per line bucket
     takers, dead, counts = take_bucket(copies, ctx)                       # TakeIds, per event_id bucket
     ids = line_keys(table, clean)                                         # KeyByLine: what a row's bucket is of
@@ -15,6 +16,7 @@ runs under :func:`value_free` (an error's text may quote an identity value).
 from __future__ import annotations
 
 import datetime as dt
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +31,7 @@ from transforms.merge.value_free import value_free
 from transforms.scan.normalize import clean_text
 from transforms.scan.policy import Policy
 
-__all__ = ["check_batch", "split_bucket", "contested_rows", "verdicts", "take_bucket", "line_keys"]
+__all__ = ["check_batch", "split_bucket", "contested_rows", "contested_base", "verdicts", "take_bucket", "line_keys"]
 
 
 def line_keys(table: pa.Table, clean: bool) -> pa.Array:
@@ -65,6 +67,14 @@ def contested_rows(table: pa.Table, line_ids: pa.Array, clean: bool) -> tuple[pa
         if not pc.any(keep).as_py():
             return None
         return table.filter(keep), ids.filter(keep)
+
+
+def contested_base(tables: Iterable[pa.Table], copies: pa.Table, clean: bool) -> pa.Table | None:
+    """A line bucket's base rows of its contested ``copies``' lines, from the bucket's base tables read one by
+    one (only those rows kept); None when there are none."""
+    wanted = pc.unique(copies.column("line_id")).drop_null()
+    found = [rows[0] for rows in (contested_rows(table, wanted, clean) for table in tables) if rows is not None]
+    return pa.concat_tables(found, promote_options="permissive").combine_chunks() if found else None
 
 
 def verdicts(
