@@ -39,7 +39,9 @@ from pipelines.flags import add_merged, add_progress_flag
 from pipelines.io.base_files import ReadSubscriberBase
 from pipelines.io.deltas import ReadWindows
 from pipelines.io.finalize import Finalize
-from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable, write_merged_base, write_vault_table
+from pipelines.io.bucket_sink import WriteLineBuckets
+from pipelines.io.line_buckets import BucketFiles
+from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable
 from pipelines.io.publish import publishing
 from pipelines.keys_session import register_vault
 from pipelines.manifest import keys_block, policy_block, read_json
@@ -81,12 +83,13 @@ def build_pipeline(p: beam.Pipeline, job: Job, ctx: DeadLetterContext, spill_dir
             job.base_splits, ctx, encoding=args.encoding, batch_size=args.batch_size
         )
         inputs_.update(base=base.raw, base_dead_letter=base.dead_letter)
-    else:
+    elif "base" not in job.direct:  # else each bucket reads its own file of the base
         inputs_["base"] = p | "ReadMergedBase" >> ReadMergedBase(job.base_splits, args.batch_size)
-    progress.count(inputs_["base"], "read")
-    if job.vault:
-        inputs_["vault_keys"] = p | "ReadVaultKeys" >> ReadVaultTable(job.vault["keys"], "keys")
-        inputs_["vault_values"] = p | "ReadVaultValues" >> ReadVaultTable(job.vault["values"], "values")
+    if "base" in inputs_:
+        progress.count(inputs_["base"], "read")
+    for table in ("keys", "values") if job.vault else ():
+        if f"vault_{table}" not in job.direct:
+            inputs_[f"vault_{table}"] = p | f"ReadVault{table.title()}" >> ReadVaultTable(job.vault[table], table)
     windows = p | "ReadWindows" >> ReadWindows(job.windows, job.keyset.keyset_id, args.deltas, args.batch_size)
     inputs_.update(
         delta=windows["delta"],
@@ -94,8 +97,9 @@ def build_pipeline(p: beam.Pipeline, job: Job, ctx: DeadLetterContext, spill_dir
         delta_values=windows["delta_values"],
         deltas_counts=windows["counts"],
     )
+    files = BucketFiles(job.direct, args.batch_size) if job.direct else None
     return inputs_ | "CompactDeltas" >> CompactDeltas(
-        job.policy, job.as_of, ctx, args.keys, job.n_buckets, base_kind=job.kind, spill_dir=spill_dir
+        job.policy, job.as_of, ctx, args.keys, job.n_buckets, base_kind=job.kind, spill_dir=spill_dir, files=files
     )
 
 
@@ -156,7 +160,7 @@ def _manifest(job: Job) -> dict:
         },
         "outputs": {name: FileSystems.join(job.out, name) for name in ("base", "vault", "dead_letter")},
         "runner": runner_name(job.options),
-        "shuffle": {"buckets": job.n_buckets, "spill": job.spill},
+        "shuffle": {"buckets": job.n_buckets, "spill": job.spill, "read_by_bucket": sorted(job.direct)},
         "timings": {"plan_seconds": round(time.time() - job.timer.started, 3)},
     }
 
@@ -167,7 +171,9 @@ def _run_pipeline(job: Job, pub) -> None:
     ctx, stage = DeadLetterContext("compact", job.run_id, job.started), pub.stage
     # The spill carries raw rows: sealed under a per-run key, in a private local folder (0700) that a later
     # run removes if this one dies (transforms/core/shuffle.py), never under OUT.
-    phases = dict.fromkeys(("read", "compacted"), job.base_info.estimated_rows)
+    phases = dict.fromkeys(
+        ("compacted",) if "base" in job.direct else ("read", "compacted"), job.base_info.estimated_rows
+    )
     with (
         spill_area("compact") if job.spill else contextlib.nullcontext() as spill_dir,
         progress("compact", job.run_id, phases, job.options, job.args.progress_seconds) as prog,
@@ -175,11 +181,8 @@ def _run_pipeline(job: Job, pub) -> None:
         with beam.Pipeline(options=job.options) as p:
             outputs = build_pipeline(p, job, ctx, spill_dir, prog)
             prog.count(outputs.base, "compacted")
-            vault_dir = FileSystems.join(stage, "vault")
             written = [
-                write_merged_base(outputs.base, FileSystems.join(stage, "base")),
-                write_vault_table(outputs.vault_keys, vault_dir, "keys", "WriteVaultKeys"),
-                write_vault_table(outputs.vault_values, vault_dir, "values", "WriteVaultValues"),
+                outputs.buckets | "WriteBuckets" >> WriteLineBuckets(stage, job.n_buckets),
                 write_dead_letters(outputs.dead_letter, FileSystems.join(stage, "dead_letter", "part")),
             ]
             outputs.counts | "Finalize" >> Finalize(
@@ -195,13 +198,14 @@ def run(argv=None) -> dict:
     balance."""
     job = prepare(argv, parser(), ROWS_PER_BUCKET)
     log.info(
-        "compact %s: %s base (%s file(s), ~%s rows), %s window(s), %s bucket(s), runner %s, as of %s",
+        "compact %s: %s base (%s file(s), ~%s rows), %s window(s), %s bucket(s)%s, runner %s, as of %s",
         job.run_id,
         job.kind,
         f"{len(job.base_info.files):,}",
         f"{job.base_info.estimated_rows:,}",
         f"{len(job.windows):,}",
         f"{job.n_buckets:,}",
+        f" ({', '.join(sorted(job.direct))} read by bucket, no shuffle)" if job.direct else "",
         runner_name(job.options),
         job.as_of,
     )

@@ -81,6 +81,8 @@ class Job:
     run_id: str
     started: str
     timer: Timer
+    # a previous merge's files cut by line bucket, read by each bucket's own step (pipelines/merge_plan.py)
+    direct: dict = dataclasses.field(default_factory=dict)
 
 
 def _plan_inputs(args, keyset) -> tuple[str, list, InputInfo, dict | None]:
@@ -97,6 +99,7 @@ def prepare(argv, parser: argparse.ArgumentParser, rows_per_bucket: int) -> Job:
     """Parse and check the arguments: the keyset, the as-of date, no overlap of OUT and the inputs, the
     committed windows, the base and its vault (planned, not read), the buckets and the spill."""
     from pipelines.io.windows import committed_windows
+    from pipelines.merge_plan import plan_buckets
     from transforms.crypto.keyset import Keyset
     from transforms.scan.policy import load_policy
 
@@ -119,6 +122,9 @@ def prepare(argv, parser: argparse.ArgumentParser, rows_per_bucket: int) -> Job:
     options = beam_options(beam_args, step="compact", run_id=run_id)
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
+    rows = base_info.estimated_rows
+    default = args.shuffle_buckets or max(1, math.ceil(rows / rows_per_bucket))
+    n_buckets, direct = plan_buckets(args, kind, base_splits, vault, default, math.ceil(rows / (2 * rows_per_bucket)))
     return Job(
         args=args,
         options=options,
@@ -131,7 +137,8 @@ def prepare(argv, parser: argparse.ArgumentParser, rows_per_bucket: int) -> Job:
         vault=vault,
         deltas=deltas,
         windows=windows,
-        n_buckets=args.shuffle_buckets or max(1, math.ceil(base_info.estimated_rows / rows_per_bucket)),
+        n_buckets=n_buckets,
+        direct=direct,
         spill=args.spill != "off" and is_local_runner(options),
         out=out,
         run_id=run_id,

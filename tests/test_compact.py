@@ -139,7 +139,8 @@ def test_compact_equals_the_batch_merge_and_the_single_process_fold(stream, tmp_
     )
     assert counts["deltas"]["delta_rows"] == delta_rows
     assert counts["vault"]["keys"] == pq.read_table(os.path.join(out, "vault", "keys")).num_rows
-    assert manifest["shuffle"] == {"buckets": 3, "spill": True} and manifest["runner"] == "FnApiRunner"
+    assert manifest["shuffle"] == {"buckets": 3, "spill": True, "read_by_bucket": []}
+    assert manifest["runner"] == "FnApiRunner"
     before = sorted_base(out)
     again = compact([stream["base"]], stream["deltas"], stream["keys"], out, "--shuffle-buckets", "5", "--spill", "off")
     assert sorted_base(out).equals(before) and again["counts"]["base"] == counts["base"]  # a re-run changes nothing
@@ -162,6 +163,36 @@ def test_a_merged_base_compacts_to_the_daily_merge(stream, tmp_path):
     ids = sorted_base(out)["line_id"].to_pylist()[::60]
     assert assert_same_identities(stream["keys"], os.path.join(out, "vault"), os.path.join(daily, "vault"), ids)
     assert manifest["inputs"]["base_kind"] == "merged" and manifest["counts"]["base"]["balanced"]
+
+
+@pytest.mark.e2e  # backfill compact (and merge) in subprocesses
+def test_compact_reads_a_merged_base_by_line_bucket_and_writes_its_own_cut_so(stream, tmp_path):
+    """Day 1's merge wrote its base and vault cut in 3 line buckets: compact reads them by bucket (no shuffle of
+    the base or the vault) and compacts as through the shuffle; its own files are cut and marked in turn, so the
+    next day's merge over them reads them by bucket too."""
+    day1, day2 = stream["events"][:800], stream["events"][800:1600]
+    first = str(tmp_path / "day1")
+    batch_merge([stream["base"]], day1, stream["keys"], first, "--shuffle-buckets", "3")
+    merged_base, vault = os.path.join(first, "base"), os.path.join(first, "vault")
+    deltas = str(tmp_path / "stream" / "deltas")
+    commit_windows([merged_base], [day2[:400], day2[400:]], deltas, stream["keys"])
+    outs = {name: str(tmp_path / f"compact-{name}") for name in ("by_bucket", "shuffled")}
+    by_bucket = compact([merged_base], deltas, stream["keys"], outs["by_bucket"], "--vault", vault)
+    shuffled = compact(
+        [merged_base], deltas, stream["keys"], outs["shuffled"], "--vault", vault, "--shuffle-buckets", "3"
+    )
+    assert by_bucket["shuffle"]["read_by_bucket"] == ["base", "vault_keys", "vault_values"]
+    assert by_bucket["shuffle"]["buckets"] == 3 and shuffled["shuffle"]["read_by_bucket"] == []
+    assert by_bucket["counts"] == shuffled["counts"] and by_bucket["counts"]["deltas"]["lines_registered"] > 0
+    assert_same_base(outs["shuffled"], outs["by_bucket"])
+    ids = sorted_base(outs["by_bucket"])["line_id"].to_pylist()[::60]
+    vaults = [os.path.join(outs[name], "vault") for name in ("by_bucket", "shuffled")]
+    assert assert_same_identities(stream["keys"], *vaults, ids)
+    daily = str(tmp_path / "day3")
+    later = batch_merge([os.path.join(outs["by_bucket"], "base")], stream["events"][1600:], stream["keys"], daily,
+                        "--vault", vaults[0])  # fmt: skip
+    assert later["shuffle"]["read_by_bucket"] == ["base", "vault_keys", "vault_values"]
+    assert later["counts"]["base"]["balanced"] and later["counts"]["vault"]["keys_copied"] > 0
 
 
 @pytest.mark.e2e  # backfill compact (and merge) in subprocesses

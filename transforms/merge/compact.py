@@ -8,7 +8,11 @@
 One shuffle (:class:`transforms.core.shuffle.ArrowGroupByBucket`, a Beam
 GroupByKey of Arrow tables by the bucket of ``line_id``) brings every row of a
 line together: its base row, its previous vault rows and every window's delta
-row and vault rows. A worker holds one bucket, never the base. Per bucket
+row and vault rows. A worker holds one bucket, never the base. A merged base
+and vault cut by line bucket (``files``) are not shuffled: each bucket reads
+its own file of them; every bucket fires, and the ``buckets`` output gives
+each bucket's three tables together for a writer that cuts files by bucket
+(as the batch merge's, ``transforms/merge/composite.py``). Per bucket
 (:func:`compact_bucket`):
 
 1. the base is what the batch merge makes of it without events
@@ -41,10 +45,11 @@ from schemas import arrow_schema
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.metrics import SumCounts, counter
-from transforms.core.shuffle import BUCKET, ArrowGroupByBucket
+from transforms.core.shuffle import ArrowGroupByBucket
 from transforms.core.tags import COUNTS, DEAD_LETTER
 from transforms.merge.bucket import MERGED_SCHEMA, BucketResult, merge_bucket
-from transforms.merge.composite import KeyByLineFn, MergeOutputs, reader_dead_counts, value_free
+from transforms.merge.composite import BUCKETS, LineBucket, MergeOutputs, bucket_tables, empty_bucket, every_bucket
+from transforms.merge.composite import key_by_line, reader_dead_counts, value_free
 from transforms.merge.stream import fold_deltas
 from transforms.scan.policy import Policy
 
@@ -112,18 +117,22 @@ def compact_bucket(
 
 
 @beam.typehints.with_output_types(
-    pa.Table, vault_keys=pa.Table, vault_values=pa.Table, dead_letter=pa.Table, counts=dict
+    pa.Table, vault_keys=pa.Table, vault_values=pa.Table, dead_letter=pa.Table, counts=dict, buckets=LineBucket
 )
 class FoldBucketFn(beam.DoFn):
-    """One line bucket -> the compacted lines, their vault rows, dead letters, counts.
+    """One line bucket -> the compacted lines, their vault rows, dead letters, counts, and the bucket's three
+    tables together (as the merge's ``TokenizeAndSealFn``).
 
     Holds the keyset *path*; the keyset, tokenizer and vault are built in
-    ``setup()`` on the worker (a Keyset refuses to be pickled).
+    ``setup()`` on the worker (a Keyset refuses to be pickled). ``files``: the
+    inputs already cut by line bucket, each bucket reading its own file of them.
     """
 
-    def __init__(self, keys_path: str, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, base_kind: str):
+    def __init__(
+        self, keys_path: str, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, base_kind: str, files=None
+    ):
         self._keys_path, self._policy, self._as_of, self._ctx = keys_path, policy, as_of, ctx
-        self._base_kind = base_kind
+        self._base_kind, self._files = base_kind, files
         self._lines = counter("lines_compacted")
         self._registered = counter("lines_registered_from_deltas")
 
@@ -137,10 +146,14 @@ class FoldBucketFn(beam.DoFn):
         self._salt = secrets.token_hex(16)  # run-local key of classify's (unused) shuffle hashes
 
     def process(self, element):
-        _, tables = element
+        bucket, tables = element
+        parts = bucket_tables(bucket, tables, self._files)
+        if not parts:  # an empty bucket: its (empty) files are written all the same
+            yield beam.pvalue.TaggedOutput(BUCKETS, empty_bucket(bucket))
+            return
         with value_free("FoldBucket"):
             result = compact_bucket(
-                {tag: table.drop_columns([BUCKET]) for tag, table in tables.items()},
+                parts,
                 self._base_kind,
                 tokenizer=self._tokenizer,
                 vault=self._vault,
@@ -152,6 +165,7 @@ class FoldBucketFn(beam.DoFn):
         self._lines.inc(result.base.num_rows)
         self._registered.inc(result.counts["deltas"]["lines_registered"])
         yield beam.pvalue.TaggedOutput(COUNTS, result.counts)
+        yield beam.pvalue.TaggedOutput(BUCKETS, (bucket, result.base, result.vault_keys, result.vault_values))
         for tag, table in (
             ("vault_keys", result.vault_keys),
             ("vault_values", result.vault_values),
@@ -183,6 +197,9 @@ class CompactDeltas(beam.PTransform):
       base_kind: ``raw`` (plaintext identity columns) or ``merged`` (a previous merge's base).
       spill_dir: where the shuffle spills its payload (local runners); None
         to shuffle the tables themselves (Dataflow).
+      files: the inputs already cut by line bucket (a previous merge's base
+        and vault, ``pipelines.io.line_buckets.BucketFiles``): not given in
+        ``inputs``, each line bucket reads its own file of them.
     """
 
     def __init__(
@@ -194,27 +211,27 @@ class CompactDeltas(beam.PTransform):
         n_buckets: int,
         base_kind: str = "raw",
         spill_dir: str | None = None,
+        files=None,
     ):
         super().__init__()
         if base_kind not in ("raw", "merged"):
             raise ValueError(f"base_kind must be raw or merged, not {base_kind!r}")
         self._policy, self._as_of, self._ctx, self._keys = policy, as_of, ctx, keys_path
-        self._n, self._kind, self._spill = max(1, int(n_buckets)), base_kind, spill_dir
+        self._n, self._kind, self._spill, self._files = max(1, int(n_buckets)), base_kind, spill_dir, files
 
     def expand(self, inputs: dict) -> MergeOutputs:
         n = self._n
-        join = {"base": inputs["base"] | "KeyBaseByLine" >> beam.ParDo(KeyByLineFn(n, self._kind == "raw"))}
-        for tag in ("vault_keys", "vault_values", "delta", "delta_keys", "delta_values"):
-            if tag in inputs:
-                name = tag.title().replace("_", "")
-                join[tag] = inputs[tag] | f"Key{name}ByLine" >> beam.ParDo(KeyByLineFn(n, False))
+        join = {
+            BUCKETS: every_bucket(inputs["delta"].pipeline, n),
+            **key_by_line(inputs, ("base",), n, self._kind == "raw"),
+            **key_by_line(inputs, ("vault_keys", "vault_values", "delta", "delta_keys", "delta_values"), n),
+        }
+        fold = FoldBucketFn(self._keys, self._policy, self._as_of, self._ctx, self._kind, self._files)
         folded = (
             join
             | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="JoinByLine")
             | "FoldBucket"
-            >> beam.ParDo(FoldBucketFn(self._keys, self._policy, self._as_of, self._ctx, self._kind)).with_outputs(
-                "vault_keys", "vault_values", DEAD_LETTER, COUNTS, main="base"
-            )
+            >> beam.ParDo(fold).with_outputs("vault_keys", "vault_values", DEAD_LETTER, COUNTS, BUCKETS, main="base")
         )
         dead_inputs, count_inputs = [folded.dead_letter], [folded.counts]
         if "base_dead_letter" in inputs:
@@ -228,4 +245,4 @@ class CompactDeltas(beam.PTransform):
         counts = (
             tuple(count_inputs) | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(SumCounts())
         )
-        return MergeOutputs(folded.base, folded.vault_keys, folded.vault_values, dead, counts)
+        return MergeOutputs(folded.base, folded.vault_keys, folded.vault_values, dead, counts, folded[BUCKETS])

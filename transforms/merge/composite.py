@@ -51,6 +51,10 @@ __all__ = [
     "MergeOutputs",
     "LineBucket",
     "BUCKETS",
+    "every_bucket",
+    "key_by_line",
+    "bucket_tables",
+    "empty_bucket",
     "KeyByLineFn",
     "TokenizeAndSealFn",
     "reader_dead_counts",
@@ -118,24 +122,17 @@ class TokenizeAndSealFn(beam.DoFn):
 
     def process(self, element):
         bucket, tables = element
-
-        def part(tag):
-            if self._files is not None and tag in self._files:
-                return self._files.gather(tag, bucket)
-            return tables[tag].drop_columns([BUCKET]) if tag in tables else None
-
-        inputs = [part(tag) for tag in ("base", "events", "vault_keys", "vault_values")]
-        if all(table is None for table in inputs):  # an empty bucket: its (empty) files are written all the same
-            yield beam.pvalue.TaggedOutput(BUCKETS, (bucket, MERGED_SCHEMA.empty_table(), *_EMPTY_VAULT))
+        parts = bucket_tables(bucket, tables, self._files)
+        if not parts:  # an empty bucket: its (empty) files are written all the same
+            yield beam.pvalue.TaggedOutput(BUCKETS, empty_bucket(bucket))
             return
-        base, events, vault_keys, vault_values = inputs
         with value_free("TokenizeAndSeal"):
             result = merge_bucket(
-                base,
+                parts.get("base"),
                 self._base_kind,
-                events,
-                vault_keys,
-                vault_values,
+                parts.get("events"),
+                parts.get("vault_keys"),
+                parts.get("vault_values"),
                 tokenizer=self._tokenizer,
                 vault=self._vault,
                 policy=self._policy,
@@ -159,12 +156,45 @@ class TokenizeAndSealFn(beam.DoFn):
             yield result.base
 
 
-_EMPTY_VAULT = (arrow_schema("vault_key").empty_table(), arrow_schema("vault_value").empty_table())
-
-
 def _bucket_numbers(n: int) -> pa.Table:
-    """A table of one row per bucket 0..n-1 (only its bucket column): the join then has every bucket."""
     return pa.table({BUCKET: pa.array(range(n), pa.int32())})
+
+
+def every_bucket(pipeline: beam.Pipeline, n: int) -> beam.PCollection:
+    """One table with a row per bucket 0..n-1 (only its bucket column): joined in as :data:`BUCKETS`, every
+    bucket then fires, so every bucket's files are written (and its files read, for inputs not shuffled)."""
+    return (
+        pipeline
+        | "EveryBucket" >> beam.Create([n])
+        | "BucketNumbers" >> beam.Map(_bucket_numbers).with_output_types(pa.Table)
+    )
+
+
+def key_by_line(inputs: dict, tags: tuple[str, ...], n: int, clean: bool = False) -> dict:
+    """The PCollections of ``inputs`` among ``tags``, each row given its line bucket (``Key<Tag>ByLine``)."""
+    return {
+        tag: inputs[tag] | f"Key{tag.title().replace('_', '')}ByLine" >> beam.ParDo(KeyByLineFn(n, clean))
+        for tag in tags
+        if tag in inputs
+    }
+
+
+def bucket_tables(bucket: int, tables: dict, files) -> dict:
+    """A joined bucket's rows by tag (the shuffled tables without their bucket column, the trigger dropped),
+    with its rows of the inputs read by bucket (``files``, a ``BucketFiles``) read here; tags without rows
+    are left out."""
+    found = {tag: table.drop_columns([BUCKET]) for tag, table in tables.items() if tag != BUCKETS}
+    for tag in files.shards if files is not None else ():
+        table = files.gather(tag, bucket)
+        if table is not None:
+            found[tag] = table
+    return found
+
+
+def empty_bucket(bucket: int) -> tuple:
+    """The :data:`LineBucket` of a bucket with no line: empty tables of the merged base and of the vault."""
+    vault = (arrow_schema("vault_key").empty_table(), arrow_schema("vault_value").empty_table())
+    return bucket, MERGED_SCHEMA.empty_table(), *vault
 
 
 def reader_dead_counts(side: str):
@@ -221,19 +251,12 @@ class MergeCompletedRegistrations(beam.PTransform):
         events = {tag: inputs[tag] for tag in ("events", "base") if tag in inputs} | "EventsByLine" >> EventsByLine(
             self._policy, self._as_of, self._ctx, self._keys, n, self._kind, self._spill, self._files
         )
-        every = (
-            inputs["events"].pipeline
-            | "EveryBucket" >> beam.Create([n])
-            | "BucketNumbers" >> beam.Map(_bucket_numbers).with_output_types(pa.Table)
-        )
-        join = {"events": events.events, BUCKETS: every}  # every bucket fires, so every bucket's files are written
-        if "base" in inputs:
-            join["base"] = inputs["base"] | "KeyBaseByLine" >> beam.ParDo(KeyByLineFn(n, self._kind == "raw"))
-        for tag in ("vault_keys", "vault_values"):
-            if tag in inputs:
-                join[tag] = inputs[tag] | f"Key{tag.title().replace('_', '')}ByLine" >> beam.ParDo(
-                    KeyByLineFn(n, False)
-                )
+        join = {
+            "events": events.events,
+            BUCKETS: every_bucket(inputs["events"].pipeline, n),
+            **key_by_line(inputs, ("base",), n, self._kind == "raw"),
+            **key_by_line(inputs, ("vault_keys", "vault_values"), n),
+        }
         merged = (
             join
             | "JoinByLine" >> ArrowGroupByBucket(self._spill, label="JoinByLine")
