@@ -46,7 +46,7 @@ lint: $(STAMP)
 test: system-test $(STAMP) $(AIRFLOW_STAMP) bytecode lint
 	$(PY) -m pytest -q -n 2 tests
 
-# the four steps of issue 14 side by side, then bench-out/summary.md; bench-all adds stream, compact, scale
+# the four steps of issue 14 side by side, then bench-out/summary.md; bench-all adds stream, compact, scale, daily_beam
 bench: $(STAMP) bytecode
 	$(PY) -m bench.run scan notify merge report
 

@@ -128,7 +128,6 @@ def merged(store, scanned):
         *("--base", store["s3_base"], "--registrations", scanned["s3_events"], "--out", f"{bucket}/merge"),
         *common,
         *TWO_WORKERS,
-        *("--shuffle-buckets", "3"),  # its files cut in 3 line buckets (the daily Beam merge reads them so)
     )
     backfill(
         "pipelines.merge",
@@ -264,17 +263,21 @@ def test_a_daily_merge_in_a_bucket_reads_yesterdays_files_by_line_bucket(store, 
         assert got.equals(s3_table(server, f"{runs['shuffled']}/vault/{table}").select(["line_id"]))
 
 
-def test_a_daily_beam_merge_in_a_bucket_reads_the_beam_jobs_files_by_line_bucket(store, merged, scanned):
-    """The Beam job on two workers wrote its base and vault into the bucket cut by line bucket (one attempt of each
-    bucket moved into place, no attempt left behind); the next day's Beam job reads them by bucket, and writes
-    what the same job writes through the shuffle."""
+def test_a_daily_beam_merge_in_a_bucket_reads_the_beam_jobs_files_by_line_bucket(store, scanned):
+    """The Beam job on two workers writes its base and vault into the bucket cut by line bucket (one attempt of
+    each bucket moved into place, no attempt left behind); the next day's Beam job reads them by bucket, and
+    writes what the same job writes through the shuffle."""
     server, bucket = store["server"], store["bucket"]
-    assert not [u for u in server.keys_under(merged["s3"] + "/") if "_attempts" in u]
-    common = ["--keys", store["keys"], "--registrations", scanned["s3_events"], *TWO_WORKERS, "--as-of", "2026-12-02"]
+    common = ["--keys", store["keys"], "--registrations", scanned["s3_events"], *TWO_WORKERS]
+    first = f"{bucket}/daily/beam-1"
+    backfill("pipelines.merge", "--base", store["s3_base"], "--out", first, "--shuffle-buckets", "3", *common,
+             "--as-of", AS_OF)  # fmt: skip
+    assert s3_manifest(server, first)["counts"]["base"]["balanced"]
+    assert not [u for u in server.keys_under(first + "/") if "_attempts" in u]
     runs = {}
     for name, extra in (("by_bucket", []), ("shuffled", ["--shuffle-buckets", "3"])):
         runs[name] = f"{bucket}/daily/beam-2-{name}"
-        backfill("pipelines.merge", "--merged", merged["s3"], "--out", runs[name], *common, *extra)
+        backfill("pipelines.merge", "--merged", first, "--out", runs[name], *common, "--as-of", "2026-12-02", *extra)
     by_bucket, shuffled = (s3_manifest(server, runs[name]) for name in ("by_bucket", "shuffled"))
     assert by_bucket["shuffle"]["read_by_bucket"] == ["base", "vault_keys", "vault_values"]
     assert by_bucket["shuffle"]["buckets"] == 3 and by_bucket["runner"] == "FnApiRunner"
