@@ -54,6 +54,27 @@ MARK = b"subscriber_backfill.line_bucket"
 _VALUE = re.compile(rb"^(\d+)/(\d+)/(\d+)$")
 FOOTER_READERS = 16  # footers read at once (thousands of files at 300 million lines)
 _VAULT = {"vault_keys": ("keys", "vault_key"), "vault_values": ("values", "vault_value")}  # table: (folder, schema)
+# Columns of random or unique values: a dictionary of them is built and dropped (the writer falls back to plain
+# once it is too large), and their min/max statistics select nothing. Writing without them costs about a quarter
+# less to encode (a vault value shard of 370,000 rows: 42 -> 32 ms), the files the same size.
+_NO_DICTIONARY = {
+    "base": {
+        "line_id",
+        "msisdn",
+        "doc_token",
+        "name_token",
+        "address_token",
+        "handler_doc_token",
+        "handler_name_token",
+    },
+    "vault_keys": {"line_id", "dek_id", "wrapped_dek"},
+    "vault_values": {"nonce", "ciphertext"},
+}
+_NO_STATISTICS = {
+    "base": {"doc_token", "name_token", "address_token", "handler_doc_token", "handler_name_token"},
+    "vault_keys": {"dek_id", "wrapped_dek"},
+    "vault_values": {"dek_id", "nonce", "ciphertext"},
+}
 
 
 class Shard(NamedTuple):
@@ -158,6 +179,19 @@ def write_bucket(folder: str, bucket: int, n: int, base: pa.Table, keys: pa.Tabl
     for table, path in bucket_paths(folder, bucket, n).items():
         schema, rows = schemas[table], tables[table]
         rows = schema.empty_table() if rows is None else rows
-        with parquet_file(path, mark(schema, bucket, n, len(rows))) as writer:
+        with parquet_file(path, mark(schema, bucket, n, len(rows)), **_encoding(table, schema)) as writer:
             if rows.num_rows:  # one write per table, as Beam's WriteToParquetBatched
                 writer.write_table(rows if rows.schema == schema else rows.cast(schema))
+
+
+def _encoding(table: str, schema: pa.Schema) -> dict:
+    """``ParquetWriter`` options: dictionaries and statistics for every column but ``table``'s random ones
+    (by leaf path: a list column's values are ``NAME.list.item``, else it would lose its dictionary)."""
+
+    def leaf(field: pa.Field) -> str:
+        return f"{field.name}.list.item" if pa.types.is_list(field.type) else field.name
+
+    return {
+        "use_dictionary": [leaf(f) for f in schema if f.name not in _NO_DICTIONARY[table]],
+        "write_statistics": [leaf(f) for f in schema if f.name not in _NO_STATISTICS[table]],
+    }

@@ -40,14 +40,15 @@ def create(path: str):
 
 
 @contextlib.contextmanager
-def parquet_file(path: str, schema: pa.Schema) -> Iterator:
+def parquet_file(path: str, schema: pa.Schema, **options) -> Iterator:
     """A Parquet writer of a new output file, as Beam's WriteToParquetBatched writes (no compression, legacy
-    nested types, a row group per table written), so both engines' files read alike."""
+    nested types, a row group per table written), so both engines' files read alike; ``options``: more of
+    ``ParquetWriter``'s (which columns get dictionaries and statistics)."""
     import pyarrow.parquet as pq
 
     with (
         create(path) as handle,
-        pq.ParquetWriter(handle, schema, compression="none", use_compliant_nested_type=False) as writer,
+        pq.ParquetWriter(handle, schema, compression="none", use_compliant_nested_type=False, **options) as writer,
     ):
         yield writer
 
