@@ -26,7 +26,7 @@ import apache_beam as beam
 from pipelines.common import UserError
 from pipelines.io.line_buckets import bucket_paths, write_bucket
 from pipelines.io.paths import is_uri, join_path
-from pipelines.io.publish_guards import delete
+from pipelines.io.publish_guards import delete, exists
 from transforms.merge.composite import LineBucket
 
 __all__ = ["WriteLineBuckets", "publish_attempts", "ATTEMPTS"]
@@ -49,12 +49,21 @@ class _WriteAttemptFn(beam.DoFn):
 
 
 def _move(sources: list[str], targets: list[str]) -> None:
+    """Each source file to its target. A source already moved (its target there, itself gone: the publishing
+    step retried after a failure part of the way) is skipped, so the step can run again."""
     if sources and is_uri(sources[0]):
         from apache_beam.io.filesystems import FileSystems
 
-        FileSystems.rename(sources, targets)  # an object store: copied and deleted, in one batch
+        try:  # an object store: copied and deleted, in one batch
+            FileSystems.rename(sources, targets)
+        except Exception:  # some already moved by an earlier try of this step: move what is left
+            pending = [(s, t) for s, t in zip(sources, targets) if exists(s) or not exists(t)]
+            if pending:
+                FileSystems.rename([s for s, _ in pending], [t for _, t in pending])
         return
     for source, target in zip(sources, targets):
+        if not os.path.exists(source) and os.path.exists(target):
+            continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(source, target)
 
