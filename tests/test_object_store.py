@@ -287,3 +287,35 @@ def test_a_daily_beam_merge_in_a_bucket_reads_the_beam_jobs_files_by_line_bucket
     for table in ("keys", "values"):
         got = s3_table(server, f"{runs['by_bucket']}/vault/{table}").select(["line_id"])
         assert got.equals(s3_table(server, f"{runs['shuffled']}/vault/{table}").select(["line_id"]))
+
+
+def test_publishing_by_bucket_in_a_bucket_moves_one_attempt_each_and_never_publishes_the_others(moto_server):
+    """In the launcher's process, against the store: ``publish_attempts`` moves each bucket's chosen attempt into
+    place (again after a try cut short), and the staged output's switch-in leaves out an attempts' folder that a
+    straggling retry wrote after that (its sealed copy of a bucket must not land in OUT)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.common import beam_options
+    from pipelines.io.bucket_sink import publish_attempts
+    from pipelines.io.line_buckets import bucket_paths, file_mark, write_bucket
+    from pipelines.io.publish import commit_remote
+    from transforms.merge.bucket import MERGED_SCHEMA
+
+    FileSystems.set_options(beam_options([]))  # the store's endpoint, from AWS_ENDPOINT_URL
+    bucket = moto_server.bucket()
+    stage, out, n = f"{bucket}/.tmp-merge-r1", f"{bucket}/merge", 2
+    attempts = [(b, f"{stage}/_attempts/try-{b}") for b in range(n)]
+    for b, folder in attempts:
+        write_bucket(folder, b, n, MERGED_SCHEMA.empty_table(), None, None)
+    first = bucket_paths(attempts[0][1], 0, n)["vault_values"]
+    FileSystems.rename([first], [bucket_paths(stage, 0, n)["vault_values"]])  # a try cut short
+    assert publish_attempts(attempts, stage, n) == n
+    assert [file_mark(bucket_paths(stage, b, n)["vault_keys"]) for b in range(n)] == [(b, n) for b in range(n)]
+    assert not [u for u in moto_server.keys_under(stage + "/") if "/_attempts/" in u]
+    write_bucket(f"{stage}/_attempts/late", 1, n, MERGED_SCHEMA.empty_table(), None, None)  # a straggler
+    with FileSystems.create(f"{stage}/manifest.json") as handle:
+        handle.write(b"{}")
+    commit_remote(out, stage, "merge", "r1", ["base", "vault", "dead_letter", "manifest.json"])
+    published = moto_server.keys_under(out + "/")
+    assert f"{out}/base/part-00001-of-00002.parquet" in published and f"{out}/manifest.json" in published
+    assert not [u for u in published if "_attempts" in u] and not moto_server.keys_under(stage + "/")

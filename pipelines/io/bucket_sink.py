@@ -26,12 +26,10 @@ import apache_beam as beam
 from pipelines.common import UserError
 from pipelines.io.line_buckets import bucket_paths, write_bucket
 from pipelines.io.paths import is_uri, join_path
-from pipelines.io.publish_guards import delete, exists
+from pipelines.io.publish_guards import ATTEMPTS, delete, exists
 from transforms.merge.composite import LineBucket
 
 __all__ = ["WriteLineBuckets", "publish_attempts", "ATTEMPTS"]
-
-ATTEMPTS = "_attempts"
 
 
 @beam.typehints.with_input_types(LineBucket)

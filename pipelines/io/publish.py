@@ -65,6 +65,7 @@ from typing import Iterable, Iterator, Mapping
 
 from pipelines.io.publish_guards import (
     _STAGE,
+    ATTEMPTS,
     MARKER,
     SUCCESS,
     _join,
@@ -251,7 +252,8 @@ def commit_remote(out: str, stage: str, step: str, run_id: str, produces: Iterab
     produces = set(produces)
     prefix = stage.rstrip("/") + "/"
     staged = sorted(m.path for m in FileSystems.match([prefix + "**"])[0].metadata_list)
-    rel = [p[len(prefix) :] for p in staged]
+    # an attempt's files written after its job moved the chosen ones into place (a straggling retry) stay out
+    rel = [r for r in (p[len(prefix) :] for p in staged) if r.split("/", 1)[0] != ATTEMPTS]
     top = {r.split("/", 1)[0] for r in rel}
     _remote_delete(_join(out, SUCCESS))
     for name in sorted((produces | top) - {MARKER, SUCCESS}):

@@ -18,6 +18,8 @@ from pipelines.common import UserError
 
 MARKER = ".backfill.json"
 SUCCESS = "_SUCCESS"
+# a Beam job's per-attempt files in its staged folder (pipelines/io/bucket_sink.py): never published
+ATTEMPTS = "_attempts"
 _GLOB = re.compile(r"[*?\[]")
 _STAGE = ".tmp-"
 
