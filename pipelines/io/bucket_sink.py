@@ -72,7 +72,7 @@ def publish_attempts(attempts: list[tuple[int, str]], folder: str, n_buckets: in
     buckets = sorted(bucket for bucket, _ in attempts)
     if buckets != list(range(n_buckets)):
         raise UserError(
-            f"the merge wrote {len(set(buckets))} distinct line buckets of {n_buckets}, "
+            f"the job wrote {len(set(buckets))} distinct line buckets of {n_buckets}, "
             f"{len(buckets)} attempts: nothing was published"
         )
     sources, targets = [], []
