@@ -36,12 +36,11 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.common import ArgumentParser, add_batch_flags, run_main, runner_name, write_dead_letters
 from pipelines.compact_plan import Job, inputs, prepare
 from pipelines.flags import add_merged, add_progress_flag
-from pipelines.io.base_files import ReadSubscriberBase
 from pipelines.io.deltas import ReadWindows
 from pipelines.io.finalize import Finalize
 from pipelines.io.bucket_sink import WriteLineBuckets
 from pipelines.io.line_buckets import BucketFiles
-from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable
+from pipelines.io.merged_beam import read_base_and_vault
 from pipelines.io.publish import publishing
 from pipelines.keys_session import register_vault
 from pipelines.manifest import keys_block, policy_block, read_json
@@ -77,19 +76,12 @@ def parser() -> ArgumentParser:
 
 def build_pipeline(p: beam.Pipeline, job: Job, ctx: DeadLetterContext, spill_dir: str | None, progress=NO_PROGRESS):
     """Wire the compaction's reads and its transform; returns the MergeOutputs (exposed for tests)."""
-    args, inputs_ = job.args, {}
-    if job.kind == "raw":
-        base = p | "ReadBase" >> ReadSubscriberBase(
-            job.base_splits, ctx, encoding=args.encoding, batch_size=args.batch_size
-        )
-        inputs_.update(base=base.raw, base_dead_letter=base.dead_letter)
-    elif "base" not in job.direct:  # else each bucket reads its own file of the base
-        inputs_["base"] = p | "ReadMergedBase" >> ReadMergedBase(job.base_splits, args.batch_size)
+    args = job.args
+    inputs_ = read_base_and_vault(
+        p, job.kind, job.base_splits, job.vault, job.direct, ctx, args.encoding, args.batch_size
+    )
     if "base" in inputs_:
         progress.count(inputs_["base"], "read")
-    for table in ("keys", "values") if job.vault else ():
-        if f"vault_{table}" not in job.direct:
-            inputs_[f"vault_{table}"] = p | f"ReadVault{table.title()}" >> ReadVaultTable(job.vault[table], table)
     windows = p | "ReadWindows" >> ReadWindows(job.windows, job.keyset.keyset_id, args.deltas, args.batch_size)
     inputs_.update(
         delta=windows["delta"],

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import math
 from pipelines.io.publish_guards import exists
 from typing import TYPE_CHECKING
 
@@ -99,7 +98,7 @@ def prepare(argv, parser: argparse.ArgumentParser, rows_per_bucket: int) -> Job:
     """Parse and check the arguments: the keyset, the as-of date, no overlap of OUT and the inputs, the
     committed windows, the base and its vault (planned, not read), the buckets and the spill."""
     from pipelines.io.windows import committed_windows
-    from pipelines.merge_plan import plan_buckets
+    from pipelines.merge_plan import buckets_for
     from transforms.crypto.keyset import Keyset
     from transforms.scan.policy import load_policy
 
@@ -122,9 +121,7 @@ def prepare(argv, parser: argparse.ArgumentParser, rows_per_bucket: int) -> Job:
     options = beam_options(beam_args, step="compact", run_id=run_id)
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
-    rows = base_info.estimated_rows
-    default = args.shuffle_buckets or max(1, math.ceil(rows / rows_per_bucket))
-    n_buckets, direct = plan_buckets(args, kind, base_splits, vault, default, math.ceil(rows / (2 * rows_per_bucket)))
+    n_buckets, direct = buckets_for(args, kind, base_splits, vault, base_info.estimated_rows, rows_per_bucket)
     return Job(
         args=args,
         options=options,

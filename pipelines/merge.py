@@ -37,7 +37,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import logging
-import math
 import os
 import sys
 import time
@@ -54,7 +53,7 @@ from pipelines.io.planning import InputInfo
 from pipelines.io.publish import check_apart, check_owned, publishing
 from pipelines.keys_session import register_vault
 from pipelines.merge_counts import manifest_counts, summarise
-from pipelines.merge_plan import _plan_base, _plan_vault, plan_buckets
+from pipelines.merge_plan import _plan_base, _plan_vault, buckets_for
 from transforms.core.deadletter import DeadLetterContext
 from transforms.scan.policy import Policy, load_policy
 
@@ -189,9 +188,8 @@ def _prepare(argv) -> _Job:
     if args.spill == "on" and not local:
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
     workers = _workers(args, beam_args)
-    n_buckets = args.shuffle_buckets or max(1, math.ceil(rows / ROWS_PER_BUCKET))
     # the previous merge's files cut by line bucket skip the shuffle, in process or in the Beam job
-    n_buckets, direct = plan_buckets(args, kind, base_splits, vault, n_buckets, math.ceil(rows / (2 * ROWS_PER_BUCKET)))
+    n_buckets, direct = buckets_for(args, kind, base_splits, vault, rows, ROWS_PER_BUCKET)
     return _Job(
         args=args,
         options=options,

@@ -13,12 +13,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import write_dead_letters
-from pipelines.io.base_files import ReadSubscriberBase
 from pipelines.io.base_files import ReadRegistrationEvents
 from pipelines.io.finalize import Finalize
 from pipelines.io.bucket_sink import WriteLineBuckets
 from pipelines.io.line_buckets import BucketFiles
-from pipelines.io.merged_beam import ReadMergedBase, ReadVaultTable
+from pipelines.io.merged_beam import read_base_and_vault
 from pipelines.manifest import write_json
 from pipelines.merge_counts import manifest_counts, summarise
 from pipelines.progress import NO_PROGRESS, progress
@@ -50,19 +49,11 @@ def build_pipeline(
     """Wire the merge; returns the MergeOutputs (exposed for tests). ``direct``: the inputs already cut by
     line bucket (``{table: {bucket: [Shard]}}``, ``pipelines/merge_plan.py`` ``plan_buckets``)."""
     files = BucketFiles(direct, batch_size) if direct else None  # read by each bucket's own step, not here
-    inputs = {}
-    if kind == "raw":
-        base = p | "ReadBase" >> ReadSubscriberBase(base_splits, ctx, encoding=encoding, batch_size=batch_size)
-        inputs.update(base=base.raw, base_dead_letter=base.dead_letter)
-    elif "base" not in (direct or {}):
-        inputs["base"] = p | "ReadMergedBase" >> ReadMergedBase(base_splits, batch_size)
+    inputs = read_base_and_vault(p, kind, base_splits, vault, direct or {}, ctx, encoding, batch_size)
     if "base" in inputs:
         progress.count(inputs["base"], "read")
     events = p | "ReadEvents" >> ReadRegistrationEvents(event_splits, ctx, encoding=encoding, batch_size=batch_size)
     inputs.update(events=events.raw, events_dead_letter=events.dead_letter)
-    for table in ("keys", "values") if vault else ():
-        if f"vault_{table}" not in (direct or {}):
-            inputs[f"vault_{table}"] = p | f"ReadVault{table.title()}" >> ReadVaultTable(vault[table], table)
     return inputs | "MergeCompletedRegistrations" >> MergeCompletedRegistrations(
         policy, as_of, ctx, keys_path, n_buckets, base_kind=kind, spill_dir=spill_dir, files=files
     )

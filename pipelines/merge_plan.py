@@ -4,6 +4,8 @@ both checked against the keyset. Used by :mod:`pipelines.merge`.
 
 from __future__ import annotations
 
+import math
+
 from pipelines.common import UserError
 from pipelines.io.merged_base import base_kind, column_values, plan_merged_splits, vault_shards
 from pipelines.io.planning import InputInfo, plan_splits
@@ -68,3 +70,10 @@ def plan_buckets(args, kind: str, base_splits: list, vault: dict | None, default
             sources = {b: splits[p] if table == "base" else [p] for b, p in found[1].items()}
             direct[table] = {b: [Shard(table, s, found[1][b], b, n) for s in sources[b]] for b in found[1]}
     return n, direct
+
+
+def buckets_for(args, kind: str, base_splits: list, vault: dict | None, rows: int, rows_per_bucket: int):
+    """:func:`plan_buckets` for a run of about ``rows`` lines: ``--shuffle-buckets`` or one bucket per
+    ``rows_per_bucket`` lines by default, a previous cut kept down to buckets twice that size (merge, compact)."""
+    default = args.shuffle_buckets or max(1, math.ceil(rows / rows_per_bucket))
+    return plan_buckets(args, kind, base_splits, vault, default, math.ceil(rows / (2 * rows_per_bucket)))

@@ -16,7 +16,7 @@ from schemas import arrow_schema
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.merge.bucket import MERGED_SCHEMA
 
-__all__ = ["ReadMergedBase", "ReadVaultTable", "write_vault_table", "write_merged_base"]
+__all__ = ["ReadMergedBase", "ReadVaultTable", "read_base_and_vault", "write_vault_table", "write_merged_base"]
 
 
 @beam.typehints.with_output_types(pa.Table)
@@ -67,6 +67,24 @@ class ReadVaultTable(beam.PTransform):
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(_ReadVaultFn(self._kind))
         )
+
+
+def read_base_and_vault(p, kind: str, base_splits, vault, direct: dict, ctx, encoding: str, batch_size: int) -> dict:
+    """A merge's or compaction's base and previous vault as PCollections (``base``, and a raw base's reader's
+    ``base_dead_letter``; ``vault_keys``, ``vault_values``), but for the tables read by bucket (``direct``):
+    each bucket's own step reads its file of those."""
+    from pipelines.io.base_files import ReadSubscriberBase
+
+    inputs = {}
+    if kind == "raw":
+        base = p | "ReadBase" >> ReadSubscriberBase(base_splits, ctx, encoding=encoding, batch_size=batch_size)
+        inputs.update(base=base.raw, base_dead_letter=base.dead_letter)
+    elif "base" not in direct:
+        inputs["base"] = p | "ReadMergedBase" >> ReadMergedBase(base_splits, batch_size)
+    for table in ("keys", "values") if vault else ():
+        if f"vault_{table}" not in direct:
+            inputs[f"vault_{table}"] = p | f"ReadVault{table.title()}" >> ReadVaultTable(vault[table], table)
+    return inputs
 
 
 def write_vault_table(pcoll, vault_dir: str, kind: str, label: str):
