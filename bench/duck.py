@@ -30,7 +30,7 @@ COVERS = [
     "citizen numbers (RESIDENT_ID, TEMP_RESIDENT_ID, HOUSEHOLD_REGISTER): 18 characters, MOD 11-2, "
     "birth date (real, not after as-of, within 150 years), province code; 15 digits = void",
     "HMT permit: 81/82/83 prefix, MOD 11-2, birth date; FPRID: 9 + MOD 11-2 + birth date, or 3 letters + 12 digits",
-    "USCC: 31-character set, mod 31, embedded GB 11714 code; ORG_CODE: GB 11714, PDY refused; "
+    "USCC: 31-character set, mod 31, embedded GB 11714 code; ORG_CODE: a USCC or GB 11714, PDY refused; "
     "BUSINESS_LICENSE: USCC or 15 digits with MOD 11,10",
     "HK/Macao, Taiwan, passport, military, certificate numbers: length and pattern",
     "required fields and handler presence; status precedence MISSING > INCOMPLETE > INVALID",
@@ -117,8 +117,8 @@ checked AS (
             WHEN chk = 'passport' THEN NOT regexp_full_match(n, '[A-Z0-9]{5,17}')
             WHEN chk = 'free_text' THEN NOT (length(n) BETWEEN 4 AND 32) OR n IN $number_junk
             WHEN chk = 'uscc' THEN NOT uscc_ok(n)
-            WHEN chk = 'org_code' THEN NOT (regexp_full_match(n, '[0-9A-Z]{8}[0-9X]')
-                AND NOT starts_with(n, 'PDY') AND gb11714(substr(n, 1, 8)) = n[9])
+            WHEN chk = 'org_code' THEN NOT (uscc_ok(n) OR (regexp_full_match(n, '[0-9A-Z]{8}[0-9X]')
+                AND NOT starts_with(n, 'PDY') AND gb11714(substr(n, 1, 8)) = n[9]))
             WHEN chk = 'business_license' THEN NOT (uscc_ok(n)
                 OR (regexp_full_match(n, '[0-9]{15}') AND mod1110_ok(n)))
             WHEN chk = 'uscc_or_alnum' THEN NOT regexp_full_match(n, '[A-Z0-9]{6,32}')

@@ -180,7 +180,8 @@ def _identity(row: dict, kind: str, policy: Policy, as_of: dt.date, rules: dict)
 
 
 def _review_flags(code, is_org: bool, number, name, reasons: set, policy: Policy, rules: dict) -> set:
-    """DOC_NUMBER_DIVISION_REVIEW and NAME_CHARSET_REVIEW of one row (docs/policy.md "Code tables", "Names")."""
+    """DOC_NUMBER_DIVISION_REVIEW, DOC_NUMBER_CODE_REVIEW and NAME_CHARSET_REVIEW of one row (docs/policy.md
+    "Code tables", "Names")."""
     flags = set()
     if code in policy.documents and number is not None:
         flags |= R.number_reviews(policy.documents[code][1], number, rules["numbers"])
@@ -206,7 +207,7 @@ def classify_row(row: dict, policy: Policy, as_of: dt.date, salt: bytes | None =
 
     Returns the classified-line dict (the contract's fields, ``flags`` holding
     only the per-row review flags (DOC_TYPE_LABEL_REVIEW, REGION_INVALID, DOC_NUMBER_DIVISION_REVIEW,
-    NAME_CHARSET_REVIEW), plus ``_src_file``, ``_src_row``,
+    NAME_CHARSET_REVIEW, DOC_NUMBER_CODE_REVIEW), plus ``_src_file``, ``_src_row``,
     ``_updated_at`` and, with a ``salt``, the ``_doc_key`` / ``_name_key``
     hashes), or a dead-letter dict (``reason``, ``field``, ``detail``,
     ``line_id``, ``source_file``, ``source_row``): see :func:`is_dead_letter`.

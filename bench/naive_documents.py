@@ -32,7 +32,7 @@ FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH, CODE = (
     "DOC_TYPE_MISMATCH",
     "DOC_NUMBER_CODE",
 )
-DIVISION_REVIEW = "DOC_NUMBER_DIVISION_REVIEW"
+DIVISION_REVIEW, CODE_REVIEW = "DOC_NUMBER_DIVISION_REVIEW", "DOC_NUMBER_CODE_REVIEW"
 
 
 def _digits(text: str) -> bool:
@@ -73,7 +73,7 @@ def _citizen_id(n: str, as_of, cfg) -> set:
         if n[:2] not in provinces:
             out.add(REGION)
         # A residence permit (2.2) or a 2023 permanent-resident number (2.3) filed as a citizen's.
-        if n[:6] in cfg["hmt_prefixes"] or (n[0] == "9" and n[1:3] in provinces):
+        if n[:6] in cfg["hmt_prefixes"] or _new_fprid(n, cfg):
             out.add(MISMATCH)
         return out
     if len(n) == 15 and _digits(n):  # GB 11643-1989, 19YYMMDD, void since 2013-01-01
@@ -88,13 +88,17 @@ def _citizen_id(n: str, as_of, cfg) -> set:
     return {FORMAT}
 
 
+def _new_fprid(n: str, cfg) -> bool:
+    """A 9 and a province-level code (71, 81, 82 too): a 2023 permanent-resident number (2.3)."""
+    return n[0] == "9" and n[1:3] in cfg["_province_level"]
+
+
 def _hmt_residence_permit(n: str, as_of, cfg) -> set:
     if not _id18_shape(n):
         return {FORMAT}
     if n[:6] in cfg["hmt_prefixes"]:
         return _id18_checks(n, as_of, cfg)
-    provinces = cfg["province_codes"]
-    if n[:2] in provinces or (n[0] == "9" and n[1:3] in provinces):
+    if n[:2] in cfg["province_codes"] or _new_fprid(n, cfg):
         return _id18_checks(n, as_of, cfg) | {MISMATCH}  # a citizen's or an FPRID number
     return {FORMAT}
 
@@ -134,9 +138,10 @@ def _uscc_bad(n: str) -> bool:
 
 
 def _uscc_reasons(n: str, cfg) -> set:
-    """Checksums (2.4, 2.5), and the authority, its category and the registering division (code tables)."""
+    """Checksums (2.4, 2.5), and the registering division (code tables); the authority and its category are
+    a review flag (:func:`number_reviews`)."""
     out = {CHECKSUM} if _uscc_bad(n) else set()
-    if n[1] not in cfg["_uscc_categories"].get(n[0], "") or not _division(n[2:8], cfg):
+    if not _division(n[2:8], cfg):
         out.add(CODE)
     return out
 
@@ -148,6 +153,8 @@ def _uscc(n: str, as_of, cfg) -> set:
 
 
 def _org_code(n: str, as_of, cfg) -> set:
+    if _uscc_shape(n):  # since the 2015 reform the line may carry the USCC that embeds the code (2.4)
+        return _uscc_reasons(n, cfg)
     body = n[:8]
     ok = (
         len(n) == 9
@@ -204,7 +211,10 @@ _CHECKS = {
 
 def number_reviews(check: str, number: str, cfg) -> set:
     """Review flags of one normalised number: a citizen number (18 or 15 digits) under a citizen province
-    code whose six-digit division is not in the GB/T 2260 table."""
+    code whose six-digit division is not in the GB/T 2260 table; a USCC (where the check takes one) whose
+    authority and category are not a pair of GB 32100's table."""
+    if check in ("uscc", "business_license", "org_code") and _uscc_shape(number):
+        return set() if number[1] in cfg["_uscc_categories"].get(number[0], "") else {CODE_REVIEW}
     if check != "citizen_id" or not (_id18_shape(number) or (len(number) == 15 and _digits(number))):
         return set()
     if number[:2] in cfg["province_codes"] and number[:6] not in cfg["_divisions"]:

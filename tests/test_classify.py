@@ -73,7 +73,8 @@ def test_terminated_lines_never_need_registration(policy):
     [
         ({"doc_type": "驾驶证"}, "DOC_TYPE_NOT_ACCEPTED"),
         ({"doc_type": "其他"}, "DOC_TYPE_NOT_ACCEPTED"),
-        ({"doc_type": "香港身份证", "doc_number": "A1234567"}, "DOC_TYPE_NOT_ACCEPTED"),
+        ({"doc_type": "香港居民身份证", "doc_number": "A1234567"}, "DOC_TYPE_NOT_ACCEPTED"),
+        ({"doc_type": "香港身份证", "doc_number": "A1234567"}, "DOC_NUMBER_FORMAT"),  # read as the HK/Macao permit
         ({"doc_type": "FOREIGN_PERMANENT_RESIDENT_ID", "doc_number": fprid_2017("KAA")}, "DOC_NUMBER_CODE"),
         ({"doc_type": "FOREIGN_PERMANENT_RESIDENT_ID", "doc_number": fprid_2023("99", "840")}, "DOC_NUMBER_CODE"),
         ({"doc_type": "星际通行证"}, "DOC_TYPE_UNKNOWN"),
@@ -231,8 +232,9 @@ def test_organisation_documents(policy):
         "ORGBAD": ("ORG_CODE", "60003734-2", ["DOC_NUMBER_CHECKSUM"]),
         "PDY": ("ORG_CODE", "PDY00001" + "0", ["DOC_NUMBER_FORMAT"]),
         "EMBEDDED": ("USCC", "91110000600037342P", ["DOC_NUMBER_CHECKSUM"]),
-        "AUTHORITY": ("USCC", uscc("L", "1", "110105"), ["DOC_NUMBER_CODE"]),
-        "PAIR": ("USCC", uscc("8", "8", "110105"), ["DOC_NUMBER_CODE"]),
+        "AUTHORITY": ("USCC", uscc("L", "1", "110105"), []),  # a pair outside GB 32100: review flag only
+        "PAIR": ("USCC", uscc("8", "8", "110105"), []),
+        "ORGUSCC": ("ORG_CODE", valid, []),
         "NATIONAL": ("USCC", uscc("9", "1", "100000"), []),
         "LEGACY19": ("BUSINESS_LICENSE", licence("190101"), ["DOC_NUMBER_CODE"]),
     }
@@ -242,6 +244,8 @@ def test_organisation_documents(policy):
             assert "DOC_NUMBER_FORMAT" in rows[key]["reasons"]
         else:
             assert rows[key]["reasons"] == reasons, key
+    for key in ("AUTHORITY", "PAIR"):
+        assert (rows[key]["flags"], rows[key]["needs_review"]) == (["DOC_NUMBER_CODE_REVIEW"], True), key
 
 
 def test_dead_letters_one_per_row_with_reason_and_location(policy):

@@ -26,14 +26,22 @@ def default_data() -> dict:
 
 
 def test_default_policy_loads_and_pickles(policy):
-    assert policy.version == "decree25-2013.1"
+    assert policy.version == "decree25-2013.2"
     assert len(policy.digest) == 64
     assert pickle.loads(pickle.dumps(policy)).version == policy.version
     assert policy.label_lookup["身份证"] == "RESIDENT_ID"
     assert policy.doc_line_limit == 5
     # Documents marked not accepted: their labels are DOC_TYPE_NOT_ACCEPTED, they have no number check.
     assert "HK_IDENTITY_CARD" in policy.not_accepted_documents and "HK_IDENTITY_CARD" not in policy.documents
-    assert policy.label_lookup["香港身份证"] == policy.label_lookup["驾驶证"] == NOT_ACCEPTED
+    assert policy.label_lookup["香港居民身份证"] == policy.label_lookup["驾驶证"] == NOT_ACCEPTED
+    # Mislabelled and ambiguous labels are review labels (docs/policy.md "Document labels"), never also labels.
+    assert policy.review_labels == {
+        "回乡证": "HK_MACAO_TRAVEL_PERMIT",
+        "香港身份证": "HK_MACAO_TRAVEL_PERMIT",
+        "澳门身份证": "HK_MACAO_TRAVEL_PERMIT",
+        "人民警察证": "ARMED_POLICE_ID",
+    }
+    assert not set(policy.review_labels) & set(policy.label_lookup)
     # Every code table names its source and date, and travels with the policy.
     tables = pickle.loads(pickle.dumps(policy)).code_tables
     assert tables == policy.code_tables and len(tables.digest) == 64
@@ -66,6 +74,8 @@ def test_override_changes_behaviour(tmp_path):
         (lambda d: d.update(surprise=1), "surprise"),
         (lambda d: d["enums"]["status"]["aliases"].update({"停": "PAUSED"}), "enums.status.aliases"),
         (lambda d: d["labels"]["RESIDENT_ID"].append("护照"), "maps to both"),
+        (lambda d: d["review_labels"].update({"驾驶证": "RESIDENT_ID"}), "review_labels.驾驶证"),
+        (lambda d: d["labels"]["HK_IDENTITY_CARD"].append("香港身份证"), "also under labels"),
     ],
 )
 def test_bad_policy_is_one_line_error(tmp_path, mutate, fragment):
@@ -77,6 +87,21 @@ def test_bad_policy_is_one_line_error(tmp_path, mutate, fragment):
     assert "\n" not in message and fragment in message and message.startswith("policy ")
 
 
+def test_document_number_placeholders_are_one_list():
+    """The default policy's document_numbers.placeholders and DocumentRules()'s defaults are the same list: the
+    policy's earlier list and the values DocumentRules() once held besides (empty, to be filled in, other, nil,
+    keyboard runs)."""
+    from transforms.scan.document_rules import DocumentRules
+
+    listed = default_data()["document_numbers"]["placeholders"]
+    assert tuple(listed) == DocumentRules().number_placeholders
+    assert len(set(listed)) == len(listed)
+    earlier = ["无", "未知", "不详", "暂无", "测试", "NULL", "NONE", "TEST", "N/A", "NA", "UNKNOWN", "123456"]
+    earlier += ["1234567", "12345678", "123456789", "0123456789"]
+    once_in_rules = ["暂无", "空", "待补", "待补充", "其他", "NIL", "1234567890", "000000"]
+    assert set(listed) == set(earlier) | set(once_in_rules)
+
+
 def test_unreadable_and_malformed_files(tmp_path):
     with pytest.raises(PolicyError, match="cannot be read"):
         load_policy(str(tmp_path / "absent.yaml"))
@@ -84,6 +109,19 @@ def test_unreadable_and_malformed_files(tmp_path):
     bad.write_text("documents: [unclosed", encoding="utf-8")
     with pytest.raises(PolicyError, match="not valid YAML"):
         load_policy(str(bad))
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    # YAML keeps the last of two equal keys silently: a limit of 5 lines per document would become 50
+    text = open(schemas.policy_path(), encoding="utf-8").read()
+    lines = text.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.strip() == "doc_line_limit: 5")
+    lines.insert(at + 1, "  doc_line_limit: 50\n")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(str(twice))
+    assert str(caught.value) == f"policy {twice}: line {at + 2}: 'doc_line_limit' is given twice"
 
 
 def test_every_catalogue_code_is_in_docs_policy():

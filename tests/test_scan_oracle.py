@@ -259,6 +259,12 @@ def test_edge_cases_agree_with_design(policy):
     assert vec[at["2.8 division review"]][3] == ("DOC_NUMBER_DIVISION_REVIEW",)
     assert vec[at["5 Latin name on a resident ID"]][3] == ("NAME_CHARSET_REVIEW",)
     assert vec[at["5 Latin name on a passport"]][3] == ()
+    for name in ("2.8 USCC authority B", "2.8 USCC trade union 8 + 8", "2.8 USCC pair and province 88"):
+        assert vec[at[name]][3] == ("DOC_NUMBER_CODE_REVIEW",), name
+    for name in ("1.3 review label", "1.3 mislabelled HK card", "1.3 mislabelled Macao card", "1.3 police card"):
+        assert vec[at[name]][3] == ("DOC_TYPE_LABEL_REVIEW",), name
+    for name in ("2.8 HK identity card", "2.5 org code as USCC", "5 traditional address"):
+        assert vec[at[name]][3] == (), name
 
 
 def _with_cross_record_cases(table: pa.Table) -> pa.Table:

@@ -30,7 +30,7 @@ from tests.support.doc_numbers import (
 from transforms.scan.documents import REASONS, REVIEWS, DocumentRules, check_document_numbers
 
 FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH, CODE = REASONS
-(DIVISION_REVIEW,) = REVIEWS
+DIVISION_REVIEW, CODE_REVIEW = REVIEWS
 AS_OF = datetime.date(2024, 6, 30)
 RULES = DocumentRules()
 PROVINCES = sorted(RULES.province_codes)
@@ -56,12 +56,21 @@ def ref_division(code: str) -> bool:
     return _full(r"[0-9]{6}", code) and (code[:2] in PROVINCE_LEVEL or code == NATIONAL)
 
 
-def ref_uscc_coded(x: str) -> bool:
-    return x[1] in USCC_CATEGORIES.get(x[0], "") and ref_division(x[2:8])
+def ref_uscc_paired(x: str) -> bool:
+    """Positions 1-2 of a USCC: an authority and one of its categories (GB 32100 tables 1-2)."""
+    return x[1] in USCC_CATEGORIES.get(x[0], "")
+
+
+def _uscc_shaped(x: str) -> bool:
+    return len(x) == 18 and all(c in USCC_SET for c in x)
 
 
 def ref_reviews(kind: str, x: str) -> set[str]:
-    """DOC_NUMBER_DIVISION_REVIEW: a well-formed citizen number under a province code, division not in GB/T 2260."""
+    """DOC_NUMBER_DIVISION_REVIEW: a well-formed citizen number under a province code, division not in GB/T 2260.
+    DOC_NUMBER_CODE_REVIEW: a well-formed USCC (where the check takes one) whose authority and category are not a
+    pair of GB 32100's table."""
+    if kind in ("uscc", "business_license", "org_code") and _uscc_shaped(x):
+        return set() if ref_uscc_paired(x) else {CODE_REVIEW}
     shaped = _full(r"[0-9]{17}[0-9X]", x) or _full(r"[0-9]{15}", x)
     ok = kind == "citizen_id" and shaped and x[:2] in RULES.province_codes
     return {DIVISION_REVIEW} if ok and x[:6] not in DIVISIONS else set()
@@ -80,7 +89,7 @@ def _ref_citizen_shaped(kind: str, x: str, as_of: datetime.date) -> set[str]:
     """Citizen numbers, residence permits and permanent-resident numbers (§2.1-§2.3, §2.8)."""
     prov = RULES.province_codes
     id18 = _full(r"[0-9]{17}[0-9X]", x)
-    new_fprid = id18 and x[0] == "9" and x[1:3] in prov
+    new_fprid = id18 and x[0] == "9" and x[1:3] in PROVINCE_LEVEL  # 71, 81, 82 too (§2.3)
     if kind == "citizen_id":
         if _full(r"[0-9]{15}", x):
             out = {FIRST_GEN} if as_of >= datetime.date(2013, 1, 1) else set()
@@ -110,12 +119,14 @@ def _ref_citizen_shaped(kind: str, x: str, as_of: datetime.date) -> set[str]:
 
 
 def _ref_organisation(kind: str, x: str) -> set[str]:
-    """USCC, legacy licences and organisation codes (§2.4-§2.6, §2.8)."""
+    """USCC, legacy licences and organisation codes (§2.4-§2.6, §2.8); an organisation code line may carry a USCC."""
+    if kind == "org_code" and _uscc_shaped(x):
+        kind = "uscc"
     if kind in ("uscc", "business_license") and len(x) == 18:
-        if not all(c in USCC_SET for c in x):
+        if not _uscc_shaped(x):
             return {FORMAT}
         bad = ref_uscc(x[:17]) != x[17] or ref_gb11714(x[8:16]) != x[16]
-        return ({CHECKSUM} if bad else set()) | (set() if ref_uscc_coded(x) else {CODE})
+        return ({CHECKSUM} if bad else set()) | (set() if ref_division(x[2:8]) else {CODE})
     if kind == "business_license" and _full(r"[0-9]{15}", x):
         bad = ref_mod11_10(x[:14]) != x[14]
         return ({CHECKSUM} if bad else set()) | (set() if ref_division(x[:6]) else {CODE})
@@ -199,7 +210,7 @@ def valid_number(kind: str, rng: random.Random) -> str:
     division = rng.choice([rng.choice(PROVINCE_LEVEL) + digits(4), NATIONAL, digits(6)])
     uscc = rng.choice("15932NYA8B") + rng.choice("12359") + division + org
     uscc += ref_uscc(uscc)
-    if kind == "org_code":
+    if kind == "org_code" and rng.random() < 0.6:
         return org
     if kind == "business_license" and rng.random() < 0.4:
         legacy = division + digits(8)

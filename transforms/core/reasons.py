@@ -52,11 +52,10 @@ _LINE = [
     ),
     (
         "DOC_NUMBER_CODE",
-        "a coded part of the number is not in its code table: a USCC's registration authority and category "
-        "(positions 1-2) or registering division (3-8), a 15-digit licence's registering division, a permanent "
-        "resident ID's nationality (ISO 3166-1 alpha-3 on the 2004/2017 card, numeric on the 2023 card) or province",
-        "GB 32100-2015 tables 1-2 as amended, GB/T 2260, GB/T 2659 (ISO 3166-1 via pycountry); "
-        "docs/regulation.md §2.3, §2.4, §2.6, §2.8",
+        "a coded part of the number is not in its code table: a USCC's registering division (positions 3-8), "
+        "a 15-digit licence's registering division, a permanent resident ID's nationality (ISO 3166-1 alpha-3 on "
+        "the 2004/2017 card, numeric on the 2023 card) or province",
+        "GB/T 2260, GB/T 2659 (ISO 3166-1 via pycountry); docs/regulation.md §2.3, §2.4, §2.6, §2.8",
     ),
     (
         "DOC_NUMBER_FIRST_GENERATION",
@@ -65,7 +64,8 @@ _LINE = [
     ),
     (
         "DOC_TYPE_MISMATCH",
-        "the number belongs to another document (residence-permit 81/82/83 or 9+province permanent-resident number filed as a resident ID, or the reverse)",
+        "the number belongs to another document (residence-permit 81/82/83 or 9+province-level permanent-resident number "
+        "filed as a resident ID, or the reverse)",
         "国办发〔2018〕81号; docs/regulation.md §1.4, §2.2, §2.3",
     ),
     (
@@ -101,8 +101,9 @@ _FLAGS = [
     ),
     (
         "DOC_TYPE_LABEL_REVIEW",
-        "an ambiguous raw document label (回乡证) was read as the document the policy names; a person should confirm",
-        "docs/regulation.md §1.3 note",
+        "an ambiguous or mislabelled raw document label (回乡证, 香港身份证, 澳门身份证, 人民警察证: the policy's "
+        "review_labels) was read as the document the policy names; a person should confirm",
+        "docs/regulation.md §1.3 and its notes",
     ),
     (
         "REGION_INVALID",
@@ -122,6 +123,12 @@ _FLAGS = [
         "a person's name on a mainland document (resident ID, household register, military or armed police ID) "
         "with Latin letters, digits or spaces inside; a person should confirm",
         "GB 11643 (names in Chinese characters); docs/regulation.md §5; docs/policy.md Names",
+    ),
+    (
+        "DOC_NUMBER_CODE_REVIEW",
+        "a USCC (on a USCC, business licence or organisation code line) whose registration authority and category "
+        "(positions 1-2) are not a pair of the GB 32100 table; the number stays valid, a person should confirm",
+        "GB 32100-2015 tables 1-2 as amended (validator projects disagree on them); docs/regulation.md §2.4, §2.8",
     ),
 ]
 _DEAD = [

@@ -36,6 +36,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 from importlib import resources
 from typing import Any, Mapping
 
@@ -57,6 +58,7 @@ from transforms.notify.campaign_checks import (
 from transforms.notify.regions import longest_region_name
 from transforms.notify.render import WORST_CASE, Template, TemplateError, sign
 from transforms.notify.variants import Variant, compile_variants, wave_variants
+from transforms.core.strict_yaml import DuplicateKey, unique_keys
 
 __all__ = [
     "Campaign",
@@ -186,24 +188,9 @@ def format_date(day: dt.date, locale: str) -> str:
     return day.isoformat()
 
 
-class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, key: str, mark):
-        super().__init__(key)
-        self.key, self.problem_mark = key, mark
-
-
-class _TextDates(yaml.SafeLoader):
+class _TextDates(unique_keys(yaml.SafeLoader)):
     """YAML without implicit dates (``2027-01-31`` stays text, checked here) and without repeated keys
     (YAML would keep the last one silently: a second variant of the same name, a second ``waves``)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: set[str] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                if key_node.value in seen:
-                    raise _DuplicateKey(key_node.value, key_node.start_mark)
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
 
 
 _TextDates.yaml_implicit_resolvers = {
@@ -235,7 +222,7 @@ def parse_campaign(data: bytes | str, source: str = "campaign.yaml", divisions: 
     raw_bytes = data.encode("utf-8") if isinstance(data, str) else data
     try:
         raw = yaml.load(raw_bytes.decode("utf-8"), Loader=_TextDates)
-    except _DuplicateKey as exc:
+    except DuplicateKey as exc:
         raise _fail(source, f"line {exc.problem_mark.line + 1}", f"{exc.key!r} is given twice") from None
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -279,6 +266,8 @@ def _compile(raw: dict[str, Any], source: str, digest: str, region: str) -> Camp
     locale = raw.get("locale", DEFAULT_LOCALE)
     defined = compile_variants(raw, source, locale)
     waves, deadline = _waves(raw, source, defined)
+    if not math.isfinite(float(raw["price_per_segment"])):  # YAML's .nan and .inf are numbers to the schema
+        raise _fail(source, "price_per_segment", f"{raw['price_per_segment']!r} is not a finite number")
     cap = raw["daily_cap"]
     caps = {c: cap for c in CHANNELS} if isinstance(cap, int) else {c: cap.get(c) for c in CHANNELS}
     signature = raw["signature"]

@@ -32,7 +32,9 @@ def days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
 
 
 def is_real_date(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
-    ok = (month >= 1) & (month <= 12) & (day >= 1)
+    """A day of the Gregorian calendar in years 1-9999. The proleptic year 0 ("0000-01-01", a junk
+    value of database exports) is not one: no reader of the outputs could turn it into a date."""
+    ok = (year >= 1) & (year <= 9999) & (month >= 1) & (month <= 12) & (day >= 1)
     return ok & (day <= days_in_month(year, month))
 
 

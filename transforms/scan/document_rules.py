@@ -31,22 +31,23 @@ class DocumentRules:
     hmt_prefixes: tuple[str, ...] = ("810000", "820000", "830000")
     free_text_min: int = 4  # MILITARY_ID, ARMED_POLICE_ID
     free_text_max: int = 32
-    # Compared to the normalised value. docs/policy.md's list plus keyboard runs;
-    # docs/regulation.md §6 found no source for them, they are plausible junk.
+    # Compared to the normalised value: the default policy's document_numbers.placeholders
+    # (schemas/decree25_policy.yaml), which DocumentRules() must equal. docs/regulation.md §6 found no
+    # source for them: they are plausible junk.
     number_placeholders: tuple[str, ...] = (
         "无",
-        "暂无",
-        "空",
         "未知",
         "不详",
+        "暂无",
+        "空",
         "待补",
         "待补充",
         "其他",
         "测试",
-        "TEST",
         "NULL",
         "NONE",
         "NIL",
+        "TEST",
         "N/A",
         "NA",
         "UNKNOWN",

@@ -1,17 +1,15 @@
 """Document-number checks of the Decree 25 default policy, vectorised over Arrow.
 
-What: :func:`check_document_numbers` takes, per row, a check kind (one of
-:data:`CHECKS`; the policy picks it from the document type) and an already
-normalised document number (NFKC, upper-cased, spaces and hyphens removed),
-and returns one boolean vector per reason code of :data:`REASONS`, as listed in
-docs/policy.md, "Document numbers", and per review flag of :data:`REVIEWS`. Every
-failed check of a row is reported, except that a row with ``DOC_NUMBER_FORMAT``
-gets no other reason. The coded parts of a number (a USCC's authority, category
-and division, a licence's division, a permanent-resident number's nationality and
-province) are looked up in the policy's code tables (:mod:`transforms.scan.code_tables`):
-a part outside its table is ``DOC_NUMBER_CODE``; a citizen number's six-digit
-division outside the GB/T 2260 table is only the review flag
-``DOC_NUMBER_DIVISION_REVIEW`` (an incomplete table must not fail a lawful number).
+What: :func:`check_document_numbers` takes, per row, a check kind (one of :data:`CHECKS`; the policy picks it
+from the document type) and an already normalised document number (NFKC, upper-cased, spaces and hyphens
+removed), and returns one boolean vector per reason code of :data:`REASONS`, as listed in docs/policy.md,
+"Document numbers", and per review flag of :data:`REVIEWS`. Every failed check of a row is reported, except that
+a row with ``DOC_NUMBER_FORMAT`` gets no other reason. The coded parts of a number (a USCC's authority, category
+and division, a licence's division, a permanent-resident number's nationality and province) are looked up in the
+policy's code tables (:mod:`transforms.scan.code_tables`): a part outside its table is ``DOC_NUMBER_CODE``, but
+for two review flags (the number stays valid): a citizen number's six-digit division outside the GB/T 2260 table
+is ``DOC_NUMBER_DIVISION_REVIEW`` (an incomplete table must not fail a lawful number), a USCC's authority and
+category pair outside GB 32100's table ``DOC_NUMBER_CODE_REVIEW`` (validator projects disagree on that table).
 
 How: the kind column is dictionary-encoded once; for each kind present its
 rows are taken out, checked, and the verdicts scattered back. Fixed-width
@@ -73,8 +71,8 @@ REASONS = (
     "DOC_NUMBER_CODE",
 )
 FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH, CODE = REASONS
-REVIEWS = ("DOC_NUMBER_DIVISION_REVIEW",)
-(DIVISION_REVIEW,) = REVIEWS
+REVIEWS = ("DOC_NUMBER_DIVISION_REVIEW", "DOC_NUMBER_CODE_REVIEW")
+DIVISION_REVIEW, CODE_REVIEW = REVIEWS
 
 _Verdicts = dict[str, np.ndarray]
 _X = ord("X")
@@ -157,9 +155,10 @@ def _id18_checksum_birth(m: np.ndarray, as_of: datetime.date, rules: DocumentRul
     return bad_check, ~good_birth
 
 
-def _new_fprid(m: np.ndarray, provinces: np.ndarray) -> np.ndarray:
-    """A 9 then a province code: the 2023 permanent-resident number (2.3)."""
-    return (m[:, 0] == ord("9")) & provinces[m[:, 1], m[:, 2]]
+def _new_fprid(m: np.ndarray, rules: DocumentRules) -> np.ndarray:
+    """A 9 then a province-level code (71, 81 and 82 included, as the permanent-resident check reads it):
+    the 2023 permanent-resident number (docs/regulation.md §2.3)."""
+    return (m[:, 0] == ord("9")) & byte_pairs(_province_pairs(rules.code_tables().province_level), m, 1)
 
 
 def _division_ok(m: np.ndarray, start: int, rules: DocumentRules) -> np.ndarray:
@@ -192,7 +191,7 @@ def _citizen_id(values: pa.Array, as_of: datetime.date, rules: DocumentRules) ->
     region15 = provinces[m15[:, 0], m15[:, 1]]
     # docs/policy.md "Document numbers": a residence-permit (docs/regulation.md §2.2)
     # or new permanent-resident (§2.3) number filed as a citizen's.
-    other = _has_prefix(m, rules.hmt_prefixes) | _new_fprid(m, provinces)
+    other = _has_prefix(m, rules.hmt_prefixes) | _new_fprid(m, rules)
     return {
         FORMAT: ~(ok18 | ok15),
         CHECKSUM: ok18 & bad_check,
@@ -211,7 +210,7 @@ def _hmt_residence_permit(values: pa.Array, as_of: datetime.date, rules: Documen
     provinces = _province_pairs(frozenset(rules.province_codes))
     m, ok = _id18(values)
     hmt = ok & _has_prefix(m, rules.hmt_prefixes)
-    other = ok & ~hmt & (provinces[m[:, 0], m[:, 1]] | _new_fprid(m, provinces))
+    other = ok & ~hmt & (provinces[m[:, 0], m[:, 1]] | _new_fprid(m, rules))
     checked = hmt | other
     bad_check, bad_birth = _id18_checksum_birth(m, as_of, rules)
     return {FORMAT: ~checked, MISMATCH: other, CHECKSUM: checked & bad_check, BIRTH: checked & bad_birth}
@@ -246,42 +245,51 @@ def _foreign_permanent_resident_id(values: pa.Array, as_of: datetime.date, rules
     }
 
 
-def _uscc_parts(values: pa.Array, rules: DocumentRules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Format mask, checksum failure and code failure of unified social credit codes (2.4, 2.8)."""
+def _uscc_parts(values: pa.Array, rules: DocumentRules) -> _Verdicts:
+    """FORMAT (as the mask of well-formed codes), CHECKSUM, CODE and CODE_REVIEW of unified social credit
+    codes (docs/regulation.md §2.4, §2.8)."""
     m, fits = _matrix(values, 18)
     ok = fits & _USCC_SET[m].all(axis=1)
     # Mod-31 check char, and the embedded organisation code [8:17] with its own
     # GB 11714 check (A=10..Z=35, not the USCC values: 2.4, 2.5).
     bad = (uscc_mod31(m[:, :17]) != m[:, 17]) | (gb11714(m[:, 8:16]) != m[:, 16])
-    # The authority + category pair (positions 1-2) and the registering division (3-8) of the code tables.
-    coded = byte_pairs(pair_table(rules.code_tables().uscc_pairs), m, 0) & _division_ok(m, 2, rules)
-    return ok, ok & bad, ok & ~coded
+    # The registering division (3-8) of the code tables; an authority + category pair (1-2) outside GB 32100's
+    # table is only a review flag (§2.4: validator projects disagree on that table).
+    paired = byte_pairs(pair_table(rules.code_tables().uscc_pairs), m, 0)
+    return {FORMAT: ok, CHECKSUM: ok & bad, CODE: ok & ~_division_ok(m, 2, rules), CODE_REVIEW: ok & ~paired}
 
 
 def _uscc(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
-    ok, bad, uncoded = _uscc_parts(values, rules)
-    return {FORMAT: ~ok, CHECKSUM: bad, CODE: uncoded}
+    parts = _uscc_parts(values, rules)
+    return {**parts, FORMAT: ~parts[FORMAT]}
+
+
+def _uscc_or(other: _Verdicts, uscc: _Verdicts) -> _Verdicts:
+    """A USCC or the document's own number (``other``: FORMAT as the mask of well-formed numbers)."""
+    out = {reason: uscc[reason] | other.get(reason, False) for reason in (CHECKSUM, CODE, CODE_REVIEW)}
+    return {**out, FORMAT: ~(uscc[FORMAT] | other[FORMAT])}
 
 
 def _org_code(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
-    # 2.5: 8 of [0-9A-Z] + check [0-9X]; the self-defined PDY range is not for exchange.
+    # 2.5: 8 of [0-9A-Z] + check [0-9X]; the self-defined PDY range is not for exchange. Since the 2015
+    # three-certificates-in-one reform the line may carry the USCC that embeds the code (2.4, 2.5).
     m, fits = _matrix(values, 9)
     body = m[:, :8]
     ok = fits & (_digits(body) | _uppers(body)).all(axis=1) & (_digits(m[:, 8]) | (m[:, 8] == _X))
     ok &= ~_has_prefix(m, rules.org_code_reserved_prefixes)
-    return {FORMAT: ~ok, CHECKSUM: ok & (gb11714(body) != m[:, 8])}
+    return _uscc_or({FORMAT: ok, CHECKSUM: ok & (gb11714(body) != m[:, 8])}, _uscc_parts(values, rules))
 
 
 def _business_license(values: pa.Array, as_of: datetime.date, rules: DocumentRules) -> _Verdicts:
     # A USCC (2.4) or the legacy 15-digit registration number, MOD 11,10 (2.6), under a registering division (2.8).
-    uscc_ok, uscc_bad, uscc_uncoded = _uscc_parts(values, rules)
     m15, fits15 = _matrix(values, 15)
     legacy = fits15 & _digits(m15).all(axis=1)
-    return {
-        FORMAT: ~(uscc_ok | legacy),
-        CHECKSUM: uscc_bad | (legacy & (mod11_10(m15[:, :14]) != m15[:, 14])),
-        CODE: uscc_uncoded | (legacy & ~_division_ok(m15, 0, rules)),
+    own = {
+        FORMAT: legacy,
+        CHECKSUM: legacy & (mod11_10(m15[:, :14]) != m15[:, 14]),
+        CODE: legacy & ~_division_ok(m15, 0, rules),
     }
+    return _uscc_or(own, _uscc_parts(values, rules))
 
 
 def _regex_kind(pattern: Callable[[DocumentRules], str]) -> Callable[..., _Verdicts]:

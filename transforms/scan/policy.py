@@ -33,6 +33,7 @@ import yaml
 import schemas
 from transforms.scan.code_tables import CodeTableError, CodeTables, compile_code_tables
 from transforms.scan.normalize import normalize_label
+from transforms.core.strict_yaml import DuplicateKey, unique_keys
 
 __all__ = ["Policy", "PolicyError", "load_policy", "NOT_ACCEPTED", "KINDS", "IDENTITY_FIELDS"]
 
@@ -139,7 +140,7 @@ _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _safe_load(text: str):
-    return yaml.load(text, Loader=_SAFE_LOADER)
+    return yaml.load(text, Loader=unique_keys(_SAFE_LOADER))
 
 
 @functools.lru_cache(maxsize=1)
@@ -159,6 +160,8 @@ def load_policy(path: str | None = None) -> Policy:
         raise _fail(source, "", f"cannot be read ({type(exc).__name__})") from None
     try:
         raw = _safe_load(data.decode("utf-8"))
+    except DuplicateKey as exc:
+        raise _fail(source, f"line {exc.problem_mark.line + 1}", f"{exc.key!r} is given twice") from None
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
@@ -224,7 +227,12 @@ def _labels(raw: dict, documents: dict, source: str) -> tuple[dict[str, str], di
     for label, code in (raw.get("review_labels") or {}).items():
         if code not in documents:
             raise _fail(source, f"review_labels.{label}", f"{code} is not a document of this policy")
-        review[_norm([label])[0]] = code
+        normalised = _norm([label])[0]
+        if normalised in lookup:  # the label would win and the review flag never be set
+            raise _fail(
+                source, f"review_labels.{label}", f"label {label!r} is also under labels or not_accepted_labels"
+            )
+        review[normalised] = code
     return lookup, review
 
 
