@@ -38,6 +38,7 @@ __all__ = [
     "is_local_runner",
     "new_run",
     "parse_as_of",
+    "refuse_document_numbers",
     "split_beam_flags",
     "run_main",
     "remove_tree",
@@ -105,6 +106,23 @@ def parse_as_of(value: str | None) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--as-of {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+_DOC_NUMBER = re.compile(r"(?<![0-9])(?:[0-9]{17}[0-9Xx]|[0-9]{15})(?![0-9])")
+
+
+def refuse_document_numbers(flag: str, text: str | None) -> None:
+    """Free text a command records (a reveal's ``--purpose``, an incident's ``--description``) must hold no
+    identity value: one that holds what looks like an identity card number (15 or 18 characters; full-width
+    digits too) is refused, unquoted, before anything is read or written. Names and addresses cannot be told
+    from other words; the help says to leave them out."""
+    import unicodedata
+
+    if text and _DOC_NUMBER.search(unicodedata.normalize("NFKC", text)):
+        raise UserError(
+            f"{flag} holds what looks like a document number; say it without identity values "
+            "(they belong in the vault only); nothing was done"
+        )
 
 
 def beam_options(

@@ -215,7 +215,7 @@ def format_summary(m: dict) -> str:
         f"compact {m['run_id']}: base {b['rows_in']:,} rows in -> {b['lines_out']:,} lines + "
         f"{b['dead_letters']:,} dead letters ({'balanced' if b['balanced'] else 'NOT BALANCED'})\n"
         f"  {d['windows']:,} window(s), {d['delta_rows']:,} delta rows -> {d['lines_registered']:,} lines "
-        f"registered ({d['superseded_or_unknown']:,} older than the line's registration)"
+        f"registered ({d['superseded_or_unknown']:,} older than the line's registration or for a line not in this base)"
     )
 
 

@@ -164,6 +164,9 @@ def split_beam_flags(parser: argparse.ArgumentParser, argv, *, pipeline=True) ->
     _refuse_shadowed(parser, parsers, argv)
     args, rest = parser.parse_known_args(argv)
     active = _active_parser(parser, args)
+    _refuse_repeated(active, [parser, active], argv)
+    _refuse_empty(active, [parser, active], args)
+    _refuse_out_of_range(active, args)
     for check in getattr(active, "checks", ()):
         check(active, args)
     beam_args = _beam_args(active, rest)
@@ -293,6 +296,67 @@ def _refuse_shadowed(parser: argparse.ArgumentParser, parsers: list, argv: list[
                 f"unknown flag {flag}; did you mean {own[_norm(flag)]}? ({flag} is Beam's option for "
                 "remote runners; the local runner ignores it)"
             )
+
+
+def _refuse_repeated(active: argparse.ArgumentParser, parsers: list, argv: list[str]) -> None:
+    """A flag that takes one value, given twice with different values (``--out A --out B``, or under an old
+    name and its current one), or a list flag given twice, is an error: argparse would keep the last one
+    silently. The values are not quoted (a --purpose or a --description may hold anything)."""
+    seen: dict[int, str] = {}
+    i = 0
+    while i < len(argv) and argv[i] != "--":
+        token, flag = argv[i], _flag(argv[i])
+        action = next((p._option_string_actions[flag] for p in parsers if flag in p._option_string_actions), None)
+        i += 1
+        if type(action) is not argparse._StoreAction or action.nargs not in (None, "*", "+"):
+            continue
+        if action.nargs is not None:  # a list flag (--manifests A B): a second one would replace the first
+            if id(action) in seen:
+                active.error(
+                    f"argument {(_long(action) or action.option_strings)[0]}: given more than once; "
+                    "list all its values after one"
+                )
+            seen[id(action)] = token
+            continue
+        if "=" in token:
+            value = token.split("=", 1)[1]
+        elif i < len(argv):
+            value, i = argv[i], i + 1
+        else:
+            return  # argparse said so already
+        if seen.setdefault(id(action), value) != value:
+            name = (_long(action) or action.option_strings)[0]
+            active.error(f"argument {name}: given more than once with different values; give it once")
+
+
+# Free text that its command checks itself, with a message of its own (reveal: "a purpose is required").
+OWN_BLANK_CHECK = ("--purpose", "--description", "--actor")
+
+
+def _refuse_empty(active: argparse.ArgumentParser, parsers: list, args: argparse.Namespace) -> None:
+    """An empty or blank value (``--out ""`` from an unset shell variable) is an error: as a path it would
+    name the working directory."""
+    for action in (a for p in parsers for a in p._actions if a.option_strings and a.nargs != 0):
+        if set(action.option_strings) & set(OWN_BLANK_CHECK):
+            continue
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if value is not action.default and any(isinstance(v, str) and not v.strip() for v in values):
+            name = (_long(action) or action.option_strings)[0]
+            active.error(f"argument {name}: empty value")
+
+
+# Counts and periods that have a floor (one home for the flags several commands share): a negative
+# --shuffle-buckets used to end in "unexpected OverflowError", --samples -1 in "unexpected ArrowInvalid".
+AT_LEAST = {"--shuffle-buckets": 1, "--publish-batch": 1, "--samples": 0, "--show-regions": 0, "--progress-seconds": 0}
+
+
+def _refuse_out_of_range(active: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for flag, least in AT_LEAST.items():
+        action = active._option_string_actions.get(flag)
+        value = getattr(args, action.dest, None) if action is not None else None
+        if value is not None and not least <= value < float("inf"):  # NaN fails both
+            active.error(f"argument {flag}: must be at least {least}" + (" and finite" if action.type is float else ""))
 
 
 def _beam_args(parser: argparse.ArgumentParser, rest: list[str]) -> list[str]:

@@ -52,7 +52,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.flags import add_merged, add_progress_flag
 from pipelines.progress import progress
-from pipelines.common import run_main, runner_name, split_beam_flags
+from pipelines.common import refuse_document_numbers, run_main, runner_name, split_beam_flags
 from pipelines.incident_report import action_block, scope_text, write_report
 from pipelines.io.line_lists import LineList, inspect_line_list
 from pipelines.io.publish import Publication, check_apart, check_owned, committed_remote, publishing
@@ -215,6 +215,7 @@ def _prepare(argv) -> _Job:
     run_id, started = new_run("incident")
     as_of, out = args.as_of or parse_as_of(None), args.out.rstrip("/")
     _check_args(args)
+    refuse_document_numbers("--description", args.description)
     options = beam_options(beam_args, step="incident", run_id=run_id)
     FileSystems.set_options(options)  # object stores (s3://) are read before the pipeline sets them
     detected_at = _when(args.detected_at)

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import math
 import os
 import sys
@@ -73,8 +74,6 @@ from pipelines.retention_keep import keep_from_now, kept_stages, moved_versions
 from pipelines.retention_manifest import manifest_static, shred_log
 
 if TYPE_CHECKING:
-    import datetime as dt
-
     from transforms.crypto.keyset import Keyset
     from transforms.scan.policy import Policy
 
@@ -95,6 +94,12 @@ def parser() -> ArgumentParser:
     p.add_argument("--keys", required=True, help="keyset file (mode 0600): the shred re-wraps the data keys")
     p.add_argument("--out", required=True, help="output folder: OUT/base, OUT/vault, OUT/audit, OUT/manifest.json")
     p.add_argument("--as-of", required=True, type=parse_as_of, help="date the retention periods are judged on")
+    p.add_argument(
+        "--future-as-of",
+        action="store_true",
+        help="allow an --as-of after today (a rehearsal on copies, a simulated timeline such as the demo's); "
+        "without it such a date is refused: a purge cannot be undone",
+    )
     p.add_argument("--policy", default=None, help="policy YAML (retention.years_after_termination)")
     p.add_argument("--actor", default=None, help="who runs the purge (recorded in the shred log)")
     p.add_argument("--batch-size", type=int, default=65_536, help="rows per Arrow batch")
@@ -167,6 +172,19 @@ def _check_out(args, out: str, out_vault: str, in_place: bool) -> None:
         )
 
 
+def _check_as_of(as_of: dt.date, future: bool) -> None:
+    """A purge judged on a day that has not come yet would shred lines whose retention is not over (a mistyped
+    year): refused unless ``--future-as-of`` says it is meant. Today is UTC's, with a day's room for the
+    time zones east of it."""
+    today = dt.datetime.now(dt.timezone.utc).date()
+    if as_of > today + dt.timedelta(days=1) and not future:
+        raise UserError(
+            f"--as-of {as_of} is after today ({today}): the purge would shred lines whose retention is not over, "
+            "and a shred cannot be undone; give today's date, or add --future-as-of for a rehearsal on copies; "
+            "nothing was read"
+        )
+
+
 def _prepare(argv) -> _Job:
     """Parse and check the arguments: OUT apart from the base, the live vault, the keyset, a merged base."""
     from transforms.crypto.keyset import Keyset
@@ -176,6 +194,7 @@ def _prepare(argv) -> _Job:
     timer = Timer()
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    _check_as_of(args.as_of, args.future_as_of)
     run_id, started = new_run("retention")
     options = beam_options(beam_args, step="retention", run_id=run_id)
     if args.spill == "on" and not is_local_runner(options):

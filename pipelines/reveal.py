@@ -33,7 +33,7 @@ import os
 import platform
 import sys
 
-from pipelines.common import ArgumentParser, UserError, run_main, split_beam_flags
+from pipelines.common import ArgumentParser, UserError, refuse_document_numbers, run_main, split_beam_flags
 from pipelines.flags import add_merged
 
 __all__ = ["audit_dir", "record_audit", "reveal", "utc_now", "who", "main", "FIELD_ORDER", "OUTCOMES"]
@@ -146,6 +146,7 @@ def reveal(
     purpose = (purpose or "").strip()
     if not purpose:
         raise UserError("a purpose is required: --purpose TEXT says why this line is revealed; nothing was read")
+    refuse_document_numbers("--purpose", purpose)
     folder = audit_dir(vault_dir, keys_path)
     refuse_other_log(audit_log, os.path.join(folder, "reveal.jsonl"))
     try:
@@ -210,9 +211,24 @@ def _open_line(keyset, vault_dir: str, line_id: str, fields: list[str] | None, r
     return opened, error
 
 
+def _fields(p: ArgumentParser, text: str | None) -> list[str] | None:
+    """The fields ``--fields`` names, checked before anything is read or recorded: a mistyped name is an error
+    (it used to be recorded as a reveal of nothing, exit 0). A name that is not a plain word is not quoted."""
+    if text is None:
+        return None
+    fields = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f if f.isascii() and f.replace("_", "").isalnum() else "(not a field name)" for f in fields]
+    unknown = [u for f, u in zip(fields, unknown) if f not in FIELD_ORDER]
+    if not fields or unknown:
+        what = f"unknown field {', '.join(unknown)}" if unknown else "no field named"
+        p.error(f"argument --fields: {what} (fields: {', '.join(FIELD_ORDER)})")
+    return fields
+
+
 def _body(argv) -> int:
-    args, _ = split_beam_flags(parser(), argv, pipeline=False)
-    fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
+    p = parser()
+    args, _ = split_beam_flags(p, argv, pipeline=False)
+    fields = _fields(p, args.fields)
     shown = reveal(
         args.keys, args.vault, args.line_id, args.purpose, fields=fields, actor=args.actor, audit_log=args.audit_log
     )

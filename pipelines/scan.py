@@ -336,7 +336,7 @@ def _manifest(job: _Job) -> dict:
         "outputs": {
             "classified": join_path(out, "classified"),
             "dead_letter": join_path(out, "dead_letter"),
-            "summary": job.summary_path,
+            "summary": join_path(out, "summary.json"),  # not the staged folder's, gone once switched in
         },
         "runner": IN_PROCESS if job.workers else job.runner,
         **({"workers": job.workers} if job.workers else {}),

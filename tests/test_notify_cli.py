@@ -230,7 +230,7 @@ def test_dry_run_writes_and_sends_nothing(scanned, wave1, tmp_path):
     assert "[sms/control]" in proc.stdout and "[sms/short]" in proc.stdout and "[call/" in proc.stdout
     assert "****" in proc.stdout and "13800130001" not in proc.stdout
     before = tree(out)
-    proc = plan(scanned, out, "--dry-run", "--wave", "2")
+    proc = plan(scanned, out, "--dry-run", wave="2")
     assert tree(out) == before and "wave 2" in proc.stdout
 
 

@@ -214,7 +214,7 @@ def test_the_live_state_after_compact_and_retention(campaign, tmp_path):
     }
     assert compacted["inputs"]["merge_step"] == "compact"
     retention = ["--base", path("merge-2", "base"), "--vault", path("merge-2", "vault"), "--keys", keys]
-    proc = backfill("retention", *retention, "--out", str(tmp_path / "retention"), "--as-of", MERGE2)
+    proc = backfill("retention", *retention, "--out", str(tmp_path / "retention"), "--as-of", MERGE2, "--future-as-of")
     assert proc.returncode == 0, proc.stderr[-2000:]
     args[args.index("--merge") + 1], args[args.index("--out") + 1] = str(tmp_path / "retention"), str(tmp_path / "r")
     purged = report.run(args)

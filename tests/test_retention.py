@@ -65,6 +65,7 @@ def retention(site, tmp_path, as_of: str, *, base=None, vault=None, keys=None, o
         out,
         "--as-of",
         as_of,
+        "--future-as-of",  # the boundaries are judged on simulated days, some after today
     ]
     code = retention_cli.main(argv)
     assert code == 0
@@ -398,6 +399,16 @@ def test_bad_inputs_are_one_line(site, tmp_path, capsys):
     with pytest.raises(SystemExit):
         retention_cli.main(["--base", site["base"], *common, "--as-of", "2026-13-01"])
     assert "is not a date" in capsys.readouterr().err
+    # A day that has not come (a mistyped year) would shred lines whose retention is not over: refused, the
+    # keyset untouched, nothing written; --future-as-of is how a rehearsal says it is meant.
+    later = (dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=40)).isoformat()
+    with open(keys, "rb") as handle:
+        keyset_before = handle.read()
+    code = retention_cli.main(["--base", site["base"], *common, "--as-of", later])
+    assert f"--as-of {later} is after today" in one_line_error(code, capsys.readouterr().err)
+    assert not os.path.exists(tmp_path / "o")
+    with open(keys, "rb") as handle:
+        assert handle.read() == keyset_before
     code = retention_cli.main(
         [
             "--base",

@@ -315,7 +315,7 @@ def test_progress_lines_of_notify_compact_and_retention(chain):
     compacted = os.path.join(root, "compacted")
     err = _step("compact", "--base", chain["base"], "--deltas", deltas, "--keys", chain["keys"], "--out", compacted, "--as-of", "2026-11-30")  # fmt: skip
     _progress(err, "compact", ("read", "compacted"))
-    err = _step("retention", "--merged", compacted, "--keys", chain["keys"], "--out", os.path.join(root, "retention"), "--as-of", "2029-12-01")  # fmt: skip
+    err = _step("retention", "--merged", compacted, "--keys", chain["keys"], "--out", os.path.join(root, "retention"), "--as-of", "2029-12-01", "--future-as-of")  # fmt: skip
     _progress(err, "retention", ("read",), ("rewritten",))  # its two jobs: the purge, then the base rewritten
     err = _step("report", "--scan", chain["scan"], "--merged", compacted, "--out", os.path.join(root, "report"))
     _progress(err, "report", ("read",))

@@ -13,6 +13,7 @@ import codecs
 import csv
 import dataclasses
 import io
+import logging
 import os
 import re
 
@@ -21,6 +22,8 @@ import pyarrow.parquet as pq
 
 from pipelines.io.paths import join_path, match_path, open_read
 from transforms.core.rows import BASE, Contract, column_type_error, column_type_problem
+
+log = logging.getLogger("backfill")
 
 __all__ = [
     "InputError",
@@ -121,6 +124,7 @@ def expand_paths(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.f
             else:  # a directory (local, or an object-store prefix)
                 listing = match_files(join_path(path.rstrip("/"), "*"))
                 files = [m for m in listing if _fmt(m[0], formats)]
+                _check_left_out(path, [name for name, _ in listing if not _fmt(name, formats)], kinds)
                 if not files:
                     if listing:
                         raise InputError(f"{path}: directory has no {kinds} file")
@@ -129,6 +133,25 @@ def expand_paths(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.f
                     raise InputError(f"{path}: no such file or directory")
         found.update(files)
     return found
+
+
+# Compressed files are not read: beside readable files of a folder they would be left out silently.
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".7z", ".lz4", ".snappy")
+
+
+def _check_left_out(folder: str, names: list[str], kinds: str) -> None:
+    """A folder's files that are not inputs: markers and hidden files (``_SUCCESS``, ``.crc``) are nothing;
+    a compressed file is refused (its rows would be missing); any other is named in a warning."""
+    shown = [os.path.basename(n.rstrip("/")) for n in names]
+    other = [n for n in shown if n and not n.startswith((".", "_")) and not n.endswith(".crc")]
+    packed = [n for n in other if n.lower().endswith(_COMPRESSED)]
+    if packed:
+        raise InputError(
+            f"{folder}: holds {len(packed)} compressed file(s) (such as {packed[0]}) that are not read: "
+            f"decompress them to {kinds} files, or move them out; nothing was read"
+        )
+    if other:
+        log.warning("%s: %d file(s) not %s left out (such as %s)", folder, len(other), kinds, other[0])
 
 
 def _key(name: str) -> str:

@@ -79,6 +79,7 @@ from pipelines.io.publish_guards import (
     make_private_dirs,
     owner,
     private_tree,
+    require_folder,
 )
 from pipelines.io.staging import _commit_local, _recover, _seed, kept_stage
 
@@ -174,6 +175,7 @@ def publishing(
         that adds to them (the report's ``parquet/`` partitions of other days).
       allow: inputs allowed inside OUT (see :func:`check_apart`).
     """
+    require_folder(out)
     out = out.rstrip("/") or out
     if inputs is not None:
         check_apart(out, inputs, allow=allow)
@@ -299,6 +301,7 @@ def writing_into(out: str, step: str, run_id: str, *, inputs: Mapping | None = N
     everything in it private at the end, also after a failure; a new OUT that holds only its marker after a
     failure is removed. Yields OUT. Object stores: the guards and the ownership only.
     """
+    require_folder(out)
     out = out.rstrip("/") or out
     if inputs is not None:
         check_apart(out, inputs)

@@ -233,8 +233,16 @@ def _entries(folder: str) -> list[str] | None:
         raise UserError(f"--out {folder} is a file, not a folder") from None
 
 
+def require_folder(out: str) -> None:
+    """Refuse an empty ``--out`` (an unset shell variable): it would name the current folder."""
+    if not str(out).strip():
+        raise UserError("--out is empty: give the output folder; nothing was written")
+
+
 def check_owned(out: str, step: str) -> None:
-    """Refuse, in one line, an ``--out`` that is not new, not empty and not made by a run of ``step``."""
+    """Refuse, in one line, an ``--out`` that is empty, or not new, not empty and not made by a run of
+    ``step``."""
+    require_folder(out)
     entries = _entries(out)
     if not entries:
         return

@@ -36,7 +36,8 @@ def publish(topic: str, messages: list[tuple[bytes, dict]]) -> None:
 def start(sub: str, base: str, keys: str, out: str, *extra: str) -> subprocess.Popen:
     """`backfill merge --streaming` in a child process (1-second windows unless ``extra`` says otherwise)."""
     cmd = [PY, "-m", "pipelines.merge", "--streaming", "--subscription", sub, "--base", base, "--keys", keys]
-    cmd += ["--out", out, "--as-of", AS_OF, "--window-seconds", "1", *extra]
+    window = [] if "--window-seconds" in extra else ["--window-seconds", "1"]  # a flag is given once
+    cmd += ["--out", out, "--as-of", AS_OF, *window, *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -38,6 +38,12 @@ def _fail(source: str, where: str, message: str) -> CampaignError:
     return CampaignError(f"campaign {source}:{where} {message}".replace("\n", " "))
 
 
+def _shown(value: Any) -> str:
+    """A value of the file as an error message quotes it: its repr, cut at 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def _path(parts) -> str:
     text = ""
     for p in parts:
@@ -58,15 +64,15 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
             if ":" in error.schema["pattern"]
             else ("a date (YYYY-MM-DD)" if "{4}" in error.schema["pattern"] else f"matching {error.schema['pattern']}")
         )
-        return where, f"{error.instance!r} is not {kind}"
+        return where, f"{_shown(error.instance)} is not {kind}"
     if error.validator in ("exclusiveMinimum", "minimum"):
         bound = error.schema[error.validator]
         return (
             where,
-            f"{error.instance!r} must be {'more than' if error.validator == 'exclusiveMinimum' else 'at least'} {bound}",
+            f"{_shown(error.instance)} must be {'more than' if error.validator == 'exclusiveMinimum' else 'at least'} {bound}",
         )
     if error.validator == "enum":
-        return where, f"{error.instance!r} is not one of {', '.join(map(str, error.schema['enum']))}"
+        return where, f"{_shown(error.instance)} is not one of {', '.join(map(str, error.schema['enum']))}"
     if error.validator == "oneOf" and error.context:
         return _schema_message(jsonschema.exceptions.best_match(error.context))
     return where, error.message[:160]
@@ -76,7 +82,7 @@ def _date(source: str, where: str, text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise _fail(source, where, f"{text!r} is not a date") from None
+        raise _fail(source, where, f"{_shown(text)} is not a date") from None
 
 
 def _check_wording(source: str, where: str, text: str, channel: str) -> None:
@@ -96,7 +102,7 @@ def _check_timezone(raw: dict[str, Any], source: str) -> None:
             try:
                 zoneinfo.ZoneInfo(raw[key])
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise _fail(source, key, f"{raw[key]!r} is not a time zone (e.g. Asia/Shanghai)") from None
+                raise _fail(source, key, f"{_shown(raw[key])} is not a time zone (e.g. Asia/Shanghai)") from None
     zone, operator = raw["timezone"], raw.get("operator_timezone")
     if operator is None or operator in MAINLAND_TIMEZONES:
         if zone not in MAINLAND_TIMEZONES:

@@ -1,0 +1,346 @@
+"""The command line under attack, through the real ``backfill`` command: what a careless user or an attacker
+types gets one line on stderr and nothing touched (each case failed before its fix).
+
+(a) An empty or blank value (``--out "$OUT"`` with OUT unset) is an error: ``scan --out ""`` published its
+    output into the working directory, exchanging it (the user's files moved into a new 0700 folder).
+(b) A flag that takes one value, given twice with different values, is an error (argparse kept the last one
+    silently); a list flag given twice too (``--manifests A --manifests B`` dropped A). Values are not quoted.
+(c) Counts out of range: ``--shuffle-buckets -3`` ended in "unexpected OverflowError", ``--samples -1`` in
+    "unexpected ArrowInvalid"; ``--progress-seconds nan`` was accepted.
+(d) ``reveal --fields nmae`` was recorded as a reveal of nothing and exited 0; now refused before the vault is
+    read or the audit log written. A ``--purpose`` or an incident ``--description`` holding a document number
+    (which the audit log or the incident report would have kept in plaintext) is refused.
+(e) A campaign's ``price_per_segment: .nan`` or ``.inf`` printed an estimated cost of nan; a 100,000-character
+    value was quoted whole in the error.
+(f) ``compact`` with a base that does not hold the deltas' lines said they were "older than the line's
+    registration".
+(g) The scan's manifest named its summary in the staged folder, gone once the output was switched in.
+(h) A folder of inputs: a compressed file beside the readable ones (``part-1.csv.gz``) was left out silently,
+    its rows missing; now refused. Other files are named in a warning; markers (``_SUCCESS``, ``.crc``) are not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from schemas import field_names
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
+
+pytestmark = pytest.mark.e2e
+
+BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAMPAIGN = os.path.join(ROOT, "examples", "campaign.yaml")
+AS_OF = "2026-11-30"
+CONTRACT = field_names("subscriber_base")
+CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
+FULLWIDTH_NUMBER = CANARY_NUMBER.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789X"})
+
+
+def run(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([BACKFILL, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def refused(proc: subprocess.CompletedProcess, prog: str, code: int, *expected: str) -> str:
+    """Exit ``code``, one line ``PROG: error: ...`` holding ``expected``, no traceback, no canary anywhere."""
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert not any(c in proc.stdout + proc.stderr for c in (*CANARIES, FULLWIDTH_NUMBER)), proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), proc.stderr
+    for part in expected:
+        assert part in lines[0], lines[0]
+    return lines[0]
+
+
+def canary_csv(path, ids: list[str]) -> str:
+    rows = [person(line_id=i, name=CANARY_NAME, doc_number=CANARY_NUMBER, address=CANARY_ADDRESS) for i in ids]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(",".join(CONTRACT) + "\n")
+        handle.writelines(",".join(r.get(c) or "" for c in CONTRACT) + "\n" for r in rows)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> dict:
+    """A canary base, a keyset, its scan and a merge with one canary registration."""
+    root = tmp_path_factory.mktemp("attacks")
+    keys = str(root / "secure" / "keys.json")
+    assert run("keys", "init", "--keys", keys).returncode == 0
+    base = canary_csv(root / "base.csv", ["L0001", "L0002", "L0003"])
+    scan = str(root / "scan")
+    proc = run("scan", "--base", base, "--out", scan, "--as-of", AS_OF, "--progress-seconds", "0")
+    assert proc.returncode == 0, proc.stderr
+    event = {
+        "event_id": "E1",
+        "line_id": "L0001",
+        "doc_type": "RESIDENT_ID",
+        "doc_number": CANARY_NUMBER,
+        "name": CANARY_NAME,
+        "address": CANARY_ADDRESS,
+        "channel": "AGENT",
+        "verified_by": "ID_CARD_READER",
+        "registered_at": "2026-11-20T10:00:00",
+    }
+    events = root / "events.jsonl"
+    events.write_text(json.dumps(event, ensure_ascii=False) + "\n", encoding="utf-8")
+    merged = str(root / "merge")
+    argv = ["--base", base, "--registrations", str(events), "--keys", keys, "--out", merged, "--as-of", AS_OF]
+    proc = run("merge", *argv, "--progress-seconds", "0")
+    assert proc.returncode == 0, proc.stderr
+    return {"root": root, "keys": keys, "base": base, "scan": scan, "merged": merged, "events": str(events)}
+
+
+def test_the_scan_manifest_names_its_summary_where_it_is(site):
+    # it named the staged folder OUT.tmp-RUN_ID/summary.json, which is gone once the output is switched in
+    with open(os.path.join(site["scan"], "manifest.json"), encoding="utf-8") as handle:
+        summary = json.load(handle)["outputs"]["summary"]
+    assert summary == os.path.join(site["scan"], "summary.json") and os.path.isfile(summary)
+
+
+# (a) empty values ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command, flag",
+    [
+        ("scan --base {base} --out", "--out"),
+        ("scan --base {base} --out={blank}", "--out"),
+        ("scan --out {new} --base", "--base"),
+        ("merge --registrations {events} --keys {keys} --out {new} --merged", "--merged"),
+        ("notify --scan {scan} --campaign {campaign} --wave 1 --out", "--out"),
+        ("report --scan {scan} --merged {merged} --out", "--out"),
+        ("incident --key-version j1 --merged {merged} --out", "--out"),
+        ("keys show --keys", "--keys"),
+    ],
+)
+def test_an_empty_value_is_refused_and_the_working_directory_is_untouched(site, tmp_path, command, flag):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "mine.txt").write_text("the user's file\n", encoding="utf-8")
+    before = os.stat(cwd)
+    values = {k: site[k] for k in ("base", "events", "keys", "scan", "merged")}
+    values.update(new=str(tmp_path / "new"), campaign=CAMPAIGN, blank="  ")
+    argv = command.format(**values).split(" ")
+    argv += [] if "=" in argv[-1] else [""]  # the empty value itself
+    proc = run(*argv, cwd=str(cwd))
+    prog = "backfill keys show" if argv[0] == "keys" else f"backfill {argv[0]}"
+    refused(proc, prog, 2, f"argument {flag}: empty value")
+    after = os.stat(cwd)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)  # not exchanged, not made private
+    assert os.listdir(cwd) == ["mine.txt"] and not os.path.exists(tmp_path / "new")
+
+
+# (b) repeated flags -------------------------------------------------------------------------------------
+
+
+def test_a_flag_given_twice_with_different_values_is_refused(site, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    proc = run("scan", "--base", site["base"], "--out", a, "--out", b)
+    refused(proc, "backfill scan", 2, "argument --out: given more than once with different values")
+    assert not os.path.exists(a) and not os.path.exists(b)
+    proc = run("scan", "--base", site["base"], "--out", a, "--as-of", AS_OF, "--as-of=2026-12-01")
+    refused(proc, "backfill scan", 2, "argument --as-of: given more than once")
+    # an old name and its current one are the same flag
+    proc = run("notify", "--scan", site["scan"], "--classified", a, "--campaign", CAMPAIGN, "--wave", "1", "--out", b)
+    refused(proc, "backfill notify", 2, "argument --scan: given more than once")
+    # the values are not quoted: a purpose may hold anything
+    argv = ["--keys", site["keys"], "--merged", site["merged"], "--line-id", "L0001"]
+    proc = run("reveal", *argv, "--purpose", f"about {CANARY_NAME}", "--purpose", "other")
+    refused(proc, "backfill reveal", 2, "argument --purpose: given more than once")
+    # a list flag given twice: the second list replaced the first
+    proc = run("report", "--self-inspection", "--year", "2026", "--manifests", a, "--manifests", b, "--out", a)
+    refused(proc, "backfill report", 2, "argument --manifests: given more than once")
+    assert not os.path.exists(a) and not os.path.exists(b)
+
+
+def test_the_same_value_twice_is_accepted(site, tmp_path):
+    out = str(tmp_path / "scan")
+    proc = run("scan", "--base", site["base"], "--out", out, "--out=" + out, "--as-of", AS_OF, "--as-of", AS_OF)
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["counts"]["rows_in"] == 3
+
+
+# (c) counts out of range --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--shuffle-buckets", "-3"], "argument --shuffle-buckets: must be at least 1"),
+        (["--shuffle-buckets", "0"], "argument --shuffle-buckets: must be at least 1"),
+        (["--progress-seconds", "nan"], "argument --progress-seconds: must be at least 0 and finite"),
+        (["--progress-seconds", "-1"], "argument --progress-seconds: must be at least 0"),
+    ],
+)
+def test_scan_counts_out_of_range_are_one_line(site, tmp_path, extra, expected):
+    out = tmp_path / "out"
+    refused(run("scan", "--base", site["base"], "--out", str(out), *extra), "backfill scan", 2, expected)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--samples", "-1"], "argument --samples: must be at least 0"),
+        (["--show-regions", "-3"], "argument --show-regions: must be at least 0"),
+        (["--publish-batch", "0"], "argument --publish-batch: must be at least 1"),
+        (["--shuffle-buckets", "-2"], "argument --shuffle-buckets: must be at least 1"),
+    ],
+)
+def test_notify_counts_out_of_range_are_one_line(site, tmp_path, extra, expected):
+    argv = ["--scan", site["scan"], "--campaign", CAMPAIGN, "--wave", "1", "--out", str(tmp_path / "n")]
+    refused(run("notify", *argv, "--dry-run", *extra), "backfill notify", 2, expected)
+
+
+# (d) reveal and incident --------------------------------------------------------------------------------
+
+
+def audit_lines(site) -> int:
+    path = os.path.join(site["merged"], "audit", "reveal.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as handle:
+        return len(handle.readlines())
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ("nmae", "unknown field nmae"),
+        (",,,", "no field named"),
+        (f"name,{CANARY_NAME}", "unknown field (not a field name)"),
+    ],
+)
+def test_reveal_refuses_unknown_fields_before_reading_or_recording(site, fields, expected):
+    before = audit_lines(site)
+    argv = ["--keys", site["keys"], "--merged", site["merged"], "--line-id", "L0001", "--purpose", "ticket 118"]
+    refused(run("reveal", *argv, "--fields", fields), "backfill reveal", 2, expected)
+    assert audit_lines(site) == before
+    proc = run("reveal", *argv, "--fields", "name")  # a known field still reveals, on record
+    assert proc.returncode == 0 and proc.stdout == f"name: {CANARY_NAME}\n", proc.stderr
+    assert audit_lines(site) == before + 1
+
+
+@pytest.mark.parametrize("number", [CANARY_NUMBER, FULLWIDTH_NUMBER, CANARY_NUMBER[:15]])
+def test_a_document_number_in_a_purpose_or_a_description_is_refused(site, tmp_path, number):
+    before = audit_lines(site)
+    argv = ["--keys", site["keys"], "--merged", site["merged"], "--line-id", "L0001"]
+    proc = run("reveal", *argv, "--purpose", f"verify holder {number} (ticket 118)")
+    refused(proc, "backfill reveal", 1, "--purpose holds what looks like a document number")
+    assert audit_lines(site) == before
+    out = tmp_path / "incident"
+    argv = ["--key-version", "j1", "--merged", site["merged"], "--out", str(out), "--as-of", AS_OF]
+    proc = run("incident", *argv, "--description", f"record of {number} found on a forum")
+    refused(proc, "backfill incident", 1, "--description holds what looks like a document number")
+    assert not out.exists()
+
+
+# (e) campaign values ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("price_per_segment: 0.045", "price_per_segment: .nan", "price_per_segment: nan is not a finite number"),
+        ("price_per_segment: 0.045", "price_per_segment: .inf", "price_per_segment: inf is not a finite number"),
+        ("campaign_id: rn-2026-q4", "campaign_id: " + "x" * 100_000, "campaign_id: 'xxxx"),
+    ],
+)
+def test_campaign_values_that_are_no_numbers_or_too_long_are_one_short_line(site, tmp_path, old, new, expected):
+    with open(CAMPAIGN, encoding="utf-8") as handle:
+        text = handle.read()
+    assert old in text
+    campaign = tmp_path / "campaign.yaml"
+    campaign.write_text(text.replace(old, new), encoding="utf-8")
+    argv = ["--scan", site["scan"], "--campaign", str(campaign), "--wave", "1", "--out", str(tmp_path / "n")]
+    line = refused(run("notify", *argv, "--dry-run", "--as-of", AS_OF), "backfill notify", 1, expected)
+    assert len(line) < 400
+
+
+# (f) compact on a base without the deltas' lines --------------------------------------------------------
+
+
+def test_compact_names_deltas_for_lines_not_in_its_base(tmp_path):
+    from tests.support.compact import commit_windows, compact_command, keys_file
+
+    keys = keys_file(str(tmp_path))
+    streamed = canary_csv(tmp_path / "streamed.csv", ["L0001", "L0002"])
+    other = canary_csv(tmp_path / "other.csv", ["M0001", "M0002"])
+    event = {
+        "event_id": "E1",
+        "line_id": "L0001",
+        "doc_type": "RESIDENT_ID",
+        "doc_number": CANARY_NUMBER,
+        "name": CANARY_NAME,
+        "address": CANARY_ADDRESS,
+        "channel": "STORE",
+        "verified_by": "ID_CARD_READER",
+        "registered_at": "2026-11-20T10:00:00",
+    }
+    deltas = str(tmp_path / "deltas")
+    commit_windows([streamed], [[event]], deltas, keys)
+    proc = run("compact", *compact_command([other], deltas, keys, str(tmp_path / "out")), "--progress-seconds", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "1 delta rows -> 0 lines registered (1 older than the line's registration or for a line not in this base)"
+        in (proc.stdout)
+    )
+
+
+def test_publishing_refuses_an_empty_out_itself(tmp_path, monkeypatch):
+    # the flag check is one guard; the publisher is the other: a caller that passes "" (a DAG, a script calling
+    # run()) must not exchange the working directory either
+    from pipelines.common import UserError
+    from pipelines.io.publish import publishing, writing_into
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.txt").write_text("the user's file\n", encoding="utf-8")
+    before = os.stat(tmp_path)
+    for out in ("", "   "):
+        with pytest.raises(UserError, match="--out is empty"), publishing(out, "scan", "r1"):
+            pass
+        with pytest.raises(UserError, match="--out is empty"), writing_into(out, "notify", "r1"):
+            pass
+    after = os.stat(tmp_path)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert os.listdir(tmp_path) == ["mine.txt"]
+
+
+# (h) a folder of inputs with files that are not read ----------------------------------------------------
+
+
+def test_a_compressed_file_beside_the_inputs_is_refused_not_left_out(site, tmp_path):
+    import gzip
+    import shutil
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    shutil.copy(site["base"], folder / "part-0.csv")
+    with open(site["base"], "rb") as src, gzip.open(folder / "part-1.csv.gz", "wb") as dst:
+        dst.write(src.read())
+    proc = run("scan", "--base", str(folder), "--out", str(tmp_path / "scan"), "--as-of", AS_OF)
+    refused(proc, "backfill scan", 1, "1 compressed file(s)", "part-1.csv.gz", "nothing was read")
+    assert not os.path.exists(tmp_path / "scan")
+
+
+def test_other_files_beside_the_inputs_are_named_and_markers_are_not(site, tmp_path):
+    import shutil
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    shutil.copy(site["base"], folder / "part-0.csv")
+    for name in ("_SUCCESS", ".part-0.csv.crc", "README.txt"):
+        (folder / name).write_text("x\n", encoding="utf-8")
+    proc = run("scan", "--base", str(folder), "--out", str(tmp_path / "scan"), "--as-of", AS_OF)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("1 file(s) not .parquet, .avro or .csv left out (such as README.txt)") == 1
+    assert "_SUCCESS" not in proc.stderr and ".crc" not in proc.stderr
+    with open(tmp_path / "scan" / "manifest.json", encoding="utf-8") as handle:
+        assert json.load(handle)["counts"]["rows_in"] == 3
