@@ -17,6 +17,8 @@ types gets one line on stderr and nothing touched (each case failed before its f
 (g) The scan's manifest named its summary in the staged folder, gone once the output was switched in.
 (h) A folder of inputs: a compressed file beside the readable ones (``part-1.csv.gz``) was left out silently,
     its rows missing; now refused. Other files are named in a warning; markers (``_SUCCESS``, ``.crc``) are not.
+(i) A registration stamped years ahead by a wrong clock was applied, and as the latest it would have beaten every
+    real registration after it: now a ``TIMESTAMP_IN_FUTURE`` dead letter, on both merge engines.
 """
 
 from __future__ import annotations
@@ -344,3 +346,44 @@ def test_other_files_beside_the_inputs_are_named_and_markers_are_not(site, tmp_p
     assert "_SUCCESS" not in proc.stderr and ".crc" not in proc.stderr
     with open(tmp_path / "scan" / "manifest.json", encoding="utf-8") as handle:
         assert json.load(handle)["counts"]["rows_in"] == 3
+
+
+# (i) a registration from a wrong clock ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", [[], ["--direct_num_workers", "1"]], ids=["in-process", "beam-job"])
+def test_a_registration_dated_after_the_merges_day_is_a_dead_letter(site, tmp_path, engine):
+    # the latest registration of a line wins: one stamped years ahead by a wrong clock would beat every real
+    # registration after it, so it takes nothing; the day after --as-of (any time zone's tomorrow) still counts
+    import datetime as dt
+
+    as_of = dt.datetime.now(dt.timezone.utc).date()
+    late = (as_of + dt.timedelta(days=1)).isoformat() + "T23:00:00+08:00"
+    ahead = (as_of + dt.timedelta(days=400)).isoformat() + "T10:00:00"
+    body = {"doc_type": "RESIDENT_ID", "doc_number": CANARY_NUMBER, "name": CANARY_NAME, "address": CANARY_ADDRESS}
+    body.update(channel="AGENT", verified_by="ID_CARD_READER")
+    events = tmp_path / "events.jsonl"
+    rows = [dict(body, event_id="E-late", line_id="L0002", registered_at=late)]
+    rows.append(dict(body, event_id="E-ahead", line_id="L0003", registered_at=ahead))
+    events.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "merge"
+    argv = ["--merged", site["merged"], "--registrations", str(events), "--keys", site["keys"], "--out", str(out)]
+    proc = run("merge", *argv, "--as-of", as_of.isoformat(), "--progress-seconds", "0", *engine)
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "manifest.json", encoding="utf-8") as handle:
+        counts = json.load(handle)["counts"]["events"]
+    assert (counts["rows_in"], counts["applied"], counts["dead_letters"]) == (2, 1, 1)
+    assert counts["dead_letter_reasons"] == {"TIMESTAMP_IN_FUTURE": 1} and counts["balanced"]
+    letters = [
+        json.loads(line) for f in sorted(os.listdir(out / "dead_letter")) for line in open(out / "dead_letter" / f)
+    ]
+    assert [(d["event_id"], d["reason"], d["field"]) for d in letters] == [
+        ("E-ahead", "TIMESTAMP_IN_FUTURE", "registered_at")
+    ]
+    import pyarrow.parquet as pq
+
+    base = pq.read_table(out / "base", columns=["line_id", "registration_event_id"]).to_pylist()
+    registered = {r["line_id"]: r["registration_event_id"] for r in base}
+    assert registered["L0002"] == "E-late" and registered["L0003"] is None
+    for path in [p for p in out.rglob("*") if p.is_file() and "vault" not in p.parts]:
+        assert not any(c.encode("utf-8") in path.read_bytes() for c in CANARIES), path

@@ -1,13 +1,13 @@
 """An adversarial audit of the scan's document, name, address and date checks against the standards.
 
-Every expected verdict is computed here, from the formulas of /work/shared/domain.md §2 (docs/regulation.md
-§2) written out again below, independently of transforms.scan.checkdigits and of tests/support/doc_numbers.py:
+Every expected verdict is computed here, from the formulas of docs/regulation.md §2 (the scalar references of
+tests/support/doc_numbers.py, written from them independently of transforms.scan.checkdigits):
 valid numbers are built from their parts, then damaged (one character changed, two swapped, the wrong
-length, a letter outside the character set, an impossible or future birth date). Cases where domain.md is
+length, a letter outside the character set, an impossible or future birth date). Cases where the sources are
 ambiguous and the project made a documented choice (docs/policy.md "Decisions the regulation leaves open")
 are left out, not guessed: the 150-year age boundary day, the province code 71 of a citizen number, the
 unconfirmed 7-3-1 digit of the 2017 permanent-resident card. The authority/category table of GB 32100 is
-tested as domain.md §2.4 says to treat it: a pair outside it is a warning (a review flag), not a reject.
+tested as docs/regulation.md §2.4 says to treat it: a pair outside it is a warning (a review flag), not a reject.
 
 Three ways in: check_document_numbers (the arrays), classify_batch (a line with its labels, names and
 addresses), and once `backfill scan` on a Parquet base. python-stdnum (cn.ric, cn.uscc, iso7064) is the
@@ -31,6 +31,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas import field_names
+from tests.support.doc_numbers import CITIZEN_PROVINCES as SUPPORT_CITIZEN_PROVINCES
+from tests.support.doc_numbers import PROVINCE_LEVEL as SUPPORT_PROVINCE_LEVEL
+from tests.support.doc_numbers import USCC_CATEGORIES as USCC_PAIRS
+from tests.support.doc_numbers import USCC_SET as USCC_CHARSET
+from tests.support.doc_numbers import ref_gb11714 as gb11714
+from tests.support.doc_numbers import ref_mod11_2 as mod11_2
+from tests.support.doc_numbers import ref_mod11_10 as mod11_10
+from tests.support.doc_numbers import ref_uscc as uscc_check
 from tests.support.rows import AS_OF, organisation, person
 from tests.support.scan import classify
 from transforms.scan.dates import parse_dates, parse_timestamps
@@ -40,56 +48,12 @@ from transforms.scan.policy import load_policy
 FORMAT, CHECKSUM, BIRTH, REGION, FIRST_GEN, MISMATCH, CODE = REASONS
 DIVISION_REVIEW, CODE_REVIEW = REVIEWS
 
-# ---- the standards' algorithms, written out again (domain.md §2.1, §2.4, §2.5, §2.6) ---------------------
+# ---- the standards' algorithms and tables (tests/support/doc_numbers.py: written from docs/regulation.md §2.1,
+# §2.4, §2.5, §2.6, independently of transforms.scan.checkdigits) --------------------------------------------
 
-USCC_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # GB 32100: no I O Z S V
-# GB 32100 tables 1 and 2 as amended (domain.md §2.4): authority -> categories.
-USCC_PAIRS = {
-    "1": "1239",
-    "2": "19",
-    "3": "123459",
-    "4": "19",
-    "5": "1239",
-    "6": "129",
-    "7": "129",
-    "8": "19",
-    "9": "123",
-    "A": "19",
-    "N": "1239",
-    "Y": "1",
-}
-CITIZEN_PROVINCES = [11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37]
-CITIZEN_PROVINCES += [41, 42, 43, 44, 45, 46, 50, 51, 52, 53, 54, 61, 62, 63, 64, 65]
+CITIZEN_PROVINCES = [int(p) for p in SUPPORT_CITIZEN_PROVINCES]
 # GB/T 2260 province-level codes: the citizens' and 71 Taiwan, 81 Hong Kong, 82 Macao.
-PROVINCE_LEVEL = CITIZEN_PROVINCES + [71, 81, 82]
-
-
-def mod11_2(body17: str) -> str:
-    """GB 11643 / ISO 7064 MOD 11-2: W[i] = 2^(17-i) mod 11, C = "10X98765432"[S mod 11]."""
-    total = sum(int(d) * (2 ** (17 - i) % 11) for i, d in enumerate(body17))
-    return "10X98765432"[total % 11]
-
-
-def uscc_check(body17: str) -> str:
-    """GB 32100: W[i] = 3^i mod 31 over the 31-character values, C18 = CHARSET[(31 - S mod 31) mod 31]."""
-    total = sum(USCC_CHARSET.index(c) * (3**i % 31) for i, c in enumerate(body17))
-    return USCC_CHARSET[(31 - total % 31) % 31]
-
-
-def gb11714(body8: str) -> str:
-    """GB 11714: C9 = 11 - (S mod 11) with A=10..Z=35 and W = 3 7 9 10 5 8 4 2; 10 -> X, 11 -> 0."""
-    values = [ord(c) - 48 if c.isdigit() else ord(c) - 55 for c in body8]
-    c9 = 11 - sum(v * w for v, w in zip(values, [3, 7, 9, 10, 5, 8, 4, 2])) % 11
-    return "X" if c9 == 10 else "0" if c9 == 11 else str(c9)
-
-
-def mod11_10(body14: str) -> str:
-    """GB/T 17710 / ISO 7064 MOD 11,10 of the 15-digit registration number (domain.md §2.6)."""
-    p = 10
-    for d in body14:
-        s = (p + int(d)) % 10 or 10
-        p = (2 * s) % 11
-    return str((11 - p) % 10)
+PROVINCE_LEVEL = [int(p) for p in SUPPORT_PROVINCE_LEVEL]
 
 
 def citizen(region: str, ymd: str, seq: str = "123") -> str:
@@ -103,7 +67,7 @@ def make_uscc(authority: str, category: str, division: str, org_body: str) -> st
 
 
 def uscc_expected(number: str) -> set[str]:
-    """The verdict of a normalised USCC by domain.md §2.4: 18 characters of the 31; the mod-31 check and the
+    """The verdict of a normalised USCC by docs/regulation.md §2.4: 18 characters of the 31; the mod-31 check and the
     embedded GB 11714 check; positions 3-8 a province-level division or 100000 (else a reject); positions 1-2 a
     pair of the GB 32100 table (else a warning: the review flag)."""
     if len(number) != 18 or any(c not in USCC_CHARSET for c in number):
@@ -152,7 +116,7 @@ def test_mod11_2_reference_matches_the_worked_example_and_stdnum():
     from stdnum.iso7064 import mod_11_2
 
     assert mod11_2("11010519491231002") == "X"
-    assert citizen("610104", "19620927", "690") == "610104196209276908"  # domain.md §2.1 upgrade
+    assert citizen("610104", "19620927", "690") == "610104196209276908"  # docs/regulation.md §2.1 upgrade
     rng = random.Random(112)
     for _ in range(500):
         body = "".join(rng.choice("0123456789") for _ in range(17))
@@ -352,7 +316,7 @@ def test_permanent_resident_id_2023_card():
 
 
 def test_permanent_resident_numbers_of_every_province_level_code_filed_as_other_documents(policy):
-    # domain.md §2.3: a 9, a province code of the accepting authority, ISO 3166 numeric nationality, MOD 11-2.
+    # docs/regulation.md §2.3: a 9, a province code of the accepting authority, ISO 3166 numeric nationality, MOD 11-2.
     # The permanent-resident check accepts every province-level code (71, 81, 82 too); filed as a resident
     # ID or a residence permit such a number is another document's (docs/policy.md "Document numbers").
     for province in PROVINCE_LEVEL:
@@ -420,7 +384,7 @@ def test_uscc_single_substitutions_and_transpositions():
 
 def test_uscc_embedded_organisation_code_uses_gb11714_values():
     # 9 + 1 + division + an organisation code whose 9th character is wrong, with a right mod-31 character:
-    # GB 32100 passes, GB 11714 fails (domain.md §2.4 I6).
+    # GB 32100 passes, GB 11714 fails (docs/regulation.md §2.4 I6).
     body = "91110000" + "60003734" + "2"
     assert gb11714("60003734") == "1"
     assert verdict("uscc", body + uscc_check(body)) == {CHECKSUM}
@@ -456,7 +420,7 @@ def test_usccs_agree_with_stdnum_where_the_rules_agree():
 
 
 def test_uscc_pair_outside_gb32100_is_a_warning_not_a_reject(policy):
-    # domain.md §2.4: "Treat position 1/2 table mismatches as a warning, not a reject."
+    # docs/regulation.md §2.4: "Treat position 1/2 table mismatches as a warning, not a reject."
     pairs = [(a, c) for a in USCC_CHARSET for c in USCC_CHARSET]
     numbers = [make_uscc(a, c, "110108", "MA1BUFLT") for a, c in pairs]
     want = [set() if c in USCC_PAIRS.get(a, "") else {CODE_REVIEW} for a, c in pairs]
@@ -490,7 +454,7 @@ def test_uscc_pair_outside_gb32100_is_a_warning_not_a_reject(policy):
 
 def test_organisation_code_lines_accept_a_uscc(policy):
     # Since 三证合一 (2015) the organisation code certificate is replaced by the USCC, which embeds the
-    # GB 11714 organisation code at positions 9-17 (domain.md §2.4, §2.6; §1.3 lists 统一社会信用代码(证)
+    # GB 11714 organisation code at positions 9-17 (docs/regulation.md §2.4, §2.6; §1.3 lists 统一社会信用代码(证)
     # in the organisation code row).
     rng = random.Random(2015)
     usccs = [_random_uscc(rng) for _ in range(300)]
@@ -505,7 +469,7 @@ def test_organisation_code_lines_accept_a_uscc(policy):
         damaged.append(u + rng.choice(USCC_CHARSET))  # 19 characters
     want = [uscc_expected(d) if len(d) == 18 else {FORMAT} for d in damaged]
     assert verdicts("org_code", damaged) == want
-    i6 = "91110000" + "60003734" + "2"  # domain.md §2.4 I6: mod 31 passes, the embedded code fails
+    i6 = "91110000" + "60003734" + "2"  # docs/regulation.md §2.4 I6: mod 31 passes, the embedded code fails
     assert verdict("org_code", i6 + uscc_check(i6)) == {CHECKSUM}
     for label in _UNIT_LABELS + ["ORG_CODE"]:
         number = fullwidth(usccs[0].lower())
@@ -624,7 +588,7 @@ _UNIT_USCC_LABELS += ["单位介绍信/公函+公章", "单位介绍信／公函
 _UNIT_REFUSED = ["集团编号", "客户标识码", "物联产品", "小微企业虚拟证件", "测试号码证件类型", "部队番号证件"]
 
 
-def test_person_document_labels_of_domain_1_3(policy):
+def test_person_document_labels_of_regulation_1_3(policy):
     for group, labels in _PERSON_LABELS.items():
         for label in labels:
             row = line(policy, doc_type=label, doc_number=_PERSON_NUMBERS[group])
@@ -637,7 +601,7 @@ def test_person_document_labels_of_domain_1_3(policy):
     assert line(policy, doc_type="回乡证", doc_number="H1234")["reasons"] == ["DOC_NUMBER_FORMAT"]
 
 
-def test_unit_document_labels_of_domain_1_3(policy):
+def test_unit_document_labels_of_regulation_1_3(policy):
     usccs = make_uscc("9", "1", "110108", "MA1BUFLT")
     for label in _UNIT_LABELS:
         row = line(policy, org=True, doc_type=label, doc_number="60003734-1")
@@ -656,7 +620,7 @@ def test_unit_document_labels_of_domain_1_3(policy):
 
 
 def test_mislabelled_identity_cards_and_the_police_card_are_review_labels(policy):
-    # domain.md §1.3: 香港身份证 and 澳门身份证 are listed under the HK/Macao permit (mislabelled), 人民警察证 with the
+    # docs/regulation.md §1.3: 香港身份证 and 澳门身份证 are listed under the HK/Macao permit (mislabelled), 人民警察证 with the
     # armed police ID. Each is read as that document and checked as it, and the line is flagged for review.
     review = ["DOC_TYPE_LABEL_REVIEW"]
     for label in ("香港身份证", "澳门身份证", " 香港身份证 "):
@@ -715,7 +679,7 @@ def test_name_scripts(policy):
     assert line(policy, name="阿" * 50)["reasons"] == []
 
 
-def test_placeholder_names_of_domain_6(policy):
+def test_placeholder_names_of_regulation_6(policy):
     person_junk = [".", "-", "批量受理", "批开卡", "某某代办", "某代办", "临时账户", "本人", "张三本人", "红星工厂"]
     person_junk += ["未知", "无", "测试", "某某", "张某某", "test", "TEST", "Null", "ｎｕｌｌ"]
     for name in person_junk:
@@ -730,7 +694,7 @@ def test_placeholder_names_of_domain_6(policy):
     assert handler["reasons"] == ["HANDLER_INVALID"]
 
 
-def test_addresses_of_domain_5_and_6(policy):
+def test_addresses_of_regulation_5_and_6(policy):
     keywords = "省 市 区 县 旗 乡 镇 苏木 街道 路 巷 胡同 里 弄 幢 栋 楼 单元 室 号 村 社区 组 嘎查".split()
     for keyword in keywords:
         row = line(policy, address=f"阳光花园{keyword}东侧")
@@ -743,7 +707,7 @@ def test_addresses_of_domain_5_and_6(policy):
 
 def test_traditional_character_addresses(policy):
     # NFKC does not fold traditional characters into simplified ones, so a Hong Kong, Macao or Taiwan address
-    # needs the traditional forms of the keywords of domain.md §5 (and 邨, a Hong Kong housing estate).
+    # needs the traditional forms of the keywords of docs/regulation.md §5 (and 邨, a Hong Kong housing estate).
     traditional = "區 縣 鄉 鎮 蘇木 衚衕 棟 樓 單元 號 社區 組 大廈 邨".split()
     simplified = "区 县 乡 镇 苏木 胡同 栋 楼 单元 号 社区 组 大厦".split()
     for keyword in traditional:
@@ -810,7 +774,7 @@ def _cli_rows() -> list[tuple[dict, list[str], list[str]]]:
             [],
         ),
         (organisation(doc_type="营业执照", doc_number="11010801234567" + mod11_10("11010801234567")), [], []),
-        # The policy changes of decree25-2013.2: a USCC pair outside GB 32100 is a warning (domain.md §2.4) ...
+        # The policy changes of decree25-2013.2: a USCC pair outside GB 32100 is a warning (docs/regulation.md §2.4) ...
         (organisation(doc_number=make_uscc("B", "1", "110108", "MA1BUFLT")), [], ["DOC_NUMBER_CODE_REVIEW"]),
         (organisation(doc_number=make_uscc("8", "8", "880106", "MA1BUFLT")), ["DOC_NUMBER_CODE"], [CODE_REVIEW]),
         # ... an organisation code line accepts a USCC, which embeds the code (三证合一) ...

@@ -157,6 +157,12 @@ _EVENT = [
         "docs/contract.md Registration events",
     ),
     ("LINE_TERMINATED", "the event names a TERMINATED line", "docs/contract.md Registration events"),
+    (
+        "TIMESTAMP_IN_FUTURE",
+        "registered_at is later than the day after the merge's day (--as-of, or today if later): the registering "
+        "system's clock is wrong, and the latest registration would win over every real one after it",
+        "docs/contract.md Registration events",
+    ),
     ("RECEIPT_JOB_ID_MISSING", "a delivery receipt without a job_id", "notify receipts"),
     ("RECEIPT_UNKNOWN_JOB", "a delivery receipt for a job this campaign never sent", "notify receipts"),
     ("RECEIPT_BAD_STATUS", "a delivery receipt whose status is not DELIVERED or FAILED", "notify receipts"),

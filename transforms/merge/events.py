@@ -17,7 +17,7 @@ The stages, each a function of one table (``transforms.merge.event_stages`` and
     prepare_events   per read batch      EVENT_ID_MISSING; event_id cleaned
     check_events     same batch          LINE_ID_MISSING, BAD_TIMESTAMP, BAD_ENUM (channel, verified_by)
     (copies)         per event_id bucket who holds each id (transforms/merge/copies.py)
-    validate_events  per line bucket     UNKNOWN_LINE, LINE_TERMINATED, the policy's codes
+    validate_events  per line bucket     UNKNOWN_LINE, LINE_TERMINATED, TIMESTAMP_IN_FUTURE, the policy's codes
     pick_winners     same bucket         one winner per line; the rest superseded
 
 Against a merged base, an event that the line already carries
@@ -58,7 +58,15 @@ VERIFIERS = ("ID_CARD_READER", "FACE_MATCH", "MANUAL")
 EVENT_REASONS = {
     code: meaning
     for code, meaning in _CATALOGUE_EVENTS.items()
-    if code in ("EVENT_ID_MISSING", "LINE_ID_MISSING", "BAD_TIMESTAMP", "UNKNOWN_LINE", "LINE_TERMINATED")
+    if code
+    in (
+        "EVENT_ID_MISSING",
+        "LINE_ID_MISSING",
+        "BAD_TIMESTAMP",
+        "UNKNOWN_LINE",
+        "LINE_TERMINATED",
+        "TIMESTAMP_IN_FUTURE",
+    )
 }
 EVENT_REASONS["BAD_ENUM"] = "channel or verified_by is missing or not in its set"
 _BASE_FIELDS = field_names("subscriber_base")
@@ -153,6 +161,14 @@ def check_events(events: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa
     return (out.filter(pa.array(~dead)) if dead.any() else out), letters
 
 
+def _latest(as_of: dt.date) -> pa.Scalar:
+    """The first instant no registration can have: the start (UTC) of the second day after the merge's day, or
+    after today when that is later (a stream runs for days on the ``--as-of`` it started with). Any time zone's
+    "tomorrow" is before it."""
+    day = max(as_of, dt.datetime.now(dt.timezone.utc).date()) + dt.timedelta(days=2)
+    return pa.scalar(dt.datetime.combine(day, dt.time(0), dt.timezone.utc), pa.timestamp("us", tz="UTC"))
+
+
 def validate_events(
     events: pa.Table, lines: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
 ) -> tuple[pa.Table, pa.Table, int]:
@@ -177,11 +193,14 @@ def validate_events(
         _mask(pc.equal(events.column("event_id"), lines.column("registration_event_id").combine_chunks().take(at)))
         & ~unknown
     )
+    future = _mask(pc.greater_equal(events.column("_registered_at"), _latest(as_of))) & ~(unknown | terminated)
+    future &= ~applied
     dead_parts = [
         _dead(ctx, events, unknown, "UNKNOWN_LINE", "line_id", EVENT_REASONS["UNKNOWN_LINE"]),
         _dead(ctx, events, terminated, "LINE_TERMINATED", "status", EVENT_REASONS["LINE_TERMINATED"]),
+        _dead(ctx, events, future, "TIMESTAMP_IN_FUTURE", "registered_at", EVENT_REASONS["TIMESTAMP_IN_FUTURE"]),
     ]
-    keep = pa.array(~(unknown | terminated | applied))
+    keep = pa.array(~(unknown | terminated | applied | future))
     events, at = events.filter(keep), at.filter(keep)
     n = events.num_rows
     like = {name: pa.nulls(n, pa.string()) for name in _BASE_FIELDS}
