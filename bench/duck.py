@@ -68,7 +68,8 @@ CREATE OR REPLACE TEMP MACRO clean(s) AS
     trim(regexp_replace(regexp_replace(s, '\\p{{Cf}}', '', 'g'), '[\\s\\p{{Z}}]+', ' ', 'g'));
 CREATE OR REPLACE TEMP MACRO norm(s) AS
     nullif(CASE WHEN regexp_matches(s, '[\\p{{Cf}}\\s\\p{{Z}}]') THEN clean(s) ELSE s END, '');
-CREATE OR REPLACE TEMP MACRO num(s) AS nullif(regexp_replace(upper(s), '[\\p{{Cf}}\\s\\p{{Z}}\\-]', '', 'g'), '');
+CREATE OR REPLACE TEMP MACRO num(s) AS
+    nullif(regexp_replace(regexp_replace(upper(s), '[\\p{{Cf}}\\s\\p{{Z}}\\-]', '', 'g'), '<+$', ''), '');
 CREATE OR REPLACE TEMP MACRO mod112_of(x) AS '10X98765432'[(({_MOD11_2_SUM}) % 11 + 1)::BIGINT];
 CREATE OR REPLACE TEMP MACRO mod112(n) AS mod112_of(try_cast(left(n, 17) AS BIGINT));
 CREATE OR REPLACE TEMP MACRO birth_ok(s, as_of, years) AS coalesce(

@@ -93,11 +93,11 @@ def label(value) -> str | None:
 
 
 def doc_number(value) -> str | None:
-    """Upper-cased, without inner spaces and hyphens."""
+    """Upper-cased, without inner spaces and hyphens, and without the ``<`` fillers that end an MRZ number."""
     text = clean(value)
     if text is None:
         return None
-    return _NUMBER_SEPARATORS.sub("", upper(text)) or None
+    return _NUMBER_SEPARATORS.sub("", upper(text)).rstrip("<") or None
 
 
 def person_name(value) -> str | None:

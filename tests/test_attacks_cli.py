@@ -19,6 +19,8 @@ types gets one line on stderr and nothing touched (each case failed before its f
     its rows missing; now refused. Other files are named in a warning; markers (``_SUCCESS``, ``.crc``) are not.
 (i) A registration stamped years ahead by a wrong clock was applied, and as the latest it would have beaten every
     real registration after it: now a ``TIMESTAMP_IN_FUTURE`` dead letter, on both merge engines.
+(j) A UTF-16 export was told to try GB18030; a ``--suppress`` file without one phone number (the base given by
+    mistake) was ignored silently; now each is one line, and the lines left out of a mixed list are counted.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import sys
 import pytest
 
 from schemas import field_names
-from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, canary_event, person
 
 pytestmark = pytest.mark.e2e
 
@@ -78,17 +80,7 @@ def site(tmp_path_factory) -> dict:
     scan = str(root / "scan")
     proc = run("scan", "--base", base, "--out", scan, "--as-of", AS_OF, "--progress-seconds", "0")
     assert proc.returncode == 0, proc.stderr
-    event = {
-        "event_id": "E1",
-        "line_id": "L0001",
-        "doc_type": "RESIDENT_ID",
-        "doc_number": CANARY_NUMBER,
-        "name": CANARY_NAME,
-        "address": CANARY_ADDRESS,
-        "channel": "AGENT",
-        "verified_by": "ID_CARD_READER",
-        "registered_at": "2026-11-20T10:00:00",
-    }
+    event = canary_event()
     events = root / "events.jsonl"
     events.write_text(json.dumps(event, ensure_ascii=False) + "\n", encoding="utf-8")
     merged = str(root / "merge")
@@ -275,17 +267,7 @@ def test_compact_names_deltas_for_lines_not_in_its_base(tmp_path):
     keys = keys_file(str(tmp_path))
     streamed = canary_csv(tmp_path / "streamed.csv", ["L0001", "L0002"])
     other = canary_csv(tmp_path / "other.csv", ["M0001", "M0002"])
-    event = {
-        "event_id": "E1",
-        "line_id": "L0001",
-        "doc_type": "RESIDENT_ID",
-        "doc_number": CANARY_NUMBER,
-        "name": CANARY_NAME,
-        "address": CANARY_ADDRESS,
-        "channel": "STORE",
-        "verified_by": "ID_CARD_READER",
-        "registered_at": "2026-11-20T10:00:00",
-    }
+    event = canary_event(channel="STORE")
     deltas = str(tmp_path / "deltas")
     commit_windows([streamed], [[event]], deltas, keys)
     proc = run("compact", *compact_command([other], deltas, keys, str(tmp_path / "out")), "--progress-seconds", "0")
@@ -360,11 +342,9 @@ def test_a_registration_dated_after_the_merges_day_is_a_dead_letter(site, tmp_pa
     as_of = dt.datetime.now(dt.timezone.utc).date()
     late = (as_of + dt.timedelta(days=1)).isoformat() + "T23:00:00+08:00"
     ahead = (as_of + dt.timedelta(days=400)).isoformat() + "T10:00:00"
-    body = {"doc_type": "RESIDENT_ID", "doc_number": CANARY_NUMBER, "name": CANARY_NAME, "address": CANARY_ADDRESS}
-    body.update(channel="AGENT", verified_by="ID_CARD_READER")
     events = tmp_path / "events.jsonl"
-    rows = [dict(body, event_id="E-late", line_id="L0002", registered_at=late)]
-    rows.append(dict(body, event_id="E-ahead", line_id="L0003", registered_at=ahead))
+    rows = [canary_event(event_id="E-late", line_id="L0002", registered_at=late)]
+    rows.append(canary_event(event_id="E-ahead", line_id="L0003", registered_at=ahead))
     events.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "merge"
     argv = ["--merged", site["merged"], "--registrations", str(events), "--keys", site["keys"], "--out", str(out)]
@@ -387,3 +367,27 @@ def test_a_registration_dated_after_the_merges_day_is_a_dead_letter(site, tmp_pa
     assert registered["L0002"] == "E-late" and registered["L0003"] is None
     for path in [p for p in out.rglob("*") if p.is_file() and "vault" not in p.parts]:
         assert not any(c.encode("utf-8") in path.read_bytes() for c in CANARIES), path
+
+
+# (j) files given in the wrong form ------------------------------------------------------------------------
+
+
+def test_a_utf16_export_is_named_as_such(site, tmp_path):
+    # a spreadsheet's "Unicode text" is UTF-16: the message used to suggest --encoding gb18030
+    with open(site["base"], encoding="utf-8") as handle:
+        (tmp_path / "base.csv").write_bytes(handle.read().encode("utf-16"))
+    proc = run("scan", "--base", str(tmp_path / "base.csv"), "--out", str(tmp_path / "scan"), "--as-of", AS_OF)
+    refused(proc, "backfill scan", 1, "UTF-16 text", "re-export as UTF-8 or GB18030")
+    assert not os.path.exists(tmp_path / "scan")
+
+
+def test_a_suppress_file_without_phone_numbers_is_refused_unquoted(site, tmp_path):
+    # the base file given as the do-not-SMS list: its lines were ignored silently, every number then notified
+    argv = ["--scan", site["scan"], "--campaign", CAMPAIGN, "--wave", "1", "--out", str(tmp_path / "n")]
+    proc = run("notify", *argv, "--suppress", site["base"], "--dry-run")
+    refused(proc, "backfill notify", 1, "--suppress", "none of its 4 lines is a phone number")
+    mixed = tmp_path / "dnd.txt"
+    mixed.write_text(f"# do not send\n13800138000\n{CANARY_NAME}\n+86 139-0013-9000\n", encoding="utf-8")
+    proc = run("notify", *argv, "--suppress", str(mixed), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 3 lines are no phone number, left out" in proc.stderr and CANARY_NAME not in proc.stderr

@@ -41,6 +41,7 @@ from tests.support.doc_numbers import ref_mod11_10 as mod11_10
 from tests.support.doc_numbers import ref_uscc as uscc_check
 from tests.support.rows import AS_OF, organisation, person
 from tests.support.scan import classify
+from transforms.crypto.tokenize import normalize as token_normalize
 from transforms.scan.dates import parse_dates, parse_timestamps
 from transforms.scan.documents import REASONS, REVIEWS, DocumentRules, check_document_numbers
 from transforms.scan.policy import load_policy
@@ -533,6 +534,17 @@ def test_travel_permits_passports_and_military_ids(policy):
     for doc_type, number in (("港澳证", "h12345678"), ("港澳证", "Ｍ１２３４５６７８"), ("台胞证", "0561682001（d）")):
         row = line(policy, doc_type=doc_type, doc_number=number)
         assert (row["identity_status"], row["reasons"]) == ("COMPLETE", []), (doc_type, number)
+
+
+def test_a_passport_number_read_from_its_machine_readable_zone(policy):
+    # ICAO 9303: the MRZ's document-number field is 9 characters, a shorter number padded with "<" fillers;
+    # a reader's export keeps them. Fillers at the end are not the number; a "<" inside it is no filler.
+    for padded, number in (("AB1234567", "AB1234567"), ("E1234567<", "E1234567"), ("x12345<<<", "X12345")):
+        row = line(policy, doc_type="护照", doc_number=padded, name="JOHN SMITH")
+        assert (row["identity_status"], row["reasons"]) == ("COMPLETE", []), padded
+        # tokens and masks are made of the same normalised number: the padded and the plain one meet
+        assert token_normalize("doc_number", [padded]).to_pylist() == [number]
+    assert line(policy, doc_type="护照", doc_number="AB<12345", name="JOHN SMITH")["reasons"] == ["DOC_NUMBER_FORMAT"]
 
 
 def test_document_number_placeholders_of_the_policy(policy):

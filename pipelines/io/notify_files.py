@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 
 import numpy as np
@@ -38,6 +39,8 @@ from transforms.scan.normalize import normalize_msisdn
 from transforms.notify.planner import PLAN_COLUMNS
 from transforms.notify.encode import write_avro
 from transforms.notify.jobs import history_rows
+
+log = logging.getLogger("backfill")
 
 __all__ = [
     "classified_splits",
@@ -155,6 +158,18 @@ def read_suppress(path: str) -> pa.Array:
         raise UserError(f"--suppress {path}: cannot be read ({type(exc).__name__})") from None
     values = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     numbers = normalize_msisdn(pa.array([v for v in values if v], pa.string()))
+    # A phone number is 7 to 13 digits once normalised (a local fixed line to a 13-digit IoT number): what the
+    # normaliser makes of other text (a base row given by mistake: every digit of the row) is left out, unquoted
+    numbers = pc.if_else(pc.match_substring_regex(numbers, r"^[0-9]{7,13}$"), numbers, pa.scalar(None, pa.string()))
+    if numbers.null_count and numbers.null_count == len(numbers):
+        raise UserError(
+            f"--suppress {path}: none of its {len(numbers):,} lines is a phone number (one number a line, # for "
+            "comments); nothing was written"
+        )
+    if numbers.null_count:
+        log.warning(
+            "--suppress %s: %d of %d lines are no phone number, left out", path, numbers.null_count, len(numbers)
+        )
     return pc.unique(numbers.filter(pc.is_valid(numbers)))
 
 

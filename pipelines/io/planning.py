@@ -229,6 +229,10 @@ def read_csv_header(f, path: str, codec: str) -> tuple[list[str], bytes]:
             raise InputError(f"{path}: header row longer than {_HEADER_MAX} bytes")
     if not buf:
         raise InputError(f"{path}: empty file")
+    if buf.startswith((b"\xff\xfe", b"\xfe\xff")):  # a spreadsheet's "Unicode text": UTF-16 (or UTF-32)
+        raise InputError(
+            f"{path}: UTF-16 text (it starts with a UTF-16 byte-order mark): re-export as UTF-8 or GB18030"
+        )
     end = len(buf) if end < 0 else end + 1
     head = buf[:end].rstrip(b"\r\n")
     try:

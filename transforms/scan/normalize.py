@@ -177,14 +177,20 @@ def _has_doc_separator(buf: np.ndarray) -> np.ndarray:
 
 
 def normalize_doc_number(values) -> pa.Array:
-    """Clean text, upper-case, drop inner spaces and hyphens."""
+    """Clean text, upper-case, drop inner spaces and hyphens, and the ``<`` fillers that end a number read from
+    a passport's machine-readable zone (ICAO 9303: a 9-character field, ``AB1234567`` or ``E1234567<``)."""
     values = pc.utf8_upper(clean_text(values))
     values = _subset(
         values,
         rows_with_bytes(values, _has_doc_separator),
         lambda v: pc.replace_substring_regex(v, _DOC_SEPARATORS, ""),
     )
+    values = _subset(values, rows_with_bytes(values, _is_filler), lambda v: pc.replace_substring_regex(v, "<+$", ""))
     return _empty_to_null(values)
+
+
+def _is_filler(buf: np.ndarray) -> np.ndarray:
+    return buf == 0x3C  # "<"
 
 
 def _fold_dots(values: pa.Array) -> pa.Array:
