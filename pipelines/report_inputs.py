@@ -3,7 +3,7 @@
     read = read_inputs(args)                       # scan, live state, notify output, campaign (one-line errors)
     facts = campaign_facts(read.campaign, read.scan.as_of)
     check_dates(read, as_of, facts, args)          # inputs that do not belong together: refused
-    warnings = stale_warnings(read.merge, as_of)   # a merge older than the report date by more than a day
+    warnings = stale_warnings(read.merge, as_of)   # a stale merge; an --earlier-merges pattern matching none
     context = report_context(read, policy, previous)
 
 Only manifests, summaries and Parquet footers are read here (``pipelines/io/report_files.py``,
@@ -106,13 +106,22 @@ def check_dates(read: ReportInputs, as_of: dt.date, facts: CampaignFacts | None,
 
 
 def stale_warnings(merge: report_files.MergeOutput | None, as_of: dt.date) -> tuple[str, ...]:
-    """The warning when the live state is older than the report date by more than a day."""
-    if merge is None or (as_of - merge.as_of).days <= STALE_AFTER_DAYS:
+    """The warnings about the merges read: the live state older than the report date by more than a day; an
+    ``--earlier-merges`` pattern that found no merge before it."""
+    if merge is None:
         return ()
+    unmatched = tuple(
+        f"--earlier-merges {pattern} matches no merge output: earlier days' registrations and dead letters are "
+        "not in the agents' tables; check the pattern."
+        for pattern in merge.unmatched
+    )
+    if (as_of - merge.as_of).days <= STALE_AFTER_DAYS:
+        return unmatched
     days = (as_of - merge.as_of).days
     return (
         f"The {merge.step} output at {merge.folder} is as of {merge.as_of}, {days:,} days before the report date "
         f"({as_of}): registrations since then are not counted; give the latest merge.",
+        *unmatched,
     )
 
 

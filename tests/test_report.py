@@ -560,6 +560,15 @@ def test_earlier_merges_as_a_pattern_take_only_the_merges_before(campaign, tmp_p
     both = sum(r["registrations"] for r in agents(str(tmp_path / "b")))
     assert 0 < first_only < both  # merge-2 is after merge-1: not an earlier merge of it
     assert listed["completion"] == pattern["completion"]
+    # the first day's report with the DAG's pattern says nothing (it matches merges, none earlier); a mistyped
+    # pattern is said: the earlier days' registrations would be missing from the agents' tables unsaid
+    first_day = json.load(open(os.path.join(str(tmp_path / "c"), "manifest.json"), encoding="utf-8"))
+    assert not any("--earlier-merges" in w for w in first_day["warnings"])
+    typo = os.path.join(campaign["root"], "merges-*")
+    mistyped = report.run([*common, "--merge", path("merge-2"), "--earlier-merges", typo, "--out", str(tmp_path / "d")])
+    said = [w for w in mistyped["warnings"] if w.startswith(f"--earlier-merges {typo} matches no merge output")]
+    assert len(said) == 1 and said[0] in mistyped["findings"]
+    assert agents(str(tmp_path / "d")) != agents(str(tmp_path / "b"))
 
 
 def test_daily_partitions_read_as_one_history(campaign, tmp_path):

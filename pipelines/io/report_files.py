@@ -144,6 +144,7 @@ class MergeOutput:
     dead_letter_files: list[str]  # of this merge and the earlier ones
     events_missing: list[str] = dataclasses.field(default_factory=list)  # recorded event files that are gone
     step: str = "merge"  # or compact, retention: the live state after a compaction or a purge
+    unmatched: list[str] = dataclasses.field(default_factory=list)  # --earlier-merges patterns that found no merge
 
 
 def _manifest(folder: str, step: str | tuple[str, ...], what: str) -> dict:
@@ -209,30 +210,45 @@ def _dead_letter_files(folder: str) -> list[str]:
     ]
 
 
-def _earlier(patterns: list[str], folder: str, as_of: dt.date) -> list[tuple[str, dict]]:
+def _earlier(patterns: list[str], folder: str, as_of: dt.date) -> tuple[list[tuple[str, dict]], list[str]]:
     """Earlier merges: folders given, or a pattern (``out/merge/*``) of which the merges before
-    ``as_of`` count (the current one and later days are left out, so the DAG passes one pattern)."""
-    found = []
+    ``as_of`` count (the current one and later days are left out, so the DAG passes one pattern); and the
+    patterns that found none (a mistyped one would leave the earlier days' registrations out unsaid)."""
+    found, unmatched = [], []
     for pattern in patterns:
         if "*" not in pattern:
             found.append((pattern, _manifest(pattern, "merge", "earlier merge's")))
             continue
-        parent, name = pattern.rstrip("/").rsplit("/", 1) if "/" in pattern else (".", pattern)
-        fs, where = filesystem(parent)
-        try:
-            children = fs.get_file_info(pafs.FileSelector(where))
-        except FileNotFoundError:
+        merges, seen = _matching_merges(pattern, folder, as_of)
+        found += merges
+        if not seen:
+            unmatched.append(pattern)
+    return found, unmatched
+
+
+def _matching_merges(pattern: str, folder: str, as_of: dt.date) -> tuple[list[tuple[str, dict]], bool]:
+    """The merges before ``as_of`` among the folders ``pattern`` matches (``folder`` left out), and whether it
+    matches a merge at all (``folder`` or a later day's: on a campaign's first day none is before it)."""
+    found, seen = [], False
+    parent, name = pattern.rstrip("/").rsplit("/", 1) if "/" in pattern else (".", pattern)
+    fs, where = filesystem(parent)
+    try:
+        children = fs.get_file_info(pafs.FileSelector(where))
+    except FileNotFoundError:
+        return found, seen
+    for info in sorted(children, key=lambda i: i.path):
+        candidate = f"{parent.rstrip('/')}/{info.base_name}"
+        if info.type != pafs.FileType.Directory or not fnmatch.fnmatch(info.base_name, name):
             continue
-        for info in sorted(children, key=lambda i: i.path):
-            candidate = f"{parent.rstrip('/')}/{info.base_name}"
-            if info.type != pafs.FileType.Directory or not fnmatch.fnmatch(info.base_name, name):
-                continue
-            if filesystem(candidate)[1] == filesystem(folder)[1] or not exists(f"{candidate}/manifest.json"):
-                continue
-            manifest = read_json_file(f"{candidate}/manifest.json")
-            if manifest.get("step") == "merge" and dt.date.fromisoformat(manifest["as_of"]) < as_of:
-                found.append((candidate, manifest))
-    return found
+        if not exists(f"{candidate}/manifest.json"):
+            continue
+        manifest = read_json_file(f"{candidate}/manifest.json")
+        seen |= manifest.get("step") in LIVE_STEPS
+        if filesystem(candidate)[1] == filesystem(folder)[1]:
+            continue
+        if manifest.get("step") == "merge" and dt.date.fromisoformat(manifest["as_of"]) < as_of:
+            found.append((candidate, manifest))
+    return found, seen
 
 
 def _registrations(manifest: dict) -> list[tuple[str, str]]:
@@ -247,14 +263,15 @@ def read_merge(folder: str, earlier: list[str]) -> MergeOutput:
     as_of = dt.date.fromisoformat(manifest["as_of"])
     base, _ = _parquet_files(os.path.join(folder, "base"), BASE_SCHEMA.names, "the merged base")
     sources, dead = [], []
-    for other, other_manifest in _earlier(earlier, folder, as_of):
+    merges, unmatched = _earlier(earlier, folder, as_of)
+    for other, other_manifest in merges:
         sources += _registrations(other_manifest)
         dead += _dead_letter_files(other)
     sources += _registrations(manifest)
     dead += _dead_letter_files(folder)
     missing = [p for p, _ in sources if "*" not in p and not exists(p)]
     events = [(p, e) for p, e in sources if p not in missing] if sources else None
-    return MergeOutput(folder, base, as_of, manifest.get("run_id"), events, dead, missing, manifest["step"])
+    return MergeOutput(folder, base, as_of, manifest.get("run_id"), events, dead, missing, manifest["step"], unmatched)
 
 
 def drop_partitions(out: str, as_of: dt.date) -> None:
