@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import unicodedata
 import uuid
 
 from typing import TYPE_CHECKING
@@ -116,8 +117,6 @@ def refuse_document_numbers(flag: str, text: str | None) -> None:
     identity value: one that holds what looks like an identity card number (15 or 18 characters; full-width
     digits too) is refused, unquoted, before anything is read or written. Names and addresses cannot be told
     from other words; the help says to leave them out."""
-    import unicodedata
-
     if text and _DOC_NUMBER.search(unicodedata.normalize("NFKC", text)):
         raise UserError(
             f"{flag} holds what looks like a document number; say it without identity values "

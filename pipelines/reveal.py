@@ -213,12 +213,13 @@ def _open_line(keyset, vault_dir: str, line_id: str, fields: list[str] | None, r
 
 def _fields(p: ArgumentParser, text: str | None) -> list[str] | None:
     """The fields ``--fields`` names, checked before anything is read or recorded: a mistyped name is an error
-    (it used to be recorded as a reveal of nothing, exit 0). A name that is not a plain word is not quoted."""
+    (it used to be recorded as a reveal of nothing, exit 0). Only a plain word is quoted back (letters and
+    ``_``, as every field name): a document number or a name typed there is not."""
     if text is None:
         return None
     fields = [f.strip() for f in text.split(",") if f.strip()]
-    unknown = [f if f.isascii() and f.replace("_", "").isalnum() else "(not a field name)" for f in fields]
-    unknown = [u for f, u in zip(fields, unknown) if f not in FIELD_ORDER]
+    plain = [f.isascii() and f.replace("_", "").isalpha() for f in fields]
+    unknown = [f if word else "(not a field name)" for f, word in zip(fields, plain) if f not in FIELD_ORDER]
     if not fields or unknown:
         what = f"unknown field {', '.join(unknown)}" if unknown else "no field named"
         p.error(f"argument --fields: {what} (fields: {', '.join(FIELD_ORDER)})")

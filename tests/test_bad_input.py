@@ -27,7 +27,8 @@ from pipelines.io.base_files import read_split
 from pipelines.io.events import plan_event_splits
 from pipelines.io.planning import InputError, Split, plan_splits
 from schemas import avro_schema, field_names
-from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, canary_event, person
+from tests.support.merge import event as canary_registration
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
 from transforms.core.rows import parse_json_lines
 
 BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
@@ -318,7 +319,7 @@ def merged(tmp_path_factory):
     keys = str(root / "secure" / "keys.json")
     assert run("keys", "init", "--keys", keys).returncode == 0
     base = write(root / "base.csv", csv_text(canary_rows(), CONTRACT))
-    event = canary_event(line_id="L0002", doc_type="身份证")
+    event = canary_registration(line_id="L0002", channel="AGENT", verified_by="ID_CARD_READER", agent_id=None)
     write(root / "ev1.jsonl", json.dumps(event, ensure_ascii=False) + "\n")
     write(root / "ev2.jsonl", json.dumps({**event, "event_id": "E2", "line_id": "L0001"}, ensure_ascii=False) + "\n")
     proc = run(

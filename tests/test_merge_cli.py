@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas import avro_schema, field_names
+from tests.support.merge import event as canary_registration
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, organisation, person
 from transforms.crypto.keyset import Keyset
 from transforms.crypto.vault import Vault
@@ -73,20 +74,9 @@ def base_rows() -> list[dict]:
 
 
 def event(**fields) -> dict:
-    row = {
-        "event_id": "E01",
-        "line_id": "L02",
-        "doc_type": "身份证",
-        "doc_number": CANARY_NUMBER,
-        "name": CANARY_NAME,
-        "address": CANARY_ADDRESS,
-        "channel": "AGENT",
-        "agent_id": "AG00777",
-        "verified_by": "ID_CARD_READER",
-        "registered_at": "2026-11-20T10:00:00",
-    }
-    row.update(fields)
-    return row
+    """tests/support/merge.py's canary registration, of line L02 by an agent's ID card reader."""
+    plain = {"event_id": "E01", "line_id": "L02", "channel": "AGENT", "agent_id": "AG00777"}
+    return canary_registration(**{**plain, "verified_by": "ID_CARD_READER", **fields})
 
 
 EVENTS = [

@@ -29,23 +29,6 @@ def raw_table(rows: list[dict], source: str = "base.csv") -> pa.Table:
     return pa.Table.from_pydict(columns)
 
 
-def canary_event(**fields) -> dict:
-    """A valid registration event carrying the canary identity values; override any field."""
-    event = {
-        "event_id": "E1",
-        "line_id": "L0001",
-        "doc_type": "RESIDENT_ID",
-        "doc_number": CANARY_NUMBER,
-        "name": CANARY_NAME,
-        "address": CANARY_ADDRESS,
-        "channel": "AGENT",
-        "verified_by": "ID_CARD_READER",
-        "registered_at": "2026-11-20T10:00:00",
-    }
-    event.update(fields)
-    return event
-
-
 def person(**fields) -> dict:
     """A complete, valid individual line; override any field."""
     row = {
