@@ -99,7 +99,7 @@ def parser() -> ArgumentParser:
     return p
 
 
-def _when(value: str | None) -> str | None:
+def _when(value: str | None, as_of: dt.date) -> str | None:
     if value is None:
         return None
     try:
@@ -110,7 +110,20 @@ def _when(value: str | None) -> str | None:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)  # no zone means UTC, as everywhere in the project
-    return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    when = when.astimezone(dt.timezone.utc)
+    _check_not_later(when, as_of)
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _check_not_later(when: dt.datetime, as_of: dt.date) -> None:
+    """An incident detected after now, or after the day of its report, is a mistyped date: the report is a record
+    filed with the regulator, so it is refused rather than written (a day's room for the time zones)."""
+    room = dt.timedelta(days=1)
+    now = dt.datetime.now(dt.timezone.utc)
+    if when > now + room:
+        raise UserError(f"--detected-at {when:%Y-%m-%d %H:%M} UTC is in the future (now {now:%Y-%m-%d %H:%M} UTC)")
+    if when.date() > as_of + room:
+        raise UserError(f"--detected-at {when:%Y-%m-%d} is after the report's --as-of {as_of}")
 
 
 @dataclasses.dataclass
@@ -200,6 +213,19 @@ def _check_args(args) -> None:
         raise UserError("--batch-size must be at least 1")
 
 
+def _check_in_keyset(keyset, args) -> None:
+    """A --key-version the keyset never held (its history keeps every version) is a typo: the scope would be
+    no line at all, reported as if the leak touched nothing."""
+    if keyset is None or args.key_version is None:
+        return
+    held = [k.version for k in keyset.info()]
+    if args.key_version not in held:
+        raise UserError(
+            f"--key-version {args.key_version} is not a version of the keyset {args.keys} "
+            f"(it holds {', '.join(held)}; backfill keys show lists them)"
+        )
+
+
 def _inputs(args) -> dict:
     """Every path the incident reads, by flag: --out may be none of them, contain none, lie inside none."""
     return {"--base": args.base, "--vault": args.vault, "--lines": args.lines, "--keys": args.keys}
@@ -218,7 +244,7 @@ def _prepare(argv) -> _Job:
     refuse_document_numbers("--description", args.description)
     options = beam_options(beam_args, step="incident", run_id=run_id)
     FileSystems.set_options(options)  # object stores (s3://) are read before the pipeline sets them
-    detected_at = _when(args.detected_at)
+    detected_at = _when(args.detected_at, as_of)
     if FileSystems.exists(FileSystems.join(out, "incident.json")):
         raise UserError(
             f"{out} already holds an incident report: it is a record that was filed; write this one to a new folder"
@@ -226,6 +252,7 @@ def _prepare(argv) -> _Job:
     check_apart(out, _inputs(args))  # real paths
     check_owned(out, "incident")
     keyset = Keyset.load(args.keys) if args.keys else None  # permissions checked before anything is read
+    _check_in_keyset(keyset, args)
     listing = inspect_line_list(args.lines) if args.lines else None
     if base_kind(args.base) != "merged":
         raise UserError(f"--base {args.base[0]} is not a merged base (backfill merge OUT/base: tokens, no plaintext)")
@@ -313,6 +340,12 @@ def _body(argv) -> int:
         f"({h['subscribers_by_document']:,} subscriber(s) by document) in {len(r['by_region']):,} region(s); "
         f"fields {', '.join(f'{k} {v:,}' for k, v in r['what']['fields'].items()) or 'none'}"
     )
+    if r["scope"]["kind"] == "key_version" and not h["lines"] and not r["scope"].get("key_in_keyset"):
+        print(
+            f"  warning: no line of the base is under {r['scope']['key_version']}; check the version "
+            "(backfill keys show, or give --keys to have it checked)",
+            file=sys.stderr,
+        )
     if r["unknown_line_ids"]["count"]:
         print(f"  {r['unknown_line_ids']['count']:,} listed line_id(s) are not in the base")
     print(f"  {r['action']['summary']}")

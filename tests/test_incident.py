@@ -7,6 +7,7 @@ not from the code under test.
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from tests.support.compliance import (
 )
 from pipelines.io.line_lists import ReadLineIds, inspect_line_list
 from pipelines.io.vault_files import read_table
+from transforms.crypto.keyset import Keyset
 from tests.support.incident import affected_csv, affected_files
 
 ROWS = {r["line_id"]: r for r in base_rows()}
@@ -227,6 +229,16 @@ def test_bad_inputs_are_one_line(site, tmp_path, capsys):
     assert "without a line_id column" in one_line_error(code, capsys.readouterr().err)
     code = incident_cli.main([*base, "--key-version", "j1", "--detected-at", "last tuesday"])
     assert "is not an ISO date" in one_line_error(code, capsys.readouterr().err)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)  # after now, the time zones' day of room too
+    code = incident_cli.main([*base, "--key-version", "j1", "--detected-at", later.isoformat(timespec="seconds")])
+    assert "is in the future" in one_line_error(code, capsys.readouterr().err)
+    code = incident_cli.main([*base, "--key-version", "j1", "--as-of", "2026-11-30", "--detected-at", "2026-12-02"])
+    assert "after the report's --as-of 2026-11-30" in one_line_error(code, capsys.readouterr().err)
+    never = f"v{len(Keyset.load(site['keys']).info()) + 1}"  # more versions than the keyset ever held
+    code = incident_cli.main([*base, "--key-version", never, "--keys", site["keys"]])
+    assert f"--key-version {never} is not a version of the keyset" in one_line_error(code, capsys.readouterr().err)
+    code = incident_cli.main(["--base", site["base"], "--out", str(tmp_path / "unheld"), "--key-version", never])
+    assert code == 0 and f"warning: no line of the base is under {never}" in capsys.readouterr().err
     code = incident_cli.main(
         ["--base", os.path.join(site["root"], "base.csv"), "--out", str(tmp_path / "o"), "--key-version", "j1"]
     )
