@@ -76,6 +76,9 @@ def test_override_changes_behaviour(tmp_path):
         (lambda d: d["labels"]["RESIDENT_ID"].append("护照"), "maps to both"),
         (lambda d: d["review_labels"].update({"驾驶证": "RESIDENT_ID"}), "review_labels.驾驶证"),
         (lambda d: d["labels"]["HK_IDENTITY_CARD"].append("香港身份证"), "also under labels"),
+        # Art. 11 keeps identity two years after the service ends: a shorter period would purge what must be kept
+        (lambda d: d["retention"].update(years_after_termination=1), "retention.years_after_termination"),
+        (lambda d: d["retention"].update(years_after_termination=0), "less than the minimum of 2"),
     ],
 )
 def test_bad_policy_is_one_line_error(tmp_path, mutate, fragment):
