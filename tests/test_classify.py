@@ -248,6 +248,52 @@ def test_organisation_documents(policy):
         assert (rows[key]["flags"], rows[key]["needs_review"]) == (["DOC_NUMBER_CODE_REVIEW"], True), key
 
 
+# The labels of operator exports (CRM/BSS vocabularies) and what the decree's three enums make of them.
+EXPORT_LABELS = {
+    "line_type": {
+        "MOBILE": ["移动电话", "手机号码", "5G", "td-scdma"],
+        "FIXED": ["座机", "固网", "pstn", "Landline"],
+        "DATA_CARD": ["数据卡", "流量卡", "无线上网卡"],
+    },
+    "subscriber_kind": {
+        "INDIVIDUAL": ["个人客户", "公众客户", "自然人"],
+        "ORGANIZATION": ["集团客户", "政企客户", "企业", "Corporate"],
+    },
+    "status": {
+        "ACTIVE": ["正常在用", "在网", "已开通"],
+        "SUSPENDED": ["单停", "双向停机", "欠费停机", "挂失", "停机保号", "预销户"],
+        "TERMINATED": ["已拆机", "已销户", "注销", "离网", "携出", "Cancelled"],
+    },
+}
+
+
+@pytest.mark.parametrize("field", sorted(EXPORT_LABELS))
+def test_operator_export_labels_are_enum_aliases(policy, field):
+    pairs = [(value, label) for value, labels in EXPORT_LABELS[field].items() for label in labels]
+    rows, dead = classify(
+        [person(line_id=f"L{i}", **{field: f" {label} "}) for i, (_, label) in enumerate(pairs)], policy
+    )
+    assert not dead
+    assert [rows[f"L{i}"][field] for i in range(len(pairs))] == [value for value, _ in pairs]
+
+
+def test_labels_outside_the_decree_stay_bad_enum(policy):
+    # broadband and IoT are not the decree's telephone lines; numeric status codes differ between systems
+    rows, dead = classify(
+        [
+            person(line_id="W", line_type="宽带"),
+            person(line_id="I", line_type="物联网卡"),
+            person(line_id="N", status="1"),
+        ],
+        policy,
+    )
+    assert not rows and [(d["reason"], d["field"]) for d in dead] == [
+        ("BAD_ENUM", "line_type"),
+        ("BAD_ENUM", "line_type"),
+        ("BAD_ENUM", "status"),
+    ]
+
+
 def test_dead_letters_one_per_row_with_reason_and_location(policy):
     rows, dead = classify(
         [
