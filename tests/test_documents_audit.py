@@ -613,6 +613,40 @@ def test_person_document_labels_of_regulation_1_3(policy):
     assert line(policy, doc_type="回乡证", doc_number="H1234")["reasons"] == ["DOC_NUMBER_FORMAT"]
 
 
+# The documents' own titles (as printed on the card or in the regulations) beside the operator tools' labels.
+_TITLES = {
+    "RESIDENT": ["第二代居民身份证", "第二代身份证", "中华人民共和国居民身份证", "居民户口簿"],
+    "MILITARY": [
+        "中国人民解放军军人身份证件",
+        "文职干部证",
+        "武警身份证",
+        "武装警察身份证件",
+        "中国人民武装警察部队身份证件",
+    ],
+    "HMT": ["港澳居民居住证", "台湾居民居住证"],
+    "FPRID": ["中华人民共和国外国人永久居留身份证"],
+}
+
+
+def test_document_titles_are_labels(policy):
+    numbers = {
+        "RESIDENT": citizen("110105", "19800101"),
+        "MILITARY": _PERSON_NUMBERS["MILITARY"],
+        "HMT": citizen("810000", "19900101"),
+        "FPRID": citizen("911840", "19800101"),  # 9, Beijing, USA (840): the 2023 card
+    }
+    for group, labels in _TITLES.items():
+        for label in labels:
+            row = line(policy, doc_type=label, doc_number=numbers[group])
+            assert (row["identity_status"], row["reasons"], row["flags"]) == ("COMPLETE", [], []), label
+    usccs = make_uscc("9", "1", "110108", "MA1BUFLT")
+    for label in ("企业法人营业执照", "企业营业执照", "个体工商户营业执照"):
+        row = line(policy, org=True, doc_type=label, doc_number=usccs)
+        assert (row["identity_status"], row["reasons"]) == ("COMPLETE", []), label
+    # a title read as its document is checked as it: a residence-permit number under a resident ID's title
+    assert "DOC_TYPE_MISMATCH" in line(policy, doc_type="第二代居民身份证", doc_number=numbers["HMT"])["reasons"]
+
+
 def test_unit_document_labels_of_regulation_1_3(policy):
     usccs = make_uscc("9", "1", "110108", "MA1BUFLT")
     for label in _UNIT_LABELS:
