@@ -173,7 +173,7 @@ def ensure_base(ctx: Context, name: str, lines: int, seed: int = SEED) -> str:
     say(f"generating {lines:,} lines into {path} (once; kept for re-runs) ...")
     m = checked(
         measure(
-            [ctx.backfill, "generate", "--lines", str(lines), "--seed", str(seed), "--out", partial],
+            [ctx.backfill, "generate", "--lines", str(lines), "--seed", str(seed), "--out", partial, "--overwrite"],
             env=python_env(),
             cwd=ROOT,
         ),

@@ -41,6 +41,7 @@ from dev.generate_blocks import BLOCK_ROWS, THREADS, block, check_request, iter_
 from dev.generate_numbers import person  # noqa: F401  (used by tests as gen.person)
 from dev.generate_shares import *  # noqa: F403  (the shares are part of this module's surface)
 from dev.generate_shares import SCHEMA
+from dev.outputs import existing_file_refusal, removed_on_failure
 from pipelines.common import split_beam_flags
 from pipelines.flags import package_version
 from schemas import avro_schema
@@ -177,18 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, required=True, help="random seed: the same seed gives the same file")
     parser.add_argument("--out", required=True, help="output path ending .parquet, .avro or .csv")
     parser.add_argument("--encoding", default="utf-8", help="CSV encoding: utf-8 (default) or gb18030")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     try:
         args, _ = split_beam_flags(parser, argv, pipeline=False)
         if args.lines < 0 or not 0 <= args.seed < 2**63:
             raise ValueError("--lines must be 0 or more and --seed between 0 and 2**63-1")
         _fmt, enc = _options(args.out, args.encoding)
+        if refusal := existing_file_refusal(args.out, args.overwrite):
+            raise ValueError(refusal)
     except ValueError as exc:
         print(f"backfill generate: error: {exc}", file=sys.stderr)
         return 2
     start = time.perf_counter()
     try:
-        written = write_base(args.out, args.lines, args.seed, enc)
+        with removed_on_failure(args.out):
+            written = write_base(args.out, args.lines, args.seed, enc)
     except KeyboardInterrupt:
         print("backfill generate: interrupted", file=sys.stderr)
         return 130

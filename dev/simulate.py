@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from dev.outputs import existing_file_refusal, removed_on_failure
 from pipelines.common import ArgumentParser, UserError, parse_as_of, run_main, split_beam_flags
 from transforms.scan.classify import classify_batch
 from transforms.core.deadletter import DeadLetterContext
@@ -180,7 +181,10 @@ def _parser() -> ArgumentParser:
     p.add_argument("--scan", "--classified", dest="scan", required=True, help="the scan's --out folder")
     p.add_argument("--out", default=None, help="events file to write (JSON Lines)")
     p.add_argument("--publish", default=None, metavar="TOPIC", help="publish each event to projects/P/topics/T")
-    p.add_argument("--share", type=float, default=0.4, help="share of lines needing registration that register")
+    p.add_argument(
+        "--share", type=float, default=0.4, help="share of lines needing registration that register (0 to 1)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--as-of", type=parse_as_of, default=None)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -194,13 +198,18 @@ def main(argv=None) -> int:
         args, _ = split_beam_flags(_parser(), argv, pipeline=False)
         if args.out is None and args.publish is None:
             raise UserError("give --out FILE, --publish TOPIC or both")
+        if not 0 <= args.share <= 1:  # nan too
+            raise UserError(f"--share {args.share} is not a share between 0 and 1")
+        if args.out is not None and (refusal := existing_file_refusal(args.out, args.overwrite)):
+            raise UserError(refusal)
         if args.publish is not None:
             check_topic_path(args.publish)
         if not FileSystems.exists(FileSystems.join(args.scan, "classified")):
             raise UserError(f"--scan {args.scan} holds no classified/ folder: give the scan's --out folder")
         events, counts = simulated_events(args.scan, args.share, args.seed, args.as_of)
         if args.out is not None:
-            write_events(events, args.out)
+            with removed_on_failure(args.out):
+                write_events(events, args.out)
             print(f"wrote {counts['events']:,} events to {args.out}")
         if args.publish is not None:
             sent = publish_events(args.publish, events)
