@@ -71,7 +71,7 @@ import json
 import os
 import sys
 
-from pipelines.common import ArgumentParser, UserError, run_main, split_beam_flags
+from pipelines.common import ArgumentParser, UserError, refuse_document_numbers, run_main, split_beam_flags
 from pipelines.keys_init import init_keyset, wrap_keyset
 from pipelines.keys_parser import build_parser
 from pipelines.keys_retire import _destroy_due
@@ -239,8 +239,23 @@ def _print_shred(args) -> int:
     return 0
 
 
+def _refuse_identity_text(args) -> None:
+    """Text the keys and shred logs keep, or an error quotes, holds no identity value: a document number in
+    ``--actor`` or a shred's ``--reason`` is refused (as a reveal's ``--purpose``), and so is a control
+    character in a value quoted back (``--line-id``, ``--key-version``), before anything is read or written."""
+    refuse_document_numbers("--actor", args.actor)
+    refuse_document_numbers("--reason", getattr(args, "reason", None))
+    for flag, values in (
+        ("--line-id", getattr(args, "line_id", None)),
+        ("--key-version", [getattr(args, "version", "")]),
+    ):
+        if any(isinstance(v, str) and not v.isprintable() for v in values or []):
+            raise UserError(f"{flag} holds control characters; nothing was done")
+
+
 def _body(argv) -> int:
     args, beam_args = split_beam_flags(parser(), argv, pipeline=lambda a: a.action == "retokenize")
+    _refuse_identity_text(args)
     if args.action == "shred" and args.shred_log is not None:
         refuse_other_log(args.shred_log, os.path.join(audit_dir(args.vault, args.keys), "shred.jsonl"), "--shred-log")
     if args.action not in ("init", "wrap"):

@@ -32,13 +32,16 @@ import datetime as dt
 import os
 import platform
 import sys
+import unicodedata
 
 from pipelines.common import ArgumentParser, UserError, refuse_document_numbers, run_main, split_beam_flags
 from pipelines.flags import add_merged
 
-__all__ = ["audit_dir", "record_audit", "reveal", "utc_now", "who", "main", "FIELD_ORDER", "OUTCOMES"]
+__all__ = ["plain_line_id", "audit_dir", "record_audit", "reveal", "utc_now", "who", "main", "FIELD_ORDER", "OUTCOMES"]
 
 FIELD_ORDER = ("doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number", "handler_name")
+_IDENTITY_VALUES = ("doc_number", "name", "address", "handler_doc_number", "handler_name")
+_WITHHELD = "(withheld: it held identity values)"
 OUTCOMES = {
     "UnknownLine": "unknown_line",
     "AuthenticationFailed": "failed_authentication",
@@ -147,6 +150,9 @@ def reveal(
     if not purpose:
         raise UserError("a purpose is required: --purpose TEXT says why this line is revealed; nothing was read")
     refuse_document_numbers("--purpose", purpose)
+    refuse_document_numbers("--actor", actor)
+    if not line_id.strip() or any(unicodedata.category(c) in ("Cc", "Cf") for c in line_id):
+        raise UserError("--line-id is empty or holds control characters; nothing was read")
     folder = audit_dir(vault_dir, keys_path)
     refuse_other_log(audit_log, os.path.join(folder, "reveal.jsonl"))
     try:
@@ -157,6 +163,15 @@ def reveal(
         raise UserError(f"no vault at {vault_dir}; nothing was read")
     record = _attempt(keyset, vault_dir, line_id, fields, purpose, actor)
     opened, error = _open_line(keyset, vault_dir, line_id, fields, record)
+    line_values = record.pop("_values", {})
+    if error is None and _quotes_values(line_values, purpose, actor):
+        # the purpose or the actor holds one of this line's own values: that text is not recorded, nothing shown
+        record.update(purpose=_WITHHELD, stated_actor=record["stated_actor"] and _WITHHELD, outcome="refused_purpose")
+        error = "--purpose or --actor holds this line's own identity values; say why without them; nothing was shown"
+        opened = {}
+    elif error is not None and record["outcome"] == "unknown_line" and not plain_line_id(line_id):
+        record["line_id"] = _WITHHELD  # a document number or a name typed as the line id is not kept
+        error = "that --line-id is not in the vault, and it looks like an identity value, not a line id"
     if error is None:
         order = fields or [f for f in FIELD_ORDER if f in opened] + sorted(set(opened) - set(FIELD_ORDER))
         record["fields"] = [f for f in order if f in opened]
@@ -165,6 +180,42 @@ def reveal(
     if error is not None:
         raise UserError(error)
     return {f: opened[f] for f in record["fields"]}
+
+
+def plain_line_id(text: str) -> bool:
+    """A line id as bases have them: printable ASCII, no document number (a name or a number typed instead is
+    not)."""
+    try:
+        refuse_document_numbers("--line-id", text)
+    except UserError:
+        return False
+    return text.isascii() and text.isprintable()
+
+
+def _squeezed(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _line_values(vault, keys, values, line_id: str, opened: dict[str, str]) -> dict[str, str]:
+    """The line's identity values, those not asked for too (to check the purpose against; never shown): each
+    field that opens by itself (a damaged field not asked for does not stop the reveal)."""
+    from transforms.crypto.vault import VaultError
+
+    found = dict(opened)
+    for field in _IDENTITY_VALUES:
+        if field not in found:
+            try:
+                found.update(vault.open(keys, values, line_id, [field]))
+            except VaultError:
+                pass
+    return found
+
+
+def _quotes_values(opened: dict[str, str], *texts: str | None) -> bool:
+    """Whether free text the record keeps holds one of the line's identity values (spaces and widths aside)."""
+    said = [_squeezed(t) for t in texts if t]
+    values = [_squeezed(v) for f, v in opened.items() if f in _IDENTITY_VALUES and v]
+    return any(v in t for v in values if len(v) >= 2 for t in said)
 
 
 def _attempt(keyset, vault_dir: str, line_id: str, fields: list[str] | None, purpose: str, actor: str | None) -> dict:
@@ -202,6 +253,7 @@ def _open_line(keyset, vault_dir: str, line_id: str, fields: list[str] | None, r
         info = vault.key_info(keys, line_id) or {}
         record.update({k: info.get(k) for k in ("vault_key_version", "dek_id", "registration_event_id")})
         opened = vault.open(keys, values, line_id, fields)
+        record["_values"] = _line_values(vault, keys, values, line_id, opened)
     except VaultError as exc:
         record["outcome"] = OUTCOMES.get(type(exc).__name__, "vault_error")
         error = str(exc)

@@ -182,9 +182,8 @@ def land_loop(
     messages; Pub/Sub itself with up to ``max_messages``.
     """
     from google.api_core import exceptions
-    from google.cloud import pubsub_v1
 
-    client = pubsub_v1.SubscriberClient()
+    client = _subscriber()
     quiet = (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable)
     try:
         while not should_stop():
@@ -217,6 +216,21 @@ def land_loop(
             on_landed(len(batch))
     finally:
         client.close()
+
+
+def _subscriber():
+    """A client that takes any message Pub/Sub allows (10 MB): on the emulator the library's bare channel kept
+    gRPC's 4 MiB limit, and a larger message failed every pull (ResourceExhausted), at each restart again."""
+    from google.cloud import pubsub_v1
+
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not host:
+        return pubsub_v1.SubscriberClient()  # Pub/Sub itself: the library's channel has no such limit
+    import grpc
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+    channel = grpc.insecure_channel(host, options=[("grpc.max_receive_message_length", -1)])
+    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
 
 
 def _table(received, max_bytes: int) -> pa.Table:

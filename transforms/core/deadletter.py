@@ -2,7 +2,11 @@
 
 A dead letter says where a record came from (file and row, or event_id) and
 why it could not be used. It never carries identity values: callers pass
-reason codes, column names and value-free explanations only.
+reason codes, column names and value-free explanations only, and the ids it
+quotes (event_id, line_id) are kept only when they look like ids
+(:func:`plain_ids`): a name, an address or a document number sent where an id
+belongs (a shifted column, a careless publisher's attribute) is null, and the
+source file and row still find the record.
 """
 
 from __future__ import annotations
@@ -11,12 +15,32 @@ import dataclasses
 from typing import Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas import arrow_schema
 
-__all__ = ["DeadLetterContext", "dead_letter_table", "empty_dead_letters", "json_lines", "SCHEMA"]
+__all__ = ["DeadLetterContext", "dead_letter_table", "empty_dead_letters", "json_lines", "plain_ids", "SCHEMA"]
 
 SCHEMA = arrow_schema("dead_letter")
+
+# An identity card number inside an id: 18 characters (division, a birth date of 18xx-20xx, sequence, check) or
+# the first generation's 15 digits (division, YYMMDD, sequence), not inside a longer run of digits. The dates keep
+# most other long numbers (IMSIs, snowflake ids) plain.
+_MONTH_DAY = "(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])"
+_DOC_NUMBER = (
+    rf"(^|[^0-9])([1-9][0-9]{{5}}(18|19|20)[0-9]{{2}}{_MONTH_DAY}[0-9]{{3}}[0-9Xx]"
+    rf"|[1-9][0-9]{{5}}[0-9]{{2}}{_MONTH_DAY}[0-9]{{3}})([^0-9]|$)"
+)
+
+
+def plain_ids(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The values that look like ids (printable ASCII holding no identity card number); null for the others."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    values = values.cast(pa.string())
+    plain = pc.and_(pc.string_is_ascii(values), pc.utf8_is_printable(values))
+    plain = pc.and_(plain, pc.invert(pc.match_substring_regex(values, _DOC_NUMBER)))
+    return pc.if_else(pc.fill_null(plain, False), values, pa.scalar(None, pa.string()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +84,8 @@ def dead_letter_table(
         "time": column(ctx.time, pa.string()),
         "source_file": column(source_file, pa.string()),
         "source_row": column(source_row, pa.int64()),
-        "event_id": column(event_id, pa.string()),
-        "line_id": column(line_id, pa.string()),
+        "event_id": plain_ids(column(event_id, pa.string())),
+        "line_id": plain_ids(column(line_id, pa.string())),
         "field": column(field, pa.string()),
         "detail": column(detail, pa.string()),
     }

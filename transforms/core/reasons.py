@@ -149,6 +149,12 @@ _DEAD = [
 
 _EVENT = [
     ("EVENT_ID_MISSING", "the registration event has no event_id", "docs/contract.md Registration events"),
+    (
+        "EVENT_ID_MALFORMED",
+        "the event_id is not a plain id (printable ASCII holding no identity card number): an applied event's id "
+        "is kept in the merged base, so one carrying a name or a document number is not applied",
+        "docs/contract.md Registration events",
+    ),
     ("LINE_ID_MISSING", "the event names no line_id (for the base: the row has no line_id)", "data contract"),
     ("BAD_TIMESTAMP", "registered_at is missing or not a valid time", "docs/contract.md Registration events"),
     (

@@ -202,6 +202,8 @@ def read_bytes(path: str, what: str = "keyset", *, missing_ok: bool = False) -> 
 def _write_local(path: str, data: bytes, *, create_only: bool, what: str) -> None:
     """Atomically, mode 0600: a temporary file in the same folder, fsync, then a rename (or a hard link,
     which never replaces, for ``create_only``), then the folder is synced."""
+    if what == "keyset" and os.path.islink(path):  # a rename would replace the link, not the keyset it names
+        raise KeysetError(f"keyset {path} is a symbolic link: give --keys the file itself; nothing was written")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".keyset-", dir=folder)  # created 0600

@@ -43,7 +43,14 @@ def parse_time(text: str) -> dt.datetime:
 
 
 def check_permissions(path: str, what: str = "keyset") -> None:
-    """Refuse a keyset (or key-encryption key) file that anyone but its owner can access."""
+    """Refuse a keyset (or key-encryption key) file that anyone but its owner can access, and a keyset that is
+    a symbolic link: its lock and registry would lie beside the link, not beside the keyset, and a save would
+    replace the link with a second keyset (two keysets then, one of them missing every later change)."""
+    if what == "keyset" and os.path.islink(path):
+        raise KeysetError(
+            f"keyset {path} is a symbolic link to {os.path.realpath(path)}: give --keys that file itself "
+            "(its lock and registry are beside it); nothing was done"
+        )
     try:
         st = os.stat(path)
     except FileNotFoundError:

@@ -14,7 +14,7 @@ never a value.
 The stages, each a function of one table (``transforms.merge.event_stages`` and
 ``transforms.merge.composite`` run them in the batch merge):
 
-    prepare_events   per read batch      EVENT_ID_MISSING; event_id cleaned
+    prepare_events   per read batch      EVENT_ID_MISSING, EVENT_ID_MALFORMED; event_id cleaned
     check_events     same batch          LINE_ID_MISSING, BAD_TIMESTAMP, BAD_ENUM (channel, verified_by)
     (copies)         per event_id bucket who holds each id (transforms/merge/copies.py)
     validate_events  per line bucket     UNKNOWN_LINE, LINE_TERMINATED, TIMESTAMP_IN_FUTURE, the policy's codes
@@ -37,7 +37,7 @@ from transforms.core.reasons import EVENT_REASONS as _CATALOGUE_EVENTS
 from schemas import field_names
 from transforms.scan.classify import classify_batch, lookup, per_distinct
 from transforms.scan.dates import parse_timestamps
-from transforms.core.deadletter import DeadLetterContext, dead_letter_table
+from transforms.core.deadletter import DeadLetterContext, dead_letter_table, plain_ids
 from transforms.scan.normalize import clean_text, normalize_enum
 from transforms.scan.policy import Policy
 
@@ -61,6 +61,7 @@ EVENT_REASONS = {
     if code
     in (
         "EVENT_ID_MISSING",
+        "EVENT_ID_MALFORMED",
         "LINE_ID_MISSING",
         "BAD_TIMESTAMP",
         "UNKNOWN_LINE",
@@ -100,12 +101,25 @@ def _dead(ctx: DeadLetterContext, events: pa.Table, mask: np.ndarray, reasons, f
 
 
 def prepare_events(raw: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.Table]:
-    """(events with a clean event_id, EVENT_ID_MISSING dead letters) of one read batch."""
+    """(events with a clean, plain event_id; EVENT_ID_MISSING and EVENT_ID_MALFORMED dead letters) of one read
+    batch. An applied event's id is kept in the merged base and the stream's state: one that holds a name, an
+    address or a document number (not printable ASCII, or an identity card number) would be plaintext there."""
     event_id = clean_text(raw.column("event_id"))
     raw = raw.set_column(raw.schema.get_field_index("event_id"), "event_id", event_id)
     missing = ~_mask(event_id.is_valid())
-    dead = _dead(ctx, raw, missing, "EVENT_ID_MISSING", "event_id", "event_id is empty")
-    return (raw.filter(pa.array(~missing)) if missing.any() else raw), dead
+    malformed = ~missing & ~_mask(plain_ids(event_id).is_valid())
+    dead = _dead(
+        ctx,
+        raw,
+        missing | malformed,
+        np.where(malformed, "EVENT_ID_MALFORMED", "EVENT_ID_MISSING"),
+        "event_id",
+        np.where(
+            malformed, "event_id is not a plain id (printable ASCII, no identity card number)", "event_id is empty"
+        ),
+    )
+    keep = ~(missing | malformed)
+    return (raw.filter(pa.array(keep)) if not keep.all() else raw), dead
 
 
 def _enum(values, allowed: tuple[str, ...]) -> pa.Array:
