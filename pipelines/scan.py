@@ -223,6 +223,9 @@ def _inputs(args) -> dict:
     return {"--base": args.base, "--policy": args.policy}
 
 
+_IDENTITY = ("doc_type", "doc_number", "name", "address")  # the identity columns every line's check needs
+
+
 def _log_plan(job: _Job) -> None:
     info, planned_here = job.info, isinstance(job.splits, list)
     log.info(
@@ -239,6 +242,9 @@ def _log_plan(job: _Job) -> None:
     )
     if info.ignored_columns:
         log.info("scan: ignoring column(s) beyond the contract: %s", ", ".join(info.ignored_columns))
+    absent = [c for c in _IDENTITY if c in info.missing_identity_columns]
+    if absent:  # under another header (姓名, 证件号码...) every line would need registration
+        log.warning("scan: %s: no such column in (a file of) the base, absent on every line of it", ", ".join(absent))
 
 
 def _run_pipeline(job: _Job, pub: Publication) -> None:

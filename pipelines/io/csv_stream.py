@@ -5,7 +5,8 @@ CSV is parsed by pyarrow in blocks of ``CSV_BLOCK_BYTES`` (read ahead at most
 block makes the reader start the file again with 4x larger blocks (rows
 already yielded are skipped), up to ``CSV_MAX_BLOCK_BYTES``, past which the
 file is refused. An unbalanced quote joins the following lines into its row,
-as in any CSV reader: that row is then one BadRow (wrong field count). GB18030
+as in any CSV reader: that row is then one BadRow (wrong field count), and each
+line it swallowed one more, so that no line of the file goes uncounted. GB18030
 files are transcoded to UTF-8 on the fly; undecodable bytes become
 ``transforms.core.rows.MARK`` so their rows are found per batch.
 """
@@ -168,7 +169,7 @@ class _CsvRead:
         self.names = names
         self.src = {c: f"c{names.index(s)}" for c, s in mapping.items()}
         cols = [f"c{i}" for i in range(len(names))]
-        self.invalid: list[tuple[int, int]] = []  # (row, fields) not yet yielded; never the row text
+        self.invalid: list[tuple[int, int, int]] = []  # (row, fields, line breaks) not yet yielded; never the text
         self.bad_nums: list[int] = []  # invalid rows >= next_row, ascending, for the numbering
         self.pending: list[pa.Table] = []  # numbered good rows (column "_row") not yet yielded
         self.next_row, skip = 1, self.resume
@@ -200,9 +201,21 @@ class _CsvRead:
         return True
 
     def _invalid(self, r) -> str:
-        self.invalid.append((r.number, r.actual_columns))
+        breaks = r.text.count("\n") + r.text.count("\r") - r.text.count("\r\n")  # counted: the text is not kept
+        self.invalid.append((r.number, r.actual_columns, breaks))
         self.bad_nums.append(r.number)
         return "skip"
+
+    def _bad_rows(self, row: int, found: int, breaks: int) -> list[BadRow]:
+        """A row of the wrong field count; when it runs over line breaks (a quote not closed joined the lines
+        after it into it: its fields were counted across them), one more per line it swallowed, never counted
+        otherwise."""
+        detail = f"expected {len(self.names)} fields, found {found}"
+        if not breaks:
+            return [BadRow(self.path, row, None, detail)]
+        joined = f"{detail}: a quote in it is not closed and runs over {breaks:,} line break(s)"
+        swallowed = f"a line read into data row {row} by a quote not closed in it"
+        return [BadRow(self.path, row, None, joined)] + [BadRow(self.path, row, None, swallowed)] * breaks
 
     def _restart(self, e: Exception) -> bool:
         """After a failed pass: start again with larger blocks or transcoded, or refuse the file."""
@@ -248,12 +261,10 @@ class _CsvRead:
                 if undecodable * 2 > len(rows):
                     raise encoding_error(self.path, self.codec)
         self.resume = int(rows[-1]) + 1 if len(rows) else self.resume
-        bad += [
-            BadRow(self.path, num + self.offset, None, f"expected {len(self.names)} fields, found {found}")
-            for num, found in self.invalid
-            if num not in self.done_bad
-        ]
-        self.done_bad.update(num for num, _ in self.invalid)
-        self.last = max([self.last, self.resume - 1, *(num for num, _ in self.invalid)])
+        for num, found, breaks in self.invalid:
+            if num not in self.done_bad:
+                bad += self._bad_rows(num + self.offset, found, breaks)
+        self.done_bad.update(num for num, _, _ in self.invalid)
+        self.last = max([self.last, self.resume - 1, *(num for num, _, _ in self.invalid)])
         self.invalid.clear()
         return raw, sorted(bad, key=lambda b: b.source_row)

@@ -20,7 +20,8 @@ import re
 import fastavro
 import pyarrow.parquet as pq
 
-from pipelines.io.paths import join_path, match_path, open_read
+from pipelines.io.folders import input_format, left_out_problem, match_files, subfolder_problem
+from pipelines.io.paths import join_path, open_read
 from transforms.core.rows import BASE, Contract, column_type_error, column_type_problem
 
 log = logging.getLogger("backfill")
@@ -81,7 +82,8 @@ def codec_name(encoding: str) -> str:
     if name == "utf-8":
         return name
     # an InputError, so that the command line prints it as its one-line error
-    raise InputError(f"unsupported --encoding {encoding!r}: use utf-8 or gb18030")
+    shown = repr(encoding) if _PLAIN_NAME.fullmatch(encoding) else "(not a codec name: not quoted)"
+    raise InputError(f"unsupported --encoding {shown}: use utf-8 or gb18030")
 
 
 def encoding_error(path: str, codec: str, looks_utf8: bool = False) -> InputError:
@@ -93,18 +95,7 @@ def encoding_error(path: str, codec: str, looks_utf8: bool = False) -> InputErro
 
 
 def _fmt(path: str, formats: tuple[tuple[str, str], ...] = BASE.formats) -> str | None:
-    return dict(formats).get(os.path.splitext(path)[1].lower())
-
-
-def match_files(pattern: str) -> list[tuple[str, int]]:
-    """(path, size) of each match; nothing for a failed match."""
-    bare = "://" not in pattern and not os.path.dirname(pattern)  # Beam lists nothing for "*.csv"
-    try:
-        found = match_path(os.path.join(".", pattern) if bare else pattern)  # Beam's rules; a URI through Beam
-    except Exception:  # BeamIOError, OSError and friends: nothing there
-        return []
-    local = "://" not in pattern  # normalised, so "./a.csv" and "a.csv" are one file
-    return [(os.path.normpath(path) if local else path, size) for path, size in found]
+    return input_format(path, formats)
 
 
 def expand_paths(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.formats) -> dict[str, int]:
@@ -124,7 +115,10 @@ def expand_paths(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.f
             else:  # a directory (local, or an object-store prefix)
                 listing = match_files(join_path(path.rstrip("/"), "*"))
                 files = [m for m in listing if _fmt(m[0], formats)]
-                _check_left_out(path, [name for name, _ in listing if not _fmt(name, formats)], kinds)
+                left_out = [name for name, _ in listing if not _fmt(name, formats)]
+                problem = left_out_problem(path, left_out, kinds) or subfolder_problem(path, formats)
+                if problem:
+                    raise InputError(problem)
                 if not files:
                     if listing:
                         raise InputError(f"{path}: directory has no {kinds} file")
@@ -133,25 +127,6 @@ def expand_paths(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.f
                     raise InputError(f"{path}: no such file or directory")
         found.update(files)
     return found
-
-
-# Compressed files are not read: beside readable files of a folder they would be left out silently.
-_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".7z", ".lz4", ".snappy")
-
-
-def _check_left_out(folder: str, names: list[str], kinds: str) -> None:
-    """A folder's files that are not inputs: markers and hidden files (``_SUCCESS``, ``.crc``) are nothing;
-    a compressed file is refused (its rows would be missing); any other is named in a warning."""
-    shown = [os.path.basename(n.rstrip("/")) for n in names]
-    other = [n for n in shown if n and not n.startswith((".", "_")) and not n.endswith(".crc")]
-    packed = [n for n in other if n.lower().endswith(_COMPRESSED)]
-    if packed:
-        raise InputError(
-            f"{folder}: holds {len(packed)} compressed file(s) (such as {packed[0]}) that are not read: "
-            f"decompress them to {kinds} files, or move them out; nothing was read"
-        )
-    if other:
-        log.warning("%s: %d file(s) not %s left out (such as %s)", folder, len(other), kinds, other[0])
 
 
 def _key(name: str) -> str:
@@ -188,6 +163,10 @@ def map_columns(
     keys = [_key(n) for n in names]
     if names and not any(k in contract.columns for k in keys):
         required = ", ".join(contract.required)
+        sep = next((s for s in (";", "\t", "|") if fmt == "csv" and len(names) == 1 and s in names[0]), None)
+        if sep and any(_key(part) in contract.columns for part in names[0].split(sep)):
+            shown = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}[sep]
+            raise InputError(f"{path}: its columns are separated by {shown}, not commas: export it as CSV")
         if fmt == "csv":
             raise InputError(
                 f"{path}: no header row: none of the {len(names)} cells of the first row names a column of the "
@@ -213,18 +192,34 @@ def map_columns(
     return mapping, ignored, [c for c in contract.columns if c not in norm]
 
 
+_LINE_BREAK = re.compile(rb"[\r\n]")
+
+
+def _header_end(buf: bytes, start: int, final: bool) -> int:
+    """The index of the last byte of the header row's line break in ``buf`` (``\\n``, ``\\r\\n`` or a lone
+    ``\\r``, outside quotes, as pyarrow's parser ends a record), or -1 when ``buf`` does not hold it yet (a
+    ``\\r`` at its end may be followed by a ``\\n`` not read yet). A file with old Mac line breaks (a lone
+    ``\\r``) has its header ended at its first one, not read as one row of header."""
+    for found in _LINE_BREAK.finditer(buf, start):
+        end = found.start()
+        if buf.count(b'"', 0, end) % 2:
+            continue
+        if buf[end] == 0x0D and end + 1 == len(buf) and not final:
+            return -1
+        return end + 1 if buf[end : end + 2] == b"\r\n" else end
+    return -1
+
+
 def read_csv_header(f, path: str, codec: str) -> tuple[list[str], bytes]:
     """Read the header record; return its names and the bytes read after it."""
     buf, start = b"", 0
     while True:
         chunk = f.read(1 << 16)
         buf += chunk
-        end = buf.find(b"\n", start)
-        while end >= 0 and buf.count(b'"', 0, end) % 2:
-            end = buf.find(b"\n", end + 1)
+        end = _header_end(buf, start, not chunk)
         if end >= 0 or not chunk:
             break
-        start = len(buf)
+        start = max(len(buf) - 1, 0)  # a \r at the end is looked at again with the bytes after it
         if len(buf) > _HEADER_MAX:
             raise InputError(f"{path}: header row longer than {_HEADER_MAX} bytes")
     if not buf:
@@ -325,6 +320,8 @@ def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | No
             if fmt == "csv":
                 names, rest = read_csv_header(f, path, codec)
                 sample = rest + f.read(_SAMPLE)
+                if b"\n" not in sample:  # old Mac line breaks (a lone \r): lines for the estimate
+                    sample = sample.replace(b"\r", b"\n")
                 n = _check_sample(path, sample, codec)
                 per_line = len(sample[: sample.rfind(b"\n") + 1]) / n if n else 0
                 return names, int(size / per_line) if per_line else int(bool(sample.strip())), [], {}
