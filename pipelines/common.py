@@ -25,7 +25,7 @@ import uuid
 
 from typing import TYPE_CHECKING
 
-from pipelines.flags import LOCAL_RUNNERS, ArgumentParser
+from pipelines.flags import ID_NUMBER, LOCAL_RUNNERS, ArgumentParser
 from pipelines.flags import split_beam_flags as _split_beam_flags
 
 if TYPE_CHECKING:  # Beam is imported where it is used: steps that run no pipeline (report) start faster
@@ -109,7 +109,6 @@ def parse_as_of(value: str | None) -> dt.date:
         raise argparse.ArgumentTypeError(f"--as-of {value!r} is not a date (YYYY-MM-DD)") from None
 
 
-_DOC_NUMBER = re.compile(r"(?<![0-9])(?:[0-9]{17}[0-9Xx]|[0-9]{15})(?![0-9])")
 
 
 def refuse_document_numbers(flag: str, text: str | None) -> None:
@@ -117,7 +116,7 @@ def refuse_document_numbers(flag: str, text: str | None) -> None:
     identity value: one that holds what looks like an identity card number (15 or 18 characters; full-width
     digits too) is refused, unquoted, before anything is read or written. Names and addresses cannot be told
     from other words; the help says to leave them out."""
-    if text and _DOC_NUMBER.search(unicodedata.normalize("NFKC", text)):
+    if text and ID_NUMBER.search(unicodedata.normalize("NFKC", text)):
         raise UserError(
             f"{flag} holds what looks like a document number; say it without identity values "
             "(they belong in the vault only); nothing was done"

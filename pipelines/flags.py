@@ -99,10 +99,24 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         message = _ALIASED.sub(r"\1", message)  # argparse's "--scan/--classified": the current name
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {unquote_identity(message)}\n")
 
 
 _ALIASED = re.compile(r"(--[\w-]+)(?:/--[\w-]+)+")
+# What looks like an identity card number (18 characters or the first generation's 15 digits) in a text.
+ID_NUMBER = re.compile(r"(?<![0-9])(?:[0-9]{17}[0-9Xx]|[0-9]{15})(?![0-9])")
+_QUOTED = re.compile(r"'([^'\n]*)'")
+
+
+def looks_plain(text: str) -> bool:
+    """A value an error may quote back: printable ASCII holding no identity card number."""
+    return text.isascii() and text.isprintable() and not ID_NUMBER.search(text)
+
+
+def unquote_identity(message: str) -> str:
+    """argparse and the flags' own checks quote a bad value back ('...'): one that may be an identity value (a
+    name, an address or a document number typed into the wrong flag) is not shown."""
+    return _QUOTED.sub(lambda m: m.group(0) if looks_plain(m.group(1)) else "(a value not shown)", message)
 PROGRESS_SECONDS = 10.0  # pipelines/progress.py
 
 
@@ -348,7 +362,16 @@ def _refuse_empty(active: argparse.ArgumentParser, parsers: list, args: argparse
 
 # Counts and periods that have a floor (one home for the flags several commands share): a negative
 # --shuffle-buckets used to end in "unexpected OverflowError", --samples -1 in "unexpected ArrowInvalid".
-AT_LEAST = {"--shuffle-buckets": 1, "--publish-batch": 1, "--samples": 0, "--show-regions": 0, "--progress-seconds": 0}
+AT_LEAST = {
+    "--shuffle-buckets": 1,
+    "--publish-batch": 1,
+    "--samples": 0,
+    "--show-regions": 0,
+    "--progress-seconds": 0,
+    "--batch-size": 1,
+    "--workers": 1,
+    "--estimated-rows": 0,
+}
 
 
 def _refuse_out_of_range(active: argparse.ArgumentParser, args: argparse.Namespace) -> None:

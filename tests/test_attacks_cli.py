@@ -178,6 +178,14 @@ def test_the_same_value_twice_is_accepted(site, tmp_path):
         (["--shuffle-buckets", "0"], "argument --shuffle-buckets: must be at least 1"),
         (["--progress-seconds", "nan"], "argument --progress-seconds: must be at least 0 and finite"),
         (["--progress-seconds", "-1"], "argument --progress-seconds: must be at least 0"),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
+        (["--workers", "0"], "argument --workers: must be at least 1"),
+        (["--estimated-rows", "-1"], "argument --estimated-rows: must be at least 0"),
+        # a name, an address or a document number typed into a flag is not quoted back
+        (["--as-of", CANARY_NAME], "argument --as-of: --as-of (a value not shown) is not a date"),
+        (["--batch-size", CANARY_ADDRESS], "argument --batch-size: invalid int value: (a value not shown)"),
+        (["--spill", CANARY_NUMBER], "argument --spill: invalid choice: (a value not shown)"),
+        (["--as-of", "2026-13-01"], "--as-of '2026-13-01' is not a date"),
     ],
 )
 def test_scan_counts_out_of_range_are_one_line(site, tmp_path, extra, expected):

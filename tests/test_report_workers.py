@@ -114,7 +114,9 @@ def _fails(capfd, args, *fragments) -> None:
 def test_bad_worker_counts_are_one_line_errors(campaign, tmp_path, capfd):
     path = campaign["path"]
     out = str(tmp_path / "r")
-    _fails(capfd, report_args(path, out, AFTER_DEADLINE, "--workers", "0"), "--workers must be at least 1")
+    with pytest.raises(SystemExit) as refused:  # a count below its floor is a usage error, before anything is read
+        report.main(report_args(path, out, AFTER_DEADLINE, "--workers", "0"))
+    assert refused.value.code == 2 and "argument --workers: must be at least 1" in capfd.readouterr().err
     beam_job = report_args(path, out, AFTER_DEADLINE, "--workers", "2", "--direct_num_workers", "2")
     _fails(capfd, beam_job, "--workers sizes the report on this machine")
     assert not os.path.exists(out)
