@@ -225,6 +225,21 @@ def test_hidden_and_marker_subfolders_and_other_files_in_subfolders_are_passed_o
     assert accounted(tmp_path / "both") == 3
 
 
+def test_one_file_under_two_names_is_refused_not_read_twice(tmp_path):
+    # read twice, every row of it was its own duplicate (DUPLICATE_LINE_ID dead letters): balanced, and wrong
+    folder = _folder_with(tmp_path, "_temporary/0/part-1.csv")
+    os.symlink(folder / "part-0.csv", folder / "again.csv")
+    out = tmp_path / "scan"
+    refused(scan("--base", str(folder), "--out", str(out)), "are the same file", "give it once")
+    os.remove(folder / "again.csv")
+    os.link(folder / "part-0.csv", tmp_path / "hard.csv")  # a second name without a link to follow
+    refused(scan("--base", str(folder), "--base", str(tmp_path / "hard.csv"), "--out", str(out)), "same file")
+    assert not out.exists()
+    proc = scan("--base", str(folder), "--base", str(folder / "part-0.csv"), "--out", str(out))  # one name, twice
+    assert proc.returncode == 0, proc.stderr
+    assert accounted(out) == 2
+
+
 # (d), (e) messages -----------------------------------------------------------------------------------------
 
 

@@ -126,7 +126,23 @@ def expand_paths(paths: list[str], formats: tuple[tuple[str, str], ...] = BASE.f
                         raise InputError(f"{path}: not a {kinds} file, nor a directory of them")
                     raise InputError(f"{path}: no such file or directory")
         found.update(files)
+    _refuse_aliases(found)
     return found
+
+
+def _refuse_aliases(found: dict[str, int]) -> None:
+    """One local file under two names (a link, a bind mount) would be read twice: each of its rows a duplicate."""
+    seen: dict[tuple[int, int], str] = {}
+    for path in found:
+        if "://" in path:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # the read says what is wrong with it
+        first = seen.setdefault((st.st_dev, st.st_ino), path)
+        if first != path:
+            raise InputError(f"{first} and {path} are the same file (a link or a second name): give it once")
 
 
 def _key(name: str) -> str:
