@@ -240,6 +240,18 @@ def test_one_file_under_two_names_is_refused_not_read_twice(tmp_path):
     assert accounted(out) == 2
 
 
+def test_a_link_to_a_missing_file_is_refused_and_an_editor_lock_passed_over(tmp_path):
+    folder = _folder_with(tmp_path, "_temporary/0/part-1.csv")
+    os.symlink(tmp_path / "gone" / "part-9.csv", folder / "part-9.csv")  # the export's file was moved away
+    out = tmp_path / "scan"
+    refused(scan("--base", str(folder), "--out", str(out)), "part-9.csv is a link to a file that does not exist")
+    os.remove(folder / "part-9.csv")
+    os.symlink("root@host.1234", folder / ".#part-0.csv")  # an editor's lock: a hidden link to nothing
+    proc = scan("--base", str(folder), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert accounted(out) == 2
+
+
 # (d), (e) messages -----------------------------------------------------------------------------------------
 
 

@@ -64,6 +64,13 @@ def subfolder_problem(folder: str, formats: tuple[tuple[str, str], ...]) -> str 
         found = _local_files(root, failed.append)
     else:
         found = [name for name, _ in match_files(join_path(root, "**"))]
+    dangling = sorted(
+        shown
+        for shown, name in ((_shown(root, name, local), name) for name in found if local)
+        if _is_input(name, formats) and not _hidden(shown.split("/")) and not os.path.exists(name)
+    )
+    if dangling:  # a link to a file that is gone: its rows are not there to read
+        return f"{folder}: {dangling[0]} is a link to a file that does not exist; nothing was read"
     shown = {_shown(root, e.filename or root, local): type(e).__name__ for e in failed}
     if "." in shown:
         return f"{folder}: cannot be listed ({shown['.']}); nothing was read"
