@@ -122,10 +122,13 @@ def msisdn(value) -> str | None:
         if text.startswith("86") and len(text) >= 11:
             text = text[2:]
         else:
-            return text or None
+            return text if text and len(text) <= MSISDN_MAX_CHARS else None
     if not (text.startswith("1") and 11 <= len(text) <= 13 and text.isdigit()):
         text = "0" + text
-    return text
+    return text if len(text) <= MSISDN_MAX_CHARS else None
+
+
+MSISDN_MAX_CHARS = 14  # a national number: at most 13 digits, or a fixed line with its trunk 0
 
 
 # --- dates (data contract; BAD_DATE) ---

@@ -120,3 +120,12 @@ def test_msisdn_country_code_only_where_the_first_character_allows_it():
     expected = ["13800138000", "13800138000", "13800138000", "13800138000", "01065529988", "86", None, None]
     expected += ["02112345678", "186138", "+16505550100", "13800138000"]
     assert normalize_msisdn(pa.array(raw, pa.string())).to_pylist() == expected
+
+
+def test_msisdn_longer_than_a_national_number_is_none():
+    # 13 digits (a data card or IoT number) and a fixed line with its trunk 0 are numbers; a document number typed
+    # into the column (its digits, 15 or 17 of them) is not kept as one
+    raw = ["1440123456789", "+86 1440123456789", "0755 1234 5678", "11010519491231002X", "110105491231002"]
+    raw += ["１１０１０５１９４９１２３１００２Ｘ", "010-6552 9988-8001", "12345678901234"]
+    expected = ["1440123456789", "1440123456789", "075512345678", None, None, None, None, "12345678901234"]
+    assert normalize_msisdn(pa.array(raw, pa.string())).to_pylist() == expected

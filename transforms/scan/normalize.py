@@ -223,8 +223,12 @@ def normalize_enum(values) -> pa.Array:
     return normalize_label(values)
 
 
+MSISDN_MAX_CHARS = 14  # a national number: at most 13 digits (data cards, IoT) or a fixed line with its trunk 0
+
+
 def normalize_msisdn(values) -> pa.Array:
-    """The national number: separators dropped, +86 / 0086 / 86 removed.
+    """The national number: separators dropped, +86 / 0086 / 86 removed; none when longer than a telephone
+    number can be.
 
     Fixed lines keep (or, after a country code, regain) their trunk ``0``:
     ``+86 10 6552 9988`` becomes ``01065529988`` (docs/regulation.md §3).
@@ -241,7 +245,11 @@ def normalize_msisdn(values) -> pa.Array:
         found = pc.match_substring_regex(values.filter(pa.array(maybe)), r"^(?:\+86|0086|86\d{9,})")
         international[maybe] = pc.fill_null(found, False).to_numpy(zero_copy_only=False)
     values = _subset(values, international, _national)
-    return _empty_to_null(values)
+    # No national number is longer (a mobile has 11 digits, a data card or IoT number 13, a fixed line 0 + 10 or
+    # 11): a longer one is something else typed into the column, such as a document number, whose digits would
+    # be written out as a "number": none is kept.
+    too_long = pc.greater(pc.utf8_length(values), MSISDN_MAX_CHARS)
+    return _empty_to_null(pc.if_else(pc.fill_null(too_long, False), pa.scalar(None, pa.string()), values))
 
 
 def _national(values: pa.Array) -> pa.Array:
