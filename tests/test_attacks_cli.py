@@ -27,54 +27,24 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from schemas import field_names
-from tests.support.merge import event as canary_registration
-from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
+from tests.support.attacks import (
+    AS_OF,
+    CANARIES,
+    FULLWIDTH_NUMBER,
+    canary_csv,
+    canary_event,
+    refused,
+    run,
+)
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
 
 pytestmark = pytest.mark.e2e
 
-BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAMPAIGN = os.path.join(ROOT, "examples", "campaign.yaml")
-AS_OF = "2026-11-30"
-CONTRACT = field_names("subscriber_base")
-CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
-FULLWIDTH_NUMBER = CANARY_NUMBER.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789X"})
-
-
-def run(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([BACKFILL, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
-
-
-def refused(proc: subprocess.CompletedProcess, prog: str, code: int, *expected: str) -> str:
-    """Exit ``code``, one line ``PROG: error: ...`` holding ``expected``, no traceback, no canary anywhere."""
-    assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert not any(c in proc.stdout + proc.stderr for c in (*CANARIES, FULLWIDTH_NUMBER)), proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), proc.stderr
-    for part in expected:
-        assert part in lines[0], lines[0]
-    return lines[0]
-
-
-def canary_event(**fields) -> dict:
-    """The canary registration of line L0001 (tests/support/merge.py's, as an agent's ID card reader took it)."""
-    plain = {"line_id": "L0001", "doc_type": "RESIDENT_ID", "channel": "AGENT", "verified_by": "ID_CARD_READER"}
-    return canary_registration(**{**plain, "agent_id": None, **fields})
-
-
-def canary_csv(path, ids: list[str]) -> str:
-    rows = [person(line_id=i, name=CANARY_NAME, doc_number=CANARY_NUMBER, address=CANARY_ADDRESS) for i in ids]
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(",".join(CONTRACT) + "\n")
-        handle.writelines(",".join(r.get(c) or "" for c in CONTRACT) + "\n" for r in rows)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -22,51 +22,20 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.support.merge import event as canary_registration
-from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
+from tests.support.attacks import AS_OF, CANARIES, canary_csv, canary_event, no_canary, refused, run
+from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
 
 pytestmark = pytest.mark.e2e
 
-BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
-AS_OF = "2026-11-30"
-CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
 IDS = ["L0001", "L0002", "L0003"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([BACKFILL, *args], capture_output=True, text=True, timeout=600)
-
-
-def one_line_error(proc: subprocess.CompletedProcess, prog: str, *expected: str) -> str:
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr and proc.stdout == "", proc.stderr
-    assert not any(c in proc.stderr for c in (*CANARIES, "金丝雀")), proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), proc.stderr
-    for part in expected:
-        assert part in lines[0], lines[0]
-    return lines[0]
-
-
-def no_canary(*paths: str) -> None:
-    """No canary (nor its first characters) in any file under the paths, vaults and keysets aside."""
-    for root in paths:
-        files = [root] if os.path.isfile(root) else glob.glob(os.path.join(root, "**", "*"), recursive=True)
-        for path in [f for f in files if os.path.isfile(f) and "/vault/" not in f and "keys.json" not in f]:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            found = [c for c in (*CANARIES, "金丝雀", CANARY_NUMBER[:10]) if c.encode("utf-8") in data]
-            assert not found, (path, found)
-
-
-def canary_event(**fields) -> dict:
-    plain = {"line_id": "L0001", "doc_type": "RESIDENT_ID", "channel": "AGENT", "verified_by": "ID_CARD_READER"}
-    return canary_registration(**{**plain, "agent_id": None, **fields})
+def one_line_error(proc, prog: str, *expected: str) -> str:
+    assert proc.stdout == "", proc.stdout
+    return refused(proc, prog, 1, *expected)
 
 
 def write_jsonl(path, rows: list[dict]) -> str:
@@ -78,17 +47,10 @@ def write_jsonl(path, rows: list[dict]) -> str:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> dict:
     """A canary base of three lines, a keyset and a merge registering L0001."""
-    from schemas import field_names
-
     root = tmp_path_factory.mktemp("merge-attacks")
     keys = str(root / "secure" / "keys.json")
     assert run("keys", "init", "--keys", keys).returncode == 0
-    contract = field_names("subscriber_base")
-    rows = [person(line_id=i, name=CANARY_NAME, doc_number=CANARY_NUMBER, address=CANARY_ADDRESS) for i in IDS]
-    base = root / "base.csv"
-    with open(base, "w", encoding="utf-8") as handle:
-        handle.write(",".join(contract) + "\n")
-        handle.writelines(",".join(r.get(c) or "" for c in contract) + "\n" for r in rows)
+    base = canary_csv(root / "base.csv", IDS)
     events = write_jsonl(root / "events.jsonl", [canary_event()])
     merged = str(root / "merge")
     argv = ["--base", str(base), "--registrations", events, "--keys", keys, "--out", merged, "--as-of", AS_OF]

@@ -23,22 +23,16 @@ import io
 import json
 import os
 import subprocess
-import sys
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from schemas import field_names
-from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
+from tests.support.attacks import AS_OF, BACKFILL, CANARIES, CONTRACT, canary_rows
+from tests.support.attacks import refused as refused_by
+from tests.support.rows import CANARY_NAME, CANARY_NUMBER, person
 
 pytestmark = pytest.mark.e2e
-
-BACKFILL = os.path.join(os.path.dirname(sys.executable), "backfill")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AS_OF = "2026-11-30"
-CONTRACT = field_names("subscriber_base")
-CANARIES = (CANARY_NAME, CANARY_NUMBER, CANARY_ADDRESS)
 
 
 def scan(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
@@ -50,17 +44,7 @@ def scan(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
 
 
 def refused(proc: subprocess.CompletedProcess, *expected: str) -> str:
-    """Exit 1, one line ``backfill scan: error: ...`` holding ``expected``."""
-    assert proc.returncode == 1, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("scan scan-")]
-    assert len(lines) == 1 and lines[0].startswith("backfill scan: error: "), proc.stderr
-    for part in expected:
-        assert part in lines[0], lines[0]
-    return lines[0]
-
-
-def canary_rows(ids) -> list[dict]:
-    return [person(line_id=i, name=CANARY_NAME, doc_number=CANARY_NUMBER, address=CANARY_ADDRESS) for i in ids]
+    return refused_by(proc, "backfill scan", 1, *expected)
 
 
 def csv_text(rows: list[dict], columns=CONTRACT, newline: str = "\n") -> str:
