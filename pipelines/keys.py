@@ -268,7 +268,7 @@ def _body(argv) -> int:
             f"{keyset.primary_join_version}, vault key {keyset.primary_vault_version}"
         )
     elif args.action == "wrap":
-        done = wrap_keyset(args.keys, args.kek, actor=args.actor, audit_log=args.audit_log)
+        done = wrap_keyset(args.keys, args.kek, actor=args.actor, audit_log=args.audit_log, new_kek=args.new_kek)
         print(f"keyset {done['keyset_id']} at {args.keys} is wrapped by {done['kek']}")
     elif args.action == "show":
         return _print_show(args)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING
 
 from pipelines.common import UserError
@@ -23,13 +24,25 @@ if TYPE_CHECKING:
 __all__ = ["init_keyset", "wrap_keyset"]
 
 
-def _kek(kek_uri: str):
-    """The KEK a URI names; a local KEK's file is created when it is missing (mode 0600)."""
+def _kek(kek_uri: str, *, create: bool = True):
+    """The KEK a URI names; a local KEK's file is created when it is missing (mode 0600) and ``create``, and
+    said on stderr: the keyset cannot be opened without it. Without ``create`` a missing file is an error."""
     from transforms.crypto.kek import create_local_kek, kek_for
 
     kek = kek_for(kek_uri)
     if kek.uri.startswith("local-kek://"):
-        create_local_kek(kek.uri)
+        path = kek.uri[len("local-kek://") :]
+        if not create and not os.path.exists(path):
+            raise UserError(
+                f"--kek {kek.uri}: no such key-encryption key file; give --new-kek to create one there (a mistyped "
+                "path would wrap the keyset under a key nobody knows of); nothing was changed"
+            )
+        if create_local_kek(kek.uri):
+            print(
+                f"created a new key-encryption key at {path} (mode 0600): the keyset cannot be opened without it; "
+                "keep a copy with the keyset's backups",
+                file=sys.stderr,
+            )
     return kek
 
 
@@ -66,12 +79,20 @@ def init_keyset(
     return keyset
 
 
-def wrap_keyset(keys_path: str, kek: str | None, *, actor: str | None = None, audit_log: str | None = None) -> dict:
-    """Wrap the keyset under ``kek`` from now on (its key versions unchanged)."""
+def wrap_keyset(
+    keys_path: str,
+    kek: str | None,
+    *,
+    actor: str | None = None,
+    audit_log: str | None = None,
+    new_kek: bool = False,
+) -> dict:
+    """Wrap the keyset under ``kek`` from now on (its key versions unchanged); a missing local KEK file is
+    created only when ``new_kek`` says so."""
     if not kek:
         raise UserError("keys wrap needs --kek (gcp-kms://, aws-kms:// or local-kek://PATH)")
     with _user_errors():
-        new = _kek(kek)
+        new = _kek(kek, create=new_kek)
     with _session(keys_path, audit_log) as (keyset, registry):
         before = keyset.kms_key_uri
         keyset.wrap_with(new)

@@ -109,7 +109,12 @@ def build_parser(description: str) -> ArgumentParser:
     command("restore", "put a key version scheduled for destruction back in use", version=False).add_argument(
         "--key-version", "--version", dest="version", required=True, help="the version (vN or jN)"
     )
-    command("wrap", "wrap the keyset under a (new) key-encryption key, in place")
+    command("wrap", "wrap the keyset under a (new) key-encryption key, in place").add_argument(
+        "--new-kek",
+        action="store_true",
+        help="create the local-kek:// file when it does not exist (without it a missing file is an error: a "
+        "mistyped path would wrap the keyset under a new key nobody knows of)",
+    )
     _retokenize_flags(
         command("retokenize", "rewrite a merged base's tokens under the primary join key; report coverage")
     )

@@ -274,8 +274,17 @@ def test_a_wrapped_keyset_refuses_another_kek_an_edit_and_a_loose_kek_file(tmp_p
 
 def test_keys_wrap_wraps_a_keyset_in_clear_in_place_keeping_its_keys(keyfile, tmp_path, capsys):
     token = Tokenizer(Keyset.load(str(keyfile))).token("doc_number", "11010519491231002X")
-    assert keys_cli.main(["wrap", "--keys", str(keyfile), "--kek", f"local-kek://{tmp_path / 'kek.b64'}"]) == 0
-    assert "wrapped by local-kek://" in capsys.readouterr().out
+    before = keyfile.read_bytes()
+    wrap = ["wrap", "--keys", str(keyfile), "--kek", f"local-kek://{tmp_path / 'kek.b64'}"]
+    # a local KEK file that does not exist is a typo unless --new-kek says it is meant: nothing changes
+    assert keys_cli.main(wrap) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such key-encryption key file" in err[0] and "--new-kek" in err[0]
+    assert keyfile.read_bytes() == before and not (tmp_path / "kek.b64").exists()
+    assert keys_cli.main([*wrap, "--new-kek"]) == 0
+    said = capsys.readouterr()
+    assert "wrapped by local-kek://" in said.out and "created a new key-encryption key at" in said.err
+    assert oct((tmp_path / "kek.b64").stat().st_mode & 0o777) == "0o600"
     assert json.loads(keyfile.read_text())["format"] == "subscriber-backfill/wrapped-keyset/1"
     assert Tokenizer(Keyset.load(str(keyfile))).token("doc_number", "11010519491231002X") == token
     records = [json.loads(x) for x in (keyfile.parent / "audit" / "keys.jsonl").read_text().splitlines()]
