@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 STALE_AFTER_DAYS = 1  # a merge older than the report date by more than this is said on the page and at exit
+MAX_REPORT_DAYS = 3660  # ten years from the scan: the daily table and curve hold a row per day
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +104,13 @@ def check_dates(read: ReportInputs, as_of: dt.date, facts: CampaignFacts | None,
         )
     if merge_as_of is not None and as_of < merge_as_of:
         raise UserError(f"--as-of {as_of} is before the merge's as-of date {merge_as_of}")
+    if (as_of - scan_as_of).days > MAX_REPORT_DAYS:
+        # by_day holds a row per day from the scan on: 9999-12-31 (a typo) took over 11 GB and never ended
+        which = "--as-of" if args.as_of else "the merge's as-of date"
+        raise UserError(
+            f"{which} {as_of} is {(as_of - scan_as_of).days:,} days after the scan ({scan_as_of}): a report covers "
+            f"at most {MAX_REPORT_DAYS:,} days from the campaign's first scan; check the date"
+        )
 
 
 def stale_warnings(merge: report_files.MergeOutput | None, as_of: dt.date) -> tuple[str, ...]:

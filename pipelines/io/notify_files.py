@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from pipelines.common import UserError
 from pipelines.io.paths import is_uri, join_path, match_path, open_read
-from schemas import avro_schema
+from schemas import avro_schema, field_names
 from transforms.scan.normalize import normalize_msisdn
 from transforms.notify.planner import PLAN_COLUMNS
 from transforms.notify.encode import write_avro
@@ -134,6 +134,7 @@ def registered_splits(path: str) -> tuple[list, int]:
             continue
         if "line_id" not in names:
             raise UserError(f"--merged {path}: {f} has no line_id column")
+        _check_registered_columns(path, f, names)
         columns = ["line_id", "identity_status"] if "identity_status" in names else ["line_id"]
         splits += _splits([f], columns)
         if not f.endswith(".csv"):
@@ -142,9 +143,51 @@ def registered_splits(path: str) -> tuple[list, int]:
     return splits, rows
 
 
+# Columns of the project's other data sets (a subscriber base, registration events, a vault, a notify history or
+# its jobs, a scan's classified lines): a file holding one of them is not a list of registered line ids.
+_OTHER_DATA = ("subscriber_base", "registration_event", "vault_key", "vault_value", "notify_history", "notify_sms_job")
+
+
+def _check_registered_columns(path: str, f: str, names: list[str]) -> None:
+    """A merged base (``identity_status``, without the scan's ``needs_review``) or a list of line ids (no column
+    of another data set beside ``line_id``): anything else given by mistake (the raw base, a vault, a notify
+    folder, the registration events, a scan) would count every line it holds as registered and send nothing."""
+    if "identity_status" in names:
+        if "needs_review" in names:
+            raise UserError(
+                f"--merged {path}: {f} is a scan's classified lines, not a merged base: give the merge's output"
+            )
+        return
+    other = {c for kind in _OTHER_DATA for c in field_names(kind)} - {"line_id"}
+    foreign = [c for c in names if c in other]
+    if foreign:
+        raise UserError(
+            f"--merged {path}: {f} is neither a merged base (no identity_status column) nor a list of line ids "
+            f"(it has the column(s) {', '.join(foreign[:3])} of another data set): give the merge's output or a list "
+            "of line ids; nothing was sent"
+        )
+
+
 def history_splits(out: str, kind: tuple[str, str]) -> list:
+    """Row groups of the history's files; a file that is not one (unreadable, or without the history's
+    columns: copied there by hand) is a one-line error naming it, before anything is planned or sent."""
     files = matching_paths(join_path(out.rstrip("/"), *kind, "*.parquet"))
-    return _splits(files, None)
+    wanted = field_names("notify_history" if kind == HISTORY_JOBS else "notify_receipt")
+    out_splits = []
+    for path in files:
+        try:
+            with open_read(path) as handle:
+                parquet = pq.ParquetFile(handle)
+                names, groups = parquet.schema_arrow.names, parquet.metadata.num_row_groups
+        except Exception as exc:
+            raise UserError(
+                f"--out {out}: {path} is not a readable notify history file ({type(exc).__name__})"
+            ) from None
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise UserError(f"--out {out}: {path} is not a notify history file (no column {missing[0]})")
+        out_splits += [(path, i, None) for i in range(groups)]
+    return out_splits
 
 
 def read_suppress(path: str) -> pa.Array:

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import UserError
-from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, matching_paths, write_whole
+from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, history_splits, matching_paths, write_whole
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 
@@ -37,6 +37,7 @@ __all__ = ["read_receipt_files", "record_receipts", "STATUSES"]
 
 STATUSES = ("DELIVERED", "FAILED")
 _COLUMNS = ("job_id", "status", "at")
+JOB_ID_SHAPE = r"^\s*[0-9A-Fa-f]{32}\s*$"  # sha256's first 32 hex characters (transforms/notify/jobs.py)
 
 
 def read_receipt_files(patterns: list[str]) -> pa.Table:
@@ -96,6 +97,7 @@ def _history(out: str, kind: tuple[str, str], columns: list[str]) -> pa.Table | 
     files = matching_paths(FileSystems.join(out, *kind, "*.parquet"))
     if not files:
         return None
+    history_splits(out, kind)  # every file checked first: one that is not a history file is named in one line
     tables = []
     for path in files:
         with FileSystems.open(path) as handle:
@@ -191,7 +193,7 @@ def _write_dead_letters(out: str, dead: pa.Table, reason: np.ndarray, ctx: DeadL
         [r for r in reason if r is not None],
         source_file=dead.column("_src_file"),
         source_row=dead.column("_src_row"),
-        event_id=dead.column("job_id"),
+        event_id=_shown_job_ids(dead.column("job_id")),
         detail="delivery receipt",
     )
     lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in letters.to_pylist()) + "\n"
@@ -200,6 +202,13 @@ def _write_dead_letters(out: str, dead: pa.Table, reason: np.ndarray, ctx: DeadL
         FileSystems.join(out, "_tmp", ctx.run_id, "receipts.jsonl"),
         FileSystems.join(out, "dead_letter", f"receipts-{ctx.run_id}.jsonl"),
     )
+
+
+def _shown_job_ids(values) -> pa.Array:
+    """The job ids a dead letter may quote: only text shaped like a job id (32 hex characters). Anything else in
+    that column (a phone number, a name or a document number the gateway put there) is not quoted: null."""
+    shaped = pc.fill_null(pc.match_substring_regex(values, JOB_ID_SHAPE), False)
+    return pc.if_else(shaped, values, pa.scalar(None, pa.string()))
 
 
 def _counts(n: int, table: pa.Table, duplicates: int, dead: pa.Table, reason: np.ndarray) -> dict:

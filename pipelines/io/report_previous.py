@@ -19,6 +19,7 @@ import datetime as dt
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipelines.common import UserError
 from pipelines.io.report_files import filesystem
 
 __all__ = ["previous_headline"]
@@ -78,5 +79,7 @@ def _latest(reports: list[str], as_of: dt.date, campaign_id: str | None) -> dict
 def previous_headline(out: str, as_of: dt.date, campaign_id: str | None, given: str | None = None) -> dict | None:
     """The headline of the campaign's latest report before ``as_of`` (None when there is none)."""
     if given:
+        if not _days(given):  # a mistyped --previous would silently give no change since then
+            raise UserError(f"--previous {given} holds no report (no parquet/completion/as_of=... in it)")
         return _latest([given], as_of, campaign_id)
     return _latest([out], as_of, campaign_id) or _latest(_siblings(out), as_of, campaign_id)

@@ -52,6 +52,12 @@ def _families() -> list[str]:
     return ["DejaVu Sans", CJK_FAMILY] if cjk_font() else ["DejaVu Sans"]
 
 
+def _plain(label: str) -> str:
+    """A label drawn as it is written: matplotlib reads text between two ``$`` as mathtext, so a name from the
+    policy's division table such as ``$\\frac{a}$`` failed the whole report (a ValueError) and ``$x$`` drew math."""
+    return label.replace("$", r"\$")
+
+
 def _figure(width: float = 7.5, height: float = 3.2):
     """A figure on the Agg canvas, without pyplot (no global state, no GUI backend, a faster import)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -119,7 +125,7 @@ def _variants(by_variant: pa.Table) -> str:
     """Conversion per variant with its 95 % interval."""
     rows = [r for r in by_variant.to_pylist() if r["conversion"] is not None]
     fig, ax = _figure(height=0.45 * len(rows) + 1.2)
-    labels = [f"wave {r['wave']} {r['variant']}" for r in rows]
+    labels = [_plain(f"wave {r['wave']} {r['variant']}") for r in rows]
     x = [100 * r["conversion"] for r in rows]
     low = [100 * (r["conversion"] - r["ci_low"]) for r in rows]
     high = [100 * (r["ci_high"] - r["conversion"]) for r in rows]
@@ -137,7 +143,7 @@ def _provinces(by_province: pa.Table, limit: int = 15) -> str:
     """The provinces with the largest backlog: complete and remaining lines, by name."""
     rows = by_province.slice(0, limit).to_pylist()
     fig, ax = _figure(height=0.3 * len(rows) + 1.2)
-    names = [(r["province_name"] if cjk_font() else None) or r["province"] or "(no province)" for r in rows]
+    names = [_plain((r["province_name"] if cjk_font() else None) or r["province"] or "(no province)") for r in rows]
     ax.barh(names, [r["remaining"] for r in rows], color=_ORANGE, label="remaining")
     ax.barh(names, [r["complete"] for r in rows], left=[r["remaining"] for r in rows], color=_LIGHT, label="complete")
     ax.invert_yaxis()
@@ -150,7 +156,7 @@ def _provinces(by_province: pa.Table, limit: int = 15) -> str:
 def _backlog(backlog: pa.Table) -> str:
     rows = [r for r in backlog.to_pylist() if r["kind"] == "reason"][:12]
     fig, ax = _figure(height=0.3 * len(rows) + 1.0)
-    ax.barh([r["code"] for r in rows], [r["lines"] for r in rows], color=_ORANGE)
+    ax.barh([_plain(r["code"]) for r in rows], [r["lines"] for r in rows], color=_ORANGE)
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel("lines not complete")

@@ -30,7 +30,7 @@ def refused(proc: subprocess.CompletedProcess, prog: str, code: int, *expected: 
     """Exit ``code``, one line ``PROG: error: ...`` holding ``expected`` (besides the step's plan lines), no
     traceback, no canary in stdout or stderr."""
     assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr, proc.stderr
     assert not any(c in proc.stdout + proc.stderr for c in (*CANARIES, FULLWIDTH_NUMBER, "金丝雀")), proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip() and not _PLAN_LINE.match(line)]
     assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), proc.stderr
@@ -58,12 +58,16 @@ def canary_event(**fields) -> dict:
     return canary_registration(**{**plain, "agent_id": None, **fields})
 
 
-def no_canary(*paths: str) -> None:
-    """No canary (nor its first characters) in the bytes of any file under the paths, vaults and keysets aside."""
+def no_canary(*paths: str, also: tuple[str, ...] = ()) -> None:
+    """No canary (nor its first characters, nor any of ``also``), in UTF-8 or UTF-16, in the bytes of any file under
+    the paths, vaults and keysets aside."""
+    needles = [
+        (c, c.encode(enc)) for c in (*CANARIES, "金丝雀", CANARY_NUMBER[:10], *also) for enc in ("utf-8", "utf-16-le")
+    ]
     for root in paths:
         files = [root] if os.path.isfile(root) else glob.glob(os.path.join(root, "**", "*"), recursive=True)
         for path in [f for f in files if os.path.isfile(f) and "/vault/" not in f and "keys.json" not in f]:
             with open(path, "rb") as handle:
                 data = handle.read()
-            found = [c for c in (*CANARIES, "金丝雀", CANARY_NUMBER[:10]) if c.encode("utf-8") in data]
+            found = [c for c, needle in needles if needle in data]
             assert not found, (path, found)

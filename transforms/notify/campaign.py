@@ -75,6 +75,8 @@ __all__ = [
 CHANNELS = ("sms", "call", "announcement")
 DEFAULT_LOCALE = "zh-CN"
 DEFAULT_MAX_SMS_PARTS = 3
+MAX_CAMPAIGN_BYTES = 1 << 20  # a campaign is a page of text (its texts at most 2,000 characters each)
+MAX_VALUES = 100_000  # values of the file once its YAML aliases are expanded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +212,7 @@ def load_campaign(path: str, divisions: str | None = None) -> Campaign:
         else:
             opened = open(path, "rb")
         with opened as handle:
-            data = handle.read()
+            data = handle.read(MAX_CAMPAIGN_BYTES + 1)  # never more: /dev/zero or a 50 MB file given by mistake
     except Exception as exc:  # any unreadable path is one line for the user
         raise _fail(path, "", f"cannot be read ({type(exc).__name__})") from None
     return parse_campaign(data, path, divisions)
@@ -220,21 +222,74 @@ def parse_campaign(data: bytes | str, source: str = "campaign.yaml", divisions: 
     """Validate and compile a campaign's text. An SMS must fit in ``max_sms_parts`` with the longest
     region name of ``divisions`` (the policy's table), or of the default policy's table when None."""
     raw_bytes = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw_bytes) > MAX_CAMPAIGN_BYTES:
+        raise _fail(source, "", f"is over {MAX_CAMPAIGN_BYTES:,} bytes: not a campaign file")
     try:
-        raw = yaml.load(raw_bytes.decode("utf-8"), Loader=_TextDates)
+        raw = _load_yaml(raw_bytes.decode("utf-8"), source)
+        schema = json.loads(resources.files(schemas).joinpath("campaign.schema.json").read_text("utf-8"))
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(raw))
+    except RecursionError:
+        raise _fail(source, "", "nested too deeply: not a campaign file") from None
+    if error is not None:
+        raise _fail(source, *_schema_message(error))
+    _whole_numbers(raw)
+    region = longest_region_name(divisions) if divisions else WORST_CASE["region"]
+    return _compile(raw, source, hashlib.sha256(raw_bytes).hexdigest(), region)
+
+
+def _load_yaml(text: str, source: str) -> dict:
+    """The file's mapping; refused in one line: not YAML, a repeated key, or more than ``MAX_VALUES`` values once
+    its aliases are expanded (a "billion laughs" file of a few lines expands to 10**9 and would take the
+    schema check and its messages minutes and gigabytes)."""
+    loader = None
+    try:
+        loader = _TextDates(text)  # its reader already refuses control characters
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}, set()) > MAX_VALUES:
+            raise _fail(source, "", f"holds over {MAX_VALUES:,} values once its YAML aliases are expanded")
+        raw = loader.construct_document(node) if node is not None else None
     except DuplicateKey as exc:
         raise _fail(source, f"line {exc.problem_mark.line + 1}", f"{exc.key!r} is given twice") from None
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         raise _fail(source, f"line {mark.line + 1}" if mark else "", "not valid YAML") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(raw, dict):
         raise _fail(source, "", "must be a YAML mapping")
-    schema = json.loads(resources.files(schemas).joinpath("campaign.schema.json").read_text("utf-8"))
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(raw))
-    if error is not None:
-        raise _fail(source, *_schema_message(error))
-    region = longest_region_name(divisions) if divisions else WORST_CASE["region"]
-    return _compile(raw, source, hashlib.sha256(raw_bytes).hexdigest(), region)
+    return raw
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Values of ``node`` with every alias expanded, each shared node counted once per use (``sizes``: by node id,
+    so the count takes time in the file's size, not the expansion's); a node inside itself counts once."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        return 1
+    open_nodes.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes, open_nodes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes) for k, v in node.value)
+    open_nodes.discard(key)
+    sizes[key] = size
+    return size
+
+
+def _whole_numbers(raw: dict[str, Any]) -> None:
+    """The schema's integers as ints: YAML's ``1.0`` is an integer to JSON Schema, but a wave 1.0 would name its
+    files and job ids ``1.0`` (a re-run with ``wave: 1`` would send its announcements again)."""
+    for wave in raw["waves"]:
+        wave["wave"] = int(wave["wave"])
+    cap = raw["daily_cap"]
+    raw["daily_cap"] = int(cap) if isinstance(cap, (int, float)) else {c: int(n) for c, n in cap.items()}
+    for key in ("min_days_between", "max_sms_parts"):
+        if key in raw:
+            raw[key] = int(raw[key])
 
 
 def _waves(raw: dict[str, Any], source: str, defined: dict) -> tuple[dict[int, Wave], dt.date]:
