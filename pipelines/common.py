@@ -109,8 +109,6 @@ def parse_as_of(value: str | None) -> dt.date:
         raise argparse.ArgumentTypeError(f"--as-of {value!r} is not a date (YYYY-MM-DD)") from None
 
 
-
-
 def refuse_document_numbers(flag: str, text: str | None) -> None:
     """Free text a command records (a reveal's ``--purpose``, an incident's ``--description``) must hold no
     identity value: one that holds what looks like an identity card number (15 or 18 characters; full-width

@@ -117,6 +117,8 @@ def unquote_identity(message: str) -> str:
     """argparse and the flags' own checks quote a bad value back ('...'): one that may be an identity value (a
     name, an address or a document number typed into the wrong flag) is not shown."""
     return _QUOTED.sub(lambda m: m.group(0) if looks_plain(m.group(1)) else "(a value not shown)", message)
+
+
 PROGRESS_SECONDS = 10.0  # pipelines/progress.py
 
 
