@@ -253,7 +253,7 @@ def test_a_file_the_reader_refuses_is_one_line_and_publishes_nothing(site, tmp_p
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--workers", "0"],
+        ["--workers", "0"],  # below its floor: a usage error, exit 2 (the others: exit 1)
         ["--workers", "-1"],
         ["--workers", "2", "--direct_num_workers", "2"],
         ["--workers", "2", "--direct_running_mode", "multi_processing"],
@@ -269,7 +269,11 @@ def test_workers_flag_conflicts_are_one_line(tmp_path, capsys, extra):
     events.write_text('{"event_id": "E1", "line_id": "L1"}\n', encoding="utf-8")
     out = tmp_path / "out"
     argv = ["--base", str(base), "--registrations", str(events), "--keys", keys, "--out", str(out), "--as-of", AS_OF]
-    assert merge_cli.main(argv + extra) == 1
+    try:
+        code = merge_cli.main(argv + extra)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == (2 if extra[1] in ("0", "-1") else 1)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("backfill merge: error:") and "--workers" in lines[0]
     assert not out.exists()

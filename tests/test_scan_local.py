@@ -254,7 +254,7 @@ def test_a_file_the_reader_refuses_is_one_line_and_publishes_nothing(tmp_path):
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--workers", "0"],
+        ["--workers", "0"],  # below its floor: a usage error, exit 2 (the others: exit 1)
         ["--workers", "-1"],
         ["--workers", "2", "--direct_num_workers", "2"],
         ["--workers", "2", "--direct_running_mode", "multi_processing"],
@@ -266,7 +266,11 @@ def test_workers_flag_conflicts_are_one_line(tmp_path, capsys, extra):
     base = tmp_path / "b.csv"
     base.write_text("line_id,line_type,subscriber_kind,status\nL1,MOBILE,INDIVIDUAL,ACTIVE\n", encoding="utf-8")
     out = tmp_path / "out"
-    assert scan_cli.main(["--base", str(base), "--out", str(out), "--as-of", AS_OF, *extra]) == 1
+    try:
+        code = scan_cli.main(["--base", str(base), "--out", str(out), "--as-of", AS_OF, *extra])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == (2 if extra[1] in ("0", "-1") else 1)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("backfill scan: error:") and "--workers" in lines[0]
     assert not out.exists()
