@@ -133,3 +133,19 @@ def test_every_catalogue_code_is_in_docs_policy():
     page = (pathlib.Path(__file__).parent.parent / "docs" / "policy.md").read_text(encoding="utf-8")
     missing = [code for code in CATALOGUE if f"`{code}`" not in page]
     assert not missing, f"docs/policy.md lacks reason codes: {missing}"
+
+
+def test_an_alias_bomb_a_deep_nest_and_an_endless_file_are_refused_in_one_line(tmp_path):
+    # a few lines of YAML aliases expand to 10**9 values: the schema check would take minutes and gigabytes
+    bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(bomb) + "\n", encoding="utf-8")
+    (tmp_path / "deep.yaml").write_text(
+        "x: " + "[" * 990 + "]" * 990 + "\n", encoding="utf-8"
+    )  # under libyaml's own limit
+    for name, fragment in (("bomb.yaml", "values once its YAML aliases are expanded"), ("deep.yaml", "nested")):
+        with pytest.raises(PolicyError) as err:
+            load_policy(str(tmp_path / name))
+        assert fragment in str(err.value) and "\n" not in str(err.value), name
+    with pytest.raises(PolicyError, match="bytes: not a policy file"):
+        load_policy("/dev/zero")

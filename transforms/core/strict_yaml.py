@@ -1,11 +1,15 @@
-"""YAML without repeated keys, for the files users write (a campaign, a policy).
+"""YAML without repeated keys and of a bounded size, for the files users write (a campaign, a policy).
 
 PyYAML keeps the last of two equal keys silently: a second ``waves:`` in a
 campaign, or ``doc_line_limit: 5`` then ``50`` in a policy, would win
 without a word. :class:`UniqueKeys` refuses it with :class:`DuplicateKey`,
-which names the key and its line.
+which names the key and its line. :func:`load_bounded` refuses, with
+:class:`TooLarge`, a document that holds more values than a limit once its
+aliases are expanded (a "billion laughs" file of a few lines expands to 10**9
+values, and the schema check that follows would take minutes and gigabytes)
+or that is nested deeper than Python's recursion allows.
 
-    raw = yaml.load(text, Loader=unique_keys(yaml.SafeLoader))
+    raw = load_bounded(text, unique_keys(yaml.SafeLoader), max_values=100_000)
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import functools
 
 import yaml
 
-__all__ = ["DuplicateKey", "unique_keys"]
+__all__ = ["DuplicateKey", "TooLarge", "load_bounded", "unique_keys"]
 
 
 class DuplicateKey(yaml.YAMLError):
@@ -43,3 +47,47 @@ def unique_keys(loader: type) -> type:
     """``loader`` (``yaml.SafeLoader``, or libyaml's ``yaml.CSafeLoader``: its parser is C, its constructor
     Python's) refusing repeated keys."""
     return type(f"Unique{loader.__name__}", (UniqueKeys, loader), {})
+
+
+class TooLarge(yaml.YAMLError):
+    """The document is too large once its aliases are expanded, or nested too deeply: ``reason`` says which."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def load_bounded(text: str, loader: type, max_values: int):
+    """The one document of ``text`` built by ``loader``, refused when it holds more than ``max_values`` values (each
+    use of an alias counted with all it holds) before anything is built."""
+    reader = loader(text)
+    try:
+        node = reader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, set()) > max_values:
+            raise TooLarge(f"holds over {max_values:,} values once its YAML aliases are expanded")
+        return reader.construct_document(node)
+    except RecursionError:
+        raise TooLarge("is nested too deeply") from None
+    finally:
+        reader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Values of ``node`` with every alias expanded, a shared node counted once per use (``sizes``, by node id,
+    keeps the count's time in the file's size, not the expansion's); a node inside itself counts once."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        return 1
+    open_nodes.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes, open_nodes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes) for k, v in node.value)
+    open_nodes.discard(key)
+    sizes[key] = size
+    return size

@@ -58,7 +58,7 @@ from transforms.notify.campaign_checks import (
 from transforms.notify.regions import longest_region_name
 from transforms.notify.render import WORST_CASE, Template, TemplateError, sign
 from transforms.notify.variants import Variant, compile_variants, wave_variants
-from transforms.core.strict_yaml import DuplicateKey, unique_keys
+from transforms.core.strict_yaml import DuplicateKey, TooLarge, load_bounded, unique_keys
 
 __all__ = [
     "Campaign",
@@ -239,45 +239,19 @@ def parse_campaign(data: bytes | str, source: str = "campaign.yaml", divisions: 
 
 def _load_yaml(text: str, source: str) -> dict:
     """The file's mapping; refused in one line: not YAML, a repeated key, or more than ``MAX_VALUES`` values once
-    its aliases are expanded (a "billion laughs" file of a few lines expands to 10**9 and would take the
-    schema check and its messages minutes and gigabytes)."""
-    loader = None
+    its aliases are expanded (an alias bomb), or nested too deeply."""
     try:
-        loader = _TextDates(text)  # its reader already refuses control characters
-        node = loader.get_single_node()
-        if node is not None and _expanded_size(node, {}, set()) > MAX_VALUES:
-            raise _fail(source, "", f"holds over {MAX_VALUES:,} values once its YAML aliases are expanded")
-        raw = loader.construct_document(node) if node is not None else None
+        raw = load_bounded(text, _TextDates, MAX_VALUES)  # its reader already refuses control characters
+    except TooLarge as exc:
+        raise _fail(source, "", f"{exc.reason}: not a campaign file") from None
     except DuplicateKey as exc:
         raise _fail(source, f"line {exc.problem_mark.line + 1}", f"{exc.key!r} is given twice") from None
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         raise _fail(source, f"line {mark.line + 1}" if mark else "", "not valid YAML") from None
-    finally:
-        if loader is not None:
-            loader.dispose()
     if not isinstance(raw, dict):
         raise _fail(source, "", "must be a YAML mapping")
     return raw
-
-
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
-    """Values of ``node`` with every alias expanded, each shared node counted once per use (``sizes``: by node id,
-    so the count takes time in the file's size, not the expansion's); a node inside itself counts once."""
-    key = id(node)
-    if key in sizes:
-        return sizes[key]
-    if key in open_nodes:
-        return 1
-    open_nodes.add(key)
-    size = 1
-    if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(item, sizes, open_nodes) for item in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size += sum(_expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes) for k, v in node.value)
-    open_nodes.discard(key)
-    sizes[key] = size
-    return size
 
 
 def _whole_numbers(raw: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ import yaml
 import schemas
 from transforms.scan.code_tables import CodeTableError, CodeTables, compile_code_tables
 from transforms.scan.normalize import normalize_label
-from transforms.core.strict_yaml import DuplicateKey, unique_keys
+from transforms.core.strict_yaml import DuplicateKey, TooLarge, load_bounded, unique_keys
 
 __all__ = ["Policy", "PolicyError", "load_policy", "NOT_ACCEPTED", "KINDS", "IDENTITY_FIELDS"]
 
@@ -105,14 +105,25 @@ def _fail(source: str, where: str, message: str) -> PolicyError:
     return PolicyError(f"policy {source}:{where} {message}".replace("\n", " "))
 
 
+MAX_POLICY_BYTES = 64 << 20  # a policy and its code tables are text; never more is read (/dev/zero given by mistake)
+
+
 def _read_bytes(path: str) -> bytes:
     if "://" not in path:
         with open(path, "rb") as handle:
-            return handle.read()
-    from apache_beam.io.filesystems import FileSystems  # gs:// and the like (imported only then)
+            data = handle.read(MAX_POLICY_BYTES + 1)
+    else:
+        from apache_beam.io.filesystems import FileSystems  # gs:// and the like (imported only then)
 
-    with FileSystems.open(path) as handle:
-        return handle.read()
+        with FileSystems.open(path) as handle:
+            data = handle.read(MAX_POLICY_BYTES + 1)
+    if len(data) > MAX_POLICY_BYTES:
+        raise _OverSize(f"is over {MAX_POLICY_BYTES:,} bytes: not a policy file")
+    return data
+
+
+class _OverSize(ValueError):
+    """A file past ``MAX_POLICY_BYTES``: its message is the user's one line."""
 
 
 def _table_reader(path: str | None):
@@ -139,8 +150,11 @@ def _table_reader(path: str | None):
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+MAX_POLICY_VALUES = 1_000_000  # the default policy holds about 1,000; an operator's division tables add thousands
+
+
 def _safe_load(text: str):
-    return yaml.load(text, Loader=unique_keys(_SAFE_LOADER))
+    return load_bounded(text, unique_keys(_SAFE_LOADER), MAX_POLICY_VALUES)
 
 
 @functools.lru_cache(maxsize=1)
@@ -157,9 +171,13 @@ def load_policy(path: str | None = None) -> Policy:
         else:
             data = _read_bytes(path)
     except Exception as exc:  # any unreadable path is one line for the user
-        raise _fail(source, "", f"cannot be read ({type(exc).__name__})") from None
+        raise _fail(
+            source, "", str(exc) if isinstance(exc, _OverSize) else f"cannot be read ({type(exc).__name__})"
+        ) from None
     try:
         raw = _safe_load(data.decode("utf-8"))
+    except TooLarge as exc:
+        raise _fail(source, "", f"{exc.reason}: not a policy file") from None
     except DuplicateKey as exc:
         raise _fail(source, f"line {exc.problem_mark.line + 1}", f"{exc.key!r} is given twice") from None
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
