@@ -36,6 +36,7 @@ import pytest
 from schemas import field_names, policy_path
 from tests.support.attacks import AS_OF, no_canary, run
 from tests.support.attacks import refused as refused_by
+from tests.support.compact import snapshot
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
 from transforms.notify.campaign import CampaignError, parse_campaign
 
@@ -66,16 +67,6 @@ def jobs(out: str, channel: str) -> list[dict]:
         with open(path, "rb") as handle:
             rows += list(fastavro.reader(handle))
     return rows
-
-
-def files(folder: str) -> dict[str, bytes]:
-    found = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, folder)] = handle.read()
-    return found
 
 
 def no_canary_in(folder: str, *also: str) -> None:
@@ -268,13 +259,13 @@ def test_wave_written_1_0_is_wave_1_and_a_rerun_sends_nothing_again(site, tmp_pa
     assert "wave: 1.0" in decimal.read_text(encoding="utf-8")
     out = str(tmp_path / "out")
     ok(wave(site, out, campaign=str(decimal)))
-    written = files(os.path.join(out, "jobs"))
-    assert written == files(os.path.join(site["notify"], "jobs"))  # the same file names, ids and bytes
+    written = snapshot(os.path.join(out, "jobs"))
+    assert written == snapshot(os.path.join(site["notify"], "jobs"))  # the same file names, ids and bytes
     with open(os.path.join(out, "manifest.json"), encoding="utf-8") as handle:
         assert json.load(handle)["campaign"]["wave"] == 1
     proc = ok(wave(site, out))  # the file edited to `wave: 1`: nothing is handed over again
     assert "handed over 0 job(s)" in proc.stdout, proc.stdout
-    assert files(os.path.join(out, "jobs")) == written
+    assert snapshot(os.path.join(out, "jobs")) == written
 
 
 # (d) one run at a time ----------------------------------------------------------------------------------------
@@ -284,12 +275,12 @@ def test_a_second_notify_into_the_same_folder_meanwhile_is_refused(site, tmp_pat
     out = str(tmp_path / "notify")
     shutil.copytree(site["notify"], out)
     shutil.rmtree(os.path.join(out, "history"))  # as if the first run had not recorded its jobs yet
-    before = files(out)
+    before = snapshot(out)
     fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held as a running notify holds it
         refused(wave(site, out), "backfill notify", "another notify run is writing into it")
-        assert files(out) == before  # nothing planned from the history-less folder, nothing handed over
+        assert snapshot(out) == before  # nothing planned from the history-less folder, nothing handed over
         receipts = tmp_path / "r.csv"
         receipts.write_text("job_id,status,at\n", encoding="utf-8")
         refused(run("notify", "--receipts", str(receipts), "--out", out), "backfill notify", "another notify run")
