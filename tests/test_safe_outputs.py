@@ -591,3 +591,19 @@ def test_outputs_that_identify_people_are_private_under_umask_022(site, tmp_path
         files, dirs = modes(out)
         assert len(files) > 3 and {m for _, m in files} == {0o600}, (step, sorted(f for f in files if f[1] != 0o600))
         assert {m for _, m in dirs} == {0o700}, (step, sorted(d for d in dirs if d[1] != 0o700))
+
+
+def test_a_new_notify_folder_is_made_with_its_marker_in_one_step(tmp_path):
+    """Two runs into one new folder: the folder appears with its marker (a private folder renamed into place), so
+    the loser sees the winner's marker, never a bare folder it would call someone else's; nothing is left beside."""
+    from pipelines.io.publish import MARKER, _create_with_marker, owner, writing_into
+
+    out = tmp_path / "campaign" / "notify"
+    assert _create_with_marker(str(out), "notify", "notify-1")
+    assert os.listdir(out) == [MARKER] and owner(str(out)) == "notify"
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
+    # the other run, a moment later: the folder is there, with a marker; its own try leaves nothing behind
+    assert not _create_with_marker(str(out), "notify", "notify-2")
+    assert sorted(os.listdir(out.parent)) == ["notify"] and os.listdir(out) == [MARKER]
+    with writing_into(str(out), "notify", "notify-2") as into:  # and it goes on into the winner's folder
+        assert into == str(out)

@@ -310,10 +310,9 @@ def writing_into(out: str, step: str, run_id: str, *, inputs: Mapping | None = N
         yield out
         return
     target = os.path.realpath(os.path.expanduser(out))
-    created = not os.path.exists(target)
-    if created:
-        make_private_dirs(os.path.dirname(target))
-        os.mkdir(target, 0o700)
+    created = not os.path.exists(target) and _create_with_marker(target, step, run_id)
+    if not created and not os.path.exists(os.path.join(target, MARKER)):
+        check_owned(out, step)  # made meanwhile by another run: its marker, or someone else's folder
     if not os.path.exists(os.path.join(target, MARKER)):
         _write_private(os.path.join(target, MARKER), _marker(step, run_id, "created"))
     os.chmod(target, 0o700)
@@ -326,3 +325,25 @@ def writing_into(out: str, step: str, run_id: str, *, inputs: Mapping | None = N
             private_tree(target)
         raise
     private_tree(target)
+
+
+def _create_with_marker(target: str, step: str, run_id: str) -> bool:
+    """Create the folder ``target`` with its marker in one step (a private folder beside it, renamed into place):
+    True when this run made it, False when another made it meanwhile (two runs into one new folder: the loser
+    sees the winner's marker, never a folder without one). Nothing of this run is left behind either way."""
+    import errno
+    import tempfile
+
+    parent = os.path.dirname(target)
+    make_private_dirs(parent)
+    made = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.new-", dir=parent)  # mode 0700
+    try:
+        _write_private(os.path.join(made, MARKER), _marker(step, run_id, "created"))
+        os.rename(made, target)  # a folder that exists and is not empty is never replaced
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        return False
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
