@@ -171,13 +171,14 @@ def test_receipt_dead_letters_quote_no_phone_number_name_or_document_number(site
         (f"+86 {phone}", "DELIVERED", "2026-12-01T10:00:00"),
         (unknown, "DELIVERED", "2026-12-01T10:00:00"),
         (sms[1]["job_id"], "READ", "2026-12-01T10:00:00"),
+        (f" {sms[2]['job_id'].upper()} ", "FAILED", "2026-12-01T10:00:00"),  # a gateway that upper-cases ids
     ]
     receipts = tmp_path / "receipts.csv"
     with open(receipts, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("job_id", "status", "at"), *rows])
     proc = ok(run("notify", "--receipts", str(receipts), "--out", out))
-    dead = len(rows) - 1  # all but the first: in = recorded + dead letters
-    assert f"{len(rows)} in -> 1 recorded" in proc.stdout and f"{dead} dead letters" in proc.stdout, proc.stdout
+    dead = len(rows) - 2  # all but the first and the last: in = recorded + dead letters
+    assert f"{len(rows)} in -> 2 recorded" in proc.stdout and f"{dead} dead letters" in proc.stdout, proc.stdout
     letters = [json.loads(x) for f in glob.glob(os.path.join(out, "dead_letter", "*.jsonl")) for x in open(f)]
     assert len(letters) == dead
     quoted = {d["event_id"]: d["reason"] for d in letters if d["event_id"] is not None}
