@@ -239,9 +239,14 @@ def test_a_campaign_file_too_large_too_deep_or_endless_is_one_line(site, tmp_pat
     big.write_text(example_text() + "# " + "x" * (4 << 20) + "\n", encoding="utf-8")  # it took 15 s per 4 MB
     deep = tmp_path / "deep.yaml"
     deep.write_text(example_text().replace("campaign_id: rn-2026-q4", "campaign_id: " + "[" * 5000 + "]" * 5000))
-    for path, expected in ((big, "bytes: not a campaign file"), (deep, "nested too deeply"), ("/dev/zero", "bytes")):
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # nothing writes into it: opened, it would block the command for ever
+    cases = [(big, "bytes: not a campaign file"), (deep, "nested too deeply"), ("/dev/zero", "is a device")]
+    for path, expected in [*cases, (fifo, "is a named pipe, not a campaign file")]:
         proc = wave(site, str(tmp_path / "out"), "--dry-run", campaign=str(path))
         refused(proc, "backfill notify", f"campaign {path}:", expected)
+    proc = wave(site, str(tmp_path / "out"), "--dry-run", "--suppress", str(fifo))
+    refused(proc, "backfill notify", f"--suppress {fifo}: is a named pipe, not a list of numbers")
 
 
 def test_a_wave_number_beyond_the_job_files_range_is_refused(site, tmp_path):

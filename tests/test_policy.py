@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -147,5 +148,10 @@ def test_an_alias_bomb_a_deep_nest_and_an_endless_file_are_refused_in_one_line(t
         with pytest.raises(PolicyError) as err:
             load_policy(str(tmp_path / name))
         assert fragment in str(err.value) and "\n" not in str(err.value), name
+    (tmp_path / "big.yaml").write_bytes(b"# " + b"x" * (64 << 20) + b"\n")
     with pytest.raises(PolicyError, match="bytes: not a policy file"):
-        load_policy("/dev/zero")
+        load_policy(str(tmp_path / "big.yaml"))
+    os.mkfifo(tmp_path / "fifo.yaml")  # nothing writes into it: opened, it would block for ever
+    for special, kind in ((tmp_path / "fifo.yaml", "a named pipe"), ("/dev/zero", "a device")):
+        with pytest.raises(PolicyError, match=f"is {kind}, not a policy file"):
+            load_policy(str(special))

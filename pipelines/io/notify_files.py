@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from pipelines.common import UserError
 from pipelines.io.paths import is_uri, join_path, match_path, open_read
 from schemas import avro_schema, field_names
+from transforms.core.special_files import special_file
 from transforms.scan.normalize import normalize_msisdn
 from transforms.notify.planner import PLAN_COLUMNS
 from transforms.notify.encode import write_avro
@@ -192,6 +193,8 @@ def history_splits(out: str, kind: tuple[str, str]) -> list:
 
 def read_suppress(path: str) -> pa.Array:
     """Do-not-SMS numbers, normalised like the scan's msisdn."""
+    if kind := special_file(path):
+        raise UserError(f"--suppress {path}: is {kind}, not a list of numbers")
     try:
         with open_read(path) as handle:
             text = handle.read().decode("utf-8-sig")

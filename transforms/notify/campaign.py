@@ -58,6 +58,7 @@ from transforms.notify.campaign_checks import (
 from transforms.notify.regions import longest_region_name
 from transforms.notify.render import WORST_CASE, Template, TemplateError, sign
 from transforms.notify.variants import Variant, compile_variants, wave_variants
+from transforms.core.special_files import special_file
 from transforms.core.strict_yaml import DuplicateKey, TooLarge, load_bounded, unique_keys
 
 __all__ = [
@@ -204,6 +205,8 @@ _TextDates.yaml_implicit_resolvers = {
 def load_campaign(path: str, divisions: str | None = None) -> Campaign:
     """Load, validate and compile a campaign file (local or gs://); ``divisions``: the policy's GB/T 2260
     table, whose longest region name an SMS with ``{region}`` must fit with (see :func:`parse_campaign`)."""
+    if kind := special_file(path):
+        raise _fail(path, "", f"is {kind}, not a campaign file")
     try:
         if "://" in path:  # gs:// and the like through Beam (imported only then)
             from apache_beam.io.filesystems import FileSystems

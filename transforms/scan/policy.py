@@ -33,6 +33,7 @@ import yaml
 import schemas
 from transforms.scan.code_tables import CodeTableError, CodeTables, compile_code_tables
 from transforms.scan.normalize import normalize_label
+from transforms.core.special_files import special_file
 from transforms.core.strict_yaml import DuplicateKey, TooLarge, load_bounded, unique_keys
 
 __all__ = ["Policy", "PolicyError", "load_policy", "NOT_ACCEPTED", "KINDS", "IDENTITY_FIELDS"]
@@ -109,6 +110,8 @@ MAX_POLICY_BYTES = 64 << 20  # a policy and its code tables are text; never more
 
 
 def _read_bytes(path: str) -> bytes:
+    if kind := special_file(path):
+        raise _NotPolicyText(f"is {kind}, not a policy file")
     if "://" not in path:
         with open(path, "rb") as handle:
             data = handle.read(MAX_POLICY_BYTES + 1)
@@ -118,12 +121,13 @@ def _read_bytes(path: str) -> bytes:
         with FileSystems.open(path) as handle:
             data = handle.read(MAX_POLICY_BYTES + 1)
     if len(data) > MAX_POLICY_BYTES:
-        raise _OverSize(f"is over {MAX_POLICY_BYTES:,} bytes: not a policy file")
+        raise _NotPolicyText(f"is over {MAX_POLICY_BYTES:,} bytes: not a policy file")
     return data
 
 
-class _OverSize(ValueError):
-    """A file past ``MAX_POLICY_BYTES``: its message is the user's one line."""
+class _NotPolicyText(ValueError):
+    """A file that is no policy text (past ``MAX_POLICY_BYTES``, or not a regular file): its message is the
+    user's one line."""
 
 
 def _table_reader(path: str | None):
@@ -172,7 +176,7 @@ def load_policy(path: str | None = None) -> Policy:
             data = _read_bytes(path)
     except Exception as exc:  # any unreadable path is one line for the user
         raise _fail(
-            source, "", str(exc) if isinstance(exc, _OverSize) else f"cannot be read ({type(exc).__name__})"
+            source, "", str(exc) if isinstance(exc, _NotPolicyText) else f"cannot be read ({type(exc).__name__})"
         ) from None
     try:
         raw = _safe_load(data.decode("utf-8"))
@@ -207,7 +211,8 @@ def _tables(raw: dict, source: str, read) -> CodeTables:
     except CodeTableError as exc:
         raise _fail(source, "", str(exc)) from None
     except Exception as exc:  # a table file that cannot be read: one line, no path contents
-        raise _fail(source, "code_tables.divisions.files", f"cannot be read ({type(exc).__name__})") from None
+        said = str(exc) if isinstance(exc, _NotPolicyText) else f"cannot be read ({type(exc).__name__})"
+        raise _fail(source, "code_tables.divisions.files", said) from None
 
 
 def _documents(raw: dict, source: str) -> tuple[dict[str, tuple[str, str]], tuple[str, ...]]:
