@@ -104,8 +104,6 @@ def prepare(argv, parser: argparse.ArgumentParser, rows_per_bucket: int) -> Job:
 
     args, beam_args = split_beam_flags(parser, argv)
     timer = Timer()
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
     policy = load_policy(args.policy)
     keyset = Keyset.load(args.keys)  # permissions and format checked before anything runs
     out = args.out.rstrip("/")

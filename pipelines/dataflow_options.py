@@ -29,6 +29,8 @@ import re
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.options.pipeline_options import WorkerOptions
 
+from pipelines.flags import shown_value
+
 __all__ = ["DeployOptions", "dataflow_args", "is_dataflow", "run_labels"]
 
 log = logging.getLogger("backfill")
@@ -194,4 +196,4 @@ def _check_label(key: str, value: str) -> None:
             f"--labels {key!r}: a label key starts with a lowercase letter and has at most 63 of a-z 0-9 _ -"
         )
     if not _LABEL_VALUE.match(value):
-        raise _user_error(f"--labels {key}={value!r}: a label value has at most 63 of a-z 0-9 _ -")
+        raise _user_error(f"--labels {key}={shown_value(value)}: a label value has at most 63 of a-z 0-9 _ -")

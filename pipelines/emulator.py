@@ -29,6 +29,7 @@ import shutil
 import sys
 
 from pipelines.common import ArgumentParser, UserError, run_main, split_beam_flags
+from pipelines.flags import shown_value
 from pipelines.emulator_process import (
     EmulatorError,
     create_topic_and_subscription,
@@ -82,7 +83,9 @@ def _path(value: str | None, project: str, kind: str) -> str | None:
             raise UserError(f"--{kind[:-1]} {value}: expected an id or projects/{project}/{kind}/NAME")
         name = parts[3]
     if not NAME.match(name) or name.startswith("goog"):
-        raise UserError(f"--{kind[:-1]} {value!r} is not a Pub/Sub id (3-255 letters, digits, -_.~+%, a letter first)")
+        raise UserError(
+            f"--{kind[:-1]} {shown_value(value)} is not a Pub/Sub id (3-255 letters, digits, -_.~+%, a letter first)"
+        )
     return f"projects/{project}/{kind}/{name}"
 
 
@@ -113,7 +116,9 @@ def _forget(record: dict) -> None:
 
 def _check_start(args) -> tuple[str, str | None, str | None]:
     if not PROJECT_ID.match(args.project):
-        raise UserError(f"--project {args.project!r} is not a project id (6-30 lowercase letters, digits, -)")
+        raise UserError(
+            f"--project {shown_value(args.project)} is not a project id (6-30 lowercase letters, digits, -)"
+        )
     topic = _path(args.topic, args.project, "topics")
     subscription = _path(args.subscription, args.project, "subscriptions")
     if subscription and not topic:

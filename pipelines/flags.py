@@ -103,7 +103,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 _ALIASED = re.compile(r"(--[\w-]+)(?:/--[\w-]+)+")
-# What looks like an identity card number (18 characters or the first generation's 15 digits) in a text.
+# What looks like an identity card number (18 characters or the first generation's 15 digits) in a text a user
+# typed: loose on purpose. Ids in dead letters use transforms/core/deadletter.py's stricter, date-checked pattern,
+# so that long numeric ids (IMSIs, snowflake event ids) stay ids there.
 ID_NUMBER = re.compile(r"(?<![0-9])(?:[0-9]{17}[0-9Xx]|[0-9]{15})(?![0-9])")
 _QUOTED = re.compile(r"'([^'\n]*)'")
 
@@ -113,10 +115,15 @@ def looks_plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and not ID_NUMBER.search(text)
 
 
+def shown_value(value: str) -> str:
+    """A flag's value as a one-line error may quote it: ``repr`` when plain, else a note that it is not shown."""
+    return repr(value) if looks_plain(value) else "(a value not shown)"
+
+
 def unquote_identity(message: str) -> str:
     """argparse and the flags' own checks quote a bad value back ('...'): one that may be an identity value (a
     name, an address or a document number typed into the wrong flag) is not shown."""
-    return _QUOTED.sub(lambda m: m.group(0) if looks_plain(m.group(1)) else "(a value not shown)", message)
+    return _QUOTED.sub(lambda m: shown_value(m.group(1)), message)
 
 
 PROGRESS_SECONDS = 10.0  # pipelines/progress.py

@@ -50,7 +50,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
-from pipelines.flags import add_merged, add_progress_flag
+from pipelines.flags import add_merged, add_progress_flag, shown_value
 from pipelines.progress import progress
 from pipelines.common import refuse_document_numbers, run_main, runner_name, split_beam_flags
 from pipelines.incident_report import action_block, scope_text, write_report
@@ -106,7 +106,7 @@ def _when(value: str | None, as_of: dt.date) -> str | None:
         when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise UserError(
-            f"--detected-at {value!r} is not an ISO date or time (YYYY-MM-DD[THH:MM[:SS][+08:00]])"
+            f"--detected-at {shown_value(value)} is not an ISO date or time (YYYY-MM-DD[THH:MM[:SS][+08:00]])"
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)  # no zone means UTC, as everywhere in the project
@@ -208,9 +208,9 @@ def _check_args(args) -> None:
     if args.shred and not (args.keys and args.vault):
         raise UserError("--shred needs --keys and --vault: the shred happens in the vault, under the keyset")
     if args.key_version is not None and not KEY_VERSION.match(args.key_version):
-        raise UserError(f"--key-version {args.key_version!r} is not a key version: jN (join key) or vN (vault key)")
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
+        raise UserError(
+            f"--key-version {shown_value(args.key_version)} is not a key version: jN (join key) or vN (vault key)"
+        )
 
 
 def _check_in_keyset(keyset, args) -> None:

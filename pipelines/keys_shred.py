@@ -42,7 +42,8 @@ from pipelines.keys_vaults import (
     _summary,
     _vault_records,
 )
-from pipelines.reveal import audit_dir, plain_line_id, utc_now, who
+from pipelines.flags import looks_plain
+from pipelines.reveal import audit_dir, utc_now, who
 from pipelines.shred_job import LineFiles, Lines, line_chunks, line_count
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def _check_lines(plan: _Plan, lines: Lines, vault_dir: str) -> None:
     counts = plan.counts or {}
     if counts.get("missing"):
         first, more = counts["missing_sample"][0], counts["missing"] - 1
-        first = first if plain_line_id(first) else "(not quoted: it looks like an identity value, not a line id)"
+        first = first if looks_plain(first) else "(not quoted: it looks like an identity value, not a line id)"
         raise UserError(
             f"line {first}{f' (and {more} more)' if more else ''} has no data key in {vault_dir}: unknown, or "
             "already shredded; nothing was shredded"

@@ -169,8 +169,6 @@ def _prepare(argv) -> _Job:
 
     args, beam_args = split_beam_flags(parser(), argv)
     timer = Timer()
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
     as_of = args.as_of or parse_as_of(None)
     policy = load_policy(args.policy)
     keyset = Keyset.load(args.keys)  # permissions and format checked before anything runs
@@ -216,8 +214,6 @@ def _prepare(argv) -> _Job:
 def _workers(args, beam_args: list[str]) -> int:
     """The in-process merge's worker processes, or 0 when the Beam job runs: a remote runner, Beam's local
     worker options, ``--spill off`` (only Beam shuffles in memory)."""
-    if args.workers is not None and args.workers < 1:
-        raise UserError("--workers must be at least 1")
     if not runs_in_process(beam_args) or args.spill == "off":
         if args.workers is not None:
             raise UserError(

@@ -36,6 +36,7 @@ import sys
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.common import run_main, runner_name, split_beam_flags
+from pipelines.flags import shown_value
 from pipelines.manifest import Timer
 
 log = logging.getLogger("backfill.merge")
@@ -90,7 +91,7 @@ def parser() -> ArgumentParser:
 def _check(args) -> None:
     parts = args.subscription.split("/")
     if len(parts) != 4 or parts[0] != "projects" or parts[2] != "subscriptions" or not parts[1] or not parts[3]:
-        raise UserError(f"--subscription {args.subscription!r} is not projects/PROJECT/subscriptions/NAME")
+        raise UserError(f"--subscription {shown_value(args.subscription)} is not projects/PROJECT/subscriptions/NAME")
     if args.window_seconds < 1:
         raise UserError("--window-seconds must be at least 1")
     if args.max_windows is not None and args.max_windows < 1:

@@ -34,7 +34,7 @@ import tempfile
 # (pipelines/notify_local.py) never imports it (tests/test_notify_local.py), its import alone costs seconds.
 from pipelines.common import ArgumentParser, UserError, is_local_runner, new_run, parse_as_of
 from pipelines.common import remove_tree, run_main, runner_name, split_beam_flags
-from pipelines.flags import add_progress_flag
+from pipelines.flags import add_progress_flag, shown_value
 from pipelines.manifest import Timer, read_json
 from pipelines.notify_manifest import _mode, _save, manifest_static
 from pipelines.notify_plan import WavePlan, prepare_wave
@@ -112,10 +112,10 @@ def _check_args(args) -> bool:
     if args.topic or args.receipts_subscription:
         from pipelines.io.pubsub import SUBSCRIPTION_RE, TOPIC_RE
     if args.topic and not TOPIC_RE.match(args.topic):
-        raise UserError(f"--topic {args.topic!r} is not projects/PROJECT/topics/TOPIC")
+        raise UserError(f"--topic {shown_value(args.topic)} is not projects/PROJECT/topics/TOPIC")
     if args.receipts_subscription and not SUBSCRIPTION_RE.match(args.receipts_subscription):
         raise UserError(
-            f"--receipts-subscription {args.receipts_subscription!r} is not projects/PROJECT/subscriptions/SUBSCRIPTION"
+            f"--receipts-subscription {shown_value(args.receipts_subscription)} is not projects/PROJECT/subscriptions/SUBSCRIPTION"
         )
     return planning
 

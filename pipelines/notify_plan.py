@@ -82,8 +82,6 @@ def prepare_wave(args, beam_args: list[str], run_id: str) -> WavePlan:
 def _workers(args, beam_args: list[str]) -> int:
     """The in-process engine's worker processes, or 0 when the Beam job runs: a remote runner, Beam's local
     worker options, ``--spill off``, ``--topic`` or a dry run."""
-    if args.workers is not None and args.workers < 1:
-        raise UserError("--workers must be at least 1")
     beam_job = not runs_in_process(beam_args) or args.spill == "off" or args.topic or args.dry_run
     if beam_job:
         if args.workers is not None:

@@ -192,8 +192,6 @@ class _Engine(NamedTuple):
 
 def _engine(args, beam_args: list[str], run_id: str) -> _Engine:
     """Where the per-line work runs, whether its joins spill, the lines per bucket of the joins, the workers."""
-    if args.workers is not None and args.workers < 1:
-        raise UserError("--workers must be at least 1")
     if runs_in_process(beam_args):
         from pipelines.task_pool import default_workers
 

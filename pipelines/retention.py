@@ -192,8 +192,6 @@ def _prepare(argv) -> _Job:
 
     args, beam_args = split_beam_flags(parser(), argv)
     timer = Timer()
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
     _check_as_of(args.as_of, args.future_as_of)
     run_id, started = new_run("retention")
     options = beam_options(beam_args, step="retention", run_id=run_id)

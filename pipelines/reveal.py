@@ -35,9 +35,9 @@ import sys
 import unicodedata
 
 from pipelines.common import ArgumentParser, UserError, refuse_document_numbers, run_main, split_beam_flags
-from pipelines.flags import add_merged
+from pipelines.flags import add_merged, looks_plain
 
-__all__ = ["plain_line_id", "audit_dir", "record_audit", "reveal", "utc_now", "who", "main", "FIELD_ORDER", "OUTCOMES"]
+__all__ = ["audit_dir", "record_audit", "reveal", "utc_now", "who", "main", "FIELD_ORDER", "OUTCOMES"]
 
 FIELD_ORDER = ("doc_type", "doc_number", "name", "address", "handler_doc_type", "handler_doc_number", "handler_name")
 _IDENTITY_VALUES = ("doc_number", "name", "address", "handler_doc_number", "handler_name")
@@ -169,7 +169,7 @@ def reveal(
         record.update(purpose=_WITHHELD, stated_actor=record["stated_actor"] and _WITHHELD, outcome="refused_purpose")
         error = "--purpose or --actor holds this line's own identity values; say why without them; nothing was shown"
         opened = {}
-    elif error is not None and record["outcome"] == "unknown_line" and not plain_line_id(line_id):
+    elif error is not None and record["outcome"] == "unknown_line" and not looks_plain(line_id):
         record["line_id"] = _WITHHELD  # a document number or a name typed as the line id is not kept
         error = "that --line-id is not in the vault, and it looks like an identity value, not a line id"
     if error is None:
@@ -180,16 +180,6 @@ def reveal(
     if error is not None:
         raise UserError(error)
     return {f: opened[f] for f in record["fields"]}
-
-
-def plain_line_id(text: str) -> bool:
-    """A line id as bases have them: printable ASCII, no document number (a name or a number typed instead is
-    not)."""
-    try:
-        refuse_document_numbers("--line-id", text)
-    except UserError:
-        return False
-    return text.isascii() and text.isprintable()
 
 
 def _squeezed(text: str) -> str:

@@ -137,8 +137,6 @@ def _plan_base(args) -> tuple[list | PlanInPipeline, InputInfo]:
     """The base's splits, planned here, or (``--estimated-rows``) left to the pipeline's first step."""
     if args.estimated_rows is None:
         return plan_splits(args.base, rows_per_split=ROWS_PER_SPLIT, encoding=args.encoding)
-    if args.estimated_rows < 0:
-        raise UserError("--estimated-rows must be at least 0")
     from pipelines.io.base_files import PlanInPipeline  # the Beam job's first step plans the base
 
     # the pipeline plans the base; nothing is read here
@@ -154,8 +152,6 @@ def _prepare(argv) -> _Job:
     check_apart(out, _inputs(args))  # before the base is read: real paths, one line
     policy = load_policy(args.policy)
     splits, info = _plan_base(args)
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
     run_id, started = new_run("scan")
     options = _beam_options(args, beam_args, run_id)
     runner = DEFAULT_RUNNER if options is None else runner_name(options)
@@ -203,8 +199,6 @@ def _dry_run(options: PipelineOptions) -> bool:
 def _workers(args, beam_args: list[str], dry_run: bool) -> int:
     """The in-process scan's worker processes, or 0 when the Beam job runs: a remote runner, Beam's local
     worker options, ``--spill off`` (only Beam shuffles in memory), planning in the pipeline, a dry run."""
-    if args.workers is not None and args.workers < 1:
-        raise UserError("--workers must be at least 1")
     beam_job = not runs_in_process(beam_args) or args.spill == "off" or args.estimated_rows is not None or dry_run
     if beam_job:
         if args.workers is not None:

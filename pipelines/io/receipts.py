@@ -137,9 +137,8 @@ def record_receipts(out: str, receipts: pa.Table, ctx: DeadLetterContext) -> dic
 
 def _check(receipts: pa.Table, jobs: pa.Table) -> _Checked:
     """Normalise job_id, status and at; why a receipt cannot be used (a later check overrides an earlier one)."""
-    job_id = pc.utf8_lower(
-        pc.utf8_trim_whitespace(receipts.column("job_id"))
-    )  # ids are lower-case hex; a gateway may upper-case them
+    # job ids are lower-case hex; a gateway may upper-case them
+    job_id = pc.utf8_lower(pc.utf8_trim_whitespace(receipts.column("job_id")))
     status = pc.utf8_upper(pc.utf8_trim_whitespace(receipts.column("status")))
     at = pd.to_datetime(
         pd.Series(receipts.column("at").to_pylist(), dtype=object), utc=True, errors="coerce", format="ISO8601"

@@ -18,7 +18,7 @@ import functools
 
 import yaml
 
-__all__ = ["DuplicateKey", "TooLarge", "load_bounded", "unique_keys"]
+__all__ = ["DuplicateKey", "TooLarge", "load_bounded", "load_problem", "unique_keys"]
 
 
 class DuplicateKey(yaml.YAMLError):
@@ -91,3 +91,14 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
     open_nodes.discard(key)
     sizes[key] = size
     return size
+
+
+def load_problem(exc: Exception, what: str) -> tuple[str, str]:
+    """(where, what is wrong) of a ``what`` file (a campaign, a policy) that did not load: too large or too deep,
+    a repeated key, not UTF-8 or not YAML; its loader makes them its one-line error."""
+    if isinstance(exc, TooLarge):
+        return "", f"{exc.reason}: not a {what} file"
+    if isinstance(exc, DuplicateKey):
+        return f"line {exc.problem_mark.line + 1}", f"{exc.key!r} is given twice"
+    mark = getattr(exc, "problem_mark", None)
+    return (f"line {mark.line + 1}" if mark else ""), "not valid YAML"

@@ -37,7 +37,7 @@ from transforms.core.reasons import EVENT_REASONS as _CATALOGUE_EVENTS
 from schemas import field_names
 from transforms.scan.classify import classify_batch, lookup, per_distinct
 from transforms.scan.dates import parse_timestamps
-from transforms.core.deadletter import DeadLetterContext, dead_letter_table, plain_ids
+from transforms.core.deadletter import DeadLetterContext, dead_letter_table, empty_dead_letters, plain_ids
 from transforms.scan.normalize import clean_text, normalize_enum
 from transforms.scan.policy import Policy
 
@@ -108,18 +108,14 @@ def prepare_events(raw: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.
     raw = raw.set_column(raw.schema.get_field_index("event_id"), "event_id", event_id)
     missing = ~_mask(event_id.is_valid())
     malformed = ~missing & ~_mask(plain_ids(event_id).is_valid())
-    dead = _dead(
-        ctx,
-        raw,
-        missing | malformed,
-        np.where(malformed, "EVENT_ID_MALFORMED", "EVENT_ID_MISSING"),
-        "event_id",
-        np.where(
-            malformed, "event_id is not a plain id (printable ASCII, no identity card number)", "event_id is empty"
-        ),
+    bad = missing | malformed
+    if not bad.any():
+        return raw, empty_dead_letters()
+    reasons = np.where(malformed, "EVENT_ID_MALFORMED", "EVENT_ID_MISSING")
+    details = np.where(
+        malformed, "event_id is not a plain id (printable ASCII, no identity card number)", "event_id is empty"
     )
-    keep = ~(missing | malformed)
-    return (raw.filter(pa.array(keep)) if not keep.all() else raw), dead
+    return raw.filter(pa.array(~bad)), _dead(ctx, raw, bad, reasons, "event_id", details)
 
 
 def _enum(values, allowed: tuple[str, ...]) -> pa.Array:

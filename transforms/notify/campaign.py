@@ -59,7 +59,7 @@ from transforms.notify.regions import longest_region_name
 from transforms.notify.render import WORST_CASE, Template, TemplateError, sign
 from transforms.notify.variants import Variant, compile_variants, wave_variants
 from transforms.core.special_files import special_file
-from transforms.core.strict_yaml import DuplicateKey, TooLarge, load_bounded, unique_keys
+from transforms.core.strict_yaml import load_bounded, load_problem, unique_keys
 
 __all__ = [
     "Campaign",
@@ -245,13 +245,8 @@ def _load_yaml(text: str, source: str) -> dict:
     its aliases are expanded (an alias bomb), or nested too deeply."""
     try:
         raw = load_bounded(text, _TextDates, MAX_VALUES)  # its reader already refuses control characters
-    except TooLarge as exc:
-        raise _fail(source, "", f"{exc.reason}: not a campaign file") from None
-    except DuplicateKey as exc:
-        raise _fail(source, f"line {exc.problem_mark.line + 1}", f"{exc.key!r} is given twice") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise _fail(source, f"line {mark.line + 1}" if mark else "", "not valid YAML") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:  # too large or deep, a repeated key, not YAML
+        raise _fail(source, *load_problem(exc, "campaign")) from None
     if not isinstance(raw, dict):
         raise _fail(source, "", "must be a YAML mapping")
     return raw

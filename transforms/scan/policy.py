@@ -34,7 +34,7 @@ import schemas
 from transforms.scan.code_tables import CodeTableError, CodeTables, compile_code_tables
 from transforms.scan.normalize import normalize_label
 from transforms.core.special_files import special_file
-from transforms.core.strict_yaml import DuplicateKey, TooLarge, load_bounded, unique_keys
+from transforms.core.strict_yaml import load_bounded, load_problem, unique_keys
 
 __all__ = ["Policy", "PolicyError", "load_policy", "NOT_ACCEPTED", "KINDS", "IDENTITY_FIELDS"]
 
@@ -180,14 +180,8 @@ def load_policy(path: str | None = None) -> Policy:
         ) from None
     try:
         raw = _safe_load(data.decode("utf-8"))
-    except TooLarge as exc:
-        raise _fail(source, "", f"{exc.reason}: not a policy file") from None
-    except DuplicateKey as exc:
-        raise _fail(source, f"line {exc.problem_mark.line + 1}", f"{exc.key!r} is given twice") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        raise _fail(source, where, "not valid YAML") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:  # too large or deep, a repeated key, not YAML
+        raise _fail(source, *load_problem(exc, "policy")) from None
     if not isinstance(raw, dict):
         raise _fail(source, "", "must be a YAML mapping")
     # Dates written unquoted arrive as datetime.date; the schema expects text.
