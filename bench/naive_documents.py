@@ -19,7 +19,7 @@ from transforms.scan.checkdigits import gb11714_char, mod11_10_char, mod11_2_cha
 __all__ = ["number_reasons", "number_reviews", "NUMBER_DEFAULTS"]
 
 _USCC_SET = frozenset("0123456789ABCDEFGHJKLMNPQRTUWXY")  # docs/regulation.md §2.4: no I O Z S V
-_HK_MACAO = regex.compile(r"[HM](?:[0-9]{8}|[0-9]{10})")  # docs/regulation.md §2.7
+_HK_MACAO = regex.compile(r"[HM](?:[0-9]{8}|[0-9]{10})|[HM]A[0-9]{7}")  # docs/regulation.md §2.7 (HA/MA: 2024)
 _TAIWAN = regex.compile(r"[0-9]{8}|[0-9]{10}(?:\([A-Z]\))?")  # docs/regulation.md §2.7
 _ALNUM = regex.compile(r"[A-Z0-9]+")
 

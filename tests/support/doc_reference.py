@@ -144,7 +144,7 @@ def ref_reasons(kind: str, x: str, as_of: datetime.date = AS_OF) -> set[str]:
     if kind in ("uscc", "business_license", "org_code"):
         return _ref_organisation(kind, x)
     if kind == "hk_macao_permit":
-        return set() if _full(r"[HM]([0-9]{8}|[0-9]{10})", x) else {FORMAT}
+        return set() if _full(r"[HM]([0-9]{8}|[0-9]{10})|[HM]A[0-9]{7}", x) else {FORMAT}
     if kind == "taiwan_permit":
         return set() if _full(r"[0-9]{8}|[0-9]{10}(\([A-Z]\))?", x) else {FORMAT}
     if kind == "passport":
@@ -198,6 +198,8 @@ def valid_number(kind: str, rng: random.Random) -> str:
             return letters + digits(4) + _random_date(rng)[2:] + digits(2)
         return citizen(region, _random_date(rng), digits(3))
     if kind == "hk_macao_permit":
+        if rng.random() < 0.2:  # the 2024 permit of non-Chinese permanent residents
+            return rng.choice("HM") + "A" + digits(7)
         return rng.choice("HM") + digits(rng.choice([8, 10]))
     if kind == "taiwan_permit":
         return rng.choice([digits(8), digits(10), digits(10) + "(" + rng.choice("ABDX") + ")"])

@@ -323,7 +323,7 @@ _KINDS: dict[str, Callable[[pa.Array, datetime.date, DocumentRules], _Verdicts]]
     "citizen_id": _citizen_id,
     "hmt_residence_permit": _hmt_residence_permit,
     "foreign_permanent_resident_id": _foreign_permanent_resident_id,
-    "hk_macao_permit": _regex_kind(lambda r: r"^[HM]([0-9]{8}|[0-9]{10})$"),  # 2.7
+    "hk_macao_permit": _regex_kind(lambda r: r"^([HM]([0-9]{8}|[0-9]{10})|[HM]A[0-9]{7})$"),  # 2.7 (HA/MA: 2024)
     "taiwan_permit": _regex_kind(lambda r: r"^([0-9]{8}|[0-9]{10}(\([A-Z]\))?)$"),  # 2.7
     "passport": _regex_kind(lambda r: f"^[A-Z0-9]{{{r.passport_min},{r.passport_max}}}$"),
     "free_text": _free_text,
