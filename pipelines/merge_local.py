@@ -15,7 +15,9 @@ forked from this one (``--workers``; 1: this process runs them):
    own outputs: ``pipelines/io/line_buckets.py``) are not: bucket B's task of
    pass 4 (and 3) reads their file B itself;
 2. each event_id bucket sends the first copy of each id on, and finds the
-   contested ids (two bodies or more);
+   contested ids (two bodies or more); a copy of an id that a line of a
+   previous merged base carries, on another line, is EVENT_ID_CONFLICT (those
+   ids were read in pass 1: two columns of each base split, by event_id bucket);
 3. only when some id is contested: each line bucket judges its contested
    copies against their lines, and each event_id bucket decides who takes
    each contested id;
@@ -58,6 +60,8 @@ def _sources(pool: TaskPool, job) -> list[tuple]:
     if "base" not in job.direct:
         base = split_large_files(job.base_splits, encoding, pool.run)
         sources += [("base", i, split) for i, split in enumerate(base)]
+    if job.kind == "merged":  # the event ids its lines carry, by event_id bucket (a read of two columns)
+        sources += [("held", i, split) for i, split in enumerate(job.base_splits)]
     for kind, table in (("vault_keys", "keys"), ("vault_values", "values")):
         if kind not in job.direct:
             sources += [(kind, i, path) for i, path in enumerate((job.vault or {}).get(table, []))]
@@ -88,11 +92,11 @@ def _passes(pool: TaskPool, job, prog: InProcessProgress) -> dict:
     reads = pool.run(read_task, sources, read)
     parts = {
         kind: by_bucket(pair for (k, _, _), r in zip(sources, reads) if k == kind for pair in r["parts"])
-        for kind in ("base", "events", "vault_keys", "vault_values")
+        for kind in ("base", "events", "held", "vault_keys", "vault_values")
     }
     parts.update(job.direct)  # files already cut by line bucket: each read by its bucket's task
     events = parts["events"]
-    split = pool.run(event_task, ((b, events[b]) for b in sorted(events)))
+    split = pool.run(event_task, ((b, events[b], parts["held"].get(b, [])) for b in sorted(events)))
     firsts = by_bucket(pair for s in split for pair in s["firsts"])
     taken, takers = _contested(pool, by_bucket(pair for s in split for pair in s["contested"]), parts["base"])
     merged = pool.run(

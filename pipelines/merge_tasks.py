@@ -1,9 +1,11 @@
 """The in-process merge's five kinds of task, each run by a worker process on one input or one bucket.
 
     read_task(kind, i, source)      -> base split, event split or vault shard i read (events checked) and
-                                       spilled, a part per bucket (line_id; event_id for events)
-    event_task(b, refs)             -> event_id bucket b: the first copy of each uncontested id, and every
-                                       copy of the contested ids, spilled by line bucket
+                                       spilled, a part per bucket (line_id; event_id for events and for
+                                       ``held``: the event ids a merged base split's lines carry)
+    event_task(b, refs, held)       -> event_id bucket b: the first copy of each uncontested id, and every
+                                       copy of the contested ids, spilled by line bucket; copies of an id
+                                       a line of the previous base carries, on another line, dead letters
     verdict_task(b, copies, base)   -> line bucket b's contested copies judged against their lines, by event bucket
     take_task(b, refs)              -> event_id bucket b: who takes each contested id; takers by line bucket
     merge_task(b, base, events, keys, values)
@@ -115,8 +117,17 @@ def _read_merged(split) -> Iterator[tuple[pa.Table, list]]:
         yield table, []
 
 
+def _read_held(split) -> Iterator[tuple[pa.Table, list]]:
+    from pipelines.io.merged_base import read_held_ids
+
+    for table in read_held_ids(split, _settings().batch_size):
+        yield table, []
+
+
 def _batches(kind: str, source) -> Iterator[tuple[pa.Table, list]]:
     s = _settings()
+    if kind == "held":
+        return _read_held(source)
     if kind == "events":
         from pipelines.io.events import read_event_split
 
@@ -160,7 +171,7 @@ def read_task(kind: str, index: int, source) -> dict:
     counts: dict = {}
     side = "events" if kind == "events" else "base"
     dead, spill, rows = _dead_letters(f"read-{kind}-{index:05d}.jsonl"), _spill(kind), 0
-    key = "event_id" if kind == "events" else "line_id"
+    key = "event_id" if kind in ("events", "held") else "line_id"
     pending = _Pending(spill, key, kind == "base" and s.base_kind == "raw")
     try:
         for table, bad in _batches(kind, source):
@@ -181,15 +192,20 @@ def read_task(kind: str, index: int, source) -> dict:
     return {"counts": counts, "parts": pending.parts, "rows": rows}
 
 
-def event_task(bucket: int, refs: list[Ref]) -> dict:
-    """Event_id bucket ``bucket``: firsts and contested copies spilled by line bucket; the duplicates counted."""
-    firsts, contested, counts = split_bucket(gather(refs))
+def event_task(bucket: int, refs: list[Ref], held: list[Ref]) -> dict:
+    """Event_id bucket ``bucket``: firsts and contested copies spilled by line bucket; the duplicates counted;
+    the copies of an id a line of the previous base carries (``held``: the bucket's parts), on another line,
+    written as dead letters."""
+    firsts, contested, dead, counts = split_bucket(gather(refs), gather(held) if held else None, _settings().ctx)
+    letters = _dead_letters(f"split-{bucket:05d}.jsonl")
     spill = _spill("firsts")
     try:
+        letters.add(dead)
         out = {"firsts": _spill_by(spill, firsts, firsts.column("line_id"))}
         out["contested"] = _spill_by(spill, contested, contested.column("line_id"))
     finally:
         spill.close()
+        letters.close()
     return {"counts": counts, **out}
 
 

@@ -379,3 +379,72 @@ def test_two_valid_bodies_the_first_in_file_order_holds_the_id(keyset, policy, k
         return sum(c.committed for c in result.metrics().query(MetricsFilter().with_name(name))["counters"])
 
     assert metric("events_contested") == 3 and metric("events_duplicates") == 2
+
+
+# ---- an id a line of the previous merged base carries (transforms/merge/copies.held_elsewhere) ---------------
+
+
+def held(pairs: list[tuple[str, str]]) -> pa.Table:
+    from transforms.merge.copies import HELD_SCHEMA
+
+    return pa.table([pa.array([e for e, _ in pairs]), pa.array([line for _, line in pairs])], schema=HELD_SCHEMA)
+
+
+def test_held_pairs_are_the_lines_that_carry_a_registration():
+    from transforms.merge.copies import held_pairs
+
+    base = pa.table(
+        {"line_id": ["L1", "L2", "L3"], "registration_event_id": ["E1", None, "E3"], "name_token": ["a"] * 3}
+    )
+    assert held_pairs(base).to_pylist() == [{"event_id": "E1", "line_id": "L1"}, {"event_id": "E3", "line_id": "L3"}]
+
+
+def test_a_copy_of_an_id_another_line_carries_is_a_conflict_whatever_its_order_or_validity(keyset):
+    from transforms.merge.event_steps import split_bucket
+
+    rows = [
+        event(event_id="E1", line_id="L2"),  # E1 is L1's: another line, valid -> conflict
+        event(event_id="E1", line_id="L1"),  # its own line: goes on (the line merge counts it a duplicate)
+        event(event_id="E1", line_id="L9"),  # another, unknown line -> conflict (not UNKNOWN_LINE)
+        event(event_id="E2", line_id="L2"),  # not carried: goes on
+        event(event_id="E4", line_id="L5"),  # carried by two lines (an older run's): either one's copy goes on
+        event(event_id="E4", line_id="L2"),
+        event(event_id="E4", line_id="L3"),  # ... a third line's is a conflict
+    ]
+    events = checked(rows, keyset)
+    carried = held([("E1", "L1"), ("E3", "L3"), ("E4", "L5"), ("E4", "L2")])
+    firsts, contested, dead, counts = split_bucket(events, carried, CTX)
+    letters = sorted((r["reason"], r["event_id"], r["line_id"], r["source_row"]) for r in dead.to_pylist())
+    conflicts = [
+        i for i, r in enumerate(rows, 1) if (r["event_id"], r["line_id"]) in {("E1", "L2"), ("E1", "L9"), ("E4", "L3")}
+    ]
+    assert letters == sorted(
+        ("EVENT_ID_CONFLICT", rows[i - 1]["event_id"], rows[i - 1]["line_id"], i) for i in conflicts
+    )
+    assert set(dead.column("detail").to_pylist()) == {"a line of the previous merge carries this event_id"}
+    kept = sorted(
+        (r["event_id"], r["line_id"])
+        for t in (firsts, contested)
+        for r in t.select(["event_id", "line_id"]).to_pylist()
+    )
+    assert kept == sorted(
+        (r["event_id"], r["line_id"])
+        for r in rows
+        if (r["event_id"], r["line_id"]) not in {("E1", "L2"), ("E1", "L9"), ("E4", "L3")}
+    )
+    assert counts["events"]["dead_letters"] == {"EVENT_ID_CONFLICT": len(conflicts)}
+    total = firsts.num_rows + contested.num_rows + dead.num_rows + counts["events"]["duplicates"]
+    assert total == events.num_rows
+    assert not any(c in str(dead.to_pylist()) for c in CANARIES)
+
+
+def test_without_held_ids_a_bucket_splits_as_before(keyset):
+    from transforms.merge.event_steps import split_bucket
+
+    events = checked(
+        [event(event_id="E1", line_id="L2"), event(event_id="E1", line_id="L2"), event(event_id="E2")], keyset
+    )
+    firsts, contested, dead, counts = split_bucket(events, None, CTX)
+    again, contested_again, duplicates = split_copies(events)
+    assert dead.num_rows == 0 and counts["events"]["duplicates"] == duplicates == 1
+    assert firsts.num_rows == again.num_rows and contested.num_rows == contested_again.num_rows

@@ -384,13 +384,14 @@ def test_a_daily_merge_carries_untouched_lines_forward(site, tmp_path):
 
 # Copies of one event_id (docs/contract.md "Registration events"): (row, outcome today, outcome on a re-run over
 # today's merged base). A bad copy first takes nothing; the first valid copy holds the id; a re-run finds every
-# id held by its line (a duplicate) but the copies that fail the row checks (dead letters again).
+# id held by its line from the start: a copy on that line is a duplicate, one on another line EVENT_ID_CONFLICT
+# (it was a dead letter the first time too), and the copies that fail the row checks are dead letters again.
 COPIES = [
     (event(event_id="X1", line_id="L10", registered_at="never"), "BAD_TIMESTAMP", "BAD_TIMESTAMP"),
     (event(event_id="X1", line_id="L10", name="甲一"), "applied", "duplicate"),
-    (event(event_id="X2", line_id="L99"), "UNKNOWN_LINE", "duplicate"),
+    (event(event_id="X2", line_id="L99"), "UNKNOWN_LINE", "EVENT_ID_CONFLICT"),
     (event(event_id="X2", line_id="L11", name="乙二"), "applied", "duplicate"),
-    (event(event_id="X3", line_id="L03"), "LINE_TERMINATED", "duplicate"),
+    (event(event_id="X3", line_id="L03"), "LINE_TERMINATED", "EVENT_ID_CONFLICT"),
     (event(event_id="X3", line_id="L12", name="丙三"), "applied", "duplicate"),
     (event(event_id="X4", line_id="L13", name="测试"), "NAME_PLACEHOLDER", "duplicate"),
     (event(event_id="X4", line_id="L13", name="丁四"), "applied", "duplicate"),

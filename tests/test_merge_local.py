@@ -301,6 +301,7 @@ def test_the_read_pass_starts_with_the_event_splits(tmp_path):
         event_splits=events,
         vault=None,
         direct={},
+        kind="raw",
     )
     with TaskPool(1, lambda: None) as pool:
         sources = _sources(pool, job)
@@ -309,3 +310,6 @@ def test_the_read_pass_starts_with_the_event_splits(tmp_path):
     job.direct = {"base": {0: []}}  # a base cut by line bucket is read by the bucket's task, not in this pass
     with TaskPool(1, lambda: None) as pool:
         assert [kind for kind, _, _ in _sources(pool, job)] == ["events"] * len(events)
+    job.kind = "merged"  # a merged base's splits are also read for the event ids their lines carry (two columns)
+    with TaskPool(1, lambda: None) as pool:
+        assert [kind for kind, _, _ in _sources(pool, job)] == ["events"] * len(events) + ["held"] * 3

@@ -29,6 +29,7 @@ from pipelines.io.planning import InputError, Split, expand_paths, plan_splits
 from transforms.core.rows import Contract
 from schemas import arrow_schema
 from transforms.merge.bucket import MERGED_SCHEMA
+from transforms.merge.copies import held_pairs
 from pipelines.io.vault_files import table_files
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "vault_shards",
     "column_values",
     "read_merged_checked",
+    "read_held_ids",
     "read_vault_shard",
 ]
 
@@ -101,6 +103,24 @@ def read_merged_checked(split: Split, batch_size: int) -> Iterator[pa.Table]:
     message may quote data)."""
     try:
         yield from read_merged_split(split, batch_size)
+    except Exception as exc:
+        raise InputError(f"{split.path}: cannot read the merged base ({type(exc).__name__})") from None
+
+
+def read_held_ids(split: Split, batch_size: int) -> Iterator[pa.Table]:
+    """The ``(event_id, line_id)`` pairs of a merged base split's lines that carry a registration
+    (``transforms.merge.copies.held_pairs``): two columns read, failing in one line as
+    :func:`read_merged_checked`."""
+    try:
+        with open_read(split.path) as handle:
+            pf = pq.ParquetFile(handle)
+            if "registration_event_id" not in pf.schema_arrow.names:
+                return
+            groups = None if split.row_groups is None else list(split.row_groups)
+            for batch in _row_group_batches(pf, batch_size, groups, ["registration_event_id", "line_id"]):
+                pairs = held_pairs(pa.Table.from_batches([batch]))
+                if pairs.num_rows:
+                    yield pairs
     except Exception as exc:
         raise InputError(f"{split.path}: cannot read the merged base ({type(exc).__name__})") from None
 

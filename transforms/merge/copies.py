@@ -14,6 +14,12 @@ of its fields as received (``body_digests``). ``transforms.merge.composite`` run
                                             the id; the rest are duplicates, EVENT_ID_CONFLICT, or keep
                                             their own dead letter
 
+Before them, the copies of an id that a line of the previous merged base carries (its
+``registration_event_id``: :func:`held_pairs`) are held by that line from the start: a copy on any other
+line is ``EVENT_ID_CONFLICT`` (:func:`held_elsewhere`), whatever its order or validity (its body names
+another line, so it cannot be the same event); a copy on the carrying line goes on as before (the line
+merge counts it a duplicate).
+
 An id whose copies are identical needs no line check to be decided: all its copies pass or fail
 alike, so its first copy goes to the line merge, which applies, supersedes or dead-letters it. The
 takers of contested ids join it there.
@@ -33,12 +39,49 @@ from transforms.merge.event_ids import CONFLICT, DIGEST, DUPLICATE, OWN, TAKE, c
 from transforms.merge.events import validate_events
 from transforms.scan.policy import Policy
 
-__all__ = ["VALID", "CARRIED", "NO_LINES", "split_copies", "line_verdicts", "resolve_contested", "without_marks"]
+__all__ = [
+    "VALID",
+    "CARRIED",
+    "NO_LINES",
+    "HELD_SCHEMA",
+    "HELD_DETAIL",
+    "held_pairs",
+    "held_elsewhere",
+    "split_copies",
+    "line_verdicts",
+    "resolve_contested",
+    "without_marks",
+]
 
 VALID, CARRIED = "_valid", "_carried"
 _LETTER = {"_reason": "reason", "_field": "field", "_detail": "detail"}  # an invalid copy's own dead letter
 _MARKS = (DIGEST, VALID, CARRIED, *_LETTER)
 _ARRIVAL = [("_src_file", "ascending"), ("_src_row", "ascending")]
+
+
+HELD_SCHEMA = pa.schema([("event_id", pa.string()), ("line_id", pa.string())])
+HELD_DETAIL = "a line of the previous merge carries this event_id"
+_SEP = "\x1f"  # in no id: the readers refuse control characters
+
+
+def held_pairs(base: pa.Table) -> pa.Table:
+    """A merged base's rows -> ``(event_id, line_id)`` of the lines that carry a registration (HELD_SCHEMA)."""
+    ids = base.column("registration_event_id").cast(pa.string())
+    keep = pc.is_valid(ids)
+    return pa.table([ids.filter(keep), base.column("line_id").cast(pa.string()).filter(keep)], schema=HELD_SCHEMA)
+
+
+def held_elsewhere(events: pa.Table, held: pa.Table | None) -> np.ndarray:
+    """Per copy: its event_id is carried by a line of the previous base (``held``, :func:`held_pairs` of the
+    copies' event_id bucket) and not by the copy's own line."""
+    if held is None or held.num_rows == 0 or events.num_rows == 0:
+        return np.zeros(events.num_rows, bool)
+    ids, lines = events.column("event_id"), events.column("line_id")
+    held_ids = held.column("event_id")
+    pairs = pc.binary_join_element_wise(held_ids, held.column("line_id"), _SEP)
+    carried = pc.is_in(ids, value_set=held_ids.combine_chunks())
+    own = pc.is_in(pc.binary_join_element_wise(ids, lines, _SEP), value_set=pairs.combine_chunks())
+    return pc.and_(pc.fill_null(carried, False), pc.invert(pc.fill_null(own, False))).to_numpy(zero_copy_only=False)
 
 
 def without_marks(events: pa.Table) -> pa.Table:

@@ -117,7 +117,12 @@ def _version(digest: str) -> str:
     return digest.split(":", 1)[0]
 
 
-def conflict_letters(ctx: DeadLetterContext, events: pa.Table, mask: np.ndarray) -> pa.Table:
+def conflict_letters(
+    ctx: DeadLetterContext,
+    events: pa.Table,
+    mask: np.ndarray,
+    detail: str = "another copy of this event_id with a different body holds the id",
+) -> pa.Table:
     """``EVENT_ID_CONFLICT`` dead letters of the masked copies (no value: ids, source and reason only)."""
     rows = events.filter(pa.array(mask))
     return dead_letter_table(
@@ -128,7 +133,7 @@ def conflict_letters(ctx: DeadLetterContext, events: pa.Table, mask: np.ndarray)
         event_id=rows.column("event_id"),
         line_id=clean_text(rows.column("line_id").combine_chunks()),
         field="event_id",
-        detail="another copy of this event_id with a different body holds the id",
+        detail=detail,
     )
 
 

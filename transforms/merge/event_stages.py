@@ -9,7 +9,9 @@
 ``CheckEvents`` runs per read batch, before any de-duplication: a copy that fails the row checks
 (EVENT_ID_MISSING, LINE_ID_MISSING, BAD_TIMESTAMP, BAD_ENUM) is a dead letter and takes nothing; the
 others get the keyed digest of their fields as received (``body_digests``: no value travels to compare).
-Per event_id bucket, an id whose copies are all identical sends its first copy in (file, row) order on
+Per event_id bucket, a copy of an id that a line of a previous merged base carries (``HeldIds``: that base's
+``registration_event_id`` and line, by event_id bucket) is ``EVENT_ID_CONFLICT`` unless it is on that line;
+then an id whose copies are all identical sends its first copy in (file, row) order on
 and counts the others as duplicates; the copies of an id with two bodies or more (contested, rare) need
 their line's checks before the first valid one can be found: they go to a line bucket of their own, with
 the base's rows of their lines only (the base filtered against a side input of the contested line_ids,
@@ -40,6 +42,7 @@ from transforms.merge.event_steps import (
     take_bucket,
     verdicts,
 )
+from transforms.merge.copies import held_pairs
 from transforms.scan.policy import Policy
 
 __all__ = ["EventsByLine", "EventSide", "CONTESTED"]
@@ -51,6 +54,19 @@ class EventSide(typing.NamedTuple):
     events: beam.PCollection  # checked events bucketed by line_id: one copy per event id
     dead_letter: beam.PCollection
     counts: beam.PCollection  # dicts of counts (not summed)
+
+
+def _held(inputs: dict, files, n: int) -> beam.PCollection:
+    """The event ids a merged base's lines carry, by event_id bucket: from the base's batches, or (its files read
+    by line bucket) from each of its splits, read for two columns."""
+    if "base" in inputs:
+        return inputs["base"] | "HeldIds" >> beam.ParDo(_HeldIdsFn(n))
+    splits = [shard.source for shards in files.shards["base"].values() for shard in shards]
+    return (
+        inputs["events"].pipeline
+        | "BaseSplits" >> beam.Create(splits)
+        | "HeldIds" >> beam.ParDo(_HeldIdsFn(n, files.batch_size))
+    )
 
 
 def _part(tables: dict, tag: str) -> pa.Table | None:
@@ -80,19 +96,45 @@ class _CheckEventsFn(beam.DoFn):
             yield with_bucket(checked, checked.column("event_id"), self._n)
 
 
-@beam.typehints.with_output_types(pa.Table, contested=pa.Table, counts=dict)
-class _SplitCopiesFn(beam.DoFn):
-    """One event_id bucket -> the first copy of each id with one body; every copy of the contested ids."""
+@beam.typehints.with_output_types(pa.Table)
+class _HeldIdsFn(beam.DoFn):
+    """A merged base batch, or a merged base split read here (two columns) -> the event ids its lines carry
+    with their line, bucketed by event_id."""
 
-    def __init__(self, n_buckets: int):
-        self._n = n_buckets
+    def __init__(self, n_buckets: int, batch_size: int = 65_536):
+        self._n, self._batch = n_buckets, batch_size
+
+    def process(self, element):
+        if isinstance(element, pa.Table):
+            tables = [held_pairs(element)]
+        else:
+            from pipelines.io.merged_base import read_held_ids
+
+            tables = read_held_ids(element, self._batch)
+        for pairs in tables:
+            if pairs.num_rows:
+                yield with_bucket(pairs, pairs.column("event_id"), self._n)
+
+
+@beam.typehints.with_output_types(pa.Table, contested=pa.Table, dead_letter=pa.Table, counts=dict)
+class _SplitCopiesFn(beam.DoFn):
+    """One event_id bucket -> the first copy of each id with one body; every copy of the contested ids; the
+    copies of an id a line of the previous base carries, on another line, as dead letters."""
+
+    def __init__(self, n_buckets: int, ctx: DeadLetterContext):
+        self._n, self._ctx = n_buckets, ctx
 
     def process(self, element):
         _, tables = element
-        firsts, contested, counts = split_bucket(_part(tables, "events"))
+        if "events" not in tables:  # only held ids: no copy of them in this run
+            return
+        firsts, contested, dead, counts = split_bucket(_part(tables, "events"), _part(tables, "held"), self._ctx)
         counter("events_duplicates").inc(counts["events"]["duplicates"])
         counter("events_contested").inc(contested.num_rows)
         yield beam.pvalue.TaggedOutput(COUNTS, counts)
+        if dead.num_rows:
+            counter("events_held_elsewhere").inc(dead.num_rows)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
         if contested.num_rows:
             yield beam.pvalue.TaggedOutput(CONTESTED, with_bucket(contested, contested.column("line_id"), self._n))
         if firsts.num_rows:
@@ -186,10 +228,14 @@ class EventsByLine(beam.PTransform):
         checked = inputs["events"] | "CheckEvents" >> beam.ParDo(_CheckEventsFn(ctx, n, self._keys)).with_outputs(
             DEAD_LETTER, COUNTS, main="events"
         )
+        by_event = {"events": checked.events}
+        if self._kind == "merged":
+            by_event["held"] = _held(inputs, self._files, n)
         split = (
-            {"events": checked.events}
+            by_event
             | "ShuffleByEvent" >> ArrowGroupByBucket(self._spill, label="ShuffleByEvent")
-            | "SplitCopies" >> beam.ParDo(_SplitCopiesFn(n)).with_outputs(CONTESTED, COUNTS, main="firsts")
+            | "SplitCopies"
+            >> beam.ParDo(_SplitCopiesFn(n, ctx)).with_outputs(CONTESTED, DEAD_LETTER, COUNTS, main="firsts")
         )
         line_ids = (
             split.contested
@@ -214,8 +260,10 @@ class EventsByLine(beam.PTransform):
             | "TakeIds" >> beam.ParDo(_TakeIdsFn(ctx, n)).with_outputs(DEAD_LETTER, COUNTS, main="takers")
         )
         events = (split.firsts, taken.takers) | "FirstsAndTakers" >> beam.Flatten().with_output_types(pa.Table)
-        dead = (checked.dead_letter, taken.dead_letter) | "EventDeadLetters" >> beam.Flatten().with_output_types(
-            pa.Table
-        )
+        dead = (
+            checked.dead_letter,
+            split.dead_letter,
+            taken.dead_letter,
+        ) | "EventDeadLetters" >> beam.Flatten().with_output_types(pa.Table)
         counts = (checked.counts, split.counts, taken.counts) | "EventCounts" >> beam.Flatten()
         return EventSide(events, dead, counts)

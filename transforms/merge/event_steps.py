@@ -1,7 +1,7 @@
 """The batch merge's per-batch and per-bucket steps (Beam-free): the bodies of the merge's DoFns.
 
     checked, dead, counts = check_batch(raw, tokenizer, ctx)              # CheckEvents, per read batch
-    firsts, contested, counts = split_bucket(events)                      # SplitCopies, per event_id bucket
+    firsts, contested, dead, counts = split_bucket(events, held, ctx)     # SplitCopies, per event_id bucket
     rows, ids = contested_rows(base, line_ids, clean)                     # LinesOfContested, per base batch
     base = contested_base(base_tables, copies, clean)                     # a bucket's base read by the bucket
     copies = verdicts(copies, base, kind, policy, as_of, ctx, salt)       # LineVerdicts, per line bucket
@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 
 from transforms.core.counts import value_counts
 from transforms.core.deadletter import DeadLetterContext
-from transforms.merge.copies import line_verdicts, resolve_contested, split_copies, without_marks
-from transforms.merge.event_ids import DIGEST, body_digests
+from transforms.merge.copies import HELD_DETAIL, held_elsewhere, line_verdicts, resolve_contested, split_copies
+from transforms.merge.copies import without_marks
+from transforms.merge.event_ids import DIGEST, body_digests, conflict_letters
 from transforms.merge.events import check_events, prepare_events
 from transforms.merge.lines import base_lines
 from transforms.merge.value_free import value_free
@@ -50,13 +51,21 @@ def check_batch(raw: pa.Table, tokenizer, ctx: DeadLetterContext) -> tuple[pa.Ta
     return checked, dead, {"events": {"rows_in": raw.num_rows, "dead_letters": value_counts(dead.column("reason"))}}
 
 
-def split_bucket(events: pa.Table) -> tuple[pa.Table, pa.Table, dict]:
+def split_bucket(
+    events: pa.Table, held: pa.Table | None, ctx: DeadLetterContext
+) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     """One event_id bucket -> (the first copy of each id with one body, unmarked; every copy of the
-    contested ids; counts)."""
+    contested ids; the EVENT_ID_CONFLICT dead letters of copies of an id a line of the previous base
+    carries (``held``: its :func:`held_pairs` of the bucket; None for a raw base); counts)."""
     with value_free("SplitCopies"):
+        elsewhere = held_elsewhere(events, held)
+        dead = conflict_letters(ctx, events, elsewhere, HELD_DETAIL)
+        if dead.num_rows:
+            events = events.filter(pa.array(~elsewhere))
         firsts, contested, duplicates = split_copies(events)
         firsts = without_marks(firsts)
-    return firsts, contested, {"events": {"duplicates": duplicates}}
+    counts = {"duplicates": duplicates, "dead_letters": value_counts(dead.column("reason"))}
+    return firsts, contested, dead, {"events": counts}
 
 
 def contested_rows(table: pa.Table, line_ids: pa.Array, clean: bool) -> tuple[pa.Table, pa.Array] | None:
