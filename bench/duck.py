@@ -113,7 +113,7 @@ checked AS (
             WHEN chk = 'hmt_residence_permit' THEN NOT (substr(n, 1, 6) IN $hmt AND id18_ok(n, $as_of, $years))
             WHEN chk = 'foreign_permanent_resident_id' THEN NOT (
                 (n[1] = '9' AND id18_ok(n, $as_of, $years)) OR regexp_full_match(n, '[A-Z]{3}[0-9]{12}'))
-            WHEN chk = 'hk_macao_permit' THEN NOT regexp_full_match(n, '[HM]([0-9]{8}|[0-9]{10})')
+            WHEN chk = 'hk_macao_permit' THEN NOT regexp_full_match(n, '[HM]([0-9]{8}|[0-9]{10})|[HM]A[0-9]{7}')
             WHEN chk = 'taiwan_permit' THEN NOT regexp_full_match(n, '[0-9]{8}|[0-9]{10}(\\([A-Z]\\))?')
             WHEN chk = 'passport' THEN NOT regexp_full_match(n, '[A-Z0-9]{5,17}')
             WHEN chk = 'free_text' THEN NOT (length(n) BETWEEN 4 AND 32) OR n IN $number_junk

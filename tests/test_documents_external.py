@@ -85,3 +85,27 @@ def test_a_line_with_the_non_chinese_permit_is_complete():
     assert not dead
     assert FORMAT not in out["L1"]["reasons"] and FORMAT not in out["L2"]["reasons"]
     assert FORMAT in out["L3"]["reasons"]
+
+
+def test_the_non_chinese_permits_own_title_is_a_label_of_the_hk_macao_permit():
+    """港澳居民来往内地通行证（非中国籍）, the 2024 permit's title, read as HK_MACAO_TRAVEL_PERMIT (not
+    DOC_TYPE_UNKNOWN); labels are matched after NFKC, so the full-width and the half-width brackets are one label."""
+    from transforms.scan.normalize import normalize_label
+
+    policy = load_policy()
+    title = "港澳居民来往内地通行证（非中国籍）"
+    assert policy.label_lookup[normalize_label(pa.array([title])).to_pylist()[0]] == "HK_MACAO_TRAVEL_PERMIT"
+    hong_kong, macao = _non_chinese_permits(random.Random(25), 2)
+    rows = [
+        person(line_id="L1", doc_type=title, doc_number="HA" + hong_kong[2:], name="SMITH JOHN"),
+        person(
+            line_id="L2", doc_type="港澳居民来往内地通行证(非中国籍)", doc_number="MA" + macao[2:], name="SILVA ANA"
+        ),
+        person(line_id="L3", doc_type=title, doc_number="HA" + hong_kong[2:] + "0", name="SMITH JOHN"),
+    ]
+    rows[1]["msisdn"], rows[2]["msisdn"] = "13800138002", "13800138003"
+    out, dead = classify(rows, policy)
+    assert not dead
+    for line in ("L1", "L2"):
+        assert (out[line]["identity_status"], out[line]["reasons"], out[line]["flags"]) == ("COMPLETE", [], []), line
+    assert out["L3"]["reasons"] == [FORMAT]  # the permit's number rule applies: 8 digits after HA is no permit

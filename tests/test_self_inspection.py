@@ -134,7 +134,7 @@ def test_runs_rows_and_dead_letters(site):
     assert (steps["retention"]["rows_in"], steps["retention"]["rows_out"]) == (n, n)
     assert r["dead_letters_by_step"] == {"scan": {"BAD_ENUM": 2, "DUPLICATE_LINE_ID": 2}}
     assert steps["scan"]["dead_letters"] == 4
-    assert list(r["policy_versions"]) == ["decree25-2013.3"]
+    assert list(r["policy_versions"]) == ["decree25-2013.4"]
     assert r["key_versions"] == {"join": ["j1"], "vault": ["v1", "v2"]}
     assert r["manifests"]["runs_in_year"] == 6 and all(x["started"][:4] == str(site["year"]) for x in r["runs"])
 
