@@ -9,6 +9,7 @@ or the project.
 
 from __future__ import annotations
 
+import difflib
 import glob
 import json
 import os
@@ -38,6 +39,7 @@ KMS_FORM = "projects/P/locations/REGION/keyRings/R/cryptoKeys/K"
 WITHOUT_IDENTITY = frozenset({"report"})  # steps whose jobs read no identity value (no CMEK needed)
 _REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+\Z")
 _KMS_KEY = re.compile(r"projects/[^/\s]+/locations/([^/\s]+)/keyRings/[^/\s]+/cryptoKeys/[^/\s]+\Z")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SUBNET_REGION = re.compile(r"(?:^|/)regions/([^/]+)/subnetworks/")
 RUNNERS = ("FnApiRunner", "DirectRunner", "DataflowRunner")
 
@@ -97,7 +99,9 @@ class ConfigError(Exception):
 
 def resolve(params: dict, variables) -> dict:
     """Settings from params, then Variables (``variables(name) -> str | None``), then defaults; typed
-    (``true``/``false`` for on/off settings, JSON objects for ``beam_options`` and ``timeouts``)."""
+    (``true``/``false`` for on/off settings, JSON objects for ``beam_options`` and ``timeouts``). A param
+    that is no setting (a typo in the run's conf, e.g. ``notify-topic``) is refused, not left unread."""
+    _known_params(params)
     settings = {}
     for name, (default, _) in SETTINGS.items():
         value = _given(params, variables, name)
@@ -115,6 +119,18 @@ def resolve(params: dict, variables) -> dict:
                 + (where if own in SETTINGS or own == "use_public_ips" else "nothing: the DAGs set it themselves")
             )
     return settings
+
+
+def _known_params(params: dict) -> None:
+    unknown = sorted(set(params) - set(SETTINGS) - set(ALIASES.values()), key=str)
+    if not unknown:
+        return
+    name = str(unknown[0])
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ConfigError("a param whose name is not a plain word is no setting of these DAGs")
+    close = difflib.get_close_matches(name.replace("-", "_").lower(), list(SETTINGS), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; the settings: {', '.join(SETTINGS)}"
+    raise ConfigError(f"param {name!r} is no setting of these DAGs{hint}")
 
 
 def _given(params: dict, variables, name: str):

@@ -170,6 +170,13 @@ def test_the_merge_after_a_missing_day_is_refused_and_the_first_day_starts_from_
         ({"timeouts": {"merge": -5}}, "timeouts merge: -5 is not a positive number of minutes"),
         ({"no_use_public_ips": "maybe"}, "no_use_public_ips 'maybe' is not true or false"),
         ({"runner": "FnApiRunner", "deferrable": True}, "deferrable needs DataflowRunner"),
+        (
+            {"notify-topic": "projects/p1/topics/t"},
+            "param 'notify-topic' is no setting of these DAGs; did you mean 'notify_topic'?",
+        ),
+        ({"Region": "europe-west1"}, "param 'Region' is no setting of these DAGs; did you mean 'region'?"),
+        ({"xyzzy": "1"}, "param 'xyzzy' is no setting of these DAGs; the settings: runner, python, base"),
+        ({"金丝雀": "1"}, "a param whose name is not a plain word is no setting of these DAGs"),
     ],
 )
 def test_bad_launch_settings_are_refused_in_one_line(conf, monkeypatch, change, message):
