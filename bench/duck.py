@@ -31,7 +31,8 @@ COVERS = [
     "birth date (real, not after as-of, within 150 years), province code; 15 digits = void",
     "HMT permit: 81/82/83 prefix, MOD 11-2, birth date; FPRID: 9 + MOD 11-2 + birth date, or 3 letters + 12 digits",
     "USCC: 31-character set, mod 31, embedded GB 11714 code; ORG_CODE: a USCC or GB 11714, PDY refused; "
-    "BUSINESS_LICENSE: USCC or 15 digits with MOD 11,10",
+    "BUSINESS_LICENSE: USCC or 15 digits with MOD 11,10; TAX_REGISTRATION: USCC, 6 digits + a GB 11714 "
+    "organisation code, a licence number, or a citizen number (+ 2 digits)",
     "HK/Macao, Taiwan, passport, military, certificate numbers: length and pattern",
     "required fields and handler presence; status precedence MISSING > INCOMPLETE > INVALID",
     "names: placeholders, 本人/工厂, length, digits in a person's name; addresses: placeholders, length, "
@@ -123,6 +124,12 @@ checked AS (
             WHEN chk = 'business_license' THEN NOT (uscc_ok(n)
                 OR (regexp_full_match(n, '[0-9]{15}') AND mod1110_ok(n)))
             WHEN chk = 'uscc_or_alnum' THEN NOT regexp_full_match(n, '[A-Z0-9]{6,32}')
+            WHEN chk = 'tax_registration' THEN NOT (uscc_ok(n)
+                OR (regexp_full_match(n, '[0-9]{15}') AND mod1110_ok(n))
+                OR (regexp_full_match(n, '[0-9]{6}[0-9A-Z]{8}[0-9X]') AND NOT starts_with(substr(n, 7), 'PDY')
+                    AND gb11714(substr(n, 7, 8)) = n[15])
+                OR (regexp_full_match(n, '.{18}([0-9]{2})?') AND id18_ok(left(n, 18), $as_of, $years)
+                    AND substr(n, 1, 2) IN $provinces))
         END AS bad_number,
         name IS NOT NULL AND (upper(name) IN $name_junk OR contains(name, '本人')
             OR (kind = 'INDIVIDUAL' AND (length(name) < 2 OR contains(name, '工厂')

@@ -175,16 +175,16 @@ def _identity(row: dict, kind: str, policy: Policy, as_of: dt.date, rules: dict)
             reasons.add("HANDLER_MISSING")
         if invalid:
             reasons.add("HANDLER_INVALID")
-    flags = _review_flags(code, is_org, number, name, reasons, policy, rules)
+    flags = _review_flags(code, is_org, number, name, reasons, policy, rules, as_of)
     return {"present": present, "reasons": reasons, "review": review, "number": number, "name": name, "flags": flags}
 
 
-def _review_flags(code, is_org: bool, number, name, reasons: set, policy: Policy, rules: dict) -> set:
+def _review_flags(code, is_org: bool, number, name, reasons: set, policy: Policy, rules: dict, as_of=None) -> set:
     """DOC_NUMBER_DIVISION_REVIEW, DOC_NUMBER_CODE_REVIEW and NAME_CHARSET_REVIEW of one row (docs/policy.md
     "Code tables", "Names")."""
     flags = set()
     if code in policy.documents and number is not None:
-        flags |= R.number_reviews(policy.documents[code][1], number, rules["numbers"])
+        flags |= R.number_reviews(policy.documents[code][1], number, rules["numbers"], as_of)
     han_only = code in policy.names.get("han_only_documents", ()) and not is_org
     if han_only and name is not None and "NAME_PLACEHOLDER" not in reasons and R.name_charset(name):
         flags.add("NAME_CHARSET_REVIEW")

@@ -176,6 +176,50 @@ def _business_license(n: str, as_of, cfg) -> set:
     return {FORMAT}
 
 
+def _legacy_tax(n: str, cfg) -> set | None:
+    """A 15-character tax registration number (docs/regulation.md §2.9): six digits, under a province-level code,
+    then an organisation code (2.5); None when it is not one."""
+    org = n[6:]
+    shaped = _digits(n[:6]) and org.isascii() and all(c.isdigit() or c.isupper() for c in org[:8])
+    if not shaped or not (org[8] == "X" or _digits(org[8])):
+        return None
+    if any(org.startswith(p) for p in cfg["org_code_reserved_prefixes"]):
+        return None
+    out = {CHECKSUM} if gb11714_char(org[:8]) != org[8] else set()
+    return out if n[:2] in cfg["_province_level"] else out | {CODE}
+
+
+def _tax_reading(n: str, as_of, cfg) -> tuple[str | None, str, set]:
+    """(reading, the number as read, reasons) of a tax registration number: the legacy 15 characters (or, when
+    that reading fails, a valid 15-digit business registration number), a USCC or a citizen number (18), a
+    citizen number and a two-digit sequence (20). An 18-digit number is valid when
+    either reading is; else the reasons of the reading whose check character holds, the USCC's first."""
+    if len(n) == 15:
+        legacy = _legacy_tax(n, cfg)
+        if legacy and _digits(n) and not _business_license(n, as_of, cfg):  # a licence number filed as the tax one
+            return "licence", n, set()
+        return ("legacy", n, legacy) if legacy is not None else (None, n, {FORMAT})
+    if len(n) == 20 and _id18_shape(n[:18]) and _digits(n[18:]):
+        return "citizen", n[:18], _citizen_id(n[:18], as_of, cfg)
+    if len(n) != 18 or not _uscc_shape(n):
+        return None, n, {FORMAT}
+    uscc = _uscc_reasons(n, cfg)
+    if not _id18_shape(n):
+        return "uscc", n, uscc
+    citizen = _citizen_id(n, as_of, cfg)
+    for reading, reasons in (("uscc", uscc), ("citizen", citizen)):
+        if not reasons:
+            return reading, n, reasons
+    for reading, reasons in (("uscc", uscc), ("citizen", citizen)):
+        if CHECKSUM not in reasons:
+            return reading, n, reasons
+    return None, n, {CHECKSUM}
+
+
+def _tax_registration(n: str, as_of, cfg) -> set:
+    return _tax_reading(n, as_of, cfg)[2]
+
+
 def _alnum(n: str, low: int, high: int) -> bool:
     return low <= len(n) <= high and _ALNUM.fullmatch(n) is not None
 
@@ -206,20 +250,36 @@ _CHECKS = {
     "business_license": _business_license,
     # "a USCC, or 6 to 32 letters and digits": every USCC is 18 letters and digits.
     "uscc_or_alnum": _simple(lambda n, cfg: _alnum(n, cfg["alnum_min"], cfg["alnum_max"])),
+    "tax_registration": _tax_registration,
 }
 
 
-def number_reviews(check: str, number: str, cfg) -> set:
+def _uscc_review(number: str, cfg) -> set:
+    return set() if number[1] in cfg["_uscc_categories"].get(number[0], "") else {CODE_REVIEW}
+
+
+def _division_review(number: str, provinces, cfg) -> set:
+    return {DIVISION_REVIEW} if number[:2] in provinces and number[:6] not in cfg["_divisions"] else set()
+
+
+def number_reviews(check: str, number: str, cfg, as_of: dt.date | None = None) -> set:
     """Review flags of one normalised number: a citizen number (18 or 15 digits) under a citizen province
     code whose six-digit division is not in the GB/T 2260 table; a USCC (where the check takes one) whose
-    authority and category are not a pair of GB 32100's table."""
+    authority and category are not a pair of GB 32100's table; a tax registration number (``as_of`` needed),
+    by the reading :func:`_tax_reading` takes: the legacy number's division as a citizen number's (under a
+    province-level code), the USCC's or the citizen number's flags."""
+    if check == "tax_registration":
+        reading, read, _ = _tax_reading(number, as_of, cfg)
+        if reading == "legacy":
+            return _division_review(read, cfg["_province_level"], cfg)
+        if reading == "uscc":
+            return _uscc_review(read, cfg)
+        check, number = ("citizen_id", read) if reading == "citizen" else (check, read)
     if check in ("uscc", "business_license", "org_code") and _uscc_shape(number):
-        return set() if number[1] in cfg["_uscc_categories"].get(number[0], "") else {CODE_REVIEW}
+        return _uscc_review(number, cfg)
     if check != "citizen_id" or not (_id18_shape(number) or (len(number) == 15 and _digits(number))):
         return set()
-    if number[:2] in cfg["province_codes"] and number[:6] not in cfg["_divisions"]:
-        return {DIVISION_REVIEW}
-    return set()
+    return _division_review(number, cfg["province_codes"], cfg)
 
 
 def number_reasons(check: str, number: str, as_of: dt.date, cfg) -> set:

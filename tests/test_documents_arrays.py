@@ -54,6 +54,8 @@ def test_random_mixed_batch_matches_the_scalar_reference(seed: int):
     # An organisation code line may carry a USCC (docs/policy.md "Document numbers"): the USCC's verdicts too.
     for kind in ("uscc", "business_license", "org_code"):
         assert seen[kind] == {FORMAT, CHECKSUM, CODE, CODE_REVIEW, "valid"}
+    # A tax registration number: the legacy form, a USCC or an owner's citizen number (docs/regulation.md §2.9).
+    assert seen["tax_registration"] == set(REASONS) - {"DOC_NUMBER_FIRST_GENERATION"} | set(REVIEWS) | {"valid"}
 
 
 @pytest.mark.parametrize(

@@ -65,10 +65,18 @@ def _uscc_shaped(x: str) -> bool:
     return len(x) == 18 and all(c in USCC_SET for c in x)
 
 
-def ref_reviews(kind: str, x: str) -> set[str]:
+def ref_reviews(kind: str, x: str, as_of: datetime.date = AS_OF) -> set[str]:
     """DOC_NUMBER_DIVISION_REVIEW: a well-formed citizen number under a province code, division not in GB/T 2260.
     DOC_NUMBER_CODE_REVIEW: a well-formed USCC (where the check takes one) whose authority and category are not a
-    pair of GB 32100's table."""
+    pair of GB 32100's table. A tax registration number: the flags of the reading ref_tax takes (a legacy
+    number's division under a province-level code but not in GB/T 2260 is the division flag)."""
+    if kind == "tax_registration":
+        reading, read, _ = ref_tax(x, as_of)
+        if reading == "legacy":
+            return {DIVISION_REVIEW} if x[:2] in PROVINCE_LEVEL and x[:6] not in DIVISIONS else set()
+        if reading in (None, "licence"):
+            return set()
+        kind, x = reading, read
     if kind in ("uscc", "business_license", "org_code") and _uscc_shaped(x):
         return set() if ref_uscc_paired(x) else {CODE_REVIEW}
     shaped = _full(r"[0-9]{17}[0-9X]", x) or _full(r"[0-9]{15}", x)
@@ -137,8 +145,37 @@ def _ref_organisation(kind: str, x: str) -> set[str]:
     return {CHECKSUM} if ref_gb11714(x[:8]) != x[8] else set()
 
 
+def ref_tax(x: str, as_of: datetime.date = AS_OF) -> tuple[str | None, str, set[str]]:
+    """A tax registration number (docs/regulation.md §2.9) as (check it is read by, the part read, reasons): 6 digits
+    under a province-level code + an organisation code ("legacy"; when that fails, a valid 15-digit business
+    registration number: "licence"); a USCC or a citizen number, whichever is valid,
+    else whichever has a right check character (the USCC first); a citizen number + 2 digits."""
+    if _full(r"[0-9]{6}[0-9A-Z]{8}[0-9X]", x) and not x[6:].startswith("PDY"):
+        bad = ref_gb11714(x[6:14]) != x[14]
+        reasons = ({CHECKSUM} if bad else set()) | (set() if x[:2] in PROVINCE_LEVEL else {CODE})
+        if reasons and _full(r"[0-9]{15}", x) and not _ref_organisation("business_license", x):
+            return "licence", x, set()  # a business registration number filed as the tax number
+        return "legacy", x, reasons
+    if _full(r"[0-9]{17}[0-9X][0-9]{2}", x):
+        return "citizen_id", x[:18], _ref_citizen_shaped("citizen_id", x[:18], as_of)
+    if not _uscc_shaped(x):
+        return None, x, {FORMAT}
+    if not _full(r"[0-9]{17}[0-9X]", x):
+        return "uscc", x, _ref_organisation("uscc", x)
+    readings = [("uscc", _ref_organisation("uscc", x)), ("citizen_id", _ref_citizen_shaped("citizen_id", x, as_of))]
+    for reading, reasons in readings:
+        if not reasons:
+            return reading, x, reasons
+    for reading, reasons in readings:
+        if CHECKSUM not in reasons:
+            return reading, x, reasons
+    return None, x, {CHECKSUM}
+
+
 def ref_reasons(kind: str, x: str, as_of: datetime.date = AS_OF) -> set[str]:
     """The rules of docs/policy.md, one number at a time."""
+    if kind == "tax_registration":
+        return ref_tax(x, as_of)[2]
     if kind in ("citizen_id", "hmt_residence_permit", "foreign_permanent_resident_id"):
         return _ref_citizen_shaped(kind, x, as_of)
     if kind in ("uscc", "business_license", "org_code"):
@@ -207,6 +244,8 @@ def valid_number(kind: str, rng: random.Random) -> str:
         return "".join(rng.choice("EGKP0123456789") for _ in range(rng.randrange(5, 18)))
     if kind == "free_text":
         return rng.choice(["南字第", "武字第", "", "JUN"]) + digits(rng.randrange(1, 10))
+    if kind == "tax_registration" and rng.random() < 0.25:  # an individual business owner's number (+ 2 digits)
+        return valid_number("citizen_id", rng)[:18] + rng.choice(["", digits(2)])
     body = "".join(rng.choice(USCC_SET[:10] + "ABCMNP") for _ in range(8))
     org = body + ref_gb11714(body)
     division = rng.choice([rng.choice(PROVINCE_LEVEL) + digits(4), NATIONAL, digits(6)])
@@ -217,6 +256,8 @@ def valid_number(kind: str, rng: random.Random) -> str:
     if kind == "business_license" and rng.random() < 0.4:
         legacy = division + digits(8)
         return legacy + ref_mod11_10(legacy)
+    if kind == "tax_registration" and rng.random() < 0.6:  # a tax office's division + an organisation code
+        return rng.choice([rng.choice(DIVISION_LIST), division]) + org
     return uscc
 
 

@@ -7,9 +7,10 @@ removed), and returns one boolean vector per reason code of :data:`REASONS`, as 
 a row with ``DOC_NUMBER_FORMAT`` gets no other reason. The coded parts of a number (a USCC's authority, category
 and division, a licence's division, a permanent-resident number's nationality and province) are looked up in the
 policy's code tables (:mod:`transforms.scan.code_tables`): a part outside its table is ``DOC_NUMBER_CODE``, but
-for two review flags (the number stays valid): a citizen number's six-digit division outside the GB/T 2260 table
-is ``DOC_NUMBER_DIVISION_REVIEW`` (an incomplete table must not fail a lawful number), a USCC's authority and
-category pair outside GB 32100's table ``DOC_NUMBER_CODE_REVIEW`` (validator projects disagree on that table).
+for two review flags (the number stays valid): a citizen number's (or a legacy tax number's) six-digit division
+outside the GB/T 2260 table is ``DOC_NUMBER_DIVISION_REVIEW`` (an incomplete table must not fail a lawful number),
+a USCC's authority and category pair outside GB 32100's table ``DOC_NUMBER_CODE_REVIEW`` (validator projects
+disagree on that table). The tax registration check is :mod:`transforms.scan.tax_numbers`.
 
 How: the kind column is dictionary-encoded once; for each kind present its
 rows are taken out, checked, and the verdicts scattered back. Fixed-width
@@ -44,6 +45,7 @@ from transforms.scan.checkdigits import USCC_CHARSET, char_matrix, gb11714, mod1
 from transforms.scan.code_tables import alpha3_table, byte_pairs, numeric_table, pair_table
 from transforms.scan.divisions import divisions_known
 from transforms.scan.document_rules import DocumentRules
+from transforms.scan.tax_numbers import check_tax_registration
 
 __all__ = ["DocumentRules", "CHECKS", "REASONS", "REVIEWS", "check_document_numbers"]
 
@@ -59,6 +61,7 @@ CHECKS = (
     "org_code",
     "business_license",
     "uscc_or_alnum",
+    "tax_registration",
 )
 
 REASONS = (
@@ -124,10 +127,6 @@ def _has_prefix(m: np.ndarray, prefixes: tuple[str, ...]) -> np.ndarray:
     return hit
 
 
-def _ymd(day: datetime.date) -> int:
-    return day.year * 10000 + day.month * 100 + day.day
-
-
 def _birth_ok(
     year: np.ndarray, month: np.ndarray, day: np.ndarray, as_of: datetime.date, rules: DocumentRules
 ) -> np.ndarray:
@@ -135,10 +134,10 @@ def _birth_ok(
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))  # 1900 no, 2000 yes
     month_ok = (month >= 1) & (month <= 12)
     last = _MONTH_DAYS[np.where(month_ok, month, 0)] + (leap & (month == 2))
-    ymd = year * 10000 + month * 100 + day
+    ymd, today = year * 10000 + month * 100 + day, as_of.year * 10000 + as_of.month * 100 + as_of.day
     # "More than N years before as_of": earlier than as_of's month/day N years back.
-    oldest = _ymd(as_of) - rules.max_age_years * 10000
-    return month_ok & (day >= 1) & (day <= last) & (ymd <= _ymd(as_of)) & (ymd >= oldest)
+    oldest = today - rules.max_age_years * 10000
+    return month_ok & (day >= 1) & (day <= last) & (ymd <= today) & (ymd >= oldest)
 
 
 def _id18(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -333,6 +332,7 @@ _KINDS: dict[str, Callable[[pa.Array, datetime.date, DocumentRules], _Verdicts]]
     # docs/policy.md "Document numbers": "a USCC, or 6 to 32 letters and digits". Every USCC is 18 of
     # [0-9A-Z], so the USCC branch is implied by the alphanumeric one.
     "uscc_or_alnum": _regex_kind(lambda r: f"^[A-Z0-9]{{{r.alnum_min},{r.alnum_max}}}$"),
+    "tax_registration": lambda v, d, r: check_tax_registration(v, d, r, _uscc_parts, _citizen_id, _business_license),
 }
 assert tuple(_KINDS) == CHECKS
 
