@@ -111,8 +111,9 @@ def person_name(value) -> str | None:
 def msisdn(value) -> str | None:
     """The national number; +86 / 0086 / 86 dropped, a fixed line's trunk 0 restored."""
     text = clean(value)
-    if text is None:
+    if text is None or regex.search(r"[0-9][eE][+-]?[0-9]", text):  # scientific notation: digits lost
         return None
+    text = regex.sub(r"^(\+?[0-9]+)\.0+$", r"\1", text)  # a float's rendering of the number
     text = "".join(c for c in text if c == "+" or "0" <= c <= "9")
     for prefix in ("+86", "0086"):
         if text.startswith(prefix):
@@ -227,6 +228,7 @@ def region(value, province_level) -> tuple[str | None, bool]:
     text = clean(value)
     if text is None:
         return None, True
+    text = regex.sub(r"^([0-9]{6})\.0+$", r"\1", text)  # a float's rendering of the code
     if len(text) == 6 and all("0" <= c <= "9" for c in text) and text[:2] in province_level:
         return text, True
     return None, False

@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -303,3 +304,37 @@ def _refusing(real_scandir, refused_path: str):
         return real_scandir(path)
 
     return scandir
+
+
+# (k) numbers a spreadsheet or a dataframe wrote -------------------------------------------------------------
+
+
+def test_numbers_written_as_floats_are_read_as_the_numbers_they_are(tmp_path):
+    """A pandas export writes an integer column with a null as doubles (Parquet) or ``13800138000.0`` (CSV): the
+    classified lines carry ``13800138000`` and region ``110101`` (they carried ``1.3800138e+10`` or the 12 digits
+    ``138001380000``, a stranger's number); a number in scientific notation has lost digits and is none."""
+    rows = [person(line_id=f"F{i}", msisdn=f"1380013800{i}", region="110101") for i in range(4)]
+    table = pa.Table.from_pylist(rows)
+    floats = {"msisdn": [13800138000.0, 13800138001.0, None, 13800138003.0], "region": [110101.0] * 4}
+    for name, values in floats.items():
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values))
+    folder = tmp_path / "base"
+    folder.mkdir()
+    pq.write_table(table, folder / "part-0.parquet")
+    spread = [
+        person(line_id="S0", msisdn="13900139000.0", region="110101.0"),
+        person(line_id="S1", msisdn="1.44012E+12"),
+    ]
+    (folder / "part-1.csv").write_text(csv_text(spread), encoding="utf-8")
+    out = tmp_path / "out"
+    assert scan("--base", str(folder), "--out", str(out)).returncode == 0
+    got = {r["line_id"]: (r["msisdn"], r["region"]) for r in pq.read_table(out / "classified").to_pylist()}
+    assert got == {
+        "F0": ("13800138000", "110101"),
+        "F1": ("13800138001", "110101"),
+        "F2": (None, "110101"),
+        "F3": ("13800138003", "110101"),
+        "S0": ("13900139000", "110101"),
+        "S1": (None, "110105"),
+    }
+    assert accounted(out) == 6

@@ -129,3 +129,28 @@ def test_msisdn_longer_than_a_national_number_is_none():
     raw += ["１１０１０５１９４９１２３１００２Ｘ", "010-6552 9988-8001", "12345678901234"]
     expected = ["1440123456789", "1440123456789", "075512345678", None, None, None, None, "12345678901234"]
     assert normalize_msisdn(pa.array(raw, pa.string())).to_pylist() == expected
+
+
+def test_msisdn_as_a_spreadsheet_or_dataframe_wrote_it():
+    """``13800138000.0`` (a float column written out) is the number, not 138001380000; scientific notation has lost
+    digits it does not show (``1.38001E+12`` of a 13-digit IoT number) and is no number; the oracle agrees."""
+    from bench.naive_rules import msisdn
+
+    numbers = ["13800138000", "1440123456789", "01065529988"]
+    raw = [n + ".0" for n in numbers] + [n + ".000" for n in numbers] + ["+86" + numbers[0] + ".0"]
+    raw += [f"{float(n):.5E}" for n in numbers[:2]] + [f"{float(numbers[0]):e}", "1.3800138e+10", "13800138000.5"]
+    expected = numbers + numbers + [numbers[0]] + [None] * 4 + ["138001380005"]
+    assert normalize_msisdn(pa.array(raw, pa.string())).to_pylist() == expected
+    assert [msisdn(v) for v in raw] == expected
+
+
+def test_a_float_column_is_read_as_the_whole_numbers_it_holds():
+    """A dataframe's integer column that held a null is written as doubles: its whole values are read as the
+    integers they are (below 2**53; 2**24 for single floats), not ``1.3800138e+10`` or ``110101.0``."""
+    from transforms.core.rows import _to_string
+
+    whole = [13800138000, 110101, 0, -7, 2**53 - 1]
+    got = _to_string(pa.array([float(v) for v in whole] + [None, 1.5, 2.0**53 * 4], pa.float64()))[0].to_pylist()
+    assert got[: len(whole)] == [str(v) for v in whole] and got[len(whole) :] == [None, "1.5", "3.602879701896397e+16"]
+    single = _to_string(pa.array([110101.0, 13800138000.0], pa.float32()))[0].to_pylist()
+    assert single[0] == "110101" and single[1] != "13800138000" and "e" in single[1]  # its digits are gone

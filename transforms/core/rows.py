@@ -180,12 +180,28 @@ def _to_string(arr: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
             arr = arr.cast(pa.timestamp(t.unit, "UTC"))
         iso = pc.strftime(arr, format="%Y-%m-%dT%H:%M:%S" + ("Z" if t.tz else ""))
         return pc.replace_substring_regex(iso, r"\.0+(Z?)$", r"\1"), None  # drop a zero fraction
+    if pa.types.is_floating(t):
+        return _float_text(arr), None
     if pa.types.is_date64(t):
         arr = arr.cast(pa.date32())
     try:
         return arr.cast(pa.string()), None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return pa.array([None if v is None else str(v) for v in arr.to_pylist()], pa.string()), None
+
+
+_EXACT = {16: 2.0**11, 32: 2.0**24, 64: 2.0**53}  # bits of a float -> every integer below it is exact in it
+
+
+def _float_text(arr: pa.Array) -> pa.Array:
+    """A float column (a dataframe's integer column that held a null, a spreadsheet's number) as text: a whole
+    value below 2**53 (a double; 2**24 a single) as the integer it is (``13800138000``, ``110101``, not ``1.3800138e+10``, ``110101.0``);
+    other values as Arrow writes them (a longer number, such as an 18-digit document number, has lost digits
+    and is left to fail its check)."""
+    whole = pc.and_(pc.equal(pc.floor(arr), arr), pc.less(pc.abs(arr), _EXACT[arr.type.bit_width]))
+    whole = pc.fill_null(whole, False)
+    as_int = pc.if_else(whole, arr, pa.scalar(0.0, arr.type)).cast(pa.int64()).cast(pa.string())
+    return pc.if_else(whole, as_int, arr.cast(pa.string()))
 
 
 def _valid(value: bytes) -> bool:

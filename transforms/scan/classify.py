@@ -314,7 +314,8 @@ def checked_regions(values: pa.Array, policy: Policy) -> tuple[pa.Array, np.ndar
     provinces = pa.array(sorted(policy.code_tables.province_level), pa.string())
 
     def check(distinct: pa.Array):
-        region = clean_text(distinct)
+        # "110101.0": a spreadsheet's or dataframe's float rendering of the code
+        region = pc.replace_substring_regex(clean_text(distinct), r"^([0-9]{6})\.0+$", r"\1")
         shaped = pc.match_substring_regex(region, r"^[0-9]{6}$")
         known = pc.is_in(pc.utf8_slice_codeunits(region, 0, 2), value_set=provinces)
         valid = pc.fill_null(pc.and_(shaped, known), False)

@@ -235,9 +235,7 @@ def normalize_msisdn(values) -> pa.Array:
     Validity per channel is the notify step's business, not the scan's.
     """
     values = clean_text(values)
-    values = _subset(
-        values, rows_with_bytes(values, _not_digit), lambda v: pc.replace_substring_regex(v, r"[^0-9+]", "")
-    )
+    values = _subset(values, rows_with_bytes(values, _not_digit), _digits_of_msisdn)
     # Only a number starting with + 0 or 8 can carry a country code: the regex runs on those alone.
     maybe = _first_byte_in(values, b"+08")
     international = np.zeros(len(values), bool)
@@ -250,6 +248,17 @@ def normalize_msisdn(values) -> pa.Array:
     # be written out as a "number": none is kept.
     too_long = pc.greater(pc.utf8_length(values), MSISDN_MAX_CHARS)
     return _empty_to_null(pc.if_else(pc.fill_null(too_long, False), pa.scalar(None, pa.string()), values))
+
+
+def _digits_of_msisdn(values: pa.Array) -> pa.Array:
+    """Numbers with other characters than digits: separators dropped. A spreadsheet's or dataframe's float
+    rendering of the number is undone (``13800138000.0`` is 13800138000, not 138001380000); one in scientific
+    notation (``1.38001E+12``) has lost digits it does not show and is no number (none: a text to a stranger's
+    phone is worse than no text)."""
+    values = pc.replace_substring_regex(values, r"^(\+?[0-9]+)\.0+$", r"\1")
+    scientific = pc.match_substring_regex(values, r"[0-9][eE][+-]?[0-9]")
+    values = pc.if_else(pc.fill_null(scientific, False), pa.scalar(None, pa.string()), values)
+    return pc.replace_substring_regex(values, r"[^0-9+]", "")
 
 
 def _national(values: pa.Array) -> pa.Array:
