@@ -97,6 +97,9 @@ def doc_number(value) -> str | None:
     text = clean(value)
     if text is None:
         return None
+    if text.startswith('="') and text.endswith('"') and len(text) >= 3:  # a spreadsheet's text marks
+        text = text[2:-1]
+    text = text.removeprefix("'")
     return _NUMBER_SEPARATORS.sub("", upper(text)).rstrip("<") or None
 
 

@@ -338,3 +338,19 @@ def test_numbers_written_as_floats_are_read_as_the_numbers_they_are(tmp_path):
         "S1": (None, "110105"),
     }
     assert accounted(out) == 6
+
+
+def test_document_numbers_marked_as_text_for_a_spreadsheet_are_checked_as_the_number(tmp_path):
+    """``'110101...`` and ``="110101..."`` (an export's way to keep a spreadsheet from rounding 18 digits) were
+    DOC_NUMBER_FORMAT: every such line was asked to register again."""
+    body = "11010519491231002"
+    number = body + "10X98765432"[sum(int(d) * pow(2, 17 - i, 11) for i, d in enumerate(body)) % 11]
+    rows = [person(line_id=f"X{i}", msisdn=f"1370000000{i}", doc_number=n) for i, n in enumerate(
+        [number, "'" + number, f'="{number}"'])]  # fmt: skip
+    path = tmp_path / "base.csv"
+    path.write_text(csv_text(rows), encoding="utf-8")
+    out = tmp_path / "out"
+    assert scan("--base", str(path), "--out", str(out)).returncode == 0
+    got = {r["line_id"]: (r["identity_status"], r["reasons"]) for r in pq.read_table(out / "classified").to_pylist()}
+    assert got == {f"X{i}": ("COMPLETE", []) for i in range(3)}
+    assert accounted(out) == 3

@@ -177,9 +177,11 @@ def _has_doc_separator(buf: np.ndarray) -> np.ndarray:
 
 
 def normalize_doc_number(values) -> pa.Array:
-    """Clean text, upper-case, drop inner spaces and hyphens, and the ``<`` fillers that end a number read from
-    a passport's machine-readable zone (ICAO 9303: a 9-character field, ``AB1234567`` or ``E1234567<``)."""
+    """Clean text, upper-case, drop a spreadsheet's text marks (``'`` before, ``="..."`` around), inner spaces and
+    hyphens, and the ``<`` fillers that end a number read from a passport's machine-readable zone (ICAO 9303: a
+    9-character field, ``AB1234567`` or ``E1234567<``)."""
     values = pc.utf8_upper(clean_text(values))
+    values = _subset(values, _first_byte_in(values, b"'="), _without_text_marks)
     values = _subset(
         values,
         rows_with_bytes(values, _has_doc_separator),
@@ -187,6 +189,12 @@ def normalize_doc_number(values) -> pa.Array:
     )
     values = _subset(values, rows_with_bytes(values, _is_filler), lambda v: pc.replace_substring_regex(v, "<+$", ""))
     return _empty_to_null(values)
+
+
+def _without_text_marks(values: pa.Array) -> pa.Array:
+    """The marks an export puts on a number so that a spreadsheet keeps it as text (all its digits, its leading
+    zeros): a formula ``="110101199003070011"`` or a leading apostrophe ``'110101199003070011``."""
+    return pc.replace_substring_regex(pc.replace_substring_regex(values, r'^="(.*)"$', r"\1"), r"^'", "")
 
 
 def _is_filler(buf: np.ndarray) -> np.ndarray:
