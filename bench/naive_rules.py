@@ -143,7 +143,7 @@ def _moment(value, check_zone: bool = True):
     text = clean(value)
     if text is None:
         return False, None
-    match = _DATE.fullmatch(text)
+    match = _DATE.fullmatch(regex.sub(r"^([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日", r"\1-\2-\3", text))
     if match is None:
         return True, None
     m, d = (match["m"], match["d"]) if match["m"] is not None else (match["m2"], match["d2"])

@@ -782,6 +782,26 @@ def test_line_dates_are_real_calendar_days():
     assert stamps.filter(pa.array(~bad)).to_pylist()[0].isoformat() == "2024-02-29T04:00:00+00:00"
 
 
+def test_dates_written_the_chinese_way_are_dates(policy):
+    """``2013年8月1日`` (with a time after it or not): operator exports write dates so; such a line was a BAD_DATE
+    dead letter, never classified. The same calendar checks apply; the oracle agrees."""
+    from bench.naive_rules import parse_date, parse_timestamp
+
+    days = [datetime.date(2013, 8, 1), datetime.date(2024, 2, 29), datetime.date(2026, 11, 30)]
+    written = [f"{d.year}年{d.month}月{d.day}日" for d in days] + [
+        f"{days[2].year}年{days[2].month:02d}月30日 10:30:00"
+    ]
+    not_dates = ["2023年2月29日", "2026年11月30", "2026年13月1日", "26年11月30日"]
+    got, bad = parse_dates(pa.array(written + not_dates))
+    assert got.to_pylist()[: len(written)] == days + [days[2]] and bad.tolist() == [False] * 4 + [True] * 4
+    assert [parse_date(v) for v in written + not_dates] == [(d, False) for d in days + [days[2]]] + [(None, True)] * 4
+    stamps, bad = parse_timestamps(pa.array(written[3:]))
+    assert stamps.to_pylist()[0].isoformat() == "2026-11-30T10:30:00+00:00" and not bad.any()
+    assert parse_timestamp(written[3])[0] == int(stamps.cast(pa.int64()).to_pylist()[0])
+    rows, dead = classify([person(line_id="L1", activated_on="2013年8月1日")], policy)
+    assert not dead and rows["L1"]["activated_on"] == datetime.date(2013, 8, 1)
+
+
 def test_a_zero_year_is_a_bad_date_dead_letter(policy):
     rows, dead = classify([person(line_id="L1", activated_on="0000-01-01")], policy)
     assert not rows and [(d["reason"], d["field"]) for d in dead] == [("BAD_DATE", "activated_on")]

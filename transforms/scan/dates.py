@@ -1,6 +1,6 @@
 """Dates and timestamps of operator exports, parsed and checked vectorised.
 
-Accepted: ``YYYY-MM-DD``, ``YYYY/MM/DD``, ``YYYY.MM.DD``, ``YYYYMMDD``, each
+Accepted: ``YYYY-MM-DD``, ``YYYY/MM/DD``, ``YYYY.MM.DD``, ``YYYYMMDD``, ``YYYY年M月D日``, each
 optionally followed by ``T`` or a space and ``HH:MM[:SS[.ffffff]]`` and a
 zone (``Z`` or ``+08:00``); a time without a zone is UTC (docs/contract.md,
 "Registration events"). Arrow's own ``strptime`` rolls 1900-02-29 over to
@@ -22,6 +22,9 @@ _PATTERN = (
     r"(?:[T ](?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d{1,9}))?)?)?"
     r" ?(?P<z>Z|[+-]\d{2}:?\d{2})?$"
 )
+
+
+_CHINESE_DATE = r"^(\d{4})年(\d{1,2})月(\d{1,2})日"
 
 
 def days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
@@ -132,6 +135,11 @@ def _fast_fixed(text: pa.Array):
     return hit, parts
 
 
+def _western(text: pa.Array) -> pa.Array:
+    """``2026年11月30日`` (the Chinese writing of a date, with a time after it or not) as ``2026-11-30``."""
+    return pc.replace_substring_regex(text, _CHINESE_DATE, r"\1-\2-\3")
+
+
 def _date_parts(groups: pa.StructArray):
     y = _ints(groups, "y", 1970)
     m = np.where(_has(groups, "m1"), _ints(groups, "m1", 1), _ints(groups, "m2", 1))
@@ -151,7 +159,7 @@ def _components(values):
     if rest.any():
         # The general regex, only for rows in other layouts.
         mask = pa.array(rest)
-        groups = pc.extract_regex(text.filter(mask), _PATTERN)
+        groups = pc.extract_regex(_western(text.filter(mask)), _PATTERN)
         ok = groups.is_valid().to_numpy(zero_copy_only=False)
         y, m, d = _date_parts(groups)
         hh, mm, ss = _ints(groups, "H"), _ints(groups, "M"), _ints(groups, "S")
