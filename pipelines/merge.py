@@ -47,6 +47,7 @@ from pipelines.flags import add_merged, add_progress_flag, runs_in_process
 from pipelines.common import parse_as_of
 from pipelines.common import run_main, runner_name, split_beam_flags
 from pipelines.io.events import plan_event_splits
+from pipelines.io.lineage import base_lineage
 from pipelines.io.paths import join_path
 from pipelines.manifest import Timer, keys_block, policy_block, read_json, write_json
 from pipelines.io.planning import InputInfo
@@ -157,6 +158,7 @@ class _Job:
     stage: str = ""  # where this run writes (publishing's OUT.tmp-RUN); OUT itself once switched
     # inputs already cut by line bucket, read straight by their bucket's task (pipelines/merge_plan.py plan_buckets)
     direct: dict = dataclasses.field(default_factory=dict)
+    lineage: dict | None = None  # the base's fingerprint and origin (pipelines/io/lineage.py)
 
     @property
     def summary_path(self) -> str:
@@ -208,6 +210,7 @@ def _prepare(argv) -> _Job:
         timer=timer,
         workers=workers,
         direct=direct,
+        lineage=base_lineage(base_info.files),
     )
 
 
@@ -295,6 +298,7 @@ def _manifest(job: _Job) -> dict:
             "vault": args.vault,
             "encoding": args.encoding,
         },
+        **({"lineage": job.lineage} if job.lineage else {}),  # which base this is: notify and report compare it
         "outputs": {name: join_path(out, name) for name in ("base", "vault", "dead_letter")},
         "runner": IN_PROCESS if job.workers else runner_name(job.options),
         **({"workers": job.workers} if job.workers else {}),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.common import UserError, beam_options, is_local_runner, parse_as_of
 from pipelines.flags import runs_in_process
+from pipelines.io.lineage import check_same_base
 from pipelines.io.notify_files import classified_splits, read_suppress, registered_splits
 from transforms.notify.campaign import Campaign, Wave, load_campaign
 from transforms.scan.policy import Policy, load_policy
@@ -57,6 +58,8 @@ def prepare_wave(args, beam_args: list[str], run_id: str) -> WavePlan:
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
     splits, rows = classified_splits(args.classified)
     registered, registered_rows = registered_splits(args.registered) if args.registered else ([], 0)
+    if args.registered:  # a merge of another base would count that base's lines as registered, by line id
+        check_same_base("notify", args.classified, args.registered, ids_ok=not _merged_base(registered))
     suppressed = read_suppress(args.suppress) if args.suppress else None
     workers = min(workers, len(splits) + len(registered)) if workers else 0  # no more workers than splits
     if args.topic:
@@ -77,6 +80,11 @@ def prepare_wave(args, beam_args: list[str], run_id: str) -> WavePlan:
         policy=policy,
         workers=workers,
     )
+
+
+def _merged_base(registered: list) -> bool:
+    """``--merged`` is a merged base (its files have ``identity_status``), not a list of line ids."""
+    return any("identity_status" in (columns or ()) for _, _, columns in registered)
 
 
 def _workers(args, beam_args: list[str]) -> int:

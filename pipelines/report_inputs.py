@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pipelines.common import UserError
 from pipelines.io import report_files, report_notify
+from pipelines.io.lineage import check_same_base
 from transforms.compliance.report import CampaignFacts, ReportContext
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ def read_inputs(args) -> ReportInputs:
     campaign, and notices whose campaign cannot be found."""
     scan = report_files.read_scan(args.scan)
     merge = report_files.read_merge(args.merge, args.earlier_merges) if args.merge else None
+    if merge is not None:  # a merge of another base: its lines counted complete, or not, by line id alone
+        check_same_base("report", args.scan, args.merge)
     notify = report_notify.read_notify(args.notify) if args.notify else None
     campaign = report_notify.load_campaign_for(args.campaign, notify)
     report_notify.check_notify_matches(notify, scan, campaign)

@@ -36,6 +36,7 @@ from pipelines.common import add_batch_flags, ArgumentParser, UserError, beam_op
 from pipelines.common import parse_as_of, run_main, runner_name, split_beam_flags, write_dead_letters
 from pipelines.manifest import Timer, policy_block, read_json
 from pipelines.io.base_reads import ROWS_PER_SPLIT
+from pipelines.io.lineage import base_lineage
 from pipelines.io.paths import join_path
 from pipelines.io.planning import InputInfo, plan_splits
 from pipelines.io.finish import finish
@@ -127,6 +128,7 @@ class _Job:
     timer: Timer
     workers: int = 0  # worker processes of the in-process scan (pipelines/scan_local.py); 0: the Beam job runs
     stage: str = ""  # where this run writes (publishing's OUT.tmp-RUN); OUT itself in a dry run
+    lineage: dict | None = None  # the base's fingerprint (pipelines/io/lineage.py); None: planned in the pipeline
 
     @property
     def summary_path(self) -> str:
@@ -179,6 +181,7 @@ def _prepare(argv) -> _Job:
         spill=spill,
         timer=timer,
         workers=workers,
+        lineage=base_lineage(info.files) if isinstance(splits, list) else None,
     )
 
 
@@ -333,6 +336,7 @@ def _manifest(job: _Job) -> dict:
             "encoding": job.args.encoding,
             "estimated_rows": job.info.estimated_rows,
         },
+        **({"lineage": job.lineage} if job.lineage else {}),  # which base this is: notify and report compare it
         "outputs": {
             "classified": join_path(out, "classified"),
             "dead_letter": join_path(out, "dead_letter"),

@@ -20,6 +20,7 @@ import re
 import fastavro
 import pyarrow.parquet as pq
 
+from pipelines.io.avro_schema import avro_columns, top_level_problem
 from pipelines.io.folders import input_format, left_out_problem, match_files, subfolder_problem
 from pipelines.io.paths import join_path, open_read
 from transforms.core.rows import BASE, Contract, column_type_error, column_type_problem
@@ -274,51 +275,9 @@ def _check_sample(path: str, sample: bytes, codec: str) -> int:
     return len(lines)
 
 
-_AVRO_PLAIN = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-_AVRO_KINDS = {"array": "lists", "map": "maps", "record": "structs (records)", "error": "structs (records)"}
-
-
-def _avro_kind(schema, named: dict[str, str | None]) -> str | None:
-    """What an Avro field of this type holds when it is not text or a plain value (see
-    ``transforms.core.rows.column_type_problem``); None when it is. ``named`` collects the
-    named types (records, enums, fixed) met so far, for later references by name."""
-    if isinstance(schema, list):  # a union: any branch that is not plain makes the column so
-        kinds = [_avro_kind(branch, named) for branch in schema]
-        return next((k for k in kinds if k), None)
-    if isinstance(schema, str):
-        return None if schema in _AVRO_PLAIN else named.get(schema.rsplit(".", 1)[-1])
-    if not isinstance(schema, dict):
-        return None
-    kind_of = schema.get("type")
-    if isinstance(kind_of, (list, dict)) or kind_of in _AVRO_PLAIN:
-        return _avro_kind(kind_of, named)
-    if kind_of == "fixed":
-        kind = None if schema.get("logicalType") in ("decimal", "duration") else "fixed-size binary values"
-    elif kind_of == "enum":
-        kind = None
-    else:
-        kind = _AVRO_KINDS.get(kind_of, f"values of Avro type {kind_of}")
-    if schema.get("name"):
-        named[str(schema["name"]).rsplit(".", 1)[-1]] = kind
-    if kind_of in ("record", "error"):
-        for field in schema.get("fields", []):
-            _avro_kind(field.get("type"), named)  # registers the named types it defines
-    return kind
-
-
-def _avro_columns(writer_schema: dict) -> tuple[list[str], dict[str, str]]:
-    """(field names, field name -> what it holds when that is not text or a plain value)."""
-    named: dict[str, str | None] = {}
-    names, refused = [], {}
-    for field in writer_schema.get("fields", []):
-        names.append(field["name"])
-        kind = _avro_kind(field.get("type"), named)
-        if kind:
-            refused[field["name"]] = kind
-    return names, refused
-
-
-def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | None, int, list[int], dict[str, str]]:
+def _inspect(
+    path: str, fmt: str, size: int, codec: str, contract: Contract = BASE
+) -> tuple[list[str] | None, int, list[int], dict[str, str]]:
     """(column names, estimated rows, parquet row-group sizes, columns whose type is not text or a
     plain value -> what they hold) of one file. JSON Lines has no header: names are None (each
     object names its own)."""
@@ -348,9 +307,14 @@ def _inspect(path: str, fmt: str, size: int, codec: str) -> tuple[list[str] | No
                 refused = {fl.name: column_type_problem(fl.type) for fl in schema}
                 return schema.names, meta.metadata.num_rows, groups, {k: v for k, v in refused.items() if v}
             blocks = fastavro.block_reader(f)
+            if problem := top_level_problem(blocks.writer_schema):  # a file of strings, of arrays, a union...
+                raise InputError(
+                    f"{path}: the Avro schema is not a record of the {contract.name} contract's columns (its top "
+                    f"level is {problem})"
+                )
             block = next(iter(blocks), None)
             est = 0 if block is None else int(block.num_records * size / max(block.size, 1))
-            names, refused = _avro_columns(blocks.writer_schema)
+            names, refused = avro_columns(blocks.writer_schema)
             return names, est, [], refused
     except InputError:
         raise
@@ -371,7 +335,7 @@ def plan_splits(
     total = 0
     for index, path in enumerate(ordered):
         fmt = _fmt(path, contract.formats)
-        names, est, groups, refused = _inspect(path, fmt, files[path], codec)
+        names, est, groups, refused = _inspect(path, fmt, files[path], codec, contract)
         if names is not None:
             mapping, extra, absent = map_columns(path, names, contract, fmt)
             for column, source in mapping.items() if contract.text else ():
