@@ -67,6 +67,12 @@ def parser() -> ArgumentParser:
         metavar="DIR",
         help="lines registered since: a merge, compact or retention output (or its base/), or a list of line ids",
     )
+    p.add_argument(
+        "--base-changed",
+        action="store_true",
+        help="--merged descends from another export of the subscriber base than the scan read (a newer one): "
+        "go on with a warning instead of refusing",
+    )
     p.add_argument("--suppress", help="do-not-SMS numbers, one per line")
     p.add_argument(
         "--policy", default=None, help="policy YAML whose GB/T 2260 table names {region} (default: Decree 25)"

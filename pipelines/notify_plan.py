@@ -59,7 +59,9 @@ def prepare_wave(args, beam_args: list[str], run_id: str) -> WavePlan:
     splits, rows = classified_splits(args.classified)
     registered, registered_rows = registered_splits(args.registered) if args.registered else ([], 0)
     if args.registered:  # a merge of another base would count that base's lines as registered, by line id
-        check_same_base("notify", args.classified, args.registered, ids_ok=not _merged_base(registered))
+        check_same_base(
+            "notify", args.classified, args.registered, ids_ok=not _merged_base(registered), changed=args.base_changed
+        )
     suppressed = read_suppress(args.suppress) if args.suppress else None
     workers = min(workers, len(splits) + len(registered)) if workers else 0  # no more workers than splits
     if args.topic:

@@ -77,6 +77,12 @@ def parser() -> ArgumentParser:
         help="the latest merge output, or of compact or retention after it (its base is the state now)",
     )
     p.add_argument(
+        "--base-changed",
+        action="store_true",
+        help="--merged descends from another export of the subscriber base than the scan read (a newer one): "
+        "go on with a warning instead of refusing",
+    )
+    p.add_argument(
         "--earlier-merges",
         nargs="*",
         default=[],

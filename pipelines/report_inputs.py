@@ -69,7 +69,7 @@ def read_inputs(args) -> ReportInputs:
     scan = report_files.read_scan(args.scan)
     merge = report_files.read_merge(args.merge, args.earlier_merges) if args.merge else None
     if merge is not None:  # a merge of another base: its lines counted complete, or not, by line id alone
-        check_same_base("report", args.scan, args.merge)
+        check_same_base("report", args.scan, args.merge, changed=args.base_changed)
     notify = report_notify.read_notify(args.notify) if args.notify else None
     campaign = report_notify.load_campaign_for(args.campaign, notify)
     report_notify.check_notify_matches(notify, scan, campaign)

@@ -83,8 +83,8 @@ def wave(scan: str, merged: str, out: str, *extra: str) -> subprocess.CompletedP
     return run("notify", *argv, "--merged", merged, *extra)
 
 
-def report(scan: str, merged: str, out: str) -> subprocess.CompletedProcess:
-    return run("report", "--scan", scan, "--merged", merged, "--out", out, "--as-of", "2026-12-07")
+def report(scan: str, merged: str, out: str, *extra: str) -> subprocess.CompletedProcess:
+    return run("report", "--scan", scan, "--merged", merged, "--out", out, "--as-of", "2026-12-07", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,28 @@ def test_report_refuses_the_merge_of_another_base(site, tmp_path):
     line = refused_by(report(site["scan_a"], site["merge_b"], out), "backfill report", 1, f"--merged {site['merge_b']}")
     assert f"--scan {site['scan_a']}" in line and "nothing was written" in line, line
     assert not os.path.exists(out)
+
+
+def test_a_newer_export_of_the_base_goes_on_with_base_changed_and_a_warning(site, tmp_path):
+    """The scan read a newer export of the subscriber base than the merges' chain started from (a line's number
+    changed since): the fingerprints differ, so notify and report refuse unless told ``--base-changed``; then a
+    warning and on."""
+    newer = tmp_path / "base_a_newer.csv"
+    with open(site["base_a"], encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    lines[-1] = lines[-1].replace("13800130029", "13800130129", 1)
+    assert lines[-1] != open(site["base_a"], encoding="utf-8").read().splitlines()[-1]
+    newer.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    scan_newer = str(tmp_path / "scan_newer")
+    ok(run("scan", "--base", str(newer), "--out", scan_newer, "--as-of", AS_OF, *QUIET))
+    out = str(tmp_path / "notify")
+    line = refused_by(wave(scan_newer, site["merge_a2"], out), "backfill notify", 1, "--base-changed")
+    assert "is not of the base" in line and not os.path.exists(out), line
+    proc = ok(wave(scan_newer, site["merge_a2"], out, "--base-changed", "--dry-run"))
+    assert "another export of the subscriber base" in proc.stderr and "registered since 2;" in proc.stdout
+    refused_by(report(scan_newer, site["merge_a2"], str(tmp_path / "r1")), "backfill report", 1, "--base-changed")
+    proc = ok(report(scan_newer, site["merge_a2"], str(tmp_path / "r2"), "--base-changed"))
+    assert "another export of the subscriber base" in proc.stderr
 
 
 def test_manifests_record_the_base_and_its_origin_without_a_value(site):

@@ -153,11 +153,14 @@ def _recorded(lineage) -> dict | None:
     return lineage if ok else None
 
 
-def check_same_base(step: str, scan: str, live: str, live_flag: str = "--merged", ids_ok: bool = False) -> None:
+def check_same_base(
+    step: str, scan: str, live: str, live_flag: str = "--merged", ids_ok: bool = False, changed: bool = False
+) -> None:
     """Refuse (one line naming both folders) a live state whose base is not the scan's: a merge of another
     subscriber base would count its lines as registered, or not, by line id alone. When the manifests do not
     tell, a warning. ``ids_ok``: ``live`` may be a list of line ids (notify's ``--merged``): one that lies in no
-    output is not checked."""
+    output is not checked. ``changed`` (``--base-changed``): the operator says the scan read another export of
+    the same subscriber base (a newer one): a warning, not a refusal."""
     scanned = _recorded((_manifest(scan) or {}).get("lineage"))
     folder = live_folder(live)
     if folder is None and ids_ok:
@@ -175,11 +178,18 @@ def check_same_base(step: str, scan: str, live: str, live_flag: str = "--merged"
         reason += "its pipeline with --estimated-rows)"
     elif scanned["base"] == merged["base"] or scanned["origin"] == merged["origin"]:
         return
+    elif scanned.get("origin_is_raw") and merged.get("origin_is_raw") and changed:
+        log.warning(
+            "%s: %s %s descends from another export of the subscriber base than --scan %s read (--base-changed): "
+            "lines of one and not the other are counted as not registered",
+            *(step, live_flag, live, scan),
+        )
+        return
     elif scanned.get("origin_is_raw") and merged.get("origin_is_raw"):
         raise UserError(
             f"{live_flag} {live} is not of the base --scan {scan} read: their manifests record different "
-            "subscriber bases (base fingerprints); give the merge (compact, retention) of the base the scan read; "
-            f"{_NOTHING.get(step, 'nothing was done')}"
+            "subscriber bases (base fingerprints); give the merge (compact, retention) of the base the scan read, "
+            f"or --base-changed if the scan read a newer export of the same base; {_NOTHING.get(step, 'nothing was done')}"
         )
     else:
         reason = "one of them comes from a merged base whose manifest records no base fingerprint"
