@@ -240,7 +240,7 @@ def _log_plan(job: _Job) -> None:
     if info.ignored_columns:
         log.info("scan: ignoring column(s) beyond the contract: %s", ", ".join(info.ignored_columns))
     absent = [c for c in _IDENTITY if c in info.missing_identity_columns]
-    if absent:  # under another header (姓名, 证件号码...) every line would need registration
+    if absent:  # under a header that is none of its names (联系地址...) every line would need registration
         log.warning("scan: %s: no such column in (a file of) the base, absent on every line of it", ", ".join(absent))
 
 

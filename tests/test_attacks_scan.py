@@ -263,7 +263,8 @@ def test_an_export_separated_by_other_than_commas_is_named_as_such(tmp_path, sep
 
 
 def test_identity_columns_under_other_headers_are_named_on_stderr(tmp_path):
-    renamed = {"doc_number": "证件号码", "name": "姓名", "address": "地址"}
+    # headers that are no name of these columns (schemas/column_aliases.yaml): a contact person and address
+    renamed = {"doc_number": "备用号码", "name": "联系人", "address": "联系地址"}
     rows = canary_rows(["L0001", "L0002", "L0003"])
     text = csv_text(rows)
     header, body = text.split("\n", 1)
@@ -273,7 +274,7 @@ def test_identity_columns_under_other_headers_are_named_on_stderr(tmp_path):
     proc = scan("--base", str(base), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "scan: doc_number, name, address: no such column in (a file of) the base" in proc.stderr
-    assert "证件号码" not in proc.stderr and "姓名" not in proc.stderr
+    assert "备用号码" not in proc.stderr and "联系人" not in proc.stderr
     assert accounted(out) == len(rows)
     # a base with every identity column says nothing of the kind
     base.write_text(text, encoding="utf-8")
@@ -354,3 +355,75 @@ def test_document_numbers_marked_as_text_for_a_spreadsheet_are_checked_as_the_nu
     got = {r["line_id"]: (r["identity_status"], r["reasons"]) for r in pq.read_table(out / "classified").to_pylist()}
     assert got == {f"X{i}": ("COMPLETE", []) for i in range(3)}
     assert accounted(out) == 3
+
+
+# (l) an operator export's own column names ------------------------------------------------------------------
+
+
+CHINESE = {  # schemas/column_aliases.yaml: one of each column's names
+    "line_id": "用户编号", "msisdn": "服务号码", "line_type": "号码类型", "subscriber_kind": "客户类型",
+    "status": "用户状态", "activated_on": "入网时间", "terminated_on": "拆机时间", "region": "地区编码",
+    "agent_id": "渠道编码", "doc_type": "证件类型", "doc_number": "证件号码", "name": "客户名称",
+    "address": "证件地址", "handler_doc_type": "经办人证件类型", "handler_doc_number": "经办人证件号码",
+    "handler_name": "经办人姓名", "updated_at": "更新时间",
+}  # fmt: skip
+
+
+def test_a_base_under_its_exports_chinese_column_names_reads_as_under_the_contracts(tmp_path):
+    """An operator export names its columns 服务号码, 证件号码, 客户名称...: those columns were left out (every line
+    then needed registration, a warning on stderr); they are the contract's columns, with the same outputs."""
+    from tests.support.rows import organisation
+
+    rows = [person(line_id="P1", msisdn="13700000001"), organisation(line_id="O1", msisdn="13700000002")]
+    rows += [person(line_id="P2", msisdn="13700000003", doc_number="")]
+    english, chinese = tmp_path / "en.csv", tmp_path / "zh.parquet"
+    english.write_text(csv_text(rows), encoding="utf-8")
+    table = pacsv.read_csv(
+        english, convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(CONTRACT, pa.string()))
+    )
+    pq.write_table(table.rename_columns([CHINESE[c] for c in table.column_names]), chinese)
+    outs = {}
+    for name, path in (("en", english), ("zh", chinese)):
+        outs[name] = tmp_path / f"out-{name}"
+        proc = scan("--base", str(path), "--out", str(outs[name]))
+        assert proc.returncode == 0 and "no such column" not in proc.stderr, proc.stderr
+    en, zh = (pq.read_table(outs[k] / "classified").drop_columns(["as_of"]).sort_by("line_id") for k in ("en", "zh"))
+    assert zh.equals(en) and en.num_rows == 3
+    needs = {r["line_id"]: r["needs_registration"] for r in zh.to_pylist()}
+    assert needs == {"O1": False, "P1": False, "P2": True}  # the document number was read where there is one
+
+
+def test_a_column_under_two_of_its_names_is_refused(tmp_path):
+    row = person(line_id="P1", msisdn="13700000001")
+    columns = list(CONTRACT) + ["手机号码"]
+    path = tmp_path / "two.csv"
+    path.write_text(csv_text([{**row, "手机号码": row["msisdn"]}], columns=columns), encoding="utf-8")
+    line = refused(scan("--base", str(path), "--out", str(tmp_path / "out")), "duplicate column msisdn")
+    assert f"columns {CONTRACT.index('msisdn') + 1} and {len(columns)}" in line
+
+
+def test_the_alias_table_names_only_contract_columns_and_registration_files_take_it_too():
+    from pipelines.io.column_names import aliases
+    from pipelines.io.planning import map_columns
+    from transforms.core.rows import BASE, EVENTS
+
+    for contract in (BASE, EVENTS):
+        table = aliases(contract)
+        assert table and set(table.values()) <= set(contract.columns), contract.name
+        assert not set(table) & set(contract.columns), contract.name  # an alias is never another column's name
+    names = [
+        "登记流水号",
+        "用户编号",
+        "证件类型",
+        "证件号码",
+        "姓名",
+        "证件地址",
+        "登记渠道",
+        "受理工号",
+        "核验方式",
+        "登记时间",
+    ]
+    mapping, ignored, _ = map_columns("events.csv", [" " + n for n in names] + ["备注"], EVENTS)
+    assert mapping == dict(zip(["event_id", "line_id", "doc_type", "doc_number", "name", "address", "channel",
+                                "agent_id", "verified_by", "registered_at"], [" " + n for n in names]))  # fmt: skip
+    assert ignored == [f"column {len(names) + 1}"]  # a column outside the contract is named by position

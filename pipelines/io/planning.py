@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from pipelines.io.avro_schema import avro_columns, top_level_problem
 from pipelines.io.folders import input_format, left_out_problem, match_files, subfolder_problem
+from pipelines.io.column_names import contract_key
 from pipelines.io.paths import join_path, open_read
 from transforms.core.rows import BASE, Contract, column_type_error, column_type_problem
 
@@ -146,10 +147,6 @@ def _refuse_aliases(found: dict[str, int]) -> None:
             raise InputError(f"{first} and {path} are the same file (a link or a second name): give it once")
 
 
-def _key(name: str) -> str:
-    return name.replace("\ufeff", "").strip().lower()
-
-
 # A column name outside the contract that may be shown in a message: a plain ASCII identifier
 # (letters, digits, "_", "." and "-", starting with a letter or "_", up to 64 characters) with fewer
 # than 6 digits. Anything else may be a value (a name, an address, a number in a row taken for the
@@ -160,7 +157,7 @@ _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 def shown_column(name: str, position: int, contract: Contract = BASE) -> str:
     """A column as a message may name it: a contract column by its name; another by its name only
     when that looks like a plain name (see ``_PLAIN_NAME``), else by its 1-based position."""
-    key = _key(name)
+    key = contract_key(name, contract)
     if key in contract.columns:
         return key
     text = name.replace("\ufeff", "").strip()
@@ -177,11 +174,11 @@ def map_columns(
     No value of the file is ever quoted: a file whose first row names no column of the contract
     is refused as having no header row (that row is data), and a problem with a column outside
     the contract names it by position."""
-    keys = [_key(n) for n in names]
+    keys = [contract_key(n, contract) for n in names]  # the contract's names, or an export's (column_names.py)
     if names and not any(k in contract.columns for k in keys):
         required = ", ".join(contract.required)
         sep = next((s for s in (";", "\t", "|") if fmt == "csv" and len(names) == 1 and s in names[0]), None)
-        if sep and any(_key(part) in contract.columns for part in names[0].split(sep)):
+        if sep and any(contract_key(part, contract) in contract.columns for part in names[0].split(sep)):
             shown = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}[sep]
             raise InputError(f"{path}: its columns are separated by {shown}, not commas: export it as CSV")
         if fmt == "csv":
