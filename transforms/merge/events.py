@@ -53,6 +53,19 @@ __all__ = [
 
 CHANNELS = ("STORE", "AGENT", "ONLINE", "SELF_SERVICE")
 VERIFIERS = ("ID_CARD_READER", "FACE_MATCH", "MANUAL")
+# The names registration exports give them (docs/contract.md "Registration events"), matched as the codes are
+# (trimmed, ignoring case and full-width forms). Only names that mean one code: 渠道 alone, 其他, ... stay BAD_ENUM.
+CHANNEL_NAMES = {
+    "STORE": ("营业厅", "自有营业厅", "实体营业厅", "门店"),
+    "AGENT": ("代理商", "代理点", "合作营业厅", "社会渠道"),
+    "ONLINE": ("网上营业厅", "网厅", "手机营业厅", "掌上营业厅", "线上", "在线"),
+    "SELF_SERVICE": ("自助终端", "自助服务", "自助"),
+}
+VERIFIER_NAMES = {
+    "ID_CARD_READER": ("身份证阅读器", "二代证阅读器", "二代证读卡器", "身份证读卡器", "读卡器"),
+    "FACE_MATCH": ("人脸识别", "人像比对", "人证比对", "人脸比对"),
+    "MANUAL": ("人工核验", "人工审核", "人工"),
+}
 # Dead-letter reasons of events (besides ROW_MALFORMED and the policy's line
 # reasons): the catalogue in transforms/core/reasons.py is their one home.
 EVENT_REASONS = {
@@ -118,8 +131,10 @@ def prepare_events(raw: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa.
     return raw.filter(pa.array(~bad)), _dead(ctx, raw, bad, reasons, "event_id", details)
 
 
-def _enum(values, allowed: tuple[str, ...]) -> pa.Array:
+def _enum(values, allowed: tuple[str, ...], names: dict[str, tuple[str, ...]]) -> pa.Array:
     table = {v: v for v in allowed}
+    for code, aliases in names.items():
+        table.update(dict.fromkeys(normalize_enum(pa.array(aliases, pa.string())).to_pylist(), code))
     return per_distinct(values, lambda d: lookup(normalize_enum(d), table))
 
 
@@ -135,7 +150,8 @@ def check_events(events: pa.Table, ctx: DeadLetterContext) -> tuple[pa.Table, pa
 
     line_id = clean_text(col("line_id"))
     registered, bad_time = parse_timestamps(col("registered_at"))
-    channel, verified = _enum(col("channel"), CHANNELS), _enum(col("verified_by"), VERIFIERS)
+    channel = _enum(col("channel"), CHANNELS, CHANNEL_NAMES)
+    verified = _enum(col("verified_by"), VERIFIERS, VERIFIER_NAMES)
     conditions = [
         ~_mask(line_id.is_valid()),
         bad_time | ~_mask(registered.is_valid()),
