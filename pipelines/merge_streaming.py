@@ -31,12 +31,14 @@ folds the deltas into a new base.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import sys
 
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.common import run_main, runner_name, split_beam_flags
-from pipelines.flags import shown_value
+from pipelines.flags import looks_plain, shown_value
 from pipelines.manifest import Timer
 
 log = logging.getLogger("backfill.merge")
@@ -88,16 +90,26 @@ def parser() -> ArgumentParser:
     return p
 
 
+# Pub/Sub's names: a project id (or domain:project), a subscription of letters, digits and - . _ ~ + %
+_SUBSCRIPTION = re.compile(r"projects/[A-Za-z0-9.:_-]+/subscriptions/[A-Za-z0-9._~+%-]+")
+
+
 def _check(args) -> None:
     parts = args.subscription.split("/")
     if len(parts) != 4 or parts[0] != "projects" or parts[2] != "subscriptions" or not parts[1] or not parts[3]:
         raise UserError(f"--subscription {shown_value(args.subscription)} is not projects/PROJECT/subscriptions/NAME")
+    if not _SUBSCRIPTION.fullmatch(args.subscription) or not looks_plain(args.subscription):
+        # quoted nowhere (errors, log lines, the manifest) unless it is a plain name: an identity value typed here
+        raise UserError(
+            f"--subscription {shown_value(args.subscription)}: a project or subscription name holds a character "
+            "Pub/Sub does not allow (letters, digits and - . _ ~ + % only)"
+        )
     if args.window_seconds < 1:
         raise UserError("--window-seconds must be at least 1")
     if args.max_windows is not None and args.max_windows < 1:
         raise UserError("--max-windows must be at least 1")
-    if args.stop_after_idle is not None and args.stop_after_idle <= 0:
-        raise UserError("--stop-after-idle must be positive")
+    if args.stop_after_idle is not None and not 0 < args.stop_after_idle < math.inf:  # nan, inf: never idle
+        raise UserError("--stop-after-idle must be a positive number of seconds")
     if not 1024 <= args.max_message_bytes <= 8 * 1024 * 1024:
         raise UserError("--max-message-bytes must be between 1024 and 8388608")
     if not 1 <= args.max_messages <= 10_000:

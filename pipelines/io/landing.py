@@ -7,24 +7,15 @@
     lander = LanderProcess(subscription, "out/stream/landing", "keys.json")   # pull -> land -> acknowledge
     lander.start(); ...; lander.stop(); lander.join()
 
-Why: Beam's local streaming runner acknowledges a Pub/Sub message when it
-pulls it, so a crash loses what was pulled and not yet written. The lander
-pulls synchronously (``SubscriberClient.pull``), writes the batch to one
-landed file and acknowledges only after the file is durable. A crash before
-the acknowledgement means Pub/Sub redelivers: the copy lands again and the
-window's de-duplication (by the event_id attribute, else the message id)
-counts it as a duplicate. Unary pull also avoids the emulator's quirk of
-routing messages to a dead subscriber's open streaming pull.
+Why: Beam's local streaming runner acknowledges a message when it pulls it (a crash loses what was pulled and
+not written). The lander pulls synchronously (unary pull: no messages routed to a dead subscriber's stream),
+lands the batch durably (temporary name, fsync, rename, folder fsync) and only then acknowledges it; a copy
+Pub/Sub sends again after a crash is a redelivery (its message id and publish time): a counted duplicate.
 
-A landed file holds identity values, so it is sealed with the project's one
-envelope (``transforms/crypto/envelope.py``): the batch (an Arrow IPC stream)
-is encrypted with AES-256-GCM under a fresh data key wrapped by the keyset's
-primary vault key; the associated data binds the purpose, the keyset, the
-file's name and the key version, so a file renamed or moved fails to open.
-
-Bodies over the size cap are never kept (only their size), so no landed file
-holds megabytes of one message. Files are written under a temporary name,
-fsync'd, renamed and the folder fsync'd.
+A landed file holds identity values: it is sealed with the project's envelope (``transforms/crypto/envelope.py``;
+AES-256-GCM, a fresh data key wrapped by the keyset's primary vault key, associated data binding the purpose,
+keyset, file name and key version: a file renamed or moved fails to open). Bodies over the size cap are never
+kept (only their size).
 """
 
 from __future__ import annotations
@@ -171,20 +162,18 @@ def land_loop(
     """Pull -> land -> acknowledge until ``should_stop()``. Nothing is acknowledged before the file holding
     it is durable.
 
-    By default each pull's answer is one landed file, acknowledged before the
-    next pull. Gathering several pulls into one file (``gather_seconds`` > 0,
-    up to ``max_messages``) saves fsyncs but pulls while messages are
-    outstanding, and the Pub/Sub emulator answers such a pull 5-10x slower
-    (about 10 ms instead of 1.5 ms with a 100,000-message backlog, measured),
-    while a landed file's write + fsync + rename + folder fsync takes about
-    1 ms here: one file per pull carries 1.6x the messages/s of the gathered
-    files (bench/bench_stream.py). The emulator answers a pull with about 100
-    messages; Pub/Sub itself with up to ``max_messages``.
+    By default each pull's answer is one landed file, acknowledged before the next pull: gathering pulls
+    (``gather_seconds`` > 0) saves fsyncs, but the emulator answers a pull 5-10x slower while messages are
+    outstanding, so one file per pull carries 1.6x the messages/s (docs/streaming.md, bench/bench_stream.py).
     """
     from google.api_core import exceptions
+    from google.api_core.retry import Retry, if_exception_type
 
     client = _subscriber()
-    quiet = (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable)
+    quiet = (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable, exceptions.RetryError)
+    # the library's own retry goes on 60 s with Pub/Sub unreachable, deaf to a stop: bounded, then this loop retries
+    transient = if_exception_type(*quiet[:2], exceptions.Aborted, exceptions.InternalServerError, exceptions.Unknown)
+    retry = Retry(initial=0.1, maximum=1.0, multiplier=1.3, predicate=transient, timeout=pull_timeout)
     try:
         while not should_stop():
             batch: list = []
@@ -194,7 +183,7 @@ def land_loop(
                 if batch:  # a follow-up pull answers at once: a client-side timeout would strand messages the
                     request["return_immediately"] = True  # server already handed out (until their ack deadline)
                 try:
-                    response = client.pull(request=request, timeout=pull_timeout)
+                    response = client.pull(request=request, timeout=pull_timeout, retry=retry)
                 except quiet:
                     if batch:
                         break
@@ -210,12 +199,23 @@ def land_loop(
                 continue
             table = _table(batch, max_bytes)
             zone.land(table)  # durable first ...
-            ack_ids = [r.ack_id for r in batch]
-            for i in range(0, len(ack_ids), 2000):  # ... then acknowledged
-                client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[i : i + 2000]})
+            _acknowledge(client, subscription, [r.ack_id for r in batch], retry)  # ... then acknowledged
             on_landed(len(batch))
     finally:
         client.close()
+
+
+def _acknowledge(client, subscription: str, ack_ids: list, retry) -> None:
+    """Acknowledge landed (durable) messages; Pub/Sub gone meanwhile is no reason to stop (a resend: a duplicate)."""
+    from google.api_core import exceptions
+
+    try:
+        for i in range(0, len(ack_ids), 2000):
+            client.acknowledge(
+                request={"subscription": subscription, "ack_ids": ack_ids[i : i + 2000]}, retry=retry, timeout=30
+            )
+    except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
+        log.warning("landed messages not acknowledged (%s): Pub/Sub will send them again", type(exc).__name__)
 
 
 def _subscriber():

@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 
 from pipelines.io.publish import make_private_dirs
 from transforms.core.deadletter import DeadLetterContext
-from transforms.merge.window_state import INDEX_SCHEMA
+from transforms.merge.window_state import INDEX_SCHEMA, same_message
 from transforms.scan.policy import Policy
 
 __all__ = ["LineStore", "open_store", "connect", "STORE_NAME", "CACHE_MB", "MESSAGE_TTL_DAYS", "PACKED"]
@@ -128,11 +128,16 @@ class LineStore:
         sql = "SELECT i.event_id, i.digest FROM json_each(?) AS j CROSS JOIN ids AS i ON i.event_id = j.value"
         return dict(self._lookup(sql, event_ids))
 
-    def seen_messages(self, message_ids: pa.Array) -> np.ndarray:
-        """Per message id: processed in an earlier window (and not yet forgotten)."""
-        sql = "SELECT m.message_id FROM json_each(?) AS j CROSS JOIN messages AS m ON m.message_id = j.value"
-        known = pa.array([r[0] for r in self._lookup(sql, message_ids.to_pylist())], pa.string())
-        return pc.fill_null(pc.is_in(message_ids, value_set=known), False).to_numpy(zero_copy_only=False)
+    def seen_messages(self, message_ids: pa.Array, publish_times: pa.Array | None = None) -> np.ndarray:
+        """Per message: processed in an earlier window (and not yet forgotten): its id, and its publish time when
+        given (a redelivery repeats both; the emulator reuses ids after a restart)."""
+        sql = (
+            "SELECT m.message_id, m.publish_time FROM json_each(?) AS j "
+            "CROSS JOIN messages AS m ON m.message_id = j.value"
+        )
+        found = self._lookup(sql, message_ids.to_pylist())
+        known = pa.table({"id": pa.array([r[0] for r in found], pa.string()), "at": [r[1] for r in found]})
+        return same_message(message_ids, publish_times, known.column("id"), known.column("at"))
 
     def apply(self, delta: pa.Table, seq: int, *, taken: pa.Table | None = None, seen: pa.Table | None = None) -> bool:
         """Take window ``seq``'s registrations (latest wins), the ids it took and the message ids it processed,
@@ -174,13 +179,18 @@ def _apply_registrations(db: sqlite3.Connection, delta: pa.Table, kind: str) -> 
 def _apply_messages(db: sqlite3.Connection, seen: pa.Table) -> None:
     times = seen.column("publish_time").cast(pa.int64())
     rows = sorted(r for r in zip(seen.column("message_id").to_pylist(), times.to_pylist()) if r[0] is not None)
-    db.executemany("INSERT INTO messages VALUES (?, ?) ON CONFLICT DO NOTHING", rows)
+    # an id seen again with a later publish time is another message (the emulator restarted): it is remembered
+    db.executemany(_MESSAGE, rows)
     newest = pc.max(times).as_py()
     if newest is not None:
         cutoff = newest - MESSAGE_TTL_DAYS * 86_400 * 1_000_000
         db.execute("DELETE FROM messages WHERE publish_time < ?", [cutoff])
 
 
+_MESSAGE = (
+    "INSERT INTO messages VALUES (?1, ?2) ON CONFLICT (message_id) DO UPDATE SET publish_time = ?2 "
+    "WHERE ?2 > messages.publish_time"
+)
 _SUBSET = (
     'SELECT l.line_id, l."_src_file", l."_src_row", coalesce(r.registered_at, l.registered_at), '
     "iif(r.line_id IS NULL, l.registration_event_id, r.registration_event_id), l.packed "

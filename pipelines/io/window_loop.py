@@ -16,6 +16,7 @@ held and the message ids seen are in the line store ``OUT/state/`` (on disk,
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import secrets
@@ -27,10 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.common import UserError
-from pipelines.io.landing import LanderProcess, LandingZone
+from pipelines.io.landing import LanderProcess, LandingZone, write_durably
 from pipelines.io.line_store import open_store
+from pipelines.io.publish_guards import MARKER, check_apart, make_private_dirs, owner, require_folder
 from pipelines.io.windows import committed_windows, recover, replay, write_window
-from pipelines.manifest import keys_block, policy_block, write_json
+from pipelines.manifest import keys_block, policy_block
 from transforms.core.deadletter import DeadLetterContext
 from transforms.crypto.tokenize import Tokenizer
 from transforms.crypto.vault import Vault
@@ -51,6 +53,56 @@ class _Stop:
     def __call__(self, signum, frame):
         self.signal = signal.Signals(signum).name
         self.event.set()
+
+
+STEP = "merge-streaming"  # the owner its marker names (a batch merge's OUT says "merge")
+# what a streaming merge keeps in OUT: a folder holding only these is one it made before it wrote its marker
+_OWN = {".lock", MARKER, "landing", "state", "deltas", "runs", "manifest.json"}
+
+
+def _check_out(out: str, bases: list[str]) -> None:
+    """Refuse, in one line, an --out that is, holds or lies inside the base (its windows would become base
+    files), or a folder another step made (a batch merge's OUT: its manifest would be overwritten)."""
+    check_apart(out, {"--base": bases})
+    require_folder(out)
+    try:
+        entries = set(os.listdir(out))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise UserError(f"--out {out} is a file, not a folder") from None
+    if not entries or owner(out) == STEP:
+        return
+    if MARKER not in entries and entries <= _OWN:
+        try:
+            with open(os.path.join(out, "manifest.json"), "rb") as handle:
+                mode = json.loads(handle.read().decode("utf-8")).get("mode")
+        except FileNotFoundError:
+            mode = "streaming"  # a first run killed before its manifest
+        except (OSError, ValueError, AttributeError):
+            mode = None
+        if mode == "streaming":
+            return
+    made_by = owner(out)
+    raise UserError(
+        f"--out {out} is "
+        + (f"the output of backfill {made_by}" if made_by else "not empty and not a streaming merge's folder")
+        + ": give a new or empty folder, or the streaming merge's own; nothing was written"
+    )
+
+
+def _claim(out: str, run_id: str) -> None:
+    """Mark OUT as a streaming merge's (once; under the lock)."""
+    if owner(out) != STEP:
+        record = {"created_by": "subscriber-backfill", "step": STEP, "run_id": run_id, "state": "streaming"}
+        write_durably(os.path.join(out, MARKER), (json.dumps(record, indent=1) + "\n").encode("utf-8"))
+
+
+def _write_json(path: str, data: dict) -> None:
+    """A manifest written whole or not at all (temporary file, fsync, rename), 0600: a reader never sees half."""
+    make_private_dirs(os.path.dirname(path))
+    payload = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False, default=str) + "\n"
+    write_durably(path, payload.encode("utf-8"))
 
 
 def _lock(out: str) -> int:
@@ -82,9 +134,11 @@ class LocalStreamingMerge:
         self.windows, self.window_log, self.stopped_by = 0, [], None
 
     def run(self) -> dict:
-        os.makedirs(self.out, exist_ok=True)
+        _check_out(self.out, self.args.base)
+        make_private_dirs(self.out)
         lock = _lock(self.out)
         try:
+            _claim(self.out, self.run_id)
             self._start()
             try:
                 self._drain()  # a restart finishes what an earlier run landed, before it pulls anything new
@@ -245,6 +299,7 @@ class LocalStreamingMerge:
                 and time.monotonic() < deadline
                 and self.lander.error is None
                 and self._landed_messages() < args.max_window_messages
+                and not self._idle()  # idle long enough: what has landed is merged now, then the loop stops
             ):
                 stop.event.wait(min(0.1, max(0.0, deadline - time.monotonic())))
             if self.lander.error is not None:
@@ -257,19 +312,19 @@ class LocalStreamingMerge:
             deadline = time.monotonic() + args.window_seconds  # the next window closes one length after this one
             if args.max_windows and self.windows >= args.max_windows:
                 return f"--max-windows {args.max_windows}"
-            if (
-                args.stop_after_idle
-                and not files
-                and not self.zone.pending()
-                and time.time() - self.lander.last_message_at >= args.stop_after_idle
-            ):
+            if not files and not self.zone.pending() and self._idle():
                 return f"--stop-after-idle {args.stop_after_idle:g}"
+
+    def _idle(self) -> bool:
+        """--stop-after-idle S: nothing has arrived for S seconds (whatever --window-seconds is)."""
+        idle = self.args.stop_after_idle
+        return bool(idle) and time.time() - self.lander.last_message_at >= idle
 
     # -- manifest ----------------------------------------------------------------------------------------------
     def _finish(self) -> dict:
         manifest = self._manifest()
-        write_json(os.path.join(self.out, "runs", f"{self.run_id}.json"), manifest)
-        write_json(os.path.join(self.out, "manifest.json"), manifest)
+        _write_json(os.path.join(self.out, "runs", f"{self.run_id}.json"), manifest)
+        _write_json(os.path.join(self.out, "manifest.json"), manifest)
         if not manifest["counts"]["balanced"] or not manifest["all_windows"]["balanced"]:
             raise UserError(f"streaming merge counts do not balance; see {os.path.join(self.out, 'manifest.json')}")
         return manifest

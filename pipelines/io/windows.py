@@ -251,8 +251,8 @@ def replay(store, windows: list[str]) -> int:
     """Apply to the line store the committed windows it has not applied yet (seq after ``store.last_seq``), in
     order; one window in memory at a time. Returns how many were applied."""
     applied = 0
-    for window in windows:
-        seq = int(read_window_info(window).get("seq", 0))
+    # by number, not by name: w-1000000 sorts before w-100001, and a window before it would look applied already
+    for seq, window in sorted((int(read_window_info(w).get("seq", 0)), w) for w in windows):
         if seq <= store.last_seq:
             continue
         delta = _read_parquet(FileSystems.join(window, "delta.parquet"), list(_REGISTRATION))

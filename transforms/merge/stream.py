@@ -104,19 +104,24 @@ class WindowResult:
 
 
 def _redeliveries(messages: pa.Table, seen) -> tuple[pa.Table, int]:
-    """(the messages not processed before, by Pub/Sub message id; how many were)."""
+    """(the messages not processed before, by Pub/Sub message id and publish time; how many were).
+
+    A redelivery repeats both. A message id alone is not enough: the emulator numbers its messages from 1
+    again after a restart (and Pub/Sub's ids are unique per topic only), so a new message under an id seen
+    before is judged like any other (by its body), never dropped as a redelivery."""
     n = messages.num_rows
     if n == 0:
         return messages, 0
     ids = messages.column("message_id").combine_chunks()
-    before = seen.seen_messages(ids) if seen is not None else np.zeros(n, bool)
+    times = messages.column("publish_time").combine_chunks()
+    before = seen.seen_messages(ids, times) if seen is not None else np.zeros(n, bool)
     keep = np.zeros(n, bool)
-    firsts: set[str] = set()
-    for i, message_id in enumerate(ids.to_pylist()):
-        if message_id is None:  # no id to know it by: never taken for a redelivery
+    firsts: set[tuple] = set()
+    for i, key in enumerate(zip(ids.to_pylist(), times.cast(pa.int64()).to_pylist())):
+        if key[0] is None:  # no id to know it by: never taken for a redelivery
             keep[i] = True
-        elif not before[i] and message_id not in firsts:
-            firsts.add(message_id)
+        elif not before[i] and key not in firsts:
+            firsts.add(key)
             keep[i] = True
     return (messages if keep.all() else messages.filter(pa.array(keep))), n - int(keep.sum())
 

@@ -37,6 +37,7 @@ __all__ = [
     "WindowKeys",
     "index_rows",
     "latest_per_line",
+    "same_message",
 ]
 
 INDEX_SCHEMA = pa.schema(list(MERGED_SCHEMA) + [pa.field("_src_file", pa.string()), pa.field("_src_row", pa.int64())])
@@ -142,6 +143,19 @@ def latest_per_line(table: pa.Table) -> pa.Table:
     return table.take(pa.array(order.to_numpy()[first]))
 
 
+def same_message(message_ids: pa.Array, publish_times: pa.Array | None, known_ids: pa.Array, known_times) -> np.ndarray:
+    """Per message: its id is among ``known_ids`` (unique) and, when ``publish_times`` are given, with the same
+    publish time (microseconds; a null matches a null): a redelivery repeats both."""
+    at = pc.index_in(message_ids, value_set=known_ids)
+    found = at.is_valid()
+    if publish_times is not None:
+        held = pa.array(known_times, pa.int64()).take(at)
+        times = publish_times.cast(pa.int64())
+        same = pc.or_kleene(pc.equal(held, times), pc.and_(pc.is_null(held), pc.is_null(times)))
+        found = pc.and_(found, pc.fill_null(same, False))
+    return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+
+
 @dataclasses.dataclass
 class WindowKeys:
     """What a window adds to the seen state: its message ids (SEEN_SCHEMA) and the ids it took (IDS_SCHEMA).
@@ -160,11 +174,14 @@ class SeenKeys:
 
     def __init__(self):
         self._held: dict[str, str] = {}
-        self._messages: set[str] = set()
+        self._messages: dict[str, int | None] = {}  # message id -> its publish time (microseconds)
 
     def add(self, keys: WindowKeys) -> None:
         """Record a window's keys (``WindowResult.new_keys``) once the window is kept."""
-        self._messages.update(m for m in keys.messages.column("message_id").to_pylist() if m is not None)
+        times = keys.messages.column("publish_time").cast(pa.int64()).to_pylist()
+        for message_id, at in zip(keys.messages.column("message_id").to_pylist(), times):
+            if message_id is not None:
+                self._messages[message_id] = at
         taken = keys.taken
         for event_id, digest in zip(taken.column("event_id").to_pylist(), taken.column("digest").to_pylist()):
             self._held.setdefault(event_id, digest)
@@ -172,9 +189,10 @@ class SeenKeys:
     def holders(self, event_ids) -> dict[str, str]:
         return {e: self._held[e] for e in event_ids if e in self._held}
 
-    def seen_messages(self, message_ids: pa.Array) -> np.ndarray:
-        known = pa.array(sorted(self._messages), pa.string())
-        return pc.fill_null(pc.is_in(message_ids, value_set=known), False).to_numpy(zero_copy_only=False)
+    def seen_messages(self, message_ids: pa.Array, publish_times: pa.Array | None = None) -> np.ndarray:
+        """Per message: processed before (its id, and its publish time when given: a redelivery repeats both)."""
+        known = self._messages
+        return same_message(message_ids, publish_times, pa.array(list(known), pa.string()), list(known.values()))
 
     def __len__(self) -> int:
         return len(self._messages)
