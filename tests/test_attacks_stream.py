@@ -341,3 +341,19 @@ def test_sigterm_while_pubsub_is_unreachable_stops_cleanly(tmp_path):
     manifest = _manifest(out)
     assert manifest["stopped_by"] == "signal SIGTERM" and manifest["all_windows"]["applied"] == 1
     assert _applied(out) == ["W1"]
+
+
+def test_committed_windows_come_in_window_order_for_compact_too(tmp_path):
+    """compact reads the windows in ``committed_windows``' order (its tie-break between identical registrations is
+    the earlier window): by name, ``w-1000000`` came before ``w-100001`` and pane ``p10`` before ``p9``."""
+    from pipelines.io.windows import committed_windows
+
+    names = ["w-1000000", "w-100001", "w-999999", "w-000007", "w-20261205T101000-p10-s001-of-004"]
+    names += ["w-20261205T101000-p9-s001-of-004", "w-20261205T101000-p0-s003-of-004"]
+    for name in names:
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "window.json").write_text("{}", encoding="utf-8")
+    got = [os.path.basename(p) for p in committed_windows(str(tmp_path))]
+    assert got == ["w-000007", "w-100001", "w-999999", "w-1000000"] + [
+        "w-20261205T101000-p0-s003-of-004", "w-20261205T101000-p9-s001-of-004", "w-20261205T101000-p10-s001-of-004"
+    ]  # fmt: skip

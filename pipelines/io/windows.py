@@ -25,6 +25,7 @@ commit marker).
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 from typing import Iterator
@@ -178,10 +179,16 @@ def write_window(deltas_dir: str, name: str, result: WindowResult, seen_times: p
 
 
 def committed_windows(deltas_dir: str) -> list[str]:
-    """Paths of the committed window folders, in name order (local or gs://)."""
+    """Paths of the committed window folders, in window order (local or gs://): their names with each run of
+    digits compared as a number, so ``w-1000000`` comes after ``w-999999`` and pane ``p10`` after ``p9``."""
     pattern = FileSystems.join(deltas_dir, "w-*", "window.json")
     found = FileSystems.match([pattern])[0].metadata_list
-    return sorted(FileSystems.split(m.path)[0] for m in found)
+    return sorted((FileSystems.split(m.path)[0] for m in found), key=_window_order)
+
+
+def _window_order(path: str) -> list:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
 
 
 def _read_parquet(path: str, columns=None) -> pa.Table:
