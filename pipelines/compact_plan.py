@@ -106,7 +106,7 @@ def prepare(argv, parser: argparse.ArgumentParser, rows_per_bucket: int) -> Job:
     timer = Timer()
     policy = load_policy(args.policy)
     keyset = Keyset.load(args.keys)  # permissions and format checked before anything runs
-    out = args.out.rstrip("/")
+    out = args.out.rstrip("/") or args.out  # "/" stays "/"
     deltas = deltas_dir(args.deltas)
     as_of = args.as_of or stream_as_of(deltas) or parse_as_of(None)
     check_apart(out, inputs(args, deltas))  # real paths: a symbolic link to OUT is OUT

@@ -52,7 +52,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.common import ArgumentParser, UserError, beam_options, is_local_runner, new_run, parse_as_of
 from pipelines.flags import add_merged, add_progress_flag, shown_value
 from pipelines.progress import progress
-from pipelines.common import refuse_document_numbers, run_main, runner_name, split_beam_flags
+from pipelines.common import _user_message, refuse_document_numbers, run_main, runner_name, split_beam_flags
 from pipelines.incident_report import action_block, scope_text, write_report
 from pipelines.io.line_lists import LineList, inspect_line_list
 from pipelines.io.publish import Publication, check_apart, check_owned, committed_remote, publishing
@@ -110,7 +110,10 @@ def _when(value: str | None, as_of: dt.date) -> str | None:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)  # no zone means UTC, as everywhere in the project
-    when = when.astimezone(dt.timezone.utc)
+    try:
+        when = when.astimezone(dt.timezone.utc)
+    except OverflowError:  # its zone moves it before year 1 or after 9999
+        raise UserError(f"--detected-at {shown_value(value)} is out of the calendar's range in UTC") from None
     _check_not_later(when, as_of)
     return when.isoformat().replace("+00:00", "Z")
 
@@ -122,7 +125,7 @@ def _check_not_later(when: dt.datetime, as_of: dt.date) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     if when > now + room:
         raise UserError(f"--detected-at {when:%Y-%m-%d %H:%M} UTC is in the future (now {now:%Y-%m-%d %H:%M} UTC)")
-    if when.date() > as_of + room:
+    if when.date() - as_of > room:  # never as_of + room: 9999-12-31 has no next day
         raise UserError(f"--detected-at {when:%Y-%m-%d} is after the report's --as-of {as_of}")
 
 
@@ -226,6 +229,19 @@ def _check_in_keyset(keyset, args) -> None:
         )
 
 
+def _check_no_kept(out: str) -> None:
+    """An earlier run into OUT killed or failed once its shred began kept its staged folder, the only scope of
+    the lines it shredded: a new report there would say they were never shredded here."""
+    from pipelines.retention_keep import kept_stages
+
+    kept = kept_stages(out, "incident")
+    if kept:
+        raise UserError(
+            f"an earlier incident into {out} stopped once its shred began and kept {kept[0]}: it is that "
+            "incident's scope (the shred log names its run); keep it, and write this report to a new folder"
+        )
+
+
 def _inputs(args) -> dict:
     """Every path the incident reads, by flag: --out may be none of them, contain none, lie inside none."""
     return {"--base": args.base, "--vault": args.vault, "--lines": args.lines, "--keys": args.keys}
@@ -235,11 +251,12 @@ def _prepare(argv) -> _Job:
     """Parse and check the arguments; plan the base, the vault's key table and the line list."""
     from pipelines.io.merged_base import base_kind, plan_merged_splits, vault_shards
     from transforms.crypto.keyset import Keyset
+    from transforms.crypto.registry import refuse_copied_keyset
 
     args, beam_args = split_beam_flags(parser(), argv)
     timer = Timer()
     run_id, started = new_run("incident")
-    as_of, out = args.as_of or parse_as_of(None), args.out.rstrip("/")
+    as_of, out = args.as_of or parse_as_of(None), args.out.rstrip("/") or args.out
     _check_args(args)
     refuse_document_numbers("--description", args.description)
     options = beam_options(beam_args, step="incident", run_id=run_id)
@@ -251,7 +268,10 @@ def _prepare(argv) -> _Job:
         )
     check_apart(out, _inputs(args))  # real paths
     check_owned(out, "incident")
+    _check_no_kept(out)
     keyset = Keyset.load(args.keys) if args.keys else None  # permissions checked before anything is read
+    if keyset is not None and args.shred:
+        refuse_copied_keyset(args.keys, keyset)  # a copy of the keyset would shred in the original's vaults
     _check_in_keyset(keyset, args)
     listing = inspect_line_list(args.lines) if args.lines else None
     if base_kind(args.base) != "merged":
@@ -290,6 +310,7 @@ def _shred(job: _Job, pub: Publication, manifest: dict) -> dict:
     """Crypto-shred the affected lines that have a data key; the job's report written again with what was done."""
     from pipelines.io.affected_lines import remove_shred_ids, shred_ids
     from pipelines.keys_shred import shred_lines
+    from pipelines.retention_keep import keep_from_now
     from pipelines.reveal import audit_dir
     from transforms.crypto.keyset import Keyset
 
@@ -297,6 +318,7 @@ def _shred(job: _Job, pub: Publication, manifest: dict) -> dict:
     shred = None
     if count:
         description = (args.description or "").strip().replace("\n", " ")
+        reason = f"its lines were crypto-shredded: {pub.stage} is the incident's only scope of them"
         shred = shred_lines(
             args.keys,
             args.vault,
@@ -304,8 +326,8 @@ def _shred(job: _Job, pub: Publication, manifest: dict) -> dict:
             actor=args.actor,
             reason=f"incident {job.run_id} (Art. 13): {description or scope_text(report['scope'])}",
             options=job.options,
+            before_record=lambda: keep_from_now(pub, reason),  # marked kept: a run killed from here on keeps it
         )
-        pub.keep_on_failure("its lines were crypto-shredded: this folder is the incident's only scope of them")
         shred["shred_log"] = FileSystems.join(audit_dir(args.vault, args.keys), "shred.jsonl")
         report["keys"] = keys_block(Keyset.load(args.keys))  # as the shred left it
     remove_shred_ids(pub.stage)
@@ -328,7 +350,13 @@ def run(argv=None) -> dict:
                 build_pipeline(p, job, pub, spill_dir, prog)
         manifest = read_json(FileSystems.join(_written(job, pub), "manifest.json"))  # counts checked in the job
         if job.args.shred:
-            return _shred(job, pub, manifest)
+            try:
+                return _shred(job, pub, manifest)
+            except Exception as exc:
+                if not pub.keep_reason:
+                    raise
+                what = _user_message(exc) or f"unexpected {type(exc).__name__}"
+                raise UserError(f"incident stopped ({what}); {pub.keep_reason}") from exc
         return read_json(FileSystems.join(_written(job, pub), "incident.json"))
 
 

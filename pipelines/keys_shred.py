@@ -24,7 +24,7 @@ open). One killed in 5 leaves some vaults published and some not: ``keys rotate 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from pipelines.common import UserError
 from pipelines.keys_retire import _destroy_due, _retire
@@ -66,6 +66,7 @@ def shred_lines(
     dry_run: bool = False,
     now: bool = False,
     options=None,
+    before_record: Callable[[], None] | None = None,
 ) -> dict:
     """Crypto-shred lines in every vault the keyset knows (see the module docstrings here and of
     ``pipelines/keys.py``).
@@ -80,6 +81,8 @@ def shred_lines(
         dry_run: read and check only: nothing is written, saved or recorded.
         now: destroy the older vault key versions at once instead of scheduling their destruction.
         options: Beam PipelineOptions of the re-wrap jobs (default: the local FnApiRunner).
+        before_record: called once every job has written and checked, right before the first record (from there
+            on the shred is under way: an incident keeps its scope then, even if it is killed).
     """
     from pipelines.common import new_run
     from transforms.crypto.registry import location
@@ -104,6 +107,8 @@ def shred_lines(
         _run_rewrap(keyset, keys_path, plans, older, lines, registry.shredded_deks, check=check, **jobs)
         result = _shred_result(keyset, home, lines, plans, new_version, older, now, False)
         record = _shred_record(keyset, home, actor, reason, new_version, older, now)
+        if before_record is not None:
+            before_record()
         _record_shred(keyset, registry, keys_path, log_folder, plans, named, home, lines, record)
         result["destroy_after"] = record["destroy_after"] = _apply_shred(
             keyset, registry, keys_path, plans, home, older, now

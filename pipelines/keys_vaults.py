@@ -259,6 +259,8 @@ def _known_vaults(registry: Registry, *named: str) -> list[str]:
     from transforms.crypto.registry import location
 
     first = [location(n) for n in named if n]
+    if registry.vaults:  # from a copy of the keyset and its registry, they are the original's vaults
+        registry.refuse_if_copied()
     return list(dict.fromkeys(first + registry.vaults))
 
 

@@ -3,7 +3,6 @@
     backfill retention --merged out/merge --keys keys/keyset.json \\
         --out out/retention --as-of 2026-12-01 [--policy FILE] [--actor NAME] [Beam flags...]
     backfill retention --base out/merge/base --vault out/merge/vault ...     # the same, by its parts
-    python -m pipelines.retention ...
 
 For every TERMINATED line of the merged base whose retention period is over
 on ``--as-of`` (``as_of > terminated_on + N years``, N from the policy; see
@@ -54,6 +53,7 @@ to shred the keyset is not touched.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import math
@@ -70,6 +70,7 @@ from pipelines.common import split_beam_flags
 from pipelines.io.publish import Publication, check_apart, check_owned, kept_stage, publishing
 from pipelines.manifest import Timer, keys_block
 from pipelines.retention_base import plan_base, vault_tables
+from pipelines.retention_guard import check_opens, one_purge_at_a_time
 from pipelines.retention_keep import keep_from_now, kept_stages, moved_versions
 from pipelines.retention_manifest import manifest_static, shred_log
 
@@ -188,6 +189,7 @@ def _check_as_of(as_of: dt.date, future: bool) -> None:
 def _prepare(argv) -> _Job:
     """Parse and check the arguments: OUT apart from the base, the live vault, the keyset, a merged base."""
     from transforms.crypto.keyset import Keyset
+    from transforms.crypto.registry import refuse_copied_keyset
     from transforms.scan.policy import load_policy
 
     args, beam_args = split_beam_flags(parser(), argv)
@@ -198,11 +200,12 @@ def _prepare(argv) -> _Job:
     if args.spill == "on" and not is_local_runner(options):
         raise UserError("--spill on needs a local runner: the spill is a private local folder")
     policy = load_policy(args.policy)
-    out = args.out.rstrip("/")
+    out = args.out.rstrip("/") or args.out  # "/" stays "/"
     out_vault = FileSystems.join(out, "vault")
     in_place = _same(args.vault, out_vault)
     _check_out(args, out, out_vault, in_place)
     keyset = Keyset.load(args.keys)  # permissions and format checked before anything is read
+    refuse_copied_keyset(args.keys, keyset)  # a rehearsal's copy of the keyset would re-wrap the original's vaults
     keys_before = {**keys_block(keyset), "vault_versions": keyset.versions("vault")}
     splits, info = plan_base(args.base)
     check_apart(out, {"--base": info.files})
@@ -317,27 +320,51 @@ def _rewrite_base(job: _Job, pub: Publication, cutoff: dt.date, found: dict, shr
     )
 
 
+def _cutoff(as_of: dt.date, years: int) -> dt.date:
+    """The latest ``terminated_on`` that is due; an --as-of fewer than ``years`` years after year 1 has none."""
+    from transforms.compliance.retention import last_purged_date
+
+    try:
+        return last_purged_date(as_of, years)
+    except (ValueError, OverflowError):  # the calendar starts at year 1
+        raise UserError(f"--as-of {as_of} is too early: the calendar has no day {years} years before it") from None
+
+
+def _dead_before(job: _Job) -> set[str]:
+    """The vault key versions that opened nothing already when the purge began."""
+    every = job.keyset.versions("vault", states=("primary", "enabled", "destroy_scheduled", "retired"))
+    return set(every) - set(job.keys_before["vault_versions"])
+
+
 def run(argv=None) -> dict:
     """Run a retention purge; returns its manifest (written by the last job, every balance checked there).
 
     The new base and vault are written beside OUT and switched in at the end (pipelines/io/publish.py). A
     failure before the shred leaves OUT as it was; a failure after it keeps the staged folder, whose vault
     may be the only one that opens, and says how to complete the purge."""
-    from transforms.compliance.retention import last_purged_date
+    from pipelines.keys_session import register_vault
+    from transforms.crypto.keyset import keyset_lock
 
     job = _prepare(argv)
-    cutoff = last_purged_date(job.as_of, job.policy.retention_years)
+    cutoff = _cutoff(job.as_of, job.policy.retention_years)
     allow = [job.args.vault] if job.in_place else ()
-    with publishing(job.out, "retention", job.run_id, inputs=_inputs(job.args), produces=OUTPUTS, allow=allow) as pub:
-        found = _find_and_purge(job, pub, cutoff)
-        try:
-            shred = _shred(job, pub, found, cutoff)
-            manifest = _rewrite_base(job, pub, cutoff, found, shred)
-        except Exception as exc:
-            if not pub.keep_reason:
-                raise
-            what = str(exc).splitlines()[0] if isinstance(exc, UserError) else f"unexpected {type(exc).__name__}"
-            raise UserError(f"retention stopped ({what}); {pub.keep_reason}") from exc
+    # Known before anything is written, shred or not: a later shred re-wraps it instead of making it unreadable.
+    register_vault(job.args.keys, job.out_vault, by="retention", run_id=job.run_id)
+    with contextlib.ExitStack() as until_switched:  # released once OUT is switched in (or the run failed)
+        inputs = _inputs(job.args)
+        with publishing(job.out, "retention", job.run_id, inputs=inputs, produces=OUTPUTS, allow=allow) as pub:
+            until_switched.enter_context(one_purge_at_a_time(job.out))
+            found = _find_and_purge(job, pub, cutoff)
+            try:
+                shred = _shred(job, pub, found, cutoff)
+                manifest = _rewrite_base(job, pub, cutoff, found, shred)
+                until_switched.enter_context(keyset_lock(job.args.keys))  # no key change until OUT/vault is known
+                check_opens(job.args.keys, pub.path("vault"), _dead_before(job))
+            except Exception as exc:
+                if not pub.keep_reason:
+                    raise
+                what = str(exc).splitlines()[0] if isinstance(exc, UserError) else f"unexpected {type(exc).__name__}"
+                raise UserError(f"retention stopped ({what}); {pub.keep_reason}") from exc
     return manifest
 
 

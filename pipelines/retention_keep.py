@@ -25,9 +25,9 @@ def keep_from_now(pub: Publication, reason: str) -> None:
         _write_private(os.path.join(pub.stage, MARKER), _marker(pub.step, pub.run_id, "kept", reason=reason))
 
 
-def kept_stages(out: str) -> list[str]:
-    """The staged folders of earlier purges into ``out`` kept after their shred began (local OUT only), but
-    the one OUT's manifest says its vault came from (a completed purge)."""
+def kept_stages(out: str, step: str = "retention") -> list[str]:
+    """The staged folders of earlier runs of ``step`` (a purge, an incident) into ``out`` kept after their shred
+    began (local OUT only), but the one OUT's manifest says its vault came from (a completed purge)."""
     if _remote(out):
         return []
     target = os.path.realpath(os.path.expanduser(out.rstrip("/") or out))
@@ -40,7 +40,7 @@ def kept_stages(out: str) -> list[str]:
         if not entry.startswith(name + _STAGE) or os.path.realpath(os.path.join(path, "vault")) == used:
             continue
         marker = _read_json(os.path.join(path, MARKER)) or {}
-        if marker.get("step") == "retention" and marker.get("state") == "kept":
+        if marker.get("step") == step and marker.get("state") == "kept":
             kept.append(path)
     return kept
 

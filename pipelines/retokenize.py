@@ -81,7 +81,7 @@ def retokenize(
 
     timer = Timer()
     keyset = Keyset.load(keys_path)
-    out = out.rstrip("/")
+    out = out.rstrip("/") or out  # "/" stays "/"
     sources = {"--base": base, "--vault": vault_dir, "--keys": keys_path}
     check_apart(out, sources)  # real paths: --out may not be, contain or lie inside an input
     check_owned(out, "retokenize")

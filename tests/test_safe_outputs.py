@@ -107,9 +107,11 @@ def site(tmp_path_factory) -> argparse.Namespace:
 
 
 def copy_site(site, where) -> argparse.Namespace:
-    """A private copy of the site: its own keyset (a purge rotates keys), scan and merge."""
+    """A private copy of the site: its own keyset (a purge rotates keys), scan and merge. The keyset's registry
+    is left behind: it names the site's vaults, which a key change from the copy would re-wrap (refused)."""
     root = str(where)
     shutil.copytree(site.root, root, symlinks=True, dirs_exist_ok=True)
+    os.remove(os.path.join(root, "secure", "keys.registry.json"))
     return argparse.Namespace(
         root=root,
         keys=os.path.join(root, "secure", "keys.json"),

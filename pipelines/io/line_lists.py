@@ -32,6 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.common import UserError
 from pipelines.io.planning import InputError
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
+from transforms.core.special_files import special_file
 from transforms.core.tags import COUNTS
 
 __all__ = ["LineList", "inspect_line_list", "ReadLineIds"]
@@ -53,6 +54,8 @@ class LineList:
 
 
 def _head(path: str) -> tuple[bytes, int]:
+    if kind := special_file(path):  # a named pipe would block for ever, /dev/zero never ends
+        raise UserError(f"--lines {path}: is {kind}, not a list of line_ids")
     try:
         with FileSystems.open(path) as handle:
             head = handle.read(_HEAD + 1)

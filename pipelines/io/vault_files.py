@@ -107,11 +107,27 @@ def _generations(vault_dir: str, kind: str) -> tuple[dict[int, list[str]], dict[
     return complete, every
 
 
+def _complete(vault_dir: str, kind: str) -> dict[int, list[str]]:
+    """The complete generations of a table for a reader; files of the table none of which make a whole
+    generation (a shard lost in a copy, a deleted file) are an error, never read as an empty table."""
+    complete, every = _generations(vault_dir, kind)
+    if every and not complete:
+        gen = max(every)
+        have = {int(_FILE.match(_name(p))["shard"]) for p in every[gen]}
+        total = int(_FILE.match(_name(every[gen][0]))["of"])
+        lost = min(set(range(total)) - have, default=0)
+        raise VaultUnreadable(
+            f"vault {vault_dir}: its {kind} table is incomplete (shard {lost:05d} of {total:05d} of generation "
+            f"g{gen:06d} is missing: a partial copy or a deleted file); restore it from where it was copied"
+        )
+    return complete
+
+
 def table_files(vault_dir: str, kind: str) -> list[str]:
     """The shards of the newest complete ``keys`` or ``values`` generation (for pipelines that read them in parallel).
 
     A key table of an older vault format is refused (its first shard's footer is read)."""
-    gens = _generations(vault_dir, kind)[0]
+    gens = _complete(vault_dir, kind)
     files = gens[max(gens)] if gens else []
     if files and kind == "keys":
         try:
@@ -142,7 +158,7 @@ def shard_prefix(vault_dir: str, kind: str, generation: int = 1) -> str:
 def read_table(vault_dir: str, kind: str, line_ids: Iterable[str] | None = None) -> pa.Table:
     """The newest complete ``keys`` or ``values`` table, optionally only some lines."""
     schema = arrow_schema(_SCHEMA[kind])
-    gens = _generations(vault_dir, kind)[0]
+    gens = _complete(vault_dir, kind)
     if not gens:
         if kind == "keys":
             raise VaultUnreadable(f"no vault at {vault_dir} (no complete keys/ table)")

@@ -40,7 +40,15 @@ import os
 from transforms.crypto.keyset import Keyset, KeysetError, keyset_lock
 from transforms.crypto.keyset_store import is_remote, join, parent, read_bytes, write_bytes
 
-__all__ = ["Registry", "registry_path", "location", "folder_location", "vault_audit_dir", "open_registry"]
+__all__ = [
+    "Registry",
+    "registry_path",
+    "location",
+    "folder_location",
+    "vault_audit_dir",
+    "open_registry",
+    "refuse_copied_keyset",
+]
 
 FORMAT = "subscriber-backfill/keyset-registry/1"
 
@@ -96,6 +104,25 @@ def open_registry(keys_path: str, *, replace_foreign: bool = False):
         yield keyset, Registry.load(keys_path, keyset, replace_foreign=replace_foreign)
 
 
+def refuse_copied_keyset(keys_path: str, keyset: Keyset) -> None:
+    """Before a command that changes keys starts (retention, an incident's shred): refused in one line when the
+    keyset and its registry are a copy of one still in its place (:meth:`Registry.refuse_if_copied`)."""
+    Registry.load(keys_path, keyset).refuse_if_copied()
+
+
+def _home(keys_path: str) -> str:
+    """Where a keyset is: its file's resolved path, or its URI as given."""
+    return keys_path.rstrip("/") if is_remote(keys_path) else os.path.realpath(keys_path)
+
+
+def _exists(keys_path: str) -> bool:
+    """Whether a keyset file is (still) there; one that cannot be looked at counts as there."""
+    try:
+        return read_bytes(keys_path, "registry", missing_ok=True) is not None
+    except KeysetError:
+        return True
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -108,8 +135,13 @@ def _canonical(doc: dict) -> bytes:
 class Registry:
     """The registry of one keyset; load it under the keyset's lock (:func:`keyset_lock`) to change it."""
 
-    def __init__(self, path: str, keyset: Keyset, doc: dict):
+    def __init__(self, path: str, keyset: Keyset, doc: dict, home: str | None = None):
         self.path, self._keyset, self._doc = path, keyset, doc
+        self._home = home  # where this keyset is now (recorded in the registry when it is saved)
+        recorded = doc.get("home")
+        # The registry (and the keyset) copied elsewhere while the original is still there: its vaults are the
+        # original's, which a key change made from the copy would re-wrap (see :meth:`refuse_if_copied`).
+        self.copied_from = recorded if recorded and home and recorded != home and _exists(recorded) else None
 
     @classmethod
     def load(cls, keys_path: str, keyset: Keyset, *, replace_foreign: bool = False) -> "Registry":
@@ -122,8 +154,9 @@ class Registry:
             data = read_bytes(path, "registry", missing_ok=True)
         except KeysetError:
             raise KeysetError(f"registry {path} of keyset {keyset.keyset_id} cannot be read or is not JSON") from None
+        home = _home(keys_path)
         if data is None:
-            return cls(path, keyset, empty)
+            return cls(path, keyset, empty, home)
         try:
             doc = json.loads(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
@@ -132,7 +165,7 @@ class Registry:
             raise KeysetError(f"registry {path} is not a keyset registry of format {FORMAT}")
         if doc.get("keyset_id") != keyset.keyset_id:
             if replace_foreign:
-                return cls(path, keyset, empty)
+                return cls(path, keyset, empty, home)
             raise KeysetError(f"registry {path} belongs to keyset {doc.get('keyset_id')}, not {keyset.keyset_id}")
         mac = keyset.audit_mac(b"registry")
         mac.update(_canonical(doc))
@@ -140,12 +173,14 @@ class Registry:
             raise KeysetError(f"registry {path} of keyset {keyset.keyset_id} failed authentication (edited)")
         for name in ("vaults", "chains", "shredded_deks"):
             doc.setdefault(name, empty[name])
-        return cls(path, keyset, doc)
+        return cls(path, keyset, doc, home)
 
     def save(self) -> None:
         """Write atomically (a local file: mode 0600, a temporary file and a rename; an object: one write),
         with its MAC."""
         doc = {k: v for k, v in self._doc.items() if k != "mac"}
+        if self._home and not self.copied_from:  # a copy keeps naming its original (a move adopts its new place)
+            doc["home"] = self._home
         mac = self._keyset.audit_mac(b"registry")
         mac.update(_canonical(doc))
         doc["mac"] = mac.finalize().hex()
@@ -156,6 +191,17 @@ class Registry:
     @property
     def vaults(self) -> list[str]:
         return sorted(self._doc["vaults"])
+
+    def refuse_if_copied(self) -> None:
+        """A key change (rotation, shred, retention) re-wraps every vault the registry knows: from a copy of the
+        keyset and its registry, those are the original's vaults, which would then open under keys the original
+        keyset does not have. Refused in one line while the original is still where the registry says."""
+        if self.copied_from:
+            raise KeysetError(
+                f"keyset {self._home} is a copy of {self.copied_from} (its registry names that keyset's vaults): a "
+                "key change from the copy would re-wrap the original's vaults; rehearse with a copy of the keyset "
+                "file alone (no registry), or, if the keyset was moved here for good, remove the original first"
+            )
 
     def add_vault(self, vault_dir: str, by: str, run_id: str | None = None) -> str:
         where = location(vault_dir)
