@@ -378,7 +378,9 @@ def test_a_merge_on_a_vault_whose_key_was_retired_is_one_line(merged, tmp_path):
     root, keys = merged
     secure = tmp_path / "secure"
     shutil.copytree(os.path.dirname(keys), secure)
-    os.remove(secure / "keys.registry.json")  # it names the fixture's vaults, which a rotation from a copy would re-wrap
+    os.remove(
+        secure / "keys.registry.json"
+    )  # it names the fixture's vaults, which a rotation from a copy would re-wrap
     keys2 = str(secure / "keys.json")
     old = str(tmp_path / "old-vault")  # a copy taken before the rotation: its data keys stay wrapped by v1
     shutil.copytree(root / "m1" / "vault", old)
