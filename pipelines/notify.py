@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ from pipelines.manifest import Timer, read_json
 from pipelines.notify_manifest import _mode, _save, manifest_static
 from pipelines.notify_plan import WavePlan, prepare_wave
 from pipelines.io.notify_files import HISTORY_JOBS, HISTORY_RECEIPTS, history_splits
+from pipelines.io.folder_lock import one_run_at_a_time
 from pipelines.io.paths import join_path
 from pipelines.io.publish import check_apart, check_owned, writing_into
 from pipelines.render.notify_text import format_dry_run, format_receipts, format_result
@@ -48,6 +48,9 @@ from transforms.core.spill_folders import spill_area
 __all__ = ["parser", "run", "main", "read_json"]
 
 log = logging.getLogger("backfill.notify")
+# Two notify runs into one OUT would read the same history, plan the same wave and hand every job over again (or
+# record the same receipts twice): the second is refused before it reads the history.
+_ONE_RUN = "another notify run is writing into it; run one notify at a time per folder (nothing was sent by this one)"
 
 
 def parser() -> ArgumentParser:
@@ -229,7 +232,7 @@ def _run(args, beam_args: list[str]) -> dict:
     with contextlib.ExitStack() as held:
         if not args.dry_run:
             held.enter_context(writing_into(out, "notify", run_id, inputs=_inputs(args)))
-            held.enter_context(_one_run_at_a_time(out))
+            held.enter_context(one_run_at_a_time(out, _ONE_RUN))
         if planning:  # a file in the history that is not one: one line, before the wave is started
             history_splits(out, HISTORY_JOBS), history_splits(out, HISTORY_RECEIPTS)
         if args.receipts or args.receipts_subscription:
@@ -248,29 +251,6 @@ def _run(args, beam_args: list[str]) -> dict:
                 return manifest
         result = _plan_wave(args, plan, out, manifest, timer)  # the job saves the manifest and checks it
     return {**result["manifest"], "summary": result.get("summary", {})}
-
-
-@contextlib.contextmanager
-def _one_run_at_a_time(out: str):
-    """Hold an exclusive flock on the local OUT folder itself (no file added) while this run reads the history
-    and hands its jobs over: a second notify into the same OUT meanwhile would read the same history, plan
-    the same wave and hand every job over again (or record the same receipts twice). It is refused in one line,
-    before it reads the history. The lock dies with the process. Object stores: not locked (one run at a time)."""
-    if "://" in out:
-        yield
-        return
-    fd = os.open(os.path.realpath(os.path.expanduser(out)), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"--out {out}: another notify run is writing into it; run one notify at a time per folder "
-                "(nothing was sent by this one)"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def _remove_tmp(out: str, run_id: str) -> None:

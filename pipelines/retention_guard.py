@@ -10,36 +10,21 @@ switched in (from then on OUT/vault is a known vault), and refuses to publish su
 
 from __future__ import annotations
 
-import contextlib
-import os
-from typing import Iterator
 
 from pipelines.common import UserError
+from pipelines.io.folder_lock import one_run_at_a_time
 
 __all__ = ["one_purge_at_a_time", "check_opens"]
 
 
-@contextlib.contextmanager
-def one_purge_at_a_time(out: str) -> Iterator[None]:
-    """An exclusive flock on the local OUT folder itself while this purge runs: a second purge into the same
-    OUT is refused in one line before it reads or shreds anything. Object stores: not locked."""
-    if "://" in out:
-        yield
-        return
-    fd = os.open(os.path.realpath(os.path.expanduser(out)), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"--out {out}: another purge is writing into it; run one retention at a time per folder "
-                "(nothing was read or shredded by this one)"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
+def one_purge_at_a_time(out: str):
+    """An exclusive lock on the local OUT folder while this purge runs: a second purge into the same OUT is
+    refused in one line before it reads or shreds anything. Object stores: not locked."""
+    return one_run_at_a_time(
+        out,
+        "another purge is writing into it; run one retention at a time per folder (nothing was read or "
+        "shredded by this one)",
+    )
 
 
 def check_opens(keys: str, staged_vault: str, dead_before: set[str]) -> None:

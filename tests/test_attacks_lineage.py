@@ -24,9 +24,9 @@ import fastavro
 import pytest
 
 from schemas import field_names
-from tests.support.attacks import AS_OF, no_canary, run
+from tests.support.attacks import AS_OF, canary_event, no_canary, run
 from tests.support.attacks import refused as refused_by
-from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
+from tests.support.rows import CANARY_NAME, person
 
 pytestmark = pytest.mark.e2e
 
@@ -58,17 +58,7 @@ def write_base(path, prefix: str, region: str) -> str:
 
 
 def write_event(path, event_id: str, line_id: str) -> str:
-    event = {
-        "event_id": event_id,
-        "line_id": line_id,
-        "doc_type": "RESIDENT_ID",
-        "doc_number": CANARY_NUMBER,
-        "name": CANARY_NAME,
-        "address": CANARY_ADDRESS,
-        "channel": "STORE",
-        "verified_by": "FACE_MATCH",
-        "registered_at": "2026-12-02T10:00:00",
-    }
+    event = canary_event(event_id=event_id, line_id=line_id, registered_at="2026-12-02T10:00:00")
     path.write_text(json.dumps(event, ensure_ascii=False) + "\n", encoding="utf-8")
     return str(path)
 

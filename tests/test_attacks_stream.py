@@ -37,7 +37,8 @@ import pytest
 
 from tests.support.attacks import CANARIES, no_canary, refused
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person, raw_table
-from tests.support.stream_cli import AS_OF, PY, ROOT, batch_merge, keys_file, publish, start, wait_for, windows
+from tests.support.stream_cli import AS_OF, PY, ROOT, as_message, batch_merge, event_row, keys_file, publish, start
+from tests.support.stream_cli import wait_for, windows
 
 pytestmark = pytest.mark.e2e  # the Pub/Sub emulator, `python -m pipelines.merge --streaming` in subprocesses
 
@@ -50,25 +51,12 @@ def _base(tmp: str, n: int = 9) -> str:
 
 
 def _event(eid, line, at="2026-11-30T10:00:00", **fields) -> dict:
-    row = {
-        "event_id": eid,
-        "line_id": line,
-        "doc_type": "RESIDENT_ID",
-        "doc_number": CANARY_NUMBER,
-        "name": CANARY_NAME,
-        "address": CANARY_ADDRESS,
-        "channel": "STORE",
-        "agent_id": None,
-        "verified_by": "ID_CARD_READER",
-        "registered_at": at,
-    }
-    row.update(fields)
-    return row
+    return event_row(
+        eid, line, at, **{"doc_number": CANARY_NUMBER, "name": CANARY_NAME, "address": CANARY_ADDRESS, **fields}
+    )
 
 
-def _message(body: dict, attrs: dict | None = None, data: bytes | None = None) -> tuple[bytes, dict]:
-    attrs = {"event_id": str(body["event_id"]), "line_id": str(body["line_id"])} if attrs is None else attrs
-    return (data if data is not None else json.dumps(body, ensure_ascii=False).encode("utf-8")), attrs
+_message = as_message
 
 
 def _stream(sub: str, base: str, keys: str, out: str, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:

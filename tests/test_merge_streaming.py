@@ -32,6 +32,8 @@ import pytest
 from tests.support.pubsub import PROJECT
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person, raw_table
 from tests.support.stream_cli import (
+    as_message,
+    event_row,
     PY,
     ROOT,
     assert_same_base,
@@ -102,26 +104,7 @@ def assert_no_canary(folder: str, *texts: str) -> None:
             assert canary not in text
 
 
-def event(eid, line, at, **fields) -> dict:
-    row = {
-        "event_id": eid,
-        "line_id": line,
-        "doc_type": "RESIDENT_ID",
-        "doc_number": "11010519491231002X",
-        "name": "李四",
-        "address": "北京市朝阳区建国路88号",
-        "channel": "STORE",
-        "agent_id": None,
-        "verified_by": "ID_CARD_READER",
-        "registered_at": at,
-    }
-    row.update(fields)
-    return row
-
-
-def as_message(body: dict, attrs: dict | None = None, data: bytes | None = None) -> tuple[bytes, dict]:
-    attrs = {"event_id": body["event_id"], "line_id": body["line_id"]} if attrs is None else attrs
-    return (data if data is not None else json.dumps(body, ensure_ascii=False).encode("utf-8")), attrs
+event = event_row
 
 
 def plan_phases() -> tuple[list, list]:

@@ -112,3 +112,27 @@ def assert_same_base(batch_out: str, compact_out: str) -> None:
     assert a.num_rows == b.num_rows
     for name in a.column_names:
         assert a.column(name).equals(b.column(name)), name
+
+
+def event_row(eid, line, at: str = "2026-11-30T10:00:00", **fields) -> dict:
+    """A registration event (a valid resident ID registration at the store) with ``fields`` overridden."""
+    row = {
+        "event_id": eid,
+        "line_id": line,
+        "doc_type": "RESIDENT_ID",
+        "doc_number": "11010519491231002X",
+        "name": "李四",
+        "address": "北京市朝阳区建国路88号",
+        "channel": "STORE",
+        "agent_id": None,
+        "verified_by": "ID_CARD_READER",
+        "registered_at": at,
+    }
+    row.update(fields)
+    return row
+
+
+def as_message(body: dict, attrs: dict | None = None, data: bytes | None = None) -> tuple[bytes, dict]:
+    """(body bytes, attributes) of a Pub/Sub message carrying ``body`` (its JSON unless ``data`` is given)."""
+    attrs = {"event_id": str(body["event_id"]), "line_id": str(body["line_id"])} if attrs is None else attrs
+    return (data if data is not None else json.dumps(body, ensure_ascii=False).encode("utf-8")), attrs
