@@ -137,7 +137,11 @@ def _watch(proc, tmpdir: str, aside: str, enough=lambda copies: False) -> int:
     sizes: dict[str, int] = {}
     while proc.poll() is None and not enough(len(sizes)):
         for folder in _spill_folders(tmpdir):
-            for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            try:
+                names = os.listdir(folder)
+            except (FileNotFoundError, NotADirectoryError):  # removed as the run ended
+                continue
+            for name in names:
                 path = os.path.join(folder, name)
                 try:
                     size = os.path.getsize(path)

@@ -123,6 +123,16 @@ def _exists(keys_path: str) -> bool:
         return True
 
 
+def _same_file(a: str, b: str) -> bool:
+    """One local keyset reached by two paths (a bind mount, a hard link): not a copy."""
+    if is_remote(a) or is_remote(b):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -141,7 +151,8 @@ class Registry:
         recorded = doc.get("home")
         # The registry (and the keyset) copied elsewhere while the original is still there: its vaults are the
         # original's, which a key change made from the copy would re-wrap (see :meth:`refuse_if_copied`).
-        self.copied_from = recorded if recorded and home and recorded != home and _exists(recorded) else None
+        copied = recorded and home and recorded != home and _exists(recorded) and not _same_file(recorded, home)
+        self.copied_from = recorded if copied else None
 
     @classmethod
     def load(cls, keys_path: str, keyset: Keyset, *, replace_foreign: bool = False) -> "Registry":
