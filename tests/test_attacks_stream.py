@@ -27,7 +27,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import signal
 import stat
 import subprocess
 import time
@@ -38,7 +37,7 @@ import pytest
 from tests.support.attacks import CANARIES, no_canary, refused
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person, raw_table
 from tests.support.stream_cli import AS_OF, PY, ROOT, as_message, batch_merge, event_row, keys_file, publish, start
-from tests.support.stream_cli import wait_for, windows
+from tests.support.stream_cli import reap, stop, wait_for, windows
 
 pytestmark = pytest.mark.e2e  # the Pub/Sub emulator, `python -m pipelines.merge --streaming` in subprocesses
 
@@ -105,12 +104,9 @@ def test_a_restarted_emulator_reusing_message_ids_loses_nothing(tmp_path):
             create_topic_and_subscription(topic, sub, 10)
             publish(topic, [_message(_event(f"B{i}", f"L{i}")) for i in (3, 4)])
             wait_for(lambda: sum(w["counts"]["messages_in"] for w in windows(out)) == 4, 120, "4 messages merged")
-            proc.send_signal(signal.SIGTERM)
-            stdout, stderr = proc.communicate(timeout=120)
+            stdout, stderr = stop(proc)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        reap(proc)
     assert proc.returncode == 0, stderr[-2000:]
     assert _applied(out) == ["A1", "A2", "B3", "B4"]
     counts = _manifest(out)["all_windows"]
@@ -318,12 +314,9 @@ def test_sigterm_while_pubsub_is_unreachable_stops_cleanly(tmp_path):
             wait_for(lambda: windows(out), 120, "a committed window")
         time.sleep(3)  # the emulator is gone: the lander's pulls fail and are retried
         stopped = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = stop(proc)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        reap(proc)
     assert proc.returncode == 0, stderr[-2000:]
     assert time.monotonic() - stopped < 25
     manifest = _manifest(out)

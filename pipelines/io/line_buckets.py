@@ -28,7 +28,7 @@ from typing import Iterator, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io.merged_base import read_merged_checked, read_vault_shard
+from pipelines.io.merged_base import read_held_ids, read_merged_checked, read_vault_shard
 from pipelines.io.paths import join_path, open_read
 from pipelines.io.planning import InputError
 from pipelines.io.task_files import parquet_file
@@ -151,6 +151,14 @@ class BucketFiles(NamedTuple):
     def tables(self, table: str, bucket: int) -> Iterator[pa.Table]:
         for shard in self.shards.get(table, {}).get(bucket, []):
             yield from read_shard(shard, self.batch_size)
+
+    def splits(self, table: str) -> list:
+        """Every planned split of ``table``'s files, in bucket order."""
+        return [shard.source for b in sorted(self.shards.get(table, {})) for shard in self.shards[table][b]]
+
+    def held_ids(self, split) -> Iterator[pa.Table]:
+        """The ``(event_id, line_id)`` pairs of a base split's lines that carry a registration (two columns)."""
+        return read_held_ids(split, self.batch_size)
 
     def gather(self, table: str, bucket: int) -> pa.Table | None:
         """Bucket ``bucket``'s rows of ``table`` in one table (None for none). An error loses its text (Arrow's

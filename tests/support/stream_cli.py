@@ -50,6 +50,19 @@ def run_until_idle(sub: str, base: str, keys: str, out: str, idle: float = 12.0)
     return stdout, stderr
 
 
+def stop(proc: subprocess.Popen) -> tuple[str, str]:
+    """SIGTERM (the operator's stop), then its stdout and stderr once it ends (bounded)."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=120)
+
+
+def reap(proc: subprocess.Popen | None) -> None:
+    """A run a failed test left going: killed and waited for."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
 def kill(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)

@@ -61,11 +61,10 @@ def _held(inputs: dict, files, n: int) -> beam.PCollection:
     by line bucket) from each of its splits, read for two columns."""
     if "base" in inputs:
         return inputs["base"] | "HeldIds" >> beam.ParDo(_HeldIdsFn(n))
-    splits = [shard.source for shards in files.shards["base"].values() for shard in shards]
     return (
         inputs["events"].pipeline
-        | "BaseSplits" >> beam.Create(splits)
-        | "HeldIds" >> beam.ParDo(_HeldIdsFn(n, files.batch_size))
+        | "BaseSplits" >> beam.Create(files.splits("base"))
+        | "HeldIds" >> beam.ParDo(_HeldIdsFn(n, files))
     )
 
 
@@ -98,19 +97,15 @@ class _CheckEventsFn(beam.DoFn):
 
 @beam.typehints.with_output_types(pa.Table)
 class _HeldIdsFn(beam.DoFn):
-    """A merged base batch, or a merged base split read here (two columns) -> the event ids its lines carry
-    with their line, bucketed by event_id."""
+    """A merged base batch, or a split of a base read by line bucket (``files``, a
+    ``pipelines.io.line_buckets.BucketFiles``: it reads two columns) -> the event ids its lines carry with their
+    line, bucketed by event_id."""
 
-    def __init__(self, n_buckets: int, batch_size: int = 65_536):
-        self._n, self._batch = n_buckets, batch_size
+    def __init__(self, n_buckets: int, files=None):
+        self._n, self._files = n_buckets, files
 
     def process(self, element):
-        if isinstance(element, pa.Table):
-            tables = [held_pairs(element)]
-        else:
-            from pipelines.io.merged_base import read_held_ids
-
-            tables = read_held_ids(element, self._batch)
+        tables = [held_pairs(element)] if isinstance(element, pa.Table) else self._files.held_ids(element)
         for pairs in tables:
             if pairs.num_rows:
                 yield with_bucket(pairs, pairs.column("event_id"), self._n)
