@@ -152,7 +152,7 @@ def _daily_row(daily) -> tuple[Row, str]:
         f"the next day's merge (no target): {rows / daily.seconds:,.0f} base lines/s ({daily.seconds:,.1f} s, "
         f"{daily.cpu_seconds:,.1f} CPU s, median of {daily.n}); {counts['events'].get('applied', 0):,} events "
         f"applied, {vault.get('lines_sealed', 0):,} lines sealed ({vault.get('values_sealed', 0):,} values), "
-        f"{vault.get('keys_copied', 0):,} lines' vault rows carried ({vault.get('values_copied', 0):,} values); "
+        f"{vault.get('keys_copied', 0):,} lines' vault rows carried ({vault.get('values_copied', 0):,} value rows); "
         f"read by line bucket without a shuffle: {', '.join(manifest['shuffle'].get('read_by_bucket', [])) or 'none'}."
     )
     return daily.row(what, rows, "whole command"), note

@@ -22,8 +22,9 @@ import pytest
 from pipelines import keys as keys_cli
 from pipelines import reveal as reveal_cli
 from pipelines import self_inspection as si
-from pipelines.io.vault_files import read_table, write_table, write_vault
+from pipelines.io.vault_files import write_vault
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
+from tests.support.vault_rows import replace_row, rewrite_values, value_row
 from transforms.crypto.keyset import Keyset
 from transforms.crypto.vault import Vault
 
@@ -79,12 +80,13 @@ def records(site) -> list[dict]:
     return [json.loads(line) for line in site["log"].read_text(encoding="utf-8").splitlines()]
 
 
-def tamper_value(site, line_id: str, field: str) -> None:
-    rows = read_table(site["vault"], "values").to_pylist()
-    for row in rows:
-        if row["line_id"] == line_id and row["field"] == field:
-            row["ciphertext"] = row["ciphertext"][:-1]
-    write_table(site["vault"], "values", pa.Table.from_pylist(rows, schema=read_table(site["vault"], "values").schema))
+def tamper_value(site, line_id: str) -> None:
+    """The line's value row (its record: every sealed field) truncated by one byte."""
+
+    def truncate(values: pa.Table) -> pa.Table:
+        return replace_row(values, line_id, None, ciphertext=value_row(values, line_id)["ciphertext"][0].as_py()[:-1])
+
+    rewrite_values(site["vault"], truncate)
 
 
 def assert_clean(*texts: str) -> None:
@@ -163,7 +165,7 @@ def test_every_attempt_is_recorded_before_anything_is_shown(site, capsys, monkey
 def test_failed_attempts_are_recorded_with_their_outcome(site, capsys):
     """Before: a reveal that failed on a truncated vault file wrote no record."""
     assert reveal(site, "L404") == 1
-    tamper_value(site, "L3", "name")
+    tamper_value(site, "L3")
     assert reveal(site, "L3") == 1
     keys_file = next((site["tmp"] / "out" / "merge" / "vault" / "keys").iterdir())
     keys_file.write_bytes(keys_file.read_bytes()[:100])  # a truncated vault file
@@ -195,7 +197,7 @@ def test_the_actor_is_the_os_user_and_a_stated_actor_is_recorded_beside_it(site,
 def history(site) -> list[str]:
     """A shred (shred.jsonl), then four reveals (reveal.jsonl; one failed authentication): one chain of five."""
     assert keys_cli.main(["shred", "--keys", site["keys"], "--vault", site["vault"], "--line-id", "L2"]) == 0
-    tamper_value(site, "L3", "name")
+    tamper_value(site, "L3")
     for line_id in ("L1", "L404", "L3", "L1"):
         reveal(site, line_id)
     lines = site["log"].read_text(encoding="utf-8").splitlines(keepends=True)

@@ -23,6 +23,7 @@ import pytest
 from schemas import avro_schema, field_names
 from tests.support.merge import event as canary_registration
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, organisation, person
+from tests.support.vault_rows import flip_first, replace_row, rewrite_values, value_row, without_row
 from transforms.crypto.keyset import Keyset
 from transforms.crypto.vault import Vault
 from pipelines.io.vault_files import read_vault
@@ -434,34 +435,30 @@ def test_a_bad_copy_first_takes_nothing_and_a_rerun_on_the_merged_base_changes_n
     assert not any(c in text for c in CANARIES + ("测试", "己六"))
 
 
-def _rewrite_values(vault: str, change) -> None:
-    folder = os.path.join(vault, "values")
-    (name,) = os.listdir(folder)
-    table = pq.read_table(os.path.join(folder, name))
-    pq.write_table(pa.Table.from_pylist(change(table.to_pylist()), table.schema), os.path.join(folder, name))
-
-
 def test_tampered_or_moved_vault_records_fail(site, tmp_path):
+    """A line's value row is its record (every sealed field, ``field`` ``*``): flipped, or another line's put
+    in its place, it fails authentication, and nothing of it is shown."""
     tampered, moved = str(tmp_path / "tampered"), str(tmp_path / "moved")
     shutil.copytree(os.path.join(site["out"], "vault"), tampered)
     shutil.copytree(os.path.join(site["out"], "vault"), moved)
 
-    def flip(rows):
-        for row in rows:
-            if row["line_id"] == "L02" and row["field"] == "name":
-                row["ciphertext"] = bytes([row["ciphertext"][0] ^ 1]) + row["ciphertext"][1:]
-        return rows
+    def flip(values):
+        return replace_row(
+            values, "L02", None, ciphertext=flip_first(value_row(values, "L02")["ciphertext"][0].as_py())
+        )
 
-    def move(rows):  # L02's name record put in place of L01's
-        l02 = next(r for r in rows if r["line_id"] == "L02" and r["field"] == "name")
-        return [r for r in rows if not (r["line_id"] == "L01" and r["field"] == "name")] + [{**l02, "line_id": "L01"}]
+    def move(values):  # L02's record put in place of L01's
+        return pa.concat_tables(
+            [without_row(values, "L01"), replace_row(value_row(values, "L02"), "L02", None, line_id="L01")]
+        )
 
-    _rewrite_values(tampered, flip)
-    _rewrite_values(moved, move)
+    rewrite_values(tampered, flip)
+    rewrite_values(moved, move)
     for vault, line_id in ((tampered, "L02"), (moved, "L01")):
         proc = reveal(site, vault, line_id, check=False)
         message = one_line_error(proc, "backfill reveal")
-        assert "failed authentication" in message and not any(c in proc.stdout + proc.stderr for c in CANARIES)
+        assert f"vault record of line {line_id} failed authentication" in message
+        assert not any(c in proc.stdout + proc.stderr for c in CANARIES)
 
 
 def test_events_from_csv_parquet_and_avro(site, tmp_path):
@@ -571,11 +568,12 @@ def test_bad_arguments_are_one_line_errors(site, tmp_path):
 
 
 def test_retokenize_lists_the_lines_it_cannot_cover(site, tmp_path):
-    """A value row dropped from the vault is tampering: the line fails authentication (the seal binds its fields)."""
+    """A value row (the line's record) dropped from the vault is tampering: the line fails authentication (the
+    seal binds its fields)."""
     keys = copy_keys(site, tmp_path)
     vault = str(tmp_path / "vault")
     shutil.copytree(os.path.join(site["out"], "vault"), vault)
-    _rewrite_values(vault, lambda rows: [r for r in rows if not (r["line_id"] == "L07" and r["field"] == "name")])
+    rewrite_values(vault, lambda values: without_row(values, "L07"))
     run("keys", "rotate", "--keys", keys, "--join")
     proc = run(
         "keys",

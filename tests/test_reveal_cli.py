@@ -11,13 +11,13 @@ import stat
 import subprocess
 import sys
 
-import pyarrow as pa
 import pytest
 
 from pipelines import cli
 from pipelines import keys as keys_cli
 from pipelines import reveal as reveal_cli
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
+from tests.support.vault_rows import replace_row, value_row
 from transforms.crypto.keyset import Keyset
 from transforms.crypto.vault import UnknownLine, Vault
 from pipelines.io.vault_files import read_table, write_table, write_vault
@@ -116,21 +116,25 @@ def test_unknown_line_is_one_line_and_recorded(site, capsys):
 
 
 def test_tampered_vault_fails_authentication_without_values(site, capsys):
-    values = read_table(site["vault"], "values").to_pylist()
-    for row in values:
-        if row["line_id"] == "L1" and row["field"] == "name":
-            row["ciphertext"] = row["ciphertext"][:-1]
-    write_table(site["vault"], "values", pa.Table.from_pylist(values))
+    values = read_table(site["vault"], "values")
+    record = value_row(values, "L1")  # L1's record: every field of the line in one ciphertext
+    write_table(
+        site["vault"], "values", replace_row(values, "L1", None, ciphertext=record["ciphertext"][0].as_py()[:-1])
+    )
     assert reveal(site, "L1") == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip() == (
-        "backfill reveal: error: vault record of line L1, field name failed "
-        "authentication (tampered, truncated or moved)"
+        "backfill reveal: error: vault record of line L1 failed authentication (tampered, truncated or moved)"
     )
     assert [r["outcome"] for r in audit_records(site)] == ["failed_authentication"]
-    assert reveal(site, "L1", "only the number", "--fields", "doc_number") == 0  # the rest still opens
-    assert capsys.readouterr().out.strip() == f"doc_number: {CANARY_NUMBER}"
+    assert reveal(site, "L1", "only the number", "--fields", "doc_number") == 1  # no field of the record opens
+    captured = capsys.readouterr()
+    assert captured.out == "" and "vault record of line L1 failed authentication" in captured.err
+    assert_clean(captured.err, site["audit"].read_text(encoding="utf-8"))
+    assert reveal(site, "L2") == 0  # the other lines still open
+    assert capsys.readouterr().out.splitlines() == ["doc_number: 110105194912310021", "name: 张三"]
+    assert [r["outcome"] for r in audit_records(site)] == ["failed_authentication"] * 2 + ["revealed"]
 
 
 def test_loose_keyset_is_refused_by_reveal(site, capsys):

@@ -4,7 +4,9 @@ A line keeps its data key when it registers again (transforms/merge/bucket.py),
 so before the seal (the line's registration and its set of sealed fields,
 bound into every value's associated data: transforms/crypto/vault.py) a value
 row of an older vault copy swapped into a newer one revealed the old identity,
-and a deleted value row revealed fewer fields, audited as ``revealed``. Here
+and a deleted value row revealed fewer fields, audited as ``revealed``. A line's
+value row is its record (vault format 3: every sealed field in one ciphertext,
+``field`` ``*``), found by tests/support/vault_rows.py. Here
 the batch merge's bucket step, the streaming merge's windows and fold,
 retokenize and ``backfill reveal`` all meet the seal; the last test runs the
 real ``backfill merge`` twice and then again.
@@ -25,6 +27,7 @@ from pipelines import reveal as reveal_cli
 from pipelines.io.vault_files import read_table, write_table, write_vault
 from tests.support.rows import AS_OF, CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER, person
 from tests.support.merge import event, merged_base, run
+from tests.support.vault_rows import RECORD, value_row, without_row
 from transforms.crypto.keyset import Keyset
 from transforms.crypto.vault import AuthenticationFailed, Vault
 
@@ -56,15 +59,8 @@ def two_days(site, policy):
     return day1, day2
 
 
-def row(table: pa.Table, line_id: str, field: str | None = None) -> pa.Table:
-    hit = pc.equal(table["line_id"], line_id)
-    if field is not None:
-        hit = pc.and_(hit, pc.equal(table["field"], field))
-    return table.filter(hit)
-
-
-def without(table: pa.Table, line_id: str, field: str) -> pa.Table:
-    return table.filter(pc.invert(pc.and_(pc.equal(table["line_id"], line_id), pc.equal(table["field"], field))))
+def rows_of(table: pa.Table, line_id: str) -> pa.Table:
+    return table.filter(pc.equal(table["line_id"], line_id))
 
 
 def save(site, name: str, result) -> str:
@@ -92,7 +88,8 @@ def test_the_batch_merge_seals_each_line_with_its_registration_and_fields(site, 
     assert keys1["L1"]["registration_event_id"] == "E1" and keys1["L2"]["registration_event_id"] is None
     assert keys2["L1"]["registration_event_id"] == bases["L1"]["registration_event_id"] == "E2"
     assert keys2["L1"]["dek_id"] == keys1["L1"]["dek_id"]  # the same data key: the seal tells the rows apart
-    assert keys2["L1"]["sealed_fields"] == sorted(row(day2.vault_values, "L1")["field"].to_pylist())
+    assert rows_of(day2.vault_values, "L1")["field"].to_pylist() == [RECORD]  # one record, its fields inside
+    assert sorted(Vault(site["keyset"]).open(day2.vault_keys, day2.vault_values, "L1")) == keys2["L1"]["sealed_fields"]
     assert keys2["L2"] == keys1["L2"]  # a line without a new registration keeps its row
 
 
@@ -102,12 +99,12 @@ def test_a_value_row_rolled_back_from_an_older_vault_fails_and_is_audited(site, 
     assert reveal(site, newer, "L1") == 0
     assert f"name: {NEW_NAME}" in capsys.readouterr().out
     values = read_table(newer, "values")
-    rolled_back = pa.concat_tables([without(values, "L1", "name"), row(read_table(older, "values"), "L1", "name")])
+    rolled_back = pa.concat_tables([without_row(values, "L1"), value_row(read_table(older, "values"), "L1")])
     write_table(newer, "values", rolled_back)
     assert reveal(site, newer, "L1") == 1
     captured = capsys.readouterr()
     assert captured.out == "" and OLD_NAME not in captured.err
-    assert "line L1, field name failed authentication" in captured.err
+    assert "vault record of line L1 failed authentication" in captured.err
     assert [r["outcome"] for r in audit(newer)] == ["revealed", "failed_authentication"]
     assert reveal(site, newer, "L2") == 0  # every other line still opens
     assert reveal(site, older, "L1") == 0 and f"name: {OLD_NAME}" in capsys.readouterr().out  # the old copy is whole
@@ -116,10 +113,10 @@ def test_a_value_row_rolled_back_from_an_older_vault_fails_and_is_audited(site, 
 def test_a_deleted_value_row_fails_and_is_audited(site, policy, capsys):
     _, day2 = two_days(site, policy)
     vault = save(site, "day2", day2)
-    write_table(vault, "values", without(read_table(vault, "values"), "L1", "address"))
+    write_table(vault, "values", without_row(read_table(vault, "values"), "L1"))
     assert reveal(site, vault, "L1") == 1
     captured = capsys.readouterr()
-    assert captured.out == "" and "field address is missing" in captured.err
+    assert captured.out == "" and "line L1 do not match its seal: field address is missing" in captured.err
     assert [r["outcome"] for r in audit(vault)] == ["failed_authentication"]
     assert not any(c in json.dumps(audit(vault), ensure_ascii=False) for c in CANARIES)
 
@@ -141,14 +138,13 @@ def test_running_the_same_merge_again_still_opens(site, policy):
         vault_keys=day1.vault_keys,
         vault_values=day1.vault_values,
     )
-    mixed = pa.concat_tables([without(day2.vault_values, "L1", "name"), row(day2b.vault_values, "L1", "name")])
+    mixed = pa.concat_tables([without_row(day2.vault_values, "L1"), value_row(day2b.vault_values, "L1")])
+    assert value_row(mixed, "L1")["nonce"].equals(value_row(day2b.vault_values, "L1")["nonce"])  # day2b's record
     assert vault.open(day2.vault_keys, mixed, "L1")["name"] == NEW_NAME
     # ...while day 1's are not
-    with pytest.raises(AuthenticationFailed):
+    with pytest.raises(AuthenticationFailed, match="vault record of line L1 failed authentication"):
         vault.open(
-            day2.vault_keys,
-            pa.concat_tables([without(mixed, "L1", "name"), row(day1.vault_values, "L1", "name")]),
-            "L1",
+            day2.vault_keys, pa.concat_tables([without_row(mixed, "L1"), value_row(day1.vault_values, "L1")]), "L1"
         )
 
 
@@ -159,7 +155,7 @@ def test_retokenize_reports_a_rolled_back_row(site, policy):
     day1, day2 = two_days(site, policy)
     keyset = site["keyset"]
     keyset.rotate_join()
-    rolled = pa.concat_tables([without(day2.vault_values, "L1", "name"), row(day1.vault_values, "L1", "name")])
+    rolled = pa.concat_tables([without_row(day2.vault_values, "L1"), value_row(day1.vault_values, "L1")])
     _, failures, counts = retokenize_bucket(
         day2.base, day2.vault_keys, rolled, Tokenizer(keyset), Vault(keyset), keyset
     )
@@ -183,10 +179,10 @@ def test_the_streaming_merge_seals_each_window_and_its_fold_checks(site, policy)
     _, keys, values, _ = fold_two_windows(base_rows(), w1, w2, keyset, policy)
     vault = Vault(keyset)
     assert vault.open(keys, values, "L1")["name"] == NEW_NAME
-    with pytest.raises(AuthenticationFailed, match="field name is missing"):
-        vault.open(keys, without(values, "L1", "name"), "L1")
-    older = pa.concat_tables([without(values, "L1", "name"), row(w1.vault_values, "L1", "name")])
-    with pytest.raises(AuthenticationFailed):
+    with pytest.raises(AuthenticationFailed, match="line L1 do not match its seal: field address is missing"):
+        vault.open(keys, without_row(values, "L1"), "L1")
+    older = pa.concat_tables([without_row(values, "L1"), value_row(w1.vault_values, "L1")])
+    with pytest.raises(AuthenticationFailed, match="vault record of line L1 failed authentication"):
         vault.open(keys, older, "L1")
 
 
@@ -222,14 +218,14 @@ def test_backfill_merge_day2_rollback_deletion_and_a_rerun(tmp_path, capsys):
     vault2 = os.path.join(day2, "vault")
     good = {k: read_table(vault2, k) for k in ("keys", "values")}
     assert reveal({"keys": s["keys"]}, vault2, "A02") == 0 and f"name: {NEW_NAME}" in capsys.readouterr().out
-    old_row = row(read_table(s["vault"], "values"), "A02", "name")
-    assert old_row["dek_id"][0].as_py() == row(good["keys"], "A02")["dek_id"][0].as_py()
-    write_table(vault2, "values", pa.concat_tables([without(good["values"], "A02", "name"), old_row]))
+    old_row = value_row(read_table(s["vault"], "values"), "A02")
+    assert old_row["dek_id"][0].as_py() == rows_of(good["keys"], "A02")["dek_id"][0].as_py()
+    write_table(vault2, "values", pa.concat_tables([without_row(good["values"], "A02"), old_row]))
     assert reveal({"keys": s["keys"]}, vault2, "A02") == 1
-    assert "failed authentication" in capsys.readouterr().err
-    write_table(vault2, "values", without(good["values"], "A01", "address"))
+    assert "vault record of line A02 failed authentication" in capsys.readouterr().err
+    write_table(vault2, "values", without_row(good["values"], "A01"))
     assert reveal({"keys": s["keys"]}, vault2, "A01") == 1
-    assert "field address is missing" in capsys.readouterr().err
+    assert "line A01 do not match its seal: field address is missing" in capsys.readouterr().err
     assert [r["outcome"] for r in audit(vault2)] == ["revealed", "failed_authentication", "failed_authentication"]
     shutil.copytree(os.path.join(day2, "audit"), tmp_path / "audit-before-rerun")
     cli(*args, "--keys", s["keys"], "--out", day2, "--as-of", "2026-11-30")  # the same merge again

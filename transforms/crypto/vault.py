@@ -1,53 +1,49 @@
 """The identity vault: envelope encryption of original values, per line.
 
 Each line gets a random 256-bit data key (DEK, with a random ``dek_id``).
-Its values are sealed with AES-256-GCM under the DEK, a fresh 96-bit random
-nonce each, and associated data binding keyset, line, DEK, the *seal* and the
-field::
+Its values are sealed together, as one *record* (each sealed field and its
+value, sorted by field name), with AES-256-GCM under the DEK, a fresh 96-bit
+random nonce, and associated data binding keyset, line, DEK and the *seal*::
 
     seal      = reg lp(lp(field_1) lp(field_2) ...)       the sealed fields, sorted by name
     reg       = 0x00 (no registration: a base's identity) | 0x01 lp(registration_event_id)
-    ad(value) = lp("subscriber-backfill/vault-value/2") lp(keyset_id) lp(line_id) lp(dek_id) seal lp(field)
+    record    = lp(field_1) lp(value_1) lp(field_2) lp(value_2) ...
+    ad(line)  = lp("subscriber-backfill/vault-line/3") lp(keyset_id) lp(line_id) lp(dek_id) seal
     ad(dek)   = lp("subscriber-backfill/vault-dek/2") lp(keyset_id) lp(line_id) lp(dek_id) lp(vault_key_version) seal
 
 (``lp`` = 4-byte big-endian length, then the UTF-8 bytes: unambiguous), so
-a ciphertext moved to another line or field fails to open. The DEK is stored
-wrapped (AES-256-GCM, ``nonce || ciphertext || tag``) by the primary vault key
-version, and the key row states the seal (``registration_event_id``,
+a record moved to another line fails to open, and a value cannot move to
+another field: field names are inside the authenticated record. The DEK is
+stored wrapped (AES-256-GCM, ``nonce || ciphertext || tag``) by the primary
+vault key version, and the key row states the seal (``registration_event_id``,
 ``sealed_fields``): the wrap authenticates it, so it cannot be edited. Two
 Arrow tables hold a vault (schemas ``vault_key`` and ``vault_value``, one key
-row per line, one value row per line and field)::
+row per line, one value row per line with a value, its ``field`` ``*``)::
 
     vault_key:   L0001 | 3fa1c2d4e5f60718 | ks_9f2c... | v1 | <60 bytes> | created_at | wrapped_at | E123 | [address, name]
-    vault_value: L0001 | name | 3fa1c2d4e5f60718 | <12-byte nonce> | <ciphertext + tag>
+    vault_value: L0001 | * | 3fa1c2d4e5f60718 | <12-byte nonce> | <ciphertext + tag>
 
-A line keeps its DEK when it registers again, but its seal changes: a value
-row of an older registration (an older vault copy's row swapped back) fails
-authentication, and :meth:`Vault.open` requires exactly one value row per
-sealed field, so a dropped or added row fails too (``AuthenticationFailed``).
-A whole line (key row and value rows together) copied back from an older copy
-is not detectable here: the base's ``registration_event_id`` says which
-registration is current.
+A line keeps its DEK when it registers again, but its seal changes: a record
+of an older registration swapped back fails authentication, and
+:meth:`Vault.open` requires exactly one record per line with a value (its
+fields exactly the seal's), so a dropped or added row fails too
+(``AuthenticationFailed``). A whole line (key and value rows together) copied
+back from an older copy is not detectable here: the base's
+``registration_event_id`` says which registration is current.
 
-Rotation (``rewrap``) re-wraps DEKs, never values. Shredding drops a line's key
-row; an older copy of the values then has no key to open with, and the
-``keys shred`` command drops it in every vault the keyset knows before it
-takes older vault key versions out of use (see ``pipelines/keys.py``).
-
-Format 2 (the seal): vaults written before it do not open (``vault-value/1``
-records fail authentication, and ``pipelines.io.vault_files`` refuses key
-tables without the seal columns).
-
-Sealing is done in bulk (``transforms/crypto/vault_seal.py``): associated data built by Arrow kernels,
-random bytes from one ``os.urandom`` call per batch, the AES-GCM calls in C-level ``map`` loops (the
-``cryptography`` API has no batch call), one AESGCM object per line's data key.
-``pipelines.io.vault_files`` reads and writes a vault folder;
-``transforms/crypto/vault_format.py`` builds the associated-data bytes and the tables' rows.
+Format 3 (one record per line) is what seal writes; format 2 (one value row
+per field, ``ad(value)`` in ``vault_format.py``) still opens, line by line, and
+a line is re-sealed as format 3 when it registers again; format 1 (before the
+seal) does not open. Rotation (``rewrap``) re-wraps DEKs, never values.
+Shredding drops a line's key row (``pipelines/keys.py``). Sealing is done in
+bulk (``vault_seal.py``: per line one key schedule, one wrap, one encryption);
+``pipelines.io.vault_files`` reads and writes a vault folder.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 from typing import Iterable, Mapping
 
@@ -59,30 +55,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from transforms.crypto.envelope import length_prefixed
 from transforms.crypto.keyset import Keyset, KeysetError
+from transforms.crypto.vault_format import RECORD, _AD_DEK, _AD_LINE, _AD_VALUE, _KEY_COLS, _NONCE, _created_at
 from transforms.crypto.vault_format import (
-    _AD_DEK,
-    _AD_VALUE,
-    _KEY_COLS,
-    _NONCE,
-    _created_at,
     _field_sets,
     _key_table,
     _lp1,
+    _record_fields,
     _seal_part,
     _seal_parts,
     _stamps,
 )
-from transforms.crypto.vault_seal import (
-    encrypt_values,
-    field_suffixes,
-    line_seals,
-    line_deks,
-    lp_array,
-    nonce_array,
-    nonce_buffers,
-    set_parts,
-    value_order,
-)
+from transforms.crypto.vault_seal import encrypt_records, line_deks, line_records, line_seals
+from transforms.crypto.vault_seal import lp_array, nonce_array, nonce_buffers, set_parts
 from schemas import arrow_schema
 from transforms.scan.normalize import as_strings
 
@@ -125,6 +109,7 @@ class Vault:
         self._keyset = keyset
         self._keks: dict[str, AESGCM] = {}
         self._dek_head = _lp(_AD_DEK, keyset.keyset_id)
+        self._line_head = _lp(_AD_LINE, keyset.keyset_id)
         self._value_head = _lp(_AD_VALUE, keyset.keyset_id)
 
     def __reduce__(self):
@@ -181,7 +166,8 @@ class Vault:
         Returns:
             ``(keys, values)``: a key row for every line of the batch (wrapped
             anew: the seal is part of the wrap's associated data) and a value
-            row for every non-null value.
+            row (the line's record, ``field`` ``*``) for every line with a
+            non-null value.
         """
         ids_array, fields, arrays = self._batch(line_ids, columns)
         n = len(ids_array)
@@ -194,48 +180,36 @@ class Vault:
         deks, dek_ids = line_deks(ids_array, known)
         line_lp, dek_lp = lp_array(ids_array), lp_array(dek_ids)
         seals = line_seals(regs, set_parts(sets), inverse)
-        line_of, field_of = value_order(present)
-        wrap_nonces, value_nonces = nonce_buffers(n, len(line_of))
+        with_value = np.logical_or.reduce(present) if present else np.zeros(n, bool)
+        wrap_nonces, record_nonces = nonce_buffers(n, int(with_value.sum()))
         wrapped = self._wrap(deks, wrap_nonces, line_lp, dek_lp, seals, version)
-        prefix = pc.binary_join_element_wise(pa.scalar(self._value_head), line_lp, dek_lp, seals, b"")
-        sealed = self._encrypt(deks, prefix, fields, arrays, line_of, field_of, value_nonces)
+        pick = None if with_value.all() else pa.array(with_value)
+
+        def kept(values: pa.Array) -> pa.Array:
+            return values if pick is None else values.filter(pick)
+
+        ads = pc.binary_join_element_wise(pa.scalar(self._line_head), kept(line_lp), kept(dek_lp), kept(seals), b"")
+        nonces = nonce_array(record_nonces)
+        records = kept(line_records(fields, arrays, n))
+        line_deks_ = deks if pick is None else list(itertools.compress(deks, with_value.tolist()))
+        sealed = encrypt_records(line_deks_, nonces.to_pylist(), records.to_pylist(), ads.to_pylist())
         stamps = _stamps(now, n)
         created = _created_at(ids_array, old, stamps)
         keys = _key_table(
             ids_array, dek_ids, self._keyset.keyset_id, version, wrapped, created, stamps, regs, sets, inverse
         )
-        at = pa.array(line_of)
+        m = len(sealed)
         values = pa.table(
             [
-                ids_array.take(at),
-                pa.array(fields, pa.string()).take(pa.array(field_of)),
-                dek_ids.take(at),
-                nonce_array(value_nonces),
-                sealed,
+                kept(ids_array),
+                pa.array([RECORD] * m, pa.string()),
+                kept(dek_ids),
+                nonces,
+                pa.array(sealed, pa.binary()),
             ],
             schema=arrow_schema("vault_value"),
         )
         return keys, values
-
-    @staticmethod
-    def _encrypt(
-        deks: list[bytes],
-        prefix: pa.Array,
-        fields: list[str],
-        arrays: list[pa.Array],
-        line_of: np.ndarray,
-        field_of: np.ndarray,
-        nonces: bytes,
-    ) -> pa.Array:
-        """The ciphertexts of the present values, line by line: value k of line ``line_of[k]``, field
-        ``fields[field_of[k]]``, associated data ``prefix[line] || lp(field)``."""
-        ads = pc.binary_join_element_wise(
-            prefix.take(pa.array(line_of)), field_suffixes(fields).take(pa.array(field_of)), b""
-        )
-        flat = pa.concat_arrays([a.cast(pa.binary()) for a in arrays]) if arrays else pa.array([], pa.binary())
-        plains = flat.take(pa.array(field_of * len(prefix) + line_of))
-        sealed = encrypt_values(deks, line_of, nonce_array(nonces).to_pylist(), plains.to_pylist(), ads.to_pylist())
-        return pa.array(sealed, pa.binary())
 
     @staticmethod
     def _registrations(registrations, n: int) -> pa.Array:
@@ -298,12 +272,24 @@ class Vault:
 
     @staticmethod
     def check_seals(keys: pa.Table, values: pa.Table) -> None:
-        """Raise AuthenticationFailed unless the value rows of the lines in ``keys`` are exactly one per
-        field each line's key row says was sealed (a dropped, added, repeated or rolled-in row)."""
+        """Raise AuthenticationFailed unless the value rows of the lines in ``keys`` are what each line's key
+        row says was sealed: one record (format 3) or one row per sealed field (format 2), never both (a
+        dropped, added, repeated or rolled-in row)."""
         values = values.filter(pc.is_in(values["line_id"], keys["line_id"]))
+        ids = keys["line_id"].combine_chunks()
         sealed = keys["sealed_fields"].combine_chunks()
-        expected = pc.binary_join_element_wise(
-            keys["line_id"].combine_chunks().take(pc.list_parent_indices(sealed)), pc.list_flatten(sealed), "\x1f"
+        record_lines = values.filter(pc.equal(values["field"], RECORD))["line_id"]
+        # a line with a record expects that record alone; a line without, a row per sealed field
+        as_record = pc.and_(pc.is_in(ids, value_set=record_lines), pc.greater(pc.list_value_length(sealed), 0))
+        as_rows = pc.invert(as_record)
+        by_field = sealed.filter(as_rows)
+        expected = pa.concat_arrays(
+            [
+                pc.binary_join_element_wise(ids.filter(as_record), pa.scalar(RECORD), "\x1f"),
+                pc.binary_join_element_wise(
+                    ids.filter(as_rows).take(pc.list_parent_indices(by_field)), pc.list_flatten(by_field), "\x1f"
+                ),
+            ]
         )
         got = pc.binary_join_element_wise(values["line_id"], values["field"], "\x1f")
         if len(got) == len(expected) and pc.count_distinct(got).as_py() == len(got):
@@ -316,43 +302,62 @@ class Vault:
         for what, found in (("is missing", missing), ("was not sealed with it", extra), ("is there twice", twice)):
             if found:
                 line_id, field = sorted(found)[0].split("\x1f", 1)
+                row = "its record" if field == RECORD else f"field {field}"
                 raise AuthenticationFailed(
-                    f"vault records of line {line_id} do not match its seal: field {field} {what} "
+                    f"vault records of line {line_id} do not match its seal: {row} {what} "
                     "(a record dropped, added or rolled back)"
                 )
         raise AuthenticationFailed("the vault's records do not match their lines' seals (a key row repeated?)")
 
     def open_many(self, keys: pa.Table, values: pa.Table, fields: Iterable[str] | None = None) -> pa.Table:
-        """Every value of the lines in ``keys``, as a table (line_id, field, value).
+        """Every value of the lines in ``keys``, as a table (line_id, field, value), lines in line_id order.
 
-        For re-tokenizing: one DEK unwrap per line, one AES-GCM per value. The lines' value rows are
-        checked against their seals first (:meth:`check_seals`). Value rows of lines without a key row
-        (shredded) are skipped.
+        For re-tokenizing: one DEK unwrap per line, one AES-GCM per record (per value in a format 2 line).
+        The lines' value rows are checked against their seals first (:meth:`check_seals`). Value rows of
+        lines without a key row (shredded) are skipped.
         """
         values = values.filter(pc.is_in(values["line_id"], keys["line_id"]))
         self.check_seals(keys, values)
-        if fields is not None:
-            values = values.filter(pc.is_in(values["field"], pa.array(list(fields), pa.string())))
+        wanted = None if fields is None else set(fields)
+        if wanted is not None:
+            values = values.filter(pc.is_in(values["field"], pa.array([*wanted, RECORD], pa.string())))
         values = values.take(pc.sort_indices(values, [("line_id", "ascending")]))
-        rows = keys.select(_KEY_COLS[:5]).to_pylist()
+        rows = keys.select(_KEY_COLS).to_pylist()
         by_line = {row["line_id"]: (row, seal) for row, seal in zip(rows, _seal_parts(keys))}
-        plain, current = [], None
+        out_lines, out_fields, plain, current = [], [], [], None
         columns = [values[c].to_pylist() for c in ("line_id", "field", "dek_id", "nonce", "ciphertext")]
         for line_id, field, dek_id, nonce, sealed in zip(*columns):
             if line_id != current:  # one AESGCM per line, one alive at a time
                 (row, seal), current = by_line[line_id], line_id
                 expected, decrypt = row["dek_id"], AESGCM(self._unwrap(row, seal)).decrypt
-                prefix = self._value_head + _lp1(line_id) + _lp1(expected) + seal
+                head = _lp1(line_id) + _lp1(expected) + seal
             try:
                 if dek_id != expected:  # sealed under another line's or an older DEK
                     raise InvalidTag
-                plain.append(decrypt(nonce, sealed, prefix + _lp1(field)).decode("utf-8"))
+                if field == RECORD:
+                    pairs = _record_fields(decrypt(nonce, sealed, self._line_head + head))
+                    if [f for f, _ in pairs] != sorted(row["sealed_fields"] or ()):
+                        raise InvalidTag  # authenticated, so not an attack on this row: a record of another seal
+                else:
+                    pairs = [(field, decrypt(nonce, sealed, self._value_head + head + _lp1(field)).decode("utf-8"))]
             except (InvalidTag, ValueError):
                 raise AuthenticationFailed(
-                    f"vault record of line {line_id}, field {field} failed authentication "
-                    "(tampered, truncated or moved)"
+                    f"vault record of line {line_id}"
+                    + ("" if field == RECORD else f", field {field}")
+                    + " failed authentication (tampered, truncated or moved)"
                 ) from None
-        return pa.table({"line_id": values["line_id"], "field": values["field"], "value": pa.array(plain, pa.string())})
+            for name, value in pairs:
+                if wanted is None or name in wanted:
+                    out_lines.append(line_id)
+                    out_fields.append(name)
+                    plain.append(value)
+        return pa.table(
+            {
+                "line_id": pa.array(out_lines, pa.string()),
+                "field": pa.array(out_fields, pa.string()),
+                "value": pa.array(plain, pa.string()),
+            }
+        )
 
     def key_info(self, keys: pa.Table, line_id: str) -> dict | None:
         """The line's key row without the wrapped key (for audit records), or None."""

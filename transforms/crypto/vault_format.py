@@ -1,12 +1,21 @@
-"""The byte and table format of vault records (``transforms/crypto/vault.py``): the seal's and the
-associated data's bytes, and the Arrow rows of the ``vault_key`` and ``vault_value`` tables.
+"""The byte and table format of vault records (``transforms/crypto/vault.py``): the seal's, the
+associated data's and a line record's bytes, and the Arrow rows of the ``vault_key`` and ``vault_value`` tables.
 
-The associated data of a value and of a wrapped data key (``lp`` = 4-byte big-endian length, then the bytes)::
+The associated data of a line's record, of a (format 2) value and of a wrapped data key (``lp`` = 4-byte
+big-endian length, then the bytes)::
 
     seal      = reg lp(lp(field_1) lp(field_2) ...)       the sealed fields, sorted by name
     reg       = 0x00 (no registration: a base's identity) | 0x01 lp(registration_event_id)
+    ad(line)  = lp("subscriber-backfill/vault-line/3") lp(keyset_id) lp(line_id) lp(dek_id) seal
     ad(value) = lp("subscriber-backfill/vault-value/2") lp(keyset_id) lp(line_id) lp(dek_id) seal lp(field)
     ad(dek)   = lp("subscriber-backfill/vault-dek/2") lp(keyset_id) lp(line_id) lp(dek_id) lp(vault_key_version) seal
+
+A line's record (format 3, the only one written) is its sealed fields and values, sorted by field name::
+
+    record    = lp(field_1) lp(value_1) lp(field_2) lp(value_2) ...
+
+and its value row's ``field`` is :data:`RECORD`. A format 2 vault has one value row per field instead
+(``ad(value)``); it is still read, line by line, never written.
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ import pyarrow.compute as pc
 
 from schemas import arrow_schema
 
+_AD_LINE = b"subscriber-backfill/vault-line/3"
 _AD_VALUE = b"subscriber-backfill/vault-value/2"
+RECORD = "*"  # the ``field`` of a line's record row: every sealed field of the line in one ciphertext
 _AD_DEK = b"subscriber-backfill/vault-dek/2"
 _NONCE, _DEK, _DEK_ID = 12, 32, 8
 _KEY_COLS = [
@@ -50,6 +61,24 @@ def _fields_part(fields) -> bytes:
 
 def _lp1_bytes(raw: bytes) -> bytes:
     return len(raw).to_bytes(4, "big") + raw
+
+
+def _record_fields(record: bytes) -> list[tuple[str, str]]:
+    """The (field, value) pairs of a line's record, in order; ValueError when the bytes are not a record."""
+    pairs, at, end = [], 0, len(record)
+    while at < end:
+        parts = []
+        for _ in range(2):
+            if at + 4 > end:
+                raise ValueError("truncated record")
+            size = int.from_bytes(record[at : at + 4], "big")
+            at += 4
+            if at + size > end:
+                raise ValueError("truncated record")
+            parts.append(record[at : at + size].decode("utf-8"))
+            at += size
+        pairs.append((parts[0], parts[1]))
+    return pairs
 
 
 def _seal_part(registration: str | None, fields) -> bytes:

@@ -2,17 +2,17 @@
 
 The record format is ``transforms/crypto/vault_format.py``'s; this module only makes it fast:
 
-* every associated-data string (one per wrapped data key, one per value) is built by Arrow kernels over
-  the whole batch (``lp`` of the line ids and dek ids, the seal of each line, the field suffixes), not
-  by Python string work per line;
+* every line's record (its sealed fields and values, length-prefixed, sorted by field) and every
+  associated-data string (one per wrapped data key, one per record: ``lp`` of the line ids and dek ids,
+  the seal of each line) is built by Arrow kernels over the whole batch, not by Python string work per line;
 * random bytes come from one ``os.urandom`` call per batch: DEKs and dek ids of the new lines, one
-  wrap nonce per line and one nonce per value, each slice used once (a nonce is never reused);
+  wrap nonce per line and one nonce per record, each slice used once (a nonce is never reused);
 * the AES-GCM calls run in C-level ``map`` loops: all wraps under the vault key in one ``map``; the
-  values line by line in chunks of :data:`CHUNK` lines, one ``AESGCM`` object per line's data key (its
-  key schedule is made once per line) and one ``encrypt`` per value. A chunk bounds the AESGCM objects
-  alive at once (each holds about 2.4 KB of key schedule).
+  records in another, one ``AESGCM`` object per line's data key made as its record is sealed and
+  dropped after it (one alive at a time).
 
-Value rows come out line by line (a line's fields in the order the columns were given).
+A line's values are one AEAD call, not one per field: the cost of a line is one key schedule, one wrap
+and one encryption whatever its number of fields.
 """
 
 from __future__ import annotations
@@ -27,20 +27,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from transforms.crypto.vault_format import _DEK, _DEK_ID, _NONCE, _fields_part, _lp1
 
 __all__ = [
-    "CHUNK",
     "lp_array",
     "random_deks",
     "line_deks",
     "line_seals",
-    "value_order",
-    "encrypt_values",
-    "field_suffixes",
+    "line_records",
+    "encrypt_records",
     "set_parts",
     "nonce_buffers",
     "nonce_array",
 ]
 
-CHUNK = 1_024  # lines whose AESGCM objects are alive at once
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
@@ -90,46 +87,32 @@ def line_seals(regs: pa.Array, set_parts: list[bytes], inverse: np.ndarray) -> p
     return pc.binary_join_element_wise(reg, pa.array(set_parts, pa.binary()).take(pa.array(inverse)), b"")
 
 
-def value_order(present: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(line, field) of every present value, line by line (a line's fields in column order)."""
-    if not present:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    lines = np.concatenate([np.flatnonzero(p) for p in present])
-    fields = np.concatenate([np.full(int(p.sum()), j, np.int64) for j, p in enumerate(present)])
-    order = np.argsort(lines, kind="stable")
-    return lines[order], fields[order]
+def line_records(fields: list[str], arrays: list[pa.Array], n: int) -> pa.Array:
+    """Each of the ``n`` lines' record: ``lp(field) lp(value)`` of its present fields, sorted by field name
+    (empty when none is present); ``arrays`` are strings aligned with ``fields``."""
+    parts = []
+    for field, values in sorted(zip(fields, arrays), key=lambda pair: pair[0]):
+        pair = pc.binary_join_element_wise(pa.scalar(_lp1(field)), lp_array(pc.fill_null(values, "")), b"")
+        parts.append(pc.if_else(values.is_valid(), pair, pa.scalar(b"")))
+    if not parts:
+        return pa.array([b""] * n, pa.binary())
+    return pc.binary_join_element_wise(*parts, b"") if len(parts) > 1 else parts[0]
 
 
-def encrypt_values(deks: list[bytes], line_of: np.ndarray, nonces: list, plains: list, ads: list) -> list[bytes]:
-    """Ciphertexts (+ tag) of the values, in order: value ``k`` under the DEK of line ``line_of[k]``.
-
-    ``line_of`` is non-decreasing (values line by line)."""
-    starts = np.searchsorted(line_of, np.arange(0, len(deks) + CHUNK, CHUNK)).tolist()
-    sealed: list[bytes] = []
-    encrypt = AESGCM.encrypt
-    for chunk, first in enumerate(range(0, len(deks), CHUNK)):
-        lo, hi = starts[chunk], starts[chunk + 1]
-        if lo == hi:
-            continue
-        aeads = list(map(AESGCM, deks[first : first + CHUNK]))
-        per_value = list(map(aeads.__getitem__, (line_of[lo:hi] - first).tolist()))
-        sealed.extend(map(encrypt, per_value, nonces[lo:hi], plains[lo:hi], ads[lo:hi]))
-    return sealed
-
-
-def field_suffixes(fields: list[str]) -> pa.Array:
-    """``lp(field)`` of each field, as a binary array indexed by field position."""
-    return pa.array([_lp1(f) for f in fields], pa.binary())
+def encrypt_records(deks: list[bytes], nonces: list, records: list, ads: list) -> list[bytes]:
+    """Ciphertexts (+ tag) of the records, in order: record ``k`` under ``deks[k]``, its own nonce and
+    associated data; one AESGCM object alive at a time."""
+    return list(map(AESGCM.encrypt, map(AESGCM, deks), nonces, records, ads))
 
 
 def set_parts(sets: list[list[str]]) -> list[bytes]:
     return [_fields_part(s) for s in sets]
 
 
-def nonce_buffers(n_wraps: int, n_values: int) -> tuple[bytes, bytes]:
-    """The wrap nonces (one per line) and the value nonces (one per value), 12 bytes each, from one urandom
+def nonce_buffers(n_wraps: int, n_records: int) -> tuple[bytes, bytes]:
+    """The wrap nonces (one per line) and the record nonces (one per record), 12 bytes each, from one urandom
     call: every nonce is used once."""
-    buffer = os.urandom(_NONCE * (n_wraps + n_values))
+    buffer = os.urandom(_NONCE * (n_wraps + n_records))
     return buffer[: _NONCE * n_wraps], buffer[_NONCE * n_wraps :]
 
 

@@ -288,7 +288,7 @@ def _bucket_counts(
         },
         "vault": {
             "lines_sealed": keys.num_rows,
-            "values_sealed": values.num_rows,
+            "values_sealed": int(pc.sum(pc.list_value_length(keys.column("sealed_fields"))).as_py() or 0),
             "keys_copied": keys_out.num_rows - keys.num_rows,
             "values_copied": values_out.num_rows - values.num_rows,
         },

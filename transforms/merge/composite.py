@@ -142,7 +142,7 @@ class TokenizeAndSealFn(beam.DoFn):
             )
         self._lines.inc(result.base.num_rows)
         self._applied.inc(result.counts.get("events", {}).get("applied", 0))
-        self._sealed.inc(result.vault_values.num_rows)
+        self._sealed.inc(result.counts.get("vault", {}).get("values_sealed", 0))
         yield beam.pvalue.TaggedOutput(COUNTS, result.counts)
         yield beam.pvalue.TaggedOutput(BUCKETS, (bucket, result.base, result.vault_keys, result.vault_values))
         for tag, table in (
