@@ -64,6 +64,12 @@ def parser() -> ArgumentParser:
         vault_help="the vault of a merged --base",
     )
     p.add_argument("--deltas", required=True, help="the streaming merge's OUT/deltas (or its OUT)")
+    p.add_argument(
+        "--base-changed",
+        action="store_true",
+        help="the base is another export of the subscriber base than the streaming merge ran on (a newer one): "
+        "go on with a warning instead of refusing",
+    )
     p.add_argument("--keys", required=True, help="keyset file (mode 0600)")
     p.add_argument("--out", required=True, help="output folder")
     add_batch_flags(p)

@@ -94,6 +94,15 @@ def _plan_inputs(args, keyset) -> tuple[str, list, InputInfo, dict | None]:
     return kind, splits, info, _plan_vault(args, keyset, kind)
 
 
+def _check_stream_base(args, deltas: str, info: InputInfo) -> None:
+    """The base must be the one the streaming merge ran on, as its manifests beside the deltas record it."""
+    from pipelines.io.lineage import base_lineage, check_stream_base
+
+    given = f"--merged {args.merged}" if args.merged else "--base " + " --base ".join(args.base)
+    stream = deltas.rstrip("/").rsplit("/", 1)[0]
+    check_stream_base(given, args.deltas, stream, base_lineage(info.files), changed=args.base_changed)
+
+
 def prepare(argv, parser: argparse.ArgumentParser, rows_per_bucket: int) -> Job:
     """Parse and check the arguments: the keyset, the as-of date, no overlap of OUT and the inputs, the
     committed windows, the base and its vault (planned, not read), the buckets and the spill."""
@@ -115,6 +124,7 @@ def prepare(argv, parser: argparse.ArgumentParser, rows_per_bucket: int) -> Job:
     if not windows:
         raise UserError(f"--deltas {args.deltas}: no committed window there")
     kind, base_splits, base_info, vault = _plan_inputs(args, keyset)
+    _check_stream_base(args, deltas, base_info)
     run_id, started = new_run("compact")
     options = beam_options(beam_args, step="compact", run_id=run_id)
     if args.spill == "on" and not is_local_runner(options):

@@ -201,6 +201,7 @@ def run_dataflow(args, options, keyset, policy, as_of, run_id, started, timer) -
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import StandardOptions
 
+    from pipelines.io.lineage import base_lineage
     from pipelines.manifest import keys_block, policy_block, write_json
     from pipelines.merge_plan import _plan_base
     from transforms.core.deadletter import DeadLetterContext
@@ -224,6 +225,7 @@ def run_dataflow(args, options, keyset, policy, as_of, run_id, started, timer) -
         shards=args.shards,
         max_bytes=args.max_message_bytes,
     )
+    lineage = base_lineage(info.files)
     result = p.run()
     timer.mark("submit_seconds")
     manifest = {
@@ -235,6 +237,7 @@ def run_dataflow(args, options, keyset, policy, as_of, run_id, started, timer) -
         "policy": policy_block(policy),
         "keys": keys_block(keyset),
         "inputs": {"subscription": args.subscription, "base": info.files, "base_kind": kind},
+        **({"lineage": lineage} if lineage else {}),  # which base: compact compares it (pipelines/io/lineage.py)
         "window_seconds": args.window_seconds,
         "shards": args.shards,
         "outputs": {

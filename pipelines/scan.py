@@ -42,6 +42,7 @@ from pipelines.io.planning import InputInfo, plan_splits
 from pipelines.io.finish import finish
 from pipelines.flags import LOCAL_RUNNERS, add_progress_flag, runs_in_process
 from pipelines.io.publish import Publication, check_apart, check_owned, publishing
+from pipelines.scan_inputs import refuse_merged_base
 from pipelines.scan_summary import format_summary, manifest_counts, scan_summary, write_summary
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext
@@ -153,7 +154,11 @@ def _prepare(argv) -> _Job:
     out = args.out.rstrip("/")
     check_apart(out, _inputs(args))  # before the base is read: real paths, one line
     policy = load_policy(args.policy)
+    if args.estimated_rows is None:  # planned here: a merged base is refused before anything is written
+        refuse_merged_base(args.base)
     splits, info = _plan_base(args)
+    if isinstance(splits, list):
+        refuse_merged_base(args.base, info)
     run_id, started = new_run("scan")
     options = _beam_options(args, beam_args, run_id)
     runner = DEFAULT_RUNNER if options is None else runner_name(options)

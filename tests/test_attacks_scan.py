@@ -403,7 +403,7 @@ def test_a_column_under_two_of_its_names_is_refused(tmp_path):
 
 
 def test_the_alias_table_names_only_contract_columns_and_registration_files_take_it_too():
-    from pipelines.io.column_names import aliases
+    from transforms.core.column_names import aliases
     from pipelines.io.planning import map_columns
     from transforms.core.rows import BASE, EVENTS
 

@@ -18,7 +18,11 @@ JSON Lines (``.jsonl``, ``.ndjson``, ``.json``): one object per line, read
 here. ``source_row`` is the line number; blank lines are skipped. A line that
 is not valid UTF-8, not JSON, or not an object, or that holds an object, an
 array or a boolean as a contract field, is malformed; numbers become their
-text; keys beyond the contract are ignored; an absent key is null.
+text; an absent key is null. A key is a contract field under its own name or
+an export's (``schemas/column_aliases.yaml``, as a CSV header: 登记流水号 is
+``event_id``, compared trimmed, ignoring case and full-width forms); other
+keys are ignored; a field under two keys makes the line malformed (a CSV
+file with one column under two names is refused whole).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ A manifest records::
     "lineage": {"method": "edges-scrypt-v1", "base": HEX, "origin": HEX, "origin_is_raw": true}
 
 ``base``: the base the step read; ``origin``: the raw base its chain started from (a merge of a previous merge's
-base, a scan of a merged base carry that output's origin on; compact, retention and ``keys retokenize`` record
-none, so their input is followed back). When the chain reaches an output whose manifest records no lineage (made
+base carries that output's origin on; a scan refuses a merged base; compact, retention and ``keys retokenize``
+record none, so their input is followed back; the streaming merge records its base's for compact to compare). When the chain reaches an output whose manifest records no lineage (made
 before lineages were recorded), ``origin`` is the earliest base fingerprinted and ``origin_is_raw`` false: such
 origins only ever make the check unsure, never refuse.
 """
@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from pipelines.common import UserError
 from pipelines.io.paths import is_uri, join_path
 
-__all__ = ["METHOD", "base_lineage", "live_folder", "live_lineage", "check_same_base"]
+__all__ = ["METHOD", "base_lineage", "live_folder", "live_lineage", "check_same_base", "check_stream_base"]
 
 log = logging.getLogger("backfill")
 
@@ -197,4 +197,73 @@ def check_same_base(
         "%s: cannot tell whether %s %s is of the base --scan %s read: %s; make sure both come from the same "
         "subscriber base",
         *(step, live_flag, live, scan, reason),
+    )
+
+
+def _stream_lineages(stream: str) -> list[dict]:
+    """The distinct lineages the streaming merge's manifests in ``stream`` record (``manifest.json``, the last run's;
+    ``runs/RUN.json``, each local run's)."""
+    paths = [join_path(stream, "manifest.json")]
+    if not is_uri(stream) and os.path.isdir(os.path.join(stream, "runs")):
+        runs = os.path.join(stream, "runs")
+        paths += [os.path.join(runs, n) for n in sorted(os.listdir(runs)) if n.endswith(".json")]
+    found: dict[tuple, dict] = {}
+    for path in paths:
+        manifest = _read(path) or {}
+        lineage = _recorded(manifest.get("lineage"))
+        if lineage and manifest.get("mode") == "streaming":
+            found.setdefault((lineage["base"], lineage["origin"]), lineage)
+    return list(found.values())
+
+
+def _read(path: str) -> dict | None:
+    from pipelines.manifest import read_json
+
+    try:
+        data = read_json(path)
+    except Exception:  # unreadable: nothing recorded
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_stream_base(given: str, deltas: str, stream: str, lineage: dict | None, changed: bool = False) -> None:
+    """``backfill compact``: refuse (one line) a base other than the one the streaming merge in ``stream`` ran on,
+    as its manifests record it; a warning when they cannot tell. ``given`` (``--base PATH``, ``--merged DIR``),
+    ``deltas``: the flags as given, for the message; ``lineage``: the compacted base's (:func:`base_lineage`); ``changed``: ``--base-changed``."""
+    recorded, lineage = _stream_lineages(stream), _recorded(lineage)
+    if lineage is None or not recorded:
+        reason = (
+            "the base's fingerprint could not be taken"
+            if recorded
+            else (
+                "no streaming merge manifest beside the deltas records a base fingerprint (a stream run before they "
+                "were recorded, or deltas copied without their manifest)"
+            )
+        )
+        log.warning(
+            "compact: cannot tell whether %s is the base the streaming merge of --deltas %s ran on: %s; make sure it is",
+            *(given, deltas, reason),
+        )
+        return
+    same = [r for r in recorded if r["base"] == lineage["base"] or r["origin"] == lineage["origin"]]
+    if len(same) == len(recorded):
+        return
+    raw = lineage.get("origin_is_raw") and all(r.get("origin_is_raw") for r in recorded if r not in same)
+    if raw and changed:
+        log.warning(
+            "compact: %s is another export of the subscriber base than the streaming merge of --deltas %s ran on "
+            "(--base-changed): the stream's registrations are folded into it by line id",
+            *(given, deltas),
+        )
+        return
+    if raw:
+        raise UserError(
+            f"{given} is not the base the streaming merge of --deltas {deltas} ran on: their manifests record "
+            "different subscriber bases (base fingerprints); give the base the stream read (a merged one with "
+            "--merged), or --base-changed if it is a newer export of the same base; nothing was written"
+        )
+    log.warning(
+        "compact: cannot tell whether %s is the base the streaming merge of --deltas %s ran on: one of them comes "
+        "from a merged base whose manifest records no base fingerprint; make sure it is",
+        *(given, deltas),
     )

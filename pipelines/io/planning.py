@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from pipelines.io.avro_schema import avro_columns, top_level_problem
 from pipelines.io.folders import input_format, left_out_problem, match_files, subfolder_problem
-from pipelines.io.column_names import contract_key
+from transforms.core.column_names import contract_key
 from pipelines.io.paths import join_path, open_read
 from transforms.core.rows import BASE, Contract, column_type_error, column_type_problem
 

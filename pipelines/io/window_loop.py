@@ -32,6 +32,7 @@ from pipelines.io.landing import LanderProcess, LandingZone, write_durably
 from pipelines.io.line_store import open_store
 from pipelines.io.publish_guards import MARKER, check_apart, make_private_dirs, owner, require_folder
 from pipelines.io.windows import committed_windows, recover, replay, write_window
+from pipelines.io.lineage import base_lineage
 from pipelines.manifest import keys_block, policy_block
 from transforms.core.deadletter import DeadLetterContext
 from transforms.crypto.tokenize import Tokenizer
@@ -170,6 +171,7 @@ class LocalStreamingMerge:
         replayed = replay(self.store, state["windows"])  # committed, then stopped before the store took them
         self.state_info = {"built": built, "seconds": round(time.time() - started, 3), "replayed_windows": replayed}
         self.base = self.store.summary
+        self.lineage = base_lineage(self.base["files"])  # which base: compact compares it (pipelines/io/lineage.py)
         self.timer.mark("startup_seconds")
         self.tokenizer, self.vault = Tokenizer(self.keyset), Vault(self.keyset)
         self.lander = LanderProcess(
@@ -349,6 +351,7 @@ class LocalStreamingMerge:
                 "base": self.base["files"],
                 "base_kind": self.base["kind"],
             },
+            **({"lineage": self.lineage} if self.lineage else {}),
             "base": {"lines": self.base["lines"], "dead_letters": self.base["dead_letters"]},
             "state": {"folder": os.path.join(self.out, "state"), **self.state_info},
             "window_seconds": self.args.window_seconds,

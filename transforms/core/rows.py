@@ -10,8 +10,10 @@ message bodies). Beam-free; the file readers are in ``pipelines/io/``.
 
 Malformed (one BadRow, first problem found): a contract field that does not
 decode, is longer than the limit, or holds a C0 control character other than
-tab, CR and LF; in JSON Lines also a line that is not a JSON object, or a
-field that is an object, an array or a boolean. Row numbers are 1-based.
+tab, CR and LF; in JSON Lines also a line that is not a JSON object, a
+field that is an object, an array or a boolean, or one under two keys (a
+key may be the column's name or an export's, as a CSV header: 登记流水号 is
+``event_id``; ``transforms/core/column_names.py``). Row numbers are 1-based.
 
 A whole contract column of a type that is not text or a plain value (a list,
 a struct, a map, a union, fixed-size binary) is not a row problem but a file
@@ -46,6 +48,7 @@ __all__ = [
     "column_type_problem",
     "assemble_rows",
     "malformed_table",
+    "event_column",
     "parse_json_lines",
 ]
 
@@ -318,11 +321,37 @@ def _text(value) -> str | None:
     raise ValueError(type(value).__name__)
 
 
+def _fields(obj: dict, named: dict) -> tuple[dict, str | None]:
+    """An object's contract fields, by the column each key names: its own name or an export's
+    (``transforms/core/column_names.py``, as a CSV header's); ``named`` caches key -> column (None: no contract
+    column). Second: a column two keys name (the object is malformed), else None."""
+    fields: dict = {}
+    for key, value in obj.items():
+        column = named.get(key, "")
+        if column == "":
+            column = named[key] = event_column(key)
+        if column is None:
+            continue
+        if column in fields:
+            return fields, column
+        fields[column] = value
+    return fields, None
+
+
+def event_column(key: str) -> str | None:
+    """The event contract's column a JSON key names (its own name or an export's), or None."""
+    from transforms.core.column_names import contract_key
+
+    column = contract_key(key, EVENTS)
+    return column if column in EVENTS.columns else None
+
+
 def parse_json_lines(lines: list[tuple[int, bytes]], path: str, limit: int) -> tuple[pa.Table, list[BadRow]]:
-    """One batch of JSON lines (line number, bytes) -> (raw, bad), under the event contract."""
+    """One batch of JSON lines (line number, bytes) -> (raw, bad), under the event contract; keys under an
+    export's names (登记流水号, 用户编号...) are the contract's columns, one column under two keys malformed."""
     names = EVENTS.columns
     columns: dict[str, list] = {n: [] for n in names}
-    rows, bad = [], []
+    rows, bad, named = [], [], {}
     for number, line in lines:
         try:
             obj = json.loads(line)
@@ -335,8 +364,9 @@ def parse_json_lines(lines: list[tuple[int, bytes]], path: str, limit: int) -> t
         if not isinstance(obj, dict):
             bad.append(BadRow(path, number, None, "not a JSON object"))
             continue
-        values, fault = [], None
-        for n in names:
+        obj, twice = _fields(obj, named)
+        values, fault = [], (twice, f"field {twice} under two keys (two of its names)") if twice else None
+        for n in names if not fault else ():
             try:
                 values.append(_text(obj.get(n)))
             except ValueError as exc:

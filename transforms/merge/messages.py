@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.core.rows import EVENTS, assemble_rows, parse_json_lines
+from transforms.core.rows import EVENTS, assemble_rows, event_column, parse_json_lines
 
 __all__ = ["MAX_FIELD_CHARS", "MAX_MESSAGE_BYTES", "MESSAGE_SCHEMA", "flat_json", "messages_table", "parse_bodies"]
 
@@ -102,7 +102,8 @@ def flat_json(bodies: pa.Array) -> np.ndarray:
 
 def _readflat_json(bodies: pa.Array, columns: tuple[str, ...]) -> dict[str, pa.Array] | None:
     """Flat JSON objects -> the contract's columns as strings, in one pyarrow.json pass; None when pyarrow
-    refuses the batch (a number, boolean or null where text belongs, a repeated key, invalid UTF-8, not JSON):
+    refuses the batch (a number, boolean or null where text belongs, a repeated key, invalid UTF-8, not JSON, other
+    keys of mixed types) or a key is one of a column's other names (which the per-line parser maps):
     the caller then parses those bodies one by one, as before, and dead-letters exactly the same ones."""
     import pyarrow.json as pj
 
@@ -116,7 +117,7 @@ def _readflat_json(bodies: pa.Array, columns: tuple[str, ...]) -> dict[str, pa.A
             read_options=pj.ReadOptions(use_threads=False, block_size=16 << 20),
             parse_options=pj.ParseOptions(
                 explicit_schema=pa.schema([pa.field(n, pa.string()) for n in columns]),
-                unexpected_field_behavior="ignore",
+                unexpected_field_behavior="infer",  # the other keys, to see whether one is an export's name
                 newlines_in_values=False,
             ),
         )
@@ -124,6 +125,8 @@ def _readflat_json(bodies: pa.Array, columns: tuple[str, ...]) -> dict[str, pa.A
         return None
     if table.num_rows != len(bodies):  # a body that held two documents
         return None
+    if any(event_column(n) for n in table.column_names if n not in columns):
+        return None  # a contract field under an export's name (登记流水号...): the per-line parser maps it
     return {n: table.column(n).combine_chunks() for n in columns}
 
 

@@ -1,5 +1,7 @@
 """The column names a reader takes as a contract's columns: the contract's own, and the names operator exports give
-them (``schemas/column_aliases.yaml``, docs/contract.md "Column names").
+them (``schemas/column_aliases.yaml``, docs/contract.md "Column names"): CSV, Parquet and Avro headers
+(``pipelines/io/planning.py``) and the keys of JSON Lines objects (``transforms/core/rows.py``: registration files,
+Pub/Sub message bodies).
 
     column_key(" MSISDN\ufeff")                       -> "msisdn"
     aliases(BASE)["手机号码"]                          -> "msisdn"
