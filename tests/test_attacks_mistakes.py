@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -157,6 +158,34 @@ def test_json_lines_keys_under_an_exports_names_are_the_contracts_fields(site, t
     dead = [d for d in dead_letters(outs["zh"]) if d.get("source_row") == 2]
     assert len(dead) == 1 and dead[0]["field"] == "line_id" and "under two keys" in dead[0]["detail"], dead
     no_canary(outs["zh"])
+
+
+def test_a_field_given_twice_in_one_json_object_is_a_dead_letter_not_its_last_value(site, tmp_path):
+    """``{"name": A, ..., "name": B}``: json.loads kept the last value, so a checker reading the first saw one
+    person and the merge sealed another. Now that event is a ROW_MALFORMED dead letter naming the field (never
+    a value), in the batch merge and in the stream's body parser; a key repeated outside the contract is
+    ignored as the key itself is."""
+    from transforms.merge.messages import parse_bodies
+
+    first = canary_event(event_id="E1", line_id="L000", registered_at="2026-12-01T10:00:00")
+    other = canary_event(event_id="E2", line_id="L003", registered_at="2026-12-01T10:00:00")
+    twice = json.dumps(first, ensure_ascii=False)[:-1] + ', "name": "王五"}'
+    ignored = json.dumps(other, ensure_ascii=False)[:-1] + ', "note": 1, "note": 2}'
+    path = tmp_path / "events.jsonl"
+    path.write_text(twice + "\n" + ignored + "\n", encoding="utf-8")
+    out = str(tmp_path / "merge")
+    argv = ["--base", site["base"], "--registrations", str(path), "--keys", site["keys"], "--out", out]
+    ok(run("merge", *argv, "--as-of", "2026-12-02", *QUIET))
+    lines = merged_lines(out)
+    assert lines["L000"]["registration_event_id"] is None and lines["L003"]["registration_event_id"] == "E2"
+    dead = [d for d in dead_letters(out) if d.get("event_id") == "E1"]
+    assert len(dead) == 1 and dead[0]["reason"] == "ROW_MALFORMED" and dead[0]["field"] == "name", dead
+    assert dead[0]["detail"] == "field name given twice in one object"
+    no_canary(out)
+    bodies = pa.array([twice.encode(), ignored.encode()], pa.binary())
+    raw, bad = parse_bodies(np.array([1, 2], np.int64), bodies, 10_000)
+    assert raw.column("event_id").to_pylist() == ["E2"]
+    assert [(b.source_row, b.field, b.detail) for b in bad] == [(1, "name", "field name given twice in one object")]
 
 
 def test_a_csv_and_a_json_lines_export_under_the_same_names_merge_alike(site, tmp_path):

@@ -11,7 +11,7 @@ message bodies). Beam-free; the file readers are in ``pipelines/io/``.
 Malformed (one BadRow, first problem found): a contract field that does not
 decode, is longer than the limit, or holds a C0 control character other than
 tab, CR and LF; in JSON Lines also a line that is not a JSON object, a
-field that is an object, an array or a boolean, or one under two keys (a
+field that is an object, an array or a boolean, one given twice, or one under two keys (a
 key may be the column's name or an export's, as a CSV header: 登记流水号 is
 ``event_id``; ``transforms/core/column_names.py``). Row numbers are 1-based.
 
@@ -321,6 +321,23 @@ def _text(value) -> str | None:
     raise ValueError(type(value).__name__)
 
 
+class _Object(dict):
+    """A JSON object as parsed, with the first key it gives twice (``repeated``; None: none). ``json.loads``
+    keeps a repeated key's last value, so ``{"name": "A", "name": "B"}`` would show one checker A and
+    merge B."""
+
+    __slots__ = ("repeated",)
+
+
+def _object(pairs: list) -> _Object:
+    obj = _Object(pairs)
+    obj.repeated = None
+    if len(obj) != len(pairs):
+        seen: set = set()
+        obj.repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+    return obj
+
+
 def _fields(obj: dict, named: dict) -> tuple[dict, str | None]:
     """An object's contract fields, by the column each key names: its own name or an export's
     (``transforms/core/column_names.py``, as a CSV header's); ``named`` caches key -> column (None: no contract
@@ -354,7 +371,7 @@ def parse_json_lines(lines: list[tuple[int, bytes]], path: str, limit: int) -> t
     rows, bad, named = [], [], {}
     for number, line in lines:
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_object)
         except UnicodeDecodeError:
             bad.append(BadRow(path, number, None, "bytes not valid utf-8"))
             continue
@@ -364,8 +381,11 @@ def parse_json_lines(lines: list[tuple[int, bytes]], path: str, limit: int) -> t
         if not isinstance(obj, dict):
             bad.append(BadRow(path, number, None, "not a JSON object"))
             continue
+        repeated = event_column(obj.repeated) if isinstance(obj, _Object) and obj.repeated is not None else None
         obj, twice = _fields(obj, named)
         values, fault = [], (twice, f"field {twice} under two keys (two of its names)") if twice else None
+        if repeated:
+            fault = (repeated, f"field {repeated} given twice in one object")
         for n in names if not fault else ():
             try:
                 values.append(_text(obj.get(n)))
