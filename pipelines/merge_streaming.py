@@ -44,6 +44,9 @@ from pipelines.manifest import Timer
 log = logging.getLogger("backfill.merge")
 
 
+MAX_WINDOW_SECONDS = 3600  # a window commits what it landed; longer hides registrations for hours
+
+
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="backfill merge", description=__doc__.splitlines()[0])
     p.add_argument("--streaming", action="store_true", help="read registration events from Pub/Sub")
@@ -56,7 +59,12 @@ def parser() -> ArgumentParser:
     )
     p.add_argument("--keys", required=True, help="keyset file (mode 0600; backfill keys init)")
     p.add_argument("--out", required=True, help="output folder (local; gs:// on Dataflow)")
-    p.add_argument("--window-seconds", type=int, default=10, help="window length in seconds (default 10)")
+    p.add_argument(
+        "--window-seconds",
+        type=int,
+        default=10,
+        help=f"window length in seconds, 1 to {MAX_WINDOW_SECONDS} (default 10)",
+    )
     p.add_argument("--as-of", type=parse_as_of, default=None, help="date the checks are made against (default: today)")
     p.add_argument("--policy", default=None, help="policy YAML replacing the default Decree 25 policy")
     p.add_argument("--encoding", default="utf-8", help="CSV encoding of the base: utf-8 (default) or gb18030")
@@ -104,8 +112,8 @@ def _check(args) -> None:
             f"--subscription {shown_value(args.subscription)}: a project or subscription name holds a character "
             "Pub/Sub does not allow (letters, digits and - . _ ~ + % only)"
         )
-    if args.window_seconds < 1:
-        raise UserError("--window-seconds must be at least 1")
+    if not 1 <= args.window_seconds <= MAX_WINDOW_SECONDS:  # a longer window hides registrations for hours
+        raise UserError(f"--window-seconds must be between 1 and {MAX_WINDOW_SECONDS} (an hour)")
     if args.max_windows is not None and args.max_windows < 1:
         raise UserError("--max-windows must be at least 1")
     if args.stop_after_idle is not None and not 0 < args.stop_after_idle < math.inf:  # nan, inf: never idle

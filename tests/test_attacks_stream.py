@@ -122,6 +122,8 @@ def test_bad_flags_are_one_line_errors_that_never_hang_nor_quote_identity(pubsub
     for extra, expected in (
         (["--subscription", sub, "--stop-after-idle", "nan"], "--stop-after-idle must be a positive number"),
         (["--subscription", sub, "--stop-after-idle", "inf"], "--stop-after-idle must be a positive number"),
+        (["--subscription", sub, "--window-seconds", str(10**20)], "--window-seconds must be between 1 and 3600"),
+        (["--subscription", sub, "--window-seconds", "3601"], "--window-seconds must be between 1 and 3600"),
         (["--subscription", project + "sub-" + CANARY_NUMBER], "(a value not shown)"),
         (["--subscription", project + CANARY_NAME], "(a value not shown)"),
         (["--subscription", project + "two words"], "'projects/demo-project/subscriptions/two words'"),
