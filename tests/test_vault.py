@@ -375,7 +375,7 @@ def test_a_dropped_added_or_repeated_value_row_fails(keyset, sealed, how):
     keys, values = sealed
     vault = Vault(keyset)
     if how == "dropped":
-        changed, match = without_row(values, "L1"), "line L1 do not match its seal: field address is missing"
+        changed, match = without_row(values, "L1"), "line L1 do not match its seal: its record is missing"
     elif how == "added":  # a record for L3, whose seal has no field (it had no value)
         l3_dek = keys.filter(pc.equal(keys["line_id"], "L3"))["dek_id"][0].as_py()
         extra = replace_row(value_row(values, "L1"), "L1", None, line_id="L3", dek_id=l3_dek)

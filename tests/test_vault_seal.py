@@ -116,7 +116,7 @@ def test_a_deleted_value_row_fails_and_is_audited(site, policy, capsys):
     write_table(vault, "values", without_row(read_table(vault, "values"), "L1"))
     assert reveal(site, vault, "L1") == 1
     captured = capsys.readouterr()
-    assert captured.out == "" and "line L1 do not match its seal: field address is missing" in captured.err
+    assert captured.out == "" and "line L1 do not match its seal: its record is missing" in captured.err
     assert [r["outcome"] for r in audit(vault)] == ["failed_authentication"]
     assert not any(c in json.dumps(audit(vault), ensure_ascii=False) for c in CANARIES)
 
@@ -179,7 +179,7 @@ def test_the_streaming_merge_seals_each_window_and_its_fold_checks(site, policy)
     _, keys, values, _ = fold_two_windows(base_rows(), w1, w2, keyset, policy)
     vault = Vault(keyset)
     assert vault.open(keys, values, "L1")["name"] == NEW_NAME
-    with pytest.raises(AuthenticationFailed, match="line L1 do not match its seal: field address is missing"):
+    with pytest.raises(AuthenticationFailed, match="line L1 do not match its seal: its record is missing"):
         vault.open(keys, without_row(values, "L1"), "L1")
     older = pa.concat_tables([without_row(values, "L1"), value_row(w1.vault_values, "L1")])
     with pytest.raises(AuthenticationFailed, match="vault record of line L1 failed authentication"):
@@ -225,7 +225,7 @@ def test_backfill_merge_day2_rollback_deletion_and_a_rerun(tmp_path, capsys):
     assert "vault record of line A02 failed authentication" in capsys.readouterr().err
     write_table(vault2, "values", without_row(good["values"], "A01"))
     assert reveal({"keys": s["keys"]}, vault2, "A01") == 1
-    assert "line A01 do not match its seal: field address is missing" in capsys.readouterr().err
+    assert "line A01 do not match its seal: its record is missing" in capsys.readouterr().err
     assert [r["outcome"] for r in audit(vault2)] == ["revealed", "failed_authentication", "failed_authentication"]
     shutil.copytree(os.path.join(day2, "audit"), tmp_path / "audit-before-rerun")
     cli(*args, "--keys", s["keys"], "--out", day2, "--as-of", "2026-11-30")  # the same merge again

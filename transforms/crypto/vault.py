@@ -303,6 +303,8 @@ class Vault:
             if found:
                 line_id, field = sorted(found)[0].split("\x1f", 1)
                 row = "its record" if field == RECORD else f"field {field}"
+                if what == "is missing" and not pc.any(pc.equal(values["line_id"], line_id)).as_py():
+                    row = "its record"  # no row at all: a record dropped (or every row of a format 2 line)
                 raise AuthenticationFailed(
                     f"vault records of line {line_id} do not match its seal: {row} {what} "
                     "(a record dropped, added or rolled back)"
