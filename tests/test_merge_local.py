@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 
 from dev.generate import generate_table
 from pipelines import keys as keys_cli, merge as merge_cli
+from tests.support.spill_watch import copy_grown
 from tests.support.merge_local import differences, merge_outputs, write_merge_inputs
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
 from transforms.core.shuffle import SPILL_PREFIX
@@ -136,20 +136,7 @@ def _watch(proc, tmpdir: str, aside: str, enough=lambda copies: False) -> int:
     os.makedirs(aside, exist_ok=True)
     sizes: dict[str, int] = {}
     while proc.poll() is None and not enough(len(sizes)):
-        for folder in _spill_folders(tmpdir):
-            try:
-                names = os.listdir(folder)
-            except (FileNotFoundError, NotADirectoryError):  # removed as the run ended
-                continue
-            for name in names:
-                path = os.path.join(folder, name)
-                try:
-                    size = os.path.getsize(path)
-                    if name != ".lock" and size and sizes.get(path) != size:
-                        shutil.copyfile(path, os.path.join(aside, f"{len(sizes)}-{name}"))
-                        sizes[path] = size
-                except FileNotFoundError:  # removed as the run ended
-                    continue
+        copy_grown(_spill_folders(tmpdir), aside, sizes, lambda folder, name, copies: f"{copies}-{name}")
         time.sleep(0.002)
     return len(sizes)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 
 from dev.generate import generate_table
 from pipelines import scan as scan_cli
+from tests.support.spill_watch import copy_grown
 from tests.support.rows import CANARY_ADDRESS, CANARY_NAME, CANARY_NUMBER
 from tests.support.scan_local import PREFIX, outputs, write_canary_base, write_mixed_base
 from transforms.core.shuffle import SPILL_PREFIX
@@ -128,16 +128,7 @@ def _watch(proc, tmpdir: str, aside: str, enough) -> set[str]:
     os.makedirs(aside, exist_ok=True)
     sizes: dict[str, int] = {}
     while proc.poll() is None and not enough(_kinds(sizes)):
-        for folder in _spill_folders(tmpdir):
-            for name in os.listdir(folder) if os.path.isdir(folder) else ():
-                path = os.path.join(folder, name)
-                try:
-                    size = os.path.getsize(path)
-                    if name != ".lock" and size and sizes.get(path) != size:
-                        shutil.copyfile(path, os.path.join(aside, f"{os.path.basename(folder)}-{name}"))
-                        sizes[path] = size
-                except FileNotFoundError:  # removed as the run moved on
-                    continue
+        copy_grown(_spill_folders(tmpdir), aside, sizes, lambda folder, name, _: f"{os.path.basename(folder)}-{name}")
         time.sleep(0.002)
     return _kinds(sizes)
 
