@@ -74,13 +74,7 @@ def fingerprint(files: list[str]) -> str:
 
 
 def _manifest(folder: str) -> dict | None:
-    from pipelines.manifest import read_json
-
-    try:
-        manifest = read_json(join_path(folder, "manifest.json"))
-    except Exception:  # none, unreadable or not JSON: nothing recorded
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    return _read(join_path(folder, "manifest.json"))
 
 
 def live_folder(path: str) -> str | None:
@@ -221,7 +215,7 @@ def _read(path: str) -> dict | None:
 
     try:
         data = read_json(path)
-    except Exception:  # unreadable: nothing recorded
+    except Exception:  # none, unreadable or not JSON: nothing recorded
         return None
     return data if isinstance(data, dict) else None
 

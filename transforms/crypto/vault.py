@@ -202,7 +202,7 @@ class Vault:
         values = pa.table(
             [
                 kept(ids_array),
-                pa.array([RECORD] * m, pa.string()),
+                pa.repeat(pa.scalar(RECORD), m),
                 kept(dek_ids),
                 nonces,
                 pa.array(sealed, pa.binary()),
