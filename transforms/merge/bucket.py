@@ -39,7 +39,7 @@ from schemas import arrow_schema
 from transforms.scan.classify import bits_to_lists, lookup, per_distinct
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.merge.events import pick_winners, validate_events
-from transforms.merge.lines import IDENTITY_FIELDS, base_lines
+from transforms.merge.lines import IDENTITY_FIELDS, NORMALIZED_FIELDS, Normalized, base_lines
 from transforms.core.counts import merge_counts, value_counts
 from transforms.scan.normalize import contiguous, normalize_label
 from transforms.scan.policy import NOT_ACCEPTED, Policy
@@ -128,6 +128,7 @@ def protect(
     policy: Policy,
     existing_keys: pa.Table | None,
     registrations: pa.Array | None = None,
+    normalized: Normalized | None = None,
 ) -> tuple[dict[str, pa.Array], pa.Table, pa.Table]:
     """Codes, tokens and masks of a batch of identities, and their vault rows.
 
@@ -137,6 +138,8 @@ def protect(
         existing_keys: the previous vault's key rows (their data keys are reused).
         registrations: the registration_event_id each identity comes from (null: the base's own),
             aligned with ``line_ids``; sealed into the vault rows (``Vault.seal``).
+        normalized: the values a raw base's classification already normalised (aligned with ``line_ids``),
+            so they are not normalised twice; None: every value is normalised here.
 
     Returns:
         ``(columns, vault keys, vault values)``: the merged-line identity
@@ -149,7 +152,7 @@ def protect(
         present[field] = normalize_label(originals[field]).is_valid()
     any_token = np.zeros(len(line_ids), bool)
     for field, (kind, token_column, mask_column) in TOKENIZED.items():
-        values = normalize(kind, originals[field])
+        values = normalize(kind, originals[field]) if normalized is None else normalized.of(kind, field, originals)
         present[field] = values.is_valid()
         here = present[field].to_numpy(zero_copy_only=False)
         # Only present values go to the tokenizer: a mostly-null column (handler fields) costs nothing.
@@ -209,14 +212,15 @@ def merge_bucket(
     salt: str,
 ) -> BucketResult:
     """Merge one line bucket; see the module docstring."""
-    lines, dead, counts = base_lines(base, base_kind, policy, as_of, ctx, salt)
+    lines, dead, counts = base_lines(base, base_kind, policy, as_of, ctx, salt, normalized=True)
     winners, event_dead = _winners(events, NO_LINES if lines is None else lines, policy, as_of, ctx, salt, counts)
     dead = pa.concat_tables([dead, event_dead])
     if lines is None:  # events or vault rows of lines that the base does not have: events are dead letters
         return _without_lines(vault_keys, vault_values, dead, counts)
     w_at = pc.index_in(lines.column("line_id"), value_set=winners.column("line_id"))
     ids, originals, registrations, todo = _identities(lines, base_kind, winners, w_at)
-    columns, keys, values = protect(ids, originals, tokenizer, vault, policy, vault_keys, registrations)
+    normalized = _normalized(lines, w_at) if base_kind == "raw" else None
+    columns, keys, values = protect(ids, originals, tokenizer, vault, policy, vault_keys, registrations, normalized)
     sealed = keys.column("line_id")
     keys_out = _with_copied(keys, vault_keys, sealed)
     values_out = _with_copied(values, vault_values, sealed)
@@ -260,6 +264,12 @@ def _identities(
         registrations = event_ids.filter(todo)
     ids = lines.column("line_id").combine_chunks().filter(todo)
     return ids, originals, registrations, todo
+
+
+def _normalized(lines: pa.Table, w_at: pa.Array) -> Normalized:
+    """A raw base's lines' normalised identity values; a line with a winner takes the winner's, normalised anew."""
+    columns = {f: lines.column(f"_norm_{f}").combine_chunks() for f in NORMALIZED_FIELDS}
+    return Normalized(columns, w_at.is_valid().to_numpy(zero_copy_only=False))
 
 
 def _with_copied(fresh: pa.Table, previous: pa.Table | None, sealed: pa.Array) -> pa.Table:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+from typing import NamedTuple
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from transforms.crypto.tokenize import normalize
 from transforms.scan.classify import bits_to_lists, classify_batch
 from transforms.scan.crossrecord import deduplicate
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
@@ -21,7 +25,7 @@ from transforms.core.counts import value_counts
 from transforms.scan.policy import Policy
 from transforms.core.reasons import FLAGS
 
-__all__ = ["IDENTITY_FIELDS", "base_lines", "raw_lines", "merged_lines"]
+__all__ = ["IDENTITY_FIELDS", "NORMALIZED_FIELDS", "Normalized", "base_lines", "raw_lines", "merged_lines"]
 
 IDENTITY_FIELDS = (
     "doc_type",
@@ -34,19 +38,49 @@ IDENTITY_FIELDS = (
 )
 
 
+# The identity fields whose normalised values a raw base's kept lines carry (``_norm_FIELD``) when asked for.
+NORMALIZED_FIELDS = ("doc_number", "name", "address")
+
+
+class Normalized(NamedTuple):
+    """A raw base's identity values as its classification normalised them (``_norm_FIELD`` columns of the kept
+    lines), and the rows whose identity is another's (a winning registration's: normalised anew)."""
+
+    columns: dict[str, pa.Array]
+    other: np.ndarray  # bool, one per line
+
+    def of(self, kind: str, field: str, originals: dict) -> pa.Array:
+        """``normalize(kind, originals[field])``, the base's own rows taken from the classification."""
+        known = self.columns.get(field)
+        if known is None:
+            return normalize(kind, originals[field])
+        if not self.other.any():
+            return known
+        other = pa.array(self.other)
+        return pc.replace_with_mask(known, other, normalize(kind, originals[field].filter(other)))
+
+
 def base_lines(
-    base: pa.Table | None, base_kind: str, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
+    base: pa.Table | None,
+    base_kind: str,
+    policy: Policy,
+    as_of: dt.date,
+    ctx: DeadLetterContext,
+    salt: str,
+    *,
+    normalized: bool = False,
 ) -> tuple[pa.Table | None, pa.Table, dict]:
-    """(kept lines or None when the bucket has no base row, base dead letters, counts)."""
+    """(kept lines or None when the bucket has no base row, base dead letters, counts); ``normalized``: a raw
+    base's lines keep their normalised identity values (``_norm_FIELD``, :data:`NORMALIZED_FIELDS`)."""
     if base is not None and base.num_rows and base_kind == "raw":
-        return raw_lines(base, policy, as_of, ctx, salt)
+        return raw_lines(base, policy, as_of, ctx, salt, normalized=normalized)
     if base is not None and base.num_rows:
         return merged_lines(base, ctx)
     return None, dead_letter_table(ctx, []), {}
 
 
 def raw_lines(
-    raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str
+    raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str, *, normalized: bool = False
 ) -> tuple[pa.Table, pa.Table, dict]:
     """A raw base bucket -> (kept lines: classified columns + originals, dead letters, counts)."""
     n = raw.num_rows
@@ -54,7 +88,7 @@ def raw_lines(
     # classify_batch keeps row order and drops its dead rows: a position in
     # place of the row number finds each kept row's originals.
     positioned = raw.set_column(raw.schema.get_field_index("_src_row"), "_src_row", pa.array(np.arange(n)))
-    verdict = classify_batch(positioned, policy, as_of, ctx, salt)
+    verdict = classify_batch(positioned, policy, as_of, ctx, salt, normalized=normalized)
     dead = verdict.dead_letter
     dead = dead.set_column(
         dead.schema.get_field_index("source_row"), "source_row", source_rows.take(dead.column("source_row"))

@@ -216,6 +216,7 @@ class _Identity:
     review: np.ndarray
     number: pa.Array
     name: pa.Array
+    address: pa.Array
     flags: np.ndarray  # uint8 FLAG_BIT of the row's own review flags (division, name charset)
 
 
@@ -280,7 +281,7 @@ def _check_identity(raw: pa.Table, kind: pa.Array, policy: Policy, as_of: dt.dat
     handler_missing, handler_invalid = _check_handler(raw, is_org, policy, as_of, rules)
     bits.set("HANDLER_MISSING", handler_missing)
     bits.set("HANDLER_INVALID", handler_invalid)
-    return _Identity(bits, present, review, number, name, flags)
+    return _Identity(bits, present, review, number, name, address, flags)
 
 
 def _status_codes(identity: _Identity) -> np.ndarray:
@@ -327,9 +328,10 @@ def checked_regions(values: pa.Array, policy: Policy) -> tuple[pa.Array, np.ndar
 
 
 def _classified_table(
-    raw: pa.Table, line: _LineFields, identity: _Identity, policy: Policy, as_of: dt.date, salt: str
+    raw: pa.Table, line: _LineFields, identity: _Identity, policy: Policy, as_of: dt.date, salt: str, normalized: bool
 ) -> pa.Table:
-    """The classified batch: the contract's columns and the hidden working columns."""
+    """The classified batch: the contract's columns and the hidden working columns (``normalized``: with the
+    normalised identity values, ``_norm_doc_number``, ``_norm_name``, ``_norm_address``)."""
     n = raw.num_rows
     col = functools.partial(_column, raw)
     enums = line.enums
@@ -361,11 +363,16 @@ def _classified_table(
         "_name_key": name_key,
         "_flag_bits": pa.array(flag_bits, pa.uint8()),
     }
+    if normalized:
+        columns.update(_norm_doc_number=identity.number, _norm_name=identity.name, _norm_address=identity.address)
     return pa.Table.from_pydict(columns)
 
 
-def classify_batch(raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str) -> ClassifiedBatch:
-    """Classify one raw batch. Rows in = classified rows + dead letters."""
+def classify_batch(
+    raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, salt: str, *, normalized: bool = False
+) -> ClassifiedBatch:
+    """Classify one raw batch. Rows in = classified rows + dead letters. ``normalized``: keep the normalised
+    document number, name and address as hidden columns (the merge tokenizes them rather than normalise again)."""
     rows_in = raw.num_rows
     line = _line_fields(raw, policy)
     dead, dead_table = _dead_letters(raw, line.line_id, line.enums, line.bad_dates, ctx, policy)
@@ -374,7 +381,7 @@ def classify_batch(raw: pa.Table, policy: Policy, as_of: dt.date, ctx: DeadLette
         raw = raw.filter(keep)
         line = line.filter(keep)
     identity = _check_identity(raw, line.enums["subscriber_kind"], policy, as_of)
-    classified = _classified_table(raw, line, identity, policy, as_of, salt)
+    classified = _classified_table(raw, line, identity, policy, as_of, salt, normalized)
     if dead_table is None:
         dead_table = dead_letter_table(ctx, [])
     return ClassifiedBatch(classified, dead_table, rows_in)
