@@ -369,3 +369,63 @@ def test_sigterm_finishes_the_landed_messages_and_exits_0(pubsub_emulator, tmp_p
     assert manifest["stopped_by"] == "signal SIGTERM"
     assert manifest["counts"]["messages_in"] == 20 and manifest["counts"]["applied"] == 20
     assert window_tables(out, "delta.parquet").num_rows == 20 and os.listdir(os.path.join(out, "landing")) == []
+
+
+def test_an_id_a_merged_base_line_carries_is_a_conflict_on_another_line(pubsub_emulator, tmp_path):
+    """The stream on a merge's base: a copy of an event id that a line of that base carries, on another line,
+    is EVENT_ID_CONFLICT whatever its body or order (the batch merge's rule); on its own line a duplicate.
+    Compacting the stream equals the daily batch merge of the same messages onto the same base and vault.
+    (Before, the stream held such an id only against copies on the carrying line: the id was applied twice.)"""
+    from tests.support.compact import assert_same_base as same_base
+    from tests.support.compact import batch_merge as merge_with, compact as compact_with
+    from transforms.merge.copies import HELD_DETAIL
+
+    tmp = str(tmp_path)
+    raw = os.path.join(tmp, "base.parquet")
+    pq.write_table(
+        raw_table([person(line_id=f"L{i}", name="") for i in range(1, 6)]).drop_columns(["_src_file", "_src_row"]), raw
+    )
+    keys = keys_file(tmp)
+    day1 = os.path.join(tmp, "day1")
+    merge_with(
+        [raw], [event_row("E1", "L1", "2026-11-20T10:00:00"), event_row("E7", "L5", "2026-11-21T10:00:00")], keys, day1
+    )
+    base, vault = os.path.join(day1, "base"), ("--vault", os.path.join(day1, "vault"))
+    sent = [
+        event_row("E1", "L2", "2026-11-29T10:00:00"),  # first in the stream, valid on its own: L1 carries E1
+        event_row("E1", "L1", "2026-11-20T10:00:00"),  # the carrying line: a duplicate
+        event_row("E7", "L4", "2026-11-29T11:00:00", channel="ONLINE"),  # another body, another line
+        event_row("E2", "L3", "2026-11-29T12:00:00"),
+    ]
+    topic, sub = subscription(pubsub_emulator)
+    publish(topic, [as_message(e) for e in sent])
+    out = os.path.join(tmp, "stream")
+    proc = start(sub, base, keys, out, "--stop-after-idle", "8")
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    totals: dict = {}
+    for window in windows(out):
+        for k, v in window["counts"].items():
+            if k != "dead_letters":
+                totals[k] = totals.get(k, 0) + v
+    assert totals == {"messages_in": 4, "applied": 1, "superseded": 0, "duplicates": 1}, totals
+    letters = []
+    for path in sorted(glob.glob(os.path.join(out, "deltas", "w-*", "dead_letter.jsonl"))):
+        with open(path, encoding="utf-8") as f:
+            letters += [json.loads(line) for line in f if line.strip()]
+    assert sorted((r["reason"], r["event_id"], r["line_id"], r["detail"]) for r in letters) == [
+        ("EVENT_ID_CONFLICT", "E1", "L2", HELD_DETAIL),
+        ("EVENT_ID_CONFLICT", "E7", "L4", HELD_DETAIL),
+    ]
+    delta = pa.concat_tables(
+        [pq.read_table(p) for p in sorted(glob.glob(os.path.join(out, "deltas", "w-*", "delta.parquet")))]
+    )
+    assert delta.column("line_id").to_pylist() == ["L3"]  # L2 and L4 did not move
+    merge_with([base], sent, keys, os.path.join(tmp, "day2"), *vault)
+    compact_with([base], out, keys, os.path.join(tmp, "compact"), *vault)
+    same_base(os.path.join(tmp, "day2"), os.path.join(tmp, "compact"))

@@ -3,6 +3,7 @@
     store = open_store(OUT/state, base paths, encoding, policy, as_of, ctx, salt, newest_seq)
     store.subset(line_ids)              # INDEX_SCHEMA rows, with the lines' current registration
     store.holders(event_ids)            # {event_id: digest} of the ids taken so far
+    store.carriers(event_ids)           # (event_id, line_id) of the base's rows that carry these events
     store.seen_messages(message_ids)    # bool mask: Pub/Sub message ids processed so far
     store.apply(delta, seq, taken=..., seen=...)   # once window ``seq`` is committed; idempotent per seq
 
@@ -10,7 +11,8 @@ One SQLite file, ``OUT/state/lines.sqlite`` (0600 in a 0700 folder; WAL; a
 page cache of :data:`CACHE_MB`), so the process's memory does not grow with
 the base or with the events. Tables: ``lines`` (the base's lines, packed),
 ``registrations`` (the windows' registrations, kept apart so a window
-dirties few pages), ``ids``, ``messages`` and ``meta``. It is **built**
+dirties few pages), ``carriers`` (a merged base's event ids and the lines
+that carry them), ``ids``, ``messages`` and ``meta``. It is **built**
 (``pipelines/io/line_store_build.py``) from the base by streaming its read
 batches: a raw base's batches classified as the batch merge classifies
 them (``transforms.merge.lines.raw_lines``), a merged base's rows carried;
@@ -52,7 +54,7 @@ from transforms.scan.policy import Policy
 __all__ = ["LineStore", "open_store", "connect", "STORE_NAME", "CACHE_MB", "MESSAGE_TTL_DAYS", "PACKED"]
 
 STORE_NAME = "lines.sqlite"
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: the carriers table (a merged base's event ids and the lines that carry them)
 CACHE_MB = 32
 MESSAGE_TTL_DAYS = 7
 FIELD_SEP, LIST_SEP, NULL_MARK = "\x1f", "\x1e", "\x00"  # no field holds them: the readers refuse control characters
@@ -127,6 +129,15 @@ class LineStore:
         """{event_id: digest of the copy that took it} of the ids held among these."""
         sql = "SELECT i.event_id, i.digest FROM json_each(?) AS j CROSS JOIN ids AS i ON i.event_id = j.value"
         return dict(self._lookup(sql, event_ids))
+
+    def carriers(self, event_ids) -> pa.Table:
+        """``(event_id, line_id)`` of the base's rows that carry these events (HELD_SCHEMA)."""
+        from transforms.merge.copies import HELD_SCHEMA
+
+        ids = event_ids.to_pylist() if hasattr(event_ids, "to_pylist") else event_ids
+        sql = "SELECT c.event_id, c.line_id FROM json_each(?) AS j CROSS JOIN carriers AS c ON c.event_id = j.value"
+        found = self._lookup(sql, ids)
+        return pa.table([pa.array([r[i] for r in found], pa.string()) for i in (0, 1)], schema=HELD_SCHEMA)
 
     def seen_messages(self, message_ids: pa.Array, publish_times: pa.Array | None = None) -> np.ndarray:
         """Per message: processed in an earlier window (and not yet forgotten): its id, and its publish time when

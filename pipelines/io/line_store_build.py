@@ -121,6 +121,9 @@ _CREATE = [
     "CREATE TABLE registrations (line_id TEXT PRIMARY KEY, registered_at INTEGER NOT NULL, "
     "registration_event_id TEXT) WITHOUT ROWID",
     "CREATE TABLE ids (event_id TEXT PRIMARY KEY, digest TEXT NOT NULL) WITHOUT ROWID",
+    # a merged base's rows that carry a registration (every row, as the batch merge's held_pairs reads them)
+    "CREATE TABLE carriers (event_id TEXT NOT NULL, line_id TEXT NOT NULL, PRIMARY KEY (event_id, line_id)) "
+    "WITHOUT ROWID",
     "CREATE TABLE messages (message_id TEXT PRIMARY KEY, publish_time INTEGER) WITHOUT ROWID",
     "CREATE INDEX messages_by_time ON messages (publish_time)",
 ]
@@ -148,11 +151,24 @@ def _upsert(db: sqlite3.Connection, rows: pa.Table, times: pa.Array) -> None:
         db.executemany(_UPSERT, zip(*columns))
 
 
+def _carry(db: sqlite3.Connection, batch: pa.Table) -> None:
+    """The batch's ``(event_id, line_id)`` carriers (``transforms.merge.copies.held_pairs``)."""
+    from transforms.merge.copies import held_pairs
+
+    held = held_pairs(batch)
+    for start in range(0, held.num_rows, _CHUNK):
+        part = held.slice(start, _CHUNK)
+        rows = zip(part.column("event_id").to_pylist(), part.column("line_id").to_pylist())
+        db.executemany("INSERT INTO carriers VALUES (?, ?) ON CONFLICT DO NOTHING", rows)
+
+
 def _fill(db: sqlite3.Connection, batches, kind: str, policy, as_of, ctx, salt) -> dict:
     """Upsert every batch's kept lines; returns the base's summary counts."""
     offered = dead = 0
     db.execute("BEGIN")
     for batch, refused in batches:
+        if kind != "raw":
+            _carry(db, batch)
         rows, times, more = _kept(batch, kind, policy, as_of, ctx, salt)
         dead += refused + more
         offered += rows.num_rows

@@ -14,18 +14,21 @@ A *window* is a batch of Pub/Sub messages (an Arrow table, :data:`MESSAGE_SCHEMA
 3. each parsed body's keyed digest (:func:`transforms.merge.event_ids.body_digests`,
    of the contract fields as received), then the batch merge's row checks
    (``EVENT_ID_MISSING``, ``LINE_ID_MISSING``, ``BAD_TIMESTAMP``, ``BAD_ENUM``);
-4. the window's lines (``index.subset``) and **who holds each event id**
+4. a copy of an id that a line of a merged base carries (``index.carriers``),
+   on another line: ``EVENT_ID_CONFLICT``, whatever its order or validity
+   (the batch merge's rule);
+5. the window's lines (``index.subset``) and **who holds each event id**
    (:func:`transforms.merge.event_ids.resolve_copies`, with the ids held
    before: ``seen.holders``): a copy that fails its line's checks
    (``UNKNOWN_LINE``, ``LINE_TERMINATED``, the policy's codes) is a dead
    letter and takes nothing; the first valid copy takes the id; a later copy
    with the same body is a duplicate, one with another body
    ``EVENT_ID_CONFLICT``;
-5. the takers go to :func:`transforms.merge.bucket.merge_bucket` on the
+6. the takers go to :func:`transforms.merge.bucket.merge_bucket` on the
    window's lines as a merged base (the batch merge's tokenizer, masks and
    vault): latest wins; an event older than the line's current registration
    (the base's, or an earlier window's) is superseded;
-6. the **delta**: the merged rows (``schemas/merged_line.avsc``) of the lines
+7. the **delta**: the merged rows (``schemas/merged_line.avsc``) of the lines
    whose registration changed.
 
 Counts balance per window: messages in = applied + superseded + duplicates +
@@ -50,7 +53,8 @@ from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.core.metrics import merge_counts
 from transforms.crypto.keyset import KeysetError
 from transforms.merge.bucket import MERGED_SCHEMA, BucketResult, merge_bucket, value_counts
-from transforms.merge.event_ids import DIGEST, body_digests, resolve_copies
+from transforms.merge.copies import HELD_DETAIL, held_elsewhere
+from transforms.merge.event_ids import DIGEST, body_digests, conflict_letters, resolve_copies
 from transforms.merge.events import check_events, prepare_events
 from transforms.merge.intake import parse_messages
 from transforms.merge.messages import MAX_MESSAGE_BYTES
@@ -135,6 +139,15 @@ def _checked(raw: pa.Table, tokenizer, ctx: DeadLetterContext) -> tuple[pa.Table
     return checked, [missing, bad]
 
 
+def _not_held_elsewhere(checked: pa.Table, index, ctx: DeadLetterContext) -> tuple[pa.Table, pa.Table]:
+    """(the copies left; the EVENT_ID_CONFLICT dead letters of the copies of an id a line of the base carries,
+    on another line): the batch merge's rule (``transforms.merge.copies``), before any other."""
+    held = index.carriers(pc.unique(checked.column("event_id").combine_chunks()))
+    elsewhere = held_elsewhere(checked, held)
+    letters = conflict_letters(ctx, checked, elsewhere, HELD_DETAIL)
+    return (checked.filter(pa.array(~elsewhere)) if elsewhere.any() else checked), letters
+
+
 def _same_body(raw: pa.Table, checked: pa.Table, tokenizer):
     """``(row, held digest) -> bool`` for a digest kept under another join-key version (after a rotation)."""
     rows = checked.column(_RAW_AT).combine_chunks()
@@ -178,6 +191,9 @@ def process_window(
     delta = MERGED_SCHEMA.empty_table()
     keys, values = arrow_schema("vault_key").empty_table(), arrow_schema("vault_value").empty_table()
     taken: dict = {}
+    if checked.num_rows:
+        checked, elsewhere = _not_held_elsewhere(checked, index, ctx)
+        dead.append(elsewhere)
     if checked.num_rows:
         lines = index.subset(pc.unique(checked.column("line_id").combine_chunks()))
         ids = pc.unique(checked.column("event_id").combine_chunks()).to_pylist()

@@ -4,6 +4,8 @@
 
 * ``index.subset(line_ids) -> INDEX_SCHEMA table``: the lines of the window's
   events, with their current registration;
+* ``index.carriers(event_ids) -> (event_id, line_id) table``: the base's
+  rows that carry these events (a merged base's ``registration_event_id``);
 * ``seen.holders(event_ids) -> {event_id: digest}`` (the ids held before this
   window and the body digest of the copy that holds each) and
   ``seen.seen_messages(message_ids) -> bool mask`` (Pub/Sub message ids
@@ -74,8 +76,11 @@ class LineIndex:
     delta to an in-memory index itself).
     """
 
-    def __init__(self, lines: pa.Table):
+    def __init__(self, lines: pa.Table, held: pa.Table | None = None):
+        from transforms.merge.copies import HELD_SCHEMA
+
         self.lines = lines
+        self._held = HELD_SCHEMA.empty_table() if held is None else held
         self._overlay = pa.table(
             {
                 "line_id": pa.array([], pa.string()),
@@ -100,8 +105,15 @@ class LineIndex:
         """From a previous merge's base rows (MERGED_ROWS); returns (index, DUPLICATE_LINE_ID dead letters)."""
         from transforms.merge.lines import merged_lines
 
+        from transforms.merge.copies import held_pairs
+
         lines, dead, _ = merged_lines(rows, ctx)
-        return cls(index_rows(lines, "merged")), dead
+        return cls(index_rows(lines, "merged"), held_pairs(rows)), dead
+
+    def carriers(self, event_ids: pa.Array) -> pa.Table:
+        """``(event_id, line_id)`` of the base's rows that carry these events (HELD_SCHEMA; the batch merge's
+        ``held_pairs``): a copy of such an id on another line is EVENT_ID_CONFLICT."""
+        return self._held.filter(pc.is_in(self._held.column("event_id"), value_set=event_ids))
 
     def subset(self, line_ids: pa.Array) -> pa.Table:
         """The index rows of these lines, with their current registration."""
