@@ -142,8 +142,9 @@ def _plan_base(args) -> tuple[list | PlanInPipeline, InputInfo]:
         return plan_splits(args.base, rows_per_split=ROWS_PER_SPLIT, encoding=args.encoding)
     from pipelines.io.base_files import PlanInPipeline  # the Beam job's first step plans the base
 
-    # the pipeline plans the base; nothing is read here
-    return PlanInPipeline(tuple(args.base), args.encoding), InputInfo(args.base, [], [], args.estimated_rows)
+    # the pipeline plans the base (and refuses a merged one); nothing is read here
+    planned = PlanInPipeline(tuple(args.base), args.encoding, refuse_merged=True)
+    return planned, InputInfo(args.base, [], [], args.estimated_rows)
 
 
 def _prepare(argv) -> _Job:

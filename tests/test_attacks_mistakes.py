@@ -78,12 +78,18 @@ def site(tmp_path_factory) -> dict:
 # (a) a scan of a merged base ------------------------------------------------------------------------------------
 
 
-def scan(base: str, out: str) -> subprocess.CompletedProcess:
-    return run("scan", "--base", base, "--out", out, "--as-of", AS_OF, *QUIET)
+def scan(base: str, out: str, *extra: str) -> subprocess.CompletedProcess:
+    return run("scan", "--base", base, "--out", out, "--as-of", AS_OF, *QUIET, *extra)
 
 
+# planned by the launcher, or (--estimated-rows) by the Beam job's first step: a launcher that reads no base file
+# scanned a merged base's files (every line INCOMPLETE or MISSING) until the job's planning refused it too
+PLANNED = {"by the launcher": (), "in the job": ("--estimated-rows", "10")}
+
+
+@pytest.mark.parametrize("planned", PLANNED)
 @pytest.mark.parametrize("given", ["base", "out", "copy", "file"])
-def test_a_scan_of_a_merged_base_is_refused_before_anything_is_written(site, tmp_path, given):
+def test_a_scan_of_a_merged_base_is_refused_before_anything_is_written(site, tmp_path, given, planned):
     merged_base = os.path.join(site["merged"], "base")
     if given == "copy":  # its files copied elsewhere, without the merge's manifest: told by their columns
         target = tmp_path / "copied"
@@ -94,7 +100,9 @@ def test_a_scan_of_a_merged_base_is_refused_before_anything_is_written(site, tmp
     else:
         path = merged_base if given == "base" else site["merged"]
     out = str(tmp_path / "scan")
-    line = refused_by(scan(path, out), "backfill scan", 1, "is a merged base" if given != "copy" else "merged base")
+    line = refused_by(
+        scan(path, out, *PLANNED[planned]), "backfill scan", 1, "is a merged base" if given != "copy" else "merged base"
+    )
     assert "scan the raw export" in line and "backfill report --merged" in line and "nothing was written" in line
     assert "identity_status" in line, line
     assert not os.path.exists(out)

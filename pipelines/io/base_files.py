@@ -122,14 +122,24 @@ class PlanInPipeline:
     """Input paths that the pipeline's first step plans (``plan_splits`` on a
     worker) instead of the launcher: for a launcher that reads no input file,
     such as an offline Dataflow dry run or a launcher without read access to
-    the bucket. The splits are the same; a bad file fails the job, not the launch."""
+    the bucket. The splits are the same; a bad file fails the job, not the launch. ``refuse_merged``: a
+    merged base (a merge's output, or files with its columns) fails it too, in one line, as the launcher
+    refuses it when it plans (``pipelines/scan_inputs.py``): the scan's base must be a raw export."""
 
     paths: tuple[str, ...]
     encoding: str = "utf-8"
     rows_per_split: int = ROWS_PER_SPLIT
+    refuse_merged: bool = False
 
     def splits(self) -> list[Split]:
-        return plan_splits(list(self.paths), rows_per_split=self.rows_per_split, encoding=self.encoding)[0]
+        if self.refuse_merged:
+            from pipelines.scan_inputs import refuse_merged_base
+
+            refuse_merged_base(list(self.paths))
+        splits, info = plan_splits(list(self.paths), rows_per_split=self.rows_per_split, encoding=self.encoding)
+        if self.refuse_merged:
+            refuse_merged_base(list(self.paths), info)
+        return splits
 
     def info(self) -> InputInfo:
         return plan_splits(list(self.paths), rows_per_split=self.rows_per_split, encoding=self.encoding)[1]
