@@ -229,7 +229,7 @@ def test_lines_and_event_ids_live_in_keyed_state(keys, policy, tmp_path):
                 assert all(spec.time_domain == event_time for spec in timers.values()), step
     assert stateful == {
         "LineContext": (["context", "wait_at", "waiting"], ["ts-release"]),
-        "TakeEventIds": (["held"], ["ts-expiry"]),
+        "TakeEventIds": (["carriers", "held", "wait_at", "waiting"], ["ts-expiry", "ts-release"]),
         "ApplyOrSupersede": (["current"], []),
     }
 
@@ -261,6 +261,50 @@ def test_an_id_held_before_a_join_key_rotation_knows_its_body(tmp_path):
 
 def _equal(got, want):
     assert list(got) == want
+
+
+def test_copies_wait_for_the_carriers_then_go_in_time_order(keys):
+    """EventIdFn alone, elements in this order: E1's copies come before the base's carrier of E1 (line L1): they
+    wait for the watermark, so the copy on L2 (valid, first) is EVENT_ID_CONFLICT with the batch merge's detail
+    and L1's own copy a duplicate; E2's copies are decided by their time, not their arrival: the earlier one,
+    sent second, takes the id."""
+    from tests.support.stream_beam import event
+    from transforms.crypto.keyset import Keyset
+    from transforms.merge.copies import HELD_DETAIL
+    from transforms.merge.stream_keyed import EventIdFn
+    from transforms.merge.stream_records import DEAD_SCHEMA, E_TS
+
+    bodies = [
+        event("E1", "L2", "2026-11-21T10:00:00"),
+        event("E1", "L1", "2026-11-20T10:00:00"),
+        event("E2", "L3", "2026-11-20T10:00:00"),
+        event("E2", "L3", "2026-11-20T11:00:00"),
+    ]
+    ev = copies(keys, bodies, [Keyset.load(keys).primary_join_version])
+    late, early = (e[:E_TS] + (e[E_TS] + shift,) + e[E_TS + 1 :] for e, shift in ((ev[2], 5), (ev[3], 0)))
+    sent = [
+        ("E1", (ev[0], None, True, False, None)),
+        ("E1", (ev[1], None, False, True, None)),  # its line carries E1
+        ("E2", (late, None, True, False, None)),
+        ("E2", (early, None, True, False, None)),
+        ("E1", ("c", "L1")),
+    ]
+    reason, line, detail = (DEAD_SCHEMA.names.index(n) for n in ("reason", "line_id", "detail"))
+
+    def outcome(o):
+        kind, payload = o[1]
+        return (payload[reason], payload[line], payload[detail]) if kind == "dead" else (kind, None, None)
+
+    with BeamTestPipeline(runner=RUNNER) as p:
+        out = (
+            p | beam.Create(sent, reshuffle=False) | beam.ParDo(EventIdFn(CTX)).with_outputs("outcomes", main="takers")
+        )
+        takers = out.takers | beam.Map(lambda kv: (kv[1][0][0], kv[1][0][E_TS]))
+        assert_that(takers, lambda got: _equal(got, [("E2", early[E_TS])]), label="Takes")
+        want = [("EVENT_ID_CONFLICT", "L2", HELD_DETAIL), ("duplicate", None, None)]
+        want.append(("EVENT_ID_CONFLICT", "L3", "another copy of this event_id with a different body holds the id"))
+        got = out.outcomes | beam.Map(outcome)
+        assert_that(got, lambda got: _equal(sorted(got, key=str), sorted(want, key=str)), label="Outcomes")
 
 
 def test_a_line_context_takes_seeds_and_events_in_any_order(keys):
@@ -333,3 +377,53 @@ def test_on_a_merged_base_a_line_that_carries_the_event_holds_its_id(keys, tmp_p
     batch_merge([os.path.join(day1, "base")], [s.body for s in windows[0]], keys, str(tmp_path / "day2"), *vault)
     compact_with([os.path.join(day1, "base")], stream, keys, str(tmp_path / "compact"), *vault)
     assert_same_base(str(tmp_path / "day2"), str(tmp_path / "compact"))
+
+
+def test_on_a_merged_base_an_id_a_line_carries_is_held_from_the_start(keys, tmp_path):
+    """The batch merge's rule (transforms/merge/copies.py ``held_elsewhere``): an event id that a line of the
+    previous merge carries is held by that line from the start. A copy of it on another line, valid on its
+    own and first in its window, is EVENT_ID_CONFLICT (the batch merge's detail) and takes nothing; the
+    copy on the carrying line is a duplicate; compacted, the stream is the daily batch merge."""
+    from tests.support.compact import batch_merge
+    from tests.support.compact import compact as compact_with
+    from tests.support.stream_beam import Sent, event
+    from transforms.merge.copies import HELD_DETAIL
+
+    raw = str(tmp_path / "base.csv")
+    write_csv_base(raw, base_rows())
+    e1 = event("E1", "L1", "2026-11-20T10:00:00")
+    day1 = str(tmp_path / "day1")
+    batch_merge([raw], [e1], keys, day1)
+    windows = [
+        [
+            Sent(event("E1", "L2", "2026-11-21T10:00:00"), "EVENT_ID_CONFLICT"),  # L1 holds E1: first, valid, no
+            Sent(e1, "duplicate"),  # the carrying line's own copy
+            Sent(event("E2", "L3", "2026-11-20T10:00:00"), "applied"),
+        ]
+    ]
+    stream = str(tmp_path / "stream")
+    run_stream(os.path.join(day1, "base"), keys, stream, windows)
+    totals, letters = collections.Counter(), []
+    for folder in _folders(stream).values():
+        with open(os.path.join(folder, "window.json"), encoding="utf-8") as f:
+            counts = json.load(f)["counts"]
+        dead = sum(counts["dead_letters"].values())
+        assert counts["messages_in"] == counts["applied"] + counts["superseded"] + counts["duplicates"] + dead
+        totals.update({k: v for k, v in counts.items() if k != "dead_letters"} | {"dead_letters": dead})
+        with open(os.path.join(folder, "dead_letter.jsonl"), encoding="utf-8") as f:
+            letters += [json.loads(line) for line in f]
+    assert +totals == collections.Counter(messages_in=3, applied=1, duplicates=1, dead_letters=1)
+    got = [(d["reason"], d["event_id"], d["line_id"], d["detail"]) for d in letters]
+    assert got == [("EVENT_ID_CONFLICT", "E1", "L2", HELD_DETAIL)]
+    vault = ("--vault", os.path.join(day1, "vault"))
+    batch_merge([os.path.join(day1, "base")], [s.body for s in windows[0]], keys, str(tmp_path / "day2"), *vault)
+    compact_with([os.path.join(day1, "base")], stream, keys, str(tmp_path / "compact"), *vault)
+    assert_same_base(str(tmp_path / "day2"), str(tmp_path / "compact"))
+    before, after = (_registrations(out) for out in (day1, str(tmp_path / "compact")))
+    assert after["L2"] == before["L2"] is None and after["L1"] == before["L1"] == "E1"  # L2 did not move
+
+
+def _registrations(out: str) -> dict:
+    """line_id -> registration_event_id of a merge's or compact's OUT/base."""
+    base = pq.read_table(os.path.join(out, "base"))
+    return dict(zip(base["line_id"].to_pylist(), base["registration_event_id"].to_pylist()))

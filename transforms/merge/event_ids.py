@@ -7,8 +7,9 @@ One rule for the batch merge and both streaming merges (docs/contract.md "Regist
   dead letter and takes nothing: it never reaches :func:`take_ids`;
 - a copy that passes them but not its line's checks (``UNKNOWN_LINE``,
   ``LINE_TERMINATED``, the policy's codes) is a dead letter and takes nothing;
-- the first *valid* copy (arrival order: a file's row order; a subscription's
-  processing order) takes the id: it is applied or superseded;
+- the first *valid* copy (arrival order: a file's row order; the local stream's
+  processing order; the Dataflow stream's publish time, then message) takes the
+  id: it is applied or superseded;
 - once the id is held, a later copy with the same body is a duplicate and one
   with another body, valid or not, is ``EVENT_ID_CONFLICT``; an id held
   before (an earlier window, a line that already carries the event) counts as

@@ -2,7 +2,8 @@
 
     messages --Stamp--> BatchMessages --Intake-------------------(line_id, event)--+
     base batches --Seed-------------------------------------------(line_id, seed)---+--> LineContext (state)
-      --> BatchForValidation --Validate--> (event_id, copy) --TakeEventIds (state)--> (line_id, taker)
+      --> BatchForValidation --Validate--> (event_id, copy) --------+
+    base batches --Seed (merged base)--> (event_id, carrier line) --+--TakeEventIds (state)--> (line_id, taker)
       --> ApplyOrSupersede (state) --+
     every stage's outcomes ----------+--> FixedWindows --GroupByShard--> BuildFolders --> one folder per
                                                                          (window, pane, shard)
@@ -13,8 +14,10 @@
   (:mod:`transforms.merge.stream_keyed`): no worker loads it, and the runner keeps each line's context
   (no identity values) with its key.
 * **Who holds an event id** (:mod:`transforms.merge.event_ids`, one rule for every merge): a copy that
-  fails its line's checks is a dead letter and takes nothing; the first valid copy takes the id; later
-  copies are duplicates (same body) or ``EVENT_ID_CONFLICT``; an id is held 7 days after its taker's time.
+  fails its line's checks is a dead letter and takes nothing; the first valid copy (in ``(time, source)``
+  order) takes the id; later copies are duplicates (same body) or ``EVENT_ID_CONFLICT``; an id is held 7
+  days after its taker's time. An id a line of a merged base carries is held by that line from the start:
+  a copy on another line is ``EVENT_ID_CONFLICT`` (the batch merge's rule, :mod:`transforms.merge.copies`).
 * **Latest wins** per line against its current registration (the base's, then the stream's).
 * **Folders** (:mod:`transforms.merge.stream_windows`): per (window, pane, shard), the takers merged
   (``merge_bucket``), every message of it counted once.
@@ -36,7 +39,7 @@ import pyarrow as pa
 from transforms.core import coders  # noqa: F401  (registers the Arrow table coder)
 from transforms.core.deadletter import DeadLetterContext
 from transforms.merge.messages import MAX_MESSAGE_BYTES
-from transforms.merge.stream_intake import BASE_DEAD, OUTCOMES, IntakeFn, SeedFn, ValidateFn
+from transforms.merge.stream_intake import BASE_DEAD, CARRIERS, OUTCOMES, IntakeFn, SeedFn, ValidateFn
 from transforms.merge.stream_keyed import ID_TTL_SECONDS, EventIdFn, LineContextFn, RegistrationFn
 from transforms.merge.stream_windows import ALLOWED_LATENESS_SECONDS, BuildFolderFn, StreamWindows
 from transforms.scan.policy import Policy
@@ -108,16 +111,20 @@ class MergeStreamWindows(beam.PTransform):
         )
         seeds = inputs["base"] | "Seed" >> beam.ParDo(
             SeedFn(self._policy, self._as_of, self._ctx, self._kind)
-        ).with_outputs(BASE_DEAD, main="seeds")
+        ).with_outputs(BASE_DEAD, CARRIERS, main="seeds")
         lines = (
             (intake.events, seeds.seeds)
             | "EventsAndSeeds" >> beam.Flatten().with_output_types(typing.Tuple[str, typing.Any])
             | "LineContext" >> beam.ParDo(LineContextFn(self._ctx)).with_outputs(BASE_DEAD, main="events")
         )
-        ids = (
+        validated = (
             lines.events
             | "BatchForValidation" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
             | "Validate" >> beam.ParDo(ValidateFn(self._policy, self._as_of, self._ctx))
+        )
+        ids = (
+            (validated, seeds[CARRIERS])
+            | "CopiesAndCarriers" >> beam.Flatten().with_output_types(typing.Tuple[str, typing.Any])
             | "TakeEventIds" >> beam.ParDo(EventIdFn(self._ctx, self._ttl)).with_outputs(OUTCOMES, main="takers")
         )
         registered = ids.takers | "ApplyOrSupersede" >> beam.ParDo(RegistrationFn())

@@ -6,7 +6,8 @@
   line_id, and per message one outcome for its window's folder (its dead letter), plus a count of the
   messages in of each (window, shard);
 * :class:`SeedFn` -- a base batch -> its lines as the batch merge keeps them (``raw_lines`` /
-  ``merged_lines``), as ``(line_id, context)`` seeds; the base's own dead letters;
+  ``merged_lines``), as ``(line_id, context)`` seeds; the base's own dead letters; of a merged base, the
+  event ids its rows carry, as ``(event_id, ("c", line_id))`` (the batch merge's ``copies.held_pairs``);
 * :class:`ValidateFn` -- a batch of (event, context) -> each copy's line checks (``event_ids.valid_rows``)
   and, when it fails them, its own dead letter, keyed by event_id.
 
@@ -28,6 +29,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.core.deadletter import DeadLetterContext
 from transforms.core.metrics import counter
+from transforms.merge.copies import held_pairs
 from transforms.merge.value_free import value_free
 from transforms.merge.event_ids import DIGEST, body_digests, valid_rows
 from transforms.merge.events import check_events, prepare_events, validate_events
@@ -52,11 +54,13 @@ from transforms.merge.stream_records import (
 from transforms.scan.normalize import clean_text
 from transforms.scan.policy import Policy
 
-__all__ = ["IntakeFn", "SeedFn", "ValidateFn", "OUTCOMES", "BASE_DEAD", "SEED", "EVENT"]
+__all__ = ["IntakeFn", "SeedFn", "ValidateFn", "OUTCOMES", "BASE_DEAD", "CARRIERS", "SEED", "EVENT", "CARRIER"]
 
 OUTCOMES = "outcomes"  # (shard, (kind, payload)) of a message, for its window's folder
 BASE_DEAD = "base_dead_letter"  # dead-letter tables of the base
+CARRIERS = "carriers"  # (event_id, ("c", line_id)) of each merged base row that carries a registration
 SEED, EVENT = "s", "e"  # what a line-keyed element carries
+CARRIER = "c"  # what an event_id-keyed element of the base carries (a copy is a 5-tuple)
 _SOURCE_ROW = DEAD_SCHEMA.names.index("source_row")
 
 
@@ -127,9 +131,14 @@ class IntakeFn(beam.DoFn):
             )
 
 
-@beam.typehints.with_output_types(typing.Tuple[str, typing.Any], base_dead_letter=pa.Table)
+@beam.typehints.with_output_types(
+    typing.Tuple[str, typing.Any], base_dead_letter=pa.Table, carriers=typing.Tuple[str, typing.Any]
+)
 class SeedFn(beam.DoFn):
-    """A base batch -> ``(line_id, ("s", context))`` per kept line; tagged :data:`BASE_DEAD`: its dead letters."""
+    """A base batch -> ``(line_id, ("s", context))`` per kept line; tagged :data:`BASE_DEAD`: its dead letters;
+    tagged :data:`CARRIERS` (a merged base; a raw one carries no ids): ``(event_id, ("c", line_id))`` of every
+    row of the batch that carries a registration, as the batch merge reads them (``held_pairs``: all rows,
+    a duplicated line_id's loser too), so the two merges hold the same ids."""
 
     def __init__(self, policy: Policy, as_of: dt.date, ctx: DeadLetterContext, base_kind: str):
         self._policy, self._as_of, self._ctx, self._kind = policy, as_of, ctx, base_kind
@@ -142,15 +151,19 @@ class SeedFn(beam.DoFn):
         with value_free("StreamSeed"):
             if self._kind == "raw":
                 lines, dead, _ = raw_lines(table, self._policy, self._as_of, self._ctx, self._salt)
-                contexts = context_records(lines, "_updated_at")
+                contexts, carriers = context_records(lines, "_updated_at"), []
             else:
                 lines, dead, _ = merged_lines(table, self._ctx)
                 contexts = context_records(lines, "registered_at")
+                held = held_pairs(table)
+                carriers = zip(held.column("event_id").to_pylist(), held.column("line_id").to_pylist())
         self._lines.inc(len(contexts))
         if dead.num_rows:
             yield beam.pvalue.TaggedOutput(BASE_DEAD, dead)
         for context in contexts:
             yield context[0], (SEED, context)
+        for event_id, line_id in carriers:
+            yield beam.pvalue.TaggedOutput(CARRIERS, (event_id, (CARRIER, line_id)))
 
 
 @beam.typehints.with_output_types(typing.Tuple[str, typing.Any])

@@ -8,8 +8,10 @@ the base, and a restarted worker finds it again.
   event of a line not seeded (yet) waits until the watermark passes its time -- the base is a bounded read
   whose watermark stays at the start of time until all of it is read -- then goes on with the context, or
   with none (``UNKNOWN_LINE`` next);
-* :class:`EventIdFn` (key event_id) -- the digest of the copy that took the id, kept ``ttl_seconds`` after
-  that copy's time: ``event_ids.take_ids`` on each copy (a line that carries the event holds its id);
+* :class:`EventIdFn` (key event_id) -- the lines of a merged base that carry the id, and the digest of the
+  copy that took it, kept ``ttl_seconds`` after that copy's time: each copy waits until the watermark passes
+  its time (every carrier is then in), then ``event_ids.take_ids`` on each in ``(time, source)`` order; an
+  id a base line carries is held by that line from the start (the batch merge's rule, ``copies``);
 * :class:`RegistrationFn` (key line_id) -- the line's current registration (the base's, then the
   stream's): a newer event is applied, an older one superseded.
 """
@@ -28,8 +30,9 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.core.metrics import counter
+from transforms.merge.copies import HELD_DETAIL
 from transforms.merge.event_ids import CONFLICT, DUPLICATE as TAKEN_BEFORE, TAKE, conflict_letters, take_ids
-from transforms.merge.stream_intake import BASE_DEAD, OUTCOMES, SEED
+from transforms.merge.stream_intake import BASE_DEAD, CARRIER, OUTCOMES, SEED
 from transforms.merge.stream_records import (
     APPLIED,
     C_AT,
@@ -131,10 +134,21 @@ class LineContextFn(beam.DoFn):
 
 @beam.typehints.with_output_types(typing.Tuple[str, typing.Any], outcomes=typing.Tuple[int, typing.Any])
 class EventIdFn(beam.DoFn):
-    """``(event_id, (event, context, valid, carried, own letter))`` -> the copies that take their id,
-    ``(line_id, (event, context))``; tagged OUTCOMES: duplicates, EVENT_ID_CONFLICT and own dead letters."""
+    """``(event_id, ("c", line_id))`` of each merged base line that carries the id (SeedFn's carriers), and
+    ``(event_id, (event, context, valid, carried, own letter))`` of each copy -> the copies that take their
+    id, ``(line_id, (event, context))``; tagged OUTCOMES: duplicates, EVENT_ID_CONFLICT and own dead letters.
+
+    A copy waits until the watermark passes its time (the base, a bounded read, holds it at the start of
+    time until it is all read: every carrier of the id is then in), then the waiting copies are decided in
+    ``(time, source)`` order, each at its own time. An id a base line carries is held by it from the start
+    (the batch merge's ``copies.held_elsewhere``): a copy on another line is EVENT_ID_CONFLICT
+    (``copies.HELD_DETAIL``) whatever its validity or order, and takes nothing."""
 
     HELD = ReadModifyWriteStateSpec("held", StrUtf8Coder())
+    CARRIERS = BagStateSpec("carriers", StrUtf8Coder())  # the base lines that carry this event id
+    WAITING = BagStateSpec("waiting", _ANY)
+    WAIT_AT = ReadModifyWriteStateSpec("wait_at", VarIntCoder())  # the earliest waiting copy's time (us)
+    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, ctx: DeadLetterContext, ttl_seconds: int = ID_TTL_SECONDS):
@@ -144,30 +158,66 @@ class EventIdFn(beam.DoFn):
     def process(
         self,
         element,
-        held=beam.DoFn.StateParam(HELD),
-        expiry=beam.DoFn.TimerParam(EXPIRY),
-        timestamp=beam.DoFn.TimestampParam,
+        carriers=beam.DoFn.StateParam(CARRIERS),
+        waiting=beam.DoFn.StateParam(WAITING),
+        wait_at=beam.DoFn.StateParam(WAIT_AT),
+        release=beam.DoFn.TimerParam(RELEASE),
     ):
-        event_id, (event, context, valid, carried, own) = element
+        _, value = element
+        if value[0] == CARRIER:
+            carriers.add(value[1])
+            return
+        at, first_wait = value[0][E_TS], wait_at.read()
+        waiting.add(value)
+        if first_wait is None or at < first_wait:
+            wait_at.write(at)
+            release.set(Timestamp(micros=at))  # holds the output watermark at the earliest waiting time
+
+    @on_timer(RELEASE)
+    def release(
+        self,
+        held=beam.DoFn.StateParam(HELD),
+        carriers=beam.DoFn.StateParam(CARRIERS),
+        waiting=beam.DoFn.StateParam(WAITING),
+        wait_at=beam.DoFn.StateParam(WAIT_AT),
+        expiry=beam.DoFn.TimerParam(EXPIRY),
+    ):
+        lines = set(carriers.read())
+        copies = sorted(waiting.read(), key=lambda c: (c[0][E_TS], c[0][E_SOURCE] or ""))
+        waiting.clear()
+        wait_at.clear()
+        for copy in copies:  # each at its own time: none is earlier than the hold, so none is late
+            at = Timestamp(micros=copy[0][E_TS])
+            tag, out = self._decide(copy, lines, held, expiry)
+            out = beam.window.TimestampedValue(out, at)
+            yield out if tag is None else beam.pvalue.TaggedOutput(tag, out)
+
+    def _decide(self, copy: tuple, lines: set, held, expiry) -> tuple[str | None, tuple]:
+        """One copy in its turn -> ``(None, taker)`` or ``(OUTCOMES, outcome)``."""
+        event, context, valid, carried, own = copy
+        event_id, shard = event[E_ID], event[E_SHARD]
+        if lines and event[E_LINE] not in lines:  # a line of the previous merge holds the id
+            self._conflicts.inc()
+            return OUTCOMES, (shard, (DEAD, self._conflict(event, HELD_DETAIL)))
         holder = held.read()
         before = {event_id: holder} if holder is not None else ({event_id: None} if carried else {})
         others = (event[E_OTHER] or "").split()  # held since before a join-key rotation: the same body?
         digests = pa.array([event[E_DIGEST]])
         codes, _ = take_ids(pa.array([event_id]), digests, np.array([valid]), before, lambda _, held: held in others)
-        shard = event[E_SHARD]
         if codes[0] == TAKE:
             held.write(event[E_DIGEST])
-            expiry.set(timestamp + Duration(seconds=self._ttl))
-            yield event[E_LINE], (event, context)
-        elif codes[0] == TAKEN_BEFORE:
+            expiry.set(Timestamp(micros=event[E_TS]) + Duration(seconds=self._ttl))  # from the copy's own time
+            return None, (event[E_LINE], (event, context))
+        if codes[0] == TAKEN_BEFORE:
             self._duplicates.inc()
-            yield beam.pvalue.TaggedOutput(OUTCOMES, (shard, (DUPLICATE, 1)))
-        elif codes[0] == CONFLICT:
+            return OUTCOMES, (shard, (DUPLICATE, 1))
+        if codes[0] == CONFLICT:
             self._conflicts.inc()
-            letter = dead_rows(conflict_letters(self._ctx, events_table([event]), np.array([True])))[0]
-            yield beam.pvalue.TaggedOutput(OUTCOMES, (shard, (DEAD, letter)))
-        else:  # invalid, and the id is not held: the copy's own dead letter
-            yield beam.pvalue.TaggedOutput(OUTCOMES, (shard, (DEAD, own)))
+            return OUTCOMES, (shard, (DEAD, self._conflict(event)))
+        return OUTCOMES, (shard, (DEAD, own))  # invalid, and the id is not held: the copy's own dead letter
+
+    def _conflict(self, event: tuple, *detail: str) -> tuple:
+        return dead_rows(conflict_letters(self._ctx, events_table([event]), np.array([True]), *detail))[0]
 
     @on_timer(EXPIRY)
     def expire(self, held=beam.DoFn.StateParam(HELD)):
