@@ -14,11 +14,13 @@ from transforms.core.column_names import contract_key
 from pipelines.io.lineage import live_folder
 from pipelines.io.paths import open_read
 from pipelines.io.planning import InputError, InputInfo
+from schemas import arrow_schema
 from transforms.core.rows import BASE
 
 __all__ = ["refuse_merged_base"]
 
-_TOKENS = {"doc_token", "name_token", "address_token", "doc_mask", "name_mask", "address_mask"}
+# every token and mask column of the merged-line contract (schemas/merged_line.avsc), handler ones included
+_TOKENS = {name for name in arrow_schema("merged_line").names if name.endswith(("_token", "_mask"))}
 _PLAINTEXT = {"doc_number", "name", "address"}
 
 
