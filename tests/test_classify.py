@@ -140,6 +140,17 @@ def test_label_aliases(policy, label, code_ok):
     assert one(policy, doc_type=label)["identity_status"] == "COMPLETE"
 
 
+@pytest.mark.parametrize("label", ["照会", "外交使馆照会", "EMBASSY_NOTE", "  外交使馆照会 "])
+def test_an_embassy_note_is_an_other_valid_document_of_art_7(policy, label):
+    """Art. 7 (5): other valid identity documents under law and state rules; operator exports file an embassy's
+    note there. Accepted for a person, its number checked as free text; not an organisation's document."""
+    row = one(policy, doc_type=label, doc_number="外照字2016第123号")
+    assert (row["identity_status"], row["reasons"], row["flags"]) == ("COMPLETE", [], [])
+    assert one(policy, doc_type=label, doc_number="无")["reasons"] == ["DOC_NUMBER_FORMAT"]
+    org = organisation(doc_type=label, doc_number="外照字2016第123号")
+    assert "DOC_TYPE_NOT_ALLOWED_FOR_KIND" in classify([org], policy)[0][org["line_id"]]["reasons"]
+
+
 def test_ambiguous_label_is_checked_and_flagged_for_review(policy):
     row = one(policy, doc_type="回乡证", doc_number="H12345678")
     assert row["identity_status"] == "COMPLETE"

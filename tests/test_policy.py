@@ -27,7 +27,7 @@ def default_data() -> dict:
 
 
 def test_default_policy_loads_and_pickles(policy):
-    assert policy.version == "decree25-2013.4"
+    assert policy.version == "decree25-2013.5"
     assert len(policy.digest) == 64
     assert pickle.loads(pickle.dumps(policy)).version == policy.version
     assert policy.label_lookup["身份证"] == "RESIDENT_ID"
