@@ -42,6 +42,7 @@ from tests.support.stream_cli import (
     keys_file,
     kill,
     publish,
+    run_until_idle,
     start,
     wait_for,
     windows,
@@ -400,14 +401,7 @@ def test_an_id_a_merged_base_line_carries_is_a_conflict_on_another_line(pubsub_e
     topic, sub = subscription(pubsub_emulator)
     publish(topic, [as_message(e) for e in sent])
     out = os.path.join(tmp, "stream")
-    proc = start(sub, base, keys, out, "--stop-after-idle", "8")
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, stderr[-3000:]
+    run_until_idle(sub, base, keys, out, idle=8)
     totals: dict = {}
     for window in windows(out):
         for k, v in window["counts"].items():
