@@ -38,11 +38,11 @@ from pipelines.manifest import Timer, policy_block, read_json
 from pipelines.io.base_reads import ROWS_PER_SPLIT
 from pipelines.io.lineage import base_lineage
 from pipelines.io.paths import join_path
-from pipelines.io.planning import InputInfo, plan_splits
+from pipelines.io.planning import InputInfo
 from pipelines.io.finish import finish
 from pipelines.flags import LOCAL_RUNNERS, add_progress_flag, runs_in_process
 from pipelines.io.publish import Publication, check_apart, check_owned, publishing
-from pipelines.scan_inputs import refuse_merged_base
+from pipelines.scan_inputs import plan_raw_base
 from pipelines.scan_summary import format_summary, manifest_counts, scan_summary, write_summary
 from schemas import arrow_schema
 from transforms.core.deadletter import DeadLetterContext
@@ -139,7 +139,7 @@ class _Job:
 def _plan_base(args) -> tuple[list | PlanInPipeline, InputInfo]:
     """The base's splits, planned here, or (``--estimated-rows``) left to the pipeline's first step."""
     if args.estimated_rows is None:
-        return plan_splits(args.base, rows_per_split=ROWS_PER_SPLIT, encoding=args.encoding)
+        return plan_raw_base(args.base, rows_per_split=ROWS_PER_SPLIT, encoding=args.encoding)  # a merged one refused
     from pipelines.io.base_files import PlanInPipeline  # the Beam job's first step plans the base
 
     # the pipeline plans the base (and refuses a merged one); nothing is read here
@@ -155,11 +155,7 @@ def _prepare(argv) -> _Job:
     out = args.out.rstrip("/")
     check_apart(out, _inputs(args))  # before the base is read: real paths, one line
     policy = load_policy(args.policy)
-    if args.estimated_rows is None:  # planned here: a merged base is refused before anything is written
-        refuse_merged_base(args.base)
-    splits, info = _plan_base(args)
-    if isinstance(splits, list):
-        refuse_merged_base(args.base, info)
+    splits, info = _plan_base(args)  # a merged base is refused before anything is written
     run_id, started = new_run("scan")
     options = _beam_options(args, beam_args, run_id)
     runner = DEFAULT_RUNNER if options is None else runner_name(options)

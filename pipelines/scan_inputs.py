@@ -13,11 +13,11 @@ from pipelines.common import UserError
 from transforms.core.column_names import contract_key
 from pipelines.io.lineage import live_folder
 from pipelines.io.paths import open_read
-from pipelines.io.planning import InputError, InputInfo
+from pipelines.io.planning import InputError, InputInfo, plan_splits
 from schemas import arrow_schema
 from transforms.core.rows import BASE
 
-__all__ = ["refuse_merged_base"]
+__all__ = ["refuse_merged_base", "plan_raw_base"]
 
 # every token and mask column of the merged-line contract (schemas/merged_line.avsc), handler ones included
 _TOKENS = {name for name in arrow_schema("merged_line").names if name.endswith(("_token", "_mask"))}
@@ -62,3 +62,12 @@ def refuse_merged_base(paths: list[str], info: InputInfo | None = None) -> None:
     for path in info.files:
         if _merged(path):
             raise _refusal(path, "a file of a merged base")
+
+
+def plan_raw_base(paths: list[str], *, encoding: str, rows_per_split: int) -> tuple[list, InputInfo]:
+    """The base's splits and plan, a merged base refused in one line (by its output, then by its columns): the
+    launcher's planning and the Beam job's first step (``--estimated-rows``) alike."""
+    refuse_merged_base(paths)
+    splits, info = plan_splits(paths, rows_per_split=rows_per_split, encoding=encoding)
+    refuse_merged_base(paths, info)
+    return splits, info

@@ -133,13 +133,10 @@ class PlanInPipeline:
 
     def splits(self) -> list[Split]:
         if self.refuse_merged:
-            from pipelines.scan_inputs import refuse_merged_base
+            from pipelines.scan_inputs import plan_raw_base
 
-            refuse_merged_base(list(self.paths))
-        splits, info = plan_splits(list(self.paths), rows_per_split=self.rows_per_split, encoding=self.encoding)
-        if self.refuse_merged:
-            refuse_merged_base(list(self.paths), info)
-        return splits
+            return plan_raw_base(list(self.paths), rows_per_split=self.rows_per_split, encoding=self.encoding)[0]
+        return plan_splits(list(self.paths), rows_per_split=self.rows_per_split, encoding=self.encoding)[0]
 
     def info(self) -> InputInfo:
         return plan_splits(list(self.paths), rows_per_split=self.rows_per_split, encoding=self.encoding)[1]

@@ -39,7 +39,7 @@ from schemas import arrow_schema
 from transforms.scan.classify import bits_to_lists, lookup, per_distinct
 from transforms.core.deadletter import DeadLetterContext, dead_letter_table
 from transforms.merge.events import pick_winners, validate_events
-from transforms.merge.lines import IDENTITY_FIELDS, NORMALIZED_FIELDS, Normalized, base_lines
+from transforms.merge.lines import IDENTITY_FIELDS, Normalized, base_lines
 from transforms.core.counts import merge_counts, value_counts
 from transforms.scan.normalize import contiguous, normalize_label
 from transforms.scan.policy import NOT_ACCEPTED, Policy
@@ -219,7 +219,10 @@ def merge_bucket(
         return _without_lines(vault_keys, vault_values, dead, counts)
     w_at = pc.index_in(lines.column("line_id"), value_set=winners.column("line_id"))
     ids, originals, registrations, todo = _identities(lines, base_kind, winners, w_at)
-    normalized = _normalized(lines, w_at) if base_kind == "raw" else None
+    # a raw base's own values as its classification normalised them; a line with a winner takes the winner's
+    normalized = (
+        Normalized.of_lines(lines, w_at.is_valid().to_numpy(zero_copy_only=False)) if base_kind == "raw" else None
+    )
     columns, keys, values = protect(ids, originals, tokenizer, vault, policy, vault_keys, registrations, normalized)
     sealed = keys.column("line_id")
     keys_out = _with_copied(keys, vault_keys, sealed)
@@ -264,12 +267,6 @@ def _identities(
         registrations = event_ids.filter(todo)
     ids = lines.column("line_id").combine_chunks().filter(todo)
     return ids, originals, registrations, todo
-
-
-def _normalized(lines: pa.Table, w_at: pa.Array) -> Normalized:
-    """A raw base's lines' normalised identity values; a line with a winner takes the winner's, normalised anew."""
-    columns = {f: lines.column(f"_norm_{f}").combine_chunks() for f in NORMALIZED_FIELDS}
-    return Normalized(columns, w_at.is_valid().to_numpy(zero_copy_only=False))
 
 
 def _with_copied(fresh: pa.Table, previous: pa.Table | None, sealed: pa.Array) -> pa.Table:

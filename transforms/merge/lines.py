@@ -49,6 +49,12 @@ class Normalized(NamedTuple):
     columns: dict[str, pa.Array]
     other: np.ndarray  # bool, one per line
 
+    @classmethod
+    def of_lines(cls, lines: pa.Table, other: np.ndarray) -> "Normalized":
+        """From kept lines that carry ``_norm_FIELD`` (``base_lines(..., normalized=True)``); ``other``: the lines
+        whose identity is another's."""
+        return cls({f: lines.column(f"_norm_{f}").combine_chunks() for f in NORMALIZED_FIELDS}, other)
+
     def of(self, kind: str, field: str, originals: dict) -> pa.Array:
         """``normalize(kind, originals[field])``, the base's own rows taken from the classification."""
         known = self.columns.get(field)

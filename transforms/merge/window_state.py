@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from transforms.core.deadletter import DeadLetterContext
 from transforms.merge.bucket import MERGED_SCHEMA
+from transforms.merge.copies import HELD_SCHEMA, held_pairs
 from transforms.scan.policy import Policy
 
 __all__ = [
@@ -77,8 +78,6 @@ class LineIndex:
     """
 
     def __init__(self, lines: pa.Table, held: pa.Table | None = None):
-        from transforms.merge.copies import HELD_SCHEMA
-
         self.lines = lines
         self._held = HELD_SCHEMA.empty_table() if held is None else held
         self._overlay = pa.table(
@@ -104,8 +103,6 @@ class LineIndex:
     def from_merged(cls, rows: pa.Table, ctx: DeadLetterContext) -> tuple["LineIndex", pa.Table]:
         """From a previous merge's base rows (MERGED_ROWS); returns (index, DUPLICATE_LINE_ID dead letters)."""
         from transforms.merge.lines import merged_lines
-
-        from transforms.merge.copies import held_pairs
 
         lines, dead, _ = merged_lines(rows, ctx)
         return cls(index_rows(lines, "merged"), held_pairs(rows)), dead
